@@ -1,0 +1,320 @@
+"""Compact, mm-wide page-table state.
+
+One :class:`PageTables` describes which page tables of an mm exist and what their entries
+hold, at the granularity mremap's decisions need (kernel-model.md §1):
+
+* top level: which PGD/P4D slots have a PUD table (``pud_tables``; always present when the
+  PUD level is folded);
+* PUD level: entries that are a PMD table or a huge leaf (sorted ``pud_idx``/``pud_kind``);
+* PMD level: entries that are a PTE table or a huge leaf (THP or 2 MiB hugetlb), sorted
+  ``pmd_idx``/``pmd_kind``; each PTE table refers to a row of ``masks``, a bitmap of its
+  present PTEs. Bitmaps are deduplicated, so a fully populated terabyte shares one row.
+
+Nothing is stored per page: a fully populated 1 TiB region on x86-64 is 512 Ki PMD entries
+held in three numpy arrays (about 7 MiB). Instances are immutable values; every change
+returns a new one. Planners that walk entry by entry take a :class:`Window` (dicts over the
+slots they can touch) and write it back with :meth:`PageTables.replace_window`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from perfsim.profiles import ArchProfile
+
+PUD_NONE, PUD_TABLE, PUD_LEAF = 0, 1, 2
+PMD_NONE, PMD_TABLE, PMD_LEAF = 0, 1, 2
+
+_I64 = np.int64
+
+
+def _mask_words(arch: ArchProfile) -> int:
+    return arch.ptrs_per_pte // 64
+
+
+def range_mask(lo: int, hi: int) -> int:
+    """Bitmap (Python int) with bits ``[lo, hi)`` set."""
+    return ((1 << hi) - 1) ^ ((1 << lo) - 1) if hi > lo else 0
+
+
+def _int_to_words(mask: int, words: int) -> np.ndarray:
+    return np.frombuffer(mask.to_bytes(words * 8, "little"), dtype="<u8").astype(np.uint64)
+
+
+def _words_to_int(row: np.ndarray) -> int:
+    return int.from_bytes(np.ascontiguousarray(row, dtype="<u8").tobytes(), "little")
+
+
+@dataclass(frozen=True, eq=False)
+class PageTables:
+    """Immutable page-table state of one mm. Build with :meth:`empty` and :meth:`populate`."""
+
+    arch: ArchProfile
+    pud_tables: frozenset[int]
+    pud_idx: np.ndarray
+    pud_kind: np.ndarray
+    pmd_idx: np.ndarray
+    pmd_kind: np.ndarray
+    pmd_mask: np.ndarray
+    masks: np.ndarray
+    mask_pop: np.ndarray = field(repr=False)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def empty(cls, arch: ArchProfile) -> PageTables:
+        w = _mask_words(arch)
+        masks = np.zeros((1, w), dtype=np.uint64)  # row 0: the empty table
+        return cls(arch, frozenset(), np.zeros(0, _I64), np.zeros(0, np.int8),
+                   np.zeros(0, _I64), np.zeros(0, np.int8), np.zeros(0, np.int32),
+                   masks, np.zeros(1, np.int32))
+
+    def top_slot(self, addr: int) -> int:
+        """Index of the top-level entry whose PUD table maps ``addr`` (PGD, or P4D if 5-level)."""
+        return addr >> self.arch.p4d_shift
+
+    # ------------------------------------------------------------------ queries
+    def has_pud_table(self, addr: int) -> bool:
+        return self.arch.pud_folded or self.top_slot(addr) in self.pud_tables
+
+    def pud_entry(self, slot: int) -> int:
+        i = np.searchsorted(self.pud_idx, slot)
+        if i < len(self.pud_idx) and self.pud_idx[i] == slot:
+            return int(self.pud_kind[i])
+        return PUD_NONE
+
+    def pmd_entry(self, slot: int) -> tuple[int, int]:
+        """``(kind, present-PTE bitmap as int)`` of PMD slot ``slot``."""
+        i = np.searchsorted(self.pmd_idx, slot)
+        if i < len(self.pmd_idx) and self.pmd_idx[i] == slot:
+            kind = int(self.pmd_kind[i])
+            if kind == PMD_TABLE:
+                return kind, _words_to_int(self.masks[self.pmd_mask[i]])
+            return kind, 0
+        return PMD_NONE, 0
+
+    def present_ptes(self, start: int, end: int) -> int:
+        """Number of mapped base pages in ``[start, end)``, counting a PMD leaf as
+        ``ptrs_per_pte`` pages and a PUD leaf as a PUD's worth."""
+        a = self.arch
+        total = 0
+        lo, hi = start >> a.pmd_shift, (end - 1) >> a.pmd_shift
+        i0, i1 = np.searchsorted(self.pmd_idx, [lo, hi + 1])
+        for i in range(i0, i1):
+            slot = int(self.pmd_idx[i])
+            base = slot << a.pmd_shift
+            s = max(start, base) - base >> a.page_shift
+            e = (min(end, base + a.pmd_size) - base + a.page_size - 1) >> a.page_shift
+            if self.pmd_kind[i] == PMD_LEAF:
+                total += e - s
+            else:
+                total += (_words_to_int(self.masks[self.pmd_mask[i]]) & range_mask(s, e)).bit_count()
+        j0, j1 = np.searchsorted(self.pud_idx, [start >> a.pud_shift, ((end - 1) >> a.pud_shift) + 1])
+        for j in range(j0, j1):
+            if self.pud_kind[j] == PUD_LEAF:
+                base = int(self.pud_idx[j]) << a.pud_shift
+                total += (min(end, base + a.pud_size) - max(start, base)) >> a.page_shift
+        return total
+
+    def mapping(self, start: int, end: int) -> np.ndarray:
+        """Sorted page indices (relative to ``start``) mapped in ``[start, end)``.
+
+        Meant for tests and small ranges: it materialises one integer per mapped page.
+        """
+        a = self.arch
+        out = []
+        for slot_start in range(start - start % a.pmd_size, end, a.pmd_size):
+            slot = slot_start >> a.pmd_shift
+            kind, mask = self.pmd_entry(slot)
+            pud = self.pud_entry(slot_start >> a.pud_shift)
+            if pud == PUD_LEAF or kind == PMD_LEAF:
+                mask = (1 << a.ptrs_per_pte) - 1
+            if not mask:
+                continue
+            pages = np.flatnonzero(np.unpackbits(
+                np.frombuffer(mask.to_bytes(a.ptrs_per_pte // 8, "little"), dtype=np.uint8),
+                bitorder="little"))
+            addrs = slot_start + (pages.astype(np.int64) << a.page_shift)
+            addrs = addrs[(addrs >= start) & (addrs < end)]
+            out.append((addrs - start) >> a.page_shift)
+        return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+    # ------------------------------------------------------------------ windows
+    def window(self, start: int, end: int) -> Window:
+        """Dict view of every entry in ``[start, end)`` rounded out to PUD boundaries."""
+        a = self.arch
+        lo = start >> a.pud_shift
+        hi = ((end - 1) >> a.pud_shift) + 1
+        pud = {}
+        j0, j1 = np.searchsorted(self.pud_idx, [lo, hi])
+        for j in range(j0, j1):
+            pud[int(self.pud_idx[j])] = int(self.pud_kind[j])
+        pmd = {}
+        shift = a.pud_shift - a.pmd_shift
+        i0, i1 = np.searchsorted(self.pmd_idx, [lo << shift, hi << shift])
+        full = (1 << a.ptrs_per_pte) - 1
+        cache: dict[int, int] = {}
+        for i in range(i0, i1):
+            kind = int(self.pmd_kind[i])
+            if kind == PMD_TABLE:
+                row = int(self.pmd_mask[i])
+                if row not in cache:
+                    cache[row] = _words_to_int(self.masks[row])
+                pmd[int(self.pmd_idx[i])] = (kind, cache[row])
+            else:
+                pmd[int(self.pmd_idx[i])] = (kind, full)
+        return Window(lo, hi, set(self.pud_tables), pud, pmd)
+
+    def replace_window(self, win: Window) -> PageTables:
+        """A new state equal to this one with ``win``'s PUD slots replaced by its contents."""
+        a = self.arch
+        shift = a.pud_shift - a.pmd_shift
+        keep_pud = (self.pud_idx < win.lo) | (self.pud_idx >= win.hi)
+        keep_pmd = (self.pmd_idx < (win.lo << shift)) | (self.pmd_idx >= (win.hi << shift))
+        pud_items = sorted(win.pud.items())
+        pmd_items = sorted(win.pmd.items())
+        masks = list(self.masks)
+        row_of: dict[int, int] = {}
+        new_rows = []
+        for _, (kind, m) in pmd_items:
+            if kind != PMD_TABLE:
+                new_rows.append(-1)
+                continue
+            if m not in row_of:
+                row_of[m] = len(masks)
+                masks.append(_int_to_words(m, _mask_words(a)))
+            new_rows.append(row_of[m])
+        masks_arr = np.array(masks, dtype=np.uint64).reshape(-1, _mask_words(a))
+        pud_idx = np.concatenate([self.pud_idx[keep_pud], np.array([k for k, _ in pud_items], _I64)])
+        pud_kind = np.concatenate([self.pud_kind[keep_pud], np.array([v for _, v in pud_items], np.int8)])
+        pmd_idx = np.concatenate([self.pmd_idx[keep_pmd], np.array([k for k, _ in pmd_items], _I64)])
+        pmd_kind = np.concatenate([self.pmd_kind[keep_pmd], np.array([v[0] for _, v in pmd_items], np.int8)])
+        pmd_mask = np.concatenate([self.pmd_mask[keep_pmd], np.array(new_rows, np.int32)])
+        o1, o2 = np.argsort(pud_idx, kind="stable"), np.argsort(pmd_idx, kind="stable")
+        return PageTables._build(a, frozenset(win.pud_tables), pud_idx[o1], pud_kind[o1],
+                                 pmd_idx[o2], pmd_kind[o2], pmd_mask[o2], masks_arr)
+
+    @classmethod
+    def _build(cls, arch, pud_tables, pud_idx, pud_kind, pmd_idx, pmd_kind, pmd_mask, masks):
+        pop = np.bitwise_count(masks).sum(axis=1).astype(np.int32) if len(masks) else np.zeros(0, np.int32)
+        return cls(arch, pud_tables, pud_idx, pud_kind, pmd_idx, pmd_kind, pmd_mask, masks, pop)
+
+    # ------------------------------------------------------------------ population
+    def populate(self, start: int, end: int, *, every: int = 1, fraction: float = 1.0,
+                 seed: int = 0, thp: bool = False, pud_leaf: bool = False) -> PageTables:
+        """Map pages of ``[start, end)`` (fault them in), returning the new state.
+
+        ``every=k`` maps every k-th page; ``fraction`` maps a seeded random subset;
+        ``thp=True`` maps every PMD slot the range covers completely as a huge leaf (a THP,
+        or a 2 MiB hugetlb page) and the rest with base pages; ``pud_leaf`` likewise at PUD
+        level (1 GiB hugetlb). Work is per PMD slot, vectorised, never per page.
+        """
+        a = self.arch
+        ps, ptrs = a.page_shift, a.ptrs_per_pte
+        if start % a.page_size or end % a.page_size or end <= start:
+            raise ValueError("populate: range must be non-empty and page aligned")
+        w = _mask_words(a)
+        slots = np.arange(start >> a.pmd_shift, ((end - 1) >> a.pmd_shift) + 1, dtype=_I64)
+        first, last = int(slots[0]), int(slots[-1])
+        pud_slots = np.unique(slots >> (a.pud_shift - a.pmd_shift))
+        leaf_puds = np.zeros(0, _I64)
+        if pud_leaf:
+            lo = -(-start >> a.pud_shift)
+            hi = end >> a.pud_shift
+            leaf_puds = np.arange(lo, hi, dtype=_I64)
+        kinds = np.full(len(slots), PMD_TABLE, np.int8)
+        if thp:
+            full_slot = ((slots << a.pmd_shift) >= start) & (((slots + 1) << a.pmd_shift) <= end)
+            kinds[full_slot] = PMD_LEAF
+        in_leaf_pud = np.isin(slots >> (a.pud_shift - a.pmd_shift), leaf_puds)
+        # Bitmaps: interior slots share one pattern; edge slots get their own.
+        if fraction >= 1.0:
+            pattern = np.zeros(ptrs, bool)
+            pattern[::every] = True
+            rows = None
+        else:
+            rng = np.random.default_rng(seed)
+            rows = rng.random((len(slots), ptrs)) < fraction
+            if every > 1:
+                rows[:, np.arange(ptrs) % every != 0] = False
+            pattern = None
+        masks = list(self.masks)
+        row_ids = np.empty(len(slots), np.int32)
+        if pattern is not None:
+            masks.append(np.packbits(pattern, bitorder="little").view("<u8").astype(np.uint64))
+            row_ids[:] = len(masks) - 1
+        else:
+            packed = np.packbits(rows, axis=1, bitorder="little").view("<u8").astype(np.uint64)
+            row_ids[:] = np.arange(len(masks), len(masks) + len(slots))
+            masks.extend(packed)
+        # Clip the first and last slot to the range.
+        for k, slot in ((0, first), (len(slots) - 1, last)):
+            base = slot << a.pmd_shift
+            lo = (max(start, base) - base) >> ps
+            hi = (min(end, base + a.pmd_size) - base) >> ps
+            if lo == 0 and hi == ptrs:
+                continue
+            m = _words_to_int(masks[row_ids[k]]) & range_mask(lo, hi)
+            masks.append(_int_to_words(m, w))
+            row_ids[k] = len(masks) - 1
+            kinds[k] = PMD_TABLE
+        keep = ~in_leaf_pud
+        slots, kinds, row_ids = slots[keep], kinds[keep], row_ids[keep]
+        row_ids[kinds == PMD_LEAF] = -1
+        new = PageTables._build(a, self.pud_tables, self.pud_idx, self.pud_kind, self.pmd_idx,
+                                self.pmd_kind, self.pmd_mask, np.array(masks, np.uint64).reshape(-1, w))
+        return new._merge_pmds(slots, kinds, row_ids)._with_puds(pud_slots, leaf_puds)
+
+    def _merge_pmds(self, slots, kinds, row_ids) -> PageTables:
+        """Union new PMD entries into the state (OR-ing bitmaps of existing PTE tables)."""
+        a = self.arch
+        w = _mask_words(a)
+        masks = list(self.masks)
+        pos = np.searchsorted(self.pmd_idx, slots)
+        exists = (pos < len(self.pmd_idx)) & (self.pmd_idx[np.minimum(pos, len(self.pmd_idx) - 1)] == slots) \
+            if len(self.pmd_idx) else np.zeros(len(slots), bool)
+        old_kind = self.pmd_kind.copy()
+        old_rows = self.pmd_mask.copy()
+        for k in np.flatnonzero(exists):
+            i = pos[k]
+            if old_kind[i] == PMD_LEAF or kinds[k] == PMD_LEAF:
+                old_kind[i], old_rows[i] = PMD_LEAF, -1
+                continue
+            m = _words_to_int(masks[old_rows[i]]) | _words_to_int(masks[row_ids[k]])
+            masks.append(_int_to_words(m, w))
+            old_rows[i] = len(masks) - 1
+        add = ~exists
+        pmd_idx = np.concatenate([self.pmd_idx, slots[add]])
+        pmd_kind = np.concatenate([old_kind, kinds[add]])
+        pmd_mask = np.concatenate([old_rows, row_ids[add]])
+        order = np.argsort(pmd_idx, kind="stable")
+        return PageTables._build(a, self.pud_tables, self.pud_idx, self.pud_kind, pmd_idx[order],
+                                 pmd_kind[order], pmd_mask[order], np.array(masks, np.uint64).reshape(-1, w))
+
+    def _with_puds(self, table_slots: np.ndarray, leaf_slots: np.ndarray) -> PageTables:
+        a = self.arch
+        kinds = {int(s): int(k) for s, k in zip(self.pud_idx, self.pud_kind)}
+        for s in table_slots.tolist():
+            kinds.setdefault(s, PUD_TABLE)
+        for s in leaf_slots.tolist():
+            kinds[s] = PUD_LEAF
+        items = sorted(kinds.items())
+        top = set(self.pud_tables)
+        if not a.pud_folded:
+            shift = a.p4d_shift - a.pud_shift
+            top.update(int(s) >> shift for s, _ in items)
+        return PageTables._build(a, frozenset(top), np.array([k for k, _ in items], _I64),
+                                 np.array([v for _, v in items], np.int8), self.pmd_idx,
+                                 self.pmd_kind, self.pmd_mask, self.masks)
+
+
+@dataclass
+class Window:
+    """Mutable dict view of PUD slots ``[lo, hi)`` (and all PMD entries under them)."""
+
+    lo: int
+    hi: int
+    pud_tables: set[int]
+    pud: dict[int, int]
+    pmd: dict[int, tuple[int, int]]

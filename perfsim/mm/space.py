@@ -1,0 +1,85 @@
+"""An mm: its VMAs, its page tables and the CPUs its threads run on."""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field, replace
+
+from perfsim.mm.pagetable import PageTables
+from perfsim.mm.vma import Vma
+
+
+@dataclass(frozen=True)
+class AddressSpace:
+    """VMAs (sorted, non-overlapping), page tables, and ``cpus``: how many CPUs are in
+    ``mm_cpumask`` (the mm's threads are spread over them; the caller runs on one of them).
+    ``lazy_cpus`` of those are in lazy-TLB mode (they still get IPIs when ``freed_tables``).
+    ``map_count_limit`` is ``vm.max_map_count``."""
+
+    vmas: tuple[Vma, ...]
+    pt: PageTables
+    cpus: int = 1
+    lazy_cpus: int = 0
+    map_count_limit: int = 65530
+    mmap_base_addr: int | None = None
+    _starts: tuple[int, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        vmas = tuple(sorted(self.vmas, key=lambda v: v.start))
+        for a, b in zip(vmas, vmas[1:]):
+            if a.end > b.start:
+                raise ValueError(f"VMAs overlap: [{a.start:#x}, {a.end:#x}) and [{b.start:#x}, {b.end:#x})")
+        object.__setattr__(self, "vmas", vmas)
+        object.__setattr__(self, "_starts", tuple(v.start for v in vmas))
+
+    @property
+    def arch(self):
+        return self.pt.arch
+
+    @property
+    def mmap_base(self) -> int:
+        """Where top-down ``get_unmapped_area`` starts: given, or 1 GiB below the top."""
+        if self.mmap_base_addr is not None:
+            return self.mmap_base_addr
+        top = self.arch.user_va_top - (1 << 30)
+        return top - top % self.arch.pmd_size
+
+    def find_vma(self, addr: int) -> Vma | None:
+        """The VMA containing ``addr``, or None (``vma_lookup``)."""
+        i = bisect.bisect_right(self._starts, addr) - 1
+        if i >= 0 and self.vmas[i].start <= addr < self.vmas[i].end:
+            return self.vmas[i]
+        return None
+
+    def intersecting(self, start: int, end: int) -> list[Vma]:
+        """VMAs that intersect ``[start, end)`` (``find_vma_intersection`` and its kin)."""
+        if end <= start:
+            return []
+        i = max(bisect.bisect_right(self._starts, start) - 1, 0)
+        out = []
+        for v in self.vmas[i:]:
+            if v.start >= end:
+                break
+            if v.end > start:
+                out.append(v)
+        return out
+
+    def prev_vma(self, addr: int) -> Vma | None:
+        """The last VMA ending at or below ``addr``."""
+        i = bisect.bisect_right(self._starts, addr) - 1
+        while i >= 0:
+            if self.vmas[i].end <= addr:
+                return self.vmas[i]
+            i -= 1
+        return None
+
+    def next_vma(self, addr: int) -> Vma | None:
+        """The first VMA starting at or above ``addr``."""
+        i = bisect.bisect_left(self._starts, addr)
+        return self.vmas[i] if i < len(self.vmas) else None
+
+    def with_vmas(self, vmas) -> AddressSpace:
+        return replace(self, vmas=tuple(vmas))
+
+    def with_pt(self, pt: PageTables) -> AddressSpace:
+        return replace(self, pt=pt)

@@ -1,0 +1,67 @@
+"""Virtual memory areas, with just the attributes mremap()'s decisions depend on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Literal
+
+Backing = Literal["anon", "shmem", "file", "hugetlb"]
+BACKINGS: tuple[str, ...] = ("anon", "shmem", "file", "hugetlb")
+
+
+@dataclass(frozen=True, slots=True)
+class Vma:
+    """One VMA ``[start, end)`` (bytes).
+
+    ``backing`` decides which rmap locks a move takes (kernel-model.md R16a): a VMA with a
+    file (``shmem``, ``file``, ``hugetlb``) takes ``i_mmap_rwsem`` of ``file_id``; one with an
+    ``anon_vma`` takes the ``anon_vma`` root rwsem of ``anon_id``. ``pgoff`` is the page
+    offset, which ``copy_vma``'s merge test compares (R18). ``uffd_wp`` means registered for
+    userfaultfd write-protect without ``UFFD_FEATURE_EVENT_REMAP``: it disables PMD/PUD
+    moves. ``folio_size`` is the size of the folios mapping it (large folios / mTHP), used for
+    PTE batching (R16g). ``prot`` is only used to keep neighbours from merging.
+    """
+
+    start: int
+    end: int
+    backing: Backing = "anon"
+    thp: bool = False
+    uffd_wp: bool = False
+    anon_vma: bool = True
+    pgoff: int = 0
+    file_id: str | None = None
+    anon_id: str | None = None
+    prot: str = "rw"
+    hugepage_size: int = 0
+    folio_size: int = 0
+    stack: bool = False
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if self.end <= self.start:
+            raise ValueError(f"VMA [{self.start:#x}, {self.end:#x}) is empty or inverted")
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start
+
+    @property
+    def has_file(self) -> bool:
+        return self.backing != "anon"
+
+    @property
+    def is_hugetlb(self) -> bool:
+        return self.backing == "hugetlb"
+
+    def rmap_locks(self) -> tuple[str, ...]:
+        """The rwsems ``take_rmap_locks`` would take for this VMA, in acquisition order."""
+        locks = []
+        if self.has_file:
+            locks.append(f"i_mmap:{self.file_id or self.name or hex(self.start)}")
+        if self.anon_vma:
+            locks.append(f"anon_vma:{self.anon_id or self.name or hex(self.start)}")
+        return tuple(locks)
+
+    def moved(self, new_start: int, new_end: int | None = None) -> Vma:
+        length = (new_end - new_start) if new_end is not None else self.length
+        return replace(self, start=new_start, end=new_start + length)

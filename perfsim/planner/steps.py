@@ -1,0 +1,165 @@
+"""The plan: a columnar table of steps, one row per kernel action.
+
+A :class:`Steps` table is what every later layer consumes (cost model, engine, reports,
+trace export). Rows are in execution order. Each row is one extent of
+``move_page_tables()`` (or one phase of the syscall around it) with the counts of the
+operations it performs. Columns are numpy arrays of equal length, so a 1 TiB move with a
+million extents costs a few dozen MiB and the cost model can work on whole columns.
+
+Phases (column ``phase``):
+
+``SYSCALL``    the fixed part of ``do_mremap``: entry, checks, ``mmap_lock``, VMA work;
+``UNMAP_DST``  ``do_munmap`` of a mapped destination under ``MREMAP_FIXED`` (and the tail
+               of a shrink);
+``MOVE``       ``move_page_tables`` proper, extent by extent;
+``REVERT``     the revert move after a partial move (R17);
+``UNMAP_SRC``  ``unmap_source_vma`` (zap + ``free_pgtables`` + ``tlb_finish_mmu``), or the
+               exec-stack ``free_pgd_range`` (R21.6).
+
+Kinds (column ``kind``) name the kernel function a row mirrors; see :data:`KIND_NAMES`.
+
+Per-row count columns: ``ptes`` present PTEs moved (or zapped), ``slots`` PTE slots walked,
+``batches`` set_ptes batches, ``alloc_p4d``/``alloc_pud``/``alloc_pmd``/``alloc_pte`` page-table
+pages allocated, ``freed`` page-table pages freed, ``flushes`` TLB flush calls
+(``flush_tlb_mm_range`` or the arch equivalent; 0 or 1 per row), ``flush_full`` 1 if that flush
+is a full (PCID/ASID) flush, ``flush_pages`` per-page invalidations it issues on each CPU
+(INVLPG or TLBI ops; 0 for a full flush), ``ipis`` CPUs interrupted by it (0 when local or
+broadcast in hardware), ``rmap`` rwsems taken for write around the row (0, 1 or 2; the names
+are in :attr:`Steps.rmap_lock_names`), ``ptl`` page-table spinlocks taken, ``notifier`` MMU
+notifier start/end pairs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# Phases
+SYSCALL, UNMAP_DST, MOVE, REVERT, UNMAP_SRC = range(5)
+PHASE_NAMES = ("syscall", "unmap_dst", "move", "revert", "unmap_src")
+
+# Kinds
+(K_SYSCALL, K_NOTIFIER, K_SKIP_PUD, K_SKIP_PMD, K_PUD_MOVE, K_HUGE_PUD_MOVE, K_PMD_MOVE,
+ K_PMD_MOVE_FAILED, K_PUD_MOVE_FAILED, K_THP_MOVE, K_THP_SPLIT, K_PTE_MOVE, K_ALLOC_FAIL,
+ K_HUGETLB_MOVE, K_ZAP, K_FREE_TABLES) = range(16)
+
+KIND_NAMES = (
+    "syscall",          # do_mremap fixed work
+    "notifier",         # mmu_notifier_invalidate_range_start/end pair
+    "skip_pud",         # source PUD none: skip the PUD extent
+    "skip_pmd",         # source PMD none: skip the PMD extent
+    "move_normal_pud",  # NORMAL_PUD: reparent a PMD table
+    "move_huge_pud",    # HPAGE_PUD leaf
+    "move_normal_pmd",  # NORMAL_PMD: reparent a PTE table
+    "move_normal_pmd_failed",  # tried with rmap locks held, returned false, fell back
+    "move_normal_pud_failed",
+    "move_huge_pmd",    # THP leaf moved as one entry
+    "split_huge_pmd",   # THP split because the extent is short
+    "move_ptes",        # PTE-by-PTE copy of one extent
+    "alloc_fail",       # destination table allocation failed: the loop breaks
+    "move_hugetlb_page_tables",
+    "zap",              # unmap_vmas over a range (present PTEs cleared)
+    "free_pgtables",    # page-table pages freed + tlb_finish_mmu flush
+)
+
+INT_COLUMNS = (
+    "phase", "kind", "length", "ptes", "slots", "batches", "alloc_p4d", "alloc_pud", "alloc_pmd",
+    "alloc_pte", "freed", "flushes", "flush_full", "flush_pages", "ipis", "rmap", "ptl", "notifier",
+)
+ADDR_COLUMNS = ("old_addr", "new_addr")
+_DTYPES = {c: np.int64 for c in ADDR_COLUMNS + ("length", "ptes", "slots", "batches", "flush_pages")}
+
+
+@dataclass
+class StepLog:
+    """Append-only builder used by the planners; ``freeze()`` yields a :class:`Steps`."""
+
+    rows: list[tuple] = field(default_factory=list)
+    lock_names: list[tuple[str, ...]] = field(default_factory=list)
+
+    def add(self, phase: int, kind: int, old_addr: int = 0, new_addr: int = 0, length: int = 0, *,
+            ptes: int = 0, slots: int = 0, batches: int = 0, alloc_p4d: int = 0, alloc_pud: int = 0,
+            alloc_pmd: int = 0, alloc_pte: int = 0, freed: int = 0, flush=None,
+            rmap: tuple[str, ...] = (), ptl: int = 0, notifier: int = 0) -> None:
+        """Append one row. ``flush`` is a :class:`~perfsim.planner.tlb.Flush` or None."""
+        if flush is None:
+            fl = (0, 0, 0, 0)
+        else:
+            fl = (1, int(flush.full), flush.pages, flush.ipis)
+        self.rows.append((old_addr, new_addr, phase, kind, length, ptes, slots, batches, alloc_p4d,
+                          alloc_pud, alloc_pmd, alloc_pte, freed, *fl, len(rmap), ptl, notifier))
+        self.lock_names.append(rmap)
+
+    def extend(self, other: Steps) -> None:
+        """Append every row of a frozen table (used to splice the fast planner's output)."""
+        cols = [other.col(c) for c in ADDR_COLUMNS + INT_COLUMNS]
+        self.rows.extend(zip(*(c.tolist() for c in cols)))
+        self.lock_names.extend(other.lock_names_per_row())
+
+    def freeze(self) -> Steps:
+        names = ADDR_COLUMNS + INT_COLUMNS
+        if self.rows:
+            data = list(zip(*self.rows))
+        else:
+            data = [()] * len(names)
+        cols = {n: np.asarray(d, dtype=_DTYPES.get(n, np.int32)) for n, d in zip(names, data)}
+        uniq = sorted(set(self.lock_names))
+        ids = {n: i for i, n in enumerate(uniq)}
+        lock_id = np.asarray([ids[n] for n in self.lock_names], dtype=np.int32)
+        return Steps(cols, tuple(uniq), lock_id)
+
+
+@dataclass(frozen=True, eq=False)
+class Steps:
+    """Columnar step table. ``cols`` maps column name → numpy array; ``lock_sets`` lists
+    the distinct tuples of rmap lock names held, and ``lock_set`` indexes it per row."""
+
+    cols: dict[str, np.ndarray]
+    lock_sets: tuple[tuple[str, ...], ...]
+    lock_set: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.cols["kind"])
+
+    def col(self, name: str) -> np.ndarray:
+        return self.cols[name]
+
+    def __getattr__(self, name: str) -> np.ndarray:
+        cols = self.__dict__.get("cols")
+        if cols is not None and name in cols:
+            return cols[name]
+        raise AttributeError(name)
+
+    def lock_names_per_row(self) -> list[tuple[str, ...]]:
+        return [self.lock_sets[i] for i in self.lock_set.tolist()]
+
+    @property
+    def rmap_lock_names(self) -> list[tuple[str, ...]]:
+        return self.lock_names_per_row()
+
+    def select(self, mask: np.ndarray) -> Steps:
+        return Steps({k: v[mask] for k, v in self.cols.items()}, self.lock_sets, self.lock_set[mask])
+
+    @staticmethod
+    def concat(parts: list[Steps]) -> Steps:
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return StepLog().freeze()
+        names = sorted({n for p in parts for n in p.lock_sets})
+        ids = {n: i for i, n in enumerate(names)}
+        lock_set = np.concatenate([
+            np.asarray([ids[p.lock_sets[i]] for i in range(len(p.lock_sets))], np.int32)[p.lock_set]
+            if len(p.lock_sets) else p.lock_set for p in parts])
+        cols = {k: np.concatenate([p.cols[k] for p in parts]) for k in parts[0].cols}
+        return Steps(cols, tuple(names), lock_set)
+
+    def to_frame(self):
+        """A pandas DataFrame with one row per step, phase and kind as names."""
+        import pandas as pd
+
+        df = pd.DataFrame(self.cols)
+        df["phase"] = pd.Categorical.from_codes(df["phase"], PHASE_NAMES)
+        df["kind"] = pd.Categorical.from_codes(df["kind"], KIND_NAMES)
+        df["rmap_locks"] = [",".join(n) for n in self.lock_names_per_row()]
+        return df

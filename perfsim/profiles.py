@@ -1,0 +1,249 @@
+"""Architecture geometry and kernel profiles, as validated data.
+
+An :class:`ArchProfile` says how the page tables of one architecture configuration are laid
+out (page, PMD and PUD sizes, number of levels), whether it selects ``HAVE_MOVE_PMD`` /
+``HAVE_MOVE_PUD``, and how it flushes TLBs. A :class:`KernelProfile` says what one kernel
+version decides (realignment, rmap-lock rules, PTE batching, multi-VMA moves). A
+:class:`Target` is the pair the planner works on. Both are loaded from TOML files shipped in
+``perfsim/data`` (or given by path) and may be varied field by field for what-if studies
+with :meth:`Target.with_changes`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from perfsim.errors import PerfsimError
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class X86Tlb(_Frozen):
+    """x86-64 ``flush_tlb_mm_range`` policy (kernel-model.md §3.1, T1–T7)."""
+
+    kind: Literal["x86"] = "x86"
+    single_page_flush_ceiling: int = Field(33, ge=0)
+    """More than this many stride pages in one request → one full (PCID) flush."""
+    freed_tables_ipi_lazy: bool = True
+    """``flush_tlb_range`` passes ``freed_tables``: lazy-TLB CPUs are IPI'd too."""
+    invlpgb: bool = False
+    """AMD broadcast invalidation with a global ASID replaces IPIs (T6)."""
+    pti: bool = False
+    """Page-table isolation doubles per-page invalidations."""
+
+
+class Arm64Tlb(_Frozen):
+    """arm64 ``__flush_tlb_range`` policy (kernel-model.md §3.2, T8–T9)."""
+
+    kind: Literal["arm64"] = "arm64"
+    max_dvm_ops: int = Field(512, ge=1)
+    tlbirange: bool = False
+    max_tlbi_range_pages: int = Field(2097152, ge=1)
+
+
+class RiscvTlb(_Frozen):
+    """riscv ``flush_tlb_range`` policy: per-page up to a threshold, else whole ASID."""
+
+    kind: Literal["riscv"] = "riscv"
+    flush_all_threshold: int = Field(64, ge=0)
+
+
+TlbPolicy = Annotated[Union[X86Tlb, Arm64Tlb, RiscvTlb], Field(discriminator="kind")]
+
+
+class ArchProfile(_Frozen):
+    """Page-table geometry and TLB policy of one architecture configuration."""
+
+    name: str
+    description: str = ""
+    page_shift: int = Field(ge=12, le=16)
+    pmd_shift: int
+    pud_shift: int
+    p4d_shift: int
+    pgd_shift: int
+    levels: int = Field(ge=3, le=5)
+    user_va_top: int = Field(gt=0)
+    have_move_pmd: bool = True
+    have_move_pud: bool = True
+    split_pmd_ptlocks: bool = True
+    pud_lock_is_mm_lock: bool = True
+    contpte_entries: int = Field(1, ge=1)
+    tlb: TlbPolicy
+
+    @model_validator(mode="after")
+    def _check_shifts(self) -> ArchProfile:
+        if not (self.page_shift < self.pmd_shift < self.pud_shift <= self.p4d_shift <= self.pgd_shift):
+            raise ValueError("shifts must satisfy page < pmd < pud <= p4d <= pgd")
+        if (self.pmd_shift - self.page_shift) != (self.page_shift - 3):
+            raise ValueError("a PTE table must fill one page: pmd_shift - page_shift == page_shift - 3")
+        return self
+
+    # Derived sizes, in bytes.
+    @property
+    def page_size(self) -> int:
+        return 1 << self.page_shift
+
+    @property
+    def pmd_size(self) -> int:
+        return 1 << self.pmd_shift
+
+    @property
+    def pud_size(self) -> int:
+        return 1 << self.pud_shift
+
+    @property
+    def ptrs_per_pte(self) -> int:
+        return 1 << (self.pmd_shift - self.page_shift)
+
+    @property
+    def pud_folded(self) -> bool:
+        """With 3 levels the PUD table *is* the PGD: it always exists, never allocated."""
+        return self.levels < 4
+
+    @property
+    def p4d_folded(self) -> bool:
+        return self.levels < 5
+
+
+class KernelProfile(_Frozen):
+    """What one kernel version decides in ``mremap()`` (kernel-model.md §0 version map)."""
+
+    name: str
+    description: str = ""
+    version: tuple[int, int]
+    realign_pmd: bool
+    """``try_realign_addr(pmc, PMD_MASK)`` (6.7+)."""
+    realign_pud: bool = False
+    """What-if only: a PUD-level realignment the kernel does not have."""
+    realign_reach_pmd: bool = True
+    """Realign only when the range reaches the next PMD boundary (rule R4a). What-if knob."""
+    realign_for_stack_relaxation: bool = True
+    """``can_align_down`` permits in-VMA alignment for the exec stack (R4d)."""
+    rmap_locks_always_for_normal_moves: bool = True
+    """NORMAL_PMD/PUD moves always take rmap locks (2021 fix, S26)."""
+    pte_batching: Literal["none", "folio", "hint"] = "none"
+    """``mremap_folio_pte_batch``: none (pre-6.17), folio (f822a9a81a31), hint (6.17 gate)."""
+    multi_vma_move: bool = False
+    uffd_checks_new_vma: bool = False
+    freed_tables_in_flush_range: bool = True
+    supports_move_pmd: bool = True
+    supports_move_pud: bool = True
+
+
+class Target(_Frozen):
+    """A kernel profile on an architecture: everything the planner needs to decide."""
+
+    arch: ArchProfile
+    kernel: KernelProfile
+
+    @property
+    def have_move_pmd(self) -> bool:
+        return self.arch.have_move_pmd and self.kernel.supports_move_pmd
+
+    @property
+    def have_move_pud(self) -> bool:
+        return self.arch.have_move_pud and self.kernel.supports_move_pud and self.arch.levels > 2
+
+    @cached_property
+    def digest(self) -> str:
+        """Content hash (sha256, 16 hex digits) of the effective profile, for provenance."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def with_changes(self, **changes: Any) -> Target:
+        """Return a copy with fields changed, validated. Keys are ``kernel.X``, ``arch.X``,
+        ``arch.tlb.X`` or a bare field name found in exactly one of them."""
+        kern = self.kernel.model_dump()
+        arch = self.arch.model_dump()
+        for key, value in changes.items():
+            path = key.split(".")
+            if path[0] == "kernel" and len(path) == 2 and path[1] in kern:
+                kern[path[1]] = value
+            elif path[0] == "arch" and len(path) == 2 and path[1] in arch:
+                arch[path[1]] = value
+            elif path[:2] == ["arch", "tlb"] and len(path) == 3 and path[2] in arch["tlb"]:
+                arch["tlb"][path[2]] = value
+            elif len(path) == 1 and path[0] in kern:
+                kern[path[0]] = value
+            elif len(path) == 1 and path[0] in arch:
+                arch[path[0]] = value
+            elif len(path) == 1 and path[0] in arch["tlb"]:
+                arch["tlb"][path[0]] = value
+            else:
+                valid = sorted(
+                    [f"kernel.{k}" for k in kern]
+                    + [f"arch.{k}" for k in arch if k != "tlb"]
+                    + [f"arch.tlb.{k}" for k in arch["tlb"]]
+                )
+                raise PerfsimError(f"unknown profile field {key!r}; valid fields: {', '.join(valid)}")
+        try:
+            return Target(arch=ArchProfile(**arch), kernel=KernelProfile(**kern))
+        except ValidationError as exc:
+            raise PerfsimError(_one_line(exc)) from None
+
+
+def _data_names(sub: str) -> list[str]:
+    folder = resources.files("perfsim") / "data" / sub
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def arch_names() -> list[str]:
+    return _data_names("arch")
+
+
+def kernel_names() -> list[str]:
+    names = _data_names("kernels")
+    return sorted(names, key=lambda n: tuple(int(x) for x in n.split(".")))
+
+
+def _one_line(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(x) for x in err["loc"])
+        parts.append(f"{loc}: {err['msg']}" if loc else err["msg"])
+    return "; ".join(parts)
+
+
+def _load(sub: str, name_or_path: str, model: type[_Frozen], names: list[str], what: str):
+    path = Path(name_or_path)
+    if name_or_path in names:
+        text = (resources.files("perfsim") / "data" / sub / f"{name_or_path}.toml").read_text()
+        origin = f"built-in {what} {name_or_path!r}"
+    elif path.suffix == ".toml" and path.is_file():
+        text = path.read_text()
+        origin = str(path)
+    else:
+        raise PerfsimError(f"unknown {what} {name_or_path!r}; valid names: {', '.join(names)} (or a path to a .toml file)")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise PerfsimError(f"{origin}: not valid TOML: {exc}") from None
+    try:
+        return model(**data)
+    except ValidationError as exc:
+        raise PerfsimError(f"{origin}: {_one_line(exc)}") from None
+
+
+def load_arch(name_or_path: str) -> ArchProfile:
+    """Load an architecture by built-in name (``x86_64``, ``arm64-4k``, ...) or TOML path."""
+    return _load("arch", name_or_path, ArchProfile, arch_names(), "arch")
+
+
+def load_kernel(name_or_path: str) -> KernelProfile:
+    """Load a kernel profile by built-in name (``6.6``, ``6.18``, ...) or TOML path."""
+    return _load("kernels", name_or_path, KernelProfile, kernel_names(), "kernel profile")
+
+
+def resolve_target(kernel: str = "6.18", arch: str = "x86_64") -> Target:
+    """The :class:`Target` for a kernel profile and an architecture, by name or path."""
+    return Target(arch=load_arch(arch), kernel=load_kernel(kernel))

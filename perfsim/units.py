@@ -1,0 +1,78 @@
+"""Sizes and addresses as the user writes them: ``4K``, ``1G+4K``, ``0x7f0000000000``.
+
+All sizes are integer bytes. Suffixes are binary (K = 1024). A term may be a plain integer,
+a hex number, or a number with a suffix; terms may be joined with ``+`` and ``-``.
+"""
+
+from __future__ import annotations
+
+import re
+
+from perfsim.errors import PerfsimError
+
+_SUFFIX = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
+_TERM = re.compile(r"^\s*(0[xX][0-9a-fA-F_]+|\d[\d_]*)\s*([KMGTPkmgtp]?)(?:i?[Bb])?\s*$")
+
+
+def parse_size(text: str | int, *, what: str = "size") -> int:
+    """Parse ``text`` into bytes; raise :class:`PerfsimError` naming ``what`` if it cannot.
+
+    >>> parse_size("1G+4K")
+    1073745920
+    >>> parse_size("0x200000")
+    2097152
+    >>> parse_size("2MiB-4K")
+    2093056
+    """
+    if isinstance(text, bool):
+        raise PerfsimError(f"{what}: expected a size such as 4K, 2M, 1G+4K; got {text!r}")
+    if isinstance(text, int):
+        if text < 0:
+            raise PerfsimError(f"{what}: must not be negative (got {text})")
+        return text
+    s = str(text).strip()
+    if not s:
+        raise PerfsimError(f"{what}: empty value; expected a size such as 4K, 2M, 1G+4K")
+    if s.startswith("-"):
+        raise PerfsimError(f"{what}: must not be negative (got {text!r})")
+    total = 0
+    for sign, term in _split_terms(s):
+        m = _TERM.match(term)
+        if not m:
+            raise PerfsimError(
+                f"{what}: cannot parse {text!r}; expected a number with an optional "
+                "K/M/G/T suffix, terms joined by + or - (e.g. 1G+4K, 0x7f0000000000)"
+            )
+        num, suffix = m.groups()
+        value = int(num.replace("_", ""), 0) * _SUFFIX[suffix.upper()]
+        total += sign * value
+    if total < 0:
+        raise PerfsimError(f"{what}: must not be negative (got {text!r} = {total})")
+    return total
+
+
+def _split_terms(s: str) -> list[tuple[int, str]]:
+    terms: list[tuple[int, str]] = []
+    sign, start = 1, 0
+    for i, ch in enumerate(s):
+        if ch in "+-" and i > 0 and s[i - 1] not in "xX":
+            terms.append((sign, s[start:i]))
+            sign, start = (1 if ch == "+" else -1), i + 1
+    terms.append((sign, s[start:]))
+    return terms
+
+
+def fmt_size(n: int) -> str:
+    """Render bytes compactly: ``1G+4K`` style when exact, else bytes."""
+    if n == 0:
+        return "0"
+    parts = []
+    rest = n
+    for suf in ("T", "G", "M", "K"):
+        unit = _SUFFIX[suf]
+        if rest >= unit:
+            q, rest = divmod(rest, unit)
+            parts.append(f"{q}{suf}")
+    if rest:
+        parts.append(str(rest))
+    return "+".join(parts)
