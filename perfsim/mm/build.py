@@ -62,8 +62,10 @@ def single_move_space(target: Target, *, src: int, length: int, backing: str = "
                       folio_size: int = 0) -> AddressSpace:
     """An mm with one source VMA ``[src, src + length)`` populated as asked.
 
-    ``guard_below_src`` maps a one-page VMA just below the source (in its PMD), which stops
-    realignment (E3). ``guard_below_dst`` is the destination address to guard likewise.
+    ``guard_below_src`` maps a one-page VMA just below the source (in its PMD), faulted in,
+    which stops realignment (E3). ``guard_below_dst`` is the destination address to guard
+    likewise with a mapped but never-touched page (like mremap_test's destination
+    preamble), so it blocks realignment without creating a destination page table.
     """
     arch = target.arch
     if backing not in BACKINGS:
@@ -97,8 +99,8 @@ def single_move_space(target: Target, *, src: int, length: int, backing: str = "
                 pt = pt.populate(lo, hi, thp=True)
     else:
         pt = populate.apply(pt, src, src + length, thp=thp)
-    for g in vmas[1:]:
-        pt = pt.populate(g.start, g.end)
+    if guard_below_src:
+        pt = pt.populate(src - page, src)
     try:
         return AddressSpace(tuple(vmas), pt, cpus=cpus)
     except ValueError as exc:

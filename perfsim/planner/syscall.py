@@ -16,7 +16,7 @@ from dataclasses import replace
 from perfsim.mm.space import AddressSpace
 from perfsim.mm.vma import Vma
 from perfsim.planner import steps as S
-from perfsim.planner.hugetlb import move_hugetlb_page_tables
+from perfsim.planner.dispatch import run_move
 from perfsim.planner.realign import PageTableMoveControl, try_realign_addr
 from perfsim.planner.reference import MoveContext, move_page_tables
 from perfsim.planner.result import Counters, MovePlan, MoveRequest
@@ -227,8 +227,6 @@ def _done(req, before, after, log, addr, realigned, progress, need_rmap, note, e
 
 def _move_vma(space, before, req, target, vma, old_addr, old_len, new_addr, new_len, log):
     """``move_vma``: copy_vma, move_page_tables, revert on failure, unmap the source."""
-    from perfsim.planner.dispatch import run_move
-
     a = target.arch
     ps = a.page_shift
     if vma.backing == "anon" and not vma.anon_vma:
@@ -241,28 +239,31 @@ def _move_vma(space, before, req, target, vma, old_addr, old_len, new_addr, new_
     realigned = False
     if not vma.is_hugetlb:
         realigned = try_realign_addr(during, pmc, target)
-    win = space.pt.window(min(pmc.old_addr, pmc.new_addr, vma.start),
-                          max(pmc.old_end, new_addr + new_len, vma.end))
-    ctx = MoveContext(target, win, log, S.MOVE, space.cpus, space.lazy_cpus, req.fail_alloc_at)
-    progress, planner = run_move(ctx, pmc, during)
+    pt, progress, planner = run_move(target, space.pt, pmc, log, cpus=space.cpus,
+                                     lazy_cpus=space.lazy_cpus, fail_alloc_at=req.fail_alloc_at,
+                                     force=req_force(req))
     if progress < old_len:
         # copy_vma_and_data's revert: move the moved prefix back with rmap locks (R17).
         back = PageTableMoveControl(new_vma, vma, new_addr, old_addr, progress, need_rmap_locks=True)
         if progress and not vma.is_hugetlb:
             try_realign_addr(during, back, target)
-        rctx = MoveContext(target, win, log, S.REVERT, space.cpus, space.lazy_cpus)
-        if progress:
-            run_move(rctx, back, during, allow_fast=False)
-        after = during.with_pt(space.pt.replace_window(win))
-        after = do_munmap(target, after, new_addr, new_len, log, S.UNMAP_SRC)
-        after = after.with_vmas([v for v in after.vmas] + [v for v in absorbed if v.end <= new_addr or v.start >= new_addr + new_len])
+        pt, _, _ = run_move(target, pt, back, log, phase=S.REVERT, cpus=space.cpus,
+                            lazy_cpus=space.lazy_cpus, allow_fast=False)
+        after = do_munmap(target, during.with_pt(pt), new_addr, new_len, log, S.UNMAP_SRC)
+        after = after.with_vmas(list(after.vmas) + [
+            v for v in absorbed if v.end <= new_addr or v.start >= new_addr + new_len])
         return _done(req, before, after, log, new_addr, realigned, progress, need_rmap,
                      "partial move reverted", errno="ENOMEM", planner=planner)
-    after = during.with_pt(space.pt.replace_window(win))
+    after = during.with_pt(pt)
     if not req.dontunmap:
         after = do_munmap(target, after, old_addr, old_len, log, S.UNMAP_SRC)
     return _done(req, before, after, log, new_addr, realigned, progress, need_rmap, "",
                  planner=planner)
+
+
+def req_force(req: MoveRequest) -> str | None:
+    """Tests may pin the planner implementation with ``MoveRequest.planner``."""
+    return getattr(req, "planner", None)
 
 
 def _relocate_vma_down(space: AddressSpace, req: MoveRequest, target: Target) -> MovePlan:

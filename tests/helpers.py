@@ -1,0 +1,20 @@
+"""Small builders shared by the planner tests."""
+
+from perfsim import resolve_target
+from perfsim.mm.build import Population, single_move_space
+from perfsim.planner import MoveRequest, plan_mremap
+
+K, M, G = 1 << 10, 1 << 20, 1 << 30
+# Spec addresses (kernel-model.md §4): A and B are 2 MiB aligned, not 1 GiB aligned.
+A, B = 0x7F0000200000, 0x7F4000600000
+PUD_SRC, PUD_DST = 0x7F0000000000, 0x7F4000000000
+
+
+def plan(src, dst, length, *, kernel="6.18", arch="x86_64", guard_below_src=False,
+         guard_below_dst=False, backing="anon", thp=False, populate="full", cpus=1, **req):
+    t = resolve_target(kernel, arch)
+    sp = single_move_space(t, src=src, length=length, backing=backing, thp=thp,
+                           populate=Population.parse(populate),
+                           guard_below_src=guard_below_src,
+                           guard_below_dst=dst if guard_below_dst else None, cpus=cpus)
+    return plan_mremap(sp, MoveRequest(src, length, new_addr=dst, **req), t)
