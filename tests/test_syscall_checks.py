@@ -25,7 +25,7 @@ def space():
     (dict(old_addr=A, old_len=M, new_addr=B, extra_flags=8), "EINVAL"),  # unknown flag
     (dict(old_addr=A, old_len=0, new_len=0, new_addr=B), "EINVAL"),     # new_len 0
     (dict(old_addr=A - 64 * M, old_len=M, new_addr=B), "EFAULT"),       # no VMA there
-    (dict(old_addr=A + 7 * M, old_len=2 * M, new_addr=B), "EFAULT"),    # beyond the VMA
+    (dict(old_addr=A + 7 * M, old_len=2 * M, new_len=4 * M, new_addr=B), "EFAULT"),  # beyond
     (dict(old_addr=A, old_len=M, new_addr=0x7FFFFFFFF000 - 4 * K), "EINVAL"),  # past TASK_SIZE
 ])
 def test_errno(space, req, errno):
@@ -116,3 +116,33 @@ def test_uffd_wp_disables_pmd_moves():
     assert p.move.pmd_moves == 0 and p.move.ptes_moved == 2048
     # The failed attempts still took and dropped the rmap locks.
     assert p.move.rmap_holds == 4
+
+
+def test_multi_vma_move_617_moves_each_piece_and_keeps_gaps():
+    """R23: 6.17+ moves a fixed, same-length range spanning VMAs piece by piece."""
+    t = resolve_target("6.18")
+    a = Vma(A, A + 4 * M, anon_id="a", name="a")
+    b = Vma(A + 6 * M, A + 10 * M, anon_id="b", name="b", prot="r")
+    pt = t and single_move_space(t, src=A, length=4 * M).pt.populate(b.start, b.end)
+    sp = single_move_space(t, src=A, length=4 * M).with_vmas([a, b]).with_pt(pt)
+    p = plan_mremap(sp, MoveRequest(A, 10 * M, new_addr=B), t)
+    assert p.errno is None and "2 pieces" in p.note
+    assert p.move.pmd_moves == 4 and p.move.notifier_pairs == 2
+    assert p.after.pt.present_ptes(B, B + 4 * M) == 1024
+    assert p.after.pt.present_ptes(B + 4 * M, B + 6 * M) == 0
+    assert p.after.pt.present_ptes(B + 6 * M, B + 10 * M) == 1024
+    assert p.after.find_vma(B + 5 * M) is None
+    old = plan_mremap(sp, MoveRequest(A, 10 * M, new_addr=B), resolve_target("6.15"))
+    assert old.errno == "EFAULT"
+
+
+def test_range_past_the_vma_end():
+    """Before 6.17 a range past the VMA's end is EFAULT. From 6.17 a fixed move of unchanged
+    length takes the multi-VMA path and moves what is mapped; checked on this machine's
+    6.18 kernel (one VMA followed by a hole: mremap succeeds)."""
+    t = resolve_target("6.18")
+    sp = single_move_space(t, src=A, length=8 * M)
+    req = MoveRequest(A + 7 * M, 2 * M, new_addr=B)
+    assert plan_mremap(sp, req, resolve_target("6.15")).errno == "EFAULT"
+    p = plan_mremap(sp, req, t)
+    assert p.errno is None and p.after.pt.present_ptes(B, B + M) == 256

@@ -174,20 +174,26 @@ def _check(req: MoveRequest, space: AddressSpace, target: Target):
         old_len, new_len = _page_align(old_len, h), _page_align(new_len, h)
         if new_len > old_len:
             raise _Errno("EINVAL", "hugetlb mappings cannot grow")
-    if old_len > vma.end - req.old_addr:
+    if old_len > vma.end - req.old_addr and not _multi_vma(req, target, old_len, new_len):
         raise _Errno("EFAULT", "old range is not inside one VMA")
     if len(space.vmas) + 3 > space.map_count_limit:
         raise _Errno("ENOMEM", "vm.max_map_count would be exceeded")
     return vma, old_len, new_len
 
 
+def _multi_vma(req: MoveRequest, target: Target, old_len: int, new_len: int) -> bool:
+    """``remap_move`` applies (6.17+): a fixed move of unchanged length may span VMAs."""
+    return target.kernel.multi_vma_move and req.fixed and old_len == new_len and not req.dontunmap
+
+
 def _do_mremap(space: AddressSpace, req: MoveRequest, target: Target) -> MovePlan:
     a = target.arch
-    ps = a.page_shift
     vma, old_len, new_len = _check(req, space, target)
     log = S.StepLog()
     log.add(S.SYSCALL, S.K_SYSCALL, req.old_addr, req.new_addr or 0, old_len)
     before = space
+    if old_len > vma.end - req.old_addr:
+        return _remap_move(space, req, target, old_len, log)
     old_addr = req.old_addr
     new_addr = req.new_addr
     if req.fixed:
@@ -214,6 +220,38 @@ def _do_mremap(space: AddressSpace, req: MoveRequest, target: Target) -> MovePla
         if new_addr is None:
             raise _Errno("ENOMEM", "no free range for the new mapping")
     return _move_vma(space, before, req, target, vma, old_addr, old_len, new_addr, new_len, log)
+
+
+def _remap_move(space, req, target, length, log) -> MovePlan:
+    """``remap_move`` (R23): move each VMA piece of ``[old_addr, old_addr + length)`` to the
+    same offset from ``new_addr``, each with its own ``move_vma`` and realignment check.
+    Gaps between source VMAs stay gaps in the destination."""
+    start, end = req.old_addr, req.old_addr + length
+    pieces = space.intersecting(start, end)
+    if any(v.uffd_wp for v in pieces) or any(v.backing == "file" for v in pieces):
+        raise _Errno("EFAULT", "multi-VMA move over uffd-armed or file VMAs")
+    before = space
+    realigned_any, total, planner, need_any = False, 0, "reference", False
+    for v in pieces:
+        vma = space.find_vma(max(v.start, start))
+        p_start, p_end = max(vma.start, start), min(vma.end, end)
+        p_new = req.new_addr + (p_start - start)
+        piece_req = MoveRequest(p_start, p_end - p_start, new_addr=p_new,
+                                fail_alloc_at=req.fail_alloc_at, planner=req.planner)
+        space = do_munmap(target, space, p_new, p_end - p_start, log, S.UNMAP_DST)
+        vma = space.find_vma(p_start)
+        sub = _move_vma(space, before, piece_req, target, vma, p_start, p_end - p_start, p_new,
+                        p_end - p_start, log)
+        if sub.errno:
+            return _done(req, before, sub.after, log, req.new_addr, realigned_any, total, need_any,
+                         f"piece at {p_start:#x} failed", errno=sub.errno, planner=sub.planner)
+        space = sub.after
+        realigned_any |= sub.realigned
+        need_any |= sub.need_rmap_locks
+        total += sub.progress_bytes
+        planner = sub.planner
+    return _done(req, before, space, log, req.new_addr, realigned_any, total, need_any,
+                 f"multi-VMA move of {len(pieces)} pieces", planner=planner)
 
 
 def _done(req, before, after, log, addr, realigned, progress, need_rmap, note, errno=None,
