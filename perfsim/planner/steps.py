@@ -73,10 +73,16 @@ _DTYPES = {c: np.int64 for c in ADDR_COLUMNS + ("length", "ptes", "slots", "batc
 
 @dataclass
 class StepLog:
-    """Append-only builder used by the planners; ``freeze()`` yields a :class:`Steps`."""
+    """Append-only builder used by the planners; ``freeze()`` yields a :class:`Steps`.
+
+    Rows come one at a time through :meth:`add`, or as whole frozen blocks through
+    :meth:`append_block` (the vectorised planner's output: no Python object per row).
+    ``blocks`` records each block with the number of ``rows`` that precede it.
+    """
 
     rows: list[tuple] = field(default_factory=list)
     lock_names: list[tuple[str, ...]] = field(default_factory=list)
+    blocks: list[tuple[int, Steps]] = field(default_factory=list)
 
     def add(self, phase: int, kind: int, old_addr: int = 0, new_addr: int = 0, length: int = 0, *,
             ptes: int = 0, slots: int = 0, batches: int = 0, alloc_p4d: int = 0, alloc_pud: int = 0,
@@ -93,21 +99,54 @@ class StepLog:
 
     def extend(self, other: Steps) -> None:
         """Append every row of a frozen table (used to splice the fast planner's output)."""
-        cols = [other.col(c) for c in ADDR_COLUMNS + INT_COLUMNS]
-        self.rows.extend(zip(*(c.tolist() for c in cols)))
-        self.lock_names.extend(other.lock_names_per_row())
+        self.append_block(other)
 
-    def freeze(self) -> Steps:
+    def append_block(self, block: Steps) -> None:
+        """Append a frozen :class:`Steps` block after the rows added so far, without
+        converting it to Python tuples."""
+        if len(block):
+            self.blocks.append((len(self.rows), block))
+
+    @staticmethod
+    def _freeze_rows(rows: list[tuple], lock_names: list[tuple[str, ...]]) -> Steps:
         names = ADDR_COLUMNS + INT_COLUMNS
-        if self.rows:
-            data = list(zip(*self.rows))
+        if rows:
+            data = list(zip(*rows))
         else:
             data = [()] * len(names)
         cols = {n: np.asarray(d, dtype=_DTYPES.get(n, np.int32)) for n, d in zip(names, data)}
-        uniq = sorted(set(self.lock_names))
+        uniq = sorted(set(lock_names))
         ids = {n: i for i, n in enumerate(uniq)}
-        lock_id = np.asarray([ids[n] for n in self.lock_names], dtype=np.int32)
+        lock_id = np.asarray([ids[n] for n in lock_names], dtype=np.int32)
         return Steps(cols, tuple(uniq), lock_id)
+
+    def freeze(self) -> Steps:
+        if not self.blocks:
+            return self._freeze_rows(self.rows, self.lock_names)
+        parts, at = [], 0
+        for pos, block in self.blocks:
+            if pos > at:
+                parts.append(self._freeze_rows(self.rows[at:pos], self.lock_names[at:pos]))
+            parts.append(block)
+            at = pos
+        if at < len(self.rows):
+            parts.append(self._freeze_rows(self.rows[at:], self.lock_names[at:]))
+        return Steps.concat(parts)
+
+
+def _concat_column(arrays: list[np.ndarray]) -> np.ndarray:
+    """Concatenate one column; a column that is one constant in every part (blocks may hold
+    constant columns as zero-stride views) stays a zero-stride view."""
+    if len(arrays) == 1:
+        return arrays[0]
+    first = arrays[0]
+    if first.size:
+        v = first.flat[0]
+        if all(a.size == 0 or (a.strides == (0,) and a.flat[0] == v) or
+               (a.size <= 8 and bool((a == v).all())) for a in arrays) and \
+                any(a.strides == (0,) for a in arrays):
+            return np.broadcast_to(np.asarray(v, dtype=first.dtype), (sum(len(a) for a in arrays),))
+    return np.concatenate(arrays)
 
 
 @dataclass(frozen=True, eq=False)
@@ -148,10 +187,15 @@ class Steps:
             return StepLog().freeze()
         names = sorted({n for p in parts for n in p.lock_sets})
         ids = {n: i for i, n in enumerate(names)}
-        lock_set = np.concatenate([
-            np.asarray([ids[p.lock_sets[i]] for i in range(len(p.lock_sets))], np.int32)[p.lock_set]
-            if len(p.lock_sets) else p.lock_set for p in parts])
-        cols = {k: np.concatenate([p.cols[k] for p in parts]) for k in parts[0].cols}
+        remapped = []
+        for p in parts:
+            remap = np.asarray([ids[n] for n in p.lock_sets], np.int32)
+            if not len(remap) or np.array_equal(remap, np.arange(len(remap))):
+                remapped.append(p.lock_set)  # already in the merged numbering
+            else:
+                remapped.append(remap[p.lock_set])
+        lock_set = _concat_column(remapped)
+        cols = {k: _concat_column([p.cols[k] for p in parts]) for k in parts[0].cols}
         return Steps(cols, tuple(names), lock_set)
 
     def to_frame(self):

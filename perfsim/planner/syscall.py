@@ -16,11 +16,12 @@ from dataclasses import replace
 from perfsim.mm.space import AddressSpace
 from perfsim.mm.vma import Vma
 from perfsim.planner import steps as S
+from perfsim.planner import unmap
 from perfsim.planner.dispatch import run_move
 from perfsim.planner.realign import PageTableMoveControl, try_realign_addr
 from perfsim.planner.reference import MoveContext, move_page_tables
 from perfsim.planner.result import Counters, MovePlan, MoveRequest
-from perfsim.planner.unmap import Gather, finish, free_pgd_range, zap_range
+from perfsim.planner.unmap import Gather, finish, free_pgd_range, unmap_arrays, zap_range
 from perfsim.profiles import Target
 
 
@@ -90,14 +91,22 @@ def do_munmap(target: Target, space: AddressSpace, start: int, length: int, log:
     if not hit:
         return space
     own_win = win is None
-    if own_win:
-        win = space.pt.window(min(start, hit[0].start), max(end, hit[-1].end))
     vmas = _carve(list(space.vmas), start, end, space.arch.page_shift)
     rest = space.with_vmas(vmas)
     prev, nxt = rest.prev_vma(start), rest.next_vma(end)
     floor = prev.end if prev else 0
     ceiling = nxt.start if nxt else 0
     tlb = Gather()
+    if own_win and unmap.ARRAY_UNMAP:
+        # Array variant of zap + free_pgd_range (same rows and state as the dict walk below,
+        # without a Python object per PMD slot: the source of a 1 TiB move is 512 Ki tables).
+        pt, zapped, freed = unmap_arrays(target, space.pt, start, end, floor, ceiling,
+                                         min(start, hit[0].start), max(end, hit[-1].end), tlb)
+        finish(target, tlb, log, phase, start, end, zapped, freed, cpus=space.cpus,
+               lazy_cpus=space.lazy_cpus)
+        return rest.with_pt(pt)
+    if own_win:
+        win = space.pt.window(min(start, hit[0].start), max(end, hit[-1].end))
     zapped = zap_range(target, win, start, end, tlb)
     freed = free_pgd_range(target, win, start, end, floor, ceiling, tlb)
     finish(target, tlb, log, phase, start, end, zapped, freed, cpus=space.cpus,

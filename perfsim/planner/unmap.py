@@ -9,10 +9,22 @@ rounded the way ``free_pgd_range`` rounds at each level.
 
 from __future__ import annotations
 
-from perfsim.mm.pagetable import PMD_LEAF, PMD_NONE, PMD_TABLE, PUD_LEAF, PUD_NONE, Window, range_mask
+from perfsim.mm.pagetable import (
+    PMD_LEAF,
+    PMD_NONE,
+    PMD_TABLE,
+    PUD_LEAF,
+    PUD_NONE,
+    Window,
+    range_mask,
+)
 from perfsim.planner import steps as S
 from perfsim.planner.tlb import flush_range
 from perfsim.profiles import Target
+
+ARRAY_UNMAP = True
+"""``do_munmap`` uses :func:`unmap_arrays` (True) or the dict walk over a window (False, the
+reference the tests compare it with)."""
 
 
 class Gather:
@@ -160,3 +172,177 @@ def finish(target: Target, tlb: Gather, log: S.StepLog, phase: int, start: int, 
                             lazy_cpus=lazy_cpus, freed_tables=tlb.freed_tables)
     if freed or flush is not None:
         log.add(phase, S.K_FREE_TABLES, start, 0, end - start, freed=freed, flush=flush)
+
+
+# ---------------------------------------------------------------------------- array variant
+def _append_mask_rows(pt, ints: list[int]):
+    """``pt.masks``/``mask_pop`` with the bitmaps ``ints`` appended; their row ids."""
+    import numpy as np
+
+    from perfsim.mm.pagetable import _int_to_words
+
+    if not ints:
+        return pt.masks, pt.mask_pop, []
+    w = pt.masks.shape[1]
+    rows = np.stack([_int_to_words(m, w) for m in ints])
+    ids = list(range(len(pt.masks), len(pt.masks) + len(ints)))
+    pop = np.bitwise_count(rows).sum(axis=1).astype(np.int32)
+    return np.concatenate([pt.masks, rows]), np.concatenate([pt.mask_pop, pop]), ids
+
+
+def unmap_arrays(target: Target, pt, start: int, end: int, floor: int, ceiling: int,
+                 win_start: int, win_end: int, tlb: Gather):
+    """:func:`zap_range` then :func:`free_pgd_range` on the arrays of ``pt``, with no Python
+    work per PMD slot. ``[win_start, win_end)`` is the range the dict version's window would
+    cover (its PUD-slot rounding bounds what the top-level test can see).
+
+    Returns ``(new page tables, pages zapped, tables freed)``; ``tlb`` is updated exactly as
+    the dict version updates it.
+    """
+    import numpy as np
+
+    from perfsim.mm.pagetable import PUD_TABLE, PageTables, _words_to_int
+
+    a = target.arch
+    ps, ms, us = a.page_shift, a.pmd_shift, a.pud_shift
+    P, ptrs, k_pp = a.pmd_size, a.ptrs_per_pte, us - ms
+    pmd_idx, pmd_kind, pmd_row = pt.pmd_idx, pt.pmd_kind, pt.pmd_mask
+    pud_idx, pud_kind = pt.pud_idx, pt.pud_kind
+    masks, mask_pop = pt.masks, pt.mask_pop
+    zapped = 0
+    starts_g: list[int] = []
+    ends_g: list[int] = []
+
+    # ---------------------------------------------------------------- zap (unmap_vmas)
+    s0, s1 = start >> ms, (end - 1) >> ms
+    i0, i1 = (int(x) for x in np.searchsorted(pmd_idx, [s0, s1 + 1]))
+    remove = None
+    if i1 > i0:
+        idx = pmd_idx[i0:i1]
+        kind = pmd_kind[i0:i1]
+        row = pmd_row[i0:i1]
+        j0, j1 = np.searchsorted(pud_idx, [start >> us, ((end - 1) >> us) + 1])
+        leaf_puds = pud_idx[j0:j1][pud_kind[j0:j1] == PUD_LEAF]
+        live = ~np.isin(idx >> k_pp, leaf_puds) if len(leaf_puds) else np.ones(len(idx), bool)
+        # in-slot page range [lo, hi) of each entry: only the first and last slot are partial
+        lo = np.zeros(len(idx), np.int64)
+        hi = np.full(len(idx), ptrs, np.int64)
+        lo[idx == s0] = (start - (s0 << ms)) >> ps
+        hi[idx == s1] = (end - (s1 << ms)) >> ps
+        whole = (lo == 0) & (hi == ptrs)
+        leaf = live & (kind == PMD_LEAF)
+        leaf_whole = leaf & whole
+        table = live & (kind == PMD_TABLE)
+        hits = np.zeros(len(idx), np.int64)
+        tw = table & whole
+        hits[tw] = mask_pop[row[tw]]
+        new_row = row.copy()
+        new_kind = kind.copy()
+        new_row[tw & (hits > 0)] = 0
+        edge_ints: list[int] = []
+        edge_pos: list[int] = []
+        for k in np.flatnonzero((table | leaf) & ~whole).tolist():
+            m = (1 << ptrs) - 1 if kind[k] == PMD_LEAF else _words_to_int(masks[row[k]])
+            r = range_mask(int(lo[k]), int(hi[k]))
+            h = m & r
+            hits[k] = h.bit_count()
+            if h:
+                edge_ints.append(m & ~h)
+                edge_pos.append(k)
+                new_kind[k] = PMD_TABLE
+        masks, mask_pop, ids = _append_mask_rows(pt, edge_ints)
+        for k, rid, m in zip(edge_pos, ids, edge_ints):
+            new_row[k] = rid if m else 0
+        zapped += int(hits.sum()) + int(np.count_nonzero(leaf_whole)) * ptrs
+        hit_pte = hits > 0
+        hit_pte &= ~leaf_whole
+        base = idx << ms
+        if hit_pte.any():
+            tlb.cleared_ptes = True
+            starts_g.append(int((base + (lo << ps))[hit_pte].min()))
+            ends_g.append(int((base + (hi << ps))[hit_pte].max()))
+        if leaf_whole.any():
+            tlb.cleared_pmds = True
+            starts_g.append(int(base[leaf_whole].min()))
+            ends_g.append(int(base[leaf_whole].max()) + P)
+        remove = np.zeros(len(pmd_idx), bool)
+        remove[i0:i1] = leaf_whole
+        pmd_kind = pmd_kind.copy()
+        pmd_row = pmd_row.copy()
+        pmd_kind[i0:i1] = new_kind
+        pmd_row[i0:i1] = new_row
+    # PUD leaves wholly inside the range
+    j0, j1 = (int(x) for x in np.searchsorted(pud_idx, [start >> us, ((end - 1) >> us) + 1]))
+    pslots = pud_idx[j0:j1]
+    gone = (pud_kind[j0:j1] == PUD_LEAF) & ((pslots << us) >= start) & (((pslots + 1) << us) <= end)
+    if gone.any():
+        zapped += int(np.count_nonzero(gone)) << (us - ps)
+        tlb.cleared_puds = True
+        starts_g.append(int(pslots[gone].min()) << us)
+        ends_g.append((int(pslots[gone].max()) + 1) << us)
+        keep = np.ones(len(pud_idx), bool)
+        keep[j0:j1] = ~gone
+        pud_idx, pud_kind = pud_idx[keep], pud_kind[keep]
+    if remove is not None and remove.any():
+        keep = ~remove
+        pmd_idx, pmd_kind, pmd_row = pmd_idx[keep], pmd_kind[keep], pmd_row[keep]
+    for s, e in zip(starts_g, ends_g):
+        tlb.adjust(s, e)
+
+    # ---------------------------------------------------------------- free_pgd_range
+    freed = 0
+    tops = pt.pud_tables
+    b = _level_bounds(start, end, floor, ceiling, P)
+    if b is not None:
+        lo_b, hi_b = b
+        f0, f1 = lo_b >> ms, (hi_b - 1) >> ms
+        k0, k1 = (int(x) for x in np.searchsorted(pmd_idx, [f0, f1 + 1]))
+        if k1 > k0:
+            tab = pmd_kind[k0:k1] == PMD_TABLE
+            n = int(np.count_nonzero(tab))
+            if n:
+                freed += n
+                tlb.cleared_pmds = True
+                tlb.freed_tables = True
+                sl = pmd_idx[k0:k1][tab]
+                tlb.adjust(int(sl[0]) << ms, (int(sl[-1]) << ms) + a.page_size)
+                keep = np.ones(len(pmd_idx), bool)
+                keep[k0:k1] = ~tab
+                pmd_idx, pmd_kind, pmd_row = pmd_idx[keep], pmd_kind[keep], pmd_row[keep]
+        b = _level_bounds(start, end, floor, ceiling, a.pud_size)
+        if b is not None:
+            lo_b, hi_b = b
+            p0, p1 = lo_b >> us, (hi_b - 1) >> us
+            q0, q1 = (int(x) for x in np.searchsorted(pud_idx, [p0, p1 + 1]))
+            cand = pud_idx[q0:q1]
+            is_tab = pud_kind[q0:q1] == PUD_TABLE
+            first = np.searchsorted(pmd_idx, cand << k_pp)
+            last = np.searchsorted(pmd_idx, (cand + 1) << k_pp)
+            free_p = is_tab & (first == last)
+            if free_p.any():
+                fp = cand[free_p]
+                freed += len(fp)
+                tlb.cleared_puds = True
+                tlb.freed_tables = True
+                for s in fp.tolist():
+                    tlb.adjust(s << us, (s << us) + a.page_size)
+                keep = np.ones(len(pud_idx), bool)
+                keep[q0:q1] = ~free_p
+                pud_idx, pud_kind = pud_idx[keep], pud_kind[keep]
+        if not a.pud_folded:
+            b = _level_bounds(start, end, floor, ceiling, 1 << a.p4d_shift)
+            if b is not None:
+                lo_b, hi_b = b
+                shift = a.p4d_shift - us
+                w0, w1 = win_start >> us, ((win_end - 1) >> us) + 1
+                in_win = pud_idx[(pud_idx >= w0) & (pud_idx < w1)] >> shift
+                new_tops = set(tops)
+                for top in range(lo_b >> a.p4d_shift, ((hi_b - 1) >> a.p4d_shift) + 1):
+                    if top in new_tops and not (in_win == top).any():
+                        new_tops.discard(top)
+                        freed += 1
+                        tlb.freed_tables = True
+                        tlb.adjust(top << a.p4d_shift, (top << a.p4d_shift) + a.page_size)
+                tops = frozenset(new_tops)
+    new_pt = PageTables(a, tops, pud_idx, pud_kind, pmd_idx, pmd_kind, pmd_row, masks, mask_pop)
+    return new_pt, zapped, freed

@@ -1,0 +1,193 @@
+"""Planner benchmark: plan a fully populated 1 TiB mremap and check the targets.
+
+Run from the repository root::
+
+    python bench/bench_planner.py            # full run (about a minute)
+    python bench/bench_planner.py --quick    # smaller scaling sweep, fewer repeats
+
+Targets (issue 2): a fully populated 1 TiB move, mutually unaligned (src = base + 4K,
+dst = other + 8K, about 1,048,577 extents), planned in under 50 ms and under 300 MB peak
+RSS; planning cost grows with the number of extents, not of pages.
+
+What is measured, per case, each in a fresh subprocess:
+
+* ``build``: building the address space (``single_move_space``), timed separately;
+* ``plan``: ``plan_mremap`` (MREMAP_MAYMOVE | MREMAP_FIXED), the median of several runs;
+  ``move`` is ``run_move`` alone (``move_page_tables``), ``counters`` is the two
+  ``Counters.of`` calls of the result, both medians over the same runs;
+* ``rss``: peak RSS (``ru_maxrss``) of the process after planning, minus the peak of a
+  process that only built the state (``Δrss``), and the total.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+K, M, G, T = 1 << 10, 1 << 20, 1 << 30, 1 << 40
+SRC_BASE = 0x100000000000          # 1 GiB (and 512 GiB) aligned
+DST_BASE = 0x300000000000
+A_OFF = 0x200000                   # 2 MiB: PMD aligned, not PUD aligned
+
+CASES = {
+    # name: (src offset, dst offset, description)
+    "unaligned": (4 * K, 8 * K, "src=base+4K dst=other+8K (no realignment, PTE moves only)"),
+    "realignable": (A_OFF + 4 * K, A_OFF + 4 * K, "src=A+4K dst=B+4K (realigned: PMD moves)"),
+    "pud-aligned": (0, 0, "src, dst 1 GiB aligned (PUD moves)"),
+}
+TIME_TARGET = 0.050
+RSS_TARGET = 300 * 10**6
+
+
+def _rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+
+
+def child(case: str, length: int, populate: str, repeats: int, build_only: bool) -> dict:
+    import numpy as np
+
+    from perfsim import resolve_target
+    from perfsim.mm.build import Population, single_move_space
+    from perfsim.planner import MoveRequest, plan_mremap
+    from perfsim.planner import steps as S
+    from perfsim.planner.dispatch import run_move
+    from perfsim.planner.realign import PageTableMoveControl, try_realign_addr
+    from perfsim.planner.result import Counters
+    from perfsim.planner.syscall import copy_vma
+
+    t = resolve_target("6.18", "x86_64")
+    soff, doff, _ = CASES[case]
+    src, dst = SRC_BASE + soff, DST_BASE + doff
+    t0 = time.perf_counter()
+    sp = single_move_space(t, src=src, length=length, populate=Population.parse(populate))
+    build = time.perf_counter() - t0
+    out = {"case": case, "length": length, "populate": populate, "build_s": build}
+    if build_only:
+        out["rss_total"] = _rss_bytes()
+        return out
+    req = MoveRequest(src, length, new_addr=dst)
+    plans, moves, counters = [], [], []
+    plan = None
+    for _ in range(repeats):
+        plan = None
+        t0 = time.perf_counter()
+        plan = plan_mremap(sp, req, t)
+        plans.append(time.perf_counter() - t0)
+        # move_page_tables alone, on the same request
+        vma = sp.vmas[0]
+        new, _, need = copy_vma(sp, vma, dst, length, vma.pgoff)
+        pmc = PageTableMoveControl(vma, new, src, dst, length, need_rmap_locks=need)
+        try_realign_addr(sp.with_vmas(list(sp.vmas) + [new]), pmc, t)
+        log = S.StepLog()
+        t0 = time.perf_counter()
+        run_move(t, sp.pt, pmc, log)
+        steps = log.freeze()
+        moves.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        Counters.of(plan.steps, (S.MOVE,))
+        Counters.of(plan.steps, tuple(range(len(S.PHASE_NAMES))))
+        counters.append(time.perf_counter() - t0)
+        del steps, log
+    assert plan.errno is None and plan.progress_bytes == length, plan.note
+    out.update(
+        plan_s=statistics.median(plans), plan_runs=plans, move_s=statistics.median(moves),
+        counters_s=statistics.median(counters), planner=plan.planner,
+        extents=int(np.count_nonzero(plan.steps.phase == S.MOVE)) - 1,
+        rows=len(plan.steps), ptes_moved=plan.move.ptes_moved, pmd_moves=plan.move.pmd_moves,
+        pud_moves=plan.move.pud_moves, flushes=plan.syscall.tlb_flushes,
+        tables_freed=plan.syscall.tables_freed, rss_total=_rss_bytes())
+    return out
+
+
+def run_child(case: str, length: int, populate: str, repeats: int, build_only: bool = False) -> dict:
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", case, str(length), populate,
+           str(repeats)] + (["--build-only"] if build_only else [])
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if res.returncode:
+        raise SystemExit(f"child failed: {' '.join(cmd)}\n{res.stderr}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def fmt_size(n: int) -> str:
+    for unit, v in (("TiB", T), ("GiB", G), ("MiB", M)):
+        if n >= v:
+            return f"{n / v:g} {unit}"
+    return f"{n} B"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer repeats, smaller sweep")
+    ap.add_argument("--child", nargs=4, metavar=("CASE", "LEN", "POP", "REPEATS"), help=argparse.SUPPRESS)
+    ap.add_argument("--build-only", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        case, length, pop, reps = args.child
+        print(json.dumps(child(case, int(length), pop, int(reps), args.build_only)))
+        return
+    reps = 3 if args.quick else 7
+    print(f"perfsim planner benchmark  (python {sys.version.split()[0]}, "
+          f"numpy {__import__('numpy').__version__}, {os.cpu_count()} CPUs, "
+          f"load {os.getloadavg()[0]:.2f})")
+    print("x86_64, kernel 6.18, anon, 4K pages, fully populated, MREMAP_MAYMOVE|MREMAP_FIXED\n")
+
+    # ---------------------------------------------------------------- the 1 TiB cases
+    base = run_child("unaligned", T, "full", 1, build_only=True)
+    print(f"state build only (1 TiB, full): {base['build_s'] * 1e3:.0f} ms, "
+          f"peak RSS {base['rss_total'] / 1e6:.0f} MB (baseline)\n")
+    hdr = (f"{'case':<12} {'extents':>9} {'plan ms':>8} {'move ms':>8} {'counters ms':>11} "
+           f"{'build ms':>8} {'Δrss MB':>8} {'rss MB':>7} {'time/50ms':>9} {'Δrss/300MB':>10}")
+    print(hdr)
+    print("-" * len(hdr))
+    results = {}
+    for case in CASES:
+        r = run_child(case, T, "full", reps)
+        results[case] = r
+        d_rss = r["rss_total"] - base["rss_total"]
+        print(f"{case:<12} {r['extents']:>9,} {r['plan_s'] * 1e3:>8.1f} {r['move_s'] * 1e3:>8.1f} "
+              f"{r['counters_s'] * 1e3:>11.1f} {r['build_s'] * 1e3:>8.0f} {d_rss / 1e6:>8.0f} "
+              f"{r['rss_total'] / 1e6:>7.0f} {r['plan_s'] / TIME_TARGET:>9.2f} "
+              f"{d_rss / RSS_TARGET:>10.2f}")
+    for case, r in results.items():
+        print(f"  {case}: {CASES[case][2]}; planner={r['planner']}, rows={r['rows']:,}, "
+              f"ptes moved={r['ptes_moved']:,}, pmd moves={r['pmd_moves']:,}, "
+              f"pud moves={r['pud_moves']:,}, flushes={r['flushes']:,}, "
+              f"tables freed={r['tables_freed']:,}")
+
+    # ---------------------------------------------------------------- scaling
+    print("\nscaling, unaligned move: plan time per extent (ns) should stay ~constant")
+    sizes = [G, 16 * G, 256 * G, T] if not args.quick else [G, 16 * G, 256 * G]
+    hdr = (f"{'length':>8} {'populate':>9} {'extents':>9} {'pages':>13} {'plan ms':>8} "
+           f"{'move ms':>8} {'plan ns/ext':>11} {'move ns/ext':>11} {'ns/page':>8}")
+    print(hdr)
+    print("-" * len(hdr))
+    for length in sizes:
+        for pop in ("full", "every:16"):
+            if length == T and pop == "full":
+                r = results["unaligned"]
+            else:
+                r = run_child("unaligned", length, pop, reps)
+            pages = length >> 12
+            print(f"{fmt_size(length):>8} {pop:>9} {r['extents']:>9,} {pages:>13,} "
+                  f"{r['plan_s'] * 1e3:>8.2f} {r['move_s'] * 1e3:>8.2f} "
+                  f"{r['plan_s'] / r['extents'] * 1e9:>11.1f} {r['move_s'] / r['extents'] * 1e9:>11.1f} "
+                  f"{r['plan_s'] / pages * 1e9:>8.3f}")
+    u = results["unaligned"]
+    print(f"\ntarget check (1 TiB unaligned): plan {u['plan_s'] * 1e3:.1f} ms "
+          f"= {u['plan_s'] / TIME_TARGET:.2f} x 50 ms; peak RSS over the built state "
+          f"{(u['rss_total'] - base['rss_total']) / 1e6:.0f} MB = "
+          f"{(u['rss_total'] - base['rss_total']) / RSS_TARGET:.2f} x 300 MB "
+          f"(total {u['rss_total'] / 1e6:.0f} MB = {u['rss_total'] / RSS_TARGET:.2f} x 300 MB)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,441 @@
+"""The command line: ``perfsim plan`` counts (kernel-model.md §4 E1–E4, E7), output formats,
+request files, and the bad-input contract (one line on stderr, exit 2, no traceback)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from perfsim.cli import main as main_mod
+from perfsim.cli import plan as plan_mod
+from perfsim.cli.main import main
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples" / "plan"
+
+# kernel-model.md §4: A = 0x7f0000200000, B = 0x7f4000600000 are the default bases + 2M / 6M.
+E_FLAGS = {
+    "e1": ["--len", "1G"],
+    "e2": ["--len", "1G", "--src", "2M+4K", "--dst", "6M+4K"],
+    "e3": ["--len", "1G", "--src", "2M+4K", "--dst", "6M+4K", "--guard-below-src"],
+    "e4": ["--len", "1G", "--src", "2M+4K", "--dst", "6M+8K"],
+}
+E_EXPECT = {
+    "e1": dict(realigned=False, pud_moves=1, pmd_moves=0, ptes_moved=0, tlb_flushes=1,
+               tlb_full_flushes=1, rmap_holds=1, tables={"pud": 0, "pmd": 0, "pte": 0}),
+    "e2": dict(realigned=True, pud_moves=0, pmd_moves=512, ptes_moved=1, move_ptes_calls=1,
+               tlb_flushes=513, tlb_full_flushes=512, tlb_pages_invalidated=1, rmap_holds=512,
+               tables={"pud": 0, "pmd": 2, "pte": 1}),
+    "e3": dict(realigned=False, pmd_moves=511, ptes_moved=512, move_ptes_calls=2,
+               tlb_flushes=513, tlb_full_flushes=512, rmap_holds=511,
+               tables={"pud": 0, "pmd": 2, "pte": 2}),
+    "e4": dict(realigned=False, pud_moves=0, pmd_moves=0, move_ptes_calls=1025,
+               ptes_moved=262144, tlb_flushes=1025, tlb_full_flushes=512,
+               tlb_pages_invalidated=513, rmap_holds=0, tables={"pud": 0, "pmd": 2, "pte": 513}),
+}
+COUNTER_KEYS = ("pud_moves", "pmd_moves", "thp_moves", "thp_splits", "ptes_moved",
+                "move_ptes_calls", "tlb_flushes", "tlb_full_flushes", "tlb_pages_invalidated",
+                "ipis", "rmap_holds", "tables_allocated", "tables_freed")
+
+
+def run(capsys, *argv):
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def run_json(capsys, *argv):
+    rc, out, err = run(capsys, "plan", *argv, "--json")
+    assert rc == 0, err
+    assert err == ""
+    return json.loads(out)
+
+
+def check_counts(doc, expect):
+    m = doc["move"]
+    for key, want in expect.items():
+        if key == "realigned":
+            assert doc["realigned"] is want
+        elif key == "tables":
+            got = {k: m["tables_allocated"][k] for k in want}
+            assert got == want
+        else:
+            assert m[key] == want, key
+
+
+# --------------------------------------------------------------------------- E1–E4
+
+
+@pytest.mark.parametrize("name", sorted(E_FLAGS))
+def test_worked_examples_from_flags(capsys, name):
+    doc = run_json(capsys, *E_FLAGS[name])
+    assert doc["errno"] is None and doc["progress_bytes"] == 1 << 30
+    check_counts(doc, E_EXPECT[name])
+
+
+@pytest.mark.parametrize("name", sorted(E_FLAGS))
+def test_worked_examples_from_request_files(capsys, name):
+    path = EXAMPLES / f"{name}.toml"
+    doc = run_json(capsys, "--file", str(path))
+    check_counts(doc, E_EXPECT[name])
+    assert doc["request"]["file"] == str(path)
+    assert doc["request"]["description"].startswith(name.upper())
+
+
+def test_json_document_shape(capsys):
+    doc = run_json(capsys, *E_FLAGS["e2"])
+    for key in ("realigned", "errno", "progress_bytes", "move", "syscall", "request", "target"):
+        assert key in doc
+    for part in ("move", "syscall"):
+        for key in COUNTER_KEYS:
+            assert key in doc[part], (part, key)
+        assert set(doc[part]["tables_allocated"]) >= {"pud", "pmd", "pte"}
+    assert doc["target"]["arch"] == "x86_64" and doc["target"]["kernel"] == "6.18"
+    assert len(doc["target"]["profile_digest"]) == 16
+    req = doc["request"]
+    assert req["src"] == 0x7F0000201000 and req["dst"] == 0x7F4000601000
+    assert req["len"] == 1 << 30 and req["flags"] == ["MAYMOVE", "FIXED"]
+    # The whole call also unmaps the source: the syscall counts include the move's.
+    assert doc["syscall"]["tlb_flushes"] >= doc["move"]["tlb_flushes"]
+
+
+def test_absolute_addresses_equal_offsets(capsys):
+    a = run_json(capsys, "--len", "1G", "--src", "0x7f0000201000", "--dst", "0x7f4000602000")
+    b = run_json(capsys, *E_FLAGS["e4"])
+    assert a["move"] == b["move"] and a["request"]["src"] == b["request"]["src"]
+
+
+def test_e1_on_4_cpus_sends_ipis(capsys):
+    doc = run_json(capsys, "--len", "1G", "--cpus", "4")
+    assert doc["move"]["tlb_flushes"] == 1 and doc["move"]["ipis"] == 3
+
+
+def test_e7_stack_relocation(capsys):
+    doc = run_json(capsys, "--len", "12K", "--src", "0x7fffffffc000",
+                   "--dst", "0x7ffd4c59e000", "--for-stack")
+    m = doc["move"]
+    assert doc["errno"] is None and not doc["realigned"]
+    assert (m["ptes_moved"], m["move_ptes_calls"], m["tlb_flushes"]) == (3, 1, 1)
+    assert m["tlb_pages_invalidated"] == 3 and m["rmap_holds"] == 0
+    assert m["tables_allocated"]["pmd"] + m["tables_allocated"]["pte"] == 2
+    assert doc["request"]["flags"] == ["relocate_vma_down"]
+
+
+def test_kernel_6_6_does_not_realign(capsys):
+    doc = run_json(capsys, "--file", str(EXAMPLES / "e2.toml"), "--kernel", "6.6")
+    assert doc["realigned"] is False and doc["move"]["pmd_moves"] == 511
+    assert doc["target"]["kernel"] == "6.6"
+
+
+@pytest.mark.parametrize("arch", ["riscv-sv39", "arm64-4k", "arm64-16k", "x86_64-la57"])
+def test_default_bases_fit_every_arch(capsys, arch):
+    doc = run_json(capsys, "--len", "1G", "--arch", arch)
+    assert doc["errno"] is None and doc["progress_bytes"] == 1 << 30
+    assert doc["target"]["arch"] == arch
+
+
+def test_e5a_arm64_16k_no_realignment(capsys):
+    doc = run_json(capsys, "--arch", "arm64-16k", "--len", "4M", "--src", "16K", "--dst", "16K")
+    m = doc["move"]
+    assert not doc["realigned"] and m["move_ptes_calls"] == 1 and m["ptes_moved"] == 256
+
+
+def test_thp_and_hugetlb_backings(capsys):
+    doc = run_json(capsys, "--len", "64M", "--thp", "on")
+    assert doc["move"]["thp_moves"] == 32 and doc["move"]["ptes_moved"] == 0
+    doc = run_json(capsys, "--len", "64M", "--backing", "hugetlb")
+    assert doc["errno"] is None and doc["move"]["hugetlb_moves"] == 32
+
+
+def test_partial_population(capsys):
+    none = run_json(capsys, *E_FLAGS["e4"], "--populate", "none")
+    assert none["move"]["ptes_moved"] == 0
+    every = run_json(capsys, *E_FLAGS["e4"], "--populate", "every:2")
+    assert every["move"]["ptes_moved"] == 262144 // 2
+    a = run_json(capsys, *E_FLAGS["e4"], "--populate", "0.25", "--seed", "7")
+    b = run_json(capsys, *E_FLAGS["e4"], "--populate", "0.25", "--seed", "7")
+    assert a["move"] == b["move"] and 0 < a["move"]["ptes_moved"] < 262144
+
+
+# --------------------------------------------------------------------------- file + flags
+
+
+def test_flags_override_request_file(capsys):
+    e3 = run_json(capsys, "--file", str(EXAMPLES / "e2.toml"), "--guard-below-src")
+    check_counts(e3, E_EXPECT["e3"])
+    e2 = run_json(capsys, "--file", str(EXAMPLES / "e3.toml"), "--no-guard-below-src")
+    check_counts(e2, E_EXPECT["e2"])
+    e4 = run_json(capsys, "--file", str(EXAMPLES / "e2.toml"), "--dst", "6M+8K")
+    check_counts(e4, E_EXPECT["e4"])
+
+
+def test_request_file_spellings(capsys, tmp_path):
+    f = tmp_path / "r.toml"
+    f.write_text('[request]\nlen = 1073741824\nsrc = "2M+4K"\ndst = "6M+4K"\n'
+                 'guard_below_src = true\nthp = "off"\ncpus = 2\nfixed = true\n')
+    doc = run_json(capsys, "--file", str(f))
+    check_counts(doc, E_EXPECT["e3"])
+    assert doc["request"]["cpus"] == 2
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def test_human_table(capsys):
+    rc, out, err = run(capsys, "plan", *E_FLAGS["e2"])
+    assert rc == 0 and err == ""
+    assert "realigned   yes" in out
+    assert "mremap(0x7f0000201000, 1G, 1G, MAYMOVE|FIXED, 0x7f4000601000)" in out
+    assert "x86_64, kernel 6.18" in out
+    lines = {ln.split()[0]: ln.split()[1:] for ln in out.splitlines() if ln.strip()}
+    assert lines["counter"] == ["move", "syscall"]
+    assert lines["pmd_moves"] == ["512", "512"]
+    assert lines["tlb_flushes"][0] == "513"
+    assert lines["tables_allocated.pmd"] == ["2", "2"]
+    assert "result      ok" in out
+
+
+def test_trace_folds_a_1g_unaligned_move(capsys):
+    rc, out, err = run(capsys, "plan", *E_FLAGS["e4"], "--trace")
+    assert rc == 0
+    trace = out[out.index("trace: 1028 steps"):].splitlines()
+    assert len(trace) < 30  # 1028 steps fold into a handful of lines
+    assert any("×508 of the 2 steps" in ln or "×511 of the 2 steps" in ln for ln in trace)
+    assert any("move_ptes" in ln and "0x7f0000201000" in ln for ln in trace)
+    assert "more steps not shown" not in out
+
+
+def test_trace_period_one_runs(capsys):
+    rc, out, _ = run(capsys, "plan", *E_FLAGS["e2"], "--trace")
+    assert rc == 0
+    assert any("×508" in ln and "move_normal_pmd" in ln and "anon_vma" in ln
+               for ln in out.splitlines())
+
+
+def test_trace_json_covers_every_row_and_limit(capsys):
+    doc = run_json(capsys, *E_FLAGS["e4"], "--trace", "--trace-limit", "0")
+    tr = doc["trace"]
+    assert tr["rows"] == doc["steps"] and not tr["truncated"]
+    assert sum(len(g["steps"]) * g["repeat"] for g in tr["groups"]) == tr["rows"]
+    short = run_json(capsys, *E_FLAGS["e4"], "--trace", "--trace-limit", "2")
+    assert short["trace"]["truncated"] and len(short["trace"]["groups"]) == 2
+    rc, out, _ = run(capsys, "plan", *E_FLAGS["e4"], "--trace", "--trace-limit", "3")
+    assert "more steps not shown" in out
+
+
+def test_compress_prefers_longest_cover():
+    import numpy as np
+
+    from perfsim.planner import steps as S
+
+    log = S.StepLog()
+    shapes = [1] + [2, 3] * 10 + [4] * 5 + [2]
+    for i, n in enumerate(shapes):
+        log.add(S.MOVE, S.K_PTE_MOVE, i << 12, i << 12, n << 12, ptes=n)
+    steps = log.freeze()
+    groups = plan_mod.compress(steps)
+    assert [(g.start, g.period, g.repeat) for g in groups] == [
+        (0, 1, 1), (1, 2, 10), (21, 1, 5), (26, 1, 1)]
+    assert np.array_equal(plan_mod.shape_ids(steps)[1:3], plan_mod.shape_ids(steps)[3:5])
+
+
+# --------------------------------------------------------------------------- kernel errnos
+
+
+@pytest.mark.parametrize("argv, errno", [
+    (["--len", "0"], "EINVAL"),                                   # new_len 0
+    (["--len", "1G", "--src", "1K"], "EINVAL"),                   # unaligned old_addr
+    (["--len", "1G", "--dst", "0x7f0000100000"], "EINVAL"),       # overlapping fixed move
+    (["--len", "4M", "--backing", "hugetlb", "--src", "4K"], "EINVAL"),
+])
+def test_kernel_errno_is_a_result(capsys, argv, errno):
+    rc, out, err = run(capsys, "plan", *argv, "--json")
+    assert rc == 0 and err == ""
+    doc = json.loads(out)
+    assert doc["errno"] == errno and doc["progress_bytes"] == 0
+    rc, out, err = run(capsys, "plan", *argv)
+    assert rc == 0 and f"errno {errno}" in out
+
+
+def test_partial_move_reverts_with_enomem(capsys):
+    doc = run_json(capsys, *E_FLAGS["e4"], "--fail-alloc-at", "3")
+    assert doc["errno"] == "ENOMEM" and 0 < doc["progress_bytes"] < 1 << 30
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def bad_file(tmp_path: Path, name: str, text: str) -> str:
+    p = tmp_path / name
+    p.write_text(text)
+    return str(p)
+
+
+BAD_ARGV = {
+    "unknown arch": (["plan", "--len", "1G", "--arch", "sparc"], "valid names"),
+    "unknown kernel": (["plan", "--len", "1G", "--kernel", "2.4"], "6.18"),
+    "negative len": (["plan", "--len", "-4K"], "negative"),
+    "negative len =": (["plan", "--len=-1"], "negative"),
+    "len arithmetic below 0": (["plan", "--len", "4K-8K"], "negative"),
+    "unparsable len": (["plan", "--len", "lots"], "cannot parse"),
+    "unparsable src": (["plan", "--len", "1G", "--src", "0xzz"], "--src"),
+    "missing len": (["plan"], "--len is required"),
+    "src beyond top": (["plan", "--len", "1G", "--src", "0x800000000000"], "user address range"),
+    "src+len beyond top": (["plan", "--len", "2T", "--src", "0x7f0000000000"], "--src + --len"),
+    "dst beyond top": (["plan", "--len", "1G", "--dst", "0xffff800000000000"], "--dst"),
+    "dst+new_len beyond top": (["plan", "--len", "4K", "--new-len", "1T", "--dst",
+                                "0x7fff00000000"], "--dst + --new-len"),
+    "riscv sv39 top": (["plan", "--len", "1G", "--arch", "riscv-sv39", "--src",
+                        "0x7f0000000000"], "riscv-sv39"),
+    "bad populate": (["plan", "--len", "1G", "--populate", "most"], "--populate"),
+    "bad populate every": (["plan", "--len", "1G", "--populate", "every:0"], "every:K"),
+    "bad populate fraction": (["plan", "--len", "1G", "--populate", "1.5"], "(0, 1)"),
+    "cpus 0": (["plan", "--len", "1G", "--cpus", "0"], "--cpus"),
+    "cpus text": (["plan", "--len", "1G", "--cpus", "two"], "--cpus"),
+    "bad backing": (["plan", "--len", "1G", "--backing", "ram"], "--backing"),
+    "bad thp": (["plan", "--len", "1G", "--thp", "maybe"], "--thp"),
+    "fail-alloc-at 0": (["plan", "--len", "1G", "--fail-alloc-at", "0"], ">= 1"),
+    "for-stack upward": (["plan", "--len", "12K", "--for-stack"], "below --src"),
+    "for-stack new-len": (["plan", "--len", "12K", "--src", "0x7fffffffc000", "--dst",
+                           "0x7ffd4c59e000", "--for-stack", "--new-len", "8K"], "--new-len"),
+    "bad hugepage size": (["plan", "--len", "1G", "--backing", "hugetlb", "--hugepage-size",
+                           "4M"], "huge page size"),
+    "trace limit": (["plan", "--len", "1G", "--trace-limit", "-1"], "--trace-limit"),
+    "unknown option": (["plan", "--len", "1G", "--frobnicate"], "unrecognized"),
+    "unknown command": (["teleport"], "invalid choice"),
+    "no command": ([], "command is required"),
+    "missing file": (["plan", "--file", "/nonexistent/req.toml"], "does not exist"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_ARGV))
+def test_bad_input_is_one_line_exit_2(capsys, case):
+    argv, needle = BAD_ARGV[case]
+    rc, out, err = run(capsys, *argv)
+    assert rc == 2
+    assert out == ""
+    assert err.startswith("perfsim: error: ") and err.count("\n") == 1, err
+    assert needle in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("len = \"1G\"\nsrc = [1, 2\n", "not valid TOML"),
+    ("len = \"1G\"\ncolour = \"red\"\n", "unknown key 'colour'; allowed keys: description, len"),
+    ("len = \"1G\"\nbacking = \"ram\"\n", "key 'backing': got 'ram'; allowed: one of anon"),
+    ("len = \"1G\"\ncpus = 0\n", "key 'cpus'"),
+    ("len = \"1G\"\ncpus = \"four\"\n", "key 'cpus'"),
+    ("len = \"1G\"\nthp = \"sometimes\"\n", "key 'thp'"),
+    ("len = true\n", "key 'len'"),
+    ("len = \"1Q\"\n", "len: cannot parse"),
+    ("len = \"1G\"\nsrc = \"0x900000000000\"\n", "src: 0x900000000000 is outside"),
+    ("len = \"1G\"\npopulate = \"most\"\n", "populate: expected full"),
+    ("len = \"1G\"\narch = \"vax\"\n", "unknown arch 'vax'"),
+])
+def test_bad_request_file(capsys, tmp_path, text, needle):
+    path = bad_file(tmp_path, "req.toml", text)
+    rc, out, err = run(capsys, "plan", "--file", path)
+    assert rc == 2 and out == ""
+    assert err.startswith("perfsim: error: ") and err.count("\n") == 1, err
+    assert needle in err, err
+    assert "Traceback" not in err
+    if "arch" not in needle:
+        assert path in err  # the message names the file
+
+
+# --------------------------------------------------------------------------- cost model
+
+
+def test_cost_profile_without_cost_model(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "perfsim.cost", types.ModuleType("perfsim.cost"))
+    rc, out, err = run(capsys, "plan", "--len", "1G", "--cost-profile", "x86_64-generic")
+    assert rc == 2 and "cost model not available" in err and err.count("\n") == 1
+
+
+def test_cost_profile_with_a_cost_model(capsys, monkeypatch):
+    fake = types.ModuleType("perfsim.cost")
+    calls = {}
+
+    def load_cost_profile(name):
+        return types.SimpleNamespace(name=name, digest="abc")
+
+    def predict(plan, profile, cpus=1):
+        calls["cpus"] = cpus
+        return types.SimpleNamespace(predicted_ns=1234, cost_ns={"tlb_flush": 1000, "fixed": 234})
+
+    fake.load_cost_profile, fake.predict = load_cost_profile, predict
+    monkeypatch.setitem(sys.modules, "perfsim.cost", fake)
+    doc = run_json(capsys, "--len", "1G", "--cpus", "3", "--cost-profile", "mine")
+    assert doc["predicted_ns"] == 1234 and doc["cost_ns"]["tlb_flush"] == 1000
+    assert doc["cost_profile"] == {"name": "mine", "digest": "abc"} and calls["cpus"] == 3
+    rc, out, _ = run(capsys, "plan", "--len", "1G", "--cost-profile", "mine")
+    assert "predicted   1.23 µs (cost profile mine)" in out
+
+
+def test_real_cost_model_when_present(capsys):
+    cost = pytest.importorskip("perfsim.cost")
+    if not (hasattr(cost, "load_cost_profile") and hasattr(cost, "predict")):
+        pytest.skip("perfsim.cost has no predict yet")
+    names = getattr(cost, "cost_profile_names", lambda: [])()
+    if not names:
+        pytest.skip("no built-in cost profile")
+    doc = run_json(capsys, *E_FLAGS["e2"], "--cost-profile", names[0])
+    assert doc["predicted_ns"] > 0 and doc["cost_ns"]
+
+
+# --------------------------------------------------------------------------- main()
+
+
+def test_version_and_help(capsys):
+    rc, out, _ = run(capsys, "--version")
+    assert rc == 0 and out.startswith("perfsim ")
+    rc, out, _ = run(capsys, "--help")
+    assert rc == 0 and "plan" in out
+    rc, out, _ = run(capsys, "plan", "--help")
+    assert rc == 0
+    for needle in ("--populate", "0x7f0000000000", "0x7f4000000000", "exit", "E2", "--file"):
+        assert needle in out
+
+
+def test_keyboard_interrupt_exits_130(capsys, monkeypatch):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(plan_mod, "run", interrupted)
+    rc, out, err = run(capsys, "plan", "--len", "1G")
+    assert rc == 130 and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_unexpected_exceptions_keep_their_traceback(monkeypatch):
+    def buggy(args):
+        raise ZeroDivisionError("bug")
+
+    monkeypatch.setattr(plan_mod, "run", buggy)
+    with pytest.raises(ZeroDivisionError):
+        main(["plan", "--len", "1G"])
+
+
+def test_missing_subcommand_modules_are_absent(monkeypatch):
+    monkeypatch.setattr(main_mod, "SUBCOMMANDS", ("plan", "no_such_command_yet"))
+    parser = main_mod.build_parser()
+    choices = parser._subparsers._group_actions[0].choices  # noqa: SLF001
+    assert "plan" in choices and "no_such_command_yet" not in choices
+
+
+def test_python_dash_m_subprocess(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    ok = subprocess.run([sys.executable, "-m", "perfsim", "plan", "--file",
+                         str(EXAMPLES / "e1.toml"), "--json"],
+                        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["move"]["pud_moves"] == 1
+    bad = subprocess.run([sys.executable, "-m", "perfsim", "plan", "--len", "-1G"],
+                         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert bad.stderr.startswith("perfsim: error: ") and bad.stderr.count("\n") == 1
