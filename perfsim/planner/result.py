@@ -70,35 +70,31 @@ class Counters:
 
     @classmethod
     def of(cls, steps: S.Steps, phases: tuple[int, ...]) -> Counters:
-        sel = np.isin(steps.phase, phases)
-        kind = steps.kind[sel]
+        """Counters over the rows whose phase is in ``phases``."""
+        return cls.from_totals(sum_phase_blocks(steps, phases))
 
-        def total(col: str, mask=None) -> int:
-            v = steps.col(col)[sel]
-            return int(v[mask].sum()) if mask is not None else int(v.sum())
-
-        moving = np.isin(kind, (S.K_PTE_MOVE, S.K_HUGETLB_MOVE))
+    @classmethod
+    def from_totals(cls, t: dict) -> Counters:
+        kinds = t["kinds"]
         return cls(
-            pud_moves=int(np.count_nonzero(np.isin(kind, (S.K_PUD_MOVE, S.K_HUGE_PUD_MOVE)))),
-            pmd_moves=int(np.count_nonzero(kind == S.K_PMD_MOVE)),
-            thp_moves=int(np.count_nonzero(kind == S.K_THP_MOVE)),
-            thp_splits=int(np.count_nonzero(kind == S.K_THP_SPLIT)),
-            hugetlb_moves=total("ptes", kind == S.K_HUGETLB_MOVE),
-            ptes_moved=total("ptes", moving & (kind == S.K_PTE_MOVE)),
-            move_ptes_calls=int(np.count_nonzero(kind == S.K_PTE_MOVE)),
-            tlb_flushes=total("flushes"),
-            tlb_full_flushes=total("flush_full"),
-            tlb_pages_invalidated=total("flush_pages"),
-            ipis=total("ipis"),
-            rmap_holds=int(np.count_nonzero(steps.rmap[sel] > 0)),
-            ptl_acquisitions=total("ptl"),
-            notifier_pairs=total("notifier"),
-            tables_freed=total("freed"),
-            ptes_zapped=total("ptes", kind == S.K_ZAP),
-            tables_allocated={
-                "p4d": total("alloc_p4d"), "pud": total("alloc_pud"),
-                "pmd": total("alloc_pmd"), "pte": total("alloc_pte"),
-            },
+            pud_moves=int(kinds[S.K_PUD_MOVE] + kinds[S.K_HUGE_PUD_MOVE]),
+            pmd_moves=int(kinds[S.K_PMD_MOVE]),
+            thp_moves=int(kinds[S.K_THP_MOVE]),
+            thp_splits=int(kinds[S.K_THP_SPLIT]),
+            hugetlb_moves=int(t["ptes_by_kind"][S.K_HUGETLB_MOVE]),
+            ptes_moved=int(t["ptes_by_kind"][S.K_PTE_MOVE]),
+            move_ptes_calls=int(kinds[S.K_PTE_MOVE]),
+            tlb_flushes=t["flushes"],
+            tlb_full_flushes=t["flush_full"],
+            tlb_pages_invalidated=t["flush_pages"],
+            ipis=t["ipis"],
+            rmap_holds=t["rmap_rows"],
+            ptl_acquisitions=t["ptl"],
+            notifier_pairs=t["notifier"],
+            tables_freed=t["freed"],
+            ptes_zapped=int(t["ptes_by_kind"][S.K_ZAP]),
+            tables_allocated={"p4d": t["alloc_p4d"], "pud": t["alloc_pud"],
+                              "pmd": t["alloc_pmd"], "pte": t["alloc_pte"]},
         )
 
     def as_dict(self) -> dict:
@@ -143,3 +139,42 @@ class MovePlan:
             "syscall": self.syscall.as_dict(),
             "note": self.note,
         }
+
+
+_SUMMED = ("flushes", "flush_full", "flush_pages", "ipis", "ptl", "notifier", "freed",
+           "alloc_p4d", "alloc_pud", "alloc_pmd", "alloc_pte")
+
+
+def _block_totals(steps: S.Steps, a: int, b: int) -> dict:
+    """Totals of rows ``[a, b)``: sums of count columns, rows per kind, PTEs per kind."""
+    nk = len(S.KIND_NAMES)
+    kind = steps.kind[a:b]
+    out = {c: int(steps.col(c)[a:b].sum(dtype=np.int64)) for c in _SUMMED}
+    out["kinds"] = np.bincount(kind, minlength=nk)
+    out["ptes_by_kind"] = np.bincount(kind, weights=steps.ptes[a:b], minlength=nk).astype(np.int64)
+    out["rmap_rows"] = int(np.count_nonzero(steps.rmap[a:b]))
+    return out
+
+
+def sum_phase_blocks(steps: S.Steps, phases: tuple[int, ...]) -> dict:
+    """Add up :func:`_block_totals` over the runs of consecutive rows of the given phases.
+
+    Rows are in execution order, so each phase occupies a few contiguous runs; working run
+    by run on slices keeps this a single cheap pass even for a million-row plan."""
+    nk = len(S.KIND_NAMES)
+    total = {c: 0 for c in _SUMMED}
+    total.update(kinds=np.zeros(nk, np.int64), ptes_by_kind=np.zeros(nk, np.int64), rmap_rows=0)
+    ph = steps.phase
+    if len(ph) == 0:
+        return total
+    cuts = np.flatnonzero(ph[1:] != ph[:-1]) + 1
+    starts = np.concatenate([[0], cuts])
+    ends = np.concatenate([cuts, [len(ph)]])
+    wanted = set(phases)
+    for a, b in zip(starts.tolist(), ends.tolist()):
+        if int(ph[a]) not in wanted:
+            continue
+        blk = _block_totals(steps, a, b)
+        for k, v in blk.items():
+            total[k] = total[k] + v
+    return total

@@ -42,10 +42,12 @@ def flush_range(target: Target, start: int, end: int, *, stride_shift: int | Non
     arch = target.arch
     tlb = arch.tlb
     shift = arch.page_shift if stride_shift is None else stride_shift
-    pages = (end - start) >> shift
+    span = end - start
+    pages = -(-span >> shift)  # invalidations: one per stride, the last one partial
     others = max(cpus - 1, 0)
     if isinstance(tlb, X86Tlb):
-        full = pages > tlb.single_page_flush_ceiling
+        # get_flush_tlb_info compares the truncated count with the ceiling.
+        full = (span >> shift) > tlb.single_page_flush_ceiling
         if tlb.invlpgb and cpus >= 4:
             ipis = 0
         elif freed_tables and target.kernel.freed_tables_in_flush_range and tlb.freed_tables_ipi_lazy:

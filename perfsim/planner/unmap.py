@@ -27,8 +27,37 @@ ARRAY_UNMAP = True
 reference the tests compare it with)."""
 
 
+PTE_TABLE, PMD_TABLE_PAGE, PUD_TABLE_PAGE = 1, 2, 3
+"""Levels of a freed page-table page: a PTE table (freed with ``pte_free_tlb``, which marks
+``cleared_pmds``), a PMD table (``pmd_free_tlb``, ``cleared_puds``), a PUD table
+(``pud_free_tlb``, ``cleared_p4ds``)."""
+
+
+def table_batch_capacity(target: Target) -> int:
+    """``MAX_TABLE_BATCH``: page-table pages one ``mmu_table_batch`` page holds (a page of
+    pointers after a 24-byte header). When a batch fills, the gathered range is flushed
+    before the tables are handed to RCU: 509 on 4 KiB pages. Seen on this machine's
+    6.18 kernel: E4 at 1 GiB frees 515 tables with 2 flushes, at 2 GiB 1028 with 3
+    (docs/host-measurements.md)."""
+    return (target.arch.page_size - 24) // 8
+
+
+def table_order_key(target: Target, addrs, levels):
+    """Sort key putting freed tables in the order ``free_pgd_range`` frees them: per PUD
+    entry its PTE tables then its PMD table; the PUD table after all its PUD entries."""
+    a = target.arch
+    kpp = a.pud_shift - a.pmd_shift
+    ktop = a.p4d_shift - a.pmd_shift
+    pte = (addrs >> a.pmd_shift) * 4
+    pmd = (((addrs >> a.pud_shift) + 1) << kpp) * 4 - 2
+    pud = (((addrs >> a.p4d_shift) + 1) << ktop) * 4 - 1
+    return (levels == PTE_TABLE) * pte + (levels == PMD_TABLE_PAGE) * pmd + \
+        (levels == PUD_TABLE_PAGE) * pud
+
+
 class Gather:
-    """An ``mmu_gather``: the range to flush and what kind of entries were cleared."""
+    """An ``mmu_gather``: the zapped range and its cleared levels, plus the page-table
+    pages freed, in the order they were freed (:func:`finish` turns them into flushes)."""
 
     def __init__(self) -> None:
         self.start: int | None = None
@@ -37,19 +66,40 @@ class Gather:
         self.cleared_pmds = False
         self.cleared_puds = False
         self.freed_tables = False
+        self.tables: list[tuple[int, int]] = []
+        self.table_arrays = None  # (addrs, levels) numpy arrays in free order, if set
 
     def adjust(self, start: int, end: int) -> None:
         self.start = start if self.start is None else min(self.start, start)
         self.end = max(self.end, end)
 
-    def stride_shift(self, target: Target) -> int:
-        """``tlb_get_unmap_shift``: the smallest level with cleared entries."""
+    def free_table(self, addr: int, level: int) -> None:
+        self.tables.append((addr, level))
+        self.freed_tables = True
+
+    def freed(self, target: Target):
+        """``(addrs, levels)`` of every freed table, in kernel free order."""
+        import numpy as np
+
+        if self.table_arrays is not None:
+            return self.table_arrays
+        if not self.tables:
+            return np.zeros(0, np.int64), np.zeros(0, np.int8)
+        addrs = np.array([t[0] for t in self.tables], np.int64)
+        levels = np.array([t[1] for t in self.tables], np.int8)
+        order = np.argsort(table_order_key(target, addrs, levels), kind="stable")
+        return addrs[order], levels[order]
+
+    def zap_shift(self, target: Target) -> int | None:
+        """``tlb_get_unmap_shift`` for what the zap cleared, or None if it cleared nothing."""
         a = target.arch
         if self.cleared_ptes:
             return a.page_shift
         if self.cleared_pmds:
             return a.pmd_shift
-        return a.pud_shift
+        if self.cleared_puds:
+            return a.pud_shift
+        return None
 
 
 def zap_range(target: Target, win: Window, start: int, end: int, tlb: Gather) -> int:
@@ -125,9 +175,7 @@ def free_pgd_range(target: Target, win: Window, addr: int, end: int, floor: int,
         if kind == PMD_TABLE:
             win.pmd.pop(slot)
             freed += 1
-            tlb.cleared_pmds = True
-            tlb.freed_tables = True
-            tlb.adjust(slot << a.pmd_shift, (slot << a.pmd_shift) + a.page_size)
+            tlb.free_table(slot << a.pmd_shift, PTE_TABLE)
     # PMD tables: the whole PUD span must be inside [floor, ceiling).
     b = _level_bounds(addr, end, floor, ceiling, a.pud_size)
     if b is not None:
@@ -139,9 +187,7 @@ def free_pgd_range(target: Target, win: Window, addr: int, end: int, floor: int,
                     continue  # still maps something (should not happen inside the span)
                 win.pud.pop(pslot)
                 freed += 1
-                tlb.cleared_puds = True
-                tlb.freed_tables = True
-                tlb.adjust(pslot << a.pud_shift, (pslot << a.pud_shift) + a.page_size)
+                tlb.free_table(pslot << a.pud_shift, PMD_TABLE_PAGE)
     # PUD tables: the whole top-level span must be inside [floor, ceiling).
     if not a.pud_folded:
         b = _level_bounds(addr, end, floor, ceiling, 1 << a.p4d_shift)
@@ -152,26 +198,45 @@ def free_pgd_range(target: Target, win: Window, addr: int, end: int, floor: int,
                 if top in win.pud_tables and not any((s >> shift) == top for s in win.pud):
                     win.pud_tables.discard(top)
                     freed += 1
-                    tlb.freed_tables = True
-                    tlb.adjust(top << a.p4d_shift, (top << a.p4d_shift) + a.page_size)
+                    tlb.free_table(top << a.p4d_shift, PUD_TABLE_PAGE)
     return freed
 
 
 def finish(target: Target, tlb: Gather, log: S.StepLog, phase: int, start: int, end: int,
            zapped: int, freed: int, *, cpus: int, lazy_cpus: int) -> None:
-    """Record the zap and ``tlb_finish_mmu``: one flush of the gathered range, if any."""
+    """Record the zap and the flushes of the gather: one each time a table batch fills
+    (:func:`table_batch_capacity`), and one in ``tlb_finish_mmu`` for what is left. Each
+    flush covers the range gathered since the previous one, with the stride of the lowest
+    level cleared in it (``tlb_get_unmap_shift``)."""
+    import numpy as np
+
+    a = target.arch
     if zapped:
         log.add(phase, S.K_ZAP, start, 0, end - start, ptes=zapped)
-    flush = None
-    if tlb.start is not None:
-        shift = tlb.stride_shift(target)
-        span = tlb.end - tlb.start
-        # flush_tlb_func invalidates one stride per loop iteration: round the count up.
-        end_rounded = tlb.start + ((span + (1 << shift) - 1) >> shift << shift)
-        flush = flush_range(target, tlb.start, end_rounded, stride_shift=shift, cpus=cpus,
-                            lazy_cpus=lazy_cpus, freed_tables=tlb.freed_tables)
-    if freed or flush is not None:
-        log.add(phase, S.K_FREE_TABLES, start, 0, end - start, freed=freed, flush=flush)
+    addrs, levels = tlb.freed(target)
+    n = len(addrs)
+    zap_shift = tlb.zap_shift(target)
+    if n == 0:
+        if tlb.start is not None and zap_shift is not None:
+            flush = flush_range(target, tlb.start, tlb.end, stride_shift=zap_shift, cpus=cpus,
+                                lazy_cpus=lazy_cpus, freed_tables=False)
+            log.add(phase, S.K_FREE_TABLES, start, 0, end - start, freed=0, flush=flush)
+        return
+    cap = table_batch_capacity(target)
+    cuts = np.arange(0, n, cap)
+    lo = np.minimum.reduceat(addrs, cuts)
+    hi = np.maximum.reduceat(addrs, cuts) + a.page_size
+    lvl = np.minimum.reduceat(levels, cuts)
+    counts = np.diff(np.append(cuts, n))
+    shift_of = {PTE_TABLE: a.pmd_shift, PMD_TABLE_PAGE: a.pud_shift, PUD_TABLE_PAGE: a.p4d_shift}
+    for i, (s_, e_, lv, k) in enumerate(zip(lo.tolist(), hi.tolist(), lvl.tolist(), counts.tolist())):
+        shift = shift_of[lv]
+        if i == 0 and tlb.start is not None and zap_shift is not None:
+            s_, e_ = min(s_, tlb.start), max(e_, tlb.end)
+            shift = min(shift, zap_shift)
+        flush = flush_range(target, s_, e_, stride_shift=shift, cpus=cpus, lazy_cpus=lazy_cpus,
+                            freed_tables=True)
+        log.add(phase, S.K_FREE_TABLES, start, 0, end - start, freed=k, flush=flush)
 
 
 # ---------------------------------------------------------------------------- array variant
@@ -291,6 +356,8 @@ def unmap_arrays(target: Target, pt, start: int, end: int, floor: int, ceiling: 
 
     # ---------------------------------------------------------------- free_pgd_range
     freed = 0
+    ev_addr: list = []
+    ev_level: list = []
     tops = pt.pud_tables
     b = _level_bounds(start, end, floor, ceiling, P)
     if b is not None:
@@ -302,10 +369,9 @@ def unmap_arrays(target: Target, pt, start: int, end: int, floor: int, ceiling: 
             n = int(np.count_nonzero(tab))
             if n:
                 freed += n
-                tlb.cleared_pmds = True
-                tlb.freed_tables = True
                 sl = pmd_idx[k0:k1][tab]
-                tlb.adjust(int(sl[0]) << ms, (int(sl[-1]) << ms) + a.page_size)
+                ev_addr.append(sl << ms)
+                ev_level.append(np.full(n, PTE_TABLE, np.int8))
                 keep = np.ones(len(pmd_idx), bool)
                 keep[k0:k1] = ~tab
                 pmd_idx, pmd_kind, pmd_row = pmd_idx[keep], pmd_kind[keep], pmd_row[keep]
@@ -322,10 +388,8 @@ def unmap_arrays(target: Target, pt, start: int, end: int, floor: int, ceiling: 
             if free_p.any():
                 fp = cand[free_p]
                 freed += len(fp)
-                tlb.cleared_puds = True
-                tlb.freed_tables = True
-                for s in fp.tolist():
-                    tlb.adjust(s << us, (s << us) + a.page_size)
+                ev_addr.append(fp << us)
+                ev_level.append(np.full(len(fp), PMD_TABLE_PAGE, np.int8))
                 keep = np.ones(len(pud_idx), bool)
                 keep[q0:q1] = ~free_p
                 pud_idx, pud_kind = pud_idx[keep], pud_kind[keep]
@@ -341,8 +405,14 @@ def unmap_arrays(target: Target, pt, start: int, end: int, floor: int, ceiling: 
                     if top in new_tops and not (in_win == top).any():
                         new_tops.discard(top)
                         freed += 1
-                        tlb.freed_tables = True
-                        tlb.adjust(top << a.p4d_shift, (top << a.p4d_shift) + a.page_size)
+                        ev_addr.append(np.array([top << a.p4d_shift], np.int64))
+                        ev_level.append(np.array([PUD_TABLE_PAGE], np.int8))
                 tops = frozenset(new_tops)
+    if ev_addr:
+        addrs = np.concatenate(ev_addr).astype(np.int64)
+        levels = np.concatenate(ev_level)
+        order = np.argsort(table_order_key(target, addrs, levels), kind="stable")
+        tlb.table_arrays = (addrs[order], levels[order])
+        tlb.freed_tables = True
     new_pt = PageTables(a, tops, pud_idx, pud_kind, pmd_idx, pmd_kind, pmd_row, masks, mask_pop)
     return new_pt, zapped, freed
