@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from perfsim import __version__
 from perfsim.errors import PerfsimError
 
-SUBCOMMANDS: tuple[str, ...] = ("plan", "run", "sweep", "report", "tune", "calibrate",
-                                "validate")
+SUBCOMMANDS: tuple[str, ...] = ("plan", "run", "sweep", "workload", "report", "tune",
+                                "calibrate", "validate")
 """Modules ``perfsim.cli.<name>`` tried, in this order, for a ``register(subparsers)``."""
 
 DESCRIPTION = """\
