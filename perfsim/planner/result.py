@@ -69,9 +69,10 @@ class Counters:
     tables_allocated: dict
 
     @classmethod
-    def of(cls, steps: S.Steps, phases: tuple[int, ...]) -> Counters:
-        """Counters over the rows whose phase is in ``phases``."""
-        return cls.from_totals(sum_phase_blocks(steps, phases))
+    def of(cls, steps: S.Steps, phases: tuple[int, ...], blocks=None) -> Counters:
+        """Counters over the rows whose phase is in ``phases`` (``blocks``: precomputed
+        :func:`phase_blocks`, to count several phase sets in one pass)."""
+        return cls.from_totals(sum_phase_blocks(steps, phases, blocks))
 
     @classmethod
     def from_totals(cls, t: dict) -> Counters:
@@ -145,36 +146,60 @@ _SUMMED = ("flushes", "flush_full", "flush_pages", "ipis", "ptl", "notifier", "f
            "alloc_p4d", "alloc_pud", "alloc_pmd", "alloc_pte")
 
 
+def _colsum(v: np.ndarray) -> int:
+    """Sum of a column; a constant (zero-stride, broadcast) column costs nothing."""
+    if len(v) and v.strides == (0,):
+        return int(v[0]) * len(v)
+    return int(v.sum(dtype=np.int64))
+
+
 def _block_totals(steps: S.Steps, a: int, b: int) -> dict:
     """Totals of rows ``[a, b)``: sums of count columns, rows per kind, PTEs per kind."""
     nk = len(S.KIND_NAMES)
     kind = steps.kind[a:b]
-    out = {c: int(steps.col(c)[a:b].sum(dtype=np.int64)) for c in _SUMMED}
-    out["kinds"] = np.bincount(kind, minlength=nk)
-    out["ptes_by_kind"] = np.bincount(kind, weights=steps.ptes[a:b], minlength=nk).astype(np.int64)
-    out["rmap_rows"] = int(np.count_nonzero(steps.rmap[a:b]))
+    out = {c: _colsum(steps.col(c)[a:b]) for c in _SUMMED}
+    if len(kind) and kind.strides == (0,):
+        k = int(kind[0])
+        kinds = np.zeros(nk, np.int64)
+        kinds[k] = len(kind)
+        ptes = np.zeros(nk, np.int64)
+        ptes[k] = _colsum(steps.ptes[a:b])
+    else:
+        kinds = np.bincount(kind, minlength=nk).astype(np.int64)
+        ptes = np.zeros(nk, np.int64)
+        for k in (S.K_PTE_MOVE, S.K_HUGETLB_MOVE, S.K_ZAP):
+            if kinds[k]:
+                ptes[k] = int(steps.ptes[a:b][kind == k].sum(dtype=np.int64))
+    out["kinds"] = kinds
+    out["ptes_by_kind"] = ptes
+    rmap = steps.rmap[a:b]
+    out["rmap_rows"] = (len(rmap) if rmap[0] else 0) if len(rmap) and rmap.strides == (0,) \
+        else int(np.count_nonzero(rmap))
     return out
 
 
-def sum_phase_blocks(steps: S.Steps, phases: tuple[int, ...]) -> dict:
-    """Add up :func:`_block_totals` over the runs of consecutive rows of the given phases.
+def phase_blocks(steps: S.Steps) -> list[tuple[int, dict]]:
+    """``(phase, totals)`` for each run of consecutive rows of one phase.
 
-    Rows are in execution order, so each phase occupies a few contiguous runs; working run
-    by run on slices keeps this a single cheap pass even for a million-row plan."""
+    Rows are in execution order, so each phase occupies a few contiguous runs; totals are
+    computed once per run, on slices, which keeps this cheap for a million-row plan."""
+    ph = steps.phase
+    if len(ph) == 0:
+        return []
+    cuts = np.flatnonzero(ph[1:] != ph[:-1]) + 1
+    starts = [0] + cuts.tolist()
+    ends = cuts.tolist() + [len(ph)]
+    return [(int(ph[a]), _block_totals(steps, a, b)) for a, b in zip(starts, ends)]
+
+
+def sum_phase_blocks(steps: S.Steps, phases: tuple[int, ...], blocks=None) -> dict:
+    """Add up the per-run totals of the runs whose phase is in ``phases``."""
     nk = len(S.KIND_NAMES)
     total = {c: 0 for c in _SUMMED}
     total.update(kinds=np.zeros(nk, np.int64), ptes_by_kind=np.zeros(nk, np.int64), rmap_rows=0)
-    ph = steps.phase
-    if len(ph) == 0:
-        return total
-    cuts = np.flatnonzero(ph[1:] != ph[:-1]) + 1
-    starts = np.concatenate([[0], cuts])
-    ends = np.concatenate([cuts, [len(ph)]])
     wanted = set(phases)
-    for a, b in zip(starts.tolist(), ends.tolist()):
-        if int(ph[a]) not in wanted:
-            continue
-        blk = _block_totals(steps, a, b)
-        for k, v in blk.items():
-            total[k] = total[k] + v
+    for phase, blk in (phase_blocks(steps) if blocks is None else blocks):
+        if phase in wanted:
+            for k, v in blk.items():
+                total[k] = total[k] + v
     return total

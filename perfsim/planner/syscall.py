@@ -20,7 +20,7 @@ from perfsim.planner import unmap
 from perfsim.planner.dispatch import run_move
 from perfsim.planner.realign import PageTableMoveControl, try_realign_addr
 from perfsim.planner.reference import MoveContext, move_page_tables
-from perfsim.planner.result import Counters, MovePlan, MoveRequest
+from perfsim.planner.result import Counters, MovePlan, MoveRequest, phase_blocks
 from perfsim.planner.unmap import Gather, finish, free_pgd_range, unmap_arrays, zap_range
 from perfsim.profiles import Target
 
@@ -266,8 +266,9 @@ def _remap_move(space, req, target, length, log) -> MovePlan:
 def _done(req, before, after, log, addr, realigned, progress, need_rmap, note, errno=None,
           planner="reference") -> MovePlan:
     steps = log.freeze()
-    move = Counters.of(steps, (S.MOVE,))
-    whole = Counters.of(steps, tuple(range(len(S.PHASE_NAMES))))
+    blocks = phase_blocks(steps)
+    move = Counters.of(steps, (S.MOVE,), blocks)
+    whole = Counters.of(steps, tuple(range(len(S.PHASE_NAMES))), blocks)
     return MovePlan(req, errno, None if errno else addr, realigned, progress, need_rmap, steps,
                     before, after, planner, move, whole, note)
 
