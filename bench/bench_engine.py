@@ -1,0 +1,178 @@
+#!/usr/bin/env python3
+"""Engine benchmarks, measured side by side in one run and printed as ratios.
+
+    sudo python3 bench/bench_engine.py            # all three (about a minute)
+    python3 bench/bench_engine.py --no-kernel     # skip the real-kernel timing (no root needed)
+
+1. **Simulated vs real 1 GiB move.** One fully populated, mutually unaligned 1 GiB anonymous
+   move (kernel-model.md E4: 262,144 PTEs, 1,025 move_ptes extents): wall time of
+   plan + engine (which includes the cost model) in perfsim, against the real kernel doing the same mremap on this
+   machine (median of 5, ``perfsim.host.measure``). Ratio = simulated / real (aim <= 0.1).
+   Page-table state construction (populating the model) is reported separately.
+2. **Events per second under contention.** A caller doing 64 MiB PMD-level moves whose
+   anon_vma two walkers hammer, so every section is advanced with real lock events.
+3. **Peak memory of a 1-hour simulated run with walkers** (a child process; VmHWM), with
+   records bounded in memory and spilled to a temporary directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from perfsim.cost import load_cost_profile, row_costs  # noqa: E402
+from perfsim.engine import CallerSpec, MmSpec, SimSpec, WalkerSpec, simulate  # noqa: E402
+from perfsim.mm import AddressSpace, PageTables, Vma  # noqa: E402
+from perfsim.planner import MoveRequest, plan_mremap  # noqa: E402
+from perfsim.profiles import resolve_target  # noqa: E402
+
+KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
+BASE = 0x300000000000
+SRC = BASE + 2 * MiB + 4 * KiB           # as perfsim.host.layout's "unaligned" shape
+DST = BASE + 2 * GiB + 6 * MiB + 8 * KiB
+
+
+def simulate_1g(target, profile, reps: int = 5) -> dict:
+    setup, plan_t, cost_t, eng_t = [], [], [], []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        space = AddressSpace((Vma(SRC, SRC + GiB, name="heap"),),
+                             PageTables.empty(target.arch).populate(SRC, SRC + GiB))
+        t1 = time.perf_counter()
+        plan = plan_mremap(space, MoveRequest(old_addr=SRC, old_len=GiB, new_addr=DST), target)
+        t2 = time.perf_counter()
+        rc = row_costs(plan, profile, cpus=1)
+        t3 = time.perf_counter()
+        res = simulate(SimSpec(cpus=2, target=target, profile=profile,
+                               mms=(MmSpec("app", (0,)),),
+                               callers=(CallerSpec("mover", "app", 0, (plan,)),)))
+        t4 = time.perf_counter()
+        assert int(res.calls.latency_ns[0]) == int(rc.total.sum())
+        setup.append(t1 - t0)
+        plan_t.append(t2 - t1)
+        cost_t.append(t3 - t2)
+        eng_t.append(t4 - t3)
+    med = {k: statistics.median(v) for k, v in
+           (("setup_s", setup), ("plan_s", plan_t), ("cost_s", cost_t), ("engine_s", eng_t))}
+    # The engine computes the row costs itself; cost_s is timed apart only to show its share.
+    med["sim_s"] = med["plan_s"] + med["engine_s"]
+    med["steps"] = len(plan.steps)
+    med["predicted_ns"] = int(rc.total.sum())
+    return med
+
+
+def kernel_1g(reps: int = 5) -> dict:
+    from perfsim.host.measure import measure_shape
+
+    recs = measure_shape("unaligned", GiB, threads=1, reps=reps, warmup=1, trace="off")
+    lat = [r["latency_ns"] for r in recs]
+    return {"kernel_s": statistics.median(lat) / 1e9, "samples_ns": lat}
+
+
+def contention_spec(target, profile, *, duration_ns: int, walker_interval_ns: int,
+                    caller_interval_ns: int, seed: int = 1) -> SimSpec:
+    a = 0x7F0000200000
+    b = 0x7F4000200000
+    size = 64 * MiB
+    space = AddressSpace((Vma(a, a + size, name="heap"),),
+                         PageTables.empty(target.arch).populate(a, a + size))
+    reqs = (MoveRequest(old_addr=a, old_len=size, new_addr=b),
+            MoveRequest(old_addr=b, old_len=size, new_addr=a))
+    n_calls = max(duration_ns // max(caller_interval_ns, 1), 1)
+    walkers = tuple(WalkerSpec(f"w{i}", "anon_vma:heap", cpu=1, interval_ns=walker_interval_ns,
+                               hold_ns=2_000, hold_sigma=0.3) for i in range(2))
+    return SimSpec(cpus=2, target=target, profile=profile, mms=(MmSpec("app", (0, 1), space),),
+                   callers=(CallerSpec("gc", "app", 0, reqs, repeat=int(n_calls // 2 + 1),
+                                       interval_ns=caller_interval_ns),),
+                   walkers=walkers, duration_ns=duration_ns, seed=seed)
+
+
+def events_per_second(target, profile) -> dict:
+    spec = contention_spec(target, profile, duration_ns=200_000_000, walker_interval_ns=5_000,
+                           caller_interval_ns=200_000)
+    t0 = time.perf_counter()
+    res = simulate(spec)
+    dt = time.perf_counter() - t0
+    return {"events": res.summary["events"], "wall_s": dt, "events_per_s": res.summary["events"] / dt,
+            "calls": len(res.calls), "holds": len(res.holds),
+            "walker_waits": len(res.walker_waits)}
+
+
+def _vm_hwm() -> int:
+    """Peak RSS of this process's own mm (VmHWM). ru_maxrss would include the parent's RSS
+    at fork time, which survives execve."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def one_hour_child() -> None:
+    target = resolve_target("6.18", "x86_64")
+    profile = load_cost_profile("kvm-host")
+    spec = contention_spec(target, profile, duration_ns=3600 * 10**9, walker_interval_ns=5_000_000,
+                           caller_interval_ns=100_000_000)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as d:
+        res = simulate(spec, max_rows=50_000, spill_dir=d)
+        rows = {k: v["rows"] for k, v in res.summary["tables"].items()}
+    dt = time.perf_counter() - t0
+    peak = _vm_hwm()
+    print(json.dumps({"wall_s": dt, "peak_rss_bytes": peak, "events": res.summary["events"],
+                      "rows": rows, "simulated_s": res.summary["end_ns"] / 1e9}))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--no-kernel", action="store_true", help="skip timing the real kernel")
+    ap.add_argument("--no-hour", action="store_true", help="skip the 1-hour memory run")
+    ap.add_argument("--one-hour-child", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.one_hour_child:
+        one_hour_child()
+        return 0
+    target = resolve_target("6.18", "x86_64")
+    profile = load_cost_profile("kvm-host")
+    sim = simulate_1g(target, profile.fixed())
+    print("1) 1 GiB fully populated, mutually unaligned move (E4), median of 5")
+    print(f"   model setup (populate page-table state): {sim['setup_s'] * 1e3:8.2f} ms (not counted)")
+    print(f"   plan:   {sim['plan_s'] * 1e3:8.2f} ms   ({sim['steps']} steps)")
+    print(f"   engine: {sim['engine_s'] * 1e3:8.2f} ms  (includes the cost model; row_costs alone "
+          f"{sim['cost_s'] * 1e3:.2f} ms)")
+    print(f"   simulated total: {sim['sim_s'] * 1e3:8.2f} ms  (predicted kernel time "
+          f"{sim['predicted_ns'] / 1e6:.3f} ms, kvm-host profile)")
+    if not args.no_kernel:
+        k = kernel_1g()
+        print(f"   real kernel:     {k['kernel_s'] * 1e3:8.2f} ms  (samples ns {k['samples_ns']})")
+        print(f"   RATIO simulated/real = {sim['sim_s'] / k['kernel_s']:.3f}   "
+              f"(engine incl. cost only: {sim['engine_s'] / k['kernel_s']:.3f}; aim <= 0.1)")
+    ev = events_per_second(target, profile)
+    print("2) engine under contention (64 MiB PMD moves, 2 walkers on the same anon_vma, 200 ms)")
+    print(f"   {ev['events']:,} events in {ev['wall_s']:.2f} s = {ev['events_per_s']:,.0f} events/s "
+          f"({ev['calls']} calls, {ev['holds']} holds, {ev['walker_waits']} walker waits)")
+    if not args.no_hour:
+        out = subprocess.run([sys.executable, __file__, "--one-hour-child"], capture_output=True,
+                             text=True, check=True)
+        h = json.loads(out.stdout.strip().splitlines()[-1])
+        print("3) 1-hour simulated run with walkers (records spilled past 50k rows per table)")
+        print(f"   simulated {h['simulated_s']:.0f} s in {h['wall_s']:.1f} s wall, "
+              f"{h['events']:,} events, peak RSS {h['peak_rss_bytes'] / MiB:.0f} MiB, rows {h['rows']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

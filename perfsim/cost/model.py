@@ -1,0 +1,254 @@
+"""The closed-form cost model: a plan's ``Steps`` → nanoseconds, per row and per category.
+
+Every parameter of a :class:`~perfsim.cost.profile.CostProfile` is charged a whole number of
+times per row (:func:`param_counts`, pure and vectorised over the columns); a row's cost is
+the sum of count × per-op cost. :func:`row_costs` keeps the per-row, per-category integers
+the engine replays; :func:`predict` adds them up: the duration of the plan with nothing
+contending (no lock waits). The engine is held to equal it exactly in that case.
+
+Which parameter a row pays (kernel-model.md §2–§3):
+
+=========================  ===============================================================
+parameter                  charged
+=========================  ===============================================================
+syscall_ns                 once per ``syscall`` row (whole-call fixed work, R22)
+unmap_ns                   once per run of ``unmap_dst`` rows (``do_munmap`` of a mapped
+                           destination, R22.3)
+zap_pte_ns                 per PTE of a ``zap`` row
+extent_ns                  per move/revert loop row (extents and skips; not the notifier)
+move_ptes_call_ns          per ``move_ptes`` row
+pte_present_ns             per set_ptes batch of a ``move_ptes`` row (= per PTE on x86)
+contpte_pte_ns             per PTE beyond the first of each batch (arm64 contpte)
+pte_empty_ns               per none slot walked (``slots - ptes``)
+hugetlb_entry_ns           per entry of a ``move_hugetlb_page_tables`` row
+pmd_move_ns                per ``move_normal_pmd``
+pud_move_ns                per ``move_normal_pud`` / ``move_huge_pud``
+thp_move_ns / split_ns     per ``move_huge_pmd`` / ``split_huge_pmd``
+table_alloc_ns             per page-table page allocated (any level)
+table_free_ns              per page-table page freed
+tlb_flush_call_ns          per flush call (``flushes`` column)
+tlb_full_flush_ns          per full flush
+tlb_invlpg_ns              per page invalidated (``flush_pages``)
+ipi_round_trip_ns          per flush that IPIs at least one CPU
+ipi_extra_target_ns        per IPI target beyond the first
+ipi_wakeup_ns              once per plan, on its first flush that sends IPIs
+rmap_acquire/release_ns    per rmap rwsem taken (``rmap`` column)
+ptl_ns                     per page-table spinlock (``ptl`` column)
+notifier_pair_ns           per notifier pair (``notifier`` column)
+=========================  ===============================================================
+
+Each IPI target additionally loses ``ipi_receiver_ns`` plus its own invalidation work (a full
+flush, or ``flush_pages`` INVLPGs); that is not on the caller's clock and is reported as
+``stolen_ns`` per target.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from perfsim.cost.profile import PARAM_NAMES, CostProfile
+from perfsim.cost.sampling import draw
+from perfsim.planner import steps as S
+
+#: Cost categories of a breakdown, in report order.
+CATEGORIES: tuple[str, ...] = (
+    "pte_copies", "pmd_moves", "pud_moves", "thp", "tlb_flush", "ipi", "rmap_locks", "ptl",
+    "table_alloc_free", "notifier", "fixed",
+)
+
+#: Which category each parameter's cost is booked under.
+PARAM_CATEGORY: dict[str, str] = {
+    "syscall_ns": "fixed", "unmap_ns": "fixed", "zap_pte_ns": "fixed", "extent_ns": "fixed",
+    "move_ptes_call_ns": "pte_copies", "pte_present_ns": "pte_copies",
+    "pte_empty_ns": "pte_copies", "contpte_pte_ns": "pte_copies",
+    "hugetlb_entry_ns": "pte_copies",
+    "pmd_move_ns": "pmd_moves", "pud_move_ns": "pud_moves",
+    "thp_move_ns": "thp", "thp_split_ns": "thp",
+    "table_alloc_ns": "table_alloc_free", "table_free_ns": "table_alloc_free",
+    "tlb_flush_call_ns": "tlb_flush", "tlb_invlpg_ns": "tlb_flush",
+    "tlb_full_flush_ns": "tlb_flush",
+    "ipi_round_trip_ns": "ipi", "ipi_extra_target_ns": "ipi", "ipi_receiver_ns": "ipi",
+    "ipi_wakeup_ns": "ipi",
+    "rmap_acquire_ns": "rmap_locks", "rmap_release_ns": "rmap_locks",
+    "ptl_ns": "ptl", "notifier_pair_ns": "notifier",
+}
+assert set(PARAM_CATEGORY) == set(PARAM_NAMES)
+
+_I64 = np.int64
+
+
+def steps_of(plan_or_steps) -> S.Steps:
+    """The :class:`Steps` of a ``MovePlan`` (or the table itself)."""
+    return plan_or_steps if isinstance(plan_or_steps, S.Steps) else plan_or_steps.steps
+
+
+def ipi_targets(steps: S.Steps, profile: CostProfile, cpus: int | None) -> np.ndarray:
+    """CPUs each row's flush interrupts. ``cpus=None``: as planned (the ``ipis`` column, which
+    the planner derived from the mm's CPUs). ``cpus=k``: every flush IPIs the other ``k-1``
+    CPUs of the mm when the profile's architecture shoots down by IPI (x86: ``freed_tables``
+    makes lazy CPUs count too, T3), none otherwise."""
+    if cpus is None:
+        return steps.ipis.astype(_I64)
+    if cpus < 1:
+        raise ValueError("cpus must be >= 1")
+    if not profile.ipi_shootdown:
+        return np.zeros(len(steps), _I64)
+    return steps.flushes.astype(_I64) * (cpus - 1)
+
+
+def param_counts(steps: S.Steps, ipis: np.ndarray) -> dict[str, np.ndarray]:
+    """How many times each row pays each parameter (pure; int64 arrays, one per parameter
+    except ``ipi_receiver_ns``, which is paid by the targets, not the caller)."""
+    kind, phase = steps.kind, steps.phase
+    n = len(steps)
+    zero = np.zeros(n, _I64)
+
+    def is_(*kinds: int) -> np.ndarray:
+        return np.isin(kind, kinds).astype(_I64)
+
+    pte_move = kind == S.K_PTE_MOVE
+    ptes = steps.ptes.astype(_I64)
+    batches = steps.batches.astype(_I64)
+    nb = np.where(batches > 0, np.minimum(batches, ptes), ptes)
+    in_loop = np.isin(phase, (S.MOVE, S.REVERT)) & (kind != S.K_NOTIFIER)
+    unmap_dst = phase == S.UNMAP_DST
+    run_start = np.ones(n, bool)
+    if n:
+        run_start[1:] = phase[1:] != phase[:-1]
+    flushes = steps.flushes.astype(_I64)
+    return {
+        "syscall_ns": is_(S.K_SYSCALL),
+        "unmap_ns": (unmap_dst & run_start).astype(_I64),
+        "zap_pte_ns": np.where(kind == S.K_ZAP, ptes, zero),
+        "extent_ns": in_loop.astype(_I64),
+        "move_ptes_call_ns": pte_move.astype(_I64),
+        "pte_present_ns": np.where(pte_move, nb, zero),
+        "contpte_pte_ns": np.where(pte_move, ptes - nb, zero),
+        "pte_empty_ns": np.where(pte_move, np.maximum(steps.slots.astype(_I64) - ptes, 0), zero),
+        "hugetlb_entry_ns": np.where(kind == S.K_HUGETLB_MOVE, ptes, zero),
+        "pmd_move_ns": is_(S.K_PMD_MOVE),
+        "pud_move_ns": is_(S.K_PUD_MOVE, S.K_HUGE_PUD_MOVE),
+        "thp_move_ns": is_(S.K_THP_MOVE),
+        "thp_split_ns": is_(S.K_THP_SPLIT),
+        "table_alloc_ns": (steps.alloc_p4d.astype(_I64) + steps.alloc_pud + steps.alloc_pmd
+                           + steps.alloc_pte),
+        "table_free_ns": steps.freed.astype(_I64),
+        "tlb_flush_call_ns": flushes,
+        "tlb_invlpg_ns": steps.flush_pages.astype(_I64) * flushes,
+        "tlb_full_flush_ns": steps.flush_full.astype(_I64) * flushes,
+        "ipi_round_trip_ns": ((ipis > 0) & (flushes > 0)).astype(_I64),
+        "ipi_extra_target_ns": np.maximum(ipis - 1, 0) * flushes,
+        "ipi_wakeup_ns": _first((ipis > 0) & (flushes > 0)),
+        "rmap_acquire_ns": steps.rmap.astype(_I64),
+        "rmap_release_ns": steps.rmap.astype(_I64),
+        "ptl_ns": steps.ptl.astype(_I64),
+        "notifier_pair_ns": steps.notifier.astype(_I64),
+    }
+
+
+def _first(mask: np.ndarray) -> np.ndarray:
+    """1 on the first True row, 0 elsewhere."""
+    out = np.zeros(len(mask), _I64)
+    idx = np.flatnonzero(mask)
+    if len(idx):
+        out[idx[0]] = 1
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class RowCosts:
+    """Per-row integer costs of one plan under one profile (and one draw of its jitter).
+
+    ``total[i]`` is row *i*'s duration on the calling CPU; ``by_category[c][i]`` its part in
+    category ``c``; ``ipis[i]`` the CPUs its flush interrupts and ``stolen[i]`` the time taken
+    from *each* of them.
+    """
+
+    total: np.ndarray
+    by_category: dict[str, np.ndarray]
+    ipis: np.ndarray
+    stolen: np.ndarray
+    counts: dict[str, np.ndarray] = field(repr=False)
+
+    def category_sums(self, lo: int = 0, hi: int | None = None) -> dict[str, int]:
+        return {c: int(a[lo:hi].sum()) for c, a in self.by_category.items()}
+
+
+def row_costs(plan_or_steps, profile: CostProfile, *, cpus: int | None = None,
+              rng: np.random.Generator | None = None) -> RowCosts:
+    """Per-row costs of a plan. Vectorised over the columns; ``rng`` (from the run's
+    SeedSequence) draws the jitter, ``None`` uses each parameter's ``ns``. Parameters are
+    drawn in :data:`PARAM_NAMES` order, only for the rows that use them, so the same plan,
+    profile and generator state always give the same integers."""
+    steps = steps_of(plan_or_steps)
+    n = len(steps)
+    ipis = ipi_targets(steps, profile, cpus)
+    counts = param_counts(steps, ipis)
+    by_cat = {c: np.zeros(n, _I64) for c in CATEGORIES}
+    values: dict[str, np.ndarray | int] = {}
+    for name in PARAM_NAMES:
+        if name == "ipi_receiver_ns":
+            used = ipis > 0
+        else:
+            used = counts[name] != 0
+        idx = np.flatnonzero(used)
+        v = draw(profile.param(name), len(idx), rng)
+        if isinstance(v, int):
+            values[name] = v
+            if name != "ipi_receiver_ns" and v:
+                by_cat[PARAM_CATEGORY[name]] += counts[name] * v
+        else:
+            full = np.zeros(n, _I64)
+            full[idx] = v
+            values[name] = full
+            if name != "ipi_receiver_ns":
+                by_cat[PARAM_CATEGORY[name]] += counts[name] * full
+    total = np.zeros(n, _I64)
+    for a in by_cat.values():
+        total += a
+    # What each IPI target loses: the interrupt, plus the flush it performs itself.
+    own = (steps.flush_full.astype(_I64) * values["tlb_full_flush_ns"]
+           + steps.flush_pages.astype(_I64) * values["tlb_invlpg_ns"])
+    stolen = np.where(ipis > 0, values["ipi_receiver_ns"] + own, 0).astype(_I64)
+    return RowCosts(total, by_cat, ipis, stolen, counts)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The closed-form, no-contention duration of a plan.
+
+    ``predicted_ns`` is the caller's wall time (integer ns) and equals ``sum(cost_ns.values())``.
+    ``stolen_ns`` is the total time taken from other CPUs by the call's IPIs (summed over
+    targets), ``ipis`` the number of IPIs sent.
+    """
+
+    predicted_ns: int
+    cost_ns: dict[str, int]
+    stolen_ns: int
+    ipis: int
+    profile: str
+    profile_digest: str
+
+    def to_json(self) -> dict:
+        return {"predicted_ns": self.predicted_ns, "cost_ns": dict(self.cost_ns),
+                "stolen_ns": self.stolen_ns, "ipis": self.ipis,
+                "cost_profile": self.profile, "cost_profile_digest": self.profile_digest}
+
+
+def predict(plan_or_steps, cost_profile: CostProfile | str, *, cpus: int | None = None,
+            rng: np.random.Generator | None = None) -> Prediction:
+    """Closed-form duration of a plan (``MovePlan`` or ``Steps``) under a cost profile (object,
+    built-in name or TOML path). ``cpus``: CPUs in the mm (``None``: as planned). ``rng``:
+    draw jitter (``None``: medians)."""
+    from perfsim.cost.profile import load_cost_profile
+
+    profile = load_cost_profile(cost_profile)
+    rc = row_costs(plan_or_steps, profile, cpus=cpus, rng=rng)
+    cost = rc.category_sums()
+    return Prediction(
+        predicted_ns=int(rc.total.sum()), cost_ns=cost,
+        stolen_ns=int((rc.stolen * rc.ipis).sum()), ipis=int(rc.ipis.sum()),
+        profile=profile.name, profile_digest=profile.digest,
+    )

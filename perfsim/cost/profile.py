@@ -1,0 +1,244 @@
+"""Cost profiles: how many nanoseconds each kernel operation takes, with provenance.
+
+A profile is a TOML file (``perfsim/data/cost/<name>.toml`` or any path) validated into a
+:class:`CostProfile`. Every parameter is a :class:`CostParam`: a value in integer
+nanoseconds, optionally a distribution around it (per-row jitter, see
+:mod:`perfsim.cost.sampling`), and a ``source`` string saying where the number came from
+(an anchor A1–A12 of ``kernel-model.md`` §7, or the command and machine that measured it).
+
+The parameter set is fixed (:data:`PARAM_NAMES`); a profile must give every one of them, so a
+typo or a forgotten number fails at load time with the field's name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from perfsim.errors import PerfsimError
+
+#: Every cost parameter, with the one-line meaning shown in docs and errors.
+PARAM_DOCS: dict[str, str] = {
+    # fixed work around move_page_tables
+    "syscall_ns": "do_mremap fixed work: entry/exit, checks, mmap_lock, vma_lookup, copy_vma, "
+                  "unmap_source_vma's VMA work (once per call)",
+    "unmap_ns": "do_munmap fixed work for a mapped MREMAP_FIXED destination or a shrink tail "
+                "(once per UNMAP_DST phase)",
+    "zap_pte_ns": "zap one present PTE (unmap_vmas)",
+    "extent_ns": "one move_page_tables loop step: cond_resched, get_extent, table walk "
+                 "(every MOVE/REVERT extent, skips included)",
+    # PTE path
+    "move_ptes_call_ns": "one move_ptes call: map both PTE tables, lazy-MMU enter/leave",
+    "pte_present_ns": "move one present PTE (get_and_clear, move_pte, set_ptes of 1)",
+    "pte_empty_ns": "walk one empty (none) PTE slot in move_ptes",
+    "contpte_pte_ns": "each further PTE of a multi-PTE batch (arm64 contpte; unused on x86)",
+    "hugetlb_entry_ns": "move one hugetlb entry (move_huge_pte)",
+    # page-table entry moves
+    "pmd_move_ns": "move_normal_pmd body: clear source, set destination (locks, flush excluded)",
+    "pud_move_ns": "move_normal_pud / move_huge_pud body (locks, flush excluded)",
+    "thp_move_ns": "move_huge_pmd body incl. deposit withdraw (locks, flush excluded)",
+    "thp_split_ns": "split_huge_pmd of an anonymous THP incl. its own flush",
+    # page-table pages
+    "table_alloc_ns": "allocate and install one page-table page (p4d/pud/pmd/pte)",
+    "table_free_ns": "free one page-table page (free_pgtables)",
+    # TLB
+    "tlb_flush_call_ns": "flush_tlb_mm_range bookkeeping (tlb_gen, flush info), once per flush",
+    "tlb_invlpg_ns": "one per-page invalidation (INVLPG / TLBI VAE1IS) on the local CPU",
+    "tlb_full_flush_ns": "one full PCID/ASID flush on the local CPU (refill cost excluded)",
+    "ipi_round_trip_ns": "sender's wait for a shootdown IPI to one other CPU (send + ack)",
+    "ipi_extra_target_ns": "sender's extra wait per additional IPI target",
+    "ipi_wakeup_ns": "sender's extra wait, once per call that sends IPIs, for targets that were "
+                     "idle (a halted vCPU must be woken by the hypervisor before it acks)",
+    "ipi_receiver_ns": "time stolen on each IPI target: interrupt entry/exit + flush_tlb_func "
+                       "overhead (the target's own invalidations are added on top)",
+    # locks
+    "rmap_acquire_ns": "down_write of one rmap rwsem, uncontended",
+    "rmap_release_ns": "up_write of one rmap rwsem, uncontended",
+    "ptl_ns": "lock + unlock of one page-table spinlock, uncontended",
+    "notifier_pair_ns": "mmu_notifier invalidate_range start + end with no subscribers",
+}
+PARAM_NAMES: tuple[str, ...] = tuple(PARAM_DOCS)
+
+
+class CostParam(BaseModel):
+    """One cost: ``ns`` (integer nanoseconds) and how it varies.
+
+    ``dist``:
+      * ``fixed`` — always ``ns``;
+      * ``lognormal`` — median ``ns``, log-space standard deviation ``sigma``;
+      * ``normal`` — mean ``ns``, standard deviation ``sigma * ns``, truncated to
+        ``[0, 2 * ns]`` (so the mean stays ``ns``).
+    ``source`` names where the number came from (required, non-empty).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ns: int = Field(ge=0)
+    dist: Literal["fixed", "lognormal", "normal"] = "fixed"
+    sigma: float = Field(0.0, ge=0.0, le=3.0)
+    source: str = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _sigma_matches_dist(self) -> CostParam:
+        if self.dist == "fixed" and self.sigma != 0.0:
+            raise ValueError("sigma must be 0 (or omitted) when dist = 'fixed'")
+        if self.dist != "fixed" and self.sigma == 0.0:
+            raise ValueError(f"dist = {self.dist!r} needs sigma > 0")
+        return self
+
+    @property
+    def is_fixed(self) -> bool:
+        return self.dist == "fixed"
+
+
+class CostParams(BaseModel):
+    """The full parameter set; every field is required."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    syscall_ns: CostParam
+    unmap_ns: CostParam
+    zap_pte_ns: CostParam
+    extent_ns: CostParam
+    move_ptes_call_ns: CostParam
+    pte_present_ns: CostParam
+    pte_empty_ns: CostParam
+    contpte_pte_ns: CostParam
+    hugetlb_entry_ns: CostParam
+    pmd_move_ns: CostParam
+    pud_move_ns: CostParam
+    thp_move_ns: CostParam
+    thp_split_ns: CostParam
+    table_alloc_ns: CostParam
+    table_free_ns: CostParam
+    tlb_flush_call_ns: CostParam
+    tlb_invlpg_ns: CostParam
+    tlb_full_flush_ns: CostParam
+    ipi_round_trip_ns: CostParam
+    ipi_extra_target_ns: CostParam
+    ipi_wakeup_ns: CostParam
+    ipi_receiver_ns: CostParam
+    rmap_acquire_ns: CostParam
+    rmap_release_ns: CostParam
+    ptl_ns: CostParam
+    notifier_pair_ns: CostParam
+
+
+assert tuple(CostParams.model_fields) == PARAM_NAMES
+
+
+class CostProfile(BaseModel):
+    """A named set of costs for one architecture.
+
+    ``ipi_shootdown``: remote TLBs are invalidated by IPIs (x86-64, riscv) rather than by
+    hardware broadcast (arm64 TLBI ...IS); the engine and :func:`~perfsim.cost.predict` use it
+    to derive IPI fan-out from the number of CPUs in the mm.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    arch: str = Field(min_length=1)
+    ipi_shootdown: bool = True
+    machine: str = ""
+    params: CostParams
+
+    def param(self, name: str) -> CostParam:
+        return getattr(self.params, name)
+
+    def value(self, name: str) -> int:
+        return self.param(name).ns
+
+    @property
+    def is_fixed(self) -> bool:
+        """True when no parameter has jitter: every run of one plan takes the same time."""
+        return all(self.param(n).is_fixed for n in PARAM_NAMES)
+
+    @property
+    def digest(self) -> str:
+        """Content hash (sha256, 16 hex digits) for provenance."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def with_values(self, **ns: int) -> CostProfile:
+        """A copy with some parameters' ``ns`` replaced (what-if studies, tests)."""
+        data = self.model_dump()
+        for k, v in ns.items():
+            if k not in data["params"]:
+                raise PerfsimError(f"unknown cost parameter {k!r}; valid: {', '.join(PARAM_NAMES)}")
+            data["params"][k]["ns"] = int(v)
+        return _validate(data, f"cost profile {self.name!r} with changes")
+
+    def fixed(self) -> CostProfile:
+        """A copy with every distribution collapsed to its ``ns`` (no jitter)."""
+        data = self.model_dump()
+        for p in data["params"].values():
+            p["dist"], p["sigma"] = "fixed", 0.0
+        return _validate(data, f"cost profile {self.name!r} (fixed)")
+
+
+def _cost_dir():
+    return resources.files("perfsim") / "data" / "cost"
+
+
+def cost_profile_names() -> list[str]:
+    """Names of the built-in cost profiles."""
+    return sorted(p.name[:-5] for p in _cost_dir().iterdir() if p.name.endswith(".toml"))
+
+
+def _one_line(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(x) for x in err["loc"])
+        msg = err["msg"]
+        if err["type"] == "missing" and len(err["loc"]) == 2 and err["loc"][0] == "params":
+            msg += f" ({PARAM_DOCS.get(str(err['loc'][1]), '')})"
+        if err["type"] == "extra_forbidden" and len(err["loc"]) == 2 and err["loc"][0] == "params":
+            msg += f"; valid parameters: {', '.join(PARAM_NAMES)}"
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(parts)
+
+
+def _validate(data: dict, origin: str) -> CostProfile:
+    try:
+        return CostProfile(**data)
+    except ValidationError as exc:
+        raise PerfsimError(f"{origin}: {_one_line(exc)}") from None
+    except TypeError as exc:
+        raise PerfsimError(f"{origin}: {exc}") from None
+
+
+def parse_cost_profile(text: str, origin: str = "<string>") -> CostProfile:
+    """Validate TOML text into a :class:`CostProfile`; raise :class:`PerfsimError` naming the
+    field on any problem."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise PerfsimError(f"{origin}: not valid TOML: {exc}") from None
+    return _validate(data, origin)
+
+
+def load_cost_profile(name_or_path: str | Path | CostProfile) -> CostProfile:
+    """Load a built-in cost profile by name (``x86_64-generic``, ``kvm-host``) or a TOML path.
+
+    An unknown name raises :class:`PerfsimError` listing the valid names.
+    """
+    if isinstance(name_or_path, CostProfile):
+        return name_or_path
+    names = cost_profile_names()
+    key = str(name_or_path)
+    if key in names:
+        text = (_cost_dir() / f"{key}.toml").read_text()
+        return parse_cost_profile(text, f"built-in cost profile {key!r}")
+    path = Path(key)
+    if path.suffix == ".toml" and path.is_file():
+        return parse_cost_profile(path.read_text(), str(path))
+    raise PerfsimError(f"unknown cost profile {key!r}; valid names: {', '.join(names)} "
+                       "(or a path to a .toml file)")

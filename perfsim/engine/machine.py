@@ -1,0 +1,187 @@
+"""Simulation state: the environment, CPUs, mms and their locks, shared rmap rwsems.
+
+Holds no model decisions; actors (:mod:`perfsim.engine.actors`) use it. Everything lives on
+one instance, so two simulations in one process never interfere.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+
+import numpy as np
+import simpy
+
+from perfsim.engine.locks import RwSem, SpinLock
+from perfsim.engine.records import Recorder
+from perfsim.engine.spec import MmSpec, SimSpec, UserSpec
+
+
+@dataclass
+class UserThread:
+    """A thread doing user work in back-to-back quanta on one CPU, advanced lazily.
+
+    IPIs are credited as ``(time, stolen_ns)``; a quantum that an IPI lands in finishes later
+    by the stolen time. No simulation events: the timeline is rolled forward on each credit.
+    """
+
+    spec: UserSpec
+    q_start: int = 0
+    q_delay: int = 0
+    quanta: int = 0
+    stolen: int = 0
+    interrupts: int = 0
+    max_delay: int = 0
+
+    def advance_to(self, t: int) -> None:
+        q = self.spec.quantum_ns
+        end = self.q_start + q + self.q_delay
+        if t < end:
+            return
+        # close the current quantum, then any whole undisturbed quanta before t
+        self.quanta += 1
+        self.max_delay = max(self.max_delay, self.q_delay)
+        k = (t - end) // q
+        self.quanta += k
+        self.q_start = end + k * q
+        self.q_delay = 0
+
+    def credit(self, t: int, stolen: int) -> None:
+        self.advance_to(t)
+        self.q_delay += stolen
+        self.stolen += stolen
+        self.interrupts += 1
+
+
+@dataclass
+class Cpu:
+    """One CPU: the user threads on it and the IPI credits not yet applied (a heap by time,
+    because coalesced segments credit IPIs ahead of the simulation clock)."""
+
+    index: int
+    users: list[UserThread] = field(default_factory=list)
+    pending: list[tuple[int, int, int]] = field(default_factory=list)
+    seq: int = 0
+    ipis: int = 0
+    stolen: int = 0
+
+    def credit(self, t: int, stolen: int) -> None:
+        self.ipis += 1
+        self.stolen += stolen
+        if self.users:
+            self.seq += 1
+            heapq.heappush(self.pending, (t, self.seq, stolen))
+
+    def settle(self, now: int) -> None:
+        """Apply every credit at or before ``now`` (no later credit can predate ``now``)."""
+        p = self.pending
+        while p and p[0][0] <= now:
+            t, _, s = heapq.heappop(p)
+            for u in self.users:
+                u.credit(t, s)
+
+
+@dataclass
+class Mm:
+    """One process at run time: its cpumask, mmap_lock, page-table spinlocks and space."""
+
+    spec: MmSpec
+    mmap_lock: RwSem
+    space: object | None
+    ptls: dict = field(default_factory=dict)
+    ptl_ranges: list[tuple[int, int]] = field(default_factory=list)  # PMD-index ranges walkers lock
+
+    @property
+    def ncpus(self) -> int:
+        return len(self.spec.cpus)
+
+
+class Machine:
+    """Everything one run shares."""
+
+    def __init__(self, spec: SimSpec, recorder: Recorder,
+                 env: simpy.Environment | None = None) -> None:
+        self.spec = spec
+        self.env = env if env is not None else simpy.Environment()
+        self.end_ns = 0
+        self.events = 0
+        self.rec = recorder
+        self.profile = spec.profile
+        self.target = spec.target
+        self.pmd_shift = spec.target.arch.pmd_shift
+        self.cpus = [Cpu(i) for i in range(spec.cpus)]
+        self.mms: dict[str, Mm] = {}
+        for m in spec.mms:
+            self.mms[m.name] = Mm(m, RwSem(self.env, f"mmap_lock:{m.name}"), m.space)
+        self.rmap_locks: dict[str, RwSem] = {}
+        # Locks some actor other than one mm's mremap callers takes: rows on them are contended.
+        self.hot_locks: set[str] = {w.lock for w in spec.walkers}
+        for w in spec.walkers:
+            if w.ptl_mm is not None and w.ptl_range is not None:
+                lo, hi = w.ptl_range
+                self.mms[w.ptl_mm].ptl_ranges.append((lo >> self.pmd_shift,
+                                                      ((hi - 1) >> self.pmd_shift) + 1))
+        self.hot_locks |= self._shared_locks()
+        self.users = []
+        for u in spec.users:
+            ut = UserThread(u)
+            self.cpus[u.cpu].users.append(ut)
+            self.users.append(ut)
+
+    def _shared_locks(self) -> set[str]:
+        """rmap locks that callers of two different mms can take (shared file / anon_vma)."""
+        seen: dict[str, set[str]] = {}
+        callers_mms = {c.mm for c in self.spec.callers}
+        for name in callers_mms:
+            space = self.mms[name].space
+            for v in getattr(space, "vmas", ()):
+                for lk in v.rmap_locks():
+                    seen.setdefault(lk, set()).add(name)
+        return {lk for lk, mms in seen.items() if len(mms) > 1}
+
+    def rmap(self, name: str) -> RwSem:
+        lk = self.rmap_locks.get(name)
+        if lk is None:
+            lk = self.rmap_locks[name] = RwSem(self.env, name)
+        return lk
+
+    def ptl(self, mm: Mm, key) -> SpinLock:
+        lk = mm.ptls.get(key)
+        if lk is None:
+            lk = mm.ptls[key] = SpinLock(self.env, f"ptl:{mm.spec.name}:{key}")
+        return lk
+
+    def ptl_hot_rows(self, mm: Mm, steps) -> np.ndarray | None:
+        """Rows whose page-table spinlocks a walker may hold."""
+        if not mm.ptl_ranges:
+            return None
+        src = steps.old_addr >> self.pmd_shift
+        dst = steps.new_addr >> self.pmd_shift
+        hit = np.zeros(len(steps), bool)
+        for lo, hi in mm.ptl_ranges:
+            hit |= ((src >= lo) & (src < hi)) | ((dst >= lo) & (dst < hi))
+        return hit & (steps.ptl > 0)
+
+    def ptl_keys(self, steps, i: int) -> list:
+        """Spinlocks row ``i`` takes, in order: source then destination (nested)."""
+        n = int(steps.ptl[i])
+        if n == 0:
+            return []
+        if steps.kind[i] in _PUD_KINDS:
+            return [("page_table_lock",)]
+        keys = [("pmd", int(steps.old_addr[i]) >> self.pmd_shift)]
+        if n >= 2:
+            d = ("pmd", int(steps.new_addr[i]) >> self.pmd_shift)
+            if d != keys[0]:
+                keys.append(d)
+        return keys
+
+    def settle_users(self, now: int) -> None:
+        for c in self.cpus:
+            if c.pending:
+                c.settle(now)
+
+
+from perfsim.planner import steps as _S  # noqa: E402
+
+_PUD_KINDS = (_S.K_PUD_MOVE, _S.K_HUGE_PUD_MOVE, _S.K_PUD_MOVE_FAILED)
