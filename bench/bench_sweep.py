@@ -1,0 +1,86 @@
+"""Sweep throughput: simulated mremap calls per second per core, and the 1 → 2 worker speed-up.
+
+    python bench/bench_sweep.py [--replications N] [--workers 2]
+
+Sweeps every shipped scenario (``workloads/*.toml``) × N replications (full simulations:
+plan + cost + SimPy engine + summary), once on a 1-worker process pool and once on a
+W-worker pool, each pool started and warmed up before the clock starts, results written to a
+throw-away directory. Prints calls/s/core for both and the speed-up (target ≥ 1.7× for 2
+workers), and checks that both runs produced identical rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from perfsim.batch import ProcessExecutor, load_results, parse_sweep, plan_sweep, run_sweep  # noqa: E402
+from perfsim.batch.executors import cpu_count  # noqa: E402
+from perfsim.workload import workload_names  # noqa: E402
+
+
+def _noop(x):
+    import perfsim.batch.runner  # noqa: F401 - make sure the worker has imported everything
+
+    return x
+
+
+def run(workers: int, reps: int, out: Path):
+    names = workload_names()
+    sweep = parse_sweep({"name": f"bench-{workers}", "seed": 1, "replications": reps,
+                         "base": {"workload": names[0]}, "grid": {"workload": names}}, ROOT)
+    points = plan_sweep(sweep)
+    # Longest simulations first, so the pool does not finish on one straggler.
+    weight = {"ipi_storm": 3, "random_layout_stress": 2, "shared_file_reclaim": 2}
+    points.sort(key=lambda p: -weight.get(p.workload.name, 1))
+    ex = ProcessExecutor(workers)
+    try:
+        list(ex.map_unordered(_noop, range(workers * 2)))  # start + warm the workers
+        t0 = time.perf_counter()
+        rep = run_sweep(sweep, out, executor=ex, batch_size=1, quiet=True, points=points)
+        wall = time.perf_counter() - t0
+    finally:
+        ex.close()
+    df = load_results(rep.path)
+    assert (df["status"] == "ok").all(), df[df["status"] != "ok"][["workload", "error"]]
+    return wall, int(df["calls"].sum()), len(points), df
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--replications", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=2)
+    a = ap.parse_args()
+    print(f"host: {cpu_count()} usable CPUs; scenarios: {', '.join(workload_names())}")
+    with tempfile.TemporaryDirectory() as tmp:
+        w1, calls, n, df1 = run(1, a.replications, Path(tmp))
+        wn, calls_n, _, dfn = run(a.workers, a.replications, Path(tmp))
+    cols = ["wall_s", "cpu_s", "key"]
+    same = df1.drop(columns=cols).reset_index(drop=True).equals(
+        dfn.drop(columns=cols).reset_index(drop=True))
+    cpu = float(df1["cpu_s"].sum())
+    print(f"{n} simulations, {calls} simulated mremap calls per sweep")
+    print(f"1 worker : {w1:7.2f} s  {calls / w1:9.1f} calls/s/core")
+    print(f"{a.workers} workers: {wn:7.2f} s  {calls_n / wn / a.workers:9.1f} calls/s/core")
+    print(f"CPU time in the simulations: {cpu:.2f} s -> {calls / cpu:.1f} calls per CPU-second "
+          "(independent of other load on the host)")
+    # What the speed-up would be on idle cores: greedy makespan of the measured per-point
+    # CPU times over the workers, in the order the pool receives them.
+    loads = [0.0] * a.workers
+    order = df1.set_index("key").loc[[p for p in df1["key"]]]["cpu_s"]
+    for c in sorted(order, reverse=True):
+        loads[loads.index(min(loads))] += c
+    print(f"schedulable speed-up on {a.workers} idle cores (from per-point CPU time): "
+          f"{cpu / max(loads):.2f}x")
+    print(f"speed-up 1 -> {a.workers} workers: {w1 / wn:.2f}x (target >= 1.7x)   "
+          f"identical results: {same}")
+
+
+if __name__ == "__main__":
+    main()

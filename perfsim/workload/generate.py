@@ -1,0 +1,535 @@
+"""Compile a workload into the engine's input: explicit plans and actors (a ``SimSpec``).
+
+::
+
+    Workload ──► per-stream draws (seeded) ──► per-call layout + MoveRequest ──► plan_mremap
+                                                                                   │ MovePlan
+    processes ─► MmSpec   walkers ─► WalkerSpec   idle threads ─► UserSpec   ──► SimSpec
+
+**Seeding.** One ``numpy.random.SeedSequence`` per run. Every random quantity of every stream
+has its own child, addressed by a fixed spawn key ``(STREAMS, stream index, quantity)``, and is
+drawn for *every* call whether or not the call uses it. So two runs that differ only in one
+field (the destination alignment class, a kernel knob, a cost) see exactly the same sizes,
+populations and arrivals: common random numbers for paired comparisons. The engine's own
+streams (walker gaps, cost jitter) get the child ``(ENGINE,)``.
+
+**Synthetic streams** lay out each call in a fresh address space (see :func:`layout_call`):
+a source VMA placed by its alignment class, optional guard VMAs, a destination placed by
+its class. Calls are independent, so planning happens lazily, one call at a time, while the
+engine consumes them: memory stays flat however long the run.
+
+**Call and trace streams** replay explicit calls against the process's *evolving* address
+space: each successful mremap's resulting space is the next call's input; mmap and munmap
+entries update the space without being simulated as calls (the engine models mremap only).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from perfsim.cost.profile import CostProfile
+from perfsim.engine.spec import CallerSpec, MmSpec, SimSpec, UserSpec, WalkerSpec
+from perfsim.errors import PerfsimError
+from perfsim.mm.pagetable import PageTables
+from perfsim.mm.space import AddressSpace
+from perfsim.mm.vma import Vma
+from perfsim.planner import MovePlan, MoveRequest, plan_mremap
+from perfsim.profiles import Target
+from perfsim.workload.schema import (
+    CallStream,
+    Closed,
+    Periodic,
+    Poisson,
+    Process,
+    SyntheticStream,
+    TraceStream,
+    Workload,
+)
+
+SRC_BASE = 0x7F0000000000
+"""Synthetic sources are laid out from here (512 GiB aligned)."""
+DST_BASE = 0x7F4000000000
+"""Synthetic destinations are laid out from here (256 GiB above SRC_BASE)."""
+CHUNK = 256
+"""Draws are made in chunks of this many calls, so the values of call *k* do not depend on
+how many calls the run ends up making."""
+
+# Spawn-key roots
+STREAMS, ENGINE = 1, 2
+# Quantities of a synthetic stream (one child SeedSequence each). Never renumber.
+Q_OP, Q_SIZE, Q_GROWTH, Q_SRC_OFF, Q_DST_OFF, Q_GUARD_SRC, Q_GUARD_DST, Q_POPULATE, \
+    Q_POP_SEED, Q_BACKING, Q_THP, Q_FIXED, Q_DONTUNMAP, Q_IN_PLACE, Q_SHIFT, Q_ARRIVAL, \
+    Q_SRC_CLASS, Q_DST_CLASS = range(18)
+
+
+def child(root: np.random.SeedSequence, *key: int) -> np.random.SeedSequence:
+    """The SeedSequence at ``root.spawn_key + key`` (stateless, unlike ``spawn``)."""
+    return np.random.SeedSequence(root.entropy, spawn_key=tuple(root.spawn_key) + tuple(key))
+
+
+def rng_of(root: np.random.SeedSequence, *key: int) -> np.random.Generator:
+    return np.random.default_rng(child(root, *key))
+
+
+# --------------------------------------------------------------------------- layout
+@dataclass(frozen=True)
+class CallDraw:
+    """Everything drawn for one synthetic call."""
+
+    op: str
+    size: int
+    growth: float
+    src_class: str
+    dst_class: str
+    src_k: int
+    dst_k: int
+    guard_src: bool
+    guard_dst: bool
+    populate: float
+    pop_seed: int
+    backing: str
+    thp: bool
+    fixed: bool
+    dontunmap: bool
+    in_place: bool
+    shift: int
+
+
+def _offset(cls: str, k: int, a) -> int:
+    """Offset from a 512-GiB-aligned base for an alignment class; ``k`` is a uniform draw in
+    [0, 2**18) (pages within 1 GiB)."""
+    page, pmd = a.page_size, a.pmd_size
+    if cls == "pud":
+        return 0
+    if cls == "pmd":
+        return pmd * (1 + k % (a.pud_size // pmd - 1))  # PMD- but not PUD-aligned
+    if cls == "page":
+        per_pmd = pmd // page
+        return pmd + page * (1 + k % (per_pmd - 1))  # inside a PMD, never at its start
+    return page * (k % (a.pud_size // page))  # random page in the first GiB
+
+
+def layout_call(d: CallDraw, stream: SyntheticStream, target: Target,
+                cpus: int) -> tuple[AddressSpace, MoveRequest]:
+    """The address space and request of one synthetic call (pure)."""
+    a = target.arch
+    page = a.page_size
+    ident = stream.file or stream.name
+    size = -(-d.size // page) * page
+    backing = d.backing
+    hp = 0
+    if backing == "hugetlb":
+        hp = stream.hugepage_size or a.pmd_size
+        size = -(-size // hp) * hp
+    if d.op == "stack":
+        return _layout_stack(d, target, size, ident, cpus)
+    src_off = _offset(d.src_class, d.src_k, a)
+    dst_cls = d.src_class if d.dst_class == "same" else d.dst_class
+    dst_off = src_off if d.dst_class == "same" else _offset(dst_cls, d.dst_k, a)
+    if hp:
+        src_off, dst_off = -(-src_off // hp) * hp, -(-dst_off // hp) * hp
+    src, dst = SRC_BASE + src_off, DST_BASE + dst_off
+    anon = backing == "anon"
+    vma = Vma(src, src + size, backing=backing, thp=d.thp and backing != "hugetlb",
+              anon_vma=anon and d.populate > 0,
+              pgoff=(src // page) if anon else 0,
+              file_id=None if anon else ident, anon_id=ident if anon else None,
+              hugepage_size=hp, folio_size=stream.folio_size, name=ident)
+    vmas = [vma]
+    pt = PageTables.empty(a)
+    if d.populate > 0:
+        if backing == "hugetlb":
+            pt = pt.populate(src, src + size, pud_leaf=(hp == a.pud_size), thp=(hp != a.pud_size))
+        else:
+            pt = pt.populate(src, src + size, fraction=min(d.populate, 1.0), seed=d.pop_seed,
+                             thp=d.thp)
+    if d.guard_src and src_off % a.pmd_size:
+        vmas.append(Vma(src - page, src, prot="r", anon_id="guard-src", name="guard-src"))
+        pt = pt.populate(src - page, src)
+    if d.guard_dst:
+        vmas.append(Vma(dst - page, dst, prot="r", anon_id="guard-dst", name="guard-dst"))
+    new_len = size
+    if d.op == "grow":
+        new_len = max(-(-int(size * d.growth) // page) * page, size + page)
+        if hp:
+            new_len = size  # hugetlb mappings cannot grow: a plain move
+        if not d.fixed and not d.in_place:
+            vmas.append(Vma(src + size, src + size + page, prot="r", anon_id="blocker",
+                            name="blocker"))
+    try:
+        space = AddressSpace(tuple(vmas), pt, cpus=cpus)
+    except ValueError as exc:  # pragma: no cover - the layout above never overlaps
+        raise PerfsimError(f"stream {stream.name!r}: impossible layout: {exc}") from None
+    if d.op == "grow" and not d.fixed and not hp:
+        req = MoveRequest(src, size, new_len=new_len, fixed=False, maymove=True)
+    else:
+        req = MoveRequest(src, size, new_len=new_len, new_addr=dst, fixed=True, maymove=True,
+                          dontunmap=d.dontunmap and new_len == size)
+    return space, req
+
+
+def _layout_stack(d: CallDraw, target: Target, size: int, ident: str, cpus: int):
+    """exec's stack: a VMA ending at STACK_TOP_MAX, relocated down by ``shift`` (E7)."""
+    a = target.arch
+    page = a.page_size
+    top = a.user_va_top // page * page
+    start = top - size
+    shift = max(-(-d.shift // page) * page, page)
+    vma = Vma(start, top, anon_vma=True, anon_id=ident, stack=True, pgoff=start // page,
+              name=ident)
+    pt = PageTables.empty(a).populate(start, top, fraction=min(max(d.populate, 0.0), 1.0) or 1.0,
+                                      seed=d.pop_seed)
+    space = AddressSpace((vma,), pt, cpus=cpus)
+    return space, MoveRequest(start, size, new_addr=start - shift, for_stack=True, fixed=False)
+
+
+class SyntheticDraws:
+    """Per-call draws of one synthetic stream, made chunk by chunk (see :data:`CHUNK`)."""
+
+    def __init__(self, stream: SyntheticStream, root: np.random.SeedSequence, index: int):
+        self.s = stream
+        self.rngs = {q: rng_of(root, STREAMS, index, q) for q in range(18)}
+        self.buf: list[CallDraw] = []
+
+    def _chunk(self) -> list[CallDraw]:
+        s, r, n = self.s, self.rngs, CHUNK
+        ops = s.op.sample(r[Q_OP], n)
+        sizes = np.asarray(s.size.sample(r[Q_SIZE], n))
+        growth = np.asarray(s.growth.sample(r[Q_GROWTH], n), float)
+        src_k = r[Q_SRC_OFF].integers(0, 1 << 18, n)
+        dst_k = r[Q_DST_OFF].integers(0, 1 << 18, n)
+        g_src = r[Q_GUARD_SRC].random(n) < s.guard_below_src
+        g_dst = r[Q_GUARD_DST].random(n) < s.guard_below_dst
+        pop = np.asarray(s.populate.sample(r[Q_POPULATE], n), float)
+        pop_seed = r[Q_POP_SEED].integers(0, 1 << 62, n)
+        backing = s.backing.sample(r[Q_BACKING], n)
+        thp = r[Q_THP].random(n) < s.thp
+        fixed = r[Q_FIXED].random(n) < s.fixed
+        dontunmap = r[Q_DONTUNMAP].random(n) < s.dontunmap
+        in_place = r[Q_IN_PLACE].random(n) < s.grow_in_place
+        shift = np.asarray(s.shift.sample(r[Q_SHIFT], n))
+        src_c = s.src_align.sample(r[Q_SRC_CLASS], n)
+        dst_c = s.dst_align.sample(r[Q_DST_CLASS], n)
+        return [CallDraw(str(ops[i]), int(sizes[i]), float(growth[i]), str(src_c[i]),
+                         str(dst_c[i]), int(src_k[i]), int(dst_k[i]), bool(g_src[i]),
+                         bool(g_dst[i]), float(pop[i]), int(pop_seed[i]), str(backing[i]),
+                         bool(thp[i]), bool(fixed[i]), bool(dontunmap[i]), bool(in_place[i]),
+                         int(shift[i])) for i in range(n)]
+
+    def __iter__(self) -> Iterator[CallDraw]:
+        while True:
+            yield from self._chunk()
+
+
+def synthetic_plans(stream: SyntheticStream, root, index: int, target: Target, cpus: int,
+                    count: int | None) -> Iterator[MovePlan]:
+    """Lazily plan the calls of a synthetic stream (``count=None``: without end)."""
+    for k, d in enumerate(SyntheticDraws(stream, root, index)):
+        if count is not None and k >= count:
+            return
+        space, req = layout_call(d, stream, target, cpus)
+        yield plan_mremap(space, req, target)
+
+
+def synthetic_requests(stream: SyntheticStream, root, index: int, target: Target, cpus: int,
+                       count: int) -> list[tuple[AddressSpace, MoveRequest]]:
+    """The first ``count`` (space, request) pairs of a stream: for inspection and tests."""
+    out = []
+    for k, d in enumerate(SyntheticDraws(stream, root, index)):
+        if k >= count:
+            break
+        out.append(layout_call(d, stream, target, cpus))
+    return out
+
+
+# --------------------------------------------------------------------------- stateful
+def initial_space(p: Process, target: Target, cpus: int, seed: int = 0) -> AddressSpace:
+    """The explicit layout of a process, populated as its VMAs say."""
+    a = target.arch
+    vmas, pt = [], PageTables.empty(a)
+    for v in p.vmas:
+        anon = v.backing == "anon"
+        ident = v.file or v.name
+        hp = v.hugepage_size or (a.pmd_size if v.backing == "hugetlb" else 0)
+        vmas.append(Vma(v.start, v.end, backing=v.backing, thp=v.thp, uffd_wp=v.uffd_wp,
+                        anon_vma=anon and v.populate > 0, pgoff=(v.start // a.page_size) if anon else 0,
+                        file_id=None if anon else ident, anon_id=ident if anon else None,
+                        hugepage_size=hp, folio_size=v.folio_size, name=v.name))
+        if v.populate > 0:
+            if v.backing == "hugetlb":
+                pt = pt.populate(v.start, v.end, pud_leaf=(hp == a.pud_size),
+                                 thp=(hp != a.pud_size))
+            else:
+                pt = pt.populate(v.start, v.end, fraction=v.populate, seed=seed, thp=v.thp)
+    return AddressSpace(tuple(vmas), pt, cpus=cpus)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One entry of a call stream or trace (see :class:`~perfsim.workload.schema.Call`)."""
+
+    op: str
+    old_addr: int
+    old_len: int
+    new_len: int | None = None
+    new_addr: int | None = None
+    fixed: bool = False
+    maymove: bool = True
+    dontunmap: bool = False
+    for_stack: bool = False
+    backing: str = "anon"
+    populate: float = 1.0
+    at_ns: int | None = None
+
+
+class StatefulPlanner:
+    """Plans a sequence of entries in order against an evolving address space; mmap and
+    munmap update the space. Hands out only mremap plans. ``seed`` seeds populations."""
+
+    def __init__(self, space: AddressSpace, entries: list[Entry], target: Target, seed: int,
+                 repeat: int = 1):
+        self.space, self.entries, self.target = space, entries, target
+        self.seed, self.repeat = seed, repeat
+        self.skipped = 0
+
+    def __iter__(self) -> Iterator[MovePlan]:
+        from perfsim.planner import steps as S
+        from perfsim.planner.syscall import do_munmap
+
+        a = self.target.arch
+        n_map = 0
+        for _ in range(self.repeat):
+            for e in self.entries:
+                if e.op == "mmap":
+                    length = -(-e.old_len // a.page_size) * a.page_size
+                    if self.space.intersecting(e.old_addr, e.old_addr + length):
+                        self.space = do_munmap(self.target, self.space, e.old_addr, length,
+                                               S.StepLog(), S.UNMAP_DST)
+                    n_map += 1
+                    anon = e.backing == "anon"
+                    ident = f"map{n_map}"
+                    v = Vma(e.old_addr, e.old_addr + length, backing=e.backing,
+                            anon_vma=anon and e.populate > 0,
+                            pgoff=(e.old_addr // a.page_size) if anon else 0,
+                            file_id=None if anon else ident, anon_id=ident if anon else None,
+                            name=ident)
+                    pt = self.space.pt
+                    if e.populate > 0:
+                        pt = pt.populate(v.start, v.end, fraction=e.populate,
+                                         seed=self.seed + n_map)
+                    try:
+                        self.space = AddressSpace(self.space.vmas + (v,), pt, cpus=self.space.cpus)
+                    except ValueError:
+                        self.skipped += 1
+                    continue
+                if e.op == "munmap":
+                    length = -(-e.old_len // a.page_size) * a.page_size
+                    self.space = do_munmap(self.target, self.space, e.old_addr, length,
+                                           S.StepLog(), S.UNMAP_DST)
+                    continue
+                req = MoveRequest(e.old_addr, e.old_len, new_len=e.new_len, new_addr=e.new_addr,
+                                  fixed=e.fixed, maymove=e.maymove, dontunmap=e.dontunmap,
+                                  for_stack=e.for_stack)
+                plan = plan_mremap(self.space, req, self.target)
+                if plan.errno is None:
+                    self.space = plan.after
+                yield plan
+
+
+def call_entries(s: CallStream, p: Process) -> list[Entry]:
+    vmas = {v.name: v for v in p.vmas}
+    out = []
+    for c in s.calls:
+        addr = c.old_addr if c.vma is None else vmas[c.vma].start + c.offset
+        out.append(Entry(c.op, addr, c.old_len, c.new_len, c.new_addr, c.fixed, c.maymove,
+                         c.dontunmap, c.for_stack, c.backing, c.populate, c.at_ns))
+    return out
+
+
+# --------------------------------------------------------------------------- compile
+def thread_cpus(p: Process, machine_cpus: int) -> list[int]:
+    """CPU of each thread of ``p``."""
+    if p.cpus:
+        return [p.cpus[i % len(p.cpus)] for i in range(p.threads)]
+    return [i % machine_cpus for i in range(p.threads)]
+
+
+def _has_field(cls, name: str) -> bool:
+    return any(f.name == name for f in dataclasses.fields(cls))
+
+
+@dataclass
+class Compiled:
+    """A compiled workload: the engine's :class:`SimSpec` plus notes on approximations."""
+
+    spec: SimSpec
+    notes: list[str]
+
+
+class _Shared:
+    """Lets several single-call callers draw their plan from one ordered planner."""
+
+    def __init__(self, it: Iterator[MovePlan]):
+        self.it = iter(it)
+
+    def one(self) -> Iterator[MovePlan]:
+        class _One:
+            def __iter__(inner):
+                try:
+                    yield next(self.it)
+                except StopIteration:
+                    return
+        return _One()
+
+
+def compile_workload(w: Workload, target: Target, profile: CostProfile,
+                     root: np.random.SeedSequence | int) -> Compiled:
+    """Turn a validated workload into a :class:`SimSpec` (plans are produced lazily)."""
+    if not isinstance(root, np.random.SeedSequence):
+        root = np.random.SeedSequence(int(root))
+    notes: list[str] = []
+    procs = {p.name: p for p in w.processes}
+    placement = {p.name: thread_cpus(p, w.cpus) for p in w.processes}
+    idents: dict[str, set[tuple[str, str]]] = {p.name: set() for p in w.processes}
+    for s in w.streams:
+        if isinstance(s, SyntheticStream):
+            for b in s.backing.support():
+                idents[s.process].add((b, s.file or s.name))
+    mms = []
+    spaces = {}
+    for i, p in enumerate(w.processes):
+        cpus = tuple(sorted(set(placement[p.name])))
+        space = None
+        if p.vmas or idents[p.name]:
+            space = initial_space(p, target, len(cpus), seed=i)
+            # Synthetic regions are laid out per call; name their rmap identities here so the
+            # engine sees rwsems that two processes share (shared files).
+            extra = []
+            top = 0x100000000
+            for j, (b, ident) in enumerate(sorted(idents[p.name])):
+                start = top + j * (4 << 20)
+                if space.intersecting(start, start + 4096):
+                    continue
+                hp = target.arch.pmd_size if b == "hugetlb" else 0
+                extra.append(Vma(start, start + max(4096, hp), backing=b,
+                                 anon_vma=b == "anon", file_id=None if b == "anon" else ident,
+                                 anon_id=ident if b == "anon" else None, hugepage_size=hp,
+                                 name=f"ident:{ident}"))
+            space = AddressSpace(space.vmas + tuple(extra), space.pt, cpus=len(cpus))
+        spaces[p.name] = space
+        mms.append(MmSpec(p.name, cpus, space))
+    callers = []
+    busy: dict[str, set[int]] = {p.name: set() for p in w.processes}
+    gaps_ok = _has_field(CallerSpec, "gaps_ns")
+    for i, s in enumerate(w.streams):
+        p = procs[s.process]
+        cpu = placement[p.name][s.thread]
+        ncpus = len(set(placement[p.name]))
+        busy[p.name].add(s.thread)
+        if isinstance(s, SyntheticStream):
+            count = s.count
+            plans: Iterator[MovePlan] = synthetic_plans(s, root, i, target, ncpus, count)
+            times = None
+        else:
+            entries = call_entries(s, p) if isinstance(s, CallStream) else trace_entries(s)
+            plans = iter(StatefulPlanner(spaces[p.name] or initial_space(p, target, ncpus),
+                                         entries, target, seed=i,
+                                         repeat=getattr(s, "repeat", 1)))
+            n_moves = sum(e.op == "mremap" for e in entries) * getattr(s, "repeat", 1)
+            count = min(s.count, n_moves) if s.count else n_moves
+            if s.count:
+                plans = _take(plans, s.count)
+            times = None
+            if isinstance(s, TraceStream) and s.timing == "recorded":
+                ts = [e.at_ns for e in entries if e.op == "mremap"]
+                if all(t is not None for t in ts) and ts:
+                    t0 = min(ts)
+                    times = [s.start_ns + t - t0 for t in ts][:count]
+        arr = s.arrival
+        name = s.name
+        if times is None and isinstance(arr, (Poisson, Periodic)):
+            times = _arrival_times(arr, rng_of(root, STREAMS, i, Q_ARRIVAL), count,
+                                   w.duration_ns, s.start_ns)
+        if times is not None:
+            # Open-loop arrivals: one single-call caller per arrival; a call that arrives
+            # while the thread is still busy waits for mmap_lock (recorded as that wait).
+            shared = _Shared(plans)
+            for k, t in enumerate(times):
+                callers.append(CallerSpec(f"{name}#{k}", p.name, cpu, shared.one(), 1, 0, int(t)))
+            continue
+        assert isinstance(arr, Closed)
+        think = arr.think_ns
+        kw = {}
+        if think.dist == "fixed":
+            interval = int(think.value)
+        elif gaps_ok:
+            gen = think.sample(rng_of(root, STREAMS, i, Q_ARRIVAL), count or 100_000)
+            kw["gaps_ns"] = tuple(int(x) for x in gen)
+            interval = 0
+        else:
+            interval = int(round(float(np.mean(think.sample(
+                rng_of(root, STREAMS, i, Q_ARRIVAL), 4096)))))
+            notes.append(f"stream {name!r}: the engine has no per-call think times "
+                         f"(CallerSpec.gaps_ns); using the mean think time {interval} ns")
+        callers.append(CallerSpec(name, p.name, cpu, plans, 1, interval, s.start_ns, **kw))
+    walkers = []
+    for wk in w.walkers:
+        for c in wk.cpus:
+            walkers.append(WalkerSpec(f"{wk.name}@{c}", wk.lock, c, wk.interval_ns, wk.hold_ns,
+                                      wk.hold_sigma, wk.poisson))
+    users = []
+    for p in w.processes:
+        if not p.user_work:
+            continue
+        for t, c in enumerate(placement[p.name]):
+            if t not in busy[p.name]:
+                users.append(UserSpec(f"{p.name}/t{t}", p.name, c, p.quantum_ns))
+    seed = int(child(root, ENGINE).generate_state(1, np.uint64)[0])
+    spec = SimSpec(cpus=w.cpus, target=target, profile=profile, mms=tuple(mms),
+                   callers=tuple(callers), walkers=tuple(walkers), users=tuple(users),
+                   duration_ns=w.duration_ns, seed=seed,
+                   meta={"workload": w.name, "workload_digest": w.digest})
+    return Compiled(spec, notes)
+
+
+def _take(it, n):
+    for k, x in enumerate(it):
+        if k >= n:
+            return
+        yield x
+
+
+def _arrival_times(arr, rng: np.random.Generator, count: int | None, duration: int | None,
+                   start: int) -> list[int]:
+    """Arrival instants of an open-loop stream (integer ns)."""
+    out: list[int] = []
+    t = float(start)
+    limit = count if count is not None else 10_000_000
+    while len(out) < limit:
+        gaps = (rng.exponential(1e9 / arr.rate_per_s, CHUNK) if isinstance(arr, Poisson)
+                else np.full(CHUNK, float(arr.interval_ns)))
+        for g in gaps:
+            if len(out) >= limit:
+                break
+            if isinstance(arr, Periodic) and not out:
+                g = 0.0
+            t += g
+            if duration is not None and t >= duration:
+                return out
+            out.append(int(t))
+    return out
+
+
+def trace_entries(s: TraceStream) -> list[Entry]:
+    from perfsim.workload.trace import read_trace_csv, strace_to_entries
+
+    if s.format == "csv":
+        entries = read_trace_csv(s.path)
+    else:
+        with open(s.path, encoding="utf-8", errors="replace") as f:
+            entries = strace_to_entries(f.read(), origin=s.path)
+    return [replace(e, populate=s.populate) if e.op == "mmap" else e for e in entries]

@@ -1,0 +1,135 @@
+"""Run one workload once: compile it, simulate it with the engine, summarise the records.
+
+:func:`summarize` turns the engine's tables into one flat dict of metrics with a fixed set of
+keys and types (:data:`METRICS`), which is what the batch layer stores per run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from perfsim.cost import CATEGORIES, load_cost_profile
+from perfsim.errors import PerfsimError
+from perfsim.profiles import resolve_target
+from perfsim.workload.generate import compile_workload
+from perfsim.workload.schema import Workload, load_workload
+
+WORKLOAD_DIR = Path(__file__).resolve().parents[2] / "workloads"
+"""The shipped named workloads (``workloads/*.toml`` at the top of the source tree)."""
+
+# name -> numpy dtype kind ("i" int64, "f" float64)
+METRICS: dict[str, str] = {
+    "calls": "i", "errors": "i", "realigned_calls": "i",
+    "lat_mean_ns": "f", "lat_p50_ns": "f", "lat_p90_ns": "f", "lat_p99_ns": "f",
+    "lat_max_ns": "i", "lat_total_ns": "i",
+    "mmap_lock_wait_mean_ns": "f", "rmap_wait_mean_ns": "f", "rmap_wait_max_ns": "i",
+    "ptl_wait_mean_ns": "f",
+    "ptes_moved": "i", "pmd_moves": "i", "pud_moves": "i", "thp_moves": "i",
+    "tlb_flushes": "i", "ipis": "i", "rmap_holds": "i",
+    "sim_end_ns": "i", "calls_per_sim_s": "f", "events": "i",
+    "walker_visits": "i", "walker_waits": "i", "walker_wait_mean_ns": "f",
+    "walker_wait_max_ns": "i", "user_stolen_ns": "i", "user_interrupts": "i",
+    **{f"cost_{c}_ns": "i" for c in CATEGORIES},
+}
+
+
+def workload_names() -> list[str]:
+    """Names of the shipped workloads."""
+    if not WORKLOAD_DIR.is_dir():
+        return []
+    return sorted(p.stem for p in WORKLOAD_DIR.glob("*.toml"))
+
+
+def resolve_workload(name_or_path: str | Path, base: Path | None = None) -> Path:
+    """A workload file by path (absolute, or relative to ``base`` or the working directory)
+    or by shipped name (``allocator_realloc``)."""
+    p = Path(name_or_path)
+    for cand in ([base / p] if base is not None else []) + [p]:
+        if cand.suffix == ".toml" and cand.is_file():
+            return cand.resolve()
+    named = WORKLOAD_DIR / f"{name_or_path}.toml"
+    if named.is_file():
+        return named
+    raise PerfsimError(f"unknown workload {str(name_or_path)!r}; shipped names: "
+                       f"{', '.join(workload_names())} (or a path to a .toml file)")
+
+
+class Tally:
+    """Wraps a plan iterator, counting what the engine's records do not carry."""
+
+    def __init__(self):
+        self.realigned = 0
+
+    def wrap(self, it):
+        for plan in it:
+            if getattr(plan, "realigned", False):
+                self.realigned += 1
+            yield plan
+
+
+def _q(a: np.ndarray, q: float) -> float:
+    return float(np.percentile(a, q)) if len(a) else float("nan")
+
+
+def summarize(res, realigned: int = 0) -> dict:
+    """One flat dict of :data:`METRICS` from a :class:`~perfsim.engine.SimResult`."""
+    c = res.calls
+    n = len(c)
+    lat = c["latency_ns"].to_numpy(np.int64) if n else np.zeros(0, np.int64)
+    w = res.walker_waits
+    u = res.users
+    end = int(res.summary.get("end_ns", 0))
+    out = {
+        "calls": n,
+        "errors": int((c["errno"] != "").sum()) if n else 0,
+        "realigned_calls": int(realigned),
+        "lat_mean_ns": float(lat.mean()) if n else float("nan"),
+        "lat_p50_ns": _q(lat, 50), "lat_p90_ns": _q(lat, 90), "lat_p99_ns": _q(lat, 99),
+        "lat_max_ns": int(lat.max()) if n else 0,
+        "lat_total_ns": int(lat.sum()),
+        "mmap_lock_wait_mean_ns": float(c["mmap_lock_wait_ns"].mean()) if n else float("nan"),
+        "rmap_wait_mean_ns": float(c["rmap_wait_ns"].mean()) if n else float("nan"),
+        "rmap_wait_max_ns": int(c["rmap_wait_ns"].max()) if n else 0,
+        "ptl_wait_mean_ns": float(c["ptl_wait_ns"].mean()) if n else float("nan"),
+        "sim_end_ns": end,
+        "calls_per_sim_s": n / (end / 1e9) if end else float("nan"),
+        "events": int(res.summary.get("events", 0)),
+        "walker_visits": int(sum(res.summary.get("walker_visits", {}).values())),
+        "walker_waits": len(w),
+        "walker_wait_mean_ns": float(w["wait_ns"].mean()) if len(w) else 0.0,
+        "walker_wait_max_ns": int(w["wait_ns"].max()) if len(w) else 0,
+        "user_stolen_ns": int(u["stolen_ns"].sum()) if len(u) else 0,
+        "user_interrupts": int(u["interrupts"].sum()) if len(u) else 0,
+    }
+    for k in ("ptes_moved", "pmd_moves", "pud_moves", "thp_moves", "tlb_flushes", "ipis",
+              "rmap_holds"):
+        out[k] = int(c[k].sum()) if n else 0
+    for cat in CATEGORIES:
+        col = f"cost_{cat}_ns"
+        out[col] = int(c[col].sum()) if n and col in c else 0
+    assert set(out) == set(METRICS), set(out) ^ set(METRICS)
+    return out
+
+
+def run_workload(workload: Workload | str | Path, *, target=None, profile=None, seed=None,
+                 max_rows: int = 1_000_000):
+    """Simulate a workload once. ``target``/``profile`` default to the workload's own
+    ``kernel``/``arch``/``cost_profile``; ``seed`` (int or SeedSequence) to its ``seed``.
+    Returns ``(SimResult, metrics dict, notes)``."""
+    from perfsim.engine import simulate
+
+    w = workload if isinstance(workload, Workload) else load_workload(resolve_workload(workload))
+    target = target or resolve_target(w.kernel, w.arch)
+    profile = load_cost_profile(profile or w.cost_profile)
+    root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(
+        w.seed if seed is None else int(seed))
+    comp = compile_workload(w, target, profile, root)
+    tally = Tally()
+    from dataclasses import replace
+
+    spec = replace(comp.spec, callers=tuple(replace(c, plans=tally.wrap(c.plans))
+                                            for c in comp.spec.callers))
+    res = simulate(spec, max_rows=max_rows)
+    return res, summarize(res, tally.realigned), comp.notes

@@ -1,0 +1,552 @@
+"""The workload file (``workloads/*.toml``), validated.
+
+A workload says *who* calls ``mremap()`` (processes, their threads and the CPUs they run on),
+*what* they ask for (streams of requests drawn from distributions, explicit calls, or a
+recorded trace), *when* (arrival process), and *who else* is around (rmap walkers, user
+threads that TLB-shootdown IPIs interrupt). See ``docs/workloads.md`` for every key.
+
+Everything is checked when the file is read: unknown keys, wrong types, values out of range,
+names that refer to nothing, and impossible layouts (overlapping VMAs, a request outside its
+VMA). Every problem is one :class:`~perfsim.errors.PerfsimError` whose message names the file,
+the field (``streams[0].size.min``) and what is allowed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+import typing
+from pathlib import Path
+from typing import Any, Literal, Union
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from perfsim.errors import PerfsimError
+from perfsim.units import parse_size
+from perfsim.workload.dist import CategoryDist, NumDist, SizeDist
+
+BACKINGS = ("anon", "shmem", "file", "hugetlb")
+ALIGNS = ("pud", "pmd", "page", "random")
+DST_ALIGNS = ("same", "pud", "pmd", "page", "random")
+OPS = ("move", "grow", "stack")
+
+Size = Union[int, str]
+
+
+def _size(v: Any, what: str = "size") -> int:
+    if isinstance(v, bool) or isinstance(v, float):
+        raise ValueError('expected a size such as "2M", "0x7f0000000000" or an integer')
+    try:
+        return parse_size(v, what=what)
+    except PerfsimError as exc:
+        raise ValueError(str(exc)) from None
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+# --------------------------------------------------------------------------- processes
+class VmaSpec(_Model):
+    """One VMA of an explicit layout: ``[start, start + size)``."""
+
+    name: str = Field(min_length=1)
+    start: int
+    size: int = Field(gt=0)
+    backing: Literal["anon", "shmem", "file", "hugetlb"] = "anon"
+    file: str | None = None
+    """rmap identity: the file (``i_mmap_rwsem``) or anon family (``anon_vma``); default: name."""
+    thp: bool = False
+    populate: float = Field(1.0, ge=0.0, le=1.0)
+    hugepage_size: int = 0
+    folio_size: int = 0
+    uffd_wp: bool = False
+
+    _sizes = field_validator("start", "size", "hugepage_size", "folio_size", mode="before")(
+        classmethod(lambda cls, v: _size(v)))
+
+    @property
+    def end(self) -> int:
+        return self.start + self.size
+
+
+class Process(_Model):
+    """One process (an mm): ``threads`` threads, thread *i* on CPU ``cpus[i % len(cpus)]``."""
+
+    name: str = Field(min_length=1)
+    threads: int = Field(1, ge=1, le=4096)
+    cpus: list[int] | None = None
+    """CPU of each thread; default: thread *i* on CPU *i* mod the machine's CPUs."""
+    user_work: bool = True
+    """Threads that issue no mremap run user work in quanta that IPIs interrupt."""
+    quantum_ns: int = Field(100_000, gt=0)
+    vmas: list[VmaSpec] = []
+
+    @field_validator("cpus")
+    @classmethod
+    def _cpus(cls, v):
+        if v is not None and (not v or any(c < 0 for c in v)):
+            raise ValueError("cpus must be a non-empty list of CPU numbers >= 0")
+        return v
+
+
+# --------------------------------------------------------------------------- arrivals
+class Closed(_Model):
+    """Closed loop: the next call follows the previous one's return after ``think_ns``."""
+
+    kind: Literal["closed"] = "closed"
+    think_ns: NumDist = 0
+
+
+class Poisson(_Model):
+    """Open loop: calls arrive at ``rate_per_s`` on average (exponential gaps); a call that
+    arrives while the thread is still in the previous one starts when it returns."""
+
+    kind: Literal["poisson"] = "poisson"
+    rate_per_s: float = Field(gt=0)
+
+
+class Periodic(_Model):
+    """One call every ``interval_ns`` (a GC cycle, a resize timer)."""
+
+    kind: Literal["periodic"] = "periodic"
+    interval_ns: int = Field(gt=0)
+
+
+Arrival = typing.Annotated[Closed | Poisson | Periodic, Field(discriminator="kind")]
+
+
+# --------------------------------------------------------------------------- streams
+class _StreamBase(_Model):
+    name: str = Field(min_length=1)
+    process: str
+    thread: int = Field(0, ge=0)
+    count: int | None = Field(None, ge=1, le=10_000_000)
+    """Number of calls; default: as many as fit in the workload's ``duration_ns``."""
+    arrival: Arrival = Closed()
+    start_ns: int = Field(0, ge=0)
+
+
+class SyntheticStream(_StreamBase):
+    """Requests drawn from distributions; each call moves a freshly laid-out region."""
+
+    kind: Literal["synthetic"] = "synthetic"
+    op: CategoryDist(*OPS) = "move"
+    """``move``: mremap(src, len, len, MAYMOVE|FIXED?, dst); ``grow``: mremap(src, len,
+    len*growth, MAYMOVE) which expands in place or moves; ``stack``: exec's
+    relocate_vma_down by ``shift``."""
+    size: SizeDist = "2M"
+    growth: NumDist = 2.0
+    grow_in_place: float = Field(0.0, ge=0.0, le=1.0)
+    """Probability that the range after a growing block is free (no move needed)."""
+    shift: SizeDist = "16M"
+    """Stack only: how far the stack moves down (bytes, rounded up to pages)."""
+    fixed: float = Field(1.0, ge=0.0, le=1.0)
+    """Probability that a move passes MREMAP_FIXED with a chosen destination."""
+    dontunmap: float = Field(0.0, ge=0.0, le=1.0)
+    backing: CategoryDist(*BACKINGS) = "anon"
+    file: str | None = None
+    """rmap identity of the moved regions (file or anon family); default: the stream name.
+    Walkers that name the same file contend with these moves."""
+    thp: float = Field(0.0, ge=0.0, le=1.0)
+    """Probability that a region is THP-backed (PMD-mapped where whole PMDs fit)."""
+    populate: NumDist = 1.0
+    """Fraction of pages faulted in (1.0: all)."""
+    src_align: CategoryDist(*ALIGNS) = "page"
+    """Source placement: 1 GiB-aligned, 2 MiB-aligned (not 1 GiB), a random page offset
+    inside the PMD (not 0), or ``random`` (any page)."""
+    dst_align: CategoryDist(*DST_ALIGNS) = "same"
+    """Destination placement; ``same`` = mutually aligned with the source (same offset
+    within the PMD, same class)."""
+    guard_below_src: float = Field(0.0, ge=0.0, le=1.0)
+    """Probability of a VMA just below the source in its PMD (refuses realignment, E3)."""
+    guard_below_dst: float = Field(0.0, ge=0.0, le=1.0)
+    hugepage_size: Size = "2M"
+    folio_size: Size = 0
+
+    _sz = field_validator("hugepage_size", "folio_size", mode="before")(
+        classmethod(lambda cls, v: _size(v)))
+
+
+class Call(_Model):
+    """One explicit call. ``vma`` + ``offset`` or an absolute ``old_addr``."""
+
+    op: Literal["mremap", "mmap", "munmap"] = "mremap"
+    vma: str | None = None
+    offset: int = 0
+    old_addr: int | None = None
+    old_len: int = Field(gt=0)
+    new_len: int | None = None
+    new_addr: int | None = None
+    fixed: bool = False
+    maymove: bool = True
+    dontunmap: bool = False
+    for_stack: bool = False
+    backing: Literal["anon", "shmem", "file", "hugetlb"] = "anon"
+    """mmap only."""
+    populate: float = Field(1.0, ge=0.0, le=1.0)
+    """mmap only: fraction faulted in after the mmap."""
+    at_ns: int | None = Field(None, ge=0)
+    """Issue time (traces); default: the stream's arrival process."""
+
+    _sz = field_validator("offset", "old_addr", "old_len", "new_len", "new_addr", mode="before")(
+        classmethod(lambda cls, v: None if v is None else _size(v)))
+
+    @model_validator(mode="after")
+    def _where(self) -> Call:
+        if self.op == "mremap" and (self.vma is None) == (self.old_addr is None):
+            raise ValueError("give exactly one of vma (with offset) or old_addr")
+        if self.op != "mremap" and self.old_addr is None:
+            raise ValueError(f"{self.op} needs old_addr (the mapping's address)")
+        if self.fixed and self.new_addr is None:
+            raise ValueError("fixed = true needs new_addr")
+        return self
+
+
+class CallStream(_StreamBase):
+    """Explicit calls, replayed in order against the process's evolving address space."""
+
+    kind: Literal["calls"] = "calls"
+    calls: list[Call] = Field(min_length=1)
+    repeat: int = Field(1, ge=1)
+
+
+class TraceStream(_StreamBase):
+    """A recorded trace: a CSV of calls (``format = "csv"``) or raw ``strace`` output."""
+
+    kind: Literal["trace"] = "trace"
+    path: str
+    """Relative to the workload file."""
+    format: Literal["csv", "strace"] = "csv"
+    populate: float = Field(1.0, ge=0.0, le=1.0)
+    """Fraction of each mapping faulted in before it is moved (traces do not record it)."""
+    timing: Literal["recorded", "arrival"] = "recorded"
+    """``recorded``: keep the trace's timestamps; ``arrival``: use the arrival process."""
+
+
+def _default_kind(v: Any) -> Any:
+    if isinstance(v, dict) and "kind" not in v:
+        return {**v, "kind": "synthetic"}
+    return v
+
+
+Stream = typing.Annotated[SyntheticStream | CallStream | TraceStream,
+                          Field(discriminator="kind"), BeforeValidator(_default_kind)]
+
+
+# --------------------------------------------------------------------------- contenders
+class Walker(_Model):
+    """rmap walkers (reclaim, migration): each takes an rmap rwsem for read every
+    ``interval_ns`` (mean of exponential gaps if ``poisson``) and holds it ``hold_ns``."""
+
+    name: str = Field(min_length=1)
+    file: str | None = None
+    """Contend on ``i_mmap_rwsem`` of this file (a stream's or VMA's ``file``)."""
+    anon: str | None = None
+    """Contend on the ``anon_vma`` root rwsem of this anon family."""
+    cpus: list[int] = Field(min_length=1)
+    """One walker per CPU listed."""
+    interval_ns: int = Field(gt=0)
+    hold_ns: int = Field(gt=0)
+    hold_sigma: float = Field(0.0, ge=0.0, le=3.0)
+    poisson: bool = True
+
+    @model_validator(mode="after")
+    def _one_lock(self) -> Walker:
+        if (self.file is None) == (self.anon is None):
+            raise ValueError("give exactly one of file or anon (the rwsem the walker reads)")
+        return self
+
+    @property
+    def lock(self) -> str:
+        return f"i_mmap:{self.file}" if self.file is not None else f"anon_vma:{self.anon}"
+
+
+# --------------------------------------------------------------------------- workload
+class Workload(_Model):
+    """A whole workload (see module docstring)."""
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    seed: int = Field(0, ge=0)
+    kernel: str = "6.18"
+    arch: str = "x86_64"
+    cost_profile: str = "x86_64-generic"
+    cpus: int = Field(1, ge=1, le=4096)
+    """CPUs of the machine."""
+    duration_ns: int | None = Field(None, gt=0)
+    """Stop time; streams without ``count`` run until then. Default: until all finish."""
+    processes: list[Process] = Field(min_length=1)
+    streams: list[Stream] = Field(min_length=1)
+    walkers: list[Walker] = []
+
+    @model_validator(mode="after")
+    def _cross_check(self) -> Workload:
+        _unique("processes", [p.name for p in self.processes])
+        _unique("streams", [s.name for s in self.streams])
+        _unique("walkers", [w.name for w in self.walkers])
+        procs = {p.name: p for p in self.processes}
+        for i, p in enumerate(self.processes):
+            for c in p.cpus or []:
+                if c >= self.cpus:
+                    raise _FieldError(f"processes[{i}].cpus", f"CPU {c} does not exist",
+                                      f"0..{self.cpus - 1} (the machine has cpus = {self.cpus})")
+            _check_layout(i, p)
+        for i, s in enumerate(self.streams):
+            if s.process not in procs:
+                raise _FieldError(f"streams[{i}].process", f"no process named {s.process!r}",
+                                  ", ".join(procs))
+            if s.thread >= procs[s.process].threads:
+                raise _FieldError(f"streams[{i}].thread", f"thread {s.thread} does not exist",
+                                  f"0..{procs[s.process].threads - 1}")
+            if s.count is None and self.duration_ns is None and not isinstance(s, (CallStream, TraceStream)):
+                raise _FieldError(f"streams[{i}].count", "a synthetic stream needs a count "
+                                  "(or the workload a duration_ns)", "an integer >= 1")
+            if isinstance(s, CallStream):
+                _check_calls(i, s, procs[s.process])
+            if isinstance(s, SyntheticStream):
+                _check_synthetic(i, s)
+        for i, w in enumerate(self.walkers):
+            for c in w.cpus:
+                if c >= self.cpus:
+                    raise _FieldError(f"walkers[{i}].cpus", f"CPU {c} does not exist",
+                                      f"0..{self.cpus - 1}")
+        return self
+
+    # -- identity -------------------------------------------------------------------
+    def canonical(self) -> dict:
+        """The validated workload as JSON data; a trace file is named by its content hash, so
+        the identity does not depend on where the file lives."""
+        data = self.model_dump(mode="json")
+        for s in data["streams"]:
+            if s.get("kind") == "trace":
+                try:
+                    blob = Path(s["path"]).read_bytes()
+                    s["path"] = "sha256:" + hashlib.sha256(blob).hexdigest()[:16]
+                except OSError:
+                    pass
+        return data
+
+    @property
+    def digest(self) -> str:
+        """Content hash (sha256, 16 hex digits) of the validated workload."""
+        blob = json.dumps(self.canonical(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+class _FieldError(ValueError):
+    def __init__(self, field: str, problem: str, allowed: str):
+        super().__init__(f"{field}: {problem}; allowed: {allowed}")
+        self.field, self.problem, self.allowed = field, problem, allowed
+
+
+def _unique(what: str, names: list[str]) -> None:
+    seen = set()
+    for i, n in enumerate(names):
+        if n in seen:
+            raise _FieldError(f"{what}[{i}].name", f"duplicate name {n!r}", "unique names")
+        seen.add(n)
+
+
+def _check_layout(i: int, p: Process) -> None:
+    vmas = sorted(enumerate(p.vmas), key=lambda t: t[1].start)
+    for (_, a), (jb, b) in zip(vmas, vmas[1:], strict=False):
+        if a.end > b.start:
+            raise _FieldError(
+                f"processes[{i}].vmas[{jb}]",
+                f"VMA {b.name!r} [{b.start:#x}, {b.end:#x}) overlaps VMA {a.name!r} "
+                f"[{a.start:#x}, {a.end:#x})", f"a start >= {a.end:#x} or non-overlapping VMAs")
+    for j, v in enumerate(p.vmas):
+        if v.start % 4096 or v.size % 4096:
+            raise _FieldError(f"processes[{i}].vmas[{j}]", "start and size must be page aligned",
+                              "multiples of 4K")
+        if v.backing == "hugetlb":
+            h = v.hugepage_size or (2 << 20)
+            if v.start % h or v.size % h:
+                raise _FieldError(f"processes[{i}].vmas[{j}]", "a hugetlb VMA must be aligned "
+                                  "to its huge page size", f"multiples of {h:#x}")
+
+
+def _check_calls(i: int, s: CallStream, p: Process) -> None:
+    vmas = {v.name: v for v in p.vmas}
+    for k, c in enumerate(s.calls):
+        if c.op != "mremap":
+            continue
+        if c.vma is not None:
+            if c.vma not in vmas:
+                raise _FieldError(f"streams[{i}].calls[{k}].vma", f"no VMA named {c.vma!r} in "
+                                  f"process {p.name!r}", ", ".join(vmas) or "(the process has no vmas)")
+            v = vmas[c.vma]
+            if c.offset + c.old_len > v.size:
+                raise _FieldError(
+                    f"streams[{i}].calls[{k}]",
+                    f"the request [{v.start + c.offset:#x}, {v.start + c.offset + c.old_len:#x}) "
+                    f"lies outside VMA {v.name!r} [{v.start:#x}, {v.end:#x})",
+                    f"offset + old_len <= {v.size:#x}")
+        elif p.vmas and not any(v.start <= c.old_addr and c.old_addr + c.old_len <= v.end
+                                for v in p.vmas):
+            mapped_before = any(o.op == "mmap" for o in s.calls[:k])
+            if not mapped_before:
+                raise _FieldError(
+                    f"streams[{i}].calls[{k}].old_addr",
+                    f"the request [{c.old_addr:#x}, {c.old_addr + c.old_len:#x}) lies outside "
+                    f"every VMA of process {p.name!r}", "a range inside one of its vmas")
+
+
+def _check_synthetic(i: int, s: SyntheticStream) -> None:
+    if s.size.lo <= 0:
+        raise _FieldError(f"streams[{i}].size", "sizes must be > 0", "sizes >= 4K")
+    if s.size.hi > (64 << 30):
+        raise _FieldError(f"streams[{i}].size", f"{int(s.size.hi):#x} is too large",
+                          "sizes <= 64G")
+    if "grow" in s.op.support() and s.growth.lo < 1.0:
+        raise _FieldError(f"streams[{i}].growth", "a growth factor below 1 shrinks",
+                          "factors >= 1.0")
+    if "stack" in s.op.support() and s.shift.lo <= 0:
+        raise _FieldError(f"streams[{i}].shift", "a stack shift must be > 0", "sizes >= 4K")
+    if s.populate.lo < 0 or s.populate.hi > 1:
+        raise _FieldError(f"streams[{i}].populate", "a fraction outside [0, 1]", "0.0 .. 1.0")
+
+
+# --------------------------------------------------------------------------- errors
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    """The model class an error location points into (for 'allowed keys' hints)."""
+    cls: Any = Workload
+    for part in loc:
+        models = _models_in(cls)
+        if isinstance(part, int):
+            continue
+        nxt = None
+        for m in models:
+            if part in m.model_fields:
+                nxt = m.model_fields[part].annotation
+                break
+            tag = m.model_fields.get("kind") or m.model_fields.get("dist")
+            if tag is not None and part in typing.get_args(tag.annotation):
+                nxt = m
+                break
+        if nxt is None:
+            return None
+        cls = nxt
+    models = _models_in(cls)
+    return models[0] if len(models) == 1 else None
+
+
+def _models_in(ann: Any) -> list[type[BaseModel]]:
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return [ann]
+    out: list = []
+    for a in typing.get_args(ann):
+        out += _models_in(a)
+    return out
+
+
+def _fmt_loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("synthetic", "calls", "trace", "closed", "poisson", "periodic") or \
+                part in ("fixed", "choice", "cycle", "uniform", "loguniform", "empirical",
+                         "exponential", "function-before", "function-after"):
+            continue  # discriminator tags pydantic inserts
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def describe(exc: ValidationError, origin: str) -> str:
+    """One line per problem: ``FILE: field: problem; allowed: ...``."""
+    parts, seen = [], set()
+    for err in exc.errors():
+        loc = tuple(x for x in err["loc"] if not (isinstance(x, str) and x.startswith("function-")))
+        field = _fmt_loc(loc)
+        if field in seen:
+            continue
+        seen.add(field)
+        msg = err["msg"].removeprefix("Value error, ")
+        if not loc and "allowed:" in msg:
+            parts.append(msg)
+        elif err["type"] == "extra_forbidden":
+            m = _model_at(loc[:-1])
+            allowed = ", ".join(m.model_fields) if m else "see docs/workloads.md"
+            parts.append(f"{field}: unknown key {loc[-1]!r}; allowed keys: {allowed}")
+        elif err["type"] == "union_tag_invalid" or err["type"] == "union_tag_not_found":
+            parts.append(f"{field}: {msg}")
+        elif "allowed:" in msg:
+            parts.append(f"{field}: {msg}" if not msg.startswith(field) else msg)
+        else:
+            hint = _hint(err)
+            parts.append(f"{field}: {msg}; got {err.get('input')!r}{hint}")
+    return f"{origin}: " + "; ".join(parts)
+
+
+def _hint(err: dict) -> str:
+    t = err["type"]
+    ctx = err.get("ctx") or {}
+    if t == "literal_error":
+        return f"; allowed: {ctx.get('expected', '')}"
+    if t.startswith("greater_than") or t.startswith("less_than"):
+        return ""
+    if t in ("int_type", "int_parsing", "int_from_float"):
+        return "; allowed: an integer"
+    if t in ("bool_type", "bool_parsing"):
+        return "; allowed: true or false"
+    if t == "missing":
+        return "; this key is required"
+    return ""
+
+
+def parse_workload(data: dict | str, origin: str = "<workload>") -> Workload:
+    """Validate a workload from a TOML string or an already-parsed dict."""
+    if isinstance(data, str):
+        try:
+            data = tomllib.loads(data)
+        except tomllib.TOMLDecodeError as exc:
+            raise PerfsimError(f"{origin}: not valid TOML: {exc}") from None
+    try:
+        return Workload.model_validate(data)
+    except ValidationError as exc:
+        raise PerfsimError(describe(exc, origin)) from None
+    except _FieldError as exc:  # pragma: no cover - wrapped by pydantic normally
+        raise PerfsimError(f"{origin}: {exc}") from None
+
+
+def read_workload_dict(path: str | Path) -> tuple[dict, Path]:
+    p = Path(path)
+    if not p.is_file():
+        raise PerfsimError(f"workload file {str(p)!r} does not exist")
+    try:
+        return tomllib.loads(p.read_text(encoding="utf-8")), p
+    except tomllib.TOMLDecodeError as exc:
+        raise PerfsimError(f"{p}: not valid TOML: {exc}") from None
+
+
+def load_workload(path: str | Path) -> Workload:
+    """Read and validate ``workloads/NAME.toml`` (or any path)."""
+    data, p = read_workload_dict(path)
+    data = resolve_paths(data, p.parent)
+    return parse_workload(data, str(p))
+
+
+def resolve_paths(data: dict, base: Path) -> dict:
+    """Make trace paths absolute (relative to the workload file) so the workload's content
+    hash, and where it runs, do not depend on the working directory."""
+    streams = data.get("streams")
+    if isinstance(streams, list):
+        out = []
+        for s in streams:
+            if isinstance(s, dict) and s.get("kind") == "trace" and isinstance(s.get("path"), str):
+                s = dict(s, path=str((base / s["path"]).resolve()))
+            out.append(s)
+        data = dict(data, streams=out)
+    return data

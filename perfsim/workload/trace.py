@@ -1,0 +1,260 @@
+"""Recorded traces: a CSV of calls, and a converter from ``strace`` output.
+
+**CSV format** (header required; one row per call, in issue order)::
+
+    time_ns,op,addr,old_len,new_len,flags,new_addr,result,backing
+    0,mmap,0x7f3a00000000,8392704,,,,0x7f3a00000000,anon
+    15000,mremap,0x7f3a00000000,8392704,16781312,MREMAP_MAYMOVE,,0x7f39ff000000,
+    30000,munmap,0x7f39ff000000,16781312,,,,0,
+
+``op`` is ``mremap``, ``mmap`` or ``munmap``. ``addr`` is the mapping (mmap: the address it
+returned). ``flags`` are ``MREMAP_*`` names joined by ``|`` (or a number). ``result`` is what
+the real call returned (an address, ``0`` or ``-ENOMEM``). One use only: a call without
+``MREMAP_FIXED`` whose result is another address is replayed as a move to that address
+(MAYMOVE|FIXED), because the trace cannot show what blocked growth in place. ``backing`` (mmap only) is ``anon``, ``shmem``, ``file`` or
+``hugetlb``. ``time_ns`` may be empty (then the stream's arrival process decides).
+
+**strace**: ``strace -f -tt -e trace=mremap,mmap,munmap -o app.strace ./app`` (any of
+``-t``/``-tt``/``-ttt``/``-r`` or none; ``-f`` pid prefixes; ``<unfinished ...>``/``resumed``
+pairs). :func:`convert_strace` writes the CSV above; ``perfsim workload convert-strace``
+is its command line. Failed mmaps and calls without a result are dropped and counted.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from perfsim.errors import PerfsimError
+from perfsim.workload.generate import Entry
+
+CSV_COLUMNS = ("time_ns", "op", "addr", "old_len", "new_len", "flags", "new_addr", "result",
+               "backing")
+MREMAP_FLAGS = {"MREMAP_MAYMOVE": 1, "MREMAP_FIXED": 2, "MREMAP_DONTUNMAP": 4}
+
+
+def _int(text: str, what: str, origin: str, line: int) -> int | None:
+    t = (text or "").strip()
+    if t == "" or t.upper() == "NULL":
+        return None
+    try:
+        return int(t, 0)
+    except ValueError:
+        raise PerfsimError(f"{origin}:{line}: column {what!r}: cannot parse {text!r}; allowed: "
+                           "a decimal or 0x-hex integer") from None
+
+
+def parse_flags(text: str, origin: str = "", line: int = 0) -> int:
+    t = (text or "").strip()
+    if not t or t == "0":
+        return 0
+    if t[0].isdigit():
+        return int(t, 0)
+    v = 0
+    for part in t.split("|"):
+        part = part.strip()
+        if part not in MREMAP_FLAGS:
+            raise PerfsimError(f"{origin}:{line}: column 'flags': unknown flag {part!r}; "
+                               f"allowed: {', '.join(MREMAP_FLAGS)}")
+        v |= MREMAP_FLAGS[part]
+    return v
+
+
+def read_trace_csv(path: str | Path) -> list[Entry]:
+    """Read a trace CSV into entries; errors name the file, the line and the column."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PerfsimError(f"trace {str(p)!r}: cannot read: {exc}") from None
+    return parse_trace_csv(text, str(p))
+
+
+def parse_trace_csv(text: str, origin: str = "<trace>") -> list[Entry]:
+    rows = csv.DictReader(io.StringIO(text))
+    cols = rows.fieldnames or []
+    missing = [c for c in ("op", "addr", "old_len") if c not in cols]
+    unknown = [c for c in cols if c not in CSV_COLUMNS]
+    if missing or unknown:
+        raise PerfsimError(f"{origin}: header: missing {missing} / unknown {unknown}; "
+                           f"allowed columns: {', '.join(CSV_COLUMNS)}")
+    out = []
+    for n, r in enumerate(rows, start=2):
+        op = (r.get("op") or "").strip()
+        if op not in ("mremap", "mmap", "munmap"):
+            raise PerfsimError(f"{origin}:{n}: column 'op': {op!r}; allowed: mremap, mmap, munmap")
+        addr = _int(r.get("addr"), "addr", origin, n)
+        old_len = _int(r.get("old_len"), "old_len", origin, n)
+        if addr is None or old_len is None:
+            raise PerfsimError(f"{origin}:{n}: columns 'addr' and 'old_len' are required")
+        flags = parse_flags(r.get("flags", ""), origin, n)
+        new_addr = _int(r.get("new_addr"), "new_addr", origin, n)
+        result = (r.get("result") or "").strip()
+        if op == "mremap" and not flags & 2 and result.lower().startswith("0x") \
+                and int(result, 16) != addr:
+            # Not MREMAP_FIXED, and the kernel moved the mapping to an address it chose
+            # (something the trace does not show blocked growth in place). Replay it as a
+            # move to the recorded address (MAYMOVE|FIXED: the same move_vma path, and the
+            # destination is free), so later calls find the mapping where the app did.
+            new_addr = int(result, 16)
+            flags |= 3
+        backing = (r.get("backing") or "anon").strip() or "anon"
+        if backing not in ("anon", "shmem", "file", "hugetlb"):
+            raise PerfsimError(f"{origin}:{n}: column 'backing': {backing!r}; allowed: anon, "
+                               "shmem, file, hugetlb")
+        out.append(Entry(
+            op=op, old_addr=addr, old_len=old_len,
+            new_len=_int(r.get("new_len"), "new_len", origin, n),
+            new_addr=new_addr,
+            fixed=bool(flags & 2), maymove=bool(flags & 1), dontunmap=bool(flags & 4),
+            backing=backing, at_ns=_int(r.get("time_ns"), "time_ns", origin, n)))
+    return out
+
+
+def write_trace_csv(rows: list[dict], out) -> None:
+    w = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({c: r.get(c, "") for c in CSV_COLUMNS})
+
+
+# --------------------------------------------------------------------------- strace
+_LINE = re.compile(
+    r"^(?:\[pid\s+(?P<pid1>\d+)\]\s+|(?P<pid2>\d+)\s+)?"
+    r"(?:(?P<ts>\d+:\d+:\d+(?:\.\d+)?|\d+\.\d+|\d+)\s+)?"
+    r"(?P<rest>.*)$")
+_CALL = re.compile(r"^(?P<name>mremap|mmap2?|munmap)\((?P<args>.*)\)\s*=\s*(?P<ret>.*)$")
+_UNFIN = re.compile(r"^(?P<name>mremap|mmap2?|munmap)\((?P<args>.*?)\s*<unfinished \.\.\.>$")
+_RESUM = re.compile(r"^<\.\.\. (?P<name>mremap|mmap2?|munmap) resumed>\s*(?P<args>.*)\)\s*=\s*(?P<ret>.*)$")
+
+
+def _ts_ns(ts: str | None) -> int | None:
+    if not ts:
+        return None
+    if ":" in ts:
+        h, m, s = ts.split(":")
+        return int(round((int(h) * 3600 + int(m) * 60 + float(s)) * 1e9))
+    return int(round(float(ts) * 1e9))
+
+
+def _split_args(args: str) -> list[str]:
+    out, depth, cur = [], 0, ""
+    for ch in args:
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        if ch == "," and depth == 0:
+            out.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    if cur.strip():
+        out.append(cur.strip())
+    return out
+
+
+@dataclass
+class StraceStats:
+    lines: int = 0
+    calls: int = 0
+    failed: int = 0
+    skipped: int = 0
+
+
+def strace_rows(text: str, origin: str = "<strace>", stats: StraceStats | None = None) -> list[dict]:
+    """Rows (CSV dicts) from strace output (see module docstring)."""
+    stats = stats if stats is not None else StraceStats()
+    pending: dict[str, tuple[str, str, int | None]] = {}
+    rows = []
+    t0 = None
+    for n, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line:
+            continue
+        stats.lines += 1
+        m = _LINE.match(line)
+        pid = m.group("pid1") or m.group("pid2") or ""
+        ts = _ts_ns(m.group("ts"))
+        rest = m.group("rest")
+        if rest.startswith("+++") or rest.startswith("---"):
+            continue
+        u = _UNFIN.match(rest)
+        if u:
+            pending[pid] = (u.group("name"), u.group("args"), ts)
+            continue
+        r = _RESUM.match(rest)
+        if r:
+            if pid not in pending:
+                stats.skipped += 1
+                continue
+            name, head, ts0 = pending.pop(pid)
+            name, args, ret, ts = name, (head + " " + r.group("args")).strip(), r.group("ret"), ts0
+        else:
+            c = _CALL.match(rest)
+            if not c:
+                stats.skipped += 1
+                continue
+            name, args, ret = c.group("name"), c.group("args"), c.group("ret")
+        stats.calls += 1
+        ret = ret.strip()
+        if ret.startswith("?"):
+            stats.skipped += 1
+            continue
+        a = _split_args(args)
+        failed = ret.startswith("-")
+        words = ret.split()
+        result = words[0] if not failed else "-" + (words[1] if len(words) > 1 else "1")
+        if ts is not None and t0 is None:
+            t0 = ts
+        rel = "" if ts is None else str(ts - t0)
+        try:
+            if name.startswith("mmap"):
+                if failed:
+                    stats.failed += 1
+                    continue
+                flags = a[3] if len(a) > 3 else ""
+                fd = a[4] if len(a) > 4 else "-1"
+                if "MAP_HUGETLB" in flags:
+                    backing = "hugetlb"
+                elif "MAP_ANONYMOUS" in flags:
+                    backing = "shmem" if "MAP_SHARED" in flags else "anon"
+                else:
+                    backing = "file" if fd.strip() != "-1" else "anon"
+                rows.append({"time_ns": rel, "op": "mmap", "addr": result, "old_len": int(a[1], 0),
+                             "result": result, "backing": backing})
+            elif name == "munmap":
+                rows.append({"time_ns": rel, "op": "munmap", "addr": a[0], "old_len": int(a[1], 0),
+                             "result": result})
+            else:
+                flags = a[3] if len(a) > 3 else "0"
+                parse_flags(flags, origin, n)
+                rows.append({"time_ns": rel, "op": "mremap", "addr": a[0], "old_len": int(a[1], 0),
+                             "new_len": int(a[2], 0), "flags": flags,
+                             "new_addr": a[4] if len(a) > 4 else "", "result": result})
+                if failed:
+                    stats.failed += 1
+        except (IndexError, ValueError) as exc:
+            raise PerfsimError(
+                f"{origin}:{n}: cannot read {name} arguments {args!r}: {exc}") from None
+    return rows
+
+
+def convert_strace(text: str, out, origin: str = "<strace>") -> StraceStats:
+    """Write the CSV trace of strace output ``text`` to the file object ``out``, ordered by
+    the calls' start times (a call strace shows as unfinished/resumed starts at the first)."""
+    stats = StraceStats()
+    rows = strace_rows(text, origin, stats)
+    if rows and all(r["time_ns"] != "" for r in rows):
+        rows.sort(key=lambda r: int(r["time_ns"]))
+    write_trace_csv(rows, out)
+    return stats
+
+
+def strace_to_entries(text: str, origin: str = "<strace>") -> list[Entry]:
+    buf = io.StringIO()
+    convert_strace(text, buf, origin)
+    return parse_trace_csv(buf.getvalue(), origin)
