@@ -710,52 +710,36 @@ def _plan_regular(t: Target, pt: PageTables, v: dict) -> tuple[S.Steps, PageTabl
     huge_locks = v["huge_locks"]
     masks = MaskTable(pt)
 
-    length = np.diff(bounds)
-    new_addr = starts + delta
-    n_pg = length >> ps
     # present PTEs: whole bitmaps need no bit work; only edge slots and partial rows do
     pop_d = masks.base_pop[src_row]
     edge = sorted({i for i in (0, 1, n_ext - 2, n_ext - 1) if 0 <= i < n_ext})
     inner_full = len(pop_d) <= 2 or bool((pop_d[1:-1] == ptrs).all())
+    ptes_all = None
+    exact: dict[int, int] = {}
     if inner_full:
-        exact = {}
+        # Interior rows map every page they cover; only the rows touching the first and
+        # last source slot may be partial.
         for i in edge:
-            st0, n = int(starts[i]), int(n_pg[i])
+            st0, n = int(bounds[i]), int(bounds[i + 1] - bounds[i]) >> ps
             slot = st0 >> ms
             lo = (st0 >> ps) & (ptrs - 1)
             exact[i] = (masks.row_int(int(src_row[slot - s_lo])) >> lo & ((1 << n) - 1)).bit_count()
-        if all(exact[i] == n_pg[i] for i in edge):
-            ptes = n_pg
-        else:
-            ptes = n_pg.copy()
-            for i in edge:
-                ptes[i] = exact[i]
+        all_flushed = all(v_ > 0 for v_ in exact.values())
     else:
+        n_pg_all = np.diff(bounds) >> ps
         S_ = starts >> ms
         row_e = src_row[S_ - s_lo]
         pop_e = masks.base_pop[row_e]
-        full_ext = n_pg == ptrs
-        ptes = np.where(pop_e == ptrs, n_pg, np.where(full_ext, pop_e, 0)).astype(_I64)
+        full_ext = n_pg_all == ptrs
+        ptes_all = np.where(pop_e == ptrs, n_pg_all, np.where(full_ext, pop_e, 0)).astype(_I64)
         pidx = np.flatnonzero((pop_e != 0) & (pop_e != ptrs) & ~full_ext)
         if len(pidx):
             lo_pg = (starts[pidx] >> ps) & (ptrs - 1)
-            words = masks.rows(row_e[pidx]) & range_words(lo_pg, lo_pg + n_pg[pidx], masks.words)
-            ptes[pidx] = np.bitwise_count(words).sum(axis=1)
+            words = masks.rows(row_e[pidx]) & range_words(lo_pg, lo_pg + n_pg_all[pidx], masks.words)
+            ptes_all[pidx] = np.bitwise_count(words).sum(axis=1)
+        all_flushed = bool(ptes_all.min() > 0) if n_ext else True
     lut_full, lut_pages, ipis = flush_table(t, np.arange(ptrs + 1), cpus=v["cpus"],
                                             lazy_cpus=v["lazy_cpus"])
-    f_full = lut_full[n_pg]
-    f_pages = lut_pages[n_pg]
-    all_flushed = bool(ptes.min() > 0) if n_ext else True
-    if all_flushed:
-        flushes, ipis_c = 1, ipis
-    else:
-        flushes = (ptes > 0).astype(_I32)
-        f_full = f_full * flushes
-        f_pages = f_pages * flushes
-        ipis_c = flushes * ipis
-    # the first step into each destination PMD slot allocates its PTE table
-    alloc_pte = ((new_addr & (P - 1)) == 0).view(np.int8).astype(_I32)
-    alloc_pte[0] = 1
     # PMD tables: first step into each destination PUD slot whose entry is none
     seg_Q, seg_first = v["seg_Q"], v["seg_first"]
     fq = _firsts(seg_Q)
@@ -763,20 +747,72 @@ def _plan_regular(t: Target, pt: PageTables, v: dict) -> tuple[S.Steps, PageTabl
     want = v["dkindQ"][qa - v["Q_lo"]] == PUD_NONE
     alloc_pmd_at, alloc_pmd_q = seg_first[fq][want], qa[want]
     seg_p4d, seg_pud, new_tops = _upper_allocs(t, pt, v["seg_T"], np.ones(len(seg_Q), bool))
-    total = int(alloc_pte.sum()) + len(alloc_pmd_at) + int(seg_p4d.sum() + seg_pud.sum())
+    # The first step into each destination PMD slot allocates its PTE table (the
+    # destination is empty): one per destination slot.
+    total = (d_hi - d_lo + 1) + len(alloc_pmd_at) + int(seg_p4d.sum() + seg_pud.sum())
     fa = v["fail_alloc_at"]
     if fa is not None and fa <= total:
         raise Declined("injected allocation failure")
-    R = _Rows(n_ext)
-    R.add(None, old_addr=starts, new_addr=new_addr, phase=phase, kind=S.K_PTE_MOVE,
-          length=length, ptes=ptes, slots=n_pg, batches=ptes, alloc_pte=alloc_pte,
-          flushes=flushes, flush_full=f_full, flush_pages=f_pages, ipis=ipis_c,
-          rmap=len(huge_locks), ptl=2, lock=0)
-    R.add(alloc_pmd_at, alloc_pmd=1)
     g = np.flatnonzero(seg_pud | seg_p4d)
-    R.add(seg_first[g], alloc_p4d=seg_p4d[g], alloc_pud=seg_pud[g])
-    cols = {n: R.column(n, S._DTYPES.get(n, _I32)) for n in S.ADDR_COLUMNS + S.INT_COLUMNS}
-    block = S.Steps(cols, (huge_locks,), np.broadcast_to(np.int32(0), (n_ext,)))
+    up_at, up_p4d, up_pud = seg_first[g], seg_p4d[g], seg_pud[g]
+
+    def rows(lo: int, hi: int, allocs: bool = True) -> S.Steps:
+        """Rows ``[lo, hi)`` as a dense table (with the sparse table allocations if asked)."""
+        st = bounds[lo:hi]
+        length = bounds[lo + 1:hi + 1] - st
+        new_addr = st + delta
+        n_pg = length >> ps
+        if ptes_all is not None:
+            ptes = ptes_all[lo:hi]
+        else:
+            ptes = n_pg.copy()
+            for i, val in exact.items():
+                if lo <= i < hi:
+                    ptes[i - lo] = val
+        f_full, f_pages = lut_full[n_pg], lut_pages[n_pg]
+        if all_flushed:
+            flushes, ipis_c = 1, ipis
+        else:
+            flushes = (ptes > 0).astype(_I32)
+            f_full, f_pages, ipis_c = f_full * flushes, f_pages * flushes, flushes * ipis
+        alloc_pte = ((new_addr & (P - 1)) == 0).astype(_I32)
+        if lo == 0:
+            alloc_pte[0] = 1
+        R = _Rows(hi - lo)
+        R.add(None, old_addr=st, new_addr=new_addr, phase=phase, kind=S.K_PTE_MOVE,
+              length=length, ptes=ptes, slots=n_pg, batches=ptes, alloc_pte=alloc_pte,
+              flushes=flushes, flush_full=f_full, flush_pages=f_pages, ipis=ipis_c,
+              rmap=len(huge_locks), ptl=2, lock=0)
+        if allocs:
+            w = (alloc_pmd_at >= lo) & (alloc_pmd_at < hi)
+            R.add(alloc_pmd_at[w] - lo, alloc_pmd=1)
+            w = (up_at >= lo) & (up_at < hi)
+            R.add(up_at[w] - lo, alloc_p4d=up_p4d[w], alloc_pud=up_pud[w])
+        cols = {n: R.column(n, S._DTYPES.get(n, _I32)) for n in S.ADDR_COLUMNS + S.INT_COLUMNS}
+        return S.Steps(cols, (huge_locks,), np.broadcast_to(np.int32(0), (hi - lo,)))
+
+    # Source and destination PMD boundaries are two progressions of period PMD_SIZE that
+    # never coincide (the ranges are not mutually PMD aligned), so past the first extent the
+    # extents alternate between two lengths, one pair per source PMD. With a fully populated
+    # interior every pair is the same two rows: store them once, repeated (PeriodicBlock),
+    # with the few table allocations as overrides. The edge rows stay dense.
+    head, tail_n = 3, 4
+    if inner_full and all_flushed and n_ext >= head + tail_n + 8:
+        mid = (n_ext - head - tail_n) // 2 * 2
+        t0, t1 = head, head + mid
+        assert bounds[t0 + 2] - bounds[t0] == P
+        over = {}
+        w = (alloc_pmd_at >= t0) & (alloc_pmd_at < t1)
+        if w.any():
+            over["alloc_pmd"] = (alloc_pmd_at[w] - t0, np.ones(int(w.sum()), _I32))
+        w = (up_at >= t0) & (up_at < t1)
+        if w.any():
+            over["alloc_p4d"] = (up_at[w] - t0, up_p4d[w])
+            over["alloc_pud"] = (up_at[w] - t0, up_pud[w])
+        periodic = S.PeriodicBlock(rows(t0, t0 + 2, allocs=False), mid // 2, P, P, over)
+        block = S.Steps(parts=[rows(0, t0), periodic, rows(t1, n_ext)])
+    else:
+        block = rows(0, n_ext)
 
     # ------------------------------------------------ state: source slots emptied, destination filled
     i_lo = int(np.searchsorted(pt.pmd_idx, s_lo))

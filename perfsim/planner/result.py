@@ -182,14 +182,22 @@ def phase_blocks(steps: S.Steps) -> list[tuple[int, dict]]:
     """``(phase, totals)`` for each run of consecutive rows of one phase.
 
     Rows are in execution order, so each phase occupies a few contiguous runs; totals are
-    computed once per run, on slices, which keeps this cheap for a million-row plan."""
-    ph = steps.phase
-    if len(ph) == 0:
-        return []
-    cuts = np.flatnonzero(ph[1:] != ph[:-1]) + 1
-    starts = [0] + cuts.tolist()
-    ends = cuts.tolist() + [len(ph)]
-    return [(int(ph[a]), _block_totals(steps, a, b)) for a, b in zip(starts, ends)]
+    computed once per run, on slices, and a periodic block from its template, so counting
+    a million-row plan never materialises it."""
+    out = []
+    for part in steps.parts():
+        if isinstance(part, S.PeriodicBlock):
+            if len(part):
+                out.append((part.phase, part.totals(_block_totals)))
+            continue
+        ph = part.phase
+        if len(ph) == 0:
+            continue
+        cuts = np.flatnonzero(ph[1:] != ph[:-1]) + 1
+        starts = [0] + cuts.tolist()
+        ends = cuts.tolist() + [len(ph)]
+        out.extend((int(ph[a]), _block_totals(part, a, b)) for a, b in zip(starts, ends))
+    return out
 
 
 def sum_phase_blocks(steps: S.Steps, phases: tuple[int, ...], blocks=None) -> dict:

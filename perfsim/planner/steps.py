@@ -101,9 +101,9 @@ class StepLog:
         """Append every row of a frozen table (used to splice the fast planner's output)."""
         self.append_block(other)
 
-    def append_block(self, block: Steps) -> None:
-        """Append a frozen :class:`Steps` block after the rows added so far, without
-        converting it to Python tuples."""
+    def append_block(self, block) -> None:
+        """Append a frozen :class:`Steps` table or a :class:`PeriodicBlock` after the rows
+        added so far, without converting it to Python tuples."""
         if len(block):
             self.blocks.append((len(self.rows), block))
 
@@ -121,17 +121,18 @@ class StepLog:
         return Steps(cols, tuple(uniq), lock_id)
 
     def freeze(self) -> Steps:
+        """The table of every row added so far; blocks are spliced in lazily."""
         if not self.blocks:
             return self._freeze_rows(self.rows, self.lock_names)
         parts, at = [], 0
         for pos, block in self.blocks:
             if pos > at:
                 parts.append(self._freeze_rows(self.rows[at:pos], self.lock_names[at:pos]))
-            parts.append(block)
+            parts.extend(block.parts() if isinstance(block, Steps) else [block])
             at = pos
         if at < len(self.rows):
             parts.append(self._freeze_rows(self.rows[at:], self.lock_names[at:]))
-        return Steps.concat(parts)
+        return Steps(parts=parts)
 
 
 def _concat_column(arrays: list[np.ndarray]) -> np.ndarray:
@@ -149,25 +150,80 @@ def _concat_column(arrays: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(arrays)
 
 
-@dataclass(frozen=True, eq=False)
 class Steps:
-    """Columnar step table. ``cols`` maps column name → numpy array; ``lock_sets`` lists
-    the distinct tuples of rmap lock names held, and ``lock_set`` indexes it per row."""
+    """Columnar step table.
 
-    cols: dict[str, np.ndarray]
-    lock_sets: tuple[tuple[str, ...], ...]
-    lock_set: np.ndarray
+    ``cols`` maps column name → numpy array; ``lock_sets`` lists the distinct tuples of rmap
+    lock names held, and ``lock_set`` indexes it per row.
 
+    A table may also be *lazy*: a sequence of parts (dense tables and
+    :class:`PeriodicBlock` runs) whose columns are concatenated only when first read.
+    ``len()`` and the counters (:func:`perfsim.planner.result.phase_blocks`) never need
+    that, so planning a million-extent move does not pay for materialising its rows.
+    """
+
+    def __init__(self, cols: dict | None = None, lock_sets: tuple = (), lock_set=None, *,
+                 parts: list | None = None):
+        if parts is not None:
+            self._parts = [p for p in parts if len(p)]
+            names = sorted({n for p in self._parts for n in p.lock_sets})
+            self.lock_sets = tuple(names)
+            self._cols = None
+            self._lock_set = None
+            self._len = sum(len(p) for p in self._parts)
+        else:
+            self._parts = None
+            self._cols = cols
+            self.lock_sets = tuple(lock_sets)
+            self._lock_set = lock_set
+            self._len = len(cols["kind"])
+
+    # ------------------------------------------------------------------ materialising
+    def _materialise(self) -> None:
+        parts = [p.dense() if isinstance(p, PeriodicBlock) else p for p in self._parts]
+        if not parts:
+            empty = StepLog()._freeze_rows([], [])
+            self._cols, self._lock_set = empty._cols, empty._lock_set
+            return
+        ids = {n: i for i, n in enumerate(self.lock_sets)}
+        remapped = []
+        for p in parts:
+            remap = np.asarray([ids[n] for n in p.lock_sets], np.int32)
+            if not len(remap) or np.array_equal(remap, np.arange(len(remap))):
+                remapped.append(p.lock_set)  # already in the merged numbering
+            else:
+                remapped.append(remap[p.lock_set])
+        self._lock_set = _concat_column(remapped)
+        self._cols = {k: _concat_column([p.cols[k] for p in parts]) for k in parts[0].cols}
+
+    @property
+    def cols(self) -> dict[str, np.ndarray]:
+        if self._cols is None:
+            self._materialise()
+        return self._cols
+
+    @property
+    def lock_set(self) -> np.ndarray:
+        if self._lock_set is None:
+            self._materialise()
+        return self._lock_set
+
+    def parts(self) -> list:
+        """The dense tables and periodic blocks this table is made of, in row order."""
+        return list(self._parts) if self._parts is not None else [self]
+
+    # ------------------------------------------------------------------ table API
     def __len__(self) -> int:
-        return len(self.cols["kind"])
+        return self._len
 
     def col(self, name: str) -> np.ndarray:
         return self.cols[name]
 
     def __getattr__(self, name: str) -> np.ndarray:
-        cols = self.__dict__.get("cols")
-        if cols is not None and name in cols:
-            return cols[name]
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if name in ADDR_COLUMNS or name in INT_COLUMNS:
+            return self.cols[name]
         raise AttributeError(name)
 
     def lock_names_per_row(self) -> list[tuple[str, ...]]:
@@ -181,22 +237,8 @@ class Steps:
         return Steps({k: v[mask] for k, v in self.cols.items()}, self.lock_sets, self.lock_set[mask])
 
     @staticmethod
-    def concat(parts: list[Steps]) -> Steps:
-        parts = [p for p in parts if len(p)]
-        if not parts:
-            return StepLog().freeze()
-        names = sorted({n for p in parts for n in p.lock_sets})
-        ids = {n: i for i, n in enumerate(names)}
-        remapped = []
-        for p in parts:
-            remap = np.asarray([ids[n] for n in p.lock_sets], np.int32)
-            if not len(remap) or np.array_equal(remap, np.arange(len(remap))):
-                remapped.append(p.lock_set)  # already in the merged numbering
-            else:
-                remapped.append(remap[p.lock_set])
-        lock_set = _concat_column(remapped)
-        cols = {k: _concat_column([p.cols[k] for p in parts]) for k in parts[0].cols}
-        return Steps(cols, tuple(names), lock_set)
+    def concat(parts: list) -> Steps:
+        return Steps(parts=[q for p in parts for q in (p.parts() if isinstance(p, Steps) else [p])])
 
     def to_frame(self):
         """A pandas DataFrame with one row per step, phase and kind as names."""
@@ -207,3 +249,65 @@ class Steps:
         df["kind"] = pd.Categorical.from_codes(df["kind"], KIND_NAMES)
         df["rmap_locks"] = [",".join(n) for n in self.lock_names_per_row()]
         return df
+
+
+class PeriodicBlock:
+    """``reps`` repetitions of a short ``template`` table, each shifted by ``old_stride``
+    and ``new_stride`` bytes, plus a few ``overrides`` (column → (row positions, values)).
+
+    The unaligned move of a fully populated range is this shape: the same pair of
+    ``move_ptes`` extents, one per PMD of the source, with a table allocation every
+    512 rows. It is materialised (``dense()``) only when a consumer reads its rows.
+    """
+
+    def __init__(self, template: Steps, reps: int, old_stride: int, new_stride: int,
+                 overrides: dict[str, tuple[np.ndarray, np.ndarray]] | None = None):
+        assert len(set(template.phase.tolist())) <= 1, "a periodic block has one phase"
+        self.template = template
+        self.reps = int(reps)
+        self.old_stride = int(old_stride)
+        self.new_stride = int(new_stride)
+        self.overrides = overrides or {}
+        self.lock_sets = template.lock_sets
+
+    def __len__(self) -> int:
+        return len(self.template) * self.reps
+
+    @property
+    def phase(self) -> int:
+        return int(self.template.phase[0])
+
+    def dense(self) -> Steps:
+        k, n = len(self.template), self.reps
+        cols = {}
+        for name, v in self.template.cols.items():
+            if name == "old_addr" or name == "new_addr":
+                stride = self.old_stride if name == "old_addr" else self.new_stride
+                col = (np.tile(v, n).reshape(n, k) +
+                       (np.arange(n, dtype=np.int64) * stride)[:, None]).reshape(-1)
+            elif len(v) and bool((v == v[0]).all()) and name not in self.overrides:
+                col = np.broadcast_to(v[:1], (n * k,))
+            else:
+                col = np.tile(v, n)
+            if name in self.overrides:
+                pos, val = self.overrides[name]
+                col = np.array(col) if col.strides == (0,) else col
+                col[pos] = val
+            cols[name] = col
+        return Steps(cols, self.template.lock_sets, np.tile(self.template.lock_set, n))
+
+    def totals(self, block_totals) -> dict:
+        """Totals over all rows: the template's times ``reps``, corrected by the overrides."""
+        t = block_totals(self.template, 0, len(self.template))
+        out = {}
+        for key, v in t.items():
+            out[key] = v * self.reps
+        k = len(self.template)
+        for name, (pos, val) in self.overrides.items():
+            base = self.template.col(name)[np.asarray(pos) % k]
+            delta = int(np.asarray(val, np.int64).sum() - base.astype(np.int64).sum())
+            if name in out:
+                out[name] += delta
+            elif delta:
+                raise ValueError(f"periodic override of {name!r} is not a summed column")
+        return out
