@@ -17,7 +17,7 @@ import tomllib
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -58,7 +58,7 @@ class RiscvTlb(_Frozen):
     flush_all_threshold: int = Field(64, ge=0)
 
 
-TlbPolicy = Annotated[Union[X86Tlb, Arm64Tlb, RiscvTlb], Field(discriminator="kind")]
+TlbPolicy = Annotated[X86Tlb | Arm64Tlb | RiscvTlb, Field(discriminator="kind")]
 
 
 class ArchProfile(_Frozen):

@@ -1,6 +1,5 @@
 """kernel-model.md §4: the worked examples E1–E7, count for count (move_page_tables only)."""
 
-from dataclasses import replace
 
 from helpers import PUD_DST, PUD_SRC, A, B, G, K, M, plan
 

@@ -17,7 +17,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from perfsim.mm.pagetable import PMD_LEAF, PMD_NONE, PMD_TABLE, PUD_LEAF, PUD_NONE, PUD_TABLE, Window, range_mask
+from perfsim.mm.pagetable import (
+    PMD_LEAF,
+    PMD_NONE,
+    PMD_TABLE,
+    PUD_LEAF,
+    PUD_NONE,
+    PUD_TABLE,
+    Window,
+    range_mask,
+)
 from perfsim.mm.vma import Vma
 from perfsim.planner import steps as S
 from perfsim.planner.batch import pte_batches
