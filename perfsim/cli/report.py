@@ -1,0 +1,110 @@
+"""``perfsim report``: run a study and write ``reports/<name>/`` (HTML, Markdown, figures,
+data, provenance); ``--trace-call`` exports one call as Chrome trace-event JSON; ``--check``
+renders a written report in headless Chromium."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from perfsim.errors import PerfsimError
+
+DESCRIPTION = """\
+Answer "what do realigned and unaligned mremap() moves cost, and what if a threshold
+changed?" with tables and plots. Without --study, runs the built-in default study
+(docs/report.md): x86-64, kernels 6.6 vs 6.18, both shipped cost profiles, sizes 4K..4G,
+five alignment classes, 1/4/16 threads, anon vs shmem, THP on/off, the shipped workload
+scenarios in paired arms, and a what-if tuning of tlb_single_page_flush_ceiling.
+The report directory is written atomically (built beside it, then renamed).
+"""
+
+EPILOG = """\
+examples:
+  perfsim report                                   # → reports/default/index.html
+  perfsim report --study studies/quick.toml --executor serial
+  perfsim report --trace-call unaligned:64M --kernel 6.18 --threads 4 -o call.json
+  perfsim report --check reports/default           # headless Chromium: images, console
+"""
+
+
+def register(sub) -> None:
+    p = sub.add_parser("report", help="run a study and write an HTML/Markdown report",
+                       description=DESCRIPTION, epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--study", metavar="FILE.toml", help="study file (default: built-in)")
+    p.add_argument("--out", default="reports", metavar="DIR",
+                   help="reports root; the report is DIR/NAME (default: reports)")
+    p.add_argument("--name", help="report name (default: the study's name)")
+    p.add_argument("--executor", default="process", metavar="SPEC",
+                   help="serial | process[:N] (default; all cores) | dask://HOST:PORT | "
+                        "dask-local[:N]")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    t = p.add_argument_group("trace export (instead of a report)")
+    t.add_argument("--trace-call", metavar="CLASS:SIZE",
+                   help="export one call as Chrome trace-event JSON; CLASS is pud, pmd, "
+                        "realignable, blocked or unaligned")
+    t.add_argument("--kernel", default="6.18", help="kernel profile (default 6.18)")
+    t.add_argument("--arch", default="x86_64", help="architecture (default x86_64)")
+    t.add_argument("--cost-profile", default="x86_64-generic", metavar="NAME|PATH")
+    t.add_argument("--threads", type=int, default=1, help="CPUs in the mm (IPI fan-out)")
+    t.add_argument("--backing", default="anon", choices=("anon", "shmem", "file"))
+    t.add_argument("--thp", action="store_true", help="THP-backed source")
+    t.add_argument("-o", "--output", metavar="FILE", help="trace file (default: stdout)")
+    p.add_argument("--check", metavar="DIR",
+                   help="render DIR/index.html in headless Chromium and report broken images "
+                        "and console errors (exit 1 on problems)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.check:
+        from perfsim.report.browser import check_report
+
+        res = check_report(args.check)
+        print(json.dumps(res, indent=2))
+        return 0 if res["ok"] else 1
+    if args.trace_call:
+        return _trace(args)
+    from perfsim.report import default_study, load_study, make_report
+
+    study = load_study(args.study) if args.study else default_study()
+    out = make_report(study, args.out, executor=args.executor, quiet=args.quiet,
+                      name=args.name)
+    print(f"report: {out / 'index.html'}  (also report.md, figures/, data/, traces/)")
+    return 0
+
+
+def _trace(args) -> int:
+    from perfsim.report.study import TraceCall
+
+    cls, _, size = args.trace_call.partition(":")
+    if not size:
+        raise PerfsimError(f"--trace-call {args.trace_call!r}: expected CLASS:SIZE, e.g. "
+                           "unaligned:64M")
+    from pydantic import ValidationError
+
+    try:
+        call = TraceCall.model_validate({"class": cls, "size": size, "kernel": args.kernel,
+                                         "cost_profile": args.cost_profile,
+                                         "threads": args.threads, "backing": args.backing,
+                                         "thp": args.thp})
+    except ValidationError as exc:
+        from perfsim.report.study import _describe
+
+        raise PerfsimError(f"--trace-call: {_describe(exc)}") from None
+    from perfsim.report.trace import export_call
+
+    if args.output:
+        meta = export_call(call, args.output, arch=args.arch)
+        print(f"{args.output}: {meta['steps']} steps, {meta['latency_ns']:,} ns "
+              f"(open in https://ui.perfetto.dev)", file=sys.stderr)
+    else:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as d:
+            f = Path(d) / "t.json"
+            export_call(call, f, arch=args.arch)
+            sys.stdout.write(f.read_text() + "\n")
+    return 0

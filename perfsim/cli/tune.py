@@ -1,0 +1,120 @@
+"""``perfsim tune``: search what-if knobs for the best setting of an objective."""
+
+from __future__ import annotations
+
+import argparse
+import tomllib
+
+from perfsim.errors import PerfsimError
+
+DESCRIPTION = """\
+What-if tuning: vary kernel-profile fields (kernel.*, arch.*, arch.tlb.*), cost parameters
+(cost.*) and workload fields (workload.*) and find the setting that minimises (or
+maximises) an objective -- mean, p50, p99 latency, rmap_hold_p99, walker_wait_p99,
+ipis_per_call, or a weighted mix -- under constraints. Small spaces are searched
+exhaustively; larger ones (or knobs given as ranges) with Optuna (seeded TPE, SQLite
+storage on disk: rerun to resume; pip install 'perfsim[tune]'). Every setting is
+replicated on common random numbers, so the best settings come with confidence intervals
+and a paired ratio to the profile's own setting. Writes reports/tune-NAME/ (index.html,
+report.md, figure, data). See docs/tune.md.
+"""
+
+EPILOG = """\
+examples:
+  perfsim tune studies/tune_flush_ceiling.toml
+  perfsim tune studies/tune_gc_optuna.toml --trials 20       # optuna; rerun to resume
+  perfsim tune --workload gc_compaction --knob kernel.realign_pmd=true,false \\
+      --knob cost.ipi_round_trip_ns=1500,4000 --objective p99 --replications 3
+"""
+
+
+def register(sub) -> None:
+    p = sub.add_parser("tune", help="search what-if knobs for the best setting",
+                       description=DESCRIPTION, epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("tune", nargs="?", metavar="TUNE.toml", help="tune file")
+    p.add_argument("--workload", metavar="NAME|PATH", help="workload (no tune file)")
+    p.add_argument("--knob", action="append", default=[], metavar="KEY=V1,V2",
+                   help="a knob and its values (values parsed as TOML, else strings); "
+                        "repeatable")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=V",
+                   help="a fixed override for every setting; repeatable")
+    p.add_argument("--objective", default="mean",
+                   help="mean | p50 | p90 | p99 | rmap_hold_p99 | walker_wait_p99 | "
+                        "ipis_per_call | a run metric (default mean)")
+    p.add_argument("--maximize", action="store_true")
+    p.add_argument("--replications", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--name", help="tune name (report directory tune-NAME)")
+    p.add_argument("--method", choices=("auto", "grid", "optuna"), default=None)
+    p.add_argument("--trials", type=int, default=None, help="optuna trials (total)")
+    p.add_argument("--state-dir", default=".perfsim-tune", metavar="DIR",
+                   help="optuna storage directory (default .perfsim-tune)")
+    p.add_argument("--out", default="reports", metavar="DIR", help="reports root")
+    p.add_argument("--executor", default="process", metavar="SPEC")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=run)
+
+
+def _value(text: str):
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _kv(item: str, flag: str) -> tuple[str, str]:
+    key, eq, vals = item.partition("=")
+    if not eq or not key.strip():
+        raise PerfsimError(f"{flag} {item!r}: expected KEY=VALUE(S)")
+    return key.strip(), vals
+
+
+def build_spec(args):
+    from perfsim.tune import load_tune, parse_tune
+
+    if args.tune:
+        spec = load_tune(args.tune)
+        data = spec.model_dump(mode="json")
+    else:
+        if not args.workload or not args.knob:
+            raise PerfsimError("give a tune file, or --workload and at least one --knob")
+        data = {"workload": args.workload, "knobs": {},
+                "name": args.name or f"{args.workload}"}
+    for item in args.knob:
+        k, v = _kv(item, "--knob")
+        data.setdefault("knobs", {})[k] = [_value(x) for x in v.split(",")]
+    for item in args.set:
+        k, v = _kv(item, "--set")
+        data.setdefault("set", {})[k] = _value(v)
+    if not args.tune or args.objective != "mean":
+        data["objective"] = {"metric": args.objective,
+                             "direction": "maximize" if args.maximize else "minimize"}
+    for field, val in (("replications", args.replications), ("seed", args.seed),
+                       ("name", args.name)):
+        if val is not None:
+            data[field] = val
+    if args.method:
+        data.setdefault("search", {})["method"] = args.method
+    return parse_tune(data, args.tune or "command line")
+
+
+def run(args: argparse.Namespace) -> int:
+    from perfsim.report.build import write_tune_report
+    from perfsim.report.tables import tune_tables
+    from perfsim.tune import run_tune
+
+    spec = build_spec(args)
+    res = run_tune(spec, executor=args.executor, quiet=args.quiet, state_dir=args.state_dir,
+                   trials=args.trials)
+    best = tune_tables(res)[0]
+    print(f"tune {spec.name}: {res.method}, {len(res.settings) - 1} settings × "
+          f"{spec.replications} replications, {res.wall_s:.1f} s")
+    for _, row in best.df.iterrows():
+        cells = [f"{c}={best.cell_text(row, c)}" for c in best.shown_columns() if c != "row"]
+        print(f"  {row['row']}: " + "  ".join(cells))
+    from pathlib import Path
+
+    out = write_tune_report(res, Path(args.out) / f"tune-{spec.name}")
+    print(f"report: {out / 'index.html'}")
+    return 0

@@ -1,0 +1,164 @@
+"""Assemble and write a report: study results → tables → findings → figures → files."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import sys
+from pathlib import Path
+
+from perfsim.report import figures as F
+from perfsim.report.findings import generate
+from perfsim.report.provenance import collect
+from perfsim.report.runner import StudyResults, run_study
+from perfsim.report.study import CLASS_DOCS, Study
+from perfsim.report.tables import build_tables, tune_tables
+from perfsim.report.write import Document, Section, atomic_dir, write_document
+
+TUNE_NOTES = {
+    "single_page_flush_ceiling": (
+        "Caveat: the cost profiles charge a full flush its CR3 write only; the TLB refill it "
+        "causes is paid later by user code and is not modelled, so lower ceilings look better "
+        "here than they are on a real machine with a large working set."),
+}
+
+
+def _sections(r: StudyResults, tables: dict, figs: dict, traces: list) -> list[Section]:
+    s = r.study
+    out = [
+        Section("latency", "Latency vs size per alignment class",
+                "Alignment classes: " + "; ".join(f"{c} = {CLASS_DOCS[c]}"
+                                                  for c in s.calls.classes) + ".",
+                ["latency_vs_size"], ["latency"]),
+        Section("speedup", "Realigned vs unaligned: speed-ups", "", ["speedup"], ["speedup"]),
+        Section("breakdown", "Cost breakdown by category", "", ["cost_breakdown"],
+                ["breakdown"]),
+        Section("opcounts", "Operation counts",
+                "The same counts as kernel-model.md §4: E1 = pud, E2 = realignable on a "
+                "realigning kernel, E3 = blocked, E4 = unaligned.", [], ["opcounts"]),
+        Section("threads", "TLB flushes and IPIs vs thread count", "",
+                ["flushes_ipis_vs_threads"], ["threads"]),
+        Section("backing", "Anonymous vs shmem, THP on/off", "", [], ["backing"]),
+    ]
+    if "contention" in tables:
+        out.append(Section("contention", "rmap-lock holds and walker waits (engine)", "",
+                           [f for f in ("cdf_holds_waits",) if f in figs], ["contention"]))
+    if "workloads" in tables:
+        out.append(Section("workloads", "Workload scenarios in paired arms", "",
+                           [f for f in ("workload_cdfs",) if f in figs], ["workloads"]))
+    for tr in r.tunes:
+        out.append(tune_section(tr))
+    if traces:
+        out.append(Section(
+            "traces", "Per-call timelines (Chrome trace-event JSON)",
+            "Open a file in https://ui.perfetto.dev (or chrome://tracing): spans are named "
+            "after the kernel functions (move_page_tables, move_ptes, move_normal_pmd, "
+            "flush_tlb_mm_range, native_flush_tlb_multi) and the rmap-lock holds; IPI targets "
+            "show flush_tlb_func on their own CPU. Export any call with "
+            "`perfsim report --trace-call CLASS:SIZE`.", links=traces))
+    return out
+
+
+def tune_section(tr) -> Section:
+    name = tr.spec.name
+    notes = [v for k, v in TUNE_NOTES.items() if any(k in kn for kn in tr.knobs)]
+    cons = "; ".join(c.label for c in tr.spec.constraints) or "none"
+    intro = (f"{tr.spec.description} Knobs: {', '.join(tr.knobs)}. Objective: "
+             f"{tr.spec.objective.label} ({tr.spec.objective.direction}). Constraints: {cons}. "
+             f"Search: {tr.method}; {len(tr.settings) - 1} settings × {tr.spec.replications} "
+             f"replications in {tr.wall_s:.1f} s.")
+    if tr.storage:
+        notes.append(f"Optuna storage (resume by rerunning): {tr.storage}")
+    return Section(f"tune-{name}", f"What-if tuning: {name}", intro, [f"tune-{name}"],
+                   [f"tune-{name}-best", f"tune-{name}-sensitivity", f"tune-{name}-settings"],
+                   notes)
+
+
+def _raw(r: StudyResults, data: Path) -> list[str]:
+    files = []
+    for name, df in (("single_calls", r.calls), ("call_replications", r.reps),
+                     ("contention_calls", r.contention_calls), ("rmap_holds", r.holds),
+                     ("walker_visits", r.walkers), ("workload_calls", r.workload_calls),
+                     ("workload_runs", r.workload_runs)):
+        if df is not None and len(df):
+            df.to_parquet(data / f"{name}.parquet", index=False)
+            files.append(f"data/{name}.parquet")
+    for tr in r.tunes:
+        tr.runs.to_parquet(data / f"tune-{tr.spec.name}-runs.parquet", index=False)
+        files.append(f"data/tune-{tr.spec.name}-runs.parquet")
+    return files
+
+
+def write_report(r: StudyResults, outdir: str | Path, *, date: str | None = None) -> Path:
+    """Write the report of ``r`` into ``outdir`` atomically; return ``outdir``."""
+    from perfsim.report.trace import export_call
+
+    outdir = Path(outdir)
+    with atomic_dir(outdir) as tmp:
+        (tmp / "data").mkdir()
+        tables = {t.id: t for t in build_tables(r)}
+        findings = generate(r, tables)
+        figs = {}
+        for f in F.build_figures(r, tables):
+            figs[f.id] = F.save(f, tmp)
+        traces = []
+        for call in r.study.traces:
+            rel = f"traces/{call.ident}.json"
+            meta = export_call(call, tmp / rel, arch=r.study.arch,
+                               default_profile=r.study.cost_profiles[0])
+            traces.append((rel, f"{call.ident}: {meta['steps']} steps, "
+                                f"{meta['latency_ns'] / 1e3:,.1f} µs ({meta['cost_profile']})"))
+        files = [f"data/{t}.csv" for t in tables] + _raw(r, tmp / "data")
+        prov = collect(r, date=date)
+        s = r.study
+        doc = Document(
+            f"perfsim report: {s.name}",
+            f"{s.description} Kernels {s.baseline} vs {s.new} on {s.arch}; cost profiles "
+            f"{', '.join(s.cost_profiles)}. Generated by perfsim {prov['perfsim_version']} "
+            f"in {r.wall_s:.0f} s.",
+            findings, _sections(r, tables, figs, traces), tables, figs, prov,
+            files + ["provenance.json"])
+        write_document(doc, tmp)
+    return outdir
+
+
+def write_tune_report(tr, outdir: str | Path, *, date: str | None = None) -> Path:
+    """A report with the tuning's section alone (``perfsim tune``)."""
+    import perfsim
+    from perfsim.report.findings import _tunes
+    from perfsim.report.provenance import git_revision, machine
+
+    outdir = Path(outdir)
+    with atomic_dir(outdir) as tmp:
+        (tmp / "data").mkdir()
+        tables = {t.id: t for t in tune_tables(tr)}
+        fig = F.save(F.fig_tune(tr), tmp)
+        shim = type("R", (), {"tunes": [tr]})()
+        findings = _tunes(shim, None, tables)
+        tr.runs.to_parquet(tmp / "data" / "runs.parquet", index=False)
+        prov = {"perfsim_version": perfsim.__version__,
+                "git_revision": git_revision() or "(not a git work tree)",
+                "tune": tr.spec.name, "tune_digest": tr.spec.digest,
+                "workload": tr.spec.workload, "seed": tr.spec.seed,
+                "method": tr.method, "storage": tr.storage or "–",
+                "date": date or _dt.datetime.now(_dt.UTC).strftime(
+                    "%Y-%m-%d %H:%M:%S UTC"),
+                "machine": machine(), "wall_s": round(tr.wall_s, 1),
+                "spec": tr.spec.model_dump(mode="json", exclude={"base_dir"})}
+        doc = Document(f"perfsim tune: {tr.spec.name}", tr.spec.description or "",
+                       findings, [tune_section(tr)], tables, {fig.id: fig}, prov,
+                       [f"data/{t}.csv" for t in tables] + ["data/runs.parquet"])
+        write_document(doc, tmp)
+    return outdir
+
+
+def make_report(study: Study, out_root: str | Path = "reports", *, executor=None,
+                quiet: bool = False, name: str | None = None, date: str | None = None) -> Path:
+    """Run ``study`` and write ``<out_root>/<name or study.name>/``; return that path."""
+    res = run_study(study, executor=executor, quiet=quiet)
+    out = Path(out_root) / (name or study.name)
+    if not quiet:
+        print(f"writing {out} ...", file=sys.stderr)
+    return write_report(res, out, date=date)
+
+
+__all__ = ["make_report", "write_report", "write_tune_report"]

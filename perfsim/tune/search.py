@@ -1,0 +1,371 @@
+"""Run a tuning: resolve settings into simulation points, evaluate them (seeded, common
+random numbers across settings), search (exhaustive grid or optuna), and analyse.
+
+Every setting is a sweep cell of :mod:`perfsim.batch.sweep` (so knob keys, validation and
+errors are the sweep's), run ``replications`` times with the seeds ``(seed, workload seed,
+r)``: replication *r* of every setting sees the same request stream, which makes the
+comparison of two settings a paired one.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from perfsim.batch.stats import mean_ci, paired
+from perfsim.batch.sweep import Point, parse_sweep, plan_sweep
+from perfsim.errors import PerfsimError
+from perfsim.tune.spec import EXTRA_METRICS, TuneSpec
+
+
+# --------------------------------------------------------------------------- evaluation
+def run_metrics(res, metrics: dict) -> dict:
+    """The tune's extra metrics from a SimResult: rmap-hold and walker-wait percentiles
+    (walker waits over *all* visits, the ones that did not wait counting 0), IPIs, flushes
+    and stolen user time per call."""
+    h = res.holds
+    holds = h["hold_ns"].to_numpy(float) if len(h) else np.zeros(0)
+    w = res.walker_waits
+    waits = w["wait_ns"].to_numpy(float) if len(w) else np.zeros(0)
+    visits = int(sum(res.summary.get("walker_visits", {}).values()))
+    if visits > len(waits):
+        waits = np.concatenate([waits, np.zeros(visits - len(waits))])
+    n = max(1, int(metrics.get("calls", 0)))
+    out = {
+        "rmap_hold_p50_ns": float(np.percentile(holds, 50)) if len(holds) else 0.0,
+        "rmap_hold_p99_ns": float(np.percentile(holds, 99)) if len(holds) else 0.0,
+        "walker_wait_p50_ns": float(np.percentile(waits, 50)) if len(waits) else 0.0,
+        "walker_wait_p99_ns": float(np.percentile(waits, 99)) if len(waits) else 0.0,
+        "ipis_per_call": metrics.get("ipis", 0) / n,
+        "flushes_per_call": metrics.get("tlb_flushes", 0) / n,
+        "user_stolen_per_call_ns": metrics.get("user_stolen_ns", 0) / n,
+    }
+    assert set(out) == set(EXTRA_METRICS)
+    return out
+
+
+def evaluate_point(p: Point) -> dict:
+    """Simulate one point; a failure comes back as a row with ``status = "failed"``."""
+    from perfsim.workload.run import run_workload
+
+    row = {"key": p.key, "cell": p.index, "replication": p.replication, **p.params}
+    t0 = time.perf_counter()
+    try:
+        res, m, _ = run_workload(p.workload, target=p.target, profile=p.profile,
+                                 seed=np.random.SeedSequence(list(p.seed_entropy)),
+                                 max_rows=p.max_rows)
+        row.update(status="ok", error="", **m, **run_metrics(res, m))
+    except Exception as exc:  # noqa: BLE001 - failures are data
+        tb = traceback.extract_tb(exc.__traceback__)
+        where = f" at {tb[-1].filename.rsplit('/', 1)[-1]}:{tb[-1].lineno}" if tb else ""
+        row.update(status="failed", error=f"{type(exc).__name__}: {exc}{where}")
+    row["wall_s"] = time.perf_counter() - t0
+    return row
+
+
+def evaluate_batch(points: list[Point]) -> list[dict]:
+    return [evaluate_point(p) for p in points]
+
+
+def settings_points(spec: TuneSpec, settings: list[dict]) -> list[Point]:
+    """Resolve settings (``{knob: value}``) into points, ``replications`` per setting, via
+    the sweep planner (unknown knobs and bad values fail here, naming them)."""
+    base = Path(spec.base_dir) if spec.base_dir else Path.cwd()
+    out: list[Point] = []
+    for i, s in enumerate(settings):
+        grid = {k: [v] for k, v in {**spec.set, **s}.items()}
+        data = {"name": spec.name, "seed": spec.seed, "replications": spec.replications,
+                "max_rows": spec.max_rows,
+                "base": {k: v for k, v in (("workload", spec.workload), ("kernel", spec.kernel),
+                                           ("arch", spec.arch),
+                                           ("cost_profile", spec.cost_profile)) if v},
+                "grid": grid}
+        sweep = parse_sweep(data, base, f"tune {spec.name!r}")
+        for p in plan_sweep(sweep):
+            out.append(Point(p.key, i, p.replication, dict(s), p.workload, p.target, p.profile,
+                             p.seed_entropy, p.max_rows))
+    return out
+
+
+def objective_of(spec: TuneSpec, df: pd.DataFrame) -> np.ndarray:
+    terms = spec.objective.terms()
+    val = np.zeros(len(df))
+    for col, w in terms.items():
+        val = val + w * df[col].to_numpy(float)
+    return val
+
+
+# --------------------------------------------------------------------------- results
+@dataclass
+class TuneResult:
+    """What a tuning produced (all DataFrames; see :func:`analyze`)."""
+
+    spec: TuneSpec
+    method: str
+    runs: pd.DataFrame
+    """One row per (setting, replication): knobs, objective, every metric."""
+    settings: pd.DataFrame
+    """One row per setting: knobs, objective mean and CI, feasibility, metric means."""
+    best: pd.DataFrame
+    sensitivity: pd.DataFrame
+    baseline: dict = field(default_factory=dict)
+    wall_s: float = 0.0
+    storage: str = ""
+
+    @property
+    def knobs(self) -> list[str]:
+        return list(self.spec.knobs)
+
+
+def _setting_label(s: dict) -> str:
+    return ", ".join(f"{k.split('.')[-1]}={v}" for k, v in s.items()) or "(baseline)"
+
+
+def _restore(spec: TuneSpec, knob: str, v):
+    """A knob value as the spec wrote it (DataFrames turn ints into floats next to NaN)."""
+    from perfsim.tune.spec import KnobRange
+
+    k = spec.knobs[knob]
+    if isinstance(k, KnobRange):
+        return int(round(float(v))) if k.type == "int" else float(v)
+    for orig in k:
+        try:
+            if orig == v or (not isinstance(orig, str) and float(orig) == float(v)):
+                return orig
+        except (TypeError, ValueError):
+            continue
+    return v
+
+
+def analyze(spec: TuneSpec, method: str, runs: pd.DataFrame, confidence: float = 0.95
+            ) -> TuneResult:
+    """Per-setting objective means with t intervals, feasibility under the constraints, the
+    best settings with their paired ratio to the baseline (same seeds), and the sensitivity
+    of the objective to each knob (the spread of its marginal means)."""
+    knobs = list(spec.knobs)
+    ok = runs[runs["status"] == "ok"].copy()
+    if ok.empty:
+        raise PerfsimError(f"tune {spec.name!r}: every run failed; first error: "
+                           f"{runs['error'].iloc[0] if len(runs) else '(no runs)'}")
+    ok["objective"] = objective_of(spec, ok)
+    sign = 1.0 if spec.objective.direction == "minimize" else -1.0
+    rows = []
+    base_runs = ok[ok["cell"] == -1]
+    for cell, g in ok.groupby("cell", sort=True):
+        m, lo, hi = mean_ci(g["objective"], confidence)
+        vals = {k: (None if cell == -1 or k not in g else _restore(spec, k, g[k].iloc[0]))
+                for k in knobs}
+        r = {"setting": int(cell), **vals,
+             "label": "(baseline)" if cell == -1 else _setting_label(vals),
+             "n": len(g), "objective": m, "objective_lo": lo, "objective_hi": hi}
+        viol = 0.0
+        for c in spec.constraints:
+            from perfsim.tune.spec import metric_column
+
+            viol = max(viol, c.violation(float(g[metric_column(c.metric)].mean())))
+        r["feasible"] = viol <= 0
+        for col in sorted(set(spec.objective.terms()) | {"lat_mean_ns", "lat_p99_ns",
+                                                          "ipis_per_call",
+                                                          "rmap_hold_p99_ns",
+                                                          "walker_wait_p99_ns"}):
+            r[col] = float(g[col].mean())
+        if len(base_runs) and cell != -1:
+            a = g.set_index("replication")["objective"]
+            b = base_runs.set_index("replication")["objective"]
+            reps = a.index.intersection(b.index).sort_values()
+            pr = paired(a.loc[reps].to_numpy(), b.loc[reps].to_numpy(), confidence)
+            r.update(vs_baseline=pr["ratio"], vs_baseline_lo=pr["ratio_lo"],
+                     vs_baseline_hi=pr["ratio_hi"])
+        else:
+            r.update(vs_baseline=1.0 if cell == -1 else math.nan, vs_baseline_lo=math.nan,
+                     vs_baseline_hi=math.nan)
+        rows.append(r)
+    settings = pd.DataFrame(rows)
+    for k in knobs:  # keep knob values as written (ints stay ints next to the baseline's None)
+        settings[k] = pd.Series([r[k] for r in rows], dtype=object)
+    cand = settings[(settings["setting"] >= 0) & settings["feasible"]]
+    best = cand.assign(_k=sign * cand["objective"]).sort_values(["_k", "setting"]).drop(
+        columns="_k").head(5).reset_index(drop=True)
+    best.insert(0, "rank", range(1, len(best) + 1))
+    sens = []
+    trial = settings[settings["setting"] >= 0]
+    overall = float(trial["objective"].mean()) if len(trial) else math.nan
+    for k in knobs:
+        col = trial[k]
+        if isinstance(spec.knobs[k], list) or col.nunique() <= 8:
+            grp = trial.groupby(col.astype(str), sort=False)["objective"].mean()
+        else:
+            bins = pd.qcut(col.astype(float), q=min(5, col.nunique()), duplicates="drop")
+            grp = trial.groupby(bins, observed=True)["objective"].mean()
+        lo_v, hi_v = grp.idxmin(), grp.idxmax()
+        spread = float(grp.max() - grp.min()) if len(grp) else math.nan
+        sens.append({"knob": k, "values": len(grp), "min_objective": float(grp.min()),
+                     "at": str(lo_v), "max_objective": float(grp.max()), "at_max": str(hi_v),
+                     "spread": spread,
+                     "spread_rel": spread / abs(overall) if overall else math.nan})
+    sensitivity = pd.DataFrame(sens).sort_values("spread", ascending=False,
+                                                 ignore_index=True)
+    baseline = {}
+    if len(base_runs):
+        b = settings[settings["setting"] == -1].iloc[0]
+        baseline = {"objective": float(b["objective"]), "lo": float(b["objective_lo"]),
+                    "hi": float(b["objective_hi"])}
+    ok_cols = ["cell", "replication", *knobs, "objective"]
+    runs = runs.merge(ok[["cell", "replication", "objective"]], on=["cell", "replication"],
+                      how="left") if "objective" not in runs else runs
+    del ok_cols
+    return TuneResult(spec, method, runs, settings, best, sensitivity, baseline)
+
+
+# --------------------------------------------------------------------------- search
+def _progress(total: int, quiet: bool, desc: str):
+    if quiet or total == 0:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="sim", desc=desc, file=sys.stderr, dynamic_ncols=True)
+
+
+def _run_points(points: list[Point], executor, bar) -> list[dict]:
+    rows: list[dict] = []
+    size = max(1, min(16, math.ceil(len(points) / max(1, 4 * getattr(executor, "workers", 1)))))
+    chunks = [points[i:i + size] for i in range(0, len(points), size)]
+    for res in executor.map_unordered(evaluate_batch, chunks):
+        rows.extend(res)
+        if bar is not None:
+            bar.update(len(res))
+    return rows
+
+
+def grid_settings(spec: TuneSpec) -> list[dict]:
+    import itertools
+
+    keys = list(spec.knobs)
+    return [dict(zip(keys, combo, strict=True))
+            for combo in itertools.product(*(spec.knobs[k] for k in keys))]
+
+
+def run_tune(spec: TuneSpec, *, executor=None, quiet: bool = False,
+             state_dir: str | Path | None = None, trials: int | None = None) -> TuneResult:
+    """Run a tuning and analyse it. ``executor``: an executor object or ``--executor``
+    string (default: a process pool on all cores). ``state_dir``: where optuna keeps its
+    SQLite storage (``<state_dir>/<name>-<digest>.db``); rerunning resumes it."""
+    from perfsim.batch.executors import make_executor
+
+    t0 = time.perf_counter()
+    method = spec.method()
+    own = not hasattr(executor, "map_unordered")
+    ex = make_executor(executor) if own else executor
+    try:
+        # Validate every knob value before running anything (clear errors up front).
+        base_pts = settings_points(spec, [{}])
+        for p in base_pts:
+            object.__setattr__(p, "index", -1)
+        if method == "grid":
+            settings = grid_settings(spec)
+            pts = settings_points(spec, settings)
+            bar = _progress(len(pts) + len(base_pts), quiet, f"tune {spec.name}")
+            rows = _run_points(base_pts + pts, ex, bar)
+            if bar is not None:
+                bar.close()
+            storage = ""
+        else:
+            rows, storage = _run_optuna(spec, ex, base_pts, quiet, state_dir, trials)
+    finally:
+        if own:
+            ex.close()
+    runs = pd.DataFrame(rows).sort_values(["cell", "replication"], ignore_index=True)
+    res = analyze(spec, method, runs)
+    res.wall_s = time.perf_counter() - t0
+    res.storage = storage
+    return res
+
+
+def _run_optuna(spec: TuneSpec, ex, base_pts, quiet, state_dir, trials_override):
+    try:
+        import optuna
+    except ImportError:
+        raise PerfsimError("this tuning needs optuna (a knob is a range, or the grid is larger "
+                           f"than search.max_grid = {spec.search.max_grid}): "
+                           "pip install 'perfsim[tune]'") from None
+    from perfsim.tune.spec import KnobRange, metric_column
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sd = Path(state_dir or ".perfsim-tune")
+    sd.mkdir(parents=True, exist_ok=True)
+    db = sd / f"{spec.name}-{spec.digest}.db"
+    storage = f"sqlite:///{db.resolve()}"
+
+    def constraints(trial):
+        return trial.user_attrs.get("constraint", [0.0])
+
+    new_api = hasattr(optuna.trial.Trial, "set_constraint")  # optuna >= 5
+    kw = {} if new_api else {"constraints_func": constraints}
+    sampler = optuna.samplers.TPESampler(seed=spec.seed,
+                                         n_startup_trials=min(10, max(2, spec.search.trials // 3)),
+                                         **kw)
+    direction = spec.objective.direction
+    study = optuna.create_study(study_name=f"{spec.name}-{spec.digest}", storage=storage,
+                                sampler=sampler, direction=direction, load_if_exists=True)
+    total = trials_override or spec.search.trials
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    rows: list[dict] = []
+    for t in done:
+        rows.extend(t.user_attrs.get("rows", []))
+    bar = _progress((max(0, total - len(done))) * spec.replications + len(base_pts), quiet,
+                    f"tune {spec.name} (optuna)")
+    rows.extend(_run_points(base_pts, ex, bar))
+    n = len(done)
+    while n < total:
+        k = min(spec.search.batch, total - n)
+        asked = [study.ask() for _ in range(k)]
+        settings = []
+        for tr in asked:
+            s = {}
+            for name, knob in spec.knobs.items():
+                if isinstance(knob, KnobRange):
+                    if knob.type == "int":
+                        s[name] = tr.suggest_int(name, int(knob.min), int(knob.max), log=knob.log)
+                    else:
+                        s[name] = tr.suggest_float(name, knob.min, knob.max, log=knob.log)
+                else:
+                    s[name] = tr.suggest_categorical(name, list(knob))
+            settings.append(s)
+        pts = settings_points(spec, settings)
+        for p in pts:  # the setting's index is its trial number
+            object.__setattr__(p, "index", asked[p.index].number)
+        got = _run_points(pts, ex, bar)
+        by_trial: dict[int, list[dict]] = {}
+        for r in got:
+            by_trial.setdefault(r["cell"], []).append(r)
+        for tr in asked:
+            trows = sorted(by_trial.get(tr.number, []), key=lambda r: r["replication"])
+            okr = [r for r in trows if r["status"] == "ok"]
+            clean = [{k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()}
+                     for r in trows]
+            tr.set_user_attr("rows", clean)
+            if not okr:
+                study.tell(tr, state=optuna.trial.TrialState.FAIL)
+                rows.extend(clean)
+                continue
+            df = pd.DataFrame(okr)
+            obj = float(objective_of(spec, df).mean())
+            viol = [c.violation(float(df[metric_column(c.metric)].mean()))
+                    for c in spec.constraints] or [0.0]
+            tr.set_user_attr("constraint", viol)
+            if new_api:
+                for ci, v in enumerate(viol):
+                    tr.set_constraint(f"c{ci}", float(v))
+            study.tell(tr, obj)
+            rows.extend(clean)
+        n += k
+    if bar is not None:
+        bar.close()
+    return rows, str(db)
