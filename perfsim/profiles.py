@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from perfsim.errors import PerfsimError
+from perfsim.errors import PerfsimError, describe_validation
 
 
 class _Frozen(BaseModel):
@@ -206,12 +206,8 @@ def kernel_names() -> list[str]:
     return sorted(names, key=lambda n: tuple(int(x) for x in n.split(".")))
 
 
-def _one_line(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(x) for x in err["loc"])
-        parts.append(f"{loc}: {err['msg']}" if loc else err["msg"])
-    return "; ".join(parts)
+def _one_line(exc: ValidationError, root=None) -> str:
+    return describe_validation(exc, root)
 
 
 def _load(sub: str, name_or_path: str, model: type[_Frozen], names: list[str], what: str):
@@ -223,7 +219,8 @@ def _load(sub: str, name_or_path: str, model: type[_Frozen], names: list[str], w
         text = path.read_text()
         origin = str(path)
     else:
-        raise PerfsimError(f"unknown {what} {name_or_path!r}; valid names: {', '.join(names)} (or a path to a .toml file)")
+        raise PerfsimError(f"unknown {what} {name_or_path!r}; valid names: {', '.join(names)} "
+                           "(or a path to a .toml file)")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -231,7 +228,7 @@ def _load(sub: str, name_or_path: str, model: type[_Frozen], names: list[str], w
     try:
         return model(**data)
     except ValidationError as exc:
-        raise PerfsimError(f"{origin}: {_one_line(exc)}") from None
+        raise PerfsimError(f"{origin}: {_one_line(exc, model)}") from None
 
 
 def load_arch(name_or_path: str) -> ArchProfile:

@@ -99,7 +99,7 @@ def test_unknown_axis_and_bad_paired_arm(wl):
 
 
 def test_sweep_file_unknown_key(wl):
-    with pytest.raises(PerfsimError, match="replicatons: unknown key; allowed keys: name"):
+    with pytest.raises(PerfsimError, match="replicatons: unknown key .replicatons.; allowed keys: name"):
         parse_sweep({"name": "x", "replicatons": 3, "base": {"workload": str(wl)}}, wl.parent)
 
 

@@ -56,12 +56,12 @@ cpu = 0
 
 
 def test_unknown_scenario_field_is_named(tmp_path):
-    with pytest.raises(PerfsimError, match=r"caller\.0\.speed: Extra inputs"):
+    with pytest.raises(PerfsimError, match=r"caller\[0\]\.speed: unknown key .speed.; allowed keys: name, mm"):
         load_scenario(_write(tmp_path, BASE.replace('cpu = 0\n', 'cpu = 0\nspeed = 3\n')))
 
 
 def test_bad_size_in_scenario_is_named(tmp_path):
-    with pytest.raises(PerfsimError, match=r"mm\.0\.vma\.0\.length"):
+    with pytest.raises(PerfsimError, match=r"mm\[0\]\.vma\[0\]\.length"):
         load_scenario(_write(tmp_path, BASE.replace('length = "8M"', 'length = "8Q"', 1)))
 
 

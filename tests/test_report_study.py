@@ -10,15 +10,15 @@ from perfsim.report import load_study, parse_study
 
 
 @pytest.mark.parametrize("data, needle", [
-    ({"bogus": 1}, "bogus: unknown key; allowed keys: name"),
-    ({"calls": {"classes": ["diagonal"]}}, "calls.classes.0"),
+    ({"bogus": 1}, "bogus: unknown key 'bogus'; allowed keys: name"),
+    ({"calls": {"classes": ["diagonal"]}}, "calls.classes[0]: allowed:"),
     ({"calls": {"sizes": ["4Q"]}}, "size"),
     ({"calls": {"threads": [0]}}, "calls.threads"),
-    ({"calls": {"colour": 1}}, "calls.colour: unknown key; allowed keys: sizes"),
+    ({"calls": {"colour": 1}}, "calls.colour: unknown key 'colour'; allowed keys: sizes"),
     ({"kernels": ["6.18"]}, "kernels: give exactly two different kernels"),
     ({"name": "a/b"}, "name: a study name is used as a directory name"),
     ({"tune": [{"workload": "x"}]}, "tune[0]: knobs: Field required"),
-    ({"traces": [{"class": "pud", "size": "1G", "color": 1}]}, "traces.0.color: unknown key"),
+    ({"traces": [{"class": "pud", "size": "1G", "color": 1}]}, "traces[0].color: unknown key 'color'"),
 ])
 def test_bad_study_is_one_line_naming_the_field(data, needle):
     with pytest.raises(PerfsimError) as e:

@@ -59,7 +59,7 @@ def test_unknown_or_bad_knobs_are_clear_errors(knobs, needle):
 @pytest.mark.parametrize("data, needle", [
     ({"objective": {"metric": "latency"}}, "unknown metric 'latency'"),
     ({"knobs": {}}, "give at least one knob"),
-    ({"colour": 1}, "colour: unknown key; allowed keys: name"),
+    ({"colour": 1}, "colour: unknown key 'colour'; allowed keys: name"),
     ({"knobs": {"cost.syscall_ns": {"min": 5, "max": 1}}}, "need min < max"),
 ])
 def test_bad_tune_files(data, needle):

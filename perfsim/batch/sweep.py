@@ -50,7 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 import perfsim
 from perfsim.cost import load_cost_profile
 from perfsim.cost.profile import CostProfile
-from perfsim.errors import PerfsimError
+from perfsim.errors import PerfsimError, describe_validation
 from perfsim.profiles import Target, resolve_target
 from perfsim.workload.run import resolve_workload
 from perfsim.workload.schema import Workload, parse_workload, read_workload_dict, resolve_paths
@@ -122,19 +122,7 @@ class Sweep:
 
 
 def _one_line(exc: ValidationError, origin: str) -> str:
-    parts = []
-    for e in exc.errors():
-        loc = ".".join(str(x) for x in e["loc"]) or "(top level)"
-        msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            parent = e["loc"][:-1]
-            model = {(): SweepFile, ("base",): Base}.get(tuple(parent))
-            if parent and parent[0] == "paired":
-                model = Paired
-            allowed = ", ".join(model.model_fields) if model else ""
-            msg = f"unknown key; allowed keys: {allowed}"
-        parts.append(f"{loc}: {msg}")
-    return f"{origin}: " + "; ".join(parts)
+    return describe_validation(exc, SweepFile, origin=origin)
 
 
 def parse_sweep(data: dict, base_dir: Path, origin: str = "<sweep>") -> Sweep:

@@ -21,7 +21,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from perfsim.errors import PerfsimError
+from perfsim.errors import PerfsimError, describe_validation
 
 #: Every cost parameter, with the one-line meaning shown in docs and errors.
 PARAM_DOCS: dict[str, str] = {
@@ -193,17 +193,16 @@ def cost_profile_names() -> list[str]:
     return sorted(p.name[:-5] for p in _cost_dir().iterdir() if p.name.endswith(".toml"))
 
 
+def _param_hint(err: dict) -> str:
+    """What a missing cost parameter is (its documentation)."""
+    loc = err["loc"]
+    if err["type"] == "missing" and len(loc) == 2 and loc[0] == "params":
+        return f" ({PARAM_DOCS.get(str(loc[1]), '')})"
+    return ""
+
+
 def _one_line(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(x) for x in err["loc"])
-        msg = err["msg"]
-        if err["type"] == "missing" and len(err["loc"]) == 2 and err["loc"][0] == "params":
-            msg += f" ({PARAM_DOCS.get(str(err['loc'][1]), '')})"
-        if err["type"] == "extra_forbidden" and len(err["loc"]) == 2 and err["loc"][0] == "params":
-            msg += f"; valid parameters: {', '.join(PARAM_NAMES)}"
-        parts.append(f"{loc}: {msg}" if loc else msg)
-    return "; ".join(parts)
+    return describe_validation(exc, CostProfile, hint=_param_hint)
 
 
 def _validate(data: dict, origin: str) -> CostProfile:

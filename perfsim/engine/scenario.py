@@ -47,7 +47,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from perfsim.errors import PerfsimError
+from perfsim.errors import PerfsimError, describe_validation
 from perfsim.units import parse_size
 
 _DUR = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ns|us|µs|ms|s)?\s*$")
@@ -180,12 +180,7 @@ class Scenario(_M):
 
 
 def _one_line(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(x) for x in err["loc"])
-        msg = err["msg"].removeprefix("Value error, ")
-        parts.append(f"{loc}: {msg}" if loc else msg)
-    return "; ".join(parts)
+    return describe_validation(exc, Scenario)
 
 
 def load_scenario(path: str | Path) -> Scenario:

@@ -45,7 +45,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from perfsim.errors import PerfsimError
+from perfsim.errors import PerfsimError, describe_validation
 from perfsim.units import parse_size
 
 #: The five alignment classes of a move, in report order (kernel-model.md §4, E1–E4).
@@ -285,34 +285,7 @@ class Study(_M):
 
 
 def _describe(exc: ValidationError) -> str:
-    parts = []
-    for e in exc.errors():
-        loc = ".".join(str(x) for x in e["loc"]) or "(top level)"
-        msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key" + _allowed(e["loc"][:-1])
-        elif e["type"] == "literal_error":
-            msg = msg.replace("Input should be", "allowed:")
-        parts.append(f"{loc}: {msg}")
-    return "; ".join(parts)
-
-
-def _allowed(parent: tuple) -> str:
-    model: type[BaseModel] | None = Study
-    for p in parent:
-        if isinstance(p, int) or model is None:
-            continue
-        f = model.model_fields.get(str(p))
-        if f is None:
-            return ""
-        ann = f.annotation
-        args = getattr(ann, "__args__", ())
-        cand = [a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)]
-        model = cand[0] if cand else None
-    if model is None:
-        return ""
-    names = [f.alias or n for n, f in model.model_fields.items()]
-    return "; allowed keys: " + ", ".join(names)
+    return describe_validation(exc, Study)
 
 
 def parse_study(data: dict, origin: str = "<study>") -> Study:

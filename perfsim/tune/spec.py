@@ -39,7 +39,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from perfsim.errors import PerfsimError
+from perfsim.errors import PerfsimError, describe_validation
 
 #: Objective and constraint metric names → the per-run metric column they read.
 METRIC_ALIASES: dict[str, str] = {
@@ -219,21 +219,7 @@ class TuneSpec(_M):
 
 
 def describe(exc: ValidationError) -> str:
-    parts = []
-    for e in exc.errors():
-        loc = ".".join(str(x) for x in e["loc"]) or "(top level)"
-        msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            parent = e["loc"][:-1]
-            model = {(): TuneSpec, ("objective",): Objective, ("search",): Search}.get(
-                tuple(parent))
-            if parent and parent[0] == "constraints":
-                model = Constraint
-            if model is not None:
-                msg = "unknown key; allowed keys: " + ", ".join(
-                    n for n in model.model_fields if n != "base_dir")
-        parts.append(f"{loc}: {msg}")
-    return "; ".join(parts)
+    return describe_validation(exc, TuneSpec, hide=("base_dir",))
 
 
 def parse_tune(data: dict, origin: str = "<tune>", base_dir: Path | None = None) -> TuneSpec:

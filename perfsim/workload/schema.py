@@ -30,7 +30,7 @@ from pydantic import (
     model_validator,
 )
 
-from perfsim.errors import PerfsimError
+from perfsim.errors import PerfsimError, model_at
 from perfsim.units import parse_size
 from perfsim.workload.dist import CategoryDist, NumDist, SizeDist
 
@@ -420,34 +420,7 @@ def _check_synthetic(i: int, s: SyntheticStream) -> None:
 # --------------------------------------------------------------------------- errors
 def _model_at(loc: tuple) -> type[BaseModel] | None:
     """The model class an error location points into (for 'allowed keys' hints)."""
-    cls: Any = Workload
-    for part in loc:
-        models = _models_in(cls)
-        if isinstance(part, int):
-            continue
-        nxt = None
-        for m in models:
-            if part in m.model_fields:
-                nxt = m.model_fields[part].annotation
-                break
-            tag = m.model_fields.get("kind") or m.model_fields.get("dist")
-            if tag is not None and part in typing.get_args(tag.annotation):
-                nxt = m
-                break
-        if nxt is None:
-            return None
-        cls = nxt
-    models = _models_in(cls)
-    return models[0] if len(models) == 1 else None
-
-
-def _models_in(ann: Any) -> list[type[BaseModel]]:
-    if isinstance(ann, type) and issubclass(ann, BaseModel):
-        return [ann]
-    out: list = []
-    for a in typing.get_args(ann):
-        out += _models_in(a)
-    return out
+    return model_at(Workload, loc)
 
 
 def _fmt_loc(loc: tuple) -> str:
