@@ -178,3 +178,17 @@ def test_e7_stack_realigns_in_vma_when_shift_is_pmd_multiple():
     q = plan_mremap(sp, req, t66)
     assert q.errno is None and not q.realigned
     assert p.move.ptes_moved <= q.move.ptes_moved
+
+
+def test_sparse_population_creates_no_table_for_an_untouched_slot():
+    """Faulting creates page tables only on the way to a page it maps: every 1024th page
+    touches every other PMD slot, and the untouched ones have no PTE table to move."""
+    from perfsim.mm.build import Population
+
+    t = resolve_target("6.18")
+    pt = PageTables.empty(t.arch)
+    sparse = Population.parse("every:1024").apply(pt, A, A + 8 * M)
+    assert len(sparse.pmd_idx) == 2 and sparse.present_ptes(A, A + 8 * M) == 2
+    p = plan(A + 4 * K, B + 8 * K, 8 * M, populate="every:1024")
+    # Only the extents over the two populated slots flush (one page each).
+    assert p.move.tlb_flushes == 2 and p.move.ptes_moved == 2

@@ -16,7 +16,8 @@ from perfsim.profiles import Target
 @dataclass(frozen=True)
 class Population:
     """How much of the source is faulted in: ``full``, ``none``, a ``fraction`` (seeded),
-    or ``every`` k-th page."""
+    or ``every`` k-th page (the pages whose address is a multiple of k pages). A PMD slot
+    where no page is touched gets no page table, as on the real kernel."""
 
     kind: str = "full"
     fraction: float = 1.0

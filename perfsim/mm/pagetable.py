@@ -205,7 +205,8 @@ class PageTables:
                  seed: int = 0, thp: bool = False, pud_leaf: bool = False) -> PageTables:
         """Map pages of ``[start, end)`` (fault them in), returning the new state.
 
-        ``every=k`` maps every k-th page; ``fraction`` maps a seeded random subset;
+        ``every=k`` maps the pages whose address is a multiple of k pages; ``fraction`` maps a
+        seeded random subset (of those);
         ``thp=True`` maps every PMD slot the range covers completely as a huge leaf (a THP,
         or a 2 MiB hugetlb page) and the rest with base pages; ``pud_leaf`` likewise at PUD
         level (1 GiB hugetlb). Work is per PMD slot, vectorised, never per page.
@@ -229,21 +230,27 @@ class PageTables:
             kinds[full_slot] = PMD_LEAF
         in_leaf_pud = np.isin(slots >> (a.pud_shift - a.pmd_shift), leaf_puds)
         # Bitmaps: interior slots share one pattern; edge slots get their own.
+        # A page is mapped iff its address is a multiple of ``every`` pages (absolute, so the
+        # pattern does not depend on where the range starts): slot j's first mapped index is
+        # its phase, one of at most every / gcd(every, ptrs) values.
+        first_page = slots << (a.pmd_shift - ps)
+        phase = (-first_page) % every
+        idx = np.arange(ptrs)
         if fraction >= 1.0:
-            pattern = np.zeros(ptrs, bool)
-            pattern[::every] = True
+            phases, inv = np.unique(phase, return_inverse=True)
             rows = None
         else:
             rng = np.random.default_rng(seed)
             rows = rng.random((len(slots), ptrs)) < fraction
             if every > 1:
-                rows[:, np.arange(ptrs) % every != 0] = False
-            pattern = None
+                rows &= (idx[None, :] % every) == phase[:, None]
         masks = list(self.masks)
         row_ids = np.empty(len(slots), np.int32)
-        if pattern is not None:
-            masks.append(np.packbits(pattern, bitorder="little").view("<u8").astype(np.uint64))
-            row_ids[:] = len(masks) - 1
+        if rows is None:
+            for ph in phases.tolist():
+                pattern = (idx >= ph) & ((idx - ph) % every == 0)
+                masks.append(np.packbits(pattern, bitorder="little").view("<u8").astype(np.uint64))
+            row_ids[:] = len(masks) - len(phases) + inv
         else:
             packed = np.packbits(rows, axis=1, bitorder="little").view("<u8").astype(np.uint64)
             row_ids[:] = np.arange(len(masks), len(masks) + len(slots))
@@ -259,11 +266,17 @@ class PageTables:
             masks.append(_int_to_words(m, w))
             row_ids[k] = len(masks) - 1
             kinds[k] = PMD_TABLE
-        keep = ~in_leaf_pud
+        all_masks = np.array(masks, np.uint64).reshape(-1, w)
+        # A slot where no page is touched gets no page table: faulting creates tables only
+        # on the way to a page it maps (seen on the real kernel: a sparse source's empty
+        # slot costs no flush when moved).
+        touched = (kinds == PMD_LEAF) | np.bitwise_count(all_masks[row_ids]).any(axis=1)
+        keep = ~in_leaf_pud & touched
         slots, kinds, row_ids = slots[keep], kinds[keep], row_ids[keep]
         row_ids[kinds == PMD_LEAF] = -1
+        pud_slots = np.unique(slots >> (a.pud_shift - a.pmd_shift))
         new = PageTables._build(a, self.pud_tables, self.pud_idx, self.pud_kind, self.pmd_idx,
-                                self.pmd_kind, self.pmd_mask, np.array(masks, np.uint64).reshape(-1, w))
+                                self.pmd_kind, self.pmd_mask, all_masks)
         return new._merge_pmds(slots, kinds, row_ids)._with_puds(pud_slots, leaf_puds)
 
     def _merge_pmds(self, slots, kinds, row_ids) -> PageTables:
