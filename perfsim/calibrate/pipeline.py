@@ -1,0 +1,187 @@
+"""``perfsim calibrate`` as a library call: design → measure → data file → fit → profile.
+
+Each stage hands the next a file with a content hash: the data file (raw repetitions, machine,
+settings, what was skipped), the fit file (values, intervals, residuals) and the profile
+(which cites both). ``from_data`` skips measuring and refits an existing data file, so a fit
+can be reproduced anywhere without the machine.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from perfsim import __version__
+from perfsim.calibrate.design import Config, design
+from perfsim.calibrate.fit import FitResult, fit_profile
+from perfsim.calibrate.io import (
+    FIT_FORMAT,
+    CalibData,
+    atomic_write_text,
+    load_data,
+    render_data,
+    sha256_text,
+    sibling,
+)
+from perfsim.calibrate.measure import MeasureSettings, measure_configs
+from perfsim.calibrate.model import FLUSH_METRICS, Planned, design_matrix, plan_all
+from perfsim.calibrate.profile import render_profile
+from perfsim.calibrate.stats import latency_samples, summarize
+from perfsim.cost import CostProfile, load_cost_profile
+from perfsim.errors import PerfsimError
+
+
+@dataclass
+class CalibrationResult:
+    profile_path: Path | None
+    data_path: Path
+    fit_path: Path | None
+    data_sha256: str
+    status: str
+    missing: list[str]
+    table: pd.DataFrame
+    fit: FitResult | None
+    duration_s: float
+    flush_agreement: dict[str, Any] = field(default_factory=dict)
+
+
+def thp_available() -> bool:
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            return "[never]" not in f.read()
+    except OSError:
+        return False
+
+
+def planned_table(data: CalibData, prior: CostProfile, *, kernel: str = "6.18",
+                  arch: str = "x86_64", min_clean: int = 3
+                  ) -> tuple[pd.DataFrame, dict[str, Planned], dict[str, np.ndarray]]:
+    """Per-configuration statistics plus what the planner predicts for each."""
+    table = summarize(data.records, min_clean=min_clean)
+    if table.empty:
+        raise PerfsimError(f"{data.path}: no measured repetitions")
+    cfgs = [(Config.from_dict(r), int(r["src"]), int(r["dst"])) for r in table.to_dict("records")]
+    planned = plan_all(cfgs, prior, kernel=kernel, arch=arch)
+    for m in FLUSH_METRICS:
+        table[f"pred_{m}"] = [planned[c].flushes[m] for c in table.config_id]
+    return table, planned, latency_samples(data.records, min_clean=min_clean)
+
+
+def flush_agreement(table: pd.DataFrame) -> dict[str, Any]:
+    """Whole-call flush calls / full flushes (every traced config) and IPI rounds (configs
+    with clean IPI coverage) predicted vs measured."""
+    tr = table[table.n_traced > 0]
+    out: dict[str, Any] = {"traced_configs": int(len(tr))}
+    for m in FLUSH_METRICS:
+        sub = tr if m != "ipi_rounds" else tr[tr.n_ipi_clean > 0]
+        eq = (sub[m].astype("Int64") == sub[f"pred_{m}"]).fillna(False)
+        out[m] = {"agree": int(eq.sum()), "of": int(len(sub)),
+                  "disagree": sub.loc[~eq, "config_id"].tolist()}
+    inc = [c for c in tr.config_id[(tr.flush_calls_consistent == False)  # noqa: E712
+                                   | (tr.full_flushes_consistent == False)]]  # noqa: E712
+    out["inconsistent_between_reps"] = inc
+    return out
+
+
+def fit_table(table: pd.DataFrame, planned: dict[str, Planned], samples: dict[str, np.ndarray],
+              prior: CostProfile, ids: list[str] | None = None, *, n_boot: int = 200,
+              seed: int = 0) -> FitResult:
+    ids = [i for i in (ids if ids is not None else list(table.config_id))
+           if i in samples and len(samples[i])]
+    meta = {r["config_id"]: r for r in table.to_dict("records")}
+    return fit_profile(ids, design_matrix(planned, ids), samples, prior, meta=meta,
+                       n_boot=n_boot, seed=seed)
+
+
+def calibrate(out: str | Path, *, quick: bool = False, from_data: str | Path | None = None,
+              settings: MeasureSettings | None = None, prior: str = "x86_64-generic",
+              kernel: str = "6.18", arch: str = "x86_64", n_boot: int | None = None,
+              seed: int = 0, progress: bool = True, trace_mode: str = "auto",
+              configs: list[Config] | None = None, max_size: int | None = None,
+              name: str | None = None, command: str = "perfsim calibrate",
+              log=None) -> CalibrationResult:
+    """Measure (or load), fit and write ``out`` (the profile), ``<out>.data.jsonl`` and
+    ``<out>.fit.json``. A partial measurement (skipped configurations, no tracing) still
+    gives a profile whose description says what is missing; an interrupted one writes only
+    the data file and re-raises :class:`KeyboardInterrupt`."""
+    out = Path(out)
+    if out.suffix != ".toml":
+        raise PerfsimError(f"--out {out}: a cost profile path must end in .toml")
+    log = log or (lambda m: print(m))
+    prior_prof = load_cost_profile(prior)
+    data_path = sibling(out, ".data.jsonl")
+    fit_path = sibling(out, ".fit.json")
+    quick_n_boot = 100 if quick else 300
+    n_boot = quick_n_boot if n_boot is None else n_boot
+    if from_data is not None:
+        data = load_data(from_data)
+        if Path(from_data).resolve() != data_path.resolve():
+            # the profile always travels with its measurements: copy them beside it
+            atomic_write_text(data_path, Path(from_data).read_text())
+            data = load_data(data_path)
+        duration = float(data.header.get("duration_s", 0.0))
+    else:
+        settings = settings or (MeasureSettings(reps=6, rounds=2, traced_reps=1,
+                                                max_attempts=12, rse_target=0.05) if quick
+                                else MeasureSettings())
+        settings.seed = seed
+        cfgs = configs or design(quick, max_size=max_size, thp_available=thp_available())
+        data_path.parent.mkdir(parents=True, exist_ok=True)
+        spool = str(data_path) + ".partial"
+        if os.path.exists(spool):
+            os.unlink(spool)
+        run = measure_configs(cfgs, settings, spool_path=spool, progress=progress,
+                              trace_mode=trace_mode)
+        missing = [f"{s['config_id']}: {s['reason']}" for s in run.skipped] + run.notes
+        if run.status == "interrupted":
+            missing.insert(0, "interrupted before the design was complete")
+        header = {"perfsim_version": __version__, "machine": run.machine,
+                  "settings": run.settings, "design": [c.as_dict() for c in cfgs],
+                  "skipped": run.skipped, "notes": run.notes, "status": run.status,
+                  "missing": missing, "trace_status": run.trace_status,
+                  "started": run.started, "duration_s": run.duration_s,
+                  "quick": quick, "command": command}
+        text = render_data(header, run.records)
+        atomic_write_text(data_path, text)
+        os.unlink(spool) if os.path.exists(spool) else None
+        duration = run.duration_s
+        if run.status == "interrupted":
+            log(f"perfsim calibrate: interrupted after {duration:.0f} s; "
+                f"{len(run.records)} repetitions saved in {data_path} (no profile written; "
+                f"refit with: perfsim calibrate --from-data {data_path} --out {out})")
+            raise KeyboardInterrupt
+        data = load_data(data_path)
+    header = data.header
+    missing = list(header.get("missing", []))
+    status = header.get("status", "complete")
+    table, planned, samples = planned_table(data, prior_prof, kernel=kernel, arch=arch)
+    agree = flush_agreement(table)
+    if not samples:
+        raise PerfsimError(f"{data_path}: no latency measured; nothing to fit")
+    fit = fit_table(table, planned, samples, prior_prof, n_boot=n_boot, seed=seed)
+    for p, st in fit.status.items():
+        if st == "prior (no data)":
+            missing.append(f"{p}: not measured, prior value kept")
+    machine = header.get("machine", {})
+    date = (header.get("started") or _dt.date.today().isoformat())[:10]
+    pname = name or out.name[:-5]
+    text = render_profile(fit, prior_prof, name=pname, machine=machine,
+                          data_name=data_path.name, data_sha256=data.sha256,
+                          fit_name=fit_path.name, command=command, date=date,
+                          status=status, missing=missing)
+    fit_doc = {"format": FIT_FORMAT, "profile": pname, "profile_sha256": sha256_text(text),
+               "data": data_path.name, "data_sha256": data.sha256, "kernel": kernel,
+               "arch": arch, "status": status, "missing": missing, "machine": machine,
+               "duration_s": duration, "flush_agreement": agree, **fit.to_json(),
+               "configs": json.loads(table.to_json(orient="records"))}
+    atomic_write_text(fit_path, json.dumps(fit_doc, indent=1, sort_keys=True) + "\n")
+    atomic_write_text(out, text)
+    return CalibrationResult(out, data_path, fit_path, data.sha256, status, missing, table,
+                             fit, duration, agree)

@@ -1,0 +1,160 @@
+"""``perfsim calibrate``: measure this machine's mremap() and fit a cost profile to it.
+
+A thin shell over :func:`perfsim.calibrate.pipeline.calibrate`; see docs/calibration.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+from perfsim.errors import PerfsimError
+
+EPILOG = """\
+examples:
+  sudo perfsim calibrate --quick --out reports/calibration/quick.toml     # < 2 minutes
+  sudo perfsim calibrate --out reports/calibration/kvm-host.toml          # full design
+  perfsim calibrate --from-data reports/calibration/kvm-host.data.jsonl --out /tmp/refit.toml
+  perfsim calibrate --dry-run                                             # list the design
+
+writes PROFILE.toml (a cost profile: load_cost_profile / --cost), PROFILE.data.jsonl (every
+repetition, the machine, what was skipped; its sha256 is cited by the profile) and
+PROFILE.fit.json (values, bootstrap intervals, residuals). Without root or tracefs the latency
+is still measured and the missing flush counts are listed in the profile's description.
+
+exit status: 0 complete, 3 a profile was written but the measurement was partial (see the
+"missing" lines it prints), 2 bad input or environment, 130 interrupted (the data measured so
+far is kept).
+"""
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "calibrate", help="measure the host kernel's mremap() and fit a cost profile",
+        description=__doc__.split("\n\n")[0], epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", metavar="PROFILE.toml", help="profile to write (required unless "
+                   "--dry-run)")
+    p.add_argument("--quick", action="store_true", help="small design, few repetitions (< 2 min)")
+    p.add_argument("--from-data", metavar="DATA.jsonl", help="refit an earlier measurement "
+                   "instead of measuring")
+    p.add_argument("--dry-run", action="store_true", help="print the design and exit")
+    p.add_argument("--reps", type=int, default=None, help="clean latency repetitions per "
+                   "configuration (default 9, quick 5)")
+    p.add_argument("--traced-reps", type=int, default=None, help="traced repetitions per "
+                   "configuration (default 2, quick 1)")
+    p.add_argument("--max-size", default=None, metavar="SIZE",
+                   help="leave out configurations larger than this (e.g. 1G)")
+    p.add_argument("--no-trace", action="store_true", help="do not count TLB flushes")
+    p.add_argument("--require-trace", action="store_true",
+                   help="fail instead of measuring latency only when tracing is unavailable")
+    p.add_argument("--prior", default="x86_64-generic", help="cost profile giving the values "
+                   "the design cannot identify (default x86_64-generic)")
+    p.add_argument("--kernel", default="6.18", help="kernel profile to plan with (default 6.18)")
+    p.add_argument("--name", default=None, help="profile name (default: the file's stem)")
+    p.add_argument("--bootstrap", type=int, default=None, metavar="B",
+                   help="bootstrap resamples for the parameter intervals (default 300, quick 100)")
+    p.add_argument("--seed", type=int, default=0, help="measuring order and bootstrap seed")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from perfsim.calibrate.design import design, fmt_size, parse_size
+    from perfsim.calibrate.measure import MeasureSettings
+    from perfsim.calibrate.pipeline import calibrate, thp_available
+    from perfsim.host.trace import TracingBusy, TracingUnavailable
+
+    try:
+        max_size = parse_size(args.max_size) if args.max_size else None
+    except ValueError as e:
+        raise PerfsimError(f"--max-size: {e}") from None
+    if args.dry_run:
+        cfgs = design(args.quick, max_size=max_size, thp_available=thp_available())
+        for c in cfgs:
+            print(f"{c.group:10s} {c.id}")
+        print(f"# {len(cfgs)} configurations, sizes "
+              f"{', '.join(fmt_size(s) for s in sorted({c.size for c in cfgs}))}")
+        return 0
+    if not args.out:
+        raise PerfsimError("--out PROFILE.toml is required (or --dry-run)")
+    if args.no_trace and args.require_trace:
+        raise PerfsimError("--no-trace and --require-trace contradict each other")
+    settings = None
+    if args.reps or args.traced_reps is not None:
+        settings = (MeasureSettings(reps=6, rounds=2, traced_reps=1, max_attempts=12,
+                                    rse_target=0.05)
+                    if args.quick else MeasureSettings())
+        if args.reps:
+            if args.reps < 3:
+                raise PerfsimError("--reps must be at least 3 (a median of fewer is not robust)")
+            settings.reps = args.reps
+            settings.max_attempts = 3 * args.reps if not args.quick else 2 * args.reps + 2
+        if args.traced_reps is not None:
+            settings.traced_reps = max(0, args.traced_reps)
+    mode = "off" if args.no_trace else ("required" if args.require_trace else "auto")
+    cmd = "perfsim " + " ".join(shlex.quote(a) for a in sys.argv[1:]) \
+        if sys.argv and sys.argv[0].endswith("perfsim") else "perfsim calibrate " + \
+        " ".join(shlex.quote(a) for a in _argv_echo(args))
+    try:
+        res = calibrate(args.out, quick=args.quick, from_data=args.from_data, settings=settings,
+                        prior=args.prior, kernel=args.kernel, n_boot=args.bootstrap,
+                        seed=args.seed, progress=not args.no_progress, trace_mode=mode,
+                        max_size=max_size, name=args.name, command=cmd)
+    except TracingBusy as e:
+        raise PerfsimError(f"{e}. Nothing was measured; perfsim does not touch tracing that "
+                           "someone else uses. Run again when it is free, or with --no-trace "
+                           "to measure latency only.") from None
+    except TracingUnavailable as e:
+        raise PerfsimError(f"--require-trace: tracing unavailable: {e}") from None
+    _print_result(res)
+    return 0 if res.status == "complete" else 3
+
+
+def _argv_echo(args: argparse.Namespace) -> list[str]:
+    out = []
+    for k in ("quick", "no_trace", "require_trace"):
+        if getattr(args, k):
+            out.append("--" + k.replace("_", "-"))
+    for k in ("from_data", "reps", "traced_reps", "max_size", "prior", "kernel", "bootstrap",
+              "out"):
+        v = getattr(args, k)
+        if v is not None and not (k == "prior" and v == "x86_64-generic") \
+                and not (k == "kernel" and v == "6.18"):
+            out += ["--" + k.replace("_", "-"), str(v)]
+    return out
+
+
+def _print_result(res) -> None:
+    t = res.table
+    fit = res.fit
+    print(f"measured {len(t)} configurations in {res.duration_s:.0f} s; data {res.data_path} "
+          f"(sha256 {res.data_sha256[:16]})")
+    fa = res.flush_agreement
+    if fa.get("traced_configs"):
+        parts = [f"{m} {fa[m]['agree']}/{fa[m]['of']}" for m in
+                 ("flush_calls", "full_flushes", "ipi_rounds")]
+        print("whole-call TLB flushes, predicted = measured: " + ", ".join(parts))
+        for m in ("flush_calls", "full_flushes", "ipi_rounds"):
+            if fa[m]["disagree"]:
+                print(f"  {m} differ: {', '.join(fa[m]['disagree'][:10])}")
+    else:
+        print("TLB flush counts: not measured (no tracing)")
+    if fit is not None:
+        print(f"fitted {sum(s == 'fitted' for s in fit.status.values())} parameters "
+              f"(bootstrap {fit.n_boot}), condition number {fit.condition:.0f}:")
+        for p, st in fit.status.items():
+            if st == "fitted":
+                sd = f" ± {fit.sd[p]:.0f}" if p in fit.sd else ""
+                ci = (f"  [{fit.ci[p][0]:.0f}, {fit.ci[p][1]:.0f}]" if p in fit.ci else "")
+                print(f"  {p:20s} {fit.values[p]:>9d} ns{sd}{ci}")
+        import numpy as np
+        r = np.abs(np.array(list(fit.rel_residuals.values())))
+        print(f"in-sample |relative error| of the median latency: median {np.median(r):.1%}, "
+              f"p90 {np.percentile(r, 90):.1%} (validate with: perfsim validate --cost "
+              f"{res.profile_path})")
+    for m in res.missing:
+        print(f"missing: {m}")
+    print(f"wrote {res.profile_path}, {res.fit_path}")
