@@ -55,10 +55,19 @@ def test_generic_profile_cites_the_published_anchors():
         assert anchor in cited
 
 
-def test_kvm_host_profile_says_it_was_measured_here():
+def test_kvm_host_profile_says_it_was_measured_here_and_its_data_is_shipped():
+    """kvm-host is perfsim calibrate's fit on this project's machine; the raw data it was
+    fitted from ships in data/calibration/ and must hash to what the profile cites."""
+    import hashlib
+    import re
+    from pathlib import Path
+
     p = load_cost_profile("kvm-host")
-    assert "measured on" in p.param("syscall_ns").source
-    assert "scripts/measure_costs.py" in p.param("ipi_round_trip_ns").source
+    assert "fitted by perfsim calibrate" in p.param("syscall_ns").source
+    assert "fitted by perfsim calibrate" in p.param("ipi_round_trip_ns").source
+    cited = re.search(r"sha256 ([0-9a-f]{16})", p.description).group(1)
+    data = Path(__file__).parent.parent / "data" / "calibration" / "kvm-host.data.jsonl"
+    assert hashlib.sha256(data.read_bytes()).hexdigest().startswith(cited)
 
 
 def test_unknown_profile_name_lists_the_valid_names():
