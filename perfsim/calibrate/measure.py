@@ -51,7 +51,7 @@ import numpy as np
 from perfsim.calibrate.design import Config, fmt_size
 from perfsim.calibrate.layouts import LayoutMismatch, build
 from perfsim.host import syscalls as sc
-from perfsim.host.measure import host_info, mem_available, settle_cpumask
+from perfsim.host.measure import host_info, mem_available, timed_move
 from perfsim.host.spinner import Spinner
 from perfsim.host.trace import (
     TlbTraceSession,
@@ -212,17 +212,6 @@ class HugetlbReservation:
 # One configuration
 
 
-def _sched_counters(tid: int) -> tuple[int, int] | None:
-    try:
-        with open(f"/proc/self/task/{tid}/schedstat") as f:
-            run_delay = int(f.read().split()[1])
-        with open(f"/proc/self/task/{tid}/status") as f:
-            m = re.search(r"^nonvoluntary_ctxt_switches:\s*(\d+)", f.read(), re.M)
-        return run_delay, int(m.group(1)) if m else 0
-    except (OSError, IndexError, ValueError):
-        return None
-
-
 def _set_nice(tid: int, value: int | None) -> None:
     if value is None:
         return
@@ -244,31 +233,9 @@ def _one_call(cfg: Config, session: TlbTraceSession | None, spinner: Spinner | N
               tid: int) -> tuple[dict[str, Any], TraceResult]:
     lay = build(cfg)
     try:
-        if spinner is None:
-            settle_cpumask()
-        else:
-            spinner.wait_running()
-        watch = [tid] + ([spinner.tid] if spinner is not None and spinner.tid else [])
-        before = [_sched_counters(t) for t in watch]
-        if session is not None:
-            res = session.measure_call(lay.do_move)
-        else:
-            t0 = sc.monotonic_ns()
-            lay.do_move()
-            t1 = sc.monotonic_ns()
-            res = TraceResult(False, skipped="latency pass", latency_ns=t1 - t0)
-        after = [_sched_counters(t) for t in watch]
+        res, main_d, spin_d = timed_move(lay, session, spinner, tid, untraced="latency pass")
     finally:
         lay.cleanup()
-    if res.available:
-        sm = res.summary()
-        main_d = sm["task_switch_flushes"] > 0
-        spin_d = (sm["ipi_rounds"] < sm["flush_calls"]) if spinner is not None else None
-    else:
-        d = [b is not None and a is not None and (a[0] > b[0] or a[1] > b[1])
-             for b, a in zip(before, after, strict=True)]
-        main_d = d[0]
-        spin_d = d[1] if len(d) > 1 else None
     rec = {"src": lay.src, "dst": lay.dst, "thp_kb": lay.thp_kb,
            "populate_method": lay.populate_method, "populate_ns": lay.populate_ns,
            "latency_ns": res.latency_ns, "main_disturbed": bool(main_d),

@@ -100,6 +100,41 @@ def _set_nice(tid: int, value: int) -> None:
         pass
 
 
+def timed_move(lay, session, spinner, tid: int, *, untraced: str = "tracing off"):
+    """Time (and, with a trace ``session``, trace) one ``lay.do_move()``; return
+    ``(TraceResult, caller disturbed, spinner disturbed or None)``. The layout is left for
+    the caller to clean up.
+
+    Was a thread kept from its CPU around the call? For an untraced call: did its run delay
+    or involuntary context switches grow (a window slightly larger than the call). For a
+    traced call the window also holds the tracefs reads and writes, which sleep, so the
+    trace itself decides: a task switch of the mremap thread, or a flush without an IPI while
+    the spinner should have been running."""
+    if spinner is None:
+        settle_cpumask()
+    else:
+        spinner.wait_running()
+    watch = [tid] + ([spinner.tid] if spinner is not None and spinner.tid else [])
+    before = [_sched_counters(t) for t in watch]
+    if session is not None:
+        res = session.measure_call(lay.do_move)
+    else:
+        t0 = sc.monotonic_ns()
+        lay.do_move()
+        t1 = sc.monotonic_ns()
+        res = TraceResult(False, skipped=untraced, latency_ns=t1 - t0)
+    after = [_sched_counters(t) for t in watch]
+    if res.available:
+        sm = res.summary()
+        main_d = sm["task_switch_flushes"] > 0
+        spin_d = (sm["ipi_rounds"] < sm["flush_calls"]) if spinner is not None else None
+    else:
+        d = [b is not None and a is not None and (a[0] > b[0] or a[1] > b[1])
+             for b, a in zip(before, after, strict=True)]
+        main_d, spin_d = d[0], (d[1] if len(d) > 1 else None)
+    return res, bool(main_d), spin_d
+
+
 def measure_shape(shape: str, size_bytes: int, *, backing: str = "anon", thp: bool = False,
                   threads: int = 1, reps: int = 5, warmup: int = 1,
                   trace: bool | str | TlbTraceSession = "auto", dst_mode: str = "hole",
@@ -150,35 +185,10 @@ def measure_shape(shape: str, size_bytes: int, *, backing: str = "anon", thp: bo
         for i in range(warmup + reps):
             lay = build_layout(shape, size_bytes, backing=backing, thp=thp, dst_mode=dst_mode)
             try:
-                if spinner is None:
-                    settle_cpumask()
-                else:
-                    spinner.wait_running()
-                watch = [tid] + ([spinner.tid] if spinner is not None and spinner.tid else [])
-                before = [_sched_counters(t) for t in watch]
-                if session is not None:
-                    res = session.measure_call(lay.do_move)
-                else:
-                    t0 = sc.monotonic_ns()
-                    lay.do_move()
-                    t1 = sc.monotonic_ns()
-                    res = TraceResult(False, skipped="tracing off", latency_ns=t1 - t0)
-                after = [_sched_counters(t) for t in watch]
+                res, main_d, spin_d = timed_move(lay, session, spinner, tid)
             finally:
                 lay.cleanup()
-            # Did a thread wait for its CPU (run_delay grew) or get switched out involuntarily
-            # around the call?  Measured over a window slightly larger than the call itself.
-            # For a traced call the window also holds the tracefs reads and writes, which
-            # sleep, so there the trace itself decides: a task switch of the mremap thread, or
-            # a flush without IPI while the spinner should be running.
-            if res.available:
-                sm = res.summary()
-                disturbed = [sm["task_switch_flushes"] > 0]
-                if spinner is not None:
-                    disturbed.append(sm["ipi_rounds"] < sm["flush_calls"])
-            else:
-                disturbed = [b is not None and a is not None and (a[0] > b[0] or a[1] > b[1])
-                             for b, a in zip(before, after, strict=True)]
+            disturbed = [main_d] if spin_d is None else [main_d, spin_d]
             if i < warmup:
                 continue
             tr = res.as_dict(with_events=with_events)
