@@ -10,7 +10,8 @@ disagreement.
 
     python3 scripts/measure_shapes.py --out /tmp/host-shapes.jsonl
     python3 scripts/compare_host_flushes.py /tmp/host-shapes.jsonl [--kernel 6.18]
-    python3 scripts/compare_host_flushes.py /tmp/host-shapes.jsonl --write-fixture tests/data/host_flushes.jsonl
+    python3 scripts/compare_host_flushes.py /tmp/host-shapes.jsonl \
+        --write-fixture tests/data/host_flushes_6.18.jsonl
 """
 
 from __future__ import annotations
@@ -71,7 +72,8 @@ def main(argv=None) -> int:
           f"{'ipi':>5}  agree")
     for (shape, size, thr), rs in sorted(groups.items()):
         p = rs[0]["predicted"]
-        print(f"{shape:12} {size:>11} {thr:>3}  {p['move']['flush_calls']:>7}/{p['src_unmap']['flush_calls']:<7}"
+        calls = f"{p['move']['flush_calls']}/{p['src_unmap']['flush_calls']}"
+        print(f"{shape:12} {size:>11} {thr:>3}  {calls:>15}"
               f" {p['move']['full_flushes']:>6}/{p['src_unmap']['full_flushes']:<7}"
               f" {sum(x['ipi_rounds'] for x in p.values()):>5}  {sum(r['agree'] for r in rs)}/{len(rs)}")
     bad = [r for r in rows if not r["agree"]]

@@ -508,7 +508,8 @@ def plan_move(target: Target, pt: PageTables, pmc, *, phase: int = S.MOVE, cpus:
     else:
         alloc_pte_mask_sub = fD
 
-    total_alloc = int(seg_p4d.sum() + seg_pud.sum()) + len(alloc_pmd_at) + int(np.count_nonzero(alloc_pte_mask_sub))
+    total_alloc = (int(seg_p4d.sum() + seg_pud.sum()) + len(alloc_pmd_at)
+                   + int(np.count_nonzero(alloc_pte_mask_sub)))
     if fail_alloc_at is not None and fail_alloc_at <= total_alloc:
         raise Declined("injected allocation failure")
 
@@ -585,8 +586,10 @@ def plan_move(target: Target, pt: PageTables, pmc, *, phase: int = S.MOVE, cpus:
         lock = np.where(is_pte_main, lid_huge, lock_sets.index(())).astype(_I32)
         s_e, d_e = S_[e_idx], D_[e_idx]
         pmd_ptl = np.where(((s_e >> k_pp) == (d_e >> k_pp)) | (not a.split_pmd_ptlocks), 1, 2)
-        for kind_v, fobj, lk in ((S.K_PMD_MOVE, flush_range(t, 0, P, cpus=cpus, lazy_cpus=lazy_cpus), normal_locks),
-                                 (S.K_THP_MOVE, flush_pmd_range(t, 0, cpus=cpus, lazy_cpus=lazy_cpus), huge_locks)):
+        pmd_flush = flush_range(t, 0, P, cpus=cpus, lazy_cpus=lazy_cpus)
+        thp_flush = flush_pmd_range(t, 0, cpus=cpus, lazy_cpus=lazy_cpus)
+        for kind_v, fobj, lk in ((S.K_PMD_MOVE, pmd_flush, normal_locks),
+                                 (S.K_THP_MOVE, thp_flush, huge_locks)):
             m = mk == kind_v
             if not m.any():
                 continue
@@ -597,7 +600,8 @@ def plan_move(target: Target, pt: PageTables, pmc, *, phase: int = S.MOVE, cpus:
             lock[m] = lock_sets.index(lk)
             if kind_v == S.K_THP_MOVE:
                 ptes_c = np.where(m, ptrs, ptes_c)
-        cols.update(ptes=ptes_c, slots=slots_c, batches=np.where(is_pte_main, ptes_c, 0), flushes=fl, flush_full=ffull,
+        cols.update(ptes=ptes_c, slots=slots_c, batches=np.where(is_pte_main, ptes_c, 0), flushes=fl,
+                    flush_full=ffull,
                     flush_pages=fpages, ipis=fipis, ptl=ptl, rmap=rmap, lock=lock)
     main_cols = cols
 
@@ -941,7 +945,8 @@ def _apply(t: Target, pt: PageTables, masks: MaskTable, pmc, v: dict) -> PageTab
         removed_src[S_[e] - s_lo] = True
         dst_new_idx.append(D_[e])
         dst_new_kind.append(src_kind[S_[e] - s_lo])
-        dst_new_row.append(np.where(src_kind[S_[e] - s_lo] == PMD_LEAF, -1, src_row[S_[e] - s_lo]).astype(_I32))
+        rel = S_[e] - s_lo
+        dst_new_row.append(np.where(src_kind[rel] == PMD_LEAF, -1, src_row[rel]).astype(_I32))
     if split is not None and not anon:
         removed_src[S_[np.flatnonzero(split)] - s_lo] = True
 

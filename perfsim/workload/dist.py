@@ -22,7 +22,7 @@ cycle distribution consumes no randomness, so adding one never shifts another st
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
@@ -30,7 +30,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 from perfsim.errors import PerfsimError
 from perfsim.units import parse_size
 
-Number = Union[int, float]
+Number = int | float
 
 
 class _Dist(BaseModel):

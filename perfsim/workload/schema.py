@@ -18,7 +18,7 @@ import json
 import tomllib
 import typing
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -39,7 +39,7 @@ ALIGNS = ("pud", "pmd", "page", "random")
 DST_ALIGNS = ("same", "pud", "pmd", "page", "random")
 OPS = ("move", "grow", "stack")
 
-Size = Union[int, str]
+Size = int | str
 
 
 def _size(v: Any, what: str = "size") -> int:
