@@ -83,3 +83,12 @@ def describe_validation(exc, root=None, *, origin: str | None = None, hide=(), h
         parts.append(f"{format_loc(loc)}: {msg}")
     text = "; ".join(parts)
     return f"{origin}: {text}" if origin else text
+
+
+def check_dir_name(value: str, what: str) -> str:
+    """A name that becomes a directory name: letters, digits, ``_ . -`` only."""
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", value):
+        raise ValueError(f"a {what} name is used as a directory name: letters, digits, _ . -")
+    return value

@@ -50,7 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 import perfsim
 from perfsim.cost import load_cost_profile
 from perfsim.cost.profile import CostProfile
-from perfsim.errors import PerfsimError, describe_validation
+from perfsim.errors import PerfsimError, check_dir_name, describe_validation
 from perfsim.profiles import Target, resolve_target
 from perfsim.workload.run import resolve_workload
 from perfsim.workload.schema import Workload, parse_workload, read_workload_dict, resolve_paths
@@ -97,9 +97,7 @@ class SweepFile(_M):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9_.-]+", v):
-            raise ValueError("a sweep name is used as a directory name: letters, digits, _ . -")
-        return v
+        return check_dir_name(v, "sweep")
 
     @field_validator("grid")
     @classmethod

@@ -824,15 +824,7 @@ def _plan_regular(t: Target, pt: PageTables, v: dict) -> tuple[S.Steps, PageTabl
     em = np.zeros(s_hi - s_lo + 2, _I32)
     em[:-1] = src_row
     src_new = np.zeros(s_hi - s_lo + 1, _I32)
-    for slot in sorted({s_lo, s_hi}):
-        base = slot << ms
-        lo = (max(o0, base) - base) >> ps
-        hi = (min(oe, base + P) - base) >> ps
-        if lo == 0 and hi == ptrs:
-            continue
-        m = masks.row_int(int(src_row[slot - s_lo]))
-        em[slot - s_lo] = masks.add_int(m & range_mask(lo, hi))
-        src_new[slot - s_lo] = masks.add_int(m & ~range_mask(lo, hi))
+    _split_edge_slots(a, masks, src_row, em, src_new, s_lo, s_hi, o0, oe)
     nD = d_hi - d_lo + 1
     off = ((-delta) % P) >> ps
     sa0 = (((d_lo << ms) - delta) >> ms) - s_lo  # source slot (relative) under each D's bottom
@@ -883,6 +875,23 @@ def _plan_regular(t: Target, pt: PageTables, v: dict) -> tuple[S.Steps, PageTabl
     tops = pt.pud_tables | frozenset(new_tops) if new_tops else pt.pud_tables
     all_masks, pop = masks.materialise()
     return block, PageTables(a, tops, pud_idx, pud_kind, pmd_idx, pmd_kind, pmd_mask, all_masks, pop)
+
+
+def _split_edge_slots(a, masks: MaskTable, rows: np.ndarray, em: np.ndarray, rest: np.ndarray,
+                      s_lo: int, s_hi: int, o0: int, oe: int, only: np.ndarray | None = None) -> None:
+    """The first and last source slot may lie only partly inside ``[o0, oe)``: split their
+    bitmap into the part that moves (``em``) and the part that stays (``rest``), in place."""
+    for slot in sorted({s_lo, s_hi}):
+        if only is not None and not only[slot - s_lo]:
+            continue
+        base = slot << a.pmd_shift
+        lo = (max(o0, base) - base) >> a.page_shift
+        hi = (min(oe, base + a.pmd_size) - base) >> a.page_shift
+        if lo == 0 and hi == a.ptrs_per_pte:
+            continue
+        m = masks.row_int(int(rows[slot - s_lo]))
+        em[slot - s_lo] = masks.add_int(m & range_mask(lo, hi))
+        rest[slot - s_lo] = masks.add_int(m & ~range_mask(lo, hi))
 
 
 def _upper_allocs(t: Target, pt: PageTables, seg_T: np.ndarray, table_seg: np.ndarray):
@@ -982,17 +991,8 @@ def _apply(t: Target, pt: PageTables, masks: MaskTable, pmc, v: dict) -> PageTab
     em[:-1] = np.where(pte_slot_mask, eff_row, 0)
     src_new_row = np.zeros(s_hi - s_lo + 1, _I32)  # interior walked slots end empty
     # edge slots: only part of them is in the range
-    for slot in sorted({s_lo, s_hi}):
-        if not pte_slot_mask[slot - s_lo]:
-            continue
-        base = slot << ms
-        lo = (max(o0, base) - base) >> ps
-        hi = (min(oe, base + P) - base) >> ps
-        if lo == 0 and hi == ptrs:
-            continue
-        m = masks.row_int(int(eff_row[slot - s_lo]))
-        em[slot - s_lo] = masks.add_int(m & range_mask(lo, hi))
-        src_new_row[slot - s_lo] = masks.add_int(m & ~range_mask(lo, hi))
+    _split_edge_slots(a, masks, eff_row, em, src_new_row, s_lo, s_hi, o0, oe,
+                      only=pte_slot_mask)
 
     # --- destination bitmaps of slots written by move_ptes
     new_src_kind = pt.pmd_kind[i_lo:i_hi]

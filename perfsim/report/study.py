@@ -38,14 +38,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from perfsim.errors import PerfsimError, describe_validation
+from perfsim.errors import PerfsimError, check_dir_name, describe_validation
 from perfsim.units import parse_size
 
 #: The five alignment classes of a move, in report order (kernel-model.md §4, E1–E4).
@@ -218,9 +217,7 @@ class Study(_M):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9_.-]+", v):
-            raise ValueError("a study name is used as a directory name: letters, digits, _ . -")
-        return v
+        return check_dir_name(v, "study")
 
     @field_validator("kernels")
     @classmethod

@@ -32,14 +32,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from perfsim.errors import PerfsimError, describe_validation
+from perfsim.errors import PerfsimError, check_dir_name, describe_validation
 
 #: Objective and constraint metric names → the per-run metric column they read.
 METRIC_ALIASES: dict[str, str] = {
@@ -179,9 +178,7 @@ class TuneSpec(_M):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9_.-]+", v):
-            raise ValueError("a tune name is used as a directory name: letters, digits, _ . -")
-        return v
+        return check_dir_name(v, "tune")
 
     @field_validator("knobs")
     @classmethod
