@@ -75,8 +75,7 @@ def summarize(records: list[dict], min_clean: int = 3) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def latency_samples(records: list[dict], min_clean: int = 3) -> dict[str, np.ndarray]:
-    """The latencies :func:`summarize` uses, per configuration (for the bootstrap)."""
+def _used_latency_records(records: list[dict], min_clean: int) -> dict[str, list[dict]]:
     by: dict[str, list[dict]] = {}
     for r in records:
         if r.get("phase") == "latency" and r.get("latency_ns"):
@@ -84,6 +83,17 @@ def latency_samples(records: list[dict], min_clean: int = 3) -> dict[str, np.nda
     out = {}
     for cid, recs in by.items():
         clean = [r for r in recs if not r.get("disturbed")]
-        use = clean if len(clean) >= min_clean else recs
-        out[cid] = np.array([r["latency_ns"] for r in use], dtype=float)
+        out[cid] = clean if len(clean) >= min_clean else recs
     return out
+
+
+def latency_samples(records: list[dict], min_clean: int = 3) -> dict[str, np.ndarray]:
+    """The latencies :func:`summarize` uses, per configuration (for the bootstrap)."""
+    return {cid: np.array([r["latency_ns"] for r in use], dtype=float)
+            for cid, use in _used_latency_records(records, min_clean).items()}
+
+
+def latency_rounds(records: list[dict], min_clean: int = 3) -> dict[str, np.ndarray]:
+    """The measurement round of each sample in :func:`latency_samples` (same order)."""
+    return {cid: np.array([int(r.get("round", 0)) for r in use], dtype=int)
+            for cid, use in _used_latency_records(records, min_clean).items()}

@@ -22,7 +22,8 @@ Splits:
 The ordering check asks, at each size ≥ 64 MiB and thread count, whether the predicted
 latencies order the five alignment classes as the measured ones do. Only pairs whose measured
 medians are *resolved* (bootstrap 95 % intervals of the two medians do not overlap) are scored;
-the others are reported as ties.
+the others are reported as ties. The bootstrap resamples measurement rounds, then repetitions
+within them, because repetitions of one round are not independent.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from perfsim.calibrate.fit import profile_values_with
 from perfsim.calibrate.io import CalibData, load_data, sibling
 from perfsim.calibrate.model import Planned
 from perfsim.calibrate.pipeline import fit_table, flush_agreement, planned_table
+from perfsim.calibrate.stats import latency_rounds
 from perfsim.cost import PARAM_NAMES, CostProfile, load_cost_profile, predict, row_costs
 from perfsim.cost.sampling import draw
 from perfsim.errors import PerfsimError
@@ -274,21 +276,42 @@ def coverage_table(table: pd.DataFrame, header: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _median_ci(x: np.ndarray, rng: np.random.Generator, b: int = 1000) -> tuple[float, float]:
+def _median_ci(x: np.ndarray, rng: np.random.Generator, b: int = 1000,
+               rounds: np.ndarray | None = None) -> tuple[float, float]:
+    """Bootstrap 95 % interval of the median of ``x``.
+
+    Repetitions are measured in rounds, and repetitions of one round share the machine's
+    state at that moment (load, frequency, caches), so they are not independent draws.
+    With round labels the bootstrap resamples whole rounds first, then repetitions within
+    them (a two-stage cluster bootstrap); otherwise it resamples repetitions."""
     if len(x) < 2:
         v = float(x[0]) if len(x) else np.nan
         return v, v
-    meds = np.median(rng.choice(x, (b, len(x))), axis=1)
+    ids = np.unique(rounds) if rounds is not None else np.zeros(1)
+    if rounds is None or len(ids) < 2:
+        meds = np.median(rng.choice(x, (b, len(x))), axis=1)
+    else:
+        groups = [x[rounds == i] for i in ids]
+        meds = np.empty(b)
+        for k in range(b):
+            pick = rng.integers(0, len(groups), len(groups))
+            meds[k] = np.median(np.concatenate([rng.choice(groups[j], len(groups[j])) for j in pick]))
     return float(np.percentile(meds, 2.5)), float(np.percentile(meds, 97.5))
 
 
 def ordering_check(table: pd.DataFrame, samples: dict[str, np.ndarray],
-                   preds: dict[str, dict[str, float]], seed: int = 0
+                   preds: dict[str, dict[str, float]], seed: int = 0,
+                   rounds: dict[str, np.ndarray] | None = None
                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Pairwise class order at each (size ≥ 64 MiB, threads) of the core group."""
+    """Pairwise class order at each (size ≥ 64 MiB, threads) of the core group.
+
+    A pair is scored (``resolved``) only when the 95 % intervals of the two measured medians
+    do not overlap; with ``rounds`` the intervals resample measurement rounds too."""
     core = table[(table.group == "core") & (table["size"] >= ORDER_MIN_SIZE)]
     rng = np.random.default_rng(seed)
-    ci = {cid: _median_ci(samples[cid], rng) for cid in core.config_id if cid in samples}
+    rounds = rounds or {}
+    ci = {cid: _median_ci(samples[cid], rng, rounds=rounds.get(cid))
+          for cid in core.config_id if cid in samples}
     rows = []
     for (size, thr), g in core.groupby(["size", "threads"]):
         by = {r["align"]: r for r in g.to_dict("records")}
@@ -384,7 +407,8 @@ def validate(data: CalibData | str | Path, cost: CostProfile | str | Path, *,
     preds = {"in-sample": {c: v[0] for c, v in ins.items()}}
     if held:
         preds["held-out"] = {c: v[0] for c, v in held.items()}
-    order, order_summary = ordering_check(table, samples, preds, seed)
+    order, order_summary = ordering_check(table, samples, preds, seed,
+                                          rounds=latency_rounds(data.records))
     meta = {"data": Path(data.path).name, "data_sha256": data.sha256,
             "cost_profile": profile.name, "cost_profile_digest": profile.digest,
             "prior_for_refits": prior_prof.name, "kernel": kernel, "arch": arch,
