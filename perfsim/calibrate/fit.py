@@ -47,6 +47,7 @@ FREE: tuple[str, ...] = (
     "hugetlb_entry_ns",   # hugetlb
     "ipi_round_trip_ns",  # 2 threads: per flush that IPIs
     "ipi_wakeup_ns",      # 2 threads: once per call that IPIs (idle vCPU wake-up)
+    "tlb_first_flush_ns", # once per call that flushes: separates "moved anything" from none
 )
 #: tied parameter -> (free parameter, ratio)
 TIES: dict[str, tuple[str, float]] = {"pud_move_ns": ("pmd_move_ns", 1.0)}

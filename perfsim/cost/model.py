@@ -32,6 +32,7 @@ tlb_invlpg_ns              per page invalidated (``flush_pages``)
 ipi_round_trip_ns          per flush that IPIs at least one CPU
 ipi_extra_target_ns        per IPI target beyond the first
 ipi_wakeup_ns              once per plan, on its first flush that sends IPIs
+tlb_first_flush_ns         once per plan, on its first flush
 rmap_acquire/release_ns    per rmap rwsem taken (``rmap`` column)
 ptl_ns                     per page-table spinlock (``ptl`` column)
 notifier_pair_ns           per notifier pair (``notifier`` column)
@@ -71,6 +72,7 @@ PARAM_CATEGORY: dict[str, str] = {
     "tlb_full_flush_ns": "tlb_flush",
     "ipi_round_trip_ns": "ipi", "ipi_extra_target_ns": "ipi", "ipi_receiver_ns": "ipi",
     "ipi_wakeup_ns": "ipi",
+    "tlb_first_flush_ns": "tlb_flush",
     "rmap_acquire_ns": "rmap_locks", "rmap_release_ns": "rmap_locks",
     "ptl_ns": "ptl", "notifier_pair_ns": "notifier",
 }
@@ -141,6 +143,7 @@ def param_counts(steps: S.Steps, ipis: np.ndarray) -> dict[str, np.ndarray]:
         "ipi_round_trip_ns": ((ipis > 0) & (flushes > 0)).astype(_I64),
         "ipi_extra_target_ns": np.maximum(ipis - 1, 0) * flushes,
         "ipi_wakeup_ns": _first((ipis > 0) & (flushes > 0)),
+        "tlb_first_flush_ns": _first(flushes > 0),
         "rmap_acquire_ns": steps.rmap.astype(_I64),
         "rmap_release_ns": steps.rmap.astype(_I64),
         "ptl_ns": steps.ptl.astype(_I64),
