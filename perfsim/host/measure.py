@@ -229,3 +229,32 @@ def measure_shape(shape: str, size_bytes: int, *, backing: str = "anon", thp: bo
                 rec["events"] = tr.get("events")
             records.append(rec)
     return records
+
+
+def measure_shape_isolated(shape: str, size_bytes: int, *, timeout_s: float = 300,
+                           **kwargs) -> list[dict[str, Any]]:
+    """:func:`measure_shape` in a fresh Python process, returning its records.
+
+    Which CPUs an mm is active on decides whether a flush sends IPIs, so a measurement must
+    run in a process holding only the threads it controls; a long-lived process (a test
+    run, a notebook) may have thread pools of its own parked on other CPUs. Raises
+    :class:`~perfsim.host.trace.TracingBusy` if the child found tracing in use, and
+    ``RuntimeError`` with the child's error otherwise."""
+    import json
+    import subprocess
+    import sys
+
+    from perfsim.host.trace import TracingBusy
+
+    code = ("import json, sys; from perfsim.host.measure import measure_shape; "
+            "a = json.loads(sys.argv[1]); "
+            "print(json.dumps(measure_shape(a.pop('shape'), a.pop('size'), **a)))")
+    args = json.dumps({"shape": shape, "size": size_bytes, **kwargs})
+    out = subprocess.run([sys.executable, "-c", code, args], capture_output=True, text=True,
+                         timeout=timeout_s)
+    if out.returncode != 0:
+        if "TracingBusy" in out.stderr:
+            raise TracingBusy(out.stderr.strip().splitlines()[-1])
+        raise RuntimeError(f"measure_shape({shape!r}, {size_bytes}) failed: "
+                           f"{out.stderr.strip()[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
