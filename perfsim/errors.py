@@ -92,3 +92,35 @@ def check_dir_name(value: str, what: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", value):
         raise ValueError(f"a {what} name is used as a directory name: letters, digits, _ . -")
     return value
+
+
+def parse_toml(text: str, origin: str) -> dict:
+    """TOML text as a dict; invalid TOML is a one-line :class:`PerfsimError` naming ``origin``."""
+    import tomllib
+
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise PerfsimError(f"{origin}: not valid TOML: {exc}") from None
+
+
+def read_toml(path, what: str) -> dict:
+    """Read a TOML file; a missing file or invalid TOML is a one-line :class:`PerfsimError`
+    (``what`` names the kind of file: "sweep", "study", ...)."""
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.is_file():
+        raise PerfsimError(f"{what} file {str(p)!r} does not exist")
+    return parse_toml(p.read_text(encoding="utf-8"), str(p))
+
+
+def parse_value(text: str):
+    """A command-line value read as a TOML value (``64``, ``true``, ``"x"``, ``[1, 2]``),
+    or the text itself when it is not one (``6.18``-style names stay strings)."""
+    import tomllib
+
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tomllib
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from perfsim.errors import PerfsimError, describe_validation
+from perfsim.errors import PerfsimError, describe_validation, parse_toml
 
 
 class _Frozen(BaseModel):
@@ -221,10 +220,7 @@ def _load(sub: str, name_or_path: str, model: type[_Frozen], names: list[str], w
     else:
         raise PerfsimError(f"unknown {what} {name_or_path!r}; valid names: {', '.join(names)} "
                            "(or a path to a .toml file)")
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise PerfsimError(f"{origin}: not valid TOML: {exc}") from None
+    data = parse_toml(text, origin)
     try:
         return model(**data)
     except ValidationError as exc:

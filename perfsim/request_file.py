@@ -23,13 +23,12 @@ message names the file, the key and what is allowed.
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from perfsim.errors import PerfsimError
+from perfsim.errors import PerfsimError, parse_toml
 
 SizeLike = str | int
 """``"1G+4K"``, ``"0x200000"`` or a non-negative integer number of bytes."""
@@ -140,10 +139,7 @@ def _describe(exc: ValidationError, origin: str) -> str:
 
 def parse_request(text: str, origin: str = "<string>") -> RequestFile:
     """Parse request TOML text; ``origin`` names it in error messages."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise PerfsimError(f"{origin}: not valid TOML: {exc}") from None
+    data = parse_toml(text, origin)
     if isinstance(data.get("request"), dict) and len(data) == 1:
         data = data["request"]  # a single [request] table is accepted too
     data = {str(k).replace("-", "_"): v for k, v in data.items()}

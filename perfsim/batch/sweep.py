@@ -40,7 +40,6 @@ import hashlib
 import itertools
 import json
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,7 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 import perfsim
 from perfsim.cost import load_cost_profile
 from perfsim.cost.profile import CostProfile
-from perfsim.errors import PerfsimError, check_dir_name, describe_validation
+from perfsim.errors import PerfsimError, check_dir_name, describe_validation, read_toml
 from perfsim.profiles import Target, resolve_target
 from perfsim.workload.run import resolve_workload
 from perfsim.workload.schema import Workload, parse_workload, read_workload_dict, resolve_paths
@@ -139,12 +138,7 @@ def parse_sweep(data: dict, base_dir: Path, origin: str = "<sweep>") -> Sweep:
 
 def load_sweep(path: str | Path) -> Sweep:
     p = Path(path)
-    if not p.is_file():
-        raise PerfsimError(f"sweep file {str(p)!r} does not exist")
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise PerfsimError(f"{p}: not valid TOML: {exc}") from None
+    data = read_toml(p, "sweep")
     return parse_sweep(data, p.parent.resolve(), str(p))
 
 

@@ -8,10 +8,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tomllib
 from pathlib import Path
 
-from perfsim.errors import PerfsimError
+from perfsim.errors import PerfsimError, parse_value
 
 DESCRIPTION = """\
 Run a sweep: every cell of a grid over workload, kernel-profile and cost-profile fields,
@@ -66,18 +65,11 @@ def register(sub) -> None:
     p.set_defaults(func=main)
 
 
-def _value(text: str):
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
 def _axis(text: str, what: str) -> tuple[str, list]:
     axis, eq, vals = text.partition("=")
     if not eq or not axis.strip() or not vals.strip():
         raise PerfsimError(f"{what} {text!r}: expected AXIS=V1,V2,...")
-    return axis.strip(), [_value(v.strip()) for v in vals.split(",")]
+    return axis.strip(), [parse_value(v.strip()) for v in vals.split(",")]
 
 
 def build_sweep(args):

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import tomllib
 
-from perfsim.errors import PerfsimError
+from perfsim.errors import PerfsimError, parse_value
 
 DESCRIPTION = """\
 What-if tuning: vary kernel-profile fields (kernel.*, arch.*, arch.tlb.*), cost parameters
@@ -56,13 +55,6 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _value(text: str):
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
 def _kv(item: str, flag: str) -> tuple[str, str]:
     key, eq, vals = item.partition("=")
     if not eq or not key.strip():
@@ -83,10 +75,10 @@ def build_spec(args):
                 "name": args.name or f"{args.workload}"}
     for item in args.knob:
         k, v = _kv(item, "--knob")
-        data.setdefault("knobs", {})[k] = [_value(x) for x in v.split(",")]
+        data.setdefault("knobs", {})[k] = [parse_value(x) for x in v.split(",")]
     for item in args.set:
         k, v = _kv(item, "--set")
-        data.setdefault("set", {})[k] = _value(v)
+        data.setdefault("set", {})[k] = parse_value(v)
     if not args.tune or args.objective != "mean":
         data["objective"] = {"metric": args.objective,
                              "direction": "maximize" if args.maximize else "minimize"}

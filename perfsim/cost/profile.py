@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tomllib
 from importlib import resources
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from perfsim.errors import PerfsimError, describe_validation
+from perfsim.errors import PerfsimError, describe_validation, parse_toml
 
 #: Every cost parameter, with the one-line meaning shown in docs and errors.
 PARAM_DOCS: dict[str, str] = {
@@ -222,11 +221,7 @@ def _validate(data: dict, origin: str) -> CostProfile:
 def parse_cost_profile(text: str, origin: str = "<string>") -> CostProfile:
     """Validate TOML text into a :class:`CostProfile`; raise :class:`PerfsimError` naming the
     field on any problem."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise PerfsimError(f"{origin}: not valid TOML: {exc}") from None
-    return _validate(data, origin)
+    return _validate(parse_toml(text, origin), origin)
 
 
 def load_cost_profile(name_or_path: str | Path | CostProfile) -> CostProfile:

@@ -41,13 +41,12 @@ Durations are integer nanoseconds or strings with ``ns``/``us``/``ms``/``s``.
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from perfsim.errors import PerfsimError, describe_validation
+from perfsim.errors import PerfsimError, describe_validation, read_toml
 from perfsim.units import parse_size
 
 _DUR = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ns|us|µs|ms|s)?\s*$")
@@ -186,12 +185,7 @@ def _one_line(exc: ValidationError) -> str:
 def load_scenario(path: str | Path) -> Scenario:
     """Read and validate a scenario TOML file; errors are one-line :class:`PerfsimError`."""
     p = Path(path)
-    if not p.is_file():
-        raise PerfsimError(f"scenario file not found: {p}")
-    try:
-        data = tomllib.loads(p.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise PerfsimError(f"{p}: not valid TOML: {exc}") from None
+    data = read_toml(p, "scenario")
     try:
         return Scenario(**data)
     except ValidationError as exc:

@@ -38,13 +38,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from perfsim.errors import PerfsimError, check_dir_name, describe_validation
+from perfsim.errors import PerfsimError, check_dir_name, describe_validation, read_toml
 from perfsim.units import parse_size
 
 #: The five alignment classes of a move, in report order (kernel-model.md §4, E1–E4).
@@ -297,12 +296,7 @@ def parse_study(data: dict, origin: str = "<study>") -> Study:
 def load_study(path: str | Path) -> Study:
     """Read and validate a study TOML file."""
     p = Path(path)
-    if not p.is_file():
-        raise PerfsimError(f"study file {str(p)!r} does not exist")
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise PerfsimError(f"{p}: not valid TOML: {exc}") from None
+    data = read_toml(p, "study")
     # Tune files named by path inside a study are read relative to the study.
     tunes = data.get("tune")
     if isinstance(tunes, list):

@@ -32,13 +32,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from perfsim.errors import PerfsimError, check_dir_name, describe_validation
+from perfsim.errors import PerfsimError, check_dir_name, describe_validation, read_toml
 
 #: Objective and constraint metric names → the per-run metric column they read.
 METRIC_ALIASES: dict[str, str] = {
@@ -231,12 +230,7 @@ def parse_tune(data: dict, origin: str = "<tune>", base_dir: Path | None = None)
 
 def read_tune_dict(path: str | Path) -> tuple[dict, Path]:
     p = Path(path)
-    if not p.is_file():
-        raise PerfsimError(f"tune file {str(p)!r} does not exist")
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise PerfsimError(f"{p}: not valid TOML: {exc}") from None
+    data = read_toml(p, "tune")
     data.setdefault("base_dir", str(p.parent.resolve()))
     return data, p
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tomllib
 import typing
 from pathlib import Path
 from typing import Any, Literal
@@ -30,7 +29,7 @@ from pydantic import (
     model_validator,
 )
 
-from perfsim.errors import PerfsimError, model_at
+from perfsim.errors import PerfsimError, model_at, parse_toml, read_toml
 from perfsim.units import parse_size
 from perfsim.workload.dist import CategoryDist, NumDist, SizeDist
 
@@ -482,10 +481,7 @@ def _hint(err: dict) -> str:
 def parse_workload(data: dict | str, origin: str = "<workload>") -> Workload:
     """Validate a workload from a TOML string or an already-parsed dict."""
     if isinstance(data, str):
-        try:
-            data = tomllib.loads(data)
-        except tomllib.TOMLDecodeError as exc:
-            raise PerfsimError(f"{origin}: not valid TOML: {exc}") from None
+        data = parse_toml(data, origin)
     try:
         return Workload.model_validate(data)
     except ValidationError as exc:
@@ -496,12 +492,7 @@ def parse_workload(data: dict | str, origin: str = "<workload>") -> Workload:
 
 def read_workload_dict(path: str | Path) -> tuple[dict, Path]:
     p = Path(path)
-    if not p.is_file():
-        raise PerfsimError(f"workload file {str(p)!r} does not exist")
-    try:
-        return tomllib.loads(p.read_text(encoding="utf-8")), p
-    except tomllib.TOMLDecodeError as exc:
-        raise PerfsimError(f"{p}: not valid TOML: {exc}") from None
+    return read_toml(p, "workload"), p
 
 
 def load_workload(path: str | Path) -> Workload:
