@@ -37,7 +37,8 @@ ID_COLUMNS: dict[str, pa.DataType] = {
     "workload_digest": pa.string(), "target_digest": pa.string(), "kernel": pa.string(),
     "arch": pa.string(), "cost_profile": pa.string(), "cost_digest": pa.string(),
     "seed": pa.string(), "replication": pa.int64(), "perfsim_version": pa.string(),
-    "status": pa.string(), "error": pa.string(), "notes": pa.string(), "wall_s": pa.float64(), "cpu_s": pa.float64(),
+    "status": pa.string(), "error": pa.string(), "notes": pa.string(),
+    "wall_s": pa.float64(), "cpu_s": pa.float64(),
 }
 
 

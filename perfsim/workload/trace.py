@@ -11,7 +11,8 @@
 returned). ``flags`` are ``MREMAP_*`` names joined by ``|`` (or a number). ``result`` is what
 the real call returned (an address, ``0`` or ``-ENOMEM``). One use only: a call without
 ``MREMAP_FIXED`` whose result is another address is replayed as a move to that address
-(MAYMOVE|FIXED), because the trace cannot show what blocked growth in place. ``backing`` (mmap only) is ``anon``, ``shmem``, ``file`` or
+(MAYMOVE|FIXED), because the trace cannot show what blocked growth in place. ``backing``
+(mmap only) is ``anon``, ``shmem``, ``file`` or
 ``hugetlb``. ``time_ns`` may be empty (then the stream's arrival process decides).
 
 **strace**: ``strace -f -tt -e trace=mremap,mmap,munmap -o app.strace ./app`` (any of
