@@ -154,8 +154,24 @@ def test_session_restores_state_on_sigterm():
     assert _snapshot() == before
 
 
+@pytest.fixture
+def tracefs_mounted():
+    """tracefs mounted for the test body (the test writes its files directly); a mount made
+    here is undone afterwards, so the machine is left as it was found."""
+    from perfsim.host.trace import _mount_tracefs, _tracefs_mounted, _umount
+
+    mounted_here = not _tracefs_mounted(T)
+    if mounted_here:
+        _mount_tracefs(T)
+    try:
+        yield
+    finally:
+        if mounted_here:
+            _umount(T)
+
+
 @needs_tracing
-def test_session_refuses_when_tracing_in_use():
+def test_session_refuses_when_tracing_in_use(tracefs_mounted):
     from perfsim.host.trace import TlbTraceSession, TracingBusy
 
     # Simulate another user: enable an unrelated event, then put it back.
