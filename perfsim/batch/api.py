@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,9 +124,6 @@ def analyze(sweep: Sweep, path: Path) -> list:
 def _progress(total: int, quiet: bool, name: str):
     if quiet or total == 0:
         return None
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover
-        return None
-    return tqdm(total=total, unit="sim", desc=name, file=sys.stderr, dynamic_ncols=True,
-                smoothing=0.1)
+    from perfsim.progress import progress
+
+    return progress(total, desc=name, unit="sim", smoothing=0.1)

@@ -377,14 +377,13 @@ def measure_configs(configs: Iterable[Config], settings: MeasureSettings, *,
             rounds = max(1, settings.rounds)
             per_round = -(-settings.reps // rounds)
             per_round_attempts = max(per_round, -(-settings.attempts() // rounds))
-            try:
-                from tqdm import tqdm
-                bar = tqdm(total=round(sum(weights.values()) * (rounds + 0.2)), unit="w",
-                           disable=not progress, dynamic_ncols=True, file=sys.stderr,
-                           bar_format="{desc} {percentage:3.0f}%|{bar}| {elapsed}<{remaining}"
-                                      " {postfix}")
-            except ImportError:  # pragma: no cover - tqdm is a dependency
-                bar = None
+            bar = None
+            if progress:
+                from perfsim.progress import progress as make_progress
+
+                bar = make_progress(round(sum(weights.values()) * (rounds + 0.2)), desc="calibrate",
+                                    unit="w", bar_format="{desc} {percentage:3.0f}%|{bar}| "
+                                                         "{elapsed}<{remaining} {postfix}")
             skipped: dict[str, str] = {}
             clean: dict[str, list[int]] = {c.id: [] for c in order}
 

@@ -17,7 +17,6 @@ executor and any number of workers):
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, field
 
@@ -281,10 +280,9 @@ def run_study(study: Study, *, executor=None, quiet: bool = False) -> StudyResul
             chunks += [[(i, tasks[i]) for i in idx[j:j + n]] for j in range(0, len(idx), n)]
         bar = None
         if not quiet:
-            from tqdm import tqdm
+            from perfsim.progress import progress
 
-            bar = tqdm(total=len(tasks), unit="sim", desc=f"report {study.name}",
-                       file=sys.stderr, dynamic_ncols=True)
+            bar = progress(len(tasks), desc=f"report {study.name}", unit="sim")
         for res in ex.map_unordered(run_tasks, chunks):
             for i, d in res:
                 out[i] = d

@@ -10,7 +10,6 @@ comparison of two settings a paired one.
 from __future__ import annotations
 
 import math
-import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -228,9 +227,9 @@ def analyze(spec: TuneSpec, method: str, runs: pd.DataFrame, confidence: float =
 def _progress(total: int, quiet: bool, desc: str):
     if quiet or total == 0:
         return None
-    from tqdm import tqdm
+    from perfsim.progress import progress
 
-    return tqdm(total=total, unit="sim", desc=desc, file=sys.stderr, dynamic_ncols=True)
+    return progress(total, desc=desc, unit="sim")
 
 
 def _run_points(points: list[Point], executor, bar) -> list[dict]:
