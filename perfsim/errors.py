@@ -104,15 +104,68 @@ def parse_toml(text: str, origin: str) -> dict:
         raise PerfsimError(f"{origin}: not valid TOML: {exc}") from None
 
 
-def read_toml(path, what: str) -> dict:
-    """Read a TOML file; a missing file or invalid TOML is a one-line :class:`PerfsimError`
-    (``what`` names the kind of file: "sweep", "study", ...)."""
+def read_text(path, what: str) -> str:
+    """The UTF-8 text of a user's input file; every way that can fail is one line naming the
+    file: missing, a directory, unreadable, or not UTF-8 text (``what``: "sweep", ...)."""
     from pathlib import Path
 
     p = Path(path)
-    if not p.is_file():
+    if p.is_dir():
+        raise PerfsimError(f"{what} file {str(p)!r} is a directory, not a file")
+    if not p.exists():
         raise PerfsimError(f"{what} file {str(p)!r} does not exist")
-    return parse_toml(p.read_text(encoding="utf-8"), str(p))
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise PerfsimError(f"{what} file {str(p)!r} cannot be read: {exc.strerror}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PerfsimError(f"{what} file {str(p)!r} is not UTF-8 text (byte {exc.start}: "
+                           f"{data[exc.start:exc.start + 1]!r})") from None
+
+
+def read_toml(path, what: str) -> dict:
+    """Read a TOML file; a missing, unreadable or non-UTF-8 file or invalid TOML is a
+    one-line :class:`PerfsimError` (``what`` names the kind of file: "sweep", "study", ...)."""
+    return parse_toml(read_text(path, what), str(path))
+
+
+def check_output_dir(path, what: str):
+    """Fail now, in one line, if ``path`` cannot become a directory perfsim writes into:
+    a file is in the way, a parent is a file, or the nearest existing ancestor is not
+    writable. Creates nothing. Call before long work starts; returns the path."""
+    from pathlib import Path
+
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise PerfsimError(f"{what} {str(p)!r} is a file, not a directory")
+    return _check_ancestors(p if p.exists() else p.parent, p, what)
+
+
+def check_output_file(path, what: str):
+    """Fail now, in one line, if a file cannot be written at ``path``: it is a directory,
+    a parent is a file, or the directory is not writable. Creates nothing."""
+    from pathlib import Path
+
+    p = Path(path)
+    if p.is_dir():
+        raise PerfsimError(f"{what} {str(p)!r} is a directory, not a file")
+    return _check_ancestors(p.parent, p, what)
+
+
+def _check_ancestors(start, p, what: str):
+    import os
+    from pathlib import Path
+
+    d = Path(start) if str(start) else Path(".")
+    while not d.exists():
+        d = d.parent
+    if not d.is_dir():
+        raise PerfsimError(f"{what} {str(p)!r}: {str(d)!r} is a file, not a directory")
+    if not os.access(d, os.W_OK | os.X_OK):
+        raise PerfsimError(f"{what} {str(p)!r}: directory {str(d)!r} is not writable")
+    return p
 
 
 def parse_value(text: str):
