@@ -1,14 +1,12 @@
 """The vectorised planner (perfsim.planner.fast) and the array unmap hold to the reference.
 
-Every case plans the same request twice, ``planner="reference"`` (the per-extent walk, with
-the dict-based unmap) and ``planner="fast"`` (which raises AssertionError if the fast path
+Every case plans the same request twice, ``PlanOptions("reference")`` (the per-extent walk,
+with the dict-based unmap) and ``PlanOptions("fast")`` (which raises AssertionError if the fast path
 declines), and requires identical step columns, identical rmap lock names per row, identical
 counters and identical page tables afterwards.
 """
 
 from __future__ import annotations
-
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -21,9 +19,10 @@ from perfsim.mm.build import Population, single_move_space
 from perfsim.mm.pagetable import PageTables
 from perfsim.mm.space import AddressSpace
 from perfsim.mm.vma import Vma
-from perfsim.planner import MoveRequest, plan_mremap, unmap
+from perfsim.planner import MoveRequest, plan_mremap
 from perfsim.planner import steps as S
 from perfsim.planner.fast import flush_table, range_words, shift_left, shift_right
+from perfsim.planner.options import PlanOptions
 from perfsim.planner.tlb import flush_range
 
 ARCHS = ("x86_64", "arm64-4k", "arm64-16k", "riscv-sv39")
@@ -68,12 +67,8 @@ def assert_same_plan(r, f, ranges):
 
 def both(space, req: MoveRequest, target):
     """Plan with the reference (and the dict unmap) and with the fast path (array unmap)."""
-    unmap.ARRAY_UNMAP = False
-    try:
-        r = plan_mremap(space, replace(req, planner="reference"), target)
-    finally:
-        unmap.ARRAY_UNMAP = True
-    f = plan_mremap(space, replace(req, planner="fast"), target)
+    r = plan_mremap(space, req, target, PlanOptions("reference"))
+    f = plan_mremap(space, req, target, PlanOptions("fast"))
     assert f.errno is not None or f.planner == "fast"
     n = req.length
     assert_same_plan(r, f, [(req.old_addr, req.old_addr + req.old_len),
@@ -204,7 +199,7 @@ def test_fast_declines_where_it_does_not_apply():
     t, sp = build(A + 4 * K, 16 * M)  # the destination starts in the source's last PMD slot
     req = MoveRequest(A + 4 * K, 16 * M, new_addr=A + 16 * M + 12 * K)
     with pytest.raises(AssertionError):
-        plan_mremap(sp, replace(req, planner="fast"), t)
+        plan_mremap(sp, req, t, PlanOptions("fast"))
     assert plan_mremap(sp, req, t).planner == "reference"
     # arm64 contpte batching with large folios
     t = resolve_target("6.18", "arm64-4k")
@@ -313,13 +308,10 @@ def test_array_unmap_equals_dict_unmap(case):
         pt = pt.populate(n0, n0 + a.page_size)
     sp = AddressSpace(tuple(vmas), pt, cpus=2)
     out = []
-    for flag in (False, True):
-        unmap.ARRAY_UNMAP = flag
-        try:
-            log = S.StepLog()
-            after = do_munmap(t, sp, cut, cut_len, log, S.UNMAP_DST)
-        finally:
-            unmap.ARRAY_UNMAP = True
+    for implementation in ("reference", "auto"):
+        log = S.StepLog()
+        after = do_munmap(t, sp, cut, cut_len, log, S.UNMAP_DST,
+                          options=PlanOptions(implementation))
         out.append((log.freeze(), after))
     (s1, a1), (s2, a2) = out
     for name in S.ADDR_COLUMNS + S.INT_COLUMNS:

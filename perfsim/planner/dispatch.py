@@ -7,8 +7,10 @@ of the planner that ran, appending their rows to the same :class:`~perfsim.plann
 from __future__ import annotations
 
 from perfsim.mm.pagetable import PageTables
+from perfsim.planner import fast
 from perfsim.planner import steps as S
 from perfsim.planner.hugetlb import move_hugetlb_page_tables
+from perfsim.planner.options import DEFAULT, PlanOptions
 from perfsim.planner.realign import PageTableMoveControl
 from perfsim.planner.reference import MoveContext, move_page_tables
 from perfsim.profiles import Target
@@ -17,26 +19,21 @@ from perfsim.profiles import Target
 def run_move(target: Target, pt: PageTables, pmc: PageTableMoveControl, log: S.StepLog, *,
              phase: int = S.MOVE, cpus: int = 1, lazy_cpus: int = 0,
              fail_alloc_at: int | None = None, allow_fast: bool = True,
-             force: str | None = None) -> tuple[PageTables, int, str]:
+             options: PlanOptions = DEFAULT) -> tuple[PageTables, int, str]:
     """Run one move; return ``(page tables after, progress, planner name)``.
 
-    ``force`` ("reference" or "fast") is for tests that hold the two planners to the same
-    output; otherwise the fast path runs whenever it applies.
+    ``options.implementation`` pins the implementation for tests that hold the two to the
+    same output; by default the fast path runs whenever it applies.
     """
     if pmc.len_in == 0:
         return pt, 0, "reference"
-    if force != "reference" and allow_fast and not pmc.old.is_hugetlb:
-        try:
-            from perfsim.planner import fast
-        except ImportError:  # pragma: no cover - fast path not built
-            fast = None
-        if fast is not None:
-            out = fast.try_move_page_tables(target, pt, pmc, log, phase=phase, cpus=cpus,
-                                            lazy_cpus=lazy_cpus, fail_alloc_at=fail_alloc_at,
-                                            force=force == "fast")
-            if out is not None:
-                new_pt, progress = out
-                return new_pt, progress, "fast"
+    if options.implementation != "reference" and allow_fast and not pmc.old.is_hugetlb:
+        out = fast.try_move_page_tables(target, pt, pmc, log, phase=phase, cpus=cpus,
+                                        lazy_cpus=lazy_cpus, fail_alloc_at=fail_alloc_at,
+                                        force=options.implementation == "fast")
+        if out is not None:
+            new_pt, progress = out
+            return new_pt, progress, "fast"
     win = pt.window(min(pmc.old_addr, pmc.new_addr), max(pmc.old_end, pmc.new_addr + pmc.len_in))
     ctx = MoveContext(target, win, log, phase, cpus, lazy_cpus, fail_alloc_at)
     if pmc.old.is_hugetlb:

@@ -31,8 +31,6 @@ class MoveRequest:
     for_stack: bool = False
     fail_alloc_at: int | None = None
     extra_flags: int = 0
-    planner: str | None = None
-    """Pin the implementation ("reference" or "fast"); None lets the dispatcher choose."""
 
     @property
     def length(self) -> int:

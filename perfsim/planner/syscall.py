@@ -16,8 +16,8 @@ from dataclasses import replace
 from perfsim.mm.space import AddressSpace
 from perfsim.mm.vma import Vma
 from perfsim.planner import steps as S
-from perfsim.planner import unmap
 from perfsim.planner.dispatch import run_move
+from perfsim.planner.options import DEFAULT, PlanOptions
 from perfsim.planner.realign import PageTableMoveControl, try_realign_addr
 from perfsim.planner.reference import MoveContext, move_page_tables
 from perfsim.planner.result import Counters, MovePlan, MoveRequest, phase_blocks
@@ -84,7 +84,7 @@ def _carve(vmas: list[Vma], start: int, end: int, ps: int) -> list[Vma]:
 
 
 def do_munmap(target: Target, space: AddressSpace, start: int, length: int, log: S.StepLog,
-              phase: int, win=None) -> AddressSpace:
+              phase: int, win=None, options: PlanOptions = DEFAULT) -> AddressSpace:
     """``do_munmap``: zap, free page tables between the neighbours, flush, drop the VMAs."""
     end = start + length
     hit = space.intersecting(start, end)
@@ -97,7 +97,7 @@ def do_munmap(target: Target, space: AddressSpace, start: int, length: int, log:
     floor = prev.end if prev else 0
     ceiling = nxt.start if nxt else 0
     tlb = Gather()
-    if own_win and unmap.ARRAY_UNMAP:
+    if own_win and options.array_unmap:
         # Array variant of zap + free_pgd_range (same rows and state as the dict walk below,
         # without a Python object per PMD slot: the source of a 1 TiB move is 512 Ki tables).
         pt, zapped, freed = unmap_arrays(target, space.pt, start, end, floor, ceiling,
@@ -136,12 +136,16 @@ def _fail(req, target, space, name, why) -> MovePlan:
                     zero, why)
 
 
-def plan_mremap(space: AddressSpace, req: MoveRequest, target: Target) -> MovePlan:
-    """Plan one ``mremap()`` (or, with ``req.for_stack``, exec's stack relocation)."""
+def plan_mremap(space: AddressSpace, req: MoveRequest, target: Target,
+                options: PlanOptions = DEFAULT) -> MovePlan:
+    """Plan one ``mremap()`` (or, with ``req.for_stack``, exec's stack relocation).
+
+    ``options`` chooses how the plan is computed (see :class:`PlanOptions`), never what it is.
+    """
     try:
         if req.for_stack:
             return _relocate_vma_down(space, req, target)
-        return _do_mremap(space, req, target)
+        return _do_mremap(space, req, target, options)
     except _Errno as e:
         return _fail(req, target, space, e.name, e.why)
 
@@ -195,21 +199,23 @@ def _multi_vma(req: MoveRequest, target: Target, old_len: int, new_len: int) -> 
     return target.kernel.multi_vma_move and req.fixed and old_len == new_len and not req.dontunmap
 
 
-def _do_mremap(space: AddressSpace, req: MoveRequest, target: Target) -> MovePlan:
+def _do_mremap(space: AddressSpace, req: MoveRequest, target: Target,
+               options: PlanOptions) -> MovePlan:
     a = target.arch
     vma, old_len, new_len = _check(req, space, target)
     log = S.StepLog()
     log.add(S.SYSCALL, S.K_SYSCALL, req.old_addr, req.new_addr or 0, old_len)
     before = space
     if old_len > vma.end - req.old_addr:
-        return _remap_move(space, req, target, old_len, log)
+        return _remap_move(space, req, target, old_len, log, options)
     old_addr = req.old_addr
     new_addr = req.new_addr
     if req.fixed:
-        space = do_munmap(target, space, new_addr, new_len, log, S.UNMAP_DST)
+        space = do_munmap(target, space, new_addr, new_len, log, S.UNMAP_DST, options=options)
         vma = space.find_vma(old_addr)
     if new_len < old_len:
-        space = do_munmap(target, space, old_addr + new_len, old_len - new_len, log, S.UNMAP_DST)
+        space = do_munmap(target, space, old_addr + new_len, old_len - new_len, log, S.UNMAP_DST,
+                          options=options)
         old_len = new_len
         vma = space.find_vma(old_addr)
         if not req.fixed:
@@ -228,10 +234,11 @@ def _do_mremap(space: AddressSpace, req: MoveRequest, target: Target) -> MovePla
         new_addr = _get_unmapped_area(space, new_len, req.new_addr)
         if new_addr is None:
             raise _Errno("ENOMEM", "no free range for the new mapping")
-    return _move_vma(space, before, req, target, vma, old_addr, old_len, new_addr, new_len, log)
+    return _move_vma(space, before, req, target, vma, old_addr, old_len, new_addr, new_len, log,
+                     options)
 
 
-def _remap_move(space, req, target, length, log) -> MovePlan:
+def _remap_move(space, req, target, length, log, options: PlanOptions) -> MovePlan:
     """``remap_move`` (R23): move each VMA piece of ``[old_addr, old_addr + length)`` to the
     same offset from ``new_addr``, each with its own ``move_vma`` and realignment check.
     Gaps between source VMAs stay gaps in the destination."""
@@ -246,11 +253,11 @@ def _remap_move(space, req, target, length, log) -> MovePlan:
         p_start, p_end = max(vma.start, start), min(vma.end, end)
         p_new = req.new_addr + (p_start - start)
         piece_req = MoveRequest(p_start, p_end - p_start, new_addr=p_new,
-                                fail_alloc_at=req.fail_alloc_at, planner=req.planner)
-        space = do_munmap(target, space, p_new, p_end - p_start, log, S.UNMAP_DST)
+                                fail_alloc_at=req.fail_alloc_at)
+        space = do_munmap(target, space, p_new, p_end - p_start, log, S.UNMAP_DST, options=options)
         vma = space.find_vma(p_start)
         sub = _move_vma(space, before, piece_req, target, vma, p_start, p_end - p_start, p_new,
-                        p_end - p_start, log)
+                        p_end - p_start, log, options)
         if sub.errno:
             return _done(req, before, sub.after, log, req.new_addr, realigned_any, total, need_any,
                          f"piece at {p_start:#x} failed", errno=sub.errno, planner=sub.planner)
@@ -273,7 +280,8 @@ def _done(req, before, after, log, addr, realigned, progress, need_rmap, note, e
                     before, after, planner, move, whole, note)
 
 
-def _move_vma(space, before, req, target, vma, old_addr, old_len, new_addr, new_len, log):
+def _move_vma(space, before, req, target, vma, old_addr, old_len, new_addr, new_len, log,
+              options: PlanOptions):
     """``move_vma``: copy_vma, move_page_tables, revert on failure, unmap the source."""
     a = target.arch
     ps = a.page_shift
@@ -289,7 +297,7 @@ def _move_vma(space, before, req, target, vma, old_addr, old_len, new_addr, new_
         realigned = try_realign_addr(during, pmc, target)
     pt, progress, planner = run_move(target, space.pt, pmc, log, cpus=space.cpus,
                                      lazy_cpus=space.lazy_cpus, fail_alloc_at=req.fail_alloc_at,
-                                     force=req_force(req))
+                                     options=options)
     if progress < old_len:
         # copy_vma_and_data's revert: move the moved prefix back with rmap locks (R17).
         back = PageTableMoveControl(new_vma, vma, new_addr, old_addr, progress, need_rmap_locks=True)
@@ -297,21 +305,17 @@ def _move_vma(space, before, req, target, vma, old_addr, old_len, new_addr, new_
             try_realign_addr(during, back, target)
         pt, _, _ = run_move(target, pt, back, log, phase=S.REVERT, cpus=space.cpus,
                             lazy_cpus=space.lazy_cpus, allow_fast=False)
-        after = do_munmap(target, during.with_pt(pt), new_addr, new_len, log, S.UNMAP_SRC)
+        after = do_munmap(target, during.with_pt(pt), new_addr, new_len, log, S.UNMAP_SRC,
+                          options=options)
         after = after.with_vmas(list(after.vmas) + [
             v for v in absorbed if v.end <= new_addr or v.start >= new_addr + new_len])
         return _done(req, before, after, log, new_addr, realigned, progress, need_rmap,
                      "partial move reverted", errno="ENOMEM", planner=planner)
     after = during.with_pt(pt)
     if not req.dontunmap:
-        after = do_munmap(target, after, old_addr, old_len, log, S.UNMAP_SRC)
+        after = do_munmap(target, after, old_addr, old_len, log, S.UNMAP_SRC, options=options)
     return _done(req, before, after, log, new_addr, realigned, progress, need_rmap, "",
                  planner=planner)
-
-
-def req_force(req: MoveRequest) -> str | None:
-    """Tests may pin the planner implementation with ``MoveRequest.planner``."""
-    return getattr(req, "planner", None)
 
 
 def _relocate_vma_down(space: AddressSpace, req: MoveRequest, target: Target) -> MovePlan:

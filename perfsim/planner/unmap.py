@@ -22,11 +22,6 @@ from perfsim.planner import steps as S
 from perfsim.planner.tlb import flush_range
 from perfsim.profiles import Target
 
-ARRAY_UNMAP = True
-"""``do_munmap`` uses :func:`unmap_arrays` (True) or the dict walk over a window (False, the
-reference the tests compare it with)."""
-
-
 PTE_TABLE, PMD_TABLE_PAGE, PUD_TABLE_PAGE = 1, 2, 3
 """Levels of a freed page-table page: a PTE table (freed with ``pte_free_tlb``, which marks
 ``cleared_pmds``), a PMD table (``pmd_free_tlb``, ``cleared_puds``), a PUD table
