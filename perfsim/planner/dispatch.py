@@ -13,6 +13,7 @@ from perfsim.planner.hugetlb import move_hugetlb_page_tables
 from perfsim.planner.options import DEFAULT, PlanOptions
 from perfsim.planner.realign import PageTableMoveControl
 from perfsim.planner.reference import MoveContext, move_page_tables
+from perfsim.planner.unmap import Gather, finish, free_pgd_range
 from perfsim.profiles import Target
 
 
@@ -41,3 +42,26 @@ def run_move(target: Target, pt: PageTables, pmc: PageTableMoveControl, log: S.S
     else:
         progress = move_page_tables(ctx, pmc)
     return pt.replace_window(win), progress, "reference"
+
+
+def run_stack_move(target: Target, pt: PageTables, pmc: PageTableMoveControl, log: S.StepLog, *,
+                   ceiling: int, cpus: int = 1, lazy_cpus: int = 0,
+                   fail_alloc_at: int | None = None) -> tuple[PageTables, int]:
+    """exec's ``relocate_vma_down`` page-table work: ``move_page_tables`` of the whole stack
+    (source and destination overlap, so only the reference walk applies), then, when it
+    moved everything, ``free_pgd_range`` of what the stack no longer covers (the part above
+    the new end, or all of the old range when the two do not overlap) and the flush.
+    Returns ``(page tables after, progress)``."""
+    old_start, old_end = pmc.old_addr, pmc.old_end
+    new_start = pmc.new_addr
+    new_end = new_start + pmc.len_in
+    win = pt.window(min(old_start, new_start), old_end)
+    ctx = MoveContext(target, win, log, S.MOVE, cpus, lazy_cpus, fail_alloc_at)
+    progress = move_page_tables(ctx, pmc)
+    if progress == pmc.len_in:
+        tlb = Gather()
+        lo = new_end if new_end > old_start else old_start
+        freed = free_pgd_range(target, win, lo, old_end, new_end, ceiling, tlb)
+        finish(target, tlb, log, S.UNMAP_SRC, old_start, old_end, 0, freed, cpus=cpus,
+               lazy_cpus=lazy_cpus)
+    return pt.replace_window(win), progress

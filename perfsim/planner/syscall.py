@@ -16,12 +16,11 @@ from dataclasses import replace
 from perfsim.mm.space import AddressSpace
 from perfsim.mm.vma import Vma
 from perfsim.planner import steps as S
-from perfsim.planner.dispatch import run_move
+from perfsim.planner.dispatch import run_move, run_stack_move
 from perfsim.planner.options import DEFAULT, PlanOptions
 from perfsim.planner.realign import PageTableMoveControl, try_realign_addr
-from perfsim.planner.reference import MoveContext, move_page_tables
 from perfsim.planner.result import Counters, MovePlan, MoveRequest, phase_blocks
-from perfsim.planner.unmap import Gather, finish, free_pgd_range, unmap_arrays, zap_range
+from perfsim.planner.unmap import UnmapRegion, unmap_region
 from perfsim.profiles import Target
 
 
@@ -84,34 +83,20 @@ def _carve(vmas: list[Vma], start: int, end: int, ps: int) -> list[Vma]:
 
 
 def do_munmap(target: Target, space: AddressSpace, start: int, length: int, log: S.StepLog,
-              phase: int, win=None, options: PlanOptions = DEFAULT) -> AddressSpace:
+              phase: int, options: PlanOptions = DEFAULT) -> AddressSpace:
     """``do_munmap``: zap, free page tables between the neighbours, flush, drop the VMAs."""
     end = start + length
     hit = space.intersecting(start, end)
     if not hit:
         return space
-    own_win = win is None
     vmas = _carve(list(space.vmas), start, end, space.arch.page_shift)
     rest = space.with_vmas(vmas)
     prev, nxt = rest.prev_vma(start), rest.next_vma(end)
-    floor = prev.end if prev else 0
-    ceiling = nxt.start if nxt else 0
-    tlb = Gather()
-    if own_win and options.array_unmap:
-        # Array variant of zap + free_pgd_range (same rows and state as the dict walk below,
-        # without a Python object per PMD slot: the source of a 1 TiB move is 512 Ki tables).
-        pt, zapped, freed = unmap_arrays(target, space.pt, start, end, floor, ceiling,
-                                         min(start, hit[0].start), max(end, hit[-1].end), tlb)
-        finish(target, tlb, log, phase, start, end, zapped, freed, cpus=space.cpus,
-               lazy_cpus=space.lazy_cpus)
-        return rest.with_pt(pt)
-    if own_win:
-        win = space.pt.window(min(start, hit[0].start), max(end, hit[-1].end))
-    zapped = zap_range(target, win, start, end, tlb)
-    freed = free_pgd_range(target, win, start, end, floor, ceiling, tlb)
-    finish(target, tlb, log, phase, start, end, zapped, freed, cpus=space.cpus,
-           lazy_cpus=space.lazy_cpus)
-    pt = space.pt.replace_window(win) if own_win else space.pt
+    region = UnmapRegion(start, end, floor=prev.end if prev else 0,
+                         ceiling=nxt.start if nxt else 0,
+                         span=(min(start, hit[0].start), max(end, hit[-1].end)))
+    pt = unmap_region(target, space.pt, region, log, phase, cpus=space.cpus,
+                      lazy_cpus=space.lazy_cpus, options=options)
     return rest.with_pt(pt)
 
 
@@ -336,23 +321,13 @@ def _relocate_vma_down(space: AddressSpace, req: MoveRequest, target: Target) ->
     during = space.with_vmas([expanded if v == vma else v for v in space.vmas])
     pmc = PageTableMoveControl(expanded, expanded, old_start, new_start, length, for_stack=True)
     realigned = try_realign_addr(during, pmc, target)
-    win = space.pt.window(min(pmc.old_addr, new_start), old_end)
-    ctx = MoveContext(target, win, log, S.MOVE, space.cpus, space.lazy_cpus, req.fail_alloc_at)
-    progress = move_page_tables(ctx, pmc)
-    if progress != length:
-        after = during.with_pt(space.pt.replace_window(win))
-        return _done(req, space, after, log, new_start, realigned, progress, False,
-                     "stack move incomplete: exec fails", errno="ENOMEM")
     nxt = during.next_vma(old_end)
-    ceiling = nxt.start if nxt else 0
-    tlb = Gather()
-    if new_end > old_start:
-        freed = free_pgd_range(target, win, new_end, old_end, new_end, ceiling, tlb)
-    else:
-        freed = free_pgd_range(target, win, old_start, old_end, new_end, ceiling, tlb)
-    finish(target, tlb, log, S.UNMAP_SRC, old_start, old_end, 0, freed, cpus=space.cpus,
-           lazy_cpus=space.lazy_cpus)
+    pt, progress = run_stack_move(target, space.pt, pmc, log, ceiling=nxt.start if nxt else 0,
+                                  cpus=space.cpus, lazy_cpus=space.lazy_cpus,
+                                  fail_alloc_at=req.fail_alloc_at)
+    if progress != length:
+        return _done(req, space, during.with_pt(pt), log, new_start, realigned, progress, False,
+                     "stack move incomplete: exec fails", errno="ENOMEM")
     shrunk = replace(vma, start=new_start, end=new_end)
-    after = space.with_vmas([shrunk if v == vma else v for v in space.vmas]).with_pt(
-        space.pt.replace_window(win))
+    after = space.with_vmas([shrunk if v == vma else v for v in space.vmas]).with_pt(pt)
     return _done(req, space, after, log, new_start, realigned, progress, False, "")
