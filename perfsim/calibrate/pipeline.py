@@ -175,7 +175,7 @@ def calibrate(out: str | Path, *, quick: bool = False, from_data: str | Path | N
     text = render_profile(fit, prior_prof, name=pname, machine=machine,
                           data_name=data_path.name, data_sha256=data.sha256,
                           fit_name=fit_path.name, command=command, date=date,
-                          status=status, missing=missing)
+                          status=status, missing=missing, archs=(arch,))
     fit_doc = {"format": FIT_FORMAT, "profile": pname, "profile_sha256": sha256_text(text),
                "data": data_path.name, "data_sha256": data.sha256, "kernel": kernel,
                "arch": arch, "status": status, "missing": missing, "machine": machine,

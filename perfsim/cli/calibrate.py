@@ -56,6 +56,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", type=int, default=None, metavar="B",
                    help="bootstrap resamples for the parameter intervals (default 300, quick 100)")
     p.add_argument("--seed", type=int, default=0, help="measuring order and bootstrap seed")
+    p.add_argument("--force", action="store_true", help="replace an existing PROFILE.toml (and "
+                   "its .data.jsonl / .fit.json)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
     return p
@@ -71,8 +73,15 @@ def run(args: argparse.Namespace) -> int:
         max_size = parse_size(args.max_size) if args.max_size else None
     except ValueError as e:
         raise PerfsimError(f"--max-size: {e}") from None
+    check_numbers(args, max_size)
     if args.dry_run:
         cfgs = design(args.quick, max_size=max_size, thp_available=thp_available())
+        if not cfgs:
+            raise PerfsimError(f"--max-size {args.max_size}: leaves no configuration of the "
+                               "design (the smallest is " + fmt_size(min(
+                                   c.size for c in design(args.quick,
+                                                          thp_available=thp_available())))
+                               + ")")
         for c in cfgs:
             print(f"{c.group:10s} {c.id}")
         print(f"# {len(cfgs)} configurations, sizes "
@@ -82,12 +91,16 @@ def run(args: argparse.Namespace) -> int:
         raise PerfsimError("--out PROFILE.toml is required (or --dry-run)")
     if args.no_trace and args.require_trace:
         raise PerfsimError("--no-trace and --require-trace contradict each other")
+    check_outputs(args.out, force=args.force, from_data=args.from_data)
+    if max_size is not None and not args.from_data and not design(
+            args.quick, max_size=max_size, thp_available=thp_available()):
+        raise PerfsimError(f"--max-size {args.max_size}: leaves no configuration of the design")
     settings = None
-    if args.reps or args.traced_reps is not None:
+    if args.reps is not None or args.traced_reps is not None:
         settings = (MeasureSettings(reps=6, rounds=2, traced_reps=1, max_attempts=12,
                                     rse_target=0.05)
                     if args.quick else MeasureSettings())
-        if args.reps:
+        if args.reps is not None:
             if args.reps < 3:
                 raise PerfsimError("--reps must be at least 3 (a median of fewer is not robust)")
             settings.reps = args.reps
@@ -111,6 +124,40 @@ def run(args: argparse.Namespace) -> int:
         raise PerfsimError(f"--require-trace: tracing unavailable: {e}") from None
     _print_result(res)
     return 0 if res.status == "complete" else 3
+
+
+def check_numbers(args: argparse.Namespace, max_size: int | None) -> None:
+    """Absurd numbers are one-line errors (exit 2), before anything is measured."""
+    if max_size is not None and max_size <= 0:
+        raise PerfsimError(f"--max-size {args.max_size}: must be a positive size (e.g. 64M)")
+    if args.reps is not None and args.reps < 3:
+        raise PerfsimError(f"--reps {args.reps}: must be at least 3 (a median of fewer is not "
+                           "robust)")
+    if args.traced_reps is not None and args.traced_reps < 0:
+        raise PerfsimError(f"--traced-reps {args.traced_reps}: must be 0 or more")
+    if args.bootstrap is not None and args.bootstrap < 0:
+        raise PerfsimError(f"--bootstrap {args.bootstrap}: must be 0 (no intervals) or more")
+    if args.seed < 0:
+        raise PerfsimError(f"--seed {args.seed}: must be 0 or more")
+
+
+def check_outputs(out: str, *, force: bool, from_data: str | None) -> None:
+    """The profile and its two sibling files must be writable, and not replace earlier
+    ones without ``--force``; checked before anything is measured."""
+    from pathlib import Path
+
+    from perfsim.calibrate.io import sibling
+    from perfsim.errors import check_output_file
+
+    p = Path(out)
+    if p.suffix != ".toml":
+        raise PerfsimError(f"--out {out}: a cost profile path must end in .toml")
+    src = Path(from_data).resolve() if from_data else None
+    for f in (p, sibling(p, ".data.jsonl"), sibling(p, ".fit.json")):
+        check_output_file(f, "--out")
+        if f.exists() and not force and (src is None or f.resolve() != src):
+            raise PerfsimError(f"--out {out}: {f} already exists; choose another name or pass "
+                               "--force")
 
 
 def _argv_echo(args: argparse.Namespace) -> list[str]:

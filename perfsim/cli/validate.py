@@ -10,7 +10,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from perfsim.errors import PerfsimError
+from perfsim.errors import PerfsimError, check_output_dir
 
 EPILOG = """\
 examples:
@@ -63,6 +63,9 @@ def run(args: argparse.Namespace) -> int:
             raise PerfsimError(f"--data is required with the built-in profile {args.cost!r}")
         data = sibling(args.cost, ".data.jsonl")
     out = Path(args.out) if args.out else Path("reports/calibration") / f"validate-{prof.name}"
+    check_output_dir(out, "--out")
+    if out.exists() and not args.force:
+        raise PerfsimError(f"--out {out} already exists; choose another directory or pass --force")
     rep = validate(data, args.cost, kernel=args.kernel, arch=args.arch, holdout=args.holdout,
                    prior=args.prior, seed=args.seed)
     cmd = "perfsim validate " + " ".join(shlex.quote(a) for a in sys.argv[2:]) \
