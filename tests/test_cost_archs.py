@@ -89,3 +89,21 @@ def test_a_directory_or_non_utf8_profile_is_one_line(tmp_path):
 def test_an_unknown_plain_name_still_lists_the_valid_names():
     with pytest.raises(PerfsimError, match="unknown cost profile 'nope'; valid names"):
         load_cost_profile("nope")
+
+
+def test_the_default_cost_profile_for_every_arm64_arch_is_arm64_generic():
+    for arch in ("arm64-4k", "arm64-16k", "arm64-64k"):
+        assert default_cost_profile(arch) == "arm64-generic"
+        assert resolve_cost_profile(None, arch=arch).name == "arm64-generic"
+
+
+def test_the_arm64_profile_is_refused_for_x86_unless_forced():
+    with pytest.raises(PerfsimError, match="'arm64-generic' is for arm64-4k.*not x86_64; the "
+                                           "default for x86_64 is x86_64-generic"):
+        resolve_cost_profile("arm64-generic", arch="x86_64")
+    assert resolve_cost_profile("arm64-generic", arch="x86_64", force=True).name == \
+        "arm64-generic"
+
+
+def test_arm64_profile_invalidates_by_broadcast_not_ipi():
+    assert load_cost_profile("arm64-generic").ipi_shootdown is False

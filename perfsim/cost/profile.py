@@ -72,6 +72,14 @@ PARAM_DOCS: dict[str, str] = {
     "tlb_first_flush_ns": "once per call, on its first TLB flush: the work a call pays only when "
                           "it changes a mapping at all (first PCID flush, gather set-up; fitted "
                           "per machine, not separable in the published anchors)",
+    # large-folio mechanisms (appended last, like tlb_first_flush_ns; perfsim.cost.batching)
+    "folio_lookup_ns": "one vm_normal_folio + folio_test_large in mremap_folio_pte_batch, per "
+                       "batch it looks up (6.17 gate 'folio'; gate 'hint' on arm64 contpte "
+                       "only): reads the folio's struct page, usually a cache miss",
+    "contpte_unfold_ns": "one contpte_try_unfold of a source contiguous block (arm64, 6.9+, "
+                         "PTE-by-PTE clearing before 6.17): repaint 16 PTEs + range TLBI + DSB",
+    "contpte_fold_ns": "one contpte_try_fold of a destination block (arm64, 6.9+, PTE-by-PTE "
+                       "writes before 6.17): check the block, repaint it + range TLBI + DSB",
 }
 PARAM_NAMES: tuple[str, ...] = tuple(PARAM_DOCS)
 
@@ -139,6 +147,9 @@ class CostParams(BaseModel):
     ptl_ns: CostParam
     notifier_pair_ns: CostParam
     tlb_first_flush_ns: CostParam
+    folio_lookup_ns: CostParam
+    contpte_unfold_ns: CostParam
+    contpte_fold_ns: CostParam
 
 
 assert tuple(CostParams.model_fields) == PARAM_NAMES
