@@ -56,6 +56,14 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", type=int, default=None, metavar="B",
                    help="bootstrap resamples for the parameter intervals (default 300, quick 100)")
     p.add_argument("--seed", type=int, default=0, help="measuring order and bootstrap seed")
+    p.add_argument("--condition", choices=("both", "ordinary", "isolated"), default="both",
+                   help="measure in an ordinary process layout (normal mmap area, default "
+                        "scheduling), in an isolated one (private address window, pinned, "
+                        "nice -20), or both (default)")
+    p.add_argument("--fit-condition", choices=("ordinary", "isolated"), default=None,
+                   help="condition to fit from (default: ordinary when measured)")
+    p.add_argument("--busy-ok", action="store_true",
+                   help="measure even on an overloaded machine (with 3x the repetitions)")
     p.add_argument("--force", action="store_true", help="replace an existing PROFILE.toml (and "
                    "its .data.jsonl / .fit.json)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -65,7 +73,7 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from perfsim.calibrate.design import design, fmt_size, parse_size
-    from perfsim.calibrate.measure import MeasureSettings
+    from perfsim.calibrate.measure import CONDITIONS, MeasureSettings
     from perfsim.calibrate.pipeline import calibrate, thp_available
     from perfsim.host.trace import TracingBusy, TracingUnavailable
 
@@ -115,7 +123,11 @@ def run(args: argparse.Namespace) -> int:
         res = calibrate(args.out, quick=args.quick, from_data=args.from_data, settings=settings,
                         prior=args.prior, kernel=args.kernel, n_boot=args.bootstrap,
                         seed=args.seed, progress=not args.no_progress, trace_mode=mode,
-                        max_size=max_size, name=args.name, command=cmd)
+                        max_size=max_size, name=args.name, command=cmd,
+                        conditions=CONDITIONS if args.condition == "both"
+                        else (args.condition,),
+                        fit_condition=args.fit_condition, busy_ok=args.busy_ok,
+                        log=lambda m: print(m, file=sys.stderr))
     except TracingBusy as e:
         raise PerfsimError(f"{e}. Nothing was measured; perfsim does not touch tracing that "
                            "someone else uses. Run again when it is free, or with --no-trace "
@@ -179,6 +191,20 @@ def _print_result(res) -> None:
     fit = res.fit
     print(f"measured {len(t)} configurations in {res.duration_s:.0f} s; data {res.data_path} "
           f"(sha256 {res.data_sha256[:16]})")
+    if res.load:
+        print(f"machine load before measuring: {res.load.get('verdict')} (load average "
+              f"{res.load.get('loadavg_1m')}, {res.load.get('busy', 0):.0%} busy, "
+              f"{res.load.get('steal', 0):.0%} stolen)")
+    c = res.conditions
+    if c is not None and "ordinary_over_isolated" in c:
+        r = c["ordinary_over_isolated"].dropna()
+        big = r[c.loc[r.index, "ordinary"] >= 30_000]
+        print(f"both conditions measured: ordinary / isolated median latency {r.median():.2f}x "
+              f"over {len(r)} configurations ({big.median():.2f}x over the {len(big)} of "
+              f"30 us and more)" if len(big) else
+              f"both conditions measured: ordinary / isolated median latency {r.median():.2f}x "
+              f"over {len(r)} configurations")
+    print(f"fitted from the {res.fit_condition} condition")
     fa = res.flush_agreement
     if fa.get("traced_configs"):
         parts = [f"{m} {fa[m]['agree']}/{fa[m]['of']}" for m in
