@@ -62,7 +62,7 @@ import numpy as np
 from perfsim.calibrate.design import Config, fmt_size
 from perfsim.calibrate.layouts import LayoutMismatch, build
 from perfsim.host import syscalls as sc
-from perfsim.host.measure import host_info, mem_available, timed_move
+from perfsim.host.measure import host_info, mem_available, syscall_entry_ns, timed_move
 from perfsim.host.spinner import Spinner, SpinnerStalled
 from perfsim.host.trace import (
     TlbTraceSession,
@@ -426,6 +426,7 @@ def measure_configs(configs: Iterable[Config], settings: MeasureSettings, *,
                 run.notes.append("only one CPU: 2-thread (IPI) configurations skipped")
             sc.pin_current_thread(settings.main_cpu)
             _set_nice(tid, settings.nice)
+            run.machine["syscall_entry"] = syscall_entry_ns()
             weights = {c.id: 1.0 + c.size / (64 << 20) for c in order}
             rounds = max(1, settings.rounds)
             per_round = -(-settings.reps // rounds)

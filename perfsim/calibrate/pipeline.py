@@ -60,6 +60,7 @@ class CalibrationResult:
     fit_condition: str = "isolated"
     conditions: pd.DataFrame | None = None   #: median latency per configuration x condition
     load: dict[str, Any] = field(default_factory=dict)
+    overhead_split: dict[str, Any] = field(default_factory=dict)
 
 
 def thp_available() -> bool:
@@ -112,6 +113,33 @@ def fit_table(table: pd.DataFrame, planned: dict[str, Planned], samples: dict[st
     meta = {r["config_id"]: r for r in table.to_dict("records")}
     return fit_profile(ids, design_matrix(planned, ids), samples, prior, meta=meta,
                        n_boot=n_boot, seed=seed)
+
+
+def overhead_split(fit: FitResult, entry: dict | None) -> dict[str, Any]:
+    """The per-call overhead of a fitted profile split into syscall entry, VMA work and the
+    first flush, each with what it rests on."""
+    sys_ns = int(fit.values["syscall_ns"])
+    first = int(fit.values["tlb_first_flush_ns"])
+    out: dict[str, Any] = {
+        "syscall_ns": sys_ns,
+        "first_flush_ns": {"ns": first, "evidence": (
+            "tlb_first_flush_ns, " + fit.status.get("tlb_first_flush_ns", "?")
+            + ": calls that change a mapping (flush) against calls that move nothing "
+              "(populate none) of the same sizes")},
+    }
+    if entry and entry.get("median_ns") is not None:
+        e = int(entry["median_ns"])
+        out["syscall_entry_ns"] = {"ns": e, "evidence": (
+            f"measured: median of {entry.get('reps')} calls ({entry.get('how')}); p10 "
+            f"{entry.get('p10_ns')} ns, p90 {entry.get('p90_ns')} ns")}
+        out["vma_work_ns"] = {"ns": max(sys_ns - e, 0), "evidence": (
+            "syscall_ns (the per-call term fitted on small calls) minus the measured entry: "
+            "mmap_lock, vma_lookup, copy_vma, the source VMA's unmap bookkeeping")}
+    else:
+        out["syscall_entry_ns"] = {"ns": None, "evidence": "not measured in this data "
+                                   "(recorded before perfsim measured it)"}
+        out["vma_work_ns"] = {"ns": None, "evidence": "needs the entry cost"}
+    return out
 
 
 def calibrate(out: str | Path, *, quick: bool = False, from_data: str | Path | None = None,
@@ -228,7 +256,9 @@ def calibrate(out: str | Path, *, quick: bool = False, from_data: str | Path | N
                           data_name=data_path.name, data_sha256=data.sha256,
                           fit_name=fit_path.name, command=command, date=date,
                           status=status, missing=missing, archs=(arch,))
-    fit_doc = {"format": FIT_FORMAT, "profile": pname, "profile_sha256": sha256_text(text),
+    split = overhead_split(fit, machine.get("syscall_entry"))
+    fit_doc = {"format": FIT_FORMAT, "overhead_split": split, "profile": pname,
+               "profile_sha256": sha256_text(text),
                "data": data_path.name, "data_sha256": data.sha256, "kernel": kernel,
                "arch": arch, "status": status, "missing": missing, "machine": machine,
                "duration_s": duration, "flush_agreement": agree, **fit.to_json(),
@@ -239,4 +269,4 @@ def calibrate(out: str | Path, *, quick: bool = False, from_data: str | Path | N
     atomic_write_text(out, text)
     return CalibrationResult(out, data_path, fit_path, data.sha256, status, missing, table,
                              fit, duration, agree, fit_condition, cond,
-                             dict(machine.get("load_start") or {}))
+                             dict(machine.get("load_start") or {}), split)

@@ -205,6 +205,13 @@ def _print_result(res) -> None:
               f"both conditions measured: ordinary / isolated median latency {r.median():.2f}x "
               f"over {len(r)} configurations")
     print(f"fitted from the {res.fit_condition} condition")
+    sp = res.overhead_split
+    if sp:
+        parts = [f"{k.removesuffix('_ns').replace('_', ' ')} "
+                 + (f"{sp[k]['ns']} ns" if sp[k]["ns"] is not None else "not measured")
+                 for k in ("syscall_entry_ns", "vma_work_ns", "first_flush_ns")]
+        print(f"per-call overhead: syscall_ns {sp['syscall_ns']} ns = " + " + ".join(parts[:2])
+              + f"; plus {parts[2]} for a call that changes a mapping")
     fa = res.flush_agreement
     if fa.get("traced_configs"):
         parts = [f"{m} {fa[m]['agree']}/{fa[m]['of']}" for m in
