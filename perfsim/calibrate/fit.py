@@ -20,7 +20,9 @@ Estimator: non-negative least squares (scipy's) on *relative* error (each row we
 reweighting with Huber weights on the relative residuals (tuning constant 1.345 × MAD scale).
 
 **Fixed and per-unit costs apart** (:func:`fit_profile`, ``staged=True``): small calls (at
-most :data:`SMALL_CALL_BYTES`, single-thread, anonymous) are fitted first for the per-call
+most :data:`SMALL_CALL_BYTES`, single-thread, anonymous, or any call whose per-unit terms are
+at most :data:`SMALL_UNIT_SHARE` of its joint-fit prediction, e.g. an unpopulated source) are
+fitted first for the per-call
 terms alone (:data:`PER_CALL`: ``syscall_ns``, ``tlb_first_flush_ns``), large calls then
 for the per-unit terms with those held fixed, and the joint fit of everything is kept for
 comparison; the profile takes the staged values. A joint fit lets the 4 GiB calls pull the
@@ -62,6 +64,8 @@ FREE: tuple[str, ...] = (
 TIES: dict[str, tuple[str, float]] = {"pud_move_ns": ("pmd_move_ns", 1.0)}
 HUBER_C = 1.345
 SMALL_CALL_BYTES = 64 << 10
+#: calls whose per-unit terms are at most this share of the joint prediction count as small
+SMALL_UNIT_SHARE = 0.2
 #: per-call (fixed) terms, identified on small calls (module docstring)
 PER_CALL: tuple[str, ...] = ("syscall_ns", "tlb_first_flush_ns")
 
@@ -192,6 +196,11 @@ def staged_fit(a: np.ndarray, y: np.ndarray, base: np.ndarray, free: list[str],
                         **_stage_errors((base + a @ theta_joint - y) / y, small)}}
     fixed = [j for j, p in enumerate(free) if p in PER_CALL]
     unit = [j for j, p in enumerate(free) if p not in PER_CALL]
+    # a call is "small" when the per-call terms dominate it: few bytes, or nothing to move
+    # (an unpopulated source pays the syscall and the walk, little else)
+    pred = base + a @ theta_joint
+    unit_share = (a[:, unit] @ theta_joint[unit]) / np.maximum(pred, 1.0)
+    small = np.asarray(small, bool) | (unit_share <= SMALL_UNIT_SHARE)
     if small.sum() < 3 or (~small).sum() < 3 or not fixed:
         stages["staged"] = {"used": False, "why": "fewer than 3 small or large calls"}
         return theta_joint, rw_joint, stages

@@ -107,12 +107,12 @@ def flush_agreement(table: pd.DataFrame) -> dict[str, Any]:
 
 def fit_table(table: pd.DataFrame, planned: dict[str, Planned], samples: dict[str, np.ndarray],
               prior: CostProfile, ids: list[str] | None = None, *, n_boot: int = 200,
-              seed: int = 0) -> FitResult:
+              seed: int = 0, staged: bool = True) -> FitResult:
     ids = [i for i in (ids if ids is not None else list(table.config_id))
            if i in samples and len(samples[i])]
     meta = {r["config_id"]: r for r in table.to_dict("records")}
     return fit_profile(ids, design_matrix(planned, ids), samples, prior, meta=meta,
-                       n_boot=n_boot, seed=seed)
+                       n_boot=n_boot, seed=seed, staged=staged)
 
 
 def overhead_split(fit: FitResult, entry: dict | None) -> dict[str, Any]:
@@ -150,7 +150,7 @@ def calibrate(out: str | Path, *, quick: bool = False, from_data: str | Path | N
               name: str | None = None, command: str = "perfsim calibrate",
               log=None, conditions: tuple[str, ...] = CONDITIONS,
               fit_condition: str | None = None, busy_ok: bool = False,
-              load_sample=None) -> CalibrationResult:
+              load_sample=None, estimator: str = "staged") -> CalibrationResult:
     """Measure (or load), fit and write ``out`` (the profile), ``<out>.data.jsonl`` and
     ``<out>.fit.json``. A partial measurement (skipped configurations, no tracing) still
     gives a profile whose description says what is missing; an interrupted one writes only
@@ -158,7 +158,9 @@ def calibrate(out: str | Path, *, quick: bool = False, from_data: str | Path | N
 
     ``conditions``: measured in (``ordinary`` and/or ``isolated``, see
     :mod:`perfsim.calibrate.measure`); ``fit_condition``: fitted from (default ordinary when
-    measured). Before measuring, the machine's load is sampled (``load_sample``: a
+    measured); ``estimator``: ``staged`` (fixed and per-unit terms apart, see
+    :mod:`perfsim.calibrate.fit`) or ``joint`` (everything at once, as kvm-host was fitted).
+    Before measuring, the machine's load is sampled (``load_sample``: a
     :class:`~perfsim.host.load.LoadSample`, for tests): a busy machine is measured with three
     times the repetitions, an overloaded one refused unless ``busy_ok``."""
     out = Path(out)
@@ -245,7 +247,10 @@ def calibrate(out: str | Path, *, quick: bool = False, from_data: str | Path | N
     agree = flush_agreement(table)
     if not samples:
         raise PerfsimError(f"{data_path}: no latency measured; nothing to fit")
-    fit = fit_table(table, planned, samples, prior_prof, n_boot=n_boot, seed=seed)
+    if estimator not in ("staged", "joint"):
+        raise PerfsimError(f"--estimator {estimator!r}: valid: staged, joint")
+    fit = fit_table(table, planned, samples, prior_prof, n_boot=n_boot, seed=seed,
+                    staged=estimator == "staged")
     for p, st in fit.status.items():
         if st == "prior (no data)":
             missing.append(f"{p}: not measured, prior value kept")
@@ -262,7 +267,7 @@ def calibrate(out: str | Path, *, quick: bool = False, from_data: str | Path | N
                "data": data_path.name, "data_sha256": data.sha256, "kernel": kernel,
                "arch": arch, "status": status, "missing": missing, "machine": machine,
                "duration_s": duration, "flush_agreement": agree, **fit.to_json(),
-               "fit_condition": fit_condition,
+               "fit_condition": fit_condition, "estimator": estimator,
                "condition_medians": json.loads(cond.reset_index().to_json(orient="records")),
                "configs": json.loads(table.to_json(orient="records"))}
     atomic_write_text(fit_path, json.dumps(fit_doc, indent=1, sort_keys=True) + "\n")

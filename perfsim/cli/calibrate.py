@@ -62,6 +62,9 @@ def register(subparsers) -> argparse.ArgumentParser:
                         "nice -20), or both (default)")
     p.add_argument("--fit-condition", choices=("ordinary", "isolated"), default=None,
                    help="condition to fit from (default: ordinary when measured)")
+    p.add_argument("--estimator", choices=("staged", "joint"), default="staged",
+                   help="staged: per-call terms from small calls, per-unit terms from large "
+                        "ones (default); joint: all at once (how kvm-host was fitted)")
     p.add_argument("--busy-ok", action="store_true",
                    help="measure even on an overloaded machine (with 3x the repetitions)")
     p.add_argument("--force", action="store_true", help="replace an existing PROFILE.toml (and "
@@ -127,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
                         conditions=CONDITIONS if args.condition == "both"
                         else (args.condition,),
                         fit_condition=args.fit_condition, busy_ok=args.busy_ok,
+                        estimator=args.estimator,
                         log=lambda m: print(m, file=sys.stderr))
     except TracingBusy as e:
         raise PerfsimError(f"{e}. Nothing was measured; perfsim does not touch tracing that "
