@@ -191,9 +191,6 @@ def staged_fit(a: np.ndarray, y: np.ndarray, base: np.ndarray, free: list[str],
     with those fixed, then (for comparison) the joint fit; returns the staged
     ``(theta, robust weights, stages)``."""
     theta_joint, rw_joint = robust_nnls(a, y, base)
-    stages = {"joint": {"values": {p: round(float(v)) for p, v in zip(free, theta_joint,
-                                                                        strict=True)},
-                        **_stage_errors((base + a @ theta_joint - y) / y, small)}}
     fixed = [j for j, p in enumerate(free) if p in PER_CALL]
     unit = [j for j, p in enumerate(free) if p not in PER_CALL]
     # a call is "small" when the per-call terms dominate it: few bytes, or nothing to move
@@ -201,6 +198,10 @@ def staged_fit(a: np.ndarray, y: np.ndarray, base: np.ndarray, free: list[str],
     pred = base + a @ theta_joint
     unit_share = (a[:, unit] @ theta_joint[unit]) / np.maximum(pred, 1.0)
     small = np.asarray(small, bool) | (unit_share <= SMALL_UNIT_SHARE)
+    stages = {"joint": {"values": {p: round(float(v)) for p, v in zip(free, theta_joint,
+                                                                        strict=True)},
+                        **_stage_errors((pred - y) / y, small)},
+              "small_calls": int(small.sum()), "large_calls": int((~small).sum())}
     if small.sum() < 3 or (~small).sum() < 3 or not fixed:
         stages["staged"] = {"used": False, "why": "fewer than 3 small or large calls"}
         return theta_joint, rw_joint, stages
