@@ -90,3 +90,17 @@ def test_unwritable_outputs_are_refused_before_work(tmp_path, capsys, monkeypatc
         assert main(args) == 2
         assert "is not writable" in _err(capsys)
     assert list(ro.iterdir()) == []
+
+
+def test_validate_refuses_a_cost_profile_for_another_arch_unless_forced(capsys, tmp_path):
+    assert main(["validate", "--cost", "arm64-generic", "--data", str(DATA), "--out",
+                 str(tmp_path / "v")]) == 2
+    assert "'arm64-generic' is for arm64-4k" in _err(capsys)
+    assert main(["validate", "--cost", "arm64-generic", "--data", str(DATA), "--holdout",
+                 "none", "--force-cost-profile", "--out", str(tmp_path / "v")]) == 0
+
+
+def test_calibrate_refuses_a_prior_for_another_arch(capsys, tmp_path):
+    assert main(["calibrate", "--from-data", str(DATA), "--prior", "arm64-generic", "--out",
+                 str(tmp_path / "p.toml")]) == 2
+    assert "not x86_64" in _err(capsys)

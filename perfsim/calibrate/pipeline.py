@@ -40,7 +40,7 @@ from perfsim.calibrate.stats import (
     latency_samples,
     summarize,
 )
-from perfsim.cost import CostProfile, load_cost_profile
+from perfsim.cost import CostProfile, resolve_cost_profile
 from perfsim.errors import PerfsimError
 from perfsim.host.load import extra_reps_factor, load_verdict, sample_load
 
@@ -167,7 +167,7 @@ def calibrate(out: str | Path, *, quick: bool = False, from_data: str | Path | N
     if out.suffix != ".toml":
         raise PerfsimError(f"--out {out}: a cost profile path must end in .toml")
     log = log or (lambda m: print(m))
-    prior_prof = load_cost_profile(prior)
+    prior_prof = resolve_cost_profile(prior, arch=arch)
     data_path = sibling(out, ".data.jsonl")
     fit_path = sibling(out, ".fit.json")
     quick_n_boot = 100 if quick else 300

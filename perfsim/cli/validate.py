@@ -57,6 +57,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", default=None,
                    help="report directory (default reports/calibration/validate-<profile>)")
     p.add_argument("--force", action="store_true", help="replace an existing --out")
+    p.add_argument("--force-cost-profile", action="store_true",
+                   help="use a cost profile that does not declare --arch among its archs")
     p.add_argument("--probe", action="store_true",
                    help="validate against the independent latency probe on held-out "
                         "configurations (see below)")
@@ -76,9 +78,9 @@ def register(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from perfsim.calibrate.io import sibling
     from perfsim.calibrate.validate import validate, write_report
-    from perfsim.cost import load_cost_profile
+    from perfsim.cost import resolve_cost_profile
 
-    prof = load_cost_profile(args.cost)
+    prof = resolve_cost_profile(args.cost, arch=args.arch, force=args.force_cost_profile)
     if args.probe or args.from_probe:
         return run_probe(args, prof)
     data = args.data
