@@ -37,6 +37,11 @@ FIELD=V1[,V2] (e.g. group=memfd, size=4G) or none.
 writes OUT/ (atomically): README.md (summary, ordering, coverage, figure), errors.csv (long
 format: configuration x metric x split, with predicted, measured, abs_error, rel_error),
 summary.csv, coverage.csv, ordering.csv, configs.csv, meta.json, pred_vs_measured.png.
+
+exit status: 0 report written, 2 bad input or environment (one line: a missing, unreadable
+or non-UTF-8 file, an output under a file, unwritable or already there without --force, an
+overloaded machine for --probe without --busy-ok, a cost profile not for --arch), 130
+interrupted (nothing written).
 """
 
 
