@@ -13,7 +13,7 @@ from perfsim.errors import PerfsimError
 
 EPILOG = """\
 examples:
-  sudo perfsim calibrate --quick --out reports/calibration/quick.toml     # < 2 minutes
+  sudo perfsim calibrate --quick --out reports/calibration/quick.toml     # ~3 min, 2 conditions
   sudo perfsim calibrate --out reports/calibration/kvm-host.toml          # full design
   perfsim calibrate --from-data reports/calibration/kvm-host.data.jsonl --out /tmp/refit.toml
   perfsim calibrate --dry-run                                             # list the design
@@ -41,7 +41,7 @@ def register(subparsers) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", metavar="PROFILE.toml", help="profile to write (required unless "
                    "--dry-run)")
-    p.add_argument("--quick", action="store_true", help="small design, few repetitions (< 2 min)")
+    p.add_argument("--quick", action="store_true", help="small design, few repetitions (~85 s per condition)")
     p.add_argument("--from-data", metavar="DATA.jsonl", help="refit an earlier measurement "
                    "instead of measuring")
     p.add_argument("--dry-run", action="store_true", help="print the design and exit")
