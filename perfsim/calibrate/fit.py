@@ -15,9 +15,20 @@ values (their contribution is subtracted from ``y`` first); ``pud_move_ns`` is t
 A free parameter whose column is all zero in the data (no THP or hugetlb configuration, say)
 falls back to the prior and says so.
 
-Estimator: non-negative least squares on *relative* error (each row weighted by ``1/y``, so a
-4 KiB call and a 4 GiB call count alike), made robust by iteratively reweighting with Huber
-weights on the relative residuals (tuning constant 1.345 × MAD scale). Uncertainty: a
+Estimator: non-negative least squares (scipy's) on *relative* error (each row weighted by
+``1/y``, so a 4 KiB call and a 4 GiB call count alike), made robust by iteratively
+reweighting with Huber weights on the relative residuals (tuning constant 1.345 × MAD scale).
+
+**Fixed and per-unit costs apart** (:func:`fit_profile`, ``staged=True``): small calls (at
+most :data:`SMALL_CALL_BYTES`, single-thread, anonymous, or any call whose per-unit terms are
+at most :data:`SMALL_UNIT_SHARE` of its joint-fit prediction, e.g. an unpopulated source) are
+fitted first for the per-call
+terms alone (:data:`PER_CALL`: ``syscall_ns``, ``tlb_first_flush_ns``), large calls then
+for the per-unit terms with those held fixed, and the joint fit of everything is kept for
+comparison; the profile takes the staged values. A joint fit lets the 4 GiB calls pull the
+intercept up (their unmodelled cost lands in it), which is what over-predicts small calls.
+``FitResult.stages`` records each stage's values and its median |relative error| on small and
+on large calls. Uncertainty: a
 two-level bootstrap — resample configurations with replacement, and within each the
 repetitions (recomputing the median) — refitting each time; the profile reports the bootstrap
 standard deviation and the 2.5–97.5 % interval of every fitted parameter.
@@ -53,42 +64,27 @@ FREE: tuple[str, ...] = (
 TIES: dict[str, tuple[str, float]] = {"pud_move_ns": ("pmd_move_ns", 1.0)}
 HUBER_C = 1.345
 SMALL_CALL_BYTES = 64 << 10
+#: calls whose per-unit terms are at most this share of the joint prediction count as small
+SMALL_UNIT_SHARE = 0.2
+#: per-call (fixed) terms, identified on small calls (module docstring)
+PER_CALL: tuple[str, ...] = ("syscall_ns", "tlb_first_flush_ns")
 
 
 # --------------------------------------------------------------------------------------------
-# Non-negative least squares (Lawson & Hanson 1974), columns pre-scaled for conditioning.
+# Non-negative least squares: scipy's (Lawson & Hanson), columns pre-scaled for conditioning.
 
 
 def nnls(a: np.ndarray, b: np.ndarray, max_iter: int | None = None) -> np.ndarray:
-    """``argmin ||a x - b||`` subject to ``x >= 0``."""
+    """``argmin ||a x - b||`` subject to ``x >= 0`` (:func:`scipy.optimize.nnls` on columns
+    scaled to unit norm, which the latencies' 4 KiB..4 GiB range needs)."""
+    from scipy.optimize import nnls as _scipy_nnls
+
     a = np.asarray(a, float)
     b = np.asarray(b, float)
-    m, n = a.shape
     norms = np.linalg.norm(a, axis=0)
     norms[norms == 0] = 1.0
-    a = a / norms
-    x = np.zeros(n)
-    passive = np.zeros(n, bool)
-    w = a.T @ (b - a @ x)
-    tol = 10 * np.finfo(float).eps * max(1.0, np.linalg.norm(a, 1)) * max(m, n)
-    it = 0
-    max_iter = max_iter or 3 * n + 30
-    while (~passive).any() and (w[~passive] > tol).any() and it < max_iter:
-        it += 1
-        j = np.flatnonzero(~passive)[np.argmax(w[~passive])]
-        passive[j] = True
-        while True:
-            z = np.zeros(n)
-            z[passive] = np.linalg.lstsq(a[:, passive], b, rcond=None)[0]
-            if (z[passive] > 0).all():
-                x = z
-                break
-            neg = passive & (z <= 0)
-            alpha = np.min(x[neg] / (x[neg] - z[neg]))
-            x = x + alpha * (z - x)
-            passive &= x > tol
-            x[~passive] = 0.0
-        w = a.T @ (b - a @ x)
+    kw = {"maxiter": max_iter} if max_iter else {}
+    x, _ = _scipy_nnls(a / norms, b, **kw)
     return x / norms
 
 
@@ -132,6 +128,7 @@ class FitResult:
     condition: float
     prior_name: str
     notes: list[str] = field(default_factory=list)
+    stages: dict = field(default_factory=dict)   #: small / large / joint fits (docstring)
 
     def to_json(self) -> dict:
         return {
@@ -142,7 +139,7 @@ class FitResult:
             "rel_residuals": {k: round(v, 5) for k, v in self.rel_residuals.items()},
             "robust_weights": {k: round(v, 4) for k, v in self.robust_weights.items()},
             "n_boot": self.n_boot, "condition_number": self.condition,
-            "prior": self.prior_name, "notes": self.notes,
+            "prior": self.prior_name, "notes": self.notes, "stages": self.stages,
         }
 
 
@@ -174,13 +171,76 @@ def _log_spread(samples: list[np.ndarray]) -> float:
     return float(1.4826 * np.median(np.abs(dev)))
 
 
+def _small_mask(ids: list[str], meta: dict[str, dict]) -> np.ndarray:
+    return np.array([meta.get(i, {}).get("size", 1 << 40) <= SMALL_CALL_BYTES
+                     and meta.get(i, {}).get("threads", 1) == 1
+                     and meta.get(i, {}).get("backing", "anon") == "anon" for i in ids])
+
+
+def _stage_errors(rel: np.ndarray, small: np.ndarray) -> dict[str, float]:
+    out = {}
+    for k, m in (("small", small), ("large", ~small)):
+        if m.any():
+            out[f"median_abs_rel_error_{k}"] = round(float(np.median(np.abs(rel[m]))), 4)
+    return out
+
+
+def staged_fit(a: np.ndarray, y: np.ndarray, base: np.ndarray, free: list[str],
+               small: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Per-call terms from the small calls, then the per-unit terms from the large calls
+    with those fixed, then (for comparison) the joint fit; returns the staged
+    ``(theta, robust weights, stages)``."""
+    theta_joint, rw_joint = robust_nnls(a, y, base)
+    fixed = [j for j, p in enumerate(free) if p in PER_CALL]
+    unit = [j for j, p in enumerate(free) if p not in PER_CALL]
+    # a call is "small" when the per-call terms dominate it: few bytes, or nothing to move
+    # (an unpopulated source pays the syscall and the walk, little else)
+    pred = base + a @ theta_joint
+    unit_share = (a[:, unit] @ theta_joint[unit]) / np.maximum(pred, 1.0)
+    small = np.asarray(small, bool) | (unit_share <= SMALL_UNIT_SHARE)
+    stages = {"joint": {"values": {p: round(float(v)) for p, v in zip(free, theta_joint,
+                                                                        strict=True)},
+                        **_stage_errors((pred - y) / y, small)},
+              "small_calls": int(small.sum()), "large_calls": int((~small).sum())}
+    if small.sum() < 3 or (~small).sum() < 3 or not fixed:
+        stages["staged"] = {"used": False, "why": "fewer than 3 small or large calls"}
+        return theta_joint, rw_joint, stages
+    theta = np.zeros(len(free))
+    # 1. small calls: per-call terms, per-unit terms at the joint fit's values (tiny here)
+    a_s, y_s = a[small], y[small]
+    base_s = base[small] + a_s[:, unit] @ theta_joint[unit]
+    ok = [j for j in fixed if a_s[:, j].any()]
+    theta[fixed] = theta_joint[fixed]
+    if ok:
+        th, _ = robust_nnls(a_s[:, ok], y_s, base_s)
+        theta[ok] = th
+    stages["small"] = {"values": {free[j]: round(float(theta[j])) for j in ok}}
+    # 2. large calls: per-unit terms with the per-call terms held
+    a_l, y_l = a[~small], y[~small]
+    base_l = base[~small] + a_l[:, fixed] @ theta[fixed]
+    ok_u = [j for j in unit if a_l[:, j].any()]
+    theta[unit] = theta_joint[unit]
+    if ok_u:
+        th, _ = robust_nnls(a_l[:, ok_u], y_l, base_l)
+        theta[ok_u] = th
+    stages["large"] = {"values": {free[j]: round(float(theta[j])) for j in ok_u}}
+    rel = (base + a @ theta - y) / y
+    scale = max(1.4826 * float(np.median(np.abs(rel - np.median(rel)))), 0.02)
+    u = np.abs(rel) / (HUBER_C * scale)
+    rw = np.where(u <= 1, 1.0, 1.0 / np.maximum(u, 1e-12))
+    stages["staged"] = {"used": True, **_stage_errors(rel, small)}
+    return theta, rw, stages
+
+
 def fit_profile(ids: list[str], x: np.ndarray, samples: dict[str, np.ndarray],
                 prior: CostProfile, *, meta: dict[str, dict] | None = None,
-                n_boot: int = 200, seed: int = 0) -> FitResult:
+                n_boot: int = 200, seed: int = 0, staged: bool = True) -> FitResult:
     """Fit the free parameters on configurations ``ids`` (rows of ``x``, the full design
     matrix over :data:`PARAM_NAMES`) whose latency samples are ``samples[id]``.
 
-    ``meta[id]`` (config fields) is used only for the jitter estimates (small calls).
+    ``meta[id]`` (config fields) tells small calls from large ones (``staged``: fixed and
+    per-unit terms identified apart, see the module docstring) and feeds the jitter
+    estimates.
     """
     x = np.asarray(x, float)
     if x.shape != (len(ids), len(PARAM_NAMES)):
@@ -196,7 +256,12 @@ def fit_profile(ids: list[str], x: np.ndarray, samples: dict[str, np.ndarray],
     absent = [p for p in FREE if p not in present]
     a, free = _columns(x, present)
     base = _fixed_part(x, present, prior)
-    theta, rw = robust_nnls(a, y, base)
+    small = _small_mask(ids, meta or {})
+    if staged:
+        theta, rw, stages = staged_fit(a, y, base, free, small)
+    else:
+        theta, rw = robust_nnls(a, y, base)
+        stages = {"staged": {"used": False, "why": "staged=False"}}
     sv = np.linalg.svd(a / np.maximum(np.linalg.norm(a, axis=0), 1e-300), compute_uv=False)
     cond = float(sv[0] / sv[-1]) if len(sv) and sv[-1] > 0 else float("inf")
 
@@ -210,7 +275,12 @@ def fit_profile(ids: list[str], x: np.ndarray, samples: dict[str, np.ndarray],
         th = np.full(len(free), np.nan)
         ok = ab.any(axis=0)
         if ok.any():
-            th[ok], _ = robust_nnls(ab[:, ok], yb, base[pick], iters=8)
+            if staged and stages.get("staged", {}).get("used"):
+                sub = [free[j] for j in np.flatnonzero(ok)]
+                tb, _, _ = staged_fit(ab[:, ok], yb, base[pick], sub, small[pick])
+                th[ok] = tb
+            else:
+                th[ok], _ = robust_nnls(ab[:, ok], yb, base[pick], iters=8)
         boots.append(th)
     bt = np.array(boots) if boots else np.zeros((0, len(free)))
 
@@ -260,7 +330,7 @@ def fit_profile(ids: list[str], x: np.ndarray, samples: dict[str, np.ndarray],
     return FitResult(values, status, sd, ci, sigma, list(ids),
                      {i: float(r) for i, r in zip(ids, resid, strict=True)},
                      {i: float(w) for i, w in zip(ids, rw, strict=True)},
-                     len(bt), cond, prior.name, notes)
+                     len(bt), cond, prior.name, notes, stages)
 
 
 def profile_values_with(prior: CostProfile, fit: FitResult) -> CostProfile:

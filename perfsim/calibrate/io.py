@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from perfsim.errors import PerfsimError
+from perfsim.errors import PerfsimError, read_text
 
 DATA_FORMAT = "perfsim-calibration-data/1"
 FIT_FORMAT = "perfsim-calibration-fit/1"
@@ -99,10 +99,10 @@ class CalibData:
 def load_data(path: str | Path) -> CalibData:
     """Read a data file written by ``perfsim calibrate``; errors name the file and line."""
     path = Path(path)
-    if not path.is_file():
-        raise PerfsimError(f"calibration data {path} not found (perfsim calibrate writes it "
-                           "next to the profile as <name>.data.jsonl)")
-    text = path.read_text()
+    if not path.exists():
+        raise PerfsimError(f"calibration data file {str(path)!r} does not exist (perfsim "
+                           "calibrate writes it next to the profile as <name>.data.jsonl)")
+    text = read_text(path, "calibration data")
     header: dict[str, Any] | None = None
     recs: list[dict[str, Any]] = []
     for i, line in enumerate(text.splitlines(), 1):

@@ -47,10 +47,10 @@ def _thp_kb(src: int) -> int:
     return sm.get("AnonHugePages", 0) + sm.get("ShmemPmdMapped", 0) + sm.get("FilePmdMapped", 0)
 
 
-def _build_hugetlb(cfg: Config) -> Layout:
+def _build_hugetlb(cfg: Config, hint: int | None = 0x300000000000) -> Layout:
     src, dst = default_addresses(cfg, 0)  # offsets only
     span = -(-(cfg.size + 8 * (1 << 20)) // (1 << 30)) * (1 << 30)
-    win = sc.AddressWindow(2 * span + (1 << 30), align=1 << 30, hint=0x300000000000)
+    win = sc.AddressWindow(2 * span + (1 << 30), align=1 << 30, hint=hint)
     base = win.base
     src, dst = base + src, base + dst
     lay = Layout(cfg.align, cfg.size, src, dst, "hugetlb", False, "hole", base)
@@ -67,10 +67,17 @@ def _build_hugetlb(cfg: Config) -> Layout:
     return lay
 
 
-def build(cfg: Config) -> Layout:
-    """Map, populate and verify the source of ``cfg``; the destination is a hole."""
+def build(cfg: Config, *, ordinary: bool = False) -> Layout:
+    """Map, populate and verify the source of ``cfg``; the destination is a hole.
+
+    ``ordinary``: put the layout where the kernel puts any program's mmap (the normal mmap
+    area, next to the process's other mappings and their page tables) instead of the private
+    address window far below it."""
     if cfg.backing == "hugetlb":
-        lay = _build_hugetlb(cfg)
+        lay = _build_hugetlb(cfg, hint=None) if ordinary else _build_hugetlb(cfg)
+    elif ordinary:
+        lay = build_layout(cfg.align, cfg.size, backing=cfg.backing, thp=cfg.thp,
+                           populate=False, hint=None)
     else:
         lay = build_layout(cfg.align, cfg.size, backing=cfg.backing, thp=cfg.thp,
                            populate=False)

@@ -20,10 +20,21 @@ together; a configuration's median pools its repetitions from every round.
    kept in the data, flagged, and left out of the statistics whenever at least ``min_clean``
    clean ones exist.
 
-The caller thread is pinned to ``main_cpu``; with ``threads=2`` a
-:class:`~perfsim.host.spinner.Spinner` of the same process spins on ``spinner_cpu``. Both run
-at nice -20 when allowed (restored afterwards). Every repetition is appended to a spool file
-as soon as it is measured, so an interrupted run still leaves its data behind.
+Two **conditions** (``MeasureSettings.conditions``), each configuration measured in both
+within every round, in a shuffled order:
+
+* ``isolated``: the layout in a private address window far below the mmap area, the caller
+  pinned to ``main_cpu`` and both threads at nice -20 when allowed (restored afterwards) —
+  the cleanest numbers the machine gives;
+* ``ordinary``: as a program sees it — the layout where mmap(NULL) puts it (the normal mmap
+  area, among the process's other mappings), default scheduling (nice unchanged, the caller
+  not pinned except in 2-thread configurations, which need a second CPU running the mm).
+
+With ``threads=2`` a :class:`~perfsim.host.spinner.Spinner` of the same process spins on
+``spinner_cpu``; if it cannot get its CPU (a busy machine), the repetition is retried and,
+after ``max_stalls`` stalls, the configuration is skipped with that reason. Every repetition
+is appended to a spool file as soon as it is measured, so an interrupted run still leaves its
+data behind.
 
 Everything the run changes is put back on the way out (``finally``), also on Ctrl-C:
 tracefs (by the session), ``vm.nr_hugepages`` (:class:`HugetlbReservation`), affinity, nice.
@@ -51,8 +62,8 @@ import numpy as np
 from perfsim.calibrate.design import Config, fmt_size
 from perfsim.calibrate.layouts import LayoutMismatch, build
 from perfsim.host import syscalls as sc
-from perfsim.host.measure import host_info, mem_available, timed_move
-from perfsim.host.spinner import Spinner
+from perfsim.host.measure import host_info, mem_available, syscall_entry_ns, timed_move
+from perfsim.host.spinner import Spinner, SpinnerStalled
 from perfsim.host.trace import (
     TlbTraceSession,
     TraceResult,
@@ -61,8 +72,11 @@ from perfsim.host.trace import (
     tracing_status,
 )
 
-__all__ = ["MeasureSettings", "MeasureRun", "HugetlbReservation", "machine_info",
-           "measure_configs", "trace_plan"]
+__all__ = ["CONDITIONS", "MeasureSettings", "MeasureRun", "HugetlbReservation",
+           "machine_info", "measure_configs", "trace_plan"]
+
+#: measuring conditions, in the order they are reported
+CONDITIONS = ("ordinary", "isolated")
 
 NR_HUGEPAGES = "/proc/sys/vm/nr_hugepages"
 
@@ -81,6 +95,8 @@ class MeasureSettings:
     spinner_cpu: int = 1
     nice: int | None = -20
     seed: int = 0              #: shuffles the measuring order (a new order every round)
+    conditions: tuple[str, ...] = ("isolated",)  #: isolated and/or ordinary (module doc)
+    max_stalls: int = 3        #: spinner stalls tolerated per configuration and pass
     mem_headroom: float = 1.5  #: need MemAvailable >= headroom x size + 1 GiB
 
     def attempts(self) -> int:
@@ -230,8 +246,8 @@ def _rse_of_median(lat: list[int]) -> float:
 
 
 def _one_call(cfg: Config, session: TlbTraceSession | None, spinner: Spinner | None,
-              tid: int) -> tuple[dict[str, Any], TraceResult]:
-    lay = build(cfg)
+              tid: int, condition: str = "isolated") -> tuple[dict[str, Any], TraceResult]:
+    lay = build(cfg, ordinary=condition == "ordinary")
     try:
         res, main_d, spin_d = timed_move(lay, session, spinner, tid, untraced="latency pass")
     finally:
@@ -240,8 +256,43 @@ def _one_call(cfg: Config, session: TlbTraceSession | None, spinner: Spinner | N
            "populate_method": lay.populate_method, "populate_ns": lay.populate_ns,
            "latency_ns": res.latency_ns, "main_disturbed": bool(main_d),
            "spinner_disturbed": spin_d,
-           "disturbed": bool(main_d or bool(spin_d))}
+           "disturbed": bool(main_d or bool(spin_d)), "condition": condition}
     return rec, res
+
+
+@contextlib.contextmanager
+def scheduling(settings: MeasureSettings, condition: str, threads: int, tid: int,
+               default_affinity: set[int], default_nice: int):
+    """The calling thread's CPU and priority for one pass: ``isolated`` pins it to
+    ``main_cpu`` at ``settings.nice``; ``ordinary`` leaves the process's own affinity and
+    nice, pinning only a 2-thread configuration's caller (its spinner needs the other CPU).
+    Restored on exit."""
+    if condition == "ordinary":
+        if threads == 2:
+            sc.pin_current_thread(settings.main_cpu)
+        else:
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(0, default_affinity)
+        _set_nice(tid, default_nice)
+    try:
+        yield settings.nice if condition == "isolated" else None
+    finally:
+        if condition == "ordinary":
+            sc.pin_current_thread(settings.main_cpu)
+            _set_nice(tid, settings.nice)
+
+
+def _retrying(fn, settings: MeasureSettings):
+    """``fn()``, retried when the spinner stalls; :class:`SpinnerStalled` after
+    ``max_stalls`` stalls in a row."""
+    for attempt in range(settings.max_stalls):
+        try:
+            return fn()
+        except SpinnerStalled:
+            if attempt == settings.max_stalls - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _trace_fields(res: TraceResult) -> dict[str, Any]:
@@ -267,7 +318,7 @@ def traced_pass(cfg: Config, settings: MeasureSettings,
                    if cfg.threads == 2 else None)
         session = stack.enter_context(TlbTraceSession(required=True))
         for i in range(settings.warmup + settings.traced_reps):
-            rec, res = _one_call(cfg, session, spinner, tid)
+            rec, res = _retrying(lambda: _one_call(cfg, session, spinner, tid), settings)
             if i < settings.warmup:
                 continue
             if not res.available:
@@ -280,7 +331,8 @@ def traced_pass(cfg: Config, settings: MeasureSettings,
 
 def latency_pass(cfg: Config, settings: MeasureSettings, *, want_clean: int, attempts: int,
                  round_no: int, emit: Callable[[dict[str, Any]], None],
-                 prior_clean: list[int] | None = None) -> list[int]:
+                 prior_clean: list[int] | None = None, condition: str = "isolated",
+                 spinner_nice: int | None = -20) -> list[int]:
     """Untraced calls (``warmup`` dropped) until ``want_clean`` clean ones or ``attempts``
     calls; with ``prior_clean`` (earlier rounds) also stops once the pooled median's relative
     standard error is below ``rse_target``. Returns this round's clean latencies."""
@@ -288,10 +340,11 @@ def latency_pass(cfg: Config, settings: MeasureSettings, *, want_clean: int, att
     base = cfg.as_dict()
     clean: list[int] = []
     with contextlib.ExitStack() as stack:
-        spinner = (stack.enter_context(Spinner(settings.spinner_cpu, nice=settings.nice))
+        spinner = (stack.enter_context(Spinner(settings.spinner_cpu, nice=spinner_nice))
                    if cfg.threads == 2 else None)
         for i in range(settings.warmup + attempts):
-            rec, _res = _one_call(cfg, None, spinner, tid)
+            rec, _res = _retrying(lambda: _one_call(cfg, None, spinner, tid, condition),
+                                  settings)
             if i < settings.warmup:
                 continue
             rec.update(base, kind="rep", phase="latency", round=round_no,
@@ -373,6 +426,7 @@ def measure_configs(configs: Iterable[Config], settings: MeasureSettings, *,
                 run.notes.append("only one CPU: 2-thread (IPI) configurations skipped")
             sc.pin_current_thread(settings.main_cpu)
             _set_nice(tid, settings.nice)
+            run.machine["syscall_entry"] = syscall_entry_ns()
             weights = {c.id: 1.0 + c.size / (64 << 20) for c in order}
             rounds = max(1, settings.rounds)
             per_round = -(-settings.reps // rounds)
@@ -385,7 +439,9 @@ def measure_configs(configs: Iterable[Config], settings: MeasureSettings, *,
                                     unit="w", bar_format="{desc} {percentage:3.0f}%|{bar}| "
                                                          "{elapsed}<{remaining} {postfix}")
             skipped: dict[str, str] = {}
-            clean: dict[str, list[int]] = {c.id: [] for c in order}
+            conds = tuple(settings.conditions) or ("isolated",)
+            clean: dict[tuple[str, str], list[int]] = {(c.id, k): [] for c in order
+                                                       for k in conds}
 
             def step(cfg: Config, label: str, fn) -> None:
                 nonlocal trace_ok
@@ -403,6 +459,8 @@ def measure_configs(configs: Iterable[Config], settings: MeasureSettings, *,
                     trace_ok = False
                     run.notes.append(f"tracing stopped at {cfg.id}: {e}")
                     log(f"perfsim calibrate: {e}; continuing without tracing")
+                except SpinnerStalled as e:
+                    reason = f"2-thread measurement skipped: {e}"
                 except OSError as e:
                     reason = f"{type(e).__name__}: {e}"
                 if reason:
@@ -438,26 +496,35 @@ def measure_configs(configs: Iterable[Config], settings: MeasureSettings, *,
                     if r == 0:
                         step(cfg, "traced", do_traced)
 
-                    def do_lat(c: Config, r: int = r) -> None:
-                        clean[c.id] += latency_pass(c, settings, want_clean=per_round,
-                                                    attempts=per_round_attempts, round_no=r,
-                                                    emit=emit)
-                    step(cfg, f"round {r + 1}/{rounds}", do_lat)
+                    for k in random.Random(settings.seed * 7919 + r).sample(conds, len(conds)):
+                        def do_lat(c: Config, r: int = r, k: str = k) -> None:
+                            with scheduling(settings, k, c.threads, tid, old_aff,
+                                            old_nice) as nice:
+                                clean[c.id, k] += latency_pass(
+                                    c, settings, want_clean=per_round,
+                                    attempts=per_round_attempts, round_no=r, emit=emit,
+                                    condition=k, spinner_nice=nice)
+                        step(cfg, f"round {r + 1}/{rounds} {k}", do_lat)
                     if bar is not None:
                         bar.update(round(weights[cfg.id]))
             # Top-up: configurations still short of clean repetitions or of a stable median.
             for cfg in order:
-                c = clean[cfg.id]
-                if cfg.id in skipped or (len(c) >= settings.reps
-                                         and _rse_of_median(c) <= settings.rse_target):
-                    continue
+                for k in conds:
+                    c = clean[cfg.id, k]
+                    if cfg.id in skipped or (len(c) >= settings.reps
+                                             and _rse_of_median(c) <= settings.rse_target):
+                        continue
 
-                def do_top(cc: Config) -> None:
-                    clean[cc.id] += latency_pass(
-                        cc, settings, want_clean=max(settings.reps - len(clean[cc.id]), 1),
-                        attempts=per_round_attempts, round_no=rounds, emit=emit,
-                        prior_clean=clean[cc.id])
-                step(cfg, "top-up", do_top)
+                    def do_top(cc: Config, k: str = k) -> None:
+                        with scheduling(settings, k, cc.threads, tid, old_aff,
+                                        old_nice) as nice:
+                            clean[cc.id, k] += latency_pass(
+                                cc, settings,
+                                want_clean=max(settings.reps - len(clean[cc.id, k]), 1),
+                                attempts=per_round_attempts, round_no=rounds, emit=emit,
+                                prior_clean=clean[cc.id, k], condition=k,
+                                spinner_nice=nice)
+                    step(cfg, f"top-up {k}", do_top)
             if bar is not None:
                 bar.update(bar.total - bar.n)
     except KeyboardInterrupt:

@@ -30,12 +30,19 @@ from perfsim.calibrate.io import (
     sha256_text,
     sibling,
 )
-from perfsim.calibrate.measure import MeasureSettings, measure_configs
+from perfsim.calibrate.measure import CONDITIONS, MeasureSettings, measure_configs, trace_plan
 from perfsim.calibrate.model import FLUSH_METRICS, Planned, design_matrix, plan_all
 from perfsim.calibrate.profile import render_profile
-from perfsim.calibrate.stats import latency_samples, summarize
-from perfsim.cost import CostProfile, load_cost_profile
+from perfsim.calibrate.stats import (
+    condition_medians,
+    default_fit_condition,
+    for_condition,
+    latency_samples,
+    summarize,
+)
+from perfsim.cost import CostProfile, resolve_cost_profile
 from perfsim.errors import PerfsimError
+from perfsim.host.load import extra_reps_factor, load_verdict, sample_load
 
 
 @dataclass
@@ -50,6 +57,10 @@ class CalibrationResult:
     fit: FitResult | None
     duration_s: float
     flush_agreement: dict[str, Any] = field(default_factory=dict)
+    fit_condition: str = "isolated"
+    conditions: pd.DataFrame | None = None   #: median latency per configuration x condition
+    load: dict[str, Any] = field(default_factory=dict)
+    overhead_split: dict[str, Any] = field(default_factory=dict)
 
 
 def thp_available() -> bool:
@@ -61,17 +72,21 @@ def thp_available() -> bool:
 
 
 def planned_table(data: CalibData, prior: CostProfile, *, kernel: str = "6.18",
-                  arch: str = "x86_64", min_clean: int = 3
+                  arch: str = "x86_64", min_clean: int = 3, condition: str | None = None
                   ) -> tuple[pd.DataFrame, dict[str, Planned], dict[str, np.ndarray]]:
-    """Per-configuration statistics plus what the planner predicts for each."""
-    table = summarize(data.records, min_clean=min_clean)
+    """Per-configuration statistics of one measuring ``condition`` (default
+    :func:`~perfsim.calibrate.stats.default_fit_condition`: ordinary when measured) plus what
+    the planner predicts for each."""
+    condition = condition or default_fit_condition(data.records)
+    records = for_condition(data.records, condition)
+    table = summarize(records, min_clean=min_clean)
     if table.empty:
         raise PerfsimError(f"{data.path}: no measured repetitions")
     cfgs = [(Config.from_dict(r), int(r["src"]), int(r["dst"])) for r in table.to_dict("records")]
     planned = plan_all(cfgs, prior, kernel=kernel, arch=arch)
     for m in FLUSH_METRICS:
         table[f"pred_{m}"] = [planned[c].flushes[m] for c in table.config_id]
-    return table, planned, latency_samples(data.records, min_clean=min_clean)
+    return table, planned, latency_samples(records, min_clean=min_clean)
 
 
 def flush_agreement(table: pd.DataFrame) -> dict[str, Any]:
@@ -92,12 +107,39 @@ def flush_agreement(table: pd.DataFrame) -> dict[str, Any]:
 
 def fit_table(table: pd.DataFrame, planned: dict[str, Planned], samples: dict[str, np.ndarray],
               prior: CostProfile, ids: list[str] | None = None, *, n_boot: int = 200,
-              seed: int = 0) -> FitResult:
+              seed: int = 0, staged: bool = True) -> FitResult:
     ids = [i for i in (ids if ids is not None else list(table.config_id))
            if i in samples and len(samples[i])]
     meta = {r["config_id"]: r for r in table.to_dict("records")}
     return fit_profile(ids, design_matrix(planned, ids), samples, prior, meta=meta,
-                       n_boot=n_boot, seed=seed)
+                       n_boot=n_boot, seed=seed, staged=staged)
+
+
+def overhead_split(fit: FitResult, entry: dict | None) -> dict[str, Any]:
+    """The per-call overhead of a fitted profile split into syscall entry, VMA work and the
+    first flush, each with what it rests on."""
+    sys_ns = int(fit.values["syscall_ns"])
+    first = int(fit.values["tlb_first_flush_ns"])
+    out: dict[str, Any] = {
+        "syscall_ns": sys_ns,
+        "first_flush_ns": {"ns": first, "evidence": (
+            "tlb_first_flush_ns, " + fit.status.get("tlb_first_flush_ns", "?")
+            + ": calls that change a mapping (flush) against calls that move nothing "
+              "(populate none) of the same sizes")},
+    }
+    if entry and entry.get("median_ns") is not None:
+        e = int(entry["median_ns"])
+        out["syscall_entry_ns"] = {"ns": e, "evidence": (
+            f"measured: median of {entry.get('reps')} calls ({entry.get('how')}); p10 "
+            f"{entry.get('p10_ns')} ns, p90 {entry.get('p90_ns')} ns")}
+        out["vma_work_ns"] = {"ns": max(sys_ns - e, 0), "evidence": (
+            "syscall_ns (the per-call term fitted on small calls) minus the measured entry: "
+            "mmap_lock, vma_lookup, copy_vma, the source VMA's unmap bookkeeping")}
+    else:
+        out["syscall_entry_ns"] = {"ns": None, "evidence": "not measured in this data "
+                                   "(recorded before perfsim measured it)"}
+        out["vma_work_ns"] = {"ns": None, "evidence": "needs the entry cost"}
+    return out
 
 
 def calibrate(out: str | Path, *, quick: bool = False, from_data: str | Path | None = None,
@@ -106,16 +148,26 @@ def calibrate(out: str | Path, *, quick: bool = False, from_data: str | Path | N
               seed: int = 0, progress: bool = True, trace_mode: str = "auto",
               configs: list[Config] | None = None, max_size: int | None = None,
               name: str | None = None, command: str = "perfsim calibrate",
-              log=None) -> CalibrationResult:
+              log=None, conditions: tuple[str, ...] = CONDITIONS,
+              fit_condition: str | None = None, busy_ok: bool = False,
+              load_sample=None, estimator: str = "staged") -> CalibrationResult:
     """Measure (or load), fit and write ``out`` (the profile), ``<out>.data.jsonl`` and
     ``<out>.fit.json``. A partial measurement (skipped configurations, no tracing) still
     gives a profile whose description says what is missing; an interrupted one writes only
-    the data file and re-raises :class:`KeyboardInterrupt`."""
+    the data file and re-raises :class:`KeyboardInterrupt`.
+
+    ``conditions``: measured in (``ordinary`` and/or ``isolated``, see
+    :mod:`perfsim.calibrate.measure`); ``fit_condition``: fitted from (default ordinary when
+    measured); ``estimator``: ``staged`` (fixed and per-unit terms apart, see
+    :mod:`perfsim.calibrate.fit`) or ``joint`` (everything at once, as kvm-host was fitted).
+    Before measuring, the machine's load is sampled (``load_sample``: a
+    :class:`~perfsim.host.load.LoadSample`, for tests): a busy machine is measured with three
+    times the repetitions, an overloaded one refused unless ``busy_ok``."""
     out = Path(out)
     if out.suffix != ".toml":
         raise PerfsimError(f"--out {out}: a cost profile path must end in .toml")
     log = log or (lambda m: print(m))
-    prior_prof = load_cost_profile(prior)
+    prior_prof = resolve_cost_profile(prior, arch=arch)
     data_path = sibling(out, ".data.jsonl")
     fit_path = sibling(out, ".fit.json")
     quick_n_boot = 100 if quick else 300
@@ -132,13 +184,37 @@ def calibrate(out: str | Path, *, quick: bool = False, from_data: str | Path | N
                                                 max_attempts=12, rse_target=0.05) if quick
                                 else MeasureSettings())
         settings.seed = seed
+        settings.conditions = tuple(conditions)
         cfgs = configs or design(quick, max_size=max_size, thp_available=thp_available())
+        trace_plan(trace_mode)  # tracing someone else uses: refused before anything else
+        sample = load_sample if load_sample is not None else sample_load()
+        verdict, why = load_verdict(sample)
+        load_info = {"verdict": verdict, **sample.as_dict()}
+        if verdict == "overloaded" and not busy_ok:
+            raise PerfsimError(f"{why}: latencies measured now would describe the other "
+                               "tenants, not the kernel; nothing was measured. Run again when "
+                               "it is quieter, or pass --busy-ok to measure with 3x the "
+                               "repetitions anyway")
+        if verdict != "quiet":
+            k = extra_reps_factor(verdict)
+            settings.reps *= k
+            settings.max_attempts = settings.attempts() * k
+            log(f"perfsim calibrate: {why}: measuring with {k}x the repetitions "
+                f"({settings.reps} clean per configuration and condition)")
         data_path.parent.mkdir(parents=True, exist_ok=True)
         spool = str(data_path) + ".partial"
         if os.path.exists(spool):
             os.unlink(spool)
-        run = measure_configs(cfgs, settings, spool_path=spool, progress=progress,
-                              trace_mode=trace_mode)
+        try:
+            run = measure_configs(cfgs, settings, spool_path=spool, progress=progress,
+                                  trace_mode=trace_mode)
+        except BaseException:
+            # measure_configs keeps what it measured on Ctrl-C itself; anything else is a
+            # failure that leaves no half-written file behind
+            if os.path.exists(spool):
+                os.unlink(spool)
+            raise
+        run.machine["load_start"] = load_info
         missing = [f"{s['config_id']}: {s['reason']}" for s in run.skipped] + run.notes
         if run.status == "interrupted":
             missing.insert(0, "interrupted before the design was complete")
@@ -161,11 +237,20 @@ def calibrate(out: str | Path, *, quick: bool = False, from_data: str | Path | N
     header = data.header
     missing = list(header.get("missing", []))
     status = header.get("status", "complete")
-    table, planned, samples = planned_table(data, prior_prof, kernel=kernel, arch=arch)
+    fit_condition = fit_condition or default_fit_condition(data.records)
+    table, planned, samples = planned_table(data, prior_prof, kernel=kernel, arch=arch,
+                                            condition=fit_condition)
+    if table.empty:
+        raise PerfsimError(f"{data_path}: no repetitions measured in the {fit_condition!r} "
+                           "condition")
+    cond = condition_medians(data.records)
     agree = flush_agreement(table)
     if not samples:
         raise PerfsimError(f"{data_path}: no latency measured; nothing to fit")
-    fit = fit_table(table, planned, samples, prior_prof, n_boot=n_boot, seed=seed)
+    if estimator not in ("staged", "joint"):
+        raise PerfsimError(f"--estimator {estimator!r}: valid: staged, joint")
+    fit = fit_table(table, planned, samples, prior_prof, n_boot=n_boot, seed=seed,
+                    staged=estimator == "staged")
     for p, st in fit.status.items():
         if st == "prior (no data)":
             missing.append(f"{p}: not measured, prior value kept")
@@ -175,13 +260,18 @@ def calibrate(out: str | Path, *, quick: bool = False, from_data: str | Path | N
     text = render_profile(fit, prior_prof, name=pname, machine=machine,
                           data_name=data_path.name, data_sha256=data.sha256,
                           fit_name=fit_path.name, command=command, date=date,
-                          status=status, missing=missing)
-    fit_doc = {"format": FIT_FORMAT, "profile": pname, "profile_sha256": sha256_text(text),
+                          status=status, missing=missing, archs=(arch,))
+    split = overhead_split(fit, machine.get("syscall_entry"))
+    fit_doc = {"format": FIT_FORMAT, "overhead_split": split, "profile": pname,
+               "profile_sha256": sha256_text(text),
                "data": data_path.name, "data_sha256": data.sha256, "kernel": kernel,
                "arch": arch, "status": status, "missing": missing, "machine": machine,
                "duration_s": duration, "flush_agreement": agree, **fit.to_json(),
+               "fit_condition": fit_condition, "estimator": estimator,
+               "condition_medians": json.loads(cond.reset_index().to_json(orient="records")),
                "configs": json.loads(table.to_json(orient="records"))}
     atomic_write_text(fit_path, json.dumps(fit_doc, indent=1, sort_keys=True) + "\n")
     atomic_write_text(out, text)
     return CalibrationResult(out, data_path, fit_path, data.sha256, status, missing, table,
-                             fit, duration, agree)
+                             fit, duration, agree, fit_condition, cond,
+                             dict(machine.get("load_start") or {}), split)

@@ -22,7 +22,11 @@ def _q(s: str) -> str:
 
 def render_profile(fit: FitResult, prior: CostProfile, *, name: str, machine: dict,
                    data_name: str, data_sha256: str, fit_name: str, command: str,
-                   date: str, status: str, missing: list[str]) -> str:
+                   date: str, status: str, missing: list[str],
+                   archs: tuple[str, ...] | None = None) -> str:
+    """The profile's TOML text; ``archs``: the arch profiles it is for (default: the
+    prior's)."""
+    archs = tuple(archs) if archs else prior.archs
     virt = machine.get("virtualization", "?")
     if machine.get("hypervisor_flag"):
         virt = f"VM guest (hypervisor CPU flag; systemd-detect-virt: {virt})"
@@ -44,6 +48,7 @@ def render_profile(fit: FitResult, prior: CostProfile, *, name: str, machine: di
         "description = " + _q(f"fitted by perfsim calibrate from {where}; prior "
                               f"{prior.name}{part}"),
         f"arch = {_q(prior.arch)}",
+        "archs = [" + ", ".join(_q(a) for a in archs) + "]",
         f"ipi_shootdown = {'true' if prior.ipi_shootdown else 'false'}",
         f"machine = {_q(mdesc)}",
     ]

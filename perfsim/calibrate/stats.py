@@ -97,3 +97,45 @@ def latency_rounds(records: list[dict], min_clean: int = 3) -> dict[str, np.ndar
     """The measurement round of each sample in :func:`latency_samples` (same order)."""
     return {cid: np.array([int(r.get("round", 0)) for r in use], dtype=int)
             for cid, use in _used_latency_records(records, min_clean).items()}
+
+
+# -- measuring conditions (perfsim.calibrate.measure: ordinary / isolated) -------------------
+
+def condition_of(rec: dict) -> str:
+    """A repetition's measuring condition; data from before conditions existed is
+    ``isolated`` (the private window at nice -20 was the only way it measured)."""
+    return rec.get("condition") or "isolated"
+
+
+def conditions_in(records: list[dict]) -> list[str]:
+    """The conditions the latency repetitions were measured in (``ordinary`` first)."""
+    found = {condition_of(r) for r in records if r.get("phase") == "latency"}
+    return [c for c in ("ordinary", "isolated") if c in found] + sorted(
+        found - {"ordinary", "isolated"})
+
+
+def default_fit_condition(records: list[dict]) -> str:
+    """What a fit uses unless told: the ordinary condition (what programs see) when it was
+    measured, else the isolated one."""
+    have = conditions_in(records)
+    return "ordinary" if "ordinary" in have else (have[0] if have else "isolated")
+
+
+def for_condition(records: list[dict], condition: str) -> list[dict]:
+    """The latency repetitions of one condition, plus every traced repetition (flush counts
+    do not depend on where the layout sits)."""
+    return [r for r in records if r.get("phase") != "latency" or condition_of(r) == condition]
+
+
+def condition_medians(records: list[dict], min_clean: int = 3) -> pd.DataFrame:
+    """Median latency (ns) per configuration and condition, one column per condition, plus
+    ``ordinary_over_isolated`` when both were measured."""
+    cols = {}
+    for c in conditions_in(records):
+        s = latency_samples(for_condition(records, c), min_clean)
+        cols[c] = pd.Series({cid: float(np.median(v)) for cid, v in s.items() if len(v)})
+    df = pd.DataFrame(cols)
+    if {"ordinary", "isolated"} <= set(df.columns):
+        df["ordinary_over_isolated"] = df["ordinary"] / df["isolated"]
+    df.index.name = "config_id"
+    return df.sort_index()

@@ -13,7 +13,7 @@ from perfsim.errors import PerfsimError
 
 EPILOG = """\
 examples:
-  sudo perfsim calibrate --quick --out reports/calibration/quick.toml     # < 2 minutes
+  sudo perfsim calibrate --quick --out reports/calibration/quick.toml     # ~3 min, 2 conditions
   sudo perfsim calibrate --out reports/calibration/kvm-host.toml          # full design
   perfsim calibrate --from-data reports/calibration/kvm-host.data.jsonl --out /tmp/refit.toml
   perfsim calibrate --dry-run                                             # list the design
@@ -24,8 +24,13 @@ PROFILE.fit.json (values, bootstrap intervals, residuals). Without root or trace
 is still measured and the missing flush counts are listed in the profile's description.
 
 exit status: 0 complete, 3 a profile was written but the measurement was partial (see the
-"missing" lines it prints), 2 bad input or environment, 130 interrupted (the data measured so
-far is kept).
+"missing" lines it prints), 2 bad input or environment (one line, before anything is
+measured: bad numbers, an output under a file, unwritable or already there without --force,
+an unreadable or non-UTF-8 data file, tracing in use by someone else, an overloaded machine
+without --busy-ok), 130 interrupted (the data measured so far is kept).
+
+On a busy machine (others use >= 25% of the CPUs, or the hypervisor steals >= 5%) every
+configuration is measured with 3x the repetitions, and a line says so.
 """
 
 
@@ -36,7 +41,7 @@ def register(subparsers) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", metavar="PROFILE.toml", help="profile to write (required unless "
                    "--dry-run)")
-    p.add_argument("--quick", action="store_true", help="small design, few repetitions (< 2 min)")
+    p.add_argument("--quick", action="store_true", help="small design, few repetitions (~85 s per condition)")
     p.add_argument("--from-data", metavar="DATA.jsonl", help="refit an earlier measurement "
                    "instead of measuring")
     p.add_argument("--dry-run", action="store_true", help="print the design and exit")
@@ -56,6 +61,19 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", type=int, default=None, metavar="B",
                    help="bootstrap resamples for the parameter intervals (default 300, quick 100)")
     p.add_argument("--seed", type=int, default=0, help="measuring order and bootstrap seed")
+    p.add_argument("--condition", choices=("both", "ordinary", "isolated"), default="both",
+                   help="measure in an ordinary process layout (normal mmap area, default "
+                        "scheduling), in an isolated one (private address window, pinned, "
+                        "nice -20), or both (default)")
+    p.add_argument("--fit-condition", choices=("ordinary", "isolated"), default=None,
+                   help="condition to fit from (default: ordinary when measured)")
+    p.add_argument("--estimator", choices=("staged", "joint"), default="staged",
+                   help="staged: per-call terms from small calls, per-unit terms from large "
+                        "ones (default); joint: all at once (how kvm-host was fitted)")
+    p.add_argument("--busy-ok", action="store_true",
+                   help="measure even on an overloaded machine (with 3x the repetitions)")
+    p.add_argument("--force", action="store_true", help="replace an existing PROFILE.toml (and "
+                   "its .data.jsonl / .fit.json)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
     return p
@@ -63,7 +81,7 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from perfsim.calibrate.design import design, fmt_size, parse_size
-    from perfsim.calibrate.measure import MeasureSettings
+    from perfsim.calibrate.measure import CONDITIONS, MeasureSettings
     from perfsim.calibrate.pipeline import calibrate, thp_available
     from perfsim.host.trace import TracingBusy, TracingUnavailable
 
@@ -71,8 +89,15 @@ def run(args: argparse.Namespace) -> int:
         max_size = parse_size(args.max_size) if args.max_size else None
     except ValueError as e:
         raise PerfsimError(f"--max-size: {e}") from None
+    check_numbers(args, max_size)
     if args.dry_run:
         cfgs = design(args.quick, max_size=max_size, thp_available=thp_available())
+        if not cfgs:
+            raise PerfsimError(f"--max-size {args.max_size}: leaves no configuration of the "
+                               "design (the smallest is " + fmt_size(min(
+                                   c.size for c in design(args.quick,
+                                                          thp_available=thp_available())))
+                               + ")")
         for c in cfgs:
             print(f"{c.group:10s} {c.id}")
         print(f"# {len(cfgs)} configurations, sizes "
@@ -82,12 +107,16 @@ def run(args: argparse.Namespace) -> int:
         raise PerfsimError("--out PROFILE.toml is required (or --dry-run)")
     if args.no_trace and args.require_trace:
         raise PerfsimError("--no-trace and --require-trace contradict each other")
+    check_outputs(args.out, force=args.force, from_data=args.from_data)
+    if max_size is not None and not args.from_data and not design(
+            args.quick, max_size=max_size, thp_available=thp_available()):
+        raise PerfsimError(f"--max-size {args.max_size}: leaves no configuration of the design")
     settings = None
-    if args.reps or args.traced_reps is not None:
+    if args.reps is not None or args.traced_reps is not None:
         settings = (MeasureSettings(reps=6, rounds=2, traced_reps=1, max_attempts=12,
                                     rse_target=0.05)
                     if args.quick else MeasureSettings())
-        if args.reps:
+        if args.reps is not None:
             if args.reps < 3:
                 raise PerfsimError("--reps must be at least 3 (a median of fewer is not robust)")
             settings.reps = args.reps
@@ -102,7 +131,12 @@ def run(args: argparse.Namespace) -> int:
         res = calibrate(args.out, quick=args.quick, from_data=args.from_data, settings=settings,
                         prior=args.prior, kernel=args.kernel, n_boot=args.bootstrap,
                         seed=args.seed, progress=not args.no_progress, trace_mode=mode,
-                        max_size=max_size, name=args.name, command=cmd)
+                        max_size=max_size, name=args.name, command=cmd,
+                        conditions=CONDITIONS if args.condition == "both"
+                        else (args.condition,),
+                        fit_condition=args.fit_condition, busy_ok=args.busy_ok,
+                        estimator=args.estimator,
+                        log=lambda m: print(m, file=sys.stderr))
     except TracingBusy as e:
         raise PerfsimError(f"{e}. Nothing was measured; perfsim does not touch tracing that "
                            "someone else uses. Run again when it is free, or with --no-trace "
@@ -111,6 +145,40 @@ def run(args: argparse.Namespace) -> int:
         raise PerfsimError(f"--require-trace: tracing unavailable: {e}") from None
     _print_result(res)
     return 0 if res.status == "complete" else 3
+
+
+def check_numbers(args: argparse.Namespace, max_size: int | None) -> None:
+    """Absurd numbers are one-line errors (exit 2), before anything is measured."""
+    if max_size is not None and max_size <= 0:
+        raise PerfsimError(f"--max-size {args.max_size}: must be a positive size (e.g. 64M)")
+    if args.reps is not None and args.reps < 3:
+        raise PerfsimError(f"--reps {args.reps}: must be at least 3 (a median of fewer is not "
+                           "robust)")
+    if args.traced_reps is not None and args.traced_reps < 0:
+        raise PerfsimError(f"--traced-reps {args.traced_reps}: must be 0 or more")
+    if args.bootstrap is not None and args.bootstrap < 0:
+        raise PerfsimError(f"--bootstrap {args.bootstrap}: must be 0 (no intervals) or more")
+    if args.seed < 0:
+        raise PerfsimError(f"--seed {args.seed}: must be 0 or more")
+
+
+def check_outputs(out: str, *, force: bool, from_data: str | None) -> None:
+    """The profile and its two sibling files must be writable, and not replace earlier
+    ones without ``--force``; checked before anything is measured."""
+    from pathlib import Path
+
+    from perfsim.calibrate.io import sibling
+    from perfsim.errors import check_output_file
+
+    p = Path(out)
+    if p.suffix != ".toml":
+        raise PerfsimError(f"--out {out}: a cost profile path must end in .toml")
+    src = Path(from_data).resolve() if from_data else None
+    for f in (p, sibling(p, ".data.jsonl"), sibling(p, ".fit.json")):
+        check_output_file(f, "--out")
+        if f.exists() and not force and (src is None or f.resolve() != src):
+            raise PerfsimError(f"--out {out}: {f} already exists; choose another name or pass "
+                               "--force")
 
 
 def _argv_echo(args: argparse.Namespace) -> list[str]:
@@ -132,6 +200,27 @@ def _print_result(res) -> None:
     fit = res.fit
     print(f"measured {len(t)} configurations in {res.duration_s:.0f} s; data {res.data_path} "
           f"(sha256 {res.data_sha256[:16]})")
+    if res.load:
+        print(f"machine load before measuring: {res.load.get('verdict')} (load average "
+              f"{res.load.get('loadavg_1m')}, {res.load.get('busy', 0):.0%} busy, "
+              f"{res.load.get('steal', 0):.0%} stolen)")
+    c = res.conditions
+    if c is not None and "ordinary_over_isolated" in c:
+        r = c["ordinary_over_isolated"].dropna()
+        big = r[c.loc[r.index, "ordinary"] >= 30_000]
+        print(f"both conditions measured: ordinary / isolated median latency {r.median():.2f}x "
+              f"over {len(r)} configurations ({big.median():.2f}x over the {len(big)} of "
+              f"30 us and more)" if len(big) else
+              f"both conditions measured: ordinary / isolated median latency {r.median():.2f}x "
+              f"over {len(r)} configurations")
+    print(f"fitted from the {res.fit_condition} condition")
+    sp = res.overhead_split
+    if sp:
+        parts = [f"{k.removesuffix('_ns').replace('_', ' ')} "
+                 + (f"{sp[k]['ns']} ns" if sp[k]["ns"] is not None else "not measured")
+                 for k in ("syscall_entry_ns", "vma_work_ns", "first_flush_ns")]
+        print(f"per-call overhead: syscall_ns {sp['syscall_ns']} ns = " + " + ".join(parts[:2])
+              + f"; plus {parts[2]} for a call that changes a mapping")
     fa = res.flush_agreement
     if fa.get("traced_configs"):
         parts = [f"{m} {fa[m]['agree']}/{fa[m]['of']}" for m in

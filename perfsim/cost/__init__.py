@@ -21,12 +21,15 @@ from perfsim.cost.profile import (
     CostParam,
     CostProfile,
     cost_profile_names,
+    default_cost_profile,
     load_cost_profile,
     parse_cost_profile,
+    resolve_cost_profile,
 )
 
 __all__ = [
     "CATEGORIES", "PARAM_CATEGORY", "PARAM_DOCS", "PARAM_NAMES", "CostParam", "CostProfile",
-    "Prediction", "RowCosts", "cost_profile_names", "ipi_targets", "load_cost_profile",
-    "param_counts", "parse_cost_profile", "predict", "row_costs",
+    "Prediction", "RowCosts", "cost_profile_names", "default_cost_profile", "ipi_targets",
+    "load_cost_profile",
+    "param_counts", "parse_cost_profile", "predict", "resolve_cost_profile", "row_costs",
 ]

@@ -36,7 +36,14 @@ tlb_first_flush_ns         once per plan, on its first flush
 rmap_acquire/release_ns    per rmap rwsem taken (``rmap`` column)
 ptl_ns                     per page-table spinlock (``ptl`` column)
 notifier_pair_ns           per notifier pair (``notifier`` column)
+folio_lookup_ns            per batch whose folio ``mremap_folio_pte_batch`` looks up
+contpte_unfold_ns          per whole contiguous block unfolded at the source (pre-6.17 arm64)
+contpte_fold_ns            per whole contiguous block re-folded at the destination (same)
 =========================  ===============================================================
+
+The last three need to know the source VMA's folios and the kernel's batch gate, which the
+``Steps`` table does not carry: pass ``folio=`` a :class:`~perfsim.cost.batching.FolioBatching`
+(from :func:`~perfsim.cost.batching.folio_batching`); without it they are never charged.
 
 Each IPI target additionally loses ``ipi_receiver_ns`` plus its own invalidation work (a full
 flush, or ``flush_pages`` INVLPGs); that is not on the caller's clock and is reported as
@@ -49,6 +56,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from perfsim.cost.batching import FolioBatching
 from perfsim.cost.profile import PARAM_NAMES, CostProfile
 from perfsim.cost.sampling import draw
 from perfsim.planner import steps as S
@@ -75,6 +83,9 @@ PARAM_CATEGORY: dict[str, str] = {
     "tlb_first_flush_ns": "tlb_flush",
     "rmap_acquire_ns": "rmap_locks", "rmap_release_ns": "rmap_locks",
     "ptl_ns": "ptl", "notifier_pair_ns": "notifier",
+    "folio_lookup_ns": "pte_copies",
+    # a contpte_convert is dominated by its range invalidation and barrier
+    "contpte_unfold_ns": "tlb_flush", "contpte_fold_ns": "tlb_flush",
 }
 assert set(PARAM_CATEGORY) == set(PARAM_NAMES)
 
@@ -100,9 +111,11 @@ def ipi_targets(steps: S.Steps, profile: CostProfile, cpus: int | None) -> np.nd
     return steps.flushes.astype(_I64) * (cpus - 1)
 
 
-def param_counts(steps: S.Steps, ipis: np.ndarray) -> dict[str, np.ndarray]:
+def param_counts(steps: S.Steps, ipis: np.ndarray, folio: FolioBatching | None = None
+                 ) -> dict[str, np.ndarray]:
     """How many times each row pays each parameter (pure; int64 arrays, one per parameter
-    except ``ipi_receiver_ns``, which is paid by the targets, not the caller)."""
+    except ``ipi_receiver_ns``, which is paid by the targets, not the caller). ``folio``: the
+    source VMA's large-folio mechanisms (``None``: none charged)."""
     kind, phase = steps.kind, steps.phase
     n = len(steps)
     zero = np.zeros(n, _I64)
@@ -120,6 +133,9 @@ def param_counts(steps: S.Steps, ipis: np.ndarray) -> dict[str, np.ndarray]:
     if n:
         run_start[1:] = phase[1:] != phase[:-1]
     flushes = steps.flushes.astype(_I64)
+    fb = folio or FolioBatching()
+    blocks = np.where(pte_move, ptes // max(fb.contpte_pages, 1), zero) \
+        if fb.contpte_pages > 1 else zero
     return {
         "syscall_ns": is_(S.K_SYSCALL),
         "unmap_ns": (unmap_dst & run_start).astype(_I64),
@@ -148,6 +164,9 @@ def param_counts(steps: S.Steps, ipis: np.ndarray) -> dict[str, np.ndarray]:
         "rmap_release_ns": steps.rmap.astype(_I64),
         "ptl_ns": steps.ptl.astype(_I64),
         "notifier_pair_ns": steps.notifier.astype(_I64),
+        "folio_lookup_ns": np.where(pte_move, nb, zero) if fb.lookup else zero,
+        "contpte_unfold_ns": blocks if fb.unfold else zero,
+        "contpte_fold_ns": blocks if fb.refold else zero,
     }
 
 
@@ -180,15 +199,17 @@ class RowCosts:
 
 
 def row_costs(plan_or_steps, profile: CostProfile, *, cpus: int | None = None,
-              rng: np.random.Generator | None = None) -> RowCosts:
+              rng: np.random.Generator | None = None,
+              folio: FolioBatching | None = None) -> RowCosts:
     """Per-row costs of a plan. Vectorised over the columns; ``rng`` (from the run's
     SeedSequence) draws the jitter, ``None`` uses each parameter's ``ns``. Parameters are
     drawn in :data:`PARAM_NAMES` order, only for the rows that use them, so the same plan,
-    profile and generator state always give the same integers."""
+    profile and generator state always give the same integers. ``folio``: the source VMA's
+    large-folio mechanisms (:func:`perfsim.cost.batching.folio_batching`; ``None``: none)."""
     steps = steps_of(plan_or_steps)
     n = len(steps)
     ipis = ipi_targets(steps, profile, cpus)
-    counts = param_counts(steps, ipis)
+    counts = param_counts(steps, ipis, folio)
     by_cat = {c: np.zeros(n, _I64) for c in CATEGORIES}
     values: dict[str, np.ndarray | int] = {}
     for name in PARAM_NAMES:
@@ -241,14 +262,15 @@ class Prediction:
 
 
 def predict(plan_or_steps, cost_profile: CostProfile | str, *, cpus: int | None = None,
-            rng: np.random.Generator | None = None) -> Prediction:
+            rng: np.random.Generator | None = None,
+            folio: FolioBatching | None = None) -> Prediction:
     """Closed-form duration of a plan (``MovePlan`` or ``Steps``) under a cost profile (object,
     built-in name or TOML path). ``cpus``: CPUs in the mm (``None``: as planned). ``rng``:
-    draw jitter (``None``: medians)."""
+    draw jitter (``None``: medians). ``folio``: the source VMA's large-folio mechanisms."""
     from perfsim.cost.profile import load_cost_profile
 
     profile = load_cost_profile(cost_profile)
-    rc = row_costs(plan_or_steps, profile, cpus=cpus, rng=rng)
+    rc = row_costs(plan_or_steps, profile, cpus=cpus, rng=rng, folio=folio)
     cost = rc.category_sums()
     return Prediction(
         predicted_ns=int(rc.total.sum()), cost_ns=cost,

@@ -18,9 +18,16 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from perfsim.errors import PerfsimError, describe_validation, parse_toml
+from perfsim.errors import PerfsimError, describe_validation, parse_toml, read_text
 
 #: Every cost parameter, with the one-line meaning shown in docs and errors.
 PARAM_DOCS: dict[str, str] = {
@@ -65,6 +72,14 @@ PARAM_DOCS: dict[str, str] = {
     "tlb_first_flush_ns": "once per call, on its first TLB flush: the work a call pays only when "
                           "it changes a mapping at all (first PCID flush, gather set-up; fitted "
                           "per machine, not separable in the published anchors)",
+    # large-folio mechanisms (appended last, like tlb_first_flush_ns; perfsim.cost.batching)
+    "folio_lookup_ns": "one vm_normal_folio + folio_test_large in mremap_folio_pte_batch, per "
+                       "batch it looks up (6.17 gate 'folio'; gate 'hint' on arm64 contpte "
+                       "only): reads the folio's struct page, usually a cache miss",
+    "contpte_unfold_ns": "one contpte_try_unfold of a source contiguous block (arm64, 6.9+, "
+                         "PTE-by-PTE clearing before 6.17): repaint 16 PTEs + range TLBI + DSB",
+    "contpte_fold_ns": "one contpte_try_fold of a destination block (arm64, 6.9+, PTE-by-PTE "
+                       "writes before 6.17): check the block, repaint it + range TLBI + DSB",
 }
 PARAM_NAMES: tuple[str, ...] = tuple(PARAM_DOCS)
 
@@ -132,6 +147,9 @@ class CostParams(BaseModel):
     ptl_ns: CostParam
     notifier_pair_ns: CostParam
     tlb_first_flush_ns: CostParam
+    folio_lookup_ns: CostParam
+    contpte_unfold_ns: CostParam
+    contpte_fold_ns: CostParam
 
 
 assert tuple(CostParams.model_fields) == PARAM_NAMES
@@ -150,9 +168,34 @@ class CostProfile(BaseModel):
     name: str = Field(min_length=1)
     description: str = ""
     arch: str = Field(min_length=1)
+    archs: tuple[str, ...] = Field(min_length=1)
     ipi_shootdown: bool = True
     machine: str = ""
     params: CostParams
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_archs(cls, data):
+        """A profile without ``archs`` is for every built-in arch of its ISA family
+        (``arch = "arm64"`` → arm64-4k, arm64-16k, arm64-64k)."""
+        if isinstance(data, dict) and "archs" not in data and isinstance(data.get("arch"), str):
+            fam = data["arch"]
+            data = {**data, "archs": tuple(n for n in _arch_names()
+                                           if n == fam or n.startswith(fam + "-"))}
+        return data
+
+    @field_validator("archs")
+    @classmethod
+    def _known_archs(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        names = _arch_names()
+        bad = [a for a in v if a not in names]
+        if bad:
+            raise ValueError(f"unknown arch {bad[0]!r}; valid: {', '.join(names)}")
+        return v
+
+    def is_for(self, arch_name: str) -> bool:
+        """True when the profile declares ``arch_name`` among its :attr:`archs`."""
+        return arch_name in self.archs
 
     def param(self, name: str) -> CostParam:
         return getattr(self.params, name)
@@ -224,10 +267,22 @@ def parse_cost_profile(text: str, origin: str = "<string>") -> CostProfile:
     return _validate(parse_toml(text, origin), origin)
 
 
-def load_cost_profile(name_or_path: str | Path | CostProfile) -> CostProfile:
-    """Load a built-in cost profile by name (``x86_64-generic``, ``kvm-host``) or a TOML path.
+def _arch_names() -> list[str]:
+    from perfsim.profiles import arch_names
 
-    An unknown name raises :class:`PerfsimError` listing the valid names.
+    return arch_names()
+
+
+def _looks_like_path(key: str) -> bool:
+    return key.endswith(".toml") or "/" in key or key.startswith(".")
+
+
+def load_cost_profile(name_or_path: str | Path | CostProfile) -> CostProfile:
+    """Load a built-in cost profile by name (``x86_64-generic``, ``arm64-generic``,
+    ``kvm-host``, ...) or a TOML path.
+
+    An unknown name raises :class:`PerfsimError` listing the valid names; a path that does not
+    exist (or is a directory, unreadable, not UTF-8) says so in one line naming the file.
     """
     if isinstance(name_or_path, CostProfile):
         return name_or_path
@@ -237,7 +292,47 @@ def load_cost_profile(name_or_path: str | Path | CostProfile) -> CostProfile:
         text = (_cost_dir() / f"{key}.toml").read_text()
         return parse_cost_profile(text, f"built-in cost profile {key!r}")
     path = Path(key)
-    if path.suffix == ".toml" and path.is_file():
-        return parse_cost_profile(path.read_text(), str(path))
+    if isinstance(name_or_path, Path) or _looks_like_path(key) or path.exists():
+        return parse_cost_profile(read_text(path, "cost profile"), str(path))
     raise PerfsimError(f"unknown cost profile {key!r}; valid names: {', '.join(names)} "
                        "(or a path to a .toml file)")
+
+
+def default_cost_profile(arch_name: str) -> str:
+    """The built-in cost profile used for ``arch_name`` when none is given: the
+    ``*-generic`` profile declaring it (x86_64 → ``x86_64-generic``, arm64-4k →
+    ``arm64-generic``). An arch no built-in profile is for is a :class:`PerfsimError`."""
+    candidates = []
+    for n in cost_profile_names():
+        p = load_cost_profile(n)
+        if p.is_for(arch_name):
+            candidates.append(n)
+    if not candidates:
+        raise PerfsimError(f"no built-in cost profile is for arch {arch_name!r} (profiles: "
+                           + ", ".join(f"{n} ({'/'.join(load_cost_profile(n).archs)})"
+                                       for n in cost_profile_names())
+                           + "); give one with --cost-profile")
+    generic = [n for n in candidates if n.endswith("-generic")]
+    return (generic or candidates)[0]
+
+
+def resolve_cost_profile(name_or_path: str | Path | CostProfile | None, *,
+                         arch: str | None = None, force: bool = False) -> CostProfile:
+    """The cost profile to price moves on ``arch`` (an arch profile's name) with.
+
+    ``None`` → :func:`default_cost_profile` of ``arch``. A profile that does not declare
+    ``arch`` among its ``archs`` is refused with one line unless ``force`` (its costs were
+    measured or derived for another architecture: a what-if, not a prediction)."""
+    if name_or_path is None:
+        if arch is None:
+            raise PerfsimError("resolve_cost_profile: give a cost profile or an arch")
+        return load_cost_profile(default_cost_profile(arch))
+    prof = load_cost_profile(name_or_path)
+    if arch is not None and not force and not prof.is_for(arch):
+        try:
+            alt = f"; the default for {arch} is {default_cost_profile(arch)}"
+        except PerfsimError:
+            alt = ""
+        raise PerfsimError(f"cost profile {prof.name!r} is for {', '.join(prof.archs)}, not "
+                           f"{arch}{alt} (force it with --force-cost-profile)")
+    return prof

@@ -258,3 +258,23 @@ def measure_shape_isolated(shape: str, size_bytes: int, *, timeout_s: float = 30
         raise RuntimeError(f"measure_shape({shape!r}, {size_bytes}) failed: "
                            f"{out.stderr.strip()[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def syscall_entry_ns(reps: int = 201) -> dict:
+    """The cost of entering and leaving mremap() at all, timed exactly like a measured call
+    (``monotonic_ns`` around the ctypes call): an mremap whose ``old_address`` is not page
+    aligned, which the kernel rejects with EINVAL before taking ``mmap_lock`` or looking at a
+    VMA. Returns the median, p10 and p90 (ns) over ``reps`` calls."""
+    lat = []
+    for _ in range(reps):
+        t0 = sc.monotonic_ns()
+        r = sc.mremap_raw(1, sc.PAGE_SIZE, sc.PAGE_SIZE, sc.MREMAP_MAYMOVE)
+        t1 = sc.monotonic_ns()
+        if r != sc.MAP_FAILED:  # pragma: no cover - would mean the kernel accepted it
+            raise RuntimeError("an unaligned mremap() succeeded")
+        lat.append(t1 - t0)
+    lat.sort()
+    return {"median_ns": lat[len(lat) // 2], "p10_ns": lat[len(lat) // 10],
+            "p90_ns": lat[(9 * len(lat)) // 10], "reps": reps,
+            "how": "mremap(old_address=1) -> EINVAL before mmap_lock, timed like every "
+                   "calibration call"}

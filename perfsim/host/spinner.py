@@ -19,17 +19,26 @@ import threading
 
 from perfsim.host import syscalls as sc
 
-__all__ = ["Spinner"]
+__all__ = ["Spinner", "SpinnerStalled"]
 
 _memchr = sc.libc.memchr
 _memchr.restype = ctypes.c_void_p
 _memchr.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
 
 
-class Spinner:
-    """``with Spinner(cpu=1) as s: s.wait_running(); <do the call>``."""
+class SpinnerStalled(RuntimeError):
+    """The spinner thread did not get its CPU in time (the machine is busy): a call measured
+    now would not have the other CPU running this mm."""
 
-    def __init__(self, cpu: int = 1, scan_bytes: int = 1 << 30, nice: int | None = -20) -> None:
+
+class Spinner:
+    """``with Spinner(cpu=1) as s: s.wait_running(); <do the call>``.
+
+    ``scan_bytes`` is what one GIL-free ``memchr`` covers: small (16 MiB, a few ms) so that
+    :meth:`wait_running` sees the thread come round again quickly even when it gets only a
+    share of its CPU."""
+
+    def __init__(self, cpu: int = 1, scan_bytes: int = 1 << 24, nice: int | None = -20) -> None:
         self.cpu = cpu
         self.nice = nice
         self.scan_bytes = scan_bytes
@@ -72,12 +81,18 @@ class Spinner:
         self._thread.start()
         self._started.wait(5)
         if self.error:
+            self.stop()
             raise self.error
-        self.wait_running()
+        try:
+            self.wait_running()
+        except SpinnerStalled:
+            self.stop()
+            raise
         return self
 
-    def wait_running(self, timeout_s: float = 1.0) -> None:
-        """Return once the spinner has (re)entered its GIL-free scan, so it is on its CPU."""
+    def wait_running(self, timeout_s: float = 5.0) -> None:
+        """Return once the spinner has (re)entered its GIL-free scan, so it is on its CPU;
+        raise :class:`SpinnerStalled` if it has not within ``timeout_s``."""
         import time
 
         c0 = self._calls
@@ -85,7 +100,8 @@ class Spinner:
         while self._calls == c0 and time.monotonic() < t_end:
             time.sleep(0)  # yields the GIL
         if self._calls == c0:
-            raise RuntimeError("spinner thread is not running")
+            raise SpinnerStalled(f"the spinner thread on CPU {self.cpu} did not run for "
+                                 f"{timeout_s:g} s (machine busy)")
 
     def stop(self) -> None:
         self._stop = True
