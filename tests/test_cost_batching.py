@@ -16,7 +16,7 @@ from perfsim.cost.batching import (
     set_ptes_refolds,
 )
 from perfsim.mm.build import single_move_space
-from perfsim.planner import MoveRequest, plan_mremap
+from perfsim.planner import MoveRequest, PlanOptions, plan_mremap
 from perfsim.profiles import resolve_target
 
 K, M = 1 << 10, 1 << 20
@@ -29,8 +29,8 @@ def _plan(kernel, arch, length, folio_bytes, shift=M, **changes):
     if changes:
         t = t.with_changes(**changes)
     space = single_move_space(t, src=SRC, length=length, folio_size=folio_bytes)
-    plan = plan_mremap(space, MoveRequest(SRC, length, new_addr=SRC + shift,
-                                          planner="reference"), t)
+    plan = plan_mremap(space, MoveRequest(SRC, length, new_addr=SRC + shift), t,
+                       PlanOptions("reference"))
     return t, plan, folio_batching(t, folio_bytes, shift_bytes=shift)
 
 

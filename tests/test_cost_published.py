@@ -8,7 +8,7 @@ import pytest
 from perfsim.cost import predict
 from perfsim.cost.batching import folio_batching
 from perfsim.mm.build import single_move_space
-from perfsim.planner import MoveRequest, plan_mremap
+from perfsim.planner import MoveRequest, PlanOptions, plan_mremap
 from perfsim.profiles import resolve_target
 
 G, M, K = 1 << 30, 1 << 20, 1 << 10
@@ -22,7 +22,7 @@ def call_ns(profile, kernel, arch, src, dst, length, *, folio_bytes=0, **changes
     if changes:
         t = t.with_changes(**changes)
     space = single_move_space(t, src=src, length=length, folio_size=folio_bytes)
-    plan = plan_mremap(space, MoveRequest(src, length, new_addr=dst, planner="reference"), t)
+    plan = plan_mremap(space, MoveRequest(src, length, new_addr=dst), t, PlanOptions("reference"))
     fb = folio_batching(t, folio_bytes, shift_bytes=dst - src)
     return predict(plan, profile, folio=fb).predicted_ns
 
