@@ -116,7 +116,8 @@ def set_count_axis(ax, axis: str, values) -> None:
     k = math.ceil(math.log10(top * 1.6))
     a = ax.xaxis if axis == "x" else ax.yaxis
     (ax.set_xscale if axis == "x" else ax.set_yscale)("symlog", linthresh=1, linscale=0.6)
-    (ax.set_xlim if axis == "x" else ax.set_ylim)(0, 10.0 ** k)
+    # A little room below 0 so markers at 0 are not cut by the frame; no tick there.
+    (ax.set_xlim if axis == "x" else ax.set_ylim)(-0.3, 10.0 ** k)
     a.set_major_locator(FixedLocator([0] + [10.0 ** i for i in range(0, k + 1)]))
     a.set_major_formatter(FuncFormatter(lambda x, _p: fmt_tick(x)))
     a.set_minor_locator(NullLocator())
@@ -133,9 +134,10 @@ def _size_ticks(ax, sizes):
     ax.xaxis.set_minor_locator(NullLocator())
 
 
-def coincident_groups(series: dict[str, np.ndarray], rel: float = 1e-3) -> list[list[str]]:
-    """Names whose series are equal within ``rel`` (relative) at every point, grouped;
-    only groups of two or more, in the order of ``series``."""
+def coincident_groups(series: dict[str, np.ndarray], rel: float = 0.02) -> list[list[str]]:
+    """Names whose series agree within ``rel`` (relative) at every point, i.e. lines that
+    cannot be told apart on a log axis, grouped; only groups of two or more, in the order
+    of ``series``."""
     names = list(series)
     seen: set[str] = set()
     out = []
@@ -155,10 +157,17 @@ def coincident_groups(series: dict[str, np.ndarray], rel: float = 1e-3) -> list[
     return out
 
 
-def _note_overlap(ax, groups: list[list[str]], *, loc=(0.02, 0.97)) -> None:
-    if not groups:
+def overlap_label(group: list[str], series: dict[str, np.ndarray]) -> str:
+    """``a = b`` when the series are identical, ``a ≈ b`` when they only look identical."""
+    first = np.asarray(series[group[0]], float)
+    same = all(np.array_equal(first, np.asarray(series[g], float)) for g in group[1:])
+    return (" = " if same else " ≈ ").join(group)
+
+
+def _note_overlap(ax, labels: list[str], *, loc=(0.02, 0.97)) -> None:
+    if not labels:
         return
-    text = "\n".join(" = ".join(g) + " (same values)" for g in groups)
+    text = "\n".join(f"{lbl} (lines overlap)" for lbl in labels)
     ax.text(*loc, text, transform=ax.transAxes, va="top", ha="left", fontsize=6.5,
             color="#333", bbox={"boxstyle": "round,pad=0.25", "fc": "white", "ec": "#bbb",
                                 "alpha": 0.9})
@@ -398,9 +407,12 @@ def fig_breakdown(r: StudyResults, bd: Table) -> Figure:
               bbox_to_anchor=(0.5, -0.18 if len(df) > 6 else -0.3))
     fig.tight_layout()
     data = pd.concat([df[["call"]], share.add_prefix("share_"), df[cats + ["total"]]], axis=1)
+    size = bd.title.rsplit(", ", 1)[-1]
+    how = bd.caption.split(";")[0].lower()
     return _done(fig, Figure("cost_breakdown", "Cost breakdown by category",
-                             bd.title.replace("Where the time goes: ", "") +
-                             "; bars are shares, the label the total.", data))
+                             f"One {size} per class and kernel ({how}): each bar is the "
+                             "call's latency split into cost categories, the label its "
+                             "total.", data))
 
 
 def _cdf(ax, v, **kw):
@@ -466,6 +478,13 @@ def fig_cdfs(r: StudyResults) -> Figure | None:
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=6.5, loc="lower right")
     fig.tight_layout()
+    never = []
+    if not r.walkers.empty:
+        w = r.walkers[r.walkers["cost_profile"] == prof]
+        never = [a for a in arms if len(w[w["arm"] == a]) and not (w[w["arm"] == a]["wait_ns"]
+                                                                   > 0).any()]
+    tail = (f" Walkers never wait on {_list_words(never)}: those curves are the vertical line "
+            "at 0 (every visit) on the right." if never else "")
     return _done(fig, Figure("cdf_holds_waits",
                              "rmap-lock hold time and walker wait time, with and without "
                              "realignment",
@@ -475,8 +494,13 @@ def fig_cdfs(r: StudyResults) -> Figure | None:
                              "no hold curve. Solid = "
                              f"{th[0]} thread(s), dashed = {th[-1]}; the {s.baseline} arms are "
                              f"drawn wide and light under the {s.new} arms, so where the two "
-                             "kernels agree one line runs inside the other.",
+                             "kernels agree one line runs inside the other." + tail,
                              pd.DataFrame(rows)))
+
+
+def _list_words(items: list[str]) -> str:
+    items = list(items)
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def fig_threads(r: StudyResults, tt: Table) -> Figure:
@@ -497,9 +521,9 @@ def fig_threads(r: StudyResults, tt: Table) -> Figure:
             ax.plot(g["threads"], g[col] * scale, ls=ls, marker=mk, ms=4, mfc="none",
                     color=CLASS_COLORS.get(cls), label=cls, lw=1.3)
             series[cls] = g[col].to_numpy(float)
-        groups = coincident_groups(series)
-        _note_overlap(ax, groups)
-        notes += [f"{yl.split(' (')[0]}: {' = '.join(g)}" for g in groups]
+        labels = [overlap_label(g, series) for g in coincident_groups(series)]
+        _note_overlap(ax, labels)
+        notes += [f"{yl.split(' (')[0]}: {lbl}" for lbl in labels]
         ax.set_xscale("log", base=2)
         ax.set_xticks(sorted(d["threads"].unique()))
         ax.set_xticklabels(sorted(d["threads"].unique()))
@@ -515,9 +539,10 @@ def fig_threads(r: StudyResults, tt: Table) -> Figure:
     fig.tight_layout()
     cap = tt.title + f"; cost profile {prof}."
     if notes:
-        cap += (" Lines that coincide (named in each panel): " + "; ".join(notes) + ". "
-                "They do the same number of flushes because a PMD move and a move_ptes "
-                "extent each flush once, and the IPIs follow the flushes.")
+        cap += (" Lines that overlap (named in each panel; = identical, ≈ within 2%): "
+                + "; ".join(notes) + ". Their flush counts agree because a PMD move and a "
+                "move_ptes extent each flush once, and every flush is one IPI round to the "
+                "other CPUs.")
     return _done(fig, Figure("flushes_ipis_vs_threads", "TLB flushes and IPIs per call vs "
                              "thread count", cap, d))
 
@@ -580,6 +605,11 @@ def fig_workloads(r: StudyResults) -> Figure | None:
                              "paired", cap, pd.DataFrame(rows)))
 
 
+#: Objective metric names (docs/tune.md) in words, for axis labels.
+OBJECTIVE_WORDS = {"mean": "mean latency per call", "p50": "median latency per call",
+                   "p90": "p90 latency per call", "p99": "p99 latency per call"}
+
+
 def fig_tune(tr) -> Figure:
     """The objective over each knob as the paired ratio to the baseline setting (the
     table's vs_baseline with its paired 95% CI), with the objective itself on the right
@@ -592,6 +622,7 @@ def fig_tune(tr) -> Figure:
     ns_obj = all(c.endswith("_ns") for c in obj.terms())
     scale, unit = (1e-3, "µs") if ns_obj else (1.0, "")
     base = float(tr.baseline["objective"]) if tr.baseline else float("nan")
+    name = OBJECTIVE_WORDS.get(obj.label, obj.label)
     fig, axes = plt.subplots(1, len(knobs), figsize=(4.6 * len(knobs), 3.5), squeeze=False)
     rows = []
     for ax, k in zip(axes[0], knobs):
@@ -616,12 +647,12 @@ def fig_tune(tr) -> Figure:
         ax.axhline(1.0, color="k", lw=0.7, ls=":", label="baseline (profile's own setting)")
         ax.legend(fontsize=6.5, loc="upper left")
         ax.set_xlabel(k, fontsize=8)
-        ax.set_ylabel(f"{obj.label}: ratio to baseline (×)")
+        ax.set_ylabel(f"{name}: setting / baseline (×)", fontsize=8)
         ax.grid(True, alpha=0.3)
         if math.isfinite(base) and base > 0:
             sec = ax.secondary_yaxis("right", functions=(lambda v, b=base * scale: v * b,
                                                          lambda v, b=base * scale: v / b))
-            sec.set_ylabel(f"≈ {obj.label}" + (f" ({unit})" if unit else ""), fontsize=8)
+            sec.set_ylabel(f"≈ {name}" + (f" ({unit})" if unit else ""), fontsize=8)
         rows += [{"knob": k, "value": v, "vs_baseline": o, "vs_baseline_lo": a,
                   "vs_baseline_hi": b, "objective": ob}
                  for v, o, a, b, ob in zip(x, y, lo, hi, trial["objective"])]
