@@ -131,7 +131,7 @@ def write_report(r: StudyResults, outdir: str | Path, *, date: str | None = None
         findings = generate(r, tables)
         measured = _measured(r)
         figs = {}
-        for f in F.build_figures(r, tables, measured):
+        for f in F.iter_figures(r, tables, measured):
             figs[f.id] = F.save(f, tmp)
         traces = []
         for call in r.study.traces:

@@ -695,22 +695,29 @@ def save(f: Figure, outdir: Path) -> Figure:
     return f
 
 
-def build_figures(r: StudyResults, tables: dict[str, Table], measured=None) -> list[Figure]:
-    """Every figure of the report, in report order (``measured``: calibration points to
-    overlay on the latency figure, see :mod:`perfsim.report.measured`)."""
-    out = [fig_classes(r), fig_latency(r, measured), fig_speedup(r, tables["speedup"]),
-           fig_breakdown(r, tables["breakdown"])]
+def iter_figures(r: StudyResults, tables: dict[str, Table], measured=None):
+    """Every figure of the report, in report order, built one at a time (save each before
+    asking for the next, so only one matplotlib figure is open). ``measured``: calibration
+    points to overlay on the latency figure, see :mod:`perfsim.report.measured`."""
+    yield fig_classes(r)
+    yield fig_latency(r, measured)
+    yield fig_speedup(r, tables["speedup"])
+    yield fig_breakdown(r, tables["breakdown"])
     f = fig_cdfs(r)
     if f is not None:
-        out.append(f)
-    out.append(fig_threads(r, tables["threads"]))
+        yield f
+    yield fig_threads(r, tables["threads"])
     f = fig_workloads(r)
     if f is not None:
-        out.append(f)
+        yield f
     for tr in r.tunes:
-        out.append(fig_tune(tr))
-    return out
+        yield fig_tune(tr)
 
 
-__all__ = ["Figure", "build_figures", "coincident_groups", "fmt_tick", "nice_log_ticks",
-           "save", "set_count_axis", "set_log_axis"]
+def build_figures(r: StudyResults, tables: dict[str, Table], measured=None) -> list[Figure]:
+    """:func:`iter_figures` as a list (all figures open at once; for tests and notebooks)."""
+    return list(iter_figures(r, tables, measured))
+
+
+__all__ = ["Figure", "build_figures", "coincident_groups", "fmt_tick", "iter_figures",
+           "nice_log_ticks", "overlap_label", "save", "set_count_axis", "set_log_axis"]
