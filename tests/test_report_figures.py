@@ -195,3 +195,20 @@ def test_first_screen_of_the_report_holds_the_headline(results, tmp_path):
     html = (out / "index.html").read_text()
     assert html.index('id="answer"') < html.index('id="findings"')
     assert html.index("figure-alignment_classes") < html.index('id="findings"')
+
+
+def test_headline_numbers_are_cited_cells_that_exist(results, tmp_path):
+    from perfsim.report.findings import headline
+
+    tables = {t.id: t for t in build_tables(results)}
+    found = headline(results, tables)
+    assert len(found) == 2
+    out = write_report(results, tmp_path / "r")
+    html = (out / "index.html").read_text()
+    for f in found:
+        text = f.plain(tables)
+        for c in f.cites.values():
+            t = tables[c.table]
+            shown = t.format(c.col, t.value(c.row, c.col))
+            assert shown in text
+            assert f'id="{t.anchor(c.row, c.col)}"' in html
