@@ -156,6 +156,8 @@ def test_latency_figure_overlays_calibration_medians(figures):
     assert len(meas) and set(meas["class"]) <= {"pud", "pmd", "realignable", "blocked",
                                                 "unaligned"}
     assert "measured" in f.caption and "kvm-host" in f.caption
+    model = f.data[f.data["source"] == "model"]["size"]
+    assert meas["size"].between(model.min(), model.max()).all()
 
 
 def test_measured_points_only_for_the_matching_arch_and_kernel():

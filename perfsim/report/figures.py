@@ -288,7 +288,8 @@ def fig_latency(r: StudyResults, measured=None) -> Figure:
     allv = [d["latency_ns"].to_numpy(float) / 1e3]
     m = None
     if measured is not None:
-        m = measured.points[measured.points["class"].isin(classes)]
+        m = measured.points[measured.points["class"].isin(classes)
+                            & measured.points["size"].between(d["size"].min(), d["size"].max())]
         allv += [m["p10_ns"].to_numpy(float) / 1e3, m["p90_ns"].to_numpy(float) / 1e3]
     for ax, cls in zip(axes[0], classes):
         for prof in profs:
