@@ -99,6 +99,7 @@ table{border-collapse:collapse;font-size:12.5px;margin:.5em 0 1em;display:block;
 overflow-x:auto;max-width:100%}
 th,td{border:1px solid #ddd;padding:3px 7px;text-align:right;white-space:nowrap}
 th{background:#f4f4f4;position:sticky;top:0}td:first-child,th:first-child{text-align:left}
+td.l,th.l{text-align:left;white-space:normal}
 tr:nth-child(even) td{background:#fafafa}
 td.cited{background:#fff5cc!important}td:target{outline:2px solid #d33;
 background:#ffe08a!important}
@@ -120,17 +121,27 @@ def _e(s) -> str:
     return html.escape(str(s), quote=True)
 
 
+def _text_columns(t: Table) -> set[str]:
+    """Columns of words (not numbers): shown left-aligned."""
+    from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
+    return {c for c in t.df.columns if c not in t.fmt and not is_numeric_dtype(t.df[c])
+            and not is_bool_dtype(t.df[c])}
+
+
 def _html_table(t: Table, cited: set[str]) -> str:
     cols = t.shown_columns()
+    text = _text_columns(t)
     out = [f'<table id="table-{_e(t.id)}"><thead><tr>']
-    out += [f"<th>{_e(c)}</th>" for c in cols]
+    out += [f'<th class="l">{_e(c)}</th>' if c in text else f"<th>{_e(c)}</th>" for c in cols]
     out.append("</tr></thead><tbody>")
     for _, row in t.df.iterrows():
         key = row[t.key]
         out.append("<tr>")
         for c in cols:
             a = t.anchor(key, c)
-            cls = ' class="cited"' if a in cited else ""
+            names = (["cited"] if a in cited else []) + (["l"] if c in text else [])
+            cls = f' class="{" ".join(names)}"' if names else ""
             ids = [a] + [t.anchor(key, x) for x in t.ci.get(c, ())]
             extra = "".join(f'<span id="{_e(x)}"></span>' for x in ids[1:] if x in cited)
             out.append(f'<td id="{_e(a)}"{cls}>{extra}{_e(t.cell_text(row, c))}</td>')
@@ -233,8 +244,10 @@ def _md_cell(s: str) -> str:
 
 def _md_table(t: Table, cited: set[str]) -> str:
     cols = t.shown_columns()
+    text = _text_columns(t)
     lines = ["| " + " | ".join(_md_cell(c) for c in cols) + " |",
-             "|" + "|".join("---" if i == 0 else "---:" for i in range(len(cols))) + "|"]
+             "|" + "|".join("---" if i == 0 or c in text else "---:"
+                            for i, c in enumerate(cols)) + "|"]
     for _, row in t.df.iterrows():
         key = row[t.key]
         cells = []
