@@ -49,6 +49,32 @@ def test_doc_lists_every_rule_the_code_names():
     assert {r[0] for r in ROWS} >= {"E1", "E2", "E3", "E4", "E5a", "E5b", "E6", "E7"}
 
 
+def test_every_rule_named_in_the_code_has_an_entry():
+    """Docstrings and comments across perfsim/ cite rules by number (R4a, R16g, T8, E3...);
+    each must be found in the reference."""
+    text = DOC.read_text()
+    named = set()
+    for p in (ROOT / "perfsim").rglob("*.py"):
+        named |= set(re.findall(r"\b(R\d{1,2}[a-g]?|T\d|E[1-7])\b", p.read_text()))
+    assert named
+    missing = []
+    for n in sorted(named):
+        m = re.fullmatch(r"R(\d+)([a-g]?)", n)
+        if m and m.group(2) and m.group(1) == "4":
+            ok = f"- ({m.group(2)})" in text
+        elif m and m.group(2):
+            ok = f"**R{m.group(1)}{m.group(2)} — " in text
+        elif m:
+            ok = f"**R{m.group(1)} — " in text or f"**R{m.group(1)}a — " in text
+        elif n.startswith("T"):
+            ok = f"**{n} — " in text
+        else:
+            ok = f"| {n}:" in text or f"**{n}**" in text
+        if not ok:
+            missing.append(n)
+    assert not missing, missing
+
+
 def _fmt_pair(total, full):
     return f"{total} ({full})"
 
