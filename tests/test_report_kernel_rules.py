@@ -75,6 +75,30 @@ def test_every_rule_named_in_the_code_has_an_entry():
     assert not missing, missing
 
 
+def test_geometry_table_is_the_arch_profiles():
+    from perfsim.profiles import resolve_target
+    from perfsim.units import parse_size
+
+    def size(text):
+        return parse_size(text.split(" (")[0].replace(" KiB", "K").replace(" MiB", "M")
+                          .replace(" GiB", "G").replace(" TiB", "T").strip())
+
+    rows = {}
+    for line in DOC.read_text().splitlines():
+        m = re.match(r"\| `([a-z0-9_-]+)` \| (\d) \| ([^|]+) \| ([^|]+) \| ([^|]+) \| (\d+) \| (\d+) \|",
+                     line)
+        if m:
+            rows[m.group(1)] = m.groups()[1:]
+    names = sorted(p.stem for p in (ROOT / "perfsim" / "data" / "arch").glob("*.toml"))
+    assert sorted(rows) == names
+    for name, (levels, page, pmd, pud, ptrs, cont) in rows.items():
+        a = resolve_target("6.18", name).arch
+        assert int(levels) == a.levels and int(ptrs) == a.ptrs_per_pte
+        assert int(cont) == a.contpte_entries
+        assert (size(page), size(pmd), size(pud)) == (a.page_size, a.pmd_size, a.pud_size)
+        assert ("folded" in pud) == a.pud_folded
+
+
 def _fmt_pair(total, full):
     return f"{total} ({full})"
 
