@@ -1,6 +1,6 @@
 """The five alignment classes as concrete moves, and the plans of single calls.
 
-Addresses are those of kernel-model.md §4 (E1–E4)::
+Addresses are those of the worked examples E1–E4 of docs/kernel-rules.md::
 
     A = 0x7f0000200000   B = 0x7f4000600000   (2 MiB-aligned, not 1 GiB-aligned)
 

@@ -46,7 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from perfsim.errors import PerfsimError, check_dir_name, describe_validation, read_toml
 from perfsim.units import parse_size
 
-#: The five alignment classes of a move, in report order (kernel-model.md §4, E1–E4).
+#: The five alignment classes of a move, in report order (docs/kernel-rules.md, E1–E4).
 CLASSES: tuple[str, ...] = ("pud", "pmd", "realignable", "blocked", "unaligned")
 CLASS_DOCS: dict[str, str] = {
     "pud": "both PUD-aligned (E1: src 0x7f0000000000, dst 0x7f4000000000)",

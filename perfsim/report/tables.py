@@ -291,7 +291,7 @@ def opcounts_table(r: StudyResults) -> Table:
     df = pd.DataFrame(rows)
     df["realigned"] = df["realigned"].astype(bool)
     return Table("opcounts", f"Operation counts of move_page_tables, {fmt_size(size)} move",
-                 "Counts of move_page_tables() alone, as in kernel-model.md §4 (E1–E4); the "
+                 "Counts of move_page_tables() alone, as in docs/kernel-rules.md (E1–E4); the "
                  "syscall_* columns cover the whole call (unmap of the source included).",
                  df, "call")
 
@@ -344,15 +344,17 @@ def backing_table(r: StudyResults) -> Table:
                     name = f"{b}{' THP' if thp else ''}"
                     row[name] = int(hit.iloc[0]["latency_ns"])
                     if thp:
-                        row[f"{name} splits"] = int(hit.iloc[0]["thp_splits"])
-                        row[f"{name} THP moves"] = int(hit.iloc[0]["thp_moves"])
+                        row[f"{name}: huge PMDs split"] = int(hit.iloc[0]["thp_splits"])
+                        row[f"{name}: huge PMDs moved"] = int(hit.iloc[0]["thp_moves"])
         rows.append(row)
     df = pd.DataFrame(rows)
     fmt = {col: fmt_ns for col in df.columns if col != "class" and not col.endswith(
-        ("splits", "moves"))}
+        ("split", "moved"))}
     return Table("backing", f"Anonymous vs shmem, THP on/off ({s.new}, {fmt_size(size)})",
-                 f"Latency per backing; THP columns: huge PMDs split or moved whole. Cost "
-                 f"profile {s.cost_profiles[0]}, {s.calls.threads[0]} thread(s).",
+                 f"Latency per backing ('<backing> THP' = with transparent huge pages); "
+                 "'huge PMDs split' counts split_huge_pmd calls, 'huge PMDs moved' huge PMDs "
+                 f"moved whole by move_huge_pmd. Cost profile {s.cost_profiles[0]}, "
+                 f"{s.calls.threads[0]} thread(s).",
                  df, "class", fmt)
 
 
@@ -476,9 +478,23 @@ def tune_tables(tr) -> list[Table]:
     return out
 
 
+def classes_table(r: StudyResults) -> Table:
+    """The five alignment classes: the addresses of each move (docs/kernel-rules.md E1-E4)."""
+    from perfsim.report.shapes import SHAPES
+    from perfsim.report.study import CLASS_DOCS
+
+    rows = [{"class": c, "source": f"{SHAPES[c][0]:#x}", "destination": f"{SHAPES[c][1]:#x}",
+             "VMA below the source": "one page" if SHAPES[c][2] else "none",
+             "what it is": CLASS_DOCS[c]} for c in r.study.calls.classes]
+    return Table("classes", "The alignment classes",
+                 "Every move of the report is mremap(src, len, len, MREMAP_MAYMOVE | "
+                 "MREMAP_FIXED, dst) of a fully populated anonymous VMA [src, src + len) with "
+                 "nothing mapped at the destination.", pd.DataFrame(rows), "class")
+
+
 def build_tables(r: StudyResults) -> list[Table]:
     """Every table of the report, in report order."""
-    out = [latency_table(r), speedup_table(r), breakdown_table(r), opcounts_table(r),
+    out = [classes_table(r), latency_table(r), speedup_table(r), breakdown_table(r), opcounts_table(r),
            threads_table(r), backing_table(r)]
     for t in (contention_table(r), workloads_table(r)):
         if t is not None:

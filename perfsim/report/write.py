@@ -59,6 +59,8 @@ class Section:
     notes: list[str] = field(default_factory=list)
     links: list[tuple[str, str]] = field(default_factory=list)
     """(relative path, label) pairs, e.g. the trace files."""
+    findings: list[Finding] = field(default_factory=list)
+    """Cited sentences shown right after the intro (the opening answer)."""
 
 
 @dataclass
@@ -71,10 +73,19 @@ class Document:
     figures: dict[str, Figure]
     provenance: dict
     data_files: list[str]
+    lead: Section | None = None
+    """Shown first, before the contents and the findings: the short answer."""
+
+    def all_findings(self) -> list[Finding]:
+        out = list(self.lead.findings) if self.lead else []
+        out += self.findings
+        for s in self.sections:
+            out += s.findings
+        return out
 
     def cited(self) -> set[str]:
         return {self.tables[c.table].anchor(c.row, c.col)
-                for f in self.findings for c in f.cites.values()}
+                for f in self.all_findings() for c in f.cites.values()}
 
 
 # --------------------------------------------------------------------------- HTML
@@ -88,6 +99,7 @@ table{border-collapse:collapse;font-size:12.5px;margin:.5em 0 1em;display:block;
 overflow-x:auto;max-width:100%}
 th,td{border:1px solid #ddd;padding:3px 7px;text-align:right;white-space:nowrap}
 th{background:#f4f4f4;position:sticky;top:0}td:first-child,th:first-child{text-align:left}
+td.l,th.l{text-align:left;white-space:normal}
 tr:nth-child(even) td{background:#fafafa}
 td.cited{background:#fff5cc!important}td:target{outline:2px solid #d33;
 background:#ffe08a!important}
@@ -96,6 +108,8 @@ figcaption,.caption{color:#555;font-size:.9em}
 .findings li{margin:.35em 0}a.cite{font-weight:600;text-decoration:none;
 border-bottom:1px dotted #36c;color:#1a4fa0}
 .note{background:#f7f7f7;border-left:3px solid #bbb;padding:.4em .8em;margin:.6em 0}
+.lead{background:#f6f9ff;border:1px solid #cfdcf3;border-radius:6px;padding:.2em 1.2em .8em;margin:1em 0}
+.lead h2{margin-top:.6em;border:0}.answer li{font-size:1.08em}
 footer{margin-top:3em;font-size:.85em;color:#444;border-top:1px solid #ccc;padding-top:1em}
 footer dl{display:grid;grid-template-columns:max-content 1fr;gap:.15em 1em}
 footer dt{font-weight:600}footer dd{margin:0;word-break:break-all}
@@ -107,17 +121,27 @@ def _e(s) -> str:
     return html.escape(str(s), quote=True)
 
 
+def _text_columns(t: Table) -> set[str]:
+    """Columns of words (not numbers): shown left-aligned."""
+    from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
+    return {c for c in t.df.columns if c not in t.fmt and not is_numeric_dtype(t.df[c])
+            and not is_bool_dtype(t.df[c])}
+
+
 def _html_table(t: Table, cited: set[str]) -> str:
     cols = t.shown_columns()
+    text = _text_columns(t)
     out = [f'<table id="table-{_e(t.id)}"><thead><tr>']
-    out += [f"<th>{_e(c)}</th>" for c in cols]
+    out += [f'<th class="l">{_e(c)}</th>' if c in text else f"<th>{_e(c)}</th>" for c in cols]
     out.append("</tr></thead><tbody>")
     for _, row in t.df.iterrows():
         key = row[t.key]
         out.append("<tr>")
         for c in cols:
             a = t.anchor(key, c)
-            cls = ' class="cited"' if a in cited else ""
+            names = (["cited"] if a in cited else []) + (["l"] if c in text else [])
+            cls = f' class="{" ".join(names)}"' if names else ""
             ids = [a] + [t.anchor(key, x) for x in t.ci.get(c, ())]
             extra = "".join(f'<span id="{_e(x)}"></span>' for x in ids[1:] if x in cited)
             out.append(f'<td id="{_e(a)}"{cls}>{extra}{_e(t.cell_text(row, c))}</td>')
@@ -142,8 +166,13 @@ def render_html(doc: Document, outdir: Path) -> str:
     p = [f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
          f'<meta name="viewport" content="width=device-width,initial-scale=1">'
          f"<title>{_e(doc.title)}</title><style>{CSS}</style></head><body><main>",
-         f"<h1>{_e(doc.title)}</h1><p class=sub>{_e(doc.subtitle)}</p>",
-         '<nav><strong>Contents</strong><ol><li><a href="#findings">Findings</a></li>']
+         f"<h1>{_e(doc.title)}</h1><p class=sub>{_e(doc.subtitle)}</p>"]
+    if doc.lead is not None:
+        p += _html_section(doc, doc.lead, outdir, cited, wrap, lead=True)
+    p.append('<nav><strong>Contents</strong><ol>')
+    if doc.lead is not None:
+        p.append(f'<li><a href="#{_e(doc.lead.id)}">{_e(doc.lead.title)}</a></li>')
+    p.append('<li><a href="#findings">Findings</a></li>')
     p += [f'<li><a href="#{_e(s.id)}">{_e(s.title)}</a></li>' for s in doc.sections]
     p.append('<li><a href="#provenance">Provenance</a></li></ol></nav>')
     if doc.findings:
@@ -153,26 +182,7 @@ def render_html(doc: Document, outdir: Path) -> str:
         p += [f"<li>{_esc_template(f, doc.tables, wrap)}</li>" for f in doc.findings]
         p.append("</ul>")
     for s in doc.sections:
-        p.append(f'<h2 id="{_e(s.id)}">{_e(s.title)}</h2>')
-        if s.intro:
-            p.append(f"<p>{_e(s.intro)}</p>")
-        for fid in s.figures:
-            f = doc.figures[fid]
-            p.append(f'<figure id="figure-{_e(f.id)}"><img src="{_png_uri(outdir, f.png)}" '
-                     f'alt="{_e(f.title)}"><figcaption><strong>{_e(f.title)}.</strong> '
-                     f"{_e(f.caption)} [<a href=\"{_e(f.svg)}\">SVG</a> · "
-                     f"<a href=\"{_e(f.png)}\">PNG</a> · "
-                     f"<a href=\"data/fig-{_e(f.id)}.csv\">data</a>]</figcaption></figure>")
-        for tid in s.tables:
-            t = doc.tables[tid]
-            p.append(f"<h3>{_e(t.title)}</h3><p class=caption>{_e(t.caption)} "
-                     f"[<a href=\"data/{_e(t.id)}.csv\">CSV</a>]</p>")
-            p.append(_html_table(t, cited))
-        for n in s.notes:
-            p.append(f'<p class="note">{_e(n)}</p>')
-        if s.links:
-            p.append("<ul>" + "".join(f'<li><a href="{_e(h)}">{_e(lbl)}</a></li>'
-                                      for h, lbl in s.links) + "</ul>")
+        p += _html_section(doc, s, outdir, cited, wrap)
     p.append('<footer id="provenance"><h2>Provenance</h2><dl>')
     for k, v in doc.provenance.items():
         if isinstance(v, dict):
@@ -182,6 +192,39 @@ def render_html(doc: Document, outdir: Path) -> str:
         f'<a href="{_e(d)}">{_e(d)}</a>' for d in doc.data_files) + "</p>")
     p.append("</footer></main></body></html>")
     return "".join(p)
+
+
+def _html_section(doc: Document, s: Section, outdir: Path, cited: set[str], wrap,
+                  lead: bool = False) -> list[str]:
+    p = [f'<section class="lead" id="{_e(s.id)}"><h2>{_e(s.title)}</h2>' if lead
+         else f'<h2 id="{_e(s.id)}">{_e(s.title)}</h2>']
+    if s.intro:
+        p.append(f"<p>{_e(s.intro)}</p>")
+    if s.findings:
+        p.append('<ul class="findings answer">')
+        p += [f"<li>{_esc_template(f, doc.tables, wrap)}</li>" for f in s.findings]
+        p.append("</ul>")
+    for fid in s.figures:
+        f = doc.figures[fid]
+        p.append(f'<figure id="figure-{_e(f.id)}"><img src="{_png_uri(outdir, f.png)}" '
+                 f'alt="{_e(f.title)}"><figcaption><strong>{_e(f.title)}.</strong> '
+                 f"{_e(f.caption)} [<a href=\"{_e(f.svg)}\">SVG</a> · "
+                 f"<a href=\"{_e(f.png)}\">PNG</a> · "
+                 f"<a href=\"data/fig-{_e(f.id)}.csv\">data</a>]</figcaption></figure>")
+    # Explanations sit right under the figure they explain, before the (long) tables.
+    for n in s.notes:
+        p.append(f'<p class="note">{_e(n)}</p>')
+    for tid in s.tables:
+        t = doc.tables[tid]
+        p.append(f"<h3>{_e(t.title)}</h3><p class=caption>{_e(t.caption)} "
+                 f"[<a href=\"data/{_e(t.id)}.csv\">CSV</a>]</p>")
+        p.append(_html_table(t, cited))
+    if s.links:
+        p.append("<ul>" + "".join(f'<li><a href="{_e(h)}">{_e(lbl)}</a></li>'
+                                  for h, lbl in s.links) + "</ul>")
+    if lead:
+        p.append("</section>")
+    return p
 
 
 def _esc_template(f: Finding, tables, wrap) -> str:
@@ -201,8 +244,10 @@ def _md_cell(s: str) -> str:
 
 def _md_table(t: Table, cited: set[str]) -> str:
     cols = t.shown_columns()
+    text = _text_columns(t)
     lines = ["| " + " | ".join(_md_cell(c) for c in cols) + " |",
-             "|" + "|".join("---" if i == 0 else "---:" for i in range(len(cols))) + "|"]
+             "|" + "|".join("---" if i == 0 or c in text else "---:"
+                            for i, c in enumerate(cols)) + "|"]
     for _, row in t.df.iterrows():
         key = row[t.key]
         cells = []
@@ -221,29 +266,14 @@ def render_markdown(doc: Document) -> str:
         return f"[{text}](#{t.anchor(c.row, c.col)})"
 
     out = [f"# {doc.title}", "", doc.subtitle, ""]
+    if doc.lead is not None:
+        out += _md_section(doc, doc.lead, cited, wrap)
     if doc.findings:
         out += ["## Findings", "", "Every number links to the table cell it comes from.", ""]
         out += [f"* {f.render(doc.tables, wrap)}" for f in doc.findings]
         out.append("")
     for s in doc.sections:
-        out += [f"## {s.title}", ""]
-        if s.intro:
-            out += [s.intro, ""]
-        for fid in s.figures:
-            f = doc.figures[fid]
-            out += [f"![{f.title}]({f.png})", "",
-                    f"*{f.title}.* {f.caption} ([SVG]({f.svg}), "
-                    f"[data](data/fig-{f.id}.csv))", ""]
-        for tid in s.tables:
-            t = doc.tables[tid]
-            out += [f"### {t.title}", "", f"{t.caption} ([CSV](data/{t.id}.csv))", "",
-                    _md_table(t, cited), ""]
-        for n in s.notes:
-            out += [f"> {n}", ""]
-        for h, lbl in s.links:
-            out.append(f"* [{lbl}]({h})")
-        if s.links:
-            out.append("")
+        out += _md_section(doc, s, cited, wrap)
     out += ["## Provenance", ""]
     for k, v in doc.provenance.items():
         if isinstance(v, dict):
@@ -251,6 +281,31 @@ def render_markdown(doc: Document) -> str:
         out.append(f"* **{k}**: {v}")
     out += ["", "Data files: " + ", ".join(f"[{d}]({d})" for d in doc.data_files), ""]
     return "\n".join(out)
+
+
+def _md_section(doc: Document, s: Section, cited: set[str], wrap) -> list[str]:
+    out = [f"## {s.title}", ""]
+    if s.intro:
+        out += [s.intro, ""]
+    if s.findings:
+        out += [f"* {f.render(doc.tables, wrap)}" for f in s.findings]
+        out.append("")
+    for fid in s.figures:
+        f = doc.figures[fid]
+        out += [f"![{f.title}]({f.png})", "",
+                f"*{f.title}.* {f.caption} ([SVG]({f.svg}), "
+                f"[data](data/fig-{f.id}.csv))", ""]
+    for n in s.notes:
+        out += [f"> {n}", ""]
+    for tid in s.tables:
+        t = doc.tables[tid]
+        out += [f"### {t.title}", "", f"{t.caption} ([CSV](data/{t.id}.csv))", "",
+                _md_table(t, cited), ""]
+    for h, lbl in s.links:
+        out.append(f"* [{lbl}]({h})")
+    if s.links:
+        out.append("")
+    return out
 
 
 def write_document(doc: Document, outdir: Path) -> None:
