@@ -52,24 +52,30 @@ def _opt(default: Any, help: str, metavar: str | None = None, group: str = "requ
                  json_schema_extra={"metavar": metavar, "group": group, "cli": cli}, **kw)
 
 
+def _no_bool_or_float_size(v: Any) -> Any:
+    if isinstance(v, bool | float):
+        raise ValueError("expected a size such as \"1G+4K\" or an integer number of bytes")
+    return v
+
+
+def _strict_int(v: Any) -> Any:
+    if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+        raise ValueError("expected an integer")
+    return v
+
+
+def _thp(v: Any) -> Any:
+    return v.strip().lower() if isinstance(v, str) else v
+
+
+def _populate(v: Any) -> Any:
+    if isinstance(v, bool):
+        raise ValueError("expected " + POPULATE_HELP)
+    return v
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=False)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _types(cls, v: Any, info) -> Any:
-        ann = cls.model_fields[info.field_name].annotation
-        text = str(ann)
-        if isinstance(v, float) and "float" not in text:
-            raise ValueError("expected a size such as \"1G+4K\" or an integer number of bytes"
-                             if "str" in text else "expected an integer")
-        if isinstance(v, bool) and "bool" not in text:
-            raise ValueError("expected a value, not true/false")
-        if "int" in text and "str" not in text and isinstance(v, str) and "Literal" not in text:
-            raise ValueError("expected an integer")
-        if info.field_name == "thp" and isinstance(v, str):
-            return v.strip().lower()
-        return v
 
 
 class VmaTable(_Strict):
@@ -89,6 +95,12 @@ class VmaTable(_Strict):
     uffd: Literal["missing", "wp"] | None = _opt(None, "registered with userfaultfd in this mode")
     touched: bool = _opt(True, "false: mapped but never faulted in (like a guard page)")
     hugepage_size: SizeLike | None = _opt(None, "hugetlb page size (default: the PMD size)")
+
+    _sizes = field_validator("start", "len", "folio_size", "hugepage_size",
+                             mode="before")(_no_bool_or_float_size)
+    _ints = field_validator("pgoff", mode="before")(_strict_int)
+    _thp = field_validator("thp", mode="before")(_thp)
+    _populate = field_validator("populate", mode="before")(_populate)
 
     @field_validator("prot")
     @classmethod
@@ -140,6 +152,12 @@ class PlanRequest(_Strict):
     kernel: str = _opt("6.18", "kernel profile name or TOML path", "NAME", group="target")
     cost_profile: str | None = _opt(None, "also predict the call's duration with this cost "
                                     "profile (name or TOML path)", "NAME|PATH", group="target")
+
+    _sizes = field_validator("len", "src", "dst", "new_len", "folio_size", "hugepage_size",
+                             mode="before")(_no_bool_or_float_size)
+    _ints = field_validator("seed", "cpus", "fail_alloc_at", mode="before")(_strict_int)
+    _thp = field_validator("thp", mode="before")(_thp)
+    _populate = field_validator("populate", mode="before")(_populate)
 
     def given(self) -> dict[str, Any]:
         """The keys actually set, ``thp`` as a bool, ``vma`` as a list of dicts."""
@@ -196,7 +214,9 @@ def describe(exc: ValidationError, origin: str) -> str:
             continue
         hint = _ALLOWED_HINTS.get(key, err["msg"])
         msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] in ("greater_than_equal", "value_error") and hint != err["msg"]:
+        if err["type"] in ("greater_than_equal", "value_error") and hint in msg:
+            hint = msg
+        elif err["type"] in ("greater_than_equal", "value_error") and hint != err["msg"]:
             hint = f"{msg}; allowed: {hint}"
         elif hint != err["msg"]:
             hint = f"allowed: {hint}"
