@@ -105,3 +105,24 @@ def test_non_utf8_request_file_is_one_line(capsys, tmp_path):
     rc = main(["plan", "--file", str(f)])
     err = capsys.readouterr().err
     assert rc == 2 and "not UTF-8" in err and str(f) in err and err.count("\n") == 1
+
+
+def test_every_shipped_example_plans(capsys):
+    from pathlib import Path
+
+    examples = sorted((Path(__file__).resolve().parents[1] / "examples" / "plan").glob("*.toml"))
+    assert len(examples) >= 6
+    for path in examples:
+        rc = main(["plan", "--file", str(path), "--json"])
+        out, err = capsys.readouterr()
+        assert rc == 0 and err == "", (path, err)
+        assert json.loads(out)["errno"] is None, path
+
+
+def test_multi_vma_example_is_efault_before_617(capsys):
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "plan" / "multi_vma.toml"
+    rc = main(["plan", "--file", str(path), "--kernel", "6.15", "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert rc == 0 and doc["errno"] == "EFAULT" and doc["moved"] == []
