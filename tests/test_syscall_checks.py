@@ -306,3 +306,16 @@ def test_expand_in_place_keeps_an_incompatible_next_vma():
     sp = build_space(T18, [VmaSpec(A, M), VmaSpec(A + 2 * M, M, prot="r")])
     p = plan_mremap(sp, MoveRequest(A, M, new_len=2 * M, fixed=False, maymove=False), T18)
     assert p.errno is None and len(p.after.vmas) == 2 and p.after.vmas[0].end == A + 2 * M
+
+
+def test_which_errno_wins_by_version():
+    """A missing source VMA and an unaligned new_addr: 6.6 looks the VMA up first (EFAULT);
+    6.15's check_mremap_params tests new_addr first (EINVAL), as 6.18 does. A missing VMA
+    and an overlap: the overlap test is in mremap_to, after the lookup, until 6.17."""
+    sp = build_space(T18, [VmaSpec(A, 4 * M)])
+    unaligned = MoveRequest(A - 64 * M, M, new_addr=B + 12)
+    overlap = MoveRequest(A - 64 * M, M, new_addr=A - 64 * M + 4 * K)
+    got = {v: (plan_mremap(sp, unaligned, resolve_target(v)).errno,
+               plan_mremap(sp, overlap, resolve_target(v)).errno) for v in ("6.6", "6.15", "6.18")}
+    assert got == {"6.6": ("EFAULT", "EFAULT"), "6.15": ("EINVAL", "EFAULT"),
+                   "6.18": ("EINVAL", "EINVAL")}

@@ -6,13 +6,17 @@ update the state as the kernel does (``check_prep_vma`` sets ``delta`` and
 ``remap_type``); none touches the address space. The order in which the syscall layer
 calls them is the kernel's, so which errno wins is the kernel's too.
 
-Versions read (``mm/mremap.c``): 6.6 (``do_mremap``/``mremap_to``/``vma_to_resize``), the
-6.17 rework (``check_mremap_params`` holds every argument check, ``check_prep_vma`` every
-per-VMA check, ``remap_move`` moves several VMAs) and 6.18, which differs from 6.17 only
-in ``vma_multi_allowed`` (``thp_get_unmapped_area`` counts as a well-behaved handler) and
-in refusing a multi-VMA move whose first VMA is not eligible before moving anything.
-Kernels before 6.17 run :func:`check_mremap_params_pre617` instead, and the per-VMA checks
-of ``vma_to_resize`` are the same predicates as ``check_prep_vma``'s.
+Versions read (``mm/mremap.c``): 6.6 (``do_mremap``/``mremap_to``/``vma_to_resize``) and
+the ``vma_remap_struct`` version of 6.15/6.16 (``check_mremap_params`` gains the
+destination alignment and map-count tests, before the VMA lookup) and the 6.17 rework as
+6.18 has it (``check_mremap_params`` holds every argument check,
+``check_prep_vma`` every per-VMA check, ``remap_move`` moves several VMAs;
+``vma_multi_allowed`` trusts shmem, hugetlb and ``thp_get_unmapped_area``, and an
+ineligible first VMA followed by others is refused before anything moves). perfsim's 6.17
+and 6.18 profiles take the same path. Kernels before 6.15 run
+:func:`check_mremap_params_pre617`, 6.15/6.16 :func:`check_mremap_params_615`, both then
+:func:`mremap_to_checks_pre617`; the
+per-VMA checks of ``vma_to_resize`` are the same predicates as ``check_prep_vma``'s.
 """
 
 from __future__ import annotations
@@ -109,7 +113,7 @@ def check_mremap_params(vrm: VmaRemap) -> Refusal | None:
 
 
 def check_mremap_params_pre617(vrm: VmaRemap, raw_old_len: int, raw_new_len: int) -> Refusal | None:
-    """``do_mremap``'s argument checks before 6.17 (6.6–6.16), before the VMA lookup:
+    """``do_mremap``'s argument checks of 6.6–6.14, before the VMA lookup:
     unknown flags, FIXED without MAYMOVE, DONTUNMAP without MAYMOVE or with a resize (on the
     lengths as passed), an unaligned ``addr``, a zero ``new_len`` after ``PAGE_ALIGN``.
     The destination checks are :func:`mremap_to_checks_pre617`'s, after the lookup."""
@@ -126,16 +130,41 @@ def check_mremap_params_pre617(vrm: VmaRemap, raw_old_len: int, raw_new_len: int
     return None
 
 
-def mremap_to_checks_pre617(vrm: VmaRemap) -> Refusal | None:
-    """``mremap_to``'s first checks before 6.17: ``new_addr`` aligned, the new range within
-    ``TASK_SIZE``, no overlap (EINVAL), then the map-count headroom (ENOMEM)."""
+def check_mremap_params_615(vrm: VmaRemap) -> Refusal | None:
+    """``check_mremap_params`` as the ``vma_remap_struct`` rework first had it (6.15, 6.16):
+    unknown flags, unaligned ``addr``, zero ``new_len``; then, with FIXED or DONTUNMAP, an
+    unaligned ``new_addr``, no MAYMOVE, DONTUNMAP with a resize (EINVAL) and the map-count
+    headroom (ENOMEM) — all before the VMA lookup; the ``TASK_SIZE`` and overlap tests stay
+    in ``mremap_to`` (:func:`mremap_to_checks_pre617` with ``vrm_checks=True``)."""
+    if vrm.extra_flags:
+        return Refusal("EINVAL", "unknown flags")
+    if vrm.addr % vrm.page_size:
+        return Refusal("EINVAL", "old_addr is not page aligned")
+    if vrm.new_len == 0:
+        return Refusal("EINVAL", "new_len is 0")
+    if not vrm_implies_new_addr(vrm):
+        return None
     if vrm.new_addr % vrm.page_size:
+        return Refusal("EINVAL", "new_addr is not page aligned")
+    if not vrm.maymove:
+        return Refusal("EINVAL", "MREMAP_FIXED/MREMAP_DONTUNMAP require MREMAP_MAYMOVE")
+    if vrm.dontunmap and vrm.old_len != vrm.new_len:
+        return Refusal("EINVAL", "MREMAP_DONTUNMAP requires old_len == new_len")
+    return map_count_ok_before_unmaps(vrm)
+
+
+def mremap_to_checks_pre617(vrm: VmaRemap, *, vrm_checks: bool = False) -> Refusal | None:
+    """``mremap_to``'s first checks before 6.17: (6.6–6.14 only: ``new_addr`` aligned) the
+    new range within ``TASK_SIZE``, no overlap (EINVAL), (6.6–6.14 only: the map-count
+    headroom, ENOMEM). ``vrm_checks``: 6.15/6.16, where :func:`check_mremap_params_615`
+    already made the others."""
+    if not vrm_checks and vrm.new_addr % vrm.page_size:
         return Refusal("EINVAL", "new_addr is not page aligned")
     if vrm.new_len > vrm.task_size or vrm.new_addr > vrm.task_size - vrm.new_len:
         return Refusal("EINVAL", "new range beyond TASK_SIZE")
     if vrm_overlaps(vrm):
         return Refusal("EINVAL", "source and destination overlap")
-    return map_count_ok_before_unmaps(vrm)
+    return None if vrm_checks else map_count_ok_before_unmaps(vrm)
 
 
 def align_hugetlb(vrm: VmaRemap) -> Refusal | None:

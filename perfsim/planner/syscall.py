@@ -337,7 +337,7 @@ def _do_mremap_617(vrm: VmaRemap) -> int:
 def _mremap_to_pre617(vrm: VmaRemap) -> int:
     """``mremap_to`` before 6.17: destination checks, the FIXED unmap, the shrink of the
     tail, then ``vma_to_resize``'s checks on the range kept."""
-    _check(C.mremap_to_checks_pre617(vrm))
+    _check(C.mremap_to_checks_pre617(vrm, vrm_checks=vrm.target.kernel.version >= (6, 15)))
     if vrm.fixed:
         _munmap(vrm, vrm.new_addr, vrm.new_len, S.UNMAP_DST)
     if vrm.old_len > vrm.new_len:
@@ -353,9 +353,13 @@ def _mremap_to_pre617(vrm: VmaRemap) -> int:
 
 
 def _do_mremap_pre617(vrm: VmaRemap, raw_old_len: int, raw_new_len: int) -> int:
-    """``do_mremap`` of 6.6–6.16: flag checks, ``vma_lookup``, hugetlb alignment, then
-    ``mremap_to``, an in-place shrink, or ``vma_to_resize`` + expand in place or move."""
-    _check(C.check_mremap_params_pre617(vrm, raw_old_len, raw_new_len))
+    """``do_mremap`` of 6.6–6.16: argument checks (6.15/6.16: ``check_mremap_params``),
+    ``vma_lookup``, hugetlb alignment, then ``mremap_to``, an in-place shrink, or
+    ``vma_to_resize`` + expand in place or move."""
+    if vrm.target.kernel.version >= (6, 15):
+        _check(C.check_mremap_params_615(vrm))
+    else:
+        _check(C.check_mremap_params_pre617(vrm, raw_old_len, raw_new_len))
     vrm.vma = vrm.space.find_vma(vrm.addr)
     if vrm.vma is None:
         raise Refused(C.Refusal("EFAULT", "no VMA at old_addr"))
