@@ -103,7 +103,8 @@ def _add_option(group, name: str, field) -> None:
     extra = field.json_schema_extra or {}
     flag = "--" + name.replace("_", "-")
     default = field.default
-    shown = "" if default in (None, False) or name == "vma" else f" ({default})"
+    shown = "" if default is None or isinstance(default, bool) or name == "vma" \
+        else f" ({default})"
     kw: dict[str, Any] = {"default": None, "help": f"{field.description}{shown}"}
     if extra.get("metavar"):
         kw["metavar"] = extra["metavar"]

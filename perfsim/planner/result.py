@@ -100,7 +100,7 @@ class Counters:
         return asdict(self)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class MovePlan:
     """The outcome of planning one request.
 
