@@ -85,3 +85,11 @@ def test_vmas_naming_the_same_file_share_it():
                          VmaSpec(B + 8 * M, 2 * M, backing="shmem")])
     ids = [v.file_id for v in sp.vmas]
     assert ids[0] == ids[1] != ids[2]
+
+
+def test_every_k_keeps_pages_already_mapped_in_its_slots():
+    """Populating a second pattern over a range ORs into the tables already there."""
+    pt = PageTables.empty(T.arch).populate(A + 4 * M, A + 4 * M + 4 * K)
+    pt = Population.parse("every:64").apply(pt, A + 4 * K, A + 16 * M)
+    assert pt.present_ptes(A + 4 * M, A + 4 * M + 4 * K) == 1
+    assert pt.present_ptes(A, A + 17 * M) == len(range(0, 4096 - 1, 64)) + 1

@@ -111,19 +111,38 @@ def _populate_every_from(pt: PageTables, start: int, end: int, k: int) -> PageTa
     p0, p_end = start >> ps, end >> ps
     masks: dict[tuple[int, int, int], int] = {}
     touched_puds = set()
-    for slot in range(start >> a.pmd_shift, ((end - 1) >> a.pmd_shift) + 1):
+    first, last = start >> a.pmd_shift, (end - 1) >> a.pmd_shift
+
+    def mask_of(slot: int) -> int:
         s_page = slot * ptrs
         lo, hi = max(p0, s_page) - s_page, min(p_end, s_page + ptrs) - s_page
         phase = lo + (p0 - s_page - lo) % k
-        if phase >= hi:
-            continue  # no touched page in this slot: no page table
         key = (phase, lo, hi)
         if key not in masks:
             masks[key] = sum(1 << i for i in range(phase, hi, k))
+        return masks[key]
+
+    def put(slot: int, m: int) -> None:
         kind, old = win.pmd.get(slot, (PMD_TABLE, 0))
         if kind == PMD_TABLE:
-            win.pmd[slot] = (PMD_TABLE, old | masks[key])
-        touched_puds.add(slot >> (a.pud_shift - a.pmd_shift))
+            win.pmd[slot] = (PMD_TABLE, old | m)
+
+    slots = range(first, last + 1)
+    if ptrs % k == 0 and last - first > 1:
+        # Interior slots all start at the same phase: one bitmap, set in bulk.
+        inner, m = range(first + 1, last), mask_of(first + 1)
+        taken = {sl: entry for sl, entry in win.pmd.items() if first < sl < last}
+        win.pmd.update(dict.fromkeys(inner, (PMD_TABLE, m)))
+        for sl, (kind, old) in taken.items():
+            win.pmd[sl] = (kind, old | m) if kind == PMD_TABLE else (kind, old)
+        touched_puds.update(range(inner.start >> (a.pud_shift - a.pmd_shift),
+                                  ((inner.stop - 1) >> (a.pud_shift - a.pmd_shift)) + 1))
+        slots = (first, last)
+    for slot in slots:
+        m = mask_of(slot)
+        if m:
+            put(slot, m)
+            touched_puds.add(slot >> (a.pud_shift - a.pmd_shift))
     for slot in touched_puds:
         win.pud.setdefault(slot, PUD_TABLE)
         if not a.pud_folded:
