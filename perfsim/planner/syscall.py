@@ -57,7 +57,7 @@ def _check(refusal: C.Refusal | None) -> None:
 def is_mergeable_vma(a: Vma, b: Vma) -> bool:
     """Could two adjacent VMAs be one? ``is_mergeable_vma`` (same flags, file, uffd
     context) and ``is_mergeable_anon_vma`` (no two different ``anon_vma``s). The caller
-    checks adjacency and ``vm_pgoff`` continuity."""
+    checks adjacency and ``vm_pgoff`` continuity. Versions: 6.6–6.18."""
     keys = ("backing", "file_id", "prot", "thp", "uffd_wp", "uffd_mode", "stack",
             "hugepage_size")
     if any(getattr(a, k) != getattr(b, k) for k in keys):
@@ -80,7 +80,8 @@ def copy_vma(space: AddressSpace, vma: Vma, new_addr: int, new_len: int, pgoff: 
     """``copy_vma``: the destination VMA, merged with a compatible neighbour where one
     touches it (``vma_merge_new_range``), and ``need_rmap_locks`` (R18): true only when the
     merged VMA's ``vm_pgoff`` is not above the source's, so rmap might walk the new PTEs
-    before the old. Returns ``(new_vma, replaced_neighbours, need_rmap_locks)``."""
+    before the old. Returns ``(new_vma, replaced_neighbours, need_rmap_locks)``.
+    Versions: 6.6–6.18 (the merge is ``vma_merge_new_range`` from 6.12)."""
     ps = space.arch.page_shift
     new = replace(vma, start=new_addr, end=new_addr + new_len, pgoff=pgoff)
     prev = space.find_vma(new_addr - 1) if new_addr else None
@@ -101,7 +102,8 @@ def copy_vma(space: AddressSpace, vma: Vma, new_addr: int, new_len: int, pgoff: 
 
 def vma_merge_extend(space: AddressSpace, vma: Vma, delta: int) -> AddressSpace:
     """``vma_merge_extend``: grow ``vma`` by ``delta`` in place, merging it with the next
-    VMA when the two now touch and are compatible (the selftest's "expand merge")."""
+    VMA when the two now touch and are compatible (the selftest's "expand merge").
+    Versions: 6.6–6.18 (``vma_merge`` before 6.12)."""
     ps = space.arch.page_shift
     grown = replace(vma, end=vma.end + delta)
     nxt = space.next_vma(grown.end)
@@ -130,7 +132,8 @@ def _carve(vmas: list[Vma], start: int, end: int, ps: int) -> list[Vma]:
 def do_munmap(target: Target, space: AddressSpace, start: int, length: int, log: S.StepLog,
               phase: int, options: PlanOptions = DEFAULT) -> AddressSpace:
     """``do_munmap``: split the VMAs at the range's ends, zap, free page tables between
-    the neighbours (``free_pgtables``), flush, drop the VMAs. Nothing mapped: nothing done."""
+    the neighbours (``free_pgtables``), flush, drop the VMAs. Nothing mapped: nothing done.
+    Versions: 6.6–6.18."""
     end = start + length
     hit = space.intersecting(start, end)
     if not hit:
@@ -148,7 +151,7 @@ def do_munmap(target: Target, space: AddressSpace, start: int, length: int, log:
 
 def get_unmapped_area(space: AddressSpace, length: int, hint: int | None) -> int | None:
     """Top-down search for a free gap below ``mmap_base`` (``get_unmapped_area``), trying
-    ``hint`` first."""
+    ``hint`` first. Versions: 6.6–6.18 (alignment for THP-able lengths is not modelled)."""
     a = space.arch
     if hint is not None and hint % a.page_size == 0 and hint + length <= a.user_va_top \
             and not space.intersecting(hint, hint + length):
@@ -170,7 +173,8 @@ def _munmap(vrm: VmaRemap, start: int, length: int, phase: int) -> None:
 
 def shrink_vma(vrm: VmaRemap) -> None:
     """``shrink_vma``: unmap ``[addr + new_len, addr + old_len)`` (which may cross several
-    VMAs and gaps), then look the VMA at ``addr`` up again (EFAULT if it went)."""
+    VMAs and gaps), then look the VMA at ``addr`` up again (EFAULT if it went).
+    Versions: 6.15+ (the same unmap is inline in ``do_mremap``/``mremap_to`` before)."""
     _munmap(vrm, vrm.addr + vrm.new_len, vrm.old_len - vrm.new_len, S.UNMAP_DST)
     vrm.vma = vrm.space.find_vma(vrm.addr)
     if vrm.vma is None:
@@ -179,7 +183,8 @@ def shrink_vma(vrm: VmaRemap) -> None:
 
 def vrm_set_new_addr(vrm: VmaRemap) -> None:
     """``vrm_set_new_addr``: MREMAP_FIXED keeps ``new_addr``; DONTUNMAP alone uses it as a
-    hint; otherwise the kernel picks a free range (ENOMEM when there is none)."""
+    hint; otherwise the kernel picks a free range (ENOMEM when there is none).
+    Versions: 6.15+ (inline in ``mremap_to``/``do_mremap`` before, same choice)."""
     if vrm.fixed:
         return
     hint = vrm.new_addr if vrm.dontunmap else None
@@ -199,7 +204,7 @@ def _new_pgoff(vrm: VmaRemap) -> int:
 def move_vma(vrm: VmaRemap) -> int:
     """``move_vma``: ``prep_move_vma``, ``copy_vma_and_data`` (copy_vma, realignment,
     ``move_page_tables``, the revert of a partial move), then ``unmap_source_vma`` or, with
-    DONTUNMAP, ``dontunmap_complete``. Returns the new address."""
+    DONTUNMAP, ``dontunmap_complete``. Returns the new address. Versions: 6.6–6.18."""
     _check(C.prep_move_vma(vrm))
     t, space, vma = vrm.target, vrm.space, vrm.vma
     old_addr, old_len, new_addr, new_len = vrm.addr, vrm.old_len, vrm.new_addr, vrm.new_len
@@ -239,7 +244,7 @@ def move_vma(vrm: VmaRemap) -> int:
 
 def dontunmap_complete(vrm: VmaRemap, new_vma: Vma) -> None:
     """``dontunmap_complete``: the source VMA stays, empty; when the whole VMA moved it
-    loses its ``anon_vma`` links (``unlink_anon_vmas``)."""
+    loses its ``anon_vma`` links (``unlink_anon_vmas``). Versions: 6.6–6.18."""
     vma = vrm.vma
     if new_vma != vma and vrm.addr == vma.start and vrm.addr + vrm.old_len == vma.end \
             and vma.anon_vma:
@@ -249,7 +254,8 @@ def dontunmap_complete(vrm: VmaRemap, new_vma: Vma) -> None:
 
 def mremap_to(vrm: VmaRemap) -> int:
     """``mremap_to`` (6.17+): with FIXED, unmap the destination first and look the source
-    up again; a shrink unmaps the tail; then pick the new address and ``move_vma``."""
+    up again; a shrink unmaps the tail; then pick the new address and ``move_vma``.
+    (Before 6.17: :func:`_mremap_to_pre617`.)"""
     if vrm.fixed:
         _munmap(vrm, vrm.new_addr, vrm.new_len, S.UNMAP_DST)
         vrm.vma = vrm.space.find_vma(vrm.addr)
@@ -265,7 +271,7 @@ def mremap_to(vrm: VmaRemap) -> int:
 def expand_vma(vrm: VmaRemap) -> int:
     """``expand_vma``: grow in place when the range ends the VMA and the space after it is
     free (``vma_merge_extend`` may merge with the next VMA); otherwise move, which needs
-    MREMAP_MAYMOVE (ENOMEM without it)."""
+    MREMAP_MAYMOVE (ENOMEM without it). Versions: 6.6–6.18."""
     if C.vrm_can_expand_in_place(vrm):
         vrm.space = vma_merge_extend(vrm.space, vrm.vma, vrm.delta)
         return vrm.addr
@@ -277,7 +283,8 @@ def expand_vma(vrm: VmaRemap) -> int:
 
 def mremap_at(vrm: VmaRemap) -> int:
     """``mremap_at``: resize without a caller-given address: no resize returns ``addr``, a
-    shrink unmaps the tail in place, an expand is :func:`expand_vma`."""
+    shrink unmaps the tail in place, an expand is :func:`expand_vma`. Versions: 6.15+
+    (the same branches inline in ``do_mremap`` before)."""
     if vrm.remap_type == NO_RESIZE:
         return vrm.addr
     if vrm.remap_type == SHRINK:
