@@ -147,7 +147,8 @@ def render_table(plan: MovePlan, res: Resolved, cost: dict[str, Any] | None = No
     lines += [
         f"result      {_result_text(plan)}",
         f"realigned   {'yes' if plan.realigned else 'no'}"
-        + (f" — rule {plan.realign_reason}" if plan.realign_reason else ""),
+        + (f" — {'rule ' if plan.realign_reason.startswith('(') else ''}{plan.realign_reason}"
+           if plan.realign_reason else ""),
         *(_moved_lines(plan) if len(plan.moved) > 1 or any(m.reverted for m in plan.moved) else []),
         f"progress    {fmt_size(plan.progress_bytes)} ({plan.progress_bytes} bytes)",
         f"need_rmap_locks  {'true' if plan.need_rmap_locks else 'false'} (copy_vma: "
