@@ -319,3 +319,10 @@ def test_which_errno_wins_by_version():
                plan_mremap(sp, overlap, resolve_target(v)).errno) for v in ("6.6", "6.15", "6.18")}
     assert got == {"6.6": ("EFAULT", "EFAULT"), "6.15": ("EINVAL", "EFAULT"),
                    "6.18": ("EINVAL", "EINVAL")}
+
+
+def test_dontunmap_without_an_address_lets_the_kernel_pick(space):
+    t, sp = space
+    p = plan_mremap(sp, MoveRequest(A, 4 * M, fixed=False, dontunmap=True), t)
+    assert p.errno is None and p.result_addr not in (None, 0, A)
+    assert p.result_addr + 4 * M <= sp.mmap_base

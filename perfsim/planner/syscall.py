@@ -187,7 +187,7 @@ def vrm_set_new_addr(vrm: VmaRemap) -> None:
     Versions: 6.15+ (inline in ``mremap_to``/``do_mremap`` before, same choice)."""
     if vrm.fixed:
         return
-    hint = vrm.new_addr if vrm.dontunmap else None
+    hint = vrm.new_addr if vrm.dontunmap and vrm.new_addr else None  # 0: no hint
     addr = get_unmapped_area(vrm.space, vrm.new_len, hint)
     if addr is None:
         raise Refused(C.Refusal("ENOMEM", "no free range for the new mapping"))
