@@ -468,3 +468,159 @@ def test_which_errno_wins_pre617():
     req = MoveRequest(ANY + 64 * M, PAGE, new_addr=ANY + G + 1)
     assert plan_mremap(sp, req, resolve_target("6.6")).errno == "EFAULT"
     assert plan_mremap(sp, req, target()).errno == "EINVAL"
+
+
+# ---------------------------------------------------------------------------------------
+# The same layouts on the running kernel (when it is Linux 6.17+): mremap() through ctypes,
+# /proc/self/maps for the VMAs; perfsim must give the same errno and the same VMAs. Needs no
+# root. Skipped elsewhere.
+
+import ctypes  # noqa: E402
+import ctypes.util  # noqa: E402
+import os  # noqa: E402
+import platform  # noqa: E402
+
+
+def _live_kernel_ok():
+    if platform.system() != "Linux":
+        return False
+    try:
+        major, minor = (int(x) for x in platform.release().split(".")[:2])
+    except ValueError:
+        return False
+    return (major, minor) >= (6, 17) and os.sysconf("SC_PAGE_SIZE") == PAGE
+
+
+live = pytest.mark.skipif(not _live_kernel_ok(), reason="needs a running Linux 6.17+ kernel "
+                          "with 4 KiB pages")
+_ERRNO = {22: "EINVAL", 14: "EFAULT", 12: "ENOMEM"}
+
+
+class Live:
+    """mmap/munmap/mremap in this process, inside a region far below the normal mmap area
+    (where no allocator of the process maps anything): every mapping is placed with
+    MAP_FIXED_NOREPLACE, and the whole region is unmapped at the end."""
+
+    PROT_RW, PRIVATE_ANON, SHARED_ANON, FIXED_NOREPLACE = 3, 0x22, 0x21, 0x100000
+    REGION = 0x600000000000
+    SPAN = 64 * M
+
+    def __init__(self, slot: int):
+        self.libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        self.libc.mmap.restype = self.libc.mremap.restype = ctypes.c_void_p
+        self.libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int,
+                                   ctypes.c_int, ctypes.c_int, ctypes.c_long]
+        self.libc.mremap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t,
+                                     ctypes.c_int, ctypes.c_void_p]
+        self.libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+        self.base = self.REGION + slot * self.SPAN
+        self.libc.munmap(self.base, self.SPAN)  # nothing of ours is left from an earlier run
+
+    def mmap(self, offset, length, flags=PRIVATE_ANON):
+        addr = self.base + offset
+        got = self.libc.mmap(addr, length, self.PROT_RW, flags | self.FIXED_NOREPLACE, -1, 0)
+        if got != addr:
+            self.close()
+            pytest.skip(f"cannot map at {addr:#x} (errno {ctypes.get_errno()})")
+        return addr
+
+    def munmap(self, addr, length):
+        assert self.base <= addr and addr + length <= self.base + self.SPAN
+        assert self.libc.munmap(addr, length) == 0
+
+    def mremap(self, addr, old, new, flags, new_addr=0):
+        r = self.libc.mremap(addr, old, new, flags, new_addr)
+        if r == ctypes.c_void_p(-1).value:
+            return _ERRNO.get(ctypes.get_errno(), str(ctypes.get_errno()))
+        assert self.base <= r < self.base + self.SPAN, "the kernel placed it outside the region"
+        return None
+
+    def vmas(self, lo, hi):
+        out = []
+        with open("/proc/self/maps") as f:
+            for line in f:
+                s, e = (int(x, 16) for x in line.split()[0].split("-"))
+                if e > lo and s < hi:
+                    out.append(((max(s, lo) - lo) // PAGE, (min(e, hi) - max(s, lo)) // PAGE))
+        return out
+
+    def close(self):
+        self.libc.munmap(self.base, self.SPAN)
+
+
+def _flags(req):
+    return (1 if req.maymove else 0) | (2 if req.fixed else 0) | (4 if req.dontunmap else 0)
+
+
+def _agree(slot, pieces, req_of, *, backing="anon"):
+    """Lay out ``pieces`` (first page, pages) of one mmap() on the live kernel and in
+    perfsim, run the same call (its destination a hole 32 MiB above the source), and
+    compare the errno and the VMAs around the source and the destination. Calls that let
+    the kernel pick the place are not in this list: it would pick it outside the region."""
+    lv = Live(slot)
+    try:
+        total = max(i + n for i, n in pieces)
+        flags = Live.SHARED_ANON if backing == "shmem" else Live.PRIVATE_ANON
+        ptr = lv.mmap(4 * M, total * PAGE, flags)
+        keep = {i for p0, n in pieces for i in range(p0, p0 + n)}
+        for i in range(total):
+            if i not in keep:
+                lv.munmap(ptr + i * PAGE, PAGE)
+        tgt = ptr + 32 * M
+        req = req_of(ptr, tgt)
+        got = lv.mremap(req.old_addr, req.old_len, req.length, _flags(req), req.new_addr or 0)
+        specs = [VmaSpec(ptr + i * PAGE, n * PAGE, backing=backing, file="buf",
+                         pgoff=(ptr >> 12) + i if backing == "anon" else i) for i, n in pieces]
+        p = plan_mremap(build_space(target(), specs), req, target())
+        assert p.errno == got
+        for base in (ptr, tgt):
+            want = lv.vmas(base, base + 16 * PAGE)
+            have = [((max(v.start, base) - base) // PAGE,
+                     (min(v.end, base + 16 * PAGE) - max(v.start, base)) // PAGE)
+                    for v in p.after.intersecting(base, base + 16 * PAGE)]
+            assert have == want, (hex(base), have, want)
+    finally:
+        lv.close()
+
+
+LIVE_CASES = {
+    "shrink multiple vmas in place": (
+        [(i, 1) for i in range(0, 10, 2)],
+        lambda p, t: MoveRequest(p, 10 * PAGE, new_len=PAGE, maymove=False, fixed=False)),
+    "shrink multiple vmas with a move": (
+        [(i, 1) for i in range(0, 10, 2)],
+        lambda p, t: MoveRequest(p, 10 * PAGE, new_len=PAGE, new_addr=t)),
+    "move multiple vmas split": (
+        [(0, 5), (6, 4)], lambda p, t: MoveRequest(p + 2 * PAGE, 7 * PAGE, new_addr=t)),
+    "move multiple vmas split, dontunmap": (
+        [(0, 5), (6, 4)],
+        lambda p, t: MoveRequest(p + 2 * PAGE, 7 * PAGE, new_addr=t, dontunmap=True)),
+    "expand merge": (
+        [(0, 1), (2, 1)],
+        lambda p, t: MoveRequest(p, PAGE, new_len=2 * PAGE, maymove=False, fixed=False)),
+    "expand merge offset": (
+        [(0, 2)],
+        lambda p, t: MoveRequest(p + PAGE, PAGE, new_len=2 * PAGE, maymove=False, fixed=False)),
+    "gap at the start of a multi-VMA move": (
+        [(2, 2)], lambda p, t: MoveRequest(p, 4 * PAGE, new_addr=t)),
+    "no resize without FIXED past the VMA end": (
+        [(0, 2)], lambda p, t: MoveRequest(p + PAGE, 3 * PAGE, maymove=False, fixed=False)),
+    "expand blocked without MAYMOVE": (
+        [(0, 4), (5, 1)],
+        lambda p, t: MoveRequest(p, 4 * PAGE, new_len=8 * PAGE, maymove=False, fixed=False)),
+    "duplicate a private mapping": (
+        [(0, 4)], lambda p, t: MoveRequest(p, 0, new_len=2 * PAGE, new_addr=t)),
+}
+
+
+@live
+@pytest.mark.parametrize("case", sorted(LIVE_CASES))
+def test_live_kernel_agrees(case):
+    pieces, req_of = LIVE_CASES[case]
+    _agree(sorted(LIVE_CASES).index(case), pieces, req_of)
+
+
+@live
+def test_live_kernel_agrees_duplicating_a_shared_mapping():
+    _agree(len(LIVE_CASES), [(0, 4)],
+           lambda p, t: MoveRequest(p, 0, new_len=2 * PAGE, new_addr=t), backing="shmem")
