@@ -516,9 +516,10 @@ class Live:
         self.base = self.REGION + slot * self.SPAN
         self.libc.munmap(self.base, self.SPAN)  # nothing of ours is left from an earlier run
 
-    def mmap(self, offset, length, flags=PRIVATE_ANON):
+    def mmap(self, offset, length, flags=PRIVATE_ANON, *, replace=False):
         addr = self.base + offset
-        got = self.libc.mmap(addr, length, self.PROT_RW, flags | self.FIXED_NOREPLACE, -1, 0)
+        fixed = 0x10 if replace else self.FIXED_NOREPLACE
+        got = self.libc.mmap(addr, length, self.PROT_RW, flags | fixed, -1, 0)
         if got != addr:
             self.close()
             pytest.skip(f"cannot map at {addr:#x} (errno {ctypes.get_errno()})")
@@ -624,3 +625,60 @@ def test_live_kernel_agrees(case):
 def test_live_kernel_agrees_duplicating_a_shared_mapping():
     _agree(len(LIVE_CASES), [(0, 4)],
            lambda p, t: MoveRequest(p, 0, new_len=2 * PAGE, new_addr=t), backing="shmem")
+
+
+def _uffd_register_missing(libc, ranges):
+    """A userfaultfd (x86-64 syscall 323) with each range registered in MISSING mode; the
+    fd, or None where userfaultfd is not available to this process."""
+    if platform.machine() != "x86_64":
+        return None
+    libc.syscall.restype = ctypes.c_long
+    fd = libc.syscall(323, os.O_NONBLOCK | os.O_CLOEXEC)
+    if fd < 0:
+        return None
+    api = (ctypes.c_uint64 * 3)(0xAA, 0, 0)
+    if libc.ioctl(fd, ctypes.c_ulong(0xC018AA3F), api) != 0:
+        os.close(fd)
+        return None
+    for start, length in ranges:
+        reg = (ctypes.c_uint64 * 4)(start, length, 1, 0)
+        if libc.ioctl(fd, ctypes.c_ulong(0xC020AA00), reg) != 0:
+            os.close(fd)
+            return None
+    return fd
+
+
+@live
+def test_live_kernel_agrees_on_uffd_armed_vmas():
+    """mremap_test's "multiple invalid vmas", on this kernel: five uffd-armed one-page VMAs
+    moved whole is EFAULT with nothing moved; with a plain VMA mapped again at the start it
+    is EFAULT after moving that one. perfsim gives the same errno and the same VMAs."""
+    lv = Live(len(LIVE_CASES) + 1)
+    fd = None
+    try:
+        ptr = lv.mmap(4 * M, 10 * PAGE)
+        for i in range(1, 10, 2):
+            lv.munmap(ptr + i * PAGE, PAGE)
+        fd = _uffd_register_missing(lv.libc, [(ptr + i * PAGE, PAGE) for i in range(0, 10, 2)])
+        if fd is None:
+            pytest.skip("userfaultfd is not available to this process")
+        tgt = ptr + 32 * M
+        sp = build_space(target(), anon_family([(i, 1) for i in range(0, 10, 2)], ptr,
+                                               touched=False, uffd="missing"))
+        whole = MoveRequest(ptr, 10 * PAGE, new_addr=tgt)
+        for step in ("all armed", "plain first"):
+            if step == "plain first":
+                lv.mmap(4 * M, PAGE, replace=True)
+                sp = mmap_fixed(sp, ptr, PAGE)
+            got = lv.mremap(ptr, 10 * PAGE, 10 * PAGE, 3, tgt)
+            p = plan_mremap(sp, whole, target())
+            assert p.errno == got == "EFAULT", step
+            for base in (ptr, tgt):
+                have = [((v.start - base) // PAGE, v.length // PAGE)
+                        for v in p.after.intersecting(base, base + 16 * PAGE)]
+                assert have == lv.vmas(base, base + 16 * PAGE), (step, hex(base))
+            sp = p.after
+    finally:
+        if fd is not None:
+            os.close(fd)
+        lv.close()
