@@ -1,24 +1,31 @@
-"""One ``mremap()`` request written as a TOML file (``perfsim plan --file REQUEST.toml``).
+"""One ``mremap()`` request: its keys, defaults and help (listed once), how it is read from
+a TOML file or ``perfsim plan``'s options, and how it becomes what the planner takes.
 
-The keys are the long options of ``perfsim plan`` with ``-`` or ``_`` between words, so a
-file and a command line say the same thing::
+A request file says the same as the options, keys spelled like them (``-`` or ``_``)::
 
     # examples/plan/e2.toml: kernel-model.md §4 E2 (realignment possible)
-    description = "E2: 1 GiB, src = A+4K, dst = B+4K"
+    description = "E2: 1 GiB, src = A+2M+4K, dst = B+6M+4K"
     len = "1G"
-    src = "2M+4K"          # offset from the default source base 0x7f0000000000
-    dst = "6M+4K"          # offset from the default destination base 0x7f4000000000
-    arch = "x86_64"
-    kernel = "6.18"
+    src = "A+2M+4K"        # A: the default source base 0x7f0000000000
+    dst = "B+6M+4K"        # B: the default destination base 0x7f4000000000
 
-Sizes and addresses may be strings (``"1G+4K"``, ``"0x7f0000201000"``) or integers.
-``thp`` is a boolean or ``"on"``/``"off"``; ``populate`` is ``"full"``, ``"none"``, a
-fraction (``0.5``) or ``"every:K"``; ``fixed = false`` is ``--no-fixed``.
+Addresses mean what they say: a plain number (``0x7f0000201000``) is the address; an
+offset from a default base needs the base's name (``A+2M+4K``, ``B+6M+8K``). Sizes are
+``"1G+4K"``-style strings or integers.
 
-Only the *shape* of the file is checked here (unknown keys, wrong types); the values are
-resolved and range-checked by the CLI together with the command-line options, so both give
-the same messages. Every problem is a :class:`~perfsim.errors.PerfsimError` whose one-line
-message names the file, the key and what is allowed.
+The address space is one source VMA ``[src, src + len)`` (populated, optionally guarded),
+unless the file has ``[[vma]]`` tables (or the command line ``--vma`` options): then they
+are the whole address space::
+
+    [[vma]]
+    start = "A"
+    len = "64M"
+    backing = "shmem"      # anon | shmem | file | hugetlb
+    populate = "every:512" # full | none | 0.25 | every:K | first:SIZE | aligned:K
+    thp = true
+
+Every problem is a :class:`~perfsim.errors.PerfsimError` whose one-line message names the
+file (or option), the table and key, and what is allowed.
 """
 
 from __future__ import annotations
@@ -28,136 +35,244 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from perfsim.errors import PerfsimError, parse_toml
+from perfsim.errors import PerfsimError, parse_toml, read_text
+from perfsim.mm.build import POPULATE_HELP
+from perfsim.mm.vma import BACKINGS
 
 SizeLike = str | int
 """``"1G+4K"``, ``"0x200000"`` or a non-negative integer number of bytes."""
 
+PROT_HELP = 'a protection such as "rw", "r", "rwx" or "none"'
 
-class RequestFile(BaseModel):
-    """The keys a request file may hold. Every key is optional; an unset key falls back to
-    the command line, then to the ``perfsim plan`` default."""
 
+def _opt(default: Any, help: str, metavar: str | None = None, group: str = "request",
+         cli: bool = True, **kw) -> Any:
+    """A request key: its default and help, and how ``perfsim plan`` shows it."""
+    return Field(default, description=help,
+                 json_schema_extra={"metavar": metavar, "group": group, "cli": cli}, **kw)
+
+
+def _no_bool_or_float_size(v: Any) -> Any:
+    if isinstance(v, bool | float):
+        raise ValueError("expected a size such as \"1G+4K\" or an integer number of bytes")
+    return v
+
+
+def _strict_int(v: Any) -> Any:
+    if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+        raise ValueError("expected an integer")
+    return v
+
+
+def _thp(v: Any) -> Any:
+    return v.strip().lower() if isinstance(v, str) else v
+
+
+def _populate(v: Any) -> Any:
+    if isinstance(v, bool):
+        raise ValueError("expected " + POPULATE_HELP)
+    return v
+
+
+class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=False)
 
-    description: str | None = None
-    """Free text, shown nowhere but kept in the JSON ``request``."""
-    len: SizeLike | None = None
-    src: SizeLike | None = None
-    dst: SizeLike | None = None
-    new_len: SizeLike | None = None
-    arch: str | None = None
-    kernel: str | None = None
-    backing: Literal["anon", "shmem", "file", "hugetlb"] | None = None
-    thp: bool | Literal["on", "off"] | None = None
-    hugepage_size: SizeLike | None = None
-    populate: str | float | None = None
-    seed: int | None = None
-    guard_below_src: bool | None = None
-    guard_below_dst: bool | None = None
-    for_stack: bool | None = None
-    cpus: int | None = Field(None, ge=1)
-    fixed: bool | None = None
-    dontunmap: bool | None = None
-    fail_alloc_at: int | None = Field(None, ge=1)
-    cost_profile: str | None = None
 
-    @field_validator("len", "src", "dst", "new_len", "hugepage_size", mode="before")
+class VmaTable(_Strict):
+    """One ``[[vma]]`` table (or ``--vma START:LEN[:key=value,...]``): one mapping."""
+
+    start: SizeLike = _opt(..., "the VMA's start address (A+..., B+... or an address)")
+    len: SizeLike = _opt(..., "its length")
+    backing: Literal["anon", "shmem", "file", "hugetlb"] = _opt("anon", "what maps it")
+    prot: str = _opt("rw", PROT_HELP)
+    populate: str | float = _opt("full", f"which pages were touched: {POPULATE_HELP}")
+    thp: bool | Literal["on", "off"] = _opt(False, "THP enabled (PMD-size folios where the "
+                                                   "kernel can map them)")
+    folio_size: SizeLike | None = _opt(None, "mTHP folio size, 16K…1M (default: base pages)")
+    pgoff: int | None = Field(None, ge=0, description="page offset in its file (default: 0 "
+                              "for files, the start's page number for anon)")
+    file: str | None = _opt(None, "a name: VMAs naming the same file (or anon family) share it")
+    uffd: Literal["missing", "wp"] | None = _opt(None, "registered with userfaultfd in this mode")
+    touched: bool = _opt(True, "false: mapped but never faulted in (like a guard page)")
+    hugepage_size: SizeLike | None = _opt(None, "hugetlb page size (default: the PMD size)")
+
+    _sizes = field_validator("start", "len", "folio_size", "hugepage_size",
+                             mode="before")(_no_bool_or_float_size)
+    _ints = field_validator("pgoff", mode="before")(_strict_int)
+    _thp = field_validator("thp", mode="before")(_thp)
+    _populate = field_validator("populate", mode="before")(_populate)
+
+    @field_validator("prot")
     @classmethod
-    def _no_bool_sizes(cls, v: Any) -> Any:
-        if isinstance(v, bool) or isinstance(v, float):
-            raise ValueError("expected a size such as \"1G+4K\" or an integer number of bytes")
+    def _prot(cls, v: str) -> str:
+        v = v.strip().lower()
+        if v != "none" and (not v or set(v) - set("rwx") or len(set(v)) != len(v)):
+            raise ValueError("expected " + PROT_HELP)
         return v
 
-    @field_validator("seed", "cpus", "fail_alloc_at", mode="before")
-    @classmethod
-    def _strict_int(cls, v: Any) -> Any:
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise ValueError("expected an integer")
-        return v
 
-    @field_validator("thp", mode="before")
-    @classmethod
-    def _thp(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            v = v.strip().lower()
-        return v
+class PlanRequest(_Strict):
+    """The keys a request may hold, with their defaults and help (``perfsim plan``'s
+    options are made from this list)."""
 
-    @field_validator("populate", mode="before")
-    @classmethod
-    def _populate(cls, v: Any) -> Any:
-        if isinstance(v, bool):
-            raise ValueError('expected "full", "none", a fraction such as 0.5, or "every:K"')
-        return v
+    description: str | None = _opt(None, "free text, kept in the JSON 'request'", cli=False)
+    len: SizeLike | None = _opt(None, "old_len: bytes to move (required), e.g. 1G", "SIZE")
+    src: SizeLike | None = _opt(None, "old_addr (default A, the source base)", "ADDR")
+    dst: SizeLike | None = _opt(None, "new_addr (default B with --fixed; without MREMAP_FIXED "
+                                "the kernel picks the place)", "ADDR")
+    new_len: SizeLike | None = _opt(None, "new_len (default: --len)", "SIZE")
+    maymove: bool = _opt(True, "pass MREMAP_MAYMOVE (default)")
+    fixed: bool = _opt(True, "pass MREMAP_FIXED (default); --no-fixed makes --dst unused")
+    dontunmap: bool = _opt(False, "pass MREMAP_DONTUNMAP")
+    for_stack: bool = _opt(False, "plan exec's relocate_vma_down: the whole source VMA moves "
+                           "down, so --dst must lie below --src")
+    fail_alloc_at: int | None = _opt(None, "fail the K-th page-table allocation (1-based) to "
+                                     "exercise the partial move and its revert", "K", ge=1)
+    backing: Literal["anon", "shmem", "file", "hugetlb"] = _opt(
+        "anon", "source VMA kind", group="space")
+    thp: bool | Literal["on", "off"] = _opt(False, "source mapped with PMD-size THPs where the "
+                                            "kernel can map them", group="space")
+    folio_size: SizeLike | None = _opt(None, "mTHP folio size of the source, 16K…1M", "SIZE",
+                                       group="space")
+    hugepage_size: SizeLike | None = _opt(None, "hugetlb page size for --backing hugetlb "
+                                          "(default: the PMD size)", "SIZE", group="space")
+    populate: str | float = _opt("full", POPULATE_HELP, "HOW", group="space")
+    seed: int = _opt(0, "seed for --populate FRACTION", "N", group="space")
+    guard_below_src: bool = _opt(False, "map a one-page, never-touched VMA right below the "
+                                 "source (blocks realignment, E3)", group="space")
+    guard_below_dst: bool = _opt(False, "map a one-page, never-touched VMA right below the "
+                                 "destination", group="space")
+    cpus: int = _opt(1, "the mm's threads run on N CPUs: each flush IPIs the other N-1", "N",
+                     group="space", ge=1)
+    vma: list[VmaTable] | None = _opt(None, "a VMA of the address space, START:LEN[:key=value,"
+                                      "...] with the [[vma]] keys; repeat for each; given, "
+                                      "they are the whole address space",
+                                      "START:LEN[:K=V,...]", group="space")
+    arch: str = _opt("x86_64", "architecture name or TOML path", "NAME", group="target")
+    kernel: str = _opt("6.18", "kernel profile name or TOML path", "NAME", group="target")
+    cost_profile: str | None = _opt(None, "also predict the call's duration with this cost "
+                                    "profile (name or TOML path)", "NAME|PATH", group="target")
+
+    _sizes = field_validator("len", "src", "dst", "new_len", "folio_size", "hugepage_size",
+                             mode="before")(_no_bool_or_float_size)
+    _ints = field_validator("seed", "cpus", "fail_alloc_at", mode="before")(_strict_int)
+    _thp = field_validator("thp", mode="before")(_thp)
+    _populate = field_validator("populate", mode="before")(_populate)
 
     def given(self) -> dict[str, Any]:
-        """The keys the file actually sets, with ``thp`` normalised to a bool."""
+        """The keys actually set, ``thp`` as a bool, ``vma`` as a list of dicts."""
         out = self.model_dump(exclude_unset=True, exclude_none=True)
         if isinstance(out.get("thp"), str):
             out["thp"] = out["thp"] == "on"
         return out
 
 
-KEYS: tuple[str, ...] = tuple(RequestFile.model_fields)
+KEYS: tuple[str, ...] = tuple(PlanRequest.model_fields)
+VMA_KEYS: tuple[str, ...] = tuple(VmaTable.model_fields)
+DEFAULTS: dict[str, Any] = {k: f.default for k, f in PlanRequest.model_fields.items()}
 
 _ALLOWED_HINTS = {
-    "backing": "one of anon, shmem, file, hugetlb",
+    "backing": "one of " + ", ".join(BACKINGS),
     "thp": 'true/false or "on"/"off"',
-    "populate": 'full, none, a fraction in (0, 1) or "every:K"',
+    "populate": POPULATE_HELP,
     "cpus": "an integer >= 1",
     "fail_alloc_at": "an integer >= 1",
     "seed": "an integer",
+    "pgoff": "an integer >= 0",
     "len": 'a size such as "1G+4K" or an integer',
     "new_len": 'a size such as "1G+4K" or an integer',
     "hugepage_size": 'a size such as "2M" or an integer',
-    "src": 'an address such as "0x7f0000201000" or an offset such as "2M+4K"',
-    "dst": 'an address such as "0x7f4000601000" or an offset such as "6M+4K"',
+    "folio_size": 'a size such as "64K" or an integer',
+    "src": 'an address such as "0x7f0000201000" or "A+2M+4K"',
+    "dst": 'an address such as "0x7f4000601000" or "B+6M+4K"',
+    "start": 'an address such as "0x7f0000201000" or "A+2M+4K"',
+    "uffd": '"missing" or "wp"',
+    "touched": "true or false",
+    "prot": PROT_HELP,
 }
 
 
-def _describe(exc: ValidationError, origin: str) -> str:
+def describe(exc: ValidationError, origin: str) -> str:
+    """One line: ``origin: [table] key 'k': got v; allowed: ...`` for each problem."""
     parts: list[str] = []
-    seen: set[str] = set()
+    seen: set[tuple] = set()
     for err in exc.errors():
-        key = str(err["loc"][0]) if err["loc"] else ""
-        if key in seen:  # a union reports one error per alternative: keep the first
+        loc = tuple(err["loc"])
+        table = ""
+        if len(loc) >= 2 and loc[0] == "vma" and isinstance(loc[1], int):
+            table, loc = f"[[vma]] #{loc[1] + 1}: ", loc[2:]
+        key = str(loc[0]) if loc else ""
+        if (table, key) in seen:  # a union reports one error per alternative: keep the first
             continue
-        seen.add(key)
+        seen.add((table, key))
         if err["type"] == "extra_forbidden":
-            parts.append(f"unknown key {key!r}; allowed keys: {', '.join(KEYS)}")
+            allowed = VMA_KEYS if table else KEYS
+            parts.append(f"{table}unknown key {key!r}; allowed keys: {', '.join(allowed)}")
             continue
-        hint = _ALLOWED_HINTS.get(key)
-        if hint is None:
-            hint = err["msg"]
-        elif err["type"] in ("greater_than_equal", "value_error"):
-            hint = f"{err['msg'].removeprefix('Value error, ')}; allowed: {hint}"
-        else:
+        if err["type"] == "missing":
+            parts.append(f"{table}key {key!r} is required")
+            continue
+        hint = _ALLOWED_HINTS.get(key, err["msg"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] in ("greater_than_equal", "value_error") and hint in msg:
+            hint = msg
+        elif err["type"] in ("greater_than_equal", "value_error") and hint != err["msg"]:
+            hint = f"{msg}; allowed: {hint}"
+        elif hint != err["msg"]:
             hint = f"allowed: {hint}"
-        parts.append(f"key {key!r}: got {err.get('input')!r}; {hint}")
+        parts.append(f"{table}key {key!r}: got {err.get('input')!r}; {hint}")
     return f"{origin}: " + "; ".join(parts)
 
 
-def parse_request(text: str, origin: str = "<string>") -> RequestFile:
+def parse_request(text: str, origin: str = "<string>") -> PlanRequest:
     """Parse request TOML text; ``origin`` names it in error messages."""
     data = parse_toml(text, origin)
-    if isinstance(data.get("request"), dict) and len(data) == 1:
-        data = data["request"]  # a single [request] table is accepted too
-    data = {str(k).replace("-", "_"): v for k, v in data.items()}
+    if isinstance(data.get("request"), dict) and set(data) <= {"request", "vma"}:
+        data = dict(data["request"], **({"vma": data["vma"]} if "vma" in data else {}))
+    return validate(data, origin)
+
+
+def validate(data: dict, origin: str) -> PlanRequest:
+    """A request from a dict of keys (``-`` or ``_`` between words)."""
+    def norm(d):
+        return {str(k).replace("-", "_"): v for k, v in d.items()}
+
+    data = norm(data)
+    if isinstance(data.get("vma"), list):
+        data["vma"] = [norm(t) if isinstance(t, dict) else t for t in data["vma"]]
     try:
-        return RequestFile(**data)
+        return PlanRequest(**data)
     except ValidationError as exc:
-        raise PerfsimError(_describe(exc, origin)) from None
+        raise PerfsimError(describe(exc, origin)) from None
 
 
-def load_request(path: str | Path) -> RequestFile:
-    """Read and validate a request file; a missing or unreadable file is a PerfsimError."""
-    p = Path(path)
-    if not p.exists():
-        raise PerfsimError(f"request file {str(p)!r} does not exist")
-    if p.is_dir():
-        raise PerfsimError(f"request file {str(p)!r} is a directory")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PerfsimError(f"cannot read request file {str(p)!r}: {exc}") from None
-    return parse_request(text, str(p))
+def load_request(path: str | Path) -> PlanRequest:
+    """Read and validate a request file; a missing, unreadable or non-UTF-8 file is a
+    PerfsimError naming it."""
+    return parse_request(read_text(path, "request"), str(path))
+
+
+def parse_vma_option(text: str, index: int) -> dict:
+    """``--vma START:LEN[:key=value,...]`` as a ``[[vma]]`` dict (validated later)."""
+    label = f"--vma #{index}"
+    parts = text.split(":", 2)
+    if len(parts) < 2 or not parts[0].strip() or not parts[1].strip():
+        raise PerfsimError(f"{label}: expected START:LEN[:key=value,...], got {text!r}")
+    out: dict[str, Any] = {"start": parts[0].strip(), "len": parts[1].strip()}
+    for item in (parts[2].split(",") if len(parts) == 3 and parts[2].strip() else []):
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise PerfsimError(f"{label}: expected key=value, got {item!r}; keys: "
+                               f"{', '.join(VMA_KEYS)}")
+        key, value = key.strip().replace("-", "_"), value.strip()
+        low = value.lower()
+        if low in ("true", "false"):
+            out[key] = low == "true"
+        elif key == "pgoff":
+            try:
+                out[key] = int(value, 0)
+            except ValueError:
+                out[key] = value
+        else:
+            out[key] = value
+    return out

@@ -51,6 +51,37 @@ def parse_size(text: str | int, *, what: str = "size") -> int:
     return total
 
 
+def parse_address(text: str | int, *, bases: dict[str, int], what: str = "address") -> int:
+    """An address as the user writes it: a plain number is the address itself
+    (``0x7f0000201000``, ``45088768``); a named base plus or minus sizes is an offset from
+    that base (``A+2M+4K``, ``B+6M+8K``, with ``bases = {"A": ..., "B": ...}``).
+
+    >>> parse_address("A+2M+4K", bases={"A": 0x7F0000000000})
+    139637978828800
+    >>> parse_address("0x2801000", bases={"A": 0x7F0000000000})
+    41947136
+    """
+    if isinstance(text, str):
+        s = text.strip()
+        head = s[:1].upper()
+        if head in bases and (len(s) == 1 or s[1] in "+-"):
+            rest = s[1:].strip()
+            if not rest:
+                return bases[head]
+            if not rest[1:].strip():
+                raise PerfsimError(f"{what}: cannot parse {text!r}; expected e.g. {head}+2M+4K")
+            total = bases[head] + sum(sign * parse_size(term, what=what)
+                                      for sign, term in _split_terms("0" + rest))
+            if total < 0:
+                raise PerfsimError(f"{what}: {text!r} lies below address 0")
+            return total
+        if s[:1].isalpha() and not s.lower().startswith("0x"):
+            names = ", ".join(sorted(bases))
+            raise PerfsimError(f"{what}: cannot parse {text!r}; expected an address such as "
+                               f"0x7f0000201000 or a base ({names}) plus sizes, e.g. A+2M+4K")
+    return parse_size(text, what=what)
+
+
 def _split_terms(s: str) -> list[tuple[int, str]]:
     terms: list[tuple[int, str]] = []
     sign, start = 1, 0

@@ -19,12 +19,13 @@ from perfsim.cli.main import main
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "plan"
 
-# kernel-model.md §4: A = 0x7f0000200000, B = 0x7f4000600000 are the default bases + 2M / 6M.
+# kernel-model.md §4: its A = 0x7f0000200000 and B = 0x7f4000600000 are perfsim's default
+# bases (named A and B on the command line) + 2M and + 6M.
 E_FLAGS = {
     "e1": ["--len", "1G"],
-    "e2": ["--len", "1G", "--src", "2M+4K", "--dst", "6M+4K"],
-    "e3": ["--len", "1G", "--src", "2M+4K", "--dst", "6M+4K", "--guard-below-src"],
-    "e4": ["--len", "1G", "--src", "2M+4K", "--dst", "6M+8K"],
+    "e2": ["--len", "1G", "--src", "A+2M+4K", "--dst", "B+6M+4K"],
+    "e3": ["--len", "1G", "--src", "A+2M+4K", "--dst", "B+6M+4K", "--guard-below-src"],
+    "e4": ["--len", "1G", "--src", "A+2M+4K", "--dst", "B+6M+8K"],
 }
 E_EXPECT = {
     "e1": dict(realigned=False, pud_moves=1, pmd_moves=0, ptes_moved=0, tlb_flushes=1,
@@ -141,7 +142,8 @@ def test_default_bases_fit_every_arch(capsys, arch):
 
 
 def test_e5a_arm64_16k_no_realignment(capsys):
-    doc = run_json(capsys, "--arch", "arm64-16k", "--len", "4M", "--src", "16K", "--dst", "16K")
+    doc = run_json(capsys, "--arch", "arm64-16k", "--len", "4M", "--src", "A+16K", "--dst",
+                   "B+16K")
     m = doc["move"]
     assert not doc["realigned"] and m["move_ptes_calls"] == 1 and m["ptes_moved"] == 256
 
@@ -171,13 +173,13 @@ def test_flags_override_request_file(capsys):
     check_counts(e3, E_EXPECT["e3"])
     e2 = run_json(capsys, "--file", str(EXAMPLES / "e3.toml"), "--no-guard-below-src")
     check_counts(e2, E_EXPECT["e2"])
-    e4 = run_json(capsys, "--file", str(EXAMPLES / "e2.toml"), "--dst", "6M+8K")
+    e4 = run_json(capsys, "--file", str(EXAMPLES / "e2.toml"), "--dst", "B+6M+8K")
     check_counts(e4, E_EXPECT["e4"])
 
 
 def test_request_file_spellings(capsys, tmp_path):
     f = tmp_path / "r.toml"
-    f.write_text('[request]\nlen = 1073741824\nsrc = "2M+4K"\ndst = "6M+4K"\n'
+    f.write_text('[request]\nlen = 1073741824\nsrc = "A+2M+4K"\ndst = "B+6M+4K"\n'
                  'guard_below_src = true\nthp = "off"\ncpus = 2\nfixed = true\n')
     doc = run_json(capsys, "--file", str(f))
     check_counts(doc, E_EXPECT["e3"])
@@ -352,14 +354,17 @@ def test_bad_request_file(capsys, tmp_path, text, needle):
 # --------------------------------------------------------------------------- cost model
 
 
-def test_cost_profile_without_cost_model(capsys, monkeypatch):
-    monkeypatch.setitem(sys.modules, "perfsim.cost", types.ModuleType("perfsim.cost"))
-    rc, out, err = run(capsys, "plan", "--len", "1G", "--cost-profile", "x86_64-generic")
-    assert rc == 2 and "cost model not available" in err and err.count("\n") == 1
+def test_cost_profile_path_that_does_not_exist(capsys, tmp_path):
+    rc, out, err = run(capsys, "plan", "--len", "1G", "--cost-profile", "/nonexistent.toml")
+    assert rc == 2 and "does not exist" in err and err.count("\n") == 1
+    bad = tmp_path / "latin1.toml"
+    bad.write_bytes(b"name = \"caf\xe9\"\n")
+    for opt in ("--cost-profile", "--arch", "--kernel"):
+        rc, out, err = run(capsys, "plan", "--len", "1G", opt, str(bad))
+        assert rc == 2 and "not UTF-8" in err and err.count("\n") == 1, opt
 
 
 def test_cost_profile_with_a_cost_model(capsys, monkeypatch):
-    fake = types.ModuleType("perfsim.cost")
     calls = {}
 
     def load_cost_profile(name):
@@ -369,8 +374,9 @@ def test_cost_profile_with_a_cost_model(capsys, monkeypatch):
         calls["cpus"] = cpus
         return types.SimpleNamespace(predicted_ns=1234, cost_ns={"tlb_flush": 1000, "fixed": 234})
 
-    fake.load_cost_profile, fake.predict = load_cost_profile, predict
-    monkeypatch.setitem(sys.modules, "perfsim.cost", fake)
+    from perfsim.planner import render
+    monkeypatch.setattr(render, "load_cost_profile", load_cost_profile)
+    monkeypatch.setattr(render, "predict", predict)
     doc = run_json(capsys, "--len", "1G", "--cpus", "3", "--cost-profile", "mine")
     assert doc["predicted_ns"] == 1234 and doc["cost_ns"]["tlb_flush"] == 1000
     assert doc["cost_profile"] == {"name": "mine", "digest": "abc"} and calls["cpus"] == 3

@@ -16,10 +16,12 @@ class Vma:
     ``backing`` decides which rmap locks a move takes (kernel-model.md R16a): a VMA with a
     file (``shmem``, ``file``, ``hugetlb``) takes ``i_mmap_rwsem`` of ``file_id``; one with an
     ``anon_vma`` takes the ``anon_vma`` root rwsem of ``anon_id``. ``pgoff`` is the page
-    offset, which ``copy_vma``'s merge test compares (R18). ``uffd_wp`` means registered for
-    userfaultfd write-protect without ``UFFD_FEATURE_EVENT_REMAP``: it disables PMD/PUD
-    moves. ``folio_size`` is the size of the folios mapping it (large folios / mTHP), used for
-    PTE batching (R16g). ``prot`` is only used to keep neighbours from merging.
+    offset, which ``copy_vma``'s merge test compares (R18). ``uffd_wp`` means registered
+    with a userfaultfd context without ``UFFD_FEATURE_EVENT_REMAP`` (in any mode; the mode,
+    ``"missing"`` or ``"wp"``, is ``uffd_mode``): it disables PMD/PUD moves, and an armed VMA
+    cannot be one of several moved by one call. ``folio_size`` is the size of the folios
+    mapping it (large folios / mTHP), used for PTE batching (R16g). ``prot`` is only used to
+    keep neighbours from merging.
     """
 
     start: int
@@ -36,6 +38,7 @@ class Vma:
     folio_size: int = 0
     stack: bool = False
     name: str = ""
+    uffd_mode: str = ""
 
     def __post_init__(self) -> None:
         if self.end <= self.start:
@@ -44,6 +47,11 @@ class Vma:
     @property
     def length(self) -> int:
         return self.end - self.start
+
+    @property
+    def userfaultfd_armed(self) -> bool:
+        """``userfaultfd_armed``: registered with a userfaultfd in any mode."""
+        return self.uffd_wp or bool(self.uffd_mode)
 
     @property
     def has_file(self) -> bool:

@@ -100,7 +100,7 @@ class Counters:
         return asdict(self)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class MovePlan:
     """The outcome of planning one request.
 
@@ -108,6 +108,9 @@ class MovePlan:
     case nothing changed. ``result_addr`` is what the syscall returns on success.
     ``progress_bytes`` is what ``move_page_tables`` returned for the forward move.
     ``move`` counts ``move_page_tables`` alone (phase MOVE); ``syscall`` counts the whole call.
+    ``moved`` lists each ``move_vma`` of the call (:class:`~perfsim.planner.vma_remap.MovedRange`:
+    which source range went where, and why it was or was not realigned); a multi-VMA move
+    that failed part way has the pieces moved before the failure. Build it by keyword.
     """
 
     request: MoveRequest
@@ -123,6 +126,17 @@ class MovePlan:
     move: Counters
     syscall: Counters
     note: str = ""
+    moved: tuple = ()
+
+    @property
+    def realign_reason(self) -> str:
+        """Which of rules R4 (a)–(e) decided, for the first move of the call ("" if none)."""
+        return self.moved[0].realign if self.moved else ""
+
+    def vmas_after(self) -> list[dict]:
+        """The address space after the call: ``{start, end, backing, prot}``, sorted."""
+        return [{"start": v.start, "end": v.end, "backing": v.backing, "prot": v.prot}
+                for v in self.after.vmas]
 
     def to_json(self) -> dict:
         """The ``perfsim plan --json`` document."""
@@ -137,6 +151,9 @@ class MovePlan:
             "move": self.move.as_dict(),
             "syscall": self.syscall.as_dict(),
             "note": self.note,
+            "realign_reason": self.realign_reason,
+            "moved": [m.to_json() for m in self.moved],
+            "vmas_after": self.vmas_after(),
         }
 
 

@@ -1,12 +1,23 @@
 """The ``mremap()`` syscall around ``move_page_tables`` (rule R22), and exec's
 ``relocate_vma_down`` (R21).
 
-:func:`plan_mremap` is the planner's entry point: it checks the arguments like
-``do_mremap``/``check_mremap_params``/``mremap_to`` (returning the kernel's errno name
-instead of raising), unmaps a mapped ``MREMAP_FIXED`` destination, runs ``copy_vma``'s
-merge logic (which decides ``need_rmap_locks``), realigns, moves, reverts a partial move,
-and unmaps the source. It returns a :class:`~perfsim.planner.result.MovePlan` with the
-step table, the counters and the address space after the call.
+:func:`plan_mremap` is the planner's entry point. It builds the call state
+(:class:`~perfsim.planner.vma_remap.VmaRemap`, the kernel's ``vma_remap_struct``) and runs
+``do_mremap`` as the target kernel does:
+
+* 6.17+ (``mm/mremap.c`` of 6.17/6.18): ``check_mremap_params``; a fixed move of unchanged
+  length goes to ``remap_move`` (one ``mremap_to`` per VMA of the range, keeping the gaps
+  between them; the first VMA that cannot move stops the call with its errno after the
+  ones before it moved); otherwise ``vma_lookup`` + ``check_prep_vma`` and ``mremap_to``
+  (FIXED/DONTUNMAP) or ``mremap_at`` (no resize, shrink in place, expand in place or move);
+* before 6.17 (6.6's ``do_mremap``/``mremap_to``/``vma_to_resize``): the argument checks
+  in their older order, one VMA per call.
+
+The checks are the pure functions of :mod:`perfsim.planner.checks`; the page tables are
+reached only through :mod:`perfsim.planner.dispatch` and :func:`~perfsim.planner.unmap.unmap_region`.
+A refusal before anything changed is a plan with the errno, no steps and the space as it
+was; a refusal after something changed (a multi-VMA move that fails part way, a reverted
+partial move) keeps the steps and the space as the kernel leaves it.
 """
 
 from __future__ import annotations
@@ -15,57 +26,93 @@ from dataclasses import replace
 
 from perfsim.mm.space import AddressSpace
 from perfsim.mm.vma import Vma
+from perfsim.planner import checks as C
 from perfsim.planner import steps as S
 from perfsim.planner.dispatch import run_move, run_stack_move
+from perfsim.planner.explain import explain_realign
 from perfsim.planner.options import DEFAULT, PlanOptions
 from perfsim.planner.realign import PageTableMoveControl, try_realign_addr
 from perfsim.planner.result import Counters, MovePlan, MoveRequest, phase_blocks
 from perfsim.planner.unmap import UnmapRegion, unmap_region
+from perfsim.planner.vma_remap import EXPAND, NO_RESIZE, SHRINK, MovedRange, VmaRemap
 from perfsim.profiles import Target
 
 
-class _Errno(Exception):
-    def __init__(self, name: str, why: str):
-        super().__init__(why)
-        self.name = name
-        self.why = why
+class Refused(Exception):
+    """Unwinds the syscall layer with the kernel's errno (a result, not an error)."""
+
+    def __init__(self, refusal: C.Refusal, note: str = ""):
+        super().__init__(refusal.why)
+        self.refusal = refusal
+        self.note = note
 
 
-def _page_align(n: int, page: int) -> int:
-    return (n + page - 1) // page * page
+def _check(refusal: C.Refusal | None) -> None:
+    if refusal is not None:
+        raise Refused(refusal)
 
 
-def _mergeable(a: Vma, b: Vma) -> bool:
-    """Could two adjacent VMAs be one (``is_mergeable_vma`` + anon_vma compatibility)?"""
-    if (a.backing, a.file_id, a.prot, a.thp, a.uffd_wp, a.stack, a.hugepage_size) != (
-            b.backing, b.file_id, b.prot, b.thp, b.uffd_wp, b.stack, b.hugepage_size):
+# ------------------------------------------------------------------------ VMA operations
+
+def is_mergeable_vma(a: Vma, b: Vma) -> bool:
+    """Could two adjacent VMAs be one? ``is_mergeable_vma`` (same flags, file, uffd
+    context) and ``is_mergeable_anon_vma`` (no two different ``anon_vma``s). The caller
+    checks adjacency and ``vm_pgoff`` continuity. Versions: 6.6–6.18."""
+    keys = ("backing", "file_id", "prot", "thp", "uffd_wp", "uffd_mode", "stack",
+            "hugepage_size")
+    if any(getattr(a, k) != getattr(b, k) for k in keys):
         return False
-    if a.anon_vma and b.anon_vma and a.anon_id != b.anon_id:
-        return False
-    return True
+    return not (a.anon_vma and b.anon_vma and a.anon_id != b.anon_id)
+
+
+def _pgoff_follows(a: Vma, b: Vma, page_shift: int) -> bool:
+    """``b`` continues ``a``'s file (or anon) offsets."""
+    return a.pgoff + (a.length >> page_shift) == b.pgoff
+
+
+def _merged(a: Vma, b: Vma) -> Vma:
+    """``a`` and ``b`` (adjacent, ``a`` first) as one VMA."""
+    return replace(a, end=b.end, anon_vma=a.anon_vma or b.anon_vma,
+                   anon_id=a.anon_id if a.anon_vma else b.anon_id)
 
 
 def copy_vma(space: AddressSpace, vma: Vma, new_addr: int, new_len: int, pgoff: int):
-    """``copy_vma``: the destination VMA, possibly merged with a neighbour, and
-    ``need_rmap_locks`` (R18). Returns ``(new_vma, replaced_neighbours, need_rmap_locks)``."""
+    """``copy_vma``: the destination VMA, merged with a compatible neighbour where one
+    touches it (``vma_merge_new_range``), and ``need_rmap_locks`` (R18): true only when the
+    merged VMA's ``vm_pgoff`` is not above the source's, so rmap might walk the new PTEs
+    before the old. Returns ``(new_vma, replaced_neighbours, need_rmap_locks)``.
+    Versions: 6.6–6.18 (the merge is ``vma_merge_new_range`` from 6.12)."""
     ps = space.arch.page_shift
     new = replace(vma, start=new_addr, end=new_addr + new_len, pgoff=pgoff)
     prev = space.find_vma(new_addr - 1) if new_addr else None
     nxt = space.find_vma(new_addr + new_len)
     merged, absorbed = new, []
-    if prev is not None and prev.end == new_addr and _mergeable(prev, new) and \
-            prev.pgoff + (prev.length >> ps) == pgoff:
-        merged = replace(merged, start=prev.start, pgoff=prev.pgoff,
-                         anon_vma=prev.anon_vma or new.anon_vma,
-                         anon_id=prev.anon_id if prev.anon_vma else new.anon_id)
+    if prev is not None and prev.end == new_addr and is_mergeable_vma(prev, new) and \
+            _pgoff_follows(prev, new, ps):
+        merged = replace(_merged(prev, merged), pgoff=prev.pgoff)
         absorbed.append(prev)
-    if nxt is not None and nxt.start == new_addr + new_len and _mergeable(nxt, new) and \
-            pgoff + (new_len >> ps) == nxt.pgoff:
-        merged = replace(merged, end=nxt.end)
+    if nxt is not None and nxt.start == new_addr + new_len and is_mergeable_vma(nxt, new) and \
+            _pgoff_follows(new, nxt, ps):
+        merged = _merged(merged, nxt)
         absorbed.append(nxt)
     if not absorbed:
         return new, absorbed, False
     return merged, absorbed, merged.pgoff <= vma.pgoff
+
+
+def vma_merge_extend(space: AddressSpace, vma: Vma, delta: int) -> AddressSpace:
+    """``vma_merge_extend``: grow ``vma`` by ``delta`` in place, merging it with the next
+    VMA when the two now touch and are compatible (the selftest's "expand merge").
+    Versions: 6.6–6.18 (``vma_merge`` before 6.12)."""
+    ps = space.arch.page_shift
+    grown = replace(vma, end=vma.end + delta)
+    nxt = space.next_vma(grown.end)
+    vmas = [v for v in space.vmas if v != vma]
+    if nxt is not None and nxt.start == grown.end and is_mergeable_vma(grown, nxt) and \
+            _pgoff_follows(grown, nxt, ps):
+        vmas.remove(nxt)
+        grown = _merged(grown, nxt)
+    return space.with_vmas(vmas + [grown])
 
 
 def _carve(vmas: list[Vma], start: int, end: int, ps: int) -> list[Vma]:
@@ -84,7 +131,9 @@ def _carve(vmas: list[Vma], start: int, end: int, ps: int) -> list[Vma]:
 
 def do_munmap(target: Target, space: AddressSpace, start: int, length: int, log: S.StepLog,
               phase: int, options: PlanOptions = DEFAULT) -> AddressSpace:
-    """``do_munmap``: zap, free page tables between the neighbours, flush, drop the VMAs."""
+    """``do_munmap``: split the VMAs at the range's ends, zap, free page tables between
+    the neighbours (``free_pgtables``), flush, drop the VMAs. Nothing mapped: nothing done.
+    Versions: 6.6–6.18."""
     end = start + length
     hit = space.intersecting(start, end)
     if not hit:
@@ -100,8 +149,9 @@ def do_munmap(target: Target, space: AddressSpace, start: int, length: int, log:
     return rest.with_pt(pt)
 
 
-def _get_unmapped_area(space: AddressSpace, length: int, hint: int | None) -> int | None:
-    """Top-down search for a free gap (``get_unmapped_area``), trying ``hint`` first."""
+def get_unmapped_area(space: AddressSpace, length: int, hint: int | None) -> int | None:
+    """Top-down search for a free gap below ``mmap_base`` (``get_unmapped_area``), trying
+    ``hint`` first. Versions: 6.6–6.18 (alignment for THP-able lengths is not modelled)."""
     a = space.arch
     if hint is not None and hint % a.page_size == 0 and hint + length <= a.user_va_top \
             and not space.intersecting(hint, hint + length):
@@ -114,11 +164,263 @@ def _get_unmapped_area(space: AddressSpace, length: int, hint: int | None) -> in
     return top - length if top >= length + a.page_size else None
 
 
-def _fail(req, target, space, name, why) -> MovePlan:
+# ------------------------------------------------------------------------ the call
+
+def _munmap(vrm: VmaRemap, start: int, length: int, phase: int) -> None:
+    vrm.space = do_munmap(vrm.target, vrm.space, start, length, vrm.log, phase,
+                          options=vrm.options)
+
+
+def shrink_vma(vrm: VmaRemap) -> None:
+    """``shrink_vma``: unmap ``[addr + new_len, addr + old_len)`` (which may cross several
+    VMAs and gaps), then look the VMA at ``addr`` up again (EFAULT if it went).
+    Versions: 6.15+ (the same unmap is inline in ``do_mremap``/``mremap_to`` before)."""
+    _munmap(vrm, vrm.addr + vrm.new_len, vrm.old_len - vrm.new_len, S.UNMAP_DST)
+    vrm.vma = vrm.space.find_vma(vrm.addr)
+    if vrm.vma is None:
+        raise Refused(C.Refusal("EFAULT", "no VMA at old_addr after the shrink"))
+
+
+def vrm_set_new_addr(vrm: VmaRemap) -> None:
+    """``vrm_set_new_addr``: MREMAP_FIXED keeps ``new_addr``; DONTUNMAP alone uses it as a
+    hint; otherwise the kernel picks a free range (ENOMEM when there is none).
+    Versions: 6.15+ (inline in ``mremap_to``/``do_mremap`` before, same choice)."""
+    if vrm.fixed:
+        return
+    hint = vrm.new_addr if vrm.dontunmap and vrm.new_addr else None  # 0: no hint
+    addr = get_unmapped_area(vrm.space, vrm.new_len, hint)
+    if addr is None:
+        raise Refused(C.Refusal("ENOMEM", "no free range for the new mapping"))
+    vrm.new_addr = addr
+
+
+def _new_pgoff(vrm: VmaRemap) -> int:
+    vma, ps = vrm.vma, vrm.target.arch.page_shift
+    if vma.backing == "anon" and not vma.anon_vma:
+        return vrm.new_addr >> ps  # copy_vma: an unfaulted anon VMA starts afresh
+    return vma.pgoff + ((vrm.addr - vma.start) >> ps)
+
+
+def move_vma(vrm: VmaRemap) -> int:
+    """``move_vma``: ``prep_move_vma``, ``copy_vma_and_data`` (copy_vma, realignment,
+    ``move_page_tables``, the revert of a partial move), then ``unmap_source_vma`` or, with
+    DONTUNMAP, ``dontunmap_complete``. Returns the new address. Versions: 6.6–6.18."""
+    _check(C.prep_move_vma(vrm))
+    t, space, vma = vrm.target, vrm.space, vrm.vma
+    old_addr, old_len, new_addr, new_len = vrm.addr, vrm.old_len, vrm.new_addr, vrm.new_len
+    new_vma, absorbed, need_rmap = copy_vma(space, vma, new_addr, new_len, _new_pgoff(vrm))
+    during = space.with_vmas([v for v in space.vmas if v not in absorbed] + [new_vma])
+    pmc = PageTableMoveControl(vma, new_vma, old_addr, new_addr, old_len, need_rmap_locks=need_rmap)
+    why = explain_realign(during, pmc, t)
+    realigned = False if vma.is_hugetlb else try_realign_addr(during, pmc, t)
+    pt, progress, planner = run_move(t, space.pt, pmc, vrm.log, cpus=space.cpus,
+                                     lazy_cpus=space.lazy_cpus, fail_alloc_at=vrm.fail_alloc_at,
+                                     options=vrm.options)
+    record = MovedRange(old_addr, old_addr + old_len, new_addr, progress, realigned, why,
+                        need_rmap, planner)
+    if progress < old_len:
+        # copy_vma_and_data's revert: move the moved prefix back with rmap locks (R17), then
+        # unmap the new range instead of the old.
+        back = PageTableMoveControl(new_vma, vma, new_addr, old_addr, progress, need_rmap_locks=True)
+        if progress and not vma.is_hugetlb:
+            try_realign_addr(during, back, t)
+        pt, _, _ = run_move(t, pt, back, vrm.log, phase=S.REVERT, cpus=space.cpus,
+                            lazy_cpus=space.lazy_cpus, allow_fast=False)
+        after = do_munmap(t, during.with_pt(pt), new_addr, new_len, vrm.log, S.UNMAP_SRC,
+                          options=vrm.options)
+        vrm.space = after.with_vmas(list(after.vmas) + [
+            v for v in absorbed if v.end <= new_addr or v.start >= new_addr + new_len])
+        vrm.moved.append(replace(record, reverted=True))
+        raise Refused(C.Refusal("ENOMEM", "page-table allocation failed"),
+                      note="partial move reverted")
+    vrm.moved.append(record)
+    vrm.space = during.with_pt(pt)
+    if vrm.dontunmap:
+        dontunmap_complete(vrm, new_vma)
+    else:
+        _munmap(vrm, old_addr, old_len, S.UNMAP_SRC)
+    return new_addr
+
+
+def dontunmap_complete(vrm: VmaRemap, new_vma: Vma) -> None:
+    """``dontunmap_complete``: the source VMA stays, empty; when the whole VMA moved it
+    loses its ``anon_vma`` links (``unlink_anon_vmas``). Versions: 6.6–6.18."""
+    vma = vrm.vma
+    if new_vma != vma and vrm.addr == vma.start and vrm.addr + vrm.old_len == vma.end \
+            and vma.anon_vma:
+        vrm.space = vrm.space.with_vmas(
+            [replace(v, anon_vma=False) if v == vma else v for v in vrm.space.vmas])
+
+
+def mremap_to(vrm: VmaRemap) -> int:
+    """``mremap_to`` (6.17+): with FIXED, unmap the destination first and look the source
+    up again; a shrink unmaps the tail; then pick the new address and ``move_vma``.
+    (Before 6.17: :func:`_mremap_to_pre617`.)"""
+    if vrm.fixed:
+        _munmap(vrm, vrm.new_addr, vrm.new_len, S.UNMAP_DST)
+        vrm.vma = vrm.space.find_vma(vrm.addr)
+        if vrm.vma is None:
+            raise Refused(C.Refusal("EFAULT", "no VMA at old_addr after unmapping new_addr"))
+    if vrm.remap_type == SHRINK:
+        shrink_vma(vrm)
+        vrm.old_len = vrm.new_len
+    vrm_set_new_addr(vrm)
+    return move_vma(vrm)
+
+
+def expand_vma(vrm: VmaRemap) -> int:
+    """``expand_vma``: grow in place when the range ends the VMA and the space after it is
+    free (``vma_merge_extend`` may merge with the next VMA); otherwise move, which needs
+    MREMAP_MAYMOVE (ENOMEM without it). Versions: 6.6–6.18."""
+    if C.vrm_can_expand_in_place(vrm):
+        vrm.space = vma_merge_extend(vrm.space, vrm.vma, vrm.delta)
+        return vrm.addr
+    if not vrm.maymove:
+        raise Refused(C.Refusal("ENOMEM", "cannot expand in place and MREMAP_MAYMOVE not given"))
+    vrm_set_new_addr(vrm)
+    return move_vma(vrm)
+
+
+def mremap_at(vrm: VmaRemap) -> int:
+    """``mremap_at``: resize without a caller-given address: no resize returns ``addr``, a
+    shrink unmaps the tail in place, an expand is :func:`expand_vma`. Versions: 6.15+
+    (the same branches inline in ``do_mremap`` before)."""
+    if vrm.remap_type == NO_RESIZE:
+        return vrm.addr
+    if vrm.remap_type == SHRINK:
+        shrink_vma(vrm)
+        return vrm.addr
+    return expand_vma(vrm)
+
+
+def remap_move(vrm: VmaRemap) -> int:
+    """``remap_move`` (6.17+, R23): move every VMA piece of ``[addr, addr + old_len)``, each
+    with its own ``check_prep_vma`` + ``mremap_to``, keeping the gaps between source VMAs
+    in the destination. A gap at the start of the range is EFAULT; so is a VMA that
+    ``vma_multi_allowed`` refuses when it is not alone in the range (the first such VMA is
+    refused before anything moves, a later one after the ones before it moved)."""
+    start, end = vrm.addr, vrm.addr + vrm.old_len
+    target_addr, cursor = vrm.new_addr, start
+    result, last_end = None, 0
+    while cursor < end:
+        hit = vrm.space.intersecting(cursor, end)
+        if not hit:
+            break
+        vma = hit[0]
+        seen = result is not None
+        if not seen and start < vma.start:
+            raise Refused(C.Refusal("EFAULT", "no VMA at old_addr (gap at the range start)"))
+        addr = max(vma.start, start)
+        length = min(end, vma.end) - addr
+        offset = vma.start - last_end if seen else 0
+        last_end = vma.end
+        vrm.vma, vrm.addr, vrm.new_addr = vma, addr, target_addr + offset
+        vrm.old_len = vrm.new_len = length
+        if not C.vma_multi_allowed(vma) and (seen or vma.end < end):
+            raise Refused(C.Refusal("EFAULT", f"the VMA at {vma.start:#x} cannot be moved "
+                                              f"with others (userfaultfd or file)"))
+        _check(C.check_prep_vma(vrm))
+        moved_to = mremap_to(vrm)
+        if not seen:
+            result = moved_to
+        vrm.multi_vma = True
+        target_addr = moved_to + length
+        cursor = addr + length
+    if result is None:
+        raise Refused(C.Refusal("EFAULT", "no VMA in the range"))
+    return result
+
+
+def _do_mremap_617(vrm: VmaRemap) -> int:
+    """``do_mremap`` of 6.17/6.18."""
+    _check(C.check_mremap_params(vrm))
+    if C.vrm_move_only(vrm):
+        return remap_move(vrm)
+    vrm.vma = vrm.space.find_vma(vrm.addr)
+    _check(C.check_prep_vma(vrm))
+    return mremap_to(vrm) if C.vrm_implies_new_addr(vrm) else mremap_at(vrm)
+
+
+def _mremap_to_pre617(vrm: VmaRemap) -> int:
+    """``mremap_to`` before 6.17: destination checks, the FIXED unmap, the shrink of the
+    tail, then ``vma_to_resize``'s checks on the range kept."""
+    _check(C.mremap_to_checks_pre617(vrm, vrm_checks=vrm.target.kernel.version >= (6, 15)))
+    if vrm.fixed:
+        _munmap(vrm, vrm.new_addr, vrm.new_len, S.UNMAP_DST)
+    if vrm.old_len > vrm.new_len:
+        _munmap(vrm, vrm.addr + vrm.new_len, vrm.old_len - vrm.new_len, S.UNMAP_DST)
+        vrm.old_len = vrm.new_len
+    vrm.vma = vrm.space.find_vma(vrm.addr)
+    if vrm.vma is None:
+        raise Refused(C.Refusal("EFAULT", "no VMA at old_addr"))
+    vrm.delta, vrm.remap_type = abs(vrm.old_len - vrm.new_len), C.vrm_remap_type(vrm)
+    _check(C.vma_range_checks(vrm))
+    vrm_set_new_addr(vrm)
+    return move_vma(vrm)
+
+
+def _do_mremap_pre617(vrm: VmaRemap, raw_old_len: int, raw_new_len: int) -> int:
+    """``do_mremap`` of 6.6–6.16: argument checks (6.15/6.16: ``check_mremap_params``),
+    ``vma_lookup``, hugetlb alignment, then ``mremap_to``, an in-place shrink, or
+    ``vma_to_resize`` + expand in place or move."""
+    if vrm.target.kernel.version >= (6, 15):
+        _check(C.check_mremap_params_615(vrm))
+    else:
+        _check(C.check_mremap_params_pre617(vrm, raw_old_len, raw_new_len))
+    vrm.vma = vrm.space.find_vma(vrm.addr)
+    if vrm.vma is None:
+        raise Refused(C.Refusal("EFAULT", "no VMA at old_addr"))
+    if vrm.vma.is_hugetlb:
+        _check(C.align_hugetlb(vrm))
+    if C.vrm_implies_new_addr(vrm):
+        return _mremap_to_pre617(vrm)
+    vrm.delta, vrm.remap_type = abs(vrm.old_len - vrm.new_len), C.vrm_remap_type(vrm)
+    if vrm.remap_type != EXPAND:
+        if vrm.remap_type == SHRINK:
+            _munmap(vrm, vrm.addr + vrm.new_len, vrm.delta, S.UNMAP_DST)
+        return vrm.addr
+    _check(C.vma_range_checks(vrm))
+    return expand_vma(vrm)
+
+
+# ------------------------------------------------------------------------ entry point
+
+def _note(vrm: VmaRemap) -> str:
+    if len(vrm.moved) > 1:
+        return f"multi-VMA move of {len(vrm.moved)} pieces"
+    if vrm.moved:
+        return ""
+    if vrm.remap_type == SHRINK:
+        return "shrunk in place"
+    if vrm.remap_type == EXPAND:
+        return "expanded in place"
+    return "nothing to do"
+
+
+def _plan(req: MoveRequest, before: AddressSpace, vrm: VmaRemap, *, errno: str | None,
+          result: int | None, note: str) -> MovePlan:
+    steps = vrm.log.freeze()
+    blocks = phase_blocks(steps)
+    moved = tuple(vrm.moved)
+    return MovePlan(
+        request=req, errno=errno, result_addr=result,
+        realigned=any(m.realigned for m in moved),
+        progress_bytes=sum(m.progress_bytes for m in moved),
+        need_rmap_locks=any(m.need_rmap_locks for m in moved),
+        steps=steps, before=before, after=vrm.space,
+        planner=moved[-1].planner if moved else "reference",
+        move=Counters.of(steps, (S.MOVE,), blocks),
+        syscall=Counters.of(steps, tuple(range(len(S.PHASE_NAMES))), blocks),
+        note=note, moved=moved)
+
+
+def _refused(req: MoveRequest, space: AddressSpace, errno: str, why: str) -> MovePlan:
+    """A refusal before anything changed: no steps, the space as it was."""
     steps = S.StepLog().freeze()
     zero = Counters.of(steps, ())
-    return MovePlan(req, name, None, False, 0, False, steps, space, space, "reference", zero,
-                    zero, why)
+    return MovePlan(request=req, errno=errno, result_addr=None, realigned=False,
+                    progress_bytes=0, need_rmap_locks=False, steps=steps, before=space,
+                    after=space, planner="reference", move=zero, syscall=zero, note=why)
 
 
 def plan_mremap(space: AddressSpace, req: MoveRequest, target: Target,
@@ -127,207 +429,66 @@ def plan_mremap(space: AddressSpace, req: MoveRequest, target: Target,
 
     ``options`` chooses how the plan is computed (see :class:`PlanOptions`), never what it is.
     """
-    try:
-        if req.for_stack:
-            return _relocate_vma_down(space, req, target)
-        return _do_mremap(space, req, target, options)
-    except _Errno as e:
-        return _fail(req, target, space, e.name, e.why)
-
-
-def _check(req: MoveRequest, space: AddressSpace, target: Target):
-    """``do_mremap``'s parameter checks, in the kernel's order."""
-    a = target.arch
-    page = a.page_size
-    if req.extra_flags:
-        raise _Errno("EINVAL", "unknown flags")
-    if req.fixed and not req.maymove:
-        raise _Errno("EINVAL", "MREMAP_FIXED requires MREMAP_MAYMOVE")
-    if req.dontunmap and (not req.maymove or req.old_len != req.length):
-        raise _Errno("EINVAL", "MREMAP_DONTUNMAP requires MREMAP_MAYMOVE and old_len == new_len")
-    if req.old_addr % page:
-        raise _Errno("EINVAL", "old_addr is not page aligned")
-    old_len = _page_align(req.old_len, page)
-    new_len = _page_align(req.length, page)
-    if new_len == 0:
-        raise _Errno("EINVAL", "new_len is 0")
-    if old_len > a.user_va_top or req.old_addr > a.user_va_top - old_len:
-        raise _Errno("EINVAL", "old range beyond TASK_SIZE")
-    if req.fixed:
-        if req.new_addr is None or req.new_addr % page:
-            raise _Errno("EINVAL", "new_addr is not page aligned")
-        if new_len > a.user_va_top or req.new_addr > a.user_va_top - new_len:
-            raise _Errno("EINVAL", "new range beyond TASK_SIZE")
-        if req.new_addr < req.old_addr + old_len and req.old_addr < req.new_addr + new_len:
-            raise _Errno("EINVAL", "source and destination overlap")
-    vma = space.find_vma(req.old_addr)
-    if vma is None:
-        raise _Errno("EFAULT", "no VMA at old_addr")
-    if old_len == 0 and vma.backing == "anon":
-        raise _Errno("EINVAL", "old_len 0 duplicates only shared mappings")
-    if vma.is_hugetlb:
-        h = vma.hugepage_size or a.pmd_size
-        if req.old_addr % h or (req.fixed and req.new_addr % h):
-            raise _Errno("EINVAL", "hugetlb addresses must be huge-page aligned")
-        old_len, new_len = _page_align(old_len, h), _page_align(new_len, h)
-        if new_len > old_len:
-            raise _Errno("EINVAL", "hugetlb mappings cannot grow")
-    if old_len > vma.end - req.old_addr and not _multi_vma(req, target, old_len, new_len):
-        raise _Errno("EFAULT", "old range is not inside one VMA")
-    if len(space.vmas) + 3 > space.map_count_limit:
-        raise _Errno("ENOMEM", "vm.max_map_count would be exceeded")
-    return vma, old_len, new_len
-
-
-def _multi_vma(req: MoveRequest, target: Target, old_len: int, new_len: int) -> bool:
-    """``remap_move`` applies (6.17+): a fixed move of unchanged length may span VMAs."""
-    return target.kernel.multi_vma_move and req.fixed and old_len == new_len and not req.dontunmap
-
-
-def _do_mremap(space: AddressSpace, req: MoveRequest, target: Target,
-               options: PlanOptions) -> MovePlan:
-    a = target.arch
-    vma, old_len, new_len = _check(req, space, target)
+    if req.for_stack:
+        return _relocate_vma_down(space, req, target)
+    page = target.arch.page_size
     log = S.StepLog()
-    log.add(S.SYSCALL, S.K_SYSCALL, req.old_addr, req.new_addr or 0, old_len)
-    before = space
-    if old_len > vma.end - req.old_addr:
-        return _remap_move(space, req, target, old_len, log, options)
-    old_addr = req.old_addr
-    new_addr = req.new_addr
-    if req.fixed:
-        space = do_munmap(target, space, new_addr, new_len, log, S.UNMAP_DST, options=options)
-        vma = space.find_vma(old_addr)
-    if new_len < old_len:
-        space = do_munmap(target, space, old_addr + new_len, old_len - new_len, log, S.UNMAP_DST,
-                          options=options)
-        old_len = new_len
-        vma = space.find_vma(old_addr)
-        if not req.fixed:
-            return _done(req, before, space, log, old_addr, False, 0, False, "shrunk in place")
-    if not req.fixed:
-        if new_len == old_len:
-            return _done(req, before, space, log, old_addr, False, 0, False, "nothing to do")
-        # Grow in place when the range ends the VMA and the space after it is free.
-        if old_addr + old_len == vma.end and not space.intersecting(vma.end, vma.end + new_len - old_len) \
-                and vma.end + new_len - old_len <= a.user_va_top:
-            grown = replace(vma, end=vma.end + new_len - old_len)
-            space = space.with_vmas([grown if v == vma else v for v in space.vmas])
-            return _done(req, before, space, log, old_addr, False, 0, False, "expanded in place")
-        if not req.maymove:
-            raise _Errno("ENOMEM", "cannot expand in place and MREMAP_MAYMOVE not given")
-        new_addr = _get_unmapped_area(space, new_len, req.new_addr)
-        if new_addr is None:
-            raise _Errno("ENOMEM", "no free range for the new mapping")
-    return _move_vma(space, before, req, target, vma, old_addr, old_len, new_addr, new_len, log,
-                     options)
-
-
-def _remap_move(space, req, target, length, log, options: PlanOptions) -> MovePlan:
-    """``remap_move`` (R23): move each VMA piece of ``[old_addr, old_addr + length)`` to the
-    same offset from ``new_addr``, each with its own ``move_vma`` and realignment check.
-    Gaps between source VMAs stay gaps in the destination."""
-    start, end = req.old_addr, req.old_addr + length
-    pieces = space.intersecting(start, end)
-    if any(v.uffd_wp for v in pieces) or any(v.backing == "file" for v in pieces):
-        raise _Errno("EFAULT", "multi-VMA move over uffd-armed or file VMAs")
-    before = space
-    realigned_any, total, planner, need_any = False, 0, "reference", False
-    for v in pieces:
-        vma = space.find_vma(max(v.start, start))
-        p_start, p_end = max(vma.start, start), min(vma.end, end)
-        p_new = req.new_addr + (p_start - start)
-        piece_req = MoveRequest(p_start, p_end - p_start, new_addr=p_new,
-                                fail_alloc_at=req.fail_alloc_at)
-        space = do_munmap(target, space, p_new, p_end - p_start, log, S.UNMAP_DST, options=options)
-        vma = space.find_vma(p_start)
-        sub = _move_vma(space, before, piece_req, target, vma, p_start, p_end - p_start, p_new,
-                        p_end - p_start, log, options)
-        if sub.errno:
-            return _done(req, before, sub.after, log, req.new_addr, realigned_any, total, need_any,
-                         f"piece at {p_start:#x} failed", errno=sub.errno, planner=sub.planner)
-        space = sub.after
-        realigned_any |= sub.realigned
-        need_any |= sub.need_rmap_locks
-        total += sub.progress_bytes
-        planner = sub.planner
-    return _done(req, before, space, log, req.new_addr, realigned_any, total, need_any,
-                 f"multi-VMA move of {len(pieces)} pieces", planner=planner)
-
-
-def _done(req, before, after, log, addr, realigned, progress, need_rmap, note, errno=None,
-          planner="reference") -> MovePlan:
-    steps = log.freeze()
-    blocks = phase_blocks(steps)
-    move = Counters.of(steps, (S.MOVE,), blocks)
-    whole = Counters.of(steps, tuple(range(len(S.PHASE_NAMES))), blocks)
-    return MovePlan(req, errno, None if errno else addr, realigned, progress, need_rmap, steps,
-                    before, after, planner, move, whole, note)
-
-
-def _move_vma(space, before, req, target, vma, old_addr, old_len, new_addr, new_len, log,
-              options: PlanOptions):
-    """``move_vma``: copy_vma, move_page_tables, revert on failure, unmap the source."""
-    a = target.arch
-    ps = a.page_shift
-    if vma.backing == "anon" and not vma.anon_vma:
-        pgoff = new_addr >> ps
-    else:
-        pgoff = vma.pgoff + ((old_addr - vma.start) >> ps)
-    new_vma, absorbed, need_rmap = copy_vma(space, vma, new_addr, new_len, pgoff)
-    during = space.with_vmas([v for v in space.vmas if v not in absorbed] + [new_vma])
-    pmc = PageTableMoveControl(vma, new_vma, old_addr, new_addr, old_len, need_rmap_locks=need_rmap)
-    realigned = False
-    if not vma.is_hugetlb:
-        realigned = try_realign_addr(during, pmc, target)
-    pt, progress, planner = run_move(target, space.pt, pmc, log, cpus=space.cpus,
-                                     lazy_cpus=space.lazy_cpus, fail_alloc_at=req.fail_alloc_at,
-                                     options=options)
-    if progress < old_len:
-        # copy_vma_and_data's revert: move the moved prefix back with rmap locks (R17).
-        back = PageTableMoveControl(new_vma, vma, new_addr, old_addr, progress, need_rmap_locks=True)
-        if progress and not vma.is_hugetlb:
-            try_realign_addr(during, back, target)
-        pt, _, _ = run_move(target, pt, back, log, phase=S.REVERT, cpus=space.cpus,
-                            lazy_cpus=space.lazy_cpus, allow_fast=False)
-        after = do_munmap(target, during.with_pt(pt), new_addr, new_len, log, S.UNMAP_SRC,
-                          options=options)
-        after = after.with_vmas(list(after.vmas) + [
-            v for v in absorbed if v.end <= new_addr or v.start >= new_addr + new_len])
-        return _done(req, before, after, log, new_addr, realigned, progress, need_rmap,
-                     "partial move reverted", errno="ENOMEM", planner=planner)
-    after = during.with_pt(pt)
-    if not req.dontunmap:
-        after = do_munmap(target, after, old_addr, old_len, log, S.UNMAP_SRC, options=options)
-    return _done(req, before, after, log, new_addr, realigned, progress, need_rmap, "",
-                 planner=planner)
+    vrm = VmaRemap(addr=req.old_addr, old_len=C.page_align(req.old_len, page),
+                   new_len=C.page_align(req.length, page), new_addr=req.new_addr or 0,
+                   maymove=req.maymove, fixed=req.fixed, dontunmap=req.dontunmap,
+                   extra_flags=req.extra_flags, target=target, space=space, log=log,
+                   options=options, fail_alloc_at=req.fail_alloc_at)
+    log.add(S.SYSCALL, S.K_SYSCALL, req.old_addr, req.new_addr or 0, vrm.old_len)
+    try:
+        if target.kernel.version >= (6, 17):
+            result = _do_mremap_617(vrm)
+        else:
+            result = _do_mremap_pre617(vrm, req.old_len, req.length)
+    except Refused as e:
+        r = e.refusal
+        if vrm.space is space and not vrm.moved:
+            return _refused(req, space, r.errno, r.why)
+        note = e.note or r.why
+        if vrm.multi_vma:
+            done = sum(not m.reverted for m in vrm.moved)
+            note = f"{note}; {done} VMA piece(s) moved before it"
+        return _plan(req, space, vrm, errno=r.errno, result=None, note=note)
+    return _plan(req, space, vrm, errno=None, result=result, note=_note(vrm))
 
 
 def _relocate_vma_down(space: AddressSpace, req: MoveRequest, target: Target) -> MovePlan:
     """``relocate_vma_down`` (exec's ``setup_arg_pages``): move the whole stack VMA down."""
     vma = space.find_vma(req.old_addr)
     if vma is None or vma.start != req.old_addr:
-        raise _Errno("EFAULT", "for_stack: old_addr must be the start of a VMA")
+        return _refused(req, space, "EFAULT", "for_stack: old_addr must be the start of a VMA")
     if req.new_addr is None or req.new_addr >= req.old_addr or req.new_addr % target.arch.page_size:
-        raise _Errno("EINVAL", "for_stack: new_addr must be page aligned and below old_addr")
+        return _refused(req, space, "EINVAL",
+                        "for_stack: new_addr must be page aligned and below old_addr")
     length = vma.length
     old_start, old_end = vma.start, vma.end
     new_start, new_end = req.new_addr, req.new_addr + length
     if space.intersecting(new_start, old_start):
-        raise _Errno("EFAULT", "for_stack: another VMA lies below the stack")
-    log = S.StepLog()
-    log.add(S.SYSCALL, S.K_SYSCALL, old_start, new_start, length)
+        return _refused(req, space, "EFAULT", "for_stack: another VMA lies below the stack")
+    vrm = VmaRemap(addr=old_start, old_len=length, new_len=length, new_addr=new_start,
+                   maymove=True, fixed=True, dontunmap=False, extra_flags=0, target=target,
+                   space=space, log=S.StepLog(), options=DEFAULT,
+                   fail_alloc_at=req.fail_alloc_at, vma=vma)
+    vrm.log.add(S.SYSCALL, S.K_SYSCALL, old_start, new_start, length)
     expanded = replace(vma, start=new_start)
     during = space.with_vmas([expanded if v == vma else v for v in space.vmas])
     pmc = PageTableMoveControl(expanded, expanded, old_start, new_start, length, for_stack=True)
+    why = explain_realign(during, pmc, target)
     realigned = try_realign_addr(during, pmc, target)
     nxt = during.next_vma(old_end)
-    pt, progress = run_stack_move(target, space.pt, pmc, log, ceiling=nxt.start if nxt else 0,
+    pt, progress = run_stack_move(target, space.pt, pmc, vrm.log, ceiling=nxt.start if nxt else 0,
                                   cpus=space.cpus, lazy_cpus=space.lazy_cpus,
                                   fail_alloc_at=req.fail_alloc_at)
+    vrm.moved.append(MovedRange(old_start, old_end, new_start, progress, realigned, why,
+                                False, "reference", reverted=progress != length))
     if progress != length:
-        return _done(req, space, during.with_pt(pt), log, new_start, realigned, progress, False,
-                     "stack move incomplete: exec fails", errno="ENOMEM")
+        vrm.space = during.with_pt(pt)
+        return _plan(req, space, vrm, errno="ENOMEM", result=None,
+                     note="stack move incomplete: exec fails")
     shrunk = replace(vma, start=new_start, end=new_end)
-    after = space.with_vmas([shrunk if v == vma else v for v in space.vmas]).with_pt(pt)
-    return _done(req, space, after, log, new_start, realigned, progress, False, "")
+    vrm.space = space.with_vmas([shrunk if v == vma else v for v in space.vmas]).with_pt(pt)
+    return _plan(req, space, vrm, errno=None, result=new_start, note="")

@@ -1,0 +1,251 @@
+"""Resolve a plan request (:mod:`perfsim.request_file`) into what the planner takes: a
+:class:`~perfsim.profiles.Target`, an :class:`~perfsim.mm.space.AddressSpace` and a
+:class:`~perfsim.planner.result.MoveRequest`.
+
+Every problem with the input is a one-line :class:`~perfsim.errors.PerfsimError` naming
+the option or the file key (``label``); a call the kernel would refuse is left to the
+planner, which answers it with an errno.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from perfsim.errors import PerfsimError, read_text
+from perfsim.mm.build import Population, VmaSpec, build_space, single_move_space
+from perfsim.mm.space import AddressSpace
+from perfsim.planner.result import MoveRequest
+from perfsim.profiles import Target, resolve_target
+from perfsim.units import fmt_size, parse_address, parse_size
+
+SRC_BASE = 0x7F0000000000
+"""``A``: the default source address and the base ``A+...`` offsets count from."""
+DST_BASE = 0x7F4000000000
+"""``B``: the default destination address. A and B are 1 GiB aligned and lie in one
+512 GiB PGD slot, as a process's mappings do (E1)."""
+MAX_CPUS = 8192
+"""``--cpus`` bound: the largest ``NR_CPUS`` a Linux kernel can be built with (x86-64
+``MAXSMP``); an ``mm_cpumask`` cannot hold more CPUs."""
+FOLIO_SIZES = tuple(1 << s for s in range(14, 21))
+"""mTHP folio sizes ``--folio-size`` takes: 16K…1M (orders the kernel offers below PMD)."""
+
+Label = Callable[[str], str]
+
+
+@dataclass
+class Resolved:
+    """A request resolved into what the planner takes, plus what the JSON reports."""
+
+    target: Target
+    space: AddressSpace
+    request: MoveRequest
+    settings: dict[str, Any]
+    origin: dict[str, str] = field(default_factory=dict)
+
+
+def default_bases(arch) -> tuple[int, int]:
+    """A and B: SRC_BASE and DST_BASE, unless the arch's user range ends too low for them
+    (riscv-sv39): then TASK_SIZE/4 and TASK_SIZE/2, aligned down to the PUD size."""
+    top = arch.user_va_top
+    if DST_BASE + (1 << 32) <= top:
+        return SRC_BASE, DST_BASE
+    return (top // 4) // arch.pud_size * arch.pud_size, (top // 2) // arch.pud_size * arch.pud_size
+
+
+def _profile(value: str, what: str) -> str:
+    """A name, or a path read now so that a missing, directory or non-UTF-8 file is one line."""
+    if "/" in value or value.endswith(".toml"):
+        read_text(value, what)
+    return value
+
+
+def target_of(v: dict, lab: Label) -> Target:
+    return resolve_target(kernel=_profile(str(v["kernel"]), lab("kernel")),
+                          arch=_profile(str(v["arch"]), lab("arch")))
+
+
+def _size_within(v: dict, key: str, lab: Label, target: Target) -> int | None:
+    if v[key] is None:
+        return None
+    n = parse_size(v[key], what=lab(key))
+    top = target.arch.user_va_top
+    if n > top:
+        raise PerfsimError(f"{lab(key)}: {fmt_size(n)} is larger than the whole user address "
+                           f"space of {target.arch.name} (TASK_SIZE {top:#x} = {fmt_size(top)})")
+    return n
+
+
+def _check_range(label: str, addr: int, span: int, len_label: str, top: int, arch: str) -> None:
+    if addr >= top:
+        raise PerfsimError(f"{label}: {addr:#x} is outside the user address range "
+                           f"[0, {top:#x}) of {arch}")
+    if addr + span > top:
+        raise PerfsimError(f"{label} + {len_label}: [{addr:#x}, {addr + span:#x}) ends beyond "
+                           f"the user address range [0, {top:#x}) of {arch}")
+
+
+def _align(n: int, to: int) -> int:
+    return -(-n // to) * to
+
+
+def _folio_size(value, label: str) -> int:
+    if value is None:
+        return 0
+    n = parse_size(value, what=label)
+    if n not in FOLIO_SIZES:
+        raise PerfsimError(f"{label}: {fmt_size(n)} is not an mTHP folio size; allowed: "
+                           f"{', '.join(fmt_size(s) for s in FOLIO_SIZES)}")
+    return n
+
+
+def _hugepage_size(value, label: str, arch) -> int:
+    if value is None:
+        return 0
+    n = parse_size(value, what=label)
+    if n not in (arch.pmd_size, arch.pud_size):
+        raise PerfsimError(f"{label}: {fmt_size(n)} is not a huge page size of {arch.name}; "
+                           f"allowed: {fmt_size(arch.pmd_size)} or {fmt_size(arch.pud_size)}")
+    return n
+
+
+def _population(value, seed: int, label: str) -> Population:
+    try:
+        return Population.parse(str(value), seed=int(seed))
+    except PerfsimError as exc:
+        raise PerfsimError(str(exc).replace("--populate", label, 1)) from None
+
+
+def vma_specs(tables: list[dict], target: Target, bases: dict[str, int], seed: int,
+              label: Label) -> list[VmaSpec]:
+    """The ``[[vma]]`` tables as :class:`~perfsim.mm.build.VmaSpec` values."""
+    arch, out = target.arch, []
+    for i, t in enumerate(tables, 1):
+        lab = f"{label('vma')} #{i}"
+        start = parse_address(t["start"], bases=bases, what=f"{lab} start")
+        length = parse_size(t["len"], what=f"{lab} len")
+        if start % arch.page_size or length % arch.page_size or length == 0:
+            raise PerfsimError(f"{lab}: start and len must be non-zero multiples of the page "
+                               f"size {fmt_size(arch.page_size)}; got {start:#x}, {length:#x}")
+        _check_range(f"{lab} start", start, length, "len", arch.user_va_top, arch.name)
+        thp = t.get("thp", False)
+        out.append(VmaSpec(
+            start, length, backing=t.get("backing", "anon"), prot=t.get("prot", "rw"),
+            populate=_population(t.get("populate", "full"), seed, f"{lab} populate"),
+            thp=thp == "on" if isinstance(thp, str) else bool(thp),
+            folio_size=_folio_size(t.get("folio_size"), f"{lab} folio_size"),
+            pgoff=t.get("pgoff"), file=t.get("file"), uffd=t.get("uffd"),
+            touched=t.get("touched", True),
+            hugepage_size=_hugepage_size(t.get("hugepage_size"), f"{lab} hugepage_size", arch),
+            name=f"vma{i}"))
+    return out
+
+
+SPACE_KEYS = ("backing", "thp", "folio_size", "hugepage_size", "populate", "guard_below_src",
+              "guard_below_dst")
+
+
+def implicit_space(v: dict, target: Target, src: int, length: int, dst: int | None,
+                   lab: Label, cpus: int) -> AddressSpace:
+    """One source VMA: the page-aligned range ``[src, src + len)`` (one page for len 0, so
+    the kernel's own EINVAL is what the user sees), huge-page aligned for hugetlb; an
+    unaligned src gets an aligned VMA and the kernel's EINVAL."""
+    arch = target.arch
+    page, top = arch.page_size, arch.user_va_top
+    hugepage_size = _hugepage_size(v["hugepage_size"], lab("hugepage_size"), arch)
+    if hugepage_size and v["backing"] != "hugetlb":
+        raise PerfsimError(f"{lab('hugepage_size')} needs --backing hugetlb")
+    vma_start = src - src % page
+    vma_len = max(_align(src + length, page) - vma_start, page)
+    if v["backing"] == "hugetlb":
+        h = hugepage_size or arch.pmd_size
+        vma_len = max(_align(vma_len, h), h)
+    guard_dst = None
+    if v["guard_below_dst"]:
+        if dst is None:
+            raise PerfsimError("--guard-below-dst needs a destination (--dst, or drop --no-fixed)")
+        guard_dst = dst - dst % page
+        if guard_dst < page:
+            raise PerfsimError("--guard-below-dst: no room below the destination")
+    if vma_start + vma_len > top:
+        raise PerfsimError(f"{lab('src')}: the source VMA would end beyond TASK_SIZE {top:#x}")
+    return single_move_space(
+        target, src=vma_start, length=vma_len, backing=v["backing"], thp=bool(v["thp"]),
+        populate=_population(v["populate"], v["seed"], lab("populate")),
+        guard_below_src=bool(v["guard_below_src"]), guard_below_dst=guard_dst, cpus=cpus,
+        hugepage_size=hugepage_size, folio_size=_folio_size(v["folio_size"], lab("folio_size")),
+        guard_src_touched=False)
+
+
+def _check_stack(v: dict, src: int, dst: int | None, lab: Label) -> None:
+    clash = [f for f in ("new_len", "dontunmap") if v[f]] + ([] if v["fixed"] else ["fixed"])
+    if clash:
+        names = ", ".join("--no-fixed" if c == "fixed" else lab(c) for c in clash)
+        raise PerfsimError(f"--for-stack plans exec's relocate_vma_down, which takes no {names}")
+    if dst is None or dst >= src:
+        raise PerfsimError(f"--for-stack: the stack moves down, so --dst must lie below --src "
+                           f"(src {src:#x}, dst {'unset' if dst is None else hex(dst)})")
+
+
+def _cpus(v: dict, lab: Label) -> int:
+    cpus = v["cpus"]
+    if isinstance(cpus, bool) or not isinstance(cpus, int) or not 1 <= cpus <= MAX_CPUS:
+        raise PerfsimError(f"{lab('cpus')}: must be an integer from 1 to {MAX_CPUS} (the "
+                           f"largest NR_CPUS a kernel can be built with), got {cpus!r}")
+    return cpus
+
+
+def resolve(v: dict, origin: dict[str, str], lab: Label) -> Resolved:
+    """Turn the merged settings (defaults ← file ← options) into target, space and call."""
+    target = target_of(v, lab)
+    if v["cost_profile"]:
+        _profile(str(v["cost_profile"]), lab("cost_profile"))
+    arch = target.arch
+    if v["len"] is None:
+        raise PerfsimError("--len is required (or 'len' in the request file), e.g. --len 1G")
+    length = _size_within(v, "len", lab, target)
+    new_len = _size_within(v, "new_len", lab, target)
+    a, b = default_bases(arch)
+    bases = {"A": a, "B": b}
+    src = a if v["src"] is None else parse_address(v["src"], bases=bases, what=lab("src"))
+    dst = parse_address(v["dst"], bases=bases, what=lab("dst")) if v["dst"] is not None \
+        else (b if v["fixed"] else None)
+    top, page = arch.user_va_top, arch.page_size
+    _check_range(lab("src"), src, _align(length, page), lab("len"), top, arch.name)
+    if dst is not None:
+        _check_range(lab("dst"), dst, _align(length if new_len is None else new_len, page),
+                     lab("new_len") if new_len is not None else lab("len"), top, arch.name)
+    cpus = _cpus(v, lab)
+    if v["fail_alloc_at"] is not None and v["fail_alloc_at"] < 1:
+        raise PerfsimError(f"{lab('fail_alloc_at')}: must be >= 1 (1 = the first allocation), "
+                           f"got {v['fail_alloc_at']}")
+    if v["for_stack"]:
+        _check_stack(v, src, dst, lab)
+    if v.get("vma"):
+        mixed = [k for k in SPACE_KEYS if origin.get(k, "default") != "default"]
+        if mixed:
+            raise PerfsimError(f"{', '.join(lab(k) for k in mixed)}: not with [[vma]] tables / "
+                               "--vma, which describe the whole address space (give it per VMA)")
+        space = build_space(target, vma_specs(v["vma"], target, bases, v["seed"], lab), cpus=cpus)
+    else:
+        space = implicit_space(v, target, src, length, dst, lab, cpus)
+    request = MoveRequest(old_addr=src, old_len=length, new_len=new_len, new_addr=dst,
+                          maymove=bool(v["maymove"]),
+                          fixed=bool(v["fixed"]) and not v["for_stack"],
+                          dontunmap=bool(v["dontunmap"]), for_stack=bool(v["for_stack"]),
+                          fail_alloc_at=v["fail_alloc_at"])
+    settings = dict(v, len=length, new_len=new_len, src=src, dst=dst, cpus=cpus,
+                    populate=str(v["populate"]))
+    return Resolved(target, space, request, settings, origin)
+
+
+def labeller(origin: dict[str, str]) -> Label:
+    """How a key is named in messages: ``--key`` for an option or a default, ``FILE: key``
+    for a request file's key."""
+    def label(key: str) -> str:
+        src = origin.get(key)
+        if src is None or src in ("cli", "default"):
+            return "--" + key.replace("_", "-")
+        return f"{src}: {key}"
+    return label

@@ -1,0 +1,146 @@
+"""``perfsim plan``: addresses mean what they say, the address space as given, what the
+answer says (vmas_after, moved, the realign rule, need_rmap_locks), and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from perfsim.cli import plan as plan_mod
+from perfsim.cli.main import main
+from perfsim.planner.request import DST_BASE, SRC_BASE
+
+K, M, G = 1 << 10, 1 << 20, 1 << 30
+
+
+def run(capsys, *argv):
+    rc = main(["plan", *argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def run_json(capsys, *argv):
+    rc, out, err = run(capsys, *argv, "--json")
+    assert rc == 0, err
+    return json.loads(out)
+
+
+def bad(capsys, *argv):
+    rc, out, err = run(capsys, *argv)
+    assert rc == 2 and out == "" and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_a_plain_number_is_an_absolute_address(capsys):
+    """Addresses copied from strace mean themselves: the same src and dst overlap, EINVAL."""
+    doc = run_json(capsys, "--len", "4K", "--src", "0x2801000", "--dst", "0x2801000")
+    assert doc["errno"] == "EINVAL" and doc["request"]["src"] == 0x2801000
+
+
+def test_offsets_name_their_base(capsys):
+    doc = run_json(capsys, "--len", "1G", "--src", "A+2M+4K", "--dst", "B+6M+8K")
+    assert doc["request"]["src"] == SRC_BASE + 2 * M + 4 * K
+    assert doc["request"]["dst"] == DST_BASE + 6 * M + 8 * K
+
+
+def test_default_bases_share_one_pgd_slot():
+    assert SRC_BASE >> 39 == DST_BASE >> 39
+
+
+def test_help_documents_the_address_syntax(capsys):
+    rc, out, _ = run(capsys, "--help")
+    assert rc == 0
+    assert "A+2M+4K" in out and "B+6M+8K" in out and "A plain number is an address" in out
+
+
+def test_json_has_vmas_after_and_moved(capsys):
+    doc = run_json(capsys, "--len", "4M", "--src", "A+2M", "--dst", "B+2M", "--guard-below-src")
+    after = doc["vmas_after"]
+    assert after == sorted(after, key=lambda v: v["start"])
+    assert all(isinstance(v["start"], int) and isinstance(v["end"], int) for v in after)
+    assert {"start": DST_BASE + 2 * M, "end": DST_BASE + 6 * M, "backing": "anon",
+            "prot": "rw"} in after
+    assert doc["moved"] == [{
+        "src_start": SRC_BASE + 2 * M, "src_end": SRC_BASE + 6 * M, "dst_start": DST_BASE + 2 * M,
+        "dst_end": DST_BASE + 6 * M, "progress_bytes": 4 * M, "realigned": False,
+        "realign": doc["moved"][0]["realign"], "need_rmap_locks": False, "reverted": False}]
+    assert doc["moved"][0]["realign"].startswith("(b)")
+
+
+@pytest.mark.parametrize("argv, rule", [
+    (["--src", "A+2M+4K", "--dst", "B+6M+4K"], "rule (a)–(e) hold"),
+    (["--src", "A+2M+4K", "--dst", "B+6M+4K", "--guard-below-src"], "rule (d) refused"),
+    (["--src", "A+2M+4K", "--dst", "B+6M+4K", "--guard-below-dst"], "rule (e) refused"),
+    (["--src", "A+2M+4K", "--dst", "B+6M+8K"], "rule (c) refused"),
+    (["--src", "A", "--dst", "B"], "rule (b) not needed"),
+])
+def test_human_output_says_which_realign_rule_decided(capsys, argv, rule):
+    rc, out, _ = run(capsys, "--len", "64M", *argv)
+    assert rc == 0 and rule in out
+
+
+def test_human_output_labels_need_rmap_locks(capsys):
+    rc, out, _ = run(capsys, "--len", "64M")
+    line = next(ln for ln in out.splitlines() if ln.startswith("need_rmap_locks"))
+    assert "false" in line and "rmap locks not needed" not in out
+
+
+def test_vma_option_is_the_whole_address_space(capsys):
+    doc = run_json(capsys, "--len", "44K", "--src", "A", "--dst", "B",
+                   "--vma", "A:4K:file=buf", "--vma", "A+8K:4K:file=buf,pgoff=0x7f0000002")
+    assert doc["errno"] is None and len(doc["moved"]) == 2
+    assert [v["start"] - DST_BASE for v in doc["vmas_after"]] == [0, 8 * K]
+
+
+def test_maymove_false_fixed_false_grows_in_place(capsys):
+    doc = run_json(capsys, "--len", "4M", "--new-len", "8M", "--no-maymove", "--no-fixed")
+    assert doc["errno"] is None and doc["result_addr"] == SRC_BASE
+    assert doc["vmas_after"] == [{"start": SRC_BASE, "end": SRC_BASE + 8 * M,
+                                  "backing": "anon", "prot": "rw"}]
+    assert doc["request"]["flags"] == []
+
+
+def test_folio_size_option(capsys):
+    doc = run_json(capsys, "--len", "2M", "--dst", "B+4K", "--folio-size", "64K",
+                   "--populate", "every:32")
+    assert doc["errno"] is None and doc["move"]["ptes_moved"] == 16 * 16
+
+
+def test_cpus_is_bounded_by_nr_cpus(capsys):
+    err = bad(capsys, "--len", "1G", "--cpus", "100000")
+    assert "--cpus" in err and "8192" in err and "NR_CPUS" in err
+
+
+def test_a_length_beyond_the_address_space_names_the_length(capsys):
+    err = bad(capsys, "--len", "99999999T")
+    assert err.startswith("perfsim: error: --len: ") and "default" not in err
+
+
+def test_guards_are_untouched_by_default(capsys):
+    doc = run_json(capsys, "--len", "4M", "--src", "A+2M+4K", "--guard-below-src")
+    assert doc["errno"] is None and not doc["realigned"]
+    from perfsim.planner.request import labeller, resolve
+    values, origin = plan_mod.merge_settings(main_parse("--len", "4M", "--src", "A+2M+4K",
+                                                        "--guard-below-src"))
+    res = resolve(values, origin, labeller(origin))
+    assert res.space.pt.present_ptes(SRC_BASE + 2 * M, SRC_BASE + 2 * M + 4 * K) == 0
+
+
+def main_parse(*argv):
+    from perfsim.cli.main import build_parser
+    return build_parser().parse_args(["plan", *argv])
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--len", "1G", "--src", "C+2M"], "--src: cannot parse 'C+2M'"),
+    (["--len", "1G", "--vma", "A"], "--vma #1: expected START:LEN"),
+    (["--len", "1G", "--vma", "A:4K:colour=red"], "unknown key 'colour'"),
+    (["--len", "1G", "--vma", "A:4K:backing=ram"], "key 'backing': got 'ram'; allowed: one of"),
+    (["--len", "1G", "--vma", "A+1K:4K"], "multiples of the page size"),
+    (["--len", "1G", "--vma", "A:1G", "--backing", "shmem"], "--backing: not with [[vma]]"),
+    (["--len", "1G", "--folio-size", "48K"], "--folio-size: 48K is not an mTHP folio size"),
+    (["--len", "1G", "--vma", "A:1G", "--vma", "A+4K:4K"], "VMAs overlap"),
+])
+def test_bad_plan_input_is_one_line(capsys, argv, needle):
+    assert needle in bad(capsys, *argv)
