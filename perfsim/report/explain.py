@@ -189,11 +189,6 @@ def thp_cheaper(r: StudyResults) -> list[str]:
                      f"{sum(pon.move.tables_allocated.values()):,} page-table pages instead of "
                      f"{sum(poff.move.tables_allocated.values()):,}; the refaults are paid "
                      "later, by user code, and are not part of this call.")
-            if not anon:
-                text += (" Note that a real kernel would not PMD-map this shmem range in the "
-                         "first place: thp_vma_suitable_order requires the VMA start and its "
-                         "file offset to agree modulo the PMD size, which a mapping 4 KiB past "
-                         "a PMD boundary breaks; the row shows what the split path would cost.")
             out.append(text)
     return out
 
