@@ -38,10 +38,11 @@ def names(kind: str) -> list[str]:
 
 def resolve(kind: str, name_or_path: str | Path) -> Path:
     """A file given by path, or by the name of a shipped file of ``kind`` (``quick`` for
-    ``studies/quick.toml``). A path that does not exist and is not a shipped name is
-    returned as it is, so that the reader names it in its one-line error."""
+    ``studies/quick.toml``): an existing file wins, then a bare name (no suffix, no
+    directory) that is shipped. Anything else is returned as it is, so that the reader names
+    it in its one-line error (does not exist, is a directory, ...)."""
     p = Path(name_or_path)
-    if p.exists() or p.suffix or len(p.parts) > 1:
+    if p.is_file() or p.suffix or len(p.parts) > 1:
         return p
     named = data_dir(kind) / f"{p.name}.toml"
     return named if named.is_file() else p

@@ -24,7 +24,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from perfsim.errors import PerfsimError, check_output_dir, check_output_file
+from perfsim.errors import PerfsimError, check_output_dir, check_output_file, read_text
 
 
 def int_range(lo: int, hi: int | None = None) -> Callable[[str], int]:
@@ -43,6 +43,14 @@ def int_range(lo: int, hi: int | None = None) -> Callable[[str], int]:
 
     parse.__name__ = "integer"
     return parse
+
+
+def check_named_file(value: str, what: str) -> None:
+    """For a value that is a shipped name or a path (``--workload NAME|PATH``): when it names
+    something on disk, it must be a readable UTF-8 file (a directory, an unreadable or a
+    binary file is one line naming it, not "unknown workload")."""
+    if Path(value).exists():
+        read_text(value, what)
 
 
 def output_dir(path, flag: str, force: bool) -> Path:

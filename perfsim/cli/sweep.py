@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from perfsim.cli import int_range
+from perfsim.cli import check_named_file, int_range
 from perfsim.errors import PerfsimError, check_dir_name, check_output_dir, parse_value
 
 DESCRIPTION = """\
@@ -79,6 +79,8 @@ def _axis(text: str, what: str) -> tuple[str, list]:
 def build_sweep(args):
     from perfsim.batch.sweep import load_sweep, parse_sweep
 
+    if args.workload:
+        check_named_file(args.workload, "workload")
     if args.sweep:
         sweep = load_sweep(args.sweep)
         data = sweep.spec.model_dump(mode="python")

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from perfsim.cli import int_range, output_dir
+from perfsim.cli import check_named_file, int_range, output_dir
 from perfsim.errors import PerfsimError, check_output_dir, parse_value
 
 DESCRIPTION = """\
@@ -42,10 +42,11 @@ def register(sub) -> None:
                         "repeatable")
     p.add_argument("--set", action="append", default=[], metavar="KEY=V",
                    help="a fixed override for every setting; repeatable")
-    p.add_argument("--objective", default="mean",
+    p.add_argument("--objective", default=None,
                    help="mean | p50 | p90 | p99 | rmap_hold_p99 | walker_wait_p99 | "
-                        "ipis_per_call | a run metric (default mean)")
-    p.add_argument("--maximize", action="store_true")
+                        "ipis_per_call | a run metric (default: the file's, or mean)")
+    p.add_argument("--maximize", action="store_true", help="maximize the objective (default: "
+                                                           "the file's direction, or minimize)")
     p.add_argument("--replications", type=int_range(2, 10_000), default=None,
                    help="replications per setting, 2..10000 (default: the file's, or 3)")
     p.add_argument("--seed", type=int_range(0), default=None)
@@ -78,11 +79,16 @@ def _kv(item: str, flag: str) -> tuple[str, str]:
 def build_spec(args):
     from perfsim.tune import load_tune, parse_tune
 
+    if args.workload:
+        check_named_file(args.workload, "workload")
     if args.tune:
         from perfsim.shipped import resolve
 
         spec = load_tune(resolve("studies", args.tune))
         data = spec.model_dump(mode="json")
+        if args.workload:  # a path on the command line is relative to the working directory
+            p = Path(args.workload)
+            data["workload"] = str(p.resolve()) if p.exists() else args.workload
     else:
         if not args.workload or not args.knob:
             raise PerfsimError("give a tune file, or --workload and at least one --knob")
@@ -93,9 +99,12 @@ def build_spec(args):
     for item in args.set:
         k, v = _kv(item, "--set")
         data.setdefault("set", {})[k] = parse_value(v)
-    if not args.tune or args.objective != "mean":
-        data["objective"] = {"metric": args.objective,
-                             "direction": "maximize" if args.maximize else "minimize"}
+    objective = dict(data.get("objective") or {})
+    if args.objective is not None:  # replaces the file's metric (or weighted mix)
+        objective.update(metric=args.objective, weights={})
+    if args.maximize:
+        objective["direction"] = "maximize"
+    data["objective"] = objective
     for field, val in (("replications", args.replications), ("seed", args.seed),
                        ("name", args.name)):
         if val is not None:

@@ -9,6 +9,7 @@ import shutil
 import sys
 
 from perfsim.cli import (
+    check_named_file,
     int_range,
     output_dir,
     output_file,
@@ -82,6 +83,7 @@ def _run(args) -> int:
     from perfsim.shipped import resolve
     from perfsim.workload import load_workload, resolve_workload, run_workload
 
+    check_named_file(args.workload, "workload")
     w = load_workload(resolve_workload(resolve("workloads", args.workload)))
     out = output_dir(args.out, "--out", args.force) if args.out else None
     target = resolve_target(args.kernel or w.kernel, w.arch)
