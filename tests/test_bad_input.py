@@ -504,3 +504,11 @@ def test_interrupted_tune_exits_130_and_writes_no_report(tmp_path):
     rc, out, err = _interrupt_when(proc, lambda: time.sleep(3) or True)
     assert rc == 130 and "Traceback" not in err, err
     assert not (tmp_path / "reps").exists() or listing(tmp_path / "reps") == set()
+
+
+def test_interrupted_report_exits_130_and_writes_no_report(tmp_path):
+    proc = _start(["report", "--study", "quick", "--executor", "serial", "--out", "reps"],
+                  tmp_path)
+    rc, out, err = _interrupt_when(proc, lambda: time.sleep(3) or True)
+    assert rc == 130 and "Traceback" not in err, err
+    assert not (tmp_path / "reps").exists() or listing(tmp_path / "reps") == set()
