@@ -107,6 +107,27 @@ def test_missing_input_file_is_one_line(files, capsys, cmd):
     assert_one_line(rc, out, err, "nope.toml")
 
 
+TRACE_USERS = {
+    "workload validate": ["workload", "validate", "w.toml"],
+    "workload run": ["workload", "run", "w.toml"],
+    "sweep --workload": ["sweep", "--workload", "w.toml", "--executor", "serial"],
+    "tune --workload": ["tune", "--workload", "w.toml", "--knob", KNOB, "--executor", "serial"],
+}
+
+
+@pytest.mark.parametrize("trace, needle", [("adir", "is a directory"),
+                                           ("latin1.toml", "not UTF-8"),
+                                           ("nope.csv", "does not exist")])
+@pytest.mark.parametrize("cmd", sorted(TRACE_USERS))
+def test_a_workloads_trace_file_is_checked_before_any_run(files, capsys, cmd, trace, needle):
+    text = (ROOT / "workloads" / "trace_replay.toml").read_text()
+    assert 'path = "traces/realloc.csv"' in text
+    (files / "w.toml").write_text(text.replace('path = "traces/realloc.csv"', f'path = "{trace}"'))
+    before = listing(files)
+    assert_one_line(*cli(capsys, *TRACE_USERS[cmd]), "trace file", trace, needle)
+    assert listing(files) == before
+
+
 def test_convert_strace_of_a_directory(files, capsys):
     assert_one_line(*cli(capsys, "workload", "convert-strace", "adir"), "'adir'",
                     "is a directory")

@@ -53,6 +53,17 @@ def check_named_file(value: str, what: str) -> None:
         read_text(value, what)
 
 
+def check_trace_files(workload_name: str, streams) -> None:
+    """Every recorded trace a workload replays (its ``kind = "trace"`` streams, given as
+    models or as dicts with absolute paths) must be a readable UTF-8 file: checked before
+    any run, one line naming the trace and the workload."""
+    for s in streams or []:
+        kind, path = ((s.get("kind"), s.get("path")) if isinstance(s, dict)
+                      else (getattr(s, "kind", None), getattr(s, "path", None)))
+        if kind == "trace" and isinstance(path, str):
+            read_text(path, f"workload {workload_name!r}: trace")
+
+
 def output_dir(path, flag: str, force: bool) -> Path:
     """Check, before any work, that perfsim may write the directory ``path`` (given by
     ``flag``): nothing in the way, writable, and not already there unless ``force``. Creates

@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from perfsim.cli import check_named_file, int_range
+from perfsim.cli import check_named_file, check_trace_files, int_range
 from perfsim.errors import PerfsimError, check_dir_name, check_output_dir, parse_value
 
 DESCRIPTION = """\
@@ -121,6 +121,8 @@ def main(args) -> int:
     from perfsim.batch.sweep import plan_sweep
 
     sweep = build_sweep(args)
+    for ref, (raw, _origin) in sweep.workloads.items():
+        check_trace_files(ref, raw.get("streams"))
     points = plan_sweep(sweep)
     if args.dry_run:
         for p in points:

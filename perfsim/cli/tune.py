@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from perfsim.cli import check_named_file, int_range, output_dir
+from perfsim.cli import check_named_file, check_trace_files, int_range, output_dir
 from perfsim.errors import PerfsimError, check_output_dir, parse_value
 
 DESCRIPTION = """\
@@ -120,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
     from perfsim.tune import run_tune
 
     spec = build_spec(args)
+    _check_workload_traces(spec)
     method = spec.method()
     if args.trials is not None and method != "optuna":
         raise PerfsimError(f"--trials: tune {spec.name!r} is searched as a grid of "
@@ -143,6 +144,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {row['row']}: " + "  ".join(cells))
     print(f"report: {out / 'index.html'}")
     return 0
+
+
+def _check_workload_traces(spec) -> None:
+    from perfsim.workload import load_workload, resolve_workload
+
+    w = load_workload(resolve_workload(spec.workload, Path(spec.base_dir) if spec.base_dir
+                                       else None))
+    check_trace_files(w.name, w.streams)
 
 
 def summary_doc(res, best, out: Path) -> dict:

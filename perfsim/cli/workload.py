@@ -10,6 +10,7 @@ import sys
 
 from perfsim.cli import (
     check_named_file,
+    check_trace_files,
     int_range,
     output_dir,
     output_file,
@@ -74,6 +75,7 @@ def _validate(args) -> int:
 
     for f in args.files:
         w = load_workload(f)
+        check_trace_files(w.name, w.streams)
         print(f"{f}: ok ({w.name}, digest {w.digest})")
     return 0
 
@@ -85,6 +87,7 @@ def _run(args) -> int:
 
     check_named_file(args.workload, "workload")
     w = load_workload(resolve_workload(resolve("workloads", args.workload)))
+    check_trace_files(w.name, w.streams)
     out = output_dir(args.out, "--out", args.force) if args.out else None
     target = resolve_target(args.kernel or w.kernel, w.arch)
     res, metrics, notes = run_workload(w, target=target, profile=args.cost_profile,
