@@ -224,8 +224,10 @@ def test_report_name_must_stay_inside_its_output_directory(files, capsys):
     assert listing(files) == {"latin1.toml", "adir", "adir.toml", "afile", "app.strace"}
 
 
-def test_sweep_name_must_be_a_directory_name(files, capsys):
+def test_sweep_and_tune_names_must_be_directory_names(files, capsys):
     assert_one_line(*cli(capsys, *SWEEP, "--name", "../up"), "--name", "'../up'")
+    assert_one_line(*cli(capsys, *TUNE, "--name", "../up"), "name", "directory name")
+    assert listing(files) == {"latin1.toml", "adir", "adir.toml", "afile", "app.strace"}
 
 
 # --------------------------------------------------------------------------- absurd values
