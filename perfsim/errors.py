@@ -104,9 +104,10 @@ def parse_toml(text: str, origin: str) -> dict:
         raise PerfsimError(f"{origin}: not valid TOML: {exc}") from None
 
 
-def read_text(path, what: str) -> str:
+def read_text(path, what: str, *, errors: str = "strict") -> str:
     """The UTF-8 text of a user's input file; every way that can fail is one line naming the
-    file: missing, a directory, unreadable, or not UTF-8 text (``what``: "sweep", ...)."""
+    file: missing, a directory, unreadable, or not UTF-8 text (``what``: "sweep", ...).
+    ``errors="replace"`` takes stray bytes of a text log as U+FFFD instead."""
     from pathlib import Path
 
     p = Path(path)
@@ -119,7 +120,7 @@ def read_text(path, what: str) -> str:
     except OSError as exc:
         raise PerfsimError(f"{what} file {str(p)!r} cannot be read: {exc.strerror}") from None
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8", errors=errors)
     except UnicodeDecodeError as exc:
         raise PerfsimError(f"{what} file {str(p)!r} is not UTF-8 text (byte {exc.start}: "
                            f"{data[exc.start:exc.start + 1]!r})") from None

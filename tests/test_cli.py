@@ -418,20 +418,22 @@ def test_keyboard_interrupt_exits_130(capsys, monkeypatch):
     assert rc == 130 and err.count("\n") == 1 and "Traceback" not in err
 
 
-def test_unexpected_exceptions_keep_their_traceback(monkeypatch):
+def test_unexpected_exceptions_exit_1_with_their_traceback(capsys, monkeypatch):
     def buggy(args):
         raise ZeroDivisionError("bug")
 
     monkeypatch.setattr(plan_mod, "run", buggy)
-    with pytest.raises(ZeroDivisionError):
-        main(["plan", "--len", "1G"])
+    rc, out, err = run(capsys, "plan", "--len", "1G")
+    assert rc == 1 and out == ""
+    assert "Traceback" in err and "ZeroDivisionError: bug" in err
+    assert err.strip().splitlines()[-1].startswith("perfsim: internal error")
+    assert "please report" in err
 
 
-def test_missing_subcommand_modules_are_absent(monkeypatch):
-    monkeypatch.setattr(main_mod, "SUBCOMMANDS", ("plan", "no_such_command_yet"))
+def test_every_subcommand_module_registers(capsys):
     parser = main_mod.build_parser()
     choices = parser._subparsers._group_actions[0].choices  # noqa: SLF001
-    assert "plan" in choices and "no_such_command_yet" not in choices
+    assert sorted(choices) == sorted(main_mod.SUBCOMMANDS)
 
 
 def test_python_dash_m_subprocess(tmp_path):
@@ -445,3 +447,90 @@ def test_python_dash_m_subprocess(tmp_path):
                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
     assert bad.returncode == 2 and bad.stdout == ""
     assert bad.stderr.startswith("perfsim: error: ") and bad.stderr.count("\n") == 1
+
+
+# --------------------------------------------------------------------------- run, sweep, tune, report, workload
+
+SWEEP_ARGS = ["sweep", "--workload", "trace_replay", "--grid", "kernel=6.6,6.18", "--pair",
+              "kernel=6.18,6.6", "--replications", "2", "--executor", "serial"]
+
+
+def test_sweep_quiet_hides_progress_but_prints_the_summary(capsys, tmp_path):
+    rc, out, err = run(capsys, *SWEEP_ARGS, "--out", str(tmp_path), "-q")
+    assert rc == 0 and err == ""
+    assert "4 points: 0 already stored, 4 run (0 failed)" in out
+    assert "paired kernel: 6.18 vs 6.6 on lat_mean_ns" in out
+
+
+def test_sweep_json_summary(capsys, tmp_path):
+    rc, out, err = run(capsys, *SWEEP_ARGS, "--out", str(tmp_path), "-q", "--json")
+    assert rc == 0, err
+    doc = json.loads(out)
+    assert (doc["planned"], doc["skipped"], doc["ran"], doc["failed"]) == (4, 0, 4, 0)
+    assert doc["path"] == str(tmp_path / "trace_replay") and doc["executor"] == "serial"
+    (pair,) = doc["paired"]
+    assert pair["axis"] == "kernel" and pair["n"] == 2 and "ratio_lo" in pair
+    rc, out, _ = run(capsys, *SWEEP_ARGS, "--out", str(tmp_path), "-q", "--json")
+    assert json.loads(out)["skipped"] == 4  # rerun: everything stored already
+
+
+def test_tune_json_summary(capsys, tmp_path):
+    rc, out, err = run(capsys, "tune", "--workload", "trace_replay", "--knob",
+                       "kernel.realign_pmd=true,false", "--replications", "2", "--executor",
+                       "serial", "--quiet", "--json", "--out", str(tmp_path))
+    assert rc == 0, err
+    doc = json.loads(out)
+    assert doc["method"] == "grid" and doc["settings"] == 2 and doc["replications"] == 2
+    assert [r["row"] for r in doc["best"]] == ["#1", "#2"]
+    assert {r["kernel.realign_pmd"] for r in doc["best"]} == {True, False}
+    assert doc["report"] == str(tmp_path / "tune-trace_replay" / "index.html")
+    assert Path(doc["report"]).is_file() and doc["baseline"]["objective"] > 0
+
+
+def test_tune_flags_override_the_tune_file():
+    from perfsim.cli.tune import build_spec
+
+    parser = main_mod.build_parser()
+    f = str(ROOT / "studies" / "tune_flush_ceiling.toml")
+    spec = build_spec(parser.parse_args(["tune", f]))
+    assert spec.objective.direction == "minimize" and spec.workload == "ipi_storm"
+    spec = build_spec(parser.parse_args(["tune", f, "--maximize", "--objective", "p99",
+                                         "--workload", "gc_compaction"]))
+    assert (spec.objective.metric, spec.objective.direction) == ("p99", "maximize")
+    assert spec.workload == "gc_compaction"
+    by_name = build_spec(parser.parse_args(["tune", "tune_flush_ceiling"]))
+    assert by_name.digest == build_spec(parser.parse_args(["tune", f])).digest
+
+
+def test_report_check_problems_exit_3(capsys, monkeypatch, tmp_path):
+    import perfsim.report.browser as browser
+
+    monkeypatch.setattr(browser, "check_report", lambda d: {"ok": False, "broken": ["x.png"]})
+    rc, out, _ = run(capsys, "report", "--check", str(tmp_path))
+    assert rc == 3 and json.loads(out)["broken"] == ["x.png"]
+    monkeypatch.setattr(browser, "check_report", lambda d: {"ok": True})
+    assert run(capsys, "report", "--check", str(tmp_path))[0] == 0
+
+
+def test_run_writes_csv_records_when_asked(capsys, tmp_path):
+    scen = ROOT / "workloads" / "scenarios" / "gc-compaction-reclaim.toml"
+    rc, out, err = run(capsys, "run", str(scen), "--out", str(tmp_path / "o"), "--format", "csv")
+    assert rc == 0, err
+    assert (tmp_path / "o" / "calls.csv").is_file() and (tmp_path / "o" / "summary.json").is_file()
+    assert "records (csv)" in out
+
+
+def test_workload_run_out_writes_the_record_tables(capsys, tmp_path):
+    rc, out, err = run(capsys, "workload", "run", "trace_replay", "--out", str(tmp_path / "o"))
+    assert rc == 0, err
+    assert json.loads(out)["workload"] == "trace_replay"
+    assert (tmp_path / "o" / "calls.parquet").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["o"]  # no temporary directory left
+
+
+def test_workload_list_names_every_shipped_workload(capsys):
+    from perfsim.shipped import names
+
+    rc, out, _ = run(capsys, "workload", "list")
+    assert rc == 0
+    assert [line.split()[0] for line in out.splitlines()] == names("workloads")

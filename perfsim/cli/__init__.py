@@ -3,9 +3,123 @@
 :func:`perfsim.cli.main.main` builds an argparse parser whose subcommands live in modules
 ``perfsim.cli.<name>`` (``plan``, ``run``, ``sweep``, ...). Each such module exposes
 ``register(subparsers)``, which adds its parser and sets ``func`` (a callable taking the
-parsed namespace and returning an exit status, or None for 0) with ``set_defaults``.
-A module that does not exist yet is simply absent from the command line.
+parsed namespace and returning an exit status, or None for 0) with ``set_defaults``;
+:data:`perfsim.cli.main.SUBCOMMANDS` lists them.
+
+This module holds what the commands share: integer flags with bounds (:func:`int_range`),
+the check of every output location before work starts, with one policy for outputs that
+exist already (:func:`output_dir`, :func:`output_file`: replaced only with ``--force``),
+and atomic writes (:func:`temp_dir_beside` + :func:`replace_dir`, :func:`write_file_atomically`).
 
 (The entry point is imported from ``perfsim.cli.main`` on purpose and not re-exported here:
 a function ``main`` on the package would shadow the submodule ``perfsim.cli.main``.)
 """
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from perfsim.errors import PerfsimError, check_output_dir, check_output_file, read_text
+
+
+def int_range(lo: int, hi: int | None = None) -> Callable[[str], int]:
+    """An argparse ``type`` for an integer in ``[lo, hi]``: anything else is a one-line usage
+    error naming the flag ("argument --trials: must be an integer >= 1, got '0'")."""
+    want = f"an integer >= {lo}" if hi is None else f"an integer from {lo} to {hi}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text, 0)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {want}, got {text!r}") from None
+        if value < lo or (hi is not None and value > hi):
+            raise argparse.ArgumentTypeError(f"must be {want}, got {text!r}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def check_named_file(value: str, what: str) -> None:
+    """For a value that is a shipped name or a path (``--workload NAME|PATH``): when it names
+    something on disk, it must be a readable UTF-8 file (a directory, an unreadable or a
+    binary file is one line naming it, not "unknown workload")."""
+    if Path(value).exists():
+        read_text(value, what)
+
+
+def check_trace_files(workload_name: str, streams) -> None:
+    """Every recorded trace a workload replays (its ``kind = "trace"`` streams, given as
+    models or as dicts with absolute paths) must be a readable UTF-8 file: checked before
+    any run, one line naming the trace and the workload."""
+    for s in streams or []:
+        kind, path = ((s.get("kind"), s.get("path")) if isinstance(s, dict)
+                      else (getattr(s, "kind", None), getattr(s, "path", None)))
+        if kind == "trace" and isinstance(path, str):
+            read_text(path, f"workload {workload_name!r}: trace")
+
+
+def output_dir(path, flag: str, force: bool) -> Path:
+    """Check, before any work, that perfsim may write the directory ``path`` (given by
+    ``flag``): nothing in the way, writable, and not already there unless ``force``. Creates
+    nothing. The one policy for every output: an existing one is replaced only with --force."""
+    p = Path(path)
+    check_output_dir(p, flag)
+    if p.exists() and not force:
+        raise PerfsimError(f"{flag} {str(p)!r} already exists; choose another or pass --force "
+                           "to replace it")
+    return p
+
+
+def output_file(path, flag: str, force: bool) -> Path:
+    """:func:`output_dir` for a file."""
+    p = Path(path)
+    check_output_file(p, flag)
+    if p.exists() and not force:
+        raise PerfsimError(f"{flag} {str(p)!r} already exists; choose another or pass --force "
+                           "to replace it")
+    return p
+
+
+def temp_dir_beside(final: Path) -> Path:
+    """A fresh hidden directory beside ``final`` (same file system, so it renames into place);
+    creates ``final``'s parents."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+
+
+def replace_dir(tmp: Path, final: Path) -> None:
+    """Move the finished directory ``tmp`` to ``final``; an old ``final`` is moved aside first
+    and removed after, so that ``final`` is at every moment either the old or the new one."""
+    old = None
+    if final.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old.", dir=final.parent))
+        os.replace(final, old / final.name)
+    os.replace(tmp, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def write_file_atomically(final: Path, write: Callable[[Path], object]):
+    """Call ``write(tmp)`` for a temporary file beside ``final``, then rename it to ``final``;
+    on any failure (or Ctrl-C) the temporary file is removed and ``final`` is untouched.
+    Returns what ``write`` returned."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{final.name}.", dir=final.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp's 0600 would outlive the rename
+        result = write(tmp)
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return result

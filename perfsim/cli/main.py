@@ -1,8 +1,10 @@
 """``perfsim``: the entry point of the command line.
 
-Exit status: 0 on success (a request the *kernel* refuses is a success: its errno is the
-answer), 2 for bad input (one line ``perfsim: error: ...`` on stderr, never a traceback),
-130 when interrupted. Any other exception is a bug in perfsim and keeps its traceback.
+Exit status (:data:`EXIT_STATUS`, printed at the end of every command's ``--help``): 0 on
+success (a request the *kernel* refuses is a success: its errno is the answer), 2 for bad
+input (one line ``perfsim: error: ...`` on stderr, never a traceback), 130 when interrupted,
+1 for an internal error (a bug in perfsim: the traceback is shown). A few commands add a
+code of their own (:data:`EXTRA_EXIT_STATUS`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import importlib
 import os
 import re
 import sys
+import traceback
 from collections.abc import Sequence
 
 from perfsim import __version__
@@ -19,7 +22,8 @@ from perfsim.errors import PerfsimError
 
 SUBCOMMANDS: tuple[str, ...] = ("plan", "run", "sweep", "workload", "report", "tune",
                                 "calibrate", "validate")
-"""Modules ``perfsim.cli.<name>`` tried, in this order, for a ``register(subparsers)``."""
+"""The subcommands, in the order ``--help`` lists them: each is a module ``perfsim.cli.<name>``
+with a ``register(subparsers)`` function. A new subcommand adds its name here."""
 
 DESCRIPTION = """\
 perfsim simulates what Linux's mremap() does when it moves page tables: which
@@ -27,15 +31,41 @@ decisions the kernel makes for a request (PUD/PMD moves, PTE copies, THP splits,
 realignment, errno) and what they cost (TLB flushes, IPIs, rmap locks, table pages).
 """
 
-EPILOG = """\
-Each subcommand has its own --help with examples, e.g. "perfsim plan --help".
+EXIT_STATUS: dict[int, str] = {
+    0: "success (also when the simulated kernel returns an errno: that is the answer)",
+    1: "internal error: a bug in perfsim; the traceback is shown, please report it",
+    2: 'bad input: one line "perfsim: error: ..." naming the file, flag or field; nothing '
+       "is written",
+    130: "interrupted (Ctrl-C): nothing half-written is left behind",
+}
+"""The exit statuses every command can return, listed at the end of every ``--help``."""
 
-exit status: 0 success (also when the simulated kernel returns an errno: that is the
-answer), 2 bad input to perfsim ("perfsim: error: ..." on one line), 130 interrupted.
+EXTRA_EXIT_STATUS: dict[str, dict[int, str]] = {
+    "calibrate": {3: 'a profile was written but the measurement was partial (see the "missing" '
+                     "lines it prints)"},
+    "report": {3: "--check found problems (broken images, console errors)"},
+}
+"""Exit statuses particular to one command, listed in its ``--help`` with :data:`EXIT_STATUS`."""
+
+
+def exit_status_text(extra: dict[int, str] | None = None) -> str:
+    """The ``exit status:`` paragraph of a ``--help``: :data:`EXIT_STATUS` and ``extra``."""
+    import textwrap
+
+    lines = ["exit status:"]
+    for code, text in sorted({**EXIT_STATUS, **(extra or {})}.items()):
+        lines += textwrap.wrap(text, 88, initial_indent=f"  {code:<4} ",
+                               subsequent_indent=" " * 7)
+    return "\n".join(lines) + "\n"
+
+
+EPILOG = """\
+Each command has its own --help with examples, e.g. "perfsim plan --help".
 
 example:
   perfsim plan --len 1G --src 2M+4K --dst 6M+8K --json
-"""
+
+""" + exit_status_text()
 
 
 class UsageError(Exception):
@@ -62,41 +92,50 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(message, self.prog)
 
 
-def _broken(name: str, exc: BaseException):
-    def func(args: argparse.Namespace) -> int:
-        raise RuntimeError(f"perfsim.cli.{name} failed to import") from exc
-    return func
-
-
 def build_parser() -> argparse.ArgumentParser:
-    """The top-level parser with every subcommand module that exists registered."""
+    """The top-level parser with every subcommand of :data:`SUBCOMMANDS` registered; every
+    parser's help ends with the exit statuses it can return."""
     parser = Parser(prog="perfsim", description=DESCRIPTION, epilog=EPILOG,
                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"perfsim {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands",
                                 parser_class=Parser)
     for name in SUBCOMMANDS:
-        modname = f"perfsim.cli.{name}"
-        try:
-            module = importlib.import_module(modname)
-        except ModuleNotFoundError as exc:
-            if exc.name == modname:
-                continue  # not written yet: the subcommand is simply absent
-            _register_broken(sub, name, exc)
-            continue
-        except Exception as exc:  # a broken module must not take the other commands down
-            _register_broken(sub, name, exc)
-            continue
-        register = getattr(module, "register", None)
-        if callable(register):
-            register(sub)
+        importlib.import_module(f"perfsim.cli.{name}").register(sub)
+    for name, p in sub.choices.items():
+        _add_exit_status(p, EXTRA_EXIT_STATUS.get(name, {}))
     return parser
 
 
-def _register_broken(sub, name: str, exc: BaseException) -> None:
-    p = sub.add_parser(name, help=f"(unavailable: {type(exc).__name__}: {exc})", add_help=False)
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=_broken(name, exc))
+def _add_exit_status(p: argparse.ArgumentParser, extra: dict[int, str]) -> None:
+    """Append the exit statuses to ``p``'s epilog, and to those of its own sub-actions."""
+    text = exit_status_text(extra)
+    p.epilog = f"{p.epilog.rstrip()}\n\n{text}" if p.epilog else text
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    action = _subparsers_action(p)
+    if action is not None:
+        for child in action.choices.values():
+            _add_exit_status(child, extra)
+
+
+def _subparsers_action(p: argparse.ArgumentParser):
+    for a in p._actions:  # noqa: SLF001 - argparse keeps no public list of them
+        if isinstance(a, argparse._SubParsersAction):  # noqa: SLF001
+            return a
+    return None
+
+
+def _missing_action(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
+    """The one-line error for a command line that stops before choosing a (sub)command:
+    ``perfsim`` alone, ``perfsim workload`` alone."""
+    p = parser
+    while True:
+        action = _subparsers_action(p)
+        chosen = getattr(args, action.dest, None)
+        if chosen is None:
+            what = "a command" if p is parser else "an action"
+            return f"{what} is required: {', '.join(sorted(action.choices))} (see '{p.prog} --help')"
+        p = action.choices[chosen]
 
 
 def _fail(message: str) -> int:
@@ -123,8 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return exc.code if isinstance(exc.code, int) else 0
         func = getattr(args, "func", None)
         if func is None:
-            names = ", ".join(sorted(parser._subparsers._group_actions[0].choices))  # noqa: SLF001
-            return _fail(f"a command is required: {names} (see 'perfsim --help')")
+            return _fail(_missing_action(parser, args))
         status = func(args)
         sys.stdout.flush()
         return 0 if status is None else int(status)
@@ -138,6 +176,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+    except Exception:  # a bug in perfsim, not a user mistake: keep the traceback
+        traceback.print_exc()
+        print(f"perfsim: internal error (perfsim {__version__}); this is a bug, please report "
+              "it with the traceback above", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """``perfsim run SCENARIO.toml``: simulate a concurrent scenario and write its records.
 
 A thin shell over :func:`perfsim.engine.simulate`. The records (calls, holds, flushes,
-walker_waits, users) are written as Parquet when pyarrow is installed, else CSV, together with
+walker_waits, users) are written as Parquet (or CSV with ``--format csv``), together with
 ``summary.json`` (run totals, effective configuration, seed, profile digests). The output
 directory appears atomically: everything is written to a temporary sibling first, then renamed.
 """
@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
-from perfsim.errors import PerfsimError
+from perfsim.cli import int_range, output_dir, replace_dir, temp_dir_beside
 
 EPILOG = """\
 examples:
@@ -37,46 +35,27 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", default=None,
                    help="output directory (default: results/<scenario name>); must not exist "
                         "unless --force")
-    p.add_argument("--seed", type=int, default=None, help="override the scenario's seed")
-    p.add_argument("--format", choices=("auto", "parquet", "csv"), default="auto",
-                   help="record format (auto: parquet if pyarrow is installed)")
-    p.add_argument("--max-rows", type=int, default=1_000_000, metavar="N",
+    p.add_argument("--seed", type=int_range(0), default=None, help="override the scenario's seed")
+    p.add_argument("--format", choices=("parquet", "csv"), default="parquet",
+                   help="record format (default parquet)")
+    p.add_argument("--max-rows", type=int_range(1), default=1_000_000, metavar="N",
                    help="rows per table kept in memory before spilling to disk (default 1e6)")
     p.add_argument("--force", action="store_true", help="replace an existing --out directory")
     p.set_defaults(func=run)
     return p
 
 
-def _format(choice: str) -> str:
-    if choice != "auto":
-        if choice == "parquet":
-            try:
-                import pyarrow  # noqa: F401
-            except ImportError:
-                raise PerfsimError("--format parquet needs pyarrow; install it or use --format csv") from None
-        return choice
-    try:
-        import pyarrow  # noqa: F401
-    except ImportError:
-        return "csv"
-    return "parquet"
-
-
 def run(args: argparse.Namespace) -> int:
     from perfsim.engine import build_spec, load_scenario, simulate
 
     sc = load_scenario(args.scenario)
-    out = Path(args.out) if args.out else Path("results") / sc.name
-    if out.exists() and not args.force:
-        raise PerfsimError(f"--out {out} already exists; choose another directory or pass --force")
-    if args.max_rows < 1:
-        raise PerfsimError("--max-rows must be at least 1")
-    fmt = _format(args.format)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    out = output_dir(args.out or Path("results") / sc.name, "--out", args.force)
+    fmt = args.format
+    spec = build_spec(sc)
+    tmp = temp_dir_beside(out)
     try:
         spill = tmp / "spill"
-        res = simulate(build_spec(sc), seed=args.seed, max_rows=args.max_rows, spill_dir=spill)
+        res = simulate(spec, seed=args.seed, max_rows=args.max_rows, spill_dir=spill)
         for name, df in res.frames().items():
             if fmt == "parquet":
                 df.to_parquet(tmp / f"{name}.parquet", index=False)
@@ -85,9 +64,7 @@ def run(args: argparse.Namespace) -> int:
         shutil.rmtree(spill, ignore_errors=True)
         doc = {"summary": res.summary, "config": res.config}
         (tmp / "summary.json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

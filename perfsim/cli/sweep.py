@@ -10,7 +10,8 @@ import json
 import sys
 from pathlib import Path
 
-from perfsim.errors import PerfsimError, parse_value
+from perfsim.cli import check_named_file, check_trace_files, int_range
+from perfsim.errors import PerfsimError, check_dir_name, check_output_dir, parse_value
 
 DESCRIPTION = """\
 Run a sweep: every cell of a grid over workload, kernel-profile and cost-profile fields,
@@ -47,11 +48,11 @@ def register(sub) -> None:
     p.add_argument("--executor", default="process", metavar="SPEC",
                    help="serial | process[:N] (default; N = all cores) | dask://HOST:PORT | "
                         "dask-local[:N] (start a LocalCluster)")
-    p.add_argument("--batch-size", type=int, default=None, metavar="N",
+    p.add_argument("--batch-size", type=int_range(1), default=None, metavar="N",
                    help="simulations per task (default: about 4 tasks per worker, <= 64)")
-    p.add_argument("--replications", type=int, default=None, metavar="N",
+    p.add_argument("--replications", type=int_range(1, 100_000), default=None, metavar="N",
                    help="override the file's replications")
-    p.add_argument("--seed", type=int, default=None, help="override the sweep seed")
+    p.add_argument("--seed", type=int_range(0), default=None, help="override the sweep seed")
     p.add_argument("--workload", metavar="NAME|PATH", help="base workload (no sweep file)")
     p.add_argument("--name", help="sweep name (no sweep file; default: the workload's name)")
     p.add_argument("--grid", action="append", default=[], metavar="AXIS=V1,V2",
@@ -61,7 +62,10 @@ def register(sub) -> None:
     p.add_argument("--metric", default="lat_mean_ns", help="metric for --pair")
     p.add_argument("--retry-failed", action="store_true", help="rerun points stored as failed")
     p.add_argument("--dry-run", action="store_true", help="print the planned points and exit")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar, no summary")
+    p.add_argument("--quiet", "-q", action="store_true",
+                   help="no progress (the summary and paired results are still printed)")
+    p.add_argument("--json", action="store_true",
+                   help="print the summary (and paired results) as one JSON document on stdout")
     p.set_defaults(func=main)
 
 
@@ -75,6 +79,8 @@ def _axis(text: str, what: str) -> tuple[str, list]:
 def build_sweep(args):
     from perfsim.batch.sweep import load_sweep, parse_sweep
 
+    if args.workload:
+        check_named_file(args.workload, "workload")
     if args.sweep:
         sweep = load_sweep(args.sweep)
         data = sweep.spec.model_dump(mode="python")
@@ -84,6 +90,10 @@ def build_sweep(args):
         if not args.workload:
             raise PerfsimError("give a SWEEP.toml or --workload (see 'perfsim sweep --help')")
         name = args.name or Path(args.workload).stem
+        try:
+            check_dir_name(name, "sweep")
+        except ValueError as exc:
+            raise PerfsimError(f"--name {name!r}: {exc}") from None
         data = {"name": name, "base": {"workload": args.workload}, "grid": {}, "paired": []}
         base_dir = Path.cwd()
         origin = "<command line>"
@@ -111,6 +121,8 @@ def main(args) -> int:
     from perfsim.batch.sweep import plan_sweep
 
     sweep = build_sweep(args)
+    for ref, (raw, _origin) in sweep.workloads.items():
+        check_trace_files(ref, raw.get("streams"))
     points = plan_sweep(sweep)
     if args.dry_run:
         for p in points:
@@ -119,16 +131,40 @@ def main(args) -> int:
                               "cost_profile": p.profile.name}, default=str))
         print(f"{len(points)} points", file=sys.stderr)
         return 0
+    # The dataset directory is checked before anything is written into it (_sweep.json).
+    check_output_dir(Path(args.out) / sweep.spec.name, "--out")
     rep = run_sweep(sweep, args.out, executor=args.executor, batch_size=args.batch_size,
                     quiet=args.quiet, retry_failed=args.retry_failed, points=points)
-    if not args.quiet:
-        print(f"{rep.planned} points: {rep.skipped} already stored, {rep.ran} run "
-              f"({rep.failed} failed) in {rep.wall_s:.1f} s on {rep.executor} "
-              f"x{rep.workers}")
-        print(f"results: {rep.path}  (pandas: pd.read_parquet({str(rep.path)!r}))")
-        for t in rep.paired:
-            _print_paired(t)
+    if args.json:
+        print(json.dumps(summary_doc(rep), indent=2, default=_jsonable))
+        return 0
+    print(f"{rep.planned} points: {rep.skipped} already stored, {rep.ran} run "
+          f"({rep.failed} failed) in {rep.wall_s:.1f} s on {rep.executor} x{rep.workers}")
+    print(f"results: {rep.path}  (pandas: pd.read_parquet({str(rep.path)!r}))")
+    for t in rep.paired:
+        _print_paired(t)
     return 0
+
+
+def summary_doc(rep) -> dict:
+    """The ``--json`` summary of a sweep run: counts, time, executor, dataset path and one
+    record per paired comparison (the columns of ``_paired.csv``)."""
+    return {"path": str(rep.path), "planned": rep.planned, "skipped": rep.skipped,
+            "ran": rep.ran, "failed": rep.failed, "wall_s": round(rep.wall_s, 3),
+            "executor": rep.executor, "workers": rep.workers,
+            "paired": [{k: _plain(v) for k, v in r.items()}
+                       for t in rep.paired for r in t.to_dict(orient="records")]}
+
+
+def _plain(v):
+    """A table cell as a JSON value: numpy scalars as Python ones, NaN as null."""
+    item = getattr(v, "item", None)
+    v = item() if callable(item) else v
+    return None if isinstance(v, float) and v != v else v
+
+
+def _jsonable(v):
+    return str(v)
 
 
 def _print_paired(t) -> None:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
-from perfsim.errors import PerfsimError, parse_value
+from perfsim.cli import check_named_file, check_trace_files, int_range, output_dir
+from perfsim.errors import PerfsimError, check_output_dir, parse_value
 
 DESCRIPTION = """\
 What-if tuning: vary kernel-profile fields (kernel.*, arch.*, arch.tlb.*), cost parameters
@@ -15,7 +18,7 @@ exhaustively; larger ones (or knobs given as ranges) with Optuna (seeded TPE, SQ
 storage on disk: rerun to resume; pip install 'perfsim[tune]'). Every setting is
 replicated on common random numbers, so the best settings come with confidence intervals
 and a paired ratio to the profile's own setting. Writes reports/tune-NAME/ (index.html,
-report.md, figure, data). See docs/tune.md.
+report.md, figure, data; an existing one is replaced only with --force). See docs/tune.md.
 """
 
 EPILOG = """\
@@ -31,27 +34,38 @@ def register(sub) -> None:
     p = sub.add_parser("tune", help="search what-if knobs for the best setting",
                        description=DESCRIPTION, epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("tune", nargs="?", metavar="TUNE.toml", help="tune file")
+    p.add_argument("tune", nargs="?", metavar="TUNE.toml",
+                   help="tune file, or the name of a shipped one (studies/NAME.toml)")
     p.add_argument("--workload", metavar="NAME|PATH", help="workload (no tune file)")
     p.add_argument("--knob", action="append", default=[], metavar="KEY=V1,V2",
                    help="a knob and its values (values parsed as TOML, else strings); "
                         "repeatable")
     p.add_argument("--set", action="append", default=[], metavar="KEY=V",
                    help="a fixed override for every setting; repeatable")
-    p.add_argument("--objective", default="mean",
+    p.add_argument("--objective", default=None,
                    help="mean | p50 | p90 | p99 | rmap_hold_p99 | walker_wait_p99 | "
-                        "ipis_per_call | a run metric (default mean)")
-    p.add_argument("--maximize", action="store_true")
-    p.add_argument("--replications", type=int, default=None)
-    p.add_argument("--seed", type=int, default=None)
+                        "ipis_per_call | a run metric (default: the file's, or mean)")
+    p.add_argument("--maximize", action="store_true", help="maximize the objective (default: "
+                                                           "the file's direction, or minimize)")
+    p.add_argument("--replications", type=int_range(2, 10_000), default=None,
+                   help="replications per setting, 2..10000 (default: the file's, or 3)")
+    p.add_argument("--seed", type=int_range(0), default=None)
     p.add_argument("--name", help="tune name (report directory tune-NAME)")
     p.add_argument("--method", choices=("auto", "grid", "optuna"), default=None)
-    p.add_argument("--trials", type=int, default=None, help="optuna trials (total)")
+    p.add_argument("--trials", type=int_range(1, 100_000), default=None,
+                   help="optuna trials in total, 1..100000 (only for an optuna search)")
     p.add_argument("--state-dir", default=".perfsim-tune", metavar="DIR",
                    help="optuna storage directory (default .perfsim-tune)")
-    p.add_argument("--out", default="reports", metavar="DIR", help="reports root")
-    p.add_argument("--executor", default="process", metavar="SPEC")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--out", default="reports", metavar="DIR",
+                   help="reports root; the report is DIR/tune-NAME (default: reports)")
+    p.add_argument("--force", action="store_true", help="replace an existing DIR/tune-NAME")
+    p.add_argument("--executor", default="process", metavar="SPEC",
+                   help="serial | process[:N] (default; all cores) | dask://HOST:PORT | "
+                        "dask-local[:N]")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress (the summary is still printed)")
+    p.add_argument("--json", action="store_true",
+                   help="print the summary (best settings, baseline, report path) as JSON")
     p.set_defaults(func=run)
 
 
@@ -65,23 +79,32 @@ def _kv(item: str, flag: str) -> tuple[str, str]:
 def build_spec(args):
     from perfsim.tune import load_tune, parse_tune
 
+    if args.workload:
+        check_named_file(args.workload, "workload")
     if args.tune:
-        spec = load_tune(args.tune)
+        from perfsim.shipped import resolve
+
+        spec = load_tune(resolve("studies", args.tune))
         data = spec.model_dump(mode="json")
+        if args.workload:  # a path on the command line is relative to the working directory
+            p = Path(args.workload)
+            data["workload"] = str(p.resolve()) if p.exists() else args.workload
     else:
         if not args.workload or not args.knob:
             raise PerfsimError("give a tune file, or --workload and at least one --knob")
-        data = {"workload": args.workload, "knobs": {},
-                "name": args.name or f"{args.workload}"}
+        data = {"workload": args.workload, "knobs": {}, "name": args.name or Path(args.workload).stem}
     for item in args.knob:
         k, v = _kv(item, "--knob")
         data.setdefault("knobs", {})[k] = [parse_value(x) for x in v.split(",")]
     for item in args.set:
         k, v = _kv(item, "--set")
         data.setdefault("set", {})[k] = parse_value(v)
-    if not args.tune or args.objective != "mean":
-        data["objective"] = {"metric": args.objective,
-                             "direction": "maximize" if args.maximize else "minimize"}
+    objective = dict(data.get("objective") or {})
+    if args.objective is not None:  # replaces the file's metric (or weighted mix)
+        objective.update(metric=args.objective, weights={})
+    if args.maximize:
+        objective["direction"] = "maximize"
+    data["objective"] = objective
     for field, val in (("replications", args.replications), ("seed", args.seed),
                        ("name", args.name)):
         if val is not None:
@@ -97,16 +120,57 @@ def run(args: argparse.Namespace) -> int:
     from perfsim.tune import run_tune
 
     spec = build_spec(args)
+    _check_workload_traces(spec)
+    method = spec.method()
+    if args.trials is not None and method != "optuna":
+        raise PerfsimError(f"--trials: tune {spec.name!r} is searched as a grid of "
+                           f"{spec.grid_size()} settings, where trials do not apply "
+                           "(add --method optuna for a sampled search)")
+    # Every output is checked before the search starts.
+    out = output_dir(Path(args.out) / f"tune-{spec.name}", "--out", args.force)
+    if method == "optuna":
+        check_output_dir(args.state_dir, "--state-dir")
     res = run_tune(spec, executor=args.executor, quiet=args.quiet, state_dir=args.state_dir,
                    trials=args.trials)
+    out = write_tune_report(res, out)
     best = tune_tables(res)[0]
+    if args.json:
+        print(json.dumps(summary_doc(res, best, out), indent=2, default=str))
+        return 0
     print(f"tune {spec.name}: {res.method}, {len(res.settings) - 1} settings × "
           f"{spec.replications} replications, {res.wall_s:.1f} s")
     for _, row in best.df.iterrows():
         cells = [f"{c}={best.cell_text(row, c)}" for c in best.shown_columns() if c != "row"]
         print(f"  {row['row']}: " + "  ".join(cells))
-    from pathlib import Path
-
-    out = write_tune_report(res, Path(args.out) / f"tune-{spec.name}")
     print(f"report: {out / 'index.html'}")
     return 0
+
+
+def _check_workload_traces(spec) -> None:
+    from perfsim.workload import load_workload, resolve_workload
+
+    w = load_workload(resolve_workload(spec.workload, Path(spec.base_dir) if spec.base_dir
+                                       else None))
+    check_trace_files(w.name, w.streams)
+
+
+def summary_doc(res, best, out: Path) -> dict:
+    """The ``--json`` summary: what was searched, the best settings (the rows of the report's
+    best-settings table, values as numbers) and where the report is."""
+    return {"name": res.spec.name, "method": res.method,
+            "objective": res.spec.objective.label, "direction": res.spec.objective.direction,
+            "settings": len(res.settings) - 1, "replications": res.spec.replications,
+            "wall_s": round(res.wall_s, 3), "baseline": _plain(res.baseline),
+            "best": [_plain(r) for r in best.df.to_dict(orient="records")],
+            "report": str(out / "index.html"), "storage": res.storage or None}
+
+
+def _plain(v):
+    """A value of a result table as JSON: numpy scalars as Python ones, NaN as null."""
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_plain(x) for x in v]
+    item = getattr(v, "item", None)
+    v = item() if callable(item) else v
+    return None if isinstance(v, float) and v != v else v

@@ -3,16 +3,29 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import shutil
 import sys
-from pathlib import Path
+
+from perfsim.cli import (
+    check_named_file,
+    check_trace_files,
+    int_range,
+    output_dir,
+    output_file,
+    replace_dir,
+    temp_dir_beside,
+    write_file_atomically,
+)
+from perfsim.errors import PerfsimError, read_text
 
 DESCRIPTION = """\
 Work with workload files (workloads/*.toml, see docs/workloads.md):
 
   list                       the shipped named workloads
   validate FILE...           check files; errors name the file, the field and what is allowed
-  run NAME|FILE              simulate once and print the summary metrics (JSON)
+  run NAME|FILE [--out DIR]  simulate once and print the summary metrics (JSON)
   convert-strace LOG [-o CSV]
                              turn `strace -f -tt -e trace=mremap,mmap,munmap` output into
                              the trace CSV a `kind = "trace"` stream replays
@@ -30,25 +43,29 @@ def register(sub) -> None:
     v.set_defaults(func=_validate)
     r = ws.add_parser("run", help="simulate a workload once")
     r.add_argument("workload", metavar="NAME|FILE")
-    r.add_argument("--seed", type=int, default=None)
+    r.add_argument("--seed", type=int_range(0), default=None)
     r.add_argument("--kernel", default=None)
     r.add_argument("--cost-profile", default=None)
     r.add_argument("--out", default=None, metavar="DIR",
-                   help="also write the engine's record tables as Parquet here")
+                   help="also write the engine's record tables as Parquet here (written "
+                        "atomically; an existing DIR is replaced only with --force)")
+    r.add_argument("--force", action="store_true", help="replace an existing --out directory")
     r.set_defaults(func=_run)
     c = ws.add_parser("convert-strace", help="strace log → trace CSV")
     c.add_argument("log", metavar="LOG")
-    c.add_argument("-o", "--output", default="-", metavar="CSV")
+    c.add_argument("-o", "--output", default="-", metavar="CSV",
+                   help="the trace CSV (default: stdout); an existing file is replaced only "
+                        "with --force")
+    c.add_argument("--force", action="store_true", help="replace an existing -o file")
     c.set_defaults(func=_convert)
-    p.set_defaults(func=lambda a: (p.print_help(), 0)[1])
 
 
 def _list(args) -> int:
+    from perfsim.shipped import data_dir, names
     from perfsim.workload import load_workload
-    from perfsim.workload.run import WORKLOAD_DIR, workload_names
 
-    for n in workload_names():
-        w = load_workload(WORKLOAD_DIR / f"{n}.toml")
+    for n in names("workloads"):
+        w = load_workload(data_dir("workloads") / f"{n}.toml")
         print(f"{n:24s} {w.description}")
     return 0
 
@@ -58,41 +75,54 @@ def _validate(args) -> int:
 
     for f in args.files:
         w = load_workload(f)
+        check_trace_files(w.name, w.streams)
         print(f"{f}: ok ({w.name}, digest {w.digest})")
     return 0
 
 
 def _run(args) -> int:
     from perfsim.profiles import resolve_target
+    from perfsim.shipped import resolve
     from perfsim.workload import load_workload, resolve_workload, run_workload
 
-    w = load_workload(resolve_workload(args.workload))
+    check_named_file(args.workload, "workload")
+    w = load_workload(resolve_workload(resolve("workloads", args.workload)))
+    check_trace_files(w.name, w.streams)
+    out = output_dir(args.out, "--out", args.force) if args.out else None
     target = resolve_target(args.kernel or w.kernel, w.arch)
     res, metrics, notes = run_workload(w, target=target, profile=args.cost_profile,
                                        seed=args.seed)
-    if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        for name, df in res.frames().items():
-            df.to_parquet(out / f"{name}.parquet", index=False)
+    if out is not None:
+        tmp = temp_dir_beside(out)
+        try:
+            for name, df in res.frames().items():
+                df.to_parquet(tmp / f"{name}.parquet", index=False)
+            replace_dir(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     print(json.dumps({"workload": w.name, "workload_digest": w.digest, "target": target.digest,
                       "notes": notes, **metrics}, indent=2))
     return 0
 
 
 def _convert(args) -> int:
-    from perfsim.errors import PerfsimError
     from perfsim.workload.trace import convert_strace
 
-    try:
-        text = Path(args.log).read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        raise PerfsimError(f"cannot read {args.log!r}: {exc}") from None
-    if args.output == "-":
-        st = convert_strace(text, sys.stdout, args.log)
+    # strace escapes what is not printable, so a log is text; a stray byte is replaced.
+    text = read_text(args.log, "strace log", errors="replace")
+    out = None if args.output == "-" else output_file(args.output, "-o/--output", args.force)
+    buf = io.StringIO()
+    st = convert_strace(text, buf, args.log)
+    if st.calls == 0:
+        raise PerfsimError(
+            f"strace log {args.log!r}: nothing in it looks like strace output of mremap, mmap "
+            f"or munmap ({st.lines} non-empty lines, none a call); record one with "
+            "strace -f -tt -e trace=mremap,mmap,munmap -o LOG PROGRAM; nothing written")
+    if out is None:
+        sys.stdout.write(buf.getvalue())
     else:
-        with open(args.output, "w", encoding="utf-8", newline="") as f:
-            st = convert_strace(text, f, args.log)
+        write_file_atomically(out, lambda tmp: tmp.write_text(buf.getvalue(), encoding="utf-8"))
     print(f"{args.log}: {st.calls} calls read, {st.failed} failed, {st.skipped} lines skipped",
           file=sys.stderr)
     return 0

@@ -313,7 +313,7 @@ def _run_optuna(spec: TuneSpec, ex, base_pts, quiet, state_dir, trials_override)
     direction = spec.objective.direction
     study = optuna.create_study(study_name=f"{spec.name}-{spec.digest}", storage=storage,
                                 sampler=sampler, direction=direction, load_if_exists=True)
-    total = trials_override or spec.search.trials
+    total = spec.search.trials if trials_override is None else trials_override
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     rows: list[dict] = []
     for t in done:
