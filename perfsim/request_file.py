@@ -151,7 +151,11 @@ class PlanRequest(_Strict):
     arch: str = _opt("x86_64", "architecture name or TOML path", "NAME", group="target")
     kernel: str = _opt("6.18", "kernel profile name or TOML path", "NAME", group="target")
     cost_profile: str | None = _opt(None, "also predict the call's duration with this cost "
-                                    "profile (name or TOML path)", "NAME|PATH", group="target")
+                                    "profile (name or TOML path); it must declare the arch",
+                                    "NAME|PATH", group="target")
+    force_cost_profile: bool = _opt(False, "use a cost profile that does not declare the arch "
+                                    "among its archs (a what-if, not a prediction)",
+                                    group="target")
 
     _sizes = field_validator("len", "src", "dst", "new_len", "folio_size", "hugepage_size",
                              mode="before")(_no_bool_or_float_size)

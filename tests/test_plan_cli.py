@@ -144,3 +144,27 @@ def main_parse(*argv):
 ])
 def test_bad_plan_input_is_one_line(capsys, argv, needle):
     assert needle in bad(capsys, *argv)
+
+
+def test_cost_profile_for_another_arch_is_refused_unless_forced(capsys):
+    argv = ["plan", "--arch", "arm64-4k", "--len", "1M", "--src", "A+2M", "--dst", "B+6M",
+            "--cost-profile", "x86_64-generic"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "is for x86_64" in err and "arm64-generic" in err and "--force-cost-profile" in err
+    assert main(argv + ["--force-cost-profile", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["cost_profile"]["name"] == "x86_64-generic" and doc["predicted_ns"] > 0
+
+
+def test_large_folios_are_priced_on_arm64(capsys):
+    # 6.18 on arm64 batches the PTEs of a contpte-mapped 64 KiB folio (one folio lookup per
+    # block instead of one per PTE): a PMD-aligned 1 MiB move of 64 KiB folios is cheaper.
+    base = ["plan", "--arch", "arm64-4k", "--len", "1M", "--src", "A+2M", "--dst", "B+6M+64K",
+            "--cost-profile", "arm64-generic", "--json"]
+    assert main(base) == 0
+    small = json.loads(capsys.readouterr().out)["predicted_ns"]
+    assert main(base + ["--folio-size", "64K"]) == 0
+    large = json.loads(capsys.readouterr().out)["predicted_ns"]
+    assert large < small

@@ -23,11 +23,9 @@ repetition, the machine, what was skipped; its sha256 is cited by the profile) a
 PROFILE.fit.json (values, bootstrap intervals, residuals). Without root or tracefs the latency
 is still measured and the missing flush counts are listed in the profile's description.
 
-exit status: 0 complete, 3 a profile was written but the measurement was partial (see the
-"missing" lines it prints), 2 bad input or environment (one line, before anything is
-measured: bad numbers, an output under a file, unwritable or already there without --force,
-an unreadable or non-UTF-8 data file, tracing in use by someone else, an overloaded machine
-without --busy-ok), 130 interrupted (the data measured so far is kept).
+Bad input or environment (exit 2) is found before anything is measured: bad numbers, an
+output under a file, unwritable or already there without --force, an unreadable or non-UTF-8
+data file, tracing in use by someone else, an overloaded machine without --busy-ok.
 
 On a busy machine (others use >= 25% of the CPUs, or the hypervisor steals >= 5%) every
 configuration is measured with 3x the repetitions, and a line says so.

@@ -179,10 +179,13 @@ def run(args: argparse.Namespace) -> int:
     if args.trace_limit < 0:
         raise PerfsimError(f"--trace-limit: must be >= 0, got {args.trace_limit}")
     res = resolve_args(args)
-    profile = cost_profile(str(res.settings["cost_profile"])) if res.settings["cost_profile"] \
-        else None
+    profile = None
+    if res.settings["cost_profile"]:
+        profile = cost_profile(str(res.settings["cost_profile"]), arch=res.target.arch.name,
+                               force=bool(res.settings["force_cost_profile"]))
     plan = plan_mremap(res.space, res.request, res.target)
-    cost = predict_cost(plan, profile, res.settings["cpus"]) if profile is not None else None
+    cost = None if profile is None else predict_cost(plan, profile, res.settings["cpus"],
+                                                     target=res.target)
     file = getattr(args, "file", None)
     out = sys.stdout
     if args.json:

@@ -13,7 +13,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from perfsim.cost import load_cost_profile, predict
+from perfsim.cost import predict
+from perfsim.cost.batching import folio_batching
+from perfsim.cost.profile import resolve_cost_profile
 from perfsim.planner import steps as S
 from perfsim.planner.request import Resolved
 from perfsim.planner.result import COUNTER_FIELDS, MovePlan, MoveRequest
@@ -24,17 +26,26 @@ MAX_PERIOD = 4
 """Longest repeating block of step shapes the trace folds into one "× N" group."""
 
 
-def cost_profile(name: str):
-    """The cost profile ``name`` (a built-in name or a TOML path), loaded before planning."""
-    return load_cost_profile(name)
+def cost_profile(name: str, *, arch: str | None = None, force: bool = False):
+    """The cost profile ``name`` (a built-in name or a TOML path), loaded before planning;
+    refused in one line when it does not declare ``arch`` (unless ``force``)."""
+    return resolve_cost_profile(name, arch=arch, force=force)
 
 
-def predict_cost(plan: MovePlan, profile, cpus: int) -> dict[str, Any]:
-    """The call's predicted duration with a cost profile (:mod:`perfsim.cost`)."""
+def predict_cost(plan: MovePlan, profile, cpus: int, *, target=None) -> dict[str, Any]:
+    """The call's predicted duration with a cost profile (:mod:`perfsim.cost`); with the
+    ``target``, the large-folio batching of the source VMA is priced too
+    (:func:`perfsim.cost.batching.folio_batching`)."""
     name = profile
     if isinstance(profile, str):
         profile = cost_profile(profile)
-    pred = predict(plan, profile, cpus=cpus)
+    folio = None
+    if target is not None and plan.errno is None:
+        src = plan.before.find_vma(plan.request.old_addr)
+        if src is not None and plan.result_addr is not None:
+            folio = folio_batching(target, src.folio_size,
+                                   shift_bytes=plan.result_addr - plan.request.old_addr)
+    pred = predict(plan, profile, cpus=cpus, folio=folio)
     out: dict[str, Any] = {
         "predicted_ns": _jsonable(pred.predicted_ns),
         "cost_ns": {str(k): _jsonable(x) for k, x in dict(pred.cost_ns).items()},
