@@ -18,7 +18,7 @@ from perfsim import __version__
 from perfsim.errors import PerfsimError
 
 SUBCOMMANDS: tuple[str, ...] = ("plan", "run", "sweep", "workload", "report", "tune",
-                                "calibrate", "validate")
+                                "calibrate", "validate", "groundtruth")
 """Modules ``perfsim.cli.<name>`` tried, in this order, for a ``register(subparsers)``."""
 
 DESCRIPTION = """\
