@@ -289,3 +289,28 @@ def test_qemu_remeasures_6_12_as_recorded():
             assert not c["agree"]
         else:
             assert c["agree"], (rec["id"], c["diff"])
+
+
+# ------------------------------------------------------------------------------ the command
+def test_cli_compare_exits_1_on_a_disagreement_and_0_otherwise(capsys):
+    from perfsim.cli.main import main
+
+    assert main(["groundtruth", "--compare", str(DATA / "6.16.jsonl")]) == 0
+    assert "compared calls agree" in capsys.readouterr().out
+    assert main(["groundtruth", "--compare", str(DATA / "6.1.jsonl")]) == 1
+    out = capsys.readouterr().out
+    assert "DIFF" in out and "unaligned/1G/1t" in out
+
+
+def test_cli_bad_requests_are_one_line_and_exit_2(capsys, monkeypatch, tmp_path):
+    from perfsim.cli.main import main
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    for argv in (["groundtruth", "--kernel", "5.10"],
+                 ["groundtruth", "--kernel", "6.12", "--grid", "ordinary"],
+                 ["groundtruth", "--kernel", "6.12", "--profile", "9.9"],
+                 ["groundtruth", "--compare", str(tmp_path / "missing.jsonl")],
+                 ["groundtruth"]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("perfsim: error:") and "\n" not in err, (argv, err)

@@ -38,6 +38,8 @@ DEFAULTS = {"layout": "window", "backing": "anon", "thp": "off", "threads": 1,
 
 
 def size_label(n: int) -> str:
+    if n == 0:
+        return "0"
     for unit, m in (("G", GiB), ("M", MiB), ("K", KiB)):
         if n % m == 0:
             return f"{n // m}{unit}"
@@ -143,7 +145,14 @@ def shapes_grid(*, big: bool = True) -> list[dict]:
         shape_case("unaligned", 64 * MiB, thp="on"),
         shape_case("unaligned", 64 * MiB, dst_mode="reserved"),
         shape_case("realignable", 64 * MiB, guard_dst="untouched"),
+        # +4K/+4K at 1 GiB from a PUD boundary: realigned (6.7+) it is one PUD move
+        {"layout": "window", "size": GiB, "src_off": 4 * KiB, "dst_off": 4 * KiB},
+        # shmem THP (the initramfs sets shmem_enabled=advise): PMD-mapped only where the
+        # VMA start and file offset are PMD-congruent
+        shape_case("pmd_aligned", 64 * MiB, backing="memfd", thp="on"),
+        shape_case("realignable", 64 * MiB, backing="memfd", thp="on"),
     ]
+    cases = [normalise(c) for c in cases]
     for shape in ("realignable", "blocked", "unaligned"):
         cases.append(shape_case(shape, 64 * MiB, threads=2))
     cases.append(shape_case("pmd_aligned", 64 * MiB, threads=2, thp="on"))

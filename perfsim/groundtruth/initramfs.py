@@ -1,7 +1,8 @@
 """A busybox-static initramfs holding the probe, its grid and an init script.
 
 The init script mounts proc, sysfs and tracefs, sets THP to ``madvise`` (as on the host
-this project is measured on), prints the probe's output between the probe's markers on
+this project is measured on) and shmem THP to ``advise`` (so that a memfd the probe
+advises with MADV_HUGEPAGE can get PMD mappings), prints the probe's output between the probe's markers on
 the serial console, and powers the VM off. The archive is a gzip'd cpio in the kernel's
 ``newc`` format, written by :func:`write_cpio` (no cpio tool needed); images are cached
 in ``<cache>/initramfs`` under the hash of their contents.
@@ -34,6 +35,7 @@ if [ ! -d $T/events ]; then
     T=/sys/kernel/debug/tracing
 fi
 echo madvise > /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null
+echo advise > /sys/kernel/mm/transparent_hugepage/shmem_enabled 2>/dev/null
 echo 0 > /proc/sys/kernel/printk 2>/dev/null
 /probe -T $T /grid.txt
 echo "@@PERFSIM-INIT-DONE $?"
