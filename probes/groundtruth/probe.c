@@ -698,7 +698,17 @@ int main(int argc, char **argv)
 	json_str(u.version);
 	printf(",\"machine\":");
 	json_str(u.machine);
-	printf(",\"ncpus\":%ld}\n", sysconf(_SC_NPROCESSORS_ONLN));
+	printf(",\"ncpus\":%ld", sysconf(_SC_NPROCESSORS_ONLN));
+	static char thp[256];
+	const char *thp_files[2][2] = {{"thp_enabled", "/sys/kernel/mm/transparent_hugepage/enabled"},
+				       {"thp_shmem_enabled", "/sys/kernel/mm/transparent_hugepage/shmem_enabled"}};
+	for (int i = 0; i < 2; i++) {
+		read_whole(thp_files[i][1], thp, sizeof thp);
+		thp[strcspn(thp, "\n")] = 0;
+		printf(",\"%s\":", thp_files[i][0]);
+		json_str(thp);
+	}
+	printf("}\n");
 	if (tracing && setup_tracing(tid)) {
 		printf("@@PERFSIM-NOTRACE tracefs events missing under %s\n", tracefs);
 		tracing = 0;
