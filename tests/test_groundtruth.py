@@ -314,3 +314,15 @@ def test_cli_bad_requests_are_one_line_and_exit_2(capsys, monkeypatch, tmp_path)
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip()
         assert err.startswith("perfsim: error:") and "\n" not in err, (argv, err)
+
+
+def test_an_image_whose_config_lacks_tracepoints_is_refused_before_booting(tmp_path):
+    from perfsim.groundtruth.qemu import check_config
+
+    image = tmp_path / "vmlinuz-6.9.0-test"
+    image.write_bytes(b"\0")
+    (tmp_path / "config-6.9.0-test").write_text("CONFIG_FTRACE_SYSCALLS=y\n# CONFIG_TRACEPOINTS is not set\n")
+    with pytest.raises(PerfsimError, match="CONFIG_TRACEPOINTS=y"):
+        check_config(image)
+    (tmp_path / "config-6.9.0-test").write_text("CONFIG_TRACEPOINTS=y\nCONFIG_FTRACE_SYSCALLS=y\n")
+    check_config(image)

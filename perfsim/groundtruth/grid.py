@@ -31,10 +31,11 @@ FIELDS = {
     "dst_off": None, "backing": ("anon", "shmem", "memfd"), "thp": ("on", "off", "default"),
     "threads": (1, 2), "populate": None, "guard_src": ("no", "touched", "untouched"),
     "guard_dst": ("no", "touched", "untouched"), "dst_mode": ("hole", "reserved"), "reps": None,
+    "new_size": None, "flags": ("fixed", "dontunmap"), "split_at": None,
 }
 DEFAULTS = {"layout": "window", "backing": "anon", "thp": "off", "threads": 1,
             "populate": "full", "guard_src": "no", "guard_dst": "no", "dst_mode": "hole",
-            "reps": 1}
+            "reps": 1, "new_size": 0, "flags": "fixed", "split_at": 0}
 
 
 def size_label(n: int) -> str:
@@ -75,6 +76,12 @@ def case_id(case: dict) -> str:
         parts.append(f"gd-{c['guard_dst']}")
     if c["dst_mode"] != "hole":
         parts.append(c["dst_mode"])
+    if c["new_size"] and c["new_size"] != c["size"]:
+        parts.append(f"to-{size_label(c['new_size'])}")
+    if c["flags"] != "fixed":
+        parts.append(c["flags"])
+    if c["split_at"]:
+        parts.append(f"split-{size_label(c['split_at'])}")
     return "/".join(parts)
 
 
@@ -103,6 +110,12 @@ def normalise(case: dict) -> dict:
         raise PerfsimError(f"case {c.get('id', '?')}: field 'size' must be a positive multiple "
                            "of 4096")
     _check_populate(c["populate"], c["size"])
+    for key in ("new_size", "split_at"):
+        if not isinstance(c[key], int) or c[key] < 0 or c[key] % 4096:
+            raise PerfsimError(f"case {c.get('id', '?')}: field {key!r} must be a multiple of "
+                               "4096 (0: none)")
+    if c["split_at"] >= c["size"]:
+        raise PerfsimError(f"case {c.get('id', '?')}: field 'split_at' must be below 'size'")
     c.setdefault("id", case_id(c))
     if any(ch.isspace() for ch in c["id"]):
         raise PerfsimError(f"case id {c['id']!r}: no spaces allowed")
@@ -151,6 +164,13 @@ def shapes_grid(*, big: bool = True) -> list[dict]:
         # VMA start and file offset are PMD-congruent
         shape_case("pmd_aligned", 64 * MiB, backing="memfd", thp="on"),
         shape_case("realignable", 64 * MiB, backing="memfd", thp="on"),
+        # several VMAs in the range: one call moves them all on 6.17+, EFAULT before
+        shape_case("unaligned", 64 * MiB, split_at=32 * MiB),
+        shape_case("realignable", 64 * MiB, split_at=32 * MiB + 4 * KiB),
+        # the source stays mapped (its pages are gone): no source unmap
+        shape_case("realignable", 64 * MiB, flags="dontunmap"),
+        # shrink while moving: the tail is unmapped first
+        shape_case("unaligned", 64 * MiB, new_size=32 * MiB),
     ]
     cases = [normalise(c) for c in cases]
     for shape in ("realignable", "blocked", "unaligned"):

@@ -116,7 +116,9 @@ def space_for_record(rec: dict, target: Target) -> tuple[AddressSpace, MoveReque
     except ValueError as exc:
         raise Unrepresentable(str(exc)) from None
     size = int(rec["size"])
-    return space, MoveRequest(int(rec["src"]), size, size, new_addr=int(rec["dst"]))
+    new_size = int(rec.get("new_size") or size)
+    return space, MoveRequest(int(rec["src"]), size, new_size, new_addr=int(rec["dst"]),
+                              dontunmap=rec.get("flags") == "dontunmap")
 
 
 def predicted(rec: dict, target: Target) -> dict:
@@ -148,6 +150,13 @@ def measured(rec: dict) -> dict:
     return out
 
 
+def errno_name(num: int) -> str | None:
+    """``0`` -> None, else the symbolic name (``14`` -> ``"EFAULT"``)."""
+    import errno
+
+    return None if num == 0 else errno.errorcode.get(num, str(num))
+
+
 def ipi_comparable(rec: dict) -> bool:
     """IPI rounds are compared where they are determined: one thread (nobody else in
     mm_cpumask once it is settled), or a spinner that was on its CPU for every flush."""
@@ -162,8 +171,8 @@ def compare(rec: dict, target: Target) -> dict:
     scopes = ["whole"] + (list(TRACE_PHASES) if rec.get("phases_known") else [])
     diff = {s: {k: (p[s][k], m[s][k]) for k in keys if p[s][k] != m[s][k]} for s in scopes}
     diff = {s: d for s, d in diff.items() if d}
-    errno_ok = (p["errno"] is None) == (int(rec.get("errno", 0)) == 0)
-    if not errno_ok:
-        diff["errno"] = {"errno": (p["errno"], int(rec.get("errno", 0)))}
+    got = errno_name(int(rec.get("errno", 0)))
+    if p["errno"] != got:
+        diff["errno"] = {"errno": (p["errno"], got)}
     return {"agree": not diff, "diff": diff, "predicted": p, "measured": m,
             "scopes": scopes, "keys": keys}

@@ -39,6 +39,27 @@ def qemu_command(vmlinuz: Path, initrd: Path, *, memory: str = "2G", cpus: int =
             "-append", APPEND]
 
 
+REQUIRED_CONFIG = ("CONFIG_TRACEPOINTS=y", "CONFIG_FTRACE_SYSCALLS=y")
+
+
+def check_config(vmlinuz: Path) -> None:
+    """When the image's kernel config sits next to it (``config-<release>``, as
+    :func:`perfsim.groundtruth.debian.fetch_vmlinuz` keeps it), require the tracepoints the
+    probe counts with (``tlb:tlb_flush`` needs CONFIG_TRACEPOINTS; ``raw_syscalls`` needs
+    CONFIG_FTRACE_SYSCALLS)."""
+    name = vmlinuz.name
+    if not name.startswith("vmlinuz-"):
+        return
+    cfg = vmlinuz.with_name("config-" + name[len("vmlinuz-"):])
+    if not cfg.is_file():
+        return
+    text = cfg.read_text(errors="replace")
+    missing = [c for c in REQUIRED_CONFIG if c not in text.splitlines()]
+    if missing:
+        raise PerfsimError(f"{vmlinuz.name}: its config {cfg.name} lacks {', '.join(missing)}: "
+                           "the probe cannot count flushes on it")
+
+
 def run_qemu(vmlinuz: Path, cases: list[dict], *, timeout_s: float = 1800,
              progress: Callable[[str], None] | None = None,
              log_path: Path | None = None) -> tuple[dict, list[dict]]:
@@ -46,6 +67,7 @@ def run_qemu(vmlinuz: Path, cases: list[dict], *, timeout_s: float = 1800,
     The console log is kept in ``log_path`` (default ``<cache>/logs/<image>.log``)."""
     if not vmlinuz.is_file():
         raise PerfsimError(f"kernel image {str(vmlinuz)!r} does not exist")
+    check_config(vmlinuz)
     probe = build_probe("static")
     initrd = build_initramfs(probe, probe_input(cases))
     cmd = qemu_command(vmlinuz, initrd)

@@ -11,6 +11,9 @@
  *   backing=anon|shmem|memfd thp=on|off|default threads=1|2
  *   populate=full|none|every:K|first:BYTES guard_src=no|touched|untouched
  *   guard_dst=no|touched|untouched dst_mode=hole|reserved reps=N
+ *   new_size=BYTES (default size) flags=fixed|dontunmap split_at=OFFSET (0: none)
+ * ``split_at`` makes one page of the populated source read-only, so the range spans three
+ * VMAs (a multi-VMA move on 6.17+, EFAULT before); ``dontunmap`` adds MREMAP_DONTUNMAP.
  * "window": source at base+src_off and destination at base+span+1G+dst_off in a private
  * 1 GiB-aligned window (span = whole GiBs covering size+8M), everything else in the window
  * unmapped, as perfsim.host.layout builds its shapes. "ordinary": each buffer comes from
@@ -142,6 +145,8 @@ struct spec {
 	char guard_src[12], guard_dst[12];
 	char dst_mode[12];
 	int reps;
+	unsigned long new_size, split_at;
+	char flags[12];
 };
 
 static void spec_defaults(struct spec *s)
@@ -157,6 +162,7 @@ static void spec_defaults(struct spec *s)
 	strcpy(s->dst_mode, "hole");
 	s->reps = 1;
 	s->size = 64 * MiB;
+	strcpy(s->flags, "fixed");
 }
 
 static void copy_tok(char *dst, size_t cap, const char *v, const char *key)
@@ -196,14 +202,22 @@ static int parse_spec(char *line, struct spec *s)
 		else if (!strcmp(k, "guard_dst")) copy_tok(s->guard_dst, sizeof s->guard_dst, v, k);
 		else if (!strcmp(k, "dst_mode")) copy_tok(s->dst_mode, sizeof s->dst_mode, v, k);
 		else if (!strcmp(k, "reps")) s->reps = atoi(v);
+		else if (!strcmp(k, "new_size")) s->new_size = strtoul(v, NULL, 0);
+		else if (!strcmp(k, "split_at")) s->split_at = strtoul(v, NULL, 0);
+		else if (!strcmp(k, "flags")) copy_tok(s->flags, sizeof s->flags, v, k);
 		else {
 			errno = EINVAL;
 			die("unknown key %s", k);
 		}
 	}
-	if (any && (!s->id[0] || !s->size || s->size % PAGE || s->threads < 1 || s->threads > 2)) {
+	if (!s->new_size)
+		s->new_size = s->size;
+	if (any && (!s->id[0] || !s->size || s->size % PAGE || s->threads < 1 || s->threads > 2 ||
+		    s->new_size % PAGE || s->split_at % PAGE || s->split_at >= s->size ||
+		    (strcmp(s->flags, "fixed") && strcmp(s->flags, "dontunmap")))) {
 		errno = EINVAL;
-		die("bad case %s: needs id, a page-multiple size and threads 1 or 2", s->id);
+		die("bad case %s: needs id, page-multiple size/new_size/split_at < size, threads 1 or 2, "
+		    "flags fixed or dontunmap", s->id);
 	}
 	return any;
 }
@@ -598,9 +612,9 @@ static void settle_cpumask(void)
 
 static void cleanup(const struct spec *s, struct layout *l, int moved)
 {
-	munmap((void *)(moved ? l->dst : l->src), s->size);
-	if (!moved && !strcmp(s->dst_mode, "reserved"))
-		munmap((void *)l->dst, s->size);
+	(void)moved;
+	munmap((void *)l->src, s->size);
+	munmap((void *)l->dst, s->new_size > s->size ? s->new_size : s->size);
 	if (l->guard_src)
 		munmap((void *)l->guard_src, PAGE);
 	if (l->guard_dst)
@@ -625,6 +639,8 @@ static void run_case(const struct spec *s, int rep, pid_t tid)
 	else if (!strcmp(s->thp, "off"))
 		madvise((void *)l.src, s->size, MADV_NOHUGEPAGE);
 	populate(s, &l);
+	if (s->split_at && mprotect((void *)(l.src + s->split_at), PAGE, PROT_READ))
+		die("mprotect(split_at)");
 	touch_guard(s->guard_src, l.guard_src);
 	touch_guard(s->guard_dst, l.guard_dst);
 
@@ -633,10 +649,11 @@ static void run_case(const struct spec *s, int rep, pid_t tid)
 	printf(",\"rep\":%d,\"layout\":\"%s\",\"size\":%lu,\"src_off\":%lu,\"dst_off\":%lu,"
 	       "\"backing\":\"%s\",\"thp\":\"%s\",\"threads\":%d,\"populate\":\"%s\","
 	       "\"guard_src\":\"%s\",\"guard_dst\":\"%s\",\"dst_mode\":\"%s\",\"src\":%lu,\"dst\":%lu,"
-	       "\"guard_src_addr\":%lu,\"guard_dst_addr\":%lu,\"tid\":%d,",
+	       "\"guard_src_addr\":%lu,\"guard_dst_addr\":%lu,\"tid\":%d,\"new_size\":%lu,"
+	       "\"split_at\":%lu,\"flags\":\"%s\",",
 	       rep, s->layout, s->size, s->src_off, s->dst_off, s->backing, s->thp, s->threads,
 	       s->populate, s->guard_src, s->guard_dst, s->dst_mode, l.src, l.dst, l.guard_src,
-	       l.guard_dst, (int)tid);
+	       l.guard_dst, (int)tid, s->new_size, s->split_at, s->flags);
 	emit_vmas(&l);
 	fflush(stdout);
 
@@ -646,7 +663,10 @@ static void run_case(const struct spec *s, int rep, pid_t tid)
 		settle_cpumask();
 	if (tracing)
 		write_file("trace", "");
-	void *r = mremap((void *)l.src, s->size, s->size, MREMAP_MAYMOVE | MREMAP_FIXED, (void *)l.dst);
+	int mflags = MREMAP_MAYMOVE | MREMAP_FIXED;
+	if (!strcmp(s->flags, "dontunmap"))
+		mflags |= 4; /* MREMAP_DONTUNMAP */
+	void *r = mremap((void *)l.src, s->size, s->new_size, mflags, (void *)l.dst);
 	int err = r == MAP_FAILED ? errno : 0;
 	size_t n = 0;
 	if (tracing) {
