@@ -137,6 +137,38 @@ class KernelProfile(_Frozen):
     freed_tables_in_flush_range: bool = True
     supports_move_pmd: bool = True
     supports_move_pud: bool = True
+    platform: Literal["bare-metal", "kvm-guest"] = "kvm-guest"
+    """What the kernel runs on, where that changes flushes or IPIs (x86):
+
+    * ``kvm-guest``: a KVM guest with paravirtual TLB flush (``KVM_FEATURE_PV_TLB_FLUSH``,
+      set up by ``kvm_guest_init``). Remote flushes go through ``kvm_flush_tlb_multi``,
+      which sends no IPI to a preempted vCPU (it marks it to flush on re-entry instead);
+      and page-table pages are freed through the mmu_gather table batch
+      (``tlb_remove_table``), whose filling forces a flush (``tlb_table_flush``).
+    * ``bare-metal``: a real machine, or an emulated one (QEMU's TCG offers no paravirtual
+      interface). Every CPU in ``mm_cpumask`` gets its IPI. Before
+      :attr:`rcu_table_free_on_bare_metal` kernels, page-table pages are freed as ordinary
+      pages (``native_tlb_remove_table`` -> ``tlb_remove_page``): no flush when a table
+      batch fills, only when the gather runs out of page batches.
+
+    The default is ``kvm-guest``: the machine perfsim's host measurements come from (and on
+    6.15+ kernels both platforms free tables the same way)."""
+    rcu_table_free_on_bare_metal: bool = True
+    """x86 frees page tables through the RCU table batch on bare metal too: from 6.14 when
+    ``CONFIG_PT_RECLAIM`` (default y on x86-64) made ``native_tlb_remove_table`` call
+    ``tlb_remove_table``, and unconditionally from 6.15 ("x86/mm: make
+    MMU_GATHER_RCU_TABLE_FREE unconditional"). False for 6.13 and older."""
+
+    @property
+    def tables_freed_through_batch(self) -> bool:
+        """Do freed page-table pages go through ``tlb_remove_table`` (so that a full
+        ``mmu_table_batch`` of ``MAX_TABLE_BATCH`` pages forces a flush)?"""
+        return self.platform == "kvm-guest" or self.rcu_table_free_on_bare_metal
+
+    @property
+    def ipi_skips_preempted_vcpus(self) -> bool:
+        """Does a remote flush skip CPUs whose vCPU is preempted (``kvm_flush_tlb_multi``)?"""
+        return self.platform == "kvm-guest"
 
 
 class Target(_Frozen):

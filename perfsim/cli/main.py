@@ -21,7 +21,7 @@ from perfsim import __version__
 from perfsim.errors import PerfsimError
 
 SUBCOMMANDS: tuple[str, ...] = ("plan", "run", "sweep", "workload", "report", "tune",
-                                "calibrate", "validate")
+                                "calibrate", "validate", "groundtruth")
 """The subcommands, in the order ``--help`` lists them: each is a module ``perfsim.cli.<name>``
 with a ``register(subparsers)`` function. A new subcommand adds its name here."""
 

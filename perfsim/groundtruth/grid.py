@@ -1,0 +1,230 @@
+"""The cases the probe runs, as dicts, and their one-line form the probe reads.
+
+A case names a ``layout`` (``window``: a private 1 GiB-aligned window with nothing else in
+it, as :mod:`perfsim.host.layout` builds the E1-E5 shapes; ``ordinary``: buffers from
+``mmap(NULL, ...)`` in the process's normal mmap area, next to whatever else is mapped
+there), a size, the source and destination offsets (from a PUD boundary in a window, from a
+PMD boundary in an ordinary buffer), the backing, THP advice, threads, how the program
+populates the buffer, guard pages and whether the destination is a hole or a reservation.
+"""
+
+from __future__ import annotations
+
+from perfsim.errors import PerfsimError
+
+KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
+
+#: perfsim.host.layout's shapes: (source offset, destination offset) from their PUD starts.
+SHAPE_OFFSETS = {
+    "pud_aligned": (0, 0),
+    "pmd_aligned": (2 * MiB, 6 * MiB),
+    "realignable": (2 * MiB + 4 * KiB, 6 * MiB + 4 * KiB),
+    "blocked": (2 * MiB + 4 * KiB, 6 * MiB + 4 * KiB),
+    "unaligned": (2 * MiB + 4 * KiB, 6 * MiB + 8 * KiB),
+    "small": (2 * MiB + 512 * KiB, 6 * MiB + 512 * KiB),
+}
+EXAMPLE = {"pud_aligned": "E1", "pmd_aligned": "-", "realignable": "E2", "blocked": "E3",
+           "unaligned": "E4", "small": "E5b"}
+
+FIELDS = {
+    "id": None, "layout": ("window", "ordinary"), "size": None, "src_off": None,
+    "dst_off": None, "backing": ("anon", "shmem", "memfd"), "thp": ("on", "off", "default"),
+    "threads": (1, 2), "populate": None, "guard_src": ("no", "touched", "untouched"),
+    "guard_dst": ("no", "touched", "untouched"), "dst_mode": ("hole", "reserved"), "reps": None,
+    "new_size": None, "flags": ("fixed", "dontunmap"), "split_at": None,
+}
+DEFAULTS = {"layout": "window", "backing": "anon", "thp": "off", "threads": 1,
+            "populate": "full", "guard_src": "no", "guard_dst": "no", "dst_mode": "hole",
+            "reps": 1, "new_size": 0, "flags": "fixed", "split_at": 0}
+
+
+def size_label(n: int) -> str:
+    if n == 0:
+        return "0"
+    for unit, m in (("G", GiB), ("M", MiB), ("K", KiB)):
+        if n % m == 0:
+            return f"{n // m}{unit}"
+    return str(n)
+
+
+def shape_case(shape: str, size: int, **kw) -> dict:
+    """A window case of one of perfsim.host's shapes (``blocked`` gets its read-faulted
+    one-page VMA below the source)."""
+    src_off, dst_off = SHAPE_OFFSETS[shape]
+    case = {"layout": "window", "shape": shape, "size": size, "src_off": src_off,
+            "dst_off": dst_off}
+    if shape == "blocked":
+        case["guard_src"] = "touched"
+    case.update(kw)
+    case.setdefault("id", case_id(case))
+    return normalise(case)
+
+
+def case_id(case: dict) -> str:
+    c = {**DEFAULTS, **case}
+    parts = [c.get("shape") or f"{c['layout']}-{size_label(c['src_off'])}-{size_label(c['dst_off'])}",
+             size_label(c["size"]), f"{c['threads']}t"]
+    if c["backing"] != "anon":
+        parts.append(c["backing"])
+    if c["thp"] != "off":
+        parts.append(f"thp-{c['thp']}")
+    if c["populate"] != "full":
+        parts.append(c["populate"].replace(":", ""))
+    if c["guard_src"] != "no" and c.get("shape") != "blocked":
+        parts.append(f"gs-{c['guard_src']}")
+    if c["guard_dst"] != "no":
+        parts.append(f"gd-{c['guard_dst']}")
+    if c["dst_mode"] != "hole":
+        parts.append(c["dst_mode"])
+    if c["new_size"] and c["new_size"] != c["size"]:
+        parts.append(f"to-{size_label(c['new_size'])}")
+    if c["flags"] != "fixed":
+        parts.append(c["flags"])
+    if c["split_at"]:
+        parts.append(f"split-{size_label(c['split_at'])}")
+    return "/".join(parts)
+
+
+def _check_populate(text: str, size: int) -> None:
+    if text in ("full", "none"):
+        return
+    for pre in ("every:", "first:"):
+        if text.startswith(pre) and text[6:].isdigit() and int(text[6:]) > 0:
+            if pre == "first:" and (int(text[6:]) % 4096 or int(text[6:]) > size):
+                break
+            return
+    raise PerfsimError(f"case field 'populate': {text!r}; allowed: full, none, every:K, "
+                       "first:BYTES (a page multiple no larger than size)")
+
+
+def normalise(case: dict) -> dict:
+    """Defaults filled in and every field checked (one line naming the field otherwise)."""
+    c = {**DEFAULTS, **case}
+    for key, allowed in FIELDS.items():
+        if key not in c and key != "id":
+            raise PerfsimError(f"case {c.get('id', '?')}: field {key!r} missing")
+        if allowed and c[key] not in allowed:
+            raise PerfsimError(f"case {c.get('id', '?')}: field {key!r} is {c[key]!r}; allowed: "
+                               + ", ".join(map(str, allowed)))
+    if not isinstance(c["size"], int) or c["size"] <= 0 or c["size"] % 4096:
+        raise PerfsimError(f"case {c.get('id', '?')}: field 'size' must be a positive multiple "
+                           "of 4096")
+    _check_populate(c["populate"], c["size"])
+    for key in ("new_size", "split_at"):
+        if not isinstance(c[key], int) or c[key] < 0 or c[key] % 4096:
+            raise PerfsimError(f"case {c.get('id', '?')}: field {key!r} must be a multiple of "
+                               "4096 (0: none)")
+    if c["split_at"] >= c["size"]:
+        raise PerfsimError(f"case {c.get('id', '?')}: field 'split_at' must be below 'size'")
+    c.setdefault("id", case_id(c))
+    if any(ch.isspace() for ch in c["id"]):
+        raise PerfsimError(f"case id {c['id']!r}: no spaces allowed")
+    return c
+
+
+def probe_line(case: dict) -> str:
+    c = normalise(case)
+    return " ".join(f"{k}={c[k]}" for k in FIELDS)
+
+
+def probe_input(cases: list[dict]) -> str:
+    # The probe starts and stops its spinner thread between cases; keep same-thread cases
+    # together so it does so rarely.
+    return "".join(probe_line(c) + "\n" for c in cases)
+
+
+# ------------------------------------------------------------------------------------ grids
+def shapes_grid(*, big: bool = True) -> list[dict]:
+    """E1-E5 at 64 MiB and (``big``) 1 GiB, realignable, blocked, PMD-aligned, sparse,
+    prefix, shmem/memfd, THP, a reserved destination, and two threads. Lean enough to boot
+    under TCG in a few minutes."""
+    sizes = [64 * MiB] + ([GiB] if big else [])
+    cases = []
+    for size in sizes:
+        for shape in ("pud_aligned", "pmd_aligned", "realignable", "blocked", "unaligned"):
+            cases.append(shape_case(shape, size))
+    cases += [
+        shape_case("small", 33 * 4 * KiB),
+        shape_case("small", MiB),
+        shape_case("realignable", 64 * MiB, populate="every:512"),
+        shape_case("blocked", 64 * MiB, populate="every:512"),
+        shape_case("unaligned", 64 * MiB, populate="every:16"),
+        shape_case("unaligned", 64 * MiB, populate="first:1048576"),
+        shape_case("realignable", 64 * MiB, populate="none"),
+        shape_case("realignable", 64 * MiB, backing="memfd"),
+        shape_case("unaligned", 64 * MiB, backing="shmem"),
+        shape_case("pmd_aligned", 64 * MiB, backing="memfd"),
+        shape_case("pmd_aligned", 64 * MiB, thp="on"),
+        shape_case("unaligned", 64 * MiB, thp="on"),
+        shape_case("unaligned", 64 * MiB, dst_mode="reserved"),
+        shape_case("realignable", 64 * MiB, guard_dst="untouched"),
+        # +4K/+4K at 1 GiB from a PUD boundary: realigned (6.7+) it is one PUD move
+        {"layout": "window", "size": GiB, "src_off": 4 * KiB, "dst_off": 4 * KiB},
+        # shmem THP (the initramfs sets shmem_enabled=advise): PMD-mapped only where the
+        # VMA start and file offset are PMD-congruent
+        shape_case("pmd_aligned", 64 * MiB, backing="memfd", thp="on"),
+        shape_case("realignable", 64 * MiB, backing="memfd", thp="on"),
+        # several VMAs in the range: one call moves them all on 6.17+, EFAULT before
+        shape_case("unaligned", 64 * MiB, split_at=32 * MiB),
+        shape_case("realignable", 64 * MiB, split_at=32 * MiB + 4 * KiB),
+        # the source stays mapped (its pages are gone): no source unmap
+        shape_case("realignable", 64 * MiB, flags="dontunmap"),
+        # shrink while moving: the tail is unmapped first
+        shape_case("unaligned", 64 * MiB, new_size=32 * MiB),
+    ]
+    cases = [normalise(c) for c in cases]
+    for shape in ("realignable", "blocked", "unaligned"):
+        cases.append(shape_case(shape, 64 * MiB, threads=2))
+    cases.append(shape_case("pmd_aligned", 64 * MiB, threads=2, thp="on"))
+    return cases
+
+
+def ordinary_case(size: int, src_off: int, dst_off: int, **kw) -> dict:
+    case = {"layout": "ordinary", "size": size, "src_off": src_off, "dst_off": dst_off,
+            "thp": "default"}
+    case.update(kw)
+    return normalise(case)
+
+
+def ordinary_grid() -> list[dict]:
+    """Issue 10 item 7: what an ordinary program does, in the mmap area next to its C
+    library: loops that write every page, every K-th page from the buffer start, or a
+    prefix; guard pages (touched or not); anon and memfd with and without THP; one and two
+    threads; a hole or a reserved destination."""
+    K4, M2, M64 = 4 * KiB, 2 * MiB, 64 * MiB
+    cases = []
+    for threads in (1, 2):
+        t = {"threads": threads}
+        cases += [
+            ordinary_case(M64, K4, K4, **t),
+            ordinary_case(M64, K4, K4, guard_src="touched", **t),
+            ordinary_case(M64, K4, K4, populate="every:512", guard_src="touched", **t),
+            ordinary_case(M64, K4, K4, populate="every:512", guard_src="untouched", **t),
+            ordinary_case(M64, K4, K4, populate="every:512", **t),
+            ordinary_case(M64, K4, 2 * K4, populate="every:16", **t),
+            ordinary_case(M64, K4, 2 * K4, populate="first:1048576", **t),
+            ordinary_case(M64, 0, 0, thp="on", **t),
+            ordinary_case(M64, 0, 0, thp="off", **t),
+            ordinary_case(M64, K4, K4, thp="on", **t),
+            ordinary_case(M64, 0, 0, backing="memfd", thp="on", **t),
+            ordinary_case(M64, K4, K4, backing="memfd", **t),
+            ordinary_case(M64, K4, 2 * K4, backing="memfd", thp="on", **t),
+            ordinary_case(M64, 0, 0, backing="shmem", populate="every:64", **t),
+            ordinary_case(M64, K4, K4, dst_mode="reserved", **t),
+            ordinary_case(M64, K4, K4, guard_dst="untouched", guard_src="untouched", **t),
+            ordinary_case(M2 + 3 * K4, 512 * KiB, 512 * KiB, **t),
+            ordinary_case(40 * K4, K4, 3 * K4, **t),
+        ]
+    cases.append(ordinary_case(GiB, K4, 2 * K4))
+    cases.append(ordinary_case(GiB, K4, K4, guard_src="touched"))
+    return cases
+
+
+GRIDS = {"shapes": shapes_grid, "shapes-small": lambda: shapes_grid(big=False),
+         "ordinary": ordinary_grid}
+
+
+def named_grid(name: str) -> list[dict]:
+    if name not in GRIDS:
+        raise PerfsimError(f"--grid {name!r}: allowed values: {', '.join(GRIDS)}")
+    return GRIDS[name]()

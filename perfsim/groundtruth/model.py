@@ -1,0 +1,178 @@
+"""A recorded call rebuilt as a perfsim address space, and the planner's prediction for it.
+
+Every VMA the probe saw in ``/proc/self/maps`` before the call becomes a
+:class:`perfsim.mm.Vma` (anonymous, shmem or file, with its protection and file offset);
+the pages the probe found present (``/proc/self/pagemap``) in the PMDs the source and the
+destination touch become the page tables, a PMD leaf where a THP maps a whole PMD (its
+frames contiguous from a 2 MiB boundary, and the VMA's ``AnonHugePages`` /
+``ShmemPmdMapped`` agreeing). The request is the call the probe made:
+``mremap(src, size, size, MAYMOVE|FIXED, dst)``, in an mm with as many CPUs as threads.
+
+The trace splits the call into ``dst_unmap``, ``move`` and ``src_unmap`` (see
+:mod:`perfsim.host.trace`); they are the planner's UNMAP_DST, MOVE and UNMAP_SRC phases.
+"""
+
+from __future__ import annotations
+
+from perfsim.errors import PerfsimError
+from perfsim.mm.pagetable import PMD_LEAF, PMD_TABLE, PUD_TABLE, PageTables
+from perfsim.mm.space import AddressSpace
+from perfsim.mm.vma import Vma
+from perfsim.planner import MoveRequest, plan_mremap
+from perfsim.planner import steps as S
+from perfsim.profiles import Target
+
+TRACE_PHASES = {"dst_unmap": S.UNMAP_DST, "move": S.MOVE, "src_unmap": S.UNMAP_SRC}
+KEYS = ("flush_calls", "full_flushes", "ipi_rounds")
+
+
+class Unrepresentable(PerfsimError):
+    """A recorded layout perfsim.mm cannot express (the reason is the message)."""
+
+
+def _prot(perms: str) -> str:
+    p = "".join(ch for ch in perms[:3] if ch != "-")
+    return p or "none"
+
+
+def vma_of(v: dict, rec: dict, page_shift: int) -> Vma:
+    """One ``/proc/self/maps`` line as a Vma."""
+    start, end, path = int(v["start"]), int(v["end"]), v.get("path", "")
+    shared = v["perms"][3:4] == "s"
+    is_src = start == int(rec["src"])
+    anon_path = path == "" or (path.startswith("[") and path not in ("[vdso]", "[vvar]",
+                                                                      "[vvar_vclock]"))
+    if shared:
+        backing = "shmem" if (anon_path or path.startswith("/dev/zero") or path.startswith("/memfd:")
+                              or path.startswith("/SYSV")) else "file"
+    else:
+        backing = "anon" if anon_path else "file"
+    anon = backing == "anon"
+    present = v.get("present")
+    touched = bool(present) if present is not None else True
+    thp = is_src and rec.get("thp") == "on"
+    file_id = None if anon else f"{path or 'shmem'}#{v.get('inode', 0)}"
+    return Vma(start, end, backing=backing, thp=thp, anon_vma=anon and touched,
+               pgoff=(start >> page_shift) if anon else int(v.get("offset", 0)) >> page_shift,
+               file_id=file_id, anon_id=(f"anon@{start:#x}" if anon else None),
+               prot=_prot(v["perms"]), name="src" if is_src else (path or f"{start:#x}"))
+
+
+def pmd_leaves(v: dict) -> list[int]:
+    """The PMD-mapped THPs of the source VMA (see the module docstring)."""
+    cands = [int(a) for a in v.get("pmd_candidates", [])]
+    huge_kb = int(v.get("huge_kb", 0))
+    if huge_kb == 0:
+        return []
+    if huge_kb != len(cands) * 2048:
+        raise Unrepresentable(f"source at {int(v['start']):#x}: smaps says {huge_kb} kB "
+                              f"PMD-mapped but {len(cands)} PMDs look like whole THPs")
+    return cands
+
+
+def page_tables(rec: dict, target: Target) -> PageTables:
+    """Present pages and PMD leaves of the record as page-table state."""
+    a = target.arch
+    ptrs = a.ptrs_per_pte
+    masks: dict[int, int] = {}
+    leaves: set[int] = set()
+    for v in rec["vmas"]:
+        if "present" not in v:
+            continue
+        if int(v["start"]) == int(rec["src"]):
+            leaves.update(x >> a.pmd_shift for x in pmd_leaves(v))
+        for lo, hi in v["present"]:
+            lo, hi = int(lo), int(hi)
+            for slot in range(lo >> a.pmd_shift, ((hi - 1) >> a.pmd_shift) + 1):
+                base = slot << a.pmd_shift
+                s = (max(lo, base) - base) >> a.page_shift
+                e = (min(hi, base + a.pmd_size) - base) >> a.page_shift
+                masks[slot] = masks.get(slot, 0) | (((1 << e) - 1) ^ ((1 << s) - 1))
+    pt = PageTables.empty(a)
+    if not masks:
+        return pt
+    lo = min(masks) << a.pmd_shift
+    hi = (max(masks) + 1) << a.pmd_shift
+    win = pt.window(lo, hi)
+    full = (1 << ptrs) - 1
+    shift = a.pud_shift - a.pmd_shift
+    for slot, m in masks.items():
+        if slot in leaves:
+            win.pmd[slot] = (PMD_LEAF, full)
+        else:
+            win.pmd[slot] = (PMD_TABLE, m)
+        win.pud[slot >> shift] = PUD_TABLE
+        if not a.pud_folded:
+            win.pud_tables.add((slot << a.pmd_shift) >> a.p4d_shift)
+    return pt.replace_window(win)
+
+
+def space_for_record(rec: dict, target: Target) -> tuple[AddressSpace, MoveRequest]:
+    a = target.arch
+    vmas = [vma_of(v, rec, a.page_shift) for v in rec["vmas"]
+            if int(v["end"]) <= a.user_va_top]
+    try:
+        space = AddressSpace(tuple(vmas), page_tables(rec, target), cpus=int(rec["threads"]))
+    except ValueError as exc:
+        raise Unrepresentable(str(exc)) from None
+    size = int(rec["size"])
+    new_size = int(rec.get("new_size") or size)
+    return space, MoveRequest(int(rec["src"]), size, new_size, new_addr=int(rec["dst"]),
+                              dontunmap=rec.get("flags") == "dontunmap")
+
+
+def predicted(rec: dict, target: Target) -> dict:
+    """The planner's flush calls, full flushes and IPI rounds, per trace phase and for the
+    whole call, and its errno."""
+    space, req = space_for_record(rec, target)
+    plan = plan_mremap(space, req, target)
+    st = plan.steps
+    out: dict = {}
+    for name, ph in TRACE_PHASES.items():
+        sel = st.phase == ph
+        out[name] = {"flush_calls": int(st.flushes[sel].sum()),
+                     "full_flushes": int(st.flush_full[sel].sum()),
+                     "ipi_rounds": int(((st.ipis > 0) & sel).sum())}
+    out["whole"] = {k: sum(out[p][k] for p in TRACE_PHASES) for k in KEYS}
+    out["whole"]["flush_calls"] = int(st.flushes.sum())
+    out["whole"]["full_flushes"] = int(st.flush_full.sum())
+    out["whole"]["ipi_rounds"] = int((st.ipis > 0).sum())
+    out["errno"] = plan.errno
+    return out
+
+
+def measured(rec: dict) -> dict:
+    """The same counters from a traced record."""
+    by = rec.get("summary_by_phase") or {}
+    out = {name: {k: int((by.get(name) or {}).get(k, 0)) for k in KEYS} for name in TRACE_PHASES}
+    sm = rec.get("summary") or {}
+    out["whole"] = {k: int(sm.get(k, 0)) for k in KEYS}
+    return out
+
+
+def errno_name(num: int) -> str | None:
+    """``0`` -> None, else the symbolic name (``14`` -> ``"EFAULT"``)."""
+    import errno
+
+    return None if num == 0 else errno.errorcode.get(num, str(num))
+
+
+def ipi_comparable(rec: dict) -> bool:
+    """IPI rounds are compared where they are determined: one thread (nobody else in
+    mm_cpumask once it is settled), or a spinner that was on its CPU for every flush."""
+    return int(rec["threads"]) == 1 or rec.get("ipi_coverage") == 1.0
+
+
+def compare(rec: dict, target: Target) -> dict:
+    """``{"agree": bool, "diff": {scope: {key: (predicted, measured)}}, ...}`` over the
+    whole call and, where the trace found the phase markers, phase by phase."""
+    p, m = predicted(rec, target), measured(rec)
+    keys = ["flush_calls", "full_flushes"] + (["ipi_rounds"] if ipi_comparable(rec) else [])
+    scopes = ["whole"] + (list(TRACE_PHASES) if rec.get("phases_known") else [])
+    diff = {s: {k: (p[s][k], m[s][k]) for k in keys if p[s][k] != m[s][k]} for s in scopes}
+    diff = {s: d for s, d in diff.items() if d}
+    got = errno_name(int(rec.get("errno", 0)))
+    if p["errno"] != got:
+        diff["errno"] = {"errno": (p["errno"], got)}
+    return {"agree": not diff, "diff": diff, "predicted": p, "measured": m,
+            "scopes": scopes, "keys": keys}

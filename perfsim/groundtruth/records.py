@@ -1,0 +1,161 @@
+"""The probe's output, turned into one JSON record per measured mremap() call.
+
+The probe prints, per call, its ``@@REC`` line (the case, the addresses, the VMAs and
+present pages before the call, the return value) followed by the raw lines of the tracefs
+``trace`` file recorded around the call. The trace is read with
+:func:`perfsim.host.trace.parse_trace` and :func:`~perfsim.host.trace.extract_call`, so the
+flushes are counted and split into phases exactly as :mod:`perfsim.host` counts them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+
+from perfsim.errors import PerfsimError
+from perfsim.host.trace import extract_call, parse_trace
+
+BEGIN = "@@PERFSIM-GRID-BEGIN"
+END = "@@PERFSIM-GRID-END"
+CASE_BEGIN = "@@PERFSIM-CASE-BEGIN"
+CASE_END = "@@PERFSIM-CASE-END"
+REC = "@@REC "
+ERROR = "@@PERFSIM-ERROR"
+NOTRACE = "@@PERFSIM-NOTRACE"
+
+#: the fields every stored record has (the rest are optional)
+SUMMARY_KEYS = ("flush_calls", "full_flushes", "ipi_rounds")
+
+
+class ProbeOutputError(PerfsimError):
+    """The probe's output is cut short or malformed."""
+
+
+def _strip_console(line: str) -> str:
+    # A serial console ends lines with CR LF; the kernel may prefix nothing else as long as
+    # it prints at a quiet log level.
+    return line.rstrip("\r\n").rstrip("\r")
+
+
+def parse_probe_output(lines: Iterable[str], *, platform: str, source: str) -> tuple[dict, list[dict]]:
+    """``(grid header, records)`` from the probe's stdout (or a console log holding it).
+
+    ``platform`` (``bare-metal`` or ``kvm-guest``) and ``source`` (``native`` or
+    ``qemu-tcg``) are stored in every record."""
+    header: dict | None = None
+    records: list[dict] = []
+    cur: dict | None = None
+    trace: list[str] = []
+    ended = False
+    notrace = None
+    for raw in lines:
+        line = _strip_console(raw)
+        pos = line.find("@@PERFSIM")
+        if pos > 0:  # console noise before the marker on the same line
+            line = line[pos:]
+        if line.startswith(BEGIN):
+            header = json.loads(line[len(BEGIN):].strip())
+            continue
+        if header is None:
+            continue
+        if line.startswith(ERROR):
+            raise ProbeOutputError(f"probe failed: {line[len(ERROR):].strip()}")
+        if line.startswith(NOTRACE):
+            notrace = line[len(NOTRACE):].strip()
+        elif line.startswith(CASE_BEGIN):
+            cur, trace = {}, []
+        elif line.startswith(REC) and cur is not None:
+            cur = json.loads(line[len(REC):])
+        elif line.startswith(CASE_END) and cur is not None:
+            records.append(finish_record(cur, trace, header, platform=platform, source=source,
+                                         notrace=notrace))
+            cur = None
+        elif line.startswith(END):
+            ended = True
+            break
+        elif cur is not None:
+            trace.append(line)
+    if header is None:
+        raise ProbeOutputError("probe output has no grid header (did the probe start?)")
+    if not ended:
+        raise ProbeOutputError(f"probe output ends after {len(records)} calls without the "
+                               "grid's end marker")
+    return header, records
+
+
+def finish_record(rec: dict, trace_lines: list[str], header: dict, *, platform: str,
+                  source: str, notrace: str | None) -> dict:
+    """Add the counts of the trace to the probe's record."""
+    out = dict(rec)
+    out["kernel"] = header["release"]
+    out["kernel_version"] = kernel_version(header["release"])
+    out["ncpus"] = header.get("ncpus")
+    out["platform"] = platform
+    out["source"] = source
+    if notrace is not None:
+        out.update(traced=False, trace_skipped=notrace)
+        return out
+    peers = {int(rec["tid"])} | ({int(rec["spinner_tid"])} if rec.get("spinner_tid") else set())
+    res = extract_call(parse_trace("\n".join(trace_lines)), int(rec["tid"]), peers)
+    out["traced"] = res.available
+    if not res.available:
+        out["trace_skipped"] = res.skipped
+        return out
+    out["summary"] = res.summary()
+    out["summary_by_phase"] = res.summary_by_phase()
+    out["phases_known"] = res.phases_known
+    out["counts"] = res.counts_by_reason()
+    out["kernel_us"] = res.kernel_us
+    out["foreign_events"] = res.foreign_events
+    sm = out["summary"]
+    out["ipi_coverage"] = (round(sm["ipi_rounds"] / sm["flush_calls"], 4)
+                           if sm["flush_calls"] else None)
+    return out
+
+
+def kernel_version(release: str) -> str:
+    """``"6.12.38+deb13-amd64"`` -> ``"6.12"``."""
+    m = re.match(r"(\d+)\.(\d+)", release)
+    if not m:
+        raise PerfsimError(f"kernel release {release!r} has no MAJOR.MINOR")
+    return f"{m[1]}.{m[2]}"
+
+
+def whole_call(rec: dict) -> dict:
+    """Whole-call flush calls, full flushes and IPI rounds of a traced record."""
+    sm = rec.get("summary") or {}
+    return {k: int(sm.get(k, 0)) for k in SUMMARY_KEYS}
+
+
+def by_phase(rec: dict) -> dict:
+    from perfsim.groundtruth.model import TRACE_PHASES
+
+    by = rec.get("summary_by_phase") or {}
+    return {ph: {k: int((by.get(ph) or {}).get(k, 0)) for k in SUMMARY_KEYS}
+            for ph in TRACE_PHASES}
+
+
+def read_jsonl(path) -> list[dict]:
+    from perfsim.errors import read_text
+
+    out = []
+    for n, line in enumerate(read_text(path, "ground-truth records").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise PerfsimError(f"{path}:{n}: not JSON ({exc.msg})") from None
+    return out
+
+
+def write_jsonl(path, records: list[dict]) -> None:
+    """Write atomically (a temp file renamed into place)."""
+    import os
+
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        for r in records:
+            f.write(json.dumps(r, sort_keys=True) + "\n")
+    os.replace(tmp, path)
