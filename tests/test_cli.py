@@ -367,31 +367,28 @@ def test_cost_profile_path_that_does_not_exist(capsys, tmp_path):
 def test_cost_profile_with_a_cost_model(capsys, monkeypatch):
     calls = {}
 
-    def load_cost_profile(name):
+    def resolve_cost_profile(name, *, arch=None, force=False):
+        calls["arch"] = arch
         return types.SimpleNamespace(name=name, digest="abc")
 
-    def predict(plan, profile, cpus=1):
+    def predict(plan, profile, cpus=1, folio=None):
         calls["cpus"] = cpus
         return types.SimpleNamespace(predicted_ns=1234, cost_ns={"tlb_flush": 1000, "fixed": 234})
 
     from perfsim.planner import render
-    monkeypatch.setattr(render, "load_cost_profile", load_cost_profile)
+    monkeypatch.setattr(render, "resolve_cost_profile", resolve_cost_profile)
     monkeypatch.setattr(render, "predict", predict)
     doc = run_json(capsys, "--len", "1G", "--cpus", "3", "--cost-profile", "mine")
     assert doc["predicted_ns"] == 1234 and doc["cost_ns"]["tlb_flush"] == 1000
     assert doc["cost_profile"] == {"name": "mine", "digest": "abc"} and calls["cpus"] == 3
+    assert calls["arch"] == "x86_64"
     rc, out, _ = run(capsys, "plan", "--len", "1G", "--cost-profile", "mine")
     assert "predicted   1.23 µs (cost profile mine)" in out
 
 
-def test_real_cost_model_when_present(capsys):
-    cost = pytest.importorskip("perfsim.cost")
-    if not (hasattr(cost, "load_cost_profile") and hasattr(cost, "predict")):
-        pytest.skip("perfsim.cost has no predict yet")
-    names = getattr(cost, "cost_profile_names", lambda: [])()
-    if not names:
-        pytest.skip("no built-in cost profile")
-    doc = run_json(capsys, *E_FLAGS["e2"], "--cost-profile", names[0])
+@pytest.mark.parametrize("name", ["x86_64-generic", "kvm-host"])
+def test_real_cost_model(capsys, name):
+    doc = run_json(capsys, *E_FLAGS["e2"], "--cost-profile", name)
     assert doc["predicted_ns"] > 0 and doc["cost_ns"]
 
 
