@@ -150,6 +150,10 @@ class PlanRequest(_Strict):
                                       "START:LEN[:K=V,...]", group="space")
     arch: str = _opt("x86_64", "architecture name or TOML path", "NAME", group="target")
     kernel: str = _opt("6.18", "kernel profile name or TOML path", "NAME", group="target")
+    platform: Literal["bare-metal", "kvm-guest"] | None = _opt(
+        None, "what the kernel runs on, where flushes differ: bare-metal (also an emulated "
+        "TCG guest) or kvm-guest (paravirtual flush); default: the kernel profile's",
+        "bare-metal|kvm-guest", group="target")
     cost_profile: str | None = _opt(None, "also predict the call's duration with this cost "
                                     "profile (name or TOML path); it must declare the arch",
                                     "NAME|PATH", group="target")

@@ -168,3 +168,15 @@ def test_large_folios_are_priced_on_arm64(capsys):
     assert main(base + ["--folio-size", "64K"]) == 0
     large = json.loads(capsys.readouterr().out)["predicted_ns"]
     assert large < small
+
+
+def test_platform_option_and_request_key(capsys, tmp_path):
+    doc = run_json(capsys, "--kernel", "6.12", "--len", "1G", "--src", "A+2M+4K",
+                   "--dst", "B+6M+8K", "--platform", "bare-metal")
+    assert doc["target"]["platform"] == "bare-metal"
+    f = tmp_path / "r.toml"
+    f.write_text('len = "2M"\nsrc = "A+2M"\ndst = "B+6M"\nplatform = "kvm-guest"\n')
+    assert run_json(capsys, "--file", str(f))["target"]["platform"] == "kvm-guest"
+    f.write_text('len = "2M"\nsrc = "A+2M"\ndst = "B+6M"\nplatform = "vm"\n')
+    err = bad(capsys, "--file", str(f))
+    assert "platform" in err and "bare-metal" in err

@@ -116,6 +116,8 @@ def _add_option(group, name: str, field) -> None:
         kw["choices"] = ("on", "off")
     elif name == "backing":
         kw["choices"] = ("anon", "shmem", "file", "hugetlb")
+    elif name == "platform":
+        kw["choices"] = ("bare-metal", "kvm-guest")
     elif name in _INT_KEYS:
         kw["type"] = int
     group.add_argument(flag, **kw)

@@ -90,7 +90,7 @@ def request_json(res: Resolved, file: str | None) -> dict[str, Any]:
 
 def target_json(target: Target) -> dict[str, Any]:
     return {"arch": target.arch.name, "kernel": target.kernel.name,
-            "profile_digest": target.digest}
+            "platform": target.kernel.platform, "profile_digest": target.digest}
 
 
 def plan_document(plan: MovePlan, res: Resolved, file: str | None,
@@ -149,7 +149,8 @@ def render_table(plan: MovePlan, res: Resolved, cost: dict[str, Any] | None = No
     """The human summary: call, result, why it was or was not realigned, the counters."""
     s, t = res.settings, res.target
     lines = [
-        f"target      {t.arch.name}, kernel {t.kernel.name} (profile {t.digest})",
+        f"target      {t.arch.name}, kernel {t.kernel.name}, {t.kernel.platform} "
+        f"(profile {t.digest})",
         f"request     {_call_text(res.request)}",
         f"source      {_space_text(res)}",
     ]

@@ -62,8 +62,11 @@ def _profile(value: str, what: str) -> str:
 
 
 def target_of(v: dict, lab: Label) -> Target:
-    return resolve_target(kernel=_profile(str(v["kernel"]), lab("kernel")),
-                          arch=_profile(str(v["arch"]), lab("arch")))
+    target = resolve_target(kernel=_profile(str(v["kernel"]), lab("kernel")),
+                            arch=_profile(str(v["arch"]), lab("arch")))
+    if v.get("platform"):
+        target = target.with_changes(platform=v["platform"])
+    return target
 
 
 def _size_within(v: dict, key: str, lab: Label, target: Target) -> int | None:
