@@ -23,6 +23,8 @@ from perfsim.planner.pgtable_move import (
     NORMAL_PMD,
     NORMAL_PUD,
     MoveGates,
+    alloc_new_pud,
+    failed_entry_row,
     get_extent,
     move_huge_pmd,
     move_normal_pmd,
@@ -30,11 +32,16 @@ from perfsim.planner.pgtable_move import (
     move_pgt_entry,
     move_ptes_flushes,
     move_ptes_ptl_count,
+    pgt_entry_row,
+    pmd_alloc,
     pmd_ptl_count,
+    pte_alloc,
     should_take_rmap_locks,
     split_huge_pmd,
+    split_huge_pmd_row,
     vma_has_uffd_without_event_remap,
 )
+from perfsim.planner import steps as S
 from perfsim.planner.tlb import (
     arm64_flush_tlb_range,
     flush_lookup,
@@ -133,6 +140,31 @@ def test_split_huge_pmd_keeps_anon_pages_and_unmaps_file_thp():
 def test_move_ptes_locks_both_tables_and_flushes_only_what_it_moved():
     assert move_ptes_ptl_count(7, 7) == 1 and move_ptes_ptl_count(7, 9) == 2
     assert move_ptes_flushes(1) and not move_ptes_flushes(0)
+
+
+def test_alloc_new_pud_allocates_a_p4d_page_only_with_five_levels():
+    addr = 0x7f0000000000
+    assert alloc_new_pud(X86.arch, set(), addr) == (0, 1)
+    la57 = resolve_target("6.18", "x86_64-la57").arch
+    assert alloc_new_pud(la57, set(), addr) == (1, 1)
+    assert alloc_new_pud(la57, {(addr >> la57.p4d_shift) + 1}, addr) == (0, 1)  # same PGD entry
+    assert alloc_new_pud(resolve_target("6.18", "riscv-sv39").arch, set(), addr) == (0, 0)
+
+
+def test_pmd_and_pte_tables_are_allocated_where_the_destination_entry_is_none():
+    assert pmd_alloc(PUD_NONE) and not pmd_alloc(PUD_TABLE)
+    assert pte_alloc(PMD_NONE) and not pte_alloc(PMD_TABLE) and not pte_alloc(PMD_LEAF)
+
+
+def test_entry_rows_carry_the_flush_of_the_level_moved():
+    g = MoveGates.of(X86, Vma(0, 1 << 30, anon_id="a"), Vma(0, 1 << 30, anon_id="a"), False)
+    pud = pgt_entry_row(X86, g, NORMAL_PUD, 1, 2, cpus=1, lazy_cpus=0)
+    assert pud.kind == S.K_PUD_MOVE and pud.flush.full and pud.locks == ("anon_vma:a",)
+    thp = pgt_entry_row(X86, g, HPAGE_PMD, 1, 2, cpus=1, lazy_cpus=0)
+    assert thp.kind == S.K_THP_MOVE and thp.ptes == 512 and thp.locks == () and thp.ptl == 1
+    assert failed_entry_row(g, NORMAL_PMD).flush is None
+    split = split_huge_pmd_row(resolve_target("6.18", "arm64-4k"), cpus=1, lazy_cpus=0)
+    assert split.kind == S.K_THP_SPLIT and split.flush.pages == 1  # one PMD-stride TLBI
 
 
 # ---------------------------------------------------------------------------- PTE batching

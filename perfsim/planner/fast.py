@@ -59,13 +59,18 @@ from perfsim.planner.pgtable_move import (
     NORMAL_PMD,
     NORMAL_PUD,
     MoveGates,
+    alloc_new_pud,
+    failed_entry_row,
     move_pgt_entry,
     move_ptes_flushes,
     move_ptes_ptl_count,
-    pmd_ptl_count,
+    pgt_entry_row,
+    pmd_alloc,
+    pte_alloc,
     split_huge_pmd,
+    split_huge_pmd_row,
 )
-from perfsim.planner.tlb import Flush, flush_lookup, flush_pmd_range, flush_range
+from perfsim.planner.tlb import Flush, flush_lookup
 from perfsim.profiles import Target
 
 # range_words, shift_left and shift_right are re-exported for the tests of the array pieces
@@ -397,18 +402,14 @@ def upper_allocs(t: Target, pt: PageTables, seg_dst_top: np.ndarray,
     if a.pud_folded:
         return out
     tab = np.flatnonzero(table_seg)
-    cand = tab[firsts(seg_dst_top[tab])]
     have = set(pt.pud_tables)
-    gshift = a.pgd_shift - a.p4d_shift
-    for g in cand.tolist():
+    for g in tab[firsts(seg_dst_top[tab])].tolist():
         top = int(seg_dst_top[g])
-        if top in have:
-            continue
-        if not a.p4d_folded and not any((x >> gshift) == (top >> gshift) for x in have):
-            out.seg_p4d[g] = 1
-        out.seg_pud[g] = 1
-        have.add(top)
-        out.new_tops.append(top)
+        p4d, pud = alloc_new_pud(a, have, top << a.p4d_shift)
+        out.seg_p4d[g], out.seg_pud[g] = p4d, pud
+        if pud:
+            have.add(top)
+            out.new_tops.append(top)
     return out
 
 
@@ -442,7 +443,7 @@ def _plan_regular(t: Target, pt: PageTables, geo: Geometry, ent: Entries, gates:
     seg_dst_pud = geo.seg_start + geo.delta >> a.pud_shift
     fq = firsts(seg_dst_pud)
     qa = seg_dst_pud[fq]
-    want = ent.dst_pud_kind[qa - geo.dst_pud_lo] == PUD_NONE
+    want = pmd_alloc(ent.dst_pud_kind[qa - geo.dst_pud_lo])
     alloc_pmd_at, alloc_pmd_q = geo.seg_first[fq][want], qa[want]
     up = upper_allocs(t, pt, geo.seg_start + geo.delta >> a.p4d_shift,
                       np.ones(len(seg_dst_pud), bool))
@@ -673,7 +674,7 @@ def _pud_stage(t: Target, geo: Geometry, ent: Entries, gates: MoveGates) -> PudS
     q_of = (dst_slot[pres_idx] >> k_pp) if len(pres_idx) else np.empty(0, _I64)
     fq = firsts(q_of)
     alloc_pmd_at = pres_idx[fq]
-    alloc_pmd_at = alloc_pmd_at[ent.dst_pud_kind[q_of[fq] - geo.dst_pud_lo] == PUD_NONE]
+    alloc_pmd_at = alloc_pmd_at[pmd_alloc(ent.dst_pud_kind[q_of[fq] - geo.dst_pud_lo])]
     return PudStage(table_seg, pud_ok, pud_try & ~pud_ok, stage_seg, stage, ks, present,
                     alloc_pmd_at, dst_slot[alloc_pmd_at] >> k_pp)
 
@@ -729,7 +730,7 @@ def _pmd_stage(t: Target, geo: Geometry, ent: Entries, gates: MoveGates, pud: Pu
     pte_dst = dst_slot[pte_idx] if len(pte_idx) != len(pte) else dst_slot
     alloc_pte_sub = firsts(pte_dst)
     if ent.dst_any:
-        alloc_pte_sub &= ent.dst_kind[pte_dst - geo.d_lo] == PMD_NONE
+        alloc_pte_sub &= pte_alloc(ent.dst_kind[pte_dst - geo.d_lo])
     return PmdStage(src_slot, dst_slot, pages, thp_move, split, pmd_ok, pmd_fail, pte,
                     main_kind, pte_idx, eff_row, present_ptes, batches, alloc_pte_sub)
 
@@ -838,7 +839,7 @@ class _GeneralRows:
         self.rows.add(self.lay.main_pos, **cols)
 
     def _mixed_main_cols(self, mk, is_pte, flushed, ptes, pages, flush, ptl_pte) -> dict:
-        t, a, gates, call, pmd, e = self.t, self.t.arch, self.gates, self.call, self.pmd, self.e_idx
+        t, gates, call, pmd, e = self.t, self.gates, self.call, self.pmd, self.e_idx
         f_full, f_pages, f_ipis = flush
         fl = np.where(is_pte, flushed, False).astype(_I32)
         ffull, fpages, fipis = fl * f_full, fl * f_pages, fl * f_ipis
@@ -846,21 +847,17 @@ class _GeneralRows:
         ptl = np.where(is_pte, ptl_pte, 0).astype(_I32)
         rmap = np.where(is_pte, len(gates.huge_locks), 0).astype(_I32)
         lock = np.where(is_pte, self.lock_id(gates.huge_locks), self.lock_id(())).astype(_I32)
-        pmd_ptl = pmd_ptl_count(a, pmd.src_slot[e], pmd.dst_slot[e])
-        pmd_flush = flush_range(t, 0, a.pmd_size, cpus=call.cpus, lazy_cpus=call.lazy_cpus)
-        thp_flush = flush_pmd_range(t, 0, cpus=call.cpus, lazy_cpus=call.lazy_cpus)
-        for kind_v, fobj, entry in ((S.K_PMD_MOVE, pmd_flush, NORMAL_PMD),
-                                    (S.K_THP_MOVE, thp_flush, HPAGE_PMD)):
-            m = mk == kind_v
+        for entry in (NORMAL_PMD, HPAGE_PMD):
+            row = pgt_entry_row(t, gates, entry, pmd.src_slot[e], pmd.dst_slot[e], cpus=call.cpus,
+                                lazy_cpus=call.lazy_cpus)
+            m = mk == row.kind
             if not m.any():
                 continue
-            f1, f2, f3, f4 = _flush_cols(fobj)
-            fl[m], ffull[m], fpages[m], fipis[m] = f1, f2, f3, f4
-            ptl[m] = pmd_ptl[m]
-            rmap[m] = len(gates.locks(entry))
-            lock[m] = self.lock_id(gates.locks(entry))
-            if kind_v == S.K_THP_MOVE:
-                ptes_c = np.where(m, a.ptrs_per_pte, ptes_c)
+            fl[m], ffull[m], fpages[m], fipis[m] = _flush_cols(row.flush)
+            ptl[m] = row.ptl[m]
+            rmap[m] = len(row.locks)
+            lock[m] = self.lock_id(row.locks)
+            ptes_c = np.where(m, row.ptes, ptes_c)
         return dict(ptes=ptes_c, slots=np.where(is_pte, pages, 0),
                     batches=np.where(is_pte, pmd.batches[e], 0), flushes=fl, flush_full=ffull,
                     flush_pages=fpages, ipis=fipis, ptl=ptl, rmap=rmap, lock=lock)
@@ -870,18 +867,22 @@ class _GeneralRows:
         t, a, geo, pmd, lay, call = self.t, self.t.arch, self.geo, self.pmd, self.lay, self.call
         idx = lay.pre2_idx
         is_split = pmd.split[idx] if pmd.split is not None else np.zeros(len(idx), bool)
-        fthp = _flush_cols(flush_pmd_range(t, 0, cpus=call.cpus, lazy_cpus=call.lazy_cpus))
+        sp = split_huge_pmd_row(t, cpus=call.cpus, lazy_cpus=call.lazy_cpus)
+        no = failed_entry_row(self.gates, NORMAL_PMD)
+        fsp, fno = _flush_cols(sp.flush), _flush_cols(no.flush)
         base = pmd.src_slot[idx] << a.pmd_shift
-        normal = self.gates.normal_locks
         cols = dict(old_addr=np.where(is_split, base, geo.starts[idx]),
                     new_addr=np.where(is_split, 0, geo.starts[idx] + geo.delta), phase=call.phase,
-                    kind=np.where(is_split, S.K_THP_SPLIT, S.K_PMD_MOVE_FAILED).astype(_I32),
+                    kind=np.where(is_split, sp.kind, no.kind).astype(_I32),
                     length=np.where(is_split, a.pmd_size, 0),
-                    ptes=np.where(is_split, a.ptrs_per_pte, 0),
-                    flushes=np.where(is_split, fthp[0], 0), flush_full=np.where(is_split, fthp[1], 0),
-                    flush_pages=np.where(is_split, fthp[2], 0), ipis=np.where(is_split, fthp[3], 0),
-                    ptl=np.where(is_split, 1, 0), rmap=np.where(is_split, 0, len(normal)),
-                    lock=np.where(is_split, self.lock_id(()), self.lock_id(normal)))
+                    ptes=np.where(is_split, sp.ptes, no.ptes),
+                    flushes=np.where(is_split, fsp[0], fno[0]),
+                    flush_full=np.where(is_split, fsp[1], fno[1]),
+                    flush_pages=np.where(is_split, fsp[2], fno[2]),
+                    ipis=np.where(is_split, fsp[3], fno[3]),
+                    ptl=np.where(is_split, sp.ptl, no.ptl),
+                    rmap=np.where(is_split, len(sp.locks), len(no.locks)),
+                    lock=np.where(is_split, self.lock_id(sp.locks), self.lock_id(no.locks)))
         for name, arr in (("alloc_p4d", self.upper_p4d), ("alloc_pud", self.upper_pud),
                           ("alloc_pmd", self.alloc_pmd_e)):
             if arr is not None:
@@ -890,27 +891,29 @@ class _GeneralRows:
 
     def _segment_rows(self) -> None:
         """skip_pud and move_normal_pud rows."""
-        t, a, geo, pud, up, call = self.t, self.t.arch, self.geo, self.pud, self.up, self.call
+        t, geo, pud, up, call = self.t, self.geo, self.pud, self.up, self.call
         gs = np.flatnonzero(~pud.stage_seg)
         okg = pud.pud_ok[gs]
-        fpud = _flush_cols(flush_range(t, 0, a.pud_size, cpus=call.cpus, lazy_cpus=call.lazy_cpus))
-        normal = self.gates.normal_locks
+        row = pgt_entry_row(t, self.gates, NORMAL_PUD, None, None, cpus=call.cpus,
+                            lazy_cpus=call.lazy_cpus)
+        fpud = _flush_cols(row.flush)
         self.rows.add(self.lay.seg_row_pos, old_addr=geo.seg_start[gs],
                       new_addr=geo.seg_start[gs] + geo.delta, phase=call.phase,
-                      kind=np.where(okg, S.K_PUD_MOVE, S.K_SKIP_PUD), length=geo.seg_len[gs],
+                      kind=np.where(okg, row.kind, S.K_SKIP_PUD), length=geo.seg_len[gs],
+                      ptes=np.where(okg, row.ptes, 0),
                       flushes=np.where(okg, fpud[0], 0), flush_full=np.where(okg, fpud[1], 0),
                       flush_pages=np.where(okg, fpud[2], 0), ipis=np.where(okg, fpud[3], 0),
-                      ptl=np.where(okg, 1, 0), rmap=np.where(okg, len(normal), 0),
-                      lock=np.where(okg, self.lock_id(normal), self.lock_id(())),
+                      ptl=np.where(okg, row.ptl, 0), rmap=np.where(okg, len(row.locks), 0),
+                      lock=np.where(okg, self.lock_id(row.locks), self.lock_id(())),
                       alloc_p4d=up.seg_p4d[gs], alloc_pud=up.seg_pud[gs])
 
     def _pud_fail_rows(self) -> None:
         """Failed move_normal_pud rows before a segment's first PMD-stage row."""
         geo, up = self.geo, self.up
         gs = np.flatnonzero(self.pud.pud_fail)
-        normal = self.gates.normal_locks
+        row = failed_entry_row(self.gates, NORMAL_PUD)
         self.rows.add(self.lay.pre1_pos, old_addr=geo.seg_start[gs],
                       new_addr=geo.seg_start[gs] + geo.delta, phase=self.call.phase,
-                      kind=S.K_PUD_MOVE_FAILED, length=0, rmap=len(normal),
-                      lock=self.lock_id(normal), alloc_p4d=up.seg_p4d[gs], alloc_pud=up.seg_pud[gs])
+                      kind=row.kind, length=0, ptes=row.ptes, ptl=row.ptl, rmap=len(row.locks),
+                      lock=self.lock_id(row.locks), alloc_p4d=up.seg_p4d[gs], alloc_pud=up.seg_pud[gs])
 

@@ -18,7 +18,9 @@ from dataclasses import dataclass
 
 from perfsim.mm.pagetable import PMD_NONE, PMD_TABLE, PUD_NONE
 from perfsim.mm.vma import Vma
+from perfsim.planner import steps as S
 from perfsim.planner.batch import pte_batch_block
+from perfsim.planner.tlb import Flush, flush_pmd_range, flush_pud_range, flush_range
 from perfsim.profiles import ArchProfile, Target
 
 # enum pgt_entry
@@ -111,6 +113,40 @@ def move_huge_pmd(dst_pmd):
     return dst_pmd == PMD_NONE
 
 
+def alloc_new_pud(arch: ArchProfile, pud_tables, addr: int) -> tuple[int, int]:
+    """``alloc_new_pud`` (``p4d_alloc`` + ``pud_alloc``): the page-table pages allocated so
+    that a PUD table maps ``addr``, as ``(P4D pages, PUD pages)``, given the top-level slots
+    that already have a PUD table. Nothing with folded PUDs (3 levels); a P4D page only
+    with 5 levels, when no PUD table shares the PGD entry yet.
+
+    >>> from perfsim import resolve_target
+    >>> a = resolve_target("6.18", "x86_64").arch
+    >>> addr = 0x7f0000000000
+    >>> alloc_new_pud(a, set(), addr), alloc_new_pud(a, {addr >> a.p4d_shift}, addr)
+    ((0, 1), (0, 0))
+    """
+    if arch.pud_folded:
+        return 0, 0
+    top = addr >> arch.p4d_shift
+    if top in pud_tables:
+        return 0, 0
+    shift = arch.pgd_shift - arch.p4d_shift
+    p4d = 0 if arch.p4d_folded or any((t >> shift) == (top >> shift) for t in pud_tables) else 1
+    return p4d, 1
+
+
+def pmd_alloc(dst_pud):
+    """``pmd_alloc`` in ``alloc_new_pmd``: a PMD table is allocated where the destination PUD
+    entry is none (int or array of kinds)."""
+    return dst_pud == PUD_NONE
+
+
+def pte_alloc(dst_pmd):
+    """``pte_alloc`` before ``move_ptes`` (R13): a PTE table is allocated where the
+    destination PMD entry is none."""
+    return dst_pmd == PMD_NONE
+
+
 def move_pgt_entry(entry: str, uffd_blocks: bool, dst_kind):
     """``move_pgt_entry``: dispatch to the move of ``entry``; True where it moves.
 
@@ -156,6 +192,54 @@ def move_ptes_flushes(present):
     """``move_ptes`` flushes the extent (``flush_tlb_range``) only when it moved a present
     PTE (``force_flush``); since 4.19 the flush is taken before dropping the PTE lock."""
     return present > 0
+
+
+@dataclass(frozen=True)
+class EntryRow:
+    """What one entry operation puts in its step row besides addresses and allocations:
+    the row kind, the PTEs it covers, its TLB flush, its spinlocks and rmap locks."""
+
+    kind: int
+    ptes: int
+    flush: Flush | None
+    ptl: object        # int, or an int array when the slots are arrays
+    locks: tuple[str, ...]
+
+
+def pgt_entry_row(target: Target, gates: MoveGates, entry: str, src_slot, dst_slot, *,
+                  cpus: int, lazy_cpus: int) -> EntryRow:
+    """The row of a ``move_pgt_entry`` that moved ``entry``: ``move_normal_pud`` and
+    ``move_normal_pmd`` flush the old range with ``flush_tlb_range`` (base-page stride),
+    ``move_huge_pud``/``move_huge_pmd`` with ``flush_pud_tlb_range``/``flush_pmd_tlb_range``
+    (:mod:`perfsim.planner.tlb`); PUD entries take the PUD lock(s) (counted as one), PMD
+    entries :func:`pmd_ptl_count`. ``src_slot``/``dst_slot`` are entry slots at the
+    entry's level (ints or arrays). The flush does not depend on where the range is."""
+    arch = target.arch
+    fl = dict(cpus=cpus, lazy_cpus=lazy_cpus)
+    locks = gates.locks(entry)
+    if entry == NORMAL_PUD:
+        return EntryRow(S.K_PUD_MOVE, 0, flush_range(target, 0, arch.pud_size, **fl), 1, locks)
+    if entry == HPAGE_PUD:
+        return EntryRow(S.K_HUGE_PUD_MOVE, arch.ptrs_per_pte << (arch.pud_shift - arch.pmd_shift),
+                        flush_pud_range(target, 0, **fl), 1, locks)
+    ptl = pmd_ptl_count(arch, src_slot, dst_slot)
+    if entry == NORMAL_PMD:
+        return EntryRow(S.K_PMD_MOVE, 0, flush_range(target, 0, arch.pmd_size, **fl), ptl, locks)
+    return EntryRow(S.K_THP_MOVE, arch.ptrs_per_pte, flush_pmd_range(target, 0, **fl), ptl, locks)
+
+
+def failed_entry_row(gates: MoveGates, entry: str) -> EntryRow:
+    """The row of a NORMAL_PUD/NORMAL_PMD ``move_pgt_entry`` that did not move: the rmap
+    locks were taken and dropped, nothing else happened (zero length, no flush)."""
+    kind = S.K_PUD_MOVE_FAILED if entry == NORMAL_PUD else S.K_PMD_MOVE_FAILED
+    return EntryRow(kind, 0, None, 0, gates.locks(entry))
+
+
+def split_huge_pmd_row(target: Target, *, cpus: int, lazy_cpus: int) -> EntryRow:
+    """The row of :func:`split_huge_pmd`: the whole PMD's PTEs, one ``flush_pmd_tlb_range``
+    (``pmdp_invalidate``), the PMD lock, no rmap lock."""
+    return EntryRow(S.K_THP_SPLIT, target.arch.ptrs_per_pte,
+                    flush_pmd_range(target, 0, cpus=cpus, lazy_cpus=lazy_cpus), 1, ())
 
 
 @dataclass(frozen=True)

@@ -37,15 +37,20 @@ from perfsim.planner.pgtable_move import (
     NORMAL_PMD,
     NORMAL_PUD,
     MoveGates,
+    alloc_new_pud,
+    failed_entry_row,
     get_extent,
     move_ptes_flushes,
     move_ptes_ptl_count,
-    pmd_ptl_count,
+    pgt_entry_row,
+    pmd_alloc,
+    pte_alloc,
     split_huge_pmd,
+    split_huge_pmd_row,
 )
 from perfsim.planner.pgtable_move import move_pgt_entry as entry_moves
 from perfsim.planner.realign import PageTableMoveControl
-from perfsim.planner.tlb import Flush, flush_pmd_range, flush_pud_range, flush_range
+from perfsim.planner.tlb import Flush, flush_range
 from perfsim.profiles import Target
 
 
@@ -85,23 +90,14 @@ class MoveContext:
 
     def alloc_new_pud(self, addr: int, counts: dict) -> bool:
         """``alloc_new_pud``: make sure a PUD table maps ``addr`` at the destination."""
-        arch = self.target.arch
-        if arch.pud_folded:
-            return True
-        top = addr >> arch.p4d_shift
-        if top in self.win.pud_tables:
-            return True
-        if not arch.p4d_folded:
-            pgd = addr >> arch.pgd_shift
-            shift = arch.pgd_shift - arch.p4d_shift
-            if not any((t >> shift) == pgd for t in self.win.pud_tables):
+        p4d, pud = alloc_new_pud(self.target.arch, self.win.pud_tables, addr)
+        for name, n in (("alloc_p4d", p4d), ("alloc_pud", pud)):
+            if n:
                 if not self._allocate():
                     return False
-                counts["alloc_p4d"] = counts.get("alloc_p4d", 0) + 1
-        if not self._allocate():
-            return False
-        counts["alloc_pud"] = counts.get("alloc_pud", 0) + 1
-        self.win.pud_tables.add(top)
+                counts[name] = counts.get(name, 0) + 1
+        if pud:
+            self.win.pud_tables.add(addr >> self.target.arch.p4d_shift)
         return True
 
     def alloc_new_pmd(self, addr: int, counts: dict) -> bool:
@@ -109,7 +105,7 @@ class MoveContext:
         if not self.alloc_new_pud(addr, counts):
             return False
         slot = addr >> self.target.arch.pud_shift
-        if self.win.pud.get(slot, PUD_NONE) == PUD_NONE:
+        if pmd_alloc(self.win.pud.get(slot, PUD_NONE)):
             if not self._allocate():
                 return False
             counts["alloc_pmd"] = counts.get("alloc_pmd", 0) + 1
@@ -119,7 +115,7 @@ class MoveContext:
     def pte_alloc(self, addr: int, counts: dict) -> bool:
         """``pte_alloc``: a destination PTE table, allocated just before ``move_ptes`` (R13)."""
         slot = addr >> self.target.arch.pmd_shift
-        if self.win.pmd.get(slot, (PMD_NONE, 0))[0] != PMD_NONE:
+        if not pte_alloc(self.win.pmd.get(slot, (PMD_NONE, 0))[0]):
             return True
         if not self._allocate():
             return False
@@ -210,41 +206,35 @@ def move_pgt_entry(ctx: MoveContext, gates: MoveGates, entry: str, old_addr: int
                    new_addr: int, extent: int, counts: dict) -> bool:
     """``move_pgt_entry``: under the rmap locks ``should_take_rmap_locks`` chose
     (:attr:`MoveGates.normal_locks`/``huge_locks``), move one PUD or PMD entry if
-    :func:`perfsim.planner.pgtable_move.move_pgt_entry` says it can; log the row.
+    :func:`perfsim.planner.pgtable_move.move_pgt_entry` says it can; log its row
+    (:func:`~perfsim.planner.pgtable_move.pgt_entry_row`).
 
     A failed NORMAL_PMD/PUD attempt is a row of its own (the locks were taken and dropped)
     that carries the allocations made so far; ``counts`` is then emptied for the next row.
+    A huge PUD's row is logged whether or not it moved (the kernel ignores the result).
     """
     arch, win = ctx.target.arch, ctx.win
     pud_level = entry in (NORMAL_PUD, HPAGE_PUD)
     shift = arch.pud_shift if pud_level else arch.pmd_shift
     src, dst = old_addr >> shift, new_addr >> shift
     dst_kind = win.pud.get(dst, PUD_NONE) if pud_level else win.pmd.get(dst, (PMD_NONE, 0))[0]
-    locks = gates.locks(entry)
     moved = bool(entry_moves(entry, gates.uffd_blocks, dst_kind))
     if moved and entry == NORMAL_PUD:
         _reparent_pmd_table(win, arch.pud_shift - arch.pmd_shift, src, dst)
     elif moved:
         table = win.pud if pud_level else win.pmd
         table[dst] = table.pop(src)
-    ph, log = ctx.phase, ctx.log
-    if entry == HPAGE_PUD:
-        log.add(ph, S.K_HUGE_PUD_MOVE, old_addr, new_addr, extent,
-                ptes=arch.ptrs_per_pte << (arch.pud_shift - arch.pmd_shift),
-                flush=flush_pud_range(ctx.target, old_addr, cpus=ctx.cpus, lazy_cpus=ctx.lazy_cpus),
-                rmap=locks, ptl=1, **counts)
-    elif entry == HPAGE_PMD and moved:
-        log.add(ph, S.K_THP_MOVE, old_addr, new_addr, extent, ptes=arch.ptrs_per_pte,
-                flush=flush_pmd_range(ctx.target, old_addr, cpus=ctx.cpus, lazy_cpus=ctx.lazy_cpus),
-                rmap=locks, ptl=int(pmd_ptl_count(arch, src, dst)), **counts)
-    elif moved:
-        kind = S.K_PUD_MOVE if pud_level else S.K_PMD_MOVE
-        ptl = 1 if pud_level else int(pmd_ptl_count(arch, src, dst))
-        log.add(ph, kind, old_addr, new_addr, extent, flush=ctx.flush(old_addr, old_addr + (1 << shift)),
-                rmap=locks, ptl=ptl, **counts)
+    if moved or entry == HPAGE_PUD:
+        row = pgt_entry_row(ctx.target, gates, entry, src, dst, cpus=ctx.cpus,
+                            lazy_cpus=ctx.lazy_cpus)
+        length = extent
     elif entry in (NORMAL_PUD, NORMAL_PMD):
-        kind = S.K_PUD_MOVE_FAILED if pud_level else S.K_PMD_MOVE_FAILED
-        log.add(ph, kind, old_addr, new_addr, 0, rmap=locks, **counts)
+        row, length = failed_entry_row(gates, entry), 0
+    else:
+        return False
+    ctx.log.add(ctx.phase, row.kind, old_addr, new_addr, length, ptes=row.ptes, flush=row.flush,
+                rmap=row.locks, ptl=int(row.ptl), **counts)
+    if not moved:
         counts.clear()
     return moved
 
@@ -273,9 +263,9 @@ def split_source_thp(ctx: MoveContext, pmc: PageTableMoveControl, old_addr: int,
         ctx.win.pmd.pop(slot)
     else:
         ctx.win.pmd[slot] = (kind, mask)
-    ctx.log.add(ctx.phase, S.K_THP_SPLIT, base, 0, arch.pmd_size, ptes=arch.ptrs_per_pte,
-                flush=flush_pmd_range(ctx.target, base, cpus=ctx.cpus, lazy_cpus=ctx.lazy_cpus),
-                ptl=1, **counts)
+    row = split_huge_pmd_row(ctx.target, cpus=ctx.cpus, lazy_cpus=ctx.lazy_cpus)
+    ctx.log.add(ctx.phase, row.kind, base, 0, arch.pmd_size, ptes=row.ptes, flush=row.flush,
+                rmap=row.locks, ptl=row.ptl, **counts)
     counts.clear()
 
 
