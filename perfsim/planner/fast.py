@@ -438,14 +438,14 @@ def _plan_regular(t: Target, pt: PageTables, geo: Geometry, ent: Entries, gates:
     """Every extent a ``move_ptes`` into an empty destination (see :func:`_is_regular`)."""
     a = t.arch
     masks = MaskTable(pt)
-    counts = _RegularCounts.of(t, geo, ent, masks, gates)
+    counts = _RegularCounts.of(t, geo, ent, masks)
     # PMD tables: first step into each destination PUD slot whose entry is none
-    seg_dst_pud = geo.seg_start + geo.delta >> a.pud_shift
+    seg_dst_pud = (geo.seg_start + geo.delta) >> a.pud_shift
     fq = firsts(seg_dst_pud)
     qa = seg_dst_pud[fq]
     want = pmd_alloc(ent.dst_pud_kind[qa - geo.dst_pud_lo])
     alloc_pmd_at, alloc_pmd_q = geo.seg_first[fq][want], qa[want]
-    up = upper_allocs(t, pt, geo.seg_start + geo.delta >> a.p4d_shift,
+    up = upper_allocs(t, pt, (geo.seg_start + geo.delta) >> a.p4d_shift,
                       np.ones(len(seg_dst_pud), bool))
     # The first step into each destination PMD slot allocates its PTE table (the
     # destination is empty): one per destination slot.
@@ -462,7 +462,7 @@ def _plan_regular(t: Target, pt: PageTables, geo: Geometry, ent: Entries, gates:
 
 @dataclass
 class _RegularCounts:
-    """Present PTEs (and batches) per extent of a regular move: whole bitmaps need no bit
+    """Present PTEs per extent of a regular move: whole bitmaps need no bit
     work; only edge slots and partial rows do. ``exact`` holds the edge rows when every
     interior row is full (``ptes_all`` is then None)."""
 
@@ -474,8 +474,7 @@ class _RegularCounts:
     rows: np.ndarray           # bitmap row per source slot
 
     @classmethod
-    def of(cls, t: Target, geo: Geometry, ent: Entries, masks: MaskTable,
-           gates: MoveGates) -> _RegularCounts:
+    def of(cls, t: Target, geo: Geometry, ent: Entries, masks: MaskTable) -> _RegularCounts:
         a = t.arch
         ps, ms, ptrs = a.page_shift, a.pmd_shift, a.ptrs_per_pte
         bounds, n_ext, src_row = geo.bounds, geo.n_ext, ent.src_row
@@ -635,7 +634,7 @@ def _plan_general(t: Target, pt: PageTables, geo: Geometry, ent: Entries, gates:
             and (pud.alloc_pmd_q == shared).any()):
         ent.src_pud_kind[shared - geo.src_pud_lo] = PUD_TABLE
         pud = _pud_stage(t, geo, ent, gates)
-    up = upper_allocs(t, pt, geo.seg_start + geo.delta >> a.p4d_shift, pud.table_seg)
+    up = upper_allocs(t, pt, (geo.seg_start + geo.delta) >> a.p4d_shift, pud.table_seg)
     masks = MaskTable(pt)
     pmd = _pmd_stage(t, geo, ent, gates, pud, masks)
     total = (int(up.seg_p4d.sum() + up.seg_pud.sum()) + len(pud.alloc_pmd_at)

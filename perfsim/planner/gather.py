@@ -140,13 +140,16 @@ def tlb_finish_mmu(target: Target, tlb: MmuGather, log: S.StepLog, phase: int, s
     lvl = np.minimum.reduceat(levels, cuts)
     counts = np.diff(np.append(cuts, n))
     shift_of = {PTE_TABLE: a.pmd_shift, PMD_TABLE_PAGE: a.pud_shift, PUD_TABLE_PAGE: a.p4d_shift}
+    seen: dict[tuple[int, int], object] = {}  # a flush depends on the span, not where it is
     for i, (s_, e_, lv, k) in enumerate(zip(lo.tolist(), hi.tolist(), lvl.tolist(), counts.tolist())):
         shift = shift_of[lv]
         if i == 0 and tlb.start is not None and zap_shift is not None:
             s_, e_ = min(s_, tlb.start), max(e_, tlb.end)
             shift = min(shift, zap_shift)
-        flush = flush_range(target, s_, e_, stride_shift=shift, cpus=cpus, lazy_cpus=lazy_cpus,
-                            freed_tables=True)
-        log.add(phase, S.K_FREE_TABLES, start, 0, end - start, freed=k, flush=flush)
+        key = (e_ - s_, shift)
+        if key not in seen:
+            seen[key] = flush_range(target, 0, e_ - s_, stride_shift=shift, cpus=cpus,
+                                    lazy_cpus=lazy_cpus, freed_tables=True)
+        log.add(phase, S.K_FREE_TABLES, start, 0, end - start, freed=k, flush=seen[key])
 
 
