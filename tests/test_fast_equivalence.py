@@ -1,9 +1,14 @@
 """The vectorised planner (perfsim.planner.fast) and the array unmap hold to the reference.
 
+Both drivers call the same decision functions (perfsim.planner.pgtable_move, batch, tlb,
+unmap's predicates; tested rule by rule in test_planner_rules.py), so what these tests hold
+is the same rules applied extent by extent and column by column: the bookkeeping of the
+vectorised driver (extents, first occurrences, row positions, bitmap splicing).
+
 Every case plans the same request twice, ``PlanOptions("reference")`` (the per-extent walk,
-with the dict-based unmap) and ``PlanOptions("fast")`` (which raises AssertionError if the fast path
-declines), and requires identical step columns, identical rmap lock names per row, identical
-counters and identical page tables afterwards.
+with the slot-walk unmap) and ``PlanOptions("fast")`` (which raises AssertionError if the
+fast path declines), and requires identical step columns, identical rmap lock names per
+row, identical counters and identical page tables afterwards.
 """
 
 from __future__ import annotations
