@@ -6,10 +6,12 @@ extents (the entry tests, written with ``==`` and ``&`` so a numpy array works w
 int does). Nothing here reads or writes page tables; the callers pass the entry kinds
 (``PMD_NONE``/``PMD_TABLE``/``PMD_LEAF``, ``PUD_*``) they see.
 
-Kernel source read for these docstrings: mm/mremap.c as of 6.6 (the pre-``pmc`` helpers
-taking ``vma, old_addr, new_addr``) and at a 6.17-development commit (000c0691, with
-``struct pagetable_move_control`` and ``mremap_folio_pte_batch``); mm/huge_memory.c
-``move_huge_pmd``.
+Kernel source read for these docstrings: mm/mremap.c at a 6.17-development commit
+(000c0691: ``struct pagetable_move_control``, ``should_take_rmap_locks``, ``move_pgt_entry``,
+``mremap_folio_pte_batch`` without the ``pte_batch_hint`` gate). What the docstrings say of
+earlier kernels (the 5.x–6.14 loop passing ``vma, old_addr, new_addr`` instead of ``pmc``,
+the dates of the fixes) follows the project's kernel model (kernel-model.md), as do the
+profile flags that switch between versions.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ def get_extent(shift: int, old_addr: int, new_addr: int, old_end: int) -> int:
 def should_take_rmap_locks(target: Target, need_rmap_locks: bool, entry: str) -> bool:
     """``should_take_rmap_locks`` (6.15+; before, the same test inline in
     ``move_page_tables``): NORMAL_PMD and NORMAL_PUD moves always take the rmap locks (the
-    2021 fix 97113eb39fa7 for the race with rmap walkers, profile
+    2021 fix for the race with rmap walkers, kernel-model.md S26, profile
     ``rmap_locks_always_for_normal_moves``); huge entries and ``move_ptes`` take them only
     when ``copy_vma`` asked for them (``need_rmap_locks``, R16a).
 
@@ -88,20 +90,21 @@ def vma_has_uffd_without_event_remap(target: Target, old: Vma, new: Vma) -> bool
 
 
 def move_normal_pud(uffd_blocks: bool, dst_pud):
-    """``move_normal_pud`` (5.11+, ``CONFIG_HAVE_MOVE_PUD``): reparent the PMD table when the
+    """``move_normal_pud`` (``CONFIG_HAVE_MOVE_PUD``, 5.11+): reparent the PMD table when the
     destination PUD entry is none (the kernel warns and refuses otherwise) and the uffd
     gate does not block. ``dst_pud`` may be an int or an array of entry kinds."""
     return (dst_pud == PUD_NONE) & (not uffd_blocks)
 
 
 def move_huge_pud(dst_pud):
-    """``move_huge_pud`` (5.14+, DAX/1 GiB THP leaves): moves the leaf when the destination
-    entry is none. ``move_page_tables`` ignores the result and continues (R8.4)."""
+    """``move_huge_pud`` (huge PUD leaves: DAX/PFNMAP; 1 GiB hugetlb pages take the hugetlb
+    path instead): moves the leaf when the destination entry is none.
+    ``move_page_tables`` ignores the result and continues (R8.4)."""
     return dst_pud == PUD_NONE
 
 
 def move_normal_pmd(uffd_blocks: bool, dst_pmd):
-    """``move_normal_pmd`` (5.9+, ``CONFIG_HAVE_MOVE_PMD``): reparent the PTE table when the
+    """``move_normal_pmd`` (``CONFIG_HAVE_MOVE_PMD``, 5.0+): reparent the PTE table when the
     destination PMD entry is none and the uffd gate does not block. Since 6.7 the extent
     may be a realigned head (``try_realign_addr``); the test itself is unchanged."""
     return (dst_pmd == PMD_NONE) & (not uffd_blocks)

@@ -10,6 +10,13 @@ One function per architecture's policy, each named after the kernel function it 
 :func:`flush_range` picks the one of the target's architecture; :func:`flush_lookup` is the
 same policy tabulated over the page count, built by calling :func:`flush_range` once per
 length (the vectorised planner indexes it; no policy text exists twice).
+
+Kernel source read: arch/x86/mm/tlb.c at commit 016c4d92 (a 4.20-era tree, the first with
+``stride_shift`` and ``freed_tables``): ``flush_tlb_mm_range`` flushes the range page by
+page when ``(end - start) >> stride_shift <= tlb_single_page_flush_ceiling`` (33), else
+everything. The later x86 rules (lazy-TLB CPUs skipped unless tables were freed, INVLPGB
+broadcast, 6.x) and the arm64/riscv policies follow kernel-model.md §3 (T1–T9); the stored
+copies of arch/arm64/include/asm/tlbflush.h could not be read here.
 """
 
 from __future__ import annotations
