@@ -257,6 +257,19 @@ def test_multiword_shifts(values, k):
     assert _words_to_int(range_words(lo, hi, 8)[0]) == ((1 << k) - 1) ^ ((1 << (k // 2)) - 1)
 
 
+@given(st.lists(st.tuples(st.integers(0, (1 << 512) - 1), st.integers(0, 512), st.integers(0, 512)),
+                min_size=1, max_size=6))
+@settings(max_examples=100)
+def test_bits_in_range_counts_like_python_ints(cases):
+    from perfsim.mm.pagetable import _int_to_words
+    from perfsim.planner.bitmaps import bits_in_range
+    rows = np.stack([_int_to_words(v, 8) for v, _, _ in cases])
+    lo = np.array([min(a, b) for _, a, b in cases], np.int64)
+    hi = np.array([max(a, b) for _, a, b in cases], np.int64)
+    want = [(v >> int(x) & ((1 << int(y - x)) - 1)).bit_count() for (v, _, _), x, y in zip(cases, lo, hi)]
+    assert bits_in_range(rows, lo, hi).tolist() == want
+
+
 # ---------------------------------------------------------------------------- properties
 @st.composite
 def move_cases(draw):

@@ -28,6 +28,26 @@ def range_words(lo: np.ndarray, hi: np.ndarray, words: int) -> np.ndarray:
     return m_hi & ~m_lo
 
 
+def bits_in_range(words: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Set bits ``[lo, hi)`` of each row of ``words`` (little-endian uint64 rows): the
+    difference of two prefix counts, each a cumulative word popcount plus one partial word,
+    so the cost is two gathers per row whatever the range."""
+    n, w = words.shape
+    if not n:
+        return np.zeros(0, _I64)
+    cum = np.zeros((n, w + 1), _I64)
+    np.cumsum(np.bitwise_count(words), axis=1, out=cum[:, 1:])
+    rows = np.arange(n)
+
+    def below(k: np.ndarray) -> np.ndarray:
+        q, r = k >> 6, (k & 63).astype(np.uint64)
+        part = words[rows, np.minimum(q, w - 1)] & ((np.uint64(1) << r) - np.uint64(1))
+        return cum[rows, q] + np.where(q < w, np.bitwise_count(part), 0)
+
+    k_lo, k_hi = np.asarray(lo, _I64), np.asarray(hi, _I64)
+    return below(k_hi) - below(k_lo)
+
+
 def shift_right(rows: np.ndarray, k: int) -> np.ndarray:
     """Multiword logical right shift by ``k`` bits of little-endian uint64 rows."""
     n, w = rows.shape

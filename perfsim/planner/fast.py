@@ -46,6 +46,7 @@ from perfsim.planner import steps as S
 from perfsim.planner.bitmaps import (
     Declined,
     MaskTable,
+    bits_in_range,
     dense,
     firsts,
     interleave,
@@ -423,8 +424,7 @@ def _present_in_extents(masks: MaskTable, row_e: np.ndarray, starts: np.ndarray,
     pidx = np.flatnonzero(partial if only is None else partial & only)
     if len(pidx):
         lo_pg = (starts[pidx] >> a.page_shift) & (ptrs - 1)
-        words = masks.rows(row_e[pidx]) & range_words(lo_pg, lo_pg + pages[pidx], masks.words)
-        out[pidx] = np.bitwise_count(words).sum(axis=1)
+        out[pidx] = bits_in_range(masks.rows(row_e[pidx]), lo_pg, lo_pg + pages[pidx])
     return out
 
 
