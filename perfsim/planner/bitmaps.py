@@ -15,19 +15,6 @@ class Declined(Exception):
 
 
 # ---------------------------------------------------------------------------- bitmaps
-def range_words(lo: np.ndarray, hi: np.ndarray, words: int) -> np.ndarray:
-    """``(len(lo), words)`` uint64 bitmaps with bits ``[lo, hi)`` set, per row."""
-    base = (np.arange(words, dtype=_I64) * 64)[None, :]
-    lo_c = np.clip(lo[:, None] - base, 0, 64).astype(np.uint64)
-    hi_c = np.clip(hi[:, None] - base, 0, 64).astype(np.uint64)
-    one = np.uint64(1)
-    full = ~np.uint64(0)
-    with np.errstate(over="ignore"):
-        m_hi = np.where(hi_c >= 64, full, (one << (hi_c & np.uint64(63))) - one)
-        m_lo = np.where(lo_c >= 64, full, (one << (lo_c & np.uint64(63))) - one)
-    return m_hi & ~m_lo
-
-
 def bits_in_range(words: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """Set bits ``[lo, hi)`` of each row of ``words`` (little-endian uint64 rows): the
     difference of two prefix counts, each a cumulative word popcount plus one partial word,

@@ -50,9 +50,6 @@ from perfsim.planner.bitmaps import (
     dense,
     firsts,
     interleave,
-    range_words,
-    shift_left,
-    shift_right,
 )
 from perfsim.planner.fast_rows import GeneralRows, RegularRows, batch_counts, flush_table
 from perfsim.planner.fast_state import apply_move, apply_regular_move
@@ -70,9 +67,7 @@ from perfsim.planner.pgtable_move import (
 )
 from perfsim.profiles import Target
 
-# range_words, shift_left and shift_right are re-exported for the tests of the array pieces
-__all__ = ["Declined", "flush_table", "plan_move", "range_words", "shift_left", "shift_right",
-           "try_move_page_tables"]
+__all__ = ["Declined", "flush_table", "plan_move", "try_move_page_tables"]
 
 _I64, _I32, _I8 = np.int64, np.int32, np.int8
 
