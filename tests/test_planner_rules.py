@@ -193,16 +193,21 @@ def test_mremap_folio_pte_batch_counts_runs_inside_blocks(bits, n, first, block)
 
 # ---------------------------------------------------------------------------- TLB policy
 def test_flush_tlb_mm_range_ceiling_pti_and_lazy_cpus():
-    tlb, k = X86.arch.tlb, X86.kernel
-    assert flush_tlb_mm_range(tlb, k, 33, cpus=1, lazy_cpus=0, freed_tables=True).full is False
-    assert flush_tlb_mm_range(tlb, k, 34, cpus=1, lazy_cpus=0, freed_tables=True).full is True
-    pti = tlb.model_copy(update={"pti": True})
-    assert flush_tlb_mm_range(pti, k, 3, cpus=1, lazy_cpus=0, freed_tables=True).pages == 6
+    tlb, k, pg = X86.arch.tlb, X86.kernel, 4096
+
+    def flush(policy, pages, **kw):
+        return flush_tlb_mm_range(policy, k, pages * pg, 12, **{
+            "cpus": 1, "lazy_cpus": 0, "freed_tables": True, **kw})
+
+    assert flush(tlb, 33).full is False and flush(tlb, 34).full is True
+    # the ceiling counts whole strides, the invalidations started ones
+    partial = flush_tlb_mm_range(tlb, k, 33 * pg + 1, 12, cpus=1, lazy_cpus=0, freed_tables=True)
+    assert (partial.full, partial.pages) == (False, 34)
+    assert flush(tlb.model_copy(update={"pti": True}), 3).pages == 6
     # lazy CPUs are skipped unless the flush frees page tables
-    assert flush_tlb_mm_range(tlb, k, 1, cpus=4, lazy_cpus=2, freed_tables=False).ipis == 1
-    assert flush_tlb_mm_range(tlb, k, 1, cpus=4, lazy_cpus=2, freed_tables=True).ipis == 3
-    invlpgb = tlb.model_copy(update={"invlpgb": True})
-    assert flush_tlb_mm_range(invlpgb, k, 1, cpus=4, lazy_cpus=0, freed_tables=True).ipis == 0
+    assert flush(tlb, 1, cpus=4, lazy_cpus=2, freed_tables=False).ipis == 1
+    assert flush(tlb, 1, cpus=4, lazy_cpus=2).ipis == 3
+    assert flush(tlb.model_copy(update={"invlpgb": True}), 1, cpus=4).ipis == 0
 
 
 def test_arm64_flush_tlb_range_max_dvm_ops_and_tlbirange():

@@ -36,13 +36,15 @@ class Flush:
     ipis: int    # other CPUs interrupted (IPI'd); 0 when local-only or broadcast in hardware
 
 
-def flush_tlb_mm_range(tlb: X86Tlb, kernel: KernelProfile, pages: int, *, cpus: int,
-                       lazy_cpus: int, freed_tables: bool) -> Flush:
-    """x86-64 ``flush_tlb_mm_range`` for ``pages`` stride pages in an mm active on ``cpus``.
+def flush_tlb_mm_range(tlb: X86Tlb, kernel: KernelProfile, span: int, stride_shift: int, *,
+                       cpus: int, lazy_cpus: int, freed_tables: bool) -> Flush:
+    """x86-64 ``flush_tlb_mm_range`` over ``span`` bytes with stride ``1 << stride_shift``
+    in an mm active on ``cpus`` CPUs.
 
     * ``get_flush_tlb_info``: more than ``tlb_single_page_flush_ceiling`` (33 since 4.x)
-      pages become one full flush (a PCID/ASID flush, ``pages`` = 0); otherwise one
-      ``INVLPG`` per page, two with PTI (the user and the kernel PCID).
+      strides, counted as ``span >> stride_shift``, become one full flush (a PCID/ASID
+      flush, ``pages`` = 0); otherwise one ``INVLPG`` per started stride (the loop steps
+      ``addr`` by the stride up to ``end``), two with PTI (the user and the kernel PCID).
     * IPIs (``native_flush_tlb_multi``): every other CPU in ``mm_cpumask``; CPUs in lazy
       TLB mode are skipped (``should_flush_tlb``) unless the flush frees page tables
       (``info->freed_tables``, which ``flush_tlb_range`` sets since the 6.x fix backported
@@ -52,14 +54,17 @@ def flush_tlb_mm_range(tlb: X86Tlb, kernel: KernelProfile, pages: int, *, cpus: 
 
     >>> from perfsim import resolve_target
     >>> t = resolve_target("6.18", "x86_64")
-    >>> flush_tlb_mm_range(t.arch.tlb, t.kernel, 33, cpus=1, lazy_cpus=0, freed_tables=True)
+    >>> x86, k = t.arch.tlb, t.kernel
+    >>> flush_tlb_mm_range(x86, k, 33 << 12, 12, cpus=1, lazy_cpus=0, freed_tables=True)
     Flush(full=False, pages=33, ipis=0)
-    >>> flush_tlb_mm_range(t.arch.tlb, t.kernel, 34, cpus=3, lazy_cpus=1, freed_tables=True)
+    >>> flush_tlb_mm_range(x86, k, 34 << 12, 12, cpus=3, lazy_cpus=1, freed_tables=True)
     Flush(full=True, pages=0, ipis=2)
-    >>> flush_tlb_mm_range(t.arch.tlb, t.kernel, 1, cpus=3, lazy_cpus=1, freed_tables=False)
+    >>> flush_tlb_mm_range(x86, k, 4096, 12, cpus=3, lazy_cpus=1, freed_tables=False)
     Flush(full=False, pages=1, ipis=1)
+    >>> flush_tlb_mm_range(x86, k, (33 << 12) + 1, 12, cpus=1, lazy_cpus=0, freed_tables=True)
+    Flush(full=False, pages=34, ipis=0)
     """
-    full = pages > tlb.single_page_flush_ceiling
+    full = (span >> stride_shift) > tlb.single_page_flush_ceiling
     others = max(cpus - 1, 0)
     if tlb.invlpgb and cpus >= 4:
         ipis = 0
@@ -67,7 +72,9 @@ def flush_tlb_mm_range(tlb: X86Tlb, kernel: KernelProfile, pages: int, *, cpus: 
         ipis = others
     else:
         ipis = max(others - lazy_cpus, 0)
-    return Flush(full, 0 if full else pages * (2 if tlb.pti else 1), ipis)
+    if full:
+        return Flush(True, 0, ipis)
+    return Flush(False, -(-span >> stride_shift) * (2 if tlb.pti else 1), ipis)
 
 
 def arm64_range_ops(pages: int) -> int:
@@ -120,20 +127,15 @@ def flush_range(target: Target, start: int, end: int, *, stride_shift: int | Non
     """One ``flush_tlb_range(vma, start, end)`` on ``target`` in an mm active on ``cpus`` CPUs.
 
     ``stride_shift`` defaults to the base page shift (every non-hugetlb mremap flush, T1).
-    x86 compares the truncated page count with its ceiling but issues one ``INVLPG`` per
-    started page; the others count started pages.
+    The cost depends on ``end - start`` only, not on where the range is.
     """
     arch = target.arch
     tlb = arch.tlb
     shift = arch.page_shift if stride_shift is None else stride_shift
-    span = end - start
-    pages = -(-span >> shift)  # invalidations: one per stride, the last one partial
     if isinstance(tlb, X86Tlb):
-        f = flush_tlb_mm_range(tlb, target.kernel, span >> shift, cpus=cpus,
-                               lazy_cpus=lazy_cpus, freed_tables=freed_tables)
-        if f.full or pages == span >> shift:
-            return f
-        return Flush(False, pages * (2 if tlb.pti else 1), f.ipis)
+        return flush_tlb_mm_range(tlb, target.kernel, end - start, shift, cpus=cpus,
+                                  lazy_cpus=lazy_cpus, freed_tables=freed_tables)
+    pages = -(-(end - start) >> shift)  # invalidations: one per stride, the last one partial
     if isinstance(tlb, Arm64Tlb):
         return arm64_flush_tlb_range(tlb, pages)
     if isinstance(tlb, RiscvTlb):
