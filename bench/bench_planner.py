@@ -4,6 +4,14 @@ Run from the repository root::
 
     python bench/bench_planner.py            # full run (about a minute)
     python bench/bench_planner.py --quick    # smaller scaling sweep, fewer repeats
+    python bench/bench_planner.py --against /tmp/base   # side by side with another checkout
+
+``--against`` takes a checkout of the baseline (for example ``git worktree add /tmp/base
+<commit>``) and runs every case there too, alternating the two trees in the same run, three
+fresh processes per tree and case (the machine may be shared and loaded: only ratios
+measured side by side mean anything). It prints each case's best single-run CPU time
+(``time.process_time``, which waiting for a CPU does not inflate) of ``plan_mremap`` and of
+the move alone, in both trees, and their ratio.
 
 Targets (issue 2): a fully populated 1 TiB move, mutually unaligned (src = base + 4K,
 dst = other + 8K, about 1,048,577 extents), planned in under 50 ms and under 300 MB peak
@@ -43,7 +51,9 @@ CASES = {
     "unaligned": (4 * K, 8 * K, "src=base+4K dst=other+8K (no realignment, PTE moves only)"),
     "realignable": (A_OFF + 4 * K, A_OFF + 4 * K, "src=A+4K dst=B+4K (realigned: PMD moves)"),
     "pud-aligned": (0, 0, "src, dst 1 GiB aligned (PUD moves)"),
+    "contpte": (0, 4 * K, "arm64-4k, 64 KiB folios, 6.18 pte_batch_hint batching, unaligned"),
 }
+TARGETS = {"contpte": ("6.18", "arm64-4k", 64 * K)}  # others: x86_64, 6.18, base pages
 TIME_TARGET = 0.050
 RSS_TARGET = 300 * 10**6
 
@@ -55,6 +65,7 @@ def _rss_bytes() -> int:
 def child(case: str, length: int, populate: str, repeats: int, build_only: bool) -> dict:
     import numpy as np
 
+    import perfsim
     from perfsim import resolve_target
     from perfsim.mm.build import Population, single_move_space
     from perfsim.planner import MoveRequest, plan_mremap
@@ -64,34 +75,40 @@ def child(case: str, length: int, populate: str, repeats: int, build_only: bool)
     from perfsim.planner.result import Counters
     from perfsim.planner.syscall import copy_vma
 
-    t = resolve_target("6.18", "x86_64")
+    kernel, arch, folio_size = TARGETS.get(case, ("6.18", "x86_64", 0))
+    t = resolve_target(kernel, arch)
     soff, doff, _ = CASES[case]
     src, dst = SRC_BASE + soff, DST_BASE + doff
     t0 = time.perf_counter()
-    sp = single_move_space(t, src=src, length=length, populate=Population.parse(populate))
+    sp = single_move_space(t, src=src, length=length, populate=Population.parse(populate),
+                           folio_size=folio_size)
     build = time.perf_counter() - t0
-    out = {"case": case, "length": length, "populate": populate, "build_s": build}
+    out = {"case": case, "length": length, "populate": populate, "build_s": build,
+           "perfsim": os.path.dirname(os.path.dirname(os.path.abspath(perfsim.__file__)))}
     if build_only:
         out["rss_total"] = _rss_bytes()
         return out
     req = MoveRequest(src, length, new_addr=dst)
     plans, moves, counters = [], [], []
+    plan_cpu, move_cpu = [], []
     plan = None
     for _ in range(repeats):
         plan = None
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         plan = plan_mremap(sp, req, t)
         plans.append(time.perf_counter() - t0)
+        plan_cpu.append(time.process_time() - c0)
         # move_page_tables alone, on the same request
         vma = sp.vmas[0]
         new, _, need = copy_vma(sp, vma, dst, length, vma.pgoff)
         pmc = PageTableMoveControl(vma, new, src, dst, length, need_rmap_locks=need)
         try_realign_addr(sp.with_vmas(list(sp.vmas) + [new]), pmc, t)
         log = S.StepLog()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         run_move(t, sp.pt, pmc, log)
         steps = log.freeze()
         moves.append(time.perf_counter() - t0)
+        move_cpu.append(time.process_time() - c0)
         t0 = time.perf_counter()
         Counters.of(plan.steps, (S.MOVE,))
         Counters.of(plan.steps, tuple(range(len(S.PHASE_NAMES))))
@@ -100,6 +117,7 @@ def child(case: str, length: int, populate: str, repeats: int, build_only: bool)
     assert plan.errno is None and plan.progress_bytes == length, plan.note
     out.update(
         plan_s=statistics.median(plans), plan_runs=plans, move_s=statistics.median(moves),
+        move_runs=moves, plan_cpu_runs=plan_cpu, move_cpu_runs=move_cpu,
         counters_s=statistics.median(counters), planner=plan.planner,
         extents=int(np.count_nonzero(plan.steps.phase == S.MOVE)) - 1,
         rows=len(plan.steps), ptes_moved=plan.move.ptes_moved, pmd_moves=plan.move.pmd_moves,
@@ -108,13 +126,57 @@ def child(case: str, length: int, populate: str, repeats: int, build_only: bool)
     return out
 
 
-def run_child(case: str, length: int, populate: str, repeats: int, build_only: bool = False) -> dict:
+def run_child(case: str, length: int, populate: str, repeats: int, build_only: bool = False,
+              root: str = ROOT) -> dict:
+    """One measurement in a fresh process, importing perfsim from the checkout ``root``."""
     cmd = [sys.executable, os.path.abspath(__file__), "--child", case, str(length), populate,
-           str(repeats)] + (["--build-only"] if build_only else [])
-    res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+           str(repeats), "--root", root] + (["--build-only"] if build_only else [])
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=root)
     if res.returncode:
         raise SystemExit(f"child failed: {' '.join(cmd)}\n{res.stderr}")
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    if os.path.realpath(out["perfsim"]) != os.path.realpath(root):
+        raise SystemExit(f"child imported perfsim from {out['perfsim']}, not {root}")
+    return out
+
+
+ROUNDS = 3
+
+
+def run_pair(case: str, length: int, populate: str, repeats: int, against: str) -> tuple[dict, dict]:
+    """``(this tree, baseline)``, each measured in ``ROUNDS`` fresh processes, alternating.
+    Per tree the run with the smaller median plan time is kept, and ``plan_best`` /
+    ``move_best`` are the smallest CPU times (``time.process_time``) of a single run over
+    all rounds: on a machine shared with other jobs, wall time mostly measures waiting for
+    a CPU, and the minimum CPU time is the least disturbed estimate of what the code costs."""
+    mine, base = [], []
+    for _ in range(ROUNDS):
+        base.append(run_child(case, length, populate, repeats, root=against))
+        mine.append(run_child(case, length, populate, repeats))
+    out = []
+    for runs in (mine, base):
+        r = dict(min(runs, key=lambda r: r["plan_s"]))
+        r["plan_best"] = min(x for run in runs for x in run["plan_cpu_runs"])
+        r["move_best"] = min(x for run in runs for x in run["move_cpu_runs"])
+        out.append(r)
+    return out[0], out[1]
+
+
+def print_comparison(pairs: list[tuple[str, int, str, dict, dict]], against: str) -> None:
+    print(f"\nside by side with {against} (same run, alternating, {ROUNDS} processes per tree; "
+          f"best single run in CPU time; ratio = this / baseline)")
+    hdr = (f"{'case':<12} {'length':>8} {'populate':>9} {'planner':>17} {'plan ms':>17} "
+           f"{'ratio':>6} {'move ms':>17} {'ratio':>6}")
+    print(hdr)
+    print("-" * len(hdr))
+    worst = 0.0  # plan CPU ms, best run
+    for case, length, pop, r, b in pairs:
+        pr, mr = r["plan_best"] / b["plan_best"], r["move_best"] / b["move_best"]
+        worst = max(worst, pr)
+        print(f"{case:<12} {fmt_size(length):>8} {pop:>9} {b['planner'] + '→' + r['planner']:>17} "
+              f"{b['plan_best'] * 1e3:>8.2f}→{r['plan_best'] * 1e3:<8.2f} {pr:>6.2f} "
+              f"{b['move_best'] * 1e3:>8.2f}→{r['move_best'] * 1e3:<8.2f} {mr:>6.2f}")
+    print(f"worst plan-time ratio: {worst:.2f} (target: ≤ 1.10)")
 
 
 def fmt_size(n: int) -> str:
@@ -129,11 +191,19 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer repeats, smaller sweep")
     ap.add_argument("--child", nargs=4, metavar=("CASE", "LEN", "POP", "REPEATS"), help=argparse.SUPPRESS)
     ap.add_argument("--build-only", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--root", default=ROOT, help=argparse.SUPPRESS)
+    ap.add_argument("--against", metavar="CHECKOUT",
+                    help="a checkout of the baseline to measure side by side")
     args = ap.parse_args()
     if args.child:
+        sys.path.insert(0, os.path.abspath(args.root))
         case, length, pop, reps = args.child
         print(json.dumps(child(case, int(length), pop, int(reps), args.build_only)))
         return
+    if args.against and not os.path.isdir(os.path.join(args.against, "perfsim")):
+        print(f"bench_planner: --against {args.against}: not a perfsim checkout "
+              f"(no perfsim/ directory)", file=sys.stderr)
+        raise SystemExit(2)
     reps = 3 if args.quick else 7
     print(f"perfsim planner benchmark  (python {sys.version.split()[0]}, "
           f"numpy {__import__('numpy').__version__}, {os.cpu_count()} CPUs, "
@@ -144,19 +214,27 @@ def main() -> None:
     base = run_child("unaligned", T, "full", 1, build_only=True)
     print(f"state build only (1 TiB, full): {base['build_s'] * 1e3:.0f} ms, "
           f"peak RSS {base['rss_total'] / 1e6:.0f} MB (baseline)\n")
+    print("1 TiB cases (contpte: 4 GiB; its Δrss is not against the 1 TiB build)")
     hdr = (f"{'case':<12} {'extents':>9} {'plan ms':>8} {'move ms':>8} {'counters ms':>11} "
            f"{'build ms':>8} {'Δrss MB':>8} {'rss MB':>7} {'time/50ms':>9} {'Δrss/300MB':>10}")
     print(hdr)
     print("-" * len(hdr))
     results = {}
+    pairs = []
     for case in CASES:
-        r = run_child(case, T, "full", reps)
+        length = T if case != "contpte" else 4 * G
+        if args.against:
+            r, b = run_pair(case, length, "full", reps, args.against)
+            pairs.append((case, length, "full", r, b))
+        else:
+            r = run_child(case, length, "full", reps)
         results[case] = r
         d_rss = r["rss_total"] - base["rss_total"]
+        rss = (f"{d_rss / 1e6:>8.0f}", f"{d_rss / RSS_TARGET:>10.2f}") if length == T else (
+            f"{'-':>8}", f"{'-':>10}")
         print(f"{case:<12} {r['extents']:>9,} {r['plan_s'] * 1e3:>8.1f} {r['move_s'] * 1e3:>8.1f} "
-              f"{r['counters_s'] * 1e3:>11.1f} {r['build_s'] * 1e3:>8.0f} {d_rss / 1e6:>8.0f} "
-              f"{r['rss_total'] / 1e6:>7.0f} {r['plan_s'] / TIME_TARGET:>9.2f} "
-              f"{d_rss / RSS_TARGET:>10.2f}")
+              f"{r['counters_s'] * 1e3:>11.1f} {r['build_s'] * 1e3:>8.0f} {rss[0]} "
+              f"{r['rss_total'] / 1e6:>7.0f} {r['plan_s'] / TIME_TARGET:>9.2f} {rss[1]}")
     for case, r in results.items():
         print(f"  {case}: {CASES[case][2]}; planner={r['planner']}, rows={r['rows']:,}, "
               f"ptes moved={r['ptes_moved']:,}, pmd moves={r['pmd_moves']:,}, "
@@ -174,6 +252,9 @@ def main() -> None:
         for pop in ("full", "every:16"):
             if length == T and pop == "full":
                 r = results["unaligned"]
+            elif args.against:
+                r, b = run_pair("unaligned", length, pop, reps, args.against)
+                pairs.append(("unaligned", length, pop, r, b))
             else:
                 r = run_child("unaligned", length, pop, reps)
             pages = length >> 12
@@ -187,6 +268,8 @@ def main() -> None:
           f"{(u['rss_total'] - base['rss_total']) / 1e6:.0f} MB = "
           f"{(u['rss_total'] - base['rss_total']) / RSS_TARGET:.2f} x 300 MB "
           f"(total {u['rss_total'] / 1e6:.0f} MB = {u['rss_total'] / RSS_TARGET:.2f} x 300 MB)")
+    if args.against:
+        print_comparison(pairs, args.against)
 
 
 if __name__ == "__main__":

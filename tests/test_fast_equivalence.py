@@ -1,9 +1,14 @@
 """The vectorised planner (perfsim.planner.fast) and the array unmap hold to the reference.
 
+Both drivers call the same decision functions (perfsim.planner.pgtable_move, batch, tlb,
+unmap's predicates; tested rule by rule in test_planner_rules.py), so what these tests hold
+is the same rules applied extent by extent and column by column: the bookkeeping of the
+vectorised driver (extents, first occurrences, row positions, bitmap splicing).
+
 Every case plans the same request twice, ``PlanOptions("reference")`` (the per-extent walk,
-with the dict-based unmap) and ``PlanOptions("fast")`` (which raises AssertionError if the fast path
-declines), and requires identical step columns, identical rmap lock names per row, identical
-counters and identical page tables afterwards.
+with the slot-walk unmap) and ``PlanOptions("fast")`` (which raises AssertionError if the
+fast path declines), and requires identical step columns, identical rmap lock names per
+row, identical counters and identical page tables afterwards.
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ from perfsim.mm.space import AddressSpace
 from perfsim.mm.vma import Vma
 from perfsim.planner import MoveRequest, plan_mremap
 from perfsim.planner import steps as S
-from perfsim.planner.fast import flush_table, range_words, shift_left, shift_right
+from perfsim.planner.batch import pte_batch_block
+from perfsim.planner.bitmaps import bits_in_range, shift_left, shift_right
+from perfsim.planner.fast import flush_table
 from perfsim.planner.options import PlanOptions
 from perfsim.planner.tlb import flush_range
 
@@ -78,9 +85,10 @@ def both(space, req: MoveRequest, target):
 
 def build(src, length, *, kernel="6.18", arch="x86_64", dst=None, guard_below_src=False,
           guard_below_dst=False, backing="anon", thp=False, populate="full", cpus=1, seed=0,
-          uffd_wp=False):
+          uffd_wp=False, folio_size=0):
     t = resolve_target(kernel, arch)
     sp = single_move_space(t, src=src, length=length, backing=backing, thp=thp,
+                           folio_size=folio_size,
                            populate=Population.parse(populate, seed=seed),
                            guard_below_src=guard_below_src,
                            guard_below_dst=dst if guard_below_dst else None, cpus=cpus,
@@ -201,10 +209,24 @@ def test_fast_declines_where_it_does_not_apply():
     with pytest.raises(AssertionError):
         plan_mremap(sp, req, t, PlanOptions("fast"))
     assert plan_mremap(sp, req, t).planner == "reference"
-    # arm64 contpte batching with large folios
-    t = resolve_target("6.18", "arm64-4k")
-    sp = single_move_space(t, src=A, length=8 * M, folio_size=64 * K)
-    assert plan_mremap(sp, MoveRequest(A, 8 * M, new_addr=B + 4 * K), t).planner == "reference"
+
+
+@pytest.mark.parametrize("arch,mode", [("arm64-4k", "hint"), ("arm64-16k", "hint"),
+                                       ("x86_64", "folio"), ("arm64-4k", "folio")])
+@pytest.mark.parametrize("folio_size", [16 * K, 64 * K, 2 * M])
+def test_large_folio_pte_batching_takes_the_fast_path(arch, mode, folio_size):
+    # 6.17 mremap_folio_pte_batch (with or without the pte_batch_hint gate): the fast path
+    # counts batches with the reference's function, so it no longer declines.
+    t = resolve_target("6.18", arch).with_changes(**{"kernel.pte_batching": mode})
+    a = t.arch
+    for src, dst, pop in ((A, B + 4 * K, "full"), (A + 4 * K, B + 12 * K, "0.5"),
+                          (A + a.page_size, B + a.page_size, "full"), (A, B, "every:3")):
+        src, dst = src - src % a.page_size, dst - dst % a.page_size
+        sp = single_move_space(t, src=src, length=24 * a.pmd_size // 8, folio_size=folio_size,
+                               populate=Population.parse(pop, seed=2))
+        r, f = both(sp, MoveRequest(src, 24 * a.pmd_size // 8, new_addr=dst), t)
+        if (src, pop) == (A, "full") and pte_batch_block(t, sp.vmas[0]) > 1:
+            assert f.move.ptes_moved > int(f.steps.batches.sum()) > 0  # batching happened
 
 
 # ---------------------------------------------------------------------------- vectorised pieces
@@ -219,7 +241,7 @@ def test_flush_table_matches_flush_range(arch, cpus, lazy):
         full, pages, ipis = flush_table(t, n, cpus=cpus, lazy_cpus=lazy)
         for k in range(0, len(n), 7):
             f = flush_range(t, 0, int(n[k]) << t.arch.page_shift, cpus=cpus, lazy_cpus=lazy)
-            assert (bool(full[k]), int(pages[k]), ipis) == (f.full, f.pages, f.ipis)
+            assert (bool(full[k]), int(pages[k]), int(ipis[k])) == (f.full, f.pages, f.ipis)
 
 
 @given(st.lists(st.integers(0, (1 << 512) - 1), min_size=1, max_size=4), st.integers(0, 511))
@@ -231,9 +253,18 @@ def test_multiword_shifts(values, k):
     for v, r, left in zip(values, shift_right(rows, k), shift_left(rows, k)):
         assert _words_to_int(r) == v >> k
         assert _words_to_int(left) == (v << k) & full
-    lo = np.array([k // 2], np.int64)
-    hi = np.array([k], np.int64)
-    assert _words_to_int(range_words(lo, hi, 8)[0]) == ((1 << k) - 1) ^ ((1 << (k // 2)) - 1)
+
+
+@given(st.lists(st.tuples(st.integers(0, (1 << 512) - 1), st.integers(0, 512), st.integers(0, 512)),
+                min_size=1, max_size=6))
+@settings(max_examples=100)
+def test_bits_in_range_counts_like_python_ints(cases):
+    from perfsim.mm.pagetable import _int_to_words
+    rows = np.stack([_int_to_words(v, 8) for v, _, _ in cases])
+    lo = np.array([min(a, b) for _, a, b in cases], np.int64)
+    hi = np.array([max(a, b) for _, a, b in cases], np.int64)
+    want = [(v >> int(x) & ((1 << int(y - x)) - 1)).bit_count() for (v, _, _), x, y in zip(cases, lo, hi)]
+    assert bits_in_range(rows, lo, hi).tolist() == want
 
 
 # ---------------------------------------------------------------------------- properties
@@ -263,7 +294,8 @@ def move_cases(draw):
     return dict(src=src, dst=dst, length=length, kernel=kernel, arch=arch, backing=backing,
                 thp=thp, populate=populate, guard_below_src=draw(st.booleans()),
                 guard_below_dst=draw(st.booleans()), cpus=draw(st.integers(1, 3)),
-                seed=draw(st.integers(0, 5)))
+                seed=draw(st.integers(0, 5)),
+                folio_size=draw(st.sampled_from([0, 0, 16 * pg, 64 * 1024, P])))
 
 
 @given(move_cases())

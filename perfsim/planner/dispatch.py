@@ -9,11 +9,12 @@ from __future__ import annotations
 from perfsim.mm.pagetable import PageTables
 from perfsim.planner import fast
 from perfsim.planner import steps as S
+from perfsim.planner.gather import MmuGather, tlb_finish_mmu
 from perfsim.planner.hugetlb import move_hugetlb_page_tables
 from perfsim.planner.options import DEFAULT, PlanOptions
 from perfsim.planner.realign import PageTableMoveControl
 from perfsim.planner.reference import MoveContext, move_page_tables
-from perfsim.planner.unmap import Gather, finish, free_pgd_range
+from perfsim.planner.unmap import free_pgd_range
 from perfsim.profiles import Target
 
 
@@ -59,9 +60,9 @@ def run_stack_move(target: Target, pt: PageTables, pmc: PageTableMoveControl, lo
     ctx = MoveContext(target, win, log, S.MOVE, cpus, lazy_cpus, fail_alloc_at)
     progress = move_page_tables(ctx, pmc)
     if progress == pmc.len_in:
-        tlb = Gather()
+        tlb = MmuGather()
         lo = new_end if new_end > old_start else old_start
         freed = free_pgd_range(target, win, lo, old_end, new_end, ceiling, tlb)
-        finish(target, tlb, log, S.UNMAP_SRC, old_start, old_end, 0, freed, cpus=cpus,
-               lazy_cpus=lazy_cpus)
+        tlb_finish_mmu(target, tlb, log, S.UNMAP_SRC, old_start, old_end, 0, freed, cpus=cpus,
+                       lazy_cpus=lazy_cpus)
     return pt.replace_window(win), progress

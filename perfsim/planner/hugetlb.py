@@ -1,4 +1,7 @@
-"""``move_hugetlb_page_tables`` (mm/hugetlb.c): the hugetlb path (rule R20).
+"""``move_hugetlb_page_tables`` (mm/hugetlb.c): the hugetlb path (rule R20), as modelled for
+every kernel profile here (6.6–6.18; the function took ``(vma, new_vma, old_addr, new_addr,
+len)`` throughout, also after 6.15 moved the rest of the loop onto
+``pagetable_move_control``).
 
 No realignment and none of the PUD/PMD/PTE rules apply. ``i_mmap_rwsem`` and the hugetlb
 VMA lock are held for writing across the whole loop; each present huge entry is moved

@@ -17,7 +17,7 @@ class PlanOptions:
     """``implementation``:
 
     ``"auto"``       the vectorised move where it applies, else the per-extent walk; the
-                     array unmap (the default);
+                     array driver of the unmap (the default);
     ``"reference"``  the per-extent walk of ``move_page_tables`` and the per-slot unmap walk;
     ``"fast"``       like ``auto``, but a move the vectorised path declines is an error
                      (``AssertionError``): for tests that must exercise that path.
@@ -29,10 +29,6 @@ class PlanOptions:
         if self.implementation not in ("auto", "reference", "fast"):
             raise ValueError(f"implementation must be auto, reference or fast, "
                              f"not {self.implementation!r}")
-
-    @property
-    def array_unmap(self) -> bool:
-        return self.implementation != "reference"
 
 
 DEFAULT = PlanOptions()

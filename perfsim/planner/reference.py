@@ -1,21 +1,23 @@
 """``move_page_tables()`` extent by extent: the readable, exact reference planner.
 
-This module mirrors mm/mremap.c's ``move_page_tables`` and the helpers it calls
-(``get_extent``, ``alloc_new_pud``, ``alloc_new_pmd``, ``move_pgt_entry`` with
-``move_normal_pud``/``move_huge_pud``/``move_normal_pmd``/``move_huge_pmd``,
-``split_huge_pmd``, ``move_ptes``) rule by rule (kernel-model.md R5–R17). It walks a
-mutable :class:`~perfsim.mm.pagetable.Window` of the page tables, so every effect of one
-step is visible to the next: this matters when source and destination share page-table
-pages, and for the exec stack's overlapping move.
+:func:`move_page_tables` is the kernel loop of mm/mremap.c (6.15+ shape, with
+``pagetable_move_control``; the 5.x–6.14 loop is the same steps with the state passed as
+arguments), line for line: the PUD stage, the PMD stage, the THP split and ``move_ptes``.
+Every decision is a pure function of :mod:`perfsim.planner.pgtable_move` (the entry moves,
+the rmap and uffd gates), :mod:`perfsim.planner.batch` (PTE batching) and
+:mod:`perfsim.planner.tlb` (the flush policy); this module applies them to a mutable
+:class:`~perfsim.mm.pagetable.Window` of the page tables, so every effect of one step is
+visible to the next (source and destination sharing page-table pages, the exec stack's
+overlapping move).
 
-Its cost is one Python iteration per extent. :mod:`perfsim.planner.fast` computes the same
-rows with numpy when source and destination touch disjoint page-table pages; the tests hold
-the two to identical output.
+Its cost is one Python iteration per extent. :mod:`perfsim.planner.fast` calls the same
+decision functions over whole columns of extents when source and destination touch
+disjoint page-table pages; the tests hold the two to identical output.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from perfsim.mm.pagetable import (
     PMD_LEAF,
@@ -27,11 +29,28 @@ from perfsim.mm.pagetable import (
     Window,
     range_mask,
 )
-from perfsim.mm.vma import Vma
 from perfsim.planner import steps as S
-from perfsim.planner.batch import pte_batches
+from perfsim.planner.batch import mremap_folio_pte_batch
+from perfsim.planner.pgtable_move import (
+    HPAGE_PMD,
+    HPAGE_PUD,
+    NORMAL_PMD,
+    NORMAL_PUD,
+    MoveGates,
+    alloc_new_pud,
+    failed_entry_row,
+    get_extent,
+    move_ptes_flushes,
+    move_ptes_ptl_count,
+    pgt_entry_row,
+    pmd_alloc,
+    pte_alloc,
+    split_huge_pmd,
+    split_huge_pmd_row,
+)
+from perfsim.planner.pgtable_move import move_pgt_entry as entry_moves
 from perfsim.planner.realign import PageTableMoveControl
-from perfsim.planner.tlb import flush_pmd_range, flush_pud_range, flush_range
+from perfsim.planner.tlb import Flush, flush_range
 from perfsim.profiles import Target
 
 
@@ -48,6 +67,21 @@ class MoveContext:
     fail_alloc_at: int | None = None
     allocations: int = 0
 
+    # -------------------------------------------------------------- lookups
+    def get_old_pud(self, addr: int) -> int:
+        """``get_old_pud``: the kind of the source PUD entry (none if a level above is)."""
+        arch = self.target.arch
+        if not (arch.pud_folded or (addr >> arch.p4d_shift) in self.win.pud_tables):
+            return PUD_NONE
+        return self.win.pud.get(addr >> arch.pud_shift, PUD_NONE)
+
+    def pmd_entry(self, addr: int) -> tuple[int, int]:
+        """``(kind, present-PTE bitmap)`` of the PMD entry mapping ``addr``."""
+        return self.win.pmd.get(addr >> self.target.arch.pmd_shift, (PMD_NONE, 0))
+
+    def flush(self, start: int, end: int) -> Flush:
+        return flush_range(self.target, start, end, cpus=self.cpus, lazy_cpus=self.lazy_cpus)
+
     # -------------------------------------------------------------- allocation
     def _allocate(self) -> bool:
         """One page-table page allocation; False when the injected failure hits it."""
@@ -56,23 +90,14 @@ class MoveContext:
 
     def alloc_new_pud(self, addr: int, counts: dict) -> bool:
         """``alloc_new_pud``: make sure a PUD table maps ``addr`` at the destination."""
-        arch = self.target.arch
-        if arch.pud_folded:
-            return True
-        top = addr >> arch.p4d_shift
-        if top in self.win.pud_tables:
-            return True
-        if not arch.p4d_folded:
-            pgd = addr >> arch.pgd_shift
-            shift = arch.pgd_shift - arch.p4d_shift
-            if not any((t >> shift) == pgd for t in self.win.pud_tables):
+        p4d, pud = alloc_new_pud(self.target.arch, self.win.pud_tables, addr)
+        for name, n in (("alloc_p4d", p4d), ("alloc_pud", pud)):
+            if n:
                 if not self._allocate():
                     return False
-                counts["alloc_p4d"] = counts.get("alloc_p4d", 0) + 1
-        if not self._allocate():
-            return False
-        counts["alloc_pud"] = counts.get("alloc_pud", 0) + 1
-        self.win.pud_tables.add(top)
+                counts[name] = counts.get(name, 0) + 1
+        if pud:
+            self.win.pud_tables.add(addr >> self.target.arch.p4d_shift)
         return True
 
     def alloc_new_pmd(self, addr: int, counts: dict) -> bool:
@@ -80,37 +105,41 @@ class MoveContext:
         if not self.alloc_new_pud(addr, counts):
             return False
         slot = addr >> self.target.arch.pud_shift
-        if self.win.pud.get(slot, PUD_NONE) == PUD_NONE:
+        if pmd_alloc(self.win.pud.get(slot, PUD_NONE)):
             if not self._allocate():
                 return False
             counts["alloc_pmd"] = counts.get("alloc_pmd", 0) + 1
             self.win.pud[slot] = PUD_TABLE
         return True
 
-
-def get_extent(shift: int, old_addr: int, new_addr: int, old_end: int) -> int:
-    """``get_extent``: distance to the nearer of the next source and destination boundary
-    of this level, capped by what is left of the range (R7)."""
-    size = 1 << shift
-    old_next = old_addr - old_addr % size + size
-    new_next = new_addr - new_addr % size + size
-    return min(old_next - old_addr, new_next - new_addr, old_end - old_addr)
-
-
-def _uffd_blocks(target: Target, old: Vma, new: Vma) -> bool:
-    """``vma_has_uffd_without_event_remap`` on the old VMA (and the new one, 6.17+)."""
-    return old.uffd_wp or (target.kernel.uffd_checks_new_vma and new.uffd_wp)
+    def pte_alloc(self, addr: int, counts: dict) -> bool:
+        """``pte_alloc``: a destination PTE table, allocated just before ``move_ptes`` (R13)."""
+        slot = addr >> self.target.arch.pmd_shift
+        if not pte_alloc(self.win.pmd.get(slot, (PMD_NONE, 0))[0]):
+            return True
+        if not self._allocate():
+            return False
+        counts["alloc_pte"] = 1
+        self.win.pmd[slot] = (PMD_TABLE, 0)
+        return True
 
 
-def _normal_rmap(target: Target, pmc: PageTableMoveControl) -> tuple[str, ...]:
-    """``should_take_rmap_locks`` for NORMAL_PMD/PUD: always since 2021 (R16a)."""
-    if target.kernel.rmap_locks_always_for_normal_moves or pmc.need_rmap_locks:
-        return pmc.old.rmap_locks()
-    return ()
+@dataclass
+class Walk:
+    """``pmc_done``/``pmc_next``: iterate ``(old_addr, new_addr)`` pairs, advancing both by
+    whatever ``extent`` the loop body set; a ``break`` leaves them where the loop stopped."""
 
+    old_addr: int
+    new_addr: int
+    old_end: int
+    extent: int = field(default=0)
 
-def _huge_rmap(pmc: PageTableMoveControl) -> tuple[str, ...]:
-    return pmc.old.rmap_locks() if pmc.need_rmap_locks else ()
+    def __iter__(self):
+        while self.old_addr < self.old_end:
+            self.extent = 0
+            yield self.old_addr, self.new_addr
+            self.old_addr += self.extent
+            self.new_addr += self.extent
 
 
 def move_page_tables(ctx: MoveContext, pmc: PageTableMoveControl) -> int:
@@ -119,152 +148,147 @@ def move_page_tables(ctx: MoveContext, pmc: PageTableMoveControl) -> int:
     ``pmc`` must already be realigned (or not) by the caller; hugetlb VMAs go to
     :func:`perfsim.planner.hugetlb.move_hugetlb_page_tables` instead.
     """
-    t = ctx.target
-    arch = t.arch
-    win, log, ph = ctx.win, ctx.log, ctx.phase
-    old_addr, new_addr, old_end = pmc.old_addr, pmc.new_addr, pmc.old_end
-    log.add(ph, S.K_NOTIFIER, old_addr, new_addr, old_end - old_addr, notifier=1)
-    cpus, lazy = ctx.cpus, ctx.lazy_cpus
-    pmd_shift, pud_shift, page_shift = arch.pmd_shift, arch.pud_shift, arch.page_shift
-    pmds_per_pud = pud_shift - pmd_shift
-    ptrs = arch.ptrs_per_pte
-
-    while old_addr < old_end:
+    t, arch, log, ph = ctx.target, ctx.target.arch, ctx.log, ctx.phase
+    gates = MoveGates.of(t, pmc.old, pmc.new, pmc.need_rmap_locks)
+    log.add(ph, S.K_NOTIFIER, pmc.old_addr, pmc.new_addr, pmc.old_end - pmc.old_addr, notifier=1)
+    walk = Walk(pmc.old_addr, pmc.new_addr, pmc.old_end)
+    for old_addr, new_addr in walk:
         counts: dict = {}
-        # ---------------------------------------------------------------- PUD stage (R8)
-        extent = get_extent(pud_shift, old_addr, new_addr, old_end)
-        src_pud_slot = old_addr >> pud_shift
-        dst_pud_slot = new_addr >> pud_shift
-        src_has_table = arch.pud_folded or (old_addr >> arch.p4d_shift) in win.pud_tables
-        pud_kind = win.pud.get(src_pud_slot, PUD_NONE) if src_has_table else PUD_NONE
-        if pud_kind == PUD_NONE:
+        # PUD stage (R8): if the extent is PUD-sized, try to move the whole PUD entry.
+        extent = walk.extent = get_extent(arch.pud_shift, old_addr, new_addr, pmc.old_end)
+        pud = ctx.get_old_pud(old_addr)
+        if pud == PUD_NONE:
             log.add(ph, S.K_SKIP_PUD, old_addr, new_addr, extent)
-            old_addr += extent
-            new_addr += extent
             continue
         if not ctx.alloc_new_pud(new_addr, counts):
             log.add(ph, S.K_ALLOC_FAIL, old_addr, new_addr, 0, **counts)
             break
-        if pud_kind == PUD_LEAF:
+        if pud == PUD_LEAF:
             if extent != arch.pud_size:
                 raise NotImplementedError(
                     "partial move of a huge PUD leaf (DAX/PFNMAP only) is not modelled "
                     "(kernel-model.md §8.2)")
-            # move_huge_pud: the result is ignored and the loop continues (R8.4).
-            locks = _huge_rmap(pmc)
-            if win.pud.get(dst_pud_slot, PUD_NONE) == PUD_NONE:
-                win.pud[dst_pud_slot] = win.pud.pop(src_pud_slot)
-            log.add(ph, S.K_HUGE_PUD_MOVE, old_addr, new_addr, extent, ptes=ptrs << pmds_per_pud,
-                    flush=flush_pud_range(t, old_addr, cpus=cpus, lazy_cpus=lazy), rmap=locks,
-                    ptl=1, **counts)
-            old_addr += extent
-            new_addr += extent
-            continue
+            move_pgt_entry(ctx, gates, HPAGE_PUD, old_addr, new_addr, extent, counts)
+            continue  # the kernel ignores the result and continues (R8.4)
         if t.have_move_pud and extent == arch.pud_size:
-            locks = _normal_rmap(t, pmc)
-            ok = (not _uffd_blocks(t, pmc.old, pmc.new)
-                  and win.pud.get(dst_pud_slot, PUD_NONE) == PUD_NONE)
-            if ok:
-                # move_normal_pud: reparent the PMD table under the destination PUD entry.
-                win.pud.pop(src_pud_slot)
-                win.pud[dst_pud_slot] = PUD_TABLE
-                base_src, base_dst = src_pud_slot << pmds_per_pud, dst_pud_slot << pmds_per_pud
-                moved = [s for s in win.pmd if base_src <= s < base_src + (1 << pmds_per_pud)]
-                entries = {s: win.pmd.pop(s) for s in moved}
-                for s, e in entries.items():
-                    win.pmd[s - base_src + base_dst] = e
-                log.add(ph, S.K_PUD_MOVE, old_addr, new_addr, extent,
-                        flush=flush_range(t, old_addr, old_addr + arch.pud_size, cpus=cpus,
-                                          lazy_cpus=lazy),
-                        rmap=locks, ptl=1, **counts)
-                old_addr += extent
-                new_addr += extent
+            if move_pgt_entry(ctx, gates, NORMAL_PUD, old_addr, new_addr, extent, counts):
                 continue
-            log.add(ph, S.K_PUD_MOVE_FAILED, old_addr, new_addr, 0, rmap=locks, ptl=0 if locks else 0,
-                    **counts)
-            counts = {}
-        # ---------------------------------------------------------------- PMD stage (R9)
-        extent = get_extent(pmd_shift, old_addr, new_addr, old_end)
-        src_slot = old_addr >> pmd_shift
-        dst_slot = new_addr >> pmd_shift
-        kind, mask = win.pmd.get(src_slot, (PMD_NONE, 0))
+        # PMD stage (R9).
+        extent = walk.extent = get_extent(arch.pmd_shift, old_addr, new_addr, pmc.old_end)
+        kind, _ = ctx.pmd_entry(old_addr)
         if kind == PMD_NONE:
             log.add(ph, S.K_SKIP_PMD, old_addr, new_addr, extent, **counts)
-            old_addr += extent
-            new_addr += extent
             continue
         if not ctx.alloc_new_pmd(new_addr, counts):
             log.add(ph, S.K_ALLOC_FAIL, old_addr, new_addr, 0, **counts)
             break
-        same_pmd_table = (src_slot >> pmds_per_pud) == (dst_slot >> pmds_per_pud)
-        pmd_ptl = 1 if (same_pmd_table or not arch.split_pmd_ptlocks) else 2
         if kind == PMD_LEAF:
             # R10: a THP (or PMD swap entry) moves whole only when the extent is a full PMD.
-            if extent == arch.pmd_size and win.pmd.get(dst_slot, (PMD_NONE, 0))[0] == PMD_NONE:
-                win.pmd[dst_slot] = win.pmd.pop(src_slot)
-                log.add(ph, S.K_THP_MOVE, old_addr, new_addr, extent, ptes=ptrs,
-                        flush=flush_pmd_range(t, old_addr, cpus=cpus, lazy_cpus=lazy),
-                        rmap=_huge_rmap(pmc), ptl=pmd_ptl, **counts)
-                old_addr += extent
-                new_addr += extent
+            if extent == arch.pmd_size and move_pgt_entry(ctx, gates, HPAGE_PMD, old_addr,
+                                                          new_addr, extent, counts):
                 continue
-            # split_huge_pmd: anonymous → a PTE table of the same pages; file/shmem → cleared.
-            base = src_slot << pmd_shift
-            if pmc.old.backing == "anon":
-                win.pmd[src_slot] = (PMD_TABLE, (1 << ptrs) - 1)
-            else:
-                win.pmd.pop(src_slot)
-            log.add(ph, S.K_THP_SPLIT, base, 0, arch.pmd_size, ptes=ptrs,
-                    flush=flush_pmd_range(t, base, cpus=cpus, lazy_cpus=lazy), ptl=1, **counts)
-            counts = {}
-            kind, mask = win.pmd.get(src_slot, (PMD_NONE, 0))
+            split_source_thp(ctx, pmc, old_addr, counts)
         elif t.have_move_pmd and extent == arch.pmd_size:
-            locks = _normal_rmap(t, pmc)
-            ok = (not _uffd_blocks(t, pmc.old, pmc.new)
-                  and win.pmd.get(dst_slot, (PMD_NONE, 0))[0] == PMD_NONE)
-            if ok:
-                # move_normal_pmd: reparent the PTE table under the destination PMD entry.
-                win.pmd[dst_slot] = win.pmd.pop(src_slot)
-                log.add(ph, S.K_PMD_MOVE, old_addr, new_addr, extent,
-                        flush=flush_range(t, old_addr, old_addr + arch.pmd_size, cpus=cpus,
-                                          lazy_cpus=lazy),
-                        rmap=locks, ptl=pmd_ptl, **counts)
-                old_addr += extent
-                new_addr += extent
+            if move_pgt_entry(ctx, gates, NORMAL_PMD, old_addr, new_addr, extent, counts):
                 continue
-            log.add(ph, S.K_PMD_MOVE_FAILED, old_addr, new_addr, 0, rmap=locks, **counts)
-            counts = {}
         # R12: nothing left to move here (file THP split, racing collapse).
-        if kind == PMD_NONE:
+        if ctx.pmd_entry(old_addr)[0] == PMD_NONE:
             log.add(ph, S.K_SKIP_PMD, old_addr, new_addr, extent, **counts)
-            old_addr += extent
-            new_addr += extent
             continue
-        # R13: the destination PTE table, allocated just before move_ptes.
-        dst_kind, dst_mask = win.pmd.get(dst_slot, (PMD_NONE, 0))
-        if dst_kind == PMD_NONE:
-            if not ctx._allocate():
-                log.add(ph, S.K_ALLOC_FAIL, old_addr, new_addr, 0, **counts)
-                break
-            counts["alloc_pte"] = 1
-            dst_kind, dst_mask = PMD_TABLE, 0
-        # R14/R16f: move_ptes over the extent.
-        lo = (old_addr >> page_shift) & (ptrs - 1)
-        n = extent >> page_shift
-        dlo = (new_addr >> page_shift) & (ptrs - 1)
-        bits = (mask >> lo) & ((1 << n) - 1)
-        present = bits.bit_count()
-        if src_slot == dst_slot:
-            mask = (mask & ~range_mask(lo, lo + n)) | (bits << dlo)
-            win.pmd[src_slot] = (PMD_TABLE, mask)
-        else:
-            win.pmd[src_slot] = (PMD_TABLE, mask & ~range_mask(lo, lo + n))
-            win.pmd[dst_slot] = (PMD_TABLE, dst_mask | (bits << dlo))
-        flush = flush_range(t, old_addr, old_addr + extent, cpus=cpus, lazy_cpus=lazy) if present else None
-        log.add(ph, S.K_PTE_MOVE, old_addr, new_addr, extent, ptes=present, slots=n,
-                batches=pte_batches(t, pmc.old, bits, old_addr, n),
-                flush=flush, rmap=_huge_rmap(pmc), ptl=1 if src_slot == dst_slot else 2, **counts)
-        old_addr += extent
-        new_addr += extent
+        if not ctx.pte_alloc(new_addr, counts):
+            log.add(ph, S.K_ALLOC_FAIL, old_addr, new_addr, 0, **counts)
+            break
+        move_ptes(ctx, gates, old_addr, new_addr, extent, counts)
+    return pmc.progress(walk.old_addr)
 
-    return pmc.progress(old_addr)
+
+def move_pgt_entry(ctx: MoveContext, gates: MoveGates, entry: str, old_addr: int,
+                   new_addr: int, extent: int, counts: dict) -> bool:
+    """``move_pgt_entry``: under the rmap locks ``should_take_rmap_locks`` chose
+    (:attr:`MoveGates.normal_locks`/``huge_locks``), move one PUD or PMD entry if
+    :func:`perfsim.planner.pgtable_move.move_pgt_entry` says it can; log its row
+    (:func:`~perfsim.planner.pgtable_move.pgt_entry_row`).
+
+    A failed NORMAL_PMD/PUD attempt is a row of its own (the locks were taken and dropped)
+    that carries the allocations made so far; ``counts`` is then emptied for the next row.
+    A huge PUD's row is logged whether or not it moved (the kernel ignores the result).
+    """
+    arch, win = ctx.target.arch, ctx.win
+    pud_level = entry in (NORMAL_PUD, HPAGE_PUD)
+    shift = arch.pud_shift if pud_level else arch.pmd_shift
+    src, dst = old_addr >> shift, new_addr >> shift
+    dst_kind = win.pud.get(dst, PUD_NONE) if pud_level else win.pmd.get(dst, (PMD_NONE, 0))[0]
+    moved = bool(entry_moves(entry, gates.uffd_blocks, dst_kind))
+    if moved and entry == NORMAL_PUD:
+        _reparent_pmd_table(win, arch.pud_shift - arch.pmd_shift, src, dst)
+    elif moved:
+        table = win.pud if pud_level else win.pmd
+        table[dst] = table.pop(src)
+    if moved or entry == HPAGE_PUD:
+        row = pgt_entry_row(ctx.target, gates, entry, src, dst, cpus=ctx.cpus,
+                            lazy_cpus=ctx.lazy_cpus)
+        length = extent
+    elif entry in (NORMAL_PUD, NORMAL_PMD):
+        row, length = failed_entry_row(gates, entry), 0
+    else:
+        return False
+    ctx.log.add(ctx.phase, row.kind, old_addr, new_addr, length, ptes=row.ptes, flush=row.flush,
+                rmap=row.locks, ptl=int(row.ptl), **counts)
+    if not moved:
+        counts.clear()
+    return moved
+
+
+def _reparent_pmd_table(win: Window, pmds_per_pud_shift: int, src: int, dst: int) -> None:
+    """``move_normal_pud``'s effect: the PMD table under source PUD slot ``src`` now hangs
+    under destination slot ``dst``, with every entry it holds."""
+    win.pud.pop(src)
+    win.pud[dst] = PUD_TABLE
+    base_src, base_dst = src << pmds_per_pud_shift, dst << pmds_per_pud_shift
+    moved = [s for s in win.pmd if base_src <= s < base_src + (1 << pmds_per_pud_shift)]
+    entries = {s: win.pmd.pop(s) for s in moved}
+    for s, e in entries.items():
+        win.pmd[s - base_src + base_dst] = e
+
+
+def split_source_thp(ctx: MoveContext, pmc: PageTableMoveControl, old_addr: int,
+                     counts: dict) -> None:
+    """``split_huge_pmd`` of the source THP at ``old_addr``: apply
+    :func:`perfsim.planner.pgtable_move.split_huge_pmd` and log the split with its flush."""
+    arch = ctx.target.arch
+    slot = old_addr >> arch.pmd_shift
+    base = slot << arch.pmd_shift
+    kind, mask = split_huge_pmd(arch, pmc.old.backing == "anon")
+    if kind == PMD_NONE:
+        ctx.win.pmd.pop(slot)
+    else:
+        ctx.win.pmd[slot] = (kind, mask)
+    row = split_huge_pmd_row(ctx.target, cpus=ctx.cpus, lazy_cpus=ctx.lazy_cpus)
+    ctx.log.add(ctx.phase, row.kind, base, 0, arch.pmd_size, ptes=row.ptes, flush=row.flush,
+                rmap=row.locks, ptl=row.ptl, **counts)
+    counts.clear()
+
+
+def move_ptes(ctx: MoveContext, gates: MoveGates, old_addr: int, new_addr: int, extent: int,
+              counts: dict) -> None:
+    """``move_ptes`` over one extent (R14, R16f–g): move the present PTEs' bits to the
+    destination table, batched as ``mremap_folio_pte_batch`` does, flushed if any moved."""
+    arch = ctx.target.arch
+    ps, ptrs = arch.page_shift, arch.ptrs_per_pte
+    src_slot, dst_slot = old_addr >> arch.pmd_shift, new_addr >> arch.pmd_shift
+    _, mask = ctx.pmd_entry(old_addr)
+    lo, dlo, n = (old_addr >> ps) & (ptrs - 1), (new_addr >> ps) & (ptrs - 1), extent >> ps
+    bits = (mask >> lo) & ((1 << n) - 1)
+    present = bits.bit_count()
+    if src_slot == dst_slot:
+        ctx.win.pmd[src_slot] = (PMD_TABLE, (mask & ~range_mask(lo, lo + n)) | (bits << dlo))
+    else:
+        _, dst_mask = ctx.win.pmd[dst_slot]
+        ctx.win.pmd[src_slot] = (PMD_TABLE, mask & ~range_mask(lo, lo + n))
+        ctx.win.pmd[dst_slot] = (PMD_TABLE, dst_mask | (bits << dlo))
+    block = gates.batch_block
+    batches = mremap_folio_pte_batch(bits, (old_addr >> ps) % block, n, block)
+    flush = ctx.flush(old_addr, old_addr + extent) if move_ptes_flushes(present) else None
+    ctx.log.add(ctx.phase, S.K_PTE_MOVE, old_addr, new_addr, extent, ptes=present, slots=n,
+                batches=batches, flush=flush, rmap=gates.huge_locks,
+                ptl=int(move_ptes_ptl_count(src_slot, dst_slot)), **counts)

@@ -97,10 +97,6 @@ class StepLog:
                           alloc_pud, alloc_pmd, alloc_pte, freed, *fl, len(rmap), ptl, notifier))
         self.lock_names.append(rmap)
 
-    def extend(self, other: Steps) -> None:
-        """Append every row of a frozen table (used to splice the fast planner's output)."""
-        self.append_block(other)
-
     def append_block(self, block) -> None:
         """Append a frozen :class:`Steps` table or a :class:`PeriodicBlock` after the rows
         added so far, without converting it to Python tuples."""

@@ -1,16 +1,32 @@
 """What one TLB flush request costs in operations, per architecture (kernel-model.md §3).
 
-:func:`flush_range` mirrors ``flush_tlb_range`` / ``flush_tlb_mm_range`` on x86-64 (T1–T4),
-``__flush_tlb_range`` on arm64 (T8) and riscv's ``flush_tlb_range``. It returns whether the
-request becomes a full flush, how many per-page (or per-range) invalidations the initiating
-CPU issues, and how many other CPUs are interrupted.
+One function per architecture's policy, each named after the kernel function it mirrors:
+
+* :func:`flush_tlb_mm_range` — x86-64 (``arch/x86/mm/tlb.c``, T1–T4);
+* :func:`arm64_flush_tlb_range` — arm64 ``__flush_tlb_range``
+  (``arch/arm64/include/asm/tlbflush.h``, T8);
+* :func:`riscv_flush_tlb_range` — riscv ``flush_tlb_range`` (``arch/riscv/mm/tlbflush.c``).
+
+:func:`flush_range` picks the one of the target's architecture; :func:`flush_lookup` is the
+same policy tabulated over the page count, built by calling :func:`flush_range` once per
+length (the vectorised planner indexes it; no policy text exists twice).
+
+Kernel source read: arch/x86/mm/tlb.c at commit 016c4d92 (a 4.20-era tree, the first with
+``stride_shift`` and ``freed_tables``): ``flush_tlb_mm_range`` flushes the range page by
+page when ``(end - start) >> stride_shift <= tlb_single_page_flush_ceiling`` (33), else
+everything. The later x86 rules (lazy-TLB CPUs skipped unless tables were freed, INVLPGB
+broadcast, 6.x) and the arm64/riscv policies follow kernel-model.md §3 (T1–T9); the stored
+copies of arch/arm64/include/asm/tlbflush.h could not be read here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
-from perfsim.profiles import Arm64Tlb, RiscvTlb, Target, X86Tlb
+import numpy as np
+
+from perfsim.profiles import Arm64Tlb, KernelProfile, RiscvTlb, Target, X86Tlb
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,11 +36,56 @@ class Flush:
     ipis: int    # other CPUs interrupted (IPI'd); 0 when local-only or broadcast in hardware
 
 
-def _arm64_range_ops(pages: int) -> int:
+def flush_tlb_mm_range(tlb: X86Tlb, kernel: KernelProfile, span: int, stride_shift: int, *,
+                       cpus: int, lazy_cpus: int, freed_tables: bool) -> Flush:
+    """x86-64 ``flush_tlb_mm_range`` over ``span`` bytes with stride ``1 << stride_shift``
+    in an mm active on ``cpus`` CPUs.
+
+    * ``get_flush_tlb_info``: more than ``tlb_single_page_flush_ceiling`` (33 since 4.x)
+      strides, counted as ``span >> stride_shift``, become one full flush (a PCID/ASID
+      flush, ``pages`` = 0); otherwise one ``INVLPG`` per started stride (the loop steps
+      ``addr`` by the stride up to ``end``), two with PTI (the user and the kernel PCID).
+    * IPIs (``native_flush_tlb_multi``): every other CPU in ``mm_cpumask``; CPUs in lazy
+      TLB mode are skipped (``should_flush_tlb``) unless the flush frees page tables
+      (``info->freed_tables``, which ``flush_tlb_range`` sets since the 6.x fix backported
+      to 6.6 stable, profile ``freed_tables_in_flush_range``).
+    * INVLPGB (6.15+ on AMD with the feature): the flush is broadcast in hardware once
+      the mm is active on enough CPUs; no IPI.
+
+    >>> from perfsim import resolve_target
+    >>> t = resolve_target("6.18", "x86_64")
+    >>> x86, k = t.arch.tlb, t.kernel
+    >>> flush_tlb_mm_range(x86, k, 33 << 12, 12, cpus=1, lazy_cpus=0, freed_tables=True)
+    Flush(full=False, pages=33, ipis=0)
+    >>> flush_tlb_mm_range(x86, k, 34 << 12, 12, cpus=3, lazy_cpus=1, freed_tables=True)
+    Flush(full=True, pages=0, ipis=2)
+    >>> flush_tlb_mm_range(x86, k, 4096, 12, cpus=3, lazy_cpus=1, freed_tables=False)
+    Flush(full=False, pages=1, ipis=1)
+    >>> flush_tlb_mm_range(x86, k, (33 << 12) + 1, 12, cpus=1, lazy_cpus=0, freed_tables=True)
+    Flush(full=False, pages=34, ipis=0)
+    """
+    full = (span >> stride_shift) > tlb.single_page_flush_ceiling
+    others = max(cpus - 1, 0)
+    if tlb.invlpgb and cpus >= 4:
+        ipis = 0
+    elif freed_tables and kernel.freed_tables_in_flush_range and tlb.freed_tables_ipi_lazy:
+        ipis = others
+    else:
+        ipis = max(others - lazy_cpus, 0)
+    if full:
+        return Flush(True, 0, ipis)
+    return Flush(False, -(-span >> stride_shift) * (2 if tlb.pti else 1), ipis)
+
+
+def arm64_range_ops(pages: int) -> int:
     """Number of range TLBI instructions ``__flush_tlb_range_op`` issues for ``pages`` with
     FEAT_TLBIRANGE: an odd page is one single-page TLBI; the rest is split into scale
     levels, one range op per non-zero base-32 digit of ``pages // 2`` (an approximation of
-    the scale/num encoding; exact for pages < 64)."""
+    the scale/num encoding; exact for pages < 64).
+
+    >>> arm64_range_ops(1), arm64_range_ops(2), arm64_range_ops(65)
+    (1, 1, 2)
+    """
     ops = pages & 1
     rest = pages >> 1
     while rest:
@@ -33,38 +94,52 @@ def _arm64_range_ops(pages: int) -> int:
     return ops
 
 
+def arm64_flush_tlb_range(tlb: Arm64Tlb, pages: int) -> Flush:
+    """arm64 ``__flush_tlb_range`` for ``pages`` stride pages (5.x–6.18).
+
+    Without FEAT_TLBIRANGE, ``MAX_DVM_OPS`` (``PTRS_PER_PTE``) or more pages flush the whole
+    ASID (``flush_tlb_mm``); with it, only ``MAX_TLBI_RANGE_PAGES`` or more do, and the
+    rest takes one range TLBI per scale level (:func:`arm64_range_ops`). TLBIs are
+    broadcast in hardware: no IPI, whatever the CPU count.
+
+    >>> from perfsim.profiles import Arm64Tlb
+    >>> arm64_flush_tlb_range(Arm64Tlb(), 16)
+    Flush(full=False, pages=16, ipis=0)
+    >>> arm64_flush_tlb_range(Arm64Tlb(), 512)
+    Flush(full=True, pages=0, ipis=0)
+    """
+    full = ((not tlb.tlbirange) and pages >= tlb.max_dvm_ops) or pages >= tlb.max_tlbi_range_pages
+    if full:
+        return Flush(True, 0, 0)
+    return Flush(False, arm64_range_ops(pages) if tlb.tlbirange else pages, 0)
+
+
+def riscv_flush_tlb_range(tlb: RiscvTlb, pages: int, *, cpus: int) -> Flush:
+    """riscv ``flush_tlb_range`` (``__flush_tlb_range``, 6.8+): more than
+    ``tlb_flush_all_threshold`` pages flush the whole ASID; otherwise one ``sfence.vma``
+    per page. Other CPUs are reached by IPI (or the SBI remote fence, same count)."""
+    full = pages > tlb.flush_all_threshold
+    return Flush(full, 0 if full else pages, max(cpus - 1, 0))
+
+
 def flush_range(target: Target, start: int, end: int, *, stride_shift: int | None = None,
                 cpus: int = 1, lazy_cpus: int = 0, freed_tables: bool = True) -> Flush:
     """One ``flush_tlb_range(vma, start, end)`` on ``target`` in an mm active on ``cpus`` CPUs.
 
     ``stride_shift`` defaults to the base page shift (every non-hugetlb mremap flush, T1).
+    The cost depends on ``end - start`` only, not on where the range is.
     """
     arch = target.arch
     tlb = arch.tlb
     shift = arch.page_shift if stride_shift is None else stride_shift
-    span = end - start
-    pages = -(-span >> shift)  # invalidations: one per stride, the last one partial
-    others = max(cpus - 1, 0)
     if isinstance(tlb, X86Tlb):
-        # get_flush_tlb_info compares the truncated count with the ceiling.
-        full = (span >> shift) > tlb.single_page_flush_ceiling
-        if tlb.invlpgb and cpus >= 4:
-            ipis = 0
-        elif freed_tables and target.kernel.freed_tables_in_flush_range and tlb.freed_tables_ipi_lazy:
-            ipis = others
-        else:
-            ipis = max(others - lazy_cpus, 0)
-        per_page = 0 if full else pages * (2 if tlb.pti else 1)
-        return Flush(full, per_page, ipis)
+        return flush_tlb_mm_range(tlb, target.kernel, end - start, shift, cpus=cpus,
+                                  lazy_cpus=lazy_cpus, freed_tables=freed_tables)
+    pages = -(-(end - start) >> shift)  # invalidations: one per stride, the last one partial
     if isinstance(tlb, Arm64Tlb):
-        full = ((not tlb.tlbirange) and (end - start) >= tlb.max_dvm_ops << shift) or (
-            pages >= tlb.max_tlbi_range_pages)
-        if full:
-            return Flush(True, 0, 0)
-        return Flush(False, _arm64_range_ops(pages) if tlb.tlbirange else pages, 0)
+        return arm64_flush_tlb_range(tlb, pages)
     if isinstance(tlb, RiscvTlb):
-        full = pages > tlb.flush_all_threshold
-        return Flush(full, 0 if full else pages, others)
+        return riscv_flush_tlb_range(tlb, pages, cpus=cpus)
     raise TypeError(f"unknown TLB policy {tlb!r}")
 
 
@@ -79,7 +154,34 @@ def flush_pmd_range(target: Target, start: int, *, cpus: int = 1, lazy_cpus: int
 
 
 def flush_pud_range(target: Target, start: int, *, cpus: int = 1, lazy_cpus: int = 0) -> Flush:
+    """``flush_pud_tlb_range`` over one PUD (``move_huge_pud``): as :func:`flush_pmd_range`
+    one level up."""
     arch = target.arch
     stride = arch.page_shift if isinstance(arch.tlb, X86Tlb) else arch.pud_shift
     return flush_range(target, start, start + arch.pud_size, stride_shift=stride, cpus=cpus,
                        lazy_cpus=lazy_cpus)
+
+
+@dataclass(frozen=True)
+class FlushTable:
+    """:func:`flush_range` tabulated over the page count ``n`` (``n << stride_shift`` bytes):
+    ``full[n]``, ``pages[n]``, ``ipis[n]`` (int arrays)."""
+
+    full: np.ndarray
+    pages: np.ndarray
+    ipis: np.ndarray
+
+
+@lru_cache(maxsize=64)
+def flush_lookup(target: Target, stride_shift: int, cpus: int, lazy_cpus: int,
+                 max_pages: int) -> FlushTable:
+    """The flush policy for every length of ``0..max_pages`` stride pages, one
+    :func:`flush_range` call per length (memoised: the inputs are immutable values)."""
+    rows = [flush_range(target, 0, n << stride_shift, stride_shift=stride_shift, cpus=cpus,
+                        lazy_cpus=lazy_cpus) for n in range(max_pages + 1)]
+    table = FlushTable(np.array([f.full for f in rows], np.int32),
+                       np.array([f.pages for f in rows], np.int64),
+                       np.array([f.ipis for f in rows], np.int32))
+    for a in (table.full, table.pages, table.ipis):
+        a.flags.writeable = False
+    return table

@@ -1,0 +1,154 @@
+"""Decision-free array work for the vectorised planner: bitmaps of PTE tables as rows of
+uint64 words, and sorted-index helpers. Nothing here knows a kernel rule."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from perfsim.mm.pagetable import PageTables, _int_to_words, _words_to_int
+
+_I64, _I32 = np.int64, np.int32
+
+
+class Declined(Exception):
+    """The fast path does not apply; the message says why."""
+
+
+# ---------------------------------------------------------------------------- bitmaps
+def bits_in_range(words: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Set bits ``[lo, hi)`` of each row of ``words`` (little-endian uint64 rows): the
+    difference of two prefix counts, each a cumulative word popcount plus one partial word,
+    so the cost is two gathers per row whatever the range."""
+    n, w = words.shape
+    if not n:
+        return np.zeros(0, _I64)
+    cum = np.zeros((n, w + 1), _I64)
+    np.cumsum(np.bitwise_count(words), axis=1, out=cum[:, 1:])
+    rows = np.arange(n)
+
+    def below(k: np.ndarray) -> np.ndarray:
+        q, r = k >> 6, (k & 63).astype(np.uint64)
+        part = words[rows, np.minimum(q, w - 1)] & ((np.uint64(1) << r) - np.uint64(1))
+        return cum[rows, q] + np.where(q < w, np.bitwise_count(part), 0)
+
+    k_lo, k_hi = np.asarray(lo, _I64), np.asarray(hi, _I64)
+    return below(k_hi) - below(k_lo)
+
+
+def shift_right(rows: np.ndarray, k: int) -> np.ndarray:
+    """Multiword logical right shift by ``k`` bits of little-endian uint64 rows."""
+    n, w = rows.shape
+    out = np.zeros_like(rows)
+    q, r = divmod(k, 64)
+    if q >= w:
+        return out
+    out[:, :w - q] = rows[:, q:] >> np.uint64(r)
+    if r and q + 1 < w:
+        out[:, :w - q - 1] |= rows[:, q + 1:] << np.uint64(64 - r)
+    return out
+
+
+def shift_left(rows: np.ndarray, k: int) -> np.ndarray:
+    """Multiword left shift by ``k`` bits, truncated to the row width."""
+    n, w = rows.shape
+    out = np.zeros_like(rows)
+    q, r = divmod(k, 64)
+    if q >= w:
+        return out
+    out[:, q:] = rows[:, :w - q] << np.uint64(r)
+    if r and q + 1 < w:
+        out[:, q + 1:] |= rows[:, :w - q - 1] >> np.uint64(64 - r)
+    return out
+
+
+class MaskTable:
+    """The ``masks``/``mask_pop`` of a state plus rows appended while planning."""
+
+    def __init__(self, pt: PageTables):
+        self.words = pt.masks.shape[1]
+        self.base = pt.masks
+        self.base_pop = pt.mask_pop
+        self.extra: list[np.ndarray] = []
+        self.n = len(pt.masks)
+        self.ptrs = pt.arch.ptrs_per_pte
+        if not len(self.base) or self.base_pop[0] != 0:
+            raise Declined("mask row 0 is not the empty bitmap")
+        full = np.flatnonzero(self.base_pop == self.ptrs)
+        self._full = int(full[0]) if len(full) else None
+
+    def add_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Append bitmap rows; return their ids."""
+        rows = np.ascontiguousarray(rows, dtype=np.uint64).reshape(-1, self.words)
+        ids = np.arange(self.n, self.n + len(rows), dtype=_I32)
+        if len(rows):
+            self.extra.append(rows)
+            self.n += len(rows)
+        return ids
+
+    def add_int(self, mask: int) -> int:
+        if mask == 0:
+            return 0
+        return int(self.add_rows(_int_to_words(mask, self.words)[None, :])[0])
+
+    @property
+    def full(self) -> int:
+        if self._full is None:
+            self._full = self.add_int((1 << self.ptrs) - 1)
+        return self._full
+
+    def rows(self, ids: np.ndarray) -> np.ndarray:
+        """Bitmap words of rows ``ids``."""
+        ids = np.asarray(ids, dtype=_I64)
+        if not self.extra:
+            return self.base[ids]
+        allm = self.materialise()[0]
+        return allm[ids]
+
+    def row_int(self, i: int) -> int:
+        return _words_to_int(self.rows(np.array([i]))[0])
+
+    def materialise(self) -> tuple[np.ndarray, np.ndarray]:
+        if not self.extra:
+            return self.base, self.base_pop
+        extra = np.concatenate(self.extra)
+        pop = np.bitwise_count(extra).sum(axis=1).astype(_I32)
+        self.base = np.concatenate([self.base, extra])
+        self.base_pop = np.concatenate([self.base_pop, pop])
+        self.extra = []
+        return self.base, self.base_pop
+
+
+def dense(idx: np.ndarray, vals: np.ndarray, lo: int, hi: int, default, dtype) -> np.ndarray:
+    """Dense array over slots ``[lo, hi]`` of the sorted sparse ``idx``/``vals``."""
+    i0, i1 = np.searchsorted(idx, [lo, hi + 1])
+    n = hi - lo + 1
+    if i1 - i0 == n:  # every slot present: the slice is the dense array
+        return vals[i0:i1].astype(dtype, copy=False)
+    out = np.full(n, default, dtype=dtype)
+    out[idx[i0:i1] - lo] = vals[i0:i1]
+    return out
+
+
+def firsts(keys: np.ndarray) -> np.ndarray:
+    """Boolean: where a non-decreasing ``keys`` array takes a new value."""
+    out = np.empty(len(keys), bool)
+    if len(keys):
+        out[0] = True
+        np.not_equal(keys[1:], keys[:-1], out=out[1:])
+    return out
+
+
+def interleave(a0: int, b0: int, stop: int, step: int) -> np.ndarray:
+    """Sorted union of ``range(a0, stop, step)`` and ``range(b0, stop, step)``."""
+    a = np.arange(a0, stop, step, dtype=_I64)
+    if (a0 - b0) % step == 0:
+        return a
+    b = np.arange(b0, stop, step, dtype=_I64)
+    if b0 < a0:
+        a, b = b, a
+    out = np.empty(len(a) + len(b), _I64)
+    out[0::2] = a
+    out[1::2] = b
+    return out
+
+

@@ -1,0 +1,157 @@
+"""The ``mmu_gather`` of an unmap (mm/mmu_gather.c, include/asm-generic/tlb.h): the range
+and levels the zap cleared, the page-table pages freed, and the TLB flushes they cost.
+
+Kernel source read: mm/mmu_gather.c at commit 06d07429 (a 6.x tree, with
+``delayed_rmap``): ``tlb_remove_table`` adds a freed table to the current
+``mmu_table_batch`` page and, when it holds ``MAX_TABLE_BATCH`` tables, calls
+``tlb_table_flush``, which first invalidates the TLB for the gathered range
+(``tlb_table_invalidate``); ``tlb_finish_mmu`` flushes what is left. perfsim applies this
+to every kernel profile (6.6–6.18); the batch size and flush count were checked on this
+machine's 6.18 kernel (see :func:`max_table_batch`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from perfsim.planner import steps as S
+from perfsim.planner.tlb import flush_range
+from perfsim.profiles import Target
+
+PTE_TABLE, PMD_TABLE_PAGE, PUD_TABLE_PAGE = 1, 2, 3
+"""Levels of a freed page-table page: a PTE table (freed with ``pte_free_tlb``, which marks
+``cleared_pmds``), a PMD table (``pmd_free_tlb``, ``cleared_puds``), a PUD table
+(``pud_free_tlb``, ``cleared_p4ds``)."""
+
+
+def max_table_batch(target: Target) -> int:
+    """``MAX_TABLE_BATCH``: page-table pages one ``mmu_table_batch`` page holds (a page of
+    pointers after a 24-byte header). When a batch fills, the gathered range is flushed
+    before the tables are handed to RCU: 509 on 4 KiB pages. Seen on this machine's
+    6.18 kernel: E4 at 1 GiB frees 515 tables with 2 flushes, at 2 GiB 1028 with 3
+    (docs/host-measurements.md)."""
+    return (target.arch.page_size - 24) // 8
+
+
+def table_order_key(target: Target, addrs, levels):
+    """Sort key putting freed tables in the order ``free_pgd_range`` frees them: per PUD
+    entry its PTE tables then its PMD table; the PUD table after all its PUD entries."""
+    a = target.arch
+    kpp = a.pud_shift - a.pmd_shift
+    ktop = a.p4d_shift - a.pmd_shift
+    lv = np.asarray(levels)
+    if len(lv) and lv.min() == lv.max():  # one level: one formula, no masks
+        if lv[0] == PTE_TABLE:
+            return (addrs >> a.pmd_shift) * 4
+        if lv[0] == PMD_TABLE_PAGE:
+            return (((addrs >> a.pud_shift) + 1) << kpp) * 4 - 2
+        return (((addrs >> a.p4d_shift) + 1) << ktop) * 4 - 1
+    pte = (addrs >> a.pmd_shift) * 4
+    pmd = (((addrs >> a.pud_shift) + 1) << kpp) * 4 - 2
+    pud = (((addrs >> a.p4d_shift) + 1) << ktop) * 4 - 1
+    return (lv == PTE_TABLE) * pte + (lv == PMD_TABLE_PAGE) * pmd + (lv == PUD_TABLE_PAGE) * pud
+
+
+def merge_free_order(target: Target, addrs: list, levels: list):
+    """Merge per-level lists of freed tables (each sorted by address) into kernel free
+    order. The largest list (the PTE tables) is taken as is and the few others are inserted
+    by binary search, so a million freed tables cost one pass, not a sort."""
+    big = max(range(len(addrs)), key=lambda i: len(addrs[i]))
+    out_a = np.asarray(addrs[big], np.int64)
+    out_l = np.asarray(levels[big], np.int8)
+    rest = [i for i in range(len(addrs)) if i != big and len(addrs[i])]
+    if not rest:
+        return out_a, out_l
+    a_ = np.concatenate([np.asarray(addrs[i], np.int64) for i in rest])
+    l_ = np.concatenate([np.asarray(levels[i], np.int8) for i in rest])
+    k_ = table_order_key(target, a_, l_)
+    order = np.argsort(k_, kind="stable")
+    pos = np.searchsorted(table_order_key(target, out_a, out_l), k_[order], side="right")
+    out_a = np.insert(out_a, pos, a_[order])
+    out_l = np.insert(out_l, pos, l_[order])
+    return out_a, out_l
+
+
+class MmuGather:
+    """An ``mmu_gather``: the zapped range and its cleared levels, plus the page-table
+    pages freed, in the order they were freed (:func:`tlb_finish_mmu` turns them into flushes)."""
+
+    def __init__(self) -> None:
+        self.start: int | None = None
+        self.end = 0
+        self.cleared_ptes = False
+        self.cleared_pmds = False
+        self.cleared_puds = False
+        self.freed_tables = False
+        self.tables: list[tuple[int, int]] = []
+        self.table_arrays = None  # (addrs, levels) numpy arrays in free order, if set
+
+    def adjust(self, start: int, end: int) -> None:
+        self.start = start if self.start is None else min(self.start, start)
+        self.end = max(self.end, end)
+
+    def free_table(self, addr: int, level: int) -> None:
+        self.tables.append((addr, level))
+        self.freed_tables = True
+
+    def freed(self, target: Target):
+        """``(addrs, levels)`` of every freed table, in kernel free order."""
+        if self.table_arrays is not None:
+            return self.table_arrays
+        if not self.tables:
+            return np.zeros(0, np.int64), np.zeros(0, np.int8)
+        addrs = np.array([t[0] for t in self.tables], np.int64)
+        levels = np.array([t[1] for t in self.tables], np.int8)
+        order = np.argsort(table_order_key(target, addrs, levels), kind="stable")
+        return addrs[order], levels[order]
+
+    def tlb_get_unmap_shift(self, target: Target) -> int | None:
+        """``tlb_get_unmap_shift`` for what the zap cleared, or None if it cleared nothing."""
+        a = target.arch
+        if self.cleared_ptes:
+            return a.page_shift
+        if self.cleared_pmds:
+            return a.pmd_shift
+        if self.cleared_puds:
+            return a.pud_shift
+        return None
+
+
+def tlb_finish_mmu(target: Target, tlb: MmuGather, log: S.StepLog, phase: int, start: int, end: int,
+           zapped: int, freed: int, *, cpus: int, lazy_cpus: int) -> None:
+    """Record the zap and the flushes of the gather: one each time a table batch fills
+    (:func:`max_table_batch`), and one in ``tlb_finish_mmu`` for what is left. Each
+    flush covers the range gathered since the previous one, with the stride of the lowest
+    level cleared in it (``tlb_get_unmap_shift``)."""
+    a = target.arch
+    if zapped:
+        log.add(phase, S.K_ZAP, start, 0, end - start, ptes=zapped)
+    addrs, levels = tlb.freed(target)
+    n = len(addrs)
+    zap_shift = tlb.tlb_get_unmap_shift(target)
+    if n == 0:
+        if tlb.start is not None and zap_shift is not None:
+            flush = flush_range(target, tlb.start, tlb.end, stride_shift=zap_shift, cpus=cpus,
+                                lazy_cpus=lazy_cpus, freed_tables=False)
+            log.add(phase, S.K_FREE_TABLES, start, 0, end - start, freed=0, flush=flush)
+        return
+    cap = max_table_batch(target)
+    cuts = np.arange(0, n, cap)
+    lo = np.minimum.reduceat(addrs, cuts)
+    hi = np.maximum.reduceat(addrs, cuts) + a.page_size
+    lvl = np.minimum.reduceat(levels, cuts)
+    counts = np.diff(np.append(cuts, n))
+    shift_of = {PTE_TABLE: a.pmd_shift, PMD_TABLE_PAGE: a.pud_shift, PUD_TABLE_PAGE: a.p4d_shift}
+    seen: dict[tuple[int, int], object] = {}  # a flush depends on the span, not where it is
+    for i, (s_, e_, lv, k) in enumerate(zip(lo.tolist(), hi.tolist(), lvl.tolist(), counts.tolist())):
+        shift = shift_of[lv]
+        if i == 0 and tlb.start is not None and zap_shift is not None:
+            s_, e_ = min(s_, tlb.start), max(e_, tlb.end)
+            shift = min(shift, zap_shift)
+        key = (e_ - s_, shift)
+        if key not in seen:
+            seen[key] = flush_range(target, 0, e_ - s_, stride_shift=shift, cpus=cpus,
+                                    lazy_cpus=lazy_cpus, freed_tables=True)
+        log.add(phase, S.K_FREE_TABLES, start, 0, end - start, freed=k, flush=seen[key])
+
+
