@@ -328,3 +328,34 @@ def test_rule_table_points_at_functions_that_exist():
         obj = importlib.import_module(f"perfsim.planner.{name}")
         for part in dotted.split("."):
             obj = getattr(obj, part)  # AttributeError names the stale row
+
+
+def test_tables_per_forced_flush_is_the_table_batch_except_on_old_bare_metal():
+    # x86 bare metal up to 6.13 frees page tables with tlb_remove_page: no table-batch flush;
+    # a paravirtual KVM guest, and bare metal from 6.14, flush when 509 tables are batched.
+    from perfsim.planner.gather import tables_per_forced_flush
+
+    for version, platform, want in (("6.12", "bare-metal", None), ("6.1", "bare-metal", None),
+                                    ("6.12", "kvm-guest", 509), ("6.16", "bare-metal", 509),
+                                    ("6.18", "kvm-guest", 509)):
+        t = resolve_target(version).with_changes(platform=platform)
+        assert tables_per_forced_flush(t) == want, (version, platform)
+
+
+def test_old_bare_metal_unmap_of_515_tables_flushes_once():
+    # E4 at 1 GiB: the source unmap frees 515 page tables (recorded under QEMU: 1 flush on
+    # 6.1/6.12, 2 on 6.16+ and in a KVM guest).
+    from perfsim.mm.build import single_move_space
+    from perfsim.planner import MoveRequest, plan_mremap
+    from perfsim.planner import steps as S
+
+    def src_unmap_flushes(version, platform):
+        t = resolve_target(version).with_changes(platform=platform)
+        sp = single_move_space(t, src=0x7F0000201000, length=1 << 30)
+        p = plan_mremap(sp, MoveRequest(0x7F0000201000, 1 << 30, new_addr=0x7F4000602000), t)
+        st = p.steps
+        return int(st.col("flushes")[st.col("phase") == S.UNMAP_SRC].sum())
+
+    assert src_unmap_flushes("6.12", "bare-metal") == 1
+    assert src_unmap_flushes("6.12", "kvm-guest") == 2
+    assert src_unmap_flushes("6.18", "bare-metal") == 2

@@ -6,8 +6,9 @@ Kernel source read: mm/mmu_gather.c at commit 06d07429 (a 6.x tree, with
 ``mmu_table_batch`` page and, when it holds ``MAX_TABLE_BATCH`` tables, calls
 ``tlb_table_flush``, which first invalidates the TLB for the gathered range
 (``tlb_table_invalidate``); ``tlb_finish_mmu`` flushes what is left. perfsim applies this
-to every kernel profile (6.6–6.18); the batch size and flush count were checked on this
-machine's 6.18 kernel (see :func:`max_table_batch`).
+where tables go through that batch (see :func:`tables_per_forced_flush` for x86 bare metal
+before 6.14, where they do not); the batch size and flush count were checked on this
+machine's 6.18 kernel (see :func:`max_table_batch`) and under QEMU on 6.1–7.3.
 """
 
 from __future__ import annotations
@@ -31,6 +32,23 @@ def max_table_batch(target: Target) -> int:
     6.18 kernel: E4 at 1 GiB frees 515 tables with 2 flushes, at 2 GiB 1028 with 3
     (docs/host-measurements.md)."""
     return (target.arch.page_size - 24) // 8
+
+
+def tables_per_forced_flush(target: Target) -> int | None:
+    """How many freed page-table pages force a flush before ``tlb_finish_mmu``, or None.
+
+    Where tables go through ``tlb_remove_table`` (every KVM guest with paravirtual flush,
+    every arch here, and x86 bare metal from 6.14), a full ``mmu_table_batch`` forces one:
+    :func:`max_table_batch`. On x86 bare metal up to 6.13, ``native_tlb_remove_table``
+    hands a table to ``tlb_remove_page`` instead: it joins the gather's page batches, which
+    force a flush only when ``tlb_next_batch`` cannot add another batch
+    (``MAX_GATHER_BATCH_COUNT`` batches of about 500 pages: millions of pages, more than any
+    unmap of page tables alone frees), so the only flush is ``tlb_finish_mmu``'s. Seen under
+    QEMU TCG: E4 at 1 GiB frees 515 tables with 1 flush on 6.1 and 6.12, 2 on 6.16+
+    (tests/data/groundtruth)."""
+    if not target.kernel.tables_freed_through_batch:
+        return None
+    return max_table_batch(target)
 
 
 def table_order_key(target: Target, addrs, levels):
@@ -120,7 +138,7 @@ class MmuGather:
 def tlb_finish_mmu(target: Target, tlb: MmuGather, log: S.StepLog, phase: int, start: int, end: int,
            zapped: int, freed: int, *, cpus: int, lazy_cpus: int) -> None:
     """Record the zap and the flushes of the gather: one each time a table batch fills
-    (:func:`max_table_batch`), and one in ``tlb_finish_mmu`` for what is left. Each
+    (:func:`tables_per_forced_flush`), and one in ``tlb_finish_mmu`` for what is left. Each
     flush covers the range gathered since the previous one, with the stride of the lowest
     level cleared in it (``tlb_get_unmap_shift``)."""
     a = target.arch
@@ -135,7 +153,7 @@ def tlb_finish_mmu(target: Target, tlb: MmuGather, log: S.StepLog, phase: int, s
                                 lazy_cpus=lazy_cpus, freed_tables=False)
             log.add(phase, S.K_FREE_TABLES, start, 0, end - start, freed=0, flush=flush)
         return
-    cap = max_table_batch(target)
+    cap = tables_per_forced_flush(target) or n
     cuts = np.arange(0, n, cap)
     lo = np.minimum.reduceat(addrs, cuts)
     hi = np.maximum.reduceat(addrs, cuts) + a.page_size
