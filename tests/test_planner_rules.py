@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from perfsim import resolve_target
 from perfsim.mm.pagetable import PMD_LEAF, PMD_NONE, PMD_TABLE, PUD_LEAF, PUD_NONE, PUD_TABLE
 from perfsim.mm.vma import Vma
+from perfsim.planner import steps as S
 from perfsim.planner.batch import mremap_folio_pte_batch, pte_batch_block
 from perfsim.planner.gather import MmuGather, max_table_batch
 from perfsim.planner.pgtable_move import (
@@ -41,7 +42,6 @@ from perfsim.planner.pgtable_move import (
     split_huge_pmd_row,
     vma_has_uffd_without_event_remap,
 )
-from perfsim.planner import steps as S
 from perfsim.planner.tlb import (
     arm64_flush_tlb_range,
     flush_lookup,
