@@ -531,3 +531,16 @@ def test_workload_list_names_every_shipped_workload(capsys):
     rc, out, _ = run(capsys, "workload", "list")
     assert rc == 0
     assert [line.split()[0] for line in out.splitlines()] == names("workloads")
+
+
+def test_report_kernels_compares_any_two_profiles(capsys, tmp_path):
+    from perfsim.cli.report import _with_kernels
+    from perfsim.report import default_study
+
+    s = _with_kernels(default_study(), "6.1,7.3")
+    assert s.kernels == ["6.1", "7.3"] and "6.1 (baseline) vs 7.3" in s.description
+    for bad, needle in (("6.1", "exactly two"), ("6.1,9.9", "unknown kernel profile '9.9'"),
+                        ("6.18,6.18", "exactly two different")):
+        rc, out, err = run(capsys, "report", "--kernels", bad, "--out", str(tmp_path))
+        assert rc == 2 and needle in err and err.count("\n") == 1, err
+    assert not any(tmp_path.iterdir())

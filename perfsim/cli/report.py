@@ -46,6 +46,9 @@ def register(sub) -> None:
     p.add_argument("--executor", default="process", metavar="SPEC",
                    help="serial | process[:N] (default; all cores) | dask://HOST:PORT | "
                         "dask-local[:N]")
+    p.add_argument("--kernels", metavar="OLD,NEW",
+                   help="compare these two kernel profiles instead of the study's (e.g. "
+                        "6.1,7.3: baseline first)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     t = p.add_argument_group("trace export (instead of a report)")
     t.add_argument("--trace-call", metavar="CLASS:SIZE",
@@ -77,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
     from perfsim.report import default_study, make_report
 
     study = _load_study(args.study) if args.study else default_study()
+    if args.kernels:
+        study = _with_kernels(study, args.kernels)
     name = args.name or study.name
     try:
         check_dir_name(name, "report")
@@ -88,6 +93,29 @@ def run(args: argparse.Namespace) -> int:
     out = make_report(study, args.out, executor=args.executor, quiet=args.quiet, name=name)
     print(f"report: {out / 'index.html'}  (also report.md, figures/, data/, traces/)")
     return 0
+
+
+def _with_kernels(study, text: str):
+    """The study comparing the kernel profiles ``OLD,NEW`` (each must be known)."""
+    from pydantic import ValidationError
+
+    from perfsim.errors import describe_validation
+    from perfsim.profiles import kernel_names
+    from perfsim.report.study import Study
+
+    kernels = [k.strip() for k in text.split(",")]
+    unknown = [k for k in kernels if k not in kernel_names()]
+    if unknown:
+        raise PerfsimError(f"--kernels: unknown kernel profile {unknown[0]!r}; known: "
+                           f"{', '.join(kernel_names())}")
+    doc = study.model_dump()
+    doc["kernels"] = kernels
+    doc["description"] = (f"{study.description} Kernels compared: {kernels[0]} (baseline) vs "
+                          f"{kernels[-1]}." if len(kernels) == 2 else study.description)
+    try:
+        return Study.model_validate(doc)
+    except ValidationError as exc:
+        raise PerfsimError(describe_validation(exc, Study, origin="--kernels")) from None
 
 
 def _load_study(name_or_path: str):
