@@ -221,6 +221,14 @@ def test_t_quantile_known_values():
         assert t_quantile(p, df) == pytest.approx(t, abs=2e-3)
 
 
+def test_t_quantile_is_the_exact_inverse_cdf():
+    # values of the inverse t CDF to 10 digits (standard references); df 1 is tan(pi (p - 1/2))
+    for p, df, t in ((0.975, 1, 12.7062047362), (0.975, 3, 3.1824463053),
+                     (0.975, 9, 2.2621571628), (0.995, 4, 4.6040948713)):
+        assert t_quantile(p, df) == pytest.approx(t, abs=1e-9)
+    assert math.isnan(t_quantile(0.975, 0))
+
+
 def test_paired_difference_ratio_and_needed_replications():
     rng = np.random.default_rng(0)
     common = rng.normal(1000, 100, 50)  # what both arms share (common random numbers)

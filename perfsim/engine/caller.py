@@ -126,6 +126,8 @@ def caller(m: Machine, spec: CallerSpec, rng: np.random.Generator):
             *(cost[c] for c in CATEGORIES),
         )
         m.settle_users(env.now)
+        if m.progress is not None:
+            m.progress.call_done(env.now)
 
 
 def _record_segment(m: Machine, spec: CallerSpec, call: int, steps, rc, cum, a: int, b: int,

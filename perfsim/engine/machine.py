@@ -106,6 +106,7 @@ class Machine:
         self.end_ns = 0
         self.events = 0
         self.rec = recorder
+        self.progress = None  # a simulate.CallProgress, told of every finished call
         self.profile = spec.profile
         self.target = spec.target
         self.pmd_shift = spec.target.arch.pmd_shift

@@ -85,11 +85,56 @@ def _validate(spec: SimSpec) -> None:
         raise PerfsimError("a run needs callers or a duration")
 
 
-def run(spec: SimSpec, recorder: Recorder) -> Machine:
+def check_seed(seed) -> int:
+    """A run seed: an integer >= 0 (what ``numpy.random.SeedSequence`` accepts)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise PerfsimError(f"seed {seed!r}: must be an integer >= 0")
+    return int(seed)
+
+
+def expected_calls(spec: SimSpec) -> int | None:
+    """How many mremap calls ``spec`` makes, when every caller's plan list has a length."""
+    n = 0
+    for c in spec.callers:
+        if not hasattr(c.plans, "__len__"):
+            return None
+        n += len(c.plans) * c.repeat
+    return n
+
+
+class CallProgress:
+    """Progress of one run for a person waiting on it (:func:`perfsim.progress.progress`: a
+    bar on a terminal, a line every few seconds in a log): calls done out of ``total_calls``
+    when that is known, else simulated milliseconds out of the run's duration."""
+
+    def __init__(self, desc: str, total_calls: int | None, duration_ns: int | None) -> None:
+        from perfsim.progress import progress
+
+        self.by_calls = total_calls is not None or duration_ns is None
+        total = (total_calls or 0) if self.by_calls else -(-duration_ns // 1_000_000)
+        self.bar = progress(total, desc=desc, unit="call" if self.by_calls else "sim-ms")
+        self.done_ms = 0
+
+    def call_done(self, now_ns: int) -> None:
+        if self.by_calls:
+            self.bar.update(1)
+            return
+        ms = now_ns // 1_000_000
+        if ms > self.done_ms:
+            self.bar.update(ms - self.done_ms)
+            self.done_ms = ms
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def run(spec: SimSpec, recorder: Recorder, progress: CallProgress | None = None) -> Machine:
     """Run ``spec`` to completion, recording into ``recorder``; return the final machine."""
     _validate(spec)
+    check_seed(spec.seed)
     env = CountingEnvironment()
     m = Machine(spec, recorder, env)
+    m.progress = progress
     seeds = np.random.SeedSequence(spec.seed).spawn(len(spec.callers) + len(spec.walkers))
     procs = []
     for c, ss in zip(spec.callers, seeds, strict=False):
@@ -114,12 +159,16 @@ def run(spec: SimSpec, recorder: Recorder) -> Machine:
 
 
 def simulate(spec_or_scenario, *, seed: int | None = None, max_rows: int = 1_000_000,
-             spill_dir: str | Path | None = None, record_zero_waits: bool = False) -> SimResult:
+             spill_dir: str | Path | None = None, record_zero_waits: bool = False,
+             progress: bool = False, progress_calls: int | None = None) -> SimResult:
     """Simulate a :class:`SimSpec`, a :class:`~perfsim.engine.scenario.Scenario` or a scenario
     TOML path, and return its records as DataFrames.
 
     ``seed`` overrides the spec's seed. ``max_rows`` bounds each table's in-memory rows; past
     it rows are spilled to ``spill_dir`` (then read back here) or dropped and only counted.
+    ``progress=True`` reports progress on stderr (:class:`CallProgress`; off by default, for
+    library use and workers); ``progress_calls`` is the number of calls to expect when the
+    callers' plans are generators (:func:`expected_calls` counts them otherwise).
     """
     from perfsim.engine.scenario import Scenario, build_spec, load_scenario
 
@@ -133,10 +182,20 @@ def simulate(spec_or_scenario, *, seed: int | None = None, max_rows: int = 1_000
     if seed is not None:
         from dataclasses import replace
 
-        spec = replace(spec, seed=int(seed))
+        spec = replace(spec, seed=check_seed(seed))
+    check_seed(spec.seed)
     rec = Recorder(max_rows=max_rows, spill_dir=Path(spill_dir) if spill_dir else None,
                    record_zero_waits=record_zero_waits)
-    m = run(spec, rec)
+    bar = None
+    if progress:
+        name = spec.meta.get("workload") or spec.meta.get("scenario") or "simulate"
+        total = progress_calls if progress_calls is not None else expected_calls(spec)
+        bar = CallProgress(str(name), total, spec.duration_ns)
+    try:
+        m = run(spec, rec, bar)
+    finally:
+        if bar is not None:
+            bar.close()
     summary = {
         "end_ns": m.end_ns, "events": m.events, "seed": spec.seed,
         "tables": {k: t.summary() for k, t in rec.tables().items()},
