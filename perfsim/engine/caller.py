@@ -26,8 +26,9 @@ def _plan_stream(spec: CallerSpec):
         yield from items
 
 
-def _resolve(item, mm, target):
-    """(steps, errno) for a plan-stream item; plans a MoveRequest against the mm's space."""
+def _resolve(item, mm, target, plans=None):
+    """(steps, errno) for a plan-stream item; plans a MoveRequest against the mm's space
+    (through ``plans``, a :class:`~perfsim.engine.plan_cache.PlanCache`, when given)."""
     if isinstance(item, S.Steps):
         return item, None
     if hasattr(item, "steps") and hasattr(item, "errno"):
@@ -37,7 +38,8 @@ def _resolve(item, mm, target):
     if isinstance(item, MoveRequest):
         if mm.space is None:
             raise ValueError(f"mm {mm.spec.name!r} has no address space to plan requests against")
-        plan = plan_mremap(mm.space, item, target)
+        plan = plans.plan(mm.space, item, target) if plans is not None else \
+            plan_mremap(mm.space, item, target)
         if plan.errno is None:
             mm.space = plan.after
         return plan.steps, plan.errno
@@ -64,7 +66,7 @@ def caller(m: Machine, spec: CallerSpec, rng: np.random.Generator):
         if not lock.try_write(spec.name):
             yield lock.wait_write(spec.name)
         t_start = env.now
-        steps, errno = _resolve(item, mm, m.target)
+        steps, errno = _resolve(item, mm, m.target, m.plans)
         tp = templates.get(steps, ncpus, rng, ptl_hot_of)
         rmap_wait = ptl_wait = 0
         for (a, _b, h, d), recs in zip(tp.segments, tp.records, strict=True):

@@ -90,7 +90,10 @@ class Cpu:
     stolen: int = 0
 
     def credit(self, t: int, stolen: int) -> None:
-        self.credit_many([(t, stolen)])
+        self.ipis += 1
+        self.stolen += stolen
+        if self.users:
+            self.pending.append([[(t, stolen)], 0])
 
     def credit_many(self, credits: list[tuple[int, int]]) -> None:
         """Credit each ``(time_ns, stolen_ns)`` of a time-sorted list."""
@@ -152,7 +155,7 @@ class Machine:
     """Everything one run shares."""
 
     def __init__(self, spec: SimSpec, recorder: Recorder,
-                 env: simpy.Environment | None = None) -> None:
+                 env: simpy.Environment | None = None, *, reuse: bool = True) -> None:
         self.spec = spec
         self.env = env if env is not None else simpy.Environment()
         self.end_ns = 0
@@ -175,9 +178,13 @@ class Machine:
                 self.mms[w.ptl_mm].ptl_ranges.append((lo >> self.pmd_shift,
                                                       ((hi - 1) >> self.pmd_shift) + 1))
         self.hot_locks |= self._shared_locks()
+        from perfsim.engine.plan_cache import PlanCache
         from perfsim.engine.pricing import TemplateCache
 
-        self.templates = TemplateCache(spec.profile, self.hot_locks)
+        # Reuse of plans and call templates within this run (see those modules); off only
+        # to check that reuse changes nothing.
+        self.templates = TemplateCache(spec.profile, self.hot_locks, enabled=reuse)
+        self.plans = PlanCache() if reuse else None
         self.users = []
         for u in spec.users:
             ut = UserThread(u)

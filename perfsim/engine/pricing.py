@@ -167,10 +167,10 @@ class TemplateCache:
 
     ``enabled`` only for a jitter-free cost profile (module docstring)."""
 
-    def __init__(self, profile, hot_locks, max_entries: int = 4096) -> None:
+    def __init__(self, profile, hot_locks, max_entries: int = 4096, enabled: bool = True) -> None:
         self.profile = profile
         self.hot_locks = hot_locks
-        self.enabled = bool(profile.is_fixed)
+        self.enabled = enabled and bool(profile.is_fixed)
         self.max_entries = max_entries
         self.entries: OrderedDict = OrderedDict()
         self.hits = 0

@@ -45,6 +45,7 @@ class SimResult:
     TABLES = ("calls", "holds", "flushes", "walker_waits", "users")
 
     def __init__(self, tables: dict, summary: dict, config: dict) -> None:
+        self.reuse: dict = {}  # calls whose plan / call template was reused (not results)
         self._tables = tables
         self._frames: dict = {}
         self.summary = summary
@@ -128,12 +129,14 @@ class CallProgress:
         self.bar.close()
 
 
-def run(spec: SimSpec, recorder: Recorder, progress: CallProgress | None = None) -> Machine:
-    """Run ``spec`` to completion, recording into ``recorder``; return the final machine."""
+def run(spec: SimSpec, recorder: Recorder, progress: CallProgress | None = None, *,
+        reuse: bool = True) -> Machine:
+    """Run ``spec`` to completion, recording into ``recorder``; return the final machine.
+    ``reuse=False`` plans and prices every call afresh (the records are the same; for tests)."""
     _validate(spec)
     check_seed(spec.seed)
     env = CountingEnvironment()
-    m = Machine(spec, recorder, env)
+    m = Machine(spec, recorder, env, reuse=reuse)
     m.progress = progress
     seeds = np.random.SeedSequence(spec.seed).spawn(len(spec.callers) + len(spec.walkers))
     procs = []
@@ -160,7 +163,8 @@ def run(spec: SimSpec, recorder: Recorder, progress: CallProgress | None = None)
 
 def simulate(spec_or_scenario, *, seed: int | None = None, max_rows: int = 1_000_000,
              spill_dir: str | Path | None = None, record_zero_waits: bool = False,
-             progress: bool = False, progress_calls: int | None = None) -> SimResult:
+             progress: bool = False, progress_calls: int | None = None,
+             reuse: bool = True) -> SimResult:
     """Simulate a :class:`SimSpec`, a :class:`~perfsim.engine.scenario.Scenario` or a scenario
     TOML path, and return its records as DataFrames.
 
@@ -169,6 +173,8 @@ def simulate(spec_or_scenario, *, seed: int | None = None, max_rows: int = 1_000
     ``progress=True`` reports progress on stderr (:class:`CallProgress`; off by default, for
     library use and workers); ``progress_calls`` is the number of calls to expect when the
     callers' plans are generators (:func:`expected_calls` counts them otherwise).
+    ``reuse=False`` turns off the reuse of plans and call templates within the run
+    (:mod:`perfsim.engine.plan_cache`, :mod:`perfsim.engine.pricing`): same records, slower.
     """
     from perfsim.engine.scenario import Scenario, build_spec, load_scenario
 
@@ -192,7 +198,7 @@ def simulate(spec_or_scenario, *, seed: int | None = None, max_rows: int = 1_000
         total = progress_calls if progress_calls is not None else expected_calls(spec)
         bar = CallProgress(str(name), total, spec.duration_ns)
     try:
-        m = run(spec, rec, bar)
+        m = run(spec, rec, bar, reuse=reuse)
     finally:
         if bar is not None:
             bar.close()
@@ -202,7 +208,11 @@ def simulate(spec_or_scenario, *, seed: int | None = None, max_rows: int = 1_000
         "walker_visits": dict(rec.walker_visits),
         "cpu_ipis": [c.ipis for c in m.cpus], "cpu_stolen_ns": [c.stolen for c in m.cpus],
     }
+
     config = {"seed": spec.seed, "cpus": spec.cpus, "cost_profile": spec.profile.name,
               "cost_profile_digest": spec.profile.digest, "target_digest": spec.target.digest,
               **spec.meta}
-    return SimResult(rec.tables(), summary, config)
+    res = SimResult(rec.tables(), summary, config)
+    res.reuse = {"plans_reused": m.plans.hits if m.plans else 0,
+                 "templates_reused": m.templates.hits}
+    return res
