@@ -69,6 +69,8 @@ def caller(m: Machine, spec: CallerSpec, rng: np.random.Generator):
         steps, errno = _resolve(item, mm, m.target, m.plans)
         tp = templates.get(steps, ncpus, rng, ptl_hot_of)
         rmap_wait = ptl_wait = 0
+        if tp.any_contended:
+            ptl_keys = m.ptl_keys_of_rows(steps, (a for a, _b, h, _d in tp.segments if h))
         for (a, _b, h, d), recs in zip(tp.segments, tp.records, strict=True):
             if not h:
                 _replay_segment(m, spec, k, recs, env.now, others)
@@ -87,7 +89,7 @@ def caller(m: Machine, spec: CallerSpec, rng: np.random.Generator):
                 held.append(sem)
             t_acq = env.now
             rmap_wait += t_acq - t0
-            spins = [m.ptl(mm, key) for key in m.ptl_keys(steps, i)]
+            spins = [m.ptl(mm, key) for key in ptl_keys[i]]
             for sp in spins:
                 if not sp.try_lock():
                     yield sp.wait_lock()

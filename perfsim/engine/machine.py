@@ -239,6 +239,28 @@ class Machine:
                 keys.append(d)
         return keys
 
+    def ptl_keys_of_rows(self, steps, rows) -> dict:
+        """``ptl_keys(steps, i)`` for each row ``i`` of ``rows``, reading each column once."""
+        rows = list(rows)
+        if not rows:
+            return {}
+        idx = np.asarray(rows)
+        ptl = steps.ptl[idx].tolist()
+        kind = steps.kind[idx].tolist()
+        old = (steps.old_addr[idx] >> self.pmd_shift).tolist()
+        new = (steps.new_addr[idx] >> self.pmd_shift).tolist()
+        out = {}
+        for i, n, k, o, d in zip(rows, ptl, kind, old, new, strict=True):
+            if n == 0:
+                out[i] = []
+            elif k in _PUD_KINDS:
+                out[i] = [("page_table_lock",)]
+            elif n >= 2 and d != o:
+                out[i] = [("pmd", o), ("pmd", d)]
+            else:
+                out[i] = [("pmd", o)]
+        return out
+
     def settle_users(self, now: int) -> None:
         for c in self.cpus:
             if c.pending:

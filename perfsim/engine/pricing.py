@@ -74,10 +74,10 @@ class CallTemplate:
     stats: tuple
 
 
-def _segment_records(steps, rc, cum, a: int, b: int) -> SegmentRecords:
+def _segment_records(steps, cols, rc, cum, a: int, b: int) -> SegmentRecords:
     base = cum[a]
     holds = []
-    rm = np.flatnonzero(steps.rmap[a:b] > 0) + a
+    rm = np.flatnonzero(cols["rmap"][a:b] > 0) + a
     if len(rm):
         off = cum[rm] - base
         hold = rc.total[rm]
@@ -89,13 +89,13 @@ def _segment_records(steps, rc, cum, a: int, b: int) -> SegmentRecords:
                 holds.append((name, rows, o, h))
     flush = None
     credits = ()
-    fl = np.flatnonzero(steps.flushes[a:b]) + a
+    fl = np.flatnonzero(cols["flushes"][a:b]) + a
     if len(fl):
         off = (cum[fl + 1] - base).astype(_I64)
         targets = rc.ipis[fl]
         stolen = rc.stolen[fl]
-        flush = (fl.astype(_I64), off, steps.flush_full[fl].astype(bool),
-                 steps.flush_pages[fl].astype(_I64), targets, stolen)
+        flush = (fl.astype(_I64), off, cols["flush_full"][fl].astype(bool),
+                 cols["flush_pages"][fl].astype(_I64), targets, stolen)
         tl, ol, sl = targets.tolist(), off.tolist(), stolen.tolist()
         cr = []
         last_sel = None
@@ -120,30 +120,34 @@ def build_template(steps, profile, cpus: int, rng, hot_locks, ptl_hot) -> CallTe
     cum = np.zeros(n + 1, _I64)
     np.cumsum(rc.total, out=cum[1:])
     segs, recs = [], []
+    cols = steps.cols
+    cum_l = cum.tolist()
     for a, b, h in zip(starts.tolist(), ends.tolist(), hots.tolist(), strict=True):
-        segs.append((a, b, h, int(cum[b] - cum[a])))
-        recs.append(None if h else _segment_records(steps, rc, cum, a, b))
+        segs.append((a, b, h, cum_l[b] - cum_l[a]))
+        recs.append(None if h else _segment_records(steps, cols, rc, cum, a, b))
     any_hot = bool(hots.any())
-    kind = steps.kind
+    kind = cols["kind"]
     cost = rc.category_sums()
     stats = (
         n, len(starts),
-        int(steps.ptes[kind == S.K_PTE_MOVE].sum()),
+        int(cols["ptes"][kind == S.K_PTE_MOVE].sum()),
         int(np.count_nonzero(kind == S.K_PMD_MOVE)),
         int(np.count_nonzero(np.isin(kind, _PUD_MOVES))),
         int(np.count_nonzero(kind == S.K_THP_MOVE)),
-        int(steps.flushes.sum()), int(rc.ipis.sum()), int(np.count_nonzero(steps.rmap > 0)),
-        int(steps.alloc_p4d.sum() + steps.alloc_pud.sum() + steps.alloc_pmd.sum()
-            + steps.alloc_pte.sum()),
-        int(steps.freed.sum()),
+        int(cols["flushes"].sum()), int(rc.ipis.sum()), int(np.count_nonzero(cols["rmap"] > 0)),
+        int(cols["alloc_p4d"].sum() + cols["alloc_pud"].sum() + cols["alloc_pmd"].sum()
+            + cols["alloc_pte"].sum()),
+        int(cols["freed"].sum()),
         *(cost[c] for c in CATEGORIES),
     )
     if any_hot:
         row_flush = [None] * n
-        for i in np.flatnonzero(steps.flushes).tolist():
-            row_flush[i] = (bool(steps.flush_full[i]), int(steps.flush_pages[i]),
-                            int(rc.ipis[i]), int(rc.stolen[i]))
-        lists = (rc.total.tolist(), steps.lock_set.tolist(), steps.rmap.tolist(), row_flush)
+        fl = np.flatnonzero(cols["flushes"])
+        for i, full, pages, ipis, stolen in zip(
+                fl.tolist(), cols["flush_full"][fl].tolist(), cols["flush_pages"][fl].tolist(),
+                rc.ipis[fl].tolist(), rc.stolen[fl].tolist(), strict=True):
+            row_flush[i] = (bool(full), int(pages), int(ipis), int(stolen))
+        lists = (rc.total.tolist(), steps.lock_set.tolist(), cols["rmap"].tolist(), row_flush)
     else:
         lists = ([], [], [], [])
     return CallTemplate(rc, tuple(segs), tuple(recs), any_hot, *lists, stats)
