@@ -207,3 +207,15 @@ def test_workload_metrics_are_the_same_with_and_without_reuse():
     spec = replace(comp.spec, callers=tuple(replace(c, plans=tally.wrap(c.plans))
                                             for c in comp.spec.callers))
     assert summarize(simulate(spec, reuse=False), tally.realigned) == m
+
+
+def test_spaces_too_large_to_hash_cheaply_are_planned_directly():
+    a, b = 0x7F0000000000, 0x7F4000000000
+    size = 4 << 30
+    space = AddressSpace((Vma(a, a + size, name="heap"),),
+                         PageTables.empty(TARGET.arch).populate(a, a + size))
+    req = MoveRequest(old_addr=a, old_len=size, new_addr=b)
+    cache = PlanCache(max_bytes=1 << 10)
+    p1, p2 = cache.plan(space, req, TARGET), cache.plan(space, req, TARGET)
+    assert cache.hits == cache.misses == 0 and p1 is not p2
+    assert _steps_equal(p1.steps, p2.steps)

@@ -121,7 +121,10 @@ class ProcessExecutor(SerialExecutor):
     def __init__(self, workers: int | None = None) -> None:
         self.workers = workers or cpu_count()
         ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["perfsim.batch.runner"])
+        # Imported once in the forkserver, inherited by every worker it forks: the batch
+        # runner (numpy, SimPy, planner, cost model) and pandas, which every task's records
+        # go through (about a second per worker otherwise, on the first task).
+        ctx.set_forkserver_preload(["perfsim.batch.runner", "pandas"])
         self.pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx,
                                         initializer=_worker_init, initargs=(os.getpid(),))
 

@@ -74,6 +74,22 @@ def _pte_table_bitmaps(obj) -> np.ndarray | None:
     return masks[ids]
 
 
+def content_bytes(obj) -> int:
+    """About how many bytes :func:`fingerprint` would hash for ``obj`` (its arrays; the PTE
+    bitmaps as gathered per PMD entry), without hashing anything."""
+    if isinstance(obj, np.ndarray):
+        return obj.nbytes
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        n = 0
+        ids, masks = getattr(obj, "pmd_mask", None), getattr(obj, "masks", None)
+        if isinstance(ids, np.ndarray) and isinstance(masks, np.ndarray) and masks.ndim == 2:
+            n += len(ids) * masks.shape[1] * masks.itemsize
+        return n + sum(content_bytes(getattr(obj, f.name)) for f in dataclasses.fields(obj))
+    if isinstance(obj, (tuple, list)):
+        return sum(content_bytes(x) for x in obj)
+    return 0
+
+
 def fingerprint(*objs) -> bytes:
     """A content digest (BLAKE2b, 32 bytes) of ``objs``."""
     h = hashlib.blake2b(digest_size=32)
@@ -84,10 +100,13 @@ def fingerprint(*objs) -> bytes:
 
 class PlanCache:
     """``plan(space, request, target)`` with reuse (module docstring); LRU, at most
-    ``max_entries`` plans."""
+    ``max_entries`` plans. Spaces whose content is larger than ``max_bytes`` (hundreds of
+    GiB populated) are planned directly: hashing them would cost about what planning does,
+    and keeping their plans would hold their page tables in memory."""
 
-    def __init__(self, max_entries: int = 256) -> None:
+    def __init__(self, max_entries: int = 64, max_bytes: int = 8 << 20) -> None:
         self.max_entries = max_entries
+        self.max_bytes = max_bytes
         self.entries: OrderedDict = OrderedDict()
         self.hits = 0
         self.misses = 0
@@ -95,6 +114,8 @@ class PlanCache:
     def plan(self, space, request, target):
         from perfsim.planner import plan_mremap
 
+        if content_bytes(space) > self.max_bytes:
+            return plan_mremap(space, request, target)
         key = (target.digest, fingerprint(space, request))
         p = self.entries.get(key)
         if p is not None:

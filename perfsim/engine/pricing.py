@@ -167,12 +167,15 @@ def signature(steps, cpus: int, with_addresses: bool) -> tuple:
 
 
 class TemplateCache:
-    """Templates of one run, keyed by :func:`signature` (LRU, at most ``max_entries``).
+    """Templates of one run, keyed by :func:`signature` (LRU, at most ``max_entries``;
+    plans of more than ``max_rows`` rows are not kept).
 
     ``enabled`` only for a jitter-free cost profile (module docstring)."""
 
-    def __init__(self, profile, hot_locks, max_entries: int = 4096, enabled: bool = True) -> None:
+    def __init__(self, profile, hot_locks, max_entries: int = 1024, enabled: bool = True,
+                 max_rows: int = 65536) -> None:
         self.profile = profile
+        self.max_rows = max_rows
         self.hot_locks = hot_locks
         self.enabled = enabled and bool(profile.is_fixed)
         self.max_entries = max_entries
@@ -183,7 +186,7 @@ class TemplateCache:
     def get(self, steps, cpus: int, rng, ptl_hot_of=None) -> CallTemplate:
         """The template of ``steps`` in an mm of ``cpus`` CPUs. ``ptl_hot_of(steps)`` gives
         the rows a walker's spinlock may hit; None when no walker takes the mm's PTLs."""
-        if not self.enabled:
+        if not self.enabled or len(steps) > self.max_rows:
             return build_template(steps, self.profile, cpus, rng, self.hot_locks,
                                   ptl_hot_of(steps) if ptl_hot_of else None)
         key = signature(steps, cpus, ptl_hot_of is not None)
