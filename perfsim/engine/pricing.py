@@ -153,17 +153,35 @@ def build_template(steps, profile, cpus: int, rng, hot_locks, ptl_hot) -> CallTe
     return CallTemplate(rc, tuple(segs), tuple(recs), any_hot, *lists, stats)
 
 
-def signature(steps, cpus: int, with_addresses: bool) -> tuple:
-    """Everything :func:`build_template` reads from a plan, as a hashable key."""
-    cols = steps.cols
-    parts = [len(steps), cpus, steps.lock_sets, steps.lock_set.dtype.str,
-             steps.lock_set.tobytes()]
-    names = S.INT_COLUMNS + (S.ADDR_COLUMNS if with_addresses else ())
-    for c in names:
+def _dense_key(part, with_addresses: bool) -> tuple:
+    cols = part.cols
+    key = [part.lock_sets, part.lock_set.dtype.str, part.lock_set.tobytes()]
+    for c in S.INT_COLUMNS + (S.ADDR_COLUMNS if with_addresses else ()):
         v = cols[c]
-        parts.append(v.dtype.str)
-        parts.append(np.ascontiguousarray(v).tobytes())
-    return tuple(parts)
+        key.append(v.dtype.str)
+        key.append(np.ascontiguousarray(v).tobytes())
+    return tuple(key)
+
+
+def signature(steps, cpus: int, with_addresses: bool) -> tuple:
+    """Everything :func:`build_template` reads from a plan, as a hashable key.
+
+    Computed part by part (``Steps.parts()``: the dense tables and periodic blocks the
+    planner assembled the plan from), so a plan whose template is reused is never
+    materialised. A dense part contributes its non-address columns (and addresses when
+    ``with_addresses``) with dtypes, lock-set ids and names; any other part (a periodic
+    block) its whole content, addresses included (:func:`~perfsim.engine.plan_cache.fingerprint`).
+    The same rows split into parts differently give different keys: a miss, never a wrong
+    hit."""
+    from perfsim.engine.plan_cache import fingerprint
+
+    key = [len(steps), cpus, with_addresses]
+    for part in steps.parts():
+        if isinstance(part, S.Steps) and part.parts() == [part]:
+            key.append(_dense_key(part, with_addresses))
+        else:
+            key.append(("opaque", type(part).__qualname__, fingerprint(part)))
+    return tuple(key)
 
 
 class TemplateCache:
