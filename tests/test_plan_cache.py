@@ -135,7 +135,9 @@ def test_reused_templates_equal_fresh_ones_for_plans_with_the_same_signature(see
     # Plans with one signature but different addresses share a template; it is theirs too.
     by_sig: dict = {}
     for p in plans:
-        by_sig.setdefault(signature(p.steps, cpus, False), []).append(p)
+        key = signature(p.steps, cpus, False)
+        if key is not None:  # None: a periodic plan, never reused
+            by_sig.setdefault(key, []).append(p)
     for group in by_sig.values():
         ref = build_template(group[0].steps, FIXED, cpus, None, hot, None)
         for p in group[1:]:
@@ -207,6 +209,20 @@ def test_workload_metrics_are_the_same_with_and_without_reuse():
     spec = replace(comp.spec, callers=tuple(replace(c, plans=tally.wrap(c.plans))
                                             for c in comp.spec.callers))
     assert summarize(simulate(spec, reuse=False), tally.realigned) == m
+
+
+def test_periodic_plans_are_priced_directly_not_keyed():
+    a, b = 0x7F0000200000 + 4096, 0x7F4000600000 + 8192
+    size = 1 << 30
+    space = AddressSpace((Vma(a, a + size, name="heap"),),
+                         PageTables.empty(TARGET.arch).populate(a, a + size))
+    plan = plan_mremap(space, MoveRequest(old_addr=a, old_len=size, new_addr=b), TARGET)
+    assert any(isinstance(p, S.PeriodicBlock) for p in plan.steps.parts())
+    assert signature(plan.steps, 1, False) is None
+    cache = TemplateCache(FIXED, set())
+    got = cache.get(plan.steps, 1, None)
+    assert cache.hits == cache.misses == 0
+    assert _template_equal(got, build_template(plan.steps, FIXED, 1, None, set(), None))
 
 
 def test_spaces_too_large_to_hash_cheaply_are_planned_directly():

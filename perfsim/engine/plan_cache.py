@@ -62,20 +62,8 @@ def _feed(h, obj) -> None:
             _feed(h, v)
     elif hasattr(obj, "model_dump_json"):  # pydantic profiles (the page tables' arch)
         h.update(b"P" + type(obj).__qualname__.encode() + obj.model_dump_json().encode())
-    elif _is_dense_steps(obj):
-        h.update(b"S")
-        _feed(h, (obj.lock_sets, obj.lock_set, obj.cols))
-    elif hasattr(obj, "__dict__"):  # other plain objects (a plan's periodic blocks)
-        h.update(b"O" + type(obj).__qualname__.encode())
-        _feed(h, {k: v for k, v in vars(obj).items()})
     else:
         raise TypeError(f"cannot fingerprint a {type(obj).__name__}")
-
-
-def _is_dense_steps(obj) -> bool:
-    from perfsim.planner import steps as S
-
-    return isinstance(obj, S.Steps) and obj.parts() == [obj]
 
 
 def _pte_table_bitmaps(obj) -> np.ndarray | None:

@@ -163,24 +163,23 @@ def _dense_key(part, with_addresses: bool) -> tuple:
     return tuple(key)
 
 
-def signature(steps, cpus: int, with_addresses: bool) -> tuple:
-    """Everything :func:`build_template` reads from a plan, as a hashable key.
+def signature(steps, cpus: int, with_addresses: bool) -> tuple | None:
+    """Everything :func:`build_template` reads from a plan, as a hashable key; None for a
+    plan that is not worth keying.
 
     Computed part by part (``Steps.parts()``: the dense tables and periodic blocks the
     planner assembled the plan from), so a plan whose template is reused is never
     materialised. A dense part contributes its non-address columns (and addresses when
-    ``with_addresses``) with dtypes, lock-set ids and names; any other part (a periodic
-    block) its whole content, addresses included (:func:`~perfsim.engine.plan_cache.fingerprint`).
-    The same rows split into parts differently give different keys: a miss, never a wrong
-    hit."""
-    from perfsim.engine.plan_cache import fingerprint
-
+    ``with_addresses``) with dtypes, lock-set ids and names. A plan with a periodic block
+    (a large regular move, thousands of rows) gets None: such plans practically never
+    repeat within a run, and keying one would cost more than the reuse could save. The
+    same rows split into parts differently give different keys: a miss, never a wrong hit.
+    """
     key = [len(steps), cpus, with_addresses]
     for part in steps.parts():
-        if isinstance(part, S.Steps) and part.parts() == [part]:
-            key.append(_dense_key(part, with_addresses))
-        else:
-            key.append(("opaque", type(part).__qualname__, fingerprint(part)))
+        if not (isinstance(part, S.Steps) and part.parts() == [part]):
+            return None
+        key.append(_dense_key(part, with_addresses))
     return tuple(key)
 
 
@@ -208,6 +207,9 @@ class TemplateCache:
             return build_template(steps, self.profile, cpus, rng, self.hot_locks,
                                   ptl_hot_of(steps) if ptl_hot_of else None)
         key = signature(steps, cpus, ptl_hot_of is not None)
+        if key is None:
+            return build_template(steps, self.profile, cpus, rng, self.hot_locks,
+                                  ptl_hot_of(steps) if ptl_hot_of else None)
         t = self.entries.get(key)
         if t is not None:
             self.hits += 1
