@@ -235,3 +235,22 @@ def test_spaces_too_large_to_hash_cheaply_are_planned_directly():
     p1, p2 = cache.plan(space, req, TARGET), cache.plan(space, req, TARGET)
     assert cache.hits == cache.misses == 0 and p1 is not p2
     assert _steps_equal(p1.steps, p2.steps)
+
+
+def test_a_space_with_a_field_the_fingerprint_does_not_know_is_planned_directly():
+    import dataclasses
+
+    @dataclasses.dataclass(frozen=True)
+    class Odd:
+        thing: object
+
+    with pytest.raises(TypeError):
+        fingerprint(Odd(object()))
+    a = 0x7F0000200000
+    space = AddressSpace((Vma(a, a + 4 * MiB, name="heap"),),
+                         PageTables.empty(TARGET.arch).populate(a, a + 4 * MiB))
+    req = MoveRequest(old_addr=a, old_len=4 * MiB, new_addr=0x7F4000200000)
+    cache = PlanCache()
+    object.__setattr__(space, "mmap_base_addr", object())  # not hashable by content
+    p = cache.plan(space, req, TARGET)
+    assert cache.hits == cache.misses == 0 and p.errno is None

@@ -122,7 +122,10 @@ class PlanCache:
 
         if content_bytes(space) > self.max_bytes:
             return plan_mremap(space, request, target)
-        key = (target.digest, fingerprint(space, request))
+        try:
+            key = (target.digest, fingerprint(space, request))
+        except TypeError:  # a field of a type the fingerprint does not know: no reuse
+            return plan_mremap(space, request, target)
         p = self.entries.get(key)
         if p is not None:
             self.hits += 1
