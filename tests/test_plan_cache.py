@@ -135,7 +135,7 @@ def test_reused_templates_equal_fresh_ones_for_plans_with_the_same_signature(see
     # Plans with one signature but different addresses share a template; it is theirs too.
     by_sig: dict = {}
     for p in plans:
-        key = signature(p.steps, cpus, False)
+        key = signature(p.steps, cpus)
         if key is not None:  # None: a periodic plan, never reused
             by_sig.setdefault(key, []).append(p)
     for group in by_sig.values():
@@ -218,7 +218,7 @@ def test_periodic_plans_are_priced_directly_not_keyed():
                          PageTables.empty(TARGET.arch).populate(a, a + size))
     plan = plan_mremap(space, MoveRequest(old_addr=a, old_len=size, new_addr=b), TARGET)
     assert any(isinstance(p, S.PeriodicBlock) for p in plan.steps.parts())
-    assert signature(plan.steps, 1, False) is None
+    assert signature(plan.steps, 1) is None
     cache = TemplateCache(FIXED, set())
     got = cache.get(plan.steps, 1, None)
     assert cache.hits == cache.misses == 0
@@ -254,3 +254,30 @@ def test_a_space_with_a_field_the_fingerprint_does_not_know_is_planned_directly(
     object.__setattr__(space, "mmap_base_addr", object())  # not hashable by content
     p = cache.plan(space, req, TARGET)
     assert cache.hits == cache.misses == 0 and p.errno is None
+
+
+def test_calls_in_an_mm_whose_ptls_a_walker_takes_are_not_reused():
+    # Two mms with the same layout, walkers locking the PTLs of one PMD in one mm and three
+    # in the other: the same plan is contended in different rows (and segments) in each.
+    a, b = 0x7F0000200000, 0x7F4000200000
+    size = 8 * MiB
+    def space(name):  # distinct anon_vmas: no rmap lock is shared between the two mms
+        return AddressSpace((Vma(a, a + size, name=name, anon_id=name),),
+                            PageTables.empty(TARGET.arch).populate(a, a + size), cpus=1)
+    reqs = (MoveRequest(old_addr=a, old_len=size, new_addr=b),
+            MoveRequest(old_addr=b, old_len=size, new_addr=a))
+    mms = (MmSpec("x", (0,), space("heap-x")), MmSpec("y", (1,), space("heap-y")))
+    callers = tuple(CallerSpec(f"c{m}", m, c, reqs, repeat=4, interval_ns=50_000)
+                    for m, c in (("x", 0), ("y", 1)))
+    walkers = (WalkerSpec("wx", "anon_vma:elsewhere", 2, 3_000, 1_000, ptl_mm="x",
+                          ptl_range=(a, a + 2 * MiB), ptl_hold_ns=500),
+               WalkerSpec("wy", "anon_vma:elsewhere", 2, 3_000, 1_000, ptl_mm="y",
+                          ptl_range=(a + 2 * MiB, a + 8 * MiB), ptl_hold_ns=500))
+    spec = SimSpec(cpus=3, target=TARGET, profile=FIXED, mms=mms, callers=callers,
+                   walkers=walkers, seed=2)
+    reused = simulate(spec, record_zero_waits=True)
+    assert reused.reuse["templates_reused"] == 0
+    fresh = simulate(spec, record_zero_waits=True, reuse=False)
+    seg = fresh.calls.groupby("caller")["segments"].apply(list)
+    assert seg["cx"] != seg["cy"]
+    _frames_equal(reused, fresh)

@@ -11,9 +11,9 @@ once with numpy; replaying it costs a few Python operations per segment.
 share state). The signature is every column the template is computed from: the plan's
 length, every non-address column of its ``Steps`` (kind, phase, lengths, counts, flushes,
 IPIs, rmap and PTL counts: :data:`perfsim.planner.steps.INT_COLUMNS`) with its dtype, the
-per-row lock-set ids and the lock-set names, and the mm's CPU count. The addresses are
-added when a walker locks page-table spinlocks of the mm (which rows are contended then
-depends on where they are). Templates are reused only when the cost of a plan is a pure
+per-row lock-set ids and the lock-set names, and the mm's CPU count. Calls in an mm whose
+page-table spinlocks a walker takes are never reused (which of their rows are contended
+depends on their addresses and that mm's walkers). Templates are reused only when the cost of a plan is a pure
 function of the plan, i.e. the cost profile has no jitter: :func:`row_costs` then draws
 nothing from the run's generator, so skipping it leaves every later draw unchanged. With
 jitter a template is built per call from that call's draws, exactly as before.
@@ -153,33 +153,33 @@ def build_template(steps, profile, cpus: int, rng, hot_locks, ptl_hot) -> CallTe
     return CallTemplate(rc, tuple(segs), tuple(recs), any_hot, *lists, stats)
 
 
-def _dense_key(part, with_addresses: bool) -> tuple:
+def _dense_key(part) -> tuple:
     cols = part.cols
     key = [part.lock_sets, part.lock_set.dtype.str, part.lock_set.tobytes()]
-    for c in S.INT_COLUMNS + (S.ADDR_COLUMNS if with_addresses else ()):
+    for c in S.INT_COLUMNS:
         v = cols[c]
         key.append(v.dtype.str)
         key.append(np.ascontiguousarray(v).tobytes())
     return tuple(key)
 
 
-def signature(steps, cpus: int, with_addresses: bool) -> tuple | None:
+def signature(steps, cpus: int) -> tuple | None:
     """Everything :func:`build_template` reads from a plan, as a hashable key; None for a
     plan that is not worth keying.
 
     Computed part by part (``Steps.parts()``: the dense tables and periodic blocks the
     planner assembled the plan from), so a plan whose template is reused is never
-    materialised. A dense part contributes its non-address columns (and addresses when
-    ``with_addresses``) with dtypes, lock-set ids and names. A plan with a periodic block
+    materialised. A dense part contributes its non-address columns with dtypes, lock-set
+    ids and names. A plan with a periodic block
     (a large regular move, thousands of rows) gets None: such plans practically never
     repeat within a run, and keying one would cost more than the reuse could save. The
     same rows split into parts differently give different keys: a miss, never a wrong hit.
     """
-    key = [len(steps), cpus, with_addresses]
+    key = [len(steps), cpus]
     for part in steps.parts():
         if not (isinstance(part, S.Steps) and part.parts() == [part]):
             return None
-        key.append(_dense_key(part, with_addresses))
+        key.append(_dense_key(part))
     return tuple(key)
 
 
@@ -202,22 +202,24 @@ class TemplateCache:
 
     def get(self, steps, cpus: int, rng, ptl_hot_of=None) -> CallTemplate:
         """The template of ``steps`` in an mm of ``cpus`` CPUs. ``ptl_hot_of(steps)`` gives
-        the rows a walker's spinlock may hit; None when no walker takes the mm's PTLs."""
+        the rows a walker's spinlock may hit; None when no walker takes the mm's PTLs.
+        Calls in an mm whose PTLs a walker takes are never reused: which of their rows are
+        contended depends on their addresses and on that mm's walkers."""
+        if ptl_hot_of is not None:
+            return build_template(steps, self.profile, cpus, rng, self.hot_locks,
+                                  ptl_hot_of(steps))
         if not self.enabled or len(steps) > self.max_rows:
-            return build_template(steps, self.profile, cpus, rng, self.hot_locks,
-                                  ptl_hot_of(steps) if ptl_hot_of else None)
-        key = signature(steps, cpus, ptl_hot_of is not None)
+            return build_template(steps, self.profile, cpus, rng, self.hot_locks, None)
+        key = signature(steps, cpus)
         if key is None:
-            return build_template(steps, self.profile, cpus, rng, self.hot_locks,
-                                  ptl_hot_of(steps) if ptl_hot_of else None)
+            return build_template(steps, self.profile, cpus, rng, self.hot_locks, None)
         t = self.entries.get(key)
         if t is not None:
             self.hits += 1
             self.entries.move_to_end(key)
             return t
         self.misses += 1
-        t = build_template(steps, self.profile, cpus, rng, self.hot_locks,
-                           ptl_hot_of(steps) if ptl_hot_of else None)
+        t = build_template(steps, self.profile, cpus, rng, self.hot_locks, None)
         self.entries[key] = t
         if len(self.entries) > self.max_entries:
             self.entries.popitem(last=False)
