@@ -221,6 +221,14 @@ def test_t_quantile_known_values():
         assert t_quantile(p, df) == pytest.approx(t, abs=2e-3)
 
 
+def test_t_quantile_is_the_exact_inverse_cdf():
+    # values of the inverse t CDF to 10 digits (standard references); df 1 is tan(pi (p - 1/2))
+    for p, df, t in ((0.975, 1, 12.7062047362), (0.975, 3, 3.1824463053),
+                     (0.975, 9, 2.2621571628), (0.995, 4, 4.6040948713)):
+        assert t_quantile(p, df) == pytest.approx(t, abs=1e-9)
+    assert math.isnan(t_quantile(0.975, 0))
+
+
 def test_paired_difference_ratio_and_needed_replications():
     rng = np.random.default_rng(0)
     common = rng.normal(1000, 100, 50)  # what both arms share (common random numbers)
@@ -262,3 +270,91 @@ def test_cli_sweep_from_flags(wl, tmp_path, capsys):
     assert "paired kernel: 6.18 vs 6.6" in out and "replications needed" in out
     assert len(pd.read_parquet(tmp_path / "cli")) == 4
     assert main(["sweep", str(ROOT / "sweeps" / "kernels_ab.toml"), "--dry-run"]) == 0
+
+
+# --------------------------------------------------------------------------- executors
+ORPHAN_SCRIPT = textwrap.dedent("""
+    import time
+    from perfsim.batch.executors import ProcessExecutor
+    ex = ProcessExecutor(2)
+    futures = [ex.pool.submit(time.sleep, 120) for _ in range(4)]
+    print("ready", flush=True)
+    time.sleep(120)
+""")
+
+
+def _proc_table() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, state) of every process, from /proc."""
+    out = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                st = f.read()
+        except OSError:
+            continue
+        rest = st[st.rindex(")") + 2:].split()
+        out[int(d)] = (int(rest[1]), rest[0])
+    return out
+
+
+def _descendants(pid: int) -> set[int]:
+    table, found, todo = _proc_table(), set(), [pid]
+    while todo:
+        p = todo.pop()
+        for c, (pp, _) in table.items():
+            if pp == p and c not in found:
+                found.add(c)
+                todo.append(c)
+    return found
+
+
+def _alive(pids: set[int]) -> set[int]:
+    table = _proc_table()
+    return {p for p in pids if p in table and table[p][1] != "Z"}
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_pool_processes_exit_when_their_creator_is_killed():
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-c", ORPHAN_SCRIPT], env=env,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        deadline = time.monotonic() + 60
+        kids: set[int] = set()
+        # forkserver + resource tracker + 2 workers
+        while time.monotonic() < deadline and len(kids) < 4:
+            time.sleep(0.1)
+            kids = _descendants(proc.pid)
+        assert len(kids) >= 4, kids
+        time.sleep(0.5)  # let the workers run their initializer
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and _alive(kids):
+        time.sleep(0.1)
+    left = _alive(kids)
+    for p in left:  # do not leave them behind even when the test fails
+        os.kill(p, signal.SIGKILL)
+    assert not left, f"orphans still running after their creator's kill -9: {left}"
+
+
+@pytest.mark.parametrize("spec", ["bogus", "process:0", "process:x", "dask://"])
+def test_bad_executor_fails_before_anything_is_written(wl, tmp_path, spec):
+    with pytest.raises(PerfsimError, match="--executor"):
+        run_sweep(sweep_of(wl), tmp_path / "out", executor=spec, quiet=True)
+    assert not (tmp_path / "out").exists()
+
+
+def test_unreachable_dask_scheduler_is_one_line_error_quickly():
+    pytest.importorskip("distributed")
+    from perfsim.batch.executors import DASK_CONNECT_TIMEOUT_S
+
+    t0 = time.monotonic()
+    with pytest.raises(PerfsimError, match="cannot reach the Dask scheduler at tcp://127.0.0.1:1"):
+        make_executor("dask://127.0.0.1:1")
+    # Bounded by the connect timeout (not the 30 s it used to wait), with slack for a busy host.
+    assert time.monotonic() - t0 < DASK_CONNECT_TIMEOUT_S + 20

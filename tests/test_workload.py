@@ -18,6 +18,7 @@ from perfsim.workload import (
     load_workload,
     parse_trace_csv,
     parse_workload,
+    resolve_workload,
     run_workload,
     synthetic_requests,
     workload_names,
@@ -222,3 +223,20 @@ def test_trace_csv_errors_name_line_and_column():
 def test_trace_replay_follows_the_recorded_addresses():
     _, m, _ = run_workload(WORKLOAD_DIR / "trace_replay.toml")
     assert m["calls"] == 5 and m["errors"] == 0
+
+
+def test_negative_seed_is_a_one_line_error():
+    with pytest.raises(PerfsimError, match=r"seed -1: must be an integer >= 0"):
+        run_workload("gc_compaction", seed=-1)
+
+
+def test_progress_is_reported_when_asked_and_silent_otherwise(capsys):
+    w = load_workload(resolve_workload("exec_stack"))
+    small = w.model_copy(update={"streams": [w.streams[0].model_copy(update={"count": 20})]})
+    run_workload(small)
+    assert capsys.readouterr().err == ""
+    _, m, _ = run_workload(small, progress=True)
+    err = capsys.readouterr().err.strip().splitlines()
+    # stderr is not a terminal here: whole lines, the last one complete
+    assert err and err[-1].startswith("exec_stack: 20/20 call (100%)")
+    assert m["calls"] == 20

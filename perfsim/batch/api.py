@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import perfsim
-from perfsim.batch.executors import SerialExecutor, make_executor
+from perfsim.batch.executors import SerialExecutor, make_executor, parse_executor
 from perfsim.batch.runner import run_batch
 from perfsim.batch.stats import paired_table
 from perfsim.batch.store import ResultStore, load_results, schema_for
 from perfsim.batch.sweep import Point, Sweep, plan_sweep
+from perfsim.errors import PerfsimError
 
 FLUSH_ROWS = 256
 """Write a part once this many rows are buffered..."""
@@ -59,6 +60,11 @@ def run_sweep(sweep: Sweep, out: str | Path = "results", *, executor=None,
     all cores). Already stored points are skipped (failed ones too, unless ``retry_failed``).
     """
     t0 = time.perf_counter()
+    own = not hasattr(executor, "map_unordered")
+    if own:
+        parse_executor(executor)  # a bad --executor fails before anything is written
+    if batch_size is not None and batch_size < 1:
+        raise PerfsimError(f"batch size {batch_size}: must be >= 1")
     points = plan_sweep(sweep) if points is None else points
     store = ResultStore(Path(out) / sweep.spec.name, schema_for(sweep.spec.grid))
     store.write_meta("_sweep.json", {
@@ -68,7 +74,6 @@ def run_sweep(sweep: Sweep, out: str | Path = "results", *, executor=None,
     })
     done = store.done(include_failed=not retry_failed)
     todo = [p for p in points if p.key not in done]
-    own = not hasattr(executor, "map_unordered")
     if own:
         ex = make_executor(executor) if todo else SerialExecutor()
     else:

@@ -11,13 +11,25 @@ executor: each point is computed from its own data alone.
   (``dask://HOST:PORT``) or a ``LocalCluster`` it starts (``dask-local[:N]``). Optional
   dependency: ``pip install perfsim[dask]``.
 
-:func:`make_executor` parses the ``--executor`` string.
+:func:`parse_executor` checks an ``--executor`` string without starting anything (callers
+check it before they write any output); :func:`make_executor` parses and starts it.
+
+**Orphans.** Pool workers must not outlive the process that started them (a ``kill -9`` of
+``perfsim sweep`` would otherwise leave its forkserver, workers and resource tracker running
+for as long as their tasks take). Each worker runs :func:`_worker_init`: it asks the kernel
+to SIGKILL it when its parent (the forkserver) exits (``prctl(PR_SET_PDEATHSIG)``), and
+starts a daemon thread that waits on a pidfd of the process that created the pool and
+exits the worker the moment that process is gone. The forkserver exits on its own when
+its creator dies (its "alive" pipe reaches EOF); the resource tracker exits when the last
+holder of its pipe (the creator and the workers) is gone.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
@@ -29,6 +41,55 @@ def cpu_count() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - non-Linux
         return os.cpu_count() or 1
+
+
+DASK_CONNECT_TIMEOUT_S = 5
+"""How long to wait for a ``dask://HOST:PORT`` scheduler before giving up."""
+
+PR_SET_PDEATHSIG = 1
+
+
+def _set_pdeathsig(sig: int = signal.SIGKILL) -> bool:
+    """``prctl(PR_SET_PDEATHSIG, sig)``: the kernel sends ``sig`` to this process when the
+    thread that forked it exits. False where prctl is unavailable (non-Linux)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
+    except (OSError, AttributeError):  # pragma: no cover - non-Linux
+        return False
+
+
+def _watch_pid(pid: int) -> None:
+    """Exit this process (status 1, no cleanup: the parent that would collect results is
+    gone) as soon as process ``pid`` has exited."""
+    try:
+        fd = os.pidfd_open(pid)
+    except (AttributeError, OSError):  # pragma: no cover - old kernel or pid already gone
+        fd = None
+    if fd is not None:
+        import select
+
+        select.select([fd], [], [])
+        os._exit(1)
+    import time  # pragma: no cover - fallback without pidfd
+
+    while True:  # pragma: no cover
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            os._exit(1)
+        time.sleep(0.5)
+
+
+def _worker_init(creator_pid: int) -> None:
+    """Initializer of every pool worker: die with the forkserver and with the creator."""
+    _set_pdeathsig()
+    if os.getppid() == 1:  # pragma: no cover - the parent died before prctl took effect
+        os._exit(1)
+    threading.Thread(target=_watch_pid, args=(creator_pid,), name="perfsim-parent-watch",
+                     daemon=True).start()
 
 
 class SerialExecutor:
@@ -60,8 +121,12 @@ class ProcessExecutor(SerialExecutor):
     def __init__(self, workers: int | None = None) -> None:
         self.workers = workers or cpu_count()
         ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["perfsim.batch.runner"])
-        self.pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx)
+        # Imported once in the forkserver, inherited by every worker it forks: the batch
+        # runner (numpy, SimPy, planner, cost model) and pandas, which every task's records
+        # go through (about a second per worker otherwise, on the first task).
+        ctx.set_forkserver_preload(["perfsim.batch.runner", "pandas"])
+        self.pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx,
+                                        initializer=_worker_init, initargs=(os.getpid(),))
 
     def map_unordered(self, fn, items):
         it = iter(items)
@@ -96,7 +161,12 @@ class DaskExecutor(SerialExecutor):
                                "pip install 'perfsim[dask]'") from None
         self.cluster = None
         if address:
-            self.client = Client(address, timeout="30s")
+            try:
+                self.client = Client(address, timeout=f"{DASK_CONNECT_TIMEOUT_S}s")
+            except (OSError, TimeoutError) as exc:
+                raise PerfsimError(f"--executor: cannot reach the Dask scheduler at {address} "
+                                   f"within {DASK_CONNECT_TIMEOUT_S} s ({type(exc).__name__}); "
+                                   "is it running?") from None
         else:
             self.cluster = LocalCluster(n_workers=workers or cpu_count(), threads_per_worker=1,
                                         processes=True, dashboard_address=None,
@@ -119,9 +189,10 @@ class DaskExecutor(SerialExecutor):
             self.cluster.close()
 
 
-def make_executor(spec: str | None = None, workers: int | None = None):
-    """``serial`` | ``process[:N]`` (default, N = all cores) | ``dask://HOST:PORT`` |
-    ``tcp://HOST:PORT`` | ``dask-local[:N]``."""
+def parse_executor(spec: str | None = None, workers: int | None = None) -> tuple[str, object]:
+    """Check an ``--executor`` string without starting anything: ``(kind, arg)`` with kind
+    ``serial`` | ``process`` | ``dask-local`` (arg: worker count or None) | ``dask`` (arg: the
+    scheduler's ``tcp://`` address). Raises :class:`PerfsimError` (one line) otherwise."""
     s = (spec or "process").strip()
     head, _, n = s.partition(":") if not s.startswith(("dask://", "tcp://")) else (s, "", "")
     count = workers
@@ -133,14 +204,24 @@ def make_executor(spec: str | None = None, workers: int | None = None):
         if count < 1:
             raise PerfsimError(f"--executor {s!r}: the worker count must be >= 1")
     if head == "serial":
-        return SerialExecutor()
-    if head == "process":
-        return ProcessExecutor(count)
-    if head == "dask-local":
-        return DaskExecutor(None, count)
-    if head.startswith("dask://"):
-        return DaskExecutor("tcp://" + head[len("dask://"):])
-    if head.startswith("tcp://"):
-        return DaskExecutor(head)
+        return "serial", None
+    if head in ("process", "dask-local"):
+        return head, count
+    for scheme in ("dask://", "tcp://"):
+        if head.startswith(scheme) and len(head) > len(scheme):
+            return "dask", "tcp://" + head[len(scheme):]
     raise PerfsimError(f"--executor {s!r}: unknown; allowed: serial, process[:N], "
                        "dask://HOST:PORT, dask-local[:N]")
+
+
+def make_executor(spec: str | None = None, workers: int | None = None):
+    """``serial`` | ``process[:N]`` (default, N = all cores) | ``dask://HOST:PORT`` |
+    ``tcp://HOST:PORT`` | ``dask-local[:N]``."""
+    kind, arg = parse_executor(spec, workers)
+    if kind == "serial":
+        return SerialExecutor()
+    if kind == "process":
+        return ProcessExecutor(arg)
+    if kind == "dask-local":
+        return DaskExecutor(None, arg)
+    return DaskExecutor(arg)

@@ -6,7 +6,6 @@ one instance, so two simulations in one process never interfere.
 
 from __future__ import annotations
 
-import heapq
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -52,16 +51,41 @@ class UserThread:
         self.stolen += stolen
         self.interrupts += 1
 
+    def credit_many(self, credits: list[tuple[int, int]]) -> None:
+        """``credit(t, stolen)`` for each pair, in order (the same state, fewer calls)."""
+        q = self.spec.quantum_ns
+        q_start, q_delay, quanta, max_delay = self.q_start, self.q_delay, self.quanta, self.max_delay
+        total = 0
+        for t, s in credits:
+            end = q_start + q + q_delay
+            if t >= end:  # advance_to(t)
+                quanta += 1
+                if q_delay > max_delay:
+                    max_delay = q_delay
+                k = (t - end) // q
+                quanta += k
+                q_start = end + k * q
+                q_delay = 0
+            q_delay += s
+            total += s
+        self.q_start, self.q_delay, self.quanta, self.max_delay = q_start, q_delay, quanta, max_delay
+        self.stolen += total
+        self.interrupts += len(credits)
+
 
 @dataclass
 class Cpu:
-    """One CPU: the user threads on it and the IPI credits not yet applied (a heap by time,
-    because coalesced segments credit IPIs ahead of the simulation clock)."""
+    """One CPU: the user threads on it and the IPI credits not yet applied.
+
+    Coalesced segments credit IPIs ahead of the simulation clock, so credits wait in
+    ``pending`` until the clock reaches them: a list of *runs*, each ``[credits, next]`` with
+    ``credits`` a time-sorted list of ``(time_ns, stolen_ns)`` (one run per replayed segment
+    or contended row). Credits at equal times commute (each only lengthens the quantum
+    containing that instant), so applying them in time order is all that matters."""
 
     index: int
     users: list[UserThread] = field(default_factory=list)
-    pending: list[tuple[int, int, int]] = field(default_factory=list)
-    seq: int = 0
+    pending: list[list] = field(default_factory=list)
     ipis: int = 0
     stolen: int = 0
 
@@ -69,16 +93,47 @@ class Cpu:
         self.ipis += 1
         self.stolen += stolen
         if self.users:
-            self.seq += 1
-            heapq.heappush(self.pending, (t, self.seq, stolen))
+            self.pending.append([[(t, stolen)], 0])
+
+    def credit_many(self, credits: list[tuple[int, int]]) -> None:
+        """Credit each ``(time_ns, stolen_ns)`` of a time-sorted list."""
+        if not credits:
+            return
+        self.ipis += len(credits)
+        self.stolen += sum(s for _, s in credits)
+        if self.users:
+            self.pending.append([credits, 0])
 
     def settle(self, now: int) -> None:
         """Apply every credit at or before ``now`` (no later credit can predate ``now``)."""
-        p = self.pending
-        while p and p[0][0] <= now:
-            t, _, s = heapq.heappop(p)
-            for u in self.users:
-                u.credit(t, s)
+        if not self.pending:
+            return
+        batch: list[tuple[int, int]] = []
+        runs = 0
+        keep = []
+        for run in self.pending:
+            credits, i = run
+            j = i
+            n = len(credits)
+            while j < n and credits[j][0] <= now:
+                j += 1
+            if j > i:
+                batch.extend(credits[i:j] if i or j < n else credits)
+                runs += 1
+            if j < n:
+                run[1] = j
+                keep.append(run)
+        self.pending = keep
+        if not batch:
+            return
+        if runs > 1:
+            batch.sort(key=_time_of)
+        for u in self.users:
+            u.credit_many(batch)
+
+
+def _time_of(credit: tuple[int, int]) -> int:
+    return credit[0]
 
 
 @dataclass
@@ -100,12 +155,13 @@ class Machine:
     """Everything one run shares."""
 
     def __init__(self, spec: SimSpec, recorder: Recorder,
-                 env: simpy.Environment | None = None) -> None:
+                 env: simpy.Environment | None = None, *, reuse: bool = True) -> None:
         self.spec = spec
         self.env = env if env is not None else simpy.Environment()
         self.end_ns = 0
         self.events = 0
         self.rec = recorder
+        self.progress = None  # a simulate.CallProgress, told of every finished call
         self.profile = spec.profile
         self.target = spec.target
         self.pmd_shift = spec.target.arch.pmd_shift
@@ -122,6 +178,13 @@ class Machine:
                 self.mms[w.ptl_mm].ptl_ranges.append((lo >> self.pmd_shift,
                                                       ((hi - 1) >> self.pmd_shift) + 1))
         self.hot_locks |= self._shared_locks()
+        from perfsim.engine.plan_cache import PlanCache
+        from perfsim.engine.pricing import TemplateCache
+
+        # Reuse of plans and call templates within this run (see those modules); off only
+        # to check that reuse changes nothing.
+        self.templates = TemplateCache(spec.profile, self.hot_locks, enabled=reuse)
+        self.plans = PlanCache() if reuse else None
         self.users = []
         for u in spec.users:
             ut = UserThread(u)
@@ -175,6 +238,28 @@ class Machine:
             if d != keys[0]:
                 keys.append(d)
         return keys
+
+    def ptl_keys_of_rows(self, steps, rows) -> dict:
+        """``ptl_keys(steps, i)`` for each row ``i`` of ``rows``, reading each column once."""
+        rows = list(rows)
+        if not rows:
+            return {}
+        idx = np.asarray(rows)
+        ptl = steps.ptl[idx].tolist()
+        kind = steps.kind[idx].tolist()
+        old = (steps.old_addr[idx] >> self.pmd_shift).tolist()
+        new = (steps.new_addr[idx] >> self.pmd_shift).tolist()
+        out = {}
+        for i, n, k, o, d in zip(rows, ptl, kind, old, new, strict=True):
+            if n == 0:
+                out[i] = []
+            elif k in _PUD_KINDS:
+                out[i] = [("page_table_lock",)]
+            elif n >= 2 and d != o:
+                out[i] = [("pmd", o), ("pmd", d)]
+            else:
+                out[i] = [("pmd", o)]
+        return out
 
     def settle_users(self, now: int) -> None:
         for c in self.cpus:

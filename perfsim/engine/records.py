@@ -43,15 +43,17 @@ class Table:
         self.dropped = 0
         self.sums = dict.fromkeys(numeric, 0)
         self.maxes = dict.fromkeys(numeric, 0)
+        self._numeric_at = tuple((c, columns.index(c)) for c in numeric)
 
     # -- appending ------------------------------------------------------------------
     def add(self, *row) -> None:
         self.total += 1
-        for c in self.numeric:
-            v = row[self.columns.index(c)]
-            self.sums[c] += v
-            if v > self.maxes[c]:
-                self.maxes[c] = v
+        sums, maxes = self.sums, self.maxes
+        for c, i in self._numeric_at:
+            v = row[i]
+            sums[c] += v
+            if v > maxes[c]:
+                maxes[c] = v
         if self._room(1):
             self._rows.append(row)
             self._buffered += 1

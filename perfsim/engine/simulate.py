@@ -7,6 +7,7 @@ depend on event interleaving and the same inputs and seed give identical records
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -21,15 +22,31 @@ from perfsim.errors import PerfsimError
 
 
 class CountingEnvironment(simpy.Environment):
-    """A SimPy environment that counts scheduled events (for the events/s benchmark)."""
+    """A SimPy environment that counts scheduled events (the ``events`` of a run summary).
+
+    SimPy numbers every scheduled event from a counter (``_eid``, an ``itertools.count``
+    from 0), so the count is read from it at the end instead of adding a Python call to
+    every event; a SimPy without that counter gets the counting override."""
 
     def __init__(self, initial_time=0):
         super().__init__(initial_time)
-        self.scheduled = 0
+        self._counted = 0
+        self._fallback = not isinstance(getattr(self, "_eid", None), itertools.count)
+        if self._fallback:  # pragma: no cover
+            self.schedule = self._counting_schedule
 
-    def schedule(self, event, priority=1, delay=0):
-        self.scheduled += 1
-        super().schedule(event, priority, delay)
+    def _counting_schedule(self, event, priority=1, delay=0):  # pragma: no cover
+        self._counted += 1
+        simpy.Environment.schedule(self, event, priority, delay)
+
+    @property
+    def scheduled(self) -> int:
+        """Events scheduled so far."""
+        if self._fallback:  # pragma: no cover
+            return self._counted
+        n = next(self._eid)  # the next id is the number handed out so far...
+        self._eid = itertools.count(n)  # ...and is given back
+        return n
 
 
 class SimResult:
@@ -45,6 +62,7 @@ class SimResult:
     TABLES = ("calls", "holds", "flushes", "walker_waits", "users")
 
     def __init__(self, tables: dict, summary: dict, config: dict) -> None:
+        self.reuse: dict = {}  # calls whose plan / call template was reused (not results)
         self._tables = tables
         self._frames: dict = {}
         self.summary = summary
@@ -85,11 +103,58 @@ def _validate(spec: SimSpec) -> None:
         raise PerfsimError("a run needs callers or a duration")
 
 
-def run(spec: SimSpec, recorder: Recorder) -> Machine:
-    """Run ``spec`` to completion, recording into ``recorder``; return the final machine."""
+def check_seed(seed) -> int:
+    """A run seed: an integer >= 0 (what ``numpy.random.SeedSequence`` accepts)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise PerfsimError(f"seed {seed!r}: must be an integer >= 0")
+    return int(seed)
+
+
+def expected_calls(spec: SimSpec) -> int | None:
+    """How many mremap calls ``spec`` makes, when every caller's plan list has a length."""
+    n = 0
+    for c in spec.callers:
+        if not hasattr(c.plans, "__len__"):
+            return None
+        n += len(c.plans) * c.repeat
+    return n
+
+
+class CallProgress:
+    """Progress of one run for a person waiting on it (:func:`perfsim.progress.progress`: a
+    bar on a terminal, a line every few seconds in a log): calls done out of ``total_calls``
+    when that is known, else simulated milliseconds out of the run's duration."""
+
+    def __init__(self, desc: str, total_calls: int | None, duration_ns: int | None) -> None:
+        from perfsim.progress import progress
+
+        self.by_calls = total_calls is not None or duration_ns is None
+        total = (total_calls or 0) if self.by_calls else -(-duration_ns // 1_000_000)
+        self.bar = progress(total, desc=desc, unit="call" if self.by_calls else "sim-ms")
+        self.done_ms = 0
+
+    def call_done(self, now_ns: int) -> None:
+        if self.by_calls:
+            self.bar.update(1)
+            return
+        ms = now_ns // 1_000_000
+        if ms > self.done_ms:
+            self.bar.update(ms - self.done_ms)
+            self.done_ms = ms
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def run(spec: SimSpec, recorder: Recorder, progress: CallProgress | None = None, *,
+        reuse: bool = True) -> Machine:
+    """Run ``spec`` to completion, recording into ``recorder``; return the final machine.
+    ``reuse=False`` plans and prices every call afresh (the records are the same; for tests)."""
     _validate(spec)
+    check_seed(spec.seed)
     env = CountingEnvironment()
-    m = Machine(spec, recorder, env)
+    m = Machine(spec, recorder, env, reuse=reuse)
+    m.progress = progress
     seeds = np.random.SeedSequence(spec.seed).spawn(len(spec.callers) + len(spec.walkers))
     procs = []
     for c, ss in zip(spec.callers, seeds, strict=False):
@@ -114,12 +179,19 @@ def run(spec: SimSpec, recorder: Recorder) -> Machine:
 
 
 def simulate(spec_or_scenario, *, seed: int | None = None, max_rows: int = 1_000_000,
-             spill_dir: str | Path | None = None, record_zero_waits: bool = False) -> SimResult:
+             spill_dir: str | Path | None = None, record_zero_waits: bool = False,
+             progress: bool = False, progress_calls: int | None = None,
+             reuse: bool = True) -> SimResult:
     """Simulate a :class:`SimSpec`, a :class:`~perfsim.engine.scenario.Scenario` or a scenario
     TOML path, and return its records as DataFrames.
 
     ``seed`` overrides the spec's seed. ``max_rows`` bounds each table's in-memory rows; past
     it rows are spilled to ``spill_dir`` (then read back here) or dropped and only counted.
+    ``progress=True`` reports progress on stderr (:class:`CallProgress`; off by default, for
+    library use and workers); ``progress_calls`` is the number of calls to expect when the
+    callers' plans are generators (:func:`expected_calls` counts them otherwise).
+    ``reuse=False`` turns off the reuse of plans and call templates within the run
+    (:mod:`perfsim.engine.plan_cache`, :mod:`perfsim.engine.pricing`): same records, slower.
     """
     from perfsim.engine.scenario import Scenario, build_spec, load_scenario
 
@@ -133,17 +205,31 @@ def simulate(spec_or_scenario, *, seed: int | None = None, max_rows: int = 1_000
     if seed is not None:
         from dataclasses import replace
 
-        spec = replace(spec, seed=int(seed))
+        spec = replace(spec, seed=check_seed(seed))
+    check_seed(spec.seed)
     rec = Recorder(max_rows=max_rows, spill_dir=Path(spill_dir) if spill_dir else None,
                    record_zero_waits=record_zero_waits)
-    m = run(spec, rec)
+    bar = None
+    if progress:
+        name = spec.meta.get("workload") or spec.meta.get("scenario") or "simulate"
+        total = progress_calls if progress_calls is not None else expected_calls(spec)
+        bar = CallProgress(str(name), total, spec.duration_ns)
+    try:
+        m = run(spec, rec, bar, reuse=reuse)
+    finally:
+        if bar is not None:
+            bar.close()
     summary = {
         "end_ns": m.end_ns, "events": m.events, "seed": spec.seed,
         "tables": {k: t.summary() for k, t in rec.tables().items()},
         "walker_visits": dict(rec.walker_visits),
         "cpu_ipis": [c.ipis for c in m.cpus], "cpu_stolen_ns": [c.stolen for c in m.cpus],
     }
+
     config = {"seed": spec.seed, "cpus": spec.cpus, "cost_profile": spec.profile.name,
               "cost_profile_digest": spec.profile.digest, "target_digest": spec.target.digest,
               **spec.meta}
-    return SimResult(rec.tables(), summary, config)
+    res = SimResult(rec.tables(), summary, config)
+    res.reuse = {"plans_reused": m.plans.hits if m.plans else 0,
+                 "templates_reused": m.templates.hits}
+    return res

@@ -113,13 +113,24 @@ def summarize(res, realigned: int = 0) -> dict:
     return out
 
 
-def run_workload(workload: Workload | str | Path, *, target=None, profile=None, seed=None,
-                 max_rows: int = 1_000_000):
-    """Simulate a workload once. ``target``/``profile`` default to the workload's own
-    ``kernel``/``arch``/``cost_profile``; ``seed`` (int or SeedSequence) to its ``seed``.
-    Returns ``(SimResult, metrics dict, notes)``."""
-    from perfsim.engine import simulate
+def expected_calls(w: Workload) -> int | None:
+    """Calls a run of ``w`` makes when every stream has a ``count`` (else None)."""
+    counts = [getattr(s, "count", None) for s in w.streams]
+    return sum(counts) if all(c is not None for c in counts) else None
 
+
+def run_workload(workload: Workload | str | Path, *, target=None, profile=None, seed=None,
+                 max_rows: int = 1_000_000, progress: bool = False):
+    """Simulate a workload once. ``target``/``profile`` default to the workload's own
+    ``kernel``/``arch``/``cost_profile``; ``seed`` (int >= 0 or SeedSequence) to its
+    ``seed``. ``progress=True`` reports progress on stderr (a bar on a terminal, a line
+    every few seconds in a log; off by default). Returns ``(SimResult, metrics dict,
+    notes)``."""
+    from perfsim.engine import simulate
+    from perfsim.engine.simulate import check_seed
+
+    if seed is not None and not isinstance(seed, np.random.SeedSequence):
+        seed = check_seed(seed)
     w = workload if isinstance(workload, Workload) else load_workload(resolve_workload(workload))
     target = target or resolve_target(w.kernel, w.arch)
     profile = load_cost_profile(profile or w.cost_profile)
@@ -131,5 +142,5 @@ def run_workload(workload: Workload | str | Path, *, target=None, profile=None, 
 
     spec = replace(comp.spec, callers=tuple(replace(c, plans=tally.wrap(c.plans))
                                             for c in comp.spec.callers))
-    res = simulate(spec, max_rows=max_rows)
+    res = simulate(spec, max_rows=max_rows, progress=progress, progress_calls=expected_calls(w))
     return res, summarize(res, tally.realigned), comp.notes
