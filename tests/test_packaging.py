@@ -106,7 +106,6 @@ def test_the_wheel_carries_every_shipped_file(tmp_path):
     assert "perfsim/cli/main.py" in names and "perfsim/shipped.py" in names
 
 
-@pytest.mark.slow
 def test_installed_wheel_lists_workloads_and_runs_the_quick_study(tmp_path):
     """``pip install`` of the wheel (into a directory, with this environment's dependencies)
     then, from a directory that is no checkout: ``perfsim workload list`` and ``perfsim

@@ -13,10 +13,12 @@ import numpy as np
 from perfsim.cost import CATEGORIES, load_cost_profile
 from perfsim.errors import PerfsimError
 from perfsim.profiles import resolve_target
+from perfsim.shipped import data_dir
 from perfsim.workload.generate import compile_workload
 from perfsim.workload.schema import Workload, load_workload
 
-WORKLOAD_DIR = Path(__file__).resolve().parents[2] / "workloads"
+WORKLOAD_DIR = data_dir("workloads")
+"""The shipped workloads: the checkout's ``workloads/``, or their installed copy."""
 """The shipped named workloads (``workloads/*.toml`` at the top of the source tree)."""
 
 # name -> numpy dtype kind ("i" int64, "f" float64)

@@ -29,7 +29,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from perfsim.errors import PerfsimError
+from perfsim.errors import PerfsimError, read_text
 from perfsim.workload.generate import Entry
 
 CSV_COLUMNS = ("time_ns", "op", "addr", "old_len", "new_len", "flags", "new_addr", "result",
@@ -66,12 +66,7 @@ def parse_flags(text: str, origin: str = "", line: int = 0) -> int:
 
 def read_trace_csv(path: str | Path) -> list[Entry]:
     """Read a trace CSV into entries; errors name the file, the line and the column."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PerfsimError(f"trace {str(p)!r}: cannot read: {exc}") from None
-    return parse_trace_csv(text, str(p))
+    return parse_trace_csv(read_text(path, "trace"), str(path))
 
 
 def parse_trace_csv(text: str, origin: str = "<trace>") -> list[Entry]:
