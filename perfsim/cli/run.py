@@ -41,6 +41,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--max-rows", type=int_range(1), default=1_000_000, metavar="N",
                    help="rows per table kept in memory before spilling to disk (default 1e6)")
     p.add_argument("--force", action="store_true", help="replace an existing --out directory")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress on stderr (by default: a bar on a terminal, a line every "
+                        "few seconds in a log)")
     p.set_defaults(func=run)
     return p
 
@@ -55,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     tmp = temp_dir_beside(out)
     try:
         spill = tmp / "spill"
-        res = simulate(spec, seed=args.seed, max_rows=args.max_rows, spill_dir=spill)
+        res = simulate(spec, seed=args.seed, max_rows=args.max_rows, spill_dir=spill,
+                       progress=not args.quiet)
         for name, df in res.frames().items():
             if fmt == "parquet":
                 df.to_parquet(tmp / f"{name}.parquet", index=False)

@@ -50,6 +50,9 @@ def register(sub) -> None:
                    help="also write the engine's record tables as Parquet here (written "
                         "atomically; an existing DIR is replaced only with --force)")
     r.add_argument("--force", action="store_true", help="replace an existing --out directory")
+    r.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress on stderr (by default: a bar on a terminal, a line every "
+                        "few seconds in a log)")
     r.set_defaults(func=_run)
     c = ws.add_parser("convert-strace", help="strace log → trace CSV")
     c.add_argument("log", metavar="LOG")
@@ -91,7 +94,7 @@ def _run(args) -> int:
     out = output_dir(args.out, "--out", args.force) if args.out else None
     target = resolve_target(args.kernel or w.kernel, w.arch)
     res, metrics, notes = run_workload(w, target=target, profile=args.cost_profile,
-                                       seed=args.seed)
+                                       seed=args.seed, progress=not args.quiet)
     if out is not None:
         tmp = temp_dir_beside(out)
         try:

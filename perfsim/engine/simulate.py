@@ -130,7 +130,7 @@ class CallProgress:
 
         self.by_calls = total_calls is not None or duration_ns is None
         total = (total_calls or 0) if self.by_calls else -(-duration_ns // 1_000_000)
-        self.bar = progress(total, desc=desc, unit="call" if self.by_calls else "sim-ms")
+        self.bar = progress(total, desc=desc, unit="calls" if self.by_calls else "sim-ms")
         self.done_ms = 0
 
     def call_done(self, now_ns: int) -> None:
