@@ -238,5 +238,5 @@ def test_progress_is_reported_when_asked_and_silent_otherwise(capsys):
     _, m, _ = run_workload(small, progress=True)
     err = capsys.readouterr().err.strip().splitlines()
     # stderr is not a terminal here: whole lines, the last one complete
-    assert err and err[-1].startswith("exec_stack: 20/20 call (100%)")
+    assert err and err[-1].startswith("exec_stack: 20/20 calls (100%)")
     assert m["calls"] == 20
