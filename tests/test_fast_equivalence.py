@@ -353,3 +353,14 @@ def test_array_unmap_equals_dict_unmap(case):
         assert np.array_equal(x, y)
     assert a1.pt.pud_tables == a2.pt.pud_tables
     assert a1.vmas == a2.vmas
+
+
+@pytest.mark.parametrize("length", [28 * M, 30 * M, 64 * M, G + 4 * M])
+@pytest.mark.parametrize("dst_off", [0, 4 * K])
+def test_without_have_move_pmd_the_fast_path_equals_the_reference(length, dst_off):
+    # supports_move_pmd = false: mutually PMD-aligned moves copy one full PMD of PTEs per
+    # extent (one extent per source PMD, not two), so the periodic interior repeats one row.
+    t = resolve_target("6.18", "x86_64").with_changes(supports_move_pmd=False)
+    sp = single_move_space(t, src=A, length=length)
+    r, f = both(sp, MoveRequest(A, length, new_addr=B + dst_off), t)
+    assert f.move.pmd_moves == 0 and f.move.ptes_moved == length // (4 * K)

@@ -180,3 +180,18 @@ def test_platform_option_and_request_key(capsys, tmp_path):
     f.write_text('len = "2M"\nsrc = "A+2M"\ndst = "B+6M"\nplatform = "vm"\n')
     err = bad(capsys, "--file", str(f))
     assert "platform" in err and "bare-metal" in err
+
+
+def test_a_kernel_without_move_pmd_plans_30m_from_a_file(capsys, tmp_path):
+    # issue 14: this was an AssertionError in the fast planner (28M worked, 30M did not)
+    from pathlib import Path
+
+    import perfsim
+
+    text = (Path(perfsim.__file__).parent / "data/kernels/6.18.toml").read_text()
+    lines = [ln for ln in text.splitlines() if not ln.startswith(("name", "supports_move_pmd"))]
+    k = tmp_path / "nopmd.toml"
+    k.write_text('name = "6.18-nopmd"\n' + "\n".join(lines) + "\nsupports_move_pmd = false\n")
+    for length in ("28M", "30M"):
+        doc = run_json(capsys, "--len", length, "--src", "A+2M", "--dst", "B+6M", "--kernel", str(k))
+        assert doc["move"]["pmd_moves"] == 0 and doc["errno"] is None

@@ -160,9 +160,14 @@ class RegularRows:
         if not (self.counts.inner_full and self.counts.all_flushed and periodic_batches
                 and n_ext >= h + tail + 8):
             return self.rows(0, n_ext)
-        mid = (n_ext - h - tail) // 2 * 2
-        t0, t1 = h, h + mid
-        assert geo.bounds[t0 + 2] - geo.bounds[t0] == a.pmd_size
+        # One period is the extents of one source PMD: two when the ends are not mutually
+        # PMD aligned, one when they are but no PMD entry may move (no HAVE_MOVE_PMD).
+        t0 = h
+        k = 1 if geo.bounds[t0 + 1] - geo.bounds[t0] == a.pmd_size else 2
+        if geo.bounds[t0 + k] - geo.bounds[t0] != a.pmd_size:
+            return self.rows(0, n_ext)
+        mid = (n_ext - h - tail) // k * k
+        t1 = h + mid
         over = {}
         w = (self.alloc_pmd_at >= t0) & (self.alloc_pmd_at < t1)
         if w.any():
@@ -171,7 +176,7 @@ class RegularRows:
         if w.any():
             over["alloc_p4d"] = (self.up_at[w] - t0, self.up_p4d[w])
             over["alloc_pud"] = (self.up_at[w] - t0, self.up_pud[w])
-        periodic = S.PeriodicBlock(self.rows(t0, t0 + 2, allocs=False), mid // 2,
+        periodic = S.PeriodicBlock(self.rows(t0, t0 + k, allocs=False), mid // k,
                                    a.pmd_size, a.pmd_size, over)
         return S.Steps(parts=[self.rows(0, t0), periodic, self.rows(t1, n_ext)])
 
