@@ -3,7 +3,7 @@
 A :class:`Table` has fixed columns. Rows arrive one at a time (``add``) or as numpy columns
 (``add_columns``, for the many rows one coalesced segment produces). Memory stays bounded:
 after ``max_rows`` buffered rows the table either **spills** its buffer to a part file in
-``spill_dir`` (Parquet if pyarrow is installed, else CSV) or, without a spill directory, stops
+``spill_dir`` (Parquet) or, without a spill directory, stops
 keeping detail rows and only counts them (``dropped``). Running aggregates (count, sum, max of
 every numeric column) always cover every row, kept or not.
 
@@ -15,14 +15,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-
-
-def _have_pyarrow() -> bool:
-    try:
-        import pyarrow  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 class Table:
@@ -110,12 +102,8 @@ class Table:
             return
         self.spill_dir.mkdir(parents=True, exist_ok=True)
         df = self._buffer_frame()
-        ext = "parquet" if _have_pyarrow() else "csv"
-        path = self.spill_dir / f"{self.name}.part{len(self.parts):05d}.{ext}"
-        if ext == "parquet":
-            df.to_parquet(path, index=False)
-        else:
-            df.to_csv(path, index=False)
+        path = self.spill_dir / f"{self.name}.part{len(self.parts):05d}.parquet"
+        df.to_parquet(path, index=False)
         self.parts.append(path)
         self._chunks = []
         self._buffered = 0
@@ -126,7 +114,7 @@ class Table:
 
         frames = []
         for p in self.parts:
-            frames.append(pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_csv(p))
+            frames.append(pd.read_parquet(p))
         frames.append(self._buffer_frame())
         frames = [f for f in frames if len(f)] or frames[-1:]
         return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
