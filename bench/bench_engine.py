@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Engine benchmarks, measured side by side in one run and printed as ratios.
 
-    sudo python3 bench/bench_engine.py            # all three (about a minute)
+    sudo .venv/bin/python bench/bench_engine.py            # all three (about a minute)
     python3 bench/bench_engine.py --no-kernel     # skip the real-kernel timing (no root needed)
 
 1. **Simulated vs real 1 GiB move.** One fully populated, mutually unaligned 1 GiB anonymous

@@ -10,7 +10,7 @@ For every (shape, size, threads) it runs two passes of fresh, fully populated ma
 Writes one JSON object per repetition to --out and prints a summary table.  Needs root for the
 traced pass; without it the traced pass is skipped and said so.  See docs/host-measurements.md.
 
-    sudo python3 scripts/measure_shapes.py --out reports/host/shapes.jsonl
+    sudo .venv/bin/python scripts/measure_shapes.py --out reports/host/shapes.jsonl
 """
 
 from __future__ import annotations

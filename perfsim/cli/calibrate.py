@@ -13,8 +13,8 @@ from perfsim.errors import PerfsimError
 
 EPILOG = """\
 examples:
-  sudo perfsim calibrate --quick --out reports/calibration/quick.toml     # ~3 min, 2 conditions
-  sudo perfsim calibrate --out reports/calibration/kvm-host.toml          # full design
+  sudo .venv/bin/perfsim calibrate --quick --out reports/calibration/quick.toml     # ~3 min, 2 conditions
+  sudo .venv/bin/perfsim calibrate --out reports/calibration/kvm-host.toml          # full design
   perfsim calibrate --from-data reports/calibration/kvm-host.data.jsonl --out /tmp/refit.toml
   perfsim calibrate --dry-run                                             # list the design
 
