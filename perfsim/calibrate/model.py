@@ -13,22 +13,16 @@ from functools import lru_cache
 
 import numpy as np
 
-from perfsim.calibrate.design import SPARSE_EVERY, Config, GiB, KiB, MiB
+from perfsim.calibrate.design import SPARSE_EVERY, Config, GiB, MiB
 from perfsim.cost import PARAM_NAMES, CostProfile, param_counts
 from perfsim.cost.model import ipi_targets
+from perfsim.host.layout import SHAPE_OFFSETS
 from perfsim.mm.build import Population, single_move_space
 from perfsim.planner import MoveRequest, plan_mremap
 from perfsim.planner.result import MovePlan
 from perfsim.profiles import Target, resolve_target
 
-#: Source/destination offsets inside their 1 GiB regions, as perfsim.host.layout builds them.
-_OFFSETS = {
-    "pud_aligned": (0, 0),
-    "pmd_aligned": (2 * MiB, 6 * MiB),
-    "realignable": (2 * MiB + 4 * KiB, 6 * MiB + 4 * KiB),
-    "blocked": (2 * MiB + 4 * KiB, 6 * MiB + 4 * KiB),
-    "unaligned": (2 * MiB + 4 * KiB, 6 * MiB + 8 * KiB),
-}
+_OFFSETS = SHAPE_OFFSETS  # perfsim.host.layout builds the shapes at these offsets
 DEFAULT_BASE = 0x300000000000
 
 #: Whole-call counters compared with the trace (per call, summed over phases).

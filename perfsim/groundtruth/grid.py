@@ -11,20 +11,9 @@ populates the buffer, guard pages and whether the destination is a hole or a res
 from __future__ import annotations
 
 from perfsim.errors import PerfsimError
+from perfsim.host.layout import SHAPE_OFFSETS
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
-
-#: perfsim.host.layout's shapes: (source offset, destination offset) from their PUD starts.
-SHAPE_OFFSETS = {
-    "pud_aligned": (0, 0),
-    "pmd_aligned": (2 * MiB, 6 * MiB),
-    "realignable": (2 * MiB + 4 * KiB, 6 * MiB + 4 * KiB),
-    "blocked": (2 * MiB + 4 * KiB, 6 * MiB + 4 * KiB),
-    "unaligned": (2 * MiB + 4 * KiB, 6 * MiB + 8 * KiB),
-    "small": (2 * MiB + 512 * KiB, 6 * MiB + 512 * KiB),
-}
-EXAMPLE = {"pud_aligned": "E1", "pmd_aligned": "-", "realignable": "E2", "blocked": "E3",
-           "unaligned": "E4", "small": "E5b"}
 
 FIELDS = {
     "id": None, "layout": ("window", "ordinary"), "size": None, "src_off": None,

@@ -51,23 +51,26 @@ _A_OFF = 2 * MiB  # source PMD anchor inside its PUD
 _B_OFF = 6 * MiB  # destination PMD anchor inside its PUD
 _SMALL_OFF = 512 * KiB
 
+SHAPE_OFFSETS: dict[str, tuple[int, int]] = {
+    "pud_aligned": (0, 0),
+    "pmd_aligned": (_A_OFF, _B_OFF),
+    "realignable": (_A_OFF + 4 * KiB, _B_OFF + 4 * KiB),
+    "blocked": (_A_OFF + 4 * KiB, _B_OFF + 4 * KiB),
+    "unaligned": (_A_OFF + 4 * KiB, _B_OFF + 8 * KiB),
+    "small": (_A_OFF + _SMALL_OFF, _B_OFF + _SMALL_OFF),
+}
+"""(source offset, destination offset) of each shape from their PUD-aligned region starts:
+the one table the host measurements, the calibration model and the ground-truth grid use."""
+
 
 def _offsets(shape: str, size: int) -> tuple[int, int]:
     """(source offset, destination offset) from their PUD-aligned region starts."""
-    if shape == "pud_aligned":
-        return 0, 0
-    if shape == "pmd_aligned":
-        return _A_OFF, _B_OFF
-    if shape in ("realignable", "blocked"):
-        return _A_OFF + 4 * KiB, _B_OFF + 4 * KiB
-    if shape == "unaligned":
-        return _A_OFF + 4 * KiB, _B_OFF + 8 * KiB
-    if shape == "small":
-        if size >= sc.PMD_SIZE - _SMALL_OFF:
-            raise ValueError(f"'small' needs size < {(sc.PMD_SIZE - _SMALL_OFF) // KiB} KiB "
-                             "(shorter than the distance to the next PMD boundary)")
-        return _A_OFF + _SMALL_OFF, _B_OFF + _SMALL_OFF
-    raise ValueError(f"unknown shape {shape!r}; known: {SHAPES}")
+    if shape not in SHAPE_OFFSETS:
+        raise ValueError(f"unknown shape {shape!r}; known: {SHAPES}")
+    if shape == "small" and size >= sc.PMD_SIZE - _SMALL_OFF:
+        raise ValueError(f"'small' needs size < {(sc.PMD_SIZE - _SMALL_OFF) // KiB} KiB "
+                         "(shorter than the distance to the next PMD boundary)")
+    return SHAPE_OFFSETS[shape]
 
 
 def smaps_entry(start: int) -> dict[str, int] | None:
