@@ -239,6 +239,33 @@ def row_costs(plan_or_steps, profile: CostProfile, *, cpus: int | None = None,
     return RowCosts(total, by_cat, ipis, stolen, counts)
 
 
+def total_ns_draws(plan_or_steps, profile: CostProfile, rngs, *, cpus: int | None = None,
+                   folio: FolioBatching | None = None) -> np.ndarray:
+    """The plan's whole cost (integer ns) once per generator in ``rngs``: the same numbers as
+    ``row_costs(plan, profile, cpus=cpus, rng=g, folio=folio).total.sum()`` for each ``g``,
+    drawn in the same order from each generator, with the operation counts computed once
+    (a report prices every call of its grid for many replications)."""
+    steps = steps_of(plan_or_steps)
+    ipis = ipi_targets(steps, profile, cpus)
+    counts = param_counts(steps, ipis, folio)
+    plan_terms = []
+    for name in PARAM_NAMES:
+        used = ipis > 0 if name == "ipi_receiver_ns" else counts[name] != 0
+        idx = np.flatnonzero(used)
+        weights = None if name == "ipi_receiver_ns" else np.asarray(counts[name], _I64)[idx]
+        plan_terms.append((profile.param(name), len(idx), weights))
+    out = []
+    for rng in rngs:
+        total = 0
+        for param, k, weights in plan_terms:
+            v = draw(param, k, rng)  # drawn even when it adds nothing: same generator state
+            if weights is None:
+                continue
+            total += int(weights.sum()) * v if isinstance(v, int) else int((weights * v).sum())
+        out.append(total)
+    return np.array(out, np.int64)
+
+
 @dataclass(frozen=True)
 class Prediction:
     """The closed-form, no-contention duration of a plan.

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from perfsim.cost import load_cost_profile, row_costs
+from perfsim.cost.model import total_ns_draws
 from perfsim.report.shapes import SHAPES, plan_call, space_for, target_for
 from perfsim.report.study import Study
 
@@ -113,10 +114,9 @@ def _grid(t: GridTask) -> dict:
                 if prof.is_fixed:
                     draws = np.full(t.replications, lat, np.int64)
                 else:
-                    draws = np.array([
-                        int(row_costs(plan, prof, cpus=k, rng=np.random.default_rng(
-                            np.random.SeedSequence([t.seed, r]))).total.sum())
-                        for r in range(t.replications)], np.int64)
+                    draws = total_ns_draws(plan, prof, (
+                        np.random.default_rng(np.random.SeedSequence([t.seed, r]))
+                        for r in range(t.replications)), cpus=k)
                 row.update(lat_mean_ns=float(draws.mean()), lat_sd_ns=float(draws.std(ddof=1))
                            if len(draws) > 1 else 0.0)
                 rows.append(row)
