@@ -313,8 +313,9 @@ def fidelity(rec: dict, body: str, target) -> tuple[str, str]:
         return "exact", "every recorded VMA and present page, in the request vocabulary" + tail
     bad = differ & call_slots(rec)
     if bad:
-        return "inexact", (f"{len(bad)} PMDs the call touches differ from the recorded pages "
-                           "(the test uses the exact rebuild)")
-    return "call-pmds", (f"exact in every PMD the call touches; {len(differ)} PMDs elsewhere "
-                         "differ (see the VMA comments)" + tail)
+        return "inexact", (f"{len(bad)} PMD(s) the call touches differ from the recorded "
+                           "pages (the test uses the exact rebuild)")
+    n = len(differ)
+    return "call-pmds", (f"exact in every PMD the call touches; {n} PMD{'s' * (n != 1)} "
+                         f"elsewhere differ{'s' * (n == 1)} (see the VMA comments)" + tail)
 
