@@ -224,3 +224,14 @@ def test_requests_option_bad_input_is_one_line_and_exit_2(capsys, tmp_path):
         err = capsys.readouterr().err.strip()
         assert err.startswith("perfsim: error:") and "\n" not in err, (argv, err)
     assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+def test_thp_the_kernel_did_not_map_is_written_thp_false():
+    """memfd + MADV_HUGEPAGE at a PMD-aligned address, on a machine whose shmem THP is off:
+    smaps shows no PMD mapped, so the request says thp = false (base pages, as recorded)."""
+    rec = next(r for r in read_jsonl(DATA / "host-6.18-ordinary.jsonl")
+               if r["id"] == "ordinary-0-0/64M/1t/memfd/thp-on")
+    text = request_toml(rec, records_name="host-6.18-ordinary.jsonl", line=1)
+    src = text[text.index("# the source"):].split("\n\n")[0]
+    assert "thp = false" in src and "MADV_HUGEPAGE" in src
+    assert fidelity_of(text) == "exact"

@@ -215,8 +215,8 @@ def vma_table(v: dict, rec: dict, *, thp_off: bool = False) -> tuple[list[str], 
     if m.backing != "anon":
         lines.append(f"file = {_toml_str(m.file_id or '')}")
         lines.append(f"pgoff = {m.pgoff}")
-    if thp:
-        lines.append("thp = true")
+    if m.thp:
+        lines.append(f"thp = {'true' if thp else 'false'}")
     if choice.key == "touched":
         lines.append(f"touched = {'true' if choice.value else 'false'}")
     else:
