@@ -22,12 +22,17 @@ examples:
   sudo perfsim groundtruth --native --grid ordinary --out /tmp/host-ordinary.jsonl
   perfsim groundtruth --compare tests/data/groundtruth/6.1.jsonl
   perfsim groundtruth --table tests/data/groundtruth   # the docs/groundtruth.md table
+  perfsim groundtruth --requests tests/data/groundtruth/requests/host-6.18-ordinary \
+      tests/data/groundtruth/host-6.18-ordinary.jsonl  # one plan request file per call
 
 --kernel V uses a cached image of kernel V (MAJOR.MINOR or a full Debian release) and, with
 --fetch, downloads Debian's linux-image package through a scratch apt configuration in
 perfsim's cache directory (the system's apt sources are not touched). Grids: shapes (E1-E5
 at 64 MiB and 1 GiB and variants; a TCG boot takes about a minute), shapes-small (64 MiB
 only), ordinary (buffers in the mmap area next to the C library; --native only).
+--requests DIR RECORDS.jsonl writes, for every traced record, a `perfsim plan` request
+file DIR/<case id>.toml describing the recorded address space and call (see
+docs/groundtruth.md); it measures and compares nothing.
 Records are compared with --profile (default: the record's kernel version) on the
 record's platform (a TCG guest is bare-metal).
 
@@ -48,6 +53,10 @@ def register(subparsers) -> argparse.ArgumentParser:
     src.add_argument("--compare", metavar="RECORDS.jsonl", help="compare recorded calls only")
     src.add_argument("--table", metavar="DIR", help="print the Markdown table of DIR/*.jsonl")
     src.add_argument("--list", action="store_true", help="list Debian images and cached ones")
+    src.add_argument("--requests", metavar="DIR", help="write one plan request file per "
+                     "record of RECORDS.jsonl into DIR")
+    p.add_argument("records", nargs="?", metavar="RECORDS.jsonl",
+                   help="the records --requests turns into request files")
     p.add_argument("--fetch", action="store_true", help="download the Debian image if needed")
     p.add_argument("--refresh", action="store_true", help="update the scratch package lists")
     p.add_argument("--grid", default=None, help="shapes (default), shapes-small, ordinary "
@@ -72,6 +81,11 @@ def run(args: argparse.Namespace) -> int:
     from perfsim.groundtruth.records import read_jsonl, write_jsonl
 
     progress = _progress(args)
+    if args.records is not None and not args.requests:
+        raise PerfsimError(f"unexpected argument {args.records!r}: a records file is only "
+                           "taken with --requests DIR RECORDS.jsonl")
+    if args.requests:
+        return _requests(args, progress)
     if args.table:
         files = sorted(Path(args.table).glob("*.jsonl"))
         if not files:
@@ -113,6 +127,44 @@ def run(args: argparse.Namespace) -> int:
         write_jsonl(args.out, recs)
         progress(f"{len(recs)} records -> {args.out}")
     return _report(compare_records(recs, args.profile))
+
+
+def _requests(args, progress) -> int:
+    """``--requests DIR RECORDS.jsonl``: all files made in memory first, then each written
+    to a temp file and renamed into place."""
+    import os
+
+    from perfsim.errors import check_output_dir
+    from perfsim.groundtruth.records import read_jsonl
+    from perfsim.groundtruth.requests import file_names, request_toml
+
+    if not args.records:
+        raise PerfsimError("--requests DIR needs the records file: --requests DIR RECORDS.jsonl")
+    out_dir = Path(check_output_dir(args.requests, "--requests"))
+    recs = read_jsonl(args.records)
+    name = Path(args.records).name
+    keep = [(n, r) for n, r in enumerate(recs, 1) if r.get("traced")]
+    for n, r in enumerate(recs, 1):
+        if not r.get("traced"):
+            progress(f"{name} line {n} ({r.get('id')}): not traced, no request file")
+        elif not isinstance(r.get("vmas"), list) or not r.get("id"):
+            raise PerfsimError(f"{args.records}: line {n}: a probe record needs 'id' and "
+                               "'vmas' (a list of the VMAs before the call)")
+    if not keep:
+        raise PerfsimError(f"{args.records}: no traced records to write request files for")
+    try:
+        texts = [(fn, request_toml(r, records_name=name, line=n))
+                 for fn, (n, r) in zip(file_names([r for _, r in keep]), keep)]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PerfsimError(f"{args.records}: not a probe record file ({type(exc).__name__}: "
+                           f"{exc})") from None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for fn, text in texts:
+        tmp = out_dir / f".{fn}.tmp{os.getpid()}"
+        tmp.write_text(text)
+        os.replace(tmp, out_dir / fn)
+    progress(f"{len(texts)} request files -> {out_dir}")
+    return 0
 
 
 def _image(args, progress) -> Path:
