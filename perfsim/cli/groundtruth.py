@@ -19,7 +19,7 @@ examples:
   perfsim groundtruth --list                           # Debian images and cached ones
   perfsim groundtruth --kernel 6.12 --fetch --out /tmp/6.12.jsonl
   perfsim groundtruth --vmlinuz ./vmlinuz-7.3 --profile 7.3 --out /tmp/7.3.jsonl
-  sudo perfsim groundtruth --native --grid ordinary --out /tmp/host-ordinary.jsonl
+  sudo .venv/bin/perfsim groundtruth --native --grid ordinary --out /tmp/host-ordinary.jsonl
   perfsim groundtruth --compare tests/data/groundtruth/6.1.jsonl
   perfsim groundtruth --table tests/data/groundtruth   # the docs/groundtruth.md table
   perfsim groundtruth --requests tests/data/groundtruth/requests/host-6.18-ordinary \
