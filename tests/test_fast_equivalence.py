@@ -27,7 +27,7 @@ from perfsim.mm.vma import Vma
 from perfsim.planner import MoveRequest, plan_mremap
 from perfsim.planner import steps as S
 from perfsim.planner.batch import pte_batch_block
-from perfsim.planner.bitmaps import bits_in_range, shift_left, shift_right
+from perfsim.planner.bitmaps import bits_in_rows, shift_left, shift_right
 from perfsim.planner.fast import flush_table
 from perfsim.planner.options import PlanOptions
 from perfsim.planner.tlb import flush_range
@@ -258,13 +258,28 @@ def test_multiword_shifts(values, k):
 @given(st.lists(st.tuples(st.integers(0, (1 << 512) - 1), st.integers(0, 512), st.integers(0, 512)),
                 min_size=1, max_size=6))
 @settings(max_examples=100)
-def test_bits_in_range_counts_like_python_ints(cases):
+def test_bits_in_rows_counts_like_python_ints(cases):
     from perfsim.mm.pagetable import _int_to_words
     rows = np.stack([_int_to_words(v, 8) for v, _, _ in cases])
     lo = np.array([min(a, b) for _, a, b in cases], np.int64)
     hi = np.array([max(a, b) for _, a, b in cases], np.int64)
     want = [(v >> int(x) & ((1 << int(y - x)) - 1)).bit_count() for (v, _, _), x, y in zip(cases, lo, hi)]
-    assert bits_in_range(rows, lo, hi).tolist() == want
+    assert bits_in_rows(rows, np.arange(len(rows)), lo, hi).tolist() == want
+
+
+@given(st.lists(st.integers(0, (1 << 512) - 1), min_size=1, max_size=4),
+       st.lists(st.tuples(st.integers(0, 3), st.integers(0, 512), st.integers(0, 512)),
+                min_size=1, max_size=12))
+@settings(max_examples=100)
+def test_bits_in_rows_counts_each_picked_row_like_python_ints(table_ints, picks):
+    from perfsim.mm.pagetable import _int_to_words
+    table = np.stack([_int_to_words(v, 8) for v in table_ints])
+    ids = np.array([i % len(table_ints) for i, _, _ in picks], np.int64)
+    lo = np.array([min(a, b) for _, a, b in picks], np.int64)
+    hi = np.array([max(a, b) for _, a, b in picks], np.int64)
+    want = [(table_ints[i] >> int(x) & ((1 << int(y - x)) - 1)).bit_count()
+            for i, x, y in zip(ids.tolist(), lo, hi)]
+    assert bits_in_rows(table, ids, lo, hi).tolist() == want
 
 
 # ---------------------------------------------------------------------------- properties

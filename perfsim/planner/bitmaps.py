@@ -15,24 +15,28 @@ class Declined(Exception):
 
 
 # ---------------------------------------------------------------------------- bitmaps
-def bits_in_range(words: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """Set bits ``[lo, hi)`` of each row of ``words`` (little-endian uint64 rows): the
-    difference of two prefix counts, each a cumulative word popcount plus one partial word,
-    so the cost is two gathers per row whatever the range."""
-    n, w = words.shape
-    if not n:
+def bits_in_rows(table: np.ndarray, ids: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Set bits ``[lo, hi)`` of row ``ids[i]`` of ``table`` (little-endian uint64 rows), for
+    each i: the difference of two prefix counts, each a cumulative word popcount plus one
+    partial word, so the cost is two gathers per id whatever the range. The prefix counts
+    are made once per distinct row (a sparse TiB has a handful of distinct bitmaps and a
+    million extents), never per id."""
+    ids = np.asarray(ids, _I64)
+    if not len(ids):
         return np.zeros(0, _I64)
-    cum = np.zeros((n, w + 1), _I64)
-    np.cumsum(np.bitwise_count(words), axis=1, out=cum[:, 1:])
-    rows = np.arange(n)
+    if len(table) > len(ids):
+        uniq, ids = np.unique(ids, return_inverse=True)
+        table = table[uniq]
+    w = table.shape[1]
+    cum = np.zeros((len(table), w + 1), _I64)
+    np.cumsum(np.bitwise_count(table), axis=1, out=cum[:, 1:])
 
     def below(k: np.ndarray) -> np.ndarray:
         q, r = k >> 6, (k & 63).astype(np.uint64)
-        part = words[rows, np.minimum(q, w - 1)] & ((np.uint64(1) << r) - np.uint64(1))
-        return cum[rows, q] + np.where(q < w, np.bitwise_count(part), 0)
+        part = table[ids, np.minimum(q, w - 1)] & ((np.uint64(1) << r) - np.uint64(1))
+        return cum[ids, q] + np.where(q < w, np.bitwise_count(part), 0)
 
-    k_lo, k_hi = np.asarray(lo, _I64), np.asarray(hi, _I64)
-    return below(k_hi) - below(k_lo)
+    return below(np.asarray(hi, _I64)) - below(np.asarray(lo, _I64))
 
 
 def shift_right(rows: np.ndarray, k: int) -> np.ndarray:

@@ -46,7 +46,7 @@ from perfsim.planner import steps as S
 from perfsim.planner.bitmaps import (
     Declined,
     MaskTable,
-    bits_in_range,
+    bits_in_rows,
     dense,
     firsts,
     interleave,
@@ -419,7 +419,7 @@ def _present_in_extents(masks: MaskTable, row_e: np.ndarray, starts: np.ndarray,
     pidx = np.flatnonzero(partial if only is None else partial & only)
     if len(pidx):
         lo_pg = (starts[pidx] >> a.page_shift) & (ptrs - 1)
-        out[pidx] = bits_in_range(masks.rows(row_e[pidx]), lo_pg, lo_pg + pages[pidx])
+        out[pidx] = bits_in_rows(masks.materialise()[0], row_e[pidx], lo_pg, lo_pg + pages[pidx])
     return out
 
 
