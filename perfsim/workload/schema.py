@@ -22,36 +22,22 @@ from typing import Any, Literal
 from pydantic import (
     BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
     model_validator,
 )
 
-from perfsim.errors import PerfsimError, model_at, parse_toml, read_toml
-from perfsim.units import parse_size
-from perfsim.workload.dist import CategoryDist, NumDist, SizeDist
+from perfsim.errors import PerfsimError, model_at, read_toml
+from perfsim.schema import Address, DurationNs, SizeBytes, StrictModel, load_model
+from perfsim.workload.dist import CategoryDist, DurationDist, NumDist, SizeDist
 
 BACKINGS = ("anon", "shmem", "file", "hugetlb")
 ALIGNS = ("pud", "pmd", "page", "random")
 DST_ALIGNS = ("same", "pud", "pmd", "page", "random")
 OPS = ("move", "grow", "stack")
 
-Size = int | str
-
-
-def _size(v: Any, what: str = "size") -> int:
-    if isinstance(v, bool) or isinstance(v, float):
-        raise ValueError('expected a size such as "2M", "0x7f0000000000" or an integer')
-    try:
-        return parse_size(v, what=what)
-    except PerfsimError as exc:
-        raise ValueError(str(exc)) from None
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+_Model = StrictModel
 
 
 # --------------------------------------------------------------------------- processes
@@ -59,19 +45,16 @@ class VmaSpec(_Model):
     """One VMA of an explicit layout: ``[start, start + size)``."""
 
     name: str = Field(min_length=1)
-    start: int
-    size: int = Field(gt=0)
+    start: Address
+    size: SizeBytes = Field(gt=0)
     backing: Literal["anon", "shmem", "file", "hugetlb"] = "anon"
     file: str | None = None
     """rmap identity: the file (``i_mmap_rwsem``) or anon family (``anon_vma``); default: name."""
     thp: bool = False
     populate: float = Field(1.0, ge=0.0, le=1.0)
-    hugepage_size: int = 0
-    folio_size: int = 0
+    hugepage_size: SizeBytes = 0
+    folio_size: SizeBytes = 0
     uffd_wp: bool = False
-
-    _sizes = field_validator("start", "size", "hugepage_size", "folio_size", mode="before")(
-        classmethod(lambda cls, v: _size(v)))
 
     @property
     def end(self) -> int:
@@ -87,7 +70,7 @@ class Process(_Model):
     """CPU of each thread; default: thread *i* on CPU *i* mod the machine's CPUs."""
     user_work: bool = True
     """Threads that issue no mremap run user work in quanta that IPIs interrupt."""
-    quantum_ns: int = Field(100_000, gt=0)
+    quantum_ns: DurationNs = Field(100_000, gt=0)
     vmas: list[VmaSpec] = []
 
     @field_validator("cpus")
@@ -103,7 +86,7 @@ class Closed(_Model):
     """Closed loop: the next call follows the previous one's return after ``think_ns``."""
 
     kind: Literal["closed"] = "closed"
-    think_ns: NumDist = 0
+    think_ns: DurationDist = 0
 
 
 class Poisson(_Model):
@@ -118,7 +101,7 @@ class Periodic(_Model):
     """One call every ``interval_ns`` (a GC cycle, a resize timer)."""
 
     kind: Literal["periodic"] = "periodic"
-    interval_ns: int = Field(gt=0)
+    interval_ns: DurationNs = Field(gt=0)
 
 
 Arrival = typing.Annotated[Closed | Poisson | Periodic, Field(discriminator="kind")]
@@ -132,7 +115,7 @@ class _StreamBase(_Model):
     count: int | None = Field(None, ge=1, le=10_000_000)
     """Number of calls; default: as many as fit in the workload's ``duration_ns``."""
     arrival: Arrival = Closed()
-    start_ns: int = Field(0, ge=0)
+    start_ns: DurationNs = 0
 
 
 class SyntheticStream(_StreamBase):
@@ -169,11 +152,8 @@ class SyntheticStream(_StreamBase):
     guard_below_src: float = Field(0.0, ge=0.0, le=1.0)
     """Probability of a VMA just below the source in its PMD (refuses realignment, E3)."""
     guard_below_dst: float = Field(0.0, ge=0.0, le=1.0)
-    hugepage_size: Size = "2M"
-    folio_size: Size = 0
-
-    _sz = field_validator("hugepage_size", "folio_size", mode="before")(
-        classmethod(lambda cls, v: _size(v)))
+    hugepage_size: SizeBytes = "2M"
+    folio_size: SizeBytes = 0
 
 
 class Call(_Model):
@@ -181,11 +161,11 @@ class Call(_Model):
 
     op: Literal["mremap", "mmap", "munmap"] = "mremap"
     vma: str | None = None
-    offset: int = 0
-    old_addr: int | None = None
-    old_len: int = Field(gt=0)
-    new_len: int | None = None
-    new_addr: int | None = None
+    offset: SizeBytes = 0
+    old_addr: Address | None = None
+    old_len: SizeBytes = Field(gt=0)
+    new_len: SizeBytes | None = None
+    new_addr: Address | None = None
     fixed: bool = False
     maymove: bool = True
     dontunmap: bool = False
@@ -194,11 +174,8 @@ class Call(_Model):
     """mmap only."""
     populate: float = Field(1.0, ge=0.0, le=1.0)
     """mmap only: fraction faulted in after the mmap."""
-    at_ns: int | None = Field(None, ge=0)
+    at_ns: DurationNs | None = None
     """Issue time (traces); default: the stream's arrival process."""
-
-    _sz = field_validator("offset", "old_addr", "old_len", "new_len", "new_addr", mode="before")(
-        classmethod(lambda cls, v: None if v is None else _size(v)))
 
     @model_validator(mode="after")
     def _where(self) -> Call:
@@ -254,8 +231,8 @@ class Walker(_Model):
     """Contend on the ``anon_vma`` root rwsem of this anon family."""
     cpus: list[int] = Field(min_length=1)
     """One walker per CPU listed."""
-    interval_ns: int = Field(gt=0)
-    hold_ns: int = Field(gt=0)
+    interval_ns: DurationNs = Field(gt=0)
+    hold_ns: DurationNs = Field(gt=0)
     hold_sigma: float = Field(0.0, ge=0.0, le=3.0)
     poisson: bool = True
 
@@ -282,7 +259,7 @@ class Workload(_Model):
     cost_profile: str = "x86_64-generic"
     cpus: int = Field(1, ge=1, le=4096)
     """CPUs of the machine."""
-    duration_ns: int | None = Field(None, gt=0)
+    duration_ns: DurationNs | None = Field(None, gt=0)
     """Stop time; streams without ``count`` run until then. Default: until all finish."""
     processes: list[Process] = Field(min_length=1)
     streams: list[Stream] = Field(min_length=1)
@@ -480,14 +457,7 @@ def _hint(err: dict) -> str:
 
 def parse_workload(data: dict | str, origin: str = "<workload>") -> Workload:
     """Validate a workload from a TOML string or an already-parsed dict."""
-    if isinstance(data, str):
-        data = parse_toml(data, origin)
-    try:
-        return Workload.model_validate(data)
-    except ValidationError as exc:
-        raise PerfsimError(describe(exc, origin)) from None
-    except _FieldError as exc:  # pragma: no cover - wrapped by pydantic normally
-        raise PerfsimError(f"{origin}: {exc}") from None
+    return load_model(data, Workload, "workload", origin=origin, describe=describe)
 
 
 def read_workload_dict(path: str | Path) -> tuple[dict, Path]:
