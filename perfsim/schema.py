@@ -16,8 +16,10 @@ studies, tune specs, plan requests) is a :class:`StrictModel` read by :func:`loa
 
 from __future__ import annotations
 
+import numbers
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Callable, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 
@@ -36,8 +38,16 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
+def _integral(v: Any) -> Any:
+    """numpy and other integer types as a plain ``int`` (bool stays bool)."""
+    if isinstance(v, numbers.Integral) and not isinstance(v, bool | int):
+        return int(v)
+    return v
+
+
 def to_size_bytes(v: Any) -> int:
     """A size as the user writes it, in bytes; ``ValueError`` (for pydantic) otherwise."""
+    v = _integral(v)
     if isinstance(v, bool | float) or not isinstance(v, int | str):
         raise ValueError(f"expected {SIZE_FORMS}; got {v!r}")
     try:
@@ -48,6 +58,7 @@ def to_size_bytes(v: Any) -> int:
 
 def to_address(v: Any) -> int:
     """An absolute address as the user writes it; ``ValueError`` otherwise."""
+    v = _integral(v)
     if isinstance(v, bool | float) or not isinstance(v, int | str):
         raise ValueError(f"expected {ADDRESS_FORMS}; got {v!r}")
     try:
@@ -58,6 +69,7 @@ def to_address(v: Any) -> int:
 
 def to_duration_ns(v: Any) -> int:
     """A duration as the user writes it, in integer nanoseconds; ``ValueError`` otherwise."""
+    v = _integral(v)
     if isinstance(v, bool | float) or not isinstance(v, int | str):
         raise ValueError(f"expected {DURATION_FORMS}; got {v!r}")
     try:

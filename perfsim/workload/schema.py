@@ -28,7 +28,7 @@ from pydantic import (
     model_validator,
 )
 
-from perfsim.errors import PerfsimError, model_at, read_toml
+from perfsim.errors import model_at, read_toml
 from perfsim.schema import Address, DurationNs, SizeBytes, StrictModel, load_model
 from perfsim.workload.dist import CategoryDist, DurationDist, NumDist, SizeDist
 
@@ -467,9 +467,9 @@ def read_workload_dict(path: str | Path) -> tuple[dict, Path]:
 
 def load_workload(path: str | Path) -> Workload:
     """Read and validate ``workloads/NAME.toml`` (or any path)."""
-    data, p = read_workload_dict(path)
-    data = resolve_paths(data, p.parent)
-    return parse_workload(data, str(p))
+    p = Path(path)
+    return load_model(p, Workload, "workload", prepare=lambda d: resolve_paths(d, p.parent),
+                      describe=describe)
 
 
 def resolve_paths(data: dict, base: Path) -> dict:
