@@ -52,27 +52,19 @@ from pydantic import Field
 from perfsim.errors import PerfsimError
 from perfsim.schema import Address, DurationNs, SizeBytes, StrictModel, load_model
 from perfsim.units import parse_duration
+from perfsim.workload.schema import VmaBase
 
 __all__ = ["CallerCfg", "MmCfg", "RequestCfg", "Scenario", "UserCfg", "VmaCfg", "WalkerCfg",
            "build_spec", "load_scenario", "parse_duration"]
 
 
-class VmaCfg(StrictModel):
-    """One VMA ``[start, start + size)`` (a workload's ``[[processes.vmas]]`` has the same
-    keys, plus hugetlb and mTHP ones)."""
+class VmaCfg(VmaBase):
+    """One VMA ``[start, start + size)``: the workload's VMA keys
+    (:class:`~perfsim.workload.schema.VmaBase`), no hugetlb, plus ``every``."""
 
-    name: str = Field(min_length=1)
-    start: Address
-    size: SizeBytes = Field(gt=0)
     backing: Literal["anon", "shmem", "file"] = "anon"
-    file: str | None = None
-    populate: float = Field(1.0, ge=0.0, le=1.0)
     every: int = Field(1, ge=1)
-    thp: bool = False
-
-    @property
-    def end(self) -> int:
-        return self.start + self.size
+    """Populate every k-th page (then ``populate`` of those)."""
 
 
 class MmCfg(StrictModel):

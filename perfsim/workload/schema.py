@@ -41,8 +41,9 @@ _Model = StrictModel
 
 
 # --------------------------------------------------------------------------- processes
-class VmaSpec(_Model):
-    """One VMA of an explicit layout: ``[start, start + size)``."""
+class VmaBase(_Model):
+    """A VMA ``[start, start + size)``, the keys every VMA table has (a workload's
+    ``[[processes.vmas]]``, a scenario's, in the same words)."""
 
     name: str = Field(min_length=1)
     start: Address
@@ -52,13 +53,19 @@ class VmaSpec(_Model):
     """rmap identity: the file (``i_mmap_rwsem``) or anon family (``anon_vma``); default: name."""
     thp: bool = False
     populate: float = Field(1.0, ge=0.0, le=1.0)
-    hugepage_size: SizeBytes = 0
-    folio_size: SizeBytes = 0
-    uffd_wp: bool = False
+    """Fraction of its pages faulted in."""
 
     @property
     def end(self) -> int:
         return self.start + self.size
+
+
+class VmaSpec(VmaBase):
+    """One VMA of an explicit layout: ``[start, start + size)``."""
+
+    hugepage_size: SizeBytes = 0
+    folio_size: SizeBytes = 0
+    uffd_wp: bool = False
 
 
 class Process(_Model):
