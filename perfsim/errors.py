@@ -68,7 +68,7 @@ def describe_validation(exc, root=None, *, origin: str | None = None, hide=(), h
     was validated, minus ``hide``); ``Value error,`` prefixes are dropped; ``hint(err)`` may
     add a model-specific explanation to a message."""
     parts = []
-    for err in exc.errors():
+    for err in _without_union_labels(exc.errors()):
         loc = err["loc"]
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden" and root is not None and loc:
@@ -83,6 +83,32 @@ def describe_validation(exc, root=None, *, origin: str | None = None, hide=(), h
         parts.append(f"{format_loc(loc)}: {msg}")
     text = "; ".join(parts)
     return f"{origin}: {text}" if origin else text
+
+
+def _union_label(part) -> bool:
+    """A location part pydantic inserts for a member of a plain union (``SizeRange``,
+    ``list[int]``, ``function-before[...]``); perfsim's keys are lower-case names."""
+    return isinstance(part, str) and ("[" in part or part[:1].isupper())
+
+
+def _without_union_labels(errors: list[dict]) -> list[dict]:
+    """Errors with union-member labels dropped from their locations; where the value
+    matched no member, the members of the wrong type (``list_type``, ``model_type``, ...) are
+    left out when another member says what is wrong inside it (an unknown key, a bad value)."""
+    out, from_union = [], []
+    for err in errors:
+        loc = tuple(err["loc"])
+        clean = tuple(p for p in loc if not _union_label(p))
+        out.append(dict(err, loc=clean))
+        from_union.append(clean != loc)
+    keep = []
+    for err, union in zip(out, from_union, strict=True):
+        if union and err["type"].endswith("_type") and any(
+                u and not o["type"].endswith("_type") and o["loc"][:len(err["loc"])] == err["loc"]
+                for o, u in zip(out, from_union, strict=True)):
+            continue
+        keep.append(err)
+    return keep
 
 
 def check_dir_name(value: str, what: str) -> str:
