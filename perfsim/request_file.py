@@ -177,10 +177,20 @@ class PlanRequest(_Strict):
         out = self.model_dump(exclude_unset=True, exclude_none=True)
         if isinstance(out.get("thp"), str):
             out["thp"] = out["thp"] == "on"
-        for t in out.get("vma", []):
-            # perfsim.planner.request.vma_specs still reads a table's size as "len".
-            t["len"] = t["size"]
+        if "vma" in out:
+            out["vma"] = [_VmaKeys(t) for t in out["vma"]]
         return out
+
+
+class _VmaKeys(dict):
+    """A ``[[vma]]`` table's keys, whose ``size`` can also be read as ``t["len"]``: the
+    spelling :func:`perfsim.planner.request.vma_specs` still reads (to be switched to
+    ``size`` there; then this class goes). Holds, and shows, only the keys given."""
+
+    def __missing__(self, key: str) -> Any:
+        if key == "len":
+            return self["size"]
+        raise KeyError(key)
 
 
 KEYS: tuple[str, ...] = tuple(PlanRequest.model_fields)
