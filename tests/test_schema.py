@@ -380,3 +380,30 @@ def test_scenario_and_workload_share_the_vma_and_request_vocabulary():
             assert _unit(a.model_fields[name]) == _unit(b.model_fields[name]), (a, b, name)
     assert {"processes", "walkers", "duration_ns", "cpus", "seed", "kernel", "arch",
             "cost_profile"} <= set(Scenario.model_fields) & set(Workload.model_fields)
+
+
+@pytest.mark.parametrize("rel, key", [
+    ("workloads/gc_compaction.toml", "seed"),
+    ("workloads/scenarios/gc-compaction-reclaim.toml", "seed"),
+    ("sweeps/kernels_ab.toml", "replications"),
+    ("studies/quick.toml", "seed"),
+    ("studies/tune_flush_ceiling.toml", "replications"),
+    ("perfsim/data/arch/x86_64.toml", "levels"),
+])
+def test_a_wrong_type_says_what_was_given_and_what_is_allowed(rel, key):
+    path = ROOT / rel
+    model, what, prepare, _ = _kind(path)
+    doc = dict(tomllib.loads(path.read_text()), **{key: "many"})
+    with pytest.raises(PerfsimError) as exc:
+        load_model(doc, model, what, origin=rel, prepare=prepare)
+    assert f"{rel}: {key}: " in str(exc.value)
+    assert "got 'many'; allowed: an integer" in str(exc.value)
+
+
+def test_a_union_tag_is_not_part_of_the_field_name():
+    path = ROOT / "workloads/ipi_storm.toml"
+    doc = tomllib.loads(path.read_text())
+    doc["streams"][0]["arrival"] = {"kind": "periodic", "interval_ns": "often"}
+    with pytest.raises(PerfsimError) as exc:
+        load_model(doc, Workload, "workload", origin="w.toml")
+    assert "w.toml: streams[0].arrival.interval_ns: cannot parse 'often'" in str(exc.value)

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import (
-    BaseModel,
     BeforeValidator,
     Field,
     ValidationError,
@@ -28,7 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-from perfsim.errors import model_at, read_toml
+from perfsim.errors import describe_validation, read_toml
 from perfsim.schema import Address, DurationNs, SizeBytes, StrictModel, load_model
 from perfsim.workload.dist import CategoryDist, DurationDist, NumDist, SizeDist
 
@@ -401,65 +400,9 @@ def _check_synthetic(i: int, s: SyntheticStream) -> None:
 
 
 # --------------------------------------------------------------------------- errors
-def _model_at(loc: tuple) -> type[BaseModel] | None:
-    """The model class an error location points into (for 'allowed keys' hints)."""
-    return model_at(Workload, loc)
-
-
-def _fmt_loc(loc: tuple) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part in ("synthetic", "calls", "trace", "closed", "poisson", "periodic") or \
-                part in ("fixed", "choice", "cycle", "uniform", "loguniform", "empirical",
-                         "exponential", "function-before", "function-after"):
-            continue  # discriminator tags pydantic inserts
-        else:
-            out += f".{part}" if out else str(part)
-    return out or "(top level)"
-
-
 def describe(exc: ValidationError, origin: str) -> str:
     """One line per problem: ``FILE: field: problem; allowed: ...``."""
-    parts, seen = [], set()
-    for err in exc.errors():
-        loc = tuple(x for x in err["loc"] if not (isinstance(x, str) and x.startswith("function-")))
-        field = _fmt_loc(loc)
-        if field in seen:
-            continue
-        seen.add(field)
-        msg = err["msg"].removeprefix("Value error, ")
-        if not loc and "allowed:" in msg:
-            parts.append(msg)
-        elif err["type"] == "extra_forbidden":
-            m = _model_at(loc[:-1])
-            allowed = ", ".join(m.model_fields) if m else "see docs/workloads.md"
-            parts.append(f"{field}: unknown key {loc[-1]!r}; allowed keys: {allowed}")
-        elif err["type"] == "union_tag_invalid" or err["type"] == "union_tag_not_found":
-            parts.append(f"{field}: {msg}")
-        elif "allowed:" in msg:
-            parts.append(f"{field}: {msg}" if not msg.startswith(field) else msg)
-        else:
-            hint = _hint(err)
-            parts.append(f"{field}: {msg}; got {err.get('input')!r}{hint}")
-    return f"{origin}: " + "; ".join(parts)
-
-
-def _hint(err: dict) -> str:
-    t = err["type"]
-    ctx = err.get("ctx") or {}
-    if t == "literal_error":
-        return f"; allowed: {ctx.get('expected', '')}"
-    if t.startswith("greater_than") or t.startswith("less_than"):
-        return ""
-    if t in ("int_type", "int_parsing", "int_from_float"):
-        return "; allowed: an integer"
-    if t in ("bool_type", "bool_parsing"):
-        return "; allowed: true or false"
-    if t == "missing":
-        return "; this key is required"
-    return ""
+    return describe_validation(exc, Workload, origin=origin)
 
 
 def parse_workload(data: dict | str, origin: str = "<workload>") -> Workload:
