@@ -12,6 +12,22 @@ studies, tune specs, plan requests) is a :class:`StrictModel` read by :func:`loa
   ``hold_ns``); a key without a suffix that holds bytes is a size (``size``, ``old_len``).
 
 ``docs/inputs.md`` lists every key name, its type and the kinds that use it.
+
+>>> class Gap(StrictModel):
+...     size: SizeBytes
+...     interval_ns: DurationNs = 0
+>>> load_model('size = "1G+4K"', Gap, "example").size
+1073745920
+>>> load_model({"size": 4096, "interval_ns": "1.5us"}, Gap, "example").interval_ns
+1500
+>>> load_model({"size": 4096, "hold": 3}, Gap, "example", origin="gap.toml")
+Traceback (most recent call last):
+perfsim.errors.PerfsimError: gap.toml: hold: unknown key 'hold'; allowed keys: size, interval_ns
+>>> try:
+...     load_model({"size": 1.5}, Gap, "example", origin="gap.toml")
+... except PerfsimError as exc:
+...     print(str(exc).split(";")[0])
+gap.toml: size: expected a size such as "4K", "2M", "1G+4K", "0x200000" or an integer number of bytes
 """
 
 from __future__ import annotations
