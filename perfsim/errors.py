@@ -65,11 +65,18 @@ def describe_validation(exc, root=None, *, origin: str | None = None, hide=(), h
     """One line for a pydantic ``ValidationError``: ``origin: field: problem; ...``.
 
     Unknown keys name the keys allowed at that place (found from ``root``, the model that
-    was validated, minus ``hide``); ``Value error,`` prefixes are dropped; ``hint(err)`` may
-    add a model-specific explanation to a message."""
-    parts = []
-    for err in exc.errors():
-        loc = err["loc"]
+    was validated, minus ``hide``); ``Value error,`` prefixes are dropped; the tags of
+    discriminated unions (``synthetic``, ``loguniform``) are left out of field names; a
+    wrong type says what was given and what is allowed; a model-level check whose message
+    names its own field and allowed values is shown as it is; ``hint(err)`` may add a
+    model-specific explanation to a message."""
+    parts, seen = [], set()
+    for err in _without_union_labels(exc.errors()):
+        loc = tuple(err["loc"])
+        field = format_loc(_without_tags(root, loc)) if root is not None else format_loc(loc)
+        if field in seen:  # a union reports one error per alternative: keep the first
+            continue
+        seen.add(field)
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden" and root is not None and loc:
             m = model_at(root, loc[:-1])
@@ -78,11 +85,99 @@ def describe_validation(exc, root=None, *, origin: str | None = None, hide=(), h
                 msg = f"unknown key {loc[-1]!r}; allowed keys: {allowed}"
         elif err["type"] == "literal_error":
             msg = msg.replace("Input should be", "allowed:")
+        elif err["type"] in _TYPE_HINTS:
+            msg = f"{msg}; got {err.get('input')!r}; allowed: {_TYPE_HINTS[err['type']]}"
         if hint is not None:
             msg += hint(err)
-        parts.append(f"{format_loc(loc)}: {msg}")
+        if not loc and "allowed:" in msg:
+            parts.append(msg)
+        else:
+            parts.append(f"{field}: {msg}")
     text = "; ".join(parts)
     return f"{origin}: {text}" if origin else text
+
+
+_TYPE_HINTS = {
+    "int_type": "an integer", "int_parsing": "an integer", "int_from_float": "an integer",
+    "bool_type": "true or false", "bool_parsing": "true or false",
+    "float_type": "a number", "float_parsing": "a number",
+    "string_type": "a string", "list_type": "a list", "dict_type": "a table",
+}
+
+
+def _without_tags(root, loc: tuple) -> tuple:
+    """``loc`` without the tags pydantic inserts for members of discriminated unions
+    (``streams[0].synthetic.size`` → ``streams[0].size``)."""
+    out, prefix = [], ()
+    for part in loc:
+        prefix += (part,)
+        if isinstance(part, str) and _is_tag(root, prefix):
+            continue
+        out.append(part)
+    return tuple(out)
+
+
+def _is_tag(root, prefix: tuple) -> bool:
+    import typing
+
+    parent = model_at_union(root, prefix[:-1])
+    for m in parent:
+        if prefix[-1] in m.model_fields:
+            return False
+    for m in parent:
+        tag = m.model_fields.get("kind") or m.model_fields.get("dist")
+        if tag is not None and prefix[-1] in typing.get_args(tag.annotation):
+            return True
+    return False
+
+
+def model_at_union(root, loc: tuple) -> list:
+    """The model classes a location may point into (all members of a union)."""
+    import typing
+
+    cls = root
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        nxt = None
+        for m in _models_in(cls):
+            if part in m.model_fields:
+                nxt = m.model_fields[part].annotation
+                break
+            tag = m.model_fields.get("kind") or m.model_fields.get("dist")
+            if tag is not None and part in typing.get_args(tag.annotation):
+                nxt = m
+                break
+        if nxt is None:
+            return []
+        cls = nxt
+    return _models_in(cls)
+
+
+def _union_label(part) -> bool:
+    """A location part pydantic inserts for a member of a plain union (``SizeRange``,
+    ``list[int]``, ``function-before[...]``); perfsim's keys are lower-case names."""
+    return isinstance(part, str) and ("[" in part or part[:1].isupper())
+
+
+def _without_union_labels(errors: list[dict]) -> list[dict]:
+    """Errors with union-member labels dropped from their locations; where the value
+    matched no member, the members of the wrong type (``list_type``, ``model_type``, ...) are
+    left out when another member says what is wrong inside it (an unknown key, a bad value)."""
+    out, from_union = [], []
+    for err in errors:
+        loc = tuple(err["loc"])
+        clean = tuple(p for p in loc if not _union_label(p))
+        out.append(dict(err, loc=clean))
+        from_union.append(clean != loc)
+    keep = []
+    for err, union in zip(out, from_union, strict=True):
+        if union and err["type"].endswith("_type") and any(
+                u and not o["type"].endswith("_type") and o["loc"][:len(err["loc"])] == err["loc"]
+                for o, u in zip(out, from_union, strict=True)):
+            continue
+        keep.append(err)
+    return keep
 
 
 def check_dir_name(value: str, what: str) -> str:

@@ -18,13 +18,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
-from perfsim.errors import PerfsimError, describe_validation, parse_toml
+from perfsim.errors import PerfsimError, describe_validation
+from perfsim.schema import Address, StrictModel, load_model
 
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_Frozen = StrictModel
 
 
 class X86Tlb(_Frozen):
@@ -71,7 +70,7 @@ class ArchProfile(_Frozen):
     p4d_shift: int
     pgd_shift: int
     levels: int = Field(ge=3, le=5)
-    user_va_top: int = Field(gt=0)
+    user_va_top: Address = Field(gt=0)
     have_move_pmd: bool = True
     have_move_pud: bool = True
     split_pmd_ptlocks: bool = True
@@ -245,18 +244,11 @@ def _load(sub: str, name_or_path: str, model: type[_Frozen], names: list[str], w
     path = Path(name_or_path)
     if name_or_path in names:
         text = (resources.files("perfsim") / "data" / sub / f"{name_or_path}.toml").read_text()
-        origin = f"built-in {what} {name_or_path!r}"
-    elif path.suffix == ".toml" and path.is_file():
-        text = path.read_text()
-        origin = str(path)
-    else:
-        raise PerfsimError(f"unknown {what} {name_or_path!r}; valid names: {', '.join(names)} "
-                           "(or a path to a .toml file)")
-    data = parse_toml(text, origin)
-    try:
-        return model(**data)
-    except ValidationError as exc:
-        raise PerfsimError(f"{origin}: {_one_line(exc, model)}") from None
+        return load_model(text, model, what, origin=f"built-in {what} {name_or_path!r}")
+    if path.suffix == ".toml" and path.is_file():
+        return load_model(path, model, what)
+    raise PerfsimError(f"unknown {what} {name_or_path!r}; valid names: {', '.join(names)} "
+                       "(or a path to a .toml file)")
 
 
 def load_arch(name_or_path: str) -> ArchProfile:

@@ -1,7 +1,9 @@
-"""Sizes and addresses as the user writes them: ``4K``, ``1G+4K``, ``0x7f0000000000``.
+"""Sizes, addresses and durations as the user writes them: ``4K``, ``1G+4K``,
+``0x7f0000000000``, ``20us``.
 
 All sizes are integer bytes. Suffixes are binary (K = 1024). A term may be a plain integer,
 a hex number, or a number with a suffix; terms may be joined with ``+`` and ``-``.
+All durations are integer nanoseconds: an integer, or a number with ``ns``/``us``/``ms``/``s``.
 """
 
 from __future__ import annotations
@@ -80,6 +82,33 @@ def parse_address(text: str | int, *, bases: dict[str, int], what: str = "addres
             raise PerfsimError(f"{what}: cannot parse {text!r}; expected an address such as "
                                f"0x7f0000201000 or a base ({names}) plus sizes, e.g. A+2M+4K")
     return parse_size(text, what=what)
+
+
+_DUR = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ns|us|µs|ms|s)?\s*$")
+_DUR_UNIT = {None: 1, "ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
+
+
+def parse_duration(text: str | int, *, what: str = "duration") -> int:
+    """Parse ``text`` into integer nanoseconds; raise :class:`PerfsimError` naming ``what``.
+
+    >>> parse_duration("1.5us")
+    1500
+    >>> parse_duration("20ms")
+    20000000
+    >>> parse_duration(300)
+    300
+    """
+    if isinstance(text, bool) or isinstance(text, float):
+        raise PerfsimError(f"{what}: expected integer nanoseconds or a duration such as "
+                           f"500ns, 100us, 2ms; got {text!r}")
+    if isinstance(text, int):
+        if text < 0:
+            raise PerfsimError(f"{what}: must not be negative (got {text})")
+        return text
+    m = _DUR.match(str(text))
+    if not m:
+        raise PerfsimError(f"{what}: cannot parse {text!r}; expected e.g. 500ns, 100us, 2ms, 1s")
+    return int(round(float(m.group(1)) * _DUR_UNIT[m.group(2)]))
 
 
 def _split_terms(s: str) -> list[tuple[int, str]]:

@@ -37,36 +37,36 @@ def _write(tmp_path, text: str) -> Path:
 
 BASE = """
 cpus = 2
-[[mm]]
+[[processes]]
 name = "app"
 cpus = [0, 1]
-  [[mm.vma]]
+  [[processes.vmas]]
   name = "heap"
   start = "0x7f0000200000"
-  length = "8M"
-[[caller]]
+  size = "8M"
+[[callers]]
 name = "c"
-mm = "app"
+process = "app"
 cpu = 0
-  [[caller.request]]
+  [[callers.requests]]
   old_addr = "0x7f0000200000"
-  length = "8M"
+  old_len = "8M"
   new_addr = "0x7f4000200000"
 """
 
 
 def test_unknown_scenario_field_is_named(tmp_path):
-    with pytest.raises(PerfsimError, match=r"caller\[0\]\.speed: unknown key .speed.; allowed keys: name, mm"):
+    with pytest.raises(PerfsimError, match=r"callers\[0\]\.speed: unknown key .speed.; allowed keys: name, process"):
         load_scenario(_write(tmp_path, BASE.replace('cpu = 0\n', 'cpu = 0\nspeed = 3\n')))
 
 
 def test_bad_size_in_scenario_is_named(tmp_path):
-    with pytest.raises(PerfsimError, match=r"mm\[0\]\.vma\[0\]\.length"):
-        load_scenario(_write(tmp_path, BASE.replace('length = "8M"', 'length = "8Q"', 1)))
+    with pytest.raises(PerfsimError, match=r"processes\[0\]\.vmas\[0\]\.size"):
+        load_scenario(_write(tmp_path, BASE.replace('size = "8M"', 'size = "8Q"', 1)))
 
 
 def test_walker_on_unknown_vma_lists_the_known_ones(tmp_path):
-    text = BASE + '[[walker]]\nname = "w"\nmm = "app"\nvma = "stack"\ncpu = 1\ninterval = "1us"\nhold = "1us"\n'
+    text = BASE + '[[walkers]]\nname = "w"\nprocess = "app"\nvma = "stack"\ncpu = 1\ninterval_ns = "1us"\nhold_ns = "1us"\n'
     with pytest.raises(PerfsimError, match="unknown vma 'stack'.*known: heap"):
         simulate(_write(tmp_path, text))
 

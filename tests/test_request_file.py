@@ -27,7 +27,7 @@ def test_every_key_has_a_default_and_help():
         assert field.description, name
     assert DEFAULTS["fixed"] is True and DEFAULTS["maymove"] is True and DEFAULTS["cpus"] == 1
     assert KEYS[:2] == ("description", "len") and "vma" in KEYS
-    assert set(VMA_KEYS) >= {"start", "len", "backing", "prot", "populate", "thp", "folio_size",
+    assert set(VMA_KEYS) >= {"start", "size", "backing", "prot", "populate", "thp", "folio_size",
                              "pgoff", "file", "uffd", "touched"}
 
 
@@ -38,12 +38,12 @@ src = "A"
 dst = "B"
 [[vma]]
 start = "A"
-len = "8K"
+size = "8K"
 backing = "shmem"
 file = "f"
 [[vma]]
 start = "A+1M"
-len = "4K"
+size = "4K"
 prot = "none"
 touched = false
 ''', "--json")
@@ -62,10 +62,10 @@ src = "A"
 dst = "B"
 [[vma]]
 start = "A"
-len = "4K"
+size = "4K"
 [[vma]]
 start = "A+8K"
-len = "4K"
+size = "4K"
 uffd = "missing"
 ''', "--json")
     doc = json.loads(out)
@@ -79,17 +79,17 @@ def test_flags_as_the_syscall_takes_them():
 
 
 @pytest.mark.parametrize("text, needle", [
-    ('len = "1G"\n[[vma]]\nstart = "A"\nlen = "4K"\nbacking = "ram"\n',
+    ('len = "1G"\n[[vma]]\nstart = "A"\nsize = "4K"\nbacking = "ram"\n',
      "[[vma]] #1: key 'backing': got 'ram'; allowed: one of anon, shmem, file, hugetlb"),
-    ('len = "1G"\n[[vma]]\nstart = "A"\nlen = "4K"\n[[vma]]\nstart = "B"\nlen = "4K"\n'
+    ('len = "1G"\n[[vma]]\nstart = "A"\nsize = "4K"\n[[vma]]\nstart = "B"\nsize = "4K"\n'
      'uffd = "sometimes"\n', "[[vma]] #2: key 'uffd': got 'sometimes'; allowed: \"missing\" or"),
-    ('len = "1G"\n[[vma]]\nstart = "A"\n', "[[vma]] #1: key 'len' is required"),
-    ('len = "1G"\n[[vma]]\nstart = "A"\nlen = "4K"\nprot = "rwq"\n', "[[vma]] #1: key 'prot'"),
-    ('len = "1G"\n[[vma]]\nstart = "A"\nlen = "4K"\ncolor = 1\n',
-     "[[vma]] #1: unknown key 'color'; allowed keys: start, len, backing"),
-    ('len = "1G"\n[[vma]]\nstart = "A"\nlen = "4K"\npopulate = "every:0"\n',
+    ('len = "1G"\n[[vma]]\nstart = "A"\n', "[[vma]] #1: key 'size' is required"),
+    ('len = "1G"\n[[vma]]\nstart = "A"\nsize = "4K"\nprot = "rwq"\n', "[[vma]] #1: key 'prot'"),
+    ('len = "1G"\n[[vma]]\nstart = "A"\nsize = "4K"\ncolor = 1\n',
+     "[[vma]] #1: unknown key 'color'; allowed keys: start, size, backing"),
+    ('len = "1G"\n[[vma]]\nstart = "A"\nsize = "4K"\npopulate = "every:0"\n',
      "vma #1 populate: 'every:K' needs an integer K >= 1"),
-    ('len = "1G"\n[[vma]]\nstart = "A"\nlen = "4K"\nfolio_size = "3K"\n',
+    ('len = "1G"\n[[vma]]\nstart = "A"\nsize = "4K"\nfolio_size = "3K"\n',
      "vma #1 folio_size: 3K is not an mTHP folio size; allowed: 16K"),
     ('len = "1G"\nmaymove = "maybe"\n', "key 'maymove'"),
 ])

@@ -44,21 +44,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
 import perfsim
 from perfsim.cost import load_cost_profile
 from perfsim.cost.profile import CostProfile
 from perfsim.errors import PerfsimError, check_dir_name, describe_validation, read_toml
 from perfsim.profiles import Target, resolve_target
+from perfsim.schema import StrictModel, load_model
 from perfsim.workload.run import resolve_workload
 from perfsim.workload.schema import Workload, parse_workload, read_workload_dict, resolve_paths
 
 WHOLE_AXES = ("workload", "kernel", "arch", "cost_profile")
 
 
-class _M(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_M = StrictModel
 
 
 class Base(_M):
@@ -123,10 +123,7 @@ def _one_line(exc: ValidationError, origin: str) -> str:
 
 
 def parse_sweep(data: dict, base_dir: Path, origin: str = "<sweep>") -> Sweep:
-    try:
-        spec = SweepFile.model_validate(data)
-    except ValidationError as exc:
-        raise PerfsimError(_one_line(exc, origin)) from None
+    spec = load_model(data, SweepFile, "sweep", origin=origin, describe=_one_line)
     refs = [spec.base.workload] + [str(v) for v in spec.grid.get("workload", [])]
     loaded = {}
     for ref in refs:

@@ -19,15 +19,14 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
     model_validator,
 )
 
-from perfsim.errors import PerfsimError, describe_validation, parse_toml, read_text
+from perfsim.errors import PerfsimError, describe_validation
+from perfsim.schema import DurationNs, StrictModel, load_model
 
 #: Every cost parameter, with the one-line meaning shown in docs and errors.
 PARAM_DOCS: dict[str, str] = {
@@ -84,7 +83,7 @@ PARAM_DOCS: dict[str, str] = {
 PARAM_NAMES: tuple[str, ...] = tuple(PARAM_DOCS)
 
 
-class CostParam(BaseModel):
+class CostParam(StrictModel):
     """One cost: ``ns`` (integer nanoseconds) and how it varies.
 
     ``dist``:
@@ -95,9 +94,7 @@ class CostParam(BaseModel):
     ``source`` names where the number came from (required, non-empty).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    ns: int = Field(ge=0)
+    ns: DurationNs
     dist: Literal["fixed", "lognormal", "normal"] = "fixed"
     sigma: float = Field(0.0, ge=0.0, le=3.0)
     source: str = Field(min_length=1)
@@ -115,10 +112,8 @@ class CostParam(BaseModel):
         return self.dist == "fixed"
 
 
-class CostParams(BaseModel):
+class CostParams(StrictModel):
     """The full parameter set; every field is required."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     syscall_ns: CostParam
     unmap_ns: CostParam
@@ -155,15 +150,13 @@ class CostParams(BaseModel):
 assert tuple(CostParams.model_fields) == PARAM_NAMES
 
 
-class CostProfile(BaseModel):
+class CostProfile(StrictModel):
     """A named set of costs for one architecture.
 
     ``ipi_shootdown``: remote TLBs are invalidated by IPIs (x86-64, riscv) rather than by
     hardware broadcast (arm64 TLBI ...IS); the engine and :func:`~perfsim.cost.predict` use it
     to derive IPI fan-out from the number of CPUs in the mm.
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(min_length=1)
     description: str = ""
@@ -252,19 +245,18 @@ def _one_line(exc: ValidationError) -> str:
     return describe_validation(exc, CostProfile, hint=_param_hint)
 
 
+def _describe(exc: ValidationError, origin: str) -> str:
+    return f"{origin}: {_one_line(exc)}"
+
+
 def _validate(data: dict, origin: str) -> CostProfile:
-    try:
-        return CostProfile(**data)
-    except ValidationError as exc:
-        raise PerfsimError(f"{origin}: {_one_line(exc)}") from None
-    except TypeError as exc:
-        raise PerfsimError(f"{origin}: {exc}") from None
+    return load_model(data, CostProfile, "cost profile", origin=origin, describe=_describe)
 
 
 def parse_cost_profile(text: str, origin: str = "<string>") -> CostProfile:
     """Validate TOML text into a :class:`CostProfile`; raise :class:`PerfsimError` naming the
     field on any problem."""
-    return _validate(parse_toml(text, origin), origin)
+    return load_model(text, CostProfile, "cost profile", origin=origin, describe=_describe)
 
 
 def _arch_names() -> list[str]:
@@ -293,7 +285,7 @@ def load_cost_profile(name_or_path: str | Path | CostProfile) -> CostProfile:
         return parse_cost_profile(text, f"built-in cost profile {key!r}")
     path = Path(key)
     if isinstance(name_or_path, Path) or _looks_like_path(key) or path.exists():
-        return parse_cost_profile(read_text(path, "cost profile"), str(path))
+        return load_model(path, CostProfile, "cost profile", describe=_describe)
     raise PerfsimError(f"unknown cost profile {key!r}; valid names: {', '.join(names)} "
                        "(or a path to a .toml file)")
 

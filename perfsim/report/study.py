@@ -41,10 +41,10 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from perfsim.errors import PerfsimError, check_dir_name, describe_validation, read_toml
-from perfsim.units import parse_size
+from perfsim.errors import check_dir_name, describe_validation
+from perfsim.schema import DurationNs, SizeBytes, StrictModel, load_model, to_size_bytes
 
 #: The five alignment classes of a move, in report order (docs/kernel-rules.md, E1–E4).
 CLASSES: tuple[str, ...] = ("pud", "pmd", "realignable", "blocked", "unaligned")
@@ -58,24 +58,18 @@ CLASS_DOCS: dict[str, str] = {
 BACKINGS = ("anon", "shmem", "file")
 
 
-class _M(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_M = StrictModel
 
 
 def _size(v: Any) -> int:
-    if isinstance(v, bool) or isinstance(v, float):
-        raise ValueError('expected a size such as "4K", "2M", "1G" or an integer')
-    try:
-        return parse_size(v, what="size")
-    except PerfsimError as exc:
-        raise ValueError(str(exc)) from None
+    return to_size_bytes(v)
 
 
 class SizeRange(_M):
     """Powers of two from ``min`` to ``max`` (``per_octave`` points per doubling, 1 or 2)."""
 
-    min: int | str = "4K"
-    max: int | str = "4G"
+    min: SizeBytes = "4K"
+    max: SizeBytes = "4G"
     per_octave: Literal[1, 2] = 1
 
     def values(self) -> list[int]:
@@ -95,7 +89,7 @@ class Calls(_M):
     """The single-call grid, priced by the cost model's closed form (the engine equals it
     exactly when nothing contends) with ``replications`` seeded jitter draws per cell."""
 
-    sizes: SizeRange | list[int | str] = SizeRange()
+    sizes: SizeRange | list[SizeBytes] = SizeRange()
     classes: list[Literal["pud", "pmd", "realignable", "blocked", "unaligned"]] = list(CLASSES)
     threads: list[int] = [1, 4, 16]
     backings: list[Literal["anon", "shmem", "file"]] = ["anon", "shmem"]
@@ -129,15 +123,15 @@ class Contention(_M):
     threads do user work (they receive the shootdown IPIs)."""
 
     enabled: bool = True
-    size: int | str = "64M"
+    size: SizeBytes = "64M"
     calls: int = Field(20, ge=2, le=10_000)
-    interval_ns: int = Field(100_000, ge=0)
+    interval_ns: DurationNs = 100_000
     classes: list[Literal["pud", "pmd", "realignable", "blocked", "unaligned"]] = [
         "realignable", "unaligned"]
     backing: Literal["anon", "shmem", "file"] = "anon"
     threads: list[int] = [1, 4, 16]
-    walker_interval_ns: int = Field(20_000, ge=100)
-    walker_hold_ns: int = Field(3_000, ge=0)
+    walker_interval_ns: DurationNs = Field(20_000, ge=100)
+    walker_hold_ns: DurationNs = 3_000
     walker_hold_sigma: float = Field(0.5, ge=0, le=3)
     replications: int = Field(5, ge=1, le=1000)
 
@@ -156,11 +150,13 @@ class Workloads(_M):
 class TraceCall(_M):
     """One call to export as Chrome trace-event JSON (``traces/<id>.json``)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(populate_by_name=True)
 
     cls: Literal["pud", "pmd", "realignable", "blocked", "unaligned"] = Field("unaligned",
                                                                               alias="class")
     size: int | str = "1G"
+    """A size as written (``perfsim report --trace-call CLASS:SIZE`` checks it against the
+    target with its own message); a study checks it with :func:`~perfsim.schema.to_size_bytes`."""
     kernel: str = "6.18"
     cost_profile: str | None = None
     threads: int = Field(1, ge=1, le=1024)
@@ -206,7 +202,7 @@ class Study(_M):
     kernels: list[str] = ["6.6", "6.18"]
     """Exactly two: the baseline first (e.g. 6.6, no realignment), the new kernel last."""
     cost_profiles: list[str] = ["x86_64-generic", "kvm-host"]
-    reference_size: int | str = "1G"
+    reference_size: SizeBytes = "1G"
     calls: Calls = Calls()
     contention: Contention = Contention()
     workloads: Workloads = Workloads()
@@ -287,24 +283,25 @@ def _describe(exc: ValidationError) -> str:
 def parse_study(data: dict, origin: str = "<study>") -> Study:
     """Validate a study dict; a :class:`PerfsimError` naming ``origin`` and the field on
     any problem."""
-    try:
-        return Study.model_validate(data)
-    except ValidationError as exc:
-        raise PerfsimError(f"{origin}: {_describe(exc)}") from None
+    return load_model(data, Study, "study", origin=origin,
+                      describe=lambda exc, o: f"{o}: {_describe(exc)}")
 
 
 def load_study(path: str | Path) -> Study:
     """Read and validate a study TOML file."""
     p = Path(path)
-    data = read_toml(p, "study")
-    # Tune files named by path inside a study are read relative to the study.
-    tunes = data.get("tune")
-    if isinstance(tunes, list):
-        from perfsim.tune.spec import read_tune_dict
 
-        data["tune"] = [read_tune_dict(p.parent / t)[0] if isinstance(t, str) else t
-                        for t in tunes]
-    return parse_study(data, str(p))
+    def tunes_relative_to_the_study(data: dict) -> dict:
+        tunes = data.get("tune")
+        if isinstance(tunes, list):
+            from perfsim.tune.spec import read_tune_dict
+
+            data = dict(data, tune=[read_tune_dict(p.parent / t)[0] if isinstance(t, str)
+                                    else t for t in tunes])
+        return data
+
+    return load_model(p, Study, "study", prepare=tunes_relative_to_the_study,
+                      describe=lambda exc, o: f"{o}: {_describe(exc)}")
 
 
 def default_study() -> Study:

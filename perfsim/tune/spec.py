@@ -35,9 +35,10 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from perfsim.errors import PerfsimError, check_dir_name, describe_validation, read_toml
+from perfsim.schema import StrictModel, load_model
 
 #: Objective and constraint metric names → the per-run metric column they read.
 METRIC_ALIASES: dict[str, str] = {
@@ -64,8 +65,7 @@ def metric_column(name: str) -> str:
                        f"or a run metric ({', '.join(list(METRICS) + list(EXTRA_METRICS))})")
 
 
-class _M(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_M = StrictModel
 
 
 class KnobRange(_M):
@@ -222,10 +222,8 @@ def parse_tune(data: dict, origin: str = "<tune>", base_dir: Path | None = None)
     d = dict(data)
     if base_dir is not None and "base_dir" not in d:
         d["base_dir"] = str(base_dir)
-    try:
-        return TuneSpec.model_validate(d)
-    except ValidationError as exc:
-        raise PerfsimError(f"{origin}: {describe(exc)}") from None
+    return load_model(d, TuneSpec, "tune", origin=origin,
+                      describe=lambda exc, o: f"{o}: {describe(exc)}")
 
 
 def read_tune_dict(path: str | Path) -> tuple[dict, Path]:

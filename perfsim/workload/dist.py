@@ -13,7 +13,8 @@ Every distribution is a small validated model with a ``dist`` tag::
     think_ns = { dist = "exponential", mean = 20000 }
 
 ``align`` rounds every draw *up* to a multiple (sizes: to whole pages). Size values may be
-strings such as ``"1G+4K"`` (see :func:`perfsim.units.parse_size`).
+strings such as ``"1G+4K"`` (:data:`perfsim.schema.SizeBytes`), durations strings such as
+``"20us"`` (:data:`perfsim.schema.DurationNs`).
 
 Draws come only from the ``numpy.random.Generator`` passed in (one per stream, spawned from
 the run's ``SeedSequence``), vectorised: ``sample(rng, n)`` returns ``n`` values. A fixed or a
@@ -25,16 +26,14 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
-from perfsim.errors import PerfsimError
-from perfsim.units import parse_size
+from perfsim.schema import StrictModel, to_duration_ns, to_size_bytes
 
 Number = int | float
 
 
-class _Dist(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Dist(StrictModel):
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:  # pragma: no cover
         raise NotImplementedError
@@ -195,27 +194,22 @@ def _shorthand(v: Any) -> Any:
     return v
 
 
-def _to_size(x: Any) -> Any:
-    if isinstance(x, str):
-        try:
-            return parse_size(x)
-        except PerfsimError as exc:
-            raise ValueError(str(exc).removeprefix("size: ")) from None
-    if isinstance(x, float) and x.is_integer():
-        return int(x)
-    if isinstance(x, bool) or not isinstance(x, int):
-        raise ValueError(f"expected a size such as \"2M\" or an integer number of bytes, got {x!r}")
-    return x
-
-
-def _sizes(v: Any) -> Any:
+def _converted(v: Any, convert) -> Any:
     v = dict(_shorthand(v))
     for k in ("value", "min", "max", "align", "mean"):
         if k in v:
-            v[k] = _to_size(v[k])
+            v[k] = convert(v[k])
     if "values" in v and isinstance(v["values"], list):
-        v["values"] = [_to_size(x) for x in v["values"]]
+        v["values"] = [convert(x) for x in v["values"]]
     return v
+
+
+def _sizes(v: Any) -> Any:
+    return _converted(v, to_size_bytes)
+
+
+def _durations(v: Any) -> Any:
+    return _converted(v, to_duration_ns)
 
 
 def _numbers(v: Any) -> Any:
@@ -244,8 +238,10 @@ def _categories(allowed: tuple[str, ...]):
 
 SizeDist = Annotated[Dist, BeforeValidator(_sizes)]
 """A distribution of byte sizes (strings like ``"2M"`` accepted)."""
+DurationDist = Annotated[Dist, BeforeValidator(_durations)]
+"""A distribution of integer nanoseconds (strings like ``"20us"`` accepted)."""
 NumDist = Annotated[Dist, BeforeValidator(_numbers)]
-"""A distribution of plain numbers (fractions, factors, nanoseconds)."""
+"""A distribution of plain numbers (fractions, factors)."""
 
 
 def CategoryDist(*allowed: str):  # noqa: N802 - a type factory

@@ -20,62 +20,51 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import (
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
     model_validator,
 )
 
-from perfsim.errors import PerfsimError, model_at, parse_toml, read_toml
-from perfsim.units import parse_size
-from perfsim.workload.dist import CategoryDist, NumDist, SizeDist
+from perfsim.errors import describe_validation, read_toml
+from perfsim.schema import Address, DurationNs, SizeBytes, StrictModel, load_model
+from perfsim.workload.dist import CategoryDist, DurationDist, NumDist, SizeDist
 
 BACKINGS = ("anon", "shmem", "file", "hugetlb")
 ALIGNS = ("pud", "pmd", "page", "random")
 DST_ALIGNS = ("same", "pud", "pmd", "page", "random")
 OPS = ("move", "grow", "stack")
 
-Size = int | str
-
-
-def _size(v: Any, what: str = "size") -> int:
-    if isinstance(v, bool) or isinstance(v, float):
-        raise ValueError('expected a size such as "2M", "0x7f0000000000" or an integer')
-    try:
-        return parse_size(v, what=what)
-    except PerfsimError as exc:
-        raise ValueError(str(exc)) from None
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+_Model = StrictModel
 
 
 # --------------------------------------------------------------------------- processes
-class VmaSpec(_Model):
-    """One VMA of an explicit layout: ``[start, start + size)``."""
+class VmaBase(_Model):
+    """A VMA ``[start, start + size)``, the keys every VMA table has (a workload's
+    ``[[processes.vmas]]``, a scenario's, in the same words)."""
 
     name: str = Field(min_length=1)
-    start: int
-    size: int = Field(gt=0)
+    start: Address
+    size: SizeBytes = Field(gt=0)
     backing: Literal["anon", "shmem", "file", "hugetlb"] = "anon"
     file: str | None = None
     """rmap identity: the file (``i_mmap_rwsem``) or anon family (``anon_vma``); default: name."""
     thp: bool = False
     populate: float = Field(1.0, ge=0.0, le=1.0)
-    hugepage_size: int = 0
-    folio_size: int = 0
-    uffd_wp: bool = False
-
-    _sizes = field_validator("start", "size", "hugepage_size", "folio_size", mode="before")(
-        classmethod(lambda cls, v: _size(v)))
+    """Fraction of its pages faulted in."""
 
     @property
     def end(self) -> int:
         return self.start + self.size
+
+
+class VmaSpec(VmaBase):
+    """One VMA of an explicit layout: ``[start, start + size)``."""
+
+    hugepage_size: SizeBytes = 0
+    folio_size: SizeBytes = 0
+    uffd_wp: bool = False
 
 
 class Process(_Model):
@@ -87,7 +76,7 @@ class Process(_Model):
     """CPU of each thread; default: thread *i* on CPU *i* mod the machine's CPUs."""
     user_work: bool = True
     """Threads that issue no mremap run user work in quanta that IPIs interrupt."""
-    quantum_ns: int = Field(100_000, gt=0)
+    quantum_ns: DurationNs = Field(100_000, gt=0)
     vmas: list[VmaSpec] = []
 
     @field_validator("cpus")
@@ -103,7 +92,7 @@ class Closed(_Model):
     """Closed loop: the next call follows the previous one's return after ``think_ns``."""
 
     kind: Literal["closed"] = "closed"
-    think_ns: NumDist = 0
+    think_ns: DurationDist = 0
 
 
 class Poisson(_Model):
@@ -118,7 +107,7 @@ class Periodic(_Model):
     """One call every ``interval_ns`` (a GC cycle, a resize timer)."""
 
     kind: Literal["periodic"] = "periodic"
-    interval_ns: int = Field(gt=0)
+    interval_ns: DurationNs = Field(gt=0)
 
 
 Arrival = typing.Annotated[Closed | Poisson | Periodic, Field(discriminator="kind")]
@@ -132,7 +121,7 @@ class _StreamBase(_Model):
     count: int | None = Field(None, ge=1, le=10_000_000)
     """Number of calls; default: as many as fit in the workload's ``duration_ns``."""
     arrival: Arrival = Closed()
-    start_ns: int = Field(0, ge=0)
+    start_ns: DurationNs = 0
 
 
 class SyntheticStream(_StreamBase):
@@ -169,11 +158,8 @@ class SyntheticStream(_StreamBase):
     guard_below_src: float = Field(0.0, ge=0.0, le=1.0)
     """Probability of a VMA just below the source in its PMD (refuses realignment, E3)."""
     guard_below_dst: float = Field(0.0, ge=0.0, le=1.0)
-    hugepage_size: Size = "2M"
-    folio_size: Size = 0
-
-    _sz = field_validator("hugepage_size", "folio_size", mode="before")(
-        classmethod(lambda cls, v: _size(v)))
+    hugepage_size: SizeBytes = "2M"
+    folio_size: SizeBytes = 0
 
 
 class Call(_Model):
@@ -181,11 +167,11 @@ class Call(_Model):
 
     op: Literal["mremap", "mmap", "munmap"] = "mremap"
     vma: str | None = None
-    offset: int = 0
-    old_addr: int | None = None
-    old_len: int = Field(gt=0)
-    new_len: int | None = None
-    new_addr: int | None = None
+    offset: SizeBytes = 0
+    old_addr: Address | None = None
+    old_len: SizeBytes = Field(gt=0)
+    new_len: SizeBytes | None = None
+    new_addr: Address | None = None
     fixed: bool = False
     maymove: bool = True
     dontunmap: bool = False
@@ -194,11 +180,8 @@ class Call(_Model):
     """mmap only."""
     populate: float = Field(1.0, ge=0.0, le=1.0)
     """mmap only: fraction faulted in after the mmap."""
-    at_ns: int | None = Field(None, ge=0)
+    at_ns: DurationNs | None = None
     """Issue time (traces); default: the stream's arrival process."""
-
-    _sz = field_validator("offset", "old_addr", "old_len", "new_len", "new_addr", mode="before")(
-        classmethod(lambda cls, v: None if v is None else _size(v)))
 
     @model_validator(mode="after")
     def _where(self) -> Call:
@@ -254,8 +237,8 @@ class Walker(_Model):
     """Contend on the ``anon_vma`` root rwsem of this anon family."""
     cpus: list[int] = Field(min_length=1)
     """One walker per CPU listed."""
-    interval_ns: int = Field(gt=0)
-    hold_ns: int = Field(gt=0)
+    interval_ns: DurationNs = Field(gt=0)
+    hold_ns: DurationNs = Field(gt=0)
     hold_sigma: float = Field(0.0, ge=0.0, le=3.0)
     poisson: bool = True
 
@@ -282,7 +265,7 @@ class Workload(_Model):
     cost_profile: str = "x86_64-generic"
     cpus: int = Field(1, ge=1, le=4096)
     """CPUs of the machine."""
-    duration_ns: int | None = Field(None, gt=0)
+    duration_ns: DurationNs | None = Field(None, gt=0)
     """Stop time; streams without ``count`` run until then. Default: until all finish."""
     processes: list[Process] = Field(min_length=1)
     streams: list[Stream] = Field(min_length=1)
@@ -417,77 +400,14 @@ def _check_synthetic(i: int, s: SyntheticStream) -> None:
 
 
 # --------------------------------------------------------------------------- errors
-def _model_at(loc: tuple) -> type[BaseModel] | None:
-    """The model class an error location points into (for 'allowed keys' hints)."""
-    return model_at(Workload, loc)
-
-
-def _fmt_loc(loc: tuple) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part in ("synthetic", "calls", "trace", "closed", "poisson", "periodic") or \
-                part in ("fixed", "choice", "cycle", "uniform", "loguniform", "empirical",
-                         "exponential", "function-before", "function-after"):
-            continue  # discriminator tags pydantic inserts
-        else:
-            out += f".{part}" if out else str(part)
-    return out or "(top level)"
-
-
 def describe(exc: ValidationError, origin: str) -> str:
     """One line per problem: ``FILE: field: problem; allowed: ...``."""
-    parts, seen = [], set()
-    for err in exc.errors():
-        loc = tuple(x for x in err["loc"] if not (isinstance(x, str) and x.startswith("function-")))
-        field = _fmt_loc(loc)
-        if field in seen:
-            continue
-        seen.add(field)
-        msg = err["msg"].removeprefix("Value error, ")
-        if not loc and "allowed:" in msg:
-            parts.append(msg)
-        elif err["type"] == "extra_forbidden":
-            m = _model_at(loc[:-1])
-            allowed = ", ".join(m.model_fields) if m else "see docs/workloads.md"
-            parts.append(f"{field}: unknown key {loc[-1]!r}; allowed keys: {allowed}")
-        elif err["type"] == "union_tag_invalid" or err["type"] == "union_tag_not_found":
-            parts.append(f"{field}: {msg}")
-        elif "allowed:" in msg:
-            parts.append(f"{field}: {msg}" if not msg.startswith(field) else msg)
-        else:
-            hint = _hint(err)
-            parts.append(f"{field}: {msg}; got {err.get('input')!r}{hint}")
-    return f"{origin}: " + "; ".join(parts)
-
-
-def _hint(err: dict) -> str:
-    t = err["type"]
-    ctx = err.get("ctx") or {}
-    if t == "literal_error":
-        return f"; allowed: {ctx.get('expected', '')}"
-    if t.startswith("greater_than") or t.startswith("less_than"):
-        return ""
-    if t in ("int_type", "int_parsing", "int_from_float"):
-        return "; allowed: an integer"
-    if t in ("bool_type", "bool_parsing"):
-        return "; allowed: true or false"
-    if t == "missing":
-        return "; this key is required"
-    return ""
+    return describe_validation(exc, Workload, origin=origin)
 
 
 def parse_workload(data: dict | str, origin: str = "<workload>") -> Workload:
     """Validate a workload from a TOML string or an already-parsed dict."""
-    if isinstance(data, str):
-        data = parse_toml(data, origin)
-    try:
-        return Workload.model_validate(data)
-    except ValidationError as exc:
-        raise PerfsimError(describe(exc, origin)) from None
-    except _FieldError as exc:  # pragma: no cover - wrapped by pydantic normally
-        raise PerfsimError(f"{origin}: {exc}") from None
+    return load_model(data, Workload, "workload", origin=origin, describe=describe)
 
 
 def read_workload_dict(path: str | Path) -> tuple[dict, Path]:
@@ -497,9 +417,9 @@ def read_workload_dict(path: str | Path) -> tuple[dict, Path]:
 
 def load_workload(path: str | Path) -> Workload:
     """Read and validate ``workloads/NAME.toml`` (or any path)."""
-    data, p = read_workload_dict(path)
-    data = resolve_paths(data, p.parent)
-    return parse_workload(data, str(p))
+    p = Path(path)
+    return load_model(p, Workload, "workload", prepare=lambda d: resolve_paths(d, p.parent),
+                      describe=describe)
 
 
 def resolve_paths(data: dict, base: Path) -> dict:
