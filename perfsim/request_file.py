@@ -84,7 +84,7 @@ class _Strict(StrictModel):
 
 
 class VmaTable(_Strict):
-    """One ``[[vma]]`` table (or ``--vma START:LEN[:key=value,...]``): one mapping."""
+    """One ``[[vma]]`` table (or ``--vma START:SIZE[:key=value,...]``): one mapping."""
 
     start: SizeLike = _opt(..., "the VMA's start address (A+..., B+... or an address)")
     size: SizeLike = _opt(..., "its size in bytes")
@@ -149,10 +149,10 @@ class PlanRequest(_Strict):
                                  "destination", group="space")
     cpus: int = _opt(1, "the mm's threads run on N CPUs: each flush IPIs the other N-1", "N",
                      group="space", ge=1)
-    vma: list[VmaTable] | None = _opt(None, "a VMA of the address space, START:LEN[:key=value,"
+    vma: list[VmaTable] | None = _opt(None, "a VMA of the address space, START:SIZE[:key=value,"
                                       "...] with the [[vma]] keys; repeat for each; given, "
                                       "they are the whole address space",
-                                      "START:LEN[:K=V,...]", group="space")
+                                      "START:SIZE[:K=V,...]", group="space")
     arch: str = _opt("x86_64", "architecture name or TOML path", "NAME", group="target")
     kernel: str = _opt("6.18", "kernel profile name or TOML path", "NAME", group="target")
     platform: Literal["bare-metal", "kvm-guest"] | None = _opt(
@@ -177,20 +177,7 @@ class PlanRequest(_Strict):
         out = self.model_dump(exclude_unset=True, exclude_none=True)
         if isinstance(out.get("thp"), str):
             out["thp"] = out["thp"] == "on"
-        if "vma" in out:
-            out["vma"] = [_VmaKeys(t) for t in out["vma"]]
         return out
-
-
-class _VmaKeys(dict):
-    """A ``[[vma]]`` table's keys, whose ``size`` can also be read as ``t["len"]``: the
-    spelling :func:`perfsim.planner.request.vma_specs` still reads (to be switched to
-    ``size`` there; then this class goes). Holds, and shows, only the keys given."""
-
-    def __missing__(self, key: str) -> Any:
-        if key == "len":
-            return self["size"]
-        raise KeyError(key)
 
 
 KEYS: tuple[str, ...] = tuple(PlanRequest.model_fields)
@@ -284,11 +271,11 @@ def load_request(path: str | Path) -> PlanRequest:
 
 
 def parse_vma_option(text: str, index: int) -> dict:
-    """``--vma START:LEN[:key=value,...]`` (LEN: the VMA's size) as a ``[[vma]]`` dict (validated later)."""
+    """``--vma START:SIZE[:key=value,...]`` (SIZE: the VMA's size) as a ``[[vma]]`` dict (validated later)."""
     label = f"--vma #{index}"
     parts = text.split(":", 2)
     if len(parts) < 2 or not parts[0].strip() or not parts[1].strip():
-        raise PerfsimError(f"{label}: expected START:LEN[:key=value,...], got {text!r}")
+        raise PerfsimError(f"{label}: expected START:SIZE[:key=value,...], got {text!r}")
     out: dict[str, Any] = {"start": parts[0].strip(), "size": parts[1].strip()}
     for item in (parts[2].split(",") if len(parts) == 3 and parts[2].strip() else []):
         key, eq, value = item.partition("=")

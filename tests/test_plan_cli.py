@@ -134,7 +134,7 @@ def main_parse(*argv):
 
 @pytest.mark.parametrize("argv, needle", [
     (["--len", "1G", "--src", "C+2M"], "--src: cannot parse 'C+2M'"),
-    (["--len", "1G", "--vma", "A"], "--vma #1: expected START:LEN"),
+    (["--len", "1G", "--vma", "A"], "--vma #1: expected START:SIZE"),
     (["--len", "1G", "--vma", "A:4K:colour=red"], "unknown key 'colour'"),
     (["--len", "1G", "--vma", "A:4K:backing=ram"], "key 'backing': got 'ram'; allowed: one of"),
     (["--len", "1G", "--vma", "A+1K:4K"], "multiples of the page size"),

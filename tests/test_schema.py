@@ -75,7 +75,7 @@ def _kind(path: Path):
         return TuneSpec, "tune", lambda d: dict(d, base_dir=str(path.parent.resolve())), load_tune
     if rel.startswith("studies/") or rel == "tests/golden/study.toml":
         return Study, "study", _study_prepare(path), load_study
-    if rel.startswith("examples/plan/"):
+    if rel.startswith(("examples/plan/", "tests/data/groundtruth/requests/")):
         return PlanRequest, "request", _normalise, load_request
     return None
 

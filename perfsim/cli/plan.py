@@ -59,7 +59,7 @@ addresses and sizes:
   process. (On riscv-sv39, whose user range ends lower, A and B are TASK_SIZE/4 and /2.)
   Every range must lie inside the arch's user address range [0, TASK_SIZE).
 
---vma START:LEN[:key=value,...]   (repeat for each VMA; [[vma]] tables in a file)
+--vma START:SIZE[:key=value,...]   (repeat for each VMA; [[vma]] tables in a file)
   keys: backing=anon|shmem|file|hugetlb, prot=rw|r|none|..., populate=HOW, thp=true,
   folio_size=16K..1M, pgoff=N, file=NAME (VMAs naming the same file or anon family share
   it), uffd=missing|wp, touched=false (mapped, never faulted in), hugepage_size=SIZE.

@@ -210,7 +210,7 @@ def vma_table(v: dict, rec: dict, *, thp_off: bool = False) -> tuple[list[str], 
         role = f"the destination ({rec.get('dst_mode')}); "
     lines = [f"# {role}{what} {v['perms']} offset {int(v.get('offset', 0)):#x}"
              + (f"; {choice.note}" if choice.note else ""),
-             "[[vma]]", f"start = {start:#x}", f"len = {_toml_str(fmt_size(end - start))}",
+             "[[vma]]", f"start = {start:#x}", f"size = {_toml_str(fmt_size(end - start))}",
              f"backing = {_toml_str(m.backing)}", f"prot = {_toml_str(m.prot)}"]
     if m.backing != "anon":
         lines.append(f"file = {_toml_str(m.file_id or '')}")

@@ -127,11 +127,11 @@ def vma_specs(tables: list[dict], target: Target, bases: dict[str, int], seed: i
     for i, t in enumerate(tables, 1):
         lab = f"{label('vma')} #{i}"
         start = parse_address(t["start"], bases=bases, what=f"{lab} start")
-        length = parse_size(t["len"], what=f"{lab} len")
+        length = parse_size(t["size"], what=f"{lab} size")
         if start % arch.page_size or length % arch.page_size or length == 0:
-            raise PerfsimError(f"{lab}: start and len must be non-zero multiples of the page "
+            raise PerfsimError(f"{lab}: start and size must be non-zero multiples of the page "
                                f"size {fmt_size(arch.page_size)}; got {start:#x}, {length:#x}")
-        _check_range(f"{lab} start", start, length, "len", arch.user_va_top, arch.name)
+        _check_range(f"{lab} start", start, length, "size", arch.user_va_top, arch.name)
         thp = t.get("thp", False)
         out.append(VmaSpec(
             start, length, backing=t.get("backing", "anon"), prot=t.get("prot", "rw"),
