@@ -107,3 +107,25 @@ def test_the_arm64_profile_is_refused_for_x86_unless_forced():
 
 def test_arm64_profile_invalidates_by_broadcast_not_ipi():
     assert load_cost_profile("arm64-generic").ipi_shootdown is False
+
+
+def test_a_workload_or_scenario_without_a_cost_profile_uses_its_archs_default(tmp_path):
+    from perfsim.engine.scenario import load_scenario
+    from perfsim.shipped import data_dir
+    from perfsim.workload import load_workload
+
+    base = (data_dir("workloads") / "exec_stack.toml").read_text()
+    lines = [ln for ln in base.splitlines() if not ln.startswith(("arch", "cost_profile"))]
+    for arch, want in (("x86_64", "x86_64-generic"), ("arm64-4k", "arm64-generic")):
+        f = tmp_path / f"w-{arch}.toml"
+        f.write_text(f'arch = "{arch}"\n' + "\n".join(lines) + "\n")
+        assert load_workload(f).cost_profile == want
+    f = tmp_path / "w-riscv.toml"
+    f.write_text('arch = "riscv-sv39"\n' + "\n".join(lines) + "\n")
+    with pytest.raises(PerfsimError, match="no built-in cost profile is for arch 'riscv-sv39'"):
+        load_workload(f)
+    sc = (data_dir("workloads") / "scenarios" / "gc-compaction-reclaim.toml").read_text()
+    sc_lines = [ln for ln in sc.splitlines() if not ln.startswith(("arch", "cost_profile"))]
+    f = tmp_path / "s.toml"
+    f.write_text('arch = "arm64-4k"\n' + "\n".join(sc_lines) + "\n")
+    assert load_scenario(f).cost_profile == "arm64-generic"

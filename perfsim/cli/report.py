@@ -97,11 +97,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _with_kernels(study, text: str):
     """The study comparing the kernel profiles ``OLD,NEW`` (each must be known)."""
-    from pydantic import ValidationError
-
-    from perfsim.errors import describe_validation
     from perfsim.profiles import kernel_names
     from perfsim.report.study import Study
+    from perfsim.schema import load_model
 
     kernels = [k.strip() for k in text.split(",")]
     unknown = [k for k in kernels if k not in kernel_names()]
@@ -112,10 +110,7 @@ def _with_kernels(study, text: str):
     doc["kernels"] = kernels
     doc["description"] = (f"{study.description} Kernels compared: {kernels[0]} (baseline) vs "
                           f"{kernels[-1]}." if len(kernels) == 2 else study.description)
-    try:
-        return Study.model_validate(doc)
-    except ValidationError as exc:
-        raise PerfsimError(describe_validation(exc, Study, origin="--kernels")) from None
+    return load_model(doc, Study, "study", origin="--kernels")
 
 
 def _load_study(name_or_path: str):

@@ -308,6 +308,20 @@ def default_cost_profile(arch_name: str) -> str:
     return (generic or candidates)[0]
 
 
+def default_cost_profile_of(data: dict) -> dict:
+    """``data`` (a workload's or scenario's parsed table) with ``cost_profile`` set to its
+    ``arch``'s default (:func:`default_cost_profile`) when it gives none; an ``arch`` given as
+    a path is read for its name. For model validators (``mode="before"``)."""
+    if not isinstance(data, dict) or data.get("cost_profile") is not None:
+        return data
+    from perfsim.profiles import load_arch
+
+    arch = data.get("arch", "x86_64")
+    if not isinstance(arch, str):
+        return data  # the arch field's own validation says what is wrong
+    return {**data, "cost_profile": default_cost_profile(load_arch(arch).name)}
+
+
 def resolve_cost_profile(name_or_path: str | Path | CostProfile | None, *,
                          arch: str | None = None, force: bool = False) -> CostProfile:
     """The cost profile to price moves on ``arch`` (an arch profile's name) with.

@@ -47,7 +47,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from perfsim.errors import PerfsimError
 from perfsim.schema import Address, DurationNs, SizeBytes, StrictModel, load_model
@@ -126,12 +126,20 @@ class Scenario(StrictModel):
     cpus: int = Field(ge=1, le=4096)
     kernel: str = "6.18"
     arch: str = "x86_64"
-    cost_profile: str = "x86_64-generic"
+    cost_profile: str
+    """Name or path; if not given, the arch's own (:func:`perfsim.cost.default_cost_profile`)."""
     duration_ns: DurationNs | None = None
     processes: list[MmCfg] = Field(min_length=1)
     callers: list[CallerCfg] = Field(default_factory=list)
     walkers: list[WalkerCfg] = Field(default_factory=list)
     users: list[UserCfg] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_cost_profile(cls, data):
+        from perfsim.cost.profile import default_cost_profile_of
+
+        return default_cost_profile_of(data)
 
 
 def load_scenario(path: str | Path) -> Scenario:

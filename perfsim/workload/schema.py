@@ -262,7 +262,9 @@ class Workload(_Model):
     seed: int = Field(0, ge=0)
     kernel: str = "6.18"
     arch: str = "x86_64"
-    cost_profile: str = "x86_64-generic"
+    cost_profile: str
+    """Name or path; if not given, the arch's own (:func:`perfsim.cost.default_cost_profile`:
+    x86_64-generic on x86-64, arm64-generic on arm64)."""
     cpus: int = Field(1, ge=1, le=4096)
     """CPUs of the machine."""
     duration_ns: DurationNs | None = Field(None, gt=0)
@@ -270,6 +272,13 @@ class Workload(_Model):
     processes: list[Process] = Field(min_length=1)
     streams: list[Stream] = Field(min_length=1)
     walkers: list[Walker] = []
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_cost_profile(cls, data):
+        from perfsim.cost.profile import default_cost_profile_of
+
+        return default_cost_profile_of(data)
 
     @model_validator(mode="after")
     def _cross_check(self) -> Workload:
