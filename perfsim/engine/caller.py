@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from perfsim.engine.machine import Machine
+from perfsim.engine.records import CallHead, FlushRecord, HoldRecord
 from perfsim.engine.spec import CallerSpec
 from perfsim.planner import steps as S
 
@@ -105,11 +106,15 @@ def caller(m: Machine, spec: CallerSpec, rng: np.random.Generator):
             for sem in reversed(held):
                 sem.release_write()
             for name in names:
-                holds_add(name, spec.name, "write", k, i, t0, t_acq, t_acq - t0, env.now - t_acq)
+                holds_add(*HoldRecord(lock=name, holder=spec.name, mode="write", call=k,
+                                      step=i, request_ns=t0, acquire_ns=t_acq,
+                                      wait_ns=t_acq - t0, hold_ns=env.now - t_acq))
         lock.release_write()
         t_end = env.now
-        calls_add(spec.name, spec.mm, cpu, k, errno or "", t_req, t_end, t_end - t_req,
-                  t_start - t_req, rmap_wait, ptl_wait, *tp.stats)
+        calls_add(*CallHead(caller=spec.name, mm=spec.mm, cpu=cpu, call=k, errno=errno or "",
+                            start_ns=t_req, end_ns=t_end, latency_ns=t_end - t_req,
+                            mmap_lock_wait_ns=t_start - t_req, rmap_wait_ns=rmap_wait,
+                            ptl_wait_ns=ptl_wait), *tp.stats)
         m.settle_users(env.now)
         if m.progress is not None:
             m.progress.call_done(env.now)
@@ -152,6 +157,7 @@ def _record_flush_row(m: Machine, spec: CallerSpec, call: int, i: int, flush, t:
                       others) -> None:
     """The flush of one contended row, as a plain record, and its IPI credits."""
     full, pages, ipis, stolen = flush
-    m.rec.flushes.add(spec.name, call, i, t, full, pages, ipis, stolen)
+    m.rec.flushes.add(*FlushRecord(caller=spec.name, call=call, step=i, time_ns=t, full=full,
+                                   pages=pages, targets=ipis, stolen_ns=stolen))
     for c in others[:ipis]:
         m.cpus[c].credit(t, stolen)

@@ -32,6 +32,7 @@ import numpy as np
 
 from perfsim.cost.model import CATEGORIES, row_costs
 from perfsim.engine.coalesce import contended_rows, segments
+from perfsim.engine.records import CallStats
 from perfsim.planner import steps as S
 
 _I64 = np.int64
@@ -128,18 +129,19 @@ def build_template(steps, profile, cpus: int, rng, hot_locks, ptl_hot) -> CallTe
     any_hot = bool(hots.any())
     kind = cols["kind"]
     cost = rc.category_sums()
-    stats = (
-        n, len(starts),
-        int(cols["ptes"][kind == S.K_PTE_MOVE].sum()),
-        int(np.count_nonzero(kind == S.K_PMD_MOVE)),
-        int(np.count_nonzero(np.isin(kind, _PUD_MOVES))),
-        int(np.count_nonzero(kind == S.K_THP_MOVE)),
-        int(cols["flushes"].sum()), int(rc.ipis.sum()), int(np.count_nonzero(cols["rmap"] > 0)),
-        int(cols["alloc_p4d"].sum() + cols["alloc_pud"].sum() + cols["alloc_pmd"].sum()
-            + cols["alloc_pte"].sum()),
-        int(cols["freed"].sum()),
-        *(cost[c] for c in CATEGORIES),
-    )
+    stats = tuple(CallStats(
+        steps=n, segments=len(starts),
+        ptes_moved=int(cols["ptes"][kind == S.K_PTE_MOVE].sum()),
+        pmd_moves=int(np.count_nonzero(kind == S.K_PMD_MOVE)),
+        pud_moves=int(np.count_nonzero(np.isin(kind, _PUD_MOVES))),
+        thp_moves=int(np.count_nonzero(kind == S.K_THP_MOVE)),
+        tlb_flushes=int(cols["flushes"].sum()), ipis=int(rc.ipis.sum()),
+        rmap_holds=int(np.count_nonzero(cols["rmap"] > 0)),
+        tables_allocated=int(cols["alloc_p4d"].sum() + cols["alloc_pud"].sum()
+                             + cols["alloc_pmd"].sum() + cols["alloc_pte"].sum()),
+        tables_freed=int(cols["freed"].sum()),
+        **{f"cost_{c}_ns": cost[c] for c in CATEGORIES},
+    ))
     if any_hot:
         row_flush = [None] * n
         fl = np.flatnonzero(cols["flushes"])

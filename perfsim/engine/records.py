@@ -142,6 +142,24 @@ USER_COLUMNS = ("thread", "mm", "cpu", "quanta", "work_ns", "stolen_ns", "interr
                 "max_quantum_delay_ns")
 
 
+def _record(name: str, columns: tuple[str, ...]):
+    """A typed record (a NamedTuple) with one field per column of a table, built by
+    keyword at every call site so that no value can land in the wrong column."""
+    from typing import NamedTuple
+
+    return NamedTuple(name, [(c, object) for c in columns])
+
+
+CallHead = _record("CallHead", CALL_COLUMNS[:11])
+"""The call record's own columns; the rest (:data:`CALL_STAT_COLUMNS`) come from its plan."""
+CALL_STAT_COLUMNS = CALL_COLUMNS[11:]
+CallStats = _record("CallStats", CALL_STAT_COLUMNS)
+HoldRecord = _record("HoldRecord", HOLD_COLUMNS)
+FlushRecord = _record("FlushRecord", FLUSH_COLUMNS)
+WalkerWaitRecord = _record("WalkerWaitRecord", WALKER_COLUMNS)
+UserRecord = _record("UserRecord", USER_COLUMNS)
+
+
 class Recorder:
     """The run's tables: calls, holds (rmap-lock holds), flushes, walker_waits, users."""
 

@@ -15,7 +15,7 @@ import simpy
 
 from perfsim.engine.caller import caller
 from perfsim.engine.machine import Machine
-from perfsim.engine.records import Recorder
+from perfsim.engine.records import Recorder, UserRecord
 from perfsim.engine.spec import SimSpec
 from perfsim.engine.walker import walker
 from perfsim.errors import PerfsimError
@@ -170,9 +170,10 @@ def run(spec: SimSpec, recorder: Recorder, progress: CallProgress | None = None,
         cpu.settle(end)
     for u in m.users:
         u.advance_to(end)
-        recorder.users.add(u.spec.name, u.spec.mm, u.spec.cpu, u.quanta,
-                           u.quanta * u.spec.quantum_ns, u.stolen, u.interrupts,
-                           max(u.max_delay, u.q_delay))
+        recorder.users.add(*UserRecord(thread=u.spec.name, mm=u.spec.mm, cpu=u.spec.cpu,
+                                       quanta=u.quanta, work_ns=u.quanta * u.spec.quantum_ns,
+                                       stolen_ns=u.stolen, interrupts=u.interrupts,
+                                       max_quantum_delay_ns=max(u.max_delay, u.q_delay)))
     m.end_ns = end
     m.events = env.scheduled
     return m

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from perfsim.engine.machine import Machine
+from perfsim.engine.records import WalkerWaitRecord
 from perfsim.engine.spec import WalkerSpec
 
 
@@ -56,6 +57,8 @@ def walker(m: Machine, spec: WalkerSpec, rng: np.random.Generator):
         sem.release_read()
         wait = t_acq - t_req
         if wait or ptl_wait or rec.record_zero_waits:
-            rec.walker_waits.add(spec.name, spec.lock, spec.cpu, t_req, wait, env.now - t_acq,
-                                 ptl_wait)
+            rec.walker_waits.add(*WalkerWaitRecord(walker=spec.name, lock=spec.lock,
+                                                   cpu=spec.cpu, request_ns=t_req, wait_ns=wait,
+                                                   hold_ns=env.now - t_acq,
+                                                   ptl_wait_ns=ptl_wait))
         rec.walker_visits[spec.name] = rec.walker_visits.get(spec.name, 0) + 1
