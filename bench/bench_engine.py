@@ -5,7 +5,7 @@
     python3 bench/bench_engine.py --no-kernel     # skip the real-kernel timing (no root needed)
 
 1. **Simulated vs real 1 GiB move.** One fully populated, mutually unaligned 1 GiB anonymous
-   move (kernel-model.md E4: 262,144 PTEs, 1,025 move_ptes extents): wall time of
+   move (docs/kernel-rules.md E4: 262,144 PTEs, 1,025 move_ptes extents): wall time of
    plan + engine (which includes the cost model) in perfsim, against the real kernel doing
    the same mremap on this machine (median of 5, ``perfsim.host.measure``).
    Ratio = simulated / real (aim <= 0.1).

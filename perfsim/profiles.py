@@ -27,7 +27,7 @@ _Frozen = StrictModel
 
 
 class X86Tlb(_Frozen):
-    """x86-64 ``flush_tlb_mm_range`` policy (kernel-model.md §3.1, T1–T7)."""
+    """x86-64 ``flush_tlb_mm_range`` policy (docs/kernel-rules.md, TLB flush policy, T1–T7)."""
 
     kind: Literal["x86"] = "x86"
     single_page_flush_ceiling: int = Field(33, ge=0)
@@ -41,7 +41,7 @@ class X86Tlb(_Frozen):
 
 
 class Arm64Tlb(_Frozen):
-    """arm64 ``__flush_tlb_range`` policy (kernel-model.md §3.2, T8–T9)."""
+    """arm64 ``__flush_tlb_range`` policy (docs/kernel-rules.md, TLB flush policy, T8–T9)."""
 
     kind: Literal["arm64"] = "arm64"
     max_dvm_ops: int = Field(512, ge=1)
@@ -114,7 +114,7 @@ class ArchProfile(_Frozen):
 
 
 class KernelProfile(_Frozen):
-    """What one kernel version decides in ``mremap()`` (kernel-model.md §0 version map)."""
+    """What one kernel version decides in ``mremap()`` (docs/kernel-rules.md, Versions)."""
 
     name: str
     description: str = ""

@@ -3,7 +3,7 @@ a TOML file or ``perfsim plan``'s options, and how it becomes what the planner t
 
 A request file says the same as the options, keys spelled like them (``-`` or ``_``)::
 
-    # examples/plan/e2.toml: kernel-model.md §4 E2 (realignment possible)
+    # examples/plan/e2.toml: docs/kernel-rules.md, Worked examples E2 (realignment possible)
     description = "E2: 1 GiB, src = A+2M+4K, dst = B+6M+4K"
     len = "1G"
     src = "A+2M+4K"        # A: the default source base 0x7f0000000000

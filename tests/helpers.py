@@ -5,7 +5,7 @@ from perfsim.mm.build import Population, single_move_space
 from perfsim.planner import MoveRequest, plan_mremap
 
 K, M, G = 1 << 10, 1 << 20, 1 << 30
-# Spec addresses (kernel-model.md §4): A and B are 2 MiB aligned, not 1 GiB aligned.
+# Spec addresses (docs/kernel-rules.md, Worked examples): A and B are 2 MiB aligned, not 1 GiB aligned.
 A, B = 0x7F0000200000, 0x7F4000600000
 PUD_SRC, PUD_DST = 0x7F0000000000, 0x7F4000000000
 

@@ -1,4 +1,4 @@
-"""The command line: ``perfsim plan`` counts (kernel-model.md §4 E1–E4, E7), output formats,
+"""The command line: ``perfsim plan`` counts (docs/kernel-rules.md, Worked examples E1–E4, E7), output formats,
 request files, and the bad-input contract (one line on stderr, exit 2, no traceback)."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from perfsim.cli.main import main
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "plan"
 
-# kernel-model.md §4: its A = 0x7f0000200000 and B = 0x7f4000600000 are perfsim's default
+# docs/kernel-rules.md, Worked examples: its A = 0x7f0000200000 and B = 0x7f4000600000 are perfsim's default
 # bases (named A and B on the command line) + 2M and + 6M.
 E_FLAGS = {
     "e1": ["--len", "1G"],

@@ -1,4 +1,5 @@
-"""kernel-model.md §7.1: the mremap_test functional and perf cases, count for count.
+"""The kernel's mremap selftest (tools/testing/selftests/mm/mremap_test.c): its
+functional and perf cases, count for count.
 
 The selftest maps shmem (MAP_SHARED|MAP_ANONYMOUS), places the source at a multiple of the
 requested alignment that is *not* a multiple of twice that alignment, leaves 40 MiB free

@@ -65,7 +65,7 @@ def test_golden_tables_match_committed_numbers(golden_report):
 
 
 def test_worked_examples_in_the_opcounts_table(golden_results):
-    """E1–E4 of kernel-model.md §4 at 1 GiB, as the report shows them."""
+    """E1–E4 of docs/kernel-rules.md, Worked examples at 1 GiB, as the report shows them."""
     t = _tables(golden_results)["opcounts"]
     assert t.value("pud · 6.18", "pud_moves") == 1
     assert (t.value("realignable · 6.18", "pmd_moves"), t.value("realignable · 6.18",

@@ -7,7 +7,7 @@ flush needs an IPI). :func:`design` lays out the factorial-ish grid; planning it
 from measuring it (desmod's ``factorial_config`` idea), so tests and ``--dry-run`` can look at
 the design without touching the kernel.
 
-The five alignment classes (kernel-model.md §4)::
+The five alignment classes (docs/kernel-rules.md, Worked examples)::
 
     class         source            destination      what move_page_tables does
     pud_aligned   1 GiB aligned     1 GiB aligned    NORMAL_PUD moves (E1; PMD moves < 1 GiB)

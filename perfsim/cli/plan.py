@@ -43,7 +43,7 @@ and for the whole syscall ("syscall").
 
 The address space is one source VMA [src, src+len), faulted in as --populate says,
 optionally with a never-touched one-page VMA right below the source or the destination
-(which blocks realignment, kernel-model.md E3) -- or exactly the VMAs given with --vma
+(which blocks realignment, docs/kernel-rules.md E3) -- or exactly the VMAs given with --vma
 (or [[vma]] tables in --file). The call is mremap(src, len, new-len, flags, dst) with
 MREMAP_MAYMOVE|MREMAP_FIXED unless --no-maymove, --no-fixed, --dontunmap or --for-stack
 (exec's relocate_vma_down) say otherwise.

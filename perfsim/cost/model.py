@@ -6,7 +6,7 @@ the sum of count × per-op cost. :func:`row_costs` keeps the per-row, per-catego
 the engine replays; :func:`predict` adds them up: the duration of the plan with nothing
 contending (no lock waits). The engine is held to equal it exactly in that case.
 
-Which parameter a row pays (kernel-model.md §2–§3):
+Which parameter a row pays (docs/kernel-rules.md):
 
 =========================  ===============================================================
 parameter                  charged

@@ -4,7 +4,7 @@ A profile is a TOML file (``perfsim/data/cost/<name>.toml`` or any path) validat
 :class:`CostProfile`. Every parameter is a :class:`CostParam`: a value in integer
 nanoseconds, optionally a distribution around it (per-row jitter, see
 :mod:`perfsim.cost.sampling`), and a ``source`` string saying where the number came from
-(an anchor A1–A12 of ``kernel-model.md`` §7, or the command and machine that measured it).
+(an anchor A1–A12 of ``docs/kernel-rules.md`` §7, or the command and machine that measured it).
 
 The parameter set is fixed (:data:`PARAM_NAMES`); a profile must give every one of them, so a
 typo or a forgotten number fails at load time with the field's name.

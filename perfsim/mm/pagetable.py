@@ -1,7 +1,7 @@
 """Compact, mm-wide page-table state.
 
 One :class:`PageTables` describes which page tables of an mm exist and what their entries
-hold, at the granularity mremap's decisions need (kernel-model.md §1):
+hold, at the granularity mremap's decisions need (docs/kernel-rules.md):
 
 * top level: which PGD/P4D slots have a PUD table (``pud_tables``; always present when the
   PUD level is folded);

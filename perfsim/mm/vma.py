@@ -13,7 +13,7 @@ BACKINGS: tuple[str, ...] = ("anon", "shmem", "file", "hugetlb")
 class Vma:
     """One VMA ``[start, end)`` (bytes).
 
-    ``backing`` decides which rmap locks a move takes (kernel-model.md R16a): a VMA with a
+    ``backing`` decides which rmap locks a move takes (docs/kernel-rules.md R16a): a VMA with a
     file (``shmem``, ``file``, ``hugetlb``) takes ``i_mmap_rwsem`` of ``file_id``; one with an
     ``anon_vma`` takes the ``anon_vma`` root rwsem of ``anon_id``. ``pgoff`` is the page
     offset, which ``copy_vma``'s merge test compares (R18). ``uffd_wp`` means registered

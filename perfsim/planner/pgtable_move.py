@@ -10,7 +10,7 @@ Kernel source read for these docstrings: mm/mremap.c at a 6.17-development commi
 (000c0691: ``struct pagetable_move_control``, ``should_take_rmap_locks``, ``move_pgt_entry``,
 ``mremap_folio_pte_batch`` without the ``pte_batch_hint`` gate). What the docstrings say of
 earlier kernels (the 5.x–6.14 loop passing ``vma, old_addr, new_addr`` instead of ``pmc``,
-the dates of the fixes) follows the project's kernel model (kernel-model.md), as do the
+the dates of the fixes) follows the project's kernel model (docs/kernel-rules.md), as do the
 profile flags that switch between versions.
 """
 
@@ -58,7 +58,7 @@ def get_extent(shift: int, old_addr: int, new_addr: int, old_end: int) -> int:
 def should_take_rmap_locks(target: Target, need_rmap_locks: bool, entry: str) -> bool:
     """``should_take_rmap_locks`` (6.15+; before, the same test inline in
     ``move_page_tables``): NORMAL_PMD and NORMAL_PUD moves always take the rmap locks (the
-    2021 fix for the race with rmap walkers, kernel-model.md S26, profile
+    2021 fix for the race with rmap walkers, profile
     ``rmap_locks_always_for_normal_moves``); huge entries and ``move_ptes`` take them only
     when ``copy_vma`` asked for them (``need_rmap_locks``, R16a).
 
@@ -84,7 +84,7 @@ def vma_has_uffd_without_event_remap(target: Target, old: Vma, new: Vma) -> bool
     so the whole-table moves refuse and the loop falls through to ``move_ptes``. The
     kernel names this test ``vma_has_uffd_without_event_remap`` (read at the 6.17
     development commit above); perfsim applies it to the old VMA in every kernel profile
-    (kernel-model.md R16), and from 6.17, where ``remap_move`` checks both VMAs, to the new
+    (docs/kernel-rules.md R16), and from 6.17, where ``remap_move`` checks both VMAs, to the new
     VMA too (profile ``uffd_checks_new_vma``)."""
     return old.uffd_wp or (target.kernel.uffd_checks_new_vma and new.uffd_wp)
 

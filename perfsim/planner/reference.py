@@ -167,7 +167,7 @@ def move_page_tables(ctx: MoveContext, pmc: PageTableMoveControl) -> int:
             if extent != arch.pud_size:
                 raise NotImplementedError(
                     "partial move of a huge PUD leaf (DAX/PFNMAP only) is not modelled "
-                    "(kernel-model.md §8.2)")
+                    "(docs/kernel-rules.md: not modelled)")
             move_pgt_entry(ctx, gates, HPAGE_PUD, old_addr, new_addr, extent, counts)
             continue  # the kernel ignores the result and continues (R8.4)
         if t.have_move_pud and extent == arch.pud_size:

@@ -46,7 +46,7 @@ COUNTER_FIELDS = (
 
 @dataclass(frozen=True)
 class Counters:
-    """Operation counts over a set of plan rows (kernel-model.md §4 notation)."""
+    """Operation counts over a set of plan rows (docs/kernel-rules.md, Worked examples notation)."""
 
     pud_moves: int
     pmd_moves: int

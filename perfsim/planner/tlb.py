@@ -1,4 +1,4 @@
-"""What one TLB flush request costs in operations, per architecture (kernel-model.md §3).
+"""What one TLB flush request costs in operations, per architecture (docs/kernel-rules.md, TLB flush policy).
 
 One function per architecture's policy, each named after the kernel function it mirrors:
 
@@ -15,7 +15,7 @@ Kernel source read: arch/x86/mm/tlb.c at commit 016c4d92 (a 4.20-era tree, the f
 ``stride_shift`` and ``freed_tables``): ``flush_tlb_mm_range`` flushes the range page by
 page when ``(end - start) >> stride_shift <= tlb_single_page_flush_ceiling`` (33), else
 everything. The later x86 rules (lazy-TLB CPUs skipped unless tables were freed, INVLPGB
-broadcast, 6.x) and the arm64/riscv policies follow kernel-model.md §3 (T1–T9); the stored
+broadcast, 6.x) and the arm64/riscv policies follow docs/kernel-rules.md, TLB flush policy (T1–T9); the stored
 copies of arch/arm64/include/asm/tlbflush.h could not be read here.
 """
 

@@ -12,7 +12,7 @@ its ``free_p4d_range``/``free_pud_range``/``free_pmd_range``/``free_pte_range``)
 floor/ceiling rounding was read in the one stored copy of mm/memory.c (commit 0014bd99, an
 old 3.x tree: ``addr &= PMD_MASK``, bumped past ``floor``, ``ceiling`` masked down, and each
 level's table freed only if its whole span lies inside); perfsim applies the same rounding
-for every kernel profile (6.6–6.18), per kernel-model.md. They take ints or numpy arrays.
+for every kernel profile (6.6–6.18), per docs/kernel-rules.md. They take ints or numpy arrays.
 Two drivers apply them: :func:`zap_range` + :func:`free_pgd_range` walk a dict
 :class:`~perfsim.mm.pagetable.Window` slot by slot (the reference, and the exec stack), and
 :func:`unmap_arrays` applies them to the arrays of a
