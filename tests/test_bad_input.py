@@ -267,8 +267,7 @@ def test_absurd_numbers_name_the_flag(files, capsys, case):
 def test_trace_call_size_bound_is_the_arch_user_range(capsys):
     """The largest unaligned move that ends inside x86-64's user range still plans; one byte
     more is refused."""
-    from perfsim.report.shapes import SHAPES
-    from perfsim.report.shapes import target_for
+    from perfsim.report.shapes import SHAPES, target_for
 
     top = target_for("6.18", "x86_64").arch.user_va_top
     src, dst, _ = SHAPES["pud"]
@@ -440,7 +439,7 @@ def test_unreadable_input_and_unwritable_output_as_an_unprivileged_user(as_nobod
     names = sorted(UNREADABLE) + sorted(UNWRITABLE)
     cases = [UNREADABLE[n] for n in sorted(UNREADABLE)] + [UNWRITABLE[n] for n in sorted(UNWRITABLE)]
     results = run(cases)
-    for name, (rc, out, err) in zip(names, results):
+    for name, (rc, _out, err) in zip(names, results):
         assert rc == 2 and "Traceback" not in err, (name, err)
         line = err.strip().splitlines()
         assert len(line) == 1 and line[0].startswith("perfsim: error: "), (name, err)

@@ -1,5 +1,6 @@
-"""The command line: ``perfsim plan`` counts (docs/kernel-rules.md, Worked examples E1–E4, E7), output formats,
-request files, and the bad-input contract (one line on stderr, exit 2, no traceback)."""
+"""The command line: ``perfsim plan`` counts (docs/kernel-rules.md, Worked examples E1–E4,
+E7), output formats, request files, and the bad-input contract (one line on stderr, exit 2, no
+traceback)."""
 
 from __future__ import annotations
 

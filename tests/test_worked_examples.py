@@ -1,4 +1,5 @@
-"""docs/kernel-rules.md, Worked examples: the worked examples E1–E7, count for count (move_page_tables only)."""
+"""docs/kernel-rules.md, Worked examples: the worked examples E1–E7, count for count
+(move_page_tables only)."""
 
 
 from helpers import PUD_DST, PUD_SRC, A, B, G, K, M, plan
