@@ -15,25 +15,7 @@ def model_at(root, loc: tuple):
     """The pydantic model class that an error location ``loc`` points into, starting from
     ``root``: follows fields, list/dict items, optionals and discriminated unions (a union
     member is picked by a ``kind``/``dist`` tag in the location). None if ambiguous."""
-    import typing
-
-    cls = root
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        nxt = None
-        for m in _models_in(cls):
-            if part in m.model_fields:
-                nxt = m.model_fields[part].annotation
-                break
-            tag = m.model_fields.get("kind") or m.model_fields.get("dist")
-            if tag is not None and part in typing.get_args(tag.annotation):
-                nxt = m
-                break
-        if nxt is None:
-            return None
-        cls = nxt
-    models = _models_in(cls)
+    models = model_at_union(root, loc)
     return models[0] if len(models) == 1 else None
 
 
