@@ -80,6 +80,30 @@ def map_count_ok_before_unmaps(vrm: VmaRemap) -> Refusal | None:
     return None
 
 
+def _flags_addr_new_len(vrm: VmaRemap) -> Refusal | None:
+    """The first three checks of ``check_mremap_params`` since 6.15: unknown flags, an
+    unaligned ``addr``, a zero ``new_len`` (EINVAL)."""
+    if vrm.extra_flags:
+        return Refusal("EINVAL", "unknown flags")
+    if vrm.addr % vrm.page_size:
+        return Refusal("EINVAL", "old_addr is not page aligned")
+    if vrm.new_len == 0:
+        return Refusal("EINVAL", "new_len is 0")
+    return None
+
+
+def _new_addr_flags(vrm: VmaRemap) -> Refusal | None:
+    """``check_mremap_params``' checks of a call with a ``new_addr`` since 6.15: aligned,
+    MAYMOVE given, DONTUNMAP without a resize (EINVAL)."""
+    if vrm.new_addr % vrm.page_size:
+        return Refusal("EINVAL", "new_addr is not page aligned")
+    if not vrm.maymove:
+        return Refusal("EINVAL", "MREMAP_FIXED/MREMAP_DONTUNMAP require MREMAP_MAYMOVE")
+    if vrm.dontunmap and vrm.old_len != vrm.new_len:
+        return Refusal("EINVAL", "MREMAP_DONTUNMAP requires old_len == new_len")
+    return None
+
+
 def check_mremap_params(vrm: VmaRemap) -> Refusal | None:
     """``check_mremap_params`` (6.17, 6.18): every check that needs no VMA, in order.
 
@@ -89,24 +113,18 @@ def check_mremap_params(vrm: VmaRemap) -> Refusal | None:
     page aligned, ``MAYMOVE`` given, DONTUNMAP without a resize, no overlap (EINVAL), then
     the map-count headroom (ENOMEM).
     """
-    if vrm.extra_flags:
-        return Refusal("EINVAL", "unknown flags")
-    if vrm.addr % vrm.page_size:
-        return Refusal("EINVAL", "old_addr is not page aligned")
-    if vrm.new_len == 0:
-        return Refusal("EINVAL", "new_len is 0")
+    first = _flags_addr_new_len(vrm)
+    if first is not None:
+        return first
     if vrm.new_len > vrm.task_size:
         return Refusal("EINVAL", "new_len exceeds TASK_SIZE")
     if not vrm_implies_new_addr(vrm):
         return None
     if vrm.new_addr > vrm.task_size - vrm.new_len:
         return Refusal("EINVAL", "new range beyond TASK_SIZE")
-    if vrm.new_addr % vrm.page_size:
-        return Refusal("EINVAL", "new_addr is not page aligned")
-    if not vrm.maymove:
-        return Refusal("EINVAL", "MREMAP_FIXED/MREMAP_DONTUNMAP require MREMAP_MAYMOVE")
-    if vrm.dontunmap and vrm.old_len != vrm.new_len:
-        return Refusal("EINVAL", "MREMAP_DONTUNMAP requires old_len == new_len")
+    dest = _new_addr_flags(vrm)
+    if dest is not None:
+        return dest
     if vrm_overlaps(vrm):
         return Refusal("EINVAL", "source and destination overlap")
     return map_count_ok_before_unmaps(vrm)
@@ -136,20 +154,14 @@ def check_mremap_params_615(vrm: VmaRemap) -> Refusal | None:
     unaligned ``new_addr``, no MAYMOVE, DONTUNMAP with a resize (EINVAL) and the map-count
     headroom (ENOMEM) — all before the VMA lookup; the ``TASK_SIZE`` and overlap tests stay
     in ``mremap_to`` (:func:`mremap_to_checks_pre617` with ``vrm_checks=True``)."""
-    if vrm.extra_flags:
-        return Refusal("EINVAL", "unknown flags")
-    if vrm.addr % vrm.page_size:
-        return Refusal("EINVAL", "old_addr is not page aligned")
-    if vrm.new_len == 0:
-        return Refusal("EINVAL", "new_len is 0")
+    first = _flags_addr_new_len(vrm)
+    if first is not None:
+        return first
     if not vrm_implies_new_addr(vrm):
         return None
-    if vrm.new_addr % vrm.page_size:
-        return Refusal("EINVAL", "new_addr is not page aligned")
-    if not vrm.maymove:
-        return Refusal("EINVAL", "MREMAP_FIXED/MREMAP_DONTUNMAP require MREMAP_MAYMOVE")
-    if vrm.dontunmap and vrm.old_len != vrm.new_len:
-        return Refusal("EINVAL", "MREMAP_DONTUNMAP requires old_len == new_len")
+    dest = _new_addr_flags(vrm)
+    if dest is not None:
+        return dest
     return map_count_ok_before_unmaps(vrm)
 
 
