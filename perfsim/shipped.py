@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-KINDS: tuple[str, ...] = ("workloads", "studies", "sweeps")
+KINDS: tuple[str, ...] = ("workloads", "studies", "sweeps", "probes")
 """The kinds of shipped files, each a directory name."""
 
 _PACKAGE = Path(__file__).resolve().parent

@@ -54,7 +54,7 @@ def test_data_dir_is_the_checkout_in_a_source_tree():
     for kind in shipped.KINDS:
         assert shipped.data_dir(kind) == ROOT / kind
     assert "quick" in shipped.names("studies") and "gc_compaction" in shipped.names("workloads")
-    with pytest.raises(ValueError, match="allowed: workloads, studies, sweeps"):
+    with pytest.raises(ValueError, match="allowed: workloads, studies, sweeps, probes"):
         shipped.data_dir("models")
 
 
@@ -133,6 +133,11 @@ def test_installed_wheel_lists_workloads_and_runs_the_quick_study(tmp_path):
     assert listed.returncode == 0, listed.stderr
     assert {line.split()[0] for line in listed.stdout.splitlines()} \
         == set(shipped.names("workloads"))
+    probe = subprocess.run([sys.executable, "-c", "from perfsim.groundtruth.probe import SOURCE; "
+                            "from perfsim.calibrate.probe import probe_source; "
+                            "print(SOURCE.is_file(), probe_source().is_file())"],
+                           capture_output=True, text=True, cwd=work, env=env, timeout=60)
+    assert probe.stdout.split() == ["True", "True"], probe.stderr  # the C probes ship too
     rep = perfsim("report", "--study", "quick", "--executor", "serial", "--quiet", "--out", "r")
     assert rep.returncode == 0, rep.stderr
     assert (work / "r" / "quick" / "index.html").is_file()

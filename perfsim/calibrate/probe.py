@@ -30,6 +30,7 @@ import pandas as pd
 
 from perfsim.calibrate.design import ALIGN_CLASSES, Config, KiB, MiB, fmt_size
 from perfsim.errors import PerfsimError
+from perfsim.shipped import data_dir
 
 #: sizes the calibration design (FULL_SIZES, QUICK_SIZES) does not measure
 HELDOUT_SIZES: tuple[int, ...] = (8 * KiB, 16 * KiB, 256 * KiB, 2 * MiB, 8 * MiB, 32 * MiB,
@@ -39,11 +40,10 @@ LONG_CALL_NS = 30_000
 
 
 def probe_source() -> Path:
-    """``probes/latency/probe.c`` of this checkout."""
-    p = Path(__file__).resolve().parents[2] / "probes" / "latency" / "probe.c"
+    """``probes/latency/probe.c``: the checkout's, or the copy installed with the package."""
+    p = data_dir("probes") / "latency" / "probe.c"
     if not p.is_file():
-        raise PerfsimError(f"probe source {p} not found (the probe ships with the perfsim "
-                           "source tree, not with an installed wheel)")
+        raise PerfsimError(f"probe source {p} not found (a broken install: reinstall perfsim)")
     return p
 
 

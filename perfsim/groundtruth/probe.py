@@ -16,15 +16,16 @@ from pathlib import Path
 
 from perfsim.errors import PerfsimError
 from perfsim.groundtruth.cache import cache_dir
+from perfsim.shipped import data_dir
 
-SOURCE = Path(__file__).resolve().parents[2] / "probes" / "groundtruth" / "probe.c"
+SOURCE = data_dir("probes") / "groundtruth" / "probe.c"
 LINK_MODES = ("static", "dynamic")
 
 
 def source_path() -> Path:
     if not SOURCE.is_file():
-        raise PerfsimError(f"probe source {SOURCE} not found (perfsim.groundtruth needs a "
-                           "source checkout)")
+        raise PerfsimError(f"probe source {SOURCE} not found (a broken install: reinstall "
+                           "perfsim)")
     return SOURCE
 
 
