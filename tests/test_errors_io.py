@@ -48,3 +48,21 @@ def test_output_dir_not_writable_is_refused(tmp_path):
             check_output_dir(ro / "out", "--out")
     finally:
         ro.chmod(0o700)
+
+
+def test_atomic_dir_replaces_whole_or_leaves_everything_as_it_was(tmp_path):
+    from perfsim.atomic import atomic_dir
+
+    out = tmp_path / "out"
+    with atomic_dir(out) as tmp:
+        (tmp / "a.txt").write_text("1")
+    assert sorted(p.name for p in out.iterdir()) == ["a.txt"]
+    assert oct(out.stat().st_mode & 0o777) == "0o755"
+    with pytest.raises(KeyboardInterrupt), atomic_dir(out) as tmp:
+        (tmp / "b.txt").write_text("half")
+        raise KeyboardInterrupt
+    assert sorted(p.name for p in out.iterdir()) == ["a.txt"]  # the old result, untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporary left behind
+    with atomic_dir(out) as tmp:
+        (tmp / "c.txt").write_text("2")
+    assert sorted(p.name for p in out.iterdir()) == ["c.txt"]

@@ -29,9 +29,6 @@ within them, because repetitions of one round are not independent.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
@@ -40,6 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from perfsim.atomic import atomic_dir
 from perfsim.calibrate.design import ALIGN_CLASSES, fmt_size
 from perfsim.calibrate.fit import profile_values_with
 from perfsim.calibrate.io import CalibData, load_data, sibling
@@ -541,9 +539,7 @@ def write_report(rep: ValidationReport, out_dir: str | Path, *, command: str = "
     out = Path(out_dir)
     if out.exists() and not force:
         raise PerfsimError(f"--out {out} already exists; choose another directory or pass --force")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         rep.errors.to_csv(tmp / "errors.csv", index=False)
         rep.summary.to_csv(tmp / "summary.csv", index=False)
         rep.coverage.to_csv(tmp / "coverage.csv", index=False)
@@ -555,11 +551,4 @@ def write_report(rep: ValidationReport, out_dir: str | Path, *, command: str = "
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str) + "\n")
         plot(rep, tmp / "pred_vs_measured.png")
         (tmp / "README.md").write_text(render_markdown(rep, command))
-        os.chmod(tmp, 0o755)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out

@@ -9,7 +9,7 @@ parsed namespace and returning an exit status, or None for 0) with ``set_default
 This module holds what the commands share: integer flags with bounds (:func:`int_range`),
 the check of every output location before work starts, with one policy for outputs that
 exist already (:func:`output_dir`, :func:`output_file`: replaced only with ``--force``),
-and atomic writes (:func:`temp_dir_beside` + :func:`replace_dir`, :func:`write_file_atomically`).
+and atomic writes (in :mod:`perfsim.atomic`).
 
 (The entry point is imported from ``perfsim.cli.main`` on purpose and not re-exported here:
 a function ``main`` on the package would shadow the submodule ``perfsim.cli.main``.)
@@ -18,9 +18,6 @@ a function ``main`` on the package would shadow the submodule ``perfsim.cli.main
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -86,40 +83,3 @@ def output_file(path, flag: str, force: bool) -> Path:
     return p
 
 
-def temp_dir_beside(final: Path) -> Path:
-    """A fresh hidden directory beside ``final`` (same file system, so it renames into place);
-    creates ``final``'s parents."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-
-
-def replace_dir(tmp: Path, final: Path) -> None:
-    """Move the finished directory ``tmp`` to ``final``; an old ``final`` is moved aside first
-    and removed after, so that ``final`` is at every moment either the old or the new one."""
-    old = None
-    if final.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old.", dir=final.parent))
-        os.replace(final, old / final.name)
-    os.replace(tmp, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def write_file_atomically(final: Path, write: Callable[[Path], object]):
-    """Call ``write(tmp)`` for a temporary file beside ``final``, then rename it to ``final``;
-    on any failure (or Ctrl-C) the temporary file is removed and ``final`` is untouched.
-    Returns what ``write`` returned."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{final.name}.", dir=final.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp's 0600 would outlive the rename
-        result = write(tmp)
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return result

@@ -9,7 +9,8 @@ import json
 import sys
 from pathlib import Path
 
-from perfsim.cli import int_range, output_dir, output_file, write_file_atomically
+from perfsim.atomic import write_file_atomically
+from perfsim.cli import int_range, output_dir, output_file
 from perfsim.errors import PerfsimError, check_dir_name, read_toml
 
 DESCRIPTION = """\

@@ -13,7 +13,8 @@ import json
 import shutil
 from pathlib import Path
 
-from perfsim.cli import int_range, output_dir, replace_dir, temp_dir_beside
+from perfsim.atomic import replace_dir, temp_dir_beside
+from perfsim.cli import int_range, output_dir
 
 EPILOG = """\
 examples:

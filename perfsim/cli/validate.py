@@ -6,11 +6,11 @@ A thin shell over :func:`perfsim.calibrate.validate.validate`; see docs/calibrat
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import sys
 from pathlib import Path
 
+from perfsim.atomic import atomic_dir
 from perfsim.errors import PerfsimError, check_output_dir
 
 EPILOG = """\
@@ -122,8 +122,6 @@ def run_probe(args: argparse.Namespace, prof) -> int:
     """``perfsim validate --probe``: the independent probe on held-out configurations."""
     import datetime as _dt
     import json
-    import shutil
-    import tempfile
 
     from perfsim.calibrate.design import parse_size
     from perfsim.calibrate.probe import (
@@ -180,9 +178,7 @@ def run_probe(args: argparse.Namespace, prof) -> int:
     cmd = "perfsim validate " + " ".join(shlex.quote(a) for a in sys.argv[2:]) \
         if len(sys.argv) > 1 and sys.argv[1] == "validate" else "perfsim validate --probe"
     date = _dt.date.today().isoformat()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         (tmp / "probe.jsonl").write_text("".join(json.dumps(r, sort_keys=True) + "\n"
                                                  for r in records))
         t = rep.table.copy()
@@ -194,13 +190,6 @@ def run_probe(args: argparse.Namespace, prof) -> int:
             indent=1) + "\n")
         (tmp / "README.md").write_text(render_probe_markdown(
             rep, profile=prof.name, command=cmd, load=load, date=date))
-        os.chmod(tmp, 0o755)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     print(f"probed {len(rep.table)} held-out configurations with {prof.name} "
           f"(kernel {args.kernel})")
     for label, what in (("ge_30us", "calls >= 30 us"), ("all", "all calls")):

@@ -8,15 +8,13 @@ import json
 import shutil
 import sys
 
+from perfsim.atomic import replace_dir, temp_dir_beside, write_file_atomically
 from perfsim.cli import (
     check_named_file,
     check_trace_files,
     int_range,
     output_dir,
     output_file,
-    replace_dir,
-    temp_dir_beside,
-    write_file_atomically,
 )
 from perfsim.errors import PerfsimError, read_text
 

@@ -1,0 +1,69 @@
+"""Outputs written whole or not at all: a directory or file is built beside its final place
+(same file system) and renamed into it, so a crash, a Ctrl-C or an error never leaves a
+half-written result where the user looks for one."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+__all__ = ["atomic_dir", "replace_dir", "temp_dir_beside", "write_file_atomically"]
+
+
+def temp_dir_beside(final: Path) -> Path:
+    """A fresh hidden directory beside ``final`` (same file system, so it renames into place);
+    creates ``final``'s parents."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+
+
+def replace_dir(tmp: Path, final: Path) -> None:
+    """Move the finished directory ``tmp`` to ``final``; an old ``final`` is moved aside first
+    and removed after, so that ``final`` is at every moment either the old or the new one."""
+    old = None
+    if final.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old.", dir=final.parent))
+        os.replace(final, old / final.name)
+    os.replace(tmp, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def write_file_atomically(final: Path, write: Callable[[Path], object]):
+    """Call ``write(tmp)`` for a temporary file beside ``final``, then rename it to ``final``;
+    on any failure (or Ctrl-C) the temporary file is removed and ``final`` is untouched.
+    Returns what ``write`` returned."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{final.name}.", dir=final.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp's 0600 would outlive the rename
+        result = write(tmp)
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return result
+
+
+@contextlib.contextmanager
+def atomic_dir(final: Path) -> Iterator[Path]:
+    """``with atomic_dir(out) as tmp:`` write into ``tmp``; on success it becomes ``out``
+    (mode 0755, replacing an old ``out`` as :func:`replace_dir` does), on any failure (or
+    Ctrl-C) it is removed and ``out`` is untouched."""
+    final = Path(final)
+    tmp = temp_dir_beside(final)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o755)  # mkdtemp's 0700 would outlive the rename
+        replace_dir(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
