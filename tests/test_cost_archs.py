@@ -129,3 +129,12 @@ def test_a_workload_or_scenario_without_a_cost_profile_uses_its_archs_default(tm
     f = tmp_path / "s.toml"
     f.write_text('arch = "arm64-4k"\n' + "\n".join(sc_lines) + "\n")
     assert load_scenario(f).cost_profile == "arm64-generic"
+
+
+def test_a_trace_export_without_a_cost_profile_uses_the_archs_default(tmp_path):
+    from perfsim.report.study import TraceCall
+    from perfsim.report.trace import export_call
+
+    call = TraceCall.model_validate({"class": "unaligned", "size": "4M", "kernel": "6.18"})
+    assert export_call(call, tmp_path / "a.json", arch="arm64-4k")["cost_profile"] == "arm64-generic"
+    assert export_call(call, tmp_path / "x.json", arch="x86_64")["cost_profile"] == "x86_64-generic"

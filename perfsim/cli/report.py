@@ -57,7 +57,8 @@ def register(sub) -> None:
                         "realignable, blocked or unaligned")
     t.add_argument("--kernel", default="6.18", help="kernel profile (default 6.18)")
     t.add_argument("--arch", default="x86_64", help="architecture (default x86_64)")
-    t.add_argument("--cost-profile", default="x86_64-generic", metavar="NAME|PATH")
+    t.add_argument("--cost-profile", default=None, metavar="NAME|PATH",
+                   help="cost profile (default: the arch's own, e.g. x86_64-generic)")
     t.add_argument("--threads", type=int_range(1, 1024), default=1,
                    help="CPUs in the mm (IPI fan-out), 1..1024")
     t.add_argument("--backing", default="anon", choices=("anon", "shmem", "file"))

@@ -105,16 +105,19 @@ def trace_events(plan, profile, *, cpus: int = 1, rng: np.random.Generator | Non
 
 
 def export_call(call, path: str | Path, *, arch: str = "x86_64",
-                default_profile: str = "x86_64-generic") -> dict:
+                default_profile: str | None = None) -> dict:
     """Plan a :class:`~perfsim.report.study.TraceCall` and write its trace to ``path``.
-    Returns the document's metadata."""
+    The call's cost profile, else ``default_profile``, else the arch's own
+    (:func:`perfsim.cost.default_cost_profile`). Returns the document's metadata."""
+    from perfsim.cost import default_cost_profile
     from perfsim.report.shapes import plan_call, target_for
     from perfsim.units import parse_size
 
     target = target_for(call.kernel, arch)
     size = parse_size(call.size)
     plan = plan_call(target, call.cls, size, backing=call.backing, thp=call.thp)
-    doc = trace_events(plan, call.cost_profile or default_profile, cpus=call.threads,
+    profile = call.cost_profile or default_profile or default_cost_profile(target.arch.name)
+    doc = trace_events(plan, profile, cpus=call.threads,
                        title=f"mremap {call.ident}")
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
