@@ -21,21 +21,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
-
-def simpy_timeouts_per_cpu_s(n: int = 200_000) -> float:
-    import simpy
-
-    env = simpy.Environment()
-
-    def proc():
-        for _ in range(n):
-            yield env.timeout(1)
-
-    env.process(proc())
-    c0 = time.process_time()
-    env.run()
-    return n / (time.process_time() - c0)
+from simpy_reference import timeouts_per_s  # noqa: E402
 
 
 def main() -> None:
@@ -50,13 +38,13 @@ def main() -> None:
     run_workload("trace_replay")  # warm imports and caches
     best_calls = best_simpy = 0.0
     for _ in range(a.reps):
-        best_simpy = max(best_simpy, simpy_timeouts_per_cpu_s())
+        best_simpy = max(best_simpy, timeouts_per_s(repeats=1, clock=time.process_time))
         c0, calls = time.process_time(), 0
         for name in workload_names():
             _, m, _ = run_workload(name)
             calls += m["calls"]
         best_calls = max(best_calls, calls / (time.process_time() - c0))
-        best_simpy = max(best_simpy, simpy_timeouts_per_cpu_s())
+        best_simpy = max(best_simpy, timeouts_per_s(repeats=1, clock=time.process_time))
     print(f"shipped workloads: {calls} calls, {best_calls:,.1f} calls per CPU-second (best of "
           f"{a.reps})")
     print(f"SimPy alone: {best_simpy:,.0f} timeouts per CPU-second")
