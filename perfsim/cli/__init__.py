@@ -65,18 +65,15 @@ def output_dir(path, flag: str, force: bool) -> Path:
     """Check, before any work, that perfsim may write the directory ``path`` (given by
     ``flag``): nothing in the way, writable, and not already there unless ``force``. Creates
     nothing. The one policy for every output: an existing one is replaced only with --force."""
-    p = Path(path)
-    check_output_dir(p, flag)
-    if p.exists() and not force:
-        raise PerfsimError(f"{flag} {str(p)!r} already exists; choose another or pass --force "
-                           "to replace it")
-    return p
+    return _refuse_existing(check_output_dir(Path(path), flag), flag, force)
 
 
 def output_file(path, flag: str, force: bool) -> Path:
     """:func:`output_dir` for a file."""
-    p = Path(path)
-    check_output_file(p, flag)
+    return _refuse_existing(check_output_file(Path(path), flag), flag, force)
+
+
+def _refuse_existing(p: Path, flag: str, force: bool) -> Path:
     if p.exists() and not force:
         raise PerfsimError(f"{flag} {str(p)!r} already exists; choose another or pass --force "
                            "to replace it")
