@@ -61,37 +61,30 @@ def _integral(v: Any) -> Any:
     return v
 
 
-def to_size_bytes(v: Any) -> int:
-    """A size as the user writes it, in bytes; ``ValueError`` (for pydantic) otherwise."""
-    v = _integral(v)
-    if isinstance(v, bool | float) or not isinstance(v, int | str):
-        raise ValueError(f"expected {SIZE_FORMS}; got {v!r}")
-    try:
-        return parse_size(v, what="size")
-    except PerfsimError as exc:
-        raise ValueError(str(exc).removeprefix("size: ")) from None
+def _converter(name: str, parse, forms: str, what: str, doc: str):
+    """A pydantic before-validator: ``v`` as the user writes it (``forms``) through ``parse``;
+    ``ValueError`` naming the accepted forms otherwise."""
+    def convert(v: Any) -> int:
+        v = _integral(v)
+        if isinstance(v, bool | float) or not isinstance(v, int | str):
+            raise ValueError(f"expected {forms}; got {v!r}")
+        try:
+            return parse(v, what=what)
+        except PerfsimError as exc:
+            raise ValueError(str(exc).removeprefix(f"{what}: ")) from None
+
+    convert.__name__ = convert.__qualname__ = name
+    convert.__doc__ = doc
+    return convert
 
 
-def to_address(v: Any) -> int:
-    """An absolute address as the user writes it; ``ValueError`` otherwise."""
-    v = _integral(v)
-    if isinstance(v, bool | float) or not isinstance(v, int | str):
-        raise ValueError(f"expected {ADDRESS_FORMS}; got {v!r}")
-    try:
-        return parse_size(v, what="address")
-    except PerfsimError as exc:
-        raise ValueError(str(exc).removeprefix("address: ")) from None
-
-
-def to_duration_ns(v: Any) -> int:
-    """A duration as the user writes it, in integer nanoseconds; ``ValueError`` otherwise."""
-    v = _integral(v)
-    if isinstance(v, bool | float) or not isinstance(v, int | str):
-        raise ValueError(f"expected {DURATION_FORMS}; got {v!r}")
-    try:
-        return parse_duration(v, what="duration")
-    except PerfsimError as exc:
-        raise ValueError(str(exc).removeprefix("duration: ")) from None
+to_size_bytes = _converter("to_size_bytes", parse_size, SIZE_FORMS, "size",
+                           "A size as the user writes it, in bytes; ``ValueError`` otherwise.")
+to_address = _converter("to_address", parse_size, ADDRESS_FORMS, "address",
+                        "An absolute address as the user writes it; ``ValueError`` otherwise.")
+to_duration_ns = _converter("to_duration_ns", parse_duration, DURATION_FORMS, "duration",
+                            "A duration as the user writes it, in integer nanoseconds; "
+                            "``ValueError`` otherwise.")
 
 
 SizeBytes = Annotated[int, BeforeValidator(to_size_bytes)]
