@@ -1,21 +1,27 @@
 """One ``mremap()`` request: its keys, defaults and help (listed once), how it is read from
 a TOML file or ``perfsim plan``'s options, and how it becomes what the planner takes.
 
-A request file says the same as the options, keys spelled like them (``-`` or ``_``)::
+A request file says the same as the options, keys spelled like them (``-`` or ``_``). The
+call's keys are the syscall's own argument names, as in workloads, scenarios, the trace CSV
+and :class:`~perfsim.planner.result.MoveRequest`::
 
     # examples/plan/e2.toml: docs/kernel-rules.md, Worked examples E2 (realignment possible)
-    description = "E2: 1 GiB, src = A+2M+4K, dst = B+6M+4K"
-    len = "1G"
-    src = "A+2M+4K"        # A: the default source base 0x7f0000000000
-    dst = "B+6M+4K"        # B: the default destination base 0x7f4000000000
+    description = "E2: 1 GiB, old_addr = A+2M+4K, new_addr = B+6M+4K"
+    old_addr = "A+2M+4K"   # A: the default source base 0x7f0000000000
+    old_len = "1G"
+    new_addr = "B+6M+4K"   # B: the default destination base 0x7f4000000000
+
+The former keys ``src``, ``len`` and ``dst`` are refused with a line naming the new key
+(:data:`FORMER_KEYS`); ``perfsim plan`` still takes ``--src``, ``--len`` and ``--dst`` as
+short spellings of ``--old-addr``, ``--old-len`` and ``--new-addr``.
 
 Addresses mean what they say: a plain number (``0x7f0000201000``) is the address; an
 offset from a default base needs the base's name (``A+2M+4K``, ``B+6M+8K``). Sizes are
 ``"1G+4K"``-style strings or integers.
 
-The address space is one source VMA ``[src, src + len)`` (populated, optionally guarded),
-unless the file has ``[[vma]]`` tables (or the command line ``--vma`` options): then they
-are the whole address space::
+The address space is one source VMA ``[old_addr, old_addr + old_len)`` (populated,
+optionally guarded), unless the file has ``[[vma]]`` tables (or the command line ``--vma``
+options): then they are the whole address space::
 
     [[vma]]
     start = "A"
@@ -121,16 +127,18 @@ class PlanRequest(_Strict):
     options are made from this list)."""
 
     description: str | None = _opt(None, "free text, kept in the JSON 'request'", cli=False)
-    len: SizeLike | None = _opt(None, "old_len: bytes to move (required), e.g. 1G", "SIZE")
-    src: SizeLike | None = _opt(None, "old_addr (default A, the source base)", "ADDR")
-    dst: SizeLike | None = _opt(None, "new_addr (default B with --fixed; without MREMAP_FIXED "
-                                "the kernel picks the place)", "ADDR")
-    new_len: SizeLike | None = _opt(None, "new_len (default: --len)", "SIZE")
+    old_addr: SizeLike | None = _opt(None, "the source address (default A, the source "
+                                     "base)", "ADDR")
+    old_len: SizeLike | None = _opt(None, "bytes to move (required), e.g. 1G", "SIZE")
+    new_len: SizeLike | None = _opt(None, "the mapping's size after the call (default: "
+                                    "--old-len)", "SIZE")
+    new_addr: SizeLike | None = _opt(None, "the destination address (default B with --fixed; "
+                                     "without MREMAP_FIXED the kernel picks the place)", "ADDR")
     maymove: bool = _opt(True, "pass MREMAP_MAYMOVE (default)")
-    fixed: bool = _opt(True, "pass MREMAP_FIXED (default); --no-fixed makes --dst unused")
+    fixed: bool = _opt(True, "pass MREMAP_FIXED (default); --no-fixed makes --new-addr unused")
     dontunmap: bool = _opt(False, "pass MREMAP_DONTUNMAP")
     for_stack: bool = _opt(False, "plan exec's relocate_vma_down: the whole source VMA moves "
-                           "down, so --dst must lie below --src")
+                           "down, so --new-addr must lie below --old-addr")
     fail_alloc_at: int | None = _opt(None, "fail the K-th page-table allocation (1-based) to "
                                      "exercise the partial move and its revert", "K", ge=1)
     backing: Literal["anon", "shmem", "file", "hugetlb"] = _opt(
@@ -166,8 +174,8 @@ class PlanRequest(_Strict):
                                     "among its archs (a what-if, not a prediction)",
                                     group="target")
 
-    _sizes = field_validator("len", "src", "dst", "new_len", "folio_size", "hugepage_size",
-                             mode="before")(_no_bool_or_float_size)
+    _sizes = field_validator("old_addr", "old_len", "new_addr", "new_len", "folio_size",
+                             "hugepage_size", mode="before")(_no_bool_or_float_size)
     _ints = field_validator("seed", "cpus", "fail_alloc_at", mode="before")(_strict_int)
     _thp = field_validator("thp", mode="before")(_thp)
     _populate = field_validator("populate", mode="before")(_populate)
@@ -183,6 +191,10 @@ class PlanRequest(_Strict):
 KEYS: tuple[str, ...] = tuple(PlanRequest.model_fields)
 VMA_KEYS: tuple[str, ...] = tuple(VmaTable.model_fields)
 DEFAULTS: dict[str, Any] = {k: f.default for k, f in PlanRequest.model_fields.items()}
+FORMER_KEYS: dict[str, str] = {"src": "old_addr", "len": "old_len", "dst": "new_addr"}
+"""Keys a request file used to spell the call with, and the syscall's argument names that
+replaced them. A file still using one is refused with a line naming the new key;
+``perfsim plan`` keeps ``--src``, ``--len`` and ``--dst`` as short spellings of the options."""
 
 _ALLOWED_HINTS = {
     "backing": "one of " + ", ".join(BACKINGS),
@@ -192,13 +204,13 @@ _ALLOWED_HINTS = {
     "fail_alloc_at": "an integer >= 1",
     "seed": "an integer",
     "pgoff": "an integer >= 0",
-    "len": 'a size such as "1G+4K" or an integer',
+    "old_len": 'a size such as "1G+4K" or an integer',
     "size": 'a size such as "64M" or an integer',
     "new_len": 'a size such as "1G+4K" or an integer',
     "hugepage_size": 'a size such as "2M" or an integer',
     "folio_size": 'a size such as "64K" or an integer',
-    "src": 'an address such as "0x7f0000201000" or "A+2M+4K"',
-    "dst": 'an address such as "0x7f4000601000" or "B+6M+4K"',
+    "old_addr": 'an address such as "0x7f0000201000" or "A+2M+4K"',
+    "new_addr": 'an address such as "0x7f4000601000" or "B+6M+4K"',
     "start": 'an address such as "0x7f0000201000" or "A+2M+4K"',
     "uffd": '"missing" or "wp"',
     "touched": "true or false",
@@ -207,9 +219,16 @@ _ALLOWED_HINTS = {
 
 
 def describe(exc: ValidationError, origin: str) -> str:
-    """One line: ``origin: [table] key 'k': got v; allowed: ...`` for each problem."""
+    """One line: ``origin: [table] key 'k': got v; allowed: ...`` for each problem; a
+    former key (:data:`FORMER_KEYS`) is named alone with its new name:
+    ``plan request origin: key 'src' is now 'old_addr'``."""
     parts: list[str] = []
     seen: set[tuple] = set()
+    former = [f"key {e['loc'][0]!r} is now {FORMER_KEYS[e['loc'][0]]!r}" for e in exc.errors()
+              if e["type"] == "extra_forbidden" and len(e["loc"]) == 1
+              and e["loc"][0] in FORMER_KEYS]
+    if former:
+        return f"plan request {origin}: " + "; ".join(former)
     for err in exc.errors():
         loc = tuple(err["loc"])
         table = ""

@@ -23,10 +23,10 @@ EXAMPLES = ROOT / "examples" / "plan"
 # docs/kernel-rules.md, Worked examples: its A = 0x7f0000200000 and B = 0x7f4000600000 are perfsim's default
 # bases (named A and B on the command line) + 2M and + 6M.
 E_FLAGS = {
-    "e1": ["--len", "1G"],
-    "e2": ["--len", "1G", "--src", "A+2M+4K", "--dst", "B+6M+4K"],
-    "e3": ["--len", "1G", "--src", "A+2M+4K", "--dst", "B+6M+4K", "--guard-below-src"],
-    "e4": ["--len", "1G", "--src", "A+2M+4K", "--dst", "B+6M+8K"],
+    "e1": ["--old-len", "1G"],
+    "e2": ["--old-len", "1G", "--old-addr", "A+2M+4K", "--new-addr", "B+6M+4K"],
+    "e3": ["--old-len", "1G", "--old-addr", "A+2M+4K", "--new-addr", "B+6M+4K", "--guard-below-src"],
+    "e4": ["--old-len", "1G", "--old-addr", "A+2M+4K", "--new-addr", "B+6M+8K"],
 }
 E_EXPECT = {
     "e1": dict(realigned=False, pud_moves=1, pmd_moves=0, ptes_moved=0, tlb_flushes=1,
@@ -108,19 +108,19 @@ def test_json_document_shape(capsys):
 
 
 def test_absolute_addresses_equal_offsets(capsys):
-    a = run_json(capsys, "--len", "1G", "--src", "0x7f0000201000", "--dst", "0x7f4000602000")
+    a = run_json(capsys, "--old-len", "1G", "--old-addr", "0x7f0000201000", "--new-addr", "0x7f4000602000")
     b = run_json(capsys, *E_FLAGS["e4"])
     assert a["move"] == b["move"] and a["request"]["src"] == b["request"]["src"]
 
 
 def test_e1_on_4_cpus_sends_ipis(capsys):
-    doc = run_json(capsys, "--len", "1G", "--cpus", "4")
+    doc = run_json(capsys, "--old-len", "1G", "--cpus", "4")
     assert doc["move"]["tlb_flushes"] == 1 and doc["move"]["ipis"] == 3
 
 
 def test_e7_stack_relocation(capsys):
-    doc = run_json(capsys, "--len", "12K", "--src", "0x7fffffffc000",
-                   "--dst", "0x7ffd4c59e000", "--for-stack")
+    doc = run_json(capsys, "--old-len", "12K", "--old-addr", "0x7fffffffc000",
+                   "--new-addr", "0x7ffd4c59e000", "--for-stack")
     m = doc["move"]
     assert doc["errno"] is None and not doc["realigned"]
     assert (m["ptes_moved"], m["move_ptes_calls"], m["tlb_flushes"]) == (3, 1, 1)
@@ -137,22 +137,22 @@ def test_kernel_6_6_does_not_realign(capsys):
 
 @pytest.mark.parametrize("arch", ["riscv-sv39", "arm64-4k", "arm64-16k", "x86_64-la57"])
 def test_default_bases_fit_every_arch(capsys, arch):
-    doc = run_json(capsys, "--len", "1G", "--arch", arch)
+    doc = run_json(capsys, "--old-len", "1G", "--arch", arch)
     assert doc["errno"] is None and doc["progress_bytes"] == 1 << 30
     assert doc["target"]["arch"] == arch
 
 
 def test_e5a_arm64_16k_no_realignment(capsys):
-    doc = run_json(capsys, "--arch", "arm64-16k", "--len", "4M", "--src", "A+16K", "--dst",
+    doc = run_json(capsys, "--arch", "arm64-16k", "--old-len", "4M", "--old-addr", "A+16K", "--new-addr",
                    "B+16K")
     m = doc["move"]
     assert not doc["realigned"] and m["move_ptes_calls"] == 1 and m["ptes_moved"] == 256
 
 
 def test_thp_and_hugetlb_backings(capsys):
-    doc = run_json(capsys, "--len", "64M", "--thp", "on")
+    doc = run_json(capsys, "--old-len", "64M", "--thp", "on")
     assert doc["move"]["thp_moves"] == 32 and doc["move"]["ptes_moved"] == 0
-    doc = run_json(capsys, "--len", "64M", "--backing", "hugetlb")
+    doc = run_json(capsys, "--old-len", "64M", "--backing", "hugetlb")
     assert doc["errno"] is None and doc["move"]["hugetlb_moves"] == 32
 
 
@@ -174,13 +174,13 @@ def test_flags_override_request_file(capsys):
     check_counts(e3, E_EXPECT["e3"])
     e2 = run_json(capsys, "--file", str(EXAMPLES / "e3.toml"), "--no-guard-below-src")
     check_counts(e2, E_EXPECT["e2"])
-    e4 = run_json(capsys, "--file", str(EXAMPLES / "e2.toml"), "--dst", "B+6M+8K")
+    e4 = run_json(capsys, "--file", str(EXAMPLES / "e2.toml"), "--new-addr", "B+6M+8K")
     check_counts(e4, E_EXPECT["e4"])
 
 
 def test_request_file_spellings(capsys, tmp_path):
     f = tmp_path / "r.toml"
-    f.write_text('[request]\nlen = 1073741824\nsrc = "A+2M+4K"\ndst = "B+6M+4K"\n'
+    f.write_text('[request]\nold_len = 1073741824\nold_addr = "A+2M+4K"\nnew_addr = "B+6M+4K"\n'
                  'guard_below_src = true\nthp = "off"\ncpus = 2\nfixed = true\n')
     doc = run_json(capsys, "--file", str(f))
     check_counts(doc, E_EXPECT["e3"])
@@ -252,10 +252,10 @@ def test_compress_prefers_longest_cover():
 
 
 @pytest.mark.parametrize("argv, errno", [
-    (["--len", "0"], "EINVAL"),                                   # new_len 0
-    (["--len", "1G", "--src", "1K"], "EINVAL"),                   # unaligned old_addr
-    (["--len", "1G", "--dst", "0x7f0000100000"], "EINVAL"),       # overlapping fixed move
-    (["--len", "4M", "--backing", "hugetlb", "--src", "4K"], "EINVAL"),
+    (["--old-len", "0"], "EINVAL"),                                   # new_len 0
+    (["--old-len", "1G", "--old-addr", "1K"], "EINVAL"),                   # unaligned old_addr
+    (["--old-len", "1G", "--new-addr", "0x7f0000100000"], "EINVAL"),       # overlapping fixed move
+    (["--old-len", "4M", "--backing", "hugetlb", "--old-addr", "4K"], "EINVAL"),
 ])
 def test_kernel_errno_is_a_result(capsys, argv, errno):
     rc, out, err = run(capsys, "plan", *argv, "--json")
@@ -281,36 +281,36 @@ def bad_file(tmp_path: Path, name: str, text: str) -> str:
 
 
 BAD_ARGV = {
-    "unknown arch": (["plan", "--len", "1G", "--arch", "sparc"], "valid names"),
-    "unknown kernel": (["plan", "--len", "1G", "--kernel", "2.4"], "6.18"),
-    "negative len": (["plan", "--len", "-4K"], "negative"),
-    "negative len =": (["plan", "--len=-1"], "negative"),
-    "len arithmetic below 0": (["plan", "--len", "4K-8K"], "negative"),
-    "unparsable len": (["plan", "--len", "lots"], "cannot parse"),
-    "unparsable src": (["plan", "--len", "1G", "--src", "0xzz"], "--src"),
-    "missing len": (["plan"], "--len is required"),
-    "src beyond top": (["plan", "--len", "1G", "--src", "0x800000000000"], "user address range"),
-    "src+len beyond top": (["plan", "--len", "2T", "--src", "0x7f0000000000"], "--src + --len"),
-    "dst beyond top": (["plan", "--len", "1G", "--dst", "0xffff800000000000"], "--dst"),
-    "dst+new_len beyond top": (["plan", "--len", "4K", "--new-len", "1T", "--dst",
-                                "0x7fff00000000"], "--dst + --new-len"),
-    "riscv sv39 top": (["plan", "--len", "1G", "--arch", "riscv-sv39", "--src",
+    "unknown arch": (["plan", "--old-len", "1G", "--arch", "sparc"], "valid names"),
+    "unknown kernel": (["plan", "--old-len", "1G", "--kernel", "2.4"], "6.18"),
+    "negative len": (["plan", "--old-len", "-4K"], "negative"),
+    "negative len =": (["plan", "--old-len=-1"], "negative"),
+    "len arithmetic below 0": (["plan", "--old-len", "4K-8K"], "negative"),
+    "unparsable len": (["plan", "--old-len", "lots"], "cannot parse"),
+    "unparsable src": (["plan", "--old-len", "1G", "--old-addr", "0xzz"], "--old-addr"),
+    "missing len": (["plan"], "--old-len is required"),
+    "src beyond top": (["plan", "--old-len", "1G", "--old-addr", "0x800000000000"], "user address range"),
+    "src+len beyond top": (["plan", "--old-len", "2T", "--old-addr", "0x7f0000000000"], "--old-addr + --old-len"),
+    "dst beyond top": (["plan", "--old-len", "1G", "--new-addr", "0xffff800000000000"], "--new-addr"),
+    "dst+new_len beyond top": (["plan", "--old-len", "4K", "--new-len", "1T", "--new-addr",
+                                "0x7fff00000000"], "--new-addr + --new-len"),
+    "riscv sv39 top": (["plan", "--old-len", "1G", "--arch", "riscv-sv39", "--old-addr",
                         "0x7f0000000000"], "riscv-sv39"),
-    "bad populate": (["plan", "--len", "1G", "--populate", "most"], "--populate"),
-    "bad populate every": (["plan", "--len", "1G", "--populate", "every:0"], "every:K"),
-    "bad populate fraction": (["plan", "--len", "1G", "--populate", "1.5"], "(0, 1)"),
-    "cpus 0": (["plan", "--len", "1G", "--cpus", "0"], "--cpus"),
-    "cpus text": (["plan", "--len", "1G", "--cpus", "two"], "--cpus"),
-    "bad backing": (["plan", "--len", "1G", "--backing", "ram"], "--backing"),
-    "bad thp": (["plan", "--len", "1G", "--thp", "maybe"], "--thp"),
-    "fail-alloc-at 0": (["plan", "--len", "1G", "--fail-alloc-at", "0"], ">= 1"),
-    "for-stack upward": (["plan", "--len", "12K", "--for-stack"], "below --src"),
-    "for-stack new-len": (["plan", "--len", "12K", "--src", "0x7fffffffc000", "--dst",
+    "bad populate": (["plan", "--old-len", "1G", "--populate", "most"], "--populate"),
+    "bad populate every": (["plan", "--old-len", "1G", "--populate", "every:0"], "every:K"),
+    "bad populate fraction": (["plan", "--old-len", "1G", "--populate", "1.5"], "(0, 1)"),
+    "cpus 0": (["plan", "--old-len", "1G", "--cpus", "0"], "--cpus"),
+    "cpus text": (["plan", "--old-len", "1G", "--cpus", "two"], "--cpus"),
+    "bad backing": (["plan", "--old-len", "1G", "--backing", "ram"], "--backing"),
+    "bad thp": (["plan", "--old-len", "1G", "--thp", "maybe"], "--thp"),
+    "fail-alloc-at 0": (["plan", "--old-len", "1G", "--fail-alloc-at", "0"], ">= 1"),
+    "for-stack upward": (["plan", "--old-len", "12K", "--for-stack"], "below old_addr"),
+    "for-stack new-len": (["plan", "--old-len", "12K", "--old-addr", "0x7fffffffc000", "--new-addr",
                            "0x7ffd4c59e000", "--for-stack", "--new-len", "8K"], "--new-len"),
-    "bad hugepage size": (["plan", "--len", "1G", "--backing", "hugetlb", "--hugepage-size",
+    "bad hugepage size": (["plan", "--old-len", "1G", "--backing", "hugetlb", "--hugepage-size",
                            "4M"], "huge page size"),
-    "trace limit": (["plan", "--len", "1G", "--trace-limit", "-1"], "--trace-limit"),
-    "unknown option": (["plan", "--len", "1G", "--frobnicate"], "unrecognized"),
+    "trace limit": (["plan", "--old-len", "1G", "--trace-limit", "-1"], "--trace-limit"),
+    "unknown option": (["plan", "--old-len", "1G", "--frobnicate"], "unrecognized"),
     "unknown command": (["teleport"], "invalid choice"),
     "no command": ([], "command is required"),
     "missing file": (["plan", "--file", "/nonexistent/req.toml"], "does not exist"),
@@ -329,17 +329,17 @@ def test_bad_input_is_one_line_exit_2(capsys, case):
 
 
 @pytest.mark.parametrize("text, needle", [
-    ("len = \"1G\"\nsrc = [1, 2\n", "not valid TOML"),
-    ("len = \"1G\"\ncolour = \"red\"\n", "unknown key 'colour'; allowed keys: description, len"),
-    ("len = \"1G\"\nbacking = \"ram\"\n", "key 'backing': got 'ram'; allowed: one of anon"),
-    ("len = \"1G\"\ncpus = 0\n", "key 'cpus'"),
-    ("len = \"1G\"\ncpus = \"four\"\n", "key 'cpus'"),
-    ("len = \"1G\"\nthp = \"sometimes\"\n", "key 'thp'"),
-    ("len = true\n", "key 'len'"),
-    ("len = \"1Q\"\n", "len: cannot parse"),
-    ("len = \"1G\"\nsrc = \"0x900000000000\"\n", "src: 0x900000000000 is outside"),
-    ("len = \"1G\"\npopulate = \"most\"\n", "populate: expected full"),
-    ("len = \"1G\"\narch = \"vax\"\n", "unknown arch 'vax'"),
+    ("old_len = \"1G\"\nold_addr = [1, 2\n", "not valid TOML"),
+    ("old_len = \"1G\"\ncolour = \"red\"\n", "unknown key 'colour'; allowed keys: description, old_addr"),
+    ("old_len = \"1G\"\nbacking = \"ram\"\n", "key 'backing': got 'ram'; allowed: one of anon"),
+    ("old_len = \"1G\"\ncpus = 0\n", "key 'cpus'"),
+    ("old_len = \"1G\"\ncpus = \"four\"\n", "key 'cpus'"),
+    ("old_len = \"1G\"\nthp = \"sometimes\"\n", "key 'thp'"),
+    ("old_len = true\n", "key 'old_len'"),
+    ("old_len = \"1Q\"\n", "old_len: cannot parse"),
+    ("old_len = \"1G\"\nold_addr = \"0x900000000000\"\n", "old_addr: 0x900000000000 is outside"),
+    ("old_len = \"1G\"\npopulate = \"most\"\n", "populate: expected full"),
+    ("old_len = \"1G\"\narch = \"vax\"\n", "unknown arch 'vax'"),
 ])
 def test_bad_request_file(capsys, tmp_path, text, needle):
     path = bad_file(tmp_path, "req.toml", text)
@@ -356,12 +356,12 @@ def test_bad_request_file(capsys, tmp_path, text, needle):
 
 
 def test_cost_profile_path_that_does_not_exist(capsys, tmp_path):
-    rc, out, err = run(capsys, "plan", "--len", "1G", "--cost-profile", "/nonexistent.toml")
+    rc, out, err = run(capsys, "plan", "--old-len", "1G", "--cost-profile", "/nonexistent.toml")
     assert rc == 2 and "does not exist" in err and err.count("\n") == 1
     bad = tmp_path / "latin1.toml"
     bad.write_bytes(b"name = \"caf\xe9\"\n")
     for opt in ("--cost-profile", "--arch", "--kernel"):
-        rc, out, err = run(capsys, "plan", "--len", "1G", opt, str(bad))
+        rc, out, err = run(capsys, "plan", "--old-len", "1G", opt, str(bad))
         assert rc == 2 and "not UTF-8" in err and err.count("\n") == 1, opt
 
 
@@ -379,11 +379,11 @@ def test_cost_profile_with_a_cost_model(capsys, monkeypatch):
     from perfsim.planner import render
     monkeypatch.setattr(render, "resolve_cost_profile", resolve_cost_profile)
     monkeypatch.setattr(render, "predict", predict)
-    doc = run_json(capsys, "--len", "1G", "--cpus", "3", "--cost-profile", "mine")
+    doc = run_json(capsys, "--old-len", "1G", "--cpus", "3", "--cost-profile", "mine")
     assert doc["predicted_ns"] == 1234 and doc["cost_ns"]["tlb_flush"] == 1000
     assert doc["cost_profile"] == {"name": "mine", "digest": "abc"} and calls["cpus"] == 3
     assert calls["arch"] == "x86_64"
-    rc, out, _ = run(capsys, "plan", "--len", "1G", "--cost-profile", "mine")
+    rc, out, _ = run(capsys, "plan", "--old-len", "1G", "--cost-profile", "mine")
     assert "predicted   1.23 µs (cost profile mine)" in out
 
 
@@ -412,7 +412,7 @@ def test_keyboard_interrupt_exits_130(capsys, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(plan_mod, "run", interrupted)
-    rc, out, err = run(capsys, "plan", "--len", "1G")
+    rc, out, err = run(capsys, "plan", "--old-len", "1G")
     assert rc == 130 and err.count("\n") == 1 and "Traceback" not in err
 
 
@@ -421,7 +421,7 @@ def test_unexpected_exceptions_exit_1_with_their_traceback(capsys, monkeypatch):
         raise ZeroDivisionError("bug")
 
     monkeypatch.setattr(plan_mod, "run", buggy)
-    rc, out, err = run(capsys, "plan", "--len", "1G")
+    rc, out, err = run(capsys, "plan", "--old-len", "1G")
     assert rc == 1 and out == ""
     assert "Traceback" in err and "ZeroDivisionError: bug" in err
     assert err.strip().splitlines()[-1].startswith("perfsim: internal error")
@@ -441,7 +441,7 @@ def test_python_dash_m_subprocess(tmp_path):
                         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["move"]["pud_moves"] == 1
-    bad = subprocess.run([sys.executable, "-m", "perfsim", "plan", "--len", "-1G"],
+    bad = subprocess.run([sys.executable, "-m", "perfsim", "plan", "--old-len", "-1G"],
                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
     assert bad.returncode == 2 and bad.stdout == ""
     assert bad.stderr.startswith("perfsim: error: ") and bad.stderr.count("\n") == 1

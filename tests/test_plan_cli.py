@@ -34,12 +34,12 @@ def bad(capsys, *argv):
 
 def test_a_plain_number_is_an_absolute_address(capsys):
     """Addresses copied from strace mean themselves: the same src and dst overlap, EINVAL."""
-    doc = run_json(capsys, "--len", "4K", "--src", "0x2801000", "--dst", "0x2801000")
+    doc = run_json(capsys, "--old-len", "4K", "--old-addr", "0x2801000", "--new-addr", "0x2801000")
     assert doc["errno"] == "EINVAL" and doc["request"]["src"] == 0x2801000
 
 
 def test_offsets_name_their_base(capsys):
-    doc = run_json(capsys, "--len", "1G", "--src", "A+2M+4K", "--dst", "B+6M+8K")
+    doc = run_json(capsys, "--old-len", "1G", "--old-addr", "A+2M+4K", "--new-addr", "B+6M+8K")
     assert doc["request"]["src"] == SRC_BASE + 2 * M + 4 * K
     assert doc["request"]["dst"] == DST_BASE + 6 * M + 8 * K
 
@@ -55,7 +55,7 @@ def test_help_documents_the_address_syntax(capsys):
 
 
 def test_json_has_vmas_after_and_moved(capsys):
-    doc = run_json(capsys, "--len", "4M", "--src", "A+2M", "--dst", "B+2M", "--guard-below-src")
+    doc = run_json(capsys, "--old-len", "4M", "--old-addr", "A+2M", "--new-addr", "B+2M", "--guard-below-src")
     after = doc["vmas_after"]
     assert after == sorted(after, key=lambda v: v["start"])
     assert all(isinstance(v["start"], int) and isinstance(v["end"], int) for v in after)
@@ -69,32 +69,32 @@ def test_json_has_vmas_after_and_moved(capsys):
 
 
 @pytest.mark.parametrize("argv, rule", [
-    (["--src", "A+2M+4K", "--dst", "B+6M+4K"], "rule (a)–(e) hold"),
-    (["--src", "A+2M+4K", "--dst", "B+6M+4K", "--guard-below-src"], "rule (d) refused"),
-    (["--src", "A+2M+4K", "--dst", "B+6M+4K", "--guard-below-dst"], "rule (e) refused"),
-    (["--src", "A+2M+4K", "--dst", "B+6M+8K"], "rule (c) refused"),
-    (["--src", "A", "--dst", "B"], "rule (b) not needed"),
+    (["--old-addr", "A+2M+4K", "--new-addr", "B+6M+4K"], "rule (a)–(e) hold"),
+    (["--old-addr", "A+2M+4K", "--new-addr", "B+6M+4K", "--guard-below-src"], "rule (d) refused"),
+    (["--old-addr", "A+2M+4K", "--new-addr", "B+6M+4K", "--guard-below-dst"], "rule (e) refused"),
+    (["--old-addr", "A+2M+4K", "--new-addr", "B+6M+8K"], "rule (c) refused"),
+    (["--old-addr", "A", "--new-addr", "B"], "rule (b) not needed"),
 ])
 def test_human_output_says_which_realign_rule_decided(capsys, argv, rule):
-    rc, out, _ = run(capsys, "--len", "64M", *argv)
+    rc, out, _ = run(capsys, "--old-len", "64M", *argv)
     assert rc == 0 and rule in out
 
 
 def test_human_output_labels_need_rmap_locks(capsys):
-    rc, out, _ = run(capsys, "--len", "64M")
+    rc, out, _ = run(capsys, "--old-len", "64M")
     line = next(ln for ln in out.splitlines() if ln.startswith("need_rmap_locks"))
     assert "false" in line and "rmap locks not needed" not in out
 
 
 def test_vma_option_is_the_whole_address_space(capsys):
-    doc = run_json(capsys, "--len", "44K", "--src", "A", "--dst", "B",
+    doc = run_json(capsys, "--old-len", "44K", "--old-addr", "A", "--new-addr", "B",
                    "--vma", "A:4K:file=buf", "--vma", "A+8K:4K:file=buf,pgoff=0x7f0000002")
     assert doc["errno"] is None and len(doc["moved"]) == 2
     assert [v["start"] - DST_BASE for v in doc["vmas_after"]] == [0, 8 * K]
 
 
 def test_maymove_false_fixed_false_grows_in_place(capsys):
-    doc = run_json(capsys, "--len", "4M", "--new-len", "8M", "--no-maymove", "--no-fixed")
+    doc = run_json(capsys, "--old-len", "4M", "--new-len", "8M", "--no-maymove", "--no-fixed")
     assert doc["errno"] is None and doc["result_addr"] == SRC_BASE
     assert doc["vmas_after"] == [{"start": SRC_BASE, "end": SRC_BASE + 8 * M,
                                   "backing": "anon", "prot": "rw"}]
@@ -102,26 +102,26 @@ def test_maymove_false_fixed_false_grows_in_place(capsys):
 
 
 def test_folio_size_option(capsys):
-    doc = run_json(capsys, "--len", "2M", "--dst", "B+4K", "--folio-size", "64K",
+    doc = run_json(capsys, "--old-len", "2M", "--new-addr", "B+4K", "--folio-size", "64K",
                    "--populate", "every:32")
     assert doc["errno"] is None and doc["move"]["ptes_moved"] == 16 * 16
 
 
 def test_cpus_is_bounded_by_nr_cpus(capsys):
-    err = bad(capsys, "--len", "1G", "--cpus", "100000")
+    err = bad(capsys, "--old-len", "1G", "--cpus", "100000")
     assert "--cpus" in err and "8192" in err and "NR_CPUS" in err
 
 
 def test_a_length_beyond_the_address_space_names_the_length(capsys):
-    err = bad(capsys, "--len", "99999999T")
-    assert err.startswith("perfsim: error: --len: ") and "default" not in err
+    err = bad(capsys, "--old-len", "99999999T")
+    assert err.startswith("perfsim: error: --old-len: ") and "default" not in err
 
 
 def test_guards_are_untouched_by_default(capsys):
-    doc = run_json(capsys, "--len", "4M", "--src", "A+2M+4K", "--guard-below-src")
+    doc = run_json(capsys, "--old-len", "4M", "--old-addr", "A+2M+4K", "--guard-below-src")
     assert doc["errno"] is None and not doc["realigned"]
     from perfsim.planner.request import labeller, resolve
-    values, origin = plan_mod.merge_settings(main_parse("--len", "4M", "--src", "A+2M+4K",
+    values, origin = plan_mod.merge_settings(main_parse("--old-len", "4M", "--old-addr", "A+2M+4K",
                                                         "--guard-below-src"))
     res = resolve(values, origin, labeller(origin))
     assert res.space.pt.present_ptes(SRC_BASE + 2 * M, SRC_BASE + 2 * M + 4 * K) == 0
@@ -133,21 +133,21 @@ def main_parse(*argv):
 
 
 @pytest.mark.parametrize("argv, needle", [
-    (["--len", "1G", "--src", "C+2M"], "--src: cannot parse 'C+2M'"),
-    (["--len", "1G", "--vma", "A"], "--vma #1: expected START:SIZE"),
-    (["--len", "1G", "--vma", "A:4K:colour=red"], "unknown key 'colour'"),
-    (["--len", "1G", "--vma", "A:4K:backing=ram"], "key 'backing': got 'ram'; allowed: one of"),
-    (["--len", "1G", "--vma", "A+1K:4K"], "multiples of the page size"),
-    (["--len", "1G", "--vma", "A:1G", "--backing", "shmem"], "--backing: not with [[vma]]"),
-    (["--len", "1G", "--folio-size", "48K"], "--folio-size: 48K is not an mTHP folio size"),
-    (["--len", "1G", "--vma", "A:1G", "--vma", "A+4K:4K"], "VMAs overlap"),
+    (["--old-len", "1G", "--old-addr", "C+2M"], "--old-addr: cannot parse 'C+2M'"),
+    (["--old-len", "1G", "--vma", "A"], "--vma #1: expected START:SIZE"),
+    (["--old-len", "1G", "--vma", "A:4K:colour=red"], "unknown key 'colour'"),
+    (["--old-len", "1G", "--vma", "A:4K:backing=ram"], "key 'backing': got 'ram'; allowed: one of"),
+    (["--old-len", "1G", "--vma", "A+1K:4K"], "multiples of the page size"),
+    (["--old-len", "1G", "--vma", "A:1G", "--backing", "shmem"], "--backing: not with [[vma]]"),
+    (["--old-len", "1G", "--folio-size", "48K"], "--folio-size: 48K is not an mTHP folio size"),
+    (["--old-len", "1G", "--vma", "A:1G", "--vma", "A+4K:4K"], "VMAs overlap"),
 ])
 def test_bad_plan_input_is_one_line(capsys, argv, needle):
     assert needle in bad(capsys, *argv)
 
 
 def test_cost_profile_for_another_arch_is_refused_unless_forced(capsys):
-    argv = ["plan", "--arch", "arm64-4k", "--len", "1M", "--src", "A+2M", "--dst", "B+6M",
+    argv = ["plan", "--arch", "arm64-4k", "--old-len", "1M", "--old-addr", "A+2M", "--new-addr", "B+6M",
             "--cost-profile", "x86_64-generic"]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
@@ -161,7 +161,7 @@ def test_cost_profile_for_another_arch_is_refused_unless_forced(capsys):
 def test_large_folios_are_priced_on_arm64(capsys):
     # 6.18 on arm64 batches the PTEs of a contpte-mapped 64 KiB folio (one folio lookup per
     # block instead of one per PTE): a PMD-aligned 1 MiB move of 64 KiB folios is cheaper.
-    base = ["plan", "--arch", "arm64-4k", "--len", "1M", "--src", "A+2M", "--dst", "B+6M+64K",
+    base = ["plan", "--arch", "arm64-4k", "--old-len", "1M", "--old-addr", "A+2M", "--new-addr", "B+6M+64K",
             "--cost-profile", "arm64-generic", "--json"]
     assert main(base) == 0
     small = json.loads(capsys.readouterr().out)["predicted_ns"]
@@ -171,13 +171,13 @@ def test_large_folios_are_priced_on_arm64(capsys):
 
 
 def test_platform_option_and_request_key(capsys, tmp_path):
-    doc = run_json(capsys, "--kernel", "6.12", "--len", "1G", "--src", "A+2M+4K",
-                   "--dst", "B+6M+8K", "--platform", "bare-metal")
+    doc = run_json(capsys, "--kernel", "6.12", "--old-len", "1G", "--old-addr", "A+2M+4K",
+                   "--new-addr", "B+6M+8K", "--platform", "bare-metal")
     assert doc["target"]["platform"] == "bare-metal"
     f = tmp_path / "r.toml"
-    f.write_text('len = "2M"\nsrc = "A+2M"\ndst = "B+6M"\nplatform = "kvm-guest"\n')
+    f.write_text('old_len = "2M"\nold_addr = "A+2M"\nnew_addr = "B+6M"\nplatform = "kvm-guest"\n')
     assert run_json(capsys, "--file", str(f))["target"]["platform"] == "kvm-guest"
-    f.write_text('len = "2M"\nsrc = "A+2M"\ndst = "B+6M"\nplatform = "vm"\n')
+    f.write_text('old_len = "2M"\nold_addr = "A+2M"\nnew_addr = "B+6M"\nplatform = "vm"\n')
     err = bad(capsys, "--file", str(f))
     assert "platform" in err and "bare-metal" in err
 
@@ -193,5 +193,5 @@ def test_a_kernel_without_move_pmd_plans_30m_from_a_file(capsys, tmp_path):
     k = tmp_path / "nopmd.toml"
     k.write_text('name = "6.18-nopmd"\n' + "\n".join(lines) + "\nsupports_move_pmd = false\n")
     for length in ("28M", "30M"):
-        doc = run_json(capsys, "--len", length, "--src", "A+2M", "--dst", "B+6M", "--kernel", str(k))
+        doc = run_json(capsys, "--old-len", length, "--old-addr", "A+2M", "--new-addr", "B+6M", "--kernel", str(k))
         assert doc["move"]["pmd_moves"] == 0 and doc["errno"] is None

@@ -26,16 +26,16 @@ def test_every_key_has_a_default_and_help():
     for name, field in PlanRequest.model_fields.items():
         assert field.description, name
     assert DEFAULTS["fixed"] is True and DEFAULTS["maymove"] is True and DEFAULTS["cpus"] == 1
-    assert KEYS[:2] == ("description", "len") and "vma" in KEYS
+    assert KEYS[:2] == ("description", "old_addr") and "vma" in KEYS
     assert set(VMA_KEYS) >= {"start", "size", "backing", "prot", "populate", "thp", "folio_size",
                              "pgoff", "file", "uffd", "touched"}
 
 
 def test_vma_tables_are_the_whole_address_space(capsys, tmp_path):
     rc, out, err, _ = plan_file(capsys, tmp_path, '''
-len = "8K"
-src = "A"
-dst = "B"
+old_len = "8K"
+old_addr = "A"
+new_addr = "B"
 [[vma]]
 start = "A"
 size = "8K"
@@ -57,9 +57,9 @@ touched = false
 
 def test_a_multi_vma_move_that_fails_part_way_says_which_moved(capsys, tmp_path):
     rc, out, err, _ = plan_file(capsys, tmp_path, '''
-len = "12K"
-src = "A"
-dst = "B"
+old_len = "12K"
+old_addr = "A"
+new_addr = "B"
 [[vma]]
 start = "A"
 size = "4K"
@@ -74,24 +74,24 @@ uffd = "missing"
 
 
 def test_flags_as_the_syscall_takes_them():
-    r = parse_request('len = "4K"\nmaymove = false\nfixed = false\ndontunmap = false\n')
-    assert r.given() == {"len": "4K", "maymove": False, "fixed": False, "dontunmap": False}
+    r = parse_request('old_len = "4K"\nmaymove = false\nfixed = false\ndontunmap = false\n')
+    assert r.given() == {"old_len": "4K", "maymove": False, "fixed": False, "dontunmap": False}
 
 
 @pytest.mark.parametrize("text, needle", [
-    ('len = "1G"\n[[vma]]\nstart = "A"\nsize = "4K"\nbacking = "ram"\n',
+    ('old_len = "1G"\n[[vma]]\nstart = "A"\nsize = "4K"\nbacking = "ram"\n',
      "[[vma]] #1: key 'backing': got 'ram'; allowed: one of anon, shmem, file, hugetlb"),
-    ('len = "1G"\n[[vma]]\nstart = "A"\nsize = "4K"\n[[vma]]\nstart = "B"\nsize = "4K"\n'
+    ('old_len = "1G"\n[[vma]]\nstart = "A"\nsize = "4K"\n[[vma]]\nstart = "B"\nsize = "4K"\n'
      'uffd = "sometimes"\n', "[[vma]] #2: key 'uffd': got 'sometimes'; allowed: \"missing\" or"),
-    ('len = "1G"\n[[vma]]\nstart = "A"\n', "[[vma]] #1: key 'size' is required"),
-    ('len = "1G"\n[[vma]]\nstart = "A"\nsize = "4K"\nprot = "rwq"\n', "[[vma]] #1: key 'prot'"),
-    ('len = "1G"\n[[vma]]\nstart = "A"\nsize = "4K"\ncolor = 1\n',
+    ('old_len = "1G"\n[[vma]]\nstart = "A"\n', "[[vma]] #1: key 'size' is required"),
+    ('old_len = "1G"\n[[vma]]\nstart = "A"\nsize = "4K"\nprot = "rwq"\n', "[[vma]] #1: key 'prot'"),
+    ('old_len = "1G"\n[[vma]]\nstart = "A"\nsize = "4K"\ncolor = 1\n',
      "[[vma]] #1: unknown key 'color'; allowed keys: start, size, backing"),
-    ('len = "1G"\n[[vma]]\nstart = "A"\nsize = "4K"\npopulate = "every:0"\n',
+    ('old_len = "1G"\n[[vma]]\nstart = "A"\nsize = "4K"\npopulate = "every:0"\n',
      "vma #1 populate: 'every:K' needs an integer K >= 1"),
-    ('len = "1G"\n[[vma]]\nstart = "A"\nsize = "4K"\nfolio_size = "3K"\n',
+    ('old_len = "1G"\n[[vma]]\nstart = "A"\nsize = "4K"\nfolio_size = "3K"\n',
      "vma #1 folio_size: 3K is not an mTHP folio size; allowed: 16K"),
-    ('len = "1G"\nmaymove = "maybe"\n', "key 'maymove'"),
+    ('old_len = "1G"\nmaymove = "maybe"\n', "key 'maymove'"),
 ])
 def test_bad_request_file_is_one_line_naming_table_and_key(capsys, tmp_path, text, needle):
     rc, out, err, path = plan_file(capsys, tmp_path, text)
@@ -101,7 +101,7 @@ def test_bad_request_file_is_one_line_naming_table_and_key(capsys, tmp_path, tex
 
 def test_non_utf8_request_file_is_one_line(capsys, tmp_path):
     f = tmp_path / "req.toml"
-    f.write_bytes(b'len = "1G"\ndescription = "caf\xe9"\n')
+    f.write_bytes(b'old_len = "1G"\ndescription = "caf\xe9"\n')
     rc = main(["plan", "--file", str(f)])
     err = capsys.readouterr().err
     assert rc == 2 and "not UTF-8" in err and str(f) in err and err.count("\n") == 1

@@ -264,7 +264,7 @@ ROOTS = (ArchProfile, KernelProfile, CostProfile, Workload, Scenario, SweepFile,
 
 # Kept as the user wrote them on purpose: a plan request's sizes and addresses are parsed with
 # perfsim.units where the target (and the A/B bases of "A+2M+4K") is known, exactly like
-# `perfsim plan`'s options, and its top-level keys are the options' names (--len, --src, --dst);
+# `perfsim plan`'s options, and its top-level keys are the options' names (--old-len, --old-addr);
 # `perfsim report --trace-call CLASS:SIZE` checks its size against the target itself.
 AS_WRITTEN = {PlanRequest, VmaTable, TraceCall}
 
@@ -322,7 +322,7 @@ def test_no_model_spells_a_length_other_than_size_or_old_len_new_len():
     for m in _all_models():
         for name in m.model_fields:
             assert name not in ("length", "new_length", "nbytes"), (m, name)
-            assert name != "len" or m is PlanRequest, (m, name)  # = --len, see AS_WRITTEN
+            assert name not in ("len", "src", "dst"), (m, name)  # the call: old_len, old_addr
 
 
 def test_no_duration_key_without_its_ns_unit():

@@ -27,7 +27,14 @@ from perfsim.planner.render import (
 )
 from perfsim.planner.request import DST_BASE, MAX_CPUS, SRC_BASE, Resolved, labeller, resolve
 from perfsim.profiles import arch_names, kernel_names
-from perfsim.request_file import DEFAULTS, PlanRequest, load_request, parse_vma_option, validate
+from perfsim.request_file import (
+    DEFAULTS,
+    FORMER_KEYS,
+    PlanRequest,
+    load_request,
+    parse_vma_option,
+    validate,
+)
 
 __all__ = ["compress", "register", "run", "shape_ids"]
 
@@ -41,21 +48,22 @@ operations performed (PUD/PMD/THP moves, PTEs copied, TLB flushes and IPIs, rmap
 holds, page-table pages allocated and freed), counted for move_page_tables alone ("move")
 and for the whole syscall ("syscall").
 
-The address space is one source VMA [src, src+len), faulted in as --populate says,
-optionally with a never-touched one-page VMA right below the source or the destination
-(which blocks realignment, docs/kernel-rules.md E3) -- or exactly the VMAs given with --vma
-(or [[vma]] tables in --file). The call is mremap(src, len, new-len, flags, dst) with
-MREMAP_MAYMOVE|MREMAP_FIXED unless --no-maymove, --no-fixed, --dontunmap or --for-stack
-(exec's relocate_vma_down) say otherwise.
+The address space is one source VMA [old_addr, old_addr+old_len), faulted in as
+--populate says, optionally with a never-touched one-page VMA right below the source or the
+destination (which blocks realignment, docs/kernel-rules.md E3) -- or exactly the VMAs given
+with --vma (or [[vma]] tables in --file). The call is mremap(old_addr, old_len, new_len,
+flags, new_addr) with MREMAP_MAYMOVE|MREMAP_FIXED unless --no-maymove, --no-fixed,
+--dontunmap or --for-stack (exec's relocate_vma_down) say otherwise. --src, --len and --dst
+are short spellings of --old-addr, --old-len and --new-addr.
 """
 
 EPILOG = f"""\
 addresses and sizes:
   Sizes are bytes with binary suffixes, joined by + or -: 4K, 2M, 1G+4K, 0x200000.
-  A plain number is an address: --src 0x2801000 means 0x2801000. To count from the
+  A plain number is an address: --old-addr 0x2801000 means 0x2801000. To count from the
   default bases, name them: A = {SRC_BASE:#x} (source), B = {DST_BASE:#x}
-  (destination), e.g. --src A+2M+4K is {SRC_BASE + (2 << 20) + 4096:#x} and --dst B+6M+8K
-  is {DST_BASE + (6 << 20) + 8192:#x}. A and B lie in one 512 GiB PGD slot, as in a real
+  (destination), e.g. --old-addr A+2M+4K is {SRC_BASE + (2 << 20) + 4096:#x} and
+  --new-addr B+6M+8K is {DST_BASE + (6 << 20) + 8192:#x}. A and B lie in one 512 GiB PGD slot, as in a real
   process. (On riscv-sv39, whose user range ends lower, A and B are TASK_SIZE/4 and /2.)
   Every range must lie inside the arch's user address range [0, TASK_SIZE).
 
@@ -80,11 +88,14 @@ results vs. errors, exit status:
 
 request files:
   --file REQ.toml holds the same settings as the options, keys spelled like them (and
-  [[vma]] tables); options given on the command line win. See examples/plan/*.toml.
+  [[vma]] tables): old_addr, old_len, new_len, new_addr, the syscall's own argument names
+  (the former keys src, len and dst are refused). Options given on the command line win.
+  See examples/plan/*.toml.
 
 examples:
-  perfsim plan --len 1G                                         # E1: one PUD move
-  perfsim plan --len 1G --src A+2M+4K --dst B+6M+4K             # E2: realigned
+  perfsim plan --old-len 1G                                     # E1: one PUD move
+  perfsim plan --old-len 1G --old-addr A+2M+4K --new-addr B+6M+4K    # E2: realigned
+  perfsim plan --len 1G --src A+2M+4K --dst B+6M+4K             # E2, short spellings
   perfsim plan --len 1G --src A+2M+4K --dst B+6M+4K --guard-below-src   # E3
   perfsim plan --len 1G --src A+2M+4K --dst B+6M+8K --trace     # E4: 1025 move_ptes
   perfsim plan --file examples/plan/e2.toml --kernel 6.6 --json
@@ -101,11 +112,12 @@ _INT_KEYS = ("cpus", "seed", "fail_alloc_at")
 
 def _add_option(group, name: str, field) -> None:
     extra = field.json_schema_extra or {}
-    flag = "--" + name.replace("_", "-")
+    flags = ["--" + name.replace("_", "-")] + [f"--{k}" for k, v in FORMER_KEYS.items()
+                                                if v == name]  # --src, --len, --dst
     default = field.default
     shown = "" if default is None or isinstance(default, bool) or name == "vma" \
         else f" ({default})"
-    kw: dict[str, Any] = {"default": None, "help": f"{field.description}{shown}"}
+    kw: dict[str, Any] = {"dest": name, "default": None, "help": f"{field.description}{shown}"}
     if extra.get("metavar"):
         kw["metavar"] = extra["metavar"]
     if default is True or default is False and name != "thp":
@@ -120,7 +132,7 @@ def _add_option(group, name: str, field) -> None:
         kw["choices"] = ("bare-metal", "kvm-guest")
     elif name in _INT_KEYS:
         kw["type"] = int
-    group.add_argument(flag, **kw)
+    group.add_argument(*flags, **kw)
 
 
 def register(subparsers) -> argparse.ArgumentParser:

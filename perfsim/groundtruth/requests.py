@@ -171,17 +171,19 @@ def call_slots(rec: dict) -> set[int]:
 
 
 def call_keys(rec: dict) -> list[tuple[str, str]]:
-    """The top-level keys: the target and the call, as TOML ``key = value`` pairs."""
+    """The top-level keys: the target and the call (the record's ``src``, ``size``,
+    ``new_size`` and ``dst`` as the request's ``old_addr``, ``old_len``, ``new_len`` and
+    ``new_addr``), as TOML ``key = value`` pairs."""
     size = int(rec["size"])
     new_size = int(rec.get("new_size") or size)
     keys = [("description", _toml_str(f"ground truth: {rec['id']} on {rec['kernel']} "
                                       f"({rec['platform']})")),
             ("arch", '"x86_64"'), ("kernel", _toml_str(str(rec["kernel_version"]))),
             ("platform", _toml_str(str(rec["platform"]))), ("cpus", str(int(rec["threads"]))),
-            ("src", f"{int(rec['src']):#x}"), ("len", _toml_str(fmt_size(size)))]
+            ("old_addr", f"{int(rec['src']):#x}"), ("old_len", _toml_str(fmt_size(size)))]
     if new_size != size:
         keys.append(("new_len", _toml_str(fmt_size(new_size))))
-    keys += [("dst", f"{int(rec['dst']):#x}"), ("maymove", "true"), ("fixed", "true"),
+    keys += [("new_addr", f"{int(rec['dst']):#x}"), ("maymove", "true"), ("fixed", "true"),
              ("dontunmap", "true" if rec.get("flags") == "dontunmap" else "false")]
     return keys
 

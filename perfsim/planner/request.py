@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from perfsim.errors import PerfsimError, read_text
+from perfsim.errors import PerfsimError
 from perfsim.mm.build import Population, VmaSpec, build_space, single_move_space
 from perfsim.mm.space import AddressSpace
 from perfsim.planner.result import MoveRequest
@@ -55,9 +56,16 @@ def default_bases(arch) -> tuple[int, int]:
 
 
 def _profile(value: str, what: str) -> str:
-    """A name, or a path read now so that a missing, directory or non-UTF-8 file is one line."""
+    """A profile's name, or its path checked now so that a missing file or a directory is one
+    line naming the option or key (``what``). The file is not read here: its loader
+    (:func:`~perfsim.profiles.resolve_target`, :func:`~perfsim.cost.profile.resolve_cost_profile`)
+    reads it, once, and says in one line if it is unreadable or not UTF-8."""
     if "/" in value or value.endswith(".toml"):
-        read_text(value, what)
+        path = Path(value)
+        if path.is_dir():
+            raise PerfsimError(f"{what} file {value!r} is a directory, not a file")
+        if not path.exists():
+            raise PerfsimError(f"{what} file {value!r} does not exist")
     return value
 
 
@@ -149,30 +157,31 @@ SPACE_KEYS = ("backing", "thp", "folio_size", "hugepage_size", "populate", "guar
               "guard_below_dst")
 
 
-def implicit_space(v: dict, target: Target, src: int, length: int, dst: int | None,
-                   lab: Label, cpus: int) -> AddressSpace:
-    """One source VMA: the page-aligned range ``[src, src + len)`` (one page for len 0, so
-    the kernel's own EINVAL is what the user sees), huge-page aligned for hugetlb; an
-    unaligned src gets an aligned VMA and the kernel's EINVAL."""
+def implicit_space(v: dict, target: Target, old_addr: int, old_len: int,
+                   new_addr: int | None, lab: Label, cpus: int) -> AddressSpace:
+    """One source VMA: the page-aligned range ``[old_addr, old_addr + old_len)`` (one page
+    for old_len 0, so the kernel's own EINVAL is what the user sees), huge-page aligned for
+    hugetlb; an unaligned old_addr gets an aligned VMA and the kernel's EINVAL."""
     arch = target.arch
     page, top = arch.page_size, arch.user_va_top
     hugepage_size = _hugepage_size(v["hugepage_size"], lab("hugepage_size"), arch)
     if hugepage_size and v["backing"] != "hugetlb":
         raise PerfsimError(f"{lab('hugepage_size')} needs --backing hugetlb")
-    vma_start = src - src % page
-    vma_len = max(_align(src + length, page) - vma_start, page)
+    vma_start = old_addr - old_addr % page
+    vma_len = max(_align(old_addr + old_len, page) - vma_start, page)
     if v["backing"] == "hugetlb":
         h = hugepage_size or arch.pmd_size
         vma_len = max(_align(vma_len, h), h)
     guard_dst = None
     if v["guard_below_dst"]:
-        if dst is None:
-            raise PerfsimError("--guard-below-dst needs a destination (--dst, or drop --no-fixed)")
-        guard_dst = dst - dst % page
+        if new_addr is None:
+            raise PerfsimError("--guard-below-dst needs a destination (--new-addr, or drop "
+                               "--no-fixed)")
+        guard_dst = new_addr - new_addr % page
         if guard_dst < page:
             raise PerfsimError("--guard-below-dst: no room below the destination")
     if vma_start + vma_len > top:
-        raise PerfsimError(f"{lab('src')}: the source VMA would end beyond TASK_SIZE {top:#x}")
+        raise PerfsimError(f"{lab('old_addr')}: the source VMA would end beyond TASK_SIZE {top:#x}")
     return single_move_space(
         target, src=vma_start, length=vma_len, backing=v["backing"], thp=bool(v["thp"]),
         populate=_population(v["populate"], v["seed"], lab("populate")),
@@ -181,14 +190,15 @@ def implicit_space(v: dict, target: Target, src: int, length: int, dst: int | No
         guard_src_touched=False)
 
 
-def _check_stack(v: dict, src: int, dst: int | None, lab: Label) -> None:
+def _check_stack(v: dict, old_addr: int, new_addr: int | None, lab: Label) -> None:
     clash = [f for f in ("new_len", "dontunmap") if v[f]] + ([] if v["fixed"] else ["fixed"])
     if clash:
         names = ", ".join("--no-fixed" if c == "fixed" else lab(c) for c in clash)
         raise PerfsimError(f"--for-stack plans exec's relocate_vma_down, which takes no {names}")
-    if dst is None or dst >= src:
-        raise PerfsimError(f"--for-stack: the stack moves down, so --dst must lie below --src "
-                           f"(src {src:#x}, dst {'unset' if dst is None else hex(dst)})")
+    if new_addr is None or new_addr >= old_addr:
+        raise PerfsimError(f"--for-stack: the stack moves down, so new_addr must lie below "
+                           f"old_addr (old_addr {old_addr:#x}, new_addr "
+                           f"{'unset' if new_addr is None else hex(new_addr)})")
 
 
 def _cpus(v: dict, lab: Label) -> int:
@@ -205,26 +215,31 @@ def resolve(v: dict, origin: dict[str, str], lab: Label) -> Resolved:
     if v["cost_profile"]:
         _profile(str(v["cost_profile"]), lab("cost_profile"))
     arch = target.arch
-    if v["len"] is None:
-        raise PerfsimError("--len is required (or 'len' in the request file), e.g. --len 1G")
-    length = _size_within(v, "len", lab, target)
+    if v["old_len"] is None:
+        raise PerfsimError("--old-len is required (or 'old_len' in the request file), e.g. "
+                           "--old-len 1G")
+    old_len = _size_within(v, "old_len", lab, target)
     new_len = _size_within(v, "new_len", lab, target)
     a, b = default_bases(arch)
     bases = {"A": a, "B": b}
-    src = a if v["src"] is None else parse_address(v["src"], bases=bases, what=lab("src"))
-    dst = parse_address(v["dst"], bases=bases, what=lab("dst")) if v["dst"] is not None \
-        else (b if v["fixed"] else None)
+    old_addr = a if v["old_addr"] is None else parse_address(v["old_addr"], bases=bases,
+                                                             what=lab("old_addr"))
+    new_addr = b if v["fixed"] else None
+    if v["new_addr"] is not None:
+        new_addr = parse_address(v["new_addr"], bases=bases, what=lab("new_addr"))
     top, page = arch.user_va_top, arch.page_size
-    _check_range(lab("src"), src, _align(length, page), lab("len"), top, arch.name)
-    if dst is not None:
-        _check_range(lab("dst"), dst, _align(length if new_len is None else new_len, page),
-                     lab("new_len") if new_len is not None else lab("len"), top, arch.name)
+    _check_range(lab("old_addr"), old_addr, _align(old_len, page), lab("old_len"), top,
+                 arch.name)
+    if new_addr is not None:
+        _check_range(lab("new_addr"), new_addr,
+                     _align(old_len if new_len is None else new_len, page),
+                     lab("new_len") if new_len is not None else lab("old_len"), top, arch.name)
     cpus = _cpus(v, lab)
     if v["fail_alloc_at"] is not None and v["fail_alloc_at"] < 1:
         raise PerfsimError(f"{lab('fail_alloc_at')}: must be >= 1 (1 = the first allocation), "
                            f"got {v['fail_alloc_at']}")
     if v["for_stack"]:
-        _check_stack(v, src, dst, lab)
+        _check_stack(v, old_addr, new_addr, lab)
     if v.get("vma"):
         mixed = [k for k in SPACE_KEYS if origin.get(k, "default") != "default"]
         if mixed:
@@ -232,14 +247,14 @@ def resolve(v: dict, origin: dict[str, str], lab: Label) -> Resolved:
                                "--vma, which describe the whole address space (give it per VMA)")
         space = build_space(target, vma_specs(v["vma"], target, bases, v["seed"], lab), cpus=cpus)
     else:
-        space = implicit_space(v, target, src, length, dst, lab, cpus)
-    request = MoveRequest(old_addr=src, old_len=length, new_len=new_len, new_addr=dst,
+        space = implicit_space(v, target, old_addr, old_len, new_addr, lab, cpus)
+    request = MoveRequest(old_addr=old_addr, old_len=old_len, new_len=new_len, new_addr=new_addr,
                           maymove=bool(v["maymove"]),
                           fixed=bool(v["fixed"]) and not v["for_stack"],
                           dontunmap=bool(v["dontunmap"]), for_stack=bool(v["for_stack"]),
                           fail_alloc_at=v["fail_alloc_at"])
-    settings = dict(v, len=length, new_len=new_len, src=src, dst=dst, cpus=cpus,
-                    populate=str(v["populate"]))
+    settings = dict(v, old_addr=old_addr, old_len=old_len, new_len=new_len, new_addr=new_addr,
+                    cpus=cpus, populate=str(v["populate"]))
     return Resolved(target, space, request, settings, origin)
 
 
