@@ -63,8 +63,9 @@ addresses and sizes:
   A plain number is an address: --old-addr 0x2801000 means 0x2801000. To count from the
   default bases, name them: A = {SRC_BASE:#x} (source), B = {DST_BASE:#x}
   (destination), e.g. --old-addr A+2M+4K is {SRC_BASE + (2 << 20) + 4096:#x} and
-  --new-addr B+6M+8K is {DST_BASE + (6 << 20) + 8192:#x}. A and B lie in one 512 GiB PGD slot, as in a real
-  process. (On riscv-sv39, whose user range ends lower, A and B are TASK_SIZE/4 and /2.)
+  --new-addr B+6M+8K is {DST_BASE + (6 << 20) + 8192:#x}. A and B lie in one 512 GiB PGD
+  slot, as in a real process. (On riscv-sv39, whose user range ends lower, A and B are
+  TASK_SIZE/4 and /2.)
   Every range must lie inside the arch's user address range [0, TASK_SIZE).
 
 --vma START:SIZE[:key=value,...]   (repeat for each VMA; [[vma]] tables in a file)
@@ -93,9 +94,9 @@ request files:
   See examples/plan/*.toml.
 
 examples:
-  perfsim plan --old-len 1G                                     # E1: one PUD move
-  perfsim plan --old-len 1G --old-addr A+2M+4K --new-addr B+6M+4K    # E2: realigned
-  perfsim plan --len 1G --src A+2M+4K --dst B+6M+4K             # E2, short spellings
+  perfsim plan --old-len 1G                                         # E1: one PUD move
+  perfsim plan --old-len 1G --old-addr A+2M+4K --new-addr B+6M+4K   # E2: realigned
+  perfsim plan --len 1G --src A+2M+4K --dst B+6M+4K                 # E2, short spellings
   perfsim plan --len 1G --src A+2M+4K --dst B+6M+4K --guard-below-src   # E3
   perfsim plan --len 1G --src A+2M+4K --dst B+6M+8K --trace     # E4: 1025 move_ptes
   perfsim plan --file examples/plan/e2.toml --kernel 6.6 --json
