@@ -101,8 +101,8 @@ def test_json_document_shape(capsys):
     assert doc["target"]["arch"] == "x86_64" and doc["target"]["kernel"] == "6.18"
     assert len(doc["target"]["profile_digest"]) == 16
     req = doc["request"]
-    assert req["src"] == 0x7F0000201000 and req["dst"] == 0x7F4000601000
-    assert req["len"] == 1 << 30 and req["flags"] == ["MAYMOVE", "FIXED"]
+    assert req["old_addr"] == 0x7F0000201000 and req["new_addr"] == 0x7F4000601000
+    assert req["old_len"] == 1 << 30 and req["flags"] == ["MAYMOVE", "FIXED"]
     # The whole call also unmaps the source: the syscall counts include the move's.
     assert doc["syscall"]["tlb_flushes"] >= doc["move"]["tlb_flushes"]
 
@@ -110,7 +110,7 @@ def test_json_document_shape(capsys):
 def test_absolute_addresses_equal_offsets(capsys):
     a = run_json(capsys, "--old-len", "1G", "--old-addr", "0x7f0000201000", "--new-addr", "0x7f4000602000")
     b = run_json(capsys, *E_FLAGS["e4"])
-    assert a["move"] == b["move"] and a["request"]["src"] == b["request"]["src"]
+    assert a["move"] == b["move"] and a["request"]["old_addr"] == b["request"]["old_addr"]
 
 
 def test_e1_on_4_cpus_sends_ipis(capsys):

@@ -35,13 +35,13 @@ def bad(capsys, *argv):
 def test_a_plain_number_is_an_absolute_address(capsys):
     """Addresses copied from strace mean themselves: the same src and dst overlap, EINVAL."""
     doc = run_json(capsys, "--old-len", "4K", "--old-addr", "0x2801000", "--new-addr", "0x2801000")
-    assert doc["errno"] == "EINVAL" and doc["request"]["src"] == 0x2801000
+    assert doc["errno"] == "EINVAL" and doc["request"]["old_addr"] == 0x2801000
 
 
 def test_offsets_name_their_base(capsys):
     doc = run_json(capsys, "--old-len", "1G", "--old-addr", "A+2M+4K", "--new-addr", "B+6M+8K")
-    assert doc["request"]["src"] == SRC_BASE + 2 * M + 4 * K
-    assert doc["request"]["dst"] == DST_BASE + 6 * M + 8 * K
+    assert doc["request"]["old_addr"] == SRC_BASE + 2 * M + 4 * K
+    assert doc["request"]["new_addr"] == DST_BASE + 6 * M + 8 * K
 
 
 def test_default_bases_share_one_pgd_slot():

@@ -63,7 +63,7 @@ EPILOG = """\
 Each command has its own --help with examples, e.g. "perfsim plan --help".
 
 example:
-  perfsim plan --len 1G --src A+2M+4K --dst B+6M+8K --json
+  perfsim plan --old-len 1G --old-addr A+2M+4K --new-addr B+6M+8K --json
 
 """ + exit_status_text()
 

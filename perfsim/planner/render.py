@@ -77,7 +77,8 @@ def flags_of(req: MoveRequest) -> list[str]:
 def request_json(res: Resolved, file: str | None) -> dict[str, Any]:
     s, req = res.settings, res.request
     return {
-        "src": req.old_addr, "dst": req.new_addr, "len": req.old_len, "new_len": req.new_len,
+        "old_addr": req.old_addr, "old_len": req.old_len, "new_len": req.new_len,
+        "new_addr": req.new_addr,
         "flags": flags_of(req), "backing": s["backing"], "thp": bool(s["thp"]),
         "hugepage_size": s["hugepage_size"], "populate": s["populate"], "seed": s["seed"],
         "guard_below_src": bool(s["guard_below_src"]),
