@@ -133,7 +133,32 @@ class KernelProfile(_Frozen):
     """``mremap_folio_pte_batch``: none (pre-6.17), folio (f822a9a81a31), hint (6.17 gate)."""
     multi_vma_move: bool = False
     uffd_checks_new_vma: bool = False
+    uffd_wp_table_move_gate: Literal["none", "move_page_tables", "move_normal"] = "move_normal"
+    """Where ``mremap()`` keeps a VMA registered for uffd write-protect without the remap
+    event from moving whole page tables (so that ``move_ptes`` can clear its uffd-wp bits):
+
+    * ``none``: nowhere; such a VMA's PMD/PUD tables move whole and keep their uffd-wp
+      bits (6.1, 6.6, 6.7: before "mm: clear uffd-wp PTE/PMD state on mremap()",
+      0cef0bb836e3, 6.13, which reached 6.12.11 and no older stable line);
+    * ``move_page_tables``: a condition of the loop, tested before ``move_pgt_entry`` is
+      called for NORMAL_PUD/NORMAL_PMD, so no attempt is made and no rmap lock is taken
+      (6.12.117's ``uffd_supports_move``);
+    * ``move_normal``: inside ``move_normal_pmd``/``move_normal_pud``, after
+      ``move_pgt_entry`` took the rmap locks: the attempt is made and refused (mainline
+      from 6.13; ``uffd_supports_page_table_move`` in 7.2/7.3)."""
     freed_tables_in_flush_range: bool = True
+    arm64_tlbi_range_limit: Literal["ge", "gt", "gt_if_tlbirange"] = "gt_if_tlbirange"
+    """When arm64 ``__flush_tlb_range`` flushes the whole ASID because the range is too long
+    for range TLBIs, counting the range in base pages (whatever the stride):
+
+    * ``ge``: at ``MAX_TLBI_RANGE_PAGES`` base pages or more, on every system (6.1.176;
+      6.6 and 6.7, before 73301e464a72);
+    * ``gt``: only above ``MAX_TLBI_RANGE_PAGES``, on every system ("arm64: tlb: Allow
+      range operation for MAX_TLBI_RANGE_PAGES", 73301e464a72, 6.10; 6.12.117's
+      ``__flush_tlb_range_nosync``);
+    * ``gt_if_tlbirange``: above ``MAX_TLBI_RANGE_PAGES``, and only with FEAT_TLBIRANGE;
+      without it only the ``MAX_DVM_OPS`` stride limit applies
+      (``__flush_tlb_range_limit_excess``: absent in 6.12.117, present in 7.2.12/7.3.4)."""
     supports_move_pmd: bool = True
     supports_move_pud: bool = True
     platform: Literal["bare-metal", "kvm-guest"] = "kvm-guest"

@@ -26,7 +26,7 @@ from perfsim.mm.space import AddressSpace
 from perfsim.mm.vma import Vma
 from perfsim.planner import MoveRequest, plan_mremap
 from perfsim.planner import steps as S
-from perfsim.planner.batch import pte_batch_block
+from perfsim.planner.batch import pte_batching_of
 from perfsim.planner.bitmaps import bits_in_rows, shift_left, shift_right
 from perfsim.planner.fast import flush_table
 from perfsim.planner.options import PlanOptions
@@ -225,7 +225,7 @@ def test_large_folio_pte_batching_takes_the_fast_path(arch, mode, folio_size):
         sp = single_move_space(t, src=src, length=24 * a.pmd_size // 8, folio_size=folio_size,
                                populate=Population.parse(pop, seed=2))
         r, f = both(sp, MoveRequest(src, 24 * a.pmd_size // 8, new_addr=dst), t)
-        if (src, pop) == (A, "full") and pte_batch_block(t, sp.vmas[0]) > 1:
+        if (src, pop) == (A, "full") and pte_batching_of(t, sp.vmas[0]).batches:
             assert f.move.ptes_moved > int(f.steps.batches.sum()) > 0  # batching happened
 
 
@@ -379,3 +379,62 @@ def test_without_have_move_pmd_the_fast_path_equals_the_reference(length, dst_of
     sp = single_move_space(t, src=A, length=length)
     r, f = both(sp, MoveRequest(A, length, new_addr=B + dst_off), t)
     assert f.move.pmd_moves == 0 and f.move.ptes_moved == length // (4 * K)
+
+
+# ---------------------------------------------------------------------------- issue 11 rules
+@pytest.mark.parametrize("kernel", ["6.1", "6.6", "6.12", "6.15", "7.3"])
+def test_uffd_wp_vmas_move_alike_under_each_gate_placement(kernel):
+    """6.1/6.6: no gate (tables move whole); 6.12: the loop never tries NORMAL_PMD/PUD;
+    6.15/7.3: each attempt takes the rmap locks and is refused inside move_normal_pmd."""
+    for src, dst, n, pop in ((A, B, 20 * M, "full"), (PUD_SRC, PUD_DST, G + 4 * M, "every:4096"),
+                             (A + 4 * K, B + 4 * K, 8 * M, "0.5")):
+        r, f = check(src, dst, n, kernel=kernel, uffd_wp=True, populate=pop)
+        kinds = f.steps.kind
+        failed = int(np.count_nonzero((kinds == S.K_PMD_MOVE_FAILED) | (kinds == S.K_PUD_MOVE_FAILED)))
+        moved = f.move.pmd_moves + f.move.pud_moves
+        gate = resolve_target(kernel, "x86_64").kernel.uffd_wp_table_move_gate
+        assert (moved > 0, failed > 0) == {"none": (True, False), "move_page_tables": (False, False),
+                                           "move_normal": (False, True)}[gate], (src, n)
+
+
+@pytest.mark.parametrize("folio_size", [64 * K, 128 * K, 256 * K, 2 * M])
+def test_large_folio_batches_on_arm64_7_3_run_to_the_folio_end(folio_size):
+    t = resolve_target("7.3", "arm64-4k")
+    for src, dst, pop in ((A, B + 4 * K, "full"), (A + 4 * K, B + 4 * K, "full"),
+                          (A + 60 * K, B + 12 * K, "full"), (A + 128 * K, B + 64 * K, "0.5"),
+                          (A, B + 20 * K, "every:3")):
+        sp = single_move_space(t, src=src, length=12 * M, folio_size=folio_size,
+                               populate=Population.parse(pop, seed=3))
+        r, f = both(sp, MoveRequest(src, 12 * M, new_addr=dst), t)
+        if pop == "full" and src == A:
+            # per source PMD: one batch per folio up to the destination boundary (the last
+            # folio cut there), then the one PTE left, whose contpte block that cut unfolded
+            pmds, per_pmd = 12 * M // t.arch.pmd_size, t.arch.ptrs_per_pte * 4 * K // folio_size
+            assert int(f.steps.batches.sum()) == pmds * (per_pmd + 1)
+
+
+@pytest.mark.parametrize("kernel", ["6.1", "6.12", "7.3"])
+def test_arm64_tlbirange_unmap_at_max_tlbi_range_pages_plus_minus_one(kernel):
+    """The shrink zaps MAX_TLBI_RANGE_PAGES - 1, exactly, + 1 base pages: the slot-walk and
+    the array unmap flush alike, full from MAX on 6.1 and above MAX from 6.12."""
+    from perfsim.planner.syscall import do_munmap
+    t = resolve_target(kernel, "arm64-4k").with_changes(tlbirange=True)
+    a = t.arch
+    top = a.tlb.max_tlbi_range_pages
+    start = 0x7F0000000000
+    length = 2 * top * a.page_size
+    sp = single_move_space(t, src=start, length=length, populate=Population.parse("full"))
+    for pages in (top - 1, top, top + 1):
+        cut = start + length - pages * a.page_size
+        out = []
+        for implementation in ("reference", "auto"):
+            log = S.StepLog()
+            do_munmap(t, sp, cut, pages * a.page_size, log, S.UNMAP_DST,
+                      options=PlanOptions(implementation))
+            out.append(log.freeze())
+        s1, s2 = out
+        for name in S.ADDR_COLUMNS + S.INT_COLUMNS:
+            assert np.array_equal(s1.col(name), s2.col(name)), name
+        full = int(s1.col("flush_full").sum())
+        limit = t.kernel.arm64_tlbi_range_limit
+        assert full == (pages > top or (pages == top and limit == "ge")), pages

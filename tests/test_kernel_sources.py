@@ -4,11 +4,12 @@ docs/kernels.md ("Sources read line by line", "Differences found") says which fi
 function each test comes from and how to fetch the sources again. Each test plans one small
 call with ``perfsim.plan_mremap`` and checks the counts the kernel's code implies. Tests
 marked ``xfail(strict=True)`` encode what the kernel does where the planner does not do it
-yet; they start passing (and must then lose the mark) when the planner is fixed.
+yet; they start passing (and must then lose the mark) when the planner is fixed. Of the five
+differences found, 1, 2, 4 and 5 are fixed (their tests pass unmarked); 3 is still marked.
 """
 
 import pytest
-from helpers import A, B, G, K, M
+from helpers import PUD_DST, PUD_SRC, A, B, G, K, M
 
 from perfsim import resolve_target
 from perfsim.mm.build import Population, single_move_space
@@ -108,10 +109,7 @@ def test_6_1_arm64_tlbirange_flushes_the_asid_at_max_tlbi_range_pages():
     assert p.syscall.tlb_full_flushes == 1
 
 
-# ------------------------------------------------------- kernel rules the planner lacks today
-@pytest.mark.xfail(strict=True, reason="planner applies the uffd-wp gate of move_normal_pmd "
-                   "to every profile; 6.1.176's move_page_tables has none (docs/kernels.md, "
-                   "Differences found, 1)")
+# ----------------------- Differences found (docs/kernels.md): 1, 2, 4, 5 fixed; 3 still xfail
 def test_6_1_moves_a_uffd_wp_vma_by_whole_pmd_tables():
     """6.1.176 ``move_page_tables``/``move_normal_pmd`` (mm/mremap.c) never look at
     userfaultfd: a uffd-wp VMA's PTE table moves whole like any other."""
@@ -119,9 +117,6 @@ def test_6_1_moves_a_uffd_wp_vma_by_whole_pmd_tables():
     assert p.move.pmd_moves == 1 and p.move.ptes_moved == 0
 
 
-@pytest.mark.xfail(strict=True, reason="planner logs a refused NORMAL_PMD attempt (rmap "
-                   "locks taken) on 6.12; 6.12's loop tests uffd before move_pgt_entry "
-                   "(docs/kernels.md, Differences found, 2)")
 def test_6_12_takes_no_rmap_locks_for_a_uffd_wp_vma_it_never_tries_to_move_by_table():
     """6.12.117 ``move_page_tables``: the uffd test is part of the condition that calls
     ``move_pgt_entry(NORMAL_PMD, ...)``, so a uffd-wp VMA never enters it and never takes
@@ -149,9 +144,6 @@ def test_zapping_dirty_shmem_ptes_forces_a_flush_before_the_pte_lock_is_dropped(
     assert (shm.syscall.tlb_flushes, shm.syscall.tlb_full_flushes) == (2, 1)
 
 
-@pytest.mark.xfail(strict=True, reason="planner ends a batch at each contpte block; "
-                   "folio_pte_batch_flags runs to the folio's end (docs/kernels.md, "
-                   "Differences found, 4)")
 def test_7_3_batches_a_contpte_mapped_folio_to_its_end_across_contpte_blocks():
     """7.3 ``mremap_folio_pte_batch`` + ``folio_pte_batch_flags`` (mm/internal.h): once
     ``pte_batch_hint`` says contpte, the batch extends over consecutive PTEs of the same
@@ -161,9 +153,6 @@ def test_7_3_batches_a_contpte_mapped_folio_to_its_end_across_contpte_blocks():
     assert int(p.steps.batches.sum()) == 8
 
 
-@pytest.mark.xfail(strict=True, reason="planner flushes the ASID at >= MAX_TLBI_RANGE_PAGES "
-                   "stride pages for every version; 6.12+ compare base pages with > "
-                   "(docs/kernels.md, Differences found, 5)")
 @pytest.mark.parametrize("kernel", ["6.12", "7.3"])
 def test_arm64_tlbirange_uses_range_ops_at_exactly_max_tlbi_range_pages_from_6_12(kernel):
     """arch/arm64/include/asm/tlbflush.h: 6.12 ``__flush_tlb_range`` and 7.3
@@ -173,3 +162,39 @@ def test_arm64_tlbirange_uses_range_ops_at_exactly_max_tlbi_range_pages_from_6_1
     t = resolve_target(kernel, "arm64-4k").with_changes(tlbirange=True)
     p = shrink(t, 16 * G, 8 * G, src=0x7F0000000000)
     assert p.syscall.tlb_full_flushes == 0
+
+
+def test_6_1_moves_a_uffd_wp_vma_by_whole_pud_tables():
+    """6.1.176 ``move_normal_pud`` has no uffd test either: a 1 GiB-aligned uffd-wp VMA's
+    PMD table moves whole."""
+    p = move("6.1", G, uffd_wp=True, src=PUD_SRC, dst=PUD_DST)
+    assert p.move.pud_moves == 1 and p.move.ptes_moved == 0
+
+
+def test_6_12_never_tries_a_pud_table_move_for_a_uffd_wp_vma():
+    """6.12.117 ``move_page_tables``: ``uffd_supports_move`` is also a condition of the
+    NORMAL_PUD attempt, so a 1 GiB uffd-wp move is 512 ``move_ptes`` extents and no rmap
+    lock for a whole-table attempt."""
+    p = move("6.12", G, uffd_wp=True, src=PUD_SRC, dst=PUD_DST)
+    assert (p.move.pud_moves, p.move.pmd_moves, p.move.rmap_holds) == (0, 0, 0)
+    assert p.move.ptes_moved == G >> 12
+
+
+@pytest.mark.parametrize("folio_kib,batches", [(128, 17), (256, 9), (2048, 2)])
+def test_7_3_batches_one_folio_each_and_unfolded_contpte_ptes_one_by_one(folio_kib, batches):
+    """7.3 ``folio_pte_batch_flags`` + arm64 ``pte_batch_hint``: moving a 2 MiB VMA of
+    128 KiB, 256 KiB or 2 MiB folios to a destination 4 KiB past a PMD boundary is two
+    extents, 511 PTEs and 1. The first is one batch per folio (the last one cut at the
+    extent's end); that cut cleared part of the last contpte block, which unfolds it
+    (``contpte_try_unfold_partial``), so the second extent's PTE is a batch of its own."""
+    p = move("7.3", 2 * M, arch="arm64-4k", folio_size=folio_kib * K, dst=B + 4 * K)
+    assert p.move.ptes_moved == 512 and p.move.move_ptes_calls == 2
+    assert int(p.steps.batches.sum()) == batches
+
+
+@pytest.mark.parametrize("kernel", ["6.1", "6.12", "7.3"])
+def test_arm64_tlbirange_flushes_the_asid_one_page_above_max_tlbi_range_pages(kernel):
+    """Every version flushes the whole ASID for MAX_TLBI_RANGE_PAGES + 1 base pages."""
+    t = resolve_target(kernel, "arm64-4k").with_changes(tlbirange=True)
+    p = shrink(t, 16 * G, 8 * G - 4 * K, src=0x7F0000000000)
+    assert p.syscall.tlb_full_flushes == 1

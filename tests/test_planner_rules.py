@@ -9,6 +9,7 @@ array answers to the scalar ones.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -16,7 +17,13 @@ from perfsim import resolve_target
 from perfsim.mm.pagetable import PMD_LEAF, PMD_NONE, PMD_TABLE, PUD_LEAF, PUD_NONE, PUD_TABLE
 from perfsim.mm.vma import Vma
 from perfsim.planner import steps as S
-from perfsim.planner.batch import mremap_folio_pte_batch, pte_batch_block
+from perfsim.planner.batch import (
+    NO_BATCHING,
+    PteBatching,
+    mremap_folio_pte_batch,
+    pte_batch_hint,
+    pte_batching_of,
+)
 from perfsim.planner.gather import MmuGather, max_table_batch
 from perfsim.planner.pgtable_move import (
     HPAGE_PMD,
@@ -89,10 +96,29 @@ def test_should_take_rmap_locks_always_for_normal_moves():
 def test_uffd_gate_checks_the_new_vma_from_6_17():
     plain = Vma(0x200000, 0x400000)
     wp = Vma(0x200000, 0x400000, uffd_wp=True)
-    for kernel in ("6.6", "6.18"):
+    for kernel in ("6.12", "6.18"):
         assert vma_has_uffd_without_event_remap(resolve_target(kernel, "x86_64"), wp, plain)
-    assert not vma_has_uffd_without_event_remap(resolve_target("6.6", "x86_64"), plain, wp)
+    assert not vma_has_uffd_without_event_remap(resolve_target("6.12", "x86_64"), plain, wp)
     assert vma_has_uffd_without_event_remap(resolve_target("6.18", "x86_64"), plain, wp)
+
+
+@pytest.mark.parametrize("kernel", ["6.1", "6.6", "6.7"])
+def test_no_uffd_gate_before_the_uffd_wp_mremap_fix(kernel):
+    """0cef0bb836e3 (6.13; 6.12.11) added the gate; 6.1, 6.6 and 6.7 lines never got it."""
+    wp = Vma(0x200000, 0x400000, uffd_wp=True)
+    t = resolve_target(kernel, "x86_64")
+    assert not vma_has_uffd_without_event_remap(t, wp, wp)
+    g = MoveGates.of(t, wp, wp, need_rmap_locks=False)
+    assert g.normal_moves_tried and not g.uffd_blocks
+
+
+def test_uffd_gate_is_a_loop_condition_in_6_12_and_inside_move_normal_pmd_from_6_13():
+    wp = Vma(0x200000, 0x400000, uffd_wp=True)
+    g612 = MoveGates.of(resolve_target("6.12", "x86_64"), wp, wp, need_rmap_locks=False)
+    assert not g612.normal_moves_tried and not g612.uffd_blocks
+    for kernel in ("6.15", "6.16", "6.17", "6.18", "6.19", "7.3"):
+        g = MoveGates.of(resolve_target(kernel, "x86_64"), wp, wp, need_rmap_locks=False)
+        assert g.normal_moves_tried and g.uffd_blocks, kernel
 
 
 def test_move_gates_are_the_predicates_evaluated_once():
@@ -100,7 +126,9 @@ def test_move_gates_are_the_predicates_evaluated_once():
     t = resolve_target("6.18", "arm64-4k")
     g = MoveGates.of(t, vma, vma, need_rmap_locks=False)
     assert g.normal_locks == vma.rmap_locks() and g.huge_locks == ()
-    assert g.batch_block == pte_batch_block(t, vma) == 16 and not g.uffd_blocks
+    assert g.batching == pte_batching_of(t, vma) == PteBatching(16, 16, 0x200, 0x400)
+    assert not g.uffd_blocks
+    assert g.normal_moves_tried
 
 
 # ---------------------------------------------------------------------------- entry moves
@@ -168,27 +196,82 @@ def test_entry_rows_carry_the_flush_of_the_level_moved():
 
 
 # ---------------------------------------------------------------------------- PTE batching
-def test_pte_batch_block_per_kernel_mode():
+def test_pte_batching_of_per_kernel_mode():
     vma = Vma(0x200000, 0x400000, folio_size=64 << 10)
     small = Vma(0x200000, 0x400000, folio_size=32 << 10)
     arm = resolve_target("6.18", "arm64-4k")                      # "hint", contpte 16
-    assert pte_batch_block(arm, vma) == 16
-    assert pte_batch_block(arm, small) == 1                          # folio < a contpte block
-    assert pte_batch_block(X86, vma) == 1                            # no contpte hint on x86
-    assert pte_batch_block(X86.with_changes(**{"kernel.pte_batching": "folio"}), vma) == 16
-    assert pte_batch_block(resolve_target("6.6", "arm64-4k"), vma) == 1
+    assert pte_batching_of(arm, vma) == PteBatching(16, 16, 0x200, 0x400)
+    assert pte_batching_of(arm, small) == NO_BATCHING               # folio < a contpte block
+    assert pte_batching_of(X86, vma) == NO_BATCHING                 # no contpte hint on x86
+    assert pte_batching_of(X86.with_changes(**{"kernel.pte_batching": "folio"}), vma) == \
+        PteBatching(16, 0, 0x200, 0x400)
+    assert pte_batching_of(resolve_target("6.6", "arm64-4k"), vma) == NO_BATCHING
 
 
-@given(st.integers(0, (1 << 64) - 1), st.integers(1, 64), st.integers(0, 63),
-       st.sampled_from([1, 2, 4, 16, 32, 128]))
+def test_large_folios_only_where_an_aligned_folio_fits_the_vma():
+    """``thp_vma_suitable_order``: the aligned folios inside the VMA; a shmem VMA whose
+    start and file offset are not congruent modulo the folio gets none."""
+    arm = resolve_target("7.3", "arm64-4k")
+    b = pte_batching_of(arm, Vma(0x201000, 0x40F000, folio_size=64 << 10))
+    assert (b.first_page, b.end_page) == (0x210, 0x400)
+    assert b.window_in_table(0x200, 512) == (16, 512) and b.window_in_table(0x400, 512) == (0, 0)
+    skew = Vma(0x200000, 0x400000, backing="shmem", file_id="f", pgoff=1, folio_size=64 << 10)
+    assert pte_batching_of(arm, skew) == NO_BATCHING
+    assert pte_batching_of(arm, Vma(0x201000, 0x20F000, folio_size=64 << 10)) == NO_BATCHING
+
+
+def test_pte_batch_hint_is_what_is_left_of_an_intact_contpte_block():
+    full = (1 << 32) - 1
+    assert [pte_batch_hint(full, i, 16) for i in (0, 1, 15, 16, 31)] == [16, 15, 1, 16, 1]
+    assert pte_batch_hint(full & ~1, 5, 16) == 1                       # block partly cleared
+    assert pte_batch_hint(full & ~1, 16, 16) == 16                     # the next block is intact
+
+
+def _batches_by_hand(table, lo, n, folio, cont):
+    """The kernel's loop, PTE by PTE: a batch starts at each present PTE not taken by the
+    previous batch; it is 1 PTE where the block is not intact or the PTE is its block's
+    last, else it extends while the next PTE is present, in the extent and in the folio."""
+    count, i = 0, lo
+    while i < lo + n:
+        if not table >> i & 1:
+            i += 1
+            continue
+        count += 1
+        base = i - i % cont if cont else 0
+        intact = not cont or all(table >> j & 1 for j in range(base, base + cont))
+        if cont and (not intact or i % cont == cont - 1):
+            i += 1
+            continue
+        j = i + 1
+        while j < lo + n and j % folio and table >> j & 1:
+            j += 1
+        i = j
+    return count
+
+
+@given(st.integers(0, (1 << 128) - 1), st.integers(0, 127), st.integers(1, 128),
+       st.sampled_from([(1, 0), (4, 0), (32, 0), (16, 16), (32, 16), (64, 16), (128, 16)]))
 @settings(max_examples=300)
-def test_mremap_folio_pte_batch_counts_runs_inside_blocks(bits, n, first, block):
-    bits &= (1 << n) - 1
-    first %= block
-    # one batch starts at every present PTE whose predecessor is absent or in another block
-    starts = sum(1 for i in range(n) if bits >> i & 1 and (
-        i == 0 or not bits >> (i - 1) & 1 or (first + i) % block == 0 or block == 1))
-    assert mremap_folio_pte_batch(bits, first, n, block) == starts
+def test_mremap_folio_pte_batch_runs_to_the_folio_end_behind_the_hint(table, lo, n, shape):
+    folio, cont = shape
+    n = min(n, 128 - lo)
+    got = mremap_folio_pte_batch(PteBatching(folio, cont), table, lo, n, (0, 128))
+    if folio == 1:
+        assert got == ((table >> lo) & ((1 << n) - 1)).bit_count()
+    else:
+        assert got == _batches_by_hand(table, lo, n, folio, cont)
+
+
+def test_7_3_batch_crosses_contpte_blocks_but_not_folios():
+    full = (1 << 512) - 1
+    arm = PteBatching(32, 16)                                         # 128 KiB folios
+    every = (0, 512)
+    assert mremap_folio_pte_batch(arm, full, 0, 512, every) == 16
+    assert mremap_folio_pte_batch(PteBatching(512, 16), full, 0, 512, every) == 1   # 2 MiB mTHP
+    # an extent starting at the last PTE of an intact block: that PTE alone, then the rest
+    assert mremap_folio_pte_batch(arm, full, 15, 17, every) == 2
+    # small folios outside the window: one batch per PTE, contpte-looking or not
+    assert mremap_folio_pte_batch(arm, full, 0, 64, (32, 512)) == 32 + 1
 
 
 # ---------------------------------------------------------------------------- TLB policy
@@ -211,13 +294,40 @@ def test_flush_tlb_mm_range_ceiling_pti_and_lazy_cpus():
 
 
 def test_arm64_flush_tlb_range_max_dvm_ops_and_tlbirange():
-    tlb = resolve_target("6.18", "arm64-4k").arch.tlb
+    t = resolve_target("6.18", "arm64-4k")
+    k, tlb = t.kernel, t.arch.tlb
     plain = tlb.model_copy(update={"tlbirange": False})
-    assert arm64_flush_tlb_range(plain, plain.max_dvm_ops - 1).pages == plain.max_dvm_ops - 1
-    assert arm64_flush_tlb_range(plain, plain.max_dvm_ops).full
+    dvm = plain.max_dvm_ops
+    assert arm64_flush_tlb_range(plain, k, dvm - 1, dvm - 1).pages == dvm - 1
+    assert arm64_flush_tlb_range(plain, k, dvm, dvm).full
     ranged = tlb.model_copy(update={"tlbirange": True})
-    f = arm64_flush_tlb_range(ranged, plain.max_dvm_ops)
+    f = arm64_flush_tlb_range(ranged, k, dvm, dvm)
     assert not f.full and 0 < f.pages <= 2 and f.ipis == 0
+
+
+@pytest.mark.parametrize("kernel,at,above", [("6.1", True, True), ("6.6", True, True),
+                                             ("6.7", True, True), ("6.12", False, True),
+                                             ("6.18", False, True), ("7.3", False, True)])
+def test_arm64_tlbirange_flushes_the_asid_from_max_tlbi_range_pages_per_version(kernel, at,
+                                                                                 above):
+    """>= MAX_TLBI_RANGE_PAGES before 73301e464a72 (6.10), > from it; base pages counted."""
+    t = resolve_target(kernel, "arm64-4k")
+    ranged = t.arch.tlb.model_copy(update={"tlbirange": True})
+    top = ranged.max_tlbi_range_pages
+    for base, full in ((top - 1, False), (top, at), (top + 1, above)):
+        assert arm64_flush_tlb_range(ranged, t.kernel, base, base).full == full, base
+    # PMD stride: few stride pages, but the limit is in base pages
+    assert arm64_flush_tlb_range(ranged, t.kernel, (top >> 9) + 1, top + 512).full
+
+
+def test_arm64_range_limit_applies_without_tlbirange_only_before_limit_excess():
+    """6.1/6.12 test the base-page limit on every system; 7.3's
+    ``__flush_tlb_range_limit_excess`` only with FEAT_TLBIRANGE (1 GiB-stride hugetlb
+    flush of 16 GiB: 16 strides, 4M base pages)."""
+    for kernel, full in (("6.1", True), ("6.12", True), ("7.3", False)):
+        t = resolve_target(kernel, "arm64-4k")
+        plain = t.arch.tlb.model_copy(update={"tlbirange": False})
+        assert arm64_flush_tlb_range(plain, t.kernel, 16, 16 << 18).full == full, kernel
 
 
 def test_riscv_flush_tlb_range_threshold_and_ipis():

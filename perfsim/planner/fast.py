@@ -453,7 +453,7 @@ def _pud_stage(t: Target, geo: Geometry, ent: Entries, gates: MoveGates) -> PudS
     seg_src_pud = geo.seg_start >> a.pud_shift
     seg_dst_pud = (geo.seg_start + geo.delta) >> a.pud_shift
     table_seg = ent.src_pud_kind[seg_src_pud - geo.src_pud_lo] == PUD_TABLE
-    pud_try = table_seg & t.have_move_pud & (geo.seg_len == a.pud_size)
+    pud_try = table_seg & (t.have_move_pud and gates.normal_moves_tried) & (geo.seg_len == a.pud_size)
     pud_ok = pud_try & move_pgt_entry(NORMAL_PUD, gates.uffd_blocks,
                                       ent.dst_pud_kind[seg_dst_pud - geo.dst_pud_lo])
     stage_seg = table_seg & ~pud_ok
@@ -497,7 +497,7 @@ def _pmd_stage(t: Target, geo: Geometry, ent: Entries, gates: MoveGates, pud: Pu
         thp_move = leaf & full_ext & move_pgt_entry(HPAGE_PMD, gates.uffd_blocks, dst_kind)
         split = leaf & ~thp_move
     pmd_ok = pmd_fail = None
-    if t.have_move_pmd:
+    if t.have_move_pmd and gates.normal_moves_tried:
         try_pmd = table & full_ext
         pmd_ok = try_pmd & move_pgt_entry(NORMAL_PMD, gates.uffd_blocks, dst_kind)
         pmd_fail = try_pmd & ~pmd_ok
@@ -521,11 +521,10 @@ def _pmd_stage(t: Target, geo: Geometry, ent: Entries, gates: MoveGates, pud: Pu
     if len(pte_idx) != len(pte):
         present_ptes = np.where(pte, present_ptes, 0)
     batches = present_ptes
-    if gates.batch_block > 1:
+    if gates.batching.batches:
         batches = np.zeros(len(pte), _I64)
-        batches[pte_idx] = batch_counts(masks, row_e[pte_idx], (starts[pte_idx] >> ps) & (ptrs - 1),
-                                        pages[pte_idx], (starts[pte_idx] >> ps) % gates.batch_block,
-                                        gates.batch_block)
+        batches[pte_idx] = batch_counts(masks, row_e[pte_idx], starts[pte_idx], pages[pte_idx],
+                                        geo.old_addr, a, gates.batching)
     # pte_alloc: first move_ptes step per destination slot whose PMD entry was none
     pte_dst = dst_slot[pte_idx] if len(pte_idx) != len(pte) else dst_slot
     alloc_pte_sub = firsts(pte_dst)

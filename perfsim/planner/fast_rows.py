@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from perfsim.mm.pagetable import range_mask
 from perfsim.planner import steps as S
-from perfsim.planner.batch import mremap_folio_pte_batch
+from perfsim.planner.batch import PteBatching, mremap_folio_pte_batch
 from perfsim.planner.bitmaps import MaskTable
 from perfsim.planner.pgtable_move import (
     HPAGE_PMD,
@@ -29,7 +30,7 @@ from perfsim.planner.pgtable_move import (
     split_huge_pmd_row,
 )
 from perfsim.planner.tlb import Flush, flush_lookup
-from perfsim.profiles import Target
+from perfsim.profiles import ArchProfile, Target
 
 if TYPE_CHECKING:
     from perfsim.planner.fast import (
@@ -110,22 +111,32 @@ class RowBlock:
         return S.Steps(cols, lock_sets, lock_col)
 
 
-def batch_counts(masks: MaskTable, rows: np.ndarray, lo: np.ndarray, pages: np.ndarray,
-                 first: np.ndarray, block: int) -> np.ndarray:
-    """``mremap_folio_pte_batch`` for many extents: one call per distinct (bitmap row,
-    in-slot offset, length, offset in the block)."""
-    keys = np.stack([rows.astype(_I64), lo.astype(_I64), pages.astype(_I64),
-                     first.astype(_I64)], axis=1)
+def batch_counts(masks: MaskTable, rows: np.ndarray, starts: np.ndarray, pages: np.ndarray,
+                 move_start: int, arch: ArchProfile, batching: PteBatching) -> np.ndarray:
+    """``mremap_folio_pte_batch`` for many extents (first PTE at ``starts``, ``pages``
+    long, source bitmap row ``rows``): one call per distinct (bitmap row, cleared prefix,
+    in-slot offset, length, large-folio window). The table each extent finds is its row with the PTEs that
+    earlier extents of this move took cleared: from the move's start (``move_start``) or
+    the slot's first PTE up to the extent (source and destination slots are disjoint on
+    the vectorised paths, so nothing else has changed in a source table)."""
+    ps, ptrs = arch.page_shift, arch.ptrs_per_pte
+    lo = (starts >> ps) & (ptrs - 1)
+    slot = starts >> arch.pmd_shift
+    first_slot = slot == (move_start >> arch.pmd_shift)
+    cleared = np.where(first_slot, (move_start >> ps) & (ptrs - 1), 0)
+    w_lo, w_hi = batching.window_in_table(slot.astype(_I64) << (arch.pmd_shift - ps), ptrs)
+    keys = np.stack([rows.astype(_I64), cleared.astype(_I64), lo.astype(_I64),
+                     pages.astype(_I64), w_lo, w_hi], axis=1)
     if not len(keys):
         return np.zeros(0, _I64)
     uniq, inv = np.unique(keys, axis=0, return_inverse=True)
     ints: dict[int, int] = {}
     counts = np.empty(len(uniq), _I64)
-    for i, (row, off, n, fst) in enumerate(uniq.tolist()):
+    for i, (row, clr, off, n, wl, wh) in enumerate(uniq.tolist()):
         if row not in ints:
             ints[row] = masks.row_int(row)
-        bits = (ints[row] >> off) & ((1 << n) - 1)
-        counts[i] = mremap_folio_pte_batch(bits, fst, n, block)
+        table = ints[row] & ~range_mask(clr, off)
+        counts[i] = mremap_folio_pte_batch(batching, table, off, n, (wl, wh))
     return counts[inv.reshape(-1)]
 
 
@@ -154,8 +165,8 @@ class RegularRows:
     def block(self) -> S.Steps:
         geo, n_ext = self.geo, self.geo.n_ext
         a = self.t.arch
-        block = self.gates.batch_block
-        periodic_batches = block <= 1 or a.ptrs_per_pte % block == 0
+        batching = self.gates.batching
+        periodic_batches = not batching.batches or a.ptrs_per_pte % batching.folio_pages == 0
         h, tail = self.HEAD, self.TAIL
         if not (self.counts.inner_full and self.counts.all_flushed and periodic_batches
                 and n_ext >= h + tail + 8):
@@ -191,14 +202,12 @@ class RegularRows:
         return ptes
 
     def _batches(self, st: np.ndarray, pages: np.ndarray, ptes: np.ndarray) -> np.ndarray:
-        block = self.gates.batch_block
-        if block <= 1:
+        if not self.gates.batching.batches:
             return ptes
         a = self.t.arch
-        ps, ptrs = a.page_shift, a.ptrs_per_pte
         rows = self.counts.rows[(st >> a.pmd_shift) - self.geo.s_lo]
-        return batch_counts(self.counts.masks, rows, (st >> ps) & (ptrs - 1), pages,
-                            (st >> ps) % block, block)
+        return batch_counts(self.counts.masks, rows, st, pages, self.geo.old_addr, a,
+                            self.gates.batching)
 
     def rows(self, lo: int, hi: int, allocs: bool = True) -> S.Steps:
         """Rows ``[lo, hi)`` as a dense table (with the sparse table allocations if asked)."""

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from perfsim.mm.pagetable import PMD_NONE, PMD_TABLE, PUD_NONE
 from perfsim.mm.vma import Vma
 from perfsim.planner import steps as S
-from perfsim.planner.batch import pte_batch_block
+from perfsim.planner.batch import PteBatching, pte_batching_of
 from perfsim.planner.tlb import Flush, flush_pmd_range, flush_pud_range, flush_range
 from perfsim.profiles import ArchProfile, Target
 
@@ -79,14 +79,42 @@ def take_rmap_locks(vma: Vma, take: bool) -> tuple[str, ...]:
 
 
 def vma_has_uffd_without_event_remap(target: Target, old: Vma, new: Vma) -> bool:
-    """The userfaultfd gate of ``move_normal_pmd``/``move_normal_pud``: a VMA registered for
-    write-protect without the remap event must have its uffd-wp bits cleared PTE by PTE,
-    so the whole-table moves refuse and the loop falls through to ``move_ptes``. The
-    kernel names this test ``vma_has_uffd_without_event_remap`` (read at the 6.17
-    development commit above); perfsim applies it to the old VMA in every kernel profile
-    (docs/kernel-rules.md R16), and from 6.17, where ``remap_move`` checks both VMAs, to the new
-    VMA too (profile ``uffd_checks_new_vma``)."""
+    """``vma_has_uffd_without_event_remap``: is this move's VMA registered for userfaultfd
+    write-protect without the remap event, so that its uffd-wp bits must be cleared PTE by
+    PTE and its page tables must not move whole?
+
+    Kernels before "mm: clear uffd-wp PTE/PMD state on mremap()" (0cef0bb836e3, 6.13;
+    6.12.11 in the 6.12 stable line; profile ``uffd_wp_table_move_gate = "none"``: 6.1, 6.6,
+    6.7) have no such test: False. From it, the old VMA is tested, and also the new one
+    where the kernel checks both (6.12.117's ``uffd_supports_move``, 7.3's
+    ``uffd_supports_page_table_move``; profile ``uffd_checks_new_vma``; ``copy_vma`` gives
+    the new VMA the old one's context, so this cannot change a plan)."""
+    if target.kernel.uffd_wp_table_move_gate == "none":
+        return False
     return old.uffd_wp or (target.kernel.uffd_checks_new_vma and new.uffd_wp)
+
+
+def uffd_gate_placement(target: Target, gated: bool) -> tuple[bool, bool]:
+    """Where the uffd-wp gate of :func:`vma_has_uffd_without_event_remap` acts, as
+    ``(move_page_tables skips NORMAL_PUD/NORMAL_PMD, move_normal_pud/pmd refuse)``:
+
+    * 6.12.117 (``uffd_wp_table_move_gate = "move_page_tables"``): ``uffd_supports_move``
+      is one of the loop's conditions for calling ``move_pgt_entry(NORMAL_PUD/PMD)``, so a
+      gated VMA never attempts a table move and takes no rmap lock for one;
+    * 6.13 onwards (``"move_normal"``; 7.3's ``uffd_supports_page_table_move``): the test
+      is inside ``move_normal_pmd``/``move_normal_pud``, so ``move_pgt_entry`` has taken
+      the rmap locks (``should_take_rmap_locks``) before the move refuses.
+
+    >>> from perfsim import resolve_target
+    >>> uffd_gate_placement(resolve_target("6.12", "x86_64"), True)
+    (True, False)
+    >>> uffd_gate_placement(resolve_target("7.3", "x86_64"), True)
+    (False, True)
+    >>> uffd_gate_placement(resolve_target("7.3", "x86_64"), False)
+    (False, False)
+    """
+    in_loop = target.kernel.uffd_wp_table_move_gate == "move_page_tables"
+    return gated and in_loop, gated and not in_loop
 
 
 def move_normal_pud(uffd_blocks: bool, dst_pud):
@@ -248,22 +276,27 @@ def split_huge_pmd_row(target: Target, *, cpus: int, lazy_cpus: int) -> EntryRow
 @dataclass(frozen=True)
 class MoveGates:
     """What one ``move_page_tables`` call decides once, from the VMAs and the kernel: the
-    uffd gate, the rmap lock sets per entry kind, and the PTE batching block."""
+    uffd gate (whether NORMAL_PUD/PMD are tried, whether they refuse), the rmap lock sets
+    per entry kind, and the PTE batching of ``move_ptes``."""
 
-    uffd_blocks: bool
+    uffd_blocks: bool               # move_normal_pmd/pud refuse (:func:`uffd_gate_placement`)
     normal_locks: tuple[str, ...]   # NORMAL_PMD / NORMAL_PUD
     huge_locks: tuple[str, ...]     # HPAGE_PMD / HPAGE_PUD and move_ptes
-    batch_block: int                # pte_batch_block; 1 = no batching
+    batching: PteBatching           # pte_batching_of; no batching when folio_pages == 1
+    normal_moves_tried: bool = True  # move_page_tables tries NORMAL_PUD/NORMAL_PMD at all
 
     @classmethod
     def of(cls, target: Target, old: Vma, new: Vma, need_rmap_locks: bool) -> MoveGates:
+        skip, refuse = uffd_gate_placement(target,
+                                           vma_has_uffd_without_event_remap(target, old, new))
         return cls(
-            uffd_blocks=vma_has_uffd_without_event_remap(target, old, new),
+            uffd_blocks=refuse,
+            normal_moves_tried=not skip,
             normal_locks=take_rmap_locks(old, should_take_rmap_locks(target, need_rmap_locks,
                                                                      NORMAL_PMD)),
             huge_locks=take_rmap_locks(old, should_take_rmap_locks(target, need_rmap_locks,
                                                                    HPAGE_PMD)),
-            batch_block=pte_batch_block(target, old),
+            batching=pte_batching_of(target, old),
         )
 
     def locks(self, entry: str) -> tuple[str, ...]:

@@ -170,7 +170,7 @@ def move_page_tables(ctx: MoveContext, pmc: PageTableMoveControl) -> int:
                     "(docs/kernel-rules.md: not modelled)")
             move_pgt_entry(ctx, gates, HPAGE_PUD, old_addr, new_addr, extent, counts)
             continue  # the kernel ignores the result and continues (R8.4)
-        if t.have_move_pud and extent == arch.pud_size:
+        if t.have_move_pud and extent == arch.pud_size and gates.normal_moves_tried:
             if move_pgt_entry(ctx, gates, NORMAL_PUD, old_addr, new_addr, extent, counts):
                 continue
         # PMD stage (R9).
@@ -188,7 +188,7 @@ def move_page_tables(ctx: MoveContext, pmc: PageTableMoveControl) -> int:
                                                           new_addr, extent, counts):
                 continue
             split_source_thp(ctx, pmc, old_addr, counts)
-        elif t.have_move_pmd and extent == arch.pmd_size:
+        elif t.have_move_pmd and extent == arch.pmd_size and gates.normal_moves_tried:
             if move_pgt_entry(ctx, gates, NORMAL_PMD, old_addr, new_addr, extent, counts):
                 continue
         # R12: nothing left to move here (file THP split, racing collapse).
@@ -286,8 +286,8 @@ def move_ptes(ctx: MoveContext, gates: MoveGates, old_addr: int, new_addr: int, 
         _, dst_mask = ctx.win.pmd[dst_slot]
         ctx.win.pmd[src_slot] = (PMD_TABLE, mask & ~range_mask(lo, lo + n))
         ctx.win.pmd[dst_slot] = (PMD_TABLE, dst_mask | (bits << dlo))
-    block = gates.batch_block
-    batches = mremap_folio_pte_batch(bits, (old_addr >> ps) % block, n, block)
+    window = gates.batching.window_in_table(src_slot << (arch.pmd_shift - ps), ptrs)
+    batches = mremap_folio_pte_batch(gates.batching, mask, lo, n, window)
     flush = ctx.flush(old_addr, old_addr + extent) if move_ptes_flushes(present) else None
     ctx.log.add(ctx.phase, S.K_PTE_MOVE, old_addr, new_addr, extent, ptes=present, slots=n,
                 batches=batches, flush=flush, rmap=gates.huge_locks,

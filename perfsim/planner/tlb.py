@@ -16,7 +16,8 @@ Kernel source read: arch/x86/mm/tlb.c at commit 016c4d92 (a 4.20-era tree, the f
 page when ``(end - start) >> stride_shift <= tlb_single_page_flush_ceiling`` (33), else
 everything. The later x86 rules (lazy-TLB CPUs skipped unless tables were freed, INVLPGB
 broadcast, 6.x) and the arm64/riscv policies follow docs/kernel-rules.md, TLB flush policy (T1–T9); the stored
-copies of arch/arm64/include/asm/tlbflush.h could not be read here.
+copies of arch/arm64/include/asm/tlbflush.h could not be read here; Debian's 6.1.176, 6.12.117
+and 7.3.4 copies were read for :func:`arm64_flush_tlb_range` (docs/kernels.md).
 """
 
 from __future__ import annotations
@@ -94,24 +95,47 @@ def arm64_range_ops(pages: int) -> int:
     return ops
 
 
-def arm64_flush_tlb_range(tlb: Arm64Tlb, pages: int) -> Flush:
-    """arm64 ``__flush_tlb_range`` for ``pages`` stride pages (5.x–6.18).
+def arm64_flush_tlb_range(tlb: Arm64Tlb, kernel: KernelProfile, stride_pages: int,
+                          base_pages: int) -> Flush:
+    """arm64 ``__flush_tlb_range`` over ``stride_pages`` strides, ``base_pages`` base pages
+    (the range rounded out to the stride, counted in ``PAGE_SIZE`` pages, as the kernel's
+    ``pages``).
 
-    Without FEAT_TLBIRANGE, ``MAX_DVM_OPS`` (``PTRS_PER_PTE``) or more pages flush the whole
-    ASID (``flush_tlb_mm``); with it, only ``MAX_TLBI_RANGE_PAGES`` or more do, and the
-    rest takes one range TLBI per scale level (:func:`arm64_range_ops`). TLBIs are
-    broadcast in hardware: no IPI, whatever the CPU count.
+    The whole ASID is flushed (``flush_tlb_mm``) when, without FEAT_TLBIRANGE,
+    ``MAX_DVM_OPS`` (``PTRS_PER_PTE``) strides or more are asked for, or when the range
+    exceeds what range TLBIs cover (profile ``arm64_tlbi_range_limit``: 6.1's
+    ``pages >= MAX_TLBI_RANGE_PAGES`` on every system; 6.12's ``pages >
+    MAX_TLBI_RANGE_PAGES`` on every system; 7.3's ``__flush_tlb_range_limit_excess``,
+    ``pages > MAX_TLBI_RANGE_PAGES`` with FEAT_TLBIRANGE only). Otherwise
+    ``__flush_tlb_range_op`` issues one TLBI per stride without FEAT_TLBIRANGE, and range
+    TLBIs over the base pages with it (:func:`arm64_range_ops`). TLBIs are broadcast in
+    hardware: no IPI, whatever the CPU count. Read in Debian's 6.1.176, 6.12.117 and 7.3.4
+    ``arch/arm64/include/asm/tlbflush.h``.
 
+    >>> from perfsim import resolve_target
     >>> from perfsim.profiles import Arm64Tlb
-    >>> arm64_flush_tlb_range(Arm64Tlb(), 16)
+    >>> k = resolve_target("7.3", "arm64-4k").kernel
+    >>> arm64_flush_tlb_range(Arm64Tlb(), k, 16, 16)
     Flush(full=False, pages=16, ipis=0)
-    >>> arm64_flush_tlb_range(Arm64Tlb(), 512)
+    >>> arm64_flush_tlb_range(Arm64Tlb(), k, 512, 512)
     Flush(full=True, pages=0, ipis=0)
+    >>> big = 2097152                       # MAX_TLBI_RANGE_PAGES: 8 GiB of 4 KiB pages
+    >>> arm64_flush_tlb_range(Arm64Tlb(tlbirange=True), k, big // 512, big).full
+    False
+    >>> k61 = resolve_target("6.1", "arm64-4k").kernel
+    >>> arm64_flush_tlb_range(Arm64Tlb(tlbirange=True), k61, big // 512, big).full
+    True
     """
-    full = ((not tlb.tlbirange) and pages >= tlb.max_dvm_ops) or pages >= tlb.max_tlbi_range_pages
-    if full:
+    limit, mode = tlb.max_tlbi_range_pages, kernel.arm64_tlbi_range_limit
+    if mode == "ge":
+        too_long = base_pages >= limit
+    elif mode == "gt" or tlb.tlbirange:
+        too_long = base_pages > limit
+    else:
+        too_long = False
+    if too_long or ((not tlb.tlbirange) and stride_pages >= tlb.max_dvm_ops):
         return Flush(True, 0, 0)
-    return Flush(False, arm64_range_ops(pages) if tlb.tlbirange else pages, 0)
+    return Flush(False, arm64_range_ops(base_pages) if tlb.tlbirange else stride_pages, 0)
 
 
 def riscv_flush_tlb_range(tlb: RiscvTlb, pages: int, *, cpus: int) -> Flush:
@@ -137,7 +161,7 @@ def flush_range(target: Target, start: int, end: int, *, stride_shift: int | Non
                                   lazy_cpus=lazy_cpus, freed_tables=freed_tables)
     pages = -(-(end - start) >> shift)  # invalidations: one per stride, the last one partial
     if isinstance(tlb, Arm64Tlb):
-        return arm64_flush_tlb_range(tlb, pages)
+        return arm64_flush_tlb_range(tlb, target.kernel, pages, pages << (shift - arch.page_shift))
     if isinstance(tlb, RiscvTlb):
         return riscv_flush_tlb_range(tlb, pages, cpus=cpus)
     raise TypeError(f"unknown TLB policy {tlb!r}")
