@@ -256,3 +256,35 @@ def test_the_slot_walk_and_the_array_unmap_give_the_same_fixed_move_onto_anon_th
     r = fixed_onto(kernel, 4 * M, dst, options=REF)
     f = fixed_onto(kernel, 4 * M, dst, options=FAST)
     assert_same(r, f)
+
+
+@pytest.mark.parametrize("kernel,first", [("6.1", 8 + 19 * 510), ("6.12", 7 + 19 * 509),
+                                          ("7.3", 7 + 19 * 509)])
+def test_the_zap_flushes_after_the_pte_that_fills_the_last_page_batch(kernel, first):
+    """``force_break``: the zap stops right after the PTE that filled the gather, flushes
+    and frees, and goes on; the rest is flushed by tlb_finish_mmu."""
+    p = shrink(kernel, 64 * M, 16 * M)
+    st = p.steps
+    zaps = (st.kind == S.K_ZAP) & (st.phase == S.UNMAP_DST)
+    assert st.ptes[zaps].tolist() == [first, 12288 - first]
+    assert st.flushes[zaps].tolist() == [1, 0]
+    assert int(st.length[zaps][0]) == first * 4 * K
+
+
+@pytest.mark.parametrize("backing", ["anon", "shmem"])
+def test_huge_pmds_zapped_whole_do_not_force_a_flush(backing):
+    """``zap_huge_pmd`` gathers the THP as one entry and forces nothing, dirty shmem too:
+    one flush in tlb_finish_mmu, at PMD stride (3 huge pages: ranged)."""
+    p = shrink("6.18", 8 * M, 2 * M, backing=backing, thp=True)
+    assert unmap_dst(p) == (1, 0)
+    zaps = p.steps.kind == S.K_ZAP
+    assert p.steps.ptes[zaps].tolist() == [1536] and p.steps.flushes[zaps].tolist() == [0]
+
+
+@pytest.mark.parametrize("kernel", ["6.1", "6.18"])
+@pytest.mark.parametrize("backing", ["anon", "shmem"])
+@pytest.mark.parametrize("src", [A, A + 4 * K])
+def test_the_slot_walk_and_the_array_unmap_give_the_same_thp_shrink(kernel, backing, src):
+    r = shrink(kernel, 64 * M, 6 * M + 8 * K, src=src, backing=backing, thp=True, options=REF)
+    f = shrink(kernel, 64 * M, 6 * M + 8 * K, src=src, backing=backing, thp=True, options=FAST)
+    assert_same(r, f)
