@@ -187,6 +187,8 @@ def zap_cases() -> list[dict]:
             shape_case("pmd_aligned", 64 * MiB, new_size=16 * MiB, **b),
         ]
     cases.append(shape_case("pmd_aligned", 8 * MiB, new_size=2 * MiB, backing="memfd"))
+    # shmem THP (PMD-mapped where the kernel allows): zap_huge_pmd forces no flush
+    cases.append(shape_case("pmd_aligned", 8 * MiB, new_size=2 * MiB, backing="memfd", thp="on"))
     # a destination of written anon then written shmem: from 6.2 tlb_next_batch refuses a
     # new page batch while the shmem PTEs' rmaps are delayed, so the anon pages gathered
     # before them force a flush inside the first shmem PTE table
