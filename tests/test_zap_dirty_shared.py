@@ -288,3 +288,28 @@ def test_the_slot_walk_and_the_array_unmap_give_the_same_thp_shrink(kernel, back
     r = shrink(kernel, 64 * M, 6 * M + 8 * K, src=src, backing=backing, thp=True, options=REF)
     f = shrink(kernel, 64 * M, 6 * M + 8 * K, src=src, backing=backing, thp=True, options=FAST)
     assert_same(r, f)
+
+
+def test_a_partly_zapped_anon_thp_is_split_into_ptes_with_a_flush_of_its_own():
+    """``__split_huge_pmd`` (``pmdp_invalidate``: ``flush_pmd_tlb_range``, which x86 leaves
+    to ``flush_tlb_range``: 512 pages, full), then the tail's PTEs are zapped; recorded
+    pmd_aligned/8M/1t/thp-on/to-3M: dst_unmap 2 flushes, both full."""
+    p = shrink("6.18", 8 * M, 3 * M, thp=True)
+    st = p.steps
+    dst = st.phase == S.UNMAP_DST
+    splits = dst & (st.kind == S.K_THP_SPLIT)
+    assert st.flushes[splits].tolist() == [1] and st.flush_full[splits].tolist() == [1]
+    assert unmap_dst(p) == (2, 2)
+    assert p.after.pt.present_ptes(A + 2 * M, A + 3 * M) == 256
+
+
+def test_a_partly_zapped_shmem_thp_is_unmapped_whole():
+    """``__split_huge_pmd`` of a file THP clears the PMD (``pmdp_huge_clear_flush``): no
+    PTEs are left, not even in the part of the VMA that stays; recorded
+    pmd_aligned/8M/1t/memfd/thp-on/to-3M: dst_unmap 2 flushes, 1 full (the split's; the
+    two huge PMDs zapped whole are one PMD-stride flush)."""
+    p = shrink("6.18", 8 * M, 3 * M, thp=True, backing="shmem")
+    assert unmap_dst(p) == (2, 1)
+    assert int(np.count_nonzero(p.steps.kind == S.K_THP_SPLIT)) == 1
+    assert p.after.pt.present_ptes(A + 2 * M, A + 3 * M) == 0
+    assert p.after.pt.present_ptes(A, A + 2 * M) == 512

@@ -187,8 +187,12 @@ def zap_cases() -> list[dict]:
             shape_case("pmd_aligned", 64 * MiB, new_size=16 * MiB, **b),
         ]
     cases.append(shape_case("pmd_aligned", 8 * MiB, new_size=2 * MiB, backing="memfd"))
-    # shmem THP (PMD-mapped where the kernel allows): zap_huge_pmd forces no flush
+    # THPs (PMD-mapped where the kernel allows): zap_huge_pmd forces no flush; a THP the
+    # tail covers partly is split with a flush of its own, a shmem one unmapped whole
     cases.append(shape_case("pmd_aligned", 8 * MiB, new_size=2 * MiB, backing="memfd", thp="on"))
+    for backing in ("anon", "memfd"):
+        cases.append(shape_case("pmd_aligned", 8 * MiB, new_size=3 * MiB, backing=backing,
+                                thp="on"))
     # a destination of written anon then written shmem: from 6.2 tlb_next_batch refuses a
     # new page batch while the shmem PTEs' rmaps are delayed, so the anon pages gathered
     # before them force a flush inside the first shmem PTE table

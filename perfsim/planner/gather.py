@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from perfsim.planner import steps as S
+from perfsim.planner.pgtable_move import split_huge_pmd_row
 from perfsim.planner.tlb import flush_range
 from perfsim.profiles import Target
 
@@ -164,6 +165,14 @@ class MmuGather:
         self.zap_ptes = 0  # PTEs zapped since then
         # forced flushes during the zap: (zap from, zap to, ptes, range start, end, shift)
         self.forced: list[tuple[int, int, int, int, int, int]] = []
+        # the zap's own flushes and forced flushes, in order: ("split", PMD base) for a
+        # huge PMD split, ("forced", index into forced)
+        self.events: list[tuple[str, int]] = []
+
+    def split_huge_pmd(self, base: int) -> None:
+        """``__split_huge_pmd`` of a huge PMD at ``base`` the zap covers only partly: its
+        own flush (``pmdp_invalidate`` / ``pmdp_huge_clear_flush``), outside the gather."""
+        self.events.append(("split", base))
 
     def adjust(self, start: int, end: int) -> None:
         self.start = start if self.start is None else min(self.start, start)
@@ -189,6 +198,7 @@ class MmuGather:
         gathered pages (``tlb_flush_mmu``). The zap stood at ``zap_to``."""
         shift = self.tlb_get_unmap_shift(target)
         if self.start is not None and shift is not None:
+            self.events.append(("forced", len(self.forced)))
             self.forced.append((self.zap_mark, zap_to, self.zap_ptes, self.start, self.end, shift))
         self.zap_mark, self.zap_ptes = zap_to, 0
         self.start, self.end = None, 0
@@ -225,19 +235,26 @@ class MmuGather:
 
 def tlb_finish_mmu(target: Target, tlb: MmuGather, log: S.StepLog, phase: int, start: int, end: int,
            zapped: int, freed: int, *, cpus: int, lazy_cpus: int) -> None:
-    """Record the zap and the flushes of the gather: the zap's forced flushes (one ``zap``
-    row each, :meth:`MmuGather.force_flush`), one each time a table batch fills
+    """Record the zap and the flushes of the gather: the zap's huge PMD splits (a
+    ``split_huge_pmd`` row each, with its flush) and forced flushes (one ``zap`` row each,
+    :meth:`MmuGather.force_flush`), in the order they happened, one each time a table batch fills
     (:func:`tables_per_forced_flush`), and one in ``tlb_finish_mmu`` for what is left. Each
     flush covers the range gathered since the previous one, with the stride of the lowest
     level cleared in it (``tlb_get_unmap_shift``)."""
     a = target.arch
+    forced_ptes = 0
+    for what, arg in tlb.events:
+        if what == "split":
+            row = split_huge_pmd_row(target, cpus=cpus, lazy_cpus=lazy_cpus)
+            log.add(phase, row.kind, arg, 0, a.pmd_size, ptes=row.ptes, flush=row.flush,
+                    ptl=row.ptl)
+            continue
+        z0, z1, ptes, s_, e_, shift = tlb.forced[arg]
+        flush = flush_range(target, s_, e_, stride_shift=shift, cpus=cpus,
+                            lazy_cpus=lazy_cpus, freed_tables=False)
+        log.add(phase, S.K_ZAP, z0, 0, z1 - z0, ptes=ptes, flush=flush)
+        forced_ptes += ptes
     if zapped:
-        forced_ptes = 0
-        for z0, z1, ptes, s_, e_, shift in tlb.forced:
-            flush = flush_range(target, s_, e_, stride_shift=shift, cpus=cpus,
-                                lazy_cpus=lazy_cpus, freed_tables=False)
-            log.add(phase, S.K_ZAP, z0, 0, z1 - z0, ptes=ptes, flush=flush)
-            forced_ptes += ptes
         if zapped > forced_ptes or not tlb.forced:
             mark = tlb.zap_mark if tlb.forced else start
             log.add(phase, S.K_ZAP, mark, 0, end - mark, ptes=zapped - forced_ptes)

@@ -51,6 +51,7 @@ from perfsim.planner.gather import (
     tlb_finish_mmu,
 )
 from perfsim.planner.options import DEFAULT, PlanOptions
+from perfsim.planner.pgtable_move import split_huge_pmd
 from perfsim.profiles import Target
 
 
@@ -189,10 +190,21 @@ def gather_zapped_pmd(target: Target, tlb: MmuGather, base: int) -> None:
         tlb.force_flush(target, base + a.pmd_size)
 
 
-def split_for_zap(ptrs: int) -> tuple[int, int]:
-    """What a partly zapped huge PMD becomes before ``zap_pte_range``: a PTE table mapping
-    every page of the slot."""
-    return PMD_TABLE, (1 << ptrs) - 1
+def split_for_zap(arch, anon: bool) -> tuple[int, int]:
+    """``zap_pmd_range`` → ``__split_huge_pmd`` of a huge PMD the range covers only partly,
+    as ``(kind, present-PTE bitmap)`` after it: the split a move makes
+    (:func:`~perfsim.planner.pgtable_move.split_huge_pmd`): an anonymous THP becomes a PTE
+    table of the same pages (``pmdp_invalidate``), a file or shmem THP is unmapped whole
+    (``pmdp_huge_clear_flush``: no PTEs left to zap, the part outside the range faults back
+    in later). Either way with one ``flush_pmd_tlb_range`` of its own, outside the gather
+    (:meth:`~perfsim.planner.gather.MmuGather.split_huge_pmd`). Read in 6.1.176, 6.12.117
+    and 7.3.4 (``__split_huge_pmd_locked``)."""
+    return split_huge_pmd(arch, anon)
+
+
+def in_spans(addr: int, spans: tuple[tuple[int, int], ...]) -> bool:
+    """Does ``addr`` lie in one of ``spans``?"""
+    return any(s_ <= addr < e_ for s_, e_ in spans)
 
 
 def free_range_bounds(addr: int, end: int, floor: int, ceiling: int,
@@ -243,9 +255,12 @@ def free_pud_table(has_pud_table, pud_entries_left):
 
 # ---------------------------------------------------------------------------- walk driver
 def zap_range(target: Target, win: Window, start: int, end: int, tlb: MmuGather,
-              forcing: tuple[tuple[int, int], ...] = ()) -> int:
+              forcing: tuple[tuple[int, int], ...] = (),
+              not_anon: tuple[tuple[int, int], ...] = ()) -> int:
     """``unmap_vmas`` over ``[start, end)``: clear present entries; return pages zapped.
-    ``forcing``: the parts of the range whose PTEs force a flush (:func:`zap_forces_flush`)."""
+    ``forcing``: the parts of the range whose PTEs force a flush (:func:`zap_forces_flush`);
+    ``not_anon``: the parts mapped by VMAs that are not anonymous (a huge PMD the range
+    covers only partly is split the way ``__split_huge_pmd`` splits it there)."""
     a = target.arch
     ptrs = a.ptrs_per_pte
     zapped = 0
@@ -264,7 +279,11 @@ def zap_range(target: Target, win: Window, start: int, end: int, tlb: MmuGather,
                 zapped += ptrs
                 gather_zapped_pmd(target, tlb, base)
                 continue
-            kind, mask = split_for_zap(ptrs)
+            kind, mask = split_for_zap(a, not in_spans(base + (lo << a.page_shift), not_anon))
+            tlb.split_huge_pmd(base)
+            if kind == PMD_NONE:  # a file THP: unmapped whole, no PTEs
+                win.pmd.pop(slot)
+                continue
         left, hit = zap_pte_range(mask, lo, hi)
         win.pmd[slot] = (PMD_TABLE, left) if hit else (kind, mask)
         if hit:
@@ -360,7 +379,8 @@ class _Arrays:
 
 
 def _zap_pmd_entries(target: Target, arr: _Arrays, pt: PageTables, start: int, end: int,
-                     tlb: MmuGather, spans: list, forcing: tuple[tuple[int, int], ...] = ()) -> int:
+                     tlb: MmuGather, spans: list, forcing: tuple[tuple[int, int], ...] = (),
+                     not_anon: tuple[tuple[int, int], ...] = ()) -> int:
     """The PMD-level part of :func:`zap_range` on arrays; returns pages zapped. Entries are
     gathered without Python work per entry unless the range holds PTEs that force a flush
     or more pages than the gather's batches take; then entry by entry, by the same rules."""
@@ -390,10 +410,20 @@ def _zap_pmd_entries(target: Target, arr: _Arrays, pt: PageTables, start: int, e
     hits[tw] = arr.mask_pop[row[tw]]  # zap_pte_range of a whole table leaves it empty
     new_row, new_kind = row.copy(), kind.copy()
     new_row[tw & (hits > 0)] = 0
+    base = idx << ms
     edge_ints, edge_pos = [], []
     edge_hit: dict[int, int] = {}
+    split_at: dict[int, bool] = {}  # partly covered huge PMD -> split into PTEs (anon)
+    file_split = np.zeros(len(idx), bool)
     for k in np.flatnonzero((table | (live & (kind == PMD_LEAF))) & ~whole).tolist():
-        m = split_for_zap(ptrs)[1] if kind[k] == PMD_LEAF else _words_to_int(arr.masks[row[k]])
+        if kind[k] == PMD_LEAF:
+            sk, m = split_for_zap(a, not in_spans(int(base[k] + (lo[k] << ps)), not_anon))
+            split_at[k] = sk != PMD_NONE
+            if sk == PMD_NONE:
+                file_split[k] = True
+                continue
+        else:
+            m = _words_to_int(arr.masks[row[k]])
         left, hit = zap_pte_range(m, int(lo[k]), int(hi[k]))
         hits[k] = hit.bit_count()
         edge_hit[k] = hit
@@ -405,12 +435,15 @@ def _zap_pmd_entries(target: Target, arr: _Arrays, pt: PageTables, start: int, e
     for k, rid, m in zip(edge_pos, ids, edge_ints):
         new_row[k] = rid if m else 0
     hit_pte = (hits > 0) & ~leaf_whole
-    base = idx << ms
     entries = int(hits[hit_pte].sum()) + int(np.count_nonzero(leaf_whole))
     in_range = [f for f in forcing if f[0] < end and f[1] > start]
     if in_range or entries >= pages_until_forced_flush(target, tlb.batched, False):
-        for k in np.flatnonzero(hit_pte | leaf_whole).tolist():
+        for k in sorted(set(np.flatnonzero(hit_pte | leaf_whole).tolist()) | set(split_at)):
             b = int(base[k])
+            if k in split_at:
+                tlb.split_huge_pmd(b)
+                if file_split[k]:
+                    continue
             if leaf_whole[k]:
                 gather_zapped_pmd(target, tlb, b)
                 continue
@@ -418,6 +451,8 @@ def _zap_pmd_entries(target: Target, arr: _Arrays, pt: PageTables, start: int, e
             for s_lo, s_hi, forces in zap_segments(int(lo[k]), int(hi[k]), b, ps, tuple(in_range)):
                 gather_zapped_ptes(target, tlb, b, s_lo, s_hi, h & range_mask(s_lo, s_hi), forces)
     else:
+        for k in sorted(split_at):
+            tlb.split_huge_pmd(int(base[k]))
         tlb.batched += entries
         tlb.zap_ptes += int(hits[hit_pte].sum()) + int(np.count_nonzero(leaf_whole)) * ptrs
         if hit_pte.any():
@@ -430,7 +465,7 @@ def _zap_pmd_entries(target: Target, arr: _Arrays, pt: PageTables, start: int, e
     arr.pmd_kind, arr.pmd_row = arr.pmd_kind.copy(), arr.pmd_row.copy()
     arr.pmd_kind[i0:i1], arr.pmd_row[i0:i1] = new_kind, new_row
     keep = np.ones(len(arr.pmd_idx), bool)
-    keep[i0:i1] = ~leaf_whole
+    keep[i0:i1] = ~leaf_whole & ~file_split
     if not keep.all():
         arr.keep_pmd(keep)
     return int(hits.sum()) + int(np.count_nonzero(leaf_whole)) * ptrs
@@ -505,18 +540,19 @@ def _free_arrays(target: Target, arr: _Arrays, start: int, end: int, floor: int,
 
 def unmap_arrays(target: Target, pt: PageTables, start: int, end: int, floor: int,
                  ceiling: int, win_start: int, win_end: int, tlb: MmuGather,
-                 forcing: tuple[tuple[int, int], ...] = ()):
+                 forcing: tuple[tuple[int, int], ...] = (),
+                 not_anon: tuple[tuple[int, int], ...] = ()):
     """:func:`zap_range` then :func:`free_pgd_range` on the arrays of ``pt``, with no Python
     work per PMD slot (except where :func:`_zap_pmd_entries` needs it). ``[win_start,
     win_end)`` is the range the walk's window would cover (its PUD-slot rounding bounds what
-    the top-level test can see); ``forcing`` as for :func:`zap_range`.
+    the top-level test can see); ``forcing`` and ``not_anon`` as for :func:`zap_range`.
 
     Returns ``(new page tables, pages zapped, tables freed)``; ``tlb`` is updated exactly as
     the walk updates it.
     """
     arr = _Arrays.of(pt)
     spans: list[tuple[int, int]] = []
-    zapped = _zap_pmd_entries(target, arr, pt, start, end, tlb, spans, forcing)
+    zapped = _zap_pmd_entries(target, arr, pt, start, end, tlb, spans, forcing, not_anon)
     zapped += _zap_pud_leaves(target, arr, start, end, tlb, spans)
     for s, e in spans:
         tlb.adjust(s, e)
@@ -534,7 +570,8 @@ class UnmapRegion:
     ``ceiling`` (start of the next VMA, 0 if none), as ``free_pgtables`` does; ``span`` covers
     the VMAs the range touches (the part of the page tables the walk may read); ``forcing``
     holds, in address order, the part of ``[start, end)`` of each VMA whose present PTEs
-    force a flush when zapped (:func:`vma_zap_forces_flush`)."""
+    force a flush when zapped (:func:`vma_zap_forces_flush`) and ``not_anon`` that of each
+    VMA that is not anonymous (``vma_is_anonymous``: not ``anon`` backing)."""
 
     start: int
     end: int
@@ -542,6 +579,7 @@ class UnmapRegion:
     ceiling: int
     span: tuple[int, int]
     forcing: tuple[tuple[int, int], ...] = ()
+    not_anon: tuple[tuple[int, int], ...] = ()
 
 
 def forcing_spans(vmas, start: int, end: int) -> tuple[tuple[int, int], ...]:
@@ -550,6 +588,14 @@ def forcing_spans(vmas, start: int, end: int) -> tuple[tuple[int, int], ...]:
     its own ``zap_pte_range`` call)."""
     return tuple((max(v.start, start), min(v.end, end)) for v in vmas
                  if v.start < end and v.end > start and vma_zap_forces_flush(v))
+
+
+def not_anon_spans(vmas, start: int, end: int) -> tuple[tuple[int, int], ...]:
+    """The parts of ``[start, end)`` of the VMAs that are not anonymous (file, shmem,
+    hugetlb: ``vma_is_anonymous`` is false), whose partly zapped huge PMDs
+    ``__split_huge_pmd`` unmaps whole instead of splitting into PTEs."""
+    return tuple((max(v.start, start), min(v.end, end)) for v in vmas
+                 if v.start < end and v.end > start and v.backing != "anon")
 
 
 def unmap_region(target: Target, pt, region: UnmapRegion, log: S.StepLog, phase: int, *,
@@ -563,12 +609,13 @@ def unmap_region(target: Target, pt, region: UnmapRegion, log: S.StepLog, phase:
     tlb = MmuGather(start)
     if options.implementation == "reference":
         win = pt.window(*region.span)
-        zapped = zap_range(target, win, start, end, tlb, region.forcing)
+        zapped = zap_range(target, win, start, end, tlb, region.forcing, region.not_anon)
         freed = free_pgd_range(target, win, start, end, region.floor, region.ceiling, tlb)
         out = pt.replace_window(win)
     else:
         out, zapped, freed = unmap_arrays(target, pt, start, end, region.floor, region.ceiling,
-                                          region.span[0], region.span[1], tlb, region.forcing)
+                                          region.span[0], region.span[1], tlb, region.forcing,
+                                          region.not_anon)
     tlb_finish_mmu(target, tlb, log, phase, start, end, zapped, freed, cpus=cpus,
                    lazy_cpus=lazy_cpus)
     return out
