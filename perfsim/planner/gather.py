@@ -9,6 +9,11 @@ Kernel source read: mm/mmu_gather.c at commit 06d07429 (a 6.x tree, with
 where tables go through that batch (see :func:`tables_per_forced_flush` for x86 bare metal
 before 6.14, where they do not); the batch size and flush count were checked on this
 machine's 6.18 kernel (see :func:`max_table_batch`) and under QEMU on 6.1–7.3.
+
+The page batches (``tlb_next_batch``, ``__tlb_remove_page_size``,
+``__tlb_remove_folio_pages_size``, ``tlb_flush_rmaps``) and the zap's forced flush
+(``tlb_flush_mmu_tlbonly``, ``__tlb_reset_range``, ``tlb_flush_mmu``) were read in Debian's
+6.1.176, 6.12.117 and 7.3.4 (mm/mmu_gather.c, include/asm-generic/tlb.h).
 """
 
 from __future__ import annotations

@@ -18,6 +18,13 @@ Two drivers apply them: :func:`zap_range` + :func:`free_pgd_range` walk a dict
 :func:`unmap_arrays` applies them to the arrays of a
 :class:`~perfsim.mm.pagetable.PageTables` without Python work per PMD slot (the source of a
 1 TiB move is 512 Ki PTE tables). The flushes come from :mod:`perfsim.planner.gather`.
+
+What forces a flush during the zap was read in Debian's 6.1.176, 6.12.117 and 7.3.4
+(mm/memory.c, mm/huge_memory.c): a dirty PTE of a non-anonymous page
+(:func:`zap_forces_flush`, per ``zap_pte_range`` call: :func:`zap_segments`), a full set
+of page batches (:func:`gather_zapped_ptes`) and the split of a partly covered huge PMD
+(:func:`split_for_zap`). Both drivers hand each call to the same functions; the array
+driver does so only where one of these can happen, and otherwise gathers in bulk.
 """
 
 from __future__ import annotations
