@@ -69,7 +69,10 @@ def test_every_obtainable_kernel_line_has_recorded_ground_truth():
             assert v in have, f"no tests/data/groundtruth/{v}.jsonl"
 
 
-@pytest.mark.parametrize("version", [f.stem for f in FILES if not f.stem.startswith("host-")])
+VERSION_FILES = [f.stem for f in FILES if not f.stem.startswith(("host-", "zap-"))]
+
+
+@pytest.mark.parametrize("version", VERSION_FILES)
 def test_each_version_covers_the_issue_grid(version):
     """E1-E5 at 64 MiB and 1 GiB, realignable, blocked, PMD-aligned, sparse, shmem."""
     recs = _records(f"{version}.jsonl")
@@ -81,6 +84,30 @@ def test_each_version_covers_the_issue_grid(version):
     assert any(r["populate"].startswith("every:") for r in recs)
     assert any(r["backing"] in ("shmem", "memfd") for r in recs)
     assert all(kernel_version(r["kernel"]) == version for r in recs)
+
+
+@pytest.mark.parametrize("version", VERSION_FILES)
+def test_each_version_has_the_zap_grid_recorded(version):
+    """zap-<version>.jsonl: the ``zap`` grid (written anon and shmem unmapped by a shrink
+    or by MREMAP_FIXED, one and several PTE tables) on the same kernels."""
+    recs = _records(f"zap-{version}.jsonl")
+    want = {c["id"] for c in G.zap_cases()}
+    for kernel in {r["kernel"] for r in _records(f"{version}.jsonl")}:
+        assert {r["id"] for r in recs if r["kernel"] == kernel} == want, kernel
+    assert all(kernel_version(r["kernel"]) == version for r in recs)
+
+
+def test_a_zap_of_dirty_shmem_flushes_per_pte_table_on_every_recorded_kernel():
+    """The recorded fact the planner's zap_forces_flush rule comes from: shrinking 8 MiB
+    of written memory to 2 MiB unmaps three PTE tables' worth; shmem flushes once per table
+    (3, full) plus once for the freed tables, anon once."""
+    for f in DATA.glob("zap-*.jsonl"):
+        by = {(r["id"], r["kernel"]): measured(r)["dst_unmap"] for r in read_jsonl(f)}
+        for (case, kernel), m in by.items():
+            if case == "pmd_aligned/8M/1t/shmem/to-2M":
+                assert (m["flush_calls"], m["full_flushes"]) == (4, 3), (f.name, kernel)
+            if case == "pmd_aligned/8M/1t/to-2M":
+                assert (m["flush_calls"], m["full_flushes"]) == (1, 1), (f.name, kernel)
 
 
 def test_known_mismatches_name_recorded_calls_and_say_what_they_are():
@@ -346,3 +373,50 @@ def test_an_image_whose_config_lacks_tracepoints_is_refused_before_booting(tmp_p
         check_config(image)
     (tmp_path / "config-6.9.0-test").write_text("CONFIG_TRACEPOINTS=y\nCONFIG_FTRACE_SYSCALLS=y\n")
     check_config(image)
+
+
+# 6.1 under TCG, MREMAP_FIXED over a mapping at exactly the destination (abridged: the
+# pointers and addresses of a recorded call, one flush per phase)
+_TRACE_6_1_DETACH = """\
+           probe-91      [000] .....     5.382007: sys_enter: NR 25 (300000200000, 400000, 400000, 3, 300080600000, 0)
+           probe-91      [000] .....     5.382071: ma_write: mas_store_gfp\tNode 00000000752082aa (0 18446744073709551615) range:52778711908352-52778716102655 piv (0) val 0000000000eab61d
+           probe-91      [000] .....     5.382089: ma_write: mas_store_prealloc\tNode 00000000752082aa (797085696 18446744073709551615) range:52778711908352-52778716102655 piv (0) val 0000000000000000
+           probe-91      [000] d..2.     5.382542: tlb_flush: pages:-1 reason:local mm shootdown (3)
+           probe-91      [000] .....     5.383070: ma_write: mas_store_prealloc\tNode 00000000752082aa (0 18446744073709551615) range:52778711908352-52778716102655 piv (0) val 0000000000eab61d
+           probe-91      [000] d..3.     5.383138: tlb_flush: pages:-1 reason:local mm shootdown (3)
+           probe-91      [000] .....     5.383197: ma_write: mas_store_prealloc\tNode 00000000752082aa (797085696 18446744073709551615) range:52776560230400-52776564424703 piv (0) val 0000000000000000
+           probe-91      [000] d..1.     5.383227: tlb_flush: pages:0 reason:local mm shootdown (3)
+           probe-91      [000] .....     5.383247: sys_exit: NR 25 = 52778711908352
+"""
+
+
+def test_6_1_detached_tree_store_of_the_destination_is_not_taken_for_the_new_vma():
+    """6.1's do_mas_align_munmap stores the unmapped VMA in its detached tree first (a
+    non-NULL ma_write of the destination's range, then NULL in the mm's tree); the move
+    starts at copy_vma's insert after it, so the destination's unmap flush is dst_unmap."""
+    from perfsim.groundtruth.records import without_detach_tree_stores
+    from perfsim.host.trace import extract_call, parse_trace
+
+    raw = parse_trace(_TRACE_6_1_DETACH)
+    dst, n = 0x300080600000, 0x400000
+    kept = without_detach_tree_stores(raw, 91, dst, n)
+    assert len(kept) == len(raw) - 1
+    by = extract_call(kept, 91).summary_by_phase()
+    assert [by[p]["flush_calls"] for p in ("dst_unmap", "move", "src_unmap")] == [1, 1, 1]
+    naive = extract_call(raw, 91).summary_by_phase()
+    assert naive.get("dst_unmap", {}).get("flush_calls", 0) == 0  # what the filter fixes
+    assert without_detach_tree_stores(raw, 91, dst + 4096, n) == raw  # another range
+
+
+def test_a_private_file_mapping_is_rebuilt_map_private():
+    """/proc/self/maps ``p``: a written page of it is anonymous, so zapping it forces no
+    flush; ``s``: shared."""
+    from perfsim.groundtruth.model import vma_of
+
+    rec = {"src": 0}
+    lib = vma_of({"start": 1 << 30, "end": (1 << 30) + 8192, "perms": "rw-p", "offset": 0,
+                  "path": "/usr/lib/libc.so.6"}, rec, 12)
+    shm = vma_of({"start": 1 << 30, "end": (1 << 30) + 8192, "perms": "rw-s", "offset": 0,
+                  "path": "/dev/zero (deleted)"}, rec, 12)
+    assert (lib.backing, lib.shared) == ("file", False)
+    assert (shm.backing, shm.shared) == ("shmem", True)

@@ -125,9 +125,6 @@ def test_6_12_takes_no_rmap_locks_for_a_uffd_wp_vma_it_never_tries_to_move_by_ta
     assert p.move.rmap_holds == 0
 
 
-@pytest.mark.xfail(strict=True, reason="planner's zap gathers dirty shared-file PTEs like "
-                   "anon ones; zap_pte_range forces a flush per PTE table for them "
-                   "(docs/kernels.md, Differences found, 3)")
 @pytest.mark.parametrize("kernel", ["6.1", "6.12", "7.3"])
 def test_zapping_dirty_shmem_ptes_forces_a_flush_before_the_pte_lock_is_dropped(kernel):
     """mm/memory.c ``zap_pte_range`` (6.1: a dirty PTE of a non-anon page sets

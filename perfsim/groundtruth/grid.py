@@ -5,7 +5,8 @@ it, as :mod:`perfsim.host.layout` builds the E1-E5 shapes; ``ordinary``: buffers
 ``mmap(NULL, ...)`` in the process's normal mmap area, next to whatever else is mapped
 there), a size, the source and destination offsets (from a PUD boundary in a window, from a
 PMD boundary in an ordinary buffer), the backing, THP advice, threads, how the program
-populates the buffer, guard pages and whether the destination is a hole or a reservation.
+populates the buffer, guard pages and whether the destination is a hole, a reservation or
+a written mapping (which MREMAP_FIXED unmaps first).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ FIELDS = {
     "id": None, "layout": ("window", "ordinary"), "size": None, "src_off": None,
     "dst_off": None, "backing": ("anon", "shmem", "memfd"), "thp": ("on", "off", "default"),
     "threads": (1, 2), "populate": None, "guard_src": ("no", "touched", "untouched"),
-    "guard_dst": ("no", "touched", "untouched"), "dst_mode": ("hole", "reserved"), "reps": None,
+    "guard_dst": ("no", "touched", "untouched"),
+    "dst_mode": ("hole", "reserved", "written", "anon-shmem"), "reps": None,
     "new_size": None, "flags": ("fixed", "dontunmap"), "split_at": None,
 }
 DEFAULTS = {"layout": "window", "backing": "anon", "thp": "off", "threads": 1,
@@ -168,6 +170,37 @@ def shapes_grid(*, big: bool = True) -> list[dict]:
     return cases
 
 
+def zap_cases() -> list[dict]:
+    """Unmaps of written anon and shmem pages (a shrink drops the tail; MREMAP_FIXED over a
+    written mapping unmaps it first): a zap of dirty shared PTEs flushes per PTE table
+    (``perfsim/planner/unmap.py::zap_forces_flush``), an anon one does not."""
+    cases = []
+    for backing in ("anon", "shmem"):
+        b = {"backing": backing}
+        cases += [
+            shape_case("pmd_aligned", 4 * MiB, new_size=2 * MiB, **b),
+            shape_case("pmd_aligned", 8 * MiB, new_size=2 * MiB, **b),
+            shape_case("unaligned", 8 * MiB, new_size=2 * MiB, **b),
+            shape_case("pmd_aligned", 4 * MiB, dst_mode="written", **b),
+            shape_case("unaligned", 4 * MiB, dst_mode="written", **b),
+            # more pages than the gather's page batches hold (MAX_GATHER_BATCH_COUNT)
+            shape_case("pmd_aligned", 64 * MiB, new_size=16 * MiB, **b),
+        ]
+    cases.append(shape_case("pmd_aligned", 8 * MiB, new_size=2 * MiB, backing="memfd"))
+    # THPs (PMD-mapped where the kernel allows): zap_huge_pmd forces no flush; a THP the
+    # tail covers partly is split with a flush of its own, a shmem one unmapped whole
+    cases.append(shape_case("pmd_aligned", 8 * MiB, new_size=2 * MiB, backing="memfd", thp="on"))
+    for backing in ("anon", "memfd"):
+        cases.append(shape_case("pmd_aligned", 8 * MiB, new_size=3 * MiB, backing=backing,
+                                thp="on"))
+    # a destination of written anon then written shmem: from 6.2 tlb_next_batch refuses a
+    # new page batch while the shmem PTEs' rmaps are delayed, so the anon pages gathered
+    # before them force a flush inside the first shmem PTE table
+    for size in (4 * MiB, 8 * MiB):
+        cases.append(shape_case("pmd_aligned", size, dst_mode="anon-shmem"))
+    return cases
+
+
 def ordinary_case(size: int, src_off: int, dst_off: int, **kw) -> dict:
     case = {"layout": "ordinary", "size": size, "src_off": src_off, "dst_off": dst_off,
             "thp": "default"}
@@ -210,7 +243,7 @@ def ordinary_grid() -> list[dict]:
 
 
 GRIDS = {"shapes": shapes_grid, "shapes-small": lambda: shapes_grid(big=False),
-         "ordinary": ordinary_grid}
+         "ordinary": ordinary_grid, "zap": zap_cases}
 
 
 def named_grid(name: str) -> list[dict]:

@@ -1,7 +1,8 @@
 """A recorded call rebuilt as a perfsim address space, and the planner's prediction for it.
 
 Every VMA the probe saw in ``/proc/self/maps`` before the call becomes a
-:class:`perfsim.mm.Vma` (anonymous, shmem or file, with its protection and file offset);
+:class:`perfsim.mm.Vma` (anonymous, shmem or file, MAP_SHARED or MAP_PRIVATE, with its
+protection and file offset);
 the pages the probe found present (``/proc/self/pagemap``) in the PMDs the source and the
 destination touch become the page tables, a PMD leaf where a THP maps a whole PMD (its
 frames contiguous from a 2 MiB boundary, and the VMA's ``AnonHugePages`` /
@@ -55,7 +56,8 @@ def vma_of(v: dict, rec: dict, page_shift: int) -> Vma:
     return Vma(start, end, backing=backing, thp=thp, anon_vma=anon and touched,
                pgoff=(start >> page_shift) if anon else int(v.get("offset", 0)) >> page_shift,
                file_id=file_id, anon_id=(f"anon@{start:#x}" if anon else None),
-               prot=_prot(v["perms"]), name="src" if is_src else (path or f"{start:#x}"))
+               prot=_prot(v["perms"]), name="src" if is_src else (path or f"{start:#x}"),
+               shared=shared)
 
 
 def pmd_leaves(v: dict) -> list[int]:

@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
+from dataclasses import replace
 
 from perfsim.errors import PerfsimError
-from perfsim.host.trace import extract_call, parse_trace
+from perfsim.host.trace import _MA_RE, RawEvent, extract_call, parse_trace
 
 BEGIN = "@@PERFSIM-GRID-BEGIN"
 END = "@@PERFSIM-GRID-END"
@@ -97,7 +98,10 @@ def finish_record(rec: dict, trace_lines: list[str], header: dict, *, platform: 
         out.update(traced=False, trace_skipped=notrace)
         return out
     peers = {int(rec["tid"])} | ({int(rec["spinner_tid"])} if rec.get("spinner_tid") else set())
-    res = extract_call(parse_trace("\n".join(trace_lines)), int(rec["tid"]), peers)
+    new_len = int(rec.get("new_size") or rec["size"])
+    raw = without_detach_tree_stores(parse_trace("\n".join(trace_lines)), int(rec["tid"]),
+                                     int(rec["dst"]), new_len)
+    res = extract_call(raw, int(rec["tid"]), peers)
     out["traced"] = res.available
     if not res.available:
         out["trace_skipped"] = res.skipped
@@ -112,6 +116,38 @@ def finish_record(rec: dict, trace_lines: list[str], header: dict, *, platform: 
     out["ipi_coverage"] = (round(sm["ipi_rounds"] / sm["flush_calls"], 4)
                            if sm["flush_calls"] else None)
     return out
+
+
+def without_detach_tree_stores(raw: list[RawEvent], tid: int, new_addr: int,
+                               new_len: int) -> list[RawEvent]:
+    """The events without 6.1's stores into the detached-VMA tree over the destination.
+
+    6.1's ``do_mas_align_munmap`` first stores each VMA it unmaps in a maple tree of its own
+    (``mas_detach``) and then stores NULL over it in the mm's tree. ``ma_write`` does not
+    say which tree it writes, so when MREMAP_FIXED unmaps a mapping at exactly
+    ``[new_addr, new_addr + new_len)`` the detached copy looks like ``copy_vma``'s insert of
+    the new VMA, which is where :func:`perfsim.host.trace.extract_call` starts the ``move``
+    phase (the destination's unmap would be counted in it). Such a store is a non-NULL one
+    of that range whose next ``ma_write`` (same thread) is a NULL store of the same range;
+    6.12 and later do not trace the detached tree's stores. Recorded under QEMU TCG on
+    6.1.0-50 (the ``written`` cases of the ``zap`` grid)."""
+    writes = [e for e in raw if e.event == "ma_write" and e.pid == tid]
+    drop = set()
+    want = (new_addr, new_addr + new_len - 1)
+    for a, b in zip(writes, writes[1:]):
+        ma, mb = _MA_RE.search(a.rest), _MA_RE.search(b.rest)
+        if not (ma and mb):
+            continue
+        if ((int(ma["lo"]), int(ma["hi"])) == want == (int(mb["lo"]), int(mb["hi"]))
+                and not _null(ma["val"]) and _null(mb["val"])):
+            drop.add(a.idx)
+    if not drop:
+        return raw
+    return [replace(e, idx=i) for i, e in enumerate(e for e in raw if e.idx not in drop)]
+
+
+def _null(val: str) -> bool:
+    return set(val) <= {"0"} or val == "(null)"
 
 
 def kernel_version(release: str) -> str:

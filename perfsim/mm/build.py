@@ -176,7 +176,9 @@ class VmaSpec:
     family) it shares with other VMAs naming the same; ``pgoff`` is its page offset in the
     file (default: 0 for files, the page number of ``start`` for anon); ``uffd`` is
     ``"missing"`` or ``"wp"`` for a VMA registered with userfaultfd (without the remap
-    event); ``touched = False`` maps it without faulting anything in (a guard page)."""
+    event); ``touched = False`` maps it without faulting anything in (a guard page);
+    ``shared = False`` maps a ``file``/``shmem`` backing MAP_PRIVATE (see
+    :class:`~perfsim.mm.vma.Vma`)."""
 
     start: int
     length: int
@@ -191,6 +193,7 @@ class VmaSpec:
     touched: bool = True
     hugepage_size: int = 0
     name: str = ""
+    shared: bool = True
 
 
 def vma_of(spec: VmaSpec, index: int, arch) -> Vma:
@@ -203,7 +206,7 @@ def vma_of(spec: VmaSpec, index: int, arch) -> Vma:
                anon_vma=anon and spec.touched and spec.populate.kind != "none",
                pgoff=pgoff, file_id=None if anon else family, anon_id=family if anon else None,
                prot=spec.prot, hugepage_size=spec.hugepage_size, folio_size=spec.folio_size,
-               name=spec.name)
+               name=spec.name, shared=spec.shared)
 
 
 def populate_vma(pt: PageTables, vma: Vma, pop: Population) -> PageTables:

@@ -21,7 +21,11 @@ class Vma:
     ``"missing"`` or ``"wp"``, is ``uffd_mode``): it disables PMD/PUD moves, and an armed VMA
     cannot be one of several moved by one call. ``folio_size`` is the size of the folios
     mapping it (large folios / mTHP), used for PTE batching (R16g). ``prot`` is only used to
-    keep neighbours from merging.
+    keep neighbours from merging (and a VMA without ``w`` in it holds only read-faulted, clean
+    pages: perfsim's populations write every page of a writable VMA). ``shared`` is
+    MAP_SHARED for a ``file`` or ``shmem`` backing (the default; MAP_SHARED|MAP_ANONYMOUS and
+    memfd mappings are shmem) or MAP_PRIVATE (``False``: a written page of it is an anonymous
+    copy-on-write page); anon and hugetlb VMAs ignore it.
     """
 
     start: int
@@ -39,6 +43,7 @@ class Vma:
     stack: bool = False
     name: str = ""
     uffd_mode: str = ""
+    shared: bool = True
 
     def __post_init__(self) -> None:
         if self.end <= self.start:

@@ -9,6 +9,11 @@ Kernel source read: mm/mmu_gather.c at commit 06d07429 (a 6.x tree, with
 where tables go through that batch (see :func:`tables_per_forced_flush` for x86 bare metal
 before 6.14, where they do not); the batch size and flush count were checked on this
 machine's 6.18 kernel (see :func:`max_table_batch`) and under QEMU on 6.1–7.3.
+
+The page batches (``tlb_next_batch``, ``__tlb_remove_page_size``,
+``__tlb_remove_folio_pages_size``, ``tlb_flush_rmaps``) and the zap's forced flush
+(``tlb_flush_mmu_tlbonly``, ``__tlb_reset_range``, ``tlb_flush_mmu``) were read in Debian's
+6.1.176, 6.12.117 and 7.3.4 (mm/mmu_gather.c, include/asm-generic/tlb.h).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from perfsim.planner import steps as S
+from perfsim.planner.pgtable_move import split_huge_pmd_row
 from perfsim.planner.tlb import flush_range
 from perfsim.profiles import Target
 
@@ -42,13 +48,68 @@ def tables_per_forced_flush(target: Target) -> int | None:
     :func:`max_table_batch`. On x86 bare metal up to 6.13, ``native_tlb_remove_table``
     hands a table to ``tlb_remove_page`` instead: it joins the gather's page batches, which
     force a flush only when ``tlb_next_batch`` cannot add another batch
-    (``MAX_GATHER_BATCH_COUNT`` batches of about 500 pages: millions of pages, more than any
-    unmap of page tables alone frees), so the only flush is ``tlb_finish_mmu``'s. Seen under
+    (:func:`pages_until_forced_flush`: about 9,700 entries counting the pages the zap
+    gathered), so for the unmaps seen the only flush is ``tlb_finish_mmu``'s. Seen under
     QEMU TCG: E4 at 1 GiB frees 515 tables with 1 flush on 6.1 and 6.12, 2 on 6.16+
     (tests/data/groundtruth)."""
     if not target.kernel.tables_freed_through_batch:
         return None
     return max_table_batch(target)
+
+
+MMU_GATHER_BUNDLE = 8
+"""Entries of the gather's on-stack page batch (``tlb->__pages``), 6.1 to 7.3."""
+
+
+def max_gather_batch(target: Target) -> int:
+    """``MAX_GATHER_BATCH``: entries of one allocated page batch (a page of pointers after
+    the 16-byte ``mmu_gather_batch`` header): 510 on 4 KiB pages (6.1, 6.12, 7.3)."""
+    return (target.arch.page_size - 16) // 8
+
+
+def max_gather_batch_count(target: Target) -> int:
+    """``MAX_GATHER_BATCH_COUNT`` (``10000 / MAX_GATHER_BATCH``): page batches one gather
+    may add to its on-stack one before it must flush and free (19 on 4 KiB pages)."""
+    return 10000 // max_gather_batch(target)
+
+
+def gather_batch_pages(target: Target) -> tuple[int, int]:
+    """``(on-stack batch, each added batch)``: single-page entries a batch takes before the
+    gather moves to the next. 6.1's ``__tlb_remove_page_size`` moves on when a batch is
+    full (8, 510); from 6.9 ("mm/mmu_gather: add __tlb_remove_folio_pages()", read in
+    6.12.117 and 7.3.4) ``__tlb_remove_folio_pages_size`` keeps room for a page + count pair
+    and moves on at ``max - 1`` (7, 509)."""
+    spare = 1 if target.kernel.version >= (6, 9) else 0
+    return MMU_GATHER_BUNDLE - spare, max_gather_batch(target) - spare
+
+
+def tlb_next_batch_refuses(target: Target, batch: int, delayed_rmap: bool) -> bool:
+    """``tlb_next_batch`` when batch ``batch`` (0: the on-stack one) is full: no next batch
+    once ``MAX_GATHER_BATCH_COUNT`` were added, nor, from 6.2 ("mm: delay
+    page_remove_rmap() until after the TLB has been flushed"; read in 6.12.117 and 7.3.4,
+    absent in 6.1.176), while delayed rmaps are pending and the full batch is not the
+    on-stack one. The caller then flushes and frees what it gathered."""
+    if batch >= max_gather_batch_count(target):
+        return True
+    return delayed_rmap and batch > 0 and target.kernel.version >= (6, 2)
+
+
+def pages_until_forced_flush(target: Target, batched: int, delayed_rmap: bool) -> int:
+    """How many more single-page entries the gather takes, the last one included, before
+    ``__tlb_remove_page`` reports it full (``zap_pte_range`` then sets ``force_flush`` and
+    breaks out after that PTE), given ``batched`` entries gathered since the last free.
+
+    >>> from perfsim.profiles import resolve_target
+    >>> pages_until_forced_flush(resolve_target(kernel="6.1"), 0, False)   # 8 + 19 * 510
+    9698
+    >>> pages_until_forced_flush(resolve_target(kernel="6.12"), 0, True)   # 7 + 509
+    516
+    """
+    local, per = gather_batch_pages(target)
+    batch = 0 if batched < local else (batched - local) // per + 1
+    while not tlb_next_batch_refuses(target, batch, delayed_rmap):
+        batch += 1
+    return local + batch * per - batched
 
 
 def table_order_key(target: Target, addrs, levels):
@@ -94,7 +155,7 @@ class MmuGather:
     """An ``mmu_gather``: the zapped range and its cleared levels, plus the page-table
     pages freed, in the order they were freed (:func:`tlb_finish_mmu` turns them into flushes)."""
 
-    def __init__(self) -> None:
+    def __init__(self, zap_start: int = 0) -> None:
         self.start: int | None = None
         self.end = 0
         self.cleared_ptes = False
@@ -103,10 +164,52 @@ class MmuGather:
         self.freed_tables = False
         self.tables: list[tuple[int, int]] = []
         self.table_arrays = None  # (addrs, levels) numpy arrays in free order, if set
+        self.batched = 0  # page-batch entries gathered since the last free
+        self.delayed_rmap = False
+        self.zap_mark = zap_start  # where the zap stood at the last forced flush
+        self.zap_ptes = 0  # PTEs zapped since then
+        # forced flushes during the zap: (zap from, zap to, ptes, range start, end, shift)
+        self.forced: list[tuple[int, int, int, int, int, int]] = []
+        # the zap's own flushes and forced flushes, in order: ("split", PMD base) for a
+        # huge PMD split, ("forced", index into forced)
+        self.events: list[tuple[str, int]] = []
+
+    def split_huge_pmd(self, base: int) -> None:
+        """``__split_huge_pmd`` of a huge PMD at ``base`` the zap covers only partly: its
+        own flush (``pmdp_invalidate`` / ``pmdp_huge_clear_flush``), outside the gather."""
+        self.events.append(("split", base))
 
     def adjust(self, start: int, end: int) -> None:
         self.start = start if self.start is None else min(self.start, start)
         self.end = max(self.end, end)
+
+    def gather_ptes(self, start: int, end: int, entries: int, ptes: int, *, level: str,
+                    delayed_rmap: bool) -> None:
+        """Entries cleared over ``[start, end)`` (``tlb_remove_tlb_entry`` /
+        ``tlb_remove_pmd_tlb_entry``) and their pages added to the page batches
+        (``__tlb_remove_page``), with their rmap removal delayed when ``delayed_rmap``."""
+        self.adjust(start, end)
+        if level == "pte":
+            self.cleared_ptes = True
+        else:
+            self.cleared_pmds = True
+        self.batched += entries
+        self.zap_ptes += ptes
+        self.delayed_rmap = self.delayed_rmap or delayed_rmap
+
+    def force_flush(self, target: Target, zap_to: int) -> None:
+        """``zap_pte_range``'s forced flush: ``tlb_flush_mmu_tlbonly`` of the range gathered
+        so far, then ``__tlb_reset_range``, ``tlb_flush_rmaps`` and the freeing of the
+        gathered pages (``tlb_flush_mmu``). The zap stood at ``zap_to``."""
+        shift = self.tlb_get_unmap_shift(target)
+        if self.start is not None and shift is not None:
+            self.events.append(("forced", len(self.forced)))
+            self.forced.append((self.zap_mark, zap_to, self.zap_ptes, self.start, self.end, shift))
+        self.zap_mark, self.zap_ptes = zap_to, 0
+        self.start, self.end = None, 0
+        self.cleared_ptes = self.cleared_pmds = self.cleared_puds = False
+        self.batched = 0
+        self.delayed_rmap = False
 
     def free_table(self, addr: int, level: int) -> None:
         self.tables.append((addr, level))
@@ -137,13 +240,29 @@ class MmuGather:
 
 def tlb_finish_mmu(target: Target, tlb: MmuGather, log: S.StepLog, phase: int, start: int, end: int,
            zapped: int, freed: int, *, cpus: int, lazy_cpus: int) -> None:
-    """Record the zap and the flushes of the gather: one each time a table batch fills
+    """Record the zap and the flushes of the gather: the zap's huge PMD splits (a
+    ``split_huge_pmd`` row each, with its flush) and forced flushes (one ``zap`` row each,
+    :meth:`MmuGather.force_flush`), in the order they happened, one each time a table batch fills
     (:func:`tables_per_forced_flush`), and one in ``tlb_finish_mmu`` for what is left. Each
     flush covers the range gathered since the previous one, with the stride of the lowest
     level cleared in it (``tlb_get_unmap_shift``)."""
     a = target.arch
+    forced_ptes = 0
+    for what, arg in tlb.events:
+        if what == "split":
+            row = split_huge_pmd_row(target, cpus=cpus, lazy_cpus=lazy_cpus)
+            log.add(phase, row.kind, arg, 0, a.pmd_size, ptes=row.ptes, flush=row.flush,
+                    ptl=row.ptl)
+            continue
+        z0, z1, ptes, s_, e_, shift = tlb.forced[arg]
+        flush = flush_range(target, s_, e_, stride_shift=shift, cpus=cpus,
+                            lazy_cpus=lazy_cpus, freed_tables=False)
+        log.add(phase, S.K_ZAP, z0, 0, z1 - z0, ptes=ptes, flush=flush)
+        forced_ptes += ptes
     if zapped:
-        log.add(phase, S.K_ZAP, start, 0, end - start, ptes=zapped)
+        if zapped > forced_ptes or not tlb.forced:
+            mark = tlb.zap_mark if tlb.forced else start
+            log.add(phase, S.K_ZAP, mark, 0, end - mark, ptes=zapped - forced_ptes)
     addrs, levels = tlb.freed(target)
     n = len(addrs)
     zap_shift = tlb.tlb_get_unmap_shift(target)
@@ -153,8 +272,12 @@ def tlb_finish_mmu(target: Target, tlb: MmuGather, log: S.StepLog, phase: int, s
                                 lazy_cpus=lazy_cpus, freed_tables=False)
             log.add(phase, S.K_FREE_TABLES, start, 0, end - start, freed=0, flush=flush)
         return
-    cap = tables_per_forced_flush(target) or n
-    cuts = np.arange(0, n, cap)
+    cap = tables_per_forced_flush(target)
+    if cap is not None:
+        cuts = np.arange(0, n, cap)
+    else:  # tables join the page batches after the pages the zap left in them
+        first = pages_until_forced_flush(target, tlb.batched, False)
+        cuts = np.concatenate([[0], np.arange(first, n, pages_until_forced_flush(target, 0, False))])
     lo = np.minimum.reduceat(addrs, cuts)
     hi = np.maximum.reduceat(addrs, cuts) + a.page_size
     lvl = np.minimum.reduceat(levels, cuts)

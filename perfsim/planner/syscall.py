@@ -33,7 +33,7 @@ from perfsim.planner.explain import explain_realign
 from perfsim.planner.options import DEFAULT, PlanOptions
 from perfsim.planner.realign import PageTableMoveControl, try_realign_addr
 from perfsim.planner.result import Counters, MovePlan, MoveRequest, phase_blocks
-from perfsim.planner.unmap import UnmapRegion, unmap_region
+from perfsim.planner.unmap import UnmapRegion, forcing_spans, not_anon_spans, unmap_region
 from perfsim.planner.vma_remap import EXPAND, NO_RESIZE, SHRINK, MovedRange, VmaRemap
 from perfsim.profiles import Target
 
@@ -143,7 +143,9 @@ def do_munmap(target: Target, space: AddressSpace, start: int, length: int, log:
     prev, nxt = rest.prev_vma(start), rest.next_vma(end)
     region = UnmapRegion(start, end, floor=prev.end if prev else 0,
                          ceiling=nxt.start if nxt else 0,
-                         span=(min(start, hit[0].start), max(end, hit[-1].end)))
+                         span=(min(start, hit[0].start), max(end, hit[-1].end)),
+                         forcing=forcing_spans(hit, start, end),
+                         not_anon=not_anon_spans(hit, start, end))
     pt = unmap_region(target, space.pt, region, log, phase, cpus=space.cpus,
                       lazy_cpus=space.lazy_cpus, options=options)
     return rest.with_pt(pt)

@@ -18,6 +18,13 @@ Two drivers apply them: :func:`zap_range` + :func:`free_pgd_range` walk a dict
 :func:`unmap_arrays` applies them to the arrays of a
 :class:`~perfsim.mm.pagetable.PageTables` without Python work per PMD slot (the source of a
 1 TiB move is 512 Ki PTE tables). The flushes come from :mod:`perfsim.planner.gather`.
+
+What forces a flush during the zap was read in Debian's 6.1.176, 6.12.117 and 7.3.4
+(mm/memory.c, mm/huge_memory.c): a dirty PTE of a non-anonymous page
+(:func:`zap_forces_flush`, per ``zap_pte_range`` call: :func:`zap_segments`), a full set
+of page batches (:func:`gather_zapped_ptes`) and the split of a partly covered huge PMD
+(:func:`split_for_zap`). Both drivers hand each call to the same functions; the array
+driver does so only where one of these can happen, and otherwise gathers in bulk.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from perfsim.mm.pagetable import (
     _words_to_int,
     range_mask,
 )
+from perfsim.mm.vma import Vma
 from perfsim.planner import steps as S
 from perfsim.planner.gather import (
     PMD_TABLE_PAGE,
@@ -46,9 +54,11 @@ from perfsim.planner.gather import (
     PUD_TABLE_PAGE,
     MmuGather,
     merge_free_order,
+    pages_until_forced_flush,
     tlb_finish_mmu,
 )
 from perfsim.planner.options import DEFAULT, PlanOptions
+from perfsim.planner.pgtable_move import split_huge_pmd
 from perfsim.profiles import Target
 
 
@@ -82,10 +92,126 @@ def zap_pte_range(mask: int, lo: int, hi: int) -> tuple[int, int]:
     return mask & ~hit, hit
 
 
-def split_for_zap(ptrs: int) -> tuple[int, int]:
-    """What a partly zapped huge PMD becomes before ``zap_pte_range``: a PTE table mapping
-    every page of the slot."""
-    return PMD_TABLE, (1 << ptrs) - 1
+def zap_forces_flush(backing: str, shared: bool, dirty: bool) -> bool:
+    """``zap_pte_range`` (6.1: ``!PageAnon(page)`` and ``pte_dirty``) and
+    ``zap_present_folio_ptes`` (6.12, 7.3: ``!folio_test_anon(folio)`` and ``pte_dirty``,
+    then ``tlb_delay_rmap``, true on SMP): clearing a dirty PTE of a page that is not
+    anonymous forces the gathered range to be flushed (``tlb_flush_mmu_tlbonly``) before
+    that PTE table's lock is dropped (6.12/7.3 also delay the rmap removal until after it).
+
+    A page is not anonymous in a MAP_SHARED ``shmem`` or ``file`` mapping; in a MAP_PRIVATE
+    one a written page is an anonymous copy-on-write copy and an unwritten one is clean, so
+    neither forces. hugetlb is zapped by ``__unmap_hugepage_range`` and a whole huge PMD by
+    ``zap_huge_pmd``, neither of which forces. Read in 6.1.176, 6.12.117 and 7.3.4.
+
+    >>> zap_forces_flush("shmem", True, True), zap_forces_flush("anon", False, True)
+    (True, False)
+    >>> zap_forces_flush("file", False, True), zap_forces_flush("file", True, False)
+    (False, False)
+    """
+    return backing in ("shmem", "file") and shared and dirty
+
+
+def vma_ptes_dirty(vma: Vma) -> bool:
+    """Are the present PTEs of ``vma`` dirty? perfsim's populations write every page they
+    fault in (the ground-truth probe writes a byte per page, the host harness uses
+    MADV_POPULATE_WRITE), so a writable VMA's pages are dirty; a VMA without write
+    permission can only have been read-faulted (clean)."""
+    return "w" in vma.prot
+
+
+def vma_zap_forces_flush(vma: Vma) -> bool:
+    """:func:`zap_forces_flush` for the present PTEs of ``vma``."""
+    return zap_forces_flush(vma.backing, vma.shared, vma_ptes_dirty(vma))
+
+
+def zap_segments(lo: int, hi: int, base: int, page_shift: int,
+                 forcing: tuple[tuple[int, int], ...]) -> list[tuple[int, int, bool]]:
+    """The ``zap_pte_range`` calls over in-slot pages ``[lo, hi)`` of the PTE table at
+    ``base``, as ``(lo, hi, forces)``: ``unmap_vmas`` zaps VMA by VMA, so each VMA whose
+    PTEs force a flush (``forcing``: their parts of the unmapped range, in address order)
+    gets its own call per table; what lies between them is one run that does not force.
+
+    >>> zap_segments(0, 512, 0, 12, ((0x100000, 0x200000),))
+    [(0, 256, False), (256, 512, True)]
+    """
+    if not forcing:
+        return [(lo, hi, False)]
+    out = []
+    pos = lo
+    t_lo, t_hi = base + (lo << page_shift), base + (hi << page_shift)
+    for f0, f1 in forcing:
+        if f1 <= t_lo or f0 >= t_hi:
+            continue
+        s_ = (max(f0, t_lo) - base) >> page_shift
+        e_ = (min(f1, t_hi) - base) >> page_shift
+        if s_ > pos:
+            out.append((pos, s_, False))
+        out.append((s_, e_, True))
+        pos = e_
+    if pos < hi:
+        out.append((pos, hi, False))
+    return out
+
+
+def _nth_set_bit(mask: int, n: int) -> int:
+    """Index of the ``n``-th (1-based) set bit of ``mask``, lowest first."""
+    for _ in range(n - 1):
+        mask &= mask - 1
+    return (mask & -mask).bit_length() - 1
+
+
+def gather_zapped_ptes(target: Target, tlb: MmuGather, base: int, lo: int, hi: int, hit: int,
+                       forces: bool) -> None:
+    """One ``zap_pte_range`` call over in-slot pages ``[lo, hi)`` of the PTE table at
+    ``base`` whose present PTEs ``hit`` it clears: each page joins the gather's batches;
+    when they are full (:func:`~perfsim.planner.gather.pages_until_forced_flush`, with the
+    rmaps of a forcing call delayed from its first page) the call flushes and frees after
+    that PTE and goes on (``force_break``, ``goto retry``); a call that cleared a PTE
+    :func:`zap_forces_flush` names flushes before it returns."""
+    ps = target.arch.page_shift
+    pos = lo
+    while hit:
+        room = pages_until_forced_flush(target, tlb.batched, forces)
+        cnt = hit.bit_count()
+        if cnt < room:
+            tlb.gather_ptes(base + (pos << ps), base + (hi << ps), cnt, cnt, level="pte",
+                            delayed_rmap=forces)
+            break
+        k = _nth_set_bit(hit, room) + 1
+        tlb.gather_ptes(base + (pos << ps), base + (k << ps), room, room, level="pte",
+                        delayed_rmap=forces)
+        tlb.force_flush(target, base + (k << ps))
+        hit &= ~((1 << k) - 1)
+        pos = k
+    if forces and tlb.delayed_rmap:
+        tlb.force_flush(target, base + (hi << ps))
+
+
+def gather_zapped_pmd(target: Target, tlb: MmuGather, base: int) -> None:
+    """``zap_huge_pmd`` of a whole huge PMD at ``base``: one gather entry
+    (``tlb_remove_page_size``, which flushes and frees when the batches are full)."""
+    a = target.arch
+    tlb.gather_ptes(base, base + a.pmd_size, 1, a.ptrs_per_pte, level="pmd", delayed_rmap=False)
+    if pages_until_forced_flush(target, tlb.batched - 1, False) == 1:
+        tlb.force_flush(target, base + a.pmd_size)
+
+
+def split_for_zap(arch, anon: bool) -> tuple[int, int]:
+    """``zap_pmd_range`` → ``__split_huge_pmd`` of a huge PMD the range covers only partly,
+    as ``(kind, present-PTE bitmap)`` after it: the split a move makes
+    (:func:`~perfsim.planner.pgtable_move.split_huge_pmd`): an anonymous THP becomes a PTE
+    table of the same pages (``pmdp_invalidate``), a file or shmem THP is unmapped whole
+    (``pmdp_huge_clear_flush``: no PTEs left to zap, the part outside the range faults back
+    in later). Either way with one ``flush_pmd_tlb_range`` of its own, outside the gather
+    (:meth:`~perfsim.planner.gather.MmuGather.split_huge_pmd`). Read in 6.1.176, 6.12.117
+    and 7.3.4 (``__split_huge_pmd_locked``)."""
+    return split_huge_pmd(arch, anon)
+
+
+def in_spans(addr: int, spans: tuple[tuple[int, int], ...]) -> bool:
+    """Does ``addr`` lie in one of ``spans``?"""
+    return any(s_ <= addr < e_ for s_, e_ in spans)
 
 
 def free_range_bounds(addr: int, end: int, floor: int, ceiling: int,
@@ -135,8 +261,13 @@ def free_pud_table(has_pud_table, pud_entries_left):
 
 
 # ---------------------------------------------------------------------------- walk driver
-def zap_range(target: Target, win: Window, start: int, end: int, tlb: MmuGather) -> int:
-    """``unmap_vmas`` over ``[start, end)``: clear present entries; return pages zapped."""
+def zap_range(target: Target, win: Window, start: int, end: int, tlb: MmuGather,
+              forcing: tuple[tuple[int, int], ...] = (),
+              not_anon: tuple[tuple[int, int], ...] = ()) -> int:
+    """``unmap_vmas`` over ``[start, end)``: clear present entries; return pages zapped.
+    ``forcing``: the parts of the range whose PTEs force a flush (:func:`zap_forces_flush`);
+    ``not_anon``: the parts mapped by VMAs that are not anonymous (a huge PMD the range
+    covers only partly is split the way ``__split_huge_pmd`` splits it there)."""
     a = target.arch
     ptrs = a.ptrs_per_pte
     zapped = 0
@@ -153,16 +284,20 @@ def zap_range(target: Target, win: Window, start: int, end: int, tlb: MmuGather)
             if zap_huge_pmd_whole(lo, hi, ptrs):
                 win.pmd.pop(slot)
                 zapped += ptrs
-                tlb.cleared_pmds = True
-                tlb.adjust(base, base + a.pmd_size)
+                gather_zapped_pmd(target, tlb, base)
                 continue
-            kind, mask = split_for_zap(ptrs)
+            kind, mask = split_for_zap(a, not in_spans(base + (lo << a.page_shift), not_anon))
+            tlb.split_huge_pmd(base)
+            if kind == PMD_NONE:  # a file THP: unmapped whole, no PTEs
+                win.pmd.pop(slot)
+                continue
         left, hit = zap_pte_range(mask, lo, hi)
         win.pmd[slot] = (PMD_TABLE, left) if hit else (kind, mask)
         if hit:
             zapped += hit.bit_count()
-            tlb.cleared_ptes = True
-            tlb.adjust(base + (lo << a.page_shift), base + (hi << a.page_shift))
+            for s_lo, s_hi, forces in zap_segments(lo, hi, base, a.page_shift, forcing):
+                gather_zapped_ptes(target, tlb, base, s_lo, s_hi, hit & range_mask(s_lo, s_hi),
+                                   forces)
     for pslot in range(start >> a.pud_shift, ((end - 1) >> a.pud_shift) + 1):
         base = pslot << a.pud_shift
         if win.pud.get(pslot, PUD_NONE) == PUD_LEAF and zap_huge_pud_whole(base, a.pud_size, start, end):
@@ -251,8 +386,11 @@ class _Arrays:
 
 
 def _zap_pmd_entries(target: Target, arr: _Arrays, pt: PageTables, start: int, end: int,
-                     tlb: MmuGather, spans: list) -> int:
-    """The PMD-level part of :func:`zap_range` on arrays; returns pages zapped."""
+                     tlb: MmuGather, spans: list, forcing: tuple[tuple[int, int], ...] = (),
+                     not_anon: tuple[tuple[int, int], ...] = ()) -> int:
+    """The PMD-level part of :func:`zap_range` on arrays; returns pages zapped. Entries are
+    gathered without Python work per entry unless the range holds PTEs that force a flush
+    or more pages than the gather's batches take; then entry by entry, by the same rules."""
     a = target.arch
     ps, ms, ptrs = a.page_shift, a.pmd_shift, a.ptrs_per_pte
     s0, s1 = start >> ms, (end - 1) >> ms
@@ -279,11 +417,23 @@ def _zap_pmd_entries(target: Target, arr: _Arrays, pt: PageTables, start: int, e
     hits[tw] = arr.mask_pop[row[tw]]  # zap_pte_range of a whole table leaves it empty
     new_row, new_kind = row.copy(), kind.copy()
     new_row[tw & (hits > 0)] = 0
+    base = idx << ms
     edge_ints, edge_pos = [], []
+    edge_hit: dict[int, int] = {}
+    split_at: dict[int, bool] = {}  # partly covered huge PMD -> split into PTEs (anon)
+    file_split = np.zeros(len(idx), bool)
     for k in np.flatnonzero((table | (live & (kind == PMD_LEAF))) & ~whole).tolist():
-        m = split_for_zap(ptrs)[1] if kind[k] == PMD_LEAF else _words_to_int(arr.masks[row[k]])
+        if kind[k] == PMD_LEAF:
+            sk, m = split_for_zap(a, not in_spans(int(base[k] + (lo[k] << ps)), not_anon))
+            split_at[k] = sk != PMD_NONE
+            if sk == PMD_NONE:
+                file_split[k] = True
+                continue
+        else:
+            m = _words_to_int(arr.masks[row[k]])
         left, hit = zap_pte_range(m, int(lo[k]), int(hi[k]))
         hits[k] = hit.bit_count()
+        edge_hit[k] = hit
         if hit:
             edge_ints.append(left)
             edge_pos.append(k)
@@ -292,17 +442,37 @@ def _zap_pmd_entries(target: Target, arr: _Arrays, pt: PageTables, start: int, e
     for k, rid, m in zip(edge_pos, ids, edge_ints):
         new_row[k] = rid if m else 0
     hit_pte = (hits > 0) & ~leaf_whole
-    base = idx << ms
-    if hit_pte.any():
-        tlb.cleared_ptes = True
-        spans.append((int((base + (lo << ps))[hit_pte].min()), int((base + (hi << ps))[hit_pte].max())))
-    if leaf_whole.any():
-        tlb.cleared_pmds = True
-        spans.append((int(base[leaf_whole].min()), int(base[leaf_whole].max()) + a.pmd_size))
+    entries = int(hits[hit_pte].sum()) + int(np.count_nonzero(leaf_whole))
+    in_range = [f for f in forcing if f[0] < end and f[1] > start]
+    if in_range or entries >= pages_until_forced_flush(target, tlb.batched, False):
+        for k in sorted(set(np.flatnonzero(hit_pte | leaf_whole).tolist()) | set(split_at)):
+            b = int(base[k])
+            if k in split_at:
+                tlb.split_huge_pmd(b)
+                if file_split[k]:
+                    continue
+            if leaf_whole[k]:
+                gather_zapped_pmd(target, tlb, b)
+                continue
+            h = edge_hit[k] if k in edge_hit else _words_to_int(arr.masks[row[k]])
+            for s_lo, s_hi, forces in zap_segments(int(lo[k]), int(hi[k]), b, ps, tuple(in_range)):
+                gather_zapped_ptes(target, tlb, b, s_lo, s_hi, h & range_mask(s_lo, s_hi), forces)
+    else:
+        for k in sorted(split_at):
+            tlb.split_huge_pmd(int(base[k]))
+        tlb.batched += entries
+        tlb.zap_ptes += int(hits[hit_pte].sum()) + int(np.count_nonzero(leaf_whole)) * ptrs
+        if hit_pte.any():
+            tlb.cleared_ptes = True
+            spans.append((int((base + (lo << ps))[hit_pte].min()),
+                          int((base + (hi << ps))[hit_pte].max())))
+        if leaf_whole.any():
+            tlb.cleared_pmds = True
+            spans.append((int(base[leaf_whole].min()), int(base[leaf_whole].max()) + a.pmd_size))
     arr.pmd_kind, arr.pmd_row = arr.pmd_kind.copy(), arr.pmd_row.copy()
     arr.pmd_kind[i0:i1], arr.pmd_row[i0:i1] = new_kind, new_row
     keep = np.ones(len(arr.pmd_idx), bool)
-    keep[i0:i1] = ~leaf_whole
+    keep[i0:i1] = ~leaf_whole & ~file_split
     if not keep.all():
         arr.keep_pmd(keep)
     return int(hits.sum()) + int(np.count_nonzero(leaf_whole)) * ptrs
@@ -376,17 +546,20 @@ def _free_arrays(target: Target, arr: _Arrays, start: int, end: int, floor: int,
 
 
 def unmap_arrays(target: Target, pt: PageTables, start: int, end: int, floor: int,
-                 ceiling: int, win_start: int, win_end: int, tlb: MmuGather):
+                 ceiling: int, win_start: int, win_end: int, tlb: MmuGather,
+                 forcing: tuple[tuple[int, int], ...] = (),
+                 not_anon: tuple[tuple[int, int], ...] = ()):
     """:func:`zap_range` then :func:`free_pgd_range` on the arrays of ``pt``, with no Python
-    work per PMD slot. ``[win_start, win_end)`` is the range the walk's window would cover
-    (its PUD-slot rounding bounds what the top-level test can see).
+    work per PMD slot (except where :func:`_zap_pmd_entries` needs it). ``[win_start,
+    win_end)`` is the range the walk's window would cover (its PUD-slot rounding bounds what
+    the top-level test can see); ``forcing`` and ``not_anon`` as for :func:`zap_range`.
 
     Returns ``(new page tables, pages zapped, tables freed)``; ``tlb`` is updated exactly as
     the walk updates it.
     """
     arr = _Arrays.of(pt)
     spans: list[tuple[int, int]] = []
-    zapped = _zap_pmd_entries(target, arr, pt, start, end, tlb, spans)
+    zapped = _zap_pmd_entries(target, arr, pt, start, end, tlb, spans, forcing, not_anon)
     zapped += _zap_pud_leaves(target, arr, start, end, tlb, spans)
     for s, e in spans:
         tlb.adjust(s, e)
@@ -402,13 +575,34 @@ class UnmapRegion:
     """One ``do_munmap`` range and its surroundings: ``[start, end)`` is unmapped; page
     tables are freed only between ``floor`` (end of the previous VMA, 0 if none) and
     ``ceiling`` (start of the next VMA, 0 if none), as ``free_pgtables`` does; ``span`` covers
-    the VMAs the range touches (the part of the page tables the walk may read)."""
+    the VMAs the range touches (the part of the page tables the walk may read); ``forcing``
+    holds, in address order, the part of ``[start, end)`` of each VMA whose present PTEs
+    force a flush when zapped (:func:`vma_zap_forces_flush`) and ``not_anon`` that of each
+    VMA that is not anonymous (``vma_is_anonymous``: not ``anon`` backing)."""
 
     start: int
     end: int
     floor: int
     ceiling: int
     span: tuple[int, int]
+    forcing: tuple[tuple[int, int], ...] = ()
+    not_anon: tuple[tuple[int, int], ...] = ()
+
+
+def forcing_spans(vmas, start: int, end: int) -> tuple[tuple[int, int], ...]:
+    """The parts of ``[start, end)`` of the VMAs (in address order) whose zapped PTEs force a
+    flush (:func:`vma_zap_forces_flush`), one per VMA (adjacent ones stay apart: each gets
+    its own ``zap_pte_range`` call)."""
+    return tuple((max(v.start, start), min(v.end, end)) for v in vmas
+                 if v.start < end and v.end > start and vma_zap_forces_flush(v))
+
+
+def not_anon_spans(vmas, start: int, end: int) -> tuple[tuple[int, int], ...]:
+    """The parts of ``[start, end)`` of the VMAs that are not anonymous (file, shmem,
+    hugetlb: ``vma_is_anonymous`` is false), whose partly zapped huge PMDs
+    ``__split_huge_pmd`` unmaps whole instead of splitting into PTEs."""
+    return tuple((max(v.start, start), min(v.end, end)) for v in vmas
+                 if v.start < end and v.end > start and v.backing != "anon")
 
 
 def unmap_region(target: Target, pt, region: UnmapRegion, log: S.StepLog, phase: int, *,
@@ -418,16 +612,17 @@ def unmap_region(target: Target, pt, region: UnmapRegion, log: S.StepLog, phase:
 
     ``PlanOptions("reference")`` runs the slot-by-slot walk, any other choice the array
     driver (same rows and state; the tests hold them to that)."""
-    tlb = MmuGather()
     start, end = region.start, region.end
+    tlb = MmuGather(start)
     if options.implementation == "reference":
         win = pt.window(*region.span)
-        zapped = zap_range(target, win, start, end, tlb)
+        zapped = zap_range(target, win, start, end, tlb, region.forcing, region.not_anon)
         freed = free_pgd_range(target, win, start, end, region.floor, region.ceiling, tlb)
         out = pt.replace_window(win)
     else:
         out, zapped, freed = unmap_arrays(target, pt, start, end, region.floor, region.ceiling,
-                                          region.span[0], region.span[1], tlb)
+                                          region.span[0], region.span[1], tlb, region.forcing,
+                                          region.not_anon)
     tlb_finish_mmu(target, tlb, log, phase, start, end, zapped, freed, cpus=cpus,
                    lazy_cpus=lazy_cpus)
     return out

@@ -10,8 +10,11 @@
  *   id=NAME layout=window|ordinary size=BYTES src_off=BYTES dst_off=BYTES
  *   backing=anon|shmem|memfd thp=on|off|default threads=1|2
  *   populate=full|none|every:K|first:BYTES guard_src=no|touched|untouched
- *   guard_dst=no|touched|untouched dst_mode=hole|reserved reps=N
+ *   guard_dst=no|touched|untouched dst_mode=hole|reserved|written|anon-shmem reps=N
  *   new_size=BYTES (default size) flags=fixed|dontunmap split_at=OFFSET (0: none)
+ * ``dst_mode=written``: the destination is a mapping of the source's backing (its own
+ * shmem object or memfd), every page written, so MREMAP_FIXED first unmaps dirty pages;
+ * ``anon-shmem``: the same with its lower half private anon and its upper half shmem.
  * ``split_at`` makes one page of the populated source read-only, so the range spans three
  * VMAs (a multi-VMA move on 6.17+, EFAULT before); ``dontunmap`` adds MREMAP_DONTUNMAP.
  * "window": source at base+src_off and destination at base+span+1G+dst_off in a private
@@ -281,7 +284,7 @@ static int setup_tracing(pid_t tid)
 struct layout {
 	unsigned long src, dst, size;
 	unsigned long guard_src, guard_dst; /* address of the one-page VMA, or 0 */
-	int fd;
+	int fd, dst_fd;
 };
 
 static void *map_at(unsigned long addr, unsigned long len, int prot, int flags, int fd)
@@ -292,7 +295,8 @@ static void *map_at(unsigned long addr, unsigned long len, int prot, int flags, 
 	return p;
 }
 
-static void map_source(const struct spec *s, struct layout *l, unsigned long at)
+/* A read-write mapping of the case's backing at ``at`` (a new shmem object or memfd). */
+static void map_backing(const struct spec *s, unsigned long at, int *fd)
 {
 	int prot = PROT_READ | PROT_WRITE;
 	if (!strcmp(s->backing, "anon"))
@@ -300,15 +304,45 @@ static void map_source(const struct spec *s, struct layout *l, unsigned long at)
 	else if (!strcmp(s->backing, "shmem"))
 		map_at(at, s->size, prot, MAP_SHARED | MAP_ANONYMOUS | MAP_FIXED, -1);
 	else if (!strcmp(s->backing, "memfd")) {
-		l->fd = (int)syscall(SYS_memfd_create, "perfsim-probe", MFD_CLOEXEC);
-		if (l->fd < 0 || ftruncate(l->fd, (off_t)s->size))
+		*fd = (int)syscall(SYS_memfd_create, "perfsim-probe", MFD_CLOEXEC);
+		if (*fd < 0 || ftruncate(*fd, (off_t)s->size))
 			die("memfd_create/ftruncate");
-		map_at(at, s->size, prot, MAP_SHARED | MAP_FIXED, l->fd);
+		map_at(at, s->size, prot, MAP_SHARED | MAP_FIXED, *fd);
 	} else {
 		errno = EINVAL;
 		die("backing must be anon, shmem or memfd: %s", s->backing);
 	}
+}
+
+static void map_source(const struct spec *s, struct layout *l, unsigned long at)
+{
+	map_backing(s, at, &l->fd);
 	l->src = at;
+}
+
+/* dst_mode=written: the destination mapped like the source (its own object);
+ * dst_mode=anon-shmem: its lower half private anon, its upper half shmem */
+static int dst_written(const struct spec *s)
+{
+	if (!strcmp(s->dst_mode, "written") || !strcmp(s->dst_mode, "anon-shmem"))
+		return 1;
+	if (strcmp(s->dst_mode, "hole") && strcmp(s->dst_mode, "reserved")) {
+		errno = EINVAL;
+		die("dst_mode must be hole, reserved, written or anon-shmem: %s", s->dst_mode);
+	}
+	return 0;
+}
+
+static void map_destination(const struct spec *s, struct layout *l)
+{
+	if (strcmp(s->dst_mode, "anon-shmem")) {
+		map_backing(s, l->dst, &l->dst_fd);
+		return;
+	}
+	int prot = PROT_READ | PROT_WRITE;
+	unsigned long half = s->size / 2 & ~(PAGE - 1);
+	map_at(l->dst, half, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1);
+	map_at(l->dst + half, s->size - half, prot, MAP_SHARED | MAP_ANONYMOUS | MAP_FIXED, -1);
 }
 
 static void place_guard(const char *mode, unsigned long at, unsigned long *where)
@@ -367,6 +401,8 @@ static void build_window(const struct spec *s, struct layout *l)
 		munmap((void *)(base + total), raw + total + GiB - (base + total));
 	map_source(s, l, base + s->src_off);
 	l->dst = base + span + GiB + s->dst_off;
+	if (dst_written(s))
+		map_destination(s, l);
 	place_guard(s->guard_src, l->src - PAGE, &l->guard_src);
 	place_guard(s->guard_dst, l->dst - PAGE, &l->guard_dst);
 	unsigned long keep[8];
@@ -376,7 +412,7 @@ static void build_window(const struct spec *s, struct layout *l)
 		keep[2 * n] = l->guard_src, keep[2 * n + 1] = PAGE, n++;
 	if (l->guard_dst)
 		keep[2 * n] = l->guard_dst, keep[2 * n + 1] = PAGE, n++;
-	if (!strcmp(s->dst_mode, "reserved"))
+	if (!strcmp(s->dst_mode, "reserved") || dst_written(s))
 		keep[2 * n] = l->dst, keep[2 * n + 1] = s->size, n++;
 	sort_pairs(keep, n);
 	unmap_gaps(base, base + total, keep, n);
@@ -403,6 +439,8 @@ static void build_ordinary(const struct spec *s, struct layout *l)
 	unsigned long dst = ordinary_region(s->size, s->dst_off, &dlo, &dhi);
 	map_source(s, l, src);
 	l->dst = dst;
+	if (dst_written(s))
+		map_destination(s, l);
 	place_guard(s->guard_src, l->src - PAGE, &l->guard_src);
 	place_guard(s->guard_dst, l->dst - PAGE, &l->guard_dst);
 	unsigned long keep[4];
@@ -412,7 +450,7 @@ static void build_ordinary(const struct spec *s, struct layout *l)
 		keep[0] = l->guard_src, keep[1] = s->size + PAGE;
 	unmap_gaps(slo, shi, keep, n);
 	n = 0;
-	if (!strcmp(s->dst_mode, "reserved"))
+	if (!strcmp(s->dst_mode, "reserved") || dst_written(s))
 		keep[2 * n] = l->dst, keep[2 * n + 1] = s->size, n++;
 	if (l->guard_dst) {
 		if (n)
@@ -444,6 +482,11 @@ static void populate(const struct spec *s, const struct layout *l)
 	/* a loop over the buffer, as a program writes it: page 0, step, 2*step, ... */
 	for (unsigned long i = 0; i < limit; i += step)
 		b[i * PAGE] = (char)i;
+	if (dst_written(s)) {
+		volatile char *d = (volatile char *)l->dst;
+		for (unsigned long i = 0; i < pages; i++)
+			d[i * PAGE] = (char)i; /* every page of the destination, written */
+	}
 }
 
 /* ---------------------------------------------------------------- what the mm looks like */
@@ -621,11 +664,13 @@ static void cleanup(const struct spec *s, struct layout *l, int moved)
 		munmap((void *)l->guard_dst, PAGE);
 	if (l->fd >= 0)
 		close(l->fd);
+	if (l->dst_fd >= 0)
+		close(l->dst_fd);
 }
 
 static void run_case(const struct spec *s, int rep, pid_t tid)
 {
-	struct layout l = {0, 0, s->size, 0, 0, -1};
+	struct layout l = {0, 0, s->size, 0, 0, -1, -1};
 	if (!strcmp(s->layout, "window"))
 		build_window(s, &l);
 	else if (!strcmp(s->layout, "ordinary"))
@@ -634,10 +679,13 @@ static void run_case(const struct spec *s, int rep, pid_t tid)
 		errno = EINVAL;
 		die("layout must be window or ordinary: %s", s->layout);
 	}
-	if (!strcmp(s->thp, "on"))
-		madvise((void *)l.src, s->size, MADV_HUGEPAGE);
-	else if (!strcmp(s->thp, "off"))
-		madvise((void *)l.src, s->size, MADV_NOHUGEPAGE);
+	for (int i = 0; i < 1 + dst_written(s); i++) {
+		void *at = (void *)(i ? l.dst : l.src);
+		if (!strcmp(s->thp, "on"))
+			madvise(at, s->size, MADV_HUGEPAGE);
+		else if (!strcmp(s->thp, "off"))
+			madvise(at, s->size, MADV_NOHUGEPAGE);
+	}
 	populate(s, &l);
 	if (s->split_at && mprotect((void *)(l.src + s->split_at), PAGE, PROT_READ))
 		die("mprotect(split_at)");
