@@ -415,17 +415,19 @@ def test_large_folio_batches_on_arm64_7_3_run_to_the_folio_end(folio_size):
 
 @pytest.mark.parametrize("kernel", ["6.1", "6.12", "7.3"])
 def test_arm64_tlbirange_unmap_at_max_tlbi_range_pages_plus_minus_one(kernel):
-    """The shrink zaps MAX_TLBI_RANGE_PAGES - 1, exactly, + 1 base pages: the slot-walk and
-    the array unmap flush alike, full from MAX on 6.1 and above MAX from 6.12."""
+    """An munmap of MAX_TLBI_RANGE_PAGES - 1, exactly, + 1 base pages from a PMD boundary in
+    the middle of a VMA: the slot-walk and the array unmap flush alike, full from MAX on 6.1
+    and above MAX from 6.12. (The last flush covers the freed PTE tables from the boundary
+    and the zap's last page batch up to the end, so its range is exactly the unmapped one.)"""
     from perfsim.planner.syscall import do_munmap
     t = resolve_target(kernel, "arm64-4k").with_changes(tlbirange=True)
     a = t.arch
     top = a.tlb.max_tlbi_range_pages
     start = 0x7F0000000000
-    length = 2 * top * a.page_size
+    length = 2 * top * a.page_size + a.pmd_size
     sp = single_move_space(t, src=start, length=length, populate=Population.parse("full"))
+    cut = start + top * a.page_size
     for pages in (top - 1, top, top + 1):
-        cut = start + length - pages * a.page_size
         out = []
         for implementation in ("reference", "auto"):
             log = S.StepLog()
