@@ -68,6 +68,10 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--estimator", choices=("staged", "joint"), default="staged",
                    help="staged: per-call terms from small calls, per-unit terms from large "
                         "ones (default); joint: all at once (how kvm-host was fitted)")
+    p.add_argument("--timer", choices=("c-helper", "python"), default="c-helper",
+                   help="who times the ordinary condition: the C helper "
+                        "(probes/calibrate/timer.c, built with the system C compiler; "
+                        "default) or this Python process (how kvm-host was measured)")
     p.add_argument("--busy-ok", action="store_true",
                    help="measure even on an overloaded machine (with 3x the repetitions)")
     p.add_argument("--force", action="store_true", help="replace an existing PROFILE.toml (and "
@@ -133,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
                         conditions=CONDITIONS if args.condition == "both"
                         else (args.condition,),
                         fit_condition=args.fit_condition, busy_ok=args.busy_ok,
-                        estimator=args.estimator,
+                        estimator=args.estimator, ordinary_timer=args.timer,
                         log=lambda m: print(m, file=sys.stderr))
     except TracingBusy as e:
         raise PerfsimError(f"{e}. Nothing was measured; perfsim does not touch tracing that "
@@ -211,7 +215,7 @@ def _print_result(res) -> None:
               f"30 us and more)" if len(big) else
               f"both conditions measured: ordinary / isolated median latency {r.median():.2f}x "
               f"over {len(r)} configurations")
-    print(f"fitted from the {res.fit_condition} condition")
+    print(f"fitted from the {res.fit_condition} condition (latencies timed by {res.timer})")
     sp = res.overhead_split
     if sp:
         parts = [f"{k.removesuffix('_ns').replace('_', ' ')} "
