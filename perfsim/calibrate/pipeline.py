@@ -115,14 +115,52 @@ def flush_agreement(table: pd.DataFrame) -> dict[str, Any]:
     return out
 
 
+#: saturation sizes tried for the cold-cache term (bytes): powers of two from 2 MiB
+#: (the L2 of this machine's cores is 1 MiB) to 128 MiB (4x its 32 MiB L3)
+COLD_SATURATION_CANDIDATES: tuple[int, ...] = tuple(m << 20 for m in (2, 4, 8, 16, 32, 64, 128))
+
+
+def _trimmed_abs_error(fit: FitResult, trim: float = 0.1) -> float:
+    """Mean |relative residual| without the worst ``trim`` share (outliers)."""
+    r = np.sort(np.abs(np.array(list(fit.rel_residuals.values()), float)))
+    keep = max(1, int(round(len(r) * (1 - trim))))
+    return float(r[:keep].mean())
+
+
 def fit_table(table: pd.DataFrame, planned: dict[str, Planned], samples: dict[str, np.ndarray],
               prior: CostProfile, ids: list[str] | None = None, *, n_boot: int = 200,
-              seed: int = 0, staged: bool = True) -> FitResult:
+              seed: int = 0, staged: bool = True, cold_cache: bool = False) -> FitResult:
+    """Fit ``ids`` (default: every configuration with latencies).
+
+    ``cold_cache``: also fit the cold-cache term (:class:`perfsim.cost.profile.ColdCache`;
+    only for C-timed data, where the caller's traffic before a call is what the
+    configuration populated): its ``ns`` is a free parameter of the linear fit, its
+    ``saturation_bytes`` the one of :data:`COLD_SATURATION_CANDIDATES` whose fit leaves the
+    smallest trimmed mean |relative error| (a one-dimensional profile search, recorded in
+    ``stages["cold_cache_search"]``)."""
     ids = [i for i in (ids if ids is not None else list(table.config_id))
            if i in samples and len(samples[i])]
     meta = {r["config_id"]: r for r in table.to_dict("records")}
-    return fit_profile(ids, design_matrix(planned, ids), samples, prior, meta=meta,
-                       n_boot=n_boot, seed=seed, staged=staged)
+    if not cold_cache:
+        return fit_profile(ids, design_matrix(planned, ids), samples, prior, meta=meta,
+                           n_boot=n_boot, seed=seed, staged=staged)
+    search = []
+    best: tuple[float, int] | None = None
+    for sat in COLD_SATURATION_CANDIDATES:
+        f = fit_profile(ids, design_matrix(planned, ids, sat), samples, prior, meta=meta,
+                        n_boot=0, seed=seed, staged=staged)
+        score = _trimmed_abs_error(f)
+        search.append({"saturation_bytes": sat, "trimmed_mean_abs_rel_error": round(score, 5),
+                       "cold_cache_ns": (f.cold_cache or {}).get("ns", 0)})
+        if best is None or score < best[0]:
+            best = (score, sat)
+    assert best is not None
+    fit = fit_profile(ids, design_matrix(planned, ids, best[1]), samples, prior, meta=meta,
+                      n_boot=n_boot, seed=seed, staged=staged)
+    if fit.cold_cache is not None:
+        fit.cold_cache["saturation_bytes"] = best[1]
+    fit.stages["cold_cache_search"] = search
+    return fit
 
 
 def overhead_split(fit: FitResult, entry: dict | None) -> dict[str, Any]:
@@ -271,13 +309,13 @@ def calibrate(out: str | Path, *, quick: bool = False, from_data: str | Path | N
         raise PerfsimError(f"{data_path}: no latency measured; nothing to fit")
     if estimator not in ("staged", "joint"):
         raise PerfsimError(f"--estimator {estimator!r}: valid: staged, joint")
+    timer = timer_of(data, fit_condition)
     fit = fit_table(table, planned, samples, prior_prof, n_boot=n_boot, seed=seed,
-                    staged=estimator == "staged")
+                    staged=estimator == "staged", cold_cache=timer == TIMER_NAME)
     for p, st in fit.status.items():
         if st == "prior (no data)":
             missing.append(f"{p}: not measured, prior value kept")
     machine = header.get("machine", {})
-    timer = timer_of(data, fit_condition)
     date = (header.get("started") or _dt.date.today().isoformat())[:10]
     pname = name or out.name[:-5]
     text = render_profile(fit, prior_prof, name=pname, machine=machine,

@@ -93,7 +93,7 @@ class ProbeReport:
 def probe_report(records: list[dict], profile, *, kernel: str = "6.18",
                  arch: str = "x86_64") -> ProbeReport:
     """Model error vs test-retest spread per configuration (see the module docstring)."""
-    from perfsim.calibrate.model import plan_config
+    from perfsim.calibrate.model import plan_config, touched_bytes
     from perfsim.cost import load_cost_profile, predict
 
     prof = load_cost_profile(profile)
@@ -106,7 +106,7 @@ def probe_report(records: list[dict], profile, *, kernel: str = "6.18",
         cfg = Config(first["class"], int(first["size"]), group="heldout")
         (src, dst), _ = Counter((int(r["src"]), int(r["dst"])) for r in recs).most_common(1)[0]
         plan = plan_config(cfg, kernel=kernel, arch=arch, src=src, dst=dst)
-        pred = float(predict(plan, prof).predicted_ns)
+        pred = float(predict(plan, prof).predicted_ns + prof.cold_cache_ns(touched_bytes(cfg)))
         lat = {k: np.array([r["latency_ns"] for r in recs if r["round"] == k], float)
                for k in sorted({r["round"] for r in recs})}
         meds = [float(np.median(v)) for v in lat.values() if len(v)]

@@ -85,6 +85,21 @@ def render_profile(fit: FitResult, prior: CostProfile, *, name: str, machine: di
                    else "not separable from the fitted parameters by whole-call timings")
             src = f"{prior.name} value ({why}): {prior.param(p).source}"
         lines.append(f"source = {_q(src)}")
+    cc = fit.cold_cache
+    if cc and cc.get("saturation_bytes"):
+        unc = ""
+        if "sd" in cc:
+            lo, hi = cc["ci95"]
+            unc = (f" ± {cc['sd']:.0f} ns (bootstrap sd), 95% interval [{lo:.0f}, {hi:.0f}] "
+                   f"ns over {fit.n_boot} resamples")
+        sat_mib = cc["saturation_bytes"] / (1 << 20)
+        lines += ["", "[cold_cache]", f"ns = {int(cc['ns'])}",
+                  f"saturation_bytes = {int(cc['saturation_bytes'])}",
+                  "source = " + _q(
+                      f"fitted by perfsim calibrate from C-timed latencies: {int(cc['ns'])} ns"
+                      f"{unc} once per call whose caller wrote >= {sat_mib:g} MiB just before "
+                      f"it (linear below; saturation size chosen by profile search); data "
+                      f"{where}; machine {mdesc}; {date}")]
     text = "\n".join(lines) + "\n"
     parse_cost_profile(text, f"generated profile {name!r}")  # never write something invalid
     return text
