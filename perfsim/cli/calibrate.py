@@ -27,6 +27,11 @@ Bad input or environment (exit 2) is found before anything is measured: bad numb
 output under a file, unwritable or already there without --force, an unreadable or non-UTF-8
 data file, tracing in use by someone else, an overloaded machine without --busy-ok.
 
+The ordinary condition (what programs see, fitted by default) is timed by a C helper,
+probes/calibrate/timer.c, built with the system C compiler into perfsim's cache directory
+(--timer python: timed in this process, as kvm-host was); C-timed fits also fit the
+cold-cache term (a profile's [cold_cache], docs/calibration.md).
+
 On a busy machine (others use >= 25% of the CPUs, or the hypervisor steals >= 5%) every
 configuration is measured with 3x the repetitions, and a line says so.
 """
