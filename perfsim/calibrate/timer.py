@@ -147,9 +147,10 @@ def helper_record(cfg: Config, h: dict[str, int], *, condition: str = "ordinary"
     main_d = h["main_run_delay_ns"] > 0 or h["main_nivcsw"] > 0 or migrated
     spin_d = (h["spin_run_delay_ns"] > 0 or h["spin_pcount"] > 0) if cfg.threads == 2 \
         else None
-    thp_kb = h["hugetlb_kb"] if cfg.backing == "hugetlb" else h["thp_kb"]
+    thp_kb = 0 if cfg.backing == "hugetlb" else h["thp_kb"]  # as perfsim.calibrate.layouts
     return {"src": h["src"], "dst": h["dst"], "latency_ns": h["latency_ns"],
             "thp_kb": thp_kb if thp_kb >= 0 else cfg.expected_thp_kb(),
+            "hugetlb_kb": h["hugetlb_kb"] if h["hugetlb_kb"] >= 0 else None,
             "populate_method": "touch" if cfg.populate == "full" else
             ("every:16" if cfg.populate == "sparse" else "none"),
             "populate_ns": h["populate_ns"], "main_disturbed": bool(main_d),

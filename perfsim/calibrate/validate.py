@@ -43,7 +43,7 @@ from perfsim.calibrate.fit import profile_values_with
 from perfsim.calibrate.io import CalibData, load_data, sibling
 from perfsim.calibrate.model import Planned
 from perfsim.calibrate.pipeline import fit_table, flush_agreement, planned_table, timer_of
-from perfsim.calibrate.stats import default_fit_condition, latency_rounds
+from perfsim.calibrate.stats import default_fit_condition, for_condition, latency_rounds
 from perfsim.calibrate.timer import TIMER_NAME
 from perfsim.cost import PARAM_NAMES, CostProfile, load_cost_profile, predict, row_costs
 from perfsim.cost.sampling import draw
@@ -376,7 +376,8 @@ def validate(data: CalibData | str | Path, cost: CostProfile | str | Path, *,
     prior_prof = load_cost_profile(prior)
     table, planned, samples = planned_table(data, profile, kernel=kernel, arch=arch)
     table = table[np.isfinite(table.median_ns)].reset_index(drop=True)
-    c_timed = timer_of(data, default_fit_condition(data.records)) == TIMER_NAME
+    fit_cond = default_fit_condition(data.records)  # planned_table's condition
+    c_timed = timer_of(data, fit_cond) == TIMER_NAME
     ins = {cid: predict_latency(planned[cid], profile, n=n_mc, seed=seed)
            for cid in table.config_id}
     rows = _err_rows(table, ins, "in-sample", {})
@@ -410,7 +411,8 @@ def validate(data: CalibData | str | Path, cost: CostProfile | str | Path, *,
     if held:
         preds["held-out"] = {c: v[0] for c, v in held.items()}
     order, order_summary = ordering_check(table, samples, preds, seed,
-                                          rounds=latency_rounds(data.records))
+                                          rounds=latency_rounds(for_condition(
+                                              data.records, fit_cond)))
     meta = {"data": Path(data.path).name, "data_sha256": data.sha256,
             "cost_profile": profile.name, "cost_profile_digest": profile.digest,
             "prior_for_refits": prior_prof.name, "kernel": kernel, "arch": arch,
