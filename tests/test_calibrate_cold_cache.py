@@ -182,3 +182,14 @@ def test_validate_of_two_condition_c_timed_data_holds_out_with_the_cold_cache(tm
     assert len(held) == len(e[(e.split == "in-sample")
                               & (e.metric == "median_ns")])
     assert np.isfinite(held.rel_error).all()
+
+
+def test_calibrate_prints_the_fitted_cold_cache_term(tmp_path, capsys):
+    from perfsim.cli.main import main
+
+    assert main(["calibrate", "--from-data", str(C_TIMED), "--out", str(tmp_path / "c.toml"),
+                 "--bootstrap", "0", "--no-progress"]) == 3  # the slice was not traced
+    out = capsys.readouterr().out
+    assert "fitted from the ordinary condition (latencies timed by c-helper)" in out
+    line = next(x for x in out.splitlines() if "cold cache" in x)
+    assert "once per call after the caller wrote >=" in line and "MiB" in line

@@ -246,6 +246,11 @@ def _print_result(res) -> None:
                 sd = f" ± {fit.sd[p]:.0f}" if p in fit.sd else ""
                 ci = (f"  [{fit.ci[p][0]:.0f}, {fit.ci[p][1]:.0f}]" if p in fit.ci else "")
                 print(f"  {p:20s} {fit.values[p]:>9d} ns{sd}{ci}")
+        cc = fit.cold_cache
+        if cc and cc.get("saturation_bytes"):
+            ci = f"  [{cc['ci95'][0]:.0f}, {cc['ci95'][1]:.0f}]" if "ci95" in cc else ""
+            print(f"  cold cache {int(cc['ns']):>13d} ns{ci} once per call after the caller "
+                  f"wrote >= {cc['saturation_bytes'] >> 20} MiB (linear below)")
         import numpy as np
         r = np.abs(np.array(list(fit.rel_residuals.values())))
         print(f"in-sample |relative error| of the median latency: median {np.median(r):.1%}, "
