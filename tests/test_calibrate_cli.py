@@ -104,3 +104,11 @@ def test_calibrate_refuses_a_prior_for_another_arch(capsys, tmp_path):
     assert main(["calibrate", "--from-data", str(DATA), "--prior", "arm64-generic", "--out",
                  str(tmp_path / "p.toml")]) == 2
     assert "not x86_64" in _err(capsys)
+
+
+def test_an_unknown_timer_is_one_line_naming_the_choices(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["calibrate", "--timer", "stopwatch", "--out", "x.toml"]) == 2
+    err = capsys.readouterr().err
+    assert "--timer" in err and "c-helper" in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []

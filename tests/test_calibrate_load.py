@@ -62,8 +62,9 @@ def test_an_overloaded_machine_is_refused_in_one_line_before_measuring(tmp_path,
 
 
 def _fake_run(captured):
-    def run(cfgs, settings, *, spool_path, progress, trace_mode):
+    def run(cfgs, settings, *, spool_path, progress, trace_mode, timer_exe=None):
         captured["settings"] = settings
+        captured["timer_exe"] = timer_exe
         Path(spool_path).write_text("{}\n")
         raise SpinnerStalled("the spinner thread on CPU 1 did not run for 5 s (machine busy)")
     return run
@@ -74,6 +75,7 @@ def test_a_busy_machine_is_measured_with_more_repetitions_and_says_so(tmp_path, 
     said: list[str] = []
     monkeypatch.setattr(pl, "measure_configs", _fake_run(got))
     monkeypatch.setattr(pl, "trace_plan", lambda mode: (False, "off"))
+    monkeypatch.setattr(pl, "build_timer", lambda: Path("/nonexistent/timer"))
     with pytest.raises(SpinnerStalled):
         pl.calibrate(tmp_path / "q.toml", quick=True, load_sample=BUSY, progress=False,
                      log=said.append)
@@ -84,6 +86,7 @@ def test_a_busy_machine_is_measured_with_more_repetitions_and_says_so(tmp_path, 
 def test_a_failed_measurement_leaves_no_partial_file(tmp_path, monkeypatch):
     monkeypatch.setattr(pl, "measure_configs", _fake_run({}))
     monkeypatch.setattr(pl, "trace_plan", lambda mode: (False, "off"))
+    monkeypatch.setattr(pl, "build_timer", lambda: Path("/nonexistent/timer"))
     with pytest.raises(SpinnerStalled):
         pl.calibrate(tmp_path / "q.toml", quick=True, load_sample=QUIET, progress=False,
                      log=lambda m: None)

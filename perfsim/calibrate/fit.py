@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from perfsim.calibrate.model import COLD_COLUMN, COLUMNS
 from perfsim.cost import PARAM_NAMES, CostProfile
 
 #: Parameters the calibration design identifies (each varies on its own across configs).
@@ -60,6 +61,9 @@ FREE: tuple[str, ...] = (
     "ipi_wakeup_ns",      # 2 threads: once per call that IPIs (idle vCPU wake-up)
     "tlb_first_flush_ns", # once per call that flushes: separates "moved anything" from none
 )
+#: what the linear fit estimates: the free parameters and, for C-timed data, the cold-cache
+#: term (its column is all zero otherwise, so it drops out)
+FREE_COLUMNS: tuple[str, ...] = (*FREE, COLD_COLUMN)
 #: tied parameter -> (free parameter, ratio)
 TIES: dict[str, tuple[str, float]] = {"pud_move_ns": ("pmd_move_ns", 1.0)}
 HUBER_C = 1.345
@@ -129,6 +133,8 @@ class FitResult:
     prior_name: str
     notes: list[str] = field(default_factory=list)
     stages: dict = field(default_factory=dict)   #: small / large / joint fits (docstring)
+    #: the fitted cold-cache term (``ns``, ``saturation_bytes``, ``sd``, ``ci95``) or None
+    cold_cache: dict | None = None
 
     def to_json(self) -> dict:
         return {
@@ -140,11 +146,18 @@ class FitResult:
             "robust_weights": {k: round(v, 4) for k, v in self.robust_weights.items()},
             "n_boot": self.n_boot, "condition_number": self.condition,
             "prior": self.prior_name, "notes": self.notes, "stages": self.stages,
+            "cold_cache": self.cold_cache,
         }
 
 
+def _prior_value(prior: CostProfile, p: str) -> int:
+    if p == COLD_COLUMN:
+        return prior.cold_cache.ns if prior.cold_cache else 0
+    return prior.value(p)
+
+
 def _columns(x: np.ndarray, free: list[str]) -> tuple[np.ndarray, list[str]]:
-    idx = {p: i for i, p in enumerate(PARAM_NAMES)}
+    idx = {p: i for i, p in enumerate(COLUMNS)}
     a = np.zeros((x.shape[0], len(free)))
     for j, p in enumerate(free):
         a[:, j] = x[:, idx[p]]
@@ -156,16 +169,16 @@ def _columns(x: np.ndarray, free: list[str]) -> tuple[np.ndarray, list[str]]:
 
 def _fixed_part(x: np.ndarray, free: list[str], prior: CostProfile) -> np.ndarray:
     base = np.zeros(x.shape[0])
-    for i, p in enumerate(PARAM_NAMES):
+    for i, p in enumerate(COLUMNS):
         if p in free or p == "ipi_receiver_ns" or (p in TIES and TIES[p][0] in free):
             continue
-        base += x[:, i] * prior.value(p)
+        base += x[:, i] * _prior_value(prior, p)
     return base
 
 
 def _log_spread(samples: list[np.ndarray]) -> float:
-    dev = np.concatenate([np.log(s) - np.log(np.median(s)) for s in samples if len(s) >= 3]) \
-        if samples else np.zeros(0)
+    parts = [np.log(s) - np.log(np.median(s)) for s in samples if len(s) >= 3]
+    dev = np.concatenate(parts) if parts else np.zeros(0)
     if len(dev) < 5:
         return 0.0
     return float(1.4826 * np.median(np.abs(dev)))
@@ -243,17 +256,19 @@ def fit_profile(ids: list[str], x: np.ndarray, samples: dict[str, np.ndarray],
     estimates.
     """
     x = np.asarray(x, float)
-    if x.shape != (len(ids), len(PARAM_NAMES)):
+    if x.ndim == 2 and x.shape[1] == len(PARAM_NAMES):  # no cold-cache column: not modelled
+        x = np.hstack([x, np.zeros((x.shape[0], 1))])
+    if x.shape != (len(ids), len(COLUMNS)):
         raise ValueError(f"design matrix shape {x.shape} does not match {len(ids)} configs")
     missing = [i for i in ids if len(samples.get(i, ())) == 0]
     if missing:
         raise ValueError(f"no latency samples for {missing[:3]}")
     y = np.array([np.median(samples[i]) for i in ids], float)
     notes: list[str] = []
-    present = [p for p in FREE if x[:, PARAM_NAMES.index(p)].any()
-               or any(TIES.get(t, ("",))[0] == p and x[:, PARAM_NAMES.index(t)].any()
+    present = [p for p in FREE_COLUMNS if x[:, COLUMNS.index(p)].any()
+               or any(TIES.get(t, ("",))[0] == p and x[:, COLUMNS.index(t)].any()
                       for t in TIES)]
-    absent = [p for p in FREE if p not in present]
+    absent = [p for p in FREE if p not in present]  # the cold term is never "absent"
     a, free = _columns(x, present)
     base = _fixed_part(x, present, prior)
     small = _small_mask(ids, meta or {})
@@ -303,6 +318,12 @@ def fit_profile(ids: list[str], x: np.ndarray, samples: dict[str, np.ndarray],
         if p not in values:
             values[p] = prior.value(p)
             status[p] = "prior (no data)" if p in absent else "prior"
+    cold = None
+    if COLD_COLUMN in values:
+        cold = {"ns": values.pop(COLD_COLUMN), "status": status.pop(COLD_COLUMN)}
+        if COLD_COLUMN in sd:
+            cold["sd"] = sd.pop(COLD_COLUMN)
+            cold["ci95"] = list(ci.pop(COLD_COLUMN))
     if absent:
         notes.append("no configuration exercises " + ", ".join(absent)
                      + f": kept at {prior.name}")
@@ -320,7 +341,8 @@ def fit_profile(ids: list[str], x: np.ndarray, samples: dict[str, np.ndarray],
     if small2 and values.get("ipi_wakeup_ns", 0) > 0 and status.get("ipi_wakeup_ns") == "fitted":
         # ns-scale spreads: total (2 threads) minus the single-thread part, in quadrature
         def ns_spread(ss):
-            dev = np.concatenate([s - np.median(s) for s in ss if len(s) >= 3])
+            parts = [s - np.median(s) for s in ss if len(s) >= 3]
+            dev = np.concatenate(parts) if parts else np.zeros(0)
             return float(1.4826 * np.median(np.abs(dev))) if len(dev) >= 5 else 0.0
         extra = max(ns_spread(small2) ** 2 - ns_spread(small1) ** 2, 0.0) ** 0.5
         if extra > 0:
@@ -330,7 +352,7 @@ def fit_profile(ids: list[str], x: np.ndarray, samples: dict[str, np.ndarray],
     return FitResult(values, status, sd, ci, sigma, list(ids),
                      {i: float(r) for i, r in zip(ids, resid, strict=True)},
                      {i: float(w) for i, w in zip(ids, rw, strict=True)},
-                     len(bt), cond, prior.name, notes, stages)
+                     len(bt), cond, prior.name, notes, stages, cold)
 
 
 def profile_values_with(prior: CostProfile, fit: FitResult) -> CostProfile:
@@ -345,5 +367,9 @@ def profile_values_with(prior: CostProfile, fit: FitResult) -> CostProfile:
         else:
             data["params"][p]["dist"] = "fixed"
             data["params"][p]["sigma"] = 0.0
+    if fit.cold_cache and fit.cold_cache.get("saturation_bytes"):
+        data["cold_cache"] = {"ns": int(fit.cold_cache["ns"]),
+                              "saturation_bytes": int(fit.cold_cache["saturation_bytes"]),
+                              "source": "fitted (held-out refit)"}
     data["name"] = f"{prior.name}+fit"
     return CostProfile(**data)

@@ -28,7 +28,11 @@ within every round, in a shuffled order:
   the cleanest numbers the machine gives;
 * ``ordinary``: as a program sees it — the layout where mmap(NULL) puts it (the normal mmap
   area, among the process's other mappings), default scheduling (nice unchanged, the caller
-  not pinned except in 2-thread configurations, which need a second CPU running the mm).
+  not pinned except in 2-thread configurations, which need a second CPU running the mm),
+  **timed by a C program** (``probes/calibrate/timer.c``, :mod:`perfsim.calibrate.timer`;
+  ``settings.ordinary_timer = "python"`` times it in this process as before): a C loop
+  keeps the kernel's code and data as warm as any C program's, which a Python process
+  between its ctypes calls does not. Every repetition records its ``timer``.
 
 With ``threads=2`` a :class:`~perfsim.host.spinner.Spinner` of the same process spins on
 ``spinner_cpu``; if it cannot get its CPU (a busy machine), the repetition is retried and,
@@ -55,12 +59,14 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from perfsim.calibrate.design import Config, fmt_size
 from perfsim.calibrate.layouts import LayoutMismatch, build
+from perfsim.calibrate.timer import TIMER_NAME, helper_record, run_timer, timer_entry_ns
 from perfsim.host import syscalls as sc
 from perfsim.host.measure import host_info, mem_available, syscall_entry_ns, timed_move
 from perfsim.host.spinner import Spinner, SpinnerStalled
@@ -79,6 +85,8 @@ __all__ = ["CONDITIONS", "MeasureSettings", "MeasureRun", "HugetlbReservation",
 CONDITIONS = ("ordinary", "isolated")
 
 NR_HUGEPAGES = "/proc/sys/vm/nr_hugepages"
+#: the data's ``timer`` field for latencies timed in this process (ctypes)
+PYTHON_TIMER = "python"
 
 
 @dataclass
@@ -98,6 +106,9 @@ class MeasureSettings:
     conditions: tuple[str, ...] = ("isolated",)  #: isolated and/or ordinary (module doc)
     max_stalls: int = 3        #: spinner stalls tolerated per configuration and pass
     mem_headroom: float = 1.5  #: need MemAvailable >= headroom x size + 1 GiB
+    #: who times the ordinary condition: ``c-helper`` (probes/calibrate/timer.c, default) or
+    #: ``python`` (this process through ctypes, as before the helper existed)
+    ordinary_timer: str = "c-helper"
 
     def attempts(self) -> int:
         return self.max_attempts or 3 * self.reps
@@ -116,6 +127,7 @@ class MeasureRun:
     started: str = ""
     duration_s: float = 0.0
     status: str = "complete"  #: complete | partial | interrupted
+    timers: dict[str, str] = field(default_factory=dict)  #: condition -> who timed it
 
 
 # --------------------------------------------------------------------------------------------
@@ -332,10 +344,16 @@ def traced_pass(cfg: Config, settings: MeasureSettings,
 def latency_pass(cfg: Config, settings: MeasureSettings, *, want_clean: int, attempts: int,
                  round_no: int, emit: Callable[[dict[str, Any]], None],
                  prior_clean: list[int] | None = None, condition: str = "isolated",
-                 spinner_nice: int | None = -20) -> list[int]:
+                 spinner_nice: int | None = -20, timer_exe: Path | None = None) -> list[int]:
     """Untraced calls (``warmup`` dropped) until ``want_clean`` clean ones or ``attempts``
     calls; with ``prior_clean`` (earlier rounds) also stops once the pooled median's relative
-    standard error is below ``rse_target``. Returns this round's clean latencies."""
+    standard error is below ``rse_target``. Returns this round's clean latencies. The
+    ordinary condition with ``timer_exe`` is timed by the C helper
+    (:func:`helper_latency_pass`); everything else in this process."""
+    if condition == "ordinary" and timer_exe is not None:
+        return helper_latency_pass(cfg, settings, timer_exe, want_clean=want_clean,
+                                   attempts=attempts, round_no=round_no, emit=emit,
+                                   prior_clean=prior_clean)
     tid = sc.gettid()
     base = cfg.as_dict()
     clean: list[int] = []
@@ -348,7 +366,7 @@ def latency_pass(cfg: Config, settings: MeasureSettings, *, want_clean: int, att
             if i < settings.warmup:
                 continue
             rec.update(base, kind="rep", phase="latency", round=round_no,
-                       rep=i - settings.warmup, traced=False)
+                       rep=i - settings.warmup, traced=False, timer=PYTHON_TIMER)
             emit(rec)
             if not rec["disturbed"]:
                 clean.append(rec["latency_ns"])
@@ -358,6 +376,38 @@ def latency_pass(cfg: Config, settings: MeasureSettings, *, want_clean: int, att
                 pooled = prior_clean + clean
                 if len(pooled) >= settings.reps and _rse_of_median(pooled) <= settings.rse_target:
                     break
+    return clean
+
+
+def helper_latency_pass(cfg: Config, settings: MeasureSettings, exe: Path, *, want_clean: int,
+                        attempts: int, round_no: int, emit: Callable[[dict[str, Any]], None],
+                        prior_clean: list[int] | None = None) -> list[int]:
+    """:func:`latency_pass` of the ordinary condition, timed by the C helper
+    (:mod:`perfsim.calibrate.timer`): batches of ``warmup`` + (clean repetitions still
+    wanted) calls, each batch one helper process whose first ``warmup`` calls are dropped,
+    until ``want_clean`` clean ones or ``attempts`` calls (same stopping rules). The helper
+    inherits the caller's scheduling (:func:`scheduling`: default for one thread); with two
+    threads it pins itself to ``main_cpu`` and its spinner to ``spinner_cpu``."""
+    base = cfg.as_dict()
+    clean: list[int] = []
+    calls = 0
+    while calls < attempts and len(clean) < want_clean:
+        n = min(want_clean - len(clean), attempts - calls)
+        lines = _retrying(lambda n=n: run_timer(exe, cfg, settings.warmup + n,
+                                                main_cpu=settings.main_cpu,
+                                                spinner_cpu=settings.spinner_cpu), settings)
+        for h in lines[settings.warmup:]:
+            rec = helper_record(cfg, h)
+            rec.update(base, kind="rep", phase="latency", round=round_no, rep=calls,
+                       traced=False)
+            emit(rec)
+            calls += 1
+            if not rec["disturbed"]:
+                clean.append(rec["latency_ns"])
+        if prior_clean is not None:
+            pooled = prior_clean + clean
+            if len(pooled) >= settings.reps and _rse_of_median(pooled) <= settings.rse_target:
+                break
     return clean
 
 
@@ -383,8 +433,8 @@ def trace_plan(mode: str) -> tuple[bool, str]:
 
 def measure_configs(configs: Iterable[Config], settings: MeasureSettings, *,
                     spool_path: str | None = None, progress: bool = True,
-                    trace_mode: str = "auto", log: Callable[[str], None] | None = None
-                    ) -> MeasureRun:
+                    trace_mode: str = "auto", log: Callable[[str], None] | None = None,
+                    timer_exe: Path | None = None) -> MeasureRun:
     """Measure every configuration; see the module docstring. Interruptions (Ctrl-C) end the
     run early with ``status='interrupted'``: the records so far are returned (and are in the
     spool file), every setting is restored, and the exception is re-raised by the caller's
@@ -427,6 +477,12 @@ def measure_configs(configs: Iterable[Config], settings: MeasureSettings, *,
             sc.pin_current_thread(settings.main_cpu)
             _set_nice(tid, settings.nice)
             run.machine["syscall_entry"] = syscall_entry_ns()
+            conds = tuple(settings.conditions) or ("isolated",)
+            helper = timer_exe if "ordinary" in conds else None
+            if helper is not None:
+                run.machine["syscall_entry_c_helper"] = timer_entry_ns(helper)
+            run.timers = {k: (TIMER_NAME if k == "ordinary" and helper is not None
+                              else PYTHON_TIMER) for k in conds}
             weights = {c.id: 1.0 + c.size / (64 << 20) for c in order}
             rounds = max(1, settings.rounds)
             per_round = -(-settings.reps // rounds)
@@ -439,7 +495,6 @@ def measure_configs(configs: Iterable[Config], settings: MeasureSettings, *,
                                     unit="w", bar_format="{desc} {percentage:3.0f}%|{bar}| "
                                                          "{elapsed}<{remaining} {postfix}")
             skipped: dict[str, str] = {}
-            conds = tuple(settings.conditions) or ("isolated",)
             clean: dict[tuple[str, str], list[int]] = {(c.id, k): [] for c in order
                                                        for k in conds}
 
@@ -503,7 +558,7 @@ def measure_configs(configs: Iterable[Config], settings: MeasureSettings, *,
                                 clean[c.id, k] += latency_pass(
                                     c, settings, want_clean=per_round,
                                     attempts=per_round_attempts, round_no=r, emit=emit,
-                                    condition=k, spinner_nice=nice)
+                                    condition=k, spinner_nice=nice, timer_exe=helper)
                         step(cfg, f"round {r + 1}/{rounds} {k}", do_lat)
                     if bar is not None:
                         bar.update(round(weights[cfg.id]))
@@ -523,7 +578,7 @@ def measure_configs(configs: Iterable[Config], settings: MeasureSettings, *,
                                 want_clean=max(settings.reps - len(clean[cc.id, k]), 1),
                                 attempts=per_round_attempts, round_no=rounds, emit=emit,
                                 prior_clean=clean[cc.id, k], condition=k,
-                                spinner_nice=nice)
+                                spinner_nice=nice, timer_exe=helper)
                     step(cfg, f"top-up {k}", do_top)
             if bar is not None:
                 bar.update(bar.total - bar.n)

@@ -27,6 +27,28 @@ DEFAULT_BASE = 0x300000000000
 
 #: Whole-call counters compared with the trace (per call, summed over phases).
 FLUSH_METRICS = ("flush_calls", "full_flushes", "ipi_rounds")
+#: the design matrix's column beyond the cost parameters: the cold-cache share of a call
+#: (:class:`perfsim.cost.profile.ColdCache`), ``min(1, touched_bytes / saturation_bytes)``
+COLD_COLUMN = "cold_cache_ns"
+COLUMNS: tuple[str, ...] = (*PARAM_NAMES, COLD_COLUMN)
+
+
+def touched_bytes(cfg: Config) -> int:
+    """Bytes the caller wrote just before the call: populating the source writes (and the
+    kernel zeroes) every page it faults in: all of it (``full``), one page in
+    :data:`SPARSE_EVERY` (``sparse``), nothing (``none``)."""
+    if cfg.populate == "full":
+        return cfg.size
+    if cfg.populate == "sparse":
+        return cfg.size // SPARSE_EVERY
+    return 0
+
+
+def cold_share(touched: int, saturation_bytes: int | None) -> float:
+    """The design-matrix value of :data:`COLD_COLUMN` (0 when the term is not modelled)."""
+    if not saturation_bytes or touched <= 0:
+        return 0.0
+    return min(1.0, touched / saturation_bytes)
 
 
 def default_addresses(cfg: Config, base: int = DEFAULT_BASE) -> tuple[int, int]:
@@ -87,6 +109,20 @@ class Planned:
     counts: dict[str, int]
     flushes: dict[str, int]
 
+    @property
+    def touched_bytes(self) -> int:
+        return touched_bytes(self.config)
+
+
+def predicted_ns(planned: Planned, profile: CostProfile) -> int:
+    """The closed-form latency of one measured configuration: the cost model's
+    (:func:`perfsim.cost.predict`, every parameter at its ``ns``) plus the profile's
+    cold-cache charge for what the caller wrote before the call (0 without one)."""
+    from perfsim.cost import predict
+
+    return int(predict(planned.plan, profile).predicted_ns) \
+        + profile.cold_cache_ns(planned.touched_bytes)
+
 
 def plan_all(configs_with_addr, profile: CostProfile, *, kernel: str = "6.18",
              arch: str = "x86_64") -> dict[str, Planned]:
@@ -101,5 +137,9 @@ def plan_all(configs_with_addr, profile: CostProfile, *, kernel: str = "6.18",
 
 
 def design_matrix(planned: dict[str, Planned], ids: list[str],
-                  params: tuple[str, ...] = PARAM_NAMES) -> np.ndarray:
-    return np.array([[planned[i].counts.get(p, 0) for p in params] for i in ids], dtype=float)
+                  saturation_bytes: int | None = None) -> np.ndarray:
+    """Rows = configurations ``ids``, columns = :data:`COLUMNS`: the parameter counts, then
+    the cold-cache share (0 unless ``saturation_bytes``)."""
+    return np.array([[planned[i].counts.get(p, 0) for p in PARAM_NAMES]
+                     + [cold_share(planned[i].touched_bytes, saturation_bytes)]
+                     for i in ids], dtype=float)

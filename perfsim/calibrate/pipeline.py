@@ -40,6 +40,7 @@ from perfsim.calibrate.stats import (
     latency_samples,
     summarize,
 )
+from perfsim.calibrate.timer import TIMER_NAME, build_timer
 from perfsim.cost import CostProfile, resolve_cost_profile
 from perfsim.errors import PerfsimError
 from perfsim.host.load import extra_reps_factor, load_verdict, sample_load
@@ -61,6 +62,7 @@ class CalibrationResult:
     conditions: pd.DataFrame | None = None   #: median latency per configuration x condition
     load: dict[str, Any] = field(default_factory=dict)
     overhead_split: dict[str, Any] = field(default_factory=dict)
+    timer: str = "python"   #: who timed the fitted condition's latencies
 
 
 def thp_available() -> bool:
@@ -89,6 +91,14 @@ def planned_table(data: CalibData, prior: CostProfile, *, kernel: str = "6.18",
     return table, planned, latency_samples(records, min_clean=min_clean)
 
 
+def timer_of(data: CalibData, condition: str) -> str:
+    """Who timed the latencies of ``condition``: the records' ``timer`` (``c-helper`` or
+    ``python``); data recorded before the field existed was timed in Python."""
+    found = {r.get("timer", "python") for r in for_condition(data.records, condition)
+             if r.get("phase") == "latency"}
+    return "+".join(sorted(found)) or "python"
+
+
 def flush_agreement(table: pd.DataFrame) -> dict[str, Any]:
     """Whole-call flush calls / full flushes (every traced config) and IPI rounds (configs
     with clean IPI coverage) predicted vs measured."""
@@ -105,14 +115,52 @@ def flush_agreement(table: pd.DataFrame) -> dict[str, Any]:
     return out
 
 
+#: saturation sizes tried for the cold-cache term (bytes): powers of two from 2 MiB
+#: (the L2 of this machine's cores is 1 MiB) to 128 MiB (4x its 32 MiB L3)
+COLD_SATURATION_CANDIDATES: tuple[int, ...] = tuple(m << 20 for m in (2, 4, 8, 16, 32, 64, 128))
+
+
+def _trimmed_abs_error(fit: FitResult, trim: float = 0.1) -> float:
+    """Mean |relative residual| without the worst ``trim`` share (outliers)."""
+    r = np.sort(np.abs(np.array(list(fit.rel_residuals.values()), float)))
+    keep = max(1, int(round(len(r) * (1 - trim))))
+    return float(r[:keep].mean())
+
+
 def fit_table(table: pd.DataFrame, planned: dict[str, Planned], samples: dict[str, np.ndarray],
               prior: CostProfile, ids: list[str] | None = None, *, n_boot: int = 200,
-              seed: int = 0, staged: bool = True) -> FitResult:
+              seed: int = 0, staged: bool = True, cold_cache: bool = False) -> FitResult:
+    """Fit ``ids`` (default: every configuration with latencies).
+
+    ``cold_cache``: also fit the cold-cache term (:class:`perfsim.cost.profile.ColdCache`;
+    only for C-timed data, where the caller's traffic before a call is what the
+    configuration populated): its ``ns`` is a free parameter of the linear fit, its
+    ``saturation_bytes`` the one of :data:`COLD_SATURATION_CANDIDATES` whose fit leaves the
+    smallest trimmed mean |relative error| (a one-dimensional profile search, recorded in
+    ``stages["cold_cache_search"]``)."""
     ids = [i for i in (ids if ids is not None else list(table.config_id))
            if i in samples and len(samples[i])]
     meta = {r["config_id"]: r for r in table.to_dict("records")}
-    return fit_profile(ids, design_matrix(planned, ids), samples, prior, meta=meta,
-                       n_boot=n_boot, seed=seed, staged=staged)
+    if not cold_cache:
+        return fit_profile(ids, design_matrix(planned, ids), samples, prior, meta=meta,
+                           n_boot=n_boot, seed=seed, staged=staged)
+    search = []
+    best: tuple[float, int] | None = None
+    for sat in COLD_SATURATION_CANDIDATES:
+        f = fit_profile(ids, design_matrix(planned, ids, sat), samples, prior, meta=meta,
+                        n_boot=0, seed=seed, staged=staged)
+        score = _trimmed_abs_error(f)
+        search.append({"saturation_bytes": sat, "trimmed_mean_abs_rel_error": round(score, 5),
+                       "cold_cache_ns": (f.cold_cache or {}).get("ns", 0)})
+        if best is None or score < best[0]:
+            best = (score, sat)
+    assert best is not None
+    fit = fit_profile(ids, design_matrix(planned, ids, best[1]), samples, prior, meta=meta,
+                      n_boot=n_boot, seed=seed, staged=staged)
+    if fit.cold_cache is not None:
+        fit.cold_cache["saturation_bytes"] = best[1]
+    fit.stages["cold_cache_search"] = search
+    return fit
 
 
 def overhead_split(fit: FitResult, entry: dict | None) -> dict[str, Any]:
@@ -150,7 +198,8 @@ def calibrate(out: str | Path, *, quick: bool = False, from_data: str | Path | N
               name: str | None = None, command: str = "perfsim calibrate",
               log=None, conditions: tuple[str, ...] = CONDITIONS,
               fit_condition: str | None = None, busy_ok: bool = False,
-              load_sample=None, estimator: str = "staged") -> CalibrationResult:
+              load_sample=None, estimator: str = "staged",
+              ordinary_timer: str | None = None) -> CalibrationResult:
     """Measure (or load), fit and write ``out`` (the profile), ``<out>.data.jsonl`` and
     ``<out>.fit.json``. A partial measurement (skipped configurations, no tracing) still
     gives a profile whose description says what is missing; an interrupted one writes only
@@ -159,7 +208,8 @@ def calibrate(out: str | Path, *, quick: bool = False, from_data: str | Path | N
     ``conditions``: measured in (``ordinary`` and/or ``isolated``, see
     :mod:`perfsim.calibrate.measure`); ``fit_condition``: fitted from (default ordinary when
     measured); ``estimator``: ``staged`` (fixed and per-unit terms apart, see
-    :mod:`perfsim.calibrate.fit`) or ``joint`` (everything at once, as kvm-host was fitted).
+    :mod:`perfsim.calibrate.fit`) or ``joint`` (everything at once, as kvm-host was fitted);
+    ``ordinary_timer``: ``c-helper`` (default: the C timing helper) or ``python``.
     Before measuring, the machine's load is sampled (``load_sample``: a
     :class:`~perfsim.host.load.LoadSample`, for tests): a busy machine is measured with three
     times the repetitions, an overloaded one refused unless ``busy_ok``."""
@@ -185,6 +235,8 @@ def calibrate(out: str | Path, *, quick: bool = False, from_data: str | Path | N
                                 else MeasureSettings())
         settings.seed = seed
         settings.conditions = tuple(conditions)
+        if ordinary_timer is not None:
+            settings.ordinary_timer = ordinary_timer
         cfgs = configs or design(quick, max_size=max_size, thp_available=thp_available())
         trace_plan(trace_mode)  # tracing someone else uses: refused before anything else
         sample = load_sample if load_sample is not None else sample_load()
@@ -201,13 +253,20 @@ def calibrate(out: str | Path, *, quick: bool = False, from_data: str | Path | N
             settings.max_attempts = settings.attempts() * k
             log(f"perfsim calibrate: {why}: measuring with {k}x the repetitions "
                 f"({settings.reps} clean per configuration and condition)")
+        timer_exe = None
+        if "ordinary" in settings.conditions:
+            if settings.ordinary_timer == "c-helper":
+                timer_exe = build_timer()  # no compiler: one line, before measuring
+            elif settings.ordinary_timer != "python":
+                raise PerfsimError(f"--timer {settings.ordinary_timer!r}: valid: c-helper, "
+                                   "python")
         data_path.parent.mkdir(parents=True, exist_ok=True)
         spool = str(data_path) + ".partial"
         if os.path.exists(spool):
             os.unlink(spool)
         try:
             run = measure_configs(cfgs, settings, spool_path=spool, progress=progress,
-                                  trace_mode=trace_mode)
+                                  trace_mode=trace_mode, timer_exe=timer_exe)
         except BaseException:
             # measure_configs keeps what it measured on Ctrl-C itself; anything else is a
             # failure that leaves no half-written file behind
@@ -223,6 +282,7 @@ def calibrate(out: str | Path, *, quick: bool = False, from_data: str | Path | N
                   "skipped": run.skipped, "notes": run.notes, "status": run.status,
                   "missing": missing, "trace_status": run.trace_status,
                   "started": run.started, "duration_s": run.duration_s,
+                  "timers": run.timers,
                   "quick": quick, "command": command}
         text = render_data(header, run.records)
         atomic_write_text(data_path, text)
@@ -249,8 +309,9 @@ def calibrate(out: str | Path, *, quick: bool = False, from_data: str | Path | N
         raise PerfsimError(f"{data_path}: no latency measured; nothing to fit")
     if estimator not in ("staged", "joint"):
         raise PerfsimError(f"--estimator {estimator!r}: valid: staged, joint")
+    timer = timer_of(data, fit_condition)
     fit = fit_table(table, planned, samples, prior_prof, n_boot=n_boot, seed=seed,
-                    staged=estimator == "staged")
+                    staged=estimator == "staged", cold_cache=timer == TIMER_NAME)
     for p, st in fit.status.items():
         if st == "prior (no data)":
             missing.append(f"{p}: not measured, prior value kept")
@@ -260,18 +321,20 @@ def calibrate(out: str | Path, *, quick: bool = False, from_data: str | Path | N
     text = render_profile(fit, prior_prof, name=pname, machine=machine,
                           data_name=data_path.name, data_sha256=data.sha256,
                           fit_name=fit_path.name, command=command, date=date,
-                          status=status, missing=missing, archs=(arch,))
-    split = overhead_split(fit, machine.get("syscall_entry"))
+                          status=status, missing=missing, archs=(arch,),
+                          condition=fit_condition, timer=timer)
+    split = overhead_split(fit, machine.get("syscall_entry_c_helper")
+                           if timer == TIMER_NAME else machine.get("syscall_entry"))
     fit_doc = {"format": FIT_FORMAT, "overhead_split": split, "profile": pname,
                "profile_sha256": sha256_text(text),
                "data": data_path.name, "data_sha256": data.sha256, "kernel": kernel,
                "arch": arch, "status": status, "missing": missing, "machine": machine,
                "duration_s": duration, "flush_agreement": agree, **fit.to_json(),
-               "fit_condition": fit_condition, "estimator": estimator,
+               "fit_condition": fit_condition, "estimator": estimator, "timer": timer,
                "condition_medians": json.loads(cond.reset_index().to_json(orient="records")),
                "configs": json.loads(table.to_json(orient="records"))}
     atomic_write_text(fit_path, json.dumps(fit_doc, indent=1, sort_keys=True) + "\n")
     atomic_write_text(out, text)
     return CalibrationResult(out, data_path, fit_path, data.sha256, status, missing, table,
                              fit, duration, agree, fit_condition, cond,
-                             dict(machine.get("load_start") or {}), split)
+                             dict(machine.get("load_start") or {}), split, timer)

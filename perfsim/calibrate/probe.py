@@ -14,13 +14,9 @@ measurement would be.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import random
-import shutil
 import subprocess
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from perfsim.calibrate.cbuild import build_c_program, cache_dir  # noqa: F401
 from perfsim.calibrate.design import ALIGN_CLASSES, Config, KiB, MiB, fmt_size
 from perfsim.errors import PerfsimError
 from perfsim.shipped import data_dir
@@ -47,39 +44,9 @@ def probe_source() -> Path:
     return p
 
 
-def cache_dir() -> Path:
-    env = os.environ.get("PERFSIM_CACHE_DIR")
-    if env:
-        return Path(env)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "perfsim"
-
-
 def build_probe(source: Path | None = None) -> Path:
     """Compile the probe (once per source version) and return the executable's path."""
-    src = source or probe_source()
-    text = src.read_bytes()
-    exe = cache_dir() / f"latency-probe-{hashlib.sha256(text).hexdigest()[:12]}"
-    if exe.is_file() and os.access(exe, os.X_OK):
-        return exe
-    cc = shutil.which("gcc") or shutil.which("cc")
-    if cc is None:
-        raise PerfsimError("building the latency probe needs a C compiler (gcc or cc); none "
-                           "found on PATH")
-    exe.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".probe.", dir=exe.parent)
-    os.close(fd)
-    try:
-        r = subprocess.run([cc, "-O2", "-Wall", "-o", tmp, str(src)], capture_output=True,
-                           text=True, timeout=120)
-        if r.returncode != 0:
-            first = (r.stderr.strip().splitlines() or ["?"])[0]
-            raise PerfsimError(f"building the latency probe with {cc} failed: {first}")
-        os.replace(tmp, exe)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return exe
+    return build_c_program(source or probe_source(), "latency-probe", "the latency probe")
 
 
 def heldout_configs(max_size: int | None = None,
@@ -126,7 +93,7 @@ class ProbeReport:
 def probe_report(records: list[dict], profile, *, kernel: str = "6.18",
                  arch: str = "x86_64") -> ProbeReport:
     """Model error vs test-retest spread per configuration (see the module docstring)."""
-    from perfsim.calibrate.model import plan_config
+    from perfsim.calibrate.model import plan_config, touched_bytes
     from perfsim.cost import load_cost_profile, predict
 
     prof = load_cost_profile(profile)
@@ -139,7 +106,7 @@ def probe_report(records: list[dict], profile, *, kernel: str = "6.18",
         cfg = Config(first["class"], int(first["size"]), group="heldout")
         (src, dst), _ = Counter((int(r["src"]), int(r["dst"])) for r in recs).most_common(1)[0]
         plan = plan_config(cfg, kernel=kernel, arch=arch, src=src, dst=dst)
-        pred = float(predict(plan, prof).predicted_ns)
+        pred = float(predict(plan, prof).predicted_ns + prof.cold_cache_ns(touched_bytes(cfg)))
         lat = {k: np.array([r["latency_ns"] for r in recs if r["round"] == k], float)
                for k in sorted({r["round"] for r in recs})}
         meds = [float(np.median(v)) for v in lat.values() if len(v)]

@@ -23,9 +23,11 @@ def _q(s: str) -> str:
 def render_profile(fit: FitResult, prior: CostProfile, *, name: str, machine: dict,
                    data_name: str, data_sha256: str, fit_name: str, command: str,
                    date: str, status: str, missing: list[str],
-                   archs: tuple[str, ...] | None = None) -> str:
+                   archs: tuple[str, ...] | None = None, condition: str = "",
+                   timer: str = "") -> str:
     """The profile's TOML text; ``archs``: the arch profiles it is for (default: the
-    prior's)."""
+    prior's); ``condition`` / ``timer``: which measuring condition it was fitted from and who
+    timed its latencies (named in the description)."""
     archs = tuple(archs) if archs else prior.archs
     virt = machine.get("virtualization", "?")
     if machine.get("hypervisor_flag"):
@@ -33,6 +35,9 @@ def render_profile(fit: FitResult, prior: CostProfile, *, name: str, machine: di
     mdesc = (f"{machine.get('cpu_model', '?')}, {machine.get('ncpus', '?')} CPUs, {virt}, "
              f"Linux {machine.get('kernel', '?')}")
     where = f"{data_name} (sha256 {data_sha256[:16]}), {len(fit.fit_ids)} configurations"
+    how = ""
+    if condition:
+        how = f"; {condition} condition" + (f", latencies timed by {timer}" if timer else "")
     part = "" if status == "complete" else f" PARTIAL ({status}): " + "; ".join(missing)[:400]
     lines = [
         f"# Cost profile fitted by perfsim calibrate on {date}.",
@@ -41,12 +46,15 @@ def render_profile(fit: FitResult, prior: CostProfile, *, name: str, machine: di
         f"# fit:  {fit_name}  (values, bootstrap intervals, residuals, robust weights)",
         f"# status: {status}",
     ]
+    if condition:
+        lines.append(f"# fitted from: the {condition} condition"
+                     + (f" (latencies timed by {timer})" if timer else ""))
     for m in missing:
         lines.append(f"#   missing: {m}")
     lines += [
         f"name = {_q(name)}",
         "description = " + _q(f"fitted by perfsim calibrate from {where}; prior "
-                              f"{prior.name}{part}"),
+                              f"{prior.name}{how}{part}"),
         f"arch = {_q(prior.arch)}",
         "archs = [" + ", ".join(_q(a) for a in archs) + "]",
         f"ipi_shootdown = {'true' if prior.ipi_shootdown else 'false'}",
@@ -77,6 +85,21 @@ def render_profile(fit: FitResult, prior: CostProfile, *, name: str, machine: di
                    else "not separable from the fitted parameters by whole-call timings")
             src = f"{prior.name} value ({why}): {prior.param(p).source}"
         lines.append(f"source = {_q(src)}")
+    cc = fit.cold_cache
+    if cc and cc.get("saturation_bytes"):
+        unc = ""
+        if "sd" in cc:
+            lo, hi = cc["ci95"]
+            unc = (f" ± {cc['sd']:.0f} ns (bootstrap sd), 95% interval [{lo:.0f}, {hi:.0f}] "
+                   f"ns over {fit.n_boot} resamples")
+        sat_mib = cc["saturation_bytes"] / (1 << 20)
+        lines += ["", "[cold_cache]", f"ns = {int(cc['ns'])}",
+                  f"saturation_bytes = {int(cc['saturation_bytes'])}",
+                  "source = " + _q(
+                      f"fitted by perfsim calibrate from C-timed latencies: {int(cc['ns'])} ns"
+                      f"{unc} once per call whose caller wrote >= {sat_mib:g} MiB just before "
+                      f"it (linear below; saturation size chosen by profile search); data "
+                      f"{where}; machine {mdesc}; {date}")]
     text = "\n".join(lines) + "\n"
     parse_cost_profile(text, f"generated profile {name!r}")  # never write something invalid
     return text

@@ -42,8 +42,9 @@ from perfsim.calibrate.design import ALIGN_CLASSES, fmt_size
 from perfsim.calibrate.fit import profile_values_with
 from perfsim.calibrate.io import CalibData, load_data, sibling
 from perfsim.calibrate.model import Planned
-from perfsim.calibrate.pipeline import fit_table, flush_agreement, planned_table
-from perfsim.calibrate.stats import latency_rounds
+from perfsim.calibrate.pipeline import fit_table, flush_agreement, planned_table, timer_of
+from perfsim.calibrate.stats import default_fit_condition, for_condition, latency_rounds
+from perfsim.calibrate.timer import TIMER_NAME
 from perfsim.cost import PARAM_NAMES, CostProfile, load_cost_profile, predict, row_costs
 from perfsim.cost.sampling import draw
 from perfsim.errors import PerfsimError
@@ -65,13 +66,14 @@ def predict_latency(planned: Planned, profile: CostProfile, *, n: int = 400,
     """(median, p10, p90) predicted ns. The median is the closed form (every parameter at its
     ``ns``); p10/p90 come from ``n`` draws of the jittered parameters, charged per row exactly
     as :func:`perfsim.cost.row_costs` charges them."""
-    med = float(predict(planned.plan, profile).predicted_ns)
+    cold = profile.cold_cache_ns(planned.touched_bytes)
+    med = float(predict(planned.plan, profile).predicted_ns + cold)
     jit = [p for p in PARAM_NAMES if p != "ipi_receiver_ns" and not profile.param(p).is_fixed]
     if not jit:
         return med, med, med
     rc = row_costs(planned.plan, profile)
     rng = np.random.default_rng(seed)
-    total = np.full(n, float(rc.total.sum()))
+    total = np.full(n, float(rc.total.sum() + cold))
     for p in jit:
         c = rc.counts[p]
         idx = np.flatnonzero(c)
@@ -374,6 +376,8 @@ def validate(data: CalibData | str | Path, cost: CostProfile | str | Path, *,
     prior_prof = load_cost_profile(prior)
     table, planned, samples = planned_table(data, profile, kernel=kernel, arch=arch)
     table = table[np.isfinite(table.median_ns)].reset_index(drop=True)
+    fit_cond = default_fit_condition(data.records)  # planned_table's condition
+    c_timed = timer_of(data, fit_cond) == TIMER_NAME
     ins = {cid: predict_latency(planned[cid], profile, n=n_mc, seed=seed)
            for cid in table.config_id}
     rows = _err_rows(table, ins, "in-sample", {})
@@ -388,7 +392,8 @@ def validate(data: CalibData | str | Path, cost: CostProfile | str | Path, *,
     for name, train, test in folds:
         if not train or not test:
             continue
-        f = fit_table(table, planned, samples, base, ids=train, n_boot=0, seed=seed)
+        f = fit_table(table, planned, samples, base, ids=train, n_boot=0, seed=seed,
+                      cold_cache=c_timed)
         vals = dict(f.values)
         for p, st in f.status.items():
             if st == "prior (no data)":
@@ -406,7 +411,8 @@ def validate(data: CalibData | str | Path, cost: CostProfile | str | Path, *,
     if held:
         preds["held-out"] = {c: v[0] for c, v in held.items()}
     order, order_summary = ordering_check(table, samples, preds, seed,
-                                          rounds=latency_rounds(data.records))
+                                          rounds=latency_rounds(for_condition(
+                                              data.records, fit_cond)))
     meta = {"data": Path(data.path).name, "data_sha256": data.sha256,
             "cost_profile": profile.name, "cost_profile_digest": profile.digest,
             "prior_for_refits": prior_prof.name, "kernel": kernel, "arch": arch,

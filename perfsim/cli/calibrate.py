@@ -27,6 +27,11 @@ Bad input or environment (exit 2) is found before anything is measured: bad numb
 output under a file, unwritable or already there without --force, an unreadable or non-UTF-8
 data file, tracing in use by someone else, an overloaded machine without --busy-ok.
 
+The ordinary condition (what programs see, fitted by default) is timed by a C helper,
+probes/calibrate/timer.c, built with the system C compiler into perfsim's cache directory
+(--timer python: timed in this process, as kvm-host was); C-timed fits also fit the
+cold-cache term (a profile's [cold_cache], docs/calibration.md).
+
 On a busy machine (others use >= 25% of the CPUs, or the hypervisor steals >= 5%) every
 configuration is measured with 3x the repetitions, and a line says so.
 """
@@ -68,6 +73,10 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--estimator", choices=("staged", "joint"), default="staged",
                    help="staged: per-call terms from small calls, per-unit terms from large "
                         "ones (default); joint: all at once (how kvm-host was fitted)")
+    p.add_argument("--timer", choices=("c-helper", "python"), default="c-helper",
+                   help="who times the ordinary condition: the C helper "
+                        "(probes/calibrate/timer.c, built with the system C compiler; "
+                        "default) or this Python process (how kvm-host was measured)")
     p.add_argument("--busy-ok", action="store_true",
                    help="measure even on an overloaded machine (with 3x the repetitions)")
     p.add_argument("--force", action="store_true", help="replace an existing PROFILE.toml (and "
@@ -133,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
                         conditions=CONDITIONS if args.condition == "both"
                         else (args.condition,),
                         fit_condition=args.fit_condition, busy_ok=args.busy_ok,
-                        estimator=args.estimator,
+                        estimator=args.estimator, ordinary_timer=args.timer,
                         log=lambda m: print(m, file=sys.stderr))
     except TracingBusy as e:
         raise PerfsimError(f"{e}. Nothing was measured; perfsim does not touch tracing that "
@@ -211,7 +220,7 @@ def _print_result(res) -> None:
               f"30 us and more)" if len(big) else
               f"both conditions measured: ordinary / isolated median latency {r.median():.2f}x "
               f"over {len(r)} configurations")
-    print(f"fitted from the {res.fit_condition} condition")
+    print(f"fitted from the {res.fit_condition} condition (latencies timed by {res.timer})")
     sp = res.overhead_split
     if sp:
         parts = [f"{k.removesuffix('_ns').replace('_', ' ')} "
@@ -237,6 +246,11 @@ def _print_result(res) -> None:
                 sd = f" ± {fit.sd[p]:.0f}" if p in fit.sd else ""
                 ci = (f"  [{fit.ci[p][0]:.0f}, {fit.ci[p][1]:.0f}]" if p in fit.ci else "")
                 print(f"  {p:20s} {fit.values[p]:>9d} ns{sd}{ci}")
+        cc = fit.cold_cache
+        if cc and cc.get("saturation_bytes"):
+            ci = f"  [{cc['ci95'][0]:.0f}, {cc['ci95'][1]:.0f}]" if "ci95" in cc else ""
+            print(f"  cold cache {int(cc['ns']):>13d} ns{ci} once per call after the caller "
+                  f"wrote >= {cc['saturation_bytes'] >> 20} MiB (linear below)")
         import numpy as np
         r = np.abs(np.array(list(fit.rel_residuals.values())))
         print(f"in-sample |relative error| of the median latency: median {np.median(r):.1%}, "
