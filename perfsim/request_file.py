@@ -105,6 +105,8 @@ class VmaTable(_Strict):
     file: str | None = _opt(None, "a name: VMAs naming the same file (or anon family) share it")
     uffd: Literal["missing", "wp"] | None = _opt(None, "registered with userfaultfd in this mode")
     touched: bool = _opt(True, "false: mapped but never faulted in (like a guard page)")
+    shared: bool = _opt(True, "false: MAP_PRIVATE (file and shmem backings only; its written "
+                              "pages are anonymous copies)")
     hugepage_size: SizeLike | None = _opt(None, "hugetlb page size (default: the PMD size)")
 
     _sizes = field_validator("start", "size", "folio_size", "hugepage_size",

@@ -126,3 +126,42 @@ def test_multi_vma_example_is_efault_before_617(capsys):
     rc = main(["plan", "--file", str(path), "--kernel", "6.15", "--json"])
     doc = json.loads(capsys.readouterr().out)
     assert rc == 0 and doc["errno"] == "EFAULT" and doc["moved"] == []
+
+
+SHRINK_SHMEM = '''
+old_addr = "A"
+old_len = "4M"
+new_len = "2M"
+maymove = false
+fixed = false
+[[vma]]
+start = "A"
+size = "4M"
+backing = "shmem"
+file = "f"
+'''
+
+
+def test_a_map_private_shmem_vma_zaps_like_anonymous_memory(capsys, tmp_path):
+    """``shared = false``: MAP_PRIVATE, whose written pages are anonymous copies, so the
+    zap of the shrunk tail is not forced to flush per PTE table (``zap_forces_flush``)."""
+    rc, out, err, _ = plan_file(capsys, tmp_path, SHRINK_SHMEM, "--json")
+    assert rc == 0, err
+    shared = json.loads(out)["syscall"]
+    rc, out, err, _ = plan_file(capsys, tmp_path, SHRINK_SHMEM + "shared = false\n", "--json")
+    assert rc == 0, err
+    private = json.loads(out)["syscall"]
+    assert (shared["tlb_flushes"], shared["tlb_full_flushes"]) == (2, 1)
+    assert (private["tlb_flushes"], private["tlb_full_flushes"]) == (1, 1)
+
+
+def test_shared_false_on_anonymous_memory_is_one_line(capsys, tmp_path):
+    rc, out, err, f = plan_file(capsys, tmp_path, '''
+old_len = "4K"
+[[vma]]
+start = "A"
+size = "4K"
+shared = false
+''')
+    assert rc == 2 and not out
+    assert err.count("\n") == 1 and "shared = false applies to file and shmem" in err

@@ -60,7 +60,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--fetch", action="store_true", help="download the Debian image if needed")
     p.add_argument("--refresh", action="store_true", help="update the scratch package lists")
     p.add_argument("--grid", default=None, help="shapes (default), shapes-small, ordinary "
-                   "(default ordinary with --native)")
+                   "(default with --native), zap (shrinks and MREMAP_FIXED over written "
+                   "anon/shmem: the unmap's flushes)")
     p.add_argument("--profile", default=None, help="kernel profile to compare with")
     p.add_argument("--out", metavar="RECORDS.jsonl", help="write the records here")
     p.add_argument("--timeout", type=float, default=1800, help="seconds for one boot")

@@ -71,7 +71,8 @@ addresses and sizes:
 --vma START:SIZE[:key=value,...]   (repeat for each VMA; [[vma]] tables in a file)
   keys: backing=anon|shmem|file|hugetlb, prot=rw|r|none|..., populate=HOW, thp=true,
   folio_size=16K..1M, pgoff=N, file=NAME (VMAs naming the same file or anon family share
-  it), uffd=missing|wp, touched=false (mapped, never faulted in), hugepage_size=SIZE.
+  it), uffd=missing|wp, touched=false (mapped, never faulted in), shared=false (MAP_PRIVATE
+  file/shmem), hugepage_size=SIZE.
   e.g. --vma A:64M:populate=every:512 --vma A-4K:4K:prot=r,touched=false
 
 populate:

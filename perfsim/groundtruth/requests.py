@@ -217,6 +217,8 @@ def vma_table(v: dict, rec: dict, *, thp_off: bool = False) -> tuple[list[str], 
     if m.backing != "anon":
         lines.append(f"file = {_toml_str(m.file_id or '')}")
         lines.append(f"pgoff = {m.pgoff}")
+        if not m.shared:
+            lines.append("shared = false")
     if m.thp:
         lines.append(f"thp = {'true' if thp else 'false'}")
     if choice.key == "touched":

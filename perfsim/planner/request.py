@@ -147,10 +147,21 @@ def vma_specs(tables: list[dict], target: Target, bases: dict[str, int], seed: i
             thp=thp == "on" if isinstance(thp, str) else bool(thp),
             folio_size=_folio_size(t.get("folio_size"), f"{lab} folio_size"),
             pgoff=t.get("pgoff"), file=t.get("file"), uffd=t.get("uffd"),
-            touched=t.get("touched", True),
+            touched=t.get("touched", True), shared=_shared(t, lab),
             hugepage_size=_hugepage_size(t.get("hugepage_size"), f"{lab} hugepage_size", arch),
             name=f"vma{i}"))
     return out
+
+
+def _shared(table: dict, lab: str) -> bool:
+    """A ``[[vma]]`` table's ``shared`` key: MAP_PRIVATE (false) means something only for a
+    file or shmem backing; anonymous memory and hugetlb here are private."""
+    shared = table.get("shared", True)
+    backing = table.get("backing", "anon")
+    if not shared and backing not in ("file", "shmem"):
+        raise PerfsimError(f"{lab}: shared = false applies to file and shmem backings only, "
+                           f"not {backing!r}")
+    return bool(shared)
 
 
 SPACE_KEYS = ("backing", "thp", "folio_size", "hugepage_size", "populate", "guard_below_src",

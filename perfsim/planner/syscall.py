@@ -57,9 +57,10 @@ def _check(refusal: C.Refusal | None) -> None:
 def is_mergeable_vma(a: Vma, b: Vma) -> bool:
     """Could two adjacent VMAs be one? ``is_mergeable_vma`` (same flags, file, uffd
     context) and ``is_mergeable_anon_vma`` (no two different ``anon_vma``s). The caller
-    checks adjacency and ``vm_pgoff`` continuity. Versions: 6.6–6.18."""
+    checks adjacency and ``vm_pgoff`` continuity. ``shared`` is VM_SHARED, one of the flags.
+    Versions: 6.6–6.18."""
     keys = ("backing", "file_id", "prot", "thp", "uffd_wp", "uffd_mode", "stack",
-            "hugepage_size")
+            "hugepage_size", "shared")
     if any(getattr(a, k) != getattr(b, k) for k in keys):
         return False
     return not (a.anon_vma and b.anon_vma and a.anon_id != b.anon_id)
