@@ -121,13 +121,16 @@ def param_counts(steps: S.Steps, ipis: np.ndarray, folio: FolioBatching | None =
     zero = np.zeros(n, _I64)
 
     def is_(*kinds: int) -> np.ndarray:
-        return np.isin(kind, kinds).astype(_I64)
+        hit = kind == kinds[0]
+        for k in kinds[1:]:
+            hit |= kind == k
+        return hit.astype(_I64)
 
     pte_move = kind == S.K_PTE_MOVE
     ptes = steps.ptes.astype(_I64)
     batches = steps.batches.astype(_I64)
     nb = np.where(batches > 0, np.minimum(batches, ptes), ptes)
-    in_loop = np.isin(phase, (S.MOVE, S.REVERT)) & (kind != S.K_NOTIFIER)
+    in_loop = ((phase == S.MOVE) | (phase == S.REVERT)) & (kind != S.K_NOTIFIER)
     unmap_dst = phase == S.UNMAP_DST
     run_start = np.ones(n, bool)
     if n:
@@ -213,12 +216,16 @@ def row_costs(plan_or_steps, profile: CostProfile, *, cpus: int | None = None,
     by_cat = {c: np.zeros(n, _I64) for c in CATEGORIES}
     values: dict[str, np.ndarray | int] = {}
     for name in PARAM_NAMES:
-        if name == "ipi_receiver_ns":
-            used = ipis > 0
+        param = profile.param(name)
+        if param.is_fixed or rng is None:
+            # draw() returns the median and takes nothing from rng: which rows use the
+            # parameter does not matter.
+            v = draw(param, 0, rng)
+            idx = None
         else:
-            used = counts[name] != 0
-        idx = np.flatnonzero(used)
-        v = draw(profile.param(name), len(idx), rng)
+            used = ipis > 0 if name == "ipi_receiver_ns" else counts[name] != 0
+            idx = np.flatnonzero(used)
+            v = draw(param, len(idx), rng)
         if isinstance(v, int):
             values[name] = v
             if name != "ipi_receiver_ns" and v:

@@ -137,11 +137,10 @@ def _concat_column(arrays: list[np.ndarray]) -> np.ndarray:
     if len(arrays) == 1:
         return arrays[0]
     first = arrays[0]
-    if first.size:
+    if first.size and any(a.strides == (0,) for a in arrays):
         v = first.flat[0]
         if all(a.size == 0 or (a.strides == (0,) and a.flat[0] == v) or
-               (a.size <= 8 and bool((a == v).all())) for a in arrays) and \
-                any(a.strides == (0,) for a in arrays):
+               (a.size <= 8 and bool((a == v).all())) for a in arrays):
             return np.broadcast_to(np.asarray(v, dtype=first.dtype), (sum(len(a) for a in arrays),))
     return np.concatenate(arrays)
 
