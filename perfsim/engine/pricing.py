@@ -189,16 +189,22 @@ class TemplateCache:
     """Templates of one run, keyed by :func:`signature` (LRU, at most ``max_entries``;
     plans of more than ``max_rows`` rows are not kept).
 
-    ``enabled`` only for a jitter-free cost profile (module docstring)."""
+    ``enabled`` only for a jitter-free cost profile (module docstring). ``store``: a
+    :class:`~perfsim.engine.reuse.TemplateStore` shared with other runs, used instead of
+    this run's own entries; its keys add what a template depends on besides the plan (the
+    profile's content digest and the contended lock names; the CPU count is in the
+    signature)."""
 
     def __init__(self, profile, hot_locks, max_entries: int = 1024, enabled: bool = True,
-                 max_rows: int = 65536) -> None:
+                 max_rows: int = 65536, store=None) -> None:
         self.profile = profile
         self.max_rows = max_rows
         self.hot_locks = hot_locks
         self.enabled = enabled and bool(profile.is_fixed)
         self.max_entries = max_entries
         self.entries: OrderedDict = OrderedDict()
+        self.store = store if self.enabled else None
+        self.scope = (profile.digest, tuple(sorted(hot_locks))) if self.store is not None else None
         self.hits = 0
         self.misses = 0
 
@@ -215,6 +221,16 @@ class TemplateCache:
         key = signature(steps, cpus)
         if key is None:
             return build_template(steps, self.profile, cpus, rng, self.hot_locks, None)
+        if self.store is not None:
+            key = (self.scope, key)
+            t = self.store.get(key)
+            if t is not None:
+                self.hits += 1
+                return t
+            self.misses += 1
+            t = build_template(steps, self.profile, cpus, rng, self.hot_locks, None)
+            self.store.put(key, t, len(steps))
+            return t
         t = self.entries.get(key)
         if t is not None:
             self.hits += 1
