@@ -213,6 +213,8 @@ def row_costs(plan_or_steps, profile: CostProfile, *, cpus: int | None = None,
     n = len(steps)
     ipis = ipi_targets(steps, profile, cpus)
     counts = param_counts(steps, ipis, folio)
+    if rng is None or profile.is_fixed:
+        return _fixed_row_costs(steps, profile, ipis, counts)
     by_cat = {c: np.zeros(n, _I64) for c in CATEGORIES}
     values: dict[str, np.ndarray | int] = {}
     for name in PARAM_NAMES:
@@ -243,6 +245,36 @@ def row_costs(plan_or_steps, profile: CostProfile, *, cpus: int | None = None,
     own = (steps.flush_full.astype(_I64) * values["tlb_full_flush_ns"]
            + steps.flush_pages.astype(_I64) * values["tlb_invlpg_ns"])
     stolen = np.where(ipis > 0, values["ipi_receiver_ns"] + own, 0).astype(_I64)
+    return RowCosts(total, by_cat, ipis, stolen, counts)
+
+
+#: The caller-paid parameters grouped by category, in :data:`CATEGORIES` order.
+_BY_CATEGORY = tuple(n for c in CATEGORIES for n in PARAM_NAMES
+                     if PARAM_CATEGORY[n] == c and n != "ipi_receiver_ns")
+_CATEGORY_STARTS = np.cumsum([0] + [sum(1 for n in PARAM_NAMES if PARAM_CATEGORY[n] == c
+                                        and n != "ipi_receiver_ns")
+                                    for c in CATEGORIES[:-1]])
+assert all(np.diff(np.append(_CATEGORY_STARTS, len(_BY_CATEGORY))) > 0)
+
+
+def _fixed_row_costs(steps: S.Steps, profile: CostProfile, ipis: np.ndarray,
+                     counts: dict[str, np.ndarray]) -> RowCosts:
+    """:func:`row_costs` when every parameter takes its median (no jitter, or no
+    generator): the same integers, from one (parameters x rows) product instead of a loop
+    of per-parameter array operations (what a small plan's pricing was made of)."""
+    n = len(steps)
+    ns = {name: int(profile.param(name).ns) for name in PARAM_NAMES}
+    if n == 0:
+        zero = np.zeros(0, _I64)
+        return RowCosts(zero, {c: zero.copy() for c in CATEGORIES}, ipis, zero.copy(), counts)
+    weighted = np.stack([counts[name] for name in _BY_CATEGORY]) * \
+        np.array([ns[name] for name in _BY_CATEGORY], _I64)[:, None]
+    per_cat = np.add.reduceat(weighted, _CATEGORY_STARTS, axis=0)
+    by_cat = dict(zip(CATEGORIES, per_cat, strict=True))
+    total = per_cat.sum(axis=0)
+    own = (steps.flush_full.astype(_I64) * ns["tlb_full_flush_ns"]
+           + steps.flush_pages.astype(_I64) * ns["tlb_invlpg_ns"])
+    stolen = np.where(ipis > 0, ns["ipi_receiver_ns"] + own, 0).astype(_I64)
     return RowCosts(total, by_cat, ipis, stolen, counts)
 
 
