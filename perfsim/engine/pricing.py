@@ -115,26 +115,30 @@ def build_template(steps, profile, cpus: int, rng, hot_locks, ptl_hot) -> CallTe
     """Price and segment one plan (``ptl_hot``: rows a walker's spinlock may hit, or None)."""
     rc = row_costs(steps, profile, cpus=cpus, rng=rng)
     n = len(steps)
-    hot_sets = np.array([any(nm in hot_locks for nm in ls) for ls in steps.lock_sets], bool)
-    hot = contended_rows(steps, hot_sets, ptl_hot)
-    starts, ends, hots = segments(hot)
+    hot_sets = [any(nm in hot_locks for nm in ls) for ls in steps.lock_sets]
+    if n and ptl_hot is None and not any(hot_sets):
+        bounds = [(0, n, False)]  # what segments() gives when no row is contended
+    else:
+        starts, ends, hots = segments(contended_rows(steps, np.array(hot_sets, bool), ptl_hot))
+        bounds = list(zip(starts.tolist(), ends.tolist(), hots.tolist(), strict=True))
     cum = np.zeros(n + 1, _I64)
     np.cumsum(rc.total, out=cum[1:])
     segs, recs = [], []
     cols = steps.cols
     cum_l = cum.tolist()
-    for a, b, h in zip(starts.tolist(), ends.tolist(), hots.tolist(), strict=True):
+    for a, b, h in bounds:
         segs.append((a, b, h, cum_l[b] - cum_l[a]))
         recs.append(None if h else _segment_records(steps, cols, rc, cum, a, b))
-    any_hot = bool(hots.any())
+    any_hot = any(h for _a, _b, h in bounds)
     kind = cols["kind"]
+    kinds = np.bincount(kind, minlength=len(S.KIND_NAMES)).tolist()
     cost = rc.category_sums()
     stats = tuple(CallStats(
-        steps=n, segments=len(starts),
+        steps=n, segments=len(bounds),
         ptes_moved=int(cols["ptes"][kind == S.K_PTE_MOVE].sum()),
-        pmd_moves=int(np.count_nonzero(kind == S.K_PMD_MOVE)),
-        pud_moves=int(np.count_nonzero(np.isin(kind, _PUD_MOVES))),
-        thp_moves=int(np.count_nonzero(kind == S.K_THP_MOVE)),
+        pmd_moves=kinds[S.K_PMD_MOVE],
+        pud_moves=sum(kinds[k] for k in _PUD_MOVES),
+        thp_moves=kinds[S.K_THP_MOVE],
         tlb_flushes=int(cols["flushes"].sum()), ipis=int(rc.ipis.sum()),
         rmap_holds=int(np.count_nonzero(cols["rmap"] > 0)),
         tables_allocated=int(cols["alloc_p4d"].sum() + cols["alloc_pud"].sum()
