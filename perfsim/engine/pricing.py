@@ -9,9 +9,10 @@ once with numpy; replaying it costs a few Python operations per segment.
 **Reuse.** Within one run, calls whose plans have the same *signature* share one template
 (:class:`TemplateCache`, one per :class:`~perfsim.engine.machine.Machine`, so runs never
 share state). The signature is every column the template is computed from: the plan's
-length, every non-address column of its ``Steps`` (kind, phase, lengths, counts, flushes,
-IPIs, rmap and PTL counts: :data:`perfsim.planner.steps.INT_COLUMNS`) with its dtype, the
-per-row lock-set ids and the lock-set names, and the mm's CPU count. Calls in an mm whose
+length, every column of its ``Steps`` the template is computed from (:data:`SIGNATURE_COLUMNS`:
+the non-address columns but ``length``: kind, phase, counts, flushes, IPIs, rmap and PTL
+counts) with its dtype, the per-row lock-set ids and the lock-set names, and the mm's CPU
+count. Calls in an mm whose
 page-table spinlocks a walker takes are never reused (which of their rows are contended
 depends on their addresses and that mm's walkers). Templates are reused only when the cost of a plan is a pure
 function of the plan, i.e. the cost profile has no jitter: :func:`row_costs` then draws
@@ -37,6 +38,13 @@ from perfsim.planner import steps as S
 
 _I64 = np.int64
 _PUD_MOVES = (S.K_PUD_MOVE, S.K_HUGE_PUD_MOVE)
+
+#: The columns a call template is computed from: every non-address column except
+#: ``length`` (a row's byte length is priced through its counts, never directly: the
+#: syscall row's length is the request's, which differs from call to call).
+#: ``tests/test_plan_cache.py`` holds templates of plans differing only in the other
+#: columns to equal ones.
+SIGNATURE_COLUMNS = tuple(c for c in S.INT_COLUMNS if c != "length")
 
 
 @dataclass(frozen=True, eq=False)
@@ -162,7 +170,7 @@ def build_template(steps, profile, cpus: int, rng, hot_locks, ptl_hot) -> CallTe
 def _dense_key(part) -> tuple:
     cols = part.cols
     key = [part.lock_sets, part.lock_set.dtype.str, part.lock_set.tobytes()]
-    for c in S.INT_COLUMNS:
+    for c in SIGNATURE_COLUMNS:
         v = cols[c]
         key.append(v.dtype.str)
         key.append(np.ascontiguousarray(v).tobytes())
