@@ -289,18 +289,26 @@ def total_ns_draws(plan_or_steps, profile: CostProfile, rngs, *, cpus: int | Non
     counts = param_counts(steps, ipis, folio)
     plan_terms = []
     for name in PARAM_NAMES:
-        used = ipis > 0 if name == "ipi_receiver_ns" else counts[name] != 0
+        param = profile.param(name)
+        receiver = name == "ipi_receiver_ns"  # paid by the targets, not in the total
+        if param.is_fixed:
+            # draw() gives the median whatever the size, taking nothing from the generator
+            plan_terms.append((param, 0, None,
+                               None if receiver else int(counts[name].sum(dtype=_I64))))
+            continue
+        used = ipis > 0 if receiver else counts[name] != 0
         idx = np.flatnonzero(used)
-        weights = None if name == "ipi_receiver_ns" else np.asarray(counts[name], _I64)[idx]
-        plan_terms.append((profile.param(name), len(idx), weights))
+        weights = None if receiver else np.asarray(counts[name], _I64)[idx]
+        plan_terms.append((param, len(idx), weights,
+                           None if weights is None else int(weights.sum())))
     out = []
     for rng in rngs:
         total = 0
-        for param, k, weights in plan_terms:
+        for param, k, weights, weight_sum in plan_terms:
             v = draw(param, k, rng)  # drawn even when it adds nothing: same generator state
-            if weights is None:
+            if weight_sum is None:
                 continue
-            total += int(weights.sum()) * v if isinstance(v, int) else int((weights * v).sum())
+            total += weight_sum * v if isinstance(v, int) else int((weights * v).sum())
         out.append(total)
     return np.array(out, np.int64)
 
