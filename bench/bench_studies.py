@@ -12,6 +12,12 @@ Prints each wall time and the host's load average before and after (the machine 
 shared: compare figures from one run, or before/after runs made back to back). With
 ``--cpu`` both run in this process instead (``serial`` executor) and the CPU time they take
 is printed too: a figure that depends much less on other load than wall time does.
+
+``--against TREE`` (a checkout of an earlier commit, e.g. ``git worktree add /tmp/old
+<commit>``) first runs the same measurements on that tree's ``perfsim`` (a child process of
+this script with ``--tree TREE``), then on this one, and prints the speed-up of each (its
+time / ours; wall time, or CPU time with ``--cpu``): issue 13's "tune 5x faster than
+today" as a ratio measured in one run.
 """
 
 from __future__ import annotations
@@ -23,7 +29,15 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+
+def _tree() -> Path:
+    """The perfsim tree to measure: ``--tree PATH``, else the one this script is in."""
+    if "--tree" in sys.argv[:-1]:
+        return Path(sys.argv[sys.argv.index("--tree") + 1]).resolve()
+    return Path(__file__).resolve().parents[1]
+
+
+ROOT = _tree()
 sys.path.insert(0, str(ROOT))
 
 
@@ -40,7 +54,7 @@ def bench_tune(workers: int, cpu: bool = False) -> float:
     wall, used = time.perf_counter() - t0, time.process_time() - c0
     where = f"{used:7.2f} s CPU in this process" if cpu else f"on {workers} worker(s)"
     print(f"tune flush_ceiling: {wall:7.2f} s wall {where}, {len(res.runs)} runs")
-    return wall
+    return used if cpu else wall
 
 
 def bench_report(workers: int, cpu: bool = False) -> float:
@@ -55,10 +69,25 @@ def bench_report(workers: int, cpu: bool = False) -> float:
     if cpu:
         print(f"report (default study): simulate {c1 - c0:6.2f} s CPU + write {c2 - c1:6.2f} s "
               f"CPU = {c2 - c0:6.2f} s CPU in this process ({t2 - t0:.1f} s wall)")
-    else:
-        print(f"report (default study): simulate {t1 - t0:6.2f} s + write {t2 - t1:6.2f} s = "
-              f"{t2 - t0:6.2f} s on {workers} worker(s) (target <= 20 s on 2 cores)")
+        return c2 - c0
+    print(f"report (default study): simulate {t1 - t0:6.2f} s + write {t2 - t1:6.2f} s = "
+          f"{t2 - t0:6.2f} s on {workers} worker(s) (target <= 20 s on 2 cores)")
     return t2 - t0
+
+
+def _against(tree: str, argv: list[str]) -> dict:
+    """Run this script on ``tree`` in a child process; its figures."""
+    import json
+    import subprocess
+
+    if not (Path(tree) / "perfsim" / "__init__.py").is_file():
+        print(f"--against {tree}: not a perfsim tree (no perfsim/__init__.py)", file=sys.stderr)
+        raise SystemExit(2)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "figures.json"
+        subprocess.run([sys.executable, __file__, *argv, "--tree", tree, "--json-out", str(out)],
+                       check=True)
+        return json.loads(out.read_text())
 
 
 def main() -> None:
@@ -67,13 +96,36 @@ def main() -> None:
     ap.add_argument("--skip-report", action="store_true")
     ap.add_argument("--skip-tune", action="store_true")
     ap.add_argument("--cpu", action="store_true", help="run serially, print CPU time")
+    ap.add_argument("--against", metavar="TREE", help="also measure this perfsim tree first "
+                    "and print the speed-ups")
+    ap.add_argument("--tree", help=argparse.SUPPRESS)
+    ap.add_argument("--json-out", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    own = [f"--workers={a.workers}"] + [f for f, on in (("--skip-report", a.skip_report),
+                                                      ("--skip-tune", a.skip_tune),
+                                                      ("--cpu", a.cpu)) if on]
+    old = None
+    if a.against:
+        print(f"=== {Path(a.against).resolve()}")
+        old = _against(a.against, own)
+        print(f"=== {ROOT}")
     print(f"load average before: {os.getloadavg()}")
+    got = {}
     if not a.skip_tune:
-        bench_tune(a.workers, a.cpu)
+        got["tune"] = bench_tune(a.workers, a.cpu)
     if not a.skip_report:
-        bench_report(a.workers, a.cpu)
+        got["report"] = bench_report(a.workers, a.cpu)
     print(f"load average after: {os.getloadavg()}")
+    if a.json_out:
+        import json
+
+        Path(a.json_out).write_text(json.dumps(got))
+    if old is not None:
+        what = "CPU time" if a.cpu else "wall time"
+        for k, v in got.items():
+            target = "  (target >= 5x)" if k == "tune" else ""
+            print(f"RATIO {k} {what} against / this tree = {old[k]:.2f} s / {v:.2f} s = "
+                  f"{old[k] / v:.2f}x{target}")
 
 
 if __name__ == "__main__":

@@ -7,8 +7,9 @@ Runs every shipped workload once per repetition (``run_workload``, the workload'
 timing with ``time.process_time``, and SimPy's own timeouts per CPU-second before and after
 (``bench/simpy_reference.py``'s loop, on the CPU clock). Prints the best of ``--reps`` for
 both and issue 13's ratio (target >= 0.025). CPU time is much less sensitive than wall time
-to other jobs on a shared host, so this is the figure to compare two trees with: copy
-``bench/`` onto the other tree and run both back to back.
+to other jobs on a shared host, so this is the figure to compare two trees with:
+``--against TREE`` (a checkout of an earlier commit) measures that tree's ``perfsim`` in a
+child process first (``--tree TREE``), then this one, and prints the speed-up.
 """
 
 from __future__ import annotations
@@ -19,9 +20,17 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+
+def _tree() -> Path:
+    """The perfsim tree to measure: ``--tree PATH``, else the one this script is in."""
+    if "--tree" in sys.argv[:-1]:
+        return Path(sys.argv[sys.argv.index("--tree") + 1]).resolve()
+    return Path(__file__).resolve().parents[1]
+
+
+ROOT = _tree()
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from simpy_reference import timeouts_per_s  # noqa: E402
 
@@ -29,7 +38,23 @@ from simpy_reference import timeouts_per_s  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--against", metavar="TREE", help="measure this perfsim tree first and "
+                    "print the speed-up")
+    ap.add_argument("--tree", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    old = None
+    if a.against:
+        import subprocess
+
+        if not (Path(a.against) / "perfsim" / "__init__.py").is_file():
+            print(f"--against {a.against}: not a perfsim tree (no perfsim/__init__.py)",
+                  file=sys.stderr)
+            raise SystemExit(2)
+        out = subprocess.run([sys.executable, __file__, f"--reps={a.reps}", "--tree", a.against],
+                             check=True, capture_output=True, text=True).stdout
+        print(out, end="")
+        old = float(next(ln for ln in out.splitlines() if ln.startswith("shipped workloads"))
+                    .split(" calls, ")[1].split(" calls per")[0].replace(",", ""))
     import pandas  # noqa: F401 - imported before timing, as in a warm worker
 
     from perfsim.workload import run_workload, workload_names
@@ -50,6 +75,9 @@ def main() -> None:
     print(f"SimPy alone: {best_simpy:,.0f} timeouts per CPU-second")
     print(f"RATIO calls per CPU-s / SimPy timeouts per CPU-s = {best_calls / best_simpy:.5f}   "
           "(target >= 0.025)")
+    if old is not None:
+        print(f"RATIO this tree / {a.against}: {best_calls:,.1f} / {old:,.1f} calls per CPU-s = "
+              f"{best_calls / old:.2f}x")
 
 
 if __name__ == "__main__":

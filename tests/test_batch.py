@@ -175,9 +175,9 @@ CRASH_SCRIPT = textwrap.dedent("""
     from pathlib import Path
     api.FLUSH_ROWS = 1                       # one part per finished batch
     slow = runner.run_point
-    def run_point(p):                        # slow enough to be killed mid-sweep
+    def run_point(p, caches=None):           # slow enough to be killed mid-sweep
         time.sleep(0.15)
-        return slow(p)
+        return slow(p, caches)
     runner.run_point = run_point
     wl = Path(sys.argv[1])
     s = parse_sweep({"name": "crash", "seed": 1, "replications": 6, "base": {"workload": str(wl)},

@@ -144,6 +144,26 @@ def test_reused_templates_equal_fresh_ones_for_plans_with_the_same_signature(see
             assert _template_equal(ref, build_template(p.steps, FIXED, cpus, None, hot, None))
 
 
+@pytest.mark.parametrize("name", ["random_layout_stress", "allocator_realloc", "exec_stack"])
+def test_a_template_does_not_depend_on_the_columns_its_signature_leaves_out(name):
+    from perfsim.engine.pricing import SIGNATURE_COLUMNS
+
+    hot = {"anon_vma:heap"}
+    left_out = [c for c in S.ADDR_COLUMNS + S.INT_COLUMNS if c not in SIGNATURE_COLUMNS]
+    assert "length" in left_out
+    for space, req in _random_requests(name, 3, 6):
+        steps = plan_mremap(space, req, TARGET).steps
+        cols = {k: np.array(v) for k, v in steps.cols.items()}
+        for c in left_out:
+            cols[c] = cols[c] * 3 + 4096
+        other = S.Steps(cols, steps.lock_sets, np.array(steps.lock_set))
+        assert signature(other, 4) == signature(S.Steps(
+            {k: np.array(v) for k, v in steps.cols.items()}, steps.lock_sets,
+            np.array(steps.lock_set)), 4)
+        assert _template_equal(build_template(steps, FIXED, 4, None, hot, None),
+                               build_template(other, FIXED, 4, None, hot, None))
+
+
 def test_templates_are_not_reused_when_the_profile_has_jitter():
     from test_engine import jitter_profile
 

@@ -109,3 +109,46 @@ def test_cli_tune_unknown_knob_exits_2(tmp_path, capsys):
     assert rc == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown profile field 'kernel.nope'" in err[0]
+
+
+class _CountingExecutor:
+    """Serial, counting the points it is asked to simulate."""
+
+    workers = 1
+
+    def __init__(self):
+        self.points = []
+
+    def map_unordered(self, fn, items):
+        for chunk in items:
+            self.points.extend(chunk)
+            yield fn(chunk)
+
+    def close(self):
+        pass
+
+
+def test_a_setting_equal_to_the_baseline_is_not_simulated_again():
+    # realign_pmd defaults to True: that setting simulates exactly what the baseline does.
+    ex = _CountingExecutor()
+    res = run_tune(_spec(), executor=ex, quiet=True)
+    assert len(ex.points) == 2 * 2  # baseline + realign_pmd=False, 2 replications each
+    assert len(res.runs) == 3 * 2
+    runs = res.runs.set_index(["cell", "replication"])
+    same = [c for c in runs.columns if c not in ("key", "wall_s", "kernel.realign_pmd")]
+    on = res.settings.set_index("label").loc["realign_pmd=True", "setting"]
+    for r in range(2):
+        assert runs.loc[(on, r), same].equals(runs.loc[(-1, r), same])
+        assert runs.loc[(on, r), "kernel.realign_pmd"]
+    fresh = run_tune(_spec(knobs={"kernel.realign_pmd": [True]}), executor=_CountingExecutor(),
+                     quiet=True).runs.set_index(["cell", "replication"])
+    metrics = [c for c in same if c != "objective"]
+    for r in range(2):
+        assert runs.loc[(on, r), metrics].equals(fresh.loc[(0, r), metrics])
+
+
+def test_points_that_simulate_different_things_are_all_run():
+    ex = _CountingExecutor()
+    run_tune(_spec(knobs={"cost.syscall_ns": [5000, 20000]}), executor=ex, quiet=True)
+    # neither value is the profile's own syscall_ns, so nothing repeats the baseline
+    assert len(ex.points) == 3 * 2

@@ -17,16 +17,17 @@ from perfsim.batch.sweep import Point
 from perfsim.workload.run import METRICS, run_workload
 
 
-def run_point(p: Point) -> dict:
+def run_point(p: Point, caches=None) -> dict:
     """Simulate one point. Never raises for a problem of the point itself: the row then has
-    ``status = "failed"`` and ``error`` says why."""
+    ``status = "failed"`` and ``error`` says why. ``caches``: a
+    :class:`~perfsim.engine.reuse.RunCaches` shared by the points of one batch."""
     row = {"key": p.key, "cell": p.index, **p.identity, "perfsim_version": perfsim.__version__,
            **{f"p:{k}": v for k, v in p.params.items()}}
     t0, c0 = time.perf_counter(), time.process_time()
     try:
         root = np.random.SeedSequence(list(p.seed_entropy))
         _, metrics, notes = run_workload(p.workload, target=p.target, profile=p.profile,
-                                         seed=root, max_rows=p.max_rows)
+                                         seed=root, max_rows=p.max_rows, caches=caches)
         row.update(status="ok", error="", notes="; ".join(notes), **metrics)
     except Exception as exc:  # noqa: BLE001 - failures are data (desmod)
         tb = traceback.extract_tb(exc.__traceback__)
@@ -39,5 +40,9 @@ def run_point(p: Point) -> dict:
 
 
 def run_batch(points: list[Point]) -> list[dict]:
-    """Run many points in one task (amortises scheduling and pickling)."""
-    return [run_point(p) for p in points]
+    """Run many points in one task (amortises scheduling and pickling); they share one
+    :class:`~perfsim.engine.reuse.RunCaches` (plans and call templates; same rows)."""
+    from perfsim.engine.reuse import RunCaches
+
+    caches = RunCaches()
+    return [run_point(p, caches) for p in points]

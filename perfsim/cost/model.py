@@ -121,13 +121,16 @@ def param_counts(steps: S.Steps, ipis: np.ndarray, folio: FolioBatching | None =
     zero = np.zeros(n, _I64)
 
     def is_(*kinds: int) -> np.ndarray:
-        return np.isin(kind, kinds).astype(_I64)
+        hit = kind == kinds[0]
+        for k in kinds[1:]:
+            hit |= kind == k
+        return hit.astype(_I64)
 
     pte_move = kind == S.K_PTE_MOVE
     ptes = steps.ptes.astype(_I64)
     batches = steps.batches.astype(_I64)
     nb = np.where(batches > 0, np.minimum(batches, ptes), ptes)
-    in_loop = np.isin(phase, (S.MOVE, S.REVERT)) & (kind != S.K_NOTIFIER)
+    in_loop = ((phase == S.MOVE) | (phase == S.REVERT)) & (kind != S.K_NOTIFIER)
     unmap_dst = phase == S.UNMAP_DST
     run_start = np.ones(n, bool)
     if n:
@@ -210,15 +213,21 @@ def row_costs(plan_or_steps, profile: CostProfile, *, cpus: int | None = None,
     n = len(steps)
     ipis = ipi_targets(steps, profile, cpus)
     counts = param_counts(steps, ipis, folio)
+    if rng is None or profile.is_fixed:
+        return _fixed_row_costs(steps, profile, ipis, counts)
     by_cat = {c: np.zeros(n, _I64) for c in CATEGORIES}
     values: dict[str, np.ndarray | int] = {}
     for name in PARAM_NAMES:
-        if name == "ipi_receiver_ns":
-            used = ipis > 0
+        param = profile.param(name)
+        if param.is_fixed or rng is None:
+            # draw() returns the median and takes nothing from rng: which rows use the
+            # parameter does not matter.
+            v = draw(param, 0, rng)
+            idx = None
         else:
-            used = counts[name] != 0
-        idx = np.flatnonzero(used)
-        v = draw(profile.param(name), len(idx), rng)
+            used = ipis > 0 if name == "ipi_receiver_ns" else counts[name] != 0
+            idx = np.flatnonzero(used)
+            v = draw(param, len(idx), rng)
         if isinstance(v, int):
             values[name] = v
             if name != "ipi_receiver_ns" and v:
@@ -239,6 +248,36 @@ def row_costs(plan_or_steps, profile: CostProfile, *, cpus: int | None = None,
     return RowCosts(total, by_cat, ipis, stolen, counts)
 
 
+#: The caller-paid parameters grouped by category, in :data:`CATEGORIES` order.
+_BY_CATEGORY = tuple(n for c in CATEGORIES for n in PARAM_NAMES
+                     if PARAM_CATEGORY[n] == c and n != "ipi_receiver_ns")
+_CATEGORY_STARTS = np.cumsum([0] + [sum(1 for n in PARAM_NAMES if PARAM_CATEGORY[n] == c
+                                        and n != "ipi_receiver_ns")
+                                    for c in CATEGORIES[:-1]])
+assert all(np.diff(np.append(_CATEGORY_STARTS, len(_BY_CATEGORY))) > 0)
+
+
+def _fixed_row_costs(steps: S.Steps, profile: CostProfile, ipis: np.ndarray,
+                     counts: dict[str, np.ndarray]) -> RowCosts:
+    """:func:`row_costs` when every parameter takes its median (no jitter, or no
+    generator): the same integers, from one (parameters x rows) product instead of a loop
+    of per-parameter array operations (what a small plan's pricing was made of)."""
+    n = len(steps)
+    ns = {name: int(profile.param(name).ns) for name in PARAM_NAMES}
+    if n == 0:
+        zero = np.zeros(0, _I64)
+        return RowCosts(zero, {c: zero.copy() for c in CATEGORIES}, ipis, zero.copy(), counts)
+    weighted = np.stack([counts[name] for name in _BY_CATEGORY]) * \
+        np.array([ns[name] for name in _BY_CATEGORY], _I64)[:, None]
+    per_cat = np.add.reduceat(weighted, _CATEGORY_STARTS, axis=0)
+    by_cat = dict(zip(CATEGORIES, per_cat, strict=True))
+    total = per_cat.sum(axis=0)
+    own = (steps.flush_full.astype(_I64) * ns["tlb_full_flush_ns"]
+           + steps.flush_pages.astype(_I64) * ns["tlb_invlpg_ns"])
+    stolen = np.where(ipis > 0, ns["ipi_receiver_ns"] + own, 0).astype(_I64)
+    return RowCosts(total, by_cat, ipis, stolen, counts)
+
+
 def total_ns_draws(plan_or_steps, profile: CostProfile, rngs, *, cpus: int | None = None,
                    folio: FolioBatching | None = None) -> np.ndarray:
     """The plan's whole cost (integer ns) once per generator in ``rngs``: the same numbers as
@@ -250,18 +289,26 @@ def total_ns_draws(plan_or_steps, profile: CostProfile, rngs, *, cpus: int | Non
     counts = param_counts(steps, ipis, folio)
     plan_terms = []
     for name in PARAM_NAMES:
-        used = ipis > 0 if name == "ipi_receiver_ns" else counts[name] != 0
+        param = profile.param(name)
+        receiver = name == "ipi_receiver_ns"  # paid by the targets, not in the total
+        if param.is_fixed:
+            # draw() gives the median whatever the size, taking nothing from the generator
+            plan_terms.append((param, 0, None,
+                               None if receiver else int(counts[name].sum(dtype=_I64))))
+            continue
+        used = ipis > 0 if receiver else counts[name] != 0
         idx = np.flatnonzero(used)
-        weights = None if name == "ipi_receiver_ns" else np.asarray(counts[name], _I64)[idx]
-        plan_terms.append((profile.param(name), len(idx), weights))
+        weights = None if receiver else np.asarray(counts[name], _I64)[idx]
+        plan_terms.append((param, len(idx), weights,
+                           None if weights is None else int(weights.sum())))
     out = []
     for rng in rngs:
         total = 0
-        for param, k, weights in plan_terms:
+        for param, k, weights, weight_sum in plan_terms:
             v = draw(param, k, rng)  # drawn even when it adds nothing: same generator state
-            if weights is None:
+            if weight_sum is None:
                 continue
-            total += int(weights.sum()) * v if isinstance(v, int) else int((weights * v).sum())
+            total += weight_sum * v if isinstance(v, int) else int((weights * v).sum())
         out.append(total)
     return np.array(out, np.int64)
 

@@ -155,7 +155,8 @@ class Machine:
     """Everything one run shares."""
 
     def __init__(self, spec: SimSpec, recorder: Recorder,
-                 env: simpy.Environment | None = None, *, reuse: bool = True) -> None:
+                 env: simpy.Environment | None = None, *, reuse: bool = True,
+                 caches=None) -> None:
         self.spec = spec
         self.env = env if env is not None else simpy.Environment()
         self.end_ns = 0
@@ -181,10 +182,14 @@ class Machine:
         from perfsim.engine.plan_cache import PlanCache
         from perfsim.engine.pricing import TemplateCache
 
-        # Reuse of plans and call templates within this run (see those modules); off only
+        # Reuse of plans and call templates within this run (see those modules), or across
+        # the runs given the same ``caches`` (a perfsim.engine.reuse.RunCaches); off only
         # to check that reuse changes nothing.
-        self.templates = TemplateCache(spec.profile, self.hot_locks, enabled=reuse)
-        self.plans = PlanCache() if reuse else None
+        shared = caches if reuse else None
+        self.templates = TemplateCache(spec.profile, self.hot_locks, enabled=reuse,
+                                       store=shared.templates if shared else None)
+        self.plans = (shared.plans if shared else PlanCache()) if reuse else None
+        self.plan_hits_before = self.plans.hits if self.plans else 0
         self.users = []
         for u in spec.users:
             ut = UserThread(u)

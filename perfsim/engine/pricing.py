@@ -9,9 +9,10 @@ once with numpy; replaying it costs a few Python operations per segment.
 **Reuse.** Within one run, calls whose plans have the same *signature* share one template
 (:class:`TemplateCache`, one per :class:`~perfsim.engine.machine.Machine`, so runs never
 share state). The signature is every column the template is computed from: the plan's
-length, every non-address column of its ``Steps`` (kind, phase, lengths, counts, flushes,
-IPIs, rmap and PTL counts: :data:`perfsim.planner.steps.INT_COLUMNS`) with its dtype, the
-per-row lock-set ids and the lock-set names, and the mm's CPU count. Calls in an mm whose
+length, every column of its ``Steps`` the template is computed from (:data:`SIGNATURE_COLUMNS`:
+the non-address columns but ``length``: kind, phase, counts, flushes, IPIs, rmap and PTL
+counts) with its dtype, the per-row lock-set ids and the lock-set names, and the mm's CPU
+count. Calls in an mm whose
 page-table spinlocks a walker takes are never reused (which of their rows are contended
 depends on their addresses and that mm's walkers). Templates are reused only when the cost of a plan is a pure
 function of the plan, i.e. the cost profile has no jitter: :func:`row_costs` then draws
@@ -37,6 +38,13 @@ from perfsim.planner import steps as S
 
 _I64 = np.int64
 _PUD_MOVES = (S.K_PUD_MOVE, S.K_HUGE_PUD_MOVE)
+
+#: The columns a call template is computed from: every non-address column except
+#: ``length`` (a row's byte length is priced through its counts, never directly: the
+#: syscall row's length is the request's, which differs from call to call).
+#: ``tests/test_plan_cache.py`` holds templates of plans differing only in the other
+#: columns to equal ones.
+SIGNATURE_COLUMNS = tuple(c for c in S.INT_COLUMNS if c != "length")
 
 
 @dataclass(frozen=True, eq=False)
@@ -115,26 +123,30 @@ def build_template(steps, profile, cpus: int, rng, hot_locks, ptl_hot) -> CallTe
     """Price and segment one plan (``ptl_hot``: rows a walker's spinlock may hit, or None)."""
     rc = row_costs(steps, profile, cpus=cpus, rng=rng)
     n = len(steps)
-    hot_sets = np.array([any(nm in hot_locks for nm in ls) for ls in steps.lock_sets], bool)
-    hot = contended_rows(steps, hot_sets, ptl_hot)
-    starts, ends, hots = segments(hot)
+    hot_sets = [any(nm in hot_locks for nm in ls) for ls in steps.lock_sets]
+    if n and ptl_hot is None and not any(hot_sets):
+        bounds = [(0, n, False)]  # what segments() gives when no row is contended
+    else:
+        starts, ends, hots = segments(contended_rows(steps, np.array(hot_sets, bool), ptl_hot))
+        bounds = list(zip(starts.tolist(), ends.tolist(), hots.tolist(), strict=True))
     cum = np.zeros(n + 1, _I64)
     np.cumsum(rc.total, out=cum[1:])
     segs, recs = [], []
     cols = steps.cols
     cum_l = cum.tolist()
-    for a, b, h in zip(starts.tolist(), ends.tolist(), hots.tolist(), strict=True):
+    for a, b, h in bounds:
         segs.append((a, b, h, cum_l[b] - cum_l[a]))
         recs.append(None if h else _segment_records(steps, cols, rc, cum, a, b))
-    any_hot = bool(hots.any())
+    any_hot = any(h for _a, _b, h in bounds)
     kind = cols["kind"]
+    kinds = np.bincount(kind, minlength=len(S.KIND_NAMES)).tolist()
     cost = rc.category_sums()
     stats = tuple(CallStats(
-        steps=n, segments=len(starts),
+        steps=n, segments=len(bounds),
         ptes_moved=int(cols["ptes"][kind == S.K_PTE_MOVE].sum()),
-        pmd_moves=int(np.count_nonzero(kind == S.K_PMD_MOVE)),
-        pud_moves=int(np.count_nonzero(np.isin(kind, _PUD_MOVES))),
-        thp_moves=int(np.count_nonzero(kind == S.K_THP_MOVE)),
+        pmd_moves=kinds[S.K_PMD_MOVE],
+        pud_moves=sum(kinds[k] for k in _PUD_MOVES),
+        thp_moves=kinds[S.K_THP_MOVE],
         tlb_flushes=int(cols["flushes"].sum()), ipis=int(rc.ipis.sum()),
         rmap_holds=int(np.count_nonzero(cols["rmap"] > 0)),
         tables_allocated=int(cols["alloc_p4d"].sum() + cols["alloc_pud"].sum()
@@ -158,7 +170,7 @@ def build_template(steps, profile, cpus: int, rng, hot_locks, ptl_hot) -> CallTe
 def _dense_key(part) -> tuple:
     cols = part.cols
     key = [part.lock_sets, part.lock_set.dtype.str, part.lock_set.tobytes()]
-    for c in S.INT_COLUMNS:
+    for c in SIGNATURE_COLUMNS:
         v = cols[c]
         key.append(v.dtype.str)
         key.append(np.ascontiguousarray(v).tobytes())
@@ -189,16 +201,22 @@ class TemplateCache:
     """Templates of one run, keyed by :func:`signature` (LRU, at most ``max_entries``;
     plans of more than ``max_rows`` rows are not kept).
 
-    ``enabled`` only for a jitter-free cost profile (module docstring)."""
+    ``enabled`` only for a jitter-free cost profile (module docstring). ``store``: a
+    :class:`~perfsim.engine.reuse.TemplateStore` shared with other runs, used instead of
+    this run's own entries; its keys add what a template depends on besides the plan (the
+    profile's content digest and the contended lock names; the CPU count is in the
+    signature)."""
 
     def __init__(self, profile, hot_locks, max_entries: int = 1024, enabled: bool = True,
-                 max_rows: int = 65536) -> None:
+                 max_rows: int = 65536, store=None) -> None:
         self.profile = profile
         self.max_rows = max_rows
         self.hot_locks = hot_locks
         self.enabled = enabled and bool(profile.is_fixed)
         self.max_entries = max_entries
         self.entries: OrderedDict = OrderedDict()
+        self.store = store if self.enabled else None
+        self.scope = (profile.digest, tuple(sorted(hot_locks))) if self.store is not None else None
         self.hits = 0
         self.misses = 0
 
@@ -215,6 +233,16 @@ class TemplateCache:
         key = signature(steps, cpus)
         if key is None:
             return build_template(steps, self.profile, cpus, rng, self.hot_locks, None)
+        if self.store is not None:
+            key = (self.scope, key)
+            t = self.store.get(key)
+            if t is not None:
+                self.hits += 1
+                return t
+            self.misses += 1
+            t = build_template(steps, self.profile, cpus, rng, self.hot_locks, None)
+            self.store.put(key, t, len(steps))
+            return t
         t = self.entries.get(key)
         if t is not None:
             self.hits += 1

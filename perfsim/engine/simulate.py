@@ -147,13 +147,14 @@ class CallProgress:
 
 
 def run(spec: SimSpec, recorder: Recorder, progress: CallProgress | None = None, *,
-        reuse: bool = True) -> Machine:
+        reuse: bool = True, caches=None) -> Machine:
     """Run ``spec`` to completion, recording into ``recorder``; return the final machine.
-    ``reuse=False`` plans and prices every call afresh (the records are the same; for tests)."""
+    ``reuse=False`` plans and prices every call afresh (the records are the same; for tests).
+    ``caches``: a :class:`~perfsim.engine.reuse.RunCaches` shared with other runs."""
     _validate(spec)
     check_seed(spec.seed)
     env = CountingEnvironment()
-    m = Machine(spec, recorder, env, reuse=reuse)
+    m = Machine(spec, recorder, env, reuse=reuse, caches=caches)
     m.progress = progress
     seeds = np.random.SeedSequence(spec.seed).spawn(len(spec.callers) + len(spec.walkers))
     procs = []
@@ -182,7 +183,7 @@ def run(spec: SimSpec, recorder: Recorder, progress: CallProgress | None = None,
 def simulate(spec_or_scenario, *, seed: int | None = None, max_rows: int = 1_000_000,
              spill_dir: str | Path | None = None, record_zero_waits: bool = False,
              progress: bool = False, progress_calls: int | None = None,
-             reuse: bool = True) -> SimResult:
+             reuse: bool = True, caches=None) -> SimResult:
     """Simulate a :class:`SimSpec`, a :class:`~perfsim.engine.scenario.Scenario` or a scenario
     TOML path, and return its records as DataFrames.
 
@@ -193,6 +194,8 @@ def simulate(spec_or_scenario, *, seed: int | None = None, max_rows: int = 1_000
     callers' plans are generators (:func:`expected_calls` counts them otherwise).
     ``reuse=False`` turns off the reuse of plans and call templates within the run
     (:mod:`perfsim.engine.plan_cache`, :mod:`perfsim.engine.pricing`): same records, slower.
+    ``caches``: a :class:`~perfsim.engine.reuse.RunCaches` to share plans and call templates
+    with the other runs it is given to (same records; :mod:`perfsim.engine.reuse`).
     """
     from perfsim.engine.scenario import Scenario, build_spec, load_scenario
 
@@ -216,7 +219,7 @@ def simulate(spec_or_scenario, *, seed: int | None = None, max_rows: int = 1_000
         total = progress_calls if progress_calls is not None else expected_calls(spec)
         bar = CallProgress(str(name), total, spec.duration_ns)
     try:
-        m = run(spec, rec, bar, reuse=reuse)
+        m = run(spec, rec, bar, reuse=reuse, caches=caches)
     finally:
         if bar is not None:
             bar.close()
@@ -231,6 +234,6 @@ def simulate(spec_or_scenario, *, seed: int | None = None, max_rows: int = 1_000
               "cost_profile_digest": spec.profile.digest, "target_digest": spec.target.digest,
               **spec.meta}
     res = SimResult(rec.tables(), summary, config)
-    res.reuse = {"plans_reused": m.plans.hits if m.plans else 0,
+    res.reuse = {"plans_reused": m.plans.hits - m.plan_hits_before if m.plans else 0,
                  "templates_reused": m.templates.hits}
     return res

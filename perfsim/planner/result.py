@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -108,6 +109,8 @@ class MovePlan:
     case nothing changed. ``result_addr`` is what the syscall returns on success.
     ``progress_bytes`` is what ``move_page_tables`` returned for the forward move.
     ``move`` counts ``move_page_tables`` alone (phase MOVE); ``syscall`` counts the whole call.
+    Both are computed from ``steps`` the first time they are read (the engine never reads
+    them, so a simulated call does not pay for counting its rows), then kept.
     ``moved`` lists each ``move_vma`` of the call (:class:`~perfsim.planner.vma_remap.MovedRange`:
     which source range went where, and why it was or was not realigned); a multi-VMA move
     that failed part way has the pieces moved before the failure. Build it by keyword.
@@ -123,10 +126,22 @@ class MovePlan:
     before: object
     after: object
     planner: str
-    move: Counters
-    syscall: Counters
     note: str = ""
     moved: tuple = ()
+
+    @cached_property
+    def _phase_blocks(self) -> list:
+        return phase_blocks(self.steps)
+
+    @cached_property
+    def move(self) -> Counters:
+        """Counters of ``move_page_tables`` alone (the rows of phase MOVE)."""
+        return Counters.of(self.steps, (S.MOVE,), self._phase_blocks)
+
+    @cached_property
+    def syscall(self) -> Counters:
+        """Counters of the whole call (every phase)."""
+        return Counters.of(self.steps, tuple(range(len(S.PHASE_NAMES))), self._phase_blocks)
 
     @property
     def realign_reason(self) -> str:

@@ -131,17 +131,24 @@ class StepLog:
         return Steps(parts=parts)
 
 
-def _concat_column(arrays: list[np.ndarray]) -> np.ndarray:
+#: Plans of at most this many rows are materialised as plain (dense) columns: finding the
+#: columns that could stay zero-stride views costs more than the memory it saves.
+DENSE_ROWS = 4096
+
+
+def _concat_column(arrays: list[np.ndarray], total: int | None = None) -> np.ndarray:
     """Concatenate one column; a column that is one constant in every part (blocks may hold
-    constant columns as zero-stride views) stays a zero-stride view."""
+    constant columns as zero-stride views) stays a zero-stride view, unless the table has
+    at most :data:`DENSE_ROWS` rows (``total``). The values are the same either way."""
     if len(arrays) == 1:
         return arrays[0]
+    if total is not None and total <= DENSE_ROWS:
+        return np.concatenate(arrays)
     first = arrays[0]
-    if first.size:
+    if first.size and any(a.strides == (0,) for a in arrays):
         v = first.flat[0]
         if all(a.size == 0 or (a.strides == (0,) and a.flat[0] == v) or
-               (a.size <= 8 and bool((a == v).all())) for a in arrays) and \
-                any(a.strides == (0,) for a in arrays):
+               (a.size <= 8 and bool((a == v).all())) for a in arrays):
             return np.broadcast_to(np.asarray(v, dtype=first.dtype), (sum(len(a) for a in arrays),))
     return np.concatenate(arrays)
 
@@ -189,8 +196,9 @@ class Steps:
                 remapped.append(p.lock_set)  # already in the merged numbering
             else:
                 remapped.append(remap[p.lock_set])
-        self._lock_set = _concat_column(remapped)
-        self._cols = {k: _concat_column([p.cols[k] for p in parts]) for k in parts[0].cols}
+        n = self._len
+        self._lock_set = _concat_column(remapped, n)
+        self._cols = {k: _concat_column([p.cols[k] for p in parts], n) for k in parts[0].cols}
 
     @property
     def cols(self) -> dict[str, np.ndarray]:

@@ -32,7 +32,7 @@ from perfsim.planner.dispatch import run_move, run_stack_move
 from perfsim.planner.explain import explain_realign
 from perfsim.planner.options import DEFAULT, PlanOptions
 from perfsim.planner.realign import PageTableMoveControl, try_realign_addr
-from perfsim.planner.result import Counters, MovePlan, MoveRequest, phase_blocks
+from perfsim.planner.result import MovePlan, MoveRequest
 from perfsim.planner.unmap import UnmapRegion, forcing_spans, not_anon_spans, unmap_region
 from perfsim.planner.vma_remap import EXPAND, NO_RESIZE, SHRINK, MovedRange, VmaRemap
 from perfsim.profiles import Target
@@ -403,7 +403,6 @@ def _note(vrm: VmaRemap) -> str:
 def _plan(req: MoveRequest, before: AddressSpace, vrm: VmaRemap, *, errno: str | None,
           result: int | None, note: str) -> MovePlan:
     steps = vrm.log.freeze()
-    blocks = phase_blocks(steps)
     moved = tuple(vrm.moved)
     return MovePlan(
         request=req, errno=errno, result_addr=result,
@@ -412,18 +411,15 @@ def _plan(req: MoveRequest, before: AddressSpace, vrm: VmaRemap, *, errno: str |
         need_rmap_locks=any(m.need_rmap_locks for m in moved),
         steps=steps, before=before, after=vrm.space,
         planner=moved[-1].planner if moved else "reference",
-        move=Counters.of(steps, (S.MOVE,), blocks),
-        syscall=Counters.of(steps, tuple(range(len(S.PHASE_NAMES))), blocks),
         note=note, moved=moved)
 
 
 def _refused(req: MoveRequest, space: AddressSpace, errno: str, why: str) -> MovePlan:
     """A refusal before anything changed: no steps, the space as it was."""
     steps = S.StepLog().freeze()
-    zero = Counters.of(steps, ())
     return MovePlan(request=req, errno=errno, result_addr=None, realigned=False,
                     progress_bytes=0, need_rmap_locks=False, steps=steps, before=space,
-                    after=space, planner="reference", move=zero, syscall=zero, note=why)
+                    after=space, planner="reference", note=why)
 
 
 def plan_mremap(space: AddressSpace, req: MoveRequest, target: Target,

@@ -75,17 +75,22 @@ class WorkloadTask:
     max_rows: int
 
 
-def run_task(item: tuple[int, object]) -> tuple[int, dict]:
+def run_task(item: tuple[int, object], caches=None) -> tuple[int, dict]:
+    """One task's tables. ``caches``: a :class:`~perfsim.engine.reuse.RunCaches` shared by
+    the simulations of one chunk (same tables)."""
     i, task = item
     if isinstance(task, GridTask):
         return i, _grid(task)
     if isinstance(task, ContentionTask):
-        return i, _contention(task)
-    return i, _workload(task)
+        return i, _contention(task, caches)
+    return i, _workload(task, caches)
 
 
 def run_tasks(items: list[tuple[int, object]]) -> list[tuple[int, dict]]:
-    return [run_task(x) for x in items]
+    from perfsim.engine.reuse import RunCaches
+
+    caches = RunCaches()
+    return [run_task(x, caches) for x in items]
 
 
 # --------------------------------------------------------------------------- grid
@@ -157,10 +162,10 @@ def _rmap_lock(space, backing: str) -> str:
     return f"anon_vma:{v.anon_id}" if backing == "anon" else f"i_mmap:{v.file_id}"
 
 
-def _contention(t: ContentionTask) -> dict:
+def _contention(t: ContentionTask, caches=None) -> dict:
     from perfsim.engine import simulate
 
-    res = simulate(contention_spec(t), record_zero_waits=True)
+    res = simulate(contention_spec(t), record_zero_waits=True, caches=caches)
     key = {"arm": t.arm, "kernel": t.kernel, "class": t.cls, "backing": t.backing,
            "threads": t.threads, "cost_profile": t.profile, "replication": t.replication}
     c = res.calls[["latency_ns", "rmap_wait_ns", "tlb_flushes", "ipis", "rmap_holds",
@@ -171,7 +176,7 @@ def _contention(t: ContentionTask) -> dict:
 
 
 # --------------------------------------------------------------------------- workloads
-def _workload(t: WorkloadTask) -> dict:
+def _workload(t: WorkloadTask, caches=None) -> dict:
     from perfsim.workload import load_workload, resolve_workload, run_workload
 
     w = load_workload(resolve_workload(t.workload))
@@ -180,7 +185,7 @@ def _workload(t: WorkloadTask) -> dict:
     res, metrics, notes = run_workload(w, target=target,
                                        seed=np.random.SeedSequence([t.seed, w.seed,
                                                                     t.replication]),
-                                       max_rows=t.max_rows)
+                                       max_rows=t.max_rows, caches=caches)
     key = {"workload": w.name, "kernel": t.kernel, "replication": t.replication}
     calls = res.calls[["latency_ns"]].assign(**key)
     run = {**key, "workload_digest": w.digest, "wall_s": time.perf_counter() - t0, **metrics}

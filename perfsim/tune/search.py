@@ -50,8 +50,9 @@ def run_metrics(res, metrics: dict) -> dict:
     return out
 
 
-def evaluate_point(p: Point) -> dict:
-    """Simulate one point; a failure comes back as a row with ``status = "failed"``."""
+def evaluate_point(p: Point, caches=None) -> dict:
+    """Simulate one point; a failure comes back as a row with ``status = "failed"``.
+    ``caches``: a :class:`~perfsim.engine.reuse.RunCaches` shared by one batch's points."""
     from perfsim.workload.run import run_workload
 
     row = {"key": p.key, "cell": p.index, "replication": p.replication, **p.params}
@@ -59,7 +60,7 @@ def evaluate_point(p: Point) -> dict:
     try:
         res, m, _ = run_workload(p.workload, target=p.target, profile=p.profile,
                                  seed=np.random.SeedSequence(list(p.seed_entropy)),
-                                 max_rows=p.max_rows)
+                                 max_rows=p.max_rows, caches=caches)
         row.update(status="ok", error="", **m, **run_metrics(res, m))
     except Exception as exc:  # noqa: BLE001 - failures are data
         tb = traceback.extract_tb(exc.__traceback__)
@@ -70,7 +71,11 @@ def evaluate_point(p: Point) -> dict:
 
 
 def evaluate_batch(points: list[Point]) -> list[dict]:
-    return [evaluate_point(p) for p in points]
+    """Simulate the points of one task; they share plans and call templates (same rows)."""
+    from perfsim.engine.reuse import RunCaches
+
+    caches = RunCaches()
+    return [evaluate_point(p, caches) for p in points]
 
 
 def settings_points(spec: TuneSpec, settings: list[dict]) -> list[Point]:
@@ -232,14 +237,54 @@ def _progress(total: int, quiet: bool, desc: str):
     return progress(total, desc=desc, unit="sim")
 
 
-def _run_points(points: list[Point], executor, bar) -> list[dict]:
-    rows: list[dict] = []
-    size = max(1, min(16, math.ceil(len(points) / max(1, 4 * getattr(executor, "workers", 1)))))
-    chunks = [points[i:i + size] for i in range(0, len(points), size)]
+def simulation_key(p: Point) -> tuple:
+    """Everything a point's simulation is computed from (``run_workload``'s inputs): the
+    workload, target and cost profile by content digest, the seed and the row limit. Two
+    points with equal keys simulate the same thing and get the same metrics; the setting
+    that produced them (``params``, ``cell``, ``key``) is not part of it."""
+    return (p.workload.digest, p.target.digest, p.profile.digest, tuple(p.seed_entropy),
+            p.max_rows)
+
+
+_SETTING_FIELDS = ("key", "cell", "replication")
+
+
+def _relabel(row: dict, p: Point) -> dict:
+    """``row`` (the result of a point with the same :func:`simulation_key`) as ``p``'s row."""
+    out = {k: v for k, v in row.items() if k not in _SETTING_FIELDS and k not in row["_params"]}
+    del out["_params"]
+    return {"key": p.key, "cell": p.index, "replication": p.replication, **p.params, **out}
+
+
+def _run_points(points: list[Point], executor, bar, done: dict | None = None) -> list[dict]:
+    """Rows of ``points`` (in no particular order). Points that simulate the same thing
+    (:func:`simulation_key`: a setting equal to the baseline, optuna asking for a setting
+    again) are simulated once; ``done`` carries results between calls of one tuning."""
+    done = {} if done is None else done
+    todo: dict[tuple, Point] = {}
+    for p in points:
+        k = simulation_key(p)
+        if k not in done and k not in todo:
+            todo[k] = p
+    fresh = list(todo.values())
+    size = max(1, min(16, math.ceil(len(fresh) / max(1, 4 * getattr(executor, "workers", 1)))))
+    chunks = [fresh[i:i + size] for i in range(0, len(fresh), size)]
+    by_key = {p.key: p for p in fresh}
     for res in executor.map_unordered(evaluate_batch, chunks):
-        rows.extend(res)
+        for r in res:
+            done[simulation_key(by_key[r["key"]])] = {**r, "_params": dict(by_key[r["key"]].params)}
         if bar is not None:
             bar.update(len(res))
+    rows = []
+    for p in points:
+        k = simulation_key(p)
+        first = todo.get(k) is p
+        row = _relabel(done[k], p)
+        if not first:
+            row["wall_s"] = 0.0  # not simulated again
+        rows.append(row)
+    if bar is not None and len(points) > len(fresh):
+        bar.update(len(points) - len(fresh))
     return rows
 
 
@@ -320,7 +365,8 @@ def _run_optuna(spec: TuneSpec, ex, base_pts, quiet, state_dir, trials_override)
         rows.extend(t.user_attrs.get("rows", []))
     bar = _progress((max(0, total - len(done))) * spec.replications + len(base_pts), quiet,
                     f"tune {spec.name} (optuna)")
-    rows.extend(_run_points(base_pts, ex, bar))
+    done_runs: dict = {}
+    rows.extend(_run_points(base_pts, ex, bar, done_runs))
     n = len(done)
     while n < total:
         k = min(spec.search.batch, total - n)
@@ -340,7 +386,7 @@ def _run_optuna(spec: TuneSpec, ex, base_pts, quiet, state_dir, trials_override)
         pts = settings_points(spec, settings)
         for p in pts:  # the setting's index is its trial number
             object.__setattr__(p, "index", asked[p.index].number)
-        got = _run_points(pts, ex, bar)
+        got = _run_points(pts, ex, bar, done_runs)
         by_trial: dict[int, list[dict]] = {}
         for r in got:
             by_trial.setdefault(r["cell"], []).append(r)

@@ -122,12 +122,13 @@ def expected_calls(w: Workload) -> int | None:
 
 
 def run_workload(workload: Workload | str | Path, *, target=None, profile=None, seed=None,
-                 max_rows: int = 1_000_000, progress: bool = False):
+                 max_rows: int = 1_000_000, progress: bool = False, caches=None):
     """Simulate a workload once. ``target``/``profile`` default to the workload's own
     ``kernel``/``arch``/``cost_profile``; ``seed`` (int >= 0 or SeedSequence) to its
     ``seed``. ``progress=True`` reports progress on stderr (a bar on a terminal, a line
-    every few seconds in a log; off by default). Returns ``(SimResult, metrics dict,
-    notes)``."""
+    every few seconds in a log; off by default). ``caches``: a
+    :class:`~perfsim.engine.reuse.RunCaches` shared with other runs of a batch (same
+    results). Returns ``(SimResult, metrics dict, notes)``."""
     from perfsim.engine import simulate
     from perfsim.engine.simulate import check_seed
 
@@ -144,5 +145,6 @@ def run_workload(workload: Workload | str | Path, *, target=None, profile=None, 
 
     spec = replace(comp.spec, callers=tuple(replace(c, plans=tally.wrap(c.plans))
                                             for c in comp.spec.callers))
-    res = simulate(spec, max_rows=max_rows, progress=progress, progress_calls=expected_calls(w))
+    res = simulate(spec, max_rows=max_rows, progress=progress, progress_calls=expected_calls(w),
+                   caches=caches)
     return res, summarize(res, tally.realigned), comp.notes
