@@ -355,7 +355,7 @@ def test_array_unmap_equals_dict_unmap(case):
         pt = pt.populate(n0, n0 + a.page_size)
     sp = AddressSpace(tuple(vmas), pt, cpus=2)
     out = []
-    for implementation in ("reference", "auto"):
+    for implementation in ("reference", "fast"):
         log = S.StepLog()
         after = do_munmap(t, sp, cut, cut_len, log, S.UNMAP_DST,
                           options=PlanOptions(implementation))
@@ -429,7 +429,7 @@ def test_arm64_tlbirange_unmap_at_max_tlbi_range_pages_plus_minus_one(kernel):
     cut = start + top * a.page_size
     for pages in (top - 1, top, top + 1):
         out = []
-        for implementation in ("reference", "auto"):
+        for implementation in ("reference", "fast"):
             log = S.StepLog()
             do_munmap(t, sp, cut, pages * a.page_size, log, S.UNMAP_DST,
                       options=PlanOptions(implementation))

@@ -231,7 +231,7 @@ def assert_same(r, f):
     assert r.after.pt.present_ptes(A - 4 * M, A + 80 * M) == f.after.pt.present_ptes(A - 4 * M, A + 80 * M)
 
 
-REF, FAST = PlanOptions("reference"), PlanOptions("auto")
+REF, FAST = PlanOptions("reference"), PlanOptions("fast")
 
 
 @pytest.mark.parametrize("kernel", ["6.1", "6.18"])

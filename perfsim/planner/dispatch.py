@@ -24,12 +24,16 @@ def run_move(target: Target, pt: PageTables, pmc: PageTableMoveControl, log: S.S
              options: PlanOptions = DEFAULT) -> tuple[PageTables, int, str]:
     """Run one move; return ``(page tables after, progress, planner name)``.
 
-    ``options.implementation`` pins the implementation for tests that hold the two to the
-    same output; by default the fast path runs whenever it applies.
+    ``options`` chooses the implementation (``PlanOptions.walks``: by default the walk for
+    small moves, the fast path for larger ones where it applies); tests pin one or the other
+    to hold them to the same output.
     """
     if pmc.len_in == 0:
         return pt, 0, "reference"
-    if options.implementation != "reference" and allow_fast and not pmc.old.is_hugetlb:
+    shift = target.arch.pmd_shift
+    walk = (options.walks(shift, pmc.old_addr, pmc.old_end)
+            and options.walks(shift, pmc.new_addr, pmc.new_addr + pmc.len_in))
+    if not walk and allow_fast and not pmc.old.is_hugetlb:
         out = fast.try_move_page_tables(target, pt, pmc, log, phase=phase, cpus=cpus,
                                         lazy_cpus=lazy_cpus, fail_alloc_at=fail_alloc_at,
                                         force=options.implementation == "fast")

@@ -610,11 +610,11 @@ def unmap_region(target: Target, pt, region: UnmapRegion, log: S.StepLog, phase:
     """``unmap_region``: zap the PTEs of the range, free the page tables between the
     neighbours, and flush as the ``mmu_gather`` does; returns the page tables after.
 
-    ``PlanOptions("reference")`` runs the slot-by-slot walk, any other choice the array
-    driver (same rows and state; the tests hold them to that)."""
+    ``PlanOptions.walks`` chooses the slot-by-slot walk or the array driver (by default the
+    walk for small ranges; same rows and state, the tests hold them to that)."""
     start, end = region.start, region.end
     tlb = MmuGather(start)
-    if options.implementation == "reference":
+    if options.walks(target.arch.pmd_shift, start, end):
         win = pt.window(*region.span)
         zapped = zap_range(target, win, start, end, tlb, region.forcing, region.not_anon)
         freed = free_pgd_range(target, win, start, end, region.floor, region.ceiling, tlb)
