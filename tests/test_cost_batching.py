@@ -119,3 +119,28 @@ def _ns(kernel, folio, profile):
 def test_batching_parameters_are_tunable_by_name():
     p = load_cost_profile("arm64-generic").with_values(contpte_unfold_ns=0, contpte_fold_ns=0)
     assert _ns("6.15", 64 * K, p) < _ns("6.15", 64 * K, load_cost_profile("arm64-generic"))
+
+
+@pytest.mark.parametrize("kernel", ["6.15", "6.17", "7.3"])
+def test_the_engine_charges_the_large_folio_mechanisms_like_the_closed_form(kernel):
+    """A simulated call of a 64 KiB-folio move on arm64 costs what ``predict`` says with the
+    plan's :func:`folio_batching_of_plan` (the contpte unfold/refold before 6.17, a folio
+    lookup per batch after), and more than the same rows priced without it (6.15)."""
+    from perfsim.cost.batching import folio_batching_of_plan
+    from perfsim.engine import CallerSpec, MmSpec, SimSpec, simulate
+
+    t, plan, fb = _plan(kernel, "arm64-4k", M, 64 * K)
+    assert folio_batching_of_plan(plan, t) == fb
+    profile = load_cost_profile("arm64-generic")
+    spec = SimSpec(cpus=1, target=t, profile=profile, mms=(MmSpec("app", (0,)),),
+                   callers=(CallerSpec("mover", "app", 0, (plan,), 1, 0),), seed=0)
+    latency = int(simulate(spec).calls.latency_ns.iloc[0])
+    assert latency == predict(plan, profile, folio=fb).predicted_ns
+    if kernel == "6.15":
+        assert latency > predict(plan, profile).predicted_ns
+
+
+def test_small_folios_on_x86_carry_no_folio_mechanism():
+    from perfsim.cost.batching import folio_batching_of_plan
+    t, plan, _ = _plan("6.18", "x86_64", M, 0)
+    assert folio_batching_of_plan(plan, t) is None

@@ -112,3 +112,19 @@ def folio_batching(target, folio_size_bytes: int, *, shift_bytes: int = 0) -> Fo
         unfold=ptep_get_and_clear_unfolds(mode, contpte),
         refold=set_ptes_refolds(mode, contpte, block_bytes, int(shift_bytes)),
     )
+
+
+def folio_batching_of_plan(plan, target) -> FolioBatching | None:
+    """The :class:`FolioBatching` of a planned call (a :class:`perfsim.planner.MovePlan`):
+    its source VMA's folios, moved by ``result_addr - old_addr``. None when the call failed,
+    moved nothing, or none of the three mechanisms is charged (small folios on most
+    kernels), so that callers pricing many plans can key on it cheaply."""
+    if target is None or plan.errno is not None or plan.result_addr is None:
+        return None
+    src = plan.before.find_vma(plan.request.old_addr)
+    if src is None:
+        return None
+    fb = folio_batching(target, src.folio_size,
+                        shift_bytes=plan.result_addr - plan.request.old_addr)
+    return fb if fb.charges_anything else None
+

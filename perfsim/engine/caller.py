@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from perfsim.cost.batching import folio_batching_of_plan
 from perfsim.engine.machine import Machine
 from perfsim.engine.records import CallHead, FlushRecord, HoldRecord
 from perfsim.engine.spec import CallerSpec
@@ -28,12 +29,14 @@ def _plan_stream(spec: CallerSpec):
 
 
 def _resolve(item, mm, target, plans=None):
-    """(steps, errno) for a plan-stream item; plans a MoveRequest against the mm's space
-    (through ``plans``, a :class:`~perfsim.engine.plan_cache.PlanCache`, when given)."""
+    """(steps, errno, folio) for a plan-stream item; plans a MoveRequest against the mm's
+    space (through ``plans``, a :class:`~perfsim.engine.plan_cache.PlanCache`, when given).
+    ``folio``: the source VMA's large-folio mechanisms the cost model charges
+    (:func:`~perfsim.cost.batching.folio_batching_of_plan`; None for bare Steps)."""
     if isinstance(item, S.Steps):
-        return item, None
+        return item, None, None
     if hasattr(item, "steps") and hasattr(item, "errno"):
-        return item.steps, item.errno
+        return item.steps, item.errno, folio_batching_of_plan(item, target)
     from perfsim.planner import MoveRequest, plan_mremap
 
     if isinstance(item, MoveRequest):
@@ -43,7 +46,7 @@ def _resolve(item, mm, target, plans=None):
             plan_mremap(mm.space, item, target)
         if plan.errno is None:
             mm.space = plan.after
-        return plan.steps, plan.errno
+        return plan.steps, plan.errno, folio_batching_of_plan(plan, target)
     raise TypeError(f"cannot simulate a {type(item).__name__}; give MovePlan, Steps or MoveRequest")
 
 
@@ -67,8 +70,8 @@ def caller(m: Machine, spec: CallerSpec, rng: np.random.Generator):
         if not lock.try_write(spec.name):
             yield lock.wait_write(spec.name)
         t_start = env.now
-        steps, errno = _resolve(item, mm, m.target, m.plans)
-        tp = templates.get(steps, ncpus, rng, ptl_hot_of)
+        steps, errno, folio = _resolve(item, mm, m.target, m.plans)
+        tp = templates.get(steps, ncpus, rng, ptl_hot_of, folio)
         rmap_wait = ptl_wait = 0
         if tp.any_contended:
             ptl_keys = m.ptl_keys_of_rows(steps, (a for a, _b, h, _d in tp.segments if h))

@@ -119,9 +119,11 @@ def _segment_records(steps, cols, rc, cum, a: int, b: int) -> SegmentRecords:
     return SegmentRecords(tuple(holds), flush, credits)
 
 
-def build_template(steps, profile, cpus: int, rng, hot_locks, ptl_hot) -> CallTemplate:
-    """Price and segment one plan (``ptl_hot``: rows a walker's spinlock may hit, or None)."""
-    rc = row_costs(steps, profile, cpus=cpus, rng=rng)
+def build_template(steps, profile, cpus: int, rng, hot_locks, ptl_hot,
+                   folio=None) -> CallTemplate:
+    """Price and segment one plan (``ptl_hot``: rows a walker's spinlock may hit, or None;
+    ``folio``: the source VMA's large-folio mechanisms, :func:`row_costs`'s ``folio``)."""
+    rc = row_costs(steps, profile, cpus=cpus, rng=rng, folio=folio)
     n = len(steps)
     hot_sets = [any(nm in hot_locks for nm in ls) for ls in steps.lock_sets]
     if n and ptl_hot is None and not any(hot_sets):
@@ -220,19 +222,23 @@ class TemplateCache:
         self.hits = 0
         self.misses = 0
 
-    def get(self, steps, cpus: int, rng, ptl_hot_of=None) -> CallTemplate:
+    def get(self, steps, cpus: int, rng, ptl_hot_of=None, folio=None) -> CallTemplate:
         """The template of ``steps`` in an mm of ``cpus`` CPUs. ``ptl_hot_of(steps)`` gives
         the rows a walker's spinlock may hit; None when no walker takes the mm's PTLs.
         Calls in an mm whose PTLs a walker takes are never reused: which of their rows are
-        contended depends on their addresses and on that mm's walkers."""
+        contended depends on their addresses and on that mm's walkers. ``folio``: the
+        source VMA's large-folio mechanisms (part of the key: the same rows cost more when
+        the kernel looks up or unfolds large folios)."""
         if ptl_hot_of is not None:
             return build_template(steps, self.profile, cpus, rng, self.hot_locks,
-                                  ptl_hot_of(steps))
+                                  ptl_hot_of(steps), folio)
         if not self.enabled or len(steps) > self.max_rows:
-            return build_template(steps, self.profile, cpus, rng, self.hot_locks, None)
+            return build_template(steps, self.profile, cpus, rng, self.hot_locks, None, folio)
         key = signature(steps, cpus)
         if key is None:
-            return build_template(steps, self.profile, cpus, rng, self.hot_locks, None)
+            return build_template(steps, self.profile, cpus, rng, self.hot_locks, None, folio)
+        if folio is not None:
+            key = (key, folio)
         if self.store is not None:
             key = (self.scope, key)
             t = self.store.get(key)
@@ -240,7 +246,7 @@ class TemplateCache:
                 self.hits += 1
                 return t
             self.misses += 1
-            t = build_template(steps, self.profile, cpus, rng, self.hot_locks, None)
+            t = build_template(steps, self.profile, cpus, rng, self.hot_locks, None, folio)
             self.store.put(key, t, len(steps))
             return t
         t = self.entries.get(key)
@@ -249,7 +255,7 @@ class TemplateCache:
             self.entries.move_to_end(key)
             return t
         self.misses += 1
-        t = build_template(steps, self.profile, cpus, rng, self.hot_locks, None)
+        t = build_template(steps, self.profile, cpus, rng, self.hot_locks, None, folio)
         self.entries[key] = t
         if len(self.entries) > self.max_entries:
             self.entries.popitem(last=False)

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from perfsim.cost import predict
-from perfsim.cost.batching import folio_batching
+from perfsim.cost.batching import folio_batching_of_plan
 from perfsim.cost.profile import resolve_cost_profile
 from perfsim.planner import steps as S
 from perfsim.planner.request import Resolved
@@ -32,20 +32,17 @@ def cost_profile(name: str, *, arch: str | None = None, force: bool = False):
     return resolve_cost_profile(name, arch=arch, force=force)
 
 
-def predict_cost(plan: MovePlan, profile, cpus: int, *, target=None) -> dict[str, Any]:
+def predict_cost(plan: MovePlan, profile, cpus: int, *, target=None,
+                 written_before_bytes: int = 0) -> dict[str, Any]:
     """The call's predicted duration with a cost profile (:mod:`perfsim.cost`); with the
     ``target``, the large-folio batching of the source VMA is priced too
-    (:func:`perfsim.cost.batching.folio_batching`)."""
+    (:func:`perfsim.cost.batching.folio_batching`); ``written_before_bytes``: what the
+    program wrote just before the call (a ``[cold_cache]`` profile charges it)."""
     name = profile
     if isinstance(profile, str):
         profile = cost_profile(profile)
-    folio = None
-    if target is not None and plan.errno is None:
-        src = plan.before.find_vma(plan.request.old_addr)
-        if src is not None and plan.result_addr is not None:
-            folio = folio_batching(target, src.folio_size,
-                                   shift_bytes=plan.result_addr - plan.request.old_addr)
-    pred = predict(plan, profile, cpus=cpus, folio=folio)
+    pred = predict(plan, profile, cpus=cpus, folio=folio_batching_of_plan(plan, target),
+                   written_before_bytes=written_before_bytes)
     out: dict[str, Any] = {
         "predicted_ns": _jsonable(pred.predicted_ns),
         "cost_ns": {str(k): _jsonable(x) for k, x in dict(pred.cost_ns).items()},
