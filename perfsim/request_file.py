@@ -175,9 +175,14 @@ class PlanRequest(_Strict):
     force_cost_profile: bool = _opt(False, "use a cost profile that does not declare the arch "
                                     "among its archs (a what-if, not a prediction)",
                                     group="target")
+    written_before: SizeLike = _opt(0, "bytes the program wrote just before the call (e.g. "
+                                    "populating the source): a cost profile with a "
+                                    "[cold_cache] table charges the cold caches; 0: warm",
+                                    "SIZE", group="target")
 
     _sizes = field_validator("old_addr", "old_len", "new_addr", "new_len", "folio_size",
-                             "hugepage_size", mode="before")(_no_bool_or_float_size)
+                             "hugepage_size", "written_before",
+                             mode="before")(_no_bool_or_float_size)
     _ints = field_validator("seed", "cpus", "fail_alloc_at", mode="before")(_strict_int)
     _thp = field_validator("thp", mode="before")(_thp)
     _populate = field_validator("populate", mode="before")(_populate)

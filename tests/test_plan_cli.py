@@ -195,3 +195,28 @@ def test_a_kernel_without_move_pmd_plans_30m_from_a_file(capsys, tmp_path):
     for length in ("28M", "30M"):
         doc = run_json(capsys, "--old-len", length, "--old-addr", "A+2M", "--new-addr", "B+6M", "--kernel", str(k))
         assert doc["move"]["pmd_moves"] == 0 and doc["errno"] is None
+
+
+def test_written_before_charges_a_cold_cache_profile_once(capsys):
+    """``--written-before SIZE``: what the program wrote just before the call; a profile with
+    a ``[cold_cache]`` table (kvm-epyc) charges ``ns * min(1, bytes / saturation)`` once, in
+    the ``fixed`` category; a profile without one (x86_64-generic) charges nothing."""
+    from perfsim.cost import load_cost_profile
+
+    call = ("--old-len", "2M", "--old-addr", "A+2M", "--new-addr", "B+6M")
+    cc = load_cost_profile("kvm-epyc").cold_cache
+    for written in (cc.saturation_bytes // 2, 4 * cc.saturation_bytes):
+        warm = run_json(capsys, *call, "--cost-profile", "kvm-epyc")
+        cold = run_json(capsys, *call, "--cost-profile", "kvm-epyc", "--written-before",
+                        str(written))
+        extra = round(cc.ns * min(1.0, written / cc.saturation_bytes))
+        assert cold["predicted_ns"] - warm["predicted_ns"] == extra > 0
+        assert cold["cost_ns"]["fixed"] - warm["cost_ns"]["fixed"] == extra
+    g = [run_json(capsys, *call, "--cost-profile", "x86_64-generic", *w)["predicted_ns"]
+         for w in ((), ("--written-before", "1G"))]
+    assert g[0] == g[1]
+
+
+def test_written_before_must_be_a_size(capsys):
+    err = bad(capsys, "--old-len", "4K", "--cost-profile", "kvm-epyc", "--written-before", "lots")
+    assert "--written-before" in err

@@ -120,8 +120,8 @@ def predicted_ns(planned: Planned, profile: CostProfile) -> int:
     cold-cache charge for what the caller wrote before the call (0 without one)."""
     from perfsim.cost import predict
 
-    return int(predict(planned.plan, profile).predicted_ns) \
-        + profile.cold_cache_ns(planned.touched_bytes)
+    return int(predict(planned.plan, profile,
+                       written_before_bytes=planned.touched_bytes).predicted_ns)
 
 
 def plan_all(configs_with_addr, profile: CostProfile, *, kernel: str = "6.18",

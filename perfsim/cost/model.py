@@ -337,17 +337,22 @@ class Prediction:
 
 def predict(plan_or_steps, cost_profile: CostProfile | str, *, cpus: int | None = None,
             rng: np.random.Generator | None = None,
-            folio: FolioBatching | None = None) -> Prediction:
+            folio: FolioBatching | None = None, written_before_bytes: int = 0) -> Prediction:
     """Closed-form duration of a plan (``MovePlan`` or ``Steps``) under a cost profile (object,
     built-in name or TOML path). ``cpus``: CPUs in the mm (``None``: as planned). ``rng``:
-    draw jitter (``None``: medians). ``folio``: the source VMA's large-folio mechanisms."""
+    draw jitter (``None``: medians). ``folio``: the source VMA's large-folio mechanisms.
+    ``written_before_bytes``: what the caller wrote just before the call; a profile with a
+    ``[cold_cache]`` table charges it once (:meth:`CostProfile.cold_cache_ns`, category
+    ``fixed``); 0 (the default) is a call made with the kernel's working set in cache."""
     from perfsim.cost.profile import load_cost_profile
 
     profile = load_cost_profile(cost_profile)
     rc = row_costs(plan_or_steps, profile, cpus=cpus, rng=rng, folio=folio)
     cost = rc.category_sums()
+    cold = profile.cold_cache_ns(written_before_bytes)
+    cost["fixed"] += cold
     return Prediction(
-        predicted_ns=int(rc.total.sum()), cost_ns=cost,
+        predicted_ns=int(rc.total.sum()) + cold, cost_ns=cost,
         stolen_ns=int((rc.stolen * rc.ipis).sum()), ipis=int(rc.ipis.sum()),
         profile=profile.name, profile_digest=profile.digest,
     )
