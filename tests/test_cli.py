@@ -372,8 +372,8 @@ def test_cost_profile_with_a_cost_model(capsys, monkeypatch):
         calls["arch"] = arch
         return types.SimpleNamespace(name=name, digest="abc")
 
-    def predict(plan, profile, cpus=1, folio=None):
-        calls["cpus"] = cpus
+    def predict(plan, profile, cpus=1, folio=None, written_before_bytes=0):
+        calls["cpus"], calls["written"] = cpus, written_before_bytes
         return types.SimpleNamespace(predicted_ns=1234, cost_ns={"tlb_flush": 1000, "fixed": 234})
 
     from perfsim.planner import render
