@@ -20,7 +20,8 @@ examples:
   perfsim validate --cost x86_64-generic --data reports/calibration/kvm-host-fit.data.jsonl
   perfsim validate --cost PROFILE.toml --holdout align=unaligned     # extrapolate a class
 
-  perfsim validate --cost kvm-host --probe --out /tmp/probe        # independent C probe
+  perfsim validate --cost kvm-epyc --probe --out /tmp/probe        # independent C probe
+  perfsim validate --cost kvm-epyc --data data/calibration/kvm-epyc.data.jsonl   # shipped fit
   perfsim validate --cost kvm-host --probe --from-probe /tmp/probe/probe.jsonl --out /tmp/p2
 
 --probe: build probes/latency/probe.c with the system C compiler (into perfsim's cache
