@@ -43,6 +43,11 @@ def _int_to_words(mask: int, words: int) -> np.ndarray:
     return np.frombuffer(mask.to_bytes(words * 8, "little"), dtype="<u8").astype(np.uint64)
 
 
+def _mask_pop(masks: np.ndarray) -> np.ndarray:
+    """Population (present PTEs) of each bitmap row."""
+    return np.bitwise_count(masks).sum(axis=1).astype(np.int32) if len(masks) else np.zeros(0, np.int32)
+
+
 def _words_to_int(row: np.ndarray) -> int:
     return int.from_bytes(np.ascontiguousarray(row, dtype="<u8").tobytes(), "little")
 
@@ -196,8 +201,11 @@ class PageTables:
                                  pmd_idx[o2], pmd_kind[o2], pmd_mask[o2], masks_arr)
 
     @classmethod
-    def _build(cls, arch, pud_tables, pud_idx, pud_kind, pmd_idx, pmd_kind, pmd_mask, masks):
-        pop = np.bitwise_count(masks).sum(axis=1).astype(np.int32) if len(masks) else np.zeros(0, np.int32)
+    def _build(cls, arch, pud_tables, pud_idx, pud_kind, pmd_idx, pmd_kind, pmd_mask, masks,
+               pop=None):
+        """A state from its arrays; ``pop`` (each bitmap's population) is counted unless given."""
+        if pop is None:
+            pop = _mask_pop(masks)
         return cls(arch, pud_tables, pud_idx, pud_kind, pmd_idx, pmd_kind, pmd_mask, masks, pop)
 
     # ------------------------------------------------------------------ population
@@ -216,9 +224,9 @@ class PageTables:
         if start % a.page_size or end % a.page_size or end <= start:
             raise ValueError("populate: range must be non-empty and page aligned")
         w = _mask_words(a)
+        pud_shift = a.pud_shift - a.pmd_shift
         slots = np.arange(start >> a.pmd_shift, ((end - 1) >> a.pmd_shift) + 1, dtype=_I64)
         first, last = int(slots[0]), int(slots[-1])
-        pud_slots = np.unique(slots >> (a.pud_shift - a.pmd_shift))
         leaf_puds = np.zeros(0, _I64)
         if pud_leaf:
             lo = -(-start >> a.pud_shift)
@@ -228,33 +236,38 @@ class PageTables:
         if thp:
             full_slot = ((slots << a.pmd_shift) >= start) & (((slots + 1) << a.pmd_shift) <= end)
             kinds[full_slot] = PMD_LEAF
-        in_leaf_pud = np.isin(slots >> (a.pud_shift - a.pmd_shift), leaf_puds)
         # Bitmaps: interior slots share one pattern; edge slots get their own.
         # A page is mapped iff its address is a multiple of ``every`` pages (absolute, so the
         # pattern does not depend on where the range starts): slot j's first mapped index is
         # its phase, one of at most every / gcd(every, ptrs) values.
-        first_page = slots << (a.pmd_shift - ps)
-        phase = (-first_page) % every
         idx = np.arange(ptrs)
+        row_ids = np.empty(len(slots), np.int32)
+        base_rows = len(self.masks)
+        new_rows: list[np.ndarray] = []  # bitmap rows appended after self.masks, in order
         if fraction >= 1.0:
-            phases, inv = np.unique(phase, return_inverse=True)
-            rows = None
+            if every == 1:  # one phase, 0: every page
+                phases, inv = [0], 0
+            else:
+                phase = (-(slots << (a.pmd_shift - ps))) % every
+                phases, inv = np.unique(phase, return_inverse=True)
+                phases = phases.tolist()
+            for ph in phases:
+                pattern = (idx >= ph) & ((idx - ph) % every == 0)
+                new_rows.append(np.packbits(pattern, bitorder="little").view("<u8").astype(np.uint64))
+            row_ids[:] = base_rows + inv
         else:
             rng = np.random.default_rng(seed)
             rows = rng.random((len(slots), ptrs)) < fraction
             if every > 1:
+                phase = (-(slots << (a.pmd_shift - ps))) % every
                 rows &= (idx[None, :] % every) == phase[:, None]
-        masks = list(self.masks)
-        row_ids = np.empty(len(slots), np.int32)
-        if rows is None:
-            for ph in phases.tolist():
-                pattern = (idx >= ph) & ((idx - ph) % every == 0)
-                masks.append(np.packbits(pattern, bitorder="little").view("<u8").astype(np.uint64))
-            row_ids[:] = len(masks) - len(phases) + inv
-        else:
             packed = np.packbits(rows, axis=1, bitorder="little").view("<u8").astype(np.uint64)
-            row_ids[:] = np.arange(len(masks), len(masks) + len(slots))
-            masks.extend(packed)
+            row_ids[:] = np.arange(base_rows, base_rows + len(slots))
+            new_rows.extend(packed)
+
+        def row_words(r: int) -> np.ndarray:
+            return self.masks[r] if r < base_rows else new_rows[r - base_rows]
+
         # Clip the first and last slot to the range.
         for k, slot in ((0, first), (len(slots) - 1, last)):
             base = slot << a.pmd_shift
@@ -262,31 +275,36 @@ class PageTables:
             hi = (min(end, base + a.pmd_size) - base) >> ps
             if lo == 0 and hi == ptrs:
                 continue
-            m = _words_to_int(masks[row_ids[k]]) & range_mask(lo, hi)
-            masks.append(_int_to_words(m, w))
-            row_ids[k] = len(masks) - 1
+            m = _words_to_int(row_words(int(row_ids[k]))) & range_mask(lo, hi)
+            new_rows.append(_int_to_words(m, w))
+            row_ids[k] = base_rows + len(new_rows) - 1
             kinds[k] = PMD_TABLE
-        all_masks = np.array(masks, np.uint64).reshape(-1, w)
+        added = np.array(new_rows, np.uint64).reshape(-1, w)
+        all_masks = np.concatenate([self.masks, added]) if base_rows else added
+        pop = np.concatenate([self.mask_pop, _mask_pop(added)]) if base_rows else _mask_pop(added)
         # A slot where no page is touched gets no page table: faulting creates tables only
         # on the way to a page it maps (seen on the real kernel: a sparse source's empty
         # slot costs no flush when moved).
-        touched = (kinds == PMD_LEAF) | np.bitwise_count(all_masks[row_ids]).any(axis=1)
-        keep = ~in_leaf_pud & touched
+        keep = (kinds == PMD_LEAF) | (pop[row_ids] > 0)
+        if len(leaf_puds):
+            keep &= ~np.isin(slots >> pud_shift, leaf_puds)
         slots, kinds, row_ids = slots[keep], kinds[keep], row_ids[keep]
         row_ids[kinds == PMD_LEAF] = -1
-        pud_slots = np.unique(slots >> (a.pud_shift - a.pmd_shift))
+        pud_slots = np.unique(slots >> pud_shift)
         new = PageTables._build(a, self.pud_tables, self.pud_idx, self.pud_kind, self.pmd_idx,
-                                self.pmd_kind, self.pmd_mask, all_masks)
+                                self.pmd_kind, self.pmd_mask, all_masks, pop)
         return new._merge_pmds(slots, kinds, row_ids)._with_puds(pud_slots, leaf_puds)
 
     def _merge_pmds(self, slots, kinds, row_ids) -> PageTables:
         """Union new PMD entries into the state (OR-ing bitmaps of existing PTE tables)."""
         a = self.arch
         w = _mask_words(a)
+        if not len(self.pmd_idx):  # nothing to merge with: the new entries, already sorted
+            return PageTables._build(a, self.pud_tables, self.pud_idx, self.pud_kind, slots,
+                                     kinds, row_ids, self.masks, self.mask_pop)
         masks = list(self.masks)
         pos = np.searchsorted(self.pmd_idx, slots)
-        exists = (pos < len(self.pmd_idx)) & (self.pmd_idx[np.minimum(pos, len(self.pmd_idx) - 1)] == slots) \
-            if len(self.pmd_idx) else np.zeros(len(slots), bool)
+        exists = (pos < len(self.pmd_idx)) & (self.pmd_idx[np.minimum(pos, len(self.pmd_idx) - 1)] == slots)
         old_kind = self.pmd_kind.copy()
         old_rows = self.pmd_mask.copy()
         for k in np.flatnonzero(exists):
@@ -302,8 +320,12 @@ class PageTables:
         pmd_kind = np.concatenate([old_kind, kinds[add]])
         pmd_mask = np.concatenate([old_rows, row_ids[add]])
         order = np.argsort(pmd_idx, kind="stable")
+        if len(masks) == len(self.masks):
+            all_masks, pop = self.masks, self.mask_pop
+        else:
+            all_masks, pop = np.array(masks, np.uint64).reshape(-1, w), None
         return PageTables._build(a, self.pud_tables, self.pud_idx, self.pud_kind, pmd_idx[order],
-                                 pmd_kind[order], pmd_mask[order], np.array(masks, np.uint64).reshape(-1, w))
+                                 pmd_kind[order], pmd_mask[order], all_masks, pop)
 
     def _with_puds(self, table_slots: np.ndarray, leaf_slots: np.ndarray) -> PageTables:
         a = self.arch
@@ -319,7 +341,7 @@ class PageTables:
             top.update(int(s) >> shift for s, _ in items)
         return PageTables._build(a, frozenset(top), np.array([k for k, _ in items], _I64),
                                  np.array([v for _, v in items], np.int8), self.pmd_idx,
-                                 self.pmd_kind, self.pmd_mask, self.masks)
+                                 self.pmd_kind, self.pmd_mask, self.masks, self.mask_pop)
 
 
 @dataclass
