@@ -43,3 +43,49 @@ def test_populate_twice_unions_the_bitmaps():
     b = a.populate(BASE + PMD // 2, BASE + PMD)
     assert b.pmd_entry(BASE // PMD) == (1, (1 << ARCH.ptrs_per_pte) - 1)
     assert b.present_ptes(BASE, BASE + PMD) == ARCH.ptrs_per_pte
+
+
+def test_replace_window_keeps_entries_outside_the_window_and_sorts_the_result():
+    pt = PageTables.empty(ARCH).populate(BASE, BASE + 3 * PMD).populate(FAR, FAR + 2 * PMD)
+    pt = pt.populate(BASE + (1 << 30), BASE + (1 << 30) + PMD)  # the next PUD slot
+    win = pt.window(BASE + PMD, BASE + PMD + PAGE)  # PUD slot of BASE only
+    slot = BASE // PMD
+    win.pmd[slot + 1] = (1, 0b1011)
+    del win.pmd[slot + 2]
+    win.pmd[slot + 7] = (2, (1 << ARCH.ptrs_per_pte) - 1)
+    out = pt.replace_window(win)
+    assert np.all(np.diff(out.pmd_idx) > 0) and np.all(np.diff(out.pud_idx) > 0)
+    assert out.pmd_entry(slot) == pt.pmd_entry(slot)
+    assert out.pmd_entry(slot + 1) == (1, 0b1011)
+    assert out.pmd_entry(slot + 2) == (0, 0)
+    assert out.pmd_entry(slot + 7) == (2, 0)
+    for far in (FAR // PMD, FAR // PMD + 1, (BASE + (1 << 30)) // PMD):
+        assert out.pmd_entry(far) == pt.pmd_entry(far)
+    assert np.array_equal(out.mask_pop, _mask_pop(out.masks))
+
+
+def test_replace_window_refuses_an_entry_outside_its_pud_slots():
+    pt = PageTables.empty(ARCH).populate(BASE, BASE + PMD)
+    win = pt.window(BASE, BASE + PAGE)
+    win.pmd[(BASE + (1 << 30)) // PMD] = (1, 1)
+    with pytest.raises(ValueError, match="outside the window"):
+        pt.replace_window(win)
+
+
+def test_address_space_copies_keep_every_other_field():
+    from perfsim.mm.space import AddressSpace
+    from perfsim.mm.vma import Vma
+
+    pt = PageTables.empty(ARCH)
+    space = AddressSpace((Vma(BASE + PMD, BASE + 2 * PMD), Vma(BASE, BASE + PAGE)), pt, cpus=3,
+                         lazy_cpus=1, map_count_limit=77, mmap_base_addr=BASE << 1)
+    pt2 = pt.populate(BASE, BASE + PAGE)
+    moved = space.with_pt(pt2)
+    assert moved.pt is pt2 and moved.vmas == space.vmas and moved == AddressSpace(
+        space.vmas, pt2, cpus=3, lazy_cpus=1, map_count_limit=77, mmap_base_addr=BASE << 1)
+    fewer = space.with_vmas([Vma(BASE + 4 * PMD, BASE + 5 * PMD), Vma(BASE, BASE + PAGE)])
+    assert [v.start for v in fewer.vmas] == [BASE, BASE + 4 * PMD]
+    assert fewer.find_vma(BASE + 4 * PMD) == Vma(BASE + 4 * PMD, BASE + 5 * PMD)
+    assert (fewer.cpus, fewer.lazy_cpus, fewer.map_count_limit) == (3, 1, 77)
+    with pytest.raises(ValueError, match="overlap"):
+        space.with_vmas([Vma(BASE, BASE + 2 * PAGE), Vma(BASE + PAGE, BASE + 3 * PAGE)])

@@ -174,31 +174,50 @@ class PageTables:
     def replace_window(self, win: Window) -> PageTables:
         """A new state equal to this one with ``win``'s PUD slots replaced by its contents."""
         a = self.arch
+        w = _mask_words(a)
         shift = a.pud_shift - a.pmd_shift
-        keep_pud = (self.pud_idx < win.lo) | (self.pud_idx >= win.hi)
-        keep_pmd = (self.pmd_idx < (win.lo << shift)) | (self.pmd_idx >= (win.hi << shift))
         pud_items = sorted(win.pud.items())
         pmd_items = sorted(win.pmd.items())
-        masks = list(self.masks)
+        base_rows = len(self.masks)
         row_of: dict[int, int] = {}
         new_rows = []
+        added = []  # bitmaps appended after self.masks, in row order
         for _, (kind, m) in pmd_items:
             if kind != PMD_TABLE:
                 new_rows.append(-1)
                 continue
-            if m not in row_of:
-                row_of[m] = len(masks)
-                masks.append(_int_to_words(m, _mask_words(a)))
-            new_rows.append(row_of[m])
-        masks_arr = np.array(masks, dtype=np.uint64).reshape(-1, _mask_words(a))
-        pud_idx = np.concatenate([self.pud_idx[keep_pud], np.array([k for k, _ in pud_items], _I64)])
-        pud_kind = np.concatenate([self.pud_kind[keep_pud], np.array([v for _, v in pud_items], np.int8)])
-        pmd_idx = np.concatenate([self.pmd_idx[keep_pmd], np.array([k for k, _ in pmd_items], _I64)])
-        pmd_kind = np.concatenate([self.pmd_kind[keep_pmd], np.array([v[0] for _, v in pmd_items], np.int8)])
-        pmd_mask = np.concatenate([self.pmd_mask[keep_pmd], np.array(new_rows, np.int32)])
-        o1, o2 = np.argsort(pud_idx, kind="stable"), np.argsort(pmd_idx, kind="stable")
-        return PageTables._build(a, frozenset(win.pud_tables), pud_idx[o1], pud_kind[o1],
-                                 pmd_idx[o2], pmd_kind[o2], pmd_mask[o2], masks_arr)
+            r = row_of.get(m)
+            if r is None:
+                r = row_of[m] = base_rows + len(added)
+                added.append(_int_to_words(m, w))
+            new_rows.append(r)
+        if added:
+            rows = np.array(added, dtype=np.uint64).reshape(-1, w)
+            masks_arr = np.concatenate([self.masks, rows])
+            pop = np.concatenate([self.mask_pop, _mask_pop(rows)])
+        else:
+            masks_arr, pop = self.masks, self.mask_pop
+        lo_pmd, hi_pmd = win.lo << shift, win.hi << shift
+        if (pud_items and not win.lo <= pud_items[0][0] <= pud_items[-1][0] < win.hi) or \
+                (pmd_items and not lo_pmd <= pmd_items[0][0] <= pmd_items[-1][0] < hi_pmd):
+            raise ValueError("replace_window: an entry lies outside the window's PUD slots")
+        # The entries below the window, the window's, those above: each part sorted, the
+        # window one contiguous range of slots, so the result is sorted.
+        p0, p1 = np.searchsorted(self.pud_idx, [win.lo, win.hi])
+        m0, m1 = np.searchsorted(self.pmd_idx, [lo_pmd, hi_pmd])
+        pud_idx = np.concatenate([self.pud_idx[:p0], np.array([k for k, _ in pud_items], _I64),
+                                  self.pud_idx[p1:]])
+        pud_kind = np.concatenate([self.pud_kind[:p0], np.array([v for _, v in pud_items], np.int8),
+                                   self.pud_kind[p1:]])
+        pmd_idx = np.concatenate([self.pmd_idx[:m0], np.array([k for k, _ in pmd_items], _I64),
+                                  self.pmd_idx[m1:]])
+        pmd_kind = np.concatenate([self.pmd_kind[:m0],
+                                   np.array([v[0] for _, v in pmd_items], np.int8),
+                                   self.pmd_kind[m1:]])
+        pmd_mask = np.concatenate([self.pmd_mask[:m0], np.array(new_rows, np.int32),
+                                   self.pmd_mask[m1:]])
+        return PageTables._build(a, frozenset(win.pud_tables), pud_idx, pud_kind, pmd_idx,
+                                 pmd_kind, pmd_mask, masks_arr, pop)
 
     @classmethod
     def _build(cls, arch, pud_tables, pud_idx, pud_kind, pmd_idx, pmd_kind, pmd_mask, masks,
