@@ -89,3 +89,39 @@ def test_address_space_copies_keep_every_other_field():
     assert (fewer.cpus, fewer.lazy_cpus, fewer.map_count_limit) == (3, 1, 77)
     with pytest.raises(ValueError, match="overlap"):
         space.with_vmas([Vma(BASE, BASE + 2 * PAGE), Vma(BASE + PAGE, BASE + 3 * PAGE)])
+
+
+@pytest.mark.parametrize("name", ["allocator_realloc", "shared_file_reclaim", "exec_stack"])
+def test_row_costs_counts_are_param_counts_and_price_to_their_product(name):
+    from perfsim.cost import load_cost_profile
+    from perfsim.cost.model import PARAM_CATEGORY, param_counts, row_costs
+    from test_throughput import _plans
+
+    prof = load_cost_profile("x86_64-generic")
+    for plan in _plans(name, 15):
+        rc = row_costs(plan, prof, cpus=3)
+        counts = param_counts(plan.steps, rc.ipis)
+        assert list(rc.counts) == list(counts)
+        for p, v in counts.items():
+            assert v.dtype == np.int64 and v.shape == (len(plan.steps),)
+            assert np.array_equal(rc.counts[p], v)
+        total = sum(counts[p] * int(prof.param(p).ns) for p in counts
+                    if PARAM_CATEGORY[p] and p != "ipi_receiver_ns")
+        assert np.array_equal(rc.total, total)
+
+
+def test_template_cache_of_a_fixed_profile_prices_without_the_generator():
+    from perfsim.cost import load_cost_profile
+    from perfsim.engine.pricing import TemplateCache, build_template
+    from test_throughput import _plans
+
+    prof = load_cost_profile("x86_64-generic")
+    assert prof.is_fixed
+    cache = TemplateCache(prof, set(), enabled=False)
+    rng = np.random.default_rng(4)
+    state = rng.bit_generator.state
+    for plan in _plans("ipi_storm", 10):
+        got = cache.get(plan.steps, 4, rng)
+        want = build_template(plan.steps, prof, 4, None, set(), None)
+        assert got.stats == want.stats and got.segments == want.segments
+    assert rng.bit_generator.state == state

@@ -214,7 +214,10 @@ class TemplateCache:
         self.profile = profile
         self.max_rows = max_rows
         self.hot_locks = hot_locks
-        self.enabled = enabled and bool(profile.is_fixed)
+        # A jitter-free profile draws nothing from a generator (row_costs prices it at its
+        # medians either way): decided once here instead of per call.
+        self.fixed = bool(profile.is_fixed)
+        self.enabled = enabled and self.fixed
         self.max_entries = max_entries
         self.entries: OrderedDict = OrderedDict()
         self.store = store if self.enabled else None
@@ -229,6 +232,8 @@ class TemplateCache:
         contended depends on their addresses and on that mm's walkers. ``folio``: the
         source VMA's large-folio mechanisms (part of the key: the same rows cost more when
         the kernel looks up or unfolds large folios)."""
+        if self.fixed:
+            rng = None
         if ptl_hot_of is not None:
             return build_template(steps, self.profile, cpus, rng, self.hot_locks,
                                   ptl_hot_of(steps), folio)
