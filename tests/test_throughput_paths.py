@@ -125,3 +125,22 @@ def test_template_cache_of_a_fixed_profile_prices_without_the_generator():
         want = build_template(plan.steps, prof, 4, None, set(), None)
         assert got.stats == want.stats and got.segments == want.segments
     assert rng.bit_generator.state == state
+
+
+def test_cpu_credit_many_with_its_stolen_sum_equals_summing_it():
+    from perfsim.engine.machine import Cpu, UserThread
+    from perfsim.engine.spec import UserSpec
+
+    credits = [(100, 7), (250, 3), (900, 11)]
+    a, b = Cpu(0), Cpu(0)
+    a.credit_many(credits)
+    b.credit_many(credits, 21)
+    assert (a.ipis, a.stolen, a.pending) == (b.ipis, b.stolen, b.pending) == (3, 21, [])
+    spec = UserSpec(name="u", mm="mm0", cpu=0, quantum_ns=300)
+    a.users.append(UserThread(spec))
+    b.users.append(UserThread(spec))
+    a.credit_many(credits)
+    b.credit_many(credits, 21)
+    a.settle(1000)
+    b.settle(1000)
+    assert a.users == b.users and a.users[0].stolen == 21
