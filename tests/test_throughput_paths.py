@@ -144,3 +144,19 @@ def test_cpu_credit_many_with_its_stolen_sum_equals_summing_it():
     a.settle(1000)
     b.settle(1000)
     assert a.users == b.users and a.users[0].stolen == 21
+
+
+def test_default_cost_profile_is_the_first_generic_profile_for_the_arch_else_the_first_one():
+    from perfsim.cost.profile import cost_profile_names, default_cost_profile, load_cost_profile
+    from perfsim.errors import PerfsimError
+    from perfsim.profiles import arch_names
+
+    names = cost_profile_names()
+    for arch in arch_names():
+        fits = [n for n in names if load_cost_profile(n).is_for(arch)]
+        if not fits:
+            with pytest.raises(PerfsimError, match=f"no built-in cost profile is for arch {arch!r}"):
+                default_cost_profile(arch)
+            continue
+        generic = [n for n in fits if n.endswith("-generic")]
+        assert default_cost_profile(arch) == (generic or fits)[0]
