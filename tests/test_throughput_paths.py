@@ -160,3 +160,20 @@ def test_default_cost_profile_is_the_first_generic_profile_for_the_arch_else_the
             continue
         generic = [n for n in fits if n.endswith("-generic")]
         assert default_cost_profile(arch) == (generic or fits)[0]
+
+
+def test_row_block_columns_are_shared_constants_or_dense_values():
+    from perfsim.planner.fast_rows import RowBlock
+
+    rb = RowBlock(5)
+    rb.add(None, kind=3, ptes=np.arange(5), flag=np.int64(2))
+    rb.add(np.array([1, 3]), alloc=1)
+    shared: dict = {}
+    zero_a, zero_b = rb.column("absent", np.int32, shared), rb.column("other", np.int32, shared)
+    assert zero_a is zero_b and zero_a.strides == (0,) and not zero_a.flags.writeable
+    assert zero_a.tolist() == [0] * 5
+    assert rb.column("kind", np.int32, shared).tolist() == [3] * 5
+    assert rb.column("flag", np.int64, shared).tolist() == [2] * 5
+    assert rb.column("ptes", np.int64).tolist() == [0, 1, 2, 3, 4]
+    assert rb.column("alloc", np.int32).tolist() == [0, 1, 0, 1, 0]
+    assert rb.column("kind", np.int64, shared).dtype == np.int64  # keyed by dtype too
