@@ -177,3 +177,21 @@ def test_row_block_columns_are_shared_constants_or_dense_values():
     assert rb.column("ptes", np.int64).tolist() == [0, 1, 2, 3, 4]
     assert rb.column("alloc", np.int32).tolist() == [0, 1, 0, 1, 0]
     assert rb.column("kind", np.int64, shared).dtype == np.int64  # keyed by dtype too
+
+
+@pytest.mark.parametrize("seed", [0, 5, 123456789])
+@pytest.mark.parametrize("start,end", [(BASE + 5 * PAGE, BASE + 9 * PMD + 7 * PAGE),
+                                       (BASE, BASE + 6 * PMD + PAGE), (BASE + PAGE, BASE + 4 * PMD)])
+def test_a_sparse_thp_population_draws_the_edge_bitmaps_of_a_full_draw(seed, start, end):
+    pt = PageTables.empty(ARCH).populate(start, end, fraction=0.3, seed=seed, thp=True)
+    first, last = start // PMD, (end - 1) // PMD
+    full = np.random.default_rng(seed).random((last - first + 1, ARCH.ptrs_per_pte)) < 0.3
+    for j, slot in enumerate(range(first, last + 1)):
+        lo = max(start, slot * PMD) - slot * PMD >> 12
+        hi = min(end, (slot + 1) * PMD) - slot * PMD >> 12
+        kind, mask = pt.pmd_entry(slot)
+        if (lo, hi) == (0, ARCH.ptrs_per_pte):
+            assert (kind, mask) == (2, 0)  # a huge leaf
+            continue
+        want = sum(1 << i for i in range(lo, hi) if full[j, i])
+        assert (kind, mask) == ((1, want) if want else (0, 0))

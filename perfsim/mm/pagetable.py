@@ -275,13 +275,28 @@ class PageTables:
                 new_rows.append(np.packbits(pattern, bitorder="little").view("<u8").astype(np.uint64))
             row_ids[:] = base_rows + inv
         else:
-            rng = np.random.default_rng(seed)
-            rows = rng.random((len(slots), ptrs)) < fraction
+            # Slot j's bitmap comes from the j-th run of ``ptrs`` draws of one generator
+            # seeded with ``seed``. A slot that becomes a huge leaf keeps no bitmap, so its
+            # draws are skipped (the generator advanced past them), not made.
+            drawn = np.flatnonzero(~full_slot) if thp else None
+            if drawn is None or len(drawn) == len(slots):
+                drawn = np.arange(len(slots))
+                rows = np.random.default_rng(seed).random((len(slots), ptrs)) < fraction
+            else:
+                rows = np.empty((len(drawn), ptrs), bool)
+                bits = np.random.PCG64(seed)  # what default_rng(seed) draws from
+                gen, at = np.random.Generator(bits), 0
+                for i, j in enumerate(drawn.tolist()):
+                    if j > at:
+                        bits.advance((j - at) * ptrs)  # one 64-bit output per double
+                    rows[i] = gen.random(ptrs) < fraction
+                    at = j + 1
             if every > 1:
-                phase = (-(slots << (a.pmd_shift - ps))) % every
+                phase = (-(slots[drawn] << (a.pmd_shift - ps))) % every
                 rows &= (idx[None, :] % every) == phase[:, None]
             packed = np.packbits(rows, axis=1, bitorder="little").view("<u8").astype(np.uint64)
-            row_ids[:] = np.arange(base_rows, base_rows + len(slots))
+            row_ids[:] = 0  # the empty table; a huge leaf's row is dropped below
+            row_ids[drawn] = np.arange(base_rows, base_rows + len(drawn))
             new_rows.extend(packed)
 
         def row_words(r: int) -> np.ndarray:
