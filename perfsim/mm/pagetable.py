@@ -48,6 +48,19 @@ def _mask_pop(masks: np.ndarray) -> np.ndarray:
     return np.bitwise_count(masks).sum(axis=1).astype(np.int32) if len(masks) else np.zeros(0, np.int32)
 
 
+def _splice(columns: tuple, i0: int, i1: int, values: tuple, dtypes: tuple) -> list[np.ndarray]:
+    """Each of ``columns`` (arrays) with rows ``[i0, i1)`` replaced by the list in ``values``
+    (as ``dtypes``; the result has the dtype concatenating the two would give)."""
+    out = []
+    for col, vals, dt in zip(columns, values, dtypes, strict=True):
+        mid = np.array(vals, np.promote_types(col.dtype, dt))
+        if i0 == 0 and i1 == len(col):
+            out.append(mid)
+        else:
+            out.append(np.concatenate([col[:i0], mid, col[i1:]]))
+    return out
+
+
 def _words_to_int(row: np.ndarray) -> int:
     return int.from_bytes(np.ascontiguousarray(row, dtype="<u8").tobytes(), "little")
 
@@ -151,24 +164,22 @@ class PageTables:
         a = self.arch
         lo = start >> a.pud_shift
         hi = ((end - 1) >> a.pud_shift) + 1
-        pud = {}
-        j0, j1 = np.searchsorted(self.pud_idx, [lo, hi])
-        for j in range(j0, j1):
-            pud[int(self.pud_idx[j])] = int(self.pud_kind[j])
-        pmd = {}
+        j0, j1 = self.pud_idx.searchsorted((lo, hi)).tolist()
+        pud = dict(zip(self.pud_idx[j0:j1].tolist(), self.pud_kind[j0:j1].tolist(), strict=True))
         shift = a.pud_shift - a.pmd_shift
-        i0, i1 = np.searchsorted(self.pmd_idx, [lo << shift, hi << shift])
+        i0, i1 = self.pmd_idx.searchsorted((lo << shift, hi << shift)).tolist()
         full = (1 << a.ptrs_per_pte) - 1
         cache: dict[int, int] = {}
-        for i in range(i0, i1):
-            kind = int(self.pmd_kind[i])
+        pmd = {}
+        for slot, kind, row in zip(self.pmd_idx[i0:i1].tolist(), self.pmd_kind[i0:i1].tolist(),
+                                   self.pmd_mask[i0:i1].tolist(), strict=True):
             if kind == PMD_TABLE:
-                row = int(self.pmd_mask[i])
-                if row not in cache:
-                    cache[row] = _words_to_int(self.masks[row])
-                pmd[int(self.pmd_idx[i])] = (kind, cache[row])
+                m = cache.get(row)
+                if m is None:
+                    m = cache[row] = _words_to_int(self.masks[row])
+                pmd[slot] = (kind, m)
             else:
-                pmd[int(self.pmd_idx[i])] = (kind, full)
+                pmd[slot] = (kind, full)
         return Window(lo, hi, set(self.pud_tables), pud, pmd)
 
     def replace_window(self, win: Window) -> PageTables:
@@ -205,17 +216,13 @@ class PageTables:
         # window one contiguous range of slots, so the result is sorted.
         p0, p1 = np.searchsorted(self.pud_idx, [win.lo, win.hi])
         m0, m1 = np.searchsorted(self.pmd_idx, [lo_pmd, hi_pmd])
-        pud_idx = np.concatenate([self.pud_idx[:p0], np.array([k for k, _ in pud_items], _I64),
-                                  self.pud_idx[p1:]])
-        pud_kind = np.concatenate([self.pud_kind[:p0], np.array([v for _, v in pud_items], np.int8),
-                                   self.pud_kind[p1:]])
-        pmd_idx = np.concatenate([self.pmd_idx[:m0], np.array([k for k, _ in pmd_items], _I64),
-                                  self.pmd_idx[m1:]])
-        pmd_kind = np.concatenate([self.pmd_kind[:m0],
-                                   np.array([v[0] for _, v in pmd_items], np.int8),
-                                   self.pmd_kind[m1:]])
-        pmd_mask = np.concatenate([self.pmd_mask[:m0], np.array(new_rows, np.int32),
-                                   self.pmd_mask[m1:]])
+        pud_idx, pud_kind = _splice((self.pud_idx, self.pud_kind), p0, p1,
+                                    ([k for k, _ in pud_items], [v for _, v in pud_items]),
+                                    (_I64, np.int8))
+        pmd_idx, pmd_kind, pmd_mask = _splice(
+            (self.pmd_idx, self.pmd_kind, self.pmd_mask), m0, m1,
+            ([k for k, _ in pmd_items], [v[0] for _, v in pmd_items], new_rows),
+            (_I64, np.int8, np.int32))
         return PageTables._build(a, frozenset(win.pud_tables), pud_idx, pud_kind, pmd_idx,
                                  pmd_kind, pmd_mask, masks_arr, pop)
 
