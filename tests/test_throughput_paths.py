@@ -195,3 +195,28 @@ def test_a_sparse_thp_population_draws_the_edge_bitmaps_of_a_full_draw(seed, sta
             continue
         want = sum(1 << i for i in range(lo, hi) if full[j, i])
         assert (kind, mask) == ((1, want) if want else (0, 0))
+
+
+def test_segment_credits_list_per_cpu_the_flushes_that_reach_it_shared_when_equal():
+    from perfsim.cost import load_cost_profile
+    from perfsim.engine.pricing import build_template
+    from test_throughput import _plans
+
+    prof = load_cost_profile("x86_64-generic")
+    seen = 0
+    for plan in _plans("ipi_storm", 10) + _plans("allocator_realloc", 10):
+        for cpus in (1, 2, 6):
+            tp = build_template(plan.steps, prof, cpus, None, set(), None)
+            for rec in tp.records:
+                if rec is None or rec.flush is None:
+                    continue
+                _rows, off, _full, _pages, targets, stolen = rec.flush
+                assert len(rec.credits) == max(targets.tolist(), default=0)
+                for j, cr in enumerate(rec.credits):
+                    want = tuple((o, s) for o, t, s in zip(off.tolist(), targets.tolist(),
+                                                           stolen.tolist()) if t > j)
+                    assert cr == want
+                    if j and cr == rec.credits[j - 1]:
+                        assert cr is rec.credits[j - 1]
+                        seen += 1
+    assert seen  # some CPUs share their list

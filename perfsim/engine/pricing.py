@@ -107,14 +107,14 @@ def _segment_records(steps, cols, rc, cum, a: int, b: int) -> SegmentRecords:
                  cols["flush_pages"][fl].astype(_I64), targets, stolen)
         tl, ol, sl = targets.tolist(), off.tolist(), stolen.tolist()
         cr = []
-        last_sel = None
+        counts = set(tl)
         for j in range(max(tl, default=0)):
-            sel = targets > j
-            if last_sel is not None and np.array_equal(sel, last_sel):
-                cr.append(cr[-1])  # the same flushes interrupt this CPU too
+            if j and j not in counts:
+                # no flush interrupts exactly j CPUs: the flushes that reach the j-th CPU
+                # (those with more than j targets) are the ones that reached the previous
+                cr.append(cr[-1])
                 continue
             cr.append(tuple((o, s) for o, t, s in zip(ol, tl, sl, strict=True) if t > j))
-            last_sel = sel
         credits = tuple(cr)
     return SegmentRecords(tuple(holds), flush, credits)
 
