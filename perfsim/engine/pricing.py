@@ -175,7 +175,7 @@ def _dense_key(part) -> tuple:
     for c in SIGNATURE_COLUMNS:
         v = cols[c]
         key.append(v.dtype.str)
-        key.append(np.ascontiguousarray(v).tobytes())
+        key.append(v.tobytes())  # C-order bytes whatever the strides
     return tuple(key)
 
 
