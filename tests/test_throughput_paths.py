@@ -93,9 +93,10 @@ def test_address_space_copies_keep_every_other_field():
 
 @pytest.mark.parametrize("name", ["allocator_realloc", "shared_file_reclaim", "exec_stack"])
 def test_row_costs_counts_are_param_counts_and_price_to_their_product(name):
+    from test_throughput import _plans
+
     from perfsim.cost import load_cost_profile
     from perfsim.cost.model import PARAM_CATEGORY, param_counts, row_costs
-    from test_throughput import _plans
 
     prof = load_cost_profile("x86_64-generic")
     for plan in _plans(name, 15):
@@ -111,9 +112,10 @@ def test_row_costs_counts_are_param_counts_and_price_to_their_product(name):
 
 
 def test_template_cache_of_a_fixed_profile_prices_without_the_generator():
+    from test_throughput import _plans
+
     from perfsim.cost import load_cost_profile
     from perfsim.engine.pricing import TemplateCache, build_template
-    from test_throughput import _plans
 
     prof = load_cost_profile("x86_64-generic")
     assert prof.is_fixed
@@ -198,9 +200,10 @@ def test_a_sparse_thp_population_draws_the_edge_bitmaps_of_a_full_draw(seed, sta
 
 
 def test_segment_credits_list_per_cpu_the_flushes_that_reach_it_shared_when_equal():
+    from test_throughput import _plans
+
     from perfsim.cost import load_cost_profile
     from perfsim.engine.pricing import build_template
-    from test_throughput import _plans
 
     prof = load_cost_profile("x86_64-generic")
     seen = 0
