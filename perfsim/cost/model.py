@@ -115,62 +115,88 @@ def param_counts(steps: S.Steps, ipis: np.ndarray, folio: FolioBatching | None =
                  ) -> dict[str, np.ndarray]:
     """How many times each row pays each parameter (pure; int64 arrays, one per parameter
     except ``ipi_receiver_ns``, which is paid by the targets, not the caller). ``folio``: the
-    source VMA's large-folio mechanisms (``None``: none charged)."""
-    kind, phase = steps.kind, steps.phase
+    source VMA's large-folio mechanisms (``None``: none charged). The arrays are the rows of
+    :func:`_count_matrix`."""
+    m = _count_matrix(steps, ipis, folio)
+    return {name: m[_ROW[name]] for name in _COUNT_ORDER}
+
+
+#: :func:`param_counts`' keys, in the order it lists them.
+_COUNT_ORDER = (
+    "syscall_ns", "unmap_ns", "zap_pte_ns", "extent_ns", "move_ptes_call_ns", "pte_present_ns",
+    "contpte_pte_ns", "pte_empty_ns", "hugetlb_entry_ns", "pmd_move_ns", "pud_move_ns",
+    "thp_move_ns", "thp_split_ns", "table_alloc_ns", "table_free_ns", "tlb_flush_call_ns",
+    "tlb_invlpg_ns", "tlb_full_flush_ns", "ipi_round_trip_ns", "ipi_extra_target_ns",
+    "ipi_wakeup_ns", "tlb_first_flush_ns", "rmap_acquire_ns", "rmap_release_ns", "ptl_ns",
+    "notifier_pair_ns", "folio_lookup_ns", "contpte_unfold_ns", "contpte_fold_ns",
+)
+#: Parameters that are one row of a kind: 1 on that kind's rows.
+_ONE_PER_KIND = (("syscall_ns", S.K_SYSCALL), ("move_ptes_call_ns", S.K_PTE_MOVE),
+                 ("pmd_move_ns", S.K_PMD_MOVE), ("thp_move_ns", S.K_THP_MOVE),
+                 ("thp_split_ns", S.K_THP_SPLIT))
+#: Parameters charged once per unit of one column: (parameter, column).
+_ONE_PER_UNIT = (("table_free_ns", "freed"), ("tlb_flush_call_ns", "flushes"),
+                 ("rmap_acquire_ns", "rmap"), ("rmap_release_ns", "rmap"), ("ptl_ns", "ptl"),
+                 ("notifier_pair_ns", "notifier"))
+#: The columns :func:`_count_matrix` reads, gathered into one int64 block.
+_COUNT_COLUMNS = ("ptes", "batches", "slots", "flushes", "flush_pages", "flush_full",
+                  "alloc_p4d", "alloc_pud", "alloc_pmd", "alloc_pte", "freed", "rmap", "ptl",
+                  "notifier")
+_COL = {c: i for i, c in enumerate(_COUNT_COLUMNS)}
+_KIND_IDS = np.arange(len(S.KIND_NAMES))[:, None]
+
+
+def _count_matrix(steps: S.Steps, ipis: np.ndarray, folio: FolioBatching | None
+                  ) -> np.ndarray:
+    """:func:`param_counts` as one (parameters x rows) int64 array, parameter ``p`` on row
+    ``_ROW[p]`` (:data:`_BY_CATEGORY` order): the counts of a small plan are a few dozen
+    whole-array operations, however many rows it has."""
+    cols = steps.cols
     n = len(steps)
-    zero = np.zeros(n, _I64)
-
-    def is_(*kinds: int) -> np.ndarray:
-        hit = kind == kinds[0]
-        for k in kinds[1:]:
-            hit |= kind == k
-        return hit.astype(_I64)
-
-    pte_move = kind == S.K_PTE_MOVE
-    ptes = steps.ptes.astype(_I64)
-    batches = steps.batches.astype(_I64)
-    nb = np.where(batches > 0, np.minimum(batches, ptes), ptes)
-    in_loop = ((phase == S.MOVE) | (phase == S.REVERT)) & (kind != S.K_NOTIFIER)
-    unmap_dst = phase == S.UNMAP_DST
+    kind, phase = cols["kind"], cols["phase"]
+    out = np.zeros((len(_BY_CATEGORY), n), _I64)
+    if n == 0:
+        return out
+    r = _ROW
+    onehot = _KIND_IDS == kind  # (kinds, rows): row k is "this row is of kind k"
+    out[_ONE_PER_KIND_ROWS] = onehot[_ONE_PER_KIND_KINDS]
+    c = np.array([cols[name] for name in _COUNT_COLUMNS], _I64)
+    ptes, batches, flushes = c[_COL["ptes"]], c[_COL["batches"]], c[_COL["flushes"]]
+    out[_ONE_PER_UNIT_ROWS] = c[_ONE_PER_UNIT_COLS]
+    pte_move = onehot[S.K_PTE_MOVE]
+    nb = np.where(batches > 0, np.minimum(batches, ptes), ptes)  # set_ptes batches
     run_start = np.ones(n, bool)
-    if n:
-        run_start[1:] = phase[1:] != phase[:-1]
-    flushes = steps.flushes.astype(_I64)
+    run_start[1:] = phase[1:] != phase[:-1]
+    out[r["unmap_ns"]] = (phase == S.UNMAP_DST) & run_start
+    np.multiply(onehot[S.K_ZAP], ptes, out=out[r["zap_pte_ns"]])
+    out[r["extent_ns"]] = ((phase == S.MOVE) | (phase == S.REVERT)) & ~onehot[S.K_NOTIFIER]
+    np.multiply(pte_move, nb, out=out[r["pte_present_ns"]])
+    np.multiply(pte_move, ptes - nb, out=out[r["contpte_pte_ns"]])
+    np.multiply(pte_move, np.maximum(c[_COL["slots"]] - ptes, 0), out=out[r["pte_empty_ns"]])
+    np.multiply(onehot[S.K_HUGETLB_MOVE], ptes, out=out[r["hugetlb_entry_ns"]])
+    np.add(onehot[S.K_PUD_MOVE], onehot[S.K_HUGE_PUD_MOVE], out=out[r["pud_move_ns"]],
+           dtype=_I64)
+    c[_COL["alloc_p4d"]:_COL["alloc_pte"] + 1].sum(axis=0, out=out[r["table_alloc_ns"]])
+    np.multiply(c[_COL["flush_pages"]], flushes, out=out[r["tlb_invlpg_ns"]])
+    np.multiply(c[_COL["flush_full"]], flushes, out=out[r["tlb_full_flush_ns"]])
+    flushed = flushes > 0
+    ipi_flush = (ipis > 0) & flushed
+    out[r["ipi_round_trip_ns"]] = ipi_flush
+    np.multiply(np.maximum(ipis - 1, 0), flushes, out=out[r["ipi_extra_target_ns"]])
+    for name, mask in (("ipi_wakeup_ns", ipi_flush), ("tlb_first_flush_ns", flushed)):
+        i = int(mask.argmax())  # the first True row, if any
+        if mask[i]:
+            out[r[name], i] = 1
     fb = folio or FolioBatching()
-    blocks = np.where(pte_move, ptes // max(fb.contpte_pages, 1), zero) \
-        if fb.contpte_pages > 1 else zero
-    return {
-        "syscall_ns": is_(S.K_SYSCALL),
-        "unmap_ns": (unmap_dst & run_start).astype(_I64),
-        "zap_pte_ns": np.where(kind == S.K_ZAP, ptes, zero),
-        "extent_ns": in_loop.astype(_I64),
-        "move_ptes_call_ns": pte_move.astype(_I64),
-        "pte_present_ns": np.where(pte_move, nb, zero),
-        "contpte_pte_ns": np.where(pte_move, ptes - nb, zero),
-        "pte_empty_ns": np.where(pte_move, np.maximum(steps.slots.astype(_I64) - ptes, 0), zero),
-        "hugetlb_entry_ns": np.where(kind == S.K_HUGETLB_MOVE, ptes, zero),
-        "pmd_move_ns": is_(S.K_PMD_MOVE),
-        "pud_move_ns": is_(S.K_PUD_MOVE, S.K_HUGE_PUD_MOVE),
-        "thp_move_ns": is_(S.K_THP_MOVE),
-        "thp_split_ns": is_(S.K_THP_SPLIT),
-        "table_alloc_ns": (steps.alloc_p4d.astype(_I64) + steps.alloc_pud + steps.alloc_pmd
-                           + steps.alloc_pte),
-        "table_free_ns": steps.freed.astype(_I64),
-        "tlb_flush_call_ns": flushes,
-        "tlb_invlpg_ns": steps.flush_pages.astype(_I64) * flushes,
-        "tlb_full_flush_ns": steps.flush_full.astype(_I64) * flushes,
-        "ipi_round_trip_ns": ((ipis > 0) & (flushes > 0)).astype(_I64),
-        "ipi_extra_target_ns": np.maximum(ipis - 1, 0) * flushes,
-        "ipi_wakeup_ns": _first((ipis > 0) & (flushes > 0)),
-        "tlb_first_flush_ns": _first(flushes > 0),
-        "rmap_acquire_ns": steps.rmap.astype(_I64),
-        "rmap_release_ns": steps.rmap.astype(_I64),
-        "ptl_ns": steps.ptl.astype(_I64),
-        "notifier_pair_ns": steps.notifier.astype(_I64),
-        "folio_lookup_ns": np.where(pte_move, nb, zero) if fb.lookup else zero,
-        "contpte_unfold_ns": blocks if fb.unfold else zero,
-        "contpte_fold_ns": blocks if fb.refold else zero,
-    }
+    if fb.lookup:
+        out[r["folio_lookup_ns"]] = out[r["pte_present_ns"]]
+    if fb.contpte_pages > 1 and (fb.unfold or fb.refold):
+        blocks = pte_move * (ptes // max(fb.contpte_pages, 1))
+        if fb.unfold:
+            out[r["contpte_unfold_ns"]] = blocks
+        if fb.refold:
+            out[r["contpte_fold_ns"]] = blocks
+    return out
 
 
 def _first(mask: np.ndarray) -> np.ndarray:
@@ -212,9 +238,10 @@ def row_costs(plan_or_steps, profile: CostProfile, *, cpus: int | None = None,
     steps = steps_of(plan_or_steps)
     n = len(steps)
     ipis = ipi_targets(steps, profile, cpus)
-    counts = param_counts(steps, ipis, folio)
+    matrix = _count_matrix(steps, ipis, folio)
+    counts = {name: matrix[_ROW[name]] for name in _COUNT_ORDER}  # param_counts(steps, ipis, folio)
     if rng is None or profile.is_fixed:
-        return _fixed_row_costs(steps, profile, ipis, counts)
+        return _fixed_row_costs(steps, profile, ipis, counts, matrix)
     by_cat = {c: np.zeros(n, _I64) for c in CATEGORIES}
     values: dict[str, np.ndarray | int] = {}
     for name in PARAM_NAMES:
@@ -255,20 +282,26 @@ _CATEGORY_STARTS = np.cumsum([0] + [sum(1 for n in PARAM_NAMES if PARAM_CATEGORY
                                         and n != "ipi_receiver_ns")
                                     for c in CATEGORIES[:-1]])
 assert all(np.diff(np.append(_CATEGORY_STARTS, len(_BY_CATEGORY))) > 0)
+_ROW = {name: i for i, name in enumerate(_BY_CATEGORY)}
+assert set(_ROW) == set(_COUNT_ORDER)
+_ONE_PER_KIND_ROWS = np.array([_ROW[p] for p, _ in _ONE_PER_KIND])
+_ONE_PER_KIND_KINDS = np.array([k for _, k in _ONE_PER_KIND])
+_ONE_PER_UNIT_ROWS = np.array([_ROW[p] for p, _ in _ONE_PER_UNIT])
+_ONE_PER_UNIT_COLS = np.array([_COL[c] for _, c in _ONE_PER_UNIT])
 
 
 def _fixed_row_costs(steps: S.Steps, profile: CostProfile, ipis: np.ndarray,
-                     counts: dict[str, np.ndarray]) -> RowCosts:
+                     counts: dict[str, np.ndarray], matrix: np.ndarray) -> RowCosts:
     """:func:`row_costs` when every parameter takes its median (no jitter, or no
-    generator): the same integers, from one (parameters x rows) product instead of a loop
-    of per-parameter array operations (what a small plan's pricing was made of)."""
+    generator): the same integers, from one (parameters x rows) product of ``matrix``
+    (:func:`_count_matrix`, whose rows ``counts`` are) instead of a loop of per-parameter
+    array operations (what a small plan's pricing was made of)."""
     n = len(steps)
     ns = {name: int(profile.param(name).ns) for name in PARAM_NAMES}
     if n == 0:
         zero = np.zeros(0, _I64)
         return RowCosts(zero, {c: zero.copy() for c in CATEGORIES}, ipis, zero.copy(), counts)
-    weighted = np.stack([counts[name] for name in _BY_CATEGORY]) * \
-        np.array([ns[name] for name in _BY_CATEGORY], _I64)[:, None]
+    weighted = matrix * np.array([ns[name] for name in _BY_CATEGORY], _I64)[:, None]
     per_cat = np.add.reduceat(weighted, _CATEGORY_STARTS, axis=0)
     by_cat = dict(zip(CATEGORIES, per_cat, strict=True))
     total = per_cat.sum(axis=0)

@@ -329,18 +329,18 @@ def default_cost_profile(arch_name: str) -> str:
     """The built-in cost profile used for ``arch_name`` when none is given: the
     ``*-generic`` profile declaring it (x86_64 → ``x86_64-generic``, arm64-4k →
     ``arm64-generic``). An arch no built-in profile is for is a :class:`PerfsimError`."""
-    candidates = []
-    for n in cost_profile_names():
-        p = load_cost_profile(n)
-        if p.is_for(arch_name):
-            candidates.append(n)
-    if not candidates:
-        raise PerfsimError(f"no built-in cost profile is for arch {arch_name!r} (profiles: "
-                           + ", ".join(f"{n} ({'/'.join(load_cost_profile(n).archs)})"
-                                       for n in cost_profile_names())
-                           + "); give one with --cost-profile")
-    generic = [n for n in candidates if n.endswith("-generic")]
-    return (generic or candidates)[0]
+    names = cost_profile_names()
+    # The generic profiles first (in name order), then the others: the first that is for the
+    # arch is the answer, so the rest are never parsed (each parse is milliseconds, and
+    # every workload loaded asks).
+    for n in [n for n in names if n.endswith("-generic")] + \
+            [n for n in names if not n.endswith("-generic")]:
+        if load_cost_profile(n).is_for(arch_name):
+            return n
+    raise PerfsimError(f"no built-in cost profile is for arch {arch_name!r} (profiles: "
+                       + ", ".join(f"{n} ({'/'.join(load_cost_profile(n).archs)})"
+                                   for n in names)
+                       + "); give one with --cost-profile")
 
 
 def default_cost_profile_of(data: dict) -> dict:

@@ -148,12 +148,13 @@ def _replay_segment(m: Machine, spec: CallerSpec, call: int, recs, t0: int, othe
             "targets": targets, "stolen_ns": stolen,
         })
         cpus = m.cpus
-        built: dict[int, list] = {}  # CPUs interrupted by the same flushes share one list
+        built: dict[int, tuple] = {}  # CPUs interrupted by the same flushes share one list
         for c, credits in zip(others, recs.credits, strict=False):
             at = built.get(id(credits))
             if at is None:
-                at = built[id(credits)] = [(t0 + o, s) for o, s in credits]
-            cpus[c].credit_many(at)
+                at = built[id(credits)] = ([(t0 + o, s) for o, s in credits],
+                                           sum(s for _, s in credits))
+            cpus[c].credit_many(*at)
 
 
 def _record_flush_row(m: Machine, spec: CallerSpec, call: int, i: int, flush, t: int,

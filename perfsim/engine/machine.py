@@ -95,12 +95,13 @@ class Cpu:
         if self.users:
             self.pending.append([[(t, stolen)], 0])
 
-    def credit_many(self, credits: list[tuple[int, int]]) -> None:
-        """Credit each ``(time_ns, stolen_ns)`` of a time-sorted list."""
+    def credit_many(self, credits: list[tuple[int, int]], stolen_ns: int | None = None) -> None:
+        """Credit each ``(time_ns, stolen_ns)`` of a time-sorted list (``stolen_ns``: their
+        stolen times' sum, when the caller has it already)."""
         if not credits:
             return
         self.ipis += len(credits)
-        self.stolen += sum(s for _, s in credits)
+        self.stolen += sum(s for _, s in credits) if stolen_ns is None else stolen_ns
         if self.users:
             self.pending.append([credits, 0])
 

@@ -107,14 +107,14 @@ def _segment_records(steps, cols, rc, cum, a: int, b: int) -> SegmentRecords:
                  cols["flush_pages"][fl].astype(_I64), targets, stolen)
         tl, ol, sl = targets.tolist(), off.tolist(), stolen.tolist()
         cr = []
-        last_sel = None
+        counts = set(tl)
         for j in range(max(tl, default=0)):
-            sel = targets > j
-            if last_sel is not None and np.array_equal(sel, last_sel):
-                cr.append(cr[-1])  # the same flushes interrupt this CPU too
+            if j and j not in counts:
+                # no flush interrupts exactly j CPUs: the flushes that reach the j-th CPU
+                # (those with more than j targets) are the ones that reached the previous
+                cr.append(cr[-1])
                 continue
             cr.append(tuple((o, s) for o, t, s in zip(ol, tl, sl, strict=True) if t > j))
-            last_sel = sel
         credits = tuple(cr)
     return SegmentRecords(tuple(holds), flush, credits)
 
@@ -175,7 +175,7 @@ def _dense_key(part) -> tuple:
     for c in SIGNATURE_COLUMNS:
         v = cols[c]
         key.append(v.dtype.str)
-        key.append(np.ascontiguousarray(v).tobytes())
+        key.append(v.tobytes())  # C-order bytes whatever the strides
     return tuple(key)
 
 
@@ -214,7 +214,10 @@ class TemplateCache:
         self.profile = profile
         self.max_rows = max_rows
         self.hot_locks = hot_locks
-        self.enabled = enabled and bool(profile.is_fixed)
+        # A jitter-free profile draws nothing from a generator (row_costs prices it at its
+        # medians either way): decided once here instead of per call.
+        self.fixed = bool(profile.is_fixed)
+        self.enabled = enabled and self.fixed
         self.max_entries = max_entries
         self.entries: OrderedDict = OrderedDict()
         self.store = store if self.enabled else None
@@ -229,6 +232,8 @@ class TemplateCache:
         contended depends on their addresses and on that mm's walkers. ``folio``: the
         source VMA's large-folio mechanisms (part of the key: the same rows cost more when
         the kernel looks up or unfolds large folios)."""
+        if self.fixed:
+            rng = None
         if ptl_hot_of is not None:
             return build_template(steps, self.profile, cpus, rng, self.hot_locks,
                                   ptl_hot_of(steps), folio)

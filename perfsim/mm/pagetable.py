@@ -43,6 +43,24 @@ def _int_to_words(mask: int, words: int) -> np.ndarray:
     return np.frombuffer(mask.to_bytes(words * 8, "little"), dtype="<u8").astype(np.uint64)
 
 
+def _mask_pop(masks: np.ndarray) -> np.ndarray:
+    """Population (present PTEs) of each bitmap row."""
+    return np.bitwise_count(masks).sum(axis=1).astype(np.int32) if len(masks) else np.zeros(0, np.int32)
+
+
+def _splice(columns: tuple, i0: int, i1: int, values: tuple, dtypes: tuple) -> list[np.ndarray]:
+    """Each of ``columns`` (arrays) with rows ``[i0, i1)`` replaced by the list in ``values``
+    (as ``dtypes``; the result has the dtype concatenating the two would give)."""
+    out = []
+    for col, vals, dt in zip(columns, values, dtypes, strict=True):
+        mid = np.array(vals, np.promote_types(col.dtype, dt))
+        if i0 == 0 and i1 == len(col):
+            out.append(mid)
+        else:
+            out.append(np.concatenate([col[:i0], mid, col[i1:]]))
+    return out
+
+
 def _words_to_int(row: np.ndarray) -> int:
     return int.from_bytes(np.ascontiguousarray(row, dtype="<u8").tobytes(), "little")
 
@@ -146,58 +164,74 @@ class PageTables:
         a = self.arch
         lo = start >> a.pud_shift
         hi = ((end - 1) >> a.pud_shift) + 1
-        pud = {}
-        j0, j1 = np.searchsorted(self.pud_idx, [lo, hi])
-        for j in range(j0, j1):
-            pud[int(self.pud_idx[j])] = int(self.pud_kind[j])
-        pmd = {}
+        j0, j1 = self.pud_idx.searchsorted((lo, hi)).tolist()
+        pud = dict(zip(self.pud_idx[j0:j1].tolist(), self.pud_kind[j0:j1].tolist(), strict=True))
         shift = a.pud_shift - a.pmd_shift
-        i0, i1 = np.searchsorted(self.pmd_idx, [lo << shift, hi << shift])
+        i0, i1 = self.pmd_idx.searchsorted((lo << shift, hi << shift)).tolist()
         full = (1 << a.ptrs_per_pte) - 1
         cache: dict[int, int] = {}
-        for i in range(i0, i1):
-            kind = int(self.pmd_kind[i])
+        pmd = {}
+        for slot, kind, row in zip(self.pmd_idx[i0:i1].tolist(), self.pmd_kind[i0:i1].tolist(),
+                                   self.pmd_mask[i0:i1].tolist(), strict=True):
             if kind == PMD_TABLE:
-                row = int(self.pmd_mask[i])
-                if row not in cache:
-                    cache[row] = _words_to_int(self.masks[row])
-                pmd[int(self.pmd_idx[i])] = (kind, cache[row])
+                m = cache.get(row)
+                if m is None:
+                    m = cache[row] = _words_to_int(self.masks[row])
+                pmd[slot] = (kind, m)
             else:
-                pmd[int(self.pmd_idx[i])] = (kind, full)
+                pmd[slot] = (kind, full)
         return Window(lo, hi, set(self.pud_tables), pud, pmd)
 
     def replace_window(self, win: Window) -> PageTables:
         """A new state equal to this one with ``win``'s PUD slots replaced by its contents."""
         a = self.arch
+        w = _mask_words(a)
         shift = a.pud_shift - a.pmd_shift
-        keep_pud = (self.pud_idx < win.lo) | (self.pud_idx >= win.hi)
-        keep_pmd = (self.pmd_idx < (win.lo << shift)) | (self.pmd_idx >= (win.hi << shift))
         pud_items = sorted(win.pud.items())
         pmd_items = sorted(win.pmd.items())
-        masks = list(self.masks)
+        base_rows = len(self.masks)
         row_of: dict[int, int] = {}
         new_rows = []
+        added = []  # bitmaps appended after self.masks, in row order
         for _, (kind, m) in pmd_items:
             if kind != PMD_TABLE:
                 new_rows.append(-1)
                 continue
-            if m not in row_of:
-                row_of[m] = len(masks)
-                masks.append(_int_to_words(m, _mask_words(a)))
-            new_rows.append(row_of[m])
-        masks_arr = np.array(masks, dtype=np.uint64).reshape(-1, _mask_words(a))
-        pud_idx = np.concatenate([self.pud_idx[keep_pud], np.array([k for k, _ in pud_items], _I64)])
-        pud_kind = np.concatenate([self.pud_kind[keep_pud], np.array([v for _, v in pud_items], np.int8)])
-        pmd_idx = np.concatenate([self.pmd_idx[keep_pmd], np.array([k for k, _ in pmd_items], _I64)])
-        pmd_kind = np.concatenate([self.pmd_kind[keep_pmd], np.array([v[0] for _, v in pmd_items], np.int8)])
-        pmd_mask = np.concatenate([self.pmd_mask[keep_pmd], np.array(new_rows, np.int32)])
-        o1, o2 = np.argsort(pud_idx, kind="stable"), np.argsort(pmd_idx, kind="stable")
-        return PageTables._build(a, frozenset(win.pud_tables), pud_idx[o1], pud_kind[o1],
-                                 pmd_idx[o2], pmd_kind[o2], pmd_mask[o2], masks_arr)
+            r = row_of.get(m)
+            if r is None:
+                r = row_of[m] = base_rows + len(added)
+                added.append(_int_to_words(m, w))
+            new_rows.append(r)
+        if added:
+            rows = np.array(added, dtype=np.uint64).reshape(-1, w)
+            masks_arr = np.concatenate([self.masks, rows])
+            pop = np.concatenate([self.mask_pop, _mask_pop(rows)])
+        else:
+            masks_arr, pop = self.masks, self.mask_pop
+        lo_pmd, hi_pmd = win.lo << shift, win.hi << shift
+        if (pud_items and not win.lo <= pud_items[0][0] <= pud_items[-1][0] < win.hi) or \
+                (pmd_items and not lo_pmd <= pmd_items[0][0] <= pmd_items[-1][0] < hi_pmd):
+            raise ValueError("replace_window: an entry lies outside the window's PUD slots")
+        # The entries below the window, the window's, those above: each part sorted, the
+        # window one contiguous range of slots, so the result is sorted.
+        p0, p1 = np.searchsorted(self.pud_idx, [win.lo, win.hi])
+        m0, m1 = np.searchsorted(self.pmd_idx, [lo_pmd, hi_pmd])
+        pud_idx, pud_kind = _splice((self.pud_idx, self.pud_kind), p0, p1,
+                                    ([k for k, _ in pud_items], [v for _, v in pud_items]),
+                                    (_I64, np.int8))
+        pmd_idx, pmd_kind, pmd_mask = _splice(
+            (self.pmd_idx, self.pmd_kind, self.pmd_mask), m0, m1,
+            ([k for k, _ in pmd_items], [v[0] for _, v in pmd_items], new_rows),
+            (_I64, np.int8, np.int32))
+        return PageTables._build(a, frozenset(win.pud_tables), pud_idx, pud_kind, pmd_idx,
+                                 pmd_kind, pmd_mask, masks_arr, pop)
 
     @classmethod
-    def _build(cls, arch, pud_tables, pud_idx, pud_kind, pmd_idx, pmd_kind, pmd_mask, masks):
-        pop = np.bitwise_count(masks).sum(axis=1).astype(np.int32) if len(masks) else np.zeros(0, np.int32)
+    def _build(cls, arch, pud_tables, pud_idx, pud_kind, pmd_idx, pmd_kind, pmd_mask, masks,
+               pop=None):
+        """A state from its arrays; ``pop`` (each bitmap's population) is counted unless given."""
+        if pop is None:
+            pop = _mask_pop(masks)
         return cls(arch, pud_tables, pud_idx, pud_kind, pmd_idx, pmd_kind, pmd_mask, masks, pop)
 
     # ------------------------------------------------------------------ population
@@ -216,9 +250,9 @@ class PageTables:
         if start % a.page_size or end % a.page_size or end <= start:
             raise ValueError("populate: range must be non-empty and page aligned")
         w = _mask_words(a)
+        pud_shift = a.pud_shift - a.pmd_shift
         slots = np.arange(start >> a.pmd_shift, ((end - 1) >> a.pmd_shift) + 1, dtype=_I64)
         first, last = int(slots[0]), int(slots[-1])
-        pud_slots = np.unique(slots >> (a.pud_shift - a.pmd_shift))
         leaf_puds = np.zeros(0, _I64)
         if pud_leaf:
             lo = -(-start >> a.pud_shift)
@@ -228,33 +262,53 @@ class PageTables:
         if thp:
             full_slot = ((slots << a.pmd_shift) >= start) & (((slots + 1) << a.pmd_shift) <= end)
             kinds[full_slot] = PMD_LEAF
-        in_leaf_pud = np.isin(slots >> (a.pud_shift - a.pmd_shift), leaf_puds)
         # Bitmaps: interior slots share one pattern; edge slots get their own.
         # A page is mapped iff its address is a multiple of ``every`` pages (absolute, so the
         # pattern does not depend on where the range starts): slot j's first mapped index is
         # its phase, one of at most every / gcd(every, ptrs) values.
-        first_page = slots << (a.pmd_shift - ps)
-        phase = (-first_page) % every
         idx = np.arange(ptrs)
-        if fraction >= 1.0:
-            phases, inv = np.unique(phase, return_inverse=True)
-            rows = None
-        else:
-            rng = np.random.default_rng(seed)
-            rows = rng.random((len(slots), ptrs)) < fraction
-            if every > 1:
-                rows &= (idx[None, :] % every) == phase[:, None]
-        masks = list(self.masks)
         row_ids = np.empty(len(slots), np.int32)
-        if rows is None:
-            for ph in phases.tolist():
+        base_rows = len(self.masks)
+        new_rows: list[np.ndarray] = []  # bitmap rows appended after self.masks, in order
+        if fraction >= 1.0:
+            if every == 1:  # one phase, 0: every page
+                phases, inv = [0], 0
+            else:
+                phase = (-(slots << (a.pmd_shift - ps))) % every
+                phases, inv = np.unique(phase, return_inverse=True)
+                phases = phases.tolist()
+            for ph in phases:
                 pattern = (idx >= ph) & ((idx - ph) % every == 0)
-                masks.append(np.packbits(pattern, bitorder="little").view("<u8").astype(np.uint64))
-            row_ids[:] = len(masks) - len(phases) + inv
+                new_rows.append(np.packbits(pattern, bitorder="little").view("<u8").astype(np.uint64))
+            row_ids[:] = base_rows + inv
         else:
+            # Slot j's bitmap comes from the j-th run of ``ptrs`` draws of one generator
+            # seeded with ``seed``. A slot that becomes a huge leaf keeps no bitmap, so its
+            # draws are skipped (the generator advanced past them), not made.
+            drawn = np.flatnonzero(~full_slot) if thp else None
+            if drawn is None or len(drawn) == len(slots):
+                drawn = np.arange(len(slots))
+                rows = np.random.default_rng(seed).random((len(slots), ptrs)) < fraction
+            else:
+                rows = np.empty((len(drawn), ptrs), bool)
+                bits = np.random.PCG64(seed)  # what default_rng(seed) draws from
+                gen, at = np.random.Generator(bits), 0
+                for i, j in enumerate(drawn.tolist()):
+                    if j > at:
+                        bits.advance((j - at) * ptrs)  # one 64-bit output per double
+                    rows[i] = gen.random(ptrs) < fraction
+                    at = j + 1
+            if every > 1:
+                phase = (-(slots[drawn] << (a.pmd_shift - ps))) % every
+                rows &= (idx[None, :] % every) == phase[:, None]
             packed = np.packbits(rows, axis=1, bitorder="little").view("<u8").astype(np.uint64)
-            row_ids[:] = np.arange(len(masks), len(masks) + len(slots))
-            masks.extend(packed)
+            row_ids[:] = 0  # the empty table; a huge leaf's row is dropped below
+            row_ids[drawn] = np.arange(base_rows, base_rows + len(drawn))
+            new_rows.extend(packed)
+
+        def row_words(r: int) -> np.ndarray:
+            return self.masks[r] if r < base_rows else new_rows[r - base_rows]
+
         # Clip the first and last slot to the range.
         for k, slot in ((0, first), (len(slots) - 1, last)):
             base = slot << a.pmd_shift
@@ -262,31 +316,36 @@ class PageTables:
             hi = (min(end, base + a.pmd_size) - base) >> ps
             if lo == 0 and hi == ptrs:
                 continue
-            m = _words_to_int(masks[row_ids[k]]) & range_mask(lo, hi)
-            masks.append(_int_to_words(m, w))
-            row_ids[k] = len(masks) - 1
+            m = _words_to_int(row_words(int(row_ids[k]))) & range_mask(lo, hi)
+            new_rows.append(_int_to_words(m, w))
+            row_ids[k] = base_rows + len(new_rows) - 1
             kinds[k] = PMD_TABLE
-        all_masks = np.array(masks, np.uint64).reshape(-1, w)
+        added = np.array(new_rows, np.uint64).reshape(-1, w)
+        all_masks = np.concatenate([self.masks, added]) if base_rows else added
+        pop = np.concatenate([self.mask_pop, _mask_pop(added)]) if base_rows else _mask_pop(added)
         # A slot where no page is touched gets no page table: faulting creates tables only
         # on the way to a page it maps (seen on the real kernel: a sparse source's empty
         # slot costs no flush when moved).
-        touched = (kinds == PMD_LEAF) | np.bitwise_count(all_masks[row_ids]).any(axis=1)
-        keep = ~in_leaf_pud & touched
+        keep = (kinds == PMD_LEAF) | (pop[row_ids] > 0)
+        if len(leaf_puds):
+            keep &= ~np.isin(slots >> pud_shift, leaf_puds)
         slots, kinds, row_ids = slots[keep], kinds[keep], row_ids[keep]
         row_ids[kinds == PMD_LEAF] = -1
-        pud_slots = np.unique(slots >> (a.pud_shift - a.pmd_shift))
+        pud_slots = np.unique(slots >> pud_shift)
         new = PageTables._build(a, self.pud_tables, self.pud_idx, self.pud_kind, self.pmd_idx,
-                                self.pmd_kind, self.pmd_mask, all_masks)
+                                self.pmd_kind, self.pmd_mask, all_masks, pop)
         return new._merge_pmds(slots, kinds, row_ids)._with_puds(pud_slots, leaf_puds)
 
     def _merge_pmds(self, slots, kinds, row_ids) -> PageTables:
         """Union new PMD entries into the state (OR-ing bitmaps of existing PTE tables)."""
         a = self.arch
         w = _mask_words(a)
+        if not len(self.pmd_idx):  # nothing to merge with: the new entries, already sorted
+            return PageTables._build(a, self.pud_tables, self.pud_idx, self.pud_kind, slots,
+                                     kinds, row_ids, self.masks, self.mask_pop)
         masks = list(self.masks)
         pos = np.searchsorted(self.pmd_idx, slots)
-        exists = (pos < len(self.pmd_idx)) & (self.pmd_idx[np.minimum(pos, len(self.pmd_idx) - 1)] == slots) \
-            if len(self.pmd_idx) else np.zeros(len(slots), bool)
+        exists = (pos < len(self.pmd_idx)) & (self.pmd_idx[np.minimum(pos, len(self.pmd_idx) - 1)] == slots)
         old_kind = self.pmd_kind.copy()
         old_rows = self.pmd_mask.copy()
         for k in np.flatnonzero(exists):
@@ -302,8 +361,12 @@ class PageTables:
         pmd_kind = np.concatenate([old_kind, kinds[add]])
         pmd_mask = np.concatenate([old_rows, row_ids[add]])
         order = np.argsort(pmd_idx, kind="stable")
+        if len(masks) == len(self.masks):
+            all_masks, pop = self.masks, self.mask_pop
+        else:
+            all_masks, pop = np.array(masks, np.uint64).reshape(-1, w), None
         return PageTables._build(a, self.pud_tables, self.pud_idx, self.pud_kind, pmd_idx[order],
-                                 pmd_kind[order], pmd_mask[order], np.array(masks, np.uint64).reshape(-1, w))
+                                 pmd_kind[order], pmd_mask[order], all_masks, pop)
 
     def _with_puds(self, table_slots: np.ndarray, leaf_slots: np.ndarray) -> PageTables:
         a = self.arch
@@ -319,7 +382,7 @@ class PageTables:
             top.update(int(s) >> shift for s, _ in items)
         return PageTables._build(a, frozenset(top), np.array([k for k, _ in items], _I64),
                                  np.array([v for _, v in items], np.int8), self.pmd_idx,
-                                 self.pmd_kind, self.pmd_mask, self.masks)
+                                 self.pmd_kind, self.pmd_mask, self.masks, self.mask_pop)
 
 
 @dataclass

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from perfsim.mm.pagetable import PageTables
 from perfsim.mm.vma import Vma
@@ -78,8 +78,21 @@ class AddressSpace:
         i = bisect.bisect_left(self._starts, addr)
         return self.vmas[i] if i < len(self.vmas) else None
 
+    def _copy(self) -> AddressSpace:
+        """A field-for-field copy (what ``dataclasses.replace`` makes before applying its
+        changes, without re-running ``__init__``: planners derive several states per call)."""
+        new = object.__new__(AddressSpace)
+        new.__dict__.update(self.__dict__)
+        return new
+
     def with_vmas(self, vmas) -> AddressSpace:
-        return replace(self, vmas=tuple(vmas))
+        new = self._copy()
+        object.__setattr__(new, "vmas", tuple(vmas))
+        new.__post_init__()  # sorted, non-overlapping; the start index
+        return new
 
     def with_pt(self, pt: PageTables) -> AddressSpace:
-        return replace(self, pt=pt)
+        """The same VMAs (already sorted and checked) with page tables ``pt``."""
+        new = self._copy()
+        object.__setattr__(new, "pt", pt)
+        return new

@@ -64,6 +64,16 @@ def flush_cols(f: Flush | None) -> tuple[int, int, int, int]:
     return 1, int(f.full), f.pages, f.ipis
 
 
+def _isscalar(v) -> bool:
+    """``np.isscalar(v)``, answered without the call for the usual ints and arrays."""
+    t = type(v)
+    if t is int or t is bool:
+        return True
+    if t is np.ndarray:
+        return False
+    return np.isscalar(v)
+
+
 class RowBlock:
     """Row groups placed at known positions of a block of ``n`` rows; columns are built once."""
 
@@ -77,17 +87,27 @@ class RowBlock:
             return
         self.groups.append((pos, cols))
 
-    def column(self, name: str, dtype) -> np.ndarray:
+    def column(self, name: str, dtype, constants: dict | None = None) -> np.ndarray:
+        """Column ``name``: a read-only zero-stride view where every row has one value
+        (shared through ``constants``, keyed by value and dtype, when given), else dense."""
         vals = [(pos, cols.get(name, 0)) for pos, cols in self.groups]
-        scalars = {v for _, v in vals if np.isscalar(v)}
-        if all(np.isscalar(v) for _, v in vals) and len(scalars) <= 1:
-            v = scalars.pop() if scalars else 0
-            return np.broadcast_to(np.asarray(v, dtype=dtype), (self.n,))
+        is_scalar = [_isscalar(v) for _, v in vals]
+        if all(is_scalar):
+            scalars = {v for _, v in vals}
+            if len(scalars) <= 1:
+                v = scalars.pop() if scalars else 0
+                key = (type(v), v, dtype)
+                out = constants.get(key) if constants is not None else None
+                if out is None:
+                    out = np.broadcast_to(np.asarray(v, dtype=dtype), (self.n,))
+                    if constants is not None:
+                        constants[key] = out
+                return out
         if len(vals) == 1 and vals[0][0] is None:
             return np.ascontiguousarray(vals[0][1], dtype=dtype)
         out = np.zeros(self.n, dtype)
-        for pos, v in vals:
-            if np.isscalar(v) and v == 0:
+        for (pos, v), scalar in zip(vals, is_scalar, strict=True):
+            if scalar and v == 0:
                 continue
             if pos is None:
                 out[:] = v
@@ -98,7 +118,9 @@ class RowBlock:
     def steps(self, lock_sets: tuple) -> S.Steps:
         """The block as a :class:`~perfsim.planner.steps.Steps` table, keeping only the lock
         tuples its rows use (as ``StepLog.freeze`` does)."""
-        cols = {n: self.column(n, S._DTYPES.get(n, _I32)) for n in S.ADDR_COLUMNS + S.INT_COLUMNS}
+        constants: dict = {}
+        cols = {n: self.column(n, S._DTYPES.get(n, _I32), constants)
+                for n in S.ADDR_COLUMNS + S.INT_COLUMNS}
         lock_col = self.column("lock", _I32)
         constant = lock_col.strides == (0,)
         used = np.asarray([lock_col[0]]) if constant else np.unique(lock_col)

@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""CPU time of each part of one small simulated call: layout, plan, price.
+
+    python bench/bench_call_parts.py [--calls 60] [--against TREE]
+
+For each workload given (default ``ipi_storm`` and ``allocator_realloc``), the first
+``--calls`` calls of each of its synthetic streams (``SyntheticDraws`` from seed 5, an mm of
+4 CPUs) are laid out (``layout_call``: the address space and its page tables), planned
+(``plan_mremap``) and priced (``build_template`` with the workload's default cost profile,
+on steps whose columns are already materialised, so this is a template miss). Each part is
+timed over all the calls with ``time.process_time``, best of ``--reps``, and printed per
+call in microseconds. ``--against TREE`` (a checkout of an earlier commit) measures that
+tree first in a child process, then this one, alternating ``--rounds`` times, and prints
+each part's ratio of the best times. Results are not checked here: the tests hold every
+path to the same rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def _tree() -> Path:
+    if "--tree" in sys.argv[:-1]:
+        return Path(sys.argv[sys.argv.index("--tree") + 1]).resolve()
+    return Path(__file__).resolve().parents[1]
+
+
+ROOT = _tree()
+sys.path.insert(0, str(ROOT))
+
+PARTS = ("layout", "plan", "template")
+
+
+def measure(names: list[str], calls: int, reps: int) -> dict[str, dict[str, float]]:
+    """``{workload: {part: best CPU µs per call}}`` in this process's ``perfsim``."""
+    import numpy as np
+
+    from perfsim.cost import load_cost_profile
+    from perfsim.engine.pricing import build_template
+    from perfsim.planner import plan_mremap
+    from perfsim.profiles import resolve_target
+    from perfsim.workload import load_workload, resolve_workload
+    from perfsim.workload.generate import SyntheticDraws, layout_call
+
+    target = resolve_target("6.18", "x86_64")
+    out = {}
+    for name in names:
+        w = load_workload(resolve_workload(name))
+        prof = load_cost_profile(w.cost_profile)
+        root = np.random.SeedSequence(5)
+        draws = []
+        for i, s in enumerate(w.streams):
+            if not hasattr(s, "src_align"):
+                continue
+            it = iter(SyntheticDraws(s, root, i))
+            draws += [(next(it), s) for _ in range(calls)]
+        best = dict.fromkeys(PARTS, float("inf"))
+        for _ in range(reps):
+            c = time.process_time()
+            pairs = [layout_call(d, s, target, 4) for d, s in draws]
+            best["layout"] = min(best["layout"], time.process_time() - c)
+            c = time.process_time()
+            plans = [plan_mremap(space, req, target) for space, req in pairs]
+            best["plan"] = min(best["plan"], time.process_time() - c)
+            for p in plans:
+                p.steps.cols  # noqa: B018 - materialise outside the timed part
+            c = time.process_time()
+            for p in plans:
+                build_template(p.steps, prof, 4, None, (), None)
+            best["template"] = min(best["template"], time.process_time() - c)
+        out[name] = {k: v / len(draws) * 1e6 for k, v in best.items()}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("workloads", nargs="*", default=["ipi_storm", "allocator_realloc"])
+    ap.add_argument("--calls", type=int, default=60, help="calls per synthetic stream")
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=2, help="alternations with --against")
+    ap.add_argument("--against", metavar="TREE")
+    ap.add_argument("--tree", help=argparse.SUPPRESS)
+    ap.add_argument("--raw", action="store_true", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.raw:
+        print(repr(measure(a.workloads, a.calls, a.reps)))
+        return
+    if a.against and not (Path(a.against) / "perfsim" / "__init__.py").is_file():
+        print(f"--against {a.against}: not a perfsim tree (no perfsim/__init__.py)", file=sys.stderr)
+        raise SystemExit(2)
+    trees = ([str(Path(a.against).resolve())] if a.against else []) + [str(ROOT)]
+    best: dict[str, dict] = {}
+    for _ in range(a.rounds if a.against else 1):
+        for tree in trees:
+            cmd = [sys.executable, __file__, *a.workloads, f"--calls={a.calls}",
+                   f"--reps={a.reps}", "--raw", "--tree", tree]
+            got = eval(subprocess.run(cmd, check=True, capture_output=True,  # noqa: S307 - our own repr
+                                      text=True).stdout)
+            mine = best.setdefault(tree, {})
+            for w, parts in got.items():
+                cur = mine.setdefault(w, dict(parts))
+                for k, v in parts.items():
+                    cur[k] = min(cur[k], v)
+    for tree in trees:
+        print(f"tree {tree}")
+        for w, parts in best[tree].items():
+            print(f"  {w}: " + ", ".join(f"{k} {parts[k]:.0f} us" for k in PARTS) + " per call")
+    if a.against:
+        old, new = best[trees[0]], best[trees[1]]
+        for w in new:
+            print(f"RATIO {w} start/this tree: " + ", ".join(
+                f"{k} {old[w][k] / new[w][k]:.2f}x" for k in PARTS))
+
+
+if __name__ == "__main__":
+    main()
