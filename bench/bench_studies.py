@@ -85,8 +85,14 @@ def _against(tree: str, argv: list[str]) -> dict:
         raise SystemExit(2)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "figures.json"
-        subprocess.run([sys.executable, __file__, *argv, "--tree", tree, "--json-out", str(out)],
-                       check=True)
+        # The process pool's workers import perfsim afresh, with the working directory first
+        # on their path: run in the tree measured, with it on PYTHONPATH, so that they import
+        # that tree and not the one installed in the venv.
+        root = Path(tree).resolve()
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            [str(root), *filter(None, [os.environ.get("PYTHONPATH")])]))
+        subprocess.run([sys.executable, str(Path(__file__).resolve()), *argv, "--tree",
+                        str(root), "--json-out", str(out)], check=True, env=env, cwd=root)
         return json.loads(out.read_text())
 
 
