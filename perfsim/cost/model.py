@@ -221,9 +221,21 @@ class RowCosts:
     by_category: dict[str, np.ndarray]
     ipis: np.ndarray
     stolen: np.ndarray
-    counts: dict[str, np.ndarray] = field(repr=False)
+    #: :func:`_count_matrix` of the plan; :attr:`counts` names its rows.
+    matrix: np.ndarray = field(repr=False)
+    #: ``by_category`` as one (categories x rows) array, when it was computed as one.
+    per_category: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def counts(self) -> dict[str, np.ndarray]:
+        """:func:`param_counts` of the plan (views of :attr:`matrix`)."""
+        m = self.matrix
+        return {name: m[_ROW[name]] for name in _COUNT_ORDER}
 
     def category_sums(self, lo: int = 0, hi: int | None = None) -> dict[str, int]:
+        if self.per_category is not None and lo == 0 and hi is None:
+            # one reduction instead of one per category; the same integers
+            return dict(zip(CATEGORIES, self.per_category.sum(axis=1).tolist(), strict=True))
         return {c: int(a[lo:hi].sum()) for c, a in self.by_category.items()}
 
 
@@ -239,9 +251,9 @@ def row_costs(plan_or_steps, profile: CostProfile, *, cpus: int | None = None,
     n = len(steps)
     ipis = ipi_targets(steps, profile, cpus)
     matrix = _count_matrix(steps, ipis, folio)
-    counts = {name: matrix[_ROW[name]] for name in _COUNT_ORDER}  # param_counts(steps, ipis, folio)
     if rng is None or profile.is_fixed:
-        return _fixed_row_costs(steps, profile, ipis, counts, matrix)
+        return _fixed_row_costs(steps, profile, ipis, matrix)
+    counts = {name: matrix[_ROW[name]] for name in _COUNT_ORDER}  # param_counts(steps, ipis, folio)
     by_cat = {c: np.zeros(n, _I64) for c in CATEGORIES}
     values: dict[str, np.ndarray | int] = {}
     for name in PARAM_NAMES:
@@ -272,7 +284,7 @@ def row_costs(plan_or_steps, profile: CostProfile, *, cpus: int | None = None,
     own = (steps.flush_full.astype(_I64) * values["tlb_full_flush_ns"]
            + steps.flush_pages.astype(_I64) * values["tlb_invlpg_ns"])
     stolen = np.where(ipis > 0, values["ipi_receiver_ns"] + own, 0).astype(_I64)
-    return RowCosts(total, by_cat, ipis, stolen, counts)
+    return RowCosts(total, by_cat, ipis, stolen, matrix)
 
 
 #: The caller-paid parameters grouped by category, in :data:`CATEGORIES` order.
@@ -291,24 +303,26 @@ _ONE_PER_UNIT_COLS = np.array([_COL[c] for _, c in _ONE_PER_UNIT])
 
 
 def _fixed_row_costs(steps: S.Steps, profile: CostProfile, ipis: np.ndarray,
-                     counts: dict[str, np.ndarray], matrix: np.ndarray) -> RowCosts:
+                     matrix: np.ndarray) -> RowCosts:
     """:func:`row_costs` when every parameter takes its median (no jitter, or no
     generator): the same integers, from one (parameters x rows) product of ``matrix``
-    (:func:`_count_matrix`, whose rows ``counts`` are) instead of a loop of per-parameter
-    array operations (what a small plan's pricing was made of)."""
+    (:func:`_count_matrix`) instead of a loop of per-parameter array operations (what a
+    small plan's pricing was made of)."""
     n = len(steps)
-    ns = {name: int(profile.param(name).ns) for name in PARAM_NAMES}
+    params = profile.params
     if n == 0:
         zero = np.zeros(0, _I64)
-        return RowCosts(zero, {c: zero.copy() for c in CATEGORIES}, ipis, zero.copy(), counts)
-    weighted = matrix * np.array([ns[name] for name in _BY_CATEGORY], _I64)[:, None]
+        return RowCosts(zero, {c: zero.copy() for c in CATEGORIES}, ipis, zero.copy(), matrix)
+    weights = np.array([getattr(params, name).ns for name in _BY_CATEGORY], _I64)
+    weighted = matrix * weights[:, None]
     per_cat = np.add.reduceat(weighted, _CATEGORY_STARTS, axis=0)
     by_cat = dict(zip(CATEGORIES, per_cat, strict=True))
     total = per_cat.sum(axis=0)
-    own = (steps.flush_full.astype(_I64) * ns["tlb_full_flush_ns"]
-           + steps.flush_pages.astype(_I64) * ns["tlb_invlpg_ns"])
-    stolen = np.where(ipis > 0, ns["ipi_receiver_ns"] + own, 0).astype(_I64)
-    return RowCosts(total, by_cat, ipis, stolen, counts)
+    cols = steps.cols
+    own = (cols["flush_full"].astype(_I64) * int(params.tlb_full_flush_ns.ns)
+           + cols["flush_pages"].astype(_I64) * int(params.tlb_invlpg_ns.ns))
+    stolen = np.where(ipis > 0, int(params.ipi_receiver_ns.ns) + own, 0).astype(_I64)
+    return RowCosts(total, by_cat, ipis, stolen, matrix, per_cat)
 
 
 def total_ns_draws(plan_or_steps, profile: CostProfile, rngs, *, cpus: int | None = None,

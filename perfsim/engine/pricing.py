@@ -38,6 +38,8 @@ from perfsim.planner import steps as S
 
 _I64 = np.int64
 _PUD_MOVES = (S.K_PUD_MOVE, S.K_HUGE_PUD_MOVE)
+#: Columns whose whole-plan totals a call record carries (:func:`build_template`).
+_STAT_SUM_COLUMNS = ("flushes", "alloc_p4d", "alloc_pud", "alloc_pmd", "alloc_pte", "freed")
 
 #: The columns a call template is computed from: every non-address column except
 #: ``length`` (a row's byte length is priced through its counts, never directly: the
@@ -143,17 +145,19 @@ def build_template(steps, profile, cpus: int, rng, hot_locks, ptl_hot,
     kind = cols["kind"]
     kinds = np.bincount(kind, minlength=len(S.KIND_NAMES)).tolist()
     cost = rc.category_sums()
+    # the column totals the record needs, in one reduction (int64: the same integers)
+    flushes, p4d, pud, pmd, pte, freed = np.array(
+        [cols[c] for c in _STAT_SUM_COLUMNS], _I64).sum(axis=1).tolist()
     stats = tuple(CallStats(
         steps=n, segments=len(bounds),
         ptes_moved=int(cols["ptes"][kind == S.K_PTE_MOVE].sum()),
         pmd_moves=kinds[S.K_PMD_MOVE],
         pud_moves=sum(kinds[k] for k in _PUD_MOVES),
         thp_moves=kinds[S.K_THP_MOVE],
-        tlb_flushes=int(cols["flushes"].sum()), ipis=int(rc.ipis.sum()),
+        tlb_flushes=flushes, ipis=int(rc.ipis.sum()),
         rmap_holds=int(np.count_nonzero(cols["rmap"] > 0)),
-        tables_allocated=int(cols["alloc_p4d"].sum() + cols["alloc_pud"].sum()
-                             + cols["alloc_pmd"].sum() + cols["alloc_pte"].sum()),
-        tables_freed=int(cols["freed"].sum()),
+        tables_allocated=p4d + pud + pmd + pte,
+        tables_freed=freed,
         **{f"cost_{c}_ns": cost[c] for c in CATEGORIES},
     ))
     if any_hot:

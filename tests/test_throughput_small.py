@@ -1,0 +1,59 @@
+"""Shortcuts of a small call's pricing (issue 13, part 3) give what the definitions give."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_throughput import _plans
+
+from perfsim.cost import load_cost_profile
+from perfsim.cost.model import CATEGORIES, row_costs
+from perfsim.engine.pricing import build_template
+from perfsim.engine.records import CallStats
+from perfsim.planner import steps as S
+
+WORKLOADS = ["allocator_realloc", "ipi_storm", "exec_stack", "random_layout_stress"]
+
+
+@pytest.mark.parametrize("name", WORKLOADS)
+@pytest.mark.parametrize("profile", ["x86_64-generic", "kvm-host"])
+def test_category_sums_of_a_fixed_profile_are_each_categorys_row_sum(name, profile):
+    prof = load_cost_profile(profile)
+    for plan in _plans(name, 12):
+        for cpus in (None, 1, 4):
+            rc = row_costs(plan, prof, cpus=cpus)
+            assert rc.per_category is not None
+            got = rc.category_sums()
+            assert list(got) == list(CATEGORIES)
+            for c in CATEGORIES:
+                assert type(got[c]) is int
+                assert got[c] == int(rc.by_category[c].sum())
+            n = len(plan.steps)
+            assert rc.category_sums(1, n) == {c: int(rc.by_category[c][1:].sum())
+                                             for c in CATEGORIES}
+
+
+@pytest.mark.parametrize("name", WORKLOADS)
+def test_call_record_totals_are_the_plans_column_sums(name):
+    prof = load_cost_profile("x86_64-generic")
+    for plan in _plans(name, 12):
+        st, cols = plan.steps, plan.steps.cols
+        t = build_template(st, prof, 4, None, (), None)
+        rec = CallStats(*t.stats)
+        assert rec.tlb_flushes == int(cols["flushes"].sum())
+        assert rec.tables_freed == int(cols["freed"].sum())
+        assert rec.tables_allocated == sum(int(cols[c].sum()) for c in
+                                           ("alloc_p4d", "alloc_pud", "alloc_pmd", "alloc_pte"))
+        assert rec.ptes_moved == int(cols["ptes"][cols["kind"] == S.K_PTE_MOVE].sum())
+        assert all(type(v) is int for v in (rec.tlb_flushes, rec.tables_freed,
+                                            rec.tables_allocated))
+
+
+def test_row_costs_of_an_empty_plan_are_empty():
+    prof = load_cost_profile("x86_64-generic")
+    plan = _plans("ipi_storm", 1)[0]
+    empty = plan.steps.select(np.zeros(len(plan.steps), bool))
+    rc = row_costs(empty, prof, cpus=4)
+    assert len(rc.total) == 0 and rc.category_sums() == dict.fromkeys(CATEGORIES, 0)
+    assert all(len(v) == 0 for v in rc.counts.values())
+    assert np.array_equal(rc.stolen, np.zeros(0, np.int64))
