@@ -57,3 +57,34 @@ def test_row_costs_of_an_empty_plan_are_empty():
     assert len(rc.total) == 0 and rc.category_sums() == dict.fromkeys(CATEGORIES, 0)
     assert all(len(v) == 0 for v in rc.counts.values())
     assert np.array_equal(rc.stolen, np.zeros(0, np.int64))
+
+
+def test_replace_window_appends_each_new_bitmap_as_its_words_and_population():
+    from perfsim.mm.pagetable import PMD_TABLE, PageTables, _int_to_words, _mask_pop
+    from perfsim.profiles import load_arch
+
+    arch = load_arch("x86_64")
+    base = 7 << 39
+    pt = PageTables.empty(arch).populate(base, base + 2 * arch.pmd_size, fraction=0.5, seed=3)
+    win = pt.window(base, base + arch.pmd_size)
+    slot = base >> arch.pmd_shift
+    full = (1 << arch.ptrs_per_pte) - 1
+    wanted = [0b1011, full, 1 << (arch.ptrs_per_pte - 1), 0b1011]  # the last one repeats
+    for k, m in enumerate(wanted):
+        win.pmd[slot + 3 + k] = (PMD_TABLE, m)
+    out = pt.replace_window(win)
+    words = arch.ptrs_per_pte // 64
+    added = out.masks[len(pt.masks):]
+    distinct = {m for kind, m in win.pmd.values() if kind == PMD_TABLE}
+    assert len(added) == len(distinct)  # each distinct bitmap of the window once
+    for k, m in enumerate(wanted):
+        kind, got = out.pmd_entry(slot + 3 + k)
+        assert (kind, got) == (PMD_TABLE, m)
+    assert np.array_equal(out.mask_pop, _mask_pop(out.masks))
+    assert out.mask_pop.dtype == np.int32 and out.masks.dtype == np.uint64
+    assert out.masks.shape[1] == words
+    rows = {out.pmd_mask[i] for i in range(len(out.pmd_idx)) if out.pmd_kind[i] == PMD_TABLE}
+    for r in rows:
+        assert r < len(out.masks)
+    assert all(np.array_equal(out.masks[out.pmd_mask[np.searchsorted(out.pmd_idx, slot + 3 + k)]],
+                              _int_to_words(m, words)) for k, m in enumerate(wanted))

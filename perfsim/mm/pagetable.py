@@ -200,12 +200,17 @@ class PageTables:
             r = row_of.get(m)
             if r is None:
                 r = row_of[m] = base_rows + len(added)
-                added.append(_int_to_words(m, w))
+                added.append(m)
             new_rows.append(r)
         if added:
-            rows = np.array(added, dtype=np.uint64).reshape(-1, w)
+            # every added bitmap's words from one buffer (what _int_to_words gives each),
+            # its population from the int (what _mask_pop counts from the words)
+            nbytes = w * 8
+            rows = np.frombuffer(b"".join(m.to_bytes(nbytes, "little") for m in added),
+                                 dtype="<u8").astype(np.uint64).reshape(-1, w)
             masks_arr = np.concatenate([self.masks, rows])
-            pop = np.concatenate([self.mask_pop, _mask_pop(rows)])
+            pop = np.concatenate([self.mask_pop,
+                                  np.array([m.bit_count() for m in added], np.int32)])
         else:
             masks_arr, pop = self.masks, self.mask_pop
         lo_pmd, hi_pmd = win.lo << shift, win.hi << shift
