@@ -88,3 +88,20 @@ def test_replace_window_appends_each_new_bitmap_as_its_words_and_population():
         assert r < len(out.masks)
     assert all(np.array_equal(out.masks[out.pmd_mask[np.searchsorted(out.pmd_idx, slot + 3 + k)]],
                               _int_to_words(m, words)) for k, m in enumerate(wanted))
+
+
+@pytest.mark.parametrize("length", [0, 1, 5, 32, 33, 200])
+def test_splice_gives_the_concatenation_of_the_kept_rows_and_the_new_ones(length):
+    from perfsim.mm.pagetable import _splice
+
+    rng = np.random.default_rng(length)
+    cols = (np.sort(rng.integers(0, 1 << 40, length)).astype(np.int64),
+            rng.integers(0, 3, length).astype(np.int8),
+            rng.integers(-1, 9, length).astype(np.int32))
+    dtypes = (np.int64, np.int8, np.int32)
+    for i0, i1 in {(0, 0), (0, length), (length // 3, length // 2), (length, length)}:
+        vals = ([7, 1 << 35, 9], [2, 0, 1], [-1, 4, 0])
+        got = _splice(cols, i0, i1, vals, dtypes)
+        for col, v, dt, g in zip(cols, vals, dtypes, got, strict=True):
+            want = np.concatenate([col[:i0], np.array(v, dt), col[i1:]])
+            assert g.dtype == want.dtype and np.array_equal(g, want)

@@ -53,12 +53,23 @@ def _splice(columns: tuple, i0: int, i1: int, values: tuple, dtypes: tuple) -> l
     (as ``dtypes``; the result has the dtype concatenating the two would give)."""
     out = []
     for col, vals, dt in zip(columns, values, dtypes, strict=True):
-        mid = np.array(vals, np.promote_types(col.dtype, dt))
+        dt = np.promote_types(col.dtype, dt)
         if i0 == 0 and i1 == len(col):
-            out.append(mid)
+            out.append(np.array(vals, dt))
+        elif len(col) <= _SPLICE_AS_LIST:
+            # a short column: one list splice and one conversion (the same values and
+            # dtype as the concatenation, in half the numpy calls)
+            rows = col.tolist()
+            rows[i0:i1] = vals
+            out.append(np.array(rows, dt))
         else:
-            out.append(np.concatenate([col[:i0], mid, col[i1:]]))
+            out.append(np.concatenate([col[:i0], np.array(vals, dt), col[i1:]]))
     return out
+
+
+#: Longest column :func:`_splice` splices as a Python list (beyond it, concatenation is
+#: cheaper than converting every row).
+_SPLICE_AS_LIST = 32
 
 
 def _words_to_int(row: np.ndarray) -> int:
@@ -219,8 +230,8 @@ class PageTables:
             raise ValueError("replace_window: an entry lies outside the window's PUD slots")
         # The entries below the window, the window's, those above: each part sorted, the
         # window one contiguous range of slots, so the result is sorted.
-        p0, p1 = np.searchsorted(self.pud_idx, [win.lo, win.hi])
-        m0, m1 = np.searchsorted(self.pmd_idx, [lo_pmd, hi_pmd])
+        p0, p1 = self.pud_idx.searchsorted((win.lo, win.hi)).tolist()
+        m0, m1 = self.pmd_idx.searchsorted((lo_pmd, hi_pmd)).tolist()
         pud_idx, pud_kind = _splice((self.pud_idx, self.pud_kind), p0, p1,
                                     ([k for k, _ in pud_items], [v for _, v in pud_items]),
                                     (_I64, np.int8))
