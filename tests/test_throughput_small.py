@@ -105,3 +105,21 @@ def test_splice_gives_the_concatenation_of_the_kept_rows_and_the_new_ones(length
         for col, v, dt, g in zip(cols, vals, dtypes, got, strict=True):
             want = np.concatenate([col[:i0], np.array(v, dt), col[i1:]])
             assert g.dtype == want.dtype and np.array_equal(g, want)
+
+
+@pytest.mark.parametrize("pmd_slots", [1, 3, 64, 65, 700])
+def test_populate_of_every_page_maps_whole_bitmaps_and_a_pud_entry_per_pud_slot(pmd_slots):
+    from perfsim.mm.pagetable import PMD_TABLE, PUD_TABLE, PageTables
+    from perfsim.profiles import load_arch
+
+    arch = load_arch("x86_64")
+    start = (7 << 39) + (1 << 30) - 3 * arch.pmd_size  # crosses a PUD boundary when long
+    end = start + pmd_slots * arch.pmd_size
+    pt = PageTables.empty(arch).populate(start, end)
+    full = (1 << arch.ptrs_per_pte) - 1
+    assert [pt.pmd_entry(s) for s in range(start >> arch.pmd_shift, end >> arch.pmd_shift)] \
+        == [(PMD_TABLE, full)] * pmd_slots
+    puds = sorted({s >> (arch.pud_shift - arch.pmd_shift)
+                   for s in range(start >> arch.pmd_shift, end >> arch.pmd_shift)})
+    assert pt.pud_idx.tolist() == puds and pt.pud_kind.tolist() == [PUD_TABLE] * len(puds)
+    assert pt.present_ptes(start, end) == pmd_slots * arch.ptrs_per_pte

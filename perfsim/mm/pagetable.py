@@ -286,14 +286,15 @@ class PageTables:
         row_ids = np.empty(len(slots), np.int32)
         base_rows = len(self.masks)
         new_rows: list[np.ndarray] = []  # bitmap rows appended after self.masks, in order
-        if fraction >= 1.0:
-            if every == 1:  # one phase, 0: every page
-                phases, inv = [0], 0
-            else:
-                phase = (-(slots << (a.pmd_shift - ps))) % every
-                phases, inv = np.unique(phase, return_inverse=True)
-                phases = phases.tolist()
-            for ph in phases:
+        if fraction >= 1.0 and every == 1:
+            # one phase, 0: every page, the all-ones bitmap (what the pattern below packs
+            # for phase 0 and every 1)
+            new_rows.append(_int_to_words((1 << ptrs) - 1, w))
+            row_ids[:] = base_rows
+        elif fraction >= 1.0:
+            phase = (-(slots << (a.pmd_shift - ps))) % every
+            phases, inv = np.unique(phase, return_inverse=True)
+            for ph in phases.tolist():
                 pattern = (idx >= ph) & ((idx - ph) % every == 0)
                 new_rows.append(np.packbits(pattern, bitorder="little").view("<u8").astype(np.uint64))
             row_ids[:] = base_rows + inv
@@ -347,7 +348,11 @@ class PageTables:
             keep &= ~np.isin(slots >> pud_shift, leaf_puds)
         slots, kinds, row_ids = slots[keep], kinds[keep], row_ids[keep]
         row_ids[kinds == PMD_LEAF] = -1
-        pud_slots = np.unique(slots >> pud_shift)
+        pud_of = slots >> pud_shift  # sorted, as slots are
+        if len(pud_of) <= 64:
+            pud_slots = list(dict.fromkeys(pud_of.tolist()))  # np.unique's values, in order
+        else:
+            pud_slots = np.unique(pud_of).tolist()
         new = PageTables._build(a, self.pud_tables, self.pud_idx, self.pud_kind, self.pmd_idx,
                                 self.pmd_kind, self.pmd_mask, all_masks, pop)
         return new._merge_pmds(slots, kinds, row_ids)._with_puds(pud_slots, leaf_puds)
@@ -384,10 +389,10 @@ class PageTables:
         return PageTables._build(a, self.pud_tables, self.pud_idx, self.pud_kind, pmd_idx[order],
                                  pmd_kind[order], pmd_mask[order], all_masks, pop)
 
-    def _with_puds(self, table_slots: np.ndarray, leaf_slots: np.ndarray) -> PageTables:
+    def _with_puds(self, table_slots: list[int], leaf_slots: np.ndarray) -> PageTables:
         a = self.arch
-        kinds = {int(s): int(k) for s, k in zip(self.pud_idx, self.pud_kind)}
-        for s in table_slots.tolist():
+        kinds = dict(zip(self.pud_idx.tolist(), self.pud_kind.tolist(), strict=True))
+        for s in table_slots:
             kinds.setdefault(s, PUD_TABLE)
         for s in leaf_slots.tolist():
             kinds[s] = PUD_LEAF
