@@ -123,3 +123,35 @@ def test_populate_of_every_page_maps_whole_bitmaps_and_a_pud_entry_per_pud_slot(
                    for s in range(start >> arch.pmd_shift, end >> arch.pmd_shift)})
     assert pt.pud_idx.tolist() == puds and pt.pud_kind.tolist() == [PUD_TABLE] * len(puds)
     assert pt.present_ptes(start, end) == pmd_slots * arch.ptrs_per_pte
+
+
+@pytest.mark.parametrize("where", ["below", "gap", "above", "overlapping"])
+def test_populate_next_to_mapped_entries_keeps_them_and_adds_the_new_ones_sorted(where):
+    from perfsim.mm.pagetable import PageTables
+    from perfsim.profiles import load_arch
+
+    arch = load_arch("x86_64")
+    M, P = arch.pmd_size, arch.page_size
+    base = 7 << 39
+    old = PageTables.empty(arch).populate(base + 10 * M, base + 12 * M + 5 * P,
+                                           fraction=0.5, seed=4)
+    old = old.populate(base + 40 * M + 3 * P, base + 41 * M)
+    lo = {"below": base + 2 * M + 7 * P, "gap": base + 20 * M + P, "above": base + 50 * M,
+          "overlapping": base + 11 * M + 9 * P}[where]
+    hi = lo + 3 * M + 4 * P
+    new = PageTables.empty(arch).populate(lo, hi, every=2)
+    got = old.populate(lo, hi, every=2)
+    slots = sorted(set(old.pmd_idx.tolist()) | set(new.pmd_idx.tolist()))
+    assert got.pmd_idx.tolist() == slots
+    assert got.pmd_idx.dtype == old.pmd_idx.dtype and got.pmd_mask.dtype == old.pmd_mask.dtype
+    for s in slots:
+        ok, om = old.pmd_entry(s)
+        nk, nm = new.pmd_entry(s)
+        assert got.pmd_entry(s) == (max(ok, nk), om | nm)
+    assert np.array_equal(got.mask_pop, _mask_pop_of(got))
+
+
+def _mask_pop_of(pt):
+    from perfsim.mm.pagetable import _mask_pop
+
+    return _mask_pop(pt.masks)

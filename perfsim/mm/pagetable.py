@@ -364,9 +364,20 @@ class PageTables:
         if not len(self.pmd_idx):  # nothing to merge with: the new entries, already sorted
             return PageTables._build(a, self.pud_tables, self.pud_idx, self.pud_kind, slots,
                                      kinds, row_ids, self.masks, self.mask_pop)
-        masks = list(self.masks)
         pos = np.searchsorted(self.pmd_idx, slots)
         exists = (pos < len(self.pmd_idx)) & (self.pmd_idx[np.minimum(pos, len(self.pmd_idx) - 1)] == slots)
+        if len(slots) and pos[0] == pos[-1] and not exists.any():
+            # every new entry falls between the same two existing ones (a range away from
+            # what is mapped): the sorted union is the existing entries with the new ones
+            # spliced in at that position, what the stable sort below gives
+            p = int(pos[0])
+            return PageTables._build(
+                a, self.pud_tables, self.pud_idx, self.pud_kind,
+                np.concatenate([self.pmd_idx[:p], slots, self.pmd_idx[p:]]),
+                np.concatenate([self.pmd_kind[:p], kinds, self.pmd_kind[p:]]),
+                np.concatenate([self.pmd_mask[:p], row_ids, self.pmd_mask[p:]]),
+                self.masks, self.mask_pop)
+        masks = list(self.masks)
         old_kind = self.pmd_kind.copy()
         old_rows = self.pmd_mask.copy()
         for k in np.flatnonzero(exists):
