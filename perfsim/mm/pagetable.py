@@ -282,7 +282,7 @@ class PageTables:
         # A page is mapped iff its address is a multiple of ``every`` pages (absolute, so the
         # pattern does not depend on where the range starts): slot j's first mapped index is
         # its phase, one of at most every / gcd(every, ptrs) values.
-        idx = np.arange(ptrs)
+        idx = np.arange(ptrs) if every > 1 else None  # page index in a table, for the phases
         row_ids = np.empty(len(slots), np.int32)
         base_rows = len(self.masks)
         new_rows: list[np.ndarray] = []  # bitmap rows appended after self.masks, in order
@@ -347,7 +347,8 @@ class PageTables:
         if len(leaf_puds):
             keep &= ~np.isin(slots >> pud_shift, leaf_puds)
         slots, kinds, row_ids = slots[keep], kinds[keep], row_ids[keep]
-        row_ids[kinds == PMD_LEAF] = -1
+        if thp:  # without it every kept slot is a PTE table
+            row_ids[kinds == PMD_LEAF] = -1
         pud_of = slots >> pud_shift  # sorted, as slots are
         if len(pud_of) <= 64:
             pud_slots = list(dict.fromkeys(pud_of.tolist()))  # np.unique's values, in order
