@@ -23,15 +23,10 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tree import use_tree  # noqa: E402
 
-def _tree() -> Path:
-    if "--tree" in sys.argv[:-1]:
-        return Path(sys.argv[sys.argv.index("--tree") + 1]).resolve()
-    return Path(__file__).resolve().parents[1]
-
-
-ROOT = _tree()
-sys.path.insert(0, str(ROOT))
+ROOT = use_tree(__file__)
 
 PARTS = ("layout", "plan", "template")
 

@@ -20,17 +20,10 @@ import sys
 import time
 from pathlib import Path
 
-
-def _tree() -> Path:
-    """The perfsim tree to measure: ``--tree PATH``, else the one this script is in."""
-    if "--tree" in sys.argv[:-1]:
-        return Path(sys.argv[sys.argv.index("--tree") + 1]).resolve()
-    return Path(__file__).resolve().parents[1]
-
-
-ROOT = _tree()
-sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tree import use_tree  # noqa: E402
+
+ROOT = use_tree(__file__)
 
 from simpy_reference import timeouts_per_s  # noqa: E402
 

@@ -1,0 +1,21 @@
+"""Which perfsim tree a benchmark measures, put first on ``sys.path`` before perfsim loads.
+
+``--tree PATH`` (how a script's ``--against TREE`` runs a child on an older tree), else the
+tree the script is in. Shared by the benchmarks that can measure another tree side by side.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def use_tree(script: str) -> Path:
+    """The tree to measure for the benchmark ``script`` (its ``__file__``), now first on
+    ``sys.path``."""
+    if "--tree" in sys.argv[:-1]:
+        root = Path(sys.argv[sys.argv.index("--tree") + 1]).resolve()
+    else:
+        root = Path(script).resolve().parents[1]
+    sys.path.insert(0, str(root))
+    return root
