@@ -220,3 +220,10 @@ def test_written_before_charges_a_cold_cache_profile_once(capsys):
 def test_written_before_must_be_a_size(capsys):
     err = bad(capsys, "--old-len", "4K", "--cost-profile", "kvm-epyc", "--written-before", "lots")
     assert "--written-before" in err
+
+
+def test_a_bad_written_before_in_a_request_file_names_the_file_key(capsys, tmp_path):
+    f = tmp_path / "req.toml"
+    f.write_text('old_len = "4K"\ncost_profile = "kvm-epyc"\nwritten_before = "lots"\n')
+    err = bad(capsys, "--file", str(f))
+    assert f"{f}: written_before" in err

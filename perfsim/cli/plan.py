@@ -35,7 +35,6 @@ from perfsim.request_file import (
     parse_vma_option,
     validate,
 )
-from perfsim.units import parse_size
 
 __all__ = ["compress", "register", "run", "shape_ids"]
 
@@ -201,10 +200,9 @@ def run(args: argparse.Namespace) -> int:
         profile = cost_profile(str(res.settings["cost_profile"]), arch=res.target.arch.name,
                                force=bool(res.settings["force_cost_profile"]))
     plan = plan_mremap(res.space, res.request, res.target)
-    written = parse_size(res.settings["written_before"], what="--written-before")
-    cost = None if profile is None else predict_cost(plan, profile, res.settings["cpus"],
-                                                     target=res.target,
-                                                     written_before_bytes=written)
+    cost = None if profile is None else predict_cost(
+        plan, profile, res.settings["cpus"], target=res.target,
+        written_before_bytes=res.settings["written_before"])
     file = getattr(args, "file", None)
     out = sys.stdout
     if args.json:

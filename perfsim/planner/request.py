@@ -265,7 +265,8 @@ def resolve(v: dict, origin: dict[str, str], lab: Label) -> Resolved:
                           dontunmap=bool(v["dontunmap"]), for_stack=bool(v["for_stack"]),
                           fail_alloc_at=v["fail_alloc_at"])
     settings = dict(v, old_addr=old_addr, old_len=old_len, new_len=new_len, new_addr=new_addr,
-                    cpus=cpus, populate=str(v["populate"]))
+                    cpus=cpus, populate=str(v["populate"]),
+                    written_before=parse_size(v["written_before"], what=lab("written_before")))
     return Resolved(target, space, request, settings, origin)
 
 
