@@ -589,20 +589,24 @@ class UnmapRegion:
     not_anon: tuple[tuple[int, int], ...] = ()
 
 
-def forcing_spans(vmas, start: int, end: int) -> tuple[tuple[int, int], ...]:
-    """The parts of ``[start, end)`` of the VMAs (in address order) whose zapped PTEs force a
-    flush (:func:`vma_zap_forces_flush`), one per VMA (adjacent ones stay apart: each gets
-    its own ``zap_pte_range`` call)."""
+def _spans_of(vmas, start: int, end: int, keep) -> tuple[tuple[int, int], ...]:
+    """The parts of ``[start, end)`` of the VMAs (in address order) for which ``keep(vma)``,
+    one per VMA (adjacent ones stay apart)."""
     return tuple((max(v.start, start), min(v.end, end)) for v in vmas
-                 if v.start < end and v.end > start and vma_zap_forces_flush(v))
+                 if v.start < end and v.end > start and keep(v))
+
+
+def forcing_spans(vmas, start: int, end: int) -> tuple[tuple[int, int], ...]:
+    """The parts of ``[start, end)`` of the VMAs whose zapped PTEs force a flush
+    (:func:`vma_zap_forces_flush`), one per VMA: each gets its own ``zap_pte_range`` call."""
+    return _spans_of(vmas, start, end, vma_zap_forces_flush)
 
 
 def not_anon_spans(vmas, start: int, end: int) -> tuple[tuple[int, int], ...]:
     """The parts of ``[start, end)`` of the VMAs that are not anonymous (file, shmem,
     hugetlb: ``vma_is_anonymous`` is false), whose partly zapped huge PMDs
     ``__split_huge_pmd`` unmaps whole instead of splitting into PTEs."""
-    return tuple((max(v.start, start), min(v.end, end)) for v in vmas
-                 if v.start < end and v.end > start and v.backing != "anon")
+    return _spans_of(vmas, start, end, lambda v: v.backing != "anon")
 
 
 def unmap_region(target: Target, pt, region: UnmapRegion, log: S.StepLog, phase: int, *,
