@@ -353,7 +353,11 @@ def test_cli_bad_requests_are_one_line_and_exit_2(capsys, monkeypatch, tmp_path)
     from perfsim.cli.main import main
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    header_first = tmp_path / "with-header.jsonl"   # a run_native header saved as a record
+    header_first.write_text('{"release": "6.18.44", "ncpus": 2}\n'
+                            + (DATA / "6.1.jsonl").read_text())
     for argv in (["groundtruth", "--kernel", "5.10"],
+                 ["groundtruth", "--compare", str(header_first)],
                  ["groundtruth", "--kernel", "6.12", "--grid", "ordinary"],
                  ["groundtruth", "--kernel", "6.12", "--profile", "9.9"],
                  ["groundtruth", "--compare", str(tmp_path / "missing.jsonl")],
@@ -420,3 +424,18 @@ def test_a_private_file_mapping_is_rebuilt_map_private():
                   "path": "/dev/zero (deleted)"}, rec, 12)
     assert (lib.backing, lib.shared) == ("file", False)
     assert (shm.backing, shm.shared) == ("shmem", True)
+
+
+def test_the_zap_rule_holds_in_an_ordinary_programs_layout_too():
+    """host-6.18-ordinary-zap.jsonl: the same unmaps by a C program whose buffers come from
+    mmap(NULL) next to its C library (recorded natively here, 3 repetitions each): written
+    shmem/memfd shrunk from 8 MiB to 2 MiB flushes once per PTE table, anon once, and the
+    planner predicts every call, phase by phase."""
+    recs = _records("host-6.18-ordinary-zap.jsonl")
+    assert {r["layout"] for r in recs} == {"ordinary"} and len(recs) == 24
+    for r in recs:
+        m = measured(r)["dst_unmap"]
+        if r["id"].startswith("ordinary-0-0/8M/1t/") and r["id"].endswith("/to-2M"):
+            want = (1, 1) if r["backing"] == "anon" else (4, 3)
+            assert (m["flush_calls"], m["full_flushes"]) == want, r["id"]
+    assert {row["status"] for row in compare_records(recs)} == {"agree"}

@@ -180,9 +180,13 @@ def read_jsonl(path) -> list[dict]:
         if not line.strip():
             continue
         try:
-            out.append(json.loads(line))
+            rec = json.loads(line)
         except json.JSONDecodeError as exc:
             raise PerfsimError(f"{path}:{n}: not JSON ({exc.msg})") from None
+        if not isinstance(rec, dict) or "id" not in rec:
+            raise PerfsimError(f"{path}:{n}: not a ground-truth call record (no 'id'); "
+                               "perfsim groundtruth --out writes one record per call")
+        out.append(rec)
     return out
 
 
