@@ -112,23 +112,35 @@ def pages_until_forced_flush(target: Target, batched: int, delayed_rmap: bool) -
     return local + batch * per - batched
 
 
+def _pte_table_key(a, addrs):
+    return (addrs >> a.pmd_shift) * 4
+
+
+def _pmd_table_key(a, addrs):
+    return (((addrs >> a.pud_shift) + 1) << (a.pud_shift - a.pmd_shift)) * 4 - 2
+
+
+def _pud_table_key(a, addrs):
+    return (((addrs >> a.p4d_shift) + 1) << (a.p4d_shift - a.pmd_shift)) * 4 - 1
+
+
+_KEY_OF_LEVEL = {PTE_TABLE: _pte_table_key, PMD_TABLE_PAGE: _pmd_table_key,
+                 PUD_TABLE_PAGE: _pud_table_key}
+
+
 def table_order_key(target: Target, addrs, levels):
     """Sort key putting freed tables in the order ``free_pgd_range`` frees them: per PUD
-    entry its PTE tables then its PMD table; the PUD table after all its PUD entries."""
+    entry its PTE tables then its PMD table; the PUD table after all its PUD entries.
+    ``addrs`` and ``levels`` are ints (one table) or arrays."""
     a = target.arch
-    kpp = a.pud_shift - a.pmd_shift
-    ktop = a.p4d_shift - a.pmd_shift
+    if isinstance(levels, int):
+        return _KEY_OF_LEVEL[levels](a, addrs)
     lv = np.asarray(levels)
     if len(lv) and lv.min() == lv.max():  # one level: one formula, no masks
-        if lv[0] == PTE_TABLE:
-            return (addrs >> a.pmd_shift) * 4
-        if lv[0] == PMD_TABLE_PAGE:
-            return (((addrs >> a.pud_shift) + 1) << kpp) * 4 - 2
-        return (((addrs >> a.p4d_shift) + 1) << ktop) * 4 - 1
-    pte = (addrs >> a.pmd_shift) * 4
-    pmd = (((addrs >> a.pud_shift) + 1) << kpp) * 4 - 2
-    pud = (((addrs >> a.p4d_shift) + 1) << ktop) * 4 - 1
-    return (lv == PTE_TABLE) * pte + (lv == PMD_TABLE_PAGE) * pmd + (lv == PUD_TABLE_PAGE) * pud
+        return _KEY_OF_LEVEL[int(lv[0])](a, addrs)
+    return ((lv == PTE_TABLE) * _pte_table_key(a, addrs)
+            + (lv == PMD_TABLE_PAGE) * _pmd_table_key(a, addrs)
+            + (lv == PUD_TABLE_PAGE) * _pud_table_key(a, addrs))
 
 
 def merge_free_order(target: Target, addrs: list, levels: list):
@@ -216,15 +228,14 @@ class MmuGather:
         self.freed_tables = True
 
     def freed(self, target: Target):
-        """``(addrs, levels)`` of every freed table, in kernel free order."""
+        """``(addrs, levels)`` of every freed table, in kernel free order: Python lists for
+        the tables :meth:`free_table` recorded (sorted by :func:`table_order_key`, stable),
+        else the arrays the array driver set (already in that order)."""
         if self.table_arrays is not None:
             return self.table_arrays
-        if not self.tables:
-            return np.zeros(0, np.int64), np.zeros(0, np.int8)
-        addrs = np.array([t[0] for t in self.tables], np.int64)
-        levels = np.array([t[1] for t in self.tables], np.int8)
-        order = np.argsort(table_order_key(target, addrs, levels), kind="stable")
-        return addrs[order], levels[order]
+        a = target.arch
+        order = sorted(self.tables, key=lambda t: _KEY_OF_LEVEL[t[1]](a, t[0]))
+        return [t[0] for t in order], [t[1] for t in order]
 
     def tlb_get_unmap_shift(self, target: Target) -> int | None:
         """``tlb_get_unmap_shift`` for what the zap cleared, or None if it cleared nothing."""
@@ -272,19 +283,14 @@ def tlb_finish_mmu(target: Target, tlb: MmuGather, log: S.StepLog, phase: int, s
                                 lazy_cpus=lazy_cpus, freed_tables=False)
             log.add(phase, S.K_FREE_TABLES, start, 0, end - start, freed=0, flush=flush)
         return
-    cap = tables_per_forced_flush(target)
-    if cap is not None:
-        cuts = np.arange(0, n, cap)
-    else:  # tables join the page batches after the pages the zap left in them
-        first = pages_until_forced_flush(target, tlb.batched, False)
-        cuts = np.concatenate([[0], np.arange(first, n, pages_until_forced_flush(target, 0, False))])
-    lo = np.minimum.reduceat(addrs, cuts)
-    hi = np.maximum.reduceat(addrs, cuts) + a.page_size
-    lvl = np.minimum.reduceat(levels, cuts)
-    counts = np.diff(np.append(cuts, n))
+    cuts = table_flush_cuts(target, tlb.batched, n)
+    if isinstance(addrs, list):
+        groups = table_flush_groups(addrs, levels, cuts, a.page_size)
+    else:
+        groups = table_flush_groups_arrays(addrs, levels, cuts, a.page_size)
     shift_of = {PTE_TABLE: a.pmd_shift, PMD_TABLE_PAGE: a.pud_shift, PUD_TABLE_PAGE: a.p4d_shift}
     seen: dict[tuple[int, int], object] = {}  # a flush depends on the span, not where it is
-    for i, (s_, e_, lv, k) in enumerate(zip(lo.tolist(), hi.tolist(), lvl.tolist(), counts.tolist())):
+    for i, (s_, e_, lv, k) in enumerate(groups):
         shift = shift_of[lv]
         if i == 0 and tlb.start is not None and zap_shift is not None:
             s_, e_ = min(s_, tlb.start), max(e_, tlb.end)
@@ -296,3 +302,33 @@ def tlb_finish_mmu(target: Target, tlb: MmuGather, log: S.StepLog, phase: int, s
         log.add(phase, S.K_FREE_TABLES, start, 0, end - start, freed=k, flush=seen[key])
 
 
+def table_flush_cuts(target: Target, batched: int, n: int) -> list[int]:
+    """Where the ``n`` freed tables (in free order) are cut into flushes: the first table
+    of each run that ends in a flush. With :func:`tables_per_forced_flush`, every full
+    table batch; otherwise the tables join the page batches after the ``batched`` pages
+    the zap left in them (:func:`pages_until_forced_flush`)."""
+    cap = tables_per_forced_flush(target)
+    if cap is not None:
+        return list(range(0, n, cap))
+    first = pages_until_forced_flush(target, batched, False)
+    return [0, *range(first, n, pages_until_forced_flush(target, 0, False))]
+
+
+def table_flush_groups(addrs: list[int], levels: list[int], cuts: list[int],
+                       page_size: int) -> list[tuple[int, int, int, int]]:
+    """Per run of freed tables starting at each of ``cuts``: ``(lowest address, highest
+    address + page_size, lowest level, tables)``, on Python lists."""
+    ends = [*cuts[1:], len(addrs)]
+    return [(min(addrs[c0:c1]), max(addrs[c0:c1]) + page_size, min(levels[c0:c1]), c1 - c0)
+            for c0, c1 in zip(cuts, ends)]
+
+
+def table_flush_groups_arrays(addrs: np.ndarray, levels: np.ndarray, cuts: list[int],
+                              page_size: int) -> list[tuple[int, int, int, int]]:
+    """:func:`table_flush_groups` on arrays (a million freed tables in a few numpy calls)."""
+    at = np.asarray(cuts, np.int64)
+    lo = np.minimum.reduceat(addrs, at)
+    hi = np.maximum.reduceat(addrs, at) + page_size
+    lvl = np.minimum.reduceat(levels, at)
+    counts = np.diff(np.append(at, len(addrs)))
+    return list(zip(lo.tolist(), hi.tolist(), lvl.tolist(), counts.tolist()))

@@ -70,6 +70,13 @@ INT_COLUMNS = (
 ADDR_COLUMNS = ("old_addr", "new_addr")
 _DTYPES = {c: np.int64 for c in ADDR_COLUMNS + ("length", "ptes", "slots", "batches", "flush_pages")}
 
+_ROW_NAMES = ADDR_COLUMNS + INT_COLUMNS  # the order of a StepLog row's fields
+_WIDE_AT = tuple(i for i, n in enumerate(_ROW_NAMES) if _DTYPES.get(n) is np.int64)
+_NARROW_AT = tuple(i for i, n in enumerate(_ROW_NAMES) if _DTYPES.get(n) is not np.int64)
+# column name -> (int64?, its row in the int64 or the int32 block)
+_COLUMN_SOURCE = tuple((n, i in _WIDE_AT, (_WIDE_AT if i in _WIDE_AT else _NARROW_AT).index(i))
+                       for i, n in enumerate(_ROW_NAMES))
+
 
 @dataclass
 class StepLog:
@@ -110,10 +117,19 @@ class StepLog:
             data = list(zip(*rows))
         else:
             data = [()] * len(names)
-        cols = {n: np.asarray(d, dtype=_DTYPES.get(n, np.int32)) for n, d in zip(names, data)}
-        uniq = sorted(set(lock_names))
-        ids = {n: i for i, n in enumerate(uniq)}
-        lock_id = np.asarray([ids[n] for n in lock_names], dtype=np.int32)
+        # two conversions (the int64 columns, the int32 ones), each column a contiguous row
+        # of one of them: the values and dtypes of one np.asarray per column
+        wide = np.array([data[i] for i in _WIDE_AT], np.int64)
+        narrow = np.array([data[i] for i in _NARROW_AT], np.int32)
+        cols = {n: (wide[j] if w else narrow[j]) for n, w, j in _COLUMN_SOURCE}
+        first = lock_names[0] if lock_names else ()
+        if lock_names.count(first) == len(lock_names):  # one lock set (or no row): all 0
+            uniq = [first] if lock_names else []
+            lock_id = np.zeros(len(lock_names), np.int32)
+        else:
+            uniq = sorted(set(lock_names))
+            ids = {n: i for i, n in enumerate(uniq)}
+            lock_id = np.array([ids[n] for n in lock_names], np.int32)
         return Steps(cols, tuple(uniq), lock_id)
 
     def freeze(self) -> Steps:
