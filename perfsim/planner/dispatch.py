@@ -1,12 +1,12 @@
 """Choose how to run one ``move_page_tables``: the reference walk or the vectorised path.
 
-Both take the page tables as a value and return the new value, the progress and the name
-of the planner that ran, appending their rows to the same :class:`~perfsim.planner.steps.StepLog`.
+Both work on the call's :class:`~perfsim.planner.tables.CallTables` (the walk in its open
+window, the vectorised path on its value) and return the progress and the name of the
+planner that ran, appending their rows to the same :class:`~perfsim.planner.steps.StepLog`.
 """
 
 from __future__ import annotations
 
-from perfsim.mm.pagetable import PageTables
 from perfsim.planner import fast
 from perfsim.planner import steps as S
 from perfsim.planner.gather import MmuGather, tlb_finish_mmu
@@ -14,59 +14,64 @@ from perfsim.planner.hugetlb import move_hugetlb_page_tables
 from perfsim.planner.options import DEFAULT, PlanOptions
 from perfsim.planner.realign import PageTableMoveControl
 from perfsim.planner.reference import MoveContext, move_page_tables
+from perfsim.planner.tables import CallTables
 from perfsim.planner.unmap import free_pgd_range
 from perfsim.profiles import Target
 
 
-def run_move(target: Target, pt: PageTables, pmc: PageTableMoveControl, log: S.StepLog, *,
+def run_move(target: Target, tables: CallTables, pmc: PageTableMoveControl, log: S.StepLog, *,
              phase: int = S.MOVE, cpus: int = 1, lazy_cpus: int = 0,
              fail_alloc_at: int | None = None, allow_fast: bool = True,
-             options: PlanOptions = DEFAULT) -> tuple[PageTables, int, str]:
-    """Run one move; return ``(page tables after, progress, planner name)``.
+             options: PlanOptions = DEFAULT) -> tuple[int, str]:
+    """Run one move on ``tables``; return ``(progress, planner name)``.
 
     ``options`` chooses the implementation (``PlanOptions.walks``: by default the walk for
     small moves, the fast path for larger ones where it applies); tests pin one or the other
     to hold them to the same output.
     """
     if pmc.len_in == 0:
-        return pt, 0, "reference"
+        return 0, "reference"
     shift = target.arch.pmd_shift
     walk = (options.walks(shift, pmc.old_addr, pmc.old_end)
             and options.walks(shift, pmc.new_addr, pmc.new_addr + pmc.len_in))
     if not walk and allow_fast and not pmc.old.is_hugetlb:
-        out = fast.try_move_page_tables(target, pt, pmc, log, phase=phase, cpus=cpus,
-                                        lazy_cpus=lazy_cpus, fail_alloc_at=fail_alloc_at,
+        out = fast.try_move_page_tables(target, tables.value(), pmc, log, phase=phase,
+                                        cpus=cpus, lazy_cpus=lazy_cpus,
+                                        fail_alloc_at=fail_alloc_at,
                                         force=options.implementation == "fast")
         if out is not None:
             new_pt, progress = out
-            return new_pt, progress, "fast"
-    win = pt.window(min(pmc.old_addr, pmc.new_addr), max(pmc.old_end, pmc.new_addr + pmc.len_in))
+            tables.set_value(new_pt)
+            return progress, "fast"
+    win = tables.window(min(pmc.old_addr, pmc.new_addr),
+                        max(pmc.old_end, pmc.new_addr + pmc.len_in))
     ctx = MoveContext(target, win, log, phase, cpus, lazy_cpus, fail_alloc_at)
     if pmc.old.is_hugetlb:
         progress = move_hugetlb_page_tables(ctx, pmc)
     else:
         progress = move_page_tables(ctx, pmc)
-    return pt.replace_window(win), progress, "reference"
+    return progress, "reference"
 
 
-def run_stack_move(target: Target, pt: PageTables, pmc: PageTableMoveControl, log: S.StepLog, *,
-                   ceiling: int, cpus: int = 1, lazy_cpus: int = 0,
-                   fail_alloc_at: int | None = None) -> tuple[PageTables, int]:
+def run_stack_move(target: Target, tables: CallTables, pmc: PageTableMoveControl,
+                   log: S.StepLog, *, ceiling: int, cpus: int = 1, lazy_cpus: int = 0,
+                   fail_alloc_at: int | None = None) -> int:
     """exec's ``relocate_vma_down`` page-table work: ``move_page_tables`` of the whole stack
     (source and destination overlap, so only the reference walk applies), then, when it
     moved everything, ``free_pgd_range`` of what the stack no longer covers (the part above
     the new end, or all of the old range when the two do not overlap) and the flush.
-    Returns ``(page tables after, progress)``."""
+    Returns the progress."""
     old_start, old_end = pmc.old_addr, pmc.old_end
     new_start = pmc.new_addr
     new_end = new_start + pmc.len_in
-    win = pt.window(min(old_start, new_start), old_end)
+    win = tables.window(min(old_start, new_start), old_end)
     ctx = MoveContext(target, win, log, S.MOVE, cpus, lazy_cpus, fail_alloc_at)
     progress = move_page_tables(ctx, pmc)
     if progress == pmc.len_in:
         tlb = MmuGather()
         lo = new_end if new_end > old_start else old_start
-        freed = free_pgd_range(target, win, lo, old_end, new_end, ceiling, tlb)
+        freed = free_pgd_range(target, win, lo, old_end, new_end, ceiling, tlb,
+                               visible=(min(old_start, new_start), old_end))
         tlb_finish_mmu(target, tlb, log, S.UNMAP_SRC, old_start, old_end, 0, freed, cpus=cpus,
                        lazy_cpus=lazy_cpus)
-    return pt.replace_window(win), progress
+    return progress

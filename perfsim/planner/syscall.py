@@ -14,7 +14,10 @@
   in their older order, one VMA per call.
 
 The checks are the pure functions of :mod:`perfsim.planner.checks`; the page tables are
-reached only through :mod:`perfsim.planner.dispatch` and :func:`~perfsim.planner.unmap.unmap_region`.
+reached only through :mod:`perfsim.planner.dispatch` and :func:`~perfsim.planner.unmap.unmap_region`,
+on the call's :class:`~perfsim.planner.tables.CallTables` (``VmaRemap.tables``): while the
+call runs, the address spaces it derives keep the page tables it started with, and the
+plan's ``after`` gets the tables' value once, at the end.
 A refusal before anything changed is a plan with the errno, no steps and the space as it
 was; a refusal after something changed (a multi-VMA move that fails part way, a reverted
 partial move) keeps the steps and the space as the kernel leaves it.
@@ -33,6 +36,7 @@ from perfsim.planner.explain import explain_realign
 from perfsim.planner.options import DEFAULT, PlanOptions
 from perfsim.planner.realign import PageTableMoveControl, try_realign_addr
 from perfsim.planner.result import MovePlan, MoveRequest
+from perfsim.planner.tables import CallTables
 from perfsim.planner.unmap import UnmapRegion, forcing_spans, not_anon_spans, unmap_region
 from perfsim.planner.vma_remap import EXPAND, NO_RESIZE, SHRINK, MovedRange, VmaRemap
 from perfsim.profiles import Target
@@ -135,6 +139,15 @@ def do_munmap(target: Target, space: AddressSpace, start: int, length: int, log:
     """``do_munmap``: split the VMAs at the range's ends, zap, free page tables between
     the neighbours (``free_pgtables``), flush, drop the VMAs. Nothing mapped: nothing done.
     Versions: 6.6–6.18."""
+    tables = CallTables(space.pt)
+    rest = _do_munmap(target, space, tables, start, length, log, phase, options)
+    return rest if rest is space else rest.with_pt(tables.value())
+
+
+def _do_munmap(target: Target, space: AddressSpace, tables: CallTables, start: int,
+               length: int, log: S.StepLog, phase: int, options: PlanOptions) -> AddressSpace:
+    """:func:`do_munmap` on the call's ``tables``: returns the space with the VMAs after it
+    (``space`` itself when nothing is mapped there) and the page tables it had."""
     end = start + length
     hit = space.intersecting(start, end)
     if not hit:
@@ -147,9 +160,9 @@ def do_munmap(target: Target, space: AddressSpace, start: int, length: int, log:
                          span=(min(start, hit[0].start), max(end, hit[-1].end)),
                          forcing=forcing_spans(hit, start, end),
                          not_anon=not_anon_spans(hit, start, end))
-    pt = unmap_region(target, space.pt, region, log, phase, cpus=space.cpus,
-                      lazy_cpus=space.lazy_cpus, options=options)
-    return rest.with_pt(pt)
+    unmap_region(target, tables, region, log, phase, cpus=space.cpus,
+                 lazy_cpus=space.lazy_cpus, options=options)
+    return rest
 
 
 def get_unmapped_area(space: AddressSpace, length: int, hint: int | None) -> int | None:
@@ -170,8 +183,8 @@ def get_unmapped_area(space: AddressSpace, length: int, hint: int | None) -> int
 # ------------------------------------------------------------------------ the call
 
 def _munmap(vrm: VmaRemap, start: int, length: int, phase: int) -> None:
-    vrm.space = do_munmap(vrm.target, vrm.space, start, length, vrm.log, phase,
-                          options=vrm.options)
+    vrm.space = _do_munmap(vrm.target, vrm.space, vrm.tables, start, length, vrm.log, phase,
+                           vrm.options)
 
 
 def shrink_vma(vrm: VmaRemap) -> None:
@@ -216,9 +229,9 @@ def move_vma(vrm: VmaRemap) -> int:
     pmc = PageTableMoveControl(vma, new_vma, old_addr, new_addr, old_len, need_rmap_locks=need_rmap)
     why = explain_realign(during, pmc, t)
     realigned = False if vma.is_hugetlb else try_realign_addr(during, pmc, t)
-    pt, progress, planner = run_move(t, space.pt, pmc, vrm.log, cpus=space.cpus,
-                                     lazy_cpus=space.lazy_cpus, fail_alloc_at=vrm.fail_alloc_at,
-                                     options=vrm.options)
+    progress, planner = run_move(t, vrm.tables, pmc, vrm.log, cpus=space.cpus,
+                                 lazy_cpus=space.lazy_cpus, fail_alloc_at=vrm.fail_alloc_at,
+                                 options=vrm.options)
     record = MovedRange(old_addr, old_addr + old_len, new_addr, progress, realigned, why,
                         need_rmap, planner)
     if progress < old_len:
@@ -227,17 +240,17 @@ def move_vma(vrm: VmaRemap) -> int:
         back = PageTableMoveControl(new_vma, vma, new_addr, old_addr, progress, need_rmap_locks=True)
         if progress and not vma.is_hugetlb:
             try_realign_addr(during, back, t)
-        pt, _, _ = run_move(t, pt, back, vrm.log, phase=S.REVERT, cpus=space.cpus,
-                            lazy_cpus=space.lazy_cpus, allow_fast=False)
-        after = do_munmap(t, during.with_pt(pt), new_addr, new_len, vrm.log, S.UNMAP_SRC,
-                          options=vrm.options)
+        run_move(t, vrm.tables, back, vrm.log, phase=S.REVERT, cpus=space.cpus,
+                 lazy_cpus=space.lazy_cpus, allow_fast=False)
+        after = _do_munmap(t, during, vrm.tables, new_addr, new_len, vrm.log, S.UNMAP_SRC,
+                           vrm.options)
         vrm.space = after.with_vmas(list(after.vmas) + [
             v for v in absorbed if v.end <= new_addr or v.start >= new_addr + new_len])
         vrm.moved.append(replace(record, reverted=True))
         raise Refused(C.Refusal("ENOMEM", "page-table allocation failed"),
                       note="partial move reverted")
     vrm.moved.append(record)
-    vrm.space = during.with_pt(pt)
+    vrm.space = during
     if vrm.dontunmap:
         dontunmap_complete(vrm, new_vma)
     else:
@@ -404,12 +417,14 @@ def _plan(req: MoveRequest, before: AddressSpace, vrm: VmaRemap, *, errno: str |
           result: int | None, note: str) -> MovePlan:
     steps = vrm.log.freeze()
     moved = tuple(vrm.moved)
+    pt = vrm.tables.value()
+    after = vrm.space if vrm.space.pt is pt else vrm.space.with_pt(pt)
     return MovePlan(
         request=req, errno=errno, result_addr=result,
         realigned=any(m.realigned for m in moved),
         progress_bytes=sum(m.progress_bytes for m in moved),
         need_rmap_locks=any(m.need_rmap_locks for m in moved),
-        steps=steps, before=before, after=vrm.space,
+        steps=steps, before=before, after=after,
         planner=moved[-1].planner if moved else "reference",
         note=note, moved=moved)
 
@@ -436,7 +451,8 @@ def plan_mremap(space: AddressSpace, req: MoveRequest, target: Target,
                    new_len=C.page_align(req.length, page), new_addr=req.new_addr or 0,
                    maymove=req.maymove, fixed=req.fixed, dontunmap=req.dontunmap,
                    extra_flags=req.extra_flags, target=target, space=space, log=log,
-                   options=options, fail_alloc_at=req.fail_alloc_at)
+                   options=options, fail_alloc_at=req.fail_alloc_at,
+                   tables=CallTables(space.pt))
     log.add(S.SYSCALL, S.K_SYSCALL, req.old_addr, req.new_addr or 0, vrm.old_len)
     try:
         if target.kernel.version >= (6, 17):
@@ -471,7 +487,7 @@ def _relocate_vma_down(space: AddressSpace, req: MoveRequest, target: Target) ->
     vrm = VmaRemap(addr=old_start, old_len=length, new_len=length, new_addr=new_start,
                    maymove=True, fixed=True, dontunmap=False, extra_flags=0, target=target,
                    space=space, log=S.StepLog(), options=DEFAULT,
-                   fail_alloc_at=req.fail_alloc_at, vma=vma)
+                   fail_alloc_at=req.fail_alloc_at, vma=vma, tables=CallTables(space.pt))
     vrm.log.add(S.SYSCALL, S.K_SYSCALL, old_start, new_start, length)
     expanded = replace(vma, start=new_start)
     during = space.with_vmas([expanded if v == vma else v for v in space.vmas])
@@ -479,15 +495,15 @@ def _relocate_vma_down(space: AddressSpace, req: MoveRequest, target: Target) ->
     why = explain_realign(during, pmc, target)
     realigned = try_realign_addr(during, pmc, target)
     nxt = during.next_vma(old_end)
-    pt, progress = run_stack_move(target, space.pt, pmc, vrm.log, ceiling=nxt.start if nxt else 0,
-                                  cpus=space.cpus, lazy_cpus=space.lazy_cpus,
-                                  fail_alloc_at=req.fail_alloc_at)
+    progress = run_stack_move(target, vrm.tables, pmc, vrm.log, ceiling=nxt.start if nxt else 0,
+                              cpus=space.cpus, lazy_cpus=space.lazy_cpus,
+                              fail_alloc_at=req.fail_alloc_at)
     vrm.moved.append(MovedRange(old_start, old_end, new_start, progress, realigned, why,
                                 False, "reference", reverted=progress != length))
     if progress != length:
-        vrm.space = during.with_pt(pt)
+        vrm.space = during
         return _plan(req, space, vrm, errno="ENOMEM", result=None,
                      note="stack move incomplete: exec fails")
     shrunk = replace(vma, start=new_start, end=new_end)
-    vrm.space = space.with_vmas([shrunk if v == vma else v for v in space.vmas]).with_pt(pt)
+    vrm.space = space.with_vmas([shrunk if v == vma else v for v in space.vmas])
     return _plan(req, space, vrm, errno=None, result=new_start, note="")

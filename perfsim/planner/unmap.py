@@ -59,6 +59,7 @@ from perfsim.planner.gather import (
 )
 from perfsim.planner.options import DEFAULT, PlanOptions
 from perfsim.planner.pgtable_move import split_huge_pmd
+from perfsim.planner.tables import CallTables
 from perfsim.profiles import Target
 
 
@@ -309,9 +310,13 @@ def zap_range(target: Target, win: Window, start: int, end: int, tlb: MmuGather,
 
 
 def free_pgd_range(target: Target, win: Window, addr: int, end: int, floor: int, ceiling: int,
-                   tlb: MmuGather) -> int:
+                   tlb: MmuGather, visible: tuple[int, int] | None = None) -> int:
     """Free the page-table pages of ``[addr, end)`` that no neighbour can be using; return
-    how many pages were freed. Lower levels first, like the kernel."""
+    how many pages were freed. Lower levels first, like the kernel.
+
+    A PUD table is freed when no PUD entry under it is left among those the unmap's window
+    sees: the PUD slots of ``visible`` (an address range, as given to
+    :meth:`~perfsim.mm.pagetable.PageTables.window`; by default all of ``win``'s)."""
     a = target.arch
     freed = 0
     b = free_range_bounds(addr, end, floor, ceiling, a.pmd_size)
@@ -338,8 +343,12 @@ def free_pgd_range(target: Target, win: Window, addr: int, end: int, floor: int,
         if b is not None:
             lo, hi = b
             shift = a.p4d_shift - a.pud_shift
+            if visible is None:
+                v0, v1 = win.lo, win.hi
+            else:
+                v0, v1 = visible[0] >> a.pud_shift, ((visible[1] - 1) >> a.pud_shift) + 1
             for top in range(lo >> a.p4d_shift, ((hi - 1) >> a.p4d_shift) + 1):
-                left = sum(1 for s in win.pud if (s >> shift) == top)
+                left = sum(1 for s in win.pud if (s >> shift) == top and v0 <= s < v1)
                 if free_pud_table(top in win.pud_tables, left):
                     win.pud_tables.discard(top)
                     freed += 1
@@ -609,24 +618,25 @@ def not_anon_spans(vmas, start: int, end: int) -> tuple[tuple[int, int], ...]:
     return _spans_of(vmas, start, end, lambda v: v.backing != "anon")
 
 
-def unmap_region(target: Target, pt, region: UnmapRegion, log: S.StepLog, phase: int, *,
-                 cpus: int, lazy_cpus: int, options: PlanOptions = DEFAULT):
+def unmap_region(target: Target, tables: CallTables, region: UnmapRegion, log: S.StepLog,
+                 phase: int, *, cpus: int, lazy_cpus: int, options: PlanOptions = DEFAULT) -> None:
     """``unmap_region``: zap the PTEs of the range, free the page tables between the
-    neighbours, and flush as the ``mmu_gather`` does; returns the page tables after.
+    neighbours, and flush as the ``mmu_gather`` does, on the call's page tables ``tables``.
 
-    ``PlanOptions.walks`` chooses the slot-by-slot walk or the array driver (by default the
-    walk for small ranges; same rows and state, the tests hold them to that)."""
+    ``PlanOptions.walks`` chooses the slot-by-slot walk (in the call's open window) or the
+    array driver (by default the walk for small ranges; same rows and state, the tests
+    hold them to that)."""
     start, end = region.start, region.end
     tlb = MmuGather(start)
     if options.walks(target.arch.pmd_shift, start, end):
-        win = pt.window(*region.span)
+        win = tables.window(*region.span)
         zapped = zap_range(target, win, start, end, tlb, region.forcing, region.not_anon)
-        freed = free_pgd_range(target, win, start, end, region.floor, region.ceiling, tlb)
-        out = pt.replace_window(win)
+        freed = free_pgd_range(target, win, start, end, region.floor, region.ceiling, tlb,
+                               visible=region.span)
     else:
-        out, zapped, freed = unmap_arrays(target, pt, start, end, region.floor, region.ceiling,
-                                          region.span[0], region.span[1], tlb, region.forcing,
-                                          region.not_anon)
+        out, zapped, freed = unmap_arrays(target, tables.value(), start, end, region.floor,
+                                          region.ceiling, region.span[0], region.span[1], tlb,
+                                          region.forcing, region.not_anon)
+        tables.set_value(out)
     tlb_finish_mmu(target, tlb, log, phase, start, end, zapped, freed, cpus=cpus,
                    lazy_cpus=lazy_cpus)
-    return out

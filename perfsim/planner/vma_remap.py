@@ -5,8 +5,9 @@ the user's arguments (``addr``, ``old_len``, ``new_len``, the flags, ``new_addr`
 the call works on and what ``do_mremap`` derives from them (``delta``, ``remap_type``).
 The kernel mutates it as the call proceeds (``remap_move`` rewrites it for each VMA it
 moves; a shrink sets ``old_len = new_len``); so does perfsim's syscall layer. Beside the
-kernel's fields it carries what a planner needs to act (the address space, the target,
-the step log, the options) and what happened (:class:`MovedRange` records).
+kernel's fields it carries what a planner needs to act (the address space, the call's
+page tables, the target, the step log, the options) and what happened
+(:class:`MovedRange` records).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from perfsim.mm.space import AddressSpace
 from perfsim.mm.vma import Vma
 from perfsim.planner import steps as S
 from perfsim.planner.options import PlanOptions
+from perfsim.planner.tables import CallTables
 from perfsim.profiles import Target
 
 NO_RESIZE, SHRINK, EXPAND = "no_resize", "shrink", "expand"
@@ -81,6 +83,7 @@ class VmaRemap:
     remap_type: str | None = None
     multi_vma: bool = False
     moved: list[MovedRange] = field(default_factory=list)
+    tables: CallTables | None = None  # the call's page tables (``space.pt``: where they started)
 
     @property
     def page_size(self) -> int:
