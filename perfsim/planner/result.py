@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from functools import cached_property
 
 import numpy as np
@@ -110,7 +111,9 @@ class MovePlan:
     ``progress_bytes`` is what ``move_page_tables`` returned for the forward move.
     ``move`` counts ``move_page_tables`` alone (phase MOVE); ``syscall`` counts the whole call.
     Both are computed from ``steps`` the first time they are read (the engine never reads
-    them, so a simulated call does not pay for counting its rows), then kept.
+    them, so a simulated call does not pay for counting its rows), then kept. So is
+    ``after``, the address space after the call (``after_of()``: a synthetic call's plan
+    is simulated without it; a replayed trace's next call plans against it).
     ``moved`` lists each ``move_vma`` of the call (:class:`~perfsim.planner.vma_remap.MovedRange`:
     which source range went where, and why it was or was not realigned); a multi-VMA move
     that failed part way has the pieces moved before the failure. Build it by keyword.
@@ -124,7 +127,7 @@ class MovePlan:
     need_rmap_locks: bool
     steps: S.Steps
     before: object
-    after: object
+    after_of: Callable[[], object] = field(repr=False, compare=False)
     planner: str
     note: str = ""
     moved: tuple = ()
@@ -142,6 +145,11 @@ class MovePlan:
     def syscall(self) -> Counters:
         """Counters of the whole call (every phase)."""
         return Counters.of(self.steps, tuple(range(len(S.PHASE_NAMES))), self._phase_blocks)
+
+    @cached_property
+    def after(self) -> object:
+        """The address space after the call (made the first time it is read)."""
+        return self.after_of()
 
     @property
     def realign_reason(self) -> str:

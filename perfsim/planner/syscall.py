@@ -413,18 +413,34 @@ def _note(vrm: VmaRemap) -> str:
     return "nothing to do"
 
 
+class SpaceAfter:
+    """``MovePlan.after_of`` of one call: the address space the call left (its VMAs) with
+    the call's page tables written out (:meth:`CallTables.value`), or ``space`` itself when
+    the tables did not change (``tables`` None: a refusal)."""
+
+    __slots__ = ("space", "tables")
+
+    def __init__(self, space: AddressSpace, tables: CallTables | None) -> None:
+        self.space, self.tables = space, tables
+
+    def __call__(self) -> AddressSpace:
+        if self.tables is None:
+            return self.space
+        pt = self.tables.value()
+        return self.space if self.space.pt is pt else self.space.with_pt(pt)
+
+
 def _plan(req: MoveRequest, before: AddressSpace, vrm: VmaRemap, *, errno: str | None,
           result: int | None, note: str) -> MovePlan:
     steps = vrm.log.freeze()
     moved = tuple(vrm.moved)
-    pt = vrm.tables.value()
-    after = vrm.space if vrm.space.pt is pt else vrm.space.with_pt(pt)
+    after = SpaceAfter(vrm.space, vrm.tables)
     return MovePlan(
         request=req, errno=errno, result_addr=result,
         realigned=any(m.realigned for m in moved),
         progress_bytes=sum(m.progress_bytes for m in moved),
         need_rmap_locks=any(m.need_rmap_locks for m in moved),
-        steps=steps, before=before, after=after,
+        steps=steps, before=before, after_of=after,
         planner=moved[-1].planner if moved else "reference",
         note=note, moved=moved)
 
@@ -434,7 +450,7 @@ def _refused(req: MoveRequest, space: AddressSpace, errno: str, why: str) -> Mov
     steps = S.StepLog().freeze()
     return MovePlan(request=req, errno=errno, result_addr=None, realigned=False,
                     progress_bytes=0, need_rmap_locks=False, steps=steps, before=space,
-                    after=space, planner="reference", note=why)
+                    after_of=SpaceAfter(space, None), planner="reference", note=why)
 
 
 def plan_mremap(space: AddressSpace, req: MoveRequest, target: Target,
