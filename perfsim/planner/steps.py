@@ -32,6 +32,8 @@ notifier start/end pairs.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import chain
+from operator import itemgetter
 
 import numpy as np
 
@@ -73,9 +75,9 @@ _DTYPES = {c: np.int64 for c in ADDR_COLUMNS + ("length", "ptes", "slots", "batc
 _ROW_NAMES = ADDR_COLUMNS + INT_COLUMNS  # the order of a StepLog row's fields
 _WIDE_AT = tuple(i for i, n in enumerate(_ROW_NAMES) if _DTYPES.get(n) is np.int64)
 _NARROW_AT = tuple(i for i, n in enumerate(_ROW_NAMES) if _DTYPES.get(n) is not np.int64)
-# column name -> (int64?, its row in the int64 or the int32 block)
-_COLUMN_SOURCE = tuple((n, i in _WIDE_AT, (_WIDE_AT if i in _WIDE_AT else _NARROW_AT).index(i))
-                       for i, n in enumerate(_ROW_NAMES))
+_WIDE_OF, _NARROW_OF = itemgetter(*_WIDE_AT), itemgetter(*_NARROW_AT)
+# the int64 rows then the int32 rows, back in the order of _ROW_NAMES
+_IN_ROW_ORDER = itemgetter(*[(_WIDE_AT + _NARROW_AT).index(i) for i in range(len(_ROW_NAMES))])
 
 
 @dataclass
@@ -112,24 +114,23 @@ class StepLog:
 
     @staticmethod
     def _freeze_rows(rows: list[tuple], lock_names: list[tuple[str, ...]]) -> Steps:
-        names = ADDR_COLUMNS + INT_COLUMNS
-        if rows:
-            data = list(zip(*rows))
-        else:
-            data = [()] * len(names)
+        n = len(rows)
+        data = list(zip(*rows)) if rows else [()] * len(_ROW_NAMES)
         # two conversions (the int64 columns, the int32 ones), each column a contiguous row
         # of one of them: the values and dtypes of one np.asarray per column
-        wide = np.array([data[i] for i in _WIDE_AT], np.int64)
-        narrow = np.array([data[i] for i in _NARROW_AT], np.int32)
-        cols = {n: (wide[j] if w else narrow[j]) for n, w, j in _COLUMN_SOURCE}
+        wide = np.fromiter(chain.from_iterable(_WIDE_OF(data)), np.int64,
+                           len(_WIDE_AT) * n).reshape(len(_WIDE_AT), n)
+        narrow = np.fromiter(chain.from_iterable(_NARROW_OF(data)), np.int32,
+                             len(_NARROW_AT) * n).reshape(len(_NARROW_AT), n)
+        cols = dict(zip(_ROW_NAMES, _IN_ROW_ORDER([*wide, *narrow])))
         first = lock_names[0] if lock_names else ()
-        if lock_names.count(first) == len(lock_names):  # one lock set (or no row): all 0
-            uniq = [first] if lock_names else []
-            lock_id = np.zeros(len(lock_names), np.int32)
+        if lock_names.count(first) == n:  # one lock set (or no row): all 0
+            uniq = [first] if n else []
+            lock_id = np.zeros(n, np.int32)
         else:
             uniq = sorted(set(lock_names))
-            ids = {n: i for i, n in enumerate(uniq)}
-            lock_id = np.array([ids[n] for n in lock_names], np.int32)
+            ids = {k: i for i, k in enumerate(uniq)}
+            lock_id = np.fromiter((ids[k] for k in lock_names), np.int32, n)
         return Steps(cols, tuple(uniq), lock_id)
 
     def freeze(self) -> Steps:
