@@ -216,3 +216,32 @@ def test_empty_window_slots_read_as_none():
     assert win.pmd.get(a.pud_size >> a.pmd_shift, (PMD_NONE, 0)) == (PMD_NONE, 0)
     win = tables.window(5 * a.pud_size, 6 * a.pud_size)
     assert (win.lo, win.hi) == (1, 6)
+
+
+def test_row_tuples_hold_the_values_of_the_columns():
+    """A table frozen from rows alone exposes them (``row_tuples``, in ``ROW_FIELDS``
+    order) with the values its columns are made of; rows added to the log after the freeze
+    are not in it."""
+    rng = random.Random(17)
+    for n in (0, 1, 4, 9):
+        log = S.StepLog()
+        rows, locks = _random_rows(rng, n)
+        log.rows.extend(rows)
+        log.lock_names.extend(locks)
+        st = log.freeze()
+        log.add(S.MOVE, S.K_NOTIFIER, 1, 2, 3, notifier=1)
+        got_rows, got_locks = st.row_tuples
+        assert len(st) == n == len(got_rows)
+        assert got_rows == rows and got_locks == locks
+        for j, name in enumerate(S.ROW_FIELDS):
+            assert st.cols[name].tolist() == [r[j] for r in got_rows]
+        assert st.lock_names_per_row() == locks
+
+
+def test_a_walked_plan_is_frozen_from_rows():
+    """Every walked plan's steps carry their Python rows (the fast path's do not need to)."""
+    from helpers import A, B, M, plan
+
+    p = plan(A + 4096, B + 4096, 3 * M)
+    rows, _ = p.steps.row_tuples
+    assert [S.KIND_NAMES[r[S.ROW_FIELDS.index("kind")]] for r in rows][:2] == ["syscall", "notifier"]

@@ -53,6 +53,8 @@ from perfsim.planner.realign import PageTableMoveControl
 from perfsim.planner.tlb import Flush, flush_range
 from perfsim.profiles import Target
 
+_PMD_NONE_ENTRY = (PMD_NONE, 0)
+
 
 @dataclass
 class MoveContext:
@@ -67,20 +69,32 @@ class MoveContext:
     fail_alloc_at: int | None = None
     allocations: int = 0
 
+    def __post_init__(self) -> None:
+        a = self.target.arch  # the shifts every step reads, once
+        self.page_shift, self.pmd_shift, self.pud_shift = a.page_shift, a.pmd_shift, a.pud_shift
+        self.p4d_shift, self.pud_folded, self.ptrs = a.p4d_shift, a.pud_folded, a.ptrs_per_pte
+        self._flushes: dict[int, Flush] = {}
+
     # -------------------------------------------------------------- lookups
     def get_old_pud(self, addr: int) -> int:
         """``get_old_pud``: the kind of the source PUD entry (none if a level above is)."""
-        arch = self.target.arch
-        if not (arch.pud_folded or (addr >> arch.p4d_shift) in self.win.pud_tables):
+        if not (self.pud_folded or (addr >> self.p4d_shift) in self.win.pud_tables):
             return PUD_NONE
-        return self.win.pud.get(addr >> arch.pud_shift, PUD_NONE)
+        return self.win.pud.get(addr >> self.pud_shift, PUD_NONE)
 
     def pmd_entry(self, addr: int) -> tuple[int, int]:
         """``(kind, present-PTE bitmap)`` of the PMD entry mapping ``addr``."""
-        return self.win.pmd.get(addr >> self.target.arch.pmd_shift, (PMD_NONE, 0))
+        return self.win.pmd.get(addr >> self.pmd_shift, _PMD_NONE_ENTRY)
 
     def flush(self, start: int, end: int) -> Flush:
-        return flush_range(self.target, start, end, cpus=self.cpus, lazy_cpus=self.lazy_cpus)
+        """:func:`~perfsim.planner.tlb.flush_range` over ``[start, end)`` (which depends on
+        the length alone: asked once per length)."""
+        span = end - start
+        f = self._flushes.get(span)
+        if f is None:
+            f = self._flushes[span] = flush_range(self.target, start, end, cpus=self.cpus,
+                                                  lazy_cpus=self.lazy_cpus)
+        return f
 
     # -------------------------------------------------------------- allocation
     def _allocate(self) -> bool:
@@ -91,20 +105,22 @@ class MoveContext:
     def alloc_new_pud(self, addr: int, counts: dict) -> bool:
         """``alloc_new_pud``: make sure a PUD table maps ``addr`` at the destination."""
         p4d, pud = alloc_new_pud(self.target.arch, self.win.pud_tables, addr)
+        if not (p4d or pud):
+            return True
         for name, n in (("alloc_p4d", p4d), ("alloc_pud", pud)):
             if n:
                 if not self._allocate():
                     return False
                 counts[name] = counts.get(name, 0) + 1
         if pud:
-            self.win.pud_tables.add(addr >> self.target.arch.p4d_shift)
+            self.win.pud_tables.add(addr >> self.p4d_shift)
         return True
 
     def alloc_new_pmd(self, addr: int, counts: dict) -> bool:
         """``alloc_new_pmd``: PUD table first, then a PMD table if the PUD entry is none."""
         if not self.alloc_new_pud(addr, counts):
             return False
-        slot = addr >> self.target.arch.pud_shift
+        slot = addr >> self.pud_shift
         if pmd_alloc(self.win.pud.get(slot, PUD_NONE)):
             if not self._allocate():
                 return False
@@ -114,8 +130,8 @@ class MoveContext:
 
     def pte_alloc(self, addr: int, counts: dict) -> bool:
         """``pte_alloc``: a destination PTE table, allocated just before ``move_ptes`` (R13)."""
-        slot = addr >> self.target.arch.pmd_shift
-        if not pte_alloc(self.win.pmd.get(slot, (PMD_NONE, 0))[0]):
+        slot = addr >> self.pmd_shift
+        if not pte_alloc(self.win.pmd.get(slot, _PMD_NONE_ENTRY)[0]):
             return True
         if not self._allocate():
             return False
@@ -150,12 +166,16 @@ def move_page_tables(ctx: MoveContext, pmc: PageTableMoveControl) -> int:
     """
     t, arch, log, ph = ctx.target, ctx.target.arch, ctx.log, ctx.phase
     gates = MoveGates.of(t, pmc.old, pmc.new, pmc.need_rmap_locks)
+    pud_shift, pmd_shift = arch.pud_shift, arch.pmd_shift
+    pud_size, pmd_size = arch.pud_size, arch.pmd_size
+    try_normal_pud = t.have_move_pud and gates.normal_moves_tried
+    try_normal_pmd = t.have_move_pmd and gates.normal_moves_tried
     log.add(ph, S.K_NOTIFIER, pmc.old_addr, pmc.new_addr, pmc.old_end - pmc.old_addr, notifier=1)
     walk = Walk(pmc.old_addr, pmc.new_addr, pmc.old_end)
     for old_addr, new_addr in walk:
         counts: dict = {}
         # PUD stage (R8): if the extent is PUD-sized, try to move the whole PUD entry.
-        extent = walk.extent = get_extent(arch.pud_shift, old_addr, new_addr, pmc.old_end)
+        extent = walk.extent = get_extent(pud_shift, old_addr, new_addr, pmc.old_end)
         pud = ctx.get_old_pud(old_addr)
         if pud == PUD_NONE:
             log.add(ph, S.K_SKIP_PUD, old_addr, new_addr, extent)
@@ -164,17 +184,17 @@ def move_page_tables(ctx: MoveContext, pmc: PageTableMoveControl) -> int:
             log.add(ph, S.K_ALLOC_FAIL, old_addr, new_addr, 0, **counts)
             break
         if pud == PUD_LEAF:
-            if extent != arch.pud_size:
+            if extent != pud_size:
                 raise NotImplementedError(
                     "partial move of a huge PUD leaf (DAX/PFNMAP only) is not modelled "
                     "(docs/kernel-rules.md: not modelled)")
             move_pgt_entry(ctx, gates, HPAGE_PUD, old_addr, new_addr, extent, counts)
             continue  # the kernel ignores the result and continues (R8.4)
-        if t.have_move_pud and extent == arch.pud_size and gates.normal_moves_tried:
+        if try_normal_pud and extent == pud_size:
             if move_pgt_entry(ctx, gates, NORMAL_PUD, old_addr, new_addr, extent, counts):
                 continue
         # PMD stage (R9).
-        extent = walk.extent = get_extent(arch.pmd_shift, old_addr, new_addr, pmc.old_end)
+        extent = walk.extent = get_extent(pmd_shift, old_addr, new_addr, pmc.old_end)
         kind, _ = ctx.pmd_entry(old_addr)
         if kind == PMD_NONE:
             log.add(ph, S.K_SKIP_PMD, old_addr, new_addr, extent, **counts)
@@ -184,11 +204,11 @@ def move_page_tables(ctx: MoveContext, pmc: PageTableMoveControl) -> int:
             break
         if kind == PMD_LEAF:
             # R10: a THP (or PMD swap entry) moves whole only when the extent is a full PMD.
-            if extent == arch.pmd_size and move_pgt_entry(ctx, gates, HPAGE_PMD, old_addr,
+            if extent == pmd_size and move_pgt_entry(ctx, gates, HPAGE_PMD, old_addr,
                                                           new_addr, extent, counts):
                 continue
             split_source_thp(ctx, pmc, old_addr, counts)
-        elif t.have_move_pmd and extent == arch.pmd_size and gates.normal_moves_tried:
+        elif try_normal_pmd and extent == pmd_size:
             if move_pgt_entry(ctx, gates, NORMAL_PMD, old_addr, new_addr, extent, counts):
                 continue
         # R12: nothing left to move here (file THP split, racing collapse).
@@ -273,21 +293,23 @@ def move_ptes(ctx: MoveContext, gates: MoveGates, old_addr: int, new_addr: int, 
               counts: dict) -> None:
     """``move_ptes`` over one extent (R14, R16f–g): move the present PTEs' bits to the
     destination table, batched as ``mremap_folio_pte_batch`` does, flushed if any moved."""
-    arch = ctx.target.arch
-    ps, ptrs = arch.page_shift, arch.ptrs_per_pte
-    src_slot, dst_slot = old_addr >> arch.pmd_shift, new_addr >> arch.pmd_shift
-    _, mask = ctx.pmd_entry(old_addr)
+    ps, ptrs, pmd = ctx.page_shift, ctx.ptrs, ctx.win.pmd
+    src_slot, dst_slot = old_addr >> ctx.pmd_shift, new_addr >> ctx.pmd_shift
+    _, mask = pmd.get(src_slot, _PMD_NONE_ENTRY)
     lo, dlo, n = (old_addr >> ps) & (ptrs - 1), (new_addr >> ps) & (ptrs - 1), extent >> ps
     bits = (mask >> lo) & ((1 << n) - 1)
     present = bits.bit_count()
     if src_slot == dst_slot:
-        ctx.win.pmd[src_slot] = (PMD_TABLE, (mask & ~range_mask(lo, lo + n)) | (bits << dlo))
+        pmd[src_slot] = (PMD_TABLE, (mask & ~range_mask(lo, lo + n)) | (bits << dlo))
     else:
-        _, dst_mask = ctx.win.pmd[dst_slot]
-        ctx.win.pmd[src_slot] = (PMD_TABLE, mask & ~range_mask(lo, lo + n))
-        ctx.win.pmd[dst_slot] = (PMD_TABLE, dst_mask | (bits << dlo))
-    window = gates.batching.window_in_table(src_slot << (arch.pmd_shift - ps), ptrs)
-    batches = mremap_folio_pte_batch(gates.batching, mask, lo, n, window)
+        _, dst_mask = pmd[dst_slot]
+        pmd[src_slot] = (PMD_TABLE, mask & ~range_mask(lo, lo + n))
+        pmd[dst_slot] = (PMD_TABLE, dst_mask | (bits << dlo))
+    batching = gates.batching
+    # the large-folio window is read only where the move batches (else every PTE is one)
+    window = (batching.window_in_table(src_slot << (ctx.pmd_shift - ps), ptrs)
+              if batching.batches else (0, 0))
+    batches = mremap_folio_pte_batch(batching, mask, lo, n, window)
     flush = ctx.flush(old_addr, old_addr + extent) if move_ptes_flushes(present) else None
     ctx.log.add(ctx.phase, S.K_PTE_MOVE, old_addr, new_addr, extent, ptes=present, slots=n,
                 batches=batches, flush=flush, rmap=gates.huge_locks,

@@ -72,12 +72,13 @@ INT_COLUMNS = (
 ADDR_COLUMNS = ("old_addr", "new_addr")
 _DTYPES = {c: np.int64 for c in ADDR_COLUMNS + ("length", "ptes", "slots", "batches", "flush_pages")}
 
-_ROW_NAMES = ADDR_COLUMNS + INT_COLUMNS  # the order of a StepLog row's fields
-_WIDE_AT = tuple(i for i, n in enumerate(_ROW_NAMES) if _DTYPES.get(n) is np.int64)
-_NARROW_AT = tuple(i for i, n in enumerate(_ROW_NAMES) if _DTYPES.get(n) is not np.int64)
+ROW_FIELDS = ADDR_COLUMNS + INT_COLUMNS
+"""The fields of a :class:`StepLog` row tuple, in order (see :attr:`Steps.row_tuples`)."""
+_WIDE_AT = tuple(i for i, n in enumerate(ROW_FIELDS) if _DTYPES.get(n) is np.int64)
+_NARROW_AT = tuple(i for i, n in enumerate(ROW_FIELDS) if _DTYPES.get(n) is not np.int64)
 _WIDE_OF, _NARROW_OF = itemgetter(*_WIDE_AT), itemgetter(*_NARROW_AT)
-# the int64 rows then the int32 rows, back in the order of _ROW_NAMES
-_IN_ROW_ORDER = itemgetter(*[(_WIDE_AT + _NARROW_AT).index(i) for i in range(len(_ROW_NAMES))])
+# the int64 rows then the int32 rows, back in the order of ROW_FIELDS
+_IN_ROW_ORDER = itemgetter(*[(_WIDE_AT + _NARROW_AT).index(i) for i in range(len(ROW_FIELDS))])
 
 
 @dataclass
@@ -114,29 +115,14 @@ class StepLog:
 
     @staticmethod
     def _freeze_rows(rows: list[tuple], lock_names: list[tuple[str, ...]]) -> Steps:
-        n = len(rows)
-        data = list(zip(*rows)) if rows else [()] * len(_ROW_NAMES)
-        # two conversions (the int64 columns, the int32 ones), each column a contiguous row
-        # of one of them: the values and dtypes of one np.asarray per column
-        wide = np.fromiter(chain.from_iterable(_WIDE_OF(data)), np.int64,
-                           len(_WIDE_AT) * n).reshape(len(_WIDE_AT), n)
-        narrow = np.fromiter(chain.from_iterable(_NARROW_OF(data)), np.int32,
-                             len(_NARROW_AT) * n).reshape(len(_NARROW_AT), n)
-        cols = dict(zip(_ROW_NAMES, _IN_ROW_ORDER([*wide, *narrow])))
-        first = lock_names[0] if lock_names else ()
-        if lock_names.count(first) == n:  # one lock set (or no row): all 0
-            uniq = [first] if n else []
-            lock_id = np.zeros(n, np.int32)
-        else:
-            uniq = sorted(set(lock_names))
-            ids = {k: i for i, k in enumerate(uniq)}
-            lock_id = np.fromiter((ids[k] for k in lock_names), np.int32, n)
-        return Steps(cols, tuple(uniq), lock_id)
+        """A table of ``rows`` (tuples in :data:`ROW_FIELDS` order), its columns made when
+        first read (:func:`_columns_of_rows`)."""
+        return Steps(rows=(rows, lock_names))
 
     def freeze(self) -> Steps:
         """The table of every row added so far; blocks are spliced in lazily."""
         if not self.blocks:
-            return self._freeze_rows(self.rows, self.lock_names)
+            return self._freeze_rows(list(self.rows), list(self.lock_names))
         parts, at = [], 0
         for pos, block in self.blocks:
             if pos > at:
@@ -146,6 +132,34 @@ class StepLog:
         if at < len(self.rows):
             parts.append(self._freeze_rows(self.rows[at:], self.lock_names[at:]))
         return Steps(parts=parts)
+
+
+def _lock_sets_of(lock_names: list[tuple[str, ...]]) -> tuple:
+    """The distinct rmap lock sets of the rows, sorted (their numbers in ``lock_set``)."""
+    first = lock_names[0] if lock_names else ()
+    if lock_names.count(first) == len(lock_names):  # one lock set, or no row
+        return (first,) if lock_names else ()
+    return tuple(sorted(set(lock_names)))
+
+
+def _columns_of_rows(rows: list[tuple], lock_names: list[tuple[str, ...]],
+                     lock_sets: tuple) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """``(columns, lock_set)`` of row tuples: each column the values and dtype of one
+    ``np.asarray`` of it, made in two conversions (the int64 columns, the int32 ones; each
+    column a contiguous row of one of them)."""
+    n = len(rows)
+    data = list(zip(*rows)) if rows else [()] * len(ROW_FIELDS)
+    wide = np.fromiter(chain.from_iterable(_WIDE_OF(data)), np.int64,
+                       len(_WIDE_AT) * n).reshape(len(_WIDE_AT), n)
+    narrow = np.fromiter(chain.from_iterable(_NARROW_OF(data)), np.int32,
+                         len(_NARROW_AT) * n).reshape(len(_NARROW_AT), n)
+    cols = dict(zip(ROW_FIELDS, _IN_ROW_ORDER([*wide, *narrow])))
+    if len(lock_sets) <= 1:
+        lock_id = np.zeros(n, np.int32)
+    else:
+        ids = {k: i for i, k in enumerate(lock_sets)}
+        lock_id = np.fromiter((ids[k] for k in lock_names), np.int32, n)
+    return cols, lock_id
 
 
 #: Plans of at most this many rows are materialised as plain (dense) columns: finding the
@@ -176,6 +190,10 @@ class Steps:
     ``cols`` maps column name → numpy array; ``lock_sets`` lists the distinct tuples of rmap
     lock names held, and ``lock_set`` indexes it per row.
 
+    A table frozen from :class:`StepLog` rows keeps them (:attr:`row_tuples`) and makes its
+    columns the first time they are read: a consumer that reads the Python rows of a small
+    plan needs no numpy call.
+
     A table may also be *lazy*: a sequence of parts (dense tables and
     :class:`PeriodicBlock` runs) whose columns are concatenated only when first read.
     ``len()`` and the counters (:func:`perfsim.planner.result.phase_blocks`) never need
@@ -183,8 +201,15 @@ class Steps:
     """
 
     def __init__(self, cols: dict | None = None, lock_sets: tuple = (), lock_set=None, *,
-                 parts: list | None = None):
-        if parts is not None:
+                 parts: list | None = None, rows: tuple | None = None):
+        self._rows = rows
+        if rows is not None:
+            self._parts = None
+            self._cols = None
+            self._lock_set = None
+            self._len = len(rows[0])
+            self.lock_sets = _lock_sets_of(rows[1])
+        elif parts is not None:
             self._parts = [p for p in parts if len(p)]
             names = sorted({n for p in self._parts for n in p.lock_sets})
             self.lock_sets = tuple(names)
@@ -200,10 +225,12 @@ class Steps:
 
     # ------------------------------------------------------------------ materialising
     def _materialise(self) -> None:
+        if self._rows is not None:
+            self._cols, self._lock_set = _columns_of_rows(*self._rows, self.lock_sets)
+            return
         parts = [p.dense() if isinstance(p, PeriodicBlock) else p for p in self._parts]
         if not parts:
-            empty = StepLog()._freeze_rows([], [])
-            self._cols, self._lock_set = empty._cols, empty._lock_set
+            self._cols, self._lock_set = _columns_of_rows([], [], ())
             return
         ids = {n: i for i, n in enumerate(self.lock_sets)}
         remapped = []
@@ -228,6 +255,14 @@ class Steps:
         if self._lock_set is None:
             self._materialise()
         return self._lock_set
+
+    @property
+    def row_tuples(self) -> tuple[list[tuple], list[tuple[str, ...]]] | None:
+        """For a table frozen from :class:`StepLog` rows alone (every walked plan): ``(rows,
+        lock names per row)``, each row a tuple of Python ints in :data:`ROW_FIELDS` order,
+        the same values as :attr:`cols` (which are made from them when first read). None
+        for a table of columns or parts. Not to be modified."""
+        return self._rows
 
     def parts(self) -> list:
         """The dense tables and periodic blocks this table is made of, in row order."""
