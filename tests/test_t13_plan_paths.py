@@ -245,3 +245,36 @@ def test_a_walked_plan_is_frozen_from_rows():
     p = plan(A + 4096, B + 4096, 3 * M)
     rows, _ = p.steps.row_tuples
     assert [S.KIND_NAMES[r[S.ROW_FIELDS.index("kind")]] for r in rows][:2] == ["syscall", "notifier"]
+
+
+def test_vma_with_equals_dataclasses_replace():
+    """The syscall layer's ``_vma_with`` makes the VMA ``dataclasses.replace`` makes."""
+    import dataclasses
+
+    from perfsim.mm.vma import Vma
+    from perfsim.planner.syscall import _vma_with
+
+    rng = random.Random(23)
+    for _ in range(200):
+        v = Vma(0x1000 * rng.randint(1, 50), 0x1000 * rng.randint(51, 99),
+                backing=rng.choice(["anon", "file", "shmem"]), thp=rng.random() < 0.5,
+                anon_vma=rng.random() < 0.5, pgoff=rng.randint(0, 9), file_id="f",
+                prot=rng.choice(["rw", "r"]), folio_size=rng.choice([0, 65536]), name="n")
+        changes = {k: x for k, x in (("start", v.start - 0x1000), ("end", v.end + 0x2000),
+                                     ("pgoff", 7), ("anon_vma", False)) if rng.random() < 0.5}
+        assert _vma_with(v, **changes) == dataclasses.replace(v, **changes)
+
+
+def test_plan_of_fields_equals_the_dataclass_constructor():
+    """``MovePlan.of_fields`` makes the plan the generated ``__init__`` makes, and names a
+    missing or unknown field."""
+    import dataclasses
+
+    from perfsim.planner.result import MovePlan
+
+    values = {f.name: i for i, f in enumerate(dataclasses.fields(MovePlan))}
+    a, b = MovePlan.of_fields(**values), MovePlan(**values)
+    assert all(getattr(a, k) == getattr(b, k) for k in values)
+    values.pop("moved")
+    with pytest.raises(TypeError, match="moved"):
+        MovePlan.of_fields(**values)

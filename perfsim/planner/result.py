@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from functools import cached_property
 
 import numpy as np
@@ -132,6 +132,17 @@ class MovePlan:
     note: str = ""
     moved: tuple = ()
 
+    @classmethod
+    def of_fields(cls, **values) -> MovePlan:
+        """The plan whose fields are ``values`` (every field, by name): what the generated
+        ``__init__`` makes, without its frozen ``object.__setattr__`` per field (the
+        planner makes one plan per simulated call)."""
+        if values.keys() != _PLAN_FIELDS:
+            raise TypeError(f"MovePlan.of_fields needs exactly the fields {sorted(_PLAN_FIELDS)}")
+        plan = object.__new__(cls)
+        plan.__dict__.update(values)
+        return plan
+
     @cached_property
     def _phase_blocks(self) -> list:
         return phase_blocks(self.steps)
@@ -249,3 +260,6 @@ def sum_phase_blocks(steps: S.Steps, phases: tuple[int, ...], blocks=None) -> di
             for k, v in blk.items():
                 total[k] = total[k] + v
     return total
+
+
+_PLAN_FIELDS = {f.name for f in fields(MovePlan)}

@@ -25,7 +25,8 @@ partial move) keeps the steps and the space as the kernel leaves it.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import fields, replace
+from operator import attrgetter
 
 from perfsim.mm.space import AddressSpace
 from perfsim.mm.vma import Vma
@@ -58,14 +59,31 @@ def _check(refusal: C.Refusal | None) -> None:
 
 # ------------------------------------------------------------------------ VMA operations
 
+_VMA_FIELDS = tuple(f.name for f in fields(Vma))
+_VMA_VALUES = attrgetter(*_VMA_FIELDS)
+_VMA_AT = {n: i for i, n in enumerate(_VMA_FIELDS)}
+assert all(f.init for f in fields(Vma)), "_vma_with builds a Vma from all its fields"
+
+
+def _vma_with(v: Vma, **changes) -> Vma:
+    """``dataclasses.replace(v, **changes)`` for a :class:`Vma` (the same value, built from
+    its fields in order without ``replace``'s per-field bookkeeping)."""
+    values = list(_VMA_VALUES(v))
+    for k, x in changes.items():
+        values[_VMA_AT[k]] = x
+    return Vma(*values)
+
+
+_MERGE_KEYS = attrgetter("backing", "file_id", "prot", "thp", "uffd_wp", "uffd_mode", "stack",
+                         "hugepage_size", "shared")
+
+
 def is_mergeable_vma(a: Vma, b: Vma) -> bool:
     """Could two adjacent VMAs be one? ``is_mergeable_vma`` (same flags, file, uffd
     context) and ``is_mergeable_anon_vma`` (no two different ``anon_vma``s). The caller
     checks adjacency and ``vm_pgoff`` continuity. ``shared`` is VM_SHARED, one of the flags.
     Versions: 6.6–6.18."""
-    keys = ("backing", "file_id", "prot", "thp", "uffd_wp", "uffd_mode", "stack",
-            "hugepage_size", "shared")
-    if any(getattr(a, k) != getattr(b, k) for k in keys):
+    if _MERGE_KEYS(a) != _MERGE_KEYS(b):  # any of the flags, the file, the uffd context
         return False
     return not (a.anon_vma and b.anon_vma and a.anon_id != b.anon_id)
 
@@ -77,7 +95,7 @@ def _pgoff_follows(a: Vma, b: Vma, page_shift: int) -> bool:
 
 def _merged(a: Vma, b: Vma) -> Vma:
     """``a`` and ``b`` (adjacent, ``a`` first) as one VMA."""
-    return replace(a, end=b.end, anon_vma=a.anon_vma or b.anon_vma,
+    return _vma_with(a, end=b.end, anon_vma=a.anon_vma or b.anon_vma,
                    anon_id=a.anon_id if a.anon_vma else b.anon_id)
 
 
@@ -88,13 +106,13 @@ def copy_vma(space: AddressSpace, vma: Vma, new_addr: int, new_len: int, pgoff: 
     before the old. Returns ``(new_vma, replaced_neighbours, need_rmap_locks)``.
     Versions: 6.6–6.18 (the merge is ``vma_merge_new_range`` from 6.12)."""
     ps = space.arch.page_shift
-    new = replace(vma, start=new_addr, end=new_addr + new_len, pgoff=pgoff)
+    new = _vma_with(vma, start=new_addr, end=new_addr + new_len, pgoff=pgoff)
     prev = space.find_vma(new_addr - 1) if new_addr else None
     nxt = space.find_vma(new_addr + new_len)
     merged, absorbed = new, []
     if prev is not None and prev.end == new_addr and is_mergeable_vma(prev, new) and \
             _pgoff_follows(prev, new, ps):
-        merged = replace(_merged(prev, merged), pgoff=prev.pgoff)
+        merged = _vma_with(_merged(prev, merged), pgoff=prev.pgoff)
         absorbed.append(prev)
     if nxt is not None and nxt.start == new_addr + new_len and is_mergeable_vma(nxt, new) and \
             _pgoff_follows(new, nxt, ps):
@@ -110,7 +128,7 @@ def vma_merge_extend(space: AddressSpace, vma: Vma, delta: int) -> AddressSpace:
     VMA when the two now touch and are compatible (the selftest's "expand merge").
     Versions: 6.6–6.18 (``vma_merge`` before 6.12)."""
     ps = space.arch.page_shift
-    grown = replace(vma, end=vma.end + delta)
+    grown = _vma_with(vma, end=vma.end + delta)
     nxt = space.next_vma(grown.end)
     vmas = [v for v in space.vmas if v != vma]
     if nxt is not None and nxt.start == grown.end and is_mergeable_vma(grown, nxt) and \
@@ -128,9 +146,9 @@ def _carve(vmas: list[Vma], start: int, end: int, ps: int) -> list[Vma]:
             out.append(v)
             continue
         if v.start < start:
-            out.append(replace(v, end=start))
+            out.append(_vma_with(v, end=start))
         if v.end > end:
-            out.append(replace(v, start=end, pgoff=v.pgoff + ((end - v.start) >> ps)))
+            out.append(_vma_with(v, start=end, pgoff=v.pgoff + ((end - v.start) >> ps)))
     return out
 
 
@@ -265,7 +283,7 @@ def dontunmap_complete(vrm: VmaRemap, new_vma: Vma) -> None:
     if new_vma != vma and vrm.addr == vma.start and vrm.addr + vrm.old_len == vma.end \
             and vma.anon_vma:
         vrm.space = vrm.space.with_vmas(
-            [replace(v, anon_vma=False) if v == vma else v for v in vrm.space.vmas])
+            [_vma_with(v, anon_vma=False) if v == vma else v for v in vrm.space.vmas])
 
 
 def mremap_to(vrm: VmaRemap) -> int:
@@ -435,11 +453,14 @@ def _plan(req: MoveRequest, before: AddressSpace, vrm: VmaRemap, *, errno: str |
     steps = vrm.log.freeze()
     moved = tuple(vrm.moved)
     after = SpaceAfter(vrm.space, vrm.tables)
-    return MovePlan(
-        request=req, errno=errno, result_addr=result,
-        realigned=any(m.realigned for m in moved),
-        progress_bytes=sum(m.progress_bytes for m in moved),
-        need_rmap_locks=any(m.need_rmap_locks for m in moved),
+    realigned = need_rmap = False
+    progress = 0
+    for m in moved:
+        realigned, need_rmap = realigned or m.realigned, need_rmap or m.need_rmap_locks
+        progress += m.progress_bytes
+    return MovePlan.of_fields(
+        request=req, errno=errno, result_addr=result, realigned=realigned,
+        progress_bytes=progress, need_rmap_locks=need_rmap,
         steps=steps, before=before, after_of=after,
         planner=moved[-1].planner if moved else "reference",
         note=note, moved=moved)
@@ -448,9 +469,10 @@ def _plan(req: MoveRequest, before: AddressSpace, vrm: VmaRemap, *, errno: str |
 def _refused(req: MoveRequest, space: AddressSpace, errno: str, why: str) -> MovePlan:
     """A refusal before anything changed: no steps, the space as it was."""
     steps = S.StepLog().freeze()
-    return MovePlan(request=req, errno=errno, result_addr=None, realigned=False,
-                    progress_bytes=0, need_rmap_locks=False, steps=steps, before=space,
-                    after_of=SpaceAfter(space, None), planner="reference", note=why)
+    return MovePlan.of_fields(request=req, errno=errno, result_addr=None, realigned=False,
+                              progress_bytes=0, need_rmap_locks=False, steps=steps,
+                              before=space, after_of=SpaceAfter(space, None),
+                              planner="reference", note=why, moved=())
 
 
 def plan_mremap(space: AddressSpace, req: MoveRequest, target: Target,
@@ -505,7 +527,7 @@ def _relocate_vma_down(space: AddressSpace, req: MoveRequest, target: Target) ->
                    space=space, log=S.StepLog(), options=DEFAULT,
                    fail_alloc_at=req.fail_alloc_at, vma=vma, tables=CallTables(space.pt))
     vrm.log.add(S.SYSCALL, S.K_SYSCALL, old_start, new_start, length)
-    expanded = replace(vma, start=new_start)
+    expanded = _vma_with(vma, start=new_start)
     during = space.with_vmas([expanded if v == vma else v for v in space.vmas])
     pmc = PageTableMoveControl(expanded, expanded, old_start, new_start, length, for_stack=True)
     why = explain_realign(during, pmc, target)
@@ -520,6 +542,6 @@ def _relocate_vma_down(space: AddressSpace, req: MoveRequest, target: Target) ->
         vrm.space = during
         return _plan(req, space, vrm, errno="ENOMEM", result=None,
                      note="stack move incomplete: exec fails")
-    shrunk = replace(vma, start=new_start, end=new_end)
+    shrunk = _vma_with(vma, start=new_start, end=new_end)
     vrm.space = space.with_vmas([shrunk if v == vma else v for v in space.vmas])
     return _plan(req, space, vrm, errno=None, result=new_start, note="")
