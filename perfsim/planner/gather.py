@@ -233,8 +233,10 @@ class MmuGather:
         else the arrays the array driver set (already in that order)."""
         if self.table_arrays is not None:
             return self.table_arrays
-        a = target.arch
-        order = sorted(self.tables, key=lambda t: _KEY_OF_LEVEL[t[1]](a, t[0]))
+        order = self.tables
+        if len(order) > 1:
+            a = target.arch
+            order = sorted(order, key=lambda t: _KEY_OF_LEVEL[t[1]](a, t[0]))
         return [t[0] for t in order], [t[1] for t in order]
 
     def tlb_get_unmap_shift(self, target: Target) -> int | None:

@@ -262,6 +262,9 @@ def free_pud_table(has_pud_table, pud_entries_left):
 
 
 # ---------------------------------------------------------------------------- walk driver
+_PMD_NONE_ENTRY = (PMD_NONE, 0)
+
+
 def zap_range(target: Target, win: Window, start: int, end: int, tlb: MmuGather,
               forcing: tuple[tuple[int, int], ...] = (),
               not_anon: tuple[tuple[int, int], ...] = ()) -> int:
@@ -270,33 +273,34 @@ def zap_range(target: Target, win: Window, start: int, end: int, tlb: MmuGather,
     ``not_anon``: the parts mapped by VMAs that are not anonymous (a huge PMD the range
     covers only partly is split the way ``__split_huge_pmd`` splits it there)."""
     a = target.arch
-    ptrs = a.ptrs_per_pte
+    ptrs, ps, ms, us, pmd_size = a.ptrs_per_pte, a.page_shift, a.pmd_shift, a.pud_shift, a.pmd_size
+    pud, pmd = win.pud, win.pmd
     zapped = 0
-    for slot in range(start >> a.pmd_shift, ((end - 1) >> a.pmd_shift) + 1):
-        base = slot << a.pmd_shift
-        if win.pud.get(base >> a.pud_shift, PUD_NONE) == PUD_LEAF:
+    for slot in range(start >> ms, ((end - 1) >> ms) + 1):
+        base = slot << ms
+        if pud.get(base >> us, PUD_NONE) == PUD_LEAF:
             continue  # handled per PUD below
-        kind, mask = win.pmd.get(slot, (PMD_NONE, 0))
+        kind, mask = pmd.get(slot, _PMD_NONE_ENTRY)
         if kind == PMD_NONE:
             continue
-        lo = (max(start, base) - base) >> a.page_shift
-        hi = (min(end, base + a.pmd_size) - base) >> a.page_shift
+        lo = (max(start, base) - base) >> ps
+        hi = (min(end, base + pmd_size) - base) >> ps
         if kind == PMD_LEAF:
             if zap_huge_pmd_whole(lo, hi, ptrs):
-                win.pmd.pop(slot)
+                pmd.pop(slot)
                 zapped += ptrs
                 gather_zapped_pmd(target, tlb, base)
                 continue
-            kind, mask = split_for_zap(a, not in_spans(base + (lo << a.page_shift), not_anon))
+            kind, mask = split_for_zap(a, not in_spans(base + (lo << ps), not_anon))
             tlb.split_huge_pmd(base)
             if kind == PMD_NONE:  # a file THP: unmapped whole, no PTEs
-                win.pmd.pop(slot)
+                pmd.pop(slot)
                 continue
         left, hit = zap_pte_range(mask, lo, hi)
-        win.pmd[slot] = (PMD_TABLE, left) if hit else (kind, mask)
+        pmd[slot] = (PMD_TABLE, left) if hit else (kind, mask)
         if hit:
             zapped += hit.bit_count()
-            for s_lo, s_hi, forces in zap_segments(lo, hi, base, a.page_shift, forcing):
+            for s_lo, s_hi, forces in zap_segments(lo, hi, base, ps, forcing):
                 gather_zapped_ptes(target, tlb, base, s_lo, s_hi, hit & range_mask(s_lo, s_hi),
                                    forces)
     for pslot in range(start >> a.pud_shift, ((end - 1) >> a.pud_shift) + 1):
@@ -318,16 +322,18 @@ def free_pgd_range(target: Target, win: Window, addr: int, end: int, floor: int,
     sees: the PUD slots of ``visible`` (an address range, as given to
     :meth:`~perfsim.mm.pagetable.PageTables.window`; by default all of ``win``'s)."""
     a = target.arch
+    ms = a.pmd_shift
     freed = 0
     b = free_range_bounds(addr, end, floor, ceiling, a.pmd_size)
     if b is None:
         return 0
     lo, hi = b
-    for slot in range(lo >> a.pmd_shift, ((hi - 1) >> a.pmd_shift) + 1):
-        if free_pte_table(win.pmd.get(slot, (PMD_NONE, 0))[0]):
-            win.pmd.pop(slot)
+    pmd = win.pmd
+    for slot in range(lo >> ms, ((hi - 1) >> ms) + 1):
+        if free_pte_table(pmd.get(slot, _PMD_NONE_ENTRY)[0]):
+            pmd.pop(slot)
             freed += 1
-            tlb.free_table(slot << a.pmd_shift, PTE_TABLE)
+            tlb.free_table(slot << ms, PTE_TABLE)
     b = free_range_bounds(addr, end, floor, ceiling, a.pud_size)
     if b is not None:
         lo, hi = b
