@@ -278,3 +278,48 @@ def test_plan_of_fields_equals_the_dataclass_constructor():
     values.pop("moved")
     with pytest.raises(TypeError, match="moved"):
         MovePlan.of_fields(**values)
+
+
+def _bench_module():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "bench_plan_walk.py"
+    spec = importlib.util.spec_from_file_location("bench_plan_walk", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_one_window_per_call_plans_what_a_window_per_step_plans(monkeypatch):
+    """Every field of a plan (steps, lock names, outcome, VMAs and page tables after) is
+    the same whether the call's steps share one open window (``CallTables``) or each step
+    reads a fresh window from the tables written back after the step before (the planner
+    before issue 13's pass), on a seeded grid of moves, shrinks, expands, non-fixed,
+    DONTUNMAP, mapped-destination, multi-VMA, failing and exec-stack calls."""
+    bench = _bench_module()
+    from perfsim.planner import plan_mremap
+    from perfsim.planner.options import PlanOptions
+
+    cases = list(bench._random_cases(random.Random(29), 250))
+    assert len(cases) > 200
+
+    def digests():
+        out = []
+        for space, req, t in cases:
+            for opt in (PlanOptions(), PlanOptions("reference")):
+                try:
+                    out.append(bench._plan_digest(plan_mremap(space, req, t, opt)))
+                except NotImplementedError as e:
+                    out.append(str(e))
+        return out
+
+    shared = digests()
+    open_window = CallTables.window
+
+    def window_per_step(self, start, end):
+        self.value()  # write back what the steps before did, then read afresh
+        return open_window(self, start, end)
+
+    monkeypatch.setattr(CallTables, "window", window_per_step)
+    assert digests() == shared
