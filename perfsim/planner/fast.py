@@ -51,6 +51,7 @@ from perfsim.planner.bitmaps import (
     firsts,
     interleave,
 )
+from perfsim.planner.fast_closed import plan_regular_closed
 from perfsim.planner.fast_rows import GeneralRows, RegularRows, batch_counts, flush_table
 from perfsim.planner.fast_state import apply_move, apply_regular_move
 from perfsim.planner.pgtable_move import (
@@ -233,14 +234,23 @@ def try_move_page_tables(target: Target, pt: PageTables, pmc, log: S.StepLog, *,
 
 
 def plan_move(target: Target, pt: PageTables, pmc, *, phase: int = S.MOVE, cpus: int = 1,
-              lazy_cpus: int = 0, fail_alloc_at: int | None = None) -> tuple[S.Steps, PageTables]:
-    """Plan one move; raise :class:`Declined` when the fast path does not apply."""
+              lazy_cpus: int = 0, fail_alloc_at: int | None = None,
+              closed: bool = True) -> tuple[S.Steps, PageTables]:
+    """Plan one move; raise :class:`Declined` when the fast path does not apply.
+
+    A regular periodic move of a few PUD segments is planned in closed form
+    (:mod:`perfsim.planner.fast_closed`; ``closed=False`` takes the array path for it, as
+    the tests that hold the two to each other do)."""
     if pmc.for_stack:
         raise Declined("exec stack move (overlapping ranges)")
     if pmc.old.is_hugetlb:
         raise Declined("hugetlb")
-    call = MoveCall(phase, cpus, lazy_cpus, fail_alloc_at)
     gates = MoveGates.of(target, pmc.old, pmc.new, pmc.need_rmap_locks)
+    if closed:
+        out = plan_regular_closed(target, pt, pmc, gates, phase, cpus, lazy_cpus, fail_alloc_at)
+        if out is not None:
+            return out
+    call = MoveCall(phase, cpus, lazy_cpus, fail_alloc_at)
     geo = _geometry(target, pmc)
     ent = _read_entries(target, pt, geo, pmc.old.backing == "anon")
     if _is_regular(target, geo, ent):
