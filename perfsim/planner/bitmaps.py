@@ -156,3 +156,23 @@ def interleave(a0: int, b0: int, stop: int, step: int) -> np.ndarray:
     return out
 
 
+
+
+def insert_sorted(bases: tuple[np.ndarray, ...], pos: np.ndarray,
+                  values: tuple[np.ndarray, ...]) -> list[np.ndarray]:
+    """``np.insert(base, pos, vals)`` of each pair of ``bases`` and ``values``, for a
+    non-decreasing ``pos`` (values at equal positions keep their order; each result has
+    its base's dtype): the result positions are computed once for all the arrays, and
+    without ``np.insert``'s own sort and checks."""
+    pos = np.asarray(pos, _I64)
+    n, m = len(bases[0]), len(pos)
+    at = pos + np.arange(m, dtype=_I64)
+    keep = np.ones(n + m, bool)
+    keep[at] = False
+    out = []
+    for base, vals in zip(bases, values, strict=True):
+        r = np.empty(n + m, base.dtype)
+        r[at] = vals
+        r[keep] = base
+        out.append(r)
+    return out

@@ -53,12 +53,10 @@ HEAD, TAIL = 3, 4
 _NAMES = S.ADDR_COLUMNS + S.INT_COLUMNS
 _WIDE = tuple(n for n in _NAMES if S._DTYPES.get(n, np.int32) == np.int64)
 _NARROW = tuple(n for n in _NAMES if S._DTYPES.get(n, np.int32) != np.int64)
-_COL = {n: j for j, n in enumerate(_NAMES)}
-_WIDE_J = tuple(_COL[n] for n in _WIDE)
-_NARROW_J = tuple(_COL[n] for n in _NARROW)
+_WIDE_J = tuple(_NAMES.index(n) for n in _WIDE)
+_NARROW_J = tuple(_NAMES.index(n) for n in _NARROW)
 
 
-@dataclass(frozen=True)
 class Progressions:
     """The boundaries of a move's PMD-level extents in closed form.
 
@@ -67,13 +65,12 @@ class Progressions:
     coincide), which is :func:`perfsim.planner.bitmaps.interleave` of the source PMD
     boundaries and the shifted destination ones."""
 
-    start: int
-    end: int
-    c0: int
-    c1: int
-    period: int
-    n_inner: int
-    two: bool
+    __slots__ = ("start", "end", "c0", "c1", "period", "n_inner", "two")
+
+    def __init__(self, start: int, end: int, c0: int, c1: int, period: int, n_inner: int,
+                 two: bool):
+        self.start, self.end, self.c0, self.c1 = start, end, c0, c1
+        self.period, self.n_inner, self.two = period, n_inner, two
 
     @classmethod
     def of(cls, old_addr: int, new_addr: int, old_end: int, pmd_size: int) -> Progressions:
@@ -127,34 +124,55 @@ def _words(a, ints: list[int]) -> np.ndarray:
     return np.frombuffer(buf, dtype="<u8").astype(np.uint64).reshape(-1, w)
 
 
-class _Rows:
-    """The bitmap rows the move reads (as ints) and the rows it adds (deduplicated)."""
+class _Bitmaps:
+    """The bitmap rows the move reads (as ints) and the rows it adds, one per distinct
+    bitmap: the empty one is row 0, a full one the interior's row ``full_row``."""
 
-    def __init__(self, pt: PageTables):
+    def __init__(self, pt: PageTables, full_row: int):
         self.pt = pt
+        self.full_int = (1 << pt.arch.ptrs_per_pte) - 1
         self.ints: dict[int, int] = {}
         self.added: list[int] = []
-        self.ids: dict[int, int] = {0: 0}
+        self.ids: dict[int, int] = {0: 0, self.full_int: full_row}
 
     def int_of(self, row: int) -> int:
         m = self.ints.get(row)
         if m is None:
-            r = self.pt.masks[row]
-            m = self.ints[row] = int.from_bytes(r.astype("<u8").tobytes(), "little")
+            m = self.ints[row] = int.from_bytes(self.pt.masks[row].astype("<u8").tobytes(),
+                                                "little")
         return m
 
-    def id_of(self, m: int, full_row: int | None = None) -> int:
-        """A row id holding bitmap ``m``: 0 for the empty table, ``full_row`` (an existing
-        all-ones row) for a full one, else a row added once per distinct bitmap."""
+    def id_of(self, m: int) -> int:
         r = self.ids.get(m)
         if r is None:
-            if full_row is not None and m == (1 << self.pt.arch.ptrs_per_pte) - 1:
-                r = full_row
-            else:
-                r = len(self.pt.masks) + len(self.added)
-                self.added.append(m)
-            self.ids[m] = r
+            r = self.ids[m] = len(self.pt.masks) + len(self.added)
+            self.added.append(m)
         return r
+
+
+@dataclass
+class _Shape:
+    """What :func:`_regular_shape` found: the extents, where the source and destination
+    entries sit in the PMD arrays (``i0:i1`` the source's, ``j0`` where the destination's
+    go), the edge slots' bitmap rows, the present PTEs of the extents touching them
+    (``exact``; every other extent maps all its pages), the period ``k`` (extents per
+    source PMD) and the table allocations: ``alloc_pmd`` (extent -> destination PUD slot),
+    ``ups`` (extent -> (P4D, PUD) pages) and the top-level slots gaining a PUD table."""
+
+    ext: Progressions
+    delta: int
+    i0: int
+    i1: int
+    j0: int
+    n_src: int
+    n_dst: int
+    edge: dict[int, int]
+    bitmaps: _Bitmaps
+    exact: dict[int, int]
+    k: int
+    alloc_pmd: dict[int, int]
+    ups: dict[int, tuple[int, int]]
+    new_tops: list[int]
 
 
 def plan_regular_closed(t: Target, pt: PageTables, pmc, gates: MoveGates, phase: int,
@@ -163,7 +181,14 @@ def plan_regular_closed(t: Target, pt: PageTables, pmc, gates: MoveGates, phase:
     """The plan and page tables of a regular, fully populated, periodic move of at most
     :data:`MAX_SEGMENTS` PUD segments; None when the move is not of that shape."""
     if fail_alloc_at is not None:
+        return None  # the array path decides whether the injected failure hits
+    sh = _regular_shape(t, pt, pmc, gates)
+    if sh is None:
         return None
+    return _block(t, sh, gates, phase, cpus, lazy_cpus), _after(t, pt, sh)
+
+
+def _regular_shape(t: Target, pt: PageTables, pmc, gates: MoveGates) -> _Shape | None:
     a = t.arch
     ps, ms, us, ptrs = a.page_shift, a.pmd_shift, a.pud_shift, a.ptrs_per_pte
     pmd_size, pud_size = a.pmd_size, a.pud_size
@@ -186,8 +211,7 @@ def plan_regular_closed(t: Target, pt: PageTables, pmc, gates: MoveGates, phase:
         return None
     ub = sorted(set(ra) | set(rb))
     seg_start = [o0, *ub]
-    seg_end = [*ub, oe]
-    if t.have_move_pud and any(e - s == pud_size for s, e in zip(seg_start, seg_end)):
+    if t.have_move_pud and any(e - s == pud_size for s, e in zip(seg_start, [*ub, oe])):
         return None
     # PUD entries: every source one a PMD table (under a PUD table), no destination leaf
     p_lo, p_hi = o0 >> us, (oe - 1) >> us
@@ -205,55 +229,49 @@ def plan_regular_closed(t: Target, pt: PageTables, pmc, gates: MoveGates, phase:
     # PMD entries: every source slot a PTE table, no destination entry
     i0, i1, j0, j1 = pt.pmd_idx.searchsorted((s_lo, s_hi + 1, d_lo, d_hi + 1)).tolist()
     n_src, n_dst = s_hi - s_lo + 1, d_hi - d_lo + 1
-    if j1 > j0 or i1 - i0 != n_src:
+    if j1 > j0 or i1 - i0 != n_src or n_src < 3:
         return None
-    if not len(pt.mask_pop) or pt.mask_pop[0] != 0:
+    if pt.mask_pop[0] != 0:
         return None  # MaskTable's precondition: row 0 is the empty bitmap
     if np.count_nonzero(pt.pmd_kind[i0:i1] != PMD_TABLE):
         return None
     src_row = pt.pmd_mask[i0:i1]
     # a fully populated interior (RegularCounts.inner_full)
-    if n_src > 2 and int(pt.mask_pop[src_row[1:-1]].min()) != ptrs:
+    if int(pt.mask_pop[src_row[1:-1]].min()) != ptrs:
         return None
     ext = Progressions.of(o0, n0, oe, pmd_size)
     n_ext = ext.n_ext
     if n_ext < HEAD + TAIL + 8:
         return None
-    k = 1 if ext.bound(HEAD + 1) - ext.bound(HEAD) == pmd_size else 2
-    if ext.bound(HEAD + k) - ext.bound(HEAD) != pmd_size:
+    b = ext.bound
+    k = 1 if b(HEAD + 1) - b(HEAD) == pmd_size else 2
+    if b(HEAD + k) - b(HEAD) != pmd_size:
         return None
     batching = gates.batching
     if batching.batches and ptrs % batching.folio_pages:
         return None
-    rows = _Rows(pt)
+    bitmaps = _Bitmaps(pt, int(src_row[1]))
     edge = {0: int(src_row[0]), n_src - 1: int(src_row[-1])}
-    full_int = (1 << ptrs) - 1
-
-    def content(rel: int) -> int:
-        """The bitmap of source slot ``s_lo + rel``: an edge's, else full (the interior)."""
-        return rows.int_of(edge[rel]) if rel in edge else full_int
-
     # present PTEs of the extents touching the edge slots; interior extents map every page
     exact = {}
     for i in sorted({0, 1, n_ext - 2, n_ext - 1}):
-        st0 = ext.bound(i)
-        n = (ext.bound(i + 1) - st0) >> ps
-        lo = (st0 >> ps) & (ptrs - 1)
-        m = content((st0 >> ms) - s_lo)
-        exact[i] = (m >> lo & ((1 << n) - 1)).bit_count()
+        st0 = b(i)
+        rel = (st0 >> ms) - s_lo
+        m = bitmaps.int_of(edge[rel]) if rel in edge else bitmaps.full_int
+        exact[i] = (m >> ((st0 >> ps) & (ptrs - 1)) & ((1 << ((b(i + 1) - st0) >> ps)) - 1)).bit_count()
     if not all(bool(move_ptes_flushes(v)) for v in exact.values()):
         return None  # RegularRows writes such a move as dense rows
     # alloc_new_pmd / alloc_new_pud: at the first step of a segment into a new slot
     seg_first = [ext.index(s) for s in seg_start]
-    alloc_pmd_at, alloc_pmd_q = [], []
+    alloc_pmd: dict[int, int] = {}
     prev = None
     for g, s in enumerate(seg_start):
         q = (s + delta) >> us
         if q != prev and pmd_alloc(dst_pud.get(q, PUD_NONE)):
-            alloc_pmd_at.append(seg_first[g])
-            alloc_pmd_q.append(q)
+            alloc_pmd[seg_first[g]] = q
         prev = q
-    up_at, up_p4d, up_pud, new_tops = [], [], [], []
+    ups: dict[int, tuple[int, int]] = {}
+    new_tops: list[int] = []
     if not a.pud_folded:
         have = set(pt.pud_tables)
         prev = None
@@ -267,142 +285,149 @@ def plan_regular_closed(t: Target, pt: PageTables, pmc, gates: MoveGates, phase:
                 have.add(top)
                 new_tops.append(top)
             if p4d or pud:
-                up_at.append(seg_first[g])
-                up_p4d.append(p4d)
-                up_pud.append(pud)
-    # the rows
+                ups[seg_first[g]] = (p4d, pud)
+    return _Shape(ext, delta, i0, i1, j0, n_src, n_dst, edge, bitmaps, exact, k, alloc_pmd,
+                  ups, new_tops)
+
+
+def _block(t: Target, sh: _Shape, gates: MoveGates, phase: int, cpus: int,
+           lazy_cpus: int) -> S.Steps:
+    """The rows, as :meth:`RegularRows.block` lays them out: ``HEAD`` dense rows, one
+    period repeated (:class:`~perfsim.planner.steps.PeriodicBlock`, the table allocations
+    inside it as overrides), the dense tail."""
+    a = t.arch
+    ps, ms, ptrs, pmd_size = a.page_shift, a.pmd_shift, a.ptrs_per_pte, a.pmd_size
+    ext, delta, exact, k = sh.ext, sh.delta, sh.exact, sh.k
+    n_ext = ext.n_ext
+    s_lo = ext.start >> ms
     f_full, f_pages, f_ipis = _flush_lists(t, ps, cpus, lazy_cpus, ptrs)
-    ptl = int(move_ptes_ptl_count(s_lo, d_lo))  # source and destination tables differ
+    ptl = int(move_ptes_ptl_count(s_lo, (ext.start + delta) >> ms))  # the tables differ
     rmap = len(gates.huge_locks)
-    move_first = (o0 >> ps) & (ptrs - 1)
-    alloc_pmd_set = set(alloc_pmd_at)
-    ups = dict(zip(up_at, zip(up_p4d, up_pud)))
-
-    def row(i: int, allocs: bool) -> tuple:
-        st0 = ext.bound(i)
-        ln = ext.bound(i + 1) - st0
-        pages = ln >> ps
-        new = st0 + delta
-        ptes = exact.get(i, pages)
-        if batching.batches:
-            slot = st0 >> ms
-            lo = (st0 >> ps) & (ptrs - 1)
-            m = content(slot - s_lo)
-            clr = move_first if slot == s_lo else 0
-            window = batching.window_in_table(slot << (ms - ps), ptrs)
-            batches = mremap_folio_pte_batch(batching, m & ~range_mask(clr, lo), lo, pages, window)
-        else:
-            batches = ptes
-        alloc_pte = 1 if (new & (pmd_size - 1)) == 0 or i == 0 else 0
-        p4d, pud = ups.get(i, (0, 0)) if allocs else (0, 0)
-        alloc_pmd = 1 if allocs and i in alloc_pmd_set else 0
-        return (st0, new, phase, S.K_PTE_MOVE, ln, ptes, pages, batches, p4d, pud, alloc_pmd,
-                alloc_pte, 0, 1, f_full[pages], f_pages[pages], f_ipis[pages], rmap, ptl, 0)
-
+    batching = gates.batching
+    bitmaps, edge = sh.bitmaps, sh.edge
+    move_first = (ext.start >> ps) & (ptrs - 1)
     mid = (n_ext - HEAD - TAIL) // k * k
     t0, t1 = HEAD, HEAD + mid
-    spans = ((0, t0, True), (t0, t0 + k, False), (t1, n_ext, True))
-    table = [row(i, allocs) for lo, hi, allocs in spans for i in range(lo, hi)]
-    wide_cols, narrow_cols = _columns(table)
-    parts, at = [], 0
-    lock_sets = (gates.huge_locks,)
-    for lo, hi, _ in spans:
-        n = hi - lo
-        cols = {}
-        for name in _NAMES:
-            src = wide_cols if name in _WIDE_SET else narrow_cols
-            cols[name] = src[_ROW_OF[name], at:at + n]
-        parts.append(S.Steps(cols, lock_sets, np.zeros(n, np.int32)))
-        at += n
+    spans = ((0, t0), (t0, t0 + k), (t1, n_ext))
+    b = ext.bound
+    table = []
+    for lo, hi in spans:
+        allocs = lo != t0  # the period's allocations are overrides
+        bounds = [b(i) for i in range(lo, hi + 1)]
+        for i in range(lo, hi):
+            st0 = bounds[i - lo]
+            ln = bounds[i - lo + 1] - st0
+            pages = ln >> ps
+            new = st0 + delta
+            ptes = exact.get(i, pages)
+            if batching.batches:
+                slot = st0 >> ms
+                off = (st0 >> ps) & (ptrs - 1)
+                rel = slot - s_lo
+                m = bitmaps.int_of(edge[rel]) if rel in edge else bitmaps.full_int
+                clr = move_first if rel == 0 else 0
+                batches = mremap_folio_pte_batch(batching, m & ~range_mask(clr, off), off, pages,
+                                                 batching.window_in_table(slot << (ms - ps), ptrs))
+            else:
+                batches = ptes
+            p4d, pud = sh.ups.get(i, (0, 0)) if allocs else (0, 0)
+            table.append((st0, new, phase, S.K_PTE_MOVE, ln, ptes, pages, batches, p4d, pud,
+                          1 if allocs and i in sh.alloc_pmd else 0,
+                          1 if (new & (pmd_size - 1)) == 0 or i == 0 else 0,
+                          0, 1, f_full[pages], f_pages[pages], f_ipis[pages], rmap, ptl, 0))
+    parts = _dense_parts(table, [hi - lo for lo, hi in spans], (gates.huge_locks,))
     over = {}
-    pmd_mid = [i - t0 for i in alloc_pmd_at if t0 <= i < t1]
+    pmd_mid = [i - t0 for i in sh.alloc_pmd if t0 <= i < t1]
     if pmd_mid:
         over["alloc_pmd"] = (np.array(pmd_mid, np.int64), np.ones(len(pmd_mid), np.int32))
-    up_mid = [(i - t0, ups[i]) for i in up_at if t0 <= i < t1]
+    up_mid = [(i - t0, v) for i, v in sh.ups.items() if t0 <= i < t1]
     if up_mid:
         pos = np.array([p for p, _ in up_mid], np.int64)
         over["alloc_p4d"] = (pos, np.array([v[0] for _, v in up_mid], np.int32))
         over["alloc_pud"] = (pos, np.array([v[1] for _, v in up_mid], np.int32))
     periodic = S.PeriodicBlock(parts[1], mid // k, pmd_size, pmd_size, over)
-    block = S.Steps(parts=[parts[0], periodic, parts[2]])
-    return block, _after(t, pt, rows, ext, delta, edge, (i0, i1, j0), (n_src, n_dst),
-                         alloc_pmd_q, new_tops)
+    return S.Steps(parts=[parts[0], periodic, parts[2]])
 
 
-_WIDE_SET = frozenset(_WIDE)
-_ROW_OF = {**{n: r for r, n in enumerate(_WIDE)}, **{n: r for r, n in enumerate(_NARROW)}}
+#: Each column's place: (in the int64 array?, row of that array), in column order.
+_PLACE = tuple((n in _WIDE, (_WIDE if n in _WIDE else _NARROW).index(n)) for n in _NAMES)
 
 
-def _columns(table: list[tuple]) -> tuple[np.ndarray, np.ndarray]:
-    """The rows ``table`` (tuples in column order) as two (columns x rows) arrays, the
-    int64 columns and the int32 ones; each column is a contiguous row of one of them."""
+def _dense_parts(table: list[tuple], sizes: list[int], lock_sets: tuple) -> list[S.Steps]:
+    """The rows ``table`` (tuples in column order) cut into dense tables of ``sizes``
+    rows. The values go through two (columns x rows) arrays, the int64 columns and the
+    int32 ones; each table's column is a contiguous slice of one of their rows."""
     by_col = list(zip(*table))
-    return (np.array([by_col[j] for j in _WIDE_J], np.int64),
-            np.array([by_col[j] for j in _NARROW_J], np.int32))
+    wide = np.array([by_col[j] for j in _WIDE_J], np.int64)
+    narrow = np.array([by_col[j] for j in _NARROW_J], np.int32)
+    parts, at = [], 0
+    for n in sizes:
+        ws, ns = list(wide[:, at:at + n]), list(narrow[:, at:at + n])
+        cols = dict(zip(_NAMES, [(ws if w else ns)[r] for w, r in _PLACE]))
+        parts.append(S.Steps(cols, lock_sets, np.zeros(n, np.int32)))
+        at += n
+    return parts
 
 
-def _after(t: Target, pt: PageTables, rows: _Rows, ext: Progressions, delta: int,
-           edge: dict[int, int], at: tuple[int, int, int], sizes: tuple[int, int],
-           alloc_pmd_q: list[int], new_tops: list[int]) -> PageTables:
+def _after(t: Target, pt: PageTables, sh: _Shape) -> PageTables:
     """The page tables after the move: source slots emptied (an edge slot keeps what lies
     outside the range), every destination slot a PTE table holding the source bits shifted
     by the move's in-PMD page offset (as :func:`perfsim.planner.fast_state.apply_regular_move`)."""
     a = t.arch
     ps, ms, ptrs = a.page_shift, a.pmd_shift, a.ptrs_per_pte
-    i0, i1, j0 = at
-    n_src, n_dst = sizes
+    ext, delta, bitmaps = sh.ext, sh.delta, sh.bitmaps
+    n_src, n_dst, i0, i1, j0 = sh.n_src, sh.n_dst, sh.i0, sh.i1, sh.j0
     s_lo, d_lo = ext.start >> ms, (ext.start + delta) >> ms
-    full_int = (1 << ptrs) - 1
-    full_ids = np.flatnonzero(pt.mask_pop == ptrs)
-    full_row = int(full_ids[0]) if len(full_ids) else None
-    # the moving part (em) and the part left behind (rest) of the two edge slots
+    full_int = bitmaps.full_int
+    # the moving part (em) and the part left behind of the two edge slots
     em: dict[int, int] = {}
     src_new = np.zeros(n_src, np.int32)
-    for rel, row in edge.items():
+    for rel, row in sh.edge.items():
         base = (s_lo + rel) << ms
         lo = (max(ext.start, base) - base) >> ps
         hi = (min(ext.end, base + a.pmd_size) - base) >> ps
-        m = rows.int_of(row)
+        m = bitmaps.int_of(row)
         if lo == 0 and hi == ptrs:
             em[rel] = m
             continue
         em[rel] = m & range_mask(lo, hi)
-        src_new[rel] = rows.id_of(m & ~range_mask(lo, hi), full_row)
+        src_new[rel] = bitmaps.id_of(m & ~range_mask(lo, hi))
 
     def em_at(rel: int) -> int:
         if rel < 0 or rel >= n_src:
             return 0
         return em.get(rel, full_int)  # the interior is fully populated
 
+    # destination slot j holds the top of source slot sa0 + j and the bottom of the next
     off = ((-delta) % a.pmd_size) >> ps
-    sa0 = (((d_lo << ms) - delta) >> ms) - s_lo  # source slot under the first one's bottom
-    dst_rows = np.full(n_dst, rows.id_of(full_int, full_row), np.int32)
+    sa0 = (((d_lo << ms) - delta) >> ms) - s_lo
+    dst_rows = np.full(n_dst, bitmaps.id_of(full_int), np.int32)
     ends = sorted({j for j in (*range(0, 1 - sa0), *range(n_src - 2 - sa0, n_dst))
                    if 0 <= j < n_dst})
     ids = []
     for j in ends:
-        lo_bits = em_at(sa0 + j)
-        m = ((lo_bits >> off) | ((em_at(sa0 + j + 1) << (ptrs - off)) & full_int)) if off \
-            else lo_bits
-        ids.append(rows.id_of(m, full_row))
+        m = em_at(sa0 + j)
+        if off:
+            m = (m >> off) | ((em_at(sa0 + j + 1) << (ptrs - off)) & full_int)
+        ids.append(bitmaps.id_of(m))
     dst_rows[ends] = ids
     # the PMD arrays: source rows replaced, destination entries inserted at j0
     mask = pt.pmd_mask
-    d_idx = np.arange(d_lo, d_lo + n_dst, dtype=np.int64)
-    d_kind = np.full(n_dst, PMD_TABLE, np.int8)
     if j0 >= i1:
         mask_parts = [mask[:i0], src_new, mask[i1:j0], dst_rows, mask[j0:]]
     else:
         mask_parts = [mask[:j0], dst_rows, mask[j0:i0], src_new, mask[i1:]]
-    pmd_idx = np.concatenate([pt.pmd_idx[:j0], d_idx, pt.pmd_idx[j0:]])
-    pmd_kind = np.concatenate([pt.pmd_kind[:j0], d_kind, pt.pmd_kind[j0:]])
+    pmd_idx = np.concatenate([pt.pmd_idx[:j0], np.arange(d_lo, d_lo + n_dst, dtype=np.int64),
+                              pt.pmd_idx[j0:]])
+    pmd_kind = np.concatenate([pt.pmd_kind[:j0], np.full(n_dst, PMD_TABLE, np.int8),
+                               pt.pmd_kind[j0:]])
     pmd_mask = np.concatenate(mask_parts)
-    pud_idx, pud_kind = _with_pud_tables(pt, set(alloc_pmd_q), set())
-    tops = pt.pud_tables | frozenset(new_tops) if new_tops else pt.pud_tables
-    if rows.added:
-        masks = np.concatenate([pt.masks, _words(a, rows.added)])
+    pud_idx, pud_kind = _with_pud_tables(pt, set(sh.alloc_pmd.values()), set())
+    tops = pt.pud_tables | frozenset(sh.new_tops) if sh.new_tops else pt.pud_tables
+    if bitmaps.added:
+        masks = np.concatenate([pt.masks, _words(a, bitmaps.added)])
         pop = np.concatenate([pt.mask_pop,
-                              np.array([m.bit_count() for m in rows.added], np.int32)])
+                              np.array([m.bit_count() for m in bitmaps.added], np.int32)])
     else:
         masks, pop = pt.masks, pt.mask_pop
     return PageTables(a, tops, pud_idx, pud_kind, pmd_idx, pmd_kind, pmd_mask, masks, pop)

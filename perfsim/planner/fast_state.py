@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from perfsim.mm.pagetable import PMD_LEAF, PMD_NONE, PMD_TABLE, PUD_TABLE, PageTables, range_mask
-from perfsim.planner.bitmaps import MaskTable, firsts, shift_left, shift_right
+from perfsim.planner.bitmaps import MaskTable, firsts, insert_sorted, shift_left, shift_right
 from perfsim.profiles import ArchProfile, Target
 
 if TYPE_CHECKING:
@@ -253,7 +253,7 @@ def _splice(pt: PageTables, geo: Geometry, keep: np.ndarray, pmd_kind: np.ndarra
         return (np.concatenate([base_idx[:k], ni, base_idx[k:]]),
                 np.concatenate([base_kind[:k], nk, base_kind[k:]]),
                 np.concatenate([base_row[:k], nr, base_row[k:]]))
-    return np.insert(base_idx, at, ni), np.insert(base_kind, at, nk), np.insert(base_row, at, nr)
+    return tuple(insert_sorted((base_idx, base_kind, base_row), at, (ni, nk, nr)))
 
 
 def apply_move(t: Target, pt: PageTables, masks: MaskTable, geo: Geometry, ent: Entries,

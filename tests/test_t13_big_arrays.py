@@ -1,0 +1,25 @@
+"""Array helpers of the vectorised planner (perfsim.planner.bitmaps) hold to the numpy
+functions they replace."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from perfsim.planner.bitmaps import insert_sorted
+
+
+@given(st.lists(st.integers(-2**40, 2**40), max_size=40),
+       st.lists(st.tuples(st.integers(0, 1000), st.integers(-100, 100)), max_size=12))
+@settings(max_examples=300, deadline=None)
+def test_insert_sorted_is_np_insert_at_non_decreasing_positions(base, inserts):
+    a = np.array(sorted(base), np.int64)
+    k = np.arange(len(a), dtype=np.int8)
+    pos = np.array(sorted(p % (len(a) + 1) for p, _ in inserts), np.int64)
+    va = np.array([v for _, v in inserts], np.int64)
+    vk = np.array([v for _, v in inserts], np.int8)
+    got = insert_sorted((a, k), pos, (va, vk))
+    for g, want in zip(got, (np.insert(a, pos, va), np.insert(k, pos, vk)), strict=True):
+        assert g.dtype == want.dtype
+        assert np.array_equal(g, want)
