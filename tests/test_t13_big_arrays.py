@@ -23,3 +23,18 @@ def test_insert_sorted_is_np_insert_at_non_decreasing_positions(base, inserts):
     for g, want in zip(got, (np.insert(a, pos, va), np.insert(k, pos, vk)), strict=True):
         assert g.dtype == want.dtype
         assert np.array_equal(g, want)
+
+
+@given(st.one_of(st.integers(-2**31, 2**31 - 1), st.booleans(),
+                 st.integers(0, 2**31 - 1).map(np.int64), st.booleans().map(np.bool_)),
+       st.sampled_from([np.int32, np.int64, np.int8]), st.integers(0, 50))
+@settings(max_examples=200, deadline=None)
+def test_zero_stride_is_broadcast_to(v, dtype, n):
+    from perfsim.planner.fast_rows import zero_stride
+    if dtype is np.int8 and not -128 <= int(v) < 128:
+        return
+    want = np.broadcast_to(np.asarray(v, dtype=dtype), (n,))
+    got = zero_stride(v, dtype, n)
+    assert got.dtype == want.dtype and got.shape == want.shape and got.strides == want.strides
+    assert np.array_equal(got, want)
+    assert not got.flags.writeable

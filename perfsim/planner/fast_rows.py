@@ -74,6 +74,14 @@ def _isscalar(v) -> bool:
     return np.isscalar(v)
 
 
+def zero_stride(v, dtype, n: int) -> np.ndarray:
+    """``np.broadcast_to(np.asarray(v, dtype), (n,))`` (a read-only view of one element,
+    stride 0), made directly: ``broadcast_to`` costs several microseconds a call."""
+    out = np.ndarray((n,), dtype, np.array([v], dtype), 0, (0,))
+    out.flags.writeable = False
+    return out
+
+
 class RowBlock:
     """Row groups placed at known positions of a block of ``n`` rows; columns are built once."""
 
@@ -99,7 +107,7 @@ class RowBlock:
                 key = (type(v), v, dtype)
                 out = constants.get(key) if constants is not None else None
                 if out is None:
-                    out = np.broadcast_to(np.asarray(v, dtype=dtype), (self.n,))
+                    out = zero_stride(v, dtype, self.n)
                     if constants is not None:
                         constants[key] = out
                 return out
@@ -127,7 +135,7 @@ class RowBlock:
         if len(used) < len(lock_sets):
             remap = np.full(len(lock_sets), -1, _I32)
             remap[used] = np.arange(len(used), dtype=_I32)
-            lock_col = (np.broadcast_to(remap[lock_col[:1]], lock_col.shape) if constant
+            lock_col = (zero_stride(remap[lock_col[0]], _I32, len(lock_col)) if constant
                         else remap[lock_col])
             lock_sets = tuple(lock_sets[i] for i in used.tolist())
         return S.Steps(cols, lock_sets, lock_col)
