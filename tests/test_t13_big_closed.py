@@ -250,3 +250,33 @@ def test_a_move_next_to_b_matches():
     closed, array = _closed_and_array(t, space, src, length, dst)
     assert closed is not None
     _assert_same_move(closed, array, t, [(src, src + length), (dst - 6 * M, dst + length)])
+
+
+# ---------------------------------------------------------------------------- few segments
+@given(st.sampled_from(ARCHS), st.integers(0, 1 << 12), st.integers(0, 1 << 12),
+       st.integers(1, 18), st.booleans())
+@settings(max_examples=120, deadline=None)
+def test_geometry_of_a_few_segments_equals_the_array_form(arch, src_pages, dst_pages, puds, up):
+    """``_geometry`` works a move of at most ``_FEW_SEGMENTS`` PUD boundaries out on Python
+    ints: the same segments, first extents and counts as the array form."""
+    import perfsim.planner.fast as F
+
+    t = resolve_target("6.18", arch)
+    a = t.arch
+    pg = a.page_size
+    src = 16 * a.pud_size + src_pages * 97 * pg
+    length = puds * a.pud_size // 3 + dst_pages * pg + pg
+    dst = src + length + a.pud_size + dst_pages * 13 * pg if up else src - length - 2 * a.pud_size
+    if dst <= 0:
+        return
+    pmc = PageTableMoveControl(Vma(src, src + length), Vma(dst, dst + length), src, dst, length)
+    few = F._geometry(t, pmc)
+    saved = F._FEW_SEGMENTS
+    try:
+        F._FEW_SEGMENTS = -1
+        arr = F._geometry(t, pmc)
+    finally:
+        F._FEW_SEGMENTS = saved
+    for name in ("bounds", "seg_start", "seg_end", "seg_first", "seg_count"):
+        x, y = getattr(few, name), getattr(arr, name)
+        assert x.dtype == y.dtype and np.array_equal(x, y), name

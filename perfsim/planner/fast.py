@@ -51,7 +51,7 @@ from perfsim.planner.bitmaps import (
     firsts,
     interleave,
 )
-from perfsim.planner.fast_closed import plan_regular_closed
+from perfsim.planner.fast_closed import Progressions, plan_regular_closed
 from perfsim.planner.fast_rows import GeneralRows, RegularRows, batch_counts, flush_table
 from perfsim.planner.fast_state import apply_move, apply_regular_move
 from perfsim.planner.pgtable_move import (
@@ -71,6 +71,10 @@ from perfsim.profiles import Target
 __all__ = ["Declined", "flush_table", "plan_move", "try_move_page_tables"]
 
 _I64, _I32, _I8 = np.int64, np.int32, np.int8
+
+#: Up to this many PUD boundaries in a move, its segments and PUD slots are worked out as
+#: Python ints (beyond, as arrays).
+_FEW_SEGMENTS = 16
 
 
 # ---------------------------------------------------------------------------- state objects
@@ -277,12 +281,25 @@ def _geometry(t: Target, pmc) -> Geometry:
     bounds[0], bounds[-1] = o0, oe
     bounds[1:-1] = inner
     # PUD-level segments
-    ub = np.union1d(np.arange(o0 - o0 % pud_size + pud_size, oe, pud_size, dtype=_I64),
-                    np.arange(n0 - n0 % pud_size + pud_size - delta, oe, pud_size, dtype=_I64))
-    seg_start = np.concatenate([np.array([o0], _I64), ub])
-    seg_end = np.concatenate([ub, np.array([oe], _I64)])
-    seg_first = np.searchsorted(bounds[:-1], seg_start)
-    seg_count = np.diff(np.concatenate([seg_first, [len(bounds) - 1]]))
+    ra = range(o0 - o0 % pud_size + pud_size, oe, pud_size)
+    rb = range(n0 - n0 % pud_size + pud_size - delta, oe, pud_size)
+    if len(ra) + len(rb) <= _FEW_SEGMENTS:
+        # a few: the boundaries as Python ints, each segment's first extent from the
+        # closed form of the extents (the same indexes searchsorted finds)
+        ub = sorted(set(ra) | set(rb))
+        ext = Progressions.of(o0, n0, oe, pmd_size)
+        first = [ext.index(v) for v in (o0, *ub)]
+        seg_start = np.array([o0, *ub], _I64)
+        seg_end = np.array([*ub, oe], _I64)
+        seg_first = np.array(first, np.intp)
+        seg_count = np.array([b - a for a, b in zip(first, [*first[1:], len(bounds) - 1])], np.intp)
+    else:
+        ub = np.union1d(np.arange(ra.start, oe, pud_size, dtype=_I64),
+                        np.arange(rb.start, oe, pud_size, dtype=_I64))
+        seg_start = np.concatenate([np.array([o0], _I64), ub])
+        seg_end = np.concatenate([ub, np.array([oe], _I64)])
+        seg_first = np.searchsorted(bounds[:-1], seg_start)
+        seg_count = np.diff(np.concatenate([seg_first, [len(bounds) - 1]]))
     return Geometry(o0, n0, oe, delta, s_lo, s_hi, d_lo, d_hi, o0 >> us, (oe - 1) >> us,
                     n0 >> us, (n0 + length - 1) >> us, bounds, seg_start, seg_end, seg_first,
                     seg_count)
@@ -295,11 +312,18 @@ def _read_entries(t: Target, pt: PageTables, geo: Geometry, anon: bool) -> Entri
     src_pud = dense(pt.pud_idx, pt.pud_kind, p_lo, p_hi, PUD_NONE, _I8).copy()
     dst_pud = dense(pt.pud_idx, pt.pud_kind, geo.dst_pud_lo, geo.dst_pud_hi, PUD_NONE, _I8)
     if not a.pud_folded:
-        tops = np.arange(p_lo, p_hi + 1, dtype=_I64) >> (a.p4d_shift - us)
-        uniq = np.unique(tops)
-        has_top = np.fromiter((int(x) in pt.pud_tables for x in uniq), bool)
-        if not has_top.all():
-            src_pud[~has_top[np.searchsorted(uniq, tops)]] = PUD_NONE
+        if p_hi - p_lo < _FEW_SEGMENTS:
+            shift = a.p4d_shift - us
+            gone = [i for i, p in enumerate(range(p_lo, p_hi + 1))
+                    if (p >> shift) not in pt.pud_tables]
+            if gone:
+                src_pud[gone] = PUD_NONE
+        else:
+            tops = np.arange(p_lo, p_hi + 1, dtype=_I64) >> (a.p4d_shift - us)
+            uniq = np.unique(tops)
+            has_top = np.fromiter((int(x) in pt.pud_tables for x in uniq), bool)
+            if not has_top.all():
+                src_pud[~has_top[np.searchsorted(uniq, tops)]] = PUD_NONE
     if (src_pud == PUD_LEAF).any() or (dst_pud == PUD_LEAF).any():
         raise Declined("huge PUD leaf in range")
     src_kind = dense(pt.pmd_idx, pt.pmd_kind, geo.s_lo, geo.s_hi, PMD_NONE, _I8)

@@ -32,6 +32,7 @@ import numpy as np
 from perfsim.mm.pagetable import PMD_TABLE, PUD_LEAF, PUD_NONE, PUD_TABLE, PageTables, range_mask
 from perfsim.planner import steps as S
 from perfsim.planner.batch import mremap_folio_pte_batch
+from perfsim.planner.bitmaps import insert_sorted
 from perfsim.planner.fast_state import _with_pud_tables
 from perfsim.planner.pgtable_move import (
     MoveGates,
@@ -121,7 +122,7 @@ def _words(a, ints: list[int]) -> np.ndarray:
     """Bitmap rows (uint64 words, little-endian) of the Python ints ``ints``."""
     w = a.ptrs_per_pte // 64
     buf = b"".join(m.to_bytes(w * 8, "little") for m in ints)
-    return np.frombuffer(buf, dtype="<u8").astype(np.uint64).reshape(-1, w)
+    return np.frombuffer(buf, dtype="<u8").reshape(-1, w)
 
 
 class _Bitmaps:
@@ -422,12 +423,26 @@ def _after(t: Target, pt: PageTables, sh: _Shape) -> PageTables:
     pmd_kind = np.concatenate([pt.pmd_kind[:j0], np.full(n_dst, PMD_TABLE, np.int8),
                                pt.pmd_kind[j0:]])
     pmd_mask = np.concatenate(mask_parts)
-    pud_idx, pud_kind = _with_pud_tables(pt, set(sh.alloc_pmd.values()), set())
+    pud_idx, pud_kind = _with_pmd_tables_at(pt, sorted(set(sh.alloc_pmd.values())))
     tops = pt.pud_tables | frozenset(sh.new_tops) if sh.new_tops else pt.pud_tables
     if bitmaps.added:
-        masks = np.concatenate([pt.masks, _words(a, bitmaps.added)])
+        masks = np.concatenate([pt.masks, _words(a, bitmaps.added)]).astype(np.uint64, copy=False)
         pop = np.concatenate([pt.mask_pop,
                               np.array([m.bit_count() for m in bitmaps.added], np.int32)])
     else:
         masks, pop = pt.masks, pt.mask_pop
     return PageTables(a, tops, pud_idx, pud_kind, pmd_idx, pmd_kind, pmd_mask, masks, pop)
+
+
+def _with_pmd_tables_at(pt: PageTables, slots: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """``pud_idx``/``pud_kind`` with a PMD table at each of the sorted PUD ``slots``
+    (:func:`perfsim.planner.fast_state._with_pud_tables` with nothing removed), inserted by
+    position when none of them has an entry yet."""
+    if not slots:
+        return pt.pud_idx, pt.pud_kind
+    at = pt.pud_idx.searchsorted(slots)
+    if (at < len(pt.pud_idx)).any() and np.isin(slots, pt.pud_idx).any():
+        return _with_pud_tables(pt, set(slots), set())
+    pud_idx, pud_kind = insert_sorted((pt.pud_idx, pt.pud_kind), at,
+                                      (np.array(slots, np.int64), np.full(len(slots), PUD_TABLE, np.int8)))
+    return pud_idx, pud_kind
