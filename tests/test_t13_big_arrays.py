@@ -38,3 +38,14 @@ def test_zero_stride_is_broadcast_to(v, dtype, n):
     assert got.dtype == want.dtype and got.shape == want.shape and got.strides == want.strides
     assert np.array_equal(got, want)
     assert not got.flags.writeable
+
+
+@given(st.lists(st.integers(-3, 3), max_size=30), st.sampled_from([bool, np.int8, np.int32, np.int64]))
+@settings(max_examples=200, deadline=None)
+def test_any_all_where_set_are_the_numpy_reductions(values, dtype):
+    from perfsim.planner.bitmaps import all_set, any_set, where_set
+    x = np.array(values, dtype)
+    assert any_set(x) is bool(x.any())
+    assert all_set(x) is bool(x.all())
+    w = where_set(x)
+    assert w.dtype == np.flatnonzero(x).dtype and np.array_equal(w, np.flatnonzero(x))

@@ -32,7 +32,6 @@ import numpy as np
 from perfsim.mm.pagetable import PMD_TABLE, PUD_LEAF, PUD_NONE, PUD_TABLE, PageTables, range_mask
 from perfsim.planner import steps as S
 from perfsim.planner.batch import mremap_folio_pte_batch
-from perfsim.planner.bitmaps import insert_sorted
 from perfsim.planner.fast_state import _with_pud_tables
 from perfsim.planner.pgtable_move import (
     MoveGates,
@@ -238,7 +237,7 @@ def _regular_shape(t: Target, pt: PageTables, pmc, gates: MoveGates) -> _Shape |
         return None
     src_row = pt.pmd_mask[i0:i1]
     # a fully populated interior (RegularCounts.inner_full)
-    if int(pt.mask_pop[src_row[1:-1]].min()) != ptrs:
+    if np.count_nonzero(pt.mask_pop[src_row[1:-1]] != ptrs):
         return None
     ext = Progressions.of(o0, n0, oe, pmd_size)
     n_ext = ext.n_ext
@@ -423,7 +422,7 @@ def _after(t: Target, pt: PageTables, sh: _Shape) -> PageTables:
     pmd_kind = np.concatenate([pt.pmd_kind[:j0], np.full(n_dst, PMD_TABLE, np.int8),
                                pt.pmd_kind[j0:]])
     pmd_mask = np.concatenate(mask_parts)
-    pud_idx, pud_kind = _with_pmd_tables_at(pt, sorted(set(sh.alloc_pmd.values())))
+    pud_idx, pud_kind = _with_pud_tables(pt, set(sh.alloc_pmd.values()), set())
     tops = pt.pud_tables | frozenset(sh.new_tops) if sh.new_tops else pt.pud_tables
     if bitmaps.added:
         masks = np.concatenate([pt.masks, _words(a, bitmaps.added)]).astype(np.uint64, copy=False)
@@ -433,16 +432,3 @@ def _after(t: Target, pt: PageTables, sh: _Shape) -> PageTables:
         masks, pop = pt.masks, pt.mask_pop
     return PageTables(a, tops, pud_idx, pud_kind, pmd_idx, pmd_kind, pmd_mask, masks, pop)
 
-
-def _with_pmd_tables_at(pt: PageTables, slots: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """``pud_idx``/``pud_kind`` with a PMD table at each of the sorted PUD ``slots``
-    (:func:`perfsim.planner.fast_state._with_pud_tables` with nothing removed), inserted by
-    position when none of them has an entry yet."""
-    if not slots:
-        return pt.pud_idx, pt.pud_kind
-    at = pt.pud_idx.searchsorted(slots)
-    if (at < len(pt.pud_idx)).any() and np.isin(slots, pt.pud_idx).any():
-        return _with_pud_tables(pt, set(slots), set())
-    pud_idx, pud_kind = insert_sorted((pt.pud_idx, pt.pud_kind), at,
-                                      (np.array(slots, np.int64), np.full(len(slots), PUD_TABLE, np.int8)))
-    return pud_idx, pud_kind

@@ -17,7 +17,7 @@ import numpy as np
 from perfsim.mm.pagetable import range_mask
 from perfsim.planner import steps as S
 from perfsim.planner.batch import PteBatching, mremap_folio_pte_batch
-from perfsim.planner.bitmaps import MaskTable
+from perfsim.planner.bitmaps import MaskTable, all_set, any_set, where_set
 from perfsim.planner.pgtable_move import (
     HPAGE_PMD,
     NORMAL_PMD,
@@ -188,7 +188,7 @@ class RegularRows:
         a = t.arch
         self.flush = flush_lookup(t, a.page_shift, call.cpus, call.lazy_cpus, a.ptrs_per_pte)
         ipis = self.flush.ipis
-        self.ipis_const = int(ipis[0]) if bool((ipis == ipis[0]).all()) else None
+        self.ipis_const = int(ipis[0]) if all_set(ipis == ipis[0]) else None
         # source and destination PTE tables always differ on this path (disjoint slots)
         self.ptl = int(move_ptes_ptl_count(geo.s_lo, geo.d_lo))
 
@@ -211,10 +211,10 @@ class RegularRows:
         t1 = h + mid
         over = {}
         w = (self.alloc_pmd_at >= t0) & (self.alloc_pmd_at < t1)
-        if w.any():
+        if any_set(w):
             over["alloc_pmd"] = (self.alloc_pmd_at[w] - t0, np.ones(int(w.sum()), _I32))
         w = (self.up_at >= t0) & (self.up_at < t1)
-        if w.any():
+        if any_set(w):
             over["alloc_p4d"] = (self.up_at[w] - t0, self.up_p4d[w])
             over["alloc_pud"] = (self.up_at[w] - t0, self.up_pud[w])
         periodic = S.PeriodicBlock(self.rows(t0, t0 + k, allocs=False), mid // k,
@@ -274,7 +274,7 @@ class RegularRows:
 
 def constant(col: np.ndarray):
     """A column that holds one value as that scalar (stored as a zero-stride view)."""
-    if len(col) and bool((col == col[0]).all()):
+    if len(col) and all_set(col == col[0]):
         return int(col[0])
     return col
 
@@ -288,7 +288,7 @@ class GeneralRows:
         self.pud, self.pmd, self.up, self.lay = pud, pmd, up, lay
         self.rows = RowBlock(lay.n_rows)
         self.lock_sets = tuple(sorted({(), gates.normal_locks, gates.huge_locks}))
-        self.e_idx = slice(None) if pud.all_stage else np.flatnonzero(pud.stage)
+        self.e_idx = slice(None) if pud.all_stage else where_set(pud.stage)
         n_ext = geo.n_ext
         self.alloc_pmd_e = None
         if len(pud.alloc_pmd_at):
@@ -296,7 +296,7 @@ class GeneralRows:
             self.alloc_pmd_e[pud.alloc_pmd_at] = 1
         # p4d/pud on the first PMD-stage row of a segment that is walked at PMD level
         self.upper_p4d = self.upper_pud = None
-        for g in np.flatnonzero(up.seg_pud | up.seg_p4d).tolist():
+        for g in where_set(up.seg_pud | up.seg_p4d).tolist():
             if pud.pud_ok[g] or pud.pud_fail[g]:
                 continue  # carried by the segment's own row
             if self.upper_pud is None:
@@ -330,7 +330,7 @@ class GeneralRows:
                     kind=mk, length=geo.ends[e] - geo.starts[e])
         if self.lay.simple and pmd.all_pte:
             # the common shape: every row a move_ptes
-            fl = 1 if flushed.all() else flushed.astype(_I32)
+            fl = 1 if all_set(flushed) else flushed.astype(_I32)
             cols.update(ptes=ptes, slots=pages, batches=pmd.batches[e], ptl=ptl_pte,
                         lock=self.lock_id(gates.huge_locks), rmap=len(gates.huge_locks),
                         flushes=fl, flush_full=f_full * fl, flush_pages=f_pages * fl,
@@ -363,7 +363,7 @@ class GeneralRows:
             row = pgt_entry_row(t, gates, entry, pmd.src_slot[e], pmd.dst_slot[e], cpus=call.cpus,
                                 lazy_cpus=call.lazy_cpus)
             m = mk == row.kind
-            if not m.any():
+            if not any_set(m):
                 continue
             fl[m], ffull[m], fpages[m], fipis[m] = flush_cols(row.flush)
             ptl[m] = row.ptl[m]
@@ -404,7 +404,7 @@ class GeneralRows:
     def _segment_rows(self) -> None:
         """skip_pud and move_normal_pud rows."""
         t, geo, pud, up, call = self.t, self.geo, self.pud, self.up, self.call
-        gs = np.flatnonzero(~pud.stage_seg)
+        gs = where_set(~pud.stage_seg)
         okg = pud.pud_ok[gs]
         row = pgt_entry_row(t, self.gates, NORMAL_PUD, None, None, cpus=call.cpus,
                             lazy_cpus=call.lazy_cpus)
@@ -422,7 +422,7 @@ class GeneralRows:
     def _pud_fail_rows(self) -> None:
         """Failed move_normal_pud rows before a segment's first PMD-stage row."""
         geo, up = self.geo, self.up
-        gs = np.flatnonzero(self.pud.pud_fail)
+        gs = where_set(self.pud.pud_fail)
         row = failed_entry_row(self.gates, NORMAL_PUD)
         self.rows.add(self.lay.pre1_pos, old_addr=geo.seg_start[gs],
                       new_addr=geo.seg_start[gs] + geo.delta, phase=self.call.phase,

@@ -15,7 +15,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from perfsim.mm.pagetable import PMD_LEAF, PMD_NONE, PMD_TABLE, PUD_TABLE, PageTables, range_mask
-from perfsim.planner.bitmaps import MaskTable, firsts, insert_sorted, shift_left, shift_right
+from perfsim.planner.bitmaps import (
+    MaskTable,
+    all_set,
+    any_set,
+    firsts,
+    insert_sorted,
+    shift_left,
+    shift_right,
+    where_set,
+)
 from perfsim.profiles import ArchProfile, Target
 
 if TYPE_CHECKING:
@@ -93,7 +102,7 @@ def apply_regular_move(t: Target, pt: PageTables, masks: MaskTable, geo: Geometr
     # destination slots 3 .. n_dst-4 read source rows em[sa0 + 3 .. sa0 + n_dst - 3]
     lo_i, hi_i = sa0 + 3, sa0 + n_dst - 3
     interior = em[lo_i:hi_i + 1] if (n_dst > 6 and lo_i >= 0 and hi_i < len(em)) else em[:0]
-    if len(interior) and bool((interior == interior[0]).all()):
+    if len(interior) and all_set(interior == interior[0]):
         r = np.array([int(interior[0])])
         dst_rows = np.full(n_dst, int(_combine(masks, r, r, off, a.ptrs_per_pte)[0]), _I32)
         ends_rel = np.array([0, 1, 2, n_dst - 3, n_dst - 2, n_dst - 1])
@@ -136,7 +145,7 @@ def _whole_entry_moves(geo: Geometry, ent: Entries, pmd: PmdStage, edits: _PmdEd
     for m in (pmd.pmd_ok, pmd.thp_move):
         if m is None:
             continue
-        e = np.flatnonzero(m)
+        e = where_set(m)
         if not len(e):
             continue
         rel = pmd.src_slot[e] - geo.s_lo
@@ -144,7 +153,7 @@ def _whole_entry_moves(geo: Geometry, ent: Entries, pmd: PmdStage, edits: _PmdEd
         edits.add(pmd.dst_slot[e], ent.src_kind[rel],
                   np.where(ent.src_kind[rel] == PMD_LEAF, -1, ent.src_row[rel]).astype(_I32))
     if pmd.split is not None and not ent.anon:
-        edits.removed_src[pmd.src_slot[np.flatnonzero(pmd.split)] - geo.s_lo] = True
+        edits.removed_src[pmd.src_slot[where_set(pmd.split)] - geo.s_lo] = True
 
 
 def _pud_moves(a: ArchProfile, pt: PageTables, geo: Geometry, pud: PudStage,
@@ -219,7 +228,7 @@ def _pte_destinations(a: ArchProfile, masks: MaskTable, geo: Geometry, ent: Entr
         urow = ua.astype(_I32)  # aligned moves: the combination is just a source row
     dst_row = urow[inv][run_id]
     if ent.dst_any:
-        had = np.flatnonzero(ent.dst_kind[touched - geo.d_lo] == PMD_TABLE)
+        had = where_set(ent.dst_kind[touched - geo.d_lo] == PMD_TABLE)
         if len(had):
             old_rows = ent.dst_row[touched[had] - geo.d_lo]
             dst_row = dst_row.copy()
@@ -241,7 +250,7 @@ def _splice(pt: PageTables, geo: Geometry, keep: np.ndarray, pmd_kind: np.ndarra
             keep[j0:j1] &= ~np.isin(pt.pmd_idx[j0:j1], ni)
     else:
         ni, nk, nr = np.empty(0, _I64), np.empty(0, _I8), np.empty(0, _I32)
-    if not keep.all():
+    if not all_set(keep):
         base_idx, base_kind, base_row = pt.pmd_idx[keep], pmd_kind[keep], pmd_row[keep]
     else:
         base_idx, base_kind, base_row = pt.pmd_idx, pmd_kind, pmd_row
@@ -273,7 +282,7 @@ def apply_move(t: Target, pt: PageTables, masks: MaskTable, geo: Geometry, ent: 
     rel = src_idx - geo.s_lo
     walked_e = walked_p[(src_idx >> k_pp) - geo.src_pud_lo] & walked[rel]
     new_src_kind, new_src_row = pt.pmd_kind[i_lo:i_hi], pt.pmd_mask[i_lo:i_hi]
-    if walked_e.any():
+    if any_set(walked_e):
         new_src_kind = np.where(walked_e, PMD_TABLE, new_src_kind).astype(_I8)
         new_src_row = np.where(walked_e, rest[rel], new_src_row).astype(_I32)
     if len(pmd.pte_idx):
