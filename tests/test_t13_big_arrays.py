@@ -49,3 +49,23 @@ def test_any_all_where_set_are_the_numpy_reductions(values, dtype):
     assert all_set(x) is bool(x.all())
     w = where_set(x)
     assert w.dtype == np.flatnonzero(x).dtype and np.array_equal(w, np.flatnonzero(x))
+
+
+@given(st.integers(0, 40), st.integers(-5, 5), st.sampled_from([bool, np.int8, np.int32, np.int64]))
+@settings(max_examples=100, deadline=None)
+def test_filled_is_np_full(n, value, dtype):
+    from perfsim.planner.bitmaps import filled
+    want = np.full(n, value, dtype)
+    got = filled(n, value, dtype)
+    assert got.dtype == want.dtype and np.array_equal(got, want)
+
+
+@given(st.lists(st.integers(-2**40, 2**40), max_size=30), st.integers(-10, 10), st.integers(0, 50),
+       st.sampled_from([np.int32, np.int64]))
+@settings(max_examples=150, deadline=None)
+def test_clipped_is_np_clip(values, lo, span, dtype):
+    from perfsim.planner.bitmaps import clipped
+    x = np.array([v % 2**31 if dtype is np.int32 else v for v in values], dtype)
+    want = np.clip(x, lo, lo + span)
+    got = clipped(x, lo, lo + span)
+    assert got.dtype == want.dtype and np.array_equal(got, want)

@@ -128,7 +128,7 @@ def dense(idx: np.ndarray, vals: np.ndarray, lo: int, hi: int, default, dtype) -
     n = hi - lo + 1
     if i1 - i0 == n:  # every slot present: the slice is the dense array
         return vals[i0:i1].astype(dtype, copy=False)
-    out = np.full(n, default, dtype=dtype)
+    out = filled(n, default, dtype)
     out[idx[i0:i1] - lo] = vals[i0:i1]
     return out
 
@@ -167,7 +167,7 @@ def insert_sorted(bases: tuple[np.ndarray, ...], pos: np.ndarray,
     pos = np.asarray(pos, _I64)
     n, m = len(bases[0]), len(pos)
     at = pos + np.arange(m, dtype=_I64)
-    keep = np.ones(n + m, bool)
+    keep = filled(n + m, True, bool)
     keep[at] = False
     out = []
     for base, vals in zip(bases, values, strict=True):
@@ -195,3 +195,17 @@ def all_set(x: np.ndarray) -> bool:
 def where_set(x: np.ndarray) -> np.ndarray:
     """``np.flatnonzero(x)`` of a one-dimensional array."""
     return x.nonzero()[0]
+
+
+def filled(n: int, value, dtype) -> np.ndarray:
+    """``np.full(n, value, dtype)`` (also ``np.ones``), as ``empty`` and ``fill``: two C
+    calls instead of numpy's Python-level wrapper."""
+    out = np.empty(n, dtype)
+    out.fill(value)
+    return out
+
+
+def clipped(x: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """``np.clip(x, lo, hi)`` of an integer array, as two ufunc calls (``np.clip`` goes
+    through several Python-level wrappers)."""
+    return np.minimum(np.maximum(x, lo), hi)

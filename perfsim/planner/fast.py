@@ -22,6 +22,12 @@ partial extents of partial rows); the rows in :mod:`perfsim.planner.fast_rows`; 
 page tables spliced from arrays in :mod:`perfsim.planner.fast_state`; bit work in
 :mod:`perfsim.planner.bitmaps`.
 
+A regular move (every extent one ``move_ptes`` into an empty destination) that is fully
+populated inside and crosses at most a few PUD boundaries, the common big move, is planned
+in closed form by :mod:`perfsim.planner.fast_closed` (its extents are two progressions of
+period PMD_SIZE, so it needs no array over extents or slots); the array code below plans
+every other shape, and that one too when asked (``plan_move(..., closed=False)``).
+
 :func:`try_move_page_tables` returns None (the dispatcher then runs the reference) when the
 fast path does not apply: overlapping PMD slots, huge PUD leaves, a THP leaf at the
 destination, the exec stack, or an injected allocation failure that would hit.
@@ -50,6 +56,7 @@ from perfsim.planner.bitmaps import (
     any_set,
     bits_in_rows,
     dense,
+    filled,
     firsts,
     interleave,
     where_set,
@@ -391,7 +398,7 @@ def _plan_regular(t: Target, pt: PageTables, geo: Geometry, ent: Entries, gates:
     want = pmd_alloc(ent.dst_pud_kind[qa - geo.dst_pud_lo])
     alloc_pmd_at, alloc_pmd_q = geo.seg_first[fq][want], qa[want]
     up = upper_allocs(t, pt, (geo.seg_start + geo.delta) >> a.p4d_shift,
-                      np.ones(len(seg_dst_pud), bool))
+                      filled(len(seg_dst_pud), True, bool))
     # The first step into each destination PMD slot allocates its PTE table (the
     # destination is empty): one per destination slot.
     total = (geo.d_hi - geo.d_lo + 1) + len(alloc_pmd_at) + int(up.seg_p4d.sum() + up.seg_pud.sum())
@@ -585,7 +592,7 @@ def _layout(geo: Geometry, pud: PudStage, pmd: PmdStage) -> Layout:
         pre2 = pmd.pmd_fail.copy() if pre2 is None else (pre2 | pmd.pmd_fail)
     if pud.all_stage and pre1 is None and pre2 is None:
         return Layout(n_ext, True, None, None, empty, None, empty, empty, empty)
-    cnt = np.ones(n_ext, _I64) if pud.all_stage else pud.stage.astype(_I64)
+    cnt = filled(n_ext, 1, _I64) if pud.all_stage else pud.stage.astype(_I64)
     if pre1 is not None:
         cnt += pre1
     if pre2 is not None:

@@ -17,7 +17,7 @@ import numpy as np
 from perfsim.mm.pagetable import range_mask
 from perfsim.planner import steps as S
 from perfsim.planner.batch import PteBatching, mremap_folio_pte_batch
-from perfsim.planner.bitmaps import MaskTable, all_set, any_set, where_set
+from perfsim.planner.bitmaps import MaskTable, all_set, any_set, filled, where_set
 from perfsim.planner.pgtable_move import (
     HPAGE_PMD,
     NORMAL_PMD,
@@ -131,9 +131,11 @@ class RowBlock:
                 for n in S.ADDR_COLUMNS + S.INT_COLUMNS}
         lock_col = self.column("lock", _I32)
         constant = lock_col.strides == (0,)
-        used = np.asarray([lock_col[0]]) if constant else np.unique(lock_col)
+        # the lock-set ids the rows use, sorted (np.unique of small non-negative ids)
+        used = (np.asarray([lock_col[0]]) if constant
+                else where_set(np.bincount(lock_col, minlength=len(lock_sets))))
         if len(used) < len(lock_sets):
-            remap = np.full(len(lock_sets), -1, _I32)
+            remap = filled(len(lock_sets), -1, _I32)
             remap[used] = np.arange(len(used), dtype=_I32)
             lock_col = (zero_stride(remap[lock_col[0]], _I32, len(lock_col)) if constant
                         else remap[lock_col])
@@ -212,7 +214,7 @@ class RegularRows:
         over = {}
         w = (self.alloc_pmd_at >= t0) & (self.alloc_pmd_at < t1)
         if any_set(w):
-            over["alloc_pmd"] = (self.alloc_pmd_at[w] - t0, np.ones(int(w.sum()), _I32))
+            over["alloc_pmd"] = (self.alloc_pmd_at[w] - t0, filled(int(np.count_nonzero(w)), 1, _I32))
         w = (self.up_at >= t0) & (self.up_at < t1)
         if any_set(w):
             over["alloc_p4d"] = (self.up_at[w] - t0, self.up_p4d[w])

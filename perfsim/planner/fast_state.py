@@ -19,6 +19,8 @@ from perfsim.planner.bitmaps import (
     MaskTable,
     all_set,
     any_set,
+    clipped,
+    filled,
     firsts,
     insert_sorted,
     shift_left,
@@ -97,14 +99,14 @@ def apply_regular_move(t: Target, pt: PageTables, masks: MaskTable, geo: Geometr
 
     def em_at(rel: np.ndarray) -> np.ndarray:
         ok = (rel >= 0) & (rel < len(em))
-        return np.where(ok, em[np.clip(rel, 0, len(em) - 1)], 0)
+        return np.where(ok, em[clipped(rel, 0, len(em) - 1)], 0)
 
     # destination slots 3 .. n_dst-4 read source rows em[sa0 + 3 .. sa0 + n_dst - 3]
     lo_i, hi_i = sa0 + 3, sa0 + n_dst - 3
     interior = em[lo_i:hi_i + 1] if (n_dst > 6 and lo_i >= 0 and hi_i < len(em)) else em[:0]
     if len(interior) and all_set(interior == interior[0]):
         r = np.array([int(interior[0])])
-        dst_rows = np.full(n_dst, int(_combine(masks, r, r, off, a.ptrs_per_pte)[0]), _I32)
+        dst_rows = filled(n_dst, int(_combine(masks, r, r, off, a.ptrs_per_pte)[0]), _I32)
         ends_rel = np.array([0, 1, 2, n_dst - 3, n_dst - 2, n_dst - 1])
         rel = sa0 + ends_rel
         dst_rows[ends_rel] = _combine(masks, em_at(rel), em_at(rel + 1), off, a.ptrs_per_pte)
@@ -115,7 +117,7 @@ def apply_regular_move(t: Target, pt: PageTables, masks: MaskTable, geo: Geometr
     pmd_mask[i_lo:i_hi] = src_new
     at = int(np.searchsorted(pt.pmd_idx, d_lo))
     pmd_idx = np.concatenate([pt.pmd_idx[:at], np.arange(d_lo, d_hi + 1, dtype=_I64), pt.pmd_idx[at:]])
-    pmd_kind = np.concatenate([pt.pmd_kind[:at], np.full(n_dst, PMD_TABLE, _I8), pt.pmd_kind[at:]])
+    pmd_kind = np.concatenate([pt.pmd_kind[:at], filled(n_dst, PMD_TABLE, _I8), pt.pmd_kind[at:]])
     pmd_mask = np.concatenate([pmd_mask[:at], dst_rows, pmd_mask[at:]])
     pud_idx, pud_kind = _with_pud_tables(pt, set(alloc_pmd_q.tolist()), set())
     tops = pt.pud_tables | frozenset(new_tops) if new_tops else pt.pud_tables
@@ -189,7 +191,7 @@ def _moving_rows(a: ArchProfile, masks: MaskTable, geo: Geometry, ent: Entries,
         walked = ent.src_kind != PMD_NONE
     else:
         walked = np.zeros(n_src, bool)
-        walked[np.unique(pmd.src_slot[pmd.pte_idx]) - geo.s_lo] = True
+        walked[pmd.src_slot[pmd.pte_idx] - geo.s_lo] = True
     em = np.zeros(n_src + 1, _I32)
     em[:-1] = np.where(walked, pmd.eff_row, 0)
     rest = np.zeros(n_src, _I32)  # interior walked slots end empty
@@ -205,10 +207,10 @@ def _pte_destinations(a: ArchProfile, masks: MaskTable, geo: Geometry, ent: Entr
     off = ((-geo.delta) % a.pmd_size) >> a.page_shift
     # source slot whose bits land at the bottom of each destination slot
     sa = (((touched << a.pmd_shift) - geo.delta) >> a.pmd_shift) - geo.s_lo
-    ra = em[np.clip(sa, 0, len(em) - 1)] * ((sa >= 0) & (sa < len(em)))
+    ra = em[clipped(sa, 0, len(em) - 1)] * ((sa >= 0) & (sa < len(em)))
     if off:
         sb = sa + 1
-        rb = em[np.clip(sb, 0, len(em) - 1)] * ((sb >= 0) & (sb < len(em)))
+        rb = em[clipped(sb, 0, len(em) - 1)] * ((sb >= 0) & (sb < len(em)))
     else:
         rb = np.zeros_like(ra)
     key = ra.astype(_I64) * (masks.n + 1) + rb
@@ -233,7 +235,7 @@ def _pte_destinations(a: ArchProfile, masks: MaskTable, geo: Geometry, ent: Entr
             old_rows = ent.dst_row[touched[had] - geo.d_lo]
             dst_row = dst_row.copy()
             dst_row[had] = masks.add_rows(masks.rows(old_rows) | masks.rows(dst_row[had]))
-    edits.add(touched, np.full(len(touched), PMD_TABLE, _I8), dst_row.astype(_I32))
+    edits.add(touched, filled(len(touched), PMD_TABLE, _I8), dst_row.astype(_I32))
 
 
 def _splice(pt: PageTables, geo: Geometry, keep: np.ndarray, pmd_kind: np.ndarray,
@@ -287,7 +289,7 @@ def apply_move(t: Target, pt: PageTables, masks: MaskTable, geo: Geometry, ent: 
         new_src_row = np.where(walked_e, rest[rel], new_src_row).astype(_I32)
     if len(pmd.pte_idx):
         _pte_destinations(a, masks, geo, ent, pmd, em, edits)
-    keep = np.ones(len(pt.pmd_idx), bool)
+    keep = filled(len(pt.pmd_idx), True, bool)
     keep[i_lo:i_hi] = ~(edits.removed_src[rel] | pud_moved)
     pmd_kind, pmd_row = pt.pmd_kind.copy(), pt.pmd_mask.copy()
     pmd_kind[i_lo:i_hi] = new_src_kind
