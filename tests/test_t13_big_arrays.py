@@ -69,3 +69,24 @@ def test_clipped_is_np_clip(values, lo, span, dtype):
     want = np.clip(x, lo, lo + span)
     got = clipped(x, lo, lo + span)
     assert got.dtype == want.dtype and np.array_equal(got, want)
+
+
+@given(st.lists(st.integers(0, (1 << 512) - 1), min_size=1, max_size=4),
+       st.lists(st.tuples(st.integers(0, 3), st.integers(0, 512), st.integers(0, 512)),
+                min_size=1, max_size=20))
+@settings(max_examples=150, deadline=None)
+def test_bits_in_rows_few_ids_path_equals_the_prefix_count_path(table_ints, picks):
+    import perfsim.planner.bitmaps as B
+    from perfsim.mm.pagetable import _int_to_words
+    table = np.stack([_int_to_words(v, 8) for v in table_ints])
+    ids = np.array([i % len(table_ints) for i, _, _ in picks], np.int64)
+    lo = np.array([min(a, b) for _, a, b in picks], np.int64)
+    hi = np.array([max(a, b) for _, a, b in picks], np.int64)
+    few = B.bits_in_rows(table, ids, lo, hi)
+    saved = B.FEW_IDS
+    try:
+        B.FEW_IDS = 0
+        arrays = B.bits_in_rows(table, ids, lo, hi)
+    finally:
+        B.FEW_IDS = saved
+    assert few.dtype == arrays.dtype and np.array_equal(few, arrays)

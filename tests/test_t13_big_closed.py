@@ -280,3 +280,29 @@ def test_geometry_of_a_few_segments_equals_the_array_form(arch, src_pages, dst_p
     for name in ("bounds", "seg_start", "seg_end", "seg_first", "seg_count"):
         x, y = getattr(few, name), getattr(arr, name)
         assert x.dtype == y.dtype and np.array_equal(x, y), name
+
+
+@pytest.mark.parametrize("populate", ["0.3", "every:7", "full"])
+@pytest.mark.parametrize("thp", [False, True])
+def test_few_ids_paths_of_the_array_move_equal_its_array_forms(populate, thp):
+    """``bits_in_rows`` and the destination bitmaps of ``apply_move`` work a few distinct
+    rows out on Python ints: the same plan and page tables as with the arrays throughout."""
+    import perfsim.planner.bitmaps as Bm
+    import perfsim.planner.fast_state as FS
+    from perfsim.mm.build import Population, single_move_space
+
+    t = resolve_target("6.18", "x86_64")
+    src, dst, length = BASE + 2 * M + 4 * K, BASE + 8 * G + 6 * M + 8 * K, 40 * M + 12 * K
+    space = single_move_space(t, src=src, length=length, thp=thp,
+                              populate=Population.parse(populate, seed=2))
+    vma = space.vmas[0]
+    new = Vma(dst, dst + length, name="new")
+    pmc = PageTableMoveControl(vma, new, src, dst, length)
+    few = plan_move(t, space.pt, pmc, closed=False)
+    saved = Bm.FEW_IDS, FS.FEW_IDS
+    try:
+        Bm.FEW_IDS = FS.FEW_IDS = 0
+        arrays = plan_move(t, space.pt, pmc, closed=False)
+    finally:
+        Bm.FEW_IDS, FS.FEW_IDS = saved
+    _assert_same_move(few, arrays, t, [(src, src + length), (dst, dst + length)])

@@ -10,6 +10,10 @@ from perfsim.mm.pagetable import PageTables, _int_to_words, _words_to_int
 _I64, _I32 = np.int64, np.int32
 
 
+#: Up to this many ids :func:`bits_in_rows` counts on Python ints.
+FEW_IDS = 8
+
+
 class Declined(Exception):
     """The fast path does not apply; the message says why."""
 
@@ -24,6 +28,12 @@ def bits_in_rows(table: np.ndarray, ids: np.ndarray, lo: np.ndarray, hi: np.ndar
     ids = np.asarray(ids, _I64)
     if not len(ids):
         return np.zeros(0, _I64)
+    if len(ids) <= FEW_IDS:
+        # a few: each row as a Python int (the definition), no prefix counts
+        return np.array([(_words_to_int(table[i]) >> int(x) & ((1 << int(y - x)) - 1)).bit_count()
+                         if y > x else 0
+                         for i, x, y in zip(ids.tolist(), np.asarray(lo).tolist(),
+                                            np.asarray(hi).tolist())], _I64)
     if len(table) > len(ids):
         uniq, ids = np.unique(ids, return_inverse=True)
         table = table[uniq]

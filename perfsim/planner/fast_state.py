@@ -16,6 +16,7 @@ import numpy as np
 
 from perfsim.mm.pagetable import PMD_LEAF, PMD_NONE, PMD_TABLE, PUD_TABLE, PageTables, range_mask
 from perfsim.planner.bitmaps import (
+    FEW_IDS,
     MaskTable,
     all_set,
     any_set,
@@ -222,7 +223,16 @@ def _pte_destinations(a: ArchProfile, masks: MaskTable, geo: Geometry, ent: Entr
     else:
         uk, inv = rk, np.arange(len(rk))
     ua, ub = uk // (masks.n + 1), uk % (masks.n + 1)
-    if off:
+    if off and len(uk) <= FEW_IDS:
+        # a few distinct pairs: the shifted bitmaps on Python ints (what the word shifts give)
+        ptrs = a.ptrs_per_pte
+        full = (1 << ptrs) - 1
+        ints = [(masks.row_int(x) >> off | (masks.row_int(y) << (ptrs - off))) & full
+                for x, y in zip(ua.tolist(), ub.tolist())]
+        urow = masks.add_rows(np.frombuffer(b"".join(m.to_bytes(ptrs // 8, "little") for m in ints),
+                                            dtype="<u8").reshape(len(ints), -1))
+        urow[[not m for m in ints]] = 0
+    elif off:
         words = shift_right(masks.rows(ua), off) | shift_left(masks.rows(ub), a.ptrs_per_pte - off)
         urow = masks.add_rows(words)
         urow[~words.any(axis=1)] = 0
