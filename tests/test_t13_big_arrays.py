@@ -4,6 +4,7 @@ functions they replace."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -90,3 +91,19 @@ def test_bits_in_rows_few_ids_path_equals_the_prefix_count_path(table_ints, pick
     finally:
         B.FEW_IDS = saved
     assert few.dtype == arrays.dtype and np.array_equal(few, arrays)
+
+
+@pytest.mark.parametrize("n", [0, 1, 1023, 1024, 1025, 5000])
+@pytest.mark.parametrize("fill", ["none", "one", "all", "random"])
+def test_reductions_on_long_and_short_arrays(n, fill):
+    from perfsim.planner.bitmaps import all_set, any_set, clipped, where_set
+    rng = np.random.default_rng(n)
+    x = {"none": np.zeros(n, bool), "all": np.ones(n, bool),
+         "random": rng.random(n) < 0.5}.get(fill)
+    if x is None:
+        x = np.zeros(n, bool)
+        x[n // 2:n // 2 + 1] = True
+    assert any_set(x) is bool(x.any()) and all_set(x) is bool(x.all())
+    assert np.array_equal(where_set(x), np.flatnonzero(x))
+    v = rng.integers(-50, 5000, n)
+    assert np.array_equal(clipped(v, 3, 4000), np.clip(v, 3, 4000))

@@ -189,16 +189,25 @@ def insert_sorted(bases: tuple[np.ndarray, ...], pos: np.ndarray,
 
 
 # ---------------------------------------------------------------------------- reductions
-# ``x.any()``, ``x.all()`` and ``np.flatnonzero(x)`` cost about a microsecond a call on
-# arrays of any length (Python-level dispatch); ``np.count_nonzero`` and ``ndarray.nonzero``
-# about a quarter of that. The vectorised planner calls them dozens of times per move.
+# On short arrays ``x.any()``, ``x.all()``, ``np.flatnonzero(x)``, ``np.full`` and ``np.clip``
+# cost about a microsecond a call whatever the length (Python-level dispatch), and
+# ``np.count_nonzero``, ``ndarray.nonzero``, ``empty``/``fill`` and two ufuncs a quarter of
+# that; the vectorised planner calls them dozens of times per move. On long arrays ``any``
+# and ``all`` stop early and ``np.clip`` is one pass, so those keep them.
+SHORT = 1024
+
+
 def any_set(x: np.ndarray) -> bool:
     """``bool(x.any())``."""
+    if x.size > SHORT:
+        return bool(x.any())
     return bool(np.count_nonzero(x))
 
 
 def all_set(x: np.ndarray) -> bool:
     """``bool(x.all())``."""
+    if x.size > SHORT:
+        return bool(x.all())
     return bool(np.count_nonzero(x) == x.size)
 
 
@@ -216,6 +225,8 @@ def filled(n: int, value, dtype) -> np.ndarray:
 
 
 def clipped(x: np.ndarray, lo: int, hi: int) -> np.ndarray:
-    """``np.clip(x, lo, hi)`` of an integer array, as two ufunc calls (``np.clip`` goes
-    through several Python-level wrappers)."""
+    """``np.clip(x, lo, hi)`` of an integer array; a short one as two ufunc calls
+    (``np.clip`` goes through several Python-level wrappers)."""
+    if x.size > SHORT:
+        return np.clip(x, lo, hi)
     return np.minimum(np.maximum(x, lo), hi)
