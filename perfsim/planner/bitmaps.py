@@ -10,6 +10,10 @@ from perfsim.mm.pagetable import PageTables, _int_to_words, _words_to_int
 _I64, _I32 = np.int64, np.int32
 
 
+#: Up to this many ids :func:`bits_in_rows` counts on Python ints.
+FEW_IDS = 8
+
+
 class Declined(Exception):
     """The fast path does not apply; the message says why."""
 
@@ -24,6 +28,12 @@ def bits_in_rows(table: np.ndarray, ids: np.ndarray, lo: np.ndarray, hi: np.ndar
     ids = np.asarray(ids, _I64)
     if not len(ids):
         return np.zeros(0, _I64)
+    if len(ids) <= FEW_IDS:
+        # a few: each row as a Python int (the definition), no prefix counts
+        return np.array([(_words_to_int(table[i]) >> int(x) & ((1 << int(y - x)) - 1)).bit_count()
+                         if y > x else 0
+                         for i, x, y in zip(ids.tolist(), np.asarray(lo).tolist(),
+                                            np.asarray(hi).tolist())], _I64)
     if len(table) > len(ids):
         uniq, ids = np.unique(ids, return_inverse=True)
         table = table[uniq]
@@ -128,7 +138,7 @@ def dense(idx: np.ndarray, vals: np.ndarray, lo: int, hi: int, default, dtype) -
     n = hi - lo + 1
     if i1 - i0 == n:  # every slot present: the slice is the dense array
         return vals[i0:i1].astype(dtype, copy=False)
-    out = np.full(n, default, dtype=dtype)
+    out = filled(n, default, dtype)
     out[idx[i0:i1] - lo] = vals[i0:i1]
     return out
 
@@ -156,3 +166,67 @@ def interleave(a0: int, b0: int, stop: int, step: int) -> np.ndarray:
     return out
 
 
+
+
+def insert_sorted(bases: tuple[np.ndarray, ...], pos: np.ndarray,
+                  values: tuple[np.ndarray, ...]) -> list[np.ndarray]:
+    """``np.insert(base, pos, vals)`` of each pair of ``bases`` and ``values``, for a
+    non-decreasing ``pos`` (values at equal positions keep their order; each result has
+    its base's dtype): the result positions are computed once for all the arrays, and
+    without ``np.insert``'s own sort and checks."""
+    pos = np.asarray(pos, _I64)
+    n, m = len(bases[0]), len(pos)
+    at = pos + np.arange(m, dtype=_I64)
+    keep = filled(n + m, True, bool)
+    keep[at] = False
+    out = []
+    for base, vals in zip(bases, values, strict=True):
+        r = np.empty(n + m, base.dtype)
+        r[at] = vals
+        r[keep] = base
+        out.append(r)
+    return out
+
+
+# ---------------------------------------------------------------------------- reductions
+# On short arrays ``x.any()``, ``x.all()``, ``np.flatnonzero(x)``, ``np.full`` and ``np.clip``
+# cost about a microsecond a call whatever the length (Python-level dispatch), and
+# ``np.count_nonzero``, ``ndarray.nonzero``, ``empty``/``fill`` and two ufuncs a quarter of
+# that; the vectorised planner calls them dozens of times per move. On long arrays ``any``
+# and ``all`` stop early and ``np.clip`` is one pass, so those keep them.
+SHORT = 1024
+
+
+def any_set(x: np.ndarray) -> bool:
+    """``bool(x.any())``."""
+    if x.size > SHORT:
+        return bool(x.any())
+    return bool(np.count_nonzero(x))
+
+
+def all_set(x: np.ndarray) -> bool:
+    """``bool(x.all())``."""
+    if x.size > SHORT:
+        return bool(x.all())
+    return bool(np.count_nonzero(x) == x.size)
+
+
+def where_set(x: np.ndarray) -> np.ndarray:
+    """``np.flatnonzero(x)`` of a one-dimensional array."""
+    return x.nonzero()[0]
+
+
+def filled(n: int, value, dtype) -> np.ndarray:
+    """``np.full(n, value, dtype)`` (also ``np.ones``), as ``empty`` and ``fill``: two C
+    calls instead of numpy's Python-level wrapper."""
+    out = np.empty(n, dtype)
+    out.fill(value)
+    return out
+
+
+def clipped(x: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """``np.clip(x, lo, hi)`` of an integer array; a short one as two ufunc calls
+    (``np.clip`` goes through several Python-level wrappers)."""
+    if x.size > SHORT:
+        return np.clip(x, lo, hi)
+    return np.minimum(np.maximum(x, lo), hi)

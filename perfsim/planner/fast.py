@@ -22,6 +22,12 @@ partial extents of partial rows); the rows in :mod:`perfsim.planner.fast_rows`; 
 page tables spliced from arrays in :mod:`perfsim.planner.fast_state`; bit work in
 :mod:`perfsim.planner.bitmaps`.
 
+A regular move (every extent one ``move_ptes`` into an empty destination) that is fully
+populated inside and crosses at most a few PUD boundaries, the common big move, is planned
+in closed form by :mod:`perfsim.planner.fast_closed` (its extents are two progressions of
+period PMD_SIZE, so it needs no array over extents or slots); the array code below plans
+every other shape, and that one too when asked (``plan_move(..., closed=False)``).
+
 :func:`try_move_page_tables` returns None (the dispatcher then runs the reference) when the
 fast path does not apply: overlapping PMD slots, huge PUD leaves, a THP leaf at the
 destination, the exec stack, or an injected allocation failure that would hit.
@@ -46,11 +52,16 @@ from perfsim.planner import steps as S
 from perfsim.planner.bitmaps import (
     Declined,
     MaskTable,
+    all_set,
+    any_set,
     bits_in_rows,
     dense,
+    filled,
     firsts,
     interleave,
+    where_set,
 )
+from perfsim.planner.fast_closed import Progressions, plan_regular_closed
 from perfsim.planner.fast_rows import GeneralRows, RegularRows, batch_counts, flush_table
 from perfsim.planner.fast_state import apply_move, apply_regular_move
 from perfsim.planner.pgtable_move import (
@@ -70,6 +81,10 @@ from perfsim.profiles import Target
 __all__ = ["Declined", "flush_table", "plan_move", "try_move_page_tables"]
 
 _I64, _I32, _I8 = np.int64, np.int32, np.int8
+
+#: Up to this many PUD boundaries in a move, its segments and PUD slots are worked out as
+#: Python ints (beyond, as arrays).
+_FEW_SEGMENTS = 16
 
 
 # ---------------------------------------------------------------------------- state objects
@@ -233,14 +248,23 @@ def try_move_page_tables(target: Target, pt: PageTables, pmc, log: S.StepLog, *,
 
 
 def plan_move(target: Target, pt: PageTables, pmc, *, phase: int = S.MOVE, cpus: int = 1,
-              lazy_cpus: int = 0, fail_alloc_at: int | None = None) -> tuple[S.Steps, PageTables]:
-    """Plan one move; raise :class:`Declined` when the fast path does not apply."""
+              lazy_cpus: int = 0, fail_alloc_at: int | None = None,
+              closed: bool = True) -> tuple[S.Steps, PageTables]:
+    """Plan one move; raise :class:`Declined` when the fast path does not apply.
+
+    A regular periodic move of a few PUD segments is planned in closed form
+    (:mod:`perfsim.planner.fast_closed`; ``closed=False`` takes the array path for it, as
+    the tests that hold the two to each other do)."""
     if pmc.for_stack:
         raise Declined("exec stack move (overlapping ranges)")
     if pmc.old.is_hugetlb:
         raise Declined("hugetlb")
-    call = MoveCall(phase, cpus, lazy_cpus, fail_alloc_at)
     gates = MoveGates.of(target, pmc.old, pmc.new, pmc.need_rmap_locks)
+    if closed:
+        out = plan_regular_closed(target, pt, pmc, gates, phase, cpus, lazy_cpus, fail_alloc_at)
+        if out is not None:
+            return out
+    call = MoveCall(phase, cpus, lazy_cpus, fail_alloc_at)
     geo = _geometry(target, pmc)
     ent = _read_entries(target, pt, geo, pmc.old.backing == "anon")
     if _is_regular(target, geo, ent):
@@ -267,12 +291,25 @@ def _geometry(t: Target, pmc) -> Geometry:
     bounds[0], bounds[-1] = o0, oe
     bounds[1:-1] = inner
     # PUD-level segments
-    ub = np.union1d(np.arange(o0 - o0 % pud_size + pud_size, oe, pud_size, dtype=_I64),
-                    np.arange(n0 - n0 % pud_size + pud_size - delta, oe, pud_size, dtype=_I64))
-    seg_start = np.concatenate([np.array([o0], _I64), ub])
-    seg_end = np.concatenate([ub, np.array([oe], _I64)])
-    seg_first = np.searchsorted(bounds[:-1], seg_start)
-    seg_count = np.diff(np.concatenate([seg_first, [len(bounds) - 1]]))
+    ra = range(o0 - o0 % pud_size + pud_size, oe, pud_size)
+    rb = range(n0 - n0 % pud_size + pud_size - delta, oe, pud_size)
+    if len(ra) + len(rb) <= _FEW_SEGMENTS:
+        # a few: the boundaries as Python ints, each segment's first extent from the
+        # closed form of the extents (the same indexes searchsorted finds)
+        ub = sorted(set(ra) | set(rb))
+        ext = Progressions.of(o0, n0, oe, pmd_size)
+        first = [ext.index(v) for v in (o0, *ub)]
+        seg_start = np.array([o0, *ub], _I64)
+        seg_end = np.array([*ub, oe], _I64)
+        seg_first = np.array(first, np.intp)
+        seg_count = np.array([b - a for a, b in zip(first, [*first[1:], len(bounds) - 1])], np.intp)
+    else:
+        ub = np.union1d(np.arange(ra.start, oe, pud_size, dtype=_I64),
+                        np.arange(rb.start, oe, pud_size, dtype=_I64))
+        seg_start = np.concatenate([np.array([o0], _I64), ub])
+        seg_end = np.concatenate([ub, np.array([oe], _I64)])
+        seg_first = np.searchsorted(bounds[:-1], seg_start)
+        seg_count = np.diff(np.concatenate([seg_first, [len(bounds) - 1]]))
     return Geometry(o0, n0, oe, delta, s_lo, s_hi, d_lo, d_hi, o0 >> us, (oe - 1) >> us,
                     n0 >> us, (n0 + length - 1) >> us, bounds, seg_start, seg_end, seg_first,
                     seg_count)
@@ -285,12 +322,19 @@ def _read_entries(t: Target, pt: PageTables, geo: Geometry, anon: bool) -> Entri
     src_pud = dense(pt.pud_idx, pt.pud_kind, p_lo, p_hi, PUD_NONE, _I8).copy()
     dst_pud = dense(pt.pud_idx, pt.pud_kind, geo.dst_pud_lo, geo.dst_pud_hi, PUD_NONE, _I8)
     if not a.pud_folded:
-        tops = np.arange(p_lo, p_hi + 1, dtype=_I64) >> (a.p4d_shift - us)
-        uniq = np.unique(tops)
-        has_top = np.fromiter((int(x) in pt.pud_tables for x in uniq), bool)
-        if not has_top.all():
-            src_pud[~has_top[np.searchsorted(uniq, tops)]] = PUD_NONE
-    if (src_pud == PUD_LEAF).any() or (dst_pud == PUD_LEAF).any():
+        if p_hi - p_lo < _FEW_SEGMENTS:
+            shift = a.p4d_shift - us
+            gone = [i for i, p in enumerate(range(p_lo, p_hi + 1))
+                    if (p >> shift) not in pt.pud_tables]
+            if gone:
+                src_pud[gone] = PUD_NONE
+        else:
+            tops = np.arange(p_lo, p_hi + 1, dtype=_I64) >> (a.p4d_shift - us)
+            uniq = np.unique(tops)
+            has_top = np.fromiter((int(x) in pt.pud_tables for x in uniq), bool)
+            if not all_set(has_top):
+                src_pud[~has_top[np.searchsorted(uniq, tops)]] = PUD_NONE
+    if any_set(src_pud == PUD_LEAF) or any_set(dst_pud == PUD_LEAF):
         raise Declined("huge PUD leaf in range")
     src_kind = dense(pt.pmd_idx, pt.pmd_kind, geo.s_lo, geo.s_hi, PMD_NONE, _I8)
     src_row = dense(pt.pmd_idx, pt.pmd_mask, geo.s_lo, geo.s_hi, 0, _I32)
@@ -299,10 +343,10 @@ def _read_entries(t: Target, pt: PageTables, geo: Geometry, anon: bool) -> Entri
     if j1 > j0:
         dst_kind = dense(pt.pmd_idx, pt.pmd_kind, geo.d_lo, geo.d_hi, PMD_NONE, _I8)
         dst_row = dense(pt.pmd_idx, pt.pmd_mask, geo.d_lo, geo.d_hi, 0, _I32)
-        if (dst_kind == PMD_LEAF).any():
+        if any_set(dst_kind == PMD_LEAF):
             raise Declined("PMD leaf at the destination")
     return Entries(src_pud, dst_pud, src_kind, src_row, bool(j1 > j0), dst_kind, dst_row,
-                   bool((src_kind == PMD_LEAF).any()), anon)
+                   any_set(src_kind == PMD_LEAF), anon)
 
 
 def _is_regular(t: Target, geo: Geometry, ent: Entries) -> bool:
@@ -313,9 +357,9 @@ def _is_regular(t: Target, geo: Geometry, ent: Entries) -> bool:
     o0, oe = geo.old_addr, geo.old_end
     no_full = (geo.delta % pmd_size != 0) or not t.have_move_pmd or (
         -(-o0 // pmd_size) * pmd_size + pmd_size > oe)
-    return (no_full and not ent.dst_any and bool((ent.src_pud_kind == PUD_TABLE).all())
-            and not (t.have_move_pud and (geo.seg_len == t.arch.pud_size).any())
-            and bool((ent.src_kind == PMD_TABLE).all()))
+    return (no_full and not ent.dst_any and all_set(ent.src_pud_kind == PUD_TABLE)
+            and not (t.have_move_pud and any_set(geo.seg_len == t.arch.pud_size))
+            and all_set(ent.src_kind == PMD_TABLE))
 
 
 # ---------------------------------------------------------------------------- shared pieces
@@ -328,7 +372,7 @@ def upper_allocs(t: Target, pt: PageTables, seg_dst_top: np.ndarray,
     out = UpperAllocs(np.zeros(n_seg, _I32), np.zeros(n_seg, _I32), [])
     if a.pud_folded:
         return out
-    tab = np.flatnonzero(table_seg)
+    tab = where_set(table_seg)
     have = set(pt.pud_tables)
     for g in tab[firsts(seg_dst_top[tab])].tolist():
         top = int(seg_dst_top[g])
@@ -354,13 +398,13 @@ def _plan_regular(t: Target, pt: PageTables, geo: Geometry, ent: Entries, gates:
     want = pmd_alloc(ent.dst_pud_kind[qa - geo.dst_pud_lo])
     alloc_pmd_at, alloc_pmd_q = geo.seg_first[fq][want], qa[want]
     up = upper_allocs(t, pt, (geo.seg_start + geo.delta) >> a.p4d_shift,
-                      np.ones(len(seg_dst_pud), bool))
+                      filled(len(seg_dst_pud), True, bool))
     # The first step into each destination PMD slot allocates its PTE table (the
     # destination is empty): one per destination slot.
     total = (geo.d_hi - geo.d_lo + 1) + len(alloc_pmd_at) + int(up.seg_p4d.sum() + up.seg_pud.sum())
     if call.fail_alloc_at is not None and call.fail_alloc_at <= total:
         raise Declined("injected allocation failure")
-    g = np.flatnonzero(up.seg_pud | up.seg_p4d)
+    g = where_set(up.seg_pud | up.seg_p4d)
     builder = RegularRows(t, geo, gates, call, counts, alloc_pmd_at,
                            (geo.seg_first[g], up.seg_p4d[g], up.seg_pud[g]))
     block = builder.block()
@@ -387,7 +431,7 @@ class RegularCounts:
         ps, ms, ptrs = a.page_shift, a.pmd_shift, a.ptrs_per_pte
         bounds, n_ext, src_row = geo.bounds, geo.n_ext, ent.src_row
         pop_d = masks.base_pop[src_row]
-        inner_full = len(pop_d) <= 2 or bool((pop_d[1:-1] == ptrs).all())
+        inner_full = len(pop_d) <= 2 or all_set(pop_d[1:-1] == ptrs)
         exact: dict[int, int] = {}
         ptes_all = None
         if inner_full:
@@ -402,7 +446,7 @@ class RegularCounts:
         else:
             ptes_all = _present_in_extents(masks, src_row[(geo.starts >> ms) - geo.s_lo],
                                            geo.starts, np.diff(bounds) >> ps, a)
-            all_flushed = bool(move_ptes_flushes(ptes_all).all()) if n_ext else True
+            all_flushed = all_set(move_ptes_flushes(ptes_all)) if n_ext else True
         return cls(inner_full, ptes_all, exact, all_flushed, masks, src_row)
 
 
@@ -416,7 +460,7 @@ def _present_in_extents(masks: MaskTable, row_e: np.ndarray, starts: np.ndarray,
     full_ext = pages == ptrs
     out = np.where(pop_e == ptrs, pages, np.where(full_ext, pop_e, 0)).astype(_I64)
     partial = (pop_e != 0) & (pop_e != ptrs) & ~full_ext
-    pidx = np.flatnonzero(partial if only is None else partial & only)
+    pidx = where_set(partial if only is None else partial & only)
     if len(pidx):
         lo_pg = (starts[pidx] >> a.page_shift) & (ptrs - 1)
         out[pidx] = bits_in_rows(masks.materialise()[0], row_e[pidx], lo_pg, lo_pg + pages[pidx])
@@ -432,7 +476,7 @@ def _plan_general(t: Target, pt: PageTables, geo: Geometry, ent: Entries, gates:
     # up, the one PUD slot both ranges touch) makes that source PUD entry present.
     shared = geo.src_pud_hi if (geo.delta > 0 and geo.dst_pud_lo == geo.src_pud_hi) else None
     if (shared is not None and ent.src_pud_kind[shared - geo.src_pud_lo] == PUD_NONE
-            and (pud.alloc_pmd_q == shared).any()):
+            and any_set(pud.alloc_pmd_q == shared)):
         ent.src_pud_kind[shared - geo.src_pud_lo] = PUD_TABLE
         pud = _pud_stage(t, geo, ent, gates)
     up = upper_allocs(t, pt, (geo.seg_start + geo.delta) >> a.p4d_shift, pud.table_seg)
@@ -457,7 +501,7 @@ def _pud_stage(t: Target, geo: Geometry, ent: Entries, gates: MoveGates) -> PudS
     pud_ok = pud_try & move_pgt_entry(NORMAL_PUD, gates.uffd_blocks,
                                       ent.dst_pud_kind[seg_dst_pud - geo.dst_pud_lo])
     stage_seg = table_seg & ~pud_ok
-    stage = None if bool(stage_seg.all()) else np.repeat(stage_seg, geo.seg_count)
+    stage = None if all_set(stage_seg) else np.repeat(stage_seg, geo.seg_count)
     # the source PMD kind each extent's PMD stage sees: a THP split by an earlier extent
     # into its slot is what split_huge_pmd left
     src_slot = geo.starts >> a.pmd_shift
@@ -469,7 +513,7 @@ def _pud_stage(t: Target, geo: Geometry, ent: Entries, gates: MoveGates) -> PudS
     if stage is not None:
         present &= stage
     # alloc_new_pmd: first PMD-stage step with a present source per destination PUD slot
-    pres_idx = np.flatnonzero(present)
+    pres_idx = where_set(present)
     dst_slot = (geo.starts + geo.delta) >> a.pmd_shift
     q_of = (dst_slot[pres_idx] >> k_pp) if len(pres_idx) else np.empty(0, _I64)
     fq = firsts(q_of)
@@ -501,8 +545,8 @@ def _pmd_stage(t: Target, geo: Geometry, ent: Entries, gates: MoveGates, pud: Pu
         try_pmd = table & full_ext
         pmd_ok = try_pmd & move_pgt_entry(NORMAL_PMD, gates.uffd_blocks, dst_kind)
         pmd_fail = try_pmd & ~pmd_ok
-        pmd_fail = pmd_fail if pmd_fail.any() else None
-        pmd_ok = pmd_ok if pmd_ok.any() else None
+        pmd_fail = pmd_fail if any_set(pmd_fail) else None
+        pmd_ok = pmd_ok if any_set(pmd_ok) else None
     pte = table if pmd_ok is None else (table & ~pmd_ok)
     if split is not None and split_huge_pmd(a, ent.anon)[0] == PMD_TABLE:
         pte = pte | split
@@ -516,7 +560,7 @@ def _pmd_stage(t: Target, geo: Geometry, ent: Entries, gates: MoveGates, pud: Pu
     if ent.has_leaf and ent.anon:
         eff_row = np.where(ent.src_kind == PMD_LEAF, masks.full, ent.src_row).astype(_I32)
     row_e = eff_row[src_slot - geo.s_lo]
-    pte_idx = np.flatnonzero(pte)
+    pte_idx = where_set(pte)
     present_ptes = _present_in_extents(masks, row_e, starts, pages, a, only=pte)
     if len(pte_idx) != len(pte):
         present_ptes = np.where(pte, present_ptes, 0)
@@ -538,31 +582,31 @@ def _layout(geo: Geometry, pud: PudStage, pmd: PmdStage) -> Layout:
     n_ext = geo.n_ext
     empty = np.empty(0, _I64)
     pre1 = None
-    if pud.pud_fail.any():
+    if any_set(pud.pud_fail):
         pre1 = np.zeros(n_ext, bool)
         pre1[geo.seg_first[pud.pud_fail]] = True
     pre2 = None
-    if pmd.split is not None and pmd.split.any():
+    if pmd.split is not None and any_set(pmd.split):
         pre2 = pmd.split.copy()
     if pmd.pmd_fail is not None:
         pre2 = pmd.pmd_fail.copy() if pre2 is None else (pre2 | pmd.pmd_fail)
     if pud.all_stage and pre1 is None and pre2 is None:
         return Layout(n_ext, True, None, None, empty, None, empty, empty, empty)
-    cnt = np.ones(n_ext, _I64) if pud.all_stage else pud.stage.astype(_I64)
+    cnt = filled(n_ext, 1, _I64) if pud.all_stage else pud.stage.astype(_I64)
     if pre1 is not None:
         cnt += pre1
     if pre2 is not None:
         cnt += pre2
     if not pud.all_stage:
-        cnt[geo.seg_first[np.flatnonzero(~pud.stage_seg)]] += 1
+        cnt[geo.seg_first[where_set(~pud.stage_seg)]] += 1
     off = np.cumsum(cnt) - cnt
-    stage_idx = np.arange(n_ext) if pud.all_stage else np.flatnonzero(pud.stage)
-    pre2_idx = np.flatnonzero(pre2) if pre2 is not None else empty
+    stage_idx = np.arange(n_ext) if pud.all_stage else where_set(pud.stage)
+    pre2_idx = where_set(pre2) if pre2 is not None else empty
     return Layout(
         n_rows=int(cnt.sum()), simple=False, main_pos=(off + cnt - 1)[stage_idx], pre1=pre1,
-        pre1_pos=off[np.flatnonzero(pre1)] if pre1 is not None else empty, pre2=pre2,
+        pre1_pos=off[where_set(pre1)] if pre1 is not None else empty, pre2=pre2,
         pre2_idx=pre2_idx, pre2_pos=off[pre2_idx] + (pre1[pre2_idx] if pre1 is not None else 0),
-        seg_row_pos=(off[geo.seg_first[np.flatnonzero(~pud.stage_seg)]] if not pud.all_stage
+        seg_row_pos=(off[geo.seg_first[where_set(~pud.stage_seg)]] if not pud.all_stage
                      else empty))
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from perfsim.mm.pagetable import range_mask
 from perfsim.planner import steps as S
 from perfsim.planner.batch import PteBatching, mremap_folio_pte_batch
-from perfsim.planner.bitmaps import MaskTable
+from perfsim.planner.bitmaps import MaskTable, all_set, any_set, filled, where_set
 from perfsim.planner.pgtable_move import (
     HPAGE_PMD,
     NORMAL_PMD,
@@ -74,6 +74,14 @@ def _isscalar(v) -> bool:
     return np.isscalar(v)
 
 
+def zero_stride(v, dtype, n: int) -> np.ndarray:
+    """``np.broadcast_to(np.asarray(v, dtype), (n,))`` (a read-only view of one element,
+    stride 0), made directly: ``broadcast_to`` costs several microseconds a call."""
+    out = np.ndarray((n,), dtype, np.array([v], dtype), 0, (0,))
+    out.flags.writeable = False
+    return out
+
+
 class RowBlock:
     """Row groups placed at known positions of a block of ``n`` rows; columns are built once."""
 
@@ -99,7 +107,7 @@ class RowBlock:
                 key = (type(v), v, dtype)
                 out = constants.get(key) if constants is not None else None
                 if out is None:
-                    out = np.broadcast_to(np.asarray(v, dtype=dtype), (self.n,))
+                    out = zero_stride(v, dtype, self.n)
                     if constants is not None:
                         constants[key] = out
                 return out
@@ -123,11 +131,13 @@ class RowBlock:
                 for n in S.ADDR_COLUMNS + S.INT_COLUMNS}
         lock_col = self.column("lock", _I32)
         constant = lock_col.strides == (0,)
-        used = np.asarray([lock_col[0]]) if constant else np.unique(lock_col)
+        # the lock-set ids the rows use, sorted (np.unique of small non-negative ids)
+        used = (np.asarray([lock_col[0]]) if constant
+                else where_set(np.bincount(lock_col, minlength=len(lock_sets))))
         if len(used) < len(lock_sets):
-            remap = np.full(len(lock_sets), -1, _I32)
+            remap = filled(len(lock_sets), -1, _I32)
             remap[used] = np.arange(len(used), dtype=_I32)
-            lock_col = (np.broadcast_to(remap[lock_col[:1]], lock_col.shape) if constant
+            lock_col = (zero_stride(remap[lock_col[0]], _I32, len(lock_col)) if constant
                         else remap[lock_col])
             lock_sets = tuple(lock_sets[i] for i in used.tolist())
         return S.Steps(cols, lock_sets, lock_col)
@@ -180,7 +190,7 @@ class RegularRows:
         a = t.arch
         self.flush = flush_lookup(t, a.page_shift, call.cpus, call.lazy_cpus, a.ptrs_per_pte)
         ipis = self.flush.ipis
-        self.ipis_const = int(ipis[0]) if bool((ipis == ipis[0]).all()) else None
+        self.ipis_const = int(ipis[0]) if all_set(ipis == ipis[0]) else None
         # source and destination PTE tables always differ on this path (disjoint slots)
         self.ptl = int(move_ptes_ptl_count(geo.s_lo, geo.d_lo))
 
@@ -203,10 +213,10 @@ class RegularRows:
         t1 = h + mid
         over = {}
         w = (self.alloc_pmd_at >= t0) & (self.alloc_pmd_at < t1)
-        if w.any():
-            over["alloc_pmd"] = (self.alloc_pmd_at[w] - t0, np.ones(int(w.sum()), _I32))
+        if any_set(w):
+            over["alloc_pmd"] = (self.alloc_pmd_at[w] - t0, filled(int(np.count_nonzero(w)), 1, _I32))
         w = (self.up_at >= t0) & (self.up_at < t1)
-        if w.any():
+        if any_set(w):
             over["alloc_p4d"] = (self.up_at[w] - t0, self.up_p4d[w])
             over["alloc_pud"] = (self.up_at[w] - t0, self.up_pud[w])
         periodic = S.PeriodicBlock(self.rows(t0, t0 + k, allocs=False), mid // k,
@@ -266,7 +276,7 @@ class RegularRows:
 
 def constant(col: np.ndarray):
     """A column that holds one value as that scalar (stored as a zero-stride view)."""
-    if len(col) and bool((col == col[0]).all()):
+    if len(col) and all_set(col == col[0]):
         return int(col[0])
     return col
 
@@ -280,7 +290,7 @@ class GeneralRows:
         self.pud, self.pmd, self.up, self.lay = pud, pmd, up, lay
         self.rows = RowBlock(lay.n_rows)
         self.lock_sets = tuple(sorted({(), gates.normal_locks, gates.huge_locks}))
-        self.e_idx = slice(None) if pud.all_stage else np.flatnonzero(pud.stage)
+        self.e_idx = slice(None) if pud.all_stage else where_set(pud.stage)
         n_ext = geo.n_ext
         self.alloc_pmd_e = None
         if len(pud.alloc_pmd_at):
@@ -288,7 +298,7 @@ class GeneralRows:
             self.alloc_pmd_e[pud.alloc_pmd_at] = 1
         # p4d/pud on the first PMD-stage row of a segment that is walked at PMD level
         self.upper_p4d = self.upper_pud = None
-        for g in np.flatnonzero(up.seg_pud | up.seg_p4d).tolist():
+        for g in where_set(up.seg_pud | up.seg_p4d).tolist():
             if pud.pud_ok[g] or pud.pud_fail[g]:
                 continue  # carried by the segment's own row
             if self.upper_pud is None:
@@ -322,7 +332,7 @@ class GeneralRows:
                     kind=mk, length=geo.ends[e] - geo.starts[e])
         if self.lay.simple and pmd.all_pte:
             # the common shape: every row a move_ptes
-            fl = 1 if flushed.all() else flushed.astype(_I32)
+            fl = 1 if all_set(flushed) else flushed.astype(_I32)
             cols.update(ptes=ptes, slots=pages, batches=pmd.batches[e], ptl=ptl_pte,
                         lock=self.lock_id(gates.huge_locks), rmap=len(gates.huge_locks),
                         flushes=fl, flush_full=f_full * fl, flush_pages=f_pages * fl,
@@ -355,7 +365,7 @@ class GeneralRows:
             row = pgt_entry_row(t, gates, entry, pmd.src_slot[e], pmd.dst_slot[e], cpus=call.cpus,
                                 lazy_cpus=call.lazy_cpus)
             m = mk == row.kind
-            if not m.any():
+            if not any_set(m):
                 continue
             fl[m], ffull[m], fpages[m], fipis[m] = flush_cols(row.flush)
             ptl[m] = row.ptl[m]
@@ -396,7 +406,7 @@ class GeneralRows:
     def _segment_rows(self) -> None:
         """skip_pud and move_normal_pud rows."""
         t, geo, pud, up, call = self.t, self.geo, self.pud, self.up, self.call
-        gs = np.flatnonzero(~pud.stage_seg)
+        gs = where_set(~pud.stage_seg)
         okg = pud.pud_ok[gs]
         row = pgt_entry_row(t, self.gates, NORMAL_PUD, None, None, cpus=call.cpus,
                             lazy_cpus=call.lazy_cpus)
@@ -414,7 +424,7 @@ class GeneralRows:
     def _pud_fail_rows(self) -> None:
         """Failed move_normal_pud rows before a segment's first PMD-stage row."""
         geo, up = self.geo, self.up
-        gs = np.flatnonzero(self.pud.pud_fail)
+        gs = where_set(self.pud.pud_fail)
         row = failed_entry_row(self.gates, NORMAL_PUD)
         self.rows.add(self.lay.pre1_pos, old_addr=geo.seg_start[gs],
                       new_addr=geo.seg_start[gs] + geo.delta, phase=self.call.phase,

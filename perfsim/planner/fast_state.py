@@ -15,7 +15,19 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from perfsim.mm.pagetable import PMD_LEAF, PMD_NONE, PMD_TABLE, PUD_TABLE, PageTables, range_mask
-from perfsim.planner.bitmaps import MaskTable, firsts, shift_left, shift_right
+from perfsim.planner.bitmaps import (
+    FEW_IDS,
+    MaskTable,
+    all_set,
+    any_set,
+    clipped,
+    filled,
+    firsts,
+    insert_sorted,
+    shift_left,
+    shift_right,
+    where_set,
+)
 from perfsim.profiles import ArchProfile, Target
 
 if TYPE_CHECKING:
@@ -88,14 +100,14 @@ def apply_regular_move(t: Target, pt: PageTables, masks: MaskTable, geo: Geometr
 
     def em_at(rel: np.ndarray) -> np.ndarray:
         ok = (rel >= 0) & (rel < len(em))
-        return np.where(ok, em[np.clip(rel, 0, len(em) - 1)], 0)
+        return np.where(ok, em[clipped(rel, 0, len(em) - 1)], 0)
 
     # destination slots 3 .. n_dst-4 read source rows em[sa0 + 3 .. sa0 + n_dst - 3]
     lo_i, hi_i = sa0 + 3, sa0 + n_dst - 3
     interior = em[lo_i:hi_i + 1] if (n_dst > 6 and lo_i >= 0 and hi_i < len(em)) else em[:0]
-    if len(interior) and bool((interior == interior[0]).all()):
+    if len(interior) and all_set(interior == interior[0]):
         r = np.array([int(interior[0])])
-        dst_rows = np.full(n_dst, int(_combine(masks, r, r, off, a.ptrs_per_pte)[0]), _I32)
+        dst_rows = filled(n_dst, int(_combine(masks, r, r, off, a.ptrs_per_pte)[0]), _I32)
         ends_rel = np.array([0, 1, 2, n_dst - 3, n_dst - 2, n_dst - 1])
         rel = sa0 + ends_rel
         dst_rows[ends_rel] = _combine(masks, em_at(rel), em_at(rel + 1), off, a.ptrs_per_pte)
@@ -106,7 +118,7 @@ def apply_regular_move(t: Target, pt: PageTables, masks: MaskTable, geo: Geometr
     pmd_mask[i_lo:i_hi] = src_new
     at = int(np.searchsorted(pt.pmd_idx, d_lo))
     pmd_idx = np.concatenate([pt.pmd_idx[:at], np.arange(d_lo, d_hi + 1, dtype=_I64), pt.pmd_idx[at:]])
-    pmd_kind = np.concatenate([pt.pmd_kind[:at], np.full(n_dst, PMD_TABLE, _I8), pt.pmd_kind[at:]])
+    pmd_kind = np.concatenate([pt.pmd_kind[:at], filled(n_dst, PMD_TABLE, _I8), pt.pmd_kind[at:]])
     pmd_mask = np.concatenate([pmd_mask[:at], dst_rows, pmd_mask[at:]])
     pud_idx, pud_kind = _with_pud_tables(pt, set(alloc_pmd_q.tolist()), set())
     tops = pt.pud_tables | frozenset(new_tops) if new_tops else pt.pud_tables
@@ -136,7 +148,7 @@ def _whole_entry_moves(geo: Geometry, ent: Entries, pmd: PmdStage, edits: _PmdEd
     for m in (pmd.pmd_ok, pmd.thp_move):
         if m is None:
             continue
-        e = np.flatnonzero(m)
+        e = where_set(m)
         if not len(e):
             continue
         rel = pmd.src_slot[e] - geo.s_lo
@@ -144,7 +156,7 @@ def _whole_entry_moves(geo: Geometry, ent: Entries, pmd: PmdStage, edits: _PmdEd
         edits.add(pmd.dst_slot[e], ent.src_kind[rel],
                   np.where(ent.src_kind[rel] == PMD_LEAF, -1, ent.src_row[rel]).astype(_I32))
     if pmd.split is not None and not ent.anon:
-        edits.removed_src[pmd.src_slot[np.flatnonzero(pmd.split)] - geo.s_lo] = True
+        edits.removed_src[pmd.src_slot[where_set(pmd.split)] - geo.s_lo] = True
 
 
 def _pud_moves(a: ArchProfile, pt: PageTables, geo: Geometry, pud: PudStage,
@@ -180,7 +192,7 @@ def _moving_rows(a: ArchProfile, masks: MaskTable, geo: Geometry, ent: Entries,
         walked = ent.src_kind != PMD_NONE
     else:
         walked = np.zeros(n_src, bool)
-        walked[np.unique(pmd.src_slot[pmd.pte_idx]) - geo.s_lo] = True
+        walked[pmd.src_slot[pmd.pte_idx] - geo.s_lo] = True
     em = np.zeros(n_src + 1, _I32)
     em[:-1] = np.where(walked, pmd.eff_row, 0)
     rest = np.zeros(n_src, _I32)  # interior walked slots end empty
@@ -196,10 +208,10 @@ def _pte_destinations(a: ArchProfile, masks: MaskTable, geo: Geometry, ent: Entr
     off = ((-geo.delta) % a.pmd_size) >> a.page_shift
     # source slot whose bits land at the bottom of each destination slot
     sa = (((touched << a.pmd_shift) - geo.delta) >> a.pmd_shift) - geo.s_lo
-    ra = em[np.clip(sa, 0, len(em) - 1)] * ((sa >= 0) & (sa < len(em)))
+    ra = em[clipped(sa, 0, len(em) - 1)] * ((sa >= 0) & (sa < len(em)))
     if off:
         sb = sa + 1
-        rb = em[np.clip(sb, 0, len(em) - 1)] * ((sb >= 0) & (sb < len(em)))
+        rb = em[clipped(sb, 0, len(em) - 1)] * ((sb >= 0) & (sb < len(em)))
     else:
         rb = np.zeros_like(ra)
     key = ra.astype(_I64) * (masks.n + 1) + rb
@@ -211,7 +223,16 @@ def _pte_destinations(a: ArchProfile, masks: MaskTable, geo: Geometry, ent: Entr
     else:
         uk, inv = rk, np.arange(len(rk))
     ua, ub = uk // (masks.n + 1), uk % (masks.n + 1)
-    if off:
+    if off and len(uk) <= FEW_IDS:
+        # a few distinct pairs: the shifted bitmaps on Python ints (what the word shifts give)
+        ptrs = a.ptrs_per_pte
+        full = (1 << ptrs) - 1
+        ints = [(masks.row_int(x) >> off | (masks.row_int(y) << (ptrs - off))) & full
+                for x, y in zip(ua.tolist(), ub.tolist())]
+        urow = masks.add_rows(np.frombuffer(b"".join(m.to_bytes(ptrs // 8, "little") for m in ints),
+                                            dtype="<u8").reshape(len(ints), -1))
+        urow[[not m for m in ints]] = 0
+    elif off:
         words = shift_right(masks.rows(ua), off) | shift_left(masks.rows(ub), a.ptrs_per_pte - off)
         urow = masks.add_rows(words)
         urow[~words.any(axis=1)] = 0
@@ -219,12 +240,12 @@ def _pte_destinations(a: ArchProfile, masks: MaskTable, geo: Geometry, ent: Entr
         urow = ua.astype(_I32)  # aligned moves: the combination is just a source row
     dst_row = urow[inv][run_id]
     if ent.dst_any:
-        had = np.flatnonzero(ent.dst_kind[touched - geo.d_lo] == PMD_TABLE)
+        had = where_set(ent.dst_kind[touched - geo.d_lo] == PMD_TABLE)
         if len(had):
             old_rows = ent.dst_row[touched[had] - geo.d_lo]
             dst_row = dst_row.copy()
             dst_row[had] = masks.add_rows(masks.rows(old_rows) | masks.rows(dst_row[had]))
-    edits.add(touched, np.full(len(touched), PMD_TABLE, _I8), dst_row.astype(_I32))
+    edits.add(touched, filled(len(touched), PMD_TABLE, _I8), dst_row.astype(_I32))
 
 
 def _splice(pt: PageTables, geo: Geometry, keep: np.ndarray, pmd_kind: np.ndarray,
@@ -241,7 +262,7 @@ def _splice(pt: PageTables, geo: Geometry, keep: np.ndarray, pmd_kind: np.ndarra
             keep[j0:j1] &= ~np.isin(pt.pmd_idx[j0:j1], ni)
     else:
         ni, nk, nr = np.empty(0, _I64), np.empty(0, _I8), np.empty(0, _I32)
-    if not keep.all():
+    if not all_set(keep):
         base_idx, base_kind, base_row = pt.pmd_idx[keep], pmd_kind[keep], pmd_row[keep]
     else:
         base_idx, base_kind, base_row = pt.pmd_idx, pmd_kind, pmd_row
@@ -253,7 +274,7 @@ def _splice(pt: PageTables, geo: Geometry, keep: np.ndarray, pmd_kind: np.ndarra
         return (np.concatenate([base_idx[:k], ni, base_idx[k:]]),
                 np.concatenate([base_kind[:k], nk, base_kind[k:]]),
                 np.concatenate([base_row[:k], nr, base_row[k:]]))
-    return np.insert(base_idx, at, ni), np.insert(base_kind, at, nk), np.insert(base_row, at, nr)
+    return tuple(insert_sorted((base_idx, base_kind, base_row), at, (ni, nk, nr)))
 
 
 def apply_move(t: Target, pt: PageTables, masks: MaskTable, geo: Geometry, ent: Entries,
@@ -273,12 +294,12 @@ def apply_move(t: Target, pt: PageTables, masks: MaskTable, geo: Geometry, ent: 
     rel = src_idx - geo.s_lo
     walked_e = walked_p[(src_idx >> k_pp) - geo.src_pud_lo] & walked[rel]
     new_src_kind, new_src_row = pt.pmd_kind[i_lo:i_hi], pt.pmd_mask[i_lo:i_hi]
-    if walked_e.any():
+    if any_set(walked_e):
         new_src_kind = np.where(walked_e, PMD_TABLE, new_src_kind).astype(_I8)
         new_src_row = np.where(walked_e, rest[rel], new_src_row).astype(_I32)
     if len(pmd.pte_idx):
         _pte_destinations(a, masks, geo, ent, pmd, em, edits)
-    keep = np.ones(len(pt.pmd_idx), bool)
+    keep = filled(len(pt.pmd_idx), True, bool)
     keep[i_lo:i_hi] = ~(edits.removed_src[rel] | pud_moved)
     pmd_kind, pmd_row = pt.pmd_kind.copy(), pt.pmd_mask.copy()
     pmd_kind[i_lo:i_hi] = new_src_kind

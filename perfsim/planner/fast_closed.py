@@ -1,0 +1,434 @@
+"""The regular move of a few PUD segments in closed form, on Python integers.
+
+A *regular* move (:func:`perfsim.planner.fast._is_regular`: every source PUD and PMD entry
+a PTE table, nothing mapped at the destination, the two ranges not mutually PMD aligned or
+no PMD entry allowed to move) is every extent one ``move_ptes`` into an empty destination.
+Its extents are two arithmetic progressions of period PMD_SIZE merged (the source PMD
+boundaries and the shifted destination ones), so past the first extents they repeat, one
+pair per source PMD; with a fully populated interior so do the rows, and
+:class:`~perfsim.planner.fast_rows.RegularRows` stores them as a
+:class:`~perfsim.planner.steps.PeriodicBlock`. This module computes that same plan and the
+same page tables without an array over the extents or the PMD slots: the few rows that are
+not repeats (three at the head, four or five at the tail, the one period) come from the
+closed form of the progressions, and the per-slot work is on the handful of edge slots.
+
+Every kernel decision is the function the array path and the reference call, evaluated on
+Python ints: ``move_ptes_flushes``, ``move_ptes_ptl_count``, ``pmd_alloc``,
+``alloc_new_pud``, ``mremap_folio_pte_batch`` with ``PteBatching.window_in_table``, the
+TLB policy through ``flush_lookup``. :func:`plan_regular_closed` returns None wherever its
+shape does not hold (many PUD segments, a partly populated interior, a destination entry,
+an injected allocation failure, ...): :func:`perfsim.planner.fast.plan_move` then runs the
+array path, which decides (and declines) exactly as before.
+``tests/test_t13_big_closed.py`` holds this path to the array path and to the reference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from perfsim.mm.pagetable import PMD_TABLE, PUD_LEAF, PUD_NONE, PUD_TABLE, PageTables, range_mask
+from perfsim.planner import steps as S
+from perfsim.planner.batch import mremap_folio_pte_batch
+from perfsim.planner.fast_state import _with_pud_tables
+from perfsim.planner.pgtable_move import (
+    MoveGates,
+    alloc_new_pud,
+    move_ptes_flushes,
+    move_ptes_ptl_count,
+    pmd_alloc,
+)
+from perfsim.planner.tlb import flush_lookup
+from perfsim.profiles import Target
+
+#: Above this many PUD segments (a move of more than about 32 GiB on x86-64) the array path
+#: is used: the per-segment work here is a Python step per segment.
+MAX_SEGMENTS = 64
+
+#: The dense rows before and after the periodic run (as :class:`RegularRows`).
+HEAD, TAIL = 3, 4
+
+_NAMES = S.ADDR_COLUMNS + S.INT_COLUMNS
+_WIDE = tuple(n for n in _NAMES if S._DTYPES.get(n, np.int32) == np.int64)
+_NARROW = tuple(n for n in _NAMES if S._DTYPES.get(n, np.int32) != np.int64)
+_WIDE_J = tuple(_NAMES.index(n) for n in _WIDE)
+_NARROW_J = tuple(_NAMES.index(n) for n in _NARROW)
+
+
+class Progressions:
+    """The boundaries of a move's PMD-level extents in closed form.
+
+    ``bound(0)`` is the move's start, ``bound(n_ext)`` its end; in between, the merged
+    progressions ``c0, c1, c0 + P, c1 + P, ...`` (one progression ``c0 + jP`` when the two
+    coincide), which is :func:`perfsim.planner.bitmaps.interleave` of the source PMD
+    boundaries and the shifted destination ones."""
+
+    __slots__ = ("start", "end", "c0", "c1", "period", "n_inner", "two")
+
+    def __init__(self, start: int, end: int, c0: int, c1: int, period: int, n_inner: int,
+                 two: bool):
+        self.start, self.end, self.c0, self.c1 = start, end, c0, c1
+        self.period, self.n_inner, self.two = period, n_inner, two
+
+    @classmethod
+    def of(cls, old_addr: int, new_addr: int, old_end: int, pmd_size: int) -> Progressions:
+        delta = new_addr - old_addr
+        a0 = old_addr - old_addr % pmd_size + pmd_size
+        b0 = new_addr - new_addr % pmd_size + pmd_size - delta
+        two = (a0 - b0) % pmd_size != 0
+        c0, c1 = (min(a0, b0), max(a0, b0)) if two else (a0, a0)
+        n = len(range(c0, old_end, pmd_size)) + (len(range(c1, old_end, pmd_size)) if two else 0)
+        return cls(old_addr, old_end, c0, c1, pmd_size, n, two)
+
+    @property
+    def n_ext(self) -> int:
+        return self.n_inner + 1
+
+    def bound(self, i: int) -> int:
+        if i == 0:
+            return self.start
+        if i > self.n_inner:
+            return self.end
+        j = i - 1
+        if not self.two:
+            return self.c0 + j * self.period
+        return (self.c1 if j & 1 else self.c0) + (j >> 1) * self.period
+
+    def index(self, v: int) -> int:
+        """The ``i`` with ``bound(i) == v`` (``v`` one of the boundaries)."""
+        if v == self.start:
+            return 0
+        if v == self.end:
+            return self.n_inner + 1
+        if not self.two:
+            return (v - self.c0) // self.period + 1
+        if (v - self.c0) % self.period == 0:
+            return 2 * ((v - self.c0) // self.period) + 1
+        return 2 * ((v - self.c1) // self.period) + 2
+
+
+@lru_cache(maxsize=64)
+def _flush_lists(target: Target, stride_shift: int, cpus: int, lazy_cpus: int,
+                 max_pages: int) -> tuple[list[int], list[int], list[int]]:
+    """:func:`~perfsim.planner.tlb.flush_lookup`'s table as Python lists."""
+    f = flush_lookup(target, stride_shift, cpus, lazy_cpus, max_pages)
+    return f.full.tolist(), f.pages.tolist(), f.ipis.tolist()
+
+
+def _words(a, ints: list[int]) -> np.ndarray:
+    """Bitmap rows (uint64 words, little-endian) of the Python ints ``ints``."""
+    w = a.ptrs_per_pte // 64
+    buf = b"".join(m.to_bytes(w * 8, "little") for m in ints)
+    return np.frombuffer(buf, dtype="<u8").reshape(-1, w)
+
+
+class _Bitmaps:
+    """The bitmap rows the move reads (as ints) and the rows it adds, one per distinct
+    bitmap: the empty one is row 0, a full one the interior's row ``full_row``."""
+
+    def __init__(self, pt: PageTables, full_row: int):
+        self.pt = pt
+        self.full_int = (1 << pt.arch.ptrs_per_pte) - 1
+        self.ints: dict[int, int] = {}
+        self.added: list[int] = []
+        self.ids: dict[int, int] = {0: 0, self.full_int: full_row}
+
+    def int_of(self, row: int) -> int:
+        m = self.ints.get(row)
+        if m is None:
+            m = self.ints[row] = int.from_bytes(self.pt.masks[row].astype("<u8").tobytes(),
+                                                "little")
+        return m
+
+    def id_of(self, m: int) -> int:
+        r = self.ids.get(m)
+        if r is None:
+            r = self.ids[m] = len(self.pt.masks) + len(self.added)
+            self.added.append(m)
+        return r
+
+
+@dataclass
+class _Shape:
+    """What :func:`_regular_shape` found: the extents, where the source and destination
+    entries sit in the PMD arrays (``i0:i1`` the source's, ``j0`` where the destination's
+    go), the edge slots' bitmap rows, the present PTEs of the extents touching them
+    (``exact``; every other extent maps all its pages), the period ``k`` (extents per
+    source PMD) and the table allocations: ``alloc_pmd`` (extent -> destination PUD slot),
+    ``ups`` (extent -> (P4D, PUD) pages) and the top-level slots gaining a PUD table."""
+
+    ext: Progressions
+    delta: int
+    i0: int
+    i1: int
+    j0: int
+    n_src: int
+    n_dst: int
+    edge: dict[int, int]
+    bitmaps: _Bitmaps
+    exact: dict[int, int]
+    k: int
+    alloc_pmd: dict[int, int]
+    ups: dict[int, tuple[int, int]]
+    new_tops: list[int]
+
+
+def plan_regular_closed(t: Target, pt: PageTables, pmc, gates: MoveGates, phase: int,
+                        cpus: int, lazy_cpus: int,
+                        fail_alloc_at: int | None) -> tuple[S.Steps, PageTables] | None:
+    """The plan and page tables of a regular, fully populated, periodic move of at most
+    :data:`MAX_SEGMENTS` PUD segments; None when the move is not of that shape."""
+    if fail_alloc_at is not None:
+        return None  # the array path decides whether the injected failure hits
+    sh = _regular_shape(t, pt, pmc, gates)
+    if sh is None:
+        return None
+    return _block(t, sh, gates, phase, cpus, lazy_cpus), _after(t, pt, sh)
+
+
+def _regular_shape(t: Target, pt: PageTables, pmc, gates: MoveGates) -> _Shape | None:
+    a = t.arch
+    ps, ms, us, ptrs = a.page_shift, a.pmd_shift, a.pud_shift, a.ptrs_per_pte
+    pmd_size, pud_size = a.pmd_size, a.pud_size
+    o0, n0, oe = pmc.old_addr, pmc.new_addr, pmc.old_end
+    length = oe - o0
+    if length <= 0:
+        return None
+    delta = n0 - o0
+    s_lo, s_hi = o0 >> ms, (oe - 1) >> ms
+    d_lo, d_hi = n0 >> ms, (n0 + length - 1) >> ms
+    if not (s_hi < d_lo or d_hi < s_lo):
+        return None
+    # _is_regular: no extent can be a NORMAL_PMD attempt, no full PUD segment may move
+    if not ((delta % pmd_size != 0) or not t.have_move_pmd
+            or -(-o0 // pmd_size) * pmd_size + pmd_size > oe):
+        return None
+    ra = range(o0 - o0 % pud_size + pud_size, oe, pud_size)
+    rb = range(n0 - n0 % pud_size + pud_size - delta, oe, pud_size)
+    if len(ra) + len(rb) >= MAX_SEGMENTS:
+        return None
+    ub = sorted(set(ra) | set(rb))
+    seg_start = [o0, *ub]
+    if t.have_move_pud and any(e - s == pud_size for s, e in zip(seg_start, [*ub, oe])):
+        return None
+    # PUD entries: every source one a PMD table (under a PUD table), no destination leaf
+    p_lo, p_hi = o0 >> us, (oe - 1) >> us
+    q_lo, q_hi = n0 >> us, (n0 + length - 1) >> us
+    k0, k1, k2, k3 = pt.pud_idx.searchsorted((p_lo, p_hi + 1, q_lo, q_hi + 1)).tolist()
+    src_pud = dict(zip(pt.pud_idx[k0:k1].tolist(), pt.pud_kind[k0:k1].tolist()))
+    dst_pud = dict(zip(pt.pud_idx[k2:k3].tolist(), pt.pud_kind[k2:k3].tolist()))
+    top_shift = a.p4d_shift - us
+    for p in range(p_lo, p_hi + 1):
+        if src_pud.get(p, PUD_NONE) != PUD_TABLE or (
+                not a.pud_folded and (p >> top_shift) not in pt.pud_tables):
+            return None
+    if PUD_LEAF in dst_pud.values():
+        return None
+    # PMD entries: every source slot a PTE table, no destination entry
+    i0, i1, j0, j1 = pt.pmd_idx.searchsorted((s_lo, s_hi + 1, d_lo, d_hi + 1)).tolist()
+    n_src, n_dst = s_hi - s_lo + 1, d_hi - d_lo + 1
+    if j1 > j0 or i1 - i0 != n_src or n_src < 3:
+        return None
+    if pt.mask_pop[0] != 0:
+        return None  # MaskTable's precondition: row 0 is the empty bitmap
+    if np.count_nonzero(pt.pmd_kind[i0:i1] != PMD_TABLE):
+        return None
+    src_row = pt.pmd_mask[i0:i1]
+    # a fully populated interior (RegularCounts.inner_full)
+    if np.count_nonzero(pt.mask_pop[src_row[1:-1]] != ptrs):
+        return None
+    ext = Progressions.of(o0, n0, oe, pmd_size)
+    n_ext = ext.n_ext
+    if n_ext < HEAD + TAIL + 8:
+        return None
+    b = ext.bound
+    k = 1 if b(HEAD + 1) - b(HEAD) == pmd_size else 2
+    if b(HEAD + k) - b(HEAD) != pmd_size:
+        return None
+    batching = gates.batching
+    if batching.batches and ptrs % batching.folio_pages:
+        return None
+    bitmaps = _Bitmaps(pt, int(src_row[1]))
+    edge = {0: int(src_row[0]), n_src - 1: int(src_row[-1])}
+    # present PTEs of the extents touching the edge slots; interior extents map every page
+    exact = {}
+    for i in sorted({0, 1, n_ext - 2, n_ext - 1}):
+        st0 = b(i)
+        rel = (st0 >> ms) - s_lo
+        m = bitmaps.int_of(edge[rel]) if rel in edge else bitmaps.full_int
+        exact[i] = (m >> ((st0 >> ps) & (ptrs - 1)) & ((1 << ((b(i + 1) - st0) >> ps)) - 1)).bit_count()
+    if not all(bool(move_ptes_flushes(v)) for v in exact.values()):
+        return None  # RegularRows writes such a move as dense rows
+    # alloc_new_pmd / alloc_new_pud: at the first step of a segment into a new slot
+    seg_first = [ext.index(s) for s in seg_start]
+    alloc_pmd: dict[int, int] = {}
+    prev = None
+    for g, s in enumerate(seg_start):
+        q = (s + delta) >> us
+        if q != prev and pmd_alloc(dst_pud.get(q, PUD_NONE)):
+            alloc_pmd[seg_first[g]] = q
+        prev = q
+    ups: dict[int, tuple[int, int]] = {}
+    new_tops: list[int] = []
+    if not a.pud_folded:
+        have = set(pt.pud_tables)
+        prev = None
+        for g, s in enumerate(seg_start):
+            top = (s + delta) >> a.p4d_shift
+            if top == prev:
+                continue
+            prev = top
+            p4d, pud = alloc_new_pud(a, have, top << a.p4d_shift)
+            if pud:
+                have.add(top)
+                new_tops.append(top)
+            if p4d or pud:
+                ups[seg_first[g]] = (p4d, pud)
+    return _Shape(ext, delta, i0, i1, j0, n_src, n_dst, edge, bitmaps, exact, k, alloc_pmd,
+                  ups, new_tops)
+
+
+def _block(t: Target, sh: _Shape, gates: MoveGates, phase: int, cpus: int,
+           lazy_cpus: int) -> S.Steps:
+    """The rows, as :meth:`RegularRows.block` lays them out: ``HEAD`` dense rows, one
+    period repeated (:class:`~perfsim.planner.steps.PeriodicBlock`, the table allocations
+    inside it as overrides), the dense tail."""
+    a = t.arch
+    ps, ms, ptrs, pmd_size = a.page_shift, a.pmd_shift, a.ptrs_per_pte, a.pmd_size
+    ext, delta, exact, k = sh.ext, sh.delta, sh.exact, sh.k
+    n_ext = ext.n_ext
+    s_lo = ext.start >> ms
+    f_full, f_pages, f_ipis = _flush_lists(t, ps, cpus, lazy_cpus, ptrs)
+    ptl = int(move_ptes_ptl_count(s_lo, (ext.start + delta) >> ms))  # the tables differ
+    rmap = len(gates.huge_locks)
+    batching = gates.batching
+    bitmaps, edge = sh.bitmaps, sh.edge
+    move_first = (ext.start >> ps) & (ptrs - 1)
+    mid = (n_ext - HEAD - TAIL) // k * k
+    t0, t1 = HEAD, HEAD + mid
+    spans = ((0, t0), (t0, t0 + k), (t1, n_ext))
+    b = ext.bound
+    table = []
+    for lo, hi in spans:
+        allocs = lo != t0  # the period's allocations are overrides
+        bounds = [b(i) for i in range(lo, hi + 1)]
+        for i in range(lo, hi):
+            st0 = bounds[i - lo]
+            ln = bounds[i - lo + 1] - st0
+            pages = ln >> ps
+            new = st0 + delta
+            ptes = exact.get(i, pages)
+            if batching.batches:
+                slot = st0 >> ms
+                off = (st0 >> ps) & (ptrs - 1)
+                rel = slot - s_lo
+                m = bitmaps.int_of(edge[rel]) if rel in edge else bitmaps.full_int
+                clr = move_first if rel == 0 else 0
+                batches = mremap_folio_pte_batch(batching, m & ~range_mask(clr, off), off, pages,
+                                                 batching.window_in_table(slot << (ms - ps), ptrs))
+            else:
+                batches = ptes
+            p4d, pud = sh.ups.get(i, (0, 0)) if allocs else (0, 0)
+            table.append((st0, new, phase, S.K_PTE_MOVE, ln, ptes, pages, batches, p4d, pud,
+                          1 if allocs and i in sh.alloc_pmd else 0,
+                          1 if (new & (pmd_size - 1)) == 0 or i == 0 else 0,
+                          0, 1, f_full[pages], f_pages[pages], f_ipis[pages], rmap, ptl, 0))
+    parts = _dense_parts(table, [hi - lo for lo, hi in spans], (gates.huge_locks,))
+    over = {}
+    pmd_mid = [i - t0 for i in sh.alloc_pmd if t0 <= i < t1]
+    if pmd_mid:
+        over["alloc_pmd"] = (np.array(pmd_mid, np.int64), np.ones(len(pmd_mid), np.int32))
+    up_mid = [(i - t0, v) for i, v in sh.ups.items() if t0 <= i < t1]
+    if up_mid:
+        pos = np.array([p for p, _ in up_mid], np.int64)
+        over["alloc_p4d"] = (pos, np.array([v[0] for _, v in up_mid], np.int32))
+        over["alloc_pud"] = (pos, np.array([v[1] for _, v in up_mid], np.int32))
+    periodic = S.PeriodicBlock(parts[1], mid // k, pmd_size, pmd_size, over)
+    return S.Steps(parts=[parts[0], periodic, parts[2]])
+
+
+#: Each column's place: (in the int64 array?, row of that array), in column order.
+_PLACE = tuple((n in _WIDE, (_WIDE if n in _WIDE else _NARROW).index(n)) for n in _NAMES)
+
+
+def _dense_parts(table: list[tuple], sizes: list[int], lock_sets: tuple) -> list[S.Steps]:
+    """The rows ``table`` (tuples in column order) cut into dense tables of ``sizes``
+    rows. The values go through two (columns x rows) arrays, the int64 columns and the
+    int32 ones; each table's column is a contiguous slice of one of their rows."""
+    by_col = list(zip(*table))
+    wide = np.array([by_col[j] for j in _WIDE_J], np.int64)
+    narrow = np.array([by_col[j] for j in _NARROW_J], np.int32)
+    parts, at = [], 0
+    for n in sizes:
+        ws, ns = list(wide[:, at:at + n]), list(narrow[:, at:at + n])
+        cols = dict(zip(_NAMES, [(ws if w else ns)[r] for w, r in _PLACE]))
+        parts.append(S.Steps(cols, lock_sets, np.zeros(n, np.int32)))
+        at += n
+    return parts
+
+
+def _after(t: Target, pt: PageTables, sh: _Shape) -> PageTables:
+    """The page tables after the move: source slots emptied (an edge slot keeps what lies
+    outside the range), every destination slot a PTE table holding the source bits shifted
+    by the move's in-PMD page offset (as :func:`perfsim.planner.fast_state.apply_regular_move`)."""
+    a = t.arch
+    ps, ms, ptrs = a.page_shift, a.pmd_shift, a.ptrs_per_pte
+    ext, delta, bitmaps = sh.ext, sh.delta, sh.bitmaps
+    n_src, n_dst, i0, i1, j0 = sh.n_src, sh.n_dst, sh.i0, sh.i1, sh.j0
+    s_lo, d_lo = ext.start >> ms, (ext.start + delta) >> ms
+    full_int = bitmaps.full_int
+    # the moving part (em) and the part left behind of the two edge slots
+    em: dict[int, int] = {}
+    src_new = np.zeros(n_src, np.int32)
+    for rel, row in sh.edge.items():
+        base = (s_lo + rel) << ms
+        lo = (max(ext.start, base) - base) >> ps
+        hi = (min(ext.end, base + a.pmd_size) - base) >> ps
+        m = bitmaps.int_of(row)
+        if lo == 0 and hi == ptrs:
+            em[rel] = m
+            continue
+        em[rel] = m & range_mask(lo, hi)
+        src_new[rel] = bitmaps.id_of(m & ~range_mask(lo, hi))
+
+    def em_at(rel: int) -> int:
+        if rel < 0 or rel >= n_src:
+            return 0
+        return em.get(rel, full_int)  # the interior is fully populated
+
+    # destination slot j holds the top of source slot sa0 + j and the bottom of the next
+    off = ((-delta) % a.pmd_size) >> ps
+    sa0 = (((d_lo << ms) - delta) >> ms) - s_lo
+    dst_rows = np.full(n_dst, bitmaps.id_of(full_int), np.int32)
+    ends = sorted({j for j in (*range(0, 1 - sa0), *range(n_src - 2 - sa0, n_dst))
+                   if 0 <= j < n_dst})
+    ids = []
+    for j in ends:
+        m = em_at(sa0 + j)
+        if off:
+            m = (m >> off) | ((em_at(sa0 + j + 1) << (ptrs - off)) & full_int)
+        ids.append(bitmaps.id_of(m))
+    dst_rows[ends] = ids
+    # the PMD arrays: source rows replaced, destination entries inserted at j0
+    mask = pt.pmd_mask
+    if j0 >= i1:
+        mask_parts = [mask[:i0], src_new, mask[i1:j0], dst_rows, mask[j0:]]
+    else:
+        mask_parts = [mask[:j0], dst_rows, mask[j0:i0], src_new, mask[i1:]]
+    pmd_idx = np.concatenate([pt.pmd_idx[:j0], np.arange(d_lo, d_lo + n_dst, dtype=np.int64),
+                              pt.pmd_idx[j0:]])
+    pmd_kind = np.concatenate([pt.pmd_kind[:j0], np.full(n_dst, PMD_TABLE, np.int8),
+                               pt.pmd_kind[j0:]])
+    pmd_mask = np.concatenate(mask_parts)
+    pud_idx, pud_kind = _with_pud_tables(pt, set(sh.alloc_pmd.values()), set())
+    tops = pt.pud_tables | frozenset(sh.new_tops) if sh.new_tops else pt.pud_tables
+    if bitmaps.added:
+        masks = np.concatenate([pt.masks, _words(a, bitmaps.added)]).astype(np.uint64, copy=False)
+        pop = np.concatenate([pt.mask_pop,
+                              np.array([m.bit_count() for m in bitmaps.added], np.int32)])
+    else:
+        masks, pop = pt.masks, pt.mask_pop
+    return PageTables(a, tops, pud_idx, pud_kind, pmd_idx, pmd_kind, pmd_mask, masks, pop)
+
