@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from perfsim.planner import steps as S
+from perfsim.planner.bitmaps import insert_sorted
 from perfsim.planner.pgtable_move import split_huge_pmd_row
 from perfsim.planner.tlb import flush_range
 from perfsim.profiles import Target
@@ -158,8 +159,7 @@ def merge_free_order(target: Target, addrs: list, levels: list):
     k_ = table_order_key(target, a_, l_)
     order = np.argsort(k_, kind="stable")
     pos = np.searchsorted(table_order_key(target, out_a, out_l), k_[order], side="right")
-    out_a = np.insert(out_a, pos, a_[order])
-    out_l = np.insert(out_l, pos, l_[order])
+    out_a, out_l = insert_sorted((out_a, out_l), pos, (a_[order], l_[order]))
     return out_a, out_l
 
 
