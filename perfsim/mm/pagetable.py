@@ -18,6 +18,7 @@ slots they can touch) and write it back with :meth:`PageTables.replace_window`.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,6 +29,11 @@ PUD_NONE, PUD_TABLE, PUD_LEAF = 0, 1, 2
 PMD_NONE, PMD_TABLE, PMD_LEAF = 0, 1, 2
 
 _I64 = np.int64
+_NO_I64, _NO_I8, _NO_I32 = np.zeros(0, _I64), np.zeros(0, np.int8), np.zeros(0, np.int32)
+
+
+def _first(entry: tuple) -> int:
+    return entry[0]
 
 
 def _mask_words(arch: ArchProfile) -> int:
@@ -76,6 +82,62 @@ def _words_to_int(row: np.ndarray) -> int:
     return int.from_bytes(np.ascontiguousarray(row, dtype="<u8").tobytes(), "little")
 
 
+#: :meth:`PageTables.populate` of at most this many PMD slots, on a state of at most this
+#: many PMD and PUD entries, runs on Python integers (:meth:`PageTables._populate_small`).
+SMALL_SLOTS = 64
+
+
+def _drawn_rows(seed: int, n_slots: int, drawn: list[int], ptrs: int,
+                fraction: float) -> np.ndarray:
+    """The present-PTE booleans of a seeded random population, one row per slot of
+    ``drawn`` (increasing indices among ``n_slots``): slot j's row is the j-th run of
+    ``ptrs`` doubles of ``default_rng(seed)``, each below ``fraction``. The runs of slots
+    left out are skipped (the generator advanced past them), not drawn."""
+    if len(drawn) == n_slots:
+        return np.random.default_rng(seed).random((n_slots, ptrs)) < fraction
+    rows = np.empty((len(drawn), ptrs), bool)
+    bits = np.random.PCG64(seed)  # what default_rng(seed) draws from
+    gen, at = np.random.Generator(bits), 0
+    for i, j in enumerate(drawn):
+        if j > at:
+            bits.advance((j - at) * ptrs)  # one 64-bit output per double
+        rows[i] = gen.random(ptrs) < fraction
+        at = j + 1
+    return rows
+
+
+def _every_pattern(ptrs: int, every: int, phase: int) -> int:
+    """Bitmap of table indices ``phase, phase + every, ...`` below ``ptrs`` (a geometric
+    series: bits 0, every, 2 every, ... shifted up by ``phase``)."""
+    count = -(-ptrs // every)
+    comb = ((1 << (every * count)) - 1) // ((1 << every) - 1)
+    return (comb << phase) & ((1 << ptrs) - 1)
+
+
+def _ints_to_rows(ints: list[int], words: int) -> np.ndarray:
+    """Bitmaps (Python ints) as rows of ``words`` little-endian 64-bit words (writable)."""
+    buf = bytearray(b"".join(m.to_bytes(words * 8, "little") for m in ints))
+    return np.frombuffer(buf, dtype="<u8").astype(np.uint64, copy=False).reshape(-1, words)
+
+
+def _rows_to_ints(rows: np.ndarray) -> list[int]:
+    """Each row of a 2-D bitmap array as a Python int: rows of 64-bit words as
+    :func:`_words_to_int` reads them, rows of bytes (``np.packbits(..., bitorder="little")``)
+    byte 0 lowest."""
+    if not len(rows):
+        return []
+    b = np.ascontiguousarray(rows, dtype=rows.dtype.newbyteorder("<")).tobytes()
+    n = len(b) // len(rows)
+    return [int.from_bytes(b[i:i + n], "little") for i in range(0, len(b), n)]
+
+
+def _grown(arr: np.ndarray, values: list, dtype) -> np.ndarray:
+    """``arr`` with ``values`` (as ``dtype``) appended, in the dtype concatenating gives."""
+    if not values:
+        return arr
+    return np.concatenate([arr, np.array(values, dtype)])
+
+
 @dataclass(frozen=True, eq=False)
 class PageTables:
     """Immutable page-table state of one mm. Build with :meth:`empty` and :meth:`populate`."""
@@ -95,9 +157,9 @@ class PageTables:
     def empty(cls, arch: ArchProfile) -> PageTables:
         w = _mask_words(arch)
         masks = np.zeros((1, w), dtype=np.uint64)  # row 0: the empty table
-        return cls(arch, frozenset(), np.zeros(0, _I64), np.zeros(0, np.int8),
-                   np.zeros(0, _I64), np.zeros(0, np.int8), np.zeros(0, np.int32),
-                   masks, np.zeros(1, np.int32))
+        # the entry arrays hold nothing, so every empty state may share them
+        return cls._make(arch, frozenset(), _NO_I64, _NO_I8, _NO_I64, _NO_I8, _NO_I32, masks,
+                         np.zeros(1, np.int32))
 
     def top_slot(self, addr: int) -> int:
         """Index of the top-level entry whose PUD table maps ``addr`` (PGD, or P4D if 5-level)."""
@@ -243,6 +305,16 @@ class PageTables:
                                  pmd_kind, pmd_mask, masks_arr, pop)
 
     @classmethod
+    def _make(cls, arch, pud_tables, pud_idx, pud_kind, pmd_idx, pmd_kind, pmd_mask, masks,
+              pop) -> PageTables:
+        """A state from its fields, without the frozen dataclass's per-field ``__init__``."""
+        new = object.__new__(cls)
+        new.__dict__.update(arch=arch, pud_tables=pud_tables, pud_idx=pud_idx,
+                            pud_kind=pud_kind, pmd_idx=pmd_idx, pmd_kind=pmd_kind,
+                            pmd_mask=pmd_mask, masks=masks, mask_pop=pop)
+        return new
+
+    @classmethod
     def _build(cls, arch, pud_tables, pud_idx, pud_kind, pmd_idx, pmd_kind, pmd_mask, masks,
                pop=None):
         """A state from its arrays; ``pop`` (each bitmap's population) is counted unless given."""
@@ -260,11 +332,25 @@ class PageTables:
         ``thp=True`` maps every PMD slot the range covers completely as a huge leaf (a THP,
         or a 2 MiB hugetlb page) and the rest with base pages; ``pud_leaf`` likewise at PUD
         level (1 GiB hugetlb). Work is per PMD slot, vectorised, never per page.
+
+        A range of at most :data:`SMALL_SLOTS` PMD slots on a state of at most as many
+        entries (every synthetic call's layout) is populated by :meth:`_populate_small` on
+        Python integers; it gives the arrays :meth:`_populate_arrays` gives, field for field
+        (``tests/test_t13_mm_populate.py``).
         """
         a = self.arch
-        ps, ptrs = a.page_shift, a.ptrs_per_pte
         if start % a.page_size or end % a.page_size or end <= start:
             raise ValueError("populate: range must be non-empty and page aligned")
+        if _SmallState.takes(self) and (((end - 1) >> a.pmd_shift) - (start >> a.pmd_shift)
+                                          < SMALL_SLOTS):
+            return self._populate_small(start, end, every, fraction, seed, thp, pud_leaf)
+        return self._populate_arrays(start, end, every, fraction, seed, thp, pud_leaf)
+
+    def _populate_arrays(self, start: int, end: int, every: int, fraction: float, seed: int,
+                         thp: bool, pud_leaf: bool) -> PageTables:
+        """:meth:`populate` on numpy arrays, per PMD slot (any number of slots)."""
+        a = self.arch
+        ps, ptrs = a.page_shift, a.ptrs_per_pte
         w = _mask_words(a)
         pud_shift = a.pud_shift - a.pmd_shift
         slots = np.arange(start >> a.pmd_shift, ((end - 1) >> a.pmd_shift) + 1, dtype=_I64)
@@ -305,16 +391,7 @@ class PageTables:
             drawn = np.flatnonzero(~full_slot) if thp else None
             if drawn is None or len(drawn) == len(slots):
                 drawn = np.arange(len(slots))
-                rows = np.random.default_rng(seed).random((len(slots), ptrs)) < fraction
-            else:
-                rows = np.empty((len(drawn), ptrs), bool)
-                bits = np.random.PCG64(seed)  # what default_rng(seed) draws from
-                gen, at = np.random.Generator(bits), 0
-                for i, j in enumerate(drawn.tolist()):
-                    if j > at:
-                        bits.advance((j - at) * ptrs)  # one 64-bit output per double
-                    rows[i] = gen.random(ptrs) < fraction
-                    at = j + 1
+            rows = _drawn_rows(seed, len(slots), drawn.tolist(), ptrs, fraction)
             if every > 1:
                 phase = (-(slots[drawn] << (a.pmd_shift - ps))) % every
                 rows &= (idx[None, :] % every) == phase[:, None]
@@ -357,6 +434,35 @@ class PageTables:
         new = PageTables._build(a, self.pud_tables, self.pud_idx, self.pud_kind, self.pmd_idx,
                                 self.pmd_kind, self.pmd_mask, all_masks, pop)
         return new._merge_pmds(slots, kinds, row_ids)._with_puds(pud_slots, leaf_puds)
+
+    def _populate_small(self, start: int, end: int, every: int, fraction: float, seed: int,
+                        thp: bool, pud_leaf: bool) -> PageTables:
+        """:meth:`populate` of a few PMD slots on a small state, on Python ints and lists
+        (:class:`_SmallState`): the same decisions as :meth:`_populate_arrays` in the same
+        order (bitmap rows appended in the same order, the same dtypes)."""
+        st = _SmallState(self)
+        st.populate(start, end, every, fraction, seed, thp, pud_leaf)
+        return st.freeze()
+
+    def populate_each(self, ranges) -> PageTables:
+        """``self.populate(start, end, **kw)`` for each ``(start, end, kw)`` of ``ranges`` in
+        turn; the state in between is kept as Python lists while it stays small (one array
+        built per field at the end, the arrays the chained calls build)."""
+        pt, st = self, None
+        for start, end, kw in ranges:
+            a = pt.arch
+            if start % a.page_size or end % a.page_size or end <= start:
+                raise ValueError("populate: range must be non-empty and page aligned")
+            if st is None and _SmallState.takes(pt):
+                st = _SmallState(pt)
+            if st is not None and st.small(start, end):
+                st.populate(start, end, kw.get("every", 1), kw.get("fraction", 1.0),
+                            kw.get("seed", 0), kw.get("thp", False), kw.get("pud_leaf", False))
+                continue
+            if st is not None:
+                pt, st = st.freeze(), None
+            pt = pt.populate(start, end, **kw)
+        return st.freeze() if st is not None else pt
 
     def _merge_pmds(self, slots, kinds, row_ids) -> PageTables:
         """Union new PMD entries into the state (OR-ing bitmaps of existing PTE tables)."""
@@ -427,3 +533,172 @@ class Window:
     pud_tables: set[int]
     pud: dict[int, int]
     pmd: dict[int, tuple[int, int]]
+
+
+class _SmallState:
+    """A small :class:`PageTables` being populated, held as Python values: PMD entries
+    ``slot -> (kind, row)`` and PUD entries ``slot -> kind`` (dicts, sorted when frozen),
+    the bitmap rows appended after the base state's as ints with their populations.
+
+    :meth:`populate` is :meth:`PageTables._populate_arrays` step for step: the same slots
+    kept, the same rows appended in the same order (new bitmaps, the clipped edges, then
+    the OR of each slot already mapped, in slot order), so :meth:`freeze` builds the arrays
+    the chained array calls build. Only states with the canonical dtypes are taken (the
+    arrays' dtypes then stay those)."""
+
+    __slots__ = ("pt", "arch", "geo", "pmd", "pud", "new", "new_pop", "base_rows",
+                 "pmd_changed", "pud_changed")
+
+    @staticmethod
+    def takes(pt: PageTables) -> bool:
+        return (len(pt.pmd_idx) <= SMALL_SLOTS and len(pt.pud_idx) <= SMALL_SLOTS
+                and pt.pmd_idx.dtype == _I64 and pt.pmd_kind.dtype == np.int8
+                and pt.pmd_mask.dtype == np.int32 and pt.pud_idx.dtype == _I64
+                and pt.pud_kind.dtype == np.int8 and pt.masks.dtype == np.uint64
+                and pt.mask_pop.dtype == np.int32 and len(pt.masks) > 0
+                and sys.byteorder == "little")  # rows are joined as little-endian bytes
+
+    def __init__(self, pt: PageTables):
+        a = pt.arch
+        self.pt, self.arch = pt, a
+        # page shift, PTEs per table, PMD shift, PUD shift, PMD slots per PUD slot (shift)
+        self.geo = (a.page_shift, a.ptrs_per_pte, a.pmd_shift, a.pud_shift,
+                    a.pud_shift - a.pmd_shift)
+        self.pmd = dict(zip(pt.pmd_idx.tolist(),
+                            zip(pt.pmd_kind.tolist(), pt.pmd_mask.tolist()), strict=True)) \
+            if len(pt.pmd_idx) else {}
+        self.pud = dict(zip(pt.pud_idx.tolist(), pt.pud_kind.tolist(), strict=True)) \
+            if len(pt.pud_idx) else {}
+        self.new: list[int] = []
+        self.new_pop: list[int] = []
+        self.base_rows = len(pt.masks)
+        self.pmd_changed = self.pud_changed = False
+
+    def small(self, start: int, end: int) -> bool:
+        pmd_shift = self.geo[2]
+        return (((end - 1) >> pmd_shift) - (start >> pmd_shift) < SMALL_SLOTS
+                and len(self.pmd) <= SMALL_SLOTS and len(self.pud) <= SMALL_SLOTS)
+
+    def row_int(self, r: int) -> int:
+        b = self.base_rows
+        return self.new[r - b] if r >= b else _words_to_int(self.pt.masks[r])
+
+    def row_pop(self, r: int) -> int:
+        b = self.base_rows
+        return self.new_pop[r - b] if r >= b else int(self.pt.mask_pop[r])
+
+    def populate(self, start: int, end: int, every: int, fraction: float, seed: int,
+                 thp: bool, pud_leaf: bool) -> None:
+        ps, ptrs, pmd_shift, a_pud_shift, pud_shift = self.geo
+        pmd_size = 1 << pmd_shift
+        full = (1 << ptrs) - 1
+        first, last = start >> pmd_shift, (end - 1) >> pmd_shift
+        slots = range(first, last + 1)
+        n = len(slots)
+        leaf_puds = range(-(-start >> a_pud_shift), end >> a_pud_shift) if pud_leaf else ()
+        kinds = [PMD_TABLE] * n
+        if thp:
+            full_slot = [(sl << pmd_shift) >= start and ((sl + 1) << pmd_shift) <= end
+                         for sl in slots]
+            kinds = [PMD_LEAF if f else PMD_TABLE for f in full_slot]
+        new = self.new
+        rows0 = self.base_rows + len(new)  # the first row this call appends
+        if fraction >= 1.0 and every == 1:
+            added = [full]
+            row_ids = [rows0] * n
+        elif fraction >= 1.0:
+            phase = [(-(sl << (pmd_shift - ps))) % every for sl in slots]
+            phases = sorted(set(phase))
+            added = [_every_pattern(ptrs, every, ph) for ph in phases]
+            at = {ph: rows0 + i for i, ph in enumerate(phases)}
+            row_ids = [at[ph] for ph in phase]
+        else:
+            drawn = [j for j in range(n) if not full_slot[j]] if thp else list(range(n))
+            rows = _drawn_rows(seed, n, drawn, ptrs, fraction)
+            added = _rows_to_ints(np.packbits(rows, axis=1, bitorder="little"))
+            if every > 1:
+                added = [m & _every_pattern(ptrs, every, (-(slots[j] << (pmd_shift - ps))) % every)
+                         for m, j in zip(added, drawn, strict=True)]
+            row_ids = [0] * n  # the empty table; a huge leaf's row is dropped below
+            for i, j in enumerate(drawn):
+                row_ids[j] = rows0 + i
+        new += added
+        self.new_pop += [m.bit_count() for m in added]
+        # Clip the first and last slot to the range.
+        for k in (0, n - 1):
+            base = slots[k] << pmd_shift
+            lo = (max(start, base) - base) >> ps
+            hi = (min(end, base + pmd_size) - base) >> ps
+            if lo == 0 and hi == ptrs:
+                continue
+            m = self.row_int(row_ids[k]) & range_mask(lo, hi)
+            new.append(m)
+            self.new_pop.append(m.bit_count())
+            row_ids[k] = self.base_rows + len(new) - 1
+            kinds[k] = PMD_TABLE
+        # A slot where no page is touched gets no page table (see _populate_arrays); the
+        # rest merge into the entries, in slot order.
+        pmd, pud = self.pmd, self.pud
+        merged = []
+        for j in range(n):
+            kind, r = kinds[j], row_ids[j]
+            if kind != PMD_LEAF and self.row_pop(r) <= 0:
+                continue
+            sl = slots[j]
+            if leaf_puds and (sl >> pud_shift) in leaf_puds:
+                continue
+            if thp and kind == PMD_LEAF:
+                r = -1
+            old = pmd.get(sl)
+            if old is None:
+                pmd[sl] = (kind, r)
+            elif old[0] == PMD_LEAF or kind == PMD_LEAF:
+                pmd[sl] = (PMD_LEAF, -1)
+            else:
+                merged.append((sl, self.row_int(old[1]) | self.row_int(r)))
+            self.pmd_changed = True
+            q = sl >> pud_shift
+            if q not in pud:
+                pud[q] = PUD_TABLE
+                self.pud_changed = True
+        for sl, m in merged:
+            new.append(m)
+            self.new_pop.append(m.bit_count())
+            pmd[sl] = (pmd[sl][0], self.base_rows + len(new) - 1)
+        for q in leaf_puds:
+            pud[q] = PUD_LEAF
+            self.pud_changed = True
+
+    def freeze(self) -> PageTables:
+        pt, a = self.pt, self.arch
+        if self.pmd_changed:
+            slots = sorted(self.pmd)
+            ent = [self.pmd[sl] for sl in slots]
+            pmd_idx = np.array(slots, _I64)
+            pmd_kind = np.array([e[0] for e in ent], np.int8)
+            pmd_mask = np.array([e[1] for e in ent], np.int32)
+        else:
+            pmd_idx, pmd_kind, pmd_mask = pt.pmd_idx, pt.pmd_kind, pt.pmd_mask
+        if self.pud_changed:
+            items = sorted(self.pud)
+            pud_idx = np.array(items, _I64)
+            pud_kind = np.array([self.pud[q] for q in items], np.int8)
+        else:
+            items = pt.pud_idx.tolist()
+            pud_idx, pud_kind = pt.pud_idx, pt.pud_kind
+        top = pt.pud_tables
+        if not a.pud_folded:
+            shift = a.p4d_shift - a.pud_shift
+            tops = {q >> shift for q in items}
+            if not tops <= top:
+                top = top | tops
+        masks, pop = pt.masks, pt.mask_pop
+        if self.new:
+            nbytes = self.geo[1] // 8
+            buf = bytearray(masks.tobytes())  # native order is little-endian (takes)
+            buf += b"".join([m.to_bytes(nbytes, "little") for m in self.new])
+            masks = np.frombuffer(buf, np.uint64).reshape(-1, masks.shape[1])
+            pop = np.array(pop.tolist() + self.new_pop, np.int32) if len(pop) <= 256 \
+                else np.concatenate([pop, np.array(self.new_pop, np.int32)])
+        return PageTables._make(a, frozenset(top), pud_idx, pud_kind, pmd_idx, pmd_kind,
+                                pmd_mask, masks, pop)

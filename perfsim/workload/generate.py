@@ -140,16 +140,18 @@ def layout_call(d: CallDraw, stream: SyntheticStream, target: Target,
               file_id=None if anon else ident, anon_id=ident if anon else None,
               hugepage_size=hp, folio_size=stream.folio_size, name=ident)
     vmas = [vma]
-    pt = PageTables.empty(a)
+    ranges = []  # populated in this order
     if d.populate > 0:
         if backing == "hugetlb":
-            pt = pt.populate(src, src + size, pud_leaf=(hp == a.pud_size), thp=(hp != a.pud_size))
+            ranges.append((src, src + size,
+                           {"pud_leaf": hp == a.pud_size, "thp": hp != a.pud_size}))
         else:
-            pt = pt.populate(src, src + size, fraction=min(d.populate, 1.0), seed=d.pop_seed,
-                             thp=d.thp)
+            ranges.append((src, src + size, {"fraction": min(d.populate, 1.0),
+                                             "seed": d.pop_seed, "thp": d.thp}))
     if d.guard_src and src_off % a.pmd_size:
         vmas.append(Vma(src - page, src, prot="r", anon_id="guard-src", name="guard-src"))
-        pt = pt.populate(src - page, src)
+        ranges.append((src - page, src, {}))
+    pt = PageTables.empty(a).populate_each(ranges)
     if d.guard_dst:
         vmas.append(Vma(dst - page, dst, prot="r", anon_id="guard-dst", name="guard-dst"))
     new_len = size
