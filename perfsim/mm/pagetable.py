@@ -19,6 +19,7 @@ slots they can touch) and write it back with :meth:`PageTables.replace_window`.
 from __future__ import annotations
 
 import sys
+from bisect import bisect_left
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,6 +30,8 @@ PUD_NONE, PUD_TABLE, PUD_LEAF = 0, 1, 2
 PMD_NONE, PMD_TABLE, PMD_LEAF = 0, 1, 2
 
 _I64 = np.int64
+_ARRAYS = frozenset(("pud_idx", "pud_kind", "pmd_idx", "pmd_kind", "pmd_mask", "masks",
+                     "mask_pop"))
 _NO_I64, _NO_I8, _NO_I32 = np.zeros(0, _I64), np.zeros(0, np.int8), np.zeros(0, np.int32)
 
 
@@ -72,6 +75,10 @@ def _splice(columns: tuple, i0: int, i1: int, values: tuple, dtypes: tuple) -> l
             out.append(np.concatenate([col[:i0], np.array(vals, dt), col[i1:]]))
     return out
 
+
+#: A state's cache of bitmap ints (:meth:`PageTables._row_ints`) is handed on to the states
+#: :meth:`PageTables.replace_window` derives from it while it holds at most this many rows.
+_CARRY_INTS = 256
 
 #: Longest column :func:`_splice` splices as a Python list (beyond it, concatenation is
 #: cheaper than converting every row).
@@ -151,6 +158,79 @@ class PageTables:
     pmd_mask: np.ndarray
     masks: np.ndarray
     mask_pop: np.ndarray = field(repr=False)
+
+    # ------------------------------------------------------------------ small states
+    # A small state made by this module (a synthetic call's layout, a walked plan's
+    # write-backs) is held as Python lists, its arrays built the first time one is read:
+    # ``_lists`` = (pud_idx, pud_kind, pmd_idx, pmd_kind, pmd_mask) as lists and ``_rows``
+    # = (base masks array, its populations, bitmaps appended after it as ints, their
+    # populations). The arrays built (:meth:`_materialize`) are the ones the eager paths
+    # build; reading a field of such a state is indistinguishable from reading an eager one.
+
+    def __getattr__(self, name: str):
+        # only called for an attribute the instance lacks: a small state's arrays
+        d = self.__dict__
+        if name in _ARRAYS and "_rows" in d:
+            self._materialize()
+            return d[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    @classmethod
+    def _small(cls, arch, pud_tables, lists, rows, ints, geo) -> PageTables:
+        """A small state from its lists (see above); ``ints`` seeds its bitmap-int cache."""
+        new = object.__new__(cls)
+        new.__dict__.update(arch=arch, pud_tables=pud_tables, _lists=lists, _rows=rows,
+                            _ints=ints, _g=geo)
+        return new
+
+    def _materialize(self) -> None:
+        d = self.__dict__
+        pud_l, pudk_l, pmd_l, pmdk_l, row_l = d["_lists"]
+        base, base_pop, extra, extra_pop = d["_rows"]
+        if extra:
+            nbytes = self._geo()[1] // 8
+            buf = bytearray(base.tobytes())  # native order is little-endian (_SmallState.takes)
+            buf += b"".join([m.to_bytes(nbytes, "little") for m in extra])
+            masks = np.frombuffer(buf, np.uint64).reshape(-1, base.shape[1])
+            pop = np.array(base_pop.tolist() + extra_pop, np.int32) if len(base_pop) <= 256 \
+                else np.concatenate([base_pop, np.array(extra_pop, np.int32)])
+        else:
+            masks, pop = base, base_pop
+        d.update(pud_idx=np.array(pud_l, _I64), pud_kind=np.array(pudk_l, np.int8),
+                 pmd_idx=np.array(pmd_l, _I64), pmd_kind=np.array(pmdk_l, np.int8),
+                 pmd_mask=np.array(row_l, np.int32), masks=masks, mask_pop=pop)
+
+    def _lists_of(self) -> tuple[list, list, list, list, list]:
+        """``(pud_idx, pud_kind, pmd_idx, pmd_kind, pmd_mask)`` as lists (kept; never changed)."""
+        d = self.__dict__
+        li = d.get("_lists")
+        if li is None:
+            li = d["_lists"] = (self.pud_idx.tolist(), self.pud_kind.tolist(),
+                                self.pmd_idx.tolist(), self.pmd_kind.tolist(),
+                                self.pmd_mask.tolist())
+        return li
+
+    def _rows_of(self) -> tuple:
+        """``_rows`` of this state: its own, or (masks, mask_pop, [], []) of an eager one."""
+        r = self.__dict__.get("_rows")
+        return r if r is not None else (self.masks, self.mask_pop, [], [])
+
+    def _n_rows(self) -> int:
+        r = self.__dict__.get("_rows")
+        return len(r[0]) + len(r[2]) if r is not None else len(self.masks)
+
+    def _row_int(self, r: int) -> int:
+        """Bitmap row ``r`` as an int (cached)."""
+        ints = self._row_ints()
+        m = ints.get(r)
+        if m is None:
+            base, _, extra, _ = self._rows_of()
+            m = ints[r] = extra[r - len(base)] if r >= len(base) else _words_to_int(base[r])
+        return m
+
+    def _row_pop(self, r: int) -> int:
+        base, base_pop, _, extra_pop = self._rows_of()
+        return extra_pop[r - len(base)] if r >= len(base) else int(base_pop[r])
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -233,76 +313,165 @@ class PageTables:
 
     # ------------------------------------------------------------------ windows
     def window(self, start: int, end: int) -> Window:
-        """Dict view of every entry in ``[start, end)`` rounded out to PUD boundaries."""
-        a = self.arch
-        lo = start >> a.pud_shift
-        hi = ((end - 1) >> a.pud_shift) + 1
-        j0, j1 = self.pud_idx.searchsorted((lo, hi)).tolist()
-        pud = dict(zip(self.pud_idx[j0:j1].tolist(), self.pud_kind[j0:j1].tolist(), strict=True))
-        shift = a.pud_shift - a.pmd_shift
-        i0, i1 = self.pmd_idx.searchsorted((lo << shift, hi << shift)).tolist()
-        full = (1 << a.ptrs_per_pte) - 1
-        cache: dict[int, int] = {}
+        """Dict view of every entry in ``[start, end)`` rounded out to PUD boundaries.
+
+        The window remembers what it was read from (the state, its bounds in the state's
+        arrays, the entries as read), so :meth:`replace_window` does no work for what did
+        not change."""
+        ps_, ptrs, pmd_shift, pud_shift, shift = self._geo()
+        lo = start >> pud_shift
+        hi = ((end - 1) >> pud_shift) + 1
+        if self._is_small():
+            # a few entries: Python lists and bisect (cheaper than numpy calls)
+            pud_l, pudk_l, pmd_l, pmdk_l, row_l = self._lists_of()
+            j0, j1 = bisect_left(pud_l, lo), bisect_left(pud_l, hi)
+            pud = dict(zip(pud_l[j0:j1], pudk_l[j0:j1]))
+            i0, i1 = bisect_left(pmd_l, lo << shift), bisect_left(pmd_l, hi << shift)
+            slots, kinds, rows = pmd_l[i0:i1], pmdk_l[i0:i1], row_l[i0:i1]
+        else:
+            j0, j1 = self.pud_idx.searchsorted((lo, hi)).tolist()
+            pud = dict(zip(self.pud_idx[j0:j1].tolist(), self.pud_kind[j0:j1].tolist()))
+            i0, i1 = self.pmd_idx.searchsorted((lo << shift, hi << shift)).tolist()
+            slots = self.pmd_idx[i0:i1].tolist()
+            kinds = self.pmd_kind[i0:i1].tolist()
+            rows = self.pmd_mask[i0:i1].tolist()
+        full = (1 << ptrs) - 1
+        ints = self._row_ints()
         pmd = {}
-        for slot, kind, row in zip(self.pmd_idx[i0:i1].tolist(), self.pmd_kind[i0:i1].tolist(),
-                                   self.pmd_mask[i0:i1].tolist(), strict=True):
+        for slot, kind, row in zip(slots, kinds, rows):
             if kind == PMD_TABLE:
-                m = cache.get(row)
+                m = ints.get(row)
                 if m is None:
-                    m = cache[row] = _words_to_int(self.masks[row])
+                    m = self._row_int(row)
                 pmd[slot] = (kind, m)
             else:
                 pmd[slot] = (kind, full)
-        return Window(lo, hi, set(self.pud_tables), pud, pmd)
+        return Window(lo, hi, set(self.pud_tables), pud, pmd,
+                      (self, lo, hi, pud.copy(), pmd.copy(), j0, j1, i0, i1))
+
+    def _geo(self) -> tuple[int, int, int, int, int]:
+        """Page shift, PTEs per table, PMD shift, PUD shift, PMD slots per PUD slot (as a
+        shift) of this state's arch, read once per state."""
+        g = self.__dict__.get("_g")
+        if g is None:
+            a = self.arch
+            g = self.__dict__["_g"] = (a.page_shift, a.ptrs_per_pte, a.pmd_shift, a.pud_shift,
+                                       a.pud_shift - a.pmd_shift)
+        return g
+
+    def _is_small(self) -> bool:
+        """At most :data:`SMALL_SLOTS` PMD and PUD entries, with the canonical dtypes: the
+        windows of such a state are read and written on Python lists."""
+        li = self.__dict__.get("_lists")
+        if li is not None and "_rows" in self.__dict__:  # made small: canonical by making
+            return len(li[2]) <= SMALL_SLOTS and len(li[0]) <= SMALL_SLOTS
+        return _SmallState.takes(self)
+
+    def _row_ints(self) -> dict[int, int]:
+        """This state's cache of bitmap rows read as ints (``row -> int``; rows never
+        change, so the cache is filled as rows are read and handed to derived states that
+        keep the rows)."""
+        c = self.__dict__.get("_ints")
+        if c is None:
+            c = self.__dict__["_ints"] = {}
+        return c
 
     def replace_window(self, win: Window) -> PageTables:
-        """A new state equal to this one with ``win``'s PUD slots replaced by its contents."""
-        a = self.arch
-        w = _mask_words(a)
-        shift = a.pud_shift - a.pmd_shift
-        pud_items = sorted(win.pud.items())
-        pmd_items = sorted(win.pmd.items())
-        base_rows = len(self.masks)
-        row_of: dict[int, int] = {}
-        new_rows = []
-        added = []  # bitmaps appended after self.masks, in row order
-        for _, (kind, m) in pmd_items:
-            if kind != PMD_TABLE:
-                new_rows.append(-1)
-                continue
-            r = row_of.get(m)
-            if r is None:
-                r = row_of[m] = base_rows + len(added)
-                added.append(m)
-            new_rows.append(r)
-        if added:
-            # every added bitmap's words from one buffer (what _int_to_words gives each),
-            # its population from the int (what _mask_pop counts from the words)
-            nbytes = w * 8
-            rows = np.frombuffer(b"".join(m.to_bytes(nbytes, "little") for m in added),
-                                 dtype="<u8").astype(np.uint64).reshape(-1, w)
-            masks_arr = np.concatenate([self.masks, rows])
-            pop = np.concatenate([self.mask_pop,
-                                  np.array([m.bit_count() for m in added], np.int32)])
-        else:
-            masks_arr, pop = self.masks, self.mask_pop
-        lo_pmd, hi_pmd = win.lo << shift, win.hi << shift
-        if (pud_items and not win.lo <= pud_items[0][0] <= pud_items[-1][0] < win.hi) or \
-                (pmd_items and not lo_pmd <= pmd_items[0][0] <= pmd_items[-1][0] < hi_pmd):
+        """A new state equal to this one with ``win``'s PUD slots replaced by its contents.
+
+        Writing back a window read from this state (:meth:`window`) does no work for what
+        did not change: unchanged PUD entries, or unchanged PMD entries, keep their arrays
+        (and bitmap rows), and a window with nothing changed gives this state back. When
+        the PMD entries changed, each distinct bitmap of the window is appended once and
+        the window's entries are spliced in by position."""
+        lo, hi = win.lo, win.hi
+        shift = self._geo()[4]
+        lo_pmd, hi_pmd = lo << shift, hi << shift
+        pud, pmd = win.pud, win.pmd
+        read = win._read
+        if read is not None and (read[0] is not self or read[1] != lo or read[2] != hi):
+            read = None  # read from another state or span: nothing of it can be kept
+        pud_same = read is not None and pud == read[3]
+        pmd_same = read is not None and pmd == read[4]
+        pkeys = None if pud_same else sorted(pud)
+        mkeys = None if pmd_same else sorted(pmd)
+        if (pkeys and not lo <= pkeys[0] <= pkeys[-1] < hi) or \
+                (mkeys and not lo_pmd <= mkeys[0] <= mkeys[-1] < hi_pmd):
             raise ValueError("replace_window: an entry lies outside the window's PUD slots")
-        # The entries below the window, the window's, those above: each part sorted, the
-        # window one contiguous range of slots, so the result is sorted.
-        p0, p1 = self.pud_idx.searchsorted((win.lo, win.hi)).tolist()
-        m0, m1 = self.pmd_idx.searchsorted((lo_pmd, hi_pmd)).tolist()
-        pud_idx, pud_kind = _splice((self.pud_idx, self.pud_kind), p0, p1,
-                                    ([k for k, _ in pud_items], [v for _, v in pud_items]),
-                                    (_I64, np.int8))
-        pmd_idx, pmd_kind, pmd_mask = _splice(
-            (self.pmd_idx, self.pmd_kind, self.pmd_mask), m0, m1,
-            ([k for k, _ in pmd_items], [v[0] for _, v in pmd_items], new_rows),
-            (_I64, np.int8, np.int32))
-        return PageTables._build(a, frozenset(win.pud_tables), pud_idx, pud_kind, pmd_idx,
-                                 pmd_kind, pmd_mask, masks_arr, pop)
+        tops = self.pud_tables if win.pud_tables == self.pud_tables \
+            else frozenset(win.pud_tables)
+        if pud_same and pmd_same and tops is self.pud_tables:
+            return self
+        if read is not None:
+            p0, p1, m0, m1 = read[5:]
+        elif self._is_small():
+            li = self._lists_of()
+            p0, p1 = bisect_left(li[0], lo), bisect_left(li[0], hi)
+            m0, m1 = bisect_left(li[2], lo_pmd), bisect_left(li[2], hi_pmd)
+        else:
+            p0, p1 = self.pud_idx.searchsorted((lo, hi)).tolist()
+            m0, m1 = self.pmd_idx.searchsorted((lo_pmd, hi_pmd)).tolist()
+        ints = self._row_ints()
+        new_ints = ints.copy() if len(ints) <= _CARRY_INTS else {}
+        base_rows = self._n_rows()
+        kinds, new_rows, added = [], [], []
+        if not pmd_same:
+            row_of: dict[int, int] = {}
+            # each distinct bitmap of the window, appended after the state's rows
+            for k in mkeys:
+                kind, m = pmd[k]
+                kinds.append(kind)
+                if kind != PMD_TABLE:
+                    new_rows.append(-1)
+                    continue
+                r = row_of.get(m)
+                if r is None:
+                    r = row_of[m] = base_rows + len(added)
+                    new_ints[r] = m
+                    added.append(m)
+                new_rows.append(r)
+        if self._is_small():
+            pud_l, pudk_l, pmd_l, pmdk_l, row_l = self._lists_of()
+            if not pud_same:
+                pud_l = pud_l[:p0] + pkeys + pud_l[p1:]
+                pudk_l = pudk_l[:p0] + [pud[k] for k in pkeys] + pudk_l[p1:]
+            if not pmd_same:
+                pmd_l = pmd_l[:m0] + mkeys + pmd_l[m1:]
+                pmdk_l = pmdk_l[:m0] + kinds + pmdk_l[m1:]
+                row_l = row_l[:m0] + new_rows + row_l[m1:]
+            base, base_pop, extra, extra_pop = self._rows_of()
+            if added:
+                extra = extra + added
+                extra_pop = extra_pop + [m.bit_count() for m in added]
+            return PageTables._small(self.arch, tops, (pud_l, pudk_l, pmd_l, pmdk_l, row_l),
+                                     (base, base_pop, extra, extra_pop), new_ints,
+                                     self.__dict__["_g"])
+        if pud_same:
+            pud_idx, pud_kind = self.pud_idx, self.pud_kind
+        else:
+            pud_idx, pud_kind = _splice((self.pud_idx, self.pud_kind), p0, p1,
+                                        (pkeys, [pud[k] for k in pkeys]), (_I64, np.int8))
+        masks_arr, pop = self.masks, self.mask_pop
+        if pmd_same:
+            pmd_idx, pmd_kind, pmd_mask = self.pmd_idx, self.pmd_kind, self.pmd_mask
+        else:
+            if added:
+                # every added bitmap's words from one buffer (what _int_to_words gives
+                # each), its population from the int (what _mask_pop counts from the words)
+                nbytes = self._geo()[1] // 8
+                rows = np.frombuffer(b"".join([m.to_bytes(nbytes, "little") for m in added]),
+                                     dtype="<u8").astype(np.uint64).reshape(-1, nbytes // 8)
+                masks_arr = np.concatenate([masks_arr, rows])
+                pop = np.concatenate([pop, np.array([m.bit_count() for m in added], np.int32)])
+            pmd_idx, pmd_kind, pmd_mask = _splice(
+                (self.pmd_idx, self.pmd_kind, self.pmd_mask), m0, m1,
+                (mkeys, kinds, new_rows), (_I64, np.int8, np.int32))
+        out = PageTables._make(self.arch, tops, pud_idx, pud_kind, pmd_idx, pmd_kind, pmd_mask,
+                               masks_arr, pop)
+        d = out.__dict__
+        d["_ints"] = new_ints
+        d["_g"] = self.__dict__["_g"]
+        return out
 
     @classmethod
     def _make(cls, arch, pud_tables, pud_idx, pud_kind, pmd_idx, pmd_kind, pmd_mask, masks,
@@ -533,6 +702,10 @@ class Window:
     pud_tables: set[int]
     pud: dict[int, int]
     pmd: dict[int, tuple[int, int]]
+    #: What :meth:`PageTables.window` read: ``(state, lo, hi, its PUD entries, its PMD
+    #: entries, j0, j1, i0, i1)``, the window's entries as read and its bounds in the
+    #: state's arrays (``pud_idx[j0:j1]``, ``pmd_idx[i0:i1]``); None for a window made by hand.
+    _read: tuple | None = field(default=None, repr=False, compare=False)
 
 
 class _SmallState:
@@ -551,6 +724,10 @@ class _SmallState:
 
     @staticmethod
     def takes(pt: PageTables) -> bool:
+        d = pt.__dict__
+        li = d.get("_lists")
+        if li is not None and "_rows" in d:  # a small state: canonical by construction
+            return len(li[2]) <= SMALL_SLOTS and len(li[0]) <= SMALL_SLOTS
         return (len(pt.pmd_idx) <= SMALL_SLOTS and len(pt.pud_idx) <= SMALL_SLOTS
                 and pt.pmd_idx.dtype == _I64 and pt.pmd_kind.dtype == np.int8
                 and pt.pmd_mask.dtype == np.int32 and pt.pud_idx.dtype == _I64
@@ -559,19 +736,14 @@ class _SmallState:
                 and sys.byteorder == "little")  # rows are joined as little-endian bytes
 
     def __init__(self, pt: PageTables):
-        a = pt.arch
-        self.pt, self.arch = pt, a
-        # page shift, PTEs per table, PMD shift, PUD shift, PMD slots per PUD slot (shift)
-        self.geo = (a.page_shift, a.ptrs_per_pte, a.pmd_shift, a.pud_shift,
-                    a.pud_shift - a.pmd_shift)
-        self.pmd = dict(zip(pt.pmd_idx.tolist(),
-                            zip(pt.pmd_kind.tolist(), pt.pmd_mask.tolist()), strict=True)) \
-            if len(pt.pmd_idx) else {}
-        self.pud = dict(zip(pt.pud_idx.tolist(), pt.pud_kind.tolist(), strict=True)) \
-            if len(pt.pud_idx) else {}
+        self.pt, self.arch = pt, pt.arch
+        self.geo = pt._geo()
+        pud_l, pudk_l, pmd_l, pmdk_l, row_l = pt._lists_of()
+        self.pmd = dict(zip(pmd_l, zip(pmdk_l, row_l))) if pmd_l else {}
+        self.pud = dict(zip(pud_l, pudk_l)) if pud_l else {}
         self.new: list[int] = []
         self.new_pop: list[int] = []
-        self.base_rows = len(pt.masks)
+        self.base_rows = pt._n_rows()
         self.pmd_changed = self.pud_changed = False
 
     def small(self, start: int, end: int) -> bool:
@@ -581,11 +753,11 @@ class _SmallState:
 
     def row_int(self, r: int) -> int:
         b = self.base_rows
-        return self.new[r - b] if r >= b else _words_to_int(self.pt.masks[r])
+        return self.new[r - b] if r >= b else self.pt._row_int(r)
 
     def row_pop(self, r: int) -> int:
         b = self.base_rows
-        return self.new_pop[r - b] if r >= b else int(self.pt.mask_pop[r])
+        return self.new_pop[r - b] if r >= b else self.pt._row_pop(r)
 
     def populate(self, start: int, end: int, every: int, fraction: float, seed: int,
                  thp: bool, pud_leaf: bool) -> None:
@@ -670,35 +842,31 @@ class _SmallState:
             self.pud_changed = True
 
     def freeze(self) -> PageTables:
+        """The state populated, as a small :class:`PageTables` (its arrays built when read)."""
         pt, a = self.pt, self.arch
+        lists = pt._lists_of()
+        pud_l, pudk_l, pmd_l, pmdk_l, row_l = lists
         if self.pmd_changed:
-            slots = sorted(self.pmd)
-            ent = [self.pmd[sl] for sl in slots]
-            pmd_idx = np.array(slots, _I64)
-            pmd_kind = np.array([e[0] for e in ent], np.int8)
-            pmd_mask = np.array([e[1] for e in ent], np.int32)
-        else:
-            pmd_idx, pmd_kind, pmd_mask = pt.pmd_idx, pt.pmd_kind, pt.pmd_mask
+            pmd_l = sorted(self.pmd)
+            ent = [self.pmd[sl] for sl in pmd_l]
+            pmdk_l = [e[0] for e in ent]
+            row_l = [e[1] for e in ent]
         if self.pud_changed:
-            items = sorted(self.pud)
-            pud_idx = np.array(items, _I64)
-            pud_kind = np.array([self.pud[q] for q in items], np.int8)
-        else:
-            items = pt.pud_idx.tolist()
-            pud_idx, pud_kind = pt.pud_idx, pt.pud_kind
+            pud_l = sorted(self.pud)
+            pudk_l = [self.pud[q] for q in pud_l]
         top = pt.pud_tables
         if not a.pud_folded:
             shift = a.p4d_shift - a.pud_shift
-            tops = {q >> shift for q in items}
+            tops = {q >> shift for q in pud_l}
             if not tops <= top:
                 top = top | tops
-        masks, pop = pt.masks, pt.mask_pop
+        base, base_pop, extra, extra_pop = pt._rows_of()
+        ints = pt._row_ints()
+        ints = ints.copy() if len(ints) <= _CARRY_INTS else {}
         if self.new:
-            nbytes = self.geo[1] // 8
-            buf = bytearray(masks.tobytes())  # native order is little-endian (takes)
-            buf += b"".join([m.to_bytes(nbytes, "little") for m in self.new])
-            masks = np.frombuffer(buf, np.uint64).reshape(-1, masks.shape[1])
-            pop = np.array(pop.tolist() + self.new_pop, np.int32) if len(pop) <= 256 \
-                else np.concatenate([pop, np.array(self.new_pop, np.int32)])
-        return PageTables._make(a, frozenset(top), pud_idx, pud_kind, pmd_idx, pmd_kind,
-                                pmd_mask, masks, pop)
+            b = self.base_rows
+            ints.update(zip(range(b, b + len(self.new)), self.new))
+            extra = extra + self.new
+            extra_pop = extra_pop + self.new_pop
+        return PageTables._small(a, frozenset(top), (pud_l, pudk_l, pmd_l, pmdk_l, row_l),
+                                 (base, base_pop, extra, extra_pop), ints, self.geo)
