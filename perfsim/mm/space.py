@@ -9,6 +9,10 @@ from perfsim.mm.pagetable import PageTables
 from perfsim.mm.vma import Vma
 
 
+def _start_of(vma: Vma) -> int:
+    return vma.start
+
+
 @dataclass(frozen=True)
 class AddressSpace:
     """VMAs (sorted, non-overlapping), page tables, and ``cpus``: how many CPUs are in
@@ -25,12 +29,17 @@ class AddressSpace:
     _starts: tuple[int, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        vmas = tuple(sorted(self.vmas, key=lambda v: v.start))
+        vmas = tuple(self.vmas)
+        starts = [v.start for v in vmas]
+        if starts != sorted(starts):  # (a stable sort of sorted VMAs is the same order)
+            vmas = tuple(sorted(vmas, key=_start_of))
+            starts = [v.start for v in vmas]
         for a, b in zip(vmas, vmas[1:]):
             if a.end > b.start:
                 raise ValueError(f"VMAs overlap: [{a.start:#x}, {a.end:#x}) and [{b.start:#x}, {b.end:#x})")
-        object.__setattr__(self, "vmas", vmas)
-        object.__setattr__(self, "_starts", tuple(v.start for v in vmas))
+        d = self.__dict__
+        d["vmas"] = vmas
+        d["_starts"] = tuple(starts)
 
     @property
     def arch(self):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Literal
 
 Backing = Literal["anon", "shmem", "file", "hugetlb"]
@@ -76,5 +76,20 @@ class Vma:
         return tuple(locks)
 
     def moved(self, new_start: int, new_end: int | None = None) -> Vma:
-        length = (new_end - new_start) if new_end is not None else self.length
-        return replace(self, start=new_start, end=new_start + length)
+        """This VMA at ``[new_start, new_start + length)`` (``new_end`` gives the length),
+        every other field kept: what ``dataclasses.replace`` gives, by copying the slots."""
+        length = (new_end - new_start) if new_end is not None else self.end - self.start
+        if length <= 0:
+            return replace(self, start=new_start, end=new_start + length)  # its ValueError
+        new = object.__new__(Vma)
+        for put, get in _SLOTS:
+            put(new, get(self))
+        _SET_START(new, new_start)
+        _SET_END(new, new_start + length)
+        return new
+
+
+#: (set, get) of each field's slot, in field order, for :meth:`Vma.moved`.
+_SLOTS = tuple((Vma.__dict__[f.name].__set__, Vma.__dict__[f.name].__get__)
+               for f in fields(Vma))
+_SET_START, _SET_END = Vma.__dict__["start"].__set__, Vma.__dict__["end"].__set__

@@ -1,0 +1,69 @@
+"""VMA and address-space shortcuts (issue 13) give what the dataclass machinery gives."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+import numpy as np
+import pytest
+
+from perfsim.mm.pagetable import PageTables
+from perfsim.mm.space import AddressSpace
+from perfsim.mm.vma import BACKINGS, Vma
+from perfsim.profiles import load_arch
+
+
+def _vmas(rng, n: int) -> list[Vma]:
+    out = []
+    for _ in range(n):
+        start = int(rng.integers(1, 1 << 30)) << 12
+        out.append(Vma(start, start + (int(rng.integers(1, 1 << 12)) << 12),
+                       backing=BACKINGS[int(rng.integers(len(BACKINGS)))],
+                       thp=bool(rng.integers(2)), uffd_wp=bool(rng.integers(2)),
+                       anon_vma=bool(rng.integers(2)), pgoff=int(rng.integers(1 << 20)),
+                       file_id=None if rng.random() < 0.5 else f"f{rng.integers(9)}",
+                       anon_id=None if rng.random() < 0.5 else f"a{rng.integers(9)}",
+                       prot=["rw", "r", "rwx"][int(rng.integers(3))],
+                       hugepage_size=[0, 2 << 20][int(rng.integers(2))],
+                       folio_size=[0, 16 << 10][int(rng.integers(2))], stack=bool(rng.integers(2)),
+                       name=f"v{rng.integers(99)}", uffd_mode=["", "wp"][int(rng.integers(2))],
+                       shared=bool(rng.integers(2))))
+    return out
+
+
+def test_moved_is_the_vma_with_only_its_range_replaced():
+    rng = np.random.default_rng(1)
+    for v in _vmas(rng, 300):
+        to = int(rng.integers(1, 1 << 30)) << 12
+        assert v.moved(to) == dataclasses.replace(v, start=to, end=to + v.length)
+        end = to + (int(rng.integers(1, 1 << 10)) << 12)
+        got = v.moved(to, end)
+        assert got == dataclasses.replace(v, start=to, end=end)
+        assert hash(got) == hash(dataclasses.replace(v, start=to, end=end))
+        assert type(got) is Vma
+
+
+@pytest.mark.parametrize("length", [0, -4096])
+def test_moved_to_an_empty_range_is_refused_like_the_constructor(length):
+    v = Vma(0x10000, 0x20000)
+    with pytest.raises(ValueError, match="empty or inverted"):
+        v.moved(0x40000, 0x40000 + length)
+
+
+def test_an_address_space_sorts_its_vmas_whatever_order_they_come_in():
+    pt = PageTables.empty(load_arch("x86_64"))
+    vmas = [Vma(0x1000, 0x3000), Vma(0x3000, 0x4000), Vma(0x8000, 0x9000), Vma(0x10000, 0x20000)]
+    for order in itertools.permutations(vmas):
+        space = AddressSpace(order, pt)
+        assert space.vmas == tuple(vmas)
+        assert space.find_vma(0x8800) == vmas[2]
+        assert space.with_vmas(order).vmas == tuple(vmas)
+
+
+def test_an_address_space_refuses_overlapping_vmas_in_any_order():
+    pt = PageTables.empty(load_arch("x86_64"))
+    vmas = [Vma(0x1000, 0x3000), Vma(0x2000, 0x4000), Vma(0x8000, 0x9000)]
+    for order in itertools.permutations(vmas):
+        with pytest.raises(ValueError, match=r"VMAs overlap: \[0x1000, 0x3000\) and \[0x2000"):
+            AddressSpace(order, pt)
