@@ -719,8 +719,8 @@ class _SmallState:
     the chained array calls build. Only states with the canonical dtypes are taken (the
     arrays' dtypes then stay those)."""
 
-    __slots__ = ("pt", "arch", "geo", "pmd", "pud", "new", "new_pop", "base_rows",
-                 "pmd_changed", "pud_changed")
+    __slots__ = ("pt", "arch", "geo", "full", "top_shift", "pmd", "pud", "new", "new_pop",
+                 "base_rows", "pmd_changed", "pud_changed")
 
     @staticmethod
     def takes(pt: PageTables) -> bool:
@@ -736,8 +736,11 @@ class _SmallState:
                 and sys.byteorder == "little")  # rows are joined as little-endian bytes
 
     def __init__(self, pt: PageTables):
-        self.pt, self.arch = pt, pt.arch
+        a = self.arch = pt.arch
+        self.pt = pt
         self.geo = pt._geo()
+        self.full = (1 << self.geo[1]) - 1
+        self.top_shift = None if a.pud_folded else a.p4d_shift - a.pud_shift
         pud_l, pudk_l, pmd_l, pmdk_l, row_l = pt._lists_of()
         self.pmd = dict(zip(pmd_l, zip(pmdk_l, row_l))) if pmd_l else {}
         self.pud = dict(zip(pud_l, pudk_l)) if pud_l else {}
@@ -762,61 +765,63 @@ class _SmallState:
     def populate(self, start: int, end: int, every: int, fraction: float, seed: int,
                  thp: bool, pud_leaf: bool) -> None:
         ps, ptrs, pmd_shift, a_pud_shift, pud_shift = self.geo
-        pmd_size = 1 << pmd_shift
-        full = (1 << ptrs) - 1
+        full = self.full
         first, last = start >> pmd_shift, (end - 1) >> pmd_shift
         slots = range(first, last + 1)
-        n = len(slots)
+        n = last - first + 1
         leaf_puds = range(-(-start >> a_pud_shift), end >> a_pud_shift) if pud_leaf else ()
         kinds = [PMD_TABLE] * n
         if thp:
             full_slot = [(sl << pmd_shift) >= start and ((sl + 1) << pmd_shift) <= end
                          for sl in slots]
             kinds = [PMD_LEAF if f else PMD_TABLE for f in full_slot]
-        new = self.new
-        rows0 = self.base_rows + len(new)  # the first row this call appends
+        new, new_pop, b = self.new, self.new_pop, self.base_rows
+        rows0 = b + len(new)  # the first row this call appends
         if fraction >= 1.0 and every == 1:
-            added = [full]
+            new.append(full)
+            new_pop.append(ptrs)
             row_ids = [rows0] * n
-        elif fraction >= 1.0:
-            phase = [(-(sl << (pmd_shift - ps))) % every for sl in slots]
-            phases = sorted(set(phase))
-            added = [_every_pattern(ptrs, every, ph) for ph in phases]
-            at = {ph: rows0 + i for i, ph in enumerate(phases)}
-            row_ids = [at[ph] for ph in phase]
         else:
-            drawn = [j for j in range(n) if not full_slot[j]] if thp else list(range(n))
-            rows = _drawn_rows(seed, n, drawn, ptrs, fraction)
-            added = _rows_to_ints(np.packbits(rows, axis=1, bitorder="little"))
-            if every > 1:
-                added = [m & _every_pattern(ptrs, every, (-(slots[j] << (pmd_shift - ps))) % every)
-                         for m, j in zip(added, drawn, strict=True)]
-            row_ids = [0] * n  # the empty table; a huge leaf's row is dropped below
-            for i, j in enumerate(drawn):
-                row_ids[j] = rows0 + i
-        new += added
-        self.new_pop += [m.bit_count() for m in added]
+            if fraction >= 1.0:
+                phase = [(-(sl << (pmd_shift - ps))) % every for sl in slots]
+                phases = sorted(set(phase))
+                added = [_every_pattern(ptrs, every, ph) for ph in phases]
+                at = {ph: rows0 + i for i, ph in enumerate(phases)}
+                row_ids = [at[ph] for ph in phase]
+            else:
+                drawn = [j for j in range(n) if not full_slot[j]] if thp else list(range(n))
+                rows = _drawn_rows(seed, n, drawn, ptrs, fraction)
+                added = _rows_to_ints(np.packbits(rows, axis=1, bitorder="little"))
+                if every > 1:
+                    added = [m & _every_pattern(ptrs, every,
+                                                (-(slots[j] << (pmd_shift - ps))) % every)
+                             for m, j in zip(added, drawn, strict=True)]
+                row_ids = [0] * n  # the empty table; a huge leaf's row is dropped below
+                for i, j in enumerate(drawn):
+                    row_ids[j] = rows0 + i
+            new += added
+            new_pop += [m.bit_count() for m in added]
         # Clip the first and last slot to the range.
         for k in (0, n - 1):
-            base = slots[k] << pmd_shift
-            lo = (max(start, base) - base) >> ps
-            hi = (min(end, base + pmd_size) - base) >> ps
+            base = (first + k) << pmd_shift
+            lo = (start - base) >> ps if start > base else 0
+            hi = (end - base) >> ps if end < base + (ptrs << ps) else ptrs
             if lo == 0 and hi == ptrs:
                 continue
-            m = self.row_int(row_ids[k]) & range_mask(lo, hi)
+            r = row_ids[k]
+            m = (new[r - b] if r >= b else self.pt._row_int(r)) & (((1 << hi) - 1) ^ ((1 << lo) - 1))
             new.append(m)
-            self.new_pop.append(m.bit_count())
-            row_ids[k] = self.base_rows + len(new) - 1
+            new_pop.append(m.bit_count())
+            row_ids[k] = b + len(new) - 1
             kinds[k] = PMD_TABLE
         # A slot where no page is touched gets no page table (see _populate_arrays); the
         # rest merge into the entries, in slot order.
         pmd, pud = self.pmd, self.pud
         merged = []
-        for j in range(n):
+        for j, sl in enumerate(slots):
             kind, r = kinds[j], row_ids[j]
-            if kind != PMD_LEAF and self.row_pop(r) <= 0:
+            if kind != PMD_LEAF and (new_pop[r - b] if r >= b else self.pt._row_pop(r)) <= 0:
                 continue
-            sl = slots[j]
             if leaf_puds and (sl >> pud_shift) in leaf_puds:
                 continue
             if thp and kind == PMD_LEAF:
@@ -835,8 +840,8 @@ class _SmallState:
                 self.pud_changed = True
         for sl, m in merged:
             new.append(m)
-            self.new_pop.append(m.bit_count())
-            pmd[sl] = (pmd[sl][0], self.base_rows + len(new) - 1)
+            new_pop.append(m.bit_count())
+            pmd[sl] = (pmd[sl][0], b + len(new) - 1)
         for q in leaf_puds:
             pud[q] = PUD_LEAF
             self.pud_changed = True
@@ -855,8 +860,8 @@ class _SmallState:
             pud_l = sorted(self.pud)
             pudk_l = [self.pud[q] for q in pud_l]
         top = pt.pud_tables
-        if not a.pud_folded:
-            shift = a.p4d_shift - a.pud_shift
+        if self.top_shift is not None:
+            shift = self.top_shift
             tops = {q >> shift for q in pud_l}
             if not tops <= top:
                 top = top | tops
