@@ -318,12 +318,15 @@ class PageTables:
         The window remembers what it was read from (the state, its bounds in the state's
         arrays, the entries as read), so :meth:`replace_window` does no work for what did
         not change."""
-        ps_, ptrs, pmd_shift, pud_shift, shift = self._geo()
+        d = self.__dict__
+        ps_, ptrs, pmd_shift, pud_shift, shift = d.get("_g") or self._geo()
         lo = start >> pud_shift
         hi = ((end - 1) >> pud_shift) + 1
-        if self._is_small():
+        li = d.get("_lists")
+        if (li is not None and "_rows" in d and len(li[2]) <= SMALL_SLOTS
+                and len(li[0]) <= SMALL_SLOTS) or self._is_small():
             # a few entries: Python lists and bisect (cheaper than numpy calls)
-            pud_l, pudk_l, pmd_l, pmdk_l, row_l = self._lists_of()
+            pud_l, pudk_l, pmd_l, pmdk_l, row_l = li or self._lists_of()
             j0, j1 = bisect_left(pud_l, lo), bisect_left(pud_l, hi)
             pud = dict(zip(pud_l[j0:j1], pudk_l[j0:j1]))
             i0, i1 = bisect_left(pmd_l, lo << shift), bisect_left(pmd_l, hi << shift)
@@ -336,7 +339,9 @@ class PageTables:
             kinds = self.pmd_kind[i0:i1].tolist()
             rows = self.pmd_mask[i0:i1].tolist()
         full = (1 << ptrs) - 1
-        ints = self._row_ints()
+        ints = d.get("_ints")
+        if ints is None:
+            ints = self._row_ints()
         pmd = {}
         for slot, kind, row in zip(slots, kinds, rows):
             if kind == PMD_TABLE:
@@ -384,36 +389,46 @@ class PageTables:
         (and bitmap rows), and a window with nothing changed gives this state back. When
         the PMD entries changed, each distinct bitmap of the window is appended once and
         the window's entries are spliced in by position."""
+        d = self.__dict__
         lo, hi = win.lo, win.hi
-        shift = self._geo()[4]
+        geo = d.get("_g") or self._geo()
+        shift = geo[4]
         lo_pmd, hi_pmd = lo << shift, hi << shift
         pud, pmd = win.pud, win.pmd
         read = win._read
         if read is not None and (read[0] is not self or read[1] != lo or read[2] != hi):
             read = None  # read from another state or span: nothing of it can be kept
-        pud_same = read is not None and pud == read[3]
-        pmd_same = read is not None and pmd == read[4]
+        if read is not None:
+            pud_same, pmd_same = pud == read[3], pmd == read[4]
+        else:
+            pud_same = pmd_same = False
         pkeys = None if pud_same else sorted(pud)
         mkeys = None if pmd_same else sorted(pmd)
         if (pkeys and not lo <= pkeys[0] <= pkeys[-1] < hi) or \
                 (mkeys and not lo_pmd <= mkeys[0] <= mkeys[-1] < hi_pmd):
             raise ValueError("replace_window: an entry lies outside the window's PUD slots")
-        tops = self.pud_tables if win.pud_tables == self.pud_tables \
-            else frozenset(win.pud_tables)
+        tops = self.pud_tables
+        if win.pud_tables != tops:
+            tops = frozenset(win.pud_tables)
         if pud_same and pmd_same and tops is self.pud_tables:
             return self
+        li = d.get("_lists")
+        small = (li is not None and "_rows" in d and len(li[2]) <= SMALL_SLOTS
+                 and len(li[0]) <= SMALL_SLOTS) or self._is_small()
+        if small and li is None:
+            li = self._lists_of()
         if read is not None:
             p0, p1, m0, m1 = read[5:]
-        elif self._is_small():
-            li = self._lists_of()
+        elif small:
             p0, p1 = bisect_left(li[0], lo), bisect_left(li[0], hi)
             m0, m1 = bisect_left(li[2], lo_pmd), bisect_left(li[2], hi_pmd)
         else:
             p0, p1 = self.pud_idx.searchsorted((lo, hi)).tolist()
             m0, m1 = self.pmd_idx.searchsorted((lo_pmd, hi_pmd)).tolist()
-        ints = self._row_ints()
-        new_ints = ints.copy() if len(ints) <= _CARRY_INTS else {}
-        base_rows = self._n_rows()
+        ints = d.get("_ints")
+        new_ints = {} if ints is None or len(ints) > _CARRY_INTS else ints.copy()
+        rows_ = d.get("_rows")
+        base_rows = len(rows_[0]) + len(rows_[2]) if rows_ is not None else len(self.masks)
         kinds, new_rows, added = [], [], []
         if not pmd_same:
             row_of: dict[int, int] = {}
@@ -430,8 +445,8 @@ class PageTables:
                     new_ints[r] = m
                     added.append(m)
                 new_rows.append(r)
-        if self._is_small():
-            pud_l, pudk_l, pmd_l, pmdk_l, row_l = self._lists_of()
+        if small:
+            pud_l, pudk_l, pmd_l, pmdk_l, row_l = li
             if not pud_same:
                 pud_l = pud_l[:p0] + pkeys + pud_l[p1:]
                 pudk_l = pudk_l[:p0] + [pud[k] for k in pkeys] + pudk_l[p1:]
@@ -439,13 +454,17 @@ class PageTables:
                 pmd_l = pmd_l[:m0] + mkeys + pmd_l[m1:]
                 pmdk_l = pmdk_l[:m0] + kinds + pmdk_l[m1:]
                 row_l = row_l[:m0] + new_rows + row_l[m1:]
-            base, base_pop, extra, extra_pop = self._rows_of()
+            base, base_pop, extra, extra_pop = rows_ if rows_ is not None \
+                else (self.masks, self.mask_pop, [], [])
             if added:
                 extra = extra + added
                 extra_pop = extra_pop + [m.bit_count() for m in added]
-            return PageTables._small(self.arch, tops, (pud_l, pudk_l, pmd_l, pmdk_l, row_l),
-                                     (base, base_pop, extra, extra_pop), new_ints,
-                                     self.__dict__["_g"])
+            out = object.__new__(PageTables)
+            out.__dict__.update(arch=self.arch, pud_tables=tops,
+                                _lists=(pud_l, pudk_l, pmd_l, pmdk_l, row_l),
+                                _rows=(base, base_pop, extra, extra_pop), _ints=new_ints,
+                                _g=geo)
+            return out
         if pud_same:
             pud_idx, pud_kind = self.pud_idx, self.pud_kind
         else:
@@ -468,9 +487,7 @@ class PageTables:
                 (mkeys, kinds, new_rows), (_I64, np.int8, np.int32))
         out = PageTables._make(self.arch, tops, pud_idx, pud_kind, pmd_idx, pmd_kind, pmd_mask,
                                masks_arr, pop)
-        d = out.__dict__
-        d["_ints"] = new_ints
-        d["_g"] = self.__dict__["_g"]
+        out.__dict__.update(_ints=new_ints, _g=geo)
         return out
 
     @classmethod
