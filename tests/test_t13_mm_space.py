@@ -67,3 +67,20 @@ def test_an_address_space_refuses_overlapping_vmas_in_any_order():
     for order in itertools.permutations(vmas):
         with pytest.raises(ValueError, match=r"VMAs overlap: \[0x1000, 0x3000\) and \[0x2000"):
             AddressSpace(order, pt)
+
+
+def test_an_address_space_takes_its_fields_by_position_or_name_with_the_defaults():
+    pt = PageTables.empty(load_arch("x86_64"))
+    v = (Vma(0x1000, 0x2000),)
+    a = AddressSpace(v, pt, 3, 1, 100, 0x5000)
+    b = AddressSpace(vmas=v, pt=pt, cpus=3, lazy_cpus=1, map_count_limit=100,
+                     mmap_base_addr=0x5000)
+    assert a == b
+    assert (a.cpus, a.lazy_cpus, a.map_count_limit, a.mmap_base_addr) == (3, 1, 100, 0x5000)
+    d = AddressSpace(v, pt)
+    assert (d.cpus, d.lazy_cpus, d.map_count_limit, d.mmap_base_addr) == (1, 0, 65530, None)
+    assert dataclasses.replace(d, cpus=7) == AddressSpace(v, pt, cpus=7)
+    assert [f.name for f in dataclasses.fields(AddressSpace) if f.init] == \
+        ["vmas", "pt", "cpus", "lazy_cpus", "map_count_limit", "mmap_base_addr"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        d.cpus = 2

@@ -13,7 +13,7 @@ def _start_of(vma: Vma) -> int:
     return vma.start
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class AddressSpace:
     """VMAs (sorted, non-overlapping), page tables, and ``cpus``: how many CPUs are in
     ``mm_cpumask`` (the mm's threads are spread over them; the caller runs on one of them).
@@ -27,6 +27,14 @@ class AddressSpace:
     map_count_limit: int = 65530
     mmap_base_addr: int | None = None
     _starts: tuple[int, ...] = field(init=False, repr=False, compare=False)
+
+    def __init__(self, vmas, pt: PageTables, cpus: int = 1, lazy_cpus: int = 0,
+                 map_count_limit: int = 65530, mmap_base_addr: int | None = None) -> None:
+        # the dataclass's own __init__, with the fields set in one step (frozen: no
+        # per-field object.__setattr__)
+        self.__dict__.update(vmas=vmas, pt=pt, cpus=cpus, lazy_cpus=lazy_cpus,
+                             map_count_limit=map_count_limit, mmap_base_addr=mmap_base_addr)
+        self.__post_init__()
 
     def __post_init__(self) -> None:
         vmas = tuple(self.vmas)
