@@ -319,7 +319,7 @@ class PageTables:
         arrays, the entries as read), so :meth:`replace_window` does no work for what did
         not change."""
         d = self.__dict__
-        ps_, ptrs, pmd_shift, pud_shift, shift = d.get("_g") or self._geo()
+        ps_, ptrs, pmd_shift, pud_shift, shift, _ = d.get("_g") or self._geo()
         lo = start >> pud_shift
         hi = ((end - 1) >> pud_shift) + 1
         li = d.get("_lists")
@@ -354,14 +354,16 @@ class PageTables:
         return Window(lo, hi, set(self.pud_tables), pud, pmd,
                       (self, lo, hi, pud.copy(), pmd.copy(), j0, j1, i0, i1))
 
-    def _geo(self) -> tuple[int, int, int, int, int]:
+    def _geo(self) -> tuple:
         """Page shift, PTEs per table, PMD shift, PUD shift, PMD slots per PUD slot (as a
-        shift) of this state's arch, read once per state."""
+        shift), PUD slots per top-level slot (as a shift; None with the PUD level folded)
+        of this state's arch, read once per state."""
         g = self.__dict__.get("_g")
         if g is None:
             a = self.arch
             g = self.__dict__["_g"] = (a.page_shift, a.ptrs_per_pte, a.pmd_shift, a.pud_shift,
-                                       a.pud_shift - a.pmd_shift)
+                                       a.pud_shift - a.pmd_shift,
+                                       None if a.pud_folded else a.p4d_shift - a.pud_shift)
         return g
 
     def _is_small(self) -> bool:
@@ -408,7 +410,7 @@ class PageTables:
                 (mkeys and not lo_pmd <= mkeys[0] <= mkeys[-1] < hi_pmd):
             raise ValueError("replace_window: an entry lies outside the window's PUD slots")
         tops = self.pud_tables
-        if win.pud_tables != tops:
+        if win.pud_tables != tops or type(tops) is not frozenset:
             tops = frozenset(win.pud_tables)
         if pud_same and pmd_same and tops is self.pud_tables:
             return self
@@ -753,17 +755,18 @@ class _SmallState:
                 and sys.byteorder == "little")  # rows are joined as little-endian bytes
 
     def __init__(self, pt: PageTables):
-        a = self.arch = pt.arch
-        self.pt = pt
-        self.geo = pt._geo()
-        self.full = (1 << self.geo[1]) - 1
-        self.top_shift = None if a.pud_folded else a.p4d_shift - a.pud_shift
-        pud_l, pudk_l, pmd_l, pmdk_l, row_l = pt._lists_of()
+        d = pt.__dict__
+        self.pt, self.arch = pt, pt.arch
+        g = self.geo = d.get("_g") or pt._geo()
+        self.full = (1 << g[1]) - 1
+        self.top_shift = g[5]
+        pud_l, pudk_l, pmd_l, pmdk_l, row_l = d.get("_lists") or pt._lists_of()
         self.pmd = dict(zip(pmd_l, zip(pmdk_l, row_l))) if pmd_l else {}
         self.pud = dict(zip(pud_l, pudk_l)) if pud_l else {}
         self.new: list[int] = []
         self.new_pop: list[int] = []
-        self.base_rows = pt._n_rows()
+        rows = d.get("_rows")
+        self.base_rows = len(rows[0]) + len(rows[2]) if rows is not None else len(pt.masks)
         self.pmd_changed = self.pud_changed = False
 
     def small(self, start: int, end: int) -> bool:
@@ -781,7 +784,7 @@ class _SmallState:
 
     def populate(self, start: int, end: int, every: int, fraction: float, seed: int,
                  thp: bool, pud_leaf: bool) -> None:
-        ps, ptrs, pmd_shift, a_pud_shift, pud_shift = self.geo
+        ps, ptrs, pmd_shift, a_pud_shift, pud_shift, _ = self.geo
         full = self.full
         first, last = start >> pmd_shift, (end - 1) >> pmd_shift
         slots = range(first, last + 1)
@@ -865,30 +868,38 @@ class _SmallState:
 
     def freeze(self) -> PageTables:
         """The state populated, as a small :class:`PageTables` (its arrays built when read)."""
-        pt, a = self.pt, self.arch
-        lists = pt._lists_of()
-        pud_l, pudk_l, pmd_l, pmdk_l, row_l = lists
+        pt = self.pt
+        d = pt.__dict__
+        pud_l, pudk_l, pmd_l, pmdk_l, row_l = d["_lists"]  # read by __init__
         if self.pmd_changed:
-            pmd_l = sorted(self.pmd)
-            ent = [self.pmd[sl] for sl in pmd_l]
+            pmd = self.pmd
+            pmd_l = sorted(pmd)
+            ent = [pmd[sl] for sl in pmd_l]
             pmdk_l = [e[0] for e in ent]
             row_l = [e[1] for e in ent]
         if self.pud_changed:
-            pud_l = sorted(self.pud)
-            pudk_l = [self.pud[q] for q in pud_l]
+            pud = self.pud
+            pud_l = sorted(pud)
+            pudk_l = [pud[q] for q in pud_l]
         top = pt.pud_tables
-        if self.top_shift is not None:
-            shift = self.top_shift
+        if type(top) is not frozenset:
+            top = frozenset(top)
+        shift = self.top_shift
+        if shift is not None:
             tops = {q >> shift for q in pud_l}
             if not tops <= top:
-                top = top | tops
-        base, base_pop, extra, extra_pop = pt._rows_of()
-        ints = pt._row_ints()
-        ints = ints.copy() if len(ints) <= _CARRY_INTS else {}
-        if self.new:
-            b = self.base_rows
-            ints.update(zip(range(b, b + len(self.new)), self.new))
+                top = frozenset(top | tops)
+        rows = d.get("_rows")
+        base, base_pop, extra, extra_pop = rows if rows is not None \
+            else (pt.masks, pt.mask_pop, [], [])
+        if self.new:  # (their ints are read from ``extra`` when asked for)
             extra = extra + self.new
             extra_pop = extra_pop + self.new_pop
-        return PageTables._small(a, frozenset(top), (pud_l, pudk_l, pmd_l, pmdk_l, row_l),
-                                 (base, base_pop, extra, extra_pop), ints, self.geo)
+        ints = d.get("_ints")
+        out = object.__new__(PageTables)
+        out.__dict__.update(arch=self.arch, pud_tables=top,
+                            _lists=(pud_l, pudk_l, pmd_l, pmdk_l, row_l),
+                            _rows=(base, base_pop, extra, extra_pop),
+                            _ints={} if ints is None or len(ints) > _CARRY_INTS else ints.copy(),
+                            _g=self.geo)
+        return out
