@@ -201,3 +201,19 @@ def test_replace_window_refuses_an_entry_outside_its_pud_slots_in_a_small_state(
     win.pud[win.hi] = PUD_TABLE
     with pytest.raises(ValueError, match="outside the window"):
         pt.replace_window(win)
+
+
+def test_a_small_state_pickles_and_copies_as_the_state_it_is():
+    import copy
+    import pickle
+
+    arch = load_arch("x86_64")
+    base = 5 << 39
+    pt = PageTables.empty(arch).populate_each([
+        (base + 3 * arch.page_size, base + 3 * arch.pmd_size, {"fraction": 0.3, "seed": 2})])
+    win = pt.window(base, base + arch.page_size)
+    win.pmd[(base >> arch.pmd_shift) + 7] = (PMD_TABLE, 0b11)
+    small = pt.replace_window(win)
+    for other in (pickle.loads(pickle.dumps(small)), copy.deepcopy(small), copy.copy(small)):
+        assert_same_arrays(other, small)
+        assert entries(other) == entries(small)
