@@ -14,6 +14,12 @@ Nothing is stored per page: a fully populated 1 TiB region on x86-64 is 512 Ki P
 held in three numpy arrays (about 7 MiB). Instances are immutable values; every change
 returns a new one. Planners that walk entry by entry take a :class:`Window` (dicts over the
 slots they can touch) and write it back with :meth:`PageTables.replace_window`.
+
+A small state (at most :data:`SMALL_SLOTS` PMD and PUD entries: a synthetic call's layout,
+the states of a walked plan) is populated and windowed on Python ints and lists, and built
+by this module as lists, its numpy arrays made the first time one is read. The arrays are
+the ones the array paths make (``tests/test_t13_mm_populate.py``,
+``tests/test_t13_mm_window.py``).
 """
 
 from __future__ import annotations
@@ -33,10 +39,6 @@ _I64 = np.int64
 _ARRAYS = frozenset(("pud_idx", "pud_kind", "pmd_idx", "pmd_kind", "pmd_mask", "masks",
                      "mask_pop"))
 _NO_I64, _NO_I8, _NO_I32 = np.zeros(0, _I64), np.zeros(0, np.int8), np.zeros(0, np.int32)
-
-
-def _first(entry: tuple) -> int:
-    return entry[0]
 
 
 def _mask_words(arch: ArchProfile) -> int:
@@ -121,12 +123,6 @@ def _every_pattern(ptrs: int, every: int, phase: int) -> int:
     return (comb << phase) & ((1 << ptrs) - 1)
 
 
-def _ints_to_rows(ints: list[int], words: int) -> np.ndarray:
-    """Bitmaps (Python ints) as rows of ``words`` little-endian 64-bit words (writable)."""
-    buf = bytearray(b"".join(m.to_bytes(words * 8, "little") for m in ints))
-    return np.frombuffer(buf, dtype="<u8").astype(np.uint64, copy=False).reshape(-1, words)
-
-
 def _rows_to_ints(rows: np.ndarray) -> list[int]:
     """Each row of a 2-D bitmap array as a Python int: rows of 64-bit words as
     :func:`_words_to_int` reads them, rows of bytes (``np.packbits(..., bitorder="little")``)
@@ -136,13 +132,6 @@ def _rows_to_ints(rows: np.ndarray) -> list[int]:
     b = np.ascontiguousarray(rows, dtype=rows.dtype.newbyteorder("<")).tobytes()
     n = len(b) // len(rows)
     return [int.from_bytes(b[i:i + n], "little") for i in range(0, len(b), n)]
-
-
-def _grown(arr: np.ndarray, values: list, dtype) -> np.ndarray:
-    """``arr`` with ``values`` (as ``dtype``) appended, in the dtype concatenating gives."""
-    if not values:
-        return arr
-    return np.concatenate([arr, np.array(values, dtype)])
 
 
 @dataclass(frozen=True, eq=False)
@@ -175,14 +164,6 @@ class PageTables:
             return d[name]
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
-    @classmethod
-    def _small(cls, arch, pud_tables, lists, rows, ints, geo) -> PageTables:
-        """A small state from its lists (see above); ``ints`` seeds its bitmap-int cache."""
-        new = object.__new__(cls)
-        new.__dict__.update(arch=arch, pud_tables=pud_tables, _lists=lists, _rows=rows,
-                            _ints=ints, _g=geo)
-        return new
-
     def _materialize(self) -> None:
         d = self.__dict__
         pud_l, pudk_l, pmd_l, pmdk_l, row_l = d["_lists"]
@@ -214,10 +195,6 @@ class PageTables:
         """``_rows`` of this state: its own, or (masks, mask_pop, [], []) of an eager one."""
         r = self.__dict__.get("_rows")
         return r if r is not None else (self.masks, self.mask_pop, [], [])
-
-    def _n_rows(self) -> int:
-        r = self.__dict__.get("_rows")
-        return len(r[0]) + len(r[2]) if r is not None else len(self.masks)
 
     def _row_int(self, r: int) -> int:
         """Bitmap row ``r`` as an int (cached)."""
