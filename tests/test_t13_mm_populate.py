@@ -143,3 +143,9 @@ def test_populate_each_refuses_an_unaligned_range_like_populate():
     arch = load_arch("x86_64")
     with pytest.raises(ValueError, match="page aligned"):
         PageTables.empty(arch).populate_each([(5 << 39, (5 << 39) + 100, {})])
+
+
+def test_populate_each_refuses_a_keyword_populate_does_not_take():
+    arch = load_arch("x86_64")
+    with pytest.raises(TypeError, match="density"):
+        PageTables.empty(arch).populate_each([(5 << 39, (5 << 39) + 4096, {"density": 1})])

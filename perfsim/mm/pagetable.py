@@ -91,6 +91,8 @@ def _words_to_int(row: np.ndarray) -> int:
     return int.from_bytes(np.ascontiguousarray(row, dtype="<u8").tobytes(), "little")
 
 
+_POPULATE_KW = frozenset(("every", "fraction", "seed", "thp", "pud_leaf"))
+
 #: :meth:`PageTables.populate` of at most this many PMD slots, on a state of at most this
 #: many PMD and PUD entries, runs on Python integers (:meth:`PageTables._populate_small`).
 SMALL_SLOTS = 64
@@ -620,6 +622,9 @@ class PageTables:
                 raise ValueError("populate: range must be non-empty and page aligned")
             if st is None and _SmallState.takes(pt):
                 st = _SmallState(pt)
+            if not kw.keys() <= _POPULATE_KW:
+                raise TypeError(f"populate() got unexpected keyword arguments "
+                                f"{sorted(kw.keys() - _POPULATE_KW)}")
             if st is not None and st.small(start, end):
                 st.populate(start, end, kw.get("every", 1), kw.get("fraction", 1.0),
                             kw.get("seed", 0), kw.get("thp", False), kw.get("pud_leaf", False))
