@@ -84,3 +84,34 @@ def test_an_address_space_takes_its_fields_by_position_or_name_with_the_defaults
         ["vmas", "pt", "cpus", "lazy_cpus", "map_count_limit", "mmap_base_addr"]
     with pytest.raises(dataclasses.FrozenInstanceError):
         d.cpus = 2
+
+
+def test_vma_init_takes_the_fields_in_order_with_their_declared_defaults():
+    import inspect
+
+    params = list(inspect.signature(Vma.__init__).parameters.values())[1:]
+    fields = dataclasses.fields(Vma)
+    assert [p.name for p in params] == [f.name for f in fields]
+    for p, f in zip(params, fields, strict=True):
+        assert p.default == (inspect.Parameter.empty if f.default is dataclasses.MISSING
+                             else f.default), f.name
+        assert f.init
+
+
+def test_vma_fields_are_the_arguments_given_by_position_or_name():
+    rng = np.random.default_rng(2)
+    names = [f.name for f in dataclasses.fields(Vma)]
+    for v in _vmas(rng, 100):
+        values = [getattr(v, n) for n in names]
+        by_pos = Vma(*values)
+        by_name = Vma(**dict(zip(names, values, strict=True)))
+        assert by_pos == by_name == v and hash(by_pos) == hash(v)
+        assert dataclasses.replace(v) == v
+        assert dataclasses.astuple(by_pos) == tuple(values)
+    d = Vma(0x1000, 0x2000)
+    assert [getattr(d, f.name) for f in dataclasses.fields(Vma)][2:] == \
+        [f.default for f in dataclasses.fields(Vma)][2:]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        d.start = 0
+    with pytest.raises(ValueError, match=r"VMA \[0x2000, 0x1000\) is empty or inverted"):
+        Vma(0x2000, 0x1000)
