@@ -217,3 +217,16 @@ def test_a_small_state_pickles_and_copies_as_the_state_it_is():
     for other in (pickle.loads(pickle.dumps(small)), copy.deepcopy(small), copy.copy(small)):
         assert_same_arrays(other, small)
         assert entries(other) == entries(small)
+
+
+def test_page_tables_init_takes_the_fields_in_order():
+    import inspect
+
+    params = list(inspect.signature(PageTables.__init__).parameters)[1:]
+    assert params == [f.name for f in dataclasses.fields(PageTables)]
+    pt = PageTables.empty(load_arch("x86_64")).populate(5 << 39, (5 << 39) + (3 << 21))
+    again = PageTables(*(getattr(pt, f.name) for f in dataclasses.fields(PageTables)))
+    assert_same_arrays(again, pt)
+    assert dataclasses.replace(pt, pud_tables=frozenset({9})).pud_tables == frozenset({9})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        again.masks = None

@@ -136,7 +136,7 @@ def _rows_to_ints(rows: np.ndarray) -> list[int]:
     return [int.from_bytes(b[i:i + n], "little") for i in range(0, len(b), n)]
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, init=False)
 class PageTables:
     """Immutable page-table state of one mm. Build with :meth:`empty` and :meth:`populate`."""
 
@@ -149,6 +149,14 @@ class PageTables:
     pmd_mask: np.ndarray
     masks: np.ndarray
     mask_pop: np.ndarray = field(repr=False)
+
+    def __init__(self, arch: ArchProfile, pud_tables: frozenset[int], pud_idx: np.ndarray,
+                 pud_kind: np.ndarray, pmd_idx: np.ndarray, pmd_kind: np.ndarray,
+                 pmd_mask: np.ndarray, masks: np.ndarray, mask_pop: np.ndarray) -> None:
+        # the dataclass's own __init__ (the same parameters), the fields set in one step
+        self.__dict__.update(arch=arch, pud_tables=pud_tables, pud_idx=pud_idx,
+                             pud_kind=pud_kind, pmd_idx=pmd_idx, pmd_kind=pmd_kind,
+                             pmd_mask=pmd_mask, masks=masks, mask_pop=mask_pop)
 
     # ------------------------------------------------------------------ small states
     # A small state made by this module (a synthetic call's layout, a walked plan's
