@@ -9,7 +9,11 @@ from perfsim.mm.pagetable import PageTables
 from perfsim.mm.vma import Vma
 
 
-@dataclass(frozen=True)
+def _start_of(vma: Vma) -> int:
+    return vma.start
+
+
+@dataclass(frozen=True, init=False)
 class AddressSpace:
     """VMAs (sorted, non-overlapping), page tables, and ``cpus``: how many CPUs are in
     ``mm_cpumask`` (the mm's threads are spread over them; the caller runs on one of them).
@@ -24,13 +28,26 @@ class AddressSpace:
     mmap_base_addr: int | None = None
     _starts: tuple[int, ...] = field(init=False, repr=False, compare=False)
 
+    def __init__(self, vmas, pt: PageTables, cpus: int = 1, lazy_cpus: int = 0,
+                 map_count_limit: int = 65530, mmap_base_addr: int | None = None) -> None:
+        # the dataclass's own __init__, with the fields set in one step (frozen: no
+        # per-field object.__setattr__)
+        self.__dict__.update(vmas=vmas, pt=pt, cpus=cpus, lazy_cpus=lazy_cpus,
+                             map_count_limit=map_count_limit, mmap_base_addr=mmap_base_addr)
+        self.__post_init__()
+
     def __post_init__(self) -> None:
-        vmas = tuple(sorted(self.vmas, key=lambda v: v.start))
+        vmas = tuple(self.vmas)
+        starts = [v.start for v in vmas]
+        if starts != sorted(starts):  # (a stable sort of sorted VMAs is the same order)
+            vmas = tuple(sorted(vmas, key=_start_of))
+            starts = [v.start for v in vmas]
         for a, b in zip(vmas, vmas[1:]):
             if a.end > b.start:
                 raise ValueError(f"VMAs overlap: [{a.start:#x}, {a.end:#x}) and [{b.start:#x}, {b.end:#x})")
-        object.__setattr__(self, "vmas", vmas)
-        object.__setattr__(self, "_starts", tuple(v.start for v in vmas))
+        d = self.__dict__
+        d["vmas"] = vmas
+        d["_starts"] = tuple(starts)
 
     @property
     def arch(self):

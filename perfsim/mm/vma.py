@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields
 from typing import Literal
 
 Backing = Literal["anon", "shmem", "file", "hugetlb"]
 BACKINGS: tuple[str, ...] = ("anon", "shmem", "file", "hugetlb")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Vma:
     """One VMA ``[start, end)`` (bytes).
 
@@ -45,9 +45,33 @@ class Vma:
     uffd_mode: str = ""
     shared: bool = True
 
-    def __post_init__(self) -> None:
-        if self.end <= self.start:
-            raise ValueError(f"VMA [{self.start:#x}, {self.end:#x}) is empty or inverted")
+    def __init__(self, start: int, end: int, backing: Backing = "anon", thp: bool = False,
+                 uffd_wp: bool = False, anon_vma: bool = True, pgoff: int = 0,
+                 file_id: str | None = None, anon_id: str | None = None, prot: str = "rw",
+                 hugepage_size: int = 0, folio_size: int = 0, stack: bool = False,
+                 name: str = "", uffd_mode: str = "", shared: bool = True) -> None:
+        # The dataclass's own __init__ (same parameters and defaults, held to the fields by
+        # tests/test_t13_mm_space.py), setting each slot through its descriptor rather than
+        # the frozen class's generic object.__setattr__ (2-3x cheaper).
+        if end <= start:
+            raise ValueError(f"VMA [{start:#x}, {end:#x}) is empty or inverted")
+        s = _SET
+        s[0](self, start)
+        s[1](self, end)
+        s[2](self, backing)
+        s[3](self, thp)
+        s[4](self, uffd_wp)
+        s[5](self, anon_vma)
+        s[6](self, pgoff)
+        s[7](self, file_id)
+        s[8](self, anon_id)
+        s[9](self, prot)
+        s[10](self, hugepage_size)
+        s[11](self, folio_size)
+        s[12](self, stack)
+        s[13](self, name)
+        s[14](self, uffd_mode)
+        s[15](self, shared)
 
     @property
     def length(self) -> int:
@@ -76,5 +100,14 @@ class Vma:
         return tuple(locks)
 
     def moved(self, new_start: int, new_end: int | None = None) -> Vma:
-        length = (new_end - new_start) if new_end is not None else self.length
-        return replace(self, start=new_start, end=new_start + length)
+        """This VMA at ``[new_start, new_start + length)`` (``new_end`` gives the length),
+        every other field kept: what ``dataclasses.replace`` gives."""
+        length = (new_end - new_start) if new_end is not None else self.end - self.start
+        return Vma(new_start, new_start + length, self.backing, self.thp, self.uffd_wp,
+                   self.anon_vma, self.pgoff, self.file_id, self.anon_id, self.prot,
+                   self.hugepage_size, self.folio_size, self.stack, self.name, self.uffd_mode,
+                   self.shared)
+
+
+#: The setter of each field's slot, in field order, for :meth:`Vma.__init__`.
+_SET = tuple(Vma.__dict__[f.name].__set__ for f in fields(Vma))

@@ -99,6 +99,28 @@ class CallDraw:
     shift: int
 
 
+_DRAW_FIELDS = tuple(f.name for f in dataclasses.fields(CallDraw))
+
+
+def _call_draw(*values) -> CallDraw:
+    """``CallDraw(*values)`` without the frozen dataclass's per-field ``__init__``."""
+    d = object.__new__(CallDraw)
+    d.__dict__.update(zip(_DRAW_FIELDS, values))
+    return d
+
+
+def draws_of(columns) -> list[CallDraw]:
+    """One :class:`CallDraw` per row of ``columns`` (one array per field, in field order):
+    each field converted as ``CallDraw``'s type says (``str``, ``int``, ``float``, ``bool``
+    of the numpy value), from the columns' ``tolist`` rather than numpy scalars."""
+    cols = [np.asarray(c).tolist() for c in columns]
+    return [_call_draw(str(o), int(sz), float(gr), str(sc), str(dc), int(sk), int(dk),
+                       bool(gs), bool(gd), float(po), int(ps), str(bk), bool(th), bool(fx),
+                       bool(du), bool(ip), int(sh))
+            for o, sz, gr, sc, dc, sk, dk, gs, gd, po, ps, bk, th, fx, du, ip, sh
+            in zip(*cols, strict=True)]
+
+
 def _offset(cls: str, k: int, a) -> int:
     """Offset from a 512-GiB-aligned base for an alignment class; ``k`` is a uniform draw in
     [0, 2**18) (pages within 1 GiB)."""
@@ -140,16 +162,18 @@ def layout_call(d: CallDraw, stream: SyntheticStream, target: Target,
               file_id=None if anon else ident, anon_id=ident if anon else None,
               hugepage_size=hp, folio_size=stream.folio_size, name=ident)
     vmas = [vma]
-    pt = PageTables.empty(a)
+    ranges = []  # populated in this order
     if d.populate > 0:
         if backing == "hugetlb":
-            pt = pt.populate(src, src + size, pud_leaf=(hp == a.pud_size), thp=(hp != a.pud_size))
+            ranges.append((src, src + size,
+                           {"pud_leaf": hp == a.pud_size, "thp": hp != a.pud_size}))
         else:
-            pt = pt.populate(src, src + size, fraction=min(d.populate, 1.0), seed=d.pop_seed,
-                             thp=d.thp)
+            ranges.append((src, src + size, {"fraction": min(d.populate, 1.0),
+                                             "seed": d.pop_seed, "thp": d.thp}))
     if d.guard_src and src_off % a.pmd_size:
         vmas.append(Vma(src - page, src, prot="r", anon_id="guard-src", name="guard-src"))
-        pt = pt.populate(src - page, src)
+        ranges.append((src - page, src, {}))
+    pt = PageTables.empty(a).populate_each(ranges)
     if d.guard_dst:
         vmas.append(Vma(dst - page, dst, prot="r", anon_id="guard-dst", name="guard-dst"))
     new_len = size
@@ -196,6 +220,10 @@ class SyntheticDraws:
         self.buf: list[CallDraw] = []
 
     def _chunk(self) -> list[CallDraw]:
+        return draws_of(self._columns())
+
+    def _columns(self) -> tuple:
+        """The next chunk's draws, one array per :class:`CallDraw` field, in field order."""
         s, r, n = self.s, self.rngs, CHUNK
         ops = s.op.sample(r[Q_OP], n)
         sizes = np.asarray(s.size.sample(r[Q_SIZE], n))
@@ -214,11 +242,8 @@ class SyntheticDraws:
         shift = np.asarray(s.shift.sample(r[Q_SHIFT], n))
         src_c = s.src_align.sample(r[Q_SRC_CLASS], n)
         dst_c = s.dst_align.sample(r[Q_DST_CLASS], n)
-        return [CallDraw(str(ops[i]), int(sizes[i]), float(growth[i]), str(src_c[i]),
-                         str(dst_c[i]), int(src_k[i]), int(dst_k[i]), bool(g_src[i]),
-                         bool(g_dst[i]), float(pop[i]), int(pop_seed[i]), str(backing[i]),
-                         bool(thp[i]), bool(fixed[i]), bool(dontunmap[i]), bool(in_place[i]),
-                         int(shift[i])) for i in range(n)]
+        return (ops, sizes, growth, src_c, dst_c, src_k, dst_k, g_src, g_dst, pop, pop_seed,
+                backing, thp, fixed, dontunmap, in_place, shift)
 
     def __iter__(self) -> Iterator[CallDraw]:
         while True:
