@@ -10,6 +10,8 @@ for the row's cost — its TLB flush included — and drops them in reverse.
 
 from __future__ import annotations
 
+from operator import itemgetter
+
 import numpy as np
 
 from perfsim.cost.batching import folio_batching_of_plan
@@ -17,6 +19,8 @@ from perfsim.engine.machine import Machine
 from perfsim.engine.records import CallHead, FlushRecord, HoldRecord
 from perfsim.engine.spec import CallerSpec
 from perfsim.planner import steps as S
+
+_second = itemgetter(1)
 
 
 def _plan_stream(spec: CallerSpec):
@@ -118,7 +122,8 @@ def caller(m: Machine, spec: CallerSpec, rng: np.random.Generator):
                             start_ns=t_req, end_ns=t_end, latency_ns=t_end - t_req,
                             mmap_lock_wait_ns=t_start - t_req, rmap_wait_ns=rmap_wait,
                             ptl_wait_ns=ptl_wait), *tp.stats)
-        m.settle_users(env.now)
+        if m.pending_runs > m.settle_runs:
+            m.settle_users(env.now)
         if m.progress is not None:
             m.progress.call_done(env.now)
 
@@ -148,13 +153,15 @@ def _replay_segment(m: Machine, spec: CallerSpec, call: int, recs, t0: int, othe
             "targets": targets, "stolen_ns": stolen,
         })
         cpus = m.cpus
-        built: dict[int, tuple] = {}  # CPUs interrupted by the same flushes share one list
+        last = None  # CPUs interrupted by the same flushes share one credits tuple
+        queued = 0
         for c, credits in zip(others, recs.credits, strict=False):
-            at = built.get(id(credits))
-            if at is None:
-                at = built[id(credits)] = ([(t0 + o, s) for o, s in credits],
-                                           sum(s for _, s in credits))
-            cpus[c].credit_many(*at)
+            if credits is not last:
+                last, stolen = credits, sum(map(_second, credits))
+            cpu = cpus[c]
+            cpu.credit_run(t0, credits, stolen)
+            queued += len(cpu.users)
+        m.pending_runs += queued
 
 
 def _record_flush_row(m: Machine, spec: CallerSpec, call: int, i: int, flush, t: int,
@@ -163,5 +170,9 @@ def _record_flush_row(m: Machine, spec: CallerSpec, call: int, i: int, flush, t:
     full, pages, ipis, stolen = flush
     m.rec.flushes.add(*FlushRecord(caller=spec.name, call=call, step=i, time_ns=t, full=full,
                                    pages=pages, targets=ipis, stolen_ns=stolen))
-    for c in others[:ipis]:
-        m.cpus[c].credit(t, stolen)
+    if ipis:
+        credits = ((0, stolen),)  # one tuple for every CPU: they settle as one
+        cpus = m.cpus
+        for c in others[:ipis]:
+            cpus[c].credit_run(t, credits, stolen)
+        m.pending_runs += ipis

@@ -6,6 +6,7 @@ one instance, so two simulations in one process never interfere.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -52,25 +53,52 @@ class UserThread:
         self.interrupts += 1
 
     def credit_many(self, credits: list[tuple[int, int]]) -> None:
-        """``credit(t, stolen)`` for each pair, in order (the same state, fewer calls)."""
+        """``credit(t, stolen)`` for each pair of a time-sorted list, in order."""
+        if credits:
+            self.credit_parts(((0, credits, 0, len(credits)),))
+
+    def credit_parts(self, parts) -> None:
+        """``credit(t0 + offset, stolen)`` for each ``(offset, stolen)`` of
+        ``credits[i:j]``, for each ``(t0, credits, i, j)`` of ``parts``, in order; the
+        times must not decrease (the same state as one ``credit`` per pair, fewer steps).
+
+        The loop keeps the current quantum's end relative to the part's ``t0``, so a credit
+        that lands inside the quantum costs one comparison and two additions; the quantum's
+        delay is that end minus the quantum's undisturbed end."""
         q = self.spec.quantum_ns
-        q_start, q_delay, quanta, max_delay = self.q_start, self.q_delay, self.quanta, self.max_delay
-        total = 0
-        for t, s in credits:
-            end = q_start + q + q_delay
-            if t >= end:  # advance_to(t)
-                quanta += 1
-                if q_delay > max_delay:
-                    max_delay = q_delay
-                k = (t - end) // q
-                quanta += k
-                q_start = end + k * q
-                q_delay = 0
-            q_delay += s
-            total += s
-        self.q_start, self.q_delay, self.quanta, self.max_delay = q_start, q_delay, quanta, max_delay
+        q_start, quanta, max_delay = self.q_start, self.quanta, self.max_delay
+        end = q_start + q + self.q_delay
+        total = count = 0
+        for t0, credits, i, j in parts:
+            count += j - i
+            e = end - t0
+            for o, s in (credits if i == 0 and j == len(credits) else credits[i:j]):
+                if o >= e:  # advance_to(t0 + o)
+                    end = e + t0
+                    delay = end - q_start - q
+                    if delay > max_delay:
+                        max_delay = delay
+                    k = (o - e) // q
+                    quanta += 1 + k
+                    q_start = end + k * q
+                    e = q_start + q - t0
+                e += s
+                total += s
+            end = e + t0
+        self.q_start, self.q_delay, self.quanta, self.max_delay = (
+            q_start, end - q_start - q, quanta, max_delay)
         self.stolen += total
-        self.interrupts += len(credits)
+        self.interrupts += count
+
+    def state(self) -> tuple:
+        """Everything ``credit_parts`` reads: equal states given equal credits end equal."""
+        return (self.spec.quantum_ns, self.q_start, self.q_delay, self.quanta, self.max_delay)
+
+
+SETTLE_RUNS = 2048
+"""Credit runs a machine lets wait before settling its user threads (memory bound only)."""
+
+_NO_LATER = float("inf")  # (offset, _NO_LATER) sorts after every (offset, stolen) pair
 
 
 @dataclass
@@ -78,10 +106,14 @@ class Cpu:
     """One CPU: the user threads on it and the IPI credits not yet applied.
 
     Coalesced segments credit IPIs ahead of the simulation clock, so credits wait in
-    ``pending`` until the clock reaches them: a list of *runs*, each ``[credits, next]`` with
-    ``credits`` a time-sorted list of ``(time_ns, stolen_ns)`` (one run per replayed segment
-    or contended row). Credits at equal times commute (each only lengthens the quantum
-    containing that instant), so applying them in time order is all that matters."""
+    ``pending`` until they are applied: a list of *runs*, each ``[t0, credits, next]`` with
+    ``credits`` a time-sorted sequence of ``(offset_ns, stolen_ns)``, one credit at
+    ``t0 + offset_ns`` each (one run per replayed segment or contended row; a template's
+    credits are shared, not copied). Credits at equal times commute (each only lengthens the
+    quantum containing that instant), so applying them in time order is all that matters.
+    Nothing reads a user thread before the run ends, so runs may wait for several calls
+    (:meth:`Machine.settle_users`); a credit is never added before the clock, so settling
+    at the clock's time is always exact."""
 
     index: int
     users: list[UserThread] = field(default_factory=list)
@@ -93,48 +125,93 @@ class Cpu:
         self.ipis += 1
         self.stolen += stolen
         if self.users:
-            self.pending.append([[(t, stolen)], 0])
+            self.pending.append([t, ((0, stolen),), 0])
 
     def credit_many(self, credits: list[tuple[int, int]], stolen_ns: int | None = None) -> None:
         """Credit each ``(time_ns, stolen_ns)`` of a time-sorted list (``stolen_ns``: their
         stolen times' sum, when the caller has it already)."""
         if not credits:
             return
-        self.ipis += len(credits)
-        self.stolen += sum(s for _, s in credits) if stolen_ns is None else stolen_ns
-        if self.users:
-            self.pending.append([credits, 0])
+        self.credit_run(0, credits, sum(s for _, s in credits) if stolen_ns is None
+                        else stolen_ns)
 
-    def settle(self, now: int) -> None:
-        """Apply every credit at or before ``now`` (no later credit can predate ``now``)."""
-        if not self.pending:
+    def credit_run(self, t0: int, credits, stolen_ns: int) -> None:
+        """Credit each ``(offset_ns, stolen_ns)`` of a time-sorted sequence at ``t0 +
+        offset_ns`` (``stolen_ns``: their stolen times' sum). ``credits`` is kept, not
+        copied: it must not change."""
+        if not credits:
             return
-        batch: list[tuple[int, int]] = []
-        runs = 0
+        self.ipis += len(credits)
+        self.stolen += stolen_ns
+        if self.users:
+            self.pending.append([t0, credits, 0])
+
+    def due(self, now: int) -> list[tuple]:
+        """Take the credits at or before ``now`` out of ``pending``: ``(t0, credits, i,
+        j)`` per run that has some (``credits[i:j]``), in ``pending`` order."""
+        parts = []
         keep = []
         for run in self.pending:
-            credits, i = run
-            j = i
+            t0, credits, i = run
+            x = now - t0
             n = len(credits)
-            while j < n and credits[j][0] <= now:
-                j += 1
+            if credits[-1][0] <= x:
+                j = n
+            elif credits[i][0] > x:
+                j = i
+            else:
+                j = bisect_right(credits, (x, _NO_LATER), i)
             if j > i:
-                batch.extend(credits[i:j] if i or j < n else credits)
-                runs += 1
+                parts.append((t0, credits, i, j))
             if j < n:
-                run[1] = j
+                run[2] = j
                 keep.append(run)
         self.pending = keep
-        if not batch:
+        return parts
+
+    def settle(self, now: int, memo: dict | None = None) -> None:
+        """Apply every credit at or before ``now`` (no later credit can predate ``now``).
+
+        ``memo`` (shared by the CPUs of one :meth:`Machine.settle_users`) maps a user
+        state and the exact credits applied to it (the runs' identities and ranges) to the
+        state they lead to: users on CPUs that received the same credits in the same state
+        (every other CPU of a cpumask, all the threads of one CPU) are rolled forward once.
+        """
+        if not self.pending:
             return
-        if runs > 1:
-            batch.sort(key=_time_of)
+        parts = self.due(now)
+        if not parts or not self.users:
+            return
+        if len(parts) > 1 and not _in_time_order(parts):
+            batch = [(t0 + o, s) for t0, credits, i, j in parts for o, s in credits[i:j]]
+            batch.sort()  # equal times commute, so the order among them does not matter
+            parts = [(0, batch, 0, len(batch))]
+        if memo is None:
+            memo = {}
+        runs = tuple((id(c), t0, i, j) for t0, c, i, j in parts)
         for u in self.users:
-            u.credit_many(batch)
+            key = (u.state(), runs)
+            hit = memo.get(key)
+            if hit is None:
+                stolen, interrupts = u.stolen, u.interrupts
+                u.credit_parts(parts)
+                # ``parts`` is kept so that no id in ``runs`` is reused while memo lives
+                memo[key] = (u.q_start, u.q_delay, u.quanta, u.max_delay,
+                             u.stolen - stolen, u.interrupts - interrupts, parts)
+            else:
+                u.q_start, u.q_delay, u.quanta, u.max_delay = hit[:4]
+                u.stolen += hit[4]
+                u.interrupts += hit[5]
 
 
-def _time_of(credit: tuple[int, int]) -> int:
-    return credit[0]
+def _in_time_order(parts) -> bool:
+    """Whether the credits of ``parts`` taken one part after the other are time-sorted."""
+    last = None
+    for t0, credits, i, j in parts:
+        if last is not None and t0 + credits[i][0] < last:
+            return False
+        last = t0 + credits[j - 1][0]
+    return True
 
 
 @dataclass
@@ -192,6 +269,10 @@ class Machine:
         self.plans = (shared.plans if shared else PlanCache()) if reuse else None
         self.plan_hits_before = self.plans.hits if self.plans else 0
         self.users = []
+        # Credit runs queued on CPUs with users since the last settle_users: the caller
+        # settles when there are more than SETTLE_RUNS (any bound gives the same records).
+        self.pending_runs = 0
+        self.settle_runs = SETTLE_RUNS
         for u in spec.users:
             ut = UserThread(u)
             self.cpus[u.cpu].users.append(ut)
@@ -268,9 +349,13 @@ class Machine:
         return out
 
     def settle_users(self, now: int) -> None:
+        """Apply every IPI credit at or before ``now`` to the user threads
+        (:meth:`Cpu.settle`, sharing one memo across the CPUs)."""
+        memo: dict = {}
         for c in self.cpus:
             if c.pending:
-                c.settle(now)
+                c.settle(now, memo)
+        self.pending_runs = 0
 
 
 from perfsim.planner import steps as _S  # noqa: E402

@@ -167,8 +167,7 @@ def run(spec: SimSpec, recorder: Recorder, progress: CallProgress | None = None,
     else:
         env.run(until=simpy.AllOf(env, procs))
     end = int(env.now)
-    for cpu in m.cpus:
-        cpu.settle(end)
+    m.settle_users(end)
     for u in m.users:
         u.advance_to(end)
         recorder.users.add(*UserRecord(thread=u.spec.name, mm=u.spec.mm, cpu=u.spec.cpu,
