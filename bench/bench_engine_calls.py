@@ -8,8 +8,9 @@ planned first (``list(plans)``: not timed), so what is timed is the SimPy engine
 caller and walker actors, locks, IPI credits and user threads, the record tables, and the
 call-template lookups. Each workload is simulated once to fill a shared
 :class:`~perfsim.engine.reuse.RunCaches` (a template miss is pricing, not the engine), then
-``--reps`` more times with it; the best CPU time (``time.process_time``) of those is the
-engine's. Prints microseconds per call per workload and over all of them.
+``--reps`` more times with it, reading every table (``SimResult.frames()``); the best CPU
+time (``time.process_time``) of those is the engine's. Prints microseconds per call per
+workload and over all of them.
 ``--against TREE`` (a checkout of an earlier commit) measures that tree first in a child
 process (``--tree TREE``), then this one, and prints each ratio. Results are not checked
 here (``bench/digests.py`` does that).
@@ -59,7 +60,7 @@ def measure(reps: int) -> dict[str, tuple[int, float]]:
         best = float("inf")
         for _ in range(reps):
             c0 = time.process_time()
-            simulate(spec, caches=caches)
+            simulate(spec, caches=caches).frames()
             best = min(best, time.process_time() - c0)
         out[name] = (calls, best)
     return out

@@ -64,6 +64,7 @@ def caller(m: Machine, spec: CallerSpec, rng: np.random.Generator):
     templates = m.templates
     ptl_hot_of = (lambda st: m.ptl_hot_rows(mm, st)) if mm.ptl_ranges else None
     holds_add, calls_add = rec.holds.add, rec.calls.add
+    rmap = m.rmap
     if spec.start_ns:
         yield env.timeout(spec.start_ns)
     for k, item in enumerate(_plan_stream(spec)):
@@ -77,8 +78,11 @@ def caller(m: Machine, spec: CallerSpec, rng: np.random.Generator):
         steps, errno, folio = _resolve(item, mm, m.target, m.plans)
         tp = templates.get(steps, ncpus, rng, ptl_hot_of, folio)
         rmap_wait = ptl_wait = 0
-        if tp.any_contended:
-            ptl_keys = m.ptl_keys_of_rows(steps, (a for a, _b, h, _d in tp.segments if h))
+        # A walker that takes this mm's page-table spinlocks is the only other taker (the
+        # mm's other callers wait for mmap_lock): without one, a row's PTLs are always
+        # free, taken and dropped at once, and nothing can observe them.
+        ptl_keys = m.ptl_keys_of_rows(steps, (a for a, _b, h, _d in tp.segments if h)) \
+            if tp.any_contended and ptl_hot_of is not None else None
         for (a, _b, h, d), recs in zip(tp.segments, tp.records, strict=True):
             if not h:
                 _replay_segment(m, spec, k, recs, env.now, others)
@@ -91,13 +95,13 @@ def caller(m: Machine, spec: CallerSpec, rng: np.random.Generator):
             t0 = env.now
             held = []
             for name in names:
-                sem = m.rmap(name)
+                sem = rmap(name)
                 if not sem.try_write(spec.name):
                     yield sem.wait_write(spec.name)
                 held.append(sem)
             t_acq = env.now
             rmap_wait += t_acq - t0
-            spins = [m.ptl(mm, key) for key in ptl_keys[i]]
+            spins = [m.ptl(mm, key) for key in ptl_keys[i]] if ptl_keys is not None else ()
             for sp in spins:
                 if not sp.try_lock():
                     yield sp.wait_lock()
@@ -112,10 +116,11 @@ def caller(m: Machine, spec: CallerSpec, rng: np.random.Generator):
                 sp.unlock()
             for sem in reversed(held):
                 sem.release_write()
+            t_rel = env.now
             for name in names:
                 holds_add(*HoldRecord(lock=name, holder=spec.name, mode="write", call=k,
                                       step=i, request_ns=t0, acquire_ns=t_acq,
-                                      wait_ns=t_acq - t0, hold_ns=env.now - t_acq))
+                                      wait_ns=t_acq - t0, hold_ns=t_rel - t_acq))
         lock.release_write()
         t_end = env.now
         calls_add(*CallHead(caller=spec.name, mm=spec.mm, cpu=cpu, call=k, errno=errno or "",
@@ -130,28 +135,16 @@ def caller(m: Machine, spec: CallerSpec, rng: np.random.Generator):
 
 def _replay_segment(m: Machine, spec: CallerSpec, call: int, recs, t0: int, others) -> None:
     """Holds and flushes of one uncontended segment starting at ``t0``, from its template."""
+    rec = m.rec
     if recs.holds:
-        holds = m.rec.holds
+        holds, block = rec.holds, rec.segment_holds
         for name, rows, off, hold in recs.holds:
-            n = len(rows)
-            acq = off + t0
-            holds.add_columns({
-                "lock": np.full(n, name, dtype=object),
-                "holder": np.full(n, spec.name, dtype=object),
-                "mode": np.full(n, "write", dtype=object),
-                "call": np.full(n, call, np.int64),
-                "step": rows, "request_ns": acq, "acquire_ns": acq,
-                "wait_ns": np.zeros(n, np.int64), "hold_ns": hold,
-            })
+            holds.add_block(block, len(rows), (name, spec.name, "write", call, 0), (rows, hold),
+                            (off, off), t0)
     if recs.flush is not None:
         rows, off, full, pages, targets, stolen = recs.flush
-        n = len(rows)
-        m.rec.flushes.add_columns({
-            "caller": np.full(n, spec.name, dtype=object),
-            "call": np.full(n, call, np.int64),
-            "step": rows, "time_ns": off + t0, "full": full, "pages": pages,
-            "targets": targets, "stolen_ns": stolen,
-        })
+        rec.flushes.add_block(rec.segment_flushes, len(rows), (spec.name, call),
+                              (rows, full, pages, targets, stolen), (off,), t0)
         cpus = m.cpus
         last = None  # CPUs interrupted by the same flushes share one credits tuple
         queued = 0
@@ -160,7 +153,8 @@ def _replay_segment(m: Machine, spec: CallerSpec, call: int, recs, t0: int, othe
                 last, stolen = credits, sum(map(_second, credits))
             cpu = cpus[c]
             cpu.credit_run(t0, credits, stolen)
-            queued += len(cpu.users)
+            if cpu.users:
+                queued += 1
         m.pending_runs += queued
 
 
