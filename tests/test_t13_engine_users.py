@@ -126,3 +126,58 @@ def test_overlapping_runs_are_applied_in_time_order():
     cpu.settle(1000)
     want = _one_by_one(cpu.users[0].spec, [(100, 10), (300, 10), (150, 25), (170, 5)])
     assert _state(cpu.users[0]) == _state(want)
+
+
+def _users_by_definition(spec, res) -> dict[str, tuple]:
+    """Each user thread's record from the flushes table alone: a flush with ``targets = t``
+    of a caller interrupts the first ``t`` other CPUs of its mm (cpumask order) at its
+    time, each stolen its ``stolen_ns``; credited one by one in time order, then advanced
+    to the run's end (the definition the engine's lazy, shared settling must equal)."""
+    mm_cpus = {m.name: m.cpus for m in spec.mms}
+    others = {c.name: [x for x in mm_cpus[c.mm] if x != c.cpu] for c in spec.callers}
+    credits: dict[int, list] = {}
+    f = res.flushes
+    for caller, t, targets, stolen in zip(f.caller, f.time_ns, f.targets, f.stolen_ns,
+                                          strict=True):
+        for cpu in others[caller][:int(targets)]:
+            credits.setdefault(cpu, []).append((int(t), int(stolen)))
+    end = int(res.summary["end_ns"])
+    out = {}
+    for u in spec.users:
+        th = _one_by_one(u, [c for c in credits.get(u.cpu, []) if c[0] <= end])
+        th.advance_to(end)
+        out[u.name] = (th.quanta, th.quanta * u.quantum_ns, th.stolen, th.interrupts,
+                       max(th.max_delay, th.q_delay))
+    ipis = [sum(1 for _ in credits.get(c, ())) for c in range(spec.cpus)]
+    stolen = [sum(s for _, s in credits.get(c, ())) for c in range(spec.cpus)]
+    return out, ipis, stolen
+
+
+@pytest.mark.parametrize("name", ["ipi_storm", "db_buffer_pool", "random_layout_stress",
+                                  "allocator_realloc"])
+@pytest.mark.parametrize("settle_runs", [0, None])
+def test_users_table_equals_crediting_every_flush_one_by_one(name, settle_runs, monkeypatch):
+    """Shipped workloads, settled after every call (``settle_runs = 0``) or lazily: every
+    user's row and every CPU's IPI count and stolen time equal the definition."""
+    from dataclasses import replace
+
+    from perfsim.cost import load_cost_profile
+    from perfsim.engine import machine, simulate
+    from perfsim.profiles import resolve_target
+    from perfsim.workload import load_workload, resolve_workload
+    from perfsim.workload.generate import compile_workload
+
+    if settle_runs is not None:
+        monkeypatch.setattr(machine, "SETTLE_RUNS", settle_runs)
+    w = load_workload(resolve_workload(name))
+    comp = compile_workload(w, resolve_target(w.kernel, w.arch),
+                            load_cost_profile(w.cost_profile), np.random.SeedSequence(w.seed))
+    spec = replace(comp.spec, callers=tuple(replace(c, plans=list(c.plans)[:60])
+                                            for c in comp.spec.callers))
+    res = simulate(spec)
+    want, ipis, stolen = _users_by_definition(spec, res)
+    got = {r.thread: (r.quanta, r.work_ns, r.stolen_ns, r.interrupts, r.max_quantum_delay_ns)
+           for r in res.users.itertuples()}
+    assert got == want
+    assert res.summary["cpu_ipis"] == ipis and res.summary["cpu_stolen_ns"] == stolen
+    assert sum(v[3] for v in want.values()) > 0

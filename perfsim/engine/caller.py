@@ -59,7 +59,7 @@ def caller(m: Machine, spec: CallerSpec, rng: np.random.Generator):
     env, rec = m.env, m.rec
     mm = m.mms[spec.mm]
     cpu = spec.cpu
-    others = [c for c in mm.spec.cpus if c != cpu]
+    groups = CallerGroups(m, [c for c in mm.spec.cpus if c != cpu])
     ncpus = mm.ncpus
     templates = m.templates
     ptl_hot_of = (lambda st: m.ptl_hot_rows(mm, st)) if mm.ptl_ranges else None
@@ -85,7 +85,7 @@ def caller(m: Machine, spec: CallerSpec, rng: np.random.Generator):
             if tp.any_contended and ptl_hot_of is not None else None
         for (a, _b, h, d), recs in zip(tp.segments, tp.records, strict=True):
             if not h:
-                _replay_segment(m, spec, k, recs, env.now, others)
+                _replay_segment(m, spec, k, recs, env.now, groups)
                 if d:
                     yield env.timeout(d)
                 continue
@@ -111,7 +111,7 @@ def caller(m: Machine, spec: CallerSpec, rng: np.random.Generator):
                 yield env.timeout(d)
             fl = tp.row_flush[i]
             if fl is not None:
-                _record_flush_row(m, spec, k, i, fl, env.now, others)
+                _record_flush_row(m, spec, k, i, fl, env.now, groups)
             for sp in reversed(spins):
                 sp.unlock()
             for sem in reversed(held):
@@ -127,13 +127,14 @@ def caller(m: Machine, spec: CallerSpec, rng: np.random.Generator):
                             start_ns=t_req, end_ns=t_end, latency_ns=t_end - t_req,
                             mmap_lock_wait_ns=t_start - t_req, rmap_wait_ns=rmap_wait,
                             ptl_wait_ns=ptl_wait), *tp.stats)
-        if m.pending_runs > m.settle_runs:
+        if len(m.runs) > m.settle_runs:
             m.settle_users(env.now)
         if m.progress is not None:
             m.progress.call_done(env.now)
 
 
-def _replay_segment(m: Machine, spec: CallerSpec, call: int, recs, t0: int, others) -> None:
+def _replay_segment(m: Machine, spec: CallerSpec, call: int, recs, t0: int,
+                    groups: CallerGroups) -> None:
     """Holds and flushes of one uncontended segment starting at ``t0``, from its template."""
     rec = m.rec
     if recs.holds:
@@ -145,28 +146,54 @@ def _replay_segment(m: Machine, spec: CallerSpec, call: int, recs, t0: int, othe
         rows, off, full, pages, targets, stolen = recs.flush
         rec.flushes.add_block(rec.segment_flushes, len(rows), (spec.name, call),
                               (rows, full, pages, targets, stolen), (off,), t0)
-        cpus = m.cpus
-        last = None  # CPUs interrupted by the same flushes share one credits tuple
-        queued = 0
-        for c, credits in zip(others, recs.credits, strict=False):
-            if credits is not last:
-                last, stolen = credits, sum(map(_second, credits))
-            cpu = cpus[c]
-            cpu.credit_run(t0, credits, stolen)
-            if cpu.users:
-                queued += 1
-        m.pending_runs += queued
+        credits = recs.credits
+        n = len(credits)
+        if not n:
+            return
+        first = credits[0]
+        if credits.count(first) == n:  # every other CPU is interrupted by every flush
+            _credit(m, groups, 0, n, t0, first)
+            return
+        lo = 0
+        while lo < n:  # CPUs interrupted by the same flushes share one credits tuple
+            cr = credits[lo]
+            hi = lo + 1
+            while hi < n and credits[hi] is cr:
+                hi += 1
+            _credit(m, groups, lo, hi, t0, cr)
+            lo = hi
+
+
+def _credit(m: Machine, groups, lo: int, hi: int, t0: int, credits) -> None:
+    """Credit ``(offset_ns, stolen_ns)`` pairs at ``t0 + offset_ns`` to each of the caller's
+    other CPUs ``lo..hi`` (``groups``: the caller's :class:`CallerGroups`)."""
+    g = groups.get((lo, hi))
+    if g is None:
+        g = groups.make(lo, hi)
+    g.ipis += len(credits)
+    g.stolen += sum(map(_second, credits))
+    if g.users:
+        m.runs.append([t0, credits, 0, g])
+
+
+class CallerGroups(dict):
+    """A caller's :class:`~perfsim.engine.machine.CreditGroup` per range ``(lo, hi)`` of
+    its other CPUs (``others[lo:hi]``), made on first use."""
+
+    def __init__(self, m: Machine, others: list[int]) -> None:
+        super().__init__()
+        self.m, self.others = m, others
+
+    def make(self, lo: int, hi: int):
+        g = self[(lo, hi)] = self.m.credit_group(tuple(self.others[lo:hi]))
+        return g
 
 
 def _record_flush_row(m: Machine, spec: CallerSpec, call: int, i: int, flush, t: int,
-                      others) -> None:
+                      groups: CallerGroups) -> None:
     """The flush of one contended row, as a plain record, and its IPI credits."""
     full, pages, ipis, stolen = flush
     m.rec.flushes.add(*FlushRecord(caller=spec.name, call=call, step=i, time_ns=t, full=full,
                                    pages=pages, targets=ipis, stolen_ns=stolen))
     if ipis:
-        credits = ((0, stolen),)  # one tuple for every CPU: they settle as one
-        cpus = m.cpus
-        for c in others[:ipis]:
-            cpus[c].credit_run(t, credits, stolen)
-        m.pending_runs += ipis
+        _credit(m, groups, 0, ipis, t, ((0, stolen),))

@@ -95,7 +95,7 @@ class UserThread:
         return (self.spec.quantum_ns, self.q_start, self.q_delay, self.quanta, self.max_delay)
 
 
-SETTLE_RUNS = 2048
+SETTLE_RUNS = 1024
 """Credit runs a machine lets wait before settling its user threads (memory bound only)."""
 
 _NO_LATER = float("inf")  # (offset, _NO_LATER) sorts after every (offset, stolen) pair
@@ -120,6 +120,7 @@ class Cpu:
     pending: list[list] = field(default_factory=list)
     ipis: int = 0
     stolen: int = 0
+    groups: int = 0  # bits of the machine's CreditGroups this CPU belongs to
 
     def credit(self, t: int, stolen: int) -> None:
         self.ipis += 1
@@ -149,65 +150,90 @@ class Cpu:
     def due(self, now: int) -> list[tuple]:
         """Take the credits at or before ``now`` out of ``pending``: ``(t0, credits, i,
         j)`` per run that has some (``credits[i:j]``), in ``pending`` order."""
-        parts = []
-        keep = []
-        for run in self.pending:
-            t0, credits, i = run
-            x = now - t0
-            n = len(credits)
-            if credits[-1][0] <= x:
-                j = n
-            elif credits[i][0] > x:
-                j = i
-            else:
-                j = bisect_right(credits, (x, _NO_LATER), i)
-            if j > i:
-                parts.append((t0, credits, i, j))
-            if j < n:
-                run[2] = j
-                keep.append(run)
-        self.pending = keep
+        parts, self.pending = _take_due(self.pending, now)
         return parts
 
     def settle(self, now: int, memo: dict | None = None) -> None:
-        """Apply every credit at or before ``now`` (no later credit can predate ``now``).
-
-        ``memo`` (shared by the CPUs of one :meth:`Machine.settle_users`) maps a user
-        state and the exact credits applied to it (the runs' identities and ranges) to the
-        state they lead to: users on CPUs that received the same credits in the same state
-        (every other CPU of a cpumask, all the threads of one CPU) are rolled forward once.
-        """
+        """Apply every credit at or before ``now`` (no later credit can predate ``now``);
+        ``memo`` as :func:`roll_users`'s."""
         if not self.pending:
             return
         parts = self.due(now)
-        if not parts or not self.users:
-            return
-        if len(parts) > 1 and not _in_time_order(parts):
-            batch = [(t0 + o, s) for t0, credits, i, j in parts for o, s in credits[i:j]]
-            batch.sort()  # equal times commute, so the order among them does not matter
-            parts = [(0, batch, 0, len(batch))]
-        if memo is None:
-            memo = {}
-        runs = tuple((id(c), t0, i, j) for t0, c, i, j in parts)
-        for u in self.users:
-            key = (u.state(), runs)
-            hit = memo.get(key)
-            if hit is None:
-                stolen, interrupts = u.stolen, u.interrupts
-                u.credit_parts(parts)
-                # ``parts`` is kept so that no id in ``runs`` is reused while memo lives
-                memo[key] = (u.q_start, u.q_delay, u.quanta, u.max_delay,
-                             u.stolen - stolen, u.interrupts - interrupts, parts)
-            else:
-                u.q_start, u.q_delay, u.quanta, u.max_delay = hit[:4]
-                u.stolen += hit[4]
-                u.interrupts += hit[5]
+        if parts and self.users:
+            roll_users(self.users, parts, {} if memo is None else memo)
+
+
+@dataclass(eq=False)
+class CreditGroup:
+    """CPUs that the same flushes interrupt together: the other CPUs of a caller's mm, or
+    the first ``t`` of them (a flush with ``t`` targets). A :class:`Machine` queues a
+    replayed segment's credits once per group, not once per CPU, and counts the group's
+    IPIs and stolen time once; :meth:`Machine.settle_users` hands both to the CPUs."""
+
+    cpus: tuple[Cpu, ...]
+    bit: int  # this group's bit in Cpu.groups of each of its CPUs
+    users: bool  # some CPU of the group has user threads (else no run is queued)
+    ipis: int = 0
+    stolen: int = 0
+
+
+def _take_due(runs: list[list], now: int) -> tuple[list[tuple], list[list]]:
+    """The credits at or before ``now`` of ``runs`` (each ``[t0, credits, next, ...]``):
+    ``(t0, credits, i, j, *rest)`` per run that has some (``credits[i:j]``), in order, and
+    the runs that keep credits for later (their ``next`` advanced)."""
+    parts = []
+    keep = []
+    for run in runs:
+        t0, credits, i = run[0], run[1], run[2]
+        x = now - t0
+        n = len(credits)
+        if credits[-1][0] <= x:
+            j = n
+        elif credits[i][0] > x:
+            j = i
+        else:
+            j = bisect_right(credits, (x, _NO_LATER), i)
+        if j > i:
+            parts.append((t0, credits, i, j, *run[3:]))
+        if j < n:
+            run[2] = j
+            keep.append(run)
+    return parts, keep
+
+
+def roll_users(users, parts, memo: dict) -> None:
+    """Apply the credits of ``parts`` (``(t0, credits, i, j)``, in queueing order) to each
+    of ``users``, in time order.
+
+    ``memo`` (shared by the CPUs of one settle) maps a user state and the exact credits
+    applied to it (the runs' identities and ranges) to the state they lead to: users that
+    received the same credits in the same state (on every other CPU of a cpumask, all the
+    threads of one CPU) are rolled forward once."""
+    if len(parts) > 1 and not _in_time_order(parts):
+        batch = [(t0 + o, s) for t0, credits, i, j in parts for o, s in credits[i:j]]
+        batch.sort()  # equal times commute, so the order among them does not matter
+        parts = [(0, batch, 0, len(batch))]
+    runs = tuple((id(c), t0, i, j) for t0, c, i, j in parts)
+    for u in users:
+        key = (u.state(), runs)
+        hit = memo.get(key)
+        if hit is None:
+            stolen, interrupts = u.stolen, u.interrupts
+            u.credit_parts(parts)
+            # ``parts`` is kept so that no id in ``runs`` is reused while memo lives
+            memo[key] = (u.q_start, u.q_delay, u.quanta, u.max_delay,
+                         u.stolen - stolen, u.interrupts - interrupts, parts)
+        else:
+            u.q_start, u.q_delay, u.quanta, u.max_delay = hit[:4]
+            u.stolen += hit[4]
+            u.interrupts += hit[5]
 
 
 def _in_time_order(parts) -> bool:
     """Whether the credits of ``parts`` taken one part after the other are time-sorted."""
     last = None
-    for t0, credits, i, j in parts:
+    for p in parts:
+        t0, credits, i, j = p[0], p[1], p[2], p[3]
         if last is not None and t0 + credits[i][0] < last:
             return False
         last = t0 + credits[j - 1][0]
@@ -269,9 +295,11 @@ class Machine:
         self.plans = (shared.plans if shared else PlanCache()) if reuse else None
         self.plan_hits_before = self.plans.hits if self.plans else 0
         self.users = []
-        # Credit runs queued on CPUs with users since the last settle_users: the caller
-        # settles when there are more than SETTLE_RUNS (any bound gives the same records).
-        self.pending_runs = 0
+        # Credit runs of CreditGroups not yet applied, in queueing order, each
+        # [t0, credits, next, group]; the caller settles when there are more than
+        # settle_runs (any bound gives the same records: it only bounds memory).
+        self.groups: dict[tuple[int, ...], CreditGroup] = {}
+        self.runs: list[list] = []
         self.settle_runs = SETTLE_RUNS
         for u in spec.users:
             ut = UserThread(u)
@@ -348,14 +376,52 @@ class Machine:
                 out[i] = [("pmd", o)]
         return out
 
+    def credit_group(self, cpus: tuple[int, ...]) -> CreditGroup:
+        """The :class:`CreditGroup` of these CPUs (one per distinct tuple)."""
+        g = self.groups.get(cpus)
+        if g is None:
+            members = tuple(self.cpus[c] for c in cpus)
+            g = self.groups[cpus] = CreditGroup(members, 1 << len(self.groups),
+                                                any(c.users for c in members))
+            for c in members:
+                c.groups |= g.bit
+        return g
+
     def settle_users(self, now: int) -> None:
-        """Apply every IPI credit at or before ``now`` to the user threads
-        (:meth:`Cpu.settle`, sharing one memo across the CPUs)."""
+        """Apply every IPI credit at or before ``now`` to the user threads, and the
+        groups' IPI counts to their CPUs.
+
+        The due credits are taken from the queued runs once; the CPUs that belong to the
+        same groups get the same credits in the same order, so each such set is sorted out
+        once and its users rolled forward through one memo (:func:`roll_users`). A CPU's
+        own pending runs (:meth:`Cpu.credit_run`) are applied after its groups' if both
+        are queued (in time order: :func:`roll_users` sorts when needed)."""
+        for g in self.groups.values():
+            if g.ipis:
+                for c in g.cpus:
+                    c.ipis += g.ipis
+                    c.stolen += g.stolen
+                g.ipis = g.stolen = 0
         memo: dict = {}
+        parts = ()
+        if self.runs:
+            parts, self.runs = _take_due(self.runs, now)
+        by_groups: dict[int, list] = {}
         for c in self.cpus:
+            if not c.users:
+                continue
             if c.pending:
-                c.settle(now, memo)
-        self.pending_runs = 0
+                own = c.due(now)
+                if own:
+                    mine = [p[:4] for p in parts if p[4].bit & c.groups]
+                    roll_users(c.users, mine + own, memo)
+                    continue
+            if parts and c.groups:
+                by_groups.setdefault(c.groups, []).append(c)
+        for bits, cpus in by_groups.items():
+            mine = [p[:4] for p in parts if p[4].bit & bits]
+            if mine:
+                roll_users([u for c in cpus for u in c.users], mine, memo)
 
 
 from perfsim.planner import steps as _S  # noqa: E402
