@@ -74,7 +74,6 @@ class Table:
 
     #: Row tuples kept as a list between two blocks before they are made columns.
     ROW_PIECE = 4096
-    _AGG_CACHE = 8192  # template arrays whose sum and max are remembered (then cleared)
 
     def __init__(self, name: str, columns: tuple[str, ...], *, max_rows: int = 1_000_000,
                  spill_dir: Path | None = None, numeric: tuple[str, ...] = ()) -> None:
@@ -91,37 +90,47 @@ class Table:
         self.parts: list[Path] = []
         self.total = 0
         self.dropped = 0
-        self.sums = dict.fromkeys(numeric, 0)
-        self.maxes = dict.fromkeys(numeric, 0)
+        self._sums = dict.fromkeys(numeric, 0)
+        self._maxes = dict.fromkeys(numeric, 0)
         self._numeric_at = tuple((c, columns.index(c)) for c in numeric)
-        self._agg: dict[int, tuple] = {}
+        # The aggregates are folded lazily (when read, or before a spill): the first
+        # _folded_chunks chunks and the first _folded_rows of _rows are in them.
+        self._folded_chunks = 0
+        self._folded_rows = 0
+
+    @property
+    def sums(self) -> dict:
+        """Sum of every numeric column over every row added (kept or not)."""
+        self._fold()
+        return self._sums
+
+    @property
+    def maxes(self) -> dict:
+        """Maximum (at least 0) of every numeric column over every row added."""
+        self._fold()
+        return self._maxes
 
     # -- appending ------------------------------------------------------------------
     def add(self, *row) -> None:
         self.total += 1
-        sums, maxes = self.sums, self.maxes
-        for c, i in self._numeric_at:
-            v = row[i]
-            sums[c] += v
-            if v > maxes[c]:
-                maxes[c] = v
-        if self._room(1):
+        if self._buffered < self.max_rows or self._room(1):
             self._rows.append(row)
             self._buffered += 1
+        else:
+            self._fold_rows([row])
 
     def add_columns(self, cols: dict[str, np.ndarray]) -> None:
         n = len(next(iter(cols.values())))
         if n == 0:
             return
         self.total += n
-        for c in self.numeric:
-            a = cols[c]
-            self.sums[c] += int(a.sum())
-            self.maxes[c] = max(self.maxes[c], int(a.max()))
+        self._fold_columns(cols)
         if self._room(n):
             self._flush_rows()
             self._chunks.append(cols)
             self._buffered += n
+            if self._folded_chunks == len(self._chunks) - 1:
+                self._folded_chunks += 1
 
     def add_block(self, block: Block, n: int, consts: tuple, arrays: tuple = (),
                   shifted: tuple = (), t0: int = 0) -> None:
@@ -132,36 +141,67 @@ class Table:
         if n == 0:
             return
         self.total += n
-        sums, maxes = self.sums, self.maxes
-        for c, kind, k in block.numeric:
-            if kind == "const":
-                v = consts[k]
-                sums[c] += v * n
-                top = v
-            else:
-                a = arrays[k] if kind == "array" else shifted[k]
-                total, top = self._sum_max(a)
-                if kind == "shifted":
-                    total, top = total + n * t0, top + t0
-                sums[c] += total
-            if top > maxes[c]:
-                maxes[c] = top
+        stored = (block, n, consts, arrays, shifted, t0)
         if self._room(n):
             if self._rows:
                 self._keep_rows()
-            self._chunks.append((block, n, consts, arrays, shifted, t0))
+            self._chunks.append(stored)
             self._buffered += n
+        else:
+            self._fold_blocks(block, [stored[1:]])
 
-    def _sum_max(self, a: np.ndarray) -> tuple[int, int]:
-        """``int(a.sum()), int(a.max())``, remembered per array (template arrays recur)."""
-        hit = self._agg.get(id(a))
-        if hit is not None and hit[0] is a:
-            return hit[1], hit[2]
-        if len(self._agg) >= self._AGG_CACHE:
-            self._agg.clear()
-        total, top = int(a.sum()), int(a.max())
-        self._agg[id(a)] = (a, total, top)  # the array is kept so that its id is not reused
-        return total, top
+    # -- aggregates -------------------------------------------------------------------
+    def _fold(self) -> None:
+        """Fold every row not yet in the aggregates into them."""
+        chunks = self._chunks
+        if self._folded_chunks < len(chunks):
+            blocks: dict[Block, list] = {}
+            for ch in chunks[self._folded_chunks:]:
+                if isinstance(ch, tuple):
+                    blocks.setdefault(ch[0], []).append(ch[1:])
+                elif isinstance(ch, list):
+                    self._fold_rows(ch)
+                # a dict of columns (add_columns) is folded when added
+            for layout, got in blocks.items():
+                self._fold_blocks(layout, got)
+            self._folded_chunks = len(chunks)
+        if self._folded_rows < len(self._rows):
+            self._fold_rows(self._rows[self._folded_rows:])
+            self._folded_rows = len(self._rows)
+
+    def _update(self, c: str, total: int, top: int) -> None:
+        self._sums[c] += total
+        if top > self._maxes[c]:
+            self._maxes[c] = top
+
+    def _fold_rows(self, rows: list[tuple]) -> None:
+        for c, i in self._numeric_at:
+            vals = [r[i] for r in rows]
+            self._update(c, sum(vals), max(vals))
+
+    def _fold_columns(self, cols: dict[str, np.ndarray]) -> None:
+        for c in self.numeric:
+            a = cols[c]
+            self._update(c, int(a.sum()), int(a.max()))
+
+    def _fold_blocks(self, block: Block, blocks: list[tuple]) -> None:
+        """Fold stored blocks ``(n, consts, arrays, shifted, t0)`` of one layout, each
+        numeric column in one pass over all of them."""
+        if not block.numeric:
+            return
+        ns = [b[0] for b in blocks]
+        for c, kind, k in block.numeric:
+            if kind == "const":
+                vals = [b[1][k] for b in blocks]
+                self._update(c, sum(v * n for v, n in zip(vals, ns, strict=True)), max(vals))
+                continue
+            if kind == "array":
+                a = np.concatenate([b[2][k] for b in blocks]) if len(blocks) > 1 \
+                    else blocks[0][2][k]
+            else:
+                offs = np.concatenate([b[3][k] for b in blocks])
+                a = offs + np.repeat(np.array([b[4] for b in blocks], offs.dtype), ns)
+            self._update(c, int(a.sum()), int(a.max()))
 
     def _room(self, n: int) -> bool:
         if self._buffered + n <= self.max_rows:
@@ -177,13 +217,27 @@ class Table:
         if len(self._rows) >= self.ROW_PIECE:
             self._flush_rows()
         else:
-            self._chunks.append(self._rows)
-            self._rows = []
+            self._close_rows(self._rows)
 
     def _flush_rows(self) -> None:
+        """Make ``_rows`` a chunk of columns (its rows folded now: such chunks are folded
+        when added, as :meth:`add_columns`'s are)."""
         if self._rows:
+            if self._folded_rows < len(self._rows):
+                self._fold_rows(self._rows[self._folded_rows:])
             self._chunks.append(self._row_columns(self._rows))
             self._rows = []
+            self._folded_rows = 0
+
+    def _close_rows(self, rows: list[tuple]) -> None:
+        """Append the list ``_rows`` to the chunks and start a new list of rows."""
+        if self._folded_rows:  # folded in part (the aggregates were read): fold the rest
+            self._fold()
+        self._chunks.append(rows)
+        if self._folded_rows:
+            self._folded_chunks = len(self._chunks)
+        self._rows = []
+        self._folded_rows = 0
 
     def _row_columns(self, rows: list[tuple]) -> dict[str, np.ndarray]:
         cols = list(zip(*rows, strict=False))
@@ -260,6 +314,7 @@ class Table:
         if self.spill_dir is None or self._buffered == 0:
             return
         self.spill_dir.mkdir(parents=True, exist_ok=True)
+        self._fold()
         df = self._buffer_frame()
         path = self.spill_dir / f"{self.name}.part{len(self.parts):05d}.parquet"
         df.to_parquet(path, index=False)
@@ -267,6 +322,7 @@ class Table:
         self._chunks = []
         self._rows = []
         self._buffered = 0
+        self._folded_chunks = self._folded_rows = 0
 
     def to_frame(self):
         """All kept rows (spilled parts first, then the buffer) as a DataFrame."""
@@ -282,7 +338,7 @@ class Table:
     def summary(self) -> dict:
         return {"rows": self.total, "kept": self.total - self.dropped, "dropped": self.dropped,
                 "spilled_parts": len(self.parts),
-                **{f"sum_{c}": int(v) for c, v in self.sums.items()},
+                **{f"sum_{c}": int(v) for c, v in self.sums.items()},  # folds first
                 **{f"max_{c}": int(v) for c, v in self.maxes.items()}}
 
 
