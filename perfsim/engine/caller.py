@@ -6,6 +6,21 @@ identical plans when the cost profile has no jitter). Rows are advanced segment 
 takes its rmap rwsems (write) and page-table spinlocks for real, in the kernel's order
 (``i_mmap_rwsem`` then ``anon_vma``, source PTL then the destination's nested), holds them
 for the row's cost — its TLB flush included — and drops them in reverse.
+
+**The caller's clock runs ahead while nothing else can happen.** A caller keeps its own
+time ``t`` and lets SimPy's clock lag behind it only while every other pending event is
+later than ``t`` (``Environment.peek()``): then no other actor runs before ``t``, no lock
+changes hands, no record is written by anyone else, and whatever the caller does at ``t``
+(take a free lock, queue on a held one, replay a segment's records, credit IPIs) is what it
+would do with SimPy's clock at ``t``. A segment or contended row that ends before the next
+other event is *folded* (no timeout); otherwise one timeout brings SimPy to its end, and
+that timeout fires in the same order among the other events as the last of the timeouts
+it replaces (no other actor scheduled anything in between). The clock is brought level
+before anything that wakes another actor: releasing a lock someone waits for, and the
+call's end (``mmap_lock``). So a call whose contended rows meet no other event costs one
+timeout, and the records are those of stepping every segment (``simulate(...,
+fold=False)``; ``tests/test_t13_engine_fold.py``). The run summary's ``events`` count the
+folded timeouts too.
 """
 
 from __future__ import annotations
@@ -21,6 +36,10 @@ from perfsim.engine.spec import CallerSpec
 from perfsim.planner import steps as S
 
 _second = itemgetter(1)
+
+
+def _no_fold() -> int:  # Environment.peek when nothing may fold: always "now"
+    return -1
 
 
 def _plan_stream(spec: CallerSpec):
@@ -65,6 +84,7 @@ def caller(m: Machine, spec: CallerSpec, rng: np.random.Generator):
     ptl_hot_of = (lambda st: m.ptl_hot_rows(mm, st)) if mm.ptl_ranges else None
     holds_add, calls_add = rec.holds.add, rec.calls.add
     rmap = m.rmap
+    peek = env.peek if m.fold else _no_fold  # without folding every timeout is scheduled
     if spec.start_ns:
         yield env.timeout(spec.start_ns)
     for k, item in enumerate(_plan_stream(spec)):
@@ -83,44 +103,63 @@ def caller(m: Machine, spec: CallerSpec, rng: np.random.Generator):
         # free, taken and dropped at once, and nothing can observe them.
         ptl_keys = m.ptl_keys_of_rows(steps, (a for a, _b, h, _d in tp.segments if h)) \
             if tp.any_contended and ptl_hot_of is not None else None
+        # The caller's own clock: ahead of env.now only while no other event is due
+        # until then (module docstring), so a run of segments and contended rows that
+        # nothing else could interleave with costs no event until the call ends.
+        t = env.now
         for (a, _b, h, d), recs in zip(tp.segments, tp.records, strict=True):
             if not h:
-                _replay_segment(m, spec, k, recs, env.now, groups)
+                _replay_segment(m, spec, k, recs, t, groups)
                 if d:
-                    yield env.timeout(d)
+                    t += d
+                    if t >= peek():
+                        yield env.timeout(t - env.now)
+                    else:
+                        m.folded_events += 1
                 continue
             # One contended row: real acquisitions.
             i = a
             names = steps.lock_sets[tp.row_lock_set[i]] if tp.row_rmap[i] else ()
-            t0 = env.now
+            t0 = t
             held = []
             for name in names:
                 sem = rmap(name)
                 if not sem.try_write(spec.name):
                     yield sem.wait_write(spec.name)
+                    t = env.now
                 held.append(sem)
-            t_acq = env.now
+            t_acq = t
             rmap_wait += t_acq - t0
             spins = [m.ptl(mm, key) for key in ptl_keys[i]] if ptl_keys is not None else ()
             for sp in spins:
                 if not sp.try_lock():
                     yield sp.wait_lock()
-            ptl_wait += env.now - t_acq
+                    t = env.now
+            ptl_wait += t - t_acq
             d = tp.row_total[i]
             if d:
-                yield env.timeout(d)
+                t += d
+                if t >= peek():
+                    yield env.timeout(t - env.now)
+                else:
+                    m.folded_events += 1
             fl = tp.row_flush[i]
             if fl is not None:
-                _record_flush_row(m, spec, k, i, fl, env.now, groups)
+                _record_flush_row(m, spec, k, i, fl, t, groups)
+            if t > env.now and (any(sem.queue for sem in held) or any(sp.queue for sp in spins)):
+                m.folded_events -= 1  # this timeout stands for the last folded one
+                yield env.timeout(t - env.now)  # a release wakes its waiters at env.now
             for sp in reversed(spins):
                 sp.unlock()
             for sem in reversed(held):
                 sem.release_write()
-            t_rel = env.now
             for name in names:
                 holds_add(*HoldRecord(lock=name, holder=spec.name, mode="write", call=k,
                                       step=i, request_ns=t0, acquire_ns=t_acq,
-                                      wait_ns=t_acq - t0, hold_ns=t_rel - t_acq))
+                                      wait_ns=t_acq - t0, hold_ns=t - t_acq))
+        if t > env.now:
+            m.folded_events -= 1  # this timeout stands for the last folded one
+            yield env.timeout(t - env.now)
         lock.release_write()
         t_end = env.now
         calls_add(*CallHead(caller=spec.name, mm=spec.mm, cpu=cpu, call=k, errno=errno or "",

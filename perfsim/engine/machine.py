@@ -265,6 +265,11 @@ class Machine:
         self.env = env if env is not None else simpy.Environment()
         self.end_ns = 0
         self.events = 0
+        # Timeouts the segment-by-segment schedule has and this run did not need to
+        # schedule (a caller's clock ran ahead, caller.py): events = scheduled + folded.
+        self.folded_events = 0
+        self.scheduled_events = 0
+        self.fold = True  # callers may run their clock ahead (caller.py); off for tests
         self.rec = recorder
         self.progress = None  # a simulate.CallProgress, told of every finished call
         self.profile = spec.profile
