@@ -7,7 +7,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from perfsim.engine.records import FLUSH_COLUMNS, HOLD_COLUMNS, Block, Recorder, Table
+from perfsim.engine.records import (
+    FLUSH_COLUMNS,
+    HOLD_COLUMNS,
+    Block,
+    FlushRecord,
+    HoldRecord,
+    Recorder,
+    Table,
+)
 
 
 def _as_columns(block: Block, n, consts, arrays, shifted, t0) -> dict:
@@ -25,7 +33,11 @@ def _fill(rng, got: Table, want: Table, layouts, row_of, steps: int) -> None:
             assert (got.sums, got.maxes) == (want.sums, want.maxes)
         elif r < 0.35:
             row = row_of(rng)
-            got.add(*row)
+            if r < 0.2:  # as the engine adds its records: one record NamedTuple, kept
+                rec = HoldRecord if got.columns == HOLD_COLUMNS else FlushRecord
+                got.add_row(rec(*row))
+            else:
+                got.add(*row)
             want.add(*row)
         elif r < 0.45:
             n = int(rng.integers(0, 5))

@@ -73,16 +73,20 @@ def _resolve(item, mm, target, plans=None):
     raise TypeError(f"cannot simulate a {type(item).__name__}; give MovePlan, Steps or MoveRequest")
 
 
-def caller(m: Machine, spec: CallerSpec, rng: np.random.Generator):
-    """SimPy process of one caller."""
+def caller(m: Machine, spec: CallerSpec, rng):
+    """SimPy process of one caller. ``rng``: its ``numpy.random.Generator``, or the
+    ``SeedSequence`` to make it from (made only if the cost profile draws: a jitter-free
+    profile's templates draw nothing, :class:`~perfsim.engine.pricing.TemplateCache`)."""
     env, rec = m.env, m.rec
+    if isinstance(rng, np.random.SeedSequence):
+        rng = None if m.templates.fixed else np.random.default_rng(rng)
     mm = m.mms[spec.mm]
     cpu = spec.cpu
     groups = CallerGroups(m, [c for c in mm.spec.cpus if c != cpu])
     ncpus = mm.ncpus
     templates = m.templates
     ptl_hot_of = (lambda st: m.ptl_hot_rows(mm, st)) if mm.ptl_ranges else None
-    holds_add, calls_add = rec.holds.add, rec.calls.add
+    holds_add, calls_add = rec.holds.add_row, rec.calls.add
     rmap = m.rmap
     peek = env.peek if m.fold else _no_fold  # without folding every timeout is scheduled
     if spec.start_ns:
@@ -154,7 +158,7 @@ def caller(m: Machine, spec: CallerSpec, rng: np.random.Generator):
             for sem in reversed(held):
                 sem.release_write()
             for name in names:
-                holds_add(*HoldRecord(lock=name, holder=spec.name, mode="write", call=k,
+                holds_add(HoldRecord(lock=name, holder=spec.name, mode="write", call=k,
                                       step=i, request_ns=t0, acquire_ns=t_acq,
                                       wait_ns=t_acq - t0, hold_ns=t - t_acq))
         if t > env.now:
@@ -203,14 +207,15 @@ def _replay_segment(m: Machine, spec: CallerSpec, call: int, recs, t0: int,
             lo = hi
 
 
-def _credit(m: Machine, groups, lo: int, hi: int, t0: int, credits) -> None:
+def _credit(m: Machine, groups, lo: int, hi: int, t0: int, credits, stolen=None) -> None:
     """Credit ``(offset_ns, stolen_ns)`` pairs at ``t0 + offset_ns`` to each of the caller's
-    other CPUs ``lo..hi`` (``groups``: the caller's :class:`CallerGroups`)."""
+    other CPUs ``lo..hi`` (``groups``: the caller's :class:`CallerGroups`; ``stolen``:
+    the pairs' stolen sum, when known)."""
     g = groups.get((lo, hi))
     if g is None:
         g = groups.make(lo, hi)
     g.ipis += len(credits)
-    g.stolen += sum(map(_second, credits))
+    g.stolen += sum(map(_second, credits)) if stolen is None else stolen
     if g.users:
         m.runs.append([t0, credits, 0, g])
 
@@ -232,7 +237,7 @@ def _record_flush_row(m: Machine, spec: CallerSpec, call: int, i: int, flush, t:
                       groups: CallerGroups) -> None:
     """The flush of one contended row, as a plain record, and its IPI credits."""
     full, pages, ipis, stolen = flush
-    m.rec.flushes.add(*FlushRecord(caller=spec.name, call=call, step=i, time_ns=t, full=full,
+    m.rec.flushes.add_row(FlushRecord(caller=spec.name, call=call, step=i, time_ns=t, full=full,
                                    pages=pages, targets=ipis, stolen_ns=stolen))
     if ipis:
-        _credit(m, groups, 0, ipis, t, ((0, stolen),))
+        _credit(m, groups, 0, ipis, t, ((0, stolen),), stolen)

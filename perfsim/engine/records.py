@@ -119,6 +119,15 @@ class Table:
         else:
             self._fold_rows([row])
 
+    def add_row(self, row: tuple) -> None:
+        """:meth:`add` of a row given as one tuple (a record NamedTuple), kept as it is."""
+        self.total += 1
+        if self._buffered < self.max_rows or self._room(1):
+            self._rows.append(row)
+            self._buffered += 1
+        else:
+            self._fold_rows([row])
+
     def add_columns(self, cols: dict[str, np.ndarray]) -> None:
         n = len(next(iter(cols.values())))
         if n == 0:

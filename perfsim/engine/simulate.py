@@ -166,7 +166,7 @@ def run(spec: SimSpec, recorder: Recorder, progress: CallProgress | None = None,
     seeds = np.random.SeedSequence(spec.seed).spawn(len(spec.callers) + len(spec.walkers))
     procs = []
     for c, ss in zip(spec.callers, seeds, strict=False):
-        procs.append(env.process(caller(m, c, np.random.default_rng(ss))))
+        procs.append(env.process(caller(m, c, ss)))  # its generator made when it draws
     for w, ss in zip(spec.walkers, seeds[len(spec.callers):], strict=False):
         env.process(walker(m, w, np.random.default_rng(ss)))
     if spec.duration_ns is not None:

@@ -57,7 +57,7 @@ def walker(m: Machine, spec: WalkerSpec, rng: np.random.Generator):
         sem.release_read()
         wait = t_acq - t_req
         if wait or ptl_wait or rec.record_zero_waits:
-            rec.walker_waits.add(*WalkerWaitRecord(walker=spec.name, lock=spec.lock,
+            rec.walker_waits.add_row(WalkerWaitRecord(walker=spec.name, lock=spec.lock,
                                                    cpu=spec.cpu, request_ns=t_req, wait_ns=wait,
                                                    hold_ns=env.now - t_acq,
                                                    ptl_wait_ns=ptl_wait))
