@@ -316,7 +316,7 @@ class Table:
             data[c] = cols[c]
             if data[c].dtype.kind == "U":
                 data[c] = data[c].astype(object)
-        return pd.DataFrame(data, columns=list(self.columns))
+        return pd.DataFrame(data)  # columns in table order (the dict's): no reindexing
 
     def spill(self) -> None:
         """Write the buffered rows to a part file and free them."""
