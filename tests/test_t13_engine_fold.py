@@ -117,3 +117,42 @@ def test_a_walker_arriving_exactly_as_a_row_ends_is_not_folded_past(row):
     folded, stepped = run(end - 1000, True), run(end - 1000, False)
     _assert_same_run(folded, stepped)
     assert int(stepped.calls.rmap_wait_ns[0]) > 0  # the walker got in between
+
+
+@pytest.mark.parametrize("row", [3, 10])
+def test_a_walker_whose_gap_ends_exactly_as_a_row_ends_queues_behind_the_caller(row):
+    """The walker starts its gap during a contended row and the gap ends exactly as the row
+    does: the row's end was scheduled first, so the caller releases and takes its next row
+    before the walker asks; the walker must not run ahead through that instant either."""
+    plan = synthetic_plan(pmd_moves=20, ptes=100)
+
+    def run(start: int, interval: int, fold: bool):
+        w = WalkerSpec("w", LOCK[0], cpu=1, interval_ns=interval, hold_ns=500, poisson=False,
+                       start_ns=start)
+        spec = SimSpec(cpus=2, target=TARGET, profile=GENERIC, mms=(MmSpec("app", (0,)),),
+                       callers=(CallerSpec("mover", "app", 0, (plan,)),), walkers=(w,))
+        return simulate(spec, fold=fold)
+
+    alone = run(10**12, 1000, False).holds
+    a, d = int(alone.acquire_ns[row]), int(alone.hold_ns[row])
+    start = a + d // 2
+    folded, stepped = run(start, a + d - start, True), run(start, a + d - start, False)
+    _assert_same_run(folded, stepped)
+    assert int(stepped.walker_waits.wait_ns[0]) > 0  # it queued behind the next row
+
+
+def test_a_caller_queued_on_a_walkers_page_table_lock_gets_it_when_the_walker_drops_it():
+    """Two walkers holding one PMD's spinlock for long inside their rmap holds, and a
+    caller whose PMD move takes that spinlock: waiters queue behind a walker that got the
+    lock by waiting, and its unlock must hand it over at the walker's time."""
+    plan = synthetic_plan(pmd_moves=1, ptes=300)  # the PMD move's source: 0x10000000
+    ws = tuple(WalkerSpec(f"migrate{k}", f"anon_vma:elsewhere{k}", cpu=1, interval_ns=9000,
+                          hold_ns=6000, ptl_mm="app",
+                          ptl_range=(0x10000000, 0x10000000 + (2 << 20)), ptl_hold_ns=6000)
+               for k in range(2))
+    spec = SimSpec(cpus=2, target=TARGET, profile=GENERIC, mms=(MmSpec("app", (0,)),),
+                   callers=(CallerSpec("mover", "app", 0, (plan,), repeat=30,
+                                       interval_ns=700),), walkers=ws, seed=4)
+    folded, stepped = simulate(spec), simulate(spec, fold=False)
+    _assert_same_run(folded, stepped)
+    assert int(stepped.calls.ptl_wait_ns.sum()) > 0
