@@ -156,3 +156,20 @@ def test_a_caller_queued_on_a_walkers_page_table_lock_gets_it_when_the_walker_dr
     folded, stepped = simulate(spec), simulate(spec, fold=False)
     _assert_same_run(folded, stepped)
     assert int(stepped.calls.ptl_wait_ns.sum()) > 0
+
+
+@pytest.mark.parametrize("duration_ns", [None, 1_000_000, 2_345_678])
+def test_a_lone_callers_whole_stream_folds_and_a_duration_cuts_it_where_stepping_does(
+        duration_ns):
+    """One caller, no walker, a user thread: nothing else has events, so its calls, think
+    times and segments fold into one timeout; a run duration stops it at the same call."""
+    plans = [synthetic_plan(pmd_moves=int(n), ptes=int(p))
+             for n, p in zip((3, 9, 1, 20), (40, 511, 7, 300), strict=True)]
+    spec = SimSpec(cpus=2, target=TARGET, profile=GENERIC, mms=(MmSpec("app", (0, 1)),),
+                   callers=(CallerSpec("mover", "app", 0, tuple(plans), repeat=25,
+                                       interval_ns=3_000, start_ns=1_000),),
+                   users=(UserSpec("u", "app", 1, 7_000),), duration_ns=duration_ns)
+    folded, stepped = simulate(spec), simulate(spec, fold=False)
+    _assert_same_run(folded, stepped)
+    assert folded.summary["scheduled_events"] <= 6 < stepped.summary["scheduled_events"]
+    assert (len(folded.calls) == 100) == (duration_ns is None)

@@ -16,11 +16,12 @@ would do with SimPy's clock at ``t``. A segment or contended row that ends befor
 other event is *folded* (no timeout); otherwise one timeout brings SimPy to its end, and
 that timeout fires in the same order among the other events as the last of the timeouts
 it replaces (no other actor scheduled anything in between). The clock is brought level
-before anything that wakes another actor: releasing a lock someone waits for, and the
-call's end (``mmap_lock``). So a call whose contended rows meet no other event costs one
-timeout, and the records are those of stepping every segment (``simulate(...,
-fold=False)``; ``tests/test_t13_engine_fold.py``). The run summary's ``events`` count the
-folded timeouts too.
+before anything that wakes another actor (releasing a lock someone waits for, ``mmap_lock``
+included) and before the caller's process ends. So calls and their contended rows that
+meet no other event cost no event (a lone caller's whole stream is one timeout), and the
+records are those of stepping every segment (``simulate(..., fold=False)``;
+``tests/test_t13_engine_fold.py``). The run summary's ``events`` count the folded timeouts
+too.
 """
 
 from __future__ import annotations
@@ -91,14 +92,23 @@ def caller(m: Machine, spec: CallerSpec, rng):
     peek = env.peek if m.fold else _no_fold  # without folding every timeout is scheduled
     if spec.start_ns:
         yield env.timeout(spec.start_ns)
+    lock = mm.mmap_lock
+    # The caller's own clock: ahead of env.now only while no other event is due until
+    # then (module docstring), so calls, segments and contended rows that nothing else
+    # could interleave with cost no event.
+    t = env.now
     for k, item in enumerate(_plan_stream(spec)):
         if k and spec.interval_ns:
-            yield env.timeout(spec.interval_ns)
-        t_req = env.now
-        lock = mm.mmap_lock
+            t += spec.interval_ns
+            if t >= peek():
+                yield env.timeout(t - env.now)
+            else:
+                m.folded_events += 1
+        t_req = t
         if not lock.try_write(spec.name):
             yield lock.wait_write(spec.name)
-        t_start = env.now
+            t = env.now
+        t_start = t
         steps, errno, folio = _resolve(item, mm, m.target, m.plans)
         tp = templates.get(steps, ncpus, rng, ptl_hot_of, folio)
         rmap_wait = ptl_wait = 0
@@ -107,10 +117,6 @@ def caller(m: Machine, spec: CallerSpec, rng):
         # free, taken and dropped at once, and nothing can observe them.
         ptl_keys = m.ptl_keys_of_rows(steps, (a for a, _b, h, _d in tp.segments if h)) \
             if tp.any_contended and ptl_hot_of is not None else None
-        # The caller's own clock: ahead of env.now only while no other event is due
-        # until then (module docstring), so a run of segments and contended rows that
-        # nothing else could interleave with costs no event until the call ends.
-        t = env.now
         for (a, _b, h, d), recs in zip(tp.segments, tp.records, strict=True):
             if not h:
                 _replay_segment(m, spec, k, recs, t, groups)
@@ -159,21 +165,24 @@ def caller(m: Machine, spec: CallerSpec, rng):
                 sem.release_write()
             for name in names:
                 holds_add(HoldRecord(lock=name, holder=spec.name, mode="write", call=k,
-                                      step=i, request_ns=t0, acquire_ns=t_acq,
-                                      wait_ns=t_acq - t0, hold_ns=t - t_acq))
-        if t > env.now:
+                                     step=i, request_ns=t0, acquire_ns=t_acq,
+                                     wait_ns=t_acq - t0, hold_ns=t - t_acq))
+        if t > env.now and lock.queue:
             m.folded_events -= 1  # this timeout stands for the last folded one
-            yield env.timeout(t - env.now)
+            yield env.timeout(t - env.now)  # the release wakes the next caller at env.now
         lock.release_write()
-        t_end = env.now
+        t_end = t
         calls_add(*CallHead(caller=spec.name, mm=spec.mm, cpu=cpu, call=k, errno=errno or "",
                             start_ns=t_req, end_ns=t_end, latency_ns=t_end - t_req,
                             mmap_lock_wait_ns=t_start - t_req, rmap_wait_ns=rmap_wait,
                             ptl_wait_ns=ptl_wait), *tp.stats)
         if len(m.runs) > m.settle_runs:
-            m.settle_users(env.now)
+            m.settle_users(t)  # no credit can be queued before t by anyone else either
         if m.progress is not None:
-            m.progress.call_done(env.now)
+            m.progress.call_done(t)
+    if t > env.now:  # the process ends (and the run may) at the caller's own time
+        m.folded_events -= 1  # this timeout stands for the last folded one
+        yield env.timeout(t - env.now)
 
 
 def _replay_segment(m: Machine, spec: CallerSpec, call: int, recs, t0: int,
@@ -237,7 +246,7 @@ def _record_flush_row(m: Machine, spec: CallerSpec, call: int, i: int, flush, t:
                       groups: CallerGroups) -> None:
     """The flush of one contended row, as a plain record, and its IPI credits."""
     full, pages, ipis, stolen = flush
-    m.rec.flushes.add_row(FlushRecord(caller=spec.name, call=call, step=i, time_ns=t, full=full,
-                                   pages=pages, targets=ipis, stolen_ns=stolen))
+    m.rec.flushes.add_row(FlushRecord(caller=spec.name, call=call, step=i, time_ns=t,
+                                      full=full, pages=pages, targets=ipis, stolen_ns=stolen))
     if ipis:
         _credit(m, groups, 0, ipis, t, ((0, stolen),), stolen)
