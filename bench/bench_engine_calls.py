@@ -9,8 +9,8 @@ caller and walker actors, locks, IPI credits and user threads, the record tables
 call-template lookups. Each workload is simulated once to fill a shared
 :class:`~perfsim.engine.reuse.RunCaches` (a template miss is pricing, not the engine), then
 ``--reps`` more times with it, reading every table (``SimResult.frames()``); the best CPU
-time (``time.process_time``) of those is the engine's. Prints microseconds per call per
-workload and over all of them.
+time (``time.process_time``) of those is the engine's. Prints microseconds per call and
+the SimPy events scheduled, per workload and over all of them.
 ``--against TREE`` (a checkout of an earlier commit) measures that tree first in a child
 process (``--tree TREE``), then this one, and prints each ratio. Results are not checked
 here (``bench/digests.py`` does that).
@@ -32,8 +32,9 @@ from tree import use_tree  # noqa: E402
 ROOT = use_tree(__file__)
 
 
-def measure(reps: int) -> dict[str, tuple[int, float]]:
-    """``{workload: (calls, best engine CPU seconds)}`` in this process's ``perfsim``."""
+def measure(reps: int) -> dict[str, tuple[int, float, int]]:
+    """``{workload: (calls, best engine CPU seconds, SimPy events scheduled)}`` in this
+    process's ``perfsim``."""
     from dataclasses import replace
 
     import numpy as np
@@ -60,9 +61,11 @@ def measure(reps: int) -> dict[str, tuple[int, float]]:
         best = float("inf")
         for _ in range(reps):
             c0 = time.process_time()
-            simulate(spec, caches=caches).frames()
+            res = simulate(spec, caches=caches)
+            res.frames()
             best = min(best, time.process_time() - c0)
-        out[name] = (calls, best)
+        # an older tree's summary has only "events" (then all scheduled)
+        out[name] = (calls, best, res.summary.get("scheduled_events", res.summary["events"]))
     return out
 
 
@@ -88,21 +91,22 @@ def main() -> None:
         print(json.dumps(res))
         return
     print(f"tree: {ROOT}; load average {os.getloadavg()}")
-    print(f"{'workload':24} {'calls':>6} {'engine us/call':>15}"
-          + (f" {'before':>10} {'ratio':>7}" if old else ""))
-    for name, (calls, cpu) in res.items():
-        line = f"{name:24} {calls:6d} {cpu / calls * 1e6:15.1f}"
+    print(f"{'workload':24} {'calls':>6} {'engine us/call':>15} {'events':>7}"
+          + (f" {'before':>10} {'events':>7} {'ratio':>7}" if old else ""))
+    for name, (calls, cpu, ev) in res.items():
+        line = f"{name:24} {calls:6d} {cpu / calls * 1e6:15.1f} {ev:7d}"
         if old and name in old:
-            oc, ocpu = old[name]
-            line += f" {ocpu / oc * 1e6:10.1f} {ocpu / cpu:6.2f}x"
+            oc, ocpu, oev = old[name]
+            line += f" {ocpu / oc * 1e6:10.1f} {oev:7d} {ocpu / cpu:6.2f}x"
         print(line)
-    calls = sum(c for c, _ in res.values())
-    cpu = sum(t for _, t in res.values())
-    line = f"{'all':24} {calls:6d} {cpu / calls * 1e6:15.1f}"
+    calls = sum(r[0] for r in res.values())
+    cpu = sum(r[1] for r in res.values())
+    line = f"{'all':24} {calls:6d} {cpu / calls * 1e6:15.1f} {sum(r[2] for r in res.values()):7d}"
     if old:
-        ocalls = sum(c for c, _ in old.values())
-        ocpu = sum(t for _, t in old.values())
-        line += f" {ocpu / ocalls * 1e6:10.1f} {ocpu / cpu:6.2f}x"
+        ocalls = sum(r[0] for r in old.values())
+        ocpu = sum(r[1] for r in old.values())
+        line += (f" {ocpu / ocalls * 1e6:10.1f} {sum(r[2] for r in old.values()):7d} "
+                 f"{ocpu / cpu:6.2f}x")
     print(line)
     if old:
         print(f"RATIO engine CPU per call, {a.against} / this tree = "
