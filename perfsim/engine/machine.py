@@ -6,6 +6,7 @@ one instance, so two simulations in one process never interfere.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -52,25 +53,52 @@ class UserThread:
         self.interrupts += 1
 
     def credit_many(self, credits: list[tuple[int, int]]) -> None:
-        """``credit(t, stolen)`` for each pair, in order (the same state, fewer calls)."""
+        """``credit(t, stolen)`` for each pair of a time-sorted list, in order."""
+        if credits:
+            self.credit_parts(((0, credits, 0, len(credits)),))
+
+    def credit_parts(self, parts) -> None:
+        """``credit(t0 + offset, stolen)`` for each ``(offset, stolen)`` of
+        ``credits[i:j]``, for each ``(t0, credits, i, j)`` of ``parts``, in order; the
+        times must not decrease (the same state as one ``credit`` per pair, fewer steps).
+
+        The loop keeps the current quantum's end relative to the part's ``t0``, so a credit
+        that lands inside the quantum costs one comparison and two additions; the quantum's
+        delay is that end minus the quantum's undisturbed end."""
         q = self.spec.quantum_ns
-        q_start, q_delay, quanta, max_delay = self.q_start, self.q_delay, self.quanta, self.max_delay
-        total = 0
-        for t, s in credits:
-            end = q_start + q + q_delay
-            if t >= end:  # advance_to(t)
-                quanta += 1
-                if q_delay > max_delay:
-                    max_delay = q_delay
-                k = (t - end) // q
-                quanta += k
-                q_start = end + k * q
-                q_delay = 0
-            q_delay += s
-            total += s
-        self.q_start, self.q_delay, self.quanta, self.max_delay = q_start, q_delay, quanta, max_delay
+        q_start, quanta, max_delay = self.q_start, self.quanta, self.max_delay
+        end = q_start + q + self.q_delay
+        total = count = 0
+        for t0, credits, i, j in parts:
+            count += j - i
+            e = end - t0
+            for o, s in (credits if i == 0 and j == len(credits) else credits[i:j]):
+                if o >= e:  # advance_to(t0 + o)
+                    end = e + t0
+                    delay = end - q_start - q
+                    if delay > max_delay:
+                        max_delay = delay
+                    k = (o - e) // q
+                    quanta += 1 + k
+                    q_start = end + k * q
+                    e = q_start + q - t0
+                e += s
+                total += s
+            end = e + t0
+        self.q_start, self.q_delay, self.quanta, self.max_delay = (
+            q_start, end - q_start - q, quanta, max_delay)
         self.stolen += total
-        self.interrupts += len(credits)
+        self.interrupts += count
+
+    def state(self) -> tuple:
+        """Everything ``credit_parts`` reads: equal states given equal credits end equal."""
+        return (self.spec.quantum_ns, self.q_start, self.q_delay, self.quanta, self.max_delay)
+
+
+SETTLE_RUNS = 1024
+"""Credit runs a machine lets wait before settling its user threads (memory bound only)."""
+
+_NO_LATER = float("inf")  # (offset, _NO_LATER) sorts after every (offset, stolen) pair
 
 
 @dataclass
@@ -78,63 +106,138 @@ class Cpu:
     """One CPU: the user threads on it and the IPI credits not yet applied.
 
     Coalesced segments credit IPIs ahead of the simulation clock, so credits wait in
-    ``pending`` until the clock reaches them: a list of *runs*, each ``[credits, next]`` with
-    ``credits`` a time-sorted list of ``(time_ns, stolen_ns)`` (one run per replayed segment
-    or contended row). Credits at equal times commute (each only lengthens the quantum
-    containing that instant), so applying them in time order is all that matters."""
+    ``pending`` until they are applied: a list of *runs*, each ``[t0, credits, next]`` with
+    ``credits`` a time-sorted sequence of ``(offset_ns, stolen_ns)``, one credit at
+    ``t0 + offset_ns`` each (one run per replayed segment or contended row; a template's
+    credits are shared, not copied). Credits at equal times commute (each only lengthens the
+    quantum containing that instant), so applying them in time order is all that matters.
+    Nothing reads a user thread before the run ends, so runs may wait for several calls
+    (:meth:`Machine.settle_users`); a credit is never added before the clock, so settling
+    at the clock's time is always exact."""
 
     index: int
     users: list[UserThread] = field(default_factory=list)
     pending: list[list] = field(default_factory=list)
     ipis: int = 0
     stolen: int = 0
+    groups: int = 0  # bits of the machine's CreditGroups this CPU belongs to
 
     def credit(self, t: int, stolen: int) -> None:
         self.ipis += 1
         self.stolen += stolen
         if self.users:
-            self.pending.append([[(t, stolen)], 0])
+            self.pending.append([t, ((0, stolen),), 0])
 
     def credit_many(self, credits: list[tuple[int, int]], stolen_ns: int | None = None) -> None:
         """Credit each ``(time_ns, stolen_ns)`` of a time-sorted list (``stolen_ns``: their
         stolen times' sum, when the caller has it already)."""
         if not credits:
             return
-        self.ipis += len(credits)
-        self.stolen += sum(s for _, s in credits) if stolen_ns is None else stolen_ns
-        if self.users:
-            self.pending.append([credits, 0])
+        self.credit_run(0, credits, sum(s for _, s in credits) if stolen_ns is None
+                        else stolen_ns)
 
-    def settle(self, now: int) -> None:
-        """Apply every credit at or before ``now`` (no later credit can predate ``now``)."""
+    def credit_run(self, t0: int, credits, stolen_ns: int) -> None:
+        """Credit each ``(offset_ns, stolen_ns)`` of a time-sorted sequence at ``t0 +
+        offset_ns`` (``stolen_ns``: their stolen times' sum). ``credits`` is kept, not
+        copied: it must not change."""
+        if not credits:
+            return
+        self.ipis += len(credits)
+        self.stolen += stolen_ns
+        if self.users:
+            self.pending.append([t0, credits, 0])
+
+    def due(self, now: int) -> list[tuple]:
+        """Take the credits at or before ``now`` out of ``pending``: ``(t0, credits, i,
+        j)`` per run that has some (``credits[i:j]``), in ``pending`` order."""
+        parts, self.pending = _take_due(self.pending, now)
+        return parts
+
+    def settle(self, now: int, memo: dict | None = None) -> None:
+        """Apply every credit at or before ``now`` (no later credit can predate ``now``);
+        ``memo`` as :func:`roll_users`'s."""
         if not self.pending:
             return
-        batch: list[tuple[int, int]] = []
-        runs = 0
-        keep = []
-        for run in self.pending:
-            credits, i = run
+        parts = self.due(now)
+        if parts and self.users:
+            roll_users(self.users, parts, {} if memo is None else memo)
+
+
+@dataclass(eq=False)
+class CreditGroup:
+    """CPUs that the same flushes interrupt together: the other CPUs of a caller's mm, or
+    the first ``t`` of them (a flush with ``t`` targets). A :class:`Machine` queues a
+    replayed segment's credits once per group, not once per CPU, and counts the group's
+    IPIs and stolen time once; :meth:`Machine.settle_users` hands both to the CPUs."""
+
+    cpus: tuple[Cpu, ...]
+    bit: int  # this group's bit in Cpu.groups of each of its CPUs
+    users: bool  # some CPU of the group has user threads (else no run is queued)
+    ipis: int = 0
+    stolen: int = 0
+
+
+def _take_due(runs: list[list], now: int) -> tuple[list[tuple], list[list]]:
+    """The credits at or before ``now`` of ``runs`` (each ``[t0, credits, next, ...]``):
+    ``(t0, credits, i, j, *rest)`` per run that has some (``credits[i:j]``), in order, and
+    the runs that keep credits for later (their ``next`` advanced)."""
+    parts = []
+    keep = []
+    for run in runs:
+        t0, credits, i = run[0], run[1], run[2]
+        x = now - t0
+        n = len(credits)
+        if credits[-1][0] <= x:
+            j = n
+        elif credits[i][0] > x:
             j = i
-            n = len(credits)
-            while j < n and credits[j][0] <= now:
-                j += 1
-            if j > i:
-                batch.extend(credits[i:j] if i or j < n else credits)
-                runs += 1
-            if j < n:
-                run[1] = j
-                keep.append(run)
-        self.pending = keep
-        if not batch:
-            return
-        if runs > 1:
-            batch.sort(key=_time_of)
-        for u in self.users:
-            u.credit_many(batch)
+        else:
+            j = bisect_right(credits, (x, _NO_LATER), i)
+        if j > i:
+            parts.append((t0, credits, i, j, *run[3:]))
+        if j < n:
+            run[2] = j
+            keep.append(run)
+    return parts, keep
 
 
-def _time_of(credit: tuple[int, int]) -> int:
-    return credit[0]
+def roll_users(users, parts, memo: dict) -> None:
+    """Apply the credits of ``parts`` (``(t0, credits, i, j)``, in queueing order) to each
+    of ``users``, in time order.
+
+    ``memo`` (shared by the CPUs of one settle) maps a user state and the exact credits
+    applied to it (the runs' identities and ranges) to the state they lead to: users that
+    received the same credits in the same state (on every other CPU of a cpumask, all the
+    threads of one CPU) are rolled forward once."""
+    if len(parts) > 1 and not _in_time_order(parts):
+        batch = [(t0 + o, s) for t0, credits, i, j in parts for o, s in credits[i:j]]
+        batch.sort()  # equal times commute, so the order among them does not matter
+        parts = [(0, batch, 0, len(batch))]
+    runs = tuple((id(c), t0, i, j) for t0, c, i, j in parts)
+    for u in users:
+        key = (u.state(), runs)
+        hit = memo.get(key)
+        if hit is None:
+            stolen, interrupts = u.stolen, u.interrupts
+            u.credit_parts(parts)
+            # ``parts`` is kept so that no id in ``runs`` is reused while memo lives
+            memo[key] = (u.q_start, u.q_delay, u.quanta, u.max_delay,
+                         u.stolen - stolen, u.interrupts - interrupts, parts)
+        else:
+            u.q_start, u.q_delay, u.quanta, u.max_delay = hit[:4]
+            u.stolen += hit[4]
+            u.interrupts += hit[5]
+
+
+def _in_time_order(parts) -> bool:
+    """Whether the credits of ``parts`` taken one part after the other are time-sorted."""
+    last = None
+    for p in parts:
+        t0, credits, i, j = p[0], p[1], p[2], p[3]
+        if last is not None and t0 + credits[i][0] < last:
+            return False
+        last = t0 + credits[j - 1][0]
+    return True
 
 
 @dataclass
@@ -162,6 +265,11 @@ class Machine:
         self.env = env if env is not None else simpy.Environment()
         self.end_ns = 0
         self.events = 0
+        # Timeouts the segment-by-segment schedule has and this run did not need to
+        # schedule (a caller's clock ran ahead, caller.py): events = scheduled + folded.
+        self.folded_events = 0
+        self.scheduled_events = 0
+        self.fold = True  # callers may run their clock ahead (caller.py); off for tests
         self.rec = recorder
         self.progress = None  # a simulate.CallProgress, told of every finished call
         self.profile = spec.profile
@@ -192,6 +300,12 @@ class Machine:
         self.plans = (shared.plans if shared else PlanCache()) if reuse else None
         self.plan_hits_before = self.plans.hits if self.plans else 0
         self.users = []
+        # Credit runs of CreditGroups not yet applied, in queueing order, each
+        # [t0, credits, next, group]; the caller settles when there are more than
+        # settle_runs (any bound gives the same records: it only bounds memory).
+        self.groups: dict[tuple[int, ...], CreditGroup] = {}
+        self.runs: list[list] = []
+        self.settle_runs = SETTLE_RUNS
         for u in spec.users:
             ut = UserThread(u)
             self.cpus[u.cpu].users.append(ut)
@@ -267,10 +381,52 @@ class Machine:
                 out[i] = [("pmd", o)]
         return out
 
+    def credit_group(self, cpus: tuple[int, ...]) -> CreditGroup:
+        """The :class:`CreditGroup` of these CPUs (one per distinct tuple)."""
+        g = self.groups.get(cpus)
+        if g is None:
+            members = tuple(self.cpus[c] for c in cpus)
+            g = self.groups[cpus] = CreditGroup(members, 1 << len(self.groups),
+                                                any(c.users for c in members))
+            for c in members:
+                c.groups |= g.bit
+        return g
+
     def settle_users(self, now: int) -> None:
+        """Apply every IPI credit at or before ``now`` to the user threads, and the
+        groups' IPI counts to their CPUs.
+
+        The due credits are taken from the queued runs once; the CPUs that belong to the
+        same groups get the same credits in the same order, so each such set is sorted out
+        once and its users rolled forward through one memo (:func:`roll_users`). A CPU's
+        own pending runs (:meth:`Cpu.credit_run`) are applied after its groups' if both
+        are queued (in time order: :func:`roll_users` sorts when needed)."""
+        for g in self.groups.values():
+            if g.ipis:
+                for c in g.cpus:
+                    c.ipis += g.ipis
+                    c.stolen += g.stolen
+                g.ipis = g.stolen = 0
+        memo: dict = {}
+        parts = ()
+        if self.runs:
+            parts, self.runs = _take_due(self.runs, now)
+        by_groups: dict[int, list] = {}
         for c in self.cpus:
+            if not c.users:
+                continue
             if c.pending:
-                c.settle(now)
+                own = c.due(now)
+                if own:
+                    mine = [p[:4] for p in parts if p[4].bit & c.groups]
+                    roll_users(c.users, mine + own, memo)
+                    continue
+            if parts and c.groups:
+                by_groups.setdefault(c.groups, []).append(c)
+        for bits, cpus in by_groups.items():
+            mine = [p[:4] for p in parts if p[4].bit & bits]
+            if mine:
+                roll_users([u for c in cpus for u in c.users], mine, memo)
 
 
 from perfsim.planner import steps as _S  # noqa: E402

@@ -1,10 +1,11 @@
 """Flat, typed record tables with bounded memory.
 
-A :class:`Table` has fixed columns. Rows arrive one at a time (``add``) or as numpy columns
-(``add_columns``, for the many rows one coalesced segment produces). Memory stays bounded:
-after ``max_rows`` buffered rows the table either **spills** its buffer to a part file in
-``spill_dir`` (Parquet) or, without a spill directory, stops
-keeping detail rows and only counts them (``dropped``). Running aggregates (count, sum, max of
+A :class:`Table` has fixed columns. Rows arrive one at a time (``add``), as numpy columns
+(``add_columns``) or as a :class:`Block` (``add_block``: the many rows one coalesced segment
+produces, kept as its template's arrays plus a few constants and made columns when read).
+Memory stays bounded: after ``max_rows`` buffered rows the table either **spills** its buffer
+to a part file in ``spill_dir`` (Parquet) or, without a spill directory, stops keeping detail
+rows and only counts them (``dropped``). Running aggregates (count, sum, max of
 every numeric column) always cover every row, kept or not.
 
 ``to_frame()`` gives a pandas DataFrame in one line of user code; spilled parts are read back.
@@ -17,8 +18,62 @@ from pathlib import Path
 import numpy as np
 
 
+class Block:
+    """How a *block* of rows fills a table's columns (:meth:`Table.add_block`): each
+    column is a constant (one value per block, of a given dtype), a given array, or a given
+    array of offsets shifted by the block's ``t0`` (a timestamp). A coalesced segment's
+    holds and flushes are blocks: their arrays come from the call template, their constants
+    (caller, call) and ``t0`` from the clock. Blocks are stored as given and turned into
+    columns when the table is read (:meth:`Table.to_frame`), consecutive blocks of one
+    layout in one numpy call per column, equal to one ``add_columns`` per block."""
+
+    __slots__ = ("columns", "consts", "arrays", "shifted", "numeric")
+
+    def __init__(self, table: Table, consts: tuple[tuple[str, object], ...],
+                 arrays: tuple[str, ...] = (), shifted: tuple[str, ...] = ()) -> None:
+        names = [c for c, _ in consts] + list(arrays) + list(shifted)
+        if sorted(names) != sorted(table.columns):
+            raise ValueError(f"a block of table {table.name!r} must give each of its columns "
+                             f"once: {', '.join(table.columns)}; got {', '.join(names)}")
+        self.columns = table.columns
+        self.consts = tuple((c, np.dtype(dt)) for c, dt in consts)
+        self.arrays = tuple(arrays)
+        self.shifted = tuple(shifted)
+        where = {c: ("const", k) for k, (c, _) in enumerate(consts)}
+        where.update({c: ("array", k) for k, c in enumerate(arrays)})
+        where.update({c: ("shifted", k) for k, c in enumerate(shifted)})
+        self.numeric = tuple((c, *where[c]) for c in table.numeric)
+
+    def frame_columns(self, blocks: list[tuple]) -> dict[str, np.ndarray]:
+        """The columns of consecutive stored blocks ``(n, consts, arrays, shifted, t0)``."""
+        ns = [b[0] for b in blocks]
+        out = {}
+        if len(blocks) == 1:
+            n, consts, arrays, shifted, t0 = blocks[0]
+            for k, (c, dt) in enumerate(self.consts):
+                out[c] = np.full(n, consts[k], dtype=dt)
+            for k, c in enumerate(self.arrays):
+                out[c] = arrays[k]
+            for k, c in enumerate(self.shifted):
+                out[c] = shifted[k] + t0
+            return out
+        for k, (c, dt) in enumerate(self.consts):
+            out[c] = np.repeat(np.array([b[1][k] for b in blocks], dtype=dt), ns)
+        for k, c in enumerate(self.arrays):
+            out[c] = np.concatenate([b[2][k] for b in blocks])
+        if self.shifted:
+            t0s = np.array([b[4] for b in blocks], np.int64)
+            for k, c in enumerate(self.shifted):
+                offs = np.concatenate([b[3][k] for b in blocks])
+                out[c] = offs + np.repeat(t0s.astype(offs.dtype, copy=False), ns)
+        return out
+
+
 class Table:
     """One record table (see module docstring)."""
+
+    #: Row tuples kept as a list between two blocks before they are made columns.
+    ROW_PIECE = 4096
 
     def __init__(self, name: str, columns: tuple[str, ...], *, max_rows: int = 1_000_000,
                  spill_dir: Path | None = None, numeric: tuple[str, ...] = ()) -> None:
@@ -28,41 +83,134 @@ class Table:
         self.spill_dir = Path(spill_dir) if spill_dir else None
         self.numeric = numeric
         self._rows: list[tuple] = []
-        self._chunks: list[dict[str, np.ndarray]] = []
+        # in order: dicts of columns, lists of row tuples, (Block, n, consts, arrays,
+        # shifted, t0) blocks
+        self._chunks: list = []
         self._buffered = 0
         self.parts: list[Path] = []
         self.total = 0
         self.dropped = 0
-        self.sums = dict.fromkeys(numeric, 0)
-        self.maxes = dict.fromkeys(numeric, 0)
+        self._sums = dict.fromkeys(numeric, 0)
+        self._maxes = dict.fromkeys(numeric, 0)
         self._numeric_at = tuple((c, columns.index(c)) for c in numeric)
+        # The aggregates are folded lazily (when read, or before a spill): the first
+        # _folded_chunks chunks and the first _folded_rows of _rows are in them.
+        self._folded_chunks = 0
+        self._folded_rows = 0
+
+    @property
+    def sums(self) -> dict:
+        """Sum of every numeric column over every row added (kept or not)."""
+        self._fold()
+        return self._sums
+
+    @property
+    def maxes(self) -> dict:
+        """Maximum (at least 0) of every numeric column over every row added."""
+        self._fold()
+        return self._maxes
 
     # -- appending ------------------------------------------------------------------
     def add(self, *row) -> None:
         self.total += 1
-        sums, maxes = self.sums, self.maxes
-        for c, i in self._numeric_at:
-            v = row[i]
-            sums[c] += v
-            if v > maxes[c]:
-                maxes[c] = v
-        if self._room(1):
+        if self._buffered < self.max_rows or self._room(1):
             self._rows.append(row)
             self._buffered += 1
+        else:
+            self._fold_rows([row])
+
+    def add_row(self, row: tuple) -> None:
+        """:meth:`add` of a row given as one tuple (a record NamedTuple), kept as it is."""
+        self.total += 1
+        if self._buffered < self.max_rows or self._room(1):
+            self._rows.append(row)
+            self._buffered += 1
+        else:
+            self._fold_rows([row])
 
     def add_columns(self, cols: dict[str, np.ndarray]) -> None:
         n = len(next(iter(cols.values())))
         if n == 0:
             return
         self.total += n
-        for c in self.numeric:
-            a = cols[c]
-            self.sums[c] += int(a.sum())
-            self.maxes[c] = max(self.maxes[c], int(a.max()))
+        self._fold_columns(cols)
         if self._room(n):
             self._flush_rows()
             self._chunks.append(cols)
             self._buffered += n
+            if self._folded_chunks == len(self._chunks) - 1:
+                self._folded_chunks += 1
+
+    def add_block(self, block: Block, n: int, consts: tuple, arrays: tuple = (),
+                  shifted: tuple = (), t0: int = 0) -> None:
+        """Append ``n`` rows laid out by ``block``: ``consts`` the constant columns' values,
+        ``arrays`` the given columns, ``shifted`` the offsets the shifted columns add to
+        ``t0`` (in ``block``'s order). The arrays are kept, not copied: they must not
+        change. The same rows, aggregates and columns as :meth:`add_columns` of them."""
+        if n == 0:
+            return
+        self.total += n
+        stored = (block, n, consts, arrays, shifted, t0)
+        if self._room(n):
+            if self._rows:
+                self._keep_rows()
+            self._chunks.append(stored)
+            self._buffered += n
+        else:
+            self._fold_blocks(block, [stored[1:]])
+
+    # -- aggregates -------------------------------------------------------------------
+    def _fold(self) -> None:
+        """Fold every row not yet in the aggregates into them."""
+        chunks = self._chunks
+        if self._folded_chunks < len(chunks):
+            blocks: dict[Block, list] = {}
+            for ch in chunks[self._folded_chunks:]:
+                if isinstance(ch, tuple):
+                    blocks.setdefault(ch[0], []).append(ch[1:])
+                elif isinstance(ch, list):
+                    self._fold_rows(ch)
+                # a dict of columns (add_columns) is folded when added
+            for layout, got in blocks.items():
+                self._fold_blocks(layout, got)
+            self._folded_chunks = len(chunks)
+        if self._folded_rows < len(self._rows):
+            self._fold_rows(self._rows[self._folded_rows:])
+            self._folded_rows = len(self._rows)
+
+    def _update(self, c: str, total: int, top: int) -> None:
+        self._sums[c] += total
+        if top > self._maxes[c]:
+            self._maxes[c] = top
+
+    def _fold_rows(self, rows: list[tuple]) -> None:
+        for c, i in self._numeric_at:
+            vals = [r[i] for r in rows]
+            self._update(c, sum(vals), max(vals))
+
+    def _fold_columns(self, cols: dict[str, np.ndarray]) -> None:
+        for c in self.numeric:
+            a = cols[c]
+            self._update(c, int(a.sum()), int(a.max()))
+
+    def _fold_blocks(self, block: Block, blocks: list[tuple]) -> None:
+        """Fold stored blocks ``(n, consts, arrays, shifted, t0)`` of one layout, each
+        numeric column in one pass over all of them."""
+        if not block.numeric:
+            return
+        ns = [b[0] for b in blocks]
+        for c, kind, k in block.numeric:
+            if kind == "const":
+                vals = [b[1][k] for b in blocks]
+                self._update(c, sum(v * n for v, n in zip(vals, ns, strict=True)), max(vals))
+                continue
+            if kind == "array":
+                a = np.concatenate([b[2][k] for b in blocks]) if len(blocks) > 1 \
+                    else blocks[0][2][k]
+            else:
+                offs = np.concatenate([b[3][k] for b in blocks])
+                a = offs + np.repeat(np.array([b[4] for b in blocks], offs.dtype), ns)
+            self._update(c, int(a.sum()), int(a.max()))
 
     def _room(self, n: int) -> bool:
         if self._buffered + n <= self.max_rows:
@@ -73,11 +221,86 @@ class Table:
         self.dropped += n
         return False
 
+    def _keep_rows(self) -> None:
+        """Close the current list of row tuples before a block (columns made later)."""
+        if len(self._rows) >= self.ROW_PIECE:
+            self._flush_rows()
+        else:
+            self._close_rows(self._rows)
+
     def _flush_rows(self) -> None:
+        """Make ``_rows`` a chunk of columns (its rows folded now: such chunks are folded
+        when added, as :meth:`add_columns`'s are)."""
         if self._rows:
-            cols = list(zip(*self._rows, strict=False))
-            self._chunks.append({c: np.asarray(v) for c, v in zip(self.columns, cols, strict=False)})
+            if self._folded_rows < len(self._rows):
+                self._fold_rows(self._rows[self._folded_rows:])
+            self._chunks.append(self._row_columns(self._rows))
             self._rows = []
+            self._folded_rows = 0
+
+    def _close_rows(self, rows: list[tuple]) -> None:
+        """Append the list ``_rows`` to the chunks and start a new list of rows."""
+        if self._folded_rows:  # folded in part (the aggregates were read): fold the rest
+            self._fold()
+        self._chunks.append(rows)
+        if self._folded_rows:
+            self._folded_chunks = len(self._chunks)
+        self._rows = []
+        self._folded_rows = 0
+
+    def _row_columns(self, rows: list[tuple]) -> dict[str, np.ndarray]:
+        cols = list(zip(*rows, strict=False))
+        return {c: np.asarray(v) for c, v in zip(self.columns, cols, strict=False)}
+
+    def _buffer_columns(self) -> dict[str, np.ndarray] | None:
+        """Every buffered row as one array per column, in order; None if there is none.
+
+        The row tuples of all the lists are made columns at once, and the blocks of each
+        layout at once (:meth:`Block.frame_columns`); then each column is those sources
+        concatenated and put back in chunk order by one gather, so reading a table costs a
+        few numpy calls per column however many small chunks the run appended. The values
+        and dtypes are those of concatenating the chunks' columns one after the other."""
+        chunks = self._chunks + ([self._rows] if self._rows else [])
+        if not chunks:
+            return None
+        rows: list[tuple] = []
+        blocks: dict[Block, list] = {}  # layout -> [its blocks, their rows]
+        dicts: list[dict] = []
+        pieces = []  # (source, start in source, rows) per chunk, in order
+        for ch in chunks:
+            if isinstance(ch, tuple):
+                got = blocks.get(ch[0])
+                if got is None:
+                    got = blocks[ch[0]] = [[], 0]
+                pieces.append((ch[0], got[1], ch[1]))
+                got[0].append(ch[1:])
+                got[1] += ch[1]
+            elif isinstance(ch, list):
+                pieces.append(("rows", len(rows), len(ch)))
+                rows.extend(ch)
+            else:
+                n = len(next(iter(ch.values())))
+                pieces.append((len(dicts), 0, n))
+                dicts.append(ch)
+        sources: dict = {}
+        if rows:
+            sources["rows"] = self._row_columns(rows)
+        for layout, (got, _) in blocks.items():
+            sources[layout] = layout.frame_columns(got)
+        for k, d in enumerate(dicts):
+            sources[k] = d
+        if len(sources) == 1:
+            return next(iter(sources.values()))
+        base, at = {}, 0
+        for key, cols in sources.items():
+            base[key] = at
+            at += len(next(iter(cols.values())))
+        ns = np.array([n for _, _, n in pieces], np.int64)
+        starts = np.array([base[key] + start for key, start, _ in pieces], np.int64)
+        out_starts = np.cumsum(ns) - ns
+        order = np.repeat(starts - out_starts, ns) + np.arange(int(ns.sum()))
+        return {c: np.concatenate([cols[c] for cols in sources.values()])[order]
+                for c in self.columns}
 
     # -- output ---------------------------------------------------------------------
     def _buffer_frame(self):
@@ -85,28 +308,30 @@ class Table:
         column, however many chunks there are)."""
         import pandas as pd
 
-        self._flush_rows()
-        if not self._chunks:
+        cols = self._buffer_columns()
+        if cols is None:
             return pd.DataFrame({c: [] for c in self.columns})
         data = {}
         for c in self.columns:
-            parts = [ch[c] for ch in self._chunks]
-            data[c] = np.concatenate(parts) if len(parts) > 1 else parts[0]
+            data[c] = cols[c]
             if data[c].dtype.kind == "U":
                 data[c] = data[c].astype(object)
-        return pd.DataFrame(data, columns=list(self.columns))
+        return pd.DataFrame(data)  # columns in table order (the dict's): no reindexing
 
     def spill(self) -> None:
         """Write the buffered rows to a part file and free them."""
         if self.spill_dir is None or self._buffered == 0:
             return
         self.spill_dir.mkdir(parents=True, exist_ok=True)
+        self._fold()
         df = self._buffer_frame()
         path = self.spill_dir / f"{self.name}.part{len(self.parts):05d}.parquet"
         df.to_parquet(path, index=False)
         self.parts.append(path)
         self._chunks = []
+        self._rows = []
         self._buffered = 0
+        self._folded_chunks = self._folded_rows = 0
 
     def to_frame(self):
         """All kept rows (spilled parts first, then the buffer) as a DataFrame."""
@@ -122,7 +347,7 @@ class Table:
     def summary(self) -> dict:
         return {"rows": self.total, "kept": self.total - self.dropped, "dropped": self.dropped,
                 "spilled_parts": len(self.parts),
-                **{f"sum_{c}": int(v) for c, v in self.sums.items()},
+                **{f"sum_{c}": int(v) for c, v in self.sums.items()},  # folds first
                 **{f"max_{c}": int(v) for c, v in self.maxes.items()}}
 
 
@@ -177,6 +402,14 @@ class Recorder:
         self.walker_waits = Table("walker_waits", WALKER_COLUMNS, max_rows=max_rows,
                                   spill_dir=sd, numeric=("wait_ns", "hold_ns"))
         self.users = Table("users", USER_COLUMNS, max_rows=max_rows, spill_dir=sd)
+        # the rmap holds and the flushes of one coalesced segment (caller._replay_segment)
+        self.segment_holds = Block(self.holds, (("lock", object), ("holder", object),
+                                                ("mode", object), ("call", np.int64),
+                                                ("wait_ns", np.int64)),
+                                   ("step", "hold_ns"), ("request_ns", "acquire_ns"))
+        self.segment_flushes = Block(self.flushes, (("caller", object), ("call", np.int64)),
+                                     ("step", "full", "pages", "targets", "stolen_ns"),
+                                     ("time_ns",))
 
     def tables(self) -> dict[str, Table]:
         return {"calls": self.calls, "holds": self.holds, "flushes": self.flushes,

@@ -22,7 +22,8 @@ from perfsim.errors import PerfsimError
 
 
 class CountingEnvironment(simpy.Environment):
-    """A SimPy environment that counts scheduled events (the ``events`` of a run summary).
+    """A SimPy environment that counts scheduled events (a run summary's
+    ``scheduled_events``).
 
     SimPy numbers every scheduled event from a counter (``_eid``, an ``itertools.count``
     from 0), so the count is read from it at the end instead of adding a Python call to
@@ -56,7 +57,10 @@ class SimResult:
     row per TLB flush; ``walker_waits``: one row per walker visit that waited; ``users``: one
     row per user thread (work done, time stolen by IPIs). Each DataFrame is built on first
     access. ``summary`` has run totals and the per-table row counts (including rows dropped
-    by the memory bound); ``config`` the effective configuration (digests, seed).
+    by the memory bound); its ``events`` are those of the segment-by-segment schedule (one
+    timeout per segment and contended row, whether or not the run needed to schedule it:
+    a property of the model, the same with ``fold`` on or off), ``scheduled_events`` the
+    SimPy events this run did schedule; ``config`` the effective configuration (digests, seed).
     """
 
     TABLES = ("calls", "holds", "flushes", "walker_waits", "users")
@@ -147,19 +151,22 @@ class CallProgress:
 
 
 def run(spec: SimSpec, recorder: Recorder, progress: CallProgress | None = None, *,
-        reuse: bool = True, caches=None) -> Machine:
+        reuse: bool = True, caches=None, fold: bool = True) -> Machine:
     """Run ``spec`` to completion, recording into ``recorder``; return the final machine.
     ``reuse=False`` plans and prices every call afresh (the records are the same; for tests).
-    ``caches``: a :class:`~perfsim.engine.reuse.RunCaches` shared with other runs."""
+    ``caches``: a :class:`~perfsim.engine.reuse.RunCaches` shared with other runs.
+    ``fold=False`` gives every segment and contended row its own timeout (the records and
+    ``events`` are the same, only ``scheduled_events`` grows; for tests)."""
     _validate(spec)
     check_seed(spec.seed)
     env = CountingEnvironment()
     m = Machine(spec, recorder, env, reuse=reuse, caches=caches)
+    m.fold = fold
     m.progress = progress
     seeds = np.random.SeedSequence(spec.seed).spawn(len(spec.callers) + len(spec.walkers))
     procs = []
     for c, ss in zip(spec.callers, seeds, strict=False):
-        procs.append(env.process(caller(m, c, np.random.default_rng(ss))))
+        procs.append(env.process(caller(m, c, ss)))  # its generator made when it draws
     for w, ss in zip(spec.walkers, seeds[len(spec.callers):], strict=False):
         env.process(walker(m, w, np.random.default_rng(ss)))
     if spec.duration_ns is not None:
@@ -167,8 +174,7 @@ def run(spec: SimSpec, recorder: Recorder, progress: CallProgress | None = None,
     else:
         env.run(until=simpy.AllOf(env, procs))
     end = int(env.now)
-    for cpu in m.cpus:
-        cpu.settle(end)
+    m.settle_users(end)
     for u in m.users:
         u.advance_to(end)
         recorder.users.add(*UserRecord(thread=u.spec.name, mm=u.spec.mm, cpu=u.spec.cpu,
@@ -176,14 +182,15 @@ def run(spec: SimSpec, recorder: Recorder, progress: CallProgress | None = None,
                                        stolen_ns=u.stolen, interrupts=u.interrupts,
                                        max_quantum_delay_ns=max(u.max_delay, u.q_delay)))
     m.end_ns = end
-    m.events = env.scheduled
+    m.scheduled_events = env.scheduled
+    m.events = m.scheduled_events + m.folded_events
     return m
 
 
 def simulate(spec_or_scenario, *, seed: int | None = None, max_rows: int = 1_000_000,
              spill_dir: str | Path | None = None, record_zero_waits: bool = False,
              progress: bool = False, progress_calls: int | None = None,
-             reuse: bool = True, caches=None) -> SimResult:
+             reuse: bool = True, caches=None, fold: bool = True) -> SimResult:
     """Simulate a :class:`SimSpec`, a :class:`~perfsim.engine.scenario.Scenario` or a scenario
     TOML path, and return its records as DataFrames.
 
@@ -196,6 +203,8 @@ def simulate(spec_or_scenario, *, seed: int | None = None, max_rows: int = 1_000
     (:mod:`perfsim.engine.plan_cache`, :mod:`perfsim.engine.pricing`): same records, slower.
     ``caches``: a :class:`~perfsim.engine.reuse.RunCaches` to share plans and call templates
     with the other runs it is given to (same records; :mod:`perfsim.engine.reuse`).
+    ``fold=False`` schedules a timeout for every segment and contended row even where no
+    other event could come between them (:mod:`perfsim.engine.caller`; same records).
     """
     from perfsim.engine.scenario import Scenario, build_spec, load_scenario
 
@@ -219,12 +228,13 @@ def simulate(spec_or_scenario, *, seed: int | None = None, max_rows: int = 1_000
         total = progress_calls if progress_calls is not None else expected_calls(spec)
         bar = CallProgress(str(name), total, spec.duration_ns)
     try:
-        m = run(spec, rec, bar, reuse=reuse, caches=caches)
+        m = run(spec, rec, bar, reuse=reuse, caches=caches, fold=fold)
     finally:
         if bar is not None:
             bar.close()
     summary = {
-        "end_ns": m.end_ns, "events": m.events, "seed": spec.seed,
+        "end_ns": m.end_ns, "events": m.events, "scheduled_events": m.scheduled_events,
+        "seed": spec.seed,
         "tables": {k: t.summary() for k, t in rec.tables().items()},
         "walker_visits": dict(rec.walker_visits),
         "cpu_ipis": [c.ipis for c in m.cpus], "cpu_stolen_ns": [c.stolen for c in m.cpus],
