@@ -52,11 +52,23 @@ flush, or ``flush_pages`` INVLPGs); that is not on the caller's clock and is rep
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from operator import itemgetter, mul
 
 import numpy as np
 
 from perfsim.cost.batching import FolioBatching
+from perfsim.cost.counts import (
+    ARRAY_OPS,
+    FIRST_ROW_RULES,
+    ROW_COLUMNS,
+    ROW_PARAMS,
+    SCALAR_OPS,
+    folio_terms,
+    ipi_targets_of,
+    row_counts,
+    stolen_of,
+)
 from perfsim.cost.profile import PARAM_NAMES, CostProfile
 from perfsim.cost.sampling import draw
 from perfsim.planner import steps as S
@@ -102,13 +114,10 @@ def ipi_targets(steps: S.Steps, profile: CostProfile, cpus: int | None) -> np.nd
     the planner derived from the mm's CPUs). ``cpus=k``: every flush IPIs the other ``k-1``
     CPUs of the mm when the profile's architecture shoots down by IPI (x86: ``freed_tables``
     makes lazy CPUs count too, T3), none otherwise."""
-    if cpus is None:
-        return steps.ipis.astype(_I64)
-    if cpus < 1:
+    if cpus is not None and cpus < 1:
         raise ValueError("cpus must be >= 1")
-    if not profile.ipi_shootdown:
-        return np.zeros(len(steps), _I64)
-    return steps.flushes.astype(_I64) * (cpus - 1)
+    return np.asarray(ipi_targets_of(steps.ipis.astype(_I64), steps.flushes.astype(_I64), cpus,
+                                     profile.ipi_shootdown), _I64)
 
 
 def param_counts(steps: S.Steps, ipis: np.ndarray, folio: FolioBatching | None = None
@@ -130,101 +139,140 @@ _COUNT_ORDER = (
     "ipi_wakeup_ns", "tlb_first_flush_ns", "rmap_acquire_ns", "rmap_release_ns", "ptl_ns",
     "notifier_pair_ns", "folio_lookup_ns", "contpte_unfold_ns", "contpte_fold_ns",
 )
-#: Parameters that are one row of a kind: 1 on that kind's rows.
-_ONE_PER_KIND = (("syscall_ns", S.K_SYSCALL), ("move_ptes_call_ns", S.K_PTE_MOVE),
-                 ("pmd_move_ns", S.K_PMD_MOVE), ("thp_move_ns", S.K_THP_MOVE),
-                 ("thp_split_ns", S.K_THP_SPLIT))
-#: Parameters charged once per unit of one column: (parameter, column).
-_ONE_PER_UNIT = (("table_free_ns", "freed"), ("tlb_flush_call_ns", "flushes"),
-                 ("rmap_acquire_ns", "rmap"), ("rmap_release_ns", "rmap"), ("ptl_ns", "ptl"),
-                 ("notifier_pair_ns", "notifier"))
-#: The columns :func:`_count_matrix` reads, gathered into one int64 block.
-_COUNT_COLUMNS = ("ptes", "batches", "slots", "flushes", "flush_pages", "flush_full",
-                  "alloc_p4d", "alloc_pud", "alloc_pmd", "alloc_pte", "freed", "rmap", "ptl",
-                  "notifier")
-_COL = {c: i for i, c in enumerate(_COUNT_COLUMNS)}
-_KIND_IDS = np.arange(len(S.KIND_NAMES))[:, None]
+#: The count columns :func:`row_counts` reads after ``kind`` and ``phase``, gathered into
+#: one int64 block by :func:`_count_matrix`.
+_COUNT_COLUMNS = ROW_COLUMNS[2:]
+#: The columns a plan of a few rows is read as (Python lists, :func:`column_lists`).
+LIST_COLUMNS = ROW_COLUMNS + ("ipis",)
+#: Plans of at most this many rows are priced on Python ints (:func:`scalar_row_costs`) when
+#: nothing is drawn: below it a numpy call costs more than the arithmetic it does.
+SCALAR_ROWS = 48
+
+
+def column_lists(steps: S.Steps) -> list[list[int]]:
+    """The plan's :data:`LIST_COLUMNS` as Python lists (one ``tolist`` each)."""
+    cols = steps.cols
+    return [cols[c].tolist() for c in LIST_COLUMNS]
 
 
 def _count_matrix(steps: S.Steps, ipis: np.ndarray, folio: FolioBatching | None
                   ) -> np.ndarray:
     """:func:`param_counts` as one (parameters x rows) int64 array, parameter ``p`` on row
-    ``_ROW[p]`` (:data:`_BY_CATEGORY` order): the counts of a small plan are a few dozen
-    whole-array operations, however many rows it has."""
+    ``_ROW[p]`` (:data:`_BY_CATEGORY` order): :func:`~perfsim.cost.counts.row_counts`
+    evaluated on whole columns, then :data:`~perfsim.cost.counts.FIRST_ROW_RULES`."""
     cols = steps.cols
     n = len(steps)
-    kind, phase = cols["kind"], cols["phase"]
     out = np.zeros((len(_BY_CATEGORY), n), _I64)
     if n == 0:
         return out
-    r = _ROW
-    onehot = _KIND_IDS == kind  # (kinds, rows): row k is "this row is of kind k"
-    out[_ONE_PER_KIND_ROWS] = onehot[_ONE_PER_KIND_KINDS]
+    phase = cols["phase"]
     c = np.array([cols[name] for name in _COUNT_COLUMNS], _I64)
-    ptes, batches, flushes = c[_COL["ptes"]], c[_COL["batches"]], c[_COL["flushes"]]
-    out[_ONE_PER_UNIT_ROWS] = c[_ONE_PER_UNIT_COLS]
-    pte_move = onehot[S.K_PTE_MOVE]
-    nb = np.where(batches > 0, np.minimum(batches, ptes), ptes)  # set_ptes batches
     run_start = np.ones(n, bool)
     run_start[1:] = phase[1:] != phase[:-1]
-    out[r["unmap_ns"]] = (phase == S.UNMAP_DST) & run_start
-    np.multiply(onehot[S.K_ZAP], ptes, out=out[r["zap_pte_ns"]])
-    out[r["extent_ns"]] = ((phase == S.MOVE) | (phase == S.REVERT)) & ~onehot[S.K_NOTIFIER]
-    np.multiply(pte_move, nb, out=out[r["pte_present_ns"]])
-    np.multiply(pte_move, ptes - nb, out=out[r["contpte_pte_ns"]])
-    np.multiply(pte_move, np.maximum(c[_COL["slots"]] - ptes, 0), out=out[r["pte_empty_ns"]])
-    np.multiply(onehot[S.K_HUGETLB_MOVE], ptes, out=out[r["hugetlb_entry_ns"]])
-    np.add(onehot[S.K_PUD_MOVE], onehot[S.K_HUGE_PUD_MOVE], out=out[r["pud_move_ns"]],
-           dtype=_I64)
-    c[_COL["alloc_p4d"]:_COL["alloc_pte"] + 1].sum(axis=0, out=out[r["table_alloc_ns"]])
-    np.multiply(c[_COL["flush_pages"]], flushes, out=out[r["tlb_invlpg_ns"]])
-    np.multiply(c[_COL["flush_full"]], flushes, out=out[r["tlb_full_flush_ns"]])
-    flushed = flushes > 0
-    ipi_flush = (ipis > 0) & flushed
-    out[r["ipi_round_trip_ns"]] = ipi_flush
-    np.multiply(np.maximum(ipis - 1, 0), flushes, out=out[r["ipi_extra_target_ns"]])
-    for name, mask in (("ipi_wakeup_ns", ipi_flush), ("tlb_first_flush_ns", flushed)):
+    counts = row_counts(cols["kind"], phase, *c, run_start, ipis, ARRAY_OPS, folio_terms(folio))
+    for r, v in zip(_ROW_OF, counts, strict=True):
+        if isinstance(v, np.ndarray):
+            out[r] = v
+    for (name, trigger) in FIRST_ROW_RULES:
+        mask = out[_ROW[trigger]] > 0
         i = int(mask.argmax())  # the first True row, if any
         if mask[i]:
-            out[r[name], i] = 1
-    fb = folio or FolioBatching()
-    if fb.lookup:
-        out[r["folio_lookup_ns"]] = out[r["pte_present_ns"]]
-    if fb.contpte_pages > 1 and (fb.unfold or fb.refold):
-        blocks = pte_move * (ptes // max(fb.contpte_pages, 1))
-        if fb.unfold:
-            out[r["contpte_unfold_ns"]] = blocks
-        if fb.refold:
-            out[r["contpte_fold_ns"]] = blocks
+            out[_ROW[name], i] = 1
     return out
 
 
-def _first(mask: np.ndarray) -> np.ndarray:
-    """1 on the first True row, 0 elsewhere."""
-    out = np.zeros(len(mask), _I64)
-    idx = np.flatnonzero(mask)
-    if len(idx):
-        out[idx[0]] = 1
-    return out
-
-
-@dataclass(frozen=True, eq=False)
 class RowCosts:
     """Per-row integer costs of one plan under one profile (and one draw of its jitter).
 
     ``total[i]`` is row *i*'s duration on the calling CPU; ``by_category[c][i]`` its part in
     category ``c``; ``ipis[i]`` the CPUs its flush interrupts and ``stolen[i]`` the time taken
-    from *each* of them.
+    from *each* of them; ``matrix`` the plan's :func:`_count_matrix` (:attr:`counts` names
+    its rows); ``per_category`` ``by_category`` as one (categories x rows) array, when it was
+    computed as one (always for a jitter-free pricing).
+
+    A plan priced on Python ints (:func:`scalar_row_costs`) keeps its per-row lists
+    (:attr:`total_list`, :attr:`ipis_list`, :attr:`stolen_list`) and its category totals, and
+    makes each array the first time it is read, from the same integers.
     """
 
-    total: np.ndarray
-    by_category: dict[str, np.ndarray]
-    ipis: np.ndarray
-    stolen: np.ndarray
-    #: :func:`_count_matrix` of the plan; :attr:`counts` names its rows.
-    matrix: np.ndarray = field(repr=False)
-    #: ``by_category`` as one (categories x rows) array, when it was computed as one.
-    per_category: np.ndarray | None = field(default=None, repr=False)
+    __slots__ = ("_total", "_by_category", "_ipis", "_stolen", "_matrix", "_per_category",
+                 "_sums", "_scalar")
+
+    def __init__(self, total: np.ndarray, by_category: dict[str, np.ndarray],
+                 ipis: np.ndarray, stolen: np.ndarray, matrix: np.ndarray,
+                 per_category: np.ndarray | None = None) -> None:
+        self._total, self._by_category, self._ipis = total, by_category, ipis
+        self._stolen, self._matrix, self._per_category = stolen, matrix, per_category
+        self._sums = None
+        self._scalar = None
+
+    @classmethod
+    def of_lists(cls, total: list, ipis: list, stolen: list, rows: list, firsts: list,
+                 medians: tuple, sums: list) -> RowCosts:
+        """Costs priced on Python ints: per-row ``total``/``ipis``/``stolen``, the per-row
+        :func:`row_counts` tuples ``rows``, the row of each :data:`FIRST_ROW_RULES`
+        charge (or None), the profile's medians and the per-category totals."""
+        rc = cls.__new__(cls)
+        rc._total = rc._by_category = rc._ipis = rc._stolen = None
+        rc._matrix = rc._per_category = None
+        rc._scalar = (total, ipis, stolen, rows, firsts, medians)
+        rc._sums = sums
+        return rc
+
+    @property
+    def total(self) -> np.ndarray:
+        if self._total is None:
+            self._total = np.array(self._scalar[0], _I64)
+        return self._total
+
+    @property
+    def ipis(self) -> np.ndarray:
+        if self._ipis is None:
+            self._ipis = np.array(self._scalar[1], _I64)
+        return self._ipis
+
+    @property
+    def stolen(self) -> np.ndarray:
+        if self._stolen is None:
+            self._stolen = np.array(self._scalar[2], _I64)
+        return self._stolen
+
+    @property
+    def total_list(self) -> list[int]:
+        return self._scalar[0] if self._scalar is not None else self.total.tolist()
+
+    @property
+    def ipis_list(self) -> list[int]:
+        return self._scalar[1] if self._scalar is not None else self.ipis.tolist()
+
+    @property
+    def stolen_list(self) -> list[int]:
+        return self._scalar[2] if self._scalar is not None else self.stolen.tolist()
+
+    @property
+    def matrix(self) -> np.ndarray:
+        if self._matrix is None:
+            rows, firsts = self._scalar[3], self._scalar[4]
+            m = np.zeros((len(_BY_CATEGORY), len(rows)), _I64)
+            if rows:
+                m[_ROW_OF_ARRAY] = np.array(rows, _I64).T
+            for (name, _trigger), i in zip(FIRST_ROW_RULES, firsts, strict=True):
+                if i is not None:
+                    m[_ROW[name], i] = 1
+            self._matrix = m
+        return self._matrix
+
+    @property
+    def per_category(self) -> np.ndarray | None:
+        if self._per_category is None and self._scalar is not None:
+            self._per_category = _per_category(self.matrix, self._scalar[5])
+        return self._per_category
+
+    @property
+    def by_category(self) -> dict[str, np.ndarray]:
+        if self._by_category is None:
+            self._by_category = dict(zip(CATEGORIES, self.per_category, strict=True))
+        return self._by_category
 
     @property
     def counts(self) -> dict[str, np.ndarray]:
@@ -233,9 +281,13 @@ class RowCosts:
         return {name: m[_ROW[name]] for name in _COUNT_ORDER}
 
     def category_sums(self, lo: int = 0, hi: int | None = None) -> dict[str, int]:
-        if self.per_category is not None and lo == 0 and hi is None:
-            # one reduction instead of one per category; the same integers
-            return dict(zip(CATEGORIES, self.per_category.sum(axis=1).tolist(), strict=True))
+        if lo == 0 and hi is None:
+            if self._sums is not None:
+                return dict(zip(CATEGORIES, self._sums, strict=True))
+            if self._per_category is not None:
+                # one reduction instead of one per category; the same integers
+                return dict(zip(CATEGORIES, self._per_category.sum(axis=1).tolist(),
+                                strict=True))
         return {c: int(a[lo:hi].sum()) for c, a in self.by_category.items()}
 
 
@@ -246,12 +298,17 @@ def row_costs(plan_or_steps, profile: CostProfile, *, cpus: int | None = None,
     SeedSequence) draws the jitter, ``None`` uses each parameter's ``ns``. Parameters are
     drawn in :data:`PARAM_NAMES` order, only for the rows that use them, so the same plan,
     profile and generator state always give the same integers. ``folio``: the source VMA's
-    large-folio mechanisms (:func:`perfsim.cost.batching.folio_batching`; ``None``: none)."""
+    large-folio mechanisms (:func:`perfsim.cost.batching.folio_batching`; ``None``: none).
+    Nothing drawn and at most :data:`SCALAR_ROWS` rows: priced on Python ints
+    (:func:`scalar_row_costs`), the same integers."""
     steps = steps_of(plan_or_steps)
     n = len(steps)
+    fixed = rng is None or profile.is_fixed
+    if fixed and 0 < n <= SCALAR_ROWS:
+        return scalar_row_costs(column_lists(steps), profile, cpus, folio)
     ipis = ipi_targets(steps, profile, cpus)
     matrix = _count_matrix(steps, ipis, folio)
-    if rng is None or profile.is_fixed:
+    if fixed:
         return _fixed_row_costs(steps, profile, ipis, matrix)
     counts = {name: matrix[_ROW[name]] for name in _COUNT_ORDER}  # param_counts(steps, ipis, folio)
     by_cat = {c: np.zeros(n, _I64) for c in CATEGORIES}
@@ -281,10 +338,52 @@ def row_costs(plan_or_steps, profile: CostProfile, *, cpus: int | None = None,
     for a in by_cat.values():
         total += a
     # What each IPI target loses: the interrupt, plus the flush it performs itself.
-    own = (steps.flush_full.astype(_I64) * values["tlb_full_flush_ns"]
-           + steps.flush_pages.astype(_I64) * values["tlb_invlpg_ns"])
-    stolen = np.where(ipis > 0, values["ipi_receiver_ns"] + own, 0).astype(_I64)
+    stolen = stolen_of(ipis, steps.flush_full.astype(_I64), steps.flush_pages.astype(_I64),
+                       values["ipi_receiver_ns"], values["tlb_full_flush_ns"],
+                       values["tlb_invlpg_ns"], ARRAY_OPS).astype(_I64)
     return RowCosts(total, by_cat, ipis, stolen, matrix)
+
+
+def scalar_row_costs(lists: list[list[int]], profile: CostProfile, cpus: int | None,
+                     folio: FolioBatching | None) -> RowCosts:
+    """:func:`row_costs` at the medians, on Python ints: ``lists`` is the plan's
+    :func:`column_lists`. Each row's counts are :func:`~perfsim.cost.counts.row_counts`
+    evaluated on its ints (the rules the vectorised path evaluates on arrays), the
+    first-row charges are :data:`~perfsim.cost.counts.FIRST_ROW_RULES`, a row's total is
+    its counts times the medians, a category's the column sums of its parameters times
+    theirs: the same integers as the vectorised path."""
+    if cpus is not None and cpus < 1:
+        raise ValueError("cpus must be >= 1")
+    flushes, flush_pages, flush_full = lists[5], lists[6], lists[7]
+    shootdown = profile.ipi_shootdown
+    ipis = [ipi_targets_of(p, f, cpus, shootdown) for p, f in zip(lists[-1], flushes,
+                                                                  strict=True)]
+    med = profile.medians_ns
+    w = _ROW_WEIGHTS(med)
+    terms = folio_terms(folio)
+    rows, totals = [], []
+    prev = None
+    for r, ip in zip(zip(*lists[:-1]), ipis):
+        ph = r[1]
+        c = row_counts(*r, ph != prev, ip, SCALAR_OPS, terms)
+        prev = ph
+        rows.append(c)
+        totals.append(sum(map(mul, c, w)))
+    sums = [0] * len(CATEGORIES)
+    for j, s in enumerate(map(sum, zip(*rows))):
+        if s:
+            sums[_ROW_CATEGORY[j]] += s * w[j]
+    firsts = []
+    for at, wpos, cat in _FIRST_ROW_TERMS:
+        i = next((i for i, c in enumerate(rows) if c[at] > 0), None)
+        firsts.append(i)
+        if i is not None:
+            totals[i] += med[wpos]
+            sums[cat] += med[wpos]
+    receiver, full, invlpg = med[_RECEIVER], med[_FULL_FLUSH], med[_INVLPG]
+    stolen = [stolen_of(ip, ff, fp, receiver, full, invlpg, SCALAR_OPS)
+              for ip, ff, fp in zip(ipis, flush_full, flush_pages)]
+    return RowCosts.of_lists(totals, ipis, stolen, rows, firsts, med, sums)
 
 
 #: The caller-paid parameters grouped by category, in :data:`CATEGORIES` order.
@@ -296,10 +395,29 @@ _CATEGORY_STARTS = np.cumsum([0] + [sum(1 for n in PARAM_NAMES if PARAM_CATEGORY
 assert all(np.diff(np.append(_CATEGORY_STARTS, len(_BY_CATEGORY))) > 0)
 _ROW = {name: i for i, name in enumerate(_BY_CATEGORY)}
 assert set(_ROW) == set(_COUNT_ORDER)
-_ONE_PER_KIND_ROWS = np.array([_ROW[p] for p, _ in _ONE_PER_KIND])
-_ONE_PER_KIND_KINDS = np.array([k for _, k in _ONE_PER_KIND])
-_ONE_PER_UNIT_ROWS = np.array([_ROW[p] for p, _ in _ONE_PER_UNIT])
-_ONE_PER_UNIT_COLS = np.array([_COL[c] for _, c in _ONE_PER_UNIT])
+assert set(ROW_PARAMS) | {p for p, _t in FIRST_ROW_RULES} == set(_ROW)
+_ROW_OF = tuple(_ROW[p] for p in ROW_PARAMS)
+_ROW_OF_ARRAY = np.array(_ROW_OF)
+_PARAM_POS = {name: i for i, name in enumerate(PARAM_NAMES)}
+#: The medians of :data:`ROW_PARAMS` / of :data:`_BY_CATEGORY`, from ``profile.medians_ns``.
+_ROW_WEIGHTS = itemgetter(*(_PARAM_POS[p] for p in ROW_PARAMS))
+_BY_CATEGORY_WEIGHTS = itemgetter(*(_PARAM_POS[p] for p in _BY_CATEGORY))
+_CATEGORY_INDEX = {c: i for i, c in enumerate(CATEGORIES)}
+_ROW_CATEGORY = tuple(_CATEGORY_INDEX[PARAM_CATEGORY[p]] for p in ROW_PARAMS)
+#: Per first-row rule: (its trigger's position in ROW_PARAMS, its median's position in
+#: PARAM_NAMES, its category's index).
+_FIRST_ROW_TERMS = tuple((ROW_PARAMS.index(t), _PARAM_POS[p], _CATEGORY_INDEX[PARAM_CATEGORY[p]])
+                         for p, t in FIRST_ROW_RULES)
+_RECEIVER = _PARAM_POS["ipi_receiver_ns"]
+_FULL_FLUSH = _PARAM_POS["tlb_full_flush_ns"]
+_INVLPG = _PARAM_POS["tlb_invlpg_ns"]
+
+
+def _per_category(matrix: np.ndarray, medians: tuple) -> np.ndarray:
+    """(categories x rows) costs of a count matrix at the medians: one product, one
+    ``reduceat`` over each category's parameters."""
+    weights = np.array(_BY_CATEGORY_WEIGHTS(medians), _I64)
+    return np.add.reduceat(matrix * weights[:, None], _CATEGORY_STARTS, axis=0)
 
 
 def _fixed_row_costs(steps: S.Steps, profile: CostProfile, ipis: np.ndarray,
@@ -309,19 +427,16 @@ def _fixed_row_costs(steps: S.Steps, profile: CostProfile, ipis: np.ndarray,
     (:func:`_count_matrix`) instead of a loop of per-parameter array operations (what a
     small plan's pricing was made of)."""
     n = len(steps)
-    params = profile.params
     if n == 0:
         zero = np.zeros(0, _I64)
         return RowCosts(zero, {c: zero.copy() for c in CATEGORIES}, ipis, zero.copy(), matrix)
-    weights = np.array([getattr(params, name).ns for name in _BY_CATEGORY], _I64)
-    weighted = matrix * weights[:, None]
-    per_cat = np.add.reduceat(weighted, _CATEGORY_STARTS, axis=0)
+    med = profile.medians_ns
+    per_cat = _per_category(matrix, med)
     by_cat = dict(zip(CATEGORIES, per_cat, strict=True))
     total = per_cat.sum(axis=0)
     cols = steps.cols
-    own = (cols["flush_full"].astype(_I64) * int(params.tlb_full_flush_ns.ns)
-           + cols["flush_pages"].astype(_I64) * int(params.tlb_invlpg_ns.ns))
-    stolen = np.where(ipis > 0, int(params.ipi_receiver_ns.ns) + own, 0).astype(_I64)
+    stolen = stolen_of(ipis, cols["flush_full"].astype(_I64), cols["flush_pages"].astype(_I64),
+                       med[_RECEIVER], med[_FULL_FLUSH], med[_INVLPG], ARRAY_OPS).astype(_I64)
     return RowCosts(total, by_cat, ipis, stolen, matrix, per_cat)
 
 

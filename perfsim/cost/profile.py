@@ -12,6 +12,7 @@ typo or a forgotten number fails at load time with the field's name.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from importlib import resources
@@ -224,10 +225,17 @@ class CostProfile(StrictModel):
     def value(self, name: str) -> int:
         return self.param(name).ns
 
-    @property
+    @functools.cached_property
     def is_fixed(self) -> bool:
-        """True when no parameter has jitter: every run of one plan takes the same time."""
+        """True when no parameter has jitter: every run of one plan takes the same time
+        (computed once: a profile is frozen)."""
         return all(self.param(n).is_fixed for n in PARAM_NAMES)
+
+    @functools.cached_property
+    def medians_ns(self) -> tuple[int, ...]:
+        """Every parameter's ``ns`` as a plain int, in :data:`PARAM_NAMES` order: what a
+        jitter-free pricing multiplies (read once per profile, not once per plan)."""
+        return tuple(int(self.param(n).ns) for n in PARAM_NAMES)
 
     @property
     def digest(self) -> str:
