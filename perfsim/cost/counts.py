@@ -22,15 +22,19 @@ import numpy as np
 
 from perfsim.planner import steps as S
 
-#: The parameters :func:`row_counts` returns, in its order (every caller-paid parameter
-#: but the two of :data:`FIRST_ROW_RULES`; ``ipi_receiver_ns`` is paid by the targets).
+#: The parameters :func:`row_counts` returns, in its order: every caller-paid parameter
+#: but the two of :data:`FIRST_ROW_RULES` (``ipi_receiver_ns`` is paid by the targets),
+#: grouped by cost category in report order (``perfsim.cost.model`` checks the grouping).
 ROW_PARAMS: tuple[str, ...] = (
-    "syscall_ns", "unmap_ns", "zap_pte_ns", "extent_ns", "move_ptes_call_ns", "pte_present_ns",
-    "contpte_pte_ns", "pte_empty_ns", "hugetlb_entry_ns", "pmd_move_ns", "pud_move_ns",
-    "thp_move_ns", "thp_split_ns", "table_alloc_ns", "table_free_ns", "tlb_flush_call_ns",
-    "tlb_invlpg_ns", "tlb_full_flush_ns", "ipi_round_trip_ns", "ipi_extra_target_ns",
-    "rmap_acquire_ns", "rmap_release_ns", "ptl_ns", "notifier_pair_ns", "folio_lookup_ns",
-    "contpte_unfold_ns", "contpte_fold_ns",
+    "move_ptes_call_ns", "pte_present_ns", "pte_empty_ns", "contpte_pte_ns",
+    "hugetlb_entry_ns", "folio_lookup_ns",                                    # pte_copies
+    "pmd_move_ns", "pud_move_ns", "thp_move_ns", "thp_split_ns",              # pmd, pud, thp
+    "tlb_flush_call_ns", "tlb_invlpg_ns", "tlb_full_flush_ns", "contpte_unfold_ns",
+    "contpte_fold_ns",                                                        # tlb_flush
+    "ipi_round_trip_ns", "ipi_extra_target_ns",                               # ipi
+    "rmap_acquire_ns", "rmap_release_ns", "ptl_ns",                           # rmap_locks, ptl
+    "table_alloc_ns", "table_free_ns", "notifier_pair_ns",                    # tables, notifier
+    "syscall_ns", "unmap_ns", "zap_pte_ns", "extent_ns",                      # fixed
 )
 
 #: ``(parameter, trigger)``: the parameter is charged once, on the plan's first row whose
@@ -82,33 +86,33 @@ def row_counts(kind, phase, ptes, batches, slots, flushes, flush_pages, flush_fu
     batched = where(batches > 0, minimum(batches, ptes), ptes)  # set_ptes batches
     present = pte_move * batched
     return (
-        kind == S.K_SYSCALL,                                           # syscall_ns
-        (phase == S.UNMAP_DST) & run_start,                            # unmap_ns: per run
-        (kind == S.K_ZAP) * ptes,                                      # zap_pte_ns
-        ((phase == S.MOVE) | (phase == S.REVERT)) & (kind != S.K_NOTIFIER),  # extent_ns
         pte_move,                                                      # move_ptes_call_ns
         present,                                                       # pte_present_ns
-        pte_move * (ptes - batched),                                   # contpte_pte_ns
         pte_move * maximum(slots - ptes, 0),                           # pte_empty_ns
+        pte_move * (ptes - batched),                                   # contpte_pte_ns
         (kind == S.K_HUGETLB_MOVE) * ptes,                             # hugetlb_entry_ns
+        present if lookup else 0,                                      # folio_lookup_ns
         kind == S.K_PMD_MOVE,                                          # pmd_move_ns
         (kind == S.K_PUD_MOVE) | (kind == S.K_HUGE_PUD_MOVE),          # pud_move_ns
         kind == S.K_THP_MOVE,                                          # thp_move_ns
         kind == S.K_THP_SPLIT,                                         # thp_split_ns
-        alloc_p4d + alloc_pud + alloc_pmd + alloc_pte,                 # table_alloc_ns
-        freed,                                                         # table_free_ns
         flushes,                                                       # tlb_flush_call_ns
         flush_pages * flushes,                                         # tlb_invlpg_ns
         flush_full * flushes,                                          # tlb_full_flush_ns
+        pte_move * (ptes // unfold_pages) if unfold_pages else 0,      # contpte_unfold_ns
+        pte_move * (ptes // fold_pages) if fold_pages else 0,          # contpte_fold_ns
         (ipis > 0) & (flushes > 0),                                    # ipi_round_trip_ns
         maximum(ipis - 1, 0) * flushes,                                # ipi_extra_target_ns
         rmap,                                                          # rmap_acquire_ns
         rmap,                                                          # rmap_release_ns
         ptl,                                                           # ptl_ns
+        alloc_p4d + alloc_pud + alloc_pmd + alloc_pte,                 # table_alloc_ns
+        freed,                                                         # table_free_ns
         notifier,                                                      # notifier_pair_ns
-        present if lookup else 0,                                      # folio_lookup_ns
-        pte_move * (ptes // unfold_pages) if unfold_pages else 0,      # contpte_unfold_ns
-        pte_move * (ptes // fold_pages) if fold_pages else 0,          # contpte_fold_ns
+        kind == S.K_SYSCALL,                                           # syscall_ns
+        (phase == S.UNMAP_DST) & run_start,                            # unmap_ns: per run
+        (kind == S.K_ZAP) * ptes,                                      # zap_pte_ns
+        ((phase == S.MOVE) | (phase == S.REVERT)) & (kind != S.K_NOTIFIER),  # extent_ns
     )
 
 

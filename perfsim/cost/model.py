@@ -53,7 +53,8 @@ flush, or ``flush_pages`` INVLPGs); that is not on the caller's clock and is rep
 from __future__ import annotations
 
 from dataclasses import dataclass
-from operator import itemgetter, mul
+from itertools import accumulate, repeat
+from operator import itemgetter, mul, ne
 
 import numpy as np
 
@@ -254,7 +255,7 @@ class RowCosts:
         if self._matrix is None:
             rows, firsts = self._scalar[3], self._scalar[4]
             m = np.zeros((len(_BY_CATEGORY), len(rows)), _I64)
-            if rows:
+            if len(rows):
                 m[_ROW_OF_ARRAY] = np.array(rows, _I64).T
             for (name, _trigger), i in zip(FIRST_ROW_RULES, firsts, strict=True):
                 if i is not None:
@@ -280,6 +281,12 @@ class RowCosts:
         m = self.matrix
         return {name: m[_ROW[name]] for name in _COUNT_ORDER}
 
+    def category_totals(self) -> list[int]:
+        """The plan's cost per category (:data:`CATEGORIES` order), as a list of ints."""
+        if self._sums is not None:
+            return list(self._sums)
+        return list(self.category_sums().values())
+
     def category_sums(self, lo: int = 0, hi: int | None = None) -> dict[str, int]:
         if lo == 0 and hi is None:
             if self._sums is not None:
@@ -302,13 +309,21 @@ def row_costs(plan_or_steps, profile: CostProfile, *, cpus: int | None = None,
     Nothing drawn and at most :data:`SCALAR_ROWS` rows: priced on Python ints
     (:func:`scalar_row_costs`), the same integers."""
     steps = steps_of(plan_or_steps)
-    n = len(steps)
-    fixed = rng is None or profile.is_fixed
-    if fixed and 0 < n <= SCALAR_ROWS:
+    if (rng is None or profile.is_fixed) and 0 < len(steps) <= SCALAR_ROWS:
         return scalar_row_costs(column_lists(steps), profile, cpus, folio)
+    return vector_row_costs(steps, profile, cpus=cpus, rng=rng, folio=folio)
+
+
+def vector_row_costs(plan_or_steps, profile: CostProfile, *, cpus: int | None = None,
+                     rng: np.random.Generator | None = None,
+                     folio: FolioBatching | None = None) -> RowCosts:
+    """:func:`row_costs` on whole columns, whatever the plan's length (what it does for
+    plans of more than :data:`SCALAR_ROWS` rows, and whenever it draws jitter)."""
+    steps = steps_of(plan_or_steps)
+    n = len(steps)
     ipis = ipi_targets(steps, profile, cpus)
     matrix = _count_matrix(steps, ipis, folio)
-    if fixed:
+    if rng is None or profile.is_fixed:
         return _fixed_row_costs(steps, profile, ipis, matrix)
     counts = {name: matrix[_ROW[name]] for name in _COUNT_ORDER}  # param_counts(steps, ipis, folio)
     by_cat = {c: np.zeros(n, _I64) for c in CATEGORIES}
@@ -345,45 +360,67 @@ def row_costs(plan_or_steps, profile: CostProfile, *, cpus: int | None = None,
 
 
 def scalar_row_costs(lists: list[list[int]], profile: CostProfile, cpus: int | None,
-                     folio: FolioBatching | None) -> RowCosts:
+                     folio: FolioBatching | None, memo: dict | None = None) -> RowCosts:
     """:func:`row_costs` at the medians, on Python ints: ``lists`` is the plan's
     :func:`column_lists`. Each row's counts are :func:`~perfsim.cost.counts.row_counts`
     evaluated on its ints (the rules the vectorised path evaluates on arrays), the
     first-row charges are :data:`~perfsim.cost.counts.FIRST_ROW_RULES`, a row's total is
-    its counts times the medians, a category's the column sums of its parameters times
-    theirs: the same integers as the vectorised path."""
+    its counts times the medians, a category's the sum of its parameters' products: the
+    same integers as the vectorised path.
+
+    ``memo``: a dict kept by the caller for one profile and one ``folio`` (one per
+    :class:`~perfsim.engine.pricing.TemplateCache`), mapping a row's columns, run start and
+    IPI targets to its priced counts (:func:`_price_row`, a pure function of them): most
+    rows repeat across the calls of a run (the syscall row, notifier pairs, table frees,
+    whole-table extents)."""
     if cpus is not None and cpus < 1:
         raise ValueError("cpus must be >= 1")
     flushes, flush_pages, flush_full = lists[5], lists[6], lists[7]
-    shootdown = profile.ipi_shootdown
-    ipis = [ipi_targets_of(p, f, cpus, shootdown) for p, f in zip(lists[-1], flushes,
-                                                                  strict=True)]
+    ipis = list(map(ipi_targets_of, lists[-1], flushes, repeat(cpus),
+                    repeat(profile.ipi_shootdown)))
+    phase = lists[1]
+    starts = [True, *map(ne, phase[1:], phase)]  # the row's phase differs from the last's
     med = profile.medians_ns
     w = _ROW_WEIGHTS(med)
     terms = folio_terms(folio)
-    rows, totals = [], []
-    prev = None
-    for r, ip in zip(zip(*lists[:-1]), ipis):
-        ph = r[1]
-        c = row_counts(*r, ph != prev, ip, SCALAR_OPS, terms)
-        prev = ph
-        rows.append(c)
-        totals.append(sum(map(mul, c, w)))
-    sums = [0] * len(CATEGORIES)
-    for j, s in enumerate(map(sum, zip(*rows))):
-        if s:
-            sums[_ROW_CATEGORY[j]] += s * w[j]
+    keys = zip(zip(*lists[:-1]), starts, ipis)
+    if memo is None:
+        rows = [row_counts(*r, run_start, ip, SCALAR_OPS, terms) for r, run_start, ip in keys]
+        totals = [sum(map(mul, c, w)) for c in rows]
+        # each parameter's column sum times its median; ROW_PARAMS is grouped by category
+        cum = list(accumulate(map(mul, map(sum, zip(*rows)), w), initial=0))
+        sums = [cum[b] - cum[a] for a, b in _ROW_CATEGORY_SLICES]
+        stolen = list(map(stolen_of, ipis, flush_full, flush_pages, repeat(med[_RECEIVER]),
+                          repeat(med[_FULL_FLUSH]), repeat(med[_INVLPG]), repeat(SCALAR_OPS)))
+    else:
+        priced = [memo.get(k) or _price_row(memo, k, w, med, terms) for k in keys]
+        rows, totals, cats, stolen = (list(x) for x in zip(*priced))
+        sums = list(map(sum, zip(*cats)))
     firsts = []
     for at, wpos, cat in _FIRST_ROW_TERMS:
-        i = next((i for i, c in enumerate(rows) if c[at] > 0), None)
-        firsts.append(i)
-        if i is not None:
-            totals[i] += med[wpos]
-            sums[cat] += med[wpos]
-    receiver, full, invlpg = med[_RECEIVER], med[_FULL_FLUSH], med[_INVLPG]
-    stolen = [stolen_of(ip, ff, fp, receiver, full, invlpg, SCALAR_OPS)
-              for ip, ff, fp in zip(ipis, flush_full, flush_pages)]
+        first = None
+        for i, c in enumerate(rows):
+            if c[at] > 0:
+                first = i
+                totals[i] += med[wpos]
+                sums[cat] += med[wpos]
+                break
+        firsts.append(first)
     return RowCosts.of_lists(totals, ipis, stolen, rows, firsts, med, sums)
+
+
+def _price_row(memo: dict, key: tuple, weights: tuple, medians: tuple, terms: tuple) -> tuple:
+    """``(counts, total_ns, per-category ns, stolen_ns)`` of one row, kept in ``memo`` under
+    ``key`` = (its :data:`~perfsim.cost.counts.ROW_COLUMNS` values, run start, IPI targets):
+    what :func:`scalar_row_costs` computes for it without a memo (the first-row charges,
+    which depend on the rows before it, are added by the caller)."""
+    r, run_start, ipis = key
+    c = row_counts(*r, run_start, ipis, SCALAR_OPS, terms)
+    cum = list(accumulate(map(mul, c, weights), initial=0))  # ROW_PARAMS is by category
+    stolen = stolen_of(ipis, r[_R_FLUSH_FULL], r[_R_FLUSH_PAGES], medians[_RECEIVER],
+                       medians[_FULL_FLUSH], medians[_INVLPG], SCALAR_OPS)
+    got = memo[key] = (c, cum[-1], [cum[b] - cum[a] for a, b in _ROW_CATEGORY_SLICES], stolen)
+    return got
 
 
 #: The caller-paid parameters grouped by category, in :data:`CATEGORIES` order.
@@ -403,11 +440,18 @@ _PARAM_POS = {name: i for i, name in enumerate(PARAM_NAMES)}
 _ROW_WEIGHTS = itemgetter(*(_PARAM_POS[p] for p in ROW_PARAMS))
 _BY_CATEGORY_WEIGHTS = itemgetter(*(_PARAM_POS[p] for p in _BY_CATEGORY))
 _CATEGORY_INDEX = {c: i for i, c in enumerate(CATEGORIES)}
-_ROW_CATEGORY = tuple(_CATEGORY_INDEX[PARAM_CATEGORY[p]] for p in ROW_PARAMS)
+_ROW_CATEGORY = [_CATEGORY_INDEX[PARAM_CATEGORY[p]] for p in ROW_PARAMS]
+assert _ROW_CATEGORY == sorted(_ROW_CATEGORY), "ROW_PARAMS must be grouped by category"
+#: ``(start, end)`` in ROW_PARAMS of each category's parameters (empty for none).
+_ROW_CATEGORY_SLICES = tuple((_ROW_CATEGORY.index(k) if k in _ROW_CATEGORY else 0,
+                              len(_ROW_CATEGORY) - _ROW_CATEGORY[::-1].index(k)
+                              if k in _ROW_CATEGORY else 0) for k in range(len(CATEGORIES)))
 #: Per first-row rule: (its trigger's position in ROW_PARAMS, its median's position in
 #: PARAM_NAMES, its category's index).
 _FIRST_ROW_TERMS = tuple((ROW_PARAMS.index(t), _PARAM_POS[p], _CATEGORY_INDEX[PARAM_CATEGORY[p]])
                          for p, t in FIRST_ROW_RULES)
+_R_FLUSH_FULL = ROW_COLUMNS.index("flush_full")
+_R_FLUSH_PAGES = ROW_COLUMNS.index("flush_pages")
 _RECEIVER = _PARAM_POS["ipi_receiver_ns"]
 _FULL_FLUSH = _PARAM_POS["tlb_full_flush_ns"]
 _INVLPG = _PARAM_POS["tlb_invlpg_ns"]

@@ -1,0 +1,263 @@
+"""The count rules are written once (cost/counts.py) and evaluated two ways: on whole columns
+and on one row's Python ints. Both evaluations, and everything priced from them (row costs,
+call templates, the row memo), give the same integers, with the same dtypes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_throughput import _plans
+
+from perfsim.cost import load_cost_profile
+from perfsim.cost.batching import FolioBatching
+from perfsim.cost.counts import (
+    ARRAY_OPS,
+    FIRST_ROW_RULES,
+    ROW_COLUMNS,
+    ROW_PARAMS,
+    SCALAR_OPS,
+    folio_terms,
+    row_counts,
+)
+from perfsim.cost.model import (
+    _COUNT_ORDER,
+    CATEGORIES,
+    PARAM_NAMES,
+    SCALAR_ROWS,
+    column_lists,
+    ipi_targets,
+    param_counts,
+    row_costs,
+    scalar_row_costs,
+    vector_row_costs,
+)
+from perfsim.engine.pricing import (
+    TemplateCache,
+    _array_template,
+    _small_template,
+    build_template,
+)
+from perfsim.planner import steps as S
+
+I64 = np.int64
+LOCK_SETS = ((), ("anon_vma:heap",), ("i_mmap:files", "anon_vma:heap"))
+FOLIOS = (None, FolioBatching(folio_pages=16, contpte_pages=16, lookup=True),
+          FolioBatching(folio_pages=16, contpte_pages=16, unfold=True, refold=True),
+          FolioBatching(folio_pages=4, contpte_pages=1, lookup=True, unfold=True))
+
+
+def _distinct_profile(name: str = "x86_64-generic"):
+    """A profile whose parameters all differ (distinct primes): a count charged to the wrong
+    parameter or category changes some total."""
+    primes = [p for p in range(101, 2000) if all(p % d for d in range(2, int(p ** 0.5) + 1))]
+    return load_cost_profile(name).with_values(**dict(zip(PARAM_NAMES, primes, strict=False)))
+
+
+def random_steps(rng: np.random.Generator, n: int) -> S.Steps:
+    """A table of ``n`` rows with every column drawn at random (kinds, phases, counts, flush
+    fields, lock sets), runs of equal phase included."""
+    cols = {
+        "old_addr": rng.integers(0, 1 << 40, n), "new_addr": rng.integers(0, 1 << 40, n),
+        "phase": np.sort(rng.integers(0, 5, n)) if rng.random() < 0.5 else rng.integers(0, 5, n),
+        "kind": rng.integers(0, len(S.KIND_NAMES), n),
+        "length": rng.integers(0, 1 << 30, n),
+        "ptes": rng.integers(0, 600, n), "slots": rng.integers(0, 600, n),
+        "batches": rng.integers(0, 600, n) * rng.integers(0, 2, n),
+        "alloc_p4d": rng.integers(0, 2, n), "alloc_pud": rng.integers(0, 2, n),
+        "alloc_pmd": rng.integers(0, 3, n), "alloc_pte": rng.integers(0, 3, n),
+        "freed": rng.integers(0, 600, n) * (rng.random(n) < 0.2),
+        "flushes": (rng.random(n) < 0.6).astype(int), "flush_full": rng.integers(0, 2, n),
+        "flush_pages": rng.integers(0, 513, n), "ipis": rng.integers(0, 64, n) * rng.integers(0, 2, n),
+        "rmap": rng.integers(0, 3, n) * (rng.random(n) < 0.3), "ptl": rng.integers(0, 3, n),
+        "notifier": rng.integers(0, 2, n),
+    }
+    typed = {c: np.asarray(v, S._DTYPES.get(c, np.int32)) for c, v in cols.items()}
+    return S.Steps(typed, LOCK_SETS, rng.integers(0, len(LOCK_SETS), n).astype(np.int32))
+
+
+def _tables(seed: int, count: int, max_rows: int = SCALAR_ROWS):
+    rng = np.random.default_rng(seed)
+    return [random_steps(rng, int(rng.integers(1, max_rows + 1))) for _ in range(count)]
+
+
+def _same_array(a, b) -> bool:
+    a, b = np.asarray(a), np.asarray(b)
+    return a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b)
+
+
+def _same_costs(a, b) -> None:
+    for name in ("total", "ipis", "stolen", "matrix", "per_category"):
+        assert _same_array(getattr(a, name), getattr(b, name)), name
+    assert list(a.by_category) == list(b.by_category) == list(CATEGORIES)
+    for c in CATEGORIES:
+        assert _same_array(a.by_category[c], b.by_category[c]), c
+    assert a.category_sums() == b.category_sums()
+    assert all(type(v) is int for v in a.category_sums().values())
+    n = len(a.total)
+    assert a.category_sums(1, n) == b.category_sums(1, n)
+    assert a.total_list == b.total.tolist() and a.stolen_list == b.stolen.tolist()
+    assert a.ipis_list == b.ipis.tolist()
+    assert list(a.counts) == list(b.counts) == list(_COUNT_ORDER)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_row_counts_on_python_ints_equal_row_counts_on_arrays(seed):
+    rng = np.random.default_rng(100 + seed)
+    for steps in _tables(seed, 20):
+        n = len(steps)
+        cols = steps.cols
+        ipis = rng.integers(0, 9, n).astype(I64)
+        run_start = np.ones(n, bool)
+        run_start[1:] = cols["phase"][1:] != cols["phase"][:-1]
+        for folio in FOLIOS:
+            terms = folio_terms(folio)
+            block = [cols["kind"], cols["phase"],
+                     *np.array([cols[c] for c in ROW_COLUMNS[2:]], I64)]
+            arrays = row_counts(*block, run_start, ipis, ARRAY_OPS, terms)
+            assert len(arrays) == len(ROW_PARAMS)
+            for i in range(n):
+                row = [int(cols[c][i]) for c in ROW_COLUMNS]
+                ints = row_counts(*row, bool(run_start[i]), int(ipis[i]), SCALAR_OPS, terms)
+                for p, a, v in zip(ROW_PARAMS, arrays, ints, strict=True):
+                    want = int(a[i]) if isinstance(a, np.ndarray) else int(a)
+                    assert type(v) in (int, bool) and int(v) == want, (p, i, row)
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("cpus", [None, 1, 4])
+def test_scalar_row_costs_equal_vectorised_row_costs_on_random_tables(seed, cpus):
+    for name in ("x86_64-generic", "arm64-generic"):
+        prof = _distinct_profile(name)
+        for steps in _tables(seed, 12):
+            for folio in FOLIOS:
+                fast = scalar_row_costs(column_lists(steps), prof, cpus, folio)
+                _same_costs(fast, vector_row_costs(steps, prof, cpus=cpus, folio=folio))
+
+
+@pytest.mark.parametrize("name", ["allocator_realloc", "ipi_storm", "exec_stack",
+                                  "shared_file_reclaim", "random_layout_stress"])
+def test_scalar_row_costs_equal_vectorised_row_costs_on_workload_plans(name):
+    profs = (load_cost_profile("x86_64-generic"), _distinct_profile())
+    for plan in _plans(name, 12):
+        for prof in profs:
+            for cpus in (None, 3):
+                got = row_costs(plan, prof, cpus=cpus)
+                _same_costs(got, vector_row_costs(plan, prof, cpus=cpus))
+
+
+def test_row_costs_prices_small_fixed_plans_on_python_ints_and_others_on_columns():
+    prof = load_cost_profile("x86_64-generic")
+    small, big = _tables(1, 1)[0], _tables(2, 1, 4 * SCALAR_ROWS)[0]
+    while len(big) <= SCALAR_ROWS:
+        big = random_steps(np.random.default_rng(len(big)), 3 * SCALAR_ROWS)
+    assert row_costs(small, prof)._scalar is not None
+    assert row_costs(big, prof)._scalar is None
+    jittery = prof.model_copy(update={"params": prof.params.model_copy(update={
+        "pte_present_ns": prof.params.pte_present_ns.model_copy(
+            update={"dist": "lognormal", "sigma": 0.2})})})
+    assert not jittery.is_fixed
+    assert row_costs(small, jittery, rng=np.random.default_rng(1))._scalar is None
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_first_row_rules_charge_the_first_row_that_pays_the_trigger(seed):
+    prof = _distinct_profile()
+    for steps in _tables(seed, 15):
+        for cpus in (None, 2):
+            for rc in (vector_row_costs(steps, prof, cpus=cpus),
+                       scalar_row_costs(column_lists(steps), prof, cpus, None)):
+                counts = rc.counts
+                for name, trigger in FIRST_ROW_RULES:
+                    paid = np.flatnonzero(counts[trigger] > 0)
+                    want = np.zeros(len(steps), I64)
+                    if len(paid):
+                        want[paid[0]] = 1
+                    assert _same_array(counts[name], want)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_row_memo_gives_what_pricing_without_it_gives(seed):
+    prof = _distinct_profile()
+    memo: dict = {}
+    tables = _tables(seed, 30, 8)
+    for _ in range(2):  # the second pass prices every row from the memo
+        for steps in tables:
+            lists = column_lists(steps)
+            _same_costs(scalar_row_costs(lists, prof, 4, None, memo),
+                        scalar_row_costs(lists, prof, 4, None))
+    assert 0 < len(memo) <= sum(len(t) for t in tables)
+
+
+def _same_template(a, b) -> None:
+    assert a.segments == b.segments and a.any_contended == b.any_contended
+    assert a.stats == b.stats and all(type(v) is int for v in a.stats)
+    assert (a.row_total, a.row_lock_set, a.row_rmap, a.row_flush) == (
+        b.row_total, b.row_lock_set, b.row_rmap, b.row_flush)
+    assert all(type(v) is int for row in a.row_flush if row for v in row[1:])
+    assert _same_array(a.rc.total, b.rc.total)
+    assert len(a.records) == len(b.records)
+    for ra, rb in zip(a.records, b.records, strict=True):
+        assert (ra is None) == (rb is None)
+        if ra is None:
+            continue
+        assert ra.credits == rb.credits and len(ra.holds) == len(rb.holds)
+        for ha, hb in zip(ra.holds, rb.holds, strict=True):
+            assert ha[0] == hb[0] and all(_same_array(x, y) for x, y in zip(ha[1:], hb[1:]))
+        assert (ra.flush is None) == (rb.flush is None)
+        if ra.flush is not None:
+            assert all(_same_array(x, y) for x, y in zip(ra.flush, rb.flush, strict=True))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_small_templates_equal_templates_built_on_columns(seed):
+    prof = _distinct_profile()
+    rng = np.random.default_rng(7 + seed)
+    for steps in _tables(seed, 15):
+        for hot in (set(), {"anon_vma:heap"}, {"i_mmap:files"}):
+            for ptl_hot in (None, rng.random(len(steps)) < 0.2):
+                folio = FOLIOS[int(rng.integers(0, len(FOLIOS)))]
+                for cpus in (1, 5):
+                    _same_template(_small_template(steps, prof, cpus, hot, ptl_hot, folio),
+                                   _array_template(steps, prof, cpus, None, hot, ptl_hot,
+                                                   folio))
+
+
+@pytest.mark.parametrize("name", ["allocator_realloc", "ipi_storm", "shared_file_reclaim",
+                                  "gc_compaction"])
+def test_small_templates_equal_templates_built_on_columns_for_workload_plans(name):
+    prof = load_cost_profile("x86_64-generic")
+    cache = TemplateCache(prof, {"anon_vma:heap", "i_mmap:files"}, enabled=True)
+    for plan in _plans(name, 10):
+        want = _array_template(plan.steps, prof, 4, None, cache.hot_locks, None, None)
+        _same_template(build_template(plan.steps, prof, 4, None, cache.hot_locks, None), want)
+        _same_template(cache.get(plan.steps, 4, None), want)
+
+
+def test_template_cache_row_memo_is_per_folio_bounded_and_off_without_reuse():
+    prof = load_cost_profile("x86_64-generic")
+    cache = TemplateCache(prof, set(), memo_rows=5)
+    assert cache.row_memo(None) is cache.row_memo(None)
+    assert cache.row_memo(FOLIOS[1]) is not cache.row_memo(None)
+    for steps in _tables(3, 5, 8):
+        cache.get(steps, 2, None)
+    assert len(cache.row_memo(None)) <= 5 + SCALAR_ROWS
+    assert TemplateCache(prof, set(), enabled=False).row_memo(None) is None
+
+
+def test_param_counts_are_the_rows_of_the_count_matrix():
+    prof = load_cost_profile("x86_64-generic")
+    for steps in _tables(9, 10, 3 * SCALAR_ROWS):
+        ipis = ipi_targets(steps, prof, 3)
+        counts = param_counts(steps, ipis, FOLIOS[2])
+        rc = vector_row_costs(steps, prof, cpus=3, folio=FOLIOS[2])
+        assert list(counts) == list(rc.counts)
+        for p, v in counts.items():
+            assert _same_array(v, rc.counts[p])
+
+
+def test_profile_medians_are_its_parameters_ns_and_follow_with_values():
+    prof = load_cost_profile("x86_64-generic")
+    assert prof.medians_ns == tuple(int(prof.param(p).ns) for p in PARAM_NAMES)
+    changed = prof.with_values(pte_present_ns=12345)
+    assert changed.medians_ns[PARAM_NAMES.index("pte_present_ns")] == 12345
+    assert prof.medians_ns[PARAM_NAMES.index("pte_present_ns")] != 12345
