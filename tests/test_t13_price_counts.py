@@ -113,11 +113,11 @@ def test_row_counts_on_python_ints_equal_row_counts_on_arrays(seed):
             terms = folio_terms(folio)
             block = [cols["kind"], cols["phase"],
                      *np.array([cols[c] for c in ROW_COLUMNS[2:]], I64)]
-            arrays = row_counts(*block, run_start, ipis, ARRAY_OPS, terms)
+            arrays = row_counts(block, run_start, ipis, ARRAY_OPS, terms)
             assert len(arrays) == len(ROW_PARAMS)
             for i in range(n):
                 row = [int(cols[c][i]) for c in ROW_COLUMNS]
-                ints = row_counts(*row, bool(run_start[i]), int(ipis[i]), SCALAR_OPS, terms)
+                ints = row_counts(row, bool(run_start[i]), int(ipis[i]), SCALAR_OPS, terms)
                 for p, a, v in zip(ROW_PARAMS, arrays, ints, strict=True):
                     want = int(a[i]) if isinstance(a, np.ndarray) else int(a)
                     assert type(v) in (int, bool) and int(v) == want, (p, i, row)
@@ -261,3 +261,14 @@ def test_profile_medians_are_its_parameters_ns_and_follow_with_values():
     changed = prof.with_values(pte_present_ns=12345)
     assert changed.medians_ns[PARAM_NAMES.index("pte_present_ns")] == 12345
     assert prof.medians_ns[PARAM_NAMES.index("pte_present_ns")] != 12345
+
+
+def test_a_profile_copied_with_other_parameters_recomputes_its_medians_and_fixedness():
+    prof = load_cost_profile("x86_64-generic")
+    assert prof.is_fixed and prof.medians_ns[0] == int(prof.param(PARAM_NAMES[0]).ns)
+    first = PARAM_NAMES[0]
+    jittery = prof.model_copy(update={"params": prof.params.model_copy(update={
+        first: prof.param(first).model_copy(update={"ns": 7, "dist": "lognormal",
+                                                    "sigma": 0.3})})})
+    assert not jittery.is_fixed and jittery.medians_ns[0] == 7
+    assert prof.is_fixed and prof.medians_ns[0] != 7

@@ -45,7 +45,7 @@ FIRST_ROW_RULES: tuple[tuple[str, str], ...] = (
     ("tlb_first_flush_ns", "tlb_flush_call_ns"),
 )
 
-#: The columns :func:`row_counts` reads, in its argument order (then ``run_start``, ``ipis``).
+#: The columns :func:`row_counts` reads, in the order it takes them.
 ROW_COLUMNS: tuple[str, ...] = (
     "kind", "phase", "ptes", "batches", "slots", "flushes", "flush_pages", "flush_full",
     "alloc_p4d", "alloc_pud", "alloc_pmd", "alloc_pte", "freed", "rmap", "ptl", "notifier",
@@ -71,15 +71,16 @@ def folio_terms(folio) -> tuple[bool, int, int]:
     return bool(folio.lookup), block if folio.unfold else 0, block if folio.refold else 0
 
 
-def row_counts(kind, phase, ptes, batches, slots, flushes, flush_pages, flush_full,
-               alloc_p4d, alloc_pud, alloc_pmd, alloc_pte, freed, rmap, ptl, notifier,
-               run_start, ipis, ops, folio_terms=(False, 0, 0)) -> tuple:
-    """The counts of :data:`ROW_PARAMS` for rows with these columns (arrays or ints alike).
+def row_counts(row, run_start, ipis, ops, folio_terms=(False, 0, 0)) -> tuple:
+    """The counts of :data:`ROW_PARAMS` for rows whose :data:`ROW_COLUMNS` are ``row`` (a
+    sequence of arrays, or of one row's ints: the same rules either way).
 
     ``run_start``: the row's phase differs from the previous row's (True on the first row);
-    ``ipis``: CPUs its flush interrupts (:func:`ipi_targets`); ``ops``: :data:`ARRAY_OPS` or
-    :data:`SCALAR_OPS`; ``folio_terms``: :func:`folio_terms`. A parameter a row does not pay
-    may come back as ``0`` or ``False`` (broadcast by the callers)."""
+    ``ipis``: CPUs its flush interrupts (:func:`ipi_targets_of`); ``ops``: :data:`ARRAY_OPS`
+    or :data:`SCALAR_OPS`; ``folio_terms``: :func:`folio_terms`. A parameter a row does not
+    pay may come back as ``0`` or ``False`` (broadcast by the callers)."""
+    (kind, phase, ptes, batches, slots, flushes, flush_pages, flush_full, alloc_p4d, alloc_pud,
+     alloc_pmd, alloc_pte, freed, rmap, ptl, notifier) = row
     minimum, maximum, where = ops
     lookup, unfold_pages, fold_pages = folio_terms
     pte_move = kind == S.K_PTE_MOVE

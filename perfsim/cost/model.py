@@ -170,7 +170,8 @@ def _count_matrix(steps: S.Steps, ipis: np.ndarray, folio: FolioBatching | None
     c = np.array([cols[name] for name in _COUNT_COLUMNS], _I64)
     run_start = np.ones(n, bool)
     run_start[1:] = phase[1:] != phase[:-1]
-    counts = row_counts(cols["kind"], phase, *c, run_start, ipis, ARRAY_OPS, folio_terms(folio))
+    counts = row_counts((cols["kind"], phase, *c), run_start, ipis, ARRAY_OPS,
+                        folio_terms(folio))
     for r, v in zip(_ROW_OF, counts, strict=True):
         if isinstance(v, np.ndarray):
             out[r] = v
@@ -385,7 +386,7 @@ def scalar_row_costs(lists: list[list[int]], profile: CostProfile, cpus: int | N
     terms = folio_terms(folio)
     keys = zip(zip(*lists[:-1]), starts, ipis)
     if memo is None:
-        rows = [row_counts(*r, run_start, ip, SCALAR_OPS, terms) for r, run_start, ip in keys]
+        rows = [row_counts(r, run_start, ip, SCALAR_OPS, terms) for r, run_start, ip in keys]
         totals = [sum(map(mul, c, w)) for c in rows]
         # each parameter's column sum times its median; ROW_PARAMS is grouped by category
         cum = list(accumulate(map(mul, map(sum, zip(*rows)), w), initial=0))
@@ -415,7 +416,7 @@ def _price_row(memo: dict, key: tuple, weights: tuple, medians: tuple, terms: tu
     what :func:`scalar_row_costs` computes for it without a memo (the first-row charges,
     which depend on the rows before it, are added by the caller)."""
     r, run_start, ipis = key
-    c = row_counts(*r, run_start, ipis, SCALAR_OPS, terms)
+    c = row_counts(r, run_start, ipis, SCALAR_OPS, terms)
     cum = list(accumulate(map(mul, c, weights), initial=0))  # ROW_PARAMS is by category
     stolen = stolen_of(ipis, r[_R_FLUSH_FULL], r[_R_FLUSH_PAGES], medians[_RECEIVER],
                        medians[_FULL_FLUSH], medians[_INVLPG], SCALAR_OPS)

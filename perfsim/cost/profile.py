@@ -246,6 +246,14 @@ class CostProfile(StrictModel):
         blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
+    def model_copy(self, *, update=None, deep: bool = False) -> CostProfile:
+        """pydantic's copy, without the values computed once from the parameters
+        (:attr:`is_fixed`, :attr:`medians_ns`): an ``update`` may change them."""
+        copied = super().model_copy(update=update, deep=deep)
+        for name in _COMPUTED_ONCE:
+            copied.__dict__.pop(name, None)
+        return copied
+
     def with_values(self, **ns: int) -> CostProfile:
         """A copy with some parameters' ``ns`` replaced (what-if studies, tests)."""
         data = self.model_dump()
@@ -265,6 +273,10 @@ class CostProfile(StrictModel):
         for p in data["params"].values():
             p["dist"], p["sigma"] = "fixed", 0.0
         return _validate(data, f"cost profile {self.name!r} (fixed)")
+
+
+#: :class:`CostProfile`'s cached properties (computed once from a frozen profile).
+_COMPUTED_ONCE = ("is_fixed", "medians_ns")
 
 
 def _cost_dir():
