@@ -272,3 +272,89 @@ def test_a_profile_copied_with_other_parameters_recomputes_its_medians_and_fixed
                                                     "sigma": 0.3})})})
     assert not jittery.is_fixed and jittery.medians_ns[0] == 7
     assert prof.is_fixed and prof.medians_ns[0] != 7
+
+
+def random_periodic_plan(rng: np.random.Generator) -> S.Steps:
+    """Dense parts of a few random rows around periodic blocks of random templates (one
+    phase each), reps and overrides of random count columns."""
+    parts = []
+    for _ in range(int(rng.integers(1, 4))):
+        if rng.random() < 0.7:
+            parts.append(random_steps(rng, int(rng.integers(1, 6))))
+        t = random_steps(rng, int(rng.integers(1, 5)))
+        t.cols["phase"][:] = int(rng.integers(0, 5))
+        reps = int(rng.integers(1, 300))
+        overrides = {}
+        for col in rng.choice(["alloc_pmd", "alloc_pte", "flushes", "ipis", "ptes", "kind",
+                               "flush_pages", "freed", "old_addr", "length"],
+                              int(rng.integers(0, 4)), replace=False):
+            m = int(rng.integers(1, min(6, reps * len(t)) + 1))
+            pos = rng.choice(reps * len(t), m, replace=False)
+            hi = len(S.KIND_NAMES) if col == "kind" else 3
+            overrides[str(col)] = (pos, rng.integers(0, hi, m).astype(t.cols[col].dtype))
+        parts.append(S.PeriodicBlock(t, reps, 4096, 8192, overrides))
+    if rng.random() < 0.5:
+        parts.append(random_steps(rng, int(rng.integers(1, 6))))
+    return S.Steps(parts=parts)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_periodic_row_costs_equal_row_costs_of_the_materialised_plan(seed):
+    from perfsim.cost.model import periodic_row_costs
+
+    rng = np.random.default_rng(500 + seed)
+    prof = _distinct_profile()
+    for _ in range(10):
+        plan = random_periodic_plan(rng)
+        for cpus in (None, 2):
+            folio = FOLIOS[int(rng.integers(0, len(FOLIOS)))]
+            got = periodic_row_costs(plan, prof, cpus=cpus, folio=folio)
+            assert got is not None
+            dense = S.Steps(plan.cols, plan.lock_sets, plan.lock_set)
+            _same_costs_arrays(got, vector_row_costs(dense, prof, cpus=cpus, folio=folio))
+
+
+def _same_costs_arrays(a, b) -> None:
+    for name in ("total", "ipis", "stolen", "matrix", "per_category"):
+        assert _same_array(getattr(a, name), getattr(b, name)), name
+    for c in CATEGORIES:
+        assert _same_array(a.by_category[c], b.by_category[c]), c
+    assert a.category_sums() == b.category_sums()
+    assert all(type(v) is int for v in a.category_sums().values())
+
+
+def test_periodic_row_costs_leave_plans_they_do_not_cover_to_the_column_path():
+    from perfsim.cost.model import periodic_row_costs
+
+    rng = np.random.default_rng(3)
+    prof = load_cost_profile("x86_64-generic")
+    t = random_steps(rng, 2)
+    t.cols["phase"][:] = S.MOVE
+    block = S.PeriodicBlock(t, 50, 4096, 4096, {"phase": (np.array([3]), np.array([1], np.int32))})
+    assert periodic_row_costs(S.Steps(parts=[block]), prof) is None
+    assert periodic_row_costs(random_steps(rng, 5), prof) is None
+    big = random_steps(rng, SCALAR_ROWS + 1)
+    assert periodic_row_costs(S.Steps(parts=[big, S.PeriodicBlock(t, 5, 0, 0)]), prof) is None
+    plan = S.Steps(parts=[block])
+    _same_costs_arrays(row_costs(plan, prof), vector_row_costs(plan, prof))
+
+
+def test_a_first_flush_overridden_away_moves_the_first_flush_charges_to_the_next_flush():
+    from perfsim.cost.model import periodic_row_costs
+
+    rng = np.random.default_rng(11)
+    prof = _distinct_profile()
+    t = random_steps(rng, 2)
+    t.cols["phase"][:] = S.MOVE
+    t.cols["flushes"][:] = 1
+    t.cols["ipis"][:] = 3
+    for gone in ([0], [0, 1], [0, 1, 2, 3], [1, 2]):
+        pos = np.array(gone)
+        block = S.PeriodicBlock(t, 40, 4096, 4096, {
+            "flushes": (pos, np.zeros(len(pos), np.int32))})
+        plan = S.Steps(parts=[block])
+        got = periodic_row_costs(plan, prof)
+        want = vector_row_costs(S.Steps(plan.cols, plan.lock_sets, plan.lock_set), prof)
+        _same_costs_arrays(got, want)
+        first = min(set(range(80)) - set(gone))
+        assert int(np.flatnonzero(want.counts["tlb_first_flush_ns"])[0]) == first

@@ -54,7 +54,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import accumulate, repeat
-from operator import itemgetter, mul, ne
+from operator import add, itemgetter, mul, ne
 
 import numpy as np
 
@@ -198,7 +198,7 @@ class RowCosts:
     """
 
     __slots__ = ("_total", "_by_category", "_ipis", "_stolen", "_matrix", "_per_category",
-                 "_sums", "_scalar")
+                 "_sums", "_scalar", "_later")
 
     def __init__(self, total: np.ndarray, by_category: dict[str, np.ndarray],
                  ipis: np.ndarray, stolen: np.ndarray, matrix: np.ndarray,
@@ -207,6 +207,7 @@ class RowCosts:
         self._stolen, self._matrix, self._per_category = stolen, matrix, per_category
         self._sums = None
         self._scalar = None
+        self._later = None
 
     @classmethod
     def of_lists(cls, total: list, ipis: list, stolen: list, rows: list, firsts: list,
@@ -219,6 +220,20 @@ class RowCosts:
         rc._matrix = rc._per_category = None
         rc._scalar = (total, ipis, stolen, rows, firsts, medians)
         rc._sums = sums
+        rc._later = None
+        return rc
+
+    @classmethod
+    def of_parts(cls, total: np.ndarray, ipis: np.ndarray, stolen: np.ndarray, sums: list,
+                 medians: tuple, matrix_of) -> RowCosts:
+        """Costs priced part by part (:func:`periodic_row_costs`): the per-row arrays and
+        per-category totals; ``matrix_of()`` computes the count matrix when it is first
+        read, ``medians`` price it."""
+        rc = cls.__new__(cls)
+        rc._total, rc._ipis, rc._stolen = total, ipis, stolen
+        rc._by_category = rc._matrix = rc._per_category = rc._scalar = None
+        rc._sums = sums
+        rc._later = (matrix_of, medians)
         return rc
 
     @property
@@ -253,6 +268,8 @@ class RowCosts:
 
     @property
     def matrix(self) -> np.ndarray:
+        if self._matrix is None and self._later is not None:
+            self._matrix = self._later[0]()
         if self._matrix is None:
             rows, firsts = self._scalar[3], self._scalar[4]
             m = np.zeros((len(_BY_CATEGORY), len(rows)), _I64)
@@ -266,8 +283,9 @@ class RowCosts:
 
     @property
     def per_category(self) -> np.ndarray | None:
-        if self._per_category is None and self._scalar is not None:
-            self._per_category = _per_category(self.matrix, self._scalar[5])
+        if self._per_category is None and (self._scalar or self._later) is not None:
+            medians = (self._scalar or self._later)[-1]
+            self._per_category = _per_category(self.matrix, medians)
         return self._per_category
 
     @property
@@ -308,10 +326,15 @@ def row_costs(plan_or_steps, profile: CostProfile, *, cpus: int | None = None,
     profile and generator state always give the same integers. ``folio``: the source VMA's
     large-folio mechanisms (:func:`perfsim.cost.batching.folio_batching`; ``None``: none).
     Nothing drawn and at most :data:`SCALAR_ROWS` rows: priced on Python ints
-    (:func:`scalar_row_costs`), the same integers."""
+    (:func:`scalar_row_costs`); nothing drawn and periodic blocks: priced part by part
+    (:func:`periodic_row_costs`). The same integers either way."""
     steps = steps_of(plan_or_steps)
-    if (rng is None or profile.is_fixed) and 0 < len(steps) <= SCALAR_ROWS:
-        return scalar_row_costs(column_lists(steps), profile, cpus, folio)
+    if rng is None or profile.is_fixed:
+        if 0 < len(steps) <= SCALAR_ROWS:
+            return scalar_row_costs(column_lists(steps), profile, cpus, folio)
+        got = periodic_row_costs(steps, profile, cpus=cpus, folio=folio)
+        if got is not None:
+            return got
     return vector_row_costs(steps, profile, cpus=cpus, rng=rng, folio=folio)
 
 
@@ -410,6 +433,155 @@ def scalar_row_costs(lists: list[list[int]], profile: CostProfile, cpus: int | N
     return RowCosts.of_lists(totals, ipis, stolen, rows, firsts, med, sums)
 
 
+def _price_lists(lists: list[list[int]], first_start: bool, profile: CostProfile,
+                 cpus: int | None, weights: tuple, medians: tuple, terms: tuple,
+                 memo: dict) -> tuple[list, list]:
+    """``(priced rows, IPI targets)`` of a piece of a plan given as :func:`column_lists`,
+    ``first_start`` the run start of its first row: :func:`_price_row` of each row."""
+    ipis = list(map(ipi_targets_of, lists[-1], lists[5], repeat(cpus),
+                    repeat(profile.ipi_shootdown)))
+    phase = lists[1]
+    starts = [first_start, *map(ne, phase[1:], phase)]
+    return [memo.get(k) or _price_row(memo, k, weights, medians, terms)
+            for k in zip(zip(*lists[:-1]), starts, ipis)], ipis
+
+
+def _first_above_zero(values) -> int | None:
+    for i, v in enumerate(values):
+        if v > 0:
+            return i
+    return None
+
+
+def periodic_row_costs(plan_or_steps, profile: CostProfile, *, cpus: int | None = None,
+                       folio: FolioBatching | None = None,
+                       memo: dict | None = None) -> RowCosts | None:
+    """:func:`row_costs` at the medians of a plan made of periodic blocks
+    (:class:`~perfsim.planner.steps.PeriodicBlock`: ``reps`` copies of a few template rows,
+    a few rows overridden) and small dense parts, priced part by part without materialising
+    the plan: a block's template rows are priced once on Python ints and tiled, its
+    overridden rows (and a first row that starts a phase run) priced on their own, its
+    category totals ``reps`` times the template's corrected by those rows. The first-row
+    charges go on the plan's first row that pays their trigger. The count matrix is
+    computed on the materialised columns when first read. None for a plan with no block,
+    or with a part too large for this (a dense part or template of more than
+    :data:`SCALAR_ROWS` rows, a block overriding ``phase``)."""
+    steps = steps_of(plan_or_steps)
+    parts = steps.parts()
+    if not any(isinstance(p, S.PeriodicBlock) for p in parts):
+        return None
+    if cpus is not None and cpus < 1:
+        raise ValueError("cpus must be >= 1")
+    med = profile.medians_ns
+    w = _ROW_WEIGHTS(med)
+    terms = folio_terms(folio)
+    memo = {} if memo is None else memo
+    price = (profile, cpus, w, med, terms, memo)
+    totals, ipis_parts, stolen_parts = [], [], []
+    sums = [0] * len(CATEGORIES)
+    firsts: list[int | None] = [None] * len(_FIRST_ROW_TERMS)
+    prev_phase = None
+    offset = 0
+    for p in parts:
+        if isinstance(p, S.PeriodicBlock):
+            got = _price_block(p, prev_phase, price)
+            if got is None:
+                return None
+            total, ipis, stolen, part_sums, part_firsts = got
+            prev_phase = p.phase
+        else:
+            if len(p) > SCALAR_ROWS or p.parts() != [p]:
+                return None
+            lists = column_lists(p)
+            priced, ip = _price_lists(lists, lists[1][0] != prev_phase, *price)
+            rows, tot, cats, st = zip(*priced)
+            total, ipis, stolen = (np.array(x, _I64) for x in (tot, ip, st))
+            part_sums = list(map(sum, zip(*cats)))
+            part_firsts = [_first_above_zero(c[at] for c in rows) for at, _w, _c in
+                           _FIRST_ROW_TERMS]
+            prev_phase = lists[1][-1]
+        totals.append(total)
+        ipis_parts.append(ipis)
+        stolen_parts.append(stolen)
+        sums = list(map(add, sums, part_sums))
+        for r, f in enumerate(part_firsts):
+            if firsts[r] is None and f is not None:
+                firsts[r] = offset + f
+        offset += len(p)
+    total = np.concatenate(totals)
+    for (_at, wpos, cat), i in zip(_FIRST_ROW_TERMS, firsts, strict=True):
+        if i is not None:
+            total[i] += med[wpos]
+            sums[cat] += med[wpos]
+    ipis = np.concatenate(ipis_parts)
+    stolen = np.concatenate(stolen_parts)
+    return RowCosts.of_parts(total, ipis, stolen, sums, med,
+                             lambda: _count_matrix(steps, ipis, folio))
+
+
+def _price_block(block, prev_phase, price) -> tuple | None:
+    """``(total, ipis, stolen, category sums, first trigger rows)`` of one periodic block
+    (:func:`periodic_row_costs`); None when it is not priced this way."""
+    t, reps = block.template, block.reps
+    k = len(t)
+    if k > SCALAR_ROWS or t.parts() != [t] or "phase" in block.overrides:
+        return None
+    tl = column_lists(t)
+    # Template rows as they repeat: row 0 follows the previous copy's last row, of the same
+    # phase (a block has one phase), so it starts no run.
+    steady, tip = _price_lists(tl, False, *price)
+    changes: dict[int, dict[int, int]] = {}
+    for col, (pos, val) in block.overrides.items():
+        ci = _LIST_INDEX.get(col)
+        if ci is None:  # an address or length: priced through no count
+            continue
+        for q, v in zip(np.asarray(pos).tolist(), np.asarray(val).tolist(), strict=True):
+            changes.setdefault(q, {})[ci] = v
+    starts_run = block.phase != prev_phase
+    if starts_run:
+        changes.setdefault(0, {})
+    if len(changes) > SCALAR_ROWS:
+        return None
+    rows_t, tot_t, cats_t, st_t = zip(*steady)
+    total = np.tile(np.array(tot_t, _I64), reps)
+    ipis = np.tile(np.array(tip, _I64), reps)
+    stolen = np.tile(np.array(st_t, _I64), reps)
+    sums = [reps * v for v in map(sum, zip(*cats_t))]
+    patched = {}
+    for q, ch in changes.items():
+        row = [col[q % k] for col in tl]
+        for ci, v in ch.items():
+            row[ci] = v
+        (got,), (ip,) = _price_lists([[v] for v in row], starts_run and q == 0, *price)
+        c, tot, cats, st = got
+        total[q], ipis[q], stolen[q] = tot, ip, st
+        sums = [s + a - b for s, a, b in zip(sums, cats, cats_t[q % k], strict=True)]
+        patched[q] = c
+    firsts = []
+    for at, _w, _c in _FIRST_ROW_TERMS:
+        trig = [c[at] for c in rows_t]
+        firsts.append(_first_in_block(k, reps, trig, {q: c[at] for q, c in patched.items()}))
+    return total, ipis, stolen, sums, firsts
+
+
+def _first_in_block(k: int, reps: int, trig: list, patched: dict) -> int | None:
+    """The first row of a block of ``reps`` copies of ``k`` template rows whose trigger
+    count is above 0: ``trig`` per template row, ``patched`` for the rows priced on their
+    own."""
+    best = min((q for q, v in patched.items() if v > 0), default=None)
+    hits = [i for i, v in enumerate(trig) if v > 0]
+    if not hits:
+        return best
+    for r in range(reps):
+        for i in hits:
+            q = r * k + i
+            if best is not None and q >= best:
+                return best
+            if q not in patched:
+                return q
+    return best
+
+
 def _price_row(memo: dict, key: tuple, weights: tuple, medians: tuple, terms: tuple) -> tuple:
     """``(counts, total_ns, per-category ns, stolen_ns)`` of one row, kept in ``memo`` under
     ``key`` = (its :data:`~perfsim.cost.counts.ROW_COLUMNS` values, run start, IPI targets):
@@ -451,6 +623,7 @@ _ROW_CATEGORY_SLICES = tuple((_ROW_CATEGORY.index(k) if k in _ROW_CATEGORY else 
 #: PARAM_NAMES, its category's index).
 _FIRST_ROW_TERMS = tuple((ROW_PARAMS.index(t), _PARAM_POS[p], _CATEGORY_INDEX[PARAM_CATEGORY[p]])
                          for p, t in FIRST_ROW_RULES)
+_LIST_INDEX = {c: i for i, c in enumerate(LIST_COLUMNS)}
 _R_FLUSH_FULL = ROW_COLUMNS.index("flush_full")
 _R_FLUSH_PAGES = ROW_COLUMNS.index("flush_pages")
 _RECEIVER = _PARAM_POS["ipi_receiver_ns"]
