@@ -399,38 +399,45 @@ def scalar_row_costs(lists: list[list[int]], profile: CostProfile, cpus: int | N
     whole-table extents)."""
     if cpus is not None and cpus < 1:
         raise ValueError("cpus must be >= 1")
-    flushes, flush_pages, flush_full = lists[5], lists[6], lists[7]
-    ipis = list(map(ipi_targets_of, lists[-1], flushes, repeat(cpus),
+    ipis = list(map(ipi_targets_of, lists[-1], lists[5], repeat(cpus),
                     repeat(profile.ipi_shootdown)))
     phase = lists[1]
     starts = [True, *map(ne, phase[1:], phase)]  # the row's phase differs from the last's
     med = profile.medians_ns
     w = _ROW_WEIGHTS(med)
     terms = folio_terms(folio)
+    rows, totals, stolen, sums = _price_dense(lists, starts, ipis, w, med, terms, memo)
+    firsts = []
+    for at, wpos, cat in _FIRST_ROW_TERMS:
+        first = _first_above_zero(c[at] for c in rows)
+        if first is not None:
+            totals[first] += med[wpos]
+            sums[cat] += med[wpos]
+        firsts.append(first)
+    return RowCosts.of_lists(totals, ipis, stolen, rows, firsts, med, sums)
+
+
+def _price_dense(lists: list[list[int]], starts: list, ipis: list, weights: tuple,
+                 medians: tuple, terms: tuple, memo: dict | None) -> tuple:
+    """``(counts, totals, stolen, category sums)`` of rows given as :func:`column_lists`
+    with their run starts and IPI targets, at the medians, without the first-row charges:
+    per row its :func:`~perfsim.cost.counts.row_counts` and their product with the medians;
+    per category the column sums of its parameters times theirs (or, through ``memo``, the
+    sum of each row's kept per-category costs: the same integers)."""
     keys = zip(zip(*lists[:-1]), starts, ipis)
     if memo is None:
         rows = [row_counts(r, run_start, ip, SCALAR_OPS, terms) for r, run_start, ip in keys]
-        totals = [sum(map(mul, c, w)) for c in rows]
+        totals = [sum(map(mul, c, weights)) for c in rows]
         # each parameter's column sum times its median; ROW_PARAMS is grouped by category
-        cum = list(accumulate(map(mul, map(sum, zip(*rows)), w), initial=0))
+        cum = list(accumulate(map(mul, map(sum, zip(*rows)), weights), initial=0))
         sums = [cum[b] - cum[a] for a, b in _ROW_CATEGORY_SLICES]
-        stolen = list(map(stolen_of, ipis, flush_full, flush_pages, repeat(med[_RECEIVER]),
-                          repeat(med[_FULL_FLUSH]), repeat(med[_INVLPG]), repeat(SCALAR_OPS)))
-    else:
-        priced = [memo.get(k) or _price_row(memo, k, w, med, terms) for k in keys]
-        rows, totals, cats, stolen = (list(x) for x in zip(*priced))
-        sums = list(map(sum, zip(*cats)))
-    firsts = []
-    for at, wpos, cat in _FIRST_ROW_TERMS:
-        first = None
-        for i, c in enumerate(rows):
-            if c[at] > 0:
-                first = i
-                totals[i] += med[wpos]
-                sums[cat] += med[wpos]
-                break
-        firsts.append(first)
-    return RowCosts.of_lists(totals, ipis, stolen, rows, firsts, med, sums)
+        stolen = list(map(stolen_of, ipis, lists[7], lists[6], repeat(medians[_RECEIVER]),
+                          repeat(medians[_FULL_FLUSH]), repeat(medians[_INVLPG]),
+                          repeat(SCALAR_OPS)))
+        return rows, totals, stolen, sums
+    priced = [memo.get(k) or _price_row(memo, k, weights, medians, terms) for k in keys]
+    rows, totals, cats, stolen = (list(x) for x in zip(*priced))
+    return rows, totals, stolen, list(map(sum, zip(*cats)))
 
 
 def _price_lists(lists: list[list[int]], first_start: bool, profile: CostProfile,
@@ -454,18 +461,17 @@ def _first_above_zero(values) -> int | None:
 
 
 def periodic_row_costs(plan_or_steps, profile: CostProfile, *, cpus: int | None = None,
-                       folio: FolioBatching | None = None,
-                       memo: dict | None = None) -> RowCosts | None:
+                       folio: FolioBatching | None = None) -> RowCosts | None:
     """:func:`row_costs` at the medians of a plan made of periodic blocks
     (:class:`~perfsim.planner.steps.PeriodicBlock`: ``reps`` copies of a few template rows,
     a few rows overridden) and small dense parts, priced part by part without materialising
-    the plan: a block's template rows are priced once on Python ints and tiled, its
-    overridden rows (and a first row that starts a phase run) priced on their own, its
-    category totals ``reps`` times the template's corrected by those rows. The first-row
-    charges go on the plan's first row that pays their trigger. The count matrix is
-    computed on the materialised columns when first read. None for a plan with no block,
-    or with a part too large for this (a dense part or template of more than
-    :data:`SCALAR_ROWS` rows, a block overriding ``phase``)."""
+    the plan: the dense parts' rows on Python ints (:func:`_price_dense`); a block's
+    template rows once, repeated, its overridden rows (and a first row that starts a phase
+    run) on their own, its category totals ``reps`` times the template's corrected by
+    those rows (:func:`_price_block`). The first-row charges go on the plan's first row
+    that pays their trigger. The count matrix is computed on the materialised columns when
+    first read. None for a plan with no block, or with a part too large for this (a dense
+    part or template of more than :data:`SCALAR_ROWS` rows, a block overriding ``phase``)."""
     steps = steps_of(plan_or_steps)
     parts = steps.parts()
     if not any(isinstance(p, S.PeriodicBlock) for p in parts):
@@ -475,11 +481,11 @@ def periodic_row_costs(plan_or_steps, profile: CostProfile, *, cpus: int | None 
     med = profile.medians_ns
     w = _ROW_WEIGHTS(med)
     terms = folio_terms(folio)
-    memo = {} if memo is None else memo
-    price = (profile, cpus, w, med, terms, memo)
-    totals, ipis_parts, stolen_parts = [], [], []
-    sums = [0] * len(CATEGORIES)
-    firsts: list[int | None] = [None] * len(_FIRST_ROW_TERMS)
+    price = (profile, cpus, w, med, terms, {})
+    dense: list[list[int]] | None = None  # the dense parts' columns, one after the other
+    dense_at: list[int] = []  # their rows' positions in the plan
+    starts: list[bool] = []
+    blocks = []
     prev_phase = None
     offset = 0
     for p in parts:
@@ -487,41 +493,58 @@ def periodic_row_costs(plan_or_steps, profile: CostProfile, *, cpus: int | None 
             got = _price_block(p, prev_phase, price)
             if got is None:
                 return None
-            total, ipis, stolen, part_sums, part_firsts = got
-            prev_phase = p.phase
+            blocks.append((offset, got))
+            prev_phase = got[-1]
         else:
             if len(p) > SCALAR_ROWS or p.parts() != [p]:
                 return None
             lists = column_lists(p)
-            priced, ip = _price_lists(lists, lists[1][0] != prev_phase, *price)
-            rows, tot, cats, st = zip(*priced)
-            total, ipis, stolen = (np.array(x, _I64) for x in (tot, ip, st))
-            part_sums = list(map(sum, zip(*cats)))
-            part_firsts = [_first_above_zero(c[at] for c in rows) for at, _w, _c in
-                           _FIRST_ROW_TERMS]
-            prev_phase = lists[1][-1]
-        totals.append(total)
-        ipis_parts.append(ipis)
-        stolen_parts.append(stolen)
-        sums = list(map(add, sums, part_sums))
-        for r, f in enumerate(part_firsts):
-            if firsts[r] is None and f is not None:
-                firsts[r] = offset + f
+            phase = lists[1]
+            starts += [phase[0] != prev_phase, *map(ne, phase[1:], phase)]
+            dense_at.extend(range(offset, offset + len(p)))
+            prev_phase = phase[-1]
+            if dense is None:
+                dense = lists
+            else:
+                for have, more in zip(dense, lists, strict=True):
+                    have.extend(more)
         offset += len(p)
-    total = np.concatenate(totals)
-    for (_at, wpos, cat), i in zip(_FIRST_ROW_TERMS, firsts, strict=True):
-        if i is not None:
-            total[i] += med[wpos]
+    total, ipis, stolen = (np.empty(offset, _I64) for _ in range(3))
+    sums = [0] * len(CATEGORIES)
+    candidates: list[list[int]] = [[] for _ in _FIRST_ROW_TERMS]
+    if dense is not None:
+        ip = list(map(ipi_targets_of, dense[-1], dense[5], repeat(cpus),
+                      repeat(profile.ipi_shootdown)))
+        rows, tot, st, sums = _price_dense(dense, starts, ip, w, med, terms, None)
+        at = np.array(dense_at)
+        total[at], ipis[at], stolen[at] = tot, ip, st
+        for r, (trig, _w, _c) in enumerate(_FIRST_ROW_TERMS):
+            f = _first_above_zero(c[trig] for c in rows)
+            if f is not None:
+                candidates[r].append(dense_at[f])
+    for off, (k, reps, template, patched, block_sums, firsts, _phase) in blocks:
+        end = off + k * reps
+        for out, values in zip((total, ipis, stolen), template, strict=True):
+            out[off:end].reshape(reps, k)[:] = values
+        for q, values in patched.items():
+            total[off + q], ipis[off + q], stolen[off + q] = values
+        sums = list(map(add, sums, block_sums))
+        for r, f in enumerate(firsts):
+            if f is not None:
+                candidates[r].append(off + f)
+    for (_trig, wpos, cat), found in zip(_FIRST_ROW_TERMS, candidates, strict=True):
+        if found:
+            total[min(found)] += med[wpos]
             sums[cat] += med[wpos]
-    ipis = np.concatenate(ipis_parts)
-    stolen = np.concatenate(stolen_parts)
     return RowCosts.of_parts(total, ipis, stolen, sums, med,
                              lambda: _count_matrix(steps, ipis, folio))
 
 
 def _price_block(block, prev_phase, price) -> tuple | None:
-    """``(total, ipis, stolen, category sums, first trigger rows)`` of one periodic block
-    (:func:`periodic_row_costs`); None when it is not priced this way."""
+    """``(k, reps, (totals, ipis, stolen) of the template rows, {row: (total, ipis,
+    stolen)} of the rows priced on their own, category sums, first trigger rows, phase)`` of one
+    periodic block of ``reps`` copies of ``k`` rows (:func:`periodic_row_costs`); None when
+    it is not priced this way."""
     t, reps = block.template, block.reps
     k = len(t)
     if k > SCALAR_ROWS or t.parts() != [t] or "phase" in block.overrides:
@@ -537,31 +560,28 @@ def _price_block(block, prev_phase, price) -> tuple | None:
             continue
         for q, v in zip(np.asarray(pos).tolist(), np.asarray(val).tolist(), strict=True):
             changes.setdefault(q, {})[ci] = v
-    starts_run = block.phase != prev_phase
+    phase = tl[1][0]
+    starts_run = phase != prev_phase
     if starts_run:
         changes.setdefault(0, {})
     if len(changes) > SCALAR_ROWS:
         return None
     rows_t, tot_t, cats_t, st_t = zip(*steady)
-    total = np.tile(np.array(tot_t, _I64), reps)
-    ipis = np.tile(np.array(tip, _I64), reps)
-    stolen = np.tile(np.array(st_t, _I64), reps)
     sums = [reps * v for v in map(sum, zip(*cats_t))]
-    patched = {}
+    patched, patched_counts = {}, {}
     for q, ch in changes.items():
         row = [col[q % k] for col in tl]
         for ci, v in ch.items():
             row[ci] = v
         (got,), (ip,) = _price_lists([[v] for v in row], starts_run and q == 0, *price)
         c, tot, cats, st = got
-        total[q], ipis[q], stolen[q] = tot, ip, st
+        patched[q] = (tot, ip, st)
+        patched_counts[q] = c
         sums = [s + a - b for s, a, b in zip(sums, cats, cats_t[q % k], strict=True)]
-        patched[q] = c
-    firsts = []
-    for at, _w, _c in _FIRST_ROW_TERMS:
-        trig = [c[at] for c in rows_t]
-        firsts.append(_first_in_block(k, reps, trig, {q: c[at] for q, c in patched.items()}))
-    return total, ipis, stolen, sums, firsts
+    firsts = [_first_in_block(k, reps, [c[at] for c in rows_t],
+                              {q: c[at] for q, c in patched_counts.items()})
+              for at, _w, _c in _FIRST_ROW_TERMS]
+    return k, reps, (tot_t, tip, st_t), patched, sums, firsts, phase
 
 
 def _first_in_block(k: int, reps: int, trig: list, patched: dict) -> int | None:
