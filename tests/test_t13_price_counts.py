@@ -358,3 +358,19 @@ def test_a_first_flush_overridden_away_moves_the_first_flush_charges_to_the_next
         _same_costs_arrays(got, want)
         first = min(set(range(80)) - set(gone))
         assert int(np.flatnonzero(want.counts["tlb_first_flush_ns"])[0]) == first
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_segment_credits_list_for_each_other_cpu_the_flushes_that_reach_it(seed):
+    from perfsim.engine.pricing import _credits
+
+    rng = np.random.default_rng(seed)
+    for _ in range(30):
+        f = int(rng.integers(0, 40))
+        offsets = np.sort(rng.integers(0, 10**6, f)).tolist()
+        targets = (rng.integers(0, 8, f) * (rng.random(f) < 0.8)).tolist()
+        stolen = rng.integers(0, 5000, f).tolist()
+        got = _credits(offsets, targets, stolen)
+        assert len(got) == max(targets, default=0)
+        for j, cr in enumerate(got):
+            assert cr == tuple((o, s) for o, t, s in zip(offsets, targets, stolen) if t > j)

@@ -112,8 +112,7 @@ def _credits(offsets: list, targets: list, stolen: list) -> tuple:
             # (those with more than j targets) are the ones that reached the previous
             cr.append(cr[-1])
             continue
-        cr.append(tuple((o, s) for o, t, s in zip(offsets, targets, stolen, strict=True)
-                        if t > j))
+        cr.append(tuple(compress(zip(offsets, stolen, strict=True), map(gt, targets, repeat(j)))))
     return tuple(cr)
 
 
