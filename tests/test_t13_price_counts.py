@@ -374,3 +374,29 @@ def test_segment_credits_list_for_each_other_cpu_the_flushes_that_reach_it(seed)
         assert len(got) == max(targets, default=0)
         for j, cr in enumerate(got):
             assert cr == tuple((o, s) for o, t, s in zip(offsets, targets, stolen) if t > j)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_signatures_are_equal_exactly_when_every_signature_column_and_lock_set_is(seed):
+    from perfsim.engine.pricing import SIGNATURE_COLUMNS, signature
+
+    rng = np.random.default_rng(seed)
+    for steps in _tables(40 + seed, 15, 12):
+        cols = {c: v.copy() for c, v in steps.cols.items()}
+        key = signature(steps, 4)
+        assert key == signature(S.Steps(cols, steps.lock_sets, steps.lock_set.copy()), 4)
+        assert key != signature(steps, 5)
+        moved = dict(cols, old_addr=cols["old_addr"] + 4096, length=cols["length"] * 2)
+        assert key == signature(S.Steps(moved, steps.lock_sets, steps.lock_set), 4)
+        for c in SIGNATURE_COLUMNS:
+            i = int(rng.integers(0, len(steps)))
+            changed = dict(cols, **{c: cols[c].copy()})
+            changed[c][i] += 1
+            assert key != signature(S.Steps(changed, steps.lock_sets, steps.lock_set), 4), c
+            wider = dict(cols, **{c: cols[c].astype(np.int64 if cols[c].dtype == np.int32
+                                                    else np.int32)})
+            assert key != signature(S.Steps(wider, steps.lock_sets, steps.lock_set), 4), c
+        other_ids = (steps.lock_set + 1) % len(LOCK_SETS)
+        assert key != signature(S.Steps(cols, steps.lock_sets, other_ids.astype(np.int32)), 4)
+        lazy = S.Steps(parts=[steps])
+        assert signature(lazy, 4) == key

@@ -287,14 +287,17 @@ def _array_template(steps, profile, cpus: int, rng, hot_locks, ptl_hot, folio) -
     return CallTemplate(rc, tuple(segs), tuple(recs), any_hot, *lists, stats)
 
 
+_SIGNATURE_OF = itemgetter(*SIGNATURE_COLUMNS)
+
+
 def _dense_key(part) -> tuple:
-    cols = part.cols
-    key = [part.lock_sets, part.lock_set.dtype.str, part.lock_set.tobytes()]
-    for c in SIGNATURE_COLUMNS:
-        v = cols[c]
-        key.append(v.dtype.str)
-        key.append(v.tobytes())  # C-order bytes whatever the strides
-    return tuple(key)
+    """A dense part's key: its lock-set names, the dtypes of its lock-set ids and of its
+    :data:`SIGNATURE_COLUMNS`, and all their bytes (C order whatever the strides) joined:
+    with the part's length in the plan's key and each dtype's size, every column's bytes
+    are delimited, so equal keys mean equal columns."""
+    arrays = (part.lock_set, *_SIGNATURE_OF(part.cols))
+    return (part.lock_sets, tuple([a.dtype for a in arrays]),
+            b"".join([a.tobytes() for a in arrays]))
 
 
 def signature(steps, cpus: int) -> tuple | None:
@@ -304,13 +307,16 @@ def signature(steps, cpus: int) -> tuple | None:
     Computed part by part (``Steps.parts()``: the dense tables and periodic blocks the
     planner assembled the plan from), so a plan whose template is reused is never
     materialised. A dense part contributes its non-address columns with dtypes, lock-set
-    ids and names. A plan with a periodic block
+    ids and names (:func:`_dense_key`). A plan with a periodic block
     (a large regular move, thousands of rows) gets None: such plans practically never
     repeat within a run, and keying one would cost more than the reuse could save. The
     same rows split into parts differently give different keys: a miss, never a wrong hit.
     """
+    parts = steps.parts()
+    if len(parts) == 1 and parts[0] is steps:  # a dense plan
+        return (len(steps), cpus, _dense_key(steps))
     key = [len(steps), cpus]
-    for part in steps.parts():
+    for part in parts:
         if not (isinstance(part, S.Steps) and part.parts() == [part]):
             return None
         key.append(_dense_key(part))
