@@ -400,3 +400,29 @@ def test_signatures_are_equal_exactly_when_every_signature_column_and_lock_set_i
         assert key != signature(S.Steps(cols, steps.lock_sets, other_ids.astype(np.int32)), 4)
         lazy = S.Steps(parts=[steps])
         assert signature(lazy, 4) == key
+
+
+def test_folio_batching_of_a_plan_is_its_source_vmas_batching_when_it_charges_anything():
+    from types import SimpleNamespace
+
+    from perfsim.cost.batching import folio_batching, folio_batching_of_plan
+    from perfsim.profiles import resolve_target
+
+    seen = set()
+    for kernel in ("6.6", "6.15", "6.16", "6.17", "6.18", "6.19"):
+        for arch in ("x86_64", "arm64-4k", "arm64-16k", "arm64-64k", "riscv-sv39"):
+            target = resolve_target(kernel, arch)
+            for folio_size in (0, 4096, 16 << 10, 64 << 10, 2 << 20):
+                for shift in (0, 4096, 64 << 10, 2 << 20, -(16 << 10), 12345 * 4096):
+                    vma = SimpleNamespace(folio_size=folio_size)
+                    plan = SimpleNamespace(
+                        errno=None, result_addr=(1 << 40) + shift,
+                        request=SimpleNamespace(old_addr=1 << 40),
+                        before=SimpleNamespace(find_vma=lambda a, v=vma: v))
+                    want = folio_batching(target, folio_size, shift_bytes=shift)
+                    got = folio_batching_of_plan(plan, target)
+                    assert got == (want if want.charges_anything else None)
+                    seen.add(got is None)
+    assert seen == {True, False}
+    failed = SimpleNamespace(errno="ENOMEM", result_addr=None)
+    assert folio_batching_of_plan(failed, resolve_target("6.18", "x86_64")) is None
