@@ -426,3 +426,69 @@ def test_folio_batching_of_a_plan_is_its_source_vmas_batching_when_it_charges_an
     assert seen == {True, False}
     failed = SimpleNamespace(errno="ENOMEM", result_addr=None)
     assert folio_batching_of_plan(failed, resolve_target("6.18", "x86_64")) is None
+
+
+def _one_by_one_jittered_costs(steps, profile, cpus, rng, folio):
+    """The jittered pricing as it was written before (the definition): every parameter in
+    PARAM_NAMES order, drawn for the rows that use it, its products added per category."""
+    from perfsim.cost.model import PARAM_CATEGORY
+    from perfsim.cost.sampling import draw
+
+    n = len(steps)
+    ipis = ipi_targets(steps, profile, cpus)
+    counts = param_counts(steps, ipis, folio)
+    by_cat = {c: np.zeros(n, I64) for c in CATEGORIES}
+    values = {}
+    for name in PARAM_NAMES:
+        param = profile.param(name)
+        if param.is_fixed:
+            v, idx = draw(param, 0, rng), None
+        else:
+            used = ipis > 0 if name == "ipi_receiver_ns" else counts[name] != 0
+            idx = np.flatnonzero(used)
+            v = draw(param, len(idx), rng)
+        if isinstance(v, int):
+            values[name] = v
+            if name != "ipi_receiver_ns" and v:
+                by_cat[PARAM_CATEGORY[name]] += counts[name] * v
+        else:
+            full = np.zeros(n, I64)
+            full[idx] = v
+            values[name] = full
+            if name != "ipi_receiver_ns":
+                by_cat[PARAM_CATEGORY[name]] += counts[name] * full
+    total = np.zeros(n, I64)
+    for a in by_cat.values():
+        total += a
+    own = (steps.flush_full.astype(I64) * values["tlb_full_flush_ns"]
+           + steps.flush_pages.astype(I64) * values["tlb_invlpg_ns"])
+    stolen = np.where(ipis > 0, values["ipi_receiver_ns"] + own, 0).astype(I64)
+    return total, by_cat, stolen
+
+
+def _jittery(names, dist="lognormal"):
+    prof = _distinct_profile()
+    params = prof.params.model_copy(update={
+        n: prof.param(n).model_copy(update={"dist": dist, "sigma": 0.25}) for n in names})
+    return prof.model_copy(update={"params": params})
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("names", [("syscall_ns", "ipi_wakeup_ns"),
+                                   ("pte_present_ns", "ipi_receiver_ns", "tlb_invlpg_ns"),
+                                   ("tlb_full_flush_ns", "ptl_ns", "extent_ns", "unmap_ns"),
+                                   tuple(PARAM_NAMES)])
+def test_jittered_row_costs_draw_and_price_as_pricing_parameters_one_by_one(seed, names):
+    prof = _jittery(names, "normal" if seed % 2 else "lognormal")
+    assert not prof.is_fixed
+    rng = np.random.default_rng(seed)
+    for steps in _tables(seed, 8, 3 * SCALAR_ROWS) + [random_steps(rng, 0)]:
+        for cpus in (None, 3):
+            a, b = np.random.default_rng(seed + 9), np.random.default_rng(seed + 9)
+            got = row_costs(steps, prof, cpus=cpus, rng=a)
+            total, by_cat, stolen = _one_by_one_jittered_costs(steps, prof, cpus, b, None)
+            assert a.bit_generator.state == b.bit_generator.state
+            assert _same_array(got.total, total) and _same_array(got.stolen, stolen)
+            for c in CATEGORIES:
+                assert _same_array(got.by_category[c], by_cat[c]), c
+            assert got.category_sums() == {c: int(v.sum()) for c, v in by_cat.items()}

@@ -349,38 +349,39 @@ def vector_row_costs(plan_or_steps, profile: CostProfile, *, cpus: int | None = 
     matrix = _count_matrix(steps, ipis, folio)
     if rng is None or profile.is_fixed:
         return _fixed_row_costs(steps, profile, ipis, matrix)
-    counts = {name: matrix[_ROW[name]] for name in _COUNT_ORDER}  # param_counts(steps, ipis, folio)
-    by_cat = {c: np.zeros(n, _I64) for c in CATEGORIES}
-    values: dict[str, np.ndarray | int] = {}
-    for name in PARAM_NAMES:
-        param = profile.param(name)
-        if param.is_fixed or rng is None:
-            # draw() returns the median and takes nothing from rng: which rows use the
-            # parameter does not matter.
-            v = draw(param, 0, rng)
-            idx = None
-        else:
-            used = ipis > 0 if name == "ipi_receiver_ns" else counts[name] != 0
-            idx = np.flatnonzero(used)
-            v = draw(param, len(idx), rng)
-        if isinstance(v, int):
+    # The parameters without jitter at their medians, in one product (a jittered one at 0);
+    # then each jittered parameter, in PARAM_NAMES order, drawn for the rows that use it
+    # (the fixed ones take nothing from rng: the same draws as pricing them one by one).
+    med = profile.medians_ns
+    jittered = [i for i, name in enumerate(PARAM_NAMES) if not profile.param(name).is_fixed]
+    fixed_med = list(med)
+    for i in jittered:
+        fixed_med[i] = 0
+    per_cat = _per_category(matrix, tuple(fixed_med))
+    values: dict[str, np.ndarray | int] = {name: med[_PARAM_POS[name]] for name in
+                                           ("ipi_receiver_ns", "tlb_full_flush_ns",
+                                            "tlb_invlpg_ns")}
+    for i in jittered:
+        name = PARAM_NAMES[i]
+        receiver = name == "ipi_receiver_ns"
+        used = ipis > 0 if receiver else matrix[_ROW[name]] != 0
+        idx = np.flatnonzero(used)
+        v = draw(profile.param(name), len(idx), rng)
+        if isinstance(v, int):  # no row uses it: nothing drawn, nothing charged
             values[name] = v
-            if name != "ipi_receiver_ns" and v:
-                by_cat[PARAM_CATEGORY[name]] += counts[name] * v
-        else:
-            full = np.zeros(n, _I64)
-            full[idx] = v
-            values[name] = full
-            if name != "ipi_receiver_ns":
-                by_cat[PARAM_CATEGORY[name]] += counts[name] * full
-    total = np.zeros(n, _I64)
-    for a in by_cat.values():
-        total += a
+            continue
+        full = np.zeros(n, _I64)
+        full[idx] = v
+        values[name] = full
+        if not receiver:
+            per_cat[_CATEGORY_INDEX[PARAM_CATEGORY[name]]] += matrix[_ROW[name]] * full
+    total = _row_totals(per_cat)
     # What each IPI target loses: the interrupt, plus the flush it performs itself.
     stolen = stolen_of(ipis, steps.flush_full.astype(_I64), steps.flush_pages.astype(_I64),
                        values["ipi_receiver_ns"], values["tlb_full_flush_ns"],
                        values["tlb_invlpg_ns"], ARRAY_OPS).astype(_I64)
-    return RowCosts(total, by_cat, ipis, stolen, matrix)
+    return RowCosts(total, dict(zip(CATEGORIES, per_cat, strict=True)), ipis, stolen, matrix,
+                    per_cat)
 
 
 def scalar_row_costs(lists: list[list[int]], profile: CostProfile, cpus: int | None,
@@ -623,6 +624,8 @@ _CATEGORY_STARTS = np.cumsum([0] + [sum(1 for n in PARAM_NAMES if PARAM_CATEGORY
                                         and n != "ipi_receiver_ns")
                                     for c in CATEGORIES[:-1]])
 assert all(np.diff(np.append(_CATEGORY_STARTS, len(_BY_CATEGORY))) > 0)
+_CATEGORY_BOUNDS = tuple(zip(_CATEGORY_STARTS.tolist(),
+                             [*_CATEGORY_STARTS.tolist()[1:], len(_BY_CATEGORY)], strict=True))
 _ROW = {name: i for i, name in enumerate(_BY_CATEGORY)}
 assert set(_ROW) == set(_COUNT_ORDER)
 assert set(ROW_PARAMS) | {p for p, _t in FIRST_ROW_RULES} == set(_ROW)
@@ -652,10 +655,29 @@ _INVLPG = _PARAM_POS["tlb_invlpg_ns"]
 
 
 def _per_category(matrix: np.ndarray, medians: tuple) -> np.ndarray:
-    """(categories x rows) costs of a count matrix at the medians: one product, one
-    ``reduceat`` over each category's parameters."""
+    """(categories x rows) costs of a count matrix at the medians: one product, then each
+    category's parameter rows added (``reduceat`` for a few rows; row by row for many,
+    where ``reduceat`` along the parameters is several times slower): the same integers."""
     weights = np.array(_BY_CATEGORY_WEIGHTS(medians), _I64)
-    return np.add.reduceat(matrix * weights[:, None], _CATEGORY_STARTS, axis=0)
+    weighted = matrix * weights[:, None]
+    if matrix.shape[1] <= 256:
+        return np.add.reduceat(weighted, _CATEGORY_STARTS, axis=0)
+    out = np.empty((len(CATEGORIES), matrix.shape[1]), _I64)
+    for k, (a, b) in enumerate(_CATEGORY_BOUNDS):
+        row = out[k]
+        row[:] = weighted[a]
+        for r in range(a + 1, b):
+            row += weighted[r]
+    return out
+
+
+def _row_totals(per_cat: np.ndarray) -> np.ndarray:
+    """Each row's total over the categories: the category rows added one by one (summing
+    a few long rows along axis 0 is several times slower): the same integers."""
+    total = per_cat[0].copy()
+    for row in per_cat[1:]:
+        total += row
+    return total
 
 
 def _fixed_row_costs(steps: S.Steps, profile: CostProfile, ipis: np.ndarray,
@@ -671,7 +693,7 @@ def _fixed_row_costs(steps: S.Steps, profile: CostProfile, ipis: np.ndarray,
     med = profile.medians_ns
     per_cat = _per_category(matrix, med)
     by_cat = dict(zip(CATEGORIES, per_cat, strict=True))
-    total = per_cat.sum(axis=0)
+    total = _row_totals(per_cat)
     cols = steps.cols
     stolen = stolen_of(ipis, cols["flush_full"].astype(_I64), cols["flush_pages"].astype(_I64),
                        med[_RECEIVER], med[_FULL_FLUSH], med[_INVLPG], ARRAY_OPS).astype(_I64)
