@@ -492,3 +492,65 @@ def test_jittered_row_costs_draw_and_price_as_pricing_parameters_one_by_one(seed
             for c in CATEGORIES:
                 assert _same_array(got.by_category[c], by_cat[c]), c
             assert got.category_sums() == {c: int(v.sum()) for c, v in by_cat.items()}
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("names", [("syscall_ns", "ipi_wakeup_ns"),
+                                   ("pte_present_ns", "tlb_first_flush_ns", "unmap_ns"),
+                                   ("tlb_invlpg_ns", "ptl_ns")])
+def test_jittered_row_costs_of_periodic_plans_draw_as_pricing_parameters_one_by_one(seed, names):
+    from perfsim.cost.model import periodic_jittered_row_costs
+
+    prof = _jittery(names)
+    rng = np.random.default_rng(900 + seed)
+    for _ in range(6):
+        plan = random_periodic_plan(rng)
+        dense = S.Steps(plan.cols, plan.lock_sets, plan.lock_set)
+        for cpus in (None, 4):
+            a, b = np.random.default_rng(seed), np.random.default_rng(seed)
+            got = row_costs(plan, prof, cpus=cpus, rng=a)
+            assert (got._later is not None) == ("tlb_invlpg_ns" not in names)
+            total, by_cat, stolen = _one_by_one_jittered_costs(dense, prof, cpus, b, None)
+            assert a.bit_generator.state == b.bit_generator.state
+            assert _same_array(got.total, total) and _same_array(got.stolen, stolen)
+            assert _same_array(got.ipis, ipi_targets(dense, prof, cpus))
+            for c in CATEGORIES:
+                assert _same_array(got.by_category[c], by_cat[c]), c
+            assert got.category_sums() == {c: int(v.sum()) for c, v in by_cat.items()}
+    assert periodic_jittered_row_costs(random_steps(rng, 5), prof, None, rng, None) is None
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_plan_columns_read_part_by_part_are_the_materialised_columns(seed):
+    from perfsim.engine.pricing import _PlanColumns
+
+    rng = np.random.default_rng(70 + seed)
+    for _ in range(8):
+        plan = random_periodic_plan(rng)
+        cols = _PlanColumns(plan)
+        assert cols.parts is not None
+        got = {c: cols[c] for c in S.ADDR_COLUMNS + S.INT_COLUMNS if "addr" not in c}
+        dense = plan.cols  # materialises
+        for c, v in got.items():
+            assert _same_array(v, dense[c]), c
+        assert _PlanColumns(plan).parts is None  # materialised now: its own columns
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_templates_of_periodic_plans_priced_part_by_part_equal_column_templates(seed):
+    from perfsim.engine.pricing import _template_costs
+
+    rng = np.random.default_rng(80 + seed)
+    for prof in (_distinct_profile(), _jittery(("syscall_ns", "ipi_wakeup_ns"))):
+        for _ in range(5):
+            plan = random_periodic_plan(rng)
+            dense = S.Steps(plan.cols, plan.lock_sets, plan.lock_set)
+            lazy = S.Steps(parts=plan.parts())
+            for cpus in (1, 4):
+                a, b = np.random.default_rng(seed), np.random.default_rng(seed)
+                got = build_template(lazy, prof, cpus, a, set(), None)
+                want = _array_template(dense, prof, cpus, b, set(), None, None)
+                assert a.bit_generator.state == b.bit_generator.state
+                _same_template(got, want)
+                if len(lazy) > SCALAR_ROWS:
+                    assert _template_costs is not None and got.rc._later is not None

@@ -225,15 +225,16 @@ class RowCosts:
 
     @classmethod
     def of_parts(cls, total: np.ndarray, ipis: np.ndarray, stolen: np.ndarray, sums: list,
-                 medians: tuple, matrix_of) -> RowCosts:
+                 medians: tuple, matrix_of, extra: list = ()) -> RowCosts:
         """Costs priced part by part (:func:`periodic_row_costs`): the per-row arrays and
         per-category totals; ``matrix_of()`` computes the count matrix when it is first
-        read, ``medians`` price it."""
+        read, ``medians`` price it, and ``extra`` ``(category index, per-row ns)`` adds
+        the drawn parameters' costs to that."""
         rc = cls.__new__(cls)
         rc._total, rc._ipis, rc._stolen = total, ipis, stolen
         rc._by_category = rc._matrix = rc._per_category = rc._scalar = None
         rc._sums = sums
-        rc._later = (matrix_of, medians)
+        rc._later = (matrix_of, tuple(extra), medians)
         return rc
 
     @property
@@ -286,6 +287,8 @@ class RowCosts:
         if self._per_category is None and (self._scalar or self._later) is not None:
             medians = (self._scalar or self._later)[-1]
             self._per_category = _per_category(self.matrix, medians)
+            for cat, product in (self._later[1] if self._later else ()):
+                self._per_category[cat] += product
         return self._per_category
 
     @property
@@ -326,15 +329,18 @@ def row_costs(plan_or_steps, profile: CostProfile, *, cpus: int | None = None,
     profile and generator state always give the same integers. ``folio``: the source VMA's
     large-folio mechanisms (:func:`perfsim.cost.batching.folio_batching`; ``None``: none).
     Nothing drawn and at most :data:`SCALAR_ROWS` rows: priced on Python ints
-    (:func:`scalar_row_costs`); nothing drawn and periodic blocks: priced part by part
-    (:func:`periodic_row_costs`). The same integers either way."""
+    (:func:`scalar_row_costs`); periodic blocks: priced part by part
+    (:func:`periodic_row_costs`, :func:`periodic_jittered_row_costs`). The same integers (and
+    draws) either way."""
     steps = steps_of(plan_or_steps)
     if rng is None or profile.is_fixed:
         if 0 < len(steps) <= SCALAR_ROWS:
             return scalar_row_costs(column_lists(steps), profile, cpus, folio)
         got = periodic_row_costs(steps, profile, cpus=cpus, folio=folio)
-        if got is not None:
-            return got
+    else:
+        got = periodic_jittered_row_costs(steps, profile, cpus, rng, folio)
+    if got is not None:
+        return got
     return vector_row_costs(steps, profile, cpus=cpus, rng=rng, folio=folio)
 
 
@@ -462,7 +468,8 @@ def _first_above_zero(values) -> int | None:
 
 
 def periodic_row_costs(plan_or_steps, profile: CostProfile, *, cpus: int | None = None,
-                       folio: FolioBatching | None = None) -> RowCosts | None:
+                       folio: FolioBatching | None = None, medians: tuple | None = None,
+                       counts_of: tuple[str, ...] = ()):
     """:func:`row_costs` at the medians of a plan made of periodic blocks
     (:class:`~perfsim.planner.steps.PeriodicBlock`: ``reps`` copies of a few template rows,
     a few rows overridden) and small dense parts, priced part by part without materialising
@@ -472,14 +479,18 @@ def periodic_row_costs(plan_or_steps, profile: CostProfile, *, cpus: int | None 
     those rows (:func:`_price_block`). The first-row charges go on the plan's first row
     that pays their trigger. The count matrix is computed on the materialised columns when
     first read. None for a plan with no block, or with a part too large for this (a dense
-    part or template of more than :data:`SCALAR_ROWS` rows, a block overriding ``phase``)."""
+    part or template of more than :data:`SCALAR_ROWS` rows, a block overriding ``phase``).
+
+    ``medians``: prices to use instead of the profile's (:data:`PARAM_NAMES` order);
+    ``counts_of``: parameters whose per-row counts to return too, as ``(costs, {name:
+    int64 array})`` (what a jittered pricing draws for, :func:`periodic_jittered_row_costs`)."""
     steps = steps_of(plan_or_steps)
     parts = steps.parts()
     if not any(isinstance(p, S.PeriodicBlock) for p in parts):
         return None
     if cpus is not None and cpus < 1:
         raise ValueError("cpus must be >= 1")
-    med = profile.medians_ns
+    med = profile.medians_ns if medians is None else medians
     w = _ROW_WEIGHTS(med)
     terms = folio_terms(folio)
     price = (profile, cpus, w, med, terms, {})
@@ -495,7 +506,7 @@ def periodic_row_costs(plan_or_steps, profile: CostProfile, *, cpus: int | None 
             if got is None:
                 return None
             blocks.append((offset, got))
-            prev_phase = got[-1]
+            prev_phase = got[6]  # the block's phase
         else:
             if len(p) > SCALAR_ROWS or p.parts() != [p]:
                 return None
@@ -513,37 +524,87 @@ def periodic_row_costs(plan_or_steps, profile: CostProfile, *, cpus: int | None 
     total, ipis, stolen = (np.empty(offset, _I64) for _ in range(3))
     sums = [0] * len(CATEGORIES)
     candidates: list[list[int]] = [[] for _ in _FIRST_ROW_TERMS]
+    per_row = [(name, ROW_PARAMS.index(name)) for name in counts_of if name in ROW_PARAMS]
+    counted = {name: np.zeros(offset, _I64) for name in counts_of}
     if dense is not None:
         ip = list(map(ipi_targets_of, dense[-1], dense[5], repeat(cpus),
                       repeat(profile.ipi_shootdown)))
         rows, tot, st, sums = _price_dense(dense, starts, ip, w, med, terms, None)
         at = np.array(dense_at)
         total[at], ipis[at], stolen[at] = tot, ip, st
+        for name, j in per_row:
+            counted[name][at] = [c[j] for c in rows]
         for r, (trig, _w, _c) in enumerate(_FIRST_ROW_TERMS):
             f = _first_above_zero(c[trig] for c in rows)
             if f is not None:
                 candidates[r].append(dense_at[f])
-    for off, (k, reps, template, patched, block_sums, firsts, _phase) in blocks:
+    for off, (k, reps, template, patched, block_sums, firsts, _phase, counts) in blocks:
         end = off + k * reps
         for out, values in zip((total, ipis, stolen), template, strict=True):
             out[off:end].reshape(reps, k)[:] = values
         for q, values in patched.items():
             total[off + q], ipis[off + q], stolen[off + q] = values
+        template_rows, patched_rows = counts
+        for name, j in per_row:
+            counted[name][off:end].reshape(reps, k)[:] = [c[j] for c in template_rows]
+            for q, c in patched_rows.items():
+                counted[name][off + q] = c[j]
         sums = list(map(add, sums, block_sums))
         for r, f in enumerate(firsts):
             if f is not None:
                 candidates[r].append(off + f)
-    for (_trig, wpos, cat), found in zip(_FIRST_ROW_TERMS, candidates, strict=True):
+    for (name, _t), (_trig, wpos, cat), found in zip(FIRST_ROW_RULES, _FIRST_ROW_TERMS,
+                                                       candidates, strict=True):
         if found:
             total[min(found)] += med[wpos]
             sums[cat] += med[wpos]
-    return RowCosts.of_parts(total, ipis, stolen, sums, med,
-                             lambda: _count_matrix(steps, ipis, folio))
+            if name in counted:
+                counted[name][min(found)] = 1
+    rc = RowCosts.of_parts(total, ipis, stolen, sums, med,
+                           lambda: _count_matrix(steps, ipis, folio))
+    return (rc, counted) if counts_of else rc
+
+
+def periodic_jittered_row_costs(steps: S.Steps, profile: CostProfile, cpus: int | None,
+                             rng: np.random.Generator, folio: FolioBatching | None
+                             ) -> RowCosts | None:
+    """:func:`row_costs` with jitter of a plan :func:`periodic_row_costs` covers: the fixed
+    parameters at their medians part by part (a jittered one at 0), then each jittered
+    parameter, in :data:`PARAM_NAMES` order, drawn for the rows that use it, exactly as
+    :func:`vector_row_costs` draws. None when a parameter of the IPI targets' own work
+    (``ipi_receiver_ns``, ``tlb_full_flush_ns``, ``tlb_invlpg_ns``) has jitter, or the plan
+    is not covered."""
+    jittered = [name for name in PARAM_NAMES if not profile.param(name).is_fixed]
+    if {"ipi_receiver_ns", "tlb_full_flush_ns", "tlb_invlpg_ns"} & set(jittered):
+        return None
+    zeroed = tuple(0 if name in jittered else m
+                   for name, m in zip(PARAM_NAMES, profile.medians_ns, strict=True))
+    got = periodic_row_costs(steps, profile, cpus=cpus, folio=folio, medians=zeroed,
+                             counts_of=tuple(jittered))
+    if got is None:
+        return None
+    base, counts = got
+    total, sums, extra = base.total, list(base._sums), []
+    for name in jittered:
+        idx = np.flatnonzero(counts[name] != 0)
+        v = draw(profile.param(name), len(idx), rng)
+        if isinstance(v, int):  # no row uses it: nothing drawn, nothing charged
+            continue
+        full = np.zeros(len(total), _I64)
+        full[idx] = v
+        product = counts[name] * full
+        cat = _CATEGORY_INDEX[PARAM_CATEGORY[name]]
+        total += product
+        sums[cat] += int(product.sum())
+        extra.append((cat, product))
+    return RowCosts.of_parts(total, base.ipis, base.stolen, sums, zeroed, base._later[0],
+                             extra)
 
 
 def _price_block(block, prev_phase, price) -> tuple | None:
     """``(k, reps, (totals, ipis, stolen) of the template rows, {row: (total, ipis,
-    stolen)} of the rows priced on their own, category sums, first trigger rows, phase)`` of one
+    stolen)} of the rows priced on their own, category sums, first trigger rows, phase,
+    (template rows' counts, {row: counts}))`` of one
     periodic block of ``reps`` copies of ``k`` rows (:func:`periodic_row_costs`); None when
     it is not priced this way."""
     t, reps = block.template, block.reps
@@ -582,7 +643,7 @@ def _price_block(block, prev_phase, price) -> tuple | None:
     firsts = [_first_in_block(k, reps, [c[at] for c in rows_t],
                               {q: c[at] for q, c in patched_counts.items()})
               for at, _w, _c in _FIRST_ROW_TERMS]
-    return k, reps, (tot_t, tip, st_t), patched, sums, firsts, phase
+    return k, reps, (tot_t, tip, st_t), patched, sums, firsts, phase, (rows_t, patched_counts)
 
 
 def _first_in_block(k: int, reps: int, trig: list, patched: dict) -> int | None:

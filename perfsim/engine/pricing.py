@@ -37,6 +37,8 @@ from perfsim.cost.model import (
     LIST_COLUMNS,
     SCALAR_ROWS,
     column_lists,
+    periodic_jittered_row_costs,
+    periodic_row_costs,
     scalar_row_costs,
     vector_row_costs,
 )
@@ -238,19 +240,75 @@ def build_template(steps, profile, cpus: int, rng, hot_locks, ptl_hot,
     dict kept for one profile and one ``folio`` (:func:`~perfsim.cost.model.scalar_row_costs`)."""
     if 0 < len(steps) <= SCALAR_ROWS and (rng is None or profile.is_fixed):
         return _small_template(steps, profile, cpus, hot_locks, ptl_hot, folio, memo)
-    return _array_template(steps, profile, cpus, rng, hot_locks, ptl_hot, folio)
+    return _array_template(steps, profile, cpus, rng, hot_locks, ptl_hot, folio,
+                           _template_costs)
 
 
-def _array_template(steps, profile, cpus: int, rng, hot_locks, ptl_hot, folio) -> CallTemplate:
-    """:func:`build_template` on whole columns (:func:`~perfsim.cost.model.vector_row_costs`),
-    whatever the plan's length."""
+class _PlanColumns:
+    """A plan's columns read one at a time: those of a plan made of parts and not
+    materialised yet are concatenated part by part (a periodic block's as
+    ``PeriodicBlock.dense`` makes them: its template's column repeated, the overrides
+    written in), so a template built from a few columns does not materialise them all."""
+
+    __slots__ = ("steps", "parts", "got")
+
+    def __init__(self, steps) -> None:
+        self.steps = steps
+        parts = steps.parts()
+        lazy = getattr(steps, "_cols", None) is None and not (len(parts) == 1
+                                                               and parts[0] is steps)
+        self.parts = parts if lazy and all(isinstance(p, S.PeriodicBlock) or p.parts() == [p]
+                                           for p in parts) else None
+        self.got: dict = {}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if self.parts is None:
+            return self.steps.cols[name]
+        col = self.got.get(name)
+        if col is None:
+            col = self.got[name] = np.concatenate([_part_column(p, name) for p in self.parts])
+        return col
+
+
+def _part_column(part, name: str) -> np.ndarray:
+    if not isinstance(part, S.PeriodicBlock):
+        return part.cols[name]
+    col = np.tile(part.template.cols[name], part.reps)
+    if name in part.overrides:
+        pos, val = part.overrides[name]
+        col[pos] = val
+    return col
+
+
+def _template_costs(steps, profile, cpus: int, rng, folio):
+    """The row costs of a plan too long for :func:`_small_template` (or priced with
+    jitter): part by part when it is made of periodic blocks
+    (:func:`~perfsim.cost.model.periodic_row_costs`,
+    :func:`~perfsim.cost.model.periodic_jittered_row_costs`), else on whole columns."""
+    if rng is None or profile.is_fixed:
+        rc = periodic_row_costs(steps, profile, cpus=cpus, folio=folio)
+    else:
+        rc = periodic_jittered_row_costs(steps, profile, cpus, rng, folio)
+    return rc if rc is not None else vector_row_costs(steps, profile, cpus=cpus, rng=rng,
+                                                      folio=folio)
+
+
+def _array_template(steps, profile, cpus: int, rng, hot_locks, ptl_hot, folio,
+                    costs=vector_row_costs) -> CallTemplate:
+    """:func:`build_template` on whole columns, whatever the plan's length; ``costs``
+    prices it (:func:`~perfsim.cost.model.vector_row_costs`, or :func:`_template_costs`
+    as :func:`build_template` does: the same integers). Columns are read through
+    :class:`_PlanColumns`."""
     n = len(steps)
-    rc = vector_row_costs(steps, profile, cpus=cpus, rng=rng, folio=folio)
+    if costs is vector_row_costs:
+        rc = vector_row_costs(steps, profile, cpus=cpus, rng=rng, folio=folio)
+    else:
+        rc = costs(steps, profile, cpus, rng, folio)
     bounds = _bounds(steps, n, hot_locks, ptl_hot)
     cum = np.zeros(n + 1, _I64)
     np.cumsum(rc.total, out=cum[1:])
     segs, recs = [], []
-    cols = steps.cols
+    cols = _PlanColumns(steps)
     cum_l = cum.tolist()
     for a, b, h in bounds:
         segs.append((a, b, h, cum_l[b] - cum_l[a]))
