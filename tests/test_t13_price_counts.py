@@ -554,3 +554,19 @@ def test_templates_of_periodic_plans_priced_part_by_part_equal_column_templates(
                 _same_template(got, want)
                 if len(lazy) > SCALAR_ROWS:
                     assert _template_costs is not None and got.rc._later is not None
+
+
+def test_a_profiles_digest_is_computed_once_and_again_for_a_copy_with_other_fields():
+    import hashlib
+    import json
+
+    prof = load_cost_profile("x86_64-generic")
+    data = prof.model_dump(mode="json")
+    if data.get("cold_cache") is None:
+        data.pop("cold_cache", None)
+    want = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+    assert prof.digest == want and prof.digest is prof.digest
+    renamed = prof.model_copy(update={"name": "other"})
+    assert renamed.digest != prof.digest
+    assert renamed.digest == load_cost_profile("x86_64-generic").model_copy(
+        update={"name": "other"}).digest

@@ -237,9 +237,10 @@ class CostProfile(StrictModel):
         jitter-free pricing multiplies (read once per profile, not once per plan)."""
         return tuple(int(self.param(n).ns) for n in PARAM_NAMES)
 
-    @property
+    @functools.cached_property
     def digest(self) -> str:
-        """Content hash (sha256, 16 hex digits) for provenance."""
+        """Content hash (sha256, 16 hex digits) for provenance (computed once: a profile is
+        frozen; every simulation records it)."""
         data = self.model_dump(mode="json")
         if data.get("cold_cache") is None:  # profiles without one hash as they always did
             data.pop("cold_cache", None)
@@ -247,8 +248,9 @@ class CostProfile(StrictModel):
         return hashlib.sha256(blob).hexdigest()[:16]
 
     def model_copy(self, *, update=None, deep: bool = False) -> CostProfile:
-        """pydantic's copy, without the values computed once from the parameters
-        (:attr:`is_fixed`, :attr:`medians_ns`): an ``update`` may change them."""
+        """pydantic's copy, without the values computed once from the fields
+        (:attr:`is_fixed`, :attr:`medians_ns`, :attr:`digest`): an ``update`` may change
+        them."""
         copied = super().model_copy(update=update, deep=deep)
         for name in _COMPUTED_ONCE:
             copied.__dict__.pop(name, None)
@@ -276,7 +278,7 @@ class CostProfile(StrictModel):
 
 
 #: :class:`CostProfile`'s cached properties (computed once from a frozen profile).
-_COMPUTED_ONCE = ("is_fixed", "medians_ns")
+_COMPUTED_ONCE = ("is_fixed", "medians_ns", "digest")
 
 
 def _cost_dir():
