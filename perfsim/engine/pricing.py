@@ -394,7 +394,7 @@ class TemplateCache:
     of a run's calls repeat far more than whole plans do."""
 
     def __init__(self, profile, hot_locks, max_entries: int = 1024, enabled: bool = True,
-                 max_rows: int = 65536, store=None, memo_rows: int = 32768) -> None:
+                 max_rows: int = 65536, store=None, memo_rows: int = 8192) -> None:
         self.profile = profile
         self.max_rows = max_rows
         self.hot_locks = hot_locks
