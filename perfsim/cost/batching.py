@@ -96,35 +96,38 @@ def set_ptes_refolds(pte_batching: str, contpte: bool, contpte_bytes: int,
             and shift_bytes % contpte_bytes == 0)
 
 
-def folio_batching(target, folio_size_bytes: int, *, shift_bytes: int = 0) -> FolioBatching:
-    """The :class:`FolioBatching` of a source VMA whose folios are ``folio_size_bytes``
-    (0 or a page: small folios) moved by ``shift_bytes`` (``new_addr - old_addr``) under
-    ``target`` (a :class:`perfsim.profiles.Target`)."""
+def _mechanisms(target, folio_size_bytes: int, shift_bytes: int) -> tuple:
+    """``(folio_pages, contpte_pages, lookup, unfold, refold)``: the decisions above for
+    one source VMA under ``target`` (:func:`folio_batching`'s fields)."""
     arch, kernel = target.arch, target.kernel
     folio_pages = max(int(folio_size_bytes) >> arch.page_shift, 1)
     contpte = contpte_mapped(kernel.version, arch.contpte_entries, folio_pages)
     mode = kernel.pte_batching
     block_bytes = arch.contpte_entries << arch.page_shift if contpte else 0
-    return FolioBatching(
-        folio_pages=folio_pages,
-        contpte_pages=arch.contpte_entries if contpte else 1,
-        lookup=mremap_folio_pte_batch_looks_up(mode, contpte),
-        unfold=ptep_get_and_clear_unfolds(mode, contpte),
-        refold=set_ptes_refolds(mode, contpte, block_bytes, int(shift_bytes)),
-    )
+    return (folio_pages, arch.contpte_entries if contpte else 1,
+            mremap_folio_pte_batch_looks_up(mode, contpte),
+            ptep_get_and_clear_unfolds(mode, contpte),
+            set_ptes_refolds(mode, contpte, block_bytes, int(shift_bytes)))
+
+
+def folio_batching(target, folio_size_bytes: int, *, shift_bytes: int = 0) -> FolioBatching:
+    """The :class:`FolioBatching` of a source VMA whose folios are ``folio_size_bytes``
+    (0 or a page: small folios) moved by ``shift_bytes`` (``new_addr - old_addr``) under
+    ``target`` (a :class:`perfsim.profiles.Target`)."""
+    return FolioBatching(*_mechanisms(target, folio_size_bytes, shift_bytes))
 
 
 def folio_batching_of_plan(plan, target) -> FolioBatching | None:
     """The :class:`FolioBatching` of a planned call (a :class:`perfsim.planner.MovePlan`):
     its source VMA's folios, moved by ``result_addr - old_addr``. None when the call failed,
     moved nothing, or none of the three mechanisms is charged (small folios on most
-    kernels), so that callers pricing many plans can key on it cheaply."""
+    kernels), so that callers pricing many plans can key on it cheaply; then no
+    :class:`FolioBatching` is built (this runs once per simulated call)."""
     if target is None or plan.errno is not None or plan.result_addr is None:
         return None
-    src = plan.before.find_vma(plan.request.old_addr)
+    old_addr = plan.request.old_addr
+    src = plan.before.find_vma(old_addr)
     if src is None:
         return None
-    fb = folio_batching(target, src.folio_size,
-                        shift_bytes=plan.result_addr - plan.request.old_addr)
-    return fb if fb.charges_anything else None
-
+    m = _mechanisms(target, src.folio_size, plan.result_addr - old_addr)
+    return FolioBatching(*m) if m[2] or m[3] or m[4] else None

@@ -52,11 +52,24 @@ flush, or ``flush_pages`` INVLPGs); that is not on the caller's clock and is rep
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from itertools import accumulate, repeat
+from operator import add, itemgetter, mul, ne
 
 import numpy as np
 
 from perfsim.cost.batching import FolioBatching
+from perfsim.cost.counts import (
+    ARRAY_OPS,
+    FIRST_ROW_RULES,
+    ROW_COLUMNS,
+    ROW_PARAMS,
+    SCALAR_OPS,
+    folio_terms,
+    ipi_targets_of,
+    row_counts,
+    stolen_of,
+)
 from perfsim.cost.profile import PARAM_NAMES, CostProfile
 from perfsim.cost.sampling import draw
 from perfsim.planner import steps as S
@@ -102,13 +115,10 @@ def ipi_targets(steps: S.Steps, profile: CostProfile, cpus: int | None) -> np.nd
     the planner derived from the mm's CPUs). ``cpus=k``: every flush IPIs the other ``k-1``
     CPUs of the mm when the profile's architecture shoots down by IPI (x86: ``freed_tables``
     makes lazy CPUs count too, T3), none otherwise."""
-    if cpus is None:
-        return steps.ipis.astype(_I64)
-    if cpus < 1:
+    if cpus is not None and cpus < 1:
         raise ValueError("cpus must be >= 1")
-    if not profile.ipi_shootdown:
-        return np.zeros(len(steps), _I64)
-    return steps.flushes.astype(_I64) * (cpus - 1)
+    return np.asarray(ipi_targets_of(steps.ipis.astype(_I64), steps.flushes.astype(_I64), cpus,
+                                     profile.ipi_shootdown), _I64)
 
 
 def param_counts(steps: S.Steps, ipis: np.ndarray, folio: FolioBatching | None = None
@@ -130,101 +140,162 @@ _COUNT_ORDER = (
     "ipi_wakeup_ns", "tlb_first_flush_ns", "rmap_acquire_ns", "rmap_release_ns", "ptl_ns",
     "notifier_pair_ns", "folio_lookup_ns", "contpte_unfold_ns", "contpte_fold_ns",
 )
-#: Parameters that are one row of a kind: 1 on that kind's rows.
-_ONE_PER_KIND = (("syscall_ns", S.K_SYSCALL), ("move_ptes_call_ns", S.K_PTE_MOVE),
-                 ("pmd_move_ns", S.K_PMD_MOVE), ("thp_move_ns", S.K_THP_MOVE),
-                 ("thp_split_ns", S.K_THP_SPLIT))
-#: Parameters charged once per unit of one column: (parameter, column).
-_ONE_PER_UNIT = (("table_free_ns", "freed"), ("tlb_flush_call_ns", "flushes"),
-                 ("rmap_acquire_ns", "rmap"), ("rmap_release_ns", "rmap"), ("ptl_ns", "ptl"),
-                 ("notifier_pair_ns", "notifier"))
-#: The columns :func:`_count_matrix` reads, gathered into one int64 block.
-_COUNT_COLUMNS = ("ptes", "batches", "slots", "flushes", "flush_pages", "flush_full",
-                  "alloc_p4d", "alloc_pud", "alloc_pmd", "alloc_pte", "freed", "rmap", "ptl",
-                  "notifier")
-_COL = {c: i for i, c in enumerate(_COUNT_COLUMNS)}
-_KIND_IDS = np.arange(len(S.KIND_NAMES))[:, None]
+#: The count columns :func:`row_counts` reads after ``kind`` and ``phase``, gathered into
+#: one int64 block by :func:`_count_matrix`.
+_COUNT_COLUMNS = ROW_COLUMNS[2:]
+#: The columns a plan of a few rows is read as (Python lists, :func:`column_lists`).
+LIST_COLUMNS = ROW_COLUMNS + ("ipis",)
+#: Plans of at most this many rows are priced on Python ints (:func:`scalar_row_costs`) when
+#: nothing is drawn: below it a numpy call costs more than the arithmetic it does.
+SCALAR_ROWS = 48
+
+
+def column_lists(steps: S.Steps) -> list[list[int]]:
+    """The plan's :data:`LIST_COLUMNS` as Python lists (one ``tolist`` each)."""
+    cols = steps.cols
+    return [cols[c].tolist() for c in LIST_COLUMNS]
 
 
 def _count_matrix(steps: S.Steps, ipis: np.ndarray, folio: FolioBatching | None
                   ) -> np.ndarray:
     """:func:`param_counts` as one (parameters x rows) int64 array, parameter ``p`` on row
-    ``_ROW[p]`` (:data:`_BY_CATEGORY` order): the counts of a small plan are a few dozen
-    whole-array operations, however many rows it has."""
+    ``_ROW[p]`` (:data:`_BY_CATEGORY` order): :func:`~perfsim.cost.counts.row_counts`
+    evaluated on whole columns, then :data:`~perfsim.cost.counts.FIRST_ROW_RULES`."""
     cols = steps.cols
     n = len(steps)
-    kind, phase = cols["kind"], cols["phase"]
     out = np.zeros((len(_BY_CATEGORY), n), _I64)
     if n == 0:
         return out
-    r = _ROW
-    onehot = _KIND_IDS == kind  # (kinds, rows): row k is "this row is of kind k"
-    out[_ONE_PER_KIND_ROWS] = onehot[_ONE_PER_KIND_KINDS]
+    phase = cols["phase"]
     c = np.array([cols[name] for name in _COUNT_COLUMNS], _I64)
-    ptes, batches, flushes = c[_COL["ptes"]], c[_COL["batches"]], c[_COL["flushes"]]
-    out[_ONE_PER_UNIT_ROWS] = c[_ONE_PER_UNIT_COLS]
-    pte_move = onehot[S.K_PTE_MOVE]
-    nb = np.where(batches > 0, np.minimum(batches, ptes), ptes)  # set_ptes batches
     run_start = np.ones(n, bool)
     run_start[1:] = phase[1:] != phase[:-1]
-    out[r["unmap_ns"]] = (phase == S.UNMAP_DST) & run_start
-    np.multiply(onehot[S.K_ZAP], ptes, out=out[r["zap_pte_ns"]])
-    out[r["extent_ns"]] = ((phase == S.MOVE) | (phase == S.REVERT)) & ~onehot[S.K_NOTIFIER]
-    np.multiply(pte_move, nb, out=out[r["pte_present_ns"]])
-    np.multiply(pte_move, ptes - nb, out=out[r["contpte_pte_ns"]])
-    np.multiply(pte_move, np.maximum(c[_COL["slots"]] - ptes, 0), out=out[r["pte_empty_ns"]])
-    np.multiply(onehot[S.K_HUGETLB_MOVE], ptes, out=out[r["hugetlb_entry_ns"]])
-    np.add(onehot[S.K_PUD_MOVE], onehot[S.K_HUGE_PUD_MOVE], out=out[r["pud_move_ns"]],
-           dtype=_I64)
-    c[_COL["alloc_p4d"]:_COL["alloc_pte"] + 1].sum(axis=0, out=out[r["table_alloc_ns"]])
-    np.multiply(c[_COL["flush_pages"]], flushes, out=out[r["tlb_invlpg_ns"]])
-    np.multiply(c[_COL["flush_full"]], flushes, out=out[r["tlb_full_flush_ns"]])
-    flushed = flushes > 0
-    ipi_flush = (ipis > 0) & flushed
-    out[r["ipi_round_trip_ns"]] = ipi_flush
-    np.multiply(np.maximum(ipis - 1, 0), flushes, out=out[r["ipi_extra_target_ns"]])
-    for name, mask in (("ipi_wakeup_ns", ipi_flush), ("tlb_first_flush_ns", flushed)):
+    counts = row_counts((cols["kind"], phase, *c), run_start, ipis, ARRAY_OPS,
+                        folio_terms(folio))
+    for r, v in zip(_ROW_OF, counts, strict=True):
+        if isinstance(v, np.ndarray):
+            out[r] = v
+    for (name, trigger) in FIRST_ROW_RULES:
+        mask = out[_ROW[trigger]] > 0
         i = int(mask.argmax())  # the first True row, if any
         if mask[i]:
-            out[r[name], i] = 1
-    fb = folio or FolioBatching()
-    if fb.lookup:
-        out[r["folio_lookup_ns"]] = out[r["pte_present_ns"]]
-    if fb.contpte_pages > 1 and (fb.unfold or fb.refold):
-        blocks = pte_move * (ptes // max(fb.contpte_pages, 1))
-        if fb.unfold:
-            out[r["contpte_unfold_ns"]] = blocks
-        if fb.refold:
-            out[r["contpte_fold_ns"]] = blocks
+            out[_ROW[name], i] = 1
     return out
 
 
-def _first(mask: np.ndarray) -> np.ndarray:
-    """1 on the first True row, 0 elsewhere."""
-    out = np.zeros(len(mask), _I64)
-    idx = np.flatnonzero(mask)
-    if len(idx):
-        out[idx[0]] = 1
-    return out
-
-
-@dataclass(frozen=True, eq=False)
 class RowCosts:
     """Per-row integer costs of one plan under one profile (and one draw of its jitter).
 
     ``total[i]`` is row *i*'s duration on the calling CPU; ``by_category[c][i]`` its part in
     category ``c``; ``ipis[i]`` the CPUs its flush interrupts and ``stolen[i]`` the time taken
-    from *each* of them.
+    from *each* of them; ``matrix`` the plan's :func:`_count_matrix` (:attr:`counts` names
+    its rows); ``per_category`` ``by_category`` as one (categories x rows) array, when it was
+    computed as one (always for a jitter-free pricing).
+
+    A plan priced on Python ints (:func:`scalar_row_costs`) keeps its per-row lists
+    (:attr:`total_list`, :attr:`ipis_list`, :attr:`stolen_list`) and its category totals, and
+    makes each array the first time it is read, from the same integers.
     """
 
-    total: np.ndarray
-    by_category: dict[str, np.ndarray]
-    ipis: np.ndarray
-    stolen: np.ndarray
-    #: :func:`_count_matrix` of the plan; :attr:`counts` names its rows.
-    matrix: np.ndarray = field(repr=False)
-    #: ``by_category`` as one (categories x rows) array, when it was computed as one.
-    per_category: np.ndarray | None = field(default=None, repr=False)
+    __slots__ = ("_total", "_by_category", "_ipis", "_stolen", "_matrix", "_per_category",
+                 "_sums", "_scalar", "_later")
+
+    def __init__(self, total: np.ndarray, by_category: dict[str, np.ndarray],
+                 ipis: np.ndarray, stolen: np.ndarray, matrix: np.ndarray,
+                 per_category: np.ndarray | None = None) -> None:
+        self._total, self._by_category, self._ipis = total, by_category, ipis
+        self._stolen, self._matrix, self._per_category = stolen, matrix, per_category
+        self._sums = None
+        self._scalar = None
+        self._later = None
+
+    @classmethod
+    def of_lists(cls, total: list, ipis: list, stolen: list, rows: list, firsts: list,
+                 medians: tuple, sums: list) -> RowCosts:
+        """Costs priced on Python ints: per-row ``total``/``ipis``/``stolen``, the per-row
+        :func:`row_counts` tuples ``rows``, the row of each :data:`FIRST_ROW_RULES`
+        charge (or None), the profile's medians and the per-category totals."""
+        rc = cls.__new__(cls)
+        rc._total = rc._by_category = rc._ipis = rc._stolen = None
+        rc._matrix = rc._per_category = None
+        rc._scalar = (total, ipis, stolen, rows, firsts, medians)
+        rc._sums = sums
+        rc._later = None
+        return rc
+
+    @classmethod
+    def of_parts(cls, total: np.ndarray, ipis: np.ndarray, stolen: np.ndarray, sums: list,
+                 medians: tuple, matrix_of, extra: list = ()) -> RowCosts:
+        """Costs priced part by part (:func:`periodic_row_costs`): the per-row arrays and
+        per-category totals; ``matrix_of()`` computes the count matrix when it is first
+        read, ``medians`` price it, and ``extra`` ``(category index, per-row ns)`` adds
+        the drawn parameters' costs to that."""
+        rc = cls.__new__(cls)
+        rc._total, rc._ipis, rc._stolen = total, ipis, stolen
+        rc._by_category = rc._matrix = rc._per_category = rc._scalar = None
+        rc._sums = sums
+        rc._later = (matrix_of, tuple(extra), medians)
+        return rc
+
+    @property
+    def total(self) -> np.ndarray:
+        if self._total is None:
+            self._total = np.array(self._scalar[0], _I64)
+        return self._total
+
+    @property
+    def ipis(self) -> np.ndarray:
+        if self._ipis is None:
+            self._ipis = np.array(self._scalar[1], _I64)
+        return self._ipis
+
+    @property
+    def stolen(self) -> np.ndarray:
+        if self._stolen is None:
+            self._stolen = np.array(self._scalar[2], _I64)
+        return self._stolen
+
+    @property
+    def total_list(self) -> list[int]:
+        return self._scalar[0] if self._scalar is not None else self.total.tolist()
+
+    @property
+    def ipis_list(self) -> list[int]:
+        return self._scalar[1] if self._scalar is not None else self.ipis.tolist()
+
+    @property
+    def stolen_list(self) -> list[int]:
+        return self._scalar[2] if self._scalar is not None else self.stolen.tolist()
+
+    @property
+    def matrix(self) -> np.ndarray:
+        if self._matrix is None and self._later is not None:
+            self._matrix = self._later[0]()
+        if self._matrix is None:
+            rows, firsts = self._scalar[3], self._scalar[4]
+            m = np.zeros((len(_BY_CATEGORY), len(rows)), _I64)
+            if len(rows):
+                m[_ROW_OF_ARRAY] = np.array(rows, _I64).T
+            for (name, _trigger), i in zip(FIRST_ROW_RULES, firsts, strict=True):
+                if i is not None:
+                    m[_ROW[name], i] = 1
+            self._matrix = m
+        return self._matrix
+
+    @property
+    def per_category(self) -> np.ndarray | None:
+        if self._per_category is None and (self._scalar or self._later) is not None:
+            medians = (self._scalar or self._later)[-1]
+            self._per_category = _per_category(self.matrix, medians)
+            for cat, product in (self._later[1] if self._later else ()):
+                self._per_category[cat] += product
+        return self._per_category
+
+    @property
+    def by_category(self) -> dict[str, np.ndarray]:
+        if self._by_category is None:
+            self._by_category = dict(zip(CATEGORIES, self.per_category, strict=True))
+        return self._by_category
 
     @property
     def counts(self) -> dict[str, np.ndarray]:
@@ -232,10 +303,20 @@ class RowCosts:
         m = self.matrix
         return {name: m[_ROW[name]] for name in _COUNT_ORDER}
 
+    def category_totals(self) -> list[int]:
+        """The plan's cost per category (:data:`CATEGORIES` order), as a list of ints."""
+        if self._sums is not None:
+            return list(self._sums)
+        return list(self.category_sums().values())
+
     def category_sums(self, lo: int = 0, hi: int | None = None) -> dict[str, int]:
-        if self.per_category is not None and lo == 0 and hi is None:
-            # one reduction instead of one per category; the same integers
-            return dict(zip(CATEGORIES, self.per_category.sum(axis=1).tolist(), strict=True))
+        if lo == 0 and hi is None:
+            if self._sums is not None:
+                return dict(zip(CATEGORIES, self._sums, strict=True))
+            if self._per_category is not None:
+                # one reduction instead of one per category; the same integers
+                return dict(zip(CATEGORIES, self._per_category.sum(axis=1).tolist(),
+                                strict=True))
         return {c: int(a[lo:hi].sum()) for c, a in self.by_category.items()}
 
 
@@ -246,45 +327,355 @@ def row_costs(plan_or_steps, profile: CostProfile, *, cpus: int | None = None,
     SeedSequence) draws the jitter, ``None`` uses each parameter's ``ns``. Parameters are
     drawn in :data:`PARAM_NAMES` order, only for the rows that use them, so the same plan,
     profile and generator state always give the same integers. ``folio``: the source VMA's
-    large-folio mechanisms (:func:`perfsim.cost.batching.folio_batching`; ``None``: none)."""
+    large-folio mechanisms (:func:`perfsim.cost.batching.folio_batching`; ``None``: none).
+    Nothing drawn and at most :data:`SCALAR_ROWS` rows: priced on Python ints
+    (:func:`scalar_row_costs`); periodic blocks: priced part by part
+    (:func:`periodic_row_costs`, :func:`periodic_jittered_row_costs`). The same integers (and
+    draws) either way."""
+    steps = steps_of(plan_or_steps)
+    if rng is None or profile.is_fixed:
+        if 0 < len(steps) <= SCALAR_ROWS:
+            return scalar_row_costs(column_lists(steps), profile, cpus, folio)
+        got = periodic_row_costs(steps, profile, cpus=cpus, folio=folio)
+    else:
+        got = periodic_jittered_row_costs(steps, profile, cpus, rng, folio)
+    if got is not None:
+        return got
+    return vector_row_costs(steps, profile, cpus=cpus, rng=rng, folio=folio)
+
+
+def vector_row_costs(plan_or_steps, profile: CostProfile, *, cpus: int | None = None,
+                     rng: np.random.Generator | None = None,
+                     folio: FolioBatching | None = None) -> RowCosts:
+    """:func:`row_costs` on whole columns, whatever the plan's length (what it does for
+    plans of more than :data:`SCALAR_ROWS` rows, and whenever it draws jitter)."""
     steps = steps_of(plan_or_steps)
     n = len(steps)
     ipis = ipi_targets(steps, profile, cpus)
     matrix = _count_matrix(steps, ipis, folio)
     if rng is None or profile.is_fixed:
         return _fixed_row_costs(steps, profile, ipis, matrix)
-    counts = {name: matrix[_ROW[name]] for name in _COUNT_ORDER}  # param_counts(steps, ipis, folio)
-    by_cat = {c: np.zeros(n, _I64) for c in CATEGORIES}
-    values: dict[str, np.ndarray | int] = {}
-    for name in PARAM_NAMES:
-        param = profile.param(name)
-        if param.is_fixed or rng is None:
-            # draw() returns the median and takes nothing from rng: which rows use the
-            # parameter does not matter.
-            v = draw(param, 0, rng)
-            idx = None
-        else:
-            used = ipis > 0 if name == "ipi_receiver_ns" else counts[name] != 0
-            idx = np.flatnonzero(used)
-            v = draw(param, len(idx), rng)
-        if isinstance(v, int):
+    # The parameters without jitter at their medians, in one product (a jittered one at 0);
+    # then each jittered parameter, in PARAM_NAMES order, drawn for the rows that use it
+    # (the fixed ones take nothing from rng: the same draws as pricing them one by one).
+    med = profile.medians_ns
+    jittered = [i for i, name in enumerate(PARAM_NAMES) if not profile.param(name).is_fixed]
+    fixed_med = list(med)
+    for i in jittered:
+        fixed_med[i] = 0
+    per_cat = _per_category(matrix, tuple(fixed_med))
+    values: dict[str, np.ndarray | int] = {name: med[_PARAM_POS[name]] for name in
+                                           ("ipi_receiver_ns", "tlb_full_flush_ns",
+                                            "tlb_invlpg_ns")}
+    for i in jittered:
+        name = PARAM_NAMES[i]
+        receiver = name == "ipi_receiver_ns"
+        used = ipis > 0 if receiver else matrix[_ROW[name]] != 0
+        idx = np.flatnonzero(used)
+        v = draw(profile.param(name), len(idx), rng)
+        if isinstance(v, int):  # no row uses it: nothing drawn, nothing charged
             values[name] = v
-            if name != "ipi_receiver_ns" and v:
-                by_cat[PARAM_CATEGORY[name]] += counts[name] * v
-        else:
-            full = np.zeros(n, _I64)
-            full[idx] = v
-            values[name] = full
-            if name != "ipi_receiver_ns":
-                by_cat[PARAM_CATEGORY[name]] += counts[name] * full
-    total = np.zeros(n, _I64)
-    for a in by_cat.values():
-        total += a
+            continue
+        full = np.zeros(n, _I64)
+        full[idx] = v
+        values[name] = full
+        if not receiver:
+            per_cat[_CATEGORY_INDEX[PARAM_CATEGORY[name]]] += matrix[_ROW[name]] * full
+    total = _row_totals(per_cat)
     # What each IPI target loses: the interrupt, plus the flush it performs itself.
-    own = (steps.flush_full.astype(_I64) * values["tlb_full_flush_ns"]
-           + steps.flush_pages.astype(_I64) * values["tlb_invlpg_ns"])
-    stolen = np.where(ipis > 0, values["ipi_receiver_ns"] + own, 0).astype(_I64)
-    return RowCosts(total, by_cat, ipis, stolen, matrix)
+    stolen = stolen_of(ipis, steps.flush_full.astype(_I64), steps.flush_pages.astype(_I64),
+                       values["ipi_receiver_ns"], values["tlb_full_flush_ns"],
+                       values["tlb_invlpg_ns"], ARRAY_OPS).astype(_I64)
+    return RowCosts(total, dict(zip(CATEGORIES, per_cat, strict=True)), ipis, stolen, matrix,
+                    per_cat)
+
+
+def scalar_row_costs(lists: list[list[int]], profile: CostProfile, cpus: int | None,
+                     folio: FolioBatching | None, memo: dict | None = None) -> RowCosts:
+    """:func:`row_costs` at the medians, on Python ints: ``lists`` is the plan's
+    :func:`column_lists`. Each row's counts are :func:`~perfsim.cost.counts.row_counts`
+    evaluated on its ints (the rules the vectorised path evaluates on arrays), the
+    first-row charges are :data:`~perfsim.cost.counts.FIRST_ROW_RULES`, a row's total is
+    its counts times the medians, a category's the sum of its parameters' products: the
+    same integers as the vectorised path.
+
+    ``memo``: a dict kept by the caller for one profile and one ``folio`` (one per
+    :class:`~perfsim.engine.pricing.TemplateCache`), mapping a row's columns, run start and
+    IPI targets to its priced counts (:func:`_price_row`, a pure function of them): most
+    rows repeat across the calls of a run (the syscall row, notifier pairs, table frees,
+    whole-table extents)."""
+    if cpus is not None and cpus < 1:
+        raise ValueError("cpus must be >= 1")
+    ipis = list(map(ipi_targets_of, lists[-1], lists[5], repeat(cpus),
+                    repeat(profile.ipi_shootdown)))
+    phase = lists[1]
+    starts = [True, *map(ne, phase[1:], phase)]  # the row's phase differs from the last's
+    med = profile.medians_ns
+    w = _ROW_WEIGHTS(med)
+    terms = folio_terms(folio)
+    rows, totals, stolen, sums = _price_dense(lists, starts, ipis, w, med, terms, memo)
+    firsts = []
+    for at, wpos, cat in _FIRST_ROW_TERMS:
+        first = _first_above_zero(c[at] for c in rows)
+        if first is not None:
+            totals[first] += med[wpos]
+            sums[cat] += med[wpos]
+        firsts.append(first)
+    return RowCosts.of_lists(totals, ipis, stolen, rows, firsts, med, sums)
+
+
+def _price_dense(lists: list[list[int]], starts: list, ipis: list, weights: tuple,
+                 medians: tuple, terms: tuple, memo: dict | None) -> tuple:
+    """``(counts, totals, stolen, category sums)`` of rows given as :func:`column_lists`
+    with their run starts and IPI targets, at the medians, without the first-row charges:
+    per row its :func:`~perfsim.cost.counts.row_counts` and their product with the medians;
+    per category the column sums of its parameters times theirs (or, through ``memo``, the
+    sum of each row's kept per-category costs: the same integers)."""
+    keys = zip(zip(*lists[:-1]), starts, ipis)
+    if memo is None:
+        rows = [row_counts(r, run_start, ip, SCALAR_OPS, terms) for r, run_start, ip in keys]
+        totals = [sum(map(mul, c, weights)) for c in rows]
+        # each parameter's column sum times its median; ROW_PARAMS is grouped by category
+        cum = list(accumulate(map(mul, map(sum, zip(*rows)), weights), initial=0))
+        sums = [cum[b] - cum[a] for a, b in _ROW_CATEGORY_SLICES]
+        stolen = list(map(stolen_of, ipis, lists[7], lists[6], repeat(medians[_RECEIVER]),
+                          repeat(medians[_FULL_FLUSH]), repeat(medians[_INVLPG]),
+                          repeat(SCALAR_OPS)))
+        return rows, totals, stolen, sums
+    priced = [memo.get(k) or _price_row(memo, k, weights, medians, terms) for k in keys]
+    rows, totals, cats, stolen = (list(x) for x in zip(*priced))
+    return rows, totals, stolen, list(map(sum, zip(*cats)))
+
+
+def _price_lists(lists: list[list[int]], first_start: bool, profile: CostProfile,
+                 cpus: int | None, weights: tuple, medians: tuple, terms: tuple,
+                 memo: dict) -> tuple[list, list]:
+    """``(priced rows, IPI targets)`` of a piece of a plan given as :func:`column_lists`,
+    ``first_start`` the run start of its first row: :func:`_price_row` of each row."""
+    ipis = list(map(ipi_targets_of, lists[-1], lists[5], repeat(cpus),
+                    repeat(profile.ipi_shootdown)))
+    phase = lists[1]
+    starts = [first_start, *map(ne, phase[1:], phase)]
+    return [memo.get(k) or _price_row(memo, k, weights, medians, terms)
+            for k in zip(zip(*lists[:-1]), starts, ipis)], ipis
+
+
+def _first_above_zero(values) -> int | None:
+    for i, v in enumerate(values):
+        if v > 0:
+            return i
+    return None
+
+
+def periodic_row_costs(plan_or_steps, profile: CostProfile, *, cpus: int | None = None,
+                       folio: FolioBatching | None = None, medians: tuple | None = None,
+                       counts_of: tuple[str, ...] = ()):
+    """:func:`row_costs` at the medians of a plan made of periodic blocks
+    (:class:`~perfsim.planner.steps.PeriodicBlock`: ``reps`` copies of a few template rows,
+    a few rows overridden) and small dense parts, priced part by part without materialising
+    the plan: the dense parts' rows on Python ints (:func:`_price_dense`); a block's
+    template rows once, repeated, its overridden rows (and a first row that starts a phase
+    run) on their own, its category totals ``reps`` times the template's corrected by
+    those rows (:func:`_price_block`). The first-row charges go on the plan's first row
+    that pays their trigger. The count matrix is computed on the materialised columns when
+    first read. None for a plan with no block, or with a part too large for this (a dense
+    part or template of more than :data:`SCALAR_ROWS` rows, a block overriding ``phase``).
+
+    ``medians``: prices to use instead of the profile's (:data:`PARAM_NAMES` order);
+    ``counts_of``: parameters whose per-row counts to return too, as ``(costs, {name:
+    int64 array})`` (what a jittered pricing draws for, :func:`periodic_jittered_row_costs`)."""
+    steps = steps_of(plan_or_steps)
+    parts = steps.parts()
+    if not any(isinstance(p, S.PeriodicBlock) for p in parts):
+        return None
+    if cpus is not None and cpus < 1:
+        raise ValueError("cpus must be >= 1")
+    med = profile.medians_ns if medians is None else medians
+    w = _ROW_WEIGHTS(med)
+    terms = folio_terms(folio)
+    price = (profile, cpus, w, med, terms, {})
+    dense: list[list[int]] | None = None  # the dense parts' columns, one after the other
+    dense_at: list[int] = []  # their rows' positions in the plan
+    starts: list[bool] = []
+    blocks = []
+    prev_phase = None
+    offset = 0
+    for p in parts:
+        if isinstance(p, S.PeriodicBlock):
+            got = _price_block(p, prev_phase, price)
+            if got is None:
+                return None
+            blocks.append((offset, got))
+            prev_phase = got[6]  # the block's phase
+        else:
+            if len(p) > SCALAR_ROWS or p.parts() != [p]:
+                return None
+            lists = column_lists(p)
+            phase = lists[1]
+            starts += [phase[0] != prev_phase, *map(ne, phase[1:], phase)]
+            dense_at.extend(range(offset, offset + len(p)))
+            prev_phase = phase[-1]
+            if dense is None:
+                dense = lists
+            else:
+                for have, more in zip(dense, lists, strict=True):
+                    have.extend(more)
+        offset += len(p)
+    total, ipis, stolen = (np.empty(offset, _I64) for _ in range(3))
+    sums = [0] * len(CATEGORIES)
+    candidates: list[list[int]] = [[] for _ in _FIRST_ROW_TERMS]
+    per_row = [(name, ROW_PARAMS.index(name)) for name in counts_of if name in ROW_PARAMS]
+    counted = {name: np.zeros(offset, _I64) for name in counts_of}
+    if dense is not None:
+        ip = list(map(ipi_targets_of, dense[-1], dense[5], repeat(cpus),
+                      repeat(profile.ipi_shootdown)))
+        rows, tot, st, sums = _price_dense(dense, starts, ip, w, med, terms, None)
+        at = np.array(dense_at)
+        total[at], ipis[at], stolen[at] = tot, ip, st
+        for name, j in per_row:
+            counted[name][at] = [c[j] for c in rows]
+        for r, (trig, _w, _c) in enumerate(_FIRST_ROW_TERMS):
+            f = _first_above_zero(c[trig] for c in rows)
+            if f is not None:
+                candidates[r].append(dense_at[f])
+    for off, (k, reps, template, patched, block_sums, firsts, _phase, counts) in blocks:
+        end = off + k * reps
+        for out, values in zip((total, ipis, stolen), template, strict=True):
+            out[off:end].reshape(reps, k)[:] = values
+        for q, values in patched.items():
+            total[off + q], ipis[off + q], stolen[off + q] = values
+        template_rows, patched_rows = counts
+        for name, j in per_row:
+            counted[name][off:end].reshape(reps, k)[:] = [c[j] for c in template_rows]
+            for q, c in patched_rows.items():
+                counted[name][off + q] = c[j]
+        sums = list(map(add, sums, block_sums))
+        for r, f in enumerate(firsts):
+            if f is not None:
+                candidates[r].append(off + f)
+    for (name, _t), (_trig, wpos, cat), found in zip(FIRST_ROW_RULES, _FIRST_ROW_TERMS,
+                                                       candidates, strict=True):
+        if found:
+            total[min(found)] += med[wpos]
+            sums[cat] += med[wpos]
+            if name in counted:
+                counted[name][min(found)] = 1
+    rc = RowCosts.of_parts(total, ipis, stolen, sums, med,
+                           lambda: _count_matrix(steps, ipis, folio))
+    return (rc, counted) if counts_of else rc
+
+
+def periodic_jittered_row_costs(steps: S.Steps, profile: CostProfile, cpus: int | None,
+                             rng: np.random.Generator, folio: FolioBatching | None
+                             ) -> RowCosts | None:
+    """:func:`row_costs` with jitter of a plan :func:`periodic_row_costs` covers: the fixed
+    parameters at their medians part by part (a jittered one at 0), then each jittered
+    parameter, in :data:`PARAM_NAMES` order, drawn for the rows that use it, exactly as
+    :func:`vector_row_costs` draws. None when a parameter of the IPI targets' own work
+    (``ipi_receiver_ns``, ``tlb_full_flush_ns``, ``tlb_invlpg_ns``) has jitter, or the plan
+    is not covered."""
+    jittered = [name for name in PARAM_NAMES if not profile.param(name).is_fixed]
+    if {"ipi_receiver_ns", "tlb_full_flush_ns", "tlb_invlpg_ns"} & set(jittered):
+        return None
+    zeroed = tuple(0 if name in jittered else m
+                   for name, m in zip(PARAM_NAMES, profile.medians_ns, strict=True))
+    got = periodic_row_costs(steps, profile, cpus=cpus, folio=folio, medians=zeroed,
+                             counts_of=tuple(jittered))
+    if got is None:
+        return None
+    base, counts = got
+    total, sums, extra = base.total, list(base._sums), []
+    for name in jittered:
+        idx = np.flatnonzero(counts[name] != 0)
+        v = draw(profile.param(name), len(idx), rng)
+        if isinstance(v, int):  # no row uses it: nothing drawn, nothing charged
+            continue
+        full = np.zeros(len(total), _I64)
+        full[idx] = v
+        product = counts[name] * full
+        cat = _CATEGORY_INDEX[PARAM_CATEGORY[name]]
+        total += product
+        sums[cat] += int(product.sum())
+        extra.append((cat, product))
+    return RowCosts.of_parts(total, base.ipis, base.stolen, sums, zeroed, base._later[0],
+                             extra)
+
+
+def _price_block(block, prev_phase, price) -> tuple | None:
+    """``(k, reps, (totals, ipis, stolen) of the template rows, {row: (total, ipis,
+    stolen)} of the rows priced on their own, category sums, first trigger rows, phase,
+    (template rows' counts, {row: counts}))`` of one
+    periodic block of ``reps`` copies of ``k`` rows (:func:`periodic_row_costs`); None when
+    it is not priced this way."""
+    t, reps = block.template, block.reps
+    k = len(t)
+    if k > SCALAR_ROWS or t.parts() != [t] or "phase" in block.overrides:
+        return None
+    tl = column_lists(t)
+    # Template rows as they repeat: row 0 follows the previous copy's last row, of the same
+    # phase (a block has one phase), so it starts no run.
+    steady, tip = _price_lists(tl, False, *price)
+    changes: dict[int, dict[int, int]] = {}
+    for col, (pos, val) in block.overrides.items():
+        ci = _LIST_INDEX.get(col)
+        if ci is None:  # an address or length: priced through no count
+            continue
+        for q, v in zip(np.asarray(pos).tolist(), np.asarray(val).tolist(), strict=True):
+            changes.setdefault(q, {})[ci] = v
+    phase = tl[1][0]
+    starts_run = phase != prev_phase
+    if starts_run:
+        changes.setdefault(0, {})
+    if len(changes) > SCALAR_ROWS:
+        return None
+    rows_t, tot_t, cats_t, st_t = zip(*steady)
+    sums = [reps * v for v in map(sum, zip(*cats_t))]
+    patched, patched_counts = {}, {}
+    for q, ch in changes.items():
+        row = [col[q % k] for col in tl]
+        for ci, v in ch.items():
+            row[ci] = v
+        (got,), (ip,) = _price_lists([[v] for v in row], starts_run and q == 0, *price)
+        c, tot, cats, st = got
+        patched[q] = (tot, ip, st)
+        patched_counts[q] = c
+        sums = [s + a - b for s, a, b in zip(sums, cats, cats_t[q % k], strict=True)]
+    firsts = [_first_in_block(k, reps, [c[at] for c in rows_t],
+                              {q: c[at] for q, c in patched_counts.items()})
+              for at, _w, _c in _FIRST_ROW_TERMS]
+    return k, reps, (tot_t, tip, st_t), patched, sums, firsts, phase, (rows_t, patched_counts)
+
+
+def _first_in_block(k: int, reps: int, trig: list, patched: dict) -> int | None:
+    """The first row of a block of ``reps`` copies of ``k`` template rows whose trigger
+    count is above 0: ``trig`` per template row, ``patched`` for the rows priced on their
+    own."""
+    best = min((q for q, v in patched.items() if v > 0), default=None)
+    hits = [i for i, v in enumerate(trig) if v > 0]
+    if not hits:
+        return best
+    for r in range(reps):
+        for i in hits:
+            q = r * k + i
+            if best is not None and q >= best:
+                return best
+            if q not in patched:
+                return q
+    return best
+
+
+def _price_row(memo: dict, key: tuple, weights: tuple, medians: tuple, terms: tuple) -> tuple:
+    """``(counts, total_ns, per-category ns, stolen_ns)`` of one row, kept in ``memo`` under
+    ``key`` = (its :data:`~perfsim.cost.counts.ROW_COLUMNS` values, run start, IPI targets):
+    what :func:`scalar_row_costs` computes for it without a memo (the first-row charges,
+    which depend on the rows before it, are added by the caller)."""
+    r, run_start, ipis = key
+    c = row_counts(r, run_start, ipis, SCALAR_OPS, terms)
+    cum = list(accumulate(map(mul, c, weights), initial=0))  # ROW_PARAMS is by category
+    stolen = stolen_of(ipis, r[_R_FLUSH_FULL], r[_R_FLUSH_PAGES], medians[_RECEIVER],
+                       medians[_FULL_FLUSH], medians[_INVLPG], SCALAR_OPS)
+    got = memo[key] = (c, cum[-1], [cum[b] - cum[a] for a, b in _ROW_CATEGORY_SLICES], stolen)
+    return got
 
 
 #: The caller-paid parameters grouped by category, in :data:`CATEGORIES` order.
@@ -294,12 +685,60 @@ _CATEGORY_STARTS = np.cumsum([0] + [sum(1 for n in PARAM_NAMES if PARAM_CATEGORY
                                         and n != "ipi_receiver_ns")
                                     for c in CATEGORIES[:-1]])
 assert all(np.diff(np.append(_CATEGORY_STARTS, len(_BY_CATEGORY))) > 0)
+_CATEGORY_BOUNDS = tuple(zip(_CATEGORY_STARTS.tolist(),
+                             [*_CATEGORY_STARTS.tolist()[1:], len(_BY_CATEGORY)], strict=True))
 _ROW = {name: i for i, name in enumerate(_BY_CATEGORY)}
 assert set(_ROW) == set(_COUNT_ORDER)
-_ONE_PER_KIND_ROWS = np.array([_ROW[p] for p, _ in _ONE_PER_KIND])
-_ONE_PER_KIND_KINDS = np.array([k for _, k in _ONE_PER_KIND])
-_ONE_PER_UNIT_ROWS = np.array([_ROW[p] for p, _ in _ONE_PER_UNIT])
-_ONE_PER_UNIT_COLS = np.array([_COL[c] for _, c in _ONE_PER_UNIT])
+assert set(ROW_PARAMS) | {p for p, _t in FIRST_ROW_RULES} == set(_ROW)
+_ROW_OF = tuple(_ROW[p] for p in ROW_PARAMS)
+_ROW_OF_ARRAY = np.array(_ROW_OF)
+_PARAM_POS = {name: i for i, name in enumerate(PARAM_NAMES)}
+#: The medians of :data:`ROW_PARAMS` / of :data:`_BY_CATEGORY`, from ``profile.medians_ns``.
+_ROW_WEIGHTS = itemgetter(*(_PARAM_POS[p] for p in ROW_PARAMS))
+_BY_CATEGORY_WEIGHTS = itemgetter(*(_PARAM_POS[p] for p in _BY_CATEGORY))
+_CATEGORY_INDEX = {c: i for i, c in enumerate(CATEGORIES)}
+_ROW_CATEGORY = [_CATEGORY_INDEX[PARAM_CATEGORY[p]] for p in ROW_PARAMS]
+assert _ROW_CATEGORY == sorted(_ROW_CATEGORY), "ROW_PARAMS must be grouped by category"
+#: ``(start, end)`` in ROW_PARAMS of each category's parameters (empty for none).
+_ROW_CATEGORY_SLICES = tuple((_ROW_CATEGORY.index(k) if k in _ROW_CATEGORY else 0,
+                              len(_ROW_CATEGORY) - _ROW_CATEGORY[::-1].index(k)
+                              if k in _ROW_CATEGORY else 0) for k in range(len(CATEGORIES)))
+#: Per first-row rule: (its trigger's position in ROW_PARAMS, its median's position in
+#: PARAM_NAMES, its category's index).
+_FIRST_ROW_TERMS = tuple((ROW_PARAMS.index(t), _PARAM_POS[p], _CATEGORY_INDEX[PARAM_CATEGORY[p]])
+                         for p, t in FIRST_ROW_RULES)
+_LIST_INDEX = {c: i for i, c in enumerate(LIST_COLUMNS)}
+_R_FLUSH_FULL = ROW_COLUMNS.index("flush_full")
+_R_FLUSH_PAGES = ROW_COLUMNS.index("flush_pages")
+_RECEIVER = _PARAM_POS["ipi_receiver_ns"]
+_FULL_FLUSH = _PARAM_POS["tlb_full_flush_ns"]
+_INVLPG = _PARAM_POS["tlb_invlpg_ns"]
+
+
+def _per_category(matrix: np.ndarray, medians: tuple) -> np.ndarray:
+    """(categories x rows) costs of a count matrix at the medians: one product, then each
+    category's parameter rows added (``reduceat`` for a few rows; row by row for many,
+    where ``reduceat`` along the parameters is several times slower): the same integers."""
+    weights = np.array(_BY_CATEGORY_WEIGHTS(medians), _I64)
+    weighted = matrix * weights[:, None]
+    if matrix.shape[1] <= 256:
+        return np.add.reduceat(weighted, _CATEGORY_STARTS, axis=0)
+    out = np.empty((len(CATEGORIES), matrix.shape[1]), _I64)
+    for k, (a, b) in enumerate(_CATEGORY_BOUNDS):
+        row = out[k]
+        row[:] = weighted[a]
+        for r in range(a + 1, b):
+            row += weighted[r]
+    return out
+
+
+def _row_totals(per_cat: np.ndarray) -> np.ndarray:
+    """Each row's total over the categories: the category rows added one by one (summing
+    a few long rows along axis 0 is several times slower): the same integers."""
+    total = per_cat[0].copy()
+    for row in per_cat[1:]:
+        total += row
+    return total
 
 
 def _fixed_row_costs(steps: S.Steps, profile: CostProfile, ipis: np.ndarray,
@@ -309,19 +748,16 @@ def _fixed_row_costs(steps: S.Steps, profile: CostProfile, ipis: np.ndarray,
     (:func:`_count_matrix`) instead of a loop of per-parameter array operations (what a
     small plan's pricing was made of)."""
     n = len(steps)
-    params = profile.params
     if n == 0:
         zero = np.zeros(0, _I64)
         return RowCosts(zero, {c: zero.copy() for c in CATEGORIES}, ipis, zero.copy(), matrix)
-    weights = np.array([getattr(params, name).ns for name in _BY_CATEGORY], _I64)
-    weighted = matrix * weights[:, None]
-    per_cat = np.add.reduceat(weighted, _CATEGORY_STARTS, axis=0)
+    med = profile.medians_ns
+    per_cat = _per_category(matrix, med)
     by_cat = dict(zip(CATEGORIES, per_cat, strict=True))
-    total = per_cat.sum(axis=0)
+    total = _row_totals(per_cat)
     cols = steps.cols
-    own = (cols["flush_full"].astype(_I64) * int(params.tlb_full_flush_ns.ns)
-           + cols["flush_pages"].astype(_I64) * int(params.tlb_invlpg_ns.ns))
-    stolen = np.where(ipis > 0, int(params.ipi_receiver_ns.ns) + own, 0).astype(_I64)
+    stolen = stolen_of(ipis, cols["flush_full"].astype(_I64), cols["flush_pages"].astype(_I64),
+                       med[_RECEIVER], med[_FULL_FLUSH], med[_INVLPG], ARRAY_OPS).astype(_I64)
     return RowCosts(total, by_cat, ipis, stolen, matrix, per_cat)
 
 

@@ -12,6 +12,7 @@ typo or a forgotten number fails at load time with the field's name.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from importlib import resources
@@ -224,19 +225,36 @@ class CostProfile(StrictModel):
     def value(self, name: str) -> int:
         return self.param(name).ns
 
-    @property
+    @functools.cached_property
     def is_fixed(self) -> bool:
-        """True when no parameter has jitter: every run of one plan takes the same time."""
+        """True when no parameter has jitter: every run of one plan takes the same time
+        (computed once: a profile is frozen)."""
         return all(self.param(n).is_fixed for n in PARAM_NAMES)
 
-    @property
+    @functools.cached_property
+    def medians_ns(self) -> tuple[int, ...]:
+        """Every parameter's ``ns`` as a plain int, in :data:`PARAM_NAMES` order: what a
+        jitter-free pricing multiplies (read once per profile, not once per plan)."""
+        return tuple(int(self.param(n).ns) for n in PARAM_NAMES)
+
+    @functools.cached_property
     def digest(self) -> str:
-        """Content hash (sha256, 16 hex digits) for provenance."""
+        """Content hash (sha256, 16 hex digits) for provenance (computed once: a profile is
+        frozen; every simulation records it)."""
         data = self.model_dump(mode="json")
         if data.get("cold_cache") is None:  # profiles without one hash as they always did
             data.pop("cold_cache", None)
         blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+    def model_copy(self, *, update=None, deep: bool = False) -> CostProfile:
+        """pydantic's copy, without the values computed once from the fields
+        (:attr:`is_fixed`, :attr:`medians_ns`, :attr:`digest`): an ``update`` may change
+        them."""
+        copied = super().model_copy(update=update, deep=deep)
+        for name in _COMPUTED_ONCE:
+            copied.__dict__.pop(name, None)
+        return copied
 
     def with_values(self, **ns: int) -> CostProfile:
         """A copy with some parameters' ``ns`` replaced (what-if studies, tests)."""
@@ -257,6 +275,10 @@ class CostProfile(StrictModel):
         for p in data["params"].values():
             p["dist"], p["sigma"] = "fixed", 0.0
         return _validate(data, f"cost profile {self.name!r} (fixed)")
+
+
+#: :class:`CostProfile`'s cached properties (computed once from a frozen profile).
+_COMPUTED_ONCE = ("is_fixed", "medians_ns", "digest")
 
 
 def _cost_dir():

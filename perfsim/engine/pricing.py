@@ -27,11 +27,21 @@ templates to the same values over many random plans and translated copies of the
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from itertools import accumulate, compress, repeat
+from operator import eq, gt, itemgetter
 
 import numpy as np
 
-from perfsim.cost.model import CATEGORIES, row_costs
+from perfsim.cost.model import (
+    CATEGORIES,
+    LIST_COLUMNS,
+    SCALAR_ROWS,
+    column_lists,
+    periodic_jittered_row_costs,
+    periodic_row_costs,
+    scalar_row_costs,
+    vector_row_costs,
+)
 from perfsim.engine.coalesce import contended_rows, segments
 from perfsim.engine.records import CallStats
 from perfsim.planner import steps as S
@@ -47,9 +57,15 @@ _STAT_SUM_COLUMNS = ("flushes", "alloc_p4d", "alloc_pud", "alloc_pmd", "alloc_pt
 #: ``tests/test_plan_cache.py`` holds templates of plans differing only in the other
 #: columns to equal ones.
 SIGNATURE_COLUMNS = tuple(c for c in S.INT_COLUMNS if c != "length")
+#: Positions in :data:`~perfsim.cost.model.LIST_COLUMNS` of the columns a template reads.
+(_C_KIND, _C_PTES, _C_FLUSHES, _C_FLUSH_PAGES, _C_FLUSH_FULL, _C_FREED, _C_RMAP) = (
+    LIST_COLUMNS.index(c) for c in ("kind", "ptes", "flushes", "flush_pages", "flush_full",
+                                    "freed", "rmap"))
+_COST_FIELDS = tuple(f"cost_{c}_ns" for c in CATEGORIES)
+_C_ALLOCS = tuple(LIST_COLUMNS.index(c) for c in ("alloc_p4d", "alloc_pud", "alloc_pmd",
+                                                  "alloc_pte"))
 
 
-@dataclass(frozen=True, eq=False)
 class SegmentRecords:
     """What one uncontended segment records, relative to its start time ``t0``.
 
@@ -58,31 +74,48 @@ class SegmentRecords:
     ``t0 + offset``. ``flush``: ``(steps, offsets_ns, full, pages, targets, stolen_ns)`` or
     None; a flush happens at ``t0 + offset``. ``credits``: for the *j*-th other CPU of the
     mm (in cpumask order), the ``(offset_ns, stolen_ns)`` of every flush that interrupts it
-    (a flush with ``targets = t`` interrupts the first ``t``)."""
+    (a flush with ``targets = t`` interrupts the first ``t``). Built once, never changed
+    (a plain slotted class: one is made per template miss)."""
 
-    holds: tuple
-    flush: tuple | None
-    credits: tuple
+    __slots__ = ("holds", "flush", "credits")
+
+    def __init__(self, holds: tuple, flush: tuple | None, credits: tuple) -> None:
+        self.holds, self.flush, self.credits = holds, flush, credits
 
 
-@dataclass(frozen=True, eq=False)
 class CallTemplate:
     """One plan, priced and segmented (module docstring).
 
     ``segments``: ``(first row, end row, contended, duration_ns)`` per segment; ``records``:
     a :class:`SegmentRecords` per uncontended segment (None for contended ones); ``row_*``:
     per-row Python lists the contended rows need; ``stats``: the call record's columns from
-    ``steps`` to the last cost category."""
+    ``steps`` to the last cost category. Built once, never changed."""
 
-    rc: object
-    segments: tuple
-    records: tuple
-    any_contended: bool
-    row_total: list
-    row_lock_set: list
-    row_rmap: list
-    row_flush: list
-    stats: tuple
+    __slots__ = ("rc", "segments", "records", "any_contended", "row_total", "row_lock_set",
+                 "row_rmap", "row_flush", "stats")
+
+    def __init__(self, rc, segments: tuple, records: tuple, any_contended: bool,
+                 row_total: list, row_lock_set: list, row_rmap: list, row_flush: list,
+                 stats: tuple) -> None:
+        self.rc, self.segments, self.records = rc, segments, records
+        self.any_contended = any_contended
+        self.row_total, self.row_lock_set = row_total, row_lock_set
+        self.row_rmap, self.row_flush, self.stats = row_rmap, row_flush, stats
+
+
+def _credits(offsets: list, targets: list, stolen: list) -> tuple:
+    """:attr:`SegmentRecords.credits` of a segment's flushes (their offsets, IPI targets and
+    stolen times, in row order)."""
+    cr = []
+    counts = set(targets)
+    for j in range(max(targets, default=0)):
+        if j and j not in counts:
+            # no flush interrupts exactly j CPUs: the flushes that reach the j-th CPU
+            # (those with more than j targets) are the ones that reached the previous
+            cr.append(cr[-1])
+            continue
+        cr.append(tuple(compress(zip(offsets, stolen, strict=True), map(gt, targets, repeat(j)))))
+    return tuple(cr)
 
 
 def _segment_records(steps, cols, rc, cum, a: int, b: int) -> SegmentRecords:
@@ -107,36 +140,175 @@ def _segment_records(steps, cols, rc, cum, a: int, b: int) -> SegmentRecords:
         stolen = rc.stolen[fl]
         flush = (fl.astype(_I64), off, cols["flush_full"][fl].astype(bool),
                  cols["flush_pages"][fl].astype(_I64), targets, stolen)
-        tl, ol, sl = targets.tolist(), off.tolist(), stolen.tolist()
-        cr = []
-        counts = set(tl)
-        for j in range(max(tl, default=0)):
-            if j and j not in counts:
-                # no flush interrupts exactly j CPUs: the flushes that reach the j-th CPU
-                # (those with more than j targets) are the ones that reached the previous
-                cr.append(cr[-1])
-                continue
-            cr.append(tuple((o, s) for o, t, s in zip(ol, tl, sl, strict=True) if t > j))
-        credits = tuple(cr)
+        credits = _credits(off.tolist(), targets.tolist(), stolen.tolist())
     return SegmentRecords(tuple(holds), flush, credits)
 
 
-def build_template(steps, profile, cpus: int, rng, hot_locks, ptl_hot,
-                   folio=None) -> CallTemplate:
-    """Price and segment one plan (``ptl_hot``: rows a walker's spinlock may hit, or None;
-    ``folio``: the source VMA's large-folio mechanisms, :func:`row_costs`'s ``folio``)."""
-    rc = row_costs(steps, profile, cpus=cpus, rng=rng, folio=folio)
-    n = len(steps)
+def _segment_records_of_lists(lock_sets, lock_set, c, total, ipis, stolen, cum, a: int,
+                              b: int) -> SegmentRecords:
+    """:func:`_segment_records` from Python lists (``c``: the plan's
+    :func:`~perfsim.cost.model.column_lists`; ``lock_set``: its per-row lock-set ids, or
+    None when no row takes an rmap lock): the same arrays, with the same dtypes."""
+    base = cum[a]
+    holds = []
+    rows = range(a, b)
+    rm = list(compress(rows, map(gt, c[_C_RMAP][a:b], repeat(0))))
+    if rm:
+        for sid in sorted({lock_set[i] for i in rm}):
+            sel = [i for i in rm if lock_set[i] == sid]
+            at = np.array(sel, _I64)
+            o = np.array([cum[i] - base for i in sel], _I64)
+            h = np.array([total[i] for i in sel], _I64)
+            for name in lock_sets[sid]:
+                holds.append((name, at, o, h))
+    flush = None
+    credits = ()
+    fl = list(compress(rows, c[_C_FLUSHES][a:b]))
+    if fl:
+        ol = [cum[i + 1] - base for i in fl]
+        tl = [ipis[i] for i in fl]
+        sl = [stolen[i] for i in fl]
+        full, pages = c[_C_FLUSH_FULL], c[_C_FLUSH_PAGES]
+        flush = (np.array(fl, _I64), np.array(ol, _I64), np.array([full[i] for i in fl], bool),
+                 np.array([pages[i] for i in fl], _I64), np.array(tl, _I64),
+                 np.array(sl, _I64))
+        credits = _credits(ol, tl, sl)
+    return SegmentRecords(tuple(holds), flush, credits)
+
+
+def _bounds(steps, n: int, hot_locks, ptl_hot) -> list:
+    """``(first row, end row, contended)`` of each segment of the plan."""
+    if n and ptl_hot is None and not hot_locks:
+        return [(0, n, False)]  # what segments() gives when no row is contended
     hot_sets = [any(nm in hot_locks for nm in ls) for ls in steps.lock_sets]
     if n and ptl_hot is None and not any(hot_sets):
-        bounds = [(0, n, False)]  # what segments() gives when no row is contended
+        return [(0, n, False)]
+    starts, ends, hots = segments(contended_rows(steps, np.array(hot_sets, bool), ptl_hot))
+    return list(zip(starts.tolist(), ends.tolist(), hots.tolist(), strict=True))
+
+
+def _small_template(steps, profile, cpus: int, hot_locks, ptl_hot, folio,
+                    memo=None) -> CallTemplate:
+    """:func:`build_template` of a plan of a few rows at the medians, from its columns as
+    Python lists (:func:`~perfsim.cost.model.scalar_row_costs`, with its ``memo``): no
+    numpy call but the arrays a segment records."""
+    n = len(steps)
+    c = column_lists(steps)
+    rc = scalar_row_costs(c, profile, cpus, folio, memo)
+    bounds = _bounds(steps, n, hot_locks, ptl_hot)
+    total, ipis, stolen = rc.total_list, rc.ipis_list, rc.stolen_list
+    cum = list(accumulate(total, initial=0))
+    rmap, flushes = c[_C_RMAP], c[_C_FLUSHES]
+    any_hot = any(h for _a, _b, h in bounds)
+    lock_set = steps.lock_set.tolist() if any_hot or any(rmap) else None
+    lock_sets = steps.lock_sets
+    segs, recs = [], []
+    for a, b, h in bounds:
+        segs.append((a, b, h, cum[b] - cum[a]))
+        recs.append(None if h else _segment_records_of_lists(lock_sets, lock_set, c, total,
+                                                             ipis, stolen, cum, a, b))
+    kind = c[_C_KIND]
+    stats = tuple(CallStats(
+        steps=n, segments=len(bounds),
+        ptes_moved=sum(compress(c[_C_PTES], map(eq, kind, repeat(S.K_PTE_MOVE)))),
+        pmd_moves=kind.count(S.K_PMD_MOVE),
+        pud_moves=kind.count(S.K_PUD_MOVE) + kind.count(S.K_HUGE_PUD_MOVE),
+        thp_moves=kind.count(S.K_THP_MOVE),
+        tlb_flushes=sum(flushes), ipis=sum(ipis),
+        rmap_holds=sum(map(gt, rmap, repeat(0))),
+        tables_allocated=sum(map(sum, itemgetter(*_C_ALLOCS)(c))),
+        tables_freed=sum(c[_C_FREED]),
+        **dict(zip(_COST_FIELDS, rc.category_totals(), strict=True)),
+    ))
+    if any_hot:
+        row_flush = [None] * n
+        full, pages = c[_C_FLUSH_FULL], c[_C_FLUSH_PAGES]
+        for i in compress(range(n), flushes):
+            row_flush[i] = (bool(full[i]), pages[i], ipis[i], stolen[i])
+        lists = (total, lock_set, rmap, row_flush)
     else:
-        starts, ends, hots = segments(contended_rows(steps, np.array(hot_sets, bool), ptl_hot))
-        bounds = list(zip(starts.tolist(), ends.tolist(), hots.tolist(), strict=True))
+        lists = ([], [], [], [])
+    return CallTemplate(rc, tuple(segs), tuple(recs), any_hot, *lists, stats)
+
+
+def build_template(steps, profile, cpus: int, rng, hot_locks, ptl_hot,
+                   folio=None, memo=None) -> CallTemplate:
+    """Price and segment one plan (``ptl_hot``: rows a walker's spinlock may hit, or None;
+    ``folio``: the source VMA's large-folio mechanisms, :func:`row_costs`'s ``folio``).
+    A plan of at most :data:`~perfsim.cost.model.SCALAR_ROWS` rows priced at the medians is
+    built from Python lists (:func:`_small_template`): the same template. ``memo``: a
+    dict kept for one profile and one ``folio`` (:func:`~perfsim.cost.model.scalar_row_costs`)."""
+    if 0 < len(steps) <= SCALAR_ROWS and (rng is None or profile.is_fixed):
+        return _small_template(steps, profile, cpus, hot_locks, ptl_hot, folio, memo)
+    return _array_template(steps, profile, cpus, rng, hot_locks, ptl_hot, folio,
+                           _template_costs)
+
+
+class _PlanColumns:
+    """A plan's columns read one at a time: those of a plan made of parts and not
+    materialised yet are concatenated part by part (a periodic block's as
+    ``PeriodicBlock.dense`` makes them: its template's column repeated, the overrides
+    written in), so a template built from a few columns does not materialise them all."""
+
+    __slots__ = ("steps", "parts", "got")
+
+    def __init__(self, steps) -> None:
+        self.steps = steps
+        parts = steps.parts()
+        lazy = getattr(steps, "_cols", None) is None and not (len(parts) == 1
+                                                               and parts[0] is steps)
+        self.parts = parts if lazy and all(isinstance(p, S.PeriodicBlock) or p.parts() == [p]
+                                           for p in parts) else None
+        self.got: dict = {}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if self.parts is None:
+            return self.steps.cols[name]
+        col = self.got.get(name)
+        if col is None:
+            col = self.got[name] = np.concatenate([_part_column(p, name) for p in self.parts])
+        return col
+
+
+def _part_column(part, name: str) -> np.ndarray:
+    if not isinstance(part, S.PeriodicBlock):
+        return part.cols[name]
+    col = np.tile(part.template.cols[name], part.reps)
+    if name in part.overrides:
+        pos, val = part.overrides[name]
+        col[pos] = val
+    return col
+
+
+def _template_costs(steps, profile, cpus: int, rng, folio):
+    """The row costs of a plan too long for :func:`_small_template` (or priced with
+    jitter): part by part when it is made of periodic blocks
+    (:func:`~perfsim.cost.model.periodic_row_costs`,
+    :func:`~perfsim.cost.model.periodic_jittered_row_costs`), else on whole columns."""
+    if rng is None or profile.is_fixed:
+        rc = periodic_row_costs(steps, profile, cpus=cpus, folio=folio)
+    else:
+        rc = periodic_jittered_row_costs(steps, profile, cpus, rng, folio)
+    return rc if rc is not None else vector_row_costs(steps, profile, cpus=cpus, rng=rng,
+                                                      folio=folio)
+
+
+def _array_template(steps, profile, cpus: int, rng, hot_locks, ptl_hot, folio,
+                    costs=vector_row_costs) -> CallTemplate:
+    """:func:`build_template` on whole columns, whatever the plan's length; ``costs``
+    prices it (:func:`~perfsim.cost.model.vector_row_costs`, or :func:`_template_costs`
+    as :func:`build_template` does: the same integers). Columns are read through
+    :class:`_PlanColumns`."""
+    n = len(steps)
+    if costs is vector_row_costs:
+        rc = vector_row_costs(steps, profile, cpus=cpus, rng=rng, folio=folio)
+    else:
+        rc = costs(steps, profile, cpus, rng, folio)
+    bounds = _bounds(steps, n, hot_locks, ptl_hot)
     cum = np.zeros(n + 1, _I64)
     np.cumsum(rc.total, out=cum[1:])
     segs, recs = [], []
-    cols = steps.cols
+    cols = _PlanColumns(steps)
     cum_l = cum.tolist()
     for a, b, h in bounds:
         segs.append((a, b, h, cum_l[b] - cum_l[a]))
@@ -173,14 +345,17 @@ def build_template(steps, profile, cpus: int, rng, hot_locks, ptl_hot,
     return CallTemplate(rc, tuple(segs), tuple(recs), any_hot, *lists, stats)
 
 
+_SIGNATURE_OF = itemgetter(*SIGNATURE_COLUMNS)
+
+
 def _dense_key(part) -> tuple:
-    cols = part.cols
-    key = [part.lock_sets, part.lock_set.dtype.str, part.lock_set.tobytes()]
-    for c in SIGNATURE_COLUMNS:
-        v = cols[c]
-        key.append(v.dtype.str)
-        key.append(v.tobytes())  # C-order bytes whatever the strides
-    return tuple(key)
+    """A dense part's key: its lock-set names, the dtypes of its lock-set ids and of its
+    :data:`SIGNATURE_COLUMNS`, and all their bytes (C order whatever the strides) joined:
+    with the part's length in the plan's key and each dtype's size, every column's bytes
+    are delimited, so equal keys mean equal columns."""
+    arrays = (part.lock_set, *_SIGNATURE_OF(part.cols))
+    return (part.lock_sets, tuple([a.dtype for a in arrays]),
+            b"".join([a.tobytes() for a in arrays]))
 
 
 def signature(steps, cpus: int) -> tuple | None:
@@ -190,13 +365,16 @@ def signature(steps, cpus: int) -> tuple | None:
     Computed part by part (``Steps.parts()``: the dense tables and periodic blocks the
     planner assembled the plan from), so a plan whose template is reused is never
     materialised. A dense part contributes its non-address columns with dtypes, lock-set
-    ids and names. A plan with a periodic block
+    ids and names (:func:`_dense_key`). A plan with a periodic block
     (a large regular move, thousands of rows) gets None: such plans practically never
     repeat within a run, and keying one would cost more than the reuse could save. The
     same rows split into parts differently give different keys: a miss, never a wrong hit.
     """
+    parts = steps.parts()
+    if len(parts) == 1 and parts[0] is steps:  # a dense plan
+        return (len(steps), cpus, _dense_key(steps))
     key = [len(steps), cpus]
-    for part in steps.parts():
+    for part in parts:
         if not (isinstance(part, S.Steps) and part.parts() == [part]):
             return None
         key.append(_dense_key(part))
@@ -211,10 +389,12 @@ class TemplateCache:
     :class:`~perfsim.engine.reuse.TemplateStore` shared with other runs, used instead of
     this run's own entries; its keys add what a template depends on besides the plan (the
     profile's content digest and the contended lock names; the CPU count is in the
-    signature)."""
+    signature). A template it builds (a miss) prices its rows through a row memo of this
+    run (:meth:`row_memo`, at most ``memo_rows`` rows per folio mechanism set): the rows
+    of a run's calls repeat far more than whole plans do."""
 
     def __init__(self, profile, hot_locks, max_entries: int = 1024, enabled: bool = True,
-                 max_rows: int = 65536, store=None) -> None:
+                 max_rows: int = 65536, store=None, memo_rows: int = 8192) -> None:
         self.profile = profile
         self.max_rows = max_rows
         self.hot_locks = hot_locks
@@ -228,6 +408,22 @@ class TemplateCache:
         self.scope = (profile.digest, tuple(sorted(hot_locks))) if self.store is not None else None
         self.hits = 0
         self.misses = 0
+        #: Row memos of the templates this cache builds (:meth:`row_memo`).
+        self.memos: dict = {}
+        self.memo_rows = memo_rows
+
+    def row_memo(self, folio) -> dict | None:
+        """The row memo of :func:`~perfsim.cost.model.scalar_row_costs` for ``folio`` (one
+        dict per folio mechanism set; emptied when it holds :attr:`memo_rows` rows); None
+        when reuse is off or the profile has jitter."""
+        if not self.enabled:
+            return None
+        memo = self.memos.get(folio)
+        if memo is None:
+            memo = self.memos[folio] = {}
+        elif len(memo) > self.memo_rows:
+            memo.clear()
+        return memo
 
     def get(self, steps, cpus: int, rng, ptl_hot_of=None, folio=None) -> CallTemplate:
         """The template of ``steps`` in an mm of ``cpus`` CPUs. ``ptl_hot_of(steps)`` gives
@@ -235,17 +431,21 @@ class TemplateCache:
         Calls in an mm whose PTLs a walker takes are never reused: which of their rows are
         contended depends on their addresses and on that mm's walkers. ``folio``: the
         source VMA's large-folio mechanisms (part of the key: the same rows cost more when
-        the kernel looks up or unfolds large folios)."""
+        the kernel looks up or unfolds large folios). A template that is built prices its
+        rows through :meth:`row_memo`."""
         if self.fixed:
             rng = None
+        memo = self.row_memo(folio)
         if ptl_hot_of is not None:
             return build_template(steps, self.profile, cpus, rng, self.hot_locks,
-                                  ptl_hot_of(steps), folio)
+                                  ptl_hot_of(steps), folio, memo)
         if not self.enabled or len(steps) > self.max_rows:
-            return build_template(steps, self.profile, cpus, rng, self.hot_locks, None, folio)
+            return build_template(steps, self.profile, cpus, rng, self.hot_locks, None, folio,
+                                  memo)
         key = signature(steps, cpus)
         if key is None:
-            return build_template(steps, self.profile, cpus, rng, self.hot_locks, None, folio)
+            return build_template(steps, self.profile, cpus, rng, self.hot_locks, None, folio,
+                                  memo)
         if folio is not None:
             key = (key, folio)
         if self.store is not None:
@@ -255,7 +455,7 @@ class TemplateCache:
                 self.hits += 1
                 return t
             self.misses += 1
-            t = build_template(steps, self.profile, cpus, rng, self.hot_locks, None, folio)
+            t = build_template(steps, self.profile, cpus, rng, self.hot_locks, None, folio, memo)
             self.store.put(key, t, len(steps))
             return t
         t = self.entries.get(key)
@@ -264,7 +464,7 @@ class TemplateCache:
             self.entries.move_to_end(key)
             return t
         self.misses += 1
-        t = build_template(steps, self.profile, cpus, rng, self.hot_locks, None, folio)
+        t = build_template(steps, self.profile, cpus, rng, self.hot_locks, None, folio, memo)
         self.entries[key] = t
         if len(self.entries) > self.max_entries:
             self.entries.popitem(last=False)
