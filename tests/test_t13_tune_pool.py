@@ -328,3 +328,32 @@ def test_a_bad_knob_value_still_names_its_setting():
     spec = _spec(knobs={"workload.streams.0.count": [5, -3]})
     with pytest.raises(PerfsimError, match=r"sweep cell .*-3"):
         run_tune(spec, executor="serial", quiet=True)
+
+
+# --------------------------------------------------------------------------- report tasks
+def test_report_tasks_sharing_loaded_inputs_give_the_tables_they_give_alone():
+    from perfsim.report import default_study
+    from perfsim.report.runner import (
+        ContentionTask,
+        GridTask,
+        WorkloadTask,
+        plan_tasks,
+        run_task,
+        run_tasks,
+    )
+
+    tasks = plan_tasks(default_study())
+    picked = [x for x in enumerate(tasks) if isinstance(x[1], GridTask)][:2]
+    picked += [x for x in enumerate(tasks) if isinstance(x[1], ContentionTask)][:2]
+    storms = [x for x in enumerate(tasks)
+              if isinstance(x[1], WorkloadTask) and x[1].workload == "ipi_storm"]
+    assert len({t.kernel for _, t in storms}) == 2  # the same workload on both kernels
+    picked += [next(x for x in storms if x[1].kernel == k)
+               for k in sorted({t.kernel for _, t in storms})]
+    together = dict(run_tasks(picked))
+    for i, t in picked:
+        alone = run_task((i, t))[1]
+        assert set(alone) == set(together[i])
+        for name, df in alone.items():
+            cols = [c for c in df.columns if c != "wall_s"]
+            pd.testing.assert_frame_equal(together[i][name][cols], df[cols], obj=f"{t}: {name}")

@@ -107,6 +107,26 @@ def _worker_init(creator_pid: int) -> None:
                      daemon=True).start()
 
 
+def prefetch_imports(modules: Iterable[str]) -> threading.Thread:
+    """Import ``modules`` in a daemon thread and return it: what the caller needs after a
+    pool's work (an analysis, a report's figures) loads while the workers compute and this
+    process only waits. Start it once the pool's workers exist (a ``fork`` pool forks in
+    its constructor) and join it before forking again. A module that fails to import is
+    left for the caller's own import to report."""
+    import importlib
+
+    def load() -> None:
+        for m in modules:
+            try:
+                importlib.import_module(m)
+            except ImportError:
+                pass
+
+    t = threading.Thread(target=load, name="perfsim-prefetch", daemon=True)
+    t.start()
+    return t
+
+
 class SerialExecutor:
     name = "serial"
 

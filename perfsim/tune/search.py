@@ -381,23 +381,6 @@ def tune_executor(executor, spec: TuneSpec, points: list[Point], trials: int | N
     return make_executor(executor)
 
 
-def _prefetch(modules: tuple[str, ...]):
-    """Import ``modules`` in a daemon thread (the caller joins it before it needs them)."""
-    import importlib
-    import threading
-
-    def load() -> None:
-        for m in modules:
-            try:
-                importlib.import_module(m)
-            except ImportError:  # pragma: no cover - the caller's own import will say so
-                pass
-
-    t = threading.Thread(target=load, name="perfsim-prefetch", daemon=True)
-    t.start()
-    return t
-
-
 def run_tune(spec: TuneSpec, *, executor=None, quiet: bool = False,
              state_dir: str | Path | None = None, trials: int | None = None,
              prefetch: tuple[str, ...] = ()) -> TuneResult:
@@ -407,7 +390,7 @@ def run_tune(spec: TuneSpec, *, executor=None, quiet: bool = False,
     (``<state_dir>/<name>-<digest>.db``); rerunning resumes it. ``prefetch``: modules the
     caller needs next (e.g. the report writer's), imported with :data:`PREFETCH` in a thread
     while a pool simulates."""
-    from perfsim.batch.executors import parse_executor
+    from perfsim.batch.executors import parse_executor, prefetch_imports
 
     t0 = time.perf_counter()
     method = spec.method()
@@ -426,7 +409,7 @@ def run_tune(spec: TuneSpec, *, executor=None, quiet: bool = False,
     loader = None
     try:
         if getattr(ex, "workers", 1) > 1:  # the pool's workers exist: a thread is safe now
-            loader = _prefetch(PREFETCH + tuple(prefetch))
+            loader = prefetch_imports(PREFETCH + tuple(prefetch))
         if method == "grid":
             bar = _progress(len(pts) + len(base_pts), quiet, f"tune {spec.name}")
             rows = _run_points(base_pts + pts, ex, bar)
