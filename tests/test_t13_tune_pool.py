@@ -357,3 +357,19 @@ def test_report_tasks_sharing_loaded_inputs_give_the_tables_they_give_alone():
         for name, df in alone.items():
             cols = [c for c in df.columns if c != "wall_s"]
             pd.testing.assert_frame_equal(together[i][name][cols], df[cols], obj=f"{t}: {name}")
+
+
+def test_study_chunks_hold_every_task_once_longest_chunks_first():
+    from perfsim.report import default_study
+    from perfsim.report.runner import GridTask, _cost, plan_tasks, study_chunks
+
+    tasks = plan_tasks(default_study())
+    for workers in (1, 2, 8):
+        chunks = study_chunks(tasks, workers)
+        assert sorted(i for c in chunks for i, _ in c) == list(range(len(tasks)))
+        assert all(tasks[i] is t for c in chunks for i, t in c)
+        costs = [sum(_cost(t) for _, t in c) for c in chunks]
+        assert costs == sorted(costs, reverse=True)
+        assert all(len(c) == 1 for c in chunks if isinstance(c[0][1], GridTask))
+        assert all(len({type(t) for _, t in c}) == 1 for c in chunks)
+        assert max(len(c) for c in chunks) <= 8
