@@ -15,7 +15,7 @@
 ``--repeat N`` measures every figure N times, each time in a fresh child process (so each
 run pays what the command pays: imports, a cold pool; a second pool in one process would
 reuse the first one's forkserver), and keeps the fastest of each: the one least slowed by
-other jobs on a shared machine.
+other jobs on a shared machine. With ``--against`` the two trees take turns.
 
 Prints each wall time and the host's load average before and after (the machine may be
 shared: compare figures from one run, or before/after runs made back to back). With
@@ -107,13 +107,23 @@ def _check_tree(tree: str) -> None:
         raise SystemExit(2)
 
 
-def _best(tree: str | Path, argv: list[str], n: int) -> dict:
-    """The fastest of ``n`` child runs (each a fresh process) of each figure."""
-    runs = [_child(tree, argv) for _ in range(n)]
-    best = {k: min(r[k] for r in runs) for k in runs[0]}
-    for k, v in best.items():
-        print(f"  {k}: best of {n}: {v:.2f} s ({', '.join(f'{r[k]:.2f}' for r in runs)})")
-    return best
+def _best(trees: list[str | Path], argv: list[str], n: int) -> list[dict]:
+    """For each tree, the fastest of ``n`` child runs (each a fresh process) of each figure.
+    The trees take turns (one run of each, ``n`` times), so a change of the host's load
+    between runs falls on both."""
+    runs: list[list[dict]] = [[] for _ in trees]
+    for _ in range(n):
+        for i, tree in enumerate(trees):
+            print(f"--- {Path(tree).resolve()}")
+            runs[i].append(_child(tree, argv))
+    out = []
+    for tree, rs in zip(trees, runs, strict=True):
+        best = {k: min(r[k] for r in rs) for k in rs[0]}
+        for k, v in best.items():
+            print(f"  {Path(tree).resolve()}: {k}: best of {n}: {v:.2f} s "
+                  f"({', '.join(f'{r[k]:.2f}' for r in rs)})")
+        out.append(best)
+    return out
 
 
 def _child(tree: str | Path, argv: list[str]) -> dict:
@@ -154,15 +164,19 @@ def main() -> None:
                         ("--cpu", a.cpu), ("--cli", a.cli)) if on]
     old = None
     if a.against:
-        print(f"=== {Path(a.against).resolve()}")
         _check_tree(a.against)
-        old = _best(a.against, own, a.repeat) if a.repeat > 1 else _child(a.against, own)
-        print(f"=== {ROOT}")
     print(f"load average before: {os.getloadavg()}")
     got = {}
     if a.repeat > 1 and a.tree is None:
-        got = _best(ROOT, own, a.repeat)
+        if a.against:
+            old, got = _best([a.against, ROOT], own, a.repeat)
+        else:
+            (got,) = _best([ROOT], own, a.repeat)
     else:
+        if a.against:
+            print(f"=== {Path(a.against).resolve()}")
+            old = _child(a.against, own)
+            print(f"=== {ROOT}")
         if not a.skip_tune:
             got["tune"] = bench_tune(a.workers, a.cpu)
             if a.cli:
