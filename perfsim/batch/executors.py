@@ -153,8 +153,9 @@ START_METHODS = ("fork", "forkserver")
 
 def pick_start_method() -> str:
     """``fork`` if this platform has it and no Python thread but the calling one is running
-    (forking is then as safe as a fresh start, and costs milliseconds instead of a new
-    interpreter's imports), else ``forkserver``."""
+    (no other thread can hold a lock the children would inherit held; native library pools
+    such as OpenBLAS's reset themselves at fork), else ``forkserver``. A fork costs
+    milliseconds; a forkserver pool a new interpreter's imports."""
     if "fork" in mp.get_all_start_methods() and threading.active_count() == 1:
         return "fork"
     return "forkserver"
