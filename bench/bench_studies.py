@@ -1,12 +1,21 @@
 #!/usr/bin/env python3
 """Wall time of the two study commands the speed targets name, measured in one run.
 
-    python bench/bench_studies.py [--workers 2] [--skip-report] [--skip-tune]
+    python bench/bench_studies.py [--workers 2] [--skip-report] [--skip-tune] [--cli]
+                                  [--repeat N] [--cpu] [--against TREE]
 
 * ``perfsim tune studies/tune_flush_ceiling.toml``: :func:`perfsim.tune.run_tune` on a
   ``process:W`` pool (pool start included, as the command pays it);
+* with ``--cli`` also the whole command, ``python -m perfsim tune
+  studies/tune_flush_ceiling.toml --quiet --executor process:W`` into a throw-away
+  directory, in a child process: interpreter start, imports, the tuning and its report;
 * ``perfsim report`` (the default study): :func:`perfsim.report.run_study` plus
   :func:`perfsim.report.write_report` into a throw-away directory (target <= 20 s on 2 cores).
+
+``--repeat N`` measures every figure N times, each time in a fresh child process (so each
+run pays what the command pays: imports, a cold pool; a second pool in one process would
+reuse the first one's forkserver), and keeps the fastest of each: the one least slowed by
+other jobs on a shared machine. With ``--against`` the two trees take turns.
 
 Prints each wall time and the host's load average before and after (the machine may be
 shared: compare figures from one run, or before/after runs made back to back). With
@@ -51,6 +60,29 @@ def bench_tune(workers: int, cpu: bool = False) -> float:
     return used if cpu else wall
 
 
+def bench_tune_cli(workers: int, cpu: bool = False) -> float:
+    """The whole ``perfsim tune`` command in a child process (wall time; with ``cpu`` the
+    child's CPU time, its own and its workers', on the serial executor)."""
+    import resource
+    import subprocess
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    with tempfile.TemporaryDirectory() as out:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "perfsim", "tune",
+                        str(ROOT / "studies" / "tune_flush_ceiling.toml"), "--quiet",
+                        "--out", out, "--executor", _executor(workers, cpu)],
+                       check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
+        wall = time.perf_counter() - t0
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    used = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    where = f"{used:7.2f} s CPU in the child" if cpu else f"on {workers} worker(s)"
+    print(f"perfsim tune command: {wall:7.2f} s wall {where} (start, imports, tune, report)")
+    return used if cpu else wall
+
+
 def bench_report(workers: int, cpu: bool = False) -> float:
     from perfsim.report import default_study, run_study, write_report
 
@@ -69,14 +101,36 @@ def bench_report(workers: int, cpu: bool = False) -> float:
     return t2 - t0
 
 
-def _against(tree: str, argv: list[str]) -> dict:
-    """Run this script on ``tree`` in a child process; its figures."""
-    import json
-    import subprocess
-
+def _check_tree(tree: str) -> None:
     if not (Path(tree) / "perfsim" / "__init__.py").is_file():
         print(f"--against {tree}: not a perfsim tree (no perfsim/__init__.py)", file=sys.stderr)
         raise SystemExit(2)
+
+
+def _best(trees: list[str | Path], argv: list[str], n: int) -> list[dict]:
+    """For each tree, the fastest of ``n`` child runs (each a fresh process) of each figure.
+    The trees take turns (one run of each, ``n`` times), so a change of the host's load
+    between runs falls on both."""
+    runs: list[list[dict]] = [[] for _ in trees]
+    for _ in range(n):
+        for i, tree in enumerate(trees):
+            print(f"--- {Path(tree).resolve()}")
+            runs[i].append(_child(tree, argv))
+    out = []
+    for tree, rs in zip(trees, runs, strict=True):
+        best = {k: min(r[k] for r in rs) for k in rs[0]}
+        for k, v in best.items():
+            print(f"  {Path(tree).resolve()}: {k}: best of {n}: {v:.2f} s "
+                  f"({', '.join(f'{r[k]:.2f}' for r in rs)})")
+        out.append(best)
+    return out
+
+
+def _child(tree: str | Path, argv: list[str]) -> dict:
+    """This script measuring ``tree`` once in a child process; its figures."""
+    import json
+    import subprocess
+
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "figures.json"
         # The process pool's workers import perfsim afresh, with the working directory first
@@ -96,25 +150,39 @@ def main() -> None:
     ap.add_argument("--skip-report", action="store_true")
     ap.add_argument("--skip-tune", action="store_true")
     ap.add_argument("--cpu", action="store_true", help="run serially, print CPU time")
+    ap.add_argument("--cli", action="store_true",
+                    help="also time the whole perfsim tune command in a child process")
+    ap.add_argument("--repeat", type=int, default=1, metavar="N",
+                    help="measure each figure N times, keep the fastest (default 1)")
     ap.add_argument("--against", metavar="TREE", help="also measure this perfsim tree first "
                     "and print the speed-ups")
     ap.add_argument("--tree", help=argparse.SUPPRESS)
     ap.add_argument("--json-out", help=argparse.SUPPRESS)
     a = ap.parse_args()
-    own = [f"--workers={a.workers}"] + [f for f, on in (("--skip-report", a.skip_report),
-                                                      ("--skip-tune", a.skip_tune),
-                                                      ("--cpu", a.cpu)) if on]
+    own = [f"--workers={a.workers}"] + [
+        f for f, on in (("--skip-report", a.skip_report), ("--skip-tune", a.skip_tune),
+                        ("--cpu", a.cpu), ("--cli", a.cli)) if on]
     old = None
     if a.against:
-        print(f"=== {Path(a.against).resolve()}")
-        old = _against(a.against, own)
-        print(f"=== {ROOT}")
+        _check_tree(a.against)
     print(f"load average before: {os.getloadavg()}")
     got = {}
-    if not a.skip_tune:
-        got["tune"] = bench_tune(a.workers, a.cpu)
-    if not a.skip_report:
-        got["report"] = bench_report(a.workers, a.cpu)
+    if a.repeat > 1 and a.tree is None:
+        if a.against:
+            old, got = _best([a.against, ROOT], own, a.repeat)
+        else:
+            (got,) = _best([ROOT], own, a.repeat)
+    else:
+        if a.against:
+            print(f"=== {Path(a.against).resolve()}")
+            old = _child(a.against, own)
+            print(f"=== {ROOT}")
+        if not a.skip_tune:
+            got["tune"] = bench_tune(a.workers, a.cpu)
+            if a.cli:
+                got["tune command"] = bench_tune_cli(a.workers, a.cpu)
+        if not a.skip_report:
+            got["report"] = bench_report(a.workers, a.cpu)
     print(f"load average after: {os.getloadavg()}")
     if a.json_out:
         import json
@@ -123,7 +191,7 @@ def main() -> None:
     if old is not None:
         what = "CPU time" if a.cpu else "wall time"
         for k, v in got.items():
-            target = "  (target >= 5x)" if k == "tune" else ""
+            target = "  (target >= 5x)" if k.startswith("tune") else ""
             print(f"RATIO {k} {what} against / this tree = {old[k]:.2f} s / {v:.2f} s = "
                   f"{old[k] / v:.2f}x{target}")
 

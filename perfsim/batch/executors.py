@@ -14,14 +14,28 @@ executor: each point is computed from its own data alone.
 :func:`parse_executor` checks an ``--executor`` string without starting anything (callers
 check it before they write any output); :func:`make_executor` parses and starts it.
 
+**How a pool starts.** A ``forkserver`` pool starts a fresh interpreter that imports the
+batch runner and pandas before it forks the workers: about half a second to a second and a
+half on this 2-core machine, longer than the simulations of a small tuning. A ``fork`` pool
+forks the workers straight from the creator, which has perfsim imported already: a few
+milliseconds. :func:`make_executor` (what ``--executor process[:N]`` builds) therefore
+forks when that is safe, i.e. when the creator runs no other Python thread at that moment
+(:func:`pick_start_method`; a thread holding a lock while the process forks would leave
+the lock held forever in the child), and falls back to ``forkserver`` otherwise. The
+workers are forked in the constructor, right after that check, before the pool's own
+manager thread exists. ``ProcessExecutor(n)`` itself keeps ``forkserver`` unless given
+``start_method``. Results never depend on the start method: a task computes from its
+arguments alone.
+
 **Orphans.** Pool workers must not outlive the process that started them (a ``kill -9`` of
 ``perfsim sweep`` would otherwise leave its forkserver, workers and resource tracker running
 for as long as their tasks take). Each worker runs :func:`_worker_init`: it asks the kernel
-to SIGKILL it when its parent (the forkserver) exits (``prctl(PR_SET_PDEATHSIG)``), and
-starts a daemon thread that waits on a pidfd of the process that created the pool and
-exits the worker the moment that process is gone. The forkserver exits on its own when
-its creator dies (its "alive" pipe reaches EOF); the resource tracker exits when the last
-holder of its pipe (the creator and the workers) is gone.
+to SIGKILL it when its parent (the forkserver, or the creator for a ``fork`` pool) exits
+(``prctl(PR_SET_PDEATHSIG)``), and starts a daemon thread that waits on a pidfd of the
+process that created the pool and exits the worker the moment that process is gone. The
+forkserver exits on its own when its creator dies (its "alive" pipe reaches EOF); the
+resource tracker exits when the last holder of its pipe (the creator and the workers) is
+gone. A ``fork`` pool has neither: its workers are the only processes it starts.
 """
 
 from __future__ import annotations
@@ -30,6 +44,7 @@ import multiprocessing as mp
 import os
 import signal
 import threading
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
@@ -92,6 +107,26 @@ def _worker_init(creator_pid: int) -> None:
                      daemon=True).start()
 
 
+def prefetch_imports(modules: Iterable[str]) -> threading.Thread:
+    """Import ``modules`` in a daemon thread and return it: what the caller needs after a
+    pool's work (an analysis, a report's figures) loads while the workers compute and this
+    process only waits. Start it once the pool's workers exist (a ``fork`` pool forks in
+    its constructor) and join it before forking again. A module that fails to import is
+    left for the caller's own import to report."""
+    import importlib
+
+    def load() -> None:
+        for m in modules:
+            try:
+                importlib.import_module(m)
+            except ImportError:
+                pass
+
+    t = threading.Thread(target=load, name="perfsim-prefetch", daemon=True)
+    t.start()
+    return t
+
+
 class SerialExecutor:
     name = "serial"
 
@@ -112,21 +147,59 @@ class SerialExecutor:
         self.close()
 
 
+START_METHODS = ("fork", "forkserver")
+"""The start methods a :class:`ProcessExecutor` takes (``auto``: :func:`pick_start_method`)."""
+
+
+def pick_start_method() -> str:
+    """``fork`` if this platform has it and no Python thread but the calling one is running
+    (no other thread can hold a lock the children would inherit held; native library pools
+    such as OpenBLAS's reset themselves at fork), else ``forkserver``. A fork costs
+    milliseconds; a forkserver pool a new interpreter's imports."""
+    if "fork" in mp.get_all_start_methods() and threading.active_count() == 1:
+        return "fork"
+    return "forkserver"
+
+
 class ProcessExecutor(SerialExecutor):
-    """A local process pool (``forkserver`` start method, perfsim preloaded), at most
-    ``2 × workers`` tasks in flight so a huge sweep is not all pickled up front."""
+    """A local process pool, at most ``2 × workers`` tasks in flight so a huge sweep is not
+    all pickled up front. ``start_method``: ``forkserver`` (default; perfsim preloaded in the
+    server), ``fork`` (workers forked from this process at once; only when no other Python
+    thread runs, else PerfsimError) or ``auto`` (:func:`pick_start_method`)."""
 
     name = "process"
 
-    def __init__(self, workers: int | None = None) -> None:
+    def __init__(self, workers: int | None = None, start_method: str = "forkserver") -> None:
         self.workers = workers or cpu_count()
-        ctx = mp.get_context("forkserver")
-        # Imported once in the forkserver, inherited by every worker it forks: the batch
-        # runner (numpy, SimPy, planner, cost model) and pandas, which every task's records
-        # go through (about a second per worker otherwise, on the first task).
-        ctx.set_forkserver_preload(["perfsim.batch.runner", "pandas"])
+        if start_method == "auto":
+            start_method = pick_start_method()
+        if start_method not in START_METHODS:
+            raise PerfsimError(f"start method {start_method!r}: unknown; allowed: auto, "
+                               + ", ".join(START_METHODS))
+        if start_method == "fork" and threading.active_count() != 1:
+            raise PerfsimError("a fork pool needs a single-threaded creator "
+                               f"({threading.active_count()} threads run); use forkserver")
+        self.start_method = start_method
+        ctx = mp.get_context(start_method)
+        if start_method == "forkserver":
+            # Imported once in the forkserver, inherited by every worker it forks: the batch
+            # runner (numpy, SimPy, planner, cost model) and pandas, which every task's
+            # records go through (about a second per worker otherwise, on the first task).
+            ctx.set_forkserver_preload(["perfsim.batch.runner", "pandas"])
         self.pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx,
                                         initializer=_worker_init, initargs=(os.getpid(),))
+        if start_method == "fork":
+            self._fork_workers()
+
+    def _fork_workers(self) -> None:
+        """Fork every worker now, while this process is known to run one Python thread: a
+        fork pool launches all its workers on its first submission, and that no-op task is
+        submitted here. Python >= 3.12 warns about any fork of a process with several OS
+        threads; the others here are native library pools (OpenBLAS), which handle fork."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*use of fork\(\) may lead to deadlocks",
+                                    category=DeprecationWarning)
+            self.pool.submit(os.getpid)
 
     def map_unordered(self, fn, items):
         it = iter(items)
@@ -215,13 +288,14 @@ def parse_executor(spec: str | None = None, workers: int | None = None) -> tuple
 
 
 def make_executor(spec: str | None = None, workers: int | None = None):
-    """``serial`` | ``process[:N]`` (default, N = all cores) | ``dask://HOST:PORT`` |
+    """``serial`` | ``process[:N]`` (default, N = all cores; forked from this process when
+    it runs a single Python thread, see :func:`pick_start_method`) | ``dask://HOST:PORT`` |
     ``tcp://HOST:PORT`` | ``dask-local[:N]``."""
     kind, arg = parse_executor(spec, workers)
     if kind == "serial":
         return SerialExecutor()
     if kind == "process":
-        return ProcessExecutor(arg)
+        return ProcessExecutor(arg, start_method="auto")
     if kind == "dask-local":
         return DaskExecutor(None, arg)
     return DaskExecutor(arg)

@@ -122,11 +122,18 @@ def _one_line(exc: ValidationError, origin: str) -> str:
     return describe_validation(exc, SweepFile, origin=origin)
 
 
-def parse_sweep(data: dict, base_dir: Path, origin: str = "<sweep>") -> Sweep:
+def parse_sweep(data: dict, base_dir: Path, origin: str = "<sweep>",
+                read: dict[str, tuple[dict, str]] | None = None) -> Sweep:
+    """Validate a sweep's table and read the workload files it names. ``read``: workloads
+    already read from ``base_dir`` (reference → what :attr:`Sweep.workloads` holds), reused
+    instead of reading their file again (a tuning parses one sweep per setting)."""
     spec = load_model(data, SweepFile, "sweep", origin=origin, describe=_one_line)
     refs = [spec.base.workload] + [str(v) for v in spec.grid.get("workload", [])]
     loaded = {}
     for ref in refs:
+        if read is not None and ref in read:
+            loaded[ref] = read[ref]
+            continue
         path = resolve_workload(ref, base_dir)
         raw, p = read_workload_dict(path)
         loaded[ref] = (resolve_paths(raw, p.parent), str(p))
@@ -198,8 +205,41 @@ def _sweep_key(*parts: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:24]
 
 
-def _resolve_cell(sweep: Sweep, cell: dict) -> tuple[Workload, Target, CostProfile]:
+class Inputs:
+    """The validated inputs of one planning pass, each parsed once: workloads by their
+    content, targets by kernel and arch reference, cost profiles by reference. Every value
+    is an immutable model and a pure function of its key (a workload's origin only names it
+    in an error, and an input that fails is not kept), so cells that name the same input
+    share one object, the same as parsing it again. Keep one for a pass only: a file edited
+    later is read afresh by the next pass."""
+
+    def __init__(self) -> None:
+        self._workloads: dict[str, Workload] = {}
+        self._targets: dict[tuple[str, str], Target] = {}
+        self._profiles: dict[str, CostProfile] = {}
+
+    def workload(self, raw: dict, where: str) -> Workload:
+        """``raw`` validated (``where`` names it in an error)."""
+        key = json.dumps(raw, sort_keys=True, default=repr)
+        if key not in self._workloads:
+            self._workloads[key] = parse_workload(raw, where)
+        return self._workloads[key]
+
+    def target(self, kernel: str, arch: str) -> Target:
+        if (kernel, arch) not in self._targets:
+            self._targets[kernel, arch] = resolve_target(kernel, arch)
+        return self._targets[kernel, arch]
+
+    def profile(self, ref: str) -> CostProfile:
+        if ref not in self._profiles:
+            self._profiles[ref] = load_cost_profile(ref)
+        return self._profiles[ref]
+
+
+def _resolve_cell(sweep: Sweep, cell: dict, inputs: Inputs | None = None
+                  ) -> tuple[Workload, Target, CostProfile]:
     s = sweep.spec
+    inputs = inputs or Inputs()
     wref = str(cell.get("workload", s.base.workload))
     raw, origin = sweep.workloads[wref]
     raw = copy.deepcopy(raw)
@@ -207,16 +247,16 @@ def _resolve_cell(sweep: Sweep, cell: dict) -> tuple[Workload, Target, CostProfi
         if axis.startswith("workload."):
             _set_path(raw, axis[len("workload."):], v, axis)
     where = origin + (f" (sweep cell {json.dumps(cell, default=str)})" if cell else "")
-    w = parse_workload(raw, where)
+    w = inputs.workload(raw, where)
     kernel = str(cell.get("kernel", s.base.kernel or w.kernel))
     arch = str(cell.get("arch", s.base.arch or w.arch))
-    target = resolve_target(_rel(kernel, sweep.base_dir), _rel(arch, sweep.base_dir))
+    target = inputs.target(_rel(kernel, sweep.base_dir), _rel(arch, sweep.base_dir))
     changes = {k: v for k, v in cell.items()
                if k.split(".")[0] in ("kernel", "arch") and "." in k}
     if changes:
         target = target.with_changes(**changes)
     cp = str(cell.get("cost_profile", s.base.cost_profile or w.cost_profile))
-    profile = load_cost_profile(_rel(cp, sweep.base_dir))
+    profile = inputs.profile(_rel(cp, sweep.base_dir))
     costs = {k[len("cost."):]: v for k, v in cell.items() if k.startswith("cost.")}
     if costs:
         profile = profile.with_values(**costs)
@@ -257,13 +297,16 @@ def cells(sweep: Sweep) -> list[dict]:
             itertools.product(*(sweep.spec.grid[a] for a in axes))]
 
 
-def plan_sweep(sweep: Sweep) -> list[Point]:
-    """Every point of the sweep: grid cells × replications, resolved and keyed (pure)."""
+def plan_sweep(sweep: Sweep, inputs: Inputs | None = None) -> list[Point]:
+    """Every point of the sweep: grid cells × replications, resolved and keyed (pure).
+    ``inputs``: an :class:`Inputs` shared with other sweeps of the same pass (default: one
+    for this sweep)."""
     _check_axes(sweep)
     s = sweep.spec
+    inputs = inputs or Inputs()
     out = []
     for ci, cell in enumerate(cells(sweep)):
-        w, target, profile = _resolve_cell(sweep, cell)
+        w, target, profile = _resolve_cell(sweep, cell, inputs)
         for r in range(s.replications):
             entropy = (s.seed, w.seed, r)
             key = _sweep_key(w.digest, target.digest, profile.digest, entropy, s.max_rows,

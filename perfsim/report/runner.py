@@ -75,28 +75,55 @@ class WorkloadTask:
     max_rows: int
 
 
-def run_task(item: tuple[int, object], caches=None) -> tuple[int, dict]:
+class TaskInputs:
+    """The workloads and cost profiles tasks name, each loaded once for a chunk of tasks.
+    Both are immutable models and pure functions of their name, so a task gets the same
+    object it would load itself (a workload task loaded its file, and the engine the cost
+    profile the workload names, once per task: 3-8 ms each)."""
+
+    def __init__(self) -> None:
+        self._workloads: dict = {}
+        self._profiles: dict = {}
+
+    def workload(self, name: str):
+        if name not in self._workloads:
+            from perfsim.workload import load_workload, resolve_workload
+
+            self._workloads[name] = load_workload(resolve_workload(name))
+        return self._workloads[name]
+
+    def profile(self, name: str):
+        if name not in self._profiles:
+            self._profiles[name] = load_cost_profile(name)
+        return self._profiles[name]
+
+
+def run_task(item: tuple[int, object], caches=None, inputs: TaskInputs | None = None
+             ) -> tuple[int, dict]:
     """One task's tables. ``caches``: a :class:`~perfsim.engine.reuse.RunCaches` shared by
-    the simulations of one chunk (same tables)."""
+    the simulations of one chunk (same tables); ``inputs``: a :class:`TaskInputs` shared
+    by them too."""
     i, task = item
+    inputs = inputs or TaskInputs()
     if isinstance(task, GridTask):
-        return i, _grid(task)
+        return i, _grid(task, inputs)
     if isinstance(task, ContentionTask):
-        return i, _contention(task, caches)
-    return i, _workload(task, caches)
+        return i, _contention(task, caches, inputs)
+    return i, _workload(task, caches, inputs)
 
 
 def run_tasks(items: list[tuple[int, object]]) -> list[tuple[int, dict]]:
     from perfsim.engine.reuse import RunCaches
 
-    caches = RunCaches()
-    return [run_task(x, caches) for x in items]
+    caches, inputs = RunCaches(), TaskInputs()
+    return [run_task(x, caches, inputs) for x in items]
 
 
 # --------------------------------------------------------------------------- grid
-def _grid(t: GridTask) -> dict:
+def _grid(t: GridTask, inputs: TaskInputs | None = None) -> dict:
+    inputs = inputs or TaskInputs()
     target = target_for(t.kernel, t.arch)
-    profiles = [load_cost_profile(p) for p in t.profiles]
+    profiles = [inputs.profile(p) for p in t.profiles]
     rows, reps = [], []
     for size in t.sizes:
         plan = plan_call(target, t.cls, size, backing=t.backing, thp=t.thp,
@@ -133,13 +160,13 @@ def _grid(t: GridTask) -> dict:
 
 
 # --------------------------------------------------------------------------- contention
-def contention_spec(t: ContentionTask):
+def contention_spec(t: ContentionTask, inputs: TaskInputs | None = None):
     """The engine input of one contention run (public so tests and users can rerun it)."""
     from perfsim.engine import CallerSpec, MmSpec, SimSpec, UserSpec, WalkerSpec
     from perfsim.report.shapes import request_for
 
     target = target_for(t.kernel, t.arch)
-    prof = load_cost_profile(t.profile)
+    prof = (inputs or TaskInputs()).profile(t.profile)
     sp = space_for(target, t.cls, t.size, backing=t.backing, cpus=t.threads)
     src, dst, _ = SHAPES[t.cls]
     fwd = request_for(t.cls, t.size)
@@ -162,10 +189,10 @@ def _rmap_lock(space, backing: str) -> str:
     return f"anon_vma:{v.anon_id}" if backing == "anon" else f"i_mmap:{v.file_id}"
 
 
-def _contention(t: ContentionTask, caches=None) -> dict:
+def _contention(t: ContentionTask, caches=None, inputs: TaskInputs | None = None) -> dict:
     from perfsim.engine import simulate
 
-    res = simulate(contention_spec(t), record_zero_waits=True, caches=caches)
+    res = simulate(contention_spec(t, inputs), record_zero_waits=True, caches=caches)
     key = {"arm": t.arm, "kernel": t.kernel, "class": t.cls, "backing": t.backing,
            "threads": t.threads, "cost_profile": t.profile, "replication": t.replication}
     c = res.calls[["latency_ns", "rmap_wait_ns", "tlb_flushes", "ipis", "rmap_holds",
@@ -176,13 +203,14 @@ def _contention(t: ContentionTask, caches=None) -> dict:
 
 
 # --------------------------------------------------------------------------- workloads
-def _workload(t: WorkloadTask, caches=None) -> dict:
-    from perfsim.workload import load_workload, resolve_workload, run_workload
+def _workload(t: WorkloadTask, caches=None, inputs: TaskInputs | None = None) -> dict:
+    from perfsim.workload import run_workload
 
-    w = load_workload(resolve_workload(t.workload))
+    inputs = inputs or TaskInputs()
+    w = inputs.workload(t.workload)
     target = target_for(t.kernel, w.arch)
     t0 = time.perf_counter()
-    res, metrics, notes = run_workload(w, target=target,
+    res, metrics, notes = run_workload(w, target=target, profile=inputs.profile(w.cost_profile),
                                        seed=np.random.SeedSequence([t.seed, w.seed,
                                                                     t.replication]),
                                        max_rows=t.max_rows, caches=caches)
@@ -252,18 +280,41 @@ def plan_tasks(study: Study) -> list:
     return tasks
 
 
+REPORT_IMPORTS = ("scipy.special", "matplotlib.figure", "matplotlib.backends.backend_agg")
+"""What writing the report imports first (t quantiles, the figures: about 0.7 s), loaded in
+a thread while a pool runs the study's simulations."""
+
+
 def _cost(task) -> float:
-    """Rough relative run time, to start the long tasks first."""
+    """Rough relative CPU time of a task, to start the long ones first: per task of the
+    default study, a contention run about 30 ms, a grid cell 90-170 ms, a workload run 15-400
+    ms, 190 ms on average (``run_tasks`` on each, 2026-12-01)."""
     if isinstance(task, GridTask):
-        return 3.0 * (1 + 0.2 * task.replications * len(task.threads))
-    if isinstance(task, WorkloadTask):
         return 4.0
+    if isinstance(task, WorkloadTask):
+        return 6.0
     return 1.0
+
+
+def study_chunks(tasks: list, workers: int) -> list[list[tuple[int, object]]]:
+    """The tasks of a study as ``(index, task)`` chunks, the longest chunks first: a grid
+    cell alone, contention and workload runs up to eight together (one chunk's simulations
+    share plans, templates and loaded inputs). Long chunks first leave the short ones to
+    fill the workers' last moments (the workload runs came last and one worker finished
+    them alone). Which chunk a task is in changes nothing in its tables."""
+    order = sorted(range(len(tasks)), key=lambda i: -_cost(tasks[i]))
+    per = max(1, min(8, len(tasks) // max(1, 6 * workers)))
+    chunks = []
+    for kind in (GridTask, ContentionTask, WorkloadTask):
+        idx = [i for i in order if isinstance(tasks[i], kind)]
+        n = 1 if kind is GridTask else per
+        chunks += [[(i, tasks[i]) for i in idx[j:j + n]] for j in range(0, len(idx), n)]
+    return sorted(chunks, key=lambda c: -sum(_cost(t) for _, t in c))
 
 
 def run_study(study: Study, *, executor=None, quiet: bool = False) -> StudyResults:
     """Run every simulation of ``study`` (progress bar on stderr unless ``quiet``)."""
-    from perfsim.batch.executors import make_executor
+    from perfsim.batch.executors import make_executor, prefetch_imports
 
     t0 = time.perf_counter()
     tasks = plan_tasks(study)
@@ -275,14 +326,11 @@ def run_study(study: Study, *, executor=None, quiet: bool = False) -> StudyResul
     own = not hasattr(executor, "map_unordered")
     ex = make_executor(executor) if own else executor
     out: dict[int, dict] = {}
+    loader = None
     try:
-        order = sorted(range(len(tasks)), key=lambda i: -_cost(tasks[i]))
-        per = max(1, min(8, len(tasks) // max(1, 6 * getattr(ex, "workers", 1))))
-        chunks = []
-        for kind in (GridTask, ContentionTask, WorkloadTask):
-            idx = [i for i in order if isinstance(tasks[i], kind)]
-            n = 1 if kind is GridTask else per
-            chunks += [[(i, tasks[i]) for i in idx[j:j + n]] for j in range(0, len(idx), n)]
+        if getattr(ex, "workers", 1) > 1:  # the workers exist: a thread is safe now
+            loader = prefetch_imports(REPORT_IMPORTS)
+        chunks = study_chunks(tasks, getattr(ex, "workers", 1))
         bar = None
         if not quiet:
             from perfsim.progress import progress
@@ -305,6 +353,8 @@ def run_study(study: Study, *, executor=None, quiet: bool = False) -> StudyResul
     finally:
         if own:
             ex.close()
+        if loader is not None:
+            loader.join()
 
     def cat(key: str) -> pd.DataFrame:
         frames = [out[i][key] for i in sorted(out) if key in out[i] and len(out[i][key])]

@@ -19,9 +19,10 @@ import numpy as np
 import pandas as pd
 
 from perfsim.batch.stats import mean_ci, paired
-from perfsim.batch.sweep import Point, parse_sweep, plan_sweep
+from perfsim.batch.sweep import Inputs, Point, parse_sweep, plan_sweep
 from perfsim.errors import PerfsimError
 from perfsim.tune.spec import EXTRA_METRICS, TuneSpec
+from perfsim.workload.run import expected_calls
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -80,9 +81,13 @@ def evaluate_batch(points: list[Point]) -> list[dict]:
 
 def settings_points(spec: TuneSpec, settings: list[dict]) -> list[Point]:
     """Resolve settings (``{knob: value}``) into points, ``replications`` per setting, via
-    the sweep planner (unknown knobs and bad values fail here, naming them)."""
+    the sweep planner (unknown knobs and bad values fail here, naming them). The workload
+    file is read once and every workload, target and cost profile is validated once for
+    all the settings (:class:`~perfsim.batch.sweep.Inputs`)."""
     base = Path(spec.base_dir) if spec.base_dir else Path.cwd()
     out: list[Point] = []
+    inputs = Inputs()
+    read: dict = {}
     for i, s in enumerate(settings):
         grid = {k: [v] for k, v in {**spec.set, **s}.items()}
         data = {"name": spec.name, "seed": spec.seed, "replications": spec.replications,
@@ -91,8 +96,9 @@ def settings_points(spec: TuneSpec, settings: list[dict]) -> list[Point]:
                                            ("arch", spec.arch),
                                            ("cost_profile", spec.cost_profile)) if v},
                 "grid": grid}
-        sweep = parse_sweep(data, base, f"tune {spec.name!r}")
-        for p in plan_sweep(sweep):
+        sweep = parse_sweep(data, base, f"tune {spec.name!r}", read)
+        read.update(sweep.workloads)
+        for p in plan_sweep(sweep, inputs):
             out.append(Point(p.key, i, p.replication, dict(s), p.workload, p.target, p.profile,
                              p.seed_entropy, p.max_rows))
     return out
@@ -256,6 +262,30 @@ def _relabel(row: dict, p: Point) -> dict:
     return {"key": p.key, "cell": p.index, "replication": p.replication, **p.params, **out}
 
 
+MAX_CHUNK = 16
+"""At most this many simulations per task (progress and a failure's reach stay small)."""
+
+
+def chunk_points(points: list[Point], workers: int) -> list[list[Point]]:
+    """``points`` in consecutive tasks: a multiple of ``workers`` tasks of at most
+    :data:`MAX_CHUNK` points, their sizes differing by at most one. A task's points share
+    plans and call templates (one :class:`~perfsim.engine.reuse.RunCaches`), so few large
+    tasks do less work than many small ones; equal sizes finish together. Which task a point
+    is in changes nothing in its row."""
+    n = len(points)
+    if n == 0:
+        return []
+    w = max(1, int(workers))
+    tasks = min(n, w * math.ceil(n / (w * MAX_CHUNK)))
+    q, r = divmod(n, tasks)
+    out, i = [], 0
+    for t in range(tasks):
+        k = q + (t < r)
+        out.append(points[i:i + k])
+        i += k
+    return out
+
+
 def _run_points(points: list[Point], executor, bar, done: dict | None = None) -> list[dict]:
     """Rows of ``points`` (in no particular order). Points that simulate the same thing
     (:func:`simulation_key`: a setting equal to the baseline, optuna asking for a setting
@@ -267,8 +297,7 @@ def _run_points(points: list[Point], executor, bar, done: dict | None = None) ->
         if k not in done and k not in todo:
             todo[k] = p
     fresh = list(todo.values())
-    size = max(1, min(16, math.ceil(len(fresh) / max(1, 4 * getattr(executor, "workers", 1)))))
-    chunks = [fresh[i:i + size] for i in range(0, len(fresh), size)]
+    chunks = chunk_points(fresh, getattr(executor, "workers", 1))
     by_key = {p.key: p for p in fresh}
     for res in executor.map_unordered(evaluate_batch, chunks):
         for r in res:
@@ -296,25 +325,92 @@ def grid_settings(spec: TuneSpec) -> list[dict]:
             for combo in itertools.product(*(spec.knobs[k] for k in keys))]
 
 
+POOL_MIN_CALLS = {"fork": 200, "forkserver": 4_000}
+"""A tuning run on ``process[:N]`` starts its pool only when its simulations make at least
+this many calls in all (by the pool's start method, :func:`~perfsim.batch.executors.
+pick_start_method`); below, it runs them in this process. Starting a ``fork`` pool and
+feeding it costs about what 100 simulated calls do (0.6 ms each on ``ipi_storm``,
+2026-12-01), a ``forkserver`` pool (a fresh interpreter importing perfsim and pandas) what
+1,000-2,000 do; a pool of two halves the rest. The rows are the same either way."""
+
+PREFETCH = ("scipy.special",)
+"""What the analysis imports (the t quantiles), imported in a thread while a pool simulates."""
+
+
+def tune_work(spec: TuneSpec, points: list[Point], trials: int | None = None
+              ) -> tuple[int, int | None]:
+    """The simulations a tuning will run and the calls they make in all (None when a stream
+    has no ``count``): the distinct simulations of ``points`` for a grid; for optuna the
+    baseline's plus ``trials`` (default ``search.trials``) × ``replications``, each making
+    as many calls as the baseline's."""
+    fresh = {simulation_key(p): p for p in points}
+    sims = len(fresh)
+    per = [expected_calls(p.workload) for p in fresh.values()]
+    if spec.method() == "optuna":
+        extra = (spec.search.trials if trials is None else trials) * spec.replications
+        sims += extra
+        per += per[:1] * extra
+    return sims, (None if any(c is None for c in per) else sum(per))
+
+
+def pool_worth_starting(sims: int, calls: int | None, workers: int, start_method: str) -> bool:
+    """Whether ``sims`` simulations making ``calls`` calls (None: unknown) are worth a pool of
+    ``workers`` started with ``start_method`` (:data:`POOL_MIN_CALLS`)."""
+    if workers < 2 or sims < 2:
+        return False
+    return calls is None or calls >= POOL_MIN_CALLS[start_method]
+
+
+def tune_executor(executor, spec: TuneSpec, points: list[Point], trials: int | None = None):
+    """The executor a tuning runs on when given an ``--executor`` string: a process pool
+    only when :func:`pool_worth_starting` says so for :func:`tune_work`, otherwise this
+    process (the same rows)."""
+    from perfsim.batch.executors import (
+        SerialExecutor,
+        cpu_count,
+        make_executor,
+        parse_executor,
+        pick_start_method,
+    )
+
+    kind, arg = parse_executor(executor)
+    if kind == "process":
+        sims, calls = tune_work(spec, points, trials)
+        if not pool_worth_starting(sims, calls, arg or cpu_count(), pick_start_method()):
+            return SerialExecutor()
+    return make_executor(executor)
+
+
 def run_tune(spec: TuneSpec, *, executor=None, quiet: bool = False,
-             state_dir: str | Path | None = None, trials: int | None = None) -> TuneResult:
+             state_dir: str | Path | None = None, trials: int | None = None,
+             prefetch: tuple[str, ...] = ()) -> TuneResult:
     """Run a tuning and analyse it. ``executor``: an executor object or ``--executor``
-    string (default: a process pool on all cores). ``state_dir``: where optuna keeps its
-    SQLite storage (``<state_dir>/<name>-<digest>.db``); rerunning resumes it."""
-    from perfsim.batch.executors import make_executor
+    string (default: a process pool on all cores, or this process for a small tuning, see
+    :func:`tune_executor`). ``state_dir``: where optuna keeps its SQLite storage
+    (``<state_dir>/<name>-<digest>.db``); rerunning resumes it. ``prefetch``: modules the
+    caller needs next (e.g. the report writer's), imported with :data:`PREFETCH` in a thread
+    while a pool simulates."""
+    from perfsim.batch.executors import parse_executor, prefetch_imports
 
     t0 = time.perf_counter()
     method = spec.method()
     own = not hasattr(executor, "map_unordered")
-    ex = make_executor(executor) if own else executor
+    if own:
+        parse_executor(executor)  # a bad --executor fails before anything is resolved
+    # Validate every knob value before running anything (clear errors up front).
+    base_pts = settings_points(spec, [{}])
+    for p in base_pts:
+        object.__setattr__(p, "index", -1)
+    pts: list[Point] = []
+    if method == "grid":
+        settings = grid_settings(spec)
+        pts = settings_points(spec, settings)
+    ex = tune_executor(executor, spec, base_pts + pts, trials) if own else executor
+    loader = None
     try:
-        # Validate every knob value before running anything (clear errors up front).
-        base_pts = settings_points(spec, [{}])
-        for p in base_pts:
-            object.__setattr__(p, "index", -1)
+        if getattr(ex, "workers", 1) > 1:  # the pool's workers exist: a thread is safe now
+            loader = prefetch_imports(PREFETCH + tuple(prefetch))
         if method == "grid":
-            settings = grid_settings(spec)
-            pts = settings_points(spec, settings)
             bar = _progress(len(pts) + len(base_pts), quiet, f"tune {spec.name}")
             rows = _run_points(base_pts + pts, ex, bar)
             if bar is not None:
@@ -325,6 +421,8 @@ def run_tune(spec: TuneSpec, *, executor=None, quiet: bool = False,
     finally:
         if own:
             ex.close()
+        if loader is not None:
+            loader.join()
     runs = pd.DataFrame(rows).sort_values(["cell", "replication"], ignore_index=True)
     res = analyze(spec, method, runs)
     res.wall_s = time.perf_counter() - t0
