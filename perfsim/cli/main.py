@@ -92,19 +92,31 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(message, self.prog)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """The top-level parser with every subcommand of :data:`SUBCOMMANDS` registered; every
-    parser's help ends with the exit statuses it can return."""
+    parser's help ends with the exit statuses it can return. Given the command line
+    ``argv`` whose first word names a subcommand, only that subcommand's module is imported
+    and registered (each pulls in what its command needs: pandas, matplotlib, SimPy, ...,
+    about half a second that ``perfsim plan`` or ``perfsim tune`` need not pay for the
+    others); any other command line (``perfsim``, ``perfsim --help``, a misspelt command)
+    gets them all, so its help and errors list every command."""
     parser = Parser(prog="perfsim", description=DESCRIPTION, epilog=EPILOG,
                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"perfsim {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands",
                                 parser_class=Parser)
-    for name in SUBCOMMANDS:
+    for name in _wanted(argv):
         importlib.import_module(f"perfsim.cli.{name}").register(sub)
     for name, p in sub.choices.items():
         _add_exit_status(p, EXTRA_EXIT_STATUS.get(name, {}))
     return parser
+
+
+def _wanted(argv: Sequence[str] | None) -> tuple[str, ...]:
+    """The subcommands to register for ``argv``: the one its first word names, else all."""
+    if argv and argv[0] in SUBCOMMANDS:
+        return (argv[0],)
+    return tuple(SUBCOMMANDS)
 
 
 def _add_exit_status(p: argparse.ArgumentParser, extra: dict[int, str]) -> None:
@@ -147,9 +159,10 @@ def _fail(message: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status (the console script exits with it)."""
     try:
-        parser = build_parser()
+        words = list(sys.argv[1:] if argv is None else argv)
+        parser = build_parser(words)
         try:
-            args, extra = parser.parse_known_args(list(sys.argv[1:] if argv is None else argv))
+            args, extra = parser.parse_known_args(words)
             if extra:
                 cmd = getattr(args, "command", None)
                 raise UsageError(f"unrecognized arguments: {' '.join(extra)}",
