@@ -176,6 +176,19 @@ def _segment_records_of_lists(lock_sets, lock_set, c, total, ipis, stolen, cum, 
     return SegmentRecords(tuple(holds), flush, credits)
 
 
+def lock_ids(steps) -> list[int]:
+    """``steps.lock_set`` as a Python list; from its row tuples when the table keeps them
+    (``Steps.row_tuples``), numbered as the table numbers them (``steps.lock_sets``), so its
+    columns are not made for it."""
+    rows = steps.row_tuples
+    if rows is None:
+        return steps.lock_set.tolist()
+    if len(steps.lock_sets) <= 1:
+        return [0] * len(steps)
+    ids = {k: i for i, k in enumerate(steps.lock_sets)}
+    return [ids[k] for k in rows[1]]
+
+
 def _bounds(steps, n: int, hot_locks, ptl_hot) -> list:
     """``(first row, end row, contended)`` of each segment of the plan."""
     if n and ptl_hot is None and not hot_locks:
@@ -200,7 +213,7 @@ def _small_template(steps, profile, cpus: int, hot_locks, ptl_hot, folio,
     cum = list(accumulate(total, initial=0))
     rmap, flushes = c[_C_RMAP], c[_C_FLUSHES]
     any_hot = any(h for _a, _b, h in bounds)
-    lock_set = steps.lock_set.tolist() if any_hot or any(rmap) else None
+    lock_set = lock_ids(steps) if any_hot or any(rmap) else None
     lock_sets = steps.lock_sets
     segs, recs = [], []
     for a, b, h in bounds:
@@ -208,18 +221,20 @@ def _small_template(steps, profile, cpus: int, hot_locks, ptl_hot, folio,
         recs.append(None if h else _segment_records_of_lists(lock_sets, lock_set, c, total,
                                                              ipis, stolen, cum, a, b))
     kind = c[_C_KIND]
-    stats = tuple(CallStats(
-        steps=n, segments=len(bounds),
-        ptes_moved=sum(compress(c[_C_PTES], map(eq, kind, repeat(S.K_PTE_MOVE)))),
-        pmd_moves=kind.count(S.K_PMD_MOVE),
-        pud_moves=kind.count(S.K_PUD_MOVE) + kind.count(S.K_HUGE_PUD_MOVE),
-        thp_moves=kind.count(S.K_THP_MOVE),
-        tlb_flushes=sum(flushes), ipis=sum(ipis),
-        rmap_holds=sum(map(gt, rmap, repeat(0))),
-        tables_allocated=sum(map(sum, itemgetter(*_C_ALLOCS)(c))),
-        tables_freed=sum(c[_C_FREED]),
-        **dict(zip(_COST_FIELDS, rc.category_totals(), strict=True)),
-    ))
+    # CallStats' fields in their order (CALL_STAT_COLUMNS; a test holds this tuple to the
+    # keyword-built record of _array_template), then the cost categories
+    stats = (
+        n, len(bounds),
+        sum(compress(c[_C_PTES], map(eq, kind, repeat(S.K_PTE_MOVE)))),
+        kind.count(S.K_PMD_MOVE),
+        kind.count(S.K_PUD_MOVE) + kind.count(S.K_HUGE_PUD_MOVE),
+        kind.count(S.K_THP_MOVE),
+        sum(flushes), sum(ipis),
+        sum(map(gt, rmap, repeat(0))),
+        sum(map(sum, itemgetter(*_C_ALLOCS)(c))),
+        sum(c[_C_FREED]),
+        *rc.category_totals(),
+    )
     if any_hot:
         row_flush = [None] * n
         full, pages = c[_C_FLUSH_FULL], c[_C_FLUSH_PAGES]
@@ -348,14 +363,35 @@ def _array_template(steps, profile, cpus: int, rng, hot_locks, ptl_hot, folio,
 _SIGNATURE_OF = itemgetter(*SIGNATURE_COLUMNS)
 
 
+#: The dtypes of a table frozen from row tuples: its lock-set ids', then its
+#: :data:`SIGNATURE_COLUMNS`' (what ``Steps`` makes its columns with).
+ROW_DTYPES = (np.dtype(np.int32), *(np.dtype(S._DTYPES.get(c, np.int32))
+                                    for c in SIGNATURE_COLUMNS))
+_SIGNATURE_OF_ROW = itemgetter(*(S.ROW_FIELDS.index(c) for c in SIGNATURE_COLUMNS))
+
+
 def _dense_key(part) -> tuple:
-    """A dense part's key: its lock-set names, the dtypes of its lock-set ids and of its
-    :data:`SIGNATURE_COLUMNS`, and all their bytes (C order whatever the strides) joined:
-    with the part's length in the plan's key and each dtype's size, every column's bytes
-    are delimited, so equal keys mean equal columns."""
+    """A dense part's key. A part of at most :data:`~perfsim.cost.model.SCALAR_ROWS` rows
+    with the dtypes of :data:`ROW_DTYPES` (every walked plan): ``(lock-set names, those
+    dtypes, lock-set ids, rows)``, its ids and its rows' :data:`SIGNATURE_COLUMNS` as tuples
+    of Python ints, read from its row tuples when it keeps them (its columns are then never
+    made), else from its columns. Any other part: ``(lock-set names, dtypes of its lock-set
+    ids and of its signature columns, all their bytes joined)`` (C order whatever the
+    strides; with the plan's length and each dtype's size, every column's bytes are
+    delimited). Which form a part gets depends only on its length and dtypes, and either
+    form is equal exactly when the lock sets, dtypes and values are: two keys are equal
+    exactly when the columns and dtypes are (``tests/test_t13_price2_rows.py``)."""
+    n = len(part)
+    rows = part.row_tuples
+    if rows is not None and n <= SCALAR_ROWS:
+        return (part.lock_sets, ROW_DTYPES, tuple(lock_ids(part)),
+                tuple(map(_SIGNATURE_OF_ROW, rows[0])))
     arrays = (part.lock_set, *_SIGNATURE_OF(part.cols))
-    return (part.lock_sets, tuple([a.dtype for a in arrays]),
-            b"".join([a.tobytes() for a in arrays]))
+    dtypes = tuple([a.dtype for a in arrays])
+    if n <= SCALAR_ROWS and dtypes == ROW_DTYPES:
+        return (part.lock_sets, ROW_DTYPES, tuple(part.lock_set.tolist()),
+                tuple(zip(*[a.tolist() for a in arrays[1:]])))
+    return (part.lock_sets, dtypes, b"".join([a.tobytes() for a in arrays]))
 
 
 def signature(steps, cpus: int) -> tuple | None:
