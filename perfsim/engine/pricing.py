@@ -44,6 +44,7 @@ from perfsim.cost.model import (
 )
 from perfsim.engine.coalesce import contended_rows, segments
 from perfsim.engine.records import CallStats
+from perfsim.engine.records import ColumnList as _L
 from perfsim.planner import steps as S
 
 _I64 = np.int64
@@ -74,7 +75,10 @@ class SegmentRecords:
     ``t0 + offset``. ``flush``: ``(steps, offsets_ns, full, pages, targets, stolen_ns)`` or
     None; a flush happens at ``t0 + offset``. ``credits``: for the *j*-th other CPU of the
     mm (in cpumask order), the ``(offset_ns, stolen_ns)`` of every flush that interrupts it
-    (a flush with ``targets = t`` interrupts the first ``t``). Built once, never changed
+    (a flush with ``targets = t`` interrupts the first ``t``). The steps, offsets and the
+    rest are numpy arrays, or Python lists in a small template (the engine only hands them
+    to its record blocks, which make them arrays of ``records.SEGMENT_DTYPES`` when the
+    tables are read). Built once, never changed
     (a plain slotted class: one is made per template miss)."""
 
     __slots__ = ("holds", "flush", "credits")
@@ -148,30 +152,30 @@ def _segment_records_of_lists(lock_sets, lock_set, c, total, ipis, stolen, cum, 
                               b: int) -> SegmentRecords:
     """:func:`_segment_records` from Python lists (``c``: the plan's
     :func:`~perfsim.cost.model.column_lists`; ``lock_set``: its per-row lock-set ids, or
-    None when no row takes an rmap lock): the same arrays, with the same dtypes."""
+    None when no row takes an rmap lock): the same values, as Python lists
+    (:class:`~perfsim.engine.records.ColumnList`: ints; bools for ``full``), which the
+    engine only hands to its record blocks (``records.SEGMENT_DTYPES`` makes them the
+    arrays' dtypes when the tables are read)."""
     base = cum[a]
     holds = []
     rows = range(a, b)
     rm = list(compress(rows, map(gt, c[_C_RMAP][a:b], repeat(0))))
     if rm:
         for sid in sorted({lock_set[i] for i in rm}):
-            sel = [i for i in rm if lock_set[i] == sid]
-            at = np.array(sel, _I64)
-            o = np.array([cum[i] - base for i in sel], _I64)
-            h = np.array([total[i] for i in sel], _I64)
+            sel = _L([i for i in rm if lock_set[i] == sid])
+            o = _L([cum[i] - base for i in sel])
+            h = _L([total[i] for i in sel])
             for name in lock_sets[sid]:
-                holds.append((name, at, o, h))
+                holds.append((name, sel, o, h))
     flush = None
     credits = ()
     fl = list(compress(rows, c[_C_FLUSHES][a:b]))
     if fl:
-        ol = [cum[i + 1] - base for i in fl]
-        tl = [ipis[i] for i in fl]
-        sl = [stolen[i] for i in fl]
+        ol = _L([cum[i + 1] - base for i in fl])
+        tl = _L([ipis[i] for i in fl])
+        sl = _L([stolen[i] for i in fl])
         full, pages = c[_C_FLUSH_FULL], c[_C_FLUSH_PAGES]
-        flush = (np.array(fl, _I64), np.array(ol, _I64), np.array([full[i] for i in fl], bool),
-                 np.array([pages[i] for i in fl], _I64), np.array(tl, _I64),
-                 np.array(sl, _I64))
+        flush = (_L(fl), ol, _L([bool(full[i]) for i in fl]), _L([pages[i] for i in fl]), tl, sl)
         credits = _credits(ol, tl, sl)
     return SegmentRecords(tuple(holds), flush, credits)
 
