@@ -191,3 +191,40 @@ def test_workload_plans_key_and_price_as_their_columns(name):
     for p in plans:
         _same_template(build_template(p.steps, prof, 4, None, cache.hot_locks, None),
                        _array_template(p.steps, prof, 4, None, cache.hot_locks, None, None))
+
+
+def _credits_by_definition(offsets, targets, stolen) -> tuple:
+    """For the j-th other CPU, the (offset, stolen) of every flush with more than j targets."""
+    return tuple(tuple((o, s) for o, t, s in zip(offsets, targets, stolen, strict=True) if t > j)
+                 for j in range(max(targets, default=0)))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_segment_credits_of_flushes_with_equal_targets_share_one_tuple(seed):
+    from perfsim.engine.pricing import _credits
+
+    rng = np.random.default_rng(seed)
+    for _ in range(40):
+        f = int(rng.integers(0, 6))
+        offsets = np.sort(rng.integers(0, 10**6, f)).tolist()
+        stolen = rng.integers(0, 5000, f).tolist()
+        t = int(rng.integers(0, 8))
+        for targets in ([t] * f, rng.integers(0, 8, f).tolist()):
+            got = _credits(offsets, targets, stolen)
+            assert got == _credits_by_definition(offsets, targets, stolen)
+            for j in range(1, len(got)):
+                if got[j] == got[j - 1]:
+                    assert got[j] is got[j - 1]
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_column_sequences_are_the_column_lists(seed):
+    from perfsim.cost.model import column_sequences
+
+    rng = np.random.default_rng(70 + seed)
+    for _ in range(20):
+        rows, names = _random_rows(rng, int(rng.integers(1, 30)))
+        t = _rows_steps(rows, names)
+        assert [list(c) for c in column_sequences(t)] == column_lists(t)
+        cols = S.Steps({k: v.copy() for k, v in t.cols.items()}, t.lock_sets, t.lock_set)
+        assert column_sequences(cols) == column_lists(cols) == column_lists(t)

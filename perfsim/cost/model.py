@@ -165,6 +165,16 @@ def column_lists(steps: S.Steps) -> list[list[int]]:
     return [cols[c].tolist() for c in LIST_COLUMNS]
 
 
+def column_sequences(steps: S.Steps) -> list:
+    """:func:`column_lists`, each column a tuple instead of a list when read from the row
+    tuples (for a reader that only indexes, slices and counts them): the same values."""
+    rows = steps.row_tuples
+    if rows is not None and rows[0]:
+        return list(_LIST_OF_ROW(list(zip(*rows[0]))))
+    cols = steps.cols
+    return [cols[c].tolist() for c in LIST_COLUMNS]
+
+
 def _count_matrix(steps: S.Steps, ipis: np.ndarray, folio: FolioBatching | None
                   ) -> np.ndarray:
     """:func:`param_counts` as one (parameters x rows) int64 array, parameter ``p`` on row

@@ -36,7 +36,7 @@ from perfsim.cost.model import (
     CATEGORIES,
     LIST_COLUMNS,
     SCALAR_ROWS,
-    column_lists,
+    column_sequences,
     periodic_jittered_row_costs,
     periodic_row_costs,
     scalar_row_costs,
@@ -110,6 +110,11 @@ class CallTemplate:
 def _credits(offsets: list, targets: list, stolen: list) -> tuple:
     """:attr:`SegmentRecords.credits` of a segment's flushes (their offsets, IPI targets and
     stolen times, in row order)."""
+    first = targets[0] if targets else 0
+    if targets.count(first) == len(targets):
+        # every flush interrupts the same CPUs (a shootdown reaching the mm's other CPUs):
+        # each of them is reached by every flush, one tuple shared, as the loop below gives
+        return (tuple(zip(offsets, stolen, strict=True)),) * first
     cr = []
     counts = set(targets)
     for j in range(max(targets, default=0)):
@@ -159,7 +164,8 @@ def _segment_records_of_lists(lock_sets, lock_set, c, total, ipis, stolen, cum, 
     base = cum[a]
     holds = []
     rows = range(a, b)
-    rm = list(compress(rows, map(gt, c[_C_RMAP][a:b], repeat(0))))
+    rmap = c[_C_RMAP][a:b]
+    rm = list(compress(rows, map(gt, rmap, repeat(0)))) if any(rmap) else ()
     if rm:
         for sid in sorted({lock_set[i] for i in rm}):
             sel = _L([i for i in rm if lock_set[i] == sid])
@@ -210,7 +216,7 @@ def _small_template(steps, profile, cpus: int, hot_locks, ptl_hot, folio,
     Python lists (:func:`~perfsim.cost.model.scalar_row_costs`, with its ``memo``): no
     numpy call but the arrays a segment records."""
     n = len(steps)
-    c = column_lists(steps)
+    c = column_sequences(steps)
     rc = scalar_row_costs(c, profile, cpus, folio, memo)
     bounds = _bounds(steps, n, hot_locks, ptl_hot)
     total, ipis, stolen = rc.total_list, rc.ipis_list, rc.stolen_list
@@ -244,7 +250,7 @@ def _small_template(steps, profile, cpus: int, hot_locks, ptl_hot, folio,
         full, pages = c[_C_FLUSH_FULL], c[_C_FLUSH_PAGES]
         for i in compress(range(n), flushes):
             row_flush[i] = (bool(full[i]), pages[i], ipis[i], stolen[i])
-        lists = (total, lock_set, rmap, row_flush)
+        lists = (total, lock_set, list(rmap), row_flush)
     else:
         lists = ([], [], [], [])
     return CallTemplate(rc, tuple(segs), tuple(recs), any_hot, *lists, stats)
