@@ -7,7 +7,11 @@ For each workload given (default ``ipi_storm`` and ``allocator_realloc``), the f
 ``--calls`` calls of each of its synthetic streams (``SyntheticDraws`` from seed 5, an mm of
 4 CPUs) are laid out (``layout_call``: the address space and its page tables), planned
 (``plan_mremap``) and priced (``build_template`` with the workload's default cost profile,
-on steps whose columns are already materialised, so this is a template miss). Each part is
+on steps whose columns are already materialised, so this is a template miss). The part
+"template (run memo)" prices the same plans as the engine prices a miss: freshly planned
+(their columns not made unless pricing makes them), through one row memo (a fresh dict
+per rep, shared by all the calls of the rep, as ``TemplateCache.row_memo`` is by a run's
+calls); it is timed before "template", which then reads the columns. Each part is
 timed over all the calls with ``time.process_time``, best of ``--reps``, and printed per
 call in microseconds. ``--against TREE`` (a checkout of an earlier commit) measures that
 tree first in a child process, then this one, alternating ``--rounds`` times, and prints
@@ -28,7 +32,7 @@ from tree import use_tree  # noqa: E402
 
 ROOT = use_tree(__file__)
 
-PARTS = ("layout", "plan", "template")
+PARTS = ("layout", "plan", "template", "template (run memo)")
 
 
 def measure(names: list[str], calls: int, reps: int) -> dict[str, dict[str, float]]:
@@ -62,6 +66,12 @@ def measure(names: list[str], calls: int, reps: int) -> dict[str, dict[str, floa
             c = time.process_time()
             plans = [plan_mremap(space, req, target) for space, req in pairs]
             best["plan"] = min(best["plan"], time.process_time() - c)
+            memo: dict = {}
+            c = time.process_time()
+            for p in plans:
+                build_template(p.steps, prof, 4, None, (), None, None, memo)
+            best["template (run memo)"] = min(best["template (run memo)"],
+                                              time.process_time() - c)
             for p in plans:
                 p.steps.cols  # noqa: B018 - materialise outside the timed part
             c = time.process_time()

@@ -150,8 +150,27 @@ LIST_COLUMNS = ROW_COLUMNS + ("ipis",)
 SCALAR_ROWS = 48
 
 
+#: Positions of :data:`LIST_COLUMNS` in a plan's row tuples (``steps.ROW_FIELDS``).
+_LIST_OF_ROW = itemgetter(*(S.ROW_FIELDS.index(c) for c in LIST_COLUMNS))
+
+
 def column_lists(steps: S.Steps) -> list[list[int]]:
-    """The plan's :data:`LIST_COLUMNS` as Python lists (one ``tolist`` each)."""
+    """The plan's :data:`LIST_COLUMNS` as Python lists of ints: read from its row tuples
+    when it keeps them (``Steps.row_tuples``: a walked plan; its columns are then never
+    made), else one ``tolist`` per column. The same values either way."""
+    rows = steps.row_tuples
+    if rows is not None and rows[0]:
+        return list(map(list, _LIST_OF_ROW(list(zip(*rows[0])))))
+    cols = steps.cols
+    return [cols[c].tolist() for c in LIST_COLUMNS]
+
+
+def column_sequences(steps: S.Steps) -> list:
+    """:func:`column_lists`, each column a tuple instead of a list when read from the row
+    tuples (for a reader that only indexes, slices and counts them): the same values."""
+    rows = steps.row_tuples
+    if rows is not None and rows[0]:
+        return list(_LIST_OF_ROW(list(zip(*rows[0]))))
     cols = steps.cols
     return [cols[c].tolist() for c in LIST_COLUMNS]
 

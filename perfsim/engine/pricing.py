@@ -36,7 +36,7 @@ from perfsim.cost.model import (
     CATEGORIES,
     LIST_COLUMNS,
     SCALAR_ROWS,
-    column_lists,
+    column_sequences,
     periodic_jittered_row_costs,
     periodic_row_costs,
     scalar_row_costs,
@@ -44,6 +44,7 @@ from perfsim.cost.model import (
 )
 from perfsim.engine.coalesce import contended_rows, segments
 from perfsim.engine.records import CallStats
+from perfsim.engine.records import ColumnList as _L
 from perfsim.planner import steps as S
 
 _I64 = np.int64
@@ -74,7 +75,10 @@ class SegmentRecords:
     ``t0 + offset``. ``flush``: ``(steps, offsets_ns, full, pages, targets, stolen_ns)`` or
     None; a flush happens at ``t0 + offset``. ``credits``: for the *j*-th other CPU of the
     mm (in cpumask order), the ``(offset_ns, stolen_ns)`` of every flush that interrupts it
-    (a flush with ``targets = t`` interrupts the first ``t``). Built once, never changed
+    (a flush with ``targets = t`` interrupts the first ``t``). The steps, offsets and the
+    rest are numpy arrays, or Python lists in a small template (the engine only hands them
+    to its record blocks, which make them arrays of ``records.SEGMENT_DTYPES`` when the
+    tables are read). Built once, never changed
     (a plain slotted class: one is made per template miss)."""
 
     __slots__ = ("holds", "flush", "credits")
@@ -106,6 +110,11 @@ class CallTemplate:
 def _credits(offsets: list, targets: list, stolen: list) -> tuple:
     """:attr:`SegmentRecords.credits` of a segment's flushes (their offsets, IPI targets and
     stolen times, in row order)."""
+    first = targets[0] if targets else 0
+    if targets.count(first) == len(targets):
+        # every flush interrupts the same CPUs (a shootdown reaching the mm's other CPUs):
+        # each of them is reached by every flush, one tuple shared, as the loop below gives
+        return (tuple(zip(offsets, stolen, strict=True)),) * first
     cr = []
     counts = set(targets)
     for j in range(max(targets, default=0)):
@@ -148,32 +157,46 @@ def _segment_records_of_lists(lock_sets, lock_set, c, total, ipis, stolen, cum, 
                               b: int) -> SegmentRecords:
     """:func:`_segment_records` from Python lists (``c``: the plan's
     :func:`~perfsim.cost.model.column_lists`; ``lock_set``: its per-row lock-set ids, or
-    None when no row takes an rmap lock): the same arrays, with the same dtypes."""
+    None when no row takes an rmap lock): the same values, as Python lists
+    (:class:`~perfsim.engine.records.ColumnList`: ints; bools for ``full``), which the
+    engine only hands to its record blocks (``records.SEGMENT_DTYPES`` makes them the
+    arrays' dtypes when the tables are read)."""
     base = cum[a]
     holds = []
     rows = range(a, b)
-    rm = list(compress(rows, map(gt, c[_C_RMAP][a:b], repeat(0))))
+    rmap = c[_C_RMAP][a:b]
+    rm = list(compress(rows, map(gt, rmap, repeat(0)))) if any(rmap) else ()
     if rm:
         for sid in sorted({lock_set[i] for i in rm}):
-            sel = [i for i in rm if lock_set[i] == sid]
-            at = np.array(sel, _I64)
-            o = np.array([cum[i] - base for i in sel], _I64)
-            h = np.array([total[i] for i in sel], _I64)
+            sel = _L([i for i in rm if lock_set[i] == sid])
+            o = _L([cum[i] - base for i in sel])
+            h = _L([total[i] for i in sel])
             for name in lock_sets[sid]:
-                holds.append((name, at, o, h))
+                holds.append((name, sel, o, h))
     flush = None
     credits = ()
     fl = list(compress(rows, c[_C_FLUSHES][a:b]))
     if fl:
-        ol = [cum[i + 1] - base for i in fl]
-        tl = [ipis[i] for i in fl]
-        sl = [stolen[i] for i in fl]
+        ol = _L([cum[i + 1] - base for i in fl])
+        tl = _L([ipis[i] for i in fl])
+        sl = _L([stolen[i] for i in fl])
         full, pages = c[_C_FLUSH_FULL], c[_C_FLUSH_PAGES]
-        flush = (np.array(fl, _I64), np.array(ol, _I64), np.array([full[i] for i in fl], bool),
-                 np.array([pages[i] for i in fl], _I64), np.array(tl, _I64),
-                 np.array(sl, _I64))
+        flush = (_L(fl), ol, _L([bool(full[i]) for i in fl]), _L([pages[i] for i in fl]), tl, sl)
         credits = _credits(ol, tl, sl)
     return SegmentRecords(tuple(holds), flush, credits)
+
+
+def lock_ids(steps) -> list[int]:
+    """``steps.lock_set`` as a Python list; from its row tuples when the table keeps them
+    (``Steps.row_tuples``), numbered as the table numbers them (``steps.lock_sets``), so its
+    columns are not made for it."""
+    rows = steps.row_tuples
+    if rows is None:
+        return steps.lock_set.tolist()
+    if len(steps.lock_sets) <= 1:
+        return [0] * len(steps)
+    ids = {k: i for i, k in enumerate(steps.lock_sets)}
+    return [ids[k] for k in rows[1]]
 
 
 def _bounds(steps, n: int, hot_locks, ptl_hot) -> list:
@@ -193,14 +216,14 @@ def _small_template(steps, profile, cpus: int, hot_locks, ptl_hot, folio,
     Python lists (:func:`~perfsim.cost.model.scalar_row_costs`, with its ``memo``): no
     numpy call but the arrays a segment records."""
     n = len(steps)
-    c = column_lists(steps)
+    c = column_sequences(steps)
     rc = scalar_row_costs(c, profile, cpus, folio, memo)
     bounds = _bounds(steps, n, hot_locks, ptl_hot)
     total, ipis, stolen = rc.total_list, rc.ipis_list, rc.stolen_list
     cum = list(accumulate(total, initial=0))
     rmap, flushes = c[_C_RMAP], c[_C_FLUSHES]
     any_hot = any(h for _a, _b, h in bounds)
-    lock_set = steps.lock_set.tolist() if any_hot or any(rmap) else None
+    lock_set = lock_ids(steps) if any_hot or any(rmap) else None
     lock_sets = steps.lock_sets
     segs, recs = [], []
     for a, b, h in bounds:
@@ -208,24 +231,26 @@ def _small_template(steps, profile, cpus: int, hot_locks, ptl_hot, folio,
         recs.append(None if h else _segment_records_of_lists(lock_sets, lock_set, c, total,
                                                              ipis, stolen, cum, a, b))
     kind = c[_C_KIND]
-    stats = tuple(CallStats(
-        steps=n, segments=len(bounds),
-        ptes_moved=sum(compress(c[_C_PTES], map(eq, kind, repeat(S.K_PTE_MOVE)))),
-        pmd_moves=kind.count(S.K_PMD_MOVE),
-        pud_moves=kind.count(S.K_PUD_MOVE) + kind.count(S.K_HUGE_PUD_MOVE),
-        thp_moves=kind.count(S.K_THP_MOVE),
-        tlb_flushes=sum(flushes), ipis=sum(ipis),
-        rmap_holds=sum(map(gt, rmap, repeat(0))),
-        tables_allocated=sum(map(sum, itemgetter(*_C_ALLOCS)(c))),
-        tables_freed=sum(c[_C_FREED]),
-        **dict(zip(_COST_FIELDS, rc.category_totals(), strict=True)),
-    ))
+    # CallStats' fields in their order (CALL_STAT_COLUMNS; a test holds this tuple to the
+    # keyword-built record of _array_template), then the cost categories
+    stats = (
+        n, len(bounds),
+        sum(compress(c[_C_PTES], map(eq, kind, repeat(S.K_PTE_MOVE)))),
+        kind.count(S.K_PMD_MOVE),
+        kind.count(S.K_PUD_MOVE) + kind.count(S.K_HUGE_PUD_MOVE),
+        kind.count(S.K_THP_MOVE),
+        sum(flushes), sum(ipis),
+        sum(map(gt, rmap, repeat(0))),
+        sum(map(sum, itemgetter(*_C_ALLOCS)(c))),
+        sum(c[_C_FREED]),
+        *rc.category_totals(),
+    )
     if any_hot:
         row_flush = [None] * n
         full, pages = c[_C_FLUSH_FULL], c[_C_FLUSH_PAGES]
         for i in compress(range(n), flushes):
             row_flush[i] = (bool(full[i]), pages[i], ipis[i], stolen[i])
-        lists = (total, lock_set, rmap, row_flush)
+        lists = (total, lock_set, list(rmap), row_flush)
     else:
         lists = ([], [], [], [])
     return CallTemplate(rc, tuple(segs), tuple(recs), any_hot, *lists, stats)
@@ -348,14 +373,35 @@ def _array_template(steps, profile, cpus: int, rng, hot_locks, ptl_hot, folio,
 _SIGNATURE_OF = itemgetter(*SIGNATURE_COLUMNS)
 
 
+#: The dtypes of a table frozen from row tuples: its lock-set ids', then its
+#: :data:`SIGNATURE_COLUMNS`' (what ``Steps`` makes its columns with).
+ROW_DTYPES = (np.dtype(np.int32), *(np.dtype(S._DTYPES.get(c, np.int32))
+                                    for c in SIGNATURE_COLUMNS))
+_SIGNATURE_OF_ROW = itemgetter(*(S.ROW_FIELDS.index(c) for c in SIGNATURE_COLUMNS))
+
+
 def _dense_key(part) -> tuple:
-    """A dense part's key: its lock-set names, the dtypes of its lock-set ids and of its
-    :data:`SIGNATURE_COLUMNS`, and all their bytes (C order whatever the strides) joined:
-    with the part's length in the plan's key and each dtype's size, every column's bytes
-    are delimited, so equal keys mean equal columns."""
+    """A dense part's key. A part of at most :data:`~perfsim.cost.model.SCALAR_ROWS` rows
+    with the dtypes of :data:`ROW_DTYPES` (every walked plan): ``(lock-set names, those
+    dtypes, lock-set ids, rows)``, its ids and its rows' :data:`SIGNATURE_COLUMNS` as tuples
+    of Python ints, read from its row tuples when it keeps them (its columns are then never
+    made), else from its columns. Any other part: ``(lock-set names, dtypes of its lock-set
+    ids and of its signature columns, all their bytes joined)`` (C order whatever the
+    strides; with the plan's length and each dtype's size, every column's bytes are
+    delimited). Which form a part gets depends only on its length and dtypes, and either
+    form is equal exactly when the lock sets, dtypes and values are: two keys are equal
+    exactly when the columns and dtypes are (``tests/test_t13_price2_rows.py``)."""
+    n = len(part)
+    rows = part.row_tuples
+    if rows is not None and n <= SCALAR_ROWS:
+        return (part.lock_sets, ROW_DTYPES, tuple(lock_ids(part)),
+                tuple(map(_SIGNATURE_OF_ROW, rows[0])))
     arrays = (part.lock_set, *_SIGNATURE_OF(part.cols))
-    return (part.lock_sets, tuple([a.dtype for a in arrays]),
-            b"".join([a.tobytes() for a in arrays]))
+    dtypes = tuple([a.dtype for a in arrays])
+    if n <= SCALAR_ROWS and dtypes == ROW_DTYPES:
+        return (part.lock_sets, ROW_DTYPES, tuple(part.lock_set.tolist()),
+                tuple(zip(*[a.tolist() for a in arrays[1:]])))
+    return (part.lock_sets, dtypes, b"".join([a.tobytes() for a in arrays]))
 
 
 def signature(steps, cpus: int) -> tuple | None:

@@ -13,6 +13,7 @@ every numeric column) always cover every row, kept or not.
 
 from __future__ import annotations
 
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -25,12 +26,15 @@ class Block:
     holds and flushes are blocks: their arrays come from the call template, their constants
     (caller, call) and ``t0`` from the clock. Blocks are stored as given and turned into
     columns when the table is read (:meth:`Table.to_frame`), consecutive blocks of one
-    layout in one numpy call per column, equal to one ``add_columns`` per block."""
+    layout in one numpy call per column, equal to one ``add_columns`` per block. A column
+    given a dtype in ``dtypes`` may be given as a Python list (a small call template's):
+    all the lists of a read are made one array of that dtype."""
 
-    __slots__ = ("columns", "consts", "arrays", "shifted", "numeric")
+    __slots__ = ("columns", "consts", "arrays", "shifted", "numeric", "dtypes")
 
     def __init__(self, table: Table, consts: tuple[tuple[str, object], ...],
-                 arrays: tuple[str, ...] = (), shifted: tuple[str, ...] = ()) -> None:
+                 arrays: tuple[str, ...] = (), shifted: tuple[str, ...] = (),
+                 dtypes: dict | None = None) -> None:
         names = [c for c, _ in consts] + list(arrays) + list(shifted)
         if sorted(names) != sorted(table.columns):
             raise ValueError(f"a block of table {table.name!r} must give each of its columns "
@@ -43,6 +47,11 @@ class Block:
         where.update({c: ("array", k) for k, c in enumerate(arrays)})
         where.update({c: ("shifted", k) for k, c in enumerate(shifted)})
         self.numeric = tuple((c, *where[c]) for c in table.numeric)
+        dtypes = dtypes or {}
+        # per given column (arrays, then shifted): the dtype a Python list given for it is
+        # made, or None when only numpy arrays may be given
+        self.dtypes = (tuple(dtypes.get(c) for c in arrays),
+                       tuple(dtypes.get(c) for c in shifted))
 
     def frame_columns(self, blocks: list[tuple]) -> dict[str, np.ndarray]:
         """The columns of consecutive stored blocks ``(n, consts, arrays, shifted, t0)``."""
@@ -53,20 +62,42 @@ class Block:
             for k, (c, dt) in enumerate(self.consts):
                 out[c] = np.full(n, consts[k], dtype=dt)
             for k, c in enumerate(self.arrays):
-                out[c] = arrays[k]
+                out[c] = _joined([arrays[k]], self.dtypes[0][k], n)
             for k, c in enumerate(self.shifted):
-                out[c] = shifted[k] + t0
+                out[c] = _joined([shifted[k]], self.dtypes[1][k], n) + t0
             return out
+        total = sum(ns)
         for k, (c, dt) in enumerate(self.consts):
             out[c] = np.repeat(np.array([b[1][k] for b in blocks], dtype=dt), ns)
         for k, c in enumerate(self.arrays):
-            out[c] = np.concatenate([b[2][k] for b in blocks])
+            out[c] = _joined([b[2][k] for b in blocks], self.dtypes[0][k], total)
         if self.shifted:
             t0s = np.array([b[4] for b in blocks], np.int64)
             for k, c in enumerate(self.shifted):
-                offs = np.concatenate([b[3][k] for b in blocks])
+                offs = _joined([b[3][k] for b in blocks], self.dtypes[1][k], total)
                 out[c] = offs + np.repeat(t0s.astype(offs.dtype, copy=False), ns)
         return out
+
+
+class ColumnList(list):
+    """A block column given as a Python list (a small call template's holds and flushes):
+    a list that also answers ``tolist()`` as the numpy array it stands for does."""
+
+    __slots__ = ()
+
+    def tolist(self) -> list:
+        return list(self)
+
+
+def _joined(pieces: list, dtype, n: int) -> np.ndarray:
+    """One block column of ``pieces`` (numpy arrays, or Python lists of a column declared
+    with ``dtype`` in :class:`Block`): their concatenation, each list as ``np.array(piece,
+    dtype)`` would make it (all lists at once in one conversion; ``n`` rows in all)."""
+    if dtype is not None:
+        if all(isinstance(p, list) for p in pieces):
+            return np.fromiter(chain.from_iterable(pieces), dtype, n)
+        pieces = [np.array(p, dtype) if isinstance(p, list) else p for p in pieces]
+    return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
 
 
 class Table:
@@ -205,10 +236,9 @@ class Table:
                 self._update(c, sum(v * n for v, n in zip(vals, ns, strict=True)), max(vals))
                 continue
             if kind == "array":
-                a = np.concatenate([b[2][k] for b in blocks]) if len(blocks) > 1 \
-                    else blocks[0][2][k]
+                a = _joined([b[2][k] for b in blocks], block.dtypes[0][k], sum(ns))
             else:
-                offs = np.concatenate([b[3][k] for b in blocks])
+                offs = _joined([b[3][k] for b in blocks], block.dtypes[1][k], sum(ns))
                 a = offs + np.repeat(np.array([b[4] for b in blocks], offs.dtype), ns)
             self._update(c, int(a.sum()), int(a.max()))
 
@@ -385,6 +415,13 @@ WalkerWaitRecord = _record("WalkerWaitRecord", WALKER_COLUMNS)
 UserRecord = _record("UserRecord", USER_COLUMNS)
 
 
+#: The dtypes of a segment's hold and flush columns a call template may give as Python
+#: lists (``pricing.SegmentRecords``): what its numpy arrays have.
+SEGMENT_DTYPES = {c: np.dtype(np.int64) for c in (
+    "step", "hold_ns", "request_ns", "acquire_ns", "pages", "targets", "stolen_ns", "time_ns")}
+SEGMENT_DTYPES["full"] = np.dtype(bool)
+
+
 class Recorder:
     """The run's tables: calls, holds (rmap-lock holds), flushes, walker_waits, users."""
 
@@ -406,10 +443,11 @@ class Recorder:
         self.segment_holds = Block(self.holds, (("lock", object), ("holder", object),
                                                 ("mode", object), ("call", np.int64),
                                                 ("wait_ns", np.int64)),
-                                   ("step", "hold_ns"), ("request_ns", "acquire_ns"))
+                                   ("step", "hold_ns"), ("request_ns", "acquire_ns"),
+                                   SEGMENT_DTYPES)
         self.segment_flushes = Block(self.flushes, (("caller", object), ("call", np.int64)),
                                      ("step", "full", "pages", "targets", "stolen_ns"),
-                                     ("time_ns",))
+                                     ("time_ns",), SEGMENT_DTYPES)
 
     def tables(self) -> dict[str, Table]:
         return {"calls": self.calls, "holds": self.holds, "flushes": self.flushes,
