@@ -8,8 +8,8 @@ zaps nothing, and ``free_pgtables`` frees one contiguous run of PTE tables (the 
 and the PUD tables of the top-level entries left without PUD entries. The free order
 (``free_pgd_range``: per PUD entry its PTE tables then its PMD table, the PUD table last)
 is the PTE run with the few other tables inserted where their
-:func:`~perfsim.planner.gather.table_order_key` puts them, found by binary search over the
-run's own keys (no array over the run, no sort).
+:func:`~perfsim.planner.gather.table_order_key` puts them among the run's own keys (one
+binary search, no sort).
 
 :func:`unmap_moved_source` does what :func:`~perfsim.planner.unmap.unmap_arrays` does for
 that shape, with the same predicates (``free_range_bounds``, ``free_pte_table``,
@@ -19,8 +19,6 @@ array driver runs as before. tests/test_t13_big2_unmap.py holds the two to each 
 """
 
 from __future__ import annotations
-
-from bisect import bisect_right
 
 import numpy as np
 
@@ -96,10 +94,13 @@ def unmap_moved_source(target: Target, pt: PageTables, start: int, end: int, flo
     bt = None if a.pud_folded else free_range_bounds(start, end, floor, ceiling, 1 << a.p4d_shift)
     if bt is not None:
         w0, w1 = win_start >> us, ((win_end - 1) >> us) + 1
-        in_win = pud_idx[(pud_idx >= w0) & (pud_idx < w1)] >> (a.p4d_shift - us)
+        shift = a.p4d_shift - us
         live = set(tops)
         for top in range(bt[0] >> a.p4d_shift, ((bt[1] - 1) >> a.p4d_shift) + 1):
-            if free_pud_table(top in live, int(np.count_nonzero(in_win == top))):
+            # the PUD entries left under it that the window sees (pud_idx is sorted)
+            x, y = pud_idx.searchsorted((max(w0, top << shift),
+                                         max(w0, min(w1, (top + 1) << shift)))).tolist()
+            if free_pud_table(top in live, y - x):
                 live.discard(top)
                 others.append((top << a.p4d_shift, PUD_TABLE_PAGE))
         tops = frozenset(live)
@@ -108,8 +109,8 @@ def unmap_moved_source(target: Target, pt: PageTables, start: int, end: int, flo
     if others:
         keys = [table_order_key(target, ad, lv) for ad, lv in others]
         order = sorted(range(len(others)), key=keys.__getitem__)  # stable, as argsort's
-        run_key = _RunKey(target, f, ms)
-        pos = [bisect_right(range(n), keys[i], key=run_key) for i in order]
+        run_keys = table_order_key(target, addrs, PTE_TABLE)  # non-decreasing along the run
+        pos = run_keys.searchsorted([keys[i] for i in order], side="right")
         addrs, levels = insert_sorted(
             (addrs, levels), pos,
             (np.array([others[i][0] for i in order], np.int64),
@@ -120,14 +121,3 @@ def unmap_moved_source(target: Target, pt: PageTables, start: int, end: int, flo
                         pt.mask_pop)
     return new_pt, 0, n + len(others)
 
-
-class _RunKey:
-    """The free-order key of the ``i``-th PTE table of the run starting at PMD slot ``f``."""
-
-    __slots__ = ("target", "f", "ms")
-
-    def __init__(self, target: Target, f: int, ms: int) -> None:
-        self.target, self.f, self.ms = target, f, ms
-
-    def __call__(self, i: int) -> int:
-        return table_order_key(self.target, (self.f + i) << self.ms, PTE_TABLE)
