@@ -358,14 +358,15 @@ def _dense_parts(table: list[tuple], sizes: list[int], lock_sets: tuple) -> list
     rows. The values go through two (columns x rows) arrays, the int64 columns and the
     int32 ones; each table's column is a contiguous slice of one of their rows."""
     by_col = list(zip(*table))
-    wide = np.array([by_col[j] for j in _WIDE_J], np.int64)
-    narrow = np.array([by_col[j] for j in _NARROW_J], np.int32)
+    wide = list(np.array([by_col[j] for j in _WIDE_J], np.int64))
+    narrow = list(np.array([by_col[j] for j in _NARROW_J], np.int32))
+    rows = [(wide if w else narrow)[r] for w, r in _PLACE]  # each column over every row
     parts, at = [], 0
     for n in sizes:
-        ws, ns = list(wide[:, at:at + n]), list(narrow[:, at:at + n])
-        cols = dict(zip(_NAMES, [(ws if w else ns)[r] for w, r in _PLACE]))
-        parts.append(S.Steps(cols, lock_sets, np.zeros(n, np.int32)))
-        at += n
+        e = at + n
+        parts.append(S.Steps(dict(zip(_NAMES, [c[at:e] for c in rows])), lock_sets,
+                             np.zeros(n, np.int32)))
+        at = e
     return parts
 
 

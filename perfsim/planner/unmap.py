@@ -563,15 +563,23 @@ def _free_arrays(target: Target, arr: _Arrays, start: int, end: int, floor: int,
 def unmap_arrays(target: Target, pt: PageTables, start: int, end: int, floor: int,
                  ceiling: int, win_start: int, win_end: int, tlb: MmuGather,
                  forcing: tuple[tuple[int, int], ...] = (),
-                 not_anon: tuple[tuple[int, int], ...] = ()):
+                 not_anon: tuple[tuple[int, int], ...] = (), *, closed: bool = True):
     """:func:`zap_range` then :func:`free_pgd_range` on the arrays of ``pt``, with no Python
     work per PMD slot (except where :func:`_zap_pmd_entries` needs it). ``[win_start,
     win_end)`` is the range the walk's window would cover (its PUD-slot rounding bounds what
     the top-level test can see); ``forcing`` and ``not_anon`` as for :func:`zap_range`.
+    A range of empty PTE tables (the source after a move) is unmapped in closed form
+    (:func:`~perfsim.planner.fast_unmap.unmap_moved_source`) unless ``closed`` is False.
 
     Returns ``(new page tables, pages zapped, tables freed)``; ``tlb`` is updated exactly as
     the walk updates it.
     """
+    if closed:
+        from perfsim.planner.fast_unmap import unmap_moved_source
+
+        out = unmap_moved_source(target, pt, start, end, floor, ceiling, win_start, win_end, tlb)
+        if out is not None:
+            return out
     arr = _Arrays.of(pt)
     spans: list[tuple[int, int]] = []
     zapped = _zap_pmd_entries(target, arr, pt, start, end, tlb, spans, forcing, not_anon)
