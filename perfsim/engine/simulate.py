@@ -7,7 +7,9 @@ depend on event interleaving and the same inputs and seed give identical records
 
 from __future__ import annotations
 
+import gc
 import itertools
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -187,6 +189,33 @@ def run(spec: SimSpec, recorder: Recorder, progress: CallProgress | None = None,
     return m
 
 
+GC_YOUNG_THRESHOLD = 20_000
+"""Allocations between two collections of the youngest generation while a run simulates
+(CPython's default is 700). A run makes and drops many small objects (plans, rows,
+records) and few reference cycles, so collecting every 700 allocations spent about a tenth
+of a run scanning live objects (measured 2026-12-01 over every shipped workload); with
+20,000 the same run takes 13-17% less CPU. The garbage collector only frees memory, so the
+records are the same either way (``tests/test_engine_gc.py``)."""
+
+
+@contextmanager
+def fewer_collections(young: int | None = None):
+    """Raise the interpreter's youngest-generation collection threshold to at least
+    ``young`` (default :data:`GC_YOUNG_THRESHOLD`) for the duration, and restore the
+    previous thresholds after (a user's own higher setting, or a threshold of 0, is left as
+    it is)."""
+    young = GC_YOUNG_THRESHOLD if young is None else young
+    before = gc.get_threshold()
+    if before[0] == 0 or before[0] >= young:
+        yield
+        return
+    gc.set_threshold(young, *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+
+
 def simulate(spec_or_scenario, *, seed: int | None = None, max_rows: int = 1_000_000,
              spill_dir: str | Path | None = None, record_zero_waits: bool = False,
              progress: bool = False, progress_calls: int | None = None,
@@ -228,7 +257,8 @@ def simulate(spec_or_scenario, *, seed: int | None = None, max_rows: int = 1_000
         total = progress_calls if progress_calls is not None else expected_calls(spec)
         bar = CallProgress(str(name), total, spec.duration_ns)
     try:
-        m = run(spec, rec, bar, reuse=reuse, caches=caches, fold=fold)
+        with fewer_collections():
+            m = run(spec, rec, bar, reuse=reuse, caches=caches, fold=fold)
     finally:
         if bar is not None:
             bar.close()
