@@ -87,6 +87,11 @@ def child(case: str, length: int, populate: str, repeats: int, build_only: bool)
     from perfsim.planner.realign import PageTableMoveControl, try_realign_addr
     from perfsim.planner.result import Counters
     from perfsim.planner.syscall import copy_vma
+    try:  # run_move takes the call's tables from 2026-12-01 on; earlier trees the value
+        from perfsim.planner.tables import CallTables
+    except ImportError:
+        def CallTables(pt):  # noqa: N802 - stands in for the class
+            return pt
 
     kernel, arch, folio_size = TARGETS.get(case, ("6.18", "x86_64", 0))
     t = resolve_target(kernel, arch)
@@ -118,7 +123,7 @@ def child(case: str, length: int, populate: str, repeats: int, build_only: bool)
         try_realign_addr(sp.with_vmas(list(sp.vmas) + [new]), pmc, t)
         log = S.StepLog()
         t0, c0 = time.perf_counter(), time.process_time()
-        run_move(t, sp.pt, pmc, log)
+        run_move(t, CallTables(sp.pt), pmc, log)
         steps = log.freeze()
         moves.append(time.perf_counter() - t0)
         move_cpu.append(time.process_time() - c0)
