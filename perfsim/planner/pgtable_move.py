@@ -22,6 +22,7 @@ from perfsim.mm.pagetable import PMD_NONE, PMD_TABLE, PUD_NONE
 from perfsim.mm.vma import Vma
 from perfsim.planner import steps as S
 from perfsim.planner.batch import PteBatching, pte_batching_of
+from perfsim.planner.frozen import direct_init
 from perfsim.planner.tlb import Flush, flush_pmd_range, flush_pud_range, flush_range
 from perfsim.profiles import ArchProfile, Target
 
@@ -225,6 +226,7 @@ def move_ptes_flushes(present):
     return present > 0
 
 
+@direct_init
 @dataclass(frozen=True)
 class EntryRow:
     """What one entry operation puts in its step row besides addresses and allocations:
@@ -273,6 +275,7 @@ def split_huge_pmd_row(target: Target, *, cpus: int, lazy_cpus: int) -> EntryRow
                     flush_pmd_range(target, 0, cpus=cpus, lazy_cpus=lazy_cpus), 1, ())
 
 
+@direct_init
 @dataclass(frozen=True)
 class MoveGates:
     """What one ``move_page_tables`` call decides once, from the VMAs and the kernel: the
