@@ -17,6 +17,7 @@ from perfsim.planner.frozen import direct_init
 from perfsim.planner.pgtable_move import EntryRow, MoveGates
 from perfsim.planner.realign import PageTableMoveControl
 from perfsim.planner.reference import MoveContext
+from perfsim.planner.result import MoveRequest
 from perfsim.planner.steps import StepLog
 from perfsim.planner.tlb import Flush, flush_of
 from perfsim.planner.unmap import UnmapRegion
@@ -45,11 +46,17 @@ def _cases(rng: random.Random):
         yield PageTableMoveControl, (va, vb, a, b, 4096 * rng.randrange(1, 9)), \
             {"need_rmap_locks": rng.random() < .5}
         yield PageTableMoveControl, (va, vb, a, b, 4096), {"for_stack": True}
+        yield MoveRequest, (a, 4096 * rng.randrange(1, 9)), {
+            "new_len": rng.choice([None, 8192]), "new_addr": rng.choice([None, b]),
+            "fixed": rng.random() < .5, "dontunmap": rng.random() < .5,
+            "fail_alloc_at": rng.choice([None, 1, 3]), "extra_flags": rng.choice([0, 8])}
+        yield MoveRequest, (a, 4096, 4096, b, False, False, True, True, 2, 16), {}
         yield MoveContext, (TARGET, win, StepLog()), {"cpus": rng.randrange(1, 9),
                                                       "fail_alloc_at": rng.choice([None, 2])}
 
 
-DECORATED = (MovedRange, UnmapRegion, MoveGates, EntryRow, PageTableMoveControl, MoveContext)
+DECORATED = (MovedRange, UnmapRegion, MoveGates, EntryRow, PageTableMoveControl, MoveContext,
+             MoveRequest)
 
 
 @pytest.mark.parametrize("cls", DECORATED, ids=lambda c: c.__name__)

@@ -51,9 +51,8 @@ def get_extent(shift: int, old_addr: int, new_addr: int, old_end: int) -> int:
     4096
     """
     size = 1 << shift
-    old_next = old_addr - old_addr % size + size
-    new_next = new_addr - new_addr % size + size
-    return min(old_next - old_addr, new_next - new_addr, old_end - old_addr)
+    mask = size - 1  # (x % size == x & mask for every int x: the distances to the next boundaries)
+    return min(size - (old_addr & mask), size - (new_addr & mask), old_end - old_addr)
 
 
 def should_take_rmap_locks(target: Target, need_rmap_locks: bool, entry: str) -> bool:

@@ -100,11 +100,13 @@ class StepLog:
             rmap: tuple[str, ...] = (), ptl: int = 0, notifier: int = 0) -> None:
         """Append one row. ``flush`` is a :class:`~perfsim.planner.tlb.Flush` or None."""
         if flush is None:
-            fl = (0, 0, 0, 0)
+            self.rows.append((old_addr, new_addr, phase, kind, length, ptes, slots, batches,
+                              alloc_p4d, alloc_pud, alloc_pmd, alloc_pte, freed, 0, 0, 0, 0,
+                              len(rmap), ptl, notifier))
         else:
-            fl = (1, int(flush.full), flush.pages, flush.ipis)
-        self.rows.append((old_addr, new_addr, phase, kind, length, ptes, slots, batches, alloc_p4d,
-                          alloc_pud, alloc_pmd, alloc_pte, freed, *fl, len(rmap), ptl, notifier))
+            self.rows.append((old_addr, new_addr, phase, kind, length, ptes, slots, batches,
+                              alloc_p4d, alloc_pud, alloc_pmd, alloc_pte, freed, 1,
+                              int(flush.full), flush.pages, flush.ipis, len(rmap), ptl, notifier))
         self.lock_names.append(rmap)
 
     def append_block(self, block) -> None:
