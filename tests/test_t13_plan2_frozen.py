@@ -16,12 +16,12 @@ from perfsim.mm.vma import Vma
 from perfsim.planner.frozen import direct_init
 from perfsim.planner.pgtable_move import EntryRow, MoveGates
 from perfsim.planner.realign import PageTableMoveControl
-from perfsim.planner.reference import MoveContext
+from perfsim.planner.reference import MoveContext, Walk
 from perfsim.planner.result import MoveRequest
 from perfsim.planner.steps import StepLog
 from perfsim.planner.tlb import Flush, flush_of
 from perfsim.planner.unmap import UnmapRegion
-from perfsim.planner.vma_remap import MovedRange
+from perfsim.planner.vma_remap import MovedRange, VmaRemap
 from perfsim.profiles import resolve_target
 
 TARGET = resolve_target("6.18", "x86_64")
@@ -51,17 +51,33 @@ def _cases(rng: random.Random):
             "fixed": rng.random() < .5, "dontunmap": rng.random() < .5,
             "fail_alloc_at": rng.choice([None, 1, 3]), "extra_flags": rng.choice([0, 8])}
         yield MoveRequest, (a, 4096, 4096, b, False, False, True, True, 2, 16), {}
+        yield Walk, (a, b, a + 4096), {"extent": rng.choice([0, 4096])}
+        yield StepLog, (), {}
+        yield StepLog, ([(1, 2)],), {"lock_names": [("x",)]}
+        yield VmaRemap, (a, 4096, 8192, b, True, False, False, 0, TARGET, None, StepLog(),
+                         None), {"fail_alloc_at": rng.choice([None, 2]),
+                                 "moved": rng.choice([[], [1]]), "delta": 5}
+        yield VmaRemap, (a, 4096, 8192, b, True, False, False, 0, TARGET, None, StepLog(),
+                         None), {}
         yield MoveContext, (TARGET, win, StepLog()), {"cpus": rng.randrange(1, 9),
                                                       "fail_alloc_at": rng.choice([None, 2])}
 
 
 DECORATED = (MovedRange, UnmapRegion, MoveGates, EntryRow, PageTableMoveControl, MoveContext,
-             MoveRequest)
+             MoveRequest, VmaRemap, StepLog, Walk)
+FROZEN = (MovedRange, UnmapRegion, MoveGates, EntryRow, MoveRequest)
 
 
 @pytest.mark.parametrize("cls", DECORATED, ids=lambda c: c.__name__)
 def test_direct_init_keeps_the_dataclass_signature(cls):
-    assert inspect.signature(cls.__init__) == inspect.signature(cls.__dataclass_init__)
+    ours, theirs = (inspect.signature(f).parameters.values()
+                    for f in (cls.__init__, cls.__dataclass_init__))
+    for p, q in zip(ours, theirs, strict=True):
+        assert (p.name, p.kind, p.annotation) == (q.name, q.kind, q.annotation)
+        if repr(q.default) == "<factory>":  # made per instance when not given
+            assert repr(p.default) == "<factory>"
+        else:
+            assert p.default is q.default
 
 
 def test_direct_init_builds_what_the_dataclass_init_builds():
@@ -75,11 +91,15 @@ def test_direct_init_builds_what_the_dataclass_init_builds():
         assert repr(ours) == repr(theirs)
         if cls.__hash__ is not None and cls is not MoveContext:
             assert ours == theirs and hash(ours) == hash(theirs)
-        if cls not in (MoveContext, PageTableMoveControl):  # (hold a target / VMAs: fine,
-            back = pickle.loads(pickle.dumps(ours))         # but MoveContext has a log)
+        if cls in FROZEN:  # the records plans carry (and caches pickle)
+            back = pickle.loads(pickle.dumps(ours))
             assert back == ours and vars(back) == vars(ours)
         assert vars(copy.copy(ours)) == vars(ours)
-        if dataclasses.is_dataclass(cls) and cls not in (MoveContext,):
+        for name, value in vars(ours).items():  # a default_factory value is made per instance
+            if isinstance(value, list) and name not in kwargs and len(args) <= list(
+                    vars(ours)).index(name):
+                assert value is not getattr(cls(*args, **kwargs), name)
+        if cls not in (MoveContext, VmaRemap):
             changed = dataclasses.replace(ours)
             assert vars(changed) == vars(ours)
 
@@ -92,14 +112,18 @@ def test_direct_init_keeps_frozen_classes_frozen():
 
 def test_direct_init_refuses_a_field_it_cannot_set_the_same_way():
     @dataclasses.dataclass
-    class WithFactory:
-        xs: list = dataclasses.field(default_factory=list)
+    class KeywordOnly:
+        x: int = dataclasses.field(default=0, kw_only=True)
+
+    @dataclasses.dataclass
+    class NotInit:
+        x: int = dataclasses.field(default=0, init=False)
 
     @dataclasses.dataclass(slots=True)
     class Slotted:
         x: int
 
-    for cls in (WithFactory, Slotted):
+    for cls in (KeywordOnly, NotInit, Slotted):
         with pytest.raises(TypeError, match="direct_init"):
             direct_init(cls)
 

@@ -17,23 +17,38 @@ from __future__ import annotations
 from dataclasses import MISSING, fields
 
 
+class _Factory:
+    """The default of a ``default_factory`` parameter: "not given, make one"."""
+
+    def __repr__(self) -> str:
+        return "<factory>"
+
+
+_MADE_BY_FACTORY = _Factory()
+
+
 def direct_init(cls):
     """Give dataclass ``cls`` (frozen or not, without ``slots``, every field an ``init``
-    field without a ``default_factory`` and not keyword-only) an ``__init__`` that sets all
-    fields with one ``__dict__.update``; returns ``cls``."""
-    params, names, defaults = [], [], {}
+    field, not keyword-only) an ``__init__`` that sets all fields with one
+    ``__dict__.update`` (a ``default_factory`` field not given gets a fresh value, as the
+    dataclass's own makes it); returns ``cls``."""
+    params, names, defaults, made = [], [], {"_made_by_factory": _MADE_BY_FACTORY}, []
     for f in fields(cls):
-        if not f.init or f.kw_only or f.default_factory is not MISSING:
+        if not f.init or f.kw_only:
             raise TypeError(f"direct_init: {cls.__name__}.{f.name} is not a plain init field")
         names.append(f.name)
-        if f.default is MISSING:
+        if f.default_factory is not MISSING:  # made per call when not given, as dataclass does
+            defaults[f"_factory_{f.name}"] = f.default_factory
+            params.append(f"{f.name}=_made_by_factory")
+            made.append(f"    if {f.name} is _made_by_factory: {f.name} = _factory_{f.name}()")
+        elif f.default is MISSING:
             params.append(f.name)
         else:
             defaults[f"_default_{f.name}"] = f.default
             params.append(f"{f.name}=_default_{f.name}")
     if "__slots__" in cls.__dict__:
         raise TypeError(f"direct_init: {cls.__name__} has __slots__ (no instance __dict__)")
-    body = [f"def __init__(self, {', '.join(params)}):",
+    body = [f"def __init__(self, {', '.join(params)}):", *made,
             f"    self.__dict__.update({', '.join(f'{n}={n}' for n in names)})"]
     if hasattr(cls, "__post_init__"):
         body.append("    self.__post_init__()")

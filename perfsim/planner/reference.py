@@ -142,6 +142,7 @@ class MoveContext:
         return True
 
 
+@direct_init
 @dataclass
 class Walk:
     """``pmc_done``/``pmc_next``: iterate ``(old_addr, new_addr)`` pairs, advancing both by

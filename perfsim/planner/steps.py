@@ -37,6 +37,8 @@ from operator import itemgetter
 
 import numpy as np
 
+from perfsim.planner.frozen import direct_init
+
 # Phases
 SYSCALL, UNMAP_DST, MOVE, REVERT, UNMAP_SRC = range(5)
 PHASE_NAMES = ("syscall", "unmap_dst", "move", "revert", "unmap_src")
@@ -81,6 +83,7 @@ _WIDE_OF, _NARROW_OF = itemgetter(*_WIDE_AT), itemgetter(*_NARROW_AT)
 _IN_ROW_ORDER = itemgetter(*[(_WIDE_AT + _NARROW_AT).index(i) for i in range(len(ROW_FIELDS))])
 
 
+@direct_init
 @dataclass
 class StepLog:
     """Append-only builder used by the planners; ``freeze()`` yields a :class:`Steps`.

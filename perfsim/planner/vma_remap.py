@@ -58,6 +58,7 @@ class MovedRange:
                 "reverted": self.reverted}
 
 
+@direct_init
 @dataclass
 class VmaRemap:
     """``struct vma_remap_struct`` plus the planner's context (see the module docstring).
