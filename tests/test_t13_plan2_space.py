@@ -73,3 +73,28 @@ def test_with_vma_added_refuses_an_overlap():
         space.with_vma_added(Vma(0x8000, 0x11000))
     assert space.with_vma_added(Vma(0x1f000, 0x30000), without=space.vmas).vmas == (
         Vma(0x1f000, 0x30000),)
+
+
+def test_vma_with_range_is_the_replaced_vma():
+    import dataclasses
+
+    rng = random.Random(23)
+    for _ in range(500):
+        fields = dict(backing=rng.choice(["anon", "file", "shmem"]), thp=rng.random() < .5,
+                      uffd_wp=rng.random() < .5, anon_vma=rng.random() < .5,
+                      pgoff=rng.randrange(1000), file_id=rng.choice([None, "f"]),
+                      anon_id=rng.choice([None, "a"]), prot=rng.choice(["rw", "r"]),
+                      hugepage_size=rng.choice([0, 2 << 20]), folio_size=rng.choice([0, 65536]),
+                      stack=rng.random() < .5, name=rng.choice(["", "x"]),
+                      uffd_mode=rng.choice(["", "wp"]), shared=rng.random() < .5)
+        # every field is varied (a new Vma field fails here until with_range keeps it)
+        assert {f.name for f in dataclasses.fields(Vma)} == {"start", "end", *fields}
+        v = Vma(PAGE, PAGE * rng.randrange(2, 99), **fields)
+        start = rng.randrange(0, 1 << 20) * PAGE
+        end = start + rng.randrange(1, 64) * PAGE
+        pgoff = rng.choice([None, rng.randrange(1 << 20)])
+        want = dataclasses.replace(v, start=start, end=end) if pgoff is None else \
+            dataclasses.replace(v, start=start, end=end, pgoff=pgoff)
+        assert v.with_range(start, end, pgoff) == want
+    with pytest.raises(ValueError):
+        Vma(0, PAGE).with_range(PAGE, PAGE)

@@ -106,7 +106,7 @@ def copy_vma(space: AddressSpace, vma: Vma, new_addr: int, new_len: int, pgoff: 
     before the old. Returns ``(new_vma, replaced_neighbours, need_rmap_locks)``.
     Versions: 6.6–6.18 (the merge is ``vma_merge_new_range`` from 6.12)."""
     ps = space.arch.page_shift
-    new = _vma_with(vma, start=new_addr, end=new_addr + new_len, pgoff=pgoff)
+    new = vma.with_range(new_addr, new_addr + new_len, pgoff)
     prev = space.find_vma(new_addr - 1) if new_addr else None
     nxt = space.find_vma(new_addr + new_len)
     merged, absorbed = new, []
@@ -146,9 +146,9 @@ def _carve(vmas: list[Vma], start: int, end: int, ps: int) -> list[Vma]:
             out.append(v)
             continue
         if v.start < start:
-            out.append(_vma_with(v, end=start))
+            out.append(v.with_range(v.start, start))
         if v.end > end:
-            out.append(_vma_with(v, start=end, pgoff=v.pgoff + ((end - v.start) >> ps)))
+            out.append(v.with_range(end, v.end, v.pgoff + ((end - v.start) >> ps)))
     return out
 
 
