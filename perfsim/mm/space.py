@@ -108,6 +108,41 @@ class AddressSpace:
         new.__post_init__()  # sorted, non-overlapping; the start index
         return new
 
+    def with_sorted_vmas(self, vmas) -> AddressSpace:
+        """:meth:`with_vmas` for VMAs the caller holds sorted and non-overlapping already
+        (this space's VMAs with a range carved out, say): the same space, without the sort
+        test and the overlap scan."""
+        new = self._copy()
+        vmas = tuple(vmas)
+        d = new.__dict__
+        d["vmas"] = vmas
+        d["_starts"] = tuple([v.start for v in vmas])
+        return new
+
+    def with_vma_added(self, vma: Vma, without=()) -> AddressSpace:
+        """``with_vmas([v for v in self.vmas if v not in without] + [vma])``: the same space
+        (the same VMA order, the same ``ValueError`` on an overlap), with ``vma`` put in
+        place by bisection and checked against its two neighbours only (the others are
+        this space's, sorted and apart already)."""
+        kept = [v for v in self.vmas if v not in without] if without else list(self.vmas)
+        starts = [v.start for v in kept]
+        i = bisect.bisect_right(starts, vma.start)
+        pairs = []
+        if i:
+            pairs.append((kept[i - 1], vma))
+        if i < len(kept):
+            pairs.append((vma, kept[i]))
+        for a, b in pairs:
+            if a.end > b.start:
+                raise ValueError(f"VMAs overlap: [{a.start:#x}, {a.end:#x}) and [{b.start:#x}, {b.end:#x})")
+        kept.insert(i, vma)
+        starts.insert(i, vma.start)
+        new = self._copy()
+        d = new.__dict__
+        d["vmas"] = tuple(kept)
+        d["_starts"] = tuple(starts)
+        return new
+
     def with_pt(self, pt: PageTables) -> AddressSpace:
         """The same VMAs (already sorted and checked) with page tables ``pt``."""
         new = self._copy()

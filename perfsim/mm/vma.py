@@ -108,6 +108,15 @@ class Vma:
                    self.hugepage_size, self.folio_size, self.stack, self.name, self.uffd_mode,
                    self.shared)
 
+    def with_range(self, start: int, end: int, pgoff: int | None = None) -> Vma:
+        """This VMA over ``[start, end)``, at page offset ``pgoff`` (kept when None), every
+        other field kept: what ``dataclasses.replace(self, start=..., end=..., pgoff=...)``
+        gives (a split piece, a copy at a new address)."""
+        return Vma(start, end, self.backing, self.thp, self.uffd_wp, self.anon_vma,
+                   self.pgoff if pgoff is None else pgoff, self.file_id, self.anon_id,
+                   self.prot, self.hugepage_size, self.folio_size, self.stack, self.name,
+                   self.uffd_mode, self.shared)
+
 
 #: The setter of each field's slot, in field order, for :meth:`Vma.__init__`.
 _SET = tuple(Vma.__dict__[f.name].__set__ for f in fields(Vma))

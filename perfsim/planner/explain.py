@@ -9,17 +9,22 @@ Versions: 6.7+ (``try_realign_addr`` exists; before it no move is realigned).
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from perfsim.mm.space import AddressSpace
 from perfsim.planner.realign import PageTableMoveControl, can_align_down, can_realign_addr
 from perfsim.profiles import Target
 from perfsim.units import fmt_size
+
+#: ``fmt_size`` of the realignment sizes (PMD, PUD), rendered once per size.
+_unit_of = lru_cache(maxsize=64)(fmt_size)
 
 
 def explain_size(space: AddressSpace, pmc: PageTableMoveControl, size: int, target: Target,
                  require_reach: bool) -> str:
     """The rule that decides a realignment to a multiple of ``size``, as one phrase."""
     old_off, new_off = pmc.old_addr % size, pmc.new_addr % size
-    unit = fmt_size(size)
+    unit = _unit_of(size)
     if require_reach and pmc.len_in < size - old_off:
         return f"(a) refused: the range does not reach the next {unit} boundary"
     if old_off == 0:

@@ -22,6 +22,7 @@ from perfsim.mm.pagetable import PMD_NONE, PMD_TABLE, PUD_NONE
 from perfsim.mm.vma import Vma
 from perfsim.planner import steps as S
 from perfsim.planner.batch import PteBatching, pte_batching_of
+from perfsim.planner.frozen import direct_init
 from perfsim.planner.tlb import Flush, flush_pmd_range, flush_pud_range, flush_range
 from perfsim.profiles import ArchProfile, Target
 
@@ -50,9 +51,8 @@ def get_extent(shift: int, old_addr: int, new_addr: int, old_end: int) -> int:
     4096
     """
     size = 1 << shift
-    old_next = old_addr - old_addr % size + size
-    new_next = new_addr - new_addr % size + size
-    return min(old_next - old_addr, new_next - new_addr, old_end - old_addr)
+    mask = size - 1  # (x % size == x & mask for every int x: the distances to the next boundaries)
+    return min(size - (old_addr & mask), size - (new_addr & mask), old_end - old_addr)
 
 
 def should_take_rmap_locks(target: Target, need_rmap_locks: bool, entry: str) -> bool:
@@ -225,6 +225,7 @@ def move_ptes_flushes(present):
     return present > 0
 
 
+@direct_init
 @dataclass(frozen=True)
 class EntryRow:
     """What one entry operation puts in its step row besides addresses and allocations:
@@ -273,6 +274,7 @@ def split_huge_pmd_row(target: Target, *, cpus: int, lazy_cpus: int) -> EntryRow
                     flush_pmd_range(target, 0, cpus=cpus, lazy_cpus=lazy_cpus), 1, ())
 
 
+@direct_init
 @dataclass(frozen=True)
 class MoveGates:
     """What one ``move_page_tables`` call decides once, from the VMAs and the kernel: the

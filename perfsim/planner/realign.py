@@ -23,9 +23,11 @@ from dataclasses import dataclass
 
 from perfsim.mm.space import AddressSpace
 from perfsim.mm.vma import Vma
+from perfsim.planner.frozen import direct_init
 from perfsim.profiles import Target
 
 
+@direct_init
 @dataclass
 class PageTableMoveControl:
     """The state of one page-table move (``struct pagetable_move_control``, 6.15+).

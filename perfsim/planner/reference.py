@@ -31,6 +31,7 @@ from perfsim.mm.pagetable import (
 )
 from perfsim.planner import steps as S
 from perfsim.planner.batch import mremap_folio_pte_batch
+from perfsim.planner.frozen import direct_init
 from perfsim.planner.pgtable_move import (
     HPAGE_PMD,
     HPAGE_PUD,
@@ -56,6 +57,7 @@ from perfsim.profiles import Target
 _PMD_NONE_ENTRY = (PMD_NONE, 0)
 
 
+@direct_init
 @dataclass
 class MoveContext:
     """What one ``move_page_tables`` call needs besides the control block."""
@@ -140,6 +142,7 @@ class MoveContext:
         return True
 
 
+@direct_init
 @dataclass
 class Walk:
     """``pmc_done``/``pmc_next``: iterate ``(old_addr, new_addr)`` pairs, advancing both by

@@ -9,8 +9,10 @@ from functools import cached_property
 import numpy as np
 
 from perfsim.planner import steps as S
+from perfsim.planner.frozen import direct_init
 
 
+@direct_init
 @dataclass(frozen=True)
 class MoveRequest:
     """One ``mremap(old_addr, old_len, new_len, flags, new_addr)`` call.

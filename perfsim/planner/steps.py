@@ -37,6 +37,8 @@ from operator import itemgetter
 
 import numpy as np
 
+from perfsim.planner.frozen import direct_init
+
 # Phases
 SYSCALL, UNMAP_DST, MOVE, REVERT, UNMAP_SRC = range(5)
 PHASE_NAMES = ("syscall", "unmap_dst", "move", "revert", "unmap_src")
@@ -81,6 +83,7 @@ _WIDE_OF, _NARROW_OF = itemgetter(*_WIDE_AT), itemgetter(*_NARROW_AT)
 _IN_ROW_ORDER = itemgetter(*[(_WIDE_AT + _NARROW_AT).index(i) for i in range(len(ROW_FIELDS))])
 
 
+@direct_init
 @dataclass
 class StepLog:
     """Append-only builder used by the planners; ``freeze()`` yields a :class:`Steps`.
@@ -100,11 +103,13 @@ class StepLog:
             rmap: tuple[str, ...] = (), ptl: int = 0, notifier: int = 0) -> None:
         """Append one row. ``flush`` is a :class:`~perfsim.planner.tlb.Flush` or None."""
         if flush is None:
-            fl = (0, 0, 0, 0)
+            self.rows.append((old_addr, new_addr, phase, kind, length, ptes, slots, batches,
+                              alloc_p4d, alloc_pud, alloc_pmd, alloc_pte, freed, 0, 0, 0, 0,
+                              len(rmap), ptl, notifier))
         else:
-            fl = (1, int(flush.full), flush.pages, flush.ipis)
-        self.rows.append((old_addr, new_addr, phase, kind, length, ptes, slots, batches, alloc_p4d,
-                          alloc_pud, alloc_pmd, alloc_pte, freed, *fl, len(rmap), ptl, notifier))
+            self.rows.append((old_addr, new_addr, phase, kind, length, ptes, slots, batches,
+                              alloc_p4d, alloc_pud, alloc_pmd, alloc_pte, freed, 1,
+                              int(flush.full), flush.pages, flush.ipis, len(rmap), ptl, notifier))
         self.lock_names.append(rmap)
 
     def append_block(self, block) -> None:

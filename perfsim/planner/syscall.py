@@ -106,7 +106,7 @@ def copy_vma(space: AddressSpace, vma: Vma, new_addr: int, new_len: int, pgoff: 
     before the old. Returns ``(new_vma, replaced_neighbours, need_rmap_locks)``.
     Versions: 6.6–6.18 (the merge is ``vma_merge_new_range`` from 6.12)."""
     ps = space.arch.page_shift
-    new = _vma_with(vma, start=new_addr, end=new_addr + new_len, pgoff=pgoff)
+    new = vma.with_range(new_addr, new_addr + new_len, pgoff)
     prev = space.find_vma(new_addr - 1) if new_addr else None
     nxt = space.find_vma(new_addr + new_len)
     merged, absorbed = new, []
@@ -130,12 +130,12 @@ def vma_merge_extend(space: AddressSpace, vma: Vma, delta: int) -> AddressSpace:
     ps = space.arch.page_shift
     grown = _vma_with(vma, end=vma.end + delta)
     nxt = space.next_vma(grown.end)
-    vmas = [v for v in space.vmas if v != vma]
+    replaced = [vma]
     if nxt is not None and nxt.start == grown.end and is_mergeable_vma(grown, nxt) and \
             _pgoff_follows(grown, nxt, ps):
-        vmas.remove(nxt)
+        replaced.append(nxt)
         grown = _merged(grown, nxt)
-    return space.with_vmas(vmas + [grown])
+    return space.with_vma_added(grown, without=replaced)
 
 
 def _carve(vmas: list[Vma], start: int, end: int, ps: int) -> list[Vma]:
@@ -146,9 +146,9 @@ def _carve(vmas: list[Vma], start: int, end: int, ps: int) -> list[Vma]:
             out.append(v)
             continue
         if v.start < start:
-            out.append(_vma_with(v, end=start))
+            out.append(v.with_range(v.start, start))
         if v.end > end:
-            out.append(_vma_with(v, start=end, pgoff=v.pgoff + ((end - v.start) >> ps)))
+            out.append(v.with_range(end, v.end, v.pgoff + ((end - v.start) >> ps)))
     return out
 
 
@@ -171,7 +171,7 @@ def _do_munmap(target: Target, space: AddressSpace, tables: CallTables, start: i
     if not hit:
         return space
     vmas = _carve(list(space.vmas), start, end, space.arch.page_shift)
-    rest = space.with_vmas(vmas)
+    rest = space.with_sorted_vmas(vmas)  # (_carve keeps the order and the gaps)
     prev, nxt = rest.prev_vma(start), rest.next_vma(end)
     region = UnmapRegion(start, end, floor=prev.end if prev else 0,
                          ceiling=nxt.start if nxt else 0,
@@ -243,7 +243,7 @@ def move_vma(vrm: VmaRemap) -> int:
     t, space, vma = vrm.target, vrm.space, vrm.vma
     old_addr, old_len, new_addr, new_len = vrm.addr, vrm.old_len, vrm.new_addr, vrm.new_len
     new_vma, absorbed, need_rmap = copy_vma(space, vma, new_addr, new_len, _new_pgoff(vrm))
-    during = space.with_vmas([v for v in space.vmas if v not in absorbed] + [new_vma])
+    during = space.with_vma_added(new_vma, without=absorbed)
     pmc = PageTableMoveControl(vma, new_vma, old_addr, new_addr, old_len, need_rmap_locks=need_rmap)
     why = explain_realign(during, pmc, t)
     realigned = False if vma.is_hugetlb else try_realign_addr(during, pmc, t)

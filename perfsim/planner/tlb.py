@@ -37,6 +37,15 @@ class Flush:
     ipis: int    # other CPUs interrupted (IPI'd); 0 when local-only or broadcast in hardware
 
 
+@lru_cache(maxsize=4096, typed=True)
+def flush_of(full: bool, pages: int, ipis: int) -> Flush:
+    """``Flush(full, pages, ipis)``, one shared (immutable) instance per value: a small
+    move asks for the same few flushes many times, and building a frozen slotted record
+    costs more than looking it up. ``typed``: an ``int`` and a numpy integer of the same
+    value stay apart, as two constructions would."""
+    return Flush(full, pages, ipis)
+
+
 def flush_tlb_mm_range(tlb: X86Tlb, kernel: KernelProfile, span: int, stride_shift: int, *,
                        cpus: int, lazy_cpus: int, freed_tables: bool) -> Flush:
     """x86-64 ``flush_tlb_mm_range`` over ``span`` bytes with stride ``1 << stride_shift``
@@ -74,8 +83,8 @@ def flush_tlb_mm_range(tlb: X86Tlb, kernel: KernelProfile, span: int, stride_shi
     else:
         ipis = max(others - lazy_cpus, 0)
     if full:
-        return Flush(True, 0, ipis)
-    return Flush(False, -(-span >> stride_shift) * (2 if tlb.pti else 1), ipis)
+        return flush_of(True, 0, ipis)
+    return flush_of(False, -(-span >> stride_shift) * (2 if tlb.pti else 1), ipis)
 
 
 def arm64_range_ops(pages: int) -> int:

@@ -48,6 +48,7 @@ from perfsim.mm.pagetable import (
 )
 from perfsim.mm.vma import Vma
 from perfsim.planner import steps as S
+from perfsim.planner.frozen import direct_init
 from perfsim.planner.gather import (
     PMD_TABLE_PAGE,
     PTE_TABLE,
@@ -593,6 +594,7 @@ def unmap_arrays(target: Target, pt: PageTables, start: int, end: int, floor: in
 
 
 # ---------------------------------------------------------------------------- entry point
+@direct_init
 @dataclass(frozen=True)
 class UnmapRegion:
     """One ``do_munmap`` range and its surroundings: ``[start, end)`` is unmapped; page

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from perfsim.mm.space import AddressSpace
 from perfsim.mm.vma import Vma
 from perfsim.planner import steps as S
+from perfsim.planner.frozen import direct_init
 from perfsim.planner.options import PlanOptions
 from perfsim.planner.tables import CallTables
 from perfsim.profiles import Target
@@ -25,6 +26,7 @@ NO_RESIZE, SHRINK, EXPAND = "no_resize", "shrink", "expand"
 """``enum mremap_type`` (``MREMAP_INVALID`` is ``None``)."""
 
 
+@direct_init
 @dataclass(frozen=True)
 class MovedRange:
     """One ``move_vma``: ``[src_start, src_end)`` went to ``dst_start``.
@@ -56,6 +58,7 @@ class MovedRange:
                 "reverted": self.reverted}
 
 
+@direct_init
 @dataclass
 class VmaRemap:
     """``struct vma_remap_struct`` plus the planner's context (see the module docstring).
