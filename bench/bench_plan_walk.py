@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tree import use_tree  # noqa: E402
+from tree import require_tree, use_tree  # noqa: E402
 
 ROOT = use_tree(__file__)
 
@@ -230,9 +230,8 @@ def main() -> None:
     if a.raw:
         print(repr(digests(a.random_cases) if a.digest else measure(a.calls, a.reps)))
         return
-    if a.against and not (Path(a.against) / "perfsim" / "__init__.py").is_file():
-        print(f"--against {a.against}: not a perfsim tree (no perfsim/__init__.py)", file=sys.stderr)
-        raise SystemExit(2)
+    if a.against:
+        require_tree(a.against)
     trees = ([str(Path(a.against).resolve())] if a.against else []) + [str(ROOT)]
 
     def child(tree: str):

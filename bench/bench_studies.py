@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tree import use_tree  # noqa: E402
+from tree import require_tree, use_tree  # noqa: E402
 
 ROOT = use_tree(__file__)
 
@@ -102,9 +102,7 @@ def bench_report(workers: int, cpu: bool = False) -> float:
 
 
 def _check_tree(tree: str) -> None:
-    if not (Path(tree) / "perfsim" / "__init__.py").is_file():
-        print(f"--against {tree}: not a perfsim tree (no perfsim/__init__.py)", file=sys.stderr)
-        raise SystemExit(2)
+    require_tree(tree)
 
 
 def _best(trees: list[str | Path], argv: list[str], n: int) -> list[dict]:

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tree import use_tree  # noqa: E402
+from tree import require_tree, use_tree  # noqa: E402
 
 ROOT = use_tree(__file__)
 
@@ -39,10 +39,7 @@ def main() -> None:
     if a.against:
         import subprocess
 
-        if not (Path(a.against) / "perfsim" / "__init__.py").is_file():
-            print(f"--against {a.against}: not a perfsim tree (no perfsim/__init__.py)",
-                  file=sys.stderr)
-            raise SystemExit(2)
+        require_tree(a.against)
         out = subprocess.run([sys.executable, __file__, f"--reps={a.reps}", "--tree", a.against],
                              check=True, capture_output=True, text=True).stdout
         print(out, end="")

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tree import use_tree  # noqa: E402
+from tree import require_tree, use_tree  # noqa: E402
 
 ROOT = use_tree(__file__)
 
@@ -64,10 +64,8 @@ def main() -> int:
     except ValueError:
         print(f"--seeds {a.seeds!r}: expected comma-separated integers or 'own'", file=sys.stderr)
         return 2
-    if a.against and not (Path(a.against) / "perfsim" / "__init__.py").is_file():
-        print(f"--against {a.against}: not a perfsim tree (no perfsim/__init__.py)",
-              file=sys.stderr)
-        return 2
+    if a.against:
+        require_tree(a.against)
     mine = digests(seeds)
     if a.json:
         print(json.dumps(mine))

@@ -19,3 +19,10 @@ def use_tree(script: str) -> Path:
         root = Path(script).resolve().parents[1]
     sys.path.insert(0, str(root))
     return root
+
+
+def require_tree(path: str, what: str = "--against") -> None:
+    """Exit with status 2 and one line unless ``path`` is a perfsim tree."""
+    if not (Path(path) / "perfsim" / "__init__.py").is_file():
+        print(f"{what} {path}: not a perfsim tree (no perfsim/__init__.py)", file=sys.stderr)
+        raise SystemExit(2)

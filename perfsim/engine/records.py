@@ -143,12 +143,7 @@ class Table:
 
     # -- appending ------------------------------------------------------------------
     def add(self, *row) -> None:
-        self.total += 1
-        if self._buffered < self.max_rows or self._room(1):
-            self._rows.append(row)
-            self._buffered += 1
-        else:
-            self._fold_rows([row])
+        self.add_row(row)
 
     def add_row(self, row: tuple) -> None:
         """:meth:`add` of a row given as one tuple (a record NamedTuple), kept as it is."""
