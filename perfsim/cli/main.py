@@ -156,8 +156,35 @@ def _fail(message: str) -> int:
     return 2
 
 
+def keep_interrupts(unraisable) -> None:
+    """A ``sys.unraisablehook`` that does not lose a Ctrl-C: CPython discards an exception
+    raised where it cannot propagate (a finalizer run by the garbage collector, a
+    generator closed as it is collected), and a SIGINT arriving just then raises its
+    ``KeyboardInterrupt`` there, so the interrupt would be lost. This hook has a thread
+    send the main thread a new SIGINT a moment later (``_thread.interrupt_main``, once the
+    finalizer is over; should that one land in a finalizer too, this hook runs again), which
+    raises where it can stop the command. Any other unraisable exception goes to the
+    default hook."""
+    if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
+        import _thread
+        import threading
+
+        threading.Timer(0.01, _thread.interrupt_main).start()
+        return
+    sys.__unraisablehook__(unraisable)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit status (the console script exits with it)."""
+    """Run the command line; return the exit status (the console script exits with it).
+    While it runs, :func:`keep_interrupts` is the unraisable-exception hook."""
+    before, sys.unraisablehook = sys.unraisablehook, keep_interrupts
+    try:
+        return _main(argv)
+    finally:
+        sys.unraisablehook = before
+
+
+def _main(argv: Sequence[str] | None) -> int:
     try:
         words = list(sys.argv[1:] if argv is None else argv)
         parser = build_parser(words)
