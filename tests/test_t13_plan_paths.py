@@ -247,12 +247,12 @@ def test_a_walked_plan_is_frozen_from_rows():
     assert [S.KIND_NAMES[r[S.ROW_FIELDS.index("kind")]] for r in rows][:2] == ["syscall", "notifier"]
 
 
-def test_vma_with_equals_dataclasses_replace():
-    """The syscall layer's ``_vma_with`` makes the VMA ``dataclasses.replace`` makes."""
+def test_vma_replaced_equals_dataclasses_replace():
+    """``Vma.replaced`` (the syscall layer's VMA edits) makes the VMA ``dataclasses.replace``
+    makes."""
     import dataclasses
 
     from perfsim.mm.vma import Vma
-    from perfsim.planner.syscall import _vma_with
 
     rng = random.Random(23)
     for _ in range(200):
@@ -262,7 +262,7 @@ def test_vma_with_equals_dataclasses_replace():
                 prot=rng.choice(["rw", "r"]), folio_size=rng.choice([0, 65536]), name="n")
         changes = {k: x for k, x in (("start", v.start - 0x1000), ("end", v.end + 0x2000),
                                      ("pgoff", 7), ("anon_vma", False)) if rng.random() < 0.5}
-        assert _vma_with(v, **changes) == dataclasses.replace(v, **changes)
+        assert v.replaced(**changes) == dataclasses.replace(v, **changes)
 
 
 def test_plan_of_fields_equals_the_dataclass_constructor():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from operator import attrgetter
 from typing import Literal
 
 Backing = Literal["anon", "shmem", "file", "hugetlb"]
@@ -103,10 +104,7 @@ class Vma:
         """This VMA at ``[new_start, new_start + length)`` (``new_end`` gives the length),
         every other field kept: what ``dataclasses.replace`` gives."""
         length = (new_end - new_start) if new_end is not None else self.end - self.start
-        return Vma(new_start, new_start + length, self.backing, self.thp, self.uffd_wp,
-                   self.anon_vma, self.pgoff, self.file_id, self.anon_id, self.prot,
-                   self.hugepage_size, self.folio_size, self.stack, self.name, self.uffd_mode,
-                   self.shared)
+        return self.with_range(new_start, new_start + length)
 
     def with_range(self, start: int, end: int, pgoff: int | None = None) -> Vma:
         """This VMA over ``[start, end)``, at page offset ``pgoff`` (kept when None), every
@@ -117,6 +115,17 @@ class Vma:
                    self.prot, self.hugepage_size, self.folio_size, self.stack, self.name,
                    self.uffd_mode, self.shared)
 
+    def replaced(self, **changes) -> Vma:
+        """``dataclasses.replace(self, **changes)``: the same value, built from the fields in
+        order without ``replace``'s per-field bookkeeping (every field is an init field)."""
+        values = list(_VALUES(self))
+        for k, x in changes.items():
+            values[_AT[k]] = x
+        return Vma(*values)
+
 
 #: The setter of each field's slot, in field order, for :meth:`Vma.__init__`.
 _SET = tuple(Vma.__dict__[f.name].__set__ for f in fields(Vma))
+_VALUES = attrgetter(*(f.name for f in fields(Vma)))
+_AT = {f.name: i for i, f in enumerate(fields(Vma))}
+assert all(f.init for f in fields(Vma)), "Vma.replaced builds a Vma from all its fields"

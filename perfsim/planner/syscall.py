@@ -25,7 +25,7 @@ partial move) keeps the steps and the space as the kernel leaves it.
 
 from __future__ import annotations
 
-from dataclasses import fields, replace
+from dataclasses import replace
 from operator import attrgetter
 
 from perfsim.mm.space import AddressSpace
@@ -59,21 +59,6 @@ def _check(refusal: C.Refusal | None) -> None:
 
 # ------------------------------------------------------------------------ VMA operations
 
-_VMA_FIELDS = tuple(f.name for f in fields(Vma))
-_VMA_VALUES = attrgetter(*_VMA_FIELDS)
-_VMA_AT = {n: i for i, n in enumerate(_VMA_FIELDS)}
-assert all(f.init for f in fields(Vma)), "_vma_with builds a Vma from all its fields"
-
-
-def _vma_with(v: Vma, **changes) -> Vma:
-    """``dataclasses.replace(v, **changes)`` for a :class:`Vma` (the same value, built from
-    its fields in order without ``replace``'s per-field bookkeeping)."""
-    values = list(_VMA_VALUES(v))
-    for k, x in changes.items():
-        values[_VMA_AT[k]] = x
-    return Vma(*values)
-
-
 _MERGE_KEYS = attrgetter("backing", "file_id", "prot", "thp", "uffd_wp", "uffd_mode", "stack",
                          "hugepage_size", "shared")
 
@@ -95,8 +80,8 @@ def _pgoff_follows(a: Vma, b: Vma, page_shift: int) -> bool:
 
 def _merged(a: Vma, b: Vma) -> Vma:
     """``a`` and ``b`` (adjacent, ``a`` first) as one VMA."""
-    return _vma_with(a, end=b.end, anon_vma=a.anon_vma or b.anon_vma,
-                   anon_id=a.anon_id if a.anon_vma else b.anon_id)
+    return a.replaced(end=b.end, anon_vma=a.anon_vma or b.anon_vma,
+                      anon_id=a.anon_id if a.anon_vma else b.anon_id)
 
 
 def copy_vma(space: AddressSpace, vma: Vma, new_addr: int, new_len: int, pgoff: int):
@@ -112,7 +97,7 @@ def copy_vma(space: AddressSpace, vma: Vma, new_addr: int, new_len: int, pgoff: 
     merged, absorbed = new, []
     if prev is not None and prev.end == new_addr and is_mergeable_vma(prev, new) and \
             _pgoff_follows(prev, new, ps):
-        merged = _vma_with(_merged(prev, merged), pgoff=prev.pgoff)
+        merged = _merged(prev, merged).replaced(pgoff=prev.pgoff)
         absorbed.append(prev)
     if nxt is not None and nxt.start == new_addr + new_len and is_mergeable_vma(nxt, new) and \
             _pgoff_follows(new, nxt, ps):
@@ -128,7 +113,7 @@ def vma_merge_extend(space: AddressSpace, vma: Vma, delta: int) -> AddressSpace:
     VMA when the two now touch and are compatible (the selftest's "expand merge").
     Versions: 6.6–6.18 (``vma_merge`` before 6.12)."""
     ps = space.arch.page_shift
-    grown = _vma_with(vma, end=vma.end + delta)
+    grown = vma.replaced(end=vma.end + delta)
     nxt = space.next_vma(grown.end)
     replaced = [vma]
     if nxt is not None and nxt.start == grown.end and is_mergeable_vma(grown, nxt) and \
@@ -283,7 +268,7 @@ def dontunmap_complete(vrm: VmaRemap, new_vma: Vma) -> None:
     if new_vma != vma and vrm.addr == vma.start and vrm.addr + vrm.old_len == vma.end \
             and vma.anon_vma:
         vrm.space = vrm.space.with_vmas(
-            [_vma_with(v, anon_vma=False) if v == vma else v for v in vrm.space.vmas])
+            [v.replaced(anon_vma=False) if v == vma else v for v in vrm.space.vmas])
 
 
 def mremap_to(vrm: VmaRemap) -> int:
@@ -527,7 +512,7 @@ def _relocate_vma_down(space: AddressSpace, req: MoveRequest, target: Target) ->
                    space=space, log=S.StepLog(), options=DEFAULT,
                    fail_alloc_at=req.fail_alloc_at, vma=vma, tables=CallTables(space.pt))
     vrm.log.add(S.SYSCALL, S.K_SYSCALL, old_start, new_start, length)
-    expanded = _vma_with(vma, start=new_start)
+    expanded = vma.replaced(start=new_start)
     during = space.with_vmas([expanded if v == vma else v for v in space.vmas])
     pmc = PageTableMoveControl(expanded, expanded, old_start, new_start, length, for_stack=True)
     why = explain_realign(during, pmc, target)
@@ -542,6 +527,6 @@ def _relocate_vma_down(space: AddressSpace, req: MoveRequest, target: Target) ->
         vrm.space = during
         return _plan(req, space, vrm, errno="ENOMEM", result=None,
                      note="stack move incomplete: exec fails")
-    shrunk = _vma_with(vma, start=new_start, end=new_end)
+    shrunk = vma.replaced(start=new_start, end=new_end)
     vrm.space = space.with_vmas([shrunk if v == vma else v for v in space.vmas])
     return _plan(req, space, vrm, errno=None, result=new_start, note="")
