@@ -117,6 +117,12 @@ def _drawn_rows(seed: int, n_slots: int, drawn: list[int], ptrs: int,
     return rows
 
 
+def _check_range(a: ArchProfile, start: int, end: int) -> None:
+    """What :meth:`PageTables.populate` accepts: a non-empty, page-aligned range."""
+    if start % a.page_size or end % a.page_size or end <= start:
+        raise ValueError("populate: range must be non-empty and page aligned")
+
+
 def _every_pattern(ptrs: int, every: int, phase: int) -> int:
     """Bitmap of table indices ``phase, phase + every, ...`` below ``ptrs`` (a geometric
     series: bits 0, every, 2 every, ... shifted up by ``phase``)."""
@@ -225,7 +231,7 @@ class PageTables:
         w = _mask_words(arch)
         masks = np.zeros((1, w), dtype=np.uint64)  # row 0: the empty table
         # the entry arrays hold nothing, so every empty state may share them
-        return cls._make(arch, frozenset(), _NO_I64, _NO_I8, _NO_I64, _NO_I8, _NO_I32, masks,
+        return cls(arch, frozenset(), _NO_I64, _NO_I8, _NO_I64, _NO_I8, _NO_I32, masks,
                          np.zeros(1, np.int32))
 
     def top_slot(self, addr: int) -> int:
@@ -310,8 +316,7 @@ class PageTables:
         lo = start >> pud_shift
         hi = ((end - 1) >> pud_shift) + 1
         li = d.get("_lists")
-        if (li is not None and "_rows" in d and len(li[2]) <= SMALL_SLOTS
-                and len(li[0]) <= SMALL_SLOTS) or self._is_small():
+        if self._is_small():
             # a few entries: Python lists and bisect (cheaper than numpy calls)
             pud_l, pudk_l, pmd_l, pmdk_l, row_l = li or self._lists_of()
             j0, j1 = bisect_left(pud_l, lo), bisect_left(pud_l, hi)
@@ -356,9 +361,6 @@ class PageTables:
     def _is_small(self) -> bool:
         """At most :data:`SMALL_SLOTS` PMD and PUD entries, with the canonical dtypes: the
         windows of such a state are read and written on Python lists."""
-        li = self.__dict__.get("_lists")
-        if li is not None and "_rows" in self.__dict__:  # made small: canonical by making
-            return len(li[2]) <= SMALL_SLOTS and len(li[0]) <= SMALL_SLOTS
         return _SmallState.takes(self)
 
     def _row_ints(self) -> dict[int, int]:
@@ -402,8 +404,7 @@ class PageTables:
         if pud_same and pmd_same and tops is self.pud_tables:
             return self
         li = d.get("_lists")
-        small = (li is not None and "_rows" in d and len(li[2]) <= SMALL_SLOTS
-                 and len(li[0]) <= SMALL_SLOTS) or self._is_small()
+        small = self._is_small()
         if small and li is None:
             li = self._lists_of()
         if read is not None:
@@ -474,20 +475,10 @@ class PageTables:
             pmd_idx, pmd_kind, pmd_mask = _splice(
                 (self.pmd_idx, self.pmd_kind, self.pmd_mask), m0, m1,
                 (mkeys, kinds, new_rows), (_I64, np.int8, np.int32))
-        out = PageTables._make(self.arch, tops, pud_idx, pud_kind, pmd_idx, pmd_kind, pmd_mask,
+        out = PageTables(self.arch, tops, pud_idx, pud_kind, pmd_idx, pmd_kind, pmd_mask,
                                masks_arr, pop)
         out.__dict__.update(_ints=new_ints, _g=geo)
         return out
-
-    @classmethod
-    def _make(cls, arch, pud_tables, pud_idx, pud_kind, pmd_idx, pmd_kind, pmd_mask, masks,
-              pop) -> PageTables:
-        """A state from its fields, without the frozen dataclass's per-field ``__init__``."""
-        new = object.__new__(cls)
-        new.__dict__.update(arch=arch, pud_tables=pud_tables, pud_idx=pud_idx,
-                            pud_kind=pud_kind, pmd_idx=pmd_idx, pmd_kind=pmd_kind,
-                            pmd_mask=pmd_mask, masks=masks, mask_pop=pop)
-        return new
 
     @classmethod
     def _build(cls, arch, pud_tables, pud_idx, pud_kind, pmd_idx, pmd_kind, pmd_mask, masks,
@@ -514,8 +505,7 @@ class PageTables:
         (``tests/test_t13_mm_populate.py``).
         """
         a = self.arch
-        if start % a.page_size or end % a.page_size or end <= start:
-            raise ValueError("populate: range must be non-empty and page aligned")
+        _check_range(a, start, end)
         if _SmallState.takes(self) and (((end - 1) >> a.pmd_shift) - (start >> a.pmd_shift)
                                           < SMALL_SLOTS):
             return self._populate_small(start, end, every, fraction, seed, thp, pud_leaf)
@@ -625,9 +615,7 @@ class PageTables:
         built per field at the end, the arrays the chained calls build)."""
         pt, st = self, None
         for start, end, kw in ranges:
-            a = pt.arch
-            if start % a.page_size or end % a.page_size or end <= start:
-                raise ValueError("populate: range must be non-empty and page aligned")
+            _check_range(pt.arch, start, end)
             if st is None and _SmallState.takes(pt):
                 st = _SmallState(pt)
             if not kw.keys() <= _POPULATE_KW:
