@@ -154,25 +154,21 @@ SCALAR_ROWS = 48
 _LIST_OF_ROW = itemgetter(*(S.ROW_FIELDS.index(c) for c in LIST_COLUMNS))
 
 
-def column_lists(steps: S.Steps) -> list[list[int]]:
-    """The plan's :data:`LIST_COLUMNS` as Python lists of ints: read from its row tuples
-    when it keeps them (``Steps.row_tuples``: a walked plan; its columns are then never
-    made), else one ``tolist`` per column. The same values either way."""
-    rows = steps.row_tuples
-    if rows is not None and rows[0]:
-        return list(map(list, _LIST_OF_ROW(list(zip(*rows[0])))))
-    cols = steps.cols
-    return [cols[c].tolist() for c in LIST_COLUMNS]
-
-
 def column_sequences(steps: S.Steps) -> list:
-    """:func:`column_lists`, each column a tuple instead of a list when read from the row
-    tuples (for a reader that only indexes, slices and counts them): the same values."""
+    """The plan's :data:`LIST_COLUMNS` as Python sequences of ints: tuples read from its row
+    tuples when it keeps them (``Steps.row_tuples``: a walked plan; its columns are then
+    never made), else one ``tolist`` per column. The same values either way."""
     rows = steps.row_tuples
     if rows is not None and rows[0]:
         return list(_LIST_OF_ROW(list(zip(*rows[0]))))
     cols = steps.cols
     return [cols[c].tolist() for c in LIST_COLUMNS]
+
+
+def column_lists(steps: S.Steps) -> list[list[int]]:
+    """:func:`column_sequences` with every column a list (for a reader that extends them)."""
+    cols = column_sequences(steps)
+    return cols if type(cols[0]) is list else list(map(list, cols))
 
 
 def _count_matrix(steps: S.Steps, ipis: np.ndarray, folio: FolioBatching | None
