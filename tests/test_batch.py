@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from orphans import descendants, left_after
 
 from perfsim.batch import (
     load_results,
@@ -283,38 +284,6 @@ ORPHAN_SCRIPT = textwrap.dedent("""
 """)
 
 
-def _proc_table() -> dict[int, tuple[int, str]]:
-    """pid -> (parent pid, state) of every process, from /proc."""
-    out = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                st = f.read()
-        except OSError:
-            continue
-        rest = st[st.rindex(")") + 2:].split()
-        out[int(d)] = (int(rest[1]), rest[0])
-    return out
-
-
-def _descendants(pid: int) -> set[int]:
-    table, found, todo = _proc_table(), set(), [pid]
-    while todo:
-        p = todo.pop()
-        for c, (pp, _) in table.items():
-            if pp == p and c not in found:
-                found.add(c)
-                todo.append(c)
-    return found
-
-
-def _alive(pids: set[int]) -> set[int]:
-    table = _proc_table()
-    return {p for p in pids if p in table and table[p][1] != "Z"}
-
-
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
 def test_pool_processes_exit_when_their_creator_is_killed():
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -327,18 +296,13 @@ def test_pool_processes_exit_when_their_creator_is_killed():
         # forkserver + resource tracker + 2 workers
         while time.monotonic() < deadline and len(kids) < 4:
             time.sleep(0.1)
-            kids = _descendants(proc.pid)
+            kids = descendants(proc.pid)
         assert len(kids) >= 4, kids
         time.sleep(0.5)  # let the workers run their initializer
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and _alive(kids):
-        time.sleep(0.1)
-    left = _alive(kids)
-    for p in left:  # do not leave them behind even when the test fails
-        os.kill(p, signal.SIGKILL)
+    left = left_after(kids)
     assert not left, f"orphans still running after their creator's kill -9: {left}"
 
 

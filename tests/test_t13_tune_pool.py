@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from orphans import children, left_after
 
 from perfsim.batch.executors import (
     ProcessExecutor,
@@ -115,34 +116,6 @@ FORK_ORPHAN_SCRIPT = textwrap.dedent("""
 """)
 
 
-def _children(pid: int) -> set[int]:
-    out = set()
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open(f"/proc/{d}/stat") as f:
-                    st = f.read()
-            except OSError:
-                continue
-            rest = st[st.rindex(")") + 2:].split()
-            if int(rest[1]) == pid and rest[0] != "Z":
-                out.add(int(d))
-    return out
-
-
-def _alive(pids: set[int]) -> set[int]:
-    left = set()
-    for p in pids:
-        try:
-            with open(f"/proc/{p}/stat") as f:
-                st = f.read()
-        except OSError:
-            continue
-        if st[st.rindex(")") + 2:].split()[0] != "Z":
-            left.add(p)
-    return left
-
-
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
 def test_fork_pool_workers_exit_when_their_creator_is_killed():
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -154,18 +127,13 @@ def test_fork_pool_workers_exit_when_their_creator_is_killed():
         kids: set[int] = set()
         while time.monotonic() < deadline and len(kids) < 2:  # the two workers, nothing else
             time.sleep(0.1)
-            kids = _children(proc.pid)
+            kids = children(proc.pid)
         assert len(kids) == 2, kids
         time.sleep(0.5)  # let the workers run their initializer
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and _alive(kids):
-        time.sleep(0.1)
-    left = _alive(kids)
-    for p in left:  # do not leave them behind even when the test fails
-        os.kill(p, signal.SIGKILL)
+    left = left_after(kids)
     assert not left, f"fork workers still running after their creator's kill -9: {left}"
 
 
