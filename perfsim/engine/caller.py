@@ -202,15 +202,11 @@ def _replay_segment(m: Machine, spec: CallerSpec, call: int, recs, t0: int,
         n = len(credits)
         if not n:
             return
-        first = credits[0]
-        if credits.count(first) == n:  # every other CPU is interrupted by every flush
-            _credit(m, groups, 0, n, t0, first)
-            return
         lo = 0
-        while lo < n:  # CPUs interrupted by the same flushes share one credits tuple
-            cr = credits[lo]
+        while lo < n:  # a run of CPUs interrupted by the same flushes: one credit group
+            cr = credits[lo]  # (usually one run: every other CPU takes every flush)
             hi = lo + 1
-            while hi < n and credits[hi] is cr:
+            while hi < n and credits[hi] == cr:
                 hi += 1
             _credit(m, groups, lo, hi, t0, cr)
             lo = hi
