@@ -756,10 +756,6 @@ class _SmallState:
         b = self.base_rows
         return self.new[r - b] if r >= b else self.pt._row_int(r)
 
-    def row_pop(self, r: int) -> int:
-        b = self.base_rows
-        return self.new_pop[r - b] if r >= b else self.pt._row_pop(r)
-
     def populate(self, start: int, end: int, every: int, fraction: float, seed: int,
                  thp: bool, pud_leaf: bool) -> None:
         ps, ptrs, pmd_shift, a_pud_shift, pud_shift, _ = self.geo
