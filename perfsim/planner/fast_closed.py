@@ -24,7 +24,7 @@ array path, which decides (and declines) exactly as before.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import lru_cache
 
 import numpy as np
@@ -50,11 +50,6 @@ MAX_SEGMENTS = 64
 #: The dense rows before and after the periodic run (as :class:`RegularRows`).
 HEAD, TAIL = 3, 4
 
-_NAMES = S.ADDR_COLUMNS + S.INT_COLUMNS
-_WIDE = tuple(n for n in _NAMES if S._DTYPES.get(n, np.int32) == np.int64)
-_NARROW = tuple(n for n in _NAMES if S._DTYPES.get(n, np.int32) != np.int64)
-_WIDE_J = tuple(_NAMES.index(n) for n in _WIDE)
-_NARROW_J = tuple(_NAMES.index(n) for n in _NARROW)
 
 
 class Progressions:
@@ -173,6 +168,7 @@ class _Shape:
     alloc_pmd: dict[int, int]
     ups: dict[int, tuple[int, int]]
     new_tops: list[int]
+    pud_added: list[int]
 
 
 def plan_regular_closed(t: Target, pt: PageTables, pmc, gates: MoveGates, phase: int,
@@ -185,7 +181,7 @@ def plan_regular_closed(t: Target, pt: PageTables, pmc, gates: MoveGates, phase:
     sh = _regular_shape(t, pt, pmc, gates)
     if sh is None:
         return None
-    return _block(t, sh, gates, phase, cpus, lazy_cpus), _after(t, pt, sh)
+    return _block(t, sh, gates, phase, cpus, lazy_cpus), MovedTables(t, pt, sh)
 
 
 def _regular_shape(t: Target, pt: PageTables, pmc, gates: MoveGates) -> _Shape | None:
@@ -286,8 +282,9 @@ def _regular_shape(t: Target, pt: PageTables, pmc, gates: MoveGates) -> _Shape |
                 new_tops.append(top)
             if p4d or pud:
                 ups[seg_first[g]] = (p4d, pud)
+    pud_added = sorted(q for q in set(alloc_pmd.values()) if q not in dst_pud)
     return _Shape(ext, delta, i0, i1, j0, n_src, n_dst, edge, bitmaps, exact, k, alloc_pmd,
-                  ups, new_tops)
+                  ups, new_tops, pud_added)
 
 
 def _block(t: Target, sh: _Shape, gates: MoveGates, phase: int, cpus: int,
@@ -335,7 +332,9 @@ def _block(t: Target, sh: _Shape, gates: MoveGates, phase: int, cpus: int,
                           1 if allocs and i in sh.alloc_pmd else 0,
                           1 if (new & (pmd_size - 1)) == 0 or i == 0 else 0,
                           0, 1, f_full[pages], f_pages[pages], f_ipis[pages], rmap, ptl, 0))
-    parts = _dense_parts(table, [hi - lo for lo, hi in spans], (gates.huge_locks,))
+    locks = gates.huge_locks
+    parts = [S.Steps(rows=(table[lo:hi], [locks] * (hi - lo)))
+             for lo, hi in ((0, t0), (t0, t0 + k), (t0 + k, len(table)))]
     over = {}
     pmd_mid = [i - t0 for i in sh.alloc_pmd if t0 <= i < t1]
     if pmd_mid:
@@ -349,25 +348,74 @@ def _block(t: Target, sh: _Shape, gates: MoveGates, phase: int, cpus: int,
     return S.Steps(parts=[parts[0], periodic, parts[2]])
 
 
-#: Each column's place: (in the int64 array?, row of that array), in column order.
-_PLACE = tuple((n in _WIDE, (_WIDE if n in _WIDE else _NARROW).index(n)) for n in _NAMES)
+_FIELDS = frozenset(f.name for f in fields(PageTables)) - {"arch"}
 
 
-def _dense_parts(table: list[tuple], sizes: list[int], lock_sets: tuple) -> list[S.Steps]:
-    """The rows ``table`` (tuples in column order) cut into dense tables of ``sizes``
-    rows. The values go through two (columns x rows) arrays, the int64 columns and the
-    int32 ones; each table's column is a contiguous slice of one of their rows."""
-    by_col = list(zip(*table))
-    wide = list(np.array([by_col[j] for j in _WIDE_J], np.int64))
-    narrow = list(np.array([by_col[j] for j in _NARROW_J], np.int32))
-    rows = [(wide if w else narrow)[r] for w, r in _PLACE]  # each column over every row
-    parts, at = [], 0
-    for n in sizes:
-        e = at + n
-        parts.append(S.Steps(dict(zip(_NAMES, [c[at:e] for c in rows])), lock_sets,
-                             np.zeros(n, np.int32)))
-        at = e
-    return parts
+class DeferredTables(PageTables):
+    """Page tables made the first time one of their fields is read: ``make()`` returns
+    the :class:`PageTables` this state is, and reading any field (or any method that
+    reads one) makes it and takes its fields, so such a state is indistinguishable from
+    the one ``make`` returns. A plan whose ``after`` nobody reads (a simulated call) never
+    pays for building it. ``arch`` and ``pud_tables`` are known up front (``tops``).
+    Pickled (and copied) as the plain state it makes."""
+
+    def __init__(self, arch, tops: frozenset[int], make) -> None:
+        self.__dict__.update(arch=arch, pud_tables=tops, _make=make)
+
+    def __getattr__(self, name: str):
+        # only called for an attribute the instance lacks
+        d = self.__dict__
+        if name in _FIELDS and "_make" in d:
+            self.made()
+            if name in d:
+                return d[name]
+        return super().__getattr__(name)  # a small state's arrays, or AttributeError
+
+    @property
+    def pending(self) -> bool:
+        """True until the state is made."""
+        return "_make" in self.__dict__
+
+    def made(self) -> PageTables:
+        """Make the state (once) and take its fields and caches; returns ``self``."""
+        d = self.__dict__
+        make = d.pop("_make", None)
+        if make is not None:
+            out = make()
+            for k in [k for k in d if k.startswith("_view")]:
+                del d[k]  # what only a pending state reads
+            d.update(out.__dict__)
+        return self
+
+    def __reduce__(self):
+        self.made()
+        return (_plain_tables, (dict(self.__dict__),))
+
+
+def _plain_tables(state: dict) -> PageTables:
+    out = object.__new__(PageTables)
+    out.__dict__.update(state)
+    return out
+
+
+class MovedTables(DeferredTables):
+    """The page tables after a closed-form move (:func:`_after` of the state before and
+    the move's :class:`_Shape`), made when first read. ``before``, ``shape`` and
+    ``target`` let the source's unmap (:func:`perfsim.planner.fast_unmap.unmap_moved_source`)
+    answer what it reads from this state without making it."""
+
+    def __init__(self, t: Target, pt: PageTables, sh: _Shape) -> None:
+        tops = pt.pud_tables | frozenset(sh.new_tops) if sh.new_tops else pt.pud_tables
+        super().__init__(t.arch, tops, lambda: _after(t, pt, sh))
+        self.__dict__.update(_view_before=pt, _view_shape=sh)
+
+    @property
+    def before(self) -> PageTables:
+        return self.__dict__["_view_before"]
+
+    @property
+    def shape(self) -> _Shape:
+        return self.__dict__["_view_shape"]
 
 
 def _after(t: Target, pt: PageTables, sh: _Shape) -> PageTables:

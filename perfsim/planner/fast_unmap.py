@@ -16,31 +16,184 @@ that shape, with the same predicates (``free_range_bounds``, ``free_pte_table``,
 ``free_pmd_table``, ``free_pud_table``, ``table_order_key``) and returns None for any other
 shape (something present in the range, a huge PMD or PUD, a gap in the run), where the
 array driver runs as before. tests/test_t13_big2_unmap.py holds the two to each other.
+
+What it reads of the page tables goes through a view (:class:`_ArraysView`: searches of
+the state's arrays). After a closed-form move the state is a
+:class:`~perfsim.planner.fast_closed.MovedTables` not made yet, and :class:`_MovedView`
+answers the same questions from the state before the move and the move's shape (the
+source slots emptied, the destination slots and PMD tables added), so the unmap makes
+neither that state nor its own: the result is a
+:class:`~perfsim.planner.fast_closed.DeferredTables` that makes the moved state and then
+removes what was freed (:func:`_without`, what the unmap of a made state returns), and the
+freed tables are a :class:`~perfsim.planner.gather.FreedRun`.
+tests/test_t13b_gplan_unmap.py holds the two views to each other.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
+
 import numpy as np
 
-from perfsim.mm.pagetable import PMD_TABLE, PUD_LEAF, PageTables
-from perfsim.planner.bitmaps import filled, insert_sorted
-from perfsim.planner.gather import PMD_TABLE_PAGE, PTE_TABLE, PUD_TABLE_PAGE, MmuGather, table_order_key
+from perfsim.mm.pagetable import PMD_TABLE, PUD_LEAF, PUD_TABLE, PageTables, range_mask
+from perfsim.planner.bitmaps import filled
+from perfsim.planner.fast_closed import DeferredTables, MovedTables
+from perfsim.planner.gather import (
+    PMD_TABLE_PAGE,
+    PTE_TABLE,
+    PUD_TABLE_PAGE,
+    FreedRun,
+    MmuGather,
+    table_order_key,
+)
 from perfsim.planner.unmap import free_pmd_table, free_pte_table, free_pud_table, free_range_bounds
 from perfsim.profiles import Target
 
 
-def _empty_run(pt: PageTables, s0: int, s1: int) -> tuple[int, int] | None:
-    """``(i0, i1)``: the entries of PMD slots ``[s0, s1]`` when they are PTE tables with no
-    present PTE in consecutive slots (and at least one); else None."""
-    i0, i1 = pt.pmd_idx.searchsorted((s0, s1 + 1)).tolist()
-    n = i1 - i0
-    if n == 0 or int(pt.pmd_idx[i1 - 1]) - int(pt.pmd_idx[i0]) != n - 1:
-        return None
-    if np.count_nonzero(pt.pmd_kind[i0:i1] != PMD_TABLE):
-        return None
-    if np.count_nonzero(pt.mask_pop[pt.pmd_mask[i0:i1]]):
-        return None
-    return i0, i1
+class _ArraysView:
+    """What the unmap reads of a made state, from its arrays."""
+
+    def __init__(self, pt: PageTables) -> None:
+        self.pt = pt
+        self.tops = pt.pud_tables
+
+    def empty_run(self, s0: int, s1: int) -> tuple[int, int] | None:
+        """``(first slot, entries)``: the entries of PMD slots ``[s0, s1]`` when they are PTE
+        tables with no present PTE in consecutive slots (and at least one); else None."""
+        pt = self.pt
+        i0, i1 = pt.pmd_idx.searchsorted((s0, s1 + 1)).tolist()
+        n = i1 - i0
+        if n == 0:
+            return None
+        first = int(pt.pmd_idx[i0])
+        if int(pt.pmd_idx[i1 - 1]) - first != n - 1:
+            return None
+        if np.count_nonzero(pt.pmd_kind[i0:i1] != PMD_TABLE):
+            return None
+        if np.count_nonzero(pt.mask_pop[pt.pmd_mask[i0:i1]]):
+            return None
+        return first, n
+
+    def pud_leaf_in(self, lo: int, hi: int) -> bool:
+        """A huge PUD among the PUD entries of slots ``[lo, hi)``."""
+        pt = self.pt
+        j0, j1 = pt.pud_idx.searchsorted((lo, hi)).tolist()
+        return bool(np.count_nonzero(pt.pud_kind[j0:j1] == PUD_LEAF))
+
+    def pud_entries(self, lo: int, hi: int) -> tuple[list[int], list[int]]:
+        """The PUD entries of slots ``[lo, hi)``: slots and kinds."""
+        pt = self.pt
+        q0, q1 = pt.pud_idx.searchsorted((lo, hi)).tolist()
+        return pt.pud_idx[q0:q1].tolist(), pt.pud_kind[q0:q1].tolist()
+
+    def pmd_below(self, slots: list[int]) -> list[int]:
+        """Per PMD slot of ``slots``: the PMD entries below it."""
+        return self.pt.pmd_idx.searchsorted(slots).tolist()
+
+    def pud_below(self, slots: list[int]) -> list[int]:
+        """Per PUD slot of ``slots``: the PUD entries below it."""
+        return self.pt.pud_idx.searchsorted(slots).tolist()
+
+    def without(self, target: Target, f: int, n: int, gone: list[int],
+                tops: frozenset[int]) -> PageTables:
+        return _without(self.pt, f, n, gone, tops)
+
+
+class _MovedView:
+    """What the unmap of the moved source reads of a :class:`MovedTables` not made yet:
+    the state before the move with the source's PMD entries emptied (the interior fully
+    populated moved whole; an edge slot keeps what lies outside the range), the
+    destination's ``n_dst`` entries from slot ``d_lo`` and the PMD tables the move
+    allocated (``pud_added``) added."""
+
+    def __init__(self, moved: MovedTables, target: Target) -> None:
+        self.moved = moved
+        self.pt = moved.before
+        self.sh = sh = moved.shape
+        a = target.arch
+        self.ms = a.pmd_shift
+        self.d_lo = (sh.ext.start + sh.delta) >> a.pmd_shift
+        self.tops = moved.pud_tables
+        self.a = a
+
+    def empty_run(self, s0: int, s1: int) -> tuple[int, int] | None:
+        sh, a = self.sh, self.a
+        ext, ms, ps = sh.ext, self.ms, a.page_shift
+        s_lo = ext.start >> ms
+        if (s0, s1) != (s_lo, s_lo + sh.n_src - 1):
+            return None  # (not asked: the unmap of the moved range is the source's)
+        for rel, row in sh.edge.items():  # what the move leaves in the edge slots
+            base = (s_lo + rel) << ms
+            lo = (max(ext.start, base) - base) >> ps
+            hi = (min(ext.end, base + a.pmd_size) - base) >> ps
+            if sh.bitmaps.int_of(row) & ~range_mask(lo, hi):
+                return None
+        return s_lo, sh.n_src
+
+    def pud_entries(self, lo: int, hi: int) -> tuple[list[int], list[int]]:
+        pt = self.pt
+        q0, q1 = pt.pud_idx.searchsorted((lo, hi)).tolist()
+        slots, kinds = pt.pud_idx[q0:q1].tolist(), pt.pud_kind[q0:q1].tolist()
+        add = [q for q in self.sh.pud_added if lo <= q < hi]
+        if not add:
+            return slots, kinds
+        got = sorted([*zip(slots, kinds), *((q, PUD_TABLE) for q in add)])
+        return [q for q, _ in got], [k for _, k in got]
+
+    def pud_leaf_in(self, lo: int, hi: int) -> bool:
+        return PUD_LEAF in self.pud_entries(lo, hi)[1]
+
+    def pmd_below(self, slots: list[int]) -> list[int]:
+        d_lo, n_dst = self.d_lo, self.sh.n_dst
+        return [b + min(max(x - d_lo, 0), n_dst)
+                for x, b in zip(slots, self.pt.pmd_idx.searchsorted(slots).tolist())]
+
+    def pud_below(self, slots: list[int]) -> list[int]:
+        added = self.sh.pud_added
+        return [b + bisect_left(added, x)
+                for x, b in zip(slots, self.pt.pud_idx.searchsorted(slots).tolist())]
+
+    def without(self, target: Target, f: int, n: int, gone: list[int],
+                tops: frozenset[int]) -> PageTables:
+        moved = self.moved
+        return DeferredTables(target.arch, tops,
+                              lambda: _without(moved.made(), f, n, gone, tops))
+
+
+def _view_of(pt: PageTables, target: Target, start: int, end: int):
+    if type(pt) is MovedTables and pt.pending:
+        ext = pt.shape.ext
+        if (start, end) == (ext.start, ext.end):
+            return _MovedView(pt, target)
+    return _ArraysView(pt)
+
+
+def _without(pt: PageTables, f: int, n: int, gone: list[int], tops: frozenset[int]) -> PageTables:
+    """``pt`` without the PMD entries of slots ``f .. f + n - 1`` and the PUD entries of
+    ``gone``, with top-level tables ``tops``."""
+    k0 = int(pt.pmd_idx.searchsorted(f))
+    k1 = k0 + n
+    pmd_idx = np.concatenate((pt.pmd_idx[:k0], pt.pmd_idx[k1:]))
+    pmd_kind = np.concatenate((pt.pmd_kind[:k0], pt.pmd_kind[k1:]))
+    pmd_row = np.concatenate((pt.pmd_mask[:k0], pt.pmd_mask[k1:]))
+    pud_idx, pud_kind = pt.pud_idx, pt.pud_kind
+    if gone:
+        keep = filled(len(pud_idx), True, bool)
+        keep[pud_idx.searchsorted(gone)] = False
+        pud_idx, pud_kind = pud_idx[keep], pud_kind[keep]
+    return PageTables(pt.arch, tops, pud_idx, pud_kind, pmd_idx, pmd_kind, pmd_row, pt.masks,
+                      pt.mask_pop)
+
+
+def _run_positions(target: Target, f: int, n: int, keys: list[int]) -> list[int]:
+    """For each of ``keys`` (sorted), how many PTE tables of the run ``f .. f + n - 1`` have
+    a :func:`table_order_key` at most it (``searchsorted(..., side="right")`` of the run's
+    keys). The key of a PTE table is affine in its slot (the run's keys are the first
+    one plus a step per table), so that count is one division."""
+    ms = target.arch.pmd_shift
+    k0 = table_order_key(target, f << ms, PTE_TABLE)
+    step = table_order_key(target, (f + 1) << ms, PTE_TABLE) - k0
+    return [min(n, max(0, (k - k0) // step + 1)) for k in keys]
 
 
 def unmap_moved_source(target: Target, pt: PageTables, start: int, end: int, floor: int,
@@ -49,75 +202,65 @@ def unmap_moved_source(target: Target, pt: PageTables, start: int, end: int, flo
     in it is an empty PTE table, in consecutive slots, and no huge PUD lies in it: nothing
     is zapped (``zapped`` 0, the gather's range untouched) and the tables
     ``free_pgd_range`` frees are computed from the run's bounds. Returns ``(new page
-    tables, 0, tables freed)`` with ``tlb`` updated as the array driver updates it, or None
-    for any other shape."""
+    tables, 0, tables freed)`` with ``tlb`` updated as the array driver updates it (the
+    freed tables as a :class:`FreedRun`), or None for any other shape."""
     a = target.arch
     ms, us = a.pmd_shift, a.pud_shift
     if end <= start or not free_pte_table(PMD_TABLE):
         return None
-    run = _empty_run(pt, start >> ms, (end - 1) >> ms)
+    v = _view_of(pt, target, start, end)
+    run = v.empty_run(start >> ms, (end - 1) >> ms)
     if run is None:
         return None
-    i0, i1 = run
-    j0, j1 = pt.pud_idx.searchsorted((start >> us, ((end - 1) >> us) + 1)).tolist()
-    if np.count_nonzero(pt.pud_kind[j0:j1] == PUD_LEAF):
+    first, count = run
+    if v.pud_leaf_in(start >> us, ((end - 1) >> us) + 1):
         return None
     b = free_range_bounds(start, end, floor, ceiling, a.pmd_size)
     if b is None:
         return None
-    first = int(pt.pmd_idx[i0])
-    k0 = i0 + min(max((b[0] >> ms) - first, 0), i1 - i0)
-    k1 = i0 + min(max((((b[1] - 1) >> ms) + 1) - first, 0), i1 - i0)
-    n = k1 - k0
+    o0 = min(max((b[0] >> ms) - first, 0), count)
+    o1 = min(max((((b[1] - 1) >> ms) + 1) - first, 0), count)
+    n = o1 - o0
     if n == 0:
         return None
-    f = first + (k0 - i0)  # the first freed PTE table's slot; the run is f .. f + n - 1
-    pmd_idx = np.concatenate((pt.pmd_idx[:k0], pt.pmd_idx[k1:]))
-    pmd_kind = np.concatenate((pt.pmd_kind[:k0], pt.pmd_kind[k1:]))
-    pmd_row = np.concatenate((pt.pmd_mask[:k0], pt.pmd_mask[k1:]))
-    pud_idx, pud_kind = pt.pud_idx, pt.pud_kind
+    f = first + o0  # the first freed PTE table's slot; the run is f .. f + n - 1
     others: list[tuple[int, int]] = []  # (address, level) of the PMD and PUD tables freed
+    gone: list[int] = []  # the PUD entries whose PMD table is freed
     bp = free_range_bounds(start, end, floor, ceiling, a.pud_size)
     if bp is not None:
-        q0, q1 = pud_idx.searchsorted((bp[0] >> us, ((bp[1] - 1) >> us) + 1)).tolist()
-        if q1 > q0:
-            cand = pud_idx[q0:q1]
+        cand, kinds = v.pud_entries(bp[0] >> us, ((bp[1] - 1) >> us) + 1)
+        if cand:
             k_pp = us - ms
-            left = (pmd_idx.searchsorted((cand + 1) << k_pp) - pmd_idx.searchsorted(cand << k_pp))
-            free_p = free_pmd_table(pud_kind[q0:q1], left)
-            if np.count_nonzero(free_p):
-                others += [(c << us, PMD_TABLE_PAGE) for c in cand[free_p].tolist()]
-                keep = filled(len(pud_idx), True, bool)
-                keep[q0:q1] = ~free_p
-                pud_idx, pud_kind = pud_idx[keep], pud_kind[keep]
-    tops = pt.pud_tables
+            edges = v.pmd_below([x for c in cand for x in (c << k_pp, (c + 1) << k_pp)])
+            for i, (c, kind) in enumerate(zip(cand, kinds)):
+                lo, hi = c << k_pp, (c + 1) << k_pp
+                freed_here = max(0, min(hi, f + n) - max(lo, f))  # of the run, in this entry
+                if free_pmd_table(kind, edges[2 * i + 1] - edges[2 * i] - freed_here):
+                    gone.append(c)
+                    others.append((c << us, PMD_TABLE_PAGE))
+    tops = v.tops
     bt = None if a.pud_folded else free_range_bounds(start, end, floor, ceiling, 1 << a.p4d_shift)
     if bt is not None:
         w0, w1 = win_start >> us, ((win_end - 1) >> us) + 1
         shift = a.p4d_shift - us
         live = set(tops)
-        for top in range(bt[0] >> a.p4d_shift, ((bt[1] - 1) >> a.p4d_shift) + 1):
-            # the PUD entries left under it that the window sees (pud_idx is sorted)
-            x, y = pud_idx.searchsorted((max(w0, top << shift),
-                                         max(w0, min(w1, (top + 1) << shift)))).tolist()
-            if free_pud_table(top in live, y - x):
+        span = range(bt[0] >> a.p4d_shift, ((bt[1] - 1) >> a.p4d_shift) + 1)
+        ends = [(max(w0, top << shift), max(w0, min(w1, (top + 1) << shift))) for top in span]
+        below = v.pud_below([x for e in ends for x in e])
+        for i, top in enumerate(span):
+            # the PUD entries left under it that the window sees
+            (x, y), bx, by = ends[i], below[2 * i], below[2 * i + 1]
+            left = (by - bisect_left(gone, y)) - (bx - bisect_left(gone, x))
+            if free_pud_table(top in live, left):
                 live.discard(top)
                 others.append((top << a.p4d_shift, PUD_TABLE_PAGE))
         tops = frozenset(live)
-    addrs = (np.arange(f, f + n, dtype=np.int64) << ms)
-    levels = filled(n, PTE_TABLE, np.int8)
+    inserted = []
     if others:
         keys = [table_order_key(target, ad, lv) for ad, lv in others]
         order = sorted(range(len(others)), key=keys.__getitem__)  # stable, as argsort's
-        run_keys = table_order_key(target, addrs, PTE_TABLE)  # non-decreasing along the run
-        pos = run_keys.searchsorted([keys[i] for i in order], side="right")
-        addrs, levels = insert_sorted(
-            (addrs, levels), pos,
-            (np.array([others[i][0] for i in order], np.int64),
-             np.array([others[i][1] for i in order], np.int8)))
-    tlb.table_arrays = (addrs, levels)
+        pos = _run_positions(target, f, n, [keys[i] for i in order])
+        inserted = [(p, *others[i]) for p, i in zip(pos, order)]
+    tlb.table_run = FreedRun(f << ms, n, a.pmd_size, inserted)
     tlb.freed_tables = True
-    new_pt = PageTables(a, tops, pud_idx, pud_kind, pmd_idx, pmd_kind, pmd_row, pt.masks,
-                        pt.mask_pop)
-    return new_pt, 0, n + len(others)
-
+    return v.without(target, f, n, gone, tops), 0, n + len(others)

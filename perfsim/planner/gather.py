@@ -163,6 +163,69 @@ def merge_free_order(target: Target, addrs: list, levels: list):
     return out_a, out_l
 
 
+class FreedRun:
+    """Freed tables in free order, in closed form: ``n`` PTE tables at ``first``,
+    ``first + step``, ... (consecutive PMD slots) with a few other tables inserted,
+    ``inserted`` holding ``(position, address, level)`` in order, ``position`` as for
+    :func:`~perfsim.planner.bitmaps.insert_sorted` (the number of run tables before it).
+    :meth:`arrays` gives the ``(addrs, levels)`` arrays; :meth:`flush_groups` what
+    :func:`table_flush_groups_arrays` computes from them, without them."""
+
+    __slots__ = ("first", "n", "step", "inserted", "_arrays")
+
+    def __init__(self, first: int, n: int, step: int,
+                 inserted: list[tuple[int, int, int]]) -> None:
+        self.first, self.n, self.step, self.inserted = first, n, step, inserted
+        self._arrays = None
+
+    def __len__(self) -> int:
+        return self.n + len(self.inserted)
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(addrs int64, levels int8)`` in free order (made once)."""
+        if self._arrays is None:
+            addrs = np.arange(self.n, dtype=np.int64) * self.step + self.first
+            levels = np.empty(self.n, np.int8)
+            levels.fill(PTE_TABLE)
+            if self.inserted:
+                ins = self.inserted
+                addrs, levels = insert_sorted(
+                    (addrs, levels), [p for p, _, _ in ins],
+                    (np.array([ad for _, ad, _ in ins], np.int64),
+                     np.array([lv for _, _, lv in ins], np.int8)))
+            self._arrays = (addrs, levels)
+        return self._arrays
+
+    def flush_groups(self, cuts: list[int], page_size: int) -> list[tuple[int, int, int, int]]:
+        """:func:`table_flush_groups` of the tables in free order: per run starting at each
+        of ``cuts`` (increasing), ``(lowest address, highest + page_size, lowest level,
+        tables)``. A run's PTE tables are consecutive, so their lowest and highest address
+        are their first and last."""
+        at = [p + i for i, (p, _, _) in enumerate(self.inserted)]  # final positions
+        total = len(self)
+        out = []
+        j = 0  # inserted tables before the current run
+        for c0, c1 in zip(cuts, [*cuts[1:], total]):
+            while j < len(at) and at[j] < c0:
+                j += 1
+            j1 = j
+            while j1 < len(at) and at[j1] < c1:
+                j1 += 1
+            r0, r1 = c0 - j, c1 - j1  # the run's tables in this flush: [r0, r1)
+            lo, hi, lvl = [], [], []
+            if r1 > r0:
+                lo.append(self.first + r0 * self.step)
+                hi.append(self.first + (r1 - 1) * self.step)
+                lvl.append(PTE_TABLE)
+            for _, ad, lv in self.inserted[j:j1]:
+                lo.append(ad)
+                hi.append(ad)
+                lvl.append(lv)
+            out.append((min(lo), max(hi) + page_size, min(lvl), c1 - c0))
+            j = j1
+        return out
+
+
 class MmuGather:
     """An ``mmu_gather``: the zapped range and its cleared levels, plus the page-table
     pages freed, in the order they were freed (:func:`tlb_finish_mmu` turns them into flushes)."""
@@ -175,7 +238,8 @@ class MmuGather:
         self.cleared_puds = False
         self.freed_tables = False
         self.tables: list[tuple[int, int]] = []
-        self.table_arrays = None  # (addrs, levels) numpy arrays in free order, if set
+        self._table_arrays = None  # (addrs, levels) numpy arrays in free order, if set
+        self.table_run: FreedRun | None = None  # or the same in closed form
         self.batched = 0  # page-batch entries gathered since the last free
         self.delayed_rmap = False
         self.zap_mark = zap_start  # where the zap stood at the last forced flush
@@ -222,6 +286,18 @@ class MmuGather:
         self.cleared_ptes = self.cleared_pmds = self.cleared_puds = False
         self.batched = 0
         self.delayed_rmap = False
+
+    @property
+    def table_arrays(self):
+        """``(addrs, levels)`` numpy arrays of the freed tables in free order, when an
+        array driver set them (or :attr:`table_run`, as arrays); else None."""
+        if self._table_arrays is None and self.table_run is not None:
+            return self.table_run.arrays()
+        return self._table_arrays
+
+    @table_arrays.setter
+    def table_arrays(self, value) -> None:
+        self._table_arrays = value
 
     def free_table(self, addr: int, level: int) -> None:
         self.tables.append((addr, level))
@@ -276,8 +352,13 @@ def tlb_finish_mmu(target: Target, tlb: MmuGather, log: S.StepLog, phase: int, s
         if zapped > forced_ptes or not tlb.forced:
             mark = tlb.zap_mark if tlb.forced else start
             log.add(phase, S.K_ZAP, mark, 0, end - mark, ptes=zapped - forced_ptes)
-    addrs, levels = tlb.freed(target)
-    n = len(addrs)
+    run = tlb.table_run if tlb._table_arrays is None else None
+    if run is not None:
+        addrs = levels = None
+        n = len(run)
+    else:
+        addrs, levels = tlb.freed(target)
+        n = len(addrs)
     zap_shift = tlb.tlb_get_unmap_shift(target)
     if n == 0:
         if tlb.start is not None and zap_shift is not None:
@@ -286,7 +367,9 @@ def tlb_finish_mmu(target: Target, tlb: MmuGather, log: S.StepLog, phase: int, s
             log.add(phase, S.K_FREE_TABLES, start, 0, end - start, freed=0, flush=flush)
         return
     cuts = table_flush_cuts(target, tlb.batched, n)
-    if isinstance(addrs, list):
+    if run is not None:
+        groups = run.flush_groups(cuts, a.page_size)
+    elif isinstance(addrs, list):
         groups = table_flush_groups(addrs, levels, cuts, a.page_size)
     else:
         groups = table_flush_groups_arrays(addrs, levels, cuts, a.page_size)

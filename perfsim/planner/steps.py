@@ -76,6 +76,7 @@ _DTYPES = {c: np.int64 for c in ADDR_COLUMNS + ("length", "ptes", "slots", "batc
 
 ROW_FIELDS = ADDR_COLUMNS + INT_COLUMNS
 """The fields of a :class:`StepLog` row tuple, in order (see :attr:`Steps.row_tuples`)."""
+_PHASE_AT = ROW_FIELDS.index("phase")
 _WIDE_AT = tuple(i for i, n in enumerate(ROW_FIELDS) if _DTYPES.get(n) is np.int64)
 _NARROW_AT = tuple(i for i, n in enumerate(ROW_FIELDS) if _DTYPES.get(n) is not np.int64)
 _WIDE_OF, _NARROW_OF = itemgetter(*_WIDE_AT), itemgetter(*_NARROW_AT)
@@ -323,7 +324,9 @@ class PeriodicBlock:
 
     def __init__(self, template: Steps, reps: int, old_stride: int, new_stride: int,
                  overrides: dict[str, tuple[np.ndarray, np.ndarray]] | None = None):
-        assert len(set(template.phase.tolist())) <= 1, "a periodic block has one phase"
+        rows = template.row_tuples
+        phases = {r[_PHASE_AT] for r in rows[0]} if rows is not None else set(template.phase.tolist())
+        assert len(phases) <= 1, "a periodic block has one phase"
         self.template = template
         self.reps = int(reps)
         self.old_stride = int(old_stride)
@@ -336,7 +339,8 @@ class PeriodicBlock:
 
     @property
     def phase(self) -> int:
-        return int(self.template.phase[0])
+        rows = self.template.row_tuples
+        return rows[0][0][_PHASE_AT] if rows is not None else int(self.template.phase[0])
 
     def dense(self) -> Steps:
         k, n = len(self.template), self.reps
