@@ -25,7 +25,6 @@ array path, which decides (and declines) exactly as before.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from functools import lru_cache
 
 import numpy as np
 
@@ -49,6 +48,8 @@ MAX_SEGMENTS = 64
 
 #: The dense rows before and after the periodic run (as :class:`RegularRows`).
 HEAD, TAIL = 3, 4
+
+_NO_UP = (0, 0)
 
 
 
@@ -91,6 +92,16 @@ class Progressions:
             return self.c0 + j * self.period
         return (self.c1 if j & 1 else self.c0) + (j >> 1) * self.period
 
+    def bounds(self, lo: int, hi: int) -> list[int]:
+        """``[bound(i) for i in range(lo, hi + 1)]``."""
+        if lo < 1 or hi > self.n_inner:
+            return [self.bound(i) for i in range(lo, hi + 1)]
+        c0, p = self.c0, self.period
+        if not self.two:
+            return list(range(c0 + (lo - 1) * p, c0 + hi * p, p))
+        c1 = self.c1
+        return [(c1 if j & 1 else c0) + (j >> 1) * p for j in range(lo - 1, hi)]
+
     def index(self, v: int) -> int:
         """The ``i`` with ``bound(i) == v`` (``v`` one of the boundaries)."""
         if v == self.start:
@@ -104,12 +115,33 @@ class Progressions:
         return 2 * ((v - self.c1) // self.period) + 2
 
 
-@lru_cache(maxsize=64)
+#: :func:`_flush_lists` memo: (id(target), stride shift, cpus, lazy cpus, max pages) ->
+#: (target, the three lists). The target is kept, so its id names no other while it is here.
+_FLUSH_LISTS: dict[tuple, tuple] = {}
+
+
 def _flush_lists(target: Target, stride_shift: int, cpus: int, lazy_cpus: int,
                  max_pages: int) -> tuple[list[int], list[int], list[int]]:
-    """:func:`~perfsim.planner.tlb.flush_lookup`'s table as Python lists."""
-    f = flush_lookup(target, stride_shift, cpus, lazy_cpus, max_pages)
-    return f.full.tolist(), f.pages.tolist(), f.ipis.tolist()
+    """:func:`~perfsim.planner.tlb.flush_lookup`'s table as Python lists, memoised by the
+    target's identity (hashing a :class:`Target` hashes every field of its profiles)."""
+    key = (id(target), stride_shift, cpus, lazy_cpus, max_pages)
+    got = _FLUSH_LISTS.get(key)
+    if got is None or got[0] is not target:
+        if len(_FLUSH_LISTS) >= 64:
+            _FLUSH_LISTS.clear()
+        f = flush_lookup(target, stride_shift, cpus, lazy_cpus, max_pages)
+        got = _FLUSH_LISTS[key] = (target, f.full.tolist(), f.pages.tolist(), f.ipis.tolist())
+    return got[1], got[2], got[3]
+
+
+def _all_equal(x: np.ndarray, value: int) -> bool:
+    """Every element of the 1-D array ``x`` is ``value`` (compared as the bytes of ``x``'s
+    dtype: one C call for the array instead of a comparison and a count)."""
+    one = _TABLE_KIND if value == PMD_TABLE and x.dtype == np.int8 else x.dtype.type(value).tobytes()
+    return x.tobytes() == one * len(x)
+
+
+_TABLE_KIND = np.int8(PMD_TABLE).tobytes()
 
 
 def _words(a, ints: list[int]) -> np.ndarray:
@@ -133,8 +165,10 @@ class _Bitmaps:
     def int_of(self, row: int) -> int:
         m = self.ints.get(row)
         if m is None:
-            m = self.ints[row] = int.from_bytes(self.pt.masks[row].astype("<u8").tobytes(),
-                                                "little")
+            words = self.pt.masks[row]
+            if words.dtype.str != "<u8":
+                words = words.astype("<u8")
+            m = self.ints[row] = int.from_bytes(words.tobytes(), "little")
         return m
 
     def id_of(self, m: int) -> int:
@@ -213,8 +247,11 @@ def _regular_shape(t: Target, pt: PageTables, pmc, gates: MoveGates) -> _Shape |
     p_lo, p_hi = o0 >> us, (oe - 1) >> us
     q_lo, q_hi = n0 >> us, (n0 + length - 1) >> us
     k0, k1, k2, k3 = pt.pud_idx.searchsorted((p_lo, p_hi + 1, q_lo, q_hi + 1)).tolist()
-    src_pud = dict(zip(pt.pud_idx[k0:k1].tolist(), pt.pud_kind[k0:k1].tolist()))
-    dst_pud = dict(zip(pt.pud_idx[k2:k3].tolist(), pt.pud_kind[k2:k3].tolist()))
+    lo = min(k0, k2)  # both ranges' entries read at once
+    pud_l = pt.pud_idx[lo:max(k1, k3)].tolist()
+    kind_l = pt.pud_kind[lo:max(k1, k3)].tolist()
+    src_pud = dict(zip(pud_l[k0 - lo:k1 - lo], kind_l[k0 - lo:k1 - lo]))
+    dst_pud = dict(zip(pud_l[k2 - lo:k3 - lo], kind_l[k2 - lo:k3 - lo]))
     top_shift = a.p4d_shift - us
     for p in range(p_lo, p_hi + 1):
         if src_pud.get(p, PUD_NONE) != PUD_TABLE or (
@@ -229,11 +266,15 @@ def _regular_shape(t: Target, pt: PageTables, pmc, gates: MoveGates) -> _Shape |
         return None
     if pt.mask_pop[0] != 0:
         return None  # MaskTable's precondition: row 0 is the empty bitmap
-    if np.count_nonzero(pt.pmd_kind[i0:i1] != PMD_TABLE):
+    if not _all_equal(pt.pmd_kind[i0:i1], PMD_TABLE):
         return None
     src_row = pt.pmd_mask[i0:i1]
-    # a fully populated interior (RegularCounts.inner_full)
-    if np.count_nonzero(pt.mask_pop[src_row[1:-1]] != ptrs):
+    # a fully populated interior (RegularCounts.inner_full): one bitmap row throughout (a
+    # full one), else every row's population read
+    inner = src_row[1:-1]
+    r = int(inner[0])
+    if not (int(pt.mask_pop[r]) == ptrs and _all_equal(inner, r)) and \
+            np.count_nonzero(pt.mask_pop[inner] != ptrs):
         return None
     ext = Progressions.of(o0, n0, oe, pmd_size)
     n_ext = ext.n_ext
@@ -246,7 +287,7 @@ def _regular_shape(t: Target, pt: PageTables, pmc, gates: MoveGates) -> _Shape |
     batching = gates.batching
     if batching.batches and ptrs % batching.folio_pages:
         return None
-    bitmaps = _Bitmaps(pt, int(src_row[1]))
+    bitmaps = _Bitmaps(pt, r)
     edge = {0: int(src_row[0]), n_src - 1: int(src_row[-1])}
     # present PTEs of the extents touching the edge slots; interior extents map every page
     exact = {}
@@ -255,8 +296,9 @@ def _regular_shape(t: Target, pt: PageTables, pmc, gates: MoveGates) -> _Shape |
         rel = (st0 >> ms) - s_lo
         m = bitmaps.int_of(edge[rel]) if rel in edge else bitmaps.full_int
         exact[i] = (m >> ((st0 >> ps) & (ptrs - 1)) & ((1 << ((b(i + 1) - st0) >> ps)) - 1)).bit_count()
-    if not all(bool(move_ptes_flushes(v)) for v in exact.values()):
-        return None  # RegularRows writes such a move as dense rows
+    for v in exact.values():
+        if not move_ptes_flushes(v):
+            return None  # RegularRows writes such a move as dense rows
     # alloc_new_pmd / alloc_new_pud: at the first step of a segment into a new slot
     seg_first = [ext.index(s) for s in seg_start]
     alloc_pmd: dict[int, int] = {}
@@ -282,7 +324,7 @@ def _regular_shape(t: Target, pt: PageTables, pmc, gates: MoveGates) -> _Shape |
                 new_tops.append(top)
             if p4d or pud:
                 ups[seg_first[g]] = (p4d, pud)
-    pud_added = sorted(q for q in set(alloc_pmd.values()) if q not in dst_pud)
+    pud_added = sorted({q for q in alloc_pmd.values() if q not in dst_pud})
     return _Shape(ext, delta, i0, i1, j0, n_src, n_dst, edge, bitmaps, exact, k, alloc_pmd,
                   ups, new_tops, pud_added)
 
@@ -306,18 +348,20 @@ def _block(t: Target, sh: _Shape, gates: MoveGates, phase: int, cpus: int,
     mid = (n_ext - HEAD - TAIL) // k * k
     t0, t1 = HEAD, HEAD + mid
     spans = ((0, t0), (t0, t0 + k), (t1, n_ext))
-    b = ext.bound
     table = []
+    ups, alloc_pmd = sh.ups, sh.alloc_pmd
+    batches_on = batching.batches
+    low = pmd_size - 1
     for lo, hi in spans:
         allocs = lo != t0  # the period's allocations are overrides
-        bounds = [b(i) for i in range(lo, hi + 1)]
-        for i in range(lo, hi):
-            st0 = bounds[i - lo]
-            ln = bounds[i - lo + 1] - st0
+        bounds = ext.bounds(lo, hi)
+        st0 = bounds[0]
+        for i, st1 in zip(range(lo, hi), bounds[1:]):
+            ln = st1 - st0
             pages = ln >> ps
             new = st0 + delta
             ptes = exact.get(i, pages)
-            if batching.batches:
+            if batches_on:
                 slot = st0 >> ms
                 off = (st0 >> ps) & (ptrs - 1)
                 rel = slot - s_lo
@@ -327,11 +371,15 @@ def _block(t: Target, sh: _Shape, gates: MoveGates, phase: int, cpus: int,
                                                  batching.window_in_table(slot << (ms - ps), ptrs))
             else:
                 batches = ptes
-            p4d, pud = sh.ups.get(i, (0, 0)) if allocs else (0, 0)
-            table.append((st0, new, phase, S.K_PTE_MOVE, ln, ptes, pages, batches, p4d, pud,
-                          1 if allocs and i in sh.alloc_pmd else 0,
-                          1 if (new & (pmd_size - 1)) == 0 or i == 0 else 0,
+            if allocs:
+                p4d, pud = ups.get(i, _NO_UP)
+                pmd = 1 if i in alloc_pmd else 0
+            else:
+                p4d = pud = pmd = 0
+            table.append((st0, new, phase, S.K_PTE_MOVE, ln, ptes, pages, batches, p4d, pud, pmd,
+                          1 if (new & low) == 0 or i == 0 else 0,
                           0, 1, f_full[pages], f_pages[pages], f_ipis[pages], rmap, ptl, 0))
+            st0 = st1
     locks = gates.huge_locks
     parts = [S.Steps(rows=(table[lo:hi], [locks] * (hi - lo)))
              for lo, hi in ((0, t0), (t0, t0 + k), (t0 + k, len(table)))]

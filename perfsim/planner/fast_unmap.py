@@ -87,11 +87,11 @@ class _ArraysView:
         return pt.pud_idx[q0:q1].tolist(), pt.pud_kind[q0:q1].tolist()
 
     def pmd_below(self, slots: list[int]) -> list[int]:
-        """Per PMD slot of ``slots``: the PMD entries below it."""
+        """Per PMD slot of ``slots``: the PMD entries below it (up to a constant)."""
         return self.pt.pmd_idx.searchsorted(slots).tolist()
 
     def pud_below(self, slots: list[int]) -> list[int]:
-        """Per PUD slot of ``slots``: the PUD entries below it."""
+        """Per PUD slot of ``slots``: the PUD entries below it (up to a constant)."""
         return self.pt.pud_idx.searchsorted(slots).tolist()
 
     def without(self, target: Target, f: int, n: int, gone: list[int],
@@ -104,26 +104,42 @@ class _MovedView:
     the state before the move with the source's PMD entries emptied (the interior fully
     populated moved whole; an edge slot keeps what lies outside the range), the
     destination's ``n_dst`` entries from slot ``d_lo`` and the PMD tables the move
-    allocated (``pud_added``) added."""
+    allocated (``pud_added``) added. The PUD entries the unmap can read (those of the
+    top-level entries the source spans) are read once, as lists; counts below a slot are
+    from the first of them (the unmap reads only their differences)."""
 
     def __init__(self, moved: MovedTables, target: Target) -> None:
         self.moved = moved
-        self.pt = moved.before
+        self.pt = pt = moved.before
         self.sh = sh = moved.shape
-        a = target.arch
-        self.ms = a.pmd_shift
-        self.d_lo = (sh.ext.start + sh.delta) >> a.pmd_shift
+        a = self.a = target.arch
+        ms, us = a.pmd_shift, a.pud_shift
+        self.d_lo = (sh.ext.start + sh.delta) >> ms
         self.tops = moved.pud_tables
-        self.a = a
+        p_lo, p_hi = sh.ext.start >> us, (sh.ext.end - 1) >> us
+        if not a.pud_folded:
+            shift = a.p4d_shift - us
+            p_lo, p_hi = p_lo >> shift << shift, ((p_hi >> shift) + 1 << shift) - 1
+        self.span = (p_lo, p_hi + 1)
+        q0, q1 = pt.pud_idx.searchsorted(self.span).tolist()
+        slots, kinds = pt.pud_idx[q0:q1].tolist(), pt.pud_kind[q0:q1].tolist()
+        add = [q for q in sh.pud_added if p_lo <= q <= p_hi]
+        if add:
+            got = sorted([*zip(slots, kinds), *((q, PUD_TABLE) for q in add)])
+            slots, kinds = [q for q, _ in got], [k for _, k in got]
+        self.pud_l, self.pud_k = slots, kinds
+
+    def _within(self, lo: int, hi: int) -> None:
+        assert self.span[0] <= lo and hi <= self.span[1], "outside the PUD entries read"
 
     def empty_run(self, s0: int, s1: int) -> tuple[int, int] | None:
         sh, a = self.sh, self.a
-        ext, ms, ps = sh.ext, self.ms, a.page_shift
-        s_lo = ext.start >> ms
+        ext, ps = sh.ext, a.page_shift
+        s_lo = ext.start >> a.pmd_shift
         if (s0, s1) != (s_lo, s_lo + sh.n_src - 1):
             return None  # (not asked: the unmap of the moved range is the source's)
         for rel, row in sh.edge.items():  # what the move leaves in the edge slots
-            base = (s_lo + rel) << ms
+            base = (s_lo + rel) << a.pmd_shift
             lo = (max(ext.start, base) - base) >> ps
             hi = (min(ext.end, base + a.pmd_size) - base) >> ps
             if sh.bitmaps.int_of(row) & ~range_mask(lo, hi):
@@ -131,14 +147,9 @@ class _MovedView:
         return s_lo, sh.n_src
 
     def pud_entries(self, lo: int, hi: int) -> tuple[list[int], list[int]]:
-        pt = self.pt
-        q0, q1 = pt.pud_idx.searchsorted((lo, hi)).tolist()
-        slots, kinds = pt.pud_idx[q0:q1].tolist(), pt.pud_kind[q0:q1].tolist()
-        add = [q for q in self.sh.pud_added if lo <= q < hi]
-        if not add:
-            return slots, kinds
-        got = sorted([*zip(slots, kinds), *((q, PUD_TABLE) for q in add)])
-        return [q for q, _ in got], [k for _, k in got]
+        self._within(lo, hi)
+        q0, q1 = bisect_left(self.pud_l, lo), bisect_left(self.pud_l, hi)
+        return self.pud_l[q0:q1], self.pud_k[q0:q1]
 
     def pud_leaf_in(self, lo: int, hi: int) -> bool:
         return PUD_LEAF in self.pud_entries(lo, hi)[1]
@@ -149,9 +160,9 @@ class _MovedView:
                 for x, b in zip(slots, self.pt.pmd_idx.searchsorted(slots).tolist())]
 
     def pud_below(self, slots: list[int]) -> list[int]:
-        added = self.sh.pud_added
-        return [b + bisect_left(added, x)
-                for x, b in zip(slots, self.pt.pud_idx.searchsorted(slots).tolist())]
+        self._within(min(slots), max(slots))
+        pud_l = self.pud_l
+        return [bisect_left(pud_l, x) for x in slots]
 
     def without(self, target: Target, f: int, n: int, gone: list[int],
                 tops: frozenset[int]) -> PageTables:
