@@ -5,6 +5,7 @@ Run from the repository root::
     python bench/bench_planner.py            # full run (about a minute)
     python bench/bench_planner.py --quick    # smaller scaling sweep, fewer repeats
     python bench/bench_planner.py --against /tmp/base   # side by side with another checkout
+    python bench/bench_planner.py --moves [--against /tmp/base]   # the large regular moves only
 
 ``--against`` takes a checkout of the baseline (for example ``git worktree add /tmp/base
 <commit>``) and runs every case there too, alternating the two trees in the same run, three
@@ -56,6 +57,17 @@ CASES = {
 TARGETS = {"contpte": ("6.18", "arm64-4k", 64 * K)}  # others: x86_64, 6.18, base pages
 TIME_TARGET = 0.050
 RSS_TARGET = 300 * 10**6
+
+#: The large regular moves (``--moves``): (source, destination, length, THP) at
+#: 0x300000000000. ``1g-unaligned`` is bench/bench_engine.py's move (docs/kernel-rules.md E4).
+MOVE_BASE = 0x300000000000
+MOVES = {
+    "1g-unaligned": (2 * M + 4 * K, 2 * G + 6 * M + 8 * K, G, False),
+    "64m-unaligned": (2 * M + 4 * K, 2 * G + 6 * M + 8 * K, 64 * M, False),
+    "1g-pmd-aligned": (2 * M, 2 * G + 6 * M, G, False),
+    "1g-thp": (2 * M, 2 * G + 6 * M, G, True),
+}
+MOVE_REPS = 40
 
 
 def _rss_bytes() -> int:
@@ -144,6 +156,70 @@ def child(case: str, length: int, populate: str, repeats: int, build_only: bool)
     return out
 
 
+def moves_child(name: str, rounds: int) -> dict:
+    """CPU time of ``plan_mremap`` of the move ``name`` (:data:`MOVES`): per round,
+    :data:`MOVE_REPS` plans, each of a freshly built state (built before the round's clock
+    starts); the best round's mean, and the plan's planner and row count."""
+    import perfsim
+    from perfsim import resolve_target
+    from perfsim.mm.build import Population, single_move_space
+    from perfsim.planner import MoveRequest, plan_mremap
+
+    t = resolve_target("6.18", "x86_64")
+    soff, doff, length, thp = MOVES[name]
+    src, dst = MOVE_BASE + soff, MOVE_BASE + doff
+    req = MoveRequest(src, length, new_addr=dst)
+    best, plan = None, None
+    for _ in range(rounds):
+        spaces = [single_move_space(t, src=src, length=length, thp=thp,
+                                    populate=Population.parse("full"))
+                  for _ in range(MOVE_REPS)]
+        c0 = time.process_time()
+        for sp in spaces:
+            plan = plan_mremap(sp, req, t)
+        cpu = (time.process_time() - c0) / MOVE_REPS
+        best = cpu if best is None else min(best, cpu)
+    assert plan.errno is None and plan.progress_bytes == length, plan.note
+    return {"move": name, "plan_cpu": best, "planner": plan.planner, "rows": len(plan.steps),
+            "perfsim": os.path.dirname(os.path.dirname(os.path.abspath(perfsim.__file__)))}
+
+
+def run_moves(against: str | None, rounds: int) -> None:
+    """The large regular moves' plan CPU time, each tree in ``ROUNDS`` fresh processes
+    (alternating with ``against`` when given), the best kept; with ``against``, the ratio."""
+    print(f"\nlarge regular moves: plan_mremap CPU time per plan (best of {ROUNDS} processes x "
+          f"{rounds} rounds of {MOVE_REPS} fresh states)" + (f", side by side with {against}"
+                                                             if against else ""))
+    hdr = f"{'move':<16} {'planner':>9} {'rows':>6} {'plan us':>9}" + (
+        f" {'baseline us':>11} {'ratio':>6}" if against else "")
+    print(hdr)
+    print("-" * len(hdr))
+    for name in MOVES:
+        mine, base = [], []
+        for _ in range(ROUNDS):
+            if against:
+                base.append(_moves_run(name, rounds, against))
+            mine.append(_moves_run(name, rounds, ROOT))
+        r = min(mine, key=lambda x: x["plan_cpu"])
+        line = f"{name:<16} {r['planner']:>9} {r['rows']:>6} {r['plan_cpu'] * 1e6:>9.1f}"
+        if against:
+            b = min(base, key=lambda x: x["plan_cpu"])
+            line += f" {b['plan_cpu'] * 1e6:>11.1f} {r['plan_cpu'] / b['plan_cpu']:>6.2f}"
+        print(line)
+
+
+def _moves_run(name: str, rounds: int, root: str) -> dict:
+    cmd = [sys.executable, os.path.abspath(__file__), "--moves-child", name, str(rounds),
+           "--root", root]
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=root)
+    if res.returncode:
+        raise SystemExit(f"child failed: {' '.join(cmd)}\n{res.stderr}")
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    if os.path.realpath(out["perfsim"]) != os.path.realpath(root):
+        raise SystemExit(f"child imported perfsim from {out['perfsim']}, not {root}")
+    return out
+
+
 def run_child(case: str, length: int, populate: str, repeats: int, build_only: bool = False,
               root: str = ROOT) -> dict:
     """One measurement in a fresh process, importing perfsim from the checkout ``root``."""
@@ -212,7 +288,16 @@ def main() -> None:
     ap.add_argument("--root", default=ROOT, help=argparse.SUPPRESS)
     ap.add_argument("--against", metavar="CHECKOUT",
                     help="a checkout of the baseline to measure side by side")
+    ap.add_argument("--moves", action="store_true",
+                    help="only the large regular moves (1 GiB and 64 MiB unaligned, 1 GiB "
+                         "PMD-aligned, 1 GiB THP): plan CPU time per plan")
+    ap.add_argument("--moves-child", nargs=2, metavar=("MOVE", "ROUNDS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.moves_child:
+        sys.path.insert(0, os.path.abspath(args.root))
+        name, rounds = args.moves_child
+        print(json.dumps(moves_child(name, int(rounds))))
+        return
     if args.child:
         sys.path.insert(0, os.path.abspath(args.root))
         case, length, pop, reps = args.child
@@ -223,6 +308,9 @@ def main() -> None:
               f"(no perfsim/ directory)", file=sys.stderr)
         raise SystemExit(2)
     reps = 3 if args.quick else 7
+    if args.moves:
+        run_moves(args.against, 3 if args.quick else 5)
+        return
     print(f"perfsim planner benchmark  (python {sys.version.split()[0]}, "
           f"numpy {__import__('numpy').__version__}, {os.cpu_count()} CPUs, "
           f"load {os.getloadavg()[0]:.2f})")
@@ -288,6 +376,7 @@ def main() -> None:
           f"(total {u['rss_total'] / 1e6:.0f} MB = {u['rss_total'] / RSS_TARGET:.2f} x 300 MB)")
     if args.against:
         print_comparison(pairs, args.against)
+    run_moves(args.against, 3 if args.quick else 5)
 
 
 if __name__ == "__main__":
