@@ -94,13 +94,18 @@ class Progressions:
 
     def bounds(self, lo: int, hi: int) -> list[int]:
         """``[bound(i) for i in range(lo, hi + 1)]``."""
-        if lo < 1 or hi > self.n_inner:
-            return [self.bound(i) for i in range(lo, hi + 1)]
+        a, b = max(lo, 1), min(hi, self.n_inner)  # the inner bounds, from the progressions
         c0, p = self.c0, self.period
-        if not self.two:
-            return list(range(c0 + (lo - 1) * p, c0 + hi * p, p))
-        c1 = self.c1
-        return [(c1 if j & 1 else c0) + (j >> 1) * p for j in range(lo - 1, hi)]
+        if a > b:
+            inner = []
+        elif not self.two:
+            inner = list(range(c0 + (a - 1) * p, c0 + b * p, p))
+        else:
+            c1 = self.c1
+            inner = [(c1 if j & 1 else c0) + (j >> 1) * p for j in range(a - 1, b)]
+        head = [self.start] if lo == 0 else []
+        tail = [self.end] * (hi - max(b, lo - 1)) if hi > self.n_inner else []
+        return head + inner + tail if head or tail else inner
 
     def index(self, v: int) -> int:
         """The ``i`` with ``bound(i) == v`` (``v`` one of the boundaries)."""
@@ -386,7 +391,7 @@ def _block(t: Target, sh: _Shape, gates: MoveGates, phase: int, cpus: int,
     over = {}
     pmd_mid = [i - t0 for i in sh.alloc_pmd if t0 <= i < t1]
     if pmd_mid:
-        over["alloc_pmd"] = (np.array(pmd_mid, np.int64), np.ones(len(pmd_mid), np.int32))
+        over["alloc_pmd"] = (np.array(pmd_mid, np.int64), np.array([1] * len(pmd_mid), np.int32))
     up_mid = [(i - t0, v) for i, v in sh.ups.items() if t0 <= i < t1]
     if up_mid:
         pos = np.array([p for p, _ in up_mid], np.int64)

@@ -216,12 +216,18 @@ class Steps:
             self._len = len(rows[0])
             self.lock_sets = _lock_sets_of(rows[1])
         elif parts is not None:
-            self._parts = [p for p in parts if len(p)]
-            names = sorted({n for p in self._parts for n in p.lock_sets})
-            self.lock_sets = tuple(names)
+            kept, total, names = [], 0, set()
+            for p in parts:
+                n = len(p)
+                if n:
+                    kept.append(p)
+                    total += n
+                    names.update(p.lock_sets)
+            self._parts = kept
+            self.lock_sets = tuple(sorted(names))
             self._cols = None
             self._lock_set = None
-            self._len = sum(len(p) for p in self._parts)
+            self._len = total
         else:
             self._parts = None
             self._cols = cols
