@@ -95,3 +95,24 @@ def test_a_periodic_blocks_phase_reads_its_template_rows_or_columns():
     mixed.add(S.UNMAP_SRC, S.K_ZAP)
     with pytest.raises(AssertionError):
         S.PeriodicBlock(mixed.freeze(), 2, 0, 0)
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_columns_of_few_rows_equal_the_fromiter_columns(seed, monkeypatch):
+    """``_columns_of_rows`` converts up to ``_FEW_ROWS`` rows with one ``np.array`` per
+    dtype: the same columns (values, dtypes, contiguity) and lock ids as ``np.fromiter``."""
+    rng = random.Random(seed)
+    n = rng.randrange(0, 2 * S._FEW_ROWS)
+    rows = [tuple(rng.randrange(-(1 << 40), 1 << 40) if f in S.ADDR_COLUMNS else
+                  rng.randrange(0, 1 << 20) for f in S.ROW_FIELDS) for _ in range(n)]
+    locks = [rng.choice(((), ("anon_vma",), ("anon_vma", "i_mmap"))) for _ in range(n)]
+    sets = S._lock_sets_of(locks)
+    few, few_ids = S._columns_of_rows(rows, locks, sets)
+    monkeypatch.setattr(S, "_FEW_ROWS", -1)
+    many, many_ids = S._columns_of_rows(rows, locks, sets)
+    assert few.keys() == many.keys()
+    for name in S.ROW_FIELDS:
+        a, b = few[name], many[name]
+        assert a.dtype == b.dtype and a.shape == b.shape == (n,), name
+        assert a.flags.c_contiguous and np.array_equal(a, b), name
+    assert few_ids.dtype == many_ids.dtype and np.array_equal(few_ids, many_ids)

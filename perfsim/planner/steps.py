@@ -148,6 +148,10 @@ def _lock_sets_of(lock_names: list[tuple[str, ...]]) -> tuple:
     return tuple(sorted(set(lock_names)))
 
 
+#: Up to this many rows :func:`_columns_of_rows` converts the columns with ``np.array``.
+_FEW_ROWS = 32
+
+
 def _columns_of_rows(rows: list[tuple], lock_names: list[tuple[str, ...]],
                      lock_sets: tuple) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """``(columns, lock_set)`` of row tuples: each column the values and dtype of one
@@ -155,10 +159,14 @@ def _columns_of_rows(rows: list[tuple], lock_names: list[tuple[str, ...]],
     column a contiguous row of one of them)."""
     n = len(rows)
     data = list(zip(*rows)) if rows else [()] * len(ROW_FIELDS)
-    wide = np.fromiter(chain.from_iterable(_WIDE_OF(data)), np.int64,
-                       len(_WIDE_AT) * n).reshape(len(_WIDE_AT), n)
-    narrow = np.fromiter(chain.from_iterable(_NARROW_OF(data)), np.int32,
-                         len(_NARROW_AT) * n).reshape(len(_NARROW_AT), n)
+    if n <= _FEW_ROWS:  # one conversion of the nested tuples costs less than fromiter's loop
+        wide = np.array(_WIDE_OF(data), np.int64).reshape(len(_WIDE_AT), n)
+        narrow = np.array(_NARROW_OF(data), np.int32).reshape(len(_NARROW_AT), n)
+    else:
+        wide = np.fromiter(chain.from_iterable(_WIDE_OF(data)), np.int64,
+                           len(_WIDE_AT) * n).reshape(len(_WIDE_AT), n)
+        narrow = np.fromiter(chain.from_iterable(_NARROW_OF(data)), np.int32,
+                             len(_NARROW_AT) * n).reshape(len(_NARROW_AT), n)
     cols = dict(zip(ROW_FIELDS, _IN_ROW_ORDER([*wide, *narrow])))
     if len(lock_sets) <= 1:
         lock_id = np.zeros(n, np.int32)
