@@ -272,3 +272,28 @@ def test_run_positions_are_the_searchsorted_of_the_run_keys(arch, seed):
               for _ in range(6)]
     keys = sorted(table_order_key(t, ad, lv) for ad, lv in others)
     assert _run_positions(t, f, n, keys) == run_keys.searchsorted(keys, side="right").tolist()
+
+
+def test_the_bench_plan_leaves_its_page_tables_unmade_until_after_is_read():
+    """``plan_mremap`` of the 1 GiB move makes neither the moved nor the unmapped state;
+    ``after`` holds the unmapped state, made when one of its fields is read, equal to the
+    reference walk's."""
+    from test_fast_equivalence import assert_same_plan
+
+    from perfsim.mm.space import AddressSpace
+    from perfsim.planner import MoveRequest, plan_mremap
+    from perfsim.planner.options import PlanOptions
+
+    t = resolve_target("6.18", "x86_64")
+    src, dst, n = BASE + 2 * M + 4 * K, BASE + 2 * G + 6 * M + 8 * K, G
+    space = AddressSpace((Vma(src, src + n, name="heap"),),
+                         PageTables.empty(t.arch).populate(src, src + n))
+    req = MoveRequest(old_addr=src, old_len=n, new_addr=dst)
+    plan = plan_mremap(space, req, t)
+    tables = plan.after_of.tables.value()
+    assert type(tables) is DeferredTables and tables.pending
+    after = plan.after
+    assert after.pt is tables and tables.pending
+    assert len(after.pt.pmd_idx) == n // (2 * M) + 1 and not tables.pending
+    assert_same_plan(plan_mremap(space, req, t, PlanOptions("reference")), plan,
+                     [(src, src + n), (dst, dst + n)])
