@@ -297,3 +297,68 @@ def test_the_bench_plan_leaves_its_page_tables_unmade_until_after_is_read():
     assert len(after.pt.pmd_idx) == n // (2 * M) + 1 and not tables.pending
     assert_same_plan(plan_mremap(space, req, t, PlanOptions("reference")), plan,
                      [(src, src + n), (dst, dst + n)])
+
+
+@pytest.mark.parametrize("arch", ("x86_64", "x86_64-la57", "arm64-4k", "riscv-sv39"))
+@pytest.mark.parametrize("layout", ("dst-above", "dst-below", "dst-straddles"))
+def test_unmap_of_a_source_sharing_its_pud_entry_with_the_destination(arch, layout):
+    """Source and destination in the same PUD entry: the moved-in destination entries keep
+    the PMD table the source's unmap would otherwise free (``free_pmd_table`` counts them)."""
+    t = resolve_target("6.18", arch)
+    a = t.arch
+    P, U, pg = a.pmd_size, a.pud_size, a.page_size
+    slots = U // P
+    base = 8 * U
+    length = 12 * P + 3 * pg
+    src = base + (slots // 4) * P + pg if layout != "dst-below" else base + (slots // 2) * P + pg
+    dst = {"dst-above": base + (slots // 2) * P + 2 * pg,
+           "dst-below": base + 2 * P + 5 * pg,
+           "dst-straddles": base + U - 6 * P + 7 * pg}[layout]
+    vma = Vma(src, src + length, name="heap")
+    pt = PageTables.empty(a).populate(src, src + length)
+    new = Vma(dst, dst + length, name="new")
+    pmc = PageTableMoveControl(vma, new, src, dst, length)
+    out = plan_regular_closed(t, pt, pmc, MoveGates.of(t, vma, new, False), S.MOVE, 1, 0, None)
+    assert out is not None
+    shape = out[1].shape
+    for floor, ceiling in ((0, 0), (0, dst if dst > src else 0), (dst + length if dst < src else 0, 0)):
+        win = (src, src + length)
+        moved = MovedTables(t, pt, shape)  # a pending state per unmap (reading one makes it)
+        c_out, c_tlb, c_rows = _unmap(t, moved, src, src + length, floor, ceiling, win)
+        e_out, e_tlb, e_rows = _unmap(t, _after(t, pt, shape), src, src + length, floor,
+                                      ceiling, win)
+        assert moved.pending and c_out is not None and c_out[1:] == e_out[1:]
+        _assert_same_tables(c_out[0], e_out[0])
+        assert np.array_equal(c_rows.freed, e_rows.freed)
+        assert np.array_equal(c_tlb.table_arrays[0], e_tlb.table_arrays[0])
+
+
+@pytest.mark.parametrize("arch", ("x86_64", "x86_64-la57", "riscv-sv48"))
+def test_unmap_counts_the_pmd_table_the_move_allocated_in_the_window(arch):
+    """The destination's first PUD entry, new (the move allocated its PMD table), lies in the
+    window the source's unmap sees: the top-level table keeps that entry, so it is not freed
+    though the source's own PMD table is."""
+    t = resolve_target("6.18", arch)
+    a = t.arch
+    P, U, pg = a.pmd_size, a.pud_size, a.page_size
+    top = 1 << a.p4d_shift
+    src = 3 * top + 2 * P + pg
+    length = 40 * P + 3 * pg
+    dst = 3 * top + U + U // 2 + 2 * pg  # the next PUD entry, none before the move
+    vma = Vma(src, src + length, name="heap")
+    pt = PageTables.empty(a).populate(src, src + length)
+    new = Vma(dst, dst + length, name="new")
+    pmc = PageTableMoveControl(vma, new, src, dst, length)
+    out = plan_regular_closed(t, pt, pmc, MoveGates.of(t, vma, new, False), S.MOVE, 1, 0, None)
+    assert out is not None and out[1].shape.pud_added == [dst >> a.pud_shift]
+    shape = out[1].shape
+    for win_end in (src + length, 3 * top + U + U // 4, 3 * top + 2 * U):
+        win = (3 * top, win_end)
+        c_out, c_tlb, _ = _unmap(t, MovedTables(t, pt, shape), src, src + length, 0, 0, win)
+        e_out, e_tlb, _ = _unmap(t, _after(t, pt, shape), src, src + length, 0, 0, win)
+        assert c_out[1:] == e_out[1:]
+        _assert_same_tables(c_out[0], e_out[0])
+        assert np.array_equal(c_tlb.table_arrays[1], e_tlb.table_arrays[1])
+        if win_end > dst:  # the new entry is seen: the PUD table stays
+            assert PUD_TABLE_PAGE not in c_tlb.table_arrays[1].tolist()
+            assert PMD_TABLE_PAGE in c_tlb.table_arrays[1].tolist()
