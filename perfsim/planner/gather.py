@@ -230,6 +230,10 @@ class MmuGather:
     """An ``mmu_gather``: the zapped range and its cleared levels, plus the page-table
     pages freed, in the order they were freed (:func:`tlb_finish_mmu` turns them into flushes)."""
 
+    __slots__ = ("start", "end", "cleared_ptes", "cleared_pmds", "cleared_puds", "freed_tables",
+                 "tables", "_table_arrays", "table_run", "batched", "delayed_rmap", "zap_mark",
+                 "zap_ptes", "forced", "events")
+
     def __init__(self, zap_start: int = 0) -> None:
         self.start: int | None = None
         self.end = 0
