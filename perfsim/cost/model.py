@@ -482,92 +482,125 @@ def _first_above_zero(values) -> int | None:
     return None
 
 
-def periodic_row_costs(plan_or_steps, profile: CostProfile, *, cpus: int | None = None,
-                       folio: FolioBatching | None = None, medians: tuple | None = None,
-                       counts_of: tuple[str, ...] = ()):
-    """:func:`row_costs` at the medians of a plan made of periodic blocks
-    (:class:`~perfsim.planner.steps.PeriodicBlock`: ``reps`` copies of a few template rows,
-    a few rows overridden) and small dense parts, priced part by part without materialising
-    the plan: the dense parts' rows on Python ints (:func:`_price_dense`); a block's
-    template rows once, repeated, its overridden rows (and a first row that starts a phase
-    run) on their own, its category totals ``reps`` times the template's corrected by
-    those rows (:func:`_price_block`). The first-row charges go on the plan's first row
-    that pays their trigger. The count matrix is computed on the materialised columns when
-    first read. None for a plan with no block, or with a part too large for this (a dense
-    part or template of more than :data:`SCALAR_ROWS` rows, a block overriding ``phase``).
+class PeriodicPiece:
+    """One part of a plan :func:`periodic_layout` covers, read as Python ints: ``k`` rows
+    whose :data:`LIST_COLUMNS` are ``lists`` (:func:`column_sequences`), repeated ``reps``
+    times from row ``offset`` of the plan (a dense part: its own rows once, ``block``
+    False). A block's ``patched``: ``{row in the block: its LIST_COLUMNS values}`` of the
+    rows priced on their own: its overridden rows, and its first row when the block starts
+    a phase run (``starts_run``: the part's first row has another phase than the row before
+    it). ``part``: the dense table or the :class:`~perfsim.planner.steps.PeriodicBlock`.
+    Made once per plan, never changed."""
 
-    ``medians``: prices to use instead of the profile's (:data:`PARAM_NAMES` order);
-    ``counts_of``: parameters whose per-row counts to return too, as ``(costs, {name:
-    int64 array})`` (what a jittered pricing draws for, :func:`periodic_jittered_row_costs`)."""
-    steps = steps_of(plan_or_steps)
-    parts = steps.parts()
+    __slots__ = ("part", "offset", "k", "reps", "lists", "patched", "starts_run", "block")
+
+    def __init__(self, part, offset: int, k: int, reps: int, lists: list, patched: dict,
+                 starts_run: bool, block: bool) -> None:
+        self.part, self.offset, self.k, self.reps = part, offset, k, reps
+        self.lists, self.patched = lists, patched
+        self.starts_run, self.block = starts_run, block
+
+
+def periodic_layout(plan_or_steps) -> list[PeriodicPiece] | None:
+    """The parts of a plan made of periodic blocks and small dense parts, as
+    :class:`PeriodicPiece` rows in plan order (what :func:`periodic_row_costs` prices and
+    the engine's periodic call templates read); None for a plan with no block, or with a
+    part too large for this: a dense part or template of more than :data:`SCALAR_ROWS`
+    rows, a block overriding ``phase`` or more than :data:`SCALAR_ROWS` of its rows."""
+    parts = steps_of(plan_or_steps).parts()
     if not any(isinstance(p, S.PeriodicBlock) for p in parts):
         return None
-    if cpus is not None and cpus < 1:
-        raise ValueError("cpus must be >= 1")
-    med = profile.medians_ns if medians is None else medians
-    w = _ROW_WEIGHTS(med)
-    terms = folio_terms(folio)
-    price = (profile, cpus, w, med, terms, {})
-    dense: list[list[int]] | None = None  # the dense parts' columns, one after the other
-    dense_at: list[int] = []  # their rows' positions in the plan
-    starts: list[bool] = []
-    blocks = []
+    pieces = []
     prev_phase = None
     offset = 0
     for p in parts:
         if isinstance(p, S.PeriodicBlock):
-            got = _price_block(p, prev_phase, price)
-            if got is None:
+            t = p.template
+            k = len(t)
+            if k > SCALAR_ROWS or t.parts() != [t] or "phase" in p.overrides:
                 return None
-            blocks.append((offset, got))
-            prev_phase = got[6]  # the block's phase
+            tl = column_sequences(t)
+            changes: dict[int, dict[int, int]] = {}
+            for col, (pos, val) in p.overrides.items():
+                ci = _LIST_INDEX.get(col)
+                if ci is None:  # an address or length: priced through no count
+                    continue
+                for q, v in zip(np.asarray(pos).tolist(), np.asarray(val).tolist(),
+                                strict=True):
+                    changes.setdefault(q, {})[ci] = v
+            # A block has one phase: its row 0 follows the previous copy's last row, of the
+            # same phase, so only the first copy's row 0 may start a run.
+            phase = tl[1][0]
+            starts_run = phase != prev_phase
+            if starts_run:
+                changes.setdefault(0, {})
+            if len(changes) > SCALAR_ROWS:
+                return None
+            patched = {}
+            for q, ch in changes.items():
+                row = [col[q % k] for col in tl]
+                for ci, v in ch.items():
+                    row[ci] = v
+                patched[q] = row
+            pieces.append(PeriodicPiece(p, offset, k, p.reps, tl, patched, starts_run, True))
+            prev_phase = phase
         else:
             if len(p) > SCALAR_ROWS or p.parts() != [p]:
                 return None
-            lists = column_lists(p)
-            phase = lists[1]
-            starts += [phase[0] != prev_phase, *map(ne, phase[1:], phase)]
-            dense_at.extend(range(offset, offset + len(p)))
-            prev_phase = phase[-1]
-            if dense is None:
-                dense = lists
-            else:
-                for have, more in zip(dense, lists, strict=True):
-                    have.extend(more)
+            lists = column_sequences(p)
+            pieces.append(PeriodicPiece(p, offset, len(p), 1, lists, {},
+                                        lists[1][0] != prev_phase, False))
+            prev_phase = lists[1][-1]
         offset += len(p)
-    total, ipis, stolen = (np.empty(offset, _I64) for _ in range(3))
+    return pieces
+
+
+def periodic_row_costs(plan_or_steps, profile: CostProfile, *, cpus: int | None = None,
+                       folio: FolioBatching | None = None, medians: tuple | None = None,
+                       counts_of: tuple[str, ...] = (), layout: list | None = None):
+    """:func:`row_costs` at the medians of a plan made of periodic blocks
+    (:class:`~perfsim.planner.steps.PeriodicBlock`: ``reps`` copies of a few template rows,
+    a few rows overridden) and small dense parts, priced part by part without materialising
+    the plan (:func:`periodic_layout`): the dense parts' rows on Python ints
+    (:func:`_price_dense`); a block's template rows once, repeated, its patched rows on
+    their own, its category totals ``reps`` times the template's corrected by those rows
+    (:func:`_price_block`). The first-row charges go on the plan's first row that pays
+    their trigger. The count matrix is computed on the materialised columns when first
+    read. None for a plan :func:`periodic_layout` does not cover.
+
+    ``medians``: prices to use instead of the profile's (:data:`PARAM_NAMES` order);
+    ``counts_of``: parameters whose per-row counts to return too, as ``(costs, {name:
+    int64 array})`` (what a jittered pricing draws for, :func:`periodic_jittered_row_costs`);
+    ``layout``: the plan's :func:`periodic_layout`, when already made."""
+    steps = steps_of(plan_or_steps)
+    pieces = periodic_layout(steps) if layout is None else layout
+    if pieces is None:
+        return None
+    if cpus is not None and cpus < 1:
+        raise ValueError("cpus must be >= 1")
+    med = profile.medians_ns if medians is None else medians
+    price = (profile, cpus, _ROW_WEIGHTS(med), med, folio_terms(folio), {})
+    n = len(steps)
     sums = [0] * len(CATEGORIES)
     candidates: list[list[int]] = [[] for _ in _FIRST_ROW_TERMS]
-    per_row = [(name, ROW_PARAMS.index(name)) for name in counts_of if name in ROW_PARAMS]
-    counted = {name: np.zeros(offset, _I64) for name in counts_of}
-    if dense is not None:
-        ip = list(map(ipi_targets_of, dense[-1], dense[5], repeat(cpus),
-                      repeat(profile.ipi_shootdown)))
-        rows, tot, st, sums = _price_dense(dense, starts, ip, w, med, terms, None)
-        at = np.array(dense_at)
-        total[at], ipis[at], stolen[at] = tot, ip, st
-        for name, j in per_row:
-            counted[name][at] = [c[j] for c in rows]
-        for r, (trig, _w, _c) in enumerate(_FIRST_ROW_TERMS):
-            f = _first_above_zero(c[trig] for c in rows)
-            if f is not None:
-                candidates[r].append(dense_at[f])
-    for off, (k, reps, template, patched, block_sums, firsts, _phase, counts) in blocks:
-        end = off + k * reps
-        for out, values in zip((total, ipis, stolen), template, strict=True):
-            out[off:end].reshape(reps, k)[:] = values
-        for q, values in patched.items():
-            total[off + q], ipis[off + q], stolen[off + q] = values
-        template_rows, patched_rows = counts
-        for name, j in per_row:
-            counted[name][off:end].reshape(reps, k)[:] = [c[j] for c in template_rows]
-            for q, c in patched_rows.items():
-                counted[name][off + q] = c[j]
-        sums = list(map(add, sums, block_sums))
+    per_row = [ROW_PARAMS.index(name) for name in counts_of if name in ROW_PARAMS]
+    costs, counts = [], []
+    for pc in pieces:
+        template, patched, piece_sums, firsts, (rows_t, rows_p) = _price_piece(pc, price)
+        costs.append((template, patched))
+        if per_row:
+            counts.append(([[c[j] for c in rows_t] for j in per_row],
+                           {q: [c[j] for j in per_row] for q, c in rows_p.items()}))
+        sums = list(map(add, sums, piece_sums))
         for r, f in enumerate(firsts):
             if f is not None:
-                candidates[r].append(off + f)
+                candidates[r].append(pc.offset + f)
+    total, ipis, stolen = lay_out(pieces, n, costs)
+    counted = dict(zip([ROW_PARAMS[j] for j in per_row], lay_out(pieces, n, counts),
+                       strict=True)) if per_row else {}
+    for name in counts_of:
+        if name not in counted:
+            counted[name] = np.zeros(n, _I64)
     for (name, _t), (_trig, wpos, cat), found in zip(FIRST_ROW_RULES, _FIRST_ROW_TERMS,
                                                        candidates, strict=True):
         if found:
@@ -581,21 +614,21 @@ def periodic_row_costs(plan_or_steps, profile: CostProfile, *, cpus: int | None 
 
 
 def periodic_jittered_row_costs(steps: S.Steps, profile: CostProfile, cpus: int | None,
-                             rng: np.random.Generator, folio: FolioBatching | None
-                             ) -> RowCosts | None:
+                             rng: np.random.Generator, folio: FolioBatching | None,
+                             layout: list | None = None) -> RowCosts | None:
     """:func:`row_costs` with jitter of a plan :func:`periodic_row_costs` covers: the fixed
     parameters at their medians part by part (a jittered one at 0), then each jittered
     parameter, in :data:`PARAM_NAMES` order, drawn for the rows that use it, exactly as
     :func:`vector_row_costs` draws. None when a parameter of the IPI targets' own work
     (``ipi_receiver_ns``, ``tlb_full_flush_ns``, ``tlb_invlpg_ns``) has jitter, or the plan
-    is not covered."""
+    is not covered. ``layout``: the plan's :func:`periodic_layout`, when already made."""
     jittered = [name for name in PARAM_NAMES if not profile.param(name).is_fixed]
     if {"ipi_receiver_ns", "tlb_full_flush_ns", "tlb_invlpg_ns"} & set(jittered):
         return None
     zeroed = tuple(0 if name in jittered else m
                    for name, m in zip(PARAM_NAMES, profile.medians_ns, strict=True))
     got = periodic_row_costs(steps, profile, cpus=cpus, folio=folio, medians=zeroed,
-                             counts_of=tuple(jittered))
+                             counts_of=tuple(jittered), layout=layout)
     if got is None:
         return None
     base, counts = got
@@ -616,41 +649,43 @@ def periodic_jittered_row_costs(steps: S.Steps, profile: CostProfile, cpus: int 
                              extra)
 
 
-def _price_block(block, prev_phase, price) -> tuple | None:
-    """``(k, reps, (totals, ipis, stolen) of the template rows, {row: (total, ipis,
-    stolen)} of the rows priced on their own, category sums, first trigger rows, phase,
-    (template rows' counts, {row: counts}))`` of one
-    periodic block of ``reps`` copies of ``k`` rows (:func:`periodic_row_costs`); None when
-    it is not priced this way."""
-    t, reps = block.template, block.reps
-    k = len(t)
-    if k > SCALAR_ROWS or t.parts() != [t] or "phase" in block.overrides:
-        return None
-    tl = column_lists(t)
-    # Template rows as they repeat: row 0 follows the previous copy's last row, of the same
-    # phase (a block has one phase), so it starts no run.
-    steady, tip = _price_lists(tl, False, *price)
-    changes: dict[int, dict[int, int]] = {}
-    for col, (pos, val) in block.overrides.items():
-        ci = _LIST_INDEX.get(col)
-        if ci is None:  # an address or length: priced through no count
-            continue
-        for q, v in zip(np.asarray(pos).tolist(), np.asarray(val).tolist(), strict=True):
-            changes.setdefault(q, {})[ci] = v
-    phase = tl[1][0]
-    starts_run = phase != prev_phase
-    if starts_run:
-        changes.setdefault(0, {})
-    if len(changes) > SCALAR_ROWS:
-        return None
+def lay_out(pieces: list[PeriodicPiece], n: int, values: list) -> np.ndarray:
+    """Per-row values of a plan of ``n`` rows given as its :func:`periodic_layout`, as one
+    (m x n) int64 array: ``values`` has per piece ``(rows, patched)``: m sequences of the
+    values of its ``k`` rows (written once for all its copies), and ``{row in the piece:
+    its m values}`` written over them."""
+    m = len(values[0][0]) if values else 0
+    out = np.empty((m, n), _I64)
+    for pc, (rows, patched) in zip(pieces, values, strict=True):
+        off, k, reps = pc.offset, pc.k, pc.reps
+        if reps == 1:
+            out[:, off:off + k] = rows
+        elif k <= 8:  # one strided write per template row (a broadcast over copies of a few
+            # rows runs numpy's inner loop over those few values: several times slower)
+            block = out[:, off:off + k * reps]
+            rows = np.array(rows, _I64)
+            for j in range(k):
+                block[:, j::k] = rows[:, j:j + 1]
+        else:
+            out[:, off:off + k * reps].reshape(m, reps, k)[:] = np.array(rows, _I64)[:, None, :]
+        for q, v in patched.items():
+            out[:, off + q] = v
+    return out
+
+
+def _price_piece(piece: PeriodicPiece, price) -> tuple:
+    """``((totals, ipis, stolen) of the piece's k rows, {row: (total, ipis, stolen)} of its
+    patched rows, category sums, first trigger rows, (the k rows' counts, {row:
+    counts}))`` of one :class:`PeriodicPiece` (:func:`periodic_row_costs`)."""
+    tl, k, reps = piece.lists, piece.k, piece.reps
+    # A block's rows as they repeat: its row 0 follows the previous copy's last row, of the
+    # same phase (a block has one phase), so it starts no run (the first copy's is patched).
+    steady, tip = _price_lists(tl, piece.starts_run and not piece.block, *price)
     rows_t, tot_t, cats_t, st_t = zip(*steady)
     sums = [reps * v for v in map(sum, zip(*cats_t))]
     patched, patched_counts = {}, {}
-    for q, ch in changes.items():
-        row = [col[q % k] for col in tl]
-        for ci, v in ch.items():
-            row[ci] = v
-        (got,), (ip,) = _price_lists([[v] for v in row], starts_run and q == 0, *price)
+    for q, row in piece.patched.items():
+        (got,), (ip,) = _price_lists([[v] for v in row], piece.starts_run and q == 0, *price)
         c, tot, cats, st = got
         patched[q] = (tot, ip, st)
         patched_counts[q] = c
@@ -658,7 +693,7 @@ def _price_block(block, prev_phase, price) -> tuple | None:
     firsts = [_first_in_block(k, reps, [c[at] for c in rows_t],
                               {q: c[at] for q, c in patched_counts.items()})
               for at, _w, _c in _FIRST_ROW_TERMS]
-    return k, reps, (tot_t, tip, st_t), patched, sums, firsts, phase, (rows_t, patched_counts)
+    return (tot_t, tip, st_t), patched, sums, firsts, (rows_t, patched_counts)
 
 
 def _first_in_block(k: int, reps: int, trig: list, patched: dict) -> int | None:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from itertools import accumulate, compress, repeat
-from operator import eq, gt, itemgetter
+from operator import add, eq, gt, itemgetter
 
 import numpy as np
 
@@ -37,7 +37,9 @@ from perfsim.cost.model import (
     LIST_COLUMNS,
     SCALAR_ROWS,
     column_sequences,
+    lay_out,
     periodic_jittered_row_costs,
+    periodic_layout,
     periodic_row_costs,
     scalar_row_costs,
     vector_row_costs,
@@ -128,28 +130,37 @@ def _credits(offsets: list, targets: list, stolen: list) -> tuple:
 
 
 def _segment_records(steps, cols, rc, cum, a: int, b: int) -> SegmentRecords:
-    base = cum[a]
-    holds = []
     rm = np.flatnonzero(cols["rmap"][a:b] > 0) + a
+    fl = np.flatnonzero(cols["flushes"][a:b]) + a
+    sets = steps.lock_set[rm] if len(rm) else rm  # (reading lock_set materialises a plan)
+    return _records_of(steps.lock_sets, rm, sets, fl,
+                       cols["flush_full"][fl].astype(bool), cols["flush_pages"][fl].astype(_I64),
+                       rc, cum, cum[a])
+
+
+def _records_of(lock_sets, rm, sets, fl, full, pages, rc, cum, base) -> SegmentRecords:
+    """A segment's :class:`SegmentRecords` from its rows that take rmap locks (``rm``, their
+    lock-set ids ``sets``) and its rows that flush (``fl``, their ``full`` and ``pages``),
+    as int64 row arrays; ``cum``: the plan's cumulative row costs, ``base`` the segment's
+    start in it."""
+    holds = []
     if len(rm):
         off = cum[rm] - base
         hold = rc.total[rm]
-        sets = steps.lock_set[rm]
         for sid in np.unique(sets).tolist():
             sel = sets == sid
             rows, o, h = rm[sel].astype(_I64), off[sel], hold[sel]
-            for name in steps.lock_sets[sid]:
+            for name in lock_sets[sid]:
                 holds.append((name, rows, o, h))
     flush = None
     credits = ()
-    fl = np.flatnonzero(cols["flushes"][a:b]) + a
     if len(fl):
         off = (cum[fl + 1] - base).astype(_I64)
         targets = rc.ipis[fl]
         stolen = rc.stolen[fl]
-        flush = (fl.astype(_I64), off, cols["flush_full"][fl].astype(bool),
-                 cols["flush_pages"][fl].astype(_I64), targets, stolen)
-        credits = _credits(off.tolist(), targets.tolist(), stolen.tolist())
+        flush = (fl.astype(_I64), off, full, pages, targets, stolen)
+        if targets.any():  # else no other CPU is interrupted: no credit (_credits gives ())
+            credits = _credits(off.tolist(), targets.tolist(), stolen.tolist())
     return SegmentRecords(tuple(holds), flush, credits)
 
 
@@ -230,21 +241,10 @@ def _small_template(steps, profile, cpus: int, hot_locks, ptl_hot, folio,
         segs.append((a, b, h, cum[b] - cum[a]))
         recs.append(None if h else _segment_records_of_lists(lock_sets, lock_set, c, total,
                                                              ipis, stolen, cum, a, b))
-    kind = c[_C_KIND]
     # CallStats' fields in their order (CALL_STAT_COLUMNS; a test holds this tuple to the
     # keyword-built record of _array_template), then the cost categories
-    stats = (
-        n, len(bounds),
-        sum(compress(c[_C_PTES], map(eq, kind, repeat(S.K_PTE_MOVE)))),
-        kind.count(S.K_PMD_MOVE),
-        kind.count(S.K_PUD_MOVE) + kind.count(S.K_HUGE_PUD_MOVE),
-        kind.count(S.K_THP_MOVE),
-        sum(flushes), sum(ipis),
-        sum(map(gt, rmap, repeat(0))),
-        sum(map(sum, itemgetter(*_C_ALLOCS)(c))),
-        sum(c[_C_FREED]),
-        *rc.category_totals(),
-    )
+    summed = _row_stats(c)
+    stats = (n, len(bounds), *summed[:5], sum(ipis), *summed[5:], *rc.category_totals())
     if any_hot:
         row_flush = [None] * n
         full, pages = c[_C_FLUSH_FULL], c[_C_FLUSH_PAGES]
@@ -265,6 +265,11 @@ def build_template(steps, profile, cpus: int, rng, hot_locks, ptl_hot,
     dict kept for one profile and one ``folio`` (:func:`~perfsim.cost.model.scalar_row_costs`)."""
     if 0 < len(steps) <= SCALAR_ROWS and (rng is None or profile.is_fixed):
         return _small_template(steps, profile, cpus, hot_locks, ptl_hot, folio, memo)
+    if ptl_hot is None:
+        pieces = periodic_layout(steps)
+        if pieces is not None and _bounds(steps, len(steps), hot_locks, None) == [
+                (0, len(steps), False)]:
+            return _periodic_template(steps, pieces, profile, cpus, rng, folio)
     return _array_template(steps, profile, cpus, rng, hot_locks, ptl_hot, folio,
                            _template_costs)
 
@@ -305,17 +310,91 @@ def _part_column(part, name: str) -> np.ndarray:
     return col
 
 
-def _template_costs(steps, profile, cpus: int, rng, folio):
+def _template_costs(steps, profile, cpus: int, rng, folio, layout=None):
     """The row costs of a plan too long for :func:`_small_template` (or priced with
     jitter): part by part when it is made of periodic blocks
     (:func:`~perfsim.cost.model.periodic_row_costs`,
-    :func:`~perfsim.cost.model.periodic_jittered_row_costs`), else on whole columns."""
+    :func:`~perfsim.cost.model.periodic_jittered_row_costs`; ``layout``: its
+    :func:`~perfsim.cost.model.periodic_layout` when made), else on whole columns."""
     if rng is None or profile.is_fixed:
-        rc = periodic_row_costs(steps, profile, cpus=cpus, folio=folio)
+        rc = periodic_row_costs(steps, profile, cpus=cpus, folio=folio, layout=layout)
     else:
-        rc = periodic_jittered_row_costs(steps, profile, cpus, rng, folio)
+        rc = periodic_jittered_row_costs(steps, profile, cpus, rng, folio, layout)
     return rc if rc is not None else vector_row_costs(steps, profile, cpus=cpus, rng=rng,
                                                       folio=folio)
+
+
+#: Positions in :data:`~perfsim.cost.model.LIST_COLUMNS` of the columns a periodic
+#: template lays out whole (:func:`_periodic_template`), in the order of its rows.
+_FILL = (_C_FLUSHES, _C_FLUSH_FULL, _C_FLUSH_PAGES, _C_RMAP)
+
+
+def _row_stats(lists) -> list[int]:
+    """The summed fields of a call record (``CallStats`` from ``ptes_moved`` to
+    ``tables_freed``, but ``ipis``) over rows given as their
+    :data:`~perfsim.cost.model.LIST_COLUMNS` values (a sequence per column), as
+    :func:`_small_template` sums them."""
+    kind = lists[_C_KIND]
+    return [sum(compress(lists[_C_PTES], map(eq, kind, repeat(S.K_PTE_MOVE)))),
+            kind.count(S.K_PMD_MOVE), kind.count(S.K_PUD_MOVE) + kind.count(S.K_HUGE_PUD_MOVE),
+            kind.count(S.K_THP_MOVE), sum(lists[_C_FLUSHES]),
+            sum(map(gt, lists[_C_RMAP], repeat(0))),
+            sum(map(sum, itemgetter(*_C_ALLOCS)(lists))), sum(lists[_C_FREED])]
+
+
+def _periodic_template(steps, pieces, profile, cpus: int, rng, folio) -> CallTemplate:
+    """:func:`build_template` of a plan made of periodic blocks and small dense parts
+    (``pieces``: its :func:`~perfsim.cost.model.periodic_layout`) when no row is contended
+    (one segment): the same template as :func:`_array_template`, without materialising
+    the plan. The row costs are priced part by part (:func:`_template_costs`); the four
+    columns the segment's records read (flushes, flush_full, flush_pages, rmap; with the
+    lock-set ids when a row takes an rmap lock) are laid out as one (columns x rows) array,
+    a block's template rows written once for all its copies, its patched rows on their
+    own; the call record's sums are a block's template rows' times ``reps``, corrected by
+    its patched rows (:func:`_row_stats`)."""
+    n = len(steps)
+    rc = _template_costs(steps, profile, cpus, rng, folio, pieces)
+    cum = np.zeros(n + 1, _I64)
+    np.cumsum(rc.total, out=cum[1:])
+    with_locks = any(any(pc.lists[_C_RMAP]) or any(r[_C_RMAP] for r in pc.patched.values())
+                     for pc in pieces)
+    merged = {ls: i for i, ls in enumerate(steps.lock_sets)} if with_locks else None
+    sums = [0] * 8
+    values = []
+    for pc in pieces:
+        lists, k = pc.lists, pc.k
+        rows = [lists[c] for c in _FILL]
+        if with_locks:
+            src = pc.part.template if pc.block else pc.part
+            # the part's lock-set ids in the plan's numbering, as Steps._materialise maps them
+            remap = [merged[ls] for ls in src.lock_sets]
+            ids = lock_ids(src)
+            rows.append([remap[i] for i in ids] if len(remap) > 1 else
+                        [remap[0]] * k if remap else ids)
+        got = [pc.reps * v for v in _row_stats(lists)]
+        patched = {}
+        for q, row in pc.patched.items():
+            patched[q] = [row[c] for c in _FILL] + ([rows[-1][q % k]] if with_locks else [])
+            after = _row_stats([[v] for v in row])
+            before = _row_stats([[c[q % k]] for c in lists])
+            got = [g + a - b for g, a, b in zip(got, after, before, strict=True)]
+        values.append((rows, patched))
+        sums = list(map(add, sums, got))
+    fill = lay_out(pieces, n, values)
+    fl = np.flatnonzero(fill[0])
+    if with_locks:
+        rm = np.flatnonzero(fill[3] > 0)
+        sets = fill[4][rm]
+    else:
+        rm = sets = fl[:0]
+    recs = _records_of(steps.lock_sets, rm, sets, fl, fill[1][fl].astype(bool), fill[2][fl],
+                       rc, cum, 0)
+    ptes, pmd, pud, thp, flushes, rmap_holds, allocated, freed = sums
+    cost = rc.category_totals()
+    stats = (n, 1, ptes, pmd, pud, thp, flushes, int(rc.ipis.sum()), rmap_holds, allocated,
+             freed, *cost)
+    return CallTemplate(rc, ((0, n, False, int(cum[n])),), (recs,), False, [], [], [], [],
+                        stats)
 
 
 def _array_template(steps, profile, cpus: int, rng, hot_locks, ptl_hot, folio,

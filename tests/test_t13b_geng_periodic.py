@@ -1,0 +1,126 @@
+"""A plan made of periodic blocks (a large regular move) gets its call template part by part
+(``pricing._periodic_template``), never materialised: the same template as the column path
+(``pricing._array_template`` on the materialised plan), on seeded random periodic plans
+(overrides of any count column, rmap rows under several lock sets, fixed and jittered
+profiles) and on the 1 GiB unaligned move."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_t13_price_counts import (
+    FOLIOS,
+    _distinct_profile,
+    _jittery,
+    _same_template,
+    random_periodic_plan,
+)
+
+from perfsim.cost import load_cost_profile
+from perfsim.cost.model import LIST_COLUMNS, SCALAR_ROWS, lay_out, periodic_layout
+from perfsim.engine import pricing
+from perfsim.engine.pricing import _array_template, build_template
+from perfsim.mm import AddressSpace, PageTables, Vma
+from perfsim.planner import MoveRequest, plan_mremap
+from perfsim.planner import steps as S
+from perfsim.profiles import resolve_target
+
+KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
+
+
+def _periodic_only(monkeypatch) -> None:
+    """Make the column path fail, so a test sees the template come from the periodic one."""
+    def no_columns(*_a, **_k):
+        raise AssertionError("the column path was taken")
+
+    monkeypatch.setattr(pricing, "_array_template", no_columns)
+
+
+def _dense(plan: S.Steps) -> S.Steps:
+    return S.Steps(plan.cols, plan.lock_sets, plan.lock_set)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_periodic_templates_equal_column_templates_of_the_materialised_plan(seed, monkeypatch):
+    rng = np.random.default_rng(900 + seed)
+    profiles = (_distinct_profile(), _jittery(("syscall_ns", "ipi_wakeup_ns")),
+                _jittery(("pte_present_ns", "table_alloc_ns"), "normal"))
+    for _ in range(12):
+        plan = random_periodic_plan(rng)
+        if periodic_layout(plan) is None:
+            continue
+        want_plan = _dense(S.Steps(parts=plan.parts()))
+        for prof in profiles:
+            for cpus in (1, 3):
+                folio = FOLIOS[int(rng.integers(0, len(FOLIOS)))]
+                lazy = S.Steps(parts=plan.parts())
+                a, b = np.random.default_rng(seed), np.random.default_rng(seed)
+                with monkeypatch.context() as mp:
+                    _periodic_only(mp)
+                    got = build_template(lazy, prof, cpus, a, set(), None, folio)
+                want = _array_template(want_plan, prof, cpus, b, set(), None, folio)
+                assert a.bit_generator.state == b.bit_generator.state
+                _same_template(got, want)
+                if len(lazy) > SCALAR_ROWS or not prof.is_fixed:  # else _small_template's
+                    assert lazy._cols is None and lazy._lock_set is None  # not materialised
+
+
+def test_periodic_plans_with_hot_locks_or_walked_ptls_get_the_column_templates():
+    rng = np.random.default_rng(5)
+    prof = _distinct_profile()
+    seen = 0
+    for _ in range(40):
+        plan = random_periodic_plan(rng)
+        if periodic_layout(plan) is None or not any(plan.lock_sets):
+            continue
+        hot = {plan.lock_sets[-1][0]}
+        if not any(hot & set(ls) for ls in plan.lock_sets):
+            continue
+        want_plan = _dense(S.Steps(parts=plan.parts()))
+        got = build_template(S.Steps(parts=plan.parts()), prof, 2, None, hot, None)
+        _same_template(got, _array_template(want_plan, prof, 2, None, hot, None, None))
+        ptl_hot = rng.random(len(plan)) < 0.1
+        got = build_template(S.Steps(parts=plan.parts()), prof, 2, None, set(), ptl_hot)
+        _same_template(got, _array_template(want_plan, prof, 2, None, set(), ptl_hot, None))
+        seen += 1
+    assert seen >= 5
+
+
+def test_the_1g_unaligned_move_gets_its_template_part_by_part(monkeypatch):
+    target = resolve_target("6.18", "x86_64")
+    src = 0x300000000000 + 2 * MiB + 4 * KiB
+    dst = 0x300000000000 + 2 * GiB + 6 * MiB + 8 * KiB
+    space = AddressSpace((Vma(src, src + GiB, name="heap"),),
+                         PageTables.empty(target.arch).populate(src, src + GiB))
+    plan = plan_mremap(space, MoveRequest(old_addr=src, old_len=GiB, new_addr=dst), target)
+    steps = plan.steps
+    assert any(isinstance(p, S.PeriodicBlock) for p in steps.parts())
+    for prof in (load_cost_profile("kvm-host").fixed(), load_cost_profile("kvm-host")):
+        for cpus in (1, 2):
+            lazy = S.Steps(parts=steps.parts())
+            a, b = np.random.default_rng(1), np.random.default_rng(1)
+            with monkeypatch.context() as mp:
+                _periodic_only(mp)
+                got = build_template(lazy, prof, cpus, a, set(), None)
+            want = _array_template(_dense(S.Steps(parts=steps.parts())), prof, cpus, b, set(),
+                                   None, None)
+            _same_template(got, want)
+            assert lazy._cols is None
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_laid_out_column_is_the_materialised_column(seed):
+    rng = np.random.default_rng(40 + seed)
+    for _ in range(10):
+        plan = random_periodic_plan(rng)
+        pieces = periodic_layout(plan)
+        if pieces is None:
+            continue
+        names = ("flushes", "flush_full", "flush_pages", "rmap", "kind", "ptes", "ipis")
+        at = [LIST_COLUMNS.index(c) for c in names]
+        values = [([pc.lists[i] for i in at],
+                   {q: [row[i] for i in at] for q, row in pc.patched.items()}) for pc in pieces]
+        got = lay_out(pieces, len(plan), values)
+        dense = _dense(S.Steps(parts=plan.parts()))
+        for name, row in zip(names, got, strict=True):
+            assert np.array_equal(row, dense.cols[name]), name
