@@ -582,32 +582,34 @@ def periodic_row_costs(plan_or_steps, profile: CostProfile, *, cpus: int | None 
     price = (profile, cpus, _ROW_WEIGHTS(med), med, folio_terms(folio), {})
     n = len(steps)
     sums = [0] * len(CATEGORIES)
-    candidates: list[list[int]] = [[] for _ in _FIRST_ROW_TERMS]
     per_row = [ROW_PARAMS.index(name) for name in counts_of if name in ROW_PARAMS]
-    costs, counts = [], []
+    costs, counts, piece_counts = [], [], []
     for pc in pieces:
-        template, patched, piece_sums, firsts, (rows_t, rows_p) = _price_piece(pc, price)
+        template, patched, piece_sums, (rows_t, rows_p) = _price_piece(pc, price)
         costs.append((template, patched))
+        piece_counts.append((rows_t, rows_p))
         if per_row:
             counts.append(([[c[j] for c in rows_t] for j in per_row],
                            {q: [c[j] for j in per_row] for q, c in rows_p.items()}))
         sums = list(map(add, sums, piece_sums))
-        for r, f in enumerate(firsts):
-            if f is not None:
-                candidates[r].append(pc.offset + f)
     total, ipis, stolen = lay_out(pieces, n, costs)
     counted = dict(zip([ROW_PARAMS[j] for j in per_row], lay_out(pieces, n, counts),
                        strict=True)) if per_row else {}
     for name in counts_of:
         if name not in counted:
             counted[name] = np.zeros(n, _I64)
-    for (name, _t), (_trig, wpos, cat), found in zip(FIRST_ROW_RULES, _FIRST_ROW_TERMS,
-                                                       candidates, strict=True):
-        if found:
-            total[min(found)] += med[wpos]
-            sums[cat] += med[wpos]
-            if name in counted:
-                counted[name][min(found)] = 1
+    for (name, _t), (trig, wpos, cat) in zip(FIRST_ROW_RULES, _FIRST_ROW_TERMS, strict=True):
+        # the plan's first row paying the trigger is in the first piece that has one
+        for pc, (rows_t, rows_p) in zip(pieces, piece_counts, strict=True):
+            f = _first_in_block(pc.k, pc.reps, [c[trig] for c in rows_t],
+                                {q: c[trig] for q, c in rows_p.items()})
+            if f is not None:
+                first = pc.offset + f
+                total[first] += med[wpos]
+                sums[cat] += med[wpos]
+                if name in counted:
+                    counted[name][first] = 1
+                break
     rc = RowCosts.of_parts(total, ipis, stolen, sums, med,
                            lambda: _count_matrix(steps, ipis, folio))
     return (rc, counted) if counts_of else rc
@@ -675,8 +677,8 @@ def lay_out(pieces: list[PeriodicPiece], n: int, values: list) -> np.ndarray:
 
 def _price_piece(piece: PeriodicPiece, price) -> tuple:
     """``((totals, ipis, stolen) of the piece's k rows, {row: (total, ipis, stolen)} of its
-    patched rows, category sums, first trigger rows, (the k rows' counts, {row:
-    counts}))`` of one :class:`PeriodicPiece` (:func:`periodic_row_costs`)."""
+    patched rows, category sums, (the k rows' counts, {row: counts}))`` of one
+    :class:`PeriodicPiece` (:func:`periodic_row_costs`), without the first-row charges."""
     tl, k, reps = piece.lists, piece.k, piece.reps
     # A block's rows as they repeat: its row 0 follows the previous copy's last row, of the
     # same phase (a block has one phase), so it starts no run (the first copy's is patched).
@@ -690,10 +692,7 @@ def _price_piece(piece: PeriodicPiece, price) -> tuple:
         patched[q] = (tot, ip, st)
         patched_counts[q] = c
         sums = [s + a - b for s, a, b in zip(sums, cats, cats_t[q % k], strict=True)]
-    firsts = [_first_in_block(k, reps, [c[at] for c in rows_t],
-                              {q: c[at] for q, c in patched_counts.items()})
-              for at, _w, _c in _FIRST_ROW_TERMS]
-    return (tot_t, tip, st_t), patched, sums, firsts, (rows_t, patched_counts)
+    return (tot_t, tip, st_t), patched, sums, (rows_t, patched_counts)
 
 
 def _first_in_block(k: int, reps: int, trig: list, patched: dict) -> int | None:

@@ -498,12 +498,10 @@ def signature(steps, cpus: int) -> tuple | None:
     parts = steps.parts()
     if len(parts) == 1 and parts[0] is steps:  # a dense plan
         return (len(steps), cpus, _dense_key(steps))
-    key = [len(steps), cpus]
-    for part in parts:
+    for part in parts:  # before any key is made: a plan with a block gets None
         if not (isinstance(part, S.Steps) and part.parts() == [part]):
             return None
-        key.append(_dense_key(part))
-    return tuple(key)
+    return (len(steps), cpus, *map(_dense_key, parts))
 
 
 class TemplateCache:
