@@ -483,20 +483,20 @@ def _first_above_zero(values) -> int | None:
 
 
 class PeriodicPiece:
-    """One part of a plan :func:`periodic_layout` covers, read as Python ints: ``k`` rows
+    """A piece of a plan :func:`periodic_layout` covers, read as Python ints: ``k`` rows
     whose :data:`LIST_COLUMNS` are ``lists`` (:func:`column_sequences`), repeated ``reps``
-    times from row ``offset`` of the plan (a dense part: its own rows once, ``block``
-    False). A block's ``patched``: ``{row in the block: its LIST_COLUMNS values}`` of the
-    rows priced on their own: its overridden rows, and its first row when the block starts
-    a phase run (``starts_run``: the part's first row has another phase than the row before
-    it). ``part``: the dense table or the :class:`~perfsim.planner.steps.PeriodicBlock`.
-    Made once per plan, never changed."""
+    times from row ``offset`` of the plan (consecutive dense parts: their rows once,
+    ``block`` False). A block's ``patched``: ``{row in the block: its LIST_COLUMNS
+    values}`` of the rows priced on their own: its overridden rows, and its first row when
+    the block starts a phase run (``starts_run``: the piece's first row has another phase
+    than the row before it). ``parts``: the dense tables, or the one
+    :class:`~perfsim.planner.steps.PeriodicBlock`. Made once per plan, never changed after."""
 
-    __slots__ = ("part", "offset", "k", "reps", "lists", "patched", "starts_run", "block")
+    __slots__ = ("parts", "offset", "k", "reps", "lists", "patched", "starts_run", "block")
 
-    def __init__(self, part, offset: int, k: int, reps: int, lists: list, patched: dict,
-                 starts_run: bool, block: bool) -> None:
-        self.part, self.offset, self.k, self.reps = part, offset, k, reps
+    def __init__(self, parts: tuple, offset: int, k: int, reps: int, lists: list,
+                 patched: dict, starts_run: bool, block: bool) -> None:
+        self.parts, self.offset, self.k, self.reps = parts, offset, k, reps
         self.lists, self.patched = lists, patched
         self.starts_run, self.block = starts_run, block
 
@@ -542,14 +542,21 @@ def periodic_layout(plan_or_steps) -> list[PeriodicPiece] | None:
                 for ci, v in ch.items():
                     row[ci] = v
                 patched[q] = row
-            pieces.append(PeriodicPiece(p, offset, k, p.reps, tl, patched, starts_run, True))
+            pieces.append(PeriodicPiece((p,), offset, k, p.reps, tl, patched, starts_run, True))
             prev_phase = phase
         else:
             if len(p) > SCALAR_ROWS or p.parts() != [p]:
                 return None
             lists = column_sequences(p)
-            pieces.append(PeriodicPiece(p, offset, len(p), 1, lists, {},
-                                        lists[1][0] != prev_phase, False))
+            last = pieces[-1] if pieces else None
+            if last is not None and not last.block:
+                # one piece for consecutive dense parts: the same rows in the same order
+                last.parts += (p,)
+                last.lists = [[*a, *b] for a, b in zip(last.lists, lists, strict=True)]
+                last.k += len(p)
+            else:
+                pieces.append(PeriodicPiece((p,), offset, len(p), 1, lists, {},
+                                            lists[1][0] != prev_phase, False))
             prev_phase = lists[1][-1]
         offset += len(p)
     return pieces

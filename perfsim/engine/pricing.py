@@ -365,12 +365,15 @@ def _periodic_template(steps, pieces, profile, cpus: int, rng, folio) -> CallTem
         lists, k = pc.lists, pc.k
         rows = [lists[c] for c in _FILL]
         if with_locks:
-            src = pc.part.template if pc.block else pc.part
-            # the part's lock-set ids in the plan's numbering, as Steps._materialise maps them
-            remap = [merged[ls] for ls in src.lock_sets]
-            ids = lock_ids(src)
-            rows.append([remap[i] for i in ids] if len(remap) > 1 else
-                        [remap[0]] * k if remap else ids)
+            ids = []
+            for part in pc.parts:
+                src = part.template if pc.block else part
+                # its lock-set ids in the plan's numbering, as Steps._materialise maps them
+                remap = [merged[ls] for ls in src.lock_sets]
+                own = lock_ids(src)
+                ids += ([remap[i] for i in own] if len(remap) > 1 else
+                        [remap[0]] * len(own) if remap else own)
+            rows.append(ids)
         got = [pc.reps * v for v in _row_stats(lists)]
         patched = {}
         for q, row in pc.patched.items():
