@@ -17,7 +17,13 @@ from test_t13_price_counts import (
 )
 
 from perfsim.cost import load_cost_profile
-from perfsim.cost.model import LIST_COLUMNS, SCALAR_ROWS, lay_out, periodic_layout
+from perfsim.cost.model import (
+    LIST_COLUMNS,
+    SCALAR_ROWS,
+    lay_out,
+    periodic_layout,
+    vector_row_costs,
+)
 from perfsim.engine import pricing
 from perfsim.engine.pricing import _array_template, build_template
 from perfsim.mm import AddressSpace, PageTables, Vma
@@ -40,13 +46,26 @@ def _dense(plan: S.Steps) -> S.Steps:
     return S.Steps(plan.cols, plan.lock_sets, plan.lock_set)
 
 
+def _plans(rng, count: int) -> list[S.Steps]:
+    """Random periodic plans; every other one takes no rmap lock (as a large anonymous
+    move), so both ways of recording a periodic segment are drawn."""
+    out = []
+    for i in range(count):
+        plan = random_periodic_plan(rng)
+        if i % 2:
+            for part in plan.parts():
+                t = part.template if isinstance(part, S.PeriodicBlock) else part
+                t.cols["rmap"][:] = 0
+        out.append(plan)
+    return out
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_periodic_templates_equal_column_templates_of_the_materialised_plan(seed, monkeypatch):
     rng = np.random.default_rng(900 + seed)
     profiles = (_distinct_profile(), _jittery(("syscall_ns", "ipi_wakeup_ns")),
                 _jittery(("pte_present_ns", "table_alloc_ns"), "normal"))
-    for _ in range(12):
-        plan = random_periodic_plan(rng)
+    for plan in _plans(rng, 12):
         if periodic_layout(plan) is None:
             continue
         want_plan = _dense(S.Steps(parts=plan.parts()))
@@ -124,3 +143,62 @@ def test_a_laid_out_column_is_the_materialised_column(seed):
         dense = _dense(S.Steps(parts=plan.parts()))
         for name, row in zip(names, got, strict=True):
             assert np.array_equal(row, dense.cols[name]), name
+
+
+def _run(plans, profile, cpus: int, users: bool, max_rows: int = 1_000_000, spill=None):
+    from perfsim.engine import CallerSpec, MmSpec, SimSpec, UserSpec, simulate
+
+    target = resolve_target("6.18", "x86_64")
+    mm_cpus = tuple(range(cpus))
+    spec = SimSpec(cpus=max(cpus, 2), target=target, profile=profile,
+                   mms=(MmSpec("app", mm_cpus),),
+                   callers=(CallerSpec("mover", "app", 0, tuple(plans), interval_ns=5_000),),
+                   users=(UserSpec("u", "app", cpus - 1, 7_000),) if users and cpus > 1 else ())
+    return simulate(spec, max_rows=max_rows, spill_dir=spill)
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("bound", ["kept", "dropped", "spilled"])
+def test_runs_of_periodic_plans_record_what_their_materialised_plans_record(seed, bound,
+                                                                             tmp_path):
+    """The records a periodic template defers (its flushes, made when a table is read)
+    read back, and aggregate, as those of the materialised plan's column template."""
+    import pandas as pd
+
+    rng = np.random.default_rng(300 + seed)
+    plans = [p for p in _plans(rng, 16)
+             if periodic_layout(p) is not None and len(p) > SCALAR_ROWS][:6]
+    assert plans
+    dense = [_dense(S.Steps(parts=p.parts())) for p in plans]
+    prof = _distinct_profile()
+    kw = {"max_rows": 300} if bound != "kept" else {}
+    for cpus, users in ((1, False), (2, True), (3, False)):
+        got = _run([S.Steps(parts=p.parts()) for p in plans], prof, cpus, users, **kw,
+                   spill=tmp_path / f"a{cpus}" if bound == "spilled" else None)
+        want = _run(dense, prof, cpus, users, **kw,
+                    spill=tmp_path / f"b{cpus}" if bound == "spilled" else None)
+        assert got.summary == want.summary
+        for t in got.TABLES:
+            pd.testing.assert_frame_equal(got.frame(t), want.frame(t))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_periodic_plans_ipi_and_flush_counts_from_its_pieces_are_its_columns(seed):
+    from perfsim.cost.model import periodic_prices
+    from perfsim.engine.pricing import _flush_rows, _ipi_sums
+
+    rng = np.random.default_rng(60 + seed)
+    prof = _distinct_profile()
+    for plan in _plans(rng, 10):
+        pieces = periodic_layout(plan)
+        if pieces is None:
+            continue
+        dense = _dense(S.Steps(parts=plan.parts()))
+        for cpus in (None, 1, 4):
+            costs = periodic_prices(pieces, prof, cpus, None, prof.medians_ns)[0]
+            want = vector_row_costs(dense, prof, cpus=cpus)
+            assert sum(_ipi_sums(pieces, costs)) == int(want.ipis.sum())
+            flushing = dense.cols["flushes"] != 0
+            rows, top = _flush_rows(pieces, costs)
+            assert rows == int(np.count_nonzero(flushing))
+            assert top == int(want.ipis[flushing].max(initial=0))

@@ -213,7 +213,7 @@ class RowCosts:
     """
 
     __slots__ = ("_total", "_by_category", "_ipis", "_stolen", "_matrix", "_per_category",
-                 "_sums", "_scalar", "_later")
+                 "_sums", "_scalar", "_later", "_arrays")
 
     def __init__(self, total: np.ndarray, by_category: dict[str, np.ndarray],
                  ipis: np.ndarray, stolen: np.ndarray, matrix: np.ndarray,
@@ -223,6 +223,7 @@ class RowCosts:
         self._sums = None
         self._scalar = None
         self._later = None
+        self._arrays = None
 
     @classmethod
     def of_lists(cls, total: list, ipis: list, stolen: list, rows: list, firsts: list,
@@ -236,6 +237,7 @@ class RowCosts:
         rc._scalar = (total, ipis, stolen, rows, firsts, medians)
         rc._sums = sums
         rc._later = None
+        rc._arrays = None
         return rc
 
     @classmethod
@@ -250,24 +252,53 @@ class RowCosts:
         rc._by_category = rc._matrix = rc._per_category = rc._scalar = None
         rc._sums = sums
         rc._later = (matrix_of, tuple(extra), medians)
+        rc._arrays = None
         return rc
+
+    @classmethod
+    def of_periodic(cls, steps: S.Steps, pieces: list, prices: tuple, medians: tuple,
+                    folio: FolioBatching | None) -> RowCosts:
+        """Costs of a plan priced part by part at ``medians`` (:func:`periodic_prices` of
+        its :func:`periodic_layout` ``pieces``): the per-category totals now, the per-row
+        arrays laid out when one is first read (what :func:`periodic_row_costs` gives)."""
+        costs, _counts, sums, firsts = prices
+
+        def arrays():
+            total, ipis, stolen = lay_out(pieces, len(steps), costs)
+            for _name, row, ns in firsts:
+                total[row] += ns
+            return total, ipis, stolen
+
+        rc = cls.of_parts(None, None, None, sums, medians,
+                          lambda: _count_matrix(steps, rc.ipis, folio))
+        rc._arrays = arrays
+        return rc
+
+    def _made(self) -> None:
+        """Make the per-row arrays of costs priced on Python ints or laid out lazily."""
+        if self._arrays is not None:
+            self._total, self._ipis, self._stolen = self._arrays()
+            self._arrays = None
+        else:
+            self._total, self._ipis, self._stolen = (np.array(v, _I64)
+                                                     for v in self._scalar[:3])
 
     @property
     def total(self) -> np.ndarray:
         if self._total is None:
-            self._total = np.array(self._scalar[0], _I64)
+            self._made()
         return self._total
 
     @property
     def ipis(self) -> np.ndarray:
         if self._ipis is None:
-            self._ipis = np.array(self._scalar[1], _I64)
+            self._made()
         return self._ipis
 
     @property
     def stolen(self) -> np.ndarray:
         if self._stolen is None:
-            self._stolen = np.array(self._scalar[2], _I64)
+            self._made()
         return self._stolen
 
     @property
@@ -583,43 +614,57 @@ def periodic_row_costs(plan_or_steps, profile: CostProfile, *, cpus: int | None 
     pieces = periodic_layout(steps) if layout is None else layout
     if pieces is None:
         return None
-    if cpus is not None and cpus < 1:
-        raise ValueError("cpus must be >= 1")
     med = profile.medians_ns if medians is None else medians
-    price = (profile, cpus, _ROW_WEIGHTS(med), med, folio_terms(folio), {})
+    costs, piece_counts, sums, firsts = periodic_prices(pieces, profile, cpus, folio, med)
     n = len(steps)
-    sums = [0] * len(CATEGORIES)
     per_row = [ROW_PARAMS.index(name) for name in counts_of if name in ROW_PARAMS]
-    costs, counts, piece_counts = [], [], []
-    for pc in pieces:
-        template, patched, piece_sums, (rows_t, rows_p) = _price_piece(pc, price)
-        costs.append((template, patched))
-        piece_counts.append((rows_t, rows_p))
-        if per_row:
-            counts.append(([[c[j] for c in rows_t] for j in per_row],
-                           {q: [c[j] for j in per_row] for q, c in rows_p.items()}))
-        sums = list(map(add, sums, piece_sums))
     total, ipis, stolen = lay_out(pieces, n, costs)
+    counts = [([[c[j] for c in rows_t] for j in per_row],
+               {q: [c[j] for j in per_row] for q, c in rows_p.items()})
+              for rows_t, rows_p in piece_counts] if per_row else []
     counted = dict(zip([ROW_PARAMS[j] for j in per_row], lay_out(pieces, n, counts),
                        strict=True)) if per_row else {}
     for name in counts_of:
         if name not in counted:
             counted[name] = np.zeros(n, _I64)
-    for (name, _t), (trig, wpos, cat) in zip(FIRST_ROW_RULES, _FIRST_ROW_TERMS, strict=True):
-        # the plan's first row paying the trigger is in the first piece that has one
-        for pc, (rows_t, rows_p) in zip(pieces, piece_counts, strict=True):
-            f = _first_in_block(pc.k, pc.reps, [c[trig] for c in rows_t],
-                                {q: c[trig] for q, c in rows_p.items()})
-            if f is not None:
-                first = pc.offset + f
-                total[first] += med[wpos]
-                sums[cat] += med[wpos]
-                if name in counted:
-                    counted[name][first] = 1
-                break
+    for name, row, ns in firsts:
+        total[row] += ns
+        if name in counted:
+            counted[name][row] = 1
     rc = RowCosts.of_parts(total, ipis, stolen, sums, med,
                            lambda: _count_matrix(steps, ipis, folio))
     return (rc, counted) if counts_of else rc
+
+
+def periodic_prices(pieces: list[PeriodicPiece], profile: CostProfile, cpus: int | None,
+                    folio: FolioBatching | None, medians: tuple) -> tuple:
+    """The prices :func:`periodic_row_costs` lays out, per piece of a plan's
+    :func:`periodic_layout`: ``(costs, counts, sums, firsts)``: per piece ``((totals, ipis,
+    stolen) of its k rows, {row: (total, ipis, stolen)} of its patched rows)`` (without
+    the first-row charges) and ``(its k rows' counts, {row: counts})``; the plan's
+    per-category totals (with them); and the first-row charges as ``(parameter, plan row,
+    ns)``: each on the plan's first row that pays its trigger (in the first piece that has
+    one)."""
+    if cpus is not None and cpus < 1:
+        raise ValueError("cpus must be >= 1")
+    price = (profile, cpus, _ROW_WEIGHTS(medians), medians, folio_terms(folio), {})
+    sums = [0] * len(CATEGORIES)
+    costs, counts = [], []
+    for pc in pieces:
+        template, patched, piece_sums, piece_counts = _price_piece(pc, price)
+        costs.append((template, patched))
+        counts.append(piece_counts)
+        sums = list(map(add, sums, piece_sums))
+    firsts = []
+    for (name, _t), (trig, wpos, cat) in zip(FIRST_ROW_RULES, _FIRST_ROW_TERMS, strict=True):
+        for pc, (rows_t, rows_p) in zip(pieces, counts, strict=True):
+            f = _first_in_block(pc.k, pc.reps, [c[trig] for c in rows_t],
+                                {q: c[trig] for q, c in rows_p.items()})
+            if f is not None:
+                firsts.append((name, pc.offset + f, medians[wpos]))
+                sums[cat] += medians[wpos]
+                break
+    return costs, counts, sums, firsts
 
 
 def periodic_jittered_row_costs(steps: S.Steps, profile: CostProfile, cpus: int | None,

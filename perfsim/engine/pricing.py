@@ -36,16 +36,18 @@ from perfsim.cost.model import (
     CATEGORIES,
     LIST_COLUMNS,
     SCALAR_ROWS,
+    RowCosts,
     column_sequences,
     lay_out,
     periodic_jittered_row_costs,
     periodic_layout,
+    periodic_prices,
     periodic_row_costs,
     scalar_row_costs,
     vector_row_costs,
 )
 from perfsim.engine.coalesce import contended_rows, segments
-from perfsim.engine.records import CallStats
+from perfsim.engine.records import CallStats, DeferredColumn
 from perfsim.engine.records import ColumnList as _L
 from perfsim.planner import steps as S
 
@@ -155,10 +157,13 @@ def _records_of(lock_sets, rm, sets, fl, full, pages, rc, cum, base) -> SegmentR
     flush = None
     credits = ()
     if len(fl):
-        off = (cum[fl + 1] - base).astype(_I64)
+        off = cum[fl + 1]  # a new array: shifted in place, kept as int64 (no copy)
+        if base:
+            off -= base
+        off = off.astype(_I64, copy=False)
         targets = rc.ipis[fl]
         stolen = rc.stolen[fl]
-        flush = (fl.astype(_I64), off, full, pages, targets, stolen)
+        flush = (fl.astype(_I64, copy=False), off, full, pages, targets, stolen)
         if targets.any():  # else no other CPU is interrupted: no credit (_credits gives ())
             credits = _credits(off.tolist(), targets.tolist(), stolen.tolist())
     return SegmentRecords(tuple(holds), flush, credits)
@@ -342,24 +347,133 @@ def _row_stats(lists) -> list[int]:
             sum(map(sum, itemgetter(*_C_ALLOCS)(lists))), sum(lists[_C_FREED])]
 
 
+class _PeriodicFlushes:
+    """The flushes of a periodic template's one segment when they interrupt no other CPU
+    (no IPI credits to queue): their six record columns (:class:`SegmentRecords`'
+    ``flush``, what :func:`_records_of` makes) made when a table reads them
+    (:class:`~perfsim.engine.records.DeferredColumn`); the two it aggregates, the IPI
+    targets and the time stolen from each, are 0 on every such row (``stolen_of``: nothing
+    is stolen without a target), so their sums and maxima are known now. Made once per
+    template (``n_rows``: the plan's rows), read by every call that replays it."""
+
+    __slots__ = ("pieces", "rc", "n_rows", "_cols")
+
+    def __init__(self, pieces, rc, n_rows: int) -> None:
+        self.pieces, self.rc, self.n_rows = pieces, rc, n_rows
+        self._cols = None
+
+    def columns(self) -> tuple:
+        if self._cols is None:
+            values = [([pc.lists[c] for c in _FILL[:3]],
+                       {q: [row[c] for c in _FILL[:3]] for q, row in pc.patched.items()})
+                      for pc in self.pieces]
+            fill = lay_out(self.pieces, self.n_rows, values)
+            cum = np.zeros(self.n_rows + 1, _I64)
+            np.cumsum(self.rc.total, out=cum[1:])
+            fl = np.flatnonzero(fill[0])
+            self._cols = _records_of((), fl[:0], fl[:0], fl, fill[1][fl].astype(bool),
+                                     fill[2][fl], self.rc, cum, 0).flush
+        return self._cols
+
+    def sum_max(self, index: int) -> tuple[int, int]:
+        if index not in (4, 5):  # the targets and stolen_ns columns
+            raise ValueError(f"flush column {index} is not aggregated")
+        return 0, 0
+
+
+def _flush_rows(pieces, costs) -> tuple[int, int]:
+    """``(rows, largest IPI target count)`` over the rows that flush, from the pieces' rows
+    (:func:`~perfsim.cost.model.periodic_layout`) and their prices
+    (:func:`~perfsim.cost.model.periodic_prices`): a block's template row counts once per
+    copy that is not patched, a patched row on its own."""
+    rows = top = 0
+    for pc, ((_tot, ips, _st), patched) in zip(pieces, costs, strict=True):
+        k, reps = pc.k, pc.reps
+        flushes = pc.lists[_C_FLUSHES]
+        hidden = [0] * k  # copies of each template row that are patched
+        for q in pc.patched:
+            hidden[q % k] += 1
+        for j in range(k):
+            copies = reps - hidden[j]
+            if flushes[j] and copies:
+                rows += copies
+                top = max(top, ips[j])
+        for q, row in pc.patched.items():
+            if row[_C_FLUSHES]:
+                rows += 1
+                top = max(top, patched[q][1])
+    return rows, top
+
+
 def _periodic_template(steps, pieces, profile, cpus: int, rng, folio) -> CallTemplate:
     """:func:`build_template` of a plan made of periodic blocks and small dense parts
     (``pieces``: its :func:`~perfsim.cost.model.periodic_layout`) when no row is contended
     (one segment): the same template as :func:`_array_template`, without materialising
-    the plan. The row costs are priced part by part (:func:`_template_costs`); the four
-    columns the segment's records read (flushes, flush_full, flush_pages, rmap; with the
-    lock-set ids when a row takes an rmap lock) are laid out as one (columns x rows) array,
-    a block's template rows written once for all its copies, its patched rows on their
-    own; the call record's sums are a block's template rows' times ``reps``, corrected by
-    its patched rows (:func:`_row_stats`)."""
+    the plan. The row costs are priced part by part (at the medians:
+    :func:`~perfsim.cost.model.periodic_prices`, their arrays laid out when first read;
+    with jitter: :func:`_template_costs`). The call record's sums are a block's template
+    rows' times ``reps``, corrected by its patched rows (:func:`_row_stats`). When its
+    flushes interrupt no other CPU and no row takes an rmap lock, the segment's flush
+    records are kept for when a table reads them (:class:`_PeriodicFlushes`); else the
+    four columns the records read (flushes, flush_full, flush_pages, rmap; with the
+    lock-set ids when a row takes an rmap lock) are laid out as one (columns x rows) array
+    (:func:`~perfsim.cost.model.lay_out`) and the records made from it."""
     n = len(steps)
-    rc = _template_costs(steps, profile, cpus, rng, folio, pieces)
-    cum = np.zeros(n + 1, _I64)
-    np.cumsum(rc.total, out=cum[1:])
+    if rng is None or profile.is_fixed:
+        med = profile.medians_ns
+        prices = periodic_prices(pieces, profile, cpus, folio, med)
+        rc = RowCosts.of_periodic(steps, pieces, prices, med, folio)
+        costs = prices[0]
+    else:
+        rc = _template_costs(steps, profile, cpus, rng, folio, pieces)
+        costs = None
     with_locks = any(any(pc.lists[_C_RMAP]) or any(r[_C_RMAP] for r in pc.patched.values())
                      for pc in pieces)
-    merged = {ls: i for i, ls in enumerate(steps.lock_sets)} if with_locks else None
     sums = [0] * 8
+    for pc in pieces:
+        lists, k = pc.lists, pc.k
+        got = _row_stats(lists)
+        if pc.reps != 1:
+            got = [pc.reps * v for v in got]
+        for q, row in pc.patched.items():
+            after = _row_stats([(v,) for v in row])
+            before = _row_stats([(c[q % k],) for c in lists])
+            if after != before:
+                got = [g + a - b for g, a, b in zip(got, after, before, strict=True)]
+        sums = list(map(add, sums, got))
+    deferred = None
+    if costs is not None and not with_locks:
+        n_flush, top = _flush_rows(pieces, costs)
+        if top == 0:  # no flush interrupts another CPU: no credits, and nothing stolen
+            deferred = _PeriodicFlushes(pieces, rc, n)
+    cost = rc.category_totals()
+    if deferred is not None:
+        flush = tuple(DeferredColumn(deferred, i, n_flush) for i in range(6)) if n_flush \
+            else None
+        recs = SegmentRecords((), flush, ())
+        duration = sum(cost)  # every row's cost is the sum of its categories'
+        ipis = sum(_ipi_sums(pieces, costs))
+    else:
+        recs, duration = _periodic_records(steps, pieces, rc, with_locks)
+        ipis = int(rc.ipis.sum())
+    ptes, pmd, pud, thp, flushes, rmap_holds, allocated, freed = sums
+    stats = (n, 1, ptes, pmd, pud, thp, flushes, ipis, rmap_holds, allocated, freed, *cost)
+    return CallTemplate(rc, ((0, n, False, duration),), (recs,), False, [], [], [], [], stats)
+
+
+def _ipi_sums(pieces, costs):
+    """Each piece's IPI targets summed over its rows (a block's template rows once per
+    copy, its patched rows' own instead)."""
+    for pc, ((_tot, ips, _st), patched) in zip(pieces, costs, strict=True):
+        k = pc.k
+        yield pc.reps * sum(ips) + sum(patched[q][1] - ips[q % k] for q in pc.patched)
+
+
+def _periodic_records(steps, pieces, rc, with_locks: bool) -> tuple:
+    """``(SegmentRecords, duration)`` of a periodic template's one segment, made now: the
+    columns its records read laid out as one array (:func:`_periodic_template`)."""
+    n = len(steps)
+    merged = {ls: i for i, ls in enumerate(steps.lock_sets)} if with_locks else None
     values = []
     for pc in pieces:
         lists, k = pc.lists, pc.k
@@ -374,16 +488,12 @@ def _periodic_template(steps, pieces, profile, cpus: int, rng, folio) -> CallTem
                 ids += ([remap[i] for i in own] if len(remap) > 1 else
                         [remap[0]] * len(own) if remap else own)
             rows.append(ids)
-        got = [pc.reps * v for v in _row_stats(lists)]
-        patched = {}
-        for q, row in pc.patched.items():
-            patched[q] = [row[c] for c in _FILL] + ([rows[-1][q % k]] if with_locks else [])
-            after = _row_stats([[v] for v in row])
-            before = _row_stats([[c[q % k]] for c in lists])
-            got = [g + a - b for g, a, b in zip(got, after, before, strict=True)]
+        patched = {q: [row[c] for c in _FILL] + ([rows[-1][q % k]] if with_locks else [])
+                   for q, row in pc.patched.items()}
         values.append((rows, patched))
-        sums = list(map(add, sums, got))
     fill = lay_out(pieces, n, values)
+    cum = np.zeros(n + 1, _I64)
+    np.cumsum(rc.total, out=cum[1:])
     fl = np.flatnonzero(fill[0])
     if with_locks:
         rm = np.flatnonzero(fill[3] > 0)
@@ -392,12 +502,7 @@ def _periodic_template(steps, pieces, profile, cpus: int, rng, folio) -> CallTem
         rm = sets = fl[:0]
     recs = _records_of(steps.lock_sets, rm, sets, fl, fill[1][fl].astype(bool), fill[2][fl],
                        rc, cum, 0)
-    ptes, pmd, pud, thp, flushes, rmap_holds, allocated, freed = sums
-    cost = rc.category_totals()
-    stats = (n, 1, ptes, pmd, pud, thp, flushes, int(rc.ipis.sum()), rmap_holds, allocated,
-             freed, *cost)
-    return CallTemplate(rc, ((0, n, False, int(cum[n])),), (recs,), False, [], [], [], [],
-                        stats)
+    return recs, int(cum[n])
 
 
 def _array_template(steps, profile, cpus: int, rng, hot_locks, ptl_hot, folio,

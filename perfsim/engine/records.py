@@ -90,10 +90,41 @@ class ColumnList(list):
         return list(self)
 
 
+class DeferredColumn:
+    """A block column made when its table is read (a periodic call template's flushes,
+    ``pricing._PeriodicFlushes``): ``n`` rows; ``owner.columns()[index]`` the array;
+    ``owner.sum_max(index)`` its sum and maximum, known without making it (for a column
+    the table aggregates). Behaves as that array where a table reads it."""
+
+    __slots__ = ("owner", "index", "n")
+
+    def __init__(self, owner, index: int, n: int) -> None:
+        self.owner, self.index, self.n = owner, index, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def array(self) -> np.ndarray:
+        return self.owner.columns()[self.index]
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        a = self.array()
+        return a if dtype is None else a.astype(dtype, copy=False)
+
+    def tolist(self) -> list:
+        return self.array().tolist()
+
+    def sum_max(self) -> tuple[int, int]:
+        return self.owner.sum_max(self.index)
+
+
 def _joined(pieces: list, dtype, n: int) -> np.ndarray:
-    """One block column of ``pieces`` (numpy arrays, or Python lists of a column declared
-    with ``dtype`` in :class:`Block`): their concatenation, each list as ``np.array(piece,
-    dtype)`` would make it (all lists at once in one conversion; ``n`` rows in all)."""
+    """One block column of ``pieces`` (numpy arrays, Python lists of a column declared
+    with ``dtype`` in :class:`Block`, or :class:`DeferredColumn`s): their concatenation,
+    each list as ``np.array(piece, dtype)`` would make it (all lists at once in one
+    conversion; ``n`` rows in all)."""
+    if any(isinstance(p, DeferredColumn) for p in pieces):
+        pieces = [p.array() if isinstance(p, DeferredColumn) else p for p in pieces]
     if dtype is not None:
         if all(isinstance(p, list) for p in pieces):
             return np.fromiter(chain.from_iterable(pieces), dtype, n)
@@ -243,13 +274,23 @@ class Table:
                 continue
             if kind == "array":
                 pieces = [b[2][k] for b in blocks]
+                rows = sum(ns)
+                if any(isinstance(p, DeferredColumn) for p in pieces):
+                    # aggregated without making them (their sums and maxima are known)
+                    for p in pieces:
+                        if isinstance(p, DeferredColumn):
+                            self._update(c, *p.sum_max())
+                    pieces = [p for p in pieces if not isinstance(p, DeferredColumn)]
+                    if not pieces:
+                        continue
+                    rows = sum(map(len, pieces))
                 if block.dtypes[0][k] is not None and all(isinstance(p, list) for p in pieces):
                     # Python ints of an integer column (a small template's): the same sum
                     # and maximum as the int64 array they are made into
                     vals = list(chain.from_iterable(pieces))
                     self._update(c, sum(vals), max(vals))
                     continue
-                a = _joined(pieces, block.dtypes[0][k], sum(ns))
+                a = _joined(pieces, block.dtypes[0][k], rows)
             else:
                 offs = _joined([b[3][k] for b in blocks], block.dtypes[1][k], sum(ns))
                 a = offs + np.repeat(np.array([b[4] for b in blocks], offs.dtype), ns)
