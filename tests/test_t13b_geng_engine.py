@@ -31,6 +31,13 @@ def test_a_table_summary_lists_counts_then_sums_then_maxima_in_column_order():
         ("rows", 2), ("kept", 2), ("dropped", 0), ("spilled_parts", 0),
         ("sum_c", 7), ("sum_a", 5), ("max_c", 5), ("max_a", 4)]
     assert list(Table("u", ("a",)).summary()) == ["rows", "kept", "dropped", "spilled_parts"]
+    empty = Table("t", ("a", "b", "c"), numeric=("c", "a"))
+    got = empty.summary()
+    assert list(got.items()) == [
+        ("rows", 0), ("kept", 0), ("dropped", 0), ("spilled_parts", 0),
+        ("sum_c", 0), ("sum_a", 0), ("max_c", 0), ("max_a", 0)]
+    got["rows"] = 5  # a copy: the next summary is not changed
+    assert empty.summary()["rows"] == 0
 
 
 def test_every_recorder_shares_one_layout_per_segment_table():

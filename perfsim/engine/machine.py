@@ -314,6 +314,8 @@ class Machine:
         """rmap locks that callers of two different mms can take (shared file / anon_vma)."""
         seen: dict[str, set[str]] = {}
         callers_mms = {c.mm for c in self.spec.callers}
+        if len(callers_mms) < 2:
+            return set()  # every lock is taken by one mm's callers at most
         for name in callers_mms:
             space = self.mms[name].space
             for v in getattr(space, "vmas", ()):

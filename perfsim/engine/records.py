@@ -134,12 +134,14 @@ def _joined(pieces: list, dtype, n: int) -> np.ndarray:
 
 @lru_cache(maxsize=64)
 def _numeric_layout(columns: tuple[str, ...], numeric: tuple[str, ...]) -> tuple:
-    """``(((column, its position), ...), (sum keys, max keys) or ())`` of a table's numeric
-    columns: where :class:`Table` reads them in a row, and the names its :meth:`summary`
-    gives their aggregates (computed once per layout, not per table)."""
+    """``(((column, its position), ...), (sum keys, max keys) or (), the summary of a
+    table with no row)`` of a table's numeric columns: where :class:`Table` reads them in
+    a row, and the names its :meth:`summary` gives their aggregates (computed once per
+    layout, not per table; the empty summary is copied, never handed out)."""
     at = tuple((c, columns.index(c)) for c in numeric)
     keys = (tuple(f"sum_{c}" for c in numeric), tuple(f"max_{c}" for c in numeric))
-    return at, keys if numeric else ()
+    empty = dict.fromkeys(("rows", "kept", "dropped", "spilled_parts", *keys[0], *keys[1]), 0)
+    return at, keys if numeric else (), empty
 
 
 class Table:
@@ -165,7 +167,8 @@ class Table:
         self.dropped = 0
         self._sums = dict.fromkeys(numeric, 0)
         self._maxes = dict.fromkeys(numeric, 0)
-        self._numeric_at, self._summary_keys = _numeric_layout(columns, numeric)
+        self._numeric_at, self._summary_keys, self._empty_summary = _numeric_layout(columns,
+                                                                                   numeric)
         # The aggregates are folded lazily (when read, or before a spill): the first
         # _folded_chunks chunks and the first _folded_rows of _rows are in them.
         self._folded_chunks = 0
@@ -429,6 +432,8 @@ class Table:
         return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
     def summary(self) -> dict:
+        if not self.total and not self.parts:  # nothing added: every count and aggregate 0
+            return dict(self._empty_summary)
         out = {"rows": self.total, "kept": self.total - self.dropped, "dropped": self.dropped,
                "spilled_parts": len(self.parts)}
         if self._summary_keys:
