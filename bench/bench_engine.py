@@ -3,6 +3,8 @@
 
     sudo .venv/bin/python bench/bench_engine.py            # all three (about a minute)
     python3 bench/bench_engine.py --no-kernel     # skip the real-kernel timing (no root needed)
+    python3 bench/bench_engine.py --no-kernel --no-hour --reps 50 --against TREE
+                                                  # first: CPU of both trees side by side
 
 1. **Simulated vs real 1 GiB move.** One fully populated, mutually unaligned 1 GiB anonymous
    move (docs/kernel-rules.md E4: 262,144 PTEs, 1,025 move_ptes extents): wall time of
@@ -30,8 +32,10 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tree import require_tree, use_tree  # noqa: E402
+
+ROOT = use_tree(__file__)
 
 from perfsim.cost import load_cost_profile, row_costs  # noqa: E402
 from perfsim.engine import CallerSpec, MmSpec, SimSpec, WalkerSpec, simulate  # noqa: E402
@@ -101,6 +105,31 @@ def simulate_small_cpu(target, profile, reps: int = 200) -> float:
         _one_call(target, profile, plan)
         got.append(time.process_time() - c0)
     return statistics.median(got)
+
+
+def cpu_figures(reps: int) -> dict:
+    """The CPU figures of section 1 in this process's perfsim: the 1 GiB move's plan and
+    engine (medians of ``reps``) and a 4 KiB move's simulate() (median of 200)."""
+    target = resolve_target("6.18", "x86_64")
+    profile = load_cost_profile("kvm-host").fixed()
+    simulate_1g(target, profile, 2)  # warm up (first calls of every path), not counted
+    sim = simulate_1g(target, profile, reps)
+    return {"plan_cpu_s": sim["plan_cpu_s"], "engine_cpu_s": sim["engine_cpu_s"],
+            "small_cpu_s": simulate_small_cpu(target, profile)}
+
+
+def print_against(tree: str, reps: int) -> None:
+    """Section 1's CPU figures of ``tree`` (a child process) and of this tree, side by
+    side, with their ratios."""
+    old = json.loads(subprocess.run(
+        [sys.executable, __file__, "--cpu-json", f"--reps={reps}", "--tree", tree],
+        check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+    new = cpu_figures(reps)
+    print(f"0) CPU time side by side, {tree} -> this tree ({ROOT}), 1 GiB medians of {reps}")
+    for key, what in (("plan_cpu_s", "1 GiB move: plan"), ("engine_cpu_s", "1 GiB move: engine"),
+                      ("small_cpu_s", "4 KiB move: simulate()")):
+        print(f"   {what:24} {old[key] * 1e3:8.3f} -> {new[key] * 1e3:8.3f} ms   "
+              f"RATIO {old[key] / new[key]:.2f}x")
 
 
 def kernel_1g(reps: int = 5) -> dict:
@@ -176,19 +205,31 @@ def main(argv=None) -> int:
     ap.add_argument("--no-hour", action="store_true", help="skip the 1-hour memory run")
     ap.add_argument("--reps", type=int, default=5,
                     help="repetitions of the 1 GiB move (medians; default 5)")
+    ap.add_argument("--against", metavar="TREE",
+                    help="first print section 1's CPU figures of this perfsim tree and of "
+                         "this one, side by side")
     ap.add_argument("--one-hour-child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--cpu-json", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--tree", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.reps < 1:
+        print(f"--reps {args.reps}: must be at least 1", file=sys.stderr)
+        return 2
     if args.one_hour_child:
         one_hour_child()
         return 0
+    if args.cpu_json:
+        print(json.dumps(cpu_figures(args.reps)))
+        return 0
+    if args.against:
+        require_tree(args.against)
     import os
 
     print(f"load average: {os.getloadavg()}")
     target = resolve_target("6.18", "x86_64")
     profile = load_cost_profile("kvm-host")
-    if args.reps < 1:
-        print(f"--reps {args.reps}: must be at least 1", file=sys.stderr)
-        return 2
+    if args.against:
+        print_against(args.against, args.reps)
     sim = simulate_1g(target, profile.fixed(), args.reps)
     print(f"1) 1 GiB fully populated, mutually unaligned move (E4), median of {args.reps}")
     print(f"   model setup (populate page-table state): {sim['setup_s'] * 1e3:8.2f} ms (not counted)")
