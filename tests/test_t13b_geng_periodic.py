@@ -105,14 +105,19 @@ def test_periodic_plans_with_hot_locks_or_walked_ptls_get_the_column_templates()
     assert seen >= 5
 
 
-def test_the_1g_unaligned_move_gets_its_template_part_by_part(monkeypatch):
+def _one_gib_move() -> S.Steps:
+    """The plan of bench/bench_engine.py's 1 GiB mutually unaligned move."""
     target = resolve_target("6.18", "x86_64")
     src = 0x300000000000 + 2 * MiB + 4 * KiB
     dst = 0x300000000000 + 2 * GiB + 6 * MiB + 8 * KiB
     space = AddressSpace((Vma(src, src + GiB, name="heap"),),
                          PageTables.empty(target.arch).populate(src, src + GiB))
-    plan = plan_mremap(space, MoveRequest(old_addr=src, old_len=GiB, new_addr=dst), target)
-    steps = plan.steps
+    return plan_mremap(space, MoveRequest(old_addr=src, old_len=GiB, new_addr=dst),
+                       target).steps
+
+
+def test_the_1g_unaligned_move_gets_its_template_part_by_part(monkeypatch):
+    steps = _one_gib_move()
     assert any(isinstance(p, S.PeriodicBlock) for p in steps.parts())
     for prof in (load_cost_profile("kvm-host").fixed(), load_cost_profile("kvm-host")):
         for cpus in (1, 2):
@@ -202,3 +207,19 @@ def test_a_periodic_plans_ipi_and_flush_counts_from_its_pieces_are_its_columns(s
             rows, top = _flush_rows(pieces, costs)
             assert rows == int(np.count_nonzero(flushing))
             assert top == int(want.ipis[flushing].max(initial=0))
+
+
+def test_a_table_holding_deferred_flushes_pickles_as_its_columns():
+    import pickle
+
+    import pandas as pd
+
+    from perfsim.engine.records import DeferredColumn
+
+    res = _run([_one_gib_move()], load_cost_profile("kvm-host").fixed(), 1, False)
+    table = res._tables["flushes"]
+    assert any(isinstance(ch, tuple) and isinstance(ch[3][0], DeferredColumn)
+               for ch in table._chunks)  # the flushes are deferred
+    copy = pickle.loads(pickle.dumps(table))
+    pd.testing.assert_frame_equal(copy.to_frame(), table.to_frame())
+    assert copy.summary() == table.summary()

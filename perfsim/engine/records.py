@@ -117,6 +117,10 @@ class DeferredColumn:
     def sum_max(self) -> tuple[int, int]:
         return self.owner.sum_max(self.index)
 
+    def __reduce__(self):
+        # pickled (a table sent to another process) as the array it stands for
+        return np.asarray, (self.array(),)
+
 
 def _joined(pieces: list, dtype, n: int) -> np.ndarray:
     """One block column of ``pieces`` (numpy arrays, Python lists of a column declared
