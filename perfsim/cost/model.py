@@ -53,7 +53,7 @@ flush, or ``flush_pages`` INVLPGs); that is not on the caller's clock and is rep
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import accumulate, repeat
+from itertools import accumulate, compress, repeat
 from operator import add, itemgetter, mul, ne
 
 import numpy as np
@@ -772,10 +772,12 @@ def _price_row(memo: dict, key: tuple, weights: tuple, medians: tuple, terms: tu
     which depend on the rows before it, are added by the caller)."""
     r, run_start, ipis = key
     c = row_counts(r, run_start, ipis, SCALAR_OPS, terms)
-    cum = list(accumulate(map(mul, c, weights), initial=0))  # ROW_PARAMS is by category
+    cats = [0] * len(CATEGORIES)
+    for i in compress(_ROW_POSITIONS, c):  # a row pays a few parameters: the others add 0
+        cats[_ROW_CATEGORY[i]] += c[i] * weights[i]
     stolen = stolen_of(ipis, r[_R_FLUSH_FULL], r[_R_FLUSH_PAGES], medians[_RECEIVER],
                        medians[_FULL_FLUSH], medians[_INVLPG], SCALAR_OPS)
-    got = memo[key] = (c, cum[-1], [cum[b] - cum[a] for a, b in _ROW_CATEGORY_SLICES], stolen)
+    got = memo[key] = (c, sum(cats), cats, stolen)
     return got
 
 
@@ -808,6 +810,7 @@ _ROW_CATEGORY_SLICES = tuple((_ROW_CATEGORY.index(k) if k in _ROW_CATEGORY else 
 #: PARAM_NAMES, its category's index).
 _FIRST_ROW_TERMS = tuple((ROW_PARAMS.index(t), _PARAM_POS[p], _CATEGORY_INDEX[PARAM_CATEGORY[p]])
                          for p, t in FIRST_ROW_RULES)
+_ROW_POSITIONS = range(len(ROW_PARAMS))
 _LIST_INDEX = {c: i for i, c in enumerate(LIST_COLUMNS)}
 _R_FLUSH_FULL = ROW_COLUMNS.index("flush_full")
 _R_FLUSH_PAGES = ROW_COLUMNS.index("flush_pages")
