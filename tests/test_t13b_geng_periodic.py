@@ -223,3 +223,45 @@ def test_a_table_holding_deferred_flushes_pickles_as_its_columns():
     copy = pickle.loads(pickle.dumps(table))
     pd.testing.assert_frame_equal(copy.to_frame(), table.to_frame())
     assert copy.summary() == table.summary()
+
+
+def test_periodic_templates_priced_through_a_kept_row_memo_equal_column_templates():
+    """Rows priced for earlier plans (a run's or a batch's row memo) give later periodic
+    templates the same costs."""
+    rng = np.random.default_rng(77)
+    prof = _distinct_profile()
+    for folio in FOLIOS[:2]:
+        memo: dict = {}
+        for plan in _plans(rng, 10) + [_one_gib_move()]:
+            if periodic_layout(plan) is None:
+                continue
+            for cpus in (1, 2):
+                got = build_template(S.Steps(parts=plan.parts()), prof, cpus, None, set(),
+                                     None, folio, memo)
+                want = _array_template(_dense(S.Steps(parts=plan.parts())), prof, cpus, None,
+                                       set(), None, folio)
+                _same_template(got, want)
+        assert memo  # rows were kept
+
+
+def test_runs_sharing_caches_share_their_priced_rows():
+    from perfsim.engine.reuse import RunCaches
+
+    caches = RunCaches()
+    prof = load_cost_profile("kvm-host").fixed()
+    alone = _run([_one_gib_move()], prof, 1, False)
+    from perfsim.engine import CallerSpec, MmSpec, SimSpec, simulate
+
+    spec = SimSpec(cpus=2, target=resolve_target("6.18", "x86_64"), profile=prof,
+                   mms=(MmSpec("app", (0,)),),
+                   callers=(CallerSpec("mover", "app", 0, (_one_gib_move(),),
+                                       interval_ns=5_000),))
+    first = simulate(spec, caches=caches)
+    assert caches.templates.row_memos  # kept for the next run
+    second = simulate(spec, caches=caches)
+    import pandas as pd
+
+    for res in (first, second):
+        assert res.summary == alone.summary
+        for t in res.TABLES:
+            pd.testing.assert_frame_equal(res.frame(t), alone.frame(t))

@@ -637,17 +637,20 @@ def periodic_row_costs(plan_or_steps, profile: CostProfile, *, cpus: int | None 
 
 
 def periodic_prices(pieces: list[PeriodicPiece], profile: CostProfile, cpus: int | None,
-                    folio: FolioBatching | None, medians: tuple) -> tuple:
+                    folio: FolioBatching | None, medians: tuple,
+                    memo: dict | None = None) -> tuple:
     """The prices :func:`periodic_row_costs` lays out, per piece of a plan's
     :func:`periodic_layout`: ``(costs, counts, sums, firsts)``: per piece ``((totals, ipis,
     stolen) of its k rows, {row: (total, ipis, stolen)} of its patched rows)`` (without
     the first-row charges) and ``(its k rows' counts, {row: counts})``; the plan's
     per-category totals (with them); and the first-row charges as ``(parameter, plan row,
     ns)``: each on the plan's first row that pays its trigger (in the first piece that has
-    one)."""
+    one). ``memo``: a row memo of :func:`scalar_row_costs` kept for this profile (priced
+    at these ``medians``) and ``folio``; else one for this call."""
     if cpus is not None and cpus < 1:
         raise ValueError("cpus must be >= 1")
-    price = (profile, cpus, _ROW_WEIGHTS(medians), medians, folio_terms(folio), {})
+    price = (profile, cpus, _ROW_WEIGHTS(medians), medians, folio_terms(folio),
+             {} if memo is None else memo)
     sums = [0] * len(CATEGORIES)
     costs, counts = [], []
     for pc in pieces:

@@ -274,7 +274,7 @@ def build_template(steps, profile, cpus: int, rng, hot_locks, ptl_hot,
         pieces = periodic_layout(steps)
         if pieces is not None and _bounds(steps, len(steps), hot_locks, None) == [
                 (0, len(steps), False)]:
-            return _periodic_template(steps, pieces, profile, cpus, rng, folio)
+            return _periodic_template(steps, pieces, profile, cpus, rng, folio, memo)
     return _array_template(steps, profile, cpus, rng, hot_locks, ptl_hot, folio,
                            _template_costs)
 
@@ -405,13 +405,15 @@ def _flush_rows(pieces, costs) -> tuple[int, int]:
     return rows, top
 
 
-def _periodic_template(steps, pieces, profile, cpus: int, rng, folio) -> CallTemplate:
+def _periodic_template(steps, pieces, profile, cpus: int, rng, folio,
+                       memo=None) -> CallTemplate:
     """:func:`build_template` of a plan made of periodic blocks and small dense parts
     (``pieces``: its :func:`~perfsim.cost.model.periodic_layout`) when no row is contended
     (one segment): the same template as :func:`_array_template`, without materialising
     the plan. The row costs are priced part by part (at the medians:
     :func:`~perfsim.cost.model.periodic_prices`, their arrays laid out when first read;
-    with jitter: :func:`_template_costs`). The call record's sums are a block's template
+    with jitter: :func:`_template_costs`; ``memo``: :func:`build_template`'s row memo, for
+    the profile's medians and ``folio``). The call record's sums are a block's template
     rows' times ``reps``, corrected by its patched rows (:func:`_row_stats`). When its
     flushes interrupt no other CPU and no row takes an rmap lock, the segment's flush
     records are kept for when a table reads them (:class:`_PeriodicFlushes`); else the
@@ -421,7 +423,7 @@ def _periodic_template(steps, pieces, profile, cpus: int, rng, folio) -> CallTem
     n = len(steps)
     if rng is None or profile.is_fixed:
         med = profile.medians_ns
-        prices = periodic_prices(pieces, profile, cpus, folio, med)
+        prices = periodic_prices(pieces, profile, cpus, folio, med, memo)
         rc = RowCosts.of_periodic(steps, pieces, prices, med, folio)
         costs = prices[0]
     else:
@@ -621,8 +623,8 @@ class TemplateCache:
     this run's own entries; its keys add what a template depends on besides the plan (the
     profile's content digest and the contended lock names; the CPU count is in the
     signature). A template it builds (a miss) prices its rows through a row memo of this
-    run (:meth:`row_memo`, at most ``memo_rows`` rows per folio mechanism set): the rows
-    of a run's calls repeat far more than whole plans do."""
+    run, or of the ``store``'s runs (:meth:`row_memo`, at most ``memo_rows`` rows per folio
+    mechanism set): the rows of a run's calls repeat far more than whole plans do."""
 
     def __init__(self, profile, hot_locks, max_entries: int = 1024, enabled: bool = True,
                  max_rows: int = 65536, store=None, memo_rows: int = 8192) -> None:
@@ -649,9 +651,11 @@ class TemplateCache:
         when reuse is off or the profile has jitter."""
         if not self.enabled:
             return None
-        memo = self.memos.get(folio)
+        memos, key = ((self.store.row_memos, (self.scope[0], folio)) if self.store is not None
+                      else (self.memos, folio))
+        memo = memos.get(key)
         if memo is None:
-            memo = self.memos[folio] = {}
+            memo = memos[key] = {}
         elif len(memo) > self.memo_rows:
             memo.clear()
         return memo
