@@ -3,6 +3,8 @@
 
     sudo .venv/bin/python bench/bench_engine.py            # all three (about a minute)
     python3 bench/bench_engine.py --no-kernel     # skip the real-kernel timing (no root needed)
+    python3 bench/bench_engine.py --no-kernel --no-hour --reps 50 --against TREE
+                                                  # first: CPU of both trees side by side
 
 1. **Simulated vs real 1 GiB move.** One fully populated, mutually unaligned 1 GiB anonymous
    move (docs/kernel-rules.md E4: 262,144 PTEs, 1,025 move_ptes extents): wall time of
@@ -30,8 +32,10 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tree import require_tree, use_tree  # noqa: E402
+
+ROOT = use_tree(__file__)
 
 from perfsim.cost import load_cost_profile, row_costs  # noqa: E402
 from perfsim.engine import CallerSpec, MmSpec, SimSpec, WalkerSpec, simulate  # noqa: E402
@@ -48,33 +52,84 @@ SRC = BASE + 2 * MiB + 4 * KiB           # as perfsim.host.layout's "unaligned" 
 DST = BASE + 2 * GiB + 6 * MiB + 8 * KiB
 
 
+def _one_call(target, profile, plan):
+    return simulate(SimSpec(cpus=2, target=target, profile=profile, mms=(MmSpec("app", (0,)),),
+                            callers=(CallerSpec("mover", "app", 0, (plan,)),)))
+
+
 def simulate_1g(target, profile, reps: int = 5) -> dict:
-    setup, plan_t, cost_t, eng_t = [], [], [], []
+    setup, plan_t, cost_t, eng_t, plan_cpu, eng_cpu = [], [], [], [], [], []
     for _ in range(reps):
         t0 = time.perf_counter()
         space = AddressSpace((Vma(SRC, SRC + GiB, name="heap"),),
                              PageTables.empty(target.arch).populate(SRC, SRC + GiB))
         t1 = time.perf_counter()
+        c1 = time.process_time()
         plan = plan_mremap(space, MoveRequest(old_addr=SRC, old_len=GiB, new_addr=DST), target)
+        c2 = time.process_time()
         t2 = time.perf_counter()
         rc = row_costs(plan, profile, cpus=1)
         t3 = time.perf_counter()
-        res = simulate(SimSpec(cpus=2, target=target, profile=profile,
-                               mms=(MmSpec("app", (0,)),),
-                               callers=(CallerSpec("mover", "app", 0, (plan,)),)))
+        c3 = time.process_time()
+        res = _one_call(target, profile, plan)
+        c4 = time.process_time()
         t4 = time.perf_counter()
         assert int(res.calls.latency_ns[0]) == int(rc.total.sum())
         setup.append(t1 - t0)
         plan_t.append(t2 - t1)
         cost_t.append(t3 - t2)
         eng_t.append(t4 - t3)
+        plan_cpu.append(c2 - c1)
+        eng_cpu.append(c4 - c3)
     med = {k: statistics.median(v) for k, v in
-           (("setup_s", setup), ("plan_s", plan_t), ("cost_s", cost_t), ("engine_s", eng_t))}
+           (("setup_s", setup), ("plan_s", plan_t), ("cost_s", cost_t), ("engine_s", eng_t),
+            ("plan_cpu_s", plan_cpu), ("engine_cpu_s", eng_cpu))}
     # The engine computes the row costs itself; cost_s is timed apart only to show its share.
     med["sim_s"] = med["plan_s"] + med["engine_s"]
     med["steps"] = len(plan.steps)
     med["predicted_ns"] = int(rc.total.sum())
     return med
+
+
+def simulate_small_cpu(target, profile, reps: int = 200) -> float:
+    """CPU seconds of ``simulate()`` of one 4 KiB unaligned move (a fresh plan each time,
+    planned outside the timing), median of ``reps``: the fixed cost of a run, which the
+    1 GiB move's engine figure includes."""
+    got = []
+    for _ in range(reps):
+        space = AddressSpace((Vma(SRC, SRC + 4 * KiB, name="heap"),),
+                             PageTables.empty(target.arch).populate(SRC, SRC + 4 * KiB))
+        plan = plan_mremap(space, MoveRequest(old_addr=SRC, old_len=4 * KiB, new_addr=DST),
+                           target)
+        c0 = time.process_time()
+        _one_call(target, profile, plan)
+        got.append(time.process_time() - c0)
+    return statistics.median(got)
+
+
+def cpu_figures(reps: int) -> dict:
+    """The CPU figures of section 1 in this process's perfsim: the 1 GiB move's plan and
+    engine (medians of ``reps``) and a 4 KiB move's simulate() (median of 200)."""
+    target = resolve_target("6.18", "x86_64")
+    profile = load_cost_profile("kvm-host").fixed()
+    simulate_1g(target, profile, 2)  # warm up (first calls of every path), not counted
+    sim = simulate_1g(target, profile, reps)
+    return {"plan_cpu_s": sim["plan_cpu_s"], "engine_cpu_s": sim["engine_cpu_s"],
+            "small_cpu_s": simulate_small_cpu(target, profile)}
+
+
+def print_against(tree: str, reps: int) -> None:
+    """Section 1's CPU figures of ``tree`` (a child process) and of this tree, side by
+    side, with their ratios."""
+    old = json.loads(subprocess.run(
+        [sys.executable, __file__, "--cpu-json", f"--reps={reps}", "--tree", tree],
+        check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+    new = cpu_figures(reps)
+    print(f"0) CPU time side by side, {tree} -> this tree ({ROOT}), 1 GiB medians of {reps}")
+    for key, what in (("plan_cpu_s", "1 GiB move: plan"), ("engine_cpu_s", "1 GiB move: engine"),
+                      ("small_cpu_s", "4 KiB move: simulate()")):
+        print(f"   {what:24} {old[key] * 1e3:8.3f} -> {new[key] * 1e3:8.3f} ms   "
+              f"RATIO {old[key] / new[key]:.2f}x")
 
 
 def kernel_1g(reps: int = 5) -> dict:
@@ -148,29 +203,52 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--no-kernel", action="store_true", help="skip timing the real kernel")
     ap.add_argument("--no-hour", action="store_true", help="skip the 1-hour memory run")
+    ap.add_argument("--reps", type=int, default=5,
+                    help="repetitions of the 1 GiB move (medians; default 5)")
+    ap.add_argument("--against", metavar="TREE",
+                    help="first print section 1's CPU figures of this perfsim tree and of "
+                         "this one, side by side")
     ap.add_argument("--one-hour-child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--cpu-json", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--tree", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.reps < 1:
+        print(f"--reps {args.reps}: must be at least 1", file=sys.stderr)
+        return 2
     if args.one_hour_child:
         one_hour_child()
         return 0
+    if args.cpu_json:
+        print(json.dumps(cpu_figures(args.reps)))
+        return 0
+    if args.against:
+        require_tree(args.against)
     import os
 
     print(f"load average: {os.getloadavg()}")
     target = resolve_target("6.18", "x86_64")
     profile = load_cost_profile("kvm-host")
-    sim = simulate_1g(target, profile.fixed())
-    print("1) 1 GiB fully populated, mutually unaligned move (E4), median of 5")
+    if args.against:
+        print_against(args.against, args.reps)
+    sim = simulate_1g(target, profile.fixed(), args.reps)
+    print(f"1) 1 GiB fully populated, mutually unaligned move (E4), median of {args.reps}")
     print(f"   model setup (populate page-table state): {sim['setup_s'] * 1e3:8.2f} ms (not counted)")
     print(f"   plan:   {sim['plan_s'] * 1e3:8.2f} ms   ({sim['steps']} steps)")
     print(f"   engine: {sim['engine_s'] * 1e3:8.2f} ms  (includes the cost model; row_costs alone "
           f"{sim['cost_s'] * 1e3:.2f} ms)")
     print(f"   simulated total: {sim['sim_s'] * 1e3:8.2f} ms  (predicted kernel time "
           f"{sim['predicted_ns'] / 1e6:.3f} ms, kvm-host profile)")
+    small = simulate_small_cpu(target, profile.fixed())
+    print(f"   CPU time, median of {args.reps}: plan {sim['plan_cpu_s'] * 1e3:.3f} ms, engine "
+          f"{sim['engine_cpu_s'] * 1e3:.3f} ms (simulate() of a 4 KiB move, a run's fixed "
+          f"cost: {small * 1e3:.3f} ms, median of 200)")
     if not args.no_kernel:
         k = kernel_1g()
         print(f"   real kernel:     {k['kernel_s'] * 1e3:8.2f} ms  (samples ns {k['samples_ns']})")
         print(f"   RATIO simulated/real = {sim['sim_s'] / k['kernel_s']:.3f}   "
               f"(engine incl. cost only: {sim['engine_s'] / k['kernel_s']:.3f}; aim <= 0.1)")
+        cpu = sim['plan_cpu_s'] + sim['engine_cpu_s']
+        print(f"   RATIO simulated CPU/real = {cpu / k['kernel_s']:.3f}   (plan CPU + engine CPU)")
     ev = events_per_second(target, profile)
     ref = lock_timeout_pairs_per_s()
     print("2) engine under contention (64 MiB PMD moves, 2 walkers on the same anon_vma, 200 ms)")

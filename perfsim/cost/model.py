@@ -53,7 +53,7 @@ flush, or ``flush_pages`` INVLPGs); that is not on the caller's clock and is rep
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import accumulate, repeat
+from itertools import accumulate, compress, repeat
 from operator import add, itemgetter, mul, ne
 
 import numpy as np
@@ -213,7 +213,7 @@ class RowCosts:
     """
 
     __slots__ = ("_total", "_by_category", "_ipis", "_stolen", "_matrix", "_per_category",
-                 "_sums", "_scalar", "_later")
+                 "_sums", "_scalar", "_later", "_arrays")
 
     def __init__(self, total: np.ndarray, by_category: dict[str, np.ndarray],
                  ipis: np.ndarray, stolen: np.ndarray, matrix: np.ndarray,
@@ -223,6 +223,7 @@ class RowCosts:
         self._sums = None
         self._scalar = None
         self._later = None
+        self._arrays = None
 
     @classmethod
     def of_lists(cls, total: list, ipis: list, stolen: list, rows: list, firsts: list,
@@ -236,6 +237,7 @@ class RowCosts:
         rc._scalar = (total, ipis, stolen, rows, firsts, medians)
         rc._sums = sums
         rc._later = None
+        rc._arrays = None
         return rc
 
     @classmethod
@@ -250,24 +252,53 @@ class RowCosts:
         rc._by_category = rc._matrix = rc._per_category = rc._scalar = None
         rc._sums = sums
         rc._later = (matrix_of, tuple(extra), medians)
+        rc._arrays = None
         return rc
+
+    @classmethod
+    def of_periodic(cls, steps: S.Steps, pieces: list, prices: tuple, medians: tuple,
+                    folio: FolioBatching | None) -> RowCosts:
+        """Costs of a plan priced part by part at ``medians`` (:func:`periodic_prices` of
+        its :func:`periodic_layout` ``pieces``): the per-category totals now, the per-row
+        arrays laid out when one is first read (what :func:`periodic_row_costs` gives)."""
+        costs, _counts, sums, firsts = prices
+
+        def arrays():
+            total, ipis, stolen = lay_out(pieces, len(steps), costs)
+            for _name, row, ns in firsts:
+                total[row] += ns
+            return total, ipis, stolen
+
+        rc = cls.of_parts(None, None, None, sums, medians,
+                          lambda: _count_matrix(steps, rc.ipis, folio))
+        rc._arrays = arrays
+        return rc
+
+    def _made(self) -> None:
+        """Make the per-row arrays of costs priced on Python ints or laid out lazily."""
+        if self._arrays is not None:
+            self._total, self._ipis, self._stolen = self._arrays()
+            self._arrays = None
+        else:
+            self._total, self._ipis, self._stolen = (np.array(v, _I64)
+                                                     for v in self._scalar[:3])
 
     @property
     def total(self) -> np.ndarray:
         if self._total is None:
-            self._total = np.array(self._scalar[0], _I64)
+            self._made()
         return self._total
 
     @property
     def ipis(self) -> np.ndarray:
         if self._ipis is None:
-            self._ipis = np.array(self._scalar[1], _I64)
+            self._made()
         return self._ipis
 
     @property
     def stolen(self) -> np.ndarray:
         if self._stolen is None:
-            self._stolen = np.array(self._scalar[2], _I64)
+            self._made()
         return self._stolen
 
     @property
@@ -482,120 +513,179 @@ def _first_above_zero(values) -> int | None:
     return None
 
 
-def periodic_row_costs(plan_or_steps, profile: CostProfile, *, cpus: int | None = None,
-                       folio: FolioBatching | None = None, medians: tuple | None = None,
-                       counts_of: tuple[str, ...] = ()):
-    """:func:`row_costs` at the medians of a plan made of periodic blocks
-    (:class:`~perfsim.planner.steps.PeriodicBlock`: ``reps`` copies of a few template rows,
-    a few rows overridden) and small dense parts, priced part by part without materialising
-    the plan: the dense parts' rows on Python ints (:func:`_price_dense`); a block's
-    template rows once, repeated, its overridden rows (and a first row that starts a phase
-    run) on their own, its category totals ``reps`` times the template's corrected by
-    those rows (:func:`_price_block`). The first-row charges go on the plan's first row
-    that pays their trigger. The count matrix is computed on the materialised columns when
-    first read. None for a plan with no block, or with a part too large for this (a dense
-    part or template of more than :data:`SCALAR_ROWS` rows, a block overriding ``phase``).
+class PeriodicPiece:
+    """A piece of a plan :func:`periodic_layout` covers, read as Python ints: ``k`` rows
+    whose :data:`LIST_COLUMNS` are ``lists`` (:func:`column_sequences`), repeated ``reps``
+    times from row ``offset`` of the plan (consecutive dense parts: their rows once,
+    ``block`` False). A block's ``patched``: ``{row in the block: its LIST_COLUMNS
+    values}`` of the rows priced on their own: its overridden rows, and its first row when
+    the block starts a phase run (``starts_run``: the piece's first row has another phase
+    than the row before it). ``parts``: the dense tables, or the one
+    :class:`~perfsim.planner.steps.PeriodicBlock`. Made once per plan, never changed after."""
 
-    ``medians``: prices to use instead of the profile's (:data:`PARAM_NAMES` order);
-    ``counts_of``: parameters whose per-row counts to return too, as ``(costs, {name:
-    int64 array})`` (what a jittered pricing draws for, :func:`periodic_jittered_row_costs`)."""
-    steps = steps_of(plan_or_steps)
-    parts = steps.parts()
+    __slots__ = ("parts", "offset", "k", "reps", "lists", "patched", "starts_run", "block")
+
+    def __init__(self, parts: tuple, offset: int, k: int, reps: int, lists: list,
+                 patched: dict, starts_run: bool, block: bool) -> None:
+        self.parts, self.offset, self.k, self.reps = parts, offset, k, reps
+        self.lists, self.patched = lists, patched
+        self.starts_run, self.block = starts_run, block
+
+
+def periodic_layout(plan_or_steps) -> list[PeriodicPiece] | None:
+    """The parts of a plan made of periodic blocks and small dense parts, as
+    :class:`PeriodicPiece` rows in plan order (what :func:`periodic_row_costs` prices and
+    the engine's periodic call templates read); None for a plan with no block, or with a
+    part too large for this: a dense part or template of more than :data:`SCALAR_ROWS`
+    rows, a block overriding ``phase`` or more than :data:`SCALAR_ROWS` of its rows."""
+    parts = steps_of(plan_or_steps).parts()
     if not any(isinstance(p, S.PeriodicBlock) for p in parts):
         return None
-    if cpus is not None and cpus < 1:
-        raise ValueError("cpus must be >= 1")
-    med = profile.medians_ns if medians is None else medians
-    w = _ROW_WEIGHTS(med)
-    terms = folio_terms(folio)
-    price = (profile, cpus, w, med, terms, {})
-    dense: list[list[int]] | None = None  # the dense parts' columns, one after the other
-    dense_at: list[int] = []  # their rows' positions in the plan
-    starts: list[bool] = []
-    blocks = []
+    pieces = []
     prev_phase = None
     offset = 0
     for p in parts:
         if isinstance(p, S.PeriodicBlock):
-            got = _price_block(p, prev_phase, price)
-            if got is None:
+            t = p.template
+            k = len(t)
+            if k > SCALAR_ROWS or t.parts() != [t] or "phase" in p.overrides:
                 return None
-            blocks.append((offset, got))
-            prev_phase = got[6]  # the block's phase
+            tl = column_sequences(t)
+            changes: dict[int, dict[int, int]] = {}
+            for col, (pos, val) in p.overrides.items():
+                ci = _LIST_INDEX.get(col)
+                if ci is None:  # an address or length: priced through no count
+                    continue
+                for q, v in zip(np.asarray(pos).tolist(), np.asarray(val).tolist(),
+                                strict=True):
+                    changes.setdefault(q, {})[ci] = v
+            # A block has one phase: its row 0 follows the previous copy's last row, of the
+            # same phase, so only the first copy's row 0 may start a run.
+            phase = tl[1][0]
+            starts_run = phase != prev_phase
+            if starts_run:
+                changes.setdefault(0, {})
+            if len(changes) > SCALAR_ROWS:
+                return None
+            patched = {}
+            for q, ch in changes.items():
+                row = [col[q % k] for col in tl]
+                for ci, v in ch.items():
+                    row[ci] = v
+                patched[q] = row
+            pieces.append(PeriodicPiece((p,), offset, k, p.reps, tl, patched, starts_run, True))
+            prev_phase = phase
         else:
             if len(p) > SCALAR_ROWS or p.parts() != [p]:
                 return None
-            lists = column_lists(p)
-            phase = lists[1]
-            starts += [phase[0] != prev_phase, *map(ne, phase[1:], phase)]
-            dense_at.extend(range(offset, offset + len(p)))
-            prev_phase = phase[-1]
-            if dense is None:
-                dense = lists
+            lists = column_sequences(p)
+            last = pieces[-1] if pieces else None
+            if last is not None and not last.block:
+                # one piece for consecutive dense parts: the same rows in the same order
+                last.parts += (p,)
+                last.lists = [[*a, *b] for a, b in zip(last.lists, lists, strict=True)]
+                last.k += len(p)
             else:
-                for have, more in zip(dense, lists, strict=True):
-                    have.extend(more)
+                pieces.append(PeriodicPiece((p,), offset, len(p), 1, lists, {},
+                                            lists[1][0] != prev_phase, False))
+            prev_phase = lists[1][-1]
         offset += len(p)
-    total, ipis, stolen = (np.empty(offset, _I64) for _ in range(3))
-    sums = [0] * len(CATEGORIES)
-    candidates: list[list[int]] = [[] for _ in _FIRST_ROW_TERMS]
-    per_row = [(name, ROW_PARAMS.index(name)) for name in counts_of if name in ROW_PARAMS]
-    counted = {name: np.zeros(offset, _I64) for name in counts_of}
-    if dense is not None:
-        ip = list(map(ipi_targets_of, dense[-1], dense[5], repeat(cpus),
-                      repeat(profile.ipi_shootdown)))
-        rows, tot, st, sums = _price_dense(dense, starts, ip, w, med, terms, None)
-        at = np.array(dense_at)
-        total[at], ipis[at], stolen[at] = tot, ip, st
-        for name, j in per_row:
-            counted[name][at] = [c[j] for c in rows]
-        for r, (trig, _w, _c) in enumerate(_FIRST_ROW_TERMS):
-            f = _first_above_zero(c[trig] for c in rows)
-            if f is not None:
-                candidates[r].append(dense_at[f])
-    for off, (k, reps, template, patched, block_sums, firsts, _phase, counts) in blocks:
-        end = off + k * reps
-        for out, values in zip((total, ipis, stolen), template, strict=True):
-            out[off:end].reshape(reps, k)[:] = values
-        for q, values in patched.items():
-            total[off + q], ipis[off + q], stolen[off + q] = values
-        template_rows, patched_rows = counts
-        for name, j in per_row:
-            counted[name][off:end].reshape(reps, k)[:] = [c[j] for c in template_rows]
-            for q, c in patched_rows.items():
-                counted[name][off + q] = c[j]
-        sums = list(map(add, sums, block_sums))
-        for r, f in enumerate(firsts):
-            if f is not None:
-                candidates[r].append(off + f)
-    for (name, _t), (_trig, wpos, cat), found in zip(FIRST_ROW_RULES, _FIRST_ROW_TERMS,
-                                                       candidates, strict=True):
-        if found:
-            total[min(found)] += med[wpos]
-            sums[cat] += med[wpos]
-            if name in counted:
-                counted[name][min(found)] = 1
+    return pieces
+
+
+def periodic_row_costs(plan_or_steps, profile: CostProfile, *, cpus: int | None = None,
+                       folio: FolioBatching | None = None, medians: tuple | None = None,
+                       counts_of: tuple[str, ...] = (), layout: list | None = None):
+    """:func:`row_costs` at the medians of a plan made of periodic blocks
+    (:class:`~perfsim.planner.steps.PeriodicBlock`: ``reps`` copies of a few template rows,
+    a few rows overridden) and small dense parts, priced part by part without materialising
+    the plan (:func:`periodic_layout`): the dense parts' rows on Python ints
+    (:func:`_price_dense`); a block's template rows once, repeated, its patched rows on
+    their own, its category totals ``reps`` times the template's corrected by those rows
+    (:func:`_price_block`). The first-row charges go on the plan's first row that pays
+    their trigger. The count matrix is computed on the materialised columns when first
+    read. None for a plan :func:`periodic_layout` does not cover.
+
+    ``medians``: prices to use instead of the profile's (:data:`PARAM_NAMES` order);
+    ``counts_of``: parameters whose per-row counts to return too, as ``(costs, {name:
+    int64 array})`` (what a jittered pricing draws for, :func:`periodic_jittered_row_costs`);
+    ``layout``: the plan's :func:`periodic_layout`, when already made."""
+    steps = steps_of(plan_or_steps)
+    pieces = periodic_layout(steps) if layout is None else layout
+    if pieces is None:
+        return None
+    med = profile.medians_ns if medians is None else medians
+    costs, piece_counts, sums, firsts = periodic_prices(pieces, profile, cpus, folio, med)
+    n = len(steps)
+    per_row = [ROW_PARAMS.index(name) for name in counts_of if name in ROW_PARAMS]
+    total, ipis, stolen = lay_out(pieces, n, costs)
+    counts = [([[c[j] for c in rows_t] for j in per_row],
+               {q: [c[j] for j in per_row] for q, c in rows_p.items()})
+              for rows_t, rows_p in piece_counts] if per_row else []
+    counted = dict(zip([ROW_PARAMS[j] for j in per_row], lay_out(pieces, n, counts),
+                       strict=True)) if per_row else {}
+    for name in counts_of:
+        if name not in counted:
+            counted[name] = np.zeros(n, _I64)
+    for name, row, ns in firsts:
+        total[row] += ns
+        if name in counted:
+            counted[name][row] = 1
     rc = RowCosts.of_parts(total, ipis, stolen, sums, med,
                            lambda: _count_matrix(steps, ipis, folio))
     return (rc, counted) if counts_of else rc
 
 
+def periodic_prices(pieces: list[PeriodicPiece], profile: CostProfile, cpus: int | None,
+                    folio: FolioBatching | None, medians: tuple,
+                    memo: dict | None = None) -> tuple:
+    """The prices :func:`periodic_row_costs` lays out, per piece of a plan's
+    :func:`periodic_layout`: ``(costs, counts, sums, firsts)``: per piece ``((totals, ipis,
+    stolen) of its k rows, {row: (total, ipis, stolen)} of its patched rows)`` (without
+    the first-row charges) and ``(its k rows' counts, {row: counts})``; the plan's
+    per-category totals (with them); and the first-row charges as ``(parameter, plan row,
+    ns)``: each on the plan's first row that pays its trigger (in the first piece that has
+    one). ``memo``: a row memo of :func:`scalar_row_costs` kept for this profile (priced
+    at these ``medians``) and ``folio``; else one for this call."""
+    if cpus is not None and cpus < 1:
+        raise ValueError("cpus must be >= 1")
+    price = (profile, cpus, _ROW_WEIGHTS(medians), medians, folio_terms(folio),
+             {} if memo is None else memo)
+    sums = [0] * len(CATEGORIES)
+    costs, counts = [], []
+    for pc in pieces:
+        template, patched, piece_sums, piece_counts = _price_piece(pc, price)
+        costs.append((template, patched))
+        counts.append(piece_counts)
+        sums = list(map(add, sums, piece_sums))
+    firsts = []
+    for (name, _t), (trig, wpos, cat) in zip(FIRST_ROW_RULES, _FIRST_ROW_TERMS, strict=True):
+        for pc, (rows_t, rows_p) in zip(pieces, counts, strict=True):
+            f = _first_in_block(pc.k, pc.reps, [c[trig] for c in rows_t],
+                                {q: c[trig] for q, c in rows_p.items()})
+            if f is not None:
+                firsts.append((name, pc.offset + f, medians[wpos]))
+                sums[cat] += medians[wpos]
+                break
+    return costs, counts, sums, firsts
+
+
 def periodic_jittered_row_costs(steps: S.Steps, profile: CostProfile, cpus: int | None,
-                             rng: np.random.Generator, folio: FolioBatching | None
-                             ) -> RowCosts | None:
+                             rng: np.random.Generator, folio: FolioBatching | None,
+                             layout: list | None = None) -> RowCosts | None:
     """:func:`row_costs` with jitter of a plan :func:`periodic_row_costs` covers: the fixed
     parameters at their medians part by part (a jittered one at 0), then each jittered
     parameter, in :data:`PARAM_NAMES` order, drawn for the rows that use it, exactly as
     :func:`vector_row_costs` draws. None when a parameter of the IPI targets' own work
     (``ipi_receiver_ns``, ``tlb_full_flush_ns``, ``tlb_invlpg_ns``) has jitter, or the plan
-    is not covered."""
+    is not covered. ``layout``: the plan's :func:`periodic_layout`, when already made."""
     jittered = [name for name in PARAM_NAMES if not profile.param(name).is_fixed]
     if {"ipi_receiver_ns", "tlb_full_flush_ns", "tlb_invlpg_ns"} & set(jittered):
         return None
     zeroed = tuple(0 if name in jittered else m
                    for name, m in zip(PARAM_NAMES, profile.medians_ns, strict=True))
     got = periodic_row_costs(steps, profile, cpus=cpus, folio=folio, medians=zeroed,
-                             counts_of=tuple(jittered))
+                             counts_of=tuple(jittered), layout=layout)
     if got is None:
         return None
     base, counts = got
@@ -616,49 +706,48 @@ def periodic_jittered_row_costs(steps: S.Steps, profile: CostProfile, cpus: int 
                              extra)
 
 
-def _price_block(block, prev_phase, price) -> tuple | None:
-    """``(k, reps, (totals, ipis, stolen) of the template rows, {row: (total, ipis,
-    stolen)} of the rows priced on their own, category sums, first trigger rows, phase,
-    (template rows' counts, {row: counts}))`` of one
-    periodic block of ``reps`` copies of ``k`` rows (:func:`periodic_row_costs`); None when
-    it is not priced this way."""
-    t, reps = block.template, block.reps
-    k = len(t)
-    if k > SCALAR_ROWS or t.parts() != [t] or "phase" in block.overrides:
-        return None
-    tl = column_lists(t)
-    # Template rows as they repeat: row 0 follows the previous copy's last row, of the same
-    # phase (a block has one phase), so it starts no run.
-    steady, tip = _price_lists(tl, False, *price)
-    changes: dict[int, dict[int, int]] = {}
-    for col, (pos, val) in block.overrides.items():
-        ci = _LIST_INDEX.get(col)
-        if ci is None:  # an address or length: priced through no count
-            continue
-        for q, v in zip(np.asarray(pos).tolist(), np.asarray(val).tolist(), strict=True):
-            changes.setdefault(q, {})[ci] = v
-    phase = tl[1][0]
-    starts_run = phase != prev_phase
-    if starts_run:
-        changes.setdefault(0, {})
-    if len(changes) > SCALAR_ROWS:
-        return None
+def lay_out(pieces: list[PeriodicPiece], n: int, values: list) -> np.ndarray:
+    """Per-row values of a plan of ``n`` rows given as its :func:`periodic_layout`, as one
+    (m x n) int64 array: ``values`` has per piece ``(rows, patched)``: m sequences of the
+    values of its ``k`` rows (written once for all its copies), and ``{row in the piece:
+    its m values}`` written over them."""
+    m = len(values[0][0]) if values else 0
+    out = np.empty((m, n), _I64)
+    for pc, (rows, patched) in zip(pieces, values, strict=True):
+        off, k, reps = pc.offset, pc.k, pc.reps
+        if reps == 1:
+            out[:, off:off + k] = rows
+        elif k <= 8:  # one strided write per template row (a broadcast over copies of a few
+            # rows runs numpy's inner loop over those few values: several times slower)
+            block = out[:, off:off + k * reps]
+            rows = np.array(rows, _I64)
+            for j in range(k):
+                block[:, j::k] = rows[:, j:j + 1]
+        else:
+            out[:, off:off + k * reps].reshape(m, reps, k)[:] = np.array(rows, _I64)[:, None, :]
+        for q, v in patched.items():
+            out[:, off + q] = v
+    return out
+
+
+def _price_piece(piece: PeriodicPiece, price) -> tuple:
+    """``((totals, ipis, stolen) of the piece's k rows, {row: (total, ipis, stolen)} of its
+    patched rows, category sums, (the k rows' counts, {row: counts}))`` of one
+    :class:`PeriodicPiece` (:func:`periodic_row_costs`), without the first-row charges."""
+    tl, k, reps = piece.lists, piece.k, piece.reps
+    # A block's rows as they repeat: its row 0 follows the previous copy's last row, of the
+    # same phase (a block has one phase), so it starts no run (the first copy's is patched).
+    steady, tip = _price_lists(tl, piece.starts_run and not piece.block, *price)
     rows_t, tot_t, cats_t, st_t = zip(*steady)
     sums = [reps * v for v in map(sum, zip(*cats_t))]
     patched, patched_counts = {}, {}
-    for q, ch in changes.items():
-        row = [col[q % k] for col in tl]
-        for ci, v in ch.items():
-            row[ci] = v
-        (got,), (ip,) = _price_lists([[v] for v in row], starts_run and q == 0, *price)
+    for q, row in piece.patched.items():
+        (got,), (ip,) = _price_lists([[v] for v in row], piece.starts_run and q == 0, *price)
         c, tot, cats, st = got
         patched[q] = (tot, ip, st)
         patched_counts[q] = c
         sums = [s + a - b for s, a, b in zip(sums, cats, cats_t[q % k], strict=True)]
-    firsts = [_first_in_block(k, reps, [c[at] for c in rows_t],
-                              {q: c[at] for q, c in patched_counts.items()})
-              for at, _w, _c in _FIRST_ROW_TERMS]
-    return k, reps, (tot_t, tip, st_t), patched, sums, firsts, phase, (rows_t, patched_counts)
+    return (tot_t, tip, st_t), patched, sums, (rows_t, patched_counts)
 
 
 def _first_in_block(k: int, reps: int, trig: list, patched: dict) -> int | None:
@@ -686,10 +775,12 @@ def _price_row(memo: dict, key: tuple, weights: tuple, medians: tuple, terms: tu
     which depend on the rows before it, are added by the caller)."""
     r, run_start, ipis = key
     c = row_counts(r, run_start, ipis, SCALAR_OPS, terms)
-    cum = list(accumulate(map(mul, c, weights), initial=0))  # ROW_PARAMS is by category
+    cats = [0] * len(CATEGORIES)
+    for i in compress(_ROW_POSITIONS, c):  # a row pays a few parameters: the others add 0
+        cats[_ROW_CATEGORY[i]] += c[i] * weights[i]
     stolen = stolen_of(ipis, r[_R_FLUSH_FULL], r[_R_FLUSH_PAGES], medians[_RECEIVER],
                        medians[_FULL_FLUSH], medians[_INVLPG], SCALAR_OPS)
-    got = memo[key] = (c, cum[-1], [cum[b] - cum[a] for a, b in _ROW_CATEGORY_SLICES], stolen)
+    got = memo[key] = (c, sum(cats), cats, stolen)
     return got
 
 
@@ -722,6 +813,7 @@ _ROW_CATEGORY_SLICES = tuple((_ROW_CATEGORY.index(k) if k in _ROW_CATEGORY else 
 #: PARAM_NAMES, its category's index).
 _FIRST_ROW_TERMS = tuple((ROW_PARAMS.index(t), _PARAM_POS[p], _CATEGORY_INDEX[PARAM_CATEGORY[p]])
                          for p, t in FIRST_ROW_RULES)
+_ROW_POSITIONS = range(len(ROW_PARAMS))
 _LIST_INDEX = {c: i for i, c in enumerate(LIST_COLUMNS)}
 _R_FLUSH_FULL = ROW_COLUMNS.index("flush_full")
 _R_FLUSH_PAGES = ROW_COLUMNS.index("flush_pages")

@@ -74,12 +74,30 @@ def _resolve(item, mm, target, plans=None):
     raise TypeError(f"cannot simulate a {type(item).__name__}; give MovePlan, Steps or MoveRequest")
 
 
+class ChildSeed:
+    """The ``index``-th child of ``numpy.random.SeedSequence(seed)``: what
+    ``SeedSequence(seed).spawn(n)[index]`` is, for any ``n > index`` (a spawned child is
+    the parent's entropy with spawn key ``(index,)``), made only when :meth:`sequence` is
+    called (a caller of a jitter-free profile never draws)."""
+
+    __slots__ = ("seed", "index")
+
+    def __init__(self, seed: int, index: int) -> None:
+        self.seed, self.index = seed, index
+
+    def sequence(self) -> np.random.SeedSequence:
+        return np.random.SeedSequence(self.seed, spawn_key=(self.index,))
+
+
 def caller(m: Machine, spec: CallerSpec, rng):
     """SimPy process of one caller. ``rng``: its ``numpy.random.Generator``, or the
-    ``SeedSequence`` to make it from (made only if the cost profile draws: a jitter-free
-    profile's templates draw nothing, :class:`~perfsim.engine.pricing.TemplateCache`)."""
+    ``SeedSequence`` (or :class:`ChildSeed`) to make it from (made only if the cost profile
+    draws: a jitter-free profile's templates draw nothing,
+    :class:`~perfsim.engine.pricing.TemplateCache`)."""
     env, rec = m.env, m.rec
-    if isinstance(rng, np.random.SeedSequence):
+    if isinstance(rng, ChildSeed):
+        rng = None if m.templates.fixed else np.random.default_rng(rng.sequence())
+    elif isinstance(rng, np.random.SeedSequence):
         rng = None if m.templates.fixed else np.random.default_rng(rng)
     mm = m.mms[spec.mm]
     cpu = spec.cpu

@@ -13,6 +13,8 @@ import numpy as np
 import simpy
 
 from perfsim.engine.locks import RwSem, SpinLock
+from perfsim.engine.plan_cache import PlanCache
+from perfsim.engine.pricing import TemplateCache
 from perfsim.engine.records import Recorder
 from perfsim.engine.spec import MmSpec, SimSpec, UserSpec
 
@@ -288,9 +290,6 @@ class Machine:
                 self.mms[w.ptl_mm].ptl_ranges.append((lo >> self.pmd_shift,
                                                       ((hi - 1) >> self.pmd_shift) + 1))
         self.hot_locks |= self._shared_locks()
-        from perfsim.engine.plan_cache import PlanCache
-        from perfsim.engine.pricing import TemplateCache
-
         # Reuse of plans and call templates within this run (see those modules), or across
         # the runs given the same ``caches`` (a perfsim.engine.reuse.RunCaches); off only
         # to check that reuse changes nothing.
@@ -315,6 +314,8 @@ class Machine:
         """rmap locks that callers of two different mms can take (shared file / anon_vma)."""
         seen: dict[str, set[str]] = {}
         callers_mms = {c.mm for c in self.spec.callers}
+        if len(callers_mms) < 2:
+            return set()  # every lock is taken by one mm's callers at most
         for name in callers_mms:
             space = self.mms[name].space
             for v in getattr(space, "vmas", ()):

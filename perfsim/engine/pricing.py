@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from itertools import accumulate, compress, repeat
-from operator import eq, gt, itemgetter
+from operator import add, eq, gt, itemgetter
 
 import numpy as np
 
@@ -36,14 +36,18 @@ from perfsim.cost.model import (
     CATEGORIES,
     LIST_COLUMNS,
     SCALAR_ROWS,
+    RowCosts,
     column_sequences,
+    lay_out,
     periodic_jittered_row_costs,
+    periodic_layout,
+    periodic_prices,
     periodic_row_costs,
     scalar_row_costs,
     vector_row_costs,
 )
 from perfsim.engine.coalesce import contended_rows, segments
-from perfsim.engine.records import CallStats
+from perfsim.engine.records import CallStats, DeferredColumn
 from perfsim.engine.records import ColumnList as _L
 from perfsim.planner import steps as S
 
@@ -128,28 +132,40 @@ def _credits(offsets: list, targets: list, stolen: list) -> tuple:
 
 
 def _segment_records(steps, cols, rc, cum, a: int, b: int) -> SegmentRecords:
-    base = cum[a]
-    holds = []
     rm = np.flatnonzero(cols["rmap"][a:b] > 0) + a
+    fl = np.flatnonzero(cols["flushes"][a:b]) + a
+    sets = steps.lock_set[rm] if len(rm) else rm  # (reading lock_set materialises a plan)
+    return _records_of(steps.lock_sets, rm, sets, fl,
+                       cols["flush_full"][fl].astype(bool), cols["flush_pages"][fl].astype(_I64),
+                       rc, cum, cum[a])
+
+
+def _records_of(lock_sets, rm, sets, fl, full, pages, rc, cum, base) -> SegmentRecords:
+    """A segment's :class:`SegmentRecords` from its rows that take rmap locks (``rm``, their
+    lock-set ids ``sets``) and its rows that flush (``fl``, their ``full`` and ``pages``),
+    as int64 row arrays; ``cum``: the plan's cumulative row costs, ``base`` the segment's
+    start in it."""
+    holds = []
     if len(rm):
         off = cum[rm] - base
         hold = rc.total[rm]
-        sets = steps.lock_set[rm]
         for sid in np.unique(sets).tolist():
             sel = sets == sid
             rows, o, h = rm[sel].astype(_I64), off[sel], hold[sel]
-            for name in steps.lock_sets[sid]:
+            for name in lock_sets[sid]:
                 holds.append((name, rows, o, h))
     flush = None
     credits = ()
-    fl = np.flatnonzero(cols["flushes"][a:b]) + a
     if len(fl):
-        off = (cum[fl + 1] - base).astype(_I64)
+        off = cum[fl + 1]  # a new array: shifted in place, kept as int64 (no copy)
+        if base:
+            off -= base
+        off = off.astype(_I64, copy=False)
         targets = rc.ipis[fl]
         stolen = rc.stolen[fl]
-        flush = (fl.astype(_I64), off, cols["flush_full"][fl].astype(bool),
-                 cols["flush_pages"][fl].astype(_I64), targets, stolen)
-        credits = _credits(off.tolist(), targets.tolist(), stolen.tolist())
+        flush = (fl.astype(_I64, copy=False), off, full, pages, targets, stolen)
+        if targets.any():  # else no other CPU is interrupted: no credit (_credits gives ())
+            credits = _credits(off.tolist(), targets.tolist(), stolen.tolist())
     return SegmentRecords(tuple(holds), flush, credits)
 
 
@@ -230,21 +246,10 @@ def _small_template(steps, profile, cpus: int, hot_locks, ptl_hot, folio,
         segs.append((a, b, h, cum[b] - cum[a]))
         recs.append(None if h else _segment_records_of_lists(lock_sets, lock_set, c, total,
                                                              ipis, stolen, cum, a, b))
-    kind = c[_C_KIND]
     # CallStats' fields in their order (CALL_STAT_COLUMNS; a test holds this tuple to the
     # keyword-built record of _array_template), then the cost categories
-    stats = (
-        n, len(bounds),
-        sum(compress(c[_C_PTES], map(eq, kind, repeat(S.K_PTE_MOVE)))),
-        kind.count(S.K_PMD_MOVE),
-        kind.count(S.K_PUD_MOVE) + kind.count(S.K_HUGE_PUD_MOVE),
-        kind.count(S.K_THP_MOVE),
-        sum(flushes), sum(ipis),
-        sum(map(gt, rmap, repeat(0))),
-        sum(map(sum, itemgetter(*_C_ALLOCS)(c))),
-        sum(c[_C_FREED]),
-        *rc.category_totals(),
-    )
+    summed = _row_stats(c)
+    stats = (n, len(bounds), *summed[:5], sum(ipis), *summed[5:], *rc.category_totals())
     if any_hot:
         row_flush = [None] * n
         full, pages = c[_C_FLUSH_FULL], c[_C_FLUSH_PAGES]
@@ -265,6 +270,11 @@ def build_template(steps, profile, cpus: int, rng, hot_locks, ptl_hot,
     dict kept for one profile and one ``folio`` (:func:`~perfsim.cost.model.scalar_row_costs`)."""
     if 0 < len(steps) <= SCALAR_ROWS and (rng is None or profile.is_fixed):
         return _small_template(steps, profile, cpus, hot_locks, ptl_hot, folio, memo)
+    if ptl_hot is None:
+        pieces = periodic_layout(steps)
+        if pieces is not None and _bounds(steps, len(steps), hot_locks, None) == [
+                (0, len(steps), False)]:
+            return _periodic_template(steps, pieces, profile, cpus, rng, folio, memo)
     return _array_template(steps, profile, cpus, rng, hot_locks, ptl_hot, folio,
                            _template_costs)
 
@@ -305,17 +315,196 @@ def _part_column(part, name: str) -> np.ndarray:
     return col
 
 
-def _template_costs(steps, profile, cpus: int, rng, folio):
+def _template_costs(steps, profile, cpus: int, rng, folio, layout=None):
     """The row costs of a plan too long for :func:`_small_template` (or priced with
     jitter): part by part when it is made of periodic blocks
     (:func:`~perfsim.cost.model.periodic_row_costs`,
-    :func:`~perfsim.cost.model.periodic_jittered_row_costs`), else on whole columns."""
+    :func:`~perfsim.cost.model.periodic_jittered_row_costs`; ``layout``: its
+    :func:`~perfsim.cost.model.periodic_layout` when made), else on whole columns."""
     if rng is None or profile.is_fixed:
-        rc = periodic_row_costs(steps, profile, cpus=cpus, folio=folio)
+        rc = periodic_row_costs(steps, profile, cpus=cpus, folio=folio, layout=layout)
     else:
-        rc = periodic_jittered_row_costs(steps, profile, cpus, rng, folio)
+        rc = periodic_jittered_row_costs(steps, profile, cpus, rng, folio, layout)
     return rc if rc is not None else vector_row_costs(steps, profile, cpus=cpus, rng=rng,
                                                       folio=folio)
+
+
+#: Positions in :data:`~perfsim.cost.model.LIST_COLUMNS` of the columns a periodic
+#: template lays out whole (:func:`_periodic_template`), in the order of its rows.
+_FILL = (_C_FLUSHES, _C_FLUSH_FULL, _C_FLUSH_PAGES, _C_RMAP)
+
+
+def _row_stats(lists) -> list[int]:
+    """The summed fields of a call record (``CallStats`` from ``ptes_moved`` to
+    ``tables_freed``, but ``ipis``) over rows given as their
+    :data:`~perfsim.cost.model.LIST_COLUMNS` values (a sequence per column), as
+    :func:`_small_template` sums them."""
+    kind = lists[_C_KIND]
+    return [sum(compress(lists[_C_PTES], map(eq, kind, repeat(S.K_PTE_MOVE)))),
+            kind.count(S.K_PMD_MOVE), kind.count(S.K_PUD_MOVE) + kind.count(S.K_HUGE_PUD_MOVE),
+            kind.count(S.K_THP_MOVE), sum(lists[_C_FLUSHES]),
+            sum(map(gt, lists[_C_RMAP], repeat(0))),
+            sum(map(sum, itemgetter(*_C_ALLOCS)(lists))), sum(lists[_C_FREED])]
+
+
+class _PeriodicFlushes:
+    """The flushes of a periodic template's one segment when they interrupt no other CPU
+    (no IPI credits to queue): their six record columns (:class:`SegmentRecords`'
+    ``flush``, what :func:`_records_of` makes) made when a table reads them
+    (:class:`~perfsim.engine.records.DeferredColumn`); the two it aggregates, the IPI
+    targets and the time stolen from each, are 0 on every such row (``stolen_of``: nothing
+    is stolen without a target), so their sums and maxima are known now. Made once per
+    template (``n_rows``: the plan's rows), read by every call that replays it."""
+
+    __slots__ = ("pieces", "rc", "n_rows", "_cols")
+
+    def __init__(self, pieces, rc, n_rows: int) -> None:
+        self.pieces, self.rc, self.n_rows = pieces, rc, n_rows
+        self._cols = None
+
+    def columns(self) -> tuple:
+        if self._cols is None:
+            values = [([pc.lists[c] for c in _FILL[:3]],
+                       {q: [row[c] for c in _FILL[:3]] for q, row in pc.patched.items()})
+                      for pc in self.pieces]
+            fill = lay_out(self.pieces, self.n_rows, values)
+            cum = np.zeros(self.n_rows + 1, _I64)
+            np.cumsum(self.rc.total, out=cum[1:])
+            fl = np.flatnonzero(fill[0])
+            self._cols = _records_of((), fl[:0], fl[:0], fl, fill[1][fl].astype(bool),
+                                     fill[2][fl], self.rc, cum, 0).flush
+        return self._cols
+
+    def sum_max(self, index: int) -> tuple[int, int]:
+        if index not in (4, 5):  # the targets and stolen_ns columns
+            raise ValueError(f"flush column {index} is not aggregated")
+        return 0, 0
+
+
+def _flush_rows(pieces, costs) -> tuple[int, int]:
+    """``(rows, largest IPI target count)`` over the rows that flush, from the pieces' rows
+    (:func:`~perfsim.cost.model.periodic_layout`) and their prices
+    (:func:`~perfsim.cost.model.periodic_prices`): a block's template row counts once per
+    copy that is not patched, a patched row on its own."""
+    rows = top = 0
+    for pc, ((_tot, ips, _st), patched) in zip(pieces, costs, strict=True):
+        k, reps = pc.k, pc.reps
+        flushes = pc.lists[_C_FLUSHES]
+        hidden = [0] * k  # copies of each template row that are patched
+        for q in pc.patched:
+            hidden[q % k] += 1
+        for j in range(k):
+            copies = reps - hidden[j]
+            if flushes[j] and copies:
+                rows += copies
+                top = max(top, ips[j])
+        for q, row in pc.patched.items():
+            if row[_C_FLUSHES]:
+                rows += 1
+                top = max(top, patched[q][1])
+    return rows, top
+
+
+def _periodic_template(steps, pieces, profile, cpus: int, rng, folio,
+                       memo=None) -> CallTemplate:
+    """:func:`build_template` of a plan made of periodic blocks and small dense parts
+    (``pieces``: its :func:`~perfsim.cost.model.periodic_layout`) when no row is contended
+    (one segment): the same template as :func:`_array_template`, without materialising
+    the plan. The row costs are priced part by part (at the medians:
+    :func:`~perfsim.cost.model.periodic_prices`, their arrays laid out when first read;
+    with jitter: :func:`_template_costs`; ``memo``: :func:`build_template`'s row memo, for
+    the profile's medians and ``folio``). The call record's sums are a block's template
+    rows' times ``reps``, corrected by its patched rows (:func:`_row_stats`). When its
+    flushes interrupt no other CPU and no row takes an rmap lock, the segment's flush
+    records are kept for when a table reads them (:class:`_PeriodicFlushes`); else the
+    four columns the records read (flushes, flush_full, flush_pages, rmap; with the
+    lock-set ids when a row takes an rmap lock) are laid out as one (columns x rows) array
+    (:func:`~perfsim.cost.model.lay_out`) and the records made from it."""
+    n = len(steps)
+    if rng is None or profile.is_fixed:
+        med = profile.medians_ns
+        prices = periodic_prices(pieces, profile, cpus, folio, med, memo)
+        rc = RowCosts.of_periodic(steps, pieces, prices, med, folio)
+        costs = prices[0]
+    else:
+        rc = _template_costs(steps, profile, cpus, rng, folio, pieces)
+        costs = None
+    with_locks = any(any(pc.lists[_C_RMAP]) or any(r[_C_RMAP] for r in pc.patched.values())
+                     for pc in pieces)
+    sums = [0] * 8
+    for pc in pieces:
+        lists, k = pc.lists, pc.k
+        got = _row_stats(lists)
+        if pc.reps != 1:
+            got = [pc.reps * v for v in got]
+        for q, row in pc.patched.items():
+            after = _row_stats([(v,) for v in row])
+            before = _row_stats([(c[q % k],) for c in lists])
+            if after != before:
+                got = [g + a - b for g, a, b in zip(got, after, before, strict=True)]
+        sums = list(map(add, sums, got))
+    deferred = None
+    if costs is not None and not with_locks:
+        n_flush, top = _flush_rows(pieces, costs)
+        if top == 0:  # no flush interrupts another CPU: no credits, and nothing stolen
+            deferred = _PeriodicFlushes(pieces, rc, n)
+    cost = rc.category_totals()
+    if deferred is not None:
+        flush = tuple(DeferredColumn(deferred, i, n_flush) for i in range(6)) if n_flush \
+            else None
+        recs = SegmentRecords((), flush, ())
+        duration = sum(cost)  # every row's cost is the sum of its categories'
+        ipis = sum(_ipi_sums(pieces, costs))
+    else:
+        recs, duration = _periodic_records(steps, pieces, rc, with_locks)
+        ipis = int(rc.ipis.sum())
+    ptes, pmd, pud, thp, flushes, rmap_holds, allocated, freed = sums
+    stats = (n, 1, ptes, pmd, pud, thp, flushes, ipis, rmap_holds, allocated, freed, *cost)
+    return CallTemplate(rc, ((0, n, False, duration),), (recs,), False, [], [], [], [], stats)
+
+
+def _ipi_sums(pieces, costs):
+    """Each piece's IPI targets summed over its rows (a block's template rows once per
+    copy, its patched rows' own instead)."""
+    for pc, ((_tot, ips, _st), patched) in zip(pieces, costs, strict=True):
+        k = pc.k
+        yield pc.reps * sum(ips) + sum(patched[q][1] - ips[q % k] for q in pc.patched)
+
+
+def _periodic_records(steps, pieces, rc, with_locks: bool) -> tuple:
+    """``(SegmentRecords, duration)`` of a periodic template's one segment, made now: the
+    columns its records read laid out as one array (:func:`_periodic_template`)."""
+    n = len(steps)
+    merged = {ls: i for i, ls in enumerate(steps.lock_sets)} if with_locks else None
+    values = []
+    for pc in pieces:
+        lists, k = pc.lists, pc.k
+        rows = [lists[c] for c in _FILL]
+        if with_locks:
+            ids = []
+            for part in pc.parts:
+                src = part.template if pc.block else part
+                # its lock-set ids in the plan's numbering, as Steps._materialise maps them
+                remap = [merged[ls] for ls in src.lock_sets]
+                own = lock_ids(src)
+                ids += ([remap[i] for i in own] if len(remap) > 1 else
+                        [remap[0]] * len(own) if remap else own)
+            rows.append(ids)
+        patched = {q: [row[c] for c in _FILL] + ([rows[-1][q % k]] if with_locks else [])
+                   for q, row in pc.patched.items()}
+        values.append((rows, patched))
+    fill = lay_out(pieces, n, values)
+    cum = np.zeros(n + 1, _I64)
+    np.cumsum(rc.total, out=cum[1:])
+    fl = np.flatnonzero(fill[0])
+    if with_locks:
+        rm = np.flatnonzero(fill[3] > 0)
+        sets = fill[4][rm]
+    else:
+        rm = sets = fl[:0]
+    recs = _records_of(steps.lock_sets, rm, sets, fl, fill[1][fl].astype(bool), fill[2][fl],
+                       rc, cum, 0)
+    return recs, int(cum[n])
 
 
 def _array_template(steps, profile, cpus: int, rng, hot_locks, ptl_hot, folio,
@@ -419,12 +608,10 @@ def signature(steps, cpus: int) -> tuple | None:
     parts = steps.parts()
     if len(parts) == 1 and parts[0] is steps:  # a dense plan
         return (len(steps), cpus, _dense_key(steps))
-    key = [len(steps), cpus]
-    for part in parts:
+    for part in parts:  # before any key is made: a plan with a block gets None
         if not (isinstance(part, S.Steps) and part.parts() == [part]):
             return None
-        key.append(_dense_key(part))
-    return tuple(key)
+    return (len(steps), cpus, *map(_dense_key, parts))
 
 
 class TemplateCache:
@@ -436,8 +623,8 @@ class TemplateCache:
     this run's own entries; its keys add what a template depends on besides the plan (the
     profile's content digest and the contended lock names; the CPU count is in the
     signature). A template it builds (a miss) prices its rows through a row memo of this
-    run (:meth:`row_memo`, at most ``memo_rows`` rows per folio mechanism set): the rows
-    of a run's calls repeat far more than whole plans do."""
+    run, or of the ``store``'s runs (:meth:`row_memo`, at most ``memo_rows`` rows per folio
+    mechanism set): the rows of a run's calls repeat far more than whole plans do."""
 
     def __init__(self, profile, hot_locks, max_entries: int = 1024, enabled: bool = True,
                  max_rows: int = 65536, store=None, memo_rows: int = 8192) -> None:
@@ -464,9 +651,11 @@ class TemplateCache:
         when reuse is off or the profile has jitter."""
         if not self.enabled:
             return None
-        memo = self.memos.get(folio)
+        memos, key = ((self.store.row_memos, (self.scope[0], folio)) if self.store is not None
+                      else (self.memos, folio))
+        memo = memos.get(key)
         if memo is None:
-            memo = self.memos[folio] = {}
+            memo = memos[key] = {}
         elif len(memo) > self.memo_rows:
             memo.clear()
         return memo

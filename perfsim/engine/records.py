@@ -13,6 +13,7 @@ every numeric column) always cover every row, kept or not.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from itertools import chain
 from pathlib import Path
 
@@ -89,15 +90,62 @@ class ColumnList(list):
         return list(self)
 
 
+class DeferredColumn:
+    """A block column made when its table is read (a periodic call template's flushes,
+    ``pricing._PeriodicFlushes``): ``n`` rows; ``owner.columns()[index]`` the array;
+    ``owner.sum_max(index)`` its sum and maximum, known without making it (for a column
+    the table aggregates). Behaves as that array where a table reads it."""
+
+    __slots__ = ("owner", "index", "n")
+
+    def __init__(self, owner, index: int, n: int) -> None:
+        self.owner, self.index, self.n = owner, index, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def array(self) -> np.ndarray:
+        return self.owner.columns()[self.index]
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        a = self.array()
+        return a if dtype is None else a.astype(dtype, copy=False)
+
+    def tolist(self) -> list:
+        return self.array().tolist()
+
+    def sum_max(self) -> tuple[int, int]:
+        return self.owner.sum_max(self.index)
+
+    def __reduce__(self):
+        # pickled (a table sent to another process) as the array it stands for
+        return np.asarray, (self.array(),)
+
+
 def _joined(pieces: list, dtype, n: int) -> np.ndarray:
-    """One block column of ``pieces`` (numpy arrays, or Python lists of a column declared
-    with ``dtype`` in :class:`Block`): their concatenation, each list as ``np.array(piece,
-    dtype)`` would make it (all lists at once in one conversion; ``n`` rows in all)."""
+    """One block column of ``pieces`` (numpy arrays, Python lists of a column declared
+    with ``dtype`` in :class:`Block`, or :class:`DeferredColumn`s): their concatenation,
+    each list as ``np.array(piece, dtype)`` would make it (all lists at once in one
+    conversion; ``n`` rows in all)."""
+    if any(isinstance(p, DeferredColumn) for p in pieces):
+        pieces = [p.array() if isinstance(p, DeferredColumn) else p for p in pieces]
     if dtype is not None:
         if all(isinstance(p, list) for p in pieces):
             return np.fromiter(chain.from_iterable(pieces), dtype, n)
         pieces = [np.array(p, dtype) if isinstance(p, list) else p for p in pieces]
     return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+
+
+@lru_cache(maxsize=64)
+def _numeric_layout(columns: tuple[str, ...], numeric: tuple[str, ...]) -> tuple:
+    """``(((column, its position), ...), (sum keys, max keys) or (), the summary of a
+    table with no row)`` of a table's numeric columns: where :class:`Table` reads them in
+    a row, and the names its :meth:`summary` gives their aggregates (computed once per
+    layout, not per table; the empty summary is copied, never handed out)."""
+    at = tuple((c, columns.index(c)) for c in numeric)
+    keys = (tuple(f"sum_{c}" for c in numeric), tuple(f"max_{c}" for c in numeric))
+    empty = dict.fromkeys(("rows", "kept", "dropped", "spilled_parts", *keys[0], *keys[1]), 0)
+    return at, keys if numeric else (), empty
 
 
 class Table:
@@ -123,7 +171,8 @@ class Table:
         self.dropped = 0
         self._sums = dict.fromkeys(numeric, 0)
         self._maxes = dict.fromkeys(numeric, 0)
-        self._numeric_at = tuple((c, columns.index(c)) for c in numeric)
+        self._numeric_at, self._summary_keys, self._empty_summary = _numeric_layout(columns,
+                                                                                   numeric)
         # The aggregates are folded lazily (when read, or before a spill): the first
         # _folded_chunks chunks and the first _folded_rows of _rows are in them.
         self._folded_chunks = 0
@@ -231,7 +280,24 @@ class Table:
                 self._update(c, sum(v * n for v, n in zip(vals, ns, strict=True)), max(vals))
                 continue
             if kind == "array":
-                a = _joined([b[2][k] for b in blocks], block.dtypes[0][k], sum(ns))
+                pieces = [b[2][k] for b in blocks]
+                rows = sum(ns)
+                if any(isinstance(p, DeferredColumn) for p in pieces):
+                    # aggregated without making them (their sums and maxima are known)
+                    for p in pieces:
+                        if isinstance(p, DeferredColumn):
+                            self._update(c, *p.sum_max())
+                    pieces = [p for p in pieces if not isinstance(p, DeferredColumn)]
+                    if not pieces:
+                        continue
+                    rows = sum(map(len, pieces))
+                if block.dtypes[0][k] is not None and all(isinstance(p, list) for p in pieces):
+                    # Python ints of an integer column (a small template's): the same sum
+                    # and maximum as the int64 array they are made into
+                    vals = list(chain.from_iterable(pieces))
+                    self._update(c, sum(vals), max(vals))
+                    continue
+                a = _joined(pieces, block.dtypes[0][k], rows)
             else:
                 offs = _joined([b[3][k] for b in blocks], block.dtypes[1][k], sum(ns))
                 a = offs + np.repeat(np.array([b[4] for b in blocks], offs.dtype), ns)
@@ -370,10 +436,16 @@ class Table:
         return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
     def summary(self) -> dict:
-        return {"rows": self.total, "kept": self.total - self.dropped, "dropped": self.dropped,
-                "spilled_parts": len(self.parts),
-                **{f"sum_{c}": int(v) for c, v in self.sums.items()},  # folds first
-                **{f"max_{c}": int(v) for c, v in self.maxes.items()}}
+        if not self.total and not self.parts:  # nothing added: every count and aggregate 0
+            return dict(self._empty_summary)
+        out = {"rows": self.total, "kept": self.total - self.dropped, "dropped": self.dropped,
+               "spilled_parts": len(self.parts)}
+        if self._summary_keys:
+            self._fold()
+            sum_keys, max_keys = self._summary_keys
+            out.update(zip(sum_keys, map(int, self._sums.values())))
+            out.update(zip(max_keys, map(int, self._maxes.values())))
+        return out
 
 
 CALL_COLUMNS = (
@@ -417,6 +489,27 @@ SEGMENT_DTYPES = {c: np.dtype(np.int64) for c in (
 SEGMENT_DTYPES["full"] = np.dtype(bool)
 
 
+def _segment_blocks() -> tuple[Block, Block]:
+    """The layouts of one coalesced segment's rmap holds and flushes (the same for every
+    run: a :class:`Block` only describes columns, so one of each serves all recorders)."""
+    holds = Table("holds", HOLD_COLUMNS, numeric=HOLD_NUMERIC)
+    flushes = Table("flushes", FLUSH_COLUMNS, numeric=FLUSH_NUMERIC)
+    return (Block(holds, (("lock", object), ("holder", object), ("mode", object),
+                          ("call", np.int64), ("wait_ns", np.int64)),
+                  ("step", "hold_ns"), ("request_ns", "acquire_ns"), SEGMENT_DTYPES),
+            Block(flushes, (("caller", object), ("call", np.int64)),
+                  ("step", "full", "pages", "targets", "stolen_ns"), ("time_ns",),
+                  SEGMENT_DTYPES))
+
+
+#: The aggregated (numeric) columns of each table (:class:`Recorder`).
+CALL_NUMERIC = ("latency_ns", "mmap_lock_wait_ns", "rmap_wait_ns")
+HOLD_NUMERIC = ("wait_ns", "hold_ns")
+FLUSH_NUMERIC = ("targets", "stolen_ns")
+WALKER_NUMERIC = ("wait_ns", "hold_ns")
+SEGMENT_HOLDS, SEGMENT_FLUSHES = _segment_blocks()
+
+
 class Recorder:
     """The run's tables: calls, holds (rmap-lock holds), flushes, walker_waits, users."""
 
@@ -426,23 +519,17 @@ class Recorder:
         self.record_zero_waits = record_zero_waits
         self.walker_visits: dict[str, int] = {}
         self.calls = Table("calls", CALL_COLUMNS, max_rows=max_rows, spill_dir=sd,
-                           numeric=("latency_ns", "mmap_lock_wait_ns", "rmap_wait_ns"))
+                           numeric=CALL_NUMERIC)
         self.holds = Table("holds", HOLD_COLUMNS, max_rows=max_rows, spill_dir=sd,
-                           numeric=("wait_ns", "hold_ns"))
+                           numeric=HOLD_NUMERIC)
         self.flushes = Table("flushes", FLUSH_COLUMNS, max_rows=max_rows, spill_dir=sd,
-                             numeric=("targets", "stolen_ns"))
+                             numeric=FLUSH_NUMERIC)
         self.walker_waits = Table("walker_waits", WALKER_COLUMNS, max_rows=max_rows,
-                                  spill_dir=sd, numeric=("wait_ns", "hold_ns"))
+                                  spill_dir=sd, numeric=WALKER_NUMERIC)
         self.users = Table("users", USER_COLUMNS, max_rows=max_rows, spill_dir=sd)
         # the rmap holds and the flushes of one coalesced segment (caller._replay_segment)
-        self.segment_holds = Block(self.holds, (("lock", object), ("holder", object),
-                                                ("mode", object), ("call", np.int64),
-                                                ("wait_ns", np.int64)),
-                                   ("step", "hold_ns"), ("request_ns", "acquire_ns"),
-                                   SEGMENT_DTYPES)
-        self.segment_flushes = Block(self.flushes, (("caller", object), ("call", np.int64)),
-                                     ("step", "full", "pages", "targets", "stolen_ns"),
-                                     ("time_ns",), SEGMENT_DTYPES)
+        self.segment_holds = SEGMENT_HOLDS
+        self.segment_flushes = SEGMENT_FLUSHES
 
     def tables(self) -> dict[str, Table]:
         return {"calls": self.calls, "holds": self.holds, "flushes": self.flushes,

@@ -15,7 +15,8 @@ key to a pure function of the key's content.
   template is computed from besides the plan: the cost profile (by content digest), the set
   of contended lock names and the mm's CPU count. Templates are shared only for jitter-free
   profiles (the same rule as within a run). Runs of one workload under other seeds, kernels
-  or knob values price many plans of equal signature.
+  or knob values price many plans of equal signature. The rows a template miss prices
+  are kept too (one memo per profile digest and folio mechanism set, bounded as a run's).
 
 Memory is bounded: at most ``max_plans`` plans (each holding its address spaces) and call
 templates totalling at most ``max_template_rows`` plan rows, least recently used evicted.
@@ -38,6 +39,10 @@ class TemplateStore:
         self.max_rows = max_rows
         self.rows = 0
         self.entries: OrderedDict = OrderedDict()
+        #: Priced rows of the runs sharing this store, one memo per (cost profile digest,
+        #: folio mechanisms): ``TemplateCache.row_memo`` (a row's price is a pure function
+        #: of its columns, run start and IPI targets under one profile and folio).
+        self.row_memos: dict = {}
 
     def get(self, key):
         hit = self.entries.get(key)

@@ -1,7 +1,8 @@
 """Run a simulation: ``simulate(spec_or_scenario) -> SimResult`` (DataFrames).
 
 Seeding: one ``numpy.random.SeedSequence(seed)`` per run, spawned once per actor in spec order
-(callers, then walkers); each actor draws only from its own generator, so results do not
+(callers, then walkers; :class:`~perfsim.engine.caller.ChildSeed`, the ``i``-th child made
+only when its actor draws); each actor draws only from its own generator, so results do not
 depend on event interleaving and the same inputs and seed give identical records.
 """
 
@@ -9,13 +10,12 @@ from __future__ import annotations
 
 import gc
 import itertools
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import simpy
 
-from perfsim.engine.caller import caller
+from perfsim.engine.caller import ChildSeed, caller
 from perfsim.engine.machine import Machine
 from perfsim.engine.records import Recorder, UserRecord
 from perfsim.engine.spec import SimSpec
@@ -165,12 +165,12 @@ def run(spec: SimSpec, recorder: Recorder, progress: CallProgress | None = None,
     m = Machine(spec, recorder, env, reuse=reuse, caches=caches)
     m.fold = fold
     m.progress = progress
-    seeds = np.random.SeedSequence(spec.seed).spawn(len(spec.callers) + len(spec.walkers))
     procs = []
-    for c, ss in zip(spec.callers, seeds, strict=False):
-        procs.append(env.process(caller(m, c, ss)))  # its generator made when it draws
-    for w, ss in zip(spec.walkers, seeds[len(spec.callers):], strict=False):
-        env.process(walker(m, w, np.random.default_rng(ss)))
+    for i, c in enumerate(spec.callers):
+        # its generator (and seed sequence) made only if it draws
+        procs.append(env.process(caller(m, c, ChildSeed(spec.seed, i))))
+    for j, w in enumerate(spec.walkers, len(spec.callers)):
+        env.process(walker(m, w, np.random.default_rng(ChildSeed(spec.seed, j).sequence())))
     if spec.duration_ns is not None:
         env.run(until=spec.duration_ns)
     else:
@@ -198,22 +198,29 @@ of a run scanning live objects (measured 2026-12-01 over every shipped workload)
 records are the same either way (``tests/test_engine_gc.py``)."""
 
 
-@contextmanager
-def fewer_collections(young: int | None = None):
+class fewer_collections:  # noqa: N801 (used as a context manager, like contextlib's)
     """Raise the interpreter's youngest-generation collection threshold to at least
     ``young`` (default :data:`GC_YOUNG_THRESHOLD`) for the duration, and restore the
     previous thresholds after (a user's own higher setting, or a threshold of 0, is left as
-    it is)."""
-    young = GC_YOUNG_THRESHOLD if young is None else young
-    before = gc.get_threshold()
-    if before[0] == 0 or before[0] >= young:
-        yield
-        return
-    gc.set_threshold(young, *before[1:])
-    try:
-        yield
-    finally:
-        gc.set_threshold(*before)
+    it is). A plain context manager (no generator: one is entered per run)."""
+
+    __slots__ = ("young", "before")
+
+    def __init__(self, young: int | None = None) -> None:
+        self.young = GC_YOUNG_THRESHOLD if young is None else young
+        self.before = None
+
+    def __enter__(self) -> None:
+        before = gc.get_threshold()
+        if before[0] == 0 or before[0] >= self.young:
+            return
+        self.before = before
+        gc.set_threshold(self.young, *before[1:])
+
+    def __exit__(self, *exc) -> None:
+        if self.before is not None:
+            gc.set_threshold(*self.before)
+            self.before = None
 
 
 def simulate(spec_or_scenario, *, seed: int | None = None, max_rows: int = 1_000_000,
