@@ -89,6 +89,7 @@ class MaskTable:
             raise Declined("mask row 0 is not the empty bitmap")
         full = np.flatnonzero(self.base_pop == self.ptrs)
         self._full = int(full[0]) if len(full) else None
+        self._ints: dict[int, int] = {}  # row id -> its bitmap as an int, once read or added
 
     def add_rows(self, rows: np.ndarray) -> np.ndarray:
         """Append bitmap rows; return their ids."""
@@ -100,9 +101,14 @@ class MaskTable:
         return ids
 
     def add_int(self, mask: int) -> int:
+        """Append one bitmap given as an int (the empty one is row 0); return its id."""
         if mask == 0:
             return 0
-        return int(self.add_rows(_int_to_words(mask, self.words)[None, :])[0])
+        i = self.n
+        self.extra.append(_int_to_words(mask, self.words)[None, :])
+        self.n += 1
+        self._ints[i] = mask
+        return i
 
     @property
     def full(self) -> int:
@@ -119,7 +125,23 @@ class MaskTable:
         return allm[ids]
 
     def row_int(self, i: int) -> int:
-        return _words_to_int(self.rows(np.array([i]))[0])
+        """Row ``i`` as an int (``_words_to_int`` of its words; kept), read where it is
+        without joining the appended rows to the table."""
+        m = self._ints.get(i)
+        if m is None:
+            if not 0 <= i < self.n:  # as numpy indexes the joined table (or raises)
+                return _words_to_int(self.rows(np.array([i]))[0])
+            at = i - len(self.base)
+            if at < 0:
+                m = _words_to_int(self.base[i])
+            else:
+                for block in self.extra:
+                    if at < len(block):
+                        m = _words_to_int(block[at])
+                        break
+                    at -= len(block)
+            self._ints[i] = m
+        return m
 
     def materialise(self) -> tuple[np.ndarray, np.ndarray]:
         if not self.extra:

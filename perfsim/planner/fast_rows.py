@@ -97,20 +97,56 @@ class RowBlock:
 
     def column(self, name: str, dtype, constants: dict | None = None) -> np.ndarray:
         """Column ``name``: a read-only zero-stride view where every row has one value
-        (shared through ``constants``, keyed by value and dtype, when given), else dense."""
+        (shared through ``constants``, keyed by value and dtype, when given), else dense.
+
+        A block of one row group (most blocks) is answered directly; any other goes
+        through :meth:`column_of_groups`, which gives the same array for one group
+        (``tests/test_t13b_pop_paths.py``)."""
+        groups = self.groups
+        if len(groups) != 1:
+            pos, cols = groups[0] if groups else (0, None)
+            if pos is not None or any(name in c for _, c in groups[1:]):
+                return self.column_of_groups(name, dtype, constants)
+            # the first group covers every row and the others do not hold the column
+            v = cols.get(name, 0)
+            if not _isscalar(v):
+                if v.shape == (self.n,):
+                    return np.array(v, dtype)
+                return self.column_of_groups(name, dtype, constants)
+            if v == 0:
+                return self._constant(v, dtype, constants)
+            out = np.zeros(self.n, dtype)
+            out[:] = v
+            return out
+        pos, cols = groups[0]
+        v = cols.get(name, 0)
+        if _isscalar(v):
+            return self._constant(v, dtype, constants)
+        if pos is None:
+            return np.ascontiguousarray(v, dtype=dtype)
+        out = np.zeros(self.n, dtype)
+        out[pos] = v
+        return out
+
+    def _constant(self, v, dtype, constants: dict | None) -> np.ndarray:
+        key = (type(v), v, dtype)
+        out = constants.get(key) if constants is not None else None
+        if out is None:
+            out = zero_stride(v, dtype, self.n)
+            if constants is not None:
+                constants[key] = out
+        return out
+
+    def column_of_groups(self, name: str, dtype, constants: dict | None = None) -> np.ndarray:
+        """:meth:`column` over any number of row groups: one value in every group (a
+        group without the column holds 0) is a constant, else each group's values are
+        written at its positions, in order, over zeros."""
         vals = [(pos, cols.get(name, 0)) for pos, cols in self.groups]
         is_scalar = [_isscalar(v) for _, v in vals]
         if all(is_scalar):
             scalars = {v for _, v in vals}
             if len(scalars) <= 1:
-                v = scalars.pop() if scalars else 0
-                key = (type(v), v, dtype)
-                out = constants.get(key) if constants is not None else None
-                if out is None:
-                    out = zero_stride(v, dtype, self.n)
-                    if constants is not None:
-                        constants[key] = out
-                return out
+                return self._constant(scalars.pop() if scalars else 0, dtype, constants)
         if len(vals) == 1 and vals[0][0] is None:
             return np.ascontiguousarray(vals[0][1], dtype=dtype)
         out = np.zeros(self.n, dtype)

@@ -1,0 +1,167 @@
+"""Issue 13, fifth pass ("pop"): each shortcut of the moves of large, partly populated
+ranges, held to the general path it stands for on seeded random inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from perfsim.planner.fast_rows import RowBlock, zero_stride
+
+
+def _same_column(a: np.ndarray, b: np.ndarray) -> None:
+    assert a.dtype == b.dtype and a.shape == b.shape
+    assert a.tolist() == b.tolist()
+    assert (a.strides == (0,)) == (b.strides == (0,))
+    assert a.flags.writeable == b.flags.writeable
+    assert a.flags.c_contiguous == b.flags.c_contiguous
+
+
+def _random_value(rng, n: int):
+    k = int(rng.integers(0, 6))
+    if k == 0:
+        return int(rng.integers(0, 3))
+    if k == 1:
+        return bool(rng.integers(0, 2))
+    if k == 2:
+        return np.int64(rng.integers(0, 3))
+    if k == 3:
+        return rng.integers(0, 4, n).astype(rng.choice([np.int64, np.int32, np.int8]))
+    if k == 4:
+        return rng.integers(0, 2, n).astype(bool)
+    return zero_stride(int(rng.integers(0, 3)), np.int64, n)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_row_block_column_is_column_of_groups(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 9))
+    names = ["a", "b", "c", "d"]
+    rb = RowBlock(n)
+    for g in range(int(rng.integers(0, 4))):
+        whole = g == 0 and rng.random() < 0.8
+        pos = None if whole else np.sort(rng.choice(n, int(rng.integers(1, n + 1)), replace=False))
+        m = n if pos is None else len(pos)
+        cols = {nm: _random_value(rng, m) for nm in names if rng.random() < 0.6}
+        rb.add(pos, **cols)
+    for nm in names + ["absent"]:
+        for dtype in (np.int32, np.int64):
+            shared_a: dict = {}
+            shared_b: dict = {}
+            _same_column(rb.column(nm, dtype, shared_a), rb.column_of_groups(nm, dtype, shared_b))
+            _same_column(rb.column(nm, dtype), rb.column_of_groups(nm, dtype))
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_mask_table_row_int_is_the_int_of_the_joined_row(seed):
+    from perfsim.mm.pagetable import PageTables, _words_to_int
+    from perfsim.planner.bitmaps import MaskTable
+    from perfsim.profiles import load_arch
+
+    rng = np.random.default_rng(seed)
+    arch = load_arch("x86_64")
+    base = 0x7F0000000000
+    pt = PageTables.empty(arch).populate(base, base + int(rng.integers(1, 9)) * arch.pmd_size,
+                                         fraction=0.4, seed=seed)
+    masks = MaskTable(pt)
+    words = arch.ptrs_per_pte // 64
+    for _ in range(30):
+        op = rng.integers(0, 4)
+        if op == 0:
+            masks.add_int(int.from_bytes(rng.bytes(words * 8), "little") * int(rng.integers(0, 2)))
+        elif op == 1:
+            masks.add_rows(rng.integers(0, 2**63, (int(rng.integers(0, 3)), words)).astype(np.uint64))
+        elif op == 2:
+            masks.materialise()
+        i = int(rng.integers(0, masks.n))
+        got = masks.row_int(i)
+        assert got == _words_to_int(masks.rows(np.array([i]))[0])
+        assert masks.row_int(i) == got
+    table, pop = masks.materialise()
+    assert [masks.row_int(i) for i in range(masks.n)] == [_words_to_int(r) for r in table]
+    assert pop.tolist() == [_words_to_int(r).bit_count() for r in table]
+
+
+def _summary_by_pandas(res, realigned: int = 0) -> dict:
+    """What ``summarize`` computes, figure by figure on pandas Series (its definition)."""
+    from perfsim.cost import CATEGORIES
+
+    c, w, u = res.calls, res.walker_waits, res.users
+    n = len(c)
+    lat = c["latency_ns"].to_numpy(np.int64) if n else np.zeros(0, np.int64)
+    end = int(res.summary.get("end_ns", 0))
+
+    def q(p):
+        return float(np.percentile(lat, p)) if len(lat) else float("nan")
+
+    out = {
+        "calls": n,
+        "errors": int((c["errno"] != "").sum()) if n else 0,
+        "realigned_calls": int(realigned),
+        "lat_mean_ns": float(lat.mean()) if n else float("nan"),
+        "lat_p50_ns": q(50), "lat_p90_ns": q(90), "lat_p99_ns": q(99),
+        "lat_max_ns": int(lat.max()) if n else 0,
+        "lat_total_ns": int(lat.sum()),
+        "mmap_lock_wait_mean_ns": float(c["mmap_lock_wait_ns"].mean()) if n else float("nan"),
+        "rmap_wait_mean_ns": float(c["rmap_wait_ns"].mean()) if n else float("nan"),
+        "rmap_wait_max_ns": int(c["rmap_wait_ns"].max()) if n else 0,
+        "ptl_wait_mean_ns": float(c["ptl_wait_ns"].mean()) if n else float("nan"),
+        "sim_end_ns": end,
+        "calls_per_sim_s": n / (end / 1e9) if end else float("nan"),
+        "events": int(res.summary.get("events", 0)),
+        "walker_visits": int(sum(res.summary.get("walker_visits", {}).values())),
+        "walker_waits": len(w),
+        "walker_wait_mean_ns": float(w["wait_ns"].mean()) if len(w) else 0.0,
+        "walker_wait_max_ns": int(w["wait_ns"].max()) if len(w) else 0,
+        "user_stolen_ns": int(u["stolen_ns"].sum()) if len(u) else 0,
+        "user_interrupts": int(u["interrupts"].sum()) if len(u) else 0,
+    }
+    for k in ("ptes_moved", "pmd_moves", "pud_moves", "thp_moves", "tlb_flushes", "ipis",
+              "rmap_holds"):
+        out[k] = int(c[k].sum()) if n else 0
+    for cat in CATEGORIES:
+        col = f"cost_{cat}_ns"
+        out[col] = int(c[col].sum()) if n and col in c else 0
+    return out
+
+
+def _same_summary(got: dict, want: dict) -> None:
+    assert list(got) == list(want)
+    for k, v in want.items():
+        assert type(got[k]) is type(v), k
+        assert got[k] == v or (v != v and got[k] != got[k]), k
+
+
+@pytest.mark.parametrize("seed", [None, 11])
+def test_summarize_of_every_shipped_workload_is_the_pandas_summary(seed):
+    from perfsim.workload import run_workload, workload_names
+    from perfsim.workload.run import summarize
+
+    for name in workload_names():
+        res, m, _ = run_workload(name, seed=seed)
+        _same_summary(m, _summary_by_pandas(res, m["realigned_calls"]))
+        _same_summary(summarize(res), _summary_by_pandas(res))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_column_reductions_are_the_pandas_reductions(seed):
+    import pandas as pd
+
+    from perfsim.workload.run import _max, _mean, _sum
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 300))
+    ints = rng.integers(-(1 << 40), 1 << 40, n)
+    floats = rng.standard_normal(n) * 10.0 ** float(rng.integers(-3, 12))
+    floats[rng.random(n) < 0.2] = np.nan
+    for a in (ints, ints.astype(np.int32), floats):
+        s = pd.Series(a)
+        want_mean = float(s.mean())
+        assert _mean(a) == want_mean or (want_mean != want_mean and _mean(a) != _mean(a))
+        if a.dtype.kind == "i":
+            assert _sum(a) == int(s.sum()) and _max(a) == int(s.max())
+        elif not np.isnan(a).all():
+            assert _sum(np.round(a)) == int(pd.Series(np.round(a)).sum())
+            assert _max(np.round(a)) == int(pd.Series(np.round(a)).max())
+    nan = np.full(3, np.nan)
+    assert _mean(nan) != _mean(nan) and pd.Series(nan).mean() != pd.Series(nan).mean()
