@@ -165,3 +165,42 @@ def test_column_reductions_are_the_pandas_reductions(seed):
             assert _max(np.round(a)) == int(pd.Series(np.round(a)).max())
     nan = np.full(3, np.nan)
     assert _mean(nan) != _mean(nan) and pd.Series(nan).mean() != pd.Series(nan).mean()
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_a_large_random_population_is_each_slots_run_of_draws_clipped_to_the_range(seed):
+    """The array population of more PMD slots than the small path takes: slot j's bitmap
+    is the j-th run of ``ptrs`` draws of ``default_rng(seed)`` below ``fraction``, clipped
+    to the range; a slot wholly inside becomes a THP when asked; a slot left empty has no
+    table; every bitmap's population is its popcount."""
+    from perfsim.mm.pagetable import PMD_LEAF, PMD_TABLE, PageTables, _words_to_int, range_mask
+    from perfsim.profiles import load_arch
+
+    rng = np.random.default_rng(1000 + seed)
+    arch = load_arch("x86_64")
+    page, pmd, ptrs = arch.page_size, arch.pmd_size, arch.ptrs_per_pte
+    base = 0x7F0000000000 + int(rng.integers(0, 4)) * arch.pud_size
+    start = base + int(rng.integers(0, 3 * ptrs)) * page
+    end = start + int(rng.integers(70 * ptrs, 200 * ptrs)) * page
+    fraction = float(rng.choice([0.002, 0.3, 0.9]))
+    thp = bool(rng.integers(0, 2))
+    pt = PageTables.empty(arch).populate(start, end, fraction=fraction, seed=seed, thp=thp)
+    first, last = start // pmd, (end - 1) // pmd
+    draws = np.random.default_rng(seed).random((last - first + 1, ptrs)) < fraction
+    want = {}
+    for j, slot in enumerate(range(first, last + 1)):
+        lo = max(start - slot * pmd, 0) // page
+        hi = min(end - slot * pmd, pmd) // page
+        if thp and lo == 0 and hi == ptrs:
+            want[slot] = (PMD_LEAF, None)
+            continue
+        bits = sum(1 << i for i in np.flatnonzero(draws[j]).tolist()) & range_mask(lo, hi)
+        if bits:
+            want[slot] = (PMD_TABLE, bits)
+    got = {}
+    for slot, kind, row in zip(pt.pmd_idx.tolist(), pt.pmd_kind.tolist(), pt.pmd_mask.tolist(),
+                               strict=True):
+        got[slot] = (kind, None if kind == PMD_LEAF else _words_to_int(pt.masks[row]))
+    assert got == want
+    assert pt.mask_pop.tolist() == [_words_to_int(r).bit_count() for r in pt.masks]
+    assert pt.pud_idx.tolist() == sorted({s >> (arch.pud_shift - arch.pmd_shift) for s in want})

@@ -536,7 +536,10 @@ class PageTables:
         idx = np.arange(ptrs) if every > 1 else None  # page index in a table, for the phases
         row_ids = np.empty(len(slots), np.int32)
         base_rows = len(self.masks)
-        new_rows: list[np.ndarray] = []  # bitmap rows appended after self.masks, in order
+        # bitmap rows appended after self.masks, in order: the drawn rows as one block
+        # (``drawn_block``), then the rows of ``new_rows``
+        drawn_block = np.zeros((0, w), np.uint64)
+        new_rows: list[np.ndarray] = []
         if fraction >= 1.0 and every == 1:
             # one phase, 0: every page, the all-ones bitmap (what the pattern below packs
             # for phase 0 and every 1)
@@ -560,13 +563,16 @@ class PageTables:
             if every > 1:
                 phase = (-(slots[drawn] << (a.pmd_shift - ps))) % every
                 rows &= (idx[None, :] % every) == phase[:, None]
-            packed = np.packbits(rows, axis=1, bitorder="little").view("<u8").astype(np.uint64)
+            drawn_block = np.packbits(rows, axis=1, bitorder="little").view("<u8").astype(np.uint64)
             row_ids[:] = 0  # the empty table; a huge leaf's row is dropped below
             row_ids[drawn] = np.arange(base_rows, base_rows + len(drawn))
-            new_rows.extend(packed)
+        n_drawn = len(drawn_block)
 
         def row_words(r: int) -> np.ndarray:
-            return self.masks[r] if r < base_rows else new_rows[r - base_rows]
+            if r < base_rows:
+                return self.masks[r]
+            r -= base_rows
+            return drawn_block[r] if r < n_drawn else new_rows[r - n_drawn]
 
         # Clip the first and last slot to the range.
         for k, slot in ((0, first), (len(slots) - 1, last)):
@@ -577,9 +583,11 @@ class PageTables:
                 continue
             m = _words_to_int(row_words(int(row_ids[k]))) & range_mask(lo, hi)
             new_rows.append(_int_to_words(m, w))
-            row_ids[k] = base_rows + len(new_rows) - 1
+            row_ids[k] = base_rows + n_drawn + len(new_rows) - 1
             kinds[k] = PMD_TABLE
         added = np.array(new_rows, np.uint64).reshape(-1, w)
+        if n_drawn:
+            added = np.concatenate([drawn_block, added]) if len(added) else drawn_block
         all_masks = np.concatenate([self.masks, added]) if base_rows else added
         pop = np.concatenate([self.mask_pop, _mask_pop(added)]) if base_rows else _mask_pop(added)
         # A slot where no page is touched gets no page table: faulting creates tables only
@@ -594,8 +602,11 @@ class PageTables:
         pud_of = slots >> pud_shift  # sorted, as slots are
         if len(pud_of) <= 64:
             pud_slots = list(dict.fromkeys(pud_of.tolist()))  # np.unique's values, in order
-        else:
-            pud_slots = np.unique(pud_of).tolist()
+        else:  # np.unique of a sorted array: where it takes a new value
+            new_at = np.empty(len(pud_of), bool)
+            new_at[0] = True
+            np.not_equal(pud_of[1:], pud_of[:-1], out=new_at[1:])
+            pud_slots = pud_of[new_at].tolist()
         new = PageTables._build(a, self.pud_tables, self.pud_idx, self.pud_kind, self.pmd_idx,
                                 self.pmd_kind, self.pmd_mask, all_masks, pop)
         return new._merge_pmds(slots, kinds, row_ids)._with_puds(pud_slots, leaf_puds)
