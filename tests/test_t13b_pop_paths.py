@@ -32,15 +32,37 @@ def _random_value(rng, n: int):
     return zero_stride(int(rng.integers(0, 3)), np.int64, n)
 
 
+def _column_by_definition(rb: RowBlock, name: str, dtype) -> list[int]:
+    """Each group's values written at its positions, in order, over zeros; a group that
+    holds the column as the scalar 0, or not at all, writes nothing (a later group is an
+    overlay of the rows it names)."""
+    out = [0] * rb.n
+    for pos, cols in rb.groups:
+        v = cols.get(name, 0)
+        if np.isscalar(v) and v == 0:
+            continue
+        at = range(rb.n) if pos is None else np.asarray(pos).tolist()
+        vals = np.broadcast_to(np.asarray(v), (len(at),)).astype(dtype).tolist()
+        for i, x in zip(at, vals, strict=True):
+            out[i] = x
+    return out
+
+
 @pytest.mark.parametrize("seed", range(40))
 def test_row_block_column_is_column_of_groups(seed):
     rng = np.random.default_rng(seed)
-    n = int(rng.integers(1, 9))
+    n = int(rng.integers(1, 9)) if seed % 4 else int(rng.integers(60, 300))
     names = ["a", "b", "c", "d"]
     rb = RowBlock(n)
-    for g in range(int(rng.integers(0, 4))):
-        whole = g == 0 and rng.random() < 0.8
-        pos = None if whole else np.sort(rng.choice(n, int(rng.integers(1, n + 1)), replace=False))
+    # the blocks the planners build: a first group over every row and groups at some
+    # positions after it, or groups at positions that together cover every row
+    if rng.random() < 0.5:
+        groups = [None] + [np.sort(rng.choice(n, int(rng.integers(1, n + 1)), replace=False))
+                           for _ in range(int(rng.integers(0, 3)))]
+    else:
+        part = rng.integers(0, int(rng.integers(1, 4)), n)
+        groups = [np.flatnonzero(part == g) for g in range(int(part.max()) + 1)]
+    for pos in groups:
         m = n if pos is None else len(pos)
         cols = {nm: _random_value(rng, m) for nm in names if rng.random() < 0.6}
         rb.add(pos, **cols)
@@ -50,6 +72,7 @@ def test_row_block_column_is_column_of_groups(seed):
             shared_b: dict = {}
             _same_column(rb.column(nm, dtype, shared_a), rb.column_of_groups(nm, dtype, shared_b))
             _same_column(rb.column(nm, dtype), rb.column_of_groups(nm, dtype))
+            assert rb.column(nm, dtype).tolist() == _column_by_definition(rb, nm, dtype)
 
 
 @pytest.mark.parametrize("seed", range(12))

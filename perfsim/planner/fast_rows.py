@@ -64,6 +64,11 @@ def flush_cols(f: Flush | None) -> tuple[int, int, int, int]:
     return 1, int(f.full), f.pages, f.ipis
 
 
+#: Beyond this many values, :meth:`RowBlock.column_of_groups` casts a group's values to
+#: the column's dtype before writing them.
+_CAST_FIRST = 64
+
+
 def _isscalar(v) -> bool:
     """``np.isscalar(v)``, answered without the call for the usual ints and arrays."""
     t = type(v)
@@ -153,6 +158,10 @@ class RowBlock:
         for (pos, v), scalar in zip(vals, is_scalar, strict=True):
             if scalar and v == 0:
                 continue
+            if not scalar and v.dtype != out.dtype and len(v) > _CAST_FIRST:
+                # a long scatter from another dtype: cast first (a scatter that casts as
+                # it writes is twice as slow; the same C casts either way)
+                v = v.astype(out.dtype)
             if pos is None:
                 out[:] = v
             else:
