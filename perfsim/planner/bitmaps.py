@@ -156,7 +156,7 @@ class MaskTable:
 
 def dense(idx: np.ndarray, vals: np.ndarray, lo: int, hi: int, default, dtype) -> np.ndarray:
     """Dense array over slots ``[lo, hi]`` of the sorted sparse ``idx``/``vals``."""
-    i0, i1 = np.searchsorted(idx, [lo, hi + 1])
+    i0, i1 = idx.searchsorted((lo, hi + 1)).tolist()
     n = hi - lo + 1
     if i1 - i0 == n:  # every slot present: the slice is the dense array
         return vals[i0:i1].astype(dtype, copy=False)

@@ -88,7 +88,7 @@ def apply_regular_move(t: Target, pt: PageTables, masks: MaskTable, geo: Geometr
     slots emptied, every destination slot filled."""
     a = t.arch
     s_lo, s_hi, d_lo, d_hi = geo.s_lo, geo.s_hi, geo.d_lo, geo.d_hi
-    i_lo = int(np.searchsorted(pt.pmd_idx, s_lo))
+    i_lo = int(pt.pmd_idx.searchsorted(s_lo))
     i_hi = i_lo + (s_hi - s_lo + 1)
     em = np.zeros(s_hi - s_lo + 2, _I32)
     em[:-1] = src_row
@@ -116,7 +116,7 @@ def apply_regular_move(t: Target, pt: PageTables, masks: MaskTable, geo: Geometr
         dst_rows = _combine(masks, em_at(rel), em_at(rel + 1), off, a.ptrs_per_pte)
     pmd_mask = pt.pmd_mask.copy()
     pmd_mask[i_lo:i_hi] = src_new
-    at = int(np.searchsorted(pt.pmd_idx, d_lo))
+    at = int(pt.pmd_idx.searchsorted(d_lo))
     pmd_idx = np.concatenate([pt.pmd_idx[:at], np.arange(d_lo, d_hi + 1, dtype=_I64), pt.pmd_idx[at:]])
     pmd_kind = np.concatenate([pt.pmd_kind[:at], filled(n_dst, PMD_TABLE, _I8), pt.pmd_kind[at:]])
     pmd_mask = np.concatenate([pmd_mask[:at], dst_rows, pmd_mask[at:]])
@@ -170,8 +170,8 @@ def _pud_moves(a: ArchProfile, pt: PageTables, geo: Geometry, pud: PudStage,
     if not len(moved_p):
         return np.zeros(len(src_idx), bool)
     # entries under one PUD slot are contiguous in the sorted index: mark them by ranges
-    b0 = np.searchsorted(src_idx, moved_p << k_pp)
-    b1 = np.searchsorted(src_idx, (moved_p + 1) << k_pp)
+    b0 = src_idx.searchsorted(moved_p << k_pp)
+    b1 = src_idx.searchsorted((moved_p + 1) << k_pp)
     sh = (seg_dst_pud[pud.pud_ok] - moved_p) << k_pp
     step = np.zeros(len(src_idx) + 1, _I64)
     np.add.at(step, b0, sh + 1)
@@ -257,7 +257,7 @@ def _splice(pt: PageTables, geo: Geometry, keep: np.ndarray, pmd_kind: np.ndarra
             o = np.argsort(ni, kind="stable")
             ni, nk, nr = ni[o], nk[o], nr[o]
         # existing destination entries are replaced by the new ones
-        j0, j1 = np.searchsorted(pt.pmd_idx, [geo.d_lo, geo.d_hi + 1])
+        j0, j1 = pt.pmd_idx.searchsorted((geo.d_lo, geo.d_hi + 1)).tolist()
         if j1 > j0:
             keep[j0:j1] &= ~np.isin(pt.pmd_idx[j0:j1], ni)
     else:
@@ -268,7 +268,7 @@ def _splice(pt: PageTables, geo: Geometry, keep: np.ndarray, pmd_kind: np.ndarra
         base_idx, base_kind, base_row = pt.pmd_idx, pmd_kind, pmd_row
     if not len(ni):
         return base_idx, base_kind, base_row
-    at = np.searchsorted(base_idx, ni)
+    at = base_idx.searchsorted(ni)
     if at[0] == at[-1]:  # one block between two base entries: splice, no scatter
         k = int(at[0])
         return (np.concatenate([base_idx[:k], ni, base_idx[k:]]),
@@ -284,7 +284,7 @@ def apply_move(t: Target, pt: PageTables, masks: MaskTable, geo: Geometry, ent: 
     k_pp = a.pud_shift - a.pmd_shift
     edits = _PmdEdits(geo.s_hi - geo.s_lo + 1)
     _whole_entry_moves(geo, ent, pmd, edits)
-    i_lo, i_hi = (int(x) for x in np.searchsorted(pt.pmd_idx, [geo.s_lo, geo.s_hi + 1]))
+    i_lo, i_hi = pt.pmd_idx.searchsorted((geo.s_lo, geo.s_hi + 1)).tolist()
     src_idx = pt.pmd_idx[i_lo:i_hi]
     pud_moved = _pud_moves(a, pt, geo, pud, edits, src_idx, i_lo, i_hi)
     em, rest, walked = _moving_rows(a, masks, geo, ent, pmd)
