@@ -227,3 +227,27 @@ def test_a_large_random_population_is_each_slots_run_of_draws_clipped_to_the_ran
     assert got == want
     assert pt.mask_pop.tolist() == [_words_to_int(r).bit_count() for r in pt.masks]
     assert pt.pud_idx.tolist() == sorted({s >> (arch.pud_shift - arch.pmd_shift) for s in want})
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_pair_window_is_the_bits_at_off_of_the_two_rows_side_by_side(seed):
+    from perfsim.mm.pagetable import _words_to_int
+    from perfsim.planner.bitmaps import pair_window, shift_left, shift_right
+
+    rng = np.random.default_rng(seed)
+    w = int(rng.choice([1, 8, 32]))
+    bits = 64 * w
+    table = rng.integers(0, 2**63, (int(rng.integers(1, 40)), w), dtype=np.uint64)
+    table[rng.random(table.shape) < 0.3] = 0
+    table[rng.random(table.shape) < 0.2] |= np.uint64(1 << 63)
+    n = int(rng.integers(0, 50))
+    lo, hi = rng.integers(0, len(table), n), rng.integers(0, len(table), n)
+    for off in sorted({1, 63, bits - 1, *(rng.integers(1, bits, 4).tolist()),
+                       *(range(64, bits, 64))}):
+        got = pair_window(table, lo, hi, off)
+        assert got.shape == (n, w) and got.dtype == np.uint64 and got.flags.c_contiguous
+        full = (1 << bits) - 1
+        want = [((_words_to_int(table[a]) | _words_to_int(table[b]) << bits) >> off) & full
+                for a, b in zip(lo.tolist(), hi.tolist(), strict=True)]
+        assert [_words_to_int(r) for r in got] == want
+        assert (got == (shift_right(table[lo], off) | shift_left(table[hi], bits - off))).all()

@@ -75,6 +75,20 @@ def shift_left(rows: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
+def pair_window(table: np.ndarray, lo_ids: np.ndarray, hi_ids: np.ndarray, off: int) -> np.ndarray:
+    """Bits ``[off, off + 64 w)`` of each two-row bitmap whose low half is row
+    ``lo_ids[i]`` and high half row ``hi_ids[i]`` of ``table`` (``w`` words a row,
+    ``0 < off < 64 w``): ``shift_right(lo, off) | shift_left(hi, 64 w - off)``, made from one
+    gather of both rows side by side and two shifts of its word columns."""
+    n, w = len(lo_ids), table.shape[1]
+    pairs = table[np.stack([np.asarray(lo_ids, _I64), np.asarray(hi_ids, _I64)], axis=1)]
+    pairs = pairs.reshape(n, 2 * w)
+    q, r = divmod(off, 64)
+    if not r:
+        return np.ascontiguousarray(pairs[:, q:q + w])
+    return (pairs[:, q:q + w] >> np.uint64(r)) | (pairs[:, q + 1:q + 1 + w] << np.uint64(64 - r))
+
+
 class MaskTable:
     """The ``masks``/``mask_pop`` of a state plus rows appended while planning."""
 

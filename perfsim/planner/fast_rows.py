@@ -406,7 +406,9 @@ class GeneralRows:
         ptl = np.where(is_pte, ptl_pte, 0).astype(_I32)
         rmap = np.where(is_pte, len(gates.huge_locks), 0).astype(_I32)
         lock = np.where(is_pte, self.lock_id(gates.huge_locks), self.lock_id(())).astype(_I32)
-        for entry in (NORMAL_PMD, HPAGE_PMD):
+        for entry, moved in ((NORMAL_PMD, pmd.pmd_ok), (HPAGE_PMD, pmd.thp_move)):
+            if moved is None or not any_set(moved[e]):
+                continue  # the PMD stage moved no entry so: no row of its kind
             row = pgt_entry_row(t, gates, entry, pmd.src_slot[e], pmd.dst_slot[e], cpus=call.cpus,
                                 lazy_cpus=call.lazy_cpus)
             m = mk == row.kind

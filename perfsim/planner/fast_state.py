@@ -24,8 +24,7 @@ from perfsim.planner.bitmaps import (
     filled,
     firsts,
     insert_sorted,
-    shift_left,
-    shift_right,
+    pair_window,
     where_set,
 )
 from perfsim.profiles import ArchProfile, Target
@@ -54,7 +53,7 @@ def split_edge_slots(a: ArchProfile, masks: MaskTable, rows: np.ndarray, em: np.
         rest[slot - geo.s_lo] = masks.add_int(m & ~range_mask(lo, hi))
 
 
-def _combine(masks: MaskTable, ra: np.ndarray, rb: np.ndarray, off: int, ptrs: int) -> np.ndarray:
+def _combine(masks: MaskTable, ra: np.ndarray, rb: np.ndarray, off: int) -> np.ndarray:
     """Row ids of the destination bitmaps made of the top of source row ``ra`` and the
     bottom of ``rb`` (``off`` pages into the slot); one new row per distinct pair."""
     if not off:
@@ -62,7 +61,7 @@ def _combine(masks: MaskTable, ra: np.ndarray, rb: np.ndarray, off: int, ptrs: i
     key = ra.astype(_I64) * (masks.n + 1) + rb
     uk, inv = np.unique(key, return_inverse=True)
     ua, ub = uk // (masks.n + 1), uk % (masks.n + 1)
-    words = shift_right(masks.rows(ua), off) | shift_left(masks.rows(ub), ptrs - off)
+    words = pair_window(masks.materialise()[0], ua, ub, off)
     ids = masks.add_rows(words)
     ids[~words.any(axis=1)] = 0
     return ids[inv]
@@ -107,13 +106,13 @@ def apply_regular_move(t: Target, pt: PageTables, masks: MaskTable, geo: Geometr
     interior = em[lo_i:hi_i + 1] if (n_dst > 6 and lo_i >= 0 and hi_i < len(em)) else em[:0]
     if len(interior) and all_set(interior == interior[0]):
         r = np.array([int(interior[0])])
-        dst_rows = filled(n_dst, int(_combine(masks, r, r, off, a.ptrs_per_pte)[0]), _I32)
+        dst_rows = filled(n_dst, int(_combine(masks, r, r, off)[0]), _I32)
         ends_rel = np.array([0, 1, 2, n_dst - 3, n_dst - 2, n_dst - 1])
         rel = sa0 + ends_rel
-        dst_rows[ends_rel] = _combine(masks, em_at(rel), em_at(rel + 1), off, a.ptrs_per_pte)
+        dst_rows[ends_rel] = _combine(masks, em_at(rel), em_at(rel + 1), off)
     else:
         rel = sa0 + np.arange(n_dst)
-        dst_rows = _combine(masks, em_at(rel), em_at(rel + 1), off, a.ptrs_per_pte)
+        dst_rows = _combine(masks, em_at(rel), em_at(rel + 1), off)
     pmd_mask = pt.pmd_mask.copy()
     pmd_mask[i_lo:i_hi] = src_new
     at = int(pt.pmd_idx.searchsorted(d_lo))
@@ -233,7 +232,7 @@ def _pte_destinations(a: ArchProfile, masks: MaskTable, geo: Geometry, ent: Entr
                                             dtype="<u8").reshape(len(ints), -1))
         urow[[not m for m in ints]] = 0
     elif off:
-        words = shift_right(masks.rows(ua), off) | shift_left(masks.rows(ub), a.ptrs_per_pte - off)
+        words = pair_window(masks.materialise()[0], ua, ub, off)
         urow = masks.add_rows(words)
         urow[~words.any(axis=1)] = 0
     else:
