@@ -251,3 +251,23 @@ def test_pair_window_is_the_bits_at_off_of_the_two_rows_side_by_side(seed):
                 for a, b in zip(lo.tolist(), hi.tolist(), strict=True)]
         assert [_words_to_int(r) for r in got] == want
         assert (got == (shift_right(table[lo], off) | shift_left(table[hi], bits - off))).all()
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_bits_in_rows_of_many_ids_counts_like_python_ints(seed):
+    from perfsim.mm.pagetable import _words_to_int
+    from perfsim.planner.bitmaps import bits_in_rows
+
+    rng = np.random.default_rng(seed)
+    w = int(rng.choice([1, 8, 32]))
+    table = rng.integers(0, 2**63, (int(rng.integers(1, 120)), w), dtype=np.uint64)
+    table[rng.random(table.shape) < 0.3] = 0
+    table[rng.random(table.shape) < 0.3] = np.uint64(2**64 - 1)
+    n = int(rng.integers(9, 300))
+    ids = rng.integers(0, len(table), n)
+    a, b = rng.integers(0, 64 * w + 1, n), rng.integers(0, 64 * w + 1, n)
+    lo, hi = np.minimum(a, b), np.maximum(a, b)
+    want = [(_words_to_int(table[i]) >> x & ((1 << (y - x)) - 1)).bit_count()
+            for i, x, y in zip(ids.tolist(), lo.tolist(), hi.tolist(), strict=True)]
+    got = bits_in_rows(table, ids, lo, hi)
+    assert got.dtype == np.int64 and got.tolist() == want

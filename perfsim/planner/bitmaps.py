@@ -24,7 +24,9 @@ def bits_in_rows(table: np.ndarray, ids: np.ndarray, lo: np.ndarray, hi: np.ndar
     each i: the difference of two prefix counts, each a cumulative word popcount plus one
     partial word, so the cost is two gathers per id whatever the range. The prefix counts
     are made once per distinct row (a sparse TiB has a handful of distinct bitmaps and a
-    million extents), never per id."""
+    million extents), never per id: one running count over the table's words in order
+    (a row's own prefix is that count's rise since the row's first word, and the row's
+    start cancels in the difference)."""
     ids = np.asarray(ids, _I64)
     if not len(ids):
         return np.zeros(0, _I64)
@@ -38,13 +40,16 @@ def bits_in_rows(table: np.ndarray, ids: np.ndarray, lo: np.ndarray, hi: np.ndar
         uniq, ids = np.unique(ids, return_inverse=True)
         table = table[uniq]
     w = table.shape[1]
-    cum = np.zeros((len(table), w + 1), _I64)
-    np.cumsum(np.bitwise_count(table), axis=1, out=cum[:, 1:])
+    words = table.reshape(-1)
+    run = np.zeros(len(words) + 1, _I64)  # run[j]: set bits in words [0, j) of the table
+    np.cumsum(np.bitwise_count(words), dtype=_I64, out=run[1:])
+    first = ids * w  # each id's first word
 
     def below(k: np.ndarray) -> np.ndarray:
+        """Set bits below bit ``k`` of each id's row, plus the bits of the rows before it."""
         q, r = k >> 6, (k & 63).astype(np.uint64)
-        part = table[ids, np.minimum(q, w - 1)] & ((np.uint64(1) << r) - np.uint64(1))
-        return cum[ids, q] + np.where(q < w, np.bitwise_count(part), 0)
+        part = words[first + np.minimum(q, w - 1)] & ((np.uint64(1) << r) - np.uint64(1))
+        return run[first + q] + np.where(q < w, np.bitwise_count(part), 0)
 
     return below(np.asarray(hi, _I64)) - below(np.asarray(lo, _I64))
 
