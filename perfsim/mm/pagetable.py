@@ -56,7 +56,9 @@ def _int_to_words(mask: int, words: int) -> np.ndarray:
 
 def _mask_pop(masks: np.ndarray) -> np.ndarray:
     """Population (present PTEs) of each bitmap row."""
-    return np.bitwise_count(masks).sum(axis=1).astype(np.int32) if len(masks) else np.zeros(0, np.int32)
+    # summed in int32 as it goes (the same sums as an int64 sum cast after, at half the cost)
+    return (np.add.reduce(np.bitwise_count(masks), axis=1, dtype=np.int32) if len(masks)
+            else np.zeros(0, np.int32))
 
 
 def _splice(columns: tuple, i0: int, i1: int, values: tuple, dtypes: tuple) -> list[np.ndarray]:

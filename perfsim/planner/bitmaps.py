@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from perfsim.mm.pagetable import PageTables, _int_to_words, _words_to_int
+from perfsim.mm.pagetable import PageTables, _int_to_words, _mask_pop, _words_to_int
 
 _I64, _I32 = np.int64, np.int32
 
@@ -166,7 +166,7 @@ class MaskTable:
         if not self.extra:
             return self.base, self.base_pop
         extra = np.concatenate(self.extra)
-        pop = np.bitwise_count(extra).sum(axis=1).astype(_I32)
+        pop = _mask_pop(extra)
         self.base = np.concatenate([self.base, extra])
         self.base_pop = np.concatenate([self.base_pop, pop])
         self.extra = []

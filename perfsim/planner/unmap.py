@@ -43,6 +43,7 @@ from perfsim.mm.pagetable import (
     PageTables,
     Window,
     _int_to_words,
+    _mask_pop,
     _words_to_int,
     range_mask,
 )
@@ -371,7 +372,7 @@ def _append_mask_rows(pt: PageTables, ints: list[int]):
     w = pt.masks.shape[1]
     rows = np.stack([_int_to_words(m, w) for m in ints])
     ids = list(range(len(pt.masks), len(pt.masks) + len(ints)))
-    pop = np.bitwise_count(rows).sum(axis=1).astype(np.int32)
+    pop = _mask_pop(rows)
     return np.concatenate([pt.masks, rows]), np.concatenate([pt.mask_pop, pop]), ids
 
 
