@@ -271,3 +271,24 @@ def test_bits_in_rows_of_many_ids_counts_like_python_ints(seed):
             for i, x, y in zip(ids.tolist(), lo.tolist(), hi.tolist(), strict=True)]
     got = bits_in_rows(table, ids, lo, hi)
     assert got.dtype == np.int64 and got.tolist() == want
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_row_block_steps_holds_each_column_column_makes(seed):
+    from perfsim.planner import steps as S
+    from perfsim.planner.fast_rows import _STEP_COLUMNS
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 200))
+    rb = RowBlock(n)
+    names = [nm for nm, _ in _STEP_COLUMNS]
+    cols = {nm: _random_value(rng, n) for nm in names if rng.random() < 0.7}
+    cols["lock"] = 0
+    rb.add(None, **cols)
+    if seed % 3 == 0:  # an overlay group: the general path
+        pos = np.sort(rng.choice(n, int(rng.integers(1, n + 1)), replace=False))
+        rb.add(pos, alloc_pmd=1)
+    st = rb.steps(((),))
+    assert list(st.cols) == list(S.ADDR_COLUMNS + S.INT_COLUMNS)
+    for nm, dt in _STEP_COLUMNS:
+        _same_column(st.cols[nm], rb.column(nm, dt, {}))

@@ -87,6 +87,10 @@ def zero_stride(v, dtype, n: int) -> np.ndarray:
     return out
 
 
+#: The columns of a step table, with their dtypes, in table order.
+_STEP_COLUMNS = tuple((n, S._DTYPES.get(n, _I32)) for n in S.ADDR_COLUMNS + S.INT_COLUMNS)
+
+
 class RowBlock:
     """Row groups placed at known positions of a block of ``n`` rows; columns are built once."""
 
@@ -172,8 +176,21 @@ class RowBlock:
         """The block as a :class:`~perfsim.planner.steps.Steps` table, keeping only the lock
         tuples its rows use (as ``StepLog.freeze`` does)."""
         constants: dict = {}
-        cols = {n: self.column(n, S._DTYPES.get(n, _I32), constants)
-                for n in S.ADDR_COLUMNS + S.INT_COLUMNS}
+        groups = self.groups
+        if len(groups) == 1 and groups[0][0] is None:
+            # one group over every row: what column() gives it, without a call per column
+            get, cols = groups[0][1].get, {}
+            for name, dt in _STEP_COLUMNS:
+                v = get(name, 0)
+                t = type(v)
+                if t is np.ndarray:
+                    cols[name] = np.ascontiguousarray(v, dtype=dt)
+                elif t is int or t is bool:
+                    cols[name] = self._constant(v, dt, constants)
+                else:
+                    cols[name] = self.column(name, dt, constants)
+        else:
+            cols = {n: self.column(n, dt, constants) for n, dt in _STEP_COLUMNS}
         lock_col = self.column("lock", _I32)
         constant = lock_col.strides == (0,)
         # the lock-set ids the rows use, sorted (np.unique of small non-negative ids)
