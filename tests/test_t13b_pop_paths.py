@@ -292,3 +292,22 @@ def test_row_block_steps_holds_each_column_column_makes(seed):
     assert list(st.cols) == list(S.ADDR_COLUMNS + S.INT_COLUMNS)
     for nm, dt in _STEP_COLUMNS:
         _same_column(st.cols[nm], rb.column(nm, dt, {}))
+
+
+def test_mask_table_full_is_the_states_first_full_row_else_one_added_when_asked():
+    from perfsim.mm.pagetable import PageTables
+    from perfsim.planner.bitmaps import MaskTable
+    from perfsim.profiles import load_arch
+
+    arch = load_arch("x86_64")
+    base, pmd = 0x7F0000000000, arch.pmd_size
+    sparse = PageTables.empty(arch).populate(base, base + 3 * pmd, fraction=0.5, seed=1)
+    full = sparse.populate(base + 8 * pmd, base + 9 * pmd)
+    m = MaskTable(full)
+    assert m.full == int(np.flatnonzero(full.mask_pop == arch.ptrs_per_pte)[0])
+    m = MaskTable(sparse)
+    m.add_int((1 << arch.ptrs_per_pte) - 1)  # a full row added while planning is not the state's
+    m.materialise()
+    n = m.n
+    assert m.full == n and m.full == n and m.n == n + 1
+    assert m.row_int(n) == (1 << arch.ptrs_per_pte) - 1

@@ -106,8 +106,8 @@ class MaskTable:
         self.ptrs = pt.arch.ptrs_per_pte
         if not len(self.base) or self.base_pop[0] != 0:
             raise Declined("mask row 0 is not the empty bitmap")
-        full = np.flatnonzero(self.base_pop == self.ptrs)
-        self._full = int(full[0]) if len(full) else None
+        self._base_n = self.n  # the state's own rows: where a full row is looked for
+        self._full: int | None = None
         self._ints: dict[int, int] = {}  # row id -> its bitmap as an int, once read or added
 
     def add_rows(self, rows: np.ndarray) -> np.ndarray:
@@ -131,8 +131,11 @@ class MaskTable:
 
     @property
     def full(self) -> int:
+        """Id of the all-present bitmap: the state's first full row, else one added (looked
+        for when first asked)."""
         if self._full is None:
-            self._full = self.add_int((1 << self.ptrs) - 1)
+            have = np.flatnonzero(self.base_pop[:self._base_n] == self.ptrs)
+            self._full = int(have[0]) if len(have) else self.add_int((1 << self.ptrs) - 1)
         return self._full
 
     def rows(self, ids: np.ndarray) -> np.ndarray:
