@@ -311,3 +311,33 @@ def test_mask_table_full_is_the_states_first_full_row_else_one_added_when_asked(
     n = m.n
     assert m.full == n and m.full == n and m.n == n + 1
     assert m.row_int(n) == (1 << arch.ptrs_per_pte) - 1
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_an_empty_state_is_the_array_empty_state_and_populates_as_it(seed):
+    from perfsim.mm.pagetable import _ARRAYS, PageTables
+    from perfsim.profiles import load_arch
+
+    rng = np.random.default_rng(seed)
+    arch = load_arch(str(rng.choice(["x86_64", "arm64-4k", "riscv-sv39"])))
+    w = arch.ptrs_per_pte // 64
+
+    def eager() -> PageTables:  # the arrays alone, as a state read from elsewhere has them
+        return PageTables(arch, frozenset(), np.zeros(0, np.int64), np.zeros(0, np.int8),
+                          np.zeros(0, np.int64), np.zeros(0, np.int8), np.zeros(0, np.int32),
+                          np.zeros((1, w), np.uint64), np.zeros(1, np.int32))
+
+    def fields(pt):
+        return [(n, getattr(pt, n).dtype, getattr(pt, n).tolist()) for n in sorted(_ARRAYS)] + \
+            [sorted(pt.pud_tables)]
+
+    assert fields(PageTables.empty(arch)) == fields(eager())
+    base = 0x7F0000000000 + int(rng.integers(0, 8)) * arch.pmd_size
+    ranges = []
+    for _ in range(int(rng.integers(1, 4))):
+        s = base + int(rng.integers(0, 6 * arch.ptrs_per_pte)) * arch.page_size
+        e = s + int(rng.integers(1, 3 * arch.ptrs_per_pte)) * arch.page_size
+        ranges.append((s, e, {"fraction": float(rng.choice([0.3, 1.0])), "seed": seed,
+                              "thp": bool(rng.integers(0, 2))}))
+    assert fields(PageTables.empty(arch).populate_each(ranges)) == \
+        fields(eager().populate_each(ranges))

@@ -232,9 +232,14 @@ class PageTables:
     def empty(cls, arch: ArchProfile) -> PageTables:
         w = _mask_words(arch)
         masks = np.zeros((1, w), dtype=np.uint64)  # row 0: the empty table
+        pop = np.zeros(1, np.int32)
         # the entry arrays hold nothing, so every empty state may share them
-        return cls(arch, frozenset(), _NO_I64, _NO_I8, _NO_I64, _NO_I8, _NO_I32, masks,
-                         np.zeros(1, np.int32))
+        out = cls(arch, frozenset(), _NO_I64, _NO_I8, _NO_I64, _NO_I8, _NO_I32, masks, pop)
+        # ... and it is a small state already: its lists and rows (what _lists_of and
+        # _rows_of read from the arrays), so populating it starts without reading them
+        if sys.byteorder == "little":  # what _SmallState.takes asks of an array state
+            out.__dict__.update(_lists=([], [], [], [], []), _rows=(masks, pop, [], []))
+        return out
 
     def top_slot(self, addr: int) -> int:
         """Index of the top-level entry whose PUD table maps ``addr`` (PGD, or P4D if 5-level)."""
