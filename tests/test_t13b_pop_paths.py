@@ -190,24 +190,15 @@ def test_column_reductions_are_the_pandas_reductions(seed):
     assert _mean(nan) != _mean(nan) and pd.Series(nan).mean() != pd.Series(nan).mean()
 
 
-@pytest.mark.parametrize("seed", range(16))
-def test_a_large_random_population_is_each_slots_run_of_draws_clipped_to_the_range(seed):
-    """The array population of more PMD slots than the small path takes: slot j's bitmap
-    is the j-th run of ``ptrs`` draws of ``default_rng(seed)`` below ``fraction``, clipped
-    to the range; a slot wholly inside becomes a THP when asked; a slot left empty has no
-    table; every bitmap's population is its popcount."""
-    from perfsim.mm.pagetable import PMD_LEAF, PMD_TABLE, PageTables, _words_to_int, range_mask
-    from perfsim.profiles import load_arch
+def _population_by_definition(arch, start: int, end: int, fraction: float, seed: int,
+                              thp: bool) -> dict:
+    """``{slot: (kind, bitmap int or None)}`` of ``populate(start, end, fraction=, seed=,
+    thp=)`` on an empty state: slot j's bitmap is the j-th run of ``ptrs`` draws of
+    ``default_rng(seed)`` below ``fraction``, clipped to the range; a slot wholly inside is
+    a THP when asked; a slot left empty has no table."""
+    from perfsim.mm.pagetable import PMD_LEAF, PMD_TABLE, range_mask
 
-    rng = np.random.default_rng(1000 + seed)
-    arch = load_arch("x86_64")
     page, pmd, ptrs = arch.page_size, arch.pmd_size, arch.ptrs_per_pte
-    base = 0x7F0000000000 + int(rng.integers(0, 4)) * arch.pud_size
-    start = base + int(rng.integers(0, 3 * ptrs)) * page
-    end = start + int(rng.integers(70 * ptrs, 200 * ptrs)) * page
-    fraction = float(rng.choice([0.002, 0.3, 0.9]))
-    thp = bool(rng.integers(0, 2))
-    pt = PageTables.empty(arch).populate(start, end, fraction=fraction, seed=seed, thp=thp)
     first, last = start // pmd, (end - 1) // pmd
     draws = np.random.default_rng(seed).random((last - first + 1, ptrs)) < fraction
     want = {}
@@ -220,13 +211,73 @@ def test_a_large_random_population_is_each_slots_run_of_draws_clipped_to_the_ran
         bits = sum(1 << i for i in np.flatnonzero(draws[j]).tolist()) & range_mask(lo, hi)
         if bits:
             want[slot] = (PMD_TABLE, bits)
-    got = {}
-    for slot, kind, row in zip(pt.pmd_idx.tolist(), pt.pmd_kind.tolist(), pt.pmd_mask.tolist(),
-                               strict=True):
-        got[slot] = (kind, None if kind == PMD_LEAF else _words_to_int(pt.masks[row]))
-    assert got == want
+    return want
+
+
+def _entries(pt) -> dict:
+    from perfsim.mm.pagetable import PMD_LEAF, _words_to_int
+
+    return {slot: (kind, None if kind == PMD_LEAF else _words_to_int(pt.masks[row]))
+            for slot, kind, row in zip(pt.pmd_idx.tolist(), pt.pmd_kind.tolist(),
+                                       pt.pmd_mask.tolist(), strict=True)}
+
+
+def _large_range(rng, arch, pages_lo=70, pages_hi=200):
+    ptrs, page = arch.ptrs_per_pte, arch.page_size
+    base = 0x7F0000000000 + int(rng.integers(0, 4)) * arch.pud_size
+    start = base + int(rng.integers(0, 3 * ptrs)) * page
+    return start, start + int(rng.integers(pages_lo * ptrs, pages_hi * ptrs)) * page
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_a_large_random_population_is_each_slots_run_of_draws_clipped_to_the_range(seed):
+    """The array population of more PMD slots than the small path takes, against its
+    definition; every bitmap's population is its popcount."""
+    from perfsim.mm.pagetable import PageTables, _words_to_int
+    from perfsim.profiles import load_arch
+
+    rng = np.random.default_rng(1000 + seed)
+    arch = load_arch("x86_64")
+    start, end = _large_range(rng, arch)
+    fraction = float(rng.choice([0.002, 0.3, 0.9]))
+    thp = bool(rng.integers(0, 2))
+    pt = PageTables.empty(arch).populate(start, end, fraction=fraction, seed=seed, thp=thp)
+    want = _population_by_definition(arch, start, end, fraction, seed, thp)
+    assert _entries(pt) == want
     assert pt.mask_pop.tolist() == [_words_to_int(r).bit_count() for r in pt.masks]
     assert pt.pud_idx.tolist() == sorted({s >> (arch.pud_shift - arch.pmd_shift) for s in want})
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_populating_over_a_large_population_ors_the_bitmaps_of_the_slots_both_touch(seed):
+    """A second population (the guard page below a source, a range over part of another)
+    on a state of many entries: a slot both touch holds the OR of the two bitmaps, or stays
+    a huge leaf; the others are each population's own."""
+    from perfsim.mm.pagetable import PMD_LEAF, PageTables, _words_to_int
+    from perfsim.profiles import load_arch
+
+    rng = np.random.default_rng(2000 + seed)
+    arch = load_arch("x86_64")
+    start, end = _large_range(rng, arch)
+    fraction, thp = float(rng.choice([0.05, 0.5])), bool(rng.integers(0, 2))
+    first = PageTables.empty(arch).populate(start, end, fraction=fraction, seed=seed, thp=thp)
+    page = arch.page_size
+    if seed % 2:
+        s2, e2 = start - page, start  # a guard page below the range
+    else:
+        s2 = start + int(rng.integers(-40, 40)) * arch.pmd_size // 2 // page * page
+        e2 = s2 + int(rng.integers(1, 30 * arch.ptrs_per_pte)) * page
+    f2, seed2 = float(rng.choice([0.4, 1.0])), seed + 7
+    got = first.populate(s2, e2, fraction=f2, seed=seed2)
+    want = _population_by_definition(arch, start, end, fraction, seed, thp)
+    for slot, (kind, bits) in _population_by_definition(arch, s2, e2, f2, seed2, False).items():
+        old = want.get(slot)
+        if old is None:
+            want[slot] = (kind, bits)
+        elif old[0] != PMD_LEAF:
+            want[slot] = (kind, old[1] | bits)
+    assert _entries(got) == want
+    assert got.mask_pop.tolist() == [_words_to_int(r).bit_count() for r in got.masks]
 
 
 @pytest.mark.parametrize("seed", range(12))

@@ -668,7 +668,8 @@ class PageTables:
                 np.concatenate([self.pmd_kind[:p], kinds, self.pmd_kind[p:]]),
                 np.concatenate([self.pmd_mask[:p], row_ids, self.pmd_mask[p:]]),
                 self.masks, self.mask_pop)
-        masks = list(self.masks)
+        masks = self.masks
+        merged: list[np.ndarray] = []  # the ORed bitmaps, appended after ``masks`` in order
         old_kind = self.pmd_kind.copy()
         old_rows = self.pmd_mask.copy()
         for k in np.flatnonzero(exists):
@@ -677,17 +678,18 @@ class PageTables:
                 old_kind[i], old_rows[i] = PMD_LEAF, -1
                 continue
             m = _words_to_int(masks[old_rows[i]]) | _words_to_int(masks[row_ids[k]])
-            masks.append(_int_to_words(m, w))
-            old_rows[i] = len(masks) - 1
+            merged.append(_int_to_words(m, w))
+            old_rows[i] = len(masks) + len(merged) - 1
         add = ~exists
         pmd_idx = np.concatenate([self.pmd_idx, slots[add]])
         pmd_kind = np.concatenate([old_kind, kinds[add]])
         pmd_mask = np.concatenate([old_rows, row_ids[add]])
         order = np.argsort(pmd_idx, kind="stable")
-        if len(masks) == len(self.masks):
+        if not merged:
             all_masks, pop = self.masks, self.mask_pop
         else:
-            all_masks, pop = np.array(masks, np.uint64).reshape(-1, w), None
+            all_masks = np.concatenate([masks, np.array(merged, np.uint64).reshape(-1, w)])
+            pop = None
         return PageTables._build(a, self.pud_tables, self.pud_idx, self.pud_kind, pmd_idx[order],
                                  pmd_kind[order], pmd_mask[order], all_masks, pop)
 
