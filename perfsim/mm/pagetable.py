@@ -688,8 +688,10 @@ class PageTables:
         if not merged:
             all_masks, pop = self.masks, self.mask_pop
         else:
-            all_masks = np.concatenate([masks, np.array(merged, np.uint64).reshape(-1, w)])
-            pop = None
+            added = np.array(merged, np.uint64).reshape(-1, w)
+            # the state's rows keep their populations; the ORed rows are counted
+            all_masks = np.concatenate([masks, added])
+            pop = np.concatenate([self.mask_pop, _mask_pop(added)])
         return PageTables._build(a, self.pud_tables, self.pud_idx, self.pud_kind, pmd_idx[order],
                                  pmd_kind[order], pmd_mask[order], all_masks, pop)
 
