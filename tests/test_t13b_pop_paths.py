@@ -392,3 +392,32 @@ def test_an_empty_state_is_the_array_empty_state_and_populates_as_it(seed):
                               "thp": bool(rng.integers(0, 2))}))
     assert fields(PageTables.empty(arch).populate_each(ranges)) == \
         fields(eager().populate_each(ranges))
+
+
+@pytest.mark.parametrize("name", ["random_layout_stress", "exec_stack", "gc_compaction",
+                                  "allocator_realloc"])
+def test_calls_laid_out_on_one_shared_empty_state_are_the_calls_laid_out_alone(name):
+    from perfsim.mm.pagetable import _ARRAYS, PageTables
+    from perfsim.profiles import resolve_target
+    from perfsim.workload import load_workload, resolve_workload
+    from perfsim.workload.generate import SyntheticDraws, layout_call
+
+    w = load_workload(resolve_workload(name))
+    target = resolve_target(w.kernel, w.arch)
+
+    def fields(pt):
+        return [(n, getattr(pt, n).dtype, getattr(pt, n).tolist()) for n in sorted(_ARRAYS)] + \
+            [sorted(pt.pud_tables)]
+
+    shared = PageTables.empty(target.arch)
+    for i, s in enumerate(w.streams):
+        if not hasattr(s, "src_align"):
+            continue
+        draws = iter(SyntheticDraws(s, np.random.SeedSequence(w.seed), i))
+        for _ in range(40):
+            d = next(draws)
+            (sp_a, rq_a), (sp_b, rq_b) = (layout_call(d, s, target, w.cpus),
+                                          layout_call(d, s, target, w.cpus, shared))
+            assert rq_a == rq_b and sp_a.vmas == sp_b.vmas and sp_a.cpus == sp_b.cpus
+            assert fields(sp_a.pt) == fields(sp_b.pt)
+    assert fields(shared) == fields(PageTables.empty(target.arch))

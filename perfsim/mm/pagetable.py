@@ -632,9 +632,12 @@ class PageTables:
         turn; the state in between is kept as Python lists while it stays small (one array
         built per field at the end, the arrays the chained calls build)."""
         pt, st = self, None
+        pmd_shift = self.arch.pmd_shift
         for start, end, kw in ranges:
             _check_range(pt.arch, start, end)
-            if st is None and _SmallState.takes(pt):
+            if (st is None and ((end - 1) >> pmd_shift) - (start >> pmd_shift) < SMALL_SLOTS
+                    and _SmallState.takes(pt)):
+                # (a range of more slots goes the array way at once, from the state as is)
                 st = _SmallState(pt)
             if not kw.keys() <= _POPULATE_KW:
                 raise TypeError(f"populate() got unexpected keyword arguments "
