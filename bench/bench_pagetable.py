@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""CPU time of the page-table window round trip and of a synthetic call's draws, per call.
+"""CPU time of the page-table window round trip, of a synthetic call's draws and of its
+layout, per call.
 
     python bench/bench_pagetable.py TREE [TREE ...] [--rounds 2]
 
@@ -7,9 +8,13 @@ In each TREE (a perfsim checkout), in a child process: every ``PageTables.window
 ``replace_window`` call made while ``run_workload`` runs every shipped workload is recorded
 (the state, the range, the window as written back); then the recorded windows are read
 again and written back, each part timed with ``time.process_time``, best of 7, and the
-synthetic streams' draws (``SyntheticDraws._chunk``, 4 chunks per stream) likewise. Trees
-are measured alternately ``--rounds`` times; the best per tree and the ratios to the first
-tree are printed.
+synthetic streams' draws (``SyntheticDraws._chunk``, 4 chunks per stream) likewise. The
+layouts (``layout_call``: the address space and its populated page tables) of every
+synthetic call of each shipped workload (its own seed and counts, drawn beforehand) are
+timed the same way, laid out as that tree's ``synthetic_plans`` lays them out (on one empty
+state per stream where ``layout_call`` takes one): ``layout NAME`` per workload. Trees are
+measured alternately ``--rounds`` times; the best per tree and the ratios to the first tree
+are printed.
 """
 from __future__ import annotations
 
@@ -66,6 +71,31 @@ def draws():
             d._chunk()
 from perfsim.workload.generate import CHUNK
 out["draws"] = best(draws, len(streams) * 4 * CHUNK)
+import inspect
+from perfsim.mm.pagetable import PageTables
+from perfsim.profiles import resolve_target
+from perfsim.workload.generate import layout_call
+shared = "empty" in inspect.signature(layout_call).parameters
+for name in workload_names():
+    wl = load_workload(resolve_workload(name))
+    target = resolve_target(wl.kernel, wl.arch)
+    lay = []
+    for i, s in enumerate(wl.streams):
+        if hasattr(s, "src_align") and s.count:
+            it = iter(SyntheticDraws(s, np.random.SeedSequence(wl.seed), i))
+            lay.append((s, [next(it) for _ in range(s.count)]))
+    if not lay:
+        continue
+    def layouts():
+        for s, ds in lay:
+            if shared:
+                e = PageTables.empty(target.arch)
+                for d in ds:
+                    layout_call(d, s, target, wl.cpus, e)
+            else:
+                for d in ds:
+                    layout_call(d, s, target, wl.cpus)
+    out["layout " + name] = best(layouts, sum(len(ds) for _, ds in lay))
 print(repr(out))
 '''
 

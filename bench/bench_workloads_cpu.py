@@ -10,6 +10,8 @@ both and issue 13's ratio (target >= 0.025). CPU time is much less sensitive tha
 to other jobs on a shared host, so this is the figure to compare two trees with:
 ``--against TREE`` (a checkout of an earlier commit) measures that tree's ``perfsim`` in a
 child process first (``--tree TREE``), then this one, and prints the speed-up.
+``--per-workload`` also prints each workload's CPU per call (the best of ``--reps`` runs of
+it, each timed on its own) and, with ``--against``, each workload's ratio of the two trees.
 """
 
 from __future__ import annotations
@@ -33,18 +35,25 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--against", metavar="TREE", help="measure this perfsim tree first and "
                     "print the speed-up")
+    ap.add_argument("--per-workload", action="store_true",
+                    help="print each workload's CPU per call (and its ratio with --against)")
     ap.add_argument("--tree", help=argparse.SUPPRESS)
     a = ap.parse_args()
     old = None
+    old_per: dict[str, float] = {}
     if a.against:
         import subprocess
 
         require_tree(a.against)
-        out = subprocess.run([sys.executable, __file__, f"--reps={a.reps}", "--tree", a.against],
-                             check=True, capture_output=True, text=True).stdout
+        cmd = [sys.executable, __file__, f"--reps={a.reps}", "--tree", a.against]
+        if a.per_workload:
+            cmd.append("--per-workload")
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         print(out, end="")
         old = float(next(ln for ln in out.splitlines() if ln.startswith("shipped workloads"))
                     .split(" calls, ")[1].split(" calls per")[0].replace(",", ""))
+        old_per = {ln.split()[1]: float(ln.split()[6].replace(",", ""))
+                   for ln in out.splitlines() if ln.startswith("  workload ")}
     import pandas  # noqa: F401 - imported before timing, as in a warm worker
 
     from perfsim.workload import run_workload, workload_names
@@ -52,14 +61,23 @@ def main() -> None:
     print(f"tree: {ROOT}; load average {os.getloadavg()}")
     run_workload("trace_replay")  # warm imports and caches
     best_calls = best_simpy = 0.0
+    per: dict[str, tuple[int, float]] = {}  # name -> (calls, best CPU-s of one run)
     for _ in range(a.reps):
         best_simpy = max(best_simpy, timeouts_per_s(repeats=1, clock=time.process_time))
         c0, calls = time.process_time(), 0
         for name in workload_names():
+            w0 = time.process_time()
             _, m, _ = run_workload(name)
+            took = time.process_time() - w0
             calls += m["calls"]
+            if name not in per or took < per[name][1]:
+                per[name] = (m["calls"], took)
         best_calls = max(best_calls, calls / (time.process_time() - c0))
         best_simpy = max(best_simpy, timeouts_per_s(repeats=1, clock=time.process_time))
+    if a.per_workload:
+        for name, (n, took) in per.items():
+            print(f"  workload {name} {n} calls, {took * 1e3:,.1f} ms, "
+                  f"{took / max(n, 1) * 1e6:,.1f} us per call (best of {a.reps})")
     print(f"shipped workloads: {calls} calls, {best_calls:,.1f} calls per CPU-second (best of "
           f"{a.reps})")
     print(f"SimPy alone: {best_simpy:,.0f} timeouts per CPU-second")
@@ -68,6 +86,11 @@ def main() -> None:
     if old is not None:
         print(f"RATIO this tree / {a.against}: {best_calls:,.1f} / {old:,.1f} calls per CPU-s = "
               f"{best_calls / old:.2f}x")
+        for name, (n, took) in per.items():
+            if name in old_per:
+                now = took / max(n, 1) * 1e6
+                print(f"  {name}: {old_per[name]:,.1f} -> {now:,.1f} us per call = "
+                      f"{old_per[name] / now:.2f}x")
 
 
 if __name__ == "__main__":

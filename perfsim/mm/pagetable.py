@@ -56,7 +56,9 @@ def _int_to_words(mask: int, words: int) -> np.ndarray:
 
 def _mask_pop(masks: np.ndarray) -> np.ndarray:
     """Population (present PTEs) of each bitmap row."""
-    return np.bitwise_count(masks).sum(axis=1).astype(np.int32) if len(masks) else np.zeros(0, np.int32)
+    # summed in int32 as it goes (the same sums as an int64 sum cast after, at half the cost)
+    return (np.add.reduce(np.bitwise_count(masks), axis=1, dtype=np.int32) if len(masks)
+            else np.zeros(0, np.int32))
 
 
 def _splice(columns: tuple, i0: int, i1: int, values: tuple, dtypes: tuple) -> list[np.ndarray]:
@@ -230,9 +232,14 @@ class PageTables:
     def empty(cls, arch: ArchProfile) -> PageTables:
         w = _mask_words(arch)
         masks = np.zeros((1, w), dtype=np.uint64)  # row 0: the empty table
+        pop = np.zeros(1, np.int32)
         # the entry arrays hold nothing, so every empty state may share them
-        return cls(arch, frozenset(), _NO_I64, _NO_I8, _NO_I64, _NO_I8, _NO_I32, masks,
-                         np.zeros(1, np.int32))
+        out = cls(arch, frozenset(), _NO_I64, _NO_I8, _NO_I64, _NO_I8, _NO_I32, masks, pop)
+        # ... and it is a small state already: its lists and rows (what _lists_of and
+        # _rows_of read from the arrays), so populating it starts without reading them
+        if sys.byteorder == "little":  # what _SmallState.takes asks of an array state
+            out.__dict__.update(_lists=([], [], [], [], []), _rows=(masks, pop, [], []))
+        return out
 
     def top_slot(self, addr: int) -> int:
         """Index of the top-level entry whose PUD table maps ``addr`` (PGD, or P4D if 5-level)."""
@@ -536,7 +543,10 @@ class PageTables:
         idx = np.arange(ptrs) if every > 1 else None  # page index in a table, for the phases
         row_ids = np.empty(len(slots), np.int32)
         base_rows = len(self.masks)
-        new_rows: list[np.ndarray] = []  # bitmap rows appended after self.masks, in order
+        # bitmap rows appended after self.masks, in order: the drawn rows as one block
+        # (``drawn_block``), then the rows of ``new_rows``
+        drawn_block = np.zeros((0, w), np.uint64)
+        new_rows: list[np.ndarray] = []
         if fraction >= 1.0 and every == 1:
             # one phase, 0: every page, the all-ones bitmap (what the pattern below packs
             # for phase 0 and every 1)
@@ -560,13 +570,16 @@ class PageTables:
             if every > 1:
                 phase = (-(slots[drawn] << (a.pmd_shift - ps))) % every
                 rows &= (idx[None, :] % every) == phase[:, None]
-            packed = np.packbits(rows, axis=1, bitorder="little").view("<u8").astype(np.uint64)
+            drawn_block = np.packbits(rows, axis=1, bitorder="little").view("<u8").astype(np.uint64)
             row_ids[:] = 0  # the empty table; a huge leaf's row is dropped below
             row_ids[drawn] = np.arange(base_rows, base_rows + len(drawn))
-            new_rows.extend(packed)
+        n_drawn = len(drawn_block)
 
         def row_words(r: int) -> np.ndarray:
-            return self.masks[r] if r < base_rows else new_rows[r - base_rows]
+            if r < base_rows:
+                return self.masks[r]
+            r -= base_rows
+            return drawn_block[r] if r < n_drawn else new_rows[r - n_drawn]
 
         # Clip the first and last slot to the range.
         for k, slot in ((0, first), (len(slots) - 1, last)):
@@ -577,9 +590,11 @@ class PageTables:
                 continue
             m = _words_to_int(row_words(int(row_ids[k]))) & range_mask(lo, hi)
             new_rows.append(_int_to_words(m, w))
-            row_ids[k] = base_rows + len(new_rows) - 1
+            row_ids[k] = base_rows + n_drawn + len(new_rows) - 1
             kinds[k] = PMD_TABLE
         added = np.array(new_rows, np.uint64).reshape(-1, w)
+        if n_drawn:
+            added = np.concatenate([drawn_block, added]) if len(added) else drawn_block
         all_masks = np.concatenate([self.masks, added]) if base_rows else added
         pop = np.concatenate([self.mask_pop, _mask_pop(added)]) if base_rows else _mask_pop(added)
         # A slot where no page is touched gets no page table: faulting creates tables only
@@ -594,8 +609,11 @@ class PageTables:
         pud_of = slots >> pud_shift  # sorted, as slots are
         if len(pud_of) <= 64:
             pud_slots = list(dict.fromkeys(pud_of.tolist()))  # np.unique's values, in order
-        else:
-            pud_slots = np.unique(pud_of).tolist()
+        else:  # np.unique of a sorted array: where it takes a new value
+            new_at = np.empty(len(pud_of), bool)
+            new_at[0] = True
+            np.not_equal(pud_of[1:], pud_of[:-1], out=new_at[1:])
+            pud_slots = pud_of[new_at].tolist()
         new = PageTables._build(a, self.pud_tables, self.pud_idx, self.pud_kind, self.pmd_idx,
                                 self.pmd_kind, self.pmd_mask, all_masks, pop)
         return new._merge_pmds(slots, kinds, row_ids)._with_puds(pud_slots, leaf_puds)
@@ -614,9 +632,12 @@ class PageTables:
         turn; the state in between is kept as Python lists while it stays small (one array
         built per field at the end, the arrays the chained calls build)."""
         pt, st = self, None
+        pmd_shift = self.arch.pmd_shift
         for start, end, kw in ranges:
             _check_range(pt.arch, start, end)
-            if st is None and _SmallState.takes(pt):
+            if (st is None and ((end - 1) >> pmd_shift) - (start >> pmd_shift) < SMALL_SLOTS
+                    and _SmallState.takes(pt)):
+                # (a range of more slots goes the array way at once, from the state as is)
                 st = _SmallState(pt)
             if not kw.keys() <= _POPULATE_KW:
                 raise TypeError(f"populate() got unexpected keyword arguments "
@@ -650,7 +671,8 @@ class PageTables:
                 np.concatenate([self.pmd_kind[:p], kinds, self.pmd_kind[p:]]),
                 np.concatenate([self.pmd_mask[:p], row_ids, self.pmd_mask[p:]]),
                 self.masks, self.mask_pop)
-        masks = list(self.masks)
+        masks = self.masks
+        merged: list[np.ndarray] = []  # the ORed bitmaps, appended after ``masks`` in order
         old_kind = self.pmd_kind.copy()
         old_rows = self.pmd_mask.copy()
         for k in np.flatnonzero(exists):
@@ -659,17 +681,20 @@ class PageTables:
                 old_kind[i], old_rows[i] = PMD_LEAF, -1
                 continue
             m = _words_to_int(masks[old_rows[i]]) | _words_to_int(masks[row_ids[k]])
-            masks.append(_int_to_words(m, w))
-            old_rows[i] = len(masks) - 1
+            merged.append(_int_to_words(m, w))
+            old_rows[i] = len(masks) + len(merged) - 1
         add = ~exists
         pmd_idx = np.concatenate([self.pmd_idx, slots[add]])
         pmd_kind = np.concatenate([old_kind, kinds[add]])
         pmd_mask = np.concatenate([old_rows, row_ids[add]])
         order = np.argsort(pmd_idx, kind="stable")
-        if len(masks) == len(self.masks):
+        if not merged:
             all_masks, pop = self.masks, self.mask_pop
         else:
-            all_masks, pop = np.array(masks, np.uint64).reshape(-1, w), None
+            added = np.array(merged, np.uint64).reshape(-1, w)
+            # the state's rows keep their populations; the ORed rows are counted
+            all_masks = np.concatenate([masks, added])
+            pop = np.concatenate([self.mask_pop, _mask_pop(added)])
         return PageTables._build(a, self.pud_tables, self.pud_idx, self.pud_kind, pmd_idx[order],
                                  pmd_kind[order], pmd_mask[order], all_masks, pop)
 

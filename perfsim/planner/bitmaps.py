@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from perfsim.mm.pagetable import PageTables, _int_to_words, _words_to_int
+from perfsim.mm.pagetable import PageTables, _int_to_words, _mask_pop, _words_to_int
 
 _I64, _I32 = np.int64, np.int32
 
@@ -24,7 +24,9 @@ def bits_in_rows(table: np.ndarray, ids: np.ndarray, lo: np.ndarray, hi: np.ndar
     each i: the difference of two prefix counts, each a cumulative word popcount plus one
     partial word, so the cost is two gathers per id whatever the range. The prefix counts
     are made once per distinct row (a sparse TiB has a handful of distinct bitmaps and a
-    million extents), never per id."""
+    million extents), never per id: one running count over the table's words in order
+    (a row's own prefix is that count's rise since the row's first word, and the row's
+    start cancels in the difference)."""
     ids = np.asarray(ids, _I64)
     if not len(ids):
         return np.zeros(0, _I64)
@@ -38,13 +40,16 @@ def bits_in_rows(table: np.ndarray, ids: np.ndarray, lo: np.ndarray, hi: np.ndar
         uniq, ids = np.unique(ids, return_inverse=True)
         table = table[uniq]
     w = table.shape[1]
-    cum = np.zeros((len(table), w + 1), _I64)
-    np.cumsum(np.bitwise_count(table), axis=1, out=cum[:, 1:])
+    words = table.reshape(-1)
+    run = np.zeros(len(words) + 1, _I64)  # run[j]: set bits in words [0, j) of the table
+    np.cumsum(np.bitwise_count(words), dtype=_I64, out=run[1:])
+    first = ids * w  # each id's first word
 
     def below(k: np.ndarray) -> np.ndarray:
+        """Set bits below bit ``k`` of each id's row, plus the bits of the rows before it."""
         q, r = k >> 6, (k & 63).astype(np.uint64)
-        part = table[ids, np.minimum(q, w - 1)] & ((np.uint64(1) << r) - np.uint64(1))
-        return cum[ids, q] + np.where(q < w, np.bitwise_count(part), 0)
+        part = words[first + np.minimum(q, w - 1)] & ((np.uint64(1) << r) - np.uint64(1))
+        return run[first + q] + np.where(q < w, np.bitwise_count(part), 0)
 
     return below(np.asarray(hi, _I64)) - below(np.asarray(lo, _I64))
 
@@ -75,6 +80,20 @@ def shift_left(rows: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
+def pair_window(table: np.ndarray, lo_ids: np.ndarray, hi_ids: np.ndarray, off: int) -> np.ndarray:
+    """Bits ``[off, off + 64 w)`` of each two-row bitmap whose low half is row
+    ``lo_ids[i]`` and high half row ``hi_ids[i]`` of ``table`` (``w`` words a row,
+    ``0 < off < 64 w``): ``shift_right(lo, off) | shift_left(hi, 64 w - off)``, made from one
+    gather of both rows side by side and two shifts of its word columns."""
+    n, w = len(lo_ids), table.shape[1]
+    pairs = table[np.stack([np.asarray(lo_ids, _I64), np.asarray(hi_ids, _I64)], axis=1)]
+    pairs = pairs.reshape(n, 2 * w)
+    q, r = divmod(off, 64)
+    if not r:
+        return np.ascontiguousarray(pairs[:, q:q + w])
+    return (pairs[:, q:q + w] >> np.uint64(r)) | (pairs[:, q + 1:q + 1 + w] << np.uint64(64 - r))
+
+
 class MaskTable:
     """The ``masks``/``mask_pop`` of a state plus rows appended while planning."""
 
@@ -87,8 +106,9 @@ class MaskTable:
         self.ptrs = pt.arch.ptrs_per_pte
         if not len(self.base) or self.base_pop[0] != 0:
             raise Declined("mask row 0 is not the empty bitmap")
-        full = np.flatnonzero(self.base_pop == self.ptrs)
-        self._full = int(full[0]) if len(full) else None
+        self._base_n = self.n  # the state's own rows: where a full row is looked for
+        self._full: int | None = None
+        self._ints: dict[int, int] = {}  # row id -> its bitmap as an int, once read or added
 
     def add_rows(self, rows: np.ndarray) -> np.ndarray:
         """Append bitmap rows; return their ids."""
@@ -100,14 +120,22 @@ class MaskTable:
         return ids
 
     def add_int(self, mask: int) -> int:
+        """Append one bitmap given as an int (the empty one is row 0); return its id."""
         if mask == 0:
             return 0
-        return int(self.add_rows(_int_to_words(mask, self.words)[None, :])[0])
+        i = self.n
+        self.extra.append(_int_to_words(mask, self.words)[None, :])
+        self.n += 1
+        self._ints[i] = mask
+        return i
 
     @property
     def full(self) -> int:
+        """Id of the all-present bitmap: the state's first full row, else one added (looked
+        for when first asked)."""
         if self._full is None:
-            self._full = self.add_int((1 << self.ptrs) - 1)
+            have = np.flatnonzero(self.base_pop[:self._base_n] == self.ptrs)
+            self._full = int(have[0]) if len(have) else self.add_int((1 << self.ptrs) - 1)
         return self._full
 
     def rows(self, ids: np.ndarray) -> np.ndarray:
@@ -119,13 +147,29 @@ class MaskTable:
         return allm[ids]
 
     def row_int(self, i: int) -> int:
-        return _words_to_int(self.rows(np.array([i]))[0])
+        """Row ``i`` as an int (``_words_to_int`` of its words; kept), read where it is
+        without joining the appended rows to the table."""
+        m = self._ints.get(i)
+        if m is None:
+            if not 0 <= i < self.n:  # as numpy indexes the joined table (or raises)
+                return _words_to_int(self.rows(np.array([i]))[0])
+            at = i - len(self.base)
+            if at < 0:
+                m = _words_to_int(self.base[i])
+            else:
+                for block in self.extra:
+                    if at < len(block):
+                        m = _words_to_int(block[at])
+                        break
+                    at -= len(block)
+            self._ints[i] = m
+        return m
 
     def materialise(self) -> tuple[np.ndarray, np.ndarray]:
         if not self.extra:
             return self.base, self.base_pop
         extra = np.concatenate(self.extra)
-        pop = np.bitwise_count(extra).sum(axis=1).astype(_I32)
+        pop = _mask_pop(extra)
         self.base = np.concatenate([self.base, extra])
         self.base_pop = np.concatenate([self.base_pop, pop])
         self.extra = []
@@ -134,7 +178,7 @@ class MaskTable:
 
 def dense(idx: np.ndarray, vals: np.ndarray, lo: int, hi: int, default, dtype) -> np.ndarray:
     """Dense array over slots ``[lo, hi]`` of the sorted sparse ``idx``/``vals``."""
-    i0, i1 = np.searchsorted(idx, [lo, hi + 1])
+    i0, i1 = idx.searchsorted((lo, hi + 1)).tolist()
     n = hi - lo + 1
     if i1 - i0 == n:  # every slot present: the slice is the dense array
         return vals[i0:i1].astype(dtype, copy=False)

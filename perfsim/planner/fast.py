@@ -308,7 +308,7 @@ def _geometry(t: Target, pmc) -> Geometry:
                         np.arange(rb.start, oe, pud_size, dtype=_I64))
         seg_start = np.concatenate([np.array([o0], _I64), ub])
         seg_end = np.concatenate([ub, np.array([oe], _I64)])
-        seg_first = np.searchsorted(bounds[:-1], seg_start)
+        seg_first = bounds[:-1].searchsorted(seg_start)
         seg_count = np.diff(np.concatenate([seg_first, [len(bounds) - 1]]))
     return Geometry(o0, n0, oe, delta, s_lo, s_hi, d_lo, d_hi, o0 >> us, (oe - 1) >> us,
                     n0 >> us, (n0 + length - 1) >> us, bounds, seg_start, seg_end, seg_first,
@@ -333,12 +333,12 @@ def _read_entries(t: Target, pt: PageTables, geo: Geometry, anon: bool) -> Entri
             uniq = np.unique(tops)
             has_top = np.fromiter((int(x) in pt.pud_tables for x in uniq), bool)
             if not all_set(has_top):
-                src_pud[~has_top[np.searchsorted(uniq, tops)]] = PUD_NONE
+                src_pud[~has_top[uniq.searchsorted(tops)]] = PUD_NONE
     if any_set(src_pud == PUD_LEAF) or any_set(dst_pud == PUD_LEAF):
         raise Declined("huge PUD leaf in range")
     src_kind = dense(pt.pmd_idx, pt.pmd_kind, geo.s_lo, geo.s_hi, PMD_NONE, _I8)
     src_row = dense(pt.pmd_idx, pt.pmd_mask, geo.s_lo, geo.s_hi, 0, _I32)
-    j0, j1 = np.searchsorted(pt.pmd_idx, [geo.d_lo, geo.d_hi + 1])
+    j0, j1 = pt.pmd_idx.searchsorted((geo.d_lo, geo.d_hi + 1)).tolist()
     dst_kind = dst_row = None
     if j1 > j0:
         dst_kind = dense(pt.pmd_idx, pt.pmd_kind, geo.d_lo, geo.d_hi, PMD_NONE, _I8)

@@ -64,6 +64,11 @@ def flush_cols(f: Flush | None) -> tuple[int, int, int, int]:
     return 1, int(f.full), f.pages, f.ipis
 
 
+#: Beyond this many values, :meth:`RowBlock.column_of_groups` casts a group's values to
+#: the column's dtype before writing them.
+_CAST_FIRST = 64
+
+
 def _isscalar(v) -> bool:
     """``np.isscalar(v)``, answered without the call for the usual ints and arrays."""
     t = type(v)
@@ -82,6 +87,10 @@ def zero_stride(v, dtype, n: int) -> np.ndarray:
     return out
 
 
+#: The columns of a step table, with their dtypes, in table order.
+_STEP_COLUMNS = tuple((n, S._DTYPES.get(n, _I32)) for n in S.ADDR_COLUMNS + S.INT_COLUMNS)
+
+
 class RowBlock:
     """Row groups placed at known positions of a block of ``n`` rows; columns are built once."""
 
@@ -97,26 +106,66 @@ class RowBlock:
 
     def column(self, name: str, dtype, constants: dict | None = None) -> np.ndarray:
         """Column ``name``: a read-only zero-stride view where every row has one value
-        (shared through ``constants``, keyed by value and dtype, when given), else dense."""
+        (shared through ``constants``, keyed by value and dtype, when given), else dense.
+
+        A block of one row group (most blocks) is answered directly; any other goes
+        through :meth:`column_of_groups`, which gives the same array for one group
+        (``tests/test_t13b_pop_paths.py``)."""
+        groups = self.groups
+        if len(groups) != 1:
+            pos, cols = groups[0] if groups else (0, None)
+            if pos is not None or any(name in c for _, c in groups[1:]):
+                return self.column_of_groups(name, dtype, constants)
+            # the first group covers every row and the others do not hold the column
+            v = cols.get(name, 0)
+            if not _isscalar(v):
+                if v.shape == (self.n,):
+                    return np.array(v, dtype)
+                return self.column_of_groups(name, dtype, constants)
+            if v == 0:
+                return self._constant(v, dtype, constants)
+            out = np.zeros(self.n, dtype)
+            out[:] = v
+            return out
+        pos, cols = groups[0]
+        v = cols.get(name, 0)
+        if _isscalar(v):
+            return self._constant(v, dtype, constants)
+        if pos is None:
+            return np.ascontiguousarray(v, dtype=dtype)
+        out = np.zeros(self.n, dtype)
+        out[pos] = v
+        return out
+
+    def _constant(self, v, dtype, constants: dict | None) -> np.ndarray:
+        key = (type(v), v, dtype)
+        out = constants.get(key) if constants is not None else None
+        if out is None:
+            out = zero_stride(v, dtype, self.n)
+            if constants is not None:
+                constants[key] = out
+        return out
+
+    def column_of_groups(self, name: str, dtype, constants: dict | None = None) -> np.ndarray:
+        """:meth:`column` over any number of row groups: one value in every group (a
+        group without the column holds 0) is a constant, else each group's values are
+        written at its positions, in order, over zeros."""
         vals = [(pos, cols.get(name, 0)) for pos, cols in self.groups]
         is_scalar = [_isscalar(v) for _, v in vals]
         if all(is_scalar):
             scalars = {v for _, v in vals}
             if len(scalars) <= 1:
-                v = scalars.pop() if scalars else 0
-                key = (type(v), v, dtype)
-                out = constants.get(key) if constants is not None else None
-                if out is None:
-                    out = zero_stride(v, dtype, self.n)
-                    if constants is not None:
-                        constants[key] = out
-                return out
+                return self._constant(scalars.pop() if scalars else 0, dtype, constants)
         if len(vals) == 1 and vals[0][0] is None:
             return np.ascontiguousarray(vals[0][1], dtype=dtype)
         out = np.zeros(self.n, dtype)
         for (pos, v), scalar in zip(vals, is_scalar, strict=True):
             if scalar and v == 0:
                 continue
+            if not scalar and v.dtype != out.dtype and len(v) > _CAST_FIRST:
+                # a long scatter from another dtype: cast first (a scatter that casts as
+                # it writes is twice as slow; the same C casts either way)
+                v = v.astype(out.dtype)
             if pos is None:
                 out[:] = v
             else:
@@ -127,8 +176,21 @@ class RowBlock:
         """The block as a :class:`~perfsim.planner.steps.Steps` table, keeping only the lock
         tuples its rows use (as ``StepLog.freeze`` does)."""
         constants: dict = {}
-        cols = {n: self.column(n, S._DTYPES.get(n, _I32), constants)
-                for n in S.ADDR_COLUMNS + S.INT_COLUMNS}
+        groups = self.groups
+        if len(groups) == 1 and groups[0][0] is None:
+            # one group over every row: what column() gives it, without a call per column
+            get, cols = groups[0][1].get, {}
+            for name, dt in _STEP_COLUMNS:
+                v = get(name, 0)
+                t = type(v)
+                if t is np.ndarray:
+                    cols[name] = np.ascontiguousarray(v, dtype=dt)
+                elif t is int or t is bool:
+                    cols[name] = self._constant(v, dt, constants)
+                else:
+                    cols[name] = self.column(name, dt, constants)
+        else:
+            cols = {n: self.column(n, dt, constants) for n, dt in _STEP_COLUMNS}
         lock_col = self.column("lock", _I32)
         constant = lock_col.strides == (0,)
         # the lock-set ids the rows use, sorted (np.unique of small non-negative ids)
@@ -361,7 +423,9 @@ class GeneralRows:
         ptl = np.where(is_pte, ptl_pte, 0).astype(_I32)
         rmap = np.where(is_pte, len(gates.huge_locks), 0).astype(_I32)
         lock = np.where(is_pte, self.lock_id(gates.huge_locks), self.lock_id(())).astype(_I32)
-        for entry in (NORMAL_PMD, HPAGE_PMD):
+        for entry, moved in ((NORMAL_PMD, pmd.pmd_ok), (HPAGE_PMD, pmd.thp_move)):
+            if moved is None or not any_set(moved[e]):
+                continue  # the PMD stage moved no entry so: no row of its kind
             row = pgt_entry_row(t, gates, entry, pmd.src_slot[e], pmd.dst_slot[e], cpus=call.cpus,
                                 lazy_cpus=call.lazy_cpus)
             m = mk == row.kind

@@ -24,8 +24,7 @@ from perfsim.planner.bitmaps import (
     filled,
     firsts,
     insert_sorted,
-    shift_left,
-    shift_right,
+    pair_window,
     where_set,
 )
 from perfsim.profiles import ArchProfile, Target
@@ -54,7 +53,7 @@ def split_edge_slots(a: ArchProfile, masks: MaskTable, rows: np.ndarray, em: np.
         rest[slot - geo.s_lo] = masks.add_int(m & ~range_mask(lo, hi))
 
 
-def _combine(masks: MaskTable, ra: np.ndarray, rb: np.ndarray, off: int, ptrs: int) -> np.ndarray:
+def _combine(masks: MaskTable, ra: np.ndarray, rb: np.ndarray, off: int) -> np.ndarray:
     """Row ids of the destination bitmaps made of the top of source row ``ra`` and the
     bottom of ``rb`` (``off`` pages into the slot); one new row per distinct pair."""
     if not off:
@@ -62,7 +61,7 @@ def _combine(masks: MaskTable, ra: np.ndarray, rb: np.ndarray, off: int, ptrs: i
     key = ra.astype(_I64) * (masks.n + 1) + rb
     uk, inv = np.unique(key, return_inverse=True)
     ua, ub = uk // (masks.n + 1), uk % (masks.n + 1)
-    words = shift_right(masks.rows(ua), off) | shift_left(masks.rows(ub), ptrs - off)
+    words = pair_window(masks.materialise()[0], ua, ub, off)
     ids = masks.add_rows(words)
     ids[~words.any(axis=1)] = 0
     return ids[inv]
@@ -88,7 +87,7 @@ def apply_regular_move(t: Target, pt: PageTables, masks: MaskTable, geo: Geometr
     slots emptied, every destination slot filled."""
     a = t.arch
     s_lo, s_hi, d_lo, d_hi = geo.s_lo, geo.s_hi, geo.d_lo, geo.d_hi
-    i_lo = int(np.searchsorted(pt.pmd_idx, s_lo))
+    i_lo = int(pt.pmd_idx.searchsorted(s_lo))
     i_hi = i_lo + (s_hi - s_lo + 1)
     em = np.zeros(s_hi - s_lo + 2, _I32)
     em[:-1] = src_row
@@ -107,16 +106,16 @@ def apply_regular_move(t: Target, pt: PageTables, masks: MaskTable, geo: Geometr
     interior = em[lo_i:hi_i + 1] if (n_dst > 6 and lo_i >= 0 and hi_i < len(em)) else em[:0]
     if len(interior) and all_set(interior == interior[0]):
         r = np.array([int(interior[0])])
-        dst_rows = filled(n_dst, int(_combine(masks, r, r, off, a.ptrs_per_pte)[0]), _I32)
+        dst_rows = filled(n_dst, int(_combine(masks, r, r, off)[0]), _I32)
         ends_rel = np.array([0, 1, 2, n_dst - 3, n_dst - 2, n_dst - 1])
         rel = sa0 + ends_rel
-        dst_rows[ends_rel] = _combine(masks, em_at(rel), em_at(rel + 1), off, a.ptrs_per_pte)
+        dst_rows[ends_rel] = _combine(masks, em_at(rel), em_at(rel + 1), off)
     else:
         rel = sa0 + np.arange(n_dst)
-        dst_rows = _combine(masks, em_at(rel), em_at(rel + 1), off, a.ptrs_per_pte)
+        dst_rows = _combine(masks, em_at(rel), em_at(rel + 1), off)
     pmd_mask = pt.pmd_mask.copy()
     pmd_mask[i_lo:i_hi] = src_new
-    at = int(np.searchsorted(pt.pmd_idx, d_lo))
+    at = int(pt.pmd_idx.searchsorted(d_lo))
     pmd_idx = np.concatenate([pt.pmd_idx[:at], np.arange(d_lo, d_hi + 1, dtype=_I64), pt.pmd_idx[at:]])
     pmd_kind = np.concatenate([pt.pmd_kind[:at], filled(n_dst, PMD_TABLE, _I8), pt.pmd_kind[at:]])
     pmd_mask = np.concatenate([pmd_mask[:at], dst_rows, pmd_mask[at:]])
@@ -170,8 +169,8 @@ def _pud_moves(a: ArchProfile, pt: PageTables, geo: Geometry, pud: PudStage,
     if not len(moved_p):
         return np.zeros(len(src_idx), bool)
     # entries under one PUD slot are contiguous in the sorted index: mark them by ranges
-    b0 = np.searchsorted(src_idx, moved_p << k_pp)
-    b1 = np.searchsorted(src_idx, (moved_p + 1) << k_pp)
+    b0 = src_idx.searchsorted(moved_p << k_pp)
+    b1 = src_idx.searchsorted((moved_p + 1) << k_pp)
     sh = (seg_dst_pud[pud.pud_ok] - moved_p) << k_pp
     step = np.zeros(len(src_idx) + 1, _I64)
     np.add.at(step, b0, sh + 1)
@@ -233,7 +232,7 @@ def _pte_destinations(a: ArchProfile, masks: MaskTable, geo: Geometry, ent: Entr
                                             dtype="<u8").reshape(len(ints), -1))
         urow[[not m for m in ints]] = 0
     elif off:
-        words = shift_right(masks.rows(ua), off) | shift_left(masks.rows(ub), a.ptrs_per_pte - off)
+        words = pair_window(masks.materialise()[0], ua, ub, off)
         urow = masks.add_rows(words)
         urow[~words.any(axis=1)] = 0
     else:
@@ -257,7 +256,7 @@ def _splice(pt: PageTables, geo: Geometry, keep: np.ndarray, pmd_kind: np.ndarra
             o = np.argsort(ni, kind="stable")
             ni, nk, nr = ni[o], nk[o], nr[o]
         # existing destination entries are replaced by the new ones
-        j0, j1 = np.searchsorted(pt.pmd_idx, [geo.d_lo, geo.d_hi + 1])
+        j0, j1 = pt.pmd_idx.searchsorted((geo.d_lo, geo.d_hi + 1)).tolist()
         if j1 > j0:
             keep[j0:j1] &= ~np.isin(pt.pmd_idx[j0:j1], ni)
     else:
@@ -268,7 +267,7 @@ def _splice(pt: PageTables, geo: Geometry, keep: np.ndarray, pmd_kind: np.ndarra
         base_idx, base_kind, base_row = pt.pmd_idx, pmd_kind, pmd_row
     if not len(ni):
         return base_idx, base_kind, base_row
-    at = np.searchsorted(base_idx, ni)
+    at = base_idx.searchsorted(ni)
     if at[0] == at[-1]:  # one block between two base entries: splice, no scatter
         k = int(at[0])
         return (np.concatenate([base_idx[:k], ni, base_idx[k:]]),
@@ -284,7 +283,7 @@ def apply_move(t: Target, pt: PageTables, masks: MaskTable, geo: Geometry, ent: 
     k_pp = a.pud_shift - a.pmd_shift
     edits = _PmdEdits(geo.s_hi - geo.s_lo + 1)
     _whole_entry_moves(geo, ent, pmd, edits)
-    i_lo, i_hi = (int(x) for x in np.searchsorted(pt.pmd_idx, [geo.s_lo, geo.s_hi + 1]))
+    i_lo, i_hi = pt.pmd_idx.searchsorted((geo.s_lo, geo.s_hi + 1)).tolist()
     src_idx = pt.pmd_idx[i_lo:i_hi]
     pud_moved = _pud_moves(a, pt, geo, pud, edits, src_idx, i_lo, i_hi)
     em, rest, walked = _moving_rows(a, masks, geo, ent, pmd)

@@ -43,6 +43,7 @@ from perfsim.mm.pagetable import (
     PageTables,
     Window,
     _int_to_words,
+    _mask_pop,
     _words_to_int,
     range_mask,
 )
@@ -371,7 +372,7 @@ def _append_mask_rows(pt: PageTables, ints: list[int]):
     w = pt.masks.shape[1]
     rows = np.stack([_int_to_words(m, w) for m in ints])
     ids = list(range(len(pt.masks), len(pt.masks) + len(ints)))
-    pop = np.bitwise_count(rows).sum(axis=1).astype(np.int32)
+    pop = _mask_pop(rows)
     return np.concatenate([pt.masks, rows]), np.concatenate([pt.mask_pop, pop]), ids
 
 
@@ -410,14 +411,14 @@ def _zap_pmd_entries(target: Target, arr: _Arrays, pt: PageTables, start: int, e
     a = target.arch
     ps, ms, ptrs = a.page_shift, a.pmd_shift, a.ptrs_per_pte
     s0, s1 = start >> ms, (end - 1) >> ms
-    i0, i1 = (int(x) for x in np.searchsorted(arr.pmd_idx, [s0, s1 + 1]))
+    i0, i1 = arr.pmd_idx.searchsorted((s0, s1 + 1)).tolist()
     # Nothing to zap when every entry in range is a PTE table with no present PTE (the
     # source after a move): skip the per-entry work.
     if i1 == i0 or (not (arr.pmd_kind[i0:i1] != PMD_TABLE).any()
                     and not arr.mask_pop[arr.pmd_row[i0:i1]].any()):
         return 0
     idx, kind, row = arr.pmd_idx[i0:i1], arr.pmd_kind[i0:i1], arr.pmd_row[i0:i1]
-    j0, j1 = np.searchsorted(arr.pud_idx, [start >> a.pud_shift, ((end - 1) >> a.pud_shift) + 1])
+    j0, j1 = arr.pud_idx.searchsorted((start >> a.pud_shift, ((end - 1) >> a.pud_shift) + 1)).tolist()
     leaf_puds = arr.pud_idx[j0:j1][arr.pud_kind[j0:j1] == PUD_LEAF]
     live = ~np.isin(idx >> (a.pud_shift - ms), leaf_puds) if len(leaf_puds) else np.ones(len(idx), bool)
     # in-slot page range [lo, hi) of each entry: only the first and last slot are partial
@@ -498,7 +499,7 @@ def _zap_pud_leaves(target: Target, arr: _Arrays, start: int, end: int, tlb: Mmu
                     spans: list) -> int:
     a = target.arch
     us = a.pud_shift
-    j0, j1 = (int(x) for x in np.searchsorted(arr.pud_idx, [start >> us, ((end - 1) >> us) + 1]))
+    j0, j1 = arr.pud_idx.searchsorted((start >> us, ((end - 1) >> us) + 1)).tolist()
     pslots = arr.pud_idx[j0:j1]
     gone = (arr.pud_kind[j0:j1] == PUD_LEAF) & zap_huge_pud_whole(pslots << us, a.pud_size, start, end)
     if not gone.any():
@@ -521,7 +522,7 @@ def _free_arrays(target: Target, arr: _Arrays, start: int, end: int, floor: int,
     b = free_range_bounds(start, end, floor, ceiling, a.pmd_size)
     if b is None:
         return 0
-    k0, k1 = (int(x) for x in np.searchsorted(arr.pmd_idx, [b[0] >> ms, ((b[1] - 1) >> ms) + 1]))
+    k0, k1 = arr.pmd_idx.searchsorted((b[0] >> ms, ((b[1] - 1) >> ms) + 1)).tolist()
     tab = free_pte_table(arr.pmd_kind[k0:k1])
     if tab.any():
         ev_addr.append(arr.pmd_idx[k0:k1][tab] << ms)
@@ -531,10 +532,10 @@ def _free_arrays(target: Target, arr: _Arrays, start: int, end: int, floor: int,
         arr.keep_pmd(keep)
     b = free_range_bounds(start, end, floor, ceiling, a.pud_size)
     if b is not None:
-        q0, q1 = (int(x) for x in np.searchsorted(arr.pud_idx, [b[0] >> us, ((b[1] - 1) >> us) + 1]))
+        q0, q1 = arr.pud_idx.searchsorted((b[0] >> us, ((b[1] - 1) >> us) + 1)).tolist()
         cand = arr.pud_idx[q0:q1]
-        left = (np.searchsorted(arr.pmd_idx, (cand + 1) << k_pp)
-                - np.searchsorted(arr.pmd_idx, cand << k_pp))
+        left = (arr.pmd_idx.searchsorted((cand + 1) << k_pp)
+                - arr.pmd_idx.searchsorted(cand << k_pp))
         free_p = free_pmd_table(arr.pud_kind[q0:q1], left)
         if free_p.any():
             ev_addr.append(cand[free_p] << us)

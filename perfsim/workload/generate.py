@@ -135,10 +135,14 @@ def _offset(cls: str, k: int, a) -> int:
     return page * (k % (a.pud_size // page))  # random page in the first GiB
 
 
-def layout_call(d: CallDraw, stream: SyntheticStream, target: Target,
-                cpus: int) -> tuple[AddressSpace, MoveRequest]:
-    """The address space and request of one synthetic call (pure)."""
+def layout_call(d: CallDraw, stream: SyntheticStream, target: Target, cpus: int,
+                empty: PageTables | None = None) -> tuple[AddressSpace, MoveRequest]:
+    """The address space and request of one synthetic call (pure). ``empty``: the empty
+    page tables of ``target``'s arch to lay it out on (``PageTables.empty``, made once for
+    a stream's calls: a state is an immutable value; made here when not given)."""
     a = target.arch
+    if empty is None:
+        empty = PageTables.empty(a)
     page = a.page_size
     ident = stream.file or stream.name
     size = -(-d.size // page) * page
@@ -148,7 +152,7 @@ def layout_call(d: CallDraw, stream: SyntheticStream, target: Target,
         hp = stream.hugepage_size or a.pmd_size
         size = -(-size // hp) * hp
     if d.op == "stack":
-        return _layout_stack(d, target, size, ident, cpus)
+        return _layout_stack(d, target, size, ident, cpus, empty)
     src_off = _offset(d.src_class, d.src_k, a)
     dst_cls = d.src_class if d.dst_class == "same" else d.dst_class
     dst_off = src_off if d.dst_class == "same" else _offset(dst_cls, d.dst_k, a)
@@ -173,7 +177,7 @@ def layout_call(d: CallDraw, stream: SyntheticStream, target: Target,
     if d.guard_src and src_off % a.pmd_size:
         vmas.append(Vma(src - page, src, prot="r", anon_id="guard-src", name="guard-src"))
         ranges.append((src - page, src, {}))
-    pt = PageTables.empty(a).populate_each(ranges)
+    pt = empty.populate_each(ranges)
     if d.guard_dst:
         vmas.append(Vma(dst - page, dst, prot="r", anon_id="guard-dst", name="guard-dst"))
     new_len = size
@@ -196,7 +200,8 @@ def layout_call(d: CallDraw, stream: SyntheticStream, target: Target,
     return space, req
 
 
-def _layout_stack(d: CallDraw, target: Target, size: int, ident: str, cpus: int):
+def _layout_stack(d: CallDraw, target: Target, size: int, ident: str, cpus: int,
+                  empty: PageTables):
     """exec's stack: a VMA ending at STACK_TOP_MAX, relocated down by ``shift`` (E7)."""
     a = target.arch
     page = a.page_size
@@ -205,8 +210,8 @@ def _layout_stack(d: CallDraw, target: Target, size: int, ident: str, cpus: int)
     shift = max(-(-d.shift // page) * page, page)
     vma = Vma(start, top, anon_vma=True, anon_id=ident, stack=True, pgoff=start // page,
               name=ident)
-    pt = PageTables.empty(a).populate(start, top, fraction=min(max(d.populate, 0.0), 1.0) or 1.0,
-                                      seed=d.pop_seed)
+    pt = empty.populate(start, top, fraction=min(max(d.populate, 0.0), 1.0) or 1.0,
+                        seed=d.pop_seed)
     space = AddressSpace((vma,), pt, cpus=cpus)
     return space, MoveRequest(start, size, new_addr=start - shift, for_stack=True, fixed=False)
 
@@ -253,10 +258,11 @@ class SyntheticDraws:
 def synthetic_plans(stream: SyntheticStream, root, index: int, target: Target, cpus: int,
                     count: int | None) -> Iterator[MovePlan]:
     """Lazily plan the calls of a synthetic stream (``count=None``: without end)."""
+    empty = PageTables.empty(target.arch)  # every call is laid out on it
     for k, d in enumerate(SyntheticDraws(stream, root, index)):
         if count is not None and k >= count:
             return
-        space, req = layout_call(d, stream, target, cpus)
+        space, req = layout_call(d, stream, target, cpus, empty)
         yield plan_mremap(space, req, target)
 
 
@@ -264,10 +270,11 @@ def synthetic_requests(stream: SyntheticStream, root, index: int, target: Target
                        count: int) -> list[tuple[AddressSpace, MoveRequest]]:
     """The first ``count`` (space, request) pairs of a stream: for inspection and tests."""
     out = []
+    empty = PageTables.empty(target.arch)
     for k, d in enumerate(SyntheticDraws(stream, root, index)):
         if k >= count:
             break
-        out.append(layout_call(d, stream, target, cpus))
+        out.append(layout_call(d, stream, target, cpus, empty))
     return out
 
 

@@ -71,46 +71,102 @@ class Tally:
             yield plan
 
 
-def _q(a: np.ndarray, q: float) -> float:
-    return float(np.percentile(a, q)) if len(a) else float("nan")
+#: The integer columns of the calls table that :func:`summarize` reduces.
+_CALL_INT_COLUMNS = ("latency_ns", "mmap_lock_wait_ns", "rmap_wait_ns", "ptl_wait_ns",
+                     "ptes_moved", "pmd_moves", "pud_moves", "thp_moves", "tlb_flushes", "ipis",
+                     "rmap_holds", *(f"cost_{c}_ns" for c in CATEGORIES))
+
+
+def _int_columns(frame, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """``{name: frame[name].to_numpy()}`` of those of ``names`` the frame has, read as one
+    2-D block when they are all int64 (one pandas selection instead of one per column);
+    empty when they are not (each column is then read on its own)."""
+    have = [k for k in names if k in frame.columns]
+    sub = frame.reindex(columns=have)
+    if not all(dt == np.int64 for dt in sub.dtypes):
+        return {}
+    rows = np.ascontiguousarray(sub.to_numpy().T)  # one contiguous row per column
+    return dict(zip(have, rows, strict=True))
+
+
+def _mean(a: np.ndarray) -> float:
+    """``pandas.Series(a).mean()``, as pandas computes it (``nanops.nanmean``): the sum in
+    float64 (of a float column, NaNs read as 0 and not counted) over the count, in float64;
+    NaN when nothing is counted."""
+    if a.dtype.kind == "f":
+        keep = ~np.isnan(a)
+        count = np.float64(np.count_nonzero(keep))
+        the_sum = np.where(keep, a, 0).sum(dtype=np.float64 if a.dtype == np.float16 else a.dtype)
+    else:
+        count = np.float64(len(a))
+        the_sum = a.sum(dtype=np.float64)
+    return float(the_sum / count) if count > 0 else float("nan")
+
+
+def _sum(a: np.ndarray) -> int:
+    """``int(pandas.Series(a).sum())`` (NaNs read as 0)."""
+    if a.dtype.kind == "f":
+        a = np.where(np.isnan(a), 0, a)
+    return int(a.sum())
+
+
+def _max(a: np.ndarray) -> int:
+    """``int(pandas.Series(a).max())`` of a non-empty column."""
+    if a.dtype.kind == "f":
+        return int(np.nanmax(a))
+    return int(a.max())
 
 
 def summarize(res, realigned: int = 0) -> dict:
-    """One flat dict of :data:`METRICS` from a :class:`~perfsim.engine.SimResult`."""
+    """One flat dict of :data:`METRICS` from a :class:`~perfsim.engine.SimResult`.
+
+    Each column is read once as a numpy array and reduced as pandas reduces a column
+    (:func:`_mean`, :func:`_sum`, :func:`_max`): the same values, without a Series per
+    figure (``tests/test_t13b_pop_paths.py`` holds them to pandas')."""
     c = res.calls
     n = len(c)
-    lat = c["latency_ns"].to_numpy(np.int64) if n else np.zeros(0, np.int64)
+    cols = _int_columns(c, _CALL_INT_COLUMNS) if n else {}
+
+    def col(name: str) -> np.ndarray:
+        got = cols.get(name)
+        return got if got is not None else c[name].to_numpy()
+
+    lat = col("latency_ns").astype(np.int64, copy=False) if n else np.zeros(0, np.int64)
+    p50, p90, p99 = (np.percentile(lat, (50, 90, 99)).tolist() if n
+                     else (float("nan"),) * 3)
     w = res.walker_waits
     u = res.users
     end = int(res.summary.get("end_ns", 0))
+    w_wait = w["wait_ns"].to_numpy() if len(w) else None
+    rmap_wait = col("rmap_wait_ns") if n else None
     out = {
         "calls": n,
-        "errors": int((c["errno"] != "").sum()) if n else 0,
+        "errors": int(np.count_nonzero(col("errno") != "")) if n else 0,
         "realigned_calls": int(realigned),
-        "lat_mean_ns": float(lat.mean()) if n else float("nan"),
-        "lat_p50_ns": _q(lat, 50), "lat_p90_ns": _q(lat, 90), "lat_p99_ns": _q(lat, 99),
+        "lat_mean_ns": _mean(lat) if n else float("nan"),
+        "lat_p50_ns": p50, "lat_p90_ns": p90, "lat_p99_ns": p99,
         "lat_max_ns": int(lat.max()) if n else 0,
         "lat_total_ns": int(lat.sum()),
-        "mmap_lock_wait_mean_ns": float(c["mmap_lock_wait_ns"].mean()) if n else float("nan"),
-        "rmap_wait_mean_ns": float(c["rmap_wait_ns"].mean()) if n else float("nan"),
-        "rmap_wait_max_ns": int(c["rmap_wait_ns"].max()) if n else 0,
-        "ptl_wait_mean_ns": float(c["ptl_wait_ns"].mean()) if n else float("nan"),
+        "mmap_lock_wait_mean_ns": _mean(col("mmap_lock_wait_ns")) if n else float("nan"),
+        "rmap_wait_mean_ns": _mean(rmap_wait) if n else float("nan"),
+        "rmap_wait_max_ns": _max(rmap_wait) if n else 0,
+        "ptl_wait_mean_ns": _mean(col("ptl_wait_ns")) if n else float("nan"),
         "sim_end_ns": end,
         "calls_per_sim_s": n / (end / 1e9) if end else float("nan"),
         "events": int(res.summary.get("events", 0)),
         "walker_visits": int(sum(res.summary.get("walker_visits", {}).values())),
         "walker_waits": len(w),
-        "walker_wait_mean_ns": float(w["wait_ns"].mean()) if len(w) else 0.0,
-        "walker_wait_max_ns": int(w["wait_ns"].max()) if len(w) else 0,
-        "user_stolen_ns": int(u["stolen_ns"].sum()) if len(u) else 0,
-        "user_interrupts": int(u["interrupts"].sum()) if len(u) else 0,
+        "walker_wait_mean_ns": _mean(w_wait) if len(w) else 0.0,
+        "walker_wait_max_ns": _max(w_wait) if len(w) else 0,
+        "user_stolen_ns": _sum(u["stolen_ns"].to_numpy()) if len(u) else 0,
+        "user_interrupts": _sum(u["interrupts"].to_numpy()) if len(u) else 0,
     }
     for k in ("ptes_moved", "pmd_moves", "pud_moves", "thp_moves", "tlb_flushes", "ipis",
               "rmap_holds"):
-        out[k] = int(c[k].sum()) if n else 0
+        out[k] = _sum(col(k)) if n else 0
     for cat in CATEGORIES:
-        col = f"cost_{cat}_ns"
-        out[col] = int(c[col].sum()) if n and col in c else 0
+        name = f"cost_{cat}_ns"
+        out[name] = _sum(col(name)) if n and name in c else 0
     assert set(out) == set(METRICS), set(out) ^ set(METRICS)
     return out
 
