@@ -40,6 +40,26 @@ EXIT_STATUS: dict[int, str] = {
 }
 """The exit statuses every command can return, listed at the end of every ``--help``."""
 
+SINGLE_THREADED_BLAS: tuple[str, ...] = ("plan", "run", "sweep", "workload", "report", "tune")
+"""The subcommands that do no linear algebra (no matrix product, no ``numpy.linalg``: only
+``calibrate`` and ``validate`` fit and project): for them :func:`single_threaded_blas`
+keeps OpenBLAS to one thread. A multi-threaded OpenBLAS starts a thread per core when numpy
+(and again when scipy, which carries its own copy) is loaded, and those threads spin for a
+while before they sleep: about 0.1 CPU-s for numpy and 0.2 for scipy on this 2-core machine
+(2026-12-01), paid by every process of a pool of workers, for nothing when no BLAS routine
+is ever called. No result changes: nothing these commands compute goes through BLAS."""
+
+
+def single_threaded_blas(command: str | None) -> None:
+    """``OPENBLAS_NUM_THREADS=1`` for a command of :data:`SINGLE_THREADED_BLAS` (the first
+    word of the command line), unless the user set it. OpenBLAS reads it when numpy or
+    scipy is first imported, so it is set before the subcommand's module is imported; the
+    workers the command starts inherit it. Where numpy is loaded already (``main`` called
+    from a program, a test) it is too late to matter, and the environment is left alone."""
+    if command in SINGLE_THREADED_BLAS and "numpy" not in sys.modules:
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
 EXTRA_EXIT_STATUS: dict[str, dict[int, str]] = {
     "calibrate": {3: 'a profile was written but the measurement was partial (see the "missing" '
                      "lines it prints)"},
@@ -187,6 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     try:
         words = list(sys.argv[1:] if argv is None else argv)
+        single_threaded_blas(words[0] if words else None)
         parser = build_parser(words)
         try:
             args, extra = parser.parse_known_args(words)
