@@ -5,6 +5,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 
 def _env_after(argv: list[str], env: dict | None = None) -> str:
     """OPENBLAS_NUM_THREADS as the command ``argv`` leaves it (run in a fresh interpreter,
@@ -45,3 +47,132 @@ def test_main_called_where_numpy_is_loaded_leaves_the_environment_alone(monkeypa
     monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
     single_threaded_blas("tune")
     assert "OPENBLAS_NUM_THREADS" not in os.environ
+
+
+# --------------------------------------------------------------------------- figure process
+KNOBS = {"one numeric knob": {"arch.tlb.single_page_flush_ceiling": [0, 33, 512]},
+         "a numeric and a boolean knob": {"arch.tlb.single_page_flush_ceiling": [8, 64],
+                                          "kernel.realign_pmd": [True, False]}}
+
+
+def _small_tune(knobs=KNOBS["one numeric knob"]):
+    from perfsim.tune import parse_tune, run_tune
+
+    spec = parse_tune({"name": "fp", "workload": "ipi_storm", "seed": 5, "replications": 2,
+                       "set": {f"workload.streams.mover-{i}.count": 3 for i in range(4)},
+                       "knobs": knobs}, "test")
+    return run_tune(spec, executor="serial", quiet=True)
+
+
+def _files(d):
+    return {p.relative_to(d).as_posix(): p.read_bytes() for p in sorted(d.rglob("*"))
+            if p.is_file()}
+
+
+@pytest.mark.parametrize("knobs", list(KNOBS))
+def test_the_figure_process_writes_the_images_drawn_in_this_process(tmp_path, knobs):
+    from perfsim.report import figures as F
+    from perfsim.report.figure_process import FigureProcess, draw_here
+
+    res = _small_tune(KNOBS[knobs])
+    f, plot = F.tune_plot(res)
+    (tmp_path / "here").mkdir()
+    (tmp_path / "child").mkdir()
+    draw_here(plot, tmp_path / "here", f.id)
+    with FigureProcess().start() as fp:
+        assert fp.draw(plot, tmp_path / "child", f.id).wait() == "process"
+    assert _files(tmp_path / "here") == _files(tmp_path / "child")
+    assert set(_files(tmp_path / "child")) == {f"figures/{f.id}.png", f"figures/{f.id}.svg"}
+
+
+@pytest.mark.parametrize("knobs", list(KNOBS))
+def test_fig_tune_is_tune_plot_drawn(tmp_path, knobs):
+    from perfsim.report import figures as F
+    from perfsim.report.figure_process import draw_here
+
+    res = _small_tune(KNOBS[knobs])
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    F.save(F.fig_tune(res), tmp_path / "a")
+    f, plot = F.tune_plot(res)
+    draw_here(plot, tmp_path / "b", f.id)
+    F.save_data(f, tmp_path / "b")
+    assert _files(tmp_path / "a") == _files(tmp_path / "b")
+
+
+def test_a_figure_process_that_died_leaves_the_drawing_to_this_process(tmp_path):
+    from perfsim.report import figures as F
+    from perfsim.report.figure_process import FigureProcess
+
+    res = _small_tune()
+    f, plot = F.tune_plot(res)
+    fp = FigureProcess().start()
+    fp.proc.kill()
+    fp.proc.join()
+    assert fp.draw(plot, tmp_path, f.id).wait() == "here"
+    fp.close()
+    assert (tmp_path / f"figures/{f.id}.png").stat().st_size > 0
+    assert (tmp_path / f"figures/{f.id}.svg").stat().st_size > 0
+
+
+def test_a_closed_figure_process_has_exited():
+    from perfsim.report.figure_process import FigureProcess
+
+    fp = FigureProcess().start()
+    proc = fp.proc
+    fp.close()
+    assert not proc.is_alive() and proc.exitcode == 0
+
+
+def test_the_figure_process_imports_neither_pandas_nor_the_simulator():
+    code = textwrap.dedent("""
+        import sys
+        from perfsim.report import figure_process, tune_figure
+        for m in figure_process.IMPORTS:
+            __import__(m)
+        heavy = [m for m in ("pandas", "simpy", "scipy", "perfsim.engine", "perfsim.planner",
+                             "perfsim.report.figures") if m in sys.modules]
+        print(heavy)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_a_figure_process_is_not_forked_beside_another_thread():
+    import threading
+
+    from perfsim.report.figure_process import fork_is_safe
+
+    stop = threading.Event()
+    t = threading.Thread(target=stop.wait)
+    t.start()
+    try:
+        assert not fork_is_safe()
+    finally:
+        stop.set()
+        t.join()
+
+
+def test_the_tune_command_report_is_the_same_with_and_without_a_figure_process(
+        tmp_path, monkeypatch):
+    from perfsim.cli.main import main
+    from perfsim.report import figure_process
+
+    args = ["tune", "--workload", "ipi_storm", "--knob",
+            "arch.tlb.single_page_flush_ceiling=0,33,512", "--set",
+            "workload.streams.mover-0.count=3", "--replications", "2", "--name", "fpcmd",
+            "--executor", "serial", "--quiet"]
+    drawn = []
+    wait = figure_process._Job.wait
+    monkeypatch.setattr(figure_process._Job, "wait", lambda job: drawn.append(wait(job)))
+    monkeypatch.setattr(figure_process, "worth_starting", lambda: True)
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    monkeypatch.setattr(figure_process, "worth_starting", lambda: False)
+    assert main([*args, "--out", str(tmp_path / "b")]) == 0
+    assert drawn == ["process", "here"]
+    a, b = _files(tmp_path / "a"), _files(tmp_path / "b")
+    assert set(a) == set(b)
+    for name in a:  # the run's date and wall time aside
+        if name.endswith((".png", ".svg", ".csv")):
+            assert a[name] == b[name], name

@@ -1,0 +1,196 @@
+"""A figure process: a child forked at the start of ``perfsim tune`` that imports matplotlib
+(about 0.3 CPU-s) on the core the command's own start-up leaves idle, then draws the
+tuning's figure when the results are in, while the command writes its tables.
+
+``perfsim tune`` spends its first half second importing what the search needs (pydantic,
+numpy, pandas, SimPy, the planner) on one core; the figure's imports, run in that process
+afterwards or in a thread during the search, would lengthen the critical path by as much
+again, and on two cores they would compete with the pool's two workers. Here they run on
+the second core while it would idle, in a separate process (a thread would hold the GIL),
+and the figure's drawing (a PNG and an SVG, about 0.2 s) overlaps the writing of the rest.
+
+The figure is drawn by the same function from the same numbers
+(:func:`~perfsim.report.tune_figure.draw_tune` of a
+:class:`~perfsim.report.tune_figure.TunePlot`), so the files are those the command writes
+without it. Nothing depends on the process: whenever it cannot be used (not started, died,
+failed), :meth:`FigureProcess.draw` draws in this process instead.
+
+The child imports only numpy, matplotlib and :mod:`perfsim.report.tune_figure`, prints
+nothing, ignores nothing it is sent but ``None`` (exit), exits when this process closes the
+pipe or dies (``PR_SET_PDEATHSIG``), and leaves quietly on Ctrl-C (the command reports the
+interrupt, exit status 130).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from pathlib import Path
+
+IMPORTS = ("numpy", "matplotlib.pyplot", "matplotlib.backends.backend_agg",
+           "matplotlib.backends.backend_svg")
+"""What the child imports before it waits (the figure's drawing and its two formats)."""
+
+
+def fork_is_safe() -> bool:
+    """Whether this process may fork a child that goes on running Python: only while it
+    runs a single Python thread (another thread could hold a lock the child would inherit
+    held) and on a platform with ``fork``."""
+    import multiprocessing as mp
+
+    return "fork" in mp.get_all_start_methods() and threading.active_count() == 1
+
+
+def worth_starting() -> bool:
+    """A figure process pays when there is a core for it next to this process's own work
+    and it can be forked (:func:`fork_is_safe`)."""
+    from perfsim.batch.executors import cpu_count  # light: the package loads lazily
+
+    return cpu_count() >= 2 and fork_is_safe()
+
+
+def _serve(conn) -> None:
+    """The child: import, then draw each ``(TunePlot, outdir, fid)`` received and answer
+    ``("ok", "")`` or ``("error", message)``; exit on ``None``, on EOF, on Ctrl-C."""
+    status = 0
+    try:
+        from perfsim.batch.executors import _set_pdeathsig
+
+        _set_pdeathsig()
+        if os.getppid() == 1:  # the command died before prctl took effect
+            os._exit(1)
+        import importlib
+
+        for m in IMPORTS:
+            importlib.import_module(m)
+        while True:
+            job = conn.recv()
+            if job is None:
+                break
+            try:
+                draw_both(*job)
+                conn.send(("ok", ""))
+            except Exception as exc:  # noqa: BLE001 - reported; the command draws it itself
+                conn.send(("error", f"{type(exc).__name__}: {exc}"))
+    except (EOFError, OSError, KeyboardInterrupt):
+        status = 1
+    finally:
+        os._exit(status)  # never return into the command's code, run no exit handlers
+
+
+class FigureProcess:
+    """The parent's end: :meth:`start` forks the child; :meth:`draw` hands it a figure and
+    returns a job whose ``wait()`` returns once the PNG and SVG are written (drawing them
+    here if the child cannot); :meth:`close` ends the child."""
+
+    def __init__(self) -> None:
+        self.proc = None
+        self.conn = None
+
+    def start(self) -> FigureProcess:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("fork")
+        parent, child = ctx.Pipe()
+        sys.stdout.flush()  # nothing buffered is written twice
+        sys.stderr.flush()
+        proc = ctx.Process(target=_serve, args=(child,), name="perfsim-figures", daemon=True)
+        proc.start()
+        child.close()
+        self.proc, self.conn = proc, parent
+        return self
+
+    def draw(self, plot, outdir: str | Path, fid: str) -> _Job:
+        """Draw ``plot`` into ``outdir/figures/<fid>.png|svg`` in the child if it runs."""
+        if self.conn is not None:
+            try:
+                self.conn.send((plot, str(outdir), fid))
+                return _Job(self, plot, outdir, fid)
+            except (OSError, ValueError):
+                self._lost()
+        return _Job(None, plot, outdir, fid)
+
+    def _lost(self) -> None:
+        """The child is gone or broken: stop using it."""
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            conn.close()
+
+    def close(self) -> None:
+        """Tell the child to exit and wait for it (briefly; then it is killed)."""
+        if self.conn is not None:
+            try:
+                self.conn.send(None)
+            except (OSError, ValueError):
+                pass
+            self._lost()
+        if self.proc is not None:
+            self.proc.join(timeout=5)
+            if self.proc.is_alive():  # pragma: no cover - a child stuck in a draw
+                self.proc.kill()
+                self.proc.join()
+            self.proc = None
+
+    def __enter__(self) -> FigureProcess:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class _Job:
+    """A figure being drawn by a figure process (``owner``), or to be drawn here."""
+
+    def __init__(self, owner: FigureProcess | None, plot, outdir, fid: str) -> None:
+        self.owner, self.plot, self.outdir, self.fid = owner, plot, outdir, fid
+
+    def wait(self) -> str:
+        """Return once the images are written: ``"process"`` if the child drew them, else
+        ``"here"`` (drawn in this process, as without a figure process)."""
+        owner = self.owner
+        if owner is not None and owner.conn is not None:
+            try:
+                status, _ = owner.conn.recv()
+                if status == "ok":
+                    return "process"
+            except (EOFError, OSError):
+                pass
+            owner._lost()
+        draw_here(self.plot, self.outdir, self.fid)
+        return "here"
+
+
+def draw_both(plot, outdir: str | Path, fid: str) -> None:
+    """Draw ``plot`` once, then write its SVG in a forked copy of this process while this
+    one writes its PNG (the two renderings take about the same time; each reads the drawn
+    figure as it stands, so the files are those :func:`draw_here` writes). Should the copy
+    fail, this process writes the SVG too."""
+    import matplotlib.pyplot as plt
+
+    from perfsim.report.tune_figure import draw_tune, save_png, save_svg
+
+    (Path(outdir) / "figures").mkdir(exist_ok=True)
+    fig = draw_tune(plot)
+    pid = os.fork()
+    if pid == 0:  # the copy: the SVG, then exit without running any of this process's code
+        ok = False
+        try:
+            save_svg(fig, outdir, fid)
+            ok = True
+        finally:
+            os._exit(0 if ok else 1)
+    try:
+        save_png(fig, outdir, fid)
+    finally:
+        _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        save_svg(fig, outdir, fid)
+    plt.close(fig)
+
+
+def draw_here(plot, outdir: str | Path, fid: str) -> None:
+    """Draw ``plot``'s PNG and SVG in this process."""
+    from perfsim.report.tune_figure import draw_tune, save_images
+
+    save_images(draw_tune(plot), outdir, fid)
