@@ -35,6 +35,11 @@ REPORT_IMPORTS = ("matplotlib.figure", "matplotlib.backends.backend_agg")
 when no figure process (:mod:`perfsim.report.figure_process`) draws it."""
 
 
+REPORT_MODULES = ("perfsim.report.build", "perfsim.report.tables")
+"""The report writer (tables, findings, HTML; about 0.07 s of imports): loaded while a pool
+simulates, when this process only waits."""
+
+
 def register(sub) -> None:
     p = sub.add_parser("tune", help="search what-if knobs for the best setting",
                        description=DESCRIPTION, epilog=EPILOG,
@@ -133,8 +138,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, figures) -> int:
-    from perfsim.report.build import write_tune_report
-    from perfsim.report.tables import tune_tables
     from perfsim.tune import run_tune
 
     spec = build_spec(args)
@@ -149,7 +152,11 @@ def _run(args: argparse.Namespace, figures) -> int:
     if method == "optuna":
         check_output_dir(args.state_dir, "--state-dir")
     res = run_tune(spec, executor=args.executor, quiet=args.quiet, state_dir=args.state_dir,
-                   trials=args.trials, prefetch=() if figures.proc else REPORT_IMPORTS)
+                   trials=args.trials,
+                   prefetch=REPORT_MODULES + (() if figures.proc else REPORT_IMPORTS))
+    from perfsim.report.build import write_tune_report
+    from perfsim.report.tables import tune_tables
+
     out = write_tune_report(res, out, figures=figures)
     best = tune_tables(res)[0]
     if args.json:
