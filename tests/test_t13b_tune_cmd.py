@@ -130,8 +130,8 @@ def test_the_figure_process_imports_neither_pandas_nor_the_simulator():
         from perfsim.report import figure_process, tune_figure
         for m in figure_process.IMPORTS:
             __import__(m)
-        heavy = [m for m in ("pandas", "simpy", "scipy", "perfsim.engine", "perfsim.planner",
-                             "perfsim.report.figures") if m in sys.modules]
+        heavy = [m for m in ("pandas", "simpy", "perfsim.engine", "perfsim.planner",
+                             "perfsim.report.figures", "perfsim.tune") if m in sys.modules]
         print(heavy)
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -215,3 +215,41 @@ def test_ctrl_c_at_the_terminal_leaves_no_process_and_no_report(tmp_path):
     alive = [p for p in family[1:] if os.path.exists(f"/proc/{p}")
              and open(f"/proc/{p}/stat").read().split(")")[1].split()[0] != "Z"]
     assert alive == [], alive
+
+
+def test_t_quantiles_from_the_figure_process_are_scipys_here():
+    from perfsim.batch.stats import t_quantile
+    from perfsim.report.figure_process import FigureProcess
+
+    grid = [(p, df) for p in (0.5, 0.9, 0.95, 0.975, 0.995, 0.999_5)
+            for df in (*range(1, 40), 57, 99, 250, 1_000, 123_456)]
+    with FigureProcess().start() as fp:
+        got = [fp.t_quantile(p, df) for p, df in grid]
+        assert fp.conn is not None  # every one was answered by the child
+    assert got == [t_quantile(p, df) for p, df in grid]
+
+
+def test_a_dead_figure_process_leaves_the_t_quantiles_to_this_process():
+    from perfsim.batch.stats import t_quantile
+    from perfsim.report.figure_process import FigureProcess
+
+    fp = FigureProcess().start()
+    fp.proc.kill()
+    fp.proc.join()
+    assert fp.t_quantile(0.975, 4) == t_quantile(0.975, 4)
+    assert fp.conn is None
+    fp.close()
+
+
+def test_the_analysis_with_the_figure_process_quantiles_is_the_analysis():
+    from perfsim.report.figure_process import FigureProcess
+    from perfsim.tune import analyze
+
+    res = _small_tune(KNOBS["a numeric and a boolean knob"])
+    with FigureProcess().start() as fp:
+        other = analyze(res.spec, res.method, res.runs.drop(columns="objective"),
+                        quantile=fp.t_quantile)
+    for name in ("settings", "best", "sensitivity"):
+        a, b = getattr(res, name), getattr(other, name)
+        assert a.equals(b), name
+    assert res.baseline == other.baseline

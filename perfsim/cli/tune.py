@@ -153,7 +153,8 @@ def _run(args: argparse.Namespace, figures) -> int:
         check_output_dir(args.state_dir, "--state-dir")
     res = run_tune(spec, executor=args.executor, quiet=args.quiet, state_dir=args.state_dir,
                    trials=args.trials,
-                   prefetch=REPORT_MODULES + (() if figures.proc else REPORT_IMPORTS))
+                   prefetch=REPORT_MODULES + (() if figures.proc else REPORT_IMPORTS),
+                   quantile=figures.t_quantile if figures.proc else None)
     from perfsim.report.build import write_tune_report
     from perfsim.report.tables import tune_tables
 

@@ -1,24 +1,27 @@
-"""A figure process: a child forked at the start of ``perfsim tune`` that imports matplotlib
-(about 0.3 CPU-s) on the core the command's own start-up leaves idle, then draws the
-tuning's figure when the results are in, while the command writes its tables.
+"""A figure process: a child forked at the start of ``perfsim tune`` that imports what the
+command needs only after its search, matplotlib and scipy (about 0.45 CPU-s), on the core the
+command's own start-up leaves idle; then it computes the analysis's t quantiles and draws
+the tuning's figure, the latter while the command writes its tables.
 
 ``perfsim tune`` spends its first half second importing what the search needs (pydantic,
-numpy, pandas, SimPy, the planner) on one core; the figure's imports, run in that process
-afterwards or in a thread during the search, would lengthen the critical path by as much
-again, and on two cores they would compete with the pool's two workers. Here they run on
-the second core while it would idle, in a separate process (a thread would hold the GIL),
-and the figure's drawing (a PNG and an SVG, about 0.2 s) overlaps the writing of the rest.
+numpy, pandas, SimPy, the planner) on one core; the figure's and the analysis's imports,
+run in that process afterwards or in a thread during the search, would lengthen the
+critical path by as much again, and on two cores they would compete with the pool's two
+workers. Here they run on the second core while it would idle, in a separate process (a
+thread would hold the GIL), and the figure's drawing (a PNG and an SVG, about 0.2 s)
+overlaps the writing of the rest.
 
-The figure is drawn by the same function from the same numbers
+The child computes what this process would: :func:`~perfsim.batch.stats.t_quantile` (a
+float, sent back exactly) and the figure by the same function from the same numbers
 (:func:`~perfsim.report.tune_figure.draw_tune` of a
-:class:`~perfsim.report.tune_figure.TunePlot`), so the files are those the command writes
-without it. Nothing depends on the process: whenever it cannot be used (not started, died,
-failed), :meth:`FigureProcess.draw` draws in this process instead.
+:class:`~perfsim.report.tune_figure.TunePlot`), so the numbers and files are those the
+command writes without it. Nothing depends on the process: whenever it cannot be used (not
+started, died, failed), :class:`FigureProcess` computes and draws in this process instead.
 
-The child imports only numpy, matplotlib and :mod:`perfsim.report.tune_figure`, prints
-nothing, ignores nothing it is sent but ``None`` (exit), exits when this process closes the
-pipe or dies (``PR_SET_PDEATHSIG``), and leaves quietly on Ctrl-C (the command reports the
-interrupt, exit status 130).
+The child imports only numpy, scipy.special, matplotlib and
+:mod:`perfsim.report.tune_figure`, prints nothing, exits when this process sends ``None``,
+closes the pipe or dies (``PR_SET_PDEATHSIG``), and leaves quietly on Ctrl-C (the command
+reports the interrupt, exit status 130).
 """
 
 from __future__ import annotations
@@ -28,9 +31,10 @@ import sys
 import threading
 from pathlib import Path
 
-IMPORTS = ("numpy", "matplotlib.pyplot", "matplotlib.backends.backend_agg",
+IMPORTS = ("numpy", "scipy.special", "matplotlib.pyplot", "matplotlib.backends.backend_agg",
            "matplotlib.backends.backend_svg")
-"""What the child imports before it waits (the figure's drawing and its two formats)."""
+"""What the child imports before it waits: the analysis's t quantiles (scipy, about 0.15
+CPU-s), then the figure's drawing and its two formats."""
 
 
 def fork_is_safe() -> bool:
@@ -51,8 +55,10 @@ def worth_starting() -> bool:
 
 
 def _serve(conn) -> None:
-    """The child: import, then draw each ``(TunePlot, outdir, fid)`` received and answer
-    ``("ok", "")`` or ``("error", message)``; exit on ``None``, on EOF, on Ctrl-C."""
+    """The child: import, then answer each request: ``("t", p, df)`` with ``("t", value)``
+    (:func:`~perfsim.batch.stats.t_quantile`), ``("draw", TunePlot, outdir, fid)`` with
+    ``("ok", "")`` once both images are written or ``("error", message)``; exit on ``None``,
+    on EOF, on Ctrl-C."""
     status = 0
     try:
         from perfsim.batch.executors import _set_pdeathsig
@@ -64,12 +70,17 @@ def _serve(conn) -> None:
 
         for m in IMPORTS:
             importlib.import_module(m)
+        from perfsim.batch.stats import t_quantile
+
         while True:
             job = conn.recv()
             if job is None:
                 break
             try:
-                draw_both(*job)
+                if job[0] == "t":
+                    conn.send(("t", t_quantile(*job[1:])))
+                    continue
+                draw_both(*job[1:])
                 conn.send(("ok", ""))
             except Exception as exc:  # noqa: BLE001 - reported; the command draws it itself
                 conn.send(("error", f"{type(exc).__name__}: {exc}"))
@@ -87,6 +98,8 @@ class FigureProcess:
     def __init__(self) -> None:
         self.proc = None
         self.conn = None
+        self.drawing: _Job | None = None
+        """The drawing whose answer is awaited (the child answers in order)."""
 
     def start(self) -> FigureProcess:
         import multiprocessing as mp
@@ -103,13 +116,31 @@ class FigureProcess:
 
     def draw(self, plot, outdir: str | Path, fid: str) -> _Job:
         """Draw ``plot`` into ``outdir/figures/<fid>.png|svg`` in the child if it runs."""
-        if self.conn is not None:
+        if self.conn is not None and self.drawing is None:
             try:
-                self.conn.send((plot, str(outdir), fid))
-                return _Job(self, plot, outdir, fid)
+                self.conn.send(("draw", plot, str(outdir), fid))
+                self.drawing = _Job(self, plot, outdir, fid)
+                return self.drawing
             except (OSError, ValueError):
                 self._lost()
         return _Job(None, plot, outdir, fid)
+
+    def t_quantile(self, p: float, df: int) -> float:
+        """:func:`perfsim.batch.stats.t_quantile` computed by the child (which imported
+        scipy while this process did not need it), or here when the child cannot answer:
+        the same value either way."""
+        if self.conn is not None and self.drawing is None:
+            try:
+                self.conn.send(("t", p, df))
+                kind, value = self.conn.recv()
+                if kind == "t":
+                    return value
+            except (EOFError, OSError, ValueError):
+                pass
+            self._lost()
+        from perfsim.batch.stats import t_quantile
+
+        return t_quantile(p, df)
 
     def _lost(self) -> None:
         """The child is gone or broken: stop using it."""
@@ -149,7 +180,8 @@ class _Job:
         """Return once the images are written: ``"process"`` if the child drew them, else
         ``"here"`` (drawn in this process, as without a figure process)."""
         owner = self.owner
-        if owner is not None and owner.conn is not None:
+        if owner is not None and owner.conn is not None and owner.drawing is self:
+            owner.drawing = None
             try:
                 status, _ = owner.conn.recv()
                 if status == "ok":
