@@ -253,3 +253,64 @@ def test_the_analysis_with_the_figure_process_quantiles_is_the_analysis():
         a, b = getattr(res, name), getattr(other, name)
         assert a.equals(b), name
     assert res.baseline == other.baseline
+
+
+# --------------------------------------------------------------------------- quick exit
+def _program(argv: list[str], prelude: str = "") -> subprocess.CompletedProcess:
+    """``perfsim ARGV`` run as the program (``main()`` with no argument, as the console
+    script does), with an atexit handler and an object whose finalizer only the
+    interpreter's teardown runs; "main returned" when ``main`` returned (no quick exit)."""
+    code = textwrap.dedent(f"""
+        import atexit, sys
+        sys.argv = ["perfsim", *{argv!r}]
+        atexit.register(lambda: print("atexit handler ran", flush=True))
+        class Finalized:
+            def __del__(self):
+                print("teardown ran", flush=True)
+        kept = Finalized()
+        {prelude}
+        from perfsim.cli.main import main
+        status = main()
+        print("main returned", flush=True)  # the program's normal exit follows
+        sys.exit(status)
+    """)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_the_tune_program_exits_with_its_status_after_the_atexit_handlers_and_no_teardown():
+    out = _program(["tune", "--help"])
+    assert out.returncode == 0
+    assert "usage: perfsim tune" in out.stdout and out.stdout.rstrip().endswith(
+        "atexit handler ran")
+    assert "teardown ran" not in out.stdout and "main returned" not in out.stdout
+
+
+def test_bad_input_to_the_tune_program_is_still_one_line_and_exit_2():
+    out = _program(["tune", "no-such-tune.toml"])
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1 and out.stderr.startswith("perfsim: error:")
+    assert "main returned" not in out.stdout
+
+
+def test_a_running_thread_gets_the_normal_exit():
+    out = _program(["tune", "--help"], "import threading, time; threading.Thread("
+                   "target=time.sleep, args=(0.5,)).start()")
+    assert out.returncode == 0 and "teardown ran" in out.stdout
+
+
+def test_a_profiled_or_traced_program_gets_the_normal_exit():
+    out = _program(["tune", "--help"], "sys.setprofile(lambda *a: None)")
+    assert out.returncode == 0 and "main returned" in out.stdout
+    out = _program(["tune", "--help"], "sys.settrace(lambda *a: None)")
+    assert out.returncode == 0 and "main returned" in out.stdout
+
+
+def test_other_commands_and_main_called_with_arguments_return():
+    out = _program(["plan", "--help"])
+    assert out.returncode == 0 and "main returned" in out.stdout
+    code = ("import sys\nfrom perfsim.cli.main import main\n"
+            "print('status', main(['tune', '--help']))")
+    got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert got.stdout.rstrip().endswith("status 0")
