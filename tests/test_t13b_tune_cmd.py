@@ -119,9 +119,19 @@ def test_a_closed_figure_process_has_exited():
     from perfsim.report.figure_process import FigureProcess
 
     fp = FigureProcess().start()
+    fp.t_quantile(0.975, 2)  # answered: the child has imported and waits for requests
     proc = fp.proc
     fp.close()
     assert not proc.is_alive() and proc.exitcode == 0
+
+
+def test_a_figure_process_closed_at_once_is_gone_too():
+    from perfsim.report.figure_process import FigureProcess
+
+    fp = FigureProcess().start()
+    proc = fp.proc
+    fp.close()  # perhaps still importing: told to exit, else killed
+    assert not proc.is_alive() and fp.proc is None
 
 
 def test_the_figure_process_imports_neither_pandas_nor_the_simulator():

@@ -37,6 +37,11 @@ IMPORTS = ("numpy", "scipy.special", "matplotlib.pyplot", "matplotlib.backends.b
 CPU-s), then the figure's drawing and its two formats."""
 
 
+CLOSE_WAIT_S = 0.1
+"""How long :meth:`FigureProcess.close` waits for the child to exit after telling it to
+(one waiting for a request exits within milliseconds) before killing it."""
+
+
 def fork_is_safe() -> bool:
     """Whether this process may fork a child that goes on running Python: only while it
     runs a single Python thread (another thread could hold a lock the child would inherit
@@ -149,7 +154,9 @@ class FigureProcess:
             conn.close()
 
     def close(self) -> None:
-        """Tell the child to exit and wait for it (briefly; then it is killed)."""
+        """Tell the child to exit; one still importing (the command stopped early: bad
+        input, Ctrl-C) is killed rather than waited for. It has nothing to clean up: it
+        writes only the images of a drawing, which :meth:`_Job.wait` has waited for."""
         if self.conn is not None:
             try:
                 self.conn.send(None)
@@ -157,8 +164,8 @@ class FigureProcess:
                 pass
             self._lost()
         if self.proc is not None:
-            self.proc.join(timeout=5)
-            if self.proc.is_alive():  # pragma: no cover - a child stuck in a draw
+            self.proc.join(timeout=CLOSE_WAIT_S)
+            if self.proc.is_alive():
                 self.proc.kill()
                 self.proc.join()
             self.proc = None
