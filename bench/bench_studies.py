@@ -2,7 +2,7 @@
 """Wall time of the two study commands the speed targets name, measured in one run.
 
     python bench/bench_studies.py [--workers 2] [--skip-report] [--skip-tune] [--cli]
-                                  [--repeat N] [--cpu] [--against TREE]
+                                  [--repeat N] [--cpu] [--bytecode] [--against TREE]
 
 * ``perfsim tune studies/tune_flush_ceiling.toml``: :func:`perfsim.tune.run_tune` on a
   ``process:W`` pool (pool start included, as the command pays it);
@@ -16,6 +16,11 @@
 run pays what the command pays: imports, a cold pool; a second pool in one process would
 reuse the first one's forkserver), and keeps the fastest of each: the one least slowed by
 other jobs on a shared machine. With ``--against`` the two trees take turns.
+
+``--bytecode`` measures with bytecode, as an installed package has it (:func:`warm_bytecode`:
+a private cache filled by one untimed run of each tree): where ``PYTHONDONTWRITEBYTECODE`` is
+set, as in this sandbox, every start of the command otherwise compiles the hundred-odd
+perfsim modules it imports from source (about 0.12 CPU-s here, 2026-12-01), in each tree.
 
 Prints each wall time and the host's load average before and after (the machine may be
 shared: compare figures from one run, or before/after runs made back to back). With
@@ -105,6 +110,29 @@ def _check_tree(tree: str) -> None:
     require_tree(tree)
 
 
+def warm_bytecode(trees: list[str | Path], workers: int) -> str:
+    """Give the measured commands bytecode, as an installed package has it: a private
+    ``PYTHONPYCACHEPREFIX`` (so no tree and no site-packages directory is written to) with
+    bytecode writing on, filled by one untimed ``perfsim tune`` of each tree. Returns the
+    prefix (a temporary directory the caller removes)."""
+    import subprocess
+
+    prefix = tempfile.mkdtemp(prefix="bench-pyc-")
+    os.environ["PYTHONPYCACHEPREFIX"] = prefix
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    for tree in trees:
+        root = Path(tree).resolve()
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            [str(root), *filter(None, [os.environ.get("PYTHONPATH")])]))
+        with tempfile.TemporaryDirectory() as out:
+            subprocess.run([sys.executable, "-m", "perfsim", "tune",
+                            str(root / "studies" / "tune_flush_ceiling.toml"), "--quiet",
+                            "--out", out, "--executor", f"process:{workers}"],
+                           check=True, env=env, cwd=root, stdout=subprocess.DEVNULL)
+        print(f"bytecode of {root}'s perfsim tune written to {prefix} (untimed run)")
+    return prefix
+
+
 def _best(trees: list[str | Path], argv: list[str], n: int) -> list[dict]:
     """For each tree, the fastest of ``n`` child runs (each a fresh process) of each figure.
     The trees take turns (one run of each, ``n`` times), so a change of the host's load
@@ -154,6 +182,8 @@ def main() -> None:
                     help="measure each figure N times, keep the fastest (default 1)")
     ap.add_argument("--against", metavar="TREE", help="also measure this perfsim tree first "
                     "and print the speed-ups")
+    ap.add_argument("--bytecode", action="store_true",
+                    help="measure with bytecode, as installed (a private cache, warmed first)")
     ap.add_argument("--tree", help=argparse.SUPPRESS)
     ap.add_argument("--json-out", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -163,6 +193,9 @@ def main() -> None:
     old = None
     if a.against:
         _check_tree(a.against)
+    prefix = None
+    if a.bytecode and a.tree is None:
+        prefix = warm_bytecode(([a.against] if a.against else []) + [ROOT], a.workers)
     print(f"load average before: {os.getloadavg()}")
     got = {}
     if a.repeat > 1 and a.tree is None:
@@ -182,6 +215,10 @@ def main() -> None:
         if not a.skip_report:
             got["report"] = bench_report(a.workers, a.cpu)
     print(f"load average after: {os.getloadavg()}")
+    if prefix is not None:
+        import shutil
+
+        shutil.rmtree(prefix, ignore_errors=True)
     if a.json_out:
         import json
 

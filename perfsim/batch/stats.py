@@ -31,8 +31,9 @@ def t_quantile(p: float, df: int) -> float:
     return float(stdtrit(df, p))
 
 
-def mean_ci(x, confidence: float = 0.95) -> tuple[float, float, float]:
-    """(mean, low, high) of a t interval; (mean, nan, nan) below two samples."""
+def mean_ci(x, confidence: float = 0.95, quantile=t_quantile) -> tuple[float, float, float]:
+    """(mean, low, high) of a t interval; (mean, nan, nan) below two samples. ``quantile``:
+    the function giving :func:`t_quantile`'s values (e.g. computed in another process)."""
     x = np.asarray(x, float)
     x = x[np.isfinite(x)]
     n = len(x)
@@ -41,12 +42,12 @@ def mean_ci(x, confidence: float = 0.95) -> tuple[float, float, float]:
     m = float(x.mean())
     if n < 2:
         return m, float("nan"), float("nan")
-    h = t_quantile(0.5 + confidence / 2, n - 1) * float(x.std(ddof=1)) / math.sqrt(n)
+    h = quantile(0.5 + confidence / 2, n - 1) * float(x.std(ddof=1)) / math.sqrt(n)
     return m, m - h, m + h
 
 
 def replications_needed(sd: float, half_width: float, confidence: float = 0.95,
-                        n_max: int = 1_000_000) -> int:
+                        n_max: int = 1_000_000, quantile=t_quantile) -> int:
     """Smallest n ≥ 2 whose t interval half-width is at most ``half_width``."""
     if not np.isfinite(sd) or half_width <= 0:
         return -1
@@ -54,22 +55,24 @@ def replications_needed(sd: float, half_width: float, confidence: float = 0.95,
         return 2
     z = NormalDist().inv_cdf(0.5 + confidence / 2)
     n = max(2, math.ceil((z * sd / half_width) ** 2))
-    while n < n_max and t_quantile(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n) > half_width:
+    while n < n_max and quantile(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n) > half_width:
         n += 1
     return n
 
 
-def paired(a, b, confidence: float = 0.95, precision: float = 0.05) -> dict:
-    """Paired difference and ratio of two equally long samples (replication-aligned)."""
+def paired(a, b, confidence: float = 0.95, precision: float = 0.05,
+           quantile=t_quantile) -> dict:
+    """Paired difference and ratio of two equally long samples (replication-aligned);
+    ``quantile`` as for :func:`mean_ci`."""
     a, b = np.asarray(a, float), np.asarray(b, float)
     ok = np.isfinite(a) & np.isfinite(b)
     a, b = a[ok], b[ok]
     n = len(a)
     d = a - b
-    dm, dlo, dhi = mean_ci(d, confidence)
+    dm, dlo, dhi = mean_ci(d, confidence, quantile)
     pos = (a > 0) & (b > 0)
     if n and pos.all():
-        lm, llo, lhi = mean_ci(np.log(a / b), confidence)
+        lm, llo, lhi = mean_ci(np.log(a / b), confidence, quantile)
         ratio, rlo, rhi = math.exp(lm), math.exp(llo) if np.isfinite(llo) else float("nan"), \
             math.exp(lhi) if np.isfinite(lhi) else float("nan")
     else:
@@ -81,7 +84,8 @@ def paired(a, b, confidence: float = 0.95, precision: float = 0.05) -> dict:
         "diff": dm, "diff_lo": dlo, "diff_hi": dhi,
         "ratio": ratio, "ratio_lo": rlo, "ratio_hi": rhi,
         "sd_diff": sd,
-        "n_needed": replications_needed(sd, precision * abs(mb), confidence) if n >= 2 else -1,
+        "n_needed": replications_needed(sd, precision * abs(mb), confidence,
+                                        quantile=quantile) if n >= 2 else -1,
     }
 
 

@@ -40,6 +40,26 @@ EXIT_STATUS: dict[int, str] = {
 }
 """The exit statuses every command can return, listed at the end of every ``--help``."""
 
+SINGLE_THREADED_BLAS: tuple[str, ...] = ("plan", "run", "sweep", "workload", "report", "tune")
+"""The subcommands that do no linear algebra (no matrix product, no ``numpy.linalg``: only
+``calibrate`` and ``validate`` fit and project): for them :func:`single_threaded_blas`
+keeps OpenBLAS to one thread. A multi-threaded OpenBLAS starts a thread per core when numpy
+(and again when scipy, which carries its own copy) is loaded, and those threads spin for a
+while before they sleep: about 0.1 CPU-s for numpy and 0.2 for scipy on this 2-core machine
+(2026-12-01), paid by every process of a pool of workers, for nothing when no BLAS routine
+is ever called. No result changes: nothing these commands compute goes through BLAS."""
+
+
+def single_threaded_blas(command: str | None) -> None:
+    """``OPENBLAS_NUM_THREADS=1`` for a command of :data:`SINGLE_THREADED_BLAS` (the first
+    word of the command line), unless the user set it. OpenBLAS reads it when numpy or
+    scipy is first imported, so it is set before the subcommand's module is imported; the
+    workers the command starts inherit it. Where numpy is loaded already (``main`` called
+    from a program, a test) it is too late to matter, and the environment is left alone."""
+    if command in SINGLE_THREADED_BLAS and "numpy" not in sys.modules:
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
 EXTRA_EXIT_STATUS: dict[str, dict[int, str]] = {
     "calibrate": {3: 'a profile was written but the measurement was partial (see the "missing" '
                      "lines it prints)"},
@@ -174,19 +194,56 @@ def keep_interrupts(unraisable) -> None:
     sys.__unraisablehook__(unraisable)
 
 
+QUICK_EXIT: tuple[str, ...] = ("tune",)
+"""The subcommands that, run as the program, end with :func:`exit_without_teardown`: the
+interpreter's own teardown of everything ``perfsim tune`` has loaded (pandas, pydantic
+models, SimPy, the planner's caches) takes 0.2-0.3 s on this machine (2026-12-01), about a
+quarter of the whole command, and does nothing the command needs: it has closed every file
+it wrote (each written to a temporary name and renamed), its pool and its figure process."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status (the console script exits with it).
-    While it runs, :func:`keep_interrupts` is the unraisable-exception hook."""
+    While it runs, :func:`keep_interrupts` is the unraisable-exception hook. Run as the
+    program (``argv`` None) a command of :data:`QUICK_EXIT` exits here instead, through
+    :func:`exit_without_teardown`."""
     before, sys.unraisablehook = sys.unraisablehook, keep_interrupts
     try:
-        return _main(argv)
+        status = _main(argv)
     finally:
         sys.unraisablehook = before
+    if argv is None and sys.argv[1:2] and sys.argv[1] in QUICK_EXIT:
+        exit_without_teardown(status)
+    return status
+
+
+def exit_without_teardown(status: int) -> None:
+    """End the process with ``status`` now: run the ``atexit`` handlers (multiprocessing's
+    and concurrent.futures' clean-ups, logging's flush), flush stdout and stderr, and
+    ``os._exit``, skipping only the interpreter's destruction of its modules and objects.
+    Returns (and the normal exit follows) when that could lose anything: another thread
+    still runs (the normal exit joins it), a tracer or profiler is active (it writes its
+    results at the normal exit), or this Python has no ``atexit._run_exitfuncs``."""
+    import atexit
+    import threading
+
+    run_exitfuncs = getattr(atexit, "_run_exitfuncs", None)
+    if (run_exitfuncs is None or threading.active_count() > 1 or sys.gettrace() is not None
+            or sys.getprofile() is not None):
+        return
+    run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe or stream: nothing more to write
+            pass
+    os._exit(status)
 
 
 def _main(argv: Sequence[str] | None) -> int:
     try:
         words = list(sys.argv[1:] if argv is None else argv)
+        single_threaded_blas(words[0] if words else None)
         parser = build_parser(words)
         try:
             args, extra = parser.parse_known_args(words)

@@ -31,7 +31,13 @@ examples:
 
 
 REPORT_IMPORTS = ("matplotlib.figure", "matplotlib.backends.backend_agg")
-"""What the report's figure needs (about 0.6 s of imports): loaded while a pool simulates."""
+"""What the report's figure needs (about 0.3 s of imports): loaded while a pool simulates
+when no figure process (:mod:`perfsim.report.figure_process`) draws it."""
+
+
+REPORT_MODULES = ("perfsim.report.build", "perfsim.report.tables")
+"""The report writer (tables, findings, HTML; about 0.07 s of imports): loaded while a pool
+simulates, when this process only waits."""
 
 
 def register(sub) -> None:
@@ -119,8 +125,19 @@ def build_spec(args):
 
 
 def run(args: argparse.Namespace) -> int:
-    from perfsim.report.build import write_tune_report
-    from perfsim.report.tables import tune_tables
+    from perfsim.report.figure_process import FigureProcess, worth_starting
+
+    # Forked first, before this process imports the search (pydantic models, numpy, pandas,
+    # SimPy, the planner: about half a second on one core), so that the figure's imports run
+    # on the other core meanwhile; it is told to exit (or dies with this process) whatever
+    # happens next, bad input included.
+    with FigureProcess() as figures:
+        if worth_starting():
+            figures.start()
+        return _run(args, figures)
+
+
+def _run(args: argparse.Namespace, figures) -> int:
     from perfsim.tune import run_tune
 
     spec = build_spec(args)
@@ -135,8 +152,13 @@ def run(args: argparse.Namespace) -> int:
     if method == "optuna":
         check_output_dir(args.state_dir, "--state-dir")
     res = run_tune(spec, executor=args.executor, quiet=args.quiet, state_dir=args.state_dir,
-                   trials=args.trials, prefetch=REPORT_IMPORTS)
-    out = write_tune_report(res, out)
+                   trials=args.trials,
+                   prefetch=REPORT_MODULES + (() if figures.proc else REPORT_IMPORTS),
+                   quantile=figures.t_quantile if figures.proc else None)
+    from perfsim.report.build import write_tune_report
+    from perfsim.report.tables import tune_tables
+
+    out = write_tune_report(res, out, figures=figures)
     best = tune_tables(res)[0]
     if args.json:
         print(json.dumps(summary_doc(res, best, out), indent=2, default=str))

@@ -13,13 +13,25 @@ Pieces: :mod:`~perfsim.report.study` (the study file), :mod:`~perfsim.report.run
 :mod:`~perfsim.report.browser` (headless-Chromium check of a written report).
 """
 
-from perfsim.report.build import make_report, write_report, write_tune_report
-from perfsim.report.runner import StudyResults, plan_tasks, run_study
-from perfsim.report.study import CLASSES, Study, TraceCall, default_study, load_study, parse_study
-from perfsim.report.trace import export_call, trace_events
-
 __all__ = [
     "CLASSES", "Study", "StudyResults", "TraceCall", "default_study", "export_call",
     "load_study", "make_report", "parse_study", "plan_tasks", "run_study", "trace_events",
     "write_report", "write_tune_report",
 ]
+
+_HOME = {"make_report": "build", "write_report": "build", "write_tune_report": "build",
+         "StudyResults": "runner", "plan_tasks": "runner", "run_study": "runner",
+         "CLASSES": "study", "Study": "study", "TraceCall": "study", "default_study": "study",
+         "load_study": "study", "parse_study": "study", "export_call": "trace",
+         "trace_events": "trace"}
+"""Where each name of :data:`__all__` lives. They are imported when first used, so that a
+light part of this package (:mod:`~perfsim.report.tune_figure`, which a figure process
+imports) does not load the simulator, pandas and every report module with it."""
+
+
+def __getattr__(name: str):
+    if name in _HOME:
+        import importlib
+
+        return getattr(importlib.import_module(f"perfsim.report.{_HOME[name]}"), name)
+    raise AttributeError(f"module 'perfsim.report' has no attribute {name!r}")

@@ -157,17 +157,24 @@ def write_report(r: StudyResults, outdir: str | Path, *, date: str | None = None
     return outdir
 
 
-def write_tune_report(tr, outdir: str | Path, *, date: str | None = None) -> Path:
-    """A report with the tuning's section alone (``perfsim tune``)."""
+def write_tune_report(tr, outdir: str | Path, *, date: str | None = None,
+                      figures=None) -> Path:
+    """A report with the tuning's section alone (``perfsim tune``). ``figures``: a started
+    :class:`~perfsim.report.figure_process.FigureProcess` to draw the figure while the
+    tables and data are written (the same files; without one it is drawn here)."""
     import perfsim
+    from perfsim.report.figure_process import FigureProcess
     from perfsim.report.findings import _tunes
     from perfsim.report.provenance import git_revision, machine
 
     outdir = Path(outdir)
     with atomic_dir(outdir) as tmp:
         (tmp / "data").mkdir()
+        (tmp / "figures").mkdir()
+        fig, plot = F.tune_plot(tr)
+        drawing = (figures or FigureProcess()).draw(plot, tmp, fig.id)
         tables = {t.id: t for t in tune_tables(tr)}
-        fig = F.save(F.fig_tune(tr), tmp)
+        F.save_data(fig, tmp)
         shim = type("R", (), {"tunes": [tr]})()
         findings = _tunes(shim, None, tables)
         tr.runs.to_parquet(tmp / "data" / "runs.parquet", index=False)
@@ -183,6 +190,7 @@ def write_tune_report(tr, outdir: str | Path, *, date: str | None = None) -> Pat
         doc = Document(f"perfsim tune: {tr.spec.name}", tr.spec.description or "",
                        findings, [tune_section(tr)], tables, {fig.id: fig}, prov,
                        [f"data/{t}.csv" for t in tables] + ["data/runs.parquet"])
+        drawing.wait()  # the HTML embeds the PNG
         write_document(doc, tmp)
     return outdir
 

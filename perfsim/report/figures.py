@@ -44,14 +44,9 @@ class Figure:
 
 
 def _plt():
-    import matplotlib
+    from perfsim.report.tune_figure import pyplot
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    plt.rcParams.update({"font.size": 9, "axes.titlesize": 10, "svg.hashsalt": "perfsim",
-                         "svg.fonttype": "none", "figure.dpi": 100})
-    return plt
+    return pyplot()
 
 
 # --------------------------------------------------------------------------- axis helpers
@@ -614,8 +609,20 @@ OBJECTIVE_WORDS = {"mean": "mean latency per call", "p50": "median latency per c
 def fig_tune(tr) -> Figure:
     """The objective over each knob as the paired ratio to the baseline setting (the
     table's vs_baseline with its paired 95% CI), with the objective itself on the right
-    axis (µs for a nanosecond objective)."""
-    plt = _plt()
+    axis (µs for a nanosecond objective): :func:`tune_plot` drawn by
+    :func:`~perfsim.report.tune_figure.draw_tune`."""
+    from perfsim.report.tune_figure import draw_tune
+
+    f, plot = tune_plot(tr)
+    return _done(draw_tune(plot), f)
+
+
+def tune_plot(tr):
+    """``(Figure, TunePlot)`` of a tuning: the figure's id, title, caption and data (no
+    matplotlib figure yet) and the plain numbers :func:`~perfsim.report.tune_figure.
+    draw_tune` draws, which need neither pandas nor this module to be drawn."""
+    from perfsim.report.tune_figure import TunePanel, TunePlot
+
     st = tr.settings
     trial = st[st["setting"] >= 0]
     knobs = tr.knobs
@@ -624,48 +631,30 @@ def fig_tune(tr) -> Figure:
     scale, unit = (1e-3, "µs") if ns_obj else (1.0, "")
     base = float(tr.baseline["objective"]) if tr.baseline else float("nan")
     name = OBJECTIVE_WORDS.get(obj.label, obj.label)
-    fig, axes = plt.subplots(1, len(knobs), figsize=(4.6 * len(knobs), 3.5), squeeze=False)
-    rows = []
-    for ax, k in zip(axes[0], knobs):
+    rows, panels = [], []
+    for k in knobs:
         x = trial[k]
         numeric = pd.api.types.is_numeric_dtype(x) and not pd.api.types.is_bool_dtype(x)
         xs = x.astype(float) if numeric else x.astype(str)
         y = trial["vs_baseline"].to_numpy(float)
         lo = trial["vs_baseline_lo"].to_numpy(float)
         hi = trial["vs_baseline_hi"].to_numpy(float)
-        err = np.clip(np.vstack([np.nan_to_num(y - lo), np.nan_to_num(hi - y)]), 0, None)
-        if numeric:
-            order = np.argsort(xs.to_numpy())
-            ax.errorbar(xs.to_numpy()[order], y[order], yerr=err[:, order], fmt="o-", ms=3,
-                        capsize=2, lw=1, label="setting / baseline, paired 95% CI")
-            if len(set(xs)) > 2 and xs.min() > 0 and xs.max() / max(xs.min(), 1e-12) > 50:
-                ax.set_xscale("log")
-        else:
-            ax.errorbar(range(len(xs)), y, yerr=err, fmt="o", ms=3, capsize=2,
-                        label="setting / baseline, paired 95% CI")
-            ax.set_xticks(range(len(xs)))
-            ax.set_xticklabels(list(xs), rotation=30, fontsize=7)
-        ax.axhline(1.0, color="k", lw=0.7, ls=":", label="baseline (profile's own setting)")
-        ax.legend(fontsize=6.5, loc="upper left")
-        ax.set_xlabel(k, fontsize=8)
-        ax.set_ylabel(f"{name}: setting / baseline (×)", fontsize=8)
-        ax.grid(True, alpha=0.3)
-        if math.isfinite(base) and base > 0:
-            sec = ax.secondary_yaxis("right", functions=(lambda v, b=base * scale: v * b,
-                                                         lambda v, b=base * scale: v / b))
-            sec.set_ylabel(f"≈ {name}" + (f" ({unit})" if unit else ""), fontsize=8)
+        log_x = bool(numeric and len(set(xs)) > 2 and xs.min() > 0
+                     and xs.max() / max(xs.min(), 1e-12) > 50)
+        panels.append(TunePanel(k, bool(numeric), log_x,
+                                xs.to_numpy() if numeric else list(xs), y, lo, hi))
         rows += [{"knob": k, "value": v, "vs_baseline": o, "vs_baseline_lo": a,
                   "vs_baseline_hi": b, "objective": ob}
                  for v, o, a, b, ob in zip(x, y, lo, hi, trial["objective"])]
-    fig.tight_layout()
     cap = ("Each setting's objective as a paired ratio to the baseline setting on the same "
            "seeds, with its paired 95% CI (the vs_baseline column of the tables: a setting "
            "whose bar stays off the dotted line differs from the baseline even when the "
            "unpaired CIs of the two means overlap). The right axis converts the ratio into "
            f"the objective{' in ' + unit if unit else ''} using the baseline's mean "
            f"({_fmt_obj(base, ns_obj)}).")
-    return _done(fig, Figure(f"tune-{tr.spec.name}", f"Tuning {tr.spec.name}: objective over "
-                             "each knob", cap, pd.DataFrame(rows)))
+    f = Figure(f"tune-{tr.spec.name}", f"Tuning {tr.spec.name}: objective over each knob",
+               cap, pd.DataFrame(rows))
+    return f, TunePlot(tuple(panels), name, unit, scale, base)
 
 
 def _fmt_obj(v: float, ns: bool) -> str:
@@ -681,17 +670,20 @@ def _done(fig, f: Figure) -> Figure:
 
 def save(f: Figure, outdir: Path) -> Figure:
     """Write ``figures/<id>.png`` and ``.svg`` and ``data/fig-<id>.csv``."""
-    import matplotlib.pyplot as plt
+    from perfsim.report.tune_figure import save_images
 
-    fig = f.mpl
-    (outdir / "figures").mkdir(exist_ok=True)
-    (outdir / "data").mkdir(exist_ok=True)
-    f.png = f"figures/{f.id}.png"
-    f.svg = f"figures/{f.id}.svg"
-    fig.savefig(outdir / f.png, dpi=110, metadata={"Software": None})
-    fig.savefig(outdir / f.svg, metadata={"Date": None, "Creator": None})
-    plt.close(fig)
+    save_images(f.mpl, outdir, f.id)
     f.mpl = None
+    return save_data(f, outdir)
+
+
+def save_data(f: Figure, outdir: Path) -> Figure:
+    """Write ``data/fig-<id>.csv`` and name the figure's image files (:func:`save` writes
+    them, or a figure process does, see :mod:`perfsim.report.figure_process`)."""
+    from perfsim.report.tune_figure import image_paths
+
+    (outdir / "data").mkdir(exist_ok=True)
+    f.png, f.svg = image_paths(f.id)
     f.data.to_csv(outdir / "data" / f"fig-{f.id}.csv", index=False)
     return f
 

@@ -280,9 +280,10 @@ def plan_tasks(study: Study) -> list:
     return tasks
 
 
-REPORT_IMPORTS = ("scipy.special", "matplotlib.figure", "matplotlib.backends.backend_agg")
-"""What writing the report imports first (t quantiles, the figures: about 0.7 s), loaded in
-a thread while a pool runs the study's simulations."""
+REPORT_IMPORTS = ("scipy.special", "matplotlib.figure", "matplotlib.backends.backend_agg",
+                  "perfsim.report.build")
+"""What writing the report imports first (t quantiles, the figures, the report writer:
+about 0.8 s), loaded in a thread while a pool runs the study's simulations."""
 
 
 def _cost(task) -> float:
@@ -312,10 +313,19 @@ def study_chunks(tasks: list, workers: int) -> list[list[tuple[int, object]]]:
     return sorted(chunks, key=lambda c: -sum(_cost(t) for _, t in c))
 
 
+WORKER_IMPORTS = ("perfsim.engine", "perfsim.engine.reuse", "perfsim.workload")
+"""What the study's simulations import, imported before a pool starts: a fork pool's
+workers then start with them (about 0.2 s each otherwise, paid by every worker)."""
+
+
 def run_study(study: Study, *, executor=None, quiet: bool = False) -> StudyResults:
     """Run every simulation of ``study`` (progress bar on stderr unless ``quiet``)."""
+    import importlib
+
     from perfsim.batch.executors import make_executor, prefetch_imports
 
+    for m in WORKER_IMPORTS:
+        importlib.import_module(m)
     t0 = time.perf_counter()
     tasks = plan_tasks(study)
     # Validate the workloads before spawning workers (clear one-line errors).

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from perfsim.batch.stats import mean_ci, paired
+from perfsim.batch.stats import mean_ci, paired, t_quantile
 from perfsim.batch.sweep import Inputs, Point, parse_sweep, plan_sweep
 from perfsim.errors import PerfsimError
 from perfsim.tune.spec import EXTRA_METRICS, TuneSpec
@@ -154,11 +154,12 @@ def _restore(spec: TuneSpec, knob: str, v):
     return v
 
 
-def analyze(spec: TuneSpec, method: str, runs: pd.DataFrame, confidence: float = 0.95
-            ) -> TuneResult:
+def analyze(spec: TuneSpec, method: str, runs: pd.DataFrame, confidence: float = 0.95,
+            quantile=t_quantile) -> TuneResult:
     """Per-setting objective means with t intervals, feasibility under the constraints, the
     best settings with their paired ratio to the baseline (same seeds), and the sensitivity
-    of the objective to each knob (the spread of its marginal means)."""
+    of the objective to each knob (the spread of its marginal means). ``quantile``: where
+    the t quantiles come from (:func:`~perfsim.batch.stats.t_quantile`'s values)."""
     knobs = list(spec.knobs)
     ok = runs[runs["status"] == "ok"].copy()
     if ok.empty:
@@ -169,7 +170,7 @@ def analyze(spec: TuneSpec, method: str, runs: pd.DataFrame, confidence: float =
     rows = []
     base_runs = ok[ok["cell"] == -1]
     for cell, g in ok.groupby("cell", sort=True):
-        m, lo, hi = mean_ci(g["objective"], confidence)
+        m, lo, hi = mean_ci(g["objective"], confidence, quantile)
         vals = {k: (None if cell == -1 or k not in g else _restore(spec, k, g[k].iloc[0]))
                 for k in knobs}
         r = {"setting": int(cell), **vals,
@@ -190,7 +191,8 @@ def analyze(spec: TuneSpec, method: str, runs: pd.DataFrame, confidence: float =
             a = g.set_index("replication")["objective"]
             b = base_runs.set_index("replication")["objective"]
             reps = a.index.intersection(b.index).sort_values()
-            pr = paired(a.loc[reps].to_numpy(), b.loc[reps].to_numpy(), confidence)
+            pr = paired(a.loc[reps].to_numpy(), b.loc[reps].to_numpy(), confidence,
+                        quantile=quantile)
             r.update(vs_baseline=pr["ratio"], vs_baseline_lo=pr["ratio_lo"],
                      vs_baseline_hi=pr["ratio_hi"])
         else:
@@ -333,6 +335,10 @@ feeding it costs about what 100 simulated calls do (0.6 ms each on ``ipi_storm``
 2026-12-01), a ``forkserver`` pool (a fresh interpreter importing perfsim and pandas) what
 1,000-2,000 do; a pool of two halves the rest. The rows are the same either way."""
 
+WORKER_IMPORTS = ("perfsim.engine.reuse", "perfsim.engine.pricing", "perfsim.engine.plan_cache")
+"""What a task's simulations import on first use, imported before the pool starts: a fork
+pool's workers then start with them instead of each importing them (about 0.03 CPU-s)."""
+
 PREFETCH = ("scipy.special",)
 """What the analysis imports (the t quantiles), imported in a thread while a pool simulates."""
 
@@ -383,13 +389,15 @@ def tune_executor(executor, spec: TuneSpec, points: list[Point], trials: int | N
 
 def run_tune(spec: TuneSpec, *, executor=None, quiet: bool = False,
              state_dir: str | Path | None = None, trials: int | None = None,
-             prefetch: tuple[str, ...] = ()) -> TuneResult:
+             prefetch: tuple[str, ...] = (), quantile=None) -> TuneResult:
     """Run a tuning and analyse it. ``executor``: an executor object or ``--executor``
     string (default: a process pool on all cores, or this process for a small tuning, see
     :func:`tune_executor`). ``state_dir``: where optuna keeps its SQLite storage
     (``<state_dir>/<name>-<digest>.db``); rerunning resumes it. ``prefetch``: modules the
     caller needs next (e.g. the report writer's), imported with :data:`PREFETCH` in a thread
-    while a pool simulates."""
+    while a pool simulates. ``quantile``: where the analysis's t quantiles come from (the
+    values of :func:`~perfsim.batch.stats.t_quantile`, e.g. computed by a process that has
+    scipy imported already: then :data:`PREFETCH` is not imported here)."""
     from perfsim.batch.executors import parse_executor, prefetch_imports
 
     t0 = time.perf_counter()
@@ -405,11 +413,15 @@ def run_tune(spec: TuneSpec, *, executor=None, quiet: bool = False,
     if method == "grid":
         settings = grid_settings(spec)
         pts = settings_points(spec, settings)
+    import importlib
+
+    for m in WORKER_IMPORTS:
+        importlib.import_module(m)
     ex = tune_executor(executor, spec, base_pts + pts, trials) if own else executor
     loader = None
     try:
         if getattr(ex, "workers", 1) > 1:  # the pool's workers exist: a thread is safe now
-            loader = prefetch_imports(PREFETCH + tuple(prefetch))
+            loader = prefetch_imports((PREFETCH if quantile is None else ()) + tuple(prefetch))
         if method == "grid":
             bar = _progress(len(pts) + len(base_pts), quiet, f"tune {spec.name}")
             rows = _run_points(base_pts + pts, ex, bar)
@@ -424,7 +436,7 @@ def run_tune(spec: TuneSpec, *, executor=None, quiet: bool = False,
         if loader is not None:
             loader.join()
     runs = pd.DataFrame(rows).sort_values(["cell", "replication"], ignore_index=True)
-    res = analyze(spec, method, runs)
+    res = analyze(spec, method, runs, quantile=quantile or t_quantile)
     res.wall_s = time.perf_counter() - t0
     res.storage = storage
     return res

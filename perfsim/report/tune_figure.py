@@ -1,0 +1,117 @@
+"""The tuning figure drawn from plain data: numpy and matplotlib only, no pandas, no
+simulator. :func:`perfsim.report.figures.fig_tune` prepares a :class:`TunePlot` from a
+tuning's settings and draws it with :func:`draw_tune`; ``perfsim tune`` may hand the same
+:class:`TunePlot` to a figure process (:mod:`perfsim.report.figure_process`), which has
+imported matplotlib while the simulations ran. Either way the same function draws the same
+artists from the same numbers, so the PNG and SVG files are the same.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def pyplot():
+    """matplotlib's pyplot on the Agg backend with the report's style (font sizes, a fixed
+    SVG hash salt and text kept as text, so an SVG is the same on every run)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"font.size": 9, "axes.titlesize": 10, "svg.hashsalt": "perfsim",
+                         "svg.fonttype": "none", "figure.dpi": 100})
+    return plt
+
+
+@dataclass(frozen=True)
+class TunePanel:
+    """One knob's panel: the settings' knob values (``xs``: floats when the knob is
+    ``numeric``, else their labels) and the paired ratio to the baseline with its CI
+    (``y``, ``lo``, ``hi``: float arrays, one entry per setting)."""
+
+    knob: str
+    numeric: bool
+    log_x: bool
+    """A numeric knob spanning more than a factor of 50 over more than two positive values."""
+    xs: object
+    y: object
+    lo: object
+    hi: object
+
+
+@dataclass(frozen=True)
+class TunePlot:
+    """Everything :func:`draw_tune` draws: a panel per knob, the objective's name, and the
+    baseline's objective times ``scale`` (the right axis; NaN without a baseline)."""
+
+    panels: tuple[TunePanel, ...]
+    name: str
+    unit: str
+    scale: float
+    base: float
+
+
+def draw_tune(p: TunePlot):
+    """The matplotlib figure of ``p``: per knob, the setting / baseline ratio with its paired
+    95% CI over the knob's values, the baseline's dotted line, and the objective itself on
+    the right axis."""
+    import math
+
+    import numpy as np
+
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(p.panels), figsize=(4.6 * len(p.panels), 3.5),
+                             squeeze=False)
+    for ax, k in zip(axes[0], p.panels):
+        y, lo, hi = k.y, k.lo, k.hi
+        err = np.clip(np.vstack([np.nan_to_num(y - lo), np.nan_to_num(hi - y)]), 0, None)
+        if k.numeric:
+            order = np.argsort(k.xs)
+            ax.errorbar(k.xs[order], y[order], yerr=err[:, order], fmt="o-", ms=3,
+                        capsize=2, lw=1, label="setting / baseline, paired 95% CI")
+            if k.log_x:
+                ax.set_xscale("log")
+        else:
+            ax.errorbar(range(len(k.xs)), y, yerr=err, fmt="o", ms=3, capsize=2,
+                        label="setting / baseline, paired 95% CI")
+            ax.set_xticks(range(len(k.xs)))
+            ax.set_xticklabels(list(k.xs), rotation=30, fontsize=7)
+        ax.axhline(1.0, color="k", lw=0.7, ls=":", label="baseline (profile's own setting)")
+        ax.legend(fontsize=6.5, loc="upper left")
+        ax.set_xlabel(k.knob, fontsize=8)
+        ax.set_ylabel(f"{p.name}: setting / baseline (×)", fontsize=8)
+        ax.grid(True, alpha=0.3)
+        if math.isfinite(p.base) and p.base > 0:
+            sec = ax.secondary_yaxis("right", functions=(lambda v, b=p.base * p.scale: v * b,
+                                                         lambda v, b=p.base * p.scale: v / b))
+            sec.set_ylabel(f"≈ {p.name}" + (f" ({p.unit})" if p.unit else ""), fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def image_paths(fid: str) -> tuple[str, str]:
+    """A figure's PNG and SVG, relative to the report directory."""
+    return f"figures/{fid}.png", f"figures/{fid}.svg"
+
+
+def save_png(fig, outdir: str | Path, fid: str) -> None:
+    """Write ``fig`` as ``outdir/figures/<fid>.png`` (no software stamp)."""
+    fig.savefig(Path(outdir) / image_paths(fid)[0], dpi=110, metadata={"Software": None})
+
+
+def save_svg(fig, outdir: str | Path, fid: str) -> None:
+    """Write ``fig`` as ``outdir/figures/<fid>.svg`` (no date or creator stamp)."""
+    fig.savefig(Path(outdir) / image_paths(fid)[1], metadata={"Date": None, "Creator": None})
+
+
+def save_images(fig, outdir: str | Path, fid: str) -> None:
+    """Write ``fig`` as ``outdir/figures/<fid>.png`` and ``.svg`` (stamped with no date or
+    software, so the files depend on the figure alone) and close it."""
+    import matplotlib.pyplot as plt
+
+    (Path(outdir) / "figures").mkdir(exist_ok=True)
+    save_png(fig, outdir, fid)
+    save_svg(fig, outdir, fid)
+    plt.close(fig)
