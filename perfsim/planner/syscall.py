@@ -123,7 +123,7 @@ def vma_merge_extend(space: AddressSpace, vma: Vma, delta: int) -> AddressSpace:
     return space.with_vma_added(grown, without=replaced)
 
 
-def _carve(vmas: list[Vma], start: int, end: int, ps: int) -> list[Vma]:
+def _carve(vmas, start: int, end: int, ps: int) -> list[Vma]:
     """Remove ``[start, end)`` from a VMA list, splitting VMAs that straddle it."""
     out = []
     for v in vmas:
@@ -155,7 +155,7 @@ def _do_munmap(target: Target, space: AddressSpace, tables: CallTables, start: i
     hit = space.intersecting(start, end)
     if not hit:
         return space
-    vmas = _carve(list(space.vmas), start, end, space.arch.page_shift)
+    vmas = _carve(space.vmas, start, end, space.arch.page_shift)
     rest = space.with_sorted_vmas(vmas)  # (_carve keeps the order and the gaps)
     prev, nxt = rest.prev_vma(start), rest.next_vma(end)
     region = UnmapRegion(start, end, floor=prev.end if prev else 0,
