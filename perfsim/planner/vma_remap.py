@@ -121,13 +121,12 @@ class VmaRemap:
     moved: list[MovedRange] = field(default_factory=list)
     tables: CallTables | None = None  # the call's page tables (``space.pt``: where they started)
 
-    @property
-    def page_size(self) -> int:
-        return self.target.arch.page_size
-
-    @property
-    def task_size(self) -> int:
-        return self.target.arch.user_va_top
+    def __post_init__(self) -> None:
+        # ``PAGE_SIZE`` and ``TASK_SIZE`` of the target, which the checks read several times
+        # per call (not fields: they follow from ``target``, which a call never changes)
+        arch = self.target.arch
+        self.page_size: int = arch.page_size
+        self.task_size: int = arch.user_va_top
 
     @property
     def map_count(self) -> int:
