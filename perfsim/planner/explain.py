@@ -3,7 +3,8 @@
 ``realign.try_realign_addr`` answers yes or no. :func:`explain_realign` says why, by asking
 the same predicates in the same order (``can_realign_addr``'s tests, and
 ``can_align_down`` for (d) and (e)), so the explanation cannot disagree with the decision.
-Call it before ``try_realign_addr``, which moves ``pmc``'s start addresses.
+Call it before ``try_realign_addr``, which moves ``pmc``'s start addresses, or take a
+:class:`RealignReason` there: the same explanation, worked out the first time it is read.
 Versions: 6.7+ (``try_realign_addr`` exists; before it no move is realigned).
 """
 
@@ -60,3 +61,23 @@ def explain_realign(space: AddressSpace, pmc: PageTableMoveControl, target: Targ
     if not reasons:
         return f"kernel {kern.name} has no start-address realignment (6.7+)"
     return reasons[-1]
+
+
+class RealignReason:
+    """:func:`explain_realign` of one move, worked out the first time it is read (by
+    :attr:`~perfsim.planner.vma_remap.MovedRange.realign`; a simulated call never reads it).
+    It keeps the move's control block as it was when made, before ``try_realign_addr``
+    moved its start addresses, and the (immutable) address space and target."""
+
+    __slots__ = ("_space", "_pmc", "_target")
+
+    def __init__(self, space: AddressSpace, pmc: PageTableMoveControl, target: Target) -> None:
+        self._space, self._target = space, target
+        self._pmc = (pmc.old, pmc.new, pmc.old_addr, pmc.new_addr, pmc.len_in,
+                     pmc.need_rmap_locks, pmc.for_stack)
+
+    def text(self) -> str:
+        old, new, old_addr, new_addr, len_in, need_rmap_locks, for_stack = self._pmc
+        pmc = PageTableMoveControl(old, new, old_addr, new_addr, len_in,
+                                   need_rmap_locks=need_rmap_locks, for_stack=for_stack)
+        return explain_realign(self._space, pmc, self._target)

@@ -23,7 +23,7 @@ import numpy as np
 from perfsim.planner import steps as S
 from perfsim.planner.bitmaps import insert_sorted
 from perfsim.planner.pgtable_move import split_huge_pmd_row
-from perfsim.planner.tlb import flush_range
+from perfsim.planner.tlb import flush_range, flush_span
 from perfsim.profiles import Target
 
 PTE_TABLE, PMD_TABLE_PAGE, PUD_TABLE_PAGE = 1, 2, 3
@@ -357,38 +357,47 @@ def tlb_finish_mmu(target: Target, tlb: MmuGather, log: S.StepLog, phase: int, s
             mark = tlb.zap_mark if tlb.forced else start
             log.add(phase, S.K_ZAP, mark, 0, end - mark, ptes=zapped - forced_ptes)
     run = tlb.table_run if tlb._table_arrays is None else None
+    recorded = run is None and tlb._table_arrays is None  # the tables free_table recorded
     if run is not None:
         addrs = levels = None
         n = len(run)
+    elif recorded:
+        addrs = levels = None  # put in free order below, where the order matters
+        n = len(tlb.tables)
     else:
         addrs, levels = tlb.freed(target)
         n = len(addrs)
     zap_shift = tlb.tlb_get_unmap_shift(target)
     if n == 0:
         if tlb.start is not None and zap_shift is not None:
-            flush = flush_range(target, tlb.start, tlb.end, stride_shift=zap_shift, cpus=cpus,
-                                lazy_cpus=lazy_cpus, freed_tables=False)
+            flush = flush_span(target, tlb.end - tlb.start, stride_shift=zap_shift, cpus=cpus,
+                               lazy_cpus=lazy_cpus, freed_tables=False)
             log.add(phase, S.K_FREE_TABLES, start, 0, end - start, freed=0, flush=flush)
         return
     cuts = table_flush_cuts(target, tlb.batched, n)
     if run is not None:
         groups = run.flush_groups(cuts, a.page_size)
+    elif recorded:
+        if len(cuts) == 1:  # one flush: its range, lowest level and count are the same in
+            tables = tlb.tables  # any order, so the tables are not sorted into free order
+            addrs, levels = [t[0] for t in tables], [t[1] for t in tables]
+        else:
+            addrs, levels = tlb.freed(target)
+        groups = table_flush_groups(addrs, levels, cuts, a.page_size)
     elif isinstance(addrs, list):
         groups = table_flush_groups(addrs, levels, cuts, a.page_size)
     else:
         groups = table_flush_groups_arrays(addrs, levels, cuts, a.page_size)
     shift_of = {PTE_TABLE: a.pmd_shift, PMD_TABLE_PAGE: a.pud_shift, PUD_TABLE_PAGE: a.p4d_shift}
-    seen: dict[tuple[int, int], object] = {}  # a flush depends on the span, not where it is
     for i, (s_, e_, lv, k) in enumerate(groups):
         shift = shift_of[lv]
         if i == 0 and tlb.start is not None and zap_shift is not None:
             s_, e_ = min(s_, tlb.start), max(e_, tlb.end)
             shift = min(shift, zap_shift)
-        key = (e_ - s_, shift)
-        if key not in seen:
-            seen[key] = flush_range(target, 0, e_ - s_, stride_shift=shift, cpus=cpus,
-                                    lazy_cpus=lazy_cpus, freed_tables=True)
-        log.add(phase, S.K_FREE_TABLES, start, 0, end - start, freed=k, flush=seen[key])
+        # (a flush depends on the span, not where it is)
+        flush = flush_span(target, e_ - s_, stride_shift=shift, cpus=cpus, lazy_cpus=lazy_cpus,
+                           freed_tables=True)
+        log.add(phase, S.K_FREE_TABLES, start, 0, end - start, freed=k, flush=flush)
 
 
 def table_flush_cuts(target: Target, batched: int, n: int) -> list[int]:

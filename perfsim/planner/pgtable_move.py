@@ -291,15 +291,12 @@ class MoveGates:
     def of(cls, target: Target, old: Vma, new: Vma, need_rmap_locks: bool) -> MoveGates:
         skip, refuse = uffd_gate_placement(target,
                                            vma_has_uffd_without_event_remap(target, old, new))
-        return cls(
-            uffd_blocks=refuse,
-            normal_moves_tried=not skip,
-            normal_locks=take_rmap_locks(old, should_take_rmap_locks(target, need_rmap_locks,
-                                                                     NORMAL_PMD)),
-            huge_locks=take_rmap_locks(old, should_take_rmap_locks(target, need_rmap_locks,
-                                                                   HPAGE_PMD)),
-            batching=pte_batching_of(target, old),
-        )
+        take_normal = should_take_rmap_locks(target, need_rmap_locks, NORMAL_PMD)
+        take_huge = should_take_rmap_locks(target, need_rmap_locks, HPAGE_PMD)
+        normal_locks = take_rmap_locks(old, take_normal)
+        # (the same decision names the same locks: one tuple for both)
+        huge_locks = normal_locks if take_huge == take_normal else take_rmap_locks(old, take_huge)
+        return cls(refuse, normal_locks, huge_locks, pte_batching_of(target, old), not skip)
 
     def locks(self, entry: str) -> tuple[str, ...]:
         return self.normal_locks if entry in (NORMAL_PMD, NORMAL_PUD) else self.huge_locks

@@ -27,7 +27,6 @@ from perfsim.mm.pagetable import (
     PUD_NONE,
     PUD_TABLE,
     Window,
-    range_mask,
 )
 from perfsim.planner import steps as S
 from perfsim.planner.batch import mremap_folio_pte_batch
@@ -51,10 +50,27 @@ from perfsim.planner.pgtable_move import (
 )
 from perfsim.planner.pgtable_move import move_pgt_entry as entry_moves
 from perfsim.planner.realign import PageTableMoveControl
-from perfsim.planner.tlb import Flush, flush_range
+from perfsim.planner.tlb import Flush, flush_span
 from perfsim.profiles import Target
 
 _PMD_NONE_ENTRY = (PMD_NONE, 0)
+
+#: :func:`_geometry_of` memo: id(arch) -> (arch, its geometry). The profile is kept, so its
+#: id names no other while it is here.
+_GEOMETRY: dict[int, tuple] = {}
+
+
+def _geometry_of(arch) -> tuple:
+    """``(page_shift, pmd_shift, pud_shift, p4d_shift, pud_folded, ptrs_per_pte, pmd_size,
+    pud_size)`` of ``arch`` (an immutable profile; several are properties), once per profile."""
+    got = _GEOMETRY.get(id(arch))
+    if got is None or got[0] is not arch:
+        if len(_GEOMETRY) >= 64:
+            _GEOMETRY.clear()
+        got = _GEOMETRY[id(arch)] = (arch, (arch.page_shift, arch.pmd_shift, arch.pud_shift,
+                                            arch.p4d_shift, arch.pud_folded, arch.ptrs_per_pte,
+                                            arch.pmd_size, arch.pud_size))
+    return got[1]
 
 
 @direct_init
@@ -72,10 +88,10 @@ class MoveContext:
     allocations: int = 0
 
     def __post_init__(self) -> None:
-        a = self.target.arch  # the shifts every step reads, once
-        self.page_shift, self.pmd_shift, self.pud_shift = a.page_shift, a.pmd_shift, a.pud_shift
-        self.p4d_shift, self.pud_folded, self.ptrs = a.p4d_shift, a.pud_folded, a.ptrs_per_pte
-        self._flushes: dict[int, Flush] = {}
+        # the shifts every step reads, once per architecture (:func:`_geometry_of`)
+        (self.page_shift, self.pmd_shift, self.pud_shift, self.p4d_shift, self.pud_folded,
+         self.ptrs, self.pmd_size, self.pud_size) = _geometry_of(self.target.arch)
+        self._has_pud_table: set[int] = set()
 
     # -------------------------------------------------------------- lookups
     def get_old_pud(self, addr: int) -> int:
@@ -90,13 +106,8 @@ class MoveContext:
 
     def flush(self, start: int, end: int) -> Flush:
         """:func:`~perfsim.planner.tlb.flush_range` over ``[start, end)`` (which depends on
-        the length alone: asked once per length)."""
-        span = end - start
-        f = self._flushes.get(span)
-        if f is None:
-            f = self._flushes[span] = flush_range(self.target, start, end, cpus=self.cpus,
-                                                  lazy_cpus=self.lazy_cpus)
-        return f
+        the length alone: :func:`~perfsim.planner.tlb.flush_span`, memoised)."""
+        return flush_span(self.target, end - start, cpus=self.cpus, lazy_cpus=self.lazy_cpus)
 
     # -------------------------------------------------------------- allocation
     def _allocate(self) -> bool:
@@ -105,9 +116,18 @@ class MoveContext:
         return self.fail_alloc_at is None or self.allocations != self.fail_alloc_at
 
     def alloc_new_pud(self, addr: int, counts: dict) -> bool:
-        """``alloc_new_pud``: make sure a PUD table maps ``addr`` at the destination."""
+        """``alloc_new_pud``: make sure a PUD table maps ``addr`` at the destination.
+
+        A top-level slot this move already found (or made) a PUD table in is remembered:
+        nothing in a move removes one (only an unmap frees tables), so
+        :func:`~perfsim.planner.pgtable_move.alloc_new_pud` would answer "nothing to
+        allocate" there again (the PMD stage asks once more for the same address)."""
+        top = addr >> self.p4d_shift
+        if top in self._has_pud_table:
+            return True
         p4d, pud = alloc_new_pud(self.target.arch, self.win.pud_tables, addr)
         if not (p4d or pud):
+            self._has_pud_table.add(top)
             return True
         for name, n in (("alloc_p4d", p4d), ("alloc_pud", pud)):
             if n:
@@ -115,7 +135,8 @@ class MoveContext:
                     return False
                 counts[name] = counts.get(name, 0) + 1
         if pud:
-            self.win.pud_tables.add(addr >> self.p4d_shift)
+            self.win.pud_tables.add(top)
+            self._has_pud_table.add(top)
         return True
 
     def alloc_new_pmd(self, addr: int, counts: dict) -> bool:
@@ -167,18 +188,20 @@ def move_page_tables(ctx: MoveContext, pmc: PageTableMoveControl) -> int:
     ``pmc`` must already be realigned (or not) by the caller; hugetlb VMAs go to
     :func:`perfsim.planner.hugetlb.move_hugetlb_page_tables` instead.
     """
-    t, arch, log, ph = ctx.target, ctx.target.arch, ctx.log, ctx.phase
+    t, log, ph = ctx.target, ctx.log, ctx.phase
     gates = MoveGates.of(t, pmc.old, pmc.new, pmc.need_rmap_locks)
-    pud_shift, pmd_shift = arch.pud_shift, arch.pmd_shift
-    pud_size, pmd_size = arch.pud_size, arch.pmd_size
-    try_normal_pud = t.have_move_pud and gates.normal_moves_tried
-    try_normal_pmd = t.have_move_pmd and gates.normal_moves_tried
-    log.add(ph, S.K_NOTIFIER, pmc.old_addr, pmc.new_addr, pmc.old_end - pmc.old_addr, notifier=1)
-    walk = Walk(pmc.old_addr, pmc.new_addr, pmc.old_end)
+    pud_shift, pmd_shift = ctx.pud_shift, ctx.pmd_shift
+    pud_size, pmd_size = ctx.pud_size, ctx.pmd_size
+    old_end = pmc.old_end
+    pmd_get = ctx.win.pmd.get  # (the window's dicts stay the same objects during the walk)
+    try_normal_pud = gates.normal_moves_tried and t.have_move_pud
+    try_normal_pmd = gates.normal_moves_tried and t.have_move_pmd
+    log.add(ph, S.K_NOTIFIER, pmc.old_addr, pmc.new_addr, old_end - pmc.old_addr, notifier=1)
+    walk = Walk(pmc.old_addr, pmc.new_addr, old_end)
     for old_addr, new_addr in walk:
         counts: dict = {}
         # PUD stage (R8): if the extent is PUD-sized, try to move the whole PUD entry.
-        extent = walk.extent = get_extent(pud_shift, old_addr, new_addr, pmc.old_end)
+        extent = walk.extent = get_extent(pud_shift, old_addr, new_addr, old_end)
         pud = ctx.get_old_pud(old_addr)
         if pud == PUD_NONE:
             log.add(ph, S.K_SKIP_PUD, old_addr, new_addr, extent)
@@ -197,8 +220,9 @@ def move_page_tables(ctx: MoveContext, pmc: PageTableMoveControl) -> int:
             if move_pgt_entry(ctx, gates, NORMAL_PUD, old_addr, new_addr, extent, counts):
                 continue
         # PMD stage (R9).
-        extent = walk.extent = get_extent(pmd_shift, old_addr, new_addr, pmc.old_end)
-        kind, _ = ctx.pmd_entry(old_addr)
+        extent = walk.extent = get_extent(pmd_shift, old_addr, new_addr, old_end)
+        src_slot = old_addr >> pmd_shift
+        kind = pmd_get(src_slot, _PMD_NONE_ENTRY)[0]
         if kind == PMD_NONE:
             log.add(ph, S.K_SKIP_PMD, old_addr, new_addr, extent, **counts)
             continue
@@ -215,7 +239,7 @@ def move_page_tables(ctx: MoveContext, pmc: PageTableMoveControl) -> int:
             if move_pgt_entry(ctx, gates, NORMAL_PMD, old_addr, new_addr, extent, counts):
                 continue
         # R12: nothing left to move here (file THP split, racing collapse).
-        if ctx.pmd_entry(old_addr)[0] == PMD_NONE:
+        if pmd_get(src_slot, _PMD_NONE_ENTRY)[0] == PMD_NONE:
             log.add(ph, S.K_SKIP_PMD, old_addr, new_addr, extent, **counts)
             continue
         if not ctx.pte_alloc(new_addr, counts):
@@ -298,22 +322,24 @@ def move_ptes(ctx: MoveContext, gates: MoveGates, old_addr: int, new_addr: int, 
     destination table, batched as ``mremap_folio_pte_batch`` does, flushed if any moved."""
     ps, ptrs, pmd = ctx.page_shift, ctx.ptrs, ctx.win.pmd
     src_slot, dst_slot = old_addr >> ctx.pmd_shift, new_addr >> ctx.pmd_shift
-    _, mask = pmd.get(src_slot, _PMD_NONE_ENTRY)
+    mask = pmd.get(src_slot, _PMD_NONE_ENTRY)[1]
     lo, dlo, n = (old_addr >> ps) & (ptrs - 1), (new_addr >> ps) & (ptrs - 1), extent >> ps
-    bits = (mask >> lo) & ((1 << n) - 1)
+    low = (1 << n) - 1
+    bits = (mask >> lo) & low
     present = bits.bit_count()
+    kept = mask & ~(low << lo)  # (``low << lo`` is ``range_mask(lo, lo + n)``)
     if src_slot == dst_slot:
-        pmd[src_slot] = (PMD_TABLE, (mask & ~range_mask(lo, lo + n)) | (bits << dlo))
+        pmd[src_slot] = (PMD_TABLE, kept | (bits << dlo))
     else:
-        _, dst_mask = pmd[dst_slot]
-        pmd[src_slot] = (PMD_TABLE, mask & ~range_mask(lo, lo + n))
-        pmd[dst_slot] = (PMD_TABLE, dst_mask | (bits << dlo))
+        pmd[src_slot] = (PMD_TABLE, kept)
+        pmd[dst_slot] = (PMD_TABLE, pmd[dst_slot][1] | (bits << dlo))
     batching = gates.batching
     # the large-folio window is read only where the move batches (else every PTE is one)
     window = (batching.window_in_table(src_slot << (ctx.pmd_shift - ps), ptrs)
               if batching.batches else (0, 0))
     batches = mremap_folio_pte_batch(batching, mask, lo, n, window)
-    flush = ctx.flush(old_addr, old_addr + extent) if move_ptes_flushes(present) else None
+    flush = (flush_span(ctx.target, extent, cpus=ctx.cpus, lazy_cpus=ctx.lazy_cpus)
+             if move_ptes_flushes(present) else None)
     ctx.log.add(ctx.phase, S.K_PTE_MOVE, old_addr, new_addr, extent, ptes=present, slots=n,
                 batches=batches, flush=flush, rmap=gates.huge_locks,
-                ptl=int(move_ptes_ptl_count(src_slot, dst_slot)), **counts)
+                ptl=move_ptes_ptl_count(src_slot, dst_slot), **counts)

@@ -33,7 +33,7 @@ from perfsim.mm.vma import Vma
 from perfsim.planner import checks as C
 from perfsim.planner import steps as S
 from perfsim.planner.dispatch import run_move, run_stack_move
-from perfsim.planner.explain import explain_realign
+from perfsim.planner.explain import RealignReason
 from perfsim.planner.options import DEFAULT, PlanOptions
 from perfsim.planner.realign import PageTableMoveControl, try_realign_addr
 from perfsim.planner.result import MovePlan, MoveRequest
@@ -123,7 +123,7 @@ def vma_merge_extend(space: AddressSpace, vma: Vma, delta: int) -> AddressSpace:
     return space.with_vma_added(grown, without=replaced)
 
 
-def _carve(vmas: list[Vma], start: int, end: int, ps: int) -> list[Vma]:
+def _carve(vmas, start: int, end: int, ps: int) -> list[Vma]:
     """Remove ``[start, end)`` from a VMA list, splitting VMAs that straddle it."""
     out = []
     for v in vmas:
@@ -155,7 +155,7 @@ def _do_munmap(target: Target, space: AddressSpace, tables: CallTables, start: i
     hit = space.intersecting(start, end)
     if not hit:
         return space
-    vmas = _carve(list(space.vmas), start, end, space.arch.page_shift)
+    vmas = _carve(space.vmas, start, end, space.arch.page_shift)
     rest = space.with_sorted_vmas(vmas)  # (_carve keeps the order and the gaps)
     prev, nxt = rest.prev_vma(start), rest.next_vma(end)
     region = UnmapRegion(start, end, floor=prev.end if prev else 0,
@@ -230,7 +230,7 @@ def move_vma(vrm: VmaRemap) -> int:
     new_vma, absorbed, need_rmap = copy_vma(space, vma, new_addr, new_len, _new_pgoff(vrm))
     during = space.with_vma_added(new_vma, without=absorbed)
     pmc = PageTableMoveControl(vma, new_vma, old_addr, new_addr, old_len, need_rmap_locks=need_rmap)
-    why = explain_realign(during, pmc, t)
+    why = RealignReason(during, pmc, t)  # (explain_realign, when read)
     realigned = False if vma.is_hugetlb else try_realign_addr(during, pmc, t)
     progress, planner = run_move(t, vrm.tables, pmc, vrm.log, cpus=space.cpus,
                                  lazy_cpus=space.lazy_cpus, fail_alloc_at=vrm.fail_alloc_at,
@@ -515,7 +515,7 @@ def _relocate_vma_down(space: AddressSpace, req: MoveRequest, target: Target) ->
     expanded = vma.replaced(start=new_start)
     during = space.with_vmas([expanded if v == vma else v for v in space.vmas])
     pmc = PageTableMoveControl(expanded, expanded, old_start, new_start, length, for_stack=True)
-    why = explain_realign(during, pmc, target)
+    why = RealignReason(during, pmc, target)  # (explain_realign, when read)
     realigned = try_realign_addr(during, pmc, target)
     nxt = during.next_vma(old_end)
     progress = run_stack_move(target, vrm.tables, pmc, vrm.log, ceiling=nxt.start if nxt else 0,

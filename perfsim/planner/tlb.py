@@ -176,6 +176,30 @@ def flush_range(target: Target, start: int, end: int, *, stride_shift: int | Non
     raise TypeError(f"unknown TLB policy {tlb!r}")
 
 
+#: :func:`flush_span` memo: (id(target), span, type(span), stride shift, cpus, lazy cpus,
+#: freed tables) -> (target, flush). The target is kept, so its id names no other while it
+#: is here; the span's type is in the key because a numpy integer span gives numpy counts.
+_FLUSHES: dict[tuple, tuple] = {}
+
+
+def flush_span(target: Target, span: int, *, stride_shift: int | None = None, cpus: int = 1,
+               lazy_cpus: int = 0, freed_tables: bool = True) -> Flush:
+    """:func:`flush_range` over ``[0, span)`` (the same flush as over any range of that
+    length), memoised by the target's identity and the other arguments: a walked call asks
+    for the same few flushes again and again, and hashing a :class:`Target` hashes every
+    field of its profiles."""
+    key = (id(target), span, type(span), stride_shift, cpus, lazy_cpus, freed_tables)
+    got = _FLUSHES.get(key)
+    if got is not None and got[0] is target:
+        return got[1]
+    if len(_FLUSHES) >= 4096:
+        _FLUSHES.clear()
+    f = flush_range(target, 0, span, stride_shift=stride_shift, cpus=cpus, lazy_cpus=lazy_cpus,
+                    freed_tables=freed_tables)
+    _FLUSHES[key] = (target, f)
+    return f
+
+
 def flush_pmd_range(target: Target, start: int, *, cpus: int = 1, lazy_cpus: int = 0) -> Flush:
     """``flush_pmd_tlb_range`` over one PMD (THP move or split). x86 has no override, so it
     is the generic ``flush_tlb_range`` with a base-page stride (§2.11); arm64 and riscv

@@ -33,7 +33,9 @@ class MovedRange:
 
     ``progress_bytes`` is what ``move_page_tables`` returned; ``reverted`` is set when the
     move stopped short and ``copy_vma_and_data`` moved the prefix back (the source stays).
-    ``realign`` says which of rules R4 (a)–(e) decided whether the start was realigned.
+    ``realign`` says which of rules R4 (a)–(e) decided whether the start was realigned
+    (it may be given as a :class:`~perfsim.planner.explain.RealignReason`, made into the
+    text when first read).
     """
 
     src_start: int
@@ -50,12 +52,43 @@ class MovedRange:
     def length(self) -> int:
         return self.src_end - self.src_start
 
+    def __getstate__(self) -> dict:
+        """Pickled with ``realign`` as its text (never the maker of it)."""
+        state = dict(self.__dict__)
+        state["realign"] = self.realign
+        return state
+
     def to_json(self) -> dict:
         return {"src_start": self.src_start, "src_end": self.src_end,
                 "dst_start": self.dst_start, "dst_end": self.dst_start + self.length,
                 "progress_bytes": self.progress_bytes, "realigned": self.realigned,
                 "realign": self.realign, "need_rmap_locks": self.need_rmap_locks,
                 "reverted": self.reverted}
+
+
+class _TextOnRead:
+    """The data descriptor of :attr:`MovedRange.realign`: the field may be given as a
+    maker (an object with ``text()``, :class:`~perfsim.planner.explain.RealignReason`),
+    replaced by the text it makes the first time the field is read (by anything: equality,
+    ``repr``, hashing, ``to_json``, ``dataclasses.replace`` all read it)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj, cls=None):
+        if obj is None:
+            raise AttributeError(self.name)
+        d = obj.__dict__
+        value = d[self.name]
+        if not isinstance(value, str):
+            value = d[self.name] = value.text()
+        return value
+
+    def __set__(self, obj, value) -> None:  # (the dataclass's own __init__ sets it so)
+        obj.__dict__[self.name] = value
+
+
+MovedRange.realign = _TextOnRead("realign")  # set after @dataclass: not a default
 
 
 @direct_init
@@ -88,13 +121,12 @@ class VmaRemap:
     moved: list[MovedRange] = field(default_factory=list)
     tables: CallTables | None = None  # the call's page tables (``space.pt``: where they started)
 
-    @property
-    def page_size(self) -> int:
-        return self.target.arch.page_size
-
-    @property
-    def task_size(self) -> int:
-        return self.target.arch.user_va_top
+    def __post_init__(self) -> None:
+        # ``PAGE_SIZE`` and ``TASK_SIZE`` of the target, which the checks read several times
+        # per call (not fields: they follow from ``target``, which a call never changes)
+        arch = self.target.arch
+        self.page_size: int = arch.page_size
+        self.task_size: int = arch.user_va_top
 
     @property
     def map_count(self) -> int:
