@@ -1,0 +1,106 @@
+"""Issue 13, fifth pass ("pop2"): what a workload run costs besides its calls.
+
+Each shortcut taken outside the calls is held here to the general path it replaces:
+``summarize`` reading the engine's record tables as numpy columns to ``summarize`` reading
+the DataFrames.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from perfsim.workload.schema import parse_workload
+
+_ERRORS = """
+name = "errors"
+seed = 1
+cpus = 2
+[[processes]]
+name = "p"
+threads = 2
+vmas = [ { name = "a", start = "0x10000000", size = "2M" },
+         { name = "b", start = "0x10200000", size = "2M" } ]
+[[streams]]
+name = "s"
+process = "p"
+kind = "calls"
+calls = [ { vma = "a", old_len = "2M", new_len = "4M", maymove = false },
+          { vma = "b", old_len = "1M", new_addr = "0x40000000", fixed = true } ]
+"""
+"""A refused call (ENOMEM: no room to grow in place without MREMAP_MAYMOVE), a move, and
+an idle thread whose user work the move's IPI interrupts."""
+
+
+def _same(got: dict, want: dict) -> None:
+    assert list(got) == list(want)
+    for k, v in want.items():
+        assert type(got[k]) is type(v), k
+        assert got[k] == v or (v != v and got[k] != got[k]), k
+
+
+def _both_ways(res) -> tuple[dict, dict]:
+    """``summarize`` of a result whose tables no DataFrame was made of (the numpy columns),
+    then of the same result read through its DataFrames."""
+    from perfsim.workload.run import _buffered_columns, summarize
+
+    assert _buffered_columns(res, "calls") is not None  # the column path is taken
+    by_columns = summarize(res, 3)
+    res.frames()
+    assert _buffered_columns(res, "calls") is None  # now the DataFrame path is
+    return by_columns, summarize(res, 3)
+
+
+@pytest.mark.parametrize("seed", [None, 4])
+def test_summarize_by_columns_is_summarize_by_dataframes_on_every_shipped_workload(seed):
+    import numpy as np
+
+    from perfsim.cost import load_cost_profile
+    from perfsim.engine import simulate
+    from perfsim.profiles import resolve_target
+    from perfsim.workload import load_workload, resolve_workload, workload_names
+    from perfsim.workload.run import compile_workload
+
+    for name in workload_names():
+        w = load_workload(resolve_workload(name))
+        comp = compile_workload(w, resolve_target(w.kernel, w.arch),
+                                load_cost_profile(w.cost_profile),
+                                np.random.SeedSequence(w.seed if seed is None else seed))
+        _same(*_both_ways(simulate(comp.spec)))
+
+
+def test_summarize_by_columns_counts_refused_calls_and_user_threads_as_dataframes_do():
+    from perfsim.workload import run_workload
+
+    res, m, _ = run_workload(parse_workload(_ERRORS))
+    assert m["errors"] == 1 and m["calls"] == 2 and m["user_interrupts"] >= 1
+    by_columns, by_frames = _both_ways(run_workload(parse_workload(_ERRORS))[0])
+    _same(by_columns, by_frames)
+
+
+@pytest.mark.parametrize("max_rows", [1, 3, 50])
+def test_summarize_by_columns_of_a_bounded_table_is_summarize_by_dataframes(max_rows):
+    from perfsim.workload import run_workload
+
+    res, _, _ = run_workload("shared_file_reclaim", max_rows=max_rows)
+    _same(*_both_ways(res))
+
+
+def test_summarize_of_a_spilled_table_reads_its_dataframe(tmp_path):
+    import numpy as np
+
+    from perfsim.cost import load_cost_profile
+    from perfsim.engine import simulate
+    from perfsim.profiles import resolve_target
+    from perfsim.workload import load_workload, resolve_workload
+    from perfsim.workload.run import _buffered_columns, compile_workload, summarize
+
+    w = load_workload(resolve_workload("allocator_realloc"))
+    comp = compile_workload(w, resolve_target(w.kernel, w.arch),
+                            load_cost_profile(w.cost_profile), np.random.SeedSequence(w.seed))
+    spilled = simulate(comp.spec, max_rows=64, spill_dir=tmp_path)
+    assert spilled._tables["calls"].parts  # some rows are in part files
+    assert _buffered_columns(spilled, "calls") is None
+    whole = simulate(compile_workload(w, resolve_target(w.kernel, w.arch),
+                                      load_cost_profile(w.cost_profile),
+                                      np.random.SeedSequence(w.seed)).spec)
+    _same(summarize(spilled), summarize(whole))
