@@ -104,3 +104,57 @@ def test_summarize_of_a_spilled_table_reads_its_dataframe(tmp_path):
                                       load_cost_profile(w.cost_profile),
                                       np.random.SeedSequence(w.seed)).spec)
     _same(summarize(spilled), summarize(whole))
+
+
+def _draw_columns(rng, n: int) -> list:
+    """Columns for every CallDraw field, each of a randomly chosen dtype a distribution's
+    ``sample`` can give (int64, uint64, float64, bool, object, fixed-width text)."""
+    import dataclasses
+
+    import numpy as np
+
+    from perfsim.workload.generate import CallDraw
+
+    cols = []
+    for f in dataclasses.fields(CallDraw):
+        k = int(rng.integers(0, 5))
+        if f.type == "str":
+            vals = rng.choice(["move", "grow", "stack", "anon", "pud"], n)
+            cols.append(vals if k < 2 else vals.astype(object))
+        elif f.type == "bool":
+            r = rng.random(n)
+            cols.append([r < 0.5, (r * 3).astype(np.int64), r, (r < 0.5).astype(object),
+                         np.zeros(n, bool)][k])
+        else:
+            r = rng.random(n) * 1e6
+            cols.append([r, r.astype(np.int64), r.astype(np.uint64), r.astype(object),
+                         r.astype(np.int64).astype(object)][k])
+    return cols
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_call_draws_are_made_as_the_fields_types_convert_each_value(seed):
+    """iter_draws / draws_of: field i of call k is ``type_i(column_i[k])`` (the numpy
+    scalar converted), whatever dtype the column has, and a call's draw is the same
+    whether the calls are taken one by one or as a list."""
+    import dataclasses
+    import itertools
+
+    import numpy as np
+
+    from perfsim.workload.generate import CallDraw, draws_of, iter_draws
+
+    types = {"str": str, "int": int, "float": float, "bool": bool}
+    fields = dataclasses.fields(CallDraw)
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 40))
+    cols = _draw_columns(rng, n)
+    want = [CallDraw(*(types[f.type](col[i]) for f, col in zip(fields, cols, strict=True)))
+            for i in range(n)]
+    got = draws_of(cols)
+    assert got == want
+    for g, w in zip(got, want, strict=True):
+        assert [type(getattr(g, f.name)) for f in fields] == \
+            [type(getattr(w, f.name)) for f in fields]
+    k = int(rng.integers(0, n + 1))
+    assert list(itertools.islice(iter_draws(cols), k)) == want[:k]

@@ -102,23 +102,40 @@ class CallDraw:
 _DRAW_FIELDS = tuple(f.name for f in dataclasses.fields(CallDraw))
 
 
-def _call_draw(*values) -> CallDraw:
-    """``CallDraw(*values)`` without the frozen dataclass's per-field ``__init__``."""
-    d = object.__new__(CallDraw)
-    d.__dict__.update(zip(_DRAW_FIELDS, values))
-    return d
+#: How each :class:`CallDraw` field is converted from its column's values, in field order.
+_DRAW_TYPES = tuple({"str": str, "int": int, "float": float, "bool": bool}[f.type]
+                    for f in dataclasses.fields(CallDraw))
+#: The numpy dtype kinds whose ``tolist`` already gives a field's type (nothing to convert).
+_AS_LISTED = {str: "U", int: "iu", float: "f", bool: "b"}
+
+
+def _field_values(columns) -> list[list]:
+    """Each column (one per :class:`CallDraw` field, in field order) as a list of values of
+    its field's type: the column's ``tolist`` (Python values, not numpy scalars), each value
+    converted (``str``, ``int``, ``float``, ``bool``) unless the column's dtype already
+    lists values of that type."""
+    out = []
+    for c, conv in zip(columns, _DRAW_TYPES, strict=True):
+        a = np.asarray(c)
+        v = a.tolist()
+        out.append(v if a.dtype.kind in _AS_LISTED[conv] else list(map(conv, v)))
+    return out
+
+
+def iter_draws(columns) -> Iterator[CallDraw]:
+    """One :class:`CallDraw` per row of ``columns`` (one array per field, in field order),
+    made as it is asked for: each field the numpy value converted as ``CallDraw``'s type
+    says (:func:`_field_values`)."""
+    new, fields = object.__new__, _DRAW_FIELDS
+    for values in zip(*_field_values(columns), strict=True):
+        d = new(CallDraw)
+        d.__dict__.update(zip(fields, values))
+        yield d
 
 
 def draws_of(columns) -> list[CallDraw]:
-    """One :class:`CallDraw` per row of ``columns`` (one array per field, in field order):
-    each field converted as ``CallDraw``'s type says (``str``, ``int``, ``float``, ``bool``
-    of the numpy value), from the columns' ``tolist`` rather than numpy scalars."""
-    cols = [np.asarray(c).tolist() for c in columns]
-    return [_call_draw(str(o), int(sz), float(gr), str(sc), str(dc), int(sk), int(dk),
-                       bool(gs), bool(gd), float(po), int(ps), str(bk), bool(th), bool(fx),
-                       bool(du), bool(ip), int(sh))
-            for o, sz, gr, sc, dc, sk, dk, gs, gd, po, ps, bk, th, fx, du, ip, sh
-            in zip(*cols, strict=True)]
+    """Every :class:`CallDraw` of ``columns`` (:func:`iter_draws`), as a list."""
+    return list(iter_draws(columns))
 
 
 def _offset(cls: str, k: int, a) -> int:
@@ -251,8 +268,11 @@ class SyntheticDraws:
                 backing, thp, fixed, dontunmap, in_place, shift)
 
     def __iter__(self) -> Iterator[CallDraw]:
+        """The draws of call 0, 1, ...: a chunk's columns are drawn when its first call is
+        asked for, and each call's :class:`CallDraw` is made when it is asked for (a run
+        of fewer calls than a chunk makes only those)."""
         while True:
-            yield from self._chunk()
+            yield from iter_draws(self._columns())
 
 
 def synthetic_plans(stream: SyntheticStream, root, index: int, target: Target, cpus: int,
