@@ -158,3 +158,40 @@ def test_call_draws_are_made_as_the_fields_types_convert_each_value(seed):
             [type(getattr(w, f.name)) for f in fields]
     k = int(rng.integers(0, n + 1))
     assert list(itertools.islice(iter_draws(cols), k)) == want[:k]
+
+
+def test_a_built_in_profile_is_the_value_its_text_validates_to_however_often_it_is_loaded():
+    from importlib import resources
+
+    from perfsim.profiles import (
+        ArchProfile,
+        KernelProfile,
+        arch_names,
+        kernel_names,
+        load_arch,
+        load_kernel,
+    )
+    from perfsim.schema import load_model
+
+    for sub, names, load, model in (("arch", arch_names(), load_arch, ArchProfile),
+                                    ("kernels", kernel_names(), load_kernel, KernelProfile)):
+        for name in names:
+            text = (resources.files("perfsim") / "data" / sub / f"{name}.toml").read_text()
+            fresh = load_model(text, model, "profile")
+            assert load(name) == fresh and load(name) == fresh
+            assert load(name).model_dump() == fresh.model_dump()
+
+
+def test_a_profile_text_is_parsed_again_when_it_changes_and_a_bad_one_fails_every_time():
+    from perfsim.errors import PerfsimError
+    from perfsim.profiles import KernelProfile, _parse_builtin
+
+    text = 'name = "k"\nversion = [6, 18]\nrealign_pmd = true\n'
+    a = _parse_builtin(text, KernelProfile, "kernel profile", "built-in kernel profile 'k'")
+    b = _parse_builtin(text.replace("true", "false"), KernelProfile, "kernel profile",
+                       "built-in kernel profile 'k'")
+    assert a.realign_pmd and not b.realign_pmd
+    bad = text + "no_such_field = 1\n"
+    for _ in range(2):
+        with pytest.raises(PerfsimError, match="no_such_field"):
+            _parse_builtin(bad, KernelProfile, "kernel profile", "built-in kernel profile 'k'")
