@@ -195,3 +195,82 @@ def test_a_profile_text_is_parsed_again_when_it_changes_and_a_bad_one_fails_ever
     for _ in range(2):
         with pytest.raises(PerfsimError, match="no_such_field"):
             _parse_builtin(bad, KernelProfile, "kernel profile", "built-in kernel profile 'k'")
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_certain_trials_are_what_the_generator_would_have_drawn(seed):
+    import numpy as np
+
+    from perfsim.workload.generate import bernoulli
+
+    rng = np.random.default_rng(seed)
+    for p in (0.0, 1.0, float(rng.random()), 1e-12, 1 - 1e-12):
+        n = int(rng.integers(0, 600))
+        want = np.random.default_rng([seed, n]).random(n) < p
+        got = bernoulli(np.random.default_rng([seed, n]), p, n)
+        assert got.dtype == want.dtype and (got == want).all()
+
+
+def _random_stream(rng):
+    """A synthetic stream of random distributions (fixed, choice, uniform) and random
+    probabilities (0, 1 or in between), as a workload file gives them."""
+    def prob():
+        return [0.0, 1.0, round(float(rng.random()), 3)][int(rng.integers(0, 3))]
+
+    def size():
+        return [{"dist": "fixed", "value": "2M"},
+                {"dist": "choice", "values": ["4K", "132K", "1G"], "weights": [1, 2, 3]},
+                {"dist": "uniform", "min": "4K", "max": "64M", "align": "4K"}][
+                    int(rng.integers(0, 3))]
+
+    def frac():
+        return [0.5, {"dist": "uniform", "min": 0.05, "max": 1.0}][int(rng.integers(0, 2))]
+
+    def cat(values):
+        k = int(rng.integers(0, 3))
+        return values[0] if k == 0 else {"dist": "choice", "values": values[:k + 1]}
+
+    return {"name": "s", "process": "p", "count": 10,
+            "op": cat(["move", "grow", "stack"]), "size": size(), "shift": size(),
+            "growth": [2.0, {"dist": "uniform", "min": 1.0, "max": 3.0}][int(rng.integers(0, 2))],
+            "populate": frac(), "backing": cat(["anon", "shmem", "file"]),
+            "src_align": cat(["page", "pmd", "random"]), "dst_align": cat(["same", "pud", "page"]),
+            "guard_below_src": prob(), "guard_below_dst": prob(), "thp": prob(),
+            "fixed": prob(), "dontunmap": prob(), "grow_in_place": prob()}
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_a_streams_draws_with_generators_made_when_used_are_those_with_all_made_first(seed):
+    """SyntheticDraws makes a quantity's generator when a draw first uses it (LazyRng) and
+    asks none for a certain trial (bernoulli): the same columns, chunk after chunk, as
+    with every quantity's generator made up front (its definition, rng_of)."""
+    import numpy as np
+
+    from perfsim.workload.generate import STREAMS, SyntheticDraws, rng_of
+
+    rng = np.random.default_rng(seed)
+    w = parse_workload({"name": "w", "seed": seed, "processes": [{"name": "p"}],
+                        "streams": [_random_stream(rng)]})
+    root = np.random.SeedSequence(seed)
+    lazy = SyntheticDraws(w.streams[0], root, 0)
+    eager = SyntheticDraws(w.streams[0], root, 0)
+    eager.rngs = {q: rng_of(root, STREAMS, 0, q) for q in range(18)}
+    eager_columns = eager._columns
+
+    def definition():  # what _columns drew when every trial asked its generator
+        s = w.streams[0]
+        cols = list(eager_columns())
+        n = len(cols[0])
+        for field, q, p in ((7, 5, s.guard_below_src), (8, 6, s.guard_below_dst),
+                            (12, 10, s.thp), (13, 11, s.fixed), (14, 12, s.dontunmap),
+                            (15, 13, s.grow_in_place)):
+            assert field == q + 2
+            if p in (0.0, 1.0):  # bernoulli did not draw: draw what random() would have
+                cols[field] = eager.rngs[q].random(n) < p
+        return cols
+
+    for _ in range(2):
+        got, want = lazy._columns(), definition()
+        for g, x in zip(got, want, strict=True):
+            g, x = np.asarray(g), np.asarray(x)
+            assert g.dtype == x.dtype and (g == x).all()

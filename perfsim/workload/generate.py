@@ -233,12 +233,44 @@ def _layout_stack(d: CallDraw, target: Target, size: int, ident: str, cpus: int,
     return space, MoveRequest(start, size, new_addr=start - shift, for_stack=True, fixed=False)
 
 
+class LazyRng:
+    """The generator ``rng_of(root, *key)``, made when it is first used (an attribute of it
+    is read): a stream's quantity drawn from a fixed distribution never uses its
+    generator, and making one (a ``SeedSequence`` and a ``PCG64``) costs ~20 us. Each
+    quantity has its own generator, so when one is made does not change what it draws."""
+
+    __slots__ = ("_key", "_rng", "_root")
+
+    def __init__(self, root: np.random.SeedSequence, *key: int):
+        self._root, self._key, self._rng = root, key, None
+
+    @property
+    def rng(self) -> np.random.Generator:
+        if self._rng is None:
+            self._rng = rng_of(self._root, *self._key)
+        return self._rng
+
+    def __getattr__(self, name: str):
+        return getattr(self.rng, name)
+
+
+def bernoulli(rng, p: float, n: int) -> np.ndarray:
+    """``rng.random(n) < p``: ``n`` trials of probability ``p`` (in [0, 1]). A certain
+    outcome (``p`` 0 or 1) is every trial's whatever ``random`` draws (its draws are in
+    [0, 1)), so its generator is not asked (nor made, for a :class:`LazyRng`)."""
+    if p <= 0.0:
+        return np.zeros(n, bool)
+    if p >= 1.0:
+        return np.ones(n, bool)
+    return rng.random(n) < p
+
+
 class SyntheticDraws:
     """Per-call draws of one synthetic stream, made chunk by chunk (see :data:`CHUNK`)."""
 
     def __init__(self, stream: SyntheticStream, root: np.random.SeedSequence, index: int):
         self.s = stream
-        self.rngs = {q: rng_of(root, STREAMS, index, q) for q in range(18)}
+        self.rngs = {q: LazyRng(root, STREAMS, index, q) for q in range(18)}
         self.buf: list[CallDraw] = []
 
     def _chunk(self) -> list[CallDraw]:
@@ -252,15 +284,15 @@ class SyntheticDraws:
         growth = np.asarray(s.growth.sample(r[Q_GROWTH], n), float)
         src_k = r[Q_SRC_OFF].integers(0, 1 << 18, n)
         dst_k = r[Q_DST_OFF].integers(0, 1 << 18, n)
-        g_src = r[Q_GUARD_SRC].random(n) < s.guard_below_src
-        g_dst = r[Q_GUARD_DST].random(n) < s.guard_below_dst
+        g_src = bernoulli(r[Q_GUARD_SRC], s.guard_below_src, n)
+        g_dst = bernoulli(r[Q_GUARD_DST], s.guard_below_dst, n)
         pop = np.asarray(s.populate.sample(r[Q_POPULATE], n), float)
         pop_seed = r[Q_POP_SEED].integers(0, 1 << 62, n)
         backing = s.backing.sample(r[Q_BACKING], n)
-        thp = r[Q_THP].random(n) < s.thp
-        fixed = r[Q_FIXED].random(n) < s.fixed
-        dontunmap = r[Q_DONTUNMAP].random(n) < s.dontunmap
-        in_place = r[Q_IN_PLACE].random(n) < s.grow_in_place
+        thp = bernoulli(r[Q_THP], s.thp, n)
+        fixed = bernoulli(r[Q_FIXED], s.fixed, n)
+        dontunmap = bernoulli(r[Q_DONTUNMAP], s.dontunmap, n)
+        in_place = bernoulli(r[Q_IN_PLACE], s.grow_in_place, n)
         shift = np.asarray(s.shift.sample(r[Q_SHIFT], n))
         src_c = s.src_align.sample(r[Q_SRC_CLASS], n)
         dst_c = s.dst_align.sample(r[Q_DST_CLASS], n)
