@@ -274,3 +274,21 @@ def test_a_streams_draws_with_generators_made_when_used_are_those_with_all_made_
         for g, x in zip(got, want, strict=True):
             g, x = np.asarray(g), np.asarray(x)
             assert g.dtype == x.dtype and (g == x).all()
+
+
+def test_single_call_callers_take_the_shared_planners_plans_in_the_order_they_ask():
+    from perfsim.workload.generate import _Shared
+
+    asked = []
+
+    def planner():
+        for k in range(3):
+            asked.append(k)
+            yield f"plan{k}"
+
+    shared = _Shared(planner())
+    ones = [shared.one() for _ in range(5)]
+    assert asked == []  # making the callers plans nothing
+    assert list(ones[3]) == ["plan0"] and list(ones[0]) == ["plan1"]
+    assert list(ones[4]) == ["plan2"] and asked == [0, 1, 2]
+    assert list(ones[1]) == [] and list(ones[2]) == []  # the planner has no more

@@ -460,14 +460,25 @@ class _Shared:
     def __init__(self, it: Iterator[MovePlan]):
         self.it = iter(it)
 
-    def one(self) -> Iterator[MovePlan]:
-        class _One:
-            def __iter__(inner):
-                try:
-                    yield next(self.it)
-                except StopIteration:
-                    return
-        return _One()
+    def one(self) -> _One:
+        return _One(self)
+
+
+class _One:
+    """One single-call caller's plans: iterating it takes the next plan of the planner it
+    shares (:class:`_Shared`), when the caller asks for it; nothing when the planner has
+    none left. (One class for every caller: an open-loop stream has one per arrival.)"""
+
+    __slots__ = ("shared",)
+
+    def __init__(self, shared: _Shared):
+        self.shared = shared
+
+    def __iter__(self) -> Iterator[MovePlan]:
+        try:
+            yield next(self.shared.it)
+        except StopIteration:
+            return
 
 
 def compile_workload(w: Workload, target: Target, profile: CostProfile,
