@@ -292,3 +292,32 @@ def test_single_call_callers_take_the_shared_planners_plans_in_the_order_they_as
     assert list(ones[3]) == ["plan0"] and list(ones[0]) == ["plan1"]
     assert list(ones[4]) == ["plan2"] and asked == [0, 1, 2]
     assert list(ones[1]) == [] and list(ones[2]) == []  # the planner has no more
+
+
+@pytest.mark.parametrize("seed", [None, 2, 9])
+def test_a_runs_realigned_calls_are_those_of_its_callers_plans(seed):
+    """run_workload counts realigned calls on each stream's plans (compile_workload's
+    wrap_plans): the count of wrapping each caller's plans after compiling (as it did)."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from perfsim.cost import load_cost_profile
+    from perfsim.engine import simulate
+    from perfsim.profiles import resolve_target
+    from perfsim.workload import load_workload, resolve_workload, run_workload, workload_names
+    from perfsim.workload.run import Tally, compile_workload, summarize
+
+    seen = 0
+    for name in workload_names():
+        _, m, _ = run_workload(name, seed=seed)
+        w = load_workload(resolve_workload(name))
+        comp = compile_workload(w, resolve_target(w.kernel, w.arch),
+                                load_cost_profile(w.cost_profile),
+                                np.random.SeedSequence(w.seed if seed is None else seed))
+        tally = Tally()
+        spec = replace(comp.spec, callers=tuple(replace(c, plans=tally.wrap(c.plans))
+                                                for c in comp.spec.callers))
+        _same(m, summarize(simulate(spec), tally.realigned))
+        seen += m["realigned_calls"]
+    assert seen > 0

@@ -26,7 +26,7 @@ entries update the space without being simulated as calls (the engine models mre
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -482,8 +482,13 @@ class _One:
 
 
 def compile_workload(w: Workload, target: Target, profile: CostProfile,
-                     root: np.random.SeedSequence | int) -> Compiled:
-    """Turn a validated workload into a :class:`SimSpec` (plans are produced lazily)."""
+                     root: np.random.SeedSequence | int, *,
+                     wrap_plans: Callable[[Iterator[MovePlan]], Iterator[MovePlan]] | None = None
+                     ) -> Compiled:
+    """Turn a validated workload into a :class:`SimSpec` (plans are produced lazily).
+    ``wrap_plans``: applied to each stream's plan iterator before its callers are made
+    (an open-loop stream's single-call callers then share the wrapped one), so that every
+    plan the engine takes passes through it once, when taken (``run_workload``'s tally)."""
     if not isinstance(root, np.random.SeedSequence):
         root = np.random.SeedSequence(int(root))
     notes: list[str] = []
@@ -544,6 +549,8 @@ def compile_workload(w: Workload, target: Target, profile: CostProfile,
                 if all(t is not None for t in ts) and ts:
                     t0 = min(ts)
                     times = [s.start_ns + t - t0 for t in ts][:count]
+        if wrap_plans is not None:
+            plans = wrap_plans(plans)
         arr = s.arrival
         name = s.name
         if times is None and isinstance(arr, (Poisson, Periodic)):

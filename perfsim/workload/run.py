@@ -239,12 +239,8 @@ def run_workload(workload: Workload | str | Path, *, target=None, profile=None, 
     profile = load_cost_profile(profile or w.cost_profile)
     root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(
         w.seed if seed is None else int(seed))
-    comp = compile_workload(w, target, profile, root)
     tally = Tally()
-    from dataclasses import replace
-
-    spec = replace(comp.spec, callers=tuple(replace(c, plans=tally.wrap(c.plans))
-                                            for c in comp.spec.callers))
-    res = simulate(spec, max_rows=max_rows, progress=progress, progress_calls=expected_calls(w),
+    comp = compile_workload(w, target, profile, root, wrap_plans=tally.wrap)
+    res = simulate(comp.spec, max_rows=max_rows, progress=progress, progress_calls=expected_calls(w),
                    caches=caches)
     return res, summarize(res, tally.realigned), comp.notes
