@@ -321,3 +321,15 @@ def test_a_runs_realigned_calls_are_those_of_its_callers_plans(seed):
         _same(m, summarize(simulate(spec), tally.realigned))
         seen += m["realigned_calls"]
     assert seen > 0
+
+
+def test_a_resolved_target_is_the_target_of_its_profiles_with_its_digest():
+    from perfsim.profiles import Target, arch_names, kernel_names, load_arch, load_kernel, resolve_target
+
+    for arch in arch_names():
+        for kernel in kernel_names():
+            fresh = Target(arch=load_arch(arch), kernel=load_kernel(kernel))
+            got = resolve_target(kernel, arch)
+            assert got == fresh and got.digest == fresh.digest
+            assert resolve_target(kernel, arch).digest == fresh.digest
+            assert got.with_changes(realign_pmd=not got.kernel.realign_pmd) != got
