@@ -2,7 +2,10 @@
 
 Each shortcut taken outside the calls is held here to the general path it replaces:
 ``summarize`` reading the engine's record tables as numpy columns to ``summarize`` reading
-the DataFrames.
+the DataFrames; draws made call by call (``iter_draws``), generators made when first used
+(``LazyRng``) and certain trials (``bernoulli``) to the draws made all at once; open-loop
+callers sharing one class and the realigned tally made per stream to the per-caller
+wrapping; built-in profiles and targets made once to a fresh parse.
 """
 
 from __future__ import annotations
