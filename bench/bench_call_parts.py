@@ -5,7 +5,9 @@
 
 For each workload given (default ``ipi_storm`` and ``allocator_realloc``), the first
 ``--calls`` calls of each of its synthetic streams (``SyntheticDraws`` from seed 5, an mm of
-4 CPUs) are laid out (``layout_call``: the address space and its page tables), planned
+4 CPUs) are laid out (``layout_call``: the address space and its page tables, each stream's
+calls on one ``PageTables.empty`` made in the timed part, as ``synthetic_plans`` lays
+them out; a tree from before that lays each call out on a new empty state), planned
 (``plan_mremap``) and priced (``build_template`` with the workload's default cost profile,
 on steps whose columns are already materialised, so this is a template miss). The part
 "template (run memo)" prices the same plans as the engine prices a miss: freshly planned
@@ -44,6 +46,7 @@ def measure(names: list[str], calls: int, reps: int) -> dict[str, dict[str, floa
 
     from perfsim.cost import load_cost_profile
     from perfsim.engine.pricing import build_template
+    from perfsim.mm.pagetable import PageTables
     from perfsim.planner import plan_mremap
     from perfsim.profiles import resolve_target
     from perfsim.workload import load_workload, resolve_workload
@@ -52,21 +55,30 @@ def measure(names: list[str], calls: int, reps: int) -> dict[str, dict[str, floa
     target = resolve_target("6.18", "x86_64")
     # A tree from before the run's row memo (2026-12-01 afternoon) priced a miss without it.
     has_memo = "memo" in inspect.signature(build_template).parameters
+    # A tree from before the shared empty state (2026-12-01, f53dd3f) laid each call out on
+    # a new empty state (layout_call made it).
+    has_empty = "empty" in inspect.signature(layout_call).parameters
     out = {}
     for name in names:
         w = load_workload(resolve_workload(name))
         prof = load_cost_profile(w.cost_profile)
         root = np.random.SeedSequence(5)
-        draws = []
+        draws = []  # (draw, stream, which synthetic stream)
+        n_streams = 0
         for i, s in enumerate(w.streams):
             if not hasattr(s, "src_align"):
                 continue
             it = iter(SyntheticDraws(s, root, i))
-            draws += [(next(it), s) for _ in range(calls)]
+            draws += [(next(it), s, n_streams) for _ in range(calls)]
+            n_streams += 1
         best = dict.fromkeys(PARTS, float("inf"))
         for _ in range(reps):
             c = time.process_time()
-            pairs = [layout_call(d, s, target, 4) for d, s in draws]
+            if has_empty:  # one empty state per stream, as synthetic_plans lays them out
+                empties = [PageTables.empty(target.arch) for _ in range(n_streams)]
+                pairs = [layout_call(d, s, target, 4, empties[k]) for d, s, k in draws]
+            else:
+                pairs = [layout_call(d, s, target, 4) for d, s, _ in draws]
             best["layout"] = min(best["layout"], time.process_time() - c)
             c = time.process_time()
             plans = [plan_mremap(space, req, target) for space, req in pairs]

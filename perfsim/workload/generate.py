@@ -26,7 +26,7 @@ entries update the space without being simulated as calls (the engine models mre
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -102,23 +102,40 @@ class CallDraw:
 _DRAW_FIELDS = tuple(f.name for f in dataclasses.fields(CallDraw))
 
 
-def _call_draw(*values) -> CallDraw:
-    """``CallDraw(*values)`` without the frozen dataclass's per-field ``__init__``."""
-    d = object.__new__(CallDraw)
-    d.__dict__.update(zip(_DRAW_FIELDS, values))
-    return d
+#: How each :class:`CallDraw` field is converted from its column's values, in field order.
+_DRAW_TYPES = tuple({"str": str, "int": int, "float": float, "bool": bool}[f.type]
+                    for f in dataclasses.fields(CallDraw))
+#: The numpy dtype kinds whose ``tolist`` already gives a field's type (nothing to convert).
+_AS_LISTED = {str: "U", int: "iu", float: "f", bool: "b"}
+
+
+def _field_values(columns) -> list[list]:
+    """Each column (one per :class:`CallDraw` field, in field order) as a list of values of
+    its field's type: the column's ``tolist`` (Python values, not numpy scalars), each value
+    converted (``str``, ``int``, ``float``, ``bool``) unless the column's dtype already
+    lists values of that type."""
+    out = []
+    for c, conv in zip(columns, _DRAW_TYPES, strict=True):
+        a = np.asarray(c)
+        v = a.tolist()
+        out.append(v if a.dtype.kind in _AS_LISTED[conv] else list(map(conv, v)))
+    return out
+
+
+def iter_draws(columns) -> Iterator[CallDraw]:
+    """One :class:`CallDraw` per row of ``columns`` (one array per field, in field order),
+    made as it is asked for: each field the numpy value converted as ``CallDraw``'s type
+    says (:func:`_field_values`)."""
+    new, fields = object.__new__, _DRAW_FIELDS
+    for values in zip(*_field_values(columns), strict=True):
+        d = new(CallDraw)
+        d.__dict__.update(zip(fields, values))
+        yield d
 
 
 def draws_of(columns) -> list[CallDraw]:
-    """One :class:`CallDraw` per row of ``columns`` (one array per field, in field order):
-    each field converted as ``CallDraw``'s type says (``str``, ``int``, ``float``, ``bool``
-    of the numpy value), from the columns' ``tolist`` rather than numpy scalars."""
-    cols = [np.asarray(c).tolist() for c in columns]
-    return [_call_draw(str(o), int(sz), float(gr), str(sc), str(dc), int(sk), int(dk),
-                       bool(gs), bool(gd), float(po), int(ps), str(bk), bool(th), bool(fx),
-                       bool(du), bool(ip), int(sh))
-            for o, sz, gr, sc, dc, sk, dk, gs, gd, po, ps, bk, th, fx, du, ip, sh
-            in zip(*cols, strict=True)]
+    """Every :class:`CallDraw` of ``columns`` (:func:`iter_draws`), as a list."""
+    return list(iter_draws(columns))
 
 
 def _offset(cls: str, k: int, a) -> int:
@@ -216,12 +233,44 @@ def _layout_stack(d: CallDraw, target: Target, size: int, ident: str, cpus: int,
     return space, MoveRequest(start, size, new_addr=start - shift, for_stack=True, fixed=False)
 
 
+class LazyRng:
+    """The generator ``rng_of(root, *key)``, made when it is first used (an attribute of it
+    is read): a stream's quantity drawn from a fixed distribution never uses its
+    generator, and making one (a ``SeedSequence`` and a ``PCG64``) costs ~20 us. Each
+    quantity has its own generator, so when one is made does not change what it draws."""
+
+    __slots__ = ("_key", "_rng", "_root")
+
+    def __init__(self, root: np.random.SeedSequence, *key: int):
+        self._root, self._key, self._rng = root, key, None
+
+    @property
+    def rng(self) -> np.random.Generator:
+        if self._rng is None:
+            self._rng = rng_of(self._root, *self._key)
+        return self._rng
+
+    def __getattr__(self, name: str):
+        return getattr(self.rng, name)
+
+
+def bernoulli(rng, p: float, n: int) -> np.ndarray:
+    """``rng.random(n) < p``: ``n`` trials of probability ``p`` (in [0, 1]). A certain
+    outcome (``p`` 0 or 1) is every trial's whatever ``random`` draws (its draws are in
+    [0, 1)), so its generator is not asked (nor made, for a :class:`LazyRng`)."""
+    if p <= 0.0:
+        return np.zeros(n, bool)
+    if p >= 1.0:
+        return np.ones(n, bool)
+    return rng.random(n) < p
+
+
 class SyntheticDraws:
     """Per-call draws of one synthetic stream, made chunk by chunk (see :data:`CHUNK`)."""
 
     def __init__(self, stream: SyntheticStream, root: np.random.SeedSequence, index: int):
         self.s = stream
-        self.rngs = {q: rng_of(root, STREAMS, index, q) for q in range(18)}
+        self.rngs = {q: LazyRng(root, STREAMS, index, q) for q in range(18)}
         self.buf: list[CallDraw] = []
 
     def _chunk(self) -> list[CallDraw]:
@@ -235,15 +284,15 @@ class SyntheticDraws:
         growth = np.asarray(s.growth.sample(r[Q_GROWTH], n), float)
         src_k = r[Q_SRC_OFF].integers(0, 1 << 18, n)
         dst_k = r[Q_DST_OFF].integers(0, 1 << 18, n)
-        g_src = r[Q_GUARD_SRC].random(n) < s.guard_below_src
-        g_dst = r[Q_GUARD_DST].random(n) < s.guard_below_dst
+        g_src = bernoulli(r[Q_GUARD_SRC], s.guard_below_src, n)
+        g_dst = bernoulli(r[Q_GUARD_DST], s.guard_below_dst, n)
         pop = np.asarray(s.populate.sample(r[Q_POPULATE], n), float)
         pop_seed = r[Q_POP_SEED].integers(0, 1 << 62, n)
         backing = s.backing.sample(r[Q_BACKING], n)
-        thp = r[Q_THP].random(n) < s.thp
-        fixed = r[Q_FIXED].random(n) < s.fixed
-        dontunmap = r[Q_DONTUNMAP].random(n) < s.dontunmap
-        in_place = r[Q_IN_PLACE].random(n) < s.grow_in_place
+        thp = bernoulli(r[Q_THP], s.thp, n)
+        fixed = bernoulli(r[Q_FIXED], s.fixed, n)
+        dontunmap = bernoulli(r[Q_DONTUNMAP], s.dontunmap, n)
+        in_place = bernoulli(r[Q_IN_PLACE], s.grow_in_place, n)
         shift = np.asarray(s.shift.sample(r[Q_SHIFT], n))
         src_c = s.src_align.sample(r[Q_SRC_CLASS], n)
         dst_c = s.dst_align.sample(r[Q_DST_CLASS], n)
@@ -251,8 +300,11 @@ class SyntheticDraws:
                 backing, thp, fixed, dontunmap, in_place, shift)
 
     def __iter__(self) -> Iterator[CallDraw]:
+        """The draws of call 0, 1, ...: a chunk's columns are drawn when its first call is
+        asked for, and each call's :class:`CallDraw` is made when it is asked for (a run
+        of fewer calls than a chunk makes only those)."""
         while True:
-            yield from self._chunk()
+            yield from iter_draws(self._columns())
 
 
 def synthetic_plans(stream: SyntheticStream, root, index: int, target: Target, cpus: int,
@@ -408,19 +460,35 @@ class _Shared:
     def __init__(self, it: Iterator[MovePlan]):
         self.it = iter(it)
 
-    def one(self) -> Iterator[MovePlan]:
-        class _One:
-            def __iter__(inner):
-                try:
-                    yield next(self.it)
-                except StopIteration:
-                    return
-        return _One()
+    def one(self) -> _One:
+        return _One(self)
+
+
+class _One:
+    """One single-call caller's plans: iterating it takes the next plan of the planner it
+    shares (:class:`_Shared`), when the caller asks for it; nothing when the planner has
+    none left. (One class for every caller: an open-loop stream has one per arrival.)"""
+
+    __slots__ = ("shared",)
+
+    def __init__(self, shared: _Shared):
+        self.shared = shared
+
+    def __iter__(self) -> Iterator[MovePlan]:
+        try:
+            yield next(self.shared.it)
+        except StopIteration:
+            return
 
 
 def compile_workload(w: Workload, target: Target, profile: CostProfile,
-                     root: np.random.SeedSequence | int) -> Compiled:
-    """Turn a validated workload into a :class:`SimSpec` (plans are produced lazily)."""
+                     root: np.random.SeedSequence | int, *,
+                     wrap_plans: Callable[[Iterator[MovePlan]], Iterator[MovePlan]] | None = None
+                     ) -> Compiled:
+    """Turn a validated workload into a :class:`SimSpec` (plans are produced lazily).
+    ``wrap_plans``: applied to each stream's plan iterator before its callers are made
+    (an open-loop stream's single-call callers then share the wrapped one), so that every
+    plan the engine takes passes through it once, when taken (``run_workload``'s tally)."""
     if not isinstance(root, np.random.SeedSequence):
         root = np.random.SeedSequence(int(root))
     notes: list[str] = []
@@ -481,6 +549,8 @@ def compile_workload(w: Workload, target: Target, profile: CostProfile,
                 if all(t is not None for t in ts) and ts:
                     t0 = min(ts)
                     times = [s.start_ns + t - t0 for t in ts][:count]
+        if wrap_plans is not None:
+            plans = wrap_plans(plans)
         arr = s.arrival
         name = s.name
         if times is None and isinstance(arr, (Poisson, Periodic)):

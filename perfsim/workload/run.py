@@ -117,27 +117,71 @@ def _max(a: np.ndarray) -> int:
     return int(a.max())
 
 
+#: dtype kinds a record table's buffered column may have for :func:`_buffered_columns` to
+#: hand it to :func:`summarize` as it is: the kinds a DataFrame column keeps as the same
+#: numpy array (integers, floats, booleans), and text (``errno``: compared with ``""``).
+_AS_IS_KINDS = frozenset("iufbU")
+
+
+def _buffered_columns(res, name: str) -> dict[str, np.ndarray] | None:
+    """Table ``name`` of ``res`` as its numpy columns, read from the engine's record table
+    (``Table._buffer_columns``, what ``Table.to_frame`` builds its DataFrame from) instead
+    of through a DataFrame, when that gives what the DataFrame's columns would: no
+    DataFrame was made of it yet, nothing was spilled to part files, and every column is
+    of a kind :data:`_AS_IS_KINDS` (a DataFrame keeps those arrays' values and dtypes).
+    ``{}`` for a table without rows; None when the DataFrame must be read instead."""
+    frames, tables = getattr(res, "_frames", None), getattr(res, "_tables", None)
+    if frames is None or tables is None or name in frames:
+        return None
+    table = tables.get(name)
+    if table is None or table.parts or not hasattr(table, "_buffer_columns"):
+        return None
+    cols = table._buffer_columns()
+    if cols is None:
+        return {}
+    if not all(a.dtype.kind in _AS_IS_KINDS for a in cols.values()):
+        return None
+    return cols
+
+
 def summarize(res, realigned: int = 0) -> dict:
     """One flat dict of :data:`METRICS` from a :class:`~perfsim.engine.SimResult`.
 
     Each column is read once as a numpy array and reduced as pandas reduces a column
     (:func:`_mean`, :func:`_sum`, :func:`_max`): the same values, without a Series per
-    figure (``tests/test_t13b_pop_paths.py`` holds them to pandas')."""
-    c = res.calls
-    n = len(c)
-    cols = _int_columns(c, _CALL_INT_COLUMNS) if n else {}
+    figure (``tests/test_t13b_pop_paths.py`` holds them to pandas'). The tables are read
+    as numpy columns (:func:`_buffered_columns`) when no DataFrame of them was made; the
+    DataFrames are made only when that cannot be done (``res.calls`` and the others are
+    still built on first access, as before)."""
+    raw = _buffered_columns(res, "calls")
+    if raw is not None:
+        n = len(raw["latency_ns"]) if raw else 0
+        cols = raw
+        c_has = set(raw) if raw else set()
+    else:
+        c = res.calls
+        n = len(c)
+        cols = _int_columns(c, _CALL_INT_COLUMNS) if n else {}
+        c_has = set(c.columns)
 
     def col(name: str) -> np.ndarray:
         got = cols.get(name)
         return got if got is not None else c[name].to_numpy()
 
+    def other(table: str, names: tuple[str, ...]) -> tuple[int, dict[str, np.ndarray]]:
+        got = _buffered_columns(res, table)
+        if got is not None:
+            return (len(next(iter(got.values()))) if got else 0), got
+        f = getattr(res, table)
+        return len(f), ({k: f[k].to_numpy() for k in names} if len(f) else {})
+
     lat = col("latency_ns").astype(np.int64, copy=False) if n else np.zeros(0, np.int64)
     p50, p90, p99 = (np.percentile(lat, (50, 90, 99)).tolist() if n
                      else (float("nan"),) * 3)
-    w = res.walker_waits
-    u = res.users
+    n_w, w = other("walker_waits", ("wait_ns",))
+    n_u, u = other("users", ("stolen_ns", "interrupts"))
     end = int(res.summary.get("end_ns", 0))
-    w_wait = w["wait_ns"].to_numpy() if len(w) else None
+    w_wait = w["wait_ns"] if n_w else None
     rmap_wait = col("rmap_wait_ns") if n else None
     out = {
         "calls": n,
@@ -155,18 +199,18 @@ def summarize(res, realigned: int = 0) -> dict:
         "calls_per_sim_s": n / (end / 1e9) if end else float("nan"),
         "events": int(res.summary.get("events", 0)),
         "walker_visits": int(sum(res.summary.get("walker_visits", {}).values())),
-        "walker_waits": len(w),
-        "walker_wait_mean_ns": _mean(w_wait) if len(w) else 0.0,
-        "walker_wait_max_ns": _max(w_wait) if len(w) else 0,
-        "user_stolen_ns": _sum(u["stolen_ns"].to_numpy()) if len(u) else 0,
-        "user_interrupts": _sum(u["interrupts"].to_numpy()) if len(u) else 0,
+        "walker_waits": n_w,
+        "walker_wait_mean_ns": _mean(w_wait) if n_w else 0.0,
+        "walker_wait_max_ns": _max(w_wait) if n_w else 0,
+        "user_stolen_ns": _sum(u["stolen_ns"]) if n_u else 0,
+        "user_interrupts": _sum(u["interrupts"]) if n_u else 0,
     }
     for k in ("ptes_moved", "pmd_moves", "pud_moves", "thp_moves", "tlb_flushes", "ipis",
               "rmap_holds"):
         out[k] = _sum(col(k)) if n else 0
     for cat in CATEGORIES:
         name = f"cost_{cat}_ns"
-        out[name] = _sum(col(name)) if n and name in c else 0
+        out[name] = _sum(col(name)) if n and name in c_has else 0
     assert set(out) == set(METRICS), set(out) ^ set(METRICS)
     return out
 
@@ -195,12 +239,8 @@ def run_workload(workload: Workload | str | Path, *, target=None, profile=None, 
     profile = load_cost_profile(profile or w.cost_profile)
     root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(
         w.seed if seed is None else int(seed))
-    comp = compile_workload(w, target, profile, root)
     tally = Tally()
-    from dataclasses import replace
-
-    spec = replace(comp.spec, callers=tuple(replace(c, plans=tally.wrap(c.plans))
-                                            for c in comp.spec.callers))
-    res = simulate(spec, max_rows=max_rows, progress=progress, progress_calls=expected_calls(w),
+    comp = compile_workload(w, target, profile, root, wrap_plans=tally.wrap)
+    res = simulate(comp.spec, max_rows=max_rows, progress=progress, progress_calls=expected_calls(w),
                    caches=caches)
     return res, summarize(res, tally.realigned), comp.notes
