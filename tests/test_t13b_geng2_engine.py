@@ -135,3 +135,26 @@ def test_closing_the_environment_leaves_its_clock_and_event_count():
     env.close()
     assert env.now == 7 and env.scheduled == before
     assert env.peek() == float("inf")  # nothing left queued
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_table_folded_row_by_row_sums_as_one_folded_at_once(seed):
+    """A summary read after every row (each fold sees one new row: the one-row path) is
+    the summary of the rows folded together, and the frame's own sums and maxima."""
+    from perfsim.engine.records import HOLD_COLUMNS, HOLD_NUMERIC, Table
+
+    rng = np.random.default_rng(seed)
+    rows = [("anon_vma:heap", "c", "write", int(k), int(rng.integers(0, 5)),
+             *map(int, rng.integers(0, 1 << 40, 2)), *map(int, rng.integers(0, 1 << 20, 2)))
+            for k in range(int(rng.integers(1, 60)))]
+    one_by_one, at_once = Table("holds", HOLD_COLUMNS, numeric=HOLD_NUMERIC), \
+        Table("holds", HOLD_COLUMNS, numeric=HOLD_NUMERIC)
+    for r in rows:
+        one_by_one.add_row(r)
+        one_by_one.summary()
+        at_once.add_row(r)
+    got, want = one_by_one.summary(), at_once.summary()
+    assert got == want
+    frame = at_once.to_frame()
+    for c in HOLD_NUMERIC:
+        assert want[f"sum_{c}"] == int(frame[c].sum()) and want[f"max_{c}"] == int(frame[c].max())
