@@ -163,7 +163,8 @@ class CallProgress:
 
 def run(spec: SimSpec, recorder: Recorder, progress: CallProgress | None = None, *,
         reuse: bool = True, caches=None, fold: bool = True) -> Machine:
-    """Run ``spec`` to completion, recording into ``recorder``; return the final machine.
+    """Run ``spec`` to completion, recording into ``recorder``; return the final machine
+    (its environment closed: nothing left queued, :meth:`CountingEnvironment.close`).
     ``reuse=False`` plans and prices every call afresh (the records are the same; for tests).
     ``caches``: a :class:`~perfsim.engine.reuse.RunCaches` shared with other runs.
     ``fold=False`` gives every segment and contended row its own timeout (the records and
