@@ -245,7 +245,8 @@ class RowCosts:
                  medians: tuple, matrix_of, extra: list = ()) -> RowCosts:
         """Costs priced part by part (:func:`periodic_row_costs`): the per-row arrays and
         per-category totals; ``matrix_of()`` computes the count matrix when it is first
-        read, ``medians`` price it, and ``extra`` ``(category index, per-row ns)`` adds
+        read (``matrix_of(row_costs)``: the RowCosts it is for, whose per-row arrays it may
+        read), ``medians`` price it, and ``extra`` ``(category index, per-row ns)`` adds
         the drawn parameters' costs to that."""
         rc = cls.__new__(cls)
         rc._total, rc._ipis, rc._stolen = total, ipis, stolen
@@ -269,8 +270,10 @@ class RowCosts:
                 total[row] += ns
             return total, ipis, stolen
 
+        # the count matrix is given the RowCosts it is for (no closure over ``rc``: a
+        # reference cycle would leave every template to the garbage collector)
         rc = cls.of_parts(None, None, None, sums, medians,
-                          lambda: _count_matrix(steps, rc.ipis, folio))
+                          lambda costs: _count_matrix(steps, costs.ipis, folio))
         rc._arrays = arrays
         return rc
 
@@ -316,7 +319,7 @@ class RowCosts:
     @property
     def matrix(self) -> np.ndarray:
         if self._matrix is None and self._later is not None:
-            self._matrix = self._later[0]()
+            self._matrix = self._later[0](self)
         if self._matrix is None:
             rows, firsts = self._scalar[3], self._scalar[4]
             m = np.zeros((len(_BY_CATEGORY), len(rows)), _I64)
@@ -632,7 +635,7 @@ def periodic_row_costs(plan_or_steps, profile: CostProfile, *, cpus: int | None 
         if name in counted:
             counted[name][row] = 1
     rc = RowCosts.of_parts(total, ipis, stolen, sums, med,
-                           lambda: _count_matrix(steps, ipis, folio))
+                           lambda _costs: _count_matrix(steps, ipis, folio))
     return (rc, counted) if counts_of else rc
 
 

@@ -312,7 +312,19 @@ def _validate(data: dict, origin: str) -> CostProfile:
 
 def parse_cost_profile(text: str, origin: str = "<string>") -> CostProfile:
     """Validate TOML text into a :class:`CostProfile`; raise :class:`PerfsimError` naming the
-    field on any problem."""
+    field on any problem.
+
+    Memoised on ``(text, origin)`` (the last 64 distinct pairs used): the same text gives the
+    same frozen profile, so a run that asks for its default profile several times
+    (``default_cost_profile`` then ``load_cost_profile``) validates it once. A profile's
+    fields are immutable (tuples, strings, frozen models) and its computed-once values depend
+    only on them, so sharing one instance is invisible to callers. A text that fails is not
+    remembered: it is validated, and raises the same one-line error, on every call."""
+    return _parse_cost_profile(text, origin)
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_cost_profile(text: str, origin: str) -> CostProfile:
     return load_model(text, CostProfile, "cost profile", origin=origin, describe=_describe)
 
 

@@ -667,20 +667,19 @@ class TemplateCache:
         contended depends on their addresses and on that mm's walkers. ``folio``: the
         source VMA's large-folio mechanisms (part of the key: the same rows cost more when
         the kernel looks up or unfolds large folios). A template that is built prices its
-        rows through :meth:`row_memo`."""
+        rows through :meth:`row_memo` (looked up only then: a hit needs none)."""
         if self.fixed:
             rng = None
-        memo = self.row_memo(folio)
         if ptl_hot_of is not None:
             return build_template(steps, self.profile, cpus, rng, self.hot_locks,
-                                  ptl_hot_of(steps), folio, memo)
+                                  ptl_hot_of(steps), folio, self.row_memo(folio))
         if not self.enabled or len(steps) > self.max_rows:
             return build_template(steps, self.profile, cpus, rng, self.hot_locks, None, folio,
-                                  memo)
+                                  self.row_memo(folio))
         key = signature(steps, cpus)
         if key is None:
             return build_template(steps, self.profile, cpus, rng, self.hot_locks, None, folio,
-                                  memo)
+                                  self.row_memo(folio))
         if folio is not None:
             key = (key, folio)
         if self.store is not None:
@@ -690,7 +689,8 @@ class TemplateCache:
                 self.hits += 1
                 return t
             self.misses += 1
-            t = build_template(steps, self.profile, cpus, rng, self.hot_locks, None, folio, memo)
+            t = build_template(steps, self.profile, cpus, rng, self.hot_locks, None, folio,
+                               self.row_memo(folio))
             self.store.put(key, t, len(steps))
             return t
         t = self.entries.get(key)
@@ -699,7 +699,8 @@ class TemplateCache:
             self.entries.move_to_end(key)
             return t
         self.misses += 1
-        t = build_template(steps, self.profile, cpus, rng, self.hot_locks, None, folio, memo)
+        t = build_template(steps, self.profile, cpus, rng, self.hot_locks, None, folio,
+                           self.row_memo(folio))
         self.entries[key] = t
         if len(self.entries) > self.max_entries:
             self.entries.popitem(last=False)

@@ -238,7 +238,11 @@ class Table:
     def _fold(self) -> None:
         """Fold every row not yet in the aggregates into them."""
         chunks = self._chunks
-        if self._folded_chunks < len(chunks):
+        if self._folded_chunks == len(chunks) - 1 and isinstance(chunks[-1], tuple):
+            ch = chunks[-1]  # one new block (a run of one call's segment)
+            self._fold_blocks(ch[0], [ch[1:]])
+            self._folded_chunks = len(chunks)
+        elif self._folded_chunks < len(chunks):
             blocks: dict[Block, list] = {}
             for ch in chunks[self._folded_chunks:]:
                 if isinstance(ch, tuple):
@@ -259,9 +263,21 @@ class Table:
             self._maxes[c] = top
 
     def _fold_rows(self, rows: list[tuple]) -> None:
+        sums, maxes = self._sums, self._maxes
+        if len(rows) == 1:  # one row (a run of one call): its values are the aggregates
+            row = rows[0]
+            for c, i in self._numeric_at:
+                v = row[i]
+                sums[c] += v
+                if v > maxes[c]:
+                    maxes[c] = v
+            return
         for c, i in self._numeric_at:
             vals = [r[i] for r in rows]
-            self._update(c, sum(vals), max(vals))
+            sums[c] += sum(vals)
+            top = max(vals)
+            if top > maxes[c]:
+                maxes[c] = top
 
     def _fold_columns(self, cols: dict[str, np.ndarray]) -> None:
         for c in self.numeric:

@@ -51,6 +51,15 @@ class CountingEnvironment(simpy.Environment):
         self._eid = itertools.count(n)  # ...and is given back
         return n
 
+    def close(self) -> None:
+        """Drop the events still queued once the run is over (the event that ended it, a
+        duration run's pending timeouts): each refers back to the environment, and the cycle
+        would leave the environment and its events to the garbage collector instead of being
+        freed when the run's machine is."""
+        queue = getattr(self, "_queue", None)
+        if isinstance(queue, list):
+            queue.clear()
+
 
 class SimResult:
     """Records of one run as DataFrames, plus what produced them.
@@ -154,7 +163,8 @@ class CallProgress:
 
 def run(spec: SimSpec, recorder: Recorder, progress: CallProgress | None = None, *,
         reuse: bool = True, caches=None, fold: bool = True) -> Machine:
-    """Run ``spec`` to completion, recording into ``recorder``; return the final machine.
+    """Run ``spec`` to completion, recording into ``recorder``; return the final machine
+    (its environment closed: nothing left queued, :meth:`CountingEnvironment.close`).
     ``reuse=False`` plans and prices every call afresh (the records are the same; for tests).
     ``caches``: a :class:`~perfsim.engine.reuse.RunCaches` shared with other runs.
     ``fold=False`` gives every segment and contended row its own timeout (the records and
@@ -186,6 +196,7 @@ def run(spec: SimSpec, recorder: Recorder, progress: CallProgress | None = None,
     m.end_ns = end
     m.scheduled_events = env.scheduled
     m.events = m.scheduled_events + m.folded_events
+    env.close()
     return m
 
 
