@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tree import require_tree, use_tree  # noqa: E402
+from tree import at_least_one, require_tree, use_tree  # noqa: E402
 
 ROOT = use_tree(__file__)
 
@@ -105,9 +105,9 @@ def measure(names: list[str], calls: int, reps: int) -> dict[str, dict[str, floa
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("workloads", nargs="*", default=["ipi_storm", "allocator_realloc"])
-    ap.add_argument("--calls", type=int, default=60, help="calls per synthetic stream")
-    ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--rounds", type=int, default=2, help="alternations with --against")
+    ap.add_argument("--calls", type=at_least_one, default=60, help="calls per synthetic stream")
+    ap.add_argument("--reps", type=at_least_one, default=5)
+    ap.add_argument("--rounds", type=at_least_one, default=2, help="alternations with --against")
     ap.add_argument("--against", metavar="TREE")
     ap.add_argument("--tree", help=argparse.SUPPRESS)
     ap.add_argument("--raw", action="store_true", help=argparse.SUPPRESS)

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tree import require_tree, use_tree  # noqa: E402
+from tree import at_least_one, require_tree, use_tree  # noqa: E402
 
 ROOT = use_tree(__file__)
 
@@ -71,7 +71,7 @@ def measure(reps: int) -> dict[str, tuple[int, float, int]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--reps", type=at_least_one, default=3)
     ap.add_argument("--against", metavar="TREE", help="measure this perfsim tree first and "
                     "print the ratios")
     ap.add_argument("--tree", help=argparse.SUPPRESS)

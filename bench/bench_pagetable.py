@@ -24,6 +24,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tree import at_least_one  # noqa: E402
+
 CHILD = r'''
 import copy, sys, time
 tree = sys.argv[1]
@@ -103,7 +106,7 @@ print(repr(out))
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("trees", nargs="+")
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rounds", type=at_least_one, default=2)
     a = ap.parse_args()
     for tree in a.trees:
         if not (Path(tree) / "perfsim" / "__init__.py").is_file():

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tree import require_tree, use_tree  # noqa: E402
+from tree import at_least_one, require_tree, use_tree  # noqa: E402
 
 ROOT = use_tree(__file__)
 
@@ -218,9 +218,9 @@ def digests(random_cases: int) -> list[tuple[str, str]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--calls", type=int, default=60, help="calls per synthetic stream")
-    ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--rounds", type=int, default=2, help="alternations with --against")
+    ap.add_argument("--calls", type=at_least_one, default=60, help="calls per synthetic stream")
+    ap.add_argument("--reps", type=at_least_one, default=5)
+    ap.add_argument("--rounds", type=at_least_one, default=2, help="alternations with --against")
     ap.add_argument("--digest", action="store_true", help="digests instead of timings")
     ap.add_argument("--random-cases", type=int, default=1500)
     ap.add_argument("--against", metavar="TREE")

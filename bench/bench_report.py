@@ -8,14 +8,19 @@ Prints the wall time of the simulations (per task kind) and of writing the repor
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tree import at_least_one  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--workers", type=at_least_one, default=2)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     from perfsim.report import default_study, plan_tasks, run_study, write_report

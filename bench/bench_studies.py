@@ -44,7 +44,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tree import require_tree, use_tree  # noqa: E402
+from tree import at_least_one, require_tree, use_tree  # noqa: E402
 
 ROOT = use_tree(__file__)
 
@@ -172,13 +172,13 @@ def _child(tree: str | Path, argv: list[str]) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--workers", type=at_least_one, default=2)
     ap.add_argument("--skip-report", action="store_true")
     ap.add_argument("--skip-tune", action="store_true")
     ap.add_argument("--cpu", action="store_true", help="run serially, print CPU time")
     ap.add_argument("--cli", action="store_true",
                     help="also time the whole perfsim tune command in a child process")
-    ap.add_argument("--repeat", type=int, default=1, metavar="N",
+    ap.add_argument("--repeat", type=at_least_one, default=1, metavar="N",
                     help="measure each figure N times, keep the fastest (default 1)")
     ap.add_argument("--against", metavar="TREE", help="also measure this perfsim tree first "
                     "and print the speed-ups")

@@ -23,6 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tree import at_least_one  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -63,8 +66,8 @@ def run(workers: int, reps: int, out: Path):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--replications", type=int, default=2)
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--replications", type=at_least_one, default=2)
+    ap.add_argument("--workers", type=at_least_one, default=2)
     a = ap.parse_args()
     import os
 

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tree import require_tree, use_tree  # noqa: E402
+from tree import at_least_one, require_tree, use_tree  # noqa: E402
 
 ROOT = use_tree(__file__)
 
@@ -37,7 +37,7 @@ from simpy_reference import timeouts_per_s  # noqa: E402
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--reps", type=at_least_one, default=2)
     ap.add_argument("--against", metavar="TREE", help="measure this perfsim tree first and "
                     "print the speed-up")
     ap.add_argument("--per-workload", action="store_true",

@@ -26,3 +26,17 @@ def require_tree(path: str, what: str = "--against") -> None:
     if not (Path(path) / "perfsim" / "__init__.py").is_file():
         print(f"{what} {path}: not a perfsim tree (no perfsim/__init__.py)", file=sys.stderr)
         raise SystemExit(2)
+
+
+def at_least_one(text: str) -> int:
+    """An argparse ``type`` for counts (``--reps``, ``--rounds``, ``--calls``, ``--workers``):
+    an integer of at least 1, else argparse's one-line usage error (exit status 2)."""
+    import argparse
+
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{n} must be at least 1")
+    return n

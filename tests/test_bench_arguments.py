@@ -1,0 +1,48 @@
+"""The benchmarks refuse a count below one in one usage line (exit status 2) instead of
+ending in a traceback after their set-up (``bench/tree.py`` ``at_least_one``)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+CASES = [
+    ("bench_workloads_cpu.py", ["--reps", "0"]),
+    ("bench_call_parts.py", ["--calls", "-1"]),
+    ("bench_engine_calls.py", ["--reps", "0"]),
+    ("bench_plan_walk.py", ["--rounds", "0"]),
+    ("bench_studies.py", ["--repeat", "0"]),
+    ("bench_sweep.py", ["--workers", "two"]),
+    ("bench_report.py", ["--workers", "0"]),
+    ("bench_pagetable.py", [".", ".", "--rounds", "0"]),
+]
+
+
+@pytest.mark.parametrize(("script", "args"), CASES, ids=[c[0] for c in CASES])
+def test_a_count_below_one_is_one_usage_error(script, args):
+    p = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 2
+    assert "Traceback" not in p.stderr
+    last = p.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"{script}: error: argument ") and (
+        "must be at least 1" in last or "is not a whole number" in last)
+
+
+def test_at_least_one_takes_whole_numbers_from_one():
+    sys.path.insert(0, str(BENCH))
+    try:
+        from tree import at_least_one
+    finally:
+        sys.path.remove(str(BENCH))
+    import argparse
+
+    assert at_least_one("1") == 1 and at_least_one("12") == 12
+    for bad in ("0", "-3", "1.5", "x", ""):
+        with pytest.raises(argparse.ArgumentTypeError):
+            at_least_one(bad)
