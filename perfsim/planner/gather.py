@@ -392,13 +392,16 @@ def tlb_finish_mmu(target: Target, tlb: MmuGather, log: S.StepLog, phase: int, s
                        else pages_until_forced_flush(target, tlb.batched, False)):
             # one flush (table_flush_cuts gives [0]): its range, lowest level and count
             # are the same in any order, so the tables are not put in free order
-            if n == 1:
-                s_, lv = tables[0]
-                e_ = s_ + page_size
-            else:
-                addrs = [t[0] for t in tables]
-                s_, e_, lv = min(addrs), max(addrs) + page_size, min(t[1] for t in tables)
-            groups = ((s_, e_, lv, n),)
+            s_, lv = tables[0]
+            e_ = s_
+            for ad, lv_ in tables:
+                if ad < s_:
+                    s_ = ad
+                elif ad > e_:
+                    e_ = ad
+                if lv_ < lv:
+                    lv = lv_
+            groups = ((s_, e_ + page_size, lv, n),)
         elif n:
             addrs, levels = tlb.freed(target)
             groups = table_flush_groups(addrs, levels, table_flush_cuts(target, tlb.batched, n),
