@@ -35,6 +35,7 @@ from perfsim.planner.gather import (
 from perfsim.planner.options import PlanOptions
 from perfsim.planner.syscall import do_munmap
 from perfsim.planner.tlb import flush_range
+from perfsim.planner.unmap import forcing_spans, not_anon_spans, vma_zap_forces_flush
 
 ARCHS = ("x86_64", "x86_64-la57", "arm64-4k", "arm64-16k", "riscv-sv39")
 KERNELS = ("6.1", "6.12", "6.18")
@@ -178,3 +179,27 @@ def test_one_flush_boundary_of_recorded_tables(kernel, platform):
                 assert row[S.ROW_FIELDS.index("flush_full")] == int(f.full)
                 assert row[S.ROW_FIELDS.index("flush_pages")] == f.pages
                 assert row[S.ROW_FIELDS.index("ipis")] == f.ipis
+
+
+def test_spans_are_each_touched_vmas_part_of_the_range():
+    """``forcing_spans`` / ``not_anon_spans``: per VMA in address order that overlaps the
+    range and forces a flush (is not anonymous), its part of the range; none for others."""
+    rng = random.Random("spans")
+    pg = 4096
+    for _ in range(300):
+        vmas, at = [], rng.randrange(1, 64) * pg
+        for _i in range(rng.randint(0, 5)):
+            at += rng.choice((0, pg, 7 * pg))
+            length = rng.randrange(1, 40) * pg
+            backing, shared, prot, _ = rng.choice(KINDS)
+            vmas.append(Vma(at, at + length, backing=backing, shared=shared, prot=prot,
+                            file_id="f" if backing != "anon" else None))
+            at += length
+        start = rng.randrange(0, at + 2 * pg, pg)
+        end = start + rng.randrange(1, 120) * pg
+        clip = [(max(v.start, start), min(v.end, end), v) for v in vmas
+                if v.start < end and v.end > start]
+        assert forcing_spans(vmas, start, end) == tuple(
+            (s_, e_) for s_, e_, v in clip if vma_zap_forces_flush(v))
+        assert not_anon_spans(vmas, start, end) == tuple(
+            (s_, e_) for s_, e_, v in clip if v.backing != "anon")

@@ -648,8 +648,11 @@ class UnmapRegion:
 def _spans_of(vmas, start: int, end: int, keep) -> tuple[tuple[int, int], ...]:
     """The parts of ``[start, end)`` of the VMAs (in address order) for which ``keep(vma)``,
     one per VMA (adjacent ones stay apart)."""
-    return tuple((max(v.start, start), min(v.end, end)) for v in vmas
-                 if v.start < end and v.end > start and keep(v))
+    out = ()
+    for v in vmas:  # (a plain loop: an unmap touches one VMA or a few)
+        if v.start < end and v.end > start and keep(v):
+            out += ((max(v.start, start), min(v.end, end)),)
+    return out
 
 
 def forcing_spans(vmas, start: int, end: int) -> tuple[tuple[int, int], ...]:
@@ -658,11 +661,15 @@ def forcing_spans(vmas, start: int, end: int) -> tuple[tuple[int, int], ...]:
     return _spans_of(vmas, start, end, vma_zap_forces_flush)
 
 
+def _not_anonymous(vma: Vma) -> bool:
+    return vma.backing != "anon"
+
+
 def not_anon_spans(vmas, start: int, end: int) -> tuple[tuple[int, int], ...]:
     """The parts of ``[start, end)`` of the VMAs that are not anonymous (file, shmem,
     hugetlb: ``vma_is_anonymous`` is false), whose partly zapped huge PMDs
     ``__split_huge_pmd`` unmaps whole instead of splitting into PTEs."""
-    return _spans_of(vmas, start, end, lambda v: v.backing != "anon")
+    return _spans_of(vmas, start, end, _not_anonymous)
 
 
 def unmap_region(target: Target, tables: CallTables, region: UnmapRegion, log: S.StepLog,
