@@ -331,6 +331,26 @@ class MmuGather:
         return None
 
 
+#: :func:`_finish_constants` memo: id(target) -> (target, its constants). The target is
+#: kept, so its id names no other while it is here.
+_FINISH: dict[int, tuple] = {}
+
+
+def _finish_constants(target: Target) -> tuple:
+    """``(tables_per_forced_flush, {level: flush stride shift}, page_size, pmd_size)`` of
+    ``target`` (immutable profiles; several are properties), once per target."""
+    got = _FINISH.get(id(target))
+    if got is None or got[0] is not target:
+        if len(_FINISH) >= 64:
+            _FINISH.clear()
+        a = target.arch
+        got = _FINISH[id(target)] = (target, (
+            tables_per_forced_flush(target),
+            {PTE_TABLE: a.pmd_shift, PMD_TABLE_PAGE: a.pud_shift, PUD_TABLE_PAGE: a.p4d_shift},
+            a.page_size, a.pmd_size))
+    return got[1]
+
+
 def tlb_finish_mmu(target: Target, tlb: MmuGather, log: S.StepLog, phase: int, start: int, end: int,
            zapped: int, freed: int, *, cpus: int, lazy_cpus: int) -> None:
     """Record the zap and the flushes of the gather: the zap's huge PMD splits (a
@@ -338,61 +358,77 @@ def tlb_finish_mmu(target: Target, tlb: MmuGather, log: S.StepLog, phase: int, s
     :meth:`MmuGather.force_flush`), in the order they happened, one each time a table batch fills
     (:func:`tables_per_forced_flush`), and one in ``tlb_finish_mmu`` for what is left. Each
     flush covers the range gathered since the previous one, with the stride of the lowest
-    level cleared in it (``tlb_get_unmap_shift``)."""
-    a = target.arch
+    level cleared in it (``tlb_get_unmap_shift``).
+
+    Tables :meth:`MmuGather.free_table` recorded that go out in one flush (no more than
+    :func:`table_flush_cuts` puts in its first) are not put in free order: that flush's
+    range, lowest level and count are the same in any order."""
+    cap, shift_of, page_size, pmd_size = _finish_constants(target)
     forced_ptes = 0
-    for what, arg in tlb.events:
-        if what == "split":
-            row = split_huge_pmd_row(target, cpus=cpus, lazy_cpus=lazy_cpus)
-            log.add(phase, row.kind, arg, 0, a.pmd_size, ptes=row.ptes, flush=row.flush,
-                    ptl=row.ptl)
-            continue
-        z0, z1, ptes, s_, e_, shift = tlb.forced[arg]
-        flush = flush_range(target, s_, e_, stride_shift=shift, cpus=cpus,
-                            lazy_cpus=lazy_cpus, freed_tables=False)
-        log.add(phase, S.K_ZAP, z0, 0, z1 - z0, ptes=ptes, flush=flush)
-        forced_ptes += ptes
+    if tlb.events:
+        for what, arg in tlb.events:
+            if what == "split":
+                row = split_huge_pmd_row(target, cpus=cpus, lazy_cpus=lazy_cpus)
+                log.add(phase, row.kind, arg, 0, pmd_size, ptes=row.ptes, flush=row.flush,
+                        ptl=row.ptl)
+                continue
+            z0, z1, ptes, s_, e_, shift = tlb.forced[arg]
+            flush = flush_range(target, s_, e_, stride_shift=shift, cpus=cpus,
+                                lazy_cpus=lazy_cpus, freed_tables=False)
+            log.add(phase, S.K_ZAP, z0, 0, z1 - z0, ptes=ptes, flush=flush)
+            forced_ptes += ptes
     if zapped:
         if zapped > forced_ptes or not tlb.forced:
             mark = tlb.zap_mark if tlb.forced else start
             log.add(phase, S.K_ZAP, mark, 0, end - mark, ptes=zapped - forced_ptes)
+    zap_shift = tlb.tlb_get_unmap_shift(target)
+    zap_start = tlb.start if zap_shift is not None else None
     run = tlb.table_run if tlb._table_arrays is None else None
     recorded = run is None and tlb._table_arrays is None  # the tables free_table recorded
-    if run is not None:
-        addrs = levels = None
+    if recorded:
+        tables = tlb.tables
+        n = len(tables)
+        if n and n <= (cap if cap is not None
+                       else pages_until_forced_flush(target, tlb.batched, False)):
+            # one flush (table_flush_cuts gives [0]): its range, lowest level and count
+            # are the same in any order, so the tables are not put in free order
+            s_, lv = tables[0]
+            e_ = s_
+            for ad, lv_ in tables:
+                if ad < s_:
+                    s_ = ad
+                elif ad > e_:
+                    e_ = ad
+                if lv_ < lv:
+                    lv = lv_
+            groups = ((s_, e_ + page_size, lv, n),)
+        elif n:
+            addrs, levels = tlb.freed(target)
+            groups = table_flush_groups(addrs, levels, table_flush_cuts(target, tlb.batched, n),
+                                        page_size)
+    elif run is not None:
         n = len(run)
-    elif recorded:
-        addrs = levels = None  # put in free order below, where the order matters
-        n = len(tlb.tables)
+        if n:
+            groups = run.flush_groups(table_flush_cuts(target, tlb.batched, n), page_size)
     else:
         addrs, levels = tlb.freed(target)
         n = len(addrs)
-    zap_shift = tlb.tlb_get_unmap_shift(target)
+        if n:
+            cuts = table_flush_cuts(target, tlb.batched, n)
+            if isinstance(addrs, list):
+                groups = table_flush_groups(addrs, levels, cuts, page_size)
+            else:
+                groups = table_flush_groups_arrays(addrs, levels, cuts, page_size)
     if n == 0:
-        if tlb.start is not None and zap_shift is not None:
-            flush = flush_span(target, tlb.end - tlb.start, stride_shift=zap_shift, cpus=cpus,
+        if zap_start is not None:
+            flush = flush_span(target, tlb.end - zap_start, stride_shift=zap_shift, cpus=cpus,
                                lazy_cpus=lazy_cpus, freed_tables=False)
             log.add(phase, S.K_FREE_TABLES, start, 0, end - start, freed=0, flush=flush)
         return
-    cuts = table_flush_cuts(target, tlb.batched, n)
-    if run is not None:
-        groups = run.flush_groups(cuts, a.page_size)
-    elif recorded:
-        if len(cuts) == 1:  # one flush: its range, lowest level and count are the same in
-            tables = tlb.tables  # any order, so the tables are not sorted into free order
-            addrs, levels = [t[0] for t in tables], [t[1] for t in tables]
-        else:
-            addrs, levels = tlb.freed(target)
-        groups = table_flush_groups(addrs, levels, cuts, a.page_size)
-    elif isinstance(addrs, list):
-        groups = table_flush_groups(addrs, levels, cuts, a.page_size)
-    else:
-        groups = table_flush_groups_arrays(addrs, levels, cuts, a.page_size)
-    shift_of = {PTE_TABLE: a.pmd_shift, PMD_TABLE_PAGE: a.pud_shift, PUD_TABLE_PAGE: a.p4d_shift}
     for i, (s_, e_, lv, k) in enumerate(groups):
         shift = shift_of[lv]
-        if i == 0 and tlb.start is not None and zap_shift is not None:
-            s_, e_ = min(s_, tlb.start), max(e_, tlb.end)
+        if i == 0 and zap_start is not None:
+            s_, e_ = min(s_, zap_start), max(e_, tlb.end)
             shift = min(shift, zap_shift)
         # (a flush depends on the span, not where it is)
         flush = flush_span(target, e_ - s_, stride_shift=shift, cpus=cpus, lazy_cpus=lazy_cpus,

@@ -61,6 +61,7 @@ from perfsim.planner.gather import (
 )
 from perfsim.planner.options import DEFAULT, PlanOptions
 from perfsim.planner.pgtable_move import split_huge_pmd
+from perfsim.planner.reference import _geometry_of
 from perfsim.planner.tables import CallTables
 from perfsim.profiles import Target
 
@@ -273,20 +274,30 @@ def zap_range(target: Target, win: Window, start: int, end: int, tlb: MmuGather,
     """``unmap_vmas`` over ``[start, end)``: clear present entries; return pages zapped.
     ``forcing``: the parts of the range whose PTEs force a flush (:func:`zap_forces_flush`);
     ``not_anon``: the parts mapped by VMAs that are not anonymous (a huge PMD the range
-    covers only partly is split the way ``__split_huge_pmd`` splits it there)."""
+    covers only partly is split the way ``__split_huge_pmd`` splits it there).
+
+    Per slot only what can change something is done: a slot with no entry, or a PTE table
+    with no present PTE (what a move leaves behind), has nothing to zap (its entry stays as
+    it is); the in-slot page range is partial only in the first and last slot; the PUD
+    leaves are looked for only when the window holds one."""
     a = target.arch
-    ptrs, ps, ms, us, pmd_size = a.ptrs_per_pte, a.page_shift, a.pmd_shift, a.pud_shift, a.pmd_size
+    ps, ms, us, _, _, ptrs, _, _ = _geometry_of(a)
     pud, pmd = win.pud, win.pmd
     zapped = 0
-    for slot in range(start >> ms, ((end - 1) >> ms) + 1):
-        base = slot << ms
-        if pud.get(base >> us, PUD_NONE) == PUD_LEAF:
-            continue  # handled per PUD below
-        kind, mask = pmd.get(slot, _PMD_NONE_ENTRY)
-        if kind == PMD_NONE:
+    s0, s1 = start >> ms, (end - 1) >> ms
+    leaves = PUD_LEAF in pud.values()  # (the zap changes no PUD entry before its last loop)
+    for slot in range(s0, s1 + 1):
+        ent = pmd.get(slot)
+        if ent is None:
             continue
-        lo = (max(start, base) - base) >> ps
-        hi = (min(end, base + pmd_size) - base) >> ps
+        kind, mask = ent
+        if (kind == PMD_TABLE and not mask) or kind == PMD_NONE:
+            continue  # nothing present: zap_pte_range would clear nothing
+        if leaves and pud.get(slot >> (us - ms), PUD_NONE) == PUD_LEAF:
+            continue  # handled per PUD below
+        base = slot << ms
+        lo = (start - base) >> ps if slot == s0 else 0
+        hi = (end - base) >> ps if slot == s1 else ptrs
         if kind == PMD_LEAF:
             if zap_huge_pmd_whole(lo, hi, ptrs):
                 pmd.pop(slot)
@@ -305,13 +316,15 @@ def zap_range(target: Target, win: Window, start: int, end: int, tlb: MmuGather,
             for s_lo, s_hi, forces in zap_segments(lo, hi, base, ps, forcing):
                 gather_zapped_ptes(target, tlb, base, s_lo, s_hi, hit & range_mask(s_lo, s_hi),
                                    forces)
-    for pslot in range(start >> a.pud_shift, ((end - 1) >> a.pud_shift) + 1):
-        base = pslot << a.pud_shift
-        if win.pud.get(pslot, PUD_NONE) == PUD_LEAF and zap_huge_pud_whole(base, a.pud_size, start, end):
-            win.pud.pop(pslot)
-            zapped += 1 << (a.pud_shift - a.page_shift)
-            tlb.cleared_puds = True
-            tlb.adjust(base, base + a.pud_size)
+    if leaves:
+        pud_size = 1 << us
+        for pslot in range(start >> us, ((end - 1) >> us) + 1):
+            base = pslot << us
+            if pud.get(pslot, PUD_NONE) == PUD_LEAF and zap_huge_pud_whole(base, pud_size, start, end):
+                pud.pop(pslot)
+                zapped += 1 << (us - ps)
+                tlb.cleared_puds = True
+                tlb.adjust(base, base + pud_size)
     return zapped
 
 
@@ -322,46 +335,64 @@ def free_pgd_range(target: Target, win: Window, addr: int, end: int, floor: int,
 
     A PUD table is freed when no PUD entry under it is left among those the unmap's window
     sees: the PUD slots of ``visible`` (an address range, as given to
-    :meth:`~perfsim.mm.pagetable.PageTables.window`; by default all of ``win``'s)."""
-    a = target.arch
-    ms = a.pmd_shift
-    freed = 0
-    b = free_range_bounds(addr, end, floor, ceiling, a.pmd_size)
+    :meth:`~perfsim.mm.pagetable.PageTables.window`; by default all of ``win``'s).
+
+    The entries left under a PUD entry (or a top-level slot) are looked for only where the
+    entry's table could be freed (``free_pmd_table``/``free_pud_table`` ask for none left),
+    and the look stops at the first."""
+    ps, ms, us, p4s, pud_folded, _, pmd_size, pud_size = _geometry_of(target.arch)
+    b = free_range_bounds(addr, end, floor, ceiling, pmd_size)
     if b is None:
         return 0
     lo, hi = b
-    pmd = win.pmd
+    pmd, pud = win.pmd, win.pud
+    freed = tlb.tables  # (the tables free_table records, appended here in free order)
+    n0 = len(freed)
     for slot in range(lo >> ms, ((hi - 1) >> ms) + 1):
-        if free_pte_table(pmd.get(slot, _PMD_NONE_ENTRY)[0]):
-            pmd.pop(slot)
-            freed += 1
-            tlb.free_table(slot << ms, PTE_TABLE)
-    b = free_range_bounds(addr, end, floor, ceiling, a.pud_size)
+        ent = pmd.get(slot)
+        if ent is not None and free_pte_table(ent[0]):
+            del pmd[slot]
+            freed.append((slot << ms, PTE_TABLE))
+    b = free_range_bounds(addr, end, floor, ceiling, pud_size)
     if b is not None:
         lo, hi = b
-        shift = a.pud_shift - a.pmd_shift
-        for pslot in range(lo >> a.pud_shift, ((hi - 1) >> a.pud_shift) + 1):
-            left = sum(1 for s in win.pmd if (s >> shift) == pslot)
-            if free_pmd_table(win.pud.get(pslot, PUD_NONE), left):
-                win.pud.pop(pslot)
-                freed += 1
-                tlb.free_table(pslot << a.pud_shift, PMD_TABLE_PAGE)
-    if not a.pud_folded:
-        b = free_range_bounds(addr, end, floor, ceiling, 1 << a.p4d_shift)
+        shift = us - ms
+        for pslot in range(lo >> us, ((hi - 1) >> us) + 1):
+            kind = pud.get(pslot, PUD_NONE)
+            left = 0
+            if kind == PUD_TABLE:
+                for s in pmd:
+                    if (s >> shift) == pslot:
+                        left = 1  # (at least one)
+                        break
+            if free_pmd_table(kind, left):
+                del pud[pslot]
+                freed.append((pslot << us, PMD_TABLE_PAGE))
+    if not pud_folded:
+        b = free_range_bounds(addr, end, floor, ceiling, 1 << p4s)
         if b is not None:
             lo, hi = b
-            shift = a.p4d_shift - a.pud_shift
+            shift = p4s - us
             if visible is None:
                 v0, v1 = win.lo, win.hi
             else:
-                v0, v1 = visible[0] >> a.pud_shift, ((visible[1] - 1) >> a.pud_shift) + 1
-            for top in range(lo >> a.p4d_shift, ((hi - 1) >> a.p4d_shift) + 1):
-                left = sum(1 for s in win.pud if (s >> shift) == top and v0 <= s < v1)
-                if free_pud_table(top in win.pud_tables, left):
-                    win.pud_tables.discard(top)
-                    freed += 1
-                    tlb.free_table(top << a.p4d_shift, PUD_TABLE_PAGE)
-    return freed
+                v0, v1 = visible[0] >> us, ((visible[1] - 1) >> us) + 1
+            tops = win.pud_tables
+            for top in range(lo >> p4s, ((hi - 1) >> p4s) + 1):
+                has = top in tops
+                left = 0
+                if has:
+                    for s in pud:
+                        if (s >> shift) == top and v0 <= s < v1:
+                            left = 1  # (at least one)
+                            break
+                if free_pud_table(has, left):
+                    tops.discard(top)
+                    freed.append((top << p4s, PUD_TABLE_PAGE))
+    n = len(freed) - n0
+    if n:
+        tlb.freed_tables = True
+    return n
 
 
 # ---------------------------------------------------------------------------- array driver
@@ -618,8 +649,11 @@ class UnmapRegion:
 def _spans_of(vmas, start: int, end: int, keep) -> tuple[tuple[int, int], ...]:
     """The parts of ``[start, end)`` of the VMAs (in address order) for which ``keep(vma)``,
     one per VMA (adjacent ones stay apart)."""
-    return tuple((max(v.start, start), min(v.end, end)) for v in vmas
-                 if v.start < end and v.end > start and keep(v))
+    out = ()
+    for v in vmas:  # (a plain loop: an unmap touches one VMA or a few)
+        if v.start < end and v.end > start and keep(v):
+            out += ((max(v.start, start), min(v.end, end)),)
+    return out
 
 
 def forcing_spans(vmas, start: int, end: int) -> tuple[tuple[int, int], ...]:
@@ -628,11 +662,15 @@ def forcing_spans(vmas, start: int, end: int) -> tuple[tuple[int, int], ...]:
     return _spans_of(vmas, start, end, vma_zap_forces_flush)
 
 
+def _not_anonymous(vma: Vma) -> bool:
+    return vma.backing != "anon"
+
+
 def not_anon_spans(vmas, start: int, end: int) -> tuple[tuple[int, int], ...]:
     """The parts of ``[start, end)`` of the VMAs that are not anonymous (file, shmem,
     hugetlb: ``vma_is_anonymous`` is false), whose partly zapped huge PMDs
     ``__split_huge_pmd`` unmaps whole instead of splitting into PTEs."""
-    return _spans_of(vmas, start, end, lambda v: v.backing != "anon")
+    return _spans_of(vmas, start, end, _not_anonymous)
 
 
 def unmap_region(target: Target, tables: CallTables, region: UnmapRegion, log: S.StepLog,
