@@ -208,9 +208,9 @@ def run_moves(against: str | None, rounds: int) -> None:
         print(line)
 
 
-def _moves_run(name: str, rounds: int, root: str) -> dict:
-    cmd = [sys.executable, os.path.abspath(__file__), "--moves-child", name, str(rounds),
-           "--root", root]
+def _child_json(cmd: list[str], root: str) -> dict:
+    """Run this script's child ``cmd`` in ``root``; its last stdout line, as JSON, checked
+    to have imported perfsim from ``root``."""
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=root)
     if res.returncode:
         raise SystemExit(f"child failed: {' '.join(cmd)}\n{res.stderr}")
@@ -218,6 +218,11 @@ def _moves_run(name: str, rounds: int, root: str) -> dict:
     if os.path.realpath(out["perfsim"]) != os.path.realpath(root):
         raise SystemExit(f"child imported perfsim from {out['perfsim']}, not {root}")
     return out
+
+
+def _moves_run(name: str, rounds: int, root: str) -> dict:
+    return _child_json([sys.executable, os.path.abspath(__file__), "--moves-child", name,
+                        str(rounds), "--root", root], root)
 
 
 def run_child(case: str, length: int, populate: str, repeats: int, build_only: bool = False,
@@ -225,13 +230,7 @@ def run_child(case: str, length: int, populate: str, repeats: int, build_only: b
     """One measurement in a fresh process, importing perfsim from the checkout ``root``."""
     cmd = [sys.executable, os.path.abspath(__file__), "--child", case, str(length), populate,
            str(repeats), "--root", root] + (["--build-only"] if build_only else [])
-    res = subprocess.run(cmd, capture_output=True, text=True, cwd=root)
-    if res.returncode:
-        raise SystemExit(f"child failed: {' '.join(cmd)}\n{res.stderr}")
-    out = json.loads(res.stdout.strip().splitlines()[-1])
-    if os.path.realpath(out["perfsim"]) != os.path.realpath(root):
-        raise SystemExit(f"child imported perfsim from {out['perfsim']}, not {root}")
-    return out
+    return _child_json(cmd, root)
 
 
 ROUNDS = 3

@@ -189,14 +189,14 @@ def _valid(a, lo: int, hi: int, dst: int, length: int) -> bool:
     return ((hi - 1) >> ms) < (dst >> ms) - 2 or ((dst + length - 1) >> ms) < (lo >> ms) - 2
 
 
-@given(regular_moves())
-@settings(max_examples=150, deadline=None)
-def test_closed_form_equals_array_path_and_reference(case):
+def case_space(case) -> tuple[Vma, AddressSpace] | None:
+    """The source VMA and the address space of a :func:`regular_moves` case, or None when
+    the case does not fit (:func:`_valid`)."""
     t, src, length, dst = case["t"], case["src"], case["length"], case["dst"]
     a = t.arch
     lo, hi = src - case["pre"], src + length + case["post"]
     if not _valid(a, lo, hi, dst, length):
-        return
+        return None
     vma = Vma(lo, hi, folio_size=case["folio"], name="heap")
     pop = [(lo, src), (src + case["h0"], src + length - case["h1"]), (src + length, hi)]
     others = ()
@@ -206,7 +206,18 @@ def test_closed_form_equals_array_path_and_reference(case):
         n0 = dst >> a.pud_shift << a.pud_shift
         if (dst - n0) >> a.pmd_shift > 1 and not (n0 < hi and lo < n0 + a.page_size):
             others = (Vma(n0, n0 + a.page_size, name="nb"),)
-    space = _space(t, vma, pop, others)
+    return vma, _space(t, vma, pop, others)
+
+
+@given(regular_moves())
+@settings(max_examples=150, deadline=None)
+def test_closed_form_equals_array_path_and_reference(case):
+    t, src, length, dst = case["t"], case["src"], case["length"], case["dst"]
+    got = case_space(case)
+    if got is None:
+        return
+    lo, hi = got[0].start, got[0].end
+    space = got[1]
     closed, array = _closed_and_array(t, space, src, length, dst, cpus=case["cpus"],
                                       lazy_cpus=min(case["lazy"], case["cpus"] - 1))
     if closed is not None:

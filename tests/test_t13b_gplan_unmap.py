@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_t13_big_closed import BASE, _space, _valid, regular_moves
+from test_t13_big_closed import BASE, case_space, regular_moves
 
 from perfsim import resolve_target
 from perfsim.mm.pagetable import PageTables
@@ -59,18 +59,10 @@ def _moved(case):
     """The closed-form move of a ``regular_moves`` case: ``(target, state before, moved
     state (pending), the VMA)``, or None when the case is invalid or not closed form."""
     t, src, length, dst = case["t"], case["src"], case["length"], case["dst"]
-    a = t.arch
-    lo, hi = src - case["pre"], src + length + case["post"]
-    if not _valid(a, lo, hi, dst, length):
+    got = case_space(case)
+    if got is None:
         return None
-    vma = Vma(lo, hi, folio_size=case["folio"], name="heap")
-    pop = [(lo, src), (src + case["h0"], src + length - case["h1"]), (src + length, hi)]
-    others = ()
-    if case["dst_neighbour"]:
-        n0 = dst >> a.pud_shift << a.pud_shift
-        if (dst - n0) >> a.pmd_shift > 1 and not (n0 < hi and lo < n0 + a.page_size):
-            others = (Vma(n0, n0 + a.page_size, name="nb"),)
-    space = _space(t, vma, pop, others)
+    vma, space = got
     new = Vma(dst, dst + length, name="new")
     pmc = PageTableMoveControl(vma, new, src, dst, length)
     out = plan_regular_closed(t, space.pt, pmc, MoveGates.of(t, vma, new, False), S.MOVE,
