@@ -460,12 +460,10 @@ def scalar_row_costs(lists: list[list[int]], profile: CostProfile, cpus: int | N
     phase = lists[1]
     starts = [True, *map(ne, phase[1:], phase)]  # the row's phase differs from the last's
     med = profile.medians_ns
-    w = _ROW_WEIGHTS(med)
-    terms = folio_terms(folio)
-    rows, totals, stolen, sums = _price_dense(lists, starts, ipis, w, med, terms, memo)
+    rows, totals, stolen, sums = _price_dense(lists, starts, ipis, profile, folio, memo)
     firsts = []
     for at, wpos, cat in _FIRST_ROW_TERMS:
-        first = _first_above_zero(c[at] for c in rows)
+        first = _first_paying(rows, at)
         if first is not None:
             totals[first] += med[wpos]
             sums[cat] += med[wpos]
@@ -473,27 +471,39 @@ def scalar_row_costs(lists: list[list[int]], profile: CostProfile, cpus: int | N
     return RowCosts.of_lists(totals, ipis, stolen, rows, firsts, med, sums)
 
 
-def _price_dense(lists: list[list[int]], starts: list, ipis: list, weights: tuple,
-                 medians: tuple, terms: tuple, memo: dict | None) -> tuple:
+def _price_dense(lists: list[list[int]], starts: list, ipis: list, profile: CostProfile,
+                 folio: FolioBatching | None, memo: dict | None) -> tuple:
     """``(counts, totals, stolen, category sums)`` of rows given as :func:`column_lists`
-    with their run starts and IPI targets, at the medians, without the first-row charges:
-    per row its :func:`~perfsim.cost.counts.row_counts` and their product with the medians;
-    per category the column sums of its parameters times theirs (or, through ``memo``, the
-    sum of each row's kept per-category costs: the same integers)."""
+    with their run starts and IPI targets, at the profile's medians, without the first-row
+    charges: per row its :func:`~perfsim.cost.counts.row_counts` and their product with the
+    medians; per category the column sums of its parameters times theirs (or, through
+    ``memo``, the sum of each row's kept per-category costs: the same integers). With a
+    ``memo`` the weights and folio terms are read only when a row is not in it."""
     keys = zip(zip(*lists[:-1]), starts, ipis)
-    if memo is None:
-        rows = [row_counts(r, run_start, ip, SCALAR_OPS, terms) for r, run_start, ip in keys]
-        totals = [sum(map(mul, c, weights)) for c in rows]
-        # each parameter's column sum times its median; ROW_PARAMS is grouped by category
-        cum = list(accumulate(map(mul, map(sum, zip(*rows)), weights), initial=0))
-        sums = [cum[b] - cum[a] for a, b in _ROW_CATEGORY_SLICES]
-        stolen = list(map(stolen_of, ipis, lists[7], lists[6], repeat(medians[_RECEIVER]),
-                          repeat(medians[_FULL_FLUSH]), repeat(medians[_INVLPG]),
-                          repeat(SCALAR_OPS)))
-        return rows, totals, stolen, sums
-    priced = [memo.get(k) or _price_row(memo, k, weights, medians, terms) for k in keys]
-    rows, totals, cats, stolen = (list(x) for x in zip(*priced))
-    return rows, totals, stolen, list(map(sum, zip(*cats)))
+    medians = profile.medians_ns
+    if memo is not None:
+        get = memo.get
+        keys = list(keys)
+        priced = [get(k) for k in keys]
+        if None in priced:
+            weights, terms = _ROW_WEIGHTS(medians), folio_terms(folio)
+            priced = [p or _price_row(memo, k, weights, medians, terms)
+                      for p, k in zip(priced, keys, strict=True)]
+        if len(priced) == 1:
+            (c, total, cats, stolen), = priced
+            return [c], [total], [stolen], list(cats)
+        rows, totals, cats, stolen = (list(x) for x in zip(*priced))
+        return rows, totals, stolen, list(map(sum, zip(*cats)))
+    weights, terms = _ROW_WEIGHTS(medians), folio_terms(folio)
+    rows = [row_counts(r, run_start, ip, SCALAR_OPS, terms) for r, run_start, ip in keys]
+    totals = [sum(map(mul, c, weights)) for c in rows]
+    # each parameter's column sum times its median; ROW_PARAMS is grouped by category
+    cum = list(accumulate(map(mul, map(sum, zip(*rows)), weights), initial=0))
+    sums = [cum[b] - cum[a] for a, b in _ROW_CATEGORY_SLICES]
+    stolen = list(map(stolen_of, ipis, lists[7], lists[6], repeat(medians[_RECEIVER]),
+                      repeat(medians[_FULL_FLUSH]), repeat(medians[_INVLPG]),
+                      repeat(SCALAR_OPS)))
+    return rows, totals, stolen, sums
 
 
 def _price_lists(lists: list[list[int]], first_start: bool, profile: CostProfile,
@@ -509,9 +519,10 @@ def _price_lists(lists: list[list[int]], first_start: bool, profile: CostProfile
             for k in zip(zip(*lists[:-1]), starts, ipis)], ipis
 
 
-def _first_above_zero(values) -> int | None:
-    for i, v in enumerate(values):
-        if v > 0:
+def _first_paying(rows: list, at: int) -> int | None:
+    """The first of ``rows`` (per-row count tuples) whose count at ``at`` is above 0."""
+    for i, c in enumerate(rows):
+        if c[at] > 0:
             return i
     return None
 

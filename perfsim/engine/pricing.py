@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from itertools import accumulate, compress, repeat
-from operator import add, eq, gt, itemgetter
+from operator import add, eq, gt, itemgetter, sub
 
 import numpy as np
 
@@ -193,11 +193,13 @@ def _segment_records_of_lists(lock_sets, lock_set, c, total, ipis, stolen, cum, 
     credits = ()
     fl = list(compress(rows, c[_C_FLUSHES][a:b]))
     if fl:
-        ol = _L([cum[i + 1] - base for i in fl])
-        tl = _L([ipis[i] for i in fl])
-        sl = _L([stolen[i] for i in fl])
+        ends = map(cum.__getitem__, map(add, fl, repeat(1)))  # each flush's row's end
+        ol = _L(map(sub, ends, repeat(base)) if base else ends)
+        tl = _L(map(ipis.__getitem__, fl))
+        sl = _L(map(stolen.__getitem__, fl))
         full, pages = c[_C_FLUSH_FULL], c[_C_FLUSH_PAGES]
-        flush = (_L(fl), ol, _L([bool(full[i]) for i in fl]), _L([pages[i] for i in fl]), tl, sl)
+        flush = (_L(fl), ol, _L(map(bool, map(full.__getitem__, fl))),
+                 _L(map(pages.__getitem__, fl)), tl, sl)
         credits = _credits(ol, tl, sl)
     return SegmentRecords(tuple(holds), flush, credits)
 
