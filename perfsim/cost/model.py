@@ -482,9 +482,8 @@ def _price_dense(lists: list[list[int]], starts: list, ipis: list, profile: Cost
     keys = zip(zip(*lists[:-1]), starts, ipis)
     medians = profile.medians_ns
     if memo is not None:
-        get = memo.get
         keys = list(keys)
-        priced = [get(k) for k in keys]
+        priced = list(map(memo.get, keys))
         if None in priced:
             weights, terms = _ROW_WEIGHTS(medians), folio_terms(folio)
             priced = [p or _price_row(memo, k, weights, medians, terms)
@@ -492,7 +491,7 @@ def _price_dense(lists: list[list[int]], starts: list, ipis: list, profile: Cost
         if len(priced) == 1:
             (c, total, cats, stolen), = priced
             return [c], [total], [stolen], list(cats)
-        rows, totals, cats, stolen = (list(x) for x in zip(*priced))
+        rows, totals, cats, stolen = map(list, zip(*priced))
         return rows, totals, stolen, list(map(sum, zip(*cats)))
     weights, terms = _ROW_WEIGHTS(medians), folio_terms(folio)
     rows = [row_counts(r, run_start, ip, SCALAR_OPS, terms) for r, run_start, ip in keys]

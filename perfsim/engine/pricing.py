@@ -228,6 +228,9 @@ def _bounds(steps, n: int, hot_locks, ptl_hot) -> list:
     return list(zip(starts.tolist(), ends.tolist(), hots.tolist(), strict=True))
 
 
+_HOT = itemgetter(2)  # a bound's contended flag
+
+
 def _small_template(steps, profile, cpus: int, hot_locks, ptl_hot, folio,
                     memo=None) -> CallTemplate:
     """:func:`build_template` of a plan of a few rows at the medians, from its columns as
@@ -240,7 +243,7 @@ def _small_template(steps, profile, cpus: int, hot_locks, ptl_hot, folio,
     total, ipis, stolen = rc.total_list, rc.ipis_list, rc.stolen_list
     cum = list(accumulate(total, initial=0))
     rmap, flushes = c[_C_RMAP], c[_C_FLUSHES]
-    any_hot = any(h for _a, _b, h in bounds)
+    any_hot = any(map(_HOT, bounds))
     lock_set = lock_ids(steps) if any_hot or any(rmap) else None
     lock_sets = steps.lock_sets
     segs, recs = [], []
@@ -529,7 +532,7 @@ def _array_template(steps, profile, cpus: int, rng, hot_locks, ptl_hot, folio,
     for a, b, h in bounds:
         segs.append((a, b, h, cum_l[b] - cum_l[a]))
         recs.append(None if h else _segment_records(steps, cols, rc, cum, a, b))
-    any_hot = any(h for _a, _b, h in bounds)
+    any_hot = any(map(_HOT, bounds))
     kind = cols["kind"]
     kinds = np.bincount(kind, minlength=len(S.KIND_NAMES)).tolist()
     cost = rc.category_sums()
