@@ -101,3 +101,18 @@ def test_a_summary_given_or_set_is_the_one_read():
     assert res.summary == {"end_ns": 1}
     given = sim.SimResult({}, {"x": 2}, {})
     assert given.summary == {"x": 2}
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_run_totals_are_the_summary_without_its_tables(name):
+    res = simulate(SPECS[name])
+    totals = res.run_totals
+    assert res._make_summary is not None  # read without making the summary
+    want = {k: v for k, v in _summary_at_once(SPECS[name]).items() if k != "tables"}
+    assert totals == want and list(totals) == list(want)
+    assert res.run_totals == {k: v for k, v in res.summary.items() if k != "tables"}
+
+
+def test_run_totals_of_a_given_summary_leave_out_its_tables():
+    given = sim.SimResult({}, {"end_ns": 5, "tables": {}, "events": 2}, {})
+    assert given.run_totals == {"end_ns": 5, "events": 2}

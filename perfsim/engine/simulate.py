@@ -96,6 +96,15 @@ class SimResult:
     def summary(self, value: dict) -> None:
         self._summary, self._make_summary = value, None
 
+    @property
+    def run_totals(self) -> dict:
+        """:attr:`summary` without its ``"tables"`` entry (end_ns, events,
+        scheduled_events, seed, walker_visits, cpu_ipis, cpu_stolen_ns), read without
+        making the tables' summaries when the summary is not made yet."""
+        if self._make_summary is not None and isinstance(self._make_summary, RunSummary):
+            return self._make_summary.totals()
+        return {k: v for k, v in self.summary.items() if k != "tables"}
+
     def __getstate__(self) -> dict:
         """Pickled with its summary made (the same dict as read before pickling)."""
         self.summary  # noqa: B018 (made now if not yet)
@@ -244,6 +253,13 @@ class RunSummary:
             "walker_visits": dict(self.walker_visits),
             "cpu_ipis": self.cpu_ipis, "cpu_stolen_ns": self.cpu_stolen_ns,
         }
+
+    def totals(self) -> dict:
+        """The summary without its ``"tables"`` (:attr:`SimResult.run_totals`)."""
+        end_ns, events, scheduled = self.head
+        return {"end_ns": end_ns, "events": events, "scheduled_events": scheduled,
+                "seed": self.seed, "walker_visits": dict(self.walker_visits),
+                "cpu_ipis": list(self.cpu_ipis), "cpu_stolen_ns": list(self.cpu_stolen_ns)}
 
 
 GC_YOUNG_THRESHOLD = 20_000
