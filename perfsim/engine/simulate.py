@@ -76,12 +76,39 @@ class SimResult:
 
     TABLES = ("calls", "holds", "flushes", "walker_waits", "users")
 
-    def __init__(self, tables: dict, summary: dict, config: dict) -> None:
+    def __init__(self, tables: dict, summary, config: dict) -> None:
         self.reuse: dict = {}  # calls whose plan / call template was reused (not results)
         self._tables = tables
         self._frames: dict = {}
-        self.summary = summary
+        # ``summary``: the dict, or a callable making it when first read (:func:`simulate`
+        # gives a :class:`RunSummary`: a caller that reads no summary pays for none)
+        self._summary, self._make_summary = (None, summary) if callable(summary) else \
+            (summary, None)
         self.config = config
+
+    @property
+    def summary(self) -> dict:
+        if self._make_summary is not None:
+            self._summary, self._make_summary = self._make_summary(), None
+        return self._summary
+
+    @summary.setter
+    def summary(self, value: dict) -> None:
+        self._summary, self._make_summary = value, None
+
+    @property
+    def run_totals(self) -> dict:
+        """:attr:`summary` without its ``"tables"`` entry (end_ns, events,
+        scheduled_events, seed, walker_visits, cpu_ipis, cpu_stolen_ns), read without
+        making the tables' summaries when the summary is not made yet."""
+        if self._make_summary is not None and isinstance(self._make_summary, RunSummary):
+            return self._make_summary.totals()
+        return {k: v for k, v in self.summary.items() if k != "tables"}
+
+    def __getstate__(self) -> dict:
+        """Pickled with its summary made (the same dict as read before pickling)."""
+        self.summary  # noqa: B018 (made now if not yet)
+        return self.__dict__.copy()
 
     def frame(self, name: str):
         if name not in self._frames:
@@ -200,6 +227,41 @@ def run(spec: SimSpec, recorder: Recorder, progress: CallProgress | None = None,
     return m
 
 
+class RunSummary:
+    """A finished run's summary (:attr:`SimResult.summary`), made when called: the run's
+    own figures are taken at the end of the run (they are a few integers), its tables'
+    summaries (:meth:`~perfsim.engine.records.Table.summary`: their sums, maxima and row
+    counts) only when the summary is first read, from the same tables, which do not change
+    once the run is over. The same dict, in the same key order, as made at once."""
+
+    __slots__ = ("head", "seed", "tables", "walker_visits", "cpu_ipis", "cpu_stolen_ns")
+
+    def __init__(self, m: Machine, seed: int, rec: Recorder) -> None:
+        self.head = (m.end_ns, m.events, m.scheduled_events)
+        self.seed = seed
+        self.tables = rec.tables()
+        self.walker_visits = rec.walker_visits
+        self.cpu_ipis = [c.ipis for c in m.cpus]
+        self.cpu_stolen_ns = [c.stolen for c in m.cpus]
+
+    def __call__(self) -> dict:
+        end_ns, events, scheduled = self.head
+        return {
+            "end_ns": end_ns, "events": events, "scheduled_events": scheduled,
+            "seed": self.seed,
+            "tables": {k: t.summary() for k, t in self.tables.items()},
+            "walker_visits": dict(self.walker_visits),
+            "cpu_ipis": self.cpu_ipis, "cpu_stolen_ns": self.cpu_stolen_ns,
+        }
+
+    def totals(self) -> dict:
+        """The summary without its ``"tables"`` (:attr:`SimResult.run_totals`)."""
+        end_ns, events, scheduled = self.head
+        return {"end_ns": end_ns, "events": events, "scheduled_events": scheduled,
+                "seed": self.seed, "walker_visits": dict(self.walker_visits),
+                "cpu_ipis": list(self.cpu_ipis), "cpu_stolen_ns": list(self.cpu_stolen_ns)}
+
+
 GC_YOUNG_THRESHOLD = 20_000
 """Allocations between two collections of the youngest generation while a run simulates
 (CPython's default is 700). A run makes and drops many small objects (plans, rows,
@@ -280,18 +342,11 @@ def simulate(spec_or_scenario, *, seed: int | None = None, max_rows: int = 1_000
     finally:
         if bar is not None:
             bar.close()
-    summary = {
-        "end_ns": m.end_ns, "events": m.events, "scheduled_events": m.scheduled_events,
-        "seed": spec.seed,
-        "tables": {k: t.summary() for k, t in rec.tables().items()},
-        "walker_visits": dict(rec.walker_visits),
-        "cpu_ipis": [c.ipis for c in m.cpus], "cpu_stolen_ns": [c.stolen for c in m.cpus],
-    }
-
+    summary = RunSummary(m, spec.seed, rec)
     config = {"seed": spec.seed, "cpus": spec.cpus, "cost_profile": spec.profile.name,
               "cost_profile_digest": spec.profile.digest, "target_digest": spec.target.digest,
               **spec.meta}
-    res = SimResult(rec.tables(), summary, config)
+    res = SimResult(summary.tables, summary, config)
     res.reuse = {"plans_reused": m.plans.hits - m.plan_hits_before if m.plans else 0,
                  "templates_reused": m.templates.hits}
     return res
