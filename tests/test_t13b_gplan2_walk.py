@@ -26,7 +26,7 @@ from perfsim.planner.gather import (
     tlb_finish_mmu,
 )
 from perfsim.planner.pgtable_move import alloc_new_pud
-from perfsim.planner.reference import MoveContext, _geometry_of
+from perfsim.planner.reference import MoveContext, geometry_of
 from perfsim.planner.tlb import flush_range, flush_span
 from perfsim.profiles import arch_names, kernel_names
 
@@ -62,7 +62,7 @@ def test_flush_span_is_flush_range(kernel, arch):
 def test_walk_geometry_is_the_profiles(arch):
     a = resolve_target("6.18", arch).arch
     for _ in range(2):
-        assert _geometry_of(a) == (a.page_shift, a.pmd_shift, a.pud_shift, a.p4d_shift,
+        assert geometry_of(a) == (a.page_shift, a.pmd_shift, a.pud_shift, a.p4d_shift,
                                    a.pud_folded, a.ptrs_per_pte, a.pmd_size, a.pud_size)
 
 

@@ -55,12 +55,12 @@ from perfsim.profiles import Target
 
 _PMD_NONE_ENTRY = (PMD_NONE, 0)
 
-#: :func:`_geometry_of` memo: id(arch) -> (arch, its geometry). The profile is kept, so its
+#: :func:`geometry_of` memo: id(arch) -> (arch, its geometry). The profile is kept, so its
 #: id names no other while it is here.
 _GEOMETRY: dict[int, tuple] = {}
 
 
-def _geometry_of(arch) -> tuple:
+def geometry_of(arch) -> tuple:
     """``(page_shift, pmd_shift, pud_shift, p4d_shift, pud_folded, ptrs_per_pte, pmd_size,
     pud_size)`` of ``arch`` (an immutable profile; several are properties), once per profile."""
     got = _GEOMETRY.get(id(arch))
@@ -88,9 +88,9 @@ class MoveContext:
     allocations: int = 0
 
     def __post_init__(self) -> None:
-        # the shifts every step reads, once per architecture (:func:`_geometry_of`)
+        # the shifts every step reads, once per architecture (:func:`geometry_of`)
         (self.page_shift, self.pmd_shift, self.pud_shift, self.p4d_shift, self.pud_folded,
-         self.ptrs, self.pmd_size, self.pud_size) = _geometry_of(self.target.arch)
+         self.ptrs, self.pmd_size, self.pud_size) = geometry_of(self.target.arch)
         self._has_pud_table: set[int] = set()
 
     # -------------------------------------------------------------- lookups

@@ -61,7 +61,7 @@ from perfsim.planner.gather import (
 )
 from perfsim.planner.options import DEFAULT, PlanOptions
 from perfsim.planner.pgtable_move import split_huge_pmd
-from perfsim.planner.reference import _geometry_of
+from perfsim.planner.reference import geometry_of
 from perfsim.planner.tables import CallTables
 from perfsim.profiles import Target
 
@@ -281,7 +281,7 @@ def zap_range(target: Target, win: Window, start: int, end: int, tlb: MmuGather,
     it is); the in-slot page range is partial only in the first and last slot; the PUD
     leaves are looked for only when the window holds one."""
     a = target.arch
-    ps, ms, us, _, _, ptrs, _, _ = _geometry_of(a)
+    ps, ms, us, _, _, ptrs, _, _ = geometry_of(a)
     pud, pmd = win.pud, win.pmd
     zapped = 0
     s0, s1 = start >> ms, (end - 1) >> ms
@@ -340,7 +340,7 @@ def free_pgd_range(target: Target, win: Window, addr: int, end: int, floor: int,
     The entries left under a PUD entry (or a top-level slot) are looked for only where the
     entry's table could be freed (``free_pmd_table``/``free_pud_table`` ask for none left),
     and the look stops at the first."""
-    ps, ms, us, p4s, pud_folded, _, pmd_size, pud_size = _geometry_of(target.arch)
+    ps, ms, us, p4s, pud_folded, _, pmd_size, pud_size = geometry_of(target.arch)
     b = free_range_bounds(addr, end, floor, ceiling, pmd_size)
     if b is None:
         return 0
