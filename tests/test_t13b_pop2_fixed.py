@@ -44,12 +44,12 @@ def _same(got: dict, want: dict) -> None:
 def _both_ways(res) -> tuple[dict, dict]:
     """``summarize`` of a result whose tables no DataFrame was made of (the numpy columns),
     then of the same result read through its DataFrames."""
-    from perfsim.workload.run import _buffered_columns, summarize
+    from perfsim.workload.run import summarize
 
-    assert _buffered_columns(res, "calls") is not None  # the column path is taken
+    assert res.columns("calls") is not None  # the column path is taken
     by_columns = summarize(res, 3)
     res.frames()
-    assert _buffered_columns(res, "calls") is None  # now the DataFrame path is
+    assert res.columns("calls") is None  # now the DataFrame path is
     return by_columns, summarize(res, 3)
 
 
@@ -95,14 +95,14 @@ def test_summarize_of_a_spilled_table_reads_its_dataframe(tmp_path):
     from perfsim.engine import simulate
     from perfsim.profiles import resolve_target
     from perfsim.workload import load_workload, resolve_workload
-    from perfsim.workload.run import _buffered_columns, compile_workload, summarize
+    from perfsim.workload.run import compile_workload, summarize
 
     w = load_workload(resolve_workload("allocator_realloc"))
     comp = compile_workload(w, resolve_target(w.kernel, w.arch),
                             load_cost_profile(w.cost_profile), np.random.SeedSequence(w.seed))
     spilled = simulate(comp.spec, max_rows=64, spill_dir=tmp_path)
     assert spilled._tables["calls"].parts  # some rows are in part files
-    assert _buffered_columns(spilled, "calls") is None
+    assert spilled.columns("calls") is None
     whole = simulate(compile_workload(w, resolve_target(w.kernel, w.arch),
                                       load_cost_profile(w.cost_profile),
                                       np.random.SeedSequence(w.seed)).spec)

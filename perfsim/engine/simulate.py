@@ -61,6 +61,12 @@ class CountingEnvironment(simpy.Environment):
             queue.clear()
 
 
+#: dtype kinds of a record table's column that :meth:`SimResult.columns` gives as they are:
+#: the kinds a DataFrame column keeps as the same numpy array (integers, floats, booleans),
+#: and text (``errno``).
+AS_IS_KINDS = frozenset("iufbU")
+
+
 class SimResult:
     """Records of one run as DataFrames, plus what produced them.
 
@@ -109,6 +115,23 @@ class SimResult:
         """Pickled with its summary made (the same dict as read before pickling)."""
         self.summary  # noqa: B018 (made now if not yet)
         return self.__dict__.copy()
+
+    def columns(self, name: str) -> dict | None:
+        """Table ``name`` as numpy columns equal to its DataFrame's, read from the record
+        table (``Table._buffer_columns``, what ``Table.to_frame`` builds the DataFrame from)
+        without making the DataFrame, when that gives what the DataFrame's columns would:
+        no DataFrame was made of it yet, nothing was spilled to part files, and every
+        column is of a kind :data:`AS_IS_KINDS`. ``{}`` for a table without rows; None when
+        the DataFrame must be read instead."""
+        table = self._tables.get(name)
+        if name in self._frames or table is None or table.parts:
+            return None
+        cols = table._buffer_columns()
+        if cols is None:
+            return {}
+        if not all(a.dtype.kind in AS_IS_KINDS for a in cols.values()):
+            return None
+        return cols
 
     def frame(self, name: str):
         if name not in self._frames:

@@ -34,7 +34,7 @@ def run_metrics(res, metrics: dict) -> dict:
     holds = h["hold_ns"].to_numpy(float) if len(h) else np.zeros(0)
     w = res.walker_waits
     waits = w["wait_ns"].to_numpy(float) if len(w) else np.zeros(0)
-    visits = int(sum(res.summary.get("walker_visits", {}).values()))
+    visits = int(sum(res.run_totals.get("walker_visits", {}).values()))
     if visits > len(waits):
         waits = np.concatenate([waits, np.zeros(visits - len(waits))])
     n = max(1, int(metrics.get("calls", 0)))

@@ -117,43 +117,17 @@ def _max(a: np.ndarray) -> int:
     return int(a.max())
 
 
-#: dtype kinds a record table's buffered column may have for :func:`_buffered_columns` to
-#: hand it to :func:`summarize` as it is: the kinds a DataFrame column keeps as the same
-#: numpy array (integers, floats, booleans), and text (``errno``: compared with ``""``).
-_AS_IS_KINDS = frozenset("iufbU")
-
-
-def _buffered_columns(res, name: str) -> dict[str, np.ndarray] | None:
-    """Table ``name`` of ``res`` as its numpy columns, read from the engine's record table
-    (``Table._buffer_columns``, what ``Table.to_frame`` builds its DataFrame from) instead
-    of through a DataFrame, when that gives what the DataFrame's columns would: no
-    DataFrame was made of it yet, nothing was spilled to part files, and every column is
-    of a kind :data:`_AS_IS_KINDS` (a DataFrame keeps those arrays' values and dtypes).
-    ``{}`` for a table without rows; None when the DataFrame must be read instead."""
-    frames, tables = getattr(res, "_frames", None), getattr(res, "_tables", None)
-    if frames is None or tables is None or name in frames:
-        return None
-    table = tables.get(name)
-    if table is None or table.parts or not hasattr(table, "_buffer_columns"):
-        return None
-    cols = table._buffer_columns()
-    if cols is None:
-        return {}
-    if not all(a.dtype.kind in _AS_IS_KINDS for a in cols.values()):
-        return None
-    return cols
-
-
 def summarize(res, realigned: int = 0) -> dict:
     """One flat dict of :data:`METRICS` from a :class:`~perfsim.engine.SimResult`.
 
     Each column is read once as a numpy array and reduced as pandas reduces a column
     (:func:`_mean`, :func:`_sum`, :func:`_max`): the same values, without a Series per
     figure (``tests/test_t13b_pop_paths.py`` holds them to pandas'). The tables are read
-    as numpy columns (:func:`_buffered_columns`) when no DataFrame of them was made; the
+    as numpy columns (:meth:`~perfsim.engine.SimResult.columns`) when no DataFrame of them
+    was made, and the run's figures from its ``run_totals`` (no table summaries); the
     DataFrames are made only when that cannot be done (``res.calls`` and the others are
     still built on first access, as before)."""
-    raw = _buffered_columns(res, "calls")
+    raw = res.columns("calls")
     if raw is not None:
         n = len(raw["latency_ns"]) if raw else 0
         cols = raw
@@ -169,7 +143,7 @@ def summarize(res, realigned: int = 0) -> dict:
         return got if got is not None else c[name].to_numpy()
 
     def other(table: str, names: tuple[str, ...]) -> tuple[int, dict[str, np.ndarray]]:
-        got = _buffered_columns(res, table)
+        got = res.columns(table)
         if got is not None:
             return (len(next(iter(got.values()))) if got else 0), got
         f = getattr(res, table)
@@ -180,7 +154,8 @@ def summarize(res, realigned: int = 0) -> dict:
                      else (float("nan"),) * 3)
     n_w, w = other("walker_waits", ("wait_ns",))
     n_u, u = other("users", ("stolen_ns", "interrupts"))
-    end = int(res.summary.get("end_ns", 0))
+    totals = res.run_totals
+    end = int(totals.get("end_ns", 0))
     w_wait = w["wait_ns"] if n_w else None
     rmap_wait = col("rmap_wait_ns") if n else None
     out = {
@@ -197,8 +172,8 @@ def summarize(res, realigned: int = 0) -> dict:
         "ptl_wait_mean_ns": _mean(col("ptl_wait_ns")) if n else float("nan"),
         "sim_end_ns": end,
         "calls_per_sim_s": n / (end / 1e9) if end else float("nan"),
-        "events": int(res.summary.get("events", 0)),
-        "walker_visits": int(sum(res.summary.get("walker_visits", {}).values())),
+        "events": int(totals.get("events", 0)),
+        "walker_visits": int(sum(totals.get("walker_visits", {}).values())),
         "walker_waits": n_w,
         "walker_wait_mean_ns": _mean(w_wait) if n_w else 0.0,
         "walker_wait_max_ns": _max(w_wait) if n_w else 0,
