@@ -16,7 +16,6 @@ from perfsim.mm.vma import Vma
 from perfsim.planner.frozen import direct_init
 from perfsim.planner.pgtable_move import EntryRow, MoveGates
 from perfsim.planner.realign import PageTableMoveControl
-from perfsim.planner.reference import MoveContext, Walk
 from perfsim.planner.result import MoveRequest
 from perfsim.planner.steps import StepLog
 from perfsim.planner.tlb import Flush, flush_of
@@ -29,7 +28,6 @@ TARGET = resolve_target("6.18", "x86_64")
 
 def _cases(rng: random.Random):
     """(class, positional args, keyword args) for each decorated class, on varied values."""
-    win = None  # MoveContext only stores its window
     for _ in range(50):
         a, b = rng.randrange(1 << 30) << 12, rng.randrange(1 << 30) << 12
         va, vb = Vma(a, a + 4096), Vma(b, b + 8192, backing="file", file_id="f")
@@ -51,7 +49,6 @@ def _cases(rng: random.Random):
             "fixed": rng.random() < .5, "dontunmap": rng.random() < .5,
             "fail_alloc_at": rng.choice([None, 1, 3]), "extra_flags": rng.choice([0, 8])}
         yield MoveRequest, (a, 4096, 4096, b, False, False, True, True, 2, 16), {}
-        yield Walk, (a, b, a + 4096), {"extent": rng.choice([0, 4096])}
         yield StepLog, (), {}
         yield StepLog, ([(1, 2)],), {"lock_names": [("x",)]}
         yield VmaRemap, (a, 4096, 8192, b, True, False, False, 0, TARGET, None, StepLog(),
@@ -59,12 +56,10 @@ def _cases(rng: random.Random):
                                  "moved": rng.choice([[], [1]]), "delta": 5}
         yield VmaRemap, (a, 4096, 8192, b, True, False, False, 0, TARGET, None, StepLog(),
                          None), {}
-        yield MoveContext, (TARGET, win, StepLog()), {"cpus": rng.randrange(1, 9),
-                                                      "fail_alloc_at": rng.choice([None, 2])}
 
 
-DECORATED = (MovedRange, UnmapRegion, MoveGates, EntryRow, PageTableMoveControl, MoveContext,
-             MoveRequest, VmaRemap, StepLog, Walk)
+DECORATED = (MovedRange, UnmapRegion, MoveGates, EntryRow, PageTableMoveControl,
+             MoveRequest, VmaRemap, StepLog)
 FROZEN = (MovedRange, UnmapRegion, MoveGates, EntryRow, MoveRequest)
 
 
@@ -89,7 +84,7 @@ def test_direct_init_builds_what_the_dataclass_init_builds():
         assert vars(ours) == vars(theirs)
         assert list(vars(ours)) == list(vars(theirs))  # same attribute order
         assert repr(ours) == repr(theirs)
-        if cls.__hash__ is not None and cls is not MoveContext:
+        if cls.__hash__ is not None:
             assert ours == theirs and hash(ours) == hash(theirs)
         if cls in FROZEN:  # the records plans carry (and caches pickle)
             back = pickle.loads(pickle.dumps(ours))
@@ -99,7 +94,7 @@ def test_direct_init_builds_what_the_dataclass_init_builds():
             if isinstance(value, list) and name not in kwargs and len(args) <= list(
                     vars(ours)).index(name):
                 assert value is not getattr(cls(*args, **kwargs), name)
-        if cls not in (MoveContext, VmaRemap):
+        if cls is not VmaRemap:
             changed = dataclasses.replace(ours)
             assert vars(changed) == vars(ours)
 

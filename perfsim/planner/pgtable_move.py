@@ -52,7 +52,12 @@ def get_extent(shift: int, old_addr: int, new_addr: int, old_end: int) -> int:
     """
     size = 1 << shift
     mask = size - 1  # (x % size == x & mask for every int x: the distances to the next boundaries)
-    return min(size - (old_addr & mask), size - (new_addr & mask), old_end - old_addr)
+    extent = size - (old_addr & mask)
+    dst = size - (new_addr & mask)
+    if dst < extent:
+        extent = dst
+    left = old_end - old_addr
+    return left if left < extent else extent  # (the least of the three, as min() gives it)
 
 
 def should_take_rmap_locks(target: Target, need_rmap_locks: bool, entry: str) -> bool:

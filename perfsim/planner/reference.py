@@ -17,8 +17,6 @@ disjoint page-table pages; the tests hold the two to identical output.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from perfsim.mm.pagetable import (
     PMD_LEAF,
     PMD_NONE,
@@ -30,7 +28,6 @@ from perfsim.mm.pagetable import (
 )
 from perfsim.planner import steps as S
 from perfsim.planner.batch import mremap_folio_pte_batch
-from perfsim.planner.frozen import direct_init
 from perfsim.planner.pgtable_move import (
     HPAGE_PMD,
     HPAGE_PUD,
@@ -50,7 +47,7 @@ from perfsim.planner.pgtable_move import (
 )
 from perfsim.planner.pgtable_move import move_pgt_entry as entry_moves
 from perfsim.planner.realign import PageTableMoveControl
-from perfsim.planner.tlb import Flush, flush_span
+from perfsim.planner.tlb import Flush, span_flushes
 from perfsim.profiles import Target
 
 _PMD_NONE_ENTRY = (PMD_NONE, 0)
@@ -73,25 +70,28 @@ def geometry_of(arch) -> tuple:
     return got[1]
 
 
-@direct_init
-@dataclass
 class MoveContext:
-    """What one ``move_page_tables`` call needs besides the control block."""
+    """What one ``move_page_tables`` call needs besides the control block: the target, the
+    window it edits, the log, the phase, the CPUs its flushes reach, the injected allocation
+    failure and the allocations made so far; plus what every step reads (the shifts, once
+    per architecture: :func:`geometry_of`; the flushes by length for these CPUs:
+    :func:`~perfsim.planner.tlb.span_flushes`). A plain slotted record: one is made per
+    move."""
 
-    target: Target
-    win: Window
-    log: S.StepLog
-    phase: int = S.MOVE
-    cpus: int = 1
-    lazy_cpus: int = 0
-    fail_alloc_at: int | None = None
-    allocations: int = 0
+    __slots__ = ("target", "win", "log", "phase", "cpus", "lazy_cpus", "fail_alloc_at",
+                 "allocations", "page_shift", "pmd_shift", "pud_shift", "p4d_shift",
+                 "pud_folded", "ptrs", "pmd_size", "pud_size", "_has_pud_table", "flushes")
 
-    def __post_init__(self) -> None:
-        # the shifts every step reads, once per architecture (:func:`geometry_of`)
+    def __init__(self, target: Target, win: Window, log: S.StepLog, phase: int = S.MOVE,
+                 cpus: int = 1, lazy_cpus: int = 0, fail_alloc_at: int | None = None,
+                 allocations: int = 0) -> None:
+        self.target, self.win, self.log, self.phase = target, win, log, phase
+        self.cpus, self.lazy_cpus = cpus, lazy_cpus
+        self.fail_alloc_at, self.allocations = fail_alloc_at, allocations
         (self.page_shift, self.pmd_shift, self.pud_shift, self.p4d_shift, self.pud_folded,
-         self.ptrs, self.pmd_size, self.pud_size) = geometry_of(self.target.arch)
+         self.ptrs, self.pmd_size, self.pud_size) = geometry_of(target.arch)
         self._has_pud_table: set[int] = set()
+        self.flushes = span_flushes(target, cpus=cpus, lazy_cpus=lazy_cpus)
 
     # -------------------------------------------------------------- lookups
     def get_old_pud(self, addr: int) -> int:
@@ -106,8 +106,8 @@ class MoveContext:
 
     def flush(self, start: int, end: int) -> Flush:
         """:func:`~perfsim.planner.tlb.flush_range` over ``[start, end)`` (which depends on
-        the length alone: :func:`~perfsim.planner.tlb.flush_span`, memoised)."""
-        return flush_span(self.target, end - start, cpus=self.cpus, lazy_cpus=self.lazy_cpus)
+        the length alone: :func:`~perfsim.planner.tlb.span_flushes`, memoised)."""
+        return self.flushes[end - start]
 
     # -------------------------------------------------------------- allocation
     def _allocate(self) -> bool:
@@ -163,25 +163,6 @@ class MoveContext:
         return True
 
 
-@direct_init
-@dataclass
-class Walk:
-    """``pmc_done``/``pmc_next``: iterate ``(old_addr, new_addr)`` pairs, advancing both by
-    whatever ``extent`` the loop body set; a ``break`` leaves them where the loop stopped."""
-
-    old_addr: int
-    new_addr: int
-    old_end: int
-    extent: int = field(default=0)
-
-    def __iter__(self):
-        while self.old_addr < self.old_end:
-            self.extent = 0
-            yield self.old_addr, self.new_addr
-            self.old_addr += self.extent
-            self.new_addr += self.extent
-
-
 def move_page_tables(ctx: MoveContext, pmc: PageTableMoveControl) -> int:
     """Walk ``[pmc.old_addr, pmc.old_end)`` and move its page tables; return the progress.
 
@@ -196,12 +177,19 @@ def move_page_tables(ctx: MoveContext, pmc: PageTableMoveControl) -> int:
     pmd_get = ctx.win.pmd.get  # (the window's dicts stay the same objects during the walk)
     try_normal_pud = gates.normal_moves_tried and t.have_move_pud
     try_normal_pmd = gates.normal_moves_tried and t.have_move_pmd
-    log.add(ph, S.K_NOTIFIER, pmc.old_addr, pmc.new_addr, old_end - pmc.old_addr, notifier=1)
-    walk = Walk(pmc.old_addr, pmc.new_addr, old_end)
-    for old_addr, new_addr in walk:
+    old_addr, new_addr = pmc.old_addr, pmc.new_addr
+    log.add(ph, S.K_NOTIFIER, old_addr, new_addr, old_end - old_addr, notifier=1)
+    extent = 0
+    while True:
+        # pmc_next / pmc_done: both addresses advance by the extent the body set; a break
+        # leaves them where the loop stopped
+        old_addr += extent
+        new_addr += extent
+        if old_addr >= old_end:
+            break
         counts: dict = {}
         # PUD stage (R8): if the extent is PUD-sized, try to move the whole PUD entry.
-        extent = walk.extent = get_extent(pud_shift, old_addr, new_addr, old_end)
+        extent = get_extent(pud_shift, old_addr, new_addr, old_end)
         pud = ctx.get_old_pud(old_addr)
         if pud == PUD_NONE:
             log.add(ph, S.K_SKIP_PUD, old_addr, new_addr, extent)
@@ -220,7 +208,7 @@ def move_page_tables(ctx: MoveContext, pmc: PageTableMoveControl) -> int:
             if move_pgt_entry(ctx, gates, NORMAL_PUD, old_addr, new_addr, extent, counts):
                 continue
         # PMD stage (R9).
-        extent = walk.extent = get_extent(pmd_shift, old_addr, new_addr, old_end)
+        extent = get_extent(pmd_shift, old_addr, new_addr, old_end)
         src_slot = old_addr >> pmd_shift
         kind = pmd_get(src_slot, _PMD_NONE_ENTRY)[0]
         if kind == PMD_NONE:
@@ -246,7 +234,7 @@ def move_page_tables(ctx: MoveContext, pmc: PageTableMoveControl) -> int:
             log.add(ph, S.K_ALLOC_FAIL, old_addr, new_addr, 0, **counts)
             break
         move_ptes(ctx, gates, old_addr, new_addr, extent, counts)
-    return pmc.progress(walk.old_addr)
+    return pmc.progress(old_addr)
 
 
 def move_pgt_entry(ctx: MoveContext, gates: MoveGates, entry: str, old_addr: int,
@@ -338,8 +326,7 @@ def move_ptes(ctx: MoveContext, gates: MoveGates, old_addr: int, new_addr: int, 
     window = (batching.window_in_table(src_slot << (ctx.pmd_shift - ps), ptrs)
               if batching.batches else (0, 0))
     batches = mremap_folio_pte_batch(batching, mask, lo, n, window)
-    flush = (flush_span(ctx.target, extent, cpus=ctx.cpus, lazy_cpus=ctx.lazy_cpus)
-             if move_ptes_flushes(present) else None)
+    flush = ctx.flushes[extent] if move_ptes_flushes(present) else None
     ctx.log.add(ctx.phase, S.K_PTE_MOVE, old_addr, new_addr, extent, ptes=present, slots=n,
                 batches=batches, flush=flush, rmap=gates.huge_locks,
                 ptl=move_ptes_ptl_count(src_slot, dst_slot), **counts)

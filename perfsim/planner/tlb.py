@@ -176,18 +176,62 @@ def flush_range(target: Target, start: int, end: int, *, stride_shift: int | Non
     raise TypeError(f"unknown TLB policy {tlb!r}")
 
 
-#: :func:`flush_span` memo: (id(target), span, type(span), stride shift, cpus, lazy cpus,
-#: freed tables) -> (target, flush). The target is kept, so its id names no other while it
-#: is here; the span's type is in the key because a numpy integer span gives numpy counts.
+class SpanFlushes(dict):
+    """:func:`flush_range` over ``[0, span)`` by ``span`` (a Python int) for one target and
+    one set of the other arguments: ``table[span]`` is the flush, worked out by
+    :func:`flush_range` the first time that span is asked for (``__missing__``)."""
+
+    __slots__ = ("_target", "_kw")
+
+    def __init__(self, target: Target, kw: dict) -> None:
+        super().__init__()
+        self._target, self._kw = target, kw
+
+    def __missing__(self, span: int) -> Flush:
+        if len(self) >= 4096:
+            self.clear()
+        f = self[span] = flush_range(self._target, 0, span, **self._kw)
+        return f
+
+
+#: :func:`span_flushes` memo: (id(target), stride shift, cpus, lazy cpus, freed tables) ->
+#: (target, its :class:`SpanFlushes`). The target is kept, so its id names no other while
+#: it is here.
+_SPAN_TABLES: dict[tuple, tuple] = {}
+
+
+def span_flushes(target: Target, *, stride_shift: int | None = None, cpus: int = 1,
+                 lazy_cpus: int = 0, freed_tables: bool = True) -> SpanFlushes:
+    """The :class:`SpanFlushes` of ``target`` and these arguments, one per target and
+    arguments (a walked call asks for the same few flushes again and again, and hashing a
+    :class:`Target` hashes every field of its profiles): a per-target table of
+    :func:`flush_range`, whose answer depends on the length alone."""
+    key = (id(target), stride_shift, cpus, lazy_cpus, freed_tables)
+    got = _SPAN_TABLES.get(key)
+    if got is not None and got[0] is target:
+        return got[1]
+    if len(_SPAN_TABLES) >= 256:
+        _SPAN_TABLES.clear()
+    table = SpanFlushes(target, dict(stride_shift=stride_shift, cpus=cpus, lazy_cpus=lazy_cpus,
+                                     freed_tables=freed_tables))
+    _SPAN_TABLES[key] = (target, table)
+    return table
+
+
+#: :func:`flush_span` memo for spans that are not Python ints (numpy integers give numpy
+#: counts): (id(target), span, type(span), stride shift, cpus, lazy cpus, freed tables) ->
+#: (target, flush).
 _FLUSHES: dict[tuple, tuple] = {}
 
 
 def flush_span(target: Target, span: int, *, stride_shift: int | None = None, cpus: int = 1,
                lazy_cpus: int = 0, freed_tables: bool = True) -> Flush:
     """:func:`flush_range` over ``[0, span)`` (the same flush as over any range of that
-    length), memoised by the target's identity and the other arguments: a walked call asks
-    for the same few flushes again and again, and hashing a :class:`Target` hashes every
-    field of its profiles."""
+    length), memoised by the target's identity and the other arguments
+    (:func:`span_flushes` for a Python int span)."""
+    if type(span) is int:
+        return span_flushes(target, stride_shift=stride_shift, cpus=cpus, lazy_cpus=lazy_cpus,
+                            freed_tables=freed_tables)[span]
     key = (id(target), span, type(span), stride_shift, cpus, lazy_cpus, freed_tables)
     got = _FLUSHES.get(key)
     if got is not None and got[0] is target:
