@@ -38,9 +38,10 @@ class PteBatching:
     first_page: int = 0
     end_page: int = 0
 
-    @property
-    def batches(self) -> bool:
-        return self.folio_pages > 1
+    def __post_init__(self) -> None:
+        # ``batches``: may a run of PTEs be one batch at all (read per ``move_ptes``; not a
+        # field: it follows from ``folio_pages``)
+        object.__setattr__(self, "batches", self.folio_pages > 1)
 
     def window_in_table(self, table_first_page, ptrs: int):
         """The large-folio window as PTE indexes ``(lo, hi)`` of the PTE table whose

@@ -47,7 +47,7 @@ from perfsim.planner.pgtable_move import (
 )
 from perfsim.planner.pgtable_move import move_pgt_entry as entry_moves
 from perfsim.planner.realign import PageTableMoveControl
-from perfsim.planner.tlb import Flush, span_flushes
+from perfsim.planner.tlb import span_flushes
 from perfsim.profiles import Target
 
 _PMD_NONE_ENTRY = (PMD_NONE, 0)
@@ -93,27 +93,12 @@ class MoveContext:
         self._has_pud_table: set[int] = set()
         self.flushes = span_flushes(target, cpus=cpus, lazy_cpus=lazy_cpus)
 
-    # -------------------------------------------------------------- lookups
-    def get_old_pud(self, addr: int) -> int:
-        """``get_old_pud``: the kind of the source PUD entry (none if a level above is)."""
-        if not (self.pud_folded or (addr >> self.p4d_shift) in self.win.pud_tables):
-            return PUD_NONE
-        return self.win.pud.get(addr >> self.pud_shift, PUD_NONE)
-
-    def pmd_entry(self, addr: int) -> tuple[int, int]:
-        """``(kind, present-PTE bitmap)`` of the PMD entry mapping ``addr``."""
-        return self.win.pmd.get(addr >> self.pmd_shift, _PMD_NONE_ENTRY)
-
-    def flush(self, start: int, end: int) -> Flush:
-        """:func:`~perfsim.planner.tlb.flush_range` over ``[start, end)`` (which depends on
-        the length alone: :func:`~perfsim.planner.tlb.span_flushes`, memoised)."""
-        return self.flushes[end - start]
-
     # -------------------------------------------------------------- allocation
     def _allocate(self) -> bool:
-        """One page-table page allocation; False when the injected failure hits it."""
+        """One page-table page allocation; False when the injected failure hits it (the
+        count is an int from 1, so it never equals a ``fail_alloc_at`` of None)."""
         self.allocations += 1
-        return self.fail_alloc_at is None or self.allocations != self.fail_alloc_at
+        return self.allocations != self.fail_alloc_at
 
     def alloc_new_pud(self, addr: int, counts: dict) -> bool:
         """``alloc_new_pud``: make sure a PUD table maps ``addr`` at the destination.
@@ -141,7 +126,8 @@ class MoveContext:
 
     def alloc_new_pmd(self, addr: int, counts: dict) -> bool:
         """``alloc_new_pmd``: PUD table first, then a PMD table if the PUD entry is none."""
-        if not self.alloc_new_pud(addr, counts):
+        if (addr >> self.p4d_shift) not in self._has_pud_table and \
+                not self.alloc_new_pud(addr, counts):  # (the memo of alloc_new_pud first)
             return False
         slot = addr >> self.pud_shift
         if pmd_alloc(self.win.pud.get(slot, PUD_NONE)):
@@ -156,7 +142,8 @@ class MoveContext:
         slot = addr >> self.pmd_shift
         if not pte_alloc(self.win.pmd.get(slot, _PMD_NONE_ENTRY)[0]):
             return True
-        if not self._allocate():
+        self.allocations += 1  # (_allocate)
+        if self.allocations == self.fail_alloc_at:
             return False
         counts["alloc_pte"] = 1
         self.win.pmd[slot] = (PMD_TABLE, 0)
@@ -174,7 +161,11 @@ def move_page_tables(ctx: MoveContext, pmc: PageTableMoveControl) -> int:
     pud_shift, pmd_shift = ctx.pud_shift, ctx.pmd_shift
     pud_size, pmd_size = ctx.pud_size, ctx.pmd_size
     old_end = pmc.old_end
-    pmd_get = ctx.win.pmd.get  # (the window's dicts stay the same objects during the walk)
+    win = ctx.win
+    pmd_get = win.pmd.get  # (the window's dicts stay the same objects during the walk)
+    pud_get, pud_tables = win.pud.get, win.pud_tables
+    p4d_shift, pud_folded = ctx.p4d_shift, ctx.pud_folded
+    has_pud_table = ctx._has_pud_table  # (alloc_new_pud's memo, read before asking it)
     try_normal_pud = gates.normal_moves_tried and t.have_move_pud
     try_normal_pmd = gates.normal_moves_tried and t.have_move_pmd
     old_addr, new_addr = pmc.old_addr, pmc.new_addr
@@ -190,11 +181,14 @@ def move_page_tables(ctx: MoveContext, pmc: PageTableMoveControl) -> int:
         counts: dict = {}
         # PUD stage (R8): if the extent is PUD-sized, try to move the whole PUD entry.
         extent = get_extent(pud_shift, old_addr, new_addr, old_end)
-        pud = ctx.get_old_pud(old_addr)
+        # get_old_pud: the kind of the source PUD entry (none if a level above is)
+        pud = (pud_get(old_addr >> pud_shift, PUD_NONE)
+               if pud_folded or (old_addr >> p4d_shift) in pud_tables else PUD_NONE)
         if pud == PUD_NONE:
             log.add(ph, S.K_SKIP_PUD, old_addr, new_addr, extent)
             continue
-        if not ctx.alloc_new_pud(new_addr, counts):
+        if (new_addr >> p4d_shift) not in has_pud_table and \
+                not ctx.alloc_new_pud(new_addr, counts):
             log.add(ph, S.K_ALLOC_FAIL, old_addr, new_addr, 0, **counts)
             break
         if pud == PUD_LEAF:
@@ -327,6 +321,10 @@ def move_ptes(ctx: MoveContext, gates: MoveGates, old_addr: int, new_addr: int, 
               if batching.batches else (0, 0))
     batches = mremap_folio_pte_batch(batching, mask, lo, n, window)
     flush = ctx.flushes[extent] if move_ptes_flushes(present) else None
-    ctx.log.add(ctx.phase, S.K_PTE_MOVE, old_addr, new_addr, extent, ptes=present, slots=n,
-                batches=batches, flush=flush, rmap=gates.huge_locks,
-                ptl=move_ptes_ptl_count(src_slot, dst_slot), **counts)
+    ptl = move_ptes_ptl_count(src_slot, dst_slot)
+    if counts:  # (the allocations made for this extent)
+        ctx.log.add(ctx.phase, S.K_PTE_MOVE, old_addr, new_addr, extent, ptes=present, slots=n,
+                    batches=batches, flush=flush, rmap=gates.huge_locks, ptl=ptl, **counts)
+    else:  # (a call without ``**`` binds its keywords faster)
+        ctx.log.add(ctx.phase, S.K_PTE_MOVE, old_addr, new_addr, extent, ptes=present, slots=n,
+                    batches=batches, flush=flush, rmap=gates.huge_locks, ptl=ptl)

@@ -38,7 +38,7 @@ from perfsim.planner.options import DEFAULT, PlanOptions
 from perfsim.planner.realign import PageTableMoveControl, try_realign_addr
 from perfsim.planner.result import MovePlan, MoveRequest
 from perfsim.planner.tables import CallTables
-from perfsim.planner.unmap import UnmapRegion, forcing_spans, not_anon_spans, unmap_region
+from perfsim.planner.unmap import UnmapRegion, unmap_region, zap_spans
 from perfsim.planner.vma_remap import EXPAND, NO_RESIZE, SHRINK, MovedRange, VmaRemap
 from perfsim.profiles import Target
 
@@ -158,11 +158,9 @@ def _do_munmap(target: Target, space: AddressSpace, tables: CallTables, start: i
     vmas = _carve(space.vmas, start, end, space.arch.page_shift)
     rest = space.with_sorted_vmas(vmas)  # (_carve keeps the order and the gaps)
     prev, nxt = rest.prev_vma(start), rest.next_vma(end)
-    region = UnmapRegion(start, end, floor=prev.end if prev else 0,
-                         ceiling=nxt.start if nxt else 0,
-                         span=(min(start, hit[0].start), max(end, hit[-1].end)),
-                         forcing=forcing_spans(hit, start, end),
-                         not_anon=not_anon_spans(hit, start, end))
+    forcing, not_anon = zap_spans(hit, start, end)
+    region = UnmapRegion(start, end, prev.end if prev else 0, nxt.start if nxt else 0,
+                         (min(start, hit[0].start), max(end, hit[-1].end)), forcing, not_anon)
     unmap_region(target, tables, region, log, phase, cpus=space.cpus,
                  lazy_cpus=space.lazy_cpus, options=options)
     return rest
@@ -470,12 +468,13 @@ def plan_mremap(space: AddressSpace, req: MoveRequest, target: Target,
         return _relocate_vma_down(space, req, target)
     page = target.arch.page_size
     log = S.StepLog()
-    vrm = VmaRemap(addr=req.old_addr, old_len=C.page_align(req.old_len, page),
-                   new_len=C.page_align(req.length, page), new_addr=req.new_addr or 0,
-                   maymove=req.maymove, fixed=req.fixed, dontunmap=req.dontunmap,
-                   extra_flags=req.extra_flags, target=target, space=space, log=log,
-                   options=options, fail_alloc_at=req.fail_alloc_at,
-                   tables=CallTables(space.pt))
+    # (by position, in VmaRemap's field order: addr, old_len, new_len, new_addr, maymove,
+    # fixed, dontunmap, extra_flags, target, space, log, options, fail_alloc_at, vma, delta,
+    # remap_type, multi_vma, moved, tables)
+    vrm = VmaRemap(req.old_addr, C.page_align(req.old_len, page), C.page_align(req.length, page),
+                   req.new_addr or 0, req.maymove, req.fixed, req.dontunmap, req.extra_flags,
+                   target, space, log, options, req.fail_alloc_at, None, 0, None, False, [],
+                   CallTables(space.pt))
     log.add(S.SYSCALL, S.K_SYSCALL, req.old_addr, req.new_addr or 0, vrm.old_len)
     try:
         if target.kernel.version >= (6, 17):

@@ -230,6 +230,9 @@ def flush_span(target: Target, span: int, *, stride_shift: int | None = None, cp
     length), memoised by the target's identity and the other arguments
     (:func:`span_flushes` for a Python int span)."""
     if type(span) is int:
+        got = _SPAN_TABLES.get((id(target), stride_shift, cpus, lazy_cpus, freed_tables))
+        if got is not None and got[0] is target:  # (span_flushes, without a second call)
+            return got[1][span]
         return span_flushes(target, stride_shift=stride_shift, cpus=cpus, lazy_cpus=lazy_cpus,
                             freed_tables=freed_tables)[span]
     key = (id(target), span, type(span), stride_shift, cpus, lazy_cpus, freed_tables)

@@ -673,6 +673,20 @@ def not_anon_spans(vmas, start: int, end: int) -> tuple[tuple[int, int], ...]:
     return _spans_of(vmas, start, end, _not_anonymous)
 
 
+def zap_spans(vmas, start: int, end: int) -> tuple[tuple, tuple]:
+    """``(forcing_spans(...), not_anon_spans(...))`` of ``vmas`` over ``[start, end)`` in
+    one pass over the VMAs (the same predicates, the same spans)."""
+    forcing = not_anon = ()
+    for v in vmas:
+        if v.start < end and v.end > start:
+            span = (max(v.start, start), min(v.end, end))
+            if vma_zap_forces_flush(v):
+                forcing += (span,)
+            if _not_anonymous(v):
+                not_anon += (span,)
+    return forcing, not_anon
+
+
 def unmap_region(target: Target, tables: CallTables, region: UnmapRegion, log: S.StepLog,
                  phase: int, *, cpus: int, lazy_cpus: int, options: PlanOptions = DEFAULT) -> None:
     """``unmap_region``: zap the PTEs of the range, free the page tables between the

@@ -38,6 +38,7 @@ from perfsim.mm.pagetable import PageTables
 from perfsim.mm.space import AddressSpace
 from perfsim.mm.vma import Vma
 from perfsim.planner import MovePlan, MoveRequest, plan_mremap
+from perfsim.planner.reference import geometry_of
 from perfsim.profiles import Target
 from perfsim.workload.schema import (
     CallStream,
@@ -138,18 +139,24 @@ def draws_of(columns) -> list[CallDraw]:
     return list(iter_draws(columns))
 
 
-def _offset(cls: str, k: int, a) -> int:
+def _offset(cls: str, k: int, page: int, pmd: int, pud: int) -> int:
     """Offset from a 512-GiB-aligned base for an alignment class; ``k`` is a uniform draw in
-    [0, 2**18) (pages within 1 GiB)."""
-    page, pmd = a.page_size, a.pmd_size
+    [0, 2**18) (pages within 1 GiB). ``page``/``pmd``/``pud``: the arch's sizes."""
     if cls == "pud":
         return 0
     if cls == "pmd":
-        return pmd * (1 + k % (a.pud_size // pmd - 1))  # PMD- but not PUD-aligned
+        return pmd * (1 + k % (pud // pmd - 1))  # PMD- but not PUD-aligned
     if cls == "page":
         per_pmd = pmd // page
         return pmd + page * (1 + k % (per_pmd - 1))  # inside a PMD, never at its start
-    return page * (k % (a.pud_size // page))  # random page in the first GiB
+    return page * (k % (pud // page))  # random page in the first GiB
+
+
+def _sizes_of(arch) -> tuple[int, int, int]:
+    """``(page_size, pmd_size, pud_size)`` of ``arch`` (properties of an immutable profile),
+    read from the planner's per-profile geometry."""
+    g = geometry_of(arch)
+    return 1 << g[0], g[6], g[7]
 
 
 def layout_call(d: CallDraw, stream: SyntheticStream, target: Target, cpus: int,
@@ -160,19 +167,20 @@ def layout_call(d: CallDraw, stream: SyntheticStream, target: Target, cpus: int,
     a = target.arch
     if empty is None:
         empty = PageTables.empty(a)
-    page = a.page_size
+    page, pmd_size, pud_size = _sizes_of(a)
     ident = stream.file or stream.name
     size = -(-d.size // page) * page
     backing = d.backing
     hp = 0
     if backing == "hugetlb":
-        hp = stream.hugepage_size or a.pmd_size
+        hp = stream.hugepage_size or pmd_size
         size = -(-size // hp) * hp
     if d.op == "stack":
         return _layout_stack(d, target, size, ident, cpus, empty)
-    src_off = _offset(d.src_class, d.src_k, a)
+    src_off = _offset(d.src_class, d.src_k, page, pmd_size, pud_size)
     dst_cls = d.src_class if d.dst_class == "same" else d.dst_class
-    dst_off = src_off if d.dst_class == "same" else _offset(dst_cls, d.dst_k, a)
+    dst_off = (src_off if d.dst_class == "same"
+               else _offset(dst_cls, d.dst_k, page, pmd_size, pud_size))
     if hp:
         src_off, dst_off = -(-src_off // hp) * hp, -(-dst_off // hp) * hp
     src, dst = SRC_BASE + src_off, DST_BASE + dst_off
@@ -187,11 +195,11 @@ def layout_call(d: CallDraw, stream: SyntheticStream, target: Target, cpus: int,
     if d.populate > 0:
         if backing == "hugetlb":
             ranges.append((src, src + size,
-                           {"pud_leaf": hp == a.pud_size, "thp": hp != a.pud_size}))
+                           {"pud_leaf": hp == pud_size, "thp": hp != pud_size}))
         else:
             ranges.append((src, src + size, {"fraction": min(d.populate, 1.0),
                                              "seed": d.pop_seed, "thp": d.thp}))
-    if d.guard_src and src_off % a.pmd_size:
+    if d.guard_src and src_off % pmd_size:
         vmas.append(Vma(src - page, src, prot="r", anon_id="guard-src", name="guard-src"))
         ranges.append((src - page, src, {}))
     pt = empty.populate_each(ranges)
@@ -209,11 +217,13 @@ def layout_call(d: CallDraw, stream: SyntheticStream, target: Target, cpus: int,
         space = AddressSpace(tuple(vmas), pt, cpus=cpus)
     except ValueError as exc:  # pragma: no cover - the layout above never overlaps
         raise PerfsimError(f"stream {stream.name!r}: impossible layout: {exc}") from None
+    # (MoveRequest by position: old_addr, old_len, new_len, new_addr, maymove, fixed,
+    # dontunmap, for_stack, fail_alloc_at, extra_flags)
     if d.op == "grow" and not d.fixed and not hp:
-        req = MoveRequest(src, size, new_len=new_len, fixed=False, maymove=True)
+        req = MoveRequest(src, size, new_len, None, True, False, False, False, None, 0)
     else:
-        req = MoveRequest(src, size, new_len=new_len, new_addr=dst, fixed=True, maymove=True,
-                          dontunmap=d.dontunmap and new_len == size)
+        req = MoveRequest(src, size, new_len, dst, True, True, d.dontunmap and new_len == size,
+                          False, None, 0)
     return space, req
 
 
