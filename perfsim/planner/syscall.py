@@ -506,13 +506,14 @@ def _relocate_vma_down(space: AddressSpace, req: MoveRequest, target: Target) ->
     new_start, new_end = req.new_addr, req.new_addr + length
     if space.intersecting(new_start, old_start):
         return _refused(req, space, "EFAULT", "for_stack: another VMA lies below the stack")
-    vrm = VmaRemap(addr=old_start, old_len=length, new_len=length, new_addr=new_start,
-                   maymove=True, fixed=True, dontunmap=False, extra_flags=0, target=target,
-                   space=space, log=S.StepLog(), options=DEFAULT,
-                   fail_alloc_at=req.fail_alloc_at, vma=vma, tables=CallTables(space.pt))
+    # (VmaRemap by position, in its field order: see plan_mremap)
+    vrm = VmaRemap(old_start, length, length, new_start, True, True, False, 0, target, space,
+                   S.StepLog(), DEFAULT, req.fail_alloc_at, vma, 0, None, False, [],
+                   CallTables(space.pt))
     vrm.log.add(S.SYSCALL, S.K_SYSCALL, old_start, new_start, length)
-    expanded = vma.replaced(start=new_start)
-    during = space.with_vmas([expanded if v == vma else v for v in space.vmas])
+    expanded = vma.with_range(new_start, old_end)  # (vma.replaced(start=new_start))
+    # the stack VMA replaced by its expansion (the others are apart from both already)
+    during = space.with_vma_added(expanded, without=(vma,))
     pmc = PageTableMoveControl(expanded, expanded, old_start, new_start, length, for_stack=True)
     why = RealignReason(during, pmc, target)  # (explain_realign, when read)
     realigned = try_realign_addr(during, pmc, target)
@@ -526,6 +527,6 @@ def _relocate_vma_down(space: AddressSpace, req: MoveRequest, target: Target) ->
         vrm.space = during
         return _plan(req, space, vrm, errno="ENOMEM", result=None,
                      note="stack move incomplete: exec fails")
-    shrunk = vma.replaced(start=new_start, end=new_end)
-    vrm.space = space.with_vmas([shrunk if v == vma else v for v in space.vmas])
+    shrunk = vma.with_range(new_start, new_end)  # (vma.replaced(start=..., end=...))
+    vrm.space = space.with_vma_added(shrunk, without=(vma,))
     return _plan(req, space, vrm, errno=None, result=new_start, note="")

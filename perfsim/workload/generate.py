@@ -231,7 +231,7 @@ def _layout_stack(d: CallDraw, target: Target, size: int, ident: str, cpus: int,
                   empty: PageTables):
     """exec's stack: a VMA ending at STACK_TOP_MAX, relocated down by ``shift`` (E7)."""
     a = target.arch
-    page = a.page_size
+    page = _sizes_of(a)[0]
     top = a.user_va_top // page * page
     start = top - size
     shift = max(-(-d.shift // page) * page, page)
@@ -240,7 +240,9 @@ def _layout_stack(d: CallDraw, target: Target, size: int, ident: str, cpus: int,
     pt = empty.populate(start, top, fraction=min(max(d.populate, 0.0), 1.0) or 1.0,
                         seed=d.pop_seed)
     space = AddressSpace((vma,), pt, cpus=cpus)
-    return space, MoveRequest(start, size, new_addr=start - shift, for_stack=True, fixed=False)
+    # (MoveRequest by position: old_addr, old_len, new_len, new_addr, maymove, fixed,
+    # dontunmap, for_stack, fail_alloc_at, extra_flags)
+    return space, MoveRequest(start, size, None, start - shift, True, False, False, True, None, 0)
 
 
 class LazyRng:
