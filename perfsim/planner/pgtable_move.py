@@ -23,7 +23,7 @@ from perfsim.mm.vma import Vma
 from perfsim.planner import steps as S
 from perfsim.planner.batch import PteBatching, pte_batching_of
 from perfsim.planner.frozen import direct_init
-from perfsim.planner.tlb import Flush, flush_pmd_range, flush_pud_range, flush_range
+from perfsim.planner.tlb import Flush, flush_pmd_range, flush_pud_range, flush_span
 from perfsim.profiles import ArchProfile, Target
 
 # enum pgt_entry
@@ -250,19 +250,24 @@ def pgt_entry_row(target: Target, gates: MoveGates, entry: str, src_slot, dst_sl
     ``move_huge_pud``/``move_huge_pmd`` with ``flush_pud_tlb_range``/``flush_pmd_tlb_range``
     (:mod:`perfsim.planner.tlb`); PUD entries take the PUD lock(s) (counted as one), PMD
     entries :func:`pmd_ptl_count`. ``src_slot``/``dst_slot`` are entry slots at the
-    entry's level (ints or arrays). The flush does not depend on where the range is."""
+    entry's level (ints or arrays). The flush does not depend on where the range is (the
+    base-page flushes are :func:`~perfsim.planner.tlb.flush_span`'s, memoised)."""
     arch = target.arch
-    fl = dict(cpus=cpus, lazy_cpus=lazy_cpus)
     locks = gates.locks(entry)
     if entry == NORMAL_PUD:
-        return EntryRow(S.K_PUD_MOVE, 0, flush_range(target, 0, arch.pud_size, **fl), 1, locks)
+        return EntryRow(S.K_PUD_MOVE, 0,
+                        flush_span(target, arch.pud_size, cpus=cpus, lazy_cpus=lazy_cpus), 1,
+                        locks)
     if entry == HPAGE_PUD:
         return EntryRow(S.K_HUGE_PUD_MOVE, arch.ptrs_per_pte << (arch.pud_shift - arch.pmd_shift),
-                        flush_pud_range(target, 0, **fl), 1, locks)
+                        flush_pud_range(target, 0, cpus=cpus, lazy_cpus=lazy_cpus), 1, locks)
     ptl = pmd_ptl_count(arch, src_slot, dst_slot)
     if entry == NORMAL_PMD:
-        return EntryRow(S.K_PMD_MOVE, 0, flush_range(target, 0, arch.pmd_size, **fl), ptl, locks)
-    return EntryRow(S.K_THP_MOVE, arch.ptrs_per_pte, flush_pmd_range(target, 0, **fl), ptl, locks)
+        return EntryRow(S.K_PMD_MOVE, 0,
+                        flush_span(target, arch.pmd_size, cpus=cpus, lazy_cpus=lazy_cpus), ptl,
+                        locks)
+    return EntryRow(S.K_THP_MOVE, arch.ptrs_per_pte,
+                    flush_pmd_range(target, 0, cpus=cpus, lazy_cpus=lazy_cpus), ptl, locks)
 
 
 def failed_entry_row(gates: MoveGates, entry: str) -> EntryRow:
