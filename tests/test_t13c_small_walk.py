@@ -318,3 +318,25 @@ def test_move_context_starts_empty_for_each_move():
     other = MoveContext(t, win, S.StepLog())
     assert other._has_pud_table == set() and other._has_pud_table is not ctx._has_pud_table
     assert np.int64(4096) not in ctx.flushes  # (numpy spans go through flush_span's own memo)
+
+
+@pytest.mark.parametrize("kernel,arch", TARGETS)
+def test_a_moves_remembered_entry_rows_are_pgt_entry_row(kernel, arch):
+    """``MoveContext.entry_row`` (made once per entry kind and PMD-lock count of a move) is
+    ``pgt_entry_row`` of the move's gates and CPUs between those slots."""
+    t = resolve_target(kernel, arch)
+    a = t.arch
+    rng = random.Random(f"rows{kernel}{arch}")
+    vma = Vma(a.pud_size, 2 * a.pud_size, backing=rng.choice(("anon", "shmem")), file_id="f")
+    for _ in range(10):
+        cpus = rng.randint(1, 9)
+        ctx = MoveContext(t, Window(0, 1, set(), {}, {}), S.StepLog(), S.MOVE, cpus,
+                          rng.randint(0, cpus - 1))
+        gates = MoveGates.of(t, vma, vma, rng.random() < 0.5)
+        for _ in range(40):
+            entry = rng.choice((NORMAL_PMD, HPAGE_PMD, NORMAL_PUD, HPAGE_PUD))
+            base = rng.randrange(1 << 20)
+            src = base + rng.randrange(0, 3 << (a.pud_shift - a.pmd_shift))
+            dst = rng.choice((src, base + rng.randrange(0, 1 << 12), rng.randrange(1 << 24)))
+            assert ctx.entry_row(gates, entry, src, dst) == pgt_entry_row(
+                t, gates, entry, src, dst, cpus=ctx.cpus, lazy_cpus=ctx.lazy_cpus)

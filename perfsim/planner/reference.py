@@ -33,6 +33,7 @@ from perfsim.planner.pgtable_move import (
     HPAGE_PUD,
     NORMAL_PMD,
     NORMAL_PUD,
+    EntryRow,
     MoveGates,
     alloc_new_pud,
     failed_entry_row,
@@ -41,6 +42,7 @@ from perfsim.planner.pgtable_move import (
     move_ptes_ptl_count,
     pgt_entry_row,
     pmd_alloc,
+    pmd_ptl_count,
     pte_alloc,
     split_huge_pmd,
     split_huge_pmd_row,
@@ -80,7 +82,8 @@ class MoveContext:
 
     __slots__ = ("target", "win", "log", "phase", "cpus", "lazy_cpus", "fail_alloc_at",
                  "allocations", "page_shift", "pmd_shift", "pud_shift", "p4d_shift",
-                 "pud_folded", "ptrs", "pmd_size", "pud_size", "_has_pud_table", "flushes")
+                 "pud_folded", "ptrs", "pmd_size", "pud_size", "_has_pud_table", "flushes",
+                 "entry_rows")
 
     def __init__(self, target: Target, win: Window, log: S.StepLog, phase: int = S.MOVE,
                  cpus: int = 1, lazy_cpus: int = 0, fail_alloc_at: int | None = None,
@@ -92,6 +95,31 @@ class MoveContext:
          self.ptrs, self.pmd_size, self.pud_size) = geometry_of(target.arch)
         self._has_pud_table: set[int] = set()
         self.flushes = span_flushes(target, cpus=cpus, lazy_cpus=lazy_cpus)
+        self.entry_rows: dict[tuple, EntryRow] = {}  # (:meth:`entry_row`, per move)
+
+    # -------------------------------------------------------------- lookups
+    def get_old_pud(self, addr: int) -> int:
+        """``get_old_pud``: the kind of the source PUD entry (none if a level above is)."""
+        if not (self.pud_folded or (addr >> self.p4d_shift) in self.win.pud_tables):
+            return PUD_NONE
+        return self.win.pud.get(addr >> self.pud_shift, PUD_NONE)
+
+    def pmd_entry(self, addr: int) -> tuple[int, int]:
+        """``get_old_pmd``: ``(kind, present-PTE bitmap)`` of the PMD entry mapping ``addr``."""
+        return self.win.pmd.get(addr >> self.pmd_shift, _PMD_NONE_ENTRY)
+
+    def entry_row(self, gates: MoveGates, entry: str, src_slot: int, dst_slot: int) -> EntryRow:
+        """:func:`~perfsim.planner.pgtable_move.pgt_entry_row` of this move (its gates, CPUs)
+        for ``entry`` between these slots, made once per entry kind and PMD-lock count:
+        the row depends on the slots only through ``pmd_ptl_count`` (the lock count; the
+        flush does not depend on where the range is)."""
+        key = (entry, pmd_ptl_count(self.target.arch, src_slot, dst_slot))
+        row = self.entry_rows.get(key)
+        if row is None:
+            row = self.entry_rows[key] = pgt_entry_row(self.target, gates, entry, src_slot,
+                                                       dst_slot, cpus=self.cpus,
+                                                       lazy_cpus=self.lazy_cpus)
+        return row
 
     # -------------------------------------------------------------- allocation
     def _allocate(self) -> bool:
@@ -163,8 +191,7 @@ def move_page_tables(ctx: MoveContext, pmc: PageTableMoveControl) -> int:
     old_end = pmc.old_end
     win = ctx.win
     pmd_get = win.pmd.get  # (the window's dicts stay the same objects during the walk)
-    pud_get, pud_tables = win.pud.get, win.pud_tables
-    p4d_shift, pud_folded = ctx.p4d_shift, ctx.pud_folded
+    p4d_shift = ctx.p4d_shift
     has_pud_table = ctx._has_pud_table  # (alloc_new_pud's memo, read before asking it)
     try_normal_pud = gates.normal_moves_tried and t.have_move_pud
     try_normal_pmd = gates.normal_moves_tried and t.have_move_pmd
@@ -181,9 +208,7 @@ def move_page_tables(ctx: MoveContext, pmc: PageTableMoveControl) -> int:
         counts: dict = {}
         # PUD stage (R8): if the extent is PUD-sized, try to move the whole PUD entry.
         extent = get_extent(pud_shift, old_addr, new_addr, old_end)
-        # get_old_pud: the kind of the source PUD entry (none if a level above is)
-        pud = (pud_get(old_addr >> pud_shift, PUD_NONE)
-               if pud_folded or (old_addr >> p4d_shift) in pud_tables else PUD_NONE)
+        pud = ctx.get_old_pud(old_addr)
         if pud == PUD_NONE:
             log.add(ph, S.K_SKIP_PUD, old_addr, new_addr, extent)
             continue
@@ -242,29 +267,32 @@ def move_pgt_entry(ctx: MoveContext, gates: MoveGates, entry: str, old_addr: int
     that carries the allocations made so far; ``counts`` is then emptied for the next row.
     A huge PUD's row is logged whether or not it moved (the kernel ignores the result).
     """
-    arch, win = ctx.target.arch, ctx.win
+    win = ctx.win
     pud_level = entry in (NORMAL_PUD, HPAGE_PUD)
-    shift = arch.pud_shift if pud_level else arch.pmd_shift
+    shift = ctx.pud_shift if pud_level else ctx.pmd_shift
     src, dst = old_addr >> shift, new_addr >> shift
     dst_kind = win.pud.get(dst, PUD_NONE) if pud_level else win.pmd.get(dst, (PMD_NONE, 0))[0]
     moved = bool(entry_moves(entry, gates.uffd_blocks, dst_kind))
     if moved and entry == NORMAL_PUD:
-        _reparent_pmd_table(win, arch.pud_shift - arch.pmd_shift, src, dst)
+        _reparent_pmd_table(win, ctx.pud_shift - ctx.pmd_shift, src, dst)
     elif moved:
         table = win.pud if pud_level else win.pmd
         table[dst] = table.pop(src)
     if moved or entry == HPAGE_PUD:
-        row = pgt_entry_row(ctx.target, gates, entry, src, dst, cpus=ctx.cpus,
-                            lazy_cpus=ctx.lazy_cpus)
+        row = ctx.entry_row(gates, entry, src, dst)
         length = extent
     elif entry in (NORMAL_PUD, NORMAL_PMD):
         row, length = failed_entry_row(gates, entry), 0
     else:
         return False
-    ctx.log.add(ctx.phase, row.kind, old_addr, new_addr, length, ptes=row.ptes, flush=row.flush,
-                rmap=row.locks, ptl=int(row.ptl), **counts)
-    if not moved:
-        counts.clear()
+    if counts:  # (the allocations made for this step)
+        ctx.log.add(ctx.phase, row.kind, old_addr, new_addr, length, ptes=row.ptes,
+                    flush=row.flush, rmap=row.locks, ptl=int(row.ptl), **counts)
+        if not moved:
+            counts.clear()
+    else:
+        ctx.log.add(ctx.phase, row.kind, old_addr, new_addr, length, ptes=row.ptes,
+                    flush=row.flush, rmap=row.locks, ptl=int(row.ptl))
     return moved
 
 
