@@ -155,7 +155,7 @@ def _do_munmap(target: Target, space: AddressSpace, tables: CallTables, start: i
     hit = space.intersecting(start, end)
     if not hit:
         return space
-    vmas = _carve(space.vmas, start, end, space.arch.page_shift)
+    vmas = _carve(space.vmas, start, end, target.arch.page_shift)  # (the call's arch)
     rest = space.with_sorted_vmas(vmas)  # (_carve keeps the order and the gaps)
     prev, nxt = rest.prev_vma(start), rest.next_vma(end)
     forcing, not_anon = zap_spans(hit, start, end)
