@@ -224,15 +224,22 @@ class Steps:
             self._len = len(rows[0])
             self.lock_sets = _lock_sets_of(rows[1])
         elif parts is not None:
-            kept, total, names = [], 0, set()
+            kept, total, first, one = [], 0, None, True
             for p in parts:
-                n = len(p)
+                n = p._len  # (a Steps table's or a PeriodicBlock's length)
                 if n:
                     kept.append(p)
                     total += n
-                    names.update(p.lock_sets)
+                    if first is None:
+                        first = p.lock_sets
+                    elif one and p.lock_sets != first:
+                        one = False
             self._parts = kept
-            self.lock_sets = tuple(sorted(names))
+            if one and (first is None or len(first) <= 1):
+                # every part holds the same lock set (or none): the sorted union is it
+                self.lock_sets = first or ()
+            else:
+                self.lock_sets = tuple(sorted({n for p in kept for n in p.lock_sets}))
             self._cols = None
             self._lock_set = None
             self._len = total
@@ -347,9 +354,10 @@ class PeriodicBlock:
         self.new_stride = int(new_stride)
         self.overrides = overrides or {}
         self.lock_sets = template.lock_sets
+        self._len = len(template) * self.reps
 
     def __len__(self) -> int:
-        return len(self.template) * self.reps
+        return self._len
 
     @property
     def phase(self) -> int:
