@@ -64,17 +64,21 @@ class AddressSpace:
     def find_vma(self, addr: int) -> Vma | None:
         """The VMA containing ``addr``, or None (``vma_lookup``)."""
         i = bisect.bisect_right(self._starts, addr) - 1
-        if i >= 0 and self.vmas[i].start <= addr < self.vmas[i].end:
-            return self.vmas[i]
+        if i >= 0:
+            v = self.vmas[i]
+            if addr < v.end:  # (v.start <= addr: bisect found the last start at or below it)
+                return v
         return None
 
     def intersecting(self, start: int, end: int) -> list[Vma]:
         """VMAs that intersect ``[start, end)`` (``find_vma_intersection`` and its kin)."""
         if end <= start:
             return []
+        vmas = self.vmas
         i = max(bisect.bisect_right(self._starts, start) - 1, 0)
         out = []
-        for v in self.vmas[i:]:
+        for j in range(i, len(vmas)):
+            v = vmas[j]
             if v.start >= end:
                 break
             if v.end > start:

@@ -223,7 +223,8 @@ class _Shape:
     source PMD) and the table allocations: ``alloc_pmd`` (extent -> destination PUD slot),
     ``ups`` (extent -> (P4D, PUD) pages) and the top-level slots gaining a PUD table.
     ``heads`` are the bounds of extents ``0 .. HEAD + 2``, ``tails`` those from ``t1``
-    (where the dense tail starts, after ``mid`` periodic extents) to the end.
+    (where the dense tail starts, after ``mid`` periodic extents) to the end; ``consts``
+    the target's :func:`_constants`.
 
     For the source's unmap (:class:`perfsim.planner.fast_unmap._MovedView`), what the
     shape read of the state before the move anyway: the PUD entries of PUD slots
@@ -257,6 +258,7 @@ class _Shape:
     view_k: list[int]
     below: dict[int, int]
     left: bool
+    consts: tuple
 
 
 def plan_regular_closed(t: Target, pt: PageTables, pmc, gates: MoveGates, phase: int,
@@ -273,8 +275,8 @@ def plan_regular_closed(t: Target, pt: PageTables, pmc, gates: MoveGates, phase:
 
 
 def _regular_shape(t: Target, pt: PageTables, pmc, gates: MoveGates) -> _Shape | None:
-    ps, ms, us, ptrs, pmd_size, pud_size, p4d_shift, folded, move_pmd, move_pud, full_int = \
-        _constants(t)
+    consts = _constants(t)
+    ps, ms, us, ptrs, pmd_size, pud_size, p4d_shift, folded, move_pmd, move_pud, full_int = consts
     o0, n0, oe = pmc.old_addr, pmc.new_addr, pmc.old_end
     length = oe - o0
     if length <= 0:
@@ -411,7 +413,7 @@ def _regular_shape(t: Target, pt: PageTables, pmc, gates: MoveGates) -> _Shape |
             left = True
     return _Shape(ext, delta, i0, i1, j0, n_src, n_dst, edge, bitmaps, exact, k, alloc_pmd,
                   ups, new_tops, pud_added, heads, tails, t1, mid, (v_lo, v_hi), view_l,
-                  view_k, dict(zip(bnd, below)), left)
+                  view_k, dict(zip(bnd, below)), left, consts)
 
 
 def _block(t: Target, sh: _Shape, gates: MoveGates, phase: int, cpus: int,
@@ -419,7 +421,7 @@ def _block(t: Target, sh: _Shape, gates: MoveGates, phase: int, cpus: int,
     """The rows, as :meth:`RegularRows.block` lays them out: ``HEAD`` dense rows, one
     period repeated (:class:`~perfsim.planner.steps.PeriodicBlock`, the table allocations
     inside it as overrides), the dense tail."""
-    ps, ms, _, ptrs, pmd_size = _constants(t)[:5]
+    ps, ms, _, ptrs, pmd_size = sh.consts[:5]
     ext, delta, exact, k, t1 = sh.ext, sh.delta, sh.exact, sh.k, sh.t1
     s_lo = ext.start >> ms
     f_full, f_pages, f_ipis = _flush_lists(t, ps, cpus, lazy_cpus, ptrs)
@@ -547,8 +549,9 @@ class MovedTables(DeferredTables):
 
     def __init__(self, t: Target, pt: PageTables, sh: _Shape) -> None:
         tops = pt.pud_tables | frozenset(sh.new_tops) if sh.new_tops else pt.pud_tables
-        super().__init__(t.arch, tops, lambda: _after(t, pt, sh))
-        self.__dict__.update(_view_before=pt, _view_shape=sh)
+        # (DeferredTables.__init__'s fields, and the view's)
+        self.__dict__.update(arch=t.arch, pud_tables=tops, _make=lambda: _after(t, pt, sh),
+                             _view_before=pt, _view_shape=sh)
 
     @property
     def before(self) -> PageTables:

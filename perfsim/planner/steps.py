@@ -214,13 +214,14 @@ class Steps:
     that, so planning a million-extent move does not pay for materialising its rows.
     """
 
+    # (what an instance holds until it sets its own: a table of rows or parts makes its
+    # columns when first read)
+    _rows = _parts = _cols = _lock_set = None
+
     def __init__(self, cols: dict | None = None, lock_sets: tuple = (), lock_set=None, *,
                  parts: list | None = None, rows: tuple | None = None):
-        self._rows = rows
         if rows is not None:
-            self._parts = None
-            self._cols = None
-            self._lock_set = None
+            self._rows = rows
             self._len = len(rows[0])
             self.lock_sets = _lock_sets_of(rows[1])
         elif parts is not None:
@@ -240,11 +241,8 @@ class Steps:
                 self.lock_sets = first or ()
             else:
                 self.lock_sets = tuple(sorted({n for p in kept for n in p.lock_sets}))
-            self._cols = None
-            self._lock_set = None
             self._len = total
         else:
-            self._parts = None
             self._cols = cols
             self.lock_sets = tuple(lock_sets)
             self._lock_set = lock_set
@@ -346,8 +344,12 @@ class PeriodicBlock:
     def __init__(self, template: Steps, reps: int, old_stride: int, new_stride: int,
                  overrides: dict[str, tuple[np.ndarray, np.ndarray]] | None = None):
         rows = template.row_tuples
-        phases = {r[_PHASE_AT] for r in rows[0]} if rows is not None else set(template.phase.tolist())
-        assert len(phases) <= 1, "a periodic block has one phase"
+        if rows is not None:
+            phase = rows[0][0][_PHASE_AT] if rows[0] else None
+            for r in rows[0]:
+                assert r[_PHASE_AT] == phase, "a periodic block has one phase"
+        else:
+            assert len(set(template.phase.tolist())) <= 1, "a periodic block has one phase"
         self.template = template
         self.reps = int(reps)
         self.old_stride = int(old_stride)
