@@ -24,6 +24,7 @@ array path, which decides (and declines) exactly as before.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -163,11 +164,14 @@ def _constants(t: Target) -> tuple:
 def _all_equal(x: np.ndarray, value: int) -> bool:
     """Every element of the 1-D array ``x`` is ``value`` (compared as the bytes of ``x``'s
     dtype: one C call for the array instead of a comparison and a count)."""
-    one = _TABLE_KIND if value == PMD_TABLE and x.dtype == np.int8 else x.dtype.type(value).tobytes()
+    dt = x.dtype
+    one = _TABLE_KIND if value == PMD_TABLE and (dt is _INT8 or dt == _INT8) \
+        else dt.type(value).tobytes()
     return x.tobytes() == one * len(x)
 
 
 _TABLE_KIND = np.int8(PMD_TABLE).tobytes()
+_INT8 = np.dtype(np.int8)
 
 
 def _all_first(x: np.ndarray) -> bool:
@@ -188,7 +192,7 @@ class _Bitmaps:
     bitmap: the empty one is row 0, a full one the interior's row ``full_row`` (whose int
     is known: every PTE present)."""
 
-    __slots__ = ("pt", "full_int", "ints", "added", "ids")
+    __slots__ = ("pt", "full_int", "ints", "added", "ids", "_le")
 
     def __init__(self, pt: PageTables, full_row: int, full_int: int) -> None:
         self.pt = pt
@@ -196,13 +200,16 @@ class _Bitmaps:
         self.ints: dict[int, int] = {full_row: full_int}
         self.added: list[int] = []
         self.ids: dict[int, int] = {0: 0, full_int: full_row}
+        self._le = None  # are the state's bitmap words little-endian uint64 (asked once)
 
     def int_of(self, row: int) -> int:
         m = self.ints.get(row)
         if m is None:
-            words = self.pt.masks[row]
-            if words.dtype.str != "<u8":
-                words = words.astype("<u8")
+            masks = self.pt.masks
+            le = self._le
+            if le is None:
+                le = self._le = masks.dtype.str == "<u8"
+            words = masks[row] if le else masks[row].astype("<u8")
             m = self.ints[row] = int.from_bytes(words.tobytes(), "little")
         return m
 
@@ -294,7 +301,7 @@ def _regular_shape(t: Target, pt: PageTables, pmc, gates: MoveGates) -> _Shape |
     rb = range(n0 - n0 % pud_size + pud_size - delta, oe, pud_size)
     if len(ra) + len(rb) >= MAX_SEGMENTS:
         return None
-    ub = sorted(set(ra) | set(rb))
+    ub = sorted({*ra, *rb})
     seg_start = [o0, *ub]
     if move_pud:
         for s, e in zip(seg_start, [*ub, oe]):
@@ -401,11 +408,10 @@ def _regular_shape(t: Target, pt: PageTables, pmc, gates: MoveGates) -> _Shape |
     # for the unmap of the source: the view's PUD entries with the PMD tables the move
     # allocated among them, and whether the move leaves a present PTE in an edge slot
     for q in pud_added:
-        if v_lo <= q < v_hi:
-            got = sorted([*zip(view_l, view_k), *((q, PUD_TABLE) for q in pud_added
-                                                   if v_lo <= q < v_hi)])
-            view_l, view_k = [q for q, _ in got], [kd for _, kd in got]
-            break
+        if v_lo <= q < v_hi:  # (a new entry: the state before has none at q, in dst_pud)
+            at = bisect_left(view_l, q)
+            view_l.insert(at, q)
+            view_k.insert(at, PUD_TABLE)
     left = False
     for base, row in ((s_lo << ms, e0), (s_hi << ms, e1)):
         if bitmaps.int_of(row) & ~range_mask((max(o0, base) - base) >> ps,

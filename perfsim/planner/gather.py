@@ -414,7 +414,7 @@ def tlb_finish_mmu(target: Target, tlb: MmuGather, log: S.StepLog, phase: int, s
     elif run is not None:
         n = len(run)
         if n:
-            groups = run.flush_groups(table_flush_cuts(target, tlb.batched, n), page_size)
+            groups = run.flush_groups(table_flush_cuts(target, tlb.batched, n, cap), page_size)
     else:
         addrs, levels = tlb.freed(target)
         n = len(addrs)
@@ -441,12 +441,14 @@ def tlb_finish_mmu(target: Target, tlb: MmuGather, log: S.StepLog, phase: int, s
         log.add(phase, S.K_FREE_TABLES, start, 0, end - start, freed=k, flush=flush)
 
 
-def table_flush_cuts(target: Target, batched: int, n: int) -> list[int]:
+def table_flush_cuts(target: Target, batched: int, n: int, cap=...) -> list[int]:
     """Where the ``n`` freed tables (in free order) are cut into flushes: the first table
     of each run that ends in a flush. With :func:`tables_per_forced_flush`, every full
     table batch; otherwise the tables join the page batches after the ``batched`` pages
-    the zap left in them (:func:`pages_until_forced_flush`)."""
-    cap = tables_per_forced_flush(target)
+    the zap left in them (:func:`pages_until_forced_flush`). ``cap``, when given, is the
+    target's :func:`tables_per_forced_flush` (:func:`tlb_finish_mmu` has it)."""
+    if cap is ...:
+        cap = tables_per_forced_flush(target)
     if cap is not None:
         return list(range(0, n, cap))
     first = pages_until_forced_flush(target, batched, False)
