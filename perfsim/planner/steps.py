@@ -127,16 +127,20 @@ class StepLog:
 
     def freeze(self) -> Steps:
         """The table of every row added so far; blocks are spliced in lazily."""
+        rows, names = self.rows, self.lock_names
         if not self.blocks:
-            return self._freeze_rows(list(self.rows), list(self.lock_names))
+            return Steps(rows=(list(rows), list(names)))
         parts, at = [], 0
         for pos, block in self.blocks:
             if pos > at:
-                parts.append(self._freeze_rows(self.rows[at:pos], self.lock_names[at:pos]))
-            parts.extend(block.parts() if isinstance(block, Steps) else [block])
+                parts.append(Steps(rows=(rows[at:pos], names[at:pos])))
+            if isinstance(block, Steps):
+                parts.extend(block._parts if block._parts is not None else (block,))
+            else:
+                parts.append(block)
             at = pos
-        if at < len(self.rows):
-            parts.append(self._freeze_rows(self.rows[at:], self.lock_names[at:]))
+        if at < len(rows):
+            parts.append(Steps(rows=(rows[at:], names[at:])))
         return Steps(parts=parts)
 
 
