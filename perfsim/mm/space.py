@@ -116,10 +116,10 @@ class AddressSpace:
         """:meth:`with_vmas` for VMAs the caller holds sorted and non-overlapping already
         (this space's VMAs with a range carved out, say): the same space, without the sort
         test and the overlap scan."""
-        new = self._copy()
-        vmas = tuple(vmas)
+        new = object.__new__(AddressSpace)  # (as _copy, the fields then replaced)
         d = new.__dict__
-        d["vmas"] = vmas
+        d.update(self.__dict__)
+        d["vmas"] = vmas = tuple(vmas)
         d["_starts"] = tuple([v.start for v in vmas])
         return new
 
@@ -141,14 +141,17 @@ class AddressSpace:
                 raise ValueError(f"VMAs overlap: [{a.start:#x}, {a.end:#x}) and [{b.start:#x}, {b.end:#x})")
         kept.insert(i, vma)
         starts.insert(i, vma.start)
-        new = self._copy()
+        new = object.__new__(AddressSpace)  # (as _copy, the fields then replaced)
         d = new.__dict__
+        d.update(self.__dict__)
         d["vmas"] = tuple(kept)
         d["_starts"] = tuple(starts)
         return new
 
     def with_pt(self, pt: PageTables) -> AddressSpace:
         """The same VMAs (already sorted and checked) with page tables ``pt``."""
-        new = self._copy()
-        object.__setattr__(new, "pt", pt)
+        new = object.__new__(AddressSpace)  # (as _copy, the page tables then replaced)
+        d = new.__dict__
+        d.update(self.__dict__)
+        d["pt"] = pt
         return new
