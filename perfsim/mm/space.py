@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+from bisect import bisect_right
 from dataclasses import dataclass, field
 
 from perfsim.mm.pagetable import PageTables
@@ -63,7 +64,7 @@ class AddressSpace:
 
     def find_vma(self, addr: int) -> Vma | None:
         """The VMA containing ``addr``, or None (``vma_lookup``)."""
-        i = bisect.bisect_right(self._starts, addr) - 1
+        i = bisect_right(self._starts, addr) - 1
         if i >= 0:
             v = self.vmas[i]
             if addr < v.end:  # (v.start <= addr: bisect found the last start at or below it)
@@ -75,7 +76,7 @@ class AddressSpace:
         if end <= start:
             return []
         vmas = self.vmas
-        i = max(bisect.bisect_right(self._starts, start) - 1, 0)
+        i = max(bisect_right(self._starts, start) - 1, 0)
         out = []
         for j in range(i, len(vmas)):
             v = vmas[j]

@@ -172,6 +172,7 @@ def _all_equal(x: np.ndarray, value: int) -> bool:
 
 _TABLE_KIND = np.int8(PMD_TABLE).tobytes()
 _INT8 = np.dtype(np.int8)
+_U8 = np.dtype("<u8")
 
 
 def _all_first(x: np.ndarray) -> bool:
@@ -208,7 +209,8 @@ class _Bitmaps:
             masks = self.pt.masks
             le = self._le
             if le is None:
-                le = self._le = masks.dtype.str == "<u8"
+                dt = masks.dtype
+                le = self._le = dt is _U8 or dt.str == "<u8"
             words = masks[row] if le else masks[row].astype("<u8")
             m = self.ints[row] = int.from_bytes(words.tobytes(), "little")
         return m
