@@ -26,7 +26,8 @@ neither that state nor its own: the result is a
 :class:`~perfsim.planner.fast_closed.DeferredTables` that makes the moved state and then
 removes what was freed (:func:`_without`, what the unmap of a made state returns), and the
 freed tables are a :class:`~perfsim.planner.gather.FreedRun`.
-tests/test_t13b_gplan_unmap.py holds the two views to each other.
+tests/test_t13b_gplan_unmap.py and tests/test_t13c_plan1g_paths.py hold the two views to
+each other.
 """
 
 from __future__ import annotations
@@ -106,9 +107,13 @@ class _MovedView:
     the state before the move with the source's PMD entries emptied (the interior fully
     populated moved whole; an edge slot keeps what lies outside the range), the
     destination's ``n_dst`` entries from slot ``d_lo`` and the PMD tables the move
-    allocated (``pud_added``) added. The PUD entries the unmap can read (those of the
-    top-level entries the source spans) are read once, as lists; counts below a slot are
-    from the first of them (the unmap reads only their differences)."""
+    allocated (``pud_added``) added. What it reads of the state before, the move's shape
+    read already (:class:`~perfsim.planner.fast_closed._Shape`): the PUD entries the unmap
+    can read (those of the top-level entries the source spans, with the move's new ones)
+    as lists, the PMD entries below each bound of the source's PUD entries (``below``;
+    other slots are searched), and whether the move left a present PTE in an edge slot
+    (``left``). Counts below a PUD slot are from the first entry of the span (the unmap
+    reads only their differences)."""
 
     def __init__(self, moved: MovedTables, target: Target) -> None:
         self.moved = moved
