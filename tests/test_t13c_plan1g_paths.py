@@ -182,3 +182,42 @@ def test_all_first_is_all_equal_to_the_first(dtype):
             if rng.random() < 0.5:
                 x[:] = x[0]
             assert _all_first(x) == _all_equal(x, int(x[0])) == bool((x == x[0]).all())
+
+
+@given(regular_moves())
+@settings(max_examples=150, deadline=None)
+def test_the_shape_reads_few_pud_entries_as_the_arrays_search_gives(case):
+    """``_regular_shape`` reads a state of few PUD entries as lists (bisection): the same
+    shape as the numpy search of its arrays (``_FEW_PUDS`` = 0 forces that)."""
+    import dataclasses
+
+    import perfsim.planner.fast_closed as fc
+    from perfsim.planner.pgtable_move import MoveGates
+    from perfsim.planner.realign import PageTableMoveControl
+    from test_t13_big_closed import case_space
+
+    t, src, length, dst = case["t"], case["src"], case["length"], case["dst"]
+    got = case_space(case)
+    if got is None:
+        return
+    vma, space = got
+    new = Vma(dst, dst + length, name="new")
+    pmc = PageTableMoveControl(vma, new, src, dst, length)
+    gates = MoveGates.of(t, vma, new, False)
+    assert len(space.pt.pud_idx) <= fc._FEW_PUDS
+    lists = fc._regular_shape(t, space.pt, pmc, gates)
+    saved = fc._FEW_PUDS
+    try:
+        fc._FEW_PUDS = 0
+        arrays = fc._regular_shape(t, space.pt, pmc, gates)
+    finally:
+        fc._FEW_PUDS = saved
+    assert (lists is None) == (arrays is None)
+    if lists is not None:
+        for f in dataclasses.fields(lists):
+            x, y = getattr(lists, f.name), getattr(arrays, f.name)
+            if f.name == "ext":
+                x, y = ([getattr(e, n) for n in fc.Progressions.__slots__] for e in (x, y))
+            if f.name != "bitmaps":
+                assert x == y, f.name
+        assert lists.bitmaps.ints == arrays.bitmaps.ints

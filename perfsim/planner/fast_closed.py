@@ -47,6 +47,10 @@ from perfsim.profiles import Target
 #: is used: the per-segment work here is a Python step per segment.
 MAX_SEGMENTS = 64
 
+#: A state with at most this many PUD entries has them read by the shape as two lists and
+#: searched by bisection (fewer numpy calls than a search and slices of its arrays).
+_FEW_PUDS = 64
+
 #: The dense rows before and after the periodic run (as :class:`RegularRows`).
 HEAD, TAIL = 3, 4
 
@@ -318,14 +322,24 @@ def _regular_shape(t: Target, pt: PageTables, pmc, gates: MoveGates) -> _Shape |
         v_lo, v_hi = p_lo, p_hi + 1
     else:
         v_lo, v_hi = p_lo >> top_shift << top_shift, ((p_hi >> top_shift) + 1) << top_shift
-    k0, k1, k2, k3, k4, k5 = pt.pud_idx.searchsorted(
-        (p_lo, p_hi + 1, q_lo, q_hi + 1, v_lo, v_hi)).tolist()
-    view_l, view_k = pt.pud_idx[k4:k5].tolist(), pt.pud_kind[k4:k5].tolist()
-    src_pud = dict(zip(view_l[k0 - k4:k1 - k4], view_k[k0 - k4:k1 - k4]))
-    if k4 <= k2 and k3 <= k5:
-        dst_pud = dict(zip(view_l[k2 - k4:k3 - k4], view_k[k2 - k4:k3 - k4]))
+    pud_idx = pt.pud_idx
+    if len(pud_idx) <= _FEW_PUDS:
+        # a few entries: two lists and bisection (what searchsorted and slices give)
+        all_l, all_k = pud_idx.tolist(), pt.pud_kind.tolist()
+        k0, k1 = bisect_left(all_l, p_lo), bisect_left(all_l, p_hi + 1)
+        k2, k3 = bisect_left(all_l, q_lo), bisect_left(all_l, q_hi + 1)
+        k4, k5 = bisect_left(all_l, v_lo), bisect_left(all_l, v_hi)
+        view_l, view_k = all_l[k4:k5], all_k[k4:k5]
+        dst_pud = dict(zip(all_l[k2:k3], all_k[k2:k3]))
     else:
-        dst_pud = dict(zip(pt.pud_idx[k2:k3].tolist(), pt.pud_kind[k2:k3].tolist()))
+        k0, k1, k2, k3, k4, k5 = pud_idx.searchsorted(
+            (p_lo, p_hi + 1, q_lo, q_hi + 1, v_lo, v_hi)).tolist()
+        view_l, view_k = pud_idx[k4:k5].tolist(), pt.pud_kind[k4:k5].tolist()
+        if k4 <= k2 and k3 <= k5:
+            dst_pud = dict(zip(view_l[k2 - k4:k3 - k4], view_k[k2 - k4:k3 - k4]))
+        else:
+            dst_pud = dict(zip(pud_idx[k2:k3].tolist(), pt.pud_kind[k2:k3].tolist()))
+    src_pud = dict(zip(view_l[k0 - k4:k1 - k4], view_k[k0 - k4:k1 - k4]))
     tops = pt.pud_tables
     for p in range(p_lo, p_hi + 1):
         if src_pud.get(p, PUD_NONE) != PUD_TABLE or (
