@@ -360,7 +360,7 @@ class PeriodicBlock:
         self.new_stride = int(new_stride)
         self.overrides = overrides or {}
         self.lock_sets = template.lock_sets
-        self._len = len(template) * self.reps
+        self._len = template._len * self.reps
 
     def __len__(self) -> int:
         return self._len
