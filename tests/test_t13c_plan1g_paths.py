@@ -6,6 +6,8 @@ held to the path or the definition it stands for.
   a present PTE in an edge slot from what ``_regular_shape`` read (``_Shape.view_l``,
   ``view_k``, ``below``, ``left``): every answer equals ``_ArraysView``'s on the made state,
   on the PUD slots the unmap asks about and on others (the fallback search).
+* ``_regular_shape`` reads a state of few PUD entries as two lists searched by bisection:
+  the same shape as the numpy search of its arrays.
 * ``Steps(parts=...)`` takes the one lock set every part holds without a set: the same
   ``lock_sets`` as the sorted union, on random parts.
 * ``FreedRun.flush_groups`` folds each flush's range and lowest level in one pass: the
