@@ -6,6 +6,8 @@ Run from the repository root::
     python bench/bench_planner.py --quick    # smaller scaling sweep, fewer repeats
     python bench/bench_planner.py --against /tmp/base   # side by side with another checkout
     python bench/bench_planner.py --moves [--against /tmp/base]   # the large regular moves only
+    python bench/bench_planner.py --cold [PROCS] [--against /tmp/base]   # the 1 GiB move's
+        # plan as bench/bench_engine.py repeats it (repetitions 1-5 after one warm-up)
 
 ``--against`` takes a checkout of the baseline (for example ``git worktree add /tmp/base
 <commit>``) and runs every case there too, alternating the two trees in the same run, three
@@ -208,6 +210,71 @@ def run_moves(against: str | None, rounds: int) -> None:
         print(line)
 
 
+#: ``--cold``: repetitions per process after the one warm-up (bench/bench_engine.py's
+#: figure is the median of the first five; the rest show the same process warm).
+COLD_REPS = 30
+
+
+def cold_child() -> dict:
+    """bench/bench_engine.py's 1 GiB move (E4) as that script repeats it: per repetition a
+    freshly populated state, ``plan_mremap`` (CPU time, ``time.process_time``), the row
+    costs and a ``simulate()`` of the plan; one warm-up repetition first. Returns the plan
+    CPU times of the repetitions after it: CPython quickens a function only after several
+    calls or loop iterations, so the first ones run code not specialised yet."""
+    import perfsim
+    from perfsim.cost import load_cost_profile, row_costs
+    from perfsim.engine import CallerSpec, MmSpec, SimSpec, simulate
+    from perfsim.mm import AddressSpace, PageTables, Vma
+    from perfsim.planner import MoveRequest, plan_mremap
+    from perfsim.profiles import resolve_target
+
+    t = resolve_target("6.18", "x86_64")
+    profile = load_cost_profile("kvm-host").fixed()
+    soff, doff, length, _thp = MOVES["1g-unaligned"]
+    src, dst = MOVE_BASE + soff, MOVE_BASE + doff
+    req = MoveRequest(old_addr=src, old_len=length, new_addr=dst)
+    cpu = []
+    for rep in range(-1, COLD_REPS):
+        space = AddressSpace((Vma(src, src + length, name="heap"),),
+                             PageTables.empty(t.arch).populate(src, src + length))
+        c0 = time.process_time()
+        plan = plan_mremap(space, req, t)
+        c1 = time.process_time()
+        row_costs(plan, profile, cpus=1)
+        simulate(SimSpec(cpus=2, target=t, profile=profile, mms=(MmSpec("app", (0,)),),
+                         callers=(CallerSpec("mover", "app", 0, (plan,)),)))
+        if rep >= 0:
+            cpu.append(c1 - c0)
+    assert plan.errno is None and plan.progress_bytes == length, plan.note
+    return {"first5": statistics.median(cpu[:5]), "warm": statistics.median(cpu[10:]),
+            "planner": plan.planner,
+            "perfsim": os.path.dirname(os.path.dirname(os.path.abspath(perfsim.__file__)))}
+
+
+def run_cold(against: str | None, procs: int) -> None:
+    """:func:`cold_child` in ``procs`` fresh processes per tree (alternating with
+    ``against``); medians over the processes, and the ratios."""
+    print(f"\n1 GiB unaligned move as bench/bench_engine.py repeats it (fresh state, plan, "
+          f"costs, simulate; one warm-up): plan_mremap CPU per plan, medians of {procs} "
+          f"processes" + (f", side by side with {against}" if against else ""))
+    cmd = [sys.executable, os.path.abspath(__file__), "--cold-child"]
+    mine, base = [], []
+    for _ in range(procs):
+        if against:
+            base.append(_child_json([*cmd, "--root", against], against))
+        mine.append(_child_json([*cmd, "--root", ROOT], ROOT))
+    hdr = f"{'repetitions':<26} {'plan us':>9}" + (f" {'baseline us':>11} {'ratio':>6}" if against else "")
+    print(hdr)
+    print("-" * len(hdr))
+    for key, what in (("first5", "1-5 (bench_engine's)"), ("warm", f"11-{COLD_REPS} (warm)")):
+        m = statistics.median(r[key] for r in mine)
+        line = f"{what:<26} {m * 1e6:>9.1f}"
+        if against:
+            b = statistics.median(r[key] for r in base)
+            line += f" {b * 1e6:>11.1f} {m / b:>6.2f}"
+        print(line)
+
+
 def _child_json(cmd: list[str], root: str) -> dict:
     """Run this script's child ``cmd`` in ``root``; its last stdout line, as JSON, checked
     to have imported perfsim from ``root``."""
@@ -291,7 +358,16 @@ def main() -> None:
                     help="only the large regular moves (1 GiB and 64 MiB unaligned, 1 GiB "
                          "PMD-aligned, 1 GiB THP): plan CPU time per plan")
     ap.add_argument("--moves-child", nargs=2, metavar=("MOVE", "ROUNDS"), help=argparse.SUPPRESS)
+    ap.add_argument("--cold", type=int, nargs="?", const=7, metavar="PROCS",
+                    help="only the 1 GiB unaligned move as bench/bench_engine.py repeats it: "
+                         "plan CPU of repetitions 1-5 after one warm-up and of later ones, "
+                         "medians of PROCS fresh processes per tree (default 7)")
+    ap.add_argument("--cold-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.cold_child:
+        sys.path.insert(0, os.path.abspath(args.root))
+        print(json.dumps(cold_child()))
+        return
     if args.moves_child:
         sys.path.insert(0, os.path.abspath(args.root))
         name, rounds = args.moves_child
@@ -307,6 +383,12 @@ def main() -> None:
               f"(no perfsim/ directory)", file=sys.stderr)
         raise SystemExit(2)
     reps = 3 if args.quick else 7
+    if args.cold is not None:
+        if args.cold < 1:
+            print(f"bench_planner: --cold {args.cold}: must be at least 1", file=sys.stderr)
+            raise SystemExit(2)
+        run_cold(args.against, args.cold)
+        return
     if args.moves:
         run_moves(args.against, 3 if args.quick else 5)
         return

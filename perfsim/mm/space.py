@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+from bisect import bisect_right
 from dataclasses import dataclass, field
 
 from perfsim.mm.pagetable import PageTables
@@ -63,18 +64,22 @@ class AddressSpace:
 
     def find_vma(self, addr: int) -> Vma | None:
         """The VMA containing ``addr``, or None (``vma_lookup``)."""
-        i = bisect.bisect_right(self._starts, addr) - 1
-        if i >= 0 and self.vmas[i].start <= addr < self.vmas[i].end:
-            return self.vmas[i]
+        i = bisect_right(self._starts, addr) - 1
+        if i >= 0:
+            v = self.vmas[i]
+            if addr < v.end:  # (v.start <= addr: bisect found the last start at or below it)
+                return v
         return None
 
     def intersecting(self, start: int, end: int) -> list[Vma]:
         """VMAs that intersect ``[start, end)`` (``find_vma_intersection`` and its kin)."""
         if end <= start:
             return []
-        i = max(bisect.bisect_right(self._starts, start) - 1, 0)
+        vmas = self.vmas
+        i = max(bisect_right(self._starts, start) - 1, 0)
         out = []
-        for v in self.vmas[i:]:
+        for j in range(i, len(vmas)):
+            v = vmas[j]
             if v.start >= end:
                 break
             if v.end > start:
@@ -112,10 +117,10 @@ class AddressSpace:
         """:meth:`with_vmas` for VMAs the caller holds sorted and non-overlapping already
         (this space's VMAs with a range carved out, say): the same space, without the sort
         test and the overlap scan."""
-        new = self._copy()
-        vmas = tuple(vmas)
+        new = object.__new__(AddressSpace)  # (as _copy, the fields then replaced)
         d = new.__dict__
-        d["vmas"] = vmas
+        d.update(self.__dict__)
+        d["vmas"] = vmas = tuple(vmas)
         d["_starts"] = tuple([v.start for v in vmas])
         return new
 
@@ -137,14 +142,17 @@ class AddressSpace:
                 raise ValueError(f"VMAs overlap: [{a.start:#x}, {a.end:#x}) and [{b.start:#x}, {b.end:#x})")
         kept.insert(i, vma)
         starts.insert(i, vma.start)
-        new = self._copy()
+        new = object.__new__(AddressSpace)  # (as _copy, the fields then replaced)
         d = new.__dict__
+        d.update(self.__dict__)
         d["vmas"] = tuple(kept)
         d["_starts"] = tuple(starts)
         return new
 
     def with_pt(self, pt: PageTables) -> AddressSpace:
         """The same VMAs (already sorted and checked) with page tables ``pt``."""
-        new = self._copy()
-        object.__setattr__(new, "pt", pt)
+        new = object.__new__(AddressSpace)  # (as _copy, the page tables then replaced)
+        d = new.__dict__
+        d.update(self.__dict__)
+        d["pt"] = pt
         return new

@@ -24,6 +24,7 @@ array path, which decides (and declines) exactly as before.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -45,6 +46,10 @@ from perfsim.profiles import Target
 #: Above this many PUD segments (a move of more than about 32 GiB on x86-64) the array path
 #: is used: the per-segment work here is a Python step per segment.
 MAX_SEGMENTS = 64
+
+#: A state with at most this many PUD entries has them read by the shape as two lists and
+#: searched by bisection (fewer numpy calls than a search and slices of its arrays).
+_FEW_PUDS = 64
 
 #: The dense rows before and after the periodic run (as :class:`RegularRows`).
 HEAD, TAIL = 3, 4
@@ -139,14 +144,45 @@ def _flush_lists(target: Target, stride_shift: int, cpus: int, lazy_cpus: int,
     return got[1], got[2], got[3]
 
 
+#: :func:`_constants` memo: id(target) -> (target, its constants). The target is kept, so
+#: its id names no other while it is here.
+_CONSTANTS: dict[int, tuple] = {}
+
+
+def _constants(t: Target) -> tuple:
+    """``(page shift, PMD shift, PUD shift, PTEs per table, PMD size, PUD size, P4D shift,
+    PUD folded, have_move_pmd, have_move_pud, a full bitmap)`` of ``t`` (immutable
+    profiles; several are properties), once per target."""
+    got = _CONSTANTS.get(id(t))
+    if got is None or got[0] is not t:
+        if len(_CONSTANTS) >= 64:
+            _CONSTANTS.clear()
+        a = t.arch
+        got = _CONSTANTS[id(t)] = (t, (a.page_shift, a.pmd_shift, a.pud_shift, a.ptrs_per_pte,
+                                       a.pmd_size, a.pud_size, a.p4d_shift, a.pud_folded,
+                                       t.have_move_pmd, t.have_move_pud,
+                                       (1 << a.ptrs_per_pte) - 1))
+    return got[1]
+
+
 def _all_equal(x: np.ndarray, value: int) -> bool:
     """Every element of the 1-D array ``x`` is ``value`` (compared as the bytes of ``x``'s
     dtype: one C call for the array instead of a comparison and a count)."""
-    one = _TABLE_KIND if value == PMD_TABLE and x.dtype == np.int8 else x.dtype.type(value).tobytes()
+    dt = x.dtype
+    one = _TABLE_KIND if value == PMD_TABLE and (dt is _INT8 or dt == _INT8) \
+        else dt.type(value).tobytes()
     return x.tobytes() == one * len(x)
 
 
 _TABLE_KIND = np.int8(PMD_TABLE).tobytes()
+_INT8 = np.dtype(np.int8)
+_U8 = np.dtype("<u8")
+
+
+def _all_first(x: np.ndarray) -> bool:
+    """Every element of the non-empty 1-D array ``x`` is its first (``_all_equal(x,
+    x[0])``, without making ``x[0]``'s bytes from a scalar)."""
+    return x.tobytes() == x[:1].tobytes() * len(x)
 
 
 def _words(a, ints: list[int]) -> np.ndarray:
@@ -158,21 +194,28 @@ def _words(a, ints: list[int]) -> np.ndarray:
 
 class _Bitmaps:
     """The bitmap rows the move reads (as ints) and the rows it adds, one per distinct
-    bitmap: the empty one is row 0, a full one the interior's row ``full_row``."""
+    bitmap: the empty one is row 0, a full one the interior's row ``full_row`` (whose int
+    is known: every PTE present)."""
 
-    def __init__(self, pt: PageTables, full_row: int):
+    __slots__ = ("pt", "full_int", "ints", "added", "ids", "_le")
+
+    def __init__(self, pt: PageTables, full_row: int, full_int: int) -> None:
         self.pt = pt
-        self.full_int = (1 << pt.arch.ptrs_per_pte) - 1
-        self.ints: dict[int, int] = {}
+        self.full_int = full_int
+        self.ints: dict[int, int] = {full_row: full_int}
         self.added: list[int] = []
-        self.ids: dict[int, int] = {0: 0, self.full_int: full_row}
+        self.ids: dict[int, int] = {0: 0, full_int: full_row}
+        self._le = None  # are the state's bitmap words little-endian uint64 (asked once)
 
     def int_of(self, row: int) -> int:
         m = self.ints.get(row)
         if m is None:
-            words = self.pt.masks[row]
-            if words.dtype.str != "<u8":
-                words = words.astype("<u8")
+            masks = self.pt.masks
+            le = self._le
+            if le is None:
+                dt = masks.dtype
+                le = self._le = dt is _U8 or dt.str == "<u8"
+            words = masks[row] if le else masks[row].astype("<u8")
             m = self.ints[row] = int.from_bytes(words.tobytes(), "little")
         return m
 
@@ -184,14 +227,25 @@ class _Bitmaps:
         return r
 
 
-@dataclass
+@dataclass(slots=True)
 class _Shape:
     """What :func:`_regular_shape` found: the extents, where the source and destination
     entries sit in the PMD arrays (``i0:i1`` the source's, ``j0`` where the destination's
     go), the edge slots' bitmap rows, the present PTEs of the extents touching them
     (``exact``; every other extent maps all its pages), the period ``k`` (extents per
     source PMD) and the table allocations: ``alloc_pmd`` (extent -> destination PUD slot),
-    ``ups`` (extent -> (P4D, PUD) pages) and the top-level slots gaining a PUD table."""
+    ``ups`` (extent -> (P4D, PUD) pages) and the top-level slots gaining a PUD table.
+    ``heads`` are the bounds of extents ``0 .. HEAD + 2``, ``tails`` those from ``t1``
+    (where the dense tail starts, after ``mid`` periodic extents) to the end; ``consts``
+    the target's :func:`_constants`.
+
+    For the source's unmap (:class:`perfsim.planner.fast_unmap._MovedView`), what the
+    shape read of the state before the move anyway: the PUD entries of PUD slots
+    ``view[0] .. view[1] - 1`` (the top-level entries the source spans) as lists
+    ``view_l``/``view_k`` with the PMD tables the move allocates (``pud_added``) among
+    them, ``below``: for the PMD slot at each bound of the source's PUD entries, the PMD
+    entries below it (a ``searchsorted`` of ``pmd_idx``), and ``left``: whether the move
+    leaves a present PTE in a source slot (an edge slot's pages outside the range)."""
 
     ext: Progressions
     delta: int
@@ -208,6 +262,16 @@ class _Shape:
     ups: dict[int, tuple[int, int]]
     new_tops: list[int]
     pud_added: list[int]
+    heads: list[int]
+    tails: list[int]
+    t1: int
+    mid: int
+    view: tuple[int, int]
+    view_l: list[int]
+    view_k: list[int]
+    below: dict[int, int]
+    left: bool
+    consts: tuple
 
 
 def plan_regular_closed(t: Target, pt: PageTables, pmc, gates: MoveGates, phase: int,
@@ -224,9 +288,8 @@ def plan_regular_closed(t: Target, pt: PageTables, pmc, gates: MoveGates, phase:
 
 
 def _regular_shape(t: Target, pt: PageTables, pmc, gates: MoveGates) -> _Shape | None:
-    a = t.arch
-    ps, ms, us, ptrs = a.page_shift, a.pmd_shift, a.pud_shift, a.ptrs_per_pte
-    pmd_size, pud_size = a.pmd_size, a.pud_size
+    consts = _constants(t)
+    ps, ms, us, ptrs, pmd_size, pud_size, p4d_shift, folded, move_pmd, move_pud, full_int = consts
     o0, n0, oe = pmc.old_addr, pmc.new_addr, pmc.old_end
     length = oe - o0
     if length <= 0:
@@ -237,39 +300,63 @@ def _regular_shape(t: Target, pt: PageTables, pmc, gates: MoveGates) -> _Shape |
     if not (s_hi < d_lo or d_hi < s_lo):
         return None
     # _is_regular: no extent can be a NORMAL_PMD attempt, no full PUD segment may move
-    if not ((delta % pmd_size != 0) or not t.have_move_pmd
+    if not ((delta % pmd_size != 0) or not move_pmd
             or -(-o0 // pmd_size) * pmd_size + pmd_size > oe):
         return None
     ra = range(o0 - o0 % pud_size + pud_size, oe, pud_size)
     rb = range(n0 - n0 % pud_size + pud_size - delta, oe, pud_size)
     if len(ra) + len(rb) >= MAX_SEGMENTS:
         return None
-    ub = sorted(set(ra) | set(rb))
+    ub = sorted({*ra, *rb})
     seg_start = [o0, *ub]
-    if t.have_move_pud and any(e - s == pud_size for s, e in zip(seg_start, [*ub, oe])):
-        return None
-    # PUD entries: every source one a PMD table (under a PUD table), no destination leaf
+    if move_pud:
+        for s, e in zip(seg_start, [*ub, oe]):
+            if e - s == pud_size:
+                return None
+    # PUD entries: every source one a PMD table (under a PUD table), no destination leaf.
+    # Read at once with those of the top-level entries the source spans (the view).
     p_lo, p_hi = o0 >> us, (oe - 1) >> us
     q_lo, q_hi = n0 >> us, (n0 + length - 1) >> us
-    k0, k1, k2, k3 = pt.pud_idx.searchsorted((p_lo, p_hi + 1, q_lo, q_hi + 1)).tolist()
-    lo = min(k0, k2)  # both ranges' entries read at once
-    pud_l = pt.pud_idx[lo:max(k1, k3)].tolist()
-    kind_l = pt.pud_kind[lo:max(k1, k3)].tolist()
-    src_pud = dict(zip(pud_l[k0 - lo:k1 - lo], kind_l[k0 - lo:k1 - lo]))
-    dst_pud = dict(zip(pud_l[k2 - lo:k3 - lo], kind_l[k2 - lo:k3 - lo]))
-    top_shift = a.p4d_shift - us
+    top_shift = p4d_shift - us
+    if folded:
+        v_lo, v_hi = p_lo, p_hi + 1
+    else:
+        v_lo, v_hi = p_lo >> top_shift << top_shift, ((p_hi >> top_shift) + 1) << top_shift
+    pud_idx = pt.pud_idx
+    if len(pud_idx) <= _FEW_PUDS:
+        # a few entries: two lists and bisection (what searchsorted and slices give)
+        all_l, all_k = pud_idx.tolist(), pt.pud_kind.tolist()
+        k0, k1 = bisect_left(all_l, p_lo), bisect_left(all_l, p_hi + 1)
+        k2, k3 = bisect_left(all_l, q_lo), bisect_left(all_l, q_hi + 1)
+        k4, k5 = bisect_left(all_l, v_lo), bisect_left(all_l, v_hi)
+        view_l, view_k = all_l[k4:k5], all_k[k4:k5]
+        dst_pud = dict(zip(all_l[k2:k3], all_k[k2:k3]))
+    else:
+        k0, k1, k2, k3, k4, k5 = pud_idx.searchsorted(
+            (p_lo, p_hi + 1, q_lo, q_hi + 1, v_lo, v_hi)).tolist()
+        view_l, view_k = pud_idx[k4:k5].tolist(), pt.pud_kind[k4:k5].tolist()
+        if k4 <= k2 and k3 <= k5:
+            dst_pud = dict(zip(view_l[k2 - k4:k3 - k4], view_k[k2 - k4:k3 - k4]))
+        else:
+            dst_pud = dict(zip(pud_idx[k2:k3].tolist(), pt.pud_kind[k2:k3].tolist()))
+    src_pud = dict(zip(view_l[k0 - k4:k1 - k4], view_k[k0 - k4:k1 - k4]))
+    tops = pt.pud_tables
     for p in range(p_lo, p_hi + 1):
         if src_pud.get(p, PUD_NONE) != PUD_TABLE or (
-                not a.pud_folded and (p >> top_shift) not in pt.pud_tables):
+                not folded and (p >> top_shift) not in tops):
             return None
     if PUD_LEAF in dst_pud.values():
         return None
-    # PMD entries: every source slot a PTE table, no destination entry
-    i0, i1, j0, j1 = pt.pmd_idx.searchsorted((s_lo, s_hi + 1, d_lo, d_hi + 1)).tolist()
+    # PMD entries: every source slot a PTE table, no destination entry; with the entries
+    # below each bound of the source's PUD entries (for the unmap)
+    k_pp = us - ms
+    bnd = [p << k_pp for p in range(p_lo, p_hi + 2)]
+    i0, i1, j0, j1, *below = pt.pmd_idx.searchsorted((s_lo, s_hi + 1, d_lo, d_hi + 1, *bnd)).tolist()
     n_src, n_dst = s_hi - s_lo + 1, d_hi - d_lo + 1
     if j1 > j0 or i1 - i0 != n_src or n_src < 3:
         return None
-    if pt.mask_pop[0] != 0:
+    pop = pt.mask_pop
+    if pop[0] != 0:
         return None  # MaskTable's precondition: row 0 is the empty bitmap
     if not _all_equal(pt.pmd_kind[i0:i1], PMD_TABLE):
         return None
@@ -278,60 +365,77 @@ def _regular_shape(t: Target, pt: PageTables, pmc, gates: MoveGates) -> _Shape |
     # full one), else every row's population read
     inner = src_row[1:-1]
     r = int(inner[0])
-    if not (int(pt.mask_pop[r]) == ptrs and _all_equal(inner, r)) and \
-            np.count_nonzero(pt.mask_pop[inner] != ptrs):
+    if not (int(pop[r]) == ptrs and _all_first(inner)) and np.count_nonzero(pop[inner] != ptrs):
         return None
+    e0, e1 = int(src_row[0]), int(src_row[-1])
     ext = Progressions.of(o0, n0, oe, pmd_size)
-    n_ext = ext.n_ext
+    n_ext = ext.n_inner + 1
     if n_ext < HEAD + TAIL + 8:
         return None
-    b = ext.bound
-    k = 1 if b(HEAD + 1) - b(HEAD) == pmd_size else 2
-    if b(HEAD + k) - b(HEAD) != pmd_size:
+    heads = ext.bounds(0, HEAD + 2)
+    k = 1 if heads[HEAD + 1] - heads[HEAD] == pmd_size else 2
+    if heads[HEAD + k] - heads[HEAD] != pmd_size:
         return None
     batching = gates.batching
     if batching.batches and ptrs % batching.folio_pages:
         return None
-    bitmaps = _Bitmaps(pt, r)
-    edge = {0: int(src_row[0]), n_src - 1: int(src_row[-1])}
-    # present PTEs of the extents touching the edge slots; interior extents map every page
+    mid = (n_ext - HEAD - TAIL) // k * k
+    t1 = HEAD + mid
+    tails = ext.bounds(t1, n_ext)
+    bitmaps = _Bitmaps(pt, r, full_int)  # (the interior's row r is full)
+    edge = {0: e0, n_src - 1: e1}
+    # present PTEs of the extents touching the edge slots (the first two, the last two);
+    # interior extents map every page
     exact = {}
-    for i in sorted({0, 1, n_ext - 2, n_ext - 1}):
-        st0 = b(i)
+    for i, st0, st1 in ((0, heads[0], heads[1]), (1, heads[1], heads[2]),
+                        (n_ext - 2, tails[-3], tails[-2]), (n_ext - 1, tails[-2], tails[-1])):
         rel = (st0 >> ms) - s_lo
-        m = bitmaps.int_of(edge[rel]) if rel in edge else bitmaps.full_int
-        exact[i] = (m >> ((st0 >> ps) & (ptrs - 1)) & ((1 << ((b(i + 1) - st0) >> ps)) - 1)).bit_count()
-    for v in exact.values():
+        m = bitmaps.int_of(edge[rel]) if rel in edge else full_int
+        v = exact[i] = (m >> ((st0 >> ps) & (ptrs - 1)) & ((1 << ((st1 - st0) >> ps)) - 1)).bit_count()
         if not move_ptes_flushes(v):
             return None  # RegularRows writes such a move as dense rows
     # alloc_new_pmd / alloc_new_pud: at the first step of a segment into a new slot
-    seg_first = [ext.index(s) for s in seg_start]
     alloc_pmd: dict[int, int] = {}
+    pud_added: list[int] = []  # (increasing: so are the segments' destination slots)
     prev = None
-    for g, s in enumerate(seg_start):
+    for s in seg_start:
         q = (s + delta) >> us
         if q != prev and pmd_alloc(dst_pud.get(q, PUD_NONE)):
-            alloc_pmd[seg_first[g]] = q
+            alloc_pmd[ext.index(s)] = q
+            if q not in dst_pud:
+                pud_added.append(q)
         prev = q
     ups: dict[int, tuple[int, int]] = {}
     new_tops: list[int] = []
-    if not a.pud_folded:
-        have = set(pt.pud_tables)
+    if not folded:
+        have = tops
         prev = None
-        for g, s in enumerate(seg_start):
-            top = (s + delta) >> a.p4d_shift
+        for s in seg_start:
+            top = (s + delta) >> p4d_shift
             if top == prev:
                 continue
             prev = top
-            p4d, pud = alloc_new_pud(a, have, top << a.p4d_shift)
+            p4d, pud = alloc_new_pud(t.arch, have, top << p4d_shift)
             if pud:
-                have.add(top)
+                have = {*have, top}
                 new_tops.append(top)
             if p4d or pud:
-                ups[seg_first[g]] = (p4d, pud)
-    pud_added = sorted({q for q in alloc_pmd.values() if q not in dst_pud})
+                ups[ext.index(s)] = (p4d, pud)
+    # for the unmap of the source: the view's PUD entries with the PMD tables the move
+    # allocated among them, and whether the move leaves a present PTE in an edge slot
+    for q in pud_added:
+        if v_lo <= q < v_hi:  # (a new entry: the state before has none at q, in dst_pud)
+            at = bisect_left(view_l, q)
+            view_l.insert(at, q)
+            view_k.insert(at, PUD_TABLE)
+    left = False
+    for base, row in ((s_lo << ms, e0), (s_hi << ms, e1)):
+        if bitmaps.int_of(row) & ~range_mask((max(o0, base) - base) >> ps,
+                                             (min(oe, base + pmd_size) - base) >> ps):
+            left = True
     return _Shape(ext, delta, i0, i1, j0, n_src, n_dst, edge, bitmaps, exact, k, alloc_pmd,
-                  ups, new_tops, pud_added)
+                  ups, new_tops, pud_added, heads, tails, t1, mid, (v_lo, v_hi), view_l,
+                  view_k, dict(zip(bnd, below)), left, consts)
 
 
 def _block(t: Target, sh: _Shape, gates: MoveGates, phase: int, cpus: int,
@@ -339,29 +443,31 @@ def _block(t: Target, sh: _Shape, gates: MoveGates, phase: int, cpus: int,
     """The rows, as :meth:`RegularRows.block` lays them out: ``HEAD`` dense rows, one
     period repeated (:class:`~perfsim.planner.steps.PeriodicBlock`, the table allocations
     inside it as overrides), the dense tail."""
-    a = t.arch
-    ps, ms, ptrs, pmd_size = a.page_shift, a.pmd_shift, a.ptrs_per_pte, a.pmd_size
-    ext, delta, exact, k = sh.ext, sh.delta, sh.exact, sh.k
-    n_ext = ext.n_ext
+    ps, ms, _, ptrs, pmd_size = sh.consts[:5]
+    ext, delta, exact, k, t1 = sh.ext, sh.delta, sh.exact, sh.k, sh.t1
     s_lo = ext.start >> ms
     f_full, f_pages, f_ipis = _flush_lists(t, ps, cpus, lazy_cpus, ptrs)
     ptl = int(move_ptes_ptl_count(s_lo, (ext.start + delta) >> ms))  # the tables differ
-    rmap = len(gates.huge_locks)
+    locks = gates.huge_locks
+    rmap = len(locks)
     batching = gates.batching
+    batches_on = batching.batches
     bitmaps, edge = sh.bitmaps, sh.edge
     move_first = (ext.start >> ps) & (ptrs - 1)
-    mid = (n_ext - HEAD - TAIL) // k * k
-    t0, t1 = HEAD, HEAD + mid
-    spans = ((0, t0), (t0, t0 + k), (t1, n_ext))
+    t0 = HEAD
+    heads = sh.heads
     table = []
+    add = table.append
     ups, alloc_pmd = sh.ups, sh.alloc_pmd
-    batches_on = batching.batches
+    allocated = {*ups, *alloc_pmd}  # the extents allocating a table
     low = pmd_size - 1
-    for lo, hi in spans:
-        allocs = lo != t0  # the period's allocations are overrides
-        bounds = ext.bounds(lo, hi)
+    kind = S.K_PTE_MOVE
+    flushes = {}  # pages -> the row's flush and lock columns (one move_ptes flush each)
+    # the head, the period (its allocations are overrides), the tail: (first extent, bounds)
+    for i, bounds in ((0, heads[:t0 + 1]), (t0, heads[t0:t0 + k + 1]), (t1, sh.tails)):
+        allocs = i != t0
         st0 = bounds[0]
-        for i, st1 in zip(range(lo, hi), bounds[1:]):
+        for st1 in bounds[1:]:
             ln = st1 - st0
             pages = ln >> ps
             new = st0 + delta
@@ -376,28 +482,34 @@ def _block(t: Target, sh: _Shape, gates: MoveGates, phase: int, cpus: int,
                                                  batching.window_in_table(slot << (ms - ps), ptrs))
             else:
                 batches = ptes
-            if allocs:
+            tail = flushes.get(pages)
+            if tail is None:
+                tail = flushes[pages] = (0, 1, f_full[pages], f_pages[pages], f_ipis[pages], rmap,
+                                         ptl, 0)
+            if allocs and i in allocated:
                 p4d, pud = ups.get(i, _NO_UP)
-                pmd = 1 if i in alloc_pmd else 0
+                head = (st0, new, phase, kind, ln, ptes, pages, batches, p4d, pud,
+                        1 if i in alloc_pmd else 0, 1 if (new & low) == 0 or i == 0 else 0)
             else:
-                p4d = pud = pmd = 0
-            table.append((st0, new, phase, S.K_PTE_MOVE, ln, ptes, pages, batches, p4d, pud, pmd,
-                          1 if (new & low) == 0 or i == 0 else 0,
-                          0, 1, f_full[pages], f_pages[pages], f_ipis[pages], rmap, ptl, 0))
+                head = (st0, new, phase, kind, ln, ptes, pages, batches, 0, 0, 0,
+                        1 if (new & low) == 0 or i == 0 else 0)
+            add(head + tail)
             st0 = st1
-    locks = gates.huge_locks
-    parts = [S.Steps(rows=(table[lo:hi], [locks] * (hi - lo)))
-             for lo, hi in ((0, t0), (t0, t0 + k), (t0 + k, len(table)))]
+            i += 1
+    n_tail = len(table) - t0 - k
+    parts = (S.Steps(rows=(table[:t0], [locks] * t0)),
+             S.Steps(rows=(table[t0:t0 + k], [locks] * k)),
+             S.Steps(rows=(table[t0 + k:], [locks] * n_tail)))
     over = {}
-    pmd_mid = [i - t0 for i in sh.alloc_pmd if t0 <= i < t1]
+    pmd_mid = [i - t0 for i in alloc_pmd if t0 <= i < t1]
     if pmd_mid:
         over["alloc_pmd"] = (np.array(pmd_mid, np.int64), np.array([1] * len(pmd_mid), np.int32))
-    up_mid = [(i - t0, v) for i, v in sh.ups.items() if t0 <= i < t1]
+    up_mid = [(i - t0, v) for i, v in ups.items() if t0 <= i < t1]
     if up_mid:
         pos = np.array([p for p, _ in up_mid], np.int64)
         over["alloc_p4d"] = (pos, np.array([v[0] for _, v in up_mid], np.int32))
         over["alloc_pud"] = (pos, np.array([v[1] for _, v in up_mid], np.int32))
-    periodic = S.PeriodicBlock(parts[1], mid // k, pmd_size, pmd_size, over)
+    periodic = S.PeriodicBlock(parts[1], sh.mid // k, pmd_size, pmd_size, over)
     return S.Steps(parts=[parts[0], periodic, parts[2]])
 
 
@@ -459,8 +571,9 @@ class MovedTables(DeferredTables):
 
     def __init__(self, t: Target, pt: PageTables, sh: _Shape) -> None:
         tops = pt.pud_tables | frozenset(sh.new_tops) if sh.new_tops else pt.pud_tables
-        super().__init__(t.arch, tops, lambda: _after(t, pt, sh))
-        self.__dict__.update(_view_before=pt, _view_shape=sh)
+        # (DeferredTables.__init__'s fields, and the view's)
+        self.__dict__.update(arch=t.arch, pud_tables=tops, _make=lambda: _after(t, pt, sh),
+                             _view_before=pt, _view_shape=sh)
 
     @property
     def before(self) -> PageTables:

@@ -26,7 +26,8 @@ neither that state nor its own: the result is a
 :class:`~perfsim.planner.fast_closed.DeferredTables` that makes the moved state and then
 removes what was freed (:func:`_without`, what the unmap of a made state returns), and the
 freed tables are a :class:`~perfsim.planner.gather.FreedRun`.
-tests/test_t13b_gplan_unmap.py holds the two views to each other.
+tests/test_t13b_gplan_unmap.py and tests/test_t13c_plan1g_paths.py hold the two views to
+each other.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from bisect import bisect_left
 
 import numpy as np
 
-from perfsim.mm.pagetable import PMD_TABLE, PUD_LEAF, PUD_TABLE, PageTables, range_mask
+from perfsim.mm.pagetable import PMD_TABLE, PUD_LEAF, PageTables
 from perfsim.planner.bitmaps import filled
 from perfsim.planner.fast_closed import DeferredTables, MovedTables
 from perfsim.planner.gather import (
@@ -86,9 +87,11 @@ class _ArraysView:
         q0, q1 = pt.pud_idx.searchsorted((lo, hi)).tolist()
         return pt.pud_idx[q0:q1].tolist(), pt.pud_kind[q0:q1].tolist()
 
-    def pmd_below(self, slots: list[int]) -> list[int]:
-        """Per PMD slot of ``slots``: the PMD entries below it (up to a constant)."""
-        return self.pt.pmd_idx.searchsorted(slots).tolist()
+    def pmd_under(self, puds: list[int], k_pp: int) -> list[int]:
+        """Per PUD slot of ``puds``: the PMD entries under it (``k_pp``: PMD slots per PUD
+        slot, as a shift)."""
+        at = self.pt.pmd_idx.searchsorted([x for c in puds for x in (c << k_pp, (c + 1) << k_pp)])
+        return (at[1::2] - at[::2]).tolist()
 
     def pud_below(self, slots: list[int]) -> list[int]:
         """Per PUD slot of ``slots``: the PUD entries below it (up to a constant)."""
@@ -104,46 +107,37 @@ class _MovedView:
     the state before the move with the source's PMD entries emptied (the interior fully
     populated moved whole; an edge slot keeps what lies outside the range), the
     destination's ``n_dst`` entries from slot ``d_lo`` and the PMD tables the move
-    allocated (``pud_added``) added. The PUD entries the unmap can read (those of the
-    top-level entries the source spans) are read once, as lists; counts below a slot are
-    from the first of them (the unmap reads only their differences)."""
+    allocated (``pud_added``) added. What it reads of the state before, the move's shape
+    read already (:class:`~perfsim.planner.fast_closed._Shape`): the PUD entries the unmap
+    can read (those of the top-level entries the source spans, with the move's new ones)
+    as lists, the PMD entries below each bound of the source's PUD entries (``below``;
+    other slots are searched), and whether the move left a present PTE in an edge slot
+    (``left``). Counts below a PUD slot are from the first entry of the span (the unmap
+    reads only their differences)."""
 
     def __init__(self, moved: MovedTables, target: Target) -> None:
         self.moved = moved
-        self.pt = pt = moved.before
-        self.sh = sh = moved.shape
-        a = self.a = target.arch
-        ms, us = a.pmd_shift, a.pud_shift
-        self.d_lo = (sh.ext.start + sh.delta) >> ms
-        self.tops = moved.pud_tables
-        p_lo, p_hi = sh.ext.start >> us, (sh.ext.end - 1) >> us
-        if not a.pud_folded:
-            shift = a.p4d_shift - us
-            p_lo, p_hi = p_lo >> shift << shift, ((p_hi >> shift) + 1 << shift) - 1
-        self.span = (p_lo, p_hi + 1)
-        q0, q1 = pt.pud_idx.searchsorted(self.span).tolist()
-        slots, kinds = pt.pud_idx[q0:q1].tolist(), pt.pud_kind[q0:q1].tolist()
-        add = [q for q in sh.pud_added if p_lo <= q <= p_hi]
-        if add:
-            got = sorted([*zip(slots, kinds), *((q, PUD_TABLE) for q in add)])
-            slots, kinds = [q for q, _ in got], [k for _, k in got]
-        self.pud_l, self.pud_k = slots, kinds
+        d = moved.__dict__
+        self.pt = d["_view_before"]
+        self.sh = sh = d["_view_shape"]
+        self.a = a = target.arch
+        self.d_lo = (sh.ext.start + sh.delta) >> a.pmd_shift
+        self.tops = d["pud_tables"]
+        # the PUD entries of the top-level entries the source spans, as the shape read them
+        # from the state before, with the PMD tables the move allocated among them
+        self.span = sh.view
+        self.pud_l, self.pud_k = sh.view_l, sh.view_k
 
     def _within(self, lo: int, hi: int) -> None:
         assert self.span[0] <= lo and hi <= self.span[1], "outside the PUD entries read"
 
     def empty_run(self, s0: int, s1: int) -> tuple[int, int] | None:
-        sh, a = self.sh, self.a
-        ext, ps = sh.ext, a.page_shift
-        s_lo = ext.start >> a.pmd_shift
+        sh = self.sh
+        s_lo = sh.ext.start >> self.a.pmd_shift
         if (s0, s1) != (s_lo, s_lo + sh.n_src - 1):
             return None  # (not asked: the unmap of the moved range is the source's)
-        for rel, row in sh.edge.items():  # what the move leaves in the edge slots
-            base = (s_lo + rel) << a.pmd_shift
-            lo = (max(ext.start, base) - base) >> ps
-            hi = (min(ext.end, base + a.pmd_size) - base) >> ps
-            if sh.bitmaps.int_of(row) & ~range_mask(lo, hi):
-                return None
+        if sh.left:
+            return None  # the move left a present PTE in an edge slot
         return s_lo, sh.n_src
 
     def pud_entries(self, lo: int, hi: int) -> tuple[list[int], list[int]]:
@@ -154,10 +148,17 @@ class _MovedView:
     def pud_leaf_in(self, lo: int, hi: int) -> bool:
         return PUD_LEAF in self.pud_entries(lo, hi)[1]
 
-    def pmd_below(self, slots: list[int]) -> list[int]:
-        d_lo, n_dst = self.d_lo, self.sh.n_dst
-        return [b + min(max(x - d_lo, 0), n_dst)
-                for x, b in zip(slots, self.pt.pmd_idx.searchsorted(slots).tolist())]
+    def pmd_under(self, puds: list[int], k_pp: int) -> list[int]:
+        d_lo, d_hi, below = self.d_lo, self.d_lo + self.sh.n_dst, self.sh.below
+        out = []
+        for c in puds:
+            lo, hi = c << k_pp, (c + 1) << k_pp
+            b_lo, b_hi = below.get(lo), below.get(hi)  # (the shape read those the unmap asks for)
+            if b_lo is None or b_hi is None:
+                b_lo, b_hi = self.pt.pmd_idx.searchsorted((lo, hi)).tolist()
+            # the state before's entries, and the destination's d_lo .. d_hi - 1
+            out.append(b_hi - b_lo + max(0, min(hi, d_hi) - max(lo, d_lo)))
+        return out
 
     def pud_below(self, slots: list[int]) -> list[int]:
         self._within(min(slots), max(slots))
@@ -242,11 +243,10 @@ def unmap_moved_source(target: Target, pt: PageTables, start: int, end: int, flo
         cand, kinds = v.pud_entries(bp[0] >> us, ((bp[1] - 1) >> us) + 1)
         if cand:
             k_pp = us - ms
-            edges = v.pmd_below([x for c in cand for x in (c << k_pp, (c + 1) << k_pp)])
-            for i, (c, kind) in enumerate(zip(cand, kinds)):
+            for c, kind, under in zip(cand, kinds, v.pmd_under(cand, k_pp)):
                 lo, hi = c << k_pp, (c + 1) << k_pp
                 freed_here = max(0, min(hi, f + n) - max(lo, f))  # of the run, in this entry
-                if free_pmd_table(kind, edges[2 * i + 1] - edges[2 * i] - freed_here):
+                if free_pmd_table(kind, under - freed_here):
                     gone.append(c)
                     others.append((c << us, PMD_TABLE_PAGE))
     tops = v.tops
@@ -268,10 +268,10 @@ def unmap_moved_source(target: Target, pt: PageTables, start: int, end: int, flo
         tops = frozenset(live)
     inserted = []
     if others:
-        keys = [table_order_key(target, ad, lv) for ad, lv in others]
-        order = sorted(range(len(others)), key=keys.__getitem__)  # stable, as argsort's
-        pos = _run_positions(target, f, n, [keys[i] for i in order])
-        inserted = [(p, *others[i]) for p, i in zip(pos, order)]
+        # in key order, ties in the order freed (a stable sort, as argsort's)
+        ranked = sorted([(table_order_key(target, ad, lv), i) for i, (ad, lv) in enumerate(others)])
+        pos = _run_positions(target, f, n, [key for key, _ in ranked])
+        inserted = [(p, *others[i]) for p, (_, i) in zip(pos, ranked)]
     tlb.table_run = FreedRun(f << ms, n, a.pmd_size, inserted)
     tlb.freed_tables = True
     return v.without(target, f, n, gone, tops), 0, n + len(others)

@@ -201,27 +201,32 @@ class FreedRun:
         of ``cuts`` (increasing), ``(lowest address, highest + page_size, lowest level,
         tables)``. A run's PTE tables are consecutive, so their lowest and highest address
         are their first and last."""
-        at = [p + i for i, (p, _, _) in enumerate(self.inserted)]  # final positions
-        total = len(self)
+        ins = self.inserted
+        first, step = self.first, self.step
+        at = [p + i for i, (p, _, _) in enumerate(ins)]  # final positions
+        m = len(at)
         out = []
         j = 0  # inserted tables before the current run
-        for c0, c1 in zip(cuts, [*cuts[1:], total]):
-            while j < len(at) and at[j] < c0:
+        for c0, c1 in zip(cuts, [*cuts[1:], self.n + m]):
+            while j < m and at[j] < c0:
                 j += 1
             j1 = j
-            while j1 < len(at) and at[j1] < c1:
+            while j1 < m and at[j1] < c1:
                 j1 += 1
             r0, r1 = c0 - j, c1 - j1  # the run's tables in this flush: [r0, r1)
-            lo, hi, lvl = [], [], []
             if r1 > r0:
-                lo.append(self.first + r0 * self.step)
-                hi.append(self.first + (r1 - 1) * self.step)
-                lvl.append(PTE_TABLE)
-            for _, ad, lv in self.inserted[j:j1]:
-                lo.append(ad)
-                hi.append(ad)
-                lvl.append(lv)
-            out.append((min(lo), max(hi) + page_size, min(lvl), c1 - c0))
+                lo, hi, lvl = first + r0 * step, first + (r1 - 1) * step, PTE_TABLE
+            else:
+                _, lo, lvl = ins[j]
+                hi = lo
+            for _, ad, lv in ins[j:j1]:
+                if ad < lo:
+                    lo = ad
+                elif ad > hi:
+                    hi = ad
+                if lv < lvl:
+                    lvl = lv
+            out.append((lo, hi + page_size, lvl, c1 - c0))
             j = j1
         return out
 
@@ -409,7 +414,7 @@ def tlb_finish_mmu(target: Target, tlb: MmuGather, log: S.StepLog, phase: int, s
     elif run is not None:
         n = len(run)
         if n:
-            groups = run.flush_groups(table_flush_cuts(target, tlb.batched, n), page_size)
+            groups = run.flush_groups(table_flush_cuts(target, tlb.batched, n, cap), page_size)
     else:
         addrs, levels = tlb.freed(target)
         n = len(addrs)
@@ -436,12 +441,14 @@ def tlb_finish_mmu(target: Target, tlb: MmuGather, log: S.StepLog, phase: int, s
         log.add(phase, S.K_FREE_TABLES, start, 0, end - start, freed=k, flush=flush)
 
 
-def table_flush_cuts(target: Target, batched: int, n: int) -> list[int]:
+def table_flush_cuts(target: Target, batched: int, n: int, cap=...) -> list[int]:
     """Where the ``n`` freed tables (in free order) are cut into flushes: the first table
     of each run that ends in a flush. With :func:`tables_per_forced_flush`, every full
     table batch; otherwise the tables join the page batches after the ``batched`` pages
-    the zap left in them (:func:`pages_until_forced_flush`)."""
-    cap = tables_per_forced_flush(target)
+    the zap left in them (:func:`pages_until_forced_flush`). ``cap``, when given, is the
+    target's :func:`tables_per_forced_flush` (:func:`tlb_finish_mmu` has it)."""
+    if cap is ...:
+        cap = tables_per_forced_flush(target)
     if cap is not None:
         return list(range(0, n, cap))
     first = pages_until_forced_flush(target, batched, False)

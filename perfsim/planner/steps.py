@@ -127,16 +127,20 @@ class StepLog:
 
     def freeze(self) -> Steps:
         """The table of every row added so far; blocks are spliced in lazily."""
+        rows, names = self.rows, self.lock_names
         if not self.blocks:
-            return self._freeze_rows(list(self.rows), list(self.lock_names))
+            return Steps(rows=(list(rows), list(names)))
         parts, at = [], 0
         for pos, block in self.blocks:
             if pos > at:
-                parts.append(self._freeze_rows(self.rows[at:pos], self.lock_names[at:pos]))
-            parts.extend(block.parts() if isinstance(block, Steps) else [block])
+                parts.append(Steps(rows=(rows[at:pos], names[at:pos])))
+            if isinstance(block, Steps):
+                parts.extend(block._parts if block._parts is not None else (block,))
+            else:
+                parts.append(block)
             at = pos
-        if at < len(self.rows):
-            parts.append(self._freeze_rows(self.rows[at:], self.lock_names[at:]))
+        if at < len(rows):
+            parts.append(Steps(rows=(rows[at:], names[at:])))
         return Steps(parts=parts)
 
 
@@ -214,30 +218,35 @@ class Steps:
     that, so planning a million-extent move does not pay for materialising its rows.
     """
 
+    # (what an instance holds until it sets its own: a table of rows or parts makes its
+    # columns when first read)
+    _rows = _parts = _cols = _lock_set = None
+
     def __init__(self, cols: dict | None = None, lock_sets: tuple = (), lock_set=None, *,
                  parts: list | None = None, rows: tuple | None = None):
-        self._rows = rows
         if rows is not None:
-            self._parts = None
-            self._cols = None
-            self._lock_set = None
+            self._rows = rows
             self._len = len(rows[0])
             self.lock_sets = _lock_sets_of(rows[1])
         elif parts is not None:
-            kept, total, names = [], 0, set()
+            kept, total, first, one = [], 0, None, True
             for p in parts:
-                n = len(p)
+                n = p._len  # (a Steps table's or a PeriodicBlock's length)
                 if n:
                     kept.append(p)
                     total += n
-                    names.update(p.lock_sets)
+                    if first is None:
+                        first = p.lock_sets
+                    elif one and p.lock_sets != first:
+                        one = False
             self._parts = kept
-            self.lock_sets = tuple(sorted(names))
-            self._cols = None
-            self._lock_set = None
+            if one and (first is None or len(first) <= 1):
+                # every part holds the same lock set (or none): the sorted union is it
+                self.lock_sets = first or ()
+            else:
+                self.lock_sets = tuple(sorted({n for p in kept for n in p.lock_sets}))
             self._len = total
         else:
-            self._parts = None
             self._cols = cols
             self.lock_sets = tuple(lock_sets)
             self._lock_set = lock_set
@@ -339,17 +348,22 @@ class PeriodicBlock:
     def __init__(self, template: Steps, reps: int, old_stride: int, new_stride: int,
                  overrides: dict[str, tuple[np.ndarray, np.ndarray]] | None = None):
         rows = template.row_tuples
-        phases = {r[_PHASE_AT] for r in rows[0]} if rows is not None else set(template.phase.tolist())
-        assert len(phases) <= 1, "a periodic block has one phase"
+        if rows is not None:
+            phase = rows[0][0][_PHASE_AT] if rows[0] else None
+            for r in rows[0]:
+                assert r[_PHASE_AT] == phase, "a periodic block has one phase"
+        else:
+            assert len(set(template.phase.tolist())) <= 1, "a periodic block has one phase"
         self.template = template
         self.reps = int(reps)
         self.old_stride = int(old_stride)
         self.new_stride = int(new_stride)
         self.overrides = overrides or {}
         self.lock_sets = template.lock_sets
+        self._len = template._len * self.reps
 
     def __len__(self) -> int:
-        return len(self.template) * self.reps
+        return self._len
 
     @property
     def phase(self) -> int:
