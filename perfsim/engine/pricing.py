@@ -619,6 +619,30 @@ def signature(steps, cpus: int) -> tuple | None:
     return (len(steps), cpus, *map(_dense_key, parts))
 
 
+#: Row memos kept by the process, one per (cost profile digest, folio mechanisms), at most
+#: :data:`PROFILE_MEMOS` of them, least recently used dropped (:func:`profile_row_memo`).
+_PROFILE_ROW_MEMOS: OrderedDict = OrderedDict()
+PROFILE_MEMOS = 8
+
+
+def profile_row_memo(digest: str, folio) -> dict:
+    """The process's row memo for the cost profile of content digest ``digest`` and the
+    folio mechanisms ``folio`` (:func:`~perfsim.cost.model.scalar_row_costs`'s ``memo``):
+    a row's price is a pure function of its columns, run start and IPI targets under one
+    profile and folio (the memo's key and value), i.e. a per-profile table of constants,
+    so runs share it whatever else they are given; the rows the next run prices are still
+    looked up and assembled into its template (no run's template or result is kept)."""
+    key = (digest, folio)
+    memo = _PROFILE_ROW_MEMOS.get(key)
+    if memo is None:
+        memo = _PROFILE_ROW_MEMOS[key] = {}
+        if len(_PROFILE_ROW_MEMOS) > PROFILE_MEMOS:
+            _PROFILE_ROW_MEMOS.popitem(last=False)
+    elif next(reversed(_PROFILE_ROW_MEMOS)) != key:
+        _PROFILE_ROW_MEMOS.move_to_end(key)
+    return memo
+
+
 class TemplateCache:
     """Templates of one run, keyed by :func:`signature` (LRU, at most ``max_entries``;
     plans of more than ``max_rows`` rows are not kept).
@@ -646,22 +670,23 @@ class TemplateCache:
         self.scope = (profile.digest, tuple(sorted(hot_locks))) if self.store is not None else None
         self.hits = 0
         self.misses = 0
-        #: Row memos of the templates this cache builds (:meth:`row_memo`).
-        self.memos: dict = {}
         self.memo_rows = memo_rows
 
     def row_memo(self, folio) -> dict | None:
         """The row memo of :func:`~perfsim.cost.model.scalar_row_costs` for ``folio`` (one
-        dict per folio mechanism set; emptied when it holds :attr:`memo_rows` rows); None
-        when reuse is off or the profile has jitter."""
+        dict per folio mechanism set; emptied when it holds :attr:`memo_rows` rows): the
+        ``store``'s when there is one, else the process's for this profile
+        (:func:`profile_row_memo`); None when reuse is off or the profile has jitter."""
         if not self.enabled:
             return None
-        memos, key = ((self.store.row_memos, (self.scope[0], folio)) if self.store is not None
-                      else (self.memos, folio))
-        memo = memos.get(key)
-        if memo is None:
-            memo = memos[key] = {}
-        elif len(memo) > self.memo_rows:
+        if self.store is None:
+            memo = profile_row_memo(self.profile.digest, folio)
+        else:
+            memos, key = self.store.row_memos, (self.scope[0], folio)
+            memo = memos.get(key)
+            if memo is None:
+                memo = memos[key] = {}
+        if len(memo) > self.memo_rows:
             memo.clear()
         return memo
 
