@@ -229,6 +229,7 @@ def _bounds(steps, n: int, hot_locks, ptl_hot) -> list:
 
 
 _HOT = itemgetter(2)  # a bound's contended flag
+_RMAP_OF, _FLUSHES_OF = itemgetter(_C_RMAP), itemgetter(_C_FLUSHES)  # of a LIST_COLUMNS row
 
 
 def _small_template(steps, profile, cpus: int, hot_locks, ptl_hot, folio,
@@ -339,6 +340,38 @@ def _template_costs(steps, profile, cpus: int, rng, folio, layout=None):
 _FILL = (_C_FLUSHES, _C_FLUSH_FULL, _C_FLUSH_PAGES, _C_RMAP)
 
 
+#: Each row's :func:`_row_stats` by its :data:`~perfsim.cost.model.LIST_COLUMNS` values
+#: (a pure function of them: a table of constants, emptied when it holds
+#: :data:`ROW_STATS_KEPT` rows), for the sums of periodic templates (:func:`_piece_stats`).
+_ROW_STATS: dict = {}
+ROW_STATS_KEPT = 65536
+
+
+def _stats_of_row(row: tuple) -> list[int]:
+    """:func:`_row_stats` of one row, through :data:`_ROW_STATS`."""
+    got = _ROW_STATS.get(row)
+    if got is None:
+        if len(_ROW_STATS) >= ROW_STATS_KEPT:
+            _ROW_STATS.clear()
+        got = _ROW_STATS[row] = _row_stats([(v,) for v in row])
+    return got
+
+
+def _piece_stats(pc) -> list[int]:
+    """:func:`_row_stats` over every row of a periodic piece: its ``k`` rows' times
+    ``reps``, its patched rows' own instead of the template rows they replace."""
+    per_row = list(map(_stats_of_row, pc.rows))
+    got = list(map(sum, zip(*per_row))) if len(per_row) > 1 else list(per_row[0])
+    if pc.reps != 1:
+        got = [pc.reps * v for v in got]
+    k = pc.k
+    for q, row in pc.patched.items():
+        after, before = _stats_of_row(row), per_row[q % k]
+        if after != before:
+            got = [g + a - b for g, a, b in zip(got, after, before, strict=True)]
+    return got
+
+
 def _row_stats(lists) -> list[int]:
     """The summed fields of a call record (``CallStats`` from ``ptes_moved`` to
     ``tables_freed``, but ``ipis``) over rows given as their
@@ -394,7 +427,7 @@ def _flush_rows(pieces, costs) -> tuple[int, int]:
     rows = top = 0
     for pc, ((_tot, ips, _st), patched) in zip(pieces, costs, strict=True):
         k, reps = pc.k, pc.reps
-        flushes = pc.lists[_C_FLUSHES]
+        flushes = list(map(_FLUSHES_OF, pc.rows))
         hidden = [0] * k  # copies of each template row that are patched
         for q in pc.patched:
             hidden[q % k] += 1
@@ -434,20 +467,11 @@ def _periodic_template(steps, pieces, profile, cpus: int, rng, folio,
     else:
         rc = _template_costs(steps, profile, cpus, rng, folio, pieces)
         costs = None
-    with_locks = any(any(pc.lists[_C_RMAP]) or any(r[_C_RMAP] for r in pc.patched.values())
+    with_locks = any(any(map(_RMAP_OF, pc.rows)) or any(map(_RMAP_OF, pc.patched.values()))
                      for pc in pieces)
     sums = [0] * 8
     for pc in pieces:
-        lists, k = pc.lists, pc.k
-        got = _row_stats(lists)
-        if pc.reps != 1:
-            got = [pc.reps * v for v in got]
-        for q, row in pc.patched.items():
-            after = _row_stats([(v,) for v in row])
-            before = _row_stats([(c[q % k],) for c in lists])
-            if after != before:
-                got = [g + a - b for g, a, b in zip(got, after, before, strict=True)]
-        sums = list(map(add, sums, got))
+        sums = list(map(add, sums, _piece_stats(pc)))
     deferred = None
     if costs is not None and not with_locks:
         n_flush, top = _flush_rows(pieces, costs)
