@@ -295,7 +295,8 @@ class Machine:
         # to check that reuse changes nothing.
         shared = caches if reuse else None
         self.templates = TemplateCache(spec.profile, self.hot_locks, enabled=reuse,
-                                       store=shared.templates if shared else None)
+                                       store=shared.templates if shared else None,
+                                       single=_one_call(spec))
         self.plans = (shared.plans if shared else PlanCache()) if reuse else None
         self.plan_hits_before = self.plans.hits if self.plans else 0
         self.users = []
@@ -428,6 +429,15 @@ class Machine:
             mine = [p[:4] for p in parts if p[4].bit & bits]
             if mine:
                 roll_users([u for c in cpus for u in c.users], mine, memo)
+
+
+def _one_call(spec: SimSpec) -> bool:
+    """Whether ``spec`` makes exactly one mremap call (one caller, one item of a plan
+    list, not repeated)."""
+    if len(spec.callers) != 1:
+        return False
+    c = spec.callers[0]
+    return c.repeat == 1 and isinstance(c.plans, (tuple, list)) and len(c.plans) == 1
 
 
 from perfsim.planner import steps as _S  # noqa: E402

@@ -680,8 +680,12 @@ class TemplateCache:
     mechanism set): the rows of a run's calls repeat far more than whole plans do."""
 
     def __init__(self, profile, hot_locks, max_entries: int = 1024, enabled: bool = True,
-                 max_rows: int = 65536, store=None, memo_rows: int = 8192) -> None:
+                 max_rows: int = 65536, store=None, memo_rows: int = 8192,
+                 single: bool = False) -> None:
         self.profile = profile
+        # ``single``: the run makes one call and shares no store, so no template can be
+        # looked up again: none is keyed or kept (the same template is built either way)
+        self.single = single and store is None
         self.max_rows = max_rows
         self.hot_locks = hot_locks
         # A jitter-free profile draws nothing from a generator (row_costs prices it at its
@@ -727,7 +731,7 @@ class TemplateCache:
         if ptl_hot_of is not None:
             return build_template(steps, self.profile, cpus, rng, self.hot_locks,
                                   ptl_hot_of(steps), folio, self.row_memo(folio))
-        if not self.enabled or len(steps) > self.max_rows:
+        if not self.enabled or len(steps) > self.max_rows or self.single:
             return build_template(steps, self.profile, cpus, rng, self.hot_locks, None, folio,
                                   self.row_memo(folio))
         key = signature(steps, cpus)

@@ -159,7 +159,8 @@ class Table:
         self.name = name
         self.columns = columns
         self.max_rows = max_rows
-        self.spill_dir = Path(spill_dir) if spill_dir else None
+        self.spill_dir = spill_dir if spill_dir is None or isinstance(spill_dir, Path) \
+            else Path(spill_dir) if spill_dir else None
         self.numeric = numeric
         self._rows: list[tuple] = []
         # in order: dicts of columns, lists of row tuples, (Block, n, consts, arrays,

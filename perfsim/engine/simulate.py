@@ -414,20 +414,21 @@ def simulate(spec_or_scenario, *, seed: int | None = None, max_rows: int = 1_000
     ``lone=False`` runs a lone caller through SimPy (:func:`is_lone_caller`; same records
     and summary).
     """
-    from perfsim.engine.scenario import Scenario, build_spec, load_scenario
-
     spec = spec_or_scenario
-    if isinstance(spec, (str, Path)):
-        spec = load_scenario(spec)
-    if isinstance(spec, Scenario):
-        spec = build_spec(spec)
     if not isinstance(spec, SimSpec):
-        raise PerfsimError(f"cannot simulate a {type(spec).__name__}")
+        from perfsim.engine.scenario import Scenario, build_spec, load_scenario
+
+        if isinstance(spec, (str, Path)):
+            spec = load_scenario(spec)
+        if isinstance(spec, Scenario):
+            spec = build_spec(spec)
+        if not isinstance(spec, SimSpec):
+            raise PerfsimError(f"cannot simulate a {type(spec).__name__}")
     if seed is not None:
         from dataclasses import replace
 
         spec = replace(spec, seed=check_seed(seed))
-    check_seed(spec.seed)
+    # (run() checks the spec and its seed before anything is simulated)
     rec = Recorder(max_rows=max_rows, spill_dir=Path(spill_dir) if spill_dir else None,
                    record_zero_waits=record_zero_waits)
     bar = None

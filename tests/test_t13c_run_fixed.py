@@ -1,0 +1,73 @@
+"""A run's fixed cost (issue 13, sixth pass): what a run of one call skips gives the same
+records as the general path: a one-call run keys and keeps no call template
+(``TemplateCache(single=True)``, ``machine._one_call``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_cost import synthetic_plan
+
+from perfsim.cost import load_cost_profile
+from perfsim.engine import CallerSpec, MmSpec, SimSpec, simulate
+from perfsim.engine.machine import Machine, _one_call
+from perfsim.engine.records import Recorder
+from perfsim.engine.reuse import RunCaches
+from perfsim.mm import AddressSpace, PageTables, Vma
+from perfsim.planner import MoveRequest, plan_mremap
+from perfsim.profiles import resolve_target
+
+TARGET = resolve_target("6.18", "x86_64")
+GENERIC = load_cost_profile("x86_64-generic")
+KiB, MiB = 1 << 10, 1 << 20
+SRC = 0x7F0000200000 + 4 * KiB
+DST = 0x7F4000600000 + 8 * KiB
+
+
+def _plan(size: int):
+    space = AddressSpace((Vma(SRC, SRC + size, name="heap"),),
+                         PageTables.empty(TARGET.arch).populate(SRC, SRC + size))
+    return plan_mremap(space, MoveRequest(old_addr=SRC, old_len=size, new_addr=DST), TARGET)
+
+
+def _spec(plans, repeat=1, mm_cpus=(0, 1)) -> SimSpec:
+    return SimSpec(cpus=2, target=TARGET, profile=GENERIC, mms=(MmSpec("app", mm_cpus),),
+                   callers=(CallerSpec("mover", "app", 0, plans, repeat=repeat),))
+
+
+def test_a_run_makes_one_call_exactly_when_one_caller_has_one_plan_not_repeated():
+    p = synthetic_plan()
+    assert _one_call(_spec((p,)))
+    assert _one_call(_spec([p]))
+    assert not _one_call(_spec((p,), repeat=2))
+    assert not _one_call(_spec((p, p)))
+    assert not _one_call(_spec(x for x in (p,)))
+    two = _spec((p,))
+    two = SimSpec(cpus=2, target=TARGET, profile=GENERIC, mms=two.mms,
+                  callers=(*two.callers, CallerSpec("other", "app", 1, (p,))))
+    assert not _one_call(two)
+
+
+def test_a_one_call_run_keeps_no_template_unless_it_shares_a_store():
+    spec = _spec((synthetic_plan(),))
+    m = Machine(spec, Recorder())
+    assert m.templates.single
+    caches = RunCaches()
+    assert not Machine(spec, Recorder(), caches=caches).templates.single
+    simulate(spec, caches=caches)
+    assert len(caches.templates) == 1  # kept for the batch's next runs
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_one_call_runs_equal_runs_that_key_their_template(seed):
+    rng = np.random.default_rng(seed)
+    size = int(rng.choice([4 * KiB, 2 * MiB + 8 * KiB, 6 * MiB]))
+    plan = _plan(size) if rng.random() < 0.7 else synthetic_plan(int(rng.integers(1, 9)))
+    mm_cpus = tuple(range(int(rng.integers(1, 3))))
+    single = simulate(_spec((plan,), mm_cpus=mm_cpus))
+    for other in (simulate(_spec((plan,), mm_cpus=mm_cpus), reuse=False),
+                  simulate(_spec((plan,), mm_cpus=mm_cpus), caches=RunCaches())):
+        for t in single.TABLES:
+            pd.testing.assert_frame_equal(single.frame(t), other.frame(t))
+        assert single.summary == other.summary
