@@ -409,6 +409,8 @@ class Machine:
                     c.ipis += g.ipis
                     c.stolen += g.stolen
                 g.ipis = g.stolen = 0
+        if not self.users:
+            return  # no credit is queued for CPUs without user threads (Cpu.credit_run)
         memo: dict = {}
         parts = ()
         if self.runs:

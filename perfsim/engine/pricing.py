@@ -32,6 +32,7 @@ from operator import add, eq, gt, itemgetter, sub
 
 import numpy as np
 
+from perfsim.cost.counts import ROW_PARAMS
 from perfsim.cost.model import (
     CATEGORIES,
     LIST_COLUMNS,
@@ -229,7 +230,7 @@ def _bounds(steps, n: int, hot_locks, ptl_hot) -> list:
 
 
 _HOT = itemgetter(2)  # a bound's contended flag
-_RMAP_OF, _FLUSHES_OF = itemgetter(_C_RMAP), itemgetter(_C_FLUSHES)  # of a LIST_COLUMNS row
+_RMAP_OF = itemgetter(_C_RMAP)  # of a LIST_COLUMNS row
 
 
 def _small_template(steps, profile, cpus: int, hot_locks, ptl_hot, folio,
@@ -340,36 +341,60 @@ def _template_costs(steps, profile, cpus: int, rng, folio, layout=None):
 _FILL = (_C_FLUSHES, _C_FLUSH_FULL, _C_FLUSH_PAGES, _C_RMAP)
 
 
-#: Each row's :func:`_row_stats` by its :data:`~perfsim.cost.model.LIST_COLUMNS` values
-#: (a pure function of them: a table of constants, emptied when it holds
-#: :data:`ROW_STATS_KEPT` rows), for the sums of periodic templates (:func:`_piece_stats`).
-_ROW_STATS: dict = {}
-ROW_STATS_KEPT = 65536
+#: Positions in :data:`~perfsim.cost.counts.ROW_PARAMS` of the counts whose sums over a
+#: plan's rows are a call record's sums (:func:`_stats_of_counts`).
+_N_PRESENT, _N_CONTPTE, _N_PMD, _N_PUD, _N_THP, _N_FLUSH, _N_ALLOC, _N_FREE = (
+    ROW_PARAMS.index(p) for p in ("pte_present_ns", "contpte_pte_ns", "pmd_move_ns",
+                                  "pud_move_ns", "thp_move_ns", "tlb_flush_call_ns",
+                                  "table_alloc_ns", "table_free_ns"))
 
 
-def _stats_of_row(row: tuple) -> list[int]:
-    """:func:`_row_stats` of one row, through :data:`_ROW_STATS`."""
-    got = _ROW_STATS.get(row)
-    if got is None:
-        if len(_ROW_STATS) >= ROW_STATS_KEPT:
-            _ROW_STATS.clear()
-        got = _ROW_STATS[row] = _row_stats([(v,) for v in row])
-    return got
+_STAT_COUNTS = itemgetter(_N_PRESENT, _N_CONTPTE, _N_PMD, _N_PUD, _N_THP, _N_FLUSH, _N_ALLOC,
+                          _N_FREE)
 
 
-def _piece_stats(pc) -> list[int]:
-    """:func:`_row_stats` over every row of a periodic piece: its ``k`` rows' times
-    ``reps``, its patched rows' own instead of the template rows they replace."""
-    per_row = list(map(_stats_of_row, pc.rows))
-    got = list(map(sum, zip(*per_row))) if len(per_row) > 1 else list(per_row[0])
-    if pc.reps != 1:
-        got = [pc.reps * v for v in got]
-    k = pc.k
-    for q, row in pc.patched.items():
-        after, before = _stats_of_row(row), per_row[q % k]
-        if after != before:
-            got = [g + a - b for g, a, b in zip(got, after, before, strict=True)]
-    return got
+def _summed_counts(pieces, counts) -> list[int]:
+    """The counts :func:`_stats_of_counts` reads (in :data:`_STAT_COUNTS` order), summed
+    over every row of a plan given as its periodic ``pieces`` and their priced ``counts``
+    (:func:`~perfsim.cost.model.periodic_prices`): a block's template rows' times ``reps``,
+    its patched rows' own instead of the rows they replace."""
+    total = [0] * 8
+    for pc, (rows_t, rows_p) in zip(pieces, counts, strict=True):
+        per_row = list(map(_STAT_COUNTS, rows_t))
+        got = list(map(sum, zip(*per_row))) if pc.k > 1 else list(per_row[0])
+        if pc.reps != 1:
+            got = [pc.reps * v for v in got]
+        k = pc.k
+        for q, c in rows_p.items():
+            got = [g + a - b for g, a, b in zip(got, _STAT_COUNTS(c), per_row[q % k],
+                                                 strict=True)]
+        total = list(map(add, total, got))
+    return total
+
+
+def _stats_of_counts(summed: list, rmap_rows: int) -> list[int]:
+    """:func:`_row_stats` of a plan from its rows' summed
+    :func:`~perfsim.cost.counts.row_counts` of :data:`_STAT_COUNTS` (``summed``,
+    :func:`_summed_counts`) and its number of rows that take an rmap lock: a PTE-moving
+    row's PTEs are its set_ptes batches' and contpte PTEs' counts; a PMD / PUD / THP move
+    pays its move parameter once; a row's flushes, tables allocated and freed are the
+    counts of the flush call, allocation and free parameters
+    (``tests/test_t13c_run_templates.py`` holds the two to each other on random tables)."""
+    present, contpte, pmd, pud, thp, flushes, allocated, freed = summed
+    return [present + contpte, pmd, pud, thp, flushes, rmap_rows, allocated, freed]
+
+
+def _rmap_rows(pieces) -> int:
+    """How many rows of a plan given as its periodic pieces take an rmap lock."""
+    n = 0
+    for pc in pieces:
+        rmap = [r[_C_RMAP] > 0 for r in pc.rows]
+        got = sum(rmap) * pc.reps
+        k = pc.k
+        for q, row in pc.patched.items():
+            got += (row[_C_RMAP] > 0) - rmap[q % k]
+        n += got
+    return n
 
 
 def _row_stats(lists) -> list[int]:
@@ -427,19 +452,22 @@ def _flush_rows(pieces, costs) -> tuple[int, int]:
     rows = top = 0
     for pc, ((_tot, ips, _st), patched) in zip(pieces, costs, strict=True):
         k, reps = pc.k, pc.reps
-        flushes = list(map(_FLUSHES_OF, pc.rows))
-        hidden = [0] * k  # copies of each template row that are patched
-        for q in pc.patched:
-            hidden[q % k] += 1
-        for j in range(k):
-            copies = reps - hidden[j]
-            if flushes[j] and copies:
-                rows += copies
-                top = max(top, ips[j])
-        for q, row in pc.patched.items():
-            if row[_C_FLUSHES]:
-                rows += 1
-                top = max(top, patched[q][1])
+        flushing = [j for j, r in enumerate(pc.rows) if r[_C_FLUSHES]]
+        if pc.patched:
+            hidden = [0] * k  # copies of each template row that are patched
+            for q, row in pc.patched.items():
+                hidden[q % k] += 1
+                if row[_C_FLUSHES]:
+                    rows += 1
+                    top = max(top, patched[q][1])
+            for j in flushing:
+                copies = reps - hidden[j]
+                if copies:
+                    rows += copies
+                    top = max(top, ips[j])
+        elif flushing:
+            rows += reps * len(flushing)
+            top = max(top, *[ips[j] for j in flushing])
     return rows, top
 
 
@@ -469,9 +497,11 @@ def _periodic_template(steps, pieces, profile, cpus: int, rng, folio,
         costs = None
     with_locks = any(any(map(_RMAP_OF, pc.rows)) or any(map(_RMAP_OF, pc.patched.values()))
                      for pc in pieces)
-    sums = [0] * 8
-    for pc in pieces:
-        sums = list(map(add, sums, _piece_stats(pc)))
+    # the rows' counts (with jitter, priced at the medians for them: counts draw nothing)
+    counts = prices[1] if costs is not None else periodic_prices(
+        pieces, profile, cpus, folio, profile.medians_ns)[1]
+    sums = _stats_of_counts(_summed_counts(pieces, counts),
+                            _rmap_rows(pieces) if with_locks else 0)
     deferred = None
     if costs is not None and not with_locks:
         n_flush, top = _flush_rows(pieces, costs)

@@ -149,19 +149,21 @@ class SimResult:
 
 
 def _validate(spec: SimSpec) -> None:
-    names = {m.name for m in spec.mms}
+    n = spec.cpus
+    mms = {}
     for m in spec.mms:
+        mms.setdefault(m.name, m)  # (the first mm of a name, as a search in order finds)
         for c in m.cpus:
-            if not 0 <= c < spec.cpus:
-                raise PerfsimError(f"mm {m.name!r}: cpu {c} out of range 0..{spec.cpus - 1}")
+            if not 0 <= c < n:
+                raise PerfsimError(f"mm {m.name!r}: cpu {c} out of range 0..{n - 1}")
     for a in (*spec.callers, *spec.users):
-        if a.mm not in names:
-            raise PerfsimError(f"{a.name!r}: unknown mm {a.mm!r}; known: {', '.join(sorted(names))}")
+        if a.mm not in mms:
+            raise PerfsimError(f"{a.name!r}: unknown mm {a.mm!r}; known: {', '.join(sorted(mms))}")
     for a in (*spec.callers, *spec.walkers, *spec.users):
-        if not 0 <= a.cpu < spec.cpus:
-            raise PerfsimError(f"{a.name!r}: cpu {a.cpu} out of range 0..{spec.cpus - 1}")
+        if not 0 <= a.cpu < n:
+            raise PerfsimError(f"{a.name!r}: cpu {a.cpu} out of range 0..{n - 1}")
     for c in spec.callers:
-        mm = next(m for m in spec.mms if m.name == c.mm)
+        mm = mms[c.mm]
         if c.cpu not in mm.cpus:
             raise PerfsimError(f"caller {c.name!r}: cpu {c.cpu} is not in mm {c.mm!r}'s cpus {list(mm.cpus)}")
     if spec.duration_ns is None and not spec.callers:
