@@ -71,3 +71,20 @@ def test_one_call_runs_equal_runs_that_key_their_template(seed):
         for t in single.TABLES:
             pd.testing.assert_frame_equal(single.frame(t), other.frame(t))
         assert single.summary == other.summary
+
+
+def test_a_table_made_like_an_empty_one_is_the_table_the_constructor_makes():
+    from pathlib import Path
+
+    from perfsim.engine.records import CALL_COLUMNS, CALL_NUMERIC, Table
+
+    for kwargs in ({}, {"max_rows": 3, "spill_dir": Path("/nonexistent/spill")}):
+        proto = Table("calls", CALL_COLUMNS, numeric=CALL_NUMERIC, **kwargs)
+        made = Table.like(proto)
+        fresh = Table("calls", CALL_COLUMNS, numeric=CALL_NUMERIC, **kwargs)
+        assert made.__dict__ == fresh.__dict__
+        for name in ("_rows", "_chunks", "_sums", "_maxes"):  # its own, not the prototype's
+            assert getattr(made, name) is not getattr(proto, name)
+        made.add(*range(len(CALL_COLUMNS)))
+        assert proto.total == 0 and not proto._rows and made.total == 1
+        assert proto.summary() == fresh.summary()

@@ -169,6 +169,23 @@ class Table:
     def __init__(self, name: str, columns: tuple[str, ...], *, max_rows: int = 1_000_000,
                  spill_dir: Path | None = None, numeric: tuple[str, ...] = (),
                  layout: tuple | None = None) -> None:
+        self._init(name, columns, max_rows, spill_dir, numeric, layout)
+
+    @classmethod
+    def like(cls, table: Table) -> Table:
+        """A new, empty table with the name, columns, bounds and numeric columns of
+        ``table`` (an empty prototype): what the constructor makes of them, its
+        attributes copied at once."""
+        t = cls.__new__(cls)
+        d = t.__dict__
+        d.update(table.__dict__)
+        d["_rows"] = []
+        d["_chunks"] = []
+        d["_sums"] = dict(d["_sums"])
+        d["_maxes"] = dict(d["_maxes"])
+        return t
+
+    def _init(self, name, columns, max_rows, spill_dir, numeric, layout) -> None:
         self.name = name
         self.columns = columns
         self.max_rows = max_rows
@@ -531,14 +548,19 @@ HOLD_NUMERIC = ("wait_ns", "hold_ns")
 FLUSH_NUMERIC = ("targets", "stolen_ns")
 WALKER_NUMERIC = ("wait_ns", "hold_ns")
 SEGMENT_HOLDS, SEGMENT_FLUSHES = _segment_blocks()
-#: A :class:`Recorder`'s tables: (name, columns, numeric columns, their layout).
-_RECORDER_TABLES = tuple((name, columns, numeric, _numeric_layout(columns, numeric))
-                         for name, columns, numeric in (
-                             ("calls", CALL_COLUMNS, CALL_NUMERIC),
-                             ("holds", HOLD_COLUMNS, HOLD_NUMERIC),
-                             ("flushes", FLUSH_COLUMNS, FLUSH_NUMERIC),
-                             ("walker_waits", WALKER_COLUMNS, WALKER_NUMERIC),
-                             ("users", USER_COLUMNS, ())))
+#: A :class:`Recorder`'s tables: (name, columns, numeric columns).
+_RECORDER_TABLES = (("calls", CALL_COLUMNS, CALL_NUMERIC), ("holds", HOLD_COLUMNS, HOLD_NUMERIC),
+                    ("flushes", FLUSH_COLUMNS, FLUSH_NUMERIC),
+                    ("walker_waits", WALKER_COLUMNS, WALKER_NUMERIC),
+                    ("users", USER_COLUMNS, ()))
+
+
+@lru_cache(maxsize=16)
+def _recorder_tables(max_rows: int, spill_dir: Path | None) -> tuple[Table, ...]:
+    """Empty tables of a :class:`Recorder` with these bounds, as prototypes
+    (:meth:`Table.like`; never appended to themselves)."""
+    return tuple(Table(name, columns, max_rows=max_rows, spill_dir=spill_dir, numeric=numeric)
+                 for name, columns, numeric in _RECORDER_TABLES)
 
 
 class Recorder:
@@ -549,9 +571,8 @@ class Recorder:
         sd = Path(spill_dir) if spill_dir else None
         self.record_zero_waits = record_zero_waits
         self.walker_visits: dict[str, int] = {}
-        (self.calls, self.holds, self.flushes, self.walker_waits, self.users) = [
-            Table(name, columns, max_rows=max_rows, spill_dir=sd, numeric=numeric,
-                  layout=layout) for name, columns, numeric, layout in _RECORDER_TABLES]
+        (self.calls, self.holds, self.flushes, self.walker_waits, self.users) = map(
+            Table.like, _recorder_tables(max_rows, sd))
         # the rmap holds and the flushes of one coalesced segment (caller._replay_segment)
         self.segment_holds = SEGMENT_HOLDS
         self.segment_flushes = SEGMENT_FLUSHES
