@@ -618,8 +618,10 @@ def periodic_layout(plan_or_steps) -> list[PeriodicPiece] | None:
             pieces.append(PeriodicPiece((p,), offset, k, p.reps, rows, patched, starts_run,
                                         True))
             prev_phase = phase
+            n = k * p.reps
         else:
-            if len(p) > SCALAR_ROWS or p.parts() != [p]:
+            n = len(p)
+            if n > SCALAR_ROWS or p.parts() != [p]:
                 return None
             rows = row_sequences(p)
             last = pieces[-1] if pieces else None
@@ -627,12 +629,12 @@ def periodic_layout(plan_or_steps) -> list[PeriodicPiece] | None:
                 # one piece for consecutive dense parts: the same rows in the same order
                 last.parts += (p,)
                 last.rows = last.rows + rows
-                last.k += len(p)
+                last.k += n
             else:
-                pieces.append(PeriodicPiece((p,), offset, len(p), 1, rows, {},
+                pieces.append(PeriodicPiece((p,), offset, n, 1, rows, {},
                                             rows[0][_L_PHASE] != prev_phase, False))
             prev_phase = rows[-1][_L_PHASE]
-        offset += len(p)
+        offset += n
     return pieces
 
 

@@ -260,20 +260,23 @@ class Mm:
 class Machine:
     """Everything one run shares."""
 
+    # What every run starts from (class attributes; set on the instance when they change)
+    end_ns = 0
+    events = 0
+    # Timeouts the segment-by-segment schedule has and this run did not need to schedule
+    # (a caller's clock ran ahead, caller.py): events = scheduled + folded.
+    folded_events = 0
+    scheduled_events = 0
+    fold = True  # callers may run their clock ahead (caller.py); off for tests
+    progress = None  # a simulate.CallProgress, told of every finished call
+    settle_runs = SETTLE_RUNS
+
     def __init__(self, spec: SimSpec, recorder: Recorder,
                  env: simpy.Environment | None = None, *, reuse: bool = True,
                  caches=None) -> None:
         self.spec = spec
         self.env = env if env is not None else simpy.Environment()
-        self.end_ns = 0
-        self.events = 0
-        # Timeouts the segment-by-segment schedule has and this run did not need to
-        # schedule (a caller's clock ran ahead, caller.py): events = scheduled + folded.
-        self.folded_events = 0
-        self.scheduled_events = 0
-        self.fold = True  # callers may run their clock ahead (caller.py); off for tests
         self.rec = recorder
-        self.progress = None  # a simulate.CallProgress, told of every finished call
         self.profile = spec.profile
         self.target = spec.target
         self.pmd_shift = spec.target.arch.pmd_shift
@@ -289,7 +292,8 @@ class Machine:
                 lo, hi = w.ptl_range
                 self.mms[w.ptl_mm].ptl_ranges.append((lo >> self.pmd_shift,
                                                       ((hi - 1) >> self.pmd_shift) + 1))
-        self.hot_locks |= self._shared_locks()
+        if len(spec.callers) > 1:  # (one caller's mm shares no lock with another's)
+            self.hot_locks |= self._shared_locks()
         # Reuse of plans and call templates within this run (see those modules), or across
         # the runs given the same ``caches`` (a perfsim.engine.reuse.RunCaches); off only
         # to check that reuse changes nothing.
@@ -305,7 +309,6 @@ class Machine:
         # settle_runs (any bound gives the same records: it only bounds memory).
         self.groups: dict[tuple[int, ...], CreditGroup] = {}
         self.runs: list[list] = []
-        self.settle_runs = SETTLE_RUNS
         for u in spec.users:
             ut = UserThread(u)
             self.cpus[u.cpu].users.append(ut)
