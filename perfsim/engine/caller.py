@@ -115,7 +115,7 @@ def caller(m: Machine, spec: CallerSpec, rng):
     # then (module docstring), so calls, segments and contended rows that nothing else
     # could interleave with cost no event.
     t = env.now
-    for k, item in enumerate(_plan_stream(spec)):
+    for k, item in enumerate(spec.plans if spec.repeat == 1 else _plan_stream(spec)):
         if k and spec.interval_ns:
             t += spec.interval_ns
             if t >= peek():
