@@ -359,7 +359,11 @@ def _summed_counts(pieces, counts) -> list[int]:
     (:func:`~perfsim.cost.model.periodic_prices`): a block's template rows' times ``reps``,
     its patched rows' own instead of the rows they replace."""
     total = [0] * 8
+    once = []  # the counts of the rows of pieces counted once, summed together
     for pc, (rows_t, rows_p) in zip(pieces, counts, strict=True):
+        if pc.reps == 1 and not rows_p:
+            once += rows_t
+            continue
         per_row = list(map(_STAT_COUNTS, rows_t))
         got = list(map(sum, zip(*per_row))) if pc.k > 1 else list(per_row[0])
         if pc.reps != 1:
@@ -369,6 +373,8 @@ def _summed_counts(pieces, counts) -> list[int]:
             got = [g + a - b for g, a, b in zip(got, _STAT_COUNTS(c), per_row[q % k],
                                                  strict=True)]
         total = list(map(add, total, got))
+    if once:
+        total = list(map(add, total, map(sum, zip(*map(_STAT_COUNTS, once)))))
     return total
 
 
