@@ -88,3 +88,37 @@ def test_a_table_made_like_an_empty_one_is_the_table_the_constructor_makes():
         made.add(*range(len(CALL_COLUMNS)))
         assert proto.total == 0 and not proto._rows and made.total == 1
         assert proto.summary() == fresh.summary()
+
+
+@pytest.mark.parametrize("name", ["MmSpec", "CallerSpec", "WalkerSpec", "UserSpec", "SimSpec"])
+def test_a_specs_fast_init_makes_what_the_dataclass_init_makes(name):
+    import dataclasses
+    import inspect
+
+    from perfsim.engine import spec as specs
+
+    cls = getattr(specs, name)
+    ref = dataclasses.make_dataclass(
+        name, [(f.name, f.type, dataclasses.field(default=f.default,
+                                                   default_factory=f.default_factory))
+               for f in dataclasses.fields(cls)], frozen=True)
+    got, want = inspect.signature(cls), inspect.signature(ref)
+    assert [(p.name, p.kind, repr(p.default)) for p in got.parameters.values()] == \
+        [(p.name, p.kind, repr(p.default)) for p in want.parameters.values()]
+    fs = dataclasses.fields(cls)
+    required = [f for f in fs if f.default is dataclasses.MISSING
+                and f.default_factory is dataclasses.MISSING]
+    rng = np.random.default_rng(len(name))
+    for _ in range(20):
+        args = [object() for _ in required]
+        kwargs = {f.name: object() for f in fs[len(required):] if rng.random() < 0.5}
+        a, b = cls(*args, **kwargs), ref(*args, **kwargs)
+        assert a.__dict__ == b.__dict__
+        kw = {f.name: v for f, v in zip(required, args, strict=True)} | kwargs
+        assert cls(**kw).__dict__ == b.__dict__
+    made = [cls(*[object() for _ in required]) for _ in range(2)]
+    for f in fs:  # a default_factory's value is made per instance
+        if f.default_factory is not dataclasses.MISSING:
+            assert getattr(made[0], f.name) is not getattr(made[1], f.name)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made[0].name = "x"
