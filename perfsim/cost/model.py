@@ -520,24 +520,6 @@ _ROW_KEY = itemgetter(slice(0, len(ROW_COLUMNS)))  # a LIST_COLUMNS row's ROW_CO
 _L_PHASE, _L_FLUSHES, _L_IPIS = 1, 5, len(ROW_COLUMNS)  # positions in a LIST_COLUMNS row
 
 
-def _price_rows(rows: list, first_start: bool, profile: CostProfile, cpus: int | None,
-                weights: tuple, medians: tuple, terms: tuple, memo: dict) -> tuple[list, list]:
-    """``(priced rows, IPI targets)`` of a piece of a plan given as its rows'
-    :data:`LIST_COLUMNS` tuples (:func:`row_sequences`), ``first_start`` the run start of
-    its first row: :func:`_price_row` of each row (its key as :func:`_price_dense` makes
-    it: the row's :data:`~perfsim.cost.counts.ROW_COLUMNS`, run start, IPI targets)."""
-    shootdown = profile.ipi_shootdown
-    ipis = [ipi_targets_of(r[_L_IPIS], r[_L_FLUSHES], cpus, shootdown) for r in rows]
-    if len(rows) == 1:
-        starts = (first_start,)
-    else:
-        phase = [r[_L_PHASE] for r in rows]
-        starts = [first_start, *map(ne, phase[1:], phase)]
-    get = memo.get
-    return [get(k) or _price_row(memo, k, weights, medians, terms)
-            for k in zip(map(_ROW_KEY, rows), starts, ipis)], ipis
-
-
 def _first_paying(rows: list, at: int) -> int | None:
     """The first of ``rows`` (per-row count tuples) whose count at ``at`` is above 0."""
     for i, c in enumerate(rows):
@@ -650,9 +632,10 @@ def periodic_row_costs(plan_or_steps, profile: CostProfile, *, cpus: int | None 
     (:class:`~perfsim.planner.steps.PeriodicBlock`: ``reps`` copies of a few template rows,
     a few rows overridden) and small dense parts, priced part by part without materialising
     the plan (:func:`periodic_layout`): the dense parts' rows on Python ints
-    (:func:`_price_dense`); a block's template rows once, repeated, its patched rows on
-    their own, its category totals ``reps`` times the template's corrected by those rows
-    (:func:`_price_block`). The first-row charges go on the plan's first row that pays
+    (:func:`_price_row`, as :func:`_price_dense` keys them); a block's template rows once,
+    repeated, its patched rows on their own, its category totals ``reps`` times the
+    template's corrected by those rows (:func:`periodic_prices`). The first-row charges go
+    on the plan's first row that pays
     their trigger. The count matrix is computed on the materialised columns when first
     read. None for a plan :func:`periodic_layout` does not cover.
 
@@ -699,14 +682,43 @@ def periodic_prices(pieces: list[PeriodicPiece], profile: CostProfile, cpus: int
     at these ``medians``) and ``folio``; else one for this call."""
     if cpus is not None and cpus < 1:
         raise ValueError("cpus must be >= 1")
-    price = (profile, cpus, _ROW_WEIGHTS(medians), medians, folio_terms(folio),
-             {} if memo is None else memo)
+    weights, terms = _ROW_WEIGHTS(medians), folio_terms(folio)
+    memo = {} if memo is None else memo
+    get = memo.get
+    shootdown = profile.ipi_shootdown
     sums = [0] * len(CATEGORIES)
     costs, counts = [], []
     for pc in pieces:
-        template, patched, piece_sums, piece_counts = _price_piece(pc, price)
-        costs.append((template, patched))
-        counts.append(piece_counts)
+        # Each row priced by _price_row under the key _price_dense gives it (its
+        # ROW_COLUMNS, run start, IPI targets). A block's rows as they repeat: its row 0
+        # follows the previous copy's last row, of the same phase (a block has one
+        # phase), so it starts no run (the first copy's is patched).
+        rows, k, reps = pc.rows, pc.k, pc.reps
+        ipis = [ipi_targets_of(r[_L_IPIS], r[_L_FLUSHES], cpus, shootdown) for r in rows]
+        first = pc.starts_run and not pc.block
+        if k == 1:
+            starts = (first,)
+        else:
+            phase = [r[_L_PHASE] for r in rows]
+            starts = [first, *map(ne, phase[1:], phase)]
+        steady = [get(key) or _price_row(memo, key, weights, medians, terms)
+                  for key in zip(map(_ROW_KEY, rows), starts, ipis)]
+        rows_t, tot_t, cats_t, st_t = zip(*steady)
+        piece_sums = list(map(sum, zip(*cats_t))) if k > 1 else list(cats_t[0])
+        if reps != 1:
+            piece_sums = [reps * v for v in piece_sums]
+        # its patched rows priced on their own, their costs instead of the template row's
+        patched, patched_counts = {}, {}
+        for q, row in pc.patched.items():
+            ip = ipi_targets_of(row[_L_IPIS], row[_L_FLUSHES], cpus, shootdown)
+            key = (_ROW_KEY(row), pc.starts_run and q == 0, ip)
+            c, tot, cats, st = get(key) or _price_row(memo, key, weights, medians, terms)
+            patched[q] = (tot, ip, st)
+            patched_counts[q] = c
+            piece_sums = [v + a - b for v, a, b in zip(piece_sums, cats, cats_t[q % k],
+                                                       strict=True)]
+        costs.append(((tot_t, ipis, st_t), patched))
+        counts.append((rows_t, patched_counts))
         sums = list(map(add, sums, piece_sums))
     firsts = []
     for (name, _t), (trig, wpos, cat) in zip(FIRST_ROW_RULES, _FIRST_ROW_TERMS, strict=True):
@@ -780,28 +792,6 @@ def lay_out(pieces: list[PeriodicPiece], n: int, values: list) -> np.ndarray:
         for q, v in patched.items():
             out[:, off + q] = v
     return out
-
-
-def _price_piece(piece: PeriodicPiece, price) -> tuple:
-    """``((totals, ipis, stolen) of the piece's k rows, {row: (total, ipis, stolen)} of its
-    patched rows, category sums, (the k rows' counts, {row: counts}))`` of one
-    :class:`PeriodicPiece` (:func:`periodic_row_costs`), without the first-row charges."""
-    k, reps = piece.k, piece.reps
-    # A block's rows as they repeat: its row 0 follows the previous copy's last row, of the
-    # same phase (a block has one phase), so it starts no run (the first copy's is patched).
-    steady, tip = _price_rows(piece.rows, piece.starts_run and not piece.block, *price)
-    rows_t, tot_t, cats_t, st_t = zip(*steady)
-    sums = list(map(sum, zip(*cats_t))) if k > 1 else list(cats_t[0])
-    if reps != 1:
-        sums = [reps * v for v in sums]
-    patched, patched_counts = {}, {}
-    for q, row in piece.patched.items():
-        (got,), (ip,) = _price_rows((row,), piece.starts_run and q == 0, *price)
-        c, tot, cats, st = got
-        patched[q] = (tot, ip, st)
-        patched_counts[q] = c
-        sums = [s + a - b for s, a, b in zip(sums, cats, cats_t[q % k], strict=True)]
-    return (tot_t, tip, st_t), patched, sums, (rows_t, patched_counts)
 
 
 def _first_in_block(k: int, reps: int, trig: list, patched: dict) -> int | None:
