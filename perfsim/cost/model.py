@@ -573,8 +573,9 @@ def periodic_layout(plan_or_steps) -> list[PeriodicPiece] | None:
         if isinstance(p, S.PeriodicBlock):
             t = p.template
             k = len(t)
-            if k > SCALAR_ROWS or t.parts() != [t] or "phase" in p.overrides:
-                return None
+            if k > SCALAR_ROWS or "phase" in p.overrides or (t.row_tuples is None
+                                                            and t.parts() != [t]):
+                return None  # (a table of row tuples is one dense part)
             rows = row_sequences(t)
             changes: dict[int, dict[int, int]] = {}
             for col, (pos, val) in p.overrides.items():
@@ -603,7 +604,7 @@ def periodic_layout(plan_or_steps) -> list[PeriodicPiece] | None:
             n = k * p.reps
         else:
             n = len(p)
-            if n > SCALAR_ROWS or p.parts() != [p]:
+            if n > SCALAR_ROWS or (p.row_tuples is None and p.parts() != [p]):
                 return None
             rows = row_sequences(p)
             last = pieces[-1] if pieces else None
