@@ -7,8 +7,9 @@ each uncontended segment records (relative to the segment's start), and the call
 once with numpy; replaying it costs a few Python operations per segment.
 
 **Reuse.** Within one run, calls whose plans have the same *signature* share one template
-(:class:`TemplateCache`, one per :class:`~perfsim.engine.machine.Machine`, so runs never
-share state). The signature is every column the template is computed from: the plan's
+(:class:`TemplateCache`, one per :class:`~perfsim.engine.machine.Machine`, so runs share
+no template; what they share is the priced rows of a profile, :func:`profile_row_memo`, a
+table of per-profile constants). The signature is every column the template is computed from: the plan's
 length, every column of its ``Steps`` the template is computed from (:data:`SIGNATURE_COLUMNS`:
 the non-address columns but ``length``: kind, phase, counts, flushes, IPIs, rmap and PTL
 counts) with its dtype, the per-row lock-set ids and the lock-set names, and the mm's CPU
@@ -711,9 +712,11 @@ class TemplateCache:
     :class:`~perfsim.engine.reuse.TemplateStore` shared with other runs, used instead of
     this run's own entries; its keys add what a template depends on besides the plan (the
     profile's content digest and the contended lock names; the CPU count is in the
-    signature). A template it builds (a miss) prices its rows through a row memo of this
-    run, or of the ``store``'s runs (:meth:`row_memo`, at most ``memo_rows`` rows per folio
-    mechanism set): the rows of a run's calls repeat far more than whole plans do."""
+    signature). A template it builds (a miss) prices its rows through the process's row
+    memo of its profile (:func:`profile_row_memo`), or the ``store``'s (:meth:`row_memo`, at
+    most ``memo_rows`` rows per folio mechanism set): rows repeat far more than whole plans
+    do, across a run's calls and across runs. ``single``: the run makes one call
+    (:func:`~perfsim.engine.machine._one_call`): its template is built, not keyed or kept."""
 
     def __init__(self, profile, hot_locks, max_entries: int = 1024, enabled: bool = True,
                  max_rows: int = 65536, store=None, memo_rows: int = 8192,
