@@ -451,22 +451,26 @@ class _PeriodicFlushes:
         return 0, 0
 
 
-def _flush_rows(pieces, costs) -> tuple[int, int]:
-    """``(rows, largest IPI target count)`` over the rows that flush, from the pieces' rows
-    (:func:`~perfsim.cost.model.periodic_layout`) and their prices
+def _flush_rows(pieces, costs) -> tuple[int, int, int]:
+    """``(rows, largest IPI target count, IPI targets summed)`` over the rows that flush,
+    from the pieces' rows (:func:`~perfsim.cost.model.periodic_layout`) and their prices
     (:func:`~perfsim.cost.model.periodic_prices`): a block's template row counts once per
-    copy that is not patched, a patched row on its own."""
-    rows = top = 0
+    copy that is not patched, a patched row on its own; the IPI targets summed over every
+    row the same way."""
+    rows = top = ipis = 0
     for pc, ((_tot, ips, _st), patched) in zip(pieces, costs, strict=True):
         k, reps = pc.k, pc.reps
+        ipis += reps * sum(ips)
         flushing = [j for j, r in enumerate(pc.rows) if r[_C_FLUSHES]]
         if pc.patched:
             hidden = [0] * k  # copies of each template row that are patched
             for q, row in pc.patched.items():
                 hidden[q % k] += 1
+                ip = patched[q][1]
+                ipis += ip - ips[q % k]
                 if row[_C_FLUSHES]:
                     rows += 1
-                    top = max(top, patched[q][1])
+                    top = max(top, ip)
             for j in flushing:
                 copies = reps - hidden[j]
                 if copies:
@@ -475,7 +479,7 @@ def _flush_rows(pieces, costs) -> tuple[int, int]:
         elif flushing:
             rows += reps * len(flushing)
             top = max(top, *[ips[j] for j in flushing])
-    return rows, top
+    return rows, top, ipis
 
 
 def _periodic_template(steps, pieces, profile, cpus: int, rng, folio,
@@ -502,8 +506,11 @@ def _periodic_template(steps, pieces, profile, cpus: int, rng, folio,
     else:
         rc = _template_costs(steps, profile, cpus, rng, folio, pieces)
         costs = None
-    with_locks = any(any(map(_RMAP_OF, pc.rows)) or any(map(_RMAP_OF, pc.patched.values()))
-                     for pc in pieces)
+    with_locks = False
+    for pc in pieces:
+        if any(map(_RMAP_OF, pc.rows)) or any(map(_RMAP_OF, pc.patched.values())):
+            with_locks = True
+            break
     # the rows' counts (with jitter, priced at the medians for them: counts draw nothing)
     counts = prices[1] if costs is not None else periodic_prices(
         pieces, profile, cpus, folio, profile.medians_ns)[1]
@@ -511,7 +518,7 @@ def _periodic_template(steps, pieces, profile, cpus: int, rng, folio,
                             _rmap_rows(pieces) if with_locks else 0)
     deferred = None
     if costs is not None and not with_locks:
-        n_flush, top = _flush_rows(pieces, costs)
+        n_flush, top, ipis = _flush_rows(pieces, costs)
         if top == 0:  # no flush interrupts another CPU: no credits, and nothing stolen
             deferred = _PeriodicFlushes(pieces, rc, n)
     cost = rc.category_totals()
@@ -520,21 +527,12 @@ def _periodic_template(steps, pieces, profile, cpus: int, rng, folio,
             else None
         recs = SegmentRecords((), flush, ())
         duration = sum(cost)  # every row's cost is the sum of its categories'
-        ipis = sum(_ipi_sums(pieces, costs))
     else:
         recs, duration = _periodic_records(steps, pieces, rc, with_locks)
         ipis = int(rc.ipis.sum())
     ptes, pmd, pud, thp, flushes, rmap_holds, allocated, freed = sums
     stats = (n, 1, ptes, pmd, pud, thp, flushes, ipis, rmap_holds, allocated, freed, *cost)
     return CallTemplate(rc, ((0, n, False, duration),), (recs,), False, [], [], [], [], stats)
-
-
-def _ipi_sums(pieces, costs):
-    """Each piece's IPI targets summed over its rows (a block's template rows once per
-    copy, its patched rows' own instead)."""
-    for pc, ((_tot, ips, _st), patched) in zip(pieces, costs, strict=True):
-        k = pc.k
-        yield pc.reps * sum(ips) + sum(patched[q][1] - ips[q % k] for q in pc.patched)
 
 
 def _periodic_records(steps, pieces, rc, with_locks: bool) -> tuple:
