@@ -32,6 +32,7 @@ contiguous PTEs.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 #: First kernel whose arm64 user mappings get the contiguous bit (contpte, 6.9).
 CONTPTE_SINCE: tuple[int, int] = (6, 9)
@@ -117,6 +118,19 @@ def folio_batching(target, folio_size_bytes: int, *, shift_bytes: int = 0) -> Fo
     return FolioBatching(*_mechanisms(target, folio_size_bytes, shift_bytes))
 
 
+@lru_cache(maxsize=64)
+def never_charged(kernel_version: tuple, contpte_entries: int, pte_batching: str) -> bool:
+    """Whether no source VMA is charged any of the three mechanisms under this kernel and
+    arch, whatever its folios and shift: no folio is contpte-mapped (not even one of every
+    page of a 64-bit space: :func:`contpte_mapped` only grows with the folio), and with
+    no contpte-mapped folio none of the three decisions charges (a per-target constant)."""
+    if contpte_mapped(kernel_version, contpte_entries, 1 << 52):
+        return False
+    return not (mremap_folio_pte_batch_looks_up(pte_batching, False)
+                or ptep_get_and_clear_unfolds(pte_batching, False)
+                or set_ptes_refolds(pte_batching, False, 0, 0))
+
+
 def folio_batching_of_plan(plan, target) -> FolioBatching | None:
     """The :class:`FolioBatching` of a planned call (a :class:`perfsim.planner.MovePlan`):
     its source VMA's folios, moved by ``result_addr - old_addr``. None when the call failed,
@@ -125,6 +139,9 @@ def folio_batching_of_plan(plan, target) -> FolioBatching | None:
     :class:`FolioBatching` is built (this runs once per simulated call)."""
     if target is None or plan.errno is not None or plan.result_addr is None:
         return None
+    kernel = target.kernel
+    if never_charged(tuple(kernel.version), target.arch.contpte_entries, kernel.pte_batching):
+        return None  # (what the decisions below give for any source VMA)
     old_addr = plan.request.old_addr
     src = plan.before.find_vma(old_addr)
     if src is None:

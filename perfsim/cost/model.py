@@ -165,6 +165,17 @@ def column_sequences(steps: S.Steps) -> list:
     return [cols[c].tolist() for c in LIST_COLUMNS]
 
 
+def row_sequences(steps: S.Steps) -> list[tuple]:
+    """The plan's :data:`LIST_COLUMNS` per row, as tuples of ints (the rows of
+    :func:`column_sequences`): read from its row tuples when it keeps them, else from one
+    ``tolist`` per column."""
+    rows = steps.row_tuples
+    if rows is not None:
+        return list(map(_LIST_OF_ROW, rows[0]))
+    cols = steps.cols
+    return list(zip(*[cols[c].tolist() for c in LIST_COLUMNS]))
+
+
 def column_lists(steps: S.Steps) -> list[list[int]]:
     """:func:`column_sequences` with every column a list (for a reader that extends them)."""
     cols = column_sequences(steps)
@@ -505,17 +516,8 @@ def _price_dense(lists: list[list[int]], starts: list, ipis: list, profile: Cost
     return rows, totals, stolen, sums
 
 
-def _price_lists(lists: list[list[int]], first_start: bool, profile: CostProfile,
-                 cpus: int | None, weights: tuple, medians: tuple, terms: tuple,
-                 memo: dict) -> tuple[list, list]:
-    """``(priced rows, IPI targets)`` of a piece of a plan given as :func:`column_lists`,
-    ``first_start`` the run start of its first row: :func:`_price_row` of each row."""
-    ipis = list(map(ipi_targets_of, lists[-1], lists[5], repeat(cpus),
-                    repeat(profile.ipi_shootdown)))
-    phase = lists[1]
-    starts = [first_start, *map(ne, phase[1:], phase)]
-    return [memo.get(k) or _price_row(memo, k, weights, medians, terms)
-            for k in zip(zip(*lists[:-1]), starts, ipis)], ipis
+_ROW_KEY = itemgetter(slice(0, len(ROW_COLUMNS)))  # a LIST_COLUMNS row's ROW_COLUMNS
+_L_PHASE, _L_FLUSHES, _L_IPIS = 1, 5, len(ROW_COLUMNS)  # positions in a LIST_COLUMNS row
 
 
 def _first_paying(rows: list, at: int) -> int | None:
@@ -528,21 +530,31 @@ def _first_paying(rows: list, at: int) -> int | None:
 
 class PeriodicPiece:
     """A piece of a plan :func:`periodic_layout` covers, read as Python ints: ``k`` rows
-    whose :data:`LIST_COLUMNS` are ``lists`` (:func:`column_sequences`), repeated ``reps``
-    times from row ``offset`` of the plan (consecutive dense parts: their rows once,
-    ``block`` False). A block's ``patched``: ``{row in the block: its LIST_COLUMNS
-    values}`` of the rows priced on their own: its overridden rows, and its first row when
-    the block starts a phase run (``starts_run``: the piece's first row has another phase
-    than the row before it). ``parts``: the dense tables, or the one
-    :class:`~perfsim.planner.steps.PeriodicBlock`. Made once per plan, never changed after."""
+    whose :data:`LIST_COLUMNS` values are ``rows`` (tuples, :func:`row_sequences`; the same
+    as columns: :attr:`lists`), repeated ``reps`` times from row ``offset`` of the plan
+    (consecutive dense parts: their rows once, ``block`` False). A block's ``patched``:
+    ``{row in the block: its LIST_COLUMNS values}`` of the rows priced on their own: its
+    overridden rows, and its first row when the block starts a phase run (``starts_run``:
+    the piece's first row has another phase than the row before it). ``parts``: the dense
+    tables, or the one :class:`~perfsim.planner.steps.PeriodicBlock`. Made once per plan,
+    never changed after."""
 
-    __slots__ = ("parts", "offset", "k", "reps", "lists", "patched", "starts_run", "block")
+    __slots__ = ("parts", "offset", "k", "reps", "rows", "patched", "starts_run", "block",
+                 "_lists")
 
-    def __init__(self, parts: tuple, offset: int, k: int, reps: int, lists: list,
+    def __init__(self, parts: tuple, offset: int, k: int, reps: int, rows: list,
                  patched: dict, starts_run: bool, block: bool) -> None:
         self.parts, self.offset, self.k, self.reps = parts, offset, k, reps
-        self.lists, self.patched = lists, patched
+        self.rows, self.patched = rows, patched
         self.starts_run, self.block = starts_run, block
+        self._lists = None
+
+    @property
+    def lists(self) -> list:
+        """The ``k`` rows' :data:`LIST_COLUMNS` as one sequence per column (made once)."""
+        if self._lists is None:
+            self._lists = list(zip(*self.rows, strict=True))
+        return self._lists
 
 
 def periodic_layout(plan_or_steps) -> list[PeriodicPiece] | None:
@@ -561,20 +573,20 @@ def periodic_layout(plan_or_steps) -> list[PeriodicPiece] | None:
         if isinstance(p, S.PeriodicBlock):
             t = p.template
             k = len(t)
-            if k > SCALAR_ROWS or t.parts() != [t] or "phase" in p.overrides:
-                return None
-            tl = column_sequences(t)
+            if k > SCALAR_ROWS or "phase" in p.overrides or (t.row_tuples is None
+                                                            and t.parts() != [t]):
+                return None  # (a table of row tuples is one dense part)
+            rows = row_sequences(t)
             changes: dict[int, dict[int, int]] = {}
             for col, (pos, val) in p.overrides.items():
                 ci = _LIST_INDEX.get(col)
                 if ci is None:  # an address or length: priced through no count
                     continue
-                for q, v in zip(np.asarray(pos).tolist(), np.asarray(val).tolist(),
-                                strict=True):
+                for q, v in zip(_ints(pos), _ints(val), strict=True):
                     changes.setdefault(q, {})[ci] = v
             # A block has one phase: its row 0 follows the previous copy's last row, of the
             # same phase, so only the first copy's row 0 may start a run.
-            phase = tl[1][0]
+            phase = rows[0][_L_PHASE]
             starts_run = phase != prev_phase
             if starts_run:
                 changes.setdefault(0, {})
@@ -582,28 +594,36 @@ def periodic_layout(plan_or_steps) -> list[PeriodicPiece] | None:
                 return None
             patched = {}
             for q, ch in changes.items():
-                row = [col[q % k] for col in tl]
+                row = list(rows[q % k])
                 for ci, v in ch.items():
                     row[ci] = v
-                patched[q] = row
-            pieces.append(PeriodicPiece((p,), offset, k, p.reps, tl, patched, starts_run, True))
+                patched[q] = tuple(row)
+            pieces.append(PeriodicPiece((p,), offset, k, p.reps, rows, patched, starts_run,
+                                        True))
             prev_phase = phase
+            n = k * p.reps
         else:
-            if len(p) > SCALAR_ROWS or p.parts() != [p]:
+            n = len(p)
+            if n > SCALAR_ROWS or (p.row_tuples is None and p.parts() != [p]):
                 return None
-            lists = column_sequences(p)
+            rows = row_sequences(p)
             last = pieces[-1] if pieces else None
             if last is not None and not last.block:
                 # one piece for consecutive dense parts: the same rows in the same order
                 last.parts += (p,)
-                last.lists = [[*a, *b] for a, b in zip(last.lists, lists, strict=True)]
-                last.k += len(p)
+                last.rows = last.rows + rows
+                last.k += n
             else:
-                pieces.append(PeriodicPiece((p,), offset, len(p), 1, lists, {},
-                                            lists[1][0] != prev_phase, False))
-            prev_phase = lists[1][-1]
-        offset += len(p)
+                pieces.append(PeriodicPiece((p,), offset, n, 1, rows, {},
+                                            rows[0][_L_PHASE] != prev_phase, False))
+            prev_phase = rows[-1][_L_PHASE]
+        offset += n
     return pieces
+
+
+def _ints(values) -> list:
+    """An override's positions or values as Python ints."""
+    return values.tolist() if isinstance(values, np.ndarray) else np.asarray(values).tolist()
 
 
 def periodic_row_costs(plan_or_steps, profile: CostProfile, *, cpus: int | None = None,
@@ -613,9 +633,10 @@ def periodic_row_costs(plan_or_steps, profile: CostProfile, *, cpus: int | None 
     (:class:`~perfsim.planner.steps.PeriodicBlock`: ``reps`` copies of a few template rows,
     a few rows overridden) and small dense parts, priced part by part without materialising
     the plan (:func:`periodic_layout`): the dense parts' rows on Python ints
-    (:func:`_price_dense`); a block's template rows once, repeated, its patched rows on
-    their own, its category totals ``reps`` times the template's corrected by those rows
-    (:func:`_price_block`). The first-row charges go on the plan's first row that pays
+    (:func:`_price_row`, as :func:`_price_dense` keys them); a block's template rows once,
+    repeated, its patched rows on their own, its category totals ``reps`` times the
+    template's corrected by those rows (:func:`periodic_prices`). The first-row charges go
+    on the plan's first row that pays
     their trigger. The count matrix is computed on the materialised columns when first
     read. None for a plan :func:`periodic_layout` does not cover.
 
@@ -662,20 +683,51 @@ def periodic_prices(pieces: list[PeriodicPiece], profile: CostProfile, cpus: int
     at these ``medians``) and ``folio``; else one for this call."""
     if cpus is not None and cpus < 1:
         raise ValueError("cpus must be >= 1")
-    price = (profile, cpus, _ROW_WEIGHTS(medians), medians, folio_terms(folio),
-             {} if memo is None else memo)
+    weights, terms = _ROW_WEIGHTS(medians), folio_terms(folio)
+    memo = {} if memo is None else memo
+    get = memo.get
+    shootdown = profile.ipi_shootdown
     sums = [0] * len(CATEGORIES)
     costs, counts = [], []
     for pc in pieces:
-        template, patched, piece_sums, piece_counts = _price_piece(pc, price)
-        costs.append((template, patched))
-        counts.append(piece_counts)
+        # Each row priced by _price_row under the key _price_dense gives it (its
+        # ROW_COLUMNS, run start, IPI targets). A block's rows as they repeat: its row 0
+        # follows the previous copy's last row, of the same phase (a block has one
+        # phase), so it starts no run (the first copy's is patched).
+        rows, k, reps = pc.rows, pc.k, pc.reps
+        ipis = [ipi_targets_of(r[_L_IPIS], r[_L_FLUSHES], cpus, shootdown) for r in rows]
+        first = pc.starts_run and not pc.block
+        if k == 1:
+            starts = (first,)
+        else:
+            phase = [r[_L_PHASE] for r in rows]
+            starts = [first, *map(ne, phase[1:], phase)]
+        steady = [get(key) or _price_row(memo, key, weights, medians, terms)
+                  for key in zip(map(_ROW_KEY, rows), starts, ipis)]
+        rows_t, tot_t, cats_t, st_t = zip(*steady)
+        piece_sums = list(map(sum, zip(*cats_t))) if k > 1 else list(cats_t[0])
+        if reps != 1:
+            piece_sums = [reps * v for v in piece_sums]
+        # its patched rows priced on their own, their costs instead of the template row's
+        patched, patched_counts = {}, {}
+        for q, row in pc.patched.items():
+            ip = ipi_targets_of(row[_L_IPIS], row[_L_FLUSHES], cpus, shootdown)
+            key = (_ROW_KEY(row), pc.starts_run and q == 0, ip)
+            c, tot, cats, st = get(key) or _price_row(memo, key, weights, medians, terms)
+            patched[q] = (tot, ip, st)
+            patched_counts[q] = c
+            piece_sums = [v + a - b for v, a, b in zip(piece_sums, cats, cats_t[q % k],
+                                                       strict=True)]
+        costs.append(((tot_t, ipis, st_t), patched))
+        counts.append((rows_t, patched_counts))
         sums = list(map(add, sums, piece_sums))
     firsts = []
     for (name, _t), (trig, wpos, cat) in zip(FIRST_ROW_RULES, _FIRST_ROW_TERMS, strict=True):
         for pc, (rows_t, rows_p) in zip(pieces, counts, strict=True):
-            f = _first_in_block(pc.k, pc.reps, [c[trig] for c in rows_t],
-                                {q: c[trig] for q, c in rows_p.items()})
+            trig_t = [c[trig] for c in rows_t]
+            if not rows_p and max(trig_t) <= 0:
+                continue  # no row of the piece pays the trigger (what _first_in_block finds)
+            f = _first_in_block(pc.k, pc.reps, trig_t, {q: c[trig] for q, c in rows_p.items()})
             if f is not None:
                 firsts.append((name, pc.offset + f, medians[wpos]))
                 sums[cat] += medians[wpos]
@@ -741,26 +793,6 @@ def lay_out(pieces: list[PeriodicPiece], n: int, values: list) -> np.ndarray:
         for q, v in patched.items():
             out[:, off + q] = v
     return out
-
-
-def _price_piece(piece: PeriodicPiece, price) -> tuple:
-    """``((totals, ipis, stolen) of the piece's k rows, {row: (total, ipis, stolen)} of its
-    patched rows, category sums, (the k rows' counts, {row: counts}))`` of one
-    :class:`PeriodicPiece` (:func:`periodic_row_costs`), without the first-row charges."""
-    tl, k, reps = piece.lists, piece.k, piece.reps
-    # A block's rows as they repeat: its row 0 follows the previous copy's last row, of the
-    # same phase (a block has one phase), so it starts no run (the first copy's is patched).
-    steady, tip = _price_lists(tl, piece.starts_run and not piece.block, *price)
-    rows_t, tot_t, cats_t, st_t = zip(*steady)
-    sums = [reps * v for v in map(sum, zip(*cats_t))]
-    patched, patched_counts = {}, {}
-    for q, row in piece.patched.items():
-        (got,), (ip,) = _price_lists([[v] for v in row], piece.starts_run and q == 0, *price)
-        c, tot, cats, st = got
-        patched[q] = (tot, ip, st)
-        patched_counts[q] = c
-        sums = [s + a - b for s, a, b in zip(sums, cats, cats_t[q % k], strict=True)]
-    return (tot_t, tip, st_t), patched, sums, (rows_t, patched_counts)
 
 
 def _first_in_block(k: int, reps: int, trig: list, patched: dict) -> int | None:

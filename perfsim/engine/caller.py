@@ -105,7 +105,7 @@ def caller(m: Machine, spec: CallerSpec, rng):
     ncpus = mm.ncpus
     templates = m.templates
     ptl_hot_of = (lambda st: m.ptl_hot_rows(mm, st)) if mm.ptl_ranges else None
-    holds_add, calls_add = rec.holds.add_row, rec.calls.add
+    holds_add, calls_add = rec.holds.add_row, rec.calls.add_row
     rmap = m.rmap
     peek = env.peek if m.fold else _no_fold  # without folding every timeout is scheduled
     if spec.start_ns:
@@ -115,7 +115,7 @@ def caller(m: Machine, spec: CallerSpec, rng):
     # then (module docstring), so calls, segments and contended rows that nothing else
     # could interleave with cost no event.
     t = env.now
-    for k, item in enumerate(_plan_stream(spec)):
+    for k, item in enumerate(spec.plans if spec.repeat == 1 else _plan_stream(spec)):
         if k and spec.interval_ns:
             t += spec.interval_ns
             if t >= peek():
@@ -190,10 +190,10 @@ def caller(m: Machine, spec: CallerSpec, rng):
             yield env.timeout(t - env.now)  # the release wakes the next caller at env.now
         lock.release_write()
         t_end = t
-        calls_add(*CallHead(caller=spec.name, mm=spec.mm, cpu=cpu, call=k, errno=errno or "",
-                            start_ns=t_req, end_ns=t_end, latency_ns=t_end - t_req,
-                            mmap_lock_wait_ns=t_start - t_req, rmap_wait_ns=rmap_wait,
-                            ptl_wait_ns=ptl_wait), *tp.stats)
+        calls_add((*CallHead(caller=spec.name, mm=spec.mm, cpu=cpu, call=k, errno=errno or "",
+                             start_ns=t_req, end_ns=t_end, latency_ns=t_end - t_req,
+                             mmap_lock_wait_ns=t_start - t_req, rmap_wait_ns=rmap_wait,
+                             ptl_wait_ns=ptl_wait), *tp.stats))
         if len(m.runs) > m.settle_runs:
             m.settle_users(t)  # no credit can be queued before t by anyone else either
         if m.progress is not None:

@@ -77,7 +77,8 @@ class RwSem:
     def release_write(self) -> None:
         assert self.writer is not None, f"{self.name}: write release without holder"
         self.writer = None
-        self._wake()
+        if self.queue:  # (else nobody to wake)
+            self._wake()
 
     def release_read(self) -> None:
         assert self.readers > 0, f"{self.name}: read release without holder"

@@ -260,20 +260,23 @@ class Mm:
 class Machine:
     """Everything one run shares."""
 
+    # What every run starts from (class attributes; set on the instance when they change)
+    end_ns = 0
+    events = 0
+    # Timeouts the segment-by-segment schedule has and this run did not need to schedule
+    # (a caller's clock ran ahead, caller.py): events = scheduled + folded.
+    folded_events = 0
+    scheduled_events = 0
+    fold = True  # callers may run their clock ahead (caller.py); off for tests
+    progress = None  # a simulate.CallProgress, told of every finished call
+    settle_runs = SETTLE_RUNS
+
     def __init__(self, spec: SimSpec, recorder: Recorder,
                  env: simpy.Environment | None = None, *, reuse: bool = True,
                  caches=None) -> None:
         self.spec = spec
         self.env = env if env is not None else simpy.Environment()
-        self.end_ns = 0
-        self.events = 0
-        # Timeouts the segment-by-segment schedule has and this run did not need to
-        # schedule (a caller's clock ran ahead, caller.py): events = scheduled + folded.
-        self.folded_events = 0
-        self.scheduled_events = 0
-        self.fold = True  # callers may run their clock ahead (caller.py); off for tests
         self.rec = recorder
-        self.progress = None  # a simulate.CallProgress, told of every finished call
         self.profile = spec.profile
         self.target = spec.target
         self.pmd_shift = spec.target.arch.pmd_shift
@@ -289,13 +292,15 @@ class Machine:
                 lo, hi = w.ptl_range
                 self.mms[w.ptl_mm].ptl_ranges.append((lo >> self.pmd_shift,
                                                       ((hi - 1) >> self.pmd_shift) + 1))
-        self.hot_locks |= self._shared_locks()
+        if len(spec.callers) > 1:  # (one caller's mm shares no lock with another's)
+            self.hot_locks |= self._shared_locks()
         # Reuse of plans and call templates within this run (see those modules), or across
         # the runs given the same ``caches`` (a perfsim.engine.reuse.RunCaches); off only
         # to check that reuse changes nothing.
         shared = caches if reuse else None
         self.templates = TemplateCache(spec.profile, self.hot_locks, enabled=reuse,
-                                       store=shared.templates if shared else None)
+                                       store=shared.templates if shared else None,
+                                       single=_one_call(spec))
         self.plans = (shared.plans if shared else PlanCache()) if reuse else None
         self.plan_hits_before = self.plans.hits if self.plans else 0
         self.users = []
@@ -304,7 +309,6 @@ class Machine:
         # settle_runs (any bound gives the same records: it only bounds memory).
         self.groups: dict[tuple[int, ...], CreditGroup] = {}
         self.runs: list[list] = []
-        self.settle_runs = SETTLE_RUNS
         for u in spec.users:
             ut = UserThread(u)
             self.cpus[u.cpu].users.append(ut)
@@ -408,6 +412,8 @@ class Machine:
                     c.ipis += g.ipis
                     c.stolen += g.stolen
                 g.ipis = g.stolen = 0
+        if not self.users:
+            return  # no credit is queued for CPUs without user threads (Cpu.credit_run)
         memo: dict = {}
         parts = ()
         if self.runs:
@@ -428,6 +434,15 @@ class Machine:
             mine = [p[:4] for p in parts if p[4].bit & bits]
             if mine:
                 roll_users([u for c in cpus for u in c.users], mine, memo)
+
+
+def _one_call(spec: SimSpec) -> bool:
+    """Whether ``spec`` makes exactly one mremap call (one caller, one item of a plan
+    list, not repeated)."""
+    if len(spec.callers) != 1:
+        return False
+    c = spec.callers[0]
+    return c.repeat == 1 and isinstance(c.plans, (tuple, list)) and len(c.plans) == 1
 
 
 from perfsim.planner import steps as _S  # noqa: E402

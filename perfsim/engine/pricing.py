@@ -7,8 +7,9 @@ each uncontended segment records (relative to the segment's start), and the call
 once with numpy; replaying it costs a few Python operations per segment.
 
 **Reuse.** Within one run, calls whose plans have the same *signature* share one template
-(:class:`TemplateCache`, one per :class:`~perfsim.engine.machine.Machine`, so runs never
-share state). The signature is every column the template is computed from: the plan's
+(:class:`TemplateCache`, one per :class:`~perfsim.engine.machine.Machine`, so runs share
+no template; what they share is the priced rows of a profile, :func:`profile_row_memo`, a
+table of per-profile constants). The signature is every column the template is computed from: the plan's
 length, every column of its ``Steps`` the template is computed from (:data:`SIGNATURE_COLUMNS`:
 the non-address columns but ``length``: kind, phase, counts, flushes, IPIs, rmap and PTL
 counts) with its dtype, the per-row lock-set ids and the lock-set names, and the mm's CPU
@@ -32,6 +33,7 @@ from operator import add, eq, gt, itemgetter, sub
 
 import numpy as np
 
+from perfsim.cost.counts import ROW_PARAMS
 from perfsim.cost.model import (
     CATEGORIES,
     LIST_COLUMNS,
@@ -229,6 +231,7 @@ def _bounds(steps, n: int, hot_locks, ptl_hot) -> list:
 
 
 _HOT = itemgetter(2)  # a bound's contended flag
+_RMAP_OF = itemgetter(_C_RMAP)  # of a LIST_COLUMNS row
 
 
 def _small_template(steps, profile, cpus: int, hot_locks, ptl_hot, folio,
@@ -339,6 +342,68 @@ def _template_costs(steps, profile, cpus: int, rng, folio, layout=None):
 _FILL = (_C_FLUSHES, _C_FLUSH_FULL, _C_FLUSH_PAGES, _C_RMAP)
 
 
+#: Positions in :data:`~perfsim.cost.counts.ROW_PARAMS` of the counts whose sums over a
+#: plan's rows are a call record's sums (:func:`_stats_of_counts`).
+_N_PRESENT, _N_CONTPTE, _N_PMD, _N_PUD, _N_THP, _N_FLUSH, _N_ALLOC, _N_FREE = (
+    ROW_PARAMS.index(p) for p in ("pte_present_ns", "contpte_pte_ns", "pmd_move_ns",
+                                  "pud_move_ns", "thp_move_ns", "tlb_flush_call_ns",
+                                  "table_alloc_ns", "table_free_ns"))
+
+
+_STAT_COUNTS = itemgetter(_N_PRESENT, _N_CONTPTE, _N_PMD, _N_PUD, _N_THP, _N_FLUSH, _N_ALLOC,
+                          _N_FREE)
+
+
+def _summed_counts(pieces, counts) -> list[int]:
+    """The counts :func:`_stats_of_counts` reads (in :data:`_STAT_COUNTS` order), summed
+    over every row of a plan given as its periodic ``pieces`` and their priced ``counts``
+    (:func:`~perfsim.cost.model.periodic_prices`): a block's template rows' times ``reps``,
+    its patched rows' own instead of the rows they replace."""
+    total = [0] * 8
+    once = []  # the counts of the rows of pieces counted once, summed together
+    for pc, (rows_t, rows_p) in zip(pieces, counts, strict=True):
+        if pc.reps == 1 and not rows_p:
+            once += rows_t
+            continue
+        per_row = list(map(_STAT_COUNTS, rows_t))
+        got = list(map(sum, zip(*per_row))) if pc.k > 1 else list(per_row[0])
+        if pc.reps != 1:
+            got = [pc.reps * v for v in got]
+        k = pc.k
+        for q, c in rows_p.items():
+            got = [g + a - b for g, a, b in zip(got, _STAT_COUNTS(c), per_row[q % k],
+                                                 strict=True)]
+        total = list(map(add, total, got))
+    if once:
+        total = list(map(add, total, map(sum, zip(*map(_STAT_COUNTS, once)))))
+    return total
+
+
+def _stats_of_counts(summed: list, rmap_rows: int) -> list[int]:
+    """:func:`_row_stats` of a plan from its rows' summed
+    :func:`~perfsim.cost.counts.row_counts` of :data:`_STAT_COUNTS` (``summed``,
+    :func:`_summed_counts`) and its number of rows that take an rmap lock: a PTE-moving
+    row's PTEs are its set_ptes batches' and contpte PTEs' counts; a PMD / PUD / THP move
+    pays its move parameter once; a row's flushes, tables allocated and freed are the
+    counts of the flush call, allocation and free parameters
+    (``tests/test_t13c_run_templates.py`` holds the two to each other on random tables)."""
+    present, contpte, pmd, pud, thp, flushes, allocated, freed = summed
+    return [present + contpte, pmd, pud, thp, flushes, rmap_rows, allocated, freed]
+
+
+def _rmap_rows(pieces) -> int:
+    """How many rows of a plan given as its periodic pieces take an rmap lock."""
+    n = 0
+    for pc in pieces:
+        rmap = [r[_C_RMAP] > 0 for r in pc.rows]
+        got = sum(rmap) * pc.reps
+        k = pc.k
+        for q, row in pc.patched.items():
+            got += (row[_C_RMAP] > 0) - rmap[q % k]
+        n += got
+    return n
+
+
 def _row_stats(lists) -> list[int]:
     """The summed fields of a call record (``CallStats`` from ``ptes_moved`` to
     ``tables_freed``, but ``ipis``) over rows given as their
@@ -386,28 +451,35 @@ class _PeriodicFlushes:
         return 0, 0
 
 
-def _flush_rows(pieces, costs) -> tuple[int, int]:
-    """``(rows, largest IPI target count)`` over the rows that flush, from the pieces' rows
-    (:func:`~perfsim.cost.model.periodic_layout`) and their prices
+def _flush_rows(pieces, costs) -> tuple[int, int, int]:
+    """``(rows, largest IPI target count, IPI targets summed)`` over the rows that flush,
+    from the pieces' rows (:func:`~perfsim.cost.model.periodic_layout`) and their prices
     (:func:`~perfsim.cost.model.periodic_prices`): a block's template row counts once per
-    copy that is not patched, a patched row on its own."""
-    rows = top = 0
+    copy that is not patched, a patched row on its own; the IPI targets summed over every
+    row the same way."""
+    rows = top = ipis = 0
     for pc, ((_tot, ips, _st), patched) in zip(pieces, costs, strict=True):
         k, reps = pc.k, pc.reps
-        flushes = pc.lists[_C_FLUSHES]
-        hidden = [0] * k  # copies of each template row that are patched
-        for q in pc.patched:
-            hidden[q % k] += 1
-        for j in range(k):
-            copies = reps - hidden[j]
-            if flushes[j] and copies:
-                rows += copies
-                top = max(top, ips[j])
-        for q, row in pc.patched.items():
-            if row[_C_FLUSHES]:
-                rows += 1
-                top = max(top, patched[q][1])
-    return rows, top
+        ipis += reps * sum(ips)
+        flushing = [j for j, r in enumerate(pc.rows) if r[_C_FLUSHES]]
+        if pc.patched:
+            hidden = [0] * k  # copies of each template row that are patched
+            for q, row in pc.patched.items():
+                hidden[q % k] += 1
+                ip = patched[q][1]
+                ipis += ip - ips[q % k]
+                if row[_C_FLUSHES]:
+                    rows += 1
+                    top = max(top, ip)
+            for j in flushing:
+                copies = reps - hidden[j]
+                if copies:
+                    rows += copies
+                    top = max(top, ips[j])
+        elif flushing:
+            rows += reps * len(flushing)
+            top = max(top, *[ips[j] for j in flushing])
+    return rows, top, ipis
 
 
 def _periodic_template(steps, pieces, profile, cpus: int, rng, folio,
@@ -434,23 +506,19 @@ def _periodic_template(steps, pieces, profile, cpus: int, rng, folio,
     else:
         rc = _template_costs(steps, profile, cpus, rng, folio, pieces)
         costs = None
-    with_locks = any(any(pc.lists[_C_RMAP]) or any(r[_C_RMAP] for r in pc.patched.values())
-                     for pc in pieces)
-    sums = [0] * 8
+    with_locks = False
     for pc in pieces:
-        lists, k = pc.lists, pc.k
-        got = _row_stats(lists)
-        if pc.reps != 1:
-            got = [pc.reps * v for v in got]
-        for q, row in pc.patched.items():
-            after = _row_stats([(v,) for v in row])
-            before = _row_stats([(c[q % k],) for c in lists])
-            if after != before:
-                got = [g + a - b for g, a, b in zip(got, after, before, strict=True)]
-        sums = list(map(add, sums, got))
+        if any(map(_RMAP_OF, pc.rows)) or any(map(_RMAP_OF, pc.patched.values())):
+            with_locks = True
+            break
+    # the rows' counts (with jitter, priced at the medians for them: counts draw nothing)
+    counts = prices[1] if costs is not None else periodic_prices(
+        pieces, profile, cpus, folio, profile.medians_ns)[1]
+    sums = _stats_of_counts(_summed_counts(pieces, counts),
+                            _rmap_rows(pieces) if with_locks else 0)
     deferred = None
     if costs is not None and not with_locks:
-        n_flush, top = _flush_rows(pieces, costs)
+        n_flush, top, ipis = _flush_rows(pieces, costs)
         if top == 0:  # no flush interrupts another CPU: no credits, and nothing stolen
             deferred = _PeriodicFlushes(pieces, rc, n)
     cost = rc.category_totals()
@@ -459,21 +527,12 @@ def _periodic_template(steps, pieces, profile, cpus: int, rng, folio,
             else None
         recs = SegmentRecords((), flush, ())
         duration = sum(cost)  # every row's cost is the sum of its categories'
-        ipis = sum(_ipi_sums(pieces, costs))
     else:
         recs, duration = _periodic_records(steps, pieces, rc, with_locks)
         ipis = int(rc.ipis.sum())
     ptes, pmd, pud, thp, flushes, rmap_holds, allocated, freed = sums
     stats = (n, 1, ptes, pmd, pud, thp, flushes, ipis, rmap_holds, allocated, freed, *cost)
     return CallTemplate(rc, ((0, n, False, duration),), (recs,), False, [], [], [], [], stats)
-
-
-def _ipi_sums(pieces, costs):
-    """Each piece's IPI targets summed over its rows (a block's template rows once per
-    copy, its patched rows' own instead)."""
-    for pc, ((_tot, ips, _st), patched) in zip(pieces, costs, strict=True):
-        k = pc.k
-        yield pc.reps * sum(ips) + sum(patched[q][1] - ips[q % k] for q in pc.patched)
 
 
 def _periodic_records(steps, pieces, rc, with_locks: bool) -> tuple:
@@ -619,6 +678,30 @@ def signature(steps, cpus: int) -> tuple | None:
     return (len(steps), cpus, *map(_dense_key, parts))
 
 
+#: Row memos kept by the process, one per (cost profile digest, folio mechanisms), at most
+#: :data:`PROFILE_MEMOS` of them, least recently used dropped (:func:`profile_row_memo`).
+_PROFILE_ROW_MEMOS: OrderedDict = OrderedDict()
+PROFILE_MEMOS = 8
+
+
+def profile_row_memo(digest: str, folio) -> dict:
+    """The process's row memo for the cost profile of content digest ``digest`` and the
+    folio mechanisms ``folio`` (:func:`~perfsim.cost.model.scalar_row_costs`'s ``memo``):
+    a row's price is a pure function of its columns, run start and IPI targets under one
+    profile and folio (the memo's key and value), i.e. a per-profile table of constants,
+    so runs share it whatever else they are given; the rows the next run prices are still
+    looked up and assembled into its template (no run's template or result is kept)."""
+    key = (digest, folio)
+    memo = _PROFILE_ROW_MEMOS.get(key)
+    if memo is None:
+        memo = _PROFILE_ROW_MEMOS[key] = {}
+        if len(_PROFILE_ROW_MEMOS) > PROFILE_MEMOS:
+            _PROFILE_ROW_MEMOS.popitem(last=False)
+    elif next(reversed(_PROFILE_ROW_MEMOS)) != key:
+        _PROFILE_ROW_MEMOS.move_to_end(key)
+    return memo
+
+
 class TemplateCache:
     """Templates of one run, keyed by :func:`signature` (LRU, at most ``max_entries``;
     plans of more than ``max_rows`` rows are not kept).
@@ -627,13 +710,19 @@ class TemplateCache:
     :class:`~perfsim.engine.reuse.TemplateStore` shared with other runs, used instead of
     this run's own entries; its keys add what a template depends on besides the plan (the
     profile's content digest and the contended lock names; the CPU count is in the
-    signature). A template it builds (a miss) prices its rows through a row memo of this
-    run, or of the ``store``'s runs (:meth:`row_memo`, at most ``memo_rows`` rows per folio
-    mechanism set): the rows of a run's calls repeat far more than whole plans do."""
+    signature). A template it builds (a miss) prices its rows through the process's row
+    memo of its profile (:func:`profile_row_memo`), or the ``store``'s (:meth:`row_memo`, at
+    most ``memo_rows`` rows per folio mechanism set): rows repeat far more than whole plans
+    do, across a run's calls and across runs. ``single``: the run makes one call
+    (:func:`~perfsim.engine.machine._one_call`): its template is built, not keyed or kept."""
 
     def __init__(self, profile, hot_locks, max_entries: int = 1024, enabled: bool = True,
-                 max_rows: int = 65536, store=None, memo_rows: int = 8192) -> None:
+                 max_rows: int = 65536, store=None, memo_rows: int = 8192,
+                 single: bool = False) -> None:
         self.profile = profile
+        # ``single``: the run makes one call and shares no store, so no template can be
+        # looked up again: none is keyed or kept (the same template is built either way)
+        self.single = single and store is None
         self.max_rows = max_rows
         self.hot_locks = hot_locks
         # A jitter-free profile draws nothing from a generator (row_costs prices it at its
@@ -646,22 +735,23 @@ class TemplateCache:
         self.scope = (profile.digest, tuple(sorted(hot_locks))) if self.store is not None else None
         self.hits = 0
         self.misses = 0
-        #: Row memos of the templates this cache builds (:meth:`row_memo`).
-        self.memos: dict = {}
         self.memo_rows = memo_rows
 
     def row_memo(self, folio) -> dict | None:
         """The row memo of :func:`~perfsim.cost.model.scalar_row_costs` for ``folio`` (one
-        dict per folio mechanism set; emptied when it holds :attr:`memo_rows` rows); None
-        when reuse is off or the profile has jitter."""
+        dict per folio mechanism set; emptied when it holds :attr:`memo_rows` rows): the
+        ``store``'s when there is one, else the process's for this profile
+        (:func:`profile_row_memo`); None when reuse is off or the profile has jitter."""
         if not self.enabled:
             return None
-        memos, key = ((self.store.row_memos, (self.scope[0], folio)) if self.store is not None
-                      else (self.memos, folio))
-        memo = memos.get(key)
-        if memo is None:
-            memo = memos[key] = {}
-        elif len(memo) > self.memo_rows:
+        if self.store is None:
+            memo = profile_row_memo(self.profile.digest, folio)
+        else:
+            memos, key = self.store.row_memos, (self.scope[0], folio)
+            memo = memos.get(key)
+            if memo is None:
+                memo = memos[key] = {}
+        if len(memo) > self.memo_rows:
             memo.clear()
         return memo
 
@@ -678,7 +768,7 @@ class TemplateCache:
         if ptl_hot_of is not None:
             return build_template(steps, self.profile, cpus, rng, self.hot_locks,
                                   ptl_hot_of(steps), folio, self.row_memo(folio))
-        if not self.enabled or len(steps) > self.max_rows:
+        if not self.enabled or len(steps) > self.max_rows or self.single:
             return build_template(steps, self.profile, cpus, rng, self.hot_locks, None, folio,
                                   self.row_memo(folio))
         key = signature(steps, cpus)

@@ -154,29 +154,53 @@ class Table:
     #: Row tuples kept as a list between two blocks before they are made columns.
     ROW_PIECE = 4096
 
+    # Counters every table starts from (class attributes: a run makes five tables; each
+    # is set on the instance when it first changes).
+    _buffered = 0
+    total = 0
+    dropped = 0
+    # The aggregates are folded lazily (when read, or before a spill): the first
+    # _folded_chunks chunks and the first _folded_rows of _rows are in them.
+    _folded_chunks = 0
+    _folded_rows = 0
+    #: The part files spilled so far (a list once the first is written).
+    parts: tuple | list = ()
+
     def __init__(self, name: str, columns: tuple[str, ...], *, max_rows: int = 1_000_000,
-                 spill_dir: Path | None = None, numeric: tuple[str, ...] = ()) -> None:
+                 spill_dir: Path | None = None, numeric: tuple[str, ...] = (),
+                 layout: tuple | None = None) -> None:
+        self._init(name, columns, max_rows, spill_dir, numeric, layout)
+
+    @classmethod
+    def like(cls, table: Table) -> Table:
+        """A new, empty table with the name, columns, bounds and numeric columns of
+        ``table`` (an empty prototype): what the constructor makes of them, its
+        attributes copied at once."""
+        t = cls.__new__(cls)
+        d = t.__dict__
+        d.update(table.__dict__)
+        d["_rows"] = []
+        d["_chunks"] = []
+        d["_sums"] = dict(d["_sums"])
+        d["_maxes"] = dict(d["_maxes"])
+        return t
+
+    def _init(self, name, columns, max_rows, spill_dir, numeric, layout) -> None:
         self.name = name
         self.columns = columns
         self.max_rows = max_rows
-        self.spill_dir = Path(spill_dir) if spill_dir else None
+        self.spill_dir = spill_dir if spill_dir is None or isinstance(spill_dir, Path) \
+            else Path(spill_dir) if spill_dir else None
         self.numeric = numeric
         self._rows: list[tuple] = []
         # in order: dicts of columns, lists of row tuples, (Block, n, consts, arrays,
         # shifted, t0) blocks
         self._chunks: list = []
-        self._buffered = 0
-        self.parts: list[Path] = []
-        self.total = 0
-        self.dropped = 0
         self._sums = dict.fromkeys(numeric, 0)
         self._maxes = dict.fromkeys(numeric, 0)
-        self._numeric_at, self._summary_keys, self._empty_summary = _numeric_layout(columns,
-                                                                                   numeric)
-        # The aggregates are folded lazily (when read, or before a spill): the first
-        # _folded_chunks chunks and the first _folded_rows of _rows are in them.
-        self._folded_chunks = 0
-        self._folded_rows = 0
+        # ``layout``: _numeric_layout(columns, numeric), when the caller has it
+        self._numeric_at, self._summary_keys, self._empty_summary = (
+            _numeric_layout(columns, numeric) if layout is None else layout)
 
     @property
     def sums(self) -> dict:
@@ -434,7 +458,7 @@ class Table:
         df = self._buffer_frame()
         path = self.spill_dir / f"{self.name}.part{len(self.parts):05d}.parquet"
         df.to_parquet(path, index=False)
-        self.parts.append(path)
+        self.parts = [*self.parts, path]
         self._chunks = []
         self._rows = []
         self._buffered = 0
@@ -524,6 +548,19 @@ HOLD_NUMERIC = ("wait_ns", "hold_ns")
 FLUSH_NUMERIC = ("targets", "stolen_ns")
 WALKER_NUMERIC = ("wait_ns", "hold_ns")
 SEGMENT_HOLDS, SEGMENT_FLUSHES = _segment_blocks()
+#: A :class:`Recorder`'s tables: (name, columns, numeric columns).
+_RECORDER_TABLES = (("calls", CALL_COLUMNS, CALL_NUMERIC), ("holds", HOLD_COLUMNS, HOLD_NUMERIC),
+                    ("flushes", FLUSH_COLUMNS, FLUSH_NUMERIC),
+                    ("walker_waits", WALKER_COLUMNS, WALKER_NUMERIC),
+                    ("users", USER_COLUMNS, ()))
+
+
+@lru_cache(maxsize=16)
+def _recorder_tables(max_rows: int, spill_dir: Path | None) -> tuple[Table, ...]:
+    """Empty tables of a :class:`Recorder` with these bounds, as prototypes
+    (:meth:`Table.like`; never appended to themselves)."""
+    return tuple(Table(name, columns, max_rows=max_rows, spill_dir=spill_dir, numeric=numeric)
+                 for name, columns, numeric in _RECORDER_TABLES)
 
 
 class Recorder:
@@ -534,15 +571,8 @@ class Recorder:
         sd = Path(spill_dir) if spill_dir else None
         self.record_zero_waits = record_zero_waits
         self.walker_visits: dict[str, int] = {}
-        self.calls = Table("calls", CALL_COLUMNS, max_rows=max_rows, spill_dir=sd,
-                           numeric=CALL_NUMERIC)
-        self.holds = Table("holds", HOLD_COLUMNS, max_rows=max_rows, spill_dir=sd,
-                           numeric=HOLD_NUMERIC)
-        self.flushes = Table("flushes", FLUSH_COLUMNS, max_rows=max_rows, spill_dir=sd,
-                             numeric=FLUSH_NUMERIC)
-        self.walker_waits = Table("walker_waits", WALKER_COLUMNS, max_rows=max_rows,
-                                  spill_dir=sd, numeric=WALKER_NUMERIC)
-        self.users = Table("users", USER_COLUMNS, max_rows=max_rows, spill_dir=sd)
+        (self.calls, self.holds, self.flushes, self.walker_waits, self.users) = map(
+            Table.like, _recorder_tables(max_rows, sd))
         # the rmap holds and the flushes of one coalesced segment (caller._replay_segment)
         self.segment_holds = SEGMENT_HOLDS
         self.segment_flushes = SEGMENT_FLUSHES

@@ -149,19 +149,21 @@ class SimResult:
 
 
 def _validate(spec: SimSpec) -> None:
-    names = {m.name for m in spec.mms}
+    n = spec.cpus
+    mms = {}
     for m in spec.mms:
+        mms.setdefault(m.name, m)  # (the first mm of a name, as a search in order finds)
         for c in m.cpus:
-            if not 0 <= c < spec.cpus:
-                raise PerfsimError(f"mm {m.name!r}: cpu {c} out of range 0..{spec.cpus - 1}")
+            if not 0 <= c < n:
+                raise PerfsimError(f"mm {m.name!r}: cpu {c} out of range 0..{n - 1}")
     for a in (*spec.callers, *spec.users):
-        if a.mm not in names:
-            raise PerfsimError(f"{a.name!r}: unknown mm {a.mm!r}; known: {', '.join(sorted(names))}")
+        if a.mm not in mms:
+            raise PerfsimError(f"{a.name!r}: unknown mm {a.mm!r}; known: {', '.join(sorted(mms))}")
     for a in (*spec.callers, *spec.walkers, *spec.users):
-        if not 0 <= a.cpu < spec.cpus:
-            raise PerfsimError(f"{a.name!r}: cpu {a.cpu} out of range 0..{spec.cpus - 1}")
+        if not 0 <= a.cpu < n:
+            raise PerfsimError(f"{a.name!r}: cpu {a.cpu} out of range 0..{n - 1}")
     for c in spec.callers:
-        mm = next(m for m in spec.mms if m.name == c.mm)
+        mm = mms[c.mm]
         if c.cpu not in mm.cpus:
             raise PerfsimError(f"caller {c.name!r}: cpu {c.cpu} is not in mm {c.mm!r}'s cpus {list(mm.cpus)}")
     if spec.duration_ns is None and not spec.callers:
@@ -211,16 +213,89 @@ class CallProgress:
         self.bar.close()
 
 
+def is_lone_caller(spec: SimSpec) -> bool:
+    """Whether ``spec`` is one mremap caller and nothing else, run until it finishes: no
+    walker, no user thread, no duration. Its caller then never waits (it is the only
+    taker of its mm's ``mmap_lock``; no rmap lock or page-table spinlock is contended
+    without a walker or a second mm's caller, ``Machine.hot_locks``), so its process only
+    ever yields timeouts, and :func:`run` drives it without SimPy (:class:`LoneClock`)."""
+    return (spec.duration_ns is None and len(spec.callers) == 1 and not spec.walkers
+            and not spec.users)
+
+
+class LoneClock:
+    """The environment a lone caller's process runs against (:func:`is_lone_caller`):
+    the clock, and the count of events SimPy would schedule for the same run.
+
+    With one process and nothing else, SimPy's queue holds at most the event the process
+    waits for, so ``peek()`` (the next *other* event, what lets a caller fold segments) is
+    always infinity, and every event is one of: the process's start (``Initialize``), a
+    ``timeout()`` it yields (one scheduled event each, fired ``delay`` later), its own
+    event when it ends, and the ``AllOf`` :func:`run` waits on, triggered by that end
+    (scheduled twice: once triggered, once more when processing it stops the run).
+    :func:`_run_lone` counts them as SimPy would schedule them; ``tests/test_t13c_run_lone.py``
+    holds records, ``end_ns``, ``events`` and ``scheduled_events`` to the SimPy run of
+    the same specs. Nothing here waits: :meth:`event` (a lock's slow path) is never
+    reached by a lone caller, and raises if it is."""
+
+    __slots__ = ("now", "scheduled")
+
+    def __init__(self) -> None:
+        self.now = 0
+        self.scheduled = 1  # the process's Initialize event
+
+    @staticmethod
+    def peek() -> float:
+        return float("inf")
+
+    def timeout(self, delay: int) -> int:
+        """One scheduled timeout of ``delay`` ns (SimPy's rule for a negative one), given
+        to the driver as its delay."""
+        if delay < 0:
+            raise ValueError(f"Negative delay {delay}")
+        self.scheduled += 1
+        return delay
+
+    def event(self):
+        raise RuntimeError("a lone caller waited for a lock: is_lone_caller is wrong")
+
+
+def _run_lone(spec: SimSpec, recorder: Recorder, progress, *, reuse: bool, caches,
+              fold: bool) -> Machine:
+    """:func:`run` of a lone caller (:func:`is_lone_caller`): its process (the same
+    :func:`~perfsim.engine.caller.caller` generator) stepped by a loop that moves the
+    clock by each timeout it yields, as SimPy's event loop would with nothing else queued."""
+    clock = LoneClock()
+    m = Machine(spec, recorder, clock, reuse=reuse, caches=caches)
+    m.fold = fold
+    m.progress = progress
+    for delay in caller(m, spec.callers[0], ChildSeed(spec.seed, 0)):
+        clock.now += delay
+    # the process's own event when it ended; the AllOf it triggered; that AllOf again:
+    # processing it stops the run (StopSimulation), and SimPy schedules an event again
+    # when one of its callbacks stops the simulation (Environment.step)
+    clock.scheduled += 3
+    m.end_ns = end = clock.now
+    m.settle_users(end)  # (no user thread: applies nothing, as in run())
+    m.scheduled_events = clock.scheduled
+    m.events = m.scheduled_events + m.folded_events
+    return m
+
+
 def run(spec: SimSpec, recorder: Recorder, progress: CallProgress | None = None, *,
-        reuse: bool = True, caches=None, fold: bool = True) -> Machine:
+        reuse: bool = True, caches=None, fold: bool = True, lone: bool = True) -> Machine:
     """Run ``spec`` to completion, recording into ``recorder``; return the final machine
     (its environment closed: nothing left queued, :meth:`CountingEnvironment.close`).
     ``reuse=False`` plans and prices every call afresh (the records are the same; for tests).
     ``caches``: a :class:`~perfsim.engine.reuse.RunCaches` shared with other runs.
     ``fold=False`` gives every segment and contended row its own timeout (the records and
-    ``events`` are the same, only ``scheduled_events`` grows; for tests)."""
+    ``events`` are the same, only ``scheduled_events`` grows; for tests). A lone caller
+    (:func:`is_lone_caller`) runs without SimPy (:func:`_run_lone`: the same records and
+    summary figures); ``lone=False`` runs it through SimPy (for tests)."""
     _validate(spec)
     check_seed(spec.seed)
+    if lone and is_lone_caller(spec):
+        return _run_lone(spec, recorder, progress, reuse=reuse, caches=caches, fold=fold)
     env = CountingEnvironment()
     m = Machine(spec, recorder, env, reuse=reuse, caches=caches)
     m.fold = fold
@@ -322,7 +397,8 @@ class fewer_collections:  # noqa: N801 (used as a context manager, like contextl
 def simulate(spec_or_scenario, *, seed: int | None = None, max_rows: int = 1_000_000,
              spill_dir: str | Path | None = None, record_zero_waits: bool = False,
              progress: bool = False, progress_calls: int | None = None,
-             reuse: bool = True, caches=None, fold: bool = True) -> SimResult:
+             reuse: bool = True, caches=None, fold: bool = True,
+             lone: bool = True) -> SimResult:
     """Simulate a :class:`SimSpec`, a :class:`~perfsim.engine.scenario.Scenario` or a scenario
     TOML path, and return its records as DataFrames.
 
@@ -337,21 +413,24 @@ def simulate(spec_or_scenario, *, seed: int | None = None, max_rows: int = 1_000
     with the other runs it is given to (same records; :mod:`perfsim.engine.reuse`).
     ``fold=False`` schedules a timeout for every segment and contended row even where no
     other event could come between them (:mod:`perfsim.engine.caller`; same records).
+    ``lone=False`` runs a lone caller through SimPy (:func:`is_lone_caller`; same records
+    and summary).
     """
-    from perfsim.engine.scenario import Scenario, build_spec, load_scenario
-
     spec = spec_or_scenario
-    if isinstance(spec, (str, Path)):
-        spec = load_scenario(spec)
-    if isinstance(spec, Scenario):
-        spec = build_spec(spec)
     if not isinstance(spec, SimSpec):
-        raise PerfsimError(f"cannot simulate a {type(spec).__name__}")
+        from perfsim.engine.scenario import Scenario, build_spec, load_scenario
+
+        if isinstance(spec, (str, Path)):
+            spec = load_scenario(spec)
+        if isinstance(spec, Scenario):
+            spec = build_spec(spec)
+        if not isinstance(spec, SimSpec):
+            raise PerfsimError(f"cannot simulate a {type(spec).__name__}")
     if seed is not None:
         from dataclasses import replace
 
         spec = replace(spec, seed=check_seed(seed))
-    check_seed(spec.seed)
+    # (run() checks the spec and its seed before anything is simulated)
     rec = Recorder(max_rows=max_rows, spill_dir=Path(spill_dir) if spill_dir else None,
                    record_zero_waits=record_zero_waits)
     bar = None
@@ -361,7 +440,7 @@ def simulate(spec_or_scenario, *, seed: int | None = None, max_rows: int = 1_000
         bar = CallProgress(str(name), total, spec.duration_ns)
     try:
         with fewer_collections():
-            m = run(spec, rec, bar, reuse=reuse, caches=caches, fold=fold)
+            m = run(spec, rec, bar, reuse=reuse, caches=caches, fold=fold, lone=lone)
     finally:
         if bar is not None:
             bar.close()
