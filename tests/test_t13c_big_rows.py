@@ -84,3 +84,19 @@ def test_steps_of_several_groups_holds_what_column_makes(seed):
     assert list(st.cols) == list(S.ADDR_COLUMNS + S.INT_COLUMNS)
     for nm, dt in _STEP_COLUMNS:
         _same_column(st.cols[nm], rb.column(nm, dt, {}))
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--rounds", "2"], "--rounds needs --against TREE"),
+    (["--rounds", "2", "--against", ".", "--fixed"], "--rounds does not take --fixed"),
+    (["--rounds", "0", "--against", "."], "must be at least 1"),
+])
+def test_bench_workloads_cpu_rounds_refuses_bad_arguments_in_one_line(args, says):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[1] / "bench" / "bench_workloads_cpu.py"
+    out = subprocess.run([sys.executable, str(bench), *args], capture_output=True, text=True)
+    assert out.returncode == 2
+    assert says in out.stderr and "Traceback" not in out.stderr
