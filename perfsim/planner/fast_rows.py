@@ -172,43 +172,6 @@ class RowBlock:
                 out[pos] = v
         return out
 
-    def columns_of_groups(self, columns: tuple, constants: dict | None = None) -> dict:
-        """``{name: column_of_groups(name, dtype, constants)}`` for each ``(name, dtype)`` of
-        ``columns``, in order, made in one pass: each group's values read once per column,
-        no call per value to tell the usual ints, bools and arrays from one another (held
-        to :meth:`column_of_groups` in ``tests/test_t13c_big_rows.py``)."""
-        groups = self.groups
-        gets = [cols.get for _, cols in groups]
-        poss = [pos for pos, _ in groups]
-        one_whole = len(groups) == 1 and poss[0] is None
-        n, out = self.n, {}
-        nd = np.ndarray
-        for name, dt in columns:
-            vals = [get(name, 0) for get in gets]
-            scalar = [type(v) is int or type(v) is bool
-                      or (type(v) is not nd and np.isscalar(v)) for v in vals]
-            if all(scalar):
-                same = set(vals)
-                if len(same) <= 1:
-                    out[name] = self._constant(same.pop() if same else 0, dt, constants)
-                    continue
-            if one_whole:
-                out[name] = np.ascontiguousarray(vals[0], dtype=dt)
-                continue
-            col = np.zeros(n, dt)
-            for pos, v, sc in zip(poss, vals, scalar):
-                if sc:
-                    if v == 0:
-                        continue
-                elif v.dtype != col.dtype and len(v) > _CAST_FIRST:
-                    v = v.astype(col.dtype)  # (as column_of_groups: cast before a long scatter)
-                if pos is None:
-                    col[:] = v
-                else:
-                    col[pos] = v
-            out[name] = col
-        return out
-
     def steps(self, lock_sets: tuple) -> S.Steps:
         """The block as a :class:`~perfsim.planner.steps.Steps` table, keeping only the lock
         tuples its rows use (as ``StepLog.freeze`` does)."""
@@ -227,8 +190,7 @@ class RowBlock:
                 else:
                     cols[name] = self.column(name, dt, constants)
         else:
-            # (column() of a block of several groups is column_of_groups(): the same arrays)
-            cols = self.columns_of_groups(_STEP_COLUMNS, constants)
+            cols = {n: self.column(n, dt, constants) for n, dt in _STEP_COLUMNS}
         lock_col = self.column("lock", _I32)
         constant = lock_col.strides == (0,)
         # the lock-set ids the rows use, sorted (np.unique of small non-negative ids)
