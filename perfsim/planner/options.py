@@ -17,7 +17,10 @@ class PlanOptions:
     """``implementation``:
 
     ``"auto"``       the per-extent walk for a range of at most :data:`WALK_MAX_PMD_SLOTS`
-                     PMD slots, the vectorised move (where it applies) and the array driver
+                     PMD slots; up to :data:`WALK_UNLESS_CLOSED_MAX_PMD_SLOTS` the walk too
+                     unless the vectorised move plans it in closed form (and then the
+                     unmap of its source by the array driver's closed form where that
+                     applies); the vectorised move (where it applies) and the array driver
                      of the unmap for larger ones (the default);
     ``"reference"``  the per-extent walk of ``move_page_tables`` and the per-slot unmap walk;
     ``"fast"``       the vectorised move and the array unmap at every size; a move the
