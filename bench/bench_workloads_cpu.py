@@ -12,6 +12,9 @@ to other jobs on a shared host, so this is the figure to compare two trees with:
 child process first (``--tree TREE``), then this one, and prints the speed-up.
 ``--per-workload`` also prints each workload's CPU per call (the best of ``--reps`` runs of
 it, each timed on its own) and, with ``--against``, each workload's ratio of the two trees.
+``--rounds N`` (with ``--against``) measures both trees in child processes, alternating N
+times (the other tree first), and prints the best figure of each tree over the rounds and
+their ratios: on a shared, noisy host a single pair of runs moves by 10-20%.
 ``--fixed`` also prints what a run costs besides its calls: for each workload, the CPU of
 loading it (``load_workload``) plus that of ``run_workload`` on it with every stream's
 ``count`` set to 1 (a call stream or trace keeps its calls: trace_replay's 5), best of
@@ -44,8 +47,19 @@ def main() -> None:
                     help="print each workload's CPU per call (and its ratio with --against)")
     ap.add_argument("--fixed", action="store_true",
                     help="print each workload's fixed CPU per run (its streams at count 1)")
+    ap.add_argument("--rounds", type=at_least_one, default=1,
+                    help="with --against: alternate the two trees this many times (child "
+                    "processes) and compare the best of each")
     ap.add_argument("--tree", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.rounds > 1:
+        if not a.against:
+            ap.error("--rounds needs --against TREE")
+        if a.fixed:
+            ap.error("--rounds does not take --fixed (use --fixed with one round)")
+        require_tree(a.against)
+        alternate(a.against, a.reps, a.rounds, a.per_workload)
+        return
     old = None
     old_per: dict[str, float] = {}
     old_fixed: dict[str, float] = {}
@@ -123,6 +137,43 @@ def main() -> None:
             if name in old_fixed:
                 print(f"  fixed {name}: {old_fixed[name]:.3f} -> {took * 1e3:.3f} ms = "
                       f"{old_fixed[name] / (took * 1e3):.2f}x")
+
+
+def _child(tree: str, reps: int, per_workload: bool) -> tuple[float, dict[str, float]]:
+    """One child run on ``tree``: ``(calls per CPU-s, {workload: us per call})``."""
+    import subprocess
+
+    cmd = [sys.executable, __file__, f"--reps={reps}", "--tree", tree]
+    if per_workload:
+        cmd.append("--per-workload")
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    rate = float(next(ln for ln in out.splitlines() if ln.startswith("shipped workloads"))
+                 .split(" calls, ")[1].split(" calls per")[0].replace(",", ""))
+    per = {ln.split()[1]: float(ln.split()[6].replace(",", ""))
+           for ln in out.splitlines() if ln.startswith("  workload ")}
+    return rate, per
+
+
+def alternate(against: str, reps: int, rounds: int, per_workload: bool) -> None:
+    """``--rounds``: both trees in child processes, ``against`` first, ``rounds`` times;
+    the best of each tree (highest calls per CPU-s, lowest CPU per call) and the ratios."""
+    trees = [str(Path(against).resolve()), str(ROOT)]
+    best: dict[str, tuple[float, dict[str, float]]] = {}
+    for r in range(rounds):
+        for tree in trees:
+            rate, per = _child(tree, reps, per_workload)
+            print(f"round {r + 1} {tree}: {rate:,.1f} calls per CPU-s; load average "
+                  f"{os.getloadavg()[0]:.2f}")
+            was_rate, was_per = best.get(tree, (0.0, {}))
+            best[tree] = (max(was_rate, rate),
+                          {k: min(was_per.get(k, v), v) for k, v in per.items()})
+    (old, old_per), (now, now_per) = best[trees[0]], best[trees[1]]
+    print(f"RATIO this tree / {against}: {now:,.1f} / {old:,.1f} calls per CPU-s = "
+          f"{now / old:.2f}x (best of {rounds} rounds x {reps} reps)")
+    for name, us in now_per.items():
+        if name in old_per:
+            print(f"  {name}: {old_per[name]:,.1f} -> {us:,.1f} us per call = "
+                  f"{old_per[name] / us:.2f}x")
 
 
 def fixed_per_run(names: list[str], reps: int) -> dict[str, tuple[int, float]]:

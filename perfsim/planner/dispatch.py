@@ -26,8 +26,9 @@ def run_move(target: Target, tables: CallTables, pmc: PageTableMoveControl, log:
     """Run one move on ``tables``; return ``(progress, planner name)``.
 
     ``options`` chooses the implementation (``PlanOptions.walks``: by default the walk for
-    small moves, the fast path for larger ones where it applies); tests pin one or the other
-    to hold them to the same output.
+    small moves, the fast path for larger ones where it applies, and for moves of a few
+    dozen slots the fast path only in closed form, ``PlanOptions.walks_unless_closed``);
+    tests pin one or the other to hold them to the same output.
     """
     if pmc.len_in == 0:
         return 0, "reference"
@@ -35,10 +36,15 @@ def run_move(target: Target, tables: CallTables, pmc: PageTableMoveControl, log:
     walk = (options.walks(shift, pmc.old_addr, pmc.old_end)
             and options.walks(shift, pmc.new_addr, pmc.new_addr + pmc.len_in))
     if not walk and allow_fast and not pmc.old.is_hugetlb:
+        # a move of a few dozen slots is walked unless the closed form plans it
+        closed_only = (options.walks_unless_closed(shift, pmc.old_addr, pmc.old_end)
+                       and options.walks_unless_closed(shift, pmc.new_addr,
+                                                       pmc.new_addr + pmc.len_in))
         out = fast.try_move_page_tables(target, tables.value(), pmc, log, phase=phase,
                                         cpus=cpus, lazy_cpus=lazy_cpus,
                                         fail_alloc_at=fail_alloc_at,
-                                        force=options.implementation == "fast")
+                                        force=options.implementation == "fast",
+                                        closed_only=closed_only)
         if out is not None:
             new_pt, progress = out
             tables.set_value(new_pt)

@@ -229,15 +229,18 @@ class Layout:
 # ---------------------------------------------------------------------------- entry point
 def try_move_page_tables(target: Target, pt: PageTables, pmc, log: S.StepLog, *,
                          phase: int = S.MOVE, cpus: int = 1, lazy_cpus: int = 0,
-                         fail_alloc_at: int | None = None, force: bool = False):
+                         fail_alloc_at: int | None = None, force: bool = False,
+                         closed_only: bool = False):
     """The vectorised ``move_page_tables``: ``(new page tables, progress)`` or None.
 
     Appends exactly the rows :func:`perfsim.planner.reference.move_page_tables` would.
     ``force`` (``PlanOptions("fast")``) turns a decline into an AssertionError.
+    ``closed_only``: None unless the move is planned in closed form (the caller walks it).
     """
     try:
         block, new_pt = plan_move(target, pt, pmc, phase=phase, cpus=cpus,
-                                  lazy_cpus=lazy_cpus, fail_alloc_at=fail_alloc_at)
+                                  lazy_cpus=lazy_cpus, fail_alloc_at=fail_alloc_at,
+                                  closed_only=closed_only)
     except Declined as why:
         if force:
             raise AssertionError(f"fast planner declined: {why}") from None
@@ -249,12 +252,13 @@ def try_move_page_tables(target: Target, pt: PageTables, pmc, log: S.StepLog, *,
 
 def plan_move(target: Target, pt: PageTables, pmc, *, phase: int = S.MOVE, cpus: int = 1,
               lazy_cpus: int = 0, fail_alloc_at: int | None = None,
-              closed: bool = True) -> tuple[S.Steps, PageTables]:
+              closed: bool = True, closed_only: bool = False) -> tuple[S.Steps, PageTables]:
     """Plan one move; raise :class:`Declined` when the fast path does not apply.
 
     A regular periodic move of a few PUD segments is planned in closed form
     (:mod:`perfsim.planner.fast_closed`; ``closed=False`` takes the array path for it, as
-    the tests that hold the two to each other do)."""
+    the tests that hold the two to each other do). ``closed_only``: decline any other
+    move (a move of a few dozen slots, which the walk plans faster)."""
     if pmc.for_stack:
         raise Declined("exec stack move (overlapping ranges)")
     if pmc.old.is_hugetlb:
@@ -264,6 +268,8 @@ def plan_move(target: Target, pt: PageTables, pmc, *, phase: int = S.MOVE, cpus:
         out = plan_regular_closed(target, pt, pmc, gates, phase, cpus, lazy_cpus, fail_alloc_at)
         if out is not None:
             return out
+    if closed_only:
+        raise Declined("not a closed-form move (walked)")
     call = MoveCall(phase, cpus, lazy_cpus, fail_alloc_at)
     geo = _geometry(target, pmc)
     ent = _read_entries(target, pt, geo, pmc.old.backing == "anon")

@@ -148,9 +148,11 @@ def do_munmap(target: Target, space: AddressSpace, start: int, length: int, log:
 
 
 def _do_munmap(target: Target, space: AddressSpace, tables: CallTables, start: int,
-               length: int, log: S.StepLog, phase: int, options: PlanOptions) -> AddressSpace:
+               length: int, log: S.StepLog, phase: int, options: PlanOptions,
+               closed_first: bool = False) -> AddressSpace:
     """:func:`do_munmap` on the call's ``tables``: returns the space with the VMAs after it
-    (``space`` itself when nothing is mapped there) and the page tables it had."""
+    (``space`` itself when nothing is mapped there) and the page tables it had.
+    ``closed_first`` as for :func:`~perfsim.planner.unmap.unmap_region`."""
     end = start + length
     hit = space.intersecting(start, end)
     if not hit:
@@ -162,7 +164,7 @@ def _do_munmap(target: Target, space: AddressSpace, tables: CallTables, start: i
     region = UnmapRegion(start, end, prev.end if prev else 0, nxt.start if nxt else 0,
                          (min(start, hit[0].start), max(end, hit[-1].end)), forcing, not_anon)
     unmap_region(target, tables, region, log, phase, cpus=space.cpus,
-                 lazy_cpus=space.lazy_cpus, options=options)
+                 lazy_cpus=space.lazy_cpus, options=options, closed_first=closed_first)
     return rest
 
 
@@ -183,9 +185,10 @@ def get_unmapped_area(space: AddressSpace, length: int, hint: int | None) -> int
 
 # ------------------------------------------------------------------------ the call
 
-def _munmap(vrm: VmaRemap, start: int, length: int, phase: int) -> None:
+def _munmap(vrm: VmaRemap, start: int, length: int, phase: int,
+            closed_first: bool = False) -> None:
     vrm.space = _do_munmap(vrm.target, vrm.space, vrm.tables, start, length, vrm.log, phase,
-                           vrm.options)
+                           vrm.options, closed_first)
 
 
 def shrink_vma(vrm: VmaRemap) -> None:
@@ -255,7 +258,8 @@ def move_vma(vrm: VmaRemap) -> int:
     if vrm.dontunmap:
         dontunmap_complete(vrm, new_vma)
     else:
-        _munmap(vrm, old_addr, old_len, S.UNMAP_SRC)
+        # (the source of a vectorised move: its unmap tries the closed form first)
+        _munmap(vrm, old_addr, old_len, S.UNMAP_SRC, planner == "fast")
     return new_addr
 
 

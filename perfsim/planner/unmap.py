@@ -596,13 +596,15 @@ def _free_arrays(target: Target, arr: _Arrays, start: int, end: int, floor: int,
 def unmap_arrays(target: Target, pt: PageTables, start: int, end: int, floor: int,
                  ceiling: int, win_start: int, win_end: int, tlb: MmuGather,
                  forcing: tuple[tuple[int, int], ...] = (),
-                 not_anon: tuple[tuple[int, int], ...] = (), *, closed: bool = True):
+                 not_anon: tuple[tuple[int, int], ...] = (), *, closed: bool = True,
+                 closed_only: bool = False):
     """:func:`zap_range` then :func:`free_pgd_range` on the arrays of ``pt``, with no Python
     work per PMD slot (except where :func:`_zap_pmd_entries` needs it). ``[win_start,
     win_end)`` is the range the walk's window would cover (its PUD-slot rounding bounds what
     the top-level test can see); ``forcing`` and ``not_anon`` as for :func:`zap_range`.
     A range of empty PTE tables (the source after a move) is unmapped in closed form
-    (:func:`~perfsim.planner.fast_unmap.unmap_moved_source`) unless ``closed`` is False.
+    (:func:`~perfsim.planner.fast_unmap.unmap_moved_source`) unless ``closed`` is False;
+    with ``closed_only``, any other range returns None (the caller walks it).
 
     Returns ``(new page tables, pages zapped, tables freed)``; ``tlb`` is updated exactly as
     the walk updates it.
@@ -611,7 +613,7 @@ def unmap_arrays(target: Target, pt: PageTables, start: int, end: int, floor: in
         from perfsim.planner.fast_unmap import unmap_moved_source
 
         out = unmap_moved_source(target, pt, start, end, floor, ceiling, win_start, win_end, tlb)
-        if out is not None:
+        if out is not None or closed_only:
             return out
     arr = _Arrays.of(pt)
     spans: list[tuple[int, int]] = []
@@ -688,24 +690,35 @@ def zap_spans(vmas, start: int, end: int) -> tuple[tuple, tuple]:
 
 
 def unmap_region(target: Target, tables: CallTables, region: UnmapRegion, log: S.StepLog,
-                 phase: int, *, cpus: int, lazy_cpus: int, options: PlanOptions = DEFAULT) -> None:
+                 phase: int, *, cpus: int, lazy_cpus: int, options: PlanOptions = DEFAULT,
+                 closed_first: bool = False) -> None:
     """``unmap_region``: zap the PTEs of the range, free the page tables between the
     neighbours, and flush as the ``mmu_gather`` does, on the call's page tables ``tables``.
 
     ``PlanOptions.walks`` chooses the slot-by-slot walk (in the call's open window) or the
-    array driver (by default the walk for small ranges; same rows and state, the tests
-    hold them to that)."""
+    array driver (by default the walk for small ranges and for ranges of a few dozen slots,
+    ``PlanOptions.walks_unless_closed``; same rows and state, the tests hold them to that).
+    ``closed_first``: the range's tables were just planned by the vectorised path (the
+    closed-form move of this source), so a range of a few dozen slots tries the driver's
+    closed form before it walks (a walk would first read the moved state into a window)."""
     start, end = region.start, region.end
     tlb = MmuGather(start)
-    if options.walks(target.arch.pmd_shift, start, end):
+    shift = target.arch.pmd_shift
+    got = None
+    if not options.walks(shift, start, end):
+        few = options.walks_unless_closed(shift, start, end)
+        if closed_first or not few:
+            # (a declined closed form leaves tlb untouched: the walk then starts afresh)
+            got = unmap_arrays(target, tables.value(), start, end, region.floor,
+                               region.ceiling, region.span[0], region.span[1], tlb,
+                               region.forcing, region.not_anon, closed_only=few)
+    if got is None:
         win = tables.window(*region.span)
         zapped = zap_range(target, win, start, end, tlb, region.forcing, region.not_anon)
         freed = free_pgd_range(target, win, start, end, region.floor, region.ceiling, tlb,
                                visible=region.span)
     else:
-        out, zapped, freed = unmap_arrays(target, tables.value(), start, end, region.floor,
-                                          region.ceiling, region.span[0], region.span[1], tlb,
-                                          region.forcing, region.not_anon)
+        out, zapped, freed = got
         tables.set_value(out)
     tlb_finish_mmu(target, tlb, log, phase, start, end, zapped, freed, cpus=cpus,
                    lazy_cpus=lazy_cpus)
