@@ -17,9 +17,11 @@ on three targets, plus random single-VMA moves, shrinks, expands, non-fixed and
 DONTUNMAP moves, mapped destinations, multi-VMA moves, injected allocation failures and
 exec stack moves over six kernels and four architectures) is planned with the default
 options and with ``PlanOptions("reference")``; every field of each plan (errno, result,
-moved ranges, note, planner, every step column with its dtype, the rmap lock names per
-row, the VMAs and page-table contents after) is hashed. ``--against TREE`` prints the
-first case whose digest differs; exit status 1 if any does. Not timed.
+moved ranges, note, every step column with its dtype, the rmap lock names per row, the
+VMAs and page-table contents after) is hashed, and the plan's ``planner`` labels (which
+path planned it and each moved range: not a result) are kept beside the hash.
+``--against TREE`` prints the first cases whose digest differs and how many plans were
+made by another path with the same result; exit status 1 if any result differs. Not timed.
 """
 
 from __future__ import annotations
@@ -162,16 +164,16 @@ def _random_cases(rng: random.Random, n: int):
         yield space, req, t
 
 
-def _plan_digest(plan) -> str:
+def _plan_digest(plan) -> tuple[str, str]:
+    """(the hash of every result field of ``plan``, its planner labels)."""
     import numpy as np
 
     from perfsim.planner import steps as S
 
     h = hashlib.sha256()
     h.update(repr((plan.errno, plan.result_addr, plan.realigned, plan.progress_bytes,
-                   plan.need_rmap_locks, plan.planner, plan.note,
-                   [m.to_json() for m in plan.moved], [m.realign for m in plan.moved],
-                   [m.planner for m in plan.moved])).encode())
+                   plan.need_rmap_locks, plan.note,
+                   [m.to_json() for m in plan.moved], [m.realign for m in plan.moved])).encode())
     st = plan.steps
     h.update(str(len(st)).encode())
     for name in S.ADDR_COLUMNS + S.INT_COLUMNS:
@@ -189,7 +191,7 @@ def _plan_digest(plan) -> str:
         h.update(arr.dtype.str.encode())
         h.update(np.ascontiguousarray(arr).tobytes())
     h.update(repr(sorted(pt.pud_tables)).encode())
-    return h.hexdigest()[:16]
+    return h.hexdigest()[:16], " ".join([plan.planner] + [m.planner for m in plan.moved])
 
 
 def digests(random_cases: int) -> list[tuple[str, str]]:
@@ -210,7 +212,7 @@ def digests(random_cases: int) -> list[tuple[str, str]]:
                 p = plan_mremap(space, req, t) if opt is None else plan_mremap(space, req, t, opt)
                 d = _plan_digest(p)
             except Exception as e:  # noqa: BLE001 - an error is part of the behaviour
-                d = f"error {type(e).__name__}: {e}"
+                d = (f"error {type(e).__name__}: {e}", "")
             out.append((f"case {i} {'auto' if opt is None else 'reference'} {t.kernel.version} "
                         f"{t.arch.name} {req}", d))
     return out
@@ -249,12 +251,15 @@ def main() -> None:
               f"{hashlib.sha256(repr(mine).encode()).hexdigest()[:16]}")
         if a.against:
             old = got[0]
-            diff = [(o, m) for o, m in zip(old, mine) if o != m]
+            diff = [(o, m) for o, m in zip(old, mine) if o[0] != m[0] or o[1][0] != m[1][0]]
+            other_path = sum(o[1][0] == m[1][0] and o[1][1] != m[1][1]
+                             for o, m in zip(old, mine) if o[0] == m[0])
             if len(old) != len(mine):
                 print(f"DIFFERENT number of plans: {len(old)} vs {len(mine)}")
             for o, m in diff[:5]:
                 print(f"DIFFERS {o[0]}\n  {o[1]}\n  {m[1]}")
-            print(f"{len(mine) - len(diff)} of {len(mine)} plans identical to {a.against}")
+            print(f"{len(mine) - len(diff)} of {len(mine)} plans identical to {a.against}"
+                  f" ({other_path} of them planned by another path: planner labels differ)")
             if diff or len(old) != len(mine):
                 raise SystemExit(1)
         return
