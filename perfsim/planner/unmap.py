@@ -610,9 +610,7 @@ def unmap_arrays(target: Target, pt: PageTables, start: int, end: int, floor: in
     the walk updates it.
     """
     if closed:
-        from perfsim.planner.fast_unmap import unmap_moved_source
-
-        out = unmap_moved_source(target, pt, start, end, floor, ceiling, win_start, win_end, tlb)
+        out = _fast_unmap.unmap_moved_source(target, pt, start, end, floor, ceiling, win_start, win_end, tlb)
         if out is not None or closed_only:
             return out
     arr = _Arrays.of(pt)
@@ -722,3 +720,8 @@ def unmap_region(target: Target, tables: CallTables, region: UnmapRegion, log: S
         tables.set_value(out)
     tlb_finish_mmu(target, tlb, log, phase, start, end, zapped, freed, cpus=cpus,
                    lazy_cpus=lazy_cpus)
+
+
+# At the end: fast_unmap reads this module's predicates (free_range_bounds, free_*_table),
+# so it is bound once here, whichever of the two is imported first, not looked up per call.
+import perfsim.planner.fast_unmap as _fast_unmap  # noqa: E402
