@@ -94,6 +94,9 @@ def _words_to_int(row: np.ndarray) -> int:
 
 
 _POPULATE_KW = frozenset(("every", "fraction", "seed", "thp", "pud_leaf"))
+#: :meth:`PageTables.populate`'s keyword defaults, in its parameter order (what
+#: :meth:`PageTables.populate_each` passes for a keyword not given).
+_POPULATE_DEFAULTS = {"every": 1, "fraction": 1.0, "seed": 0, "thp": False, "pud_leaf": False}
 
 #: :meth:`PageTables.populate` of at most this many PMD slots, on a state of at most this
 #: many PMD and PUD entries, runs on Python integers (:meth:`PageTables._populate_small`).
@@ -119,9 +122,10 @@ def _drawn_rows(seed: int, n_slots: int, drawn: list[int], ptrs: int,
     return rows
 
 
-def _check_range(a: ArchProfile, start: int, end: int) -> None:
-    """What :meth:`PageTables.populate` accepts: a non-empty, page-aligned range."""
-    if start % a.page_size or end % a.page_size or end <= start:
+def _check_range(page_shift: int, start: int, end: int) -> None:
+    """What :meth:`PageTables.populate` accepts: a non-empty, page-aligned range (pages of
+    ``1 << page_shift`` bytes)."""
+    if (start | end) & ((1 << page_shift) - 1) or end <= start:
         raise ValueError("populate: range must be non-empty and page aligned")
 
 
@@ -319,11 +323,15 @@ class PageTables:
         arrays, the entries as read), so :meth:`replace_window` does no work for what did
         not change."""
         d = self.__dict__
-        ps_, ptrs, pmd_shift, pud_shift, shift, _ = d.get("_g") or self._geo()
+        _, ptrs, _, pud_shift, shift, _ = d.get("_g") or self._geo()
         lo = start >> pud_shift
         hi = ((end - 1) >> pud_shift) + 1
         li = d.get("_lists")
-        if self._is_small():
+        if li is not None and "_rows" in d:  # a small state's own lists (_SmallState.takes)
+            small = len(li[2]) <= SMALL_SLOTS and len(li[0]) <= SMALL_SLOTS
+        else:
+            small = self._is_small()
+        if small:
             # a few entries: Python lists and bisect (cheaper than numpy calls)
             pud_l, pudk_l, pmd_l, pmdk_l, row_l = li or self._lists_of()
             j0, j1 = bisect_left(pud_l, lo), bisect_left(pud_l, hi)
@@ -350,8 +358,11 @@ class PageTables:
                 pmd[slot] = (kind, m)
             else:
                 pmd[slot] = (kind, full)
-        return Window(lo, hi, set(self.pud_tables), pud, pmd,
-                      (self, lo, hi, pud.copy(), pmd.copy(), j0, j1, i0, i1))
+        # (the Window's fields set at once: what its dataclass __init__ sets, in one update)
+        win = _new_window(Window)
+        win.__dict__.update(lo=lo, hi=hi, pud_tables=set(self.pud_tables), pud=pud, pmd=pmd,
+                            _read=(self, lo, hi, pud.copy(), pmd.copy(), j0, j1, i0, i1))
+        return win
 
     def _geo(self) -> tuple:
         """Page shift, PTEs per table, PMD shift, PUD shift, PMD slots per PUD slot (as a
@@ -512,7 +523,7 @@ class PageTables:
         (``tests/test_t13_mm_populate.py``).
         """
         a = self.arch
-        _check_range(a, start, end)
+        _check_range(a.page_shift, start, end)
         if _SmallState.takes(self) and (((end - 1) >> a.pmd_shift) - (start >> a.pmd_shift)
                                           < SMALL_SLOTS):
             return self._populate_small(start, end, every, fraction, seed, thp, pud_leaf)
@@ -632,19 +643,20 @@ class PageTables:
         turn; the state in between is kept as Python lists while it stays small (one array
         built per field at the end, the arrays the chained calls build)."""
         pt, st = self, None
-        pmd_shift = self.arch.pmd_shift
+        g = self.__dict__.get("_g") or self._geo()
+        page_shift, pmd_shift = g[0], g[2]
         for start, end, kw in ranges:
-            _check_range(pt.arch, start, end)
+            _check_range(page_shift, start, end)
             if (st is None and ((end - 1) >> pmd_shift) - (start >> pmd_shift) < SMALL_SLOTS
                     and _SmallState.takes(pt)):
                 # (a range of more slots goes the array way at once, from the state as is)
                 st = _SmallState(pt)
-            if not kw.keys() <= _POPULATE_KW:
+            if kw and not _POPULATE_KW.issuperset(kw):
                 raise TypeError(f"populate() got unexpected keyword arguments "
                                 f"{sorted(kw.keys() - _POPULATE_KW)}")
             if st is not None and st.small(start, end):
-                st.populate(start, end, kw.get("every", 1), kw.get("fraction", 1.0),
-                            kw.get("seed", 0), kw.get("thp", False), kw.get("pud_leaf", False))
+                # (every, fraction, seed, thp, pud_leaf: the defaults with kw's values)
+                st.populate(start, end, *{**_POPULATE_DEFAULTS, **kw}.values())
                 continue
             if st is not None:
                 pt, st = st.freeze(), None
@@ -728,6 +740,9 @@ class Window:
     #: entries, j0, j1, i0, i1)``, the window's entries as read and its bounds in the
     #: state's arrays (``pud_idx[j0:j1]``, ``pmd_idx[i0:i1]``); None for a window made by hand.
     _read: tuple | None = field(default=None, repr=False, compare=False)
+
+
+_new_window = object.__new__
 
 
 class _SmallState:
