@@ -11,8 +11,12 @@ import numpy as np
 import pytest
 
 from perfsim.mm.pagetable import _POPULATE_DEFAULTS, _POPULATE_KW, PageTables, _check_range
+from perfsim.mm.space import AddressSpace
 from perfsim.mm.vma import BACKINGS, Vma
-from perfsim.profiles import load_arch
+from perfsim.planner.gather import _finish_tables
+from perfsim.planner.steps import ROW_FIELDS, StepLog
+from perfsim.planner.tlb import Flush, flush_range, flush_span
+from perfsim.profiles import load_arch, resolve_target
 
 
 def _random_vma(rng) -> Vma:
@@ -117,3 +121,90 @@ def test_a_small_states_window_is_the_window_of_its_eager_arrays(arch_name, seed
         assert got.pud is not got._read[3] and got.pmd is not got._read[4]
         assert got.pud_tables is not small.pud_tables
         assert small.replace_window(got) is small
+
+
+# ---------------------------------------------------------------- mm/space.py
+def test_with_vma_added_drops_the_vmas_equal_to_one_without_not_only_the_same_objects():
+    rng = np.random.default_rng(7)
+    page = 4096
+    for _ in range(300):
+        vmas, at = [], int(rng.integers(1, 64)) * page
+        for _ in range(int(rng.integers(1, 7))):
+            length = int(rng.integers(1, 32)) * page
+            vmas.append(Vma(at, at + length, name=f"v{at}", pgoff=int(rng.integers(3))))
+            at += length + int(rng.choice([0, page, 5 * page]))
+        space = AddressSpace(vmas, PageTables.empty(load_arch("x86_64")))
+        without = []
+        for v in space.vmas:
+            k = int(rng.integers(4))
+            if k == 1:
+                without.append(v)  # the same object
+            elif k == 2:
+                without.append(v.with_range(v.start, v.end))  # an equal copy
+            elif k == 3:  # the same start, another field: not equal, the VMA stays
+                without.append(v.with_range(v.start, v.end, v.pgoff + 1))
+        start = int(rng.integers(0, 400)) * page
+        vma = Vma(start, start + int(rng.integers(1, 40)) * page, name="new")
+        try:
+            got = space.with_vma_added(vma, without=tuple(without))
+        except ValueError as e:
+            got = str(e)
+        try:
+            want = space.with_vmas([v for v in space.vmas if v not in without] + [vma])
+        except ValueError as e:
+            want = str(e)
+        if isinstance(want, str):
+            assert got == want
+        else:
+            assert got == want and got._starts == want._starts and got.__dict__ == want.__dict__
+
+
+# ---------------------------------------------------------------- planner/steps.py
+@pytest.mark.parametrize("seed", range(10))
+def test_add_row_appends_the_row_add_appends(seed):
+    rng = np.random.default_rng(seed)
+    flushes = [None, Flush(full=False, pages=3, ipis=2), Flush(full=True, pages=0, ipis=0)]
+    names = ("ptes", "slots", "batches", "alloc_p4d", "alloc_pud", "alloc_pmd", "alloc_pte",
+             "freed")
+    a, b = StepLog(), StepLog()
+    for _ in range(50):
+        phase, kind = int(rng.integers(5)), int(rng.integers(16))
+        pos = [int(x) for x in rng.integers(0, 1 << 40, 3)]
+        counts = [int(x) for x in rng.integers(0, 600, len(names))]
+        flush = flushes[int(rng.integers(3))]
+        rmap = (("i_mmap:f",), (), ("i_mmap:f", "anon_vma:a"))[int(rng.integers(3))]
+        ptl, notifier = int(rng.integers(3)), int(rng.integers(2))
+        a.add(phase, kind, *pos, **dict(zip(names, counts)), flush=flush, rmap=rmap, ptl=ptl,
+              notifier=notifier)
+        b.add_row(phase, kind, *pos, *counts, flush, rmap, ptl, notifier)
+    assert a.rows == b.rows and a.lock_names == b.lock_names
+    fa, fb = a.freeze(), b.freeze()
+    for k in ROW_FIELDS:
+        assert fa.cols[k].tolist() == fb.cols[k].tolist()
+
+
+def test_add_row_takes_adds_parameters_in_adds_order():
+    add = [p.name for p in inspect.signature(StepLog.add).parameters.values()]
+    row = [p.name for p in inspect.signature(StepLog.add_row).parameters.values()]
+    assert row == add
+
+
+# ---------------------------------------------------------------- planner/gather.py
+@pytest.mark.parametrize("target_name", [("6.18", "x86_64"), ("6.1", "arm64-4k"), ("7.3", "riscv-sv39")])
+def test_finish_tables_give_flush_spans_flush(target_name):
+    target = resolve_target(*target_name)
+    a = target.arch
+    rng = np.random.default_rng(3)
+    for cpus, lazy in ((1, 0), (4, 0), (4, 2), (64, 8)):
+        tables = _finish_tables(target, cpus, lazy)
+        assert _finish_tables(target, cpus, lazy) is tables
+        for shift in (a.page_shift, a.pmd_shift, a.pud_shift, a.p4d_shift):
+            for freed in (False, True):
+                spans = [a.page_size, a.pmd_size, 3 * a.pmd_size + a.page_size]
+                spans += [int(x) * a.page_size for x in rng.integers(1, 1 << 20, 20)]
+                for span in spans:
+                    assert tables[shift, freed][span] == flush_span(
+                        target, span, stride_shift=shift, cpus=cpus, lazy_cpus=lazy,
+                        freed_tables=freed) == flush_range(
+                        target, 0, span, stride_shift=shift, cpus=cpus, lazy_cpus=lazy,
+                        freed_tables=freed)

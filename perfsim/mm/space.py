@@ -129,8 +129,14 @@ class AddressSpace:
         (the same VMA order, the same ``ValueError`` on an overlap), with ``vma`` put in
         place by bisection and checked against its two neighbours only (the others are
         this space's, sorted and apart already)."""
-        kept = [v for v in self.vmas if v not in without] if without else list(self.vmas)
-        starts = [v.start for v in kept]
+        if without:
+            # (``v in without`` holds only for a VMA starting where one of them starts: equal
+            # VMAs have equal starts; the dataclass ``==`` of all fields runs only for those)
+            at = {w.start for w in without}
+            kept = [v for v in self.vmas if v.start not in at or v not in without]
+            starts = [v.start for v in kept]
+        else:
+            kept, starts = list(self.vmas), list(self._starts)
         i = bisect.bisect_right(starts, vma.start)
         pairs = []
         if i:
