@@ -208,3 +208,25 @@ def test_finish_tables_give_flush_spans_flush(target_name):
                         freed_tables=freed) == flush_range(
                         target, 0, span, stride_shift=shift, cpus=cpus, lazy_cpus=lazy,
                         freed_tables=freed)
+
+
+def _intersecting_by_scan(space: AddressSpace, start: int, end: int) -> list[Vma]:
+    return [v for v in space.vmas if v.start < end and v.end > start] if end > start else []
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_intersecting_is_every_vma_overlapping_the_range_in_order(seed):
+    rng = np.random.default_rng(seed)
+    page = 4096
+    arch = load_arch("x86_64")
+    for _ in range(200):
+        vmas, at = [], int(rng.integers(0, 16)) * page
+        for _ in range(int(rng.integers(0, 8))):
+            length = int(rng.integers(1, 16)) * page
+            vmas.append(Vma(at, at + length))
+            at += length + int(rng.choice([0, 0, page, 7 * page]))
+        space = AddressSpace(vmas, PageTables.empty(arch))
+        for _ in range(20):
+            s = int(rng.integers(-2, at // page + 3)) * page + int(rng.choice([0, 0, 1, 100]))
+            e = s + int(rng.integers(-page, 20 * page))
+            assert space.intersecting(s, e) == _intersecting_by_scan(space, s, e)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import bisect
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 
 from perfsim.mm.pagetable import PageTables
@@ -75,15 +75,16 @@ class AddressSpace:
         """VMAs that intersect ``[start, end)`` (``find_vma_intersection`` and its kin)."""
         if end <= start:
             return []
-        vmas = self.vmas
-        i = max(bisect_right(self._starts, start) - 1, 0)
-        out = []
-        for j in range(i, len(vmas)):
-            v = vmas[j]
-            if v.start >= end:
-                break
-            if v.end > start:
-                out.append(v)
+        starts = self._starts
+        i = bisect_right(starts, start) - 1  # the last VMA starting at or below ``start``
+        if i < 0:
+            i = 0
+        # the VMAs from it to the first starting at or above ``end``: each after the first
+        # starts above ``start`` (so ends above it: the VMAs are sorted and apart); the first
+        # may end at or below ``start``
+        out = list(self.vmas[i:bisect_left(starts, end)])
+        if out and out[0].end <= start:
+            del out[0]
         return out
 
     def prev_vma(self, addr: int) -> Vma | None:
