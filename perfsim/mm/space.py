@@ -133,8 +133,13 @@ class AddressSpace:
         if without:
             # (``v in without`` holds only for a VMA starting where one of them starts: equal
             # VMAs have equal starts; the dataclass ``==`` of all fields runs only for those)
-            at = {w.start for w in without}
-            kept = [v for v in self.vmas if v.start not in at or v not in without]
+            if len(without) == 1:
+                w = without[0]
+                at = w.start
+                kept = [v for v in self.vmas if v is not w and not (v.start == at and v == w)]
+            else:
+                at = set(map(_start_of, without))
+                kept = [v for v in self.vmas if v.start not in at or v not in without]
             starts = [v.start for v in kept]
         else:
             kept, starts = list(self.vmas), list(self._starts)
