@@ -323,15 +323,11 @@ class PageTables:
         arrays, the entries as read), so :meth:`replace_window` does no work for what did
         not change."""
         d = self.__dict__
-        _, ptrs, _, pud_shift, shift, _ = d.get("_g") or self._geo()
+        ps_, ptrs, pmd_shift, pud_shift, shift, _ = d.get("_g") or self._geo()
         lo = start >> pud_shift
         hi = ((end - 1) >> pud_shift) + 1
         li = d.get("_lists")
-        if li is not None and "_rows" in d:  # a small state's own lists (_SmallState.takes)
-            small = len(li[2]) <= SMALL_SLOTS and len(li[0]) <= SMALL_SLOTS
-        else:
-            small = self._is_small()
-        if small:
+        if self._is_small():
             # a few entries: Python lists and bisect (cheaper than numpy calls)
             pud_l, pudk_l, pmd_l, pmdk_l, row_l = li or self._lists_of()
             j0, j1 = bisect_left(pud_l, lo), bisect_left(pud_l, hi)
@@ -358,11 +354,8 @@ class PageTables:
                 pmd[slot] = (kind, m)
             else:
                 pmd[slot] = (kind, full)
-        # (the Window's fields set at once: what its dataclass __init__ sets, in one update)
-        win = _new_window(Window)
-        win.__dict__.update(lo=lo, hi=hi, pud_tables=set(self.pud_tables), pud=pud, pmd=pmd,
-                            _read=(self, lo, hi, pud.copy(), pmd.copy(), j0, j1, i0, i1))
-        return win
+        return Window(lo, hi, set(self.pud_tables), pud, pmd,
+                      (self, lo, hi, pud.copy(), pmd.copy(), j0, j1, i0, i1))
 
     def _geo(self) -> tuple:
         """Page shift, PTEs per table, PMD shift, PUD shift, PMD slots per PUD slot (as a
@@ -740,9 +733,6 @@ class Window:
     #: entries, j0, j1, i0, i1)``, the window's entries as read and its bounds in the
     #: state's arrays (``pud_idx[j0:j1]``, ``pmd_idx[i0:i1]``); None for a window made by hand.
     _read: tuple | None = field(default=None, repr=False, compare=False)
-
-
-_new_window = object.__new__
 
 
 class _SmallState:
