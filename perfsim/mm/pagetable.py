@@ -94,6 +94,9 @@ def _words_to_int(row: np.ndarray) -> int:
 
 
 _POPULATE_KW = frozenset(("every", "fraction", "seed", "thp", "pud_leaf"))
+#: :meth:`PageTables.populate`'s keyword defaults, in its parameter order (what
+#: :meth:`PageTables.populate_each` passes for a keyword not given).
+_POPULATE_DEFAULTS = {"every": 1, "fraction": 1.0, "seed": 0, "thp": False, "pud_leaf": False}
 
 #: :meth:`PageTables.populate` of at most this many PMD slots, on a state of at most this
 #: many PMD and PUD entries, runs on Python integers (:meth:`PageTables._populate_small`).
@@ -119,9 +122,10 @@ def _drawn_rows(seed: int, n_slots: int, drawn: list[int], ptrs: int,
     return rows
 
 
-def _check_range(a: ArchProfile, start: int, end: int) -> None:
-    """What :meth:`PageTables.populate` accepts: a non-empty, page-aligned range."""
-    if start % a.page_size or end % a.page_size or end <= start:
+def _check_range(page_shift: int, start: int, end: int) -> None:
+    """What :meth:`PageTables.populate` accepts: a non-empty, page-aligned range (pages of
+    ``1 << page_shift`` bytes)."""
+    if (start | end) & ((1 << page_shift) - 1) or end <= start:
         raise ValueError("populate: range must be non-empty and page aligned")
 
 
@@ -512,7 +516,7 @@ class PageTables:
         (``tests/test_t13_mm_populate.py``).
         """
         a = self.arch
-        _check_range(a, start, end)
+        _check_range(a.page_shift, start, end)
         if _SmallState.takes(self) and (((end - 1) >> a.pmd_shift) - (start >> a.pmd_shift)
                                           < SMALL_SLOTS):
             return self._populate_small(start, end, every, fraction, seed, thp, pud_leaf)
@@ -632,19 +636,20 @@ class PageTables:
         turn; the state in between is kept as Python lists while it stays small (one array
         built per field at the end, the arrays the chained calls build)."""
         pt, st = self, None
-        pmd_shift = self.arch.pmd_shift
+        g = self.__dict__.get("_g") or self._geo()
+        page_shift, pmd_shift = g[0], g[2]
         for start, end, kw in ranges:
-            _check_range(pt.arch, start, end)
+            _check_range(page_shift, start, end)
             if (st is None and ((end - 1) >> pmd_shift) - (start >> pmd_shift) < SMALL_SLOTS
                     and _SmallState.takes(pt)):
                 # (a range of more slots goes the array way at once, from the state as is)
                 st = _SmallState(pt)
-            if not kw.keys() <= _POPULATE_KW:
+            if kw and not _POPULATE_KW.issuperset(kw):
                 raise TypeError(f"populate() got unexpected keyword arguments "
                                 f"{sorted(kw.keys() - _POPULATE_KW)}")
             if st is not None and st.small(start, end):
-                st.populate(start, end, kw.get("every", 1), kw.get("fraction", 1.0),
-                            kw.get("seed", 0), kw.get("thp", False), kw.get("pud_leaf", False))
+                # (every, fraction, seed, thp, pud_leaf: the defaults with kw's values)
+                st.populate(start, end, *{**_POPULATE_DEFAULTS, **kw}.values())
                 continue
             if st is not None:
                 pt, st = st.freeze(), None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import bisect
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 
 from perfsim.mm.pagetable import PageTables
@@ -75,15 +75,16 @@ class AddressSpace:
         """VMAs that intersect ``[start, end)`` (``find_vma_intersection`` and its kin)."""
         if end <= start:
             return []
-        vmas = self.vmas
-        i = max(bisect_right(self._starts, start) - 1, 0)
-        out = []
-        for j in range(i, len(vmas)):
-            v = vmas[j]
-            if v.start >= end:
-                break
-            if v.end > start:
-                out.append(v)
+        starts = self._starts
+        i = bisect_right(starts, start) - 1  # the last VMA starting at or below ``start``
+        if i < 0:
+            i = 0
+        # the VMAs from it to the first starting at or above ``end``: each after the first
+        # starts above ``start`` (so ends above it: the VMAs are sorted and apart); the first
+        # may end at or below ``start``
+        out = list(self.vmas[i:bisect_left(starts, end)])
+        if out and out[0].end <= start:
+            del out[0]
         return out
 
     def prev_vma(self, addr: int) -> Vma | None:
@@ -129,8 +130,19 @@ class AddressSpace:
         (the same VMA order, the same ``ValueError`` on an overlap), with ``vma`` put in
         place by bisection and checked against its two neighbours only (the others are
         this space's, sorted and apart already)."""
-        kept = [v for v in self.vmas if v not in without] if without else list(self.vmas)
-        starts = [v.start for v in kept]
+        if without:
+            # (``v in without`` holds only for a VMA starting where one of them starts: equal
+            # VMAs have equal starts; the dataclass ``==`` of all fields runs only for those)
+            if len(without) == 1:
+                w = without[0]
+                at = w.start
+                kept = [v for v in self.vmas if v is not w and not (v.start == at and v == w)]
+            else:
+                at = set(map(_start_of, without))
+                kept = [v for v in self.vmas if v.start not in at or v not in without]
+            starts = [v.start for v in kept]
+        else:
+            kept, starts = list(self.vmas), list(self._starts)
         i = bisect.bisect_right(starts, vma.start)
         pairs = []
         if i:

@@ -10,7 +10,7 @@ Backing = Literal["anon", "shmem", "file", "hugetlb"]
 BACKINGS: tuple[str, ...] = ("anon", "shmem", "file", "hugetlb")
 
 
-@dataclass(frozen=True, slots=True, init=False)
+@dataclass(frozen=True, init=False)
 class Vma:
     """One VMA ``[start, end)`` (bytes).
 
@@ -52,27 +52,14 @@ class Vma:
                  hugepage_size: int = 0, folio_size: int = 0, stack: bool = False,
                  name: str = "", uffd_mode: str = "", shared: bool = True) -> None:
         # The dataclass's own __init__ (same parameters and defaults, held to the fields by
-        # tests/test_t13_mm_space.py), setting each slot through its descriptor rather than
-        # the frozen class's generic object.__setattr__ (2-3x cheaper).
+        # tests/test_t13_mm_space.py), writing every field into the instance __dict__ at
+        # once rather than through the frozen class's generic object.__setattr__ per field.
         if end <= start:
             raise ValueError(f"VMA [{start:#x}, {end:#x}) is empty or inverted")
-        s = _SET
-        s[0](self, start)
-        s[1](self, end)
-        s[2](self, backing)
-        s[3](self, thp)
-        s[4](self, uffd_wp)
-        s[5](self, anon_vma)
-        s[6](self, pgoff)
-        s[7](self, file_id)
-        s[8](self, anon_id)
-        s[9](self, prot)
-        s[10](self, hugepage_size)
-        s[11](self, folio_size)
-        s[12](self, stack)
-        s[13](self, name)
-        s[14](self, uffd_mode)
-        s[15](self, shared)
+        self.__dict__.update(start=start, end=end, backing=backing, thp=thp, uffd_wp=uffd_wp,
+                             anon_vma=anon_vma, pgoff=pgoff, file_id=file_id, anon_id=anon_id,
+                             prot=prot, hugepage_size=hugepage_size, folio_size=folio_size,
+                             stack=stack, name=name, uffd_mode=uffd_mode, shared=shared)
 
     @property
     def length(self) -> int:
@@ -109,11 +96,18 @@ class Vma:
     def with_range(self, start: int, end: int, pgoff: int | None = None) -> Vma:
         """This VMA over ``[start, end)``, at page offset ``pgoff`` (kept when None), every
         other field kept: what ``dataclasses.replace(self, start=..., end=..., pgoff=...)``
-        gives (a split piece, a copy at a new address)."""
-        return Vma(start, end, self.backing, self.thp, self.uffd_wp, self.anon_vma,
-                   self.pgoff if pgoff is None else pgoff, self.file_id, self.anon_id,
-                   self.prot, self.hugepage_size, self.folio_size, self.stack, self.name,
-                   self.uffd_mode, self.shared)
+        gives (a split piece, a copy at a new address): this VMA's fields copied, the range
+        (and page offset) then set."""
+        if end <= start:
+            raise ValueError(f"VMA [{start:#x}, {end:#x}) is empty or inverted")
+        new = _new_vma(Vma)
+        d = new.__dict__
+        d.update(self.__dict__)
+        d["start"] = start
+        d["end"] = end
+        if pgoff is not None:
+            d["pgoff"] = pgoff
+        return new
 
     def replaced(self, **changes) -> Vma:
         """``dataclasses.replace(self, **changes)``: the same value, built from the fields in
@@ -124,8 +118,7 @@ class Vma:
         return Vma(*values)
 
 
-#: The setter of each field's slot, in field order, for :meth:`Vma.__init__`.
-_SET = tuple(Vma.__dict__[f.name].__set__ for f in fields(Vma))
+_new_vma = object.__new__
 _VALUES = attrgetter(*(f.name for f in fields(Vma)))
 _AT = {f.name: i for i, f in enumerate(fields(Vma))}
 assert all(f.init for f in fields(Vma)), "Vma.replaced builds a Vma from all its fields"

@@ -23,8 +23,10 @@ import numpy as np
 from perfsim.planner import steps as S
 from perfsim.planner.bitmaps import insert_sorted
 from perfsim.planner.pgtable_move import split_huge_pmd_row
-from perfsim.planner.tlb import flush_range, flush_span
+from perfsim.planner.tlb import flush_range, flush_span, span_flushes
 from perfsim.profiles import Target
+
+K_ZAP, K_FREE_TABLES = S.K_ZAP, S.K_FREE_TABLES
 
 PTE_TABLE, PMD_TABLE_PAGE, PUD_TABLE_PAGE = 1, 2, 3
 """Levels of a freed page-table page: a PTE table (freed with ``pte_free_tlb``, which marks
@@ -356,6 +358,40 @@ def _finish_constants(target: Target) -> tuple:
     return got[1]
 
 
+#: :func:`_finish_tables` memo: (id(target), cpus, lazy cpus) -> (target, {(stride shift,
+#: freed tables): its :func:`~perfsim.planner.tlb.span_flushes` table}). The target is
+#: kept, so its id names no other while it is here.
+_FINISH_TABLES: dict[tuple, tuple] = {}
+
+
+def _finish_tables(target: Target, cpus: int, lazy_cpus: int) -> dict:
+    """The :func:`~perfsim.planner.tlb.span_flushes` tables ``tlb_finish_mmu`` reads for
+    ``target`` and these CPUs, by ``(stride shift, freed tables)`` (filled as asked for):
+    one lookup per unmap instead of a five-keyword :func:`flush_span` call per flush."""
+    key = (id(target), cpus, lazy_cpus)
+    got = _FINISH_TABLES.get(key)
+    if got is None or got[0] is not target:
+        if len(_FINISH_TABLES) >= 256:
+            _FINISH_TABLES.clear()
+        got = _FINISH_TABLES[key] = (target, _SpanTables(target, cpus, lazy_cpus))
+    return got[1]
+
+
+class _SpanTables(dict):
+    """``(stride shift, freed tables) -> span_flushes(target, ...)``, filled on first use."""
+
+    __slots__ = ("_target", "_cpus", "_lazy")
+
+    def __init__(self, target: Target, cpus: int, lazy_cpus: int) -> None:
+        super().__init__()
+        self._target, self._cpus, self._lazy = target, cpus, lazy_cpus
+
+    def __missing__(self, key: tuple):
+        t = self[key] = span_flushes(self._target, stride_shift=key[0], cpus=self._cpus,
+                                     lazy_cpus=self._lazy, freed_tables=key[1])
+        return t
+
+
 def tlb_finish_mmu(target: Target, tlb: MmuGather, log: S.StepLog, phase: int, start: int, end: int,
            zapped: int, freed: int, *, cpus: int, lazy_cpus: int) -> None:
     """Record the zap and the flushes of the gather: the zap's huge PMD splits (a
@@ -374,18 +410,19 @@ def tlb_finish_mmu(target: Target, tlb: MmuGather, log: S.StepLog, phase: int, s
         for what, arg in tlb.events:
             if what == "split":
                 row = split_huge_pmd_row(target, cpus=cpus, lazy_cpus=lazy_cpus)
-                log.add(phase, row.kind, arg, 0, pmd_size, ptes=row.ptes, flush=row.flush,
-                        ptl=row.ptl)
+                log.add_row(phase, row.kind, arg, 0, pmd_size, row.ptes, 0, 0, 0, 0, 0, 0, 0,
+                            row.flush, (), row.ptl, 0)
                 continue
             z0, z1, ptes, s_, e_, shift = tlb.forced[arg]
             flush = flush_range(target, s_, e_, stride_shift=shift, cpus=cpus,
                                 lazy_cpus=lazy_cpus, freed_tables=False)
-            log.add(phase, S.K_ZAP, z0, 0, z1 - z0, ptes=ptes, flush=flush)
+            log.add_row(phase, K_ZAP, z0, 0, z1 - z0, ptes, 0, 0, 0, 0, 0, 0, 0, flush, (), 0, 0)
             forced_ptes += ptes
     if zapped:
         if zapped > forced_ptes or not tlb.forced:
             mark = tlb.zap_mark if tlb.forced else start
-            log.add(phase, S.K_ZAP, mark, 0, end - mark, ptes=zapped - forced_ptes)
+            log.add_row(phase, K_ZAP, mark, 0, end - mark, zapped - forced_ptes, 0, 0, 0, 0, 0,
+                        0, 0, None, (), 0, 0)
     zap_shift = tlb.tlb_get_unmap_shift(target)
     zap_start = tlb.start if zap_shift is not None else None
     run = tlb.table_run if tlb._table_arrays is None else None
@@ -424,21 +461,29 @@ def tlb_finish_mmu(target: Target, tlb: MmuGather, log: S.StepLog, phase: int, s
                 groups = table_flush_groups(addrs, levels, cuts, page_size)
             else:
                 groups = table_flush_groups_arrays(addrs, levels, cuts, page_size)
+    # (a flush depends on the span, not where it is: flush_span's answer, read from the
+    # span tables of this target and these CPUs for a Python int span)
+    tables = _finish_tables(target, cpus, lazy_cpus)
     if n == 0:
         if zap_start is not None:
-            flush = flush_span(target, tlb.end - zap_start, stride_shift=zap_shift, cpus=cpus,
-                               lazy_cpus=lazy_cpus, freed_tables=False)
-            log.add(phase, S.K_FREE_TABLES, start, 0, end - start, freed=0, flush=flush)
+            span = tlb.end - zap_start
+            flush = tables[zap_shift, False][span] if type(span) is int else \
+                flush_span(target, span, stride_shift=zap_shift, cpus=cpus,
+                           lazy_cpus=lazy_cpus, freed_tables=False)
+            log.add_row(phase, K_FREE_TABLES, start, 0, end - start, 0, 0, 0, 0, 0, 0, 0, 0,
+                        flush, (), 0, 0)
         return
     for i, (s_, e_, lv, k) in enumerate(groups):
         shift = shift_of[lv]
         if i == 0 and zap_start is not None:
             s_, e_ = min(s_, zap_start), max(e_, tlb.end)
             shift = min(shift, zap_shift)
-        # (a flush depends on the span, not where it is)
-        flush = flush_span(target, e_ - s_, stride_shift=shift, cpus=cpus, lazy_cpus=lazy_cpus,
-                           freed_tables=True)
-        log.add(phase, S.K_FREE_TABLES, start, 0, end - start, freed=k, flush=flush)
+        span = e_ - s_
+        flush = tables[shift, True][span] if type(span) is int else \
+            flush_span(target, span, stride_shift=shift, cpus=cpus, lazy_cpus=lazy_cpus,
+                       freed_tables=True)
+        log.add_row(phase, K_FREE_TABLES, start, 0, end - start, 0, 0, 0, 0, 0, 0, 0, k, flush,
+                    (), 0, 0)
 
 
 def table_flush_cuts(target: Target, batched: int, n: int, cap=...) -> list[int]:

@@ -113,6 +113,23 @@ class StepLog:
                               int(flush.full), flush.pages, flush.ipis, len(rmap), ptl, notifier))
         self.lock_names.append(rmap)
 
+    def add_row(self, phase: int, kind: int, old_addr: int, new_addr: int, length: int,
+                ptes: int, slots: int, batches: int, alloc_p4d: int, alloc_pud: int,
+                alloc_pmd: int, alloc_pte: int, freed: int, flush, rmap: tuple[str, ...],
+                ptl: int, notifier: int) -> None:
+        """:meth:`add` with every argument given by position, in :meth:`add`'s order (a
+        call binding seventeen positions costs less than one binding keywords): the same
+        row (``tests/test_t13c_layers.py`` holds the two to each other)."""
+        if flush is None:
+            self.rows.append((old_addr, new_addr, phase, kind, length, ptes, slots, batches,
+                              alloc_p4d, alloc_pud, alloc_pmd, alloc_pte, freed, 0, 0, 0, 0,
+                              len(rmap), ptl, notifier))
+        else:
+            self.rows.append((old_addr, new_addr, phase, kind, length, ptes, slots, batches,
+                              alloc_p4d, alloc_pud, alloc_pmd, alloc_pte, freed, 1,
+                              int(flush.full), flush.pages, flush.ipis, len(rmap), ptl, notifier))
+        self.lock_names.append(rmap)
+
     def append_block(self, block) -> None:
         """Append a frozen :class:`Steps` table or a :class:`PeriodicBlock` after the rows
         added so far, without converting it to Python tuples."""
