@@ -196,7 +196,8 @@ def move_page_tables(ctx: MoveContext, pmc: PageTableMoveControl) -> int:
     try_normal_pud = gates.normal_moves_tried and t.have_move_pud
     try_normal_pmd = gates.normal_moves_tried and t.have_move_pmd
     old_addr, new_addr = pmc.old_addr, pmc.new_addr
-    log.add(ph, S.K_NOTIFIER, old_addr, new_addr, old_end - old_addr, notifier=1)
+    log.add_row(ph, S.K_NOTIFIER, old_addr, new_addr, old_end - old_addr, 0, 0, 0, 0, 0, 0, 0,
+                0, None, (), 0, 1)
     extent = 0
     while True:
         # pmc_next / pmc_done: both addresses advance by the extent the body set; a break
@@ -210,7 +211,8 @@ def move_page_tables(ctx: MoveContext, pmc: PageTableMoveControl) -> int:
         extent = get_extent(pud_shift, old_addr, new_addr, old_end)
         pud = ctx.get_old_pud(old_addr)
         if pud == PUD_NONE:
-            log.add(ph, S.K_SKIP_PUD, old_addr, new_addr, extent)
+            log.add_row(ph, S.K_SKIP_PUD, old_addr, new_addr, extent, 0, 0, 0, 0, 0, 0, 0, 0,
+                        None, (), 0, 0)
             continue
         if (new_addr >> p4d_shift) not in has_pud_table and \
                 not ctx.alloc_new_pud(new_addr, counts):
@@ -291,8 +293,8 @@ def move_pgt_entry(ctx: MoveContext, gates: MoveGates, entry: str, old_addr: int
         if not moved:
             counts.clear()
     else:
-        ctx.log.add(ctx.phase, row.kind, old_addr, new_addr, length, ptes=row.ptes,
-                    flush=row.flush, rmap=row.locks, ptl=int(row.ptl))
+        ctx.log.add_row(ctx.phase, row.kind, old_addr, new_addr, length, row.ptes, 0, 0, 0, 0,
+                        0, 0, 0, row.flush, row.locks, int(row.ptl), 0)
     return moved
 
 
@@ -353,6 +355,6 @@ def move_ptes(ctx: MoveContext, gates: MoveGates, old_addr: int, new_addr: int, 
     if counts:  # (the allocations made for this extent)
         ctx.log.add(ctx.phase, S.K_PTE_MOVE, old_addr, new_addr, extent, ptes=present, slots=n,
                     batches=batches, flush=flush, rmap=gates.huge_locks, ptl=ptl, **counts)
-    else:  # (a call without ``**`` binds its keywords faster)
-        ctx.log.add(ctx.phase, S.K_PTE_MOVE, old_addr, new_addr, extent, ptes=present, slots=n,
-                    batches=batches, flush=flush, rmap=gates.huge_locks, ptl=ptl)
+    else:  # (by position: binds faster than keywords)
+        ctx.log.add_row(ctx.phase, S.K_PTE_MOVE, old_addr, new_addr, extent, present, n, batches,
+                        0, 0, 0, 0, 0, flush, gates.huge_locks, ptl, 0)

@@ -102,16 +102,10 @@ class StepLog:
             ptes: int = 0, slots: int = 0, batches: int = 0, alloc_p4d: int = 0, alloc_pud: int = 0,
             alloc_pmd: int = 0, alloc_pte: int = 0, freed: int = 0, flush=None,
             rmap: tuple[str, ...] = (), ptl: int = 0, notifier: int = 0) -> None:
-        """Append one row. ``flush`` is a :class:`~perfsim.planner.tlb.Flush` or None."""
-        if flush is None:
-            self.rows.append((old_addr, new_addr, phase, kind, length, ptes, slots, batches,
-                              alloc_p4d, alloc_pud, alloc_pmd, alloc_pte, freed, 0, 0, 0, 0,
-                              len(rmap), ptl, notifier))
-        else:
-            self.rows.append((old_addr, new_addr, phase, kind, length, ptes, slots, batches,
-                              alloc_p4d, alloc_pud, alloc_pmd, alloc_pte, freed, 1,
-                              int(flush.full), flush.pages, flush.ipis, len(rmap), ptl, notifier))
-        self.lock_names.append(rmap)
+        """Append one row. ``flush`` is a :class:`~perfsim.planner.tlb.Flush` or None
+        (:meth:`add_row` makes the row; hot loops call it directly)."""
+        self.add_row(phase, kind, old_addr, new_addr, length, ptes, slots, batches, alloc_p4d,
+                     alloc_pud, alloc_pmd, alloc_pte, freed, flush, rmap, ptl, notifier)
 
     def add_row(self, phase: int, kind: int, old_addr: int, new_addr: int, length: int,
                 ptes: int, slots: int, batches: int, alloc_p4d: int, alloc_pud: int,
