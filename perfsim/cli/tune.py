@@ -125,11 +125,13 @@ def build_spec(args):
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy  # noqa: F401 - this process, the figure process and the pool all use it
+
     from perfsim.report.figure_process import FigureProcess, worth_starting
 
-    # Forked first, before this process imports the search (pydantic models, numpy, pandas,
-    # SimPy, the planner: about half a second on one core), so that the figure's imports run
-    # on the other core meanwhile; it is told to exit (or dies with this process) whatever
+    # Forked first, before this process imports the search (pydantic models, SimPy, the
+    # planner: about a third of a second on one core), so that the figure's imports run on
+    # the other core meanwhile; it is told to exit (or dies with this process) whatever
     # happens next, bad input included.
     with FigureProcess() as figures:
         if worth_starting():
@@ -138,10 +140,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, figures) -> int:
-    from perfsim.tune import run_tune
+    from perfsim.batch.executors import paused_gc
 
-    spec = build_spec(args)
-    _check_workload_traces(spec)
+    with paused_gc():  # imports and validation: nothing to collect
+        from perfsim.tune import run_tune
+
+        spec = build_spec(args)
+        _check_workload_traces(spec)
     method = spec.method()
     if args.trials is not None and method != "optuna":
         raise PerfsimError(f"--trials: tune {spec.name!r} is searched as a grid of "
@@ -151,10 +156,13 @@ def _run(args: argparse.Namespace, figures) -> int:
     out = output_dir(Path(args.out) / f"tune-{spec.name}", "--out", args.force)
     if method == "optuna":
         check_output_dir(args.state_dir, "--state-dir")
+    from perfsim.tune.search import analysis_needs_scipy
+
     res = run_tune(spec, executor=args.executor, quiet=args.quiet, state_dir=args.state_dir,
                    trials=args.trials,
                    prefetch=REPORT_MODULES + (() if figures.proc else REPORT_IMPORTS),
-                   quantile=figures.t_quantile if figures.proc else None)
+                   quantile=(figures.t_quantile if figures.proc and analysis_needs_scipy(spec)
+                             else None))
     from perfsim.report.build import write_tune_report
     from perfsim.report.tables import tune_tables
 

@@ -1,0 +1,178 @@
+"""``perfsim tune`` as a whole command (issue 13, sixth pass): the pool's workers make no
+DataFrame, the command starts with nothing heavy loaded, imports run without the collector."""
+
+import gc
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+
+def _points(n_settings=3, count=4):
+    from perfsim.tune import parse_tune
+    from perfsim.tune.search import grid_settings, settings_points
+
+    spec = parse_tune({"name": "w", "workload": "ipi_storm", "seed": 11, "replications": 2,
+                       "set": {f"workload.streams.mover-{i}.count": count for i in range(4)},
+                       "knobs": {"arch.tlb.single_page_flush_ceiling":
+                                 [0, 33, 512][:n_settings]}}, "test")
+    return spec, settings_points(spec, grid_settings(spec))
+
+
+def _run(p):
+    from perfsim.workload.run import run_workload
+
+    res, m, _ = run_workload(p.workload, target=p.target, profile=p.profile,
+                             seed=np.random.SeedSequence(list(p.seed_entropy)),
+                             max_rows=p.max_rows)
+    return res, m
+
+
+def test_run_metrics_from_record_columns_are_run_metrics_from_dataframes():
+    from perfsim.tune.search import run_metrics
+
+    _, pts = _points()
+    for p in pts:
+        res, m = _run(p)
+        by_columns = run_metrics(res, m)
+        assert res.columns("holds") is not None  # the columns path was taken
+        res.holds, res.walker_waits  # noqa: B018 - the DataFrames made: now read from them
+        assert res.columns("holds") is None
+        assert run_metrics(res, m) == by_columns
+
+
+def test_run_metrics_of_a_run_without_holds_or_waits_are_zero_percentiles():
+    from perfsim.tune.search import run_metrics
+
+    class NoRows:
+        run_totals: dict = {}
+
+        def columns(self, name):
+            return {}
+
+    got = run_metrics(NoRows(), {"calls": 4, "ipis": 8})
+    assert got["rmap_hold_p99_ns"] == got["walker_wait_p99_ns"] == 0.0
+    assert got["ipis_per_call"] == 2.0
+
+
+def test_a_pool_worker_simulates_without_pandas():
+    code = textwrap.dedent("""
+        import sys
+        from perfsim.tune import parse_tune
+        from perfsim.tune.search import evaluate_batch, grid_settings, settings_points
+        spec = parse_tune({"name": "w", "workload": "ipi_storm", "replications": 2,
+                           "set": {"workload.streams.mover-0.count": 2},
+                           "knobs": {"arch.tlb.single_page_flush_ceiling": [0, 512]}}, "t")
+        rows = evaluate_batch(settings_points(spec, grid_settings(spec)))
+        assert all(r["status"] == "ok" for r in rows), rows
+        print("pandas" in sys.modules)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.stdout.strip() == "False", out.stderr
+
+
+def test_the_tune_search_module_loads_no_pandas():
+    code = "import sys, perfsim.tune; print('pandas' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.stdout.strip() == "False", out.stderr
+
+
+def test_the_command_line_starts_with_no_profile_model_loaded():
+    code = ("import sys, perfsim, perfsim.cli.main; "
+            "print(sorted(m for m in ('pydantic', 'numpy', 'perfsim.profiles') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert out.stdout.strip() == "[]", out.stderr
+
+
+@pytest.mark.parametrize("name", ["Target", "load_arch", "load_kernel", "resolve_target"])
+def test_the_package_names_are_the_profiles_names(name):
+    import perfsim
+    import perfsim.profiles
+
+    assert getattr(perfsim, name) is getattr(perfsim.profiles, name)
+    assert name in perfsim.__all__
+
+
+def test_an_unknown_package_name_is_an_attribute_error():
+    import perfsim
+
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        perfsim.nope  # noqa: B018
+
+
+def test_paused_gc_turns_the_collector_off_and_back_on():
+    from perfsim.batch.executors import paused_gc
+
+    assert gc.isenabled()
+    with paused_gc():
+        assert not gc.isenabled()
+        with paused_gc():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the inner block restores what it found
+    assert gc.isenabled()
+
+
+def test_paused_gc_leaves_a_disabled_collector_disabled():
+    from perfsim.batch.executors import paused_gc
+
+    gc.disable()
+    try:
+        with paused_gc():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_paused_gc_restores_the_collector_after_an_error():
+    from perfsim.batch.executors import paused_gc
+
+    with pytest.raises(ValueError), paused_gc():
+        raise ValueError("bad input")
+    assert gc.isenabled()
+
+
+def test_bad_input_leaves_the_collector_on(tmp_path):
+    from perfsim.cli.main import main
+
+    assert main(["tune", "--workload", "ipi_storm", "--knob", "no.such.knob=1,2",
+                 "--out", str(tmp_path), "--executor", "serial", "--quiet"]) == 2
+    assert gc.isenabled()
+
+
+def test_the_prefetch_thread_imports_with_the_collector_paused_and_restores_it():
+    import threading
+
+    from perfsim.batch.executors import prefetch_imports
+
+    seen = []
+    t = prefetch_imports(["json"])
+    t.join()
+    probe = threading.Thread(target=lambda: seen.append(gc.isenabled()))
+    probe.start()
+    probe.join()
+    assert seen == [True] and gc.isenabled()
+
+
+def test_the_analysis_needs_scipy_only_beyond_the_table(monkeypatch):
+    from perfsim.batch import t_table
+    from perfsim.tune import parse_tune
+    from perfsim.tune.search import analysis_needs_scipy
+
+    def spec(reps):
+        return parse_tune({"name": "s", "workload": "ipi_storm", "replications": reps,
+                           "knobs": {"arch.tlb.single_page_flush_ceiling": [0, 8]}}, "t")
+
+    monkeypatch.setattr(t_table, "installed_scipy_revision", lambda: t_table.SCIPY_REVISION)
+    assert not analysis_needs_scipy(spec(3))
+    assert not analysis_needs_scipy(spec(len(t_table.VALUES) + 1))
+    assert analysis_needs_scipy(spec(len(t_table.VALUES) + 2))
+    assert analysis_needs_scipy(spec(3), confidence=0.9)
+    monkeypatch.setattr(t_table, "installed_scipy_revision", lambda: "other")
+    assert analysis_needs_scipy(spec(3))
