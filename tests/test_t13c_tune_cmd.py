@@ -171,8 +171,58 @@ def test_the_analysis_needs_scipy_only_beyond_the_table(monkeypatch):
 
     monkeypatch.setattr(t_table, "installed_scipy_revision", lambda: t_table.SCIPY_REVISION)
     assert not analysis_needs_scipy(spec(3))
-    assert not analysis_needs_scipy(spec(len(t_table.VALUES) + 1))
-    assert analysis_needs_scipy(spec(len(t_table.VALUES) + 2))
+    assert not analysis_needs_scipy(spec(t_table.DF_MAX + 1))
+    assert analysis_needs_scipy(spec(t_table.DF_MAX + 2))
     assert analysis_needs_scipy(spec(3), confidence=0.9)
     monkeypatch.setattr(t_table, "installed_scipy_revision", lambda: "other")
     assert analysis_needs_scipy(spec(3))
+
+
+def test_the_tune_report_module_loads_no_study_runner():
+    code = ("import sys, perfsim.report.tune_report; "
+            "print(sorted(m for m in ('perfsim.report.runner', 'perfsim.report.study', "
+            "'perfsim.report.build', 'perfsim.report.explain', 'matplotlib') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_the_study_report_keeps_its_tune_names():
+    from perfsim.report import build, tune_report
+
+    assert build.tune_section is tune_report.tune_section
+    assert build.write_tune_report is tune_report.write_tune_report
+    assert build.TUNE_NOTES is tune_report.TUNE_NOTES
+
+
+def test_the_html_is_written_last_once_the_images_are_ready(tmp_path):
+    from perfsim.report.write import Document, write_document
+
+    (tmp_path / "data").mkdir()
+    seen = []
+
+    def ready():
+        seen.append(sorted(p.name for p in tmp_path.iterdir()))
+
+    doc = Document("t", "", [], [], {}, {}, {"date": "x"}, [])
+    write_document(doc, tmp_path, images_ready=ready)
+    assert seen == [["data", "provenance.json", "report.md"]]
+    assert (tmp_path / "index.html").is_file()
+
+
+def test_the_machine_line_reads_the_cpu_model_without_a_subprocess(monkeypatch):
+    import platform
+
+    from perfsim.report.provenance import machine
+
+    calls = []
+    monkeypatch.setattr(platform, "processor", lambda: calls.append(1) or "proc")
+    line = machine()
+    try:
+        has_model = any(ln.startswith("model name")
+                        for ln in open("/proc/cpuinfo").read().splitlines())
+    except OSError:
+        has_model = False
+    assert calls == ([] if has_model else [1])
+    assert line.count(" · ") == 4

@@ -35,9 +35,10 @@ REPORT_IMPORTS = ("matplotlib.figure", "matplotlib.backends.backend_agg")
 when no figure process (:mod:`perfsim.report.figure_process`) draws it."""
 
 
-REPORT_MODULES = ("perfsim.report.build", "perfsim.report.tables")
-"""The report writer (tables, findings, HTML; about 0.07 s of imports): loaded while a pool
-simulates, when this process only waits."""
+REPORT_MODULES = ("pandas", "perfsim.report.tune_report", "pyarrow.parquet")
+"""What the analysis and the report writer need (pandas, the tables, findings and HTML, the
+Parquet writer; about 0.25 CPU-s of imports): loaded while a pool simulates, when this
+process only waits."""
 
 
 def register(sub) -> None:
@@ -163,8 +164,8 @@ def _run(args: argparse.Namespace, figures) -> int:
                    prefetch=REPORT_MODULES + (() if figures.proc else REPORT_IMPORTS),
                    quantile=(figures.t_quantile if figures.proc and analysis_needs_scipy(spec)
                              else None))
-    from perfsim.report.build import write_tune_report
     from perfsim.report.tables import tune_tables
+    from perfsim.report.tune_report import write_tune_report
 
     out = write_tune_report(res, out, figures=figures)
     best = tune_tables(res)[0]

@@ -32,7 +32,7 @@ import threading
 from pathlib import Path
 
 IMPORTS = ("numpy", "matplotlib.pyplot", "matplotlib.backends.backend_agg",
-           "matplotlib.backends.backend_svg")
+           "matplotlib.backends.backend_svg", "perfsim.report.tune_figure")
 """What the child imports before it waits: the figure's drawing and its two formats. (scipy,
 about 0.12 CPU-s, only if asked for a t quantile :mod:`perfsim.batch.t_table` does not
 hold: ``perfsim tune`` asks the child only then.)"""
