@@ -226,3 +226,16 @@ def test_the_machine_line_reads_the_cpu_model_without_a_subprocess(monkeypatch):
         has_model = False
     assert calls == ([] if has_model else [1])
     assert line.count(" · ") == 4
+
+
+def test_simulation_keys_are_each_points_simulation_key():
+    from perfsim.tune import parse_tune
+    from perfsim.tune.search import grid_settings, settings_points, simulation_key, simulation_keys
+
+    spec = parse_tune({"name": "k", "workload": "ipi_storm", "seed": 2, "replications": 3,
+                       "knobs": {"arch.tlb.single_page_flush_ceiling": [0, 33],
+                                 "workload.streams.mover-0.count": [2, 5],
+                                 "cost.ipi_round_trip_ns": [1500, 4000]}}, "test")
+    pts = settings_points(spec, [{}]) + settings_points(spec, grid_settings(spec))
+    keys = simulation_keys(pts)
+    assert keys == [simulation_key(p) for p in pts]

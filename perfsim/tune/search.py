@@ -269,6 +269,22 @@ def simulation_key(p: Point) -> tuple:
             p.max_rows)
 
 
+def simulation_keys(points: list[Point]) -> list[tuple]:
+    """:func:`simulation_key` of every point, each distinct workload, target and cost
+    profile object's digest computed once (a workload's digest hashes its whole model, a
+    third of a millisecond; a tuning's points share a few such objects)."""
+    digests: dict[int, tuple] = {}  # id -> (object, digest); the object keeps its id unique
+
+    def digest(obj) -> str:
+        got = digests.get(id(obj))
+        if got is None:
+            got = digests[id(obj)] = (obj, obj.digest)
+        return got[1]
+
+    return [(digest(p.workload), digest(p.target), digest(p.profile), tuple(p.seed_entropy),
+             p.max_rows) for p in points]
+
+
 _SETTING_FIELDS = ("key", "cell", "replication")
 
 
@@ -308,22 +324,22 @@ def _run_points(points: list[Point], executor, bar, done: dict | None = None) ->
     (:func:`simulation_key`: a setting equal to the baseline, optuna asking for a setting
     again) are simulated once; ``done`` carries results between calls of one tuning."""
     done = {} if done is None else done
+    keys = simulation_keys(points)
     todo: dict[tuple, Point] = {}
-    for p in points:
-        k = simulation_key(p)
+    for p, k in zip(points, keys, strict=True):
         if k not in done and k not in todo:
             todo[k] = p
     fresh = list(todo.values())
     chunks = chunk_points(fresh, getattr(executor, "workers", 1))
-    by_key = {p.key: p for p in fresh}
+    by_key = {p.key: (k, p) for k, p in todo.items()}
     for res in executor.map_unordered(evaluate_batch, chunks):
         for r in res:
-            done[simulation_key(by_key[r["key"]])] = {**r, "_params": dict(by_key[r["key"]].params)}
+            k, p = by_key[r["key"]]
+            done[k] = {**r, "_params": dict(p.params)}
         if bar is not None:
             bar.update(len(res))
     rows = []
-    for p in points:
-        k = simulation_key(p)
+    for p, k in zip(points, keys, strict=True):
         first = todo.get(k) is p
         row = _relabel(done[k], p)
         if not first:
@@ -374,7 +390,7 @@ def tune_work(spec: TuneSpec, points: list[Point], trials: int | None = None
     has no ``count``): the distinct simulations of ``points`` for a grid; for optuna the
     baseline's plus ``trials`` (default ``search.trials``) × ``replications``, each making
     as many calls as the baseline's."""
-    fresh = {simulation_key(p): p for p in points}
+    fresh = dict(zip(simulation_keys(points), points, strict=True))
     sims = len(fresh)
     per = [expected_calls(p.workload) for p in fresh.values()]
     if spec.method() == "optuna":
