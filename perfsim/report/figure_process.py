@@ -78,6 +78,9 @@ def _serve(conn) -> None:
         gc.disable()  # imports: nothing to collect
         for m in IMPORTS:
             importlib.import_module(m)
+        from PIL import Image
+
+        Image.preinit()  # the image plugins Pillow loads at its first save (a PNG's)
         gc.enable()
         from perfsim.batch.stats import t_quantile
 

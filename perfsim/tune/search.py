@@ -366,9 +366,11 @@ feeding it costs about what 100 simulated calls do (0.6 ms each on ``ipi_storm``
 2026-12-01), a ``forkserver`` pool (a fresh interpreter importing perfsim and pandas) what
 1,000-2,000 do; a pool of two halves the rest. The rows are the same either way."""
 
-WORKER_IMPORTS = ("perfsim.engine.reuse", "perfsim.engine.pricing", "perfsim.engine.plan_cache")
+WORKER_IMPORTS = ("numpy.random", "numpy.ma", "perfsim.engine.reuse", "perfsim.engine.pricing",
+                  "perfsim.engine.plan_cache")
 """What a task's simulations import on first use, imported before the pool starts: a fork
-pool's workers then start with them instead of each importing them (about 0.03 CPU-s)."""
+pool's workers then start with them instead of each importing them (numpy.random and
+numpy.ma about 0.02 CPU-s, the engine modules 0.03)."""
 
 PREFETCH = ("scipy.special",)
 """What the analysis imports for t quantiles :mod:`~perfsim.batch.t_table` does not hold
