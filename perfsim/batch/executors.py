@@ -114,14 +114,23 @@ def paused_gc():
     """The cyclic garbage collector off for the block, then as it was. For a block that
     imports (pandas, the simulator: a few hundred thousand objects, none of them garbage):
     every collection during it would walk the objects imported so far for nothing (about
-    10% of ``perfsim tune``'s start-up imports on this machine, 2026-12-01). Nested blocks
-    restore the state they found."""
+    10% of ``perfsim tune``'s start-up imports on this machine, 2026-12-01).
+
+    At the end the objects tracked so far are moved to the oldest generation (``gc.freeze``
+    then ``gc.unfreeze``: no object is walked), where they would have gone had they
+    survived the collections the pause skipped: otherwise the first young collection after
+    the block walks them all, and a process forked after the block (a pool worker) pays
+    that walk again, touching every page it shares with its parent. A full collection
+    walks them as it walks any long-lived object; nothing is exempt from collection.
+    Nested blocks restore the state they found."""
     was = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
         if was:
+            gc.freeze()
+            gc.unfreeze()
             gc.enable()
 
 
