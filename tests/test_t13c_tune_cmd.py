@@ -257,3 +257,50 @@ def test_objects_made_in_a_paused_block_are_old_but_still_collected():
     assert gc.get_freeze_count() == 0  # none is exempt from collection...
     assert gc.collect() >= 2  # ...a full one frees the cycle
     assert len(kept) == 5_000
+
+
+def test_a_search_stopped_by_ctrl_c_does_not_wait_for_the_prefetch_thread(tmp_path,
+                                                                          monkeypatch):
+    """The loader is joined only after a completed search: a KeyboardInterrupt can leave
+    the import lock taken, and the command would then wait for the loader forever."""
+    import builtins
+    import threading
+
+    from perfsim.tune.search import run_tune
+
+    gate = threading.Event()
+    monkeypatch.setattr(builtins, "_t13c_gate", gate, raising=False)
+    (tmp_path / "t13c_slow_import.py").write_text("import builtins\n"
+                                                   "builtins._t13c_gate.wait(60)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    class Interrupted:
+        workers = 2
+
+        def map_unordered(self, fn, items):
+            raise KeyboardInterrupt
+
+    spec, _ = _points(n_settings=2, count=2)
+    before = set(threading.enumerate())
+    with pytest.raises(KeyboardInterrupt):
+        run_tune(spec, executor=Interrupted(), quiet=True, prefetch=("t13c_slow_import",))
+    loaders = [t for t in threading.enumerate() if t not in before]
+    assert [t.name for t in loaders] == ["perfsim-prefetch"]
+    assert loaders[0].is_alive()  # run_tune returned without waiting for it
+    gate.set()
+    loaders[0].join(60)
+    sys.modules.pop("t13c_slow_import", None)
+
+
+def test_closing_a_pool_kills_workers_its_shutdown_left_running(monkeypatch):
+    from perfsim.batch.executors import ProcessExecutor
+
+    ex = ProcessExecutor(2, start_method="auto")
+    assert sorted(ex.map_unordered(abs, [-1, -2])) == [1, 2]
+    workers = list(ex.pool._processes.values())
+    assert workers and all(w.is_alive() for w in workers)
+    shutdown = ex.pool.shutdown
+    monkeypatch.setattr(ex.pool, "shutdown", lambda **kw: None)  # leaves them running
+    ex.close()
+    assert not any(w.is_alive() for w in workers)
+    shutdown(wait=True, cancel_futures=True)

@@ -246,7 +246,16 @@ class ProcessExecutor(SerialExecutor):
                 yield f.result()
 
     def close(self) -> None:
+        """Shut the pool down (queued tasks cancelled) and wait for its workers. A worker
+        still alive afterwards is killed: after a Ctrl-C that reached both the command and
+        its workers, the pool can be left with idle workers nobody tells to exit, and
+        multiprocessing's exit handler would wait for them forever."""
+        workers = list((getattr(self.pool, "_processes", None) or {}).values())
         self.pool.shutdown(wait=True, cancel_futures=True)
+        for w in workers:
+            if w.is_alive():
+                w.kill()
+                w.join()
 
 
 class DaskExecutor(SerialExecutor):

@@ -478,8 +478,12 @@ def run_tune(spec: TuneSpec, *, executor=None, quiet: bool = False,
     finally:
         if own:
             ex.close()
-        if loader is not None:
-            loader.join()
+    if loader is not None:
+        # Waited for only once the search is done: when it stops early (Ctrl-C, an error),
+        # the daemon thread is left to the process's exit. A KeyboardInterrupt can land
+        # inside this thread's own import machinery while the loader imports (e.g. pandas),
+        # leaving the interpreter's import lock taken, and the loader would then never end.
+        loader.join()
     import pandas as pd
 
     runs = pd.DataFrame(rows).sort_values(["cell", "replication"], ignore_index=True)
