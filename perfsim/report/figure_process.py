@@ -72,16 +72,16 @@ def _serve(conn) -> None:
         _set_pdeathsig()
         if os.getppid() == 1:  # the command died before prctl took effect
             os._exit(1)
-        import gc
         import importlib
 
-        gc.disable()  # imports: nothing to collect
-        for m in IMPORTS:
-            importlib.import_module(m)
-        from PIL import Image
+        from perfsim.batch.executors import paused_gc
 
-        Image.preinit()  # the image plugins Pillow loads at its first save (a PNG's)
-        gc.enable()
+        with paused_gc():  # imports: nothing to collect, and nothing to walk later
+            for m in IMPORTS:
+                importlib.import_module(m)
+            from PIL import Image
+
+            Image.preinit()  # the image plugins Pillow loads at its first save (a PNG's)
         from perfsim.batch.stats import t_quantile
 
         while True:
