@@ -11,7 +11,6 @@ runs (:mod:`perfsim.workload`, :mod:`perfsim.batch`), calibration against the ho
 __version__ = "0.1.0"
 
 from perfsim.errors import PerfsimError  # noqa: E402
-from perfsim.profiles import Target, load_arch, load_kernel, resolve_target  # noqa: E402
 
 __all__ = [
     "PerfsimError", "Target", "load_arch", "load_kernel", "resolve_target", "__version__",
@@ -19,6 +18,10 @@ __all__ = [
 ]
 
 _LAZY = {
+    "Target": ("perfsim.profiles", "Target"),
+    "load_arch": ("perfsim.profiles", "load_arch"),
+    "load_kernel": ("perfsim.profiles", "load_kernel"),
+    "resolve_target": ("perfsim.profiles", "resolve_target"),
     "plan_mremap": ("perfsim.planner", "plan_mremap"),
     "MoveRequest": ("perfsim.planner", "MoveRequest"),
     "simulate": ("perfsim.engine", "simulate"),
@@ -28,7 +31,11 @@ _LAZY = {
 
 
 def __getattr__(name: str):
-    """Import the heavier layers (SimPy, pandas) only when they are used."""
+    """Import the layers behind these names only when one is used: the profiles (pydantic,
+    about 0.1 s), the planner, the engine (SimPy), the cost model. ``python -m perfsim``
+    imports this package first, so the command line starts with none of them loaded and
+    each command imports what it needs (``perfsim tune`` forks its figure process before
+    it imports the simulator)."""
     if name in _LAZY:
         import importlib
 

@@ -23,9 +23,17 @@ import numpy as np
 
 def t_quantile(p: float, df: int) -> float:
     """Student-t quantile: the ``p`` quantile of t with ``df`` degrees of freedom
-    (``scipy.special.stdtrit``, the inverse of the t CDF); nan below one degree of freedom."""
+    (``scipy.special.stdtrit``, the inverse of the t CDF); nan below one degree of freedom.
+    The 95% intervals' quantiles up to 1,000 degrees of freedom come from
+    :mod:`perfsim.batch.t_table` (scipy's own values, tabulated) where the scipy they were
+    taken from is installed, without importing scipy."""
     if df < 1:
         return float("nan")
+    from perfsim.batch.t_table import lookup
+
+    tabled = lookup(p, df)
+    if tabled is not None:
+        return tabled
     from scipy.special import stdtrit
 
     return float(stdtrit(df, p))
@@ -61,9 +69,10 @@ def replications_needed(sd: float, half_width: float, confidence: float = 0.95,
 
 
 def paired(a, b, confidence: float = 0.95, precision: float = 0.05,
-           quantile=t_quantile) -> dict:
+           quantile=t_quantile, needed: bool = True) -> dict:
     """Paired difference and ratio of two equally long samples (replication-aligned);
-    ``quantile`` as for :func:`mean_ci`."""
+    ``quantile`` as for :func:`mean_ci`. ``needed=False``: ``n_needed`` is not worked out
+    (-1; :func:`replications_needed` asks for a quantile per candidate count)."""
     a, b = np.asarray(a, float), np.asarray(b, float)
     ok = np.isfinite(a) & np.isfinite(b)
     a, b = a[ok], b[ok]
@@ -85,7 +94,7 @@ def paired(a, b, confidence: float = 0.95, precision: float = 0.05,
         "ratio": ratio, "ratio_lo": rlo, "ratio_hi": rhi,
         "sd_diff": sd,
         "n_needed": replications_needed(sd, precision * abs(mb), confidence,
-                                        quantile=quantile) if n >= 2 else -1,
+                                        quantile=quantile) if n >= 2 and needed else -1,
     }
 
 

@@ -35,9 +35,12 @@ REPORT_IMPORTS = ("matplotlib.figure", "matplotlib.backends.backend_agg")
 when no figure process (:mod:`perfsim.report.figure_process`) draws it."""
 
 
-REPORT_MODULES = ("perfsim.report.build", "perfsim.report.tables")
-"""The report writer (tables, findings, HTML; about 0.07 s of imports): loaded while a pool
-simulates, when this process only waits."""
+REPORT_MODULES = ("pandas", "perfsim.report.tune_report", "perfsim.report.tune_figure",
+                  "pyarrow.parquet", "pandas.core.arrays.arrow.extension_types",
+                  "pandas.io.formats.csvs")
+"""What the analysis and the report writer need (pandas, the tables, findings and HTML, the
+figure's data, the Parquet and CSV writers; about 0.25 CPU-s of imports): loaded while a
+pool simulates, when this process only waits."""
 
 
 def register(sub) -> None:
@@ -125,11 +128,19 @@ def build_spec(args):
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported once here, before any fork, rather than in each process that needs them:
+    # numpy (all), numpy.random (the pool's simulations, pandas) and numpy.ma (pandas,
+    # matplotlib, the simulations): about 0.08 CPU-s for numpy and 0.02 for the other two,
+    # per process (2026-12-01).
+    import numpy  # noqa: F401
+    import numpy.ma  # noqa: F401
+    import numpy.random  # noqa: F401
+
     from perfsim.report.figure_process import FigureProcess, worth_starting
 
-    # Forked first, before this process imports the search (pydantic models, numpy, pandas,
-    # SimPy, the planner: about half a second on one core), so that the figure's imports run
-    # on the other core meanwhile; it is told to exit (or dies with this process) whatever
+    # Forked first, before this process imports the search (pydantic models, SimPy, the
+    # planner: about a third of a second on one core), so that the figure's imports run on
+    # the other core meanwhile; it is told to exit (or dies with this process) whatever
     # happens next, bad input included.
     with FigureProcess() as figures:
         if worth_starting():
@@ -138,10 +149,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, figures) -> int:
-    from perfsim.tune import run_tune
+    from perfsim.batch.executors import paused_gc
 
-    spec = build_spec(args)
-    _check_workload_traces(spec)
+    with paused_gc():  # imports and validation: nothing to collect
+        from perfsim.tune import run_tune
+
+        spec = build_spec(args)
+        _check_workload_traces(spec)
     method = spec.method()
     if args.trials is not None and method != "optuna":
         raise PerfsimError(f"--trials: tune {spec.name!r} is searched as a grid of "
@@ -151,12 +165,15 @@ def _run(args: argparse.Namespace, figures) -> int:
     out = output_dir(Path(args.out) / f"tune-{spec.name}", "--out", args.force)
     if method == "optuna":
         check_output_dir(args.state_dir, "--state-dir")
+    from perfsim.tune.search import analysis_needs_scipy
+
     res = run_tune(spec, executor=args.executor, quiet=args.quiet, state_dir=args.state_dir,
                    trials=args.trials,
                    prefetch=REPORT_MODULES + (() if figures.proc else REPORT_IMPORTS),
-                   quantile=figures.t_quantile if figures.proc else None)
-    from perfsim.report.build import write_tune_report
+                   quantile=(figures.t_quantile if figures.proc and analysis_needs_scipy(spec)
+                             else None))
     from perfsim.report.tables import tune_tables
+    from perfsim.report.tune_report import write_tune_report
 
     out = write_tune_report(res, out, figures=figures)
     best = tune_tables(res)[0]

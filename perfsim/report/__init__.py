@@ -19,7 +19,7 @@ __all__ = [
     "write_report", "write_tune_report",
 ]
 
-_HOME = {"make_report": "build", "write_report": "build", "write_tune_report": "build",
+_HOME = {"make_report": "build", "write_report": "build", "write_tune_report": "tune_report",
          "StudyResults": "runner", "plan_tasks": "runner", "run_study": "runner",
          "CLASSES": "study", "Study": "study", "TraceCall": "study", "default_study": "study",
          "load_study": "study", "parse_study": "study", "export_call": "trace",

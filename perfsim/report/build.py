@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as _dt
 import sys
 from pathlib import Path
 
@@ -12,15 +11,9 @@ from perfsim.report.findings import generate, headline
 from perfsim.report.provenance import collect
 from perfsim.report.runner import StudyResults, run_study
 from perfsim.report.study import Study
-from perfsim.report.tables import build_tables, tune_tables
+from perfsim.report.tables import build_tables
+from perfsim.report.tune_report import TUNE_NOTES, tune_section, write_tune_report
 from perfsim.report.write import Document, Section, atomic_dir, write_document
-
-TUNE_NOTES = {
-    "single_page_flush_ceiling": (
-        "Caveat: the cost profiles charge a full flush its CR3 write only; the TLB refill it "
-        "causes is paid later by user code and is not modelled, so lower ceilings look better "
-        "here than they are on a real machine with a large working set."),
-}
 
 
 def _lead(r: StudyResults, tables: dict, figs: dict) -> Section:
@@ -74,21 +67,6 @@ def _sections(r: StudyResults, tables: dict, figs: dict, traces: list,
             "show flush_tlb_func on their own CPU. Export any call with "
             "`perfsim report --trace-call CLASS:SIZE`.", links=traces))
     return out
-
-
-def tune_section(tr) -> Section:
-    name = tr.spec.name
-    notes = [v for k, v in TUNE_NOTES.items() if any(k in kn for kn in tr.knobs)]
-    cons = "; ".join(c.label for c in tr.spec.constraints) or "none"
-    intro = (f"{tr.spec.description} Knobs: {', '.join(tr.knobs)}. Objective: "
-             f"{tr.spec.objective.label} ({tr.spec.objective.direction}). Constraints: {cons}. "
-             f"Search: {tr.method}; {len(tr.settings) - 1} settings × {tr.spec.replications} "
-             f"replications in {tr.wall_s:.1f} s.")
-    if tr.storage:
-        notes.append(f"Optuna storage (resume by rerunning): {tr.storage}")
-    return Section(f"tune-{name}", f"What-if tuning: {name}", intro, [f"tune-{name}"],
-                   [f"tune-{name}-best", f"tune-{name}-sensitivity", f"tune-{name}-settings"],
-                   notes)
 
 
 def _raw(r: StudyResults, data: Path) -> list[str]:
@@ -157,44 +135,6 @@ def write_report(r: StudyResults, outdir: str | Path, *, date: str | None = None
     return outdir
 
 
-def write_tune_report(tr, outdir: str | Path, *, date: str | None = None,
-                      figures=None) -> Path:
-    """A report with the tuning's section alone (``perfsim tune``). ``figures``: a started
-    :class:`~perfsim.report.figure_process.FigureProcess` to draw the figure while the
-    tables and data are written (the same files; without one it is drawn here)."""
-    import perfsim
-    from perfsim.report.figure_process import FigureProcess
-    from perfsim.report.findings import _tunes
-    from perfsim.report.provenance import git_revision, machine
-
-    outdir = Path(outdir)
-    with atomic_dir(outdir) as tmp:
-        (tmp / "data").mkdir()
-        (tmp / "figures").mkdir()
-        fig, plot = F.tune_plot(tr)
-        drawing = (figures or FigureProcess()).draw(plot, tmp, fig.id)
-        tables = {t.id: t for t in tune_tables(tr)}
-        F.save_data(fig, tmp)
-        shim = type("R", (), {"tunes": [tr]})()
-        findings = _tunes(shim, None, tables)
-        tr.runs.to_parquet(tmp / "data" / "runs.parquet", index=False)
-        prov = {"perfsim_version": perfsim.__version__,
-                "git_revision": git_revision() or "(not a git work tree)",
-                "tune": tr.spec.name, "tune_digest": tr.spec.digest,
-                "workload": tr.spec.workload, "seed": tr.spec.seed,
-                "method": tr.method, "storage": tr.storage or "–",
-                "date": date or _dt.datetime.now(_dt.UTC).strftime(
-                    "%Y-%m-%d %H:%M:%S UTC"),
-                "machine": machine(), "wall_s": round(tr.wall_s, 1),
-                "spec": tr.spec.model_dump(mode="json", exclude={"base_dir"})}
-        doc = Document(f"perfsim tune: {tr.spec.name}", tr.spec.description or "",
-                       findings, [tune_section(tr)], tables, {fig.id: fig}, prov,
-                       [f"data/{t}.csv" for t in tables] + ["data/runs.parquet"])
-        drawing.wait()  # the HTML embeds the PNG
-        write_document(doc, tmp)
-    return outdir
-
-
 def make_report(study: Study, out_root: str | Path = "reports", *, executor=None,
                 quiet: bool = False, name: str | None = None, date: str | None = None) -> Path:
     """Run ``study`` and write ``<out_root>/<name or study.name>/``; return that path."""
@@ -205,4 +145,4 @@ def make_report(study: Study, out_root: str | Path = "reports", *, executor=None
     return write_report(res, out, date=date)
 
 
-__all__ = ["make_report", "write_report", "write_tune_report"]
+__all__ = ["TUNE_NOTES", "make_report", "tune_section", "write_report", "write_tune_report"]

@@ -1,15 +1,15 @@
 """A figure process: a child forked at the start of ``perfsim tune`` that imports what the
-command needs only after its search, matplotlib and scipy (about 0.45 CPU-s), on the core the
-command's own start-up leaves idle; then it computes the analysis's t quantiles and draws
-the tuning's figure, the latter while the command writes its tables.
+command needs only after its search, matplotlib (about 0.3 CPU-s), on the core the command's
+own start-up leaves idle; then it draws the tuning's figure while the command writes its
+tables (and, when asked, computes t quantiles the table of :mod:`perfsim.batch.t_table`
+lacks, with scipy).
 
-``perfsim tune`` spends its first half second importing what the search needs (pydantic,
-numpy, pandas, SimPy, the planner) on one core; the figure's and the analysis's imports,
-run in that process afterwards or in a thread during the search, would lengthen the
-critical path by as much again, and on two cores they would compete with the pool's two
-workers. Here they run on the second core while it would idle, in a separate process (a
-thread would hold the GIL), and the figure's drawing (a PNG and an SVG, about 0.2 s)
-overlaps the writing of the rest.
+``perfsim tune`` spends its first third of a second importing what the search needs
+(pydantic, SimPy, the planner) on one core; the figure's imports, run in that process
+afterwards or in a thread during the search, would lengthen the critical path by as much
+again, and on two cores they would compete with the pool's two workers. Here they run on
+the second core while it would idle, in a separate process (a thread would hold the GIL),
+and the figure's drawing (a PNG and an SVG, about 0.15 s) overlaps the writing of the rest.
 
 The child computes what this process would: :func:`~perfsim.batch.stats.t_quantile` (a
 float, sent back exactly) and the figure by the same function from the same numbers
@@ -18,10 +18,10 @@ float, sent back exactly) and the figure by the same function from the same numb
 command writes without it. Nothing depends on the process: whenever it cannot be used (not
 started, died, failed), :class:`FigureProcess` computes and draws in this process instead.
 
-The child imports only numpy, scipy.special, matplotlib and
-:mod:`perfsim.report.tune_figure`, prints nothing, exits when this process sends ``None``,
-closes the pipe or dies (``PR_SET_PDEATHSIG``), and leaves quietly on Ctrl-C (the command
-reports the interrupt, exit status 130).
+The child imports only numpy, matplotlib and :mod:`perfsim.report.tune_figure` (scipy when
+a quantile needs it), prints nothing, exits when this process sends ``None``, closes the
+pipe or dies (``PR_SET_PDEATHSIG``), and leaves quietly on Ctrl-C (the command reports the
+interrupt, exit status 130).
 """
 
 from __future__ import annotations
@@ -31,10 +31,11 @@ import sys
 import threading
 from pathlib import Path
 
-IMPORTS = ("numpy", "scipy.special", "matplotlib.pyplot", "matplotlib.backends.backend_agg",
-           "matplotlib.backends.backend_svg")
-"""What the child imports before it waits: the analysis's t quantiles (scipy, about 0.15
-CPU-s), then the figure's drawing and its two formats."""
+IMPORTS = ("numpy", "matplotlib.pyplot", "matplotlib.backends.backend_agg",
+           "matplotlib.backends.backend_svg", "perfsim.report.tune_figure")
+"""What the child imports before it waits: the figure's drawing and its two formats. (scipy,
+about 0.12 CPU-s, only if asked for a t quantile :mod:`perfsim.batch.t_table` does not
+hold: ``perfsim tune`` asks the child only then.)"""
 
 
 CLOSE_WAIT_S = 0.1
@@ -73,8 +74,14 @@ def _serve(conn) -> None:
             os._exit(1)
         import importlib
 
-        for m in IMPORTS:
-            importlib.import_module(m)
+        from perfsim.batch.executors import paused_gc
+
+        with paused_gc():  # imports: nothing to collect, and nothing to walk later
+            for m in IMPORTS:
+                importlib.import_module(m)
+            from PIL import Image
+
+            Image.preinit()  # the image plugins Pillow loads at its first save (a PNG's)
         from perfsim.batch.stats import t_quantile
 
         while True:

@@ -13,13 +13,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from perfsim.report.runner import StudyResults
 from perfsim.report.tables import Table, _profile_name
 from perfsim.units import fmt_size
+
+if TYPE_CHECKING:  # the study runner is not needed to draw or tabulate a tuning
+    from perfsim.report.runner import StudyResults
 
 CLASS_COLORS = {"pud": "#4c72b0", "pmd": "#55a868", "realignable": "#c44e52",
                 "blocked": "#8172b2", "unaligned": "#ccb974"}

@@ -28,7 +28,10 @@ def git_revision(path: Path | None = None) -> str:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
+    """Host, CPU model, CPU count, kernel and Python of this machine. The CPU model is
+    ``/proc/cpuinfo``'s first ``model name``; only without one is ``platform.processor()``
+    asked (on Linux it runs ``uname -p`` in a subprocess), then ``platform.machine()``."""
+    cpu = None
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -36,6 +39,8 @@ def machine() -> str:
                 break
     except OSError:
         pass
+    if cpu is None:
+        cpu = platform.processor() or platform.machine()
     return (f"{platform.node()} · {cpu} · {os.cpu_count()} CPUs · "
             f"{platform.system()} {platform.release()} · Python {platform.python_version()}")
 

@@ -13,14 +13,17 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from perfsim.batch.stats import paired
 from perfsim.cost import CATEGORIES
-from perfsim.report.runner import StudyResults
 from perfsim.units import fmt_size
+
+if TYPE_CHECKING:  # the study runner is not needed to draw or tabulate a tuning
+    from perfsim.report.runner import StudyResults
 
 
 # --------------------------------------------------------------------------- formatting

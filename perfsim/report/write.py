@@ -308,13 +308,18 @@ def _md_section(doc: Document, s: Section, cited: set[str], wrap) -> list[str]:
     return out
 
 
-def write_document(doc: Document, outdir: Path) -> None:
+def write_document(doc: Document, outdir: Path, *, images_ready=None) -> None:
+    """Write ``doc``'s tables (CSV), Markdown, provenance and HTML into ``outdir``; the HTML,
+    which embeds the PNG images, last. ``images_ready``: called before the HTML is rendered
+    (e.g. waiting for a figure still being drawn elsewhere: the rest is written meanwhile)."""
     for t in doc.tables.values():
         t.df.to_csv(outdir / "data" / f"{t.id}.csv", index=False)
-    (outdir / "index.html").write_text(render_html(doc, outdir), encoding="utf-8")
     (outdir / "report.md").write_text(render_markdown(doc), encoding="utf-8")
     (outdir / "provenance.json").write_text(json.dumps(doc.provenance, indent=2,
                                                        default=str) + "\n")
+    if images_ready is not None:
+        images_ready()
+    (outdir / "index.html").write_text(render_html(doc, outdir), encoding="utf-8")
 
 
 __all__ = ["Document", "Section", "atomic_dir", "render_html", "render_markdown",

@@ -14,9 +14,9 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from perfsim.batch.stats import mean_ci, paired, t_quantile
 from perfsim.batch.sweep import Inputs, Point, parse_sweep, plan_sweep
@@ -24,16 +24,29 @@ from perfsim.errors import PerfsimError
 from perfsim.tune.spec import EXTRA_METRICS, TuneSpec
 from perfsim.workload.run import expected_calls
 
+if TYPE_CHECKING:  # pandas is imported where a table is made: a pool's workers need none
+    import pandas as pd
+
 
 # --------------------------------------------------------------------------- evaluation
+def _column(res, table: str, name: str) -> np.ndarray:
+    """Column ``name`` of ``res``'s record table ``table`` as floats (empty without rows):
+    read from the record table's numpy columns (:meth:`SimResult.columns`) where they are
+    what the DataFrame's column would be, so that a pool worker makes no DataFrame (and
+    needs no pandas); from the DataFrame otherwise."""
+    cols = res.columns(table) if hasattr(res, "columns") else None
+    if cols is None:
+        df = res.frame(table)
+        return df[name].to_numpy(float) if len(df) else np.zeros(0)
+    return np.asarray(cols[name], float) if cols else np.zeros(0)
+
+
 def run_metrics(res, metrics: dict) -> dict:
     """The tune's extra metrics from a SimResult: rmap-hold and walker-wait percentiles
     (walker waits over *all* visits, the ones that did not wait counting 0), IPIs, flushes
     and stolen user time per call."""
-    h = res.holds
-    holds = h["hold_ns"].to_numpy(float) if len(h) else np.zeros(0)
-    w = res.walker_waits
-    waits = w["wait_ns"].to_numpy(float) if len(w) else np.zeros(0)
+    holds = _column(res, "holds", "hold_ns")
+    waits = _column(res, "walker_waits", "wait_ns")
     visits = int(sum(res.run_totals.get("walker_visits", {}).values()))
     if visits > len(waits):
         waits = np.concatenate([waits, np.zeros(visits - len(waits))])
@@ -104,7 +117,7 @@ def settings_points(spec: TuneSpec, settings: list[dict]) -> list[Point]:
     return out
 
 
-def objective_of(spec: TuneSpec, df: pd.DataFrame) -> np.ndarray:
+def objective_of(spec: TuneSpec, df) -> np.ndarray:
     terms = spec.objective.terms()
     val = np.zeros(len(df))
     for col, w in terms.items():
@@ -160,6 +173,8 @@ def analyze(spec: TuneSpec, method: str, runs: pd.DataFrame, confidence: float =
     best settings with their paired ratio to the baseline (same seeds), and the sensitivity
     of the objective to each knob (the spread of its marginal means). ``quantile``: where
     the t quantiles come from (:func:`~perfsim.batch.stats.t_quantile`'s values)."""
+    import pandas as pd
+
     knobs = list(spec.knobs)
     ok = runs[runs["status"] == "ok"].copy()
     if ok.empty:
@@ -192,7 +207,7 @@ def analyze(spec: TuneSpec, method: str, runs: pd.DataFrame, confidence: float =
             b = base_runs.set_index("replication")["objective"]
             reps = a.index.intersection(b.index).sort_values()
             pr = paired(a.loc[reps].to_numpy(), b.loc[reps].to_numpy(), confidence,
-                        quantile=quantile)
+                        quantile=quantile, needed=False)  # only the ratio is kept
             r.update(vs_baseline=pr["ratio"], vs_baseline_lo=pr["ratio_lo"],
                      vs_baseline_hi=pr["ratio_hi"])
         else:
@@ -254,6 +269,22 @@ def simulation_key(p: Point) -> tuple:
             p.max_rows)
 
 
+def simulation_keys(points: list[Point]) -> list[tuple]:
+    """:func:`simulation_key` of every point, each distinct workload, target and cost
+    profile object's digest computed once (a workload's digest hashes its whole model, a
+    third of a millisecond; a tuning's points share a few such objects)."""
+    digests: dict[int, tuple] = {}  # id -> (object, digest); the object keeps its id unique
+
+    def digest(obj) -> str:
+        got = digests.get(id(obj))
+        if got is None:
+            got = digests[id(obj)] = (obj, obj.digest)
+        return got[1]
+
+    return [(digest(p.workload), digest(p.target), digest(p.profile), tuple(p.seed_entropy),
+             p.max_rows) for p in points]
+
+
 _SETTING_FIELDS = ("key", "cell", "replication")
 
 
@@ -293,22 +324,22 @@ def _run_points(points: list[Point], executor, bar, done: dict | None = None) ->
     (:func:`simulation_key`: a setting equal to the baseline, optuna asking for a setting
     again) are simulated once; ``done`` carries results between calls of one tuning."""
     done = {} if done is None else done
+    keys = simulation_keys(points)
     todo: dict[tuple, Point] = {}
-    for p in points:
-        k = simulation_key(p)
+    for p, k in zip(points, keys, strict=True):
         if k not in done and k not in todo:
             todo[k] = p
     fresh = list(todo.values())
     chunks = chunk_points(fresh, getattr(executor, "workers", 1))
-    by_key = {p.key: p for p in fresh}
+    by_key = {p.key: (k, p) for k, p in todo.items()}
     for res in executor.map_unordered(evaluate_batch, chunks):
         for r in res:
-            done[simulation_key(by_key[r["key"]])] = {**r, "_params": dict(by_key[r["key"]].params)}
+            k, p = by_key[r["key"]]
+            done[k] = {**r, "_params": dict(p.params)}
         if bar is not None:
             bar.update(len(res))
     rows = []
-    for p in points:
-        k = simulation_key(p)
+    for p, k in zip(points, keys, strict=True):
         first = todo.get(k) is p
         row = _relabel(done[k], p)
         if not first:
@@ -335,12 +366,24 @@ feeding it costs about what 100 simulated calls do (0.6 ms each on ``ipi_storm``
 2026-12-01), a ``forkserver`` pool (a fresh interpreter importing perfsim and pandas) what
 1,000-2,000 do; a pool of two halves the rest. The rows are the same either way."""
 
-WORKER_IMPORTS = ("perfsim.engine.reuse", "perfsim.engine.pricing", "perfsim.engine.plan_cache")
+WORKER_IMPORTS = ("numpy.random", "numpy.ma", "perfsim.engine.reuse", "perfsim.engine.pricing",
+                  "perfsim.engine.plan_cache")
 """What a task's simulations import on first use, imported before the pool starts: a fork
-pool's workers then start with them instead of each importing them (about 0.03 CPU-s)."""
+pool's workers then start with them instead of each importing them (numpy.random and
+numpy.ma about 0.02 CPU-s, the engine modules 0.03)."""
 
 PREFETCH = ("scipy.special",)
-"""What the analysis imports (the t quantiles), imported in a thread while a pool simulates."""
+"""What the analysis imports for t quantiles :mod:`~perfsim.batch.t_table` does not hold
+(:func:`analysis_needs_scipy`), imported in a thread while a pool simulates."""
+
+
+def analysis_needs_scipy(spec: TuneSpec, confidence: float = 0.95) -> bool:
+    """Whether :func:`analyze` may ask :func:`~perfsim.batch.stats.t_quantile` for a value
+    the table does not hold: its intervals have at most ``replications - 1`` degrees of
+    freedom (one setting's runs; the paired ratios' replications in both)."""
+    from perfsim.batch.t_table import covers
+
+    return not covers(0.5 + confidence / 2, spec.replications - 1)
 
 
 def tune_work(spec: TuneSpec, points: list[Point], trials: int | None = None
@@ -349,7 +392,7 @@ def tune_work(spec: TuneSpec, points: list[Point], trials: int | None = None
     has no ``count``): the distinct simulations of ``points`` for a grid; for optuna the
     baseline's plus ``trials`` (default ``search.trials``) × ``replications``, each making
     as many calls as the baseline's."""
-    fresh = {simulation_key(p): p for p in points}
+    fresh = dict(zip(simulation_keys(points), points, strict=True))
     sims = len(fresh)
     per = [expected_calls(p.workload) for p in fresh.values()]
     if spec.method() == "optuna":
@@ -398,30 +441,32 @@ def run_tune(spec: TuneSpec, *, executor=None, quiet: bool = False,
     while a pool simulates. ``quantile``: where the analysis's t quantiles come from (the
     values of :func:`~perfsim.batch.stats.t_quantile`, e.g. computed by a process that has
     scipy imported already: then :data:`PREFETCH` is not imported here)."""
-    from perfsim.batch.executors import parse_executor, prefetch_imports
+    from perfsim.batch.executors import parse_executor, paused_gc, prefetch_imports
 
     t0 = time.perf_counter()
     method = spec.method()
     own = not hasattr(executor, "map_unordered")
     if own:
         parse_executor(executor)  # a bad --executor fails before anything is resolved
-    # Validate every knob value before running anything (clear errors up front).
-    base_pts = settings_points(spec, [{}])
-    for p in base_pts:
-        object.__setattr__(p, "index", -1)
-    pts: list[Point] = []
-    if method == "grid":
-        settings = grid_settings(spec)
-        pts = settings_points(spec, settings)
-    import importlib
+    with paused_gc():  # resolving the points imports and validates; nothing is garbage
+        # Validate every knob value before running anything (clear errors up front).
+        base_pts = settings_points(spec, [{}])
+        for p in base_pts:
+            object.__setattr__(p, "index", -1)
+        pts: list[Point] = []
+        if method == "grid":
+            settings = grid_settings(spec)
+            pts = settings_points(spec, settings)
+        import importlib
 
-    for m in WORKER_IMPORTS:
-        importlib.import_module(m)
-    ex = tune_executor(executor, spec, base_pts + pts, trials) if own else executor
+        for m in WORKER_IMPORTS:
+            importlib.import_module(m)
+        ex = tune_executor(executor, spec, base_pts + pts, trials) if own else executor
     loader = None
     try:
         if getattr(ex, "workers", 1) > 1:  # the pool's workers exist: a thread is safe now
-            loader = prefetch_imports((PREFETCH if quantile is None else ()) + tuple(prefetch))
+            scipy = quantile is None and analysis_needs_scipy(spec)
+            loader = prefetch_imports((PREFETCH if scipy else ()) + tuple(prefetch))
         if method == "grid":
             bar = _progress(len(pts) + len(base_pts), quiet, f"tune {spec.name}")
             rows = _run_points(base_pts + pts, ex, bar)
@@ -433,8 +478,14 @@ def run_tune(spec: TuneSpec, *, executor=None, quiet: bool = False,
     finally:
         if own:
             ex.close()
-        if loader is not None:
-            loader.join()
+    if loader is not None:
+        # Waited for only once the search is done: when it stops early (Ctrl-C, an error),
+        # the daemon thread is left to the process's exit. A KeyboardInterrupt can land
+        # inside this thread's own import machinery while the loader imports (e.g. pandas),
+        # leaving the interpreter's import lock taken, and the loader would then never end.
+        loader.join()
+    import pandas as pd
+
     runs = pd.DataFrame(rows).sort_values(["cell", "replication"], ignore_index=True)
     res = analyze(spec, method, runs, quantile=quantile or t_quantile)
     res.wall_s = time.perf_counter() - t0
@@ -449,6 +500,8 @@ def _run_optuna(spec: TuneSpec, ex, base_pts, quiet, state_dir, trials_override)
         raise PerfsimError("this tuning needs optuna (a knob is a range, or the grid is larger "
                            f"than search.max_grid = {spec.search.max_grid}): "
                            "pip install 'perfsim[tune]'") from None
+    import pandas as pd
+
     from perfsim.tune.spec import KnobRange, metric_column
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
