@@ -122,3 +122,22 @@ def test_a_specs_fast_init_makes_what_the_dataclass_init_makes(name):
             assert getattr(made[0], f.name) is not getattr(made[1], f.name)
     with pytest.raises(dataclasses.FrozenInstanceError):
         made[0].name = "x"
+
+
+def test_fast_init_refuses_a_dataclass_with_a_post_init():
+    """Its one-update ``__init__`` would never call ``__post_init__``: such a class is
+    refused when it is decorated, not silently left unchecked."""
+    import dataclasses
+
+    from perfsim.engine.spec import fast_init
+
+    @dataclasses.dataclass(frozen=True)
+    class Checked:
+        n: int
+
+        def __post_init__(self) -> None:
+            if self.n < 0:
+                raise ValueError("n < 0")
+
+    with pytest.raises(TypeError, match="__post_init__"):
+        fast_init(Checked)

@@ -33,6 +33,8 @@ def fast_init(cls):
     from the same fields: positional or keyword in field order, the same defaults, a
     ``default_factory`` called when its field is not given; the instance is the same
     (``tests/test_t13c_run_fixed.py`` holds both inits to each other)."""
+    if hasattr(cls, "__post_init__"):  # the one-update init would skip it
+        raise TypeError(f"{cls.__name__}: fast_init cannot keep a __post_init__")
     ns = {"_MISSING": _FACTORY}
     params, items = [], []
     for f in fields(cls):
