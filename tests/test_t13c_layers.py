@@ -13,7 +13,6 @@ import pytest
 from perfsim.mm.pagetable import _POPULATE_DEFAULTS, _POPULATE_KW, PageTables, _check_range
 from perfsim.mm.space import AddressSpace
 from perfsim.mm.vma import BACKINGS, Vma
-from perfsim.planner.gather import _finish_tables
 from perfsim.planner.steps import ROW_FIELDS, StepLog
 from perfsim.planner.tlb import Flush, flush_range, flush_span
 from perfsim.profiles import load_arch, resolve_target
@@ -191,19 +190,20 @@ def test_add_row_takes_adds_parameters_in_adds_order():
 
 # ---------------------------------------------------------------- planner/gather.py
 @pytest.mark.parametrize("target_name", [("6.18", "x86_64"), ("6.1", "arm64-4k"), ("7.3", "riscv-sv39")])
-def test_finish_tables_give_flush_spans_flush(target_name):
+def test_tlb_finish_mmus_flushes_are_flush_range_over_their_span(target_name):
+    """``tlb_finish_mmu`` reads its flushes from :func:`flush_span` (memoised per target):
+    the flush of each stride, CPU count and table-freeing kind it asks for is
+    :func:`flush_range`'s over that span."""
     target = resolve_target(*target_name)
     a = target.arch
     rng = np.random.default_rng(3)
     for cpus, lazy in ((1, 0), (4, 0), (4, 2), (64, 8)):
-        tables = _finish_tables(target, cpus, lazy)
-        assert _finish_tables(target, cpus, lazy) is tables
         for shift in (a.page_shift, a.pmd_shift, a.pud_shift, a.p4d_shift):
             for freed in (False, True):
                 spans = [a.page_size, a.pmd_size, 3 * a.pmd_size + a.page_size]
                 spans += [int(x) * a.page_size for x in rng.integers(1, 1 << 20, 20)]
                 for span in spans:
-                    assert tables[shift, freed][span] == flush_span(
+                    assert flush_span(
                         target, span, stride_shift=shift, cpus=cpus, lazy_cpus=lazy,
                         freed_tables=freed) == flush_range(
                         target, 0, span, stride_shift=shift, cpus=cpus, lazy_cpus=lazy,

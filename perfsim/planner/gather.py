@@ -23,7 +23,7 @@ import numpy as np
 from perfsim.planner import steps as S
 from perfsim.planner.bitmaps import insert_sorted
 from perfsim.planner.pgtable_move import split_huge_pmd_row
-from perfsim.planner.tlb import flush_range, flush_span, span_flushes
+from perfsim.planner.tlb import flush_range, flush_span
 from perfsim.profiles import Target
 
 K_ZAP, K_FREE_TABLES = S.K_ZAP, S.K_FREE_TABLES
@@ -358,40 +358,6 @@ def _finish_constants(target: Target) -> tuple:
     return got[1]
 
 
-#: :func:`_finish_tables` memo: (id(target), cpus, lazy cpus) -> (target, {(stride shift,
-#: freed tables): its :func:`~perfsim.planner.tlb.span_flushes` table}). The target is
-#: kept, so its id names no other while it is here.
-_FINISH_TABLES: dict[tuple, tuple] = {}
-
-
-def _finish_tables(target: Target, cpus: int, lazy_cpus: int) -> dict:
-    """The :func:`~perfsim.planner.tlb.span_flushes` tables ``tlb_finish_mmu`` reads for
-    ``target`` and these CPUs, by ``(stride shift, freed tables)`` (filled as asked for):
-    one lookup per unmap instead of a five-keyword :func:`flush_span` call per flush."""
-    key = (id(target), cpus, lazy_cpus)
-    got = _FINISH_TABLES.get(key)
-    if got is None or got[0] is not target:
-        if len(_FINISH_TABLES) >= 256:
-            _FINISH_TABLES.clear()
-        got = _FINISH_TABLES[key] = (target, _SpanTables(target, cpus, lazy_cpus))
-    return got[1]
-
-
-class _SpanTables(dict):
-    """``(stride shift, freed tables) -> span_flushes(target, ...)``, filled on first use."""
-
-    __slots__ = ("_target", "_cpus", "_lazy")
-
-    def __init__(self, target: Target, cpus: int, lazy_cpus: int) -> None:
-        super().__init__()
-        self._target, self._cpus, self._lazy = target, cpus, lazy_cpus
-
-    def __missing__(self, key: tuple):
-        t = self[key] = span_flushes(self._target, stride_shift=key[0], cpus=self._cpus,
-                                     lazy_cpus=self._lazy, freed_tables=key[1])
-        return t
-
-
 def tlb_finish_mmu(target: Target, tlb: MmuGather, log: S.StepLog, phase: int, start: int, end: int,
            zapped: int, freed: int, *, cpus: int, lazy_cpus: int) -> None:
     """Record the zap and the flushes of the gather: the zap's huge PMD splits (a
@@ -434,16 +400,8 @@ def tlb_finish_mmu(target: Target, tlb: MmuGather, log: S.StepLog, phase: int, s
                        else pages_until_forced_flush(target, tlb.batched, False)):
             # one flush (table_flush_cuts gives [0]): its range, lowest level and count
             # are the same in any order, so the tables are not put in free order
-            s_, lv = tables[0]
-            e_ = s_
-            for ad, lv_ in tables:
-                if ad < s_:
-                    s_ = ad
-                elif ad > e_:
-                    e_ = ad
-                if lv_ < lv:
-                    lv = lv_
-            groups = ((s_, e_ + page_size, lv, n),)
+            addrs, levels = zip(*tables)
+            groups = table_flush_groups(addrs, levels, [0], page_size)
         elif n:
             addrs, levels = tlb.freed(target)
             groups = table_flush_groups(addrs, levels, table_flush_cuts(target, tlb.batched, n),
@@ -461,15 +419,11 @@ def tlb_finish_mmu(target: Target, tlb: MmuGather, log: S.StepLog, phase: int, s
                 groups = table_flush_groups(addrs, levels, cuts, page_size)
             else:
                 groups = table_flush_groups_arrays(addrs, levels, cuts, page_size)
-    # (a flush depends on the span, not where it is: flush_span's answer, read from the
-    # span tables of this target and these CPUs for a Python int span)
-    tables = _finish_tables(target, cpus, lazy_cpus)
+    # (a flush depends on the span, not where it is: flush_span, memoised per target)
     if n == 0:
         if zap_start is not None:
-            span = tlb.end - zap_start
-            flush = tables[zap_shift, False][span] if type(span) is int else \
-                flush_span(target, span, stride_shift=zap_shift, cpus=cpus,
-                           lazy_cpus=lazy_cpus, freed_tables=False)
+            flush = flush_span(target, tlb.end - zap_start, stride_shift=zap_shift, cpus=cpus,
+                               lazy_cpus=lazy_cpus, freed_tables=False)
             log.add_row(phase, K_FREE_TABLES, start, 0, end - start, 0, 0, 0, 0, 0, 0, 0, 0,
                         flush, (), 0, 0)
         return
@@ -478,10 +432,8 @@ def tlb_finish_mmu(target: Target, tlb: MmuGather, log: S.StepLog, phase: int, s
         if i == 0 and zap_start is not None:
             s_, e_ = min(s_, zap_start), max(e_, tlb.end)
             shift = min(shift, zap_shift)
-        span = e_ - s_
-        flush = tables[shift, True][span] if type(span) is int else \
-            flush_span(target, span, stride_shift=shift, cpus=cpus, lazy_cpus=lazy_cpus,
-                       freed_tables=True)
+        flush = flush_span(target, e_ - s_, stride_shift=shift, cpus=cpus, lazy_cpus=lazy_cpus,
+                           freed_tables=True)
         log.add_row(phase, K_FREE_TABLES, start, 0, end - start, 0, 0, 0, 0, 0, 0, 0, k, flush,
                     (), 0, 0)
 
