@@ -10,6 +10,15 @@ A, B = 0x7F0000200000, 0x7F4000600000
 PUD_SRC, PUD_DST = 0x7F0000000000, 0x7F4000000000
 
 
+def kernel_arch_grid() -> list[tuple[str, str]]:
+    """(kernel, arch) of four kernels (6.6, 6.12, 6.18, 7.3; those shipped) on every shipped
+    arch: the grid the walk's shortcut tests hold each shortcut to its definition on."""
+    from perfsim.profiles import arch_names, kernel_names
+
+    return [(k, a) for k in ("6.6", "6.12", "6.18", "7.3") for a in arch_names()
+            if k in kernel_names()]
+
+
 def plan(src, dst, length, *, kernel="6.18", arch="x86_64", guard_below_src=False,
          guard_below_dst=False, backing="anon", thp=False, populate="full", cpus=1, **req):
     t = resolve_target(kernel, arch)

@@ -12,6 +12,7 @@ import random
 
 import numpy as np
 import pytest
+from helpers import kernel_arch_grid
 
 from perfsim import resolve_target
 from perfsim.mm.pagetable import Window
@@ -28,10 +29,9 @@ from perfsim.planner.gather import (
 from perfsim.planner.pgtable_move import alloc_new_pud
 from perfsim.planner.reference import MoveContext, geometry_of
 from perfsim.planner.tlb import flush_range, flush_span
-from perfsim.profiles import arch_names, kernel_names
+from perfsim.profiles import arch_names
 
-TARGETS = [(k, a) for k in ("6.6", "6.12", "6.18", "7.3") for a in arch_names()
-           if k in kernel_names()]
+TARGETS = kernel_arch_grid()
 
 
 @pytest.mark.parametrize("kernel,arch", TARGETS)

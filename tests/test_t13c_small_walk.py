@@ -19,6 +19,7 @@ import random
 
 import numpy as np
 import pytest
+from helpers import kernel_arch_grid
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_fast_equivalence import assert_same_plan, build
@@ -52,11 +53,10 @@ from perfsim.planner.tlb import (
     span_flushes,
 )
 from perfsim.planner.unmap import forcing_spans, not_anon_spans, zap_spans
-from perfsim.profiles import arch_names, kernel_names
+from perfsim.profiles import arch_names
 from perfsim.workload.generate import _sizes_of
 
-TARGETS = [(k, a) for k in ("6.6", "6.12", "6.18", "7.3") for a in arch_names()
-           if k in kernel_names()]
+TARGETS = kernel_arch_grid()
 KINDS = (("anon", False, "rw"), ("anon", False, "r"), ("shmem", True, "rw"),
          ("file", True, "rw"), ("file", False, "rw"), ("file", True, "r"),
          ("hugetlb", True, "rw"))
