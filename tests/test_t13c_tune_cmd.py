@@ -44,10 +44,12 @@ def test_run_metrics_from_record_columns_are_run_metrics_from_dataframes():
 
 
 def test_run_metrics_of_a_run_without_holds_or_waits_are_zero_percentiles():
+    from perfsim.engine.simulate import SimResult
     from perfsim.tune.search import run_metrics
 
     class NoRows:
         run_totals: dict = {}
+        column = SimResult.column  # (a result's column, read through columns below)
 
         def columns(self, name):
             return {}

@@ -133,6 +133,16 @@ class SimResult:
             return None
         return cols
 
+    def column(self, table: str, name: str) -> np.ndarray:
+        """Column ``name`` of table ``table`` as a numpy array: from :meth:`columns` when it
+        can give it (no DataFrame made), else from the DataFrame; an empty array for a
+        table without rows."""
+        cols = self.columns(table)
+        if cols is None:
+            df = self.frame(table)
+            return df[name].to_numpy() if len(df) else np.zeros(0)
+        return cols[name] if cols else np.zeros(0)
+
     def frame(self, name: str):
         if name not in self._frames:
             self._frames[name] = self._tables[name].to_frame()

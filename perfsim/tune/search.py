@@ -29,24 +29,14 @@ if TYPE_CHECKING:  # pandas is imported where a table is made: a pool's workers 
 
 
 # --------------------------------------------------------------------------- evaluation
-def _column(res, table: str, name: str) -> np.ndarray:
-    """Column ``name`` of ``res``'s record table ``table`` as floats (empty without rows):
-    read from the record table's numpy columns (:meth:`SimResult.columns`) where they are
-    what the DataFrame's column would be, so that a pool worker makes no DataFrame (and
-    needs no pandas); from the DataFrame otherwise."""
-    cols = res.columns(table) if hasattr(res, "columns") else None
-    if cols is None:
-        df = res.frame(table)
-        return df[name].to_numpy(float) if len(df) else np.zeros(0)
-    return np.asarray(cols[name], float) if cols else np.zeros(0)
-
-
 def run_metrics(res, metrics: dict) -> dict:
     """The tune's extra metrics from a SimResult: rmap-hold and walker-wait percentiles
     (walker waits over *all* visits, the ones that did not wait counting 0), IPIs, flushes
     and stolen user time per call."""
-    holds = _column(res, "holds", "hold_ns")
-    waits = _column(res, "walker_waits", "wait_ns")
+    # (SimResult.column: the record table's own columns, so a pool worker makes no
+    # DataFrame and needs no pandas; the DataFrame's where they would differ)
+    holds = np.asarray(res.column("holds", "hold_ns"), float)
+    waits = np.asarray(res.column("walker_waits", "wait_ns"), float)
     visits = int(sum(res.run_totals.get("walker_visits", {}).values()))
     if visits > len(waits):
         waits = np.concatenate([waits, np.zeros(visits - len(waits))])

@@ -142,21 +142,15 @@ def summarize(res, realigned: int = 0) -> dict:
         got = cols.get(name)
         return got if got is not None else c[name].to_numpy()
 
-    def other(table: str, names: tuple[str, ...]) -> tuple[int, dict[str, np.ndarray]]:
-        got = res.columns(table)
-        if got is not None:
-            return (len(next(iter(got.values()))) if got else 0), got
-        f = getattr(res, table)
-        return len(f), ({k: f[k].to_numpy() for k in names} if len(f) else {})
-
     lat = col("latency_ns").astype(np.int64, copy=False) if n else np.zeros(0, np.int64)
     p50, p90, p99 = (np.percentile(lat, (50, 90, 99)).tolist() if n
                      else (float("nan"),) * 3)
-    n_w, w = other("walker_waits", ("wait_ns",))
-    n_u, u = other("users", ("stolen_ns", "interrupts"))
+    w_wait = res.column("walker_waits", "wait_ns")
+    n_w = len(w_wait)
+    u_stolen = res.column("users", "stolen_ns")
+    n_u = len(u_stolen)
     totals = res.run_totals
     end = int(totals.get("end_ns", 0))
-    w_wait = w["wait_ns"] if n_w else None
     rmap_wait = col("rmap_wait_ns") if n else None
     out = {
         "calls": n,
@@ -177,8 +171,8 @@ def summarize(res, realigned: int = 0) -> dict:
         "walker_waits": n_w,
         "walker_wait_mean_ns": _mean(w_wait) if n_w else 0.0,
         "walker_wait_max_ns": _max(w_wait) if n_w else 0,
-        "user_stolen_ns": _sum(u["stolen_ns"]) if n_u else 0,
-        "user_interrupts": _sum(u["interrupts"]) if n_u else 0,
+        "user_stolen_ns": _sum(u_stolen) if n_u else 0,
+        "user_interrupts": _sum(res.column("users", "interrupts")) if n_u else 0,
     }
     for k in ("ptes_moved", "pmd_moves", "pud_moves", "thp_moves", "tlb_flushes", "ipis",
               "rmap_holds"):
