@@ -212,7 +212,9 @@ def read_toml(path, what: str) -> dict:
 def check_output_dir(path, what: str):
     """Fail now, in one line, if ``path`` cannot become a directory perfsim writes into:
     a file is in the way, a parent is a file, or the nearest existing ancestor is not
-    writable. Creates nothing. Call before long work starts; returns the path."""
+    writable or does not take new entries (tried: a probe directory is made there and removed
+    at once, so a read-only mount or ``/proc`` is caught even for root). Leaves nothing
+    behind. Call before long work starts; returns the path."""
     from pathlib import Path
 
     p = Path(path)
@@ -223,7 +225,8 @@ def check_output_dir(path, what: str):
 
 def check_output_file(path, what: str):
     """Fail now, in one line, if a file cannot be written at ``path``: it is a directory,
-    a parent is a file, or the directory is not writable. Creates nothing."""
+    a parent is a file, or the directory is not writable (tried, as for
+    :func:`check_output_dir`). Leaves nothing behind."""
     from pathlib import Path
 
     p = Path(path)
@@ -234,6 +237,7 @@ def check_output_file(path, what: str):
 
 def _check_ancestors(start, p, what: str):
     import os
+    import tempfile
     from pathlib import Path
 
     d = Path(start) if str(start) else Path(".")
@@ -243,6 +247,11 @@ def _check_ancestors(start, p, what: str):
         raise PerfsimError(f"{what} {str(p)!r}: {str(d)!r} is a file, not a directory")
     if not os.access(d, os.W_OK | os.X_OK):
         raise PerfsimError(f"{what} {str(p)!r}: directory {str(d)!r} is not writable")
+    try:  # access() trusts the mode bits; root, read-only mounts and /proc need a real try
+        os.rmdir(tempfile.mkdtemp(prefix=".perfsim-probe.", dir=d))
+    except OSError as exc:
+        raise PerfsimError(f"{what} {str(p)!r}: directory {str(d)!r} does not take new "
+                           f"entries: {exc.strerror or exc}") from None
     return p
 
 

@@ -66,3 +66,95 @@ def test_atomic_dir_replaces_whole_or_leaves_everything_as_it_was(tmp_path):
     with atomic_dir(out) as tmp:
         (tmp / "c.txt").write_text("2")
     assert sorted(p.name for p in out.iterdir()) == ["c.txt"]
+
+
+def test_output_dir_where_no_entry_can_be_made_is_refused_before_work(tmp_path, monkeypatch):
+    """access() trusts mode bits (always yes for root): the check makes and removes a probe
+    directory, so a place that takes no new entries is refused before any work."""
+    import errno
+    import tempfile
+
+    def refuse(*args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(tempfile, "mkdtemp", refuse)
+    with pytest.raises(PerfsimError, match=r"does not take new entries: Read-only file system"):
+        check_output_dir(tmp_path / "out", "--out")
+    with pytest.raises(PerfsimError, match=r"does not take new entries"):
+        check_output_file(tmp_path / "x.json", "-o")
+
+
+def test_output_dir_check_leaves_no_probe_behind(tmp_path):
+    check_output_dir(tmp_path / "out", "--out")
+    check_output_file(tmp_path / "x.json", "-o")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux /proc")
+def test_output_dir_under_proc_is_refused_even_for_root():
+    with pytest.raises(PerfsimError, match=r"--out '/proc/perfsim-out/r'"):
+        check_output_dir("/proc/perfsim-out/r", "--out")
+
+
+@pytest.mark.parametrize("code", ["ENOSPC", "EROFS", "EDQUOT"])
+def test_a_full_or_read_only_destination_is_one_line_and_leaves_the_old_result(tmp_path, code):
+    import errno
+
+    from perfsim.atomic import atomic_dir, write_file_atomically
+
+    err = getattr(errno, code)
+    out = tmp_path / "out"
+    with atomic_dir(out) as tmp:
+        (tmp / "a.txt").write_text("1")
+    with pytest.raises(PerfsimError, match=rf"cannot write '{out}': {os.strerror(err)}$"):
+        with atomic_dir(out) as tmp:
+            (tmp / "b.txt").write_text("half")
+            raise OSError(err, os.strerror(err))
+    assert sorted(p.name for p in out.iterdir()) == ["a.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+    def full(tmp):
+        tmp.write_text("half")
+        raise OSError(err, os.strerror(err))
+
+    f = tmp_path / "f.json"
+    with pytest.raises(PerfsimError, match=rf"cannot write '{f}': {os.strerror(err)}$"):
+        write_file_atomically(f, full)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_an_error_that_is_not_the_destinations_keeps_its_traceback(tmp_path):
+    """Only a destination's errors (full, read-only, refused) become one line; any other
+    error inside the write is perfsim's own and stays an exception."""
+    from perfsim.atomic import atomic_dir
+
+    with pytest.raises(FileNotFoundError):
+        with atomic_dir(tmp_path / "out") as tmp:
+            (tmp / "missing" / "x").read_text()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_rename_puts_the_old_result_back(tmp_path, monkeypatch):
+    import errno
+
+    from perfsim import atomic
+
+    out = tmp_path / "out"
+    with atomic.atomic_dir(out) as tmp:
+        (tmp / "a.txt").write_text("1")
+    real = os.replace
+    calls = []
+
+    def second_fails(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real(src, dst)
+
+    monkeypatch.setattr(atomic.os, "replace", second_fails)
+    with pytest.raises(PerfsimError, match=r"cannot write .*Input/output error"):
+        with atomic.atomic_dir(out) as tmp:
+            (tmp / "b.txt").write_text("2")
+    monkeypatch.undo()
+    assert sorted(p.name for p in out.iterdir()) == ["a.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

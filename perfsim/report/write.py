@@ -12,41 +12,13 @@ from __future__ import annotations
 import base64
 import html
 import json
-import os
-import shutil
-import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from perfsim.atomic import atomic_dir
 from perfsim.report.figures import Figure
 from perfsim.report.findings import Cite, Finding
 from perfsim.report.tables import Table
-
-
-@contextmanager
-def atomic_dir(final: str | Path):
-    """Yield a fresh temporary directory beside ``final``; on success it replaces ``final``
-    (the previous report, if any, is removed only after the new one is in place); on error
-    it is deleted and ``final`` is untouched."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
-    try:
-        yield tmp
-        os.chmod(tmp, 0o755)
-        old = None
-        if final.exists():
-            old = final.parent / f".old-{final.name}-{os.getpid()}"
-            if old.exists():
-                shutil.rmtree(old)
-            os.rename(final, old)
-        os.rename(tmp, final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 @dataclass
