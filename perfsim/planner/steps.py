@@ -263,6 +263,30 @@ class Steps:
             self._lock_set = lock_set
             self._len = len(cols["kind"])
 
+    @classmethod
+    def periodic_run(cls, head: list[tuple], period: list[tuple], reps: int, old_stride: int,
+                     new_stride: int, overrides: dict, tail: list[tuple],
+                     locks: tuple[str, ...]) -> Steps:
+        """``Steps(parts=[Steps(rows=(head, ...)), PeriodicBlock(Steps(rows=(period, ...)),
+        reps, old_stride, new_stride, overrides), Steps(rows=(tail, ...))])``, every row of
+        one phase holding the rmap locks ``locks``, built without the checks and searches
+        those constructors make (the lock sets are ``(locks,)``; ``head``, ``period`` and
+        ``tail`` are not empty, ``reps`` is positive)."""
+        sets = (locks,)
+        new = cls.__new__
+        h, p, t = new(cls), new(cls), new(cls)
+        h._rows, h._len, h.lock_sets = (head, [locks] * len(head)), len(head), sets
+        p._rows, p._len, p.lock_sets = (period, [locks] * len(period)), len(period), sets
+        t._rows, t._len, t.lock_sets = (tail, [locks] * len(tail)), len(tail), sets
+        block = PeriodicBlock.__new__(PeriodicBlock)
+        block.template, block.reps, block.overrides, block.lock_sets = p, reps, overrides, sets
+        block.old_stride, block.new_stride, block._len = old_stride, new_stride, p._len * reps
+        out = new(cls)
+        out._parts = [h, block, t]
+        out._len = h._len + block._len + t._len
+        out.lock_sets = sets
+        return out
+
     # ------------------------------------------------------------------ materialising
     def _materialise(self) -> None:
         if self._rows is not None:
