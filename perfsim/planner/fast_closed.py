@@ -457,7 +457,7 @@ def _regular_shape(t: Target, pt: PageTables, pmc, gates: MoveGates) -> _Shape |
     for s in seg_start:
         q = (s + delta) >> us
         if q != prev and pmd_alloc(kind_of.get(q, PUD_NONE)):
-            alloc_pmd[ext.index(s)] = q
+            alloc_pmd[0 if s == o0 else ext.index(s)] = q
             if q not in kind_of:  # (q is a destination slot: kind_of holds those)
                 pud_added.append(q)
         prev = q
@@ -476,7 +476,7 @@ def _regular_shape(t: Target, pt: PageTables, pmc, gates: MoveGates) -> _Shape |
                 have = {*have, top}
                 new_tops.append(top)
             if p4d or pud:
-                ups[ext.index(s)] = (p4d, pud)
+                ups[0 if s == o0 else ext.index(s)] = (p4d, pud)
     # for the unmap of the source: the view's PUD entries with the PMD tables the move
     # allocated among them, and whether the move leaves a present PTE in an edge slot
     for q in pud_added:

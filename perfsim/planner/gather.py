@@ -205,7 +205,9 @@ class FreedRun:
         are their first and last."""
         ins = self.inserted
         first, step = self.first, self.step
-        at = [p + i for i, (p, _, _) in enumerate(ins)]  # final positions
+        at = []  # final positions
+        for p, _, _ in ins:
+            at.append(p + len(at))
         m = len(at)
         out = []
         j = 0  # inserted tables before the current run
@@ -370,7 +372,9 @@ def tlb_finish_mmu(target: Target, tlb: MmuGather, log: S.StepLog, phase: int, s
     Tables :meth:`MmuGather.free_table` recorded that go out in one flush (no more than
     :func:`table_flush_cuts` puts in its first) are not put in free order: that flush's
     range, lowest level and count are the same in any order."""
-    cap, shift_of, page_size, pmd_size = _finish_constants(target)
+    got = _FINISH.get(id(target))
+    cap, shift_of, page_size, pmd_size = got[1] if got is not None and got[0] is target \
+        else _finish_constants(target)
     forced_ptes = 0
     if tlb.events:
         for what, arg in tlb.events:
@@ -389,7 +393,9 @@ def tlb_finish_mmu(target: Target, tlb: MmuGather, log: S.StepLog, phase: int, s
             mark = tlb.zap_mark if tlb.forced else start
             log.add_row(phase, K_ZAP, mark, 0, end - mark, zapped - forced_ptes, 0, 0, 0, 0, 0,
                         0, 0, None, (), 0, 0)
-    zap_shift = tlb.tlb_get_unmap_shift(target)
+    # (a gather that cleared nothing has no unmap shift)
+    zap_shift = tlb.tlb_get_unmap_shift(target) \
+        if tlb.cleared_ptes or tlb.cleared_pmds or tlb.cleared_puds else None
     zap_start = tlb.start if zap_shift is not None else None
     run = tlb.table_run if tlb._table_arrays is None else None
     recorded = run is None and tlb._table_arrays is None  # the tables free_table recorded
@@ -407,7 +413,7 @@ def tlb_finish_mmu(target: Target, tlb: MmuGather, log: S.StepLog, phase: int, s
             groups = table_flush_groups(addrs, levels, table_flush_cuts(target, tlb.batched, n),
                                         page_size)
     elif run is not None:
-        n = len(run)
+        n = run.n + len(run.inserted)  # (len(run))
         if n:
             groups = run.flush_groups(table_flush_cuts(target, tlb.batched, n, cap), page_size)
     else:

@@ -103,9 +103,17 @@ class StepLog:
             alloc_pmd: int = 0, alloc_pte: int = 0, freed: int = 0, flush=None,
             rmap: tuple[str, ...] = (), ptl: int = 0, notifier: int = 0) -> None:
         """Append one row. ``flush`` is a :class:`~perfsim.planner.tlb.Flush` or None
-        (:meth:`add_row` makes the row; hot loops call it directly)."""
-        self.add_row(phase, kind, old_addr, new_addr, length, ptes, slots, batches, alloc_p4d,
-                     alloc_pud, alloc_pmd, alloc_pte, freed, flush, rmap, ptl, notifier)
+        (:meth:`add_row` makes the same row from positional arguments; hot loops call it
+        directly)."""
+        if flush is None:
+            self.rows.append((old_addr, new_addr, phase, kind, length, ptes, slots, batches,
+                              alloc_p4d, alloc_pud, alloc_pmd, alloc_pte, freed, 0, 0, 0, 0,
+                              len(rmap), ptl, notifier))
+        else:
+            self.rows.append((old_addr, new_addr, phase, kind, length, ptes, slots, batches,
+                              alloc_p4d, alloc_pud, alloc_pmd, alloc_pte, freed, 1,
+                              int(flush.full), flush.pages, flush.ipis, len(rmap), ptl, notifier))
+        self.lock_names.append(rmap)
 
     def add_row(self, phase: int, kind: int, old_addr: int, new_addr: int, length: int,
                 ptes: int, slots: int, batches: int, alloc_p4d: int, alloc_pud: int,
@@ -127,7 +135,7 @@ class StepLog:
     def append_block(self, block) -> None:
         """Append a frozen :class:`Steps` table or a :class:`PeriodicBlock` after the rows
         added so far, without converting it to Python tuples."""
-        if len(block):
+        if block._len:  # (len() of a Steps table or a PeriodicBlock)
             self.blocks.append((len(self.rows), block))
 
     @staticmethod
@@ -142,17 +150,30 @@ class StepLog:
         if not self.blocks:
             return Steps(rows=(list(rows), list(names)))
         parts, at = [], 0
+        new = Steps.__new__
         for pos, block in self.blocks:
             if pos > at:
-                parts.append(Steps(rows=(rows[at:pos], names[at:pos])))
-            if isinstance(block, Steps):
+                parts.append(_rows_part(new(Steps), rows[at:pos], names[at:pos]))
+            if type(block) is Steps:
                 parts.extend(block._parts if block._parts is not None else (block,))
             else:
                 parts.append(block)
             at = pos
         if at < len(rows):
-            parts.append(Steps(rows=(rows[at:], names[at:])))
+            parts.append(_rows_part(new(Steps), rows[at:], names[at:]))
         return Steps(parts=parts)
+
+
+def _rows_part(out: Steps, rows: list[tuple], lock_names: list[tuple[str, ...]]) -> Steps:
+    """``out`` (a bare :class:`Steps`) made ``Steps(rows=(rows, lock_names))`` (``rows``
+    not empty), the lock sets found as :func:`_lock_sets_of` finds them, without the two
+    calls."""
+    out._rows = (rows, lock_names)
+    out._len = len(rows)
+    first = lock_names[0]
+    out.lock_sets = (first,) if lock_names.count(first) == len(lock_names) \
+        else tuple(sorted(set(lock_names)))
+    return out
 
 
 def _lock_sets_of(lock_names: list[tuple[str, ...]]) -> tuple:
