@@ -445,8 +445,12 @@ def _regular_shape(t: Target, pt: PageTables, pmc, gates: MoveGates) -> _Shape |
     for i, st0, st1 in ((0, heads[0], heads[1]), (1, heads[1], heads[2]),
                         (n_ext - 2, tails[-3], tails[-2]), (n_ext - 1, tails[-2], tails[-1])):
         rel = (st0 >> ms) - s_lo
-        m = m0 if rel == 0 else m1 if rel == last else full_int
-        v = exact[i] = (m >> ((st0 >> ps) & (ptrs - 1)) & ((1 << ((st1 - st0) >> ps)) - 1)).bit_count()
+        if rel == 0 or rel == last:
+            v = ((m0 if rel == 0 else m1) >> ((st0 >> ps) & (ptrs - 1))
+                 & ((1 << ((st1 - st0) >> ps)) - 1)).bit_count()
+        else:
+            v = (st1 - st0) >> ps  # (a full bitmap: every page of the extent)
+        exact[i] = v
         if not move_ptes_flushes(v):
             return None  # RegularRows writes such a move as dense rows
     # alloc_new_pmd / alloc_new_pud: at the first step of a segment into a new slot
@@ -520,9 +524,9 @@ def _block(t: Target, sh: _Shape, gates: MoveGates, phase: int, cpus: int,
     special = {0, *exact, *allocated}
     low = pmd_size - 1
     kind = S.K_PTE_MOVE
-    flushes = {}  # pages -> the row's flush and lock columns (one move_ptes flush each)
     head_rows, period_rows, tail_rows = [], [], []
-    # the head, the period (its allocations are overrides), the tail: (first extent, bounds)
+    # the head, the period (its allocations are overrides), the tail: (first extent, bounds);
+    # each row's flush and lock columns: one move_ptes flush of its pages, the locks
     for i, bounds, rows in ((0, heads[:t0 + 1], head_rows), (t0, heads[t0:t0 + k + 1], period_rows),
                             (t1, sh.tails, tail_rows)):
         allocs = i != t0
@@ -532,24 +536,23 @@ def _block(t: Target, sh: _Shape, gates: MoveGates, phase: int, cpus: int,
             ln = st1 - st0
             pages = ln >> ps
             new = st0 + delta
-            tail = flushes.get(pages)
-            if tail is None:
-                tail = flushes[pages] = (0, 1, f_full[pages], f_pages[pages], f_ipis[pages], rmap,
-                                         ptl, 0)
             if i in special:
                 ptes = exact.get(i, pages)
                 batches = _batches(sh, batching, st0, pages) if batches_on else ptes
                 if allocs and i in allocated:
                     p4d, pud = ups.get(i, _NO_UP)
                     add((st0, new, phase, kind, ln, ptes, pages, batches, p4d, pud,
-                         1 if i in alloc_pmd else 0, 1 if (new & low) == 0 or i == 0 else 0) + tail)
+                         1 if i in alloc_pmd else 0, 1 if (new & low) == 0 or i == 0 else 0,
+                         0, 1, f_full[pages], f_pages[pages], f_ipis[pages], rmap, ptl, 0))
                 else:
                     add((st0, new, phase, kind, ln, ptes, pages, batches, 0, 0, 0,
-                         1 if (new & low) == 0 or i == 0 else 0) + tail)
+                         1 if (new & low) == 0 or i == 0 else 0,
+                         0, 1, f_full[pages], f_pages[pages], f_ipis[pages], rmap, ptl, 0))
             else:
-                batches = _batches(sh, batching, st0, pages) if batches_on else pages
-                add((st0, new, phase, kind, ln, pages, pages, batches, 0, 0, 0,
-                     0 if new & low else 1) + tail)
+                add((st0, new, phase, kind, ln, pages, pages,
+                     _batches(sh, batching, st0, pages) if batches_on else pages, 0, 0, 0,
+                     0 if new & low else 1,
+                     0, 1, f_full[pages], f_pages[pages], f_ipis[pages], rmap, ptl, 0))
             st0 = st1
             i += 1
     over = {}
