@@ -204,3 +204,44 @@ def test_the_bench_move_plan_is_the_plan_with_the_unmap_of_the_made_state():
         assert plan.steps.col(name).tolist() == ref.steps.col(name).tolist(), name
     for name in ("pud_idx", "pud_kind", "pmd_idx", "pmd_kind", "pmd_mask"):
         assert getattr(plan.after.pt, name).tolist() == getattr(ref.after.pt, name).tolist()
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_freeze_makes_the_row_tables_steps_of_rows_makes(seed):
+    """``StepLog.freeze`` around blocks: its row tables (``_rows_part``) hold the rows and
+    the lock sets ``Steps(rows=...)`` finds, for rows under one lock set or several."""
+    rng = random.Random(seed)
+    names = [(), ("anon_vma:a",), ("i_mmap:f", "anon_vma:a"), ("anon_vma:b",)]
+    log = S.StepLog()
+    want_parts = []
+    for _ in range(rng.randrange(1, 5)):
+        n = rng.randrange(0, 4)
+        rows, locks = _rows(rng, n, S.SYSCALL), []
+        for r in rows:
+            locks.append(rng.choice(names[:rng.randrange(1, 5)]))
+            log.rows.append(r)
+            log.lock_names.append(locks[-1])
+        if n:
+            want_parts.append(S.Steps(rows=(rows, locks)))
+        block = S.Steps.periodic_run(_rows(rng, 2, S.MOVE), _rows(rng, 2, S.MOVE), 3, 1 << 21,
+                                     1 << 21, {}, _rows(rng, 1, S.MOVE), ())
+        log.append_block(block)
+        want_parts.extend(block.parts())
+    tail = rng.randrange(0, 3)
+    rows = _rows(rng, tail, S.UNMAP_SRC)
+    locks = [rng.choice(names) for _ in rows]
+    log.rows.extend(rows)
+    log.lock_names.extend(locks)
+    if tail:
+        want_parts.append(S.Steps(rows=(rows, locks)))
+    got = log.freeze()
+    assert len(got.parts()) == len(want_parts)
+    for p, q in zip(got.parts(), want_parts, strict=True):
+        assert type(p) is type(q) and len(p) == len(q) and p.lock_sets == q.lock_sets
+        if type(p) is S.Steps:
+            assert p.row_tuples == q.row_tuples
+    want = S.Steps(parts=want_parts)
+    assert got.lock_sets == want.lock_sets and len(got) == len(want)
+    for name in S.ROW_FIELDS:
+        assert got.col(name).tolist() == want.col(name).tolist(), name
+    assert got.lock_names_per_row() == want.lock_names_per_row()
