@@ -57,6 +57,10 @@ HEAD, TAIL = 3, 4
 
 _NO_UP = (0, 0)
 
+#: Read-only int32 arrays of ones by length: the values of a block's PMD-table allocations
+#: (at most one per PUD segment, so at most MAX_SEGMENTS entries).
+_ONES: dict[int, np.ndarray] = {}
+
 
 
 class Progressions:
@@ -561,7 +565,11 @@ def _block(t: Target, sh: _Shape, gates: MoveGates, phase: int, cpus: int,
         if t0 <= i < t1:
             pmd_mid.append(i - t0)
     if pmd_mid:
-        over["alloc_pmd"] = (np.array(pmd_mid, np.int64), np.array([1] * len(pmd_mid), np.int32))
+        ones = _ONES.get(len(pmd_mid))
+        if ones is None:
+            ones = _ONES[len(pmd_mid)] = np.array([1] * len(pmd_mid), np.int32)
+            ones.flags.writeable = False  # (shared: the overrides' readers only read it)
+        over["alloc_pmd"] = (np.array(pmd_mid, np.int64), ones)
     if ups:
         up_mid = [(i - t0, v) for i, v in ups.items() if t0 <= i < t1]
         if up_mid:
