@@ -492,11 +492,10 @@ def _regular_shape(t: Target, pt: PageTables, pmc, gates: MoveGates) -> _Shape |
             at = bisect_left(view_l, q)
             view_l.insert(at, q)
             view_k.insert(at, PUD_TABLE)
-    base = s_lo << ms
-    left = bool(m0 & ~range_mask((o0 - base) >> ps, (min(oe, base + pmd_size) - base) >> ps))
-    if not left:
-        base = s_hi << ms
-        left = bool(m1 & ~range_mask((max(o0, base) - base) >> ps, (oe - base) >> ps))
+    # (the source spans at least three slots: the range covers the first slot from its
+    # first page to the slot's end, the last from the slot's start to its last page)
+    left = bool(m0 & ((1 << ((o0 - (s_lo << ms)) >> ps)) - 1)
+                or m1 >> ((oe - (s_hi << ms)) >> ps))
     return _Shape(ext, delta, i0, i1, j0, n_src, n_dst, {0: e0, last: e1}, bitmaps, exact, k,
                   alloc_pmd, ups, new_tops, pud_added, heads, tails, t1, mid, (v_lo, v_hi),
                   view_l, view_k, dict(zip(bnd, below)), left, consts)

@@ -105,6 +105,11 @@ class _ArraysView:
         return _without(self.pt, f, n, gone, tops)
 
 
+#: ``free_pte_table(PMD_TABLE)``: the run's PTE tables are freed (a constant of the rule,
+#: asked once).
+_FREES_PTE_TABLES = bool(free_pte_table(PMD_TABLE))
+
+
 def _without(pt: PageTables, f: int, n: int, gone: list[int], tops: frozenset[int]) -> PageTables:
     """``pt`` without the PMD entries of slots ``f .. f + n - 1`` and the PUD entries of
     ``gone``, with top-level tables ``tops``."""
@@ -141,7 +146,7 @@ def unmap_moved_source(target: Target, pt: PageTables, start: int, end: int, flo
     ``free_pgd_range`` frees are computed from the run's bounds. Returns ``(new page
     tables, 0, tables freed)`` with ``tlb`` updated as the array driver updates it (the
     freed tables as a :class:`FreedRun`), or None for any other shape."""
-    if end <= start or not free_pte_table(PMD_TABLE):
+    if end <= start or not _FREES_PTE_TABLES:
         return None
     if type(pt) is MovedTables:
         d = pt.__dict__
