@@ -245,3 +245,49 @@ def test_freeze_makes_the_row_tables_steps_of_rows_makes(seed):
     for name in S.ROW_FIELDS:
         assert got.col(name).tolist() == want.col(name).tolist(), name
     assert got.lock_names_per_row() == want.lock_names_per_row()
+
+
+@pytest.mark.parametrize("kernel,arch", [("6.6", "x86_64"), ("6.18", "x86_64"),
+                                         ("6.18", "arm64-4k"), ("7.3", "riscv-sv48"),
+                                         ("6.18", "x86_64-la57")])
+@pytest.mark.parametrize("seed", range(10))
+def test_tlb_finish_mmu_flushes_are_flush_range_of_each_group(kernel, arch, seed):
+    """The freed tables' flushes (``flush_span``'s memo read inline, filled or not): each
+    row's flush is ``flush_range`` over its group's span, with the group's level stride."""
+    from perfsim.planner.gather import (
+        PMD_TABLE_PAGE,
+        PTE_TABLE,
+        FreedRun,
+        MmuGather,
+        table_flush_cuts,
+        tlb_finish_mmu,
+    )
+    from perfsim.planner.tlb import flush_range
+
+    rng = random.Random(seed)
+    t = resolve_target(kernel, arch)
+    a = t.arch
+    shift_of = {PTE_TABLE: a.pmd_shift, PMD_TABLE_PAGE: a.pud_shift}
+    for _ in range(4):
+        cpus = rng.randrange(1, 5)
+        lazy = rng.randrange(0, cpus)
+        n = rng.choice((1, 2, 5, 16, 32, 33, 34, 100, rng.randrange(1, 1200)))
+        first = rng.randrange(1, 1 << 20) << a.pmd_shift
+        ins = sorted((rng.randrange(0, n + 1), rng.randrange(1, 1 << 30) << a.pud_shift,
+                      PMD_TABLE_PAGE) for _ in range(rng.randrange(0, 3)))
+        run = FreedRun(first, n, a.pmd_size, ins)
+        groups = run.flush_groups(table_flush_cuts(t, 0, len(run)), a.page_size)
+        for _twice in range(2):  # (the memo empty or not)
+            tlb = MmuGather(first)
+            tlb.table_run, tlb.freed_tables = run, True
+            log = S.StepLog()
+            tlb_finish_mmu(t, tlb, log, S.UNMAP_SRC, first, first + n * a.pmd_size, 0, len(run),
+                           cpus=cpus, lazy_cpus=lazy)
+            assert len(log.rows) == len(groups)
+            for row, (lo, hi, lv, k) in zip(log.rows, groups, strict=True):
+                f = flush_range(t, lo, hi, stride_shift=shift_of[lv], cpus=cpus,
+                                lazy_cpus=lazy, freed_tables=True)
+                assert row[S.ROW_FIELDS.index("freed")] == k
+                assert row[S.ROW_FIELDS.index("flush_full")] == int(f.full)
+                assert row[S.ROW_FIELDS.index("flush_pages")] == f.pages
+                assert row[S.ROW_FIELDS.index("ipis")] == f.ipis

@@ -23,7 +23,7 @@ import numpy as np
 from perfsim.planner import steps as S
 from perfsim.planner.bitmaps import insert_sorted
 from perfsim.planner.pgtable_move import split_huge_pmd_row
-from perfsim.planner.tlb import flush_range, flush_span
+from perfsim.planner.tlb import _SPAN_TABLES, flush_range, flush_span
 from perfsim.profiles import Target
 
 K_ZAP, K_FREE_TABLES = S.K_ZAP, S.K_FREE_TABLES
@@ -438,8 +438,12 @@ def tlb_finish_mmu(target: Target, tlb: MmuGather, log: S.StepLog, phase: int, s
         if i == 0 and zap_start is not None:
             s_, e_ = min(s_, zap_start), max(e_, tlb.end)
             shift = min(shift, zap_shift)
-        flush = flush_span(target, e_ - s_, stride_shift=shift, cpus=cpus, lazy_cpus=lazy_cpus,
-                           freed_tables=True)
+        span = e_ - s_
+        got = _SPAN_TABLES.get((id(target), shift, cpus, lazy_cpus, True))
+        # (flush_span's own memo read inline: its per-target table of flushes by span)
+        flush = got[1][span] if got is not None and got[0] is target and type(span) is int \
+            else flush_span(target, span, stride_shift=shift, cpus=cpus, lazy_cpus=lazy_cpus,
+                            freed_tables=True)
         log.add_row(phase, K_FREE_TABLES, start, 0, end - start, 0, 0, 0, 0, 0, 0, 0, k, flush,
                     (), 0, 0)
 
