@@ -3,8 +3,8 @@ first read, and the source's unmap is planned from the state before the move.
 
 ``plan_regular_closed`` returns a :class:`~perfsim.planner.fast_closed.MovedTables`, made
 (by ``_after``) only when one of its fields is read; ``unmap_moved_source`` of the moved
-range reads such a state through ``_MovedView`` (the state before the move and the move's
-shape) instead of its arrays (``_ArraysView``), and returns a deferred state and a
+range reads such a state through ``_unmap_pending`` (the state before the move and the
+move's shape) instead of its arrays (``_ArraysView``), and returns a deferred state and a
 :class:`~perfsim.planner.gather.FreedRun`. Every test here holds one of these to the path
 it replaces: the same unmap of the same move with the state made first, the deferred
 states to the states they make, the run's flush groups to the arrays' groups.

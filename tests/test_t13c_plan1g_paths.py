@@ -1,11 +1,10 @@
 """The 1 GiB move's plan with less read per plan (issue 13, sixth pass): each shortcut
 held to the path or the definition it stands for.
 
-* The source's unmap after a closed-form move reads the state before the move through
-  ``_MovedView``, which now takes its PUD entries, its PMD counts and whether the move left
-  a present PTE in an edge slot from what ``_regular_shape`` read (``_Shape.view_l``,
-  ``view_k``, ``below``, ``left``): every answer equals ``_ArraysView``'s on the made state,
-  on the PUD slots the unmap asks about and on others (the fallback search).
+* The source's unmap after a closed-form move reads the state before the move: its PUD
+  entries, its PMD counts and whether the move left a present PTE in an edge slot come
+  from what ``_regular_shape`` read (``_Shape.view_l``, ``view_k``, ``below``, ``left``):
+  each equals what the made state's arrays (``_ArraysView``) hold.
 * ``_regular_shape`` reads a state of few PUD entries as two lists searched by bisection:
   the same shape as the numpy search of its arrays.
 * ``Steps(parts=...)`` takes the one lock set every part holds without a set: the same
@@ -34,7 +33,7 @@ from perfsim.mm.space import AddressSpace
 from perfsim.mm.vma import Vma
 from perfsim.planner import steps as S
 from perfsim.planner.fast_closed import _after, _all_equal, _all_first
-from perfsim.planner.fast_unmap import _ArraysView, _MovedView
+from perfsim.planner.fast_unmap import _ArraysView
 from perfsim.planner.gather import (
     PMD_TABLE_PAGE,
     PUD_TABLE_PAGE,
@@ -51,44 +50,52 @@ def _views(case):
         return None
     t, before, moved, _vma = got
     made = _after(t, before, moved.shape)
-    return t, moved, _MovedView(moved, t), _ArraysView(made)
+    return t, moved, _ArraysView(made)
 
 
 @given(regular_moves(), st.integers(0, 2**32 - 1))
 @settings(max_examples=200, deadline=None)
-def test_the_moved_view_answers_as_the_made_states_arrays(case, seed):
+def test_what_the_shape_keeps_for_the_unmap_is_the_made_states_arrays(case, seed):
+    """The pending unmap (``fast_unmap._unmap_pending``) reads the moved state from the
+    shape: its PUD entries in the view (``view_l``/``view_k``), the PMD entries below the
+    source's PUD bounds in the state before (``below``) plus the destination's, and whether
+    the move left a present PTE (``left``). Each is what the made state's arrays hold."""
     got = _views(case)
     if got is None:
         return
-    t, moved, mv, av = got
+    t, moved, av = got
     a = t.arch
     ms, us = a.pmd_shift, a.pud_shift
-    ext = moved.shape.ext
-    assert mv.tops == av.tops
-    # the source's run of emptied PTE tables (or None when the move left a PTE behind)
-    assert mv.empty_run(ext.start >> ms, (ext.end - 1) >> ms) == \
-        av.empty_run(ext.start >> ms, (ext.end - 1) >> ms)
-    # the PUD entries of every sub-span of the view
-    lo, hi = mv.span
-    rng = random.Random(seed)
-    for _ in range(8):
-        x, y = sorted(rng.randrange(lo, hi + 1) for _ in range(2))
-        assert mv.pud_entries(x, y) == av.pud_entries(x, y)
-        assert mv.pud_leaf_in(x, y) == av.pud_leaf_in(x, y)
-        if x < y:
-            assert mv.pud_below([x, y]) == [b - av.pud_below([lo])[0] for b in av.pud_below([x, y])]
-    # PMD entries under the source's PUD slots (what the shape read) and others (searched)
+    sh = moved.shape
+    ext = sh.ext
+    lo, hi = sh.view
+    assert (sh.view_l, sh.view_k) == av.pud_entries(lo, hi)
+    s_lo = ext.start >> ms
+    run = av.empty_run(s_lo, (ext.end - 1) >> ms)
+    assert (run is None) == sh.left
+    if run is not None:
+        assert run == (s_lo, sh.n_src)
+    # PMD entries under the source's PUD slots: the state before's and the destination's
+    k_pp = us - ms
+    d_lo = (ext.start + sh.delta) >> ms
     p_lo, p_hi = ext.start >> us, (ext.end - 1) >> us
-    asked = list(range(p_lo, p_hi + 1))
-    assert mv.pmd_under(asked, us - ms) == av.pmd_under(asked, us - ms)
-    others = sorted({rng.randrange(max(0, p_lo - 3), p_hi + 4) for _ in range(4)})
-    assert mv.pmd_under(others, us - ms) == av.pmd_under(others, us - ms)
+    under = []
+    for c in range(p_lo, p_hi + 1):
+        b_lo, b_hi = sh.below[c << k_pp], sh.below[(c + 1) << k_pp]
+        under.append(b_hi - b_lo + max(0, min((c + 1) << k_pp, d_lo + sh.n_dst)
+                                       - max(c << k_pp, d_lo)))
+    # (the made state holds the source's emptied tables too: under the source's slots)
+    made_under = av.pmd_under(list(range(p_lo, p_hi + 1)), k_pp)
+    assert under == made_under
     assert moved.pending  # none of it made the moved state
 
 
-def test_the_moved_view_of_the_bench_move_reads_no_array():
-    """bench/bench_engine.py's 1 GiB move: the view's PMD counts come from the shape."""
+def test_the_pending_unmap_of_the_bench_move_reads_no_array():
+    """bench/bench_engine.py's 1 GiB move: the PMD counts come from the shape, and the
+    pending unmap gives what the unmap of the made state gives."""
     from perfsim.planner.fast_closed import plan_regular_closed
+    from perfsim.planner.fast_unmap import unmap_moved_source
+    from perfsim.planner.gather import MmuGather
     from perfsim.planner.pgtable_move import MoveGates
     from perfsim.planner.realign import PageTableMoveControl
 
@@ -104,7 +111,17 @@ def test_the_moved_view_of_the_bench_move_reads_no_array():
     puds = list(range(src >> t.arch.pud_shift, ((src + G - 1) >> t.arch.pud_shift) + 1))
     assert all(c << k_pp in sh.below and (c + 1) << k_pp in sh.below for c in puds)
     assert not sh.left
-    assert _MovedView(moved, t).pmd_under(puds, k_pp) == _ArraysView(moved.made()).pmd_under(puds, k_pp)
+    tlb = MmuGather(src)
+    out = unmap_moved_source(t, moved, src, src + G, 0, 0, src, src + G, tlb)
+    assert moved.pending and out[0].pending
+    made_tlb = MmuGather(src)
+    made = unmap_moved_source(t, _after(t, pt, sh), src, src + G, 0, 0, src, src + G, made_tlb)
+    assert out[1:] == made[1:]
+    assert tlb.table_run.arrays()[0].tolist() == made_tlb.table_run.arrays()[0].tolist()
+    assert tlb.table_run.arrays()[1].tolist() == made_tlb.table_run.arrays()[1].tolist()
+    assert out[0].made().pud_tables == made[0].pud_tables
+    for name in ("pud_idx", "pud_kind", "pmd_idx", "pmd_kind", "pmd_mask"):
+        assert getattr(out[0], name).tolist() == getattr(made[0], name).tolist(), name
 
 
 def _part(rng: random.Random):

@@ -24,6 +24,7 @@ array path, which decides (and declines) exactly as before.
 
 from __future__ import annotations
 
+import sys
 from bisect import bisect_left
 from dataclasses import dataclass, fields
 
@@ -56,6 +57,10 @@ HEAD, TAIL = 3, 4
 
 _NO_UP = (0, 0)
 
+#: Read-only int32 arrays of ones by length: the values of a block's PMD-table allocations
+#: (at most one per PUD segment, so at most MAX_SEGMENTS entries).
+_ONES: dict[int, np.ndarray] = {}
+
 
 
 class Progressions:
@@ -78,10 +83,17 @@ class Progressions:
         delta = new_addr - old_addr
         a0 = old_addr - old_addr % pmd_size + pmd_size
         b0 = new_addr - new_addr % pmd_size + pmd_size - delta
-        two = (a0 - b0) % pmd_size != 0
-        c0, c1 = (min(a0, b0), max(a0, b0)) if two else (a0, a0)
-        n = len(range(c0, old_end, pmd_size)) + (len(range(c1, old_end, pmd_size)) if two else 0)
-        return cls(old_addr, old_end, c0, c1, pmd_size, n, two)
+        out = cls.__new__(cls)  # (the fields as __init__ sets them, without calling it)
+        out.start, out.end, out.period = old_addr, old_end, pmd_size
+        if (a0 - b0) % pmd_size:
+            out.two = True
+            out.c0, out.c1 = c0, c1 = (a0, b0) if a0 < b0 else (b0, a0)
+            out.n_inner = len(range(c0, old_end, pmd_size)) + len(range(c1, old_end, pmd_size))
+        else:
+            out.two = False
+            out.c0 = out.c1 = a0
+            out.n_inner = len(range(a0, old_end, pmd_size))
+        return out
 
     @property
     def n_ext(self) -> int:
@@ -111,6 +123,23 @@ class Progressions:
         head = [self.start] if lo == 0 else []
         tail = [self.end] * (hi - max(b, lo - 1)) if hi > self.n_inner else []
         return head + inner + tail if head or tail else inner
+
+    def ends(self, hi: int, lo: int) -> tuple[list[int], list[int]]:
+        """``(bounds(0, hi), bounds(lo, n_ext))`` (``hi <= n_inner``, ``1 <= lo``): the
+        first bounds and the last ones, in one call."""
+        c0, c1, p, n = self.c0, self.c1, self.period, self.n_inner
+        head = [self.start]
+        tail = []
+        if self.two:
+            for j in range(hi):
+                head.append((c1 if j & 1 else c0) + (j >> 1) * p)
+            for j in range(lo - 1, n):
+                tail.append((c1 if j & 1 else c0) + (j >> 1) * p)
+        else:
+            head.extend(range(c0, c0 + hi * p, p))
+            tail.extend(range(c0 + (lo - 1) * p, c0 + n * p, p))
+        tail.append(self.end)
+        return head, tail
 
     def index(self, v: int) -> int:
         """The ``i`` with ``bound(i) == v`` (``v`` one of the boundaries)."""
@@ -151,8 +180,9 @@ _CONSTANTS: dict[int, tuple] = {}
 
 def _constants(t: Target) -> tuple:
     """``(page shift, PMD shift, PUD shift, PTEs per table, PMD size, PUD size, P4D shift,
-    PUD folded, have_move_pmd, have_move_pud, a full bitmap)`` of ``t`` (immutable
-    profiles; several are properties), once per target."""
+    PUD folded, have_move_pmd, have_move_pud, a full bitmap, PMD slots per PUD slot and PUD
+    slots per top-level slot as shifts)`` of ``t`` (immutable profiles; several are
+    properties), once per target."""
     got = _CONSTANTS.get(id(t))
     if got is None or got[0] is not t:
         if len(_CONSTANTS) >= 64:
@@ -161,7 +191,8 @@ def _constants(t: Target) -> tuple:
         got = _CONSTANTS[id(t)] = (t, (a.page_shift, a.pmd_shift, a.pud_shift, a.ptrs_per_pte,
                                        a.pmd_size, a.pud_size, a.p4d_shift, a.pud_folded,
                                        t.have_move_pmd, t.have_move_pud,
-                                       (1 << a.ptrs_per_pte) - 1))
+                                       (1 << a.ptrs_per_pte) - 1, a.pud_shift - a.pmd_shift,
+                                       a.p4d_shift - a.pud_shift))
     return got[1]
 
 
@@ -176,7 +207,13 @@ def _all_equal(x: np.ndarray, value: int) -> bool:
 
 _TABLE_KIND = np.int8(PMD_TABLE).tobytes()
 _INT8 = np.dtype(np.int8)
+_I32 = np.dtype(np.int32)
 _U8 = np.dtype("<u8")
+_ORDER = sys.byteorder  # (the byte order of a native dtype's bytes)
+
+#: A state with at most this many bitmap rows has the edge slots' rows read from one copy
+#: of the whole table's bytes.
+_FEW_MASKS = 64
 
 
 def _all_first(x: np.ndarray) -> bool:
@@ -239,7 +276,7 @@ class _Shape:
     (where the dense tail starts, after ``mid`` periodic extents) to the end; ``consts``
     the target's :func:`_constants`.
 
-    For the source's unmap (:class:`perfsim.planner.fast_unmap._MovedView`), what the
+    For the source's unmap (:func:`perfsim.planner.fast_unmap._unmap_pending`), what the
     shape read of the state before the move anyway: the PUD entries of PUD slots
     ``view[0] .. view[1] - 1`` (the top-level entries the source spans) as lists
     ``view_l``/``view_k`` with the PMD tables the move allocates (``pud_added``) among
@@ -284,12 +321,18 @@ def plan_regular_closed(t: Target, pt: PageTables, pmc, gates: MoveGates, phase:
     sh = _regular_shape(t, pt, pmc, gates)
     if sh is None:
         return None
-    return _block(t, sh, gates, phase, cpus, lazy_cpus), MovedTables(t, pt, sh)
+    moved = MovedTables.__new__(MovedTables)  # (what MovedTables(t, pt, sh) sets)
+    moved.__dict__.update(arch=t.arch, pud_tables=(pt.pud_tables | frozenset(sh.new_tops)
+                                                   if sh.new_tops else pt.pud_tables),
+                          _make=lambda: _after(t, pt, sh), _view_before=pt, _view_shape=sh)
+    return _block(t, sh, gates, phase, cpus, lazy_cpus), moved
 
 
 def _regular_shape(t: Target, pt: PageTables, pmc, gates: MoveGates) -> _Shape | None:
-    consts = _constants(t)
-    ps, ms, us, ptrs, pmd_size, pud_size, p4d_shift, folded, move_pmd, move_pud, full_int = consts
+    got = _CONSTANTS.get(id(t))
+    consts = got[1] if got is not None and got[0] is t else _constants(t)
+    (ps, ms, us, ptrs, pmd_size, pud_size, p4d_shift, folded, move_pmd, move_pud, full_int,
+     k_pp, top_shift) = consts
     o0, n0, oe = pmc.old_addr, pmc.new_addr, pmc.old_end
     length = oe - o0
     if length <= 0:
@@ -297,112 +340,133 @@ def _regular_shape(t: Target, pt: PageTables, pmc, gates: MoveGates) -> _Shape |
     delta = n0 - o0
     s_lo, s_hi = o0 >> ms, (oe - 1) >> ms
     d_lo, d_hi = n0 >> ms, (n0 + length - 1) >> ms
-    if not (s_hi < d_lo or d_hi < s_lo):
+    if s_hi >= d_lo and d_hi >= s_lo:
         return None
     # _is_regular: no extent can be a NORMAL_PMD attempt, no full PUD segment may move
-    if not ((delta % pmd_size != 0) or not move_pmd
-            or -(-o0 // pmd_size) * pmd_size + pmd_size > oe):
+    if not (delta % pmd_size or not move_pmd or -(-o0 // pmd_size) * pmd_size + pmd_size > oe):
         return None
     ra = range(o0 - o0 % pud_size + pud_size, oe, pud_size)
     rb = range(n0 - n0 % pud_size + pud_size - delta, oe, pud_size)
     if len(ra) + len(rb) >= MAX_SEGMENTS:
         return None
     ub = sorted({*ra, *rb})
-    seg_start = [o0, *ub]
     if move_pud:
-        for s, e in zip(seg_start, [*ub, oe]):
+        s = o0
+        for e in (*ub, oe):
             if e - s == pud_size:
                 return None
+            s = e
     # PUD entries: every source one a PMD table (under a PUD table), no destination leaf.
     # Read at once with those of the top-level entries the source spans (the view).
     p_lo, p_hi = o0 >> us, (oe - 1) >> us
     q_lo, q_hi = n0 >> us, (n0 + length - 1) >> us
-    top_shift = p4d_shift - us
     if folded:
         v_lo, v_hi = p_lo, p_hi + 1
     else:
         v_lo, v_hi = p_lo >> top_shift << top_shift, ((p_hi >> top_shift) + 1) << top_shift
     pud_idx = pt.pud_idx
     if len(pud_idx) <= _FEW_PUDS:
-        # a few entries: two lists and bisection (what searchsorted and slices give)
+        # a few entries: a list searched by bisection and the kinds by slot
         all_l, all_k = pud_idx.tolist(), pt.pud_kind.tolist()
-        k0, k1 = bisect_left(all_l, p_lo), bisect_left(all_l, p_hi + 1)
-        k2, k3 = bisect_left(all_l, q_lo), bisect_left(all_l, q_hi + 1)
+        kind_of = dict(zip(all_l, all_k))
         k4, k5 = bisect_left(all_l, v_lo), bisect_left(all_l, v_hi)
         view_l, view_k = all_l[k4:k5], all_k[k4:k5]
-        dst_pud = dict(zip(all_l[k2:k3], all_k[k2:k3]))
     else:
         k0, k1, k2, k3, k4, k5 = pud_idx.searchsorted(
             (p_lo, p_hi + 1, q_lo, q_hi + 1, v_lo, v_hi)).tolist()
         view_l, view_k = pud_idx[k4:k5].tolist(), pt.pud_kind[k4:k5].tolist()
-        if k4 <= k2 and k3 <= k5:
-            dst_pud = dict(zip(view_l[k2 - k4:k3 - k4], view_k[k2 - k4:k3 - k4]))
-        else:
-            dst_pud = dict(zip(pud_idx[k2:k3].tolist(), pt.pud_kind[k2:k3].tolist()))
-    src_pud = dict(zip(view_l[k0 - k4:k1 - k4], view_k[k0 - k4:k1 - k4]))
+        # the source's and the destination's entries (one state: one kind per slot)
+        kind_of = dict(zip(pud_idx[k2:k3].tolist(), pt.pud_kind[k2:k3].tolist()))
+        kind_of.update(zip(view_l[k0 - k4:k1 - k4], view_k[k0 - k4:k1 - k4]))
     tops = pt.pud_tables
     for p in range(p_lo, p_hi + 1):
-        if src_pud.get(p, PUD_NONE) != PUD_TABLE or (
-                not folded and (p >> top_shift) not in tops):
+        if kind_of.get(p) != PUD_TABLE or (not folded and (p >> top_shift) not in tops):
             return None
-    if PUD_LEAF in dst_pud.values():
-        return None
+    for q in range(q_lo, q_hi + 1):
+        if kind_of.get(q) == PUD_LEAF:
+            return None
     # PMD entries: every source slot a PTE table, no destination entry; with the entries
     # below each bound of the source's PUD entries (for the unmap)
-    k_pp = us - ms
-    bnd = [p << k_pp for p in range(p_lo, p_hi + 2)]
+    bnd = range(p_lo << k_pp, (p_hi + 2) << k_pp, 1 << k_pp)
     i0, i1, j0, j1, *below = pt.pmd_idx.searchsorted((s_lo, s_hi + 1, d_lo, d_hi + 1, *bnd)).tolist()
     n_src, n_dst = s_hi - s_lo + 1, d_hi - d_lo + 1
     if j1 > j0 or i1 - i0 != n_src or n_src < 3:
         return None
     pop = pt.mask_pop
-    if pop[0] != 0:
+    if pop.item(0) != 0:
         return None  # MaskTable's precondition: row 0 is the empty bitmap
-    if not _all_equal(pt.pmd_kind[i0:i1], PMD_TABLE):
+    kinds = pt.pmd_kind[i0:i1]
+    if not (kinds.tobytes() == _TABLE_KIND * n_src if kinds.dtype is _INT8
+            else _all_equal(kinds, PMD_TABLE)):
         return None
-    src_row = pt.pmd_mask[i0:i1]
     # a fully populated interior (RegularCounts.inner_full): one bitmap row throughout (a
     # full one), else every row's population read
-    inner = src_row[1:-1]
-    r = int(inner[0])
-    if not (int(pop[r]) == ptrs and _all_first(inner)) and np.count_nonzero(pop[inner] != ptrs):
+    src_row = pt.pmd_mask[i0:i1]
+    if src_row.dtype is _I32:  # (the rows' bytes: one C call, the rest on bytes)
+        b = src_row.tobytes()
+        e0, r, e1 = (int.from_bytes(b[:4], _ORDER, signed=True),
+                     int.from_bytes(b[4:8], _ORDER, signed=True),
+                     int.from_bytes(b[-4:], _ORDER, signed=True))
+        one_row = b[4:-4] == b[4:8] * (n_src - 2)
+    else:
+        e0, r = src_row[:2].tolist()
+        e1 = src_row.item(-1)
+        one_row = _all_first(src_row[1:-1])
+    if not (one_row and pop.item(r) == ptrs) and np.count_nonzero(pop[src_row[1:-1]] != ptrs):
         return None
-    e0, e1 = int(src_row[0]), int(src_row[-1])
     ext = Progressions.of(o0, n0, oe, pmd_size)
     n_ext = ext.n_inner + 1
     if n_ext < HEAD + TAIL + 8:
         return None
-    heads = ext.bounds(0, HEAD + 2)
-    k = 1 if heads[HEAD + 1] - heads[HEAD] == pmd_size else 2
-    if heads[HEAD + k] - heads[HEAD] != pmd_size:
+    k = 2 if ext.two else 1  # (extents per source PMD: the heads' checks below hold it)
+    mid = (n_ext - HEAD - TAIL) // k * k
+    t1 = HEAD + mid
+    heads, tails = ext.ends(HEAD + 2, t1)
+    if (1 if heads[HEAD + 1] - heads[HEAD] == pmd_size else 2) != k \
+            or heads[HEAD + k] - heads[HEAD] != pmd_size:
         return None
     batching = gates.batching
     if batching.batches and ptrs % batching.folio_pages:
         return None
-    mid = (n_ext - HEAD - TAIL) // k * k
-    t1 = HEAD + mid
-    tails = ext.bounds(t1, n_ext)
-    bitmaps = _Bitmaps(pt, r, full_int)  # (the interior's row r is full)
-    edge = {0: e0, n_src - 1: e1}
+    # the edge slots' bitmaps (the interior's row r is full)
+    masks = pt.masks
+    if len(masks) <= _FEW_MASKS and masks.dtype is _U8:
+        mb = masks.tobytes()
+        w = len(mb) // len(masks)  # (bytes per row)
+        m0 = int.from_bytes(mb[e0 * w:(e0 + 1) * w], "little")
+        m1 = int.from_bytes(mb[e1 * w:(e1 + 1) * w], "little")
+        bitmaps = _Bitmaps.__new__(_Bitmaps)  # (what __init__ sets, and the two rows read)
+        bitmaps.pt, bitmaps.full_int, bitmaps.added, bitmaps._le = pt, full_int, [], True
+        bitmaps.ints = {r: full_int, e0: m0, e1: m1}
+        bitmaps.ids = {0: 0, full_int: r}
+    else:
+        bitmaps = _Bitmaps(pt, r, full_int)
+        m0, m1 = bitmaps.int_of(e0), bitmaps.int_of(e1)
     # present PTEs of the extents touching the edge slots (the first two, the last two);
     # interior extents map every page
     exact = {}
+    last = n_src - 1
     for i, st0, st1 in ((0, heads[0], heads[1]), (1, heads[1], heads[2]),
                         (n_ext - 2, tails[-3], tails[-2]), (n_ext - 1, tails[-2], tails[-1])):
         rel = (st0 >> ms) - s_lo
-        m = bitmaps.int_of(edge[rel]) if rel in edge else full_int
-        v = exact[i] = (m >> ((st0 >> ps) & (ptrs - 1)) & ((1 << ((st1 - st0) >> ps)) - 1)).bit_count()
+        if rel == 0 or rel == last:
+            v = ((m0 if rel == 0 else m1) >> ((st0 >> ps) & (ptrs - 1))
+                 & ((1 << ((st1 - st0) >> ps)) - 1)).bit_count()
+        else:
+            v = (st1 - st0) >> ps  # (a full bitmap: every page of the extent)
+        exact[i] = v
         if not move_ptes_flushes(v):
             return None  # RegularRows writes such a move as dense rows
     # alloc_new_pmd / alloc_new_pud: at the first step of a segment into a new slot
     alloc_pmd: dict[int, int] = {}
     pud_added: list[int] = []  # (increasing: so are the segments' destination slots)
+    seg_start = (o0, *ub)
     prev = None
     for s in seg_start:
         q = (s + delta) >> us
-        if q != prev and pmd_alloc(dst_pud.get(q, PUD_NONE)):
-            alloc_pmd[ext.index(s)] = q
-            if q not in dst_pud:
+        if q != prev and pmd_alloc(kind_of.get(q, PUD_NONE)):
+            alloc_pmd[0 if s == o0 else ext.index(s)] = q
+            if q not in kind_of:  # (q is a destination slot: kind_of holds those)
                 pud_added.append(q)
         prev = q
     ups: dict[int, tuple[int, int]] = {}
@@ -420,97 +484,115 @@ def _regular_shape(t: Target, pt: PageTables, pmc, gates: MoveGates) -> _Shape |
                 have = {*have, top}
                 new_tops.append(top)
             if p4d or pud:
-                ups[ext.index(s)] = (p4d, pud)
+                ups[0 if s == o0 else ext.index(s)] = (p4d, pud)
     # for the unmap of the source: the view's PUD entries with the PMD tables the move
     # allocated among them, and whether the move leaves a present PTE in an edge slot
     for q in pud_added:
-        if v_lo <= q < v_hi:  # (a new entry: the state before has none at q, in dst_pud)
+        if v_lo <= q < v_hi:  # (a new entry: the state before has none at q)
             at = bisect_left(view_l, q)
             view_l.insert(at, q)
             view_k.insert(at, PUD_TABLE)
-    left = False
-    for base, row in ((s_lo << ms, e0), (s_hi << ms, e1)):
-        if bitmaps.int_of(row) & ~range_mask((max(o0, base) - base) >> ps,
-                                             (min(oe, base + pmd_size) - base) >> ps):
-            left = True
-    return _Shape(ext, delta, i0, i1, j0, n_src, n_dst, edge, bitmaps, exact, k, alloc_pmd,
-                  ups, new_tops, pud_added, heads, tails, t1, mid, (v_lo, v_hi), view_l,
-                  view_k, dict(zip(bnd, below)), left, consts)
+    # (the source spans at least three slots: the range covers the first slot from its
+    # first page to the slot's end, the last from the slot's start to its last page)
+    left = bool(m0 & ((1 << ((o0 - (s_lo << ms)) >> ps)) - 1)
+                or m1 >> ((oe - (s_hi << ms)) >> ps))
+    return _Shape(ext, delta, i0, i1, j0, n_src, n_dst, {0: e0, last: e1}, bitmaps, exact, k,
+                  alloc_pmd, ups, new_tops, pud_added, heads, tails, t1, mid, (v_lo, v_hi),
+                  view_l, view_k, dict(zip(bnd, below)), left, consts)
 
 
 def _block(t: Target, sh: _Shape, gates: MoveGates, phase: int, cpus: int,
            lazy_cpus: int) -> S.Steps:
     """The rows, as :meth:`RegularRows.block` lays them out: ``HEAD`` dense rows, one
     period repeated (:class:`~perfsim.planner.steps.PeriodicBlock`, the table allocations
-    inside it as overrides), the dense tail."""
+    inside it as overrides), the dense tail. Only the extents of ``special`` (the first,
+    those touching an edge slot, those allocating a table) differ from the rule of the
+    others: every page present, nothing allocated but the PTE table of an extent starting
+    a destination PMD."""
     ps, ms, _, ptrs, pmd_size = sh.consts[:5]
     ext, delta, exact, k, t1 = sh.ext, sh.delta, sh.exact, sh.k, sh.t1
     s_lo = ext.start >> ms
-    f_full, f_pages, f_ipis = _flush_lists(t, ps, cpus, lazy_cpus, ptrs)
+    got = _FLUSH_LISTS.get((id(t), ps, cpus, lazy_cpus, ptrs))
+    f_full, f_pages, f_ipis = got[1:] if got is not None and got[0] is t \
+        else _flush_lists(t, ps, cpus, lazy_cpus, ptrs)
     ptl = int(move_ptes_ptl_count(s_lo, (ext.start + delta) >> ms))  # the tables differ
     locks = gates.huge_locks
     rmap = len(locks)
     batching = gates.batching
     batches_on = batching.batches
-    bitmaps, edge = sh.bitmaps, sh.edge
-    move_first = (ext.start >> ps) & (ptrs - 1)
     t0 = HEAD
     heads = sh.heads
-    table = []
-    add = table.append
     ups, alloc_pmd = sh.ups, sh.alloc_pmd
     allocated = {*ups, *alloc_pmd}  # the extents allocating a table
+    special = {0, *exact, *allocated}
     low = pmd_size - 1
     kind = S.K_PTE_MOVE
-    flushes = {}  # pages -> the row's flush and lock columns (one move_ptes flush each)
-    # the head, the period (its allocations are overrides), the tail: (first extent, bounds)
-    for i, bounds in ((0, heads[:t0 + 1]), (t0, heads[t0:t0 + k + 1]), (t1, sh.tails)):
+    head_rows, period_rows, tail_rows = [], [], []
+    # the head, the period (its allocations are overrides), the tail: (first extent, bounds);
+    # each row's flush and lock columns: one move_ptes flush of its pages, the locks
+    for i, bounds, rows in ((0, heads[:t0 + 1], head_rows), (t0, heads[t0:t0 + k + 1], period_rows),
+                            (t1, sh.tails, tail_rows)):
         allocs = i != t0
+        add = rows.append
         st0 = bounds[0]
         for st1 in bounds[1:]:
             ln = st1 - st0
             pages = ln >> ps
             new = st0 + delta
-            ptes = exact.get(i, pages)
-            if batches_on:
-                slot = st0 >> ms
-                off = (st0 >> ps) & (ptrs - 1)
-                rel = slot - s_lo
-                m = bitmaps.int_of(edge[rel]) if rel in edge else bitmaps.full_int
-                clr = move_first if rel == 0 else 0
-                batches = mremap_folio_pte_batch(batching, m & ~range_mask(clr, off), off, pages,
-                                                 batching.window_in_table(slot << (ms - ps), ptrs))
+            if i in special:
+                ptes = exact.get(i, pages)
+                batches = _batches(sh, batching, st0, pages) if batches_on else ptes
+                if allocs and i in allocated:
+                    p4d, pud = ups.get(i, _NO_UP)
+                    add((st0, new, phase, kind, ln, ptes, pages, batches, p4d, pud,
+                         1 if i in alloc_pmd else 0, 1 if (new & low) == 0 or i == 0 else 0,
+                         0, 1, f_full[pages], f_pages[pages], f_ipis[pages], rmap, ptl, 0))
+                else:
+                    add((st0, new, phase, kind, ln, ptes, pages, batches, 0, 0, 0,
+                         1 if (new & low) == 0 or i == 0 else 0,
+                         0, 1, f_full[pages], f_pages[pages], f_ipis[pages], rmap, ptl, 0))
             else:
-                batches = ptes
-            tail = flushes.get(pages)
-            if tail is None:
-                tail = flushes[pages] = (0, 1, f_full[pages], f_pages[pages], f_ipis[pages], rmap,
-                                         ptl, 0)
-            if allocs and i in allocated:
-                p4d, pud = ups.get(i, _NO_UP)
-                head = (st0, new, phase, kind, ln, ptes, pages, batches, p4d, pud,
-                        1 if i in alloc_pmd else 0, 1 if (new & low) == 0 or i == 0 else 0)
-            else:
-                head = (st0, new, phase, kind, ln, ptes, pages, batches, 0, 0, 0,
-                        1 if (new & low) == 0 or i == 0 else 0)
-            add(head + tail)
+                add((st0, new, phase, kind, ln, pages, pages,
+                     _batches(sh, batching, st0, pages) if batches_on else pages, 0, 0, 0,
+                     0 if new & low else 1,
+                     0, 1, f_full[pages], f_pages[pages], f_ipis[pages], rmap, ptl, 0))
             st0 = st1
             i += 1
-    n_tail = len(table) - t0 - k
-    parts = (S.Steps(rows=(table[:t0], [locks] * t0)),
-             S.Steps(rows=(table[t0:t0 + k], [locks] * k)),
-             S.Steps(rows=(table[t0 + k:], [locks] * n_tail)))
     over = {}
-    pmd_mid = [i - t0 for i in alloc_pmd if t0 <= i < t1]
+    pmd_mid = []
+    for i in alloc_pmd:
+        if t0 <= i < t1:
+            pmd_mid.append(i - t0)
     if pmd_mid:
-        over["alloc_pmd"] = (np.array(pmd_mid, np.int64), np.array([1] * len(pmd_mid), np.int32))
-    up_mid = [(i - t0, v) for i, v in ups.items() if t0 <= i < t1]
-    if up_mid:
-        pos = np.array([p for p, _ in up_mid], np.int64)
-        over["alloc_p4d"] = (pos, np.array([v[0] for _, v in up_mid], np.int32))
-        over["alloc_pud"] = (pos, np.array([v[1] for _, v in up_mid], np.int32))
-    periodic = S.PeriodicBlock(parts[1], sh.mid // k, pmd_size, pmd_size, over)
-    return S.Steps(parts=[parts[0], periodic, parts[2]])
+        ones = _ONES.get(len(pmd_mid))
+        if ones is None:
+            ones = _ONES[len(pmd_mid)] = np.array([1] * len(pmd_mid), np.int32)
+            ones.flags.writeable = False  # (shared: the overrides' readers only read it)
+        over["alloc_pmd"] = (np.array(pmd_mid, np.int64), ones)
+    if ups:
+        up_mid = [(i - t0, v) for i, v in ups.items() if t0 <= i < t1]
+        if up_mid:
+            pos = np.array([p for p, _ in up_mid], np.int64)
+            over["alloc_p4d"] = (pos, np.array([v[0] for _, v in up_mid], np.int32))
+            over["alloc_pud"] = (pos, np.array([v[1] for _, v in up_mid], np.int32))
+    return S.Steps.periodic_run(head_rows, period_rows, sh.mid // k, pmd_size, pmd_size, over,
+                                tail_rows, locks)
+
+
+def _batches(sh: _Shape, batching, st0: int, pages: int) -> int:
+    """``mremap_folio_pte_batch``'s batches of the extent of ``pages`` pages at ``st0``
+    (its slot's bitmap, the moved range's first pages cleared in the first slot)."""
+    ps, ms, _, ptrs = sh.consts[:4]
+    start = sh.ext.start
+    s_lo = start >> ms
+    slot = st0 >> ms
+    off = (st0 >> ps) & (ptrs - 1)
+    rel = slot - s_lo
+    edge, bitmaps = sh.edge, sh.bitmaps
+    m = bitmaps.int_of(edge[rel]) if rel in edge else bitmaps.full_int
+    clr = (start >> ps) & (ptrs - 1) if rel == 0 else 0
+    return mremap_folio_pte_batch(batching, m & ~range_mask(clr, off), off, pages,
+                                  batching.window_in_table(slot << (ms - ps), ptrs))
 
 
 _FIELDS = frozenset(f.name for f in fields(PageTables)) - {"arch"}

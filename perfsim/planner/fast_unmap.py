@@ -17,17 +17,18 @@ that shape, with the same predicates (``free_range_bounds``, ``free_pte_table``,
 shape (something present in the range, a huge PMD or PUD, a gap in the run), where the
 array driver runs as before. tests/test_t13_big2_unmap.py holds the two to each other.
 
-What it reads of the page tables goes through a view (:class:`_ArraysView`: searches of
-the state's arrays). After a closed-form move the state is a
-:class:`~perfsim.planner.fast_closed.MovedTables` not made yet, and :class:`_MovedView`
-answers the same questions from the state before the move and the move's shape (the
-source slots emptied, the destination slots and PMD tables added), so the unmap makes
-neither that state nor its own: the result is a
-:class:`~perfsim.planner.fast_closed.DeferredTables` that makes the moved state and then
-removes what was freed (:func:`_without`, what the unmap of a made state returns), and the
-freed tables are a :class:`~perfsim.planner.gather.FreedRun`.
-tests/test_t13b_gplan_unmap.py and tests/test_t13c_plan1g_paths.py hold the two views to
-each other.
+What it reads of a made state goes through :class:`_ArraysView` (searches of the state's
+arrays). After a closed-form move the state is a
+:class:`~perfsim.planner.fast_closed.MovedTables` not made yet, and :func:`_unmap_pending`
+takes the same steps with the answers read from the state before the move and the move's
+shape (the source slots emptied, the destination slots and PMD tables added), inline (a
+Python call per question cost more than the question), so the unmap makes neither that
+state nor its own: the result is a :class:`~perfsim.planner.fast_closed.DeferredTables`
+that makes the moved state and then removes what was freed (:func:`_without`, what the
+unmap of a made state returns), and the freed tables are a
+:class:`~perfsim.planner.gather.FreedRun`. tests/test_t13b_gplan_unmap.py,
+tests/test_t13c_plan1g_paths.py and tests/test_t13d_plan1g7_paths.py hold the two to each
+other.
 """
 
 from __future__ import annotations
@@ -40,11 +41,13 @@ from perfsim.mm.pagetable import PMD_TABLE, PUD_LEAF, PageTables
 from perfsim.planner.bitmaps import filled
 from perfsim.planner.fast_closed import DeferredTables, MovedTables
 from perfsim.planner.gather import (
+    _KEY_OF_LEVEL,
     PMD_TABLE_PAGE,
     PTE_TABLE,
     PUD_TABLE_PAGE,
     FreedRun,
     MmuGather,
+    _pte_table_key,
     table_order_key,
 )
 from perfsim.planner.unmap import free_pmd_table, free_pte_table, free_pud_table, free_range_bounds
@@ -102,82 +105,9 @@ class _ArraysView:
         return _without(self.pt, f, n, gone, tops)
 
 
-class _MovedView:
-    """What the unmap of the moved source reads of a :class:`MovedTables` not made yet:
-    the state before the move with the source's PMD entries emptied (the interior fully
-    populated moved whole; an edge slot keeps what lies outside the range), the
-    destination's ``n_dst`` entries from slot ``d_lo`` and the PMD tables the move
-    allocated (``pud_added``) added. What it reads of the state before, the move's shape
-    read already (:class:`~perfsim.planner.fast_closed._Shape`): the PUD entries the unmap
-    can read (those of the top-level entries the source spans, with the move's new ones)
-    as lists, the PMD entries below each bound of the source's PUD entries (``below``;
-    other slots are searched), and whether the move left a present PTE in an edge slot
-    (``left``). Counts below a PUD slot are from the first entry of the span (the unmap
-    reads only their differences)."""
-
-    def __init__(self, moved: MovedTables, target: Target) -> None:
-        self.moved = moved
-        d = moved.__dict__
-        self.pt = d["_view_before"]
-        self.sh = sh = d["_view_shape"]
-        self.a = a = target.arch
-        self.d_lo = (sh.ext.start + sh.delta) >> a.pmd_shift
-        self.tops = d["pud_tables"]
-        # the PUD entries of the top-level entries the source spans, as the shape read them
-        # from the state before, with the PMD tables the move allocated among them
-        self.span = sh.view
-        self.pud_l, self.pud_k = sh.view_l, sh.view_k
-
-    def _within(self, lo: int, hi: int) -> None:
-        assert self.span[0] <= lo and hi <= self.span[1], "outside the PUD entries read"
-
-    def empty_run(self, s0: int, s1: int) -> tuple[int, int] | None:
-        sh = self.sh
-        s_lo = sh.ext.start >> self.a.pmd_shift
-        if (s0, s1) != (s_lo, s_lo + sh.n_src - 1):
-            return None  # (not asked: the unmap of the moved range is the source's)
-        if sh.left:
-            return None  # the move left a present PTE in an edge slot
-        return s_lo, sh.n_src
-
-    def pud_entries(self, lo: int, hi: int) -> tuple[list[int], list[int]]:
-        self._within(lo, hi)
-        q0, q1 = bisect_left(self.pud_l, lo), bisect_left(self.pud_l, hi)
-        return self.pud_l[q0:q1], self.pud_k[q0:q1]
-
-    def pud_leaf_in(self, lo: int, hi: int) -> bool:
-        return PUD_LEAF in self.pud_entries(lo, hi)[1]
-
-    def pmd_under(self, puds: list[int], k_pp: int) -> list[int]:
-        d_lo, d_hi, below = self.d_lo, self.d_lo + self.sh.n_dst, self.sh.below
-        out = []
-        for c in puds:
-            lo, hi = c << k_pp, (c + 1) << k_pp
-            b_lo, b_hi = below.get(lo), below.get(hi)  # (the shape read those the unmap asks for)
-            if b_lo is None or b_hi is None:
-                b_lo, b_hi = self.pt.pmd_idx.searchsorted((lo, hi)).tolist()
-            # the state before's entries, and the destination's d_lo .. d_hi - 1
-            out.append(b_hi - b_lo + max(0, min(hi, d_hi) - max(lo, d_lo)))
-        return out
-
-    def pud_below(self, slots: list[int]) -> list[int]:
-        self._within(min(slots), max(slots))
-        pud_l = self.pud_l
-        return [bisect_left(pud_l, x) for x in slots]
-
-    def without(self, target: Target, f: int, n: int, gone: list[int],
-                tops: frozenset[int]) -> PageTables:
-        moved = self.moved
-        return DeferredTables(target.arch, tops,
-                              lambda: _without(moved.made(), f, n, gone, tops))
-
-
-def _view_of(pt: PageTables, target: Target, start: int, end: int):
-    if type(pt) is MovedTables and pt.pending:
-        ext = pt.shape.ext
-        if (start, end) == (ext.start, ext.end):
-            return _MovedView(pt, target)
-    return _ArraysView(pt)
+#: ``free_pte_table(PMD_TABLE)``: the run's PTE tables are freed (a constant of the rule,
+#: asked once).
+_FREES_PTE_TABLES = bool(free_pte_table(PMD_TABLE))
 
 
 def _without(pt: PageTables, f: int, n: int, gone: list[int], tops: frozenset[int]) -> PageTables:
@@ -216,11 +146,19 @@ def unmap_moved_source(target: Target, pt: PageTables, start: int, end: int, flo
     ``free_pgd_range`` frees are computed from the run's bounds. Returns ``(new page
     tables, 0, tables freed)`` with ``tlb`` updated as the array driver updates it (the
     freed tables as a :class:`FreedRun`), or None for any other shape."""
+    if end <= start or not _FREES_PTE_TABLES:
+        return None
+    if type(pt) is MovedTables:
+        d = pt.__dict__
+        if "_make" in d:  # (pending)
+            sh = d["_view_shape"]
+            ext = sh.ext
+            if start == ext.start and end == ext.end:
+                return _unmap_pending(target, pt, sh, start, end, floor, ceiling, win_start,
+                                      win_end, tlb)
     a = target.arch
     ms, us = a.pmd_shift, a.pud_shift
-    if end <= start or not free_pte_table(PMD_TABLE):
-        return None
-    v = _view_of(pt, target, start, end)
+    v = _ArraysView(pt)
     run = v.empty_run(start >> ms, (end - 1) >> ms)
     if run is None:
         return None
@@ -275,3 +213,94 @@ def unmap_moved_source(target: Target, pt: PageTables, start: int, end: int, flo
     tlb.table_run = FreedRun(f << ms, n, a.pmd_size, inserted)
     tlb.freed_tables = True
     return v.without(target, f, n, gone, tops), 0, n + len(others)
+
+
+def _unmap_pending(target: Target, moved: MovedTables, sh, start: int, end: int, floor: int,
+                   ceiling: int, win_start: int, win_end: int, tlb: MmuGather):
+    """:func:`unmap_moved_source` of the moved range ``[start, end)`` of ``moved``, a
+    :class:`MovedTables` not made yet, answering what it reads of that state from the state
+    before the move (``moved.before``) and the move's shape ``sh``
+    (:class:`~perfsim.planner.fast_closed._Shape`) instead of its arrays: the source's PMD
+    entries emptied (the interior fully populated moved whole; an edge slot keeps what lies
+    outside the range: ``sh.left``), the destination's ``n_dst`` entries from its first
+    slot and the PMD tables the move allocated (``pud_added``) added. The PUD entries it
+    can read are those of the top-level entries the source spans, with the move's new ones
+    (``sh.view_l``/``view_k``); the PMD entries below each bound of the source's PUD
+    entries, ``sh.below`` (other slots are searched in the state before). The same
+    predicates and the same steps as for a made state (``tests/test_t13b_gplan_unmap.py``
+    holds the two to each other); neither state is made: the result makes the moved state
+    minus what was freed when first read."""
+    if sh.left:
+        return None  # the move left a present PTE in an edge slot: not a run of empty tables
+    (ps, ms, us, _, pmd_size, pud_size, p4d_shift, folded, _, _, _, k_pp, top_shift) = sh.consts
+    # the run of emptied PTE tables is every source slot, and no huge PUD lies in it (the
+    # shape found each of the source's PUD entries a PMD table; the move adds only those)
+    first, count = start >> ms, sh.n_src
+    b = free_range_bounds(start, end, floor, ceiling, pmd_size)
+    if b is None:
+        return None
+    o0 = min(max((b[0] >> ms) - first, 0), count)
+    o1 = min(max((((b[1] - 1) >> ms) + 1) - first, 0), count)
+    n = o1 - o0
+    if n == 0:
+        return None
+    f = first + o0  # the first freed PTE table's slot; the run is f .. f + n - 1
+    others: list[tuple[int, int]] = []  # (address, level) of the PMD and PUD tables freed
+    gone: list[int] = []  # the PUD entries whose PMD table is freed
+    pud_l, pud_k = sh.view_l, sh.view_k
+    v_lo, v_hi = sh.view
+    bp = free_range_bounds(start, end, floor, ceiling, pud_size)
+    if bp is not None:
+        lo, hi = bp[0] >> us, ((bp[1] - 1) >> us) + 1
+        assert v_lo <= lo and hi <= v_hi, "outside the PUD entries read"
+        q0, q1 = bisect_left(pud_l, lo), bisect_left(pud_l, hi)
+        if q0 < q1:
+            d_lo = (start + sh.delta) >> ms
+            d_hi = d_lo + sh.n_dst
+            below = sh.below
+            for c, kind in zip(pud_l[q0:q1], pud_k[q0:q1]):
+                lo, hi = c << k_pp, (c + 1) << k_pp
+                b_lo, b_hi = below.get(lo), below.get(hi)  # (the shape read those asked for)
+                if b_lo is None or b_hi is None:
+                    b_lo, b_hi = moved.__dict__["_view_before"].pmd_idx.searchsorted(
+                        (lo, hi)).tolist()
+                # the state before's entries and the destination's, less the source's run
+                under = b_hi - b_lo + max(0, min(hi, d_hi) - max(lo, d_lo))
+                freed_here = max(0, min(hi, f + n) - max(lo, f))  # of the run, in this entry
+                if free_pmd_table(kind, under - freed_here):
+                    gone.append(c)
+                    others.append((c << us, PMD_TABLE_PAGE))
+    tops = moved.__dict__["pud_tables"]
+    bt = None if folded else free_range_bounds(start, end, floor, ceiling, 1 << p4d_shift)
+    if bt is not None:
+        w0, w1 = win_start >> us, ((win_end - 1) >> us) + 1
+        live = set(tops)
+        for top in range(bt[0] >> p4d_shift, ((bt[1] - 1) >> p4d_shift) + 1):
+            # the PUD entries left under it that the window sees
+            x, y = max(w0, top << top_shift), max(w0, min(w1, (top + 1) << top_shift))
+            assert v_lo <= min(x, y) and max(x, y) <= v_hi, "outside the PUD entries read"
+            left = (bisect_left(pud_l, y) - bisect_left(gone, y)) - \
+                (bisect_left(pud_l, x) - bisect_left(gone, x))
+            if free_pud_table(top in live, left):
+                live.discard(top)
+                others.append((top << p4d_shift, PUD_TABLE_PAGE))
+        tops = frozenset(live)
+    inserted = []
+    if others:
+        # in key order, ties in the order freed (a stable sort, as argsort's); each run
+        # table's key is affine in its slot, so the run tables before a key are a division
+        a = target.arch
+        ranked = []
+        for i, (ad, lv) in enumerate(others):
+            ranked.append((_KEY_OF_LEVEL[lv](a, ad), i))
+        ranked.sort()
+        k0 = _pte_table_key(a, f << ms)
+        step = _pte_table_key(a, (f + 1) << ms) - k0
+        for key, i in ranked:
+            inserted.append((min(n, max(0, (key - k0) // step + 1)), *others[i]))
+    tlb.table_run = FreedRun(f << ms, n, pmd_size, inserted)
+    tlb.freed_tables = True
+    out = DeferredTables.__new__(DeferredTables)  # (what DeferredTables(arch, tops, make) sets)
+    out.__dict__.update(arch=moved.__dict__["arch"], pud_tables=tops,
+                        _make=lambda: _without(moved.made(), f, n, gone, tops))
+    return out, 0, n + len(others)

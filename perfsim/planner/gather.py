@@ -23,7 +23,7 @@ import numpy as np
 from perfsim.planner import steps as S
 from perfsim.planner.bitmaps import insert_sorted
 from perfsim.planner.pgtable_move import split_huge_pmd_row
-from perfsim.planner.tlb import flush_range, flush_span
+from perfsim.planner.tlb import _SPAN_TABLES, flush_range, flush_span
 from perfsim.profiles import Target
 
 K_ZAP, K_FREE_TABLES = S.K_ZAP, S.K_FREE_TABLES
@@ -205,7 +205,9 @@ class FreedRun:
         are their first and last."""
         ins = self.inserted
         first, step = self.first, self.step
-        at = [p + i for i, (p, _, _) in enumerate(ins)]  # final positions
+        at = []  # final positions
+        for p, _, _ in ins:
+            at.append(p + len(at))
         m = len(at)
         out = []
         j = 0  # inserted tables before the current run
@@ -370,7 +372,9 @@ def tlb_finish_mmu(target: Target, tlb: MmuGather, log: S.StepLog, phase: int, s
     Tables :meth:`MmuGather.free_table` recorded that go out in one flush (no more than
     :func:`table_flush_cuts` puts in its first) are not put in free order: that flush's
     range, lowest level and count are the same in any order."""
-    cap, shift_of, page_size, pmd_size = _finish_constants(target)
+    got = _FINISH.get(id(target))
+    cap, shift_of, page_size, pmd_size = got[1] if got is not None and got[0] is target \
+        else _finish_constants(target)
     forced_ptes = 0
     if tlb.events:
         for what, arg in tlb.events:
@@ -389,7 +393,9 @@ def tlb_finish_mmu(target: Target, tlb: MmuGather, log: S.StepLog, phase: int, s
             mark = tlb.zap_mark if tlb.forced else start
             log.add_row(phase, K_ZAP, mark, 0, end - mark, zapped - forced_ptes, 0, 0, 0, 0, 0,
                         0, 0, None, (), 0, 0)
-    zap_shift = tlb.tlb_get_unmap_shift(target)
+    # (a gather that cleared nothing has no unmap shift)
+    zap_shift = tlb.tlb_get_unmap_shift(target) \
+        if tlb.cleared_ptes or tlb.cleared_pmds or tlb.cleared_puds else None
     zap_start = tlb.start if zap_shift is not None else None
     run = tlb.table_run if tlb._table_arrays is None else None
     recorded = run is None and tlb._table_arrays is None  # the tables free_table recorded
@@ -407,7 +413,7 @@ def tlb_finish_mmu(target: Target, tlb: MmuGather, log: S.StepLog, phase: int, s
             groups = table_flush_groups(addrs, levels, table_flush_cuts(target, tlb.batched, n),
                                         page_size)
     elif run is not None:
-        n = len(run)
+        n = run.n + len(run.inserted)  # (len(run))
         if n:
             groups = run.flush_groups(table_flush_cuts(target, tlb.batched, n, cap), page_size)
     else:
@@ -432,8 +438,12 @@ def tlb_finish_mmu(target: Target, tlb: MmuGather, log: S.StepLog, phase: int, s
         if i == 0 and zap_start is not None:
             s_, e_ = min(s_, zap_start), max(e_, tlb.end)
             shift = min(shift, zap_shift)
-        flush = flush_span(target, e_ - s_, stride_shift=shift, cpus=cpus, lazy_cpus=lazy_cpus,
-                           freed_tables=True)
+        span = e_ - s_
+        got = _SPAN_TABLES.get((id(target), shift, cpus, lazy_cpus, True))
+        # (flush_span's own memo read inline: its per-target table of flushes by span)
+        flush = got[1][span] if got is not None and got[0] is target and type(span) is int \
+            else flush_span(target, span, stride_shift=shift, cpus=cpus, lazy_cpus=lazy_cpus,
+                            freed_tables=True)
         log.add_row(phase, K_FREE_TABLES, start, 0, end - start, 0, 0, 0, 0, 0, 0, 0, k, flush,
                     (), 0, 0)
 

@@ -103,9 +103,17 @@ class StepLog:
             alloc_pmd: int = 0, alloc_pte: int = 0, freed: int = 0, flush=None,
             rmap: tuple[str, ...] = (), ptl: int = 0, notifier: int = 0) -> None:
         """Append one row. ``flush`` is a :class:`~perfsim.planner.tlb.Flush` or None
-        (:meth:`add_row` makes the row; hot loops call it directly)."""
-        self.add_row(phase, kind, old_addr, new_addr, length, ptes, slots, batches, alloc_p4d,
-                     alloc_pud, alloc_pmd, alloc_pte, freed, flush, rmap, ptl, notifier)
+        (:meth:`add_row` makes the same row from positional arguments; hot loops call it
+        directly)."""
+        if flush is None:
+            self.rows.append((old_addr, new_addr, phase, kind, length, ptes, slots, batches,
+                              alloc_p4d, alloc_pud, alloc_pmd, alloc_pte, freed, 0, 0, 0, 0,
+                              len(rmap), ptl, notifier))
+        else:
+            self.rows.append((old_addr, new_addr, phase, kind, length, ptes, slots, batches,
+                              alloc_p4d, alloc_pud, alloc_pmd, alloc_pte, freed, 1,
+                              int(flush.full), flush.pages, flush.ipis, len(rmap), ptl, notifier))
+        self.lock_names.append(rmap)
 
     def add_row(self, phase: int, kind: int, old_addr: int, new_addr: int, length: int,
                 ptes: int, slots: int, batches: int, alloc_p4d: int, alloc_pud: int,
@@ -127,7 +135,7 @@ class StepLog:
     def append_block(self, block) -> None:
         """Append a frozen :class:`Steps` table or a :class:`PeriodicBlock` after the rows
         added so far, without converting it to Python tuples."""
-        if len(block):
+        if block._len:  # (len() of a Steps table or a PeriodicBlock)
             self.blocks.append((len(self.rows), block))
 
     @staticmethod
@@ -142,17 +150,30 @@ class StepLog:
         if not self.blocks:
             return Steps(rows=(list(rows), list(names)))
         parts, at = [], 0
+        new = Steps.__new__
         for pos, block in self.blocks:
             if pos > at:
-                parts.append(Steps(rows=(rows[at:pos], names[at:pos])))
-            if isinstance(block, Steps):
+                parts.append(_rows_part(new(Steps), rows[at:pos], names[at:pos]))
+            if type(block) is Steps:
                 parts.extend(block._parts if block._parts is not None else (block,))
             else:
                 parts.append(block)
             at = pos
         if at < len(rows):
-            parts.append(Steps(rows=(rows[at:], names[at:])))
+            parts.append(_rows_part(new(Steps), rows[at:], names[at:]))
         return Steps(parts=parts)
+
+
+def _rows_part(out: Steps, rows: list[tuple], lock_names: list[tuple[str, ...]]) -> Steps:
+    """``out`` (a bare :class:`Steps`) made ``Steps(rows=(rows, lock_names))`` (``rows``
+    not empty), the lock sets found as :func:`_lock_sets_of` finds them, without the two
+    calls."""
+    out._rows = (rows, lock_names)
+    out._len = len(rows)
+    first = lock_names[0]
+    out.lock_sets = (first,) if lock_names.count(first) == len(lock_names) \
+        else tuple(sorted(set(lock_names)))
+    return out
 
 
 def _lock_sets_of(lock_names: list[tuple[str, ...]]) -> tuple:
@@ -262,6 +283,30 @@ class Steps:
             self.lock_sets = tuple(lock_sets)
             self._lock_set = lock_set
             self._len = len(cols["kind"])
+
+    @classmethod
+    def periodic_run(cls, head: list[tuple], period: list[tuple], reps: int, old_stride: int,
+                     new_stride: int, overrides: dict, tail: list[tuple],
+                     locks: tuple[str, ...]) -> Steps:
+        """``Steps(parts=[Steps(rows=(head, ...)), PeriodicBlock(Steps(rows=(period, ...)),
+        reps, old_stride, new_stride, overrides), Steps(rows=(tail, ...))])``, every row of
+        one phase holding the rmap locks ``locks``, built without the checks and searches
+        those constructors make (the lock sets are ``(locks,)``; ``head``, ``period`` and
+        ``tail`` are not empty, ``reps`` is positive)."""
+        sets = (locks,)
+        new = cls.__new__
+        h, p, t = new(cls), new(cls), new(cls)
+        h._rows, h._len, h.lock_sets = (head, [locks] * len(head)), len(head), sets
+        p._rows, p._len, p.lock_sets = (period, [locks] * len(period)), len(period), sets
+        t._rows, t._len, t.lock_sets = (tail, [locks] * len(tail)), len(tail), sets
+        block = PeriodicBlock.__new__(PeriodicBlock)
+        block.template, block.reps, block.overrides, block.lock_sets = p, reps, overrides, sets
+        block.old_stride, block.new_stride, block._len = old_stride, new_stride, p._len * reps
+        out = new(cls)
+        out._parts = [h, block, t]
+        out._len = h._len + block._len + t._len
+        out.lock_sets = sets
+        return out
 
     # ------------------------------------------------------------------ materialising
     def _materialise(self) -> None:
