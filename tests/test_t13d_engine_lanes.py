@@ -9,8 +9,13 @@ import pytest
 
 from perfsim.cost import lanes
 from perfsim.cost.counts import ROW_PARAMS
-from perfsim.cost.model import CATEGORIES, N_LANES, periodic_layout, periodic_prices, \
-    vector_row_costs
+from perfsim.cost.model import (
+    CATEGORIES,
+    N_LANES,
+    periodic_layout,
+    periodic_prices,
+    vector_row_costs,
+)
 
 
 def _definition(weights, vectors):

@@ -566,13 +566,18 @@ def periodic_layout(plan_or_steps) -> list[PeriodicPiece] | None:
     part too large for this: a dense part or template of more than :data:`SCALAR_ROWS`
     rows, a block overriding ``phase`` or more than :data:`SCALAR_ROWS` of its rows."""
     parts = steps_of(plan_or_steps).parts()
-    if not any(isinstance(p, S.PeriodicBlock) for p in parts):
+    for p in parts:
+        if isinstance(p, S.PeriodicBlock):
+            break
+    else:
         return None
     pieces = []
     prev_phase = None
     offset = 0
+    dense = None  # the piece of the dense parts since the last block
     for p in parts:
         if isinstance(p, S.PeriodicBlock):
+            dense = None
             t = p.template
             k = len(t)
             if k > SCALAR_ROWS or "phase" in p.overrides or (t.row_tuples is None
@@ -606,18 +611,24 @@ def periodic_layout(plan_or_steps) -> list[PeriodicPiece] | None:
             n = k * p.reps
         else:
             n = len(p)
-            if n > SCALAR_ROWS or (p.row_tuples is None and p.parts() != [p]):
+            if n > SCALAR_ROWS:
                 return None
-            rows = row_sequences(p)
-            last = pieces[-1] if pieces else None
-            if last is not None and not last.block:
-                # one piece for consecutive dense parts: the same rows in the same order
-                last.parts += (p,)
-                last.rows = last.rows + rows
-                last.k += n
+            tuples = p.row_tuples
+            if tuples is not None:
+                rows = list(map(_LIST_OF_ROW, tuples[0]))  # (row_sequences of such a part)
+            elif p.parts() != [p]:
+                return None
             else:
-                pieces.append(PeriodicPiece((p,), offset, n, 1, rows, {},
-                                            rows[0][_L_PHASE] != prev_phase, False))
+                rows = row_sequences(p)
+            if dense is not None:
+                # one piece for consecutive dense parts: the same rows in the same order
+                dense.parts += (p,)
+                dense.rows += rows  # (a list this function made)
+                dense.k += n
+            else:
+                dense = PeriodicPiece((p,), offset, n, 1, rows, {},
+                                      rows[0][_L_PHASE] != prev_phase, False)
+                pieces.append(dense)
             prev_phase = rows[-1][_L_PHASE]
         offset += n
     return pieces
@@ -678,14 +689,16 @@ class PeriodicTotals:
     per-category costs: ``counts``, its :data:`~perfsim.cost.counts.ROW_PARAMS` counts
     summed (without the first-row charges); ``flush_rows``, rows whose ``flushes`` is not
     0; ``top``, the largest IPI target count of those rows (0 if none); ``ipis``, the IPI
-    targets summed over every row; ``rmap_rows``, rows that take an rmap lock."""
+    targets summed over every row; ``rmap_rows``, rows that take an rmap lock;
+    ``any_rmap``, whether a piece's row (a block's template row, even one whose every copy
+    is patched, or a patched row) takes one."""
 
-    __slots__ = ("counts", "flush_rows", "top", "ipis", "rmap_rows")
+    __slots__ = ("counts", "flush_rows", "top", "ipis", "rmap_rows", "any_rmap")
 
     def __init__(self, counts: list, flush_rows: int, top: int, ipis: int,
-                 rmap_rows: int) -> None:
+                 rmap_rows: int, any_rmap: bool) -> None:
         self.counts, self.flush_rows, self.top = counts, flush_rows, top
-        self.ipis, self.rmap_rows = ipis, rmap_rows
+        self.ipis, self.rmap_rows, self.any_rmap = ipis, rmap_rows, any_rmap
 
 
 #: The lanes of a priced row (:func:`_row_lanes`): its per-category ns (:data:`CATEGORIES`
@@ -712,6 +725,7 @@ def _row_lanes(memo: dict, key: tuple, entry: tuple) -> tuple:
 
 
 _LANES, _PACKED, _FLUSH_IPIS = itemgetter(4), itemgetter(5), itemgetter(6)
+_RMAP_LANE = itemgetter(N_LANES - 1)
 
 
 def periodic_prices(pieces: list[PeriodicPiece], profile: CostProfile, cpus: int | None,
@@ -791,7 +805,7 @@ def periodic_prices(pieces: list[PeriodicPiece], profile: CostProfile, cpus: int
     sums = summed[:len(CATEGORIES)]
     totals = PeriodicTotals(summed[_LANE_COUNTS], summed[-3],
                             max(compress(map(_FLUSH_IPIS, entries), times), default=0),
-                            summed[-2], summed[-1])
+                            summed[-2], summed[-1], any(map(_RMAP_LANE, map(_LANES, entries))))
     # every lane of a packed entry is >= 0, and so is every weight: a trigger whose count
     # sums to 0 over the plan is then paid by no row (no piece need be searched for it)
     searched = _LANE_COUNTS.start if None not in packed else None

@@ -231,7 +231,6 @@ def _bounds(steps, n: int, hot_locks, ptl_hot) -> list:
 
 
 _HOT = itemgetter(2)  # a bound's contended flag
-_RMAP_OF = itemgetter(_C_RMAP)  # of a LIST_COLUMNS row
 
 
 def _small_template(steps, profile, cpus: int, hot_locks, ptl_hot, folio,
@@ -442,11 +441,7 @@ def _periodic_template(steps, pieces, profile, cpus: int, rng, folio,
         prices = periodic_prices(pieces, profile, cpus, folio, profile.medians_ns)
         jittered = True
     totals = prices[4]
-    with_locks = False
-    for pc in pieces:
-        if any(map(_RMAP_OF, pc.rows)) or any(map(_RMAP_OF, pc.patched.values())):
-            with_locks = True
-            break
+    with_locks = totals.any_rmap
     sums = _stats_of_counts(_STAT_COUNTS(totals.counts), totals.rmap_rows)
     deferred = None
     if not jittered and not with_locks:
@@ -455,8 +450,8 @@ def _periodic_template(steps, pieces, profile, cpus: int, rng, folio,
             deferred = _PeriodicFlushes(pieces, rc, n)
     cost = rc.category_totals()
     if deferred is not None:
-        flush = tuple(DeferredColumn(deferred, i, n_flush) for i in range(6)) if n_flush \
-            else None
+        flush = tuple(map(DeferredColumn, repeat(deferred, 6), range(6), repeat(n_flush, 6))) \
+            if n_flush else None
         recs = SegmentRecords((), flush, ())
         duration = sum(cost)  # every row's cost is the sum of its categories'
     else:

@@ -17,7 +17,7 @@ import simpy
 
 from perfsim.engine.caller import ChildSeed, caller
 from perfsim.engine.machine import Machine
-from perfsim.engine.records import Recorder, UserRecord
+from perfsim.engine.records import RECORDER_TABLES, Recorder, RecordTables, UserRecord
 from perfsim.engine.spec import SimSpec
 from perfsim.engine.walker import walker
 from perfsim.errors import PerfsimError
@@ -112,9 +112,13 @@ class SimResult:
         return {k: v for k, v in self.summary.items() if k != "tables"}
 
     def __getstate__(self) -> dict:
-        """Pickled with its summary made (the same dict as read before pickling)."""
+        """Pickled with its summary made (the same dict as read before pickling) and its
+        tables as a dict (every one made: :class:`~perfsim.engine.records.RecordTables`)."""
         self.summary  # noqa: B018 (made now if not yet)
-        return self.__dict__.copy()
+        state = self.__dict__.copy()
+        if isinstance(state["_tables"], RecordTables):
+            state["_tables"] = dict(state["_tables"].items())
+        return state
 
     def columns(self, name: str) -> dict | None:
         """Table ``name`` as numpy columns equal to its DataFrame's, read from the record
@@ -342,12 +346,12 @@ class RunSummary:
     counts) only when the summary is first read, from the same tables, which do not change
     once the run is over. The same dict, in the same key order, as made at once."""
 
-    __slots__ = ("head", "seed", "tables", "walker_visits", "cpu_ipis", "cpu_stolen_ns")
+    __slots__ = ("head", "seed", "rec", "walker_visits", "cpu_ipis", "cpu_stolen_ns")
 
     def __init__(self, m: Machine, seed: int, rec: Recorder) -> None:
         self.head = (m.end_ns, m.events, m.scheduled_events)
         self.seed = seed
-        self.tables = rec.tables()
+        self.rec = rec  # its tables' summaries (Recorder.summary_of: a table never made is empty)
         self.walker_visits = rec.walker_visits
         self.cpu_ipis = [c.ipis for c in m.cpus]
         self.cpu_stolen_ns = [c.stolen for c in m.cpus]
@@ -357,7 +361,7 @@ class RunSummary:
         return {
             "end_ns": end_ns, "events": events, "scheduled_events": scheduled,
             "seed": self.seed,
-            "tables": {k: t.summary() for k, t in self.tables.items()},
+            "tables": {k: self.rec.summary_of(k) for k in RECORDER_TABLES},
             "walker_visits": dict(self.walker_visits),
             "cpu_ipis": self.cpu_ipis, "cpu_stolen_ns": self.cpu_stolen_ns,
         }
@@ -458,7 +462,7 @@ def simulate(spec_or_scenario, *, seed: int | None = None, max_rows: int = 1_000
     config = {"seed": spec.seed, "cpus": spec.cpus, "cost_profile": spec.profile.name,
               "cost_profile_digest": spec.profile.digest, "target_digest": spec.target.digest,
               **spec.meta}
-    res = SimResult(summary.tables, summary, config)
+    res = SimResult(RecordTables(rec), summary, config)
     res.reuse = {"plans_reused": m.plans.hits - m.plan_hits_before if m.plans else 0,
                  "templates_reused": m.templates.hits}
     return res
