@@ -249,8 +249,7 @@ class CallerGroups(dict):
     its other CPUs (``others[lo:hi]``), made on first use."""
 
     def __init__(self, m: Machine, others: list[int]) -> None:
-        super().__init__()
-        self.m, self.others = m, others
+        self.m, self.others = m, others  # (an empty dict: no dict.__init__ to call)
 
     def make(self, lo: int, hi: int):
         g = self[(lo, hi)] = self.m.credit_group(tuple(self.others[lo:hi]))

@@ -286,7 +286,7 @@ class Machine:
             self.mms[m.name] = Mm(m, RwSem(self.env, f"mmap_lock:{m.name}"), m.space)
         self.rmap_locks: dict[str, RwSem] = {}
         # Locks some actor other than one mm's mremap callers takes: rows on them are contended.
-        self.hot_locks: set[str] = {w.lock for w in spec.walkers}
+        self.hot_locks: set[str] = {w.lock for w in spec.walkers} if spec.walkers else set()
         for w in spec.walkers:
             if w.ptl_mm is not None and w.ptl_range is not None:
                 lo, hi = w.ptl_range

@@ -643,6 +643,9 @@ class TemplateCache:
     do, across a run's calls and across runs. ``single``: the run makes one call
     (:func:`~perfsim.engine.machine._one_call`): its template is built, not keyed or kept."""
 
+    hits = 0  # (counters every cache starts from: set on the instance when they change)
+    misses = 0
+
     def __init__(self, profile, hot_locks, max_entries: int = 1024, enabled: bool = True,
                  max_rows: int = 65536, store=None, memo_rows: int = 8192,
                  single: bool = False) -> None:
@@ -660,8 +663,6 @@ class TemplateCache:
         self.entries: OrderedDict = OrderedDict()
         self.store = store if self.enabled else None
         self.scope = (profile.digest, tuple(sorted(hot_locks))) if self.store is not None else None
-        self.hits = 0
-        self.misses = 0
         self.memo_rows = memo_rows
 
     def row_memo(self, folio) -> dict | None:
