@@ -32,7 +32,7 @@ import numpy as np
 
 from perfsim.cost.batching import folio_batching_of_plan
 from perfsim.engine.machine import Machine
-from perfsim.engine.records import FlushRecord, HoldRecord
+from perfsim.engine.records import CallHead, FlushRecord, HoldRecord
 from perfsim.engine.spec import CallerSpec
 from perfsim.planner import steps as S
 
@@ -190,11 +190,10 @@ def caller(m: Machine, spec: CallerSpec, rng):
             yield env.timeout(t - env.now)  # the release wakes the next caller at env.now
         lock.release_write()
         t_end = t
-        # the call record: CallHead's columns (in their order: caller, mm, cpu, call,
-        # errno, start_ns, end_ns, latency_ns, mmap_lock_wait_ns, rmap_wait_ns,
-        # ptl_wait_ns), then the template's CallStats
-        calls_add((spec.name, spec.mm, cpu, k, errno or "", t_req, t_end, t_end - t_req,
-                   t_start - t_req, rmap_wait, ptl_wait, *tp.stats))
+        calls_add((*CallHead(caller=spec.name, mm=spec.mm, cpu=cpu, call=k, errno=errno or "",
+                             start_ns=t_req, end_ns=t_end, latency_ns=t_end - t_req,
+                             mmap_lock_wait_ns=t_start - t_req, rmap_wait_ns=rmap_wait,
+                             ptl_wait_ns=ptl_wait), *tp.stats))
         if len(m.runs) > m.settle_runs:
             m.settle_users(t)  # no credit can be queued before t by anyone else either
         if m.progress is not None:

@@ -280,7 +280,7 @@ class Machine:
         self.profile = spec.profile
         self.target = spec.target
         self.pmd_shift = spec.target.arch.pmd_shift
-        self.cpus = [Cpu(i) for i in range(spec.cpus)]
+        self.cpus = list(map(Cpu, range(spec.cpus)))
         self.mms: dict[str, Mm] = {}
         for m in spec.mms:
             self.mms[m.name] = Mm(m, RwSem(self.env, f"mmap_lock:{m.name}"), m.space)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import itertools
+from operator import attrgetter
 from pathlib import Path
 
 import numpy as np
@@ -339,6 +340,9 @@ def run(spec: SimSpec, recorder: Recorder, progress: CallProgress | None = None,
     return m
 
 
+_IPIS, _STOLEN = attrgetter("ipis"), attrgetter("stolen")  # of a machine.Cpu
+
+
 class RunSummary:
     """A finished run's summary (:attr:`SimResult.summary`), made when called: the run's
     own figures are taken at the end of the run (they are a few integers), its tables'
@@ -353,8 +357,8 @@ class RunSummary:
         self.seed = seed
         self.rec = rec  # its tables' summaries (Recorder.summary_of: a table never made is empty)
         self.walker_visits = rec.walker_visits
-        self.cpu_ipis = [c.ipis for c in m.cpus]
-        self.cpu_stolen_ns = [c.stolen for c in m.cpus]
+        self.cpu_ipis = list(map(_IPIS, m.cpus))
+        self.cpu_stolen_ns = list(map(_STOLEN, m.cpus))
 
     def __call__(self) -> dict:
         end_ns, events, scheduled = self.head
