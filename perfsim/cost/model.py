@@ -724,6 +724,26 @@ def _row_lanes(memo: dict, key: tuple, entry: tuple) -> tuple:
     return got
 
 
+def _periodic_entry(memo: dict, row: tuple, start: bool, cpus: int | None, shootdown: bool,
+                    medians: tuple, folio: FolioBatching | None) -> tuple:
+    """The memo entry of a periodic plan's row (its :data:`LIST_COLUMNS` values ``row``,
+    whether it starts a phase run, the mm's CPUs): :func:`_row_lanes` of the row priced
+    under its key (``(ROW_COLUMNS values, run start, IPI targets)``, :func:`_price_row`),
+    then its IPI targets (:func:`~perfsim.cost.counts.ipi_targets_of`), kept in ``memo``
+    under that key and under ``(row, start, cpus)`` too: the same row of a later plan is
+    then found without computing its IPI targets or its key first (``memo`` is kept for one
+    profile, whose ``ipi_shootdown`` it is priced with; a key of the other form has a row of
+    :data:`ROW_COLUMNS` alone as its first item, never equal to a :data:`LIST_COLUMNS`
+    row)."""
+    ipis = ipi_targets_of(row[_L_IPIS], row[_L_FLUSHES], cpus, shootdown)
+    key = (_ROW_KEY(row), start, ipis)
+    entry = memo.get(key)
+    if entry is None:
+        entry = _price_row(memo, key, _ROW_WEIGHTS(medians), medians, folio_terms(folio))
+    got = memo[(row, start, cpus)] = (*_row_lanes(memo, key, entry), ipis)
+    return got
+
+
 _LANES, _PACKED, _FLUSH_IPIS = itemgetter(4), itemgetter(5), itemgetter(6)
 _RMAP_LANE = itemgetter(N_LANES - 1)
 
@@ -749,7 +769,6 @@ def periodic_prices(pieces: list[PeriodicPiece], profile: CostProfile, cpus: int
     memo = {} if memo is None else memo
     get = memo.get
     shootdown = profile.ipi_shootdown
-    terms = None  # (weights, folio terms), read on the first row not in the memo
     costs, counts = [], []
     times, entries = [], []  # per priced row: the rows it prices, its memo entry
     for pc in pieces:
@@ -758,22 +777,17 @@ def periodic_prices(pieces: list[PeriodicPiece], profile: CostProfile, cpus: int
         # follows the previous copy's last row, of the same phase (a block has one
         # phase), so it starts no run (the first copy's is patched).
         rows, k, reps = pc.rows, pc.k, int(pc.reps)
-        ipis = [ipi_targets_of(r[_L_IPIS], r[_L_FLUSHES], cpus, shootdown) for r in rows]
         first = pc.starts_run and not pc.block
         if k == 1:
             starts = (first,)
         else:
             phase = [r[_L_PHASE] for r in rows]
             starts = [first, *map(ne, phase[1:], phase)]
-        keys = list(zip(map(_ROW_KEY, rows), starts, ipis))
-        steady = list(map(get, keys))
+        steady = list(map(get, zip(rows, starts, repeat(cpus))))
         if None in steady:
-            terms = terms or (_ROW_WEIGHTS(medians), folio_terms(folio))
-            steady = [e or _price_row(memo, key, terms[0], medians, terms[1])
-                      for e, key in zip(steady, keys, strict=True)]
-        if min(map(len, steady)) == 4:
-            steady = list(map(_row_lanes, repeat(memo), keys, steady))
-        rows_t, tot_t, _cats, st_t = islice(zip(*steady), 4)
+            steady = [e or _periodic_entry(memo, row, start, cpus, shootdown, medians, folio)
+                      for e, row, start in zip(steady, rows, starts, strict=True)]
+        rows_t, tot_t, _cats, st_t, _lanes_t, _packed_t, _flush_t, ipis = zip(*steady)
         entries += steady
         # its patched rows priced on their own, in place of the template rows they hide
         patched, patched_counts = {}, {}
@@ -781,14 +795,10 @@ def periodic_prices(pieces: list[PeriodicPiece], profile: CostProfile, cpus: int
             hidden = [0] * k
             extra = []
             for q, row in pc.patched.items():
-                ip = ipi_targets_of(row[_L_IPIS], row[_L_FLUSHES], cpus, shootdown)
-                key = (_ROW_KEY(row), pc.starts_run and q == 0, ip)
-                e = get(key)
-                if e is None:
-                    terms = terms or (_ROW_WEIGHTS(medians), folio_terms(folio))
-                    e = _price_row(memo, key, terms[0], medians, terms[1])
-                e = _row_lanes(memo, key, e)
-                patched[q] = (e[1], ip, e[3])
+                start = pc.starts_run and q == 0
+                e = get((row, start, cpus)) or _periodic_entry(memo, row, start, cpus,
+                                                               shootdown, medians, folio)
+                patched[q] = (e[1], e[7], e[3])
                 patched_counts[q] = e[0]
                 hidden[q % k] += 1
                 extra.append(e)
