@@ -109,3 +109,30 @@ def test_a_periodic_plans_totals_are_the_sums_of_its_materialised_rows(seed):
                 assert totals.ipis == int(want.ipis.sum())
                 assert totals.rmap_rows == int(np.count_nonzero(dense.cols["rmap"] > 0))
     assert seen >= 6
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_periodic_prices_through_a_warm_memo_equal_prices_through_a_fresh_one(seed):
+    """Rows found in a memo other plans and CPU counts filled (under both of its key
+    forms, ``model._periodic_entry``) price a plan as a memo of its own does."""
+    from test_t13_price_counts import _distinct_profile
+    from test_t13b_geng_periodic import _plans
+
+    rng = np.random.default_rng(800 + seed)
+    prof = _distinct_profile()
+    warm: dict = {}
+    plans = [p for p in _plans(rng, 12) if periodic_layout(p) is not None]
+    assert len(plans) >= 4
+    for _ in range(2):  # the second pass finds every row in the warm memo
+        for plan in plans:
+            for cpus in (None, 1, 2, 4):
+                got = periodic_prices(periodic_layout(plan), prof, cpus, None,
+                                      prof.medians_ns, warm)
+                want = periodic_prices(periodic_layout(plan), prof, cpus, None,
+                                       prof.medians_ns)
+                assert got[:4] == want[:4]
+                assert vars_of(got[4]) == vars_of(want[4])
+
+
+def vars_of(totals) -> dict:
+    return {k: getattr(totals, k) for k in totals.__slots__}
