@@ -573,7 +573,7 @@ class Recorder:
 
     Each table is made (copied from its empty prototype, :meth:`Table.like`) when first
     used: a table a run never writes to is never made while it runs (a lone caller makes
-    no walker_waits or users table, a plan without rmap rows no holds table). A table not
+    no walker_waits or users table, a run recording no rmap hold no holds table). A table not
     made yet is an empty one: :meth:`table` makes it, :meth:`summary_of` gives an empty
     table's summary without making it, :meth:`tables` makes them all."""
 
