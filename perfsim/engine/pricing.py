@@ -275,12 +275,12 @@ def build_template(steps, profile, cpus: int, rng, hot_locks, ptl_hot,
     A plan of at most :data:`~perfsim.cost.model.SCALAR_ROWS` rows priced at the medians is
     built from Python lists (:func:`_small_template`): the same template. ``memo``: a
     dict kept for one profile and one ``folio`` (:func:`~perfsim.cost.model.scalar_row_costs`)."""
-    if 0 < len(steps) <= SCALAR_ROWS and (rng is None or profile.is_fixed):
+    n = len(steps)
+    if 0 < n <= SCALAR_ROWS and (rng is None or profile.is_fixed):
         return _small_template(steps, profile, cpus, hot_locks, ptl_hot, folio, memo)
     if ptl_hot is None:
         pieces = periodic_layout(steps)
-        if pieces is not None and _bounds(steps, len(steps), hot_locks, None) == [
-                (0, len(steps), False)]:
+        if pieces is not None and _bounds(steps, n, hot_locks, None) == [(0, n, False)]:
             return _periodic_template(steps, pieces, profile, cpus, rng, folio, memo)
     return _array_template(steps, profile, cpus, rng, hot_locks, ptl_hot, folio,
                            _template_costs)
