@@ -64,6 +64,17 @@ def test_what_cannot_be_summed_packed_is_summed_lane_by_lane(case):
     assert lanes.weighted_sum(weights, vectors, packed) == _definition(weights, vectors)
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_lane_sums_are_the_weighted_sums_lane_by_lane(seed):
+    rng = np.random.default_rng(50 + seed)
+    for _ in range(40):
+        n, m = int(rng.integers(1, 16)), int(rng.integers(1, 30))
+        vectors = [tuple(int(v) for v in rng.integers(-1000, 1000, m)) for _ in range(n)]
+        weights = [int(w) for w in rng.choice([0, 1, 1, 1, 2, 509], n)]
+        assert lanes.lane_sums(weights, vectors) == _definition(weights, vectors)
+    assert lanes.lane_sums([], []) == []
+
+
 def test_lanes_unpack_what_they_packed():
     v = (0, 1, 7, lanes.VALUE_LIMIT - 1, 12345)
     assert lanes.unpack(lanes.pack(v), len(v)) == v
@@ -108,6 +119,9 @@ def test_a_periodic_plans_totals_are_the_sums_of_its_materialised_rows(seed):
                 assert totals.top == int(want.ipis[flushing].max(initial=0))
                 assert totals.ipis == int(want.ipis.sum())
                 assert totals.rmap_rows == int(np.count_nonzero(dense.cols["rmap"] > 0))
+                alone = periodic_prices(pieces, prof, cpus, None, prof.medians_ns, memo,
+                                        totals=False)
+                assert alone[:4] == (_costs, _counts, sums, _firsts) and alone[4] is None
     assert seen >= 6
 
 

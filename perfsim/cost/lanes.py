@@ -55,4 +55,18 @@ def weighted_sum(weights: list, vectors: list, packed: list) -> list[int]:
     if (None not in packed and n and weights and min(weights) >= 0
             and sum(weights) < VALUE_LIMIT and set(map(type, weights)) == {int}):
         return list(unpack(sum(map(mul, weights, packed)), n))
-    return [sum(map(mul, weights, lane)) for lane in zip(*vectors, strict=True)] if n else []
+    return lane_sums(weights, vectors)
+
+
+def lane_sums(weights: list, vectors: list) -> list[int]:
+    """``sum(w * v for w, v in zip(weights, vectors))`` lane by lane, in Python: the
+    vectors of weight 1 (most rows of a plan) summed together, then each other one's
+    lanes times its weight added (the same integers as one product per lane)."""
+    if not vectors:
+        return []
+    ones = [v for w, v in zip(weights, vectors, strict=True) if w == 1]
+    got = list(map(sum, zip(*ones, strict=True))) if ones else [0] * len(vectors[0])
+    for w, v in zip(weights, vectors, strict=True):
+        if w != 1 and w:
+            got = [g + w * x for g, x in zip(got, v, strict=True)]
+    return got

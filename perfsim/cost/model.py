@@ -662,8 +662,8 @@ def periodic_row_costs(plan_or_steps, profile: CostProfile, *, cpus: int | None 
     if pieces is None:
         return None
     med = profile.medians_ns if medians is None else medians
-    costs, piece_counts, sums, firsts, _totals = periodic_prices(pieces, profile, cpus, folio,
-                                                                 med)
+    costs, piece_counts, sums, firsts, _none = periodic_prices(pieces, profile, cpus, folio,
+                                                               med, totals=False)
     n = len(steps)
     per_row = [ROW_PARAMS.index(name) for name in counts_of if name in ROW_PARAMS]
     total, ipis, stolen = lay_out(pieces, n, costs)
@@ -744,13 +744,40 @@ def _periodic_entry(memo: dict, row: tuple, start: bool, cpus: int | None, shoot
     return got
 
 
+def _priced(memo: dict, rows, starts, cpus: int | None, shootdown: bool, medians: tuple,
+            folio: FolioBatching | None) -> list:
+    """The memo entries of a periodic plan's ``rows`` (:func:`_periodic_entry`), and their
+    IPI targets."""
+    got = list(map(memo.get, zip(rows, starts, repeat(cpus))))
+    if None in got:
+        got = [e or _periodic_entry(memo, row, start, cpus, shootdown, medians, folio)
+               for e, row, start in zip(got, rows, starts, strict=True)]
+    return got, list(map(_IPIS_E, got))
+
+
+def _priced_alone(memo: dict, rows, starts, cpus: int | None, shootdown: bool,
+                  medians: tuple, folio: FolioBatching | None) -> list:
+    """:func:`_priced` without the rows' lanes: each row's memo entry under its key
+    (:func:`_price_row`: its first four values, what the per-category sums and the lay-out
+    read), and their IPI targets."""
+    ipis = [ipi_targets_of(r[_L_IPIS], r[_L_FLUSHES], cpus, shootdown) for r in rows]
+    keys = list(zip(map(_ROW_KEY, rows), starts, ipis))
+    got = list(map(memo.get, keys))
+    if None in got:
+        weights, terms = _ROW_WEIGHTS(medians), folio_terms(folio)
+        got = [e or _price_row(memo, key, weights, medians, terms)
+               for e, key in zip(got, keys, strict=True)]
+    return got, ipis
+
+
 _LANES, _PACKED, _FLUSH_IPIS = itemgetter(4), itemgetter(5), itemgetter(6)
+_CATS, _IPIS_E = itemgetter(2), itemgetter(7)
 _RMAP_LANE = itemgetter(N_LANES - 1)
 
 
 def periodic_prices(pieces: list[PeriodicPiece], profile: CostProfile, cpus: int | None,
                     folio: FolioBatching | None, medians: tuple,
-                    memo: dict | None = None) -> tuple:
+                    memo: dict | None = None, totals: bool = True) -> tuple:
     """The prices :func:`periodic_row_costs` lays out, per piece of a plan's
     :func:`periodic_layout`: ``(costs, counts, sums, firsts, totals)``: per piece
     ``((totals, ipis, stolen) of its k rows, {row: (total, ipis, stolen)} of its patched
@@ -763,12 +790,15 @@ def periodic_prices(pieces: list[PeriodicPiece], profile: CostProfile, cpus: int
     plan's rows it prices: a dense piece's rows once, a block's template row once per copy
     that is not patched, a patched row once (:func:`~perfsim.cost.lanes.weighted_sum`).
     ``memo``: a row memo of :func:`scalar_row_costs` kept for this profile (priced at these
-    ``medians``) and ``folio``; else one for this call."""
+    ``medians``) and ``folio``; else one for this call. ``totals=False``: only the
+    per-category sums (of each row's costs times its weight, lane by lane) and None for the
+    other sums: no row's lanes are made (:func:`periodic_row_costs`, whose rows are
+    priced once, for this call)."""
     if cpus is not None and cpus < 1:
         raise ValueError("cpus must be >= 1")
     memo = {} if memo is None else memo
-    get = memo.get
     shootdown = profile.ipi_shootdown
+    price = _priced if totals else _priced_alone
     costs, counts = [], []
     times, entries = [], []  # per priced row: the rows it prices, its memo entry
     for pc in pieces:
@@ -783,11 +813,8 @@ def periodic_prices(pieces: list[PeriodicPiece], profile: CostProfile, cpus: int
         else:
             phase = [r[_L_PHASE] for r in rows]
             starts = [first, *map(ne, phase[1:], phase)]
-        steady = list(map(get, zip(rows, starts, repeat(cpus))))
-        if None in steady:
-            steady = [e or _periodic_entry(memo, row, start, cpus, shootdown, medians, folio)
-                      for e, row, start in zip(steady, rows, starts, strict=True)]
-        rows_t, tot_t, _cats, st_t, _lanes_t, _packed_t, _flush_t, ipis = zip(*steady)
+        steady, ipis = price(memo, rows, starts, cpus, shootdown, medians, folio)
+        rows_t, tot_t, _cats, st_t = islice(zip(*steady), 4)
         entries += steady
         # its patched rows priced on their own, in place of the template rows they hide
         patched, patched_counts = {}, {}
@@ -795,10 +822,9 @@ def periodic_prices(pieces: list[PeriodicPiece], profile: CostProfile, cpus: int
             hidden = [0] * k
             extra = []
             for q, row in pc.patched.items():
-                start = pc.starts_run and q == 0
-                e = get((row, start, cpus)) or _periodic_entry(memo, row, start, cpus,
-                                                               shootdown, medians, folio)
-                patched[q] = (e[1], e[7], e[3])
+                (e,), (ip,) = price(memo, (row,), (pc.starts_run and q == 0,), cpus,
+                                    shootdown, medians, folio)
+                patched[q] = (e[1], ip, e[3])
                 patched_counts[q] = e[0]
                 hidden[q % k] += 1
                 extra.append(e)
@@ -810,6 +836,9 @@ def periodic_prices(pieces: list[PeriodicPiece], profile: CostProfile, cpus: int
         costs.append(((tot_t, ipis, st_t), patched))
         counts.append((rows_t, patched_counts))
     # (per piece: its k rows, then its patched rows, in entries and times alike)
+    if not totals:
+        sums = _lanes.lane_sums(times, list(map(_CATS, entries)))
+        return costs, counts, sums, _firsts(pieces, counts, sums, medians, None, None), None
     packed = list(map(_PACKED, entries))
     summed = _lanes.weighted_sum(times, list(map(_LANES, entries)), packed)
     sums = summed[:len(CATEGORIES)]
@@ -819,6 +848,16 @@ def periodic_prices(pieces: list[PeriodicPiece], profile: CostProfile, cpus: int
     # every lane of a packed entry is >= 0, and so is every weight: a trigger whose count
     # sums to 0 over the plan is then paid by no row (no piece need be searched for it)
     searched = _LANE_COUNTS.start if None not in packed else None
+    return costs, counts, sums, _firsts(pieces, counts, sums, medians, searched, summed), \
+        totals
+
+
+def _firsts(pieces: list, counts: list, sums: list, medians: tuple, searched: int | None,
+            summed: list | None) -> list:
+    """:func:`periodic_prices`' first-row charges (added to ``sums``): each rule's on the
+    first row that pays its trigger; a rule whose trigger's count sums to 0 over the plan
+    is skipped when ``searched`` gives where the counts begin in ``summed`` (the plan's
+    lanes, every one >= 0)."""
     firsts = []
     for (name, _t), (trig, wpos, cat) in zip(FIRST_ROW_RULES, _FIRST_ROW_TERMS, strict=True):
         if searched is not None and summed[searched + trig] == 0:
@@ -836,7 +875,7 @@ def periodic_prices(pieces: list[PeriodicPiece], profile: CostProfile, cpus: int
                 firsts.append((name, pc.offset + f, medians[wpos]))
                 sums[cat] += medians[wpos]
                 break
-    return costs, counts, sums, firsts, totals
+    return firsts
 
 
 def periodic_jittered_row_costs(steps: S.Steps, profile: CostProfile, cpus: int | None,
