@@ -5,6 +5,8 @@
     python3 bench/bench_engine.py --no-kernel     # skip the real-kernel timing (no root needed)
     python3 bench/bench_engine.py --no-kernel --no-hour --reps 50 --against TREE
                                                   # first: CPU of both trees side by side
+    python3 bench/bench_engine.py --no-kernel --no-hour --reps 50 --against TREE --rounds 5
+                                                  # ... alternated 5 times, least of each
 
 1. **Simulated vs real 1 GiB move.** One fully populated, mutually unaligned 1 GiB anonymous
    move (docs/kernel-rules.md E4: 262,144 PTEs, 1,025 move_ptes extents): wall time of
@@ -36,7 +38,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tree import require_tree, use_tree  # noqa: E402
+from tree import at_least_one, require_tree, use_tree  # noqa: E402
 
 ROOT = use_tree(__file__)
 
@@ -171,21 +173,52 @@ def cpu_figures(reps: int) -> dict:
             "small_cpu_s": small, "small_cpu_mean_s": small_mean, "small_gc_s": small_gc}
 
 
-def print_against(tree: str, reps: int) -> None:
+def first_figures() -> dict:
+    """The 1 GiB move's plan and engine CPU as section 1 measures them in a fresh process:
+    the medians of repetitions 1-5 after one warm-up (code run only a few times, not yet
+    specialised by the interpreter)."""
+    target = resolve_target("6.18", "x86_64")
+    sim = simulate_1g(target, load_cost_profile("kvm-host").fixed(), 5)
+    return {"first5_plan_cpu_s": sim["plan_cpu_s"], "first5_engine_cpu_s": sim["engine_cpu_s"]}
+
+
+def _child(tree: str | None, flag: str, reps: int) -> dict:
+    """The figures ``flag`` prints, from a child process on ``tree`` (None: this tree)."""
+    cmd = [sys.executable, __file__, flag, f"--reps={reps}"] + (["--tree", tree] if tree else [])
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def print_against(tree: str, reps: int, rounds: int = 1) -> None:
     """Section 1's CPU figures of ``tree`` (a child process) and of this tree, side by
-    side, with their ratios."""
-    old = json.loads(subprocess.run(
-        [sys.executable, __file__, "--cpu-json", f"--reps={reps}", "--tree", tree],
-        check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
-    new = cpu_figures(reps)
+    side, with their ratios. With ``rounds`` > 1 both trees are measured in child
+    processes, alternately (old, new, then new, old, ...), ``rounds`` times, and each
+    figure is the least of its rounds (a busy host only adds time). Each round also runs
+    section 1's first five repetitions in a fresh child of each tree (:func:`first_figures`)."""
+    runs: dict = {"old": [], "new": []}
+    for r in range(rounds):
+        for side in (("old", "new") if r % 2 == 0 else ("new", "old")):
+            where = tree if side == "old" else None
+            got = _child(where, "--cpu-json", reps) if rounds > 1 or side == "old" else \
+                cpu_figures(reps)
+            if rounds > 1:
+                got.update(_child(where, "--first-json", 5))
+            runs[side].append(got)
+    old, new = ({k: min(run[k] for run in runs[side]) for k in runs[side][0]}
+                for side in ("old", "new"))
+    how = f"least of {rounds} alternated rounds" if rounds > 1 else "one run each"
     print(f"0) CPU time side by side, {tree} -> this tree ({ROOT}), 1 GiB medians of {reps} "
-          "(and means: with the garbage collections some calls run)")
-    for key, what in (("plan_cpu_s", "1 GiB move: plan"), ("engine_cpu_s", "1 GiB move: engine"),
-                      ("engine_cpu_mean_s", "  engine, mean"),
-                      ("engine_gc_s", "  engine, gc (wall)"),
-                      ("small_cpu_s", "4 KiB move: simulate()"),
-                      ("small_cpu_mean_s", "  simulate(), mean"),
-                      ("small_gc_s", "  simulate(), gc (wall)")):
+          f"(and means: with the garbage collections some calls run); {how}")
+    rows = [("plan_cpu_s", "1 GiB move: plan"), ("engine_cpu_s", "1 GiB move: engine"),
+            ("engine_cpu_mean_s", "  engine, mean"),
+            ("engine_gc_s", "  engine, gc (wall)"),
+            ("small_cpu_s", "4 KiB move: simulate()"),
+            ("small_cpu_mean_s", "  simulate(), mean"),
+            ("small_gc_s", "  simulate(), gc (wall)")]
+    if rounds > 1:
+        rows += [("first5_plan_cpu_s", "1 GiB plan, reps 1-5"),
+                 ("first5_engine_cpu_s", "1 GiB engine, reps 1-5")]
+    for key, what in rows:
         ratio = f"RATIO {old[key] / new[key]:.2f}x" if new[key] > 0 else "(none after)"
         print(f"   {what:24} {old[key] * 1e3:8.3f} -> {new[key] * 1e3:8.3f} ms   {ratio}")
 
@@ -266,8 +299,13 @@ def main(argv=None) -> int:
     ap.add_argument("--against", metavar="TREE",
                     help="first print section 1's CPU figures of this perfsim tree and of "
                          "this one, side by side")
+    ap.add_argument("--rounds", type=at_least_one, default=1,
+                    help="with --against: measure both trees in child processes, "
+                         "alternately, this many times, and print each figure's least "
+                         "(with section 1's repetitions 1-5 too); default 1")
     ap.add_argument("--one-hour-child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--cpu-json", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--first-json", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--tree", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.reps < 1:
@@ -279,6 +317,9 @@ def main(argv=None) -> int:
     if args.cpu_json:
         print(json.dumps(cpu_figures(args.reps)))
         return 0
+    if args.first_json:
+        print(json.dumps(first_figures()))
+        return 0
     if args.against:
         require_tree(args.against)
     import os
@@ -287,7 +328,7 @@ def main(argv=None) -> int:
     target = resolve_target("6.18", "x86_64")
     profile = load_cost_profile("kvm-host")
     if args.against:
-        print_against(args.against, args.reps)
+        print_against(args.against, args.reps, args.rounds)
     sim = simulate_1g(target, profile.fixed(), args.reps)
     print(f"1) 1 GiB fully populated, mutually unaligned move (E4), median of {args.reps}")
     print(f"   model setup (populate page-table state): {sim['setup_s'] * 1e3:8.2f} ms (not counted)")

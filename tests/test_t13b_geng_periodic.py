@@ -190,7 +190,6 @@ def test_runs_of_periodic_plans_record_what_their_materialised_plans_record(seed
 @pytest.mark.parametrize("seed", range(3))
 def test_a_periodic_plans_ipi_and_flush_counts_from_its_pieces_are_its_columns(seed):
     from perfsim.cost.model import periodic_prices
-    from perfsim.engine.pricing import _flush_rows
 
     rng = np.random.default_rng(60 + seed)
     prof = _distinct_profile()
@@ -200,13 +199,12 @@ def test_a_periodic_plans_ipi_and_flush_counts_from_its_pieces_are_its_columns(s
             continue
         dense = _dense(S.Steps(parts=plan.parts()))
         for cpus in (None, 1, 4):
-            costs = periodic_prices(pieces, prof, cpus, None, prof.medians_ns)[0]
+            totals = periodic_prices(pieces, prof, cpus, None, prof.medians_ns)[4]
             want = vector_row_costs(dense, prof, cpus=cpus)
             flushing = dense.cols["flushes"] != 0
-            rows, top, ipis = _flush_rows(pieces, costs)
-            assert ipis == int(want.ipis.sum())
-            assert rows == int(np.count_nonzero(flushing))
-            assert top == int(want.ipis[flushing].max(initial=0))
+            assert totals.ipis == int(want.ipis.sum())
+            assert totals.flush_rows == int(np.count_nonzero(flushing))
+            assert totals.top == int(want.ipis[flushing].max(initial=0))
 
 
 def test_a_table_holding_deferred_flushes_pickles_as_its_columns():

@@ -53,11 +53,12 @@ flush, or ``flush_pages`` INVLPGs); that is not on the caller's clock and is rep
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import accumulate, compress, repeat
-from operator import add, itemgetter, mul, ne
+from itertools import accumulate, compress, islice, repeat
+from operator import itemgetter, mul, ne
 
 import numpy as np
 
+from perfsim.cost import lanes as _lanes
 from perfsim.cost.batching import FolioBatching
 from perfsim.cost.counts import (
     ARRAY_OPS,
@@ -273,7 +274,7 @@ class RowCosts:
         """Costs of a plan priced part by part at ``medians`` (:func:`periodic_prices` of
         its :func:`periodic_layout` ``pieces``): the per-category totals now, the per-row
         arrays laid out when one is first read (what :func:`periodic_row_costs` gives)."""
-        costs, _counts, sums, firsts = prices
+        costs, sums, firsts = prices[0], prices[2], prices[3]
 
         def arrays():
             total, ipis, stolen = lay_out(pieces, len(steps), costs)
@@ -499,10 +500,11 @@ def _price_dense(lists: list[list[int]], starts: list, ipis: list, profile: Cost
             weights, terms = _ROW_WEIGHTS(medians), folio_terms(folio)
             priced = [p or _price_row(memo, k, weights, medians, terms)
                       for p, k in zip(priced, keys, strict=True)]
+        # (an entry a periodic plan read has its lanes after these four, _row_lanes)
         if len(priced) == 1:
-            (c, total, cats, stolen), = priced
+            c, total, cats, stolen = priced[0][:4]
             return [c], [total], [stolen], list(cats)
-        rows, totals, cats, stolen = map(list, zip(*priced))
+        rows, totals, cats, stolen = map(list, islice(zip(*priced), 4))
         return rows, totals, stolen, list(map(sum, zip(*cats)))
     weights, terms = _ROW_WEIGHTS(medians), folio_terms(folio)
     rows = [row_counts(r, run_start, ip, SCALAR_OPS, terms) for r, run_start, ip in keys]
@@ -564,13 +566,18 @@ def periodic_layout(plan_or_steps) -> list[PeriodicPiece] | None:
     part too large for this: a dense part or template of more than :data:`SCALAR_ROWS`
     rows, a block overriding ``phase`` or more than :data:`SCALAR_ROWS` of its rows."""
     parts = steps_of(plan_or_steps).parts()
-    if not any(isinstance(p, S.PeriodicBlock) for p in parts):
+    for p in parts:
+        if isinstance(p, S.PeriodicBlock):
+            break
+    else:
         return None
     pieces = []
     prev_phase = None
     offset = 0
+    dense = None  # the piece of the dense parts since the last block
     for p in parts:
         if isinstance(p, S.PeriodicBlock):
+            dense = None
             t = p.template
             k = len(t)
             if k > SCALAR_ROWS or "phase" in p.overrides or (t.row_tuples is None
@@ -604,18 +611,24 @@ def periodic_layout(plan_or_steps) -> list[PeriodicPiece] | None:
             n = k * p.reps
         else:
             n = len(p)
-            if n > SCALAR_ROWS or (p.row_tuples is None and p.parts() != [p]):
+            if n > SCALAR_ROWS:
                 return None
-            rows = row_sequences(p)
-            last = pieces[-1] if pieces else None
-            if last is not None and not last.block:
-                # one piece for consecutive dense parts: the same rows in the same order
-                last.parts += (p,)
-                last.rows = last.rows + rows
-                last.k += n
+            tuples = p.row_tuples
+            if tuples is not None:
+                rows = list(map(_LIST_OF_ROW, tuples[0]))  # (row_sequences of such a part)
+            elif p.parts() != [p]:
+                return None
             else:
-                pieces.append(PeriodicPiece((p,), offset, n, 1, rows, {},
-                                            rows[0][_L_PHASE] != prev_phase, False))
+                rows = row_sequences(p)
+            if dense is not None:
+                # one piece for consecutive dense parts: the same rows in the same order
+                dense.parts += (p,)
+                dense.rows += rows  # (a list this function made)
+                dense.k += n
+            else:
+                dense = PeriodicPiece((p,), offset, n, 1, rows, {},
+                                      rows[0][_L_PHASE] != prev_phase, False)
+                pieces.append(dense)
             prev_phase = rows[-1][_L_PHASE]
         offset += n
     return pieces
@@ -649,7 +662,8 @@ def periodic_row_costs(plan_or_steps, profile: CostProfile, *, cpus: int | None 
     if pieces is None:
         return None
     med = profile.medians_ns if medians is None else medians
-    costs, piece_counts, sums, firsts = periodic_prices(pieces, profile, cpus, folio, med)
+    costs, piece_counts, sums, firsts, _none = periodic_prices(pieces, profile, cpus, folio,
+                                                               med, totals=False)
     n = len(steps)
     per_row = [ROW_PARAMS.index(name) for name in counts_of if name in ROW_PARAMS]
     total, ipis, stolen = lay_out(pieces, n, costs)
@@ -670,69 +684,198 @@ def periodic_row_costs(plan_or_steps, profile: CostProfile, *, cpus: int | None 
     return (rc, counted) if counts_of else rc
 
 
+class PeriodicTotals:
+    """Sums over every row of a plan priced by :func:`periodic_prices` that are not its
+    per-category costs: ``counts``, its :data:`~perfsim.cost.counts.ROW_PARAMS` counts
+    summed (without the first-row charges); ``flush_rows``, rows whose ``flushes`` is not
+    0; ``top``, the largest IPI target count of those rows (0 if none); ``ipis``, the IPI
+    targets summed over every row; ``rmap_rows``, rows that take an rmap lock;
+    ``any_rmap``, whether a piece's row (a block's template row, even one whose every copy
+    is patched, or a patched row) takes one."""
+
+    __slots__ = ("counts", "flush_rows", "top", "ipis", "rmap_rows", "any_rmap")
+
+    def __init__(self, counts: list, flush_rows: int, top: int, ipis: int,
+                 rmap_rows: int, any_rmap: bool) -> None:
+        self.counts, self.flush_rows, self.top = counts, flush_rows, top
+        self.ipis, self.rmap_rows, self.any_rmap = ipis, rmap_rows, any_rmap
+
+
+#: The lanes of a priced row (:func:`_row_lanes`): its per-category ns (:data:`CATEGORIES`
+#: order), its counts (:data:`~perfsim.cost.counts.ROW_PARAMS` order), whether it
+#: flushes, its IPI targets, whether it takes an rmap lock.
+N_LANES = len(CATEGORIES) + len(ROW_PARAMS) + 3
+_LANE_COUNTS = slice(len(CATEGORIES), len(CATEGORIES) + len(ROW_PARAMS))
+
+
+def _row_lanes(memo: dict, key: tuple, entry: tuple) -> tuple:
+    """``entry`` (a row memo's value for ``key``, :func:`_price_row`) with the row's lanes
+    after its four values: ``(lanes, packed, flush_ipis)``, the lanes (:data:`N_LANES`
+    ints), their :func:`~perfsim.cost.lanes.pack` (None when a lane cannot be packed), what
+    a periodic plan's totals sum (:func:`periodic_prices`), and the row's IPI targets if it
+    flushes (else 0). Made once per row: kept in ``memo``."""
+    if len(entry) > 4:
+        return entry
+    r, _run_start, ipis = key
+    c, _total, cats, _stolen = entry
+    flushes = r[_R_FLUSHES] != 0
+    lanes = (*cats, *map(int, c), int(flushes), ipis, int(r[_R_RMAP] > 0))
+    got = memo[key] = (*entry, lanes, _lanes.pack(lanes), ipis if flushes else 0)
+    return got
+
+
+def _periodic_entry(memo: dict, row: tuple, start: bool, cpus: int | None, shootdown: bool,
+                    medians: tuple, folio: FolioBatching | None) -> tuple:
+    """The memo entry of a periodic plan's row (its :data:`LIST_COLUMNS` values ``row``,
+    whether it starts a phase run, the mm's CPUs): :func:`_row_lanes` of the row priced
+    under its key (``(ROW_COLUMNS values, run start, IPI targets)``, :func:`_price_row`),
+    then its IPI targets (:func:`~perfsim.cost.counts.ipi_targets_of`), kept in ``memo``
+    under that key and under ``(row, start, cpus)`` too: the same row of a later plan is
+    then found without computing its IPI targets or its key first (``memo`` is kept for one
+    profile, whose ``ipi_shootdown`` it is priced with; a key of the other form has a row of
+    :data:`ROW_COLUMNS` alone as its first item, never equal to a :data:`LIST_COLUMNS`
+    row)."""
+    ipis = ipi_targets_of(row[_L_IPIS], row[_L_FLUSHES], cpus, shootdown)
+    key = (_ROW_KEY(row), start, ipis)
+    entry = memo.get(key)
+    if entry is None:
+        entry = _price_row(memo, key, _ROW_WEIGHTS(medians), medians, folio_terms(folio))
+    got = memo[(row, start, cpus)] = (*_row_lanes(memo, key, entry), ipis)
+    return got
+
+
+def _priced(memo: dict, rows, starts, cpus: int | None, shootdown: bool, medians: tuple,
+            folio: FolioBatching | None) -> list:
+    """The memo entries of a periodic plan's ``rows`` (:func:`_periodic_entry`), and their
+    IPI targets."""
+    got = list(map(memo.get, zip(rows, starts, repeat(cpus))))
+    if None in got:
+        got = [e or _periodic_entry(memo, row, start, cpus, shootdown, medians, folio)
+               for e, row, start in zip(got, rows, starts, strict=True)]
+    return got, list(map(_IPIS_E, got))
+
+
+def _priced_alone(memo: dict, rows, starts, cpus: int | None, shootdown: bool,
+                  medians: tuple, folio: FolioBatching | None) -> list:
+    """:func:`_priced` without the rows' lanes: each row's memo entry under its key
+    (:func:`_price_row`: its first four values, what the per-category sums and the lay-out
+    read), and their IPI targets."""
+    ipis = [ipi_targets_of(r[_L_IPIS], r[_L_FLUSHES], cpus, shootdown) for r in rows]
+    keys = list(zip(map(_ROW_KEY, rows), starts, ipis))
+    got = list(map(memo.get, keys))
+    if None in got:
+        weights, terms = _ROW_WEIGHTS(medians), folio_terms(folio)
+        got = [e or _price_row(memo, key, weights, medians, terms)
+               for e, key in zip(got, keys, strict=True)]
+    return got, ipis
+
+
+_LANES, _PACKED, _FLUSH_IPIS = itemgetter(4), itemgetter(5), itemgetter(6)
+_CATS, _IPIS_E = itemgetter(2), itemgetter(7)
+_RMAP_LANE = itemgetter(N_LANES - 1)
+
+
 def periodic_prices(pieces: list[PeriodicPiece], profile: CostProfile, cpus: int | None,
                     folio: FolioBatching | None, medians: tuple,
-                    memo: dict | None = None) -> tuple:
+                    memo: dict | None = None, totals: bool = True) -> tuple:
     """The prices :func:`periodic_row_costs` lays out, per piece of a plan's
-    :func:`periodic_layout`: ``(costs, counts, sums, firsts)``: per piece ``((totals, ipis,
-    stolen) of its k rows, {row: (total, ipis, stolen)} of its patched rows)`` (without
-    the first-row charges) and ``(its k rows' counts, {row: counts})``; the plan's
-    per-category totals (with them); and the first-row charges as ``(parameter, plan row,
-    ns)``: each on the plan's first row that pays its trigger (in the first piece that has
-    one). ``memo``: a row memo of :func:`scalar_row_costs` kept for this profile (priced
-    at these ``medians``) and ``folio``; else one for this call."""
+    :func:`periodic_layout`: ``(costs, counts, sums, firsts, totals)``: per piece
+    ``((totals, ipis, stolen) of its k rows, {row: (total, ipis, stolen)} of its patched
+    rows)`` (without the first-row charges) and ``(its k rows' counts, {row: counts})``;
+    the plan's per-category totals (with them); the first-row charges as ``(parameter,
+    plan row, ns)``: each on the plan's first row that pays its trigger (in the first piece
+    that has one); and the plan's other sums (:class:`PeriodicTotals`).
+
+    Every sum is each priced row's values (:func:`_row_lanes`) times the number of the
+    plan's rows it prices: a dense piece's rows once, a block's template row once per copy
+    that is not patched, a patched row once (:func:`~perfsim.cost.lanes.weighted_sum`).
+    ``memo``: a row memo of :func:`scalar_row_costs` kept for this profile (priced at these
+    ``medians``) and ``folio``; else one for this call. ``totals=False``: only the
+    per-category sums (of each row's costs times its weight, lane by lane) and None for the
+    other sums: no row's lanes are made (:func:`periodic_row_costs`, whose rows are
+    priced once, for this call)."""
     if cpus is not None and cpus < 1:
         raise ValueError("cpus must be >= 1")
-    weights, terms = _ROW_WEIGHTS(medians), folio_terms(folio)
     memo = {} if memo is None else memo
-    get = memo.get
     shootdown = profile.ipi_shootdown
-    sums = [0] * len(CATEGORIES)
+    price = _priced if totals else _priced_alone
     costs, counts = [], []
+    times, entries = [], []  # per priced row: the rows it prices, its memo entry
     for pc in pieces:
         # Each row priced by _price_row under the key _price_dense gives it (its
         # ROW_COLUMNS, run start, IPI targets). A block's rows as they repeat: its row 0
         # follows the previous copy's last row, of the same phase (a block has one
         # phase), so it starts no run (the first copy's is patched).
-        rows, k, reps = pc.rows, pc.k, pc.reps
-        ipis = [ipi_targets_of(r[_L_IPIS], r[_L_FLUSHES], cpus, shootdown) for r in rows]
+        rows, k, reps = pc.rows, pc.k, int(pc.reps)
         first = pc.starts_run and not pc.block
         if k == 1:
             starts = (first,)
         else:
             phase = [r[_L_PHASE] for r in rows]
             starts = [first, *map(ne, phase[1:], phase)]
-        steady = [get(key) or _price_row(memo, key, weights, medians, terms)
-                  for key in zip(map(_ROW_KEY, rows), starts, ipis)]
-        rows_t, tot_t, cats_t, st_t = zip(*steady)
-        piece_sums = list(map(sum, zip(*cats_t))) if k > 1 else list(cats_t[0])
-        if reps != 1:
-            piece_sums = [reps * v for v in piece_sums]
-        # its patched rows priced on their own, their costs instead of the template row's
+        steady, ipis = price(memo, rows, starts, cpus, shootdown, medians, folio)
+        rows_t, tot_t, _cats, st_t = islice(zip(*steady), 4)
+        entries += steady
+        # its patched rows priced on their own, in place of the template rows they hide
         patched, patched_counts = {}, {}
-        for q, row in pc.patched.items():
-            ip = ipi_targets_of(row[_L_IPIS], row[_L_FLUSHES], cpus, shootdown)
-            key = (_ROW_KEY(row), pc.starts_run and q == 0, ip)
-            c, tot, cats, st = get(key) or _price_row(memo, key, weights, medians, terms)
-            patched[q] = (tot, ip, st)
-            patched_counts[q] = c
-            piece_sums = [v + a - b for v, a, b in zip(piece_sums, cats, cats_t[q % k],
-                                                       strict=True)]
+        if pc.patched:
+            hidden = [0] * k
+            extra = []
+            for q, row in pc.patched.items():
+                (e,), (ip,) = price(memo, (row,), (pc.starts_run and q == 0,), cpus,
+                                    shootdown, medians, folio)
+                patched[q] = (e[1], ip, e[3])
+                patched_counts[q] = e[0]
+                hidden[q % k] += 1
+                extra.append(e)
+            times += [reps - h for h in hidden]
+            times += [1] * len(extra)
+            entries += extra
+        else:
+            times += [reps] * k
         costs.append(((tot_t, ipis, st_t), patched))
         counts.append((rows_t, patched_counts))
-        sums = list(map(add, sums, piece_sums))
+    # (per piece: its k rows, then its patched rows, in entries and times alike)
+    if not totals:
+        sums = _lanes.lane_sums(times, list(map(_CATS, entries)))
+        return costs, counts, sums, _firsts(pieces, counts, sums, medians, None, None), None
+    packed = list(map(_PACKED, entries))
+    summed = _lanes.weighted_sum(times, list(map(_LANES, entries)), packed)
+    sums = summed[:len(CATEGORIES)]
+    totals = PeriodicTotals(summed[_LANE_COUNTS], summed[-3],
+                            max(compress(map(_FLUSH_IPIS, entries), times), default=0),
+                            summed[-2], summed[-1], any(map(_RMAP_LANE, map(_LANES, entries))))
+    # every lane of a packed entry is >= 0, and so is every weight: a trigger whose count
+    # sums to 0 over the plan is then paid by no row (no piece need be searched for it)
+    searched = _LANE_COUNTS.start if None not in packed else None
+    return costs, counts, sums, _firsts(pieces, counts, sums, medians, searched, summed), \
+        totals
+
+
+def _firsts(pieces: list, counts: list, sums: list, medians: tuple, searched: int | None,
+            summed: list | None) -> list:
+    """:func:`periodic_prices`' first-row charges (added to ``sums``): each rule's on the
+    first row that pays its trigger; a rule whose trigger's count sums to 0 over the plan
+    is skipped when ``searched`` gives where the counts begin in ``summed`` (the plan's
+    lanes, every one >= 0)."""
     firsts = []
     for (name, _t), (trig, wpos, cat) in zip(FIRST_ROW_RULES, _FIRST_ROW_TERMS, strict=True):
+        if searched is not None and summed[searched + trig] == 0:
+            continue
         for pc, (rows_t, rows_p) in zip(pieces, counts, strict=True):
-            trig_t = [c[trig] for c in rows_t]
-            if not rows_p and max(trig_t) <= 0:
-                continue  # no row of the piece pays the trigger (what _first_in_block finds)
-            f = _first_in_block(pc.k, pc.reps, trig_t, {q: c[trig] for q, c in rows_p.items()})
+            if pc.reps == 1 and not rows_p:  # rows counted once: the first that pays
+                f = _first_paying(rows_t, trig)
+            else:
+                trig_t = [c[trig] for c in rows_t]
+                if not rows_p and max(trig_t) <= 0:
+                    continue  # no row of the piece pays the trigger (_first_in_block's None)
+                f = _first_in_block(pc.k, pc.reps, trig_t,
+                                    {q: c[trig] for q, c in rows_p.items()})
             if f is not None:
                 firsts.append((name, pc.offset + f, medians[wpos]))
                 sums[cat] += medians[wpos]
                 break
-    return costs, counts, sums, firsts
+    return firsts
 
 
 def periodic_jittered_row_costs(steps: S.Steps, profile: CostProfile, cpus: int | None,
@@ -861,6 +1004,8 @@ _FIRST_ROW_TERMS = tuple((ROW_PARAMS.index(t), _PARAM_POS[p], _CATEGORY_INDEX[PA
 _ROW_POSITIONS = range(len(ROW_PARAMS))
 _LIST_INDEX = {c: i for i, c in enumerate(LIST_COLUMNS)}
 _R_FLUSH_FULL = ROW_COLUMNS.index("flush_full")
+_R_FLUSHES = ROW_COLUMNS.index("flushes")
+_R_RMAP = ROW_COLUMNS.index("rmap")
 _R_FLUSH_PAGES = ROW_COLUMNS.index("flush_pages")
 _RECEIVER = _PARAM_POS["ipi_receiver_ns"]
 _FULL_FLUSH = _PARAM_POS["tlb_full_flush_ns"]

@@ -105,7 +105,7 @@ def caller(m: Machine, spec: CallerSpec, rng):
     ncpus = mm.ncpus
     templates = m.templates
     ptl_hot_of = (lambda st: m.ptl_hot_rows(mm, st)) if mm.ptl_ranges else None
-    holds_add, calls_add = rec.holds.add_row, rec.calls.add_row
+    calls_add = rec.calls.add_row  # (the holds table is made only if a row is contended)
     rmap = m.rmap
     peek = env.peek if m.fold else _no_fold  # without folding every timeout is scheduled
     if spec.start_ns:
@@ -182,7 +182,7 @@ def caller(m: Machine, spec: CallerSpec, rng):
             for sem in reversed(held):
                 sem.release_write()
             for name in names:
-                holds_add(HoldRecord(lock=name, holder=spec.name, mode="write", call=k,
+                rec.holds.add_row(HoldRecord(lock=name, holder=spec.name, mode="write", call=k,
                                      step=i, request_ns=t0, acquire_ns=t_acq,
                                      wait_ns=t_acq - t0, hold_ns=t - t_acq))
         if t > env.now and lock.queue:
@@ -248,8 +248,7 @@ class CallerGroups(dict):
     its other CPUs (``others[lo:hi]``), made on first use."""
 
     def __init__(self, m: Machine, others: list[int]) -> None:
-        super().__init__()
-        self.m, self.others = m, others
+        self.m, self.others = m, others  # (an empty dict: no dict.__init__ to call)
 
     def make(self, lo: int, hi: int):
         g = self[(lo, hi)] = self.m.credit_group(tuple(self.others[lo:hi]))

@@ -280,13 +280,13 @@ class Machine:
         self.profile = spec.profile
         self.target = spec.target
         self.pmd_shift = spec.target.arch.pmd_shift
-        self.cpus = [Cpu(i) for i in range(spec.cpus)]
+        self.cpus = list(map(Cpu, range(spec.cpus)))
         self.mms: dict[str, Mm] = {}
         for m in spec.mms:
             self.mms[m.name] = Mm(m, RwSem(self.env, f"mmap_lock:{m.name}"), m.space)
         self.rmap_locks: dict[str, RwSem] = {}
         # Locks some actor other than one mm's mremap callers takes: rows on them are contended.
-        self.hot_locks: set[str] = {w.lock for w in spec.walkers}
+        self.hot_locks: set[str] = {w.lock for w in spec.walkers} if spec.walkers else set()
         for w in spec.walkers:
             if w.ptl_mm is not None and w.ptl_range is not None:
                 lo, hi = w.ptl_range

@@ -110,12 +110,13 @@ class PlanCache:
     GiB populated) are planned directly: hashing them would cost about what planning does,
     and keeping their plans would hold their page tables in memory."""
 
+    hits = 0  # (counters every cache starts from: set on the instance when they change)
+    misses = 0
+
     def __init__(self, max_entries: int = 64, max_bytes: int = 8 << 20) -> None:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self.entries: OrderedDict = OrderedDict()
-        self.hits = 0
-        self.misses = 0
 
     def plan(self, space, request, target):
         from perfsim.planner import plan_mremap

@@ -231,7 +231,6 @@ def _bounds(steps, n: int, hot_locks, ptl_hot) -> list:
 
 
 _HOT = itemgetter(2)  # a bound's contended flag
-_RMAP_OF = itemgetter(_C_RMAP)  # of a LIST_COLUMNS row
 
 
 def _small_template(steps, profile, cpus: int, hot_locks, ptl_hot, folio,
@@ -276,12 +275,12 @@ def build_template(steps, profile, cpus: int, rng, hot_locks, ptl_hot,
     A plan of at most :data:`~perfsim.cost.model.SCALAR_ROWS` rows priced at the medians is
     built from Python lists (:func:`_small_template`): the same template. ``memo``: a
     dict kept for one profile and one ``folio`` (:func:`~perfsim.cost.model.scalar_row_costs`)."""
-    if 0 < len(steps) <= SCALAR_ROWS and (rng is None or profile.is_fixed):
+    n = len(steps)
+    if 0 < n <= SCALAR_ROWS and (rng is None or profile.is_fixed):
         return _small_template(steps, profile, cpus, hot_locks, ptl_hot, folio, memo)
     if ptl_hot is None:
         pieces = periodic_layout(steps)
-        if pieces is not None and _bounds(steps, len(steps), hot_locks, None) == [
-                (0, len(steps), False)]:
+        if pieces is not None and _bounds(steps, n, hot_locks, None) == [(0, n, False)]:
             return _periodic_template(steps, pieces, profile, cpus, rng, folio, memo)
     return _array_template(steps, profile, cpus, rng, hot_locks, ptl_hot, folio,
                            _template_costs)
@@ -354,54 +353,17 @@ _STAT_COUNTS = itemgetter(_N_PRESENT, _N_CONTPTE, _N_PMD, _N_PUD, _N_THP, _N_FLU
                           _N_FREE)
 
 
-def _summed_counts(pieces, counts) -> list[int]:
-    """The counts :func:`_stats_of_counts` reads (in :data:`_STAT_COUNTS` order), summed
-    over every row of a plan given as its periodic ``pieces`` and their priced ``counts``
-    (:func:`~perfsim.cost.model.periodic_prices`): a block's template rows' times ``reps``,
-    its patched rows' own instead of the rows they replace."""
-    total = [0] * 8
-    once = []  # the counts of the rows of pieces counted once, summed together
-    for pc, (rows_t, rows_p) in zip(pieces, counts, strict=True):
-        if pc.reps == 1 and not rows_p:
-            once += rows_t
-            continue
-        per_row = list(map(_STAT_COUNTS, rows_t))
-        got = list(map(sum, zip(*per_row))) if pc.k > 1 else list(per_row[0])
-        if pc.reps != 1:
-            got = [pc.reps * v for v in got]
-        k = pc.k
-        for q, c in rows_p.items():
-            got = [g + a - b for g, a, b in zip(got, _STAT_COUNTS(c), per_row[q % k],
-                                                 strict=True)]
-        total = list(map(add, total, got))
-    if once:
-        total = list(map(add, total, map(sum, zip(*map(_STAT_COUNTS, once)))))
-    return total
-
-
 def _stats_of_counts(summed: list, rmap_rows: int) -> list[int]:
     """:func:`_row_stats` of a plan from its rows' summed
-    :func:`~perfsim.cost.counts.row_counts` of :data:`_STAT_COUNTS` (``summed``,
-    :func:`_summed_counts`) and its number of rows that take an rmap lock: a PTE-moving
+    :func:`~perfsim.cost.counts.row_counts` of :data:`_STAT_COUNTS` (``summed``: of the
+    plan's summed counts, :class:`~perfsim.cost.model.PeriodicTotals`) and its number of
+    rows that take an rmap lock: a PTE-moving
     row's PTEs are its set_ptes batches' and contpte PTEs' counts; a PMD / PUD / THP move
     pays its move parameter once; a row's flushes, tables allocated and freed are the
     counts of the flush call, allocation and free parameters
     (``tests/test_t13c_run_templates.py`` holds the two to each other on random tables)."""
     present, contpte, pmd, pud, thp, flushes, allocated, freed = summed
     return [present + contpte, pmd, pud, thp, flushes, rmap_rows, allocated, freed]
-
-
-def _rmap_rows(pieces) -> int:
-    """How many rows of a plan given as its periodic pieces take an rmap lock."""
-    n = 0
-    for pc in pieces:
-        rmap = [r[_C_RMAP] > 0 for r in pc.rows]
-        got = sum(rmap) * pc.reps
-        k = pc.k
-        for q, row in pc.patched.items():
-            got += (row[_C_RMAP] > 0) - rmap[q % k]
-        n += got
-    return n
 
 
 def _row_stats(lists) -> list[int]:
@@ -451,37 +413,6 @@ class _PeriodicFlushes:
         return 0, 0
 
 
-def _flush_rows(pieces, costs) -> tuple[int, int, int]:
-    """``(rows, largest IPI target count, IPI targets summed)`` over the rows that flush,
-    from the pieces' rows (:func:`~perfsim.cost.model.periodic_layout`) and their prices
-    (:func:`~perfsim.cost.model.periodic_prices`): a block's template row counts once per
-    copy that is not patched, a patched row on its own; the IPI targets summed over every
-    row the same way."""
-    rows = top = ipis = 0
-    for pc, ((_tot, ips, _st), patched) in zip(pieces, costs, strict=True):
-        k, reps = pc.k, pc.reps
-        ipis += reps * sum(ips)
-        flushing = [j for j, r in enumerate(pc.rows) if r[_C_FLUSHES]]
-        if pc.patched:
-            hidden = [0] * k  # copies of each template row that are patched
-            for q, row in pc.patched.items():
-                hidden[q % k] += 1
-                ip = patched[q][1]
-                ipis += ip - ips[q % k]
-                if row[_C_FLUSHES]:
-                    rows += 1
-                    top = max(top, ip)
-            for j in flushing:
-                copies = reps - hidden[j]
-                if copies:
-                    rows += copies
-                    top = max(top, ips[j])
-        elif flushing:
-            rows += reps * len(flushing)
-            top = max(top, *[ips[j] for j in flushing])
-    return rows, top, ipis
-
-
 def _periodic_template(steps, pieces, profile, cpus: int, rng, folio,
                        memo=None) -> CallTemplate:
     """:func:`build_template` of a plan made of periodic blocks and small dense parts
@@ -490,8 +421,9 @@ def _periodic_template(steps, pieces, profile, cpus: int, rng, folio,
     the plan. The row costs are priced part by part (at the medians:
     :func:`~perfsim.cost.model.periodic_prices`, their arrays laid out when first read;
     with jitter: :func:`_template_costs`; ``memo``: :func:`build_template`'s row memo, for
-    the profile's medians and ``folio``). The call record's sums are a block's template
-    rows' times ``reps``, corrected by its patched rows (:func:`_row_stats`). When its
+    the profile's medians and ``folio``). The call record's sums are the plan's summed
+    counts (:class:`~perfsim.cost.model.PeriodicTotals`: each priced row's times the rows
+    it prices) read as :func:`_row_stats` sums columns (:func:`_stats_of_counts`). When its
     flushes interrupt no other CPU and no row takes an rmap lock, the segment's flush
     records are kept for when a table reads them (:class:`_PeriodicFlushes`); else the
     four columns the records read (flushes, flush_full, flush_pages, rmap; with the
@@ -502,29 +434,24 @@ def _periodic_template(steps, pieces, profile, cpus: int, rng, folio,
         med = profile.medians_ns
         prices = periodic_prices(pieces, profile, cpus, folio, med, memo)
         rc = RowCosts.of_periodic(steps, pieces, prices, med, folio)
-        costs = prices[0]
+        jittered = False
     else:
         rc = _template_costs(steps, profile, cpus, rng, folio, pieces)
-        costs = None
-    with_locks = False
-    for pc in pieces:
-        if any(map(_RMAP_OF, pc.rows)) or any(map(_RMAP_OF, pc.patched.values())):
-            with_locks = True
-            break
-    # the rows' counts (with jitter, priced at the medians for them: counts draw nothing)
-    counts = prices[1] if costs is not None else periodic_prices(
-        pieces, profile, cpus, folio, profile.medians_ns)[1]
-    sums = _stats_of_counts(_summed_counts(pieces, counts),
-                            _rmap_rows(pieces) if with_locks else 0)
+        # the rows' counts: priced at the medians for them (counts draw nothing)
+        prices = periodic_prices(pieces, profile, cpus, folio, profile.medians_ns)
+        jittered = True
+    totals = prices[4]
+    with_locks = totals.any_rmap
+    sums = _stats_of_counts(_STAT_COUNTS(totals.counts), totals.rmap_rows)
     deferred = None
-    if costs is not None and not with_locks:
-        n_flush, top, ipis = _flush_rows(pieces, costs)
-        if top == 0:  # no flush interrupts another CPU: no credits, and nothing stolen
+    if not jittered and not with_locks:
+        n_flush, ipis = totals.flush_rows, totals.ipis
+        if totals.top == 0:  # no flush interrupts another CPU: no credits, and nothing stolen
             deferred = _PeriodicFlushes(pieces, rc, n)
     cost = rc.category_totals()
     if deferred is not None:
-        flush = tuple(DeferredColumn(deferred, i, n_flush) for i in range(6)) if n_flush \
-            else None
+        flush = tuple(map(DeferredColumn, repeat(deferred, 6), range(6), repeat(n_flush, 6))) \
+            if n_flush else None
         recs = SegmentRecords((), flush, ())
         duration = sum(cost)  # every row's cost is the sum of its categories'
     else:
@@ -716,6 +643,9 @@ class TemplateCache:
     do, across a run's calls and across runs. ``single``: the run makes one call
     (:func:`~perfsim.engine.machine._one_call`): its template is built, not keyed or kept."""
 
+    hits = 0  # (counters every cache starts from: set on the instance when they change)
+    misses = 0
+
     def __init__(self, profile, hot_locks, max_entries: int = 1024, enabled: bool = True,
                  max_rows: int = 65536, store=None, memo_rows: int = 8192,
                  single: bool = False) -> None:
@@ -733,8 +663,6 @@ class TemplateCache:
         self.entries: OrderedDict = OrderedDict()
         self.store = store if self.enabled else None
         self.scope = (profile.digest, tuple(sorted(hot_locks))) if self.store is not None else None
-        self.hits = 0
-        self.misses = 0
         self.memo_rows = memo_rows
 
     def row_memo(self, folio) -> dict | None:

@@ -563,20 +563,86 @@ def _recorder_tables(max_rows: int, spill_dir: Path | None) -> tuple[Table, ...]
                  for name, columns, numeric in _RECORDER_TABLES)
 
 
+#: The tables of a :class:`Recorder`, in the order a run's summary lists them.
+RECORDER_TABLES = tuple(name for name, _c, _n in _RECORDER_TABLES)
+_TABLE_AT = {name: i for i, name in enumerate(RECORDER_TABLES)}
+
+
 class Recorder:
-    """The run's tables: calls, holds (rmap-lock holds), flushes, walker_waits, users."""
+    """The run's tables: calls, holds (rmap-lock holds), flushes, walker_waits, users.
+
+    Each table is made (copied from its empty prototype, :meth:`Table.like`) when first
+    used: a table a run never writes to is never made while it runs (a lone caller makes
+    no walker_waits or users table, a run recording no rmap hold no holds table). A table not
+    made yet is an empty one: :meth:`table` makes it, :meth:`summary_of` gives an empty
+    table's summary without making it, :meth:`tables` makes them all."""
 
     def __init__(self, *, max_rows: int = 1_000_000, spill_dir: Path | None = None,
                  record_zero_waits: bool = False) -> None:
         sd = Path(spill_dir) if spill_dir else None
         self.record_zero_waits = record_zero_waits
         self.walker_visits: dict[str, int] = {}
-        (self.calls, self.holds, self.flushes, self.walker_waits, self.users) = map(
-            Table.like, _recorder_tables(max_rows, sd))
+        self._prototypes = _recorder_tables(max_rows, sd)
         # the rmap holds and the flushes of one coalesced segment (caller._replay_segment)
         self.segment_holds = SEGMENT_HOLDS
         self.segment_flushes = SEGMENT_FLUSHES
 
+    def __getattr__(self, name: str) -> Table:
+        """``rec.calls`` and the other tables: made on first use (class docstring)."""
+        at = _TABLE_AT.get(name)
+        if at is None or name.startswith("_"):
+            raise AttributeError(name)
+        table = self.__dict__[name] = Table.like(self.__dict__["_prototypes"][at])
+        return table
+
+    def table(self, name: str) -> Table:
+        """The table ``name`` (made now if it was not yet)."""
+        if name not in _TABLE_AT:
+            raise KeyError(name)
+        return getattr(self, name)
+
+    def summary_of(self, name: str) -> dict:
+        """:meth:`Table.summary` of table ``name``; for a table not made yet, that of an
+        empty table (its prototype's, a copy), without making it."""
+        table = self.__dict__.get(name)
+        if table is None:
+            return self._prototypes[_TABLE_AT[name]].summary()
+        return table.summary()
+
     def tables(self) -> dict[str, Table]:
-        return {"calls": self.calls, "holds": self.holds, "flushes": self.flushes,
-                "walker_waits": self.walker_waits, "users": self.users}
+        return {name: getattr(self, name) for name in RECORDER_TABLES}
+
+
+class RecordTables:
+    """A :class:`Recorder`'s tables by name, as a read-only mapping whose tables are made
+    when first looked up (:meth:`Recorder.table`): what :class:`~perfsim.engine.simulate.SimResult`
+    reads its tables from. ``dict(tables)`` makes them all."""
+
+    __slots__ = ("rec",)
+
+    def __init__(self, rec: Recorder) -> None:
+        self.rec = rec
+
+    def __getitem__(self, name: str) -> Table:
+        return self.rec.table(name)
+
+    def get(self, name: str, default=None):
+        return self.rec.table(name) if name in _TABLE_AT else default
+
+    def __contains__(self, name) -> bool:
+        return name in _TABLE_AT
+
+    def __iter__(self):
+        return iter(RECORDER_TABLES)
+
+    def __len__(self) -> int:
+        return len(RECORDER_TABLES)
+
+    def keys(self):
+        return list(RECORDER_TABLES)
+
+    def items(self):
+        return [(name, self.rec.table(name)) for name in RECORDER_TABLES]
+
+    def values(self):
+        return [self.rec.table(name) for name in RECORDER_TABLES]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import itertools
+from operator import attrgetter
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ import simpy
 
 from perfsim.engine.caller import ChildSeed, caller
 from perfsim.engine.machine import Machine
-from perfsim.engine.records import Recorder, UserRecord
+from perfsim.engine.records import RECORDER_TABLES, Recorder, RecordTables, UserRecord
 from perfsim.engine.spec import SimSpec
 from perfsim.engine.walker import walker
 from perfsim.errors import PerfsimError
@@ -112,9 +113,13 @@ class SimResult:
         return {k: v for k, v in self.summary.items() if k != "tables"}
 
     def __getstate__(self) -> dict:
-        """Pickled with its summary made (the same dict as read before pickling)."""
+        """Pickled with its summary made (the same dict as read before pickling) and its
+        tables as a dict (every one made: :class:`~perfsim.engine.records.RecordTables`)."""
         self.summary  # noqa: B018 (made now if not yet)
-        return self.__dict__.copy()
+        state = self.__dict__.copy()
+        if isinstance(state["_tables"], RecordTables):
+            state["_tables"] = dict(state["_tables"].items())
+        return state
 
     def columns(self, name: str) -> dict | None:
         """Table ``name`` as numpy columns equal to its DataFrame's, read from the record
@@ -335,6 +340,9 @@ def run(spec: SimSpec, recorder: Recorder, progress: CallProgress | None = None,
     return m
 
 
+_IPIS, _STOLEN = attrgetter("ipis"), attrgetter("stolen")  # of a machine.Cpu
+
+
 class RunSummary:
     """A finished run's summary (:attr:`SimResult.summary`), made when called: the run's
     own figures are taken at the end of the run (they are a few integers), its tables'
@@ -342,22 +350,22 @@ class RunSummary:
     counts) only when the summary is first read, from the same tables, which do not change
     once the run is over. The same dict, in the same key order, as made at once."""
 
-    __slots__ = ("head", "seed", "tables", "walker_visits", "cpu_ipis", "cpu_stolen_ns")
+    __slots__ = ("head", "seed", "rec", "walker_visits", "cpu_ipis", "cpu_stolen_ns")
 
     def __init__(self, m: Machine, seed: int, rec: Recorder) -> None:
         self.head = (m.end_ns, m.events, m.scheduled_events)
         self.seed = seed
-        self.tables = rec.tables()
+        self.rec = rec  # its tables' summaries (Recorder.summary_of: a table never made is empty)
         self.walker_visits = rec.walker_visits
-        self.cpu_ipis = [c.ipis for c in m.cpus]
-        self.cpu_stolen_ns = [c.stolen for c in m.cpus]
+        self.cpu_ipis = list(map(_IPIS, m.cpus))
+        self.cpu_stolen_ns = list(map(_STOLEN, m.cpus))
 
     def __call__(self) -> dict:
         end_ns, events, scheduled = self.head
         return {
             "end_ns": end_ns, "events": events, "scheduled_events": scheduled,
             "seed": self.seed,
-            "tables": {k: t.summary() for k, t in self.tables.items()},
+            "tables": {k: self.rec.summary_of(k) for k in RECORDER_TABLES},
             "walker_visits": dict(self.walker_visits),
             "cpu_ipis": self.cpu_ipis, "cpu_stolen_ns": self.cpu_stolen_ns,
         }
@@ -458,7 +466,7 @@ def simulate(spec_or_scenario, *, seed: int | None = None, max_rows: int = 1_000
     config = {"seed": spec.seed, "cpus": spec.cpus, "cost_profile": spec.profile.name,
               "cost_profile_digest": spec.profile.digest, "target_digest": spec.target.digest,
               **spec.meta}
-    res = SimResult(summary.tables, summary, config)
+    res = SimResult(RecordTables(rec), summary, config)
     res.reuse = {"plans_reused": m.plans.hits - m.plan_hits_before if m.plans else 0,
                  "templates_reused": m.templates.hits}
     return res
