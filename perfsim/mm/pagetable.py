@@ -327,7 +327,7 @@ class PageTables:
         lo = start >> pud_shift
         hi = ((end - 1) >> pud_shift) + 1
         li = d.get("_lists")
-        if self._is_small():
+        if _SmallState.takes(self):  # (_is_small)
             # a few entries: Python lists and bisect (cheaper than numpy calls)
             pud_l, pudk_l, pmd_l, pmdk_l, row_l = li or self._lists_of()
             j0, j1 = bisect_left(pud_l, lo), bisect_left(pud_l, hi)
