@@ -328,7 +328,10 @@ class PageTables:
         lo = start >> pud_shift
         hi = ((end - 1) >> pud_shift) + 1
         li = d.get("_lists")
-        if _SmallState.takes(self):  # (_is_small)
+        rows_ = d.get("_rows")
+        # (_is_small: a small state made here is taken on its list lengths, as takes() does)
+        if (len(li[2]) <= SMALL_SLOTS and len(li[0]) <= SMALL_SLOTS
+                if li is not None and rows_ is not None else _SmallState.takes(self)):
             # a few entries: Python lists and bisect (cheaper than numpy calls)
             pud_l, pudk_l, pmd_l, pmdk_l, row_l = li or self._lists_of()
             j0, j1 = bisect_left(pud_l, lo), bisect_left(pud_l, hi)
@@ -346,12 +349,17 @@ class PageTables:
         ints = d.get("_ints")
         if ints is None:
             ints = self._row_ints()
+        # (_row_int, inline for a row appended to a small state: its int as appended)
+        n_base = len(rows_[0]) if rows_ is not None else None
         pmd = {}
         for slot, kind, row in zip(slots, kinds, rows):
             if kind == PMD_TABLE:
                 m = ints.get(row)
                 if m is None:
-                    m = self._row_int(row)
+                    if n_base is not None and row >= n_base:
+                        m = ints[row] = rows_[2][row - n_base]
+                    else:
+                        m = self._row_int(row)
                 pmd[slot] = (kind, m)
             else:
                 pmd[slot] = (kind, full)
