@@ -144,7 +144,10 @@ def _rows_to_ints(rows: np.ndarray) -> list[int]:
     byte 0 lowest."""
     if not len(rows):
         return []
-    b = np.ascontiguousarray(rows, dtype=rows.dtype.newbyteorder("<")).tobytes()
+    if rows.dtype.itemsize == 1:  # bytes: no byte order (tobytes copies in C order)
+        b = rows.tobytes()
+    else:
+        b = np.ascontiguousarray(rows, dtype=rows.dtype.newbyteorder("<")).tobytes()
     n = len(b) // len(rows)
     return [int.from_bytes(b[i:i + n], "little") for i in range(0, len(b), n)]
 

@@ -287,9 +287,11 @@ def move_pgt_entry(ctx: MoveContext, gates: MoveGates, entry: str, old_addr: int
         row, length = failed_entry_row(gates, entry), 0
     else:
         return False
-    if counts:  # (the allocations made for this step)
-        ctx.log.add(ctx.phase, row.kind, old_addr, new_addr, length, ptes=row.ptes,
-                    flush=row.flush, rmap=row.locks, ptl=int(row.ptl), **counts)
+    if counts:  # (the allocations made for this step: the alloc_* columns; by position)
+        got = counts.get
+        ctx.log.add_row(ctx.phase, row.kind, old_addr, new_addr, length, row.ptes, 0, 0,
+                        got("alloc_p4d", 0), got("alloc_pud", 0), got("alloc_pmd", 0),
+                        got("alloc_pte", 0), 0, row.flush, row.locks, int(row.ptl), 0)
         if not moved:
             counts.clear()
     else:
