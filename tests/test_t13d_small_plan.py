@@ -307,3 +307,14 @@ def test_the_walked_moves_above_allocate_at_every_level_they_can():
                             PlanOptions("reference")).steps
         seen |= {k for k in ALLOC_COLUMNS[1:] if steps.col(k).sum()}
     assert seen == {"alloc_pud", "alloc_pmd", "alloc_pte"}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 5, 2**31 + 7, 2**63 + 11, 2**64 - 1])
+def test_drawn_rows_come_from_default_rng(seed):
+    """``_drawn_rows`` makes ``default_rng(seed)``'s generator itself (a PCG64 seeded with
+    ``seed``): the same doubles, whether every slot is drawn or some are skipped."""
+    from perfsim.mm.pagetable import _drawn_rows
+
+    want = np.random.default_rng(seed).random((5, 512)) < 0.3
+    assert np.array_equal(_drawn_rows(seed, 5, [0, 1, 2, 3, 4], 512, 0.3), want)
+    assert np.array_equal(_drawn_rows(seed, 5, [1, 3], 512, 0.3), want[[1, 3]])

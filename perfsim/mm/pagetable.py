@@ -111,7 +111,8 @@ def _drawn_rows(seed: int, n_slots: int, drawn: list[int], ptrs: int,
     ``ptrs`` doubles of ``default_rng(seed)``, each below ``fraction``. The runs of slots
     left out are skipped (the generator advanced past them), not drawn."""
     if len(drawn) == n_slots:
-        return np.random.default_rng(seed).random((n_slots, ptrs)) < fraction
+        # (default_rng(seed) is this generator; made directly, without its argument checks)
+        return np.random.Generator(np.random.PCG64(seed)).random((n_slots, ptrs)) < fraction
     rows = np.empty((len(drawn), ptrs), bool)
     bits = np.random.PCG64(seed)  # what default_rng(seed) draws from
     gen, at = np.random.Generator(bits), 0
