@@ -64,8 +64,9 @@ class AddressSpace:
         """Where top-down ``get_unmapped_area`` starts: given, or 1 GiB below the top."""
         if self.mmap_base_addr is not None:
             return self.mmap_base_addr
-        top = self.arch.user_va_top - (1 << 30)
-        return top - top % self.arch.pmd_size
+        a = self.pt.arch  # (the arch property, read once)
+        top = a.user_va_top - (1 << 30)
+        return top - top % a.pmd_size
 
     def find_vma(self, addr: int) -> Vma | None:
         """The VMA containing ``addr``, or None (``vma_lookup``)."""
