@@ -18,8 +18,10 @@ timed before "template", which then reads the columns. Each part is
 timed over all the calls with ``time.process_time``, best of ``--reps``, and printed per
 call in microseconds. ``--against TREE`` (a checkout of an earlier commit) measures that
 tree first in a child process, then this one, alternating ``--rounds`` times, and prints
-each part's ratio of the best times. Results are not checked here: the tests hold every
-path to the same rows.
+each part's ratio of the best times. ``--count`` prints instead the function calls a call's
+layout and plan make (``cProfile`` over one pass of each: Python functions, and all calls
+including builtins), a figure the host's load does not move. Results are not checked here:
+the tests hold every path to the same rows.
 """
 
 from __future__ import annotations
@@ -102,6 +104,61 @@ def measure(names: list[str], calls: int, reps: int) -> dict[str, dict[str, floa
     return out
 
 
+def count_calls(names: list[str], calls: int) -> dict[str, dict[str, tuple[float, float]]]:
+    """``{workload: {part: (Python function calls, all calls) per call}}`` of the layout and
+    the plan of the same calls :func:`measure` times (after one untimed pass of each)."""
+    import cProfile
+    import pstats
+
+    import numpy as np
+
+    from perfsim.mm.pagetable import PageTables
+    from perfsim.planner import plan_mremap
+    from perfsim.profiles import resolve_target
+    from perfsim.workload import load_workload, resolve_workload
+    from perfsim.workload.generate import SyntheticDraws, layout_call
+
+    target = resolve_target("6.18", "x86_64")
+    has_empty = "empty" in inspect.signature(layout_call).parameters
+    out = {}
+    for name in names:
+        w = load_workload(resolve_workload(name))
+        root = np.random.SeedSequence(5)
+        draws, n_streams = [], 0
+        for i, s in enumerate(w.streams):
+            if not hasattr(s, "src_align"):
+                continue
+            it = iter(SyntheticDraws(s, root, i))
+            draws += [(next(it), s, n_streams) for _ in range(calls)]
+            n_streams += 1
+
+        def layout(draws=draws, n_streams=n_streams):
+            if has_empty:
+                empties = [PageTables.empty(target.arch) for _ in range(n_streams)]
+                return [layout_call(d, s, target, 4, empties[k]) for d, s, k in draws]
+            return [layout_call(d, s, target, 4) for d, s, _ in draws]
+
+        pairs = layout()
+        for space, req in pairs:
+            plan_mremap(space, req, target)
+        parts = {}
+        for part in ("layout", "plan"):
+            prof = cProfile.Profile()
+            prof.enable()
+            if part == "layout":
+                layout()
+            else:
+                for space, req in pairs:
+                    plan_mremap(space, req, target)
+            prof.disable()
+            st = pstats.Stats(prof)
+            # (a builtin's entry has the file name "~"; the profiler's own disable is one)
+            python = sum(v[1] for k, v in st.stats.items() if k[0] != "~")
+            parts[part] = (python / len(draws), st.total_calls / len(draws))
+        out[name] = parts
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("workloads", nargs="*", default=["ipi_storm", "allocator_realloc"])
@@ -110,14 +167,36 @@ def main() -> None:
     ap.add_argument("--rounds", type=at_least_one, default=2, help="alternations with --against")
     ap.add_argument("--against", metavar="TREE")
     ap.add_argument("--tree", help=argparse.SUPPRESS)
+    ap.add_argument("--count", action="store_true",
+                    help="function calls per call (layout, plan) instead of CPU time")
     ap.add_argument("--raw", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.raw:
-        print(repr(measure(a.workloads, a.calls, a.reps)))
+        print(repr(count_calls(a.workloads, a.calls) if a.count
+                   else measure(a.workloads, a.calls, a.reps)))
         return
     if a.against:
         require_tree(a.against)
     trees = ([str(Path(a.against).resolve())] if a.against else []) + [str(ROOT)]
+    if a.count:
+        got = {}
+        for tree in trees:
+            cmd = [sys.executable, __file__, *a.workloads, f"--calls={a.calls}", "--count",
+                   "--raw", "--tree", tree]
+            got[tree] = ast.literal_eval(subprocess.run(cmd, check=True, capture_output=True,
+                                                        text=True).stdout)
+            print(f"tree {tree}")
+            for w, parts in got[tree].items():
+                print(f"  {w}: " + ", ".join(f"{k} {py:.1f} Python calls ({every:.1f} with "
+                                             f"builtins)" for k, (py, every) in parts.items())
+                      + " per call")
+        if a.against:
+            old, new = got[trees[0]], got[trees[1]]
+            for w in new:
+                print(f"RATIO {w} start/this tree: " + ", ".join(
+                    f"{k} calls {old[w][k][0] / new[w][k][0]:.2f}x "
+                    f"({old[w][k][1] / new[w][k][1]:.2f}x with builtins)" for k in new[w]))
+        return
     best: dict[str, dict] = {}
     for _ in range(a.rounds if a.against else 1):
         for tree in trees:

@@ -97,6 +97,7 @@ _POPULATE_KW = frozenset(("every", "fraction", "seed", "thp", "pud_leaf"))
 #: :meth:`PageTables.populate`'s keyword defaults, in its parameter order (what
 #: :meth:`PageTables.populate_each` passes for a keyword not given).
 _POPULATE_DEFAULTS = {"every": 1, "fraction": 1.0, "seed": 0, "thp": False, "pud_leaf": False}
+_EVERY_0, _FRACTION_0, _SEED_0, _THP_0, _PUD_LEAF_0 = _POPULATE_DEFAULTS.values()
 
 #: :meth:`PageTables.populate` of at most this many PMD slots, on a state of at most this
 #: many PMD and PUD entries, runs on Python integers (:meth:`PageTables._populate_small`).
@@ -110,7 +111,8 @@ def _drawn_rows(seed: int, n_slots: int, drawn: list[int], ptrs: int,
     ``ptrs`` doubles of ``default_rng(seed)``, each below ``fraction``. The runs of slots
     left out are skipped (the generator advanced past them), not drawn."""
     if len(drawn) == n_slots:
-        return np.random.default_rng(seed).random((n_slots, ptrs)) < fraction
+        # (default_rng(seed) is this generator; made directly, without its argument checks)
+        return np.random.Generator(np.random.PCG64(seed)).random((n_slots, ptrs)) < fraction
     rows = np.empty((len(drawn), ptrs), bool)
     bits = np.random.PCG64(seed)  # what default_rng(seed) draws from
     gen, at = np.random.Generator(bits), 0
@@ -143,7 +145,10 @@ def _rows_to_ints(rows: np.ndarray) -> list[int]:
     byte 0 lowest."""
     if not len(rows):
         return []
-    b = np.ascontiguousarray(rows, dtype=rows.dtype.newbyteorder("<")).tobytes()
+    if rows.dtype.itemsize == 1:  # bytes: no byte order (tobytes copies in C order)
+        b = rows.tobytes()
+    else:
+        b = np.ascontiguousarray(rows, dtype=rows.dtype.newbyteorder("<")).tobytes()
     n = len(b) // len(rows)
     return [int.from_bytes(b[i:i + n], "little") for i in range(0, len(b), n)]
 
@@ -327,7 +332,10 @@ class PageTables:
         lo = start >> pud_shift
         hi = ((end - 1) >> pud_shift) + 1
         li = d.get("_lists")
-        if self._is_small():
+        rows_ = d.get("_rows")
+        # (_is_small: a small state made here is taken on its list lengths, as takes() does)
+        if (len(li[2]) <= SMALL_SLOTS and len(li[0]) <= SMALL_SLOTS
+                if li is not None and rows_ is not None else _SmallState.takes(self)):
             # a few entries: Python lists and bisect (cheaper than numpy calls)
             pud_l, pudk_l, pmd_l, pmdk_l, row_l = li or self._lists_of()
             j0, j1 = bisect_left(pud_l, lo), bisect_left(pud_l, hi)
@@ -345,12 +353,17 @@ class PageTables:
         ints = d.get("_ints")
         if ints is None:
             ints = self._row_ints()
+        # (_row_int, inline for a row appended to a small state: its int as appended)
+        n_base = len(rows_[0]) if rows_ is not None else None
         pmd = {}
         for slot, kind, row in zip(slots, kinds, rows):
             if kind == PMD_TABLE:
                 m = ints.get(row)
                 if m is None:
-                    m = self._row_int(row)
+                    if n_base is not None and row >= n_base:
+                        m = ints[row] = rows_[2][row - n_base]
+                    else:
+                        m = self._row_int(row)
                 pmd[slot] = (kind, m)
             else:
                 pmd[slot] = (kind, full)
@@ -640,16 +653,26 @@ class PageTables:
         page_shift, pmd_shift = g[0], g[2]
         for start, end, kw in ranges:
             _check_range(page_shift, start, end)
-            if (st is None and ((end - 1) >> pmd_shift) - (start >> pmd_shift) < SMALL_SLOTS
-                    and _SmallState.takes(pt)):
-                # (a range of more slots goes the array way at once, from the state as is)
-                st = _SmallState(pt)
+            few = ((end - 1) >> pmd_shift) - (start >> pmd_shift) < SMALL_SLOTS
+            if st is None:
+                if few and _SmallState.takes(pt):
+                    # (a range of more slots goes the array way at once, from the state as
+                    # is; a state takes() accepts is one _SmallState.small accepts)
+                    st = _SmallState(pt)
+                    small = True
+                else:
+                    small = False
+            else:
+                small = st.small(start, end)
             if kw and not _POPULATE_KW.issuperset(kw):
                 raise TypeError(f"populate() got unexpected keyword arguments "
                                 f"{sorted(kw.keys() - _POPULATE_KW)}")
-            if st is not None and st.small(start, end):
-                # (every, fraction, seed, thp, pud_leaf: the defaults with kw's values)
-                st.populate(start, end, *{**_POPULATE_DEFAULTS, **kw}.values())
+            if small:
+                # (every, fraction, seed, thp, pud_leaf: kw's values, else populate's
+                # defaults; by position: a star call of a merged dict binds slower)
+                got = kw.get
+                st.populate(start, end, got("every", _EVERY_0), got("fraction", _FRACTION_0),
+                            got("seed", _SEED_0), got("thp", _THP_0), got("pud_leaf", _PUD_LEAF_0))
                 continue
             if st is not None:
                 pt, st = st.freeze(), None
@@ -875,22 +898,21 @@ class _SmallState:
         pt = self.pt
         d = pt.__dict__
         pud_l, pudk_l, pmd_l, pmdk_l, row_l = d["_lists"]  # read by __init__
-        if self.pmd_changed:
+        if self.pmd_changed:  # (not empty then: an entry was set)
             pmd = self.pmd
             pmd_l = sorted(pmd)
-            ent = [pmd[sl] for sl in pmd_l]
-            pmdk_l = [e[0] for e in ent]
-            row_l = [e[1] for e in ent]
+            # the (kind, row) pairs in slot order, as two lists (no comprehension frames)
+            pmdk_l, row_l = map(list, zip(*map(pmd.__getitem__, pmd_l)))
         if self.pud_changed:
             pud = self.pud
             pud_l = sorted(pud)
-            pudk_l = [pud[q] for q in pud_l]
+            pudk_l = list(map(pud.__getitem__, pud_l))
         top = pt.pud_tables
         if type(top) is not frozenset:
             top = frozenset(top)
         shift = self.top_shift
         if shift is not None:
-            tops = {q >> shift for q in pud_l}
+            tops = set(map(shift.__rrshift__, pud_l))  # {q >> shift for q in pud_l}
             if not tops <= top:
                 top = frozenset(top | tops)
         rows = d.get("_rows")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from perfsim.mm.pagetable import PageTables
 from perfsim.mm.vma import Vma
@@ -12,6 +13,10 @@ from perfsim.mm.vma import Vma
 
 def _start_of(vma: Vma) -> int:
     return vma.start
+
+
+#: ``[v.start for v in vmas]`` as ``list(map(_STARTS, vmas))`` (no comprehension frame)
+_STARTS = attrgetter("start")
 
 
 @dataclass(frozen=True, init=False)
@@ -39,10 +44,10 @@ class AddressSpace:
 
     def __post_init__(self) -> None:
         vmas = tuple(self.vmas)
-        starts = [v.start for v in vmas]
+        starts = list(map(_STARTS, vmas))
         if starts != sorted(starts):  # (a stable sort of sorted VMAs is the same order)
             vmas = tuple(sorted(vmas, key=_start_of))
-            starts = [v.start for v in vmas]
+            starts = list(map(_STARTS, vmas))
         for a, b in zip(vmas, vmas[1:]):
             if a.end > b.start:
                 raise ValueError(f"VMAs overlap: [{a.start:#x}, {a.end:#x}) and [{b.start:#x}, {b.end:#x})")
@@ -59,8 +64,9 @@ class AddressSpace:
         """Where top-down ``get_unmapped_area`` starts: given, or 1 GiB below the top."""
         if self.mmap_base_addr is not None:
             return self.mmap_base_addr
-        top = self.arch.user_va_top - (1 << 30)
-        return top - top % self.arch.pmd_size
+        a = self.pt.arch  # (the arch property, read once)
+        top = a.user_va_top - (1 << 30)
+        return top - top % a.pmd_size
 
     def find_vma(self, addr: int) -> Vma | None:
         """The VMA containing ``addr``, or None (``vma_lookup``)."""
@@ -122,7 +128,7 @@ class AddressSpace:
         d = new.__dict__
         d.update(self.__dict__)
         d["vmas"] = vmas = tuple(vmas)
-        d["_starts"] = tuple([v.start for v in vmas])
+        d["_starts"] = tuple(map(_STARTS, vmas))
         return new
 
     def with_vma_added(self, vma: Vma, without=()) -> AddressSpace:
@@ -140,7 +146,7 @@ class AddressSpace:
             else:
                 at = set(map(_start_of, without))
                 kept = [v for v in self.vmas if v.start not in at or v not in without]
-            starts = [v.start for v in kept]
+            starts = list(map(_STARTS, kept))
         else:
             kept, starts = list(self.vmas), list(self._starts)
         i = bisect.bisect_right(starts, vma.start)

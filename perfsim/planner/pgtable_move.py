@@ -161,10 +161,8 @@ def alloc_new_pud(arch: ArchProfile, pud_tables, addr: int) -> tuple[int, int]:
     >>> alloc_new_pud(a, set(), addr), alloc_new_pud(a, {addr >> a.p4d_shift}, addr)
     ((0, 1), (0, 0))
     """
-    if arch.pud_folded:
-        return 0, 0
     top = addr >> arch.p4d_shift
-    if top in pud_tables:
+    if top in pud_tables or arch.pud_folded:  # (either: nothing to allocate)
         return 0, 0
     shift = arch.pgd_shift - arch.p4d_shift
     p4d = 0 if arch.p4d_folded or any((t >> shift) == (top >> shift) for t in pud_tables) else 1

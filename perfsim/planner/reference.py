@@ -287,9 +287,11 @@ def move_pgt_entry(ctx: MoveContext, gates: MoveGates, entry: str, old_addr: int
         row, length = failed_entry_row(gates, entry), 0
     else:
         return False
-    if counts:  # (the allocations made for this step)
-        ctx.log.add(ctx.phase, row.kind, old_addr, new_addr, length, ptes=row.ptes,
-                    flush=row.flush, rmap=row.locks, ptl=int(row.ptl), **counts)
+    if counts:  # (the allocations made for this step: the alloc_* columns; by position)
+        got = counts.get
+        ctx.log.add_row(ctx.phase, row.kind, old_addr, new_addr, length, row.ptes, 0, 0,
+                        got("alloc_p4d", 0), got("alloc_pud", 0), got("alloc_pmd", 0),
+                        got("alloc_pte", 0), 0, row.flush, row.locks, int(row.ptl), 0)
         if not moved:
             counts.clear()
     else:
@@ -352,9 +354,11 @@ def move_ptes(ctx: MoveContext, gates: MoveGates, old_addr: int, new_addr: int, 
     batches = mremap_folio_pte_batch(batching, mask, lo, n, window)
     flush = ctx.flushes[extent] if move_ptes_flushes(present) else None
     ptl = move_ptes_ptl_count(src_slot, dst_slot)
-    if counts:  # (the allocations made for this extent)
-        ctx.log.add(ctx.phase, S.K_PTE_MOVE, old_addr, new_addr, extent, ptes=present, slots=n,
-                    batches=batches, flush=flush, rmap=gates.huge_locks, ptl=ptl, **counts)
+    if counts:  # (the allocations made for this extent: the alloc_* columns; by position)
+        got = counts.get
+        ctx.log.add_row(ctx.phase, S.K_PTE_MOVE, old_addr, new_addr, extent, present, n, batches,
+                        got("alloc_p4d", 0), got("alloc_pud", 0), got("alloc_pmd", 0),
+                        got("alloc_pte", 0), 0, flush, gates.huge_locks, ptl, 0)
     else:  # (by position: binds faster than keywords)
         ctx.log.add_row(ctx.phase, S.K_PTE_MOVE, old_addr, new_addr, extent, present, n, batches,
                         0, 0, 0, 0, 0, flush, gates.huge_locks, ptl, 0)
