@@ -13,7 +13,6 @@ from pathlib import Path
 
 from perfsim.report import figures as F
 from perfsim.report.findings import _tunes
-from perfsim.report.provenance import git_revision, machine
 from perfsim.report.tables import tune_tables
 from perfsim.report.write import Document, Section, atomic_dir, write_document
 
@@ -54,6 +53,10 @@ def write_tune_report(tr, outdir: str | Path, *, date: str | None = None,
         (tmp / "figures").mkdir()
         fig, plot = F.tune_plot(tr)
         drawing = (figures or FigureProcess()).draw(plot, tmp, fig.id)
+        # Imported once the figure is on its way (perfsim tune's prefetch may not have
+        # reached it when the search ended: cli.tune.REPORT_MODULES).
+        from perfsim.report.provenance import git_revision, machine
+
         tables = {t.id: t for t in tune_tables(tr)}
         F.save_data(fig, tmp)
         shim = type("R", (), {"tunes": [tr]})()
