@@ -73,3 +73,18 @@ def test_the_tune_report_module_leaves_the_provenance_to_the_writing():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_a_figure_process_told_it_is_done_exits_by_itself_and_leaves_the_rest_here():
+    from perfsim.batch.stats import t_quantile
+    from perfsim.report.figure_process import FigureProcess
+
+    fp = FigureProcess().start()
+    fp.t_quantile(0.975, 2)  # answered: the child has imported and serves requests
+    proc = fp.proc
+    fp.done()
+    proc.join(30)  # not close(): it exits on its own
+    assert not proc.is_alive() and proc.exitcode == 0
+    assert fp.t_quantile(0.975, 4) == t_quantile(0.975, 4)  # computed in this process
+    fp.close()
+    assert fp.proc is None
