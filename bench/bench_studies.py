@@ -3,6 +3,7 @@
 
     python bench/bench_studies.py [--workers 2] [--skip-report] [--skip-tune] [--cli]
                                   [--repeat N] [--cpu] [--bytecode] [--against TREE]
+    python bench/bench_studies.py --timeline [--workers 2] [--bytecode] [--against TREE]
 
 * ``perfsim tune studies/tune_flush_ceiling.toml``: :func:`perfsim.tune.run_tune` on a
   ``process:W`` pool (pool start included, as the command pays it);
@@ -26,6 +27,14 @@ Prints each wall time and the host's load average before and after (the machine 
 shared: compare figures from one run, or before/after runs made back to back). With
 ``--cpu`` both run in this process instead (``serial`` executor) and the CPU time they take
 is printed too: a figure that depends much less on other load than wall time does.
+
+``--timeline`` runs the whole command once (per tree) and prints when each of its processes
+(the command, its figure process and its copy writing the SVG, the pool's workers) reached
+each step: imports of the big libraries, the forks, each task, the analysis, the report's
+writing and each image, the exit; wall-clock seconds from just before the command's start
+(the stamps are written by hooks installed in the child: an import hook and wrapped
+functions, a few per cent slower than the plain command). The critical path of the command
+is read off it (:func:`timeline_phases` sums it up).
 
 ``--against TREE`` (a checkout of an earlier commit, e.g. ``git worktree add /tmp/old
 <commit>``) first runs the same measurements on that tree's ``perfsim`` (a child process of
@@ -111,6 +120,148 @@ def bench_report(workers: int, cpu: bool = False) -> float:
     return t2 - t0
 
 
+TIMELINE_FUNCTIONS = {
+    "perfsim.cli.tune": ("run", "build_spec"),
+    "perfsim.tune.search": ("run_tune", "tune_executor", "evaluate_batch", "analyze"),
+    "perfsim.report.tune_report": ("write_tune_report",),
+    "perfsim.report.write": ("write_document",),
+    "perfsim.report.figure_process": ("_serve", "draw_both", "draw_here"),
+    "perfsim.report.tune_figure": ("draw_tune", "save_png", "save_svg"),
+}
+"""The functions whose start and end the timeline stamps (``> name`` and ``< name``), by
+module; a name a tree does not have is skipped."""
+
+TIMELINE_IMPORTS = ("numpy", "matplotlib", "matplotlib.figure", "matplotlib.pyplot",
+                    "perfsim.tune", "pandas", "pyarrow.parquet")
+"""The modules whose import the timeline stamps (start and end), in any process."""
+
+
+def _timeline_child(out: str, argv: list[str]) -> None:
+    """In a child process: stamp ``time.time() - TIMELINE_T0``, the process id and what
+    happened (``TIMELINE_FUNCTIONS``, ``TIMELINE_IMPORTS``, forks, ``os._exit``) into
+    ``out``, and run ``perfsim`` with ``argv`` as the program (its quick exit included)."""
+    import functools
+    import importlib.abc
+
+    t0 = float(os.environ["TIMELINE_T0"])
+    fd = os.open(out, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def stamp(what: str) -> None:
+        os.write(fd, f"{time.time() - t0:.4f} {os.getpid()} {what}\n".encode())
+
+    def wrapped(f):
+        @functools.wraps(f)
+        def w(*a, **k):
+            stamp(f"> {f.__name__}")
+            try:
+                return f(*a, **k)
+            finally:
+                stamp(f"< {f.__name__}")
+        return w
+
+    watched = set(TIMELINE_FUNCTIONS) | set(TIMELINE_IMPORTS)
+
+    class Stamps(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name not in watched:
+                return None
+            for finder in sys.meta_path:
+                if finder is not self and hasattr(finder, "find_spec"):
+                    spec = finder.find_spec(name, path, target)
+                    if spec is not None:
+                        break
+            else:
+                return None
+            run = spec.loader.exec_module
+
+            def exec_module(module):
+                stamp(f"import {name} ...")
+                run(module)
+                for fn in TIMELINE_FUNCTIONS.get(name, ()):
+                    if callable(getattr(module, fn, None)):
+                        setattr(module, fn, wrapped(getattr(module, fn)))
+                stamp(f"import {name} done")
+
+            spec.loader.exec_module = exec_module
+            return spec
+
+    sys.meta_path.insert(0, Stamps())
+    sys.addaudithook(lambda ev, args: stamp("fork") if ev == "os.fork" else None)
+    real_exit = os._exit
+
+    def _exit(status):
+        stamp(f"exit {status}")
+        real_exit(status)
+
+    os._exit = _exit
+    stamp("python started")
+    sys.argv = ["perfsim", *argv]
+    from perfsim.cli.main import main
+
+    status = main()
+    stamp(f"exit {status}")
+    raise SystemExit(status)
+
+
+def timeline_phases(lines: list[tuple[float, int, str]]) -> dict[str, float]:
+    """The command's phases from its stamps: when the figure process and the pool were
+    forked, the first task started and the last one ended, the analysis ended, the PNG was
+    written, the command exited."""
+    main_pid = lines[0][1]
+    first = {}
+    last = {}
+    for t, pid, what in lines:
+        first.setdefault((pid == main_pid, what), t)
+        last[(pid == main_pid, what)] = t
+    got = {"figure process forked": first.get((True, "fork")),
+           "first task started": first.get((False, "> evaluate_batch")),
+           "last task ended": last.get((False, "< evaluate_batch")),
+           "analysis done": last.get((True, "< analyze")),
+           "PNG written": last.get((False, "< save_png")),
+           "report written": last.get((True, "< write_tune_report")),
+           "command exited": last.get((True, "exit 0"))}
+    return {k: v for k, v in got.items() if v is not None}
+
+
+def bench_timeline(tree: str | Path, workers: int) -> None:
+    """Run the whole ``perfsim tune`` of ``tree`` once with stamps; print them."""
+    import subprocess
+
+    root = Path(tree).resolve()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(root), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    with tempfile.TemporaryDirectory() as tmp:
+        stamps = Path(tmp) / "stamps"
+        env["TIMELINE_T0"] = repr(time.time())
+        subprocess.run([sys.executable, str(Path(__file__).resolve()), "--tree", str(root),
+                        "--timeline-child", str(stamps), "--", "tune",
+                        str(root / "studies" / "tune_flush_ceiling.toml"), "--quiet",
+                        "--out", str(Path(tmp) / "out"), "--executor",
+                        f"process:{workers}"], check=True, env=env, cwd=root,
+                       stdout=subprocess.DEVNULL)
+        end = time.time() - float(env["TIMELINE_T0"])
+        rows = []
+        for line in stamps.read_text().splitlines():
+            t, pid, what = line.split(" ", 2)
+            rows.append((float(t), int(pid), what))
+    rows.sort(key=lambda r: r[0])
+    main_pid = rows[0][1]
+    names = {main_pid: "command"}
+    for _, pid, what in rows:
+        if pid not in names:
+            names[pid] = ("figures" if what == "> _serve" else
+                          f"worker {sum(n.startswith('worker') for n in names.values()) + 1}"
+                          if what == "> evaluate_batch" else
+                          "figures (SVG copy)" if what == "> save_svg" else f"pid {pid}")
+    print(f"=== {root}: timeline of one perfsim tune (s since just before its start)")
+    for t, pid, what in rows:
+        print(f"  {t:7.3f}  {names[pid]:<18} {what}")
+    print(f"  {end:7.3f}  {'(this script)':<18} the command's exit seen")
+    for k, v in timeline_phases(rows).items():
+        print(f"TIMELINE {k}: {v:.3f} s")
+    print(f"TIMELINE wall: {end:.3f} s")
+
+
 def _check_tree(tree: str) -> None:
     require_tree(tree)
 
@@ -189,8 +340,15 @@ def main() -> None:
                     "and print the speed-ups")
     ap.add_argument("--bytecode", action="store_true",
                     help="measure with bytecode, as installed (a private cache, warmed first)")
+    ap.add_argument("--timeline", action="store_true",
+                    help="time the steps of one whole perfsim tune per tree (its processes)")
     ap.add_argument("--tree", help=argparse.SUPPRESS)
     ap.add_argument("--json-out", help=argparse.SUPPRESS)
+    ap.add_argument("--timeline-child", help=argparse.SUPPRESS)
+    if "--timeline-child" in sys.argv:
+        cut = sys.argv.index("--")
+        a = ap.parse_args(sys.argv[1:cut])
+        _timeline_child(a.timeline_child, sys.argv[cut + 1:])
     a = ap.parse_args()
     own = [f"--workers={a.workers}"] + [
         f for f, on in (("--skip-report", a.skip_report), ("--skip-tune", a.skip_tune),
@@ -201,6 +359,16 @@ def main() -> None:
     prefix = None
     if a.bytecode and a.tree is None:
         prefix = warm_bytecode(([a.against] if a.against else []) + [ROOT], a.workers)
+    if a.timeline:
+        print(f"load average before: {os.getloadavg()}")
+        for tree in ([a.against] if a.against else []) + [ROOT]:
+            bench_timeline(tree, a.workers)
+        print(f"load average after: {os.getloadavg()}")
+        if prefix is not None:
+            import shutil
+
+            shutil.rmtree(prefix, ignore_errors=True)
+        return
     print(f"load average before: {os.getloadavg()}")
     got = {}
     if a.repeat > 1 and a.tree is None:

@@ -47,7 +47,6 @@ import signal
 import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 
 from perfsim.errors import PerfsimError
@@ -134,26 +133,48 @@ def paused_gc():
             gc.enable()
 
 
-def prefetch_imports(modules: Iterable[str]) -> threading.Thread:
-    """Import ``modules`` in a daemon thread and return it: what the caller needs after a
-    pool's work (an analysis, a report's figures) loads while the workers compute and this
-    process only waits. Start it once the pool's workers exist (a ``fork`` pool forks in
-    its constructor) and join it before forking again. A module that fails to import is
-    left for the caller's own import to report. The collector is paused while the thread
-    imports (:func:`paused_gc`; the process's other threads only wait for the pool)."""
-    import importlib
+def prefetch_imports(modules: Iterable[str]) -> Prefetch:
+    """Import ``modules`` in a daemon thread and return it (a :class:`Prefetch`): what the
+    caller needs after a pool's work (an analysis, a report's figures) loads while the
+    workers compute and this process only waits. Start it once the pool's workers exist (a
+    ``fork`` pool forks in its constructor) and join it (or :meth:`~Prefetch.stop` it)
+    before forking again. A module that fails to import is left for the caller's own import
+    to report. The collector is paused while the thread imports (:func:`paused_gc`; the
+    process's other threads only wait for the pool)."""
+    t = Prefetch(modules)
+    t.start()
+    return t
 
-    def load() -> None:
+
+class Prefetch(threading.Thread):
+    """The thread of :func:`prefetch_imports`: imports its modules in order until all are
+    imported or it is told to :meth:`stop`."""
+
+    def __init__(self, modules: Iterable[str]) -> None:
+        super().__init__(name="perfsim-prefetch", daemon=True)
+        self.modules = tuple(modules)
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        import importlib
+
         with paused_gc():
-            for m in modules:
+            for m in self.modules:
+                if self.stopping.is_set():
+                    break
                 try:
                     importlib.import_module(m)
                 except ImportError:
                     pass
 
-    t = threading.Thread(target=load, name="perfsim-prefetch", daemon=True)
-    t.start()
-    return t
+    def stop(self) -> None:
+        """Import no module after the one being imported, and return once the thread has
+        ended. For a caller whose wait is over (the pool's work is done): the modules still
+        to import are then imported by the caller's own code where it first needs them,
+        after work of its own that needs none of them (the last of a list usually matters
+        last), instead of all before it."""
+        self.stopping.set()
+        self.join()
 
 
 class SerialExecutor:
@@ -209,6 +230,11 @@ class ProcessExecutor(SerialExecutor):
             raise PerfsimError("a fork pool needs a single-threaded creator "
                                f"({threading.active_count()} threads run); use forkserver")
         self.start_method = start_method
+        # concurrent.futures is imported here, by the pool that uses it, not with this module
+        # (about 0.01 CPU-s): ``perfsim tune`` forks its figure process, which needs
+        # :func:`cpu_count` and :func:`paused_gc` but no pool, before it imports that.
+        from concurrent.futures import ProcessPoolExecutor
+
         ctx = mp.get_context(start_method)
         if start_method == "forkserver":
             # Imported once in the forkserver, inherited by every worker it forks: the batch
@@ -231,6 +257,8 @@ class ProcessExecutor(SerialExecutor):
             self.pool.submit(os.getpid)
 
     def map_unordered(self, fn, items):
+        from concurrent.futures import FIRST_COMPLETED, wait
+
         it = iter(items)
         pending = set()
         limit = 2 * self.workers

@@ -37,10 +37,13 @@ when no figure process (:mod:`perfsim.report.figure_process`) draws it."""
 
 REPORT_MODULES = ("pandas", "perfsim.report.tune_report", "perfsim.report.tune_figure",
                   "pyarrow.parquet", "pandas.core.arrays.arrow.extension_types",
-                  "pandas.io.formats.csvs")
+                  "pandas.io.formats.csvs", "perfsim.report.provenance")
 """What the analysis and the report writer need (pandas, the tables, findings and HTML, the
-figure's data, the Parquet and CSV writers; about 0.25 CPU-s of imports): loaded while a
-pool simulates, when this process only waits."""
+figure's data, the Parquet and CSV writers, the provenance; about 0.25 CPU-s of imports):
+loaded while a pool simulates, when this process only waits, in the order they are needed.
+What is not loaded when the search ends is imported where it is used: the analysis and the
+figure's data need the first three; the rest is used only once the figure is being drawn
+(:func:`~perfsim.report.tune_report.write_tune_report`)."""
 
 
 def register(sub) -> None:
@@ -128,13 +131,11 @@ def build_spec(args):
 
 
 def run(args: argparse.Namespace) -> int:
-    # Imported once here, before any fork, rather than in each process that needs them:
-    # numpy (all), numpy.random (the pool's simulations, pandas) and numpy.ma (pandas,
-    # matplotlib, the simulations): about 0.08 CPU-s for numpy and 0.02 for the other two,
-    # per process (2026-12-01).
+    # Imported once here, before the figure process is forked, rather than in each process
+    # that needs them: numpy (all) and numpy.ma (pandas, matplotlib, the simulations), about
+    # 0.08 CPU-s for numpy and 0.01 for numpy.ma, per process (2026-12-01).
     import numpy  # noqa: F401
     import numpy.ma  # noqa: F401
-    import numpy.random  # noqa: F401
 
     from perfsim.report.figure_process import FigureProcess, worth_starting
 
@@ -145,6 +146,10 @@ def run(args: argparse.Namespace) -> int:
     with FigureProcess() as figures:
         if worth_starting():
             figures.start()
+        # The pool's simulations (and pandas) need numpy.random, the figure process does
+        # not: imported after its fork, before the pool's (0.01 CPU-s).
+        import numpy.random  # noqa: F401
+
         return _run(args, figures)
 
 

@@ -31,7 +31,7 @@ import sys
 import threading
 from pathlib import Path
 
-IMPORTS = ("numpy", "matplotlib.pyplot", "matplotlib.backends.backend_agg",
+IMPORTS = ("numpy", "matplotlib.figure", "matplotlib.backends.backend_agg",
            "matplotlib.backends.backend_svg", "perfsim.report.tune_figure")
 """What the child imports before it waits: the figure's drawing and its two formats. (scipy,
 about 0.12 CPU-s, only if asked for a t quantile :mod:`perfsim.batch.t_table` does not
@@ -154,6 +154,16 @@ class FigureProcess:
 
         return t_quantile(p, df)
 
+    def done(self) -> None:
+        """Nothing more will be asked: tell the child to exit now, without waiting for it
+        (:meth:`close`, later, finds it gone rather than waits while it ends)."""
+        if self.conn is not None and self.drawing is None:
+            try:
+                self.conn.send(None)
+            except (OSError, ValueError):
+                pass
+            self._lost()
+
     def _lost(self) -> None:
         """The child is gone or broken: stop using it."""
         conn, self.conn = self.conn, None
@@ -212,9 +222,7 @@ def draw_both(plot, outdir: str | Path, fid: str) -> None:
     one writes its PNG (the two renderings take about the same time; each reads the drawn
     figure as it stands, so the files are those :func:`draw_here` writes). Should the copy
     fail, this process writes the SVG too."""
-    import matplotlib.pyplot as plt
-
-    from perfsim.report.tune_figure import draw_tune, save_png, save_svg
+    from perfsim.report.tune_figure import close, draw_tune, save_png, save_svg
 
     (Path(outdir) / "figures").mkdir(exist_ok=True)
     fig = draw_tune(plot)
@@ -232,7 +240,7 @@ def draw_both(plot, outdir: str | Path, fid: str) -> None:
         _, status = os.waitpid(pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
         save_svg(fig, outdir, fid)
-    plt.close(fig)
+    close(fig)
 
 
 def draw_here(plot, outdir: str | Path, fid: str) -> None:

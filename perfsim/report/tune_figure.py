@@ -11,18 +11,38 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+STYLE = {"font.size": 9, "axes.titlesize": 10, "svg.hashsalt": "perfsim",
+         "svg.fonttype": "none", "figure.dpi": 100}
+"""The report's matplotlib style: font sizes, a fixed SVG hash salt and text kept as text,
+so an SVG is the same on every run."""
+
 
 def pyplot():
-    """matplotlib's pyplot on the Agg backend with the report's style (font sizes, a fixed
-    SVG hash salt and text kept as text, so an SVG is the same on every run)."""
+    """matplotlib's pyplot on the Agg backend with the report's style (:data:`STYLE`)."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    plt.rcParams.update({"font.size": 9, "axes.titlesize": 10, "svg.hashsalt": "perfsim",
-                         "svg.fonttype": "none", "figure.dpi": 100})
+    plt.rcParams.update(STYLE)
     return plt
+
+
+def new_figure(figsize: tuple[float, float]):
+    """A figure of ``figsize`` inches in the report's style (:data:`STYLE`) on an Agg
+    canvas, made without pyplot: what ``pyplot().figure(figsize=figsize)`` makes, less the
+    pyplot figure manager (nothing here shows a window), so drawing one needs neither
+    pyplot's import nor its backend switch (a figure process imports
+    :mod:`matplotlib.figure` only). ``savefig`` renders each format on that format's own
+    canvas either way; the images are the same bytes (``tests/test_t13d_tune_figure.py``)."""
+    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    matplotlib.rcParams.update(STYLE)
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig
 
 
 @dataclass(frozen=True)
@@ -61,9 +81,8 @@ def draw_tune(p: TunePlot):
 
     import numpy as np
 
-    plt = pyplot()
-    fig, axes = plt.subplots(1, len(p.panels), figsize=(4.6 * len(p.panels), 3.5),
-                             squeeze=False)
+    fig = new_figure((4.6 * len(p.panels), 3.5))
+    axes = fig.subplots(1, len(p.panels), squeeze=False)
     for ax, k in zip(axes[0], p.panels):
         y, lo, hi = k.y, k.lo, k.hi
         err = np.clip(np.vstack([np.nan_to_num(y - lo), np.nan_to_num(hi - y)]), 0, None)
@@ -87,8 +106,21 @@ def draw_tune(p: TunePlot):
             sec = ax.secondary_yaxis("right", functions=(lambda v, b=p.base * p.scale: v * b,
                                                          lambda v, b=p.base * p.scale: v / b))
             sec.set_ylabel(f"≈ {p.name}" + (f" ({p.unit})" if p.unit else ""), fontsize=8)
-    fig.tight_layout()
+    tight_layout(fig)
     return fig
+
+
+def tight_layout(fig) -> None:
+    """``fig.tight_layout()`` without the layout engine it leaves behind: the same
+    adjustment of the subplots (the same :class:`~matplotlib.layout_engine.TightLayoutEngine`
+    with the same arguments, executed once), but the figure keeps no engine, so
+    ``savefig`` does not first draw the whole figure once more with drawing disabled to run
+    an engine that does nothing (``Figure.tight_layout`` leaves a placeholder engine). That
+    dry draw was a third of the PNG's time and half the SVG's (2026-12-01); the images are
+    the same bytes (``tests/test_t13d_tune_figure.py``)."""
+    from matplotlib.layout_engine import TightLayoutEngine
+
+    TightLayoutEngine(pad=1.08, h_pad=None, w_pad=None, rect=None).execute(fig)
 
 
 def image_paths(fid: str) -> tuple[str, str]:
@@ -108,10 +140,17 @@ def save_svg(fig, outdir: str | Path, fid: str) -> None:
 
 def save_images(fig, outdir: str | Path, fid: str) -> None:
     """Write ``fig`` as ``outdir/figures/<fid>.png`` and ``.svg`` (stamped with no date or
-    software, so the files depend on the figure alone) and close it."""
-    import matplotlib.pyplot as plt
-
+    software, so the files depend on the figure alone) and close it (a pyplot figure; one
+    of :func:`new_figure` is not pyplot's to close)."""
     (Path(outdir) / "figures").mkdir(exist_ok=True)
     save_png(fig, outdir, fid)
     save_svg(fig, outdir, fid)
-    plt.close(fig)
+    close(fig)
+
+
+def close(fig) -> None:
+    """Release ``fig`` from pyplot if pyplot manages it (``plt.close``)."""
+    if fig.canvas.manager is not None:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)

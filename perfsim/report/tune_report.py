@@ -13,7 +13,6 @@ from pathlib import Path
 
 from perfsim.report import figures as F
 from perfsim.report.findings import _tunes
-from perfsim.report.provenance import git_revision, machine
 from perfsim.report.tables import tune_tables
 from perfsim.report.write import Document, Section, atomic_dir, write_document
 
@@ -44,7 +43,9 @@ def write_tune_report(tr, outdir: str | Path, *, date: str | None = None,
                       figures=None) -> Path:
     """A report with the tuning's section alone (``perfsim tune``). ``figures``: a started
     :class:`~perfsim.report.figure_process.FigureProcess` to draw the figure while the
-    tables and data are written (the same files; without one it is drawn here)."""
+    tables and data are written (the same files; without one it is drawn here); once the
+    images are written it is told it may exit (:meth:`~perfsim.report.figure_process.
+    FigureProcess.done`): it is asked nothing after them."""
     import perfsim
     from perfsim.report.figure_process import FigureProcess
 
@@ -54,6 +55,10 @@ def write_tune_report(tr, outdir: str | Path, *, date: str | None = None,
         (tmp / "figures").mkdir()
         fig, plot = F.tune_plot(tr)
         drawing = (figures or FigureProcess()).draw(plot, tmp, fig.id)
+        # Imported once the figure is on its way (perfsim tune's prefetch may not have
+        # reached it when the search ended: cli.tune.REPORT_MODULES).
+        from perfsim.report.provenance import git_revision, machine
+
         tables = {t.id: t for t in tune_tables(tr)}
         F.save_data(fig, tmp)
         shim = type("R", (), {"tunes": [tr]})()
@@ -71,7 +76,12 @@ def write_tune_report(tr, outdir: str | Path, *, date: str | None = None,
         doc = Document(f"perfsim tune: {tr.spec.name}", tr.spec.description or "",
                        findings, [tune_section(tr)], tables, {fig.id: fig}, prov,
                        [f"data/{t}.csv" for t in tables] + ["data/runs.parquet"])
-        write_document(doc, tmp, images_ready=drawing.wait)  # the HTML embeds the PNG
+        def images_ready() -> None:  # the HTML embeds the PNG
+            drawing.wait()
+            if figures is not None:  # the figure was its last request: it may exit now
+                figures.done()
+
+        write_document(doc, tmp, images_ready=images_ready)
     return outdir
 
 

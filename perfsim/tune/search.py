@@ -428,9 +428,11 @@ def run_tune(spec: TuneSpec, *, executor=None, quiet: bool = False,
     :func:`tune_executor`). ``state_dir``: where optuna keeps its SQLite storage
     (``<state_dir>/<name>-<digest>.db``); rerunning resumes it. ``prefetch``: modules the
     caller needs next (e.g. the report writer's), imported with :data:`PREFETCH` in a thread
-    while a pool simulates. ``quantile``: where the analysis's t quantiles come from (the
-    values of :func:`~perfsim.batch.stats.t_quantile`, e.g. computed by a process that has
-    scipy imported already: then :data:`PREFETCH` is not imported here)."""
+    while a pool simulates, in that order, until the search is done (the rest is left to
+    the code that needs it: list them in the order they are needed). ``quantile``: where
+    the analysis's t quantiles come from (the values of
+    :func:`~perfsim.batch.stats.t_quantile`, e.g. computed by a process that has scipy
+    imported already: then :data:`PREFETCH` is not imported here)."""
     from perfsim.batch.executors import parse_executor, paused_gc, prefetch_imports
 
     t0 = time.perf_counter()
@@ -469,11 +471,13 @@ def run_tune(spec: TuneSpec, *, executor=None, quiet: bool = False,
         if own:
             ex.close()
     if loader is not None:
-        # Waited for only once the search is done: when it stops early (Ctrl-C, an error),
-        # the daemon thread is left to the process's exit. A KeyboardInterrupt can land
-        # inside this thread's own import machinery while the loader imports (e.g. pandas),
-        # leaving the interpreter's import lock taken, and the loader would then never end.
-        loader.join()
+        # Stopped only once the search is done: when it stops early (Ctrl-C, an error), the
+        # daemon thread is left to the process's exit. A KeyboardInterrupt can land inside
+        # this thread's own import machinery while the loader imports (e.g. pandas), leaving
+        # the interpreter's import lock taken, and the loader would then never end. Stopped
+        # rather than waited for: what it has not imported yet (the last of ``prefetch``:
+        # the report's writers) is imported by the code that needs it, after the analysis.
+        loader.stop()
     import pandas as pd
 
     runs = pd.DataFrame(rows).sort_values(["cell", "replication"], ignore_index=True)
