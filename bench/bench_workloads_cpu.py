@@ -13,8 +13,8 @@ child process first (``--tree TREE``), then this one, and prints the speed-up.
 ``--per-workload`` also prints each workload's CPU per call (the best of ``--reps`` runs of
 it, each timed on its own) and, with ``--against``, each workload's ratio of the two trees.
 ``--rounds N`` (with ``--against``) measures both trees in child processes, N times, the
-order swapped each round (the other tree first in odd rounds), and prints the best figure of each tree over the rounds and
-their ratios: on a shared, noisy host a single pair of runs moves by 10-20%.
+order swapped each round (the other tree first in odd rounds), and prints the best figure
+of each tree over the rounds and their ratios: on a shared, noisy host a single pair of runs moves by 10-20%.
 ``--fixed`` also prints what a run costs besides its calls: for each workload, the CPU of
 loading it (``load_workload``) plus that of ``run_workload`` on it with every stream's
 ``count`` set to 1 (a call stream or trace keeps its calls: trace_replay's 5), best of
