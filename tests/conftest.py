@@ -1,4 +1,5 @@
 import os
+import signal
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -8,6 +9,14 @@ settings.register_profile("ci", max_examples=60, deadline=None,
 settings.register_profile("dev", max_examples=150, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("ci" if os.environ.get("CI") else os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+# A suite started in the background of a non-interactive shell (`pytest ... &`, nohup)
+# inherits SIGINT ignored, and an ignored signal stays ignored across exec: every command the
+# Ctrl-C tests start would then ignore their SIGINT and run to the end (seen 2026-12-01: all
+# six such tests failed that way, none in the foreground). Python's own handler is reset to
+# the default at exec, so installing it here gives the children a terminal's Ctrl-C.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.hookimpl(hookwrapper=True)
