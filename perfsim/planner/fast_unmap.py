@@ -127,6 +127,15 @@ def _without(pt: PageTables, f: int, n: int, gone: list[int], tops: frozenset[in
                       pt.mask_pop)
 
 
+def _freed_slots(b: tuple[int, int], first: int, count: int, pmd_shift: int):
+    """``(f, n)``: the PTE tables ``free_pgd_range`` frees of the run of ``count`` emptied
+    tables from slot ``first``, given its PMD-level bounds ``b`` (``free_range_bounds``): the
+    slots ``f .. f + n - 1``; None when the bounds take none of them."""
+    o0 = min(max((b[0] >> pmd_shift) - first, 0), count)
+    o1 = min(max((((b[1] - 1) >> pmd_shift) + 1) - first, 0), count)
+    return (first + o0, o1 - o0) if o1 != o0 else None
+
+
 def _run_positions(target: Target, f: int, n: int, keys: list[int]) -> list[int]:
     """For each of ``keys`` (sorted), how many PTE tables of the run ``f .. f + n - 1`` have
     a :func:`table_order_key` at most it (``searchsorted(..., side="right")`` of the run's
@@ -168,12 +177,10 @@ def unmap_moved_source(target: Target, pt: PageTables, start: int, end: int, flo
     b = free_range_bounds(start, end, floor, ceiling, a.pmd_size)
     if b is None:
         return None
-    o0 = min(max((b[0] >> ms) - first, 0), count)
-    o1 = min(max((((b[1] - 1) >> ms) + 1) - first, 0), count)
-    n = o1 - o0
-    if n == 0:
+    run = _freed_slots(b, first, count, ms)
+    if run is None:
         return None
-    f = first + o0  # the first freed PTE table's slot; the run is f .. f + n - 1
+    f, n = run  # the first freed PTE table's slot; the run is f .. f + n - 1
     others: list[tuple[int, int]] = []  # (address, level) of the PMD and PUD tables freed
     gone: list[int] = []  # the PUD entries whose PMD table is freed
     bp = free_range_bounds(start, end, floor, ceiling, a.pud_size)
@@ -239,12 +246,10 @@ def _unmap_pending(target: Target, moved: MovedTables, sh, start: int, end: int,
     b = free_range_bounds(start, end, floor, ceiling, pmd_size)
     if b is None:
         return None
-    o0 = min(max((b[0] >> ms) - first, 0), count)
-    o1 = min(max((((b[1] - 1) >> ms) + 1) - first, 0), count)
-    n = o1 - o0
-    if n == 0:
+    run = _freed_slots(b, first, count, ms)
+    if run is None:
         return None
-    f = first + o0  # the first freed PTE table's slot; the run is f .. f + n - 1
+    f, n = run  # the first freed PTE table's slot; the run is f .. f + n - 1
     others: list[tuple[int, int]] = []  # (address, level) of the PMD and PUD tables freed
     gone: list[int] = []  # the PUD entries whose PMD table is freed
     pud_l, pud_k = sh.view_l, sh.view_k

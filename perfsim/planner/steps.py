@@ -103,17 +103,10 @@ class StepLog:
             alloc_pmd: int = 0, alloc_pte: int = 0, freed: int = 0, flush=None,
             rmap: tuple[str, ...] = (), ptl: int = 0, notifier: int = 0) -> None:
         """Append one row. ``flush`` is a :class:`~perfsim.planner.tlb.Flush` or None
-        (:meth:`add_row` makes the same row from positional arguments; hot loops call it
-        directly)."""
-        if flush is None:
-            self.rows.append((old_addr, new_addr, phase, kind, length, ptes, slots, batches,
-                              alloc_p4d, alloc_pud, alloc_pmd, alloc_pte, freed, 0, 0, 0, 0,
-                              len(rmap), ptl, notifier))
-        else:
-            self.rows.append((old_addr, new_addr, phase, kind, length, ptes, slots, batches,
-                              alloc_p4d, alloc_pud, alloc_pmd, alloc_pte, freed, 1,
-                              int(flush.full), flush.pages, flush.ipis, len(rmap), ptl, notifier))
-        self.lock_names.append(rmap)
+        (:meth:`add_row`, which lays the row out, takes the same arguments by position; hot
+        loops call it directly)."""
+        self.add_row(phase, kind, old_addr, new_addr, length, ptes, slots, batches, alloc_p4d,
+                     alloc_pud, alloc_pmd, alloc_pte, freed, flush, rmap, ptl, notifier)
 
     def add_row(self, phase: int, kind: int, old_addr: int, new_addr: int, length: int,
                 ptes: int, slots: int, batches: int, alloc_p4d: int, alloc_pud: int,
