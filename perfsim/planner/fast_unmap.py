@@ -41,13 +41,11 @@ from perfsim.mm.pagetable import PMD_TABLE, PUD_LEAF, PageTables
 from perfsim.planner.bitmaps import filled
 from perfsim.planner.fast_closed import DeferredTables, MovedTables
 from perfsim.planner.gather import (
-    _KEY_OF_LEVEL,
     PMD_TABLE_PAGE,
     PTE_TABLE,
     PUD_TABLE_PAGE,
     FreedRun,
     MmuGather,
-    _pte_table_key,
     table_order_key,
 )
 from perfsim.planner.unmap import free_pmd_table, free_pte_table, free_pud_table, free_range_bounds
@@ -127,13 +125,27 @@ def _without(pt: PageTables, f: int, n: int, gone: list[int], tops: frozenset[in
                       pt.mask_pop)
 
 
-def _freed_slots(b: tuple[int, int], first: int, count: int, pmd_shift: int):
-    """``(f, n)``: the PTE tables ``free_pgd_range`` frees of the run of ``count`` emptied
-    tables from slot ``first``, given its PMD-level bounds ``b`` (``free_range_bounds``): the
-    slots ``f .. f + n - 1``; None when the bounds take none of them."""
+def _freed_slots(start: int, end: int, floor: int, ceiling: int, pmd_size: int,
+                 pmd_shift: int, first: int, count: int):
+    """``(f, n)``: the PTE tables ``free_pgd_range`` frees of ``[start, end)`` (within
+    ``floor``/``ceiling``, its bounds at the PMD level from ``free_range_bounds``) of the
+    run of ``count`` emptied tables from slot ``first``: the slots ``f .. f + n - 1``; None
+    when the bounds take none of them."""
+    b = free_range_bounds(start, end, floor, ceiling, pmd_size)
+    if b is None:
+        return None
     o0 = min(max((b[0] >> pmd_shift) - first, 0), count)
     o1 = min(max((((b[1] - 1) >> pmd_shift) + 1) - first, 0), count)
     return (first + o0, o1 - o0) if o1 != o0 else None
+
+
+def _inserted(target: Target, f: int, n: int, others: list[tuple[int, int]]):
+    """:class:`FreedRun`'s ``inserted``: each of ``others`` (address, level), in
+    :func:`table_order_key` order (ties in the order freed: a stable sort, as argsort's),
+    with the number of the run's PTE tables freed before it."""
+    ranked = sorted([(table_order_key(target, ad, lv), i) for i, (ad, lv) in enumerate(others)])
+    pos = _run_positions(target, f, n, [key for key, _ in ranked])
+    return [(p, *others[i]) for p, (_, i) in zip(pos, ranked)]
 
 
 def _run_positions(target: Target, f: int, n: int, keys: list[int]) -> list[int]:
@@ -174,10 +186,7 @@ def unmap_moved_source(target: Target, pt: PageTables, start: int, end: int, flo
     first, count = run
     if v.pud_leaf_in(start >> us, ((end - 1) >> us) + 1):
         return None
-    b = free_range_bounds(start, end, floor, ceiling, a.pmd_size)
-    if b is None:
-        return None
-    run = _freed_slots(b, first, count, ms)
+    run = _freed_slots(start, end, floor, ceiling, a.pmd_size, ms, first, count)
     if run is None:
         return None
     f, n = run  # the first freed PTE table's slot; the run is f .. f + n - 1
@@ -211,12 +220,7 @@ def unmap_moved_source(target: Target, pt: PageTables, start: int, end: int, flo
                 live.discard(top)
                 others.append((top << a.p4d_shift, PUD_TABLE_PAGE))
         tops = frozenset(live)
-    inserted = []
-    if others:
-        # in key order, ties in the order freed (a stable sort, as argsort's)
-        ranked = sorted([(table_order_key(target, ad, lv), i) for i, (ad, lv) in enumerate(others)])
-        pos = _run_positions(target, f, n, [key for key, _ in ranked])
-        inserted = [(p, *others[i]) for p, (_, i) in zip(pos, ranked)]
+    inserted = _inserted(target, f, n, others) if others else []
     tlb.table_run = FreedRun(f << ms, n, a.pmd_size, inserted)
     tlb.freed_tables = True
     return v.without(target, f, n, gone, tops), 0, n + len(others)
@@ -243,10 +247,7 @@ def _unmap_pending(target: Target, moved: MovedTables, sh, start: int, end: int,
     # the run of emptied PTE tables is every source slot, and no huge PUD lies in it (the
     # shape found each of the source's PUD entries a PMD table; the move adds only those)
     first, count = start >> ms, sh.n_src
-    b = free_range_bounds(start, end, floor, ceiling, pmd_size)
-    if b is None:
-        return None
-    run = _freed_slots(b, first, count, ms)
+    run = _freed_slots(start, end, floor, ceiling, pmd_size, ms, first, count)
     if run is None:
         return None
     f, n = run  # the first freed PTE table's slot; the run is f .. f + n - 1
@@ -290,22 +291,9 @@ def _unmap_pending(target: Target, moved: MovedTables, sh, start: int, end: int,
                 live.discard(top)
                 others.append((top << p4d_shift, PUD_TABLE_PAGE))
         tops = frozenset(live)
-    inserted = []
-    if others:
-        # in key order, ties in the order freed (a stable sort, as argsort's); each run
-        # table's key is affine in its slot, so the run tables before a key are a division
-        a = target.arch
-        ranked = []
-        for i, (ad, lv) in enumerate(others):
-            ranked.append((_KEY_OF_LEVEL[lv](a, ad), i))
-        ranked.sort()
-        k0 = _pte_table_key(a, f << ms)
-        step = _pte_table_key(a, (f + 1) << ms) - k0
-        for key, i in ranked:
-            inserted.append((min(n, max(0, (key - k0) // step + 1)), *others[i]))
+    inserted = _inserted(target, f, n, others) if others else []
     tlb.table_run = FreedRun(f << ms, n, pmd_size, inserted)
     tlb.freed_tables = True
-    out = DeferredTables.__new__(DeferredTables)  # (what DeferredTables(arch, tops, make) sets)
-    out.__dict__.update(arch=moved.__dict__["arch"], pud_tables=tops,
-                        _make=lambda: _without(moved.made(), f, n, gone, tops))
+    out = DeferredTables(moved.__dict__["arch"], tops,
+                         lambda: _without(moved.made(), f, n, gone, tops))
     return out, 0, n + len(others)
