@@ -42,9 +42,26 @@ ROOT = use_tree(__file__)
 PARTS = ("layout", "plan", "template", "template (run memo)")
 
 
+
+def _stream_draws(w, calls: int):
+    """``(draws, streams)``: the first ``calls`` draws of each synthetic stream of workload
+    ``w`` (seed 5), as ``(draw, stream, which synthetic stream)``, and how many streams."""
+    import numpy as np
+
+    from perfsim.workload.generate import SyntheticDraws
+
+    root = np.random.SeedSequence(5)
+    draws, n_streams = [], 0
+    for i, s in enumerate(w.streams):
+        if not hasattr(s, "src_align"):
+            continue
+        it = iter(SyntheticDraws(s, root, i))
+        draws += [(next(it), s, n_streams) for _ in range(calls)]
+        n_streams += 1
+    return draws, n_streams
+
 def measure(names: list[str], calls: int, reps: int) -> dict[str, dict[str, float]]:
     """``{workload: {part: best CPU µs per call}}`` in this process's ``perfsim``."""
-    import numpy as np
 
     from perfsim.cost import load_cost_profile
     from perfsim.engine.pricing import build_template
@@ -52,7 +69,7 @@ def measure(names: list[str], calls: int, reps: int) -> dict[str, dict[str, floa
     from perfsim.planner import plan_mremap
     from perfsim.profiles import resolve_target
     from perfsim.workload import load_workload, resolve_workload
-    from perfsim.workload.generate import SyntheticDraws, layout_call
+    from perfsim.workload.generate import layout_call
 
     target = resolve_target("6.18", "x86_64")
     # A tree from before the run's row memo (2026-12-01 afternoon) priced a miss without it.
@@ -64,15 +81,7 @@ def measure(names: list[str], calls: int, reps: int) -> dict[str, dict[str, floa
     for name in names:
         w = load_workload(resolve_workload(name))
         prof = load_cost_profile(w.cost_profile)
-        root = np.random.SeedSequence(5)
-        draws = []  # (draw, stream, which synthetic stream)
-        n_streams = 0
-        for i, s in enumerate(w.streams):
-            if not hasattr(s, "src_align"):
-                continue
-            it = iter(SyntheticDraws(s, root, i))
-            draws += [(next(it), s, n_streams) for _ in range(calls)]
-            n_streams += 1
+        draws, n_streams = _stream_draws(w, calls)
         best = dict.fromkeys(PARTS, float("inf"))
         for _ in range(reps):
             c = time.process_time()
@@ -110,27 +119,18 @@ def count_calls(names: list[str], calls: int) -> dict[str, dict[str, tuple[float
     import cProfile
     import pstats
 
-    import numpy as np
-
     from perfsim.mm.pagetable import PageTables
     from perfsim.planner import plan_mremap
     from perfsim.profiles import resolve_target
     from perfsim.workload import load_workload, resolve_workload
-    from perfsim.workload.generate import SyntheticDraws, layout_call
+    from perfsim.workload.generate import layout_call
 
     target = resolve_target("6.18", "x86_64")
     has_empty = "empty" in inspect.signature(layout_call).parameters
     out = {}
     for name in names:
         w = load_workload(resolve_workload(name))
-        root = np.random.SeedSequence(5)
-        draws, n_streams = [], 0
-        for i, s in enumerate(w.streams):
-            if not hasattr(s, "src_align"):
-                continue
-            it = iter(SyntheticDraws(s, root, i))
-            draws += [(next(it), s, n_streams) for _ in range(calls)]
-            n_streams += 1
+        draws, n_streams = _stream_draws(w, calls)
 
         def layout(draws=draws, n_streams=n_streams):
             if has_empty:
