@@ -744,20 +744,10 @@ def _periodic_entry(memo: dict, row: tuple, start: bool, cpus: int | None, shoot
     return got
 
 
-def _priced(memo: dict, rows, starts, cpus: int | None, shootdown: bool, medians: tuple,
-            folio: FolioBatching | None) -> list:
-    """The memo entries of a periodic plan's ``rows`` (:func:`_periodic_entry`), and their
-    IPI targets."""
-    got = list(map(memo.get, zip(rows, starts, repeat(cpus))))
-    if None in got:
-        got = [e or _periodic_entry(memo, row, start, cpus, shootdown, medians, folio)
-               for e, row, start in zip(got, rows, starts, strict=True)]
-    return got, list(map(_IPIS_E, got))
-
-
 def _priced_alone(memo: dict, rows, starts, cpus: int | None, shootdown: bool,
                   medians: tuple, folio: FolioBatching | None) -> list:
-    """:func:`_priced` without the rows' lanes: each row's memo entry under its key
+    """The memo entries of a periodic plan's ``rows`` without their lanes (what
+    :func:`_periodic_totals` looks up with them): each row's memo entry under its key
     (:func:`_price_row`: its first four values, what the per-category sums and the lay-out
     read), and their IPI targets."""
     ipis = [ipi_targets_of(r[_L_IPIS], r[_L_FLUSHES], cpus, shootdown) for r in rows]
@@ -798,7 +788,9 @@ def periodic_prices(pieces: list[PeriodicPiece], profile: CostProfile, cpus: int
         raise ValueError("cpus must be >= 1")
     memo = {} if memo is None else memo
     shootdown = profile.ipi_shootdown
-    price = _priced if totals else _priced_alone
+    if totals:
+        return _periodic_totals(pieces, cpus, folio, medians, memo, shootdown)
+    price = _priced_alone
     costs, counts = [], []
     times, entries = [], []  # per priced row: the rows it prices, its memo entry
     for pc in pieces:
@@ -836,9 +828,63 @@ def periodic_prices(pieces: list[PeriodicPiece], profile: CostProfile, cpus: int
         costs.append(((tot_t, ipis, st_t), patched))
         counts.append((rows_t, patched_counts))
     # (per piece: its k rows, then its patched rows, in entries and times alike)
-    if not totals:
-        sums = _lanes.lane_sums(times, list(map(_CATS, entries)))
-        return costs, counts, sums, _firsts(pieces, counts, sums, medians, None, None), None
+    sums = _lanes.lane_sums(times, list(map(_CATS, entries)))
+    return costs, counts, sums, _firsts(pieces, counts, sums, medians, None, None), None
+
+
+#: A phase no row has: the phase "before" a piece whose first row starts a run.
+_NO_PHASE = object()
+
+
+def _periodic_totals(pieces: list[PeriodicPiece], cpus: int | None,
+                     folio: FolioBatching | None, medians: tuple, memo: dict,
+                     shootdown: bool) -> tuple:
+    """:func:`periodic_prices` with its totals (``totals=True``): each row's memo entry
+    looked up under ``(row, run start, cpus)`` as the rows are walked (a row starts a run
+    where its phase differs from the row before it's: a block's row 0 follows the previous
+    copy's last row, of the same phase, so it starts none; the first copy's is patched),
+    priced by :func:`_periodic_entry` when missing, then the plan's sums in one
+    :func:`~perfsim.cost.lanes.weighted_sum`."""
+    get = memo.get
+    costs, counts = [], []
+    times, entries = [], []  # per priced row: the rows it prices, its memo entry
+    for pc in pieces:
+        rows, reps = pc.rows, int(pc.reps)
+        before = _NO_PHASE if pc.starts_run and not pc.block else rows[0][_L_PHASE]
+        steady = []
+        for row in rows:
+            phase = row[_L_PHASE]
+            start = phase != before
+            e = get((row, start, cpus))
+            if e is None:
+                e = _periodic_entry(memo, row, start, cpus, shootdown, medians, folio)
+            steady.append(e)
+            before = phase
+        rows_t, tot_t, _cats, st_t = islice(zip(*steady), 4)
+        ipis = list(map(_IPIS_E, steady))
+        entries += steady
+        # its patched rows priced on their own, in place of the template rows they hide
+        patched, patched_counts = {}, {}
+        if pc.patched:
+            k = pc.k
+            hidden = [0] * k
+            extra = []
+            for q, row in pc.patched.items():
+                start = pc.starts_run and q == 0
+                e = get((row, start, cpus))
+                if e is None:
+                    e = _periodic_entry(memo, row, start, cpus, shootdown, medians, folio)
+                patched[q] = (e[1], e[7], e[3])
+                patched_counts[q] = e[0]
+                hidden[q % k] += 1
+                extra.append(e)
+            times += [reps - h for h in hidden]
+            times += [1] * len(extra)
+            entries += extra
+        else:
+            times += [reps] * pc.k
+        costs.append(((tot_t, ipis, st_t), patched))
+        counts.append((rows_t, patched_counts))
     packed = list(map(_PACKED, entries))
     summed = _lanes.weighted_sum(times, list(map(_LANES, entries)), packed)
     sums = summed[:len(CATEGORIES)]
