@@ -54,7 +54,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import accumulate, compress, islice, repeat
-from operator import itemgetter, mul, ne
+from operator import itemgetter, mul, ne, sub
 
 import numpy as np
 
@@ -762,6 +762,7 @@ def _priced_alone(memo: dict, rows, starts, cpus: int | None, shootdown: bool,
 
 _LANES, _PACKED, _FLUSH_IPIS = itemgetter(4), itemgetter(5), itemgetter(6)
 _CATS, _IPIS_E = itemgetter(2), itemgetter(7)
+_PHASE_OF = itemgetter(_L_PHASE)
 _RMAP_LANE = itemgetter(N_LANES - 1)
 
 
@@ -839,52 +840,51 @@ _NO_PHASE = object()
 def _periodic_totals(pieces: list[PeriodicPiece], cpus: int | None,
                      folio: FolioBatching | None, medians: tuple, memo: dict,
                      shootdown: bool) -> tuple:
-    """:func:`periodic_prices` with its totals (``totals=True``): each row's memo entry
-    looked up under ``(row, run start, cpus)`` as the rows are walked (a row starts a run
-    where its phase differs from the row before it's: a block's row 0 follows the previous
+    """:func:`periodic_prices` with its totals (``totals=True``): every piece's rows' memo
+    entries looked up at once under ``(row, run start, cpus)`` (a row starts a run where
+    its phase differs from the row's before it: a block's row 0 follows the previous
     copy's last row, of the same phase, so it starts none; the first copy's is patched),
     priced by :func:`_periodic_entry` when missing, then the plan's sums in one
-    :func:`~perfsim.cost.lanes.weighted_sum`."""
-    get = memo.get
-    costs, counts = [], []
-    times, entries = [], []  # per priced row: the rows it prices, its memo entry
+    :func:`~perfsim.cost.lanes.weighted_sum`. Mostly builtins over the rows: code run once
+    per plan runs before the interpreter specialises it."""
+    rows, starts = [], []
     for pc in pieces:
-        rows, reps = pc.rows, int(pc.reps)
-        before = _NO_PHASE if pc.starts_run and not pc.block else rows[0][_L_PHASE]
-        steady = []
-        for row in rows:
-            phase = row[_L_PHASE]
-            start = phase != before
-            e = get((row, start, cpus))
-            if e is None:
-                e = _periodic_entry(memo, row, start, cpus, shootdown, medians, folio)
-            steady.append(e)
-            before = phase
+        phases = list(map(_PHASE_OF, pc.rows))
+        starts += map(ne, phases, [_NO_PHASE if pc.starts_run and not pc.block else phases[0],
+                                   *phases])
+        rows += pc.rows
+    entries = list(map(memo.get, zip(rows, starts, repeat(cpus))))
+    if None in entries:
+        entries = [e or _periodic_entry(memo, row, start, cpus, shootdown, medians, folio)
+                   for e, row, start in zip(entries, rows, starts, strict=True)]
+    costs, counts, times, extra = [], [], [], []  # times: the rows each entry prices
+    at = 0
+    for pc in pieces:
+        k, reps = pc.k, int(pc.reps)
+        steady = entries[at:at + k]
+        at += k
         rows_t, tot_t, _cats, st_t = islice(zip(*steady), 4)
-        ipis = list(map(_IPIS_E, steady))
-        entries += steady
         # its patched rows priced on their own, in place of the template rows they hide
         patched, patched_counts = {}, {}
         if pc.patched:
-            k = pc.k
             hidden = [0] * k
-            extra = []
             for q, row in pc.patched.items():
                 start = pc.starts_run and q == 0
-                e = get((row, start, cpus))
+                e = memo.get((row, start, cpus))
                 if e is None:
                     e = _periodic_entry(memo, row, start, cpus, shootdown, medians, folio)
                 patched[q] = (e[1], e[7], e[3])
                 patched_counts[q] = e[0]
                 hidden[q % k] += 1
                 extra.append(e)
-            times += [reps - h for h in hidden]
-            times += [1] * len(extra)
-            entries += extra
+            times += map(sub, repeat(reps), hidden)
         else:
-            times += [reps] * pc.k
-        costs.append(((tot_t, ipis, st_t), patched))
+            times += repeat(reps, k)
+        costs.append(((tot_t, list(map(_IPIS_E, steady)), st_t), patched))
         counts.append((rows_t, patched_counts))
+    # (the patched rows' entries after every piece's rows, each of weight 1)
+    entries += extra
+    times += repeat(1, len(extra))
     packed = list(map(_PACKED, entries))
     summed = _lanes.weighted_sum(times, list(map(_LANES, entries)), packed)
     sums = summed[:len(CATEGORIES)]
