@@ -566,17 +566,15 @@ def periodic_layout(plan_or_steps) -> list[PeriodicPiece] | None:
     part too large for this: a dense part or template of more than :data:`SCALAR_ROWS`
     rows, a block overriding ``phase`` or more than :data:`SCALAR_ROWS` of its rows."""
     parts = steps_of(plan_or_steps).parts()
-    for p in parts:
-        if isinstance(p, S.PeriodicBlock):
-            break
-    else:
+    block_type = S.PeriodicBlock
+    if not any(map(isinstance, parts, repeat(block_type))):
         return None
     pieces = []
     prev_phase = None
     offset = 0
     dense = None  # the piece of the dense parts since the last block
     for p in parts:
-        if isinstance(p, S.PeriodicBlock):
+        if isinstance(p, block_type):
             dense = None
             t = p.template
             k = len(t)

@@ -177,12 +177,9 @@ class Table:
         ``table`` (an empty prototype): what the constructor makes of them, its
         attributes copied at once."""
         t = cls.__new__(cls)
-        d = t.__dict__
-        d.update(table.__dict__)
-        d["_rows"] = []
-        d["_chunks"] = []
-        d["_sums"] = dict(d["_sums"])
-        d["_maxes"] = dict(d["_maxes"])
+        d = table.__dict__
+        t.__dict__ = {**d, "_rows": [], "_chunks": [], "_sums": d["_sums"].copy(),
+                      "_maxes": d["_maxes"].copy()}
         return t
 
     def _init(self, name, columns, max_rows, spill_dir, numeric, layout) -> None:
