@@ -7,6 +7,8 @@
                                                   # first: CPU of both trees side by side
     python3 bench/bench_engine.py --no-kernel --no-hour --reps 50 --against TREE --rounds 5
                                                   # ... alternated 5 times, least of each
+    python3 bench/bench_engine.py --count --against TREE
+                                                  # Python calls and bytecodes per simulate()
 
 1. **Simulated vs real 1 GiB move.** One fully populated, mutually unaligned 1 GiB anonymous
    move (docs/kernel-rules.md E4: 262,144 PTEs, 1,025 move_ptes extents): wall time of
@@ -223,6 +225,66 @@ def print_against(tree: str, reps: int, rounds: int = 1) -> None:
         print(f"   {what:24} {old[key] * 1e3:8.3f} -> {new[key] * 1e3:8.3f} ms   {ratio}")
 
 
+def _counted(fn) -> tuple[int, int]:
+    """(Python calls, bytecodes) executed by ``fn()``: every function entered
+    (``sys.settrace``'s call events, generator resumptions included) and every opcode
+    event of those frames (``frame.f_trace_opcodes``)."""
+    calls = codes = 0
+
+    def local(_frame, event, _arg):
+        nonlocal codes
+        if event == "opcode":
+            codes += 1
+        return local
+
+    def trace(frame, _event, _arg):
+        nonlocal calls
+        calls += 1
+        frame.f_trace_opcodes = True
+        return local
+
+    sys.settrace(trace)
+    try:
+        fn()
+    finally:
+        sys.settrace(None)
+    return calls, codes
+
+
+def count_figures() -> dict:
+    """Python calls and bytecodes of one ``simulate()`` (:func:`_one_call`) of the 1 GiB
+    move (a fresh plan, after the warm-up repetition section 1 makes) and of a 4 KiB move:
+    what the engine executes, which load on the host cannot change. The code that runs
+    once per call runs before the interpreter specialises it (section 1's repetitions
+    1-5), so its cost there follows these counts."""
+    target = resolve_target("6.18", "x86_64")
+    profile = load_cost_profile("kvm-host").fixed()
+    got = {}
+    for key, size, src in (("1g", GiB, SRC), ("4k", 4 * KiB, SRC)):
+        plans = []
+        for _ in range(2):
+            space = AddressSpace((Vma(src, src + size, name="heap"),),
+                                 PageTables.empty(target.arch).populate(src, src + size))
+            plans.append(plan_mremap(space, MoveRequest(old_addr=src, old_len=size,
+                                                        new_addr=DST), target))
+        _one_call(target, profile, plans[0])  # the warm-up
+        got[f"{key}_calls"], got[f"{key}_bytecodes"] = _counted(
+            lambda plan=plans[1]: _one_call(target, profile, plan))
+    return got
+
+
+def print_counts(tree: str) -> None:
+    """:func:`count_figures` of ``tree`` and of this tree (each in a child process)."""
+    old, new = _child(tree, "--count-json", 1), _child(None, "--count-json", 1)
+    print(f"0) Python calls and bytecodes per simulate() (sys.settrace), {tree} -> this "
+          f"tree ({ROOT})")
+    for key, what in (("1g_calls", "1 GiB move: Python calls"),
+                      ("1g_bytecodes", "1 GiB move: bytecodes"),
+                      ("4k_calls", "4 KiB move: Python calls"),
+                      ("4k_bytecodes", "4 KiB move: bytecodes")):
+        print(f"   {what:26} {old[key]:7,} -> {new[key]:7,}   RATIO {old[key] / new[key]:.2f}x")
+
+
 def kernel_1g(reps: int = 5) -> dict:
     from perfsim.host.measure import measure_shape
 
@@ -303,6 +365,11 @@ def main(argv=None) -> int:
                     help="with --against: measure both trees in child processes, "
                          "alternately, this many times, and print each figure's least "
                          "(with section 1's repetitions 1-5 too); default 1")
+    ap.add_argument("--count", action="store_true",
+                    help="with --against: print the Python calls and bytecodes of one "
+                         "simulate() of the 1 GiB and of a 4 KiB move in both trees, and "
+                         "nothing else")
+    ap.add_argument("--count-json", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--one-hour-child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--cpu-json", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--first-json", action="store_true", help=argparse.SUPPRESS)
@@ -320,8 +387,17 @@ def main(argv=None) -> int:
     if args.first_json:
         print(json.dumps(first_figures()))
         return 0
+    if args.count_json:
+        print(json.dumps(count_figures()))
+        return 0
+    if args.count and not args.against:
+        print("--count: needs --against TREE", file=sys.stderr)
+        return 2
     if args.against:
         require_tree(args.against)
+    if args.count:
+        print_counts(args.against)
+        return 0
     import os
 
     print(f"load average: {os.getloadavg()}")
