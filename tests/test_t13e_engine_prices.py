@@ -96,3 +96,20 @@ def test_a_table_made_like_its_prototype_is_a_new_empty_table(name, columns, num
     assert got.summary()["rows"] == 1
     if numeric:
         assert got.sums != proto.sums
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_first_paying_row_is_the_first_whose_trigger_count_is_above_zero(seed):
+    """``model._first_paying`` (builtins) is the first row, in order, whose count at the
+    trigger is above 0 (None when none is), on random count tuples of ints and bools."""
+    from perfsim.cost.model import _first_paying
+
+    rng = np.random.default_rng(1400 + seed)
+    for _ in range(300):
+        n = int(rng.integers(0, 8))
+        width = int(rng.integers(1, 6))
+        rows = [tuple(bool(v) if rng.random() < 0.3 else int(v)
+                      for v in rng.integers(-2, 3, width)) for _ in range(n)]
+        at = int(rng.integers(0, width))
+        want = next((i for i, c in enumerate(rows) if c[at] > 0), None)
+        assert _first_paying(rows, at) == want
