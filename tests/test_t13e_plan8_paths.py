@@ -1,0 +1,118 @@
+"""The syscall layer's shortcuts (issue 13, eighth pass) held to the definitions they replace,
+on seeded random layouts: the VMA span an unmap or a lookup reads, the neighbours a new VMA
+touches, the floor and ceiling an unmap frees page tables between, the closed-form bounds."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from perfsim.mm.pagetable import PageTables
+from perfsim.mm.space import AddressSpace
+from perfsim.mm.vma import Vma
+from perfsim.planner import steps as S
+from perfsim.planner import syscall
+from perfsim.planner.fast_closed import Progressions
+from perfsim.planner.tables import CallTables
+from perfsim.profiles import load_arch, resolve_target
+
+ARCH = load_arch("x86_64")
+PAGE = 4096
+TARGET = resolve_target("6.18", "x86_64")
+
+
+def _space(rng: random.Random) -> AddressSpace:
+    vmas, at = [], rng.randrange(0, 64) * PAGE
+    for _ in range(rng.randrange(0, 9)):
+        length = rng.randrange(1, 32) * PAGE
+        vmas.append(Vma(at, at + length, name=f"v{at}", pgoff=rng.randrange(100),
+                        backing=rng.choice(["anon", "anon", "shmem", "file"]),
+                        shared=rng.random() < 0.3))
+        at += length + rng.choice([0, 0, PAGE, 5 * PAGE])
+    return AddressSpace(vmas, PageTables.empty(ARCH))
+
+
+def _ranges(rng: random.Random, n: int):
+    for _ in range(n):
+        space = _space(rng)
+        start = rng.randrange(0, 200) * PAGE
+        yield space, start, start + rng.randrange(-2, 80) * PAGE
+
+
+def test_intersecting_span_holds_exactly_the_vmas_that_intersect_the_range():
+    rng = random.Random(81)
+    for space, start, end in _ranges(rng, 3000):
+        i, j = space.intersecting_span(start, end)
+        want = [v for v in space.vmas if v.start < end and v.end > start] if start < end else []
+        assert list(space.vmas[i:j]) == want
+        assert space.intersecting(start, end) == want
+        assert 0 <= i <= j <= len(space.vmas)
+
+
+def test_touching_is_the_vmas_ending_at_start_and_starting_at_end():
+    rng = random.Random(82)
+    for space, start, end in _ranges(rng, 3000):
+        if end <= start:
+            continue
+        prev, nxt = space.touching(start, end)
+        # the definition copy_vma read before: the VMA containing the address below the
+        # range if it ends at the range's start; the one containing the end if it starts there
+        p = space.find_vma(start - 1) if start else None
+        n = space.find_vma(end)
+        assert prev == (p if p is not None and p.end == start else None)
+        assert nxt == (n if n is not None and n.start == end else None)
+
+
+def _prev_vma(vmas, addr):
+    return max((v for v in vmas if v.end <= addr), key=lambda v: v.start, default=None)
+
+
+def _next_vma(vmas, addr):
+    return min((v for v in vmas if v.start >= addr), key=lambda v: v.start, default=None)
+
+
+def test_do_munmap_frees_between_the_neighbours_left_and_keeps_the_rest(monkeypatch):
+    """``free_pgtables``' floor and ceiling: the end of the VMA before the range and the
+    start of the one after, in the space left once the range is carved out (0 if none)."""
+    seen = []
+    monkeypatch.setattr(syscall, "unmap_region", lambda *a, **k: seen.append(a[2]))
+    rng = random.Random(83)
+    hits = 0
+    for space, start, end in _ranges(rng, 2000):
+        if end <= start:
+            continue
+        seen.clear()
+        rest = syscall._do_munmap(TARGET, space, CallTables(space.pt), start, end - start,
+                                  S.StepLog(), S.UNMAP_SRC, syscall.DEFAULT)
+        hit = [v for v in space.vmas if v.start < end and v.end > start]
+        if not hit:
+            assert rest is space and not seen
+            continue
+        hits += 1
+        left = [v for v in rest.vmas if v.start < end and v.end > start]
+        assert not left
+        assert all(v in rest.vmas for v in space.vmas if v not in hit)
+        (region,) = seen
+        prev, nxt = _prev_vma(rest.vmas, start), _next_vma(rest.vmas, end)
+        assert region.floor == (prev.end if prev else 0)
+        assert region.ceiling == (nxt.start if nxt else 0)
+        assert region.span == (min(start, hit[0].start), max(end, hit[-1].end))
+        rest.with_vmas(rest.vmas)  # sorted and apart
+    assert hits > 800
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_progressions_ends_are_the_bounds_at_both_ends(seed):
+    rng = random.Random(seed)
+    pmd = ARCH.pmd_size
+    for _ in range(4000):
+        o = rng.randrange(1, 1 << 20) * PAGE
+        d = rng.randrange(1, 1 << 20) * PAGE
+        length = rng.randrange(1, 3000) * PAGE * rng.choice([1, 8, 64])
+        ext = Progressions.of(o, d, o + length, pmd)
+        n = ext.n_inner
+        if n < 1:
+            continue
+        hi, lo = rng.randrange(0, n + 1), rng.randrange(1, n + 2)
+        assert ext.ends(hi, lo) == (ext.bounds(0, hi), ext.bounds(lo, n + 1))
