@@ -116,3 +116,32 @@ def test_progressions_ends_are_the_bounds_at_both_ends(seed):
             continue
         hi, lo = rng.randrange(0, n + 1), rng.randrange(1, n + 2)
         assert ext.ends(hi, lo) == (ext.bounds(0, hi), ext.bounds(lo, n + 1))
+
+
+def test_route_is_the_walk_and_closed_form_limits_of_each_implementation():
+    """``PlanOptions.route``: the walk up to ``WALK_MAX_PMD_SLOTS`` slots spanned (an empty
+    range too), the walk unless the closed form plans it up to
+    ``WALK_UNLESS_CLOSED_MAX_PMD_SLOTS``, the arrays beyond; ``reference`` always walks,
+    ``fast`` never does; ``walks`` and ``walks_unless_closed`` answer from it."""
+    from perfsim.planner.options import (
+        ARRAYS,
+        WALK,
+        WALK_MAX_PMD_SLOTS,
+        WALK_UNLESS_CLOSED,
+        WALK_UNLESS_CLOSED_MAX_PMD_SLOTS,
+        PlanOptions,
+    )
+
+    rng = random.Random(84)
+    shift = ARCH.pmd_shift
+    for _ in range(5000):
+        start = rng.randrange(0, 1 << 40) * PAGE
+        end = start + rng.randrange(-4, 200) * rng.choice([PAGE, 1 << shift, 1 << 30])
+        spanned = ((end - 1) >> shift) - (start >> shift) if end > start else 0
+        auto = (WALK if end <= start or spanned < WALK_MAX_PMD_SLOTS
+                else WALK_UNLESS_CLOSED if spanned < WALK_UNLESS_CLOSED_MAX_PMD_SLOTS else ARRAYS)
+        for impl, want in (("auto", auto), ("reference", WALK), ("fast", ARRAYS)):
+            o = PlanOptions(impl)
+            assert o.route(shift, start, end) == want
+            assert o.walks(shift, start, end) == (want == WALK)
+            assert o.walks_unless_closed(shift, start, end) == (impl == "auto" and want != ARRAYS)

@@ -15,6 +15,11 @@ def _start_of(vma: Vma) -> int:
     return vma.start
 
 
+def _overlap(a: Vma, b: Vma):
+    """Refuse two overlapping VMAs (``a`` first)."""
+    raise ValueError(f"VMAs overlap: [{a.start:#x}, {a.end:#x}) and [{b.start:#x}, {b.end:#x})")
+
+
 #: ``[v.start for v in vmas]`` as ``list(map(_STARTS, vmas))`` (no comprehension frame)
 _STARTS = attrgetter("start")
 
@@ -50,7 +55,7 @@ class AddressSpace:
             starts = list(map(_STARTS, vmas))
         for a, b in zip(vmas, vmas[1:]):
             if a.end > b.start:
-                raise ValueError(f"VMAs overlap: [{a.start:#x}, {a.end:#x}) and [{b.start:#x}, {b.end:#x})")
+                _overlap(a, b)
         d = self.__dict__
         d["vmas"] = vmas
         d["_starts"] = tuple(starts)
@@ -168,14 +173,11 @@ class AddressSpace:
         else:
             kept, starts = list(self.vmas), list(self._starts)
         i = bisect.bisect_right(starts, vma.start)
-        pairs = []
-        if i:
-            pairs.append((kept[i - 1], vma))
-        if i < len(kept):
-            pairs.append((vma, kept[i]))
-        for a, b in pairs:
-            if a.end > b.start:
-                raise ValueError(f"VMAs overlap: [{a.start:#x}, {a.end:#x}) and [{b.start:#x}, {b.end:#x})")
+        # the two neighbours, the one before first (the order with_vmas names a pair in)
+        if i and kept[i - 1].end > vma.start:
+            _overlap(kept[i - 1], vma)
+        if i < len(kept) and vma.end > kept[i].start:
+            _overlap(vma, kept[i])
         kept.insert(i, vma)
         starts.insert(i, vma.start)
         new = object.__new__(AddressSpace)  # (as _copy, the fields then replaced)
