@@ -145,3 +145,43 @@ def test_route_is_the_walk_and_closed_form_limits_of_each_implementation():
             assert o.route(shift, start, end) == want
             assert o.walks(shift, start, end) == (want == WALK)
             assert o.walks_unless_closed(shift, start, end) == (impl == "auto" and want != ARRAYS)
+
+
+def test_an_anonymous_vma_never_forces_a_flush():
+    """``zap_spans`` asks ``vma_zap_forces_flush`` only of VMAs that are not anonymous:
+    that holds because the rule never forces for an anonymous page."""
+    from perfsim.planner.unmap import zap_forces_flush
+
+    for shared in (False, True):
+        for dirty in (False, True):
+            assert not zap_forces_flush("anon", shared, dirty)
+
+
+def test_zap_spans_is_the_forcing_and_not_anonymous_spans():
+    from perfsim.planner.unmap import forcing_spans, not_anon_spans, zap_spans
+
+    rng = random.Random(85)
+    for space, start, end in _ranges(rng, 2000):
+        for v in space.vmas:  # (prot decides the dirty PTEs: some VMAs read-only)
+            if rng.random() < 0.3:
+                object.__setattr__(v, "prot", "r")
+        vmas = space.vmas
+        assert zap_spans(vmas, start, end) == (forcing_spans(vmas, start, end),
+                                               not_anon_spans(vmas, start, end))
+
+
+def test_table_flush_groups_of_one_run_is_the_definition_on_slices():
+    from perfsim.planner.gather import table_flush_groups
+
+    rng = random.Random(86)
+    for _ in range(2000):
+        n = rng.randrange(1, 12)
+        addrs = [rng.randrange(0, 1 << 30) * PAGE for _ in range(n)]
+        levels = [rng.randrange(0, 3) for _ in range(n)]
+        cuts = sorted({0, *rng.sample(range(n), rng.randrange(0, n))})
+        ends = [*cuts[1:], n]
+        want = [(min(addrs[a:b]), max(addrs[a:b]) + PAGE, min(levels[a:b]), b - a)
+                for a, b in zip(cuts, ends)]
+        assert table_flush_groups(addrs, levels, cuts, PAGE) == want
+        assert table_flush_groups(addrs, levels, [0], PAGE) == [
+            (min(addrs), max(addrs) + PAGE, min(levels), n)]

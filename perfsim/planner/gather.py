@@ -466,6 +466,8 @@ def table_flush_groups(addrs: list[int], levels: list[int], cuts: list[int],
                        page_size: int) -> list[tuple[int, int, int, int]]:
     """Per run of freed tables starting at each of ``cuts``: ``(lowest address, highest
     address + page_size, lowest level, tables)``, on Python lists."""
+    if len(cuts) == 1:  # (one run, from cuts[0] == 0: every table; no slices)
+        return [(min(addrs), max(addrs) + page_size, min(levels), len(addrs))]
     ends = [*cuts[1:], len(addrs)]
     return [(min(addrs[c0:c1]), max(addrs[c0:c1]) + page_size, min(levels[c0:c1]), c1 - c0)
             for c0, c1 in zip(cuts, ends)]

@@ -678,12 +678,13 @@ def zap_spans(vmas, start: int, end: int) -> tuple[tuple, tuple]:
     one pass over the VMAs (the same predicates, the same spans)."""
     forcing = not_anon = ()
     for v in vmas:
-        if v.start < end and v.end > start:
+        # (an anonymous VMA's PTEs never force a flush, zap_forces_flush: only a page that
+        # is not anonymous does; so only a VMA that is not anonymous is asked)
+        if v.start < end and v.end > start and _not_anonymous(v):
             span = (max(v.start, start), min(v.end, end))
             if vma_zap_forces_flush(v):
                 forcing += (span,)
-            if _not_anonymous(v):
-                not_anon += (span,)
+            not_anon += (span,)
     return forcing, not_anon
 
 
