@@ -185,3 +185,37 @@ def test_table_flush_groups_of_one_run_is_the_definition_on_slices():
         assert table_flush_groups(addrs, levels, cuts, PAGE) == want
         assert table_flush_groups(addrs, levels, [0], PAGE) == [
             (min(addrs), max(addrs) + PAGE, min(levels), n)]
+
+
+class _Part:
+    def __init__(self, n, lock_sets):
+        self._len, self.lock_sets = n, lock_sets
+
+
+def _parts_definition(parts):
+    """What ``Steps(parts=...)`` keeps, its length and its lock sets, as the loop before."""
+    kept, total, first, one = [], 0, None, True
+    for p in parts:
+        if p._len:
+            kept.append(p)
+            total += p._len
+            if first is None:
+                first = p.lock_sets
+            elif one and p.lock_sets != first:
+                one = False
+    if one and (first is None or len(first) <= 1):
+        return kept, total, first or ()
+    return kept, total, tuple(sorted({n for p in kept for n in p.lock_sets}))
+
+
+def test_steps_of_parts_keep_the_parts_with_rows_and_their_lock_sets():
+    rng = random.Random(87)
+    names = [(), ("anon_vma:a",), ("i_mmap:f", "anon_vma:a"), ("anon_vma:b",)]
+    for _ in range(3000):
+        parts = []
+        for _ in range(rng.randrange(0, 7)):
+            sets = tuple(rng.sample(names, rng.randrange(0, 3)))
+            parts.append(_Part(rng.choice([0, 0, 1, 5, 200]), sets))
+        kept, total, lock_sets = _parts_definition(parts)
+        got = S.Steps(parts=parts)
+        assert got._parts == kept and len(got) == total and got.lock_sets == lock_sets
