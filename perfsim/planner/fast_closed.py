@@ -34,6 +34,7 @@ from perfsim.mm.pagetable import PMD_TABLE, PUD_LEAF, PUD_NONE, PUD_TABLE, PageT
 from perfsim.planner import steps as S
 from perfsim.planner.batch import mremap_folio_pte_batch
 from perfsim.planner.fast_state import _with_pud_tables
+from perfsim.planner.frozen import direct_init
 from perfsim.planner.pgtable_move import (
     MoveGates,
     alloc_new_pud,
@@ -270,7 +271,8 @@ class _Bitmaps:
         return r
 
 
-@dataclass(slots=True)
+@direct_init
+@dataclass
 class _Shape:
     """What :func:`_regular_shape` found: the extents, where the source and destination
     entries sit in the PMD arrays (``i0:i1`` the source's, ``j0`` where the destination's
