@@ -536,7 +536,8 @@ def _relocate_vma_down(space: AddressSpace, req: MoveRequest, target: Target) ->
     vrm = VmaRemap(old_start, length, length, new_start, True, True, False, 0, target, space,
                    S.StepLog(), DEFAULT, req.fail_alloc_at, vma, 0, None, False, [],
                    CallTables(space.pt))
-    vrm.log.add(S.SYSCALL, S.K_SYSCALL, old_start, new_start, length)
+    vrm.log.add_row(S.SYSCALL, S.K_SYSCALL, old_start, new_start, length, 0, 0, 0, 0, 0, 0, 0,
+                    0, None, (), 0, 0)  # (log.add by position)
     expanded = vma.with_range(new_start, old_end)  # (vma.replaced(start=new_start))
     # the stack VMA replaced by its expansion (the others are apart from both already)
     during = space.with_vma_added(expanded, without=(vma,))
