@@ -171,20 +171,18 @@ class AddressSpace:
                 kept = [v for v in self.vmas if v.start not in at or v not in without]
             starts = list(map(_STARTS, kept))
         else:
-            kept, starts = list(self.vmas), list(self._starts)
+            kept, starts = self.vmas, self._starts  # (tuples: sliced below, not copied here)
         i = bisect.bisect_right(starts, vma.start)
         # the two neighbours, the one before first (the order with_vmas names a pair in)
         if i and kept[i - 1].end > vma.start:
             _overlap(kept[i - 1], vma)
         if i < len(kept) and vma.end > kept[i].start:
             _overlap(vma, kept[i])
-        kept.insert(i, vma)
-        starts.insert(i, vma.start)
         new = object.__new__(AddressSpace)  # (as _copy, the fields then replaced)
         d = new.__dict__
         d.update(self.__dict__)
-        d["vmas"] = tuple(kept)
-        d["_starts"] = tuple(starts)
+        d["vmas"] = (*kept[:i], vma, *kept[i:])
+        d["_starts"] = (*starts[:i], vma.start, *starts[i:])
         return new
 
     def with_pt(self, pt: PageTables) -> AddressSpace:
