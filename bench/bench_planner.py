@@ -8,6 +8,8 @@ Run from the repository root::
     python bench/bench_planner.py --moves [--against /tmp/base]   # the large regular moves only
     python bench/bench_planner.py --cold [PROCS] [--against /tmp/base]   # the 1 GiB move's
         # plan as bench/bench_engine.py repeats it (repetitions 1-5 after one warm-up)
+    python bench/bench_planner.py --count [--against /tmp/base]   # the 1 GiB move's plan:
+        # Python calls, all calls and bytecodes per plan (figures load cannot move)
 
 ``--against`` takes a checkout of the baseline (for example ``git worktree add /tmp/base
 <commit>``) and runs every case there too, alternating the two trees in the same run, three
@@ -251,6 +253,74 @@ def cold_child() -> dict:
             "perfsim": os.path.dirname(os.path.dirname(os.path.abspath(perfsim.__file__)))}
 
 
+def count_child() -> dict:
+    """Python function calls (cProfile: builtins apart), all calls and bytecodes executed
+    (``sys.settrace`` with opcode events) of one ``plan_mremap`` of bench/bench_engine.py's
+    1 GiB move (E4) on a freshly populated state, after one untimed plan: figures the load
+    of the machine cannot move (each tree's own, side by side with ``--against``)."""
+    import cProfile
+    import pstats
+
+    import perfsim
+    from perfsim.mm import AddressSpace, PageTables, Vma
+    from perfsim.planner import MoveRequest, plan_mremap
+    from perfsim.profiles import resolve_target
+
+    t = resolve_target("6.18", "x86_64")
+    soff, doff, length, _thp = MOVES["1g-unaligned"]
+    src, dst = MOVE_BASE + soff, MOVE_BASE + doff
+    req = MoveRequest(old_addr=src, old_len=length, new_addr=dst)
+
+    def space():
+        return AddressSpace((Vma(src, src + length, name="heap"),),
+                            PageTables.empty(t.arch).populate(src, src + length))
+
+    plan_mremap(space(), req, t)
+    state = space()
+    prof = cProfile.Profile()
+    prof.enable()
+    plan = plan_mremap(state, req, t)
+    prof.disable()
+    st = pstats.Stats(prof)
+    # (a builtin's entry has the file name "~"; the profiler's own disable is one)
+    python = sum(v[1] for k, v in st.stats.items() if k[0] != "~")
+    ops = [0]
+
+    def trace(frame, event, arg):
+        if event == "call":
+            frame.f_trace_opcodes = True
+        elif event == "opcode":
+            ops[0] += 1
+        return trace
+
+    state = space()
+    sys.settrace(trace)
+    plan_mremap(state, req, t)
+    sys.settrace(None)
+    assert plan.errno is None and plan.progress_bytes == length, plan.note
+    return {"python": python, "calls": st.total_calls - 1, "ops": ops[0],
+            "planner": plan.planner,
+            "perfsim": os.path.dirname(os.path.dirname(os.path.abspath(perfsim.__file__)))}
+
+
+def run_count(against: str | None) -> None:
+    """:func:`count_child` in a fresh process per tree, and the ratios."""
+    print("\n1 GiB unaligned move (bench/bench_engine.py's E4): per plan_mremap, after one "
+          "untimed plan" + (f", side by side with {against}" if against else ""))
+    cmd = [sys.executable, os.path.abspath(__file__), "--count-child"]
+    mine = _child_json([*cmd, "--root", ROOT], ROOT)
+    base = _child_json([*cmd, "--root", against], against) if against else None
+    hdr = f"{'per plan':<28} {'this tree':>10}" + (f" {'baseline':>10} {'ratio':>6}" if base else "")
+    print(hdr)
+    print("-" * len(hdr))
+    for key, what in (("python", "Python function calls"), ("calls", "calls with builtins"),
+                      ("ops", "bytecodes executed")):
+        line = f"{what:<28} {mine[key]:>10,}"
+        if base:
+            line += f" {base[key]:>10,} {base[key] / mine[key]:>5.2f}x"
+        print(line)
+
+
 def run_cold(against: str | None, procs: int) -> None:
     """:func:`cold_child` in ``procs`` fresh processes per tree (alternating with
     ``against``); medians over the processes and the best process, and the ratios."""
@@ -367,7 +437,15 @@ def main() -> None:
                          "plan CPU of repetitions 1-5 after one warm-up and of later ones, "
                          "medians of PROCS fresh processes per tree (default 7)")
     ap.add_argument("--cold-child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--count", action="store_true",
+                    help="only the 1 GiB unaligned move: Python calls, all calls and "
+                         "bytecodes per plan (baseline / this tree with --against)")
+    ap.add_argument("--count-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.count_child:
+        sys.path.insert(0, os.path.abspath(args.root))
+        print(json.dumps(count_child()))
+        return
     if args.cold_child:
         sys.path.insert(0, os.path.abspath(args.root))
         print(json.dumps(cold_child()))
@@ -392,6 +470,9 @@ def main() -> None:
             print(f"bench_planner: --cold {args.cold}: must be at least 1", file=sys.stderr)
             raise SystemExit(2)
         run_cold(args.against, args.cold)
+        return
+    if args.count:
+        run_count(args.against)
         return
     if args.moves:
         run_moves(args.against, 3 if args.quick else 5)

@@ -15,6 +15,11 @@ def _start_of(vma: Vma) -> int:
     return vma.start
 
 
+def _overlap(a: Vma, b: Vma):
+    """Refuse two overlapping VMAs (``a`` first)."""
+    raise ValueError(f"VMAs overlap: [{a.start:#x}, {a.end:#x}) and [{b.start:#x}, {b.end:#x})")
+
+
 #: ``[v.start for v in vmas]`` as ``list(map(_STARTS, vmas))`` (no comprehension frame)
 _STARTS = attrgetter("start")
 
@@ -50,7 +55,7 @@ class AddressSpace:
             starts = list(map(_STARTS, vmas))
         for a, b in zip(vmas, vmas[1:]):
             if a.end > b.start:
-                raise ValueError(f"VMAs overlap: [{a.start:#x}, {a.end:#x}) and [{b.start:#x}, {b.end:#x})")
+                _overlap(a, b)
         d = self.__dict__
         d["vmas"] = vmas
         d["_starts"] = tuple(starts)
@@ -78,20 +83,35 @@ class AddressSpace:
         return None
 
     def intersecting(self, start: int, end: int) -> list[Vma]:
-        """VMAs that intersect ``[start, end)`` (``find_vma_intersection`` and its kin)."""
-        if end <= start:
-            return []
+        """VMAs that intersect ``[start, end)`` (``find_vma_intersection`` and its kin):
+        ``list(self.vmas[i:j])`` of :meth:`intersecting_span`."""
+        i, j = self.intersecting_span(start, end)
+        return list(self.vmas[i:j])
+
+    def intersecting_span(self, start: int, end: int) -> tuple[int, int]:
+        """``(i, j)``: ``self.vmas[i:j]`` are the VMAs that intersect ``[start, end)``
+        (``i == j`` when none does)."""
         starts = self._starts
-        i = bisect_right(starts, start) - 1  # the last VMA starting at or below ``start``
+        j = bisect_left(starts, end)  # the first VMA starting at or above ``end``
+        if end <= start or j == 0:
+            return j, j
+        # the last VMA starting at or below ``start`` (or the first VMA): each after it
+        # starts above ``start`` (so ends above it: the VMAs are sorted and apart); it may
+        # end at or below ``start``
+        i = bisect_right(starts, start, 0, j) - 1
         if i < 0:
-            i = 0
-        # the VMAs from it to the first starting at or above ``end``: each after the first
-        # starts above ``start`` (so ends above it: the VMAs are sorted and apart); the first
-        # may end at or below ``start``
-        out = list(self.vmas[i:bisect_left(starts, end)])
-        if out and out[0].end <= start:
-            del out[0]
-        return out
+            return 0, j
+        return (i + 1 if self.vmas[i].end <= start else i), j
+
+    def touching(self, start: int, end: int) -> tuple[Vma | None, Vma | None]:
+        """``(the VMA ending at start, the VMA starting at end)``, each None when there is
+        none: the neighbours a new VMA over ``[start, end)`` could merge with."""
+        starts, vmas = self._starts, self.vmas
+        i = bisect_left(starts, end)
+        nxt = vmas[i] if i < len(starts) and starts[i] == end else None
+        k = bisect_left(starts, start) - 1  # the last VMA starting below ``start``
+        prev = vmas[k] if k >= 0 and vmas[k].end == start else None
+        return prev, nxt
 
     def prev_vma(self, addr: int) -> Vma | None:
         """The last VMA ending at or below ``addr``."""
@@ -120,15 +140,18 @@ class AddressSpace:
         new.__post_init__()  # sorted, non-overlapping; the start index
         return new
 
-    def with_sorted_vmas(self, vmas) -> AddressSpace:
-        """:meth:`with_vmas` for VMAs the caller holds sorted and non-overlapping already
-        (this space's VMAs with a range carved out, say): the same space, without the sort
-        test and the overlap scan."""
+    def with_span_replaced(self, i: int, j: int, vmas: tuple[Vma, ...]) -> AddressSpace:
+        """``with_vmas(self.vmas[:i] + vmas + self.vmas[j:])`` for ``vmas`` that the
+        caller holds sorted and inside the gap the others leave (the pieces of
+        ``self.vmas[i:j]`` left by an unmap): no sort test, no overlap scan, and the
+        start index sliced, not rebuilt."""
         new = object.__new__(AddressSpace)  # (as _copy, the fields then replaced)
         d = new.__dict__
         d.update(self.__dict__)
-        d["vmas"] = vmas = tuple(vmas)
-        d["_starts"] = tuple(map(_STARTS, vmas))
+        old, starts = self.vmas, self._starts
+        d["vmas"] = old[:i] + vmas + old[j:]
+        d["_starts"] = starts[:i] + tuple(map(_STARTS, vmas)) + starts[j:] if vmas \
+            else starts[:i] + starts[j:]
         return new
 
     def with_vma_added(self, vma: Vma, without=()) -> AddressSpace:
@@ -148,23 +171,18 @@ class AddressSpace:
                 kept = [v for v in self.vmas if v.start not in at or v not in without]
             starts = list(map(_STARTS, kept))
         else:
-            kept, starts = list(self.vmas), list(self._starts)
+            kept, starts = self.vmas, self._starts  # (tuples: sliced below, not copied here)
         i = bisect.bisect_right(starts, vma.start)
-        pairs = []
-        if i:
-            pairs.append((kept[i - 1], vma))
-        if i < len(kept):
-            pairs.append((vma, kept[i]))
-        for a, b in pairs:
-            if a.end > b.start:
-                raise ValueError(f"VMAs overlap: [{a.start:#x}, {a.end:#x}) and [{b.start:#x}, {b.end:#x})")
-        kept.insert(i, vma)
-        starts.insert(i, vma.start)
+        # the two neighbours, the one before first (the order with_vmas names a pair in)
+        if i and kept[i - 1].end > vma.start:
+            _overlap(kept[i - 1], vma)
+        if i < len(kept) and vma.end > kept[i].start:
+            _overlap(vma, kept[i])
         new = object.__new__(AddressSpace)  # (as _copy, the fields then replaced)
         d = new.__dict__
         d.update(self.__dict__)
-        d["vmas"] = tuple(kept)
-        d["_starts"] = tuple(starts)
+        d["vmas"] = (*kept[:i], vma, *kept[i:])
+        d["_starts"] = (*starts[:i], vma.start, *starts[i:])
         return new
 
     def with_pt(self, pt: PageTables) -> AddressSpace:

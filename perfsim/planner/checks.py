@@ -258,7 +258,10 @@ def vma_expandable(vrm: VmaRemap) -> bool:
     VMA still fits below ``TASK_SIZE`` (``get_unmapped_area`` with MAP_FIXED)."""
     vma = vrm.vma
     end = vma.end + vrm.delta
-    return end <= vrm.task_size and not vrm.space.intersecting(vma.end, end)
+    if end > vrm.task_size:
+        return False
+    i, j = vrm.space.intersecting_span(vma.end, end)
+    return i == j  # (nothing mapped there)
 
 
 def vrm_can_expand_in_place(vrm: VmaRemap) -> bool:

@@ -11,7 +11,7 @@ from perfsim.planner import fast
 from perfsim.planner import steps as S
 from perfsim.planner.gather import MmuGather, tlb_finish_mmu
 from perfsim.planner.hugetlb import move_hugetlb_page_tables
-from perfsim.planner.options import DEFAULT, PlanOptions
+from perfsim.planner.options import ARRAYS, DEFAULT, WALK_UNLESS_CLOSED, PlanOptions
 from perfsim.planner.realign import PageTableMoveControl
 from perfsim.planner.reference import MoveContext, move_page_tables
 from perfsim.planner.tables import CallTables
@@ -25,26 +25,27 @@ def run_move(target: Target, tables: CallTables, pmc: PageTableMoveControl, log:
              options: PlanOptions = DEFAULT) -> tuple[int, str]:
     """Run one move on ``tables``; return ``(progress, planner name)``.
 
-    ``options`` chooses the implementation (``PlanOptions.walks``: by default the walk for
+    ``options`` chooses the implementation (``PlanOptions.route``: by default the walk for
     small moves, the fast path for larger ones where it applies, and for moves of a few
-    dozen slots the fast path only in closed form, ``PlanOptions.walks_unless_closed``);
+    dozen slots the fast path only in closed form, ``WALK_UNLESS_CLOSED``);
     tests pin one or the other to hold them to the same output.
     """
     if pmc.len_in == 0:
         return 0, "reference"
     shift = target.arch.pmd_shift
-    walk = (options.walks(shift, pmc.old_addr, pmc.old_end)
-            and options.walks(shift, pmc.new_addr, pmc.new_addr + pmc.len_in))
-    if not walk and allow_fast and not pmc.old.is_hugetlb:
+    # the larger route of the source and destination ranges decides
+    route = options.route(shift, pmc.old_addr, pmc.old_end)
+    if route != ARRAYS:
+        new_route = options.route(shift, pmc.new_addr, pmc.new_addr + pmc.len_in)
+        if new_route > route:
+            route = new_route
+    if route and allow_fast and not pmc.old.is_hugetlb:  # (route is not WALK, 0)
         # a move of a few dozen slots is walked unless the closed form plans it
-        closed_only = (options.walks_unless_closed(shift, pmc.old_addr, pmc.old_end)
-                       and options.walks_unless_closed(shift, pmc.new_addr,
-                                                       pmc.new_addr + pmc.len_in))
         out = fast.try_move_page_tables(target, tables.value(), pmc, log, phase=phase,
                                         cpus=cpus, lazy_cpus=lazy_cpus,
                                         fail_alloc_at=fail_alloc_at,
                                         force=options.implementation == "fast",
-                                        closed_only=closed_only)
+                                        closed_only=route == WALK_UNLESS_CLOSED)
         if out is not None:
             new_pt, progress = out
             tables.set_value(new_pt)

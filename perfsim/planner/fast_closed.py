@@ -34,6 +34,7 @@ from perfsim.mm.pagetable import PMD_TABLE, PUD_LEAF, PUD_NONE, PUD_TABLE, PageT
 from perfsim.planner import steps as S
 from perfsim.planner.batch import mremap_folio_pte_batch
 from perfsim.planner.fast_state import _with_pud_tables
+from perfsim.planner.frozen import direct_init
 from perfsim.planner.pgtable_move import (
     MoveGates,
     alloc_new_pud,
@@ -127,18 +128,24 @@ class Progressions:
     def ends(self, hi: int, lo: int) -> tuple[list[int], list[int]]:
         """``(bounds(0, hi), bounds(lo, n_ext))`` (``hi <= n_inner``, ``1 <= lo``): the
         first bounds and the last ones, in one call."""
-        c0, c1, p, n = self.c0, self.c1, self.period, self.n_inner
-        head = [self.start]
-        tail = []
+        c0, p, n = self.c0, self.period, self.n_inner
         if self.two:
-            for j in range(hi):
-                head.append((c1 if j & 1 else c0) + (j >> 1) * p)
-            for j in range(lo - 1, n):
-                tail.append((c1 if j & 1 else c0) + (j >> 1) * p)
-        else:
-            head.extend(range(c0, c0 + hi * p, p))
-            tail.extend(range(c0 + (lo - 1) * p, c0 + n * p, p))
-        tail.append(self.end)
+            # inner bound j is c0 + (j >> 1) * p (j even) or c1 + (j >> 1) * p (j odd): from
+            # any j, every other bound is the one two before plus p, so each list is two
+            # ranges interleaved (by slice assignment: no Python step per bound)
+            c1 = self.c1
+            head = [self.start] * (hi + 1)
+            head[1::2] = range(c0, c0 + ((hi + 1) >> 1) * p, p)
+            head[2::2] = range(c1, c1 + (hi >> 1) * p, p)
+            j0, m = lo - 1, n - lo + 1  # the tail's inner bounds: j0 .. n - 1
+            tail = [self.end] * (m + 1)
+            a = (c1 if j0 & 1 else c0) + (j0 >> 1) * p
+            tail[0:m:2] = range(a, a + ((m + 1) >> 1) * p, p)
+            b = (c0 if j0 & 1 else c1) + ((j0 + 1) >> 1) * p
+            tail[1:m:2] = range(b, b + (m >> 1) * p, p)
+            return head, tail
+        head = [self.start, *range(c0, c0 + hi * p, p)]
+        tail = [*range(c0 + (lo - 1) * p, c0 + n * p, p), self.end]
         return head, tail
 
     def index(self, v: int) -> int:
@@ -264,7 +271,8 @@ class _Bitmaps:
         return r
 
 
-@dataclass(slots=True)
+@direct_init
+@dataclass
 class _Shape:
     """What :func:`_regular_shape` found: the extents, where the source and destination
     entries sit in the PMD arrays (``i0:i1`` the source's, ``j0`` where the destination's

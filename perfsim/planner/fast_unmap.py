@@ -143,9 +143,18 @@ def _inserted(target: Target, f: int, n: int, others: list[tuple[int, int]]):
     """:class:`FreedRun`'s ``inserted``: each of ``others`` (address, level), in
     :func:`table_order_key` order (ties in the order freed: a stable sort, as argsort's),
     with the number of the run's PTE tables freed before it."""
-    ranked = sorted([(table_order_key(target, ad, lv), i) for i, (ad, lv) in enumerate(others)])
-    pos = _run_positions(target, f, n, [key for key, _ in ranked])
-    return [(p, *others[i]) for p, (_, i) in zip(pos, ranked)]
+    # (plain loops: ``others`` holds a table or two, fewer than a comprehension's own call)
+    ranked = []
+    for i, (ad, lv) in enumerate(others):
+        ranked.append((table_order_key(target, ad, lv), i))
+    ranked.sort()
+    keys = []
+    for key, _ in ranked:
+        keys.append(key)
+    out = []
+    for p, (_, i) in zip(_run_positions(target, f, n, keys), ranked):
+        out.append((p, *others[i]))
+    return out
 
 
 def _run_positions(target: Target, f: int, n: int, keys: list[int]) -> list[int]:

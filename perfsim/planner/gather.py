@@ -18,6 +18,8 @@ The page batches (``tlb_next_batch``, ``__tlb_remove_page_size``,
 
 from __future__ import annotations
 
+from bisect import bisect_left
+
 import numpy as np
 
 from perfsim.planner import steps as S
@@ -205,18 +207,15 @@ class FreedRun:
         are their first and last."""
         ins = self.inserted
         first, step = self.first, self.step
-        at = []  # final positions
+        at = []  # final positions (increasing)
         for p, _, _ in ins:
             at.append(p + len(at))
         m = len(at)
         out = []
         j = 0  # inserted tables before the current run
         for c0, c1 in zip(cuts, [*cuts[1:], self.n + m]):
-            while j < m and at[j] < c0:
-                j += 1
-            j1 = j
-            while j1 < m and at[j1] < c1:
-                j1 += 1
+            j = bisect_left(at, c0, j)  # (the first inserted table at or after c0)
+            j1 = bisect_left(at, c1, j)
             r0, r1 = c0 - j, c1 - j1  # the run's tables in this flush: [r0, r1)
             if r1 > r0:
                 lo, hi, lvl = first + r0 * step, first + (r1 - 1) * step, PTE_TABLE
@@ -466,6 +465,8 @@ def table_flush_groups(addrs: list[int], levels: list[int], cuts: list[int],
                        page_size: int) -> list[tuple[int, int, int, int]]:
     """Per run of freed tables starting at each of ``cuts``: ``(lowest address, highest
     address + page_size, lowest level, tables)``, on Python lists."""
+    if len(cuts) == 1:  # (one run, from cuts[0] == 0: every table; no slices)
+        return [(min(addrs), max(addrs) + page_size, min(levels), len(addrs))]
     ends = [*cuts[1:], len(addrs)]
     return [(min(addrs[c0:c1]), max(addrs[c0:c1]) + page_size, min(levels[c0:c1]), c1 - c0)
             for c0, c1 in zip(cuts, ends)]

@@ -35,22 +35,37 @@ class PlanOptions:
             raise ValueError(f"implementation must be auto, reference or fast, "
                              f"not {self.implementation!r}")
 
+    def route(self, pmd_shift: int, start: int, end: int) -> int:
+        """How ``[start, end)`` is planned: :data:`WALK` (one Python step per extent or
+        slot), :data:`WALK_UNLESS_CLOSED` (the walk unless the vectorised path plans it in
+        closed form) or :data:`ARRAYS` (the array code). For ``auto`` by the PMD slots the
+        range spans: at most :data:`WALK_MAX_PMD_SLOTS`, at most
+        :data:`WALK_UNLESS_CLOSED_MAX_PMD_SLOTS`, more; ``reference`` always walks,
+        ``fast`` never does. Of two ranges a move reads, the larger route decides."""
+        # (the answers as literals: WALK 0, WALK_UNLESS_CLOSED 1, ARRAYS 2; an empty range
+        # spans no slot: ``end <= start`` gives ``slots <= 0``)
+        if self.implementation == "auto":
+            slots = ((end - 1) >> pmd_shift) - (start >> pmd_shift)
+            if slots < WALK_MAX_PMD_SLOTS:
+                return 0
+            return 1 if slots < WALK_UNLESS_CLOSED_MAX_PMD_SLOTS else 2
+        return 0 if self.implementation == "reference" else 2
+
     def walks(self, pmd_shift: int, start: int, end: int) -> bool:
-        """Is ``[start, end)`` planned by the walk (one Python step per extent or slot)
-        rather than by the array code? For ``auto``: when the range spans at most
-        :data:`WALK_MAX_PMD_SLOTS` PMD slots."""
-        if self.implementation != "auto":
-            return self.implementation == "reference"
-        return end <= start or ((end - 1) >> pmd_shift) - (start >> pmd_shift) < WALK_MAX_PMD_SLOTS
+        """Is ``[start, end)`` planned by the walk rather than by the array code
+        (:meth:`route` is :data:`WALK`)?"""
+        return self.route(pmd_shift, start, end) == WALK
 
     def walks_unless_closed(self, pmd_shift: int, start: int, end: int) -> bool:
         """Is a move over ``[start, end)`` that :meth:`walks` does not take planned by the
-        walk unless the vectorised path plans it in closed form? For ``auto``: when the
-        range spans at most :data:`WALK_UNLESS_CLOSED_MAX_PMD_SLOTS` PMD slots; never for
-        ``reference`` (it always walks) or ``fast`` (it never does)."""
-        if self.implementation != "auto":
-            return False
-        return ((end - 1) >> pmd_shift) - (start >> pmd_shift) < WALK_UNLESS_CLOSED_MAX_PMD_SLOTS
+        walk unless the vectorised path plans it in closed form? For ``auto``: when
+        :meth:`route` is not :data:`ARRAYS`; never for ``reference`` (it always walks) or
+        ``fast`` (it never does)."""
+        return self.implementation == "auto" and self.route(pmd_shift, start, end) != ARRAYS
+
+
+WALK, WALK_UNLESS_CLOSED, ARRAYS = 0, 1, 2
+""":meth:`PlanOptions.route`'s answers, in increasing order of range size."""
 
 
 WALK_MAX_PMD_SLOTS = 16

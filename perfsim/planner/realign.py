@@ -65,7 +65,8 @@ def can_align_down(space: AddressSpace, pmc: PageTableMoveControl, vma: Vma, add
         return False
     if pmc.for_stack and stack_relaxation and masked >= vma.start:
         return True
-    return not space.intersecting(masked, vma.start)
+    i, j = space.intersecting_span(masked, vma.start)
+    return i == j  # (no VMA in between)
 
 
 def can_realign_addr(space: AddressSpace, pmc: PageTableMoveControl, size: int, target: Target,

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from itertools import chain
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 
 import numpy as np
 
@@ -82,6 +82,9 @@ _NARROW_AT = tuple(i for i, n in enumerate(ROW_FIELDS) if _DTYPES.get(n) is not 
 _WIDE_OF, _NARROW_OF = itemgetter(*_WIDE_AT), itemgetter(*_NARROW_AT)
 # the int64 rows then the int32 rows, back in the order of ROW_FIELDS
 _IN_ROW_ORDER = itemgetter(*[(_WIDE_AT + _NARROW_AT).index(i) for i in range(len(ROW_FIELDS))])
+
+#: a part's length (``Steps``, ``PeriodicBlock``): ``sum(map(_LEN, parts))``
+_LEN = attrgetter("_len")
 
 
 @direct_init
@@ -254,23 +257,17 @@ class Steps:
             self._len = len(rows[0])
             self.lock_sets = _lock_sets_of(rows[1])
         elif parts is not None:
-            kept, total, first, one = [], 0, None, True
-            for p in parts:
-                n = p._len  # (a Steps table's or a PeriodicBlock's length)
-                if n:
-                    kept.append(p)
-                    total += n
-                    if first is None:
-                        first = p.lock_sets
-                    elif one and p.lock_sets != first:
-                        one = False
-            self._parts = kept
-            if one and (first is None or len(first) <= 1):
+            # the parts that hold rows (``_len``: a Steps table's or a PeriodicBlock's length)
+            self._parts = kept = [p for p in parts if p._len]
+            sets = {p.lock_sets for p in kept}  # (the distinct lock-set tuples)
+            if not sets:
+                self.lock_sets = ()
+            elif len(sets) == 1 and len(one := next(iter(sets))) <= 1:
                 # every part holds the same lock set (or none): the sorted union is it
-                self.lock_sets = first or ()
+                self.lock_sets = one
             else:
                 self.lock_sets = tuple(sorted({n for p in kept for n in p.lock_sets}))
-            self._len = total
+            self._len = sum(map(_LEN, kept))
         else:
             self._cols = cols
             self.lock_sets = tuple(lock_sets)

@@ -91,18 +91,15 @@ def copy_vma(space: AddressSpace, vma: Vma, new_addr: int, new_len: int, pgoff: 
     before the old. Returns ``(new_vma, replaced_neighbours, need_rmap_locks)``.
     Versions: 6.6–6.18 (the merge is ``vma_merge_new_range`` from 6.12)."""
     new = vma.with_range(new_addr, new_addr + new_len, pgoff)
-    prev = space.find_vma(new_addr - 1) if new_addr else None
-    nxt = space.find_vma(new_addr + new_len)
-    if (prev is None or prev.end != new_addr) and (nxt is None or nxt.start != new_addr + new_len):
+    prev, nxt = space.touching(new_addr, new_addr + new_len)  # (the neighbours that touch it)
+    if prev is None and nxt is None:
         return new, [], False  # no neighbour touches it (the tests below need one that does)
     ps = space.arch.page_shift
     merged, absorbed = new, []
-    if prev is not None and prev.end == new_addr and is_mergeable_vma(prev, new) and \
-            _pgoff_follows(prev, new, ps):
+    if prev is not None and is_mergeable_vma(prev, new) and _pgoff_follows(prev, new, ps):
         merged = _merged(prev, merged).replaced(pgoff=prev.pgoff)
         absorbed.append(prev)
-    if nxt is not None and nxt.start == new_addr + new_len and is_mergeable_vma(nxt, new) and \
-            _pgoff_follows(new, nxt, ps):
+    if nxt is not None and is_mergeable_vma(nxt, new) and _pgoff_follows(new, nxt, ps):
         merged = _merged(merged, nxt)
         absorbed.append(nxt)
     if not absorbed:
@@ -125,18 +122,20 @@ def vma_merge_extend(space: AddressSpace, vma: Vma, delta: int) -> AddressSpace:
     return space.with_vma_added(grown, without=replaced)
 
 
-def _carve(vmas, start: int, end: int, ps: int) -> list[Vma]:
-    """Remove ``[start, end)`` from a VMA list, splitting VMAs that straddle it."""
-    out = []
-    for v in vmas:
-        if v.end <= start or v.start >= end:
-            out.append(v)
-            continue
-        if v.start < start:
-            out.append(v.with_range(v.start, start))
-        if v.end > end:
-            out.append(v.with_range(end, v.end, v.pgoff + ((end - v.start) >> ps)))
-    return out
+def _carved(hit, start: int, end: int, ps: int) -> tuple[Vma, ...]:
+    """What is left of the VMAs ``hit`` (consecutive, the ones intersecting ``[start,
+    end)``) when that range is removed: the part of the first below ``start`` and the part
+    of the last above ``end`` (``split_vma`` at each end; the upper part's ``vm_pgoff``
+    advanced by the pages below ``end``), in address order."""
+    first, last = hit[0], hit[-1]
+    if first.start < start:
+        low = first.with_range(first.start, start)
+        if last.end > end:
+            return low, last.with_range(end, last.end, last.pgoff + ((end - last.start) >> ps))
+        return (low,)
+    if last.end > end:
+        return (last.with_range(end, last.end, last.pgoff + ((end - last.start) >> ps)),)
+    return ()
 
 
 def do_munmap(target: Target, space: AddressSpace, start: int, length: int, log: S.StepLog,
@@ -156,15 +155,21 @@ def _do_munmap(target: Target, space: AddressSpace, tables: CallTables, start: i
     (``space`` itself when nothing is mapped there) and the page tables it had.
     ``closed_first`` as for :func:`~perfsim.planner.unmap.unmap_region`."""
     end = start + length
-    hit = space.intersecting(start, end)
-    if not hit:
+    i, j = space.intersecting_span(start, end)
+    if i == j:
         return space
-    vmas = _carve(space.vmas, start, end, target.arch.page_shift)  # (the call's arch)
-    rest = space.with_sorted_vmas(vmas)  # (_carve keeps the order and the gaps)
-    prev, nxt = rest.prev_vma(start), rest.next_vma(end)
+    vmas = space.vmas
+    hit = vmas[i:j]
+    left = _carved(hit, start, end, target.arch.page_shift)  # (the call's arch)
+    rest = space.with_span_replaced(i, j, left)
+    # the neighbours the page tables are freed between: the VMA before the range (the
+    # part of the first VMA below it, if any) and the one after (the part of the last above)
+    first, last = hit[0], hit[-1]
+    floor = start if first.start < start else (vmas[i - 1].end if i else 0)
+    ceiling = end if last.end > end else (vmas[j].start if j < len(vmas) else 0)
     forcing, not_anon = zap_spans(hit, start, end)
-    region = UnmapRegion(start, end, prev.end if prev else 0, nxt.start if nxt else 0,
-                         (min(start, hit[0].start), max(end, hit[-1].end)), forcing, not_anon)
+    region = UnmapRegion(start, end, floor, ceiling,
+                         (min(start, first.start), max(end, last.end)), forcing, not_anon)
     unmap_region(target, tables, region, log, phase, cpus=space.cpus,
                  lazy_cpus=space.lazy_cpus, options=options, closed_first=closed_first)
     return rest
@@ -174,9 +179,10 @@ def get_unmapped_area(space: AddressSpace, length: int, hint: int | None) -> int
     """Top-down search for a free gap below ``mmap_base`` (``get_unmapped_area``), trying
     ``hint`` first. Versions: 6.6–6.18 (alignment for THP-able lengths is not modelled)."""
     a = space.arch
-    if hint is not None and hint % a.page_size == 0 and hint + length <= a.user_va_top \
-            and not space.intersecting(hint, hint + length):
-        return hint
+    if hint is not None and hint % a.page_size == 0 and hint + length <= a.user_va_top:
+        i, j = space.intersecting_span(hint, hint + length)
+        if i == j:  # nothing mapped there
+            return hint
     top = space.mmap_base
     for v in reversed(space.vmas):
         if v.end <= top and top - v.end >= length:
@@ -332,10 +338,10 @@ def remap_move(vrm: VmaRemap) -> int:
     target_addr, cursor = vrm.new_addr, start
     result, last_end = None, 0
     while cursor < end:
-        hit = vrm.space.intersecting(cursor, end)
-        if not hit:
+        i, j = vrm.space.intersecting_span(cursor, end)
+        if i == j:
             break
-        vma = hit[0]
+        vma = vrm.space.vmas[i]  # (the first VMA of the rest of the range)
         seen = result is not None
         if not seen and start < vma.start:
             raise Refused(C.Refusal("EFAULT", "no VMA at old_addr (gap at the range start)"))
@@ -345,7 +351,7 @@ def remap_move(vrm: VmaRemap) -> int:
         last_end = vma.end
         vrm.vma, vrm.addr, vrm.new_addr = vma, addr, target_addr + offset
         vrm.old_len = vrm.new_len = length
-        if not C.vma_multi_allowed(vma) and (seen or vma.end < end):
+        if (seen or vma.end < end) and not C.vma_multi_allowed(vma):
             raise Refused(C.Refusal("EFAULT", f"the VMA at {vma.start:#x} cannot be moved "
                                               f"with others (userfaultfd or file)"))
         refusal = C.check_prep_vma(vrm)
@@ -523,13 +529,15 @@ def _relocate_vma_down(space: AddressSpace, req: MoveRequest, target: Target) ->
     length = vma.length
     old_start, old_end = vma.start, vma.end
     new_start, new_end = req.new_addr, req.new_addr + length
-    if space.intersecting(new_start, old_start):
+    i, j = space.intersecting_span(new_start, old_start)
+    if i != j:
         return _refused(req, space, "EFAULT", "for_stack: another VMA lies below the stack")
     # (VmaRemap by position, in its field order: see plan_mremap)
     vrm = VmaRemap(old_start, length, length, new_start, True, True, False, 0, target, space,
                    S.StepLog(), DEFAULT, req.fail_alloc_at, vma, 0, None, False, [],
                    CallTables(space.pt))
-    vrm.log.add(S.SYSCALL, S.K_SYSCALL, old_start, new_start, length)
+    vrm.log.add_row(S.SYSCALL, S.K_SYSCALL, old_start, new_start, length, 0, 0, 0, 0, 0, 0, 0,
+                    0, None, (), 0, 0)  # (log.add by position)
     expanded = vma.with_range(new_start, old_end)  # (vma.replaced(start=new_start))
     # the stack VMA replaced by its expansion (the others are apart from both already)
     during = space.with_vma_added(expanded, without=(vma,))

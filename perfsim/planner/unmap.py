@@ -59,7 +59,7 @@ from perfsim.planner.gather import (
     pages_until_forced_flush,
     tlb_finish_mmu,
 )
-from perfsim.planner.options import DEFAULT, PlanOptions
+from perfsim.planner.options import DEFAULT, WALK, WALK_UNLESS_CLOSED, PlanOptions
 from perfsim.planner.pgtable_move import split_huge_pmd
 from perfsim.planner.reference import geometry_of
 from perfsim.planner.tables import CallTables
@@ -678,12 +678,13 @@ def zap_spans(vmas, start: int, end: int) -> tuple[tuple, tuple]:
     one pass over the VMAs (the same predicates, the same spans)."""
     forcing = not_anon = ()
     for v in vmas:
-        if v.start < end and v.end > start:
+        # (an anonymous VMA's PTEs never force a flush, zap_forces_flush: only a page that
+        # is not anonymous does; so only a VMA that is not anonymous is asked)
+        if v.start < end and v.end > start and _not_anonymous(v):
             span = (max(v.start, start), min(v.end, end))
             if vma_zap_forces_flush(v):
                 forcing += (span,)
-            if _not_anonymous(v):
-                not_anon += (span,)
+            not_anon += (span,)
     return forcing, not_anon
 
 
@@ -693,18 +694,18 @@ def unmap_region(target: Target, tables: CallTables, region: UnmapRegion, log: S
     """``unmap_region``: zap the PTEs of the range, free the page tables between the
     neighbours, and flush as the ``mmu_gather`` does, on the call's page tables ``tables``.
 
-    ``PlanOptions.walks`` chooses the slot-by-slot walk (in the call's open window) or the
+    ``PlanOptions.route`` chooses the slot-by-slot walk (in the call's open window) or the
     array driver (by default the walk for small ranges and for ranges of a few dozen slots,
-    ``PlanOptions.walks_unless_closed``; same rows and state, the tests hold them to that).
+    ``WALK_UNLESS_CLOSED``; same rows and state, the tests hold them to that).
     ``closed_first``: the range's tables were just planned by the vectorised path (the
     closed-form move of this source), so a range of a few dozen slots tries the driver's
     closed form before it walks (a walk would first read the moved state into a window)."""
     start, end = region.start, region.end
     tlb = MmuGather(start)
-    shift = target.arch.pmd_shift
+    route = options.route(target.arch.pmd_shift, start, end)
     got = None
-    if not options.walks(shift, start, end):
-        few = options.walks_unless_closed(shift, start, end)
+    if route != WALK:
+        few = route == WALK_UNLESS_CLOSED
         if closed_first or not few:
             # (a declined closed form leaves tlb untouched: the walk then starts afresh)
             got = unmap_arrays(target, tables.value(), start, end, region.floor,
