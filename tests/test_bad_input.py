@@ -534,7 +534,10 @@ def test_interrupted_workload_run_exits_130_and_leaves_nothing(tmp_path):
 def test_interrupted_sweep_exits_130_and_keeps_only_whole_parts(tmp_path):
     import pandas as pd
 
-    proc = _start(["sweep", "--workload", "trace_replay", "--replications", "3000",
+    # 30,000 replications are minutes of work (3,000 took 19 s on 2026-12-02), so a first
+    # Ctrl-C lost under heavy load still finds the sweep running when _interrupt_when
+    # presses it again 30 s later (with 3,000 the sweep once finished first, exit 0).
+    proc = _start(["sweep", "--workload", "trace_replay", "--replications", "30000",
                    "--executor", "serial", "--out", "res"], tmp_path)
     rc, out, err = _interrupt_when(proc, lambda: (tmp_path / "res" / "trace_replay"
                                                   / "_sweep.json").exists())
