@@ -83,6 +83,11 @@ def _splice(columns: tuple, i0: int, i1: int, values: tuple, dtypes: tuple) -> l
 #: A state's cache of bitmap ints (:meth:`PageTables._row_ints`) is handed on to the states
 #: :meth:`PageTables.replace_window` derives from it while it holds at most this many rows.
 _CARRY_INTS = 256
+#: The lists of a small state with no entries (:meth:`PageTables.empty`'s).
+_EMPTY_LISTS = ([], [], [], [], [])
+#: :meth:`PageTables.populate` keywords :meth:`PageTables._populate_fresh` may be given
+#: (with the values that map every page of the range).
+_FULL_KW = frozenset(("fraction", "seed", "thp", "pud_leaf"))
 
 #: Longest column :func:`_splice` splices as a Python list (beyond it, concatenation is
 #: cheaper than converting every row).
@@ -649,8 +654,20 @@ class PageTables:
         turn; the state in between is kept as Python lists while it stays small (one array
         built per field at the end, the arrays the chained calls build)."""
         pt, st = self, None
-        g = self.__dict__.get("_g") or self._geo()
+        d = self.__dict__
+        g = d.get("_g") or self._geo()
         page_shift, pmd_shift = g[0], g[2]
+        if type(ranges) is list and len(ranges) == 1 and d.get("_lists") == _EMPTY_LISTS:
+            # one range on an empty small state (a synthetic call's source), every page
+            # mapped: _populate_fresh (held to the general steps in tests/test_t13e_calls_layout.py)
+            start, end, kw = ranges[0]
+            if not kw.keys() - _FULL_KW and kw.get("fraction", 1.0) >= 1.0 \
+                    and not kw.get("thp") and not kw.get("pud_leaf") \
+                    and ((end - 1) >> pmd_shift) - (start >> pmd_shift) < SMALL_SLOTS:
+                rows = d.get("_rows")
+                if rows is not None and len(rows[0]) == 1 and not rows[2]:
+                    _check_range(page_shift, start, end)
+                    return self._populate_fresh(start, end, g)
         for start, end, kw in ranges:
             _check_range(page_shift, start, end)
             few = ((end - 1) >> pmd_shift) - (start >> pmd_shift) < SMALL_SLOTS
@@ -678,6 +695,50 @@ class PageTables:
                 pt, st = st.freeze(), None
             pt = pt.populate(start, end, **kw)
         return st.freeze() if st is not None else pt
+
+    def _populate_fresh(self, start: int, end: int, g: tuple) -> PageTables:
+        """``populate(start, end)`` (every page of a non-empty, page-aligned range of fewer
+        than :data:`SMALL_SLOTS` PMD slots) on an empty small state (no entries, one bitmap
+        row: the empty table): what :class:`_SmallState`'s ``populate`` and ``freeze`` make
+        of it, built directly. The all-ones row is appended, then each edge slot's clipped
+        row (the first slot, then the last: one slot clipped twice when it is both), in
+        that order; every slot maps a page, so each is a PTE table, and each PUD slot above
+        them a PMD table."""
+        d = self.__dict__
+        ps, ptrs, pmd_shift, _, sub, top_shift = g
+        first, last = start >> pmd_shift, (end - 1) >> pmd_shift
+        n = last - first + 1
+        full = (1 << ptrs) - 1
+        new, new_pop = [full], [ptrs]  # row 1 (row 0 is the empty table)
+        row_l = [1] * n
+        for k in (0, n - 1):
+            base = (first + k) << pmd_shift
+            lo = (start - base) >> ps if start > base else 0
+            hi = (end - base) >> ps if end < base + (ptrs << ps) else ptrs
+            if lo == 0 and hi == ptrs:
+                continue
+            m = new[row_l[k] - 1] & (((1 << hi) - 1) ^ ((1 << lo) - 1))
+            new.append(m)
+            new_pop.append(m.bit_count())
+            row_l[k] = len(new)
+        pud_l = list(range(first >> sub, (last >> sub) + 1))
+        top = self.pud_tables
+        if type(top) is not frozenset:
+            top = frozenset(top)
+        if top_shift is not None:
+            tops = set(map(top_shift.__rrshift__, pud_l))
+            if not tops <= top:
+                top = frozenset(top | tops)
+        base_rows, base_pop, extra, extra_pop = d["_rows"]
+        ints = d.get("_ints")
+        out = object.__new__(PageTables)
+        out.__dict__.update(arch=self.arch, pud_tables=top,
+                            _lists=(pud_l, [PUD_TABLE] * len(pud_l), list(range(first, last + 1)),
+                                    [PMD_TABLE] * n, row_l),
+                            _rows=(base_rows, base_pop, extra + new, extra_pop + new_pop),
+                            _ints={} if ints is None or len(ints) > _CARRY_INTS else ints.copy(),
+                            _g=g)
+        return out
 
     def _merge_pmds(self, slots, kinds, row_ids) -> PageTables:
         """Union new PMD entries into the state (OR-ing bitmaps of existing PTE tables)."""
