@@ -46,7 +46,11 @@ def _same_rows(x, y) -> None:
 
 
 @pytest.mark.parametrize("arch", arch_names())
-def test_one_full_range_on_an_empty_state_is_the_small_states_population(arch, monkeypatch):
+def test_one_range_on_an_empty_state_is_the_small_states_population(arch, monkeypatch):
+    """``populate_each`` of one range and ``populate`` on an empty small state, every page
+    mapped or a seeded fraction of them (down to none: a slot, or every slot, without a
+    table), give the state ``_SmallState`` gives: its lists, rows, caches and geometry,
+    and the arrays the array path builds."""
     a = load_arch(arch)
     taken = []
     fresh = PageTables._populate_fresh
@@ -54,24 +58,32 @@ def test_one_full_range_on_an_empty_state_is_the_small_states_population(arch, m
                         lambda self, *args: taken.append(1) or fresh(self, *args))
     rng = random.Random(f"fresh{arch}")
     kws = ({}, {"fraction": 1.0}, {"fraction": 1.0, "seed": 7, "thp": False},
-           {"fraction": 2.5, "pud_leaf": False}, {"seed": 3})
+           {"fraction": 2.5, "pud_leaf": False}, {"seed": 3}, {"fraction": 0.3},
+           {"fraction": 0.5, "seed": 11, "thp": False}, {"fraction": 0.002, "seed": 5},
+           {"fraction": 0.0, "seed": 2}, {"fraction": 0.9, "seed": 1 << 63})
+    cases = 0
     for start, end in _ranges(rng, a, 300):
-        kw = rng.choice(kws)
-        empty = PageTables.empty(a)
-        got = empty.populate_each([(start, end, kw)])
-        assert "_lists" in got.__dict__ and got is not empty
-        want = PageTables.empty(a)._populate_small(start, end, 1, kw.get("fraction", 1.0),
-                                                    kw.get("seed", 0), False, False)
-        g, w = _state(got), _state(want)
-        _same_rows(g.pop("_rows"), w.pop("_rows"))
-        assert g == w
-        assert type(g["pud_tables"]) is frozenset
-        arrays = PageTables.empty(a)._populate_arrays(start, end, 1, 1.0, 0, False, False)
-        for name in _ARRAYS:
-            x, y = getattr(got, name), getattr(arrays, name)
-            assert x.dtype == y.dtype and np.array_equal(x, y), name
-        assert got.present_ptes(start, end) == (end - start) >> a.page_shift
-    assert len(taken) == 300  # (every case went the shortcut's way)
+        kw = dict(rng.choice(kws))
+        if "seed" in kw and rng.random() < 0.5:
+            kw["seed"] = rng.getrandbits(62)
+        fraction, seed = kw.get("fraction", 1.0), kw.get("seed", 0)
+        want = PageTables.empty(a)._populate_small(start, end, 1, fraction, seed, False, False)
+        arrays = PageTables.empty(a)._populate_arrays(start, end, 1, fraction, seed, False,
+                                                      False)
+        for got in (PageTables.empty(a).populate_each([(start, end, kw)]),
+                    PageTables.empty(a).populate(start, end, **kw)):
+            cases += 1
+            assert "_lists" in got.__dict__
+            g, w = _state(got), _state(want)
+            _same_rows(g.pop("_rows"), w.pop("_rows"))
+            assert g == w
+            assert type(g["pud_tables"]) is frozenset
+            for name in _ARRAYS:
+                x, y = getattr(got, name), getattr(arrays, name)
+                assert x.dtype == y.dtype and np.array_equal(x, y), name
+            if fraction >= 1.0:
+                assert got.present_ptes(start, end) == (end - start) >> a.page_shift
+    assert len(taken) == cases  # (every case went the shortcut's way)
 
 
 @pytest.mark.parametrize("arch", ("x86_64", "arm64-4k", "riscv-sv39"))
