@@ -1,6 +1,7 @@
-"""A synthetic call's layout: the shortcut of ``PageTables.populate_each`` for one fully
-mapped range on an empty state (``PageTables._populate_fresh``) held to the general steps
-(issue 13, eighth pass).
+"""A synthetic call's layout: the shortcut of ``PageTables.populate_each`` and ``populate``
+for one range on an empty state (``PageTables._populate_fresh``) held to the general steps,
+and an open-loop stream's arrival instants (``_arrival_times``, a running sum) to the gaps
+added one by one (issue 13, eighth pass).
 
 The general steps: ``_SmallState``'s ``populate`` and ``freeze`` (``_populate_small``), and
 the array path (``_populate_arrays``), which ``tests/test_t13_mm_populate.py`` holds the
@@ -17,6 +18,8 @@ import pytest
 
 from perfsim.mm.pagetable import _ARRAYS, SMALL_SLOTS, PageTables
 from perfsim.profiles import arch_names, load_arch
+from perfsim.workload.generate import CHUNK, _arrival_times
+from perfsim.workload.schema import Periodic, Poisson
 
 
 def _ranges(rng: random.Random, a, count: int):
@@ -122,3 +125,47 @@ def test_bad_input_is_refused_as_before():
         empty.populate_each([(a.pmd_size, a.pmd_size, {})])
     with pytest.raises(TypeError, match="unexpected keyword"):
         empty.populate_each([(a.pmd_size, 2 * a.pmd_size, {"bogus": 1})])
+
+
+def _arrivals_one_by_one(arr, rng, count, duration, start):
+    """The definition: gaps drawn ``CHUNK`` at a time, added to the clock one by one."""
+    out: list[int] = []
+    t = float(start)
+    limit = count if count is not None else 10_000_000
+    while len(out) < limit:
+        gaps = (rng.exponential(1e9 / arr.rate_per_s, CHUNK) if isinstance(arr, Poisson)
+                else np.full(CHUNK, float(arr.interval_ns)))
+        for g in gaps:
+            if len(out) >= limit:
+                break
+            if isinstance(arr, Periodic) and not out:
+                g = 0.0
+            t += g
+            if duration is not None and t >= duration:
+                return out
+            out.append(int(t))
+    return out
+
+
+def test_open_loop_arrivals_are_the_gaps_added_one_by_one():
+    """``_arrival_times`` (a running sum over each chunk of gaps) gives the instants of the
+    gaps added to the clock one at a time: the same floats, truncated the same way, the
+    same count, the same stop at ``duration``, the same draws made."""
+    rng = random.Random("arrivals")
+    for _ in range(300):
+        arr = (Poisson(rate_per_s=rng.choice((1.0, 1e3, 5e4, 3.3e6, 1e9)))
+               if rng.random() < 0.6 else Periodic(interval_ns=rng.choice((1, 7, 50_000,
+                                                                           2_000_000, 10**9))))
+        count = rng.choice((None, 1, 2, 100, CHUNK, CHUNK + 1, 3 * CHUNK + 5))
+        start = rng.choice((0, 1, 12_345, 10**12 + 7))
+        duration = rng.choice((None, start, start + 1, start + 10**6, start + 10**9))
+        if count is None:  # (until duration: a few thousand arrivals at most)
+            gap = 1e9 / arr.rate_per_s if isinstance(arr, Poisson) else arr.interval_ns
+            duration = start + int(min(duration - start if duration else 10**7, 3000 * gap))
+        seed = rng.getrandbits(64)
+        g1, g2 = np.random.default_rng(seed), np.random.default_rng(seed)
+        got = _arrival_times(arr, g1, count, duration, start)
+        want = _arrivals_one_by_one(arr, g2, count, duration, start)
+        assert got == want
+        assert all(type(x) is int for x in got)
+        assert g1.random() == g2.random()  # (the same draws made)
