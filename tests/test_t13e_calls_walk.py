@@ -26,7 +26,7 @@ from perfsim.planner import steps as S
 from perfsim.planner.batch import NO_BATCHING, PteBatching, mremap_folio_pte_batch
 from perfsim.planner.options import PlanOptions
 from perfsim.planner.pgtable_move import pmd_alloc, pte_alloc
-from perfsim.planner.reference import MoveContext
+from perfsim.planner.reference import MoveContext, move_constants
 
 TARGETS = kernel_arch_grid()
 
@@ -178,3 +178,24 @@ def test_a_walk_stops_at_the_failed_allocation(kernel, arch):
             assert len(got["kind"]) == j + 1 and got["kind"][j] == S.K_ALLOC_FAIL
             assert sum(got[c][j] for c in _ALLOC) == k - 1 - made
     assert failed >= 2
+
+
+@pytest.mark.parametrize("kernel,arch", TARGETS)
+def test_a_moves_constants_are_its_targets(kernel, arch):
+    """``move_constants`` (what every ``MoveContext`` reads, once per target) is the arch's
+    geometry and the target's ``have_move_pud`` / ``have_move_pmd``, for the target and for
+    variants without NORMAL_PUD/PMD moves (each a target of its own)."""
+    t = resolve_target(kernel, arch)
+    variants = [t] + [t.with_changes(**{k: False}) for k in
+                      ("arch.have_move_pud", "arch.have_move_pmd", "kernel.supports_move_pud",
+                       "kernel.supports_move_pmd")]
+    for v in variants + variants:  # (made, then remembered)
+        a = v.arch
+        got = move_constants(v)
+        assert got == (a.page_shift, a.pmd_shift, a.pud_shift, a.p4d_shift, a.pud_folded,
+                       a.ptrs_per_pte, a.pmd_size, a.pud_size, v.have_move_pud,
+                       v.have_move_pmd)
+        ctx = MoveContext(v, Window(0, 1, set(), {}, {}), S.StepLog())
+        assert (ctx.have_move_pud, ctx.have_move_pmd) == (v.have_move_pud, v.have_move_pmd)
+    assert any(not v.have_move_pud for v in variants) and any(not v.have_move_pmd
+                                                             for v in variants)

@@ -72,18 +72,36 @@ def geometry_of(arch) -> tuple:
     return got[1]
 
 
+#: :func:`move_constants` memo: id(target) -> (target, its constants).
+_MOVE_CONSTANTS: dict[int, tuple] = {}
+
+
+def move_constants(target: Target) -> tuple:
+    """:func:`geometry_of` ``target.arch`` followed by ``(target.have_move_pud,
+    target.have_move_pmd)`` (properties of an immutable target), once per target: what every
+    :class:`MoveContext` of the target reads."""
+    got = _MOVE_CONSTANTS.get(id(target))
+    if got is None or got[0] is not target:
+        if len(_MOVE_CONSTANTS) >= 64:
+            _MOVE_CONSTANTS.clear()
+        got = _MOVE_CONSTANTS[id(target)] = (target, geometry_of(target.arch)
+                                             + (target.have_move_pud, target.have_move_pmd))
+    return got[1]
+
+
 class MoveContext:
     """What one ``move_page_tables`` call needs besides the control block: the target, the
     window it edits, the log, the phase, the CPUs its flushes reach, the injected allocation
-    failure and the allocations made so far; plus what every step reads (the shifts, once
-    per architecture: :func:`geometry_of`; the flushes by length for these CPUs:
+    failure and the allocations made so far; plus what every step reads (the shifts and
+    whether NORMAL_PUD/PMD moves exist, once per target: :func:`move_constants`; the
+    flushes by length for these CPUs:
     :func:`~perfsim.planner.tlb.span_flushes`). A plain slotted record: one is made per
     move."""
 
     __slots__ = ("target", "win", "log", "phase", "cpus", "lazy_cpus", "fail_alloc_at",
                  "allocations", "page_shift", "pmd_shift", "pud_shift", "p4d_shift",
-                 "pud_folded", "ptrs", "pmd_size", "pud_size", "_has_pud_table", "flushes",
-                 "entry_rows")
+                 "pud_folded", "ptrs", "pmd_size", "pud_size", "have_move_pud",
+                 "have_move_pmd", "_has_pud_table", "flushes", "entry_rows")
 
     def __init__(self, target: Target, win: Window, log: S.StepLog, phase: int = S.MOVE,
                  cpus: int = 1, lazy_cpus: int = 0, fail_alloc_at: int | None = None,
@@ -92,7 +110,8 @@ class MoveContext:
         self.cpus, self.lazy_cpus = cpus, lazy_cpus
         self.fail_alloc_at, self.allocations = fail_alloc_at, allocations
         (self.page_shift, self.pmd_shift, self.pud_shift, self.p4d_shift, self.pud_folded,
-         self.ptrs, self.pmd_size, self.pud_size) = geometry_of(target.arch)
+         self.ptrs, self.pmd_size, self.pud_size, self.have_move_pud,
+         self.have_move_pmd) = move_constants(target)
         self._has_pud_table: set[int] = set()
         self.flushes = span_flushes(target, cpus=cpus, lazy_cpus=lazy_cpus)
         self.entry_rows: dict[tuple, EntryRow] = {}  # (:meth:`entry_row`, per move)
@@ -211,8 +230,8 @@ def move_page_tables(ctx: MoveContext, pmc: PageTableMoveControl) -> int:
     # get_old_pud, alloc_new_pmd and pte_alloc are read inline below, calling the same
     # decision functions; the context's methods make the allocations)
     pud_get, pud_tables, pud_folded = win.pud.get, win.pud_tables, ctx.pud_folded
-    try_normal_pud = gates.normal_moves_tried and t.have_move_pud
-    try_normal_pmd = gates.normal_moves_tried and t.have_move_pmd
+    try_normal_pud = gates.normal_moves_tried and ctx.have_move_pud  # (move_constants)
+    try_normal_pmd = gates.normal_moves_tried and ctx.have_move_pmd
     old_addr, new_addr = pmc.old_addr, pmc.new_addr
     log.add_row(ph, S.K_NOTIFIER, old_addr, new_addr, old_end - old_addr, 0, 0, 0, 0, 0, 0, 0,
                 0, None, (), 0, 1)
