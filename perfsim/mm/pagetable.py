@@ -83,6 +83,11 @@ def _splice(columns: tuple, i0: int, i1: int, values: tuple, dtypes: tuple) -> l
 #: A state's cache of bitmap ints (:meth:`PageTables._row_ints`) is handed on to the states
 #: :meth:`PageTables.replace_window` derives from it while it holds at most this many rows.
 _CARRY_INTS = 256
+#: The lists of a small state with no entries (:meth:`PageTables.empty`'s).
+_EMPTY_LISTS = ([], [], [], [], [])
+#: :meth:`PageTables.populate` keywords :meth:`PageTables._populate_fresh` may be given
+#: (``thp`` and ``pud_leaf`` false).
+_FRESH_KW = frozenset(("fraction", "seed", "thp", "pud_leaf"))
 
 #: Longest column :func:`_splice` splices as a Python list (beyond it, concatenation is
 #: cheaper than converting every row).
@@ -532,6 +537,12 @@ class PageTables:
         _check_range(a.page_shift, start, end)
         if _SmallState.takes(self) and (((end - 1) >> a.pmd_shift) - (start >> a.pmd_shift)
                                           < SMALL_SLOTS):
+            d = self.__dict__
+            if every == 1 and not thp and not pud_leaf and d.get("_lists") == _EMPTY_LISTS:
+                rows = d.get("_rows")  # (an empty small state: _populate_fresh, as above)
+                if rows is not None and len(rows[0]) == 1 and not rows[2]:
+                    return self._populate_fresh(start, end, d.get("_g") or self._geo(),
+                                                fraction, seed)
             return self._populate_small(start, end, every, fraction, seed, thp, pud_leaf)
         return self._populate_arrays(start, end, every, fraction, seed, thp, pud_leaf)
 
@@ -649,8 +660,21 @@ class PageTables:
         turn; the state in between is kept as Python lists while it stays small (one array
         built per field at the end, the arrays the chained calls build)."""
         pt, st = self, None
-        g = self.__dict__.get("_g") or self._geo()
+        d = self.__dict__
+        g = d.get("_g") or self._geo()
         page_shift, pmd_shift = g[0], g[2]
+        if type(ranges) is list and len(ranges) == 1 and d.get("_lists") == _EMPTY_LISTS:
+            # one range on an empty small state (a synthetic call's source), no stride or
+            # huge leaves: _populate_fresh (held to the general steps in
+            # tests/test_t13e_calls_layout.py)
+            start, end, kw = ranges[0]
+            if not kw.keys() - _FRESH_KW and not kw.get("thp") and not kw.get("pud_leaf") \
+                    and ((end - 1) >> pmd_shift) - (start >> pmd_shift) < SMALL_SLOTS:
+                rows = d.get("_rows")
+                if rows is not None and len(rows[0]) == 1 and not rows[2]:
+                    _check_range(page_shift, start, end)
+                    return self._populate_fresh(start, end, g, kw.get("fraction", _FRACTION_0),
+                                                kw.get("seed", _SEED_0))
         for start, end, kw in ranges:
             _check_range(page_shift, start, end)
             few = ((end - 1) >> pmd_shift) - (start >> pmd_shift) < SMALL_SLOTS
@@ -678,6 +702,83 @@ class PageTables:
                 pt, st = st.freeze(), None
             pt = pt.populate(start, end, **kw)
         return st.freeze() if st is not None else pt
+
+    def _populate_fresh(self, start: int, end: int, g: tuple, fraction: float = 1.0,
+                        seed: int = 0) -> PageTables:
+        """``populate(start, end, fraction=fraction, seed=seed)`` (a non-empty, page-aligned
+        range of fewer than :data:`SMALL_SLOTS` PMD slots; no stride, no huge leaves) on an
+        empty small state (no entries, one bitmap row: the empty table): what
+        :class:`_SmallState`'s ``populate`` and ``freeze`` make of it, built directly.
+        Appended: the all-ones row (``fraction`` >= 1) or each slot's drawn row
+        (:func:`_drawn_rows`), then each edge slot's clipped row (the first slot, then the
+        last: one slot clipped twice when it is both), in that order; a slot whose row maps
+        a page is a PTE table, and each PUD slot above one a PMD table."""
+        d = self.__dict__
+        ps, ptrs, pmd_shift, _, sub, top_shift = g
+        first, last = start >> pmd_shift, (end - 1) >> pmd_shift
+        n = last - first + 1
+        if fraction >= 1.0:
+            new, new_pop = [(1 << ptrs) - 1], [ptrs]  # row 1 (row 0 is the empty table)
+            row_l = [1] * n
+        else:  # slot j's row: the j-th run of draws, row 1 + j
+            new = _rows_to_ints(np.packbits(_drawn_rows(seed, n, list(range(n)), ptrs,
+                                                        fraction), axis=1, bitorder="little"))
+            new_pop = [m.bit_count() for m in new]
+            row_l = list(range(1, n + 1))
+        for k in (0, n - 1):
+            base = (first + k) << pmd_shift
+            lo = (start - base) >> ps if start > base else 0
+            hi = (end - base) >> ps if end < base + (ptrs << ps) else ptrs
+            if lo == 0 and hi == ptrs:
+                continue
+            m = new[row_l[k] - 1] & (((1 << hi) - 1) ^ ((1 << lo) - 1))
+            new.append(m)
+            new_pop.append(m.bit_count())
+            row_l[k] = len(new)
+        pmd_l = list(range(first, last + 1))
+        if fraction < 1.0 and 0 in new_pop:  # a slot that maps no page gets no table
+            kept = [j for j in range(n) if new_pop[row_l[j] - 1] > 0]
+            if not kept:  # nothing mapped: the state as it was, with the rows appended
+                return self._with_rows(new, new_pop, g)
+            pmd_l = [first + j for j in kept]
+            row_l = [row_l[j] for j in kept]
+            pud_l = list(dict.fromkeys([sl >> sub for sl in pmd_l]))
+        else:
+            pud_l = list(range(first >> sub, (last >> sub) + 1))
+        top = self.pud_tables
+        if type(top) is not frozenset:
+            top = frozenset(top)
+        if top_shift is not None:
+            tops = set(map(top_shift.__rrshift__, pud_l))
+            if not tops <= top:
+                top = frozenset(top | tops)
+        base_rows, base_pop, extra, extra_pop = d["_rows"]
+        ints = d.get("_ints")
+        out = object.__new__(PageTables)
+        out.__dict__.update(arch=self.arch, pud_tables=top,
+                            _lists=(pud_l, [PUD_TABLE] * len(pud_l), pmd_l,
+                                    [PMD_TABLE] * len(pmd_l), row_l),
+                            _rows=(base_rows, base_pop, extra + new, extra_pop + new_pop),
+                            _ints={} if ints is None or len(ints) > _CARRY_INTS else ints.copy(),
+                            _g=g)
+        return out
+
+    def _with_rows(self, new: list[int], new_pop: list[int], g: tuple) -> PageTables:
+        """This small state with bitmap rows ``new`` (populations ``new_pop``) appended and
+        no entry changed: :class:`_SmallState`'s ``freeze`` of a population that mapped
+        nothing."""
+        d = self.__dict__
+        top = self.pud_tables
+        if type(top) is not frozenset:
+            top = frozenset(top)
+        base_rows, base_pop, extra, extra_pop = d["_rows"]
+        ints = d.get("_ints")
+        out = object.__new__(PageTables)
+        out.__dict__.update(arch=self.arch, pud_tables=top, _lists=d["_lists"],
+                            _rows=(base_rows, base_pop, extra + new, extra_pop + new_pop),
+                            _ints={} if ints is None or len(ints) > _CARRY_INTS else ints.copy(),
+                            _g=g)
+        return out
 
     def _merge_pmds(self, slots, kinds, row_ids) -> PageTables:
         """Union new PMD entries into the state (OR-ing bitmaps of existing PTE tables)."""

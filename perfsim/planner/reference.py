@@ -72,18 +72,36 @@ def geometry_of(arch) -> tuple:
     return got[1]
 
 
+#: :func:`move_constants` memo: id(target) -> (target, its constants).
+_MOVE_CONSTANTS: dict[int, tuple] = {}
+
+
+def move_constants(target: Target) -> tuple:
+    """:func:`geometry_of` ``target.arch`` followed by ``(target.have_move_pud,
+    target.have_move_pmd)`` (properties of an immutable target), once per target: what every
+    :class:`MoveContext` of the target reads."""
+    got = _MOVE_CONSTANTS.get(id(target))
+    if got is None or got[0] is not target:
+        if len(_MOVE_CONSTANTS) >= 64:
+            _MOVE_CONSTANTS.clear()
+        got = _MOVE_CONSTANTS[id(target)] = (target, geometry_of(target.arch)
+                                             + (target.have_move_pud, target.have_move_pmd))
+    return got[1]
+
+
 class MoveContext:
     """What one ``move_page_tables`` call needs besides the control block: the target, the
     window it edits, the log, the phase, the CPUs its flushes reach, the injected allocation
-    failure and the allocations made so far; plus what every step reads (the shifts, once
-    per architecture: :func:`geometry_of`; the flushes by length for these CPUs:
+    failure and the allocations made so far; plus what every step reads (the shifts and
+    whether NORMAL_PUD/PMD moves exist, once per target: :func:`move_constants`; the
+    flushes by length for these CPUs:
     :func:`~perfsim.planner.tlb.span_flushes`). A plain slotted record: one is made per
     move."""
 
     __slots__ = ("target", "win", "log", "phase", "cpus", "lazy_cpus", "fail_alloc_at",
                  "allocations", "page_shift", "pmd_shift", "pud_shift", "p4d_shift",
-                 "pud_folded", "ptrs", "pmd_size", "pud_size", "_has_pud_table", "flushes",
-                 "entry_rows")
+                 "pud_folded", "ptrs", "pmd_size", "pud_size", "have_move_pud",
+                 "have_move_pmd", "_has_pud_table", "flushes", "entry_rows")
 
     def __init__(self, target: Target, win: Window, log: S.StepLog, phase: int = S.MOVE,
                  cpus: int = 1, lazy_cpus: int = 0, fail_alloc_at: int | None = None,
@@ -92,7 +110,8 @@ class MoveContext:
         self.cpus, self.lazy_cpus = cpus, lazy_cpus
         self.fail_alloc_at, self.allocations = fail_alloc_at, allocations
         (self.page_shift, self.pmd_shift, self.pud_shift, self.p4d_shift, self.pud_folded,
-         self.ptrs, self.pmd_size, self.pud_size) = geometry_of(target.arch)
+         self.ptrs, self.pmd_size, self.pud_size, self.have_move_pud,
+         self.have_move_pmd) = move_constants(target)
         self._has_pud_table: set[int] = set()
         self.flushes = span_flushes(target, cpus=cpus, lazy_cpus=lazy_cpus)
         self.entry_rows: dict[tuple, EntryRow] = {}  # (:meth:`entry_row`, per move)
@@ -153,23 +172,37 @@ class MoveContext:
         return True
 
     def alloc_new_pmd(self, addr: int, counts: dict) -> bool:
-        """``alloc_new_pmd``: PUD table first, then a PMD table if the PUD entry is none."""
+        """``alloc_new_pmd``: PUD table first, then a PMD table if the PUD entry is none
+        (:func:`move_page_tables` reads it inline: the same steps)."""
         if (addr >> self.p4d_shift) not in self._has_pud_table and \
                 not self.alloc_new_pud(addr, counts):  # (the memo of alloc_new_pud first)
             return False
         slot = addr >> self.pud_shift
         if pmd_alloc(self.win.pud.get(slot, PUD_NONE)):
-            if not self._allocate():
-                return False
-            counts["alloc_pmd"] = counts.get("alloc_pmd", 0) + 1
-            self.win.pud[slot] = PUD_TABLE
+            return self.alloc_pmd_table(slot, counts)
+        return True
+
+    def alloc_pmd_table(self, slot: int, counts: dict) -> bool:
+        """The PMD table ``pmd_alloc`` asked for under destination PUD slot ``slot``: one
+        allocation (False when the injected failure hits it), counted, the entry made."""
+        if not self._allocate():
+            return False
+        counts["alloc_pmd"] = counts.get("alloc_pmd", 0) + 1
+        self.win.pud[slot] = PUD_TABLE
         return True
 
     def pte_alloc(self, addr: int, counts: dict) -> bool:
-        """``pte_alloc``: a destination PTE table, allocated just before ``move_ptes`` (R13)."""
+        """``pte_alloc``: a destination PTE table, allocated just before ``move_ptes`` (R13;
+        :func:`move_page_tables` reads it inline: the same steps)."""
         slot = addr >> self.pmd_shift
         if not pte_alloc(self.win.pmd.get(slot, _PMD_NONE_ENTRY)[0]):
             return True
+        return self.alloc_pte_table(slot, counts)
+
+    def alloc_pte_table(self, slot: int, counts: dict) -> bool:
+        """The PTE table the kernel's ``pte_alloc`` asked for at destination PMD slot
+        ``slot``: one allocation (False when the injected failure hits it), counted, the
+        entry made (an empty table)."""
         self.allocations += 1  # (_allocate)
         if self.allocations == self.fail_alloc_at:
             return False
@@ -193,8 +226,12 @@ def move_page_tables(ctx: MoveContext, pmc: PageTableMoveControl) -> int:
     pmd_get = win.pmd.get  # (the window's dicts stay the same objects during the walk)
     p4d_shift = ctx.p4d_shift
     has_pud_table = ctx._has_pud_table  # (alloc_new_pud's memo, read before asking it)
-    try_normal_pud = gates.normal_moves_tried and t.have_move_pud
-    try_normal_pmd = gates.normal_moves_tried and t.have_move_pmd
+    # (the window's PUD dict and top-level set stay the same objects during the walk too:
+    # get_old_pud, alloc_new_pmd and pte_alloc are read inline below, calling the same
+    # decision functions; the context's methods make the allocations)
+    pud_get, pud_tables, pud_folded = win.pud.get, win.pud_tables, ctx.pud_folded
+    try_normal_pud = gates.normal_moves_tried and ctx.have_move_pud  # (move_constants)
+    try_normal_pmd = gates.normal_moves_tried and ctx.have_move_pmd
     old_addr, new_addr = pmc.old_addr, pmc.new_addr
     log.add_row(ph, S.K_NOTIFIER, old_addr, new_addr, old_end - old_addr, 0, 0, 0, 0, 0, 0, 0,
                 0, None, (), 0, 1)
@@ -209,7 +246,9 @@ def move_page_tables(ctx: MoveContext, pmc: PageTableMoveControl) -> int:
         counts: dict = {}
         # PUD stage (R8): if the extent is PUD-sized, try to move the whole PUD entry.
         extent = get_extent(pud_shift, old_addr, new_addr, old_end)
-        pud = ctx.get_old_pud(old_addr)
+        # get_old_pud (MoveContext.get_old_pud, inline)
+        pud = pud_get(old_addr >> pud_shift, PUD_NONE) \
+            if pud_folded or (old_addr >> p4d_shift) in pud_tables else PUD_NONE
         if pud == PUD_NONE:
             log.add_row(ph, S.K_SKIP_PUD, old_addr, new_addr, extent, 0, 0, 0, 0, 0, 0, 0, 0,
                         None, (), 0, 0)
@@ -235,7 +274,14 @@ def move_page_tables(ctx: MoveContext, pmc: PageTableMoveControl) -> int:
         if kind == PMD_NONE:
             log.add(ph, S.K_SKIP_PMD, old_addr, new_addr, extent, **counts)
             continue
-        if not ctx.alloc_new_pmd(new_addr, counts):
+        # alloc_new_pmd (MoveContext.alloc_new_pmd, inline: it allocates only when
+        # pmd_alloc says the destination PUD entry needs a PMD table)
+        if (new_addr >> p4d_shift) not in has_pud_table and \
+                not ctx.alloc_new_pud(new_addr, counts):
+            log.add(ph, S.K_ALLOC_FAIL, old_addr, new_addr, 0, **counts)
+            break
+        if pmd_alloc(pud_get(new_addr >> pud_shift, PUD_NONE)) and \
+                not ctx.alloc_pmd_table(new_addr >> pud_shift, counts):
             log.add(ph, S.K_ALLOC_FAIL, old_addr, new_addr, 0, **counts)
             break
         if kind == PMD_LEAF:
@@ -251,7 +297,10 @@ def move_page_tables(ctx: MoveContext, pmc: PageTableMoveControl) -> int:
         if pmd_get(src_slot, _PMD_NONE_ENTRY)[0] == PMD_NONE:
             log.add(ph, S.K_SKIP_PMD, old_addr, new_addr, extent, **counts)
             continue
-        if not ctx.pte_alloc(new_addr, counts):
+        # pte_alloc (MoveContext.pte_alloc, inline: it allocates only when the kernel's
+        # pte_alloc says the destination PMD entry needs a PTE table)
+        if pte_alloc(pmd_get(new_addr >> pmd_shift, _PMD_NONE_ENTRY)[0]) and \
+                not ctx.alloc_pte_table(new_addr >> pmd_shift, counts):
             log.add(ph, S.K_ALLOC_FAIL, old_addr, new_addr, 0, **counts)
             break
         move_ptes(ctx, gates, old_addr, new_addr, extent, counts)
@@ -351,7 +400,10 @@ def move_ptes(ctx: MoveContext, gates: MoveGates, old_addr: int, new_addr: int, 
     # the large-folio window is read only where the move batches (else every PTE is one)
     window = (batching.window_in_table(src_slot << (ctx.pmd_shift - ps), ptrs)
               if batching.batches else (0, 0))
-    batches = mremap_folio_pte_batch(batching, mask, lo, n, window)
+    # (without batching mremap_folio_pte_batch answers one batch per present PTE, its first
+    # branch: ``present``, asked only where the move batches)
+    batches = mremap_folio_pte_batch(batching, mask, lo, n, window) if batching.batches \
+        else present
     flush = ctx.flushes[extent] if move_ptes_flushes(present) else None
     ptl = move_ptes_ptl_count(src_slot, dst_slot)
     if counts:  # (the allocations made for this extent: the alloc_* columns; by position)

@@ -619,22 +619,30 @@ def _take(it, n):
 
 def _arrival_times(arr, rng: np.random.Generator, count: int | None, duration: int | None,
                    start: int) -> list[int]:
-    """Arrival instants of an open-loop stream (integer ns)."""
+    """Arrival instants of an open-loop stream (integer ns): from ``start``, the running sum
+    of the gaps (exponential draws of mean ``1e9 / rate_per_s``, ``CHUNK`` at a time, for a
+    Poisson stream; ``interval_ns`` for a periodic one, whose first call comes at
+    ``start``), each instant truncated to an int, up to ``count`` instants or the first at
+    or after ``duration``. The sum is accumulated in float64 in order (``np.cumsum`` adds
+    left to right, as a loop adding one gap at a time does: tests/test_t13e_calls_layout.py)."""
     out: list[int] = []
     t = float(start)
     limit = count if count is not None else 10_000_000
+    poisson = isinstance(arr, Poisson)
     while len(out) < limit:
-        gaps = (rng.exponential(1e9 / arr.rate_per_s, CHUNK) if isinstance(arr, Poisson)
+        gaps = (rng.exponential(1e9 / arr.rate_per_s, CHUNK) if poisson
                 else np.full(CHUNK, float(arr.interval_ns)))
-        for g in gaps:
-            if len(out) >= limit:
-                break
-            if isinstance(arr, Periodic) and not out:
-                g = 0.0
-            t += g
-            if duration is not None and t >= duration:
+        gaps = gaps[:limit - len(out)]
+        if not poisson and not out:
+            gaps[0] = 0.0
+        at = np.cumsum(np.concatenate(((t,), gaps)))[1:]
+        if duration is not None:
+            late = np.flatnonzero(at >= duration)
+            if len(late):
+                out += at[:late[0]].astype(np.int64).tolist()
                 return out
-            out.append(int(t))
+        out += at.astype(np.int64).tolist()
+        t = at[-1]
     return out
 
 
