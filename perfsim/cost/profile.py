@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from perfsim.errors import PerfsimError, describe_validation
+from perfsim.profiles import builtin_names
 from perfsim.schema import DurationNs, StrictModel, load_model
 
 #: Every cost parameter, with the one-line meaning shown in docs and errors.
@@ -286,8 +287,9 @@ def _cost_dir():
 
 
 def cost_profile_names() -> list[str]:
-    """Names of the built-in cost profiles."""
-    return sorted(p.name[:-5] for p in _cost_dir().iterdir() if p.name.endswith(".toml"))
+    """Names of the built-in cost profiles (listed once per process:
+    :func:`perfsim.profiles.builtin_names`)."""
+    return list(builtin_names("cost"))
 
 
 def _param_hint(err: dict) -> str:
