@@ -12,6 +12,12 @@ import traceback
 
 import numpy as np
 
+# Loaded here, not by the first point: numpy imports numpy.random on first use, and a Ctrl-C
+# that lands while one of its compiled modules initialises can come out as an ImportError
+# (seen 2026-12-02: "Failed to import 'zlib.decompress' - cannot initialise module
+# strings"), which run_point would record as a failed point and go on: the interrupt lost.
+import numpy.random  # noqa: F401
+
 import perfsim
 from perfsim.batch.sweep import Point
 from perfsim.workload.run import METRICS, run_workload
