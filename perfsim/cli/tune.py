@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import threading
 from pathlib import Path
 
 from perfsim.cli import check_named_file, check_trace_files, int_range, output_dir
@@ -176,16 +177,23 @@ def _run(args: argparse.Namespace, figures) -> int:
     from perfsim.tune.search import analysis_needs_scipy
 
     scipy = figures.proc is not None and analysis_needs_scipy(spec)
+    draw = early_figure(spec, figures) if figures.proc is not None and not scipy else None
+    revision = Revision()
+
+    def on_rows(rows: list[dict]) -> None:  # the search is done; the analysis is next
+        if draw is not None:
+            draw(rows)
+        revision.start()
+
     res = run_tune(spec, executor=args.executor, quiet=args.quiet, state_dir=args.state_dir,
                    trials=args.trials,
                    prefetch=REPORT_MODULES + (() if figures.proc else REPORT_IMPORTS),
-                   quantile=figures.t_quantile if scipy else None,
-                   on_rows=(early_figure(spec, figures)
-                            if figures.proc is not None and not scipy else None))
+                   quantile=figures.t_quantile if scipy else None, on_rows=on_rows)
     from perfsim.report.tables import tune_tables
     from perfsim.report.tune_report import write_tune_report
 
-    out = write_tune_report(res, out, figures=figures)
+    out = write_tune_report(res, out, figures=figures,
+                            revision=revision.result if revision.ident is not None else None)
     best = tune_tables(res)[0]
     if args.json:
         print(json.dumps(summary_doc(res, best, out), indent=2, default=str))
@@ -197,6 +205,34 @@ def _run(args: argparse.Namespace, figures) -> int:
         print(f"  {row['row']}: " + "  ".join(cells))
     print(f"report: {out / 'index.html'}")
     return 0
+
+
+class Revision(threading.Thread):
+    """The git revision of perfsim's source tree for the report's provenance
+    (:func:`~perfsim.report.provenance.git_revision`: two ``git`` commands, about 10 ms
+    here), asked in a daemon thread once the search is done, so that the commands run while
+    this process analyses and writes the tables instead of after."""
+
+    def __init__(self) -> None:
+        super().__init__(name="perfsim-git-revision", daemon=True)
+        self.value = ""
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        from perfsim.report.provenance import git_revision
+
+        try:
+            self.value = git_revision()
+        except BaseException as exc:  # noqa: BLE001 - raised where the answer is asked for
+            self.error = exc
+
+    def result(self) -> str:
+        """The revision (``""`` outside a git work tree), once the commands are done; what
+        ``git_revision`` raised, if it raised."""
+        self.join()
+        if self.error is not None:
+            raise self.error
+        return self.value
 
 
 def early_figure(spec, figures):
