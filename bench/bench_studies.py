@@ -206,8 +206,8 @@ def _timeline_child(out: str, argv: list[str]) -> None:
 
 def timeline_phases(lines: list[tuple[float, int, float, str]]) -> dict[str, float]:
     """The command's phases from its stamps: when the figure process and the pool were
-    forked, the first task started and the last one ended, the analysis ended, the PNG was
-    written, the command exited."""
+    forked, the first task started and the last one ended, the figure process started
+    drawing, the analysis ended, the PNG was written, the command exited."""
     main_pid = lines[0][1]
     first = {}
     last = {}
@@ -217,6 +217,7 @@ def timeline_phases(lines: list[tuple[float, int, float, str]]) -> dict[str, flo
     got = {"figure process forked": first.get((True, "fork")),
            "first task started": first.get((False, "> evaluate_batch")),
            "last task ended": last.get((False, "< evaluate_batch")),
+           "figure started": first.get((False, "> draw_both")),
            "analysis done": last.get((True, "< analyze")),
            "PNG written": last.get((False, "< save_png")),
            "report written": last.get((True, "< write_tune_report")),
