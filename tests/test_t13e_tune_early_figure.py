@@ -237,3 +237,15 @@ def test_the_tune_command_uses_the_figure_it_drew_from_the_rows(tmp_path, monkey
                  "--executor", "serial", "--quiet", "--out", str(tmp_path)]) == 0
     assert ahead == [True] and drawn == [(True, "process")]
     assert set(_files(tmp_path / "tune-ea" / "figures")) == {"tune-ea.png", "tune-ea.svg"}
+
+
+def test_nothing_is_drawn_ahead_without_a_temporary_directory(monkeypatch, tmp_path):
+    import tempfile
+
+    from perfsim.report.figure_process import FigureProcess
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))
+    with FigureProcess().start() as fp:
+        assert not fp.draw_ahead(_plot(), "tune-x")
+        assert fp.draw(_plot(), tmp_path, "tune-x").wait() == "process"
+    assert set(_files(tmp_path)) == {"figures/tune-x.png", "figures/tune-x.svg"}

@@ -143,7 +143,10 @@ class FigureProcess:
             return False
         import tempfile
 
-        self.scratch = Path(tempfile.mkdtemp(prefix="perfsim-tune-figure-"))
+        try:
+            self.scratch = Path(tempfile.mkdtemp(prefix="perfsim-tune-figure-"))
+        except OSError:  # no temporary directory: the report draws the figure as without
+            return False
         try:
             self.conn.send(("draw", plot, str(self.scratch), fid))
         except (OSError, ValueError):
