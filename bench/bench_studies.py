@@ -147,7 +147,8 @@ def _timeline_child(out: str, argv: list[str]) -> None:
     fd = os.open(out, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     def stamp(what: str) -> None:
-        os.write(fd, f"{time.time() - t0:.4f} {os.getpid()} {what}\n".encode())
+        os.write(fd, f"{time.time() - t0:.4f} {os.getpid()} {time.process_time():.4f} "
+                     f"{what}\n".encode())
 
     def wrapped(f):
         @functools.wraps(f)
@@ -203,19 +204,20 @@ def _timeline_child(out: str, argv: list[str]) -> None:
     raise SystemExit(status)
 
 
-def timeline_phases(lines: list[tuple[float, int, str]]) -> dict[str, float]:
+def timeline_phases(lines: list[tuple[float, int, float, str]]) -> dict[str, float]:
     """The command's phases from its stamps: when the figure process and the pool were
-    forked, the first task started and the last one ended, the analysis ended, the PNG was
-    written, the command exited."""
+    forked, the first task started and the last one ended, the figure process started
+    drawing, the analysis ended, the PNG was written, the command exited."""
     main_pid = lines[0][1]
     first = {}
     last = {}
-    for t, pid, what in lines:
+    for t, pid, _, what in lines:
         first.setdefault((pid == main_pid, what), t)
         last[(pid == main_pid, what)] = t
     got = {"figure process forked": first.get((True, "fork")),
            "first task started": first.get((False, "> evaluate_batch")),
            "last task ended": last.get((False, "< evaluate_batch")),
+           "figure started": first.get((False, "> draw_both")),
            "analysis done": last.get((True, "< analyze")),
            "PNG written": last.get((False, "< save_png")),
            "report written": last.get((True, "< write_tune_report")),
@@ -242,23 +244,30 @@ def bench_timeline(tree: str | Path, workers: int) -> None:
         end = time.time() - float(env["TIMELINE_T0"])
         rows = []
         for line in stamps.read_text().splitlines():
-            t, pid, what = line.split(" ", 2)
-            rows.append((float(t), int(pid), what))
+            t, pid, cpu, what = line.split(" ", 3)
+            rows.append((float(t), int(pid), float(cpu), what))
     rows.sort(key=lambda r: r[0])
     main_pid = rows[0][1]
     names = {main_pid: "command"}
-    for _, pid, what in rows:
+    for _, pid, _, what in rows:
         if pid not in names:
             names[pid] = ("figures" if what == "> _serve" else
                           f"worker {sum(n.startswith('worker') for n in names.values()) + 1}"
                           if what == "> evaluate_batch" else
                           "figures (SVG copy)" if what == "> save_svg" else f"pid {pid}")
-    print(f"=== {root}: timeline of one perfsim tune (s since just before its start)")
-    for t, pid, what in rows:
-        print(f"  {t:7.3f}  {names[pid]:<18} {what}")
+    print(f"=== {root}: timeline of one perfsim tune (s since just before its start; the "
+          "process's CPU-s so far)")
+    for t, pid, cpu, what in rows:
+        print(f"  {t:7.3f}  {names[pid]:<18} {cpu:6.3f}  {what}")
     print(f"  {end:7.3f}  {'(this script)':<18} the command's exit seen")
     for k, v in timeline_phases(rows).items():
         print(f"TIMELINE {k}: {v:.3f} s")
+    cpu = {}  # a process's last stamp: its CPU-s (a forked child's count restarts at 0)
+    for _, pid, used, _ in rows:
+        cpu[pid] = used
+    for pid, used in cpu.items():
+        print(f"TIMELINE CPU {names[pid]}: {used:.3f} s")
+    print(f"TIMELINE CPU all: {sum(cpu.values()):.3f} s")
     print(f"TIMELINE wall: {end:.3f} s")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import threading
 from pathlib import Path
 
 from perfsim.cli import check_named_file, check_trace_files, int_range, output_dir
@@ -35,14 +36,17 @@ REPORT_IMPORTS = ("matplotlib.figure", "matplotlib.backends.backend_agg")
 when no figure process (:mod:`perfsim.report.figure_process`) draws it."""
 
 
-REPORT_MODULES = ("pandas", "perfsim.report.tune_report", "perfsim.report.tune_figure",
-                  "pyarrow.parquet", "pandas.core.arrays.arrow.extension_types",
-                  "pandas.io.formats.csvs", "perfsim.report.provenance")
-"""What the analysis and the report writer need (pandas, the tables, findings and HTML, the
-figure's data, the Parquet and CSV writers, the provenance; about 0.25 CPU-s of imports):
-loaded while a pool simulates, when this process only waits, in the order they are needed.
-What is not loaded when the search ends is imported where it is used: the analysis and the
-figure's data need the first three; the rest is used only once the figure is being drawn
+REPORT_MODULES = ("perfsim.batch.t_table", "perfsim.report.tune_figure", "pandas",
+                  "pyarrow.pandas_compat", "perfsim.report.tune_report", "pyarrow.parquet",
+                  "pandas.core.arrays.arrow.extension_types", "pandas.io.formats.csvs",
+                  "perfsim.report.provenance")
+"""What the figure's early drawing, the analysis and the report writer need (the t table
+and the figure's numbers, :func:`early_figure`; pandas and what its first DataFrame of the
+rows loads; the tables, findings and HTML, the figure's data, the Parquet and CSV writers,
+the provenance; about 0.25 CPU-s of imports): loaded while a pool simulates, when this
+process only waits, in the order they are needed. What is not loaded when the search ends
+is imported where it is used: the early drawing needs the first two, the analysis and the
+figure's data the next three; the rest is used only once the figure is being drawn
 (:func:`~perfsim.report.tune_report.write_tune_report`)."""
 
 
@@ -172,15 +176,24 @@ def _run(args: argparse.Namespace, figures) -> int:
         check_output_dir(args.state_dir, "--state-dir")
     from perfsim.tune.search import analysis_needs_scipy
 
+    scipy = figures.proc is not None and analysis_needs_scipy(spec)
+    draw = early_figure(spec, figures) if figures.proc is not None and not scipy else None
+    revision = Revision()
+
+    def on_rows(rows: list[dict]) -> None:  # the search is done; the analysis is next
+        if draw is not None:
+            draw(rows)
+        revision.start()
+
     res = run_tune(spec, executor=args.executor, quiet=args.quiet, state_dir=args.state_dir,
                    trials=args.trials,
                    prefetch=REPORT_MODULES + (() if figures.proc else REPORT_IMPORTS),
-                   quantile=(figures.t_quantile if figures.proc and analysis_needs_scipy(spec)
-                             else None))
+                   quantile=figures.t_quantile if scipy else None, on_rows=on_rows)
     from perfsim.report.tables import tune_tables
     from perfsim.report.tune_report import write_tune_report
 
-    out = write_tune_report(res, out, figures=figures)
+    out = write_tune_report(res, out, figures=figures,
+                            revision=revision.result if revision.ident is not None else None)
     best = tune_tables(res)[0]
     if args.json:
         print(json.dumps(summary_doc(res, best, out), indent=2, default=str))
@@ -192,6 +205,60 @@ def _run(args: argparse.Namespace, figures) -> int:
         print(f"  {row['row']}: " + "  ".join(cells))
     print(f"report: {out / 'index.html'}")
     return 0
+
+
+class Revision(threading.Thread):
+    """The git revision of perfsim's source tree for the report's provenance
+    (:func:`~perfsim.report.provenance.git_revision`: two ``git`` commands, about 10 ms
+    here), asked in a daemon thread once the search is done, so that the commands run while
+    this process analyses and writes the tables instead of after."""
+
+    def __init__(self) -> None:
+        super().__init__(name="perfsim-git-revision", daemon=True)
+        self.value = ""
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        from perfsim.report.provenance import git_revision
+
+        try:
+            self.value = git_revision()
+        except BaseException as exc:  # noqa: BLE001 - raised where the answer is asked for
+            self.error = exc
+
+    def result(self) -> str:
+        """The revision (``""`` outside a git work tree), once the commands are done; what
+        ``git_revision`` raised, if it raised."""
+        self.join()
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+def early_figure(spec, figures):
+    """``run_tune``'s ``on_rows`` for ``perfsim tune``: the moment the search's last row is
+    in, the figure process starts drawing the figure from the rows' numbers
+    (:func:`~perfsim.tune.search.early_plot_numbers`,
+    :func:`~perfsim.report.tune_figure.plot_of_numbers`), while this process still waits
+    for pandas, analyses and writes the tables; the report takes those images only if its
+    own figure is the same (:meth:`~perfsim.report.figure_process.FigureProcess.draw`).
+    Only a speed-up: whatever goes wrong here, the report draws its figure as without it."""
+
+    def on_rows(rows: list[dict]) -> None:
+        from perfsim.report.tune_figure import plot_of_numbers
+        from perfsim.tune.search import early_plot_numbers
+
+        try:
+            got = early_plot_numbers(spec, rows)
+            if got is None:  # no run succeeded: the analysis says so
+                return
+            plot = plot_of_numbers(list(spec.knobs), spec.objective.label,
+                                   spec.objective.terms(), *got)
+        except Exception:  # noqa: BLE001 - the analysis reports what is wrong with the rows
+            return
+        figures.draw_ahead(plot, f"tune-{spec.name}")
+
+    return on_rows
 
 
 def _check_workload_traces(spec) -> None:

@@ -112,6 +112,12 @@ class FigureProcess:
         self.conn = None
         self.drawing: _Job | None = None
         """The drawing whose answer is awaited (the child answers in order)."""
+        self.ahead: _Job | None = None
+        """A drawing asked for ahead of the report (:meth:`draw_ahead`), into
+        :attr:`scratch`, not yet taken by :meth:`draw`."""
+        self.scratch: Path | None = None
+        """The temporary directory :meth:`draw_ahead`'s images are written into; removed
+        by :meth:`close`."""
 
     def start(self) -> FigureProcess:
         import multiprocessing as mp
@@ -126,8 +132,40 @@ class FigureProcess:
         self.proc, self.conn = proc, parent
         return self
 
+    def draw_ahead(self, plot, fid: str) -> bool:
+        """Have the child start drawing ``plot`` (figure ``fid``) now, into a temporary
+        directory, before the report's directory exists: ``perfsim tune`` asks this with the
+        figure's numbers taken from the search's rows, so that the figure is drawn while
+        the analysis and the tables are made. :meth:`draw` takes these images only for an
+        equal figure (:func:`~perfsim.report.tune_figure.same_plot`), else it draws anew.
+        False (nothing asked) when no child runs or a drawing is already asked for."""
+        if self.conn is None or self.drawing is not None or self.ahead is not None:
+            return False
+        import tempfile
+
+        try:
+            self.scratch = Path(tempfile.mkdtemp(prefix="perfsim-tune-figure-"))
+        except OSError:  # no temporary directory: the report draws the figure as without
+            return False
+        try:
+            self.conn.send(("draw", plot, str(self.scratch), fid))
+        except (OSError, ValueError):
+            self._lost()
+            return False
+        self.drawing = self.ahead = _Job(self, plot, self.scratch, fid)
+        return True
+
     def draw(self, plot, outdir: str | Path, fid: str) -> _Job:
-        """Draw ``plot`` into ``outdir/figures/<fid>.png|svg`` in the child if it runs."""
+        """Draw ``plot`` into ``outdir/figures/<fid>.png|svg`` in the child if it runs (a
+        drawing :meth:`draw_ahead` asked for, of an equal figure, is moved there instead)."""
+        ahead, self.ahead = self.ahead, None
+        if ahead is not None:
+            from perfsim.report.tune_figure import same_plot
+
+            if ahead.fid == fid and same_plot(ahead.plot, plot):
+                ahead.into = Path(outdir)  # moved there once written
+                return ahead
+            ahead.settle()  # another figure: its answer comes first, its files are not used
         if self.conn is not None and self.drawing is None:
             try:
                 self.conn.send(("draw", plot, str(outdir), fid))
@@ -173,7 +211,8 @@ class FigureProcess:
     def close(self) -> None:
         """Tell the child to exit; one still importing (the command stopped early: bad
         input, Ctrl-C) is killed rather than waited for. It has nothing to clean up: it
-        writes only the images of a drawing, which :meth:`_Job.wait` has waited for."""
+        writes only the images of a drawing, which :meth:`_Job.wait` has waited for, or
+        of one asked for ahead, in :attr:`scratch`, removed here once the child is gone."""
         if self.conn is not None:
             try:
                 self.conn.send(None)
@@ -186,6 +225,11 @@ class FigureProcess:
                 self.proc.kill()
                 self.proc.join()
             self.proc = None
+        if self.scratch is not None:
+            import shutil
+
+            shutil.rmtree(self.scratch, ignore_errors=True)
+            self.scratch = None
 
     def __enter__(self) -> FigureProcess:
         return self
@@ -195,26 +239,54 @@ class FigureProcess:
 
 
 class _Job:
-    """A figure being drawn by a figure process (``owner``), or to be drawn here."""
+    """A figure being drawn by a figure process (``owner``) into ``outdir``, or to be drawn
+    here; a drawing asked for ahead (:meth:`FigureProcess.draw_ahead`) is moved into the
+    directory ``into`` once written."""
 
     def __init__(self, owner: FigureProcess | None, plot, outdir, fid: str) -> None:
         self.owner, self.plot, self.outdir, self.fid = owner, plot, outdir, fid
+        self.into: Path | None = None
 
-    def wait(self) -> str:
-        """Return once the images are written: ``"process"`` if the child drew them, else
-        ``"here"`` (drawn in this process, as without a figure process)."""
+    def settle(self) -> bool:
+        """Wait for the child's answer to this drawing, if it is the one awaited: True if
+        the child wrote the images (else the child is no longer used)."""
         owner = self.owner
         if owner is not None and owner.conn is not None and owner.drawing is self:
             owner.drawing = None
             try:
                 status, _ = owner.conn.recv()
                 if status == "ok":
-                    return "process"
+                    return True
             except (EOFError, OSError):
                 pass
             owner._lost()
-        draw_here(self.plot, self.outdir, self.fid)
+        return False
+
+    def wait(self) -> str:
+        """Return once the images are written (into ``into`` for a drawing asked for ahead):
+        ``"process"`` if the child drew them, else ``"here"`` (drawn in this process, as
+        without a figure process)."""
+        if self.settle():
+            if self.into is not None:
+                from perfsim.report.tune_figure import image_paths
+
+                (self.into / "figures").mkdir(exist_ok=True)
+                for rel in image_paths(self.fid):
+                    _move(Path(self.outdir) / rel, self.into / rel)
+            return "process"
+        draw_here(self.plot, self.into or self.outdir, self.fid)
         return "here"
+
+
+def _move(src: Path, dst: Path) -> None:
+    """Rename ``src`` to ``dst``, or copy it where they are on different file systems."""
+    try:
+        os.replace(src, dst)
+    except OSError:
+        import shutil
+
+        shutil.copyfile(src, dst)
+        src.unlink()
 
 
 def draw_both(plot, outdir: str | Path, fid: str) -> None:

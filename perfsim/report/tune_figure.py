@@ -73,6 +73,62 @@ class TunePlot:
     base: float
 
 
+OBJECTIVE_WORDS = {"mean": "mean latency per call", "p50": "median latency per call",
+                   "p90": "p90 latency per call", "p99": "p99 latency per call"}
+"""How the figure names an objective (:data:`perfsim.report.figures.OBJECTIVE_WORDS`, the
+same words: ``tests/test_t13e_tune_early_figure.py``)."""
+
+
+def plot_of_numbers(knobs: list[str], label: str, terms, settings, base: float) -> TunePlot:
+    """The :class:`TunePlot` :func:`perfsim.report.figures.tune_plot` makes of a tuning,
+    from plain numbers instead of its settings table: ``settings`` are the trial settings
+    in order, each ``(knob values, vs_baseline, vs_baseline_lo, vs_baseline_hi)``, and
+    ``base`` the baseline's objective mean (NaN without one); ``label`` and ``terms`` are the
+    objective's. The settings table keeps knob values as written (an object column), which
+    ``tune_plot`` labels as text (``str`` of each value), so every panel is categorical here
+    too. ``perfsim tune`` draws this while its analysis is still to come; the drawing is
+    used only if the analysis's own TunePlot is equal (:func:`same_plot`)."""
+    import numpy as np
+
+    ns_obj = all(c.endswith("_ns") for c in terms)
+    scale, unit = (1e-3, "µs") if ns_obj else (1.0, "")
+    y = np.array([s[1] for s in settings], float)
+    lo = np.array([s[2] for s in settings], float)
+    hi = np.array([s[3] for s in settings], float)
+    panels = tuple(TunePanel(k, False, False, [str(s[0][k]) for s in settings], y, lo, hi)
+                   for k in knobs)
+    return TunePlot(panels, OBJECTIVE_WORDS.get(label, label), unit, scale, float(base))
+
+
+def same_plot(a: TunePlot, b: TunePlot) -> bool:
+    """Whether :func:`draw_tune` draws ``a`` and ``b`` alike: the same panels (knob, kind,
+    values and labels, the same floats with NaN in the same places), name, unit, scale and
+    baseline."""
+    import numpy as np
+
+    def same_floats(x, y) -> bool:
+        x, y = np.asarray(x), np.asarray(y)
+        return x.dtype == y.dtype and x.shape == y.shape and bool(
+            np.array_equal(x, y, equal_nan=x.dtype.kind == "f"))
+
+    def same_xs(x, y) -> bool:
+        if isinstance(x, list) or isinstance(y, list):
+            return (isinstance(x, list) and isinstance(y, list) and len(x) == len(y)
+                    and all(type(u) is type(v) and u == v for u, v in zip(x, y)))
+        return same_floats(x, y)
+
+    def same_base(x: float, y: float) -> bool:
+        return x == y or (x != x and y != y)
+
+    return (len(a.panels) == len(b.panels)
+            and all(p.knob == q.knob and p.numeric == q.numeric and p.log_x == q.log_x
+                    and same_xs(p.xs, q.xs) and same_floats(p.y, q.y)
+                    and same_floats(p.lo, q.lo) and same_floats(p.hi, q.hi)
+                    for p, q in zip(a.panels, b.panels))
+            and a.name == b.name and a.unit == b.unit and a.scale == b.scale
+            and same_base(a.base, b.base))
+
+
 def draw_tune(p: TunePlot):
     """The matplotlib figure of ``p``: per knob, the setting / baseline ratio with its paired
     95% CI over the knob's values, the baseline's dotted line, and the objective itself on

@@ -40,12 +40,14 @@ def tune_section(tr) -> Section:
 
 
 def write_tune_report(tr, outdir: str | Path, *, date: str | None = None,
-                      figures=None) -> Path:
+                      figures=None, revision=None) -> Path:
     """A report with the tuning's section alone (``perfsim tune``). ``figures``: a started
     :class:`~perfsim.report.figure_process.FigureProcess` to draw the figure while the
     tables and data are written (the same files; without one it is drawn here); once the
     images are written it is told it may exit (:meth:`~perfsim.report.figure_process.
-    FigureProcess.done`): it is asked nothing after them."""
+    FigureProcess.done`): it is asked nothing after them. ``revision``: returns the source
+    tree's git revision (:func:`~perfsim.report.provenance.git_revision`'s answer, e.g.
+    asked in a thread while the analysis ran; default: asked here)."""
     import perfsim
     from perfsim.report.figure_process import FigureProcess
 
@@ -65,7 +67,7 @@ def write_tune_report(tr, outdir: str | Path, *, date: str | None = None,
         findings = _tunes(shim, None, tables)
         tr.runs.to_parquet(tmp / "data" / "runs.parquet", index=False)
         prov = {"perfsim_version": perfsim.__version__,
-                "git_revision": git_revision() or "(not a git work tree)",
+                "git_revision": (revision or git_revision)() or "(not a git work tree)",
                 "tune": tr.spec.name, "tune_digest": tr.spec.digest,
                 "workload": tr.spec.workload, "seed": tr.spec.seed,
                 "method": tr.method, "storage": tr.storage or "–",

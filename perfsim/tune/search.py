@@ -108,10 +108,16 @@ def settings_points(spec: TuneSpec, settings: list[dict]) -> list[Point]:
 
 
 def objective_of(spec: TuneSpec, df) -> np.ndarray:
-    terms = spec.objective.terms()
-    val = np.zeros(len(df))
-    for col, w in terms.items():
-        val = val + w * df[col].to_numpy(float)
+    """The objective of every run (row) of ``df``: its terms' weighted sum."""
+    return objective_of_columns(spec, len(df), lambda col: df[col].to_numpy(float))
+
+
+def objective_of_columns(spec: TuneSpec, n: int, column) -> np.ndarray:
+    """:func:`objective_of` of ``n`` runs whose metric ``col`` is the float array
+    ``column(col)`` (a DataFrame's column, or the same values gathered from rows)."""
+    val = np.zeros(n)
+    for col, w in spec.objective.terms().items():
+        val = val + w * column(col)
     return val
 
 
@@ -239,6 +245,46 @@ def analyze(spec: TuneSpec, method: str, runs: pd.DataFrame, confidence: float =
                       how="left") if "objective" not in runs else runs
     del ok_cols
     return TuneResult(spec, method, runs, settings, best, sensitivity, baseline)
+
+
+def early_plot_numbers(spec: TuneSpec, rows: list[dict], confidence: float = 0.95,
+                       quantile=t_quantile) -> tuple[list[tuple[dict, float, float, float]],
+                                                      float] | None:
+    """What the tuning figure shows, from the search's rows alone (no pandas, no
+    :func:`analyze`): for each trial setting with a successful run, in setting order, its
+    knob values as :func:`analyze` restores them and its paired ratio to the baseline with
+    the ratio's CI (``vs_baseline``, ``_lo``, ``_hi``; NaN without baseline runs); and the
+    baseline's objective mean (NaN without). The same functions on the same values in the
+    same order as :func:`analyze` (:func:`objective_of_columns`, ``paired``, ``mean_ci``), so
+    the figure can be drawn while pandas and the analysis are still to come;
+    :meth:`perfsim.report.figure_process.FigureProcess.draw` uses such a drawing only if the
+    figure of the analysis turns out equal. None when no run succeeded."""
+    ok = sorted((r for r in rows if r["status"] == "ok"),
+                key=lambda r: (r["cell"], r["replication"]))
+    if not ok:
+        return None
+    obj = objective_of_columns(spec, len(ok),
+                               lambda col: np.array([r[col] for r in ok], float))
+    by_cell: dict[int, list[tuple[dict, float]]] = {}
+    for r, o in zip(ok, obj, strict=True):
+        by_cell.setdefault(int(r["cell"]), []).append((r, o))
+    base = {r["replication"]: o for r, o in by_cell.get(-1, [])}
+    base_mean = (mean_ci(np.array([o for _, o in by_cell[-1]]), confidence, quantile)[0]
+                 if base else math.nan)
+    out = []
+    for cell in sorted(c for c in by_cell if c >= 0):
+        got = by_cell[cell]
+        first = got[0][0]
+        vals = {k: (_restore(spec, k, first[k]) if k in first else None) for k in spec.knobs}
+        if base:
+            a = {r["replication"]: o for r, o in got}
+            reps = sorted(set(a) & set(base))
+            pr = paired(np.array([a[x] for x in reps]), np.array([base[x] for x in reps]),
+                        confidence, quantile=quantile, needed=False)
+            out.append((vals, pr["ratio"], pr["ratio_lo"], pr["ratio_hi"]))
+        else:
+            out.append((vals, math.nan, math.nan, math.nan))
+    return out, base_mean
 
 
 # --------------------------------------------------------------------------- search
@@ -422,7 +468,7 @@ def tune_executor(executor, spec: TuneSpec, points: list[Point], trials: int | N
 
 def run_tune(spec: TuneSpec, *, executor=None, quiet: bool = False,
              state_dir: str | Path | None = None, trials: int | None = None,
-             prefetch: tuple[str, ...] = (), quantile=None) -> TuneResult:
+             prefetch: tuple[str, ...] = (), quantile=None, on_rows=None) -> TuneResult:
     """Run a tuning and analyse it. ``executor``: an executor object or ``--executor``
     string (default: a process pool on all cores, or this process for a small tuning, see
     :func:`tune_executor`). ``state_dir``: where optuna keeps its SQLite storage
@@ -432,7 +478,10 @@ def run_tune(spec: TuneSpec, *, executor=None, quiet: bool = False,
     the code that needs it: list them in the order they are needed). ``quantile``: where
     the analysis's t quantiles come from (the values of
     :func:`~perfsim.batch.stats.t_quantile`, e.g. computed by a process that has scipy
-    imported already: then :data:`PREFETCH` is not imported here)."""
+    imported already: then :data:`PREFETCH` is not imported here). ``on_rows``: called
+    with the search's rows (dicts) the moment the last one is in, before the pool is shut
+    down and the imports stopped, e.g. to start drawing the figure
+    (:func:`early_plot_numbers`) while pandas and the analysis are still to come."""
     from perfsim.batch.executors import parse_executor, paused_gc, prefetch_imports
 
     t0 = time.perf_counter()
@@ -467,6 +516,8 @@ def run_tune(spec: TuneSpec, *, executor=None, quiet: bool = False,
             storage = ""
         else:
             rows, storage = _run_optuna(spec, ex, base_pts, quiet, state_dir, trials)
+        if on_rows is not None:
+            on_rows(rows)
     finally:
         if own:
             ex.close()
