@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from perfsim.report import tune_figure
 from perfsim.report.tables import Table, _profile_name
 from perfsim.units import fmt_size
 
@@ -604,9 +605,9 @@ def fig_workloads(r: StudyResults) -> Figure | None:
                              "paired", cap, pd.DataFrame(rows)))
 
 
-#: Objective metric names (docs/tune.md) in words, for axis labels.
-OBJECTIVE_WORDS = {"mean": "mean latency per call", "p50": "median latency per call",
-                   "p90": "p90 latency per call", "p99": "p99 latency per call"}
+#: Objective metric names (docs/tune.md) in words, for axis labels (one table, the
+#: figure's: the early figure drawn from the raw rows names them alike).
+OBJECTIVE_WORDS = tune_figure.OBJECTIVE_WORDS
 
 
 def fig_tune(tr) -> Figure:

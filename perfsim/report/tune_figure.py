@@ -75,8 +75,8 @@ class TunePlot:
 
 OBJECTIVE_WORDS = {"mean": "mean latency per call", "p50": "median latency per call",
                    "p90": "p90 latency per call", "p99": "p99 latency per call"}
-"""How the figure names an objective (:data:`perfsim.report.figures.OBJECTIVE_WORDS`, the
-same words: ``tests/test_t13e_tune_early_figure.py``)."""
+"""How the figure names an objective (objective metric names, docs/tune.md, in words; also
+:data:`perfsim.report.figures.OBJECTIVE_WORDS`)."""
 
 
 def plot_of_numbers(knobs: list[str], label: str, terms, settings, base: float) -> TunePlot:
