@@ -70,3 +70,40 @@ def test_a_sweep_point_loads_no_compiled_module_first():
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]", out.stdout
+
+
+_FIRST_RUN = r'''
+import sys
+import perfsim.tune.search as search
+
+calls = []
+real = search.evaluate_point
+
+
+def evaluate_point(p, caches=None):
+    calls.append({n for n, m in list(sys.modules.items())
+                  if (getattr(m, "__file__", None) or "").endswith((".so", ".pyd"))})
+    return real(p, caches)
+
+
+search.evaluate_point = evaluate_point
+from perfsim.tune.spec import parse_tune
+
+spec = parse_tune({"name": "t", "workload": "trace_replay", "replications": 2,
+                   "knobs": {"arch.tlb.single_page_flush_ceiling": [33]}})
+rows = search.evaluate_batch(search.settings_points(spec, [{}])[:1])
+assert rows[0]["status"] == "ok", rows
+loaded = {n for n, m in list(sys.modules.items())
+          if (getattr(m, "__file__", None) or "").endswith((".so", ".pyd"))}
+print(sorted(n for n in loaded - calls[0] if n.startswith("numpy.random")))
+'''
+
+
+def test_a_tune_task_loads_numpy_random_before_its_first_run():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _FIRST_RUN], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]", out.stdout

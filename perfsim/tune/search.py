@@ -75,7 +75,13 @@ def evaluate_point(p: Point, caches=None) -> dict:
 
 
 def evaluate_batch(points: list[Point]) -> list[dict]:
-    """Simulate the points of one task; they share plans and call templates (same rows)."""
+    """Simulate the points of one task; they share plans and call templates (same rows).
+    numpy.random is loaded here, before the first point's ``try``: a Ctrl-C that lands while
+    one of its compiled modules initialises can come out as an ImportError, which
+    :func:`evaluate_point` would record as a failed run, losing the interrupt (as
+    :mod:`perfsim.batch.runner` loads it for a sweep)."""
+    import numpy.random  # noqa: F401
+
     from perfsim.engine.reuse import RunCaches
 
     caches = RunCaches()
