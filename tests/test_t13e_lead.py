@@ -107,3 +107,42 @@ def test_a_tune_task_loads_numpy_random_before_its_first_run():
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]", out.stdout
+
+
+_INTERRUPTED_START = r'''
+import multiprocessing as mp
+import concurrent.futures.process as cfp
+from perfsim.batch.executors import ProcessExecutor
+
+real, spawned = cfp.ProcessPoolExecutor._spawn_process, []
+
+
+def spawn(self):  # the first worker forks, then a Ctrl-C lands
+    real(self)
+    spawned.append(1)
+    raise KeyboardInterrupt
+
+
+cfp.ProcessPoolExecutor._spawn_process = spawn
+try:
+    ProcessExecutor(2, start_method="fork")
+except KeyboardInterrupt:
+    print(len(spawned), len(mp.active_children()))
+'''
+
+
+def test_a_pool_interrupted_while_its_workers_start_leaves_none_behind():
+    # Before the fix the interpreter's exit waited forever for the forked worker.
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", _INTERRUPTED_START], text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        pytest.fail("the process did not exit: it waits for a worker of the failed pool")
+    assert proc.returncode == 0, err
+    assert out.split() == ["1", "0"], (out, err)

@@ -244,7 +244,26 @@ class ProcessExecutor(SerialExecutor):
         self.pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx,
                                         initializer=_worker_init, initargs=(os.getpid(),))
         if start_method == "fork":
-            self._fork_workers()
+            before = set(mp.active_children())
+            try:
+                self._fork_workers()
+            except BaseException:
+                # Interrupted while the workers start (a Ctrl-C): no caller holds this pool
+                # to close it, and multiprocessing's exit handler would wait forever for the
+                # workers already forked, idle on an empty queue (seen 2026-12-02: a `perfsim
+                # tune` left waiting an hour after its exit status was decided).
+                self._abandon(set(mp.active_children()) - before)
+                raise
+
+    def _abandon(self, started) -> None:
+        """Kill the workers of a pool whose start failed: those it holds and the processes
+        in ``started`` (forked before it could record them), then shut it down."""
+        workers = set(started) | set((getattr(self.pool, "_processes", None) or {}).values())
+        for w in workers:
+            if w.is_alive():
+                w.kill()
+            w.join()
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
     def _fork_workers(self) -> None:
         """Fork every worker now, while this process is known to run one Python thread: a
