@@ -105,6 +105,21 @@ def _move_rows(plan) -> dict:
     return {c: st.col(c)[rows].tolist() for c in S.ADDR_COLUMNS + S.INT_COLUMNS}
 
 
+def _random_ends(rng, a):
+    """A seeded source and destination: the source in the lower half of the first PUD
+    slots, the destination above it, at the source's offset within a PMD or another, and
+    half the time under another top-level entry (no PUD table there yet)."""
+    pmd, pg = a.pmd_size, a.page_size
+    top = min(a.user_va_top >> a.pud_shift, 128)  # PUD slots below TASK_SIZE (some)
+    src = (rng.randrange(1, top // 2) << a.pud_shift) + rng.randrange(0, 8) * pmd \
+        + rng.randrange(0, a.ptrs_per_pte) * pg
+    dst = (rng.randrange(top // 2, top - 1) << a.pud_shift) + rng.randrange(0, 8) * pmd \
+        + rng.choice((src % pmd, rng.randrange(0, a.ptrs_per_pte) * pg))
+    if rng.random() < 0.5 and dst + (2 << a.p4d_shift) < a.user_va_top:
+        dst += 1 << a.p4d_shift
+    return src, dst
+
+
 @pytest.mark.parametrize("kernel,arch", TARGETS)
 def test_walked_moves_match_the_vectorised_driver(kernel, arch):
     """Seeded moves walked (``PlanOptions("reference")``) and planned by the vectorised
@@ -113,15 +128,9 @@ def test_walked_moves_match_the_vectorised_driver(kernel, arch):
     t0 = resolve_target(kernel, arch)
     a = t0.arch
     pmd, pg = a.pmd_size, a.page_size
-    top = min(a.user_va_top >> a.pud_shift, 128)  # PUD slots below TASK_SIZE (some)
     rng = random.Random(f"walk{kernel}{arch}")
     for _ in range(6):
-        src = (rng.randrange(1, top // 2) << a.pud_shift) + rng.randrange(0, 8) * pmd \
-            + rng.randrange(0, a.ptrs_per_pte) * pg
-        dst = (rng.randrange(top // 2, top - 1) << a.pud_shift) + rng.randrange(0, 8) * pmd \
-            + rng.choice((src % pmd, rng.randrange(0, a.ptrs_per_pte) * pg))
-        if rng.random() < 0.5 and dst + (2 << a.p4d_shift) < a.user_va_top:
-            dst += 1 << a.p4d_shift  # under another top-level entry (no PUD table yet)
+        src, dst = _random_ends(rng, a)
         length = rng.choice((7 * pg, pmd, 2 * pmd + 5 * pg, 3 * pmd + (src % pmd or pg)))
         folio = rng.choice((0, 16 * pg, 32 * pg, 64 * 1024))
         t, sp = build(src, length, kernel=kernel, arch=arch, dst=dst,
@@ -142,16 +151,10 @@ def test_a_walk_stops_at_the_failed_allocation(kernel, arch):
     t0 = resolve_target(kernel, arch)
     a = t0.arch
     pmd, pg = a.pmd_size, a.page_size
-    top = min(a.user_va_top >> a.pud_shift, 128)  # PUD slots below TASK_SIZE (some)
     rng = random.Random(f"fail{kernel}{arch}")
     failed = 0  # moves that allocate (so that fail)
     for _ in range(4):
-        src = (rng.randrange(1, top // 2) << a.pud_shift) + rng.randrange(0, 8) * pmd \
-            + rng.randrange(0, a.ptrs_per_pte) * pg
-        dst = (rng.randrange(top // 2, top - 1) << a.pud_shift) + rng.randrange(0, 8) * pmd \
-            + rng.choice((src % pmd, rng.randrange(0, a.ptrs_per_pte) * pg))
-        if rng.random() < 0.5 and dst + (2 << a.p4d_shift) < a.user_va_top:
-            dst += 1 << a.p4d_shift  # under another top-level entry (no PUD table yet)
+        src, dst = _random_ends(rng, a)
         length = rng.choice((7 * pg, pmd, 2 * pmd + 5 * pg, 4 * pmd))
         t, sp = build(src, length, kernel=kernel, arch=arch, dst=dst,
                       populate=rng.choice(("full", "0.3")), seed=rng.randrange(99),

@@ -34,6 +34,17 @@ def test_a_callers_list_of_names_is_its_own():
     assert "not-an-arch" not in arch_names()
 
 
+def _printed(code: str) -> str:
+    """What ``code`` prints, run by a fresh interpreter (which must succeed)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
 _FIRST_POINT = r'''
 import sys
 import numpy as np
@@ -63,13 +74,7 @@ def test_a_sweep_point_loads_no_compiled_module_first():
     # A Ctrl-C that lands while a compiled module initialises can come out of the import as
     # an ordinary exception, which run_point records as a failed point: the interrupt would
     # be lost. So everything compiled a point needs is loaded before the first point.
-    import subprocess
-    import sys
-
-    out = subprocess.run([sys.executable, "-c", _FIRST_POINT], capture_output=True, text=True,
-                         timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[]", out.stdout
+    assert _printed(_FIRST_POINT) == "[]"
 
 
 _FIRST_RUN = r'''
@@ -100,13 +105,7 @@ print(sorted(n for n in loaded - calls[0] if n.startswith("numpy.random")))
 
 
 def test_a_tune_task_loads_numpy_random_before_its_first_run():
-    import subprocess
-    import sys
-
-    out = subprocess.run([sys.executable, "-c", _FIRST_RUN], capture_output=True, text=True,
-                         timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[]", out.stdout
+    assert _printed(_FIRST_RUN) == "[]"
 
 
 _INTERRUPTED_START = r'''

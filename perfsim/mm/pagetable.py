@@ -129,6 +129,16 @@ def _drawn_rows(seed: int, n_slots: int, drawn: list[int], ptrs: int,
     return rows
 
 
+def _edge_mask(start: int, end: int, base: int, ps: int, ptrs: int) -> int | None:
+    """The bitmap of the PTE indices of the table at ``base`` (``ptrs`` pages of ``1 << ps``
+    bytes) that ``[start, end)`` covers, or None when it covers the whole table."""
+    lo = (start - base) >> ps if start > base else 0
+    hi = (end - base) >> ps if end < base + (ptrs << ps) else ptrs
+    if lo == 0 and hi == ptrs:
+        return None
+    return ((1 << hi) - 1) ^ ((1 << lo) - 1)
+
+
 def _check_range(page_shift: int, start: int, end: int) -> None:
     """What :meth:`PageTables.populate` accepts: a non-empty, page-aligned range (pages of
     ``1 << page_shift`` bytes)."""
@@ -726,12 +736,10 @@ class PageTables:
             new_pop = [m.bit_count() for m in new]
             row_l = list(range(1, n + 1))
         for k in (0, n - 1):
-            base = (first + k) << pmd_shift
-            lo = (start - base) >> ps if start > base else 0
-            hi = (end - base) >> ps if end < base + (ptrs << ps) else ptrs
-            if lo == 0 and hi == ptrs:
+            clip = _edge_mask(start, end, (first + k) << pmd_shift, ps, ptrs)
+            if clip is None:
                 continue
-            m = new[row_l[k] - 1] & (((1 << hi) - 1) ^ ((1 << lo) - 1))
+            m = new[row_l[k] - 1] & clip
             new.append(m)
             new_pop.append(m.bit_count())
             row_l[k] = len(new)
@@ -951,13 +959,11 @@ class _SmallState:
             new_pop += [m.bit_count() for m in added]
         # Clip the first and last slot to the range.
         for k in (0, n - 1):
-            base = (first + k) << pmd_shift
-            lo = (start - base) >> ps if start > base else 0
-            hi = (end - base) >> ps if end < base + (ptrs << ps) else ptrs
-            if lo == 0 and hi == ptrs:
+            clip = _edge_mask(start, end, (first + k) << pmd_shift, ps, ptrs)
+            if clip is None:
                 continue
             r = row_ids[k]
-            m = (new[r - b] if r >= b else self.pt._row_int(r)) & (((1 << hi) - 1) ^ ((1 << lo) - 1))
+            m = (new[r - b] if r >= b else self.pt._row_int(r)) & clip
             new.append(m)
             new_pop.append(m.bit_count())
             row_ids[k] = b + len(new) - 1
