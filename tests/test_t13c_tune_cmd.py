@@ -294,6 +294,23 @@ def test_a_search_stopped_by_ctrl_c_does_not_wait_for_the_prefetch_thread(tmp_pa
     sys.modules.pop("t13c_slow_import", None)
 
 
+def _running(pids: list[int], wait_s: float = 5.0) -> list[int]:
+    """Those of ``pids`` still running (not gone, not a zombie) after up to ``wait_s``."""
+    import time
+
+    def running(pid: int) -> bool:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+
+    deadline = time.monotonic() + wait_s
+    while (left := [p for p in pids if running(p)]) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return left
+
+
 def test_closing_a_pool_kills_workers_its_shutdown_left_running(monkeypatch):
     from perfsim.batch.executors import ProcessExecutor
 
@@ -304,5 +321,9 @@ def test_closing_a_pool_kills_workers_its_shutdown_left_running(monkeypatch):
     shutdown = ex.pool.shutdown
     monkeypatch.setattr(ex.pool, "shutdown", lambda **kw: None)  # leaves them running
     ex.close()
-    assert not any(w.is_alive() for w in workers)
+    # Asked of the kernel, not of is_alive(): once the first worker is killed, the pool's
+    # own thread finds the pool broken and terminates and reaps the other, and a waitpid
+    # that loses that race leaves is_alive() answering True for a process already gone
+    # (2 runs in 10 failed so, 2026-12-02).
+    assert not _running([w.pid for w in workers])
     shutdown(wait=True, cancel_futures=True)
