@@ -625,31 +625,28 @@ def tune_plot(tr):
     """``(Figure, TunePlot)`` of a tuning: the figure's id, title, caption and data (no
     matplotlib figure yet) and the plain numbers :func:`~perfsim.report.tune_figure.
     draw_tune` draws, which need neither pandas nor this module to be drawn."""
-    from perfsim.report.tune_figure import TunePanel, TunePlot
+    from perfsim.report.tune_figure import plot_of_numbers
 
     st = tr.settings
     trial = st[st["setting"] >= 0]
     knobs = tr.knobs
     obj = tr.spec.objective
     ns_obj = all(c.endswith("_ns") for c in obj.terms())
-    scale, unit = (1e-3, "µs") if ns_obj else (1.0, "")
+    unit = "µs" if ns_obj else ""
     base = float(tr.baseline["objective"]) if tr.baseline else float("nan")
-    name = OBJECTIVE_WORDS.get(obj.label, obj.label)
-    rows, panels = [], []
-    for k in knobs:
-        x = trial[k]
-        numeric = pd.api.types.is_numeric_dtype(x) and not pd.api.types.is_bool_dtype(x)
-        xs = x.astype(float) if numeric else x.astype(str)
-        y = trial["vs_baseline"].to_numpy(float)
-        lo = trial["vs_baseline_lo"].to_numpy(float)
-        hi = trial["vs_baseline_hi"].to_numpy(float)
-        log_x = bool(numeric and len(set(xs)) > 2 and xs.min() > 0
-                     and xs.max() / max(xs.min(), 1e-12) > 50)
-        panels.append(TunePanel(k, bool(numeric), log_x,
-                                xs.to_numpy() if numeric else list(xs), y, lo, hi))
-        rows += [{"knob": k, "value": v, "vs_baseline": o, "vs_baseline_lo": a,
-                  "vs_baseline_hi": b, "objective": ob}
-                 for v, o, a, b, ob in zip(x, y, lo, hi, trial["objective"])]
+    # The settings table keeps each knob's values as written (an object column: the
+    # search's settings table), so every panel is categorical: the plot is the one
+    # plot_of_numbers makes of the same numbers (as the early figure of `perfsim tune`).
+    y = trial["vs_baseline"].to_numpy(float)
+    lo = trial["vs_baseline_lo"].to_numpy(float)
+    hi = trial["vs_baseline_hi"].to_numpy(float)
+    values = {k: trial[k].tolist() for k in knobs}
+    plot = plot_of_numbers(knobs, obj.label, obj.terms(),
+                           [({k: values[k][i] for k in knobs}, y[i], lo[i], hi[i])
+                            for i in range(len(trial))], base)
+    rows = [{"knob": k, "value": v, "vs_baseline": o, "vs_baseline_lo": a,
+             "vs_baseline_hi": b, "objective": ob}
+            for k in knobs for v, o, a, b, ob in zip(trial[k], y, lo, hi, trial["objective"])]
     cap = ("Each setting's objective as a paired ratio to the baseline setting on the same "
            "seeds, with its paired 95% CI (the vs_baseline column of the tables: a setting "
            "whose bar stays off the dotted line differs from the baseline even when the "
@@ -658,7 +655,7 @@ def tune_plot(tr):
            f"({_fmt_obj(base, ns_obj)}).")
     f = Figure(f"tune-{tr.spec.name}", f"Tuning {tr.spec.name}: objective over each knob",
                cap, pd.DataFrame(rows))
-    return f, TunePlot(tuple(panels), name, unit, scale, base)
+    return f, plot
 
 
 def _fmt_obj(v: float, ns: bool) -> str:
