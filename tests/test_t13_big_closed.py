@@ -209,6 +209,19 @@ def case_space(case) -> tuple[Vma, AddressSpace] | None:
     return vma, _space(t, vma, pop, others)
 
 
+def case_move(case) -> tuple[AddressSpace, PageTableMoveControl, MoveGates] | None:
+    """The address space, the move control and the gates of a :func:`regular_moves` case
+    (the source VMA moved to a new one at ``dst``), or None when the case does not fit."""
+    got = case_space(case)
+    if got is None:
+        return None
+    vma, space = got
+    t, src, length, dst = case["t"], case["src"], case["length"], case["dst"]
+    new = Vma(dst, dst + length, name="new")
+    return (space, PageTableMoveControl(vma, new, src, dst, length),
+            MoveGates.of(t, vma, new, False))
+
+
 @given(regular_moves())
 @settings(max_examples=150, deadline=None)
 def test_closed_form_equals_array_path_and_reference(case):

@@ -210,19 +210,15 @@ def test_the_shape_reads_few_pud_entries_as_the_arrays_search_gives(case):
     shape as the numpy search of its arrays (``_FEW_PUDS`` = 0 forces that)."""
     import dataclasses
 
-    import perfsim.planner.fast_closed as fc
-    from perfsim.planner.pgtable_move import MoveGates
-    from perfsim.planner.realign import PageTableMoveControl
-    from test_t13_big_closed import case_space
+    from test_t13_big_closed import case_move
 
-    t, src, length, dst = case["t"], case["src"], case["length"], case["dst"]
-    got = case_space(case)
+    import perfsim.planner.fast_closed as fc
+
+    t = case["t"]
+    got = case_move(case)
     if got is None:
         return
-    vma, space = got
-    new = Vma(dst, dst + length, name="new")
-    pmc = PageTableMoveControl(vma, new, src, dst, length)
-    gates = MoveGates.of(t, vma, new, False)
+    space, pmc, gates = got
     assert len(space.pt.pud_idx) <= fc._FEW_PUDS
     lists = fc._regular_shape(t, space.pt, pmc, gates)
     saved = fc._FEW_PUDS

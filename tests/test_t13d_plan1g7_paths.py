@@ -23,8 +23,7 @@ import random
 import numpy as np
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
-from test_t13_big_closed import case_space, regular_moves
+from test_t13_big_closed import case_move, regular_moves
 
 import perfsim.planner.fast_closed as fc
 from perfsim import resolve_target
@@ -93,14 +92,11 @@ def _shape_fields(sh):
 def test_the_shape_reads_rows_and_masks_as_bytes_as_the_arrays_give(case):
     """The bytes reads (``_I32`` rows, a mask table of at most ``_FEW_MASKS`` rows) and the
     numpy reads they stand for (forced by making neither apply) give the same shape."""
-    t, src, length, dst = case["t"], case["src"], case["length"], case["dst"]
-    got = case_space(case)
+    t = case["t"]
+    got = case_move(case)
     if got is None:
         return
-    vma, space = got
-    new = Vma(dst, dst + length, name="new")
-    pmc = PageTableMoveControl(vma, new, src, dst, length)
-    gates = MoveGates.of(t, vma, new, False)
+    space, pmc, gates = got
     assert space.pt.pmd_mask.dtype is fc._I32 and len(space.pt.masks) <= fc._FEW_MASKS
     fast = fc._regular_shape(t, space.pt, pmc, gates)
     saved = fc._I32, fc._FEW_MASKS
