@@ -11,16 +11,13 @@ from perfsim.mm.pagetable import PageTables
 from perfsim.mm.vma import Vma
 
 
-def _start_of(vma: Vma) -> int:
-    return vma.start
-
-
 def _overlap(a: Vma, b: Vma):
     """Refuse two overlapping VMAs (``a`` first)."""
     raise ValueError(f"VMAs overlap: [{a.start:#x}, {a.end:#x}) and [{b.start:#x}, {b.end:#x})")
 
 
-#: ``[v.start for v in vmas]`` as ``list(map(_STARTS, vmas))`` (no comprehension frame)
+#: A VMA's start (a sort key; ``list(map(_STARTS, vmas))`` lists them without a
+#: comprehension frame)
 _STARTS = attrgetter("start")
 
 
@@ -51,7 +48,7 @@ class AddressSpace:
         vmas = tuple(self.vmas)
         starts = list(map(_STARTS, vmas))
         if starts != sorted(starts):  # (a stable sort of sorted VMAs is the same order)
-            vmas = tuple(sorted(vmas, key=_start_of))
+            vmas = tuple(sorted(vmas, key=_STARTS))
             starts = list(map(_STARTS, vmas))
         for a, b in zip(vmas, vmas[1:]):
             if a.end > b.start:
@@ -167,7 +164,7 @@ class AddressSpace:
                 at = w.start
                 kept = [v for v in self.vmas if v is not w and not (v.start == at and v == w)]
             else:
-                at = set(map(_start_of, without))
+                at = set(map(_STARTS, without))
                 kept = [v for v in self.vmas if v.start not in at or v not in without]
             starts = list(map(_STARTS, kept))
         else:

@@ -11,7 +11,7 @@ from perfsim.planner import fast
 from perfsim.planner import steps as S
 from perfsim.planner.gather import MmuGather, tlb_finish_mmu
 from perfsim.planner.hugetlb import move_hugetlb_page_tables
-from perfsim.planner.options import ARRAYS, DEFAULT, WALK_UNLESS_CLOSED, PlanOptions
+from perfsim.planner.options import ARRAYS, DEFAULT, WALK, WALK_UNLESS_CLOSED, PlanOptions
 from perfsim.planner.realign import PageTableMoveControl
 from perfsim.planner.reference import MoveContext, move_page_tables
 from perfsim.planner.tables import CallTables
@@ -39,7 +39,7 @@ def run_move(target: Target, tables: CallTables, pmc: PageTableMoveControl, log:
         new_route = options.route(shift, pmc.new_addr, pmc.new_addr + pmc.len_in)
         if new_route > route:
             route = new_route
-    if route and allow_fast and not pmc.old.is_hugetlb:  # (route is not WALK, 0)
+    if route != WALK and allow_fast and not pmc.old.is_hugetlb:
         # a move of a few dozen slots is walked unless the closed form plans it
         out = fast.try_move_page_tables(target, tables.value(), pmc, log, phase=phase,
                                         cpus=cpus, lazy_cpus=lazy_cpus,

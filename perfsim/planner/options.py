@@ -42,14 +42,13 @@ class PlanOptions:
         range spans: at most :data:`WALK_MAX_PMD_SLOTS`, at most
         :data:`WALK_UNLESS_CLOSED_MAX_PMD_SLOTS`, more; ``reference`` always walks,
         ``fast`` never does. Of two ranges a move reads, the larger route decides."""
-        # (the answers as literals: WALK 0, WALK_UNLESS_CLOSED 1, ARRAYS 2; an empty range
-        # spans no slot: ``end <= start`` gives ``slots <= 0``)
+        # (an empty range spans no slot: ``end <= start`` gives ``slots <= 0``)
         if self.implementation == "auto":
             slots = ((end - 1) >> pmd_shift) - (start >> pmd_shift)
             if slots < WALK_MAX_PMD_SLOTS:
-                return 0
-            return 1 if slots < WALK_UNLESS_CLOSED_MAX_PMD_SLOTS else 2
-        return 0 if self.implementation == "reference" else 2
+                return WALK
+            return WALK_UNLESS_CLOSED if slots < WALK_UNLESS_CLOSED_MAX_PMD_SLOTS else ARRAYS
+        return WALK if self.implementation == "reference" else ARRAYS
 
     def walks(self, pmd_shift: int, start: int, end: int) -> bool:
         """Is ``[start, end)`` planned by the walk rather than by the array code
