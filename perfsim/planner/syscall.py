@@ -128,14 +128,10 @@ def _carved(hit, start: int, end: int, ps: int) -> tuple[Vma, ...]:
     of the last above ``end`` (``split_vma`` at each end; the upper part's ``vm_pgoff``
     advanced by the pages below ``end``), in address order."""
     first, last = hit[0], hit[-1]
-    if first.start < start:
-        low = first.with_range(first.start, start)
-        if last.end > end:
-            return low, last.with_range(end, last.end, last.pgoff + ((end - last.start) >> ps))
-        return (low,)
+    left = (first.with_range(first.start, start),) if first.start < start else ()
     if last.end > end:
-        return (last.with_range(end, last.end, last.pgoff + ((end - last.start) >> ps)),)
-    return ()
+        left += (last.with_range(end, last.end, last.pgoff + ((end - last.start) >> ps)),)
+    return left
 
 
 def do_munmap(target: Target, space: AddressSpace, start: int, length: int, log: S.StepLog,
@@ -233,9 +229,7 @@ def move_vma(vrm: VmaRemap) -> int:
     """``move_vma``: ``prep_move_vma``, ``copy_vma_and_data`` (copy_vma, realignment,
     ``move_page_tables``, the revert of a partial move), then ``unmap_source_vma`` or, with
     DONTUNMAP, ``dontunmap_complete``. Returns the new address. Versions: 6.6–6.18."""
-    refusal = C.prep_move_vma(vrm)
-    if refusal is not None:  # (_check, inline: every move passes here)
-        raise Refused(refusal)
+    _check(C.prep_move_vma(vrm))
     t, space, vma = vrm.target, vrm.space, vrm.vma
     old_addr, old_len, new_addr, new_len = vrm.addr, vrm.old_len, vrm.new_addr, vrm.new_len
     new_vma, absorbed, need_rmap = copy_vma(space, vma, new_addr, new_len, _new_pgoff(vrm))
@@ -354,9 +348,7 @@ def remap_move(vrm: VmaRemap) -> int:
         if (seen or vma.end < end) and not C.vma_multi_allowed(vma):
             raise Refused(C.Refusal("EFAULT", f"the VMA at {vma.start:#x} cannot be moved "
                                               f"with others (userfaultfd or file)"))
-        refusal = C.check_prep_vma(vrm)
-        if refusal is not None:  # (_check, inline)
-            raise Refused(refusal)
+        _check(C.check_prep_vma(vrm))
         moved_to = mremap_to(vrm)
         if not seen:
             result = moved_to
@@ -370,15 +362,11 @@ def remap_move(vrm: VmaRemap) -> int:
 
 def _do_mremap_617(vrm: VmaRemap) -> int:
     """``do_mremap`` of 6.17/6.18."""
-    refusal = C.check_mremap_params(vrm)
-    if refusal is not None:  # (_check, inline: every call passes here)
-        raise Refused(refusal)
+    _check(C.check_mremap_params(vrm))
     if C.vrm_move_only(vrm):
         return remap_move(vrm)
     vrm.vma = vrm.space.find_vma(vrm.addr)
-    refusal = C.check_prep_vma(vrm)
-    if refusal is not None:
-        raise Refused(refusal)
+    _check(C.check_prep_vma(vrm))
     return mremap_to(vrm) if C.vrm_implies_new_addr(vrm) else mremap_at(vrm)
 
 
@@ -499,8 +487,7 @@ def plan_mremap(space: AddressSpace, req: MoveRequest, target: Target,
                    req.new_addr or 0, req.maymove, req.fixed, req.dontunmap, req.extra_flags,
                    target, space, log, options, req.fail_alloc_at, None, 0, None, False, [],
                    CallTables(space.pt))
-    log.add_row(S.SYSCALL, S.K_SYSCALL, req.old_addr, req.new_addr or 0, vrm.old_len, 0, 0, 0,
-                0, 0, 0, 0, 0, None, (), 0, 0)  # (log.add by position)
+    log.add(S.SYSCALL, S.K_SYSCALL, req.old_addr, req.new_addr or 0, vrm.old_len)
     try:
         if target.kernel.version >= (6, 17):
             result = _do_mremap_617(vrm)
@@ -536,8 +523,7 @@ def _relocate_vma_down(space: AddressSpace, req: MoveRequest, target: Target) ->
     vrm = VmaRemap(old_start, length, length, new_start, True, True, False, 0, target, space,
                    S.StepLog(), DEFAULT, req.fail_alloc_at, vma, 0, None, False, [],
                    CallTables(space.pt))
-    vrm.log.add_row(S.SYSCALL, S.K_SYSCALL, old_start, new_start, length, 0, 0, 0, 0, 0, 0, 0,
-                    0, None, (), 0, 0)  # (log.add by position)
+    vrm.log.add(S.SYSCALL, S.K_SYSCALL, old_start, new_start, length)
     expanded = vma.with_range(new_start, old_end)  # (vma.replaced(start=new_start))
     # the stack VMA replaced by its expansion (the others are apart from both already)
     during = space.with_vma_added(expanded, without=(vma,))
