@@ -547,12 +547,9 @@ class PageTables:
         _check_range(a.page_shift, start, end)
         if _SmallState.takes(self) and (((end - 1) >> a.pmd_shift) - (start >> a.pmd_shift)
                                           < SMALL_SLOTS):
-            d = self.__dict__
-            if every == 1 and not thp and not pud_leaf and d.get("_lists") == _EMPTY_LISTS:
-                rows = d.get("_rows")  # (an empty small state: _populate_fresh, as above)
-                if rows is not None and len(rows[0]) == 1 and not rows[2]:
-                    return self._populate_fresh(start, end, d.get("_g") or self._geo(),
-                                                fraction, seed)
+            if every == 1 and not thp and not pud_leaf and self._is_fresh():
+                return self._populate_fresh(start, end, self.__dict__.get("_g") or self._geo(),
+                                            fraction, seed)
             return self._populate_small(start, end, every, fraction, seed, thp, pud_leaf)
         return self._populate_arrays(start, end, every, fraction, seed, thp, pud_leaf)
 
@@ -673,18 +670,16 @@ class PageTables:
         d = self.__dict__
         g = d.get("_g") or self._geo()
         page_shift, pmd_shift = g[0], g[2]
-        if type(ranges) is list and len(ranges) == 1 and d.get("_lists") == _EMPTY_LISTS:
+        if type(ranges) is list and len(ranges) == 1 and self._is_fresh():
             # one range on an empty small state (a synthetic call's source), no stride or
             # huge leaves: _populate_fresh (held to the general steps in
             # tests/test_t13e_calls_layout.py)
             start, end, kw = ranges[0]
             if not kw.keys() - _FRESH_KW and not kw.get("thp") and not kw.get("pud_leaf") \
                     and ((end - 1) >> pmd_shift) - (start >> pmd_shift) < SMALL_SLOTS:
-                rows = d.get("_rows")
-                if rows is not None and len(rows[0]) == 1 and not rows[2]:
-                    _check_range(page_shift, start, end)
-                    return self._populate_fresh(start, end, g, kw.get("fraction", _FRACTION_0),
-                                                kw.get("seed", _SEED_0))
+                _check_range(page_shift, start, end)
+                return self._populate_fresh(start, end, g, kw.get("fraction", _FRACTION_0),
+                                            kw.get("seed", _SEED_0))
         for start, end, kw in ranges:
             _check_range(page_shift, start, end)
             few = ((end - 1) >> pmd_shift) - (start >> pmd_shift) < SMALL_SLOTS
@@ -712,6 +707,15 @@ class PageTables:
                 pt, st = st.freeze(), None
             pt = pt.populate(start, end, **kw)
         return st.freeze() if st is not None else pt
+
+    def _is_fresh(self) -> bool:
+        """Whether this is an empty small state made here (no entries, one bitmap row: the
+        empty table), which :meth:`_populate_fresh` populates directly."""
+        d = self.__dict__
+        if d.get("_lists") != _EMPTY_LISTS:
+            return False
+        rows = d.get("_rows")
+        return rows is not None and len(rows[0]) == 1 and not rows[2]
 
     def _populate_fresh(self, start: int, end: int, g: tuple, fraction: float = 1.0,
                         seed: int = 0) -> PageTables:
