@@ -211,6 +211,14 @@ def pick_start_method() -> str:
     return "forkserver"
 
 
+def _kill_alive(workers) -> None:
+    """Kill each of the pool ``workers`` (processes) still alive and wait for it."""
+    for w in workers:
+        if w.is_alive():
+            w.kill()
+            w.join()
+
+
 class ProcessExecutor(SerialExecutor):
     """A local process pool, at most ``2 × workers`` tasks in flight so a huge sweep is not
     all pickled up front. ``start_method``: ``forkserver`` (default; perfsim preloaded in the
@@ -258,11 +266,7 @@ class ProcessExecutor(SerialExecutor):
     def _abandon(self, started) -> None:
         """Kill the workers of a pool whose start failed: those it holds and the processes
         in ``started`` (forked before it could record them), then shut it down."""
-        workers = set(started) | set((getattr(self.pool, "_processes", None) or {}).values())
-        for w in workers:
-            if w.is_alive():
-                w.kill()
-            w.join()
+        _kill_alive(set(started) | set((getattr(self.pool, "_processes", None) or {}).values()))
         self.pool.shutdown(wait=False, cancel_futures=True)
 
     def _fork_workers(self) -> None:
@@ -299,10 +303,7 @@ class ProcessExecutor(SerialExecutor):
         multiprocessing's exit handler would wait for them forever."""
         workers = list((getattr(self.pool, "_processes", None) or {}).values())
         self.pool.shutdown(wait=True, cancel_futures=True)
-        for w in workers:
-            if w.is_alive():
-                w.kill()
-                w.join()
+        _kill_alive(workers)
 
 
 class DaskExecutor(SerialExecutor):
