@@ -145,3 +145,26 @@ def test_a_pool_interrupted_while_its_workers_start_leaves_none_behind():
         pytest.fail("the process did not exit: it waits for a worker of the failed pool")
     assert proc.returncode == 0, err
     assert out.split() == ["1", "0"], (out, err)
+
+
+_CTRL_C_IN_INITIALIZER = r'''
+import os
+import signal
+
+import perfsim.batch.executors as ex
+
+
+def pdeathsig():  # a Ctrl-C at the terminal lands while the initializer runs
+    os.kill(os.getpid(), signal.SIGINT)
+    return True
+
+
+ex._set_pdeathsig = pdeathsig
+ex._worker_init(os.getppid())
+print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+'''
+
+
+def test_a_worker_initializer_is_not_ended_by_a_ctrl_c_and_restores_the_handler():
+    # raised there it would end the worker ("Exception in initializer") and break the pool
+    assert _printed(_CTRL_C_IN_INITIALIZER) == "True"

@@ -100,12 +100,20 @@ def _watch_pid(pid: int) -> None:
 
 
 def _worker_init(creator_pid: int) -> None:
-    """Initializer of every pool worker: die with the forkserver and with the creator."""
-    _set_pdeathsig()
-    if os.getppid() == 1:  # pragma: no cover - the parent died before prctl took effect
-        os._exit(1)
-    threading.Thread(target=_watch_pid, args=(creator_pid,), name="perfsim-parent-watch",
-                     daemon=True).start()
+    """Initializer of every pool worker: die with the forkserver and with the creator.
+    A Ctrl-C at the terminal (SIGINT to the whole process group) is ignored while it runs:
+    raised here it would end the worker with "Exception in initializer" and break the pool,
+    so the command could fail with BrokenProcessPool before its own KeyboardInterrupt
+    (seen once, 2026-12-02); the command, interrupted, closes the pool and its workers."""
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        _set_pdeathsig()
+        if os.getppid() == 1:  # pragma: no cover - the parent died before prctl took effect
+            os._exit(1)
+        threading.Thread(target=_watch_pid, args=(creator_pid,), name="perfsim-parent-watch",
+                         daemon=True).start()
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 @contextmanager
