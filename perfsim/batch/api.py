@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import perfsim
-from perfsim.batch.executors import SerialExecutor, make_executor, parse_executor
+from perfsim.batch.executors import SerialExecutor, make_executor, parse_executor, prefetch_imports
 from perfsim.batch.runner import run_batch
 from perfsim.batch.stats import paired_table
 from perfsim.batch.store import ResultStore, load_results, schema_for
@@ -27,6 +27,11 @@ FLUSH_ROWS = 256
 """Write a part once this many rows are buffered..."""
 FLUSH_SECONDS = 5.0
 """...or this long after the last write, so a crash loses little work."""
+WRITER_IMPORTS = ("pandas", "pyarrow.pandas_compat")
+"""What the first write of a part imports besides the store's own modules: ``pyarrow.array``
+of Python lists loads pyarrow's pandas integration, i.e. pandas itself (about 0.3-0.5 s of
+CPU on this machine, 2026-12-02). A pool's sweep imports them while the workers simulate
+(:func:`~perfsim.batch.executors.prefetch_imports`), not after the last result."""
 
 
 @dataclass
@@ -79,6 +84,10 @@ def run_sweep(sweep: Sweep, out: str | Path = "results", *, executor=None,
     else:
         ex = executor
     ran = failed = 0
+    # Only beside a pool whose workers exist (a fork pool forks in its constructor); a
+    # serial sweep computes in this thread: nothing to overlap, and no import to race.
+    pool = getattr(ex, "name", None) in ("process", "dask")
+    loader = prefetch_imports(WRITER_IMPORTS) if todo and pool else None
     try:
         size = batch_size or sweep.spec.batch_size or auto_batch_size(len(todo), ex.workers)
         bar = _progress(len(todo), quiet, sweep.spec.name)
@@ -101,6 +110,11 @@ def run_sweep(sweep: Sweep, out: str | Path = "results", *, executor=None,
     finally:
         if own:
             ex.close()
+    if loader is not None:
+        # Stopped only after a completed sweep, as run_tune's loader: after a Ctrl-C or an
+        # error the daemon thread is left to the process's exit (an interrupt landing in its
+        # import machinery can leave the import lock taken; waiting could never end).
+        loader.stop()
     report = SweepReport(store.path, len(points), len(points) - len(todo), ran, failed,
                          time.perf_counter() - t0, getattr(ex, "name", "?"),
                          getattr(ex, "workers", 1))
