@@ -1,6 +1,7 @@
 """Sweep throughput: simulated mremap calls per second per core, and the 1 → 2 worker speed-up.
 
     python bench/bench_sweep.py [--replications N] [--workers 2]
+    python bench/bench_sweep.py --against TREE [--rounds 3]
 
 Sweeps every shipped scenario (``workloads/*.toml``) × N replications (full simulations:
 plan + cost + SimPy engine + summary), once on a 1-worker process pool and once on a
@@ -13,28 +14,32 @@ Issue 13's target is a ratio to SimPy's own event rate measured in the same run
 calls/s/core on a machine where SimPy does 800,000 timeouts/s). It is printed for the
 1-worker wall time and for the CPU time the simulations used (the latter does not depend on
 other load on the host).
+
+``--against TREE`` measures only the 1-worker sweep, in child processes on TREE and on this
+tree alternated ``--rounds`` times (the least wall and CPU of each), and prints this tree's
+speed-up: the figure a change to the sweep's own work (its store, its pool) moves.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tree import at_least_one  # noqa: E402
+from tree import at_least_one, require_tree, use_tree  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+ROOT = use_tree(__file__)  # (--tree PATH: a child measuring another tree)
+
+from simpy_reference import timeouts_per_s  # noqa: E402 (this script's own folder)
 
 from perfsim.batch import ProcessExecutor, load_results, parse_sweep, plan_sweep, run_sweep  # noqa: E402
 from perfsim.batch.executors import cpu_count  # noqa: E402
 from perfsim.workload import workload_names  # noqa: E402
-
-sys.path.insert(0, str(ROOT / "bench"))
-from simpy_reference import timeouts_per_s  # noqa: E402
 
 
 def _noop(x):
@@ -64,12 +69,59 @@ def run(workers: int, reps: int, out: Path):
     return wall, int(df["calls"].sum()), len(points), df
 
 
+def _child(tree: str, reps: int) -> dict:
+    """The 1-worker sweep measured by a child process on ``tree``."""
+    out = subprocess.run([sys.executable, __file__, "--tree", tree, "--child",
+                          "--replications", str(reps)], capture_output=True, text=True,
+                         check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def print_against(tree: str, reps: int, rounds: int) -> None:
+    import os
+
+    print(f"load average before: {os.getloadavg()}")
+    figures: dict[str, list[dict]] = {tree: [], str(ROOT): []}
+    for _ in range(rounds):
+        for t in figures:
+            figures[t].append(_child(t, reps))
+    best = {t: {k: min(f[k] for f in fs) for k in ("wall_s", "cpu_s")} | {"calls": fs[0]["calls"]}
+            for t, fs in figures.items()}
+    old, new = best[tree], best[str(ROOT)]
+    print(f"1-worker sweep of the shipped workloads x {reps} replications, least of {rounds} "
+          "alternated child processes per tree")
+    for name, b in ((tree, old), (str(ROOT), new)):
+        print(f"  {name}: {b['calls']} calls, wall {b['wall_s']:.2f} s "
+              f"({b['calls'] / b['wall_s']:,.0f} calls/s/core), simulations' CPU "
+              f"{b['cpu_s']:.2f} s ({b['calls'] / b['cpu_s']:,.0f} calls per CPU-s)")
+    print(f"RATIO this tree / {tree}: calls/s/core (wall) "
+          f"{(new['calls'] / new['wall_s']) / (old['calls'] / old['wall_s']):.2f}x, "
+          f"per CPU-s {(new['calls'] / new['cpu_s']) / (old['calls'] / old['cpu_s']):.2f}x")
+    print(f"load average after: {os.getloadavg()}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--replications", type=at_least_one, default=2)
     ap.add_argument("--workers", type=at_least_one, default=2)
+    ap.add_argument("--against", metavar="TREE",
+                    help="also measure this perfsim tree's 1-worker sweep, alternated")
+    ap.add_argument("--rounds", type=at_least_one, default=3,
+                    help="with --against: alternated child processes per tree (default 3)")
+    ap.add_argument("--tree", help=argparse.SUPPRESS)
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     import os
+
+    if a.child:
+        with tempfile.TemporaryDirectory() as tmp:
+            w1, calls, _, df1 = run(1, a.replications, Path(tmp))
+        print(json.dumps({"wall_s": w1, "cpu_s": float(df1["cpu_s"].sum()), "calls": calls}))
+        return
+    if a.against:
+        require_tree(a.against)
+        print_against(str(Path(a.against).resolve()), a.replications, a.rounds)
+        return
 
     print(f"host: {cpu_count()} usable CPUs; load average {os.getloadavg()}; "
           f"scenarios: {', '.join(workload_names())}")

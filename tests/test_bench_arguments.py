@@ -18,12 +18,13 @@ CASES = [
     ("bench_plan_walk.py", ["--rounds", "0"]),
     ("bench_studies.py", ["--repeat", "0"]),
     ("bench_sweep.py", ["--workers", "two"]),
+    ("bench_sweep.py", ["--against", ".", "--rounds", "0"]),
     ("bench_report.py", ["--workers", "0"]),
     ("bench_pagetable.py", [".", ".", "--rounds", "0"]),
 ]
 
 
-@pytest.mark.parametrize(("script", "args"), CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(("script", "args"), CASES, ids=[f"{c[0]}-{c[1][-2]}" for c in CASES])
 def test_a_count_below_one_is_one_usage_error(script, args):
     p = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True,
                        text=True, timeout=120)
