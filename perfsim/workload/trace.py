@@ -14,6 +14,10 @@ the real call returned (an address, ``0`` or ``-ENOMEM``). One use only: a call 
 (MAYMOVE|FIXED), because the trace cannot show what blocked growth in place. ``backing``
 (mmap only) is ``anon``, ``shmem``, ``file`` or
 ``hugetlb``. ``time_ns`` may be empty (then the stream's arrival process decides).
+``populate`` (optional; empty = the stream's ``populate``) is the fraction of the pages a
+row adds that the program has written by its next call: an mmap's mapping, the part a
+growing mremap adds. A trace does not record it; the column makes it explicit where it
+is known (docs/real-programs.md).
 
 **strace**: ``strace -f -tt -e trace=mremap,mmap,munmap -o app.strace ./app`` (any of
 ``-t``/``-tt``/``-ttt``/``-r`` or none; ``-f`` pid prefixes; ``<unfinished ...>``/``resumed``
@@ -33,7 +37,7 @@ from perfsim.errors import PerfsimError, read_text
 from perfsim.workload.generate import Entry
 
 CSV_COLUMNS = ("time_ns", "op", "addr", "old_len", "new_len", "flags", "new_addr", "result",
-               "backing")
+               "backing", "populate")
 MREMAP_FLAGS = {"MREMAP_MAYMOVE": 1, "MREMAP_FIXED": 2, "MREMAP_DONTUNMAP": 4}
 
 
@@ -97,6 +101,17 @@ def parse_trace_csv(text: str, origin: str = "<trace>") -> list[Entry]:
             # destination is free), so later calls find the mapping where the app did.
             new_addr = int(result, 16)
             flags |= 3
+        populate = (r.get("populate") or "").strip()
+        if populate:
+            try:
+                pop = float(populate)
+            except ValueError:
+                pop = -1.0
+            if not 0.0 <= pop <= 1.0:
+                raise PerfsimError(f"{origin}:{n}: column 'populate': {populate!r}; allowed: "
+                                   "a fraction 0.0 .. 1.0, or empty (the stream's populate)")
+        else:
+            pop = None
         backing = (r.get("backing") or "anon").strip() or "anon"
         if backing not in ("anon", "shmem", "file", "hugetlb"):
             raise PerfsimError(f"{origin}:{n}: column 'backing': {backing!r}; allowed: anon, "
@@ -106,7 +121,8 @@ def parse_trace_csv(text: str, origin: str = "<trace>") -> list[Entry]:
             new_len=_int(r.get("new_len"), "new_len", origin, n),
             new_addr=new_addr,
             fixed=bool(flags & 2), maymove=bool(flags & 1), dontunmap=bool(flags & 4),
-            backing=backing, at_ns=_int(r.get("time_ns"), "time_ns", origin, n)))
+            backing=backing, at_ns=_int(r.get("time_ns"), "time_ns", origin, n),
+            populate=pop))
     return out
 
 
@@ -122,9 +138,11 @@ _LINE = re.compile(
     r"^(?:\[pid\s+(?P<pid1>\d+)\]\s+|(?P<pid2>\d+)\s+)?"
     r"(?:(?P<ts>\d+:\d+:\d+(?:\.\d+)?|\d+\.\d+|\d+)\s+)?"
     r"(?P<rest>.*)$")
-_CALL = re.compile(r"^(?P<name>mremap|mmap2?|munmap)\((?P<args>.*)\)\s*=\s*(?P<ret>.*)$")
-_UNFIN = re.compile(r"^(?P<name>mremap|mmap2?|munmap)\((?P<args>.*?)\s*<unfinished \.\.\.>$")
-_RESUM = re.compile(r"^<\.\.\. (?P<name>mremap|mmap2?|munmap) resumed>\s*(?P<args>.*)\)\s*=\s*(?P<ret>.*)$")
+_NAMES = r"(?P<name>mremap|mmap2?|munmap|brk)"
+_CALL = re.compile(r"^" + _NAMES + r"\((?P<args>.*)\)\s*=\s*(?P<ret>.*)$")
+_UNFIN = re.compile(r"^" + _NAMES + r"\((?P<args>.*?)\s*<unfinished \.\.\.>$")
+_RESUM = re.compile(r"^<\.\.\. " + _NAMES + r" resumed>\s*(?P<args>.*)\)\s*=\s*(?P<ret>.*)$")
+_SPENT = re.compile(r"<(?P<s>\d+\.\d+)>\s*$")
 
 
 def _ts_ns(ts: str | None) -> int | None:
@@ -165,6 +183,7 @@ def strace_rows(text: str, origin: str = "<strace>", stats: StraceStats | None =
     """Rows (CSV dicts) from strace output (see module docstring)."""
     stats = stats if stats is not None else StraceStats()
     pending: dict[str, tuple[str, str, int | None]] = {}
+    brk_end: int | None = None  # the program break as the last brk() left it
     rows = []
     t0 = None
     for n, raw in enumerate(text.splitlines(), start=1):
@@ -188,13 +207,15 @@ def strace_rows(text: str, origin: str = "<strace>", stats: StraceStats | None =
                 stats.skipped += 1
                 continue
             name, head, ts0 = pending.pop(pid)
-            name, args, ret, ts = name, (head + " " + r.group("args")).strip(), r.group("ret"), ts0
+            name, args, ret, ts, end = name, (head + " " + r.group("args")).strip(), \
+                r.group("ret"), ts0, ts
         else:
             c = _CALL.match(rest)
             if not c:
                 stats.skipped += 1
                 continue
             name, args, ret = c.group("name"), c.group("args"), c.group("ret")
+            end = ts
         stats.calls += 1
         ret = ret.strip()
         if ret.startswith("?"):
@@ -207,8 +228,28 @@ def strace_rows(text: str, origin: str = "<strace>", stats: StraceStats | None =
         if ts is not None and t0 is None:
             t0 = ts
         rel = "" if ts is None else str(ts - t0)
+        spent = _SPENT.search(ret)
+        if ts is not None and spent:  # -T: the time the call took, from its start
+            end = ts + int(round(float(spent["s"]) * 1e9))
+        # not CSV columns: who made the call and when it returned (effect_order)
+        who = {"_pid": pid, "_end": None if end is None or t0 is None else end - t0}
         try:
-            if name.startswith("mmap"):
+            if name == "brk":
+                # The heap: brk(NULL) tells where it ends; a brk that moved the break maps
+                # (or unmaps) the anonymous range between the old and the new break.
+                new = _num(result)
+                if failed or new is None:
+                    stats.failed += failed
+                    continue
+                if brk_end is not None and new > brk_end:
+                    rows.append({"time_ns": rel, "op": "mmap", "addr": hex(brk_end),
+                                 "old_len": new - brk_end, "result": hex(brk_end),
+                                 "backing": "anon", **who})
+                elif brk_end is not None and new < brk_end:
+                    rows.append({"time_ns": rel, "op": "munmap", "addr": hex(new),
+                                 "old_len": brk_end - new, "result": "0", **who})
+                brk_end = new
+            elif name.startswith("mmap"):
                 if failed:
                     stats.failed += 1
                     continue
@@ -221,16 +262,16 @@ def strace_rows(text: str, origin: str = "<strace>", stats: StraceStats | None =
                 else:
                     backing = "file" if fd.strip() != "-1" else "anon"
                 rows.append({"time_ns": rel, "op": "mmap", "addr": result, "old_len": int(a[1], 0),
-                             "result": result, "backing": backing})
+                             "result": result, "backing": backing, **who})
             elif name == "munmap":
                 rows.append({"time_ns": rel, "op": "munmap", "addr": a[0], "old_len": int(a[1], 0),
-                             "result": result})
+                             "result": result, **who})
             else:
                 flags = a[3] if len(a) > 3 else "0"
                 parse_flags(flags, origin, n)
                 rows.append({"time_ns": rel, "op": "mremap", "addr": a[0], "old_len": int(a[1], 0),
                              "new_len": int(a[2], 0), "flags": flags,
-                             "new_addr": a[4] if len(a) > 4 else "", "result": result})
+                             "new_addr": a[4] if len(a) > 4 else "", "result": result, **who})
                 if failed:
                     stats.failed += 1
         except (IndexError, ValueError) as exc:
@@ -246,8 +287,87 @@ def convert_strace(text: str, out, origin: str = "<strace>") -> StraceStats:
     rows = strace_rows(text, origin, stats)
     if rows and all(r["time_ns"] != "" for r in rows):
         rows.sort(key=lambda r: int(r["time_ns"]))
+        rows = effect_order(rows)
     write_trace_csv(rows, out)
     return stats
+
+
+def _num(v) -> int | None:
+    t = str(v).strip()
+    if t[:2].lower() == "0x" or t.isdigit():
+        return int(t, 0)
+    return None
+
+
+def _taken(r: dict) -> tuple[int, int] | None:
+    """The range a successful call of row ``r`` made the kernel find free: an mmap's
+    mapping, a moved mremap's destination, an in-place growth's added part."""
+    res = _num(r.get("result", ""))
+    if res is None:
+        return None
+    if r["op"] == "mmap":
+        return res, res + int(r["old_len"])
+    if r["op"] == "mremap":
+        addr, old, new = int(r["addr"], 0), int(r["old_len"]), int(r["new_len"])
+        if res != addr:
+            return res, res + new
+        if new > old:
+            return addr + old, addr + new
+    return None
+
+
+def _freed(r: dict) -> tuple[int, int] | None:
+    """The range a successful call of row ``r`` left free: a munmap's range, a moved
+    mremap's source (not with MREMAP_DONTUNMAP), a shrink's cut-off tail."""
+    res = _num(r.get("result", ""))
+    if res is None:
+        return None
+    addr, old = int(r["addr"], 0), int(r["old_len"])
+    if r["op"] == "munmap" and res == 0:
+        return addr, addr + old
+    if r["op"] == "mremap":
+        new = int(r["new_len"])
+        if res != addr and "DONTUNMAP" not in str(r.get("flags", "")):
+            return addr, addr + old
+        if new < old:
+            return addr + new, addr + old
+    return None
+
+
+def effect_order(rows: list[dict]) -> list[dict]:
+    """``rows`` (in start order) in the order their effects must have taken place.
+
+    strace shows when a call started and when it returned, not when it held ``mmap_lock``.
+    Calls of one thread never overlap, so start order is their order. Two threads' calls
+    that overlap in time are ordered by the kernel, and the recorded results tell how where
+    it matters: a call that found free a range (an mmap's or a moved mremap's destination,
+    an in-place growth) which a concurrent call of another thread, started later, freed
+    (a munmap, a moved source, a shrink) ran after that call. Such a call is placed right
+    after it; every other call stays at its start time."""
+    out = list(rows)
+    for _ in range(len(out)):
+        moved = False
+        for i, r in enumerate(out):
+            want = _taken(r)
+            end = r.get("_end")
+            if want is None or end is None:
+                continue
+            for j in range(i + 1, len(out)):
+                q = out[j]
+                if int(q["time_ns"]) > end:
+                    break
+                if q.get("_pid") == r.get("_pid"):
+                    continue
+                got = _freed(q)
+                if got and got[0] < want[1] and want[0] < got[1]:
+                    out.insert(i, out.pop(j))
+                    moved = True
+                    break
+            if moved:
+                break
+        if not moved:
+            return out
+    return out
 
 
 def strace_to_entries(text: str, origin: str = "<strace>") -> list[Entry]:
