@@ -19,10 +19,13 @@ row adds that the program has written by its next call: an mmap's mapping, the p
 growing mremap adds. A trace does not record it; the column makes it explicit where it
 is known (docs/real-programs.md).
 
-**strace**: ``strace -f -tt -e trace=mremap,mmap,munmap -o app.strace ./app`` (any of
-``-t``/``-tt``/``-ttt``/``-r`` or none; ``-f`` pid prefixes; ``<unfinished ...>``/``resumed``
-pairs). :func:`convert_strace` writes the CSV above; ``perfsim workload convert-strace``
-is its command line. Failed mmaps and calls without a result are dropped and counted.
+**strace**: ``strace -f -tt -T -e trace=mremap,mmap,munmap,brk -o app.strace ./app`` (any
+of ``-t``/``-tt``/``-ttt``/``-r`` or none; ``-T``; ``-f`` pid prefixes;
+``<unfinished ...>``/``resumed`` pairs). :func:`convert_strace` writes the CSV above;
+``perfsim workload convert-strace`` is its command line. Failed mmaps and calls without a
+result are dropped and counted. ``brk`` calls become mmap/munmap rows of the heap's
+growth and shrinkage. Rows are in start order, except where two threads' overlapping calls
+must have run the other way round (:func:`effect_order`).
 """
 
 from __future__ import annotations
