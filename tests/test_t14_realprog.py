@@ -313,3 +313,18 @@ def test_live_python_bytearray_replay_agrees_with_the_kernel(tmp_path):
     got = compare_program(rows, entries, run.calls, TARGET, 1, ipis=False,
                           written=_bytearray_written)
     assert all(r["agree"] for r in got), [r for r in got if not r["agree"]]
+
+
+def test_reordering_keeps_each_threads_calls_in_order():
+    """Thread 2's second call vacated what thread 1's call took: both of thread 2's calls
+    go first, in their own order."""
+    log = ("1 00:00:00.000100 mremap(0x10000000, 8192, 16384, MREMAP_MAYMOVE <unfinished ...>\n"
+           "2 00:00:00.000200 mmap(NULL, 4096, PROT_READ, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0)"
+           " = 0x50000000\n"
+           "2 00:00:00.000250 munmap(0x20000000, 16384) = 0\n"
+           "1 00:00:00.000300 <... mremap resumed>) = 0x20000000\n")
+    out = io.StringIO()
+    convert_strace(log, out)
+    got = [(r["op"], r["addr"]) for r in csv.DictReader(io.StringIO(out.getvalue()))]
+    assert got == [("mmap", "0x50000000"), ("munmap", "0x20000000"),
+                   ("mremap", "0x10000000")]

@@ -346,30 +346,37 @@ def effect_order(rows: list[dict]) -> list[dict]:
     it matters: a call that found free a range (an mmap's or a moved mremap's destination,
     an in-place growth) which a concurrent call of another thread, started later, freed
     (a munmap, a moved source, a shrink) ran after that call. Such a call is placed right
-    after it; every other call stays at its start time."""
+    after it (with that thread's calls before it, so no thread's calls change order);
+    every other call stays at its start time."""
     out = list(rows)
-    for _ in range(len(out)):
-        moved = False
-        for i, r in enumerate(out):
-            want = _taken(r)
-            end = r.get("_end")
-            if want is None or end is None:
-                continue
-            for j in range(i + 1, len(out)):
-                q = out[j]
+    budget = len(out)  # moves allowed: a pair that each freed what the other took stops
+    i = 0
+    while i < len(out):
+        r = out[i]
+        want, end = _taken(r), r.get("_end")
+        j = None
+        if want is not None and end is not None and budget > 0:
+            for k in range(i + 1, len(out)):
+                q = out[k]
                 if int(q["time_ns"]) > end:
                     break
                 if q.get("_pid") == r.get("_pid"):
                     continue
                 got = _freed(q)
                 if got and got[0] < want[1] and want[0] < got[1]:
-                    out.insert(i, out.pop(j))
-                    moved = True
+                    j = k
                     break
-            if moved:
-                break
-        if not moved:
-            return out
+        if j is None:
+            i += 1
+            continue
+        # q goes before r with the calls its thread made since r started (in their order):
+        # a thread's calls never change order. The moved calls are looked at next.
+        pid = out[j].get("_pid")
+        block = [x for x in out[i + 1:j + 1] if x.get("_pid") == pid]
+        rest = [x for x in out[i + 1:j + 1] if x.get("_pid") != pid]
+        out[i:j + 1] = block + [r] + rest
+        budget -= 1
+    return out
     return out
 
 
