@@ -328,3 +328,17 @@ def test_reordering_keeps_each_threads_calls_in_order():
     got = [(r["op"], r["addr"]) for r in csv.DictReader(io.StringIO(out.getvalue()))]
     assert got == [("mmap", "0x50000000"), ("munmap", "0x20000000"),
                    ("mremap", "0x10000000")]
+
+
+def test_a_program_does_not_run_when_tracing_cannot_start(tmp_path, monkeypatch):
+    from perfsim.host import program
+    from perfsim.host.trace import TracingBusy
+
+    def busy(self):
+        raise TracingBusy("someone else is tracing")
+
+    monkeypatch.setattr(program.ProgramTraceSession, "start", busy)
+    marker = tmp_path / "ran"
+    with pytest.raises(TracingBusy):
+        program.trace_program(["/bin/sh", "-c", f"touch {marker}"], no_aslr=False)
+    assert not marker.exists()

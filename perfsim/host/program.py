@@ -192,8 +192,10 @@ def trace_program(argv: list[str], *, buffer_kb: int = 65536, no_aslr: bool = Tr
     if pid == 0:  # child: wait for the go, then exec
         try:
             os.close(wfd)
-            os.read(rfd, 1)
+            go = os.read(rfd, 1)
             os.close(rfd)
+            if go != b"g":  # the parent could not set up tracing: do not run untraced
+                os._exit(126)
             if no_aslr:
                 libc.personality(ctypes.c_ulong(ADDR_NO_RANDOMIZE))
             if stdout is not None:
@@ -216,10 +218,13 @@ def trace_program(argv: list[str], *, buffer_kb: int = 65536, no_aslr: bool = Tr
             overrun = s._overrun()
     finally:
         if wfd >= 0:
-            os.close(wfd)
+            os.close(wfd)  # the child reads no go and exits without running the program
         if status == -1:
             try:
                 os.kill(pid, 9)
+            except OSError:
+                pass
+            try:
                 os.waitpid(pid, 0)
             except OSError:
                 pass
