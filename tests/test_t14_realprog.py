@@ -338,6 +338,8 @@ def test_a_program_does_not_run_when_tracing_cannot_start(tmp_path, monkeypatch)
         raise TracingBusy("someone else is tracing")
 
     monkeypatch.setattr(program.ProgramTraceSession, "start", busy)
+    # no kill to race with: the child alone decides whether the program runs
+    monkeypatch.setattr(program.os, "kill", lambda pid, sig: None)
     marker = tmp_path / "ran"
     with pytest.raises(TracingBusy):
         program.trace_program(["/bin/sh", "-c", f"touch {marker}"], no_aslr=False)
