@@ -148,13 +148,25 @@ _RESUM = re.compile(r"^<\.\.\. " + _NAMES + r" resumed>\s*(?P<args>.*)\)\s*=\s*(
 _SPENT = re.compile(r"<(?P<s>\d+\.\d+)>\s*$")
 
 
+RELATIVE_BELOW_NS = 10**17
+"""A bare seconds timestamp below this (about three years) is ``-r``'s time since the
+previous line; ``-ttt`` prints seconds since 1970."""
+
+
 def _ts_ns(ts: str | None) -> int | None:
+    """Nanoseconds of an strace timestamp (``H:M:S[.frac]`` or seconds ``S[.frac]``),
+    exactly: as a float, ``-ttt``'s seconds since 1970 keep only ~0.2 µs."""
     if not ts:
         return None
     if ":" in ts:
         h, m, s = ts.split(":")
-        return int(round((int(h) * 3600 + int(m) * 60 + float(s)) * 1e9))
-    return int(round(float(ts) * 1e9))
+        return (int(h) * 3600 + int(m) * 60) * 10**9 + _seconds_ns(s)
+    return _seconds_ns(ts)
+
+
+def _seconds_ns(text: str) -> int:
+    whole, _, frac = text.partition(".")
+    return int(whole) * 10**9 + int((frac + "000000000")[:9])
 
 
 def _split_args(args: str) -> list[str]:
@@ -187,6 +199,8 @@ def strace_rows(text: str, origin: str = "<strace>", stats: StraceStats | None =
     stats = stats if stats is not None else StraceStats()
     pending: dict[str, tuple[str, str, int | None]] = {}
     brk_end: int | None = None  # the program break as the last brk() left it
+    relative: bool | None = None  # -r timestamps (decided at the first one)
+    clock_ns = 0
     rows = []
     t0 = None
     for n, raw in enumerate(text.splitlines(), start=1):
@@ -197,6 +211,12 @@ def strace_rows(text: str, origin: str = "<strace>", stats: StraceStats | None =
         m = _LINE.match(line)
         pid = m.group("pid1") or m.group("pid2") or ""
         ts = _ts_ns(m.group("ts"))
+        if ts is not None:
+            if relative is None:  # -r prints the time since the previous line, not a clock
+                relative = ":" not in m.group("ts") and ts < RELATIVE_BELOW_NS
+            if relative:
+                clock_ns += ts
+                ts = clock_ns
         rest = m.group("rest")
         if rest.startswith("+++") or rest.startswith("---"):
             continue
