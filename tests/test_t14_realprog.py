@@ -367,3 +367,16 @@ def test_epoch_timestamps_are_clock_times():
     out = io.StringIO()
     convert_strace(log, out)
     assert [r["time_ns"] for r in csv.DictReader(io.StringIO(out.getvalue()))] == ["0", "300000"]
+
+
+def test_a_csv_without_the_populate_column_replays_its_growths_unwritten():
+    """CSVs written before the column existed (the shipped trace_replay's) replay as they
+    did: the stream's populate for mappings, nothing for what an mremap adds."""
+    old = parse_trace_csv("op,addr,old_len,new_len,result\n"
+                          "mmap,0x7f0000000000,4096,,0x7f0000000000\n"
+                          "mremap,0x7f0000000000,4096,8192,0x7f0000000000\n", "old.csv")
+    new = parse_trace_csv("op,addr,old_len,new_len,result,populate\n"
+                          "mmap,0x7f0000000000,4096,,0x7f0000000000,\n"
+                          "mremap,0x7f0000000000,4096,8192,0x7f0000000000,\n", "new.csv")
+    assert [e.populate for e in old] == [None, 0.0]
+    assert [e.populate for e in new] == [None, None]

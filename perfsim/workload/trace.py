@@ -17,7 +17,9 @@ the real call returned (an address, ``0`` or ``-ENOMEM``). One use only: a call 
 ``populate`` (optional; empty = the stream's ``populate``) is the fraction of the pages a
 row adds that the program has written by its next call: an mmap's mapping, the part a
 growing mremap adds. A trace does not record it; the column makes it explicit where it
-is known (docs/real-programs.md).
+is known (docs/real-programs.md). The converter always writes the column. A CSV without
+it replays as CSVs did before the column existed: mappings take the stream's
+``populate``, growths stay unwritten.
 
 **strace**: ``strace -f -tt -T -e trace=mremap,mmap,munmap,brk -o app.strace ./app`` (any
 of ``-t``/``-tt``/``-ttt``/``-r`` or none; ``-T``; ``-f`` pid prefixes;
@@ -113,8 +115,10 @@ def parse_trace_csv(text: str, origin: str = "<trace>") -> list[Entry]:
             if not 0.0 <= pop <= 1.0:
                 raise PerfsimError(f"{origin}:{n}: column 'populate': {populate!r}; allowed: "
                                    "a fraction 0.0 .. 1.0, or empty (the stream's populate)")
+        elif "populate" in cols or op != "mremap":
+            pop = None  # the stream's
         else:
-            pop = None
+            pop = 0.0  # a CSV without the column: its growths replay unwritten, as before
         backing = (r.get("backing") or "anon").strip() or "anon"
         if backing not in ("anon", "shmem", "file", "hugetlb"):
             raise PerfsimError(f"{origin}:{n}: column 'backing': {backing!r}; allowed: anon, "
