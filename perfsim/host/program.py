@@ -13,9 +13,12 @@ program's threads are not known before it starts, so the syscall events are filt
 mremap alone and each record line carries its thread-group id (``options/record-tgid``,
 saved and restored with the rest); calls are then kept by thread group.
 
-The program runs with address-space randomisation off (``personality(ADDR_NO_RANDOMIZE)``,
-what ``setarch -R`` does) so that a second run under ``strace`` makes the same calls at the
-same addresses: :func:`pair_with_log` checks that, call by call. See docs/real-programs.md.
+With ``strace_log`` the program runs under strace inside the session, so the log and the
+counts are of the same calls. It runs with address-space randomisation off
+(``personality(ADDR_NO_RANDOMIZE)``, what ``setarch -R`` does), so that runs without strace
+make the same calls at the same addresses (a one-thread program). :func:`compare_program`
+pairs each logged call with the traced call of the same arguments and result and holds the
+trace replay's plan for it against the kernel's counts. See docs/real-programs.md.
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ class ProgramTraceSession(TlbTraceSession):
 
     def _configure(self) -> None:
         super()._configure()
-        _w = self._write_saved
+        _w = self._set
         _w("tracing_on", "0")
         if self.times_only:
             for ev in self._events:
@@ -75,7 +78,8 @@ class ProgramTraceSession(TlbTraceSession):
         _w("trace", "")
         _w("tracing_on", "1")
 
-    def _write_saved(self, rel: str, value: str) -> None:
+    def _set(self, rel: str, value: str) -> None:
+        """Write a tracefs file this session saved (and so restores on close)."""
         with open(self._p(rel), "w") as f:
             f.write(value)
 
