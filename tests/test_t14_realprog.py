@@ -41,10 +41,12 @@ MiB = 1 << 20
 
 #: program -> threads (the mm's CPUs in the replay)
 PROGRAMS = {"c_realloc_1t": 1, "c_realloc_2t": 2, "perl_array": 1, "perl_string": 1,
-            "py_bytearray": 1, "py_list": 1, "py_mmap_resize": 1, "py_threads": 2}
+            "py_bytearray": 1, "py_list": 1, "py_mmap_resize": 1, "py_shrink": 1,
+            "py_threads": 2}
 #: programs whose replay, with the default population (every mapping and every growth
 #: written), agrees with the kernel on every call
-AGREE_AS_REPLAYED = ("c_realloc_1t", "c_realloc_2t", "perl_array", "perl_string", "py_list")
+AGREE_AS_REPLAYED = ("c_realloc_1t", "c_realloc_2t", "perl_array", "perl_string", "py_list",
+                     "py_shrink")
 
 
 def _log(name: str) -> str:
@@ -104,7 +106,7 @@ def test_every_replayed_call_lands_where_the_kernel_put_it(name):
     assert [p.result_addr for p in plans] == [int(r["result"], 16) for r in rec]
 
 
-@pytest.mark.parametrize("name", sorted(PROGRAMS))
+@pytest.mark.parametrize("name", sorted(set(PROGRAMS) - {"py_shrink"}))  # it only shrinks
 def test_no_replayed_call_finds_mapped_what_the_kernel_found_free(name):
     """A destination the kernel chose (no MREMAP_FIXED in the log) was free when the call
     ran, and so is the range an in-place growth took: the replay's space must agree."""
@@ -191,7 +193,8 @@ def test_growth_is_replayed_as_written_before_the_next_call():
                for r in moved)
 
 
-@pytest.mark.parametrize("name", ("c_realloc_1t", "perl_array", "perl_string", "py_list"))
+@pytest.mark.parametrize("name", ("c_realloc_1t", "perl_array", "perl_string", "py_list",
+                                  "py_shrink"))
 def test_runs_without_strace_count_the_same_flushes_and_no_ipis(name):
     """strace does not change the flushes of a one-thread program's calls: seven runs
     without it count what the replay plans, IPI rounds (none) included."""
@@ -380,3 +383,21 @@ def test_a_csv_without_the_populate_column_replays_its_growths_unwritten():
                           "mremap,0x7f0000000000,4096,8192,0x7f0000000000,\n", "new.csv")
     assert [e.populate for e in old] == [None, 0.0]
     assert [e.populate for e in new] == [None, None]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "kvm-epyc's zap_pte_ns (10 ns, the x86_64-generic assumption) prices a zapped written "
+    "anonymous page ~40x under this machine's ~400 ns (py_shrink: 768, 3072 and 12288 "
+    "pages zapped in 0.29, 1.17 and 4.96 ms); a cost-profile fix, not this branch's"))
+def test_kvm_epyc_prices_a_shrink_of_written_memory_near_the_kernel():
+    """A bytearray halved from 64 MiB to 1 MiB: glibc shrinks the block with mremap and the
+    kernel zaps (frees) the written tail. Predicted over the kernel's median time, each call
+    within a factor of two."""
+    from perfsim.cost.model import predict
+
+    rows, entries = replay_inputs(_log("py_shrink"), "py_shrink")
+    plans = replay_plans(entries, TARGET, 1)
+    for plan, rec in zip(plans, _records("py_shrink"), strict=True):
+        kernel_ns = sorted(rec["kernel_us_untraced"])[3] * 1000
+        ratio = predict(plan, "kvm-epyc", cpus=1).predicted_ns / kernel_ns
+        assert 0.5 <= ratio <= 2.0, (rec["args"], ratio)
