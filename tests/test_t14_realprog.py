@@ -401,3 +401,68 @@ def test_kvm_epyc_prices_a_shrink_of_written_memory_near_the_kernel():
         kernel_ns = sorted(rec["kernel_us_untraced"])[3] * 1000
         ratio = predict(plan, "kvm-epyc", cpus=1).predicted_ns / kernel_ns
         assert 0.5 <= ratio <= 2.0, (rec["args"], ratio)
+
+
+def test_a_strace_format_stream_replays_the_log_as_converted():
+    """format = "strace" reads the log itself: the same plans as its converted CSV."""
+    from perfsim.workload.generate import trace_entries
+
+    w = parse_workload(f"""
+name = "direct"
+cpus = 2
+[[processes]]
+name = "app"
+threads = 1
+[[streams]]
+name = "recorded"
+kind = "trace"
+format = "strace"
+process = "app"
+path = "{DATA / 'c_realloc_1t.strace'}"
+""")
+    entries = trace_entries(w.streams[0])
+    _, converted = replay_inputs(_log("c_realloc_1t"), "c_realloc_1t")
+    assert entries == converted
+    _, m, _ = run_workload(w)
+    assert m["calls"] == 13 and m["errors"] == 0
+
+
+def _script(name: str):
+    import importlib.util
+
+    path = Path(__file__).parent.parent / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_compare_script_exit_status_says_whether_every_call_agrees(capsys):
+    cmp = _script("compare_program_flushes")
+    d = str(DATA)
+    assert cmp.main([f"{d}/c_realloc_1t.strace", f"{d}/c_realloc_1t.kernel.jsonl"]) == 0
+    assert "13/13 calls agree" in capsys.readouterr().out
+    assert cmp.main([f"{d}/py_bytearray.strace", f"{d}/py_bytearray.kernel.jsonl"]) == 1
+    assert "16/19 calls agree" in capsys.readouterr().out
+
+
+def test_compare_script_missing_file_is_one_line(capsys, tmp_path):
+    cmp = _script("compare_program_flushes")
+    assert cmp.main([str(tmp_path / "none.strace"), str(tmp_path / "none.jsonl")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "none.strace" in err[0]
+
+
+def test_record_script_refuses_an_output_that_is_not_a_directory(capsys, tmp_path):
+    rec = _script("record_program")
+    f = tmp_path / "file"
+    f.write_text("")
+    assert rec.main(["--name", "x", "--out", str(f), "--", "true"]) == 2
+    assert "not a directory" in capsys.readouterr().err
+
+
+def test_fit_script_prints_both_lines(capsys):
+    fit = _script("fit_program_moves")
+    assert fit.main([str(DATA / n) for n in ("c_realloc_1t", "py_list")]) == 0
+    out = capsys.readouterr().out
+    assert "kernel (median of runs):" in out and "kvm-epyc:" in out
