@@ -466,3 +466,33 @@ def test_fit_script_prints_both_lines(capsys):
     assert fit.main([str(DATA / n) for n in ("c_realloc_1t", "py_list")]) == 0
     out = capsys.readouterr().out
     assert "kernel (median of runs):" in out and "kvm-epyc:" in out
+
+
+def test_flags_strace_prints_as_numbers_with_names_in_comments_convert():
+    """strace -X verbose: ``0x1 /* MREMAP_MAYMOVE */`` was refused as unreadable."""
+    log = ("1 mmap(NULL, 8192, PROT_READ, 0x22 /* MAP_PRIVATE|MAP_ANONYMOUS */, -1, 0)"
+           " = 0x7f0000000000\n"
+           "1 mremap(0x7f0000000000, 8192, 16384, 0x1 /* MREMAP_MAYMOVE */) = 0x7f1000000000\n")
+    entries = parse_trace_csv(_converted(log))
+    assert [(e.op, e.backing) for e in entries] == [("mmap", "anon"), ("mremap", "anon")]
+    assert entries[1].maymove and entries[1].new_addr == 0x7F1000000000
+
+
+def test_raw_mmap_flags_give_the_backing():
+    """strace -X raw: MAP_SHARED|MAP_ANONYMOUS as 0x21, fd -1 as 0xffffffff."""
+    log = "1 mmap(0, 0x2000, 0x3, 0x21, 0xffffffff, 0) = 0x7f0000000000\n"
+    assert parse_trace_csv(_converted(log))[0].backing == "shmem"
+
+
+def test_a_call_killed_before_it_returned_is_counted_not_lost():
+    log = ("7 00:00:00.000001 mremap(0x7f0000000000, 16384, 32768, MREMAP_MAYMOVE"
+           " <unfinished ...>\n"
+           "7 00:00:00.000002 +++ killed by SIGKILL +++\n")
+    st = convert_strace(log, io.StringIO())
+    assert (st.calls, st.skipped) == (0, 1)
+
+
+def _converted(log: str) -> str:
+    out = io.StringIO()
+    convert_strace(log, out)
+    return out.getvalue()

@@ -280,8 +280,10 @@ def strace_rows(text: str, origin: str = "<strace>", stats: StraceStats | None =
                 if failed:
                     stats.failed += 1
                     continue
-                flags = a[3] if len(a) > 3 else ""
-                fd = a[4] if len(a) > 4 else "-1"
+                flags = _map_flag_names(a[3] if len(a) > 3 else "")
+                fd = _uncommented(a[4] if len(a) > 4 else "-1")
+                if fd.lower() in ("0xffffffff", "0xffffffffffffffff", "4294967295"):
+                    fd = "-1"  # -X raw
                 if "MAP_HUGETLB" in flags:
                     backing = "hugetlb"
                 elif "MAP_ANONYMOUS" in flags:
@@ -294,17 +296,40 @@ def strace_rows(text: str, origin: str = "<strace>", stats: StraceStats | None =
                 rows.append({"time_ns": rel, "op": "munmap", "addr": a[0], "old_len": int(a[1], 0),
                              "result": result, **who})
             else:
-                flags = a[3] if len(a) > 3 else "0"
+                flags = _uncommented(a[3] if len(a) > 3 else "0")
                 parse_flags(flags, origin, n)
-                rows.append({"time_ns": rel, "op": "mremap", "addr": a[0], "old_len": int(a[1], 0),
-                             "new_len": int(a[2], 0), "flags": flags,
-                             "new_addr": a[4] if len(a) > 4 else "", "result": result, **who})
+                rows.append({"time_ns": rel, "op": "mremap", "addr": _uncommented(a[0]),
+                             "old_len": int(_uncommented(a[1]), 0),
+                             "new_len": int(_uncommented(a[2]), 0), "flags": flags,
+                             "new_addr": _uncommented(a[4]) if len(a) > 4 else "",
+                             "result": result, **who})
                 if failed:
                     stats.failed += 1
         except (IndexError, ValueError) as exc:
             raise PerfsimError(
                 f"{origin}:{n}: cannot read {name} arguments {args!r}: {exc}") from None
+    # a call whose thread never came back (killed mid-call): started, no result
+    stats.skipped += len(pending)
     return rows
+
+
+_COMMENT = re.compile(r"/\*.*?\*/")
+_MAP_BITS = {"MAP_SHARED": 0x01, "MAP_ANONYMOUS": 0x20, "MAP_HUGETLB": 0x40000}
+
+
+def _uncommented(arg: str) -> str:
+    """An argument without the ``/* NAME */`` strace -X verbose adds to a number."""
+    return _COMMENT.sub("", arg).strip()
+
+
+def _map_flag_names(arg: str) -> str:
+    """mmap's flags as names (``-X verbose`` puts them in a comment, ``-X raw`` prints only
+    the number): the names in the text, plus those of the bits a bare number has set."""
+    bare = _uncommented(arg)
+    if bare[:1].isdigit():
+        v = int(bare, 0)
+        return arg + "".join(f"|{k}" for k, b in _MAP_BITS.items() if v & b)
+    return arg
 
 
 def convert_strace(text: str, out, origin: str = "<strace>") -> StraceStats:
