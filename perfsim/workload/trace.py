@@ -22,8 +22,8 @@ it replays as CSVs did before the column existed: mappings take the stream's
 ``populate``, growths stay unwritten.
 
 **strace**: ``strace -f -tt -T -e trace=mremap,mmap,munmap,brk -o app.strace ./app`` (any
-of ``-t``/``-tt``/``-ttt``/``-r`` or none; ``-T``; ``-f`` pid prefixes;
-``<unfinished ...>``/``resumed`` pairs). :func:`convert_strace` writes the CSV above;
+of ``-t``/``-tt``/``-ttt``/``-r`` or none; ``-T``; ``-X verbose``/``-X raw``; ``-f`` pid
+prefixes; ``<unfinished ...>``/``resumed`` pairs). :func:`convert_strace` writes the CSV above;
 ``perfsim workload convert-strace`` is its command line. Failed mmaps and calls without a
 result are dropped and counted. ``brk`` calls become mmap/munmap rows of the heap's
 growth and shrinkage. Rows are in start order, except where two threads' overlapping calls
