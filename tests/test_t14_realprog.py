@@ -496,3 +496,55 @@ def _converted(log: str) -> str:
     out = io.StringIO()
     convert_strace(log, out)
     return out.getvalue()
+
+
+# --------------------------------------------------------------------------- one address space
+def test_a_log_of_two_processes_is_refused_in_one_line():
+    """``setarch -R strace -f sh -c 'python3 ...; perl ...'``, its first 14 lines: the
+    exec'd python child asks for its program break, which is not the shell's."""
+    with pytest.raises(PerfsimError) as e:
+        convert_strace((DATA / "sh_two_programs.strace").read_text(), io.StringIO(), "sh.log")
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("sh.log:13: brk(NULL) returned 0xaca000")
+    assert "more than one address space" in msg
+
+
+def test_two_processes_without_brk_are_refused_by_their_overlapping_mappings():
+    """The same log without its brk lines: the child's first mmap gets the address the
+    shell's first mmap still holds (address-space randomisation was off)."""
+    text = "".join(x for x in (DATA / "sh_two_programs.strace").read_text()
+                   .splitlines(keepends=True) if " brk(" not in x)
+    with pytest.raises(PerfsimError) as e:
+        convert_strace(text, io.StringIO(), "sh.log")
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("sh.log:10: mmap found 0x7ffff7fc0000")
+    assert "more than one address space" in msg and "line 1 mapped" in msg
+
+
+@pytest.mark.parametrize("log", [
+    # MAP_FIXED over a live mapping replaces it
+    "1 mmap(NULL, 8192, PROT_READ, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0) = 0x7f0000000000\n"
+    "1 mmap(0x7f0000000000, 4096, PROT_READ, MAP_PRIVATE|MAP_FIXED|MAP_ANONYMOUS, -1, 0)"
+    " = 0x7f0000000000\n",
+    # unmapped, then handed out again
+    "1 mmap(NULL, 8192, PROT_READ, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0) = 0x7f0000000000\n"
+    "1 munmap(0x7f0000000000, 8192) = 0\n"
+    "1 mmap(NULL, 4096, PROT_READ, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0) = 0x7f0000000000\n",
+    # a block moved away leaves its old range free; a shrink frees its tail
+    "1 mmap(NULL, 8192, PROT_READ, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0) = 0x7f0000000000\n"
+    "1 mremap(0x7f0000000000, 8192, 16384, MREMAP_MAYMOVE) = 0x7f1000000000\n"
+    "1 mmap(NULL, 8192, PROT_READ, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0) = 0x7f0000000000\n"
+    "1 mremap(0x7f1000000000, 16384, 4096, MREMAP_MAYMOVE) = 0x7f1000000000\n"
+    "1 mremap(0x7f1000000000, 4096, 12288, MREMAP_MAYMOVE) = 0x7f1000000000\n",
+])
+def test_one_address_space_logs_pass_the_check(log):
+    convert_strace(log, io.StringIO())
+
+
+def test_a_kernel_chosen_range_still_mapped_is_refused():
+    log = ("1 mmap(NULL, 8192, PROT_READ, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0) = 0x7f0000000000\n"
+           "1 mremap(0x7f0000000000, 8192, 16384, MREMAP_MAYMOVE|MREMAP_DONTUNMAP)"
+           " = 0x7f1000000000\n"
+           "2 mmap(NULL, 4096, PROT_READ, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0) = 0x7f0000000000\n")
+    with pytest.raises(PerfsimError, match=r"<strace>:3: mmap found 0x7f0000000000"):
+        convert_strace(log, io.StringIO())

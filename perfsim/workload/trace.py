@@ -32,6 +32,7 @@ must have run the other way round (:func:`effect_order`).
 
 from __future__ import annotations
 
+import bisect
 import csv
 import io
 import re
@@ -259,7 +260,7 @@ def strace_rows(text: str, origin: str = "<strace>", stats: StraceStats | None =
         if ts is not None and spent:  # -T: the time the call took, from its start
             end = ts + int(round(float(spent["s"]) * 1e9))
         # not CSV columns: who made the call and when it returned (effect_order)
-        who = {"_pid": pid, "_end": None if end is None or t0 is None else end - t0}
+        who = {"_pid": pid, "_end": None if end is None or t0 is None else end - t0, "_line": n}
         try:
             if name == "brk":
                 # The heap: brk(NULL) tells where it ends; a brk that moved the break maps
@@ -268,6 +269,13 @@ def strace_rows(text: str, origin: str = "<strace>", stats: StraceStats | None =
                 if failed or new is None:
                     stats.failed += failed
                     continue
+                asked = _uncommented(a[0]) if a else "NULL"
+                if brk_end is not None and asked in ("NULL", "0") and new != brk_end:
+                    # one mm has one break: this is another program's (an exec)
+                    raise PerfsimError(
+                        f"{origin}:{n}: brk(NULL) returned {hex(new)} but the program break "
+                        f"is {hex(brk_end)}: the log is of more than one address space (a "
+                        "fork or an exec); record one process, or split the log by process")
                 if brk_end is not None and new > brk_end:
                     rows.append({"time_ns": rel, "op": "mmap", "addr": hex(brk_end),
                                  "old_len": new - brk_end, "result": hex(brk_end),
@@ -290,8 +298,9 @@ def strace_rows(text: str, origin: str = "<strace>", stats: StraceStats | None =
                     backing = "shmem" if "MAP_SHARED" in flags else "anon"
                 else:
                     backing = "file" if fd.strip() != "-1" else "anon"
+                fixed = "MAP_FIXED" in flags.replace("MAP_FIXED_NOREPLACE", "")
                 rows.append({"time_ns": rel, "op": "mmap", "addr": result, "old_len": int(a[1], 0),
-                             "result": result, "backing": backing, **who})
+                             "result": result, "backing": backing, "_fixed": fixed, **who})
             elif name == "munmap":
                 rows.append({"time_ns": rel, "op": "munmap", "addr": a[0], "old_len": int(a[1], 0),
                              "result": result, **who})
@@ -314,7 +323,8 @@ def strace_rows(text: str, origin: str = "<strace>", stats: StraceStats | None =
 
 
 _COMMENT = re.compile(r"/\*.*?\*/")
-_MAP_BITS = {"MAP_SHARED": 0x01, "MAP_ANONYMOUS": 0x20, "MAP_HUGETLB": 0x40000}
+_MAP_BITS = {"MAP_SHARED": 0x01, "MAP_FIXED": 0x10, "MAP_ANONYMOUS": 0x20,
+             "MAP_HUGETLB": 0x40000, "MAP_FIXED_NOREPLACE": 0x100000}
 
 
 def _uncommented(arg: str) -> str:
@@ -340,8 +350,92 @@ def convert_strace(text: str, out, origin: str = "<strace>") -> StraceStats:
     if rows and all(r["time_ns"] != "" for r in rows):
         rows.sort(key=lambda r: int(r["time_ns"]))
         rows = effect_order(rows)
+    check_one_address_space(rows, origin)
     write_trace_csv(rows, out)
     return stats
+
+
+class _Ranges:
+    """Disjoint ``[start, end)`` ranges, sorted, each with the log line that mapped it:
+    what the log has mapped so far."""
+
+    def __init__(self) -> None:
+        self.spans: list[tuple[int, int, int]] = []  # (start, end, line)
+
+    def overlap(self, lo: int, hi: int) -> tuple[int, int, int] | None:
+        i = bisect.bisect_right(self.spans, (lo, float("inf"), 0)) - 1
+        for k in (i, i + 1):
+            if 0 <= k < len(self.spans) and self.spans[k][0] < hi and lo < self.spans[k][1]:
+                return self.spans[k]
+        return None
+
+    def remove(self, lo: int, hi: int) -> None:
+        i = max(bisect.bisect_right(self.spans, (lo, float("inf"), 0)) - 1, 0)
+        j = bisect.bisect_left(self.spans, (hi, 0, 0))
+        pieces = []
+        for a, b, line in self.spans[i:j]:
+            if b <= lo or a >= hi:
+                pieces.append((a, b, line))
+                continue
+            if a < lo:
+                pieces.append((a, lo, line))
+            if b > hi:
+                pieces.append((hi, b, line))
+        self.spans[i:j] = pieces
+
+    def add(self, lo: int, hi: int, line: int) -> None:
+        self.remove(lo, hi)
+        bisect.insort(self.spans, (lo, hi, line))
+
+
+def _found_free_and_mapped(r: dict, page: int) -> tuple[tuple | None, list, list]:
+    """For one successful row: the range the kernel chose or found free (or None), the
+    ranges the row unmaps and those it maps, page-rounded."""
+    res = _num(r.get("result", ""))
+    old = -(-int(r["old_len"]) // page) * page
+    if r["op"] == "munmap":
+        addr = int(r["addr"], 0)
+        return None, [(addr, addr + old)], []
+    if r["op"] == "mmap":
+        got = (res, res + old)
+        return (None if r.get("_fixed") else got), [], [got]
+    addr, new = int(r["addr"], 0), -(-int(r["new_len"]) // page) * page
+    flags = parse_flags(_uncommented(str(r.get("flags", ""))))
+    if res == addr:  # in place
+        if new > old:
+            return (addr + old, addr + new), [], [(addr + old, addr + new)]
+        return None, [(addr + new, addr + old)] if new < old else [], []
+    dst = (res, res + new)
+    gone = [] if flags & MREMAP_FLAGS["MREMAP_DONTUNMAP"] else [(addr, addr + old)]
+    return (None if flags & MREMAP_FLAGS["MREMAP_FIXED"] else dst), gone, [dst]
+
+
+def check_one_address_space(rows: list[dict], origin: str, page: int = 4096) -> None:
+    """Refuse, in one line, a log whose calls cannot all be of one address space: a range
+    the kernel chose or found free (an mmap without MAP_FIXED, a heap growth, a moved
+    mremap's destination without MREMAP_FIXED, an in-place growth) that the log still has
+    mapped. That is what a log of several processes shows (``strace -f`` of a shell that
+    forks and execs programs, with address-space randomisation off), and one replayed mm
+    cannot express it."""
+    live = _Ranges()
+    for r in rows:
+        if _num(r.get("result", "")) is None:
+            continue
+        free, gone, mapped = _found_free_and_mapped(r, page)
+        if r["op"] == "mremap":  # a move's own source is not what the check is about
+            for lo, hi in gone:
+                live.remove(lo, hi)
+        hit = live.overlap(*free) if free else None
+        if hit is not None:
+            raise PerfsimError(
+                f"{origin}:{r.get('_line', '?')}: {r['op']} found {hex(free[0])}-{hex(free[1])} "
+                f"free, but line {hit[2]} mapped {hex(hit[0])}-{hex(hit[1])} and nothing "
+                "unmapped it: the log is of more than one address space (a fork or an "
+                "exec); record one process, or split the log by process")
+        for lo, hi in gone:
+            live.remove(lo, hi)
+        for lo, hi in mapped:
+            live.add(lo, hi, r.get("_line", 0))
 
 
 def _num(v) -> int | None:
