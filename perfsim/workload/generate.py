@@ -378,18 +378,29 @@ class Entry:
     dontunmap: bool = False
     for_stack: bool = False
     backing: str = "anon"
-    populate: float = 1.0
+    populate: float | None = 1.0
+    """Fraction of the pages the entry adds that are written (mmap: the mapping; a growing
+    mremap of a trace: the added part). ``None`` only on a trace row without its own
+    ``populate`` column, until :func:`trace_entries` gives it the stream's."""
     at_ns: int | None = None
 
 
 class StatefulPlanner:
     """Plans a sequence of entries in order against an evolving address space; mmap and
-    munmap update the space. Hands out only mremap plans. ``seed`` seeds populations."""
+    munmap update the space. Hands out only mremap plans. ``seed`` seeds populations.
+
+    ``populate_growth`` (trace replay): the part an mremap adds to a mapping is faulted in
+    after the call with the growing entry's ``populate`` fraction, as an mmapped region is
+    when it is mapped. A recorded program grows a mapping to write it (glibc ``realloc``,
+    a growing bytearray or string), so by its next mremap the kernel finds the added part
+    written; without this every call after an in-place growth would move page tables
+    that are empty in the replay but full in the kernel (docs/real-programs.md)."""
 
     def __init__(self, space: AddressSpace, entries: list[Entry], target: Target, seed: int,
-                 repeat: int = 1):
+                 repeat: int = 1, *, populate_growth: bool = False):
         self.space, self.entries, self.target = space, entries, target
         self.seed, self.repeat = seed, repeat
+        self.populate_growth = populate_growth
         self.skipped = 0
 
     def __iter__(self) -> Iterator[MovePlan]:
@@ -397,7 +408,7 @@ class StatefulPlanner:
         from perfsim.planner.syscall import do_munmap
 
         a = self.target.arch
-        n_map = 0
+        n_map = n_grow = 0
         for _ in range(self.repeat):
             for e in self.entries:
                 if e.op == "mmap":
@@ -433,7 +444,23 @@ class StatefulPlanner:
                 plan = plan_mremap(self.space, req, self.target)
                 if plan.errno is None:
                     self.space = plan.after
+                    if self.populate_growth and e.new_len is not None \
+                            and e.new_len > e.old_len and e.populate > 0:
+                        n_grow += 1
+                        self.space = _populate_added(self.space, plan.result_addr, e,
+                                                     self.seed + (1 << 20) + n_grow, a)
                 yield plan
+
+
+def _populate_added(space: AddressSpace, addr: int, e: Entry, seed: int, arch) -> AddressSpace:
+    """``space`` with the part a growing mremap added (``[addr + old_len, addr + new_len)``,
+    page-rounded) faulted in with the entry's ``populate`` fraction."""
+    ps = arch.page_size
+    lo = addr + -(-e.old_len // ps) * ps
+    hi = addr + -(-e.new_len // ps) * ps
+    if hi <= lo:
+        return space
+    return replace(space, pt=space.pt.populate(lo, hi, fraction=e.populate, seed=seed))
 
 
 def call_entries(s: CallStream, p: Process) -> list[Entry]:
@@ -550,7 +577,8 @@ def compile_workload(w: Workload, target: Target, profile: CostProfile,
             entries = call_entries(s, p) if isinstance(s, CallStream) else trace_entries(s)
             plans = iter(StatefulPlanner(spaces[p.name] or initial_space(p, target, ncpus),
                                          entries, target, seed=i,
-                                         repeat=getattr(s, "repeat", 1)))
+                                         repeat=getattr(s, "repeat", 1),
+                                         populate_growth=isinstance(s, TraceStream)))
             n_moves = sum(e.op == "mremap" for e in entries) * getattr(s, "repeat", 1)
             count = min(s.count, n_moves) if s.count else n_moves
             if s.count:
@@ -654,4 +682,6 @@ def trace_entries(s: TraceStream) -> list[Entry]:
     else:
         with open(s.path, encoding="utf-8", errors="replace") as f:
             entries = strace_to_entries(f.read(), origin=s.path)
-    return [replace(e, populate=s.populate) if e.op == "mmap" else e for e in entries]
+    # a row's own populate (the CSV column) stands; the stream's fills the rest
+    return [replace(e, populate=s.populate) if e.op != "munmap" and e.populate is None else e
+            for e in entries]

@@ -14,15 +14,25 @@ the real call returned (an address, ``0`` or ``-ENOMEM``). One use only: a call 
 (MAYMOVE|FIXED), because the trace cannot show what blocked growth in place. ``backing``
 (mmap only) is ``anon``, ``shmem``, ``file`` or
 ``hugetlb``. ``time_ns`` may be empty (then the stream's arrival process decides).
+``populate`` (optional; empty = the stream's ``populate``) is the fraction of the pages a
+row adds that the program has written by its next call: an mmap's mapping, the part a
+growing mremap adds. A trace does not record it; the column makes it explicit where it
+is known (docs/real-programs.md). The converter always writes the column. A CSV without
+it replays as CSVs did before the column existed: mappings take the stream's
+``populate``, growths stay unwritten.
 
-**strace**: ``strace -f -tt -e trace=mremap,mmap,munmap -o app.strace ./app`` (any of
-``-t``/``-tt``/``-ttt``/``-r`` or none; ``-f`` pid prefixes; ``<unfinished ...>``/``resumed``
-pairs). :func:`convert_strace` writes the CSV above; ``perfsim workload convert-strace``
-is its command line. Failed mmaps and calls without a result are dropped and counted.
+**strace**: ``strace -f -tt -T -e trace=mremap,mmap,munmap,brk -o app.strace ./app`` (any
+of ``-t``/``-tt``/``-ttt``/``-r`` or none; ``-T``; ``-X verbose``/``-X raw``; ``-f`` pid
+prefixes; ``<unfinished ...>``/``resumed`` pairs). :func:`convert_strace` writes the CSV above;
+``perfsim workload convert-strace`` is its command line. Failed mmaps and calls without a
+result are dropped and counted. ``brk`` calls become mmap/munmap rows of the heap's
+growth and shrinkage. Rows are in start order, except where two threads' overlapping calls
+must have run the other way round (:func:`effect_order`).
 """
 
 from __future__ import annotations
 
+import bisect
 import csv
 import io
 import re
@@ -33,7 +43,7 @@ from perfsim.errors import PerfsimError, read_text
 from perfsim.workload.generate import Entry
 
 CSV_COLUMNS = ("time_ns", "op", "addr", "old_len", "new_len", "flags", "new_addr", "result",
-               "backing")
+               "backing", "populate")
 MREMAP_FLAGS = {"MREMAP_MAYMOVE": 1, "MREMAP_FIXED": 2, "MREMAP_DONTUNMAP": 4}
 
 
@@ -97,6 +107,19 @@ def parse_trace_csv(text: str, origin: str = "<trace>") -> list[Entry]:
             # destination is free), so later calls find the mapping where the app did.
             new_addr = int(result, 16)
             flags |= 3
+        populate = (r.get("populate") or "").strip()
+        if populate:
+            try:
+                pop = float(populate)
+            except ValueError:
+                pop = -1.0
+            if not 0.0 <= pop <= 1.0:
+                raise PerfsimError(f"{origin}:{n}: column 'populate': {populate!r}; allowed: "
+                                   "a fraction 0.0 .. 1.0, or empty (the stream's populate)")
+        elif "populate" in cols or op != "mremap":
+            pop = None  # the stream's
+        else:
+            pop = 0.0  # a CSV without the column: its growths replay unwritten, as before
         backing = (r.get("backing") or "anon").strip() or "anon"
         if backing not in ("anon", "shmem", "file", "hugetlb"):
             raise PerfsimError(f"{origin}:{n}: column 'backing': {backing!r}; allowed: anon, "
@@ -106,7 +129,8 @@ def parse_trace_csv(text: str, origin: str = "<trace>") -> list[Entry]:
             new_len=_int(r.get("new_len"), "new_len", origin, n),
             new_addr=new_addr,
             fixed=bool(flags & 2), maymove=bool(flags & 1), dontunmap=bool(flags & 4),
-            backing=backing, at_ns=_int(r.get("time_ns"), "time_ns", origin, n)))
+            backing=backing, at_ns=_int(r.get("time_ns"), "time_ns", origin, n),
+            populate=pop))
     return out
 
 
@@ -122,18 +146,32 @@ _LINE = re.compile(
     r"^(?:\[pid\s+(?P<pid1>\d+)\]\s+|(?P<pid2>\d+)\s+)?"
     r"(?:(?P<ts>\d+:\d+:\d+(?:\.\d+)?|\d+\.\d+|\d+)\s+)?"
     r"(?P<rest>.*)$")
-_CALL = re.compile(r"^(?P<name>mremap|mmap2?|munmap)\((?P<args>.*)\)\s*=\s*(?P<ret>.*)$")
-_UNFIN = re.compile(r"^(?P<name>mremap|mmap2?|munmap)\((?P<args>.*?)\s*<unfinished \.\.\.>$")
-_RESUM = re.compile(r"^<\.\.\. (?P<name>mremap|mmap2?|munmap) resumed>\s*(?P<args>.*)\)\s*=\s*(?P<ret>.*)$")
+_NAMES = r"(?P<name>mremap|mmap2?|munmap|brk)"
+_CALL = re.compile(r"^" + _NAMES + r"\((?P<args>.*)\)\s*=\s*(?P<ret>.*)$")
+_UNFIN = re.compile(r"^" + _NAMES + r"\((?P<args>.*?)\s*<unfinished \.\.\.>$")
+_RESUM = re.compile(r"^<\.\.\. " + _NAMES + r" resumed>\s*(?P<args>.*)\)\s*=\s*(?P<ret>.*)$")
+_SPENT = re.compile(r"<(?P<s>\d+\.\d+)>\s*$")
+
+
+RELATIVE_BELOW_NS = 10**17
+"""A bare seconds timestamp below this (about three years) is ``-r``'s time since the
+previous line; ``-ttt`` prints seconds since 1970."""
 
 
 def _ts_ns(ts: str | None) -> int | None:
+    """Nanoseconds of an strace timestamp (``H:M:S[.frac]`` or seconds ``S[.frac]``),
+    exactly: as a float, ``-ttt``'s seconds since 1970 keep only ~0.2 µs."""
     if not ts:
         return None
     if ":" in ts:
         h, m, s = ts.split(":")
-        return int(round((int(h) * 3600 + int(m) * 60 + float(s)) * 1e9))
-    return int(round(float(ts) * 1e9))
+        return (int(h) * 3600 + int(m) * 60) * 10**9 + _seconds_ns(s)
+    return _seconds_ns(ts)
+
+
+def _seconds_ns(text: str) -> int:
+    whole, _, frac = text.partition(".")
+    return int(whole) * 10**9 + int((frac + "000000000")[:9])
 
 
 def _split_args(args: str) -> list[str]:
@@ -165,6 +203,9 @@ def strace_rows(text: str, origin: str = "<strace>", stats: StraceStats | None =
     """Rows (CSV dicts) from strace output (see module docstring)."""
     stats = stats if stats is not None else StraceStats()
     pending: dict[str, tuple[str, str, int | None]] = {}
+    brk_end: int | None = None  # the program break as the last brk() left it
+    relative: bool | None = None  # -r timestamps (decided at the first one)
+    clock_ns = 0
     rows = []
     t0 = None
     for n, raw in enumerate(text.splitlines(), start=1):
@@ -175,6 +216,12 @@ def strace_rows(text: str, origin: str = "<strace>", stats: StraceStats | None =
         m = _LINE.match(line)
         pid = m.group("pid1") or m.group("pid2") or ""
         ts = _ts_ns(m.group("ts"))
+        if ts is not None:
+            if relative is None:  # -r prints the time since the previous line, not a clock
+                relative = ":" not in m.group("ts") and ts < RELATIVE_BELOW_NS
+            if relative:
+                clock_ns += ts
+                ts = clock_ns
         rest = m.group("rest")
         if rest.startswith("+++") or rest.startswith("---"):
             continue
@@ -188,13 +235,15 @@ def strace_rows(text: str, origin: str = "<strace>", stats: StraceStats | None =
                 stats.skipped += 1
                 continue
             name, head, ts0 = pending.pop(pid)
-            name, args, ret, ts = name, (head + " " + r.group("args")).strip(), r.group("ret"), ts0
+            name, args, ret, ts, end = name, (head + " " + r.group("args")).strip(), \
+                r.group("ret"), ts0, ts
         else:
             c = _CALL.match(rest)
             if not c:
                 stats.skipped += 1
                 continue
             name, args, ret = c.group("name"), c.group("args"), c.group("ret")
+            end = ts
         stats.calls += 1
         ret = ret.strip()
         if ret.startswith("?"):
@@ -207,36 +256,90 @@ def strace_rows(text: str, origin: str = "<strace>", stats: StraceStats | None =
         if ts is not None and t0 is None:
             t0 = ts
         rel = "" if ts is None else str(ts - t0)
+        spent = _SPENT.search(ret)
+        if ts is not None and spent:  # -T: the time the call took, from its start
+            end = ts + int(round(float(spent["s"]) * 1e9))
+        # not CSV columns: who made the call and when it returned (effect_order)
+        who = {"_pid": pid, "_end": None if end is None or t0 is None else end - t0, "_line": n}
         try:
-            if name.startswith("mmap"):
+            if name == "brk":
+                # The heap: brk(NULL) tells where it ends; a brk that moved the break maps
+                # (or unmaps) the anonymous range between the old and the new break.
+                new = _num(result)
+                if failed or new is None:
+                    stats.failed += failed
+                    continue
+                asked = _uncommented(a[0]) if a else "NULL"
+                if brk_end is not None and asked in ("NULL", "0") and new != brk_end:
+                    # one mm has one break: this is another program's (an exec)
+                    raise PerfsimError(
+                        f"{origin}:{n}: brk(NULL) returned {hex(new)} but the program break "
+                        f"is {hex(brk_end)}: the log is of more than one address space (a "
+                        "fork or an exec); record one process, or split the log by process")
+                if brk_end is not None and new > brk_end:
+                    rows.append({"time_ns": rel, "op": "mmap", "addr": hex(brk_end),
+                                 "old_len": new - brk_end, "result": hex(brk_end),
+                                 "backing": "anon", **who})
+                elif brk_end is not None and new < brk_end:
+                    rows.append({"time_ns": rel, "op": "munmap", "addr": hex(new),
+                                 "old_len": brk_end - new, "result": "0", **who})
+                brk_end = new
+            elif name.startswith("mmap"):
                 if failed:
                     stats.failed += 1
                     continue
-                flags = a[3] if len(a) > 3 else ""
-                fd = a[4] if len(a) > 4 else "-1"
+                flags = _map_flag_names(a[3] if len(a) > 3 else "")
+                fd = _uncommented(a[4] if len(a) > 4 else "-1")
+                if fd.lower() in ("0xffffffff", "0xffffffffffffffff", "4294967295"):
+                    fd = "-1"  # -X raw
                 if "MAP_HUGETLB" in flags:
                     backing = "hugetlb"
                 elif "MAP_ANONYMOUS" in flags:
                     backing = "shmem" if "MAP_SHARED" in flags else "anon"
                 else:
                     backing = "file" if fd.strip() != "-1" else "anon"
+                fixed = "MAP_FIXED" in flags.replace("MAP_FIXED_NOREPLACE", "")
                 rows.append({"time_ns": rel, "op": "mmap", "addr": result, "old_len": int(a[1], 0),
-                             "result": result, "backing": backing})
+                             "result": result, "backing": backing, "_fixed": fixed, **who})
             elif name == "munmap":
                 rows.append({"time_ns": rel, "op": "munmap", "addr": a[0], "old_len": int(a[1], 0),
-                             "result": result})
+                             "result": result, **who})
             else:
-                flags = a[3] if len(a) > 3 else "0"
+                flags = _uncommented(a[3] if len(a) > 3 else "0")
                 parse_flags(flags, origin, n)
-                rows.append({"time_ns": rel, "op": "mremap", "addr": a[0], "old_len": int(a[1], 0),
-                             "new_len": int(a[2], 0), "flags": flags,
-                             "new_addr": a[4] if len(a) > 4 else "", "result": result})
+                rows.append({"time_ns": rel, "op": "mremap", "addr": _uncommented(a[0]),
+                             "old_len": int(_uncommented(a[1]), 0),
+                             "new_len": int(_uncommented(a[2]), 0), "flags": flags,
+                             "new_addr": _uncommented(a[4]) if len(a) > 4 else "",
+                             "result": result, **who})
                 if failed:
                     stats.failed += 1
         except (IndexError, ValueError) as exc:
             raise PerfsimError(
                 f"{origin}:{n}: cannot read {name} arguments {args!r}: {exc}") from None
+    # a call whose thread never came back (killed mid-call): started, no result
+    stats.skipped += len(pending)
     return rows
+
+
+_COMMENT = re.compile(r"/\*.*?\*/")
+_MAP_BITS = {"MAP_SHARED": 0x01, "MAP_FIXED": 0x10, "MAP_ANONYMOUS": 0x20,
+             "MAP_HUGETLB": 0x40000, "MAP_FIXED_NOREPLACE": 0x100000}
+
+
+def _uncommented(arg: str) -> str:
+    """An argument without the ``/* NAME */`` strace -X verbose adds to a number."""
+    return _COMMENT.sub("", arg).strip()
+
+
+def _map_flag_names(arg: str) -> str:
+    """mmap's flags as names (``-X verbose`` puts them in a comment, ``-X raw`` prints only
+    the number): the names in the text, plus those of the bits a bare number has set."""
+    bare = _uncommented(arg)
+    if bare[:1].isdigit():
+        v = int(bare, 0)
+        return arg + "".join(f"|{k}" for k, b in _MAP_BITS.items() if v & b)
+    return arg
 
 
 def convert_strace(text: str, out, origin: str = "<strace>") -> StraceStats:
@@ -246,8 +349,178 @@ def convert_strace(text: str, out, origin: str = "<strace>") -> StraceStats:
     rows = strace_rows(text, origin, stats)
     if rows and all(r["time_ns"] != "" for r in rows):
         rows.sort(key=lambda r: int(r["time_ns"]))
+        rows = effect_order(rows)
+    check_one_address_space(rows, origin)
     write_trace_csv(rows, out)
     return stats
+
+
+class _Ranges:
+    """Disjoint ``[start, end)`` ranges, sorted, each with the log line that mapped it:
+    what the log has mapped so far."""
+
+    def __init__(self) -> None:
+        self.spans: list[tuple[int, int, int]] = []  # (start, end, line)
+
+    def overlap(self, lo: int, hi: int) -> tuple[int, int, int] | None:
+        i = bisect.bisect_right(self.spans, (lo, float("inf"), 0)) - 1
+        for k in (i, i + 1):
+            if 0 <= k < len(self.spans) and self.spans[k][0] < hi and lo < self.spans[k][1]:
+                return self.spans[k]
+        return None
+
+    def remove(self, lo: int, hi: int) -> None:
+        i = max(bisect.bisect_right(self.spans, (lo, float("inf"), 0)) - 1, 0)
+        j = bisect.bisect_left(self.spans, (hi, 0, 0))
+        pieces = []
+        for a, b, line in self.spans[i:j]:
+            if b <= lo or a >= hi:
+                pieces.append((a, b, line))
+                continue
+            if a < lo:
+                pieces.append((a, lo, line))
+            if b > hi:
+                pieces.append((hi, b, line))
+        self.spans[i:j] = pieces
+
+    def add(self, lo: int, hi: int, line: int) -> None:
+        self.remove(lo, hi)
+        bisect.insort(self.spans, (lo, hi, line))
+
+
+def _found_free_and_mapped(r: dict, page: int) -> tuple[tuple | None, list, list]:
+    """For one successful row: the range the kernel chose or found free (or None), the
+    ranges the row unmaps and those it maps, page-rounded."""
+    res = _num(r.get("result", ""))
+    old = -(-int(r["old_len"]) // page) * page
+    if r["op"] == "munmap":
+        addr = int(r["addr"], 0)
+        return None, [(addr, addr + old)], []
+    if r["op"] == "mmap":
+        got = (res, res + old)
+        return (None if r.get("_fixed") else got), [], [got]
+    addr, new = int(r["addr"], 0), -(-int(r["new_len"]) // page) * page
+    flags = parse_flags(_uncommented(str(r.get("flags", ""))))
+    if res == addr:  # in place
+        if new > old:
+            return (addr + old, addr + new), [], [(addr + old, addr + new)]
+        return None, [(addr + new, addr + old)] if new < old else [], []
+    dst = (res, res + new)
+    gone = [] if flags & MREMAP_FLAGS["MREMAP_DONTUNMAP"] else [(addr, addr + old)]
+    return (None if flags & MREMAP_FLAGS["MREMAP_FIXED"] else dst), gone, [dst]
+
+
+def check_one_address_space(rows: list[dict], origin: str, page: int = 4096) -> None:
+    """Refuse, in one line, a log whose calls cannot all be of one address space: a range
+    the kernel chose or found free (an mmap without MAP_FIXED, a heap growth, a moved
+    mremap's destination without MREMAP_FIXED, an in-place growth) that the log still has
+    mapped. That is what a log of several processes shows (``strace -f`` of a shell that
+    forks and execs programs, with address-space randomisation off), and one replayed mm
+    cannot express it."""
+    live = _Ranges()
+    for r in rows:
+        if _num(r.get("result", "")) is None:
+            continue
+        free, gone, mapped = _found_free_and_mapped(r, page)
+        if r["op"] == "mremap":  # a move's own source is not what the check is about
+            for lo, hi in gone:
+                live.remove(lo, hi)
+        hit = live.overlap(*free) if free else None
+        if hit is not None:
+            raise PerfsimError(
+                f"{origin}:{r.get('_line', '?')}: {r['op']} found {hex(free[0])}-{hex(free[1])} "
+                f"free, but line {hit[2]} mapped {hex(hit[0])}-{hex(hit[1])} and nothing "
+                "unmapped it: the log is of more than one address space (a fork or an "
+                "exec); record one process, or split the log by process")
+        for lo, hi in gone:
+            live.remove(lo, hi)
+        for lo, hi in mapped:
+            live.add(lo, hi, r.get("_line", 0))
+
+
+def _num(v) -> int | None:
+    t = str(v).strip()
+    if t[:2].lower() == "0x" or t.isdigit():
+        return int(t, 0)
+    return None
+
+
+def _taken(r: dict) -> tuple[int, int] | None:
+    """The range a successful call of row ``r`` made the kernel find free: an mmap's
+    mapping, a moved mremap's destination, an in-place growth's added part."""
+    res = _num(r.get("result", ""))
+    if res is None:
+        return None
+    if r["op"] == "mmap":
+        return res, res + int(r["old_len"])
+    if r["op"] == "mremap":
+        addr, old, new = int(r["addr"], 0), int(r["old_len"]), int(r["new_len"])
+        if res != addr:
+            return res, res + new
+        if new > old:
+            return addr + old, addr + new
+    return None
+
+
+def _freed(r: dict) -> tuple[int, int] | None:
+    """The range a successful call of row ``r`` left free: a munmap's range, a moved
+    mremap's source (not with MREMAP_DONTUNMAP), a shrink's cut-off tail."""
+    res = _num(r.get("result", ""))
+    if res is None:
+        return None
+    addr, old = int(r["addr"], 0), int(r["old_len"])
+    if r["op"] == "munmap" and res == 0:
+        return addr, addr + old
+    if r["op"] == "mremap":
+        new = int(r["new_len"])
+        if res != addr and "DONTUNMAP" not in str(r.get("flags", "")):
+            return addr, addr + old
+        if new < old:
+            return addr + new, addr + old
+    return None
+
+
+def effect_order(rows: list[dict]) -> list[dict]:
+    """``rows`` (in start order) in the order their effects must have taken place.
+
+    strace shows when a call started and when it returned, not when it held ``mmap_lock``.
+    Calls of one thread never overlap, so start order is their order. Two threads' calls
+    that overlap in time are ordered by the kernel, and the recorded results tell how where
+    it matters: a call that found free a range (an mmap's or a moved mremap's destination,
+    an in-place growth) which a concurrent call of another thread, started later, freed
+    (a munmap, a moved source, a shrink) ran after that call. Such a call is placed right
+    after it (with that thread's calls before it, so no thread's calls change order);
+    every other call stays at its start time."""
+    out = list(rows)
+    budget = len(out)  # moves allowed: a pair that each freed what the other took stops
+    i = 0
+    while i < len(out):
+        r = out[i]
+        want, end = _taken(r), r.get("_end")
+        j = None
+        if want is not None and end is not None and budget > 0:
+            for k in range(i + 1, len(out)):
+                q = out[k]
+                if int(q["time_ns"]) > end:
+                    break
+                if q.get("_pid") == r.get("_pid"):
+                    continue
+                got = _freed(q)
+                if got and got[0] < want[1] and want[0] < got[1]:
+                    j = k
+                    break
+        if j is None:
+            i += 1
+            continue
+        # q goes before r with the calls its thread made since r started (in their order):
+        # a thread's calls never change order. The moved calls are looked at next.
+        pid = out[j].get("_pid")
+        block = [x for x in out[i + 1:j + 1] if x.get("_pid") == pid]
+        rest = [x for x in out[i + 1:j + 1] if x.get("_pid") != pid]
+        out[i:j + 1] = block + [r] + rest
+        budget -= 1
+    return out
+    return out
 
 
 def strace_to_entries(text: str, origin: str = "<strace>") -> list[Entry]:
