@@ -35,6 +35,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
+from perfsim.host.load import load_verdict, sample_load  # noqa: E402
 from perfsim.host.program import call_key, trace_program  # noqa: E402
 from perfsim.host.trace import TracingBusy, TracingUnavailable, tracing_status  # noqa: E402
 
@@ -81,8 +82,12 @@ def main(argv=None) -> int:
     try:
         run = trace_program(prog, strace_log=log, stdout=devnull)
         extra = [trace_program(prog, stdout=devnull) for _ in range(args.latency_runs)]
+        # The kernel times are only as good as the machine is quiet: a call preempted at a
+        # cond_resched() (or one whose CPU the hypervisor took) counts the wait as its own.
+        load_before = sample_load() if args.latency_runs else None
         timed = [trace_program(prog, stdout=devnull, times_only=True)
                  for _ in range(args.latency_runs)]
+        load_after = sample_load() if args.latency_runs else None
     except (TracingUnavailable, TracingBusy) as e:
         print(f"cannot trace: {e}", file=sys.stderr)
         return 2
@@ -137,10 +142,19 @@ def main(argv=None) -> int:
             got = times.get(k, [])
             rec["kernel_us_untraced"] = got[n] if n < len(got) else []
             rec.update(program=args.name, kernel=os.uname().release, recorded=when)
+            if load_before is not None:
+                rec["load_timed_runs"] = {"before": load_before.as_dict(),
+                                          "after": load_after.as_dict()}
             f.write(json.dumps(rec, sort_keys=True) + "\n")
     os.replace(tmp, out)
     print(f"{args.name}: {len(run.calls)} mremap calls traced, {run.overrun} records lost; "
           f"{log}, {out}")
+    if load_before is not None:
+        worst = max(load_verdict(load_before), load_verdict(load_after),
+                    key=lambda v: ("quiet", "busy", "overloaded").index(v[0]))
+        print(f"kernel times taken on a {worst[1]}"
+              + ("" if worst[0] == "quiet" else
+                 ": a call's time includes waits for its CPU, compare its least times"))
     return 0
 
 

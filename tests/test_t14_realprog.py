@@ -548,3 +548,23 @@ def test_a_kernel_chosen_range_still_mapped_is_refused():
            "2 mmap(NULL, 4096, PROT_READ, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0) = 0x7f0000000000\n")
     with pytest.raises(PerfsimError, match=r"<strace>:3: mmap found 0x7f0000000000"):
         convert_strace(log, io.StringIO())
+
+
+def test_a_calls_least_kernel_time_is_the_least_of_its_runs():
+    cmp = _script("compare_program_flushes")
+    rows = [{"kernel_us_untraced": [40.0, 12.0, 20.0], "predicted_ns": 12_000},
+            {"kernel_us_untraced": [9.0, 30.0, 31.0], "predicted_ns": 9_000},  # least < 10 us
+            {"kernel_us_untraced": [], "predicted_ns": 5_000}]
+    assert cmp.latency_ratios(rows, statistic="least") == [1.0]
+    assert cmp.latency_ratios(rows, statistic="median") == [0.6, 0.3]
+
+
+def test_compare_script_reads_least_times_when_asked(capsys):
+    cmp = _script("compare_program_flushes")
+    d = str(DATA)
+    args = [f"{d}/c_realloc_1t.strace", f"{d}/c_realloc_1t.kernel.jsonl"]
+    assert cmp.main([*args, "--statistic", "least"]) == 0
+    least = capsys.readouterr().out
+    assert cmp.main(args) == 0
+    median = capsys.readouterr().out
+    assert "(untraced least)" in least and "(untraced median)" in median
