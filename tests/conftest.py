@@ -22,11 +22,14 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_call(item):
     """A host test whose tracing session finds tracefs taken by someone else *after*
-    collection (another tool started tracing) is skipped with that reason, not failed."""
+    collection (another tool started tracing) is skipped with that reason, not failed;
+    also when the command under test reported it as its own error (raised from it)."""
     outcome = yield
     excinfo = outcome.excinfo
     if excinfo is not None:
         from perfsim.host.trace import TracingBusy
 
-        if issubclass(excinfo[0], TracingBusy):
-            outcome.force_exception(pytest.skip.Exception(f"tracing is in use: {excinfo[1]}"))
+        exc = excinfo[1]
+        busy = exc if isinstance(exc, TracingBusy) else exc.__cause__
+        if isinstance(busy, TracingBusy):
+            outcome.force_exception(pytest.skip.Exception(f"tracing is in use: {busy}"))

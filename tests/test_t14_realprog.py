@@ -568,3 +568,32 @@ def test_compare_script_reads_least_times_when_asked(capsys):
     assert cmp.main(args) == 0
     median = capsys.readouterr().out
     assert "(untraced least)" in least and "(untraced median)" in median
+
+
+def test_a_native_run_refused_because_someone_traces_says_so_and_keeps_the_cause(monkeypatch):
+    """``run_native`` reports a held trace lock as its one-line error, raised from the
+    TracingBusy, so the test hook (tests/conftest.py) skips a live test that meets it."""
+    import os
+
+    import perfsim.groundtruth.native as native
+    from perfsim.errors import PerfsimError
+    from perfsim.host.trace import TracingBusy
+
+    if os.uname().machine != "x86_64":
+        pytest.skip("run_native refuses other machines before it traces")
+
+    class Held:
+        def __init__(self, **_kw):
+            pass
+
+        def __enter__(self):
+            raise TracingBusy("perfsim's trace lock is held by pid 1")
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(native, "build_probe", lambda link: "/bin/true")
+    monkeypatch.setattr(native, "TlbTraceSession", Held)
+    with pytest.raises(PerfsimError, match="cannot trace the host kernel") as e:
+        native.run_native([], link="static")
+    assert isinstance(e.value.__cause__, TracingBusy)

@@ -64,7 +64,8 @@ def run_native(cases: list[dict], *, link: str = "static", timeout_s: float = 36
                     progress(f"native: {done}/{len(cases)} calls ({time.monotonic() - t0:.0f} s)")
             rc = proc.wait(timeout=timeout_s)
     except (TracingUnavailable, TracingBusy) as exc:
-        raise PerfsimError(f"cannot trace the host kernel: {exc}") from None
+        # (chained: a caller, e.g. a test, can tell "someone else is tracing" from a failure)
+        raise PerfsimError(f"cannot trace the host kernel: {exc}") from exc
     if rc != 0:
         tail = next((ln for ln in reversed(lines) if ln.startswith("@@PERFSIM-ERROR")),
                     f"exit status {rc}")
