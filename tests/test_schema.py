@@ -85,7 +85,22 @@ NOT_AN_INPUT_KIND = {
     "tests/data/groundtruth/known_mismatches.toml",
 }
 
-SHIPPED = sorted(p for p in ROOT.rglob("*.toml")
+def _tree_tomls() -> list[Path]:
+    """The tree's own TOML files: in a git checkout those git tracks or would (not what it
+    ignores: a ``pip install .`` leaves copies under build/), else every one below ROOT."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others",
+                              "--exclude-standard", "--", "*.toml"], capture_output=True,
+                             check=True, timeout=60).stdout.decode()
+        found = [ROOT / n for n in out.split("\0") if n]
+    except (OSError, subprocess.SubprocessError):
+        found = list(ROOT.rglob("*.toml"))
+    return [p for p in found if p.is_file()]
+
+
+SHIPPED = sorted(p for p in _tree_tomls()
                  if ".venv" not in p.parts and p.name != "pyproject.toml"
                  and not any(part.startswith(".") for part in p.relative_to(ROOT).parts))
 
