@@ -129,7 +129,9 @@ def test_fit_on_recorded_data_gives_intervals_and_plausible_costs(recorded):
         if fit.status[p] == "fitted" and p in fit.ci:
             lo, hi = fit.ci[p]
             assert lo <= hi and fit.sd[p] >= 0
-    assert fit.status["zap_pte_ns"] == "prior"
+    # zap_pte_ns is free since the zap group (t14 zap9); this recording has no shrink
+    assert fit.status["zap_pte_ns"] == "prior (no data)"
+    assert fit.status["unmap_ns"] == "prior"
     assert fit.sigma.get("syscall_ns", 0) > 0
 
 

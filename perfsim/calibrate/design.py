@@ -28,6 +28,12 @@ ALIGN_CLASSES: tuple[str, ...] = ("pud_aligned", "pmd_aligned", "realignable", "
                                   "unaligned")
 POPULATIONS: tuple[str, ...] = ("full", "sparse", "none")
 BACKINGS: tuple[str, ...] = ("anon", "memfd", "hugetlb")
+#: What the measured call does: ``move`` = ``mremap(src, size, size, MAYMOVE|FIXED, dst)`` onto
+#: a hole; ``shrink`` = ``mremap(src, size, size / 2, 0)``: nothing moves, the tail half is
+#: unmapped, i.e. its present PTEs are zapped (``unmap_page_range`` / ``zap_pte_range``), its
+#: pages released and its page tables freed (``free_pgtables``) -- the one call of the design
+#: that pays ``zap_pte_ns``.
+OPS: tuple[str, ...] = ("move", "shrink")
 #: ``sparse`` = one present page in every SPARSE_EVERY (one 4 KiB page per 64 KiB).
 SPARSE_EVERY = 16
 HUGETLB_PAGE = 2 * MiB
@@ -65,6 +71,7 @@ class Config:
     backing: str = "anon"
     thp: bool = False
     group: str = "core"
+    op: str = "move"
 
     def __post_init__(self) -> None:
         if self.align not in ALIGN_CLASSES:
@@ -73,6 +80,10 @@ class Config:
             raise ValueError(f"populate must be one of {POPULATIONS}, got {self.populate!r}")
         if self.backing not in BACKINGS:
             raise ValueError(f"backing must be one of {BACKINGS}, got {self.backing!r}")
+        if self.op not in OPS:
+            raise ValueError(f"op must be one of {OPS}, got {self.op!r}")
+        if self.op == "shrink" and (self.size % (8 * KiB) or self.backing == "hugetlb"):
+            raise ValueError("a shrink halves the size: a multiple of 8 KiB, not hugetlb")
         if self.threads not in (1, 2):
             raise ValueError("threads must be 1 or 2")
         if self.size <= 0 or self.size % (4 * KiB):
@@ -83,9 +94,11 @@ class Config:
 
     @property
     def id(self) -> str:
-        """A stable, readable key, e.g. ``unaligned/64M/t2/anon/full`` (+ ``/thp``)."""
+        """A stable, readable key, e.g. ``unaligned/64M/t2/anon/full`` (+ ``/thp``, + ``/shrink``
+        for a shrink; a move has no suffix, so the keys of data recorded before shrinks existed
+        are unchanged)."""
         s = f"{self.align}/{fmt_size(self.size)}/t{self.threads}/{self.backing}/{self.populate}"
-        return s + ("/thp" if self.thp else "")
+        return s + ("/thp" if self.thp else "") + ("" if self.op == "move" else f"/{self.op}")
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -94,9 +107,11 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: dict) -> Config:
+        op = d.get("op")  # absent (or NaN in a table) in data recorded before shrinks existed
         return cls(align=d["align"], size=int(d["size"]), threads=int(d.get("threads", 1)),
                    populate=d.get("populate", "full"), backing=d.get("backing", "anon"),
-                   thp=bool(d.get("thp", False)), group=d.get("group", "core"))
+                   thp=bool(d.get("thp", False)), group=d.get("group", "core"),
+                   op=op if isinstance(op, str) and op else "move")
 
     def expected_thp_kb(self) -> int:
         """AnonHugePages the source must show when THP really backs it: every PMD slot the
@@ -109,9 +124,28 @@ class Config:
         return max(0, hi - lo) // KiB
 
 
+#: sizes (before the shrink) of the ``zap`` group: the call zaps half of each
+ZAP_SIZES = (256 * KiB, 1 * MiB, 4 * MiB, 16 * MiB, 64 * MiB)
+QUICK_ZAP_SIZES = (256 * KiB, 4 * MiB, 64 * MiB)
+#: alignment classes of the ``zap`` group: the tail starts on a PMD boundary (whole PTE tables
+#: freed) or 4 KiB past one (a partial first table)
+ZAP_CLASSES = ("pmd_aligned", "unaligned")
+#: groups measured and reported but not fitted (:func:`fitted_group`)
+REPORT_ONLY_GROUPS: tuple[str, ...] = ("zap_shared",)
+
+
+def fitted_group(group: str) -> bool:
+    """Whether a configuration of ``group`` enters the fit. ``zap_shared`` (shrinks of a
+    written shared memfd: shmem pages the page cache keeps, where an anonymous page is freed)
+    is measured so the shared figure is on record, and left out: ``zap_pte_ns`` is the
+    anonymous figure (docs/calibration.md, "Zapping written memory")."""
+    return group not in REPORT_ONLY_GROUPS
+
+
 def design(quick: bool = False, *, sizes: tuple[int, ...] | None = None,
            max_size: int | None = None, thp_available: bool = True,
-           hugetlb: bool = True, threads: tuple[int, ...] = (1, 2)) -> list[Config]:
+           hugetlb: bool = True, threads: tuple[int, ...] = (1, 2),
+           zap: bool = True) -> list[Config]:
     """The configurations to measure.
 
     * ``core``: the five classes × every size × ``threads``, anonymous, fully populated,
@@ -121,7 +155,11 @@ def design(quick: bool = False, *, sizes: tuple[int, ...] | None = None,
     * ``thp``: ``MADV_HUGEPAGE`` sources at 4 MiB, 64 MiB and 1 GiB (quick: 64 MiB) when THP
       is not ``never``;
     * ``hugetlb``: 2 MiB hugetlb pages for the two 2 MiB-aligned classes (the others are not
-      hugetlb-aligned: mremap would return EINVAL), at 64 MiB (and 1 GiB when not quick).
+      hugetlb-aligned: mremap would return EINVAL), at 64 MiB (and 1 GiB when not quick);
+    * ``zap`` (``zap``): shrinks to half (:data:`OPS`) of written anonymous memory, THP off,
+      :data:`ZAP_CLASSES` × :data:`ZAP_SIZES` (quick: :data:`QUICK_ZAP_SIZES`): the calls
+      that separate ``zap_pte_ns``; ``zap_shared``: the same shrinks of a written shared
+      memfd, pmd_aligned only, measured but not fitted (:func:`fitted_group`).
 
     The extra groups run with 1 thread (their effect is local; IPIs are the core's job).
     """
@@ -146,6 +184,12 @@ def design(quick: bool = False, *, sizes: tuple[int, ...] | None = None,
         for size in ((64 * MiB,) if quick else (64 * MiB, 1 * GiB)):
             for a in ("pud_aligned", "pmd_aligned"):
                 out.append(Config(a, size, 1, backing="hugetlb", group="hugetlb"))
+    if zap:
+        for size in (QUICK_ZAP_SIZES if quick else ZAP_SIZES):
+            for a in ZAP_CLASSES:
+                out.append(Config(a, size, 1, group="zap", op="shrink"))
+            out.append(Config("pmd_aligned", size, 1, backing="memfd", group="zap_shared",
+                              op="shrink"))
     if max_size is not None:
         out = [c for c in out if c.size <= max_size]
     seen: set[str] = set()

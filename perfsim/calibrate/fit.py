@@ -60,7 +60,11 @@ FREE: tuple[str, ...] = (
     "ipi_round_trip_ns",  # 2 threads: per flush that IPIs
     "ipi_wakeup_ns",      # 2 threads: once per call that IPIs (idle vCPU wake-up)
     "tlb_first_flush_ns", # once per call that flushes: separates "moved anything" from none
+    "zap_pte_ns",         # shrinks of written memory (the zap group): per present PTE zapped
 )
+# ``unmap_ns`` stays at the prior: every zapping shrink pays it once, beside syscall_ns, the
+# first flush and the cold-cache term, and freed it fits at 0 with a [0, 0] bootstrap
+# interval (docs/calibration.md, "Zapping written memory"): not identified.
 #: what the linear fit estimates: the free parameters and, for C-timed data, the cold-cache
 #: term (its column is all zero otherwise, so it drops out)
 FREE_COLUMNS: tuple[str, ...] = (*FREE, COLD_COLUMN)

@@ -73,7 +73,7 @@ def render_data(header: dict[str, Any], records: list[dict[str, Any]]) -> str:
 
 #: What a repetition record needs for fitting and validation (``slim_record``).
 SLIM_KEYS = ("kind", "config_id", "align", "size", "threads", "populate", "backing", "thp",
-             "group", "phase", "rep", "latency_ns", "disturbed", "traced", "src", "dst",
+             "group", "op", "phase", "rep", "latency_ns", "disturbed", "traced", "src", "dst",
              "thp_kb", "kernel_us", "ipi_coverage", "condition", "timer", "round")
 
 

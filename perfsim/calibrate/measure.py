@@ -257,14 +257,37 @@ def _rse_of_median(lat: list[int]) -> float:
     return 1.2533 * mad / np.sqrt(len(a)) / med if med > 0 else float("inf")
 
 
+class ShrinkCall:
+    """The timed call of a ``shrink`` configuration on a built layout:
+    ``mremap(src, size, size / 2, 0)`` (nothing moves; the tail half is unmapped), offered
+    as the ``do_move`` :func:`perfsim.host.measure.timed_move` times. The layout's own
+    ``cleanup`` still unmaps what is left (the head; the tail is already gone)."""
+
+    def __init__(self, lay) -> None:
+        self.lay = lay
+
+    def do_move(self) -> int:
+        lay = self.lay
+        r = sc.mremap_raw(lay.src, lay.size, lay.size // 2, 0)
+        if r != lay.src:
+            import ctypes
+            import errno
+            err = ctypes.get_errno()
+            raise OSError(err, f"mremap shrink of {lay.shape} failed: "
+                          f"{errno.errorcode.get(err, err)}")
+        return r
+
+
 def _one_call(cfg: Config, session: TlbTraceSession | None, spinner: Spinner | None,
               tid: int, condition: str = "isolated") -> tuple[dict[str, Any], TraceResult]:
     lay = build(cfg, ordinary=condition == "ordinary")
+    call = ShrinkCall(lay) if cfg.op == "shrink" else lay
     try:
-        res, main_d, spin_d = timed_move(lay, session, spinner, tid, untraced="latency pass")
+        res, main_d, spin_d = timed_move(call, session, spinner, tid, untraced="latency pass")
     finally:
         lay.cleanup()
-    rec = {"src": lay.src, "dst": lay.dst, "thp_kb": lay.thp_kb,
+    rec = {"src": lay.src, "dst": lay.src if cfg.op == "shrink" else lay.dst,
+           "thp_kb": lay.thp_kb,
            "populate_method": lay.populate_method, "populate_ns": lay.populate_ns,
            "latency_ns": res.latency_ns, "main_disturbed": bool(main_d),
            "spinner_disturbed": spin_d,

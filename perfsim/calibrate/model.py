@@ -59,7 +59,8 @@ def default_addresses(cfg: Config, base: int = DEFAULT_BASE) -> tuple[int, int]:
 
 
 def space_for(cfg: Config, target: Target, src: int, dst: int):
-    """(AddressSpace, MoveRequest) of one configuration at the measured addresses."""
+    """(AddressSpace, MoveRequest) of one configuration at the measured addresses (a
+    ``shrink`` ignores ``dst``: it moves nothing)."""
     pop = {"full": Population("full"), "none": Population("none"),
            "sparse": Population("every", every=SPARSE_EVERY)}[cfg.populate]
     backing = {"anon": "anon", "memfd": "shmem", "hugetlb": "hugetlb"}[cfg.backing]
@@ -67,6 +68,9 @@ def space_for(cfg: Config, target: Target, src: int, dst: int):
                               populate=pop, guard_below_src=cfg.align == "blocked",
                               cpus=cfg.threads,
                               hugepage_size=2 * MiB if cfg.backing == "hugetlb" else 0)
+    if cfg.op == "shrink":  # mremap(src, size, size / 2, 0): the tail half is unmapped
+        return space, MoveRequest(src, cfg.size, new_len=cfg.size // 2, maymove=False,
+                                  fixed=False)
     return space, MoveRequest(src, cfg.size, new_addr=dst)
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from perfsim import __version__
-from perfsim.calibrate.design import Config, design
+from perfsim.calibrate.design import Config, design, fitted_group
 from perfsim.calibrate.fit import FitResult, fit_profile
 from perfsim.calibrate.io import (
     FIT_FORMAT,
@@ -138,9 +138,11 @@ def fit_table(table: pd.DataFrame, planned: dict[str, Planned], samples: dict[st
     ``saturation_bytes`` the one of :data:`COLD_SATURATION_CANDIDATES` whose fit leaves the
     smallest trimmed mean |relative error| (a one-dimensional profile search, recorded in
     ``stages["cold_cache_search"]``)."""
-    ids = [i for i in (ids if ids is not None else list(table.config_id))
-           if i in samples and len(samples[i])]
     meta = {r["config_id"]: r for r in table.to_dict("records")}
+    # report-only groups (design.fitted_group: the shared-memfd shrinks) are never fitted
+    ids = [i for i in (ids if ids is not None else list(table.config_id))
+           if i in samples and len(samples[i])
+           and fitted_group(str(meta.get(i, {}).get("group", "core")))]
     if not cold_cache:
         return fit_profile(ids, design_matrix(planned, ids), samples, prior, meta=meta,
                            n_boot=n_boot, seed=seed, staged=staged)

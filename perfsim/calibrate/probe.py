@@ -32,6 +32,8 @@ from perfsim.shipped import data_dir
 #: sizes the calibration design (FULL_SIZES, QUICK_SIZES) does not measure
 HELDOUT_SIZES: tuple[int, ...] = (8 * KiB, 16 * KiB, 256 * KiB, 2 * MiB, 8 * MiB, 32 * MiB,
                                   128 * MiB, 512 * MiB)
+#: sizes (before the shrink) of the held-out shrinks: between the design's ZAP_SIZES
+HELDOUT_ZAP_SIZES: tuple[int, ...] = (2 * MiB, 8 * MiB, 32 * MiB)
 #: calls at least this long are the ones the accuracy target is about
 LONG_CALL_NS = 30_000
 
@@ -51,15 +53,23 @@ def build_probe(source: Path | None = None) -> Path:
 
 def heldout_configs(max_size: int | None = None,
                     classes: tuple[str, ...] = ALIGN_CLASSES) -> list[Config]:
-    """Anonymous, fully populated, single-thread configurations at the held-out sizes."""
-    return [Config(a, s, group="heldout") for s in HELDOUT_SIZES
-            if max_size is None or s <= max_size for a in classes]
+    """Anonymous, fully populated, single-thread configurations at the held-out sizes: moves
+    of every class, and shrinks to half (``pmd_aligned``, ``unaligned``) at
+    :data:`HELDOUT_ZAP_SIZES` (group ``heldout_zap``, summarized apart: the ``all`` and
+    ``ge_30us`` figures stay about moves)."""
+    moves = [Config(a, s, group="heldout") for s in HELDOUT_SIZES
+             if max_size is None or s <= max_size for a in classes]
+    shrinks = [Config(a, s, group="heldout_zap", op="shrink") for s in HELDOUT_ZAP_SIZES
+               if max_size is None or s <= max_size
+               for a in ("pmd_aligned", "unaligned") if a in classes]
+    return moves + shrinks
 
 
 def run_probe(exe: Path, cfg: Config, reps: int) -> list[dict]:
     """``reps`` repetitions of one configuration; the probe's JSON lines."""
     pop = cfg.populate
-    args = [str(exe), cfg.align, str(cfg.size), str(reps), pop, "thp" if cfg.thp else "nothp"]
+    args = [str(exe), cfg.align, str(cfg.size), str(reps), pop, "thp" if cfg.thp else "nothp",
+            cfg.op]
     r = subprocess.run(args, capture_output=True, text=True, timeout=600)
     if r.returncode != 0:
         raise PerfsimError(f"latency probe failed on {cfg.id}: "
@@ -103,7 +113,9 @@ def probe_report(records: list[dict], profile, *, kernel: str = "6.18",
     rows = []
     for cid, recs in sorted(by.items()):
         first = recs[0]
-        cfg = Config(first["class"], int(first["size"]), group="heldout")
+        op = first.get("op", "move")  # probe records from before shrinks existed: moves
+        cfg = Config(first["class"], int(first["size"]),
+                     group="heldout" if op == "move" else "heldout_zap", op=op)
         (src, dst), _ = Counter((int(r["src"]), int(r["dst"])) for r in recs).most_common(1)[0]
         plan = plan_config(cfg, kernel=kernel, arch=arch, src=src, dst=dst)
         pred = float(predict(plan, prof).predicted_ns + prof.cold_cache_ns(touched_bytes(cfg)))
@@ -113,7 +125,7 @@ def probe_report(records: list[dict], profile, *, kernel: str = "6.18",
         pooled = float(np.median(np.concatenate(list(lat.values()))))
         spread = (abs(meds[0] - meds[1]) / ((meds[0] + meds[1]) / 2)) if len(meds) >= 2 \
             else float("nan")
-        rows.append({"config_id": cid, "align": cfg.align, "size": cfg.size,
+        rows.append({"config_id": cid, "align": cfg.align, "size": cfg.size, "op": cfg.op,
                      "n": sum(len(v) for v in lat.values()), "measured_ns": pooled,
                      "round_medians_ns": meds, "predicted_ns": pred,
                      "rel_error": pred / pooled - 1, "retest_spread": spread,
@@ -123,10 +135,14 @@ def probe_report(records: list[dict], profile, *, kernel: str = "6.18",
 
 
 def summarize_probe(t: pd.DataFrame) -> dict:
-    """Median |model error| and median test-retest spread, over every configuration and over
-    the calls of :data:`LONG_CALL_NS` and more."""
+    """Median |model error| and median test-retest spread, over every move and over the
+    moves of :data:`LONG_CALL_NS` and more (``all``, ``ge_30us``), and over the shrinks
+    (``zap``)."""
     out: dict = {"configurations": int(len(t))}
-    for label, sub in (("all", t), ("ge_30us", t[t.measured_ns >= LONG_CALL_NS])):
+    op = t["op"] if "op" in t else pd.Series(["move"] * len(t), index=t.index)
+    moves, shrinks = t[op == "move"], t[op == "shrink"]
+    for label, sub in (("all", moves), ("ge_30us", moves[moves.measured_ns >= LONG_CALL_NS]),
+                       ("zap", shrinks)):
         if sub.empty:
             continue
         err = float(np.median(np.abs(sub.rel_error)))
@@ -148,7 +164,8 @@ def render_probe_markdown(rep: ProbeReport, *, profile: str, command: str, load:
         lines += [f"Machine load before probing: {load.get('verdict')} (load average "
                   f"{load.get('loadavg_1m')}, {load.get('busy', 0):.0%} busy, "
                   f"{load.get('steal', 0):.0%} stolen).", ""]
-    for label, what in (("ge_30us", "calls of 30 us and more"), ("all", "all calls")):
+    for label, what in (("ge_30us", "moves of 30 us and more"), ("all", "all moves"),
+                        ("zap", "shrinks of written memory (zaps)")):
         if label in s:
             x = s[label]
             lines.append(f"* {what} ({x['configurations']}): median |model error| "

@@ -17,7 +17,8 @@ import pandas as pd
 
 from perfsim.calibrate.design import Config
 
-CONFIG_COLUMNS = ("config_id", "align", "size", "threads", "populate", "backing", "thp", "group")
+CONFIG_COLUMNS = ("config_id", "align", "size", "threads", "populate", "backing", "thp", "group",
+                  "op")
 
 
 def _mode(xs: list[int]) -> int | None:

@@ -85,7 +85,7 @@ def parse_timer_line(line: str) -> dict[str, int]:
 
 def timer_args(exe: Path, cfg: Config, reps: int, *, main_cpu: int = 0,
                spinner_cpu: int = 1) -> list[str]:
-    args = [str(exe), "move", cfg.align, str(cfg.size), str(reps), cfg.populate, cfg.backing,
+    args = [str(exe), cfg.op, cfg.align, str(cfg.size), str(reps), cfg.populate, cfg.backing,
             "thp" if cfg.thp else "nothp", str(cfg.threads)]
     if cfg.threads == 2:
         args += [str(main_cpu), str(spinner_cpu)]

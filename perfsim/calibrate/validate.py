@@ -54,7 +54,7 @@ COUNT_METRICS = {"tlb_flush_calls": "flush_calls", "tlb_full_flushes": "full_flu
                  "ipis": "ipi_rounds"}
 THRESHOLD_NS = 30_000
 ORDER_MIN_SIZE = 64 << 20
-CFG_COLS = ["config_id", "group", "align", "size", "threads", "backing", "populate", "thp"]
+CFG_COLS = ["config_id", "group", "align", "size", "threads", "backing", "populate", "thp", "op"]
 
 
 # --------------------------------------------------------------------------------------------

@@ -10,8 +10,10 @@
  *      the requested alignments, then release it again (the addresses stay free);
  *   2. map the source there (anonymous, private, read/write), advise THP off (or on), and
  *      write one byte to every page (or to one page in SPARSE, or none);
- *   3. time mremap(src, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, dst);
- *   4. unmap the destination (and the guard page of "blocked").
+ *   3. time mremap(src, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, dst), or with "shrink"
+ *      mremap(src, len, len / 2, 0) (nothing moves: the tail half is unmapped, its written
+ *      pages zapped; "dst" is then the source);
+ *   4. unmap the destination or what is left of the source (and the guard page of "blocked").
  *
  * Alignment classes (A = a 1 GiB boundary + 2 MiB, B = another + 6 MiB):
  *   pud_aligned   src 1 GiB aligned        dst 1 GiB aligned
@@ -20,10 +22,10 @@
  *   blocked       src A + 4 KiB with a read-only page mapped and touched at [A, A + 4 KiB)
  *   unaligned     src A + 4 KiB            dst B + 8 KiB
  *
- * Usage: probe CLASS SIZE_BYTES REPS [full|sparse|none] [thp|nothp]
+ * Usage: probe CLASS SIZE_BYTES REPS [full|sparse|none] [thp|nothp] [move|shrink]
  * Output: one JSON object per repetition on stdout:
  *   {"class": "...", "size": N, "rep": i, "latency_ns": T, "src": S, "dst": D,
- *    "cpu": C, "cpus_seen": K}
+ *    "cpu": C, "cpus_seen": K, "op": "move"|"shrink"}
  * where C is the CPU the call started on and K the number of distinct CPUs this process has
  * been seen on so far (a program that is not pinned migrates; on x86 the CPUs it ran on stay
  * in its mm's CPU mask for a while and get a shootdown IPI on every flush).
@@ -102,11 +104,13 @@ static int offsets(const char *cls, unsigned long *soff, unsigned long *doff)
 int main(int argc, char **argv)
 {
 	unsigned long soff, doff, size, span, total;
-	const char *cls, *pop = "full", *thp = "nothp";
+	const char *cls, *pop = "full", *thp = "nothp", *op = "move";
+	int shrink;
 	long reps;
 
-	if (argc < 4 || argc > 6) {
-		fprintf(stderr, "usage: probe CLASS SIZE_BYTES REPS [full|sparse|none] [thp|nothp]\n");
+	if (argc < 4 || argc > 7) {
+		fprintf(stderr, "usage: probe CLASS SIZE_BYTES REPS [full|sparse|none] [thp|nothp] "
+				"[move|shrink]\n");
 		return 1;
 	}
 	cls = argv[1];
@@ -116,8 +120,12 @@ int main(int argc, char **argv)
 		pop = argv[4];
 	if (argc > 5)
 		thp = argv[5];
+	if (argc > 6)
+		op = argv[6];
+	shrink = !strcmp(op, "shrink");
 	page = (unsigned long)sysconf(_SC_PAGESIZE);
-	if (offsets(cls, &soff, &doff) || size == 0 || size % page || reps < 1) {
+	if (offsets(cls, &soff, &doff) || size == 0 || size % page || reps < 1 ||
+	    (!shrink && strcmp(op, "move")) || (shrink && size % (2 * page))) {
 		fprintf(stderr, "probe: bad arguments\n");
 		return 1;
 	}
@@ -169,16 +177,22 @@ int main(int argc, char **argv)
 		note_cpu(sched_getcpu());
 		cpu = sched_getcpu();
 		t0 = now_ns();
-		r = mremap(s, size, size, MREMAP_MAYMOVE | MREMAP_FIXED, (void *)dst);
+		if (shrink)
+			r = mremap(s, size, size / 2, 0);
+		else
+			r = mremap(s, size, size, MREMAP_MAYMOVE | MREMAP_FIXED, (void *)dst);
 		t1 = now_ns();
 		note_cpu(sched_getcpu());
 		if (r == MAP_FAILED)
 			die("mremap");
+		if (shrink)
+			dst = src;
 		printf("{\"class\": \"%s\", \"size\": %lu, \"rep\": %ld, \"latency_ns\": %llu, "
-		       "\"src\": %llu, \"dst\": %llu, \"cpu\": %d, \"cpus_seen\": %d}\n", cls, size,
+		       "\"src\": %llu, \"dst\": %llu, \"cpu\": %d, \"cpus_seen\": %d, "
+		       "\"op\": \"%s\"}\n", cls, size,
 		       i, (unsigned long long)(t1 - t0), (unsigned long long)src,
-		       (unsigned long long)dst, cpu, nseen);
-		if (munmap(r, size))
+		       (unsigned long long)dst, cpu, nseen, shrink ? "shrink" : "move");
+		if (munmap(r, shrink ? size / 2 : size))
 			die("unmap destination");
 		if (!strcmp(cls, "blocked") && munmap((void *)(src - page), page))
 			die("unmap guard");
