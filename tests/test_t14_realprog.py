@@ -385,14 +385,11 @@ def test_a_csv_without_the_populate_column_replays_its_growths_unwritten():
     assert [e.populate for e in new] == [None, None]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "kvm-epyc's zap_pte_ns (10 ns, the x86_64-generic assumption) prices a zapped written "
-    "anonymous page ~40x under this machine's ~400 ns (py_shrink: 768, 3072 and 12288 "
-    "pages zapped in 0.29, 1.17 and 4.96 ms); a cost-profile fix, not this branch's"))
 def test_kvm_epyc_prices_a_shrink_of_written_memory_near_the_kernel():
     """A bytearray halved from 64 MiB to 1 MiB: glibc shrinks the block with mremap and the
     kernel zaps (frees) the written tail. Predicted over the kernel's median time, each call
-    within a factor of two."""
+    within a factor of two. (Until zap_pte_ns was fitted, 2026-12-02, the profile's 10 ns
+    assumption priced these calls at 0.03-0.06 of the kernel's time.)"""
     from perfsim.cost.model import predict
 
     rows, entries = replay_inputs(_log("py_shrink"), "py_shrink")
