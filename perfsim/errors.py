@@ -166,8 +166,9 @@ def check_dir_name(value: str, what: str) -> str:
     """A name that becomes a directory name: letters, digits, ``_ . -`` only."""
     import re
 
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", value):
-        raise ValueError(f"a {what} name is used as a directory name: letters, digits, _ . -")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", value) or value in (".", ".."):
+        raise ValueError(f"a {what} name is used as a directory name: letters, digits, _ . - "
+                         "(not '.' or '..')")
     return value
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
@@ -287,11 +288,14 @@ def _parse_builtin(text: str, model: type[_Frozen], what: str, origin: str):
 
 
 def _load(sub: str, name_or_path: str, model: type[_Frozen], names: list[str], what: str):
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise TypeError(f"{what}: expected a name ({', '.join(names)}) or a path to a .toml "
+                        f"file, got {name_or_path!r} ({type(name_or_path).__name__})")
     path = Path(name_or_path)
     if name_or_path in names:
         text = (resources.files("perfsim") / "data" / sub / f"{name_or_path}.toml").read_text()
         return _parse_builtin(text, model, what, f"built-in {what} {name_or_path!r}")
-    if path.suffix == ".toml" and path.is_file():
+    if path.suffix == ".toml" and path.exists():  # a directory or unreadable: said so
         return load_model(path, model, what)
     raise PerfsimError(f"unknown {what} {name_or_path!r}; valid names: {', '.join(names)} "
                        "(or a path to a .toml file)")

@@ -170,6 +170,25 @@ def _missing_action(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         p = action.choices[chosen]
 
 
+OUTPUT_OPTIONS: dict[str, tuple[str, ...]] = {
+    "out": ("--out",), "output": ("-o", "--output"), "state_dir": ("--state-dir",),
+    "requests": ("--requests",),
+}
+"""The options that name where a command writes, by their argparse ``dest``. Given as an
+empty string (``--out ""``, an unset shell variable) each is refused: the commands read an
+empty value as "not given" and wrote to their default place instead."""
+
+
+def _empty_output_option(words: Sequence[str], args: argparse.Namespace) -> str | None:
+    """The output option of :data:`OUTPUT_OPTIONS` given an empty value, as spelt on the
+    command line, or None."""
+    for dest, spellings in OUTPUT_OPTIONS.items():
+        if getattr(args, dest, None) == "":
+            given = [w.split("=", 1)[0] for w in words if w.split("=", 1)[0] in spellings]
+            return given[-1] if given else spellings[-1]
+    return None
+
+
 def _fail(message: str) -> int:
     message = " ".join(str(message).split())  # always exactly one line
     print(f"perfsim: error: {message}", file=sys.stderr)
@@ -260,6 +279,9 @@ def _main(argv: Sequence[str] | None) -> int:
         func = getattr(args, "func", None)
         if func is None:
             return _fail(_missing_action(parser, args))
+        empty = _empty_output_option(words, args)
+        if empty:
+            return _fail(f"{empty} '': an empty path names no place; give a path")
         status = func(args)
         sys.stdout.flush()
         return 0 if status is None else int(status)
