@@ -86,6 +86,13 @@ class ArchProfile(_Frozen):
             raise ValueError("shifts must satisfy page < pmd < pud <= p4d <= pgd")
         if (self.pmd_shift - self.page_shift) != (self.page_shift - 3):
             raise ValueError("a PTE table must fill one page: pmd_shift - page_shift == page_shift - 3")
+        if self.user_va_top % (1 << self.page_shift):
+            raise ValueError(f"user_va_top {self.user_va_top:#x} must be page aligned; allowed: "
+                             f"a multiple of {1 << self.page_shift:#x}")
+        top = 1 << (self.pgd_shift + self.page_shift - 3)  # what a full top-level table maps
+        if self.user_va_top > top:
+            raise ValueError(f"user_va_top {self.user_va_top:#x} is above what {self.levels} "
+                             f"levels map; allowed: at most {top:#x}")
         return self
 
     # Derived sizes, in bytes.
@@ -120,7 +127,7 @@ class KernelProfile(_Frozen):
 
     name: str
     description: str = ""
-    version: tuple[int, int]
+    version: tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)]]
     realign_pmd: bool
     """``try_realign_addr(pmc, PMD_MASK)`` (6.7+)."""
     realign_pud: bool = False

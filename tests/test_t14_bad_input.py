@@ -59,13 +59,20 @@ def no_work(monkeypatch):
     ["report", "--trace-call", "unaligned:8M", "-o", ""],
     ["report", "--study", "quick", "--out", ""],
     ["tune", "--workload", "trace_replay", "--knob", "kernel.realign_pmd=true,false", "--out="],
+    ["report", "--trace-call", ""],
+    ["plan", "--old-len", "2M", "--old-addr", "A", "--new-addr", "B", "--kernel", ""],
+    ["sweep", "--workload", "trace_replay", "--grid", ""],
 ])
-def test_an_empty_output_path_is_refused_not_taken_as_the_default(here, capsys, argv):
+def test_an_empty_option_value_is_refused_not_taken_as_not_given(here, capsys, monkeypatch,
+                                                                 argv):
+    """``--out ""`` wrote to the default place; ``report --trace-call ""`` ran the whole
+    default study."""
+    no_work(monkeypatch)
     write(here, "s.toml", SCENARIO)
     write(here, "w.toml", IPI_STORM)
     before = listing(here)
     rc, out, err = cli(capsys, *argv)
-    assert_one_line(rc, out, err, "''", "empty path")
+    assert_one_line(rc, out, err, "'': an empty value", f"see 'perfsim {argv[0]}")
     assert listing(here) == before and out == ""
 
 
@@ -355,3 +362,92 @@ def test_load_results_of_a_missing_path_or_a_file_is_an_error_not_an_empty_frame
     with pytest.raises(PerfsimError, match="is a file, not a directory"):
         load_results(tmp_path / "f")
     assert load_results(tmp_path).empty  # a results directory with no rows yet
+
+
+# --------------------------------------------------------------------------- output places
+
+def test_force_never_renames_a_result_over_a_device(here, capsys, tmp_path):
+    """``-o /dev/full --force`` replaced the device with a regular file (a result is written
+    beside its place and renamed over it). A named pipe stands in for the device here."""
+    import os
+
+    os.mkfifo(here / "pipe")
+    rc, out, err = cli(capsys, "report", "--trace-call", "unaligned:8M", "-o", "pipe", "--force")
+    assert_one_line(rc, out, err, "'pipe' is a named pipe, not a regular file")
+    assert (here / "pipe").is_fifo()
+    rc, out, err = cli(capsys, "workload", "convert-strace", str(ROOT / "tests" / "data" /
+                                                                 "realloc.strace"),
+                       "-o", "/dev/null", "--force")
+    assert_one_line(rc, out, err, "'/dev/null' is a character device, not a regular file")
+    assert Path("/dev/null").is_char_device()
+
+
+@pytest.mark.parametrize("argv", [
+    ["run", "s.toml", "--out", "ln"],
+    ["report", "--trace-call", "unaligned:8M", "-o", "ln"],
+])
+def test_a_dangling_symlink_as_output_is_refused_before_work(here, capsys, monkeypatch, argv):
+    import os
+
+    no_work(monkeypatch)
+    write(here, "s.toml", SCENARIO)
+    os.symlink("/nonexistent/place", here / "ln")
+    assert_one_line(*cli(capsys, *argv), "'ln' is a symbolic link to '/nonexistent/place'",
+                    "does not exist")
+
+
+# --------------------------------------------------------------------------- profiles, durations
+
+def test_a_cost_parameter_is_at_most_1000_seconds(here, capsys):
+    text = (ROOT / "perfsim" / "data" / "cost" / "x86_64-generic.toml").read_text()
+    write(here, "c.toml", edited(text, "ns = 15200", "ns = 1_000_000_000_000_000"))
+    assert_one_line(*cli(capsys, "plan", "--old-len", "2M", "--old-addr", "A", "--new-addr", "B",
+                         "--cost-profile", "c.toml"), "c.toml", "syscall_ns", "1000000000000")
+
+
+def test_a_duration_fits_simulated_time():
+    from perfsim.units import parse_duration
+
+    assert parse_duration("3600s") == 3_600_000_000_000
+    for text in ("99999999999s", 2**63):
+        with pytest.raises(PerfsimError, match=r"too long; allowed: at most 2\*\*62 ns"):
+            parse_duration(text)
+
+
+@pytest.mark.parametrize("old, new, needle", [
+    ("user_va_top = 0x7ffffffff000", "user_va_top = 0x7ffffffff001", "must be page aligned"),
+    ("user_va_top = 0x7ffffffff000", "user_va_top = 0xfffffffffffff000",
+     "above what 4 levels map"),
+])
+def test_an_arch_profiles_user_range_is_page_aligned_and_mappable(here, capsys, old, new,
+                                                                  needle):
+    text = (ROOT / "perfsim" / "data" / "arch" / "x86_64.toml").read_text()
+    write(here, "a.toml", edited(text, old, new))
+    assert_one_line(*cli(capsys, "plan", "--old-len", "2M", "--old-addr", "A", "--new-addr", "B",
+                         "--arch", "a.toml", "--force-cost-profile"), "a.toml", needle)
+
+
+def test_a_kernel_profiles_version_is_not_negative(here, capsys):
+    text = (ROOT / "perfsim" / "data" / "kernels" / "6.18.toml").read_text()
+    write(here, "k.toml", edited(text, "version = [6, 18]", "version = [-6, 18]"))
+    assert_one_line(*cli(capsys, "plan", "--old-len", "2M", "--old-addr", "A", "--new-addr", "B",
+                         "--kernel", "k.toml"), "k.toml", "version")
+
+
+@pytest.mark.parametrize("text", ["", "\n\n"])
+def test_groundtruth_compare_of_no_records_is_an_error_not_all_agree(here, capsys, text):
+    write(here, "e.jsonl", text)
+    assert_one_line(*cli(capsys, "groundtruth", "--compare", "e.jsonl"), "'e.jsonl'",
+                    "no records")
+
+
+# --------------------------------------------------------------------------- plan
+
+def test_plan_seed_is_not_negative_on_the_command_line_or_in_a_file(here, capsys):
+    """``--seed -1 --populate 0.5`` was a numpy traceback."""
+    call = ["plan", "--old-len", "2M", "--old-addr", "A", "--new-addr", "B", "--populate", "0.5"]
+    assert_one_line(*cli(capsys, *call, "--seed", "-1"), "--seed", "an integer >= 0")
+    write(here, "r.toml", 'old_addr = "A"\nold_len = "2M"\nnew_addr = "B"\npopulate = 0.5\n'
+                          "seed = -1\n")
+    assert_one_line(*cli(capsys, "plan", "--file", "r.toml"), "r.toml", "'seed'",
+                    "an integer >= 0")

@@ -96,7 +96,12 @@ def run(args: argparse.Namespace) -> int:
     if args.list:
         return _list(args, progress)
     if args.compare:
-        return _report(compare_records(read_jsonl(args.compare), args.profile))
+        recs = read_jsonl(args.compare)
+        if not recs:
+            # (compared, it said "0/0 compared calls agree" and exit 0)
+            raise PerfsimError(f"--compare {args.compare!r}: no records in it; perfsim "
+                               "groundtruth --out writes one JSON record per call")
+        return _report(compare_records(recs, args.profile))
     if not (args.kernel or args.vmlinuz or args.native):
         raise PerfsimError("say what to measure: --kernel V, --vmlinuz PATH or --native "
                            "(or --compare, --table, --list)")

@@ -170,22 +170,23 @@ def _missing_action(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         p = action.choices[chosen]
 
 
-OUTPUT_OPTIONS: dict[str, tuple[str, ...]] = {
-    "out": ("--out",), "output": ("-o", "--output"), "state_dir": ("--state-dir",),
-    "requests": ("--requests",),
-}
-"""The options that name where a command writes, by their argparse ``dest``. Given as an
-empty string (``--out ""``, an unset shell variable) each is refused: the commands read an
-empty value as "not given" and wrote to their default place instead."""
-
-
-def _empty_output_option(words: Sequence[str], args: argparse.Namespace) -> str | None:
-    """The output option of :data:`OUTPUT_OPTIONS` given an empty value, as spelt on the
-    command line, or None."""
-    for dest, spellings in OUTPUT_OPTIONS.items():
-        if getattr(args, dest, None) == "":
-            given = [w.split("=", 1)[0] for w in words if w.split("=", 1)[0] in spellings]
-            return given[-1] if given else spellings[-1]
+def _empty_option(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str | None:
+    """The error for the first option of the chosen (sub)command given an empty value (``--out ""``,
+    ``--trace-call=``, an unset shell variable), or None. No perfsim option takes an empty
+    value, and the commands read one as "not given": ``--out ""`` wrote to the default place,
+    ``report --trace-call ""`` ran the whole default study."""
+    p = parser
+    while p is not None:
+        for a in p._actions:  # noqa: SLF001 - argparse keeps no public list of them
+            if not a.option_strings or a.nargs == 0:
+                continue
+            v = getattr(args, a.dest, None)
+            if v == "" or (isinstance(v, list) and "" in v):
+                return f"{max(a.option_strings, key=len)} '': an empty value; give a value " \
+                       f"(see '{p.prog} --help')"
+        action = _subparsers_action(p)
+        chosen = getattr(args, action.dest, None) if action is not None else None
+        p = action.choices.get(chosen) if chosen is not None else None
     return None
 
 
@@ -279,9 +280,9 @@ def _main(argv: Sequence[str] | None) -> int:
         func = getattr(args, "func", None)
         if func is None:
             return _fail(_missing_action(parser, args))
-        empty = _empty_output_option(words, args)
+        empty = _empty_option(parser, args)
         if empty:
-            return _fail(f"{empty} '': an empty path names no place; give a path")
+            return _fail(empty)
         status = func(args)
         sys.stdout.flush()
         return 0 if status is None else int(status)
