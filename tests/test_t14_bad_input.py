@@ -377,9 +377,17 @@ def test_force_never_renames_a_result_over_a_device(here, capsys, tmp_path):
     assert (here / "pipe").is_fifo()
     rc, out, err = cli(capsys, "workload", "convert-strace", str(ROOT / "tests" / "data" /
                                                                  "realloc.strace"),
-                       "-o", "/dev/null", "--force")
-    assert_one_line(rc, out, err, "'/dev/null' is a character device, not a regular file")
-    assert Path("/dev/null").is_char_device()
+                       "-o", "pipe", "--force")
+    assert_one_line(rc, out, err, "'pipe' is a named pipe, not a regular file")
+    assert (here / "pipe").is_fifo()
+
+
+def test_a_character_device_is_named_as_one():
+    """(Checked without --force, so that a tree without the check cannot replace it.)"""
+    from perfsim.errors import check_output_file
+
+    with pytest.raises(PerfsimError, match="'/dev/null' is a character device"):
+        check_output_file("/dev/null", "-o")
 
 
 @pytest.mark.parametrize("argv", [
@@ -451,3 +459,20 @@ def test_plan_seed_is_not_negative_on_the_command_line_or_in_a_file(here, capsys
                           "seed = -1\n")
     assert_one_line(*cli(capsys, "plan", "--file", "r.toml"), "r.toml", "'seed'",
                     "an integer >= 0")
+
+
+def test_groundtruth_out_replaces_an_existing_file_only_with_force(here, capsys, monkeypatch):
+    def boot(*a, **kw):
+        raise AssertionError("measured before the output was checked")
+
+    monkeypatch.setattr("perfsim.groundtruth.native.run_native", boot)
+    write(here, "old.jsonl", "kept\n")
+    assert_one_line(*cli(capsys, "groundtruth", "--native", "--out", "old.jsonl"),
+                    "'old.jsonl' already exists", "--force")
+    assert (here / "old.jsonl").read_text() == "kept\n"
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "soon"])
+def test_groundtruth_timeout_is_a_finite_number_of_seconds(capsys, value):
+    assert_one_line(*cli(capsys, "groundtruth", "--kernel", "6.12", "--timeout", value),
+                    "--timeout", "seconds > 0")

@@ -42,6 +42,23 @@ def int_range(lo: int, hi: int | None = None) -> Callable[[str], int]:
     return parse
 
 
+def positive_seconds(text: str) -> float:
+    """An argparse ``type`` for a time limit in seconds: a finite number > 0 (``--timeout 0``,
+    ``-1``, ``nan`` or ``inf`` would end every wait at once, or never)."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds > 0, got {text!r}")
+    return value
+
+
+positive_seconds.__name__ = "seconds"
+
+
 def check_named_file(value: str, what: str) -> None:
     """For a value that is a shipped name or a path (``--workload NAME|PATH``): when it names
     something on disk, it must be a readable UTF-8 file (a directory, an unreadable or a
