@@ -476,3 +476,12 @@ def test_groundtruth_out_replaces_an_existing_file_only_with_force(here, capsys,
 def test_groundtruth_timeout_is_a_finite_number_of_seconds(capsys, value):
     assert_one_line(*cli(capsys, "groundtruth", "--kernel", "6.12", "--timeout", value),
                     "--timeout", "seconds > 0")
+
+
+@pytest.mark.parametrize("value", ["1e400", "nan", '"x"', "true"])
+def test_a_cost_axis_value_is_a_finite_number(here, capsys, value):
+    """``"cost.syscall_ns" = [1e400]`` was an OverflowError traceback."""
+    write(here, "w.toml", 'name = "x"\n[base]\nworkload = "allocator_realloc"\n[grid]\n'
+                          f'"cost.syscall_ns" = [{value}]\n')
+    assert_one_line(*cli(capsys, "sweep", "w.toml", "--dry-run"), "cost parameter 'syscall_ns'",
+                    "not a finite number of nanoseconds")

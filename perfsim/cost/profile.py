@@ -15,6 +15,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
+import numbers
 from importlib import resources
 from pathlib import Path
 from typing import Literal
@@ -269,6 +271,9 @@ class CostProfile(StrictModel):
         for k, v in ns.items():
             if k not in data["params"]:
                 raise PerfsimError(f"unknown cost parameter {k!r}; valid: {', '.join(PARAM_NAMES)}")
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+                raise PerfsimError(f"cost parameter {k!r}: {v!r} is not a finite number of "
+                                   "nanoseconds")
             data["params"][k]["ns"] = int(v)
         return _validate(data, f"cost profile {self.name!r} with changes")
 
