@@ -166,8 +166,9 @@ def check_dir_name(value: str, what: str) -> str:
     """A name that becomes a directory name: letters, digits, ``_ . -`` only."""
     import re
 
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", value):
-        raise ValueError(f"a {what} name is used as a directory name: letters, digits, _ . -")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", value) or value in (".", ".."):
+        raise ValueError(f"a {what} name is used as a directory name: letters, digits, _ . - "
+                         "(not '.' or '..')")
     return value
 
 
@@ -218,6 +219,7 @@ def check_output_dir(path, what: str):
     from pathlib import Path
 
     p = Path(path)
+    _check_link(p, what)
     if p.exists() and not p.is_dir():
         raise PerfsimError(f"{what} {str(p)!r} is a file, not a directory")
     return _check_ancestors(p if p.exists() else p.parent, p, what)
@@ -230,9 +232,36 @@ def check_output_file(path, what: str):
     from pathlib import Path
 
     p = Path(path)
+    _check_link(p, what)
     if p.is_dir():
         raise PerfsimError(f"{what} {str(p)!r} is a directory, not a file")
+    if p.exists() and not p.is_file():
+        # A result is written beside its place and renamed over it: over /dev/null or
+        # /dev/full (with --force) that replaced the device with a regular file.
+        raise PerfsimError(f"{what} {str(p)!r} is {_kind_of(p)}, not a regular file; perfsim "
+                           "writes its results to files (use '-' for stdout where offered)")
     return _check_ancestors(p.parent, p, what)
+
+
+def _check_link(p, what: str) -> None:
+    """A dangling symbolic link at an output place: refused before work (the rename at the
+    end failed with 'Not a directory' after the whole run)."""
+    import os
+
+    if p.is_symlink() and not p.exists():
+        raise PerfsimError(f"{what} {str(p)!r} is a symbolic link to {os.readlink(p)!r}, which "
+                           "does not exist; remove the link or give another path")
+
+
+def _kind_of(p) -> str:
+    import stat
+
+    mode = p.stat().st_mode
+    for test, name in ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a regular file"
 
 
 def _check_ancestors(start, p, what: str):

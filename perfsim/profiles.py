@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
@@ -85,6 +86,13 @@ class ArchProfile(_Frozen):
             raise ValueError("shifts must satisfy page < pmd < pud <= p4d <= pgd")
         if (self.pmd_shift - self.page_shift) != (self.page_shift - 3):
             raise ValueError("a PTE table must fill one page: pmd_shift - page_shift == page_shift - 3")
+        if self.user_va_top % (1 << self.page_shift):
+            raise ValueError(f"user_va_top {self.user_va_top:#x} must be page aligned; allowed: "
+                             f"a multiple of {1 << self.page_shift:#x}")
+        top = 1 << (self.pgd_shift + self.page_shift - 3)  # what a full top-level table maps
+        if self.user_va_top > top:
+            raise ValueError(f"user_va_top {self.user_va_top:#x} is above what {self.levels} "
+                             f"levels map; allowed: at most {top:#x}")
         return self
 
     # Derived sizes, in bytes.
@@ -119,7 +127,7 @@ class KernelProfile(_Frozen):
 
     name: str
     description: str = ""
-    version: tuple[int, int]
+    version: tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)]]
     realign_pmd: bool
     """``try_realign_addr(pmc, PMD_MASK)`` (6.7+)."""
     realign_pud: bool = False
@@ -287,11 +295,14 @@ def _parse_builtin(text: str, model: type[_Frozen], what: str, origin: str):
 
 
 def _load(sub: str, name_or_path: str, model: type[_Frozen], names: list[str], what: str):
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise TypeError(f"{what}: expected a name ({', '.join(names)}) or a path to a .toml "
+                        f"file, got {name_or_path!r} ({type(name_or_path).__name__})")
     path = Path(name_or_path)
     if name_or_path in names:
         text = (resources.files("perfsim") / "data" / sub / f"{name_or_path}.toml").read_text()
         return _parse_builtin(text, model, what, f"built-in {what} {name_or_path!r}")
-    if path.suffix == ".toml" and path.is_file():
+    if path.suffix == ".toml" and path.exists():  # a directory or unreadable: said so
         return load_model(path, model, what)
     raise PerfsimError(f"unknown {what} {name_or_path!r}; valid names: {', '.join(names)} "
                        "(or a path to a .toml file)")

@@ -152,7 +152,7 @@ class PlanRequest(_Strict):
     hugepage_size: SizeLike | None = _opt(None, "hugetlb page size for --backing hugetlb "
                                           "(default: the PMD size)", "SIZE", group="space")
     populate: str | float = _opt("full", POPULATE_HELP, "HOW", group="space")
-    seed: int = _opt(0, "seed for --populate FRACTION", "N", group="space")
+    seed: int = _opt(0, "seed for --populate FRACTION", "N", group="space", ge=0)
     guard_below_src: bool = _opt(False, "map a one-page, never-touched VMA right below the "
                                  "source (blocks realignment, E3)", group="space")
     guard_below_dst: bool = _opt(False, "map a one-page, never-touched VMA right below the "
@@ -209,7 +209,7 @@ _ALLOWED_HINTS = {
     "populate": POPULATE_HELP,
     "cpus": "an integer >= 1",
     "fail_alloc_at": "an integer >= 1",
-    "seed": "an integer",
+    "seed": "an integer >= 0",
     "pgoff": "an integer >= 0",
     "old_len": 'a size such as "1G+4K" or an integer',
     "size": 'a size such as "64M" or an integer',

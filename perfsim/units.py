@@ -104,11 +104,22 @@ def parse_duration(text: str | int, *, what: str = "duration") -> int:
     if isinstance(text, int):
         if text < 0:
             raise PerfsimError(f"{what}: must not be negative (got {text})")
-        return text
-    m = _DUR.match(str(text))
-    if not m:
-        raise PerfsimError(f"{what}: cannot parse {text!r}; expected e.g. 500ns, 100us, 2ms, 1s")
-    return int(round(float(m.group(1)) * _DUR_UNIT[m.group(2)]))
+        ns = text
+    else:
+        m = _DUR.match(str(text))
+        if not m:
+            raise PerfsimError(f"{what}: cannot parse {text!r}; expected e.g. 500ns, 100us, "
+                               "2ms, 1s")
+        ns = int(round(float(m.group(1)) * _DUR_UNIT[m.group(2)]))
+    if ns > MAX_DURATION_NS:
+        raise PerfsimError(f"{what}: {text!r} is too long; allowed: at most 2**62 ns (about "
+                           "146 years)")
+    return ns
+
+
+MAX_DURATION_NS = 1 << 62
+"""The longest duration: simulated time is 64-bit integer nanoseconds, and a sum of two
+durations must still fit (``"99999999999s"`` parsed to 1e20 ns, beyond any of them)."""
 
 
 def _split_terms(s: str) -> list[tuple[int, str]]:

@@ -356,6 +356,13 @@ class DaskExecutor(SerialExecutor):
             self.cluster.close()
 
 
+MAX_WORKERS = 256
+"""The most workers ``process:N`` / ``dask-local:N`` starts: each worker holds a few pipes,
+and a pool waits on them with ``select()``, which takes no descriptor above 1023; with some
+thousands of workers the pool failed ("filedescriptor out of range in select()") after
+forking them all (``--executor process:100000`` ran out of memory on 2026-12-02)."""
+
+
 def parse_executor(spec: str | None = None, workers: int | None = None) -> tuple[str, object]:
     """Check an ``--executor`` string without starting anything: ``(kind, arg)`` with kind
     ``serial`` | ``process`` | ``dask-local`` (arg: worker count or None) | ``dask`` (arg: the
@@ -368,9 +375,13 @@ def parse_executor(spec: str | None = None, workers: int | None = None) -> tuple
             count = int(n)
         except ValueError:
             raise PerfsimError(f"--executor {s!r}: the worker count must be an integer") from None
-        if count < 1:
-            raise PerfsimError(f"--executor {s!r}: the worker count must be >= 1")
+        if not 1 <= count <= MAX_WORKERS:
+            raise PerfsimError(f"--executor {s!r}: the worker count must be from 1 to "
+                               f"{MAX_WORKERS}")
     if head == "serial":
+        if n:
+            raise PerfsimError(f"--executor {s!r}: serial runs in this process and takes no "
+                               "worker count; allowed: serial, process[:N], dask-local[:N]")
         return "serial", None
     if head in ("process", "dask-local"):
         return head, count

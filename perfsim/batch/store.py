@@ -144,6 +144,12 @@ def load_results(path: str | Path):
     import pandas as pd
 
     p = Path(path)
+    if not p.is_dir():
+        from perfsim.errors import PerfsimError
+
+        what = "is a file, not a directory" if p.exists() else "does not exist"
+        raise PerfsimError(f"sweep results {str(p)!r} {what}; give the directory perfsim "
+                           "sweep wrote (OUT/NAME, holding part-*.parquet)")
     parts = sorted(p.glob("part-*.parquet"))
     if not parts:
         return pd.DataFrame()

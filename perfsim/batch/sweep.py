@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 import perfsim
 from perfsim.cost import load_cost_profile
@@ -52,7 +52,7 @@ from perfsim.cost.profile import CostProfile
 from perfsim.errors import PerfsimError, check_dir_name, describe_validation, read_toml
 from perfsim.profiles import Target, resolve_target
 from perfsim.schema import StrictModel, load_model
-from perfsim.workload.run import resolve_workload
+from perfsim.workload.run import METRICS, resolve_workload
 from perfsim.workload.schema import Workload, parse_workload, read_workload_dict, resolve_paths
 
 WHOLE_AXES = ("workload", "kernel", "arch", "cost_profile")
@@ -80,6 +80,26 @@ class Paired(_M):
     precision: float = Field(0.05, gt=0.0)
     """Wanted CI half-width of the paired difference, as a fraction of arm b's mean."""
 
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, v: str) -> str:
+        if v not in METRICS:
+            raise ValueError(f"unknown metric {v!r}; allowed: {', '.join(METRICS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _two_arms(self) -> Paired:
+        if _canonical(self.a) == _canonical(self.b):
+            raise ValueError(f"a and b are both {self.a!r}: a paired comparison needs two "
+                             "different arms of the axis")
+        return self
+
+
+def _canonical(value: Any) -> str:
+    """One spelling of a grid value, to tell repeated values apart (``1`` and ``1.0`` are
+    different TOML values, and so different grid cells)."""
+    return json.dumps(value, sort_keys=True, default=str)
+
 
 class SweepFile(_M):
     name: str = Field(min_length=1)
@@ -104,6 +124,11 @@ class SweepFile(_M):
         for k, vals in v.items():
             if not vals:
                 raise ValueError(f"axis {k!r} has no values; give at least one")
+            seen = [_canonical(x) for x in vals]
+            for i, x in enumerate(seen):
+                if x in seen[:i]:
+                    raise ValueError(f"axis {k!r} lists the value {vals[i]!r} twice; allowed: "
+                                     "distinct values (each is one grid cell)")
         return v
 
 

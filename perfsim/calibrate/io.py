@@ -96,6 +96,22 @@ class CalibData:
     records: list[dict[str, Any]]
 
 
+REP_KEYS: dict[str, type | tuple[type, ...]] = {
+    "config_id": str, "latency_ns": (int, float), "threads": int, "src": int, "dst": int}
+"""The keys every measured repetition (``"kind": "rep"``) of a data file has, and their
+JSON types: what the fit and ``perfsim validate`` read of each."""
+
+
+def _check_rep(obj: dict, where: str) -> None:
+    for key, typ in REP_KEYS.items():
+        v = obj.get(key)
+        if isinstance(v, bool) or not isinstance(v, typ):
+            want = " or ".join(t.__name__ for t in (typ if isinstance(typ, tuple) else (typ,)))
+            got = "missing" if key not in obj else f"{v!r}"
+            raise PerfsimError(f"{where}: a repetition's {key!r} is {got}; allowed: {want} "
+                               "(perfsim calibrate writes these records)")
+
+
 def load_data(path: str | Path) -> CalibData:
     """Read a data file written by ``perfsim calibrate``; errors name the file and line."""
     path = Path(path)
@@ -105,6 +121,7 @@ def load_data(path: str | Path) -> CalibData:
     text = read_text(path, "calibration data")
     header: dict[str, Any] | None = None
     recs: list[dict[str, Any]] = []
+    lines: list[int] = []  # the line of each of recs
     for i, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
@@ -112,11 +129,17 @@ def load_data(path: str | Path) -> CalibData:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
             raise PerfsimError(f"{path}:{i}: not JSON ({e.msg})") from None
+        if not isinstance(obj, dict):
+            raise PerfsimError(f"{path}:{i}: a JSON {type(obj).__name__}, not an object; each "
+                               "line of a calibration data file is one JSON object")
         if obj.get("kind") == "header":
             header = obj
         elif obj.get("kind") == "rep":
             recs.append(obj)
+            lines.append(i)
     if header is None or header.get("format") != DATA_FORMAT:
         raise PerfsimError(f"{path}: not a perfsim calibration data file (no '{DATA_FORMAT}' "
                            "header line)")
+    for i, obj in zip(lines, recs, strict=True):
+        _check_rep(obj, f"{path}:{i}")
     return CalibData(str(path), sha256_text(text), header, recs)

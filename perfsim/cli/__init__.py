@@ -42,6 +42,23 @@ def int_range(lo: int, hi: int | None = None) -> Callable[[str], int]:
     return parse
 
 
+def positive_seconds(text: str) -> float:
+    """An argparse ``type`` for a time limit in seconds: a finite number > 0 (``--timeout 0``,
+    ``-1``, ``nan`` or ``inf`` would end every wait at once, or never)."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds > 0, got {text!r}")
+    return value
+
+
+positive_seconds.__name__ = "seconds"
+
+
 def check_named_file(value: str, what: str) -> None:
     """For a value that is a shipped name or a path (``--workload NAME|PATH``): when it names
     something on disk, it must be a readable UTF-8 file (a directory, an unreadable or a
@@ -61,16 +78,35 @@ def check_trace_files(workload_name: str, streams) -> None:
             read_text(path, f"workload {workload_name!r}: trace")
 
 
-def output_dir(path, flag: str, force: bool) -> Path:
+def output_dir(path, flag: str, force: bool, inputs=()) -> Path:
     """Check, before any work, that perfsim may write the directory ``path`` (given by
-    ``flag``): nothing in the way, writable, and not already there unless ``force``. Creates
-    nothing. The one policy for every output: an existing one is replaced only with --force."""
-    return _refuse_existing(check_output_dir(Path(path), flag), flag, force)
+    ``flag``): nothing in the way, writable, and not already there unless ``force``; and not
+    one of the command's ``inputs`` nor a directory holding one (``--force`` would replace
+    the input with the result). Creates nothing. The one policy for every output: an
+    existing one is replaced only with --force."""
+    p = _refuse_inputs(Path(path), flag, inputs)
+    return _refuse_existing(check_output_dir(p, flag), flag, force)
 
 
-def output_file(path, flag: str, force: bool) -> Path:
+def output_file(path, flag: str, force: bool, inputs=()) -> Path:
     """:func:`output_dir` for a file."""
-    return _refuse_existing(check_output_file(Path(path), flag), flag, force)
+    p = _refuse_inputs(Path(path), flag, inputs)
+    return _refuse_existing(check_output_file(p, flag), flag, force)
+
+
+def _refuse_inputs(p: Path, flag: str, inputs) -> Path:
+    """``p`` must not be an input of the command nor contain one: the result replaces
+    what is at ``p`` whole."""
+    where = p.resolve()
+    for i in inputs:
+        if i is None or not Path(i).exists():
+            continue
+        src = Path(i).resolve()
+        if where == src or where in src.parents:
+            what = "is" if where == src else "holds"
+            raise PerfsimError(f"{flag} {str(p)!r} {what} the input {str(i)!r}; the result "
+                               "would replace it: write the output somewhere else")
+    return p
 
 
 def _refuse_existing(p: Path, flag: str, force: bool) -> Path:

@@ -12,7 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from perfsim.errors import PerfsimError, check_output_file
+from perfsim.cli import output_file, positive_seconds
+from perfsim.errors import PerfsimError
 
 EPILOG = """\
 examples:
@@ -64,7 +65,9 @@ def register(subparsers) -> argparse.ArgumentParser:
                    "anon/shmem: the unmap's flushes)")
     p.add_argument("--profile", default=None, help="kernel profile to compare with")
     p.add_argument("--out", metavar="RECORDS.jsonl", help="write the records here")
-    p.add_argument("--timeout", type=float, default=1800, help="seconds for one boot")
+    p.add_argument("--timeout", type=positive_seconds, default=1800,
+                   help="seconds for one boot")
+    p.add_argument("--force", action="store_true", help="replace an existing --out file")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=run)
     return p
@@ -96,7 +99,12 @@ def run(args: argparse.Namespace) -> int:
     if args.list:
         return _list(args, progress)
     if args.compare:
-        return _report(compare_records(read_jsonl(args.compare), args.profile))
+        recs = read_jsonl(args.compare)
+        if not recs:
+            # (compared, it said "0/0 compared calls agree" and exit 0)
+            raise PerfsimError(f"--compare {args.compare!r}: no records in it; perfsim "
+                               "groundtruth --out writes one JSON record per call")
+        return _report(compare_records(recs, args.profile))
     if not (args.kernel or args.vmlinuz or args.native):
         raise PerfsimError("say what to measure: --kernel V, --vmlinuz PATH or --native "
                            "(or --compare, --table, --list)")
@@ -105,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
 
         load_kernel(args.profile)  # an unknown profile fails now, not after the boot
     if args.out:
-        check_output_file(args.out, "--out")
+        output_file(args.out, "--out", args.force)
     grid_name = args.grid or ("ordinary" if args.native else "shapes")
     if grid_name == "ordinary" and not args.native:
         raise PerfsimError("--grid ordinary needs --native (it lays buffers out next to the C "

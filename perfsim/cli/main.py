@@ -170,6 +170,26 @@ def _missing_action(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         p = action.choices[chosen]
 
 
+def _empty_option(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str | None:
+    """The error for the first option of the chosen (sub)command given an empty value (``--out ""``,
+    ``--trace-call=``, an unset shell variable), or None. No perfsim option takes an empty
+    value, and the commands read one as "not given": ``--out ""`` wrote to the default place,
+    ``report --trace-call ""`` ran the whole default study."""
+    p = parser
+    while p is not None:
+        for a in p._actions:  # noqa: SLF001 - argparse keeps no public list of them
+            if not a.option_strings or a.nargs == 0:
+                continue
+            v = getattr(args, a.dest, None)
+            if v == "" or (isinstance(v, list) and "" in v):
+                return f"{max(a.option_strings, key=len)} '': an empty value; give a value " \
+                       f"(see '{p.prog} --help')"
+        action = _subparsers_action(p)
+        chosen = getattr(args, action.dest, None) if action is not None else None
+        p = action.choices.get(chosen) if chosen is not None else None
+    return None
+
+
 def _fail(message: str) -> int:
     message = " ".join(str(message).split())  # always exactly one line
     print(f"perfsim: error: {message}", file=sys.stderr)
@@ -260,6 +280,9 @@ def _main(argv: Sequence[str] | None) -> int:
         func = getattr(args, "func", None)
         if func is None:
             return _fail(_missing_action(parser, args))
+        empty = _empty_option(parser, args)
+        if empty:
+            return _fail(empty)
         status = func(args)
         sys.stdout.flush()
         return 0 if status is None else int(status)

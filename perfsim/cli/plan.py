@@ -13,6 +13,7 @@ import json
 import sys
 from typing import Any
 
+from perfsim.cli import int_range
 from perfsim.errors import PerfsimError
 from perfsim.planner import plan_mremap
 from perfsim.planner.render import (
@@ -112,6 +113,17 @@ _GROUPS = {"request": "the request", "space": "the address space", "target": "th
 _INT_KEYS = ("cpus", "seed", "fail_alloc_at")
 
 
+def _bounds(field) -> tuple[int, int | None]:
+    """The ``ge``/``le`` bounds of an integer key of :class:`PlanRequest`, for its option:
+    the option and the file key are held to the same range (``--seed -1`` was a numpy
+    traceback)."""
+    lo, hi = None, None
+    for m in field.metadata:
+        lo = getattr(m, "ge", lo)
+        hi = getattr(m, "le", hi)
+    return (0 if lo is None else lo), hi
+
+
 def _add_option(group, name: str, field) -> None:
     extra = field.json_schema_extra or {}
     flags = ["--" + name.replace("_", "-")] + [f"--{k}" for k, v in FORMER_KEYS.items()
@@ -133,7 +145,7 @@ def _add_option(group, name: str, field) -> None:
     elif name == "platform":
         kw["choices"] = ("bare-metal", "kvm-guest")
     elif name in _INT_KEYS:
-        kw["type"] = int
+        kw["type"] = int_range(*_bounds(field))
     group.add_argument(*flags, **kw)
 
 

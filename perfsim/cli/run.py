@@ -15,6 +15,7 @@ from pathlib import Path
 
 from perfsim.atomic import replace_dir, temp_dir_beside
 from perfsim.cli import int_range, output_dir
+from perfsim.errors import PerfsimError
 
 EPILOG = """\
 examples:
@@ -49,13 +50,33 @@ def register(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+def check_spec(spec, seed: int | None, path: str) -> None:
+    """The checks :func:`perfsim.engine.simulate` makes of a run (CPUs of processes,
+    callers, walkers and users exist; every actor names a process; a seed >= 0; callers or a
+    duration), made here before the progress bar starts and anything is written, each one
+    line naming the scenario file."""
+    from perfsim.engine.simulate import _validate, check_seed  # noqa: PLC2701
+
+    try:
+        _validate(spec)
+        check_seed(spec.seed if seed is None else seed)
+    except PerfsimError as exc:
+        raise PerfsimError(f"scenario {path}: {exc}") from None
+    if spec.duration_ns is not None and spec.duration_ns <= 0:
+        # (the scenario model takes 0, and SimPy refused it with a traceback)
+        raise PerfsimError(f"scenario {path}: duration_ns: {spec.duration_ns}; allowed: a "
+                           "duration > 0 (or no duration_ns: run until the callers finish)")
+
+
 def run(args: argparse.Namespace) -> int:
     from perfsim.engine import build_spec, load_scenario, simulate
 
     sc = load_scenario(args.scenario)
-    out = output_dir(args.out or Path("results") / sc.name, "--out", args.force)
+    out = output_dir(args.out or Path("results") / sc.name, "--out", args.force,
+                     inputs=[args.scenario])
     fmt = args.format
     spec = build_spec(sc)
+    check_spec(spec, args.seed, args.scenario)
     tmp = temp_dir_beside(out)
     try:
         spill = tmp / "spill"

@@ -99,8 +99,14 @@ def build_sweep(args):
         origin = "<command line>"
     if args.workload and args.sweep:
         data["base"]["workload"] = args.workload
+    given: dict[str, str] = {}
     for g in args.grid:
         axis, vals = _axis(g, "--grid")
+        if axis in given:
+            raise PerfsimError(f"--grid {g!r}: axis {axis!r} is already given by --grid "
+                               f"{given[axis]!r}; give each axis once, its values joined by "
+                               "commas")
+        given[axis] = g
         data.setdefault("grid", {})[axis] = vals
     for pr in args.pair:
         axis, vals = _axis(pr, "--pair")

@@ -113,12 +113,20 @@ def build_spec(args):
         if not args.workload or not args.knob:
             raise PerfsimError("give a tune file, or --workload and at least one --knob")
         data = {"workload": args.workload, "knobs": {}, "name": args.name or Path(args.workload).stem}
-    for item in args.knob:
-        k, v = _kv(item, "--knob")
-        data.setdefault("knobs", {})[k] = [parse_value(x) for x in v.split(",")]
-    for item in args.set:
-        k, v = _kv(item, "--set")
-        data.setdefault("set", {})[k] = parse_value(v)
+    given: dict[str, str] = {}
+    for flag, items in (("--knob", args.knob), ("--set", args.set)):
+        for item in items:
+            k, v = _kv(item, flag)
+            if k in given:
+                raise PerfsimError(f"{flag} {item!r}: {k!r} is already given by "
+                                   f"{given[k]}; give each knob once (values joined by commas)")
+            given[k] = f"{flag} {item!r}"
+            # The command line wins over the file: a knob given here leaves the file's set,
+            # a value set here leaves the file's knobs.
+            mine, other = ("knobs", "set") if flag == "--knob" else ("set", "knobs")
+            data.get(other, {}).pop(k, None)
+            data.setdefault(mine, {})[k] = ([parse_value(x) for x in v.split(",")]
+                                            if flag == "--knob" else parse_value(v))
     objective = dict(data.get("objective") or {})
     if args.objective is not None:  # replaces the file's metric (or weighted mix)
         objective.update(metric=args.objective, weights={})

@@ -77,8 +77,23 @@ def _validate(args) -> int:
     for f in args.files:
         w = load_workload(f)
         check_trace_files(w.name, w.streams)
+        check_profiles(f, w)
         print(f"{f}: ok ({w.name}, digest {w.digest})")
     return 0
+
+
+def check_profiles(path, w) -> None:
+    """The kernel, arch and cost profile a workload names must exist (a name or a readable
+    profile file): ``workload validate`` said "ok" for a workload whose ``kernel = "zz"``
+    only ``workload run`` refused."""
+    from perfsim.cost import load_cost_profile
+    from perfsim.profiles import resolve_target
+
+    try:
+        resolve_target(w.kernel, w.arch)
+        load_cost_profile(w.cost_profile)
+    except PerfsimError as exc:
+        raise PerfsimError(f"{path}: {exc}") from None
 
 
 def _run(args) -> int:
@@ -87,9 +102,11 @@ def _run(args) -> int:
     from perfsim.workload import load_workload, resolve_workload, run_workload
 
     check_named_file(args.workload, "workload")
-    w = load_workload(resolve_workload(resolve("workloads", args.workload)))
+    path = resolve_workload(resolve("workloads", args.workload))
+    w = load_workload(path)
     check_trace_files(w.name, w.streams)
-    out = output_dir(args.out, "--out", args.force) if args.out else None
+    inputs = [path, args.cost_profile] + [getattr(s, "path", None) for s in w.streams]
+    out = output_dir(args.out, "--out", args.force, inputs=inputs) if args.out else None
     target = resolve_target(args.kernel or w.kernel, w.arch)
     res, metrics, notes = run_workload(w, target=target, profile=args.cost_profile,
                                        seed=args.seed, progress=not args.quiet)
@@ -112,7 +129,8 @@ def _convert(args) -> int:
 
     # strace escapes what is not printable, so a log is text; a stray byte is replaced.
     text = read_text(args.log, "strace log", errors="replace")
-    out = None if args.output == "-" else output_file(args.output, "-o/--output", args.force)
+    out = (None if args.output == "-" else
+           output_file(args.output, "-o/--output", args.force, inputs=[args.log]))
     buf = io.StringIO()
     st = convert_strace(text, buf, args.log)
     if st.calls == 0:

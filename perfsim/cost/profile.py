@@ -15,6 +15,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
+import numbers
 from importlib import resources
 from pathlib import Path
 from typing import Literal
@@ -85,6 +87,12 @@ PARAM_DOCS: dict[str, str] = {
 PARAM_NAMES: tuple[str, ...] = tuple(PARAM_DOCS)
 
 
+MAX_PARAM_NS = 10**12
+"""The largest cost of one operation a profile may give (1000 s): the model sums costs times
+counts in 64-bit integers, and ``ns = 99999999999999999999`` ended in an OverflowError
+traceback (a large value below 2**63 would wrap round silently)."""
+
+
 class CostParam(StrictModel):
     """One cost: ``ns`` (integer nanoseconds) and how it varies.
 
@@ -96,7 +104,7 @@ class CostParam(StrictModel):
     ``source`` names where the number came from (required, non-empty).
     """
 
-    ns: DurationNs
+    ns: DurationNs = Field(le=MAX_PARAM_NS)
     dist: Literal["fixed", "lognormal", "normal"] = "fixed"
     sigma: float = Field(0.0, ge=0.0, le=3.0)
     source: str = Field(min_length=1)
@@ -263,6 +271,9 @@ class CostProfile(StrictModel):
         for k, v in ns.items():
             if k not in data["params"]:
                 raise PerfsimError(f"unknown cost parameter {k!r}; valid: {', '.join(PARAM_NAMES)}")
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+                raise PerfsimError(f"cost parameter {k!r}: {v!r} is not a finite number of "
+                                   "nanoseconds")
             data["params"][k]["ns"] = int(v)
         return _validate(data, f"cost profile {self.name!r} with changes")
 

@@ -43,7 +43,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from perfsim.errors import check_dir_name, describe_validation
+from perfsim.errors import PerfsimError, check_dir_name, describe_validation
 from perfsim.schema import DurationNs, SizeBytes, StrictModel, load_model, to_size_bytes
 
 #: The five alignment classes of a move, in report order (docs/kernel-rules.md, E1–E4).
@@ -79,7 +79,8 @@ class SizeRange(_M):
         out, v = [], lo
         while v <= hi:
             out.append(v)
-            if self.per_octave == 2 and v * 3 // 2 <= hi:
+            # (the midpoint of 4K..8K, 6K, is not whole pages: a move is of whole pages)
+            if self.per_octave == 2 and v * 3 // 2 <= hi and (v * 3 // 2) % 4096 == 0:
                 out.append(v * 3 // 2)
             v *= 2
         return sorted(set(out))
@@ -247,13 +248,27 @@ class Study(_M):
     @model_validator(mode="after")
     def _sizes(self) -> Study:
         try:
-            self.calls.size_values()
-            _size(self.reference_size)
-            _size(self.contention.size)
-            for t in self.traces:
-                _size(t.size)
+            sizes = {"calls.sizes": self.calls.size_values(),
+                     "reference_size": [_size(self.reference_size)],
+                     "contention.size": [_size(self.contention.size)]}
+            for i, t in enumerate(self.traces):
+                sizes[f"traces[{i}].size"] = [_size(t.size)]
         except ValueError as exc:
             raise ValueError(str(exc)) from None
+        if not sizes["calls.sizes"]:
+            raise ValueError("calls.sizes: empty; give at least one size, e.g. [\"4K\", \"2M\"]")
+        room = _move_room(self.arch, self.kernels[-1])
+        for where, values in sizes.items():
+            for v in values:
+                if v < 4096 or v % 4096:
+                    raise ValueError(f"{where}: {v:#x} is not a whole number of pages; allowed: "
+                                     "multiples of 4K, at least 4K")
+                if v > room:
+                    raise ValueError(f"{where}: {v:#x} is too large: every alignment class's "
+                                     f"move must end inside {self.arch}'s user address range; "
+                                     f"allowed: at most {room:#x} bytes")
+        for i, t in enumerate(self.traces):
+            _known_kernel(t.kernel, f"traces[{i}].kernel")
         return self
 
     # convenience ------------------------------------------------------------------------
@@ -274,6 +289,27 @@ class Study(_M):
         blob = json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True,
                           default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _move_room(arch: str, kernel: str) -> int:
+    """The longest move of every alignment class (:data:`perfsim.report.shapes.SHAPES`,
+    fixed source and destination) that ends inside ``arch``'s user address range."""
+    from perfsim.report.shapes import SHAPES, target_for
+
+    try:
+        top = target_for(kernel, arch).arch.user_va_top
+    except PerfsimError as exc:
+        raise ValueError(str(exc)) from None
+    return top - max(max(src, dst) for src, dst, _ in SHAPES.values())
+
+
+def _known_kernel(name: str, where: str) -> None:
+    from perfsim.profiles import load_kernel
+
+    try:
+        load_kernel(name)
+    except PerfsimError as exc:
+        raise ValueError(f"{where}: {exc}") from None
 
 
 def _describe(exc: ValidationError) -> str:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -78,6 +79,9 @@ class KnobRange(_M):
 
     @model_validator(mode="after")
     def _order(self) -> KnobRange:
+        if not (math.isfinite(self.min) and math.isfinite(self.max)):
+            raise ValueError(f"min and max must be finite numbers, got {self.min!r} and "
+                             f"{self.max!r}")
         if not self.min < self.max:
             raise ValueError("need min < max")
         if self.log and self.min <= 0:
@@ -93,6 +97,10 @@ class Objective(_M):
 
     @model_validator(mode="after")
     def _known(self) -> Objective:
+        for m, w in self.weights.items():
+            if not (math.isfinite(w) and w > 0):
+                raise ValueError(f"weights.{m} = {w!r}: a weight must be a finite number > 0 "
+                                 "(to prefer larger values use direction = \"maximize\")")
         for m in (self.weights or {self.metric: 1.0}):
             try:
                 metric_column(m)
@@ -124,6 +132,10 @@ class Constraint(_M):
             raise ValueError(str(exc)) from None
         if self.max is None and self.min is None:
             raise ValueError("give max, min or both")
+        for k in ("min", "max"):
+            v = getattr(self, k)
+            if v is not None and not math.isfinite(v):
+                raise ValueError(f"{k} = {v!r}: a bound must be a finite number")
         return self
 
     def violation(self, value: float) -> float:
@@ -187,7 +199,21 @@ class TuneSpec(_M):
         for k, vals in v.items():
             if isinstance(vals, list) and not vals:
                 raise ValueError(f"knob {k!r} has no values")
+            if isinstance(vals, list):
+                seen = [json.dumps(x, sort_keys=True, default=str) for x in vals]
+                dup = next((x for i, x in enumerate(vals) if seen[i] in seen[:i]), None)
+                if dup is not None or len(set(seen)) < len(seen):
+                    raise ValueError(f"knob {k!r} lists the value {dup!r} twice; allowed: "
+                                     "distinct values")
         return v
+
+    @model_validator(mode="after")
+    def _set_is_not_a_knob(self) -> TuneSpec:
+        both = sorted(set(self.set) & set(self.knobs))
+        if both:
+            raise ValueError(f"{both[0]!r} is both in set (one value) and in knobs (values to "
+                             "search); give it in one of them")
+        return self
 
     @property
     def is_grid(self) -> bool:

@@ -23,6 +23,7 @@ cycle distribution consumes no randomness, so adding one never shifts another st
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -34,6 +35,21 @@ Number = int | float
 
 
 class _Dist(StrictModel):
+
+    @model_validator(mode="after")
+    def _finite(self) -> _Dist:
+        """Every number of a distribution (``value``, ``values``, ``weights``, ``min``,
+        ``max``, ``align``, ``mean``) is finite: TOML's ``nan`` and ``inf`` drew NaN or
+        infinite values (NaN weights passed the weight check, which NaN compares false to)."""
+        for name in ("value", "values", "weights", "min", "max", "align", "mean"):
+            v = getattr(self, name, None)
+            for x in (v if isinstance(v, list) else [v]):
+                if isinstance(x, float) and not math.isfinite(x):
+                    raise ValueError(f"{name}: {x!r} is not a finite number")
+        align = getattr(self, "align", None)
+        if align is not None and not align > 0:
+            raise ValueError(f"align: {align!r}; allowed: a multiple > 0 (or no align)")
+        return self
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:  # pragma: no cover
         raise NotImplementedError
@@ -205,7 +221,12 @@ def _converted(v: Any, convert) -> Any:
 
 
 def _sizes(v: Any) -> Any:
-    return _converted(v, to_size_bytes)
+    v = _converted(v, to_size_bytes)
+    align = v.get("align")
+    if isinstance(align, int) and align and align % 4096:
+        raise ValueError(f"align: {align:#x} is not a whole number of pages; allowed: a "
+                         "multiple of 4K (e.g. \"4K\", \"2M\")")
+    return v
 
 
 def _durations(v: Any) -> Any:

@@ -38,6 +38,13 @@ OPS = ("move", "grow", "stack")
 
 _Model = StrictModel
 
+MAX_USER_ADDRESS = 1 << 56
+"""No shipped arch has a user address range above 2**56 (the largest ``user_va_top`` of
+``perfsim/data/arch``, x86-64 with LA57); a VMA ending above it exists on none."""
+MAX_POPULATED_BYTES = 4 << 40
+"""The most bytes of one VMA faulted in (``size * populate``): the simulated page tables
+take memory in proportion to them."""
+
 
 # --------------------------------------------------------------------------- processes
 class VmaBase(_Model):
@@ -53,6 +60,26 @@ class VmaBase(_Model):
     thp: bool = False
     populate: float = Field(1.0, ge=0.0, le=1.0)
     """Fraction of its pages faulted in."""
+
+    @model_validator(mode="after")
+    def _placed(self) -> VmaBase:
+        """Page aligned, inside the largest user address space of any shipped arch, and
+        not more faulted in than the simulator can hold (its page tables take memory in
+        proportion to the bytes populated: 16T took 1.9 GB on 2026-12-02, 1P ran out of
+        memory)."""
+        if self.start % 4096 or self.size % 4096:
+            raise ValueError(f"start {self.start:#x} and size {self.size:#x} must be page "
+                             "aligned; allowed: multiples of 4K")
+        if self.end > MAX_USER_ADDRESS:
+            raise ValueError(f"the VMA [{self.start:#x}, {self.end:#x}) ends above "
+                             f"{MAX_USER_ADDRESS:#x}; allowed: an end inside the user address "
+                             "range")
+        if self.size * self.populate > MAX_POPULATED_BYTES:
+            raise ValueError(f"populating {self.populate:g} of {self.size:#x} bytes is more "
+                             f"than the simulator holds; allowed: at most "
+                             f"{MAX_POPULATED_BYTES:#x} bytes (4T) faulted in per VMA (lower "
+                             "populate or size)")
+        return self
 
     @property
     def end(self) -> int:
@@ -100,7 +127,9 @@ class Poisson(_Model):
     arrives while the thread is still in the previous one starts when it returns."""
 
     kind: Literal["poisson"] = "poisson"
-    rate_per_s: float = Field(gt=0)
+    rate_per_s: float = Field(ge=1e-6, le=1e12, allow_inf_nan=False)
+    """Bounded so that the mean gap (``1e9 / rate_per_s`` ns) and its exponential draws fit
+    the simulator's integer nanoseconds (a rate of 1e-300 overflowed them)."""
 
 
 class Periodic(_Model):
@@ -306,6 +335,7 @@ class Workload(_Model):
                 _check_calls(i, s, procs[s.process])
             if isinstance(s, SyntheticStream):
                 _check_synthetic(i, s)
+        _check_open_loop(self)
         for i, w in enumerate(self.walkers):
             for c in w.cpus:
                 if c >= self.cpus:
@@ -357,9 +387,6 @@ def _check_layout(i: int, p: Process) -> None:
                 f"VMA {b.name!r} [{b.start:#x}, {b.end:#x}) overlaps VMA {a.name!r} "
                 f"[{a.start:#x}, {a.end:#x})", f"a start >= {a.end:#x} or non-overlapping VMAs")
     for j, v in enumerate(p.vmas):
-        if v.start % 4096 or v.size % 4096:
-            raise _FieldError(f"processes[{i}].vmas[{j}]", "start and size must be page aligned",
-                              "multiples of 4K")
         if v.backing == "hugetlb":
             h = v.hugepage_size or (2 << 20)
             if v.start % h or v.size % h:
@@ -391,6 +418,43 @@ def _check_calls(i: int, s: CallStream, p: Process) -> None:
                     f"streams[{i}].calls[{k}].old_addr",
                     f"the request [{c.old_addr:#x}, {c.old_addr + c.old_len:#x}) lies outside "
                     f"every VMA of process {p.name!r}", "a range inside one of its vmas")
+
+
+MAX_OPEN_LOOP_CALLS = 200_000
+"""The most calls a workload's open-loop streams (``poisson`` and ``periodic`` arrivals) may
+make in all. The engine runs each open-loop arrival as a simulated process of its own, made
+before the run starts: 1,000,000 of them (ipi_storm with two Poisson streams of count
+500,000) held 6.2 GB after 3.5 minutes on 2026-12-02, and count = 10,000,000 grew by about
+100 MB a second without a line of progress until memory ran out."""
+
+
+def _open_loop_calls(s, duration_ns: int | None) -> int:
+    """How many arrivals an open-loop stream makes: its count, or the arrivals expected in
+    the workload's duration, whichever is fewer."""
+    arr = s.arrival
+    expected = None
+    if duration_ns is not None:
+        span_ns = max(0, duration_ns - s.start_ns)
+        expected = (span_ns * arr.rate_per_s / 1e9 if isinstance(arr, Poisson)
+                    else span_ns / arr.interval_ns)
+    listed = (sum(c.op == "mremap" for c in s.calls) * s.repeat
+              if isinstance(s, CallStream) else None)
+    counts = [c for c in (s.count, expected, listed) if c is not None]
+    return int(min(counts)) if counts else 0
+
+
+def _check_open_loop(w: Workload) -> None:
+    total = 0
+    for i, s in enumerate(w.streams):
+        if isinstance(s, (SyntheticStream, CallStream)) and isinstance(s.arrival,
+                                                                       (Poisson, Periodic)):
+            total += _open_loop_calls(s, w.duration_ns)
+            if total > MAX_OPEN_LOOP_CALLS:
+                raise _FieldError(
+                    f"streams[{i}]", f"the open-loop ({s.arrival.kind}) streams up to this one "
+                    f"make {total:,} calls, each simulated as a process of its own",
+                    f"at most {MAX_OPEN_LOOP_CALLS:,} open-loop calls per workload (lower "
+                    "count, rate_per_s or duration_ns, or use closed arrivals)")
 
 
 def _check_synthetic(i: int, s: SyntheticStream) -> None:
