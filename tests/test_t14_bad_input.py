@@ -116,7 +116,6 @@ def test_dot_and_dot_dot_are_not_directory_names(here, capsys, monkeypatch, argv
     ("seed = 1", "seed = -1", "seed -1"),
     ("cpus = [0, 1]", "cpus = [0, 5]", "cpu 5 out of range"),
     ('name = "mutator"\nprocess = "jvm"', 'name = "mutator"\nprocess = "x"', "unknown mm 'x'"),
-    ("seed = 1", "seed = 1\nduration_ns = 0", "duration_ns: 0"),
 ])
 def test_scenario_run_checks_are_one_line_naming_the_file_before_progress(here, capsys, old,
                                                                           new, needle):

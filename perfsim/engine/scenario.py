@@ -128,7 +128,7 @@ class Scenario(StrictModel):
     arch: str = "x86_64"
     cost_profile: str
     """Name or path; if not given, the arch's own (:func:`perfsim.cost.default_cost_profile`)."""
-    duration_ns: DurationNs | None = None
+    duration_ns: DurationNs | None = Field(None, gt=0)
     processes: list[MmCfg] = Field(min_length=1)
     callers: list[CallerCfg] = Field(default_factory=list)
     walkers: list[WalkerCfg] = Field(default_factory=list)
@@ -157,6 +157,15 @@ def _vma(cfg: VmaCfg):
                file_id=cfg.file or cfg.name, anon_vma=False)
 
 
+def _check_unique(what: str, names: list[str]) -> None:
+    """One line naming the first name given twice (a later one would silently replace it)."""
+    seen = set()
+    for n in names:
+        if n in seen:
+            raise PerfsimError(f"{what} name {n!r} is given twice; names must be distinct")
+        seen.add(n)
+
+
 def build_spec(sc: Scenario):
     """Turn a validated scenario into a :class:`SimSpec` (builds and populates the mms)."""
     from perfsim.cost.profile import load_cost_profile
@@ -168,7 +177,11 @@ def build_spec(sc: Scenario):
     target = resolve_target(sc.kernel, sc.arch)
     profile = load_cost_profile(sc.cost_profile)
     mms, vmas_by_mm = [], {}
+    _check_unique("process", [m.name for m in sc.processes])
+    _check_unique("caller", [c.name for c in sc.callers])
+    _check_unique("walker", [w.name for w in sc.walkers])
     for i, m in enumerate(sc.processes):
+        _check_unique(f"process {m.name!r}: vma", [v.name for v in m.vmas])
         vmas = [_vma(v) for v in m.vmas]
         pt = PageTables.empty(target.arch)
         for v in m.vmas:
@@ -207,6 +220,14 @@ def build_spec(sc: Scenario):
                                    f"it has: {', '.join(locks) or 'none'}")
             lock = match[0]
         else:
+            # a lock by its name: one some VMA of the scenario takes (a walker of another
+            # lock would contend with nothing, a silently wrong answer)
+            known = sorted({lk for vs in vmas_by_mm.values() for v in vs.values()
+                            for lk in v.rmap_locks()})
+            if w.lock not in known:
+                raise PerfsimError(f"walker {w.name!r}: lock {w.lock!r} is no rmap lock of this "
+                                   f"scenario; allowed: anon, file or one of "
+                                   f"{', '.join(known) or 'none'}")
             lock = w.lock
         ptl = (vma.start, vma.end) if w.ptl_hold_ns else None
         walkers.append(WalkerSpec(w.name, lock, w.cpu, w.interval_ns, w.hold_ns, w.hold_sigma,

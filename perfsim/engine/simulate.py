@@ -453,6 +453,9 @@ def simulate(spec_or_scenario, *, seed: int | None = None, max_rows: int = 1_000
                    record_zero_waits=record_zero_waits)
     bar = None
     if progress:
+        # (checked here too, so a bad spec is its one error, not a progress line first)
+        _validate(spec)
+        check_seed(spec.seed)
         name = spec.meta.get("workload") or spec.meta.get("scenario") or "simulate"
         total = progress_calls if progress_calls is not None else expected_calls(spec)
         bar = CallProgress(str(name), total, spec.duration_ns)
