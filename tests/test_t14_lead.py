@@ -78,3 +78,47 @@ def test_simulate_with_progress_reports_a_bad_spec_before_any_progress(capsys):
     with pytest.raises(PerfsimError, match="out of range"):
         simulate(bad, progress=True)
     assert capsys.readouterr().err == ""
+
+
+def _api():
+    from perfsim.mm import AddressSpace, PageTables, Vma
+    from perfsim.planner import MoveRequest, plan_mremap
+    from perfsim.profiles import resolve_target
+
+    t = resolve_target("6.18", "x86_64")
+    space = AddressSpace((Vma(0x7F0000000000, 0x7F0000200000),), PageTables.empty(t.arch))
+    return plan_mremap, MoveRequest, space, t
+
+
+@pytest.mark.parametrize("which, error, needle", [
+    ("old_addr str", TypeError, "MoveRequest.old_addr must be an int"),
+    ("old_len float", TypeError, "MoveRequest.old_len must be an int"),
+    ("req str", TypeError, "plan_mremap: req must be of type MoveRequest"),
+    ("space str", TypeError, "plan_mremap: space must be of type AddressSpace"),
+    ("target str", TypeError, "plan_mremap: target must be of type Target"),
+    ("old_addr -1", ValueError, "MoveRequest.old_addr = -1: must be >= 0"),
+    ("new_addr -8K", ValueError, "MoveRequest.new_addr = -8192: must be >= 0"),
+])
+def test_plan_mremap_names_the_argument_a_caller_got_wrong(which, error, needle):
+    plan_mremap, MoveRequest, space, t = _api()
+    src = 0x7F0000000000
+    args = {"old_addr str": (space, MoveRequest("x", 4096), t),
+            "old_len float": (space, MoveRequest(src, 4096.0), t),
+            "req str": (space, "req", t),
+            "space str": ("space", MoveRequest(src, 4096), t),
+            "target str": (space, MoveRequest(src, 4096), "6.18"),
+            "old_addr -1": (space, MoveRequest(-1, 4096), t),
+            "new_addr -8K": (space, MoveRequest(src, 4096, new_addr=-8192), t)}[which]
+    with pytest.raises(error, match=needle):
+        plan_mremap(*args)
+
+
+def test_numpy_integers_are_well_formed_arguments():
+    import numpy as np
+
+    from perfsim.planner.syscall import check_plan_arguments
+
+    plan_mremap, MoveRequest, space, t = _api()
+    req = MoveRequest(np.int64(0x7F0000000000), np.int64(4096), new_addr=0x7F1000000000)
+    check_plan_arguments(space, req, t)  # returns: nothing wrong
+    assert plan_mremap(space, req, t).errno is None

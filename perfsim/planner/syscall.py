@@ -26,6 +26,7 @@ partial move) keeps the steps and the space as the kernel leaves it.
 from __future__ import annotations
 
 from dataclasses import replace
+from numbers import Integral
 from operator import attrgetter
 
 from perfsim.mm.space import AddressSpace
@@ -475,34 +476,65 @@ def plan_mremap(space: AddressSpace, req: MoveRequest, target: Target,
     """Plan one ``mremap()`` (or, with ``req.for_stack``, exec's stack relocation).
 
     ``options`` chooses how the plan is computed (see :class:`PlanOptions`), never what it is.
+    Arguments of the wrong type, or a negative address or length, raise a ``TypeError`` or
+    ``ValueError`` naming the argument (:func:`check_plan_arguments`).
     """
-    if req.for_stack:
-        return _relocate_vma_down(space, req, target)
-    page = target.arch.page_size
-    log = S.StepLog()
-    # (by position, in VmaRemap's field order: addr, old_len, new_len, new_addr, maymove,
-    # fixed, dontunmap, extra_flags, target, space, log, options, fail_alloc_at, vma, delta,
-    # remap_type, multi_vma, moved, tables)
-    vrm = VmaRemap(req.old_addr, C.page_align(req.old_len, page), C.page_align(req.length, page),
-                   req.new_addr or 0, req.maymove, req.fixed, req.dontunmap, req.extra_flags,
-                   target, space, log, options, req.fail_alloc_at, None, 0, None, False, [],
-                   CallTables(space.pt))
-    log.add(S.SYSCALL, S.K_SYSCALL, req.old_addr, req.new_addr or 0, vrm.old_len)
     try:
-        if target.kernel.version >= (6, 17):
-            result = _do_mremap_617(vrm)
-        else:
-            result = _do_mremap_pre617(vrm, req.old_len, req.length)
-    except Refused as e:
-        r = e.refusal
-        if vrm.space is space and not vrm.moved:
-            return _refused(req, space, r.errno, r.why)
-        note = e.note or r.why
-        if vrm.multi_vma:
-            done = sum(not m.reverted for m in vrm.moved)
-            note = f"{note}; {done} VMA piece(s) moved before it"
-        return _plan(req, space, vrm, errno=r.errno, result=None, note=note)
-    return _plan(req, space, vrm, errno=None, result=result, note=_note(vrm))
+        if req.old_addr < 0 or req.old_len < 0 or (req.new_len or 0) < 0 \
+                or (req.new_addr or 0) < 0:
+            check_plan_arguments(space, req, target, options)
+        if req.for_stack:
+            return _relocate_vma_down(space, req, target)
+        page = target.arch.page_size
+        log = S.StepLog()
+        # (by position, in VmaRemap's field order: addr, old_len, new_len, new_addr, maymove,
+        # fixed, dontunmap, extra_flags, target, space, log, options, fail_alloc_at, vma, delta,
+        # remap_type, multi_vma, moved, tables)
+        vrm = VmaRemap(req.old_addr, C.page_align(req.old_len, page), C.page_align(req.length, page),
+                       req.new_addr or 0, req.maymove, req.fixed, req.dontunmap, req.extra_flags,
+                       target, space, log, options, req.fail_alloc_at, None, 0, None, False, [],
+                       CallTables(space.pt))
+        log.add(S.SYSCALL, S.K_SYSCALL, req.old_addr, req.new_addr or 0, vrm.old_len)
+        try:
+            if target.kernel.version >= (6, 17):
+                result = _do_mremap_617(vrm)
+            else:
+                result = _do_mremap_pre617(vrm, req.old_len, req.length)
+        except Refused as e:
+            r = e.refusal
+            if vrm.space is space and not vrm.moved:
+                return _refused(req, space, r.errno, r.why)
+            note = e.note or r.why
+            if vrm.multi_vma:
+                done = sum(not m.reverted for m in vrm.moved)
+                note = f"{note}; {done} VMA piece(s) moved before it"
+            return _plan(req, space, vrm, errno=r.errno, result=None, note=note)
+        return _plan(req, space, vrm, errno=None, result=result, note=_note(vrm))
+    except (AttributeError, TypeError):
+        check_plan_arguments(space, req, target, options)  # (a clearer error, if it finds one)
+        raise
+
+
+def check_plan_arguments(space, req, target, options=DEFAULT) -> None:
+    """Raise a ``TypeError`` naming the first of :func:`plan_mremap`'s arguments that has the
+    wrong type, or a ``ValueError`` naming a negative address or length (an ``mremap()``'s
+    arguments are unsigned); return when all are well formed. Called only when planning
+    failed or a value is negative: the well-formed calls pay nothing for it."""
+    for name, value, kind in (("space", space, AddressSpace), ("req", req, MoveRequest),
+                              ("target", target, Target), ("options", options, PlanOptions)):
+        if not isinstance(value, kind):
+            raise TypeError(f"plan_mremap: {name} must be of type {kind.__name__}, not "
+                            f"{type(value).__name__} ({value!r:.60})")
+    for name in ("old_addr", "old_len", "new_len", "new_addr", "fail_alloc_at"):
+        v = getattr(req, name)
+        if v is None and name not in ("old_addr", "old_len"):
+            continue
+        if isinstance(v, bool) or not isinstance(v, Integral):
+            raise TypeError(f"MoveRequest.{name} must be an int (bytes), not "
+                            f"{type(v).__name__} ({v!r:.60})")
+        if v < 0:
+            raise ValueError(f"MoveRequest.{name} = {v}: must be >= 0 (mremap's arguments "
+                             "are unsigned)")
 
 
 def _relocate_vma_down(space: AddressSpace, req: MoveRequest, target: Target) -> MovePlan:
