@@ -44,6 +44,10 @@ def replace_dir(tmp: Path, final: Path) -> None:
     and removed after, so that ``final`` is at every moment either the old or the new one."""
     old = None
     try:
+        # mkdtemp's 0700 would outlive the rename: the mode a new directory gets here
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o777 & ~mask)
         if final.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old.", dir=final.parent))
             os.replace(final, old / final.name)
@@ -86,14 +90,14 @@ def write_file_atomically(final: Path, write: Callable[[Path], object]):
 @contextlib.contextmanager
 def atomic_dir(final: Path) -> Iterator[Path]:
     """``with atomic_dir(out) as tmp:`` write into ``tmp``; on success it becomes ``out``
-    (mode 0755, replacing an old ``out`` as :func:`replace_dir` does), on any failure (or
+    (with the mode a new directory gets, replacing an old ``out`` as :func:`replace_dir`
+    does), on any failure (or
     Ctrl-C) it is removed and ``out`` is untouched. A destination that is full, read-only
     or refused is one line (:func:`cannot_write`)."""
     final = Path(final)
     tmp = temp_dir_beside(final)
     try:
         yield tmp
-        os.chmod(tmp, 0o755)  # mkdtemp's 0700 would outlive the rename
         replace_dir(tmp, final)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)

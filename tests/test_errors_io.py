@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -50,6 +51,29 @@ def test_output_dir_not_writable_is_refused(tmp_path):
         ro.chmod(0o700)
 
 
+def _new_dir_mode() -> int:
+    """The mode ``mkdir`` gives a new directory under this process's umask."""
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o777 & ~mask
+
+
+def test_a_written_result_directory_has_a_new_directorys_mode(tmp_path, capsys):
+    """``perfsim run`` and ``workload run`` write their directory through temp_dir_beside
+    (mkdtemp: 0700): published, it has the mode any new directory gets (was 0700)."""
+    from perfsim.cli.main import main
+
+    scenario = Path(__file__).resolve().parents[1] / "workloads" / "scenarios" / \
+        "shared-file-two-processes.toml"
+    assert main(["run", str(scenario), "--out", str(tmp_path / "run"), "-q"]) == 0
+    assert main(["workload", "run", "trace_replay", "--out", str(tmp_path / "wl"), "-q"]) == 0
+    capsys.readouterr()
+    for d in ("run", "wl"):
+        assert (tmp_path / d).stat().st_mode & 0o777 == _new_dir_mode(), d
+
+
 def test_atomic_dir_replaces_whole_or_leaves_everything_as_it_was(tmp_path):
     from perfsim.atomic import atomic_dir
 
@@ -57,7 +81,7 @@ def test_atomic_dir_replaces_whole_or_leaves_everything_as_it_was(tmp_path):
     with atomic_dir(out) as tmp:
         (tmp / "a.txt").write_text("1")
     assert sorted(p.name for p in out.iterdir()) == ["a.txt"]
-    assert oct(out.stat().st_mode & 0o777) == "0o755"
+    assert out.stat().st_mode & 0o777 == _new_dir_mode()
     with pytest.raises(KeyboardInterrupt), atomic_dir(out) as tmp:
         (tmp / "b.txt").write_text("half")
         raise KeyboardInterrupt
