@@ -191,11 +191,16 @@ def read_jsonl(path) -> list[dict]:
 
 
 def write_jsonl(path, records: list[dict]) -> None:
-    """Write atomically (a temp file renamed into place)."""
-    import os
+    """Write atomically (a temp file renamed into place; on a failure, or a destination that
+    is full or refused, nothing is left and the error is one line:
+    :func:`perfsim.atomic.write_file_atomically`)."""
+    from pathlib import Path
 
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        for r in records:
-            f.write(json.dumps(r, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    from perfsim.atomic import write_file_atomically
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w") as f:
+            for r in records:
+                f.write(json.dumps(r, sort_keys=True) + "\n")
+
+    write_file_atomically(Path(path), write)
