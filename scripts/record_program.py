@@ -55,6 +55,27 @@ def _key(rec: dict) -> tuple:
     return call_key(a[0], a[1], a[2], rec["ret"])
 
 
+def by_occurrence(runs, value) -> dict[tuple, list[list]]:
+    """``{call key: [values of its 1st occurrence in each run, of its 2nd, ...]}`` over the
+    calls of ``runs`` (the same arguments and result can recur within a run: the n-th
+    occurrence pairs with the n-th of the recorded run). ``value(call)`` of None is left
+    out (the occurrence still counts)."""
+    out: dict[tuple, list[list]] = {}
+    for r in runs:
+        seen: dict[tuple, int] = {}
+        for c in r.calls:
+            k = _key(c)
+            n = seen.get(k, 0)
+            seen[k] = n + 1
+            lists = out.setdefault(k, [])
+            while len(lists) <= n:
+                lists.append([])
+            v = value(c)
+            if v is not None:
+                lists[n].append(v)
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -94,32 +115,12 @@ def main(argv=None) -> int:
     if run.status != 0:
         print(f"{prog[0]}: exited with status {run.status}", file=sys.stderr)
         return 1
-    times: dict[tuple, list[list[float]]] = {}
-    for r in timed:
-        seen = {}
-        for c in r.calls:
-            k = _key(c)
-            n = seen.get(k, 0)
-            seen[k] = n + 1
-            lists = times.setdefault(k, [])
-            while len(lists) <= n:
-                lists.append([])
-            if c.get("kernel_us") is not None:
-                lists[n].append(c["kernel_us"])
-    untraced: dict[tuple, list[list[dict]]] = {}
-    for r in extra:
-        seen: dict[tuple, int] = {}
-        for c in r.calls:
-            k = _key(c)
-            n = seen.get(k, 0)
-            seen[k] = n + 1
-            lists = untraced.setdefault(k, [])
-            while len(lists) <= n:
-                lists.append([])
-            s = c.get("summary") or {}
-            lists[n].append({"kernel_us": c["kernel_us"],
-                             **{k: s.get(k, 0) for k in ("flush_calls", "full_flushes",
-                                                         "ipi_rounds")}})
+    times = by_occurrence(timed, lambda c: c["kernel_us"] if c.get("kernel_us") is not None
+                          else None)
+    untraced = by_occurrence(extra, lambda c: {
+        "kernel_us": c["kernel_us"],
+        **{k: (c.get("summary") or {}).get(k, 0)
+           for k in ("flush_calls", "full_flushes", "ipi_rounds")}})
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     out = os.path.join(args.out, f"{args.name}.kernel.jsonl")
     tmp = out + ".tmp"

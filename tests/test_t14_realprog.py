@@ -142,23 +142,22 @@ def test_concurrent_calls_are_replayed_in_the_order_their_results_require():
     rows = strace_rows(_log("c_realloc_2t"))
     rows.sort(key=lambda r: int(r["time_ns"]))
     assert effect_order(rows) != rows
+    assert _overlapping_order("0x20000000") == ["0x20000000", "0x10000000"]
+
+
+def _overlapping_order(first_result: str) -> list[str]:
+    """The converted order of two threads' overlapping moves: thread 1's starts first and
+    returns ``first_result`` after thread 2's has moved 0x20000000 to 0x30000000."""
     log = ("1 00:00:00.000100 mremap(0x10000000, 8192, 16384, MREMAP_MAYMOVE <unfinished ...>\n"
            "2 00:00:00.000200 mremap(0x20000000, 8192, 16384, MREMAP_MAYMOVE) = 0x30000000\n"
-           "1 00:00:00.000300 <... mremap resumed>) = 0x20000000\n")
+           f"1 00:00:00.000300 <... mremap resumed>) = {first_result}\n")
     out = io.StringIO()
     convert_strace(log, out)
-    got = [r["addr"] for r in csv.DictReader(io.StringIO(out.getvalue()))]
-    assert got == ["0x20000000", "0x10000000"]
+    return [r["addr"] for r in csv.DictReader(io.StringIO(out.getvalue()))]
 
 
 def test_calls_that_need_no_reordering_stay_in_start_order():
-    log = ("1 00:00:00.000100 mremap(0x10000000, 8192, 16384, MREMAP_MAYMOVE <unfinished ...>\n"
-           "2 00:00:00.000200 mremap(0x20000000, 8192, 16384, MREMAP_MAYMOVE) = 0x30000000\n"
-           "1 00:00:00.000300 <... mremap resumed>) = 0x40000000\n")
-    out = io.StringIO()
-    convert_strace(log, out)
-    got = [r["addr"] for r in csv.DictReader(io.StringIO(out.getvalue()))]
-    assert got == ["0x10000000", "0x20000000"]
+    assert _overlapping_order("0x40000000") == ["0x10000000", "0x20000000"]
 
 
 def test_populate_column_sets_a_rows_population():
@@ -594,3 +593,20 @@ def test_a_native_run_refused_because_someone_traces_says_so_and_keeps_the_cause
     with pytest.raises(PerfsimError, match="cannot trace the host kernel") as e:
         native.run_native([], link="static")
     assert isinstance(e.value.__cause__, TracingBusy)
+
+
+def test_record_scripts_occurrences_pair_the_nth_call_of_each_run():
+    from types import SimpleNamespace
+
+    rec = _script("record_program")
+
+    def call(addr, us):
+        return {"args": [hex(addr), "0x1000", "0x2000", "0x1"], "ret": hex(addr),
+                "kernel_us": us}
+
+    runs = [SimpleNamespace(calls=[call(0x1000, 5.0), call(0x1000, 7.0), call(0x9000, None)]),
+            SimpleNamespace(calls=[call(0x1000, 6.0), call(0x9000, 2.0)])]
+    got = rec.by_occurrence(runs, lambda c: c["kernel_us"])
+    k1 = rec._key(call(0x1000, 0))
+    k9 = rec._key(call(0x9000, 0))
+    assert got[k1] == [[5.0, 6.0], [7.0]] and got[k9] == [[2.0]]
