@@ -151,9 +151,7 @@ def _overlapping_order(first_result: str) -> list[str]:
     log = ("1 00:00:00.000100 mremap(0x10000000, 8192, 16384, MREMAP_MAYMOVE <unfinished ...>\n"
            "2 00:00:00.000200 mremap(0x20000000, 8192, 16384, MREMAP_MAYMOVE) = 0x30000000\n"
            f"1 00:00:00.000300 <... mremap resumed>) = {first_result}\n")
-    out = io.StringIO()
-    convert_strace(log, out)
-    return [r["addr"] for r in csv.DictReader(io.StringIO(out.getvalue()))]
+    return [r["addr"] for r in csv.DictReader(io.StringIO(_converted(log)))]
 
 
 def test_calls_that_need_no_reordering_stay_in_start_order():
@@ -325,9 +323,7 @@ def test_reordering_keeps_each_threads_calls_in_order():
            " = 0x50000000\n"
            "2 00:00:00.000250 munmap(0x20000000, 16384) = 0\n"
            "1 00:00:00.000300 <... mremap resumed>) = 0x20000000\n")
-    out = io.StringIO()
-    convert_strace(log, out)
-    got = [(r["op"], r["addr"]) for r in csv.DictReader(io.StringIO(out.getvalue()))]
+    got = [(r["op"], r["addr"]) for r in csv.DictReader(io.StringIO(_converted(log)))]
     assert got == [("mmap", "0x50000000"), ("munmap", "0x20000000"),
                    ("mremap", "0x10000000")]
 
@@ -356,9 +352,7 @@ def test_relative_timestamps_are_summed_not_sorted():
            "10      0.000300 mmap(NULL, 4096, PROT_READ, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0)"
            " = 0x7f1000000000\n"
            "10      0.000010 munmap(0x7f0000000000, 8192) = 0\n")
-    out = io.StringIO()
-    convert_strace(log, out)
-    got = [(r["time_ns"], r["op"]) for r in csv.DictReader(io.StringIO(out.getvalue()))]
+    got = [(r["time_ns"], r["op"]) for r in csv.DictReader(io.StringIO(_converted(log)))]
     assert got == [("0", "mmap"), ("300000", "mmap"), ("310000", "munmap")]
 
 
