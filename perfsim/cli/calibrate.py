@@ -23,6 +23,12 @@ repetition, the machine, what was skipped; its sha256 is cited by the profile) a
 PROFILE.fit.json (values, bootstrap intervals, residuals). Without root or tracefs the latency
 is still measured and the missing flush counts are listed in the profile's description.
 
+The design (--dry-run lists it) times moves in five alignment classes (written memory, one
+and two threads), moves of sparse and unpopulated sources and of memfd, THP and hugetlb
+mappings, and shrinks of written memory to half (the zap group, anonymous: what zap_pte_ns,
+zapping and freeing a present page, is fitted from; memfd ones are measured, not fitted;
+docs/calibration.md "Zapping written memory").
+
 Bad input or environment (exit 2) is found before anything is measured: bad numbers, an
 output under a file, unwritable or already there without --force, an unreadable or non-UTF-8
 data file, tracing in use by someone else, an overloaded machine without --busy-ok.
