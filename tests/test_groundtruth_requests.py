@@ -22,7 +22,7 @@ import pytest
 
 from perfsim.cli.main import main
 from perfsim.groundtruth.compare import target_for
-from perfsim.groundtruth.model import TRACE_PHASES, errno_name, measured, predicted
+from perfsim.groundtruth.model import errno_name, measured, predicted
 from perfsim.groundtruth.records import read_jsonl
 from perfsim.groundtruth.requests import (
     fidelity_of,
@@ -31,6 +31,7 @@ from perfsim.groundtruth.requests import (
     request_toml,
     safe_name,
 )
+from perfsim.host.model import PHASES
 
 DATA = Path(__file__).parent / "data" / "groundtruth"
 REQ = DATA / "requests"
@@ -74,7 +75,7 @@ def planned_counts(doc: dict) -> dict:
 def test_request_file_gets_the_kernels_flush_counts(path, capsys):
     rec = _record_of(path)
     want = measured(rec)
-    scopes = ["whole"] + (list(TRACE_PHASES) if rec.get("phases_known") else [])
+    scopes = ["whole"] + (list(PHASES) if rec.get("phases_known") else [])
     if fidelity_of(path.read_text()) == "inexact":
         got = predicted(rec, target_for(rec))  # the exact rebuild (the file cannot say it)
         errno = got["errno"]

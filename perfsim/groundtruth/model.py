@@ -16,15 +16,12 @@ The trace splits the call into ``dst_unmap``, ``move`` and ``src_unmap`` (see
 from __future__ import annotations
 
 from perfsim.errors import PerfsimError
+from perfsim.host.model import COUNTERS, PHASES, phase_counts
 from perfsim.mm.pagetable import PMD_LEAF, PMD_TABLE, PUD_TABLE, PageTables
 from perfsim.mm.space import AddressSpace
 from perfsim.mm.vma import Vma
 from perfsim.planner import MoveRequest, plan_mremap
-from perfsim.planner import steps as S
 from perfsim.profiles import Target
-
-TRACE_PHASES = {"dst_unmap": S.UNMAP_DST, "move": S.MOVE, "src_unmap": S.UNMAP_SRC}
-KEYS = ("flush_calls", "full_flushes", "ipi_rounds")
 
 
 class Unrepresentable(PerfsimError):
@@ -129,13 +126,8 @@ def predicted(rec: dict, target: Target) -> dict:
     space, req = space_for_record(rec, target)
     plan = plan_mremap(space, req, target)
     st = plan.steps
-    out: dict = {}
-    for name, ph in TRACE_PHASES.items():
-        sel = st.phase == ph
-        out[name] = {"flush_calls": int(st.flushes[sel].sum()),
-                     "full_flushes": int(st.flush_full[sel].sum()),
-                     "ipi_rounds": int(((st.ipis > 0) & sel).sum())}
-    out["whole"] = {k: sum(out[p][k] for p in TRACE_PHASES) for k in KEYS}
+    out: dict = phase_counts(st)
+    out["whole"] = {k: sum(out[p][k] for p in PHASES) for k in COUNTERS}
     out["whole"]["flush_calls"] = int(st.flushes.sum())
     out["whole"]["full_flushes"] = int(st.flush_full.sum())
     out["whole"]["ipi_rounds"] = int((st.ipis > 0).sum())
@@ -146,9 +138,9 @@ def predicted(rec: dict, target: Target) -> dict:
 def measured(rec: dict) -> dict:
     """The same counters from a traced record."""
     by = rec.get("summary_by_phase") or {}
-    out = {name: {k: int((by.get(name) or {}).get(k, 0)) for k in KEYS} for name in TRACE_PHASES}
+    out = {name: {k: int((by.get(name) or {}).get(k, 0)) for k in COUNTERS} for name in PHASES}
     sm = rec.get("summary") or {}
-    out["whole"] = {k: int(sm.get(k, 0)) for k in KEYS}
+    out["whole"] = {k: int(sm.get(k, 0)) for k in COUNTERS}
     return out
 
 
@@ -170,7 +162,7 @@ def compare(rec: dict, target: Target) -> dict:
     whole call and, where the trace found the phase markers, phase by phase."""
     p, m = predicted(rec, target), measured(rec)
     keys = ["flush_calls", "full_flushes"] + (["ipi_rounds"] if ipi_comparable(rec) else [])
-    scopes = ["whole"] + (list(TRACE_PHASES) if rec.get("phases_known") else [])
+    scopes = ["whole"] + (list(PHASES) if rec.get("phases_known") else [])
     diff = {s: {k: (p[s][k], m[s][k]) for k in keys if p[s][k] != m[s][k]} for s in scopes}
     diff = {s: d for s, d in diff.items() if d}
     got = errno_name(int(rec.get("errno", 0)))

@@ -165,11 +165,11 @@ def whole_call(rec: dict) -> dict:
 
 
 def by_phase(rec: dict) -> dict:
-    from perfsim.groundtruth.model import TRACE_PHASES
+    from perfsim.host.model import PHASES
 
     by = rec.get("summary_by_phase") or {}
     return {ph: {k: int((by.get(ph) or {}).get(k, 0)) for k in SUMMARY_KEYS}
-            for ph in TRACE_PHASES}
+            for ph in PHASES}
 
 
 def read_jsonl(path) -> list[dict]:

@@ -27,7 +27,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from perfsim.groundtruth.model import TRACE_PHASES, space_for_record, vma_of
+from perfsim.groundtruth.model import space_for_record, vma_of
+from perfsim.host.model import PHASES
 from perfsim.units import fmt_size
 
 PAGE_SHIFT = 12
@@ -236,7 +237,7 @@ def measured_lines(rec: dict) -> list[str]:
     if rec.get("phases_known"):
         by = rec.get("summary_by_phase") or {}
         parts = [f"{ph} {int((by.get(ph) or {}).get('flush_calls', 0))}/"
-                 f"{int((by.get(ph) or {}).get('full_flushes', 0))}" for ph in TRACE_PHASES]
+                 f"{int((by.get(ph) or {}).get('full_flushes', 0))}" for ph in PHASES]
         out.append("# Per phase (flush calls/full flushes): " + ", ".join(parts) + ".")
     else:
         out.append("# The trace did not mark the phases: whole-call counts only.")

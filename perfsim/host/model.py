@@ -16,6 +16,22 @@ from perfsim.planner import steps as S
 from perfsim.profiles import Target
 
 PHASES = {"dst_unmap": S.UNMAP_DST, "move": S.MOVE, "src_unmap": S.UNMAP_SRC}
+"""The phases a trace can tell apart (by the maple-tree markers), by their names in it."""
+COUNTERS = ("flush_calls", "full_flushes", "ipi_rounds")
+"""What a trace counts per call and phase, in :meth:`~perfsim.host.trace.TraceResult.summary`'s
+names."""
+
+
+def phase_counts(steps: S.Steps) -> dict[str, dict[str, int]]:
+    """Per trace phase (:data:`PHASES`): the flush calls, full flushes and IPI rounds of a
+    plan's rows, in the terms a trace counts the kernel's (:data:`COUNTERS`)."""
+    out = {}
+    for name, ph in PHASES.items():
+        sel = steps.phase == ph
+        out[name] = {"flush_calls": int(steps.flushes[sel].sum()),
+                     "full_flushes": int(steps.flush_full[sel].sum()),
+                     "ipi_rounds": int(((steps.ipis > 0) & sel).sum())}
+    return out
 
 
 def space_for_record(rec: dict, target: Target) -> tuple[AddressSpace, MoveRequest]:
@@ -41,15 +57,7 @@ def predicted_flushes(rec: dict, target: Target) -> dict:
     """Per trace phase: flush calls, full flushes and IPI rounds the planner predicts."""
     space, req = space_for_record(rec, target)
     plan = plan_mremap(space, req, target)
-    out = {}
-    st = plan.steps
-    for name, ph in PHASES.items():
-        sel = st.phase == ph
-        out[name] = {
-            "flush_calls": int(st.flushes[sel].sum()),
-            "full_flushes": int(st.flush_full[sel].sum()),
-            "ipi_rounds": int(((st.ipis > 0) & sel).sum()),
-        }
+    out: dict = phase_counts(plan.steps)
     out["errno"] = plan.errno
     return out
 
@@ -57,6 +65,4 @@ def predicted_flushes(rec: dict, target: Target) -> dict:
 def measured_flushes(rec: dict) -> dict:
     """The same counters from a traced record (``summary_by_phase``)."""
     by = rec.get("summary_by_phase") or {}
-    return {name: {k: int((by.get(name) or {}).get(k, 0))
-                   for k in ("flush_calls", "full_flushes", "ipi_rounds")}
-            for name in PHASES}
+    return {name: {k: int((by.get(name) or {}).get(k, 0)) for k in COUNTERS} for name in PHASES}

@@ -247,10 +247,6 @@ def trace_program(argv: list[str], *, buffer_kb: int = 65536, no_aslr: bool = Tr
 # The replay's answers for the same calls
 
 
-PHASE_NAMES = ("dst_unmap", "move", "src_unmap")
-COUNTERS = ("flush_calls", "full_flushes", "ipi_rounds")
-
-
 def call_key(old_addr: int, old_len: int, new_len: int, result: int | str) -> tuple:
     """What pairs a logged call with a traced one: its arguments and what it returned."""
     r = result if isinstance(result, int) else (int(result, 16) if str(result).startswith(
@@ -261,26 +257,22 @@ def call_key(old_addr: int, old_len: int, new_len: int, result: int | str) -> tu
 def planned_counts(plan) -> dict:
     """Per trace phase (and ``whole``): flush calls, full flushes and IPI rounds of a plan,
     in the terms :meth:`perfsim.host.trace.TraceResult.summary` counts the kernel's."""
-    from perfsim.host.model import PHASES
+    from perfsim.host.model import COUNTERS, PHASES, phase_counts
 
-    st = plan.steps
-    out = {}
-    for name, ph in PHASES.items():
-        sel = st.phase == ph
-        out[name] = {"flush_calls": int(st.flushes[sel].sum()),
-                     "full_flushes": int(st.flush_full[sel].sum()),
-                     "ipi_rounds": int(((st.ipis > 0) & sel).sum())}
-    out["whole"] = {k: sum(out[p][k] for p in PHASE_NAMES) for k in COUNTERS}
+    out: dict = phase_counts(plan.steps)
+    out["whole"] = {k: sum(out[p][k] for p in PHASES) for k in COUNTERS}
     return out
 
 
 def kernel_counts(rec: dict) -> dict:
     """The same counters from one :func:`split_calls` record (phases only when known)."""
+    from perfsim.host.model import COUNTERS, PHASES
+
     s = rec.get("summary") or {}
     out = {"whole": {k: int(s.get(k, 0)) for k in COUNTERS}}
     if rec.get("phases_known"):
         by = rec.get("summary_by_phase") or {}
-        for p in PHASE_NAMES:
+        for p in PHASES:
             out[p] = {k: int((by.get(p) or {}).get(k, 0)) for k in COUNTERS}
     return out
 
@@ -345,6 +337,8 @@ def compare_program(log_rows: list[dict], entries, records: list[dict], target,
     replay entries made of them (:func:`replay_inputs`); ``written`` as in
     :func:`replay_plans`; ``cost``: a cost profile whose prediction for each call is added
     (``predicted_ns``)."""
+    from perfsim.host.model import COUNTERS
+
     pool: dict[tuple, list[dict]] = {}
     for r in records:
         if not r.get("available", True):
