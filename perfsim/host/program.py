@@ -35,6 +35,8 @@ from perfsim.host.trace import (
     EVENT_MARKER,
     RawEvent,
     TlbTraceSession,
+    _read,
+    _write,
     extract_call,
     parse_trace,
 )
@@ -62,30 +64,23 @@ class ProgramTraceSession(TlbTraceSession):
 
     def _configure(self) -> None:
         super()._configure()
-        _w = self._set
-        _w("tracing_on", "0")
+        _write(self._p("tracing_on"), "0")
         if self.times_only:
             for ev in self._events:
                 if not ev.startswith("raw_syscalls/"):
-                    _w(f"events/{ev}/enable", "0")
+                    _write(self._p(f"events/{ev}/enable"), "0")
         for ev in ("raw_syscalls/sys_enter", "raw_syscalls/sys_exit"):
-            _w(f"events/{ev}/filter", f"id == {SYS_mremap}")
+            _write(self._p(f"events/{ev}/filter"), f"id == {SYS_mremap}")
         if EVENT_MARKER in self._events:
-            _w(f"events/{EVENT_MARKER}/filter", "0")
+            _write(self._p(f"events/{EVENT_MARKER}/filter"), "0")
         if os.path.exists(self._p("options/record-tgid")):
             self._save("options/record-tgid")
-            _w("options/record-tgid", "1")
-        _w("trace", "")
-        _w("tracing_on", "1")
-
-    def _set(self, rel: str, value: str) -> None:
-        """Write a tracefs file this session saved (and so restores on close)."""
-        with open(self._p(rel), "w") as f:
-            f.write(value)
+            _write(self._p("options/record-tgid"), "1")
+        _write(self._p("trace"), "")
+        _write(self._p("tracing_on"), "1")
 
     def read_trace(self) -> str:
-        with open(self._p("trace")) as f:
-            return f.read()
+        return _read(self._p("trace"))
 
 
 def tgids_of(text: str) -> dict[int, int]:
