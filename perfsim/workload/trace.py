@@ -520,7 +520,6 @@ def effect_order(rows: list[dict]) -> list[dict]:
         out[i:j + 1] = block + [r] + rest
         budget -= 1
     return out
-    return out
 
 
 def strace_to_entries(text: str, origin: str = "<strace>") -> list[Entry]:
