@@ -24,6 +24,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
 from perfsim import resolve_target  # noqa: E402
+from perfsim.errors import PerfsimError  # noqa: E402
 from perfsim.host.program import compare_program, replay_inputs, replay_plans  # noqa: E402
 
 
@@ -34,9 +35,10 @@ def moves(stem: str, target, cost: str) -> list[tuple[int, float, float]]:
     with open(stem + ".kernel.jsonl", encoding="utf-8") as f:
         recs = [json.loads(x) for x in f if x.strip()]
     rows, entries = replay_inputs(text, stem)
-    res = compare_program(rows, entries, recs, target, 1, cost=cost)
+    plans = replay_plans(entries, target, 1)
+    res = compare_program(rows, entries, recs, target, 1, cost=cost, plans=plans)
     out = []
-    for r, p in zip(res, replay_plans(entries, target, 1), strict=True):
+    for r, p in zip(res, plans, strict=True):
         us = r.get("kernel_us_untraced") or []
         if us and r["result"] != r["addr"] and r.get("predicted_ns"):
             q = p.request
@@ -57,7 +59,7 @@ def main(argv=None) -> int:
     try:
         for s in args.stems:
             pts += moves(s, t, args.cost)
-    except OSError as e:
+    except (OSError, ValueError, PerfsimError) as e:
         print(f"fit_program_moves: {e}", file=sys.stderr)
         return 2
     if len(pts) < 3:

@@ -604,3 +604,13 @@ def test_record_scripts_occurrences_pair_the_nth_call_of_each_run():
     k1 = rec._key(call(0x1000, 0))
     k9 = rec._key(call(0x9000, 0))
     assert got[k1] == [[5.0, 6.0], [7.0]] and got[k9] == [[2.0]]
+
+
+def test_compare_program_with_plans_made_already_is_the_same_comparison():
+    from perfsim.host.program import compare_program, replay_plans
+
+    rows, entries = replay_inputs(_log("c_realloc_1t"), "c_realloc_1t")
+    recs = _records("c_realloc_1t")
+    plans = replay_plans(entries, TARGET, 1)
+    given = compare_program(rows, entries, recs, TARGET, 1, cost="kvm-epyc", plans=plans)
+    assert given == compare_program(rows, entries, recs, TARGET, 1, cost="kvm-epyc")

@@ -324,14 +324,15 @@ def replay_inputs(text: str, origin: str, populate: float = 1.0, *,
 
 def compare_program(log_rows: list[dict], entries, records: list[dict], target,
                     threads: int, *, ipis: bool = True, cost: str | None = None,
-                    written=None) -> list[dict]:
+                    written=None, plans: list | None = None) -> list[dict]:
     """One row per logged mremap: the replay's counts, the kernel's (the traced call with the
     same arguments and result, taken in order), and whether they agree on flush calls and
     full flushes (and IPI rounds when ``ipis``) for the whole call and for every phase the
     trace could tell. ``log_rows`` are the converter's CSV rows of the log, ``entries`` the
     replay entries made of them (:func:`replay_inputs`); ``written`` as in
     :func:`replay_plans`; ``cost``: a cost profile whose prediction for each call is added
-    (``predicted_ns``)."""
+    (``predicted_ns``); ``plans``: those :func:`replay_plans` made of ``entries`` already
+    (with the same ``threads`` and ``written``), not made again."""
     from perfsim.host.model import COUNTERS
 
     pool: dict[tuple, list[dict]] = {}
@@ -340,7 +341,8 @@ def compare_program(log_rows: list[dict], entries, records: list[dict], target,
             continue
         a = [int(x, 16) for x in r["args"]]
         pool.setdefault(call_key(a[0], a[1], a[2], r["ret"]), []).append(r)
-    plans = replay_plans(entries, target, threads, written=written)
+    if plans is None:
+        plans = replay_plans(entries, target, threads, written=written)
     if cost is not None:
         from perfsim.cost.model import predict
         from perfsim.cost.profile import load_cost_profile
