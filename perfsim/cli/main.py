@@ -157,17 +157,25 @@ def _subparsers_action(p: argparse.ArgumentParser):
     return None
 
 
+def _chosen_parsers(parser: argparse.ArgumentParser, args: argparse.Namespace):
+    """The parsers of the (sub)commands the command line chose, from ``parser`` down, each
+    with its sub-command action (None: it has none) and the name chosen there (None: none)."""
+    p = parser
+    while p is not None:
+        action = _subparsers_action(p)
+        chosen = getattr(args, action.dest, None) if action is not None else None
+        yield p, action, chosen
+        p = action.choices[chosen] if chosen is not None else None
+
+
 def _missing_action(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
     """The one-line error for a command line that stops before choosing a (sub)command:
     ``perfsim`` alone, ``perfsim workload`` alone."""
-    p = parser
-    while True:
-        action = _subparsers_action(p)
-        chosen = getattr(args, action.dest, None)
-        if chosen is None:
+    for p, action, chosen in _chosen_parsers(parser, args):
+        if action is not None and chosen is None:
             what = "a command" if p is parser else "an action"
             return f"{what} is required: {', '.join(sorted(action.choices))} (see '{p.prog} --help')"
-        p = action.choices[chosen]
+    raise AssertionError("called for a command line that chose every (sub)command")
 
 
 def _empty_option(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str | None:
@@ -175,8 +183,7 @@ def _empty_option(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
     ``--trace-call=``, an unset shell variable), or None. No perfsim option takes an empty
     value, and the commands read one as "not given": ``--out ""`` wrote to the default place,
     ``report --trace-call ""`` ran the whole default study."""
-    p = parser
-    while p is not None:
+    for p, _action, _chosen in _chosen_parsers(parser, args):
         for a in p._actions:  # noqa: SLF001 - argparse keeps no public list of them
             if not a.option_strings or a.nargs == 0:
                 continue
@@ -184,9 +191,6 @@ def _empty_option(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
             if v == "" or (isinstance(v, list) and "" in v):
                 return f"{max(a.option_strings, key=len)} '': an empty value; give a value " \
                        f"(see '{p.prog} --help')"
-        action = _subparsers_action(p)
-        chosen = getattr(args, action.dest, None) if action is not None else None
-        p = action.choices.get(chosen) if chosen is not None else None
     return None
 
 
