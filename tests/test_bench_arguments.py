@@ -21,6 +21,7 @@ CASES = [
     ("bench_sweep.py", ["--against", ".", "--rounds", "0"]),
     ("bench_report.py", ["--workers", "0"]),
     ("bench_pagetable.py", [".", ".", "--rounds", "0"]),
+    ("profile_modules.py", ["--top", "0"]),
 ]
 
 
@@ -47,3 +48,11 @@ def test_at_least_one_takes_whole_numbers_from_one():
     for bad in ("0", "-3", "1.5", "x", ""):
         with pytest.raises(argparse.ArgumentTypeError):
             at_least_one(bad)
+
+
+def test_profile_modules_names_an_unknown_workload_in_one_line():
+    p = subprocess.run([sys.executable, str(BENCH / "profile_modules.py"), "--workload", "nope"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert p.stderr.strip().splitlines()[-1].startswith(
+        "profile_modules.py: error: unknown workload 'nope'; shipped: ")
