@@ -89,11 +89,12 @@ class ChildSeed:
         return np.random.SeedSequence(self.seed, spawn_key=(self.index,))
 
 
-def caller(m: Machine, spec: CallerSpec, rng):
+def caller(m: Machine, spec: CallerSpec, rng, started: bool = False):
     """SimPy process of one caller. ``rng``: its ``numpy.random.Generator``, or the
     ``SeedSequence`` (or :class:`ChildSeed`) to make it from (made only if the cost profile
     draws: a jitter-free profile's templates draw nothing,
-    :class:`~perfsim.engine.pricing.TemplateCache`)."""
+    :class:`~perfsim.engine.pricing.TemplateCache`). ``started``: the process is resumed at
+    ``spec.start_ns`` already (:mod:`perfsim.engine.arrivals`), so it does not wait for it."""
     env, rec = m.env, m.rec
     if isinstance(rng, ChildSeed):
         rng = None if m.templates.fixed else np.random.default_rng(rng.sequence())
@@ -108,7 +109,7 @@ def caller(m: Machine, spec: CallerSpec, rng):
     calls_add = rec.calls.add_row  # (the holds table is made only if a row is contended)
     rmap = m.rmap
     peek = env.peek if m.fold else _no_fold  # without folding every timeout is scheduled
-    if spec.start_ns:
+    if spec.start_ns and not started:
         yield env.timeout(spec.start_ns)
     lock = mm.mmap_lock
     # The caller's own clock: ahead of env.now only while no other event is due until

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import simpy
 
+from perfsim.engine.arrivals import CallersDone, start_callers
 from perfsim.engine.caller import ChildSeed, caller
 from perfsim.engine.machine import Machine
 from perfsim.engine.records import RECORDER_TABLES, Recorder, RecordTables, UserRecord
@@ -298,7 +299,8 @@ def _run_lone(spec: SimSpec, recorder: Recorder, progress, *, reuse: bool, cache
 
 
 def run(spec: SimSpec, recorder: Recorder, progress: CallProgress | None = None, *,
-        reuse: bool = True, caches=None, fold: bool = True, lone: bool = True) -> Machine:
+        reuse: bool = True, caches=None, fold: bool = True, lone: bool = True,
+        late: bool = True) -> Machine:
     """Run ``spec`` to completion, recording into ``recorder``; return the final machine
     (its environment closed: nothing left queued, :meth:`CountingEnvironment.close`).
     ``reuse=False`` plans and prices every call afresh (the records are the same; for tests).
@@ -306,7 +308,10 @@ def run(spec: SimSpec, recorder: Recorder, progress: CallProgress | None = None,
     ``fold=False`` gives every segment and contended row its own timeout (the records and
     ``events`` are the same, only ``scheduled_events`` grows; for tests). A lone caller
     (:func:`is_lone_caller`) runs without SimPy (:func:`_run_lone`: the same records and
-    summary figures); ``lone=False`` runs it through SimPy (for tests)."""
+    summary figures); ``lone=False`` runs it through SimPy (for tests). A caller whose first
+    call comes after time 0 gets its process when that call comes
+    (:mod:`perfsim.engine.arrivals`; SimPy's order of events, the same records and summary);
+    ``late=False`` makes every caller's process before the clock starts (for tests)."""
     _validate(spec)
     check_seed(spec.seed)
     if lone and is_lone_caller(spec):
@@ -315,16 +320,13 @@ def run(spec: SimSpec, recorder: Recorder, progress: CallProgress | None = None,
     m = Machine(spec, recorder, env, reuse=reuse, caches=caches)
     m.fold = fold
     m.progress = progress
-    procs = []
-    for i, c in enumerate(spec.callers):
-        # its generator (and seed sequence) made only if it draws
-        procs.append(env.process(caller(m, c, ChildSeed(spec.seed, i))))
+    # each caller's generator (and seed sequence) made only if it draws; a caller whose
+    # first call comes later is made when it comes (perfsim.engine.arrivals)
+    done = None if spec.duration_ns is not None else CallersDone(env, len(spec.callers))
+    start_callers(env, m, done, late=late)
     for j, w in enumerate(spec.walkers, len(spec.callers)):
         env.process(walker(m, w, np.random.default_rng(ChildSeed(spec.seed, j).sequence())))
-    if spec.duration_ns is not None:
-        env.run(until=spec.duration_ns)
-    else:
-        env.run(until=simpy.AllOf(env, procs))
+    env.run(until=spec.duration_ns if done is None else done)
     end = int(env.now)
     m.settle_users(end)
     for u in m.users:
@@ -416,7 +418,7 @@ def simulate(spec_or_scenario, *, seed: int | None = None, max_rows: int = 1_000
              spill_dir: str | Path | None = None, record_zero_waits: bool = False,
              progress: bool = False, progress_calls: int | None = None,
              reuse: bool = True, caches=None, fold: bool = True,
-             lone: bool = True) -> SimResult:
+             lone: bool = True, late: bool = True) -> SimResult:
     """Simulate a :class:`SimSpec`, a :class:`~perfsim.engine.scenario.Scenario` or a scenario
     TOML path, and return its records as DataFrames.
 
@@ -432,7 +434,9 @@ def simulate(spec_or_scenario, *, seed: int | None = None, max_rows: int = 1_000
     ``fold=False`` schedules a timeout for every segment and contended row even where no
     other event could come between them (:mod:`perfsim.engine.caller`; same records).
     ``lone=False`` runs a lone caller through SimPy (:func:`is_lone_caller`; same records
-    and summary).
+    and summary). ``late=False`` makes every caller's process before the clock starts
+    instead of when its first call comes (:mod:`perfsim.engine.arrivals`; same records and
+    summary).
     """
     spec = spec_or_scenario
     if not isinstance(spec, SimSpec):
@@ -461,7 +465,8 @@ def simulate(spec_or_scenario, *, seed: int | None = None, max_rows: int = 1_000
         bar = CallProgress(str(name), total, spec.duration_ns)
     try:
         with fewer_collections():
-            m = run(spec, rec, bar, reuse=reuse, caches=caches, fold=fold, lone=lone)
+            m = run(spec, rec, bar, reuse=reuse, caches=caches, fold=fold, lone=lone,
+                    late=late)
     finally:
         if bar is not None:
             bar.close()

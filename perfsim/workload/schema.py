@@ -422,10 +422,15 @@ def _check_calls(i: int, s: CallStream, p: Process) -> None:
 
 MAX_OPEN_LOOP_CALLS = 200_000
 """The most calls a workload's open-loop streams (``poisson`` and ``periodic`` arrivals) may
-make in all. The engine runs each open-loop arrival as a simulated process of its own, made
-before the run starts: 1,000,000 of them (ipi_storm with two Poisson streams of count
-500,000) held 6.2 GB after 3.5 minutes on 2026-12-02, and count = 10,000,000 grew by about
-100 MB a second without a line of progress until memory ran out."""
+make in all. An arrival gets its simulated process when it comes (perfsim.engine.arrivals),
+but one that comes while its thread is still busy waits for mmap_lock as a live process
+(about 7 KB), and an open-loop stream faster than its calls builds that queue without
+bound: 1,000,000 arrivals of ipi_storm's two Poisson streams held 6.2 GB after 3.5 minutes
+on 2026-12-02 (every process then made before the run), and count = 10,000,000 grew by
+about 100 MB a second without a line of progress until memory ran out. 200,000 arrivals
+that do not queue (the same streams at 2,000 calls/s) peaked at 440 MB on 2026-12-02
+(643 MB when every arrival's process was made before the run), most of it the calls'
+records."""
 
 
 def _open_loop_calls(s, duration_ns: int | None) -> int:
