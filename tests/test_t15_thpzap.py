@@ -170,6 +170,15 @@ def test_a_profile_without_zap_huge_pmd_ns_loads_and_prices_a_huge_pmd_as_512_za
     assert old.digest == want
 
 
+def test_a_fallback_follows_a_what_if_change_of_what_it_is_made_from():
+    text = (ROOT / "perfsim" / "data" / "cost" / "kvm-epyc.toml").read_text()
+    old = parse_cost_profile(_without_zap_huge_pmd(text), "an old kvm-epyc")
+    moved = old.with_values(zap_pte_ns=100)
+    assert moved.value("zap_huge_pmd_ns") == 51200 and moved.fallbacks == ("zap_huge_pmd_ns",)
+    given = old.with_values(zap_huge_pmd_ns=7000)
+    assert given.value("zap_huge_pmd_ns") == 7000 and given.fallbacks == ()
+
+
 def test_the_plan_output_says_when_the_profile_predates_zap_huge_pmd_ns(tmp_path, capsys):
     text = (ROOT / "perfsim" / "data" / "cost" / "kvm-epyc.toml").read_text()
     old = tmp_path / "old-kvm-epyc.toml"

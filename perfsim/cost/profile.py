@@ -334,8 +334,15 @@ class CostProfile(StrictModel):
         return copied
 
     def with_values(self, **ns: int) -> CostProfile:
-        """A copy with some parameters' ``ns`` replaced (what-if studies, tests)."""
+        """A copy with some parameters' ``ns`` replaced (what-if studies, tests). A
+        parameter the profile got from its fallback (:attr:`fallbacks`) is made again from
+        the changed values unless it is given itself (then it is the what-if's value)."""
         data = self.model_dump()
+        for name in self.fallbacks:
+            if name in ns:
+                data["params"][name]["source"] = "a what-if value (the profile predates it)"
+            else:
+                del data["params"][name]
         for k, v in ns.items():
             if k not in data["params"]:
                 raise PerfsimError(f"unknown cost parameter {k!r}; valid: {', '.join(PARAM_NAMES)}")
