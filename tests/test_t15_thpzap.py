@@ -194,3 +194,31 @@ def test_the_plan_output_says_when_the_profile_predates_zap_huge_pmd_ns(tmp_path
     assert main([*argv, str(old), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert list(doc["cost_profile"]["fallbacks"]) == ["zap_huge_pmd_ns"]
+
+
+# ---------------------------------------------------------------------------- held out
+#: the latency probe (probes/latency/probe.c ... thp shrink) on this machine, 2026-12-02
+#: 05:12:41 UTC (load average 1.0): the held-out THP shrinks (8, 32, 128 MiB), 2 x 11 each
+THP_PROBE = ROOT / "tests" / "data" / "zap" / "kvm-epyc.probe-thp-2026-12-02-0512.probe.jsonl"
+
+
+def test_the_probe_holds_out_thp_shrinks_of_whole_huge_pmds():
+    from perfsim.calibrate.probe import heldout_configs
+
+    thp = [c for c in heldout_configs() if c.thp]
+    assert thp and all(c.op == "shrink" and c.align == "pmd_aligned" for c in thp)
+    assert all(c.size % (4 * M) == 0 for c in thp)  # the tail is whole huge PMDs
+    assert not [c for c in heldout_configs(thp_available=False) if c.thp]
+
+
+def test_held_out_thp_shrinks_are_priced_by_kvm_epyc_within_40_percent_at_the_median():
+    from perfsim.calibrate.probe import probe_report
+
+    recs = [json.loads(x) for x in THP_PROBE.read_text().splitlines() if x.strip()]
+    prof = load_cost_profile("kvm-epyc")
+    after = probe_report(recs, prof)
+    assert after.summary["zap_thp"]["configurations"] == 3 and "zap" not in after.summary
+    assert after.summary["zap_thp"]["median_abs_error"] <= 0.40
+    old = prof.with_values(zap_huge_pmd_ns=OLD_PTES_PER_HUGE_PMD * prof.value("zap_pte_ns"))
+    before = probe_report(recs, old)
+    assert (before.table.rel_error > 10).all()  # 15-19x with each THP as 512 PTEs
