@@ -222,3 +222,23 @@ def test_held_out_thp_shrinks_are_priced_by_kvm_epyc_within_40_percent_at_the_me
     old = prof.with_values(zap_huge_pmd_ns=OLD_PTES_PER_HUGE_PMD * prof.value("zap_pte_ns"))
     before = probe_report(recs, old)
     assert (before.table.rel_error > 10).all()  # 15-19x with each THP as 512 PTEs
+
+
+def test_the_engine_prices_a_thp_shrink_as_the_closed_form_does():
+    from perfsim.engine import CallerSpec, MmSpec, SimSpec, simulate
+
+    t = resolve_target("6.18", "x86_64")
+    p = thp_shrink(64 * M, 32 * M)
+    text = (ROOT / "perfsim" / "data" / "cost" / "kvm-epyc.toml").read_text()
+    jit = parse_cost_profile(text.replace("[params.zap_huge_pmd_ns]\nns = 6502\n",
+                                          "[params.zap_huge_pmd_ns]\nns = 6502\ndist = "
+                                          "\"lognormal\"\nsigma = 0.2\n"), "jittered")
+    for prof in (load_cost_profile("kvm-epyc"), jit):
+        spec = SimSpec(cpus=2, target=t, profile=prof, mms=(MmSpec("app", (0,)),),
+                       callers=(CallerSpec("mover", "app", 0, (p, p), 1, 0),), seed=5)
+        res = simulate(spec)
+        rng = np.random.default_rng(np.random.SeedSequence(5).spawn(1)[0])
+        want = [predict(p, prof, cpus=1, rng=rng if not prof.is_fixed else None).predicted_ns
+                for _ in range(2)]
+        assert res.calls.latency_ns.tolist() == want
+    assert want[0] != want[1]  # the jittered zap_huge_pmd_ns was drawn
