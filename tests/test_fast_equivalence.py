@@ -370,6 +370,32 @@ def test_array_unmap_equals_dict_unmap(case):
     assert a1.vmas == a2.vmas
 
 
+@pytest.mark.parametrize("cut,cut_len", [(0, 8 * M), (2 * M, 32 * M), (M, 3 * M),
+                                         (4 * K, 10 * M - 8 * K), (6 * M, 26 * M)])
+def test_array_unmap_equals_dict_unmap_on_thp(cut, cut_len):
+    """THP zaps (R24): huge PMDs zapped whole (the zap row's ``slots``) and partly covered
+    ones split, then their PTEs zapped: the same rows and page tables from both drivers."""
+    from perfsim.planner.syscall import do_munmap
+    t = resolve_target("6.18", "x86_64")
+    start = PUD_SRC
+    sp = AddressSpace((Vma(start, start + 32 * M, thp=True, anon_id="x", name="x"),),
+                      PageTables.empty(t.arch).populate(start, start + 32 * M, thp=True), cpus=2)
+    out = []
+    for implementation in ("reference", "fast"):
+        log = S.StepLog()
+        after = do_munmap(t, sp, start + cut, cut_len, log, S.UNMAP_DST,
+                          options=PlanOptions(implementation))
+        out.append((log.freeze(), after))
+    (s1, a1), (s2, a2) = out
+    for name in S.ADDR_COLUMNS + S.INT_COLUMNS:
+        assert np.array_equal(s1.col(name), s2.col(name)), name
+    first_whole = -(-(start + cut) // (2 * M))  # the first PMD slot the range starts at
+    last_whole = min(start + cut + cut_len, start + 32 * M) // (2 * M)
+    assert int(s1.slots[s1.kind == S.K_ZAP].sum()) == max(last_whole - first_whole, 0)
+    for x, y in zip(_pt_view(a1.pt, start, start + 32 * M), _pt_view(a2.pt, start, start + 32 * M)):
+        assert np.array_equal(x, y)
+
+
 @pytest.mark.parametrize("length", [28 * M, 30 * M, 64 * M, G + 4 * M])
 @pytest.mark.parametrize("dst_off", [0, 4 * K])
 def test_without_have_move_pmd_the_fast_path_equals_the_reference(length, dst_off):

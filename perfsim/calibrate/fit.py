@@ -65,6 +65,9 @@ FREE: tuple[str, ...] = (
 # ``unmap_ns`` stays at the prior: every zapping shrink pays it once, beside syscall_ns, the
 # first flush and the cold-cache term, and freed it fits at 0 with a [0, 0] bootstrap
 # interval (docs/calibration.md, "Zapping written memory"): not identified.
+# ``zap_huge_pmd_ns`` stays at the prior too: no configuration of the design zaps a THP
+# whole (its shrinks are THP off), so no column varies with it; the shipped value is
+# zap_survey's (docs/calibration.md, "Zapping written memory", PMD-mapped THP).
 #: what the linear fit estimates: the free parameters and, for C-timed data, the cold-cache
 #: term (its column is all zero otherwise, so it drops out)
 FREE_COLUMNS: tuple[str, ...] = (*FREE, COLD_COLUMN)

@@ -34,6 +34,9 @@ HELDOUT_SIZES: tuple[int, ...] = (8 * KiB, 16 * KiB, 256 * KiB, 2 * MiB, 8 * MiB
                                   128 * MiB, 512 * MiB)
 #: sizes (before the shrink) of the held-out shrinks: between the design's ZAP_SIZES
 HELDOUT_ZAP_SIZES: tuple[int, ...] = (2 * MiB, 8 * MiB, 32 * MiB)
+#: sizes (before the shrink) of the held-out THP shrinks (``MADV_HUGEPAGE``, pmd_aligned: the
+#: tail is whole huge PMDs, each one ``zap_huge_pmd``, R24); the design has no THP shrink
+HELDOUT_ZAP_THP_SIZES: tuple[int, ...] = (8 * MiB, 32 * MiB, 128 * MiB)
 #: calls at least this long are the ones the accuracy target is about
 LONG_CALL_NS = 30_000
 
@@ -52,16 +55,22 @@ def build_probe(source: Path | None = None) -> Path:
 
 
 def heldout_configs(max_size: int | None = None,
-                    classes: tuple[str, ...] = ALIGN_CLASSES) -> list[Config]:
+                    classes: tuple[str, ...] = ALIGN_CLASSES, *,
+                    thp_available: bool = True) -> list[Config]:
     """Anonymous, fully populated, single-thread configurations at the held-out sizes: moves
-    of every class, and shrinks to half (``pmd_aligned``, ``unaligned``) at
-    :data:`HELDOUT_ZAP_SIZES` (group ``heldout_zap``, summarized apart: the ``all`` and
-    ``ge_30us`` figures stay about moves)."""
+    of every class, shrinks to half (``pmd_aligned``, ``unaligned``) at
+    :data:`HELDOUT_ZAP_SIZES` and, with ``thp_available``, THP shrinks (``pmd_aligned``) at
+    :data:`HELDOUT_ZAP_THP_SIZES` (group ``heldout_zap``, summarized apart: the ``all`` and
+    ``ge_30us`` figures stay about moves, ``zap`` about 4 KiB pages, ``zap_thp`` about
+    THPs)."""
     moves = [Config(a, s, group="heldout") for s in HELDOUT_SIZES
              if max_size is None or s <= max_size for a in classes]
     shrinks = [Config(a, s, group="heldout_zap", op="shrink") for s in HELDOUT_ZAP_SIZES
                if max_size is None or s <= max_size
                for a in ("pmd_aligned", "unaligned") if a in classes]
+    if thp_available and "pmd_aligned" in classes:
+        shrinks += [Config("pmd_aligned", s, thp=True, group="heldout_zap", op="shrink")
+                    for s in HELDOUT_ZAP_THP_SIZES if max_size is None or s <= max_size]
     return moves + shrinks
 
 
@@ -114,7 +123,8 @@ def probe_report(records: list[dict], profile, *, kernel: str = "6.18",
     for cid, recs in sorted(by.items()):
         first = recs[0]
         op = first.get("op", "move")  # probe records from before shrinks existed: moves
-        cfg = Config(first["class"], int(first["size"]),
+        thp = "thp" in cid.split("/")  # (Config.id marks a THP source)
+        cfg = Config(first["class"], int(first["size"]), thp=thp,
                      group="heldout" if op == "move" else "heldout_zap", op=op)
         (src, dst), _ = Counter((int(r["src"]), int(r["dst"])) for r in recs).most_common(1)[0]
         plan = plan_config(cfg, kernel=kernel, arch=arch, src=src, dst=dst)
@@ -126,6 +136,7 @@ def probe_report(records: list[dict], profile, *, kernel: str = "6.18",
         spread = (abs(meds[0] - meds[1]) / ((meds[0] + meds[1]) / 2)) if len(meds) >= 2 \
             else float("nan")
         rows.append({"config_id": cid, "align": cfg.align, "size": cfg.size, "op": cfg.op,
+                     "thp": cfg.thp,
                      "n": sum(len(v) for v in lat.values()), "measured_ns": pooled,
                      "round_medians_ns": meds, "predicted_ns": pred,
                      "rel_error": pred / pooled - 1, "retest_spread": spread,
@@ -136,13 +147,15 @@ def probe_report(records: list[dict], profile, *, kernel: str = "6.18",
 
 def summarize_probe(t: pd.DataFrame) -> dict:
     """Median |model error| and median test-retest spread, over every move and over the
-    moves of :data:`LONG_CALL_NS` and more (``all``, ``ge_30us``), and over the shrinks
-    (``zap``)."""
+    moves of :data:`LONG_CALL_NS` and more (``all``, ``ge_30us``), over the shrinks of 4 KiB
+    pages (``zap``) and over the THP shrinks (``zap_thp``)."""
     out: dict = {"configurations": int(len(t))}
     op = t["op"] if "op" in t else pd.Series(["move"] * len(t), index=t.index)
-    moves, shrinks = t[op == "move"], t[op == "shrink"]
+    thp = t["thp"].astype(bool) if "thp" in t else pd.Series([False] * len(t), index=t.index)
+    moves = t[op == "move"]
+    shrinks, thp_shrinks = t[(op == "shrink") & ~thp], t[(op == "shrink") & thp]
     for label, sub in (("all", moves), ("ge_30us", moves[moves.measured_ns >= LONG_CALL_NS]),
-                       ("zap", shrinks)):
+                       ("zap", shrinks), ("zap_thp", thp_shrinks)):
         if sub.empty:
             continue
         err = float(np.median(np.abs(sub.rel_error)))
@@ -165,7 +178,8 @@ def render_probe_markdown(rep: ProbeReport, *, profile: str, command: str, load:
                   f"{load.get('loadavg_1m')}, {load.get('busy', 0):.0%} busy, "
                   f"{load.get('steal', 0):.0%} stolen).", ""]
     for label, what in (("ge_30us", "moves of 30 us and more"), ("all", "all moves"),
-                        ("zap", "shrinks of written memory (zaps)")):
+                        ("zap", "shrinks of written memory (zaps)"),
+                        ("zap_thp", "shrinks of written THP memory (zap_huge_pmd)")):
         if label in s:
             x = s[label]
             lines.append(f"* {what} ({x['configurations']}): median |model error| "

@@ -125,6 +125,7 @@ def run_probe(args: argparse.Namespace, prof) -> int:
     import json
 
     from perfsim.calibrate.design import parse_size
+    from perfsim.calibrate.pipeline import thp_available
     from perfsim.calibrate.probe import (
         build_probe,
         heldout_configs,
@@ -142,7 +143,7 @@ def run_probe(args: argparse.Namespace, prof) -> int:
         max_size = parse_size(args.probe_max_size)
     except ValueError as e:
         raise PerfsimError(f"--probe-max-size: {e}") from None
-    cfgs = heldout_configs(max_size)
+    cfgs = heldout_configs(max_size, thp_available=thp_available())
     if not cfgs:
         raise PerfsimError(f"--probe-max-size {args.probe_max_size}: leaves no held-out "
                            "configuration (the smallest is 8K)")
@@ -193,7 +194,8 @@ def run_probe(args: argparse.Namespace, prof) -> int:
             rep, profile=prof.name, command=cmd, load=load, date=date))
     print(f"probed {len(rep.table)} held-out configurations with {prof.name} "
           f"(kernel {args.kernel})")
-    for label, what in (("ge_30us", "calls >= 30 us"), ("all", "all calls")):
+    for label, what in (("ge_30us", "calls >= 30 us"), ("all", "all calls"),
+                        ("zap", "shrinks"), ("zap_thp", "THP shrinks")):
         if label in rep.summary:
             x = rep.summary[label]
             print(f"  {what} ({x['configurations']}): median |model error| "

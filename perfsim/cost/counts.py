@@ -34,7 +34,7 @@ ROW_PARAMS: tuple[str, ...] = (
     "ipi_round_trip_ns", "ipi_extra_target_ns",                               # ipi
     "rmap_acquire_ns", "rmap_release_ns", "ptl_ns",                           # rmap_locks, ptl
     "table_alloc_ns", "table_free_ns", "notifier_pair_ns",                    # tables, notifier
-    "syscall_ns", "unmap_ns", "zap_pte_ns", "extent_ns",                      # fixed
+    "syscall_ns", "unmap_ns", "zap_pte_ns", "zap_huge_pmd_ns", "extent_ns",   # fixed
 )
 
 #: ``(parameter, trigger)``: the parameter is charged once, on the plan's first row whose
@@ -113,6 +113,7 @@ def row_counts(row, run_start, ipis, ops, folio_terms=(False, 0, 0)) -> tuple:
         kind == S.K_SYSCALL,                                           # syscall_ns
         (phase == S.UNMAP_DST) & run_start,                            # unmap_ns: per run
         (kind == S.K_ZAP) * ptes,                                      # zap_pte_ns
+        (kind == S.K_ZAP) * slots,                                     # zap_huge_pmd_ns (R24)
         ((phase == S.MOVE) | (phase == S.REVERT)) & (kind != S.K_NOTIFIER),  # extent_ns
     )
 

@@ -14,7 +14,8 @@ parameter                  charged
 syscall_ns                 once per ``syscall`` row (whole-call fixed work, R22)
 unmap_ns                   once per run of ``unmap_dst`` rows (``do_munmap`` of a mapped
                            destination, R22.3)
-zap_pte_ns                 per PTE of a ``zap`` row
+zap_pte_ns                 per PTE of a ``zap`` row (``ptes``)
+zap_huge_pmd_ns            per huge PMD a ``zap`` row zapped whole (``slots``, R24)
 extent_ns                  per move/revert loop row (extents and skips; not the notifier)
 move_ptes_call_ns          per ``move_ptes`` row
 pte_present_ns             per set_ptes batch of a ``move_ptes`` row (= per PTE on x86)
@@ -83,7 +84,8 @@ CATEGORIES: tuple[str, ...] = (
 
 #: Which category each parameter's cost is booked under.
 PARAM_CATEGORY: dict[str, str] = {
-    "syscall_ns": "fixed", "unmap_ns": "fixed", "zap_pte_ns": "fixed", "extent_ns": "fixed",
+    "syscall_ns": "fixed", "unmap_ns": "fixed", "zap_pte_ns": "fixed",
+    "zap_huge_pmd_ns": "fixed", "extent_ns": "fixed",
     "move_ptes_call_ns": "pte_copies", "pte_present_ns": "pte_copies",
     "pte_empty_ns": "pte_copies", "contpte_pte_ns": "pte_copies",
     "hugetlb_entry_ns": "pte_copies",
@@ -134,9 +136,9 @@ def param_counts(steps: S.Steps, ipis: np.ndarray, folio: FolioBatching | None =
 
 #: :func:`param_counts`' keys, in the order it lists them.
 _COUNT_ORDER = (
-    "syscall_ns", "unmap_ns", "zap_pte_ns", "extent_ns", "move_ptes_call_ns", "pte_present_ns",
-    "contpte_pte_ns", "pte_empty_ns", "hugetlb_entry_ns", "pmd_move_ns", "pud_move_ns",
-    "thp_move_ns", "thp_split_ns", "table_alloc_ns", "table_free_ns", "tlb_flush_call_ns",
+    "syscall_ns", "unmap_ns", "zap_pte_ns", "zap_huge_pmd_ns", "extent_ns", "move_ptes_call_ns",
+    "pte_present_ns", "contpte_pte_ns", "pte_empty_ns", "hugetlb_entry_ns", "pmd_move_ns",
+    "pud_move_ns", "thp_move_ns", "thp_split_ns", "table_alloc_ns", "table_free_ns", "tlb_flush_call_ns",
     "tlb_invlpg_ns", "tlb_full_flush_ns", "ipi_round_trip_ns", "ipi_extra_target_ns",
     "ipi_wakeup_ns", "tlb_first_flush_ns", "rmap_acquire_ns", "rmap_release_ns", "ptl_ns",
     "notifier_pair_ns", "folio_lookup_ns", "contpte_unfold_ns", "contpte_fold_ns",

@@ -7,7 +7,10 @@ nanoseconds, optionally a distribution around it (per-row jitter, see
 (an anchor A1–A12 of ``docs/kernel-rules.md`` §7, or the command and machine that measured it).
 
 The parameter set is fixed (:data:`PARAM_NAMES`); a profile must give every one of them, so a
-typo or a forgotten number fails at load time with the field's name.
+typo or a forgotten number fails at load time with the field's name, except a parameter
+added after profiles were written (:data:`FALLBACKS`: ``zap_huge_pmd_ns``), which an older
+file may leave out: it gets a documented fallback made from the file's own numbers and
+:attr:`CostProfile.fallbacks` names it.
 """
 
 from __future__ import annotations
@@ -83,6 +86,10 @@ PARAM_DOCS: dict[str, str] = {
                          "PTE-by-PTE clearing before 6.17): repaint 16 PTEs + range TLBI + DSB",
     "contpte_fold_ns": "one contpte_try_fold of a destination block (arm64, 6.9+, PTE-by-PTE "
                        "writes before 6.17): check the block, repaint it + range TLBI + DSB",
+    # appended last, like the ones above
+    "zap_huge_pmd_ns": "zap one PMD-mapped THP whole (zap_huge_pmd: clear the PMD, free the "
+                       "deposited page table, drop the rmap and the mm counters; the folio "
+                       "freed by tlb_finish_mmu; R24)",
 }
 PARAM_NAMES: tuple[str, ...] = tuple(PARAM_DOCS)
 
@@ -155,9 +162,61 @@ class CostParams(StrictModel):
     folio_lookup_ns: CostParam
     contpte_unfold_ns: CostParam
     contpte_fold_ns: CostParam
+    zap_huge_pmd_ns: CostParam  #: optional in a file: :data:`FALLBACKS`
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_fallbacks(cls, data):
+        """A profile written before a parameter of :data:`FALLBACKS` existed gets its
+        documented fallback (marked by :data:`FALLBACK_MARK` in its ``source``)."""
+        if not isinstance(data, dict):
+            return data
+        for name, (fallback, _why) in FALLBACKS.items():
+            if name not in data:
+                got = fallback(data)
+                if got is not None:
+                    data = {**data, name: got}
+        return data
 
 
 assert tuple(CostParams.model_fields) == PARAM_NAMES
+
+#: The PTEs a zap row counted for a whole huge PMD before ``zap_huge_pmd_ns`` existed (a
+#: 2 MiB PMD of 4 KiB pages; every shipped profile's arch but arm64-16k/64k).
+OLD_PTES_PER_HUGE_PMD = 512
+
+#: What a parameter's ``source`` starts with when the profile did not give it and
+#: :data:`FALLBACKS` did (:attr:`CostProfile.fallbacks` lists them).
+FALLBACK_MARK = "fallback, not in the profile: "
+
+
+def _zap_huge_pmd_fallback(params: dict) -> dict | None:
+    """``zap_huge_pmd_ns`` of a profile that predates it: 512 × its ``zap_pte_ns``, with
+    the same distribution, which is exactly what a whole-PMD zap cost before (its 512
+    PTEs at ``zap_pte_ns`` each). None when ``zap_pte_ns`` is missing or malformed too (its
+    own validation then names it)."""
+    pte = params.get("zap_pte_ns")
+    if not isinstance(pte, dict) or isinstance(pte.get("ns"), bool) \
+            or not isinstance(pte.get("ns"), int):
+        return None
+    out = {"ns": OLD_PTES_PER_HUGE_PMD * pte["ns"],
+           "source": FALLBACK_MARK + FALLBACKS["zap_huge_pmd_ns"][1]}
+    for key in ("dist", "sigma"):
+        if key in pte:
+            out[key] = pte[key]
+    return out
+
+
+#: Parameters a profile file may leave out, added after it was first written: name ->
+#: (the fallback made from the file's other parameters, what it is). docs/cost-model.md,
+#: "Cost profile files".
+FALLBACKS: dict = {
+    "zap_huge_pmd_ns": (_zap_huge_pmd_fallback,
+                        "512 x zap_pte_ns, the price of a whole-PMD THP zap before "
+                        "zap_huge_pmd_ns (2026-12-02): its 512 PTEs at zap_pte_ns each; "
+                        "measured on one KVM guest it is ~20x the kernel's (docs/"
+                        "calibration.md, 'Zapping written memory'): give zap_huge_pmd_ns"),
+}
 
 
 class ColdCache(StrictModel):
@@ -247,12 +306,21 @@ class CostProfile(StrictModel):
         return tuple(int(self.param(n).ns) for n in PARAM_NAMES)
 
     @functools.cached_property
+    def fallbacks(self) -> tuple[str, ...]:
+        """The parameters this profile did not give, priced by their :data:`FALLBACKS`
+        (the profile predates them)."""
+        return tuple(n for n in FALLBACKS if self.param(n).source.startswith(FALLBACK_MARK))
+
+    @functools.cached_property
     def digest(self) -> str:
         """Content hash (sha256, 16 hex digits) for provenance (computed once: a profile is
-        frozen; every simulation records it)."""
+        frozen; every simulation records it). A parameter filled by its fallback is left
+        out, so a file that predates it hashes as it always did."""
         data = self.model_dump(mode="json")
         if data.get("cold_cache") is None:  # profiles without one hash as they always did
             data.pop("cold_cache", None)
+        for name in self.fallbacks:
+            data["params"].pop(name, None)
         blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -266,8 +334,15 @@ class CostProfile(StrictModel):
         return copied
 
     def with_values(self, **ns: int) -> CostProfile:
-        """A copy with some parameters' ``ns`` replaced (what-if studies, tests)."""
+        """A copy with some parameters' ``ns`` replaced (what-if studies, tests). A
+        parameter the profile got from its fallback (:attr:`fallbacks`) is made again from
+        the changed values unless it is given itself (then it is the what-if's value)."""
         data = self.model_dump()
+        for name in self.fallbacks:
+            if name in ns:
+                data["params"][name]["source"] = "a what-if value (the profile predates it)"
+            else:
+                del data["params"][name]
         for k, v in ns.items():
             if k not in data["params"]:
                 raise PerfsimError(f"unknown cost parameter {k!r}; valid: {', '.join(PARAM_NAMES)}")
@@ -290,7 +365,7 @@ class CostProfile(StrictModel):
 
 
 #: :class:`CostProfile`'s cached properties (computed once from a frozen profile).
-_COMPUTED_ONCE = ("is_fixed", "medians_ns", "digest")
+_COMPUTED_ONCE = ("is_fixed", "medians_ns", "digest", "fallbacks")
 
 
 def _cost_dir():

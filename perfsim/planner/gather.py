@@ -240,7 +240,7 @@ class MmuGather:
 
     __slots__ = ("start", "end", "cleared_ptes", "cleared_pmds", "cleared_puds", "freed_tables",
                  "tables", "_table_arrays", "table_run", "batched", "delayed_rmap", "zap_mark",
-                 "zap_ptes", "forced", "events")
+                 "zap_ptes", "zap_huge_pmds", "forced", "events")
 
     def __init__(self, zap_start: int = 0) -> None:
         self.start: int | None = None
@@ -256,8 +256,10 @@ class MmuGather:
         self.delayed_rmap = False
         self.zap_mark = zap_start  # where the zap stood at the last forced flush
         self.zap_ptes = 0  # PTEs zapped since then
-        # forced flushes during the zap: (zap from, zap to, ptes, range start, end, shift)
-        self.forced: list[tuple[int, int, int, int, int, int]] = []
+        self.zap_huge_pmds = 0  # huge PMDs zapped whole since then (zap_huge_pmd)
+        # forced flushes during the zap: (zap from, zap to, ptes, huge PMDs, range start,
+        # end, shift)
+        self.forced: list[tuple[int, int, int, int, int, int, int]] = []
         # the zap's own flushes and forced flushes, in order: ("split", PMD base) for a
         # huge PMD split, ("forced", index into forced)
         self.events: list[tuple[str, int]] = []
@@ -285,6 +287,16 @@ class MmuGather:
         self.zap_ptes += ptes
         self.delayed_rmap = self.delayed_rmap or delayed_rmap
 
+    def gather_huge_pmd(self, base: int, pmd_size: int) -> None:
+        """``zap_huge_pmd`` of a whole huge PMD at ``base``: ``tlb_remove_pmd_tlb_entry``
+        widens the range by the PMD and marks ``cleared_pmds`` (a PMD-stride flush unless
+        PTEs were cleared too), and ``tlb_remove_page_size`` adds the folio to the page
+        batches as one entry (R24)."""
+        self.adjust(base, base + pmd_size)
+        self.cleared_pmds = True
+        self.batched += 1
+        self.zap_huge_pmds += 1
+
     def force_flush(self, target: Target, zap_to: int) -> None:
         """``zap_pte_range``'s forced flush: ``tlb_flush_mmu_tlbonly`` of the range gathered
         so far, then ``__tlb_reset_range``, ``tlb_flush_rmaps`` and the freeing of the
@@ -292,8 +304,9 @@ class MmuGather:
         shift = self.tlb_get_unmap_shift(target)
         if self.start is not None and shift is not None:
             self.events.append(("forced", len(self.forced)))
-            self.forced.append((self.zap_mark, zap_to, self.zap_ptes, self.start, self.end, shift))
-        self.zap_mark, self.zap_ptes = zap_to, 0
+            self.forced.append((self.zap_mark, zap_to, self.zap_ptes, self.zap_huge_pmds,
+                                self.start, self.end, shift))
+        self.zap_mark, self.zap_ptes, self.zap_huge_pmds = zap_to, 0, 0
         self.start, self.end = None, 0
         self.cleared_ptes = self.cleared_pmds = self.cleared_puds = False
         self.batched = 0
@@ -363,7 +376,11 @@ def tlb_finish_mmu(target: Target, tlb: MmuGather, log: S.StepLog, phase: int, s
            zapped: int, freed: int, *, cpus: int, lazy_cpus: int) -> None:
     """Record the zap and the flushes of the gather: the zap's huge PMD splits (a
     ``split_huge_pmd`` row each, with its flush) and forced flushes (one ``zap`` row each,
-    :meth:`MmuGather.force_flush`), in the order they happened, one each time a table batch fills
+    :meth:`MmuGather.force_flush`), in the order they happened, then a ``zap`` row for what
+    was zapped after the last forced flush. ``zapped``: the PTEs the zap cleared; a ``zap``
+    row's ``ptes`` are its PTEs, its ``slots`` the huge PMDs ``zap_huge_pmd`` cleared whole
+    (:meth:`MmuGather.gather_huge_pmd`; R24), each one entry, not its PMD's PTEs.
+    Then the table flushes: one each time a table batch fills
     (:func:`tables_per_forced_flush`), and one in ``tlb_finish_mmu`` for what is left. Each
     flush covers the range gathered since the previous one, with the stride of the lowest
     level cleared in it (``tlb_get_unmap_shift``).
@@ -374,7 +391,7 @@ def tlb_finish_mmu(target: Target, tlb: MmuGather, log: S.StepLog, phase: int, s
     got = _FINISH.get(id(target))
     cap, shift_of, page_size, pmd_size = got[1] if got is not None and got[0] is target \
         else _finish_constants(target)
-    forced_ptes = 0
+    forced_ptes = forced_huge = 0
     if tlb.events:
         for what, arg in tlb.events:
             if what == "split":
@@ -382,16 +399,19 @@ def tlb_finish_mmu(target: Target, tlb: MmuGather, log: S.StepLog, phase: int, s
                 log.add_row(phase, row.kind, arg, 0, pmd_size, row.ptes, 0, 0, 0, 0, 0, 0, 0,
                             row.flush, (), row.ptl, 0)
                 continue
-            z0, z1, ptes, s_, e_, shift = tlb.forced[arg]
+            z0, z1, ptes, huge, s_, e_, shift = tlb.forced[arg]
             flush = flush_range(target, s_, e_, stride_shift=shift, cpus=cpus,
                                 lazy_cpus=lazy_cpus, freed_tables=False)
-            log.add_row(phase, K_ZAP, z0, 0, z1 - z0, ptes, 0, 0, 0, 0, 0, 0, 0, flush, (), 0, 0)
+            log.add_row(phase, K_ZAP, z0, 0, z1 - z0, ptes, huge, 0, 0, 0, 0, 0, 0, flush, (),
+                        0, 0)
             forced_ptes += ptes
-    if zapped:
-        if zapped > forced_ptes or not tlb.forced:
+            forced_huge += huge
+    huge_left = tlb.zap_huge_pmds
+    if zapped or huge_left or forced_huge:
+        if zapped > forced_ptes or huge_left or not tlb.forced:
             mark = tlb.zap_mark if tlb.forced else start
-            log.add_row(phase, K_ZAP, mark, 0, end - mark, zapped - forced_ptes, 0, 0, 0, 0, 0,
-                        0, 0, None, (), 0, 0)
+            log.add_row(phase, K_ZAP, mark, 0, end - mark, zapped - forced_ptes, huge_left, 0,
+                        0, 0, 0, 0, 0, None, (), 0, 0)
     # (a gather that cleared nothing has no unmap shift)
     zap_shift = tlb.tlb_get_unmap_shift(target) \
         if tlb.cleared_ptes or tlb.cleared_pmds or tlb.cleared_puds else None

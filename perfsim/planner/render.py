@@ -15,7 +15,7 @@ import pandas as pd
 
 from perfsim.cost import predict
 from perfsim.cost.batching import folio_batching_of_plan
-from perfsim.cost.profile import resolve_cost_profile
+from perfsim.cost.profile import FALLBACK_MARK, resolve_cost_profile
 from perfsim.planner import steps as S
 from perfsim.planner.request import Resolved
 from perfsim.planner.result import COUNTER_FIELDS, MovePlan, MoveRequest
@@ -51,6 +51,9 @@ def predict_cost(plan: MovePlan, profile, cpus: int, *, target=None,
     digest = getattr(profile, "digest", None)
     if digest is not None:
         out["cost_profile"]["digest"] = digest() if callable(digest) else digest
+    fallbacks = getattr(profile, "fallbacks", ())
+    if fallbacks:  # a profile that predates these parameters (cost.profile.FALLBACKS)
+        out["cost_profile"]["fallbacks"] = {n: profile.param(n).source for n in fallbacks}
     return out
 
 
@@ -173,6 +176,9 @@ def render_table(plan: MovePlan, res: Resolved, cost: dict[str, Any] | None = No
         parts = ", ".join(f"{k} {_fmt_ns(x)}" for k, x in top if float(x) > 0)
         lines.append(f"predicted   {_fmt_ns(ns)} (cost profile {cost['cost_profile']['name']})"
                      + (f"; largest: {parts}" if parts else ""))
+        for name, source in cost["cost_profile"].get("fallbacks", {}).items():
+            lines.append(f"note        the cost profile predates {name}: "
+                         + source.removeprefix(FALLBACK_MARK))
     lines.append("")
     lines += _counter_table(plan)
     return "\n".join(lines)

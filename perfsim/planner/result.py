@@ -45,6 +45,7 @@ COUNTER_FIELDS = (
     "pud_moves", "pmd_moves", "thp_moves", "thp_splits", "hugetlb_moves", "ptes_moved",
     "move_ptes_calls", "tlb_flushes", "tlb_full_flushes", "tlb_pages_invalidated", "ipis",
     "rmap_holds", "ptl_acquisitions", "notifier_pairs", "tables_freed", "ptes_zapped",
+    "huge_pmds_zapped",
 )
 
 
@@ -68,6 +69,7 @@ class Counters:
     notifier_pairs: int
     tables_freed: int
     ptes_zapped: int
+    huge_pmds_zapped: int  #: PMD-mapped THPs zapped whole (zap_huge_pmd; R24)
     tables_allocated: dict
 
     @classmethod
@@ -96,6 +98,7 @@ class Counters:
             notifier_pairs=t["notifier"],
             tables_freed=t["freed"],
             ptes_zapped=int(t["ptes_by_kind"][S.K_ZAP]),
+            huge_pmds_zapped=t["zap_huge_pmds"],
             tables_allocated={"p4d": t["alloc_p4d"], "pud": t["alloc_pud"],
                               "pmd": t["alloc_pmd"], "pte": t["alloc_pte"]},
         )
@@ -223,6 +226,9 @@ def _block_totals(steps: S.Steps, a: int, b: int) -> dict:
                 ptes[k] = int(steps.ptes[a:b][kind == k].sum(dtype=np.int64))
     out["kinds"] = kinds
     out["ptes_by_kind"] = ptes
+    # a zap row's slots: the huge PMDs it zapped whole (R24)
+    out["zap_huge_pmds"] = int(steps.slots[a:b][kind == S.K_ZAP].sum(dtype=np.int64)) \
+        if kinds[S.K_ZAP] else 0
     rmap = steps.rmap[a:b]
     out["rmap_rows"] = (len(rmap) if rmap[0] else 0) if len(rmap) and rmap.strides == (0,) \
         else int(np.count_nonzero(rmap))
@@ -255,7 +261,8 @@ def sum_phase_blocks(steps: S.Steps, phases: tuple[int, ...], blocks=None) -> di
     """Add up the per-run totals of the runs whose phase is in ``phases``."""
     nk = len(S.KIND_NAMES)
     total = {c: 0 for c in _SUMMED}
-    total.update(kinds=np.zeros(nk, np.int64), ptes_by_kind=np.zeros(nk, np.int64), rmap_rows=0)
+    total.update(kinds=np.zeros(nk, np.int64), ptes_by_kind=np.zeros(nk, np.int64), rmap_rows=0,
+                 zap_huge_pmds=0)
     wanted = set(phases)
     for phase, blk in (phase_blocks(steps) if blocks is None else blocks):
         if phase in wanted:

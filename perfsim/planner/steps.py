@@ -18,7 +18,8 @@ Phases (column ``phase``):
 
 Kinds (column ``kind``) name the kernel function a row mirrors; see :data:`KIND_NAMES`.
 
-Per-row count columns: ``ptes`` present PTEs moved (or zapped), ``slots`` PTE slots walked,
+Per-row count columns: ``ptes`` present PTEs moved (or zapped), ``slots`` PTE slots walked
+(in a ``zap`` row: the huge PMDs ``zap_huge_pmd`` zapped whole, each one entry, R24),
 ``batches`` set_ptes batches, ``alloc_p4d``/``alloc_pud``/``alloc_pmd``/``alloc_pte`` page-table
 pages allocated, ``freed`` page-table pages freed, ``flushes`` TLB flush calls
 (``flush_tlb_mm_range`` or the arch equivalent; 0 or 1 per row), ``flush_full`` 1 if that flush
@@ -63,7 +64,7 @@ KIND_NAMES = (
     "move_ptes",        # PTE-by-PTE copy of one extent
     "alloc_fail",       # destination table allocation failed: the loop breaks
     "move_hugetlb_page_tables",
-    "zap",              # unmap_vmas over a range (present PTEs cleared)
+    "zap",              # unmap_vmas over a range (present PTEs and whole huge PMDs cleared)
     "free_pgtables",    # page-table pages freed + tlb_finish_mmu flush
 )
 

@@ -193,10 +193,11 @@ def gather_zapped_ptes(target: Target, tlb: MmuGather, base: int, lo: int, hi: i
 
 
 def gather_zapped_pmd(target: Target, tlb: MmuGather, base: int) -> None:
-    """``zap_huge_pmd`` of a whole huge PMD at ``base``: one gather entry
-    (``tlb_remove_page_size``, which flushes and frees when the batches are full)."""
+    """``zap_huge_pmd`` of a whole huge PMD at ``base``: one huge entry cleared, not its
+    PMD's PTEs (R24), and one gather entry (``tlb_remove_page_size``, which flushes and frees
+    when the batches are full)."""
     a = target.arch
-    tlb.gather_ptes(base, base + a.pmd_size, 1, a.ptrs_per_pte, level="pmd", delayed_rmap=False)
+    tlb.gather_huge_pmd(base, a.pmd_size)
     if pages_until_forced_flush(target, tlb.batched - 1, False) == 1:
         tlb.force_flush(target, base + a.pmd_size)
 
@@ -271,7 +272,9 @@ _PMD_NONE_ENTRY = (PMD_NONE, 0)
 def zap_range(target: Target, win: Window, start: int, end: int, tlb: MmuGather,
               forcing: tuple[tuple[int, int], ...] = (),
               not_anon: tuple[tuple[int, int], ...] = ()) -> int:
-    """``unmap_vmas`` over ``[start, end)``: clear present entries; return pages zapped.
+    """``unmap_vmas`` over ``[start, end)``: clear present entries; return the PTEs zapped
+    (a huge PMD zapped whole is one entry the gather counts, R24; a huge PUD leaf counts
+    its pages).
     ``forcing``: the parts of the range whose PTEs force a flush (:func:`zap_forces_flush`);
     ``not_anon``: the parts mapped by VMAs that are not anonymous (a huge PMD the range
     covers only partly is split the way ``__split_huge_pmd`` splits it there).
@@ -300,8 +303,7 @@ def zap_range(target: Target, win: Window, start: int, end: int, tlb: MmuGather,
         hi = (end - base) >> ps if slot == s1 else ptrs
         if kind == PMD_LEAF:
             if zap_huge_pmd_whole(lo, hi, ptrs):
-                pmd.pop(slot)
-                zapped += ptrs
+                pmd.pop(slot)  # (counted by the gather: MmuGather.zap_huge_pmds, R24)
                 gather_zapped_pmd(target, tlb, base)
                 continue
             kind, mask = split_for_zap(a, not in_spans(base + (lo << ps), not_anon))
@@ -436,7 +438,8 @@ class _Arrays:
 def _zap_pmd_entries(target: Target, arr: _Arrays, pt: PageTables, start: int, end: int,
                      tlb: MmuGather, spans: list, forcing: tuple[tuple[int, int], ...] = (),
                      not_anon: tuple[tuple[int, int], ...] = ()) -> int:
-    """The PMD-level part of :func:`zap_range` on arrays; returns pages zapped. Entries are
+    """The PMD-level part of :func:`zap_range` on arrays; returns the PTEs zapped (the huge
+    PMDs zapped whole are counted by the gather, as the walk counts them). Entries are
     gathered without Python work per entry unless the range holds PTEs that force a flush
     or more pages than the gather's batches take; then entry by entry, by the same rules."""
     a = target.arch
@@ -509,7 +512,8 @@ def _zap_pmd_entries(target: Target, arr: _Arrays, pt: PageTables, start: int, e
         for k in sorted(split_at):
             tlb.split_huge_pmd(int(base[k]))
         tlb.batched += entries
-        tlb.zap_ptes += int(hits[hit_pte].sum()) + int(np.count_nonzero(leaf_whole)) * ptrs
+        tlb.zap_ptes += int(hits[hit_pte].sum())
+        tlb.zap_huge_pmds += int(np.count_nonzero(leaf_whole))
         if hit_pte.any():
             tlb.cleared_ptes = True
             spans.append((int((base + (lo << ps))[hit_pte].min()),
@@ -523,7 +527,7 @@ def _zap_pmd_entries(target: Target, arr: _Arrays, pt: PageTables, start: int, e
     keep[i0:i1] = ~leaf_whole & ~file_split
     if not keep.all():
         arr.keep_pmd(keep)
-    return int(hits.sum()) + int(np.count_nonzero(leaf_whole)) * ptrs
+    return int(hits.sum())
 
 
 def _zap_pud_leaves(target: Target, arr: _Arrays, start: int, end: int, tlb: MmuGather,
@@ -606,7 +610,7 @@ def unmap_arrays(target: Target, pt: PageTables, start: int, end: int, floor: in
     (:func:`~perfsim.planner.fast_unmap.unmap_moved_source`) unless ``closed`` is False;
     with ``closed_only``, any other range returns None (the caller walks it).
 
-    Returns ``(new page tables, pages zapped, tables freed)``; ``tlb`` is updated exactly as
+    Returns ``(new page tables, PTEs zapped, tables freed)``; ``tlb`` is updated exactly as
     the walk updates it.
     """
     if closed:
