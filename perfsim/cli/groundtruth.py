@@ -23,6 +23,8 @@ examples:
   sudo .venv/bin/perfsim groundtruth --native --grid ordinary --out /tmp/host-ordinary.jsonl
   perfsim groundtruth --compare tests/data/groundtruth/6.1.jsonl
   perfsim groundtruth --table tests/data/groundtruth   # the docs/groundtruth.md table
+  sudo .venv/bin/perfsim groundtruth --native --grid zap-shared --out /tmp/zs.jsonl
+  perfsim groundtruth --table tests/data/groundtruth/host-6.18-zap-shared.jsonl  # repetitions
   perfsim groundtruth --requests tests/data/groundtruth/requests/host-6.18-ordinary \
       tests/data/groundtruth/host-6.18-ordinary.jsonl  # one plan request file per call
 

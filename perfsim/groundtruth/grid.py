@@ -23,10 +23,11 @@ FIELDS = {
     "guard_dst": ("no", "touched", "untouched"),
     "dst_mode": ("hole", "reserved", "written", "anon-shmem"), "reps": None,
     "new_size": None, "flags": ("fixed", "dontunmap", "shrink"), "split_at": None,
+    "sync": ("no", "msync"),
 }
 DEFAULTS = {"layout": "window", "backing": "anon", "thp": "off", "threads": 1,
             "populate": "full", "guard_src": "no", "guard_dst": "no", "dst_mode": "hole",
-            "reps": 1, "new_size": 0, "flags": "fixed", "split_at": 0}
+            "reps": 1, "new_size": 0, "flags": "fixed", "split_at": 0, "sync": "no"}
 
 
 def size_label(n: int) -> str:
@@ -73,6 +74,8 @@ def case_id(case: dict) -> str:
         parts.append(c["flags"])
     if c["split_at"]:
         parts.append(f"split-{size_label(c['split_at'])}")
+    if c["sync"] != "no":
+        parts.append(c["sync"])
     return "/".join(parts)
 
 
@@ -215,7 +218,8 @@ def zap_shared_cases(reps: int = 3) -> list[dict]:
     ``zap_shared`` group calls them) of written shared memory: memfd,
     ``MAP_SHARED|MAP_ANONYMOUS`` shmem, a tmpfs file and an ext4 file, each written through
     the mapping, :data:`ZAP_SHARED_SIZES`, PMD-aligned and 4 KiB past a PMD boundary, THP
-    off, ``reps`` repetitions. Host only: the probe's ``tmpfs`` and ``ext4`` files live in
+    off, ``reps`` repetitions; and three written back first (``sync=msync``: ext4 at 16 and
+    64 MiB, tmpfs at 16 MiB). Host only: the probe's ``tmpfs`` and ``ext4`` files live in
     ``/dev/shm`` and ``/var/tmp``, which an initramfs boot does not have."""
     cases = []
     for backing in ZAP_SHARED_BACKINGS:
@@ -223,6 +227,11 @@ def zap_shared_cases(reps: int = 3) -> list[dict]:
             for shape in ("pmd_aligned", "unaligned"):
                 cases.append(shape_case(shape, size, new_size=size // 2, backing=backing,
                                         flags="shrink", reps=reps))
+    # written back first (msync MS_SYNC): the ext4 file's PTEs are clean and force nothing;
+    # tmpfs has no writeback, its PTEs stay dirty
+    for backing, size in (("ext4", 16 * MiB), ("ext4", 64 * MiB), ("tmpfs", 16 * MiB)):
+        cases.append(shape_case("pmd_aligned", size, new_size=size // 2, backing=backing,
+                                flags="shrink", sync="msync", reps=reps))
     return cases
 
 

@@ -12,6 +12,7 @@
  *   populate=full|none|every:K|first:BYTES guard_src=no|touched|untouched
  *   guard_dst=no|touched|untouched dst_mode=hole|reserved|written|anon-shmem reps=N
  *   new_size=BYTES (default size) flags=fixed|dontunmap|shrink split_at=OFFSET (0: none)
+ *   sync=no|msync
  * ``dst_mode=written``: the destination is a mapping of the source's backing (its own
  * shmem object or memfd), every page written, so MREMAP_FIXED first unmaps dirty pages;
  * ``anon-shmem``: the same with its lower half private anon and its upper half shmem.
@@ -20,7 +21,9 @@
  * ``shrink`` calls mremap(src, size, new_size, 0) instead (new_size < size: the tail is
  * unmapped in place, nothing moves). ``tmpfs`` and ``ext4``: a MAP_SHARED mapping of a new
  * file (created, unlinked, sized with ftruncate) in TMPFS_DIR or EXT4_DIR below, which must
- * be on that filesystem (checked with fstatfs; the case fails otherwise).
+ * be on that filesystem (checked with fstatfs; the case fails otherwise). ``sync=msync``
+ * calls msync(src, size, MS_SYNC) after populating: a file's pages are written back and
+ * their PTEs cleaned (write-protected, not dirty); shmem has no writeback (still dirty).
  * "window": source at base+src_off and destination at base+span+1G+dst_off in a private
  * 1 GiB-aligned window (span = whole GiBs covering size+8M), everything else in the window
  * unmapped, as perfsim.host.layout builds its shapes. "ordinary": each buffer comes from
@@ -159,6 +162,7 @@ struct spec {
 	int reps;
 	unsigned long new_size, split_at;
 	char flags[12];
+	char sync[8];
 };
 
 static void spec_defaults(struct spec *s)
@@ -175,6 +179,7 @@ static void spec_defaults(struct spec *s)
 	s->reps = 1;
 	s->size = 64 * MiB;
 	strcpy(s->flags, "fixed");
+	strcpy(s->sync, "no");
 }
 
 static void copy_tok(char *dst, size_t cap, const char *v, const char *key)
@@ -217,6 +222,7 @@ static int parse_spec(char *line, struct spec *s)
 		else if (!strcmp(k, "new_size")) s->new_size = strtoul(v, NULL, 0);
 		else if (!strcmp(k, "split_at")) s->split_at = strtoul(v, NULL, 0);
 		else if (!strcmp(k, "flags")) copy_tok(s->flags, sizeof s->flags, v, k);
+		else if (!strcmp(k, "sync")) copy_tok(s->sync, sizeof s->sync, v, k);
 		else {
 			errno = EINVAL;
 			die("unknown key %s", k);
@@ -228,10 +234,11 @@ static int parse_spec(char *line, struct spec *s)
 		    s->new_size % PAGE || s->split_at % PAGE || s->split_at >= s->size ||
 		    (strcmp(s->flags, "fixed") && strcmp(s->flags, "dontunmap") &&
 		     strcmp(s->flags, "shrink")) ||
-		    (!strcmp(s->flags, "shrink") && s->new_size >= s->size))) {
+		    (!strcmp(s->flags, "shrink") && s->new_size >= s->size) ||
+		    (strcmp(s->sync, "no") && strcmp(s->sync, "msync")))) {
 		errno = EINVAL;
 		die("bad case %s: needs id, page-multiple size/new_size/split_at < size, threads 1 or 2, "
-		    "flags fixed, dontunmap or shrink (new_size < size)", s->id);
+		    "flags fixed, dontunmap or shrink (new_size < size), sync no or msync", s->id);
 	}
 	return any;
 }
@@ -716,6 +723,8 @@ static void run_case(const struct spec *s, int rep, pid_t tid)
 			madvise(at, s->size, MADV_NOHUGEPAGE);
 	}
 	populate(s, &l);
+	if (!strcmp(s->sync, "msync") && msync((void *)l.src, s->size, MS_SYNC))
+		die("msync");
 	if (s->split_at && mprotect((void *)(l.src + s->split_at), PAGE, PROT_READ))
 		die("mprotect(split_at)");
 	touch_guard(s->guard_src, l.guard_src);
@@ -727,10 +736,10 @@ static void run_case(const struct spec *s, int rep, pid_t tid)
 	       "\"backing\":\"%s\",\"thp\":\"%s\",\"threads\":%d,\"populate\":\"%s\","
 	       "\"guard_src\":\"%s\",\"guard_dst\":\"%s\",\"dst_mode\":\"%s\",\"src\":%lu,\"dst\":%lu,"
 	       "\"guard_src_addr\":%lu,\"guard_dst_addr\":%lu,\"tid\":%d,\"new_size\":%lu,"
-	       "\"split_at\":%lu,\"flags\":\"%s\",",
+	       "\"split_at\":%lu,\"flags\":\"%s\",\"sync\":\"%s\",",
 	       rep, s->layout, s->size, s->src_off, s->dst_off, s->backing, s->thp, s->threads,
 	       s->populate, s->guard_src, s->guard_dst, s->dst_mode, l.src, l.dst, l.guard_src,
-	       l.guard_dst, (int)tid, s->new_size, s->split_at, s->flags);
+	       l.guard_dst, (int)tid, s->new_size, s->split_at, s->flags, s->sync);
 	emit_vmas(&l);
 	fflush(stdout);
 
