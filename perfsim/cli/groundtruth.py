@@ -23,6 +23,8 @@ examples:
   sudo .venv/bin/perfsim groundtruth --native --grid ordinary --out /tmp/host-ordinary.jsonl
   perfsim groundtruth --compare tests/data/groundtruth/6.1.jsonl
   perfsim groundtruth --table tests/data/groundtruth   # the docs/groundtruth.md table
+  sudo .venv/bin/perfsim groundtruth --native --grid zap-shared --out /tmp/zs.jsonl
+  perfsim groundtruth --table tests/data/groundtruth/host-6.18-zap-shared.jsonl  # repetitions
   perfsim groundtruth --requests tests/data/groundtruth/requests/host-6.18-ordinary \
       tests/data/groundtruth/host-6.18-ordinary.jsonl  # one plan request file per call
 
@@ -52,7 +54,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     src.add_argument("--vmlinuz", metavar="PATH", help="kernel image to boot")
     src.add_argument("--native", action="store_true", help="run the probe on this kernel")
     src.add_argument("--compare", metavar="RECORDS.jsonl", help="compare recorded calls only")
-    src.add_argument("--table", metavar="DIR", help="print the Markdown table of DIR/*.jsonl")
+    src.add_argument("--table", metavar="DIR", help="print the Markdown table of DIR/*.jsonl "
+                     "(or, given one .jsonl file, its table of repetitions)")
     src.add_argument("--list", action="store_true", help="list Debian images and cached ones")
     src.add_argument("--requests", metavar="DIR", help="write one plan request file per "
                      "record of RECORDS.jsonl into DIR")
@@ -62,7 +65,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--refresh", action="store_true", help="update the scratch package lists")
     p.add_argument("--grid", default=None, help="shapes (default), shapes-small, ordinary "
                    "(default with --native), zap (shrinks and MREMAP_FIXED over written "
-                   "anon/shmem: the unmap's flushes)")
+                   "anon/shmem: the unmap's flushes), zap-shared (--native: in-place shrinks "
+                   "of written memfd, shmem, tmpfs and ext4 files)")
     p.add_argument("--profile", default=None, help="kernel profile to compare with")
     p.add_argument("--out", metavar="RECORDS.jsonl", help="write the records here")
     p.add_argument("--timeout", type=positive_seconds, default=1800,
@@ -90,6 +94,14 @@ def run(args: argparse.Namespace) -> int:
                            "taken with --requests DIR RECORDS.jsonl")
     if args.requests:
         return _requests(args, progress)
+    if args.table and Path(args.table).is_file():
+        from perfsim.groundtruth.compare import repetition_table
+
+        recs = read_jsonl(args.table)
+        if not recs:
+            raise PerfsimError(f"--table {args.table!r}: no records in the file")
+        print(repetition_table(recs))
+        return 0
     if args.table:
         files = sorted(Path(args.table).glob("*.jsonl"))
         if not files:
@@ -118,6 +130,9 @@ def run(args: argparse.Namespace) -> int:
     if grid_name == "ordinary" and not args.native:
         raise PerfsimError("--grid ordinary needs --native (it lays buffers out next to the C "
                            "library, which a static probe in an initramfs does not have)")
+    if grid_name == "zap-shared" and not args.native:
+        raise PerfsimError("--grid zap-shared needs --native (its tmpfs and ext4 files live in "
+                           "/dev/shm and /var/tmp, which an initramfs boot does not have)")
     cases = G.named_grid(grid_name)
     if args.native:
         from perfsim.groundtruth.native import run_native
@@ -216,7 +231,8 @@ def _report(rows: list[dict]) -> int:
             m, p = r["measured"], r["predicted"]
             ok = r["status"] == "agree"
             bad += not ok
-            extra = "" if ok else f"  differs: {r['diff']}"
+            extra = f"  differs: {r['diff']}" if not ok else (
+                f"  need_resched break: {r['excused']}" if r.get("excused") else "")
             print(f"{'ok  ' if ok else 'DIFF'} {r['kernel']} {r['platform']:10} {r['id']:58} "
                   f"measured {m['flush_calls']}/{m['full_flushes']}/{m['ipi_rounds']} "
                   f"predicted {p['flush_calls']}/{p['full_flushes']}/{p['ipi_rounds']}{extra}")

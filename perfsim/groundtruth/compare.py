@@ -43,7 +43,7 @@ def compare_records(records: list[dict], profile: str | None = None) -> list[dic
             continue
         rows.append({**row, "status": "agree" if c["agree"] else "disagree",
                      "measured": c["measured"]["whole"], "predicted": c["predicted"]["whole"],
-                     "diff": c["diff"], "phases": c["scopes"][1:]})
+                     "diff": c["diff"], "phases": c["scopes"][1:], "excused": c["excused"]})
     return rows
 
 
@@ -54,13 +54,15 @@ def _cell(d: dict) -> str:
 def markdown_table(files: list[Path]) -> str:
     """Rows: the cases of the recorded grids; columns: kernel release and platform. Each
     cell: measured flush calls / full flushes, then the planner's prediction in brackets
-    (marked ≠ where they differ)."""
+    (marked ≠ where they differ). In-place shrinks (``flags=shrink``, the ``zap-shared``
+    grid, recorded with repetitions on one kernel) are :func:`repetition_table`'s."""
     cols: list[tuple[str, str]] = []
     cells: dict[tuple[str, tuple[str, str]], str] = {}
     order: list[str] = []
     for f in files:
         for rec in read_jsonl(f):
-            if not rec.get("traced") or rec.get("layout") != "window":
+            if not rec.get("traced") or rec.get("layout") != "window" \
+                    or rec.get("flags") == "shrink":  # (repetition_table's)
                 continue
             col = (rec["kernel"], rec["platform"])
             if col not in cols:
@@ -85,4 +87,32 @@ def markdown_table(files: list[Path]) -> str:
     lines = [head, sep]
     for cid in order:
         lines.append(f"| {cid} | " + " | ".join(cells.get((cid, c), "-") for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def repetition_table(records: list[dict]) -> str:
+    """One row per case of ``records`` (one kernel, several repetitions each): the
+    planner's flush calls / full flushes, what each repetition measured, and how many
+    repetitions the trace shows a ``need_resched()`` break in (a flush with
+    TIF_NEED_RESCHED set, ``need_resched_flushes``) and how many of those counted more
+    flushes than the plan; ``≠`` marks a case with a disagreement no break excuses."""
+    order: list[str] = []
+    by: dict[str, list[dict]] = {}
+    for rec in records:
+        if not rec.get("traced"):
+            continue
+        if rec["id"] not in by:
+            order.append(rec["id"])
+            by[rec["id"]] = []
+        by[rec["id"]].append(rec)
+    lines = ["| case | planned | measured, each repetition | breaks seen | breaks that added a "
+             "flush |", "|---|---|---|---|---|"]
+    for cid in order:
+        rows = compare_records(by[cid])
+        plan = _cell(rows[0]["predicted"])
+        got = ", ".join(_cell(r["measured"]) for r in rows)
+        seen = sum(int(rec.get("need_resched_flushes") or 0) > 0 for rec in by[cid])
+        added = sum(r["measured"]["flush_calls"] > r["predicted"]["flush_calls"] for r in rows)
+        mark = " ≠" if any(r["status"] != "agree" for r in rows) else ""
+        lines.append(f"| {cid} | {plan} | {got}{mark} | {seen} of {len(rows)} | {added} |")
     return "\n".join(lines)

@@ -18,15 +18,16 @@ KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 
 FIELDS = {
     "id": None, "layout": ("window", "ordinary"), "size": None, "src_off": None,
-    "dst_off": None, "backing": ("anon", "shmem", "memfd"), "thp": ("on", "off", "default"),
+    "dst_off": None, "backing": ("anon", "shmem", "memfd", "tmpfs", "ext4"), "thp": ("on", "off", "default"),
     "threads": (1, 2), "populate": None, "guard_src": ("no", "touched", "untouched"),
     "guard_dst": ("no", "touched", "untouched"),
     "dst_mode": ("hole", "reserved", "written", "anon-shmem"), "reps": None,
-    "new_size": None, "flags": ("fixed", "dontunmap"), "split_at": None,
+    "new_size": None, "flags": ("fixed", "dontunmap", "shrink"), "split_at": None,
+    "sync": ("no", "msync"),
 }
 DEFAULTS = {"layout": "window", "backing": "anon", "thp": "off", "threads": 1,
             "populate": "full", "guard_src": "no", "guard_dst": "no", "dst_mode": "hole",
-            "reps": 1, "new_size": 0, "flags": "fixed", "split_at": 0}
+            "reps": 1, "new_size": 0, "flags": "fixed", "split_at": 0, "sync": "no"}
 
 
 def size_label(n: int) -> str:
@@ -73,6 +74,8 @@ def case_id(case: dict) -> str:
         parts.append(c["flags"])
     if c["split_at"]:
         parts.append(f"split-{size_label(c['split_at'])}")
+    if c["sync"] != "no":
+        parts.append(c["sync"])
     return "/".join(parts)
 
 
@@ -107,6 +110,9 @@ def normalise(case: dict) -> dict:
                                "4096 (0: none)")
     if c["split_at"] >= c["size"]:
         raise PerfsimError(f"case {c.get('id', '?')}: field 'split_at' must be below 'size'")
+    if c["flags"] == "shrink" and not 0 < c["new_size"] < c["size"]:
+        raise PerfsimError(f"case {c.get('id', '?')}: flags 'shrink' needs 0 < 'new_size' < "
+                           "'size'")
     c.setdefault("id", case_id(c))
     if any(ch.isspace() for ch in c["id"]):
         raise PerfsimError(f"case id {c['id']!r}: no spaces allowed")
@@ -201,6 +207,34 @@ def zap_cases() -> list[dict]:
     return cases
 
 
+#: backings of the ``zap-shared`` grid: the two shmem kinds, a tmpfs file and an ext4 file
+ZAP_SHARED_BACKINGS = ("memfd", "shmem", "tmpfs", "ext4")
+#: sizes (before the shrink to half) of the ``zap-shared`` grid
+ZAP_SHARED_SIZES = (2 * MiB, 4 * MiB, 16 * MiB, 64 * MiB, 128 * MiB)
+
+
+def zap_shared_cases(reps: int = 3) -> list[dict]:
+    """Shrinks in place (``mremap(p, size, size / 2, 0)``, as the calibration's
+    ``zap_shared`` group calls them) of written shared memory: memfd,
+    ``MAP_SHARED|MAP_ANONYMOUS`` shmem, a tmpfs file and an ext4 file, each written through
+    the mapping, :data:`ZAP_SHARED_SIZES`, PMD-aligned and 4 KiB past a PMD boundary, THP
+    off, ``reps`` repetitions; and three written back first (``sync=msync``: ext4 at 16 and
+    64 MiB, tmpfs at 16 MiB). Host only: the probe's ``tmpfs`` and ``ext4`` files live in
+    ``/dev/shm`` and ``/var/tmp``, which an initramfs boot does not have."""
+    cases = []
+    for backing in ZAP_SHARED_BACKINGS:
+        for size in ZAP_SHARED_SIZES:
+            for shape in ("pmd_aligned", "unaligned"):
+                cases.append(shape_case(shape, size, new_size=size // 2, backing=backing,
+                                        flags="shrink", reps=reps))
+    # written back first (msync MS_SYNC): the ext4 file's PTEs are clean and force nothing;
+    # tmpfs has no writeback, its PTEs stay dirty
+    for backing, size in (("ext4", 16 * MiB), ("ext4", 64 * MiB), ("tmpfs", 16 * MiB)):
+        cases.append(shape_case("pmd_aligned", size, new_size=size // 2, backing=backing,
+                                flags="shrink", sync="msync", reps=reps))
+    return cases
+
+
 def ordinary_case(size: int, src_off: int, dst_off: int, **kw) -> dict:
     case = {"layout": "ordinary", "size": size, "src_off": src_off, "dst_off": dst_off,
             "thp": "default"}
@@ -243,7 +277,7 @@ def ordinary_grid() -> list[dict]:
 
 
 GRIDS = {"shapes": shapes_grid, "shapes-small": lambda: shapes_grid(big=False),
-         "ordinary": ordinary_grid, "zap": zap_cases}
+         "ordinary": ordinary_grid, "zap": zap_cases, "zap-shared": zap_shared_cases}
 
 
 def named_grid(name: str) -> list[dict]:

@@ -7,7 +7,8 @@ the pages the probe found present (``/proc/self/pagemap``) in the PMDs the sourc
 destination touch become the page tables, a PMD leaf where a THP maps a whole PMD (its
 frames contiguous from a 2 MiB boundary, and the VMA's ``AnonHugePages`` /
 ``ShmemPmdMapped`` agreeing). The request is the call the probe made:
-``mremap(src, size, size, MAYMOVE|FIXED, dst)``, in an mm with as many CPUs as threads.
+``mremap(src, size, new_size, MAYMOVE|FIXED, dst)`` (``flags=shrink``: ``mremap(src, size,
+new_size, 0)``, the tail unmapped in place), in an mm with as many CPUs as threads.
 
 The trace splits the call into ``dst_unmap``, ``move`` and ``src_unmap`` (see
 :mod:`perfsim.host.trace`); they are the planner's UNMAP_DST, MOVE and UNMAP_SRC phases.
@@ -21,6 +22,7 @@ from perfsim.mm.pagetable import PMD_LEAF, PMD_TABLE, PUD_TABLE, PageTables
 from perfsim.mm.space import AddressSpace
 from perfsim.mm.vma import Vma
 from perfsim.planner import MoveRequest, plan_mremap
+from perfsim.planner.unmap import need_resched_break_flushes, vma_zap_forces_flush
 from perfsim.profiles import Target
 
 
@@ -116,6 +118,8 @@ def space_for_record(rec: dict, target: Target) -> tuple[AddressSpace, MoveReque
         raise Unrepresentable(str(exc)) from None
     size = int(rec["size"])
     new_size = int(rec.get("new_size") or size)
+    if rec.get("flags") == "shrink":  # mremap(src, size, new_size, 0): the tail, in place
+        return space, MoveRequest(int(rec["src"]), size, new_size, maymove=False, fixed=False)
     return space, MoveRequest(int(rec["src"]), size, new_size, new_addr=int(rec["dst"]),
                               dontunmap=rec.get("flags") == "dontunmap")
 
@@ -157,16 +161,57 @@ def ipi_comparable(rec: dict) -> bool:
     return int(rec["threads"]) == 1 or rec.get("ipi_coverage") == 1.0
 
 
+def zaps_forcing_ptes(rec: dict, target: Target) -> bool:
+    """Does the call unmap a VMA whose present PTEs force a flush when zapped
+    (:func:`~perfsim.planner.unmap.vma_zap_forces_flush`: written MAP_SHARED shmem or file
+    pages)? The source and destination ranges are looked at (a shrink's tail, the
+    MREMAP_FIXED destination)."""
+    space, req = space_for_record(rec, target)
+    spans = [(req.old_addr, req.old_addr + req.old_len)]
+    if req.new_addr is not None:
+        spans.append((req.new_addr, req.new_addr + (req.new_len or req.old_len)))
+    return any(vma_zap_forces_flush(v) for lo, hi in spans for v in space.intersecting(lo, hi))
+
+
+def resched_allowance(rec: dict, target: Target) -> int:
+    """Flushes the trace may count beyond the plan because the zap saw ``need_resched()``:
+    :func:`~perfsim.planner.unmap.need_resched_break_flushes` for each flush of the call the
+    trace shows with TIF_NEED_RESCHED set (``need_resched_flushes``, counted by
+    :func:`perfsim.groundtruth.records.need_resched_flushes`; each break flushes once with
+    the flag still set), where the call zaps PTEs that force a flush (:func:`zaps_forcing_ptes`)."""
+    breaks = int(rec.get("need_resched_flushes") or 0)
+    if not breaks:
+        return 0
+    return breaks * need_resched_break_flushes(zaps_forcing_ptes(rec, target))
+
+
+def _excused(d: dict, allowance: int) -> bool:
+    """A scope's differences are the resched breaks': flush calls over the plan by at most
+    ``allowance``, full flushes over it by no more than the flush calls (a split table's
+    two flushes may both be full, or one ranged), nothing else."""
+    calls = d.get("flush_calls", (0, 0))
+    full = d.get("full_flushes", (0, 0))
+    extra = calls[1] - calls[0]
+    return (set(d) <= {"flush_calls", "full_flushes"} and 0 < extra <= allowance
+            and 0 <= full[1] - full[0] <= extra)
+
+
 def compare(rec: dict, target: Target) -> dict:
     """``{"agree": bool, "diff": {scope: {key: (predicted, measured)}}, ...}`` over the
-    whole call and, where the trace found the phase markers, phase by phase."""
+    whole call and, where the trace found the phase markers, phase by phase. A scope whose
+    only differences are flushes the zap's ``need_resched()`` breaks added
+    (:func:`resched_allowance`) agrees; ``excused`` lists those scopes and their
+    differences."""
     p, m = predicted(rec, target), measured(rec)
     keys = ["flush_calls", "full_flushes"] + (["ipi_rounds"] if ipi_comparable(rec) else [])
     scopes = ["whole"] + (list(PHASES) if rec.get("phases_known") else [])
     diff = {s: {k: (p[s][k], m[s][k]) for k in keys if p[s][k] != m[s][k]} for s in scopes}
     diff = {s: d for s, d in diff.items() if d}
+    allowance = resched_allowance(rec, target) if diff else 0
+    excused = {s: d for s, d in diff.items() if allowance and _excused(d, allowance)}
+    diff = {s: d for s, d in diff.items() if s not in excused}
     got = errno_name(int(rec.get("errno", 0)))
     if p["errno"] != got:
         diff["errno"] = {"errno": (p["errno"], got)}
     return {"agree": not diff, "diff": diff, "predicted": p, "measured": m,
-            "scopes": scopes, "keys": keys}
+            "scopes": scopes, "keys": keys, "excused": excused}

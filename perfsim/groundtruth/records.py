@@ -15,7 +15,16 @@ from collections.abc import Iterable
 from dataclasses import replace
 
 from perfsim.errors import PerfsimError
-from perfsim.host.trace import _MA_RE, RawEvent, extract_call, parse_trace
+from perfsim.host.syscalls import SYS_mremap
+from perfsim.host.trace import (
+    _ENTER_RE,
+    _EXIT_RE,
+    _LINE_RE,
+    _MA_RE,
+    RawEvent,
+    extract_call,
+    parse_trace,
+)
 
 BEGIN = "@@PERFSIM-GRID-BEGIN"
 END = "@@PERFSIM-GRID-END"
@@ -112,10 +121,41 @@ def finish_record(rec: dict, trace_lines: list[str], header: dict, *, platform: 
     out["counts"] = res.counts_by_reason()
     out["kernel_us"] = res.kernel_us
     out["foreign_events"] = res.foreign_events
+    out["need_resched_flushes"] = need_resched_flushes(trace_lines, int(rec["tid"]))
     sm = out["summary"]
     out["ipi_coverage"] = (round(sm["ipi_rounds"] / sm["flush_calls"], 4)
                            if sm["flush_calls"] else None)
     return out
+
+
+#: the trace's need-resched column with TIF_NEED_RESCHED set (``N``: and PREEMPT_NEED_RESCHED;
+#: ``n``: alone; ``B``/``b``: the same with TIF_NEED_RESCHED_LAZY, 6.13+)
+NEED_RESCHED_MARKS = frozenset("NnBb")
+
+
+def need_resched_flushes(trace_lines: list[str], tid: int) -> int:
+    """The ``tlb_flush`` events of thread ``tid`` inside its first mremap() that the trace
+    shows with TIF_NEED_RESCHED set (the second character of the flags column). A zap that
+    sees ``need_resched()`` leaves its PTE table midway (``zap_pte_range``) and, with dirty
+    shared PTEs gathered, flushes them then, with the flag still set: each such break is one
+    flush more than the plan (docs/kernel-rules.md, *mmu_gather zap flushes*)."""
+    inside, n = False, 0
+    for line in trace_lines:
+        m = _LINE_RE.match(line)
+        if not m or int(m["pid"]) != tid:
+            continue
+        ev = m["event"]
+        if not inside:
+            e = _ENTER_RE.match(m["rest"]) if ev == "sys_enter" else None
+            inside = bool(e and int(e["nr"]) == SYS_mremap)
+        elif ev == "sys_exit":
+            e = _EXIT_RE.match(m["rest"])
+            if e and int(e["nr"]) == SYS_mremap:
+                break
+        elif ev == "tlb_flush" and len(m["flags"] or "") > 1 \
+                and m["flags"][1] in NEED_RESCHED_MARKS:
+            n += 1
+    return n
 
 
 def without_detach_tree_stores(raw: list[RawEvent], tid: int, new_addr: int,

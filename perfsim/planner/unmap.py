@@ -116,6 +116,27 @@ def zap_forces_flush(backing: str, shared: bool, dirty: bool) -> bool:
     return backing in ("shmem", "file") and shared and dirty
 
 
+def need_resched_break_flushes(forces: bool) -> int:
+    """Flushes one ``need_resched()`` break adds to a ``zap_pte_range`` call. The loop over
+    a PTE table checks ``need_resched()`` before each PTE (6.1, 6.12: each present one; 7.3:
+    each batch of PTEs) and, when set, leaves the table midway, flushes as a forced flush
+    would (``force_flush``: ``tlb_flush_mmu_tlbonly``, ``tlb_flush_rmaps``, ``tlb_flush_mmu``),
+    ``cond_resched()``s and zaps the rest of the table in a new call (6.1, 7.3: ``goto
+    again``/``retry``; 6.12: ``zap_pmd_range`` calls it again on the same PMD). Where the PTEs
+    cleared before the break forced a flush (:func:`zap_forces_flush`), the table's one flush
+    becomes two: 1. Otherwise nothing was due, the gather goes on and the break costs no
+    flush: 0. Whether the flag is set is the scheduler's (another runnable task on the CPU
+    and a tick or wake-up during the zap), which a plan cannot know: the planner plans no
+    break, the kernel's usual case, and the ground-truth comparison accepts up to one extra
+    flush per break the trace shows (``perfsim.groundtruth.model.compare``). Read in
+    6.1.176, 6.12.117 and 7.3.4 (mm/memory.c).
+
+    >>> need_resched_break_flushes(True), need_resched_break_flushes(False)
+    (1, 0)
+    """
+    return 1 if forces else 0
+
+
 def vma_ptes_dirty(vma: Vma) -> bool:
     """Are the present PTEs of ``vma`` dirty? perfsim's populations write every page they
     fault in (the ground-truth probe writes a byte per page, the host harness uses

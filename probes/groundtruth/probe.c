@@ -8,15 +8,22 @@
  *
  * Input (stdin or the file named by argv[1]): one case per line, key=value tokens:
  *   id=NAME layout=window|ordinary size=BYTES src_off=BYTES dst_off=BYTES
- *   backing=anon|shmem|memfd thp=on|off|default threads=1|2
+ *   backing=anon|shmem|memfd|tmpfs|ext4 thp=on|off|default threads=1|2
  *   populate=full|none|every:K|first:BYTES guard_src=no|touched|untouched
  *   guard_dst=no|touched|untouched dst_mode=hole|reserved|written|anon-shmem reps=N
- *   new_size=BYTES (default size) flags=fixed|dontunmap split_at=OFFSET (0: none)
+ *   new_size=BYTES (default size) flags=fixed|dontunmap|shrink split_at=OFFSET (0: none)
+ *   sync=no|msync
  * ``dst_mode=written``: the destination is a mapping of the source's backing (its own
  * shmem object or memfd), every page written, so MREMAP_FIXED first unmaps dirty pages;
  * ``anon-shmem``: the same with its lower half private anon and its upper half shmem.
  * ``split_at`` makes one page of the populated source read-only, so the range spans three
- * VMAs (a multi-VMA move on 6.17+, EFAULT before); ``dontunmap`` adds MREMAP_DONTUNMAP.
+ * VMAs (a multi-VMA move on 6.17+, EFAULT before); ``dontunmap`` adds MREMAP_DONTUNMAP;
+ * ``shrink`` calls mremap(src, size, new_size, 0) instead (new_size < size: the tail is
+ * unmapped in place, nothing moves). ``tmpfs`` and ``ext4``: a MAP_SHARED mapping of a new
+ * file (created, unlinked, sized with ftruncate) in TMPFS_DIR or EXT4_DIR below, which must
+ * be on that filesystem (checked with fstatfs; the case fails otherwise). ``sync=msync``
+ * calls msync(src, size, MS_SYNC) after populating: a file's pages are written back and
+ * their PTEs cleaned (write-protected, not dirty); shmem has no writeback (still dirty).
  * "window": source at base+src_off and destination at base+span+1G+dst_off in a private
  * 1 GiB-aligned window (span = whole GiBs covering size+8M), everything else in the window
  * unmapped, as perfsim.host.layout builds its shapes. "ordinary": each buffer comes from
@@ -49,6 +56,7 @@
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/utsname.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #define KiB (1UL << 10)
@@ -57,6 +65,10 @@
 #define PAGE 4096UL
 #define PMD (2 * MiB)
 #define WINDOW_HINT 0x300000000000UL
+#define TMPFS_DIR "/dev/shm"
+#define EXT4_DIR "/var/tmp"
+#define TMPFS_MAGIC_ 0x01021994L
+#define EXT4_MAGIC_ 0xEF53L
 
 #ifndef MAP_FIXED_NOREPLACE
 #define MAP_FIXED_NOREPLACE 0x100000
@@ -150,6 +162,7 @@ struct spec {
 	int reps;
 	unsigned long new_size, split_at;
 	char flags[12];
+	char sync[8];
 };
 
 static void spec_defaults(struct spec *s)
@@ -166,6 +179,7 @@ static void spec_defaults(struct spec *s)
 	s->reps = 1;
 	s->size = 64 * MiB;
 	strcpy(s->flags, "fixed");
+	strcpy(s->sync, "no");
 }
 
 static void copy_tok(char *dst, size_t cap, const char *v, const char *key)
@@ -208,6 +222,7 @@ static int parse_spec(char *line, struct spec *s)
 		else if (!strcmp(k, "new_size")) s->new_size = strtoul(v, NULL, 0);
 		else if (!strcmp(k, "split_at")) s->split_at = strtoul(v, NULL, 0);
 		else if (!strcmp(k, "flags")) copy_tok(s->flags, sizeof s->flags, v, k);
+		else if (!strcmp(k, "sync")) copy_tok(s->sync, sizeof s->sync, v, k);
 		else {
 			errno = EINVAL;
 			die("unknown key %s", k);
@@ -217,10 +232,13 @@ static int parse_spec(char *line, struct spec *s)
 		s->new_size = s->size;
 	if (any && (!s->id[0] || !s->size || s->size % PAGE || s->threads < 1 || s->threads > 2 ||
 		    s->new_size % PAGE || s->split_at % PAGE || s->split_at >= s->size ||
-		    (strcmp(s->flags, "fixed") && strcmp(s->flags, "dontunmap")))) {
+		    (strcmp(s->flags, "fixed") && strcmp(s->flags, "dontunmap") &&
+		     strcmp(s->flags, "shrink")) ||
+		    (!strcmp(s->flags, "shrink") && s->new_size >= s->size) ||
+		    (strcmp(s->sync, "no") && strcmp(s->sync, "msync")))) {
 		errno = EINVAL;
 		die("bad case %s: needs id, page-multiple size/new_size/split_at < size, threads 1 or 2, "
-		    "flags fixed or dontunmap", s->id);
+		    "flags fixed, dontunmap or shrink (new_size < size), sync no or msync", s->id);
 	}
 	return any;
 }
@@ -308,9 +326,27 @@ static void map_backing(const struct spec *s, unsigned long at, int *fd)
 		if (*fd < 0 || ftruncate(*fd, (off_t)s->size))
 			die("memfd_create/ftruncate");
 		map_at(at, s->size, prot, MAP_SHARED | MAP_FIXED, *fd);
+	} else if (!strcmp(s->backing, "tmpfs") || !strcmp(s->backing, "ext4")) {
+		int tmpfs = !strcmp(s->backing, "tmpfs");
+		char path[256];
+		static unsigned serial;
+		snprintf(path, sizeof path, "%s/perfsim-probe-%d-%u", tmpfs ? TMPFS_DIR : EXT4_DIR,
+			 (int)getpid(), serial++);
+		*fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		if (*fd < 0)
+			die("open %s", path);
+		unlink(path);
+		struct statfs sf;
+		if (fstatfs(*fd, &sf) || (long)sf.f_type != (tmpfs ? TMPFS_MAGIC_ : EXT4_MAGIC_)) {
+			errno = EINVAL;
+			die("backing %s: %s is not on %s", s->backing, path, s->backing);
+		}
+		if (ftruncate(*fd, (off_t)s->size))
+			die("ftruncate %s", path);
+		map_at(at, s->size, prot, MAP_SHARED | MAP_FIXED, *fd);
 	} else {
 		errno = EINVAL;
-		die("backing must be anon, shmem or memfd: %s", s->backing);
+		die("backing must be anon, shmem, memfd, tmpfs or ext4: %s", s->backing);
 	}
 }
 
@@ -687,6 +723,8 @@ static void run_case(const struct spec *s, int rep, pid_t tid)
 			madvise(at, s->size, MADV_NOHUGEPAGE);
 	}
 	populate(s, &l);
+	if (!strcmp(s->sync, "msync") && msync((void *)l.src, s->size, MS_SYNC))
+		die("msync");
 	if (s->split_at && mprotect((void *)(l.src + s->split_at), PAGE, PROT_READ))
 		die("mprotect(split_at)");
 	touch_guard(s->guard_src, l.guard_src);
@@ -698,10 +736,10 @@ static void run_case(const struct spec *s, int rep, pid_t tid)
 	       "\"backing\":\"%s\",\"thp\":\"%s\",\"threads\":%d,\"populate\":\"%s\","
 	       "\"guard_src\":\"%s\",\"guard_dst\":\"%s\",\"dst_mode\":\"%s\",\"src\":%lu,\"dst\":%lu,"
 	       "\"guard_src_addr\":%lu,\"guard_dst_addr\":%lu,\"tid\":%d,\"new_size\":%lu,"
-	       "\"split_at\":%lu,\"flags\":\"%s\",",
+	       "\"split_at\":%lu,\"flags\":\"%s\",\"sync\":\"%s\",",
 	       rep, s->layout, s->size, s->src_off, s->dst_off, s->backing, s->thp, s->threads,
 	       s->populate, s->guard_src, s->guard_dst, s->dst_mode, l.src, l.dst, l.guard_src,
-	       l.guard_dst, (int)tid, s->new_size, s->split_at, s->flags);
+	       l.guard_dst, (int)tid, s->new_size, s->split_at, s->flags, s->sync);
 	emit_vmas(&l);
 	fflush(stdout);
 
@@ -714,7 +752,9 @@ static void run_case(const struct spec *s, int rep, pid_t tid)
 	int mflags = MREMAP_MAYMOVE | MREMAP_FIXED;
 	if (!strcmp(s->flags, "dontunmap"))
 		mflags |= 4; /* MREMAP_DONTUNMAP */
-	void *r = mremap((void *)l.src, s->size, s->new_size, mflags, (void *)l.dst);
+	int shrink = !strcmp(s->flags, "shrink");
+	void *r = shrink ? mremap((void *)l.src, s->size, s->new_size, 0)
+			 : mremap((void *)l.src, s->size, s->new_size, mflags, (void *)l.dst);
 	int err = r == MAP_FAILED ? errno : 0;
 	size_t n = 0;
 	if (tracing) {
