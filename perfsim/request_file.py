@@ -108,6 +108,9 @@ class VmaTable(_Strict):
     shared: bool = _opt(True, "false: MAP_PRIVATE (file and shmem backings only; its written "
                               "pages are anonymous copies)")
     hugepage_size: SizeLike | None = _opt(None, "hugetlb page size (default: the PMD size)")
+    written_back: bool = _opt(False, "true: a shared file's written pages were written back "
+                                     "since (msync, or the flusher after dirty_expire): "
+                                     "clean PTEs, so a zap of them forces no flush")
 
     _sizes = field_validator("start", "size", "folio_size", "hugepage_size",
                              mode="before")(_no_bool_or_float_size)

@@ -56,7 +56,11 @@ def vma_of(v: dict, rec: dict, page_shift: int) -> Vma:
                pgoff=(start >> page_shift) if anon else int(v.get("offset", 0)) >> page_shift,
                file_id=file_id, anon_id=(f"anon@{start:#x}" if anon else None),
                prot=_prot(v["perms"]), name="src" if is_src else (path or f"{start:#x}"),
-               shared=shared)
+               shared=shared,
+               # msync(MS_SYNC) after the writes (sync = "msync") wrote a shared file's pages
+               # back, cleaning their PTEs; a tmpfs file (shmem) has no writeback
+               written_back=(is_src and rec.get("sync") == "msync" and shared
+                             and backing == "file" and rec.get("backing") != "tmpfs"))
 
 
 def pmd_leaves(v: dict) -> list[int]:

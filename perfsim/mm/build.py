@@ -177,7 +177,8 @@ class VmaSpec:
     file (default: 0 for files, the page number of ``start`` for anon); ``uffd`` is
     ``"missing"`` or ``"wp"`` for a VMA registered with userfaultfd (without the remap
     event); ``touched = False`` maps it without faulting anything in (a guard page);
-    ``shared = False`` maps a ``file``/``shmem`` backing MAP_PRIVATE (see
+    ``shared = False`` maps a ``file``/``shmem`` backing MAP_PRIVATE; ``written_back`` says
+    a shared file's written pages were written back since (clean PTEs; see
     :class:`~perfsim.mm.vma.Vma`)."""
 
     start: int
@@ -194,6 +195,7 @@ class VmaSpec:
     hugepage_size: int = 0
     name: str = ""
     shared: bool = True
+    written_back: bool = False
 
 
 def vma_of(spec: VmaSpec, index: int, arch) -> Vma:
@@ -206,7 +208,7 @@ def vma_of(spec: VmaSpec, index: int, arch) -> Vma:
                anon_vma=anon and spec.touched and spec.populate.kind != "none",
                pgoff=pgoff, file_id=None if anon else family, anon_id=family if anon else None,
                prot=spec.prot, hugepage_size=spec.hugepage_size, folio_size=spec.folio_size,
-               name=spec.name, shared=spec.shared)
+               name=spec.name, shared=spec.shared, written_back=spec.written_back)
 
 
 def populate_vma(pt: PageTables, vma: Vma, pop: Population) -> PageTables:

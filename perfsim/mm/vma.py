@@ -26,7 +26,12 @@ class Vma:
     pages: perfsim's populations write every page of a writable VMA). ``shared`` is
     MAP_SHARED for a ``file`` or ``shmem`` backing (the default; MAP_SHARED|MAP_ANONYMOUS and
     memfd mappings are shmem) or MAP_PRIVATE (``False``: a written page of it is an anonymous
-    copy-on-write page); anon and hugetlb VMAs ignore it.
+    copy-on-write page); anon and hugetlb VMAs ignore it. ``written_back``: the written pages
+    of a shared ``file`` VMA were written back since (``msync``, or the kernel's flusher once
+    they were dirty for ``dirty_expire_centisecs``): writeback cleans and write-protects their
+    PTEs (``folio_clear_dirty_for_io`` → ``folio_mkclean``), so a zap of them forces no flush
+    (docs/kernel-rules.md, the zap's forced flush); shmem and anonymous pages have no
+    writeback.
     """
 
     start: int
@@ -45,12 +50,14 @@ class Vma:
     name: str = ""
     uffd_mode: str = ""
     shared: bool = True
+    written_back: bool = False
 
     def __init__(self, start: int, end: int, backing: Backing = "anon", thp: bool = False,
                  uffd_wp: bool = False, anon_vma: bool = True, pgoff: int = 0,
                  file_id: str | None = None, anon_id: str | None = None, prot: str = "rw",
                  hugepage_size: int = 0, folio_size: int = 0, stack: bool = False,
-                 name: str = "", uffd_mode: str = "", shared: bool = True) -> None:
+                 name: str = "", uffd_mode: str = "", shared: bool = True,
+                 written_back: bool = False) -> None:
         # The dataclass's own __init__ (same parameters and defaults, held to the fields by
         # tests/test_t13_mm_space.py), writing every field into the instance __dict__ at
         # once rather than through the frozen class's generic object.__setattr__ per field.
@@ -59,7 +66,8 @@ class Vma:
         self.__dict__.update(start=start, end=end, backing=backing, thp=thp, uffd_wp=uffd_wp,
                              anon_vma=anon_vma, pgoff=pgoff, file_id=file_id, anon_id=anon_id,
                              prot=prot, hugepage_size=hugepage_size, folio_size=folio_size,
-                             stack=stack, name=name, uffd_mode=uffd_mode, shared=shared)
+                             stack=stack, name=name, uffd_mode=uffd_mode, shared=shared,
+                             written_back=written_back)
 
     @property
     def length(self) -> int:

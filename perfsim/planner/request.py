@@ -148,6 +148,7 @@ def vma_specs(tables: list[dict], target: Target, bases: dict[str, int], seed: i
             folio_size=_folio_size(t.get("folio_size"), f"{lab} folio_size"),
             pgoff=t.get("pgoff"), file=t.get("file"), uffd=t.get("uffd"),
             touched=t.get("touched", True), shared=_shared(t, lab),
+            written_back=_written_back(t, lab),
             hugepage_size=_hugepage_size(t.get("hugepage_size"), f"{lab} hugepage_size", arch),
             name=f"vma{i}"))
     return out
@@ -162,6 +163,19 @@ def _shared(table: dict, lab: str) -> bool:
         raise PerfsimError(f"{lab}: shared = false applies to file and shmem backings only, "
                            f"not {backing!r}")
     return bool(shared)
+
+
+def _written_back(table: dict, lab: str) -> bool:
+    """A ``[[vma]]`` table's ``written_back`` key: writeback cleans the pages of a shared
+    file mapping only (shmem, anonymous memory and private copies have none)."""
+    written_back = bool(table.get("written_back", False))
+    if written_back and not (table.get("backing", "anon") == "file"
+                             and table.get("shared", True)):
+        raise PerfsimError(f"{lab}: written_back = true applies to a shared file mapping "
+                           f"only (backing = 'file', shared = true), not "
+                           f"{table.get('backing', 'anon')!r}"
+                           + ("" if table.get("shared", True) else " with shared = false"))
+    return written_back
 
 
 SPACE_KEYS = ("backing", "thp", "folio_size", "hugepage_size", "populate", "guard_below_src",

@@ -80,9 +80,12 @@ def _pgoff_follows(a: Vma, b: Vma, page_shift: int) -> bool:
 
 
 def _merged(a: Vma, b: Vma) -> Vma:
-    """``a`` and ``b`` (adjacent, ``a`` first) as one VMA."""
+    """``a`` and ``b`` (adjacent, ``a`` first) as one VMA. Its pages count as written back
+    only if both VMAs' were (writeback is per page, not a VMA flag: the merge does not
+    look at it, and a merged VMA with any dirty page zaps as dirty)."""
     return a.replaced(end=b.end, anon_vma=a.anon_vma or b.anon_vma,
-                      anon_id=a.anon_id if a.anon_vma else b.anon_id)
+                      anon_id=a.anon_id if a.anon_vma else b.anon_id,
+                      written_back=a.written_back and b.written_back)
 
 
 def copy_vma(space: AddressSpace, vma: Vma, new_addr: int, new_len: int, pgoff: int):

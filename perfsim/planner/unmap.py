@@ -140,9 +140,11 @@ def need_resched_break_flushes(forces: bool) -> int:
 def vma_ptes_dirty(vma: Vma) -> bool:
     """Are the present PTEs of ``vma`` dirty? perfsim's populations write every page they
     fault in (the ground-truth probe writes a byte per page, the host harness uses
-    MADV_POPULATE_WRITE), so a writable VMA's pages are dirty; a VMA without write
-    permission can only have been read-faulted (clean)."""
-    return "w" in vma.prot
+    MADV_POPULATE_WRITE), so a writable VMA's pages are dirty unless they were written back
+    since (``vma.written_back``: writeback's ``folio_mkclean`` clears the dirty bit of every
+    PTE mapping the folio); a VMA without write permission can only have been read-faulted
+    (clean)."""
+    return "w" in vma.prot and not vma.written_back
 
 
 def vma_zap_forces_flush(vma: Vma) -> bool:
