@@ -48,7 +48,14 @@ def _noop(x):
     return x
 
 
-def run(workers: int, reps: int, out: Path):
+def _where(_x) -> str:
+    """The perfsim a worker imported (a worker must measure the tree its parent does)."""
+    import perfsim
+
+    return str(Path(perfsim.__file__).resolve().parents[1])
+
+
+def run(workers: int, reps: int, out: Path, start_method: str = "forkserver"):
     names = workload_names()
     sweep = parse_sweep({"name": f"bench-{workers}", "seed": 1, "replications": reps,
                          "base": {"workload": names[0]}, "grid": {"workload": names}}, ROOT)
@@ -56,9 +63,20 @@ def run(workers: int, reps: int, out: Path):
     # Longest simulations first, so the pool does not finish on one straggler.
     weight = {"ipi_storm": 3, "random_layout_stress": 2, "shared_file_reclaim": 2}
     points.sort(key=lambda p: -weight.get(p.workload.name, 1))
-    ex = ProcessExecutor(workers)
+    import inspect
+
+    if start_method != "forkserver" and \
+            "start_method" not in inspect.signature(ProcessExecutor).parameters:
+        raise SystemExit(f"bench_sweep.py: {ROOT}'s ProcessExecutor has no start_method, so "
+                         "its workers cannot be forked from it; compare with a later tree")
+    ex = ProcessExecutor(workers, start_method=start_method) if start_method != "forkserver" \
+        else ProcessExecutor(workers)
     try:
         list(ex.map_unordered(_noop, range(workers * 2)))  # start + warm the workers
+        seen = set(ex.map_unordered(_where, range(workers * 2)))
+        if seen != {str(ROOT)}:
+            raise SystemExit(f"bench_sweep.py: the workers imported perfsim from "
+                             f"{', '.join(sorted(seen))}, not {ROOT}")
         t0 = time.perf_counter()
         rep = run_sweep(sweep, out, executor=ex, batch_size=1, quiet=True, points=points)
         wall = time.perf_counter() - t0
@@ -70,10 +88,14 @@ def run(workers: int, reps: int, out: Path):
 
 
 def _child(tree: str, reps: int) -> dict:
-    """The 1-worker sweep measured by a child process on ``tree``."""
+    """The 1-worker sweep measured by a child process on ``tree``, its worker forked from
+    it (so it runs that tree: checked)."""
     out = subprocess.run([sys.executable, __file__, "--tree", tree, "--child",
-                          "--replications", str(reps)], capture_output=True, text=True,
-                         check=True)
+                          "--replications", str(reps)], capture_output=True, text=True)
+    if out.returncode:  # the child's own last line says why
+        lines = out.stderr.strip().splitlines()
+        raise SystemExit(lines[-1] if lines else f"bench_sweep.py: the child on {tree} failed "
+                         f"(exit status {out.returncode})")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -115,7 +137,9 @@ def main() -> None:
 
     if a.child:
         with tempfile.TemporaryDirectory() as tmp:
-            w1, calls, _, df1 = run(1, a.replications, Path(tmp))
+            # forked workers: they carry the tree this child imported (a forkserver of
+            # Python 3.11 ignores the parent's sys.path and imports the installed perfsim)
+            w1, calls, _, df1 = run(1, a.replications, Path(tmp), start_method="fork")
         print(json.dumps({"wall_s": w1, "cpu_s": float(df1["cpu_s"].sum()), "calls": calls}))
         return
     if a.against:
