@@ -170,6 +170,22 @@ def test_a_profile_without_zap_huge_pmd_ns_loads_and_prices_a_huge_pmd_as_512_za
     assert old.digest == want
 
 
+def test_a_fallback_above_a_parameters_limit_is_one_error_naming_what_to_give():
+
+    from perfsim.errors import PerfsimError
+
+    text = _without_zap_huge_pmd((ROOT / "perfsim" / "data" / "cost" / "kvm-epyc.toml")
+                                 .read_text())
+    start = text.index("[params.zap_pte_ns]")
+    block = text[start:text.index("\n[", start + 5)]
+    text = text.replace(block, re.sub(r"ns = \d+", "ns = 900000000000", block, count=1))
+    with pytest.raises(PerfsimError) as got:
+        parse_cost_profile(text, "an old kvm-epyc")
+    msg = str(got.value)
+    assert "\n" not in msg and "zap_huge_pmd_ns is not given" in msg
+    assert msg.endswith("give zap_huge_pmd_ns")
+
+
 def test_a_fallback_follows_a_what_if_change_of_what_it_is_made_from():
     text = (ROOT / "perfsim" / "data" / "cost" / "kvm-epyc.toml").read_text()
     old = parse_cost_profile(_without_zap_huge_pmd(text), "an old kvm-epyc")

@@ -199,8 +199,12 @@ def _zap_huge_pmd_fallback(params: dict) -> dict | None:
     if not isinstance(pte, dict) or isinstance(pte.get("ns"), bool) \
             or not isinstance(pte.get("ns"), int):
         return None
-    out = {"ns": OLD_PTES_PER_HUGE_PMD * pte["ns"],
-           "source": FALLBACK_MARK + FALLBACKS["zap_huge_pmd_ns"][1]}
+    ns = OLD_PTES_PER_HUGE_PMD * pte["ns"]
+    if ns > MAX_PARAM_NS:
+        raise ValueError(f"zap_huge_pmd_ns is not given, and its fallback, "
+                         f"{OLD_PTES_PER_HUGE_PMD} x zap_pte_ns = {ns} ns, is above the "
+                         f"{MAX_PARAM_NS} ns a parameter may cost: give zap_huge_pmd_ns")
+    out = {"ns": ns, "source": FALLBACK_MARK + FALLBACKS["zap_huge_pmd_ns"][1]}
     for key in ("dist", "sigma"):
         if key in pte:
             out[key] = pte[key]
