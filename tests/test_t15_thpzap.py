@@ -171,7 +171,6 @@ def test_a_profile_without_zap_huge_pmd_ns_loads_and_prices_a_huge_pmd_as_512_za
 
 
 def test_a_fallback_above_a_parameters_limit_is_one_error_naming_what_to_give():
-
     from perfsim.errors import PerfsimError
 
     text = _without_zap_huge_pmd((ROOT / "perfsim" / "data" / "cost" / "kvm-epyc.toml")
