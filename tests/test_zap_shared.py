@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -200,18 +199,14 @@ def test_repetition_table_has_a_row_per_case(capsys):
 
 # ------------------------------------------------------------------------ the live half
 def _native_reason() -> str | None:
-    if os.uname().machine != "x86_64":
-        return "the probe measures x86-64 kernels"
-    if os.geteuid() != 0:
-        return "needs root to use tracefs"
-    if not shutil.which("gcc"):
-        return "needs gcc to build the probe"
-    if not (os.path.isdir("/dev/shm") and os.path.isdir("/var/tmp")):
-        return "needs /dev/shm and /var/tmp for the probe's tmpfs and ext4 files"
-    from perfsim.host.trace import tracing_status
+    """Why the live recording cannot run here (test_groundtruth's reasons, and the probe's
+    tmpfs and ext4 files' directories), or None."""
+    from test_groundtruth import _native_reason as probe_reason
 
-    usable, why = tracing_status()
-    return None if usable else why
+    reason = probe_reason()
+    if reason is None and not (os.path.isdir("/dev/shm") and os.path.isdir("/var/tmp")):
+        return "needs /dev/shm and /var/tmp for the probe's tmpfs and ext4 files"
+    return reason
 
 
 @pytest.mark.host
