@@ -141,6 +141,12 @@ class KernelProfile(_Frozen):
     pte_batching: Literal["none", "folio", "hint"] = "none"
     """``mremap_folio_pte_batch``: none (pre-6.17), folio (f822a9a81a31), hint (6.17 gate)."""
     multi_vma_move: bool = False
+    zap_pte_batching: bool = False
+    """``zap_present_ptes`` batches the consecutive present PTEs of one large folio
+    (``folio_pte_batch``) and clears them as one (``zap_present_folio_ptes``: one rmap
+    removal, one ``__tlb_remove_folio_pages`` gather entry of two slots): 6.9+ ("mm/memory:
+    optimize unmap/zap with PTE-mapped THP"). False before: one PTE per step (6.1, 6.6,
+    6.7). R24a."""
     uffd_checks_new_vma: bool = False
     uffd_wp_table_move_gate: Literal["none", "move_page_tables", "move_normal"] = "move_normal"
     """Where ``mremap()`` keeps a VMA registered for uffd write-protect without the remap

@@ -112,7 +112,7 @@ def row_counts(row, run_start, ipis, ops, folio_terms=(False, 0, 0)) -> tuple:
         notifier,                                                      # notifier_pair_ns
         kind == S.K_SYSCALL,                                           # syscall_ns
         (phase == S.UNMAP_DST) & run_start,                            # unmap_ns: per run
-        (kind == S.K_ZAP) * ptes,                                      # zap_pte_ns
+        (kind == S.K_ZAP) * batches,                                   # zap_pte_ns (R24a)
         (kind == S.K_ZAP) * slots,                                     # zap_huge_pmd_ns (R24)
         ((phase == S.MOVE) | (phase == S.REVERT)) & (kind != S.K_NOTIFIER),  # extent_ns
     )

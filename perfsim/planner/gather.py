@@ -240,7 +240,7 @@ class MmuGather:
 
     __slots__ = ("start", "end", "cleared_ptes", "cleared_pmds", "cleared_puds", "freed_tables",
                  "tables", "_table_arrays", "table_run", "batched", "delayed_rmap", "zap_mark",
-                 "zap_ptes", "zap_huge_pmds", "forced", "events")
+                 "zap_ptes", "zap_saved", "zap_huge_pmds", "forced", "events")
 
     def __init__(self, zap_start: int = 0) -> None:
         self.start: int | None = None
@@ -256,10 +256,13 @@ class MmuGather:
         self.delayed_rmap = False
         self.zap_mark = zap_start  # where the zap stood at the last forced flush
         self.zap_ptes = 0  # PTEs zapped since then
+        # of those, the PTEs that joined a batch after its first (zap_present_ptes batches
+        # a large folio's PTEs, R24a): the zap's batches are zap_ptes - zap_saved
+        self.zap_saved = 0
         self.zap_huge_pmds = 0  # huge PMDs zapped whole since then (zap_huge_pmd)
         # forced flushes during the zap: (zap from, zap to, ptes, huge PMDs, range start,
-        # end, shift)
-        self.forced: list[tuple[int, int, int, int, int, int, int]] = []
+        # end, shift, batches)
+        self.forced: list[tuple[int, int, int, int, int, int, int, int]] = []
         # the zap's own flushes and forced flushes, in order: ("split", PMD base) for a
         # huge PMD split, ("forced", index into forced)
         self.events: list[tuple[str, int]] = []
@@ -274,10 +277,12 @@ class MmuGather:
         self.end = max(self.end, end)
 
     def gather_ptes(self, start: int, end: int, entries: int, ptes: int, *, level: str,
-                    delayed_rmap: bool) -> None:
+                    delayed_rmap: bool, saved: int = 0) -> None:
         """Entries cleared over ``[start, end)`` (``tlb_remove_tlb_entry`` /
         ``tlb_remove_pmd_tlb_entry``) and their pages added to the page batches
-        (``__tlb_remove_page``), with their rmap removal delayed when ``delayed_rmap``."""
+        (``__tlb_remove_page``), with their rmap removal delayed when ``delayed_rmap``.
+        ``entries``: the page-batch slots they take; ``saved``: how many of the ``ptes``
+        were zapped inside a batch after its first PTE (R24a; 0 where nothing batches)."""
         self.adjust(start, end)
         if level == "pte":
             self.cleared_ptes = True
@@ -285,6 +290,7 @@ class MmuGather:
             self.cleared_pmds = True
         self.batched += entries
         self.zap_ptes += ptes
+        self.zap_saved += saved
         self.delayed_rmap = self.delayed_rmap or delayed_rmap
 
     def gather_huge_pmd(self, base: int, pmd_size: int) -> None:
@@ -305,8 +311,9 @@ class MmuGather:
         if self.start is not None and shift is not None:
             self.events.append(("forced", len(self.forced)))
             self.forced.append((self.zap_mark, zap_to, self.zap_ptes, self.zap_huge_pmds,
-                                self.start, self.end, shift))
+                                self.start, self.end, shift, self.zap_ptes - self.zap_saved))
         self.zap_mark, self.zap_ptes, self.zap_huge_pmds = zap_to, 0, 0
+        self.zap_saved = 0
         self.start, self.end = None, 0
         self.cleared_ptes = self.cleared_pmds = self.cleared_puds = False
         self.batched = 0
@@ -379,7 +386,9 @@ def tlb_finish_mmu(target: Target, tlb: MmuGather, log: S.StepLog, phase: int, s
     :meth:`MmuGather.force_flush`), in the order they happened, then a ``zap`` row for what
     was zapped after the last forced flush. ``zapped``: the PTEs the zap cleared; a ``zap``
     row's ``ptes`` are its PTEs, its ``slots`` the huge PMDs ``zap_huge_pmd`` cleared whole
-    (:meth:`MmuGather.gather_huge_pmd`; R24), each one entry, not its PMD's PTEs.
+    (:meth:`MmuGather.gather_huge_pmd`; R24), each one entry, not its PMD's PTEs, its
+    ``batches`` the steps its PTEs were zapped in (``zap_present_ptes``: one per PTE, or
+    one per run of a large folio's PTEs where the kernel batches them, R24a).
     Then the table flushes: one each time a table batch fills
     (:func:`tables_per_forced_flush`), and one in ``tlb_finish_mmu`` for what is left. Each
     flush covers the range gathered since the previous one, with the stride of the lowest
@@ -399,19 +408,20 @@ def tlb_finish_mmu(target: Target, tlb: MmuGather, log: S.StepLog, phase: int, s
                 log.add_row(phase, row.kind, arg, 0, pmd_size, row.ptes, 0, 0, 0, 0, 0, 0, 0,
                             row.flush, (), row.ptl, 0)
                 continue
-            z0, z1, ptes, huge, s_, e_, shift = tlb.forced[arg]
+            z0, z1, ptes, huge, s_, e_, shift, batches = tlb.forced[arg]
             flush = flush_range(target, s_, e_, stride_shift=shift, cpus=cpus,
                                 lazy_cpus=lazy_cpus, freed_tables=False)
-            log.add_row(phase, K_ZAP, z0, 0, z1 - z0, ptes, huge, 0, 0, 0, 0, 0, 0, flush, (),
-                        0, 0)
+            log.add_row(phase, K_ZAP, z0, 0, z1 - z0, ptes, huge, batches, 0, 0, 0, 0, 0,
+                        flush, (), 0, 0)
             forced_ptes += ptes
             forced_huge += huge
     huge_left = tlb.zap_huge_pmds
     if zapped or huge_left or forced_huge:
         if zapped > forced_ptes or huge_left or not tlb.forced:
             mark = tlb.zap_mark if tlb.forced else start
-            log.add_row(phase, K_ZAP, mark, 0, end - mark, zapped - forced_ptes, huge_left, 0,
-                        0, 0, 0, 0, 0, None, (), 0, 0)
+            left = zapped - forced_ptes
+            log.add_row(phase, K_ZAP, mark, 0, end - mark, left, huge_left,
+                        left - tlb.zap_saved, 0, 0, 0, 0, 0, None, (), 0, 0)
     # (a gather that cleared nothing has no unmap shift)
     zap_shift = tlb.tlb_get_unmap_shift(target) \
         if tlb.cleared_ptes or tlb.cleared_pmds or tlb.cleared_puds else None

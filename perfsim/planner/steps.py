@@ -20,8 +20,11 @@ Kinds (column ``kind``) name the kernel function a row mirrors; see :data:`KIND_
 
 Per-row count columns: ``ptes`` present PTEs moved (or zapped), ``slots`` PTE slots walked
 (in a ``zap`` row: the huge PMDs ``zap_huge_pmd`` zapped whole, each one entry, R24),
-``batches`` set_ptes batches, ``alloc_p4d``/``alloc_pud``/``alloc_pmd``/``alloc_pte`` page-table
-pages allocated, ``freed`` page-table pages freed, ``flushes`` TLB flush calls
+``batches`` set_ptes batches (in a ``zap`` row: the steps ``zap_present_ptes`` zapped its
+PTEs in, one per PTE, or one per run of a large folio's PTEs where the kernel batches them,
+R24a; equal to ``ptes`` where nothing batches),
+``alloc_p4d``/``alloc_pud``/``alloc_pmd``/``alloc_pte`` page-table pages allocated,
+``freed`` page-table pages freed, ``flushes`` TLB flush calls
 (``flush_tlb_mm_range`` or the arch equivalent; 0 or 1 per row), ``flush_full`` 1 if that flush
 is a full (PCID/ASID) flush, ``flush_pages`` per-page invalidations it issues on each CPU
 (INVLPG or TLBI ops; 0 for a full flush), ``ipis`` CPUs interrupted by it (0 when local or

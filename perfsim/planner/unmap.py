@@ -188,16 +188,64 @@ def _nth_set_bit(mask: int, n: int) -> int:
     return (mask & -mask).bit_length() - 1
 
 
+def folio_pte_runs(hit: int) -> int:
+    """The runs of consecutive present PTEs in ``hit``: how many batches ``zap_present_ptes``
+    makes of PTEs that all map one large folio (``folio_pte_batch`` stops at the first PTE
+    that is not present or maps another page than the next of the folio; perfsim's folios
+    are mapped in order, so only a hole ends a run inside one table).
+
+    >>> folio_pte_runs(0b1111), folio_pte_runs(0b1011), folio_pte_runs(0)
+    (1, 2, 0)
+    """
+    return (hit & ~(hit << 1)).bit_count()
+
+
+def zap_batches_large_folio(target: Target, anon_split: bool) -> bool:
+    """Are the PTEs of this table zapped in batches (R24a)? Where the kernel batches
+    (``zap_pte_batching``: 6.9+, ``zap_present_ptes`` → ``folio_pte_batch``) and the PTEs
+    map one large folio: the anonymous THP :func:`split_for_zap` just split (its 512 PTEs
+    still map the 2 MiB folio; ``__split_huge_pmd`` does not split the folio). Before 6.9
+    (6.1, 6.6, 6.7) ``zap_pte_range`` zaps one PTE per step. Other large folios (mTHP
+    VMAs, a THP split by an earlier call) are not tracked by the page tables perfsim keeps
+    and are zapped one PTE per step."""
+    return anon_split and target.kernel.zap_pte_batching
+
+
 def gather_zapped_ptes(target: Target, tlb: MmuGather, base: int, lo: int, hi: int, hit: int,
-                       forces: bool) -> None:
+                       forces: bool, folio: bool = False) -> None:
     """One ``zap_pte_range`` call over in-slot pages ``[lo, hi)`` of the PTE table at
     ``base`` whose present PTEs ``hit`` it clears: each page joins the gather's batches;
     when they are full (:func:`~perfsim.planner.gather.pages_until_forced_flush`, with the
     rmaps of a forcing call delayed from its first page) the call flushes and frees after
     that PTE and goes on (``force_break``, ``goto retry``); a call that cleared a PTE
-    :func:`zap_forces_flush` names flushes before it returns."""
+    :func:`zap_forces_flush` names flushes before it returns.
+
+    ``folio`` (:func:`zap_batches_large_folio`): the PTEs map one large folio and are
+    zapped run by run (:func:`folio_pte_runs`, ``zap_present_folio_ptes``); each run of
+    more than one PTE is one ``__tlb_remove_folio_pages`` entry of two slots (page and
+    count, ``ENCODED_PAGE_BIT_NR_PAGES_NEXT``; 6.9+), a lone PTE one slot, and the batches
+    are full (forced flush after that run) when a run's slots reach the room left."""
     ps = target.arch.page_shift
     pos = lo
+    if folio:
+        while hit:
+            s_ = (hit & -hit).bit_length() - 1
+            run = hit >> s_
+            n = (~run & (run + 1)).bit_length() - 1
+            e_ = s_ + n
+            slots = 1 if n == 1 else 2
+            room = pages_until_forced_flush(target, tlb.batched, forces)
+            hit &= ~((1 << e_) - 1)
+            full = slots >= room
+            # (the range reaches the call's end after its last run, as the per-PTE path's)
+            tlb.gather_ptes(base + (pos << ps), base + ((e_ if hit or full else hi) << ps),
+                            slots, n, level="pte", delayed_rmap=forces, saved=n - 1)
+            if full:
+                tlb.force_flush(target, base + (e_ << ps))
+            pos = e_
+        if forces and tlb.delayed_rmap:
+            tlb.force_flush(target, base + (hi << ps))
+        return
     while hit:
         room = pages_until_forced_flush(target, tlb.batched, forces)
         cnt = hit.bit_count()
@@ -324,6 +372,7 @@ def zap_range(target: Target, win: Window, start: int, end: int, tlb: MmuGather,
         base = slot << ms
         lo = (start - base) >> ps if slot == s0 else 0
         hi = (end - base) >> ps if slot == s1 else ptrs
+        folio = False
         if kind == PMD_LEAF:
             if zap_huge_pmd_whole(lo, hi, ptrs):
                 pmd.pop(slot)  # (counted by the gather: MmuGather.zap_huge_pmds, R24)
@@ -334,13 +383,14 @@ def zap_range(target: Target, win: Window, start: int, end: int, tlb: MmuGather,
             if kind == PMD_NONE:  # a file THP: unmapped whole, no PTEs
                 pmd.pop(slot)
                 continue
+            folio = zap_batches_large_folio(target, True)
         left, hit = zap_pte_range(mask, lo, hi)
         pmd[slot] = (PMD_TABLE, left) if hit else (kind, mask)
         if hit:
             zapped += hit.bit_count()
             for s_lo, s_hi, forces in zap_segments(lo, hi, base, ps, forcing):
                 gather_zapped_ptes(target, tlb, base, s_lo, s_hi, hit & range_mask(s_lo, s_hi),
-                                   forces)
+                                   forces, folio)
     if leaves:
         pud_size = 1 << us
         for pslot in range(start >> us, ((end - 1) >> us) + 1):
@@ -516,7 +566,18 @@ def _zap_pmd_entries(target: Target, arr: _Arrays, pt: PageTables, start: int, e
     for k, rid, m in zip(edge_pos, ids, edge_ints):
         new_row[k] = rid if m else 0
     hit_pte = (hits > 0) & ~leaf_whole
-    entries = int(hits[hit_pte].sum()) + int(np.count_nonzero(leaf_whole))
+    # a split anonymous THP's PTEs are zapped run by run where the kernel batches (R24a):
+    # one slot per lone PTE, two per longer run; saved: PTEs after each run's first
+    folio_at = {k for k, anon in split_at.items()
+                if anon and edge_hit.get(k) and zap_batches_large_folio(target, True)}
+    slots_less = saved = 0
+    for k in folio_at:
+        h = edge_hit[k]
+        n, runs = h.bit_count(), folio_pte_runs(h)
+        lone = (h & ~(h << 1) & ~(h >> 1)).bit_count()
+        saved += n - runs
+        slots_less += n - (lone + 2 * (runs - lone))
+    entries = int(hits[hit_pte].sum()) - slots_less + int(np.count_nonzero(leaf_whole))
     in_range = [f for f in forcing if f[0] < end and f[1] > start]
     if in_range or entries >= pages_until_forced_flush(target, tlb.batched, False):
         for k in sorted(set(np.flatnonzero(hit_pte | leaf_whole).tolist()) | set(split_at)):
@@ -530,12 +591,14 @@ def _zap_pmd_entries(target: Target, arr: _Arrays, pt: PageTables, start: int, e
                 continue
             h = edge_hit[k] if k in edge_hit else _words_to_int(arr.masks[row[k]])
             for s_lo, s_hi, forces in zap_segments(int(lo[k]), int(hi[k]), b, ps, tuple(in_range)):
-                gather_zapped_ptes(target, tlb, b, s_lo, s_hi, h & range_mask(s_lo, s_hi), forces)
+                gather_zapped_ptes(target, tlb, b, s_lo, s_hi, h & range_mask(s_lo, s_hi), forces,
+                                   k in folio_at)
     else:
         for k in sorted(split_at):
             tlb.split_huge_pmd(int(base[k]))
         tlb.batched += entries
         tlb.zap_ptes += int(hits[hit_pte].sum())
+        tlb.zap_saved += saved
         tlb.zap_huge_pmds += int(np.count_nonzero(leaf_whole))
         if hit_pte.any():
             tlb.cleared_ptes = True
