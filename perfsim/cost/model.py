@@ -14,7 +14,8 @@ parameter                  charged
 syscall_ns                 once per ``syscall`` row (whole-call fixed work, R22)
 unmap_ns                   once per run of ``unmap_dst`` rows (``do_munmap`` of a mapped
                            destination, R22.3)
-zap_pte_ns                 per PTE of a ``zap`` row (``ptes``)
+zap_pte_ns                 per batch of a ``zap`` row (``batches``: one per PTE, or per run
+                           of a large folio's PTEs from 6.9, R24a)
 zap_huge_pmd_ns            per huge PMD a ``zap`` row zapped whole (``slots``, R24)
 extent_ns                  per move/revert loop row (extents and skips; not the notifier)
 move_ptes_call_ns          per ``move_ptes`` row
