@@ -66,16 +66,22 @@ def test_folded_run_equals_stepping_every_segment_on_the_example_scenarios(path)
         _assert_same_run(simulate(path, seed=seed), simulate(path, seed=seed, fold=False))
 
 
-@pytest.mark.parametrize("name", ["gc_compaction", "random_layout_stress", "shared_file_reclaim"])
-def test_folded_run_equals_stepping_every_segment_on_shipped_workloads(name):
+def shipped_spec(name: str, calls: int) -> SimSpec:
+    """The shipped workload ``name`` compiled on its own seed, each caller cut to its first
+    ``calls`` plans, made once (a stream's generator can be consumed by one run only)."""
     from perfsim.workload import load_workload, resolve_workload
     from perfsim.workload.generate import compile_workload
 
     w = load_workload(resolve_workload(name))
     comp = compile_workload(w, resolve_target(w.kernel, w.arch),
                             load_cost_profile(w.cost_profile), np.random.SeedSequence(w.seed))
-    spec = replace(comp.spec, callers=tuple(replace(c, plans=list(c.plans)[:40])
+    return replace(comp.spec, callers=tuple(replace(c, plans=list(c.plans)[:calls])
                                             for c in comp.spec.callers))
+
+
+@pytest.mark.parametrize("name", ["gc_compaction", "random_layout_stress", "shared_file_reclaim"])
+def test_folded_run_equals_stepping_every_segment_on_shipped_workloads(name):
+    spec = shipped_spec(name, 40)
     folded, stepped = simulate(spec), simulate(spec, fold=False)
     _assert_same_run(folded, stepped)
     assert folded.summary["scheduled_events"] < stepped.summary["scheduled_events"]

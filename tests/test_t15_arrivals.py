@@ -5,21 +5,18 @@ events, on random runs with ties, the example scenarios and every shipped worklo
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 from test_cost import LOCK, synthetic_plan
-from test_t13_engine_fold import _random_spec
+from test_t13_engine_fold import _random_spec, shipped_spec
 
 from perfsim.cost import load_cost_profile
 from perfsim.engine import CallerSpec, MmSpec, SimSpec, WalkerSpec, simulate
 from perfsim.planner import MoveRequest
 from perfsim.profiles import resolve_target
-from perfsim.workload import load_workload, resolve_workload, workload_names
-from perfsim.workload.generate import compile_workload
+from perfsim.workload import workload_names
 
 TARGET = resolve_target("6.18", "x86_64")
 GENERIC = load_cost_profile("x86_64-generic")
@@ -46,12 +43,7 @@ def test_late_processes_give_the_same_run_on_the_example_scenarios(path):
 
 @pytest.mark.parametrize("name", workload_names())
 def test_late_processes_give_the_same_run_on_every_shipped_workload(name):
-    w = load_workload(resolve_workload(name))
-    comp = compile_workload(w, resolve_target(w.kernel, w.arch),
-                            load_cost_profile(w.cost_profile), np.random.SeedSequence(w.seed))
-    # (plans made once: a stream's generator can be consumed by one run only)
-    spec = replace(comp.spec, callers=tuple(replace(c, plans=list(c.plans)[:60])
-                                            for c in comp.spec.callers))
+    spec = shipped_spec(name, 60)
     _assert_identical(simulate(spec), simulate(spec, late=False))
 
 

@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import A, B, K, M
+from test_zap_dirty_shared import shrink
 
 from perfsim import resolve_target
 from perfsim.cli.main import main
 from perfsim.cost import load_cost_profile, predict
 from perfsim.cost.profile import FALLBACK_MARK, OLD_PTES_PER_HUGE_PMD, parse_cost_profile
-from perfsim.mm.build import Population, single_move_space
 from perfsim.mm.pagetable import PageTables
 from perfsim.mm.space import AddressSpace
 from perfsim.mm.vma import Vma
@@ -32,13 +32,8 @@ SRC = 0x7F0000000000  # 2 MiB (and 1 GiB) aligned
 
 
 def thp_shrink(length, new_len, *, kernel="6.18", src=SRC, options=None, backing="anon"):
-    t = resolve_target(kernel, "x86_64")
-    sp = single_move_space(t, src=src, length=length, thp=True, backing=backing,
-                           populate=Population("full"))
-    req = MoveRequest(src, length, new_len=new_len, maymove=False, fixed=False)
-    p = plan_mremap(sp, req, t, options) if options else plan_mremap(sp, req, t)
-    assert p.errno is None
-    return p
+    """An in-place shrink of a fully populated THP source (test_zap_dirty_shared's)."""
+    return shrink(kernel, length, new_len, src=src, options=options, thp=True, backing=backing)
 
 
 def zap_rows(plan):
