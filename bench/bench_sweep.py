@@ -42,20 +42,16 @@ from perfsim.batch.executors import cpu_count  # noqa: E402
 from perfsim.workload import workload_names  # noqa: E402
 
 
-def _noop(x):
-    import perfsim.batch.runner  # noqa: F401 - make sure the worker has imported everything
-
-    return x
-
-
-def _where(_x) -> str:
-    """The perfsim a worker imported (a worker must measure the tree its parent does)."""
+def _warm(_x) -> str:
+    """Make sure a worker has imported everything, and say which perfsim it imported (a
+    worker must measure the tree its parent does)."""
     import perfsim
+    import perfsim.batch.runner  # noqa: F401
 
     return str(Path(perfsim.__file__).resolve().parents[1])
 
 
-def run(workers: int, reps: int, out: Path, start_method: str = "forkserver"):
+def run(workers: int, reps: int, out: Path, fork: bool = False):
     names = workload_names()
     sweep = parse_sweep({"name": f"bench-{workers}", "seed": 1, "replications": reps,
                          "base": {"workload": names[0]}, "grid": {"workload": names}}, ROOT)
@@ -65,15 +61,12 @@ def run(workers: int, reps: int, out: Path, start_method: str = "forkserver"):
     points.sort(key=lambda p: -weight.get(p.workload.name, 1))
     import inspect
 
-    if start_method != "forkserver" and \
-            "start_method" not in inspect.signature(ProcessExecutor).parameters:
+    if fork and "start_method" not in inspect.signature(ProcessExecutor).parameters:
         raise SystemExit(f"bench_sweep.py: {ROOT}'s ProcessExecutor has no start_method, so "
                          "its workers cannot be forked from it; compare with a later tree")
-    ex = ProcessExecutor(workers, start_method=start_method) if start_method != "forkserver" \
-        else ProcessExecutor(workers)
+    ex = ProcessExecutor(workers, **({"start_method": "fork"} if fork else {}))
     try:
-        list(ex.map_unordered(_noop, range(workers * 2)))  # start + warm the workers
-        seen = set(ex.map_unordered(_where, range(workers * 2)))
+        seen = set(ex.map_unordered(_warm, range(workers * 2)))  # start + warm the workers
         if seen != {str(ROOT)}:
             raise SystemExit(f"bench_sweep.py: the workers imported perfsim from "
                              f"{', '.join(sorted(seen))}, not {ROOT}")
@@ -139,7 +132,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             # forked workers: they carry the tree this child imported (a forkserver of
             # Python 3.11 ignores the parent's sys.path and imports the installed perfsim)
-            w1, calls, _, df1 = run(1, a.replications, Path(tmp), start_method="fork")
+            w1, calls, _, df1 = run(1, a.replications, Path(tmp), fork=True)
         print(json.dumps({"wall_s": w1, "cpu_s": float(df1["cpu_s"].sum()), "calls": calls}))
         return
     if a.against:
