@@ -39,7 +39,7 @@ from perfsim.planner.options import DEFAULT, PlanOptions
 from perfsim.planner.realign import PageTableMoveControl, try_realign_addr
 from perfsim.planner.result import MovePlan, MoveRequest
 from perfsim.planner.tables import CallTables
-from perfsim.planner.unmap import UnmapRegion, unmap_region, zap_spans
+from perfsim.planner.unmap import UnmapRegion, large_folio_spans, unmap_region, zap_spans
 from perfsim.planner.vma_remap import EXPAND, NO_RESIZE, SHRINK, MovedRange, VmaRemap
 from perfsim.profiles import Target
 
@@ -169,7 +169,8 @@ def _do_munmap(target: Target, space: AddressSpace, tables: CallTables, start: i
     ceiling = end if last.end > end else (vmas[j].start if j < len(vmas) else 0)
     forcing, not_anon = zap_spans(hit, start, end)
     region = UnmapRegion(start, end, floor, ceiling,
-                         (min(start, first.start), max(end, last.end)), forcing, not_anon)
+                         (min(start, first.start), max(end, last.end)), forcing, not_anon,
+                         large_folio_spans(hit, start, end, target.arch.page_shift))
     unmap_region(target, tables, region, log, phase, cpus=space.cpus,
                  lazy_cpus=space.lazy_cpus, options=options, closed_first=closed_first)
     return rest

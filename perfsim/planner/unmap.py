@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from perfsim.mm.build import file_offset_congruent
 from perfsim.mm.pagetable import (
     PMD_LEAF,
     PMD_NONE,
@@ -200,19 +201,117 @@ def folio_pte_runs(hit: int) -> int:
     return (hit & ~(hit << 1)).bit_count()
 
 
-def zap_batches_large_folio(target: Target, anon_split: bool) -> bool:
-    """Are the PTEs of this table zapped in batches (R24a)? Where the kernel batches
-    (``zap_pte_batching``: 6.9+, ``zap_present_ptes`` → ``folio_pte_batch``) and the PTEs
-    map one large folio: the anonymous THP :func:`split_for_zap` just split (its 512 PTEs
-    still map the 2 MiB folio; ``__split_huge_pmd`` does not split the folio). Before 6.9
-    (6.1, 6.6, 6.7) ``zap_pte_range`` zaps one PTE per step. Other large folios (mTHP
-    VMAs, a THP split by an earlier call) are not tracked by the page tables perfsim keeps
-    and are zapped one PTE per step."""
-    return anon_split and target.kernel.zap_pte_batching
+def zap_batches_large_folio(target: Target, large: bool) -> bool:
+    """Are the PTEs of this table that map a large folio zapped in batches (R24a)? Where the
+    kernel batches (``zap_pte_batching``: 6.9+, ``zap_present_ptes`` → ``folio_pte_batch``)
+    and perfsim knows the PTEs map a large folio (``large``): the anonymous THP
+    :func:`split_for_zap` just split (its 512 PTEs still map the 2 MiB folio;
+    ``__split_huge_pmd`` does not split the folio), or the folios of an mTHP VMA
+    (``Vma.folio_size``, where :func:`large_folio_spans` puts them). Before 6.9 (6.1, 6.6,
+    6.7) ``zap_pte_range`` zaps one PTE per step. Other large folios (a THP split by an
+    earlier call, page-cache folios of a file VMA without ``folio_size``) are not tracked
+    by the page tables perfsim keeps and are zapped one PTE per step."""
+    return large and target.kernel.zap_pte_batching
+
+
+def _every(step: int, ptrs: int) -> int:
+    """Bitmap of the in-table indexes ``0, step, 2 * step, ...`` below ``ptrs``."""
+    top = -(-ptrs // step) * step
+    return ((1 << top) - 1) // ((1 << step) - 1) & ((1 << ptrs) - 1)
+
+
+def whole_table_folio(ptrs: int) -> tuple[int, int]:
+    """The :func:`table_folios` of a PTE table whose PTEs all map one folio (the anonymous
+    THP :func:`split_for_zap` just split): every index large, one head at index 0."""
+    return (1 << ptrs) - 1, 1
+
+
+def large_folio_spans(vmas, start: int, end: int,
+                      page_shift: int) -> tuple[tuple[int, int, int], ...]:
+    """Where the PTEs of ``[start, end)`` map large (mTHP) folios, as ``(lo, hi,
+    folio_bytes)`` per VMA (in address order) with ``folio_size`` above a page: the part of
+    the range covered by the ``folio_size``-aligned ranges that lie wholly inside the VMA
+    (``thp_vma_suitable_order``; a file or shmem VMA only where its start and file offset are
+    congruent modulo the folio size), which is where the fault put them (perfsim's
+    population maps such a folio whole: :func:`~perfsim.mm.build.populate_vma`, the same
+    layout :func:`~perfsim.planner.batch.pte_batching_of` assumes for a move). Pages outside
+    are small folios. hugetlb VMAs are zapped by ``__unmap_hugepage_range``: none.
+
+    The folios are taken at the VMA's current bounds and at addresses aligned to their
+    size: a folio an earlier split or move left partly mapped, or moved by a distance that
+    is not a multiple of its size, is not tracked (its PTEs are zapped one per step).
+
+    >>> from perfsim.mm.vma import Vma
+    >>> large_folio_spans([Vma(0x1000, 0x40000, folio_size=0x10000)], 0x8000, 0x40000, 12)
+    ((65536, 262144, 65536),)
+    """
+    out = ()
+    for v in vmas:  # (a plain loop: an unmap touches one VMA or a few)
+        size = v.folio_size
+        if size <= (1 << page_shift) or v.backing == "hugetlb" or v.start >= end or v.end <= start:
+            continue
+        lo, hi = max(-(-v.start // size) * size, start), min(v.end // size * size, end)
+        if lo < hi and file_offset_congruent(v, size, page_shift):
+            out += ((lo, hi, size),)
+    return out
+
+
+def table_folios(spans: tuple[tuple[int, int, int], ...], base: int, page_shift: int,
+                 ptrs: int) -> tuple[int, int]:
+    """The large folios of :func:`large_folio_spans` in the PTE table at ``base``, as
+    ``(large, heads)`` bitmaps of its indexes: the PTEs mapping a large folio, and those
+    mapping a folio's first page (each folio is aligned to its size, so its first index is
+    a multiple of its pages; a folio larger than the table's span starts a batch at the
+    table's first index, where every ``zap_pte_range`` call starts one anyway).
+
+    >>> table_folios(((0x4000, 0x10000, 0x4000),), 0, 12, 16)   # 16 KiB folios from page 4
+    (65520, 4368)
+    """
+    large = heads = 0
+    t_end = base + (ptrs << page_shift)
+    for lo, hi, size in spans:
+        if hi <= base or lo >= t_end:
+            continue
+        a, b = (max(lo, base) - base) >> page_shift, (min(hi, t_end) - base) >> page_shift
+        span = range_mask(a, b)
+        large |= span
+        heads |= _every(min(size >> page_shift, ptrs), ptrs) & span
+    return large, heads
+
+
+def folio_pte_batch_starts(hit: int, large: int, heads: int) -> int:
+    """The PTEs of ``hit`` (cleared by one ``zap_pte_range`` call) that start a batch of
+    ``zap_present_ptes`` (6.9+), given the table's :func:`table_folios`: ``folio_pte_batch``
+    extends a batch over the following present PTEs of the same folio, so one starts at a
+    present PTE after a hole (or at the call's first: ``hit`` holds only the call's
+    PTEs), at a folio's first page (the batch of the folio before stops at its last page:
+    ``max_nr`` is cut at the folio's end) and at every PTE of a small folio
+    (``folio_test_large`` fails: one PTE per step). A zap that starts inside a folio makes a
+    partial first batch, one that ends inside it a partial last one.
+
+    >>> bin(folio_pte_batch_starts(0b1111_1111, 0b1111_0000, 0b0001_0000))
+    '0b11111'
+    """
+    return (hit & ~(hit << 1)) | (hit & heads) | (hit & ~large)
+
+
+def folio_pte_batches(hit: int, large: int, heads: int) -> tuple[int, int]:
+    """``(batches, batches of more than one PTE)`` ``zap_present_ptes`` makes of ``hit``
+    (:func:`folio_pte_batch_starts`); each batch of several PTEs is one two-slot gather
+    entry (``__tlb_remove_folio_pages``), each other one slot.
+
+    >>> folio_pte_batches(0b1111_1111, 0b1111_0000, 0b0001_0000)
+    (5, 1)
+    >>> folio_pte_batches(0b1011, *whole_table_folio(4))
+    (2, 1)
+    """
+    starts = folio_pte_batch_starts(hit, large, heads)
+    more = hit & ~starts  # PTEs that continue a batch
+    return starts.bit_count(), (starts & (more >> 1)).bit_count()
 
 
 def gather_zapped_ptes(target: Target, tlb: MmuGather, base: int, lo: int, hi: int, hit: int,
-                       forces: bool, folio: bool = False) -> None:
+                       forces: bool, folio: bool | tuple[int, int] = False) -> None:
     """One ``zap_pte_range`` call over in-slot pages ``[lo, hi)`` of the PTE table at
     ``base`` whose present PTEs ``hit`` it clears: each page joins the gather's batches;
     when they are full (:func:`~perfsim.planner.gather.pages_until_forced_flush`, with the
@@ -220,25 +319,31 @@ def gather_zapped_ptes(target: Target, tlb: MmuGather, base: int, lo: int, hi: i
     that PTE and goes on (``force_break``, ``goto retry``); a call that cleared a PTE
     :func:`zap_forces_flush` names flushes before it returns.
 
-    ``folio`` (:func:`zap_batches_large_folio`): the PTEs map one large folio and are
-    zapped run by run (:func:`folio_pte_runs`, ``zap_present_folio_ptes``); each run of
-    more than one PTE is one ``__tlb_remove_folio_pages`` entry of two slots (page and
-    count, ``ENCODED_PAGE_BIT_NR_PAGES_NEXT``; 6.9+), a lone PTE one slot, and the batches
-    are full (forced flush after that run) when a run's slots reach the room left."""
+    ``folio`` (where :func:`zap_batches_large_folio`): the table's large folios, as
+    :func:`table_folios` (``True``: the whole table is one folio, :func:`whole_table_folio`);
+    the PTEs are zapped batch by batch (:func:`folio_pte_batch_starts`,
+    ``zap_present_folio_ptes``); each batch of more than one PTE is one
+    ``__tlb_remove_folio_pages`` entry of two slots (page and count,
+    ``ENCODED_PAGE_BIT_NR_PAGES_NEXT``; 6.9+), a lone PTE one slot, and the batches are full
+    (forced flush after that batch) when a batch's slots reach the room left."""
     ps = target.arch.page_shift
     pos = lo
+    if folio is True:
+        folio = whole_table_folio(target.arch.ptrs_per_pte)
     if folio:
-        while hit:
-            s_ = (hit & -hit).bit_length() - 1
-            run = hit >> s_
-            n = (~run & (run + 1)).bit_length() - 1
+        starts = folio_pte_batch_starts(hit, *folio)
+        more = hit & ~starts
+        while starts:
+            s_ = (starts & -starts).bit_length() - 1
+            run = more >> (s_ + 1)
+            n = (~run & (run + 1)).bit_length()  # the first PTE and those continuing it
             e_ = s_ + n
             slots = 1 if n == 1 else 2
             room = pages_until_forced_flush(target, tlb.batched, forces)
-            hit &= ~((1 << e_) - 1)
+            starts &= starts - 1
             full = slots >= room
-            # (the range reaches the call's end after its last run, as the per-PTE path's)
-            tlb.gather_ptes(base + (pos << ps), base + ((e_ if hit or full else hi) << ps),
+            # (the range reaches the call's end after its last batch, as the per-PTE path's)
+            tlb.gather_ptes(base + (pos << ps), base + ((e_ if starts or full else hi) << ps),
                             slots, n, level="pte", delayed_rmap=forces, saved=n - 1)
             if full:
                 tlb.force_flush(target, base + (e_ << ps))
@@ -342,13 +447,16 @@ _PMD_NONE_ENTRY = (PMD_NONE, 0)
 
 def zap_range(target: Target, win: Window, start: int, end: int, tlb: MmuGather,
               forcing: tuple[tuple[int, int], ...] = (),
-              not_anon: tuple[tuple[int, int], ...] = ()) -> int:
+              not_anon: tuple[tuple[int, int], ...] = (),
+              folios: tuple[tuple[int, int, int], ...] = ()) -> int:
     """``unmap_vmas`` over ``[start, end)``: clear present entries; return the PTEs zapped
     (a huge PMD zapped whole is one entry the gather counts, R24; a huge PUD leaf counts
     its pages).
     ``forcing``: the parts of the range whose PTEs force a flush (:func:`zap_forces_flush`);
     ``not_anon``: the parts mapped by VMAs that are not anonymous (a huge PMD the range
-    covers only partly is split the way ``__split_huge_pmd`` splits it there).
+    covers only partly is split the way ``__split_huge_pmd`` splits it there);
+    ``folios``: where its PTEs map large folios (:func:`large_folio_spans`), zapped in
+    batches where :func:`zap_batches_large_folio`.
 
     Per slot only what can change something is done: a slot with no entry, or a PTE table
     with no present PTE (what a move leaves behind), has nothing to zap (its entry stays as
@@ -360,6 +468,7 @@ def zap_range(target: Target, win: Window, start: int, end: int, tlb: MmuGather,
     zapped = 0
     s0, s1 = start >> ms, (end - 1) >> ms
     leaves = PUD_LEAF in pud.values()  # (the zap changes no PUD entry before its last loop)
+    folios = folios if zap_batches_large_folio(target, bool(folios)) else ()
     for slot in range(s0, s1 + 1):
         ent = pmd.get(slot)
         if ent is None:
@@ -372,7 +481,7 @@ def zap_range(target: Target, win: Window, start: int, end: int, tlb: MmuGather,
         base = slot << ms
         lo = (start - base) >> ps if slot == s0 else 0
         hi = (end - base) >> ps if slot == s1 else ptrs
-        folio = False
+        folio: bool | tuple[int, int] = False
         if kind == PMD_LEAF:
             if zap_huge_pmd_whole(lo, hi, ptrs):
                 pmd.pop(slot)  # (counted by the gather: MmuGather.zap_huge_pmds, R24)
@@ -388,6 +497,9 @@ def zap_range(target: Target, win: Window, start: int, end: int, tlb: MmuGather,
         pmd[slot] = (PMD_TABLE, left) if hit else (kind, mask)
         if hit:
             zapped += hit.bit_count()
+            if folios and not folio:
+                lay = table_folios(folios, base, ps, ptrs)
+                folio = lay if lay[0] & hit else False
             for s_lo, s_hi, forces in zap_segments(lo, hi, base, ps, forcing):
                 gather_zapped_ptes(target, tlb, base, s_lo, s_hi, hit & range_mask(s_lo, s_hi),
                                    forces, folio)
@@ -510,11 +622,14 @@ class _Arrays:
 
 def _zap_pmd_entries(target: Target, arr: _Arrays, pt: PageTables, start: int, end: int,
                      tlb: MmuGather, spans: list, forcing: tuple[tuple[int, int], ...] = (),
-                     not_anon: tuple[tuple[int, int], ...] = ()) -> int:
+                     not_anon: tuple[tuple[int, int], ...] = (),
+                     folios: tuple[tuple[int, int, int], ...] = ()) -> int:
     """The PMD-level part of :func:`zap_range` on arrays; returns the PTEs zapped (the huge
     PMDs zapped whole are counted by the gather, as the walk counts them). Entries are
     gathered without Python work per entry unless the range holds PTEs that force a flush
-    or more pages than the gather's batches take; then entry by entry, by the same rules."""
+    or more pages than the gather's batches take; then entry by entry, by the same rules.
+    The PTE tables holding large folios (``folios``, :func:`large_folio_spans`) are counted
+    table by table (one distinct bitmap and folio layout once) where they are batched."""
     a = target.arch
     ps, ms, ptrs = a.page_shift, a.pmd_shift, a.ptrs_per_pte
     s0, s1 = start >> ms, (end - 1) >> ms
@@ -566,17 +681,37 @@ def _zap_pmd_entries(target: Target, arr: _Arrays, pt: PageTables, start: int, e
     for k, rid, m in zip(edge_pos, ids, edge_ints):
         new_row[k] = rid if m else 0
     hit_pte = (hits > 0) & ~leaf_whole
-    # a split anonymous THP's PTEs are zapped run by run where the kernel batches (R24a):
-    # one slot per lone PTE, two per longer run; saved: PTEs after each run's first
-    folio_at = {k for k, anon in split_at.items()
-                if anon and edge_hit.get(k) and zap_batches_large_folio(target, True)}
+    # the PTEs of a large folio are zapped batch by batch where the kernel batches (R24a):
+    # a split anonymous THP's table is one folio, an mTHP VMA's tables hold its folios
+    # (table_folios); one slot per lone PTE, two per longer batch; saved: PTEs after each
+    # batch's first
+    folio_at: dict[int, tuple[int, int]] = {}
+    if zap_batches_large_folio(target, True):
+        whole_folio = whole_table_folio(ptrs)
+        for k, anon in split_at.items():
+            if anon and edge_hit.get(k):
+                folio_at[k] = whole_folio
+        if folios:
+            near = np.zeros(len(idx), bool)
+            for f0, f1, _ in folios:
+                near |= (base < f1) & (base + a.pmd_size > f0)
+            for k in np.flatnonzero(near & hit_pte).tolist():
+                if k not in split_at:
+                    lay = table_folios(folios, int(base[k]), ps, ptrs)
+                    h = edge_hit[k] if k in edge_hit else _words_to_int(arr.masks[row[k]])
+                    if lay[0] & h:
+                        folio_at[k] = lay
     slots_less = saved = 0
-    for k in folio_at:
-        h = edge_hit[k]
-        n, runs = h.bit_count(), folio_pte_runs(h)
-        lone = (h & ~(h << 1) & ~(h >> 1)).bit_count()
-        saved += n - runs
-        slots_less += n - (lone + 2 * (runs - lone))
+    counted: dict[tuple, tuple[int, int]] = {}
+    for k, lay in folio_at.items():
+        h = edge_hit[k] if k in edge_hit else _words_to_int(arr.masks[row[k]])
+        key = (h, lay)
+        if key not in counted:
+            n, (runs, multi) = h.bit_count(), folio_pte_batches(h, *lay)
+            counted[key] = (n - runs, n - (runs + multi))
+        dsaved, dslots = counted[key]
+        saved += dsaved
+        slots_less += dslots
     entries = int(hits[hit_pte].sum()) - slots_less + int(np.count_nonzero(leaf_whole))
     in_range = [f for f in forcing if f[0] < end and f[1] > start]
     if in_range or entries >= pages_until_forced_flush(target, tlb.batched, False):
@@ -592,7 +727,7 @@ def _zap_pmd_entries(target: Target, arr: _Arrays, pt: PageTables, start: int, e
             h = edge_hit[k] if k in edge_hit else _words_to_int(arr.masks[row[k]])
             for s_lo, s_hi, forces in zap_segments(int(lo[k]), int(hi[k]), b, ps, tuple(in_range)):
                 gather_zapped_ptes(target, tlb, b, s_lo, s_hi, h & range_mask(s_lo, s_hi), forces,
-                                   k in folio_at)
+                                   folio_at.get(k, False))
     else:
         for k in sorted(split_at):
             tlb.split_huge_pmd(int(base[k]))
@@ -686,12 +821,14 @@ def _free_arrays(target: Target, arr: _Arrays, start: int, end: int, floor: int,
 def unmap_arrays(target: Target, pt: PageTables, start: int, end: int, floor: int,
                  ceiling: int, win_start: int, win_end: int, tlb: MmuGather,
                  forcing: tuple[tuple[int, int], ...] = (),
-                 not_anon: tuple[tuple[int, int], ...] = (), *, closed: bool = True,
+                 not_anon: tuple[tuple[int, int], ...] = (),
+                 folios: tuple[tuple[int, int, int], ...] = (), *, closed: bool = True,
                  closed_only: bool = False):
     """:func:`zap_range` then :func:`free_pgd_range` on the arrays of ``pt``, with no Python
     work per PMD slot (except where :func:`_zap_pmd_entries` needs it). ``[win_start,
     win_end)`` is the range the walk's window would cover (its PUD-slot rounding bounds what
-    the top-level test can see); ``forcing`` and ``not_anon`` as for :func:`zap_range`.
+    the top-level test can see); ``forcing``, ``not_anon`` and ``folios`` as for
+    :func:`zap_range`.
     A range of empty PTE tables (the source after a move) is unmapped in closed form
     (:func:`~perfsim.planner.fast_unmap.unmap_moved_source`) unless ``closed`` is False;
     with ``closed_only``, any other range returns None (the caller walks it).
@@ -705,7 +842,8 @@ def unmap_arrays(target: Target, pt: PageTables, start: int, end: int, floor: in
             return out
     arr = _Arrays.of(pt)
     spans: list[tuple[int, int]] = []
-    zapped = _zap_pmd_entries(target, arr, pt, start, end, tlb, spans, forcing, not_anon)
+    zapped = _zap_pmd_entries(target, arr, pt, start, end, tlb, spans, forcing, not_anon,
+                              folios)
     zapped += _zap_pud_leaves(target, arr, start, end, tlb, spans)
     for s, e in spans:
         tlb.adjust(s, e)
@@ -724,8 +862,9 @@ class UnmapRegion:
     ``ceiling`` (start of the next VMA, 0 if none), as ``free_pgtables`` does; ``span`` covers
     the VMAs the range touches (the part of the page tables the walk may read); ``forcing``
     holds, in address order, the part of ``[start, end)`` of each VMA whose present PTEs
-    force a flush when zapped (:func:`vma_zap_forces_flush`) and ``not_anon`` that of each
-    VMA that is not anonymous (``vma_is_anonymous``: not ``anon`` backing)."""
+    force a flush when zapped (:func:`vma_zap_forces_flush`), ``not_anon`` that of each
+    VMA that is not anonymous (``vma_is_anonymous``: not ``anon`` backing) and ``folios``
+    where the range's PTEs map large (mTHP) folios (:func:`large_folio_spans`)."""
 
     start: int
     end: int
@@ -734,6 +873,7 @@ class UnmapRegion:
     span: tuple[int, int]
     forcing: tuple[tuple[int, int], ...] = ()
     not_anon: tuple[tuple[int, int], ...] = ()
+    folios: tuple[tuple[int, int, int], ...] = ()
 
 
 def _spans_of(vmas, start: int, end: int, keep) -> tuple[tuple[int, int], ...]:
@@ -800,10 +940,12 @@ def unmap_region(target: Target, tables: CallTables, region: UnmapRegion, log: S
             # (a declined closed form leaves tlb untouched: the walk then starts afresh)
             got = unmap_arrays(target, tables.value(), start, end, region.floor,
                                region.ceiling, region.span[0], region.span[1], tlb,
-                               region.forcing, region.not_anon, closed_only=few)
+                               region.forcing, region.not_anon, region.folios,
+                               closed_only=few)
     if got is None:
         win = tables.window(*region.span)
-        zapped = zap_range(target, win, start, end, tlb, region.forcing, region.not_anon)
+        zapped = zap_range(target, win, start, end, tlb, region.forcing, region.not_anon,
+                           region.folios)
         freed = free_pgd_range(target, win, start, end, region.floor, region.ceiling, tlb,
                                visible=region.span)
     else:
