@@ -363,3 +363,36 @@ def test_the_walk_and_the_array_driver_agree_on_random_mthp_unmaps(seed):
     assert len(rw) == len(ra)
     for name in S.ADDR_COLUMNS + S.INT_COLUMNS:
         assert list(rw.col(name)) == list(ra.col(name)), name
+
+
+@pytest.mark.host
+def test_live_zap_survey_puts_the_mthp_setting_back_when_terminated(tmp_path):
+    """The tool sets hugepages-64kB/enabled to "always" only for its run: a SIGTERM in the
+    middle of it (a 256 MiB survey takes seconds) leaves the setting as it found it."""
+    import signal
+    import time
+
+    reason = _live_reason()
+    if reason:
+        pytest.skip(reason)
+    exe = tmp_path / "zs"
+    subprocess.run(["cc", "-O2", "-o", str(exe), str(ROOT / "probes/calibrate/zap_survey.c")],
+                   check=True)
+    before = Path(MTHP_64K).read_text()
+    if "[always]" in before:
+        pytest.skip("hugepages-64kB is already 'always': nothing to see put back")
+    proc = subprocess.Popen([str(exe), "anon", "w", "shrink", str(256 * M), "m64"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 10
+        while "[always]" not in Path(MTHP_64K).read_text() and proc.poll() is None:
+            assert time.monotonic() < deadline, "the tool never set hugepages-64kB"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGTERM, proc.stderr.read()  # stopped mid-run
+    assert Path(MTHP_64K).read_text() == before
