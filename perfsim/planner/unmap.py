@@ -198,7 +198,8 @@ def folio_pte_runs(hit: int) -> int:
     >>> folio_pte_runs(0b1111), folio_pte_runs(0b1011), folio_pte_runs(0)
     (1, 2, 0)
     """
-    return (hit & ~(hit << 1)).bit_count()
+    # (:func:`folio_pte_batch_starts` with every PTE large and one folio head, the first)
+    return folio_pte_batch_starts(hit, -1, 1).bit_count()
 
 
 def zap_batches_large_folio(target: Target, large: bool) -> bool:
