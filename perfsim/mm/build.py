@@ -161,6 +161,23 @@ def thp_suitable(vma: Vma, addr: int, size: int, page_shift: int) -> bool:
     return file_offset_congruent(vma, size, page_shift)
 
 
+def large_folio_bounds(vma: Vma, size: int, page_shift: int) -> tuple[int, int] | None:
+    """Where ``vma``'s folios of ``size`` bytes can lie: ``(lo, hi)``, the ``size``-aligned
+    ranges wholly inside the VMA (``thp_vma_suitable_order`` for each of them: inside the
+    VMA, and for a file or shmem mapping its start and file offset congruent modulo
+    ``size``); None where there is none. The one place the population (a fault maps such a
+    folio whole), the move's PTE batching (R16g) and the zap's folio batches (R24a) take
+    the layout of a VMA's large folios from.
+
+    >>> large_folio_bounds(Vma(0x1000, 0x40000), 0x10000, 12)
+    (65536, 262144)
+    """
+    lo, hi = -(-vma.start // size) * size, vma.end // size * size
+    if hi <= lo or not file_offset_congruent(vma, size, page_shift):
+        return None
+    return lo, hi
+
+
 def file_offset_congruent(vma: Vma, size: int, page_shift: int) -> bool:
     """``thp_vma_suitable_order``'s file test: anon always; a file or shmem VMA only when
     ``vm_start`` and ``vm_pgoff`` are congruent modulo ``size``."""
@@ -240,9 +257,10 @@ def _whole_folios(pt: PageTables, vma: Vma, size: int, *, huge: bool) -> PageTab
     """Where the pattern touched a page of a suitable ``size``-aligned range of ``vma``, the
     fault mapped the whole folio: a PMD leaf (``huge``) or all its PTEs (an mTHP folio)."""
     a = pt.arch
-    lo, hi = -(-vma.start // size) * size, vma.end // size * size
-    if hi <= lo or not thp_suitable(vma, lo, size, a.page_shift):
+    bounds = large_folio_bounds(vma, size, a.page_shift)
+    if bounds is None:
         return pt
+    lo, hi = bounds
     ps, ptrs = a.page_shift, a.ptrs_per_pte
     full = (1 << ptrs) - 1
     fpages = size >> ps

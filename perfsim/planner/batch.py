@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from perfsim.mm.build import file_offset_congruent
+from perfsim.mm.build import large_folio_bounds
 from perfsim.mm.vma import Vma
 from perfsim.profiles import Target
 
@@ -85,18 +85,17 @@ def pte_batching_of(target: Target, vma: Vma) -> PteBatching:
     arch = target.arch
     ps = arch.page_shift
     folio_pages = max(vma.folio_size >> ps, 1)
-    if mode == "none" or folio_pages <= 1 or not file_offset_congruent(vma, vma.folio_size, ps):
+    if mode == "none" or folio_pages <= 1:
+        return NO_BATCHING
+    bounds = large_folio_bounds(vma, vma.folio_size, ps)
+    if bounds is None:
         return NO_BATCHING
     cont = 0
     if mode == "hint":
         cont = arch.contpte_entries
         if cont <= 1 or folio_pages < cont:
             return NO_BATCHING
-    first = -(-(vma.start >> ps) // folio_pages) * folio_pages
-    end = (vma.end >> ps) // folio_pages * folio_pages
-    if end <= first:
-        return NO_BATCHING
-    return PteBatching(folio_pages, cont, first, end)
+    return PteBatching(folio_pages, cont, bounds[0] >> ps, bounds[1] >> ps)
 
 
 def pte_batch_hint(table_bits: int, idx: int, cont_entries: int) -> int:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from perfsim.mm.build import file_offset_congruent
+from perfsim.mm.build import large_folio_bounds
 from perfsim.mm.pagetable import (
     PMD_LEAF,
     PMD_NONE,
@@ -251,9 +251,9 @@ def large_folio_spans(vmas, start: int, end: int,
         size = v.folio_size
         if size <= (1 << page_shift) or v.backing == "hugetlb" or v.start >= end or v.end <= start:
             continue
-        lo, hi = max(-(-v.start // size) * size, start), min(v.end // size * size, end)
-        if lo < hi and file_offset_congruent(v, size, page_shift):
-            out += ((lo, hi, size),)
+        bounds = large_folio_bounds(v, size, page_shift)
+        if bounds is not None and max(bounds[0], start) < min(bounds[1], end):
+            out += ((max(bounds[0], start), min(bounds[1], end), size),)
     return out
 
 
