@@ -280,14 +280,20 @@ def _live_reason() -> str | None:
     return None
 
 
-@pytest.mark.host
-def test_live_mthp_shrinks_are_mthp_and_flush_as_planned(tmp_path):
+def _built_survey(tmp_path) -> Path:
+    """zap_survey built in ``tmp_path``, or the test skipped with :func:`_live_reason`."""
     reason = _live_reason()
     if reason:
         pytest.skip(reason)
     exe = tmp_path / "zs"
     subprocess.run(["cc", "-O2", "-o", str(exe), str(ROOT / "probes/calibrate/zap_survey.c")],
                    check=True)
+    return exe
+
+
+@pytest.mark.host
+def test_live_mthp_shrinks_are_mthp_and_flush_as_planned(tmp_path):
+    exe = _built_survey(tmp_path)
     before = Path(MTHP_64K).read_text()
     out = subprocess.run([str(exe), "anon", "w", "shrink", str(64 * M), "m64"], check=True,
                          capture_output=True, text=True).stdout
@@ -372,12 +378,7 @@ def test_live_zap_survey_puts_the_mthp_setting_back_when_terminated(tmp_path):
     import signal
     import time
 
-    reason = _live_reason()
-    if reason:
-        pytest.skip(reason)
-    exe = tmp_path / "zs"
-    subprocess.run(["cc", "-O2", "-o", str(exe), str(ROOT / "probes/calibrate/zap_survey.c")],
-                   check=True)
+    exe = _built_survey(tmp_path)
     before = Path(MTHP_64K).read_text()
     if "[always]" in before:
         pytest.skip("hugepages-64kB is already 'always': nothing to see put back")
