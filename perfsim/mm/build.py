@@ -155,10 +155,8 @@ def thp_suitable(vma: Vma, addr: int, size: int, page_shift: int) -> bool:
     mapped by one folio of that size? It must lie inside the VMA, and for a file or shmem
     mapping the VMA's start and its file offset must be congruent modulo ``size`` (else the
     page cache's aligned folio would map at an unaligned address). Versions: 5.x–6.18."""
-    haddr = addr - addr % size
-    if haddr < vma.start or haddr + size > vma.end:
-        return False
-    return file_offset_congruent(vma, size, page_shift)
+    bounds = large_folio_bounds(vma, size, page_shift)
+    return bounds is not None and bounds[0] <= addr - addr % size < bounds[1]
 
 
 def large_folio_bounds(vma: Vma, size: int, page_shift: int) -> tuple[int, int] | None:
