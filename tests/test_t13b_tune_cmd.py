@@ -227,6 +227,32 @@ def test_ctrl_c_at_the_terminal_leaves_no_process_and_no_report(tmp_path):
     assert alive == [], alive
 
 
+def test_a_worker_killed_from_outside_is_one_line_and_no_report(tmp_path):
+    """A pool worker SIGKILLed mid-run (the OOM killer, an operator): one line saying so, exit
+    1, no traceback and no report; the command waits a moment first, in case the death was a
+    Ctrl-C on its way to this process too (then it reads as an interrupt, above)."""
+    import signal
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "perfsim", "tune", "--workload", "ipi_storm", "--knob",
+         "arch.tlb.single_page_flush_ceiling=0,8,33,64,128,512", "--replications", "20",
+         "--executor", "process:2", "--out", "reps"], cwd=tmp_path,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    t0 = time.monotonic()
+    while len(_children(proc.pid)) < 3:  # the figure process (made first) and two workers
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() - t0 < 120, "the pool never started"
+        time.sleep(0.05)
+    os.kill(max(_children(proc.pid)), signal.SIGKILL)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, (proc.returncode, err)
+    assert "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith("perfsim: error: a worker process ended abruptly"), err
+    assert not (tmp_path / "reps").exists() or not any((tmp_path / "reps").iterdir())
+
+
 def test_t_quantiles_from_the_figure_process_are_scipys_here():
     from perfsim.batch.stats import t_quantile
     from perfsim.report.figure_process import FigureProcess

@@ -33,7 +33,8 @@ realignment, errno) and what they cost (TLB flushes, IPIs, rmap locks, table pag
 
 EXIT_STATUS: dict[int, str] = {
     0: "success (also when the simulated kernel returns an errno: that is the answer)",
-    1: "internal error: a bug in perfsim; the traceback is shown, please report it",
+    1: "internal error: a bug in perfsim; the traceback is shown, please report it (or, "
+       "in one line, a worker process killed from outside)",
     2: 'bad input: one line "perfsim: error: ..." naming the file, flag or field; nothing '
        "is written",
     130: "interrupted (Ctrl-C): nothing half-written is left behind",
@@ -264,6 +265,30 @@ def exit_without_teardown(status: int) -> None:
     os._exit(status)
 
 
+def _is_broken_pool(exc: BaseException) -> bool:
+    """Whether ``exc`` is a process pool's "a child process terminated abruptly" (looked up
+    only if the pool's module was ever imported: nothing else can raise it)."""
+    pool = sys.modules.get("concurrent.futures.process")
+    return pool is not None and isinstance(exc, pool.BrokenProcessPool)
+
+
+def _worker_lost() -> int:
+    """A pool worker ended abruptly. Ctrl-C at a terminal signals the whole process group;
+    the pool can see its workers die of it before this process's own KeyboardInterrupt is
+    raised, so the signal is given a moment to land and an interrupt reads as one."""
+    import time
+
+    try:
+        time.sleep(1.0)
+    except KeyboardInterrupt:
+        print("perfsim: interrupted", file=sys.stderr)
+        return 130
+    print("perfsim: error: a worker process ended abruptly (killed from outside, or out of "
+          "memory); no result was written; run again, perhaps with fewer workers",
+          file=sys.stderr)
+    return 1
+
+
 def _main(argv: Sequence[str] | None) -> int:
     try:
         words = list(sys.argv[1:] if argv is None else argv)
@@ -300,7 +325,9 @@ def _main(argv: Sequence[str] | None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
-    except Exception:  # a bug in perfsim, not a user mistake: keep the traceback
+    except Exception as exc:  # a bug in perfsim, not a user mistake: keep the traceback
+        if _is_broken_pool(exc):
+            return _worker_lost()
         traceback.print_exc()
         print(f"perfsim: internal error (perfsim {__version__}); this is a bug, please report "
               "it with the traceback above", file=sys.stderr)
