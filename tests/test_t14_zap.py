@@ -110,15 +110,17 @@ def test_the_fit_separates_zap_pte_ns_on_synthetic_data_from_known_parameters():
     assert lo <= 330 * 1.05 and hi >= 330 * 0.95
 
 
-SHIPPED = ("x86_64-generic", "kvm-host", "kvm-epyc", "arm64-generic")
+SHIPPED = ("x86_64-generic", "kvm-host", "kvm-epyc", "kvm-xeon", "arm64-generic")
 
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_no_shipped_profile_prices_a_zapped_page_at_the_old_assumption(name):
+    """The old guess was 10 ns a page; the two machines measured since price one at 252 ns
+    (kvm-epyc) and 65 ns (kvm-xeon)."""
     prof = load_cost_profile(name)
     ns = prof.value("zap_pte_ns")
     src = _source(prof, "zap_pte_ns")
-    assert ns not in (10, 24) and ns >= 100, (name, ns)
+    assert ns not in (10, 24) and ns >= 50, (name, ns)
     assert not src.lower().startswith("assumption") and "measure" in src, src
 
 
@@ -162,10 +164,15 @@ def test_a_shrink_of_written_anon_memory_is_priced_within_a_factor_of_the_measur
 def test_live_a_shrink_of_written_anon_memory_is_priced_within_a_factor_of_2():
     from perfsim.calibrate.timer import build_timer, run_timer
 
+    from helpers import profile_of_this_machine
+
+    name, why = profile_of_this_machine()
+    if name is None:
+        pytest.skip(why)
     c = Config("pmd_aligned", 16 * MiB, op="shrink", group="zap")
     lines = run_timer(build_timer(), c, 7)
     measured = float(np.median([h["latency_ns"] for h in lines[2:]]))
-    prof = load_cost_profile("kvm-epyc")
+    prof = load_cost_profile(name)
     planned = plan_all([(c, *_addrs(c))], prof)
     got = predict(planned[c.id].plan, prof).predicted_ns
     assert measured / 2 <= got <= measured * 2, (got, measured)
