@@ -196,6 +196,15 @@ def _children(pid: int) -> list[int]:
     return [int(c) for c in text.split()]
 
 
+def _tune_with_a_pool(tmp_path) -> subprocess.Popen:
+    """A tune long enough to interrupt, on a 2-worker pool, in its own process group."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "perfsim", "tune", "--workload", "ipi_storm", "--knob",
+         "arch.tlb.single_page_flush_ceiling=0,8,33,64,128,512", "--replications", "20",
+         "--executor", "process:2", "--out", "reps"], cwd=tmp_path,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
 def test_ctrl_c_at_the_terminal_leaves_no_process_and_no_report(tmp_path):
     """SIGINT to the whole process group (what Ctrl-C at a terminal does): the command, its
     figure process and its pool's workers all stop; no report; the figure process says
@@ -205,11 +214,7 @@ def test_ctrl_c_at_the_terminal_leaves_no_process_and_no_report(tmp_path):
     import signal
     import time
 
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "perfsim", "tune", "--workload", "ipi_storm", "--knob",
-         "arch.tlb.single_page_flush_ceiling=0,8,33,64,128,512", "--replications", "20",
-         "--executor", "process:2", "--out", "reps"], cwd=tmp_path,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = _tune_with_a_pool(tmp_path)
     t0 = time.monotonic()
     while len(_children(proc.pid)) < 3:  # the figure process and two workers
         assert proc.poll() is None, proc.communicate()
@@ -234,11 +239,7 @@ def test_a_worker_killed_from_outside_is_one_line_and_no_report(tmp_path):
     import signal
     import time
 
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "perfsim", "tune", "--workload", "ipi_storm", "--knob",
-         "arch.tlb.single_page_flush_ceiling=0,8,33,64,128,512", "--replications", "20",
-         "--executor", "process:2", "--out", "reps"], cwd=tmp_path,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = _tune_with_a_pool(tmp_path)
     t0 = time.monotonic()
     while len(_children(proc.pid)) < 3:  # the figure process (made first) and two workers
         assert proc.poll() is None, proc.communicate()
