@@ -35,27 +35,16 @@ def plan(src, dst, length, *, kernel="6.18", arch="x86_64", guard_below_src=Fals
 LIVE_PROFILES = ("kvm-epyc", "kvm-xeon")
 
 
-def cpu_model() -> str:
-    """``/proc/cpuinfo``'s first ``model name`` ("" without one)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
-
-
 def profile_of_this_machine() -> tuple[str | None, str]:
     """``(name, why)``: the first of :data:`LIVE_PROFILES` whose recorded ``machine`` names
     this CPU's model, or ``(None, the reason a live test skips)``."""
     from perfsim.cost import load_cost_profile
+    from perfsim.host.measure import host_info
 
-    model = cpu_model()
+    model = host_info()["cpu_model"]
     for name in LIVE_PROFILES:
         cpu = load_cost_profile(name).machine.split(",")[0].strip()
-        if model and cpu and model.startswith(cpu):
+        if cpu and model.startswith(cpu):
             return name, f"{name} was fitted on a {cpu}"
-    return None, (f"no shipped cost profile was fitted on a CPU like this one ({model or 'unknown'}"
-                  "); fit one with perfsim calibrate")
+    return None, (f"no shipped cost profile was fitted on a CPU like this one ({model}); fit "
+                  "one with perfsim calibrate")

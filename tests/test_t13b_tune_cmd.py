@@ -197,12 +197,21 @@ def _children(pid: int) -> list[int]:
 
 
 def _tune_with_a_pool(tmp_path) -> subprocess.Popen:
-    """A tune long enough to interrupt, on a 2-worker pool, in its own process group."""
-    return subprocess.Popen(
+    """A tune long enough to interrupt, in its own process group, returned once its figure
+    process (made first) and its 2-worker pool are running."""
+    import time
+
+    proc = subprocess.Popen(
         [sys.executable, "-m", "perfsim", "tune", "--workload", "ipi_storm", "--knob",
          "arch.tlb.single_page_flush_ceiling=0,8,33,64,128,512", "--replications", "20",
          "--executor", "process:2", "--out", "reps"], cwd=tmp_path,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    t0 = time.monotonic()
+    while len(_children(proc.pid)) < 3:  # the figure process and two workers
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() - t0 < 120, "the pool never started"
+        time.sleep(0.05)
+    return proc
 
 
 def test_ctrl_c_at_the_terminal_leaves_no_process_and_no_report(tmp_path):
@@ -215,11 +224,6 @@ def test_ctrl_c_at_the_terminal_leaves_no_process_and_no_report(tmp_path):
     import time
 
     proc = _tune_with_a_pool(tmp_path)
-    t0 = time.monotonic()
-    while len(_children(proc.pid)) < 3:  # the figure process and two workers
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() - t0 < 120, "the pool never started"
-        time.sleep(0.05)
     family = [proc.pid, *_children(proc.pid)]
     os.killpg(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=60)
@@ -237,14 +241,8 @@ def test_a_worker_killed_from_outside_is_one_line_and_no_report(tmp_path):
     1, no traceback and no report; the command waits a moment first, in case the death was a
     Ctrl-C on its way to this process too (then it reads as an interrupt, above)."""
     import signal
-    import time
 
     proc = _tune_with_a_pool(tmp_path)
-    t0 = time.monotonic()
-    while len(_children(proc.pid)) < 3:  # the figure process (made first) and two workers
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() - t0 < 120, "the pool never started"
-        time.sleep(0.05)
     os.kill(max(_children(proc.pid)), signal.SIGKILL)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 1, (proc.returncode, err)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -81,8 +80,10 @@ def _live_reason() -> str | None:
     thp = Path("/sys/kernel/mm/transparent_hugepage/enabled")
     if not thp.exists() or "[never]" in thp.read_text():
         return "no THP here (transparent_hugepage/enabled missing or 'never')"
-    if shutil.which("cc") is None:
-        return "needs a C compiler (cc) to build probes/calibrate/zap_survey.c"
+    from perfsim.calibrate.cbuild import c_compiler
+
+    if c_compiler() is None:
+        return "needs a C compiler (gcc or cc) to build probes/calibrate/zap_survey.c"
     return None
 
 

@@ -32,11 +32,9 @@ import datetime
 import json
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -49,16 +47,6 @@ class Usage(Exception):
     """A bad argument or a machine this cannot measure on: one line, exit 2."""
 
 
-def _cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def measure(rounds: int, sizes=SIZES, exe: str | None = None) -> dict:
     """The survey: ``rounds`` rounds of every size, each a median of 11 calls (ns)."""
     if not os.path.exists(THP_ENABLED):
@@ -66,37 +54,35 @@ def measure(rounds: int, sizes=SIZES, exe: str | None = None) -> dict:
     thp = Path(THP_ENABLED).read_text().strip()
     if "[never]" in thp:
         raise Usage(f"THP is 'never' here ({THP_ENABLED}: {thp}): MADV_HUGEPAGE gets no huge PMD")
-    tmp = None
     if exe is None:
-        cc = shutil.which("cc") or shutil.which("gcc")
-        if cc is None:
-            raise Usage("needs a C compiler (cc) to build probes/calibrate/zap_survey.c")
-        tmp = tempfile.TemporaryDirectory()
-        exe = os.path.join(tmp.name, "zap_survey")
-        subprocess.run([cc, "-O2", "-o", exe, str(HERE / "zap_survey.c")], check=True)
+        from perfsim.calibrate.cbuild import build_c_program
+        from perfsim.errors import PerfsimError
+
+        try:
+            exe = str(build_c_program(HERE / "zap_survey.c", "zap_survey", "zap_survey"))
+        except PerfsimError as exc:
+            raise Usage(str(exc)) from None
     out = []
-    try:
-        for r in range(rounds):
-            at = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-            med = []
-            for s in sizes:
-                line = subprocess.run([exe, "anon", "w", "shrink", str(s), "1"], check=True,
-                                      capture_output=True, text=True).stdout
-                fields = dict(w.split("=", 1) for w in line.split() if "=" in w)
-                med.append(int(fields["median_ns"]))
-            out.append({"at": at, "median_ns": med})
-            print(f"round {r + 1}/{rounds} ({at}): " + ", ".join(f"{v / 1e3:.1f}" for v in med)
-                  + " us", file=sys.stderr)
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
+    for r in range(rounds):
+        at = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        med = []
+        for s in sizes:
+            line = subprocess.run([exe, "anon", "w", "shrink", str(s), "1"], check=True,
+                                  capture_output=True, text=True).stdout
+            fields = dict(w.split("=", 1) for w in line.split() if "=" in w)
+            med.append(int(fields["median_ns"]))
+        out.append({"at": at, "median_ns": med})
+        print(f"round {r + 1}/{rounds} ({at}): " + ", ".join(f"{v / 1e3:.1f}" for v in med)
+              + " us", file=sys.stderr)
     load = os.getloadavg()
+    from perfsim.host.measure import host_info
+
     return {
         "what": "zap_survey medians (median of 11 calls each, ns) of THP shrinks: "
                 "mremap(p, 2*SIZE, SIZE, 0) of written anonymous memory with MADV_HUGEPAGE, "
                 "the tail SIZE bytes zapped as SIZE/2 MiB huge PMDs (zap_huge_pmd)",
         "command": "python probes/calibrate/thp_zap_fit.py (zap_survey anon w shrink SIZE_BYTES 1)",
-        "machine": f"{_cpu_model()}, {os.cpu_count()} CPUs, Linux {platform.release()}, "
+        "machine": f"{host_info()['cpu_model']}, {os.cpu_count()} CPUs, Linux {platform.release()}, "
                    f"THP enabled {thp.split('[')[1].split(']')[0]!r}",
         "date": f"{out[0]['at']} - {out[-1]['at']}",
         "load": "load average after: " + ", ".join(f"{x:.2f}" for x in load),
