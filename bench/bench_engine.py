@@ -99,9 +99,14 @@ def _one_call(target, profile, plan):
 def simulate_1g(target, profile, reps: int = 5) -> dict:
     setup, plan_t, cost_t, eng_t, plan_cpu, eng_cpu = [], [], [], [], [], []
     collector = CollectorTime()
+    plans, results = [], []
     # One untimed repetition first, as the real kernel's timing has (measure_shape's
     # warmup=1): the first call in a process imports the planner's and engine's lazily
     # loaded modules and fills their per-target tables (about 4 ms of plan CPU here).
+    # Each repetition is what a simulation does with the move, plan then simulate(), and
+    # nothing else: the cost model's row_costs is timed on its own in a second loop, since
+    # a row_costs call between the two (its arrays made and freed) made the next plan and
+    # simulate() about 25 % slower (2026-12-02, docs/throughput.md "Thirteenth pass").
     for rep in range(-1, reps):
         t0 = time.perf_counter()
         space = AddressSpace((Vma(SRC, SRC + GiB, name="heap"),),
@@ -111,23 +116,26 @@ def simulate_1g(target, profile, reps: int = 5) -> dict:
         plan = plan_mremap(space, MoveRequest(old_addr=SRC, old_len=GiB, new_addr=DST), target)
         c2 = time.process_time()
         t2 = time.perf_counter()
-        rc = row_costs(plan, profile, cpus=1)
-        t3 = time.perf_counter()
         c3 = time.process_time()
         with collector:
             res = _one_call(target, profile, plan)
         c4 = time.process_time()
         t4 = time.perf_counter()
-        assert int(res.calls.latency_ns[0]) == int(rc.total.sum())
         if rep < 0:
             collector.total_s = 0.0
             continue
+        plans.append(plan)
+        results.append(res)
         setup.append(t1 - t0)
         plan_t.append(t2 - t1)
-        cost_t.append(t3 - t2)
-        eng_t.append(t4 - t3)
+        eng_t.append(t4 - t2)
         plan_cpu.append(c2 - c1)
         eng_cpu.append(c4 - c3)
+    for plan, res in zip(plans, results, strict=True):
+        t2 = time.perf_counter()
+        rc = row_costs(plan, profile, cpus=1)
+        cost_t.append(time.perf_counter() - t2)
+        assert int(res.calls.latency_ns[0]) == int(rc.total.sum())
     med = {k: statistics.median(v) for k, v in
            (("setup_s", setup), ("plan_s", plan_t), ("cost_s", cost_t), ("engine_s", eng_t),
             ("plan_cpu_s", plan_cpu), ("engine_cpu_s", eng_cpu))}
