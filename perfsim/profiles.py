@@ -15,6 +15,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
@@ -320,8 +321,30 @@ def load_arch(name_or_path: str) -> ArchProfile:
 
 
 def load_kernel(name_or_path: str) -> KernelProfile:
-    """Load a kernel profile by built-in name (``6.6``, ``6.18``, ...) or TOML path."""
-    return _load("kernels", name_or_path, KernelProfile, kernel_names(), "kernel profile")
+    """Load a kernel profile by built-in name (``6.6``, ``6.18``, ...) or TOML path. An
+    unknown version between two profiles says which two (docs/kernels.md says what
+    changed between them)."""
+    names = kernel_names()
+    try:
+        return _load("kernels", name_or_path, KernelProfile, names, "kernel profile")
+    except PerfsimError as exc:
+        between = _bracket(name_or_path, names)
+        if between is None:
+            raise
+        raise PerfsimError(f"{exc}; {name_or_path} lies between the profiles {between[0]} "
+                           f"and {between[1]} (docs/kernels.md: what changed between "
+                           "them)") from None
+
+
+def _bracket(name, names: list[str]) -> tuple[str, str] | None:
+    """The profiles just below and just above the version ``name`` (``MAJOR.MINOR``), or
+    None when it is not such a version or not between two of ``names`` (in version order)."""
+    if not isinstance(name, str) or re.fullmatch(r"\d+\.\d+", name) is None:
+        return None
+    v = tuple(int(x) for x in name.split("."))
+    below = [n for n in names if tuple(int(x) for x in n.split(".")) < v]
+    above = [n for n in names if tuple(int(x) for x in n.split(".")) > v]
+    return (below[-1], above[0]) if below and above else None
 
 
 def resolve_target(kernel: str = "6.18", arch: str = "x86_64") -> Target:
