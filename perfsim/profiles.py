@@ -328,12 +328,20 @@ def load_kernel(name_or_path: str) -> KernelProfile:
     try:
         return _load("kernels", name_or_path, KernelProfile, names, "kernel profile")
     except PerfsimError as exc:
-        between = _bracket(name_or_path, names)
-        if between is None:
+        hint = between_profiles(name_or_path, names)
+        if hint is None:
             raise
-        raise PerfsimError(f"{exc}; {name_or_path} lies between the profiles {between[0]} "
-                           f"and {between[1]} (docs/kernels.md: what changed between "
-                           "them)") from None
+        raise PerfsimError(f"{exc}; {hint}") from None
+
+
+def between_profiles(name, names: list[str] | None = None) -> str | None:
+    """``"V lies between the profiles A and B (...)"`` for a version ``V`` with no profile
+    of its own between two that have one, else None (a user of 7.1 is told of 6.19 and 7.3)."""
+    got = _bracket(name, kernel_names() if names is None else names)
+    if got is None:
+        return None
+    return (f"{name} lies between the profiles {got[0]} and {got[1]} (docs/kernels.md: "
+            "what changed between them)")
 
 
 def _bracket(name, names: list[str]) -> tuple[str, str] | None:

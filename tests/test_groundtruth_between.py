@@ -69,3 +69,15 @@ def test_a_kernel_between_two_profiles_is_told_which_two(capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown kernel profile '9.9'" in err[0]
     assert "lies between" not in err[0]
+
+
+def test_comparing_a_record_of_a_kernel_between_says_which_profiles_bracket_it(capsys):
+    from perfsim.cli.main import main
+
+    assert main(["groundtruth", "--compare", str(DATA / "7.1.jsonl")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert "no kernel profile '7.1'" in err[0] and "between the profiles 6.19 and 7.3" in err[0]
+    assert err[0].endswith("pass --profile NAME to compare with one")
+    assert main(["groundtruth", "--compare", str(DATA / "7.1.jsonl"), "--profile", "7.3",
+                 "--quiet"]) == 0

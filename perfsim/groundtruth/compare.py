@@ -13,7 +13,7 @@ from pathlib import Path
 from perfsim.errors import PerfsimError
 from perfsim.groundtruth.model import Unrepresentable, compare
 from perfsim.groundtruth.records import read_jsonl
-from perfsim.profiles import Target, kernel_names, resolve_target
+from perfsim.profiles import Target, between_profiles, kernel_names, resolve_target
 
 
 def target_for(rec: dict, profile: str | None = None) -> Target:
@@ -21,8 +21,10 @@ def target_for(rec: dict, profile: str | None = None) -> Target:
     record's platform."""
     name = profile or rec["kernel_version"]
     if profile is None and name not in kernel_names():
+        hint = between_profiles(name)
         raise PerfsimError(f"record {rec['id']!r}: no kernel profile {name!r}; known: "
-                           f"{', '.join(kernel_names())} (or pass --profile)")
+                           f"{', '.join(kernel_names())}" + (f"; {hint}" if hint else "")
+                           + "; pass --profile NAME to compare with one")
     return resolve_target(name).with_changes(platform=rec["platform"])
 
 
