@@ -61,3 +61,28 @@ def test_the_shipped_probe_run_holds_kvm_xeon_out_as_the_docs_say(tmp_path):
     assert xeon["zap"]["median_abs_error"] == pytest.approx(0.135, abs=0.001)
     assert xeon["zap_thp"]["median_abs_error"] == pytest.approx(0.370, abs=0.001)
     assert host["all"]["median_abs_error"] > 5 * xeon["all"]["median_abs_error"]
+
+
+def test_the_probe_run_beyond_the_fitted_range_holds_kvm_xeon_out_as_the_docs_say():
+    """The held-out probe run of 17:26 UTC, up to 512 MiB (kvm-xeon was fitted to 256 MiB):
+    the figures docs/calibration.md ("Held out beyond the fitted range") quotes. Its moves of
+    512 MiB are extrapolated within a quarter; the THP shrinks are priced 72 % high where
+    the caller wrote little before the call (the cold-cache charge, fitted on base pages)."""
+    import json
+
+    from perfsim.calibrate.probe import probe_report
+
+    text = (CAL / "kvm-xeon.probe-2026-12-02-1726.probe.jsonl").read_text()
+    recs = [json.loads(x) for x in text.splitlines() if x.strip()]
+    report = probe_report(recs, "kvm-xeon")
+    xeon = report.summary
+    assert xeon["all"]["configurations"] == 40
+    assert xeon["all"]["median_abs_error"] == pytest.approx(0.118, abs=0.001)
+    assert xeon["ge_30us"]["median_abs_error"] == pytest.approx(0.092, abs=0.001)
+    assert xeon["zap_thp"]["median_abs_error"] == pytest.approx(0.720, abs=0.001)
+    t = report.table
+    big = t[(t["size"] == 512 << 20) & (t["op"] == "move")]
+    assert len(big) == 5 and (big["rel_error"].abs() < 0.25).all()
+    for other in ("kvm-epyc", "kvm-host", "x86_64-generic"):
+        assert probe_report(recs, other).summary["all"]["median_abs_error"] > \
+            3 * xeon["all"]["median_abs_error"]
