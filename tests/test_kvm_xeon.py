@@ -66,8 +66,9 @@ def test_the_shipped_probe_run_holds_kvm_xeon_out_as_the_docs_say(tmp_path):
 def test_the_probe_run_beyond_the_fitted_range_holds_kvm_xeon_out_as_the_docs_say():
     """The held-out probe run of 17:26 UTC, up to 512 MiB (kvm-xeon was fitted to 256 MiB):
     the figures docs/calibration.md ("Held out beyond the fitted range") quotes. Its moves of
-    512 MiB are extrapolated within a quarter; the THP shrinks are priced 72 % high where
-    the caller wrote little before the call (the cold-cache charge, fitted on base pages)."""
+    512 MiB are extrapolated within a quarter; the THP shrinks are 72 % off (the small ones
+    charged the cold-cache term fitted on base pages, the large one a cost per huge PMD
+    that doubles above 16 MiB zapped)."""
     import json
 
     from perfsim.calibrate.probe import probe_report
