@@ -496,9 +496,12 @@ MARKERS = {"pud_aligned": "o", "pmd_aligned": "s", "realignable": "^", "blocked"
 
 
 def plot(rep: ValidationReport, path: str | Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from perfsim.interrupts import deferred_interrupt
+
+    with deferred_interrupt():  # (matplotlib's C extensions: perfsim.interrupts)
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
 
     err = rep.errors
     splits = [s for s in ("in-sample", "held-out") if (err.split == s).any()]

@@ -18,11 +18,16 @@ so an SVG is the same on every run."""
 
 
 def pyplot():
-    """matplotlib's pyplot on the Agg backend with the report's style (:data:`STYLE`)."""
-    import matplotlib
+    """matplotlib's pyplot on the Agg backend with the report's style (:data:`STYLE`),
+    imported with Ctrl-C held back until the import is over
+    (:func:`perfsim.interrupts.deferred_interrupt`)."""
+    from perfsim.interrupts import deferred_interrupt
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
+    with deferred_interrupt():
+        import matplotlib
+
+        matplotlib.use("Agg", force=True)
+        import matplotlib.pyplot as plt
 
     plt.rcParams.update(STYLE)
     return plt
@@ -35,9 +40,12 @@ def new_figure(figsize: tuple[float, float]):
     pyplot's import nor its backend switch (a figure process imports
     :mod:`matplotlib.figure` only). ``savefig`` renders each format on that format's own
     canvas either way; the images are the same bytes (``tests/test_t13d_tune_figure.py``)."""
-    import matplotlib
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from perfsim.interrupts import deferred_interrupt
+
+    with deferred_interrupt():  # (its C extensions: as pyplot())
+        import matplotlib
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
 
     matplotlib.rcParams.update(STYLE)
     fig = Figure(figsize=figsize)
