@@ -10,7 +10,9 @@ after saying "perfsim: interrupted" (status -2 instead of 130). Measured on 2026
 ``tests/test_bad_input.py::test_interrupted_report_exits_130_and_writes_no_report`` does:
 9 of 85 runs ended so before; with :func:`deferred_interrupt` around the imports, none of
 200 (one of them exited 0 with its report written, its interrupt not seen: not explained,
-not seen again in the 140 runs after it). The interrupt lands just after the import
+not seen again in the 140 runs after it); interrupted at random points (0.6-4 s of CPU),
+none of 100, once the Agg backend's compiled module is loaded in the block too
+(:func:`perfsim.report.tune_figure.pyplot`). The interrupt lands just after the import
 instead.
 """
 

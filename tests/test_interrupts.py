@@ -93,3 +93,28 @@ def test_the_report_figures_import_matplotlib_with_interrupts_held_back(monkeypa
     tune_figure.pyplot()
     tune_figure.new_figure((1.0, 1.0))
     assert len(entered) == 2
+
+
+def test_after_pyplot_a_report_loads_no_other_compiled_module_of_matplotlib(tmp_path):
+    """Every compiled (pybind11) module a report draws with is loaded inside pyplot()'s
+    deferred block: a whole report run after it loads none (the Agg backend's
+    ``_backend_agg`` used to load at the first figure, where a Ctrl-C became
+    ``ImportError: initialization failed``)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "def exts():\n"
+        "    return {n for n, m in list(sys.modules.items()) if n.startswith('matplotlib')\n"
+        "            and (getattr(m, '__file__', '') or '').endswith('.so')}\n"
+        "from perfsim.report.tune_figure import pyplot\n"
+        "pyplot()\n"
+        "before = exts()\n"
+        "from perfsim.cli.main import main\n"
+        f"assert main(['report', '--study', 'quick', '--executor', 'serial', '--out', "
+        f"{str(tmp_path / 'r')!r}, '--quiet']) == 0\n"
+        "print(sorted(exts() - before), 'matplotlib.backends._backend_agg' in before)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip().splitlines()[-1]
+    assert out == "[] True"

@@ -501,6 +501,7 @@ def plot(rep: ValidationReport, path: str | Path) -> None:
     with deferred_interrupt():  # (matplotlib's C extensions: perfsim.interrupts)
         import matplotlib
         matplotlib.use("Agg")
+        import matplotlib.backends.backend_agg  # noqa: F401 (as tune_figure.pyplot)
         import matplotlib.pyplot as plt
 
     err = rep.errors
