@@ -281,9 +281,14 @@ def arch_names() -> list[str]:
     return _data_names("arch")
 
 
+def _version_key(name: str) -> tuple[int, ...]:
+    """``"6.19"`` -> ``(6, 19)``: a kernel profile's name in version order."""
+    return tuple(int(x) for x in name.split("."))
+
+
 def kernel_names() -> list[str]:
     names = _data_names("kernels")
-    return sorted(names, key=lambda n: tuple(int(x) for x in n.split(".")))
+    return sorted(names, key=_version_key)
 
 
 def _one_line(exc: ValidationError, root=None) -> str:
@@ -349,9 +354,9 @@ def _bracket(name, names: list[str]) -> tuple[str, str] | None:
     None when it is not such a version or not between two of ``names`` (in version order)."""
     if not isinstance(name, str) or re.fullmatch(r"\d+\.\d+", name) is None:
         return None
-    v = tuple(int(x) for x in name.split("."))
-    below = [n for n in names if tuple(int(x) for x in n.split(".")) < v]
-    above = [n for n in names if tuple(int(x) for x in n.split(".")) > v]
+    v = _version_key(name)
+    below = [n for n in names if _version_key(n) < v]
+    above = [n for n in names if _version_key(n) > v]
     return (below[-1], above[0]) if below and above else None
 
 
