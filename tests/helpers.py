@@ -48,3 +48,13 @@ def profile_of_this_machine() -> tuple[str | None, str]:
             return name, f"{name} was fitted on a {cpu}"
     return None, (f"no shipped cost profile was fitted on a CPU like this one ({model}); fit "
                   "one with perfsim calibrate")
+
+
+def bytearray_written(e, plan) -> int:
+    """What CPython's bytearray has written of its block by the block's next resize (the
+    ``written`` of :func:`perfsim.host.program.replay_plans` for the recorded python3
+    programs that grow a bytearray by 1 MiB appends): its logical size is a whole number of
+    those appends, the largest that fits the allocation, behind glibc's 16-byte chunk
+    header."""
+    mib = 1 << 20
+    return 16 + (((e.new_len or e.old_len) - 16) // mib) * mib

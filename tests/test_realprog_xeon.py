@@ -15,13 +15,13 @@ import statistics
 from pathlib import Path
 
 import pytest
+from helpers import bytearray_written
 
 from perfsim.host.program import compare_program, replay_inputs
 from perfsim.profiles import resolve_target
 
 DATA = Path(__file__).parent / "data" / "realprog" / "xeon"
 TARGET = resolve_target("6.18", "x86_64")
-MiB = 1 << 20
 
 #: the one-thread programs here (py_threads, two threads under CPython's GIL, apart)
 PROGRAMS = ("c_realloc_1t", "perl_array", "perl_string", "py_bytearray", "py_list",
@@ -41,12 +41,6 @@ def _compare(name: str, *, cost: str | None = None, written=None, cpus: int = 1,
     rows, entries = replay_inputs((DATA / f"{name}.strace").read_text(), name, 1.0)
     return compare_program(rows, entries, _records(name), TARGET, cpus, ipis=ipis,
                            cost=cost, written=written)
-
-
-def _bytearray_written(e, plan) -> int:
-    """CPython's bytearray has written whole 1 MiB appends behind glibc's 16-byte header
-    (as tests/test_t14_realprog.py reads the AMD recording)."""
-    return 16 + (((e.new_len or e.old_len) - 16) // MiB) * MiB
 
 
 def _kernel_ns(row: dict) -> float | None:
@@ -86,7 +80,7 @@ def test_py_bytearray_agrees_once_its_unwritten_tail_is_said():
     nobody wrote; with the written prefix explicit every call agrees."""
     default = _compare("py_bytearray")
     assert sum(not r["agree"] for r in default) == 3
-    assert all(r["agree"] for r in _compare("py_bytearray", written=_bytearray_written))
+    assert all(r["agree"] for r in _compare("py_bytearray", written=bytearray_written))
 
 
 @pytest.mark.parametrize("name", PROGRAMS)
@@ -124,7 +118,7 @@ def test_py_threads_flushes_agree_once_its_unwritten_tails_are_said():
     """Two threads each growing a bytearray: as py_bytearray, two calls plan a flush or two
     for an unwritten tail; with the written prefixes explicit all 27 agree."""
     assert sum(not r["agree"] for r in _compare("py_threads", cpus=2)) == 2
-    assert all(r["agree"] for r in _compare("py_threads", cpus=2, written=_bytearray_written))
+    assert all(r["agree"] for r in _compare("py_threads", cpus=2, written=bytearray_written))
 
 
 def test_py_threads_runs_as_an_mm_on_one_cpu():
@@ -133,8 +127,8 @@ def test_py_threads_runs_as_an_mm_on_one_cpu():
     99 of 107 call-runs, of one on two CPUs (each flush IPIs the other thread's CPU) in 72.
     Priced by kvm-xeon, the one-CPU replay is near the kernel (median 0.71); the two-CPU one
     is about five times too slow (docs/real-programs.md, "On the Intel Xeon host")."""
-    one = _compare("py_threads", cpus=1, written=_bytearray_written, cost="kvm-xeon")
-    two = _compare("py_threads", cpus=2, written=_bytearray_written, cost="kvm-xeon")
+    one = _compare("py_threads", cpus=1, written=bytearray_written, cost="kvm-xeon")
+    two = _compare("py_threads", cpus=2, written=bytearray_written, cost="kvm-xeon")
     assert _untraced_ipi_agreement(one) == (99, 107)
     assert _untraced_ipi_agreement(two) == (72, 107)
 

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import bytearray_written
 
 from perfsim.errors import PerfsimError
 from perfsim.host.program import (
@@ -62,13 +63,6 @@ def _compare(name: str, *, csv_text=None, written=None, ipis=False, populate=1.0
     rows, entries = replay_inputs(_log(name), name, populate, csv_text=csv_text)
     return compare_program(rows, entries, _records(name), TARGET, PROGRAMS[name], ipis=ipis,
                            written=written)
-
-
-def _bytearray_written(e, plan) -> int:
-    """What CPython's bytearray has written of its block by the block's next resize: its
-    logical size is a whole number of the program's 1 MiB appends, the largest that fits
-    the allocation, behind glibc's 16-byte chunk header."""
-    return 16 + (((e.new_len or e.old_len) - 16) // MiB) * MiB
 
 
 # --------------------------------------------------------------------------- conversion
@@ -218,14 +212,14 @@ def test_py_bytearray_disagreement_is_only_the_unwritten_tail():
     for r in default:
         if not r["agree"]:
             assert r["planned"]["whole"]["flush_calls"] > r["kernel"]["whole"]["flush_calls"]
-    explicit = _compare("py_bytearray", written=_bytearray_written)
+    explicit = _compare("py_bytearray", written=bytearray_written)
     assert all(r["agree"] for r in explicit)
 
 
 def test_py_threads_disagreement_is_only_the_unwritten_tail():
     default = _compare("py_threads")
     assert sum(not r["agree"] for r in default) == 3
-    assert all(r["agree"] for r in _compare("py_threads", written=_bytearray_written))
+    assert all(r["agree"] for r in _compare("py_threads", written=bytearray_written))
 
 
 def test_py_mmap_resize_disagreement_is_only_the_unwritten_shmem():
@@ -311,7 +305,7 @@ def test_live_python_bytearray_replay_agrees_with_the_kernel(tmp_path):
     assert run.status == 0 and len(run.calls) == text.count("mremap(") > 0
     rows, entries = replay_inputs(text, log)
     got = compare_program(rows, entries, run.calls, TARGET, 1, ipis=False,
-                          written=_bytearray_written)
+                          written=bytearray_written)
     assert all(r["agree"] for r in got), [r for r in got if not r["agree"]]
 
 
