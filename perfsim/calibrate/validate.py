@@ -496,13 +496,9 @@ MARKERS = {"pud_aligned": "o", "pmd_aligned": "s", "realignable": "^", "blocked"
 
 
 def plot(rep: ValidationReport, path: str | Path) -> None:
-    from perfsim.interrupts import deferred_interrupt
+    from perfsim.report.tune_figure import agg_pyplot
 
-    with deferred_interrupt():  # (matplotlib's C extensions: perfsim.interrupts)
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.backends.backend_agg  # noqa: F401 (as tune_figure.pyplot)
-        import matplotlib.pyplot as plt
+    plt = agg_pyplot()  # (matplotlib's compiled modules loaded with Ctrl-C held back)
 
     err = rep.errors
     splits = [s for s in ("in-sample", "held-out") if (err.split == s).any()]

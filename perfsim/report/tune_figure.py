@@ -17,12 +17,11 @@ STYLE = {"font.size": 9, "axes.titlesize": 10, "svg.hashsalt": "perfsim",
 so an SVG is the same on every run."""
 
 
-def pyplot():
-    """matplotlib's pyplot on the Agg backend with the report's style (:data:`STYLE`),
-    imported with Ctrl-C held back until the import is over
-    (:func:`perfsim.interrupts.deferred_interrupt`), the Agg backend's compiled module
-    included (pyplot loads it only at the first figure otherwise): after this a report
-    loads no other compiled module of matplotlib's (2026-12-02)."""
+def agg_pyplot():
+    """matplotlib's pyplot on the Agg backend, imported with Ctrl-C held back until the
+    import is over (:func:`perfsim.interrupts.deferred_interrupt`), the Agg backend's
+    compiled module included (pyplot loads it only at the first figure otherwise): after
+    this a report loads no other compiled module of matplotlib's (2026-12-02)."""
     from perfsim.interrupts import deferred_interrupt
 
     with deferred_interrupt():
@@ -31,7 +30,12 @@ def pyplot():
         matplotlib.use("Agg", force=True)
         import matplotlib.backends.backend_agg  # noqa: F401 (its compiled module, loaded now)
         import matplotlib.pyplot as plt
+    return plt
 
+
+def pyplot():
+    """:func:`agg_pyplot` with the report's style (:data:`STYLE`)."""
+    plt = agg_pyplot()
     plt.rcParams.update(STYLE)
     return plt
 
