@@ -25,8 +25,8 @@ Work with workload files (workloads/*.toml, see docs/workloads.md):
   validate FILE...           check files; errors name the file, the field and what is allowed
   run NAME|FILE [--out DIR]  simulate once and print the summary metrics (JSON)
   convert-strace LOG [-o CSV]
-                             turn `strace -f -tt -e trace=mremap,mmap,munmap` output into
-                             the trace CSV a `kind = "trace"` stream replays
+                             turn `strace -f -tt -y -e trace=mremap,mmap,munmap,brk,ftruncate`
+                             output into the trace CSV a `kind = "trace"` stream replays
 """
 
 
@@ -137,7 +137,8 @@ def _convert(args) -> int:
         raise PerfsimError(
             f"strace log {args.log!r}: nothing in it looks like strace output of mremap, mmap "
             f"or munmap ({st.lines} non-empty lines, none a call); record one with "
-            "strace -f -tt -e trace=mremap,mmap,munmap -o LOG PROGRAM; nothing written")
+            "strace -f -tt -y -e trace=mremap,mmap,munmap,brk,ftruncate -o LOG PROGRAM; "
+            "nothing written")
     if out is None:
         sys.stdout.write(buf.getvalue())
     else:

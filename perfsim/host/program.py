@@ -151,13 +151,15 @@ class ProgramRun:
     wall_ns: int
 
 
-STRACE_TRACE = "trace=mremap,mmap,munmap,brk"
+STRACE_TRACE = "trace=mremap,mmap,munmap,brk,ftruncate"
 
 
 def strace_argv(argv: list[str], log: str) -> list[str]:
     """``argv`` run under ``strace`` writing ``log`` (the command docs/real-programs.md
-    gives: every thread, wall-clock µs timestamps, times spent, the four calls)."""
-    return ["strace", "-f", "-tt", "-T", "-e", STRACE_TRACE, "-o", log, "--", *argv]
+    gives: every thread, wall-clock µs timestamps, times spent, file descriptors with their
+    paths (``-y``: what ties an ``ftruncate`` to the mappings of its file), the five
+    calls)."""
+    return ["strace", "-f", "-tt", "-T", "-y", "-e", STRACE_TRACE, "-o", log, "--", *argv]
 
 
 def log_tids(text: str) -> set[int]:

@@ -383,6 +383,17 @@ class Entry:
     mremap of a trace: the added part). ``None`` only on a trace row without its own
     ``populate`` column, until :func:`trace_entries` gives it the stream's."""
     at_ns: int | None = None
+    shared: bool = True
+    """mmap of a ``file`` or ``shmem`` backing: MAP_SHARED (``False``: MAP_PRIVATE)."""
+    prot: str = "rw"
+    """mmap: the mapping's protection, as :attr:`perfsim.mm.vma.Vma.prot` letters."""
+    file: str | None = None
+    """mmap of a file: which file (a trace names it by its path), so that two mappings of
+    one file share its ``i_mmap`` tree and a ``truncate`` entry finds them; ``None``: a
+    file of the mapping's own. ``truncate``: the file truncated (or extended) to
+    ``new_len`` bytes."""
+    offset: int = 0
+    """mmap of a file: the mapping's offset in it, bytes (its VMA's ``pgoff``)."""
 
 
 class StatefulPlanner:
@@ -406,6 +417,7 @@ class StatefulPlanner:
     def __iter__(self) -> Iterator[MovePlan]:
         from perfsim.planner import steps as S
         from perfsim.planner.syscall import do_munmap
+        from perfsim.planner.truncate import truncate_mappings
 
         a = self.target.arch
         n_map = n_grow = 0
@@ -419,11 +431,15 @@ class StatefulPlanner:
                     n_map += 1
                     anon = e.backing == "anon"
                     ident = f"map{n_map}"
+                    # a written page of a MAP_PRIVATE file mapping is an anonymous copy
+                    cow = not anon and not e.shared and "w" in e.prot
                     v = Vma(e.old_addr, e.old_addr + length, backing=e.backing,
-                            anon_vma=anon and e.populate > 0,
-                            pgoff=(e.old_addr // a.page_size) if anon else 0,
-                            file_id=None if anon else ident, anon_id=ident if anon else None,
-                            name=ident)
+                            anon_vma=(anon or cow) and e.populate > 0,
+                            pgoff=(e.old_addr // a.page_size) if anon
+                            else e.offset // a.page_size,
+                            file_id=None if anon else (e.file or ident),
+                            anon_id=ident if anon or cow else None,
+                            prot=e.prot, shared=e.shared, name=ident)
                     pt = self.space.pt
                     if e.populate > 0:
                         pt = pt.populate(v.start, v.end, fraction=e.populate,
@@ -437,6 +453,9 @@ class StatefulPlanner:
                     length = -(-e.old_len // a.page_size) * a.page_size
                     self.space = do_munmap(self.target, self.space, e.old_addr, length,
                                            S.StepLog(), S.UNMAP_DST)
+                    continue
+                if e.op == "truncate":
+                    self.space = truncate_mappings(self.target, self.space, e.file, e.new_len)
                     continue
                 req = MoveRequest(e.old_addr, e.old_len, new_len=e.new_len, new_addr=e.new_addr,
                                   fixed=e.fixed, maymove=e.maymove, dontunmap=e.dontunmap,

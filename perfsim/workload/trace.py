@@ -7,8 +7,10 @@
     15000,mremap,0x7f3a00000000,8392704,16781312,MREMAP_MAYMOVE,,0x7f39ff000000,
     30000,munmap,0x7f39ff000000,16781312,,,,0,
 
-``op`` is ``mremap``, ``mmap`` or ``munmap``. ``addr`` is the mapping (mmap: the address it
-returned). ``flags`` are ``MREMAP_*`` names joined by ``|`` (or a number). ``result`` is what
+``op`` is ``mremap``, ``mmap``, ``munmap`` or ``truncate``. ``addr`` is the mapping (mmap:
+the address it returned). ``flags`` of an mremap are ``MREMAP_*`` names joined by ``|``
+(or a number); of an mmap, its ``MAP_*`` names (only MAP_SHARED against MAP_PRIVATE is
+read: :attr:`perfsim.mm.vma.Vma.shared`; empty: shared). ``result`` is what
 the real call returned (an address, ``0`` or ``-ENOMEM``). One use only: a call without
 ``MREMAP_FIXED`` whose result is another address is replayed as a move to that address
 (MAYMOVE|FIXED), because the trace cannot show what blocked growth in place. ``backing``
@@ -21,12 +23,25 @@ is known (docs/real-programs.md). The converter always writes the column. A CSV 
 it replays as CSVs did before the column existed: mappings take the stream's
 ``populate``, growths stay unwritten.
 
-**strace**: ``strace -f -tt -T -e trace=mremap,mmap,munmap,brk -o app.strace ./app`` (any
-of ``-t``/``-tt``/``-ttt``/``-r`` or none; ``-T``; ``-X verbose``/``-X raw``; ``-f`` pid
-prefixes; ``<unfinished ...>``/``resumed`` pairs). :func:`convert_strace` writes the CSV above;
+Of an mmap row, optional: ``prot`` (``PROT_*`` names, e.g. ``PROT_READ``: a mapping without
+``PROT_WRITE`` holds only clean, read-faulted pages; empty: read-write), ``file`` (which
+file it maps, e.g. its path: the mappings of one file share its ``i_mmap`` tree, and a
+``truncate`` row reaches them; empty: a file of its own) and ``offset`` (its offset in
+the file, bytes: the VMA's ``pgoff``). A ``truncate`` row (``ftruncate()``) names a
+``file`` and its new size in ``new_len``; the mappings of that file lose their pages past
+the new end, page tables kept (:mod:`perfsim.planner.truncate`, docs/kernel-rules.md R25).
+
+**strace**: ``strace -f -tt -T -y -e trace=mremap,mmap,munmap,brk,ftruncate -o app.strace
+./app`` (any of ``-t``/``-tt``/``-ttt``/``-r`` or none; ``-T``; ``-X verbose``/``-X raw``;
+``-f`` pid prefixes; ``<unfinished ...>``/``resumed`` pairs; ``-y`` paths).
+:func:`convert_strace` writes the CSV above;
 ``perfsim workload convert-strace`` is its command line. Failed mmaps and calls without a
 result are dropped and counted. ``brk`` calls become mmap/munmap rows of the heap's
-growth and shrinkage. Rows are in start order, except where two threads' overlapping calls
+growth and shrinkage. With ``-y`` an mmap of a file names it by its path (``/dev/shm``
+and memfd files are ``shmem``), and each ``ftruncate`` becomes a ``truncate`` row of that
+path (whichever descriptor it used: a dup of the mapped one is the same file); without
+``-y`` the ``ftruncate`` calls cannot be tied to a mapping and are dropped (counted as
+skipped). Rows are in start order, except where two threads' overlapping calls
 must have run the other way round (:func:`effect_order`).
 """
 
@@ -43,8 +58,11 @@ from perfsim.errors import PerfsimError, read_text
 from perfsim.workload.generate import Entry
 
 CSV_COLUMNS = ("time_ns", "op", "addr", "old_len", "new_len", "flags", "new_addr", "result",
-               "backing", "populate")
+               "backing", "populate", "prot", "file", "offset")
 MREMAP_FLAGS = {"MREMAP_MAYMOVE": 1, "MREMAP_FIXED": 2, "MREMAP_DONTUNMAP": 4}
+OPS = ("mremap", "mmap", "munmap", "truncate")
+PROT_LETTERS = {"PROT_READ": "r", "PROT_WRITE": "w", "PROT_EXEC": "x"}
+"""An mmap row's ``prot`` names and the letters of :attr:`perfsim.mm.vma.Vma.prot`."""
 
 
 def _int(text: str, what: str, origin: str, line: int) -> int | None:
@@ -79,6 +97,60 @@ def read_trace_csv(path: str | Path) -> list[Entry]:
     return parse_trace_csv(read_text(path, "trace"), str(path))
 
 
+def parse_map_flags(text: str, origin: str = "", line: int = 0) -> bool:
+    """An mmap row's ``flags`` (``MAP_*`` names joined by ``|``, or a number): is the mapping
+    MAP_SHARED (:attr:`perfsim.mm.vma.Vma.shared`)? The other names (MAP_ANONYMOUS,
+    MAP_FIXED, MAP_DENYWRITE, ...) are what ``backing`` and ``addr`` already say, and are
+    accepted as strace prints them. Empty: shared, as an mmap row before the column was
+    written replayed."""
+    t = (text or "").strip()
+    if not t:
+        return True
+    shared = False
+    for part in t.split("|"):
+        part = part.strip()
+        if part[:1].isdigit():
+            try:
+                v = int(part, 0)
+            except ValueError:
+                v = None
+            if v is not None:  # MAP_SHARED 0x01, MAP_PRIVATE 0x02, MAP_SHARED_VALIDATE 0x03
+                shared |= (v & 0x03) in (0x01, 0x03)
+                continue
+        if not part.startswith("MAP_"):
+            raise PerfsimError(f"{origin}:{line}: column 'flags': {part!r} is not an mmap "
+                               "flag; allowed on an mmap row: MAP_* names joined by |, e.g. "
+                               "MAP_SHARED or MAP_PRIVATE|MAP_ANONYMOUS")
+        shared |= part in ("MAP_SHARED", "MAP_SHARED_VALIDATE")
+    return shared
+
+
+def parse_prot(text: str, origin: str = "", line: int = 0) -> str:
+    """An mmap row's ``prot`` (``PROT_*`` names joined by ``|``, or a number) as the letters
+    of :attr:`perfsim.mm.vma.Vma.prot`: ``PROT_READ|PROT_WRITE`` is ``"rw"``,
+    ``PROT_NONE`` is ``""``. Empty: ``"rw"`` (what a row before the column replayed as)."""
+    t = (text or "").strip()
+    if not t:
+        return "rw"
+    if t[:1].isdigit():
+        try:
+            v = int(t, 0)
+        except ValueError:
+            v = -1
+        if v < 0:
+            raise PerfsimError(f"{origin}:{line}: column 'prot': cannot parse {text!r}; "
+                               "allowed: PROT_* names joined by |, or a number")
+        return "".join(c for bit, c in ((1, "r"), (2, "w"), (4, "x")) if v & bit)
+    got = set()
+    for part in t.split("|"):
+        part = part.strip()
+        if not part.startswith("PROT_"):
+            raise PerfsimError(f"{origin}:{line}: column 'prot': {part!r}; allowed: PROT_* "
+                               "names joined by |, e.g. PROT_READ|PROT_WRITE")
+        got.add(PROT_LETTERS.get(part, ""))
+    return "".join(c for c in "rwx" if c in got)
+
+
 def parse_trace_csv(text: str, origin: str = "<trace>") -> list[Entry]:
     rows = csv.DictReader(io.StringIO(text))
     cols = rows.fieldnames or []
@@ -90,13 +162,32 @@ def parse_trace_csv(text: str, origin: str = "<trace>") -> list[Entry]:
     out = []
     for n, r in enumerate(rows, start=2):
         op = (r.get("op") or "").strip()
-        if op not in ("mremap", "mmap", "munmap"):
-            raise PerfsimError(f"{origin}:{n}: column 'op': {op!r}; allowed: mremap, mmap, munmap")
+        if op not in OPS:
+            raise PerfsimError(f"{origin}:{n}: column 'op': {op!r}; allowed: {', '.join(OPS)}")
+        file = (r.get("file") or "").strip() or None
+        if op == "truncate":
+            size = _int(r.get("new_len"), "new_len", origin, n)
+            if file is None or size is None or size < 0:
+                raise PerfsimError(f"{origin}:{n}: a truncate row needs 'file' (the file, as "
+                                   "its mmap rows name it) and 'new_len' (its new size, bytes)")
+            out.append(Entry(op=op, old_addr=0, old_len=0, new_len=size, populate=None,
+                             at_ns=_int(r.get("time_ns"), "time_ns", origin, n), file=file))
+            continue
         addr = _int(r.get("addr"), "addr", origin, n)
         old_len = _int(r.get("old_len"), "old_len", origin, n)
         if addr is None or old_len is None:
             raise PerfsimError(f"{origin}:{n}: columns 'addr' and 'old_len' are required")
-        flags = parse_flags(r.get("flags", ""), origin, n)
+        shared, prot, offset = True, "rw", 0
+        if op == "mmap":
+            shared = parse_map_flags(r.get("flags", ""), origin, n)
+            prot = parse_prot(r.get("prot", ""), origin, n)
+            offset = _int(r.get("offset"), "offset", origin, n) or 0
+            if offset < 0:
+                raise PerfsimError(f"{origin}:{n}: column 'offset': {offset}; allowed: the "
+                                   "mapping's offset in its file, bytes, 0 or more")
+            flags = 0
+        else:
+            flags = parse_flags(r.get("flags", ""), origin, n)
         new_addr = _int(r.get("new_addr"), "new_addr", origin, n)
         result = (r.get("result") or "").strip()
         if op == "mremap" and not flags & 2 and result.lower().startswith("0x") \
@@ -130,7 +221,8 @@ def parse_trace_csv(text: str, origin: str = "<trace>") -> list[Entry]:
             new_addr=new_addr,
             fixed=bool(flags & 2), maymove=bool(flags & 1), dontunmap=bool(flags & 4),
             backing=backing, at_ns=_int(r.get("time_ns"), "time_ns", origin, n),
-            populate=pop))
+            populate=pop, shared=shared, prot=prot,
+            file=file if op == "mmap" and backing != "anon" else None, offset=offset))
     return out
 
 
@@ -146,7 +238,7 @@ _LINE = re.compile(
     r"^(?:\[pid\s+(?P<pid1>\d+)\]\s+|(?P<pid2>\d+)\s+)?"
     r"(?:(?P<ts>\d+:\d+:\d+(?:\.\d+)?|\d+\.\d+|\d+)\s+)?"
     r"(?P<rest>.*)$")
-_NAMES = r"(?P<name>mremap|mmap2?|munmap|brk)"
+_NAMES = r"(?P<name>mremap|mmap2?|munmap|brk|ftruncate(?:64)?)"
 _CALL = re.compile(r"^" + _NAMES + r"\((?P<args>.*)\)\s*=\s*(?P<ret>.*)$")
 _UNFIN = re.compile(r"^" + _NAMES + r"\((?P<args>.*?)\s*<unfinished \.\.\.>$")
 _RESUM = re.compile(r"^<\.\.\. " + _NAMES + r" resumed>\s*(?P<args>.*)\)\s*=\s*(?P<ret>.*)$")
@@ -175,11 +267,13 @@ def _seconds_ns(text: str) -> int:
 
 
 def _split_args(args: str) -> list[str]:
+    """A call's arguments, split at the commas outside brackets (a ``-y`` file
+    descriptor's ``<path>`` counts as one: a path may hold commas)."""
     out, depth, cur = [], 0, ""
     for ch in args:
-        if ch in "([{":
+        if ch in "([{<":
             depth += 1
-        elif ch in ")]}":
+        elif ch in ")]}>":
             depth -= 1
         if ch == "," and depth == 0:
             out.append(cur.strip())
@@ -284,23 +378,41 @@ def strace_rows(text: str, origin: str = "<strace>", stats: StraceStats | None =
                     rows.append({"time_ns": rel, "op": "munmap", "addr": hex(new),
                                  "old_len": brk_end - new, "result": "0", **who})
                 brk_end = new
+            elif name.startswith("ftruncate"):
+                # ftruncate(fd, length): with -y the fd shows its file's path, the one
+                # thing that ties it to that file's mappings (the fd itself may be a dup
+                # of the one mapped: CPython's mmap objects keep their own)
+                if failed:
+                    stats.failed += 1
+                    continue
+                _, path = _fd_and_path(a[0])
+                if path is None:
+                    stats.skipped += 1  # (no -y: which file is not known)
+                    continue
+                rows.append({"time_ns": rel, "op": "truncate", "new_len": int(_uncommented(
+                    a[-1]), 0), "result": result, "file": path, **who})
             elif name.startswith("mmap"):
                 if failed:
                     stats.failed += 1
                     continue
-                flags = _map_flag_names(a[3] if len(a) > 3 else "")
-                fd = _uncommented(a[4] if len(a) > 4 else "-1")
-                if fd.lower() in ("0xffffffff", "0xffffffffffffffff", "4294967295"):
-                    fd = "-1"  # -X raw
-                if "MAP_HUGETLB" in flags:
+                names = _map_names(a[3] if len(a) > 3 else "")
+                fd, path = _fd_and_path(a[4] if len(a) > 4 else "-1")
+                if "MAP_HUGETLB" in names:
                     backing = "hugetlb"
-                elif "MAP_ANONYMOUS" in flags:
-                    backing = "shmem" if "MAP_SHARED" in flags else "anon"
-                else:
-                    backing = "file" if fd.strip() != "-1" else "anon"
-                fixed = "MAP_FIXED" in flags.replace("MAP_FIXED_NOREPLACE", "")
+                elif "MAP_ANONYMOUS" in names:
+                    backing = "shmem" if _shared(names) else "anon"
+                elif fd == -1:
+                    backing = "anon"
+                else:  # a file; /dev/shm and memfd files are shmem (tmpfs)
+                    shm = path is not None and path.startswith(("/dev/shm/", "/memfd:"))
+                    backing = "shmem" if shm else "file"
                 rows.append({"time_ns": rel, "op": "mmap", "addr": result, "old_len": int(a[1], 0),
-                             "result": result, "backing": backing, "_fixed": fixed, **who})
+                             "result": result, "backing": backing,
+                             "flags": "|".join(names), "prot": "|".join(_prot_names(a[2])),
+                             "file": path if backing != "anon" and path is not None else "",
+                             "offset": int(_uncommented(a[-1]), 0) if backing != "anon"
+                             and len(a) > 5 else "",
+                             "_fixed": "MAP_FIXED" in names, **who})
             elif name == "munmap":
                 rows.append({"time_ns": rel, "op": "munmap", "addr": a[0], "old_len": int(a[1], 0),
                              "result": result, **who})
@@ -323,8 +435,10 @@ def strace_rows(text: str, origin: str = "<strace>", stats: StraceStats | None =
 
 
 _COMMENT = re.compile(r"/\*.*?\*/")
-_MAP_BITS = {"MAP_SHARED": 0x01, "MAP_FIXED": 0x10, "MAP_ANONYMOUS": 0x20,
-             "MAP_HUGETLB": 0x40000, "MAP_FIXED_NOREPLACE": 0x100000}
+_MAP_RAW = {"MAP_SHARED_VALIDATE": 0x03, "MAP_SHARED": 0x01, "MAP_PRIVATE": 0x02,
+            "MAP_FIXED": 0x10, "MAP_ANONYMOUS": 0x20, "MAP_HUGETLB": 0x40000,
+            "MAP_FIXED_NOREPLACE": 0x100000}
+"""The mmap flag bits a row's replay reads, for a log strace wrote with ``-X raw``."""
 
 
 def _uncommented(arg: str) -> str:
@@ -332,14 +446,49 @@ def _uncommented(arg: str) -> str:
     return _COMMENT.sub("", arg).strip()
 
 
-def _map_flag_names(arg: str) -> str:
-    """mmap's flags as names (``-X verbose`` puts them in a comment, ``-X raw`` prints only
-    the number): the names in the text, plus those of the bits a bare number has set."""
+_NAME = re.compile(r"\b(MAP|PROT)_[A-Z0-9_]+")
+_FD = re.compile(r"^(?P<fd>-?\d+|0x[0-9a-fA-F]+)(?:<(?P<path>.*)>)?$")
+
+
+def _names(arg: str, bits: dict[str, int]) -> list[str]:
+    """The ``MAP_*``/``PROT_*`` names of a flags argument, as strace prints it (names,
+    ``-X verbose``: a number with the names in a comment, ``-X raw``: the number alone, whose
+    names are those of ``bits`` it has set), in their order, each once."""
+    found = [m.group(0) for m in _NAME.finditer(arg)]
     bare = _uncommented(arg)
-    if bare[:1].isdigit():
+    if not found and bare[:1].isdigit():
         v = int(bare, 0)
-        return arg + "".join(f"|{k}" for k, b in _MAP_BITS.items() if v & b)
-    return arg
+        found = [k for k, b in bits.items() if (v & b == b if b else v == 0)]
+    return list(dict.fromkeys(found))
+
+
+def _map_names(arg: str) -> list[str]:
+    """mmap's flags as names (:func:`_names`)."""
+    names = _names(arg, _MAP_RAW)
+    if "MAP_SHARED_VALIDATE" in names:  # (0x03: both bits)
+        names = [n for n in names if n not in ("MAP_SHARED", "MAP_PRIVATE")]
+    return names
+
+
+def _prot_names(arg: str) -> list[str]:
+    """mmap's prot as names (:func:`_names`)."""
+    return _names(arg, {"PROT_NONE": 0, "PROT_READ": 1, "PROT_WRITE": 2, "PROT_EXEC": 4})
+
+
+def _shared(names: list[str]) -> bool:
+    return "MAP_SHARED" in names or "MAP_SHARED_VALIDATE" in names
+
+
+def _fd_and_path(arg: str) -> tuple[int, str | None]:
+    """A file-descriptor argument: its number (``-1`` for none, also as ``-X raw`` prints
+    it) and, with ``strace -y``, the path of its file (else ``None``)."""
+    m = _FD.match(_uncommented(arg))
+    if not m:
+        raise ValueError(f"not a file descriptor: {arg!r}")
+    fd = int(m.group("fd"), 0)
+    if fd in (0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF):
+        fd = -1
+    return fd, m.group("path")
 
 
 def convert_strace(text: str, out, origin: str = "<strace>") -> StraceStats:
@@ -419,8 +568,8 @@ def check_one_address_space(rows: list[dict], origin: str, page: int = 4096) -> 
     cannot express it."""
     live = _Ranges()
     for r in rows:
-        if _num(r.get("result", "")) is None:
-            continue
+        if _num(r.get("result", "")) is None or r["op"] == "truncate":
+            continue  # (a truncation maps and unmaps nothing)
         free, gone, mapped = _found_free_and_mapped(r, page)
         if r["op"] == "mremap":  # a move's own source is not what the check is about
             for lo, hi in gone:
@@ -466,7 +615,7 @@ def _freed(r: dict) -> tuple[int, int] | None:
     """The range a successful call of row ``r`` left free: a munmap's range, a moved
     mremap's source (not with MREMAP_DONTUNMAP), a shrink's cut-off tail."""
     res = _num(r.get("result", ""))
-    if res is None:
+    if res is None or r["op"] == "truncate":
         return None
     addr, old = int(r["addr"], 0), int(r["old_len"])
     if r["op"] == "munmap" and res == 0:
