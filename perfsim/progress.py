@@ -18,7 +18,8 @@ __all__ = ["LineProgress", "progress"]
 
 
 class LineProgress:
-    """Progress as whole lines, rate-limited: ``desc: n/total unit (p%), elapsed, ETA``."""
+    """Progress as whole lines, rate-limited: ``desc: n/total unit (p%), elapsed, ETA``
+    (``desc: n unit, elapsed`` where the total is not known: ``total`` 0)."""
 
     def __init__(self, total: int, *, desc: str, unit: str, stream: IO[str],
                  interval_s: float = 5.0, clock=time.monotonic) -> None:
@@ -41,8 +42,8 @@ class LineProgress:
         if 0 < self.n < self.total and elapsed > 0:
             eta = f", about {(self.total - self.n) * elapsed / self.n:.0f} s left"
         post = f" [{self.postfix}]" if self.postfix else ""
-        return (f"{self.desc}: {self.n}/{self.total} {self.unit}{pct}, "
-                f"{elapsed:.0f} s{eta}{post}")
+        done = f"{self.n}/{self.total}" if self.total else f"{self.n}"  # (0: not known)
+        return f"{self.desc}: {done} {self.unit}{pct}, {elapsed:.0f} s{eta}{post}"
 
     def _maybe_print(self, force: bool = False) -> None:
         now = self._clock()
@@ -77,12 +78,13 @@ class LineProgress:
 
 def progress(total: int, *, desc: str, unit: str = "sim", stream: IO[str] | None = None,
              interval_s: float = 5.0, **tqdm_kw: Any):
-    """A progress reporter for ``total`` units of work, written to ``stream`` (stderr)."""
+    """A progress reporter for ``total`` units of work (0: not known), written to
+    ``stream`` (stderr)."""
     stream = sys.stderr if stream is None else stream
     isatty = getattr(stream, "isatty", None)
     if isatty is not None and isatty():
         from tqdm import tqdm
 
-        return tqdm(total=total, unit=unit, desc=desc, file=stream, dynamic_ncols=True,
+        return tqdm(total=total or None, unit=unit, desc=desc, file=stream, dynamic_ncols=True,
                     **tqdm_kw)
     return LineProgress(total, desc=desc, unit=unit, stream=stream, interval_s=interval_s)

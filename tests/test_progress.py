@@ -48,3 +48,13 @@ def test_postfix_is_shown():
     bar.update(2)
     bar.close()
     assert "[failed=1]" in out.getvalue()
+
+
+def test_a_total_not_known_shows_the_count_alone():
+    """A trace replay does not know its calls in advance: ``total`` 0 is "not known", so
+    the line says how many are done, not "5/0"."""
+    out, clock = io.StringIO(), _Clock()
+    bar = LineProgress(0, desc="t", unit="calls", stream=out, clock=clock)
+    bar.update(5)
+    bar.close()
+    assert out.getvalue() == "t: 5 calls, 0 s\n"
