@@ -28,33 +28,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.p
 
 from perfsim import resolve_target  # noqa: E402
 from perfsim.errors import PerfsimError  # noqa: E402
-from perfsim.host.program import compare_program, replay_inputs  # noqa: E402
-
-MIN_KERNEL_US = 10.0
-"""Calls faster than this are left out of the latency ratio: the trace's timestamps have
-1 µs resolution, so a 2 µs call's time is known to ±50 %."""
-
-
-STATISTICS = {"median": statistics.median, "least": min}
-"""How a call's untraced kernel times become one figure. ``least``: on a machine that is
-not quiet a run's time includes the waits for its CPU (a call preempted at a
-cond_resched(), a vCPU the hypervisor took), which only ever add; the least of several
-runs is the closest to the call's own work."""
-
-
-def latency_ratios(rows: list[dict], key: str = "predicted_ns",
-                   statistic: str = "median") -> list[float]:
-    """predicted (``key``) / kernel time (untraced; the ``statistic`` of its runs) for every
-    call with untraced kernel times whose figure is at least :data:`MIN_KERNEL_US`."""
-    of = STATISTICS[statistic]
-    out = []
-    for r in rows:
-        us = r.get("kernel_us_untraced") or []
-        if len(us) and r.get(key):
-            k_us = of(us)
-            if k_us >= MIN_KERNEL_US:
-                out.append(r[key] / (k_us * 1000.0))
-    return out
+from perfsim.host.program import (  # noqa: E402
+    KERNEL_TIME_STATISTICS,
+    MIN_KERNEL_US,
+    compare_program,
+    latency_ratios,
+    replay_inputs,
+)
 
 
 def untraced_agreement(rows: list[dict], records: list[dict]) -> tuple[int, int, int]:
@@ -84,7 +64,7 @@ def main(argv=None) -> int:
     ap.add_argument("--ipis", action="store_true", help="compare IPI rounds too")
     ap.add_argument("--kernel", default="6.18")
     ap.add_argument("--cost", default="kvm-epyc", help="cost profile for the latency ratio")
-    ap.add_argument("--statistic", choices=sorted(STATISTICS), default="median",
+    ap.add_argument("--statistic", choices=sorted(KERNEL_TIME_STATISTICS), default="median",
                     help="a call's kernel time over its untraced runs: their median "
                          "(default) or the least (on a machine that is not quiet)")
     ap.add_argument("-v", "--verbose", action="store_true", help="one line per call")

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from helpers import bytearray_written
 
-from perfsim.host.program import compare_program, replay_inputs
+from perfsim.host.program import compare_program, replay_inputs, untraced_kernel_ns
 from perfsim.profiles import resolve_target
 
 DATA = Path(__file__).parent / "data" / "realprog" / "xeon"
@@ -31,9 +31,6 @@ PROGRAMS = ("c_realloc_1t", "perl_array", "perl_string", "py_bytearray", "py_lis
             "py_shrink")
 #: the programs that move mappings of files (recorded 2026-12-03, strace -y)
 FILE_PROGRAMS = ("py_file_resize", "sqlite_mmap")
-#: calls the kernel took less than this long (its median without strace) are left out of
-#: the latency checks: the tracer's resolution is 1 us
-MIN_KERNEL_US = 10.0
 
 
 def _records(name: str) -> list[dict]:
@@ -49,13 +46,6 @@ def _compare(name: str, *, cost: str | None = None, written=None, cpus: int = 1,
         got = entries(got)
     return compare_program(rows, got, _records(name), TARGET, cpus, ipis=ipis,
                            cost=cost, written=written)
-
-
-def _kernel_ns(row: dict) -> float | None:
-    us = row.get("kernel_us_untraced") or []
-    if not us or statistics.median(us) < MIN_KERNEL_US:
-        return None
-    return statistics.median(us) * 1000.0
 
 
 def test_the_recordings_are_whole_and_of_one_kernel():
@@ -96,7 +86,7 @@ def test_kvm_xeon_prices_each_program_near_this_hosts_kernel(name):
     """The median over a program's calls of kvm-xeon's price over the kernel's median time
     without strace is within a factor of two (2026-12-02: 0.66-1.05)."""
     ratios = [r["predicted_ns"] / k for r in _compare(name, cost="kvm-xeon")
-              if (k := _kernel_ns(r)) is not None]
+              if (k := untraced_kernel_ns(r)) is not None]
     assert ratios, name
     assert 0.5 <= statistics.median(ratios) <= 2.0, (name, ratios)
 
@@ -105,7 +95,7 @@ def test_kvm_xeon_prices_every_shrink_of_written_memory_within_a_factor_of_two()
     """py_shrink halves a written 64 MiB bytearray down to 1 MiB: the kernel zaps the tail.
     kvm-xeon's zap_pte_ns (65 ns, fitted here) prices each such call within a factor of two
     of this host's kernel; kvm-epyc's (252 ns, fitted on the AMD host) does not."""
-    xeon = [(r["predicted_ns"], _kernel_ns(r)) for r in _compare("py_shrink", cost="kvm-xeon")]
+    xeon = [(r["predicted_ns"], untraced_kernel_ns(r)) for r in _compare("py_shrink", cost="kvm-xeon")]
     epyc = [r["predicted_ns"] for r in _compare("py_shrink", cost="kvm-epyc")]
     assert len(xeon) == 3 and all(k is not None for _, k in xeon)
     for (p, k), e in zip(xeon, epyc, strict=True):
@@ -142,7 +132,7 @@ def test_py_threads_runs_as_an_mm_on_one_cpu():
 
     def median_ratio(rows):
         return statistics.median(r["predicted_ns"] / k for r in rows
-                                 if (k := _kernel_ns(r)) is not None)
+                                 if (k := untraced_kernel_ns(r)) is not None)
 
     assert 0.5 <= median_ratio(one) <= 2.0
     assert median_ratio(two) > 4.0

@@ -27,6 +27,7 @@ import ctypes
 import io
 import os
 import re
+import statistics
 import time
 from dataclasses import dataclass, replace
 
@@ -242,6 +243,35 @@ def trace_program(argv: list[str], *, buffer_kb: int = 65536, no_aslr: bool = Tr
 
 # --------------------------------------------------------------------------------------------
 # The replay's answers for the same calls
+
+
+MIN_KERNEL_US = 10.0
+"""Calls faster than this are left out of a latency ratio: the trace's timestamps have
+1 µs resolution, so a 2 µs call's time is known to ±50 %."""
+
+KERNEL_TIME_STATISTICS = {"median": statistics.median, "least": min}
+"""How a call's untraced kernel times become one figure. ``least``: on a machine that is
+not quiet a run's time includes the waits for its CPU (a call preempted at a
+cond_resched(), a vCPU the hypervisor took), which only ever add; the least of several
+runs is the closest to the call's own work."""
+
+
+def untraced_kernel_ns(row: dict, statistic: str = "median") -> float | None:
+    """The kernel's time for one compared call (a row of :func:`compare_program`), ns: the
+    ``statistic`` of its runs without strace (``kernel_us_untraced``), or ``None`` where it
+    has none or the figure is below :data:`MIN_KERNEL_US`."""
+    us = row.get("kernel_us_untraced") or []
+    if not len(us):
+        return None
+    k_us = KERNEL_TIME_STATISTICS[statistic](us)
+    return k_us * 1000.0 if k_us >= MIN_KERNEL_US else None
+
+
+def latency_ratios(rows: list[dict], key: str = "predicted_ns",
+                   statistic: str = "median") -> list[float]:
+    """predicted (``key``) / :func:`untraced_kernel_ns` for every row that has both."""
+    return [r[key] / k for r in rows
+            if r.get(key) and (k := untraced_kernel_ns(r, statistic)) is not None]
 
 
 def call_key(old_addr: int, old_len: int, new_len: int, result: int | str) -> tuple:
