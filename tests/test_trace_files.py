@@ -63,7 +63,18 @@ def test_ftruncate_rows_name_the_file_by_its_path_whatever_the_fd():
     es = strace_to_entries(LOG, "t.strace")
     cuts = [(e.file, e.new_len) for e in es if e.op == "truncate"]
     assert cuts == [("/tmp/a, b.dat", 8 * MiB), ("/tmp/a, b.dat", 4 * MiB)]
-    assert st.skipped == 1 and st.failed == 1
+    assert st.skipped == 1 and st.untied == 1 and st.failed == 1
+
+
+def test_convert_strace_says_when_ftruncate_calls_are_dropped(tmp_path, capsys):
+    from perfsim.cli.main import main
+
+    log = tmp_path / "t.strace"
+    log.write_text(LOG)
+    assert main(["workload", "convert-strace", str(log), "-o", str(tmp_path / "t.csv")]) == 0
+    err = capsys.readouterr().err
+    assert "1 ftruncate calls dropped: without strace -y" in err
+    assert sum(",truncate," in x for x in (tmp_path / "t.csv").read_text().splitlines()) == 2
 
 
 def test_raw_and_verbose_flags_decode_as_named_ones():

@@ -145,4 +145,8 @@ def _convert(args) -> int:
         write_file_atomically(out, lambda tmp: tmp.write_text(buf.getvalue(), encoding="utf-8"))
     print(f"{args.log}: {st.calls} calls read, {st.failed} failed, {st.skipped} lines skipped",
           file=sys.stderr)
+    if st.untied:
+        print(f"{args.log}: {st.untied} ftruncate calls dropped: without strace -y the log "
+              "does not say which file each truncated, so the replay keeps those mappings' "
+              "pages (docs/workloads.md, Traces)", file=sys.stderr)
     return 0

@@ -291,6 +291,8 @@ class StraceStats:
     calls: int = 0
     failed: int = 0
     skipped: int = 0
+    untied: int = 0
+    """Of ``skipped``: ``ftruncate`` calls without a path (a log recorded without ``-y``)."""
 
 
 def strace_rows(text: str, origin: str = "<strace>", stats: StraceStats | None = None) -> list[dict]:
@@ -386,8 +388,9 @@ def strace_rows(text: str, origin: str = "<strace>", stats: StraceStats | None =
                     stats.failed += 1
                     continue
                 _, path = _fd_and_path(a[0])
-                if path is None:
-                    stats.skipped += 1  # (no -y: which file is not known)
+                if path is None:  # (no -y: which file is not known)
+                    stats.skipped += 1
+                    stats.untied += 1
                     continue
                 rows.append({"time_ns": rel, "op": "truncate", "new_len": int(_uncommented(
                     a[-1]), 0), "result": result, "file": path, **who})
