@@ -89,6 +89,13 @@ def test_raw_and_verbose_flags_decode_as_named_ones():
     assert d.shared
 
 
+def test_mmap2_offsets_are_in_pages():
+    """A 32-bit program's mmap2 takes its offset in 4096-byte units."""
+    (e,) = strace_to_entries("1 mmap2(NULL, 8192, PROT_READ, MAP_SHARED, 3</f>, 0x10) = 0x10000"
+                             " <0.000001>\n", "m2")
+    assert e.offset == 0x10 * 4096 and e.file == "/f"
+
+
 CSV_HEAD = "op,addr,old_len,new_len,flags,backing,prot,file,offset\n"
 
 

@@ -413,8 +413,10 @@ def strace_rows(text: str, origin: str = "<strace>", stats: StraceStats | None =
                              "result": result, "backing": backing,
                              "flags": "|".join(names), "prot": "|".join(_prot_names(a[2])),
                              "file": path if backing != "anon" and path is not None else "",
-                             "offset": int(_uncommented(a[-1]), 0) if backing != "anon"
-                             and len(a) > 5 else "",
+                             # (mmap2's last argument is in 4096-byte units)
+                             "offset": int(_uncommented(a[-1]), 0) * (4096 if name == "mmap2"
+                                                                     else 1)
+                             if backing != "anon" and len(a) > 5 else "",
                              "_fixed": "MAP_FIXED" in names, **who})
             elif name == "munmap":
                 rows.append({"time_ns": rel, "op": "munmap", "addr": a[0], "old_len": int(a[1], 0),
