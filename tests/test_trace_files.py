@@ -89,6 +89,13 @@ def test_raw_and_verbose_flags_decode_as_named_ones():
     assert d.shared
 
 
+def test_dev_zero_is_shmem_shared_and_anonymous_private():
+    log = ("1 mmap(NULL, 8192, PROT_READ|PROT_WRITE, MAP_SHARED, 3</dev/zero>, 0) = 0x10000\n"
+           "1 mmap(NULL, 8192, PROT_READ|PROT_WRITE, MAP_PRIVATE, 3</dev/zero>, 0) = 0x20000\n")
+    shared, private = strace_to_entries(log, "z")
+    assert (shared.backing, private.backing, private.file) == ("shmem", "anon", None)
+
+
 def test_mmap2_offsets_are_in_pages():
     """A 32-bit program's mmap2 takes its offset in 4096-byte units."""
     (e,) = strace_to_entries("1 mmap2(NULL, 8192, PROT_READ, MAP_SHARED, 3</f>, 0x10) = 0x10000"

@@ -38,10 +38,11 @@ the new end, page tables kept (:mod:`perfsim.planner.truncate`, docs/kernel-rule
 ``perfsim workload convert-strace`` is its command line. Failed mmaps and calls without a
 result are dropped and counted. ``brk`` calls become mmap/munmap rows of the heap's
 growth and shrinkage. With ``-y`` an mmap of a file names it by its path (``/dev/shm``
-and memfd files are ``shmem``), and each ``ftruncate`` becomes a ``truncate`` row of that
-path (whichever descriptor it used: a dup of the mapped one is the same file); without
-``-y`` the ``ftruncate`` calls cannot be tied to a mapping and are dropped (counted as
-skipped). Rows are in start order, except where two threads' overlapping calls
+and memfd files are ``shmem``; ``/dev/zero`` is ``shmem`` shared, ``anon`` private), and
+each ``ftruncate`` becomes a ``truncate`` row of that path (whichever descriptor it used:
+a dup of the mapped one is the same file); without ``-y`` the ``ftruncate`` calls cannot
+be tied to a mapping and are dropped (counted as skipped). Rows are in start order,
+except where two threads' overlapping calls
 must have run the other way round (:func:`effect_order`).
 """
 
@@ -406,6 +407,8 @@ def strace_rows(text: str, origin: str = "<strace>", stats: StraceStats | None =
                     backing = "shmem" if _shared(names) else "anon"
                 elif fd == -1:
                     backing = "anon"
+                elif path == "/dev/zero":  # mmap_zero: shmem_zero_setup when shared
+                    backing = "shmem" if _shared(names) else "anon"
                 else:  # a file; /dev/shm and memfd files are shmem (tmpfs)
                     shm = path is not None and path.startswith(("/dev/shm/", "/memfd:"))
                     backing = "shmem" if shm else "file"
