@@ -96,6 +96,13 @@ def test_dev_zero_is_shmem_shared_and_anonymous_private():
     assert (shared.backing, private.backing, private.file) == ("shmem", "anon", None)
 
 
+def test_an_unlinked_file_is_still_the_file_it_was():
+    log = ("1 mmap(NULL, 8192, PROT_READ|PROT_WRITE, MAP_SHARED, 3</tmp/t>, 0) = 0x10000\n"
+           "1 ftruncate(3</tmp/t (deleted)>, 4096) = 0\n")
+    m, t = strace_to_entries(log, "d")
+    assert m.file == t.file == "/tmp/t"
+
+
 def test_mmap2_offsets_are_in_pages():
     """A 32-bit program's mmap2 takes its offset in 4096-byte units."""
     (e,) = strace_to_entries("1 mmap2(NULL, 8192, PROT_READ, MAP_SHARED, 3</f>, 0x10) = 0x10000"

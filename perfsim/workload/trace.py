@@ -489,14 +489,18 @@ def _shared(names: list[str]) -> bool:
 
 def _fd_and_path(arg: str) -> tuple[int, str | None]:
     """A file-descriptor argument: its number (``-1`` for none, also as ``-X raw`` prints
-    it) and, with ``strace -y``, the path of its file (else ``None``)."""
+    it) and, with ``strace -y``, the path of its file (else ``None``; without the
+    `` (deleted)`` strace adds once the file is unlinked: still the same file)."""
     m = _FD.match(_uncommented(arg))
     if not m:
         raise ValueError(f"not a file descriptor: {arg!r}")
     fd = int(m.group("fd"), 0)
     if fd in (0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF):
         fd = -1
-    return fd, m.group("path")
+    path = m.group("path")
+    if path is not None and path.endswith(" (deleted)"):
+        path = path[:-len(" (deleted)")]  # (the same file, unlinked since it was opened)
+    return fd, path
 
 
 def convert_strace(text: str, out, origin: str = "<strace>") -> StraceStats:
