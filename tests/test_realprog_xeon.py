@@ -58,19 +58,23 @@ def test_the_recordings_are_whole_and_of_one_kernel():
             assert all(len(r["kernel_us_untraced"]) == 7 for r in recs), name
 
 
+def _agrees_in_every_run(rows: list[dict], *, ipis: bool = True) -> None:
+    assert rows and all(r["kernel"] is not None and r["agree"] for r in rows)
+    for r in rows:
+        p, u = r["planned"]["whole"], r["untraced"]
+        assert set(u["flush_calls"]) == {p["flush_calls"]}, r["addr"]
+        assert set(u["full_flushes"]) == {p["full_flushes"]}, r["addr"]
+        if ipis:
+            assert set(u["ipi_rounds"]) == {p["ipi_rounds"]}, r["addr"]
+
+
 @pytest.mark.parametrize("name", sorted(set(PROGRAMS) - {"py_bytearray"}))
 def test_replay_agrees_with_the_kernel_on_every_call(name):
     """Flush calls and full flushes, whole call and by phase, under strace and in the seven
     runs without it (IPI rounds too there: none, one thread)."""
     rows = _compare(name)
-    assert rows and all(r["kernel"] is not None for r in rows)
-    assert [r for r in rows if not r["agree"]] == []
-    for r in rows:
-        p = r["planned"]["whole"]
-        u = r["untraced"]
-        assert set(u["flush_calls"]) == {p["flush_calls"]}, (name, r["addr"])
-        assert set(u["full_flushes"]) == {p["full_flushes"]}, (name, r["addr"])
-        assert set(u["ipi_rounds"]) == {0} == {p["ipi_rounds"]}, (name, r["addr"])
+    _agrees_in_every_run(rows)
+    assert {r["planned"]["whole"]["ipi_rounds"] for r in rows} == {0}, name
 
 
 def test_py_bytearray_agrees_once_its_unwritten_tail_is_said():
@@ -136,16 +140,6 @@ def test_py_threads_runs_as_an_mm_on_one_cpu():
 
     assert 0.5 <= median_ratio(one) <= 2.0
     assert median_ratio(two) > 4.0
-
-
-def _agrees_in_every_run(rows: list[dict], *, ipis: bool = True) -> None:
-    assert rows and all(r["kernel"] is not None and r["agree"] for r in rows)
-    for r in rows:
-        p, u = r["planned"]["whole"], r["untraced"]
-        assert set(u["flush_calls"]) == {p["flush_calls"]}, r["addr"]
-        assert set(u["full_flushes"]) == {p["full_flushes"]}, r["addr"]
-        if ipis:
-            assert set(u["ipi_rounds"]) == {p["ipi_rounds"]}, r["addr"]
 
 
 def test_py_file_resize_agrees_once_its_truncations_are_replayed():

@@ -22,14 +22,13 @@ from __future__ import annotations
 from dataclasses import replace
 
 from perfsim.mm.space import AddressSpace
+from perfsim.mm.vma import Vma
 from perfsim.planner.gather import MmuGather
 from perfsim.planner.unmap import zap_range
 from perfsim.profiles import Target
 
-FILE_BACKINGS = ("file", "shmem", "hugetlb")
 
-
-def hole_start(target: Target, vma, size: int) -> int:
+def hole_start(target: Target, vma: Vma, size: int) -> int:
     """``holebegin`` of a truncation to ``size`` bytes as a page offset in the file:
     ``round_up(size, PAGE_SIZE)``, or the huge page size for hugetlb (``hugetlb_vmtruncate``
     keeps whole huge pages)."""
@@ -48,8 +47,8 @@ def truncate_mappings(target: Target, space: AddressSpace, file_id: str,
     ps = target.arch.page_size
     pt = space.pt
     for v in space.vmas:
-        if v.file_id != file_id or v.backing not in FILE_BACKINGS:
-            continue
+        if v.file_id != file_id or v.backing == "anon":
+            continue  # (only a VMA with a file is in the file's i_mmap tree)
         first = hole_start(target, v, size)
         pages = (v.end - v.start) // ps
         if first >= v.pgoff + pages:

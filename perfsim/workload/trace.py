@@ -110,19 +110,14 @@ def parse_map_flags(text: str, origin: str = "", line: int = 0) -> bool:
     shared = False
     for part in t.split("|"):
         part = part.strip()
-        if part[:1].isdigit():
-            try:
-                v = int(part, 0)
-            except ValueError:
-                v = None
-            if v is not None:  # MAP_SHARED 0x01, MAP_PRIVATE 0x02, MAP_SHARED_VALIDATE 0x03
-                shared |= (v & 0x03) in (0x01, 0x03)
-                continue
+        if part[:1].isdigit() and _is_int(part):  # (its bits, as strace -X raw prints them)
+            shared |= _shared(_map_names(part))
+            continue
         if not part.startswith("MAP_"):
             raise PerfsimError(f"{origin}:{line}: column 'flags': {part!r} is not an mmap "
                                "flag; allowed on an mmap row: MAP_* names joined by |, e.g. "
                                "MAP_SHARED or MAP_PRIVATE|MAP_ANONYMOUS")
-        shared |= part in ("MAP_SHARED", "MAP_SHARED_VALIDATE")
+        shared |= _shared([part])
     return shared
 
 
@@ -134,22 +129,26 @@ def parse_prot(text: str, origin: str = "", line: int = 0) -> str:
     if not t:
         return "rw"
     if t[:1].isdigit():
-        try:
-            v = int(t, 0)
-        except ValueError:
-            v = -1
-        if v < 0:
+        if not _is_int(t):
             raise PerfsimError(f"{origin}:{line}: column 'prot': cannot parse {text!r}; "
                                "allowed: PROT_* names joined by |, or a number")
-        return "".join(c for bit, c in ((1, "r"), (2, "w"), (4, "x")) if v & bit)
-    got = set()
-    for part in t.split("|"):
-        part = part.strip()
-        if not part.startswith("PROT_"):
-            raise PerfsimError(f"{origin}:{line}: column 'prot': {part!r}; allowed: PROT_* "
-                               "names joined by |, e.g. PROT_READ|PROT_WRITE")
-        got.add(PROT_LETTERS.get(part, ""))
+        names = _prot_names(t)
+    else:
+        names = [part.strip() for part in t.split("|")]
+        for part in names:
+            if not part.startswith("PROT_"):
+                raise PerfsimError(f"{origin}:{line}: column 'prot': {part!r}; allowed: "
+                                   "PROT_* names joined by |, e.g. PROT_READ|PROT_WRITE")
+    got = {PROT_LETTERS.get(n, "") for n in names}
     return "".join(c for c in "rwx" if c in got)
+
+
+def _is_int(text: str) -> bool:
+    try:
+        int(text, 0)
+    except ValueError:
+        return False
+    return True
 
 
 def parse_trace_csv(text: str, origin: str = "<trace>") -> list[Entry]:
@@ -412,14 +411,15 @@ def strace_rows(text: str, origin: str = "<strace>", stats: StraceStats | None =
                 else:  # a file; /dev/shm and memfd files are shmem (tmpfs)
                     shm = path is not None and path.startswith(("/dev/shm/", "/memfd:"))
                     backing = "shmem" if shm else "file"
+                file, offset = "", ""
+                if backing != "anon":
+                    file = path or ""
+                    if len(a) > 5:  # (mmap2's last argument is in 4096-byte units)
+                        offset = int(_uncommented(a[-1]), 0) * (4096 if name == "mmap2" else 1)
                 rows.append({"time_ns": rel, "op": "mmap", "addr": result, "old_len": int(a[1], 0),
                              "result": result, "backing": backing,
                              "flags": "|".join(names), "prot": "|".join(_prot_names(a[2])),
-                             "file": path if backing != "anon" and path is not None else "",
-                             # (mmap2's last argument is in 4096-byte units)
-                             "offset": int(_uncommented(a[-1]), 0) * (4096 if name == "mmap2"
-                                                                     else 1)
-                             if backing != "anon" and len(a) > 5 else "",
+                             "file": file, "offset": offset,
                              "_fixed": "MAP_FIXED" in names, **who})
             elif name == "munmap":
                 rows.append({"time_ns": rel, "op": "munmap", "addr": a[0], "old_len": int(a[1], 0),
