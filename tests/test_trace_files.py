@@ -13,7 +13,7 @@ from perfsim.errors import PerfsimError
 from perfsim.mm.pagetable import PMD_LEAF, PMD_NONE, PMD_TABLE, PageTables
 from perfsim.mm.space import AddressSpace
 from perfsim.mm.vma import Vma
-from perfsim.planner.truncate import truncate_mappings
+from perfsim.planner.truncate import truncate_pagecache
 from perfsim.profiles import resolve_target
 from perfsim.workload.generate import Entry, StatefulPlanner
 from perfsim.workload.trace import convert_strace, parse_trace_csv, strace_to_entries
@@ -139,15 +139,15 @@ def test_a_truncation_zaps_the_pages_past_the_end_and_keeps_the_tables():
     base = 0x7F0000000000
     v = Vma(base, base + 8 * MiB, backing="file", file_id="/f", anon_vma=False)
     s = _space(v)
-    cut = truncate_mappings(T, s, "/f", 3 * MiB + 1)  # rounded up to a page
+    cut = truncate_pagecache(T, s, "/f", 3 * MiB + 1)  # rounded up to a page
     keep = 3 * MiB + PS
     assert cut.pt.present_ptes(base, base + keep) == keep // PS
     assert cut.pt.present_ptes(base + keep, base + 8 * MiB) == 0
     for slot in range((base + 4 * MiB) >> 21, (base + 8 * MiB) >> 21):
         assert cut.pt.pmd_entry(slot)[0] == PMD_TABLE  # emptied, not freed
     assert cut.vmas == s.vmas
-    assert truncate_mappings(T, s, "/f", 8 * MiB) is s  # nothing past the end: unchanged
-    assert truncate_mappings(T, s, "/other", 0) is s
+    assert truncate_pagecache(T, s, "/f", 8 * MiB) is s  # nothing past the end: unchanged
+    assert truncate_pagecache(T, s, "/other", 0) is s
 
 
 def test_a_truncation_reaches_every_mapping_of_the_file_by_its_offset():
@@ -158,7 +158,7 @@ def test_a_truncation_reaches_every_mapping_of_the_file_by_its_offset():
     b = Vma(base + 8 * MiB, base + 12 * MiB, backing="file", file_id="/f", pgoff=1024,
             shared=False, anon_id="cow", name="b")
     c = Vma(base + 16 * MiB, base + 20 * MiB, backing="file", file_id="/g", anon_vma=False)
-    cut = truncate_mappings(T, _space(a, b, c), "/f", 6 * MiB)
+    cut = truncate_pagecache(T, _space(a, b, c), "/f", 6 * MiB)
     assert cut.pt.present_ptes(a.start, a.end) == 4 * MiB // PS
     assert cut.pt.present_ptes(b.start, b.start + 2 * MiB) == 2 * MiB // PS
     assert cut.pt.present_ptes(b.start + 2 * MiB, b.end) == 0
@@ -171,7 +171,7 @@ def test_a_truncation_unmaps_whole_huge_pmds_and_splits_a_partial_one():
             thp=True)
     s = _space(v, thp=True)
     assert s.pt.pmd_entry(base >> 21)[0] == PMD_LEAF
-    cut = truncate_mappings(T, s, "/dev/shm/x", 3 * MiB)
+    cut = truncate_pagecache(T, s, "/dev/shm/x", 3 * MiB)
     assert cut.pt.pmd_entry(base >> 21)[0] == PMD_LEAF
     assert cut.pt.present_ptes(base + 3 * MiB, base + 8 * MiB) == 0
     assert [cut.pt.pmd_entry(((base + 4 * MiB) >> 21) + i)[0] for i in range(2)] == \

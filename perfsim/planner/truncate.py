@@ -39,11 +39,12 @@ def hole_start(target: Target, vma: Vma, size: int) -> int:
     return -(-size // unit) * unit // ps
 
 
-def truncate_mappings(target: Target, space: AddressSpace, file_id: str,
-                      size: int) -> AddressSpace:
-    """``space`` after the file ``file_id`` was truncated to ``size`` bytes:
-    ``unmap_mapping_range`` over every VMA of that file (``Vma.file_id``), page tables
-    kept (module docstring). ``space`` itself where nothing was mapped past the end."""
+def truncate_pagecache(target: Target, space: AddressSpace, file_id: str,
+                       size: int) -> AddressSpace:
+    """``truncate_pagecache``: ``space`` after the file ``file_id`` was truncated to
+    ``size`` bytes, i.e. ``unmap_mapping_range`` over every VMA of that file
+    (``Vma.file_id``), page tables kept (module docstring). ``space`` itself where nothing
+    was mapped past the end."""
     ps = target.arch.page_size
     pt = space.pt
     for v in space.vmas:

@@ -417,7 +417,7 @@ class StatefulPlanner:
     def __iter__(self) -> Iterator[MovePlan]:
         from perfsim.planner import steps as S
         from perfsim.planner.syscall import do_munmap
-        from perfsim.planner.truncate import truncate_mappings
+        from perfsim.planner.truncate import truncate_pagecache
 
         a = self.target.arch
         n_map = n_grow = 0
@@ -455,7 +455,7 @@ class StatefulPlanner:
                                            S.StepLog(), S.UNMAP_DST)
                     continue
                 if e.op == "truncate":
-                    self.space = truncate_mappings(self.target, self.space, e.file, e.new_len)
+                    self.space = truncate_pagecache(self.target, self.space, e.file, e.new_len)
                     continue
                 req = MoveRequest(e.old_addr, e.old_len, new_len=e.new_len, new_addr=e.new_addr,
                                   fixed=e.fixed, maymove=e.maymove, dontunmap=e.dontunmap,
