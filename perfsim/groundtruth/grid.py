@@ -23,11 +23,14 @@ FIELDS = {
     "guard_dst": ("no", "touched", "untouched"),
     "dst_mode": ("hole", "reserved", "written", "anon-shmem"), "reps": None,
     "new_size": None, "flags": ("fixed", "dontunmap", "shrink"), "split_at": None,
-    "sync": ("no", "msync"),
+    "sync": ("no", "msync"), "truncate": None,
 }
 DEFAULTS = {"layout": "window", "backing": "anon", "thp": "off", "threads": 1,
             "populate": "full", "guard_src": "no", "guard_dst": "no", "dst_mode": "hole",
-            "reps": 1, "new_size": 0, "flags": "fixed", "split_at": 0, "sync": "no"}
+            "reps": 1, "new_size": 0, "flags": "fixed", "split_at": 0, "sync": "no",
+            "truncate": -1}
+#: the backings with a file descriptor the probe can ``ftruncate`` (``truncate``)
+FILE_BACKINGS = ("memfd", "tmpfs", "ext4")
 
 
 def size_label(n: int) -> str:
@@ -76,6 +79,8 @@ def case_id(case: dict) -> str:
         parts.append(f"split-{size_label(c['split_at'])}")
     if c["sync"] != "no":
         parts.append(c["sync"])
+    if c["truncate"] >= 0:
+        parts.append(f"trunc-{size_label(c['truncate'])}")
     return "/".join(parts)
 
 
@@ -113,6 +118,13 @@ def normalise(case: dict) -> dict:
     if c["flags"] == "shrink" and not 0 < c["new_size"] < c["size"]:
         raise PerfsimError(f"case {c.get('id', '?')}: flags 'shrink' needs 0 < 'new_size' < "
                            "'size'")
+    t = c["truncate"]
+    if not isinstance(t, int) or isinstance(t, bool) or t < -1:
+        raise PerfsimError(f"case {c.get('id', '?')}: field 'truncate' must be a size in bytes "
+                           "(-1: none)")
+    if t >= 0 and c["backing"] not in FILE_BACKINGS:
+        raise PerfsimError(f"case {c.get('id', '?')}: field 'truncate' needs a backing with a "
+                           f"file ({', '.join(FILE_BACKINGS)}), not {c['backing']!r}")
     c.setdefault("id", case_id(c))
     if any(ch.isspace() for ch in c["id"]):
         raise PerfsimError(f"case id {c['id']!r}: no spaces allowed")
@@ -235,6 +247,59 @@ def zap_shared_cases(reps: int = 3) -> list[dict]:
     return cases
 
 
+def truncate_cases(backings: tuple[str, ...] = ("memfd",)) -> list[dict]:
+    """What ``ftruncate`` of a mapped file leaves for a later mremap (docs/kernel-rules.md
+    R25): every page of an 8 MiB shared mapping written, the file truncated (``truncate``:
+    the probe's ``ftruncate`` between recording the layout and the call), then the mapping
+    shrunk in place or moved. The pages past the new end are gone but their PTE tables
+    stay: a shrink over them flushes once for the freed tables where, untruncated, each
+    written table forces a flush of its own. Each shape also untruncated (the control), a
+    new end inside a PTE table, one not page-aligned (the hole starts at the next page),
+    zero, a growth (nothing changes), moves whose tables go whole or PTE by PTE, a THP
+    split by the new end, and a second thread (IPIs)."""
+    M2, M8 = 2 * MiB, 8 * MiB
+    cases = []
+    for b in backings:
+        k = {"backing": b}
+        shrink = {"new_size": M2, "flags": "shrink", **k}
+        cases += [
+            shape_case("pmd_aligned", M8, **shrink),
+            shape_case("pmd_aligned", M8, truncate=M2, **shrink),
+            shape_case("pmd_aligned", M8, truncate=3 * MiB, **shrink),
+            shape_case("pmd_aligned", M8, truncate=M2 + 100, **shrink),
+            shape_case("pmd_aligned", M8, truncate=0, **shrink),
+            shape_case("pmd_aligned", M8, truncate=16 * MiB, **shrink),
+            shape_case("unaligned", M8, truncate=M2, **shrink),
+            shape_case("pmd_aligned", M8, truncate=M2, **k),
+            shape_case("unaligned", M8, truncate=M2, **k),
+            shape_case("realignable", M8, truncate=M2, **k),
+            shape_case("unaligned", M8, truncate=5 * MiB + 4 * KiB, new_size=4 * MiB, **k),
+        ]
+        if b == "memfd":
+            cases += [shape_case("pmd_aligned", M8, truncate=3 * MiB, thp="on", **shrink),
+                      shape_case("pmd_aligned", M8, truncate=M2, threads=2, **shrink)]
+    return cases
+
+
+def zap_sparse_cases() -> list[dict]:
+    """Shrinks in place whose tail holds a few written pages in a PTE table the call keeps
+    (the mapping still ends inside that PMD): the flush covers the PTEs the zap cleared,
+    first to last (``tlb_remove_tlb_entries`` widens the gather's range by each cleared
+    PTE, not by the range walked), so two pages are a ranged flush, not a full one; a
+    shared mapping's forced flush likewise. Anonymous, shmem and memfd; one also with a
+    page further on (the range reaches it)."""
+    M3, M8 = 3 * MiB, 8 * MiB
+    cases = []
+    for b in ("anon", "shmem", "memfd"):
+        shrink = {"new_size": M3, "flags": "shrink", "backing": b}
+        cases += [
+            shape_case("pmd_aligned", M8, populate=f"first:{M3 + 8 * KiB}", **shrink),
+            shape_case("pmd_aligned", M8, populate=f"first:{M3 + 120 * KiB}", **shrink),
+            shape_case("pmd_aligned", M8, populate="every:32", **shrink),
+        ]
+    return cases
+
+
 def ordinary_case(size: int, src_off: int, dst_off: int, **kw) -> dict:
     case = {"layout": "ordinary", "size": size, "src_off": src_off, "dst_off": dst_off,
             "thp": "default"}
@@ -277,7 +342,9 @@ def ordinary_grid() -> list[dict]:
 
 
 GRIDS = {"shapes": shapes_grid, "shapes-small": lambda: shapes_grid(big=False),
-         "ordinary": ordinary_grid, "zap": zap_cases, "zap-shared": zap_shared_cases}
+         "ordinary": ordinary_grid, "zap": zap_cases, "zap-shared": zap_shared_cases,
+         "truncate": truncate_cases, "zap-sparse": zap_sparse_cases,
+         "truncate-files": lambda: truncate_cases(("tmpfs", "ext4"))}
 
 
 def named_grid(name: str) -> list[dict]:

@@ -8,7 +8,11 @@ destination touch become the page tables, a PMD leaf where a THP maps a whole PM
 frames contiguous from a 2 MiB boundary, and the VMA's ``AnonHugePages`` /
 ``ShmemPmdMapped`` agreeing). The request is the call the probe made:
 ``mremap(src, size, new_size, MAYMOVE|FIXED, dst)`` (``flags=shrink``: ``mremap(src, size,
-new_size, 0)``, the tail unmapped in place), in an mm with as many CPUs as threads.
+new_size, 0)``, the tail unmapped in place), in an mm with as many CPUs as threads. A case
+with ``truncate`` (the probe called ``ftruncate`` on the source's file after recording the
+layout and before the call) gets the recorded state truncated as
+:func:`perfsim.planner.truncate.truncate_pagecache` says (docs/kernel-rules.md R25): the call
+is planned on what the truncation left.
 
 The trace splits the call into ``dst_unmap``, ``move`` and ``src_unmap`` (see
 :mod:`perfsim.host.trace`); they are the planner's UNMAP_DST, MOVE and UNMAP_SRC phases.
@@ -22,6 +26,7 @@ from perfsim.mm.pagetable import PMD_LEAF, PMD_TABLE, PUD_TABLE, PageTables
 from perfsim.mm.space import AddressSpace
 from perfsim.mm.vma import Vma
 from perfsim.planner import MoveRequest, plan_mremap
+from perfsim.planner.truncate import truncate_pagecache
 from perfsim.planner.unmap import need_resched_break_flushes, vma_zap_forces_flush
 from perfsim.profiles import Target
 
@@ -120,6 +125,10 @@ def space_for_record(rec: dict, target: Target) -> tuple[AddressSpace, MoveReque
         space = AddressSpace(tuple(vmas), page_tables(rec, target), cpus=int(rec["threads"]))
     except ValueError as exc:
         raise Unrepresentable(str(exc)) from None
+    truncate = int(rec.get("truncate", -1))
+    if truncate >= 0:  # ftruncate(source's fd, truncate) between the record and the call
+        src = next(v for v in space.vmas if v.start == int(rec["src"]))
+        space = truncate_pagecache(target, space, src.file_id, truncate)
     size = int(rec["size"])
     new_size = int(rec.get("new_size") or size)
     if rec.get("flags") == "shrink":  # mremap(src, size, new_size, 0): the tail, in place

@@ -298,6 +298,9 @@ def fidelity(rec: dict, body: str, target) -> tuple[str, str]:
     from perfsim.planner.request import labeller, resolve
     from perfsim.request_file import DEFAULTS, parse_request
 
+    if int(rec.get("truncate", -1)) >= 0:
+        return "inexact", ("the call follows an ftruncate of the source's file, which a "
+                           "request cannot say (the test uses the exact rebuild)")
     req = parse_request(body, "<generated>").given()
     values = dict(DEFAULTS, **req)
     origin = {k: ("<generated>" if k in req else "default") for k in DEFAULTS}

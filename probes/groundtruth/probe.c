@@ -12,7 +12,7 @@
  *   populate=full|none|every:K|first:BYTES guard_src=no|touched|untouched
  *   guard_dst=no|touched|untouched dst_mode=hole|reserved|written|anon-shmem reps=N
  *   new_size=BYTES (default size) flags=fixed|dontunmap|shrink split_at=OFFSET (0: none)
- *   sync=no|msync
+ *   sync=no|msync truncate=BYTES (-1: none)
  * ``dst_mode=written``: the destination is a mapping of the source's backing (its own
  * shmem object or memfd), every page written, so MREMAP_FIXED first unmaps dirty pages;
  * ``anon-shmem``: the same with its lower half private anon and its upper half shmem.
@@ -24,6 +24,10 @@
  * be on that filesystem (checked with fstatfs; the case fails otherwise). ``sync=msync``
  * calls msync(src, size, MS_SYNC) after populating: a file's pages are written back and
  * their PTEs cleaned (write-protected, not dirty); shmem has no writeback (still dirty).
+ * ``truncate=BYTES`` (memfd, tmpfs and ext4) calls ftruncate(fd, BYTES) on the source's file
+ * after the layout is recorded and before the traced call, so the call finds what the
+ * truncation left (the pages past the new end unmapped, their page tables kept); the
+ * truncation itself is not traced.
  * "window": source at base+src_off and destination at base+span+1G+dst_off in a private
  * 1 GiB-aligned window (span = whole GiBs covering size+8M), everything else in the window
  * unmapped, as perfsim.host.layout builds its shapes. "ordinary": each buffer comes from
@@ -163,6 +167,7 @@ struct spec {
 	unsigned long new_size, split_at;
 	char flags[12];
 	char sync[8];
+	long truncate;
 };
 
 static void spec_defaults(struct spec *s)
@@ -180,6 +185,7 @@ static void spec_defaults(struct spec *s)
 	s->size = 64 * MiB;
 	strcpy(s->flags, "fixed");
 	strcpy(s->sync, "no");
+	s->truncate = -1;
 }
 
 static void copy_tok(char *dst, size_t cap, const char *v, const char *key)
@@ -223,6 +229,7 @@ static int parse_spec(char *line, struct spec *s)
 		else if (!strcmp(k, "split_at")) s->split_at = strtoul(v, NULL, 0);
 		else if (!strcmp(k, "flags")) copy_tok(s->flags, sizeof s->flags, v, k);
 		else if (!strcmp(k, "sync")) copy_tok(s->sync, sizeof s->sync, v, k);
+		else if (!strcmp(k, "truncate")) s->truncate = strtol(v, NULL, 0);
 		else {
 			errno = EINVAL;
 			die("unknown key %s", k);
@@ -235,10 +242,12 @@ static int parse_spec(char *line, struct spec *s)
 		    (strcmp(s->flags, "fixed") && strcmp(s->flags, "dontunmap") &&
 		     strcmp(s->flags, "shrink")) ||
 		    (!strcmp(s->flags, "shrink") && s->new_size >= s->size) ||
-		    (strcmp(s->sync, "no") && strcmp(s->sync, "msync")))) {
+		    (strcmp(s->sync, "no") && strcmp(s->sync, "msync")) || s->truncate < -1 ||
+		    (s->truncate >= 0 && (!strcmp(s->backing, "anon") || !strcmp(s->backing, "shmem"))))) {
 		errno = EINVAL;
 		die("bad case %s: needs id, page-multiple size/new_size/split_at < size, threads 1 or 2, "
-		    "flags fixed, dontunmap or shrink (new_size < size), sync no or msync", s->id);
+		    "flags fixed, dontunmap or shrink (new_size < size), sync no or msync, truncate -1 "
+		    "or a size (memfd, tmpfs or ext4 only)", s->id);
 	}
 	return any;
 }
@@ -736,12 +745,14 @@ static void run_case(const struct spec *s, int rep, pid_t tid)
 	       "\"backing\":\"%s\",\"thp\":\"%s\",\"threads\":%d,\"populate\":\"%s\","
 	       "\"guard_src\":\"%s\",\"guard_dst\":\"%s\",\"dst_mode\":\"%s\",\"src\":%lu,\"dst\":%lu,"
 	       "\"guard_src_addr\":%lu,\"guard_dst_addr\":%lu,\"tid\":%d,\"new_size\":%lu,"
-	       "\"split_at\":%lu,\"flags\":\"%s\",\"sync\":\"%s\",",
+	       "\"split_at\":%lu,\"flags\":\"%s\",\"sync\":\"%s\",\"truncate\":%ld,",
 	       rep, s->layout, s->size, s->src_off, s->dst_off, s->backing, s->thp, s->threads,
 	       s->populate, s->guard_src, s->guard_dst, s->dst_mode, l.src, l.dst, l.guard_src,
-	       l.guard_dst, (int)tid, s->new_size, s->split_at, s->flags, s->sync);
+	       l.guard_dst, (int)tid, s->new_size, s->split_at, s->flags, s->sync, s->truncate);
 	emit_vmas(&l);
 	fflush(stdout);
+	if (s->truncate >= 0 && ftruncate(l.fd, (off_t)s->truncate))
+		die("ftruncate(source, %ld)", s->truncate);
 
 	if (s->threads == 2)
 		wait_spinner_running();
