@@ -328,7 +328,6 @@ def gather_zapped_ptes(target: Target, tlb: MmuGather, base: int, lo: int, hi: i
     ``ENCODED_PAGE_BIT_NR_PAGES_NEXT``; 6.9+), a lone PTE one slot, and the batches are full
     (forced flush after that batch) when a batch's slots reach the room left."""
     ps = target.arch.page_shift
-    pos = lo
     if folio is True:
         folio = whole_table_folio(target.arch.ptrs_per_pte)
     if folio:
@@ -343,28 +342,27 @@ def gather_zapped_ptes(target: Target, tlb: MmuGather, base: int, lo: int, hi: i
             room = pages_until_forced_flush(target, tlb.batched, forces)
             starts &= starts - 1
             full = slots >= room
-            # (the range reaches the call's end after its last batch, as the per-PTE path's)
-            tlb.gather_ptes(base + (pos << ps), base + ((e_ if starts or full else hi) << ps),
+            # (tlb_remove_tlb_entries widens the range by the batch's own PTEs)
+            tlb.gather_ptes(base + (s_ << ps), base + (e_ << ps),
                             slots, n, level="pte", delayed_rmap=forces, saved=n - 1)
             if full:
                 tlb.force_flush(target, base + (e_ << ps))
-            pos = e_
         if forces and tlb.delayed_rmap:
             tlb.force_flush(target, base + (hi << ps))
         return
     while hit:
         room = pages_until_forced_flush(target, tlb.batched, forces)
         cnt = hit.bit_count()
+        first = (hit & -hit).bit_length() - 1  # (the range: the PTEs cleared, first to last)
         if cnt < room:
-            tlb.gather_ptes(base + (pos << ps), base + (hi << ps), cnt, cnt, level="pte",
-                            delayed_rmap=forces)
+            tlb.gather_ptes(base + (first << ps), base + (hit.bit_length() << ps), cnt, cnt,
+                            level="pte", delayed_rmap=forces)
             break
         k = _nth_set_bit(hit, room) + 1
-        tlb.gather_ptes(base + (pos << ps), base + (k << ps), room, room, level="pte",
+        tlb.gather_ptes(base + (first << ps), base + (k << ps), room, room, level="pte",
                         delayed_rmap=forces)
         tlb.force_flush(target, base + (k << ps))
         hit &= ~((1 << k) - 1)
-        pos = k
     if forces and tlb.delayed_rmap:
         tlb.force_flush(target, base + (hi << ps))
 
@@ -738,8 +736,13 @@ def _zap_pmd_entries(target: Target, arr: _Arrays, pt: PageTables, start: int, e
         tlb.zap_huge_pmds += int(np.count_nonzero(leaf_whole))
         if hit_pte.any():
             tlb.cleared_ptes = True
-            spans.append((int((base + (lo << ps))[hit_pte].min()),
-                          int((base + (hi << ps))[hit_pte].max())))
+            # the range covers the PTEs cleared (tlb_remove_tlb_entries), first to last
+            ks = np.flatnonzero(hit_pte)
+            k0, k1 = int(ks[0]), int(ks[-1])
+            h0, h1 = (edge_hit[k] if k in edge_hit else _words_to_int(arr.masks[row[k]])
+                      for k in (k0, k1))
+            spans.append((int(base[k0]) + (((h0 & -h0).bit_length() - 1) << ps),
+                          int(base[k1]) + (h1.bit_length() << ps)))
         if leaf_whole.any():
             tlb.cleared_pmds = True
             spans.append((int(base[leaf_whole].min()), int(base[leaf_whole].max()) + a.pmd_size))
