@@ -130,3 +130,10 @@ def test_truncate_field_is_checked():
     line = G.probe_line(G.shape_case("pmd_aligned", 8 * MiB, backing="memfd", truncate=MiB))
     assert "truncate=1048576" in line and "/trunc-1M" in line
     assert "truncate=-1" in G.probe_line(G.shape_case("pmd_aligned", 8 * MiB))
+
+
+def test_truncate_files_grid_needs_native(capsys):
+    from perfsim.cli.main import main
+
+    assert main(["groundtruth", "--kernel", "6.12", "--grid", "truncate-files"]) == 2
+    assert "--grid truncate-files needs --native" in capsys.readouterr().err

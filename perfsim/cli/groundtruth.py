@@ -66,7 +66,10 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--grid", default=None, help="shapes (default), shapes-small, ordinary "
                    "(default with --native), zap (shrinks and MREMAP_FIXED over written "
                    "anon/shmem: the unmap's flushes), zap-shared (--native: in-place shrinks "
-                   "of written memfd, shmem, tmpfs and ext4 files)")
+                   "of written memfd, shmem, tmpfs and ext4 files), truncate (a memfd "
+                   "truncated, then shrunk or moved), truncate-files (--native: the same on "
+                   "tmpfs and ext4 files), zap-sparse (shrinks of a few written pages in a "
+                   "kept PTE table: the flush's range)")
     p.add_argument("--profile", default=None, help="kernel profile to compare with")
     p.add_argument("--out", metavar="RECORDS.jsonl", help="write the records here")
     p.add_argument("--timeout", type=positive_seconds, default=1800,
@@ -130,9 +133,9 @@ def run(args: argparse.Namespace) -> int:
     if grid_name == "ordinary" and not args.native:
         raise PerfsimError("--grid ordinary needs --native (it lays buffers out next to the C "
                            "library, which a static probe in an initramfs does not have)")
-    if grid_name == "zap-shared" and not args.native:
-        raise PerfsimError("--grid zap-shared needs --native (its tmpfs and ext4 files live in "
-                           "/dev/shm and /var/tmp, which an initramfs boot does not have)")
+    if grid_name in ("zap-shared", "truncate-files") and not args.native:
+        raise PerfsimError(f"--grid {grid_name} needs --native (its tmpfs and ext4 files live "
+                           "in /dev/shm and /var/tmp, which an initramfs boot does not have)")
     cases = G.named_grid(grid_name)
     if args.native:
         from perfsim.groundtruth.native import run_native
