@@ -142,6 +142,12 @@ class KernelProfile(_Frozen):
     pte_batching: Literal["none", "folio", "hint"] = "none"
     """``mremap_folio_pte_batch``: none (pre-6.17), folio (f822a9a81a31), hint (6.17 gate)."""
     multi_vma_move: bool = False
+    file_large_folios: bool = False
+    """A regular file's page cache is kept in large folios, so a file VMA advised
+    MADV_HUGEPAGE (``Vma.thp``) is read ahead in PMD-order folios (``do_sync_mmap_readahead``,
+    ``page_cache_ra_order``), and a truncation inside one splits it, unmapping every PTE of
+    it (R25a): ext4 from 6.16 ("ext4: enable large folio for regular file"; xfs had them
+    from 5.18, not modelled apart). False before."""
     zap_pte_batching: bool = False
     """``zap_present_ptes`` batches the consecutive present PTEs of one large folio
     (``folio_pte_batch``) and clears them as one (``zap_present_folio_ptes``: one rmap

@@ -111,6 +111,8 @@ class VmaTable(_Strict):
     written_back: bool = _opt(False, "true: a shared file's written pages were written back "
                                      "since (msync, or the flusher after dirty_expire): "
                                      "clean PTEs, so a zap of them forces no flush")
+    dirty: bool = _opt(False, "true: a VMA without write permission was written before "
+                              "mprotect took it away (its PTEs stay dirty)")
 
     _sizes = field_validator("start", "size", "folio_size", "hugepage_size",
                              mode="before")(_no_bool_or_float_size)

@@ -74,6 +74,7 @@ addresses and sizes:
   folio_size=16K..1M, pgoff=N, file=NAME (VMAs naming the same file or anon family share
   it), uffd=missing|wp, touched=false (mapped, never faulted in), shared=false (MAP_PRIVATE
   file/shmem), written_back=true (a shared file's pages written back since: clean PTEs),
+  dirty=true (a VMA without write permission written before mprotect: dirty PTEs),
   hugepage_size=SIZE.
   e.g. --vma A:64M:populate=every:512 --vma A-4K:4K:prot=r,touched=false
 

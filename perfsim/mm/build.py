@@ -194,7 +194,8 @@ class VmaSpec:
     event); ``touched = False`` maps it without faulting anything in (a guard page);
     ``shared = False`` maps a ``file``/``shmem`` backing MAP_PRIVATE; ``written_back`` says
     a shared file's written pages were written back since (clean PTEs; see
-    :class:`~perfsim.mm.vma.Vma`)."""
+    :class:`~perfsim.mm.vma.Vma`); ``dirty`` that a VMA without write permission was
+    written before ``mprotect`` took it away (dirty PTEs)."""
 
     start: int
     length: int
@@ -211,6 +212,7 @@ class VmaSpec:
     name: str = ""
     shared: bool = True
     written_back: bool = False
+    dirty: bool = False
 
 
 def vma_of(spec: VmaSpec, index: int, arch) -> Vma:
@@ -223,7 +225,8 @@ def vma_of(spec: VmaSpec, index: int, arch) -> Vma:
                anon_vma=anon and spec.touched and spec.populate.kind != "none",
                pgoff=pgoff, file_id=None if anon else family, anon_id=family if anon else None,
                prot=spec.prot, hugepage_size=spec.hugepage_size, folio_size=spec.folio_size,
-               name=spec.name, shared=spec.shared, written_back=spec.written_back)
+               name=spec.name, shared=spec.shared, written_back=spec.written_back,
+               dirty=spec.dirty)
 
 
 def populate_vma(pt: PageTables, vma: Vma, pop: Population) -> PageTables:

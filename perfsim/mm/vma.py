@@ -31,7 +31,9 @@ class Vma:
     they were dirty for ``dirty_expire_centisecs``): writeback cleans and write-protects their
     PTEs (``folio_clear_dirty_for_io`` → ``folio_mkclean``), so a zap of them forces no flush
     (docs/kernel-rules.md, the zap's forced flush); shmem and anonymous pages have no
-    writeback.
+    writeback. ``dirty``: the VMA has no write permission but its pages were written before
+    ``mprotect`` took it away (``change_pte_range`` write-protects a PTE and keeps its dirty
+    bit), so its PTEs are dirty as a writable VMA's are.
     """
 
     start: int
@@ -51,13 +53,14 @@ class Vma:
     uffd_mode: str = ""
     shared: bool = True
     written_back: bool = False
+    dirty: bool = False
 
     def __init__(self, start: int, end: int, backing: Backing = "anon", thp: bool = False,
                  uffd_wp: bool = False, anon_vma: bool = True, pgoff: int = 0,
                  file_id: str | None = None, anon_id: str | None = None, prot: str = "rw",
                  hugepage_size: int = 0, folio_size: int = 0, stack: bool = False,
                  name: str = "", uffd_mode: str = "", shared: bool = True,
-                 written_back: bool = False) -> None:
+                 written_back: bool = False, dirty: bool = False) -> None:
         # The dataclass's own __init__ (same parameters and defaults, held to the fields by
         # tests/test_t13_mm_space.py), writing every field into the instance __dict__ at
         # once rather than through the frozen class's generic object.__setattr__ per field.
@@ -67,7 +70,7 @@ class Vma:
                              anon_vma=anon_vma, pgoff=pgoff, file_id=file_id, anon_id=anon_id,
                              prot=prot, hugepage_size=hugepage_size, folio_size=folio_size,
                              stack=stack, name=name, uffd_mode=uffd_mode, shared=shared,
-                             written_back=written_back)
+                             written_back=written_back, dirty=dirty)
 
     @property
     def length(self) -> int:

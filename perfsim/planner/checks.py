@@ -234,13 +234,16 @@ def check_prep_vma(vrm: VmaRemap) -> Refusal | None:
 def vma_multi_allowed(vma: Vma) -> bool:
     """``vma_multi_allowed`` (6.17+): may this VMA be one of several moved by one call?
     Not when userfaultfd-armed (the uffd notification would have to drop the mmap lock), nor
-    for a regular file whose filesystem has its own ``get_unmapped_area`` (it might not obey
-    MREMAP_FIXED). shmem and hugetlb are known to obey it (6.18 also trusts
-    ``thp_get_unmapped_area``); perfsim's ``file`` backing stands for a filesystem that
-    brings its own handler."""
-    if vma.userfaultfd_armed:
-        return False
-    return vma.backing != "file"
+    for a file whose ``f_op->get_unmapped_area`` is not known to obey MREMAP_FIXED. Known
+    good: none at all, shmem, hugetlb and ``thp_get_unmapped_area``, which is what ext4,
+    xfs, btrfs, ext2, fuse and erofs files use (7.3.4's ``fs/``), so perfsim's ``file``
+    backing (a regular file) may be moved with others. Refused, and not expressible here:
+    ramfs, procfs and device files with handlers of their own. (6.17's first form trusted
+    only shmem and hugetlb besides no handler; ``thp_get_unmapped_area`` was added by a
+    patch posted for 6.17 in August 2025, before its -rc1, and is taken as in 6.17.) Held
+    against 6.18.44 here: ext4 and tmpfs files split in two by ``mprotect`` move in one
+    call (docs/groundtruth.md, the ``files`` grid)."""
+    return not vma.userfaultfd_armed
 
 
 def prep_move_vma(vrm: VmaRemap) -> Refusal | None:

@@ -148,7 +148,7 @@ def vma_specs(tables: list[dict], target: Target, bases: dict[str, int], seed: i
             folio_size=_folio_size(t.get("folio_size"), f"{lab} folio_size"),
             pgoff=t.get("pgoff"), file=t.get("file"), uffd=t.get("uffd"),
             touched=t.get("touched", True), shared=_shared(t, lab),
-            written_back=_written_back(t, lab),
+            written_back=_written_back(t, lab), dirty=bool(t.get("dirty", False)),
             hugepage_size=_hugepage_size(t.get("hugepage_size"), f"{lab} hugepage_size", arch),
             name=f"vma{i}"))
     return out

@@ -85,7 +85,8 @@ def _merged(a: Vma, b: Vma) -> Vma:
     look at it, and a merged VMA with any dirty page zaps as dirty)."""
     return a.replaced(end=b.end, anon_vma=a.anon_vma or b.anon_vma,
                       anon_id=a.anon_id if a.anon_vma else b.anon_id,
-                      written_back=a.written_back and b.written_back)
+                      written_back=a.written_back and b.written_back,
+                      dirty=a.dirty or b.dirty)
 
 
 def copy_vma(space: AddressSpace, vma: Vma, new_addr: int, new_len: int, pgoff: int):

@@ -12,6 +12,12 @@ page tables empty; that is why a program that truncates a mapped file and then s
 the mapping with mremap (CPython's ``mmap.resize`` does: ``ftruncate`` first) flushes
 once, not once per written PTE table (docs/real-programs.md).
 
+Where the file's page cache is in large folios (R25a: ``Kernel.file_large_folios`` and a
+``file`` VMA advised MADV_HUGEPAGE, ``Vma.thp``), the folio holding the new end is split
+(``truncate_inode_partial_folio``), and splitting a file folio unmaps every PTE of it
+(``unmap_folio``; only an anonymous folio is mapped again after a split): the zap starts
+at that folio's first page, not at ``holebegin`` (:func:`split_folio_start`).
+
 Only the state matters here: the flushes of the truncation belong to ``ftruncate``, not
 to any mremap, and are not planned. A file that grows has nothing mapped past its old end
 (a fault there is SIGBUS), so nothing changes.
@@ -39,6 +45,45 @@ def hole_start(target: Target, vma: Vma, size: int) -> int:
     return -(-size // unit) * unit // ps
 
 
+def split_folio_start(index: int, file_pages: int, pmd_pages: int) -> int:
+    """The first page of the page-cache folio holding page ``index`` of a file of
+    ``file_pages`` pages read ahead in PMD-order folios: ``page_cache_ra_order`` takes
+    ``pmd_pages``-page folios aligned in the file while they fit below the end, then ever
+    smaller aligned powers of two up to the end. ``index`` itself past the end.
+
+    >>> split_folio_start(700, 1100, 512), split_folio_start(1030, 1100, 512)
+    (512, 1024)
+    >>> split_folio_start(1097, 1100, 512), split_folio_start(1200, 1100, 512)
+    (1096, 1200)
+    """
+    base = file_pages // pmd_pages * pmd_pages
+    if index < base:
+        return index // pmd_pages * pmd_pages
+    size = pmd_pages >> 1
+    while size:
+        if base + size <= file_pages:
+            if index < base + size:
+                return base
+            base += size
+        size >>= 1
+    return index
+
+
+def _first_zapped(target: Target, space: AddressSpace, vma: Vma, file_id: str,
+                  size: int) -> int:
+    """The first file page the truncation unmaps in ``vma``: ``holebegin``, or (R25a) the
+    first page of the large folio the new end splits."""
+    ps = target.arch.page_size
+    first = hole_start(target, vma, size)
+    if not (vma.backing == "file" and vma.thp and target.kernel.file_large_folios):
+        return first
+    # (the file's size: what its VMAs map, as the probe's files are sized to their mapping)
+    file_pages = max(v.pgoff + (v.end - v.start) // ps for v in space.vmas
+                     if v.file_id == file_id)
+    start = split_folio_start(size // ps, file_pages, target.arch.ptrs_per_pte)
+    return min(first, start) if start * ps < size else first
+
+
 def truncate_pagecache(target: Target, space: AddressSpace, file_id: str,
                        size: int) -> AddressSpace:
     """``truncate_pagecache``: ``space`` after the file ``file_id`` was truncated to
@@ -50,7 +95,7 @@ def truncate_pagecache(target: Target, space: AddressSpace, file_id: str,
     for v in space.vmas:
         if v.file_id != file_id or v.backing == "anon":
             continue  # (only a VMA with a file is in the file's i_mmap tree)
-        first = hole_start(target, v, size)
+        first = _first_zapped(target, space, v, file_id, size)
         pages = (v.end - v.start) // ps
         if first >= v.pgoff + pages:
             continue  # the hole starts past this VMA's part of the file

@@ -144,8 +144,8 @@ def vma_ptes_dirty(vma: Vma) -> bool:
     MADV_POPULATE_WRITE), so a writable VMA's pages are dirty unless they were written back
     since (``vma.written_back``: writeback's ``folio_mkclean`` clears the dirty bit of every
     PTE mapping the folio); a VMA without write permission can only have been read-faulted
-    (clean)."""
-    return "w" in vma.prot and not vma.written_back
+    (clean) unless it was written before ``mprotect`` made it read-only (``vma.dirty``)."""
+    return ("w" in vma.prot or vma.dirty) and not vma.written_back
 
 
 def vma_zap_forces_flush(vma: Vma) -> bool:
