@@ -69,7 +69,8 @@ def test_every_obtainable_kernel_line_has_recorded_ground_truth():
             assert v in have, f"no tests/data/groundtruth/{v}.jsonl"
 
 
-VERSION_FILES = [f.stem for f in FILES if not f.stem.startswith(("host-", "zap-", "truncate-"))]
+VERSION_FILES = [f.stem for f in FILES
+                 if not f.stem.startswith(("host-", "zap-", "truncate-", "random-"))]
 
 
 @pytest.mark.parametrize("version", VERSION_FILES)
@@ -407,8 +408,9 @@ def test_6_1_detached_tree_store_of_the_destination_is_not_taken_for_the_new_vma
     assert len(kept) == len(raw) - 1
     by = extract_call(kept, 91).summary_by_phase()
     assert [by[p]["flush_calls"] for p in ("dst_unmap", "move", "src_unmap")] == [1, 1, 1]
-    naive = extract_call(raw, 91).summary_by_phase()
-    assert naive.get("dst_unmap", {}).get("flush_calls", 0) == 0  # what the filter fixes
+    # the phases alone take the last store of the range before the source's removal as the
+    # insert, so they come out the same without the filter (6.1's split destinations too)
+    assert extract_call(raw, 91).summary_by_phase() == by
     assert without_detach_tree_stores(raw, 91, dst + 4096, n) == raw  # another range
 
 

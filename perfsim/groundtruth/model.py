@@ -48,14 +48,18 @@ def vma_of(v: dict, rec: dict, page_shift: int) -> Vma:
     anon_path = path == "" or (path.startswith("[") and path not in ("[vdso]", "[vvar]",
                                                                       "[vvar_vclock]"))
     if shared:
-        backing = "shmem" if (anon_path or path.startswith("/dev/zero") or path.startswith("/memfd:")
-                              or path.startswith("/SYSV")) else "file"
+        # (a file in /dev/shm is on tmpfs: shmem to the kernel, as the trace converter says)
+        backing = "shmem" if (anon_path or path.startswith(("/dev/zero", "/memfd:", "/SYSV",
+                                                             "/dev/shm/"))) else "file"
     else:
         backing = "anon" if anon_path else "file"
     anon = backing == "anon"
     present = v.get("present")
     touched = bool(present) if present is not None else True
-    thp = is_src and rec.get("thp") == "on"
+    # (MADV_HUGEPAGE went to the whole source range: every VMA split from it keeps it)
+    src0 = int(rec["src"])
+    in_src = src0 <= start < src0 + int(rec.get("size", 0))
+    thp = rec.get("thp") == "on" and in_src
     file_id = None if anon else f"{path or 'shmem'}#{v.get('inode', 0)}"
     return Vma(start, end, backing=backing, thp=thp, anon_vma=anon and touched,
                pgoff=(start >> page_shift) if anon else int(v.get("offset", 0)) >> page_shift,
@@ -64,12 +68,15 @@ def vma_of(v: dict, rec: dict, page_shift: int) -> Vma:
                shared=shared,
                # msync(MS_SYNC) after the writes (sync = "msync") wrote a shared file's pages
                # back, cleaning their PTEs; a tmpfs file (shmem) has no writeback
+               # split_at: the probe wrote the page before mprotect(PROT_READ) (still dirty)
+               dirty=(in_src and "w" not in v["perms"][:3]
+                      and rec.get("populate") != "none" and int(rec.get("split_at") or 0) > 0),
                written_back=(is_src and rec.get("sync") == "msync" and shared
                              and backing == "file" and rec.get("backing") != "tmpfs"))
 
 
 def pmd_leaves(v: dict) -> list[int]:
-    """The PMD-mapped THPs of the source VMA (see the module docstring)."""
+    """The PMD-mapped THPs of a VMA (see the module docstring)."""
     cands = [int(a) for a in v.get("pmd_candidates", [])]
     huge_kb = int(v.get("huge_kb", 0))
     if huge_kb == 0:
@@ -89,7 +96,8 @@ def page_tables(rec: dict, target: Target) -> PageTables:
     for v in rec["vmas"]:
         if "present" not in v:
             continue
-        if int(v["start"]) == int(rec["src"]):
+        # (records before 2026-12-03 say huge_kb for the source VMA only)
+        if int(v["start"]) == int(rec["src"]) or "huge_kb" in v:
             leaves.update(x >> a.pmd_shift for x in pmd_leaves(v))
         for lo, hi in v["present"]:
             lo, hi = int(lo), int(hi)
@@ -201,12 +209,14 @@ def resched_allowance(rec: dict, target: Target) -> int:
 def _excused(d: dict, allowance: int) -> bool:
     """A scope's differences are the resched breaks': flush calls over the plan by at most
     ``allowance``, full flushes over it by no more than the flush calls (a split table's
-    two flushes may both be full, or one ranged), nothing else."""
+    two flushes may both be full, or one ranged), IPI rounds likewise (with a second
+    thread on its CPU each extra flush is a shootdown too), nothing else."""
     calls = d.get("flush_calls", (0, 0))
     full = d.get("full_flushes", (0, 0))
+    ipis = d.get("ipi_rounds", (0, 0))
     extra = calls[1] - calls[0]
-    return (set(d) <= {"flush_calls", "full_flushes"} and 0 < extra <= allowance
-            and 0 <= full[1] - full[0] <= extra)
+    return (set(d) <= {"flush_calls", "full_flushes", "ipi_rounds"} and 0 < extra <= allowance
+            and 0 <= full[1] - full[0] <= extra and 0 <= ipis[1] - ipis[0] <= extra)
 
 
 def compare(rec: dict, target: Target) -> dict:

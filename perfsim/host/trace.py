@@ -225,27 +225,32 @@ def _assign_phases(window: list[RawEvent], tid: int,
     * from then until the store of NULL over the old range (the source VMA leaves the tree
       in unmap_source_vma): ``move`` (move_page_tables);
     * after it: ``src_unmap`` (unmapping the source, freeing its page tables, mmu_gather).
+
+    The insert is the *last* non-NULL store of exactly the new range before that removal:
+    6.1's ``do_mas_align_munmap`` also stores each VMA it unmaps into a detached tree of
+    its own, which the tracepoint does not tell apart, so an MREMAP_FIXED unmap of a
+    mapping at the destination range (split first or not), before ``copy_vma``, stores it
+    too.
     """
     if len(args) < 5:
         return ["unknown"] * len(window), False
     old, _old_len, new_len, _flags, new = args[:5]
-    phase = "dst_unmap"
-    phases: list[str] = []
-    seen_insert = seen_remove = False
-    for ev in window:
+    insert = remove = None
+    for i, ev in enumerate(window):
         if ev.event == "ma_write" and ev.pid == tid:
             m = _MA_RE.search(ev.rest)
             if m:
                 lo, hi, val = int(m["lo"]), int(m["hi"]), m["val"]
                 null = set(val) <= {"0"} or val == "(null)"
-                if phase == "dst_unmap" and not null and lo == new and hi == new + new_len - 1:
-                    phase, seen_insert = "move", True
-                elif phase == "move" and null and lo <= old <= hi:
-                    phase, seen_remove = "src_unmap", True
-        phases.append(phase)
-    if not (seen_insert and seen_remove):
+                if not null and lo == new and hi == new + new_len - 1:
+                    insert = i
+                elif insert is not None and null and lo <= old <= hi:
+                    remove = i
+                    break
+    if insert is None or remove is None:
         return ["unknown"] * len(window), False
-    return phases, True
+    return (["dst_unmap"] * insert + ["move"] * (remove - insert)
+            + ["src_unmap"] * (len(window) - remove)), True
 
 
 def extract_call(raw: list[RawEvent], tid: int,

@@ -674,8 +674,7 @@ static void emit_vmas(const struct layout *l)
 			if (a < b) {
 				printf(",\"present_window\":[%lu,%lu],", a, b);
 				emit_presence(a, b, lo, hi);
-				if (lo == l->src)
-					printf(",\"huge_kb\":%lu", smaps_huge_kb(lo));
+				printf(",\"huge_kb\":%lu", smaps_huge_kb(lo));
 				break;
 			}
 		}
