@@ -69,7 +69,11 @@ def register(subparsers) -> argparse.ArgumentParser:
                    "of written memfd, shmem, tmpfs and ext4 files), truncate (a memfd "
                    "truncated, then shrunk or moved), truncate-files (--native: the same on "
                    "tmpfs and ext4 files), zap-sparse (shrinks of a few written pages in a "
-                   "kept PTE table: the flush's range)")
+                   "kept PTE table: the flush's range), files (--native: ext4, tmpfs and "
+                   "memfd mappings split by mprotect, moved in one call), random[:SEED[:COUNT]] "
+                   "(COUNT cases, default 60, drawn from the probe's whole vocabulary with "
+                   "SEED, default 1), random-files[:SEED[:COUNT]] (--native: with tmpfs and "
+                   "ext4 files)")
     p.add_argument("--profile", default=None, help="kernel profile to compare with")
     p.add_argument("--out", metavar="RECORDS.jsonl", help="write the records here")
     p.add_argument("--timeout", type=positive_seconds, default=1800,
@@ -133,7 +137,8 @@ def run(args: argparse.Namespace) -> int:
     if grid_name == "ordinary" and not args.native:
         raise PerfsimError("--grid ordinary needs --native (it lays buffers out next to the C "
                            "library, which a static probe in an initramfs does not have)")
-    if grid_name in ("zap-shared", "truncate-files") and not args.native:
+    if (grid_name in ("zap-shared", "truncate-files", "files")
+            or grid_name.startswith("random-files")) and not args.native:
         raise PerfsimError(f"--grid {grid_name} needs --native (its tmpfs and ext4 files live "
                            "in /dev/shm and /var/tmp, which an initramfs boot does not have)")
     cases = G.named_grid(grid_name)

@@ -11,6 +11,8 @@ a written mapping (which MREMAP_FIXED unmaps first).
 
 from __future__ import annotations
 
+import random
+
 from perfsim.errors import PerfsimError
 from perfsim.host.layout import SHAPE_OFFSETS
 
@@ -300,6 +302,15 @@ def zap_sparse_cases() -> list[dict]:
     return cases
 
 
+def files_cases() -> list[dict]:
+    """A mapping of an ext4 file, a tmpfs file and a memfd, 8 MiB written, split in two by
+    ``mprotect`` of one page, then moved with one MREMAP_FIXED call (6.17+ moves all three
+    VMAs: ``vma_multi_allowed`` trusts ``thp_get_unmapped_area``, ext4's handler, and
+    shmem; before 6.17, EFAULT), PMD-aligned and unaligned. Host only (the files)."""
+    return [shape_case(s, 8 * MiB, backing=b, split_at=4 * MiB + (0 if s == "pmd_aligned" else 4 * KiB))
+            for b in ("ext4", "tmpfs", "memfd") for s in ("pmd_aligned", "unaligned")]
+
+
 def ordinary_case(size: int, src_off: int, dst_off: int, **kw) -> dict:
     case = {"layout": "ordinary", "size": size, "src_off": src_off, "dst_off": dst_off,
             "thp": "default"}
@@ -343,11 +354,80 @@ def ordinary_grid() -> list[dict]:
 
 GRIDS = {"shapes": shapes_grid, "shapes-small": lambda: shapes_grid(big=False),
          "ordinary": ordinary_grid, "zap": zap_cases, "zap-shared": zap_shared_cases,
-         "truncate": truncate_cases, "zap-sparse": zap_sparse_cases,
+         "truncate": truncate_cases, "zap-sparse": zap_sparse_cases, "files": files_cases,
          "truncate-files": lambda: truncate_cases(("tmpfs", "ext4"))}
 
 
+def _random_case(rng: random.Random, case_id: str, backings: tuple[str, ...]) -> dict | None:
+    """One case drawn from the probe's whole vocabulary (None where the draw is not a valid
+    case, e.g. a shrink of one page)."""
+    pages = rng.choice([rng.randint(1, 64), rng.randint(1, 1024), rng.randint(256, 8192)])
+    size = pages * 4 * KiB
+
+    def offset() -> int:
+        return rng.choice([0, 4 * KiB, 2 * MiB - 4 * KiB, rng.randrange(512) * 4 * KiB,
+                           rng.randrange(1024) * 4 * KiB])
+
+    backing = rng.choice(backings)
+    c = {"id": case_id, "layout": "window", "size": size, "src_off": offset(),
+         "dst_off": offset(), "backing": backing,
+         "thp": rng.choice(["off", "off", "on", "default"]), "threads": rng.choice([1, 1, 2]),
+         "populate": rng.choice(["full", "full", "none", f"every:{rng.randint(2, 600)}",
+                                 f"first:{rng.randint(1, pages) * 4 * KiB}"]),
+         "guard_src": rng.choice(["no", "no", "touched", "untouched"]),
+         "guard_dst": rng.choice(["no", "no", "touched", "untouched"]),
+         "dst_mode": rng.choice(["hole", "hole", "reserved", "written", "anon-shmem"]),
+         "flags": rng.choice(["fixed"] * 4 + ["dontunmap", "shrink"])}
+    if c["flags"] == "shrink":
+        if pages < 2:
+            return None
+        c["new_size"] = rng.randint(1, pages - 1) * 4 * KiB
+    elif rng.random() < 0.3:
+        c["new_size"] = rng.randint(1, 2 * pages) * 4 * KiB
+    if pages > 2 and rng.random() < 0.15:
+        c["split_at"] = rng.randint(1, pages - 1) * 4 * KiB
+    if backing in FILE_BACKINGS and rng.random() < 0.4:
+        c["truncate"] = rng.randint(0, size + 8 * KiB)
+    if backing in ("tmpfs", "ext4") and rng.random() < 0.2:
+        c["sync"] = "msync"
+    return normalise(c)
+
+
+def random_cases(seed: int = 1, count: int = 60, *, files: bool = False) -> list[dict]:
+    """``count`` cases drawn with ``random.Random(seed)`` from the probe's whole vocabulary
+    (sizes from one page to 32 MiB at any page offset, every backing, THP advice, population,
+    guard, destination mode and flag, splits and truncations): layouts no other grid was
+    written for, the same for the same seed. ``files``: tmpfs and ext4 files too (host
+    only). Ids are ``random-SEED-N``; one-thread cases first."""
+    rng = random.Random(seed)
+    backings = ("anon",) * 4 + ("shmem", "memfd") + (("tmpfs", "ext4") if files else ())
+    cases: list[dict] = []
+    n = 0
+    while len(cases) < count:
+        c = _random_case(rng, f"random-{seed}-{n}", backings)
+        n += 1
+        if c is not None:
+            cases.append(c)
+    return sorted(cases, key=lambda c: c["threads"])  # (stable: draw order within each)
+
+
+def _random_grid(name: str) -> list[dict]:
+    """``random[:SEED[:COUNT]]`` / ``random-files[:SEED[:COUNT]]``."""
+    base, *rest = name.split(":")
+    if len(rest) > 2 or not all(p.isdigit() and int(p) > 0 for p in rest):
+        raise PerfsimError(f"--grid {name!r}: say {base}, {base}:SEED or {base}:SEED:COUNT "
+                           "(positive integers)")
+    seed = int(rest[0]) if rest else 1
+    count = int(rest[1]) if len(rest) > 1 else 60
+    if count > 2000:
+        raise PerfsimError(f"--grid {name!r}: at most 2000 cases")
+    return random_cases(seed, count, files=base == "random-files")
+
+
 def named_grid(name: str) -> list[dict]:
+    if name.split(":")[0] in ("random", "random-files"):
+        return _random_grid(name)
     if name not in GRIDS:
-        raise PerfsimError(f"--grid {name!r}: allowed values: {', '.join(GRIDS)}")
+        raise PerfsimError(f"--grid {name!r}: allowed values: {', '.join(GRIDS)}, "
+                           "random[:SEED[:COUNT]], random-files[:SEED[:COUNT]]")
     return GRIDS[name]()
