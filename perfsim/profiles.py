@@ -148,6 +148,11 @@ class KernelProfile(_Frozen):
     ``page_cache_ra_order``), and a truncation inside one splits it, unmapping every PTE of
     it (R25a): ext4 from 6.16 ("ext4: enable large folio for regular file"; xfs had them
     from 5.18, not modelled apart). False before."""
+    shmem_huge_any_vma: bool = False
+    """shmem gives a MADV_HUGEPAGE VMA PMD-size folios (``huge=advise``) even where the VMA
+    cannot map them by PMD (too small, or its address not congruent with the file offset):
+    no ``shmem_suitable_orders`` check (added in 6.11 with shmem mTHP), so a truncation
+    inside such a folio splits it and unmaps all of it (R25a). True for 6.1-6.7."""
     zap_pte_batching: bool = False
     """``zap_present_ptes`` batches the consecutive present PTEs of one large folio
     (``folio_pte_batch``) and clears them as one (``zap_present_folio_ptes``: one rmap

@@ -16,7 +16,9 @@ Where the file's page cache is in large folios (R25a: ``Kernel.file_large_folios
 ``file`` VMA advised MADV_HUGEPAGE, ``Vma.thp``), the folio holding the new end is split
 (``truncate_inode_partial_folio``), and splitting a file folio unmaps every PTE of it
 (``unmap_folio``; only an anonymous folio is mapped again after a split): the zap starts
-at that folio's first page, not at ``holebegin`` (:func:`split_folio_start`).
+at that folio's first page, not at ``holebegin`` (:func:`split_folio_start`). So too
+for a shmem VMA advised MADV_HUGEPAGE before 6.11 (``Kernel.shmem_huge_any_vma``), whose
+folios are PMD-size even where the VMA cannot map them by PMD.
 
 Only the state matters here: the flushes of the truncation belong to ``ftruncate``, not
 to any mremap, and are not planned. A file that grows has nothing mapped past its old end
@@ -75,6 +77,10 @@ def _first_zapped(target: Target, space: AddressSpace, vma: Vma, file_id: str,
     first page of the large folio the new end splits."""
     ps = target.arch.page_size
     first = hole_start(target, vma, size)
+    if vma.backing == "shmem" and vma.thp and target.kernel.shmem_huge_any_vma:
+        # (a PMD-size folio over the aligned 2 MiB of the file, whatever the file's size)
+        start = size // ps // target.arch.ptrs_per_pte * target.arch.ptrs_per_pte
+        return min(first, start) if start * ps < size else first
     if not (vma.backing == "file" and vma.thp and target.kernel.file_large_folios):
         return first
     # (the file's size: what its VMAs map, as the probe's files are sized to their mapping)
