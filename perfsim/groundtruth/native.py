@@ -39,30 +39,40 @@ def host_platform() -> str:
 
 
 def run_native(cases: list[dict], *, link: str = "static", timeout_s: float = 3600,
-               progress: Callable[[str], None] | None = None) -> tuple[dict, list[dict]]:
+               progress: Callable[[str], None] | None = None,
+               untraced: bool = False) -> tuple[dict, list[dict]]:
     """Run ``cases`` with the probe on this kernel; ``(grid header, records)``. Needs root
-    and tracefs (one-line :class:`PerfsimError` otherwise)."""
+    and tracefs (one-line :class:`PerfsimError` otherwise). ``untraced``: the probe runs
+    with ``-n`` (no tracefs, no root needed), so each record says only the call's own time
+    (``call_ns``), what a latency comparison needs; tracing slows a call down."""
     if os.uname().machine != "x86_64":
         raise PerfsimError("the probe measures x86-64 kernels; this machine is "
                            f"{os.uname().machine}")
     probe = build_probe(link)
     text = probe_input(cases)
+
+    def run(argv: list[str]) -> tuple[list[str], int]:
+        t0 = time.monotonic()
+        proc = subprocess.Popen([str(probe), *argv], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True)
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(text)
+        proc.stdin.close()
+        lines = []
+        done = 0
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("@@PERFSIM-CASE-END") and progress:
+                done += 1
+                progress(f"native: {done}/{len(cases)} calls ({time.monotonic() - t0:.0f} s)")
+        return lines, proc.wait(timeout=timeout_s)
+
     try:
-        with TlbTraceSession(markers=True) as _session:
-            t0 = time.monotonic()
-            proc = subprocess.Popen([str(probe), "-T", TRACEFS], stdin=subprocess.PIPE,
-                                    stdout=subprocess.PIPE, text=True)
-            assert proc.stdin is not None and proc.stdout is not None
-            proc.stdin.write(text)
-            proc.stdin.close()
-            lines = []
-            done = 0
-            for line in proc.stdout:
-                lines.append(line)
-                if line.startswith("@@PERFSIM-CASE-END") and progress:
-                    done += 1
-                    progress(f"native: {done}/{len(cases)} calls ({time.monotonic() - t0:.0f} s)")
-            rc = proc.wait(timeout=timeout_s)
+        if untraced:
+            lines, rc = run(["-n"])
+        else:
+            with TlbTraceSession(markers=True) as _session:
+                lines, rc = run(["-T", TRACEFS])
     except (TracingUnavailable, TracingBusy) as exc:
         # (chained: a caller, e.g. a test, can tell "someone else is tracing" from a failure)
         raise PerfsimError(f"cannot trace the host kernel: {exc}") from exc

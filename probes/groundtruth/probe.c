@@ -39,6 +39,8 @@
  *   @@REC {json: the case, addresses, every VMA from /proc/self/maps, present pages ...}
  *   <the raw lines of /sys/kernel/tracing/trace recorded around the call>
  *   @@PERFSIM-CASE-END <id> <rep>
+ * The record's ``call_ns`` is the call's CLOCK_MONOTONIC time (with tracing on, the traced
+ * time; with -n, the call's own).
  * framed by @@PERFSIM-GRID-BEGIN {uname} and @@PERFSIM-GRID-END <cases>.
  *
  * Options: -T DIR tracefs root (default /sys/kernel/tracing); -n do not trace (layouts
@@ -763,18 +765,23 @@ static void run_case(const struct spec *s, int rep, pid_t tid)
 	if (!strcmp(s->flags, "dontunmap"))
 		mflags |= 4; /* MREMAP_DONTUNMAP */
 	int shrink = !strcmp(s->flags, "shrink");
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
 	void *r = shrink ? mremap((void *)l.src, s->size, s->new_size, 0)
 			 : mremap((void *)l.src, s->size, s->new_size, mflags, (void *)l.dst);
 	int err = r == MAP_FAILED ? errno : 0;
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	long call_ns = (t1.tv_sec - t0.tv_sec) * 1000000000L + (t1.tv_nsec - t0.tv_nsec);
 	size_t n = 0;
 	if (tracing) {
 		char path[512];
 		snprintf(path, sizeof path, "%s/trace", tracefs);
 		n = read_whole(path, trace_buf, TRACE_MAX);
 	}
-	printf(",\"ret\":%ld,\"errno\":%d,\"spinner_tid\":%d,\"trace_truncated\":%s}\n",
+	printf(",\"ret\":%ld,\"errno\":%d,\"spinner_tid\":%d,\"trace_truncated\":%s,"
+	       "\"call_ns\":%ld}\n",
 	       r == MAP_FAILED ? -1L : (long)r, err, s->threads == 2 ? (int)spin_tid : 0,
-	       n >= TRACE_MAX - 1 ? "true" : "false");
+	       n >= TRACE_MAX - 1 ? "true" : "false", call_ns);
 	if (tracing) {
 		char *save = NULL;
 		for (char *line = strtok_r(trace_buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
@@ -827,6 +834,8 @@ int main(int argc, char **argv)
 		json_str(thp);
 	}
 	printf("}\n");
+	if (!tracing)
+		printf("@@PERFSIM-NOTRACE untraced (-n): call_ns is the call's own time\n");
 	if (tracing && setup_tracing(tid)) {
 		printf("@@PERFSIM-NOTRACE tracefs events missing under %s\n", tracefs);
 		tracing = 0;

@@ -1,0 +1,53 @@
+"""Untraced call times of random layouts against the cost model (held-out latency).
+
+``tests/data/groundtruth/latency/host-6.18-random-files-untraced.jsonl``: the
+``random-files`` grid, seeds 1-5, each run three times untraced on this machine (Intel Xeon
+host, 6.18.44; docs/calibration.md, *Held out: random layouts*). None of these layouts
+was used to fit a cost profile, so the figures below say how well ``kvm-xeon`` prices calls
+it has never seen; the bounds are the measured ones with room, so a cost-model change
+that makes them much worse fails here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from perfsim.groundtruth.latency import latency_rows, size_class, summary, written_bytes
+from perfsim.groundtruth.records import read_jsonl
+
+DATA = Path(__file__).parent / "data" / "groundtruth" / "latency"
+RECORDS = read_jsonl(DATA / "host-6.18-random-files-untraced.jsonl")
+
+
+def test_the_records_are_untraced_and_timed_three_times_each():
+    assert all(not r["traced"] and r["call_ns"] > 0 for r in RECORDS)
+    ids = [r["id"] for r in RECORDS]
+    assert len(ids) == 1200 and all(ids.count(i) == 3 for i in set(ids[:20]))
+
+
+def test_kvm_xeon_prices_random_layouts_within_a_fifth_in_the_median():
+    rows = latency_rows(RECORDS, "kvm-xeon")
+    assert len(rows) >= 350 and all(r.runs == 3 for r in rows)
+    (_, n, med, mabs), = [s for s in summary(rows, lambda r: 0) if s[0] == "all"]
+    assert n == len(rows)
+    assert abs(med) <= 0.15 and mabs <= 0.25, (med, mabs)
+    # every size class is priced to within 30 % in the median
+    for g, _n, _med, gabs in summary(rows, lambda r: size_class(r.rec))[:-1]:
+        assert gabs <= 0.30, (g, gabs)
+
+
+def test_written_bytes_counts_the_source_population_and_a_written_destination():
+    base = {"size": 8 << 20, "dst_mode": "hole"}
+    assert written_bytes({**base, "populate": "full"}) == 8 << 20
+    assert written_bytes({**base, "populate": "none"}) == 0
+    assert written_bytes({**base, "populate": "every:512"}) == 4 * 4096
+    assert written_bytes({**base, "populate": "every:3"}) == 683 * 4096
+    assert written_bytes({**base, "populate": "first:65536"}) == 65536
+    assert written_bytes({**base, "populate": "none", "dst_mode": "written"}) == 8 << 20
+
+
+def test_untraced_needs_native(capsys):
+    from perfsim.cli.main import main
+
+    assert main(["groundtruth", "--kernel", "6.12", "--untraced"]) == 2
+    assert "--untraced needs --native" in capsys.readouterr().err
