@@ -33,6 +33,9 @@ DEFAULTS = {"layout": "window", "backing": "anon", "thp": "off", "threads": 1,
             "truncate": -1}
 #: the backings with a file descriptor the probe can ``ftruncate`` (``truncate``)
 FILE_BACKINGS = ("memfd", "tmpfs", "ext4")
+#: the backings whose files live in ``/dev/shm`` and ``/var/tmp``: host only (an initramfs
+#: boot has neither)
+HOST_ONLY_BACKINGS = ("tmpfs", "ext4")
 
 
 def size_label(n: int) -> str:
@@ -388,7 +391,7 @@ def _random_case(rng: random.Random, case_id: str, backings: tuple[str, ...]) ->
         c["split_at"] = rng.randint(1, pages - 1) * 4 * KiB
     if backing in FILE_BACKINGS and rng.random() < 0.4:
         c["truncate"] = rng.randint(0, size + 8 * KiB)
-    if backing in ("tmpfs", "ext4") and rng.random() < 0.2:
+    if backing in HOST_ONLY_BACKINGS and rng.random() < 0.2:
         c["sync"] = "msync"
     return normalise(c)
 
@@ -400,7 +403,7 @@ def random_cases(seed: int = 1, count: int = 60, *, files: bool = False) -> list
     written for, the same for the same seed. ``files``: tmpfs and ext4 files too (host
     only). Ids are ``random-SEED-N``; one-thread cases first."""
     rng = random.Random(seed)
-    backings = ("anon",) * 4 + ("shmem", "memfd") + (("tmpfs", "ext4") if files else ())
+    backings = ("anon",) * 4 + ("shmem", "memfd") + (HOST_ONLY_BACKINGS if files else ())
     cases: list[dict] = []
     n = 0
     while len(cases) < count:

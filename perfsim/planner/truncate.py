@@ -71,23 +71,15 @@ def split_folio_start(index: int, file_pages: int, pmd_pages: int) -> int:
     return index
 
 
-def _first_zapped(target: Target, space: AddressSpace, vma: Vma, file_id: str,
-                  size: int) -> int:
-    """The first file page the truncation unmaps in ``vma``: ``holebegin``, or (R25a) the
-    first page of the large folio the new end splits."""
-    ps = target.arch.page_size
-    first = hole_start(target, vma, size)
+def _large_folio_start(target: Target, vma: Vma, size: int, file_pages: int) -> int | None:
+    """R25a: the first page of the large folio holding byte ``size`` of the file, where
+    ``vma``'s page cache is in large folios; None where it is not."""
+    ptrs, index = target.arch.ptrs_per_pte, size // target.arch.page_size
     if vma.backing == "shmem" and vma.thp and target.kernel.shmem_huge_any_vma:
-        # (a PMD-size folio over the aligned 2 MiB of the file, whatever the file's size)
-        start = size // ps // target.arch.ptrs_per_pte * target.arch.ptrs_per_pte
-        return min(first, start) if start * ps < size else first
-    if not (vma.backing == "file" and vma.thp and target.kernel.file_large_folios):
-        return first
-    # (the file's size: what its VMAs map, as the probe's files are sized to their mapping)
-    file_pages = max(v.pgoff + (v.end - v.start) // ps for v in space.vmas
-                     if v.file_id == file_id)
-    start = split_folio_start(size // ps, file_pages, target.arch.ptrs_per_pte)
-    return min(first, start) if start * ps < size else first
+        return index // ptrs * ptrs  # (a PMD-size folio, whatever the file's size)
+    if vma.backing == "file" and vma.thp and target.kernel.file_large_folios:
+        return split_folio_start(index, file_pages, ptrs)
+    return None
 
 
 def truncate_pagecache(target: Target, space: AddressSpace, file_id: str,
@@ -98,10 +90,15 @@ def truncate_pagecache(target: Target, space: AddressSpace, file_id: str,
     was mapped past the end."""
     ps = target.arch.page_size
     pt = space.pt
-    for v in space.vmas:
-        if v.file_id != file_id or v.backing == "anon":
-            continue  # (only a VMA with a file is in the file's i_mmap tree)
-        first = _first_zapped(target, space, v, file_id, size)
+    # (only a VMA with a file is in the file's i_mmap tree)
+    mapped = [v for v in space.vmas if v.file_id == file_id and v.backing != "anon"]
+    # the file's size: what its VMAs map (the probe's files are sized to their mapping)
+    file_pages = max((v.pgoff + (v.end - v.start) // ps for v in mapped), default=0)
+    for v in mapped:
+        first = hole_start(target, v, size)
+        folio = _large_folio_start(target, v, size, file_pages)
+        if folio is not None and folio * ps < size:
+            first = folio  # the split folio's pages below holebegin lose their PTEs too
         pages = (v.end - v.start) // ps
         if first >= v.pgoff + pages:
             continue  # the hole starts past this VMA's part of the file

@@ -680,6 +680,11 @@ def _zap_pmd_entries(target: Target, arr: _Arrays, pt: PageTables, start: int, e
     for k, rid, m in zip(edge_pos, ids, edge_ints):
         new_row[k] = rid if m else 0
     hit_pte = (hits > 0) & ~leaf_whole
+
+    def hit_of(k: int) -> int:
+        """The PTEs the zap clears in entry ``k``: an edge's part, or a whole table's."""
+        return edge_hit[k] if k in edge_hit else _words_to_int(arr.masks[row[k]])
+
     # the PTEs of a large folio are zapped batch by batch where the kernel batches (R24a):
     # a split anonymous THP's table is one folio, an mTHP VMA's tables hold its folios
     # (table_folios); one slot per lone PTE, two per longer batch; saved: PTEs after each
@@ -697,13 +702,13 @@ def _zap_pmd_entries(target: Target, arr: _Arrays, pt: PageTables, start: int, e
             for k in np.flatnonzero(near & hit_pte).tolist():
                 if k not in split_at:
                     lay = table_folios(folios, int(base[k]), ps, ptrs)
-                    h = edge_hit[k] if k in edge_hit else _words_to_int(arr.masks[row[k]])
+                    h = hit_of(k)
                     if lay[0] & h:
                         folio_at[k] = lay
     slots_less = saved = 0
     counted: dict[tuple, tuple[int, int]] = {}
     for k, lay in folio_at.items():
-        h = edge_hit[k] if k in edge_hit else _words_to_int(arr.masks[row[k]])
+        h = hit_of(k)
         key = (h, lay)
         if key not in counted:
             n, (runs, multi) = h.bit_count(), folio_pte_batches(h, *lay)
@@ -723,7 +728,7 @@ def _zap_pmd_entries(target: Target, arr: _Arrays, pt: PageTables, start: int, e
             if leaf_whole[k]:
                 gather_zapped_pmd(target, tlb, b)
                 continue
-            h = edge_hit[k] if k in edge_hit else _words_to_int(arr.masks[row[k]])
+            h = hit_of(k)
             for s_lo, s_hi, forces in zap_segments(int(lo[k]), int(hi[k]), b, ps, tuple(in_range)):
                 gather_zapped_ptes(target, tlb, b, s_lo, s_hi, h & range_mask(s_lo, s_hi), forces,
                                    folio_at.get(k, False))
@@ -739,8 +744,7 @@ def _zap_pmd_entries(target: Target, arr: _Arrays, pt: PageTables, start: int, e
             # the range covers the PTEs cleared (tlb_remove_tlb_entries), first to last
             ks = np.flatnonzero(hit_pte)
             k0, k1 = int(ks[0]), int(ks[-1])
-            h0, h1 = (edge_hit[k] if k in edge_hit else _words_to_int(arr.masks[row[k]])
-                      for k in (k0, k1))
+            h0, h1 = hit_of(k0), hit_of(k1)
             spans.append((int(base[k0]) + (((h0 & -h0).bit_length() - 1) << ps),
                           int(base[k1]) + (h1.bit_length() << ps)))
         if leaf_whole.any():
