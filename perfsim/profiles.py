@@ -159,6 +159,25 @@ class KernelProfile(_Frozen):
     removal, one ``__tlb_remove_folio_pages`` gather entry of two slots): 6.9+ ("mm/memory:
     optimize unmap/zap with PTE-mapped THP"). False before: one PTE per step (6.1, 6.6,
     6.7). R24a."""
+    anon_thp_align: Literal["none", "any_length", "pmd_multiple"] = "pmd_multiple"
+    """Where ``get_unmapped_area`` puts a private anonymous range the kernel chooses the
+    address of (an mremap growth that cannot stay in place, DONTUNMAP without an address;
+    :mod:`perfsim.planner.unmapped_area`):
+
+    * ``none``: the plain top-down search (6.1.176; 6.6, assumed: the alignment is a 6.7
+      feature and no stable backport of it was found);
+    * ``any_length``: every such range goes through ``thp_get_unmapped_area`` with the
+      ``pgoff`` mremap passes (the VMA's own, so a range of at least a PMD lands congruent
+      with where it was): "mm: align larger anonymous mappings on THP boundaries"
+      (efa7df3e3bb5), in 6.7 (a report of January 2024 reverts it "on top of 6.7" and
+      quotes that form); not read in a 6.7 source;
+    * ``pmd_multiple``: only a length that is a whole number of PMDs, without a hint, with
+      ``pgoff`` taken as 0, so the range starts on a PMD boundary (6.12.117 and 7.3.4's
+      ``__get_unmapped_area``: "mm, mmap: limit THP alignment of anonymous mappings to
+      PMD-aligned sizes" and the no-hint condition of late 2024).
+
+    Not ``none`` also means ``__thp_get_unmapped_area`` on a top-down mm takes a start that
+    is already congruent one PMD higher (the same 6.7 commit; 6.1.176 has no such test)."""
     uffd_checks_new_vma: bool = False
     uffd_wp_table_move_gate: Literal["none", "move_page_tables", "move_normal"] = "move_normal"
     """Where ``mremap()`` keeps a VMA registered for uffd write-protect without the remap

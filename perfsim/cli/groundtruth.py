@@ -73,7 +73,9 @@ def register(subparsers) -> argparse.ArgumentParser:
                    "memfd mappings split by mprotect, moved in one call), random[:SEED[:COUNT]] "
                    "(COUNT cases, default 60, drawn from the probe's whole vocabulary with "
                    "SEED, default 1), random-files[:SEED[:COUNT]] (--native: with tmpfs and "
-                   "ext4 files)")
+                   "ext4 files), kernel-picks (moves whose destination the kernel chooses: "
+                   "the planner's choice is held to the address it returned), "
+                   "kernel-picks-files (--native: the same for memfd, shmem, tmpfs and ext4)")
     p.add_argument("--untraced", action="store_true", help="--native only: run the probe "
                    "without tracing, so each record holds the call's own time (call_ns) and "
                    "no flush counts (for scripts/groundtruth_latency.py)")
@@ -140,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     if grid_name == "ordinary" and not args.native:
         raise PerfsimError("--grid ordinary needs --native (it lays buffers out next to the C "
                            "library, which a static probe in an initramfs does not have)")
-    if (grid_name in ("zap-shared", "truncate-files", "files")
+    if (grid_name in ("zap-shared", "truncate-files", "files", "kernel-picks-files")
             or grid_name.startswith("random-files")) and not args.native:
         raise PerfsimError(f"--grid {grid_name} needs --native (its tmpfs and ext4 files live "
                            "in /dev/shm and /var/tmp, which an initramfs boot does not have)")

@@ -24,7 +24,8 @@ FIELDS = {
     "threads": (1, 2), "populate": None, "guard_src": ("no", "touched", "untouched"),
     "guard_dst": ("no", "touched", "untouched"),
     "dst_mode": ("hole", "reserved", "written", "anon-shmem"), "reps": None,
-    "new_size": None, "flags": ("fixed", "dontunmap", "shrink"), "split_at": None,
+    "new_size": None, "flags": ("fixed", "dontunmap", "shrink", "maymove", "dontunmap-any"),
+    "split_at": None,
     "sync": ("no", "msync"), "truncate": None,
 }
 DEFAULTS = {"layout": "window", "backing": "anon", "thp": "off", "threads": 1,
@@ -123,6 +124,12 @@ def normalise(case: dict) -> dict:
     if c["flags"] == "shrink" and not 0 < c["new_size"] < c["size"]:
         raise PerfsimError(f"case {c.get('id', '?')}: flags 'shrink' needs 0 < 'new_size' < "
                            "'size'")
+    if c["flags"] == "maymove" and c["new_size"] <= c["size"]:
+        raise PerfsimError(f"case {c.get('id', '?')}: flags 'maymove' (a growth the kernel "
+                           "places) needs 'new_size' > 'size'")
+    if c["flags"] == "dontunmap-any" and c["new_size"] not in (0, c["size"]):
+        raise PerfsimError(f"case {c.get('id', '?')}: flags 'dontunmap-any' moves the range "
+                           "as it is: 'new_size' must be 0 or 'size'")
     t = c["truncate"]
     if not isinstance(t, int) or isinstance(t, bool) or t < -1:
         raise PerfsimError(f"case {c.get('id', '?')}: field 'truncate' must be a size in bytes "
@@ -355,10 +362,43 @@ def ordinary_grid() -> list[dict]:
     return cases
 
 
+def kernel_picks_cases(backings: tuple[str, ...] = ("anon",)) -> list[dict]:
+    """Moves whose destination the kernel chooses (``get_unmapped_area``,
+    :mod:`perfsim.planner.unmapped_area`): a growth past a blocking page (``maymove``) and
+    DONTUNMAP with no address (``dontunmap-any``), of lengths that are and are not whole
+    PMDs, from sources at a PMD boundary, a page past one and 1 MiB into one, in a window
+    and next to the C library; the record says where the kernel put it, and the planner's
+    choice is held to that. ``backings``: the anon grid runs anywhere; ``kernel-picks-files``
+    adds memfd, shmem and the host's tmpfs and ext4 files."""
+    M2, K4 = 2 * MiB, 4 * KiB
+    cases = []
+    for b in backings:
+        for size, new_size in ((M2, 2 * M2), (4 * M2, 8 * M2), (4 * M2, 4 * M2 + K4),
+                               (3 * M2 + K4, 4 * M2), (M2 - K4 * 3, M2), (64 * K4, 128 * K4)):
+            for off in (0, K4, MiB):
+                for layout in ("window", "ordinary"):
+                    c = {"layout": layout, "size": size, "src_off": off, "dst_off": 0,
+                         "backing": b, "flags": "maymove", "new_size": new_size,
+                         "thp": "off" if layout == "window" else "default"}
+                    cases.append(normalise(c))
+        for size in (M2, 4 * M2, 4 * M2 + K4, 64 * K4):
+            for off in (0, K4):
+                cases.append(normalise({"layout": "ordinary", "size": size, "src_off": off,
+                                        "dst_off": 0, "backing": b, "flags": "dontunmap-any",
+                                        "thp": "default", "populate": "every:64"}))
+    if "anon" in backings:
+        cases.append(normalise({"layout": "ordinary", "size": 4 * M2, "src_off": K4,
+                                "dst_off": 0, "flags": "maymove", "new_size": 8 * M2,
+                                "thp": "default", "threads": 2}))
+    return cases
+
+
 GRIDS = {"shapes": shapes_grid, "shapes-small": lambda: shapes_grid(big=False),
          "ordinary": ordinary_grid, "zap": zap_cases, "zap-shared": zap_shared_cases,
          "truncate": truncate_cases, "zap-sparse": zap_sparse_cases, "files": files_cases,
-         "truncate-files": lambda: truncate_cases(("tmpfs", "ext4"))}
+         "truncate-files": lambda: truncate_cases(("tmpfs", "ext4")),
+         "kernel-picks": kernel_picks_cases,
+         "kernel-picks-files": lambda: kernel_picks_cases(("memfd", "shmem", "tmpfs", "ext4"))}
 
 
 def _random_case(rng: random.Random, case_id: str, backings: tuple[str, ...]) -> dict | None:

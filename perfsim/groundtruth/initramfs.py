@@ -37,7 +37,7 @@ fi
 echo madvise > /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null
 echo advise > /sys/kernel/mm/transparent_hugepage/shmem_enabled 2>/dev/null
 echo 0 > /proc/sys/kernel/printk 2>/dev/null
-/probe -T $T /grid.txt
+/probe -R -T $T /grid.txt
 echo "@@PERFSIM-INIT-DONE $?"
 sync
 poweroff -f

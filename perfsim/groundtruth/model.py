@@ -8,7 +8,12 @@ destination touch become the page tables, a PMD leaf where a THP maps a whole PM
 frames contiguous from a 2 MiB boundary, and the VMA's ``AnonHugePages`` /
 ``ShmemPmdMapped`` agreeing). The request is the call the probe made:
 ``mremap(src, size, new_size, MAYMOVE|FIXED, dst)`` (``flags=shrink``: ``mremap(src, size,
-new_size, 0)``, the tail unmapped in place), in an mm with as many CPUs as threads. A case
+new_size, 0)``, the tail unmapped in place), in an mm with as many CPUs as threads. With
+``flags=maymove`` (a growth past a blocking page) and ``dontunmap-any`` (DONTUNMAP, no
+address) the kernel chose the destination: the request fixes none, the space's
+``mmap_base`` is the one the probe's process had (:func:`x86_mmap_base`: the probe ran
+without randomisation), and the address the planner chooses is compared with the one the
+kernel returned. A case
 with ``truncate`` (the probe called ``ftruncate`` on the source's file after recording the
 layout and before the call) gets the recorded state truncated as
 :func:`perfsim.planner.truncate.truncate_pagecache` says (docs/kernel-rules.md R25): the call
@@ -38,6 +43,36 @@ class Unrepresentable(PerfsimError):
 def _prot(perms: str) -> str:
     p = "".join(ch for ch in perms[:3] if ch != "-")
     return p or "none"
+
+
+#: probe ``flags`` with which the kernel chooses the destination
+KERNEL_PICKS = ("maymove", "dontunmap-any")
+
+#: x86-64's ``stack_guard_gap`` (256 pages; a boot parameter)
+STACK_GUARD_GAP = 256 << 12
+
+
+def kernel_picks(rec: dict) -> bool:
+    return rec.get("flags") in KERNEL_PICKS
+
+
+def destination(rec: dict) -> int:
+    """Where the call put the range: the probe's ``dst``, or what the kernel returned when it
+    chose (``ret``; the planned ``dst`` then unused)."""
+    if kernel_picks(rec) and int(rec.get("ret", -1)) != -1:
+        return int(rec["ret"])
+    return int(rec["dst"])
+
+
+def x86_mmap_base(user_va_top: int, stack_rlimit: int) -> int:
+    """``mmap_base()`` of arch/x86/mm/mmap.c for a process without randomisation (no
+    ``PF_RANDOMIZE``: no random gap, no stack randomisation pad): the top of the mmap area is
+    the stack rlimit plus ``stack_guard_gap`` below ``TASK_SIZE`` (``DEFAULT_MAP_WINDOW``),
+    that gap clamped to at least 128 MiB and at most five sixths of it. ``stack_rlimit`` -1:
+    unlimited (the pad would overflow: the gap is then the maximum)."""
+    gap = (user_va_top // 6) * 5 if stack_rlimit < 0 else stack_rlimit + STACK_GUARD_GAP
+    gap = min(max(gap, 128 << 20), (user_va_top // 6) * 5)
+    return -(-(user_va_top - gap) // 4096) * 4096
 
 
 def vma_of(v: dict, rec: dict, page_shift: int) -> Vma:
@@ -129,8 +164,15 @@ def space_for_record(rec: dict, target: Target) -> tuple[AddressSpace, MoveReque
     a = target.arch
     vmas = [vma_of(v, rec, a.page_shift) for v in rec["vmas"]
             if int(v["end"]) <= a.user_va_top]
+    base = None
+    if kernel_picks(rec):
+        if rec.get("randomized", True):
+            raise Unrepresentable("the kernel chose the destination in a randomised address "
+                                  "space (probe run without -R): mmap_base is not known")
+        base = x86_mmap_base(a.user_va_top, int(rec["stack_rlimit"]))
     try:
-        space = AddressSpace(tuple(vmas), page_tables(rec, target), cpus=int(rec["threads"]))
+        space = AddressSpace(tuple(vmas), page_tables(rec, target), cpus=int(rec["threads"]),
+                             mmap_base_addr=base)
     except ValueError as exc:
         raise Unrepresentable(str(exc)) from None
     truncate = int(rec.get("truncate", -1))
@@ -141,6 +183,9 @@ def space_for_record(rec: dict, target: Target) -> tuple[AddressSpace, MoveReque
     new_size = int(rec.get("new_size") or size)
     if rec.get("flags") == "shrink":  # mremap(src, size, new_size, 0): the tail, in place
         return space, MoveRequest(int(rec["src"]), size, new_size, maymove=False, fixed=False)
+    if kernel_picks(rec):  # MREMAP_MAYMOVE, or MAYMOVE|DONTUNMAP with no address
+        return space, MoveRequest(int(rec["src"]), size, new_size, fixed=False,
+                                  dontunmap=rec["flags"] == "dontunmap-any")
     return space, MoveRequest(int(rec["src"]), size, new_size, new_addr=int(rec["dst"]),
                               dontunmap=rec.get("flags") == "dontunmap")
 
@@ -157,6 +202,7 @@ def predicted(rec: dict, target: Target) -> dict:
     out["whole"]["full_flushes"] = int(st.flush_full.sum())
     out["whole"]["ipi_rounds"] = int((st.ipis > 0).sum())
     out["errno"] = plan.errno
+    out["new_addr"] = plan.result_addr if kernel_picks(rec) and plan.errno is None else None
     return out
 
 
@@ -189,7 +235,7 @@ def zaps_forcing_ptes(rec: dict, target: Target) -> bool:
     MREMAP_FIXED destination)."""
     space, req = space_for_record(rec, target)
     spans = [(req.old_addr, req.old_addr + req.old_len)]
-    if req.new_addr is not None:
+    if req.fixed and req.new_addr is not None:
         spans.append((req.new_addr, req.new_addr + (req.new_len or req.old_len)))
     return any(vma_zap_forces_flush(v) for lo, hi in spans for v in space.intersecting(lo, hi))
 
@@ -236,5 +282,7 @@ def compare(rec: dict, target: Target) -> dict:
     got = errno_name(int(rec.get("errno", 0)))
     if p["errno"] != got:
         diff["errno"] = {"errno": (p["errno"], got)}
+    if kernel_picks(rec) and got is None and p["new_addr"] != int(rec["ret"]):
+        diff["new_addr"] = {"new_addr": (p["new_addr"], int(rec["ret"]))}
     return {"agree": not diff, "diff": diff, "predicted": p, "measured": m,
             "scopes": scopes, "keys": keys, "excused": excused}

@@ -69,10 +69,10 @@ def run_native(cases: list[dict], *, link: str = "static", timeout_s: float = 36
 
     try:
         if untraced:
-            lines, rc = run(["-n"])
+            lines, rc = run(["-n", "-R"])
         else:
             with TlbTraceSession(markers=True) as _session:
-                lines, rc = run(["-T", TRACEFS])
+                lines, rc = run(["-R", "-T", TRACEFS])
     except (TracingUnavailable, TracingBusy) as exc:
         # (chained: a caller, e.g. a test, can tell "someone else is tracing" from a failure)
         raise PerfsimError(f"cannot trace the host kernel: {exc}") from exc

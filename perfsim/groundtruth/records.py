@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 
 from perfsim.errors import PerfsimError
+from perfsim.groundtruth.model import destination
 from perfsim.host.syscalls import SYS_mremap
 from perfsim.host.trace import (
     _ENTER_RE,
@@ -101,6 +102,9 @@ def finish_record(rec: dict, trace_lines: list[str], header: dict, *, platform: 
     out["kernel"] = header["release"]
     out["kernel_version"] = kernel_version(header["release"])
     out["ncpus"] = header.get("ncpus")
+    for key in ("randomized", "stack_rlimit"):  # (headers before 2026-12-03 have neither)
+        if key in header:
+            out[key] = header[key]
     out["platform"] = platform
     out["source"] = source
     if notrace is not None:
@@ -109,7 +113,7 @@ def finish_record(rec: dict, trace_lines: list[str], header: dict, *, platform: 
     peers = {int(rec["tid"])} | ({int(rec["spinner_tid"])} if rec.get("spinner_tid") else set())
     new_len = int(rec.get("new_size") or rec["size"])
     raw = without_detach_tree_stores(parse_trace("\n".join(trace_lines)), int(rec["tid"]),
-                                     int(rec["dst"]), new_len)
+                                     destination(rec), new_len)
     res = extract_call(raw, int(rec["tid"]), peers)
     out["traced"] = res.available
     if not res.available:

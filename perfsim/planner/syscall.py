@@ -40,6 +40,7 @@ from perfsim.planner.realign import PageTableMoveControl, try_realign_addr
 from perfsim.planner.result import MovePlan, MoveRequest
 from perfsim.planner.tables import CallTables
 from perfsim.planner.unmap import UnmapRegion, large_folio_spans, unmap_region, zap_spans
+from perfsim.planner.unmapped_area import get_unmapped_area
 from perfsim.planner.vma_remap import EXPAND, NO_RESIZE, SHRINK, MovedRange, VmaRemap
 from perfsim.profiles import Target
 
@@ -177,22 +178,6 @@ def _do_munmap(target: Target, space: AddressSpace, tables: CallTables, start: i
     return rest
 
 
-def get_unmapped_area(space: AddressSpace, length: int, hint: int | None) -> int | None:
-    """Top-down search for a free gap below ``mmap_base`` (``get_unmapped_area``), trying
-    ``hint`` first. Versions: 6.6–6.18 (alignment for THP-able lengths is not modelled)."""
-    a = space.arch
-    if hint is not None and hint % a.page_size == 0 and hint + length <= a.user_va_top:
-        i, j = space.intersecting_span(hint, hint + length)
-        if i == j:  # nothing mapped there
-            return hint
-    top = space.mmap_base
-    for v in reversed(space.vmas):
-        if v.end <= top and top - v.end >= length:
-            return top - length
-        top = min(top, v.start)
-    return top - length if top >= length + a.page_size else None
-
-
 # ------------------------------------------------------------------------ the call
 
 def _munmap(vrm: VmaRemap, start: int, length: int, phase: int,
@@ -213,12 +198,16 @@ def shrink_vma(vrm: VmaRemap) -> None:
 
 def vrm_set_new_addr(vrm: VmaRemap) -> None:
     """``vrm_set_new_addr``: MREMAP_FIXED keeps ``new_addr``; DONTUNMAP alone uses it as a
-    hint; otherwise the kernel picks a free range (ENOMEM when there is none).
+    hint; otherwise the kernel picks a free range (ENOMEM when there is none) as
+    :func:`perfsim.planner.unmapped_area.get_unmapped_area` says, with the moved range's
+    page offset (``linear_page_index``).
     Versions: 6.15+ (inline in ``mremap_to``/``do_mremap`` before, same choice)."""
     if vrm.fixed:
         return
     hint = vrm.new_addr if vrm.dontunmap and vrm.new_addr else None  # 0: no hint
-    addr = get_unmapped_area(vrm.space, vrm.new_len, hint)
+    vma = vrm.vma
+    pgoff = vma.pgoff + ((vrm.addr - vma.start) >> vrm.target.arch.page_shift)
+    addr = get_unmapped_area(vrm.target, vrm.space, vma, vrm.new_len, hint, pgoff)
     if addr is None:
         raise Refused(C.Refusal("ENOMEM", "no free range for the new mapping"))
     vrm.new_addr = addr

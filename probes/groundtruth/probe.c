@@ -11,7 +11,8 @@
  *   backing=anon|shmem|memfd|tmpfs|ext4 thp=on|off|default threads=1|2
  *   populate=full|none|every:K|first:BYTES guard_src=no|touched|untouched
  *   guard_dst=no|touched|untouched dst_mode=hole|reserved|written|anon-shmem reps=N
- *   new_size=BYTES (default size) flags=fixed|dontunmap|shrink split_at=OFFSET (0: none)
+ *   new_size=BYTES (default size) flags=fixed|dontunmap|shrink|maymove|dontunmap-any
+ *   split_at=OFFSET (0: none)
  *   sync=no|msync truncate=BYTES (-1: none)
  * ``dst_mode=written``: the destination is a mapping of the source's backing (its own
  * shmem object or memfd), every page written, so MREMAP_FIXED first unmaps dirty pages;
@@ -19,7 +20,11 @@
  * ``split_at`` makes one page of the populated source read-only, so the range spans three
  * VMAs (a multi-VMA move on 6.17+, EFAULT before); ``dontunmap`` adds MREMAP_DONTUNMAP;
  * ``shrink`` calls mremap(src, size, new_size, 0) instead (new_size < size: the tail is
- * unmapped in place, nothing moves). ``tmpfs`` and ``ext4``: a MAP_SHARED mapping of a new
+ * unmapped in place, nothing moves). The kernel picks the destination with ``maymove``, a
+ * growth (new_size > size) past a one-page never-touched VMA the probe maps right after the
+ * source, ``mremap(src, size, new_size, MREMAP_MAYMOVE)``, and with ``dontunmap-any``,
+ * ``mremap(src, size, size, MREMAP_MAYMOVE | MREMAP_DONTUNMAP, NULL)``: the record's ``ret``
+ * is where it went (run with -R, so that mmap_base is the same every run). ``tmpfs`` and ``ext4``: a MAP_SHARED mapping of a new
  * file (created, unlinked, sized with ftruncate) in TMPFS_DIR or EXT4_DIR below, which must
  * be on that filesystem (checked with fstatfs; the case fails otherwise). ``sync=msync``
  * calls msync(src, size, MS_SYNC) after populating: a file's pages are written back and
@@ -44,7 +49,9 @@
  * framed by @@PERFSIM-GRID-BEGIN {uname} and @@PERFSIM-GRID-END <cases>.
  *
  * Options: -T DIR tracefs root (default /sys/kernel/tracing); -n do not trace (layouts
- * only). The probe enables the events and sets their filters itself; the caller saves and
+ * only); -R run without address-space randomisation (the probe executes itself again with
+ * ADDR_NO_RANDOMIZE, as ``setarch -R`` does; the header says ``randomized`` and the stack
+ * rlimit, from which mmap_base follows). The probe enables the events and sets their filters itself; the caller saves and
  * restores tracefs around it (perfsim.host.trace.TlbTraceSession on the host; nothing to
  * restore in a throw-away VM).
  */
@@ -59,6 +66,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/personality.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/utsname.h>
@@ -167,7 +175,7 @@ struct spec {
 	char dst_mode[12];
 	int reps;
 	unsigned long new_size, split_at;
-	char flags[12];
+	char flags[16];
 	char sync[8];
 	long truncate;
 };
@@ -242,13 +250,17 @@ static int parse_spec(char *line, struct spec *s)
 	if (any && (!s->id[0] || !s->size || s->size % PAGE || s->threads < 1 || s->threads > 2 ||
 		    s->new_size % PAGE || s->split_at % PAGE || s->split_at >= s->size ||
 		    (strcmp(s->flags, "fixed") && strcmp(s->flags, "dontunmap") &&
-		     strcmp(s->flags, "shrink")) ||
+		     strcmp(s->flags, "shrink") && strcmp(s->flags, "maymove") &&
+		     strcmp(s->flags, "dontunmap-any")) ||
 		    (!strcmp(s->flags, "shrink") && s->new_size >= s->size) ||
+		    (!strcmp(s->flags, "maymove") && s->new_size <= s->size) ||
+		    (!strcmp(s->flags, "dontunmap-any") && s->new_size != s->size) ||
 		    (strcmp(s->sync, "no") && strcmp(s->sync, "msync")) || s->truncate < -1 ||
 		    (s->truncate >= 0 && (!strcmp(s->backing, "anon") || !strcmp(s->backing, "shmem"))))) {
 		errno = EINVAL;
 		die("bad case %s: needs id, page-multiple size/new_size/split_at < size, threads 1 or 2, "
-		    "flags fixed, dontunmap or shrink (new_size < size), sync no or msync, truncate -1 "
+		    "flags fixed, dontunmap, shrink (new_size < size), maymove (new_size > size) or "
+		    "dontunmap-any (new_size = size), sync no or msync, truncate -1 "
 		    "or a size (memfd, tmpfs or ext4 only)", s->id);
 	}
 	return any;
@@ -314,6 +326,7 @@ struct layout {
 	unsigned long src, dst, size;
 	unsigned long guard_src, guard_dst; /* address of the one-page VMA, or 0 */
 	int fd, dst_fd;
+	unsigned long blocker; /* flags=maymove: the one-page VMA right after the source, or 0 */
 };
 
 static void *map_at(unsigned long addr, unsigned long len, int prot, int flags, int fd)
@@ -361,6 +374,12 @@ static void map_backing(const struct spec *s, unsigned long at, int *fd)
 	}
 }
 
+/* flags=maymove and dontunmap-any: the kernel chooses the destination (l->dst is unused). */
+static int kernel_picks(const struct spec *s)
+{
+	return !strcmp(s->flags, "maymove") || !strcmp(s->flags, "dontunmap-any");
+}
+
 static void map_source(const struct spec *s, struct layout *l, unsigned long at)
 {
 	map_backing(s, at, &l->fd);
@@ -398,6 +417,16 @@ static void place_guard(const char *mode, unsigned long at, unsigned long *where
 		return;
 	map_at(at, PAGE, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1);
 	*where = at;
+}
+
+/* flags=maymove: a never-touched read-only page right after the source, so that the growth
+ * cannot happen in place and the kernel must pick a new range. */
+static void place_blocker(const struct spec *s, struct layout *l)
+{
+	if (strcmp(s->flags, "maymove"))
+		return;
+	l->blocker = l->src + s->size;
+	map_at(l->blocker, PAGE, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1);
 }
 
 static void touch_guard(const char *mode, unsigned long at)
@@ -452,9 +481,10 @@ static void build_window(const struct spec *s, struct layout *l)
 		map_destination(s, l);
 	place_guard(s->guard_src, l->src - PAGE, &l->guard_src);
 	place_guard(s->guard_dst, l->dst - PAGE, &l->guard_dst);
-	unsigned long keep[8];
+	place_blocker(s, l);
+	unsigned long keep[10];
 	int n = 0;
-	keep[2 * n] = l->src, keep[2 * n + 1] = s->size, n++;
+	keep[2 * n] = l->src, keep[2 * n + 1] = s->size + (l->blocker ? PAGE : 0), n++;
 	if (l->guard_src)
 		keep[2 * n] = l->guard_src, keep[2 * n + 1] = PAGE, n++;
 	if (l->guard_dst)
@@ -490,11 +520,12 @@ static void build_ordinary(const struct spec *s, struct layout *l)
 		map_destination(s, l);
 	place_guard(s->guard_src, l->src - PAGE, &l->guard_src);
 	place_guard(s->guard_dst, l->dst - PAGE, &l->guard_dst);
+	place_blocker(s, l);
 	unsigned long keep[4];
 	int n = 0;
-	keep[2 * n] = l->src, keep[2 * n + 1] = s->size, n++;
+	keep[2 * n] = l->src, keep[2 * n + 1] = s->size + (l->blocker ? PAGE : 0), n++;
 	if (l->guard_src)
-		keep[0] = l->guard_src, keep[1] = s->size + PAGE;
+		keep[0] = l->guard_src, keep[1] += PAGE;
 	unmap_gaps(slo, shi, keep, n);
 	n = 0;
 	if (!strcmp(s->dst_mode, "reserved") || dst_written(s))
@@ -699,11 +730,16 @@ static void settle_cpumask(void)
 	munmap(b, 2 * PAGE);
 }
 
-static void cleanup(const struct spec *s, struct layout *l, int moved)
+static void cleanup(const struct spec *s, struct layout *l, unsigned long ret)
 {
-	(void)moved;
 	munmap((void *)l->src, s->size);
-	munmap((void *)l->dst, s->new_size > s->size ? s->new_size : s->size);
+	if (kernel_picks(s)) {
+		if (ret)
+			munmap((void *)ret, s->new_size);
+	} else
+		munmap((void *)l->dst, s->new_size > s->size ? s->new_size : s->size);
+	if (l->blocker)
+		munmap((void *)l->blocker, PAGE);
 	if (l->guard_src)
 		munmap((void *)l->guard_src, PAGE);
 	if (l->guard_dst)
@@ -716,7 +752,7 @@ static void cleanup(const struct spec *s, struct layout *l, int moved)
 
 static void run_case(const struct spec *s, int rep, pid_t tid)
 {
-	struct layout l = {0, 0, s->size, 0, 0, -1, -1};
+	struct layout l = {0, 0, s->size, 0, 0, -1, -1, 0};
 	if (!strcmp(s->layout, "window"))
 		build_window(s, &l);
 	else if (!strcmp(s->layout, "ordinary"))
@@ -762,13 +798,18 @@ static void run_case(const struct spec *s, int rep, pid_t tid)
 	if (tracing)
 		write_file("trace", "");
 	int mflags = MREMAP_MAYMOVE | MREMAP_FIXED;
+	void *to = (void *)l.dst;
 	if (!strcmp(s->flags, "dontunmap"))
 		mflags |= 4; /* MREMAP_DONTUNMAP */
+	else if (!strcmp(s->flags, "maymove"))
+		mflags = MREMAP_MAYMOVE;
+	else if (!strcmp(s->flags, "dontunmap-any"))
+		mflags = MREMAP_MAYMOVE | 4, to = NULL;
 	int shrink = !strcmp(s->flags, "shrink");
 	struct timespec t0, t1;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	void *r = shrink ? mremap((void *)l.src, s->size, s->new_size, 0)
-			 : mremap((void *)l.src, s->size, s->new_size, mflags, (void *)l.dst);
+			 : mremap((void *)l.src, s->size, s->new_size, mflags, to);
 	int err = r == MAP_FAILED ? errno : 0;
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	long call_ns = (t1.tv_sec - t0.tv_sec) * 1000000000L + (t1.tv_nsec - t0.tv_nsec);
@@ -790,21 +831,32 @@ static void run_case(const struct spec *s, int rep, pid_t tid)
 	}
 	printf("@@PERFSIM-CASE-END %s %d\n", s->id, rep);
 	fflush(stdout);
-	cleanup(s, &l, r != MAP_FAILED);
+	cleanup(s, &l, r == MAP_FAILED ? 0 : (unsigned long)r);
 }
 
 int main(int argc, char **argv)
 {
 	int opt;
-	while ((opt = getopt(argc, argv, "T:n")) != -1) {
+	int norandom = 0;
+	while ((opt = getopt(argc, argv, "T:nR")) != -1) {
 		if (opt == 'T')
 			tracefs = optarg;
 		else if (opt == 'n')
 			tracing = 0;
+		else if (opt == 'R')
+			norandom = 1;
 		else {
-			fprintf(stderr, "usage: %s [-T tracefs] [-n] [grid-file]\n", argv[0]);
+			fprintf(stderr, "usage: %s [-T tracefs] [-n] [-R] [grid-file]\n", argv[0]);
 			return 2;
 		}
+	}
+	int persona = personality(0xffffffff);
+	if (norandom && persona != -1 && !(persona & ADDR_NO_RANDOMIZE)) {
+		/* the layout of an exec'd image is fixed at exec: run again without randomisation */
+		if (personality((unsigned long)persona | ADDR_NO_RANDOMIZE) == -1)
+			die("personality(ADDR_NO_RANDOMIZE)");
+		execv("/proc/self/exe", argv);
+		die("execv /proc/self/exe");
 	}
 	FILE *in = stdin;
 	if (optind < argc && !(in = fopen(argv[optind], "r")))
@@ -824,6 +876,13 @@ int main(int argc, char **argv)
 	printf(",\"machine\":");
 	json_str(u.machine);
 	printf(",\"ncpus\":%ld", sysconf(_SC_NPROCESSORS_ONLN));
+	static char va[16];
+	read_whole("/proc/sys/kernel/randomize_va_space", va, sizeof va);
+	struct rlimit stack;
+	getrlimit(RLIMIT_STACK, &stack);
+	printf(",\"randomized\":%s,\"stack_rlimit\":%ld",
+	       (personality(0xffffffff) & ADDR_NO_RANDOMIZE) || va[0] == '0' ? "false" : "true",
+	       stack.rlim_cur == RLIM_INFINITY ? -1L : (long)stack.rlim_cur);
 	static char thp[256];
 	const char *thp_files[2][2] = {{"thp_enabled", "/sys/kernel/mm/transparent_hugepage/enabled"},
 				       {"thp_shmem_enabled", "/sys/kernel/mm/transparent_hugepage/shmem_enabled"}};

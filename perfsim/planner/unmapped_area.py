@@ -1,0 +1,124 @@
+"""Where the kernel places a mapping whose address it chooses: ``get_unmapped_area``.
+
+mremap() asks for a new range when it must move and the caller did not fix the address: a
+growth that cannot happen in place (``MREMAP_MAYMOVE`` alone), or ``MREMAP_DONTUNMAP``
+without ``MREMAP_FIXED`` (its ``new_addr`` is a hint, 0 for none). ``vrm_set_new_addr``
+(6.15+; inline in ``mremap_to`` and ``do_mremap`` before) calls
+``get_unmapped_area(vma->vm_file, hint, new_len, pgoff, MAP_SHARED if VM_MAYSHARE)`` with
+``pgoff`` the file page of the moved range (``linear_page_index``; an anonymous VMA's
+``vm_pgoff`` is its first address in pages). Which range comes back decides whether the
+source and destination share their offset in a PMD, i.e. whether the move can take whole
+page tables (and, from 6.7, be realigned) or copies every PTE. ``__get_unmapped_area``
+dispatches on the mapping (read in Debian's 6.1.176, 6.12.117 and 7.3.4):
+
+* a file with its own handler: ext4, xfs, btrfs (perfsim's ``file`` backing) use
+  :func:`thp_get_unmapped_area`; hugetlbfs :func:`hugetlb_get_unmapped_area`; shmem and
+  tmpfs ``shmem_get_unmapped_area``, which searches as :func:`mm_get_unmapped_area` does
+  and aligns only where the shmem superblock allows huge pages (``shmem_enabled`` or the
+  tmpfs ``huge=`` option not ``never``; not modelled: perfsim's shmem VMAs are on a
+  superblock with huge pages off, the default);
+* a private anonymous mapping (``Kernel.anon_thp_align``): before 6.7 the plain search;
+  6.7's "mm: align larger anonymous mappings on THP boundaries" sends every one through
+  :func:`thp_get_unmapped_area` with the ``pgoff`` mremap passed (``"any_length"``); by
+  6.12 only a length that is a whole number of PMDs, without a hint, with ``pgoff`` taken
+  as 0, so the range starts on a PMD boundary (``"pmd_multiple"``).
+
+The plain search is :func:`mm_get_unmapped_area`: the hint when it is free, else the highest
+gap below ``mmap_base`` that fits (``arch_get_unmapped_area_topdown``,
+``unmapped_area_topdown``). Pure functions of the address space.
+"""
+
+from __future__ import annotations
+
+from perfsim.mm.space import AddressSpace
+from perfsim.mm.vma import Vma
+from perfsim.profiles import Target
+
+
+def unmapped_area_topdown(space: AddressSpace, length: int, align_mask: int = 0) -> int | None:
+    """``unmapped_area_topdown``: the end of the highest free gap below ``mmap_base`` that
+    holds ``length + align_mask`` bytes, minus ``length``, rounded down to ``align_mask + 1``
+    (``vm_unmapped_area``'s ``align_offset`` is 0 for every mapping modelled); None when no
+    gap fits. The gap below the lowest VMA reaches down to address 0 plus a page."""
+    need = length + align_mask
+    top = space.mmap_base
+    for v in reversed(space.vmas):
+        if v.end <= top and top - v.end >= need:
+            return (top - length) & ~align_mask
+        top = min(top, v.start)
+    if top >= need + space.arch.page_size:
+        return (top - length) & ~align_mask
+    return None
+
+
+def hint_is_free(space: AddressSpace, hint: int | None, length: int) -> bool:
+    """The hint test of ``arch_get_unmapped_area_topdown``: a page-aligned ``hint`` whose
+    whole range is below the top of user space and mapped by nothing."""
+    a = space.arch
+    if hint is None or hint == 0 or hint % a.page_size or hint + length > a.user_va_top:
+        return False
+    i, j = space.intersecting_span(hint, hint + length)
+    return i == j
+
+
+def mm_get_unmapped_area(space: AddressSpace, length: int, hint: int | None) -> int | None:
+    """``mm_get_unmapped_area`` (x86-64's ``arch_get_unmapped_area_topdown``; arm64 and riscv
+    use the generic top-down one, the same search): the hint if free, else the top-down
+    gap."""
+    if hint_is_free(space, hint, length):
+        return hint
+    return unmapped_area_topdown(space, length)
+
+
+def thp_get_unmapped_area(space: AddressSpace, length: int, hint: int | None, off: int,
+                          target: Target) -> int | None:
+    """``thp_get_unmapped_area``: a range whose address is congruent with the file offset
+    ``off`` modulo the PMD size, so that PMD-size folios can be mapped by PMD, when
+    ``[off, off + length)`` holds a whole PMD-aligned chunk; else, or when no gap holds
+    ``length`` plus a PMD, the plain search.
+
+    ``__thp_get_unmapped_area`` searches for ``length + PMD`` bytes (the hint is kept when
+    that much is free there), then moves the start up to the next address congruent with
+    ``off``. From 6.7 (with the anonymous alignment, the same commit), when the found start
+    is already congruent, a top-down mm takes the start one PMD higher instead, so the
+    padding lies below the range rather than above it."""
+    pmd = space.arch.pmd_size
+    off_align = -(-off // pmd) * pmd
+    if off + length > off_align and off + length - off_align >= pmd:
+        padded = length + pmd
+        ret = hint if hint_is_free(space, hint, padded) else unmapped_area_topdown(space, padded)
+        if ret is not None:
+            if ret == hint:
+                return ret
+            off_sub = (off - ret) % pmd
+            if off_sub == 0 and target.kernel.anon_thp_align != "none":
+                return ret + pmd
+            return ret + off_sub
+    return mm_get_unmapped_area(space, length, hint)
+
+
+def hugetlb_get_unmapped_area(space: AddressSpace, length: int, hugepage_size: int
+                              ) -> int | None:
+    """``hugetlb_get_unmapped_area`` without a hint (mremap never passes one for hugetlb:
+    DONTUNMAP refuses a VM_DONTEXPAND VMA first): the top-down gap, aligned to the huge
+    page size (``info.align_mask``)."""
+    return unmapped_area_topdown(space, length, hugepage_size - 1)
+
+
+def get_unmapped_area(target: Target, space: AddressSpace, vma: Vma, length: int,
+                      hint: int | None, pgoff: int) -> int | None:
+    """``__get_unmapped_area`` for a range of ``vma`` moved by mremap: the new address, or
+    None where the kernel answers ENOMEM. ``pgoff`` is the moved range's page offset
+    (``linear_page_index``)."""
+    shift = space.arch.page_shift
+    if vma.backing == "file":
+        return thp_get_unmapped_area(space, length, hint, pgoff << shift, target)
+    if vma.backing == "hugetlb":
+        return hugetlb_get_unmapped_area(space, length, vma.hugepage_size or space.arch.pmd_size)
+    if vma.backing == "anon":
+        mode = target.kernel.anon_thp_align
+        if mode == "any_length":
+            return thp_get_unmapped_area(space, length, hint, pgoff << shift, target)
+        if mode == "pmd_multiple" and not hint and length % space.arch.pmd_size == 0:
+            return thp_get_unmapped_area(space, length, None, 0, target)
+    return mm_get_unmapped_area(space, length, hint)
