@@ -113,6 +113,9 @@ class VmaTable(_Strict):
                                      "clean PTEs, so a zap of them forces no flush")
     dirty: bool = _opt(False, "true: a VMA without write permission was written before "
                               "mprotect took it away (its PTEs stay dirty)")
+    shmem_huge: bool = _opt(False, "true: a shmem VMA on a superblock that allows huge pages "
+                                   "(shmem_enabled or tmpfs huge= not never): a range the "
+                                   "kernel places for it is PMD-aligned in the file")
 
     _sizes = field_validator("start", "size", "folio_size", "hugepage_size",
                              mode="before")(_no_bool_or_float_size)

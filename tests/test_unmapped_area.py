@@ -181,6 +181,37 @@ def test_the_other_kernel_lines_rule_gets_the_addresses_wrong(version):
     assert wrong >= 20
 
 
+@pytest.mark.parametrize("version", VERSIONS)
+def test_shmem_with_huge_pages_allowed_is_aligned_to_its_file_offset(version):
+    """Under QEMU the initramfs sets ``shmem_enabled=advise``: memfd and shared anonymous
+    ranges of a PMD or more land congruent with their file offset (0 here), on every kernel
+    line; planned as if the superblock had huge pages off, most land elsewhere."""
+    recs = _recs(f"kernel-picks-shmem-{version}")
+    assert {r["id"] for r in recs} == {c["id"] for c in G.named_grid("kernel-picks-shmem")}
+    assert all("[advise]" in r["thp_shmem_enabled"] for r in recs)
+    big = [r for r in recs if r["errno"] == 0 and r["new_size"] >= PMD]
+    assert big and all(r["ret"] % PMD == 0 for r in big)
+    assert all(compare(r, target_for(r))["agree"] for r in recs)
+    never = sum(compare({**r, "thp_shmem_enabled": "[never]"}, target_for(r))["agree"]
+                for r in recs)
+    assert never < len(recs) // 2
+
+
+def test_a_shmem_range_is_aligned_only_where_its_superblock_allows_huge_pages():
+    sh = Vma(BASE - 64 * M, BASE - 56 * M, backing="shmem", file_id="m", pgoff=0)
+    sp = space(sh, Vma(BASE - 3 * M - 4 * K, BASE - 3 * M))
+    plain = U.mm_get_unmapped_area(sp, 6 * M, None)
+    assert plain % PMD  # the plain search lands off a boundary here
+    assert U.get_unmapped_area(T["6.18"], sp, sh, 6 * M, None, 0) == plain
+    huge = sh.replaced(shmem_huge=True)
+    got = U.get_unmapped_area(T["6.18"], sp, huge, 6 * M, None, 0)
+    assert got % PMD == 0 and got + 6 * M <= BASE - 3 * M - 4 * K
+    # an offset off a PMD boundary whose range does not reach a second PMD: plain
+    assert U.shmem_get_unmapped_area(sp, 2 * M, None, 4 * K, True) == \
+        U.mm_get_unmapped_area(sp, 2 * M, None)
+    assert U.shmem_get_unmapped_area(sp, M, None, 0, True) == U.mm_get_unmapped_area(sp, M, None)
+
+
 def test_this_machine_places_ext4_ranges_by_file_offset_and_shmem_plainly():
     """6.18 here (shmem_enabled=never): every ext4 range of 2 MiB or more starts on a PMD
     boundary (the file offset is 0: thp_get_unmapped_area); memfd, shmem and tmpfs ranges

@@ -74,7 +74,8 @@ def register(subparsers) -> argparse.ArgumentParser:
                    "(COUNT cases, default 60, drawn from the probe's whole vocabulary with "
                    "SEED, default 1), random-files[:SEED[:COUNT]] (--native: with tmpfs and "
                    "ext4 files), kernel-picks (moves whose destination the kernel chooses: "
-                   "the planner's choice is held to the address it returned), "
+                   "the planner's choice is held to the address it returned), kernel-picks-shmem "
+                   "(the same for memfd and shmem), "
                    "kernel-picks-files (--native: the same for memfd, shmem, tmpfs and ext4)")
     p.add_argument("--untraced", action="store_true", help="--native only: run the probe "
                    "without tracing, so each record holds the call's own time (call_ns) and "

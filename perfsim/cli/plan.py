@@ -75,7 +75,8 @@ addresses and sizes:
   it), uffd=missing|wp, touched=false (mapped, never faulted in), shared=false (MAP_PRIVATE
   file/shmem), written_back=true (a shared file's pages written back since: clean PTEs),
   dirty=true (a VMA without write permission written before mprotect: dirty PTEs),
-  hugepage_size=SIZE.
+  shmem_huge=true (shmem on a superblock allowing huge pages: a range the kernel places
+  is aligned), hugepage_size=SIZE.
   e.g. --vma A:64M:populate=every:512 --vma A-4K:4K:prot=r,touched=false
 
 populate:

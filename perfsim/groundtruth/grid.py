@@ -368,8 +368,9 @@ def kernel_picks_cases(backings: tuple[str, ...] = ("anon",)) -> list[dict]:
     DONTUNMAP with no address (``dontunmap-any``), of lengths that are and are not whole
     PMDs, from sources at a PMD boundary, a page past one and 1 MiB into one, in a window
     and next to the C library; the record says where the kernel put it, and the planner's
-    choice is held to that. ``backings``: the anon grid runs anywhere; ``kernel-picks-files``
-    adds memfd, shmem and the host's tmpfs and ext4 files."""
+    choice is held to that. ``backings``: the anon grid and ``kernel-picks-shmem`` (memfd and
+    shmem, which the initramfs's ``shmem_enabled=advise`` aligns) run anywhere;
+    ``kernel-picks-files`` has memfd, shmem and the host's tmpfs and ext4 files."""
     M2, K4 = 2 * MiB, 4 * KiB
     cases = []
     for b in backings:
@@ -398,6 +399,7 @@ GRIDS = {"shapes": shapes_grid, "shapes-small": lambda: shapes_grid(big=False),
          "truncate": truncate_cases, "zap-sparse": zap_sparse_cases, "files": files_cases,
          "truncate-files": lambda: truncate_cases(("tmpfs", "ext4")),
          "kernel-picks": kernel_picks_cases,
+         "kernel-picks-shmem": lambda: kernel_picks_cases(("memfd", "shmem")),
          "kernel-picks-files": lambda: kernel_picks_cases(("memfd", "shmem", "tmpfs", "ext4"))}
 
 

@@ -75,6 +75,19 @@ def x86_mmap_base(user_va_top: int, stack_rlimit: int) -> int:
     return -(-(user_va_top - gap) // 4096) * 4096
 
 
+def shmem_huge_of(rec: dict, path: str) -> bool:
+    """Does the superblock of a shmem VMA at ``path`` allow huge pages? The internal mount
+    (memfds, MAP_SHARED|MAP_ANONYMOUS, SysV) follows ``shmem_enabled`` (the record's
+    ``thp_shmem_enabled``, its selected value in brackets); a tmpfs mount (``/dev/shm``)
+    has its own ``huge=`` option, taken as Debian's default ``never``; ``force`` makes every
+    one huge, ``deny`` none."""
+    text = str(rec.get("thp_shmem_enabled", ""))
+    chosen = text[text.find("[") + 1:text.find("]")] if "[" in text else ""
+    if chosen == "force":
+        return True
+    return chosen in ("always", "within_size", "advise") and not path.startswith("/dev/shm/")
+
+
 def vma_of(v: dict, rec: dict, page_shift: int) -> Vma:
     """One ``/proc/self/maps`` line as a Vma."""
     start, end, path = int(v["start"]), int(v["end"]), v.get("path", "")
@@ -106,6 +119,7 @@ def vma_of(v: dict, rec: dict, page_shift: int) -> Vma:
                # split_at: the probe wrote the page before mprotect(PROT_READ) (still dirty)
                dirty=(in_src and "w" not in v["perms"][:3]
                       and rec.get("populate") != "none" and int(rec.get("split_at") or 0) > 0),
+               shmem_huge=backing == "shmem" and shmem_huge_of(rec, path),
                written_back=(is_src and rec.get("sync") == "msync" and shared
                              and backing == "file" and rec.get("backing") != "tmpfs"))
 

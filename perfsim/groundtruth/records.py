@@ -102,7 +102,9 @@ def finish_record(rec: dict, trace_lines: list[str], header: dict, *, platform: 
     out["kernel"] = header["release"]
     out["kernel_version"] = kernel_version(header["release"])
     out["ncpus"] = header.get("ncpus")
-    for key in ("randomized", "stack_rlimit"):  # (headers before 2026-12-03 have neither)
+    # (headers before 2026-12-03 have no randomized/stack_rlimit; thp_shmem_enabled was not
+    # copied into the records before then)
+    for key in ("randomized", "stack_rlimit", "thp_shmem_enabled"):
         if key in header:
             out[key] = header[key]
     out["platform"] = platform

@@ -195,7 +195,8 @@ class VmaSpec:
     ``shared = False`` maps a ``file``/``shmem`` backing MAP_PRIVATE; ``written_back`` says
     a shared file's written pages were written back since (clean PTEs; see
     :class:`~perfsim.mm.vma.Vma`); ``dirty`` that a VMA without write permission was
-    written before ``mprotect`` took it away (dirty PTEs)."""
+    written before ``mprotect`` took it away (dirty PTEs); ``shmem_huge`` that a shmem VMA's
+    superblock allows huge pages (its kernel-placed ranges are aligned)."""
 
     start: int
     length: int
@@ -213,6 +214,7 @@ class VmaSpec:
     shared: bool = True
     written_back: bool = False
     dirty: bool = False
+    shmem_huge: bool = False
 
 
 def vma_of(spec: VmaSpec, index: int, arch) -> Vma:
@@ -226,7 +228,7 @@ def vma_of(spec: VmaSpec, index: int, arch) -> Vma:
                pgoff=pgoff, file_id=None if anon else family, anon_id=family if anon else None,
                prot=spec.prot, hugepage_size=spec.hugepage_size, folio_size=spec.folio_size,
                name=spec.name, shared=spec.shared, written_back=spec.written_back,
-               dirty=spec.dirty)
+               dirty=spec.dirty, shmem_huge=spec.shmem_huge)
 
 
 def populate_vma(pt: PageTables, vma: Vma, pop: Population) -> PageTables:

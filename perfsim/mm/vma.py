@@ -33,7 +33,11 @@ class Vma:
     (docs/kernel-rules.md, the zap's forced flush); shmem and anonymous pages have no
     writeback. ``dirty``: the VMA has no write permission but its pages were written before
     ``mprotect`` took it away (``change_pte_range`` write-protects a PTE and keeps its dirty
-    bit), so its PTEs are dirty as a writable VMA's are.
+    bit), so its PTEs are dirty as a writable VMA's are. ``shmem_huge``: a shmem VMA whose
+    superblock allows huge pages (the internal mount of memfds and MAP_SHARED|MAP_ANONYMOUS
+    follows ``/sys/kernel/mm/transparent_hugepage/shmem_enabled``; a tmpfs mount its
+    ``huge=`` option), so ``shmem_get_unmapped_area`` aligns a range the kernel places for
+    it (docs/kernel-rules.md R26); False, the default, is ``never``.
     """
 
     start: int
@@ -54,13 +58,15 @@ class Vma:
     shared: bool = True
     written_back: bool = False
     dirty: bool = False
+    shmem_huge: bool = False
 
     def __init__(self, start: int, end: int, backing: Backing = "anon", thp: bool = False,
                  uffd_wp: bool = False, anon_vma: bool = True, pgoff: int = 0,
                  file_id: str | None = None, anon_id: str | None = None, prot: str = "rw",
                  hugepage_size: int = 0, folio_size: int = 0, stack: bool = False,
                  name: str = "", uffd_mode: str = "", shared: bool = True,
-                 written_back: bool = False, dirty: bool = False) -> None:
+                 written_back: bool = False, dirty: bool = False,
+                 shmem_huge: bool = False) -> None:
         # The dataclass's own __init__ (same parameters and defaults, held to the fields by
         # tests/test_t13_mm_space.py), writing every field into the instance __dict__ at
         # once rather than through the frozen class's generic object.__setattr__ per field.
@@ -70,7 +76,7 @@ class Vma:
                              anon_vma=anon_vma, pgoff=pgoff, file_id=file_id, anon_id=anon_id,
                              prot=prot, hugepage_size=hugepage_size, folio_size=folio_size,
                              stack=stack, name=name, uffd_mode=uffd_mode, shared=shared,
-                             written_back=written_back, dirty=dirty)
+                             written_back=written_back, dirty=dirty, shmem_huge=shmem_huge)
 
     @property
     def length(self) -> int:

@@ -149,6 +149,7 @@ def vma_specs(tables: list[dict], target: Target, bases: dict[str, int], seed: i
             pgoff=t.get("pgoff"), file=t.get("file"), uffd=t.get("uffd"),
             touched=t.get("touched", True), shared=_shared(t, lab),
             written_back=_written_back(t, lab), dirty=bool(t.get("dirty", False)),
+            shmem_huge=_shmem_huge(t, lab),
             hugepage_size=_hugepage_size(t.get("hugepage_size"), f"{lab} hugepage_size", arch),
             name=f"vma{i}"))
     return out
@@ -176,6 +177,16 @@ def _written_back(table: dict, lab: str) -> bool:
                            f"{table.get('backing', 'anon')!r}"
                            + ("" if table.get("shared", True) else " with shared = false"))
     return written_back
+
+
+def _shmem_huge(table: dict, lab: str) -> bool:
+    """A ``[[vma]]`` table's ``shmem_huge`` key: a superblock's huge-page setting belongs to
+    shmem and tmpfs only."""
+    huge = bool(table.get("shmem_huge", False))
+    if huge and table.get("backing", "anon") != "shmem":
+        raise PerfsimError(f"{lab}: shmem_huge = true applies to backing = 'shmem' only, not "
+                           f"{table.get('backing', 'anon')!r}")
+    return huge
 
 
 SPACE_KEYS = ("backing", "thp", "folio_size", "hugepage_size", "populate", "guard_below_src",

@@ -13,10 +13,8 @@ dispatches on the mapping (read in Debian's 6.1.176, 6.12.117 and 7.3.4):
 
 * a file with its own handler: ext4, xfs, btrfs (perfsim's ``file`` backing) use
   :func:`thp_get_unmapped_area`; hugetlbfs :func:`hugetlb_get_unmapped_area`; shmem and
-  tmpfs ``shmem_get_unmapped_area``, which searches as :func:`mm_get_unmapped_area` does
-  and aligns only where the shmem superblock allows huge pages (``shmem_enabled`` or the
-  tmpfs ``huge=`` option not ``never``; not modelled: perfsim's shmem VMAs are on a
-  superblock with huge pages off, the default);
+  tmpfs :func:`shmem_get_unmapped_area`, which aligns only where the shmem superblock
+  allows huge pages (``Vma.shmem_huge``);
 * a private anonymous mapping (``Kernel.anon_thp_align``): before 6.7 the plain search;
   6.7's "mm: align larger anonymous mappings on THP boundaries" sends every one through
   :func:`thp_get_unmapped_area` with the ``pgoff`` mremap passed (``"any_length"``); by
@@ -97,6 +95,33 @@ def thp_get_unmapped_area(space: AddressSpace, length: int, hint: int | None, of
     return mm_get_unmapped_area(space, length, hint)
 
 
+def shmem_get_unmapped_area(space: AddressSpace, length: int, hint: int | None, off: int,
+                            huge_sb: bool) -> int | None:
+    """``shmem_get_unmapped_area``: the plain search's range, kept when the superblock has
+    huge pages off (``huge_sb`` False: ``huge=never``, the default), when the range is
+    shorter than a PMD, when the hint was free, when it is already congruent with the file
+    offset ``off`` modulo the PMD size, or when ``off`` is not on a PMD boundary and the
+    range does not reach past a second PMD of the file; otherwise the plain search for
+    ``length + PMD - page`` bytes (no hint), its start moved up to the first address
+    congruent with ``off``. (6.11+ also aligns anonymous shmem to its largest enabled mTHP
+    size, ``hugepages-*kB/shmem_enabled``; not modelled: none is enabled by default.)"""
+    addr = mm_get_unmapped_area(space, length, hint)
+    pmd = space.arch.pmd_size
+    if addr is None or not huge_sb or length < pmd or addr == hint:
+        return addr
+    offset = off % pmd
+    if (offset and offset + length < 2 * pmd) or addr % pmd == offset:
+        return addr
+    inflated = mm_get_unmapped_area(space, length + pmd - space.arch.page_size, hint)
+    if inflated is None:
+        return addr
+    inflated_offset = inflated % pmd
+    inflated += offset - inflated_offset
+    if inflated_offset > offset:
+        inflated += pmd
+    return addr if inflated + length > space.arch.user_va_top else inflated
+
+
 def hugetlb_get_unmapped_area(space: AddressSpace, length: int, hugepage_size: int
                               ) -> int | None:
     """``hugetlb_get_unmapped_area`` without a hint (mremap never passes one for hugetlb:
@@ -113,6 +138,8 @@ def get_unmapped_area(target: Target, space: AddressSpace, vma: Vma, length: int
     shift = space.arch.page_shift
     if vma.backing == "file":
         return thp_get_unmapped_area(space, length, hint, pgoff << shift, target)
+    if vma.backing == "shmem":
+        return shmem_get_unmapped_area(space, length, hint, pgoff << shift, vma.shmem_huge)
     if vma.backing == "hugetlb":
         return hugetlb_get_unmapped_area(space, length, vma.hugepage_size or space.arch.pmd_size)
     if vma.backing == "anon":
