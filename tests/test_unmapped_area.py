@@ -222,3 +222,20 @@ def test_this_machine_places_ext4_ranges_by_file_offset_and_shmem_plainly():
     shm = [r for r in recs if r["backing"] != "ext4" and r["new_size"] >= PMD]
     assert any(r["ret"] % PMD for r in shm)
     assert all(compare(r, target_for(r))["agree"] for r in recs)
+
+
+def test_perfsim_plan_says_which_path_placed_the_destination(capsys):
+    from perfsim.cli.main import main
+
+    args = ["plan", "--vma", "A+4K:4M", "--vma", "A+4M+4K:4K", "--old-addr", "A+4K",
+            "--old-len", "4M", "--new-len", "8M", "--no-fixed"]
+    placed = {}
+    for k in ("6.1", "6.7", "6.18"):
+        assert main([*args, "--kernel", k]) == 0
+        out = capsys.readouterr().out
+        placed[k] = next(ln for ln in out.splitlines() if ln.startswith("placed"))
+    assert "mm_get_unmapped_area" in placed["6.1"]
+    assert "VMA's pgoff" in placed["6.7"]
+    assert "PMD boundary" in placed["6.18"]
+    assert main(["plan", "--old-len", "4M"]) == 0  # MREMAP_FIXED: no such line
+    assert "placed" not in capsys.readouterr().out

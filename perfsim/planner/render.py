@@ -19,6 +19,7 @@ from perfsim.cost.profile import FALLBACK_MARK, resolve_cost_profile
 from perfsim.planner import steps as S
 from perfsim.planner.request import Resolved
 from perfsim.planner.result import COUNTER_FIELDS, MovePlan, MoveRequest
+from perfsim.planner.unmapped_area import mremap_hint, placement
 from perfsim.profiles import Target
 from perfsim.units import fmt_size
 
@@ -137,6 +138,18 @@ def _result_text(plan: MovePlan) -> str:
     return result + (f" ({plan.note})" if plan.note else "")
 
 
+def _placed_lines(plan: MovePlan, res: Resolved) -> list[str]:
+    """Where the kernel chose the destination (no MREMAP_FIXED, and the range moved): which
+    ``get_unmapped_area`` path placed it (kernel-rules.md R26)."""
+    req = res.request
+    if req.fixed or req.for_stack or plan.errno or plan.result_addr in (None, req.old_addr):
+        return []
+    vma = res.space.find_vma(req.old_addr)
+    if vma is None:
+        return []
+    return [f"placed      {placement(res.target, res.space, vma, req.length, mremap_hint(req))}"]
+
+
 def _moved_lines(plan: MovePlan) -> list[str]:
     out = []
     for m in plan.moved:
@@ -159,6 +172,7 @@ def render_table(plan: MovePlan, res: Resolved, cost: dict[str, Any] | None = No
         lines.append(f"about       {s['description']}")
     lines += [
         f"result      {_result_text(plan)}",
+        *_placed_lines(plan, res),
         f"realigned   {'yes' if plan.realigned else 'no'}"
         + (f" — {'rule ' if plan.realign_reason.startswith('(') else ''}{plan.realign_reason}"
            if plan.realign_reason else ""),

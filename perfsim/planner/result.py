@@ -18,8 +18,9 @@ class MoveRequest:
     """One ``mremap(old_addr, old_len, new_len, flags, new_addr)`` call.
 
     ``fixed``/``maymove``/``dontunmap`` are the MREMAP_* flags. ``new_addr`` is required with
-    ``fixed``; without it the destination is chosen like ``get_unmapped_area`` would (top-down
-    below ``mmap_base``). ``for_stack`` plans exec's ``relocate_vma_down`` instead of a
+    ``fixed``; without it the destination is chosen as ``get_unmapped_area`` would
+    (:mod:`perfsim.planner.unmapped_area`: below ``mmap_base``, THP-aligned where the kernel
+    line and the mapping say so). ``for_stack`` plans exec's ``relocate_vma_down`` instead of a
     syscall: ``new_addr`` must then lie below ``old_addr`` (the stack moves down).
     ``fail_alloc_at`` injects an allocation failure at the k-th page-table allocation of
     ``move_page_tables`` (1-based), to exercise the partial-move and revert path.

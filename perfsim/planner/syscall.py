@@ -40,7 +40,7 @@ from perfsim.planner.realign import PageTableMoveControl, try_realign_addr
 from perfsim.planner.result import MovePlan, MoveRequest
 from perfsim.planner.tables import CallTables
 from perfsim.planner.unmap import UnmapRegion, large_folio_spans, unmap_region, zap_spans
-from perfsim.planner.unmapped_area import get_unmapped_area
+from perfsim.planner.unmapped_area import get_unmapped_area, mremap_hint
 from perfsim.planner.vma_remap import EXPAND, NO_RESIZE, SHRINK, MovedRange, VmaRemap
 from perfsim.profiles import Target
 
@@ -204,7 +204,7 @@ def vrm_set_new_addr(vrm: VmaRemap) -> None:
     Versions: 6.15+ (inline in ``mremap_to``/``do_mremap`` before, same choice)."""
     if vrm.fixed:
         return
-    hint = vrm.new_addr if vrm.dontunmap and vrm.new_addr else None  # 0: no hint
+    hint = mremap_hint(vrm)
     vma = vrm.vma
     pgoff = vma.pgoff + ((vrm.addr - vma.start) >> vrm.target.arch.page_shift)
     addr = get_unmapped_area(vrm.target, vrm.space, vma, vrm.new_len, hint, pgoff)

@@ -130,22 +130,63 @@ def hugetlb_get_unmapped_area(space: AddressSpace, length: int, hugepage_size: i
     return unmapped_area_topdown(space, length, hugepage_size - 1)
 
 
+def mremap_hint(call) -> int | None:
+    """The hint mremap passes (``vrm_set_new_addr``): DONTUNMAP without MREMAP_FIXED takes
+    ``new_addr`` as one (0: none); any other call that reaches the search has none.
+    ``call``: a :class:`~perfsim.planner.result.MoveRequest` or the call's ``VmaRemap``."""
+    return call.new_addr if call.dontunmap and call.new_addr else None
+
+
+def handler(target: Target, space: AddressSpace, vma: Vma, length: int, hint: int | None
+            ) -> str:
+    """Which of ``__get_unmapped_area``'s paths places a range of ``vma``: ``"file"``
+    (``thp_get_unmapped_area`` by file offset), ``"shmem"``, ``"hugetlb"``, ``"anon_pgoff"``
+    (6.7: ``thp_get_unmapped_area`` with the VMA's own ``pgoff``), ``"anon_pmd"`` (6.12+:
+    whole PMDs, no hint, a PMD boundary) or ``"plain"``."""
+    if vma.backing in ("file", "shmem", "hugetlb"):
+        return vma.backing
+    mode = target.kernel.anon_thp_align
+    if mode == "any_length":
+        return "anon_pgoff"
+    if mode == "pmd_multiple" and not hint and length % space.arch.pmd_size == 0:
+        return "anon_pmd"
+    return "plain"
+
+
+#: what :func:`placement` says for each :func:`handler`
+_SAYS = {
+    "file": "thp_get_unmapped_area: congruent with the file offset modulo the PMD size where "
+            "the range holds a whole PMD of the file",
+    "shmem": "shmem_get_unmapped_area: the plain search, aligned to the file offset only where "
+             "the superblock allows huge pages",
+    "hugetlb": "hugetlb_get_unmapped_area: aligned to the huge page",
+    "anon_pgoff": "thp_get_unmapped_area with the VMA's pgoff (6.7): congruent with where the "
+                  "range was, where it spans a whole PMD",
+    "anon_pmd": "thp_get_unmapped_area: an anonymous range of whole PMDs starts on a PMD "
+                "boundary (6.12+)",
+    "plain": "mm_get_unmapped_area: the highest free gap below mmap_base that fits",
+}
+
+
+def placement(target: Target, space: AddressSpace, vma: Vma, length: int,
+              hint: int | None) -> str:
+    """Why a range of ``vma`` goes where :func:`get_unmapped_area` puts it, in words."""
+    return _SAYS[handler(target, space, vma, length, hint)]
+
+
 def get_unmapped_area(target: Target, space: AddressSpace, vma: Vma, length: int,
                       hint: int | None, pgoff: int) -> int | None:
     """``__get_unmapped_area`` for a range of ``vma`` moved by mremap: the new address, or
     None where the kernel answers ENOMEM. ``pgoff`` is the moved range's page offset
     (``linear_page_index``)."""
-    shift = space.arch.page_shift
-    if vma.backing == "file":
-        return thp_get_unmapped_area(space, length, hint, pgoff << shift, target)
-    if vma.backing == "shmem":
-        return shmem_get_unmapped_area(space, length, hint, pgoff << shift, vma.shmem_huge)
-    if vma.backing == "hugetlb":
+    off = pgoff << space.arch.page_shift
+    how = handler(target, space, vma, length, hint)
+    if how in ("file", "anon_pgoff"):
+        return thp_get_unmapped_area(space, length, hint, off, target)
+    if how == "anon_pmd":
+        return thp_get_unmapped_area(space, length, None, 0, target)
+    if how == "shmem":
+        return shmem_get_unmapped_area(space, length, hint, off, vma.shmem_huge)
+    if how == "hugetlb":
         return hugetlb_get_unmapped_area(space, length, vma.hugepage_size or space.arch.pmd_size)
-    if vma.backing == "anon":
-        mode = target.kernel.anon_thp_align
-        if mode == "any_length":
-            return thp_get_unmapped_area(space, length, hint, pgoff << shift, target)
-        if mode == "pmd_multiple" and not hint and length % space.arch.pmd_size == 0:
-            return thp_get_unmapped_area(space, length, None, 0, target)
     return mm_get_unmapped_area(space, length, hint)
