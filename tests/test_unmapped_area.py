@@ -239,3 +239,30 @@ def test_perfsim_plan_says_which_path_placed_the_destination(capsys):
     assert "PMD boundary" in placed["6.18"]
     assert main(["plan", "--old-len", "4M"]) == 0  # MREMAP_FIXED: no such line
     assert "placed" not in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ random layouts, held out
+@pytest.mark.parametrize("version", VERSIONS)
+def test_random_picks_are_recorded_for_seeds_1_to_3_on_each_kernel_line(version):
+    """``random-picks`` (docs/groundtruth.md): random layouts of anon, shmem and memfd, each
+    moved where the kernel chooses; drawn and recorded after R26 was written (held out)."""
+    recs = [r for r in _recs(f"random-picks-{version}") if r["source"] == "qemu-tcg"]
+    want = {c["id"] for s in (1, 2, 3) for c in G.random_cases(s, 80, picks=True)}
+    assert {r["id"] for r in recs} == want
+    assert all(compare(r, target_for(r))["agree"] for r in recs)
+
+
+def test_random_picks_with_files_here():
+    recs = _recs("host-6.18-random-picks-files")
+    want = {c["id"] for s in range(1, 6) for c in G.random_cases(s, 80, files=True, picks=True)}
+    assert {r["id"] for r in recs} == want
+    moved = [r for r in recs if r["errno"] == 0]
+    assert len(moved) > 300 and any(r["ret"] % PMD == 0 for r in moved)
+    assert all(compare(r, target_for(r))["agree"] for r in recs)
+
+
+def test_bad_random_picks_grid_names_are_one_line():
+    with pytest.raises(PerfsimError, match="random-picks:SEED:COUNT"):
+        G.named_grid("random-picks:x")
+    with pytest.raises(PerfsimError, match="random-picks-files"):
+        G.named_grid("random-pick")

@@ -76,7 +76,9 @@ def register(subparsers) -> argparse.ArgumentParser:
                    "ext4 files), kernel-picks (moves whose destination the kernel chooses: "
                    "the planner's choice is held to the address it returned), kernel-picks-shmem "
                    "(the same for memfd and shmem), "
-                   "kernel-picks-files (--native: the same for memfd, shmem, tmpfs and ext4)")
+                   "kernel-picks-files (--native: the same for memfd, shmem, tmpfs and ext4), "
+                   "random-picks[:SEED[:COUNT]] and random-picks-files (random layouts moved "
+                   "where the kernel chooses)")
     p.add_argument("--untraced", action="store_true", help="--native only: run the probe "
                    "without tracing, so each record holds the call's own time (call_ns) and "
                    "no flush counts (for scripts/groundtruth_latency.py)")
@@ -144,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
         raise PerfsimError("--grid ordinary needs --native (it lays buffers out next to the C "
                            "library, which a static probe in an initramfs does not have)")
     if (grid_name in ("zap-shared", "truncate-files", "files", "kernel-picks-files")
-            or grid_name.startswith("random-files")) and not args.native:
+            or grid_name.split(":")[0] in ("random-files", "random-picks-files")) and not args.native:
         raise PerfsimError(f"--grid {grid_name} needs --native (its tmpfs and ext4 files live "
                            "in /dev/shm and /var/tmp, which an initramfs boot does not have)")
     if args.untraced and not args.native:

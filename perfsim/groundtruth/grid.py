@@ -403,9 +403,12 @@ GRIDS = {"shapes": shapes_grid, "shapes-small": lambda: shapes_grid(big=False),
          "kernel-picks-files": lambda: kernel_picks_cases(("memfd", "shmem", "tmpfs", "ext4"))}
 
 
-def _random_case(rng: random.Random, case_id: str, backings: tuple[str, ...]) -> dict | None:
+def _random_case(rng: random.Random, case_id: str, backings: tuple[str, ...],
+                 picks: bool = False) -> dict | None:
     """One case drawn from the probe's whole vocabulary (None where the draw is not a valid
-    case, e.g. a shrink of one page)."""
+    case, e.g. a shrink of one page). ``picks``: a move whose destination the kernel
+    chooses instead (``maymove`` growths, half of them to whole PMDs, and ``dontunmap-any``),
+    drawn after the same layout draws."""
     pages = rng.choice([rng.randint(1, 64), rng.randint(1, 1024), rng.randint(256, 8192)])
     size = pages * 4 * KiB
 
@@ -423,7 +426,15 @@ def _random_case(rng: random.Random, case_id: str, backings: tuple[str, ...]) ->
          "guard_dst": rng.choice(["no", "no", "touched", "untouched"]),
          "dst_mode": rng.choice(["hole", "hole", "reserved", "written", "anon-shmem"]),
          "flags": rng.choice(["fixed"] * 4 + ["dontunmap", "shrink"])}
-    if c["flags"] == "shrink":
+    if picks:
+        c["flags"] = rng.choice(["maymove", "maymove", "dontunmap-any"])
+        c["dst_mode"] = "hole"  # (the planned destination is unused)
+        if c["flags"] == "maymove":
+            new_size = rng.randint(pages + 1, 3 * pages) * 4 * KiB
+            if rng.random() < 0.5:
+                new_size = -(-new_size // (2 * MiB)) * 2 * MiB
+            c["new_size"] = new_size
+    elif c["flags"] == "shrink":
         if pages < 2:
             return None
         c["new_size"] = rng.randint(1, pages - 1) * 4 * KiB
@@ -438,26 +449,33 @@ def _random_case(rng: random.Random, case_id: str, backings: tuple[str, ...]) ->
     return normalise(c)
 
 
-def random_cases(seed: int = 1, count: int = 60, *, files: bool = False) -> list[dict]:
+def random_cases(seed: int = 1, count: int = 60, *, files: bool = False,
+                 picks: bool = False) -> list[dict]:
     """``count`` cases drawn with ``random.Random(seed)`` from the probe's whole vocabulary
     (sizes from one page to 32 MiB at any page offset, every backing, THP advice, population,
     guard, destination mode and flag, splits and truncations): layouts no other grid was
     written for, the same for the same seed. ``files``: tmpfs and ext4 files too (host
-    only). Ids are ``random-SEED-N``; one-thread cases first."""
+    only). Ids are ``random-SEED-N``; one-thread cases first. ``picks``: every case a move
+    whose destination the kernel chooses (ids ``random-picks-SEED-N``)."""
     rng = random.Random(seed)
     backings = ("anon",) * 4 + ("shmem", "memfd") + (HOST_ONLY_BACKINGS if files else ())
     cases: list[dict] = []
     n = 0
     while len(cases) < count:
-        c = _random_case(rng, f"random-{seed}-{n}", backings)
+        c = _random_case(rng, f"random-{'picks-' if picks else ''}{seed}-{n}", backings, picks)
         n += 1
         if c is not None:
             cases.append(c)
     return sorted(cases, key=lambda c: c["threads"])  # (stable: draw order within each)
 
 
+#: the grids drawn with a seed (``NAME[:SEED[:COUNT]]``); the ``-files`` ones are host only
+RANDOM_GRIDS = ("random", "random-files", "random-picks", "random-picks-files")
+
+
 def _random_grid(name: str) -> list[dict]:
-    """``random[:SEED[:COUNT]]`` / ``random-files[:SEED[:COUNT]]``."""
+    """``random[:SEED[:COUNT]]``, ``random-files``, ``random-picks``, ``random-picks-files``
+    (each with ``[:SEED[:COUNT]]``)."""
     base, *rest = name.split(":")
     if len(rest) > 2 or not all(p.isdigit() and int(p) > 0 for p in rest):
         raise PerfsimError(f"--grid {name!r}: say {base}, {base}:SEED or {base}:SEED:COUNT "
@@ -466,13 +484,14 @@ def _random_grid(name: str) -> list[dict]:
     count = int(rest[1]) if len(rest) > 1 else 60
     if count > 2000:
         raise PerfsimError(f"--grid {name!r}: at most 2000 cases")
-    return random_cases(seed, count, files=base == "random-files")
+    return random_cases(seed, count, files=base.endswith("-files"),
+                        picks=base.startswith("random-picks"))
 
 
 def named_grid(name: str) -> list[dict]:
-    if name.split(":")[0] in ("random", "random-files"):
+    if name.split(":")[0] in RANDOM_GRIDS:
         return _random_grid(name)
     if name not in GRIDS:
         raise PerfsimError(f"--grid {name!r}: allowed values: {', '.join(GRIDS)}, "
-                           "random[:SEED[:COUNT]], random-files[:SEED[:COUNT]]")
+                           + ", ".join(f"{g}[:SEED[:COUNT]]" for g in RANDOM_GRIDS))
     return GRIDS[name]()
