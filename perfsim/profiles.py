@@ -177,7 +177,8 @@ class KernelProfile(_Frozen):
       PMD-aligned sizes" and the no-hint condition of late 2024).
 
     Not ``none`` also means ``__thp_get_unmapped_area`` on a top-down mm takes a start that
-    is already congruent one PMD higher (the same 6.7 commit; 6.1.176 has no such test)."""
+    is already congruent one PMD higher (6.12.117 and 7.3.4 have the test, 6.1.176 not; taken
+    to come with the 6.7 alignment, which is when top-down mms began to use it: not verified)."""
     uffd_checks_new_vma: bool = False
     uffd_wp_table_move_gate: Literal["none", "move_page_tables", "move_normal"] = "move_normal"
     """Where ``mremap()`` keeps a VMA registered for uffd write-protect without the remap
