@@ -167,6 +167,11 @@ class PlanRequest(_Strict):
                                  "destination", group="space")
     cpus: int = _opt(1, "the mm's threads run on N CPUs: each flush IPIs the other N-1", "N",
                      group="space", ge=1)
+    mmap_base: SizeLike | None = _opt(None, "where the kernel's top-down search for a range it "
+                                      "places starts (mm->mmap_base; 0x7ffff7fff000 for an "
+                                      "x86-64 process run with setarch -R and an 8 MiB stack "
+                                      "rlimit); default: 1 GiB below the top of user space",
+                                      "ADDR", group="space")
     vma: list[VmaTable] | None = _opt(None, "a VMA of the address space, START:SIZE[:key=value,"
                                       "...] with the [[vma]] keys; repeat for each; given, "
                                       "they are the whole address space",
@@ -189,7 +194,7 @@ class PlanRequest(_Strict):
                                     "SIZE", group="target")
 
     _sizes = field_validator("old_addr", "old_len", "new_addr", "new_len", "folio_size",
-                             "hugepage_size", "written_before",
+                             "hugepage_size", "written_before", "mmap_base",
                              mode="before")(_no_bool_or_float_size)
     _ints = field_validator("seed", "cpus", "fail_alloc_at", mode="before")(_strict_int)
     _thp = field_validator("thp", mode="before")(_thp)
@@ -226,6 +231,7 @@ _ALLOWED_HINTS = {
     "folio_size": 'a size such as "64K" or an integer',
     "old_addr": 'an address such as "0x7f0000201000" or "A+2M+4K"',
     "new_addr": 'an address such as "0x7f4000601000" or "B+6M+4K"',
+    "mmap_base": 'an address such as "0x7ffff7fff000"',
     "start": 'an address such as "0x7f0000201000" or "A+2M+4K"',
     "uffd": '"missing" or "wp"',
     "touched": "true or false",

@@ -266,3 +266,26 @@ def test_bad_random_picks_grid_names_are_one_line():
         G.named_grid("random-picks:x")
     with pytest.raises(PerfsimError, match="random-picks-files"):
         G.named_grid("random-pick")
+
+
+def test_a_kernel_picks_record_as_a_request_file_lands_where_the_kernel_put_it(tmp_path, capsys):
+    """``perfsim groundtruth --requests`` writes such a call without an address and with the
+    process's ``mmap_base``: ``perfsim plan --file`` then returns the kernel's address (or
+    its errno), from the request file alone."""
+    import json
+
+    from perfsim.cli.main import main
+    from perfsim.groundtruth.model import errno_name
+    from perfsim.groundtruth.requests import request_toml
+
+    recs = _recs("kernel-picks-6.18")
+    for line, rec in enumerate(recs, 1):
+        path = tmp_path / f"r{line}.toml"
+        path.write_text(request_toml(rec, records_name="kernel-picks-6.18.jsonl", line=line))
+        capsys.readouterr()
+        assert main(["plan", "--file", str(path), "--json"]) == 0
+        doc = json.loads(capsys.readouterr().out)
+        if rec["errno"]:
+            assert doc["errno"] == errno_name(rec["errno"]), rec["id"]
+        else:
+            assert doc["result_addr"] == rec["ret"], rec["id"]

@@ -27,8 +27,9 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from perfsim.groundtruth.model import destination, space_for_record, vma_of
+from perfsim.groundtruth.model import destination, kernel_picks, space_for_record, vma_of, x86_mmap_base
 from perfsim.host.model import PHASES
+from perfsim.profiles import load_arch
 from perfsim.units import fmt_size
 
 PAGE_SHIFT = 12
@@ -184,11 +185,15 @@ def call_keys(rec: dict) -> list[tuple[str, str]]:
             ("old_addr", f"{int(rec['src']):#x}"), ("old_len", _toml_str(fmt_size(size)))]
     if new_size != size:
         keys.append(("new_len", _toml_str(fmt_size(new_size))))
-    # (where the kernel chose the destination, the request fixes the address it returned:
-    # a request file has no mmap_base; the ground-truth comparison checks the choice itself)
+    if kernel_picks(rec) and not rec.get("randomized", True):
+        # the kernel chose the destination: no address, the process's mmap_base instead
+        base = x86_mmap_base(load_arch("x86_64").user_va_top, int(rec["stack_rlimit"]))
+        keys += [("maymove", "true"), ("fixed", "false"),
+                 ("dontunmap", "true" if rec["flags"] == "dontunmap-any" else "false"),
+                 ("mmap_base", f'"{base:#x}"')]
+        return keys
     keys += [("new_addr", f"{destination(rec):#x}"), ("maymove", "true"), ("fixed", "true"),
-             ("dontunmap", "true" if rec.get("flags") in ("dontunmap", "dontunmap-any")
-              else "false")]
+             ("dontunmap", "true" if rec.get("flags") == "dontunmap" else "false")]
     return keys
 
 

@@ -284,6 +284,8 @@ def resolve(v: dict, origin: dict[str, str], lab: Label) -> Resolved:
         space = build_space(target, vma_specs(v["vma"], target, bases, v["seed"], lab), cpus=cpus)
     else:
         space = implicit_space(v, target, old_addr, old_len, new_addr, lab, cpus)
+    if v.get("mmap_base") is not None:
+        space = _with_mmap_base(space, v["mmap_base"], bases, lab)
     request = MoveRequest(old_addr=old_addr, old_len=old_len, new_len=new_len, new_addr=new_addr,
                           maymove=bool(v["maymove"]),
                           fixed=bool(v["fixed"]) and not v["for_stack"],
@@ -293,6 +295,18 @@ def resolve(v: dict, origin: dict[str, str], lab: Label) -> Resolved:
                     cpus=cpus, populate=str(v["populate"]),
                     written_before=parse_size(v["written_before"], what=lab("written_before")))
     return Resolved(target, space, request, settings, origin)
+
+
+def _with_mmap_base(space: AddressSpace, given, bases: dict[str, int], lab: Label
+                    ) -> AddressSpace:
+    """The space with ``mmap_base`` set: a page-aligned address inside user space."""
+    arch = space.arch
+    base = parse_address(given, bases=bases, what=lab("mmap_base"))
+    if base % arch.page_size or not 0 < base <= arch.user_va_top:
+        raise PerfsimError(f"{lab('mmap_base')}: must be a page-aligned address in (0, "
+                           f"{arch.user_va_top:#x}] ({arch.name}), got {base:#x}")
+    return AddressSpace(space.vmas, space.pt, cpus=space.cpus, lazy_cpus=space.lazy_cpus,
+                        map_count_limit=space.map_count_limit, mmap_base_addr=base)
 
 
 def labeller(origin: dict[str, str]) -> Label:
