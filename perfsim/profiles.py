@@ -169,16 +169,21 @@ class KernelProfile(_Frozen):
     * ``any_length``: every such range goes through ``thp_get_unmapped_area`` with the
       ``pgoff`` mremap passes (the VMA's own, so a range of at least a PMD lands congruent
       with where it was): "mm: align larger anonymous mappings on THP boundaries"
-      (efa7df3e3bb5), in 6.7 (a report of January 2024 reverts it "on top of 6.7" and
-      quotes that form); not read in a 6.7 source;
+      (efa7df3e3bb5), in 6.7 as released (a report of January 2024 reverts it "on top of
+      6.7" and quotes that form; "mm: thp_get_unmapped_area must honour topdown
+      preference", January 2024, then zeroed ``pgoff`` for anonymous memory: if a 6.7.y
+      stable release took it, its ranges start on a PMD boundary instead); not read in a
+      6.7 source;
     * ``pmd_multiple``: only a length that is a whole number of PMDs, without a hint, with
       ``pgoff`` taken as 0, so the range starts on a PMD boundary (6.12.117 and 7.3.4's
       ``__get_unmapped_area``: "mm, mmap: limit THP alignment of anonymous mappings to
-      PMD-aligned sizes" and the no-hint condition of late 2024).
-
-    Not ``none`` also means ``__thp_get_unmapped_area`` on a top-down mm takes a start that
-    is already congruent one PMD higher (6.12.117 and 7.3.4 have the test, 6.1.176 not; taken
-    to come with the 6.7 alignment, which is when top-down mms began to use it: not verified)."""
+      PMD-aligned sizes" and the no-hint condition of late 2024)."""
+    thp_honours_topdown: bool = True
+    """``__thp_get_unmapped_area`` on a top-down mm takes a padded start that is already
+    congruent one PMD higher, so the padding lies below the range ("mm:
+    thp_get_unmapped_area must honour topdown preference", January 2024, for 6.8, the patch
+    that also made ``pgoff`` 0 for anonymous memory): 6.12.117 and 7.3.4 do; 6.1.176 does
+    not, nor 6.6 and 6.7 as released (false)."""
     uffd_checks_new_vma: bool = False
     uffd_wp_table_move_gate: Literal["none", "move_page_tables", "move_normal"] = "move_normal"
     """Where ``mremap()`` keeps a VMA registered for uffd write-protect without the remap

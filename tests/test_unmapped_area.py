@@ -74,12 +74,13 @@ def test_a_file_range_lands_congruent_with_its_file_offset():
         U.mm_get_unmapped_area(sp, 2 * M, None)
 
 
-def test_an_already_congruent_start_moves_one_pmd_up_on_a_topdown_mm_from_6_7():
-    """``__thp_get_unmapped_area`` with the padded gap's start already congruent: 6.7+ take
-    it a PMD higher (the padding below), 6.1 keeps it (the padding above)."""
+def test_an_already_congruent_start_moves_one_pmd_up_on_a_topdown_mm_from_6_8():
+    """``__thp_get_unmapped_area`` with the padded gap's start already congruent: 6.12+
+    take it a PMD higher (the padding below), 6.1 and 6.7 keep it (the padding above)."""
     sp = space(Vma(BASE - PMD, BASE))  # the top gap ends on a PMD boundary
     assert U.thp_get_unmapped_area(sp, 4 * M, None, 0, T["6.18"]) == BASE - PMD - 4 * M
     assert U.thp_get_unmapped_area(sp, 4 * M, None, 0, T["6.1"]) == BASE - PMD - 6 * M
+    assert U.thp_get_unmapped_area(sp, 4 * M, None, 0, T["6.7"]) == BASE - PMD - 6 * M
 
 
 def test_hugetlb_ranges_are_aligned_to_the_huge_page():
@@ -128,6 +129,8 @@ def test_the_profiles_say_which_alignment_each_kernel_line_has():
     assert {v: load_kernel(v).anon_thp_align for v in ("6.1", "6.6", "6.7", "6.12", "7.3")} == {
         "6.1": "none", "6.6": "none", "6.7": "any_length", "6.12": "pmd_multiple",
         "7.3": "pmd_multiple"}
+    assert [load_kernel(v).thp_honours_topdown for v in ("6.1", "6.6", "6.7", "6.12", "7.3")] \
+        == [False, False, False, True, True]
 
 
 def test_bad_kernel_picks_cases_are_one_line():

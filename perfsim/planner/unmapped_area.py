@@ -78,9 +78,8 @@ def thp_get_unmapped_area(space: AddressSpace, length: int, hint: int | None, of
     ``__thp_get_unmapped_area`` searches for ``length + PMD`` bytes (the hint is kept when
     that much is free there), then moves the start up to the next address congruent with
     ``off``. Where the found start is already congruent, a top-down mm then takes the start
-    one PMD higher, so the padding lies below the range rather than above it: 6.12.117 and
-    7.3.4 do, 6.1.176 does not; taken to come with 6.7's anonymous alignment (not verified)
-    and tied to ``Kernel.anon_thp_align`` not being ``"none"``."""
+    one PMD higher, so the padding lies below the range rather than above it
+    (``Kernel.thp_honours_topdown``: 6.12.117 and 7.3.4 do, 6.1.176 does not)."""
     pmd = space.arch.pmd_size
     off_align = -(-off // pmd) * pmd
     if off + length > off_align and off + length - off_align >= pmd:
@@ -90,7 +89,7 @@ def thp_get_unmapped_area(space: AddressSpace, length: int, hint: int | None, of
             if ret == hint:
                 return ret
             off_sub = (off - ret) % pmd
-            if off_sub == 0 and target.kernel.anon_thp_align != "none":
+            if off_sub == 0 and target.kernel.thp_honours_topdown:
                 return ret + pmd
             return ret + off_sub
     return mm_get_unmapped_area(space, length, hint)
