@@ -292,3 +292,52 @@ def test_a_kernel_picks_record_as_a_request_file_lands_where_the_kernel_put_it(t
             assert doc["errno"] == errno_name(rec["errno"]), rec["id"]
         else:
             assert doc["result_addr"] == rec["ret"], rec["id"]
+
+
+# ------------------------------------------------------------------ properties
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+ARCHES = ("x86_64", "arm64-4k", "arm64-16k", "riscv-sv48")
+
+
+@settings(max_examples=300, deadline=None)
+@given(arch=st.sampled_from(ARCHES), kernel=st.sampled_from(("6.1", "6.7", "6.18")),
+       backing=st.sampled_from(("anon", "file", "shmem")), huge=st.booleans(),
+       holes=st.lists(st.tuples(st.integers(1, 4096), st.integers(1, 4096)), max_size=6),
+       pages=st.integers(1, 40000), whole_pmds=st.sampled_from([0] * 8 + list(range(1, 9))),
+       pgoff=st.integers(0, 1 << 20))
+def test_a_placed_range_is_free_below_mmap_base_and_aligned_as_its_path_says(
+        arch, kernel, backing, huge, holes, pages, whole_pmds, pgoff):
+    """Whatever the neighbours: the range the kernel would place is page-aligned, maps
+    nothing already mapped, ends at or below ``mmap_base``; an ext4 or 6.7 anonymous range
+    of a PMD or more, and a 6.12+ anonymous one of whole PMDs, is congruent with its offset
+    when the plain search had room for the padding."""
+    t = resolve_target(kernel, arch)
+    a = t.arch
+    base = (a.user_va_top // 2) // a.pud_size * a.pud_size
+    vmas, top = [], base
+    for gap, size in holes:  # VMAs stacked down from mmap_base, with gaps between them
+        end = top - gap * a.page_size
+        start = end - size * a.page_size
+        if start <= a.page_size:
+            break
+        vmas.append(Vma(start, end))
+        top = start
+    sp = AddressSpace(tuple(vmas), PageTables.empty(a), mmap_base_addr=base)
+    length = whole_pmds * a.pmd_size or pages * a.page_size  # (whole PMDs half the time)
+    vma = Vma(a.page_size, 2 * a.page_size, backing=backing, file_id=None if backing == "anon"
+              else "f", pgoff=pgoff, shmem_huge=huge and backing == "shmem")
+    got = U.get_unmapped_area(t, sp, vma, length, None, pgoff)
+    if got is None:
+        assert U.mm_get_unmapped_area(sp, length, None) is None
+        return
+    assert got % a.page_size == 0 and a.page_size <= got and got + length <= base
+    assert sp.intersecting(got, got + length) == []
+    pmd = a.pmd_size
+    how = U.handler(t, sp, vma, length, None)
+    padded_fits = U.unmapped_area_topdown(sp, length + pmd) is not None
+    off = {"anon_pmd": 0}.get(how, pgoff * a.page_size)
+    whole_chunk = off + length - (-(-off // pmd) * pmd) >= pmd
+    if how in ("file", "anon_pgoff", "anon_pmd") and padded_fits and whole_chunk:
+        assert (got - off) % pmd == 0, (how, hex(got), hex(off))
