@@ -32,7 +32,9 @@ from perfsim.host.program import (  # noqa: E402
     KERNEL_TIME_STATISTICS,
     MIN_KERNEL_US,
     compare_program,
+    exec_layout,
     latency_ratios,
+    placement_rows,
     replay_inputs,
 )
 
@@ -67,6 +69,12 @@ def main(argv=None) -> int:
     ap.add_argument("--statistic", choices=sorted(KERNEL_TIME_STATISTICS), default="median",
                     help="a call's kernel time over its untraced runs: their median "
                          "(default) or the least (on a machine that is not quiet)")
+    ap.add_argument("--exec-maps", metavar="MAPS", help="/proc/PID/maps of a program run the "
+                    "same way (setarch -R, same interpreter): also plan every destination "
+                    "the kernel chose without the address and compare (docs/kernel-rules.md "
+                    "R26; tests/data/realprog/exec-maps.txt)")
+    ap.add_argument("--stack-rlimit", type=int, default=8 << 20, metavar="BYTES",
+                    help="the program's stack rlimit, for mmap_base (default 8 MiB)")
     ap.add_argument("-v", "--verbose", action="store_true", help="one line per call")
     args = ap.parse_args(argv)
     try:
@@ -79,8 +87,20 @@ def main(argv=None) -> int:
         with open(args.records, encoding="utf-8") as f:
             records = [json.loads(line) for line in f if line.strip()]
         rows_in, entries = replay_inputs(text, args.log, args.populate, csv_text=csv_text)
-        rows = compare_program(rows_in, entries, records, resolve_target(args.kernel),
+        target = resolve_target(args.kernel)
+        rows = compare_program(rows_in, entries, records, target,
                                args.threads, ipis=args.ipis, cost=args.cost)
+        placed = None
+        if args.exec_maps:
+            from perfsim.groundtruth.model import x86_mmap_base
+
+            with open(args.exec_maps, encoding="utf-8") as f:
+                exec_vmas = exec_layout(f.read())
+            if not exec_vmas:
+                raise PerfsimError(f"{args.exec_maps}: no [vdso]/[vvar] line: not a maps file "
+                                   "of a dynamically linked program")
+            placed = placement_rows(rows_in, entries, target, args.threads, exec_vmas,
+                                    x86_mmap_base(target.arch.user_va_top, args.stack_rlimit))
     except (OSError, ValueError, PerfsimError) as e:
         print(f"compare_program_flushes: {e}", file=sys.stderr)
         return 2
@@ -95,6 +115,13 @@ def main(argv=None) -> int:
     phased = sum(1 for r in paired if r["phases_compared"])
     print(f"{args.log}: {len(paired) - len(bad)}/{len(paired)} calls agree "
           f"({phased} by phase; {len(rows) - len(paired)} logged calls not traced)")
+    if placed is not None:
+        for r in placed:
+            if args.verbose or not r["agree"]:
+                print(f"placed {r['addr']} {r['old_len']:>10} -> {r['new_len']:>10}: kernel "
+                      f"{r['result']}, perfsim {r['placed']} {'ok' if r['agree'] else 'DIFFER'}")
+        print(f"destinations the kernel chose: {sum(r['agree'] for r in placed)}/{len(placed)} "
+              "where perfsim's get_unmapped_area puts them")
     n, f_ok, i_ok = untraced_agreement(rows, records)
     if n:
         print(f"runs without strace: {f_ok}/{n} call-runs agree on flush calls and full "

@@ -9,7 +9,9 @@ inside a tracefs session (perfsim.host.program.trace_program), and writes one JS
 per mremap call of its threads to OUT/NAME.kernel.jsonl: the arguments, the result, the
 ``tlb:tlb_flush`` counts of the call (whole call, and by phase where the maple-tree
 markers tell), and the kernel time between its ``raw_syscalls`` enter and exit. The log
-and the counts are of the same calls. ``--latency-runs K`` runs the program K more times
+and the counts are of the same calls; OUT/NAME.exec-maps is what exec leaves at the top of
+the mmap area on this machine (``cat /proc/self/maps`` without randomisation), for
+``compare_program_flushes.py --exec-maps``. ``--latency-runs K`` runs the program K more times
 without strace (same addresses: no ASLR) and adds each call's whole-call counts in those
 runs (``untraced``: kernel time, flush calls, full flushes, IPI rounds, each a list with
 one entry per run), then K more with
@@ -36,7 +38,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
 from perfsim.host.load import load_verdict, sample_load  # noqa: E402
-from perfsim.host.program import call_key, trace_program  # noqa: E402
+from perfsim.host.program import call_key, exec_maps_text, trace_program  # noqa: E402
 from perfsim.host.trace import TracingBusy, TracingUnavailable, tracing_status  # noqa: E402
 
 KEEP = ("seq", "tid", "args", "ret", "kernel_us", "phases_known", "foreign_events")
@@ -148,8 +150,12 @@ def main(argv=None) -> int:
                                           "after": load_after.as_dict()}
             f.write(json.dumps(rec, sort_keys=True) + "\n")
     os.replace(tmp, out)
+    maps = os.path.join(args.out, f"{args.name}.exec-maps")
+    with open(maps + ".tmp", "w") as f:  # what exec left, for --exec-maps of the comparison
+        f.write(exec_maps_text())
+    os.replace(maps + ".tmp", maps)
     print(f"{args.name}: {len(run.calls)} mremap calls traced, {run.overrun} records lost; "
-          f"{log}, {out}")
+          f"{log}, {out}, {maps}")
     if load_before is not None:
         worst = max(load_verdict(load_before), load_verdict(load_after),
                     key=lambda v: ("quiet", "busy", "overloaded").index(v[0]))

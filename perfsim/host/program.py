@@ -335,6 +335,88 @@ def replay_plans(entries, target, threads: int, *, written=None) -> list:
     return out
 
 
+def exec_layout(maps_text: str, page_shift: int = 12) -> tuple:
+    """What exec left at the top of a process's mmap area, which an strace log does not
+    show: from the ``/proc/PID/maps`` text of a dynamically linked program run without
+    randomisation, the VMAs from the lowest of ``[vvar]``/``[vvar_vclock]``/``[vdso]`` up
+    (the vDSO pages and the interpreter, ``ld.so``, whose end is ``mmap_base``) and the
+    stack, as opaque VMAs. Everything ``ld.so`` and the program mapped later lies below
+    them and is in the log. Empty when the text has no vDSO."""
+    from perfsim.mm.vma import Vma
+
+    rows = []
+    for line in maps_text.splitlines():
+        parts = line.split()
+        if len(parts) < 5 or "-" not in parts[0]:
+            continue
+        lo, hi = (int(x, 16) for x in parts[0].split("-"))
+        rows.append((lo, hi, parts[1], parts[5] if len(parts) > 5 else ""))
+    special = [lo for lo, _, _, path in rows if path in ("[vvar]", "[vvar_vclock]", "[vdso]")]
+    if not special:
+        return ()
+    floor = min(special)
+    return tuple(Vma(lo, hi, backing="anon" if path in ("", "[stack]") else "file",
+                     file_id=None if path in ("", "[stack]") else path or f"{lo:#x}",
+                     anon_id=f"exec@{lo:#x}", prot="".join(c for c in perms[:3] if c != "-")
+                     or "none", pgoff=lo >> page_shift, name=path or f"{lo:#x}")
+                 for lo, hi, perms, path in rows
+                 if lo >= floor and hi <= (1 << 47) - (1 << page_shift))
+
+
+def exec_maps_text() -> str:
+    """``/proc/self/maps`` of ``cat`` run without randomisation (as ``setarch -R`` does): on
+    this machine, what exec leaves at the top of the mmap area of any program with the same
+    interpreter (:func:`exec_layout`), recorded beside a program's log."""
+    import subprocess
+
+    def no_aslr() -> None:
+        libc.personality(ctypes.c_ulong(ADDR_NO_RANDOMIZE))
+
+    return subprocess.run(["cat", "/proc/self/maps"], check=True, capture_output=True,
+                          text=True, preexec_fn=no_aslr).stdout
+
+
+def placement_rows(log_rows: list[dict], entries, target, threads: int, exec_vmas: tuple,
+                   mmap_base: int) -> list[dict]:
+    """Each logged mremap the kernel moved to an address it chose (no MREMAP_FIXED in the
+    log, a result that is not the old address), planned again without the address on the
+    replay's space just before it plus ``exec_vmas`` (:func:`exec_layout`), with
+    ``mmap_base``: ``{"addr", "old_len", "new_len", "result", "placed", "agree"}``, where
+    ``placed`` is the address perfsim's ``get_unmapped_area`` chose (docs/kernel-rules.md
+    R26) or its errno."""
+    from perfsim.mm.pagetable import PageTables
+    from perfsim.mm.space import AddressSpace
+    from perfsim.planner import MoveRequest, plan_mremap
+    from perfsim.workload.generate import StatefulPlanner
+
+    space = AddressSpace((), PageTables.empty(target.arch), cpus=threads)
+    sp = StatefulPlanner(space, list(entries), target, seed=0, populate_growth=True)
+    mremaps = [r for r in log_rows if r["op"] == "mremap"]
+    out = []
+    for row, _plan in zip(mremaps, sp, strict=True):
+        flags = row.get("flags", "")
+        if "MREMAP_FIXED" in flags or not row["result"].startswith("0x") \
+                or int(row["result"], 16) == int(row["addr"], 16):
+            continue
+        before = sp.before
+        try:
+            full = AddressSpace(before.vmas + exec_vmas, before.pt, cpus=before.cpus,
+                                mmap_base_addr=mmap_base)
+        except ValueError:  # a logged mapping over what exec left: not this exec layout
+            out.append({"addr": row["addr"], "old_len": int(row["old_len"]),
+                        "new_len": int(row["new_len"]), "result": row["result"],
+                        "placed": "overlaps the exec layout", "agree": False})
+            continue
+        req = MoveRequest(int(row["addr"], 16), int(row["old_len"]), int(row["new_len"]),
+                          fixed=False, dontunmap="MREMAP_DONTUNMAP" in flags)
+        plan = plan_mremap(full, req, target)
+        placed = plan.errno or hex(plan.result_addr)
+        out.append({"addr": row["addr"], "old_len": int(row["old_len"]),
+                    "new_len": int(row["new_len"]), "result": row["result"], "placed": placed,
+                    "agree": placed == hex(int(row["result"], 16))})
+    return out
+
+
 def replay_inputs(text: str, origin: str, populate: float = 1.0, *,
                   csv_text: str | None = None) -> tuple[list[dict], list]:
     """The converter's CSV rows of an strace log (or of ``csv_text``, a CSV written from

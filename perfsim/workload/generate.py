@@ -413,6 +413,7 @@ class StatefulPlanner:
         self.seed, self.repeat = seed, repeat
         self.populate_growth = populate_growth
         self.skipped = 0
+        self.before: AddressSpace | None = None  #: the space the last mremap was planned on
 
     def __iter__(self) -> Iterator[MovePlan]:
         from perfsim.planner import steps as S
@@ -460,6 +461,7 @@ class StatefulPlanner:
                 req = MoveRequest(e.old_addr, e.old_len, new_len=e.new_len, new_addr=e.new_addr,
                                   fixed=e.fixed, maymove=e.maymove, dontunmap=e.dontunmap,
                                   for_stack=e.for_stack)
+                self.before = self.space
                 plan = plan_mremap(self.space, req, self.target)
                 if plan.errno is None:
                     self.space = plan.after
