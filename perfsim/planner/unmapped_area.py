@@ -164,7 +164,8 @@ _SAYS = {
                   "range was, where it spans a whole PMD",
     "anon_pmd": "thp_get_unmapped_area: an anonymous range of whole PMDs starts on a PMD "
                 "boundary (6.12+)",
-    "plain": "mm_get_unmapped_area: the highest free gap below mmap_base that fits",
+    "plain": "mm_get_unmapped_area: the hint where it is free, else the highest free gap "
+             "below mmap_base that fits",
 }
 
 
