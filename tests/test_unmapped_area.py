@@ -16,7 +16,7 @@ import pytest
 from perfsim.errors import PerfsimError
 from perfsim.groundtruth import grid as G
 from perfsim.groundtruth.compare import target_for
-from perfsim.groundtruth.model import compare, x86_mmap_base
+from perfsim.groundtruth.model import compare, errno_name, x86_mmap_base
 from perfsim.groundtruth.records import read_jsonl
 from perfsim.mm.pagetable import PageTables
 from perfsim.mm.space import AddressSpace
@@ -278,7 +278,6 @@ def test_a_kernel_picks_record_as_a_request_file_lands_where_the_kernel_put_it(t
     import json
 
     from perfsim.cli.main import main
-    from perfsim.groundtruth.model import errno_name
     from perfsim.groundtruth.requests import request_toml
 
     recs = _recs("kernel-picks-6.18")
@@ -341,3 +340,42 @@ def test_a_placed_range_is_free_below_mmap_base_and_aligned_as_its_path_says(
     whole_chunk = off + length - (-(-off // pmd) * pmd) >= pmd
     if how in ("file", "anon_pgoff", "anon_pmd") and padded_fits and whole_chunk:
         assert (got - off) % pmd == 0, (how, hex(got), hex(off))
+
+
+# ------------------------------------------------------------------ live, on this kernel
+def _live_reason() -> str | None:
+    import os
+    import shutil
+
+    from perfsim.profiles import kernel_names
+
+    if os.uname().machine != "x86_64":
+        return "the probe measures x86-64 kernels"
+    if not shutil.which("gcc"):
+        return "needs gcc to build the probe"
+    v = ".".join(os.uname().release.split(".")[:2])
+    if v not in kernel_names():
+        return f"no kernel profile for this kernel ({os.uname().release})"
+    return None
+
+
+@pytest.mark.host
+def test_this_kernel_places_ranges_where_the_planner_says():
+    """The probe, untraced (no root needed), makes a handful of kernel-placed moves on the
+    running kernel; the planner, on the layout the probe recorded, picks the same addresses."""
+    reason = _live_reason()
+    if reason:
+        pytest.skip(reason)
+    from perfsim.groundtruth.model import space_for_record
+    from perfsim.groundtruth.native import run_native
+
+    cases = [c for c in G.kernel_picks_cases() if c["layout"] == "ordinary"
+             and c["src_off"] in (0, 4 * K)][:10]
+    _hdr, recs = run_native(cases, link="dynamic", untraced=True)
+    assert len(recs) == len(cases)
+    for rec in recs:
+        space, req = space_for_record(rec, target_for(rec))
+        plan = plan_mremap(space, req, target_for(rec))
+        got = plan.errno or plan.result_addr
+        want = errno_name(rec["errno"]) if rec["errno"] else rec["ret"]
+        assert got == want, (rec["id"], got, want)
