@@ -51,3 +51,32 @@ def test_untraced_needs_native(capsys):
 
     assert main(["groundtruth", "--kernel", "6.12", "--untraced"]) == 2
     assert "--untraced needs --native" in capsys.readouterr().err
+
+
+PICKS = read_jsonl(DATA / "host-6.18-random-picks-files-untraced.jsonl")
+
+
+def _by_flag(rows, flag):
+    return [r for r in rows if r.rec["flags"] == flag]
+
+
+def test_kvm_xeon_prices_kernel_placed_growths_near_the_kernel():
+    """``random-picks-files``, seeds 1-3, three runs each (recorded after the placement rule
+    and the profile): growths the kernel places are priced within a fifth in the median."""
+    rows = latency_rows(PICKS, "kvm-xeon")
+    grow = _by_flag(rows, "maymove")
+    assert len(grow) >= 120
+    (_, _n, med, mabs), = [s for s in summary(grow, lambda r: 0) if s[0] == "all"]
+    assert abs(med) <= 0.15 and mabs <= 0.25, (med, mabs)
+
+
+def test_dontunmap_without_an_address_is_over_priced_as_the_docs_say():
+    """What the model lacks (docs/calibration.md, *Held out: moves the kernel places*): the
+    fixed cost is fitted on MREMAP_FIXED moves, which unmap at the destination first and
+    whose source is unmapped after; a DONTUNMAP move to a place the kernel chose does
+    neither, and costs less than the fixed part alone. When a model change prices these
+    within a quarter, this test says to update the docs."""
+    rows = _by_flag(latency_rows(PICKS, "kvm-xeon"), "dontunmap-any")
+    assert len(rows) >= 50
+    (_, _n, med, _mabs), = [s for s in summary(rows, lambda r: 0) if s[0] == "all"]
+    assert med > 0.25, med
