@@ -4,7 +4,8 @@ Every VMA the probe saw in ``/proc/self/maps`` before the call becomes a
 :class:`perfsim.mm.Vma` (anonymous, shmem or file, MAP_SHARED or MAP_PRIVATE, with its
 protection and file offset);
 the pages the probe found present (``/proc/self/pagemap``) in the PMDs the source and the
-destination touch become the page tables, a PMD leaf where a THP maps a whole PMD (its
+destination touch (for a destination the kernel chose, its neighbours' pages, recorded
+after the call: ``near_dst``) become the page tables, a PMD leaf where a THP maps a whole PMD (its
 frames contiguous from a 2 MiB boundary, and the VMA's ``AnonHugePages`` /
 ``ShmemPmdMapped`` agreeing). The request is the call the probe made:
 ``mremap(src, size, new_size, MAYMOVE|FIXED, dst)`` (``flags=shrink``: ``mremap(src, size,
@@ -142,7 +143,9 @@ def page_tables(rec: dict, target: Target) -> PageTables:
     ptrs = a.ptrs_per_pte
     masks: dict[int, int] = {}
     leaves: set[int] = set()
-    for v in rec["vmas"]:
+    # (near_dst: a kernel-placed call's neighbours around where the range went, taken after
+    # the call; records before 2026-12-03 13:40 UTC have none)
+    for v in [*rec["vmas"], *rec.get("near_dst", ())]:
         if "present" not in v:
             continue
         # (records before 2026-12-03 say huge_kb for the source VMA only)

@@ -24,7 +24,8 @@
  * growth (new_size > size) past a one-page never-touched VMA the probe maps right after the
  * source, ``mremap(src, size, new_size, MREMAP_MAYMOVE)``, and with ``dontunmap-any``,
  * ``mremap(src, size, size, MREMAP_MAYMOVE | MREMAP_DONTUNMAP, NULL)``: the record's ``ret``
- * is where it went (run with -R, so that mmap_base is the same every run). ``tmpfs`` and ``ext4``: a MAP_SHARED mapping of a new
+ * is where it went (run with -R, so that mmap_base is the same every run), and its
+ * ``near_dst`` the present pages, taken after the call, of the VMAs around it. ``tmpfs`` and ``ext4``: a MAP_SHARED mapping of a new
  * file (created, unlinked, sized with ftruncate) in TMPFS_DIR or EXT4_DIR below, which must
  * be on that filesystem (checked with fstatfs; the case fails otherwise). ``sync=msync``
  * calls msync(src, size, MS_SYNC) after populating: a file's pages are written back and
@@ -716,6 +717,37 @@ static void emit_vmas(const struct layout *l)
 	printf("]");
 }
 
+/* flags=maymove and dontunmap-any: the presence of the VMAs around where the kernel put the
+ * range (unknown before the call), taken after it, leaving out the moved range and the
+ * source; the call does not change them. */
+static void emit_near_destination(unsigned long ret, unsigned long len, unsigned long src,
+				  unsigned long size)
+{
+	static char maps[1 * MiB];
+	read_whole("/proc/self/maps", maps, sizeof maps);
+	pm_base = 1;
+	unsigned long zlo = (ret & ~(PMD - 1)) - PMD, zhi = ((ret + len + PMD - 1) & ~(PMD - 1)) + PMD;
+	printf(",\"near_dst\":[");
+	int first = 1;
+	char *save = NULL;
+	for (char *line = strtok_r(maps, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		unsigned long lo, hi;
+		if (sscanf(line, "%lx-%lx", &lo, &hi) < 2)
+			continue;
+		if ((lo < ret + len && hi > ret) || (lo < src + size && hi > src))
+			continue;
+		unsigned long a = lo > zlo ? lo : zlo, b = hi < zhi ? hi : zhi;
+		if (a >= b)
+			continue;
+		printf("%s{\"start\":%lu,\"end\":%lu,\"present_window\":[%lu,%lu],", first ? "" : ",",
+		       lo, hi, a, b);
+		emit_presence(a, b, lo, hi);
+		printf(",\"huge_kb\":%lu}", smaps_huge_kb(lo));
+		first = 0;
+	}
+	printf("]");
+}
+
 /* ---------------------------------------------------------------- one measured call */
 
 /* Two tiny moves before the call so that CPUs that ran this mm earlier leave mm_cpumask
@@ -820,9 +852,12 @@ static void run_case(const struct spec *s, int rep, pid_t tid)
 		n = read_whole(path, trace_buf, TRACE_MAX);
 	}
 	printf(",\"ret\":%ld,\"errno\":%d,\"spinner_tid\":%d,\"trace_truncated\":%s,"
-	       "\"call_ns\":%ld}\n",
+	       "\"call_ns\":%ld",
 	       r == MAP_FAILED ? -1L : (long)r, err, s->threads == 2 ? (int)spin_tid : 0,
 	       n >= TRACE_MAX - 1 ? "true" : "false", call_ns);
+	if (kernel_picks(s) && r != MAP_FAILED)
+		emit_near_destination((unsigned long)r, s->new_size, l.src, s->size);
+	printf("}\n");
 	if (tracing) {
 		char *save = NULL;
 		for (char *line = strtok_r(trace_buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
