@@ -92,10 +92,10 @@ def main(argv=None) -> int:
                                args.threads, ipis=args.ipis, cost=args.cost)
         placed = None
         if args.exec_maps:
-            from perfsim.groundtruth.model import x86_mmap_base
+            from perfsim.planner.unmapped_area import x86_mmap_base
 
             with open(args.exec_maps, encoding="utf-8") as f:
-                exec_vmas = exec_layout(f.read())
+                exec_vmas = exec_layout(f.read(), target.arch)
             if not exec_vmas:
                 raise PerfsimError(f"{args.exec_maps}: no [vdso]/[vvar] line: not a maps file "
                                    "of a dynamically linked program")

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from perfsim.groundtruth.model import x86_mmap_base
 from perfsim.host.program import exec_layout, placement_rows, replay_inputs
+from perfsim.planner.unmapped_area import x86_mmap_base
 from perfsim.profiles import resolve_target
 
 DATA = Path(__file__).parent / "data" / "realprog"
@@ -30,12 +30,12 @@ RACED = {("c_realloc_2t.strace", "0x7ffff6af2000", 2990080, 4481024)}
 def _rows(path: Path) -> list[dict]:
     rows, entries = replay_inputs(path.read_text(), str(path))
     threads = 2 if path.stem.endswith(("_2t", "_threads")) else 1
-    exec_vmas = exec_layout((DATA / "exec-maps.txt").read_text())
+    exec_vmas = exec_layout((DATA / "exec-maps.txt").read_text(), TARGET.arch)
     return placement_rows(rows, entries, TARGET, threads, exec_vmas, MMAP_BASE)
 
 
 def test_the_exec_layout_ends_at_mmap_base():
-    vmas = exec_layout((DATA / "exec-maps.txt").read_text())
+    vmas = exec_layout((DATA / "exec-maps.txt").read_text(), TARGET.arch)
     below_stack = [v for v in vmas if v.name != "[stack]"]
     assert max(v.end for v in below_stack) == MMAP_BASE == 0x7FFFF7FFF000
     assert {v.name for v in vmas} >= {"[vvar]", "[vdso]", "[stack]"}
@@ -65,7 +65,7 @@ def test_programs_recorded_after_the_rule_land_where_the_kernel_put_them(name):
     """Held out: two programs recorded after R26 was written, each with its own exec map."""
     log = PLACEMENT / f"{name}.strace"
     rows_in, entries = replay_inputs(log.read_text(), str(log))
-    exec_vmas = exec_layout((PLACEMENT / f"{name}.exec-maps").read_text())
+    exec_vmas = exec_layout((PLACEMENT / f"{name}.exec-maps").read_text(), TARGET.arch)
     rows = placement_rows(rows_in, entries, TARGET, 1, exec_vmas, MMAP_BASE)
     assert len(rows) >= 3 and all(r["agree"] for r in rows), rows
 

@@ -16,13 +16,14 @@ import pytest
 from perfsim.errors import PerfsimError
 from perfsim.groundtruth import grid as G
 from perfsim.groundtruth.compare import target_for
-from perfsim.groundtruth.model import compare, errno_name, x86_mmap_base
+from perfsim.groundtruth.model import compare, errno_name
 from perfsim.groundtruth.records import read_jsonl
 from perfsim.mm.pagetable import PageTables
 from perfsim.mm.space import AddressSpace
 from perfsim.mm.vma import Vma
 from perfsim.planner import MoveRequest, plan_mremap
 from perfsim.planner import unmapped_area as U
+from perfsim.planner.unmapped_area import x86_mmap_base
 from perfsim.profiles import load_kernel, resolve_target
 
 DATA = Path(__file__).parent / "data" / "groundtruth"

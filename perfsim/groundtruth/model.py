@@ -12,9 +12,9 @@ frames contiguous from a 2 MiB boundary, and the VMA's ``AnonHugePages`` /
 new_size, 0)``, the tail unmapped in place), in an mm with as many CPUs as threads. With
 ``flags=maymove`` (a growth past a blocking page) and ``dontunmap-any`` (DONTUNMAP, no
 address) the kernel chose the destination: the request fixes none, the space's
-``mmap_base`` is the one the probe's process had (:func:`x86_mmap_base`: the probe ran
-without randomisation), and the address the planner chooses is compared with the one the
-kernel returned. A case
+``mmap_base`` is the one the probe's process had (the probe ran without randomisation:
+:func:`perfsim.planner.unmapped_area.x86_mmap_base`), and the address the planner chooses
+is compared with the one the kernel returned. A case
 with ``truncate`` (the probe called ``ftruncate`` on the source's file after recording the
 layout and before the call) gets the recorded state truncated as
 :func:`perfsim.planner.truncate.truncate_pagecache` says (docs/kernel-rules.md R25): the call
@@ -34,6 +34,7 @@ from perfsim.mm.vma import Vma
 from perfsim.planner import MoveRequest, plan_mremap
 from perfsim.planner.truncate import truncate_pagecache
 from perfsim.planner.unmap import need_resched_break_flushes, vma_zap_forces_flush
+from perfsim.planner.unmapped_area import x86_mmap_base
 from perfsim.profiles import Target
 
 
@@ -49,10 +50,6 @@ def _prot(perms: str) -> str:
 #: probe ``flags`` with which the kernel chooses the destination
 KERNEL_PICKS = ("maymove", "dontunmap-any")
 
-#: x86-64's ``stack_guard_gap`` (256 pages; a boot parameter)
-STACK_GUARD_GAP = 256 << 12
-
-
 def kernel_picks(rec: dict) -> bool:
     return rec.get("flags") in KERNEL_PICKS
 
@@ -63,17 +60,6 @@ def destination(rec: dict) -> int:
     if kernel_picks(rec) and int(rec.get("ret", -1)) != -1:
         return int(rec["ret"])
     return int(rec["dst"])
-
-
-def x86_mmap_base(user_va_top: int, stack_rlimit: int) -> int:
-    """``mmap_base()`` of arch/x86/mm/mmap.c for a process without randomisation (no
-    ``PF_RANDOMIZE``: no random gap, no stack randomisation pad): the top of the mmap area is
-    the stack rlimit plus ``stack_guard_gap`` below ``TASK_SIZE`` (``DEFAULT_MAP_WINDOW``),
-    that gap clamped to at least 128 MiB and at most five sixths of it. ``stack_rlimit`` -1:
-    unlimited (the pad would overflow: the gap is then the maximum)."""
-    gap = (user_va_top // 6) * 5 if stack_rlimit < 0 else stack_rlimit + STACK_GUARD_GAP
-    gap = min(max(gap, 128 << 20), (user_va_top // 6) * 5)
-    return -(-(user_va_top - gap) // 4096) * 4096
 
 
 def shmem_huge_of(rec: dict, path: str) -> bool:

@@ -27,8 +27,9 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from perfsim.groundtruth.model import destination, kernel_picks, space_for_record, vma_of, x86_mmap_base
+from perfsim.groundtruth.model import destination, kernel_picks, space_for_record, vma_of
 from perfsim.host.model import PHASES
+from perfsim.planner.unmapped_area import x86_mmap_base
 from perfsim.profiles import load_arch
 from perfsim.units import fmt_size
 

@@ -335,13 +335,14 @@ def replay_plans(entries, target, threads: int, *, written=None) -> list:
     return out
 
 
-def exec_layout(maps_text: str, page_shift: int = 12) -> tuple:
+def exec_layout(maps_text: str, arch) -> tuple:
     """What exec left at the top of a process's mmap area, which an strace log does not
     show: from the ``/proc/PID/maps`` text of a dynamically linked program run without
     randomisation, the VMAs from the lowest of ``[vvar]``/``[vvar_vclock]``/``[vdso]`` up
     (the vDSO pages and the interpreter, ``ld.so``, whose end is ``mmap_base``) and the
-    stack, as opaque VMAs. Everything ``ld.so`` and the program mapped later lies below
-    them and is in the log. Empty when the text has no vDSO."""
+    stack, as opaque VMAs (those below ``arch``'s top of user space: not ``[vsyscall]``).
+    Everything ``ld.so`` and the program mapped later lies below them and is in the log.
+    Empty when the text has no vDSO."""
     from perfsim.mm.vma import Vma
 
     rows = []
@@ -358,9 +359,8 @@ def exec_layout(maps_text: str, page_shift: int = 12) -> tuple:
     return tuple(Vma(lo, hi, backing="anon" if path in ("", "[stack]") else "file",
                      file_id=None if path in ("", "[stack]") else path or f"{lo:#x}",
                      anon_id=f"exec@{lo:#x}", prot="".join(c for c in perms[:3] if c != "-")
-                     or "none", pgoff=lo >> page_shift, name=path or f"{lo:#x}")
-                 for lo, hi, perms, path in rows
-                 if lo >= floor and hi <= (1 << 47) - (1 << page_shift))
+                     or "none", pgoff=lo >> arch.page_shift, name=path or f"{lo:#x}")
+                 for lo, hi, perms, path in rows if lo >= floor and hi <= arch.user_va_top)
 
 
 def exec_maps_text() -> str:
@@ -388,27 +388,26 @@ def placement_rows(log_rows: list[dict], entries, target, threads: int, exec_vma
     from perfsim.mm.space import AddressSpace
     from perfsim.planner import MoveRequest, plan_mremap
     from perfsim.workload.generate import StatefulPlanner
+    from perfsim.workload.trace import MREMAP_FLAGS, kernel_placed, parse_flags
 
     space = AddressSpace((), PageTables.empty(target.arch), cpus=threads)
     sp = StatefulPlanner(space, list(entries), target, seed=0, populate_growth=True)
     mremaps = [r for r in log_rows if r["op"] == "mremap"]
     out = []
     for row, _plan in zip(mremaps, sp, strict=True):
-        flags = row.get("flags", "")
-        if "MREMAP_FIXED" in flags or not row["result"].startswith("0x") \
-                or int(row["result"], 16) == int(row["addr"], 16):
+        flags = parse_flags(row.get("flags", ""))
+        if not kernel_placed(flags, int(row["addr"], 16), row["result"]):
             continue
         before = sp.before
         try:
-            full = AddressSpace(before.vmas + exec_vmas, before.pt, cpus=before.cpus,
-                                mmap_base_addr=mmap_base)
+            full = replace(before, vmas=before.vmas + exec_vmas, mmap_base_addr=mmap_base)
         except ValueError:  # a logged mapping over what exec left: not this exec layout
             out.append({"addr": row["addr"], "old_len": int(row["old_len"]),
                         "new_len": int(row["new_len"]), "result": row["result"],
                         "placed": "overlaps the exec layout", "agree": False})
             continue
         req = MoveRequest(int(row["addr"], 16), int(row["old_len"]), int(row["new_len"]),
-                          fixed=False, dontunmap="MREMAP_DONTUNMAP" in flags)
+                          fixed=False, dontunmap=bool(flags & MREMAP_FLAGS["MREMAP_DONTUNMAP"]))
         plan = plan_mremap(full, req, target)
         placed = plan.errno or hex(plan.result_addr)
         out.append({"addr": row["addr"], "old_len": int(row["old_len"]),

@@ -10,7 +10,7 @@ planner, which answers it with an errno.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -305,8 +305,7 @@ def _with_mmap_base(space: AddressSpace, given, bases: dict[str, int], lab: Labe
     if base % arch.page_size or not 0 < base <= arch.user_va_top:
         raise PerfsimError(f"{lab('mmap_base')}: must be a page-aligned address in (0, "
                            f"{arch.user_va_top:#x}] ({arch.name}), got {base:#x}")
-    return AddressSpace(space.vmas, space.pt, cpus=space.cpus, lazy_cpus=space.lazy_cpus,
-                        map_count_limit=space.map_count_limit, mmap_base_addr=base)
+    return replace(space, mmap_base_addr=base)
 
 
 def labeller(origin: dict[str, str]) -> Label:

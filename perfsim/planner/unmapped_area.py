@@ -32,6 +32,21 @@ from perfsim.mm.space import AddressSpace
 from perfsim.mm.vma import Vma
 from perfsim.profiles import Target
 
+#: x86-64's ``stack_guard_gap`` (256 pages; a boot parameter)
+STACK_GUARD_GAP = 256 << 12
+
+
+def x86_mmap_base(user_va_top: int, stack_rlimit: int) -> int:
+    """``mmap_base()`` of arch/x86/mm/mmap.c for a process without randomisation (no
+    ``PF_RANDOMIZE``: no random gap, no stack randomisation pad): the top of the mmap area is
+    the stack rlimit plus ``stack_guard_gap`` below ``TASK_SIZE`` (``DEFAULT_MAP_WINDOW``),
+    that gap clamped to at least 128 MiB and at most five sixths of it. ``stack_rlimit`` -1:
+    unlimited (the pad would overflow: the gap is then the maximum). Where an mm's top-down
+    search starts (``AddressSpace.mmap_base_addr``) when it is a real process's."""
+    gap = (user_va_top // 6) * 5 if stack_rlimit < 0 else stack_rlimit + STACK_GUARD_GAP
+    gap = min(max(gap, 128 << 20), (user_va_top // 6) * 5)
+    return -(-(user_va_top - gap) // 4096) * 4096  # PAGE_ALIGN
+
 
 def unmapped_area_topdown(space: AddressSpace, length: int, align_mask: int = 0) -> int | None:
     """``unmapped_area_topdown``: the end of the highest free gap below ``mmap_base`` that

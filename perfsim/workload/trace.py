@@ -93,6 +93,14 @@ def parse_flags(text: str, origin: str = "", line: int = 0) -> int:
     return v
 
 
+def kernel_placed(flags: int, addr: int, result: str) -> bool:
+    """Did the kernel move this logged mremap to an address it chose? No MREMAP_FIXED, and
+    the result an address other than the old one."""
+    result = result.strip()
+    return (not flags & MREMAP_FLAGS["MREMAP_FIXED"] and result.lower().startswith("0x")
+            and int(result, 16) != addr)
+
+
 def read_trace_csv(path: str | Path) -> list[Entry]:
     """Read a trace CSV into entries; errors name the file, the line and the column."""
     return parse_trace_csv(read_text(path, "trace"), str(path))
@@ -190,8 +198,7 @@ def parse_trace_csv(text: str, origin: str = "<trace>") -> list[Entry]:
             flags = parse_flags(r.get("flags", ""), origin, n)
         new_addr = _int(r.get("new_addr"), "new_addr", origin, n)
         result = (r.get("result") or "").strip()
-        if op == "mremap" and not flags & 2 and result.lower().startswith("0x") \
-                and int(result, 16) != addr:
+        if op == "mremap" and kernel_placed(flags, addr, result):
             # Not MREMAP_FIXED, and the kernel moved the mapping to an address it chose
             # (something the trace does not show blocked growth in place). Replay it as a
             # move to the recorded address (MAYMOVE|FIXED: the same move_vma path, and the

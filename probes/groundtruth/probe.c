@@ -677,6 +677,14 @@ static void json_str(const char *s)
 	putchar('"');
 }
 
+/* The present pages of the VMA [lo, hi) inside [a, b), and its PMD-mapped THP size. */
+static void emit_window(unsigned long lo, unsigned long hi, unsigned long a, unsigned long b)
+{
+	printf("\"present_window\":[%lu,%lu],", a, b);
+	emit_presence(a, b, lo, hi);
+	printf(",\"huge_kb\":%lu", smaps_huge_kb(lo));
+}
+
 /* Every VMA of the process; the present pages of the ones that share a PMD with the source
  * or the destination (the source included). */
 static void emit_vmas(const struct layout *l)
@@ -706,9 +714,8 @@ static void emit_vmas(const struct layout *l)
 		for (int z = 0; z < 2; z++) {
 			unsigned long a = lo > zlo[z] ? lo : zlo[z], b = hi < zhi[z] ? hi : zhi[z];
 			if (a < b) {
-				printf(",\"present_window\":[%lu,%lu],", a, b);
-				emit_presence(a, b, lo, hi);
-				printf(",\"huge_kb\":%lu", smaps_huge_kb(lo));
+				printf(",");
+				emit_window(lo, hi, a, b);
 				break;
 			}
 		}
@@ -739,10 +746,9 @@ static void emit_near_destination(unsigned long ret, unsigned long len, unsigned
 		unsigned long a = lo > zlo ? lo : zlo, b = hi < zhi ? hi : zhi;
 		if (a >= b)
 			continue;
-		printf("%s{\"start\":%lu,\"end\":%lu,\"present_window\":[%lu,%lu],", first ? "" : ",",
-		       lo, hi, a, b);
-		emit_presence(a, b, lo, hi);
-		printf(",\"huge_kb\":%lu}", smaps_huge_kb(lo));
+		printf("%s{\"start\":%lu,\"end\":%lu,", first ? "" : ",", lo, hi);
+		emit_window(lo, hi, a, b);
+		printf("}");
 		first = 0;
 	}
 	printf("]");
