@@ -235,6 +235,22 @@ class KernelProfile(_Frozen):
     ``tlb_remove_table``, and unconditionally from 6.15 ("x86/mm: make
     MMU_GATHER_RCU_TABLE_FREE unconditional"). False for 6.13 and older."""
 
+    pt_reclaim: Literal["none", "x86", "rcu_table_free"] = "rcu_table_free"
+    """Where ``MADV_DONTNEED`` frees a PTE table it emptied whole (``CONFIG_PT_RECLAIM``:
+    ``zap_pte_range`` with ``zap_details.reclaim_pt``, when the zap of one VMA covers the
+    table's whole PMD range; docs/kernel-rules.md R27):
+
+    * ``none``: nowhere; the table stays, empty (6.13 and older: 6.1.176 and 6.12.117 have
+      no ``reclaim_pt``);
+    * ``x86``: on x86-64 only ("mm: pgtable: reclaim empty PTE page in
+      madvise(MADV_DONTNEED)", 6.14, for ``ARCH_SUPPORTS_PT_RECLAIM``, which only x86
+      selects; Debian's 6.16.12, 6.17.13 and 6.18.15 amd64 configs have
+      ``CONFIG_PT_RECLAIM=y``, and so has this project's 6.18.44 machine, where a whole-PMD
+      ``MADV_DONTNEED`` lowers ``VmPTE`` by 4 kB);
+    * ``rcu_table_free``: on every architecture with ``MMU_GATHER_RCU_TABLE_FREE`` (x86-64,
+      arm64, RISC-V SMP: 7.3.4's ``mm/Kconfig``, where ``PT_RECLAIM`` depends on it and on
+      no ``HAVE_ARCH_TLB_REMOVE_TABLE``)."""
+
     @property
     def tables_freed_through_batch(self) -> bool:
         """Do freed page-table pages go through ``tlb_remove_table`` (so that a full
@@ -260,6 +276,13 @@ class Target(_Frozen):
     @property
     def have_move_pud(self) -> bool:
         return self.arch.have_move_pud and self.kernel.supports_move_pud and self.arch.levels > 2
+
+    @property
+    def pt_reclaim(self) -> bool:
+        """Does ``MADV_DONTNEED`` free the PTE tables it empties whole on this target
+        (:attr:`KernelProfile.pt_reclaim`)?"""
+        where = self.kernel.pt_reclaim
+        return where == "rcu_table_free" or (where == "x86" and self.arch.tlb.kind == "x86")
 
     @cached_property
     def digest(self) -> str:

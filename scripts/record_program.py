@@ -3,7 +3,7 @@
 
 Runs PROGRAM (not perfsim's) with address-space randomisation off, under
 
-    strace -f -tt -T -y -e trace=mremap,mmap,munmap,brk,ftruncate -o OUT/NAME.strace
+    strace -f -tt -T -y -e trace=mremap,mmap,munmap,brk,ftruncate,mprotect,madvise -o OUT/NAME.strace
 
 inside a tracefs session (perfsim.host.program.trace_program), and writes one JSON line
 per mremap call of its threads to OUT/NAME.kernel.jsonl: the arguments, the result, the

@@ -215,7 +215,7 @@ def test_strace_conversion():
 
 def test_trace_csv_errors_name_line_and_column():
     with pytest.raises(PerfsimError, match=r"t.csv:3: column 'op'"):
-        parse_trace_csv("op,addr,old_len\nmmap,0x1000,4096\nmprotect,0x1000,4096\n", "t.csv")
+        parse_trace_csv("op,addr,old_len\nmmap,0x1000,4096\nmsync,0x1000,4096\n", "t.csv")
     with pytest.raises(PerfsimError, match=r"unknown \['colour'\]"):
         parse_trace_csv("op,addr,old_len,colour\n", "t.csv")
 

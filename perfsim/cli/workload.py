@@ -25,7 +25,8 @@ Work with workload files (workloads/*.toml, see docs/workloads.md):
   validate FILE...           check files; errors name the file, the field and what is allowed
   run NAME|FILE [--out DIR]  simulate once and print the summary metrics (JSON)
   convert-strace LOG [-o CSV]
-                             turn `strace -f -tt -y -e trace=mremap,mmap,munmap,brk,ftruncate`
+                             turn `strace -f -tt -y -e
+                             trace=mremap,mmap,munmap,brk,ftruncate,mprotect,madvise`
                              output into the trace CSV a `kind = "trace"` stream replays
 """
 
@@ -137,7 +138,8 @@ def _convert(args) -> int:
         raise PerfsimError(
             f"strace log {args.log!r}: nothing in it looks like strace output of mremap, mmap "
             f"or munmap ({st.lines} non-empty lines, none a call); record one with "
-            "strace -f -tt -y -e trace=mremap,mmap,munmap,brk,ftruncate -o LOG PROGRAM; "
+            "strace -f -tt -y -e trace=mremap,mmap,munmap,brk,ftruncate,mprotect,madvise "
+            "-o LOG PROGRAM; "
             "nothing written")
     if out is None:
         sys.stdout.write(buf.getvalue())
@@ -149,4 +151,8 @@ def _convert(args) -> int:
         print(f"{args.log}: {st.untied} ftruncate calls dropped: without strace -y the log "
               "does not say which file each truncated, so the replay keeps those mappings' "
               "pages (docs/workloads.md, Traces)", file=sys.stderr)
+    if st.not_replayed:
+        which = ", ".join(f"{k} x{v}" for k, v in sorted(st.not_replayed.items()))
+        print(f"{args.log}: madvise calls written but not replayed (the replay does not model "
+              f"that advice; docs/workloads.md, Traces): {which}", file=sys.stderr)
     return 0

@@ -152,7 +152,7 @@ class ProgramRun:
     wall_ns: int
 
 
-STRACE_TRACE = "trace=mremap,mmap,munmap,brk,ftruncate"
+STRACE_TRACE = "trace=mremap,mmap,munmap,brk,ftruncate,mprotect,madvise"
 
 
 def strace_argv(argv: list[str], log: str) -> list[str]:

@@ -394,6 +394,8 @@ class Entry:
     ``new_len`` bytes."""
     offset: int = 0
     """mmap of a file: the mapping's offset in it, bytes (its VMA's ``pgoff``)."""
+    advice: str = ""
+    """madvise: the advice, an ``MADV_*`` name."""
 
 
 class StatefulPlanner:
@@ -414,9 +416,13 @@ class StatefulPlanner:
         self.populate_growth = populate_growth
         self.skipped = 0
         self.before: AddressSpace | None = None  #: the space the last mremap was planned on
+        #: entries the replay does not model, by what they are (``madvise MADV_HUGEPAGE``,
+        #: ``madvise on hugetlb``): counted, the space left as it was
+        self.not_replayed: dict[str, int] = {}
 
     def __iter__(self) -> Iterator[MovePlan]:
         from perfsim.planner import steps as S
+        from perfsim.planner.madvise import NEUTRAL_ADVICE, ZAPPING_ADVICE, madvise_dontneed
         from perfsim.planner.syscall import do_munmap
         from perfsim.planner.truncate import truncate_pagecache
 
@@ -442,7 +448,7 @@ class StatefulPlanner:
                             anon_id=ident if anon or cow else None,
                             prot=e.prot, shared=e.shared, name=ident)
                     pt = self.space.pt
-                    if e.populate > 0:
+                    if e.populate > 0 and e.prot:  # (nothing can fault in a PROT_NONE one)
                         pt = pt.populate(v.start, v.end, fraction=e.populate,
                                          seed=self.seed + n_map)
                     try:
@@ -458,6 +464,23 @@ class StatefulPlanner:
                 if e.op == "truncate":
                     self.space = truncate_pagecache(self.target, self.space, e.file, e.new_len)
                     continue
+                if e.op == "mprotect":
+                    n_grow += 1
+                    self.space = _mprotect_entry(self.space, e, self.seed + (1 << 20) + n_grow)
+                    continue
+                if e.op == "touch":
+                    n_grow += 1
+                    self.space = _touch_entry(self.space, e, self.seed + (1 << 20) + n_grow)
+                    continue
+                if e.op == "madvise":
+                    if e.advice in ZAPPING_ADVICE:
+                        got = madvise_dontneed(self.target, self.space, e.old_addr, e.old_len)
+                        self.space = got.space
+                        if got.skipped_hugetlb:
+                            self._not_replayed(f"madvise {e.advice} of hugetlb")
+                    elif e.advice not in NEUTRAL_ADVICE:
+                        self._not_replayed(f"madvise {e.advice}")
+                    continue
                 req = MoveRequest(e.old_addr, e.old_len, new_len=e.new_len, new_addr=e.new_addr,
                                   fixed=e.fixed, maymove=e.maymove, dontunmap=e.dontunmap,
                                   for_stack=e.for_stack)
@@ -471,6 +494,45 @@ class StatefulPlanner:
                         self.space = _populate_added(self.space, plan.result_addr, e,
                                                      self.seed + (1 << 20) + n_grow, a)
                 yield plan
+
+
+    def _not_replayed(self, what: str) -> None:
+        self.not_replayed[what] = self.not_replayed.get(what, 0) + 1
+
+
+def _mprotect_entry(space: AddressSpace, e: Entry, seed: int) -> AddressSpace:
+    """``space`` after the mprotect entry ``e`` (:func:`perfsim.planner.mprotect.
+    do_mprotect`), with the parts it opened from ``PROT_NONE`` faulted in with the entry's
+    ``populate`` fraction (a program opens reserved memory to use it)."""
+    from perfsim.planner.mprotect import do_mprotect
+
+    end = e.old_addr + e.old_len
+    opened = [(max(v.start, e.old_addr), min(v.end, end))
+              for v in space.intersecting(e.old_addr, end) if not v.prot] if e.prot else []
+    space = do_mprotect(space, e.old_addr, e.old_len, e.prot).space
+    pt = space.pt
+    if e.populate:
+        for lo, hi in opened:
+            v = space.find_vma(lo)
+            if v is not None and v.prot:  # (not past a hole the call stopped at: ENOMEM)
+                pt = pt.populate(lo, min(hi, v.end), fraction=e.populate, seed=seed)
+    return space if pt is space.pt else space.with_pt(pt)
+
+
+def _touch_entry(space: AddressSpace, e: Entry, seed: int) -> AddressSpace:
+    """``space`` after the program wrote ``[old_addr, old_addr + old_len)`` (a trace's
+    ``touch`` row: the ``populate`` fraction of the pages of the VMAs there faulted in;
+    default all). A part no VMA maps, or one without write permission, is left alone: a
+    store there would have killed the program."""
+    end = e.old_addr + -(-e.old_len // space.arch.page_size) * space.arch.page_size
+    fraction = 1.0 if e.populate is None else e.populate
+    pt = space.pt
+    if fraction > 0:
+        for v in space.intersecting(e.old_addr, end):
+            if "w" in v.prot:
+                pt = pt.populate(max(v.start, e.old_addr), min(v.end, end), fraction=fraction,
+                                 seed=seed)
+    return space if pt is space.pt else space.with_pt(pt)
 
 
 def _populate_added(space: AddressSpace, addr: int, e: Entry, seed: int, arch) -> AddressSpace:

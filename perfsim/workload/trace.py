@@ -7,10 +7,11 @@
     15000,mremap,0x7f3a00000000,8392704,16781312,MREMAP_MAYMOVE,,0x7f39ff000000,
     30000,munmap,0x7f39ff000000,16781312,,,,0,
 
-``op`` is ``mremap``, ``mmap``, ``munmap`` or ``truncate``. ``addr`` is the mapping (mmap:
-the address it returned). ``flags`` of an mremap are ``MREMAP_*`` names joined by ``|``
-(or a number); of an mmap, its ``MAP_*`` names (only MAP_SHARED against MAP_PRIVATE is
-read: :attr:`perfsim.mm.vma.Vma.shared`; empty: shared). ``result`` is what
+``op`` is ``mremap``, ``mmap``, ``munmap``, ``truncate``, ``mprotect``, ``madvise`` or
+``touch``. ``addr`` is the mapping (mmap: the address it returned). ``flags`` of an mremap
+are ``MREMAP_*`` names joined by ``|`` (or a number); of an mmap, its ``MAP_*`` names
+(only MAP_SHARED against MAP_PRIVATE is read: :attr:`perfsim.mm.vma.Vma.shared`; empty:
+shared). ``result`` is what
 the real call returned (an address, ``0`` or ``-ENOMEM``). One use only: a call without
 ``MREMAP_FIXED`` whose result is another address is replayed as a move to that address
 (MAYMOVE|FIXED), because the trace cannot show what blocked growth in place. ``backing``
@@ -30,8 +31,22 @@ file it maps, e.g. its path: the mappings of one file share its ``i_mmap`` tree,
 the file, bytes: the VMA's ``pgoff``). A ``truncate`` row (``ftruncate()``) names a
 ``file`` and its new size in ``new_len``; the mappings of that file lose their pages past
 the new end, page tables kept (:mod:`perfsim.planner.truncate`, docs/kernel-rules.md R25).
+An ``mprotect`` row changes the protection of ``[addr, addr + old_len)`` to its ``prot``
+(required; ``PROT_NONE`` for none): the VMAs split and merge as the kernel's do
+(:mod:`perfsim.planner.mprotect`), and the part it opens to access from ``PROT_NONE`` is
+written with the row's ``populate`` (a program opens reserved memory to use it, as it
+grows a mapping to fill it). A ``madvise`` row names its advice in ``flags`` (an
+``MADV_*`` name or its number): ``MADV_DONTNEED`` and ``MADV_DONTNEED_LOCKED`` zap the
+range, page tables kept except the PTE tables ``CONFIG_PT_RECLAIM`` frees
+(:mod:`perfsim.planner.madvise`, R27); advice that changes nothing a move reads
+(``MADV_FREE``, ``MADV_WILLNEED``, ...) is replayed as nothing, and any other advice
+(``MADV_HUGEPAGE``, ``MADV_REMOVE``, ...) is not replayed and counted
+(:attr:`perfsim.workload.generate.StatefulPlanner.not_replayed`). A ``touch`` row is not
+a system call and no log has one: it says the program wrote ``[addr, addr + old_len)``
+(the fraction ``populate`` of its pages; empty: the stream's) by then, where that is known (a
+handed-back block used again); the replay faults those pages in.
 
-**strace**: ``strace -f -tt -T -y -e trace=mremap,mmap,munmap,brk,ftruncate -o app.strace
+**strace**: ``strace -f -tt -T -y -e trace=mremap,mmap,munmap,brk,ftruncate,mprotect,madvise -o app.strace
 ./app`` (any of ``-t``/``-tt``/``-ttt``/``-r`` or none; ``-T``; ``-X verbose``/``-X raw``;
 ``-f`` pid prefixes; ``<unfinished ...>``/``resumed`` pairs; ``-y`` paths).
 :func:`convert_strace` writes the CSV above;
@@ -41,7 +56,9 @@ growth and shrinkage. With ``-y`` an mmap of a file names it by its path (``/dev
 and memfd files are ``shmem``; ``/dev/zero`` is ``shmem`` shared, ``anon`` private), and
 each ``ftruncate`` becomes a ``truncate`` row of that path (whichever descriptor it used:
 a dup of the mapped one is the same file); without ``-y`` the ``ftruncate`` calls cannot
-be tied to a mapping and are dropped (counted as skipped). Rows are in start order,
+be tied to a mapping and are dropped (counted as skipped). Each successful ``mprotect``
+and ``madvise`` becomes a row (one that failed with ENOMEM too: the kernel changed the
+VMAs before the hole it found). Rows are in start order,
 except where two threads' overlapping calls
 must have run the other way round (:func:`effect_order`).
 """
@@ -52,16 +69,31 @@ import bisect
 import csv
 import io
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from perfsim.errors import PerfsimError, read_text
+from perfsim.planner.madvise import NEUTRAL_ADVICE, ZAPPING_ADVICE
 from perfsim.workload.generate import Entry
+
+REPLAYED_ADVICE = ZAPPING_ADVICE + NEUTRAL_ADVICE
 
 CSV_COLUMNS = ("time_ns", "op", "addr", "old_len", "new_len", "flags", "new_addr", "result",
                "backing", "populate", "prot", "file", "offset")
 MREMAP_FLAGS = {"MREMAP_MAYMOVE": 1, "MREMAP_FIXED": 2, "MREMAP_DONTUNMAP": 4}
-OPS = ("mremap", "mmap", "munmap", "truncate")
+OPS = ("mremap", "mmap", "munmap", "truncate", "mprotect", "madvise", "touch")
+MADV_NUMBERS = {
+    "MADV_NORMAL": 0, "MADV_RANDOM": 1, "MADV_SEQUENTIAL": 2, "MADV_WILLNEED": 3,
+    "MADV_DONTNEED": 4, "MADV_FREE": 8, "MADV_REMOVE": 9, "MADV_DONTFORK": 10,
+    "MADV_DOFORK": 11, "MADV_MERGEABLE": 12, "MADV_UNMERGEABLE": 13, "MADV_HUGEPAGE": 14,
+    "MADV_NOHUGEPAGE": 15, "MADV_DONTDUMP": 16, "MADV_DODUMP": 17, "MADV_WIPEONFORK": 18,
+    "MADV_KEEPONFORK": 19, "MADV_COLD": 20, "MADV_PAGEOUT": 21, "MADV_POPULATE_READ": 22,
+    "MADV_POPULATE_WRITE": 23, "MADV_DONTNEED_LOCKED": 24, "MADV_COLLAPSE": 25,
+    "MADV_HWPOISON": 100, "MADV_SOFT_OFFLINE": 101, "MADV_GUARD_INSTALL": 102,
+    "MADV_GUARD_REMOVE": 103,
+}
+"""The ``madvise`` advice values of the uapi header, by name (a log written with ``-X raw``
+prints the number)."""
 PROT_LETTERS = {"PROT_READ": "r", "PROT_WRITE": "w", "PROT_EXEC": "x"}
 """An mmap row's ``prot`` names and the letters of :attr:`perfsim.mm.vma.Vma.prot`."""
 
@@ -151,6 +183,21 @@ def parse_prot(text: str, origin: str = "", line: int = 0) -> str:
     return "".join(c for c in "rwx" if c in got)
 
 
+def parse_advice(text: str, origin: str = "", line: int = 0) -> str:
+    """A madvise row's ``flags``: its advice, an ``MADV_*`` name or the number strace ``-X
+    raw`` prints, as the name."""
+    t = _uncommented(text or "")
+    if t in MADV_NUMBERS:
+        return t
+    if _is_int(t):
+        by_value = {v: k for k, v in MADV_NUMBERS.items()}
+        if int(t, 0) in by_value:
+            return by_value[int(t, 0)]
+    raise PerfsimError(f"{origin}:{line}: column 'flags': {text!r} is not a madvise advice; "
+                       "allowed on a madvise row: an MADV_* name (e.g. MADV_DONTNEED) or "
+                       "its number")
+
+
 def _is_int(text: str) -> bool:
     try:
         int(text, 0)
@@ -185,6 +232,20 @@ def parse_trace_csv(text: str, origin: str = "<trace>") -> list[Entry]:
         old_len = _int(r.get("old_len"), "old_len", origin, n)
         if addr is None or old_len is None:
             raise PerfsimError(f"{origin}:{n}: columns 'addr' and 'old_len' are required")
+        if op in ("mprotect", "madvise", "touch"):
+            if addr % 4096 or old_len < 0:
+                raise PerfsimError(f"{origin}:{n}: a {op} row needs a page-aligned 'addr' "
+                                   f"and an 'old_len' of 0 or more (got {addr:#x}, {old_len})")
+            if op == "mprotect" and not (r.get("prot") or "").strip():
+                raise PerfsimError(f"{origin}:{n}: an mprotect row needs 'prot' (PROT_* "
+                                   "names joined by |, or PROT_NONE)")
+            out.append(Entry(
+                op=op, old_addr=addr, old_len=old_len,
+                at_ns=_int(r.get("time_ns"), "time_ns", origin, n),
+                populate=_populate_of(r, cols, op, origin, n),
+                prot=parse_prot(r.get("prot", ""), origin, n) if op == "mprotect" else "rw",
+                advice=parse_advice(r.get("flags", ""), origin, n) if op == "madvise" else ""))
+            continue
         shared, prot, offset = True, "rw", 0
         if op == "mmap":
             shared = parse_map_flags(r.get("flags", ""), origin, n)
@@ -205,19 +266,7 @@ def parse_trace_csv(text: str, origin: str = "<trace>") -> list[Entry]:
             # destination is free), so later calls find the mapping where the app did.
             new_addr = int(result, 16)
             flags |= 3
-        populate = (r.get("populate") or "").strip()
-        if populate:
-            try:
-                pop = float(populate)
-            except ValueError:
-                pop = -1.0
-            if not 0.0 <= pop <= 1.0:
-                raise PerfsimError(f"{origin}:{n}: column 'populate': {populate!r}; allowed: "
-                                   "a fraction 0.0 .. 1.0, or empty (the stream's populate)")
-        elif "populate" in cols or op != "mremap":
-            pop = None  # the stream's
-        else:
-            pop = 0.0  # a CSV without the column: its growths replay unwritten, as before
+        pop = _populate_of(r, cols, op, origin, n)
         backing = (r.get("backing") or "anon").strip() or "anon"
         if backing not in ("anon", "shmem", "file", "hugetlb"):
             raise PerfsimError(f"{origin}:{n}: column 'backing': {backing!r}; allowed: anon, "
@@ -233,6 +282,24 @@ def parse_trace_csv(text: str, origin: str = "<trace>") -> list[Entry]:
     return out
 
 
+def _populate_of(r: dict, cols, op: str, origin: str, n: int) -> float | None:
+    """A row's ``populate``: its own fraction, or None for the stream's; 0.0 for an
+    mremap of a CSV without the column (its growths replay unwritten, as before it)."""
+    populate = (r.get("populate") or "").strip()
+    if populate:
+        try:
+            pop = float(populate)
+        except ValueError:
+            pop = -1.0
+        if not 0.0 <= pop <= 1.0:
+            raise PerfsimError(f"{origin}:{n}: column 'populate': {populate!r}; allowed: "
+                               "a fraction 0.0 .. 1.0, or empty (the stream's populate)")
+        return pop
+    if "populate" in cols or op != "mremap":
+        return None  # the stream's
+    return 0.0
+
+
 def write_trace_csv(rows: list[dict], out) -> None:
     w = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
     w.writeheader()
@@ -245,7 +312,7 @@ _LINE = re.compile(
     r"^(?:\[pid\s+(?P<pid1>\d+)\]\s+|(?P<pid2>\d+)\s+)?"
     r"(?:(?P<ts>\d+:\d+:\d+(?:\.\d+)?|\d+\.\d+|\d+)\s+)?"
     r"(?P<rest>.*)$")
-_NAMES = r"(?P<name>mremap|mmap2?|munmap|brk|ftruncate(?:64)?)"
+_NAMES = r"(?P<name>mremap|mmap2?|munmap|brk|ftruncate(?:64)?|mprotect|madvise)"
 _CALL = re.compile(r"^" + _NAMES + r"\((?P<args>.*)\)\s*=\s*(?P<ret>.*)$")
 _UNFIN = re.compile(r"^" + _NAMES + r"\((?P<args>.*?)\s*<unfinished \.\.\.>$")
 _RESUM = re.compile(r"^<\.\.\. " + _NAMES + r" resumed>\s*(?P<args>.*)\)\s*=\s*(?P<ret>.*)$")
@@ -300,6 +367,9 @@ class StraceStats:
     skipped: int = 0
     untied: int = 0
     """Of ``skipped``: ``ftruncate`` calls without a path (a log recorded without ``-y``)."""
+    not_replayed: dict = field(default_factory=dict)
+    """Advice of the ``madvise`` rows the replay does not model, and how many of each
+    (written to the CSV all the same)."""
 
 
 def strace_rows(text: str, origin: str = "<strace>", stats: StraceStats | None = None) -> list[dict]:
@@ -431,6 +501,23 @@ def strace_rows(text: str, origin: str = "<strace>", stats: StraceStats | None =
             elif name == "munmap":
                 rows.append({"time_ns": rel, "op": "munmap", "addr": a[0], "old_len": int(a[1], 0),
                              "result": result, **who})
+            elif name in ("mprotect", "madvise"):
+                # kept when it succeeded, or failed with ENOMEM (the VMAs before the hole
+                # it found were changed); any other failure changed nothing
+                if failed and result != "-ENOMEM":
+                    stats.failed += 1
+                    continue
+                row = {"time_ns": rel, "op": name, "addr": hex(int(_uncommented(a[0]), 0)),
+                       "old_len": int(_uncommented(a[1]), 0), "result": result, **who}
+                if name == "mprotect":
+                    row["prot"] = "|".join(_prot_names(a[2])) or "PROT_NONE"
+                else:
+                    advice = parse_advice(a[2], origin, n)
+                    row["flags"] = advice
+                    if advice not in REPLAYED_ADVICE:
+                        stats.not_replayed[advice] = stats.not_replayed.get(advice, 0) + 1
+                rows.append(row)
+                stats.failed += failed
             else:
                 flags = _uncommented(a[3] if len(a) > 3 else "0")
                 parse_flags(flags, origin, n)
@@ -587,8 +674,8 @@ def check_one_address_space(rows: list[dict], origin: str, page: int = 4096) -> 
     cannot express it."""
     live = _Ranges()
     for r in rows:
-        if _num(r.get("result", "")) is None or r["op"] == "truncate":
-            continue  # (a truncation maps and unmaps nothing)
+        if _num(r.get("result", "")) is None or r["op"] in _MAPS_NOTHING:
+            continue  # (a truncation, an mprotect, a madvise map and unmap nothing)
         free, gone, mapped = _found_free_and_mapped(r, page)
         if r["op"] == "mremap":  # a move's own source is not what the check is about
             for lo, hi in gone:
@@ -604,6 +691,9 @@ def check_one_address_space(rows: list[dict], origin: str, page: int = 4096) -> 
             live.remove(lo, hi)
         for lo, hi in mapped:
             live.add(lo, hi, r.get("_line", 0))
+
+
+_MAPS_NOTHING = ("truncate", "mprotect", "madvise")
 
 
 def _num(v) -> int | None:
@@ -634,7 +724,7 @@ def _freed(r: dict) -> tuple[int, int] | None:
     """The range a successful call of row ``r`` left free: a munmap's range, a moved
     mremap's source (not with MREMAP_DONTUNMAP), a shrink's cut-off tail."""
     res = _num(r.get("result", ""))
-    if res is None or r["op"] == "truncate":
+    if res is None or r["op"] in _MAPS_NOTHING:
         return None
     addr, old = int(r["addr"], 0), int(r["old_len"])
     if r["op"] == "munmap" and res == 0:

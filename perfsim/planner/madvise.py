@@ -1,0 +1,99 @@
+"""What ``madvise(MADV_DONTNEED)`` leaves in the page tables a later mremap walks.
+
+``madvise(addr, len, MADV_DONTNEED)`` (mm/madvise.c) walks the VMAs of the range
+(``madvise_walk_vmas``) and, for each, zaps the part of it the range covers
+(``madvise_dontneed_single_vma`` → ``zap_vma_range_batched`` → ``unmap_page_range``):
+present PTEs are cleared, a huge PMD the part covers whole is zapped whole and one it
+covers partly is split first, as a munmap's zap does (:func:`perfsim.planner.unmap.
+zap_range`). The VMAs stay, and so, unlike a munmap (no ``free_pgtables``), do the page
+tables, with one exception (R27, :attr:`perfsim.profiles.KernelProfile.pt_reclaim`):
+
+* with ``CONFIG_PT_RECLAIM`` the zap is told it may reclaim (``zap_details.reclaim_pt``),
+  and ``zap_pte_range``, called per PMD with the range clipped to the PMD and to the VMA,
+  frees the PTE table when that clipped range is the table's whole PMD (``end - start >=
+  PMD_SIZE``: ``pte_table_reclaim_possible``) and every entry is none afterwards (it
+  clears the PMD entry under the PMD lock, ``zap_empty_pte_table``, or rechecks the
+  entries, ``zap_pte_table_if_empty``, and frees the page through the gather). A table
+  the range covers only partly stays, even if the zap leaves it empty, and so does one
+  emptied by two calls that each cover part of it. So a program that hands back whole
+  2 MiB runs of a buffer before moving it leaves ``pmd_none`` slots there, which the
+  move skips (no PMD move, no flush), where a kernel without it moves an empty table.
+
+``MADV_DONTNEED_LOCKED`` is the same zap on ``VM_LOCKED`` VMAs. ``MADV_FREE`` changes no
+entry at once (the pages stay mapped until reclaim takes them), so it leaves the tables
+as they are. Other advice does not change what a move finds (``MADV_HUGEPAGE`` /
+``NOHUGEPAGE`` change VMA flags, which the replay does not model; see docs/real-
+programs.md). A hugetlb VMA is zapped by its own path (``__unmap_hugepage_range``) and
+only for whole huge pages: :func:`madvise_dontneed` leaves such a VMA as it is and says so.
+
+Only the state matters: the flushes of the madvise belong to that call, not to any
+mremap, and are not planned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from perfsim.mm.pagetable import PMD_TABLE
+from perfsim.mm.space import AddressSpace
+from perfsim.planner.gather import MmuGather
+from perfsim.planner.unmap import large_folio_spans, not_anon_spans, zap_range
+from perfsim.profiles import Target
+
+#: The advice names :func:`madvise` applies (the zap), and those it knows change nothing
+#: a move reads. Any other advice is not replayed.
+ZAPPING_ADVICE = ("MADV_DONTNEED", "MADV_DONTNEED_LOCKED")
+NEUTRAL_ADVICE = ("MADV_FREE", "MADV_NORMAL", "MADV_RANDOM", "MADV_SEQUENTIAL",
+                  "MADV_WILLNEED", "MADV_COLD", "MADV_PAGEOUT")
+"""Advice that leaves the entries and the VMAs as a move sees them (``MADV_COLD`` and
+``MADV_PAGEOUT`` only age or reclaim pages later; ``MADV_FREE`` frees them lazily)."""
+
+
+@dataclass(frozen=True)
+class MadviseResult:
+    """The space after the call, and what of it was not modelled."""
+
+    space: AddressSpace
+    tables_freed: int
+    """PTE tables ``CONFIG_PT_RECLAIM`` freed."""
+    skipped_hugetlb: int
+    """hugetlb VMAs of the range, left as they were (not modelled)."""
+
+
+def pte_table_reclaim_possible(target: Target, lo: int, hi: int, slot: int) -> bool:
+    """``pte_table_reclaim_possible``: may the zap of ``[lo, hi)`` (one VMA's part of the
+    range) free the PTE table of PMD ``slot``? Only on a kernel and arch with
+    ``CONFIG_PT_RECLAIM``, and only when the part covers the slot's whole PMD."""
+    if not target.pt_reclaim:
+        return False
+    base = slot << target.arch.pmd_shift
+    return lo <= base and base + target.arch.pmd_size <= hi
+
+
+def madvise_dontneed(target: Target, space: AddressSpace, start: int,
+                     length: int) -> MadviseResult:
+    """``madvise(start, length, MADV_DONTNEED)``: the space after it (module docstring).
+    ``length`` is rounded up to a page, as the kernel does; the parts of the range no VMA
+    maps are skipped (the kernel returns ENOMEM for them, after zapping the rest)."""
+    ps, ms = target.arch.page_size, target.arch.pmd_shift
+    end = start + -(-length // ps) * ps
+    pt = space.pt
+    freed = skipped = 0
+    for v in space.intersecting(start, end):
+        if v.is_hugetlb:
+            skipped += 1
+            continue
+        lo, hi = max(start, v.start), min(end, v.end)
+        win = pt.window(lo, hi)
+        zap_range(target, win, lo, hi, MmuGather(lo),
+                  not_anon=not_anon_spans((v,), lo, hi),
+                  folios=large_folio_spans((v,), lo, hi, target.arch.page_shift))
+        for slot in range(lo >> ms, ((hi - 1) >> ms) + 1):
+            ent = win.pmd.get(slot)
+            if ent is not None and ent[0] == PMD_TABLE and not ent[1] and \
+                    pte_table_reclaim_possible(target, lo, hi, slot):
+                win.pmd.pop(slot)  # zap_empty_pte_table: pmd_clear, the page freed
+                freed += 1
+        pt = pt.replace_window(win)
+    new = space if pt is space.pt else space.with_pt(pt)
+    return MadviseResult(new, freed, skipped)
