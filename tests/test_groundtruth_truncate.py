@@ -27,7 +27,8 @@ DATA = Path(__file__).parent / "data" / "groundtruth"
 MiB = 1 << 20
 #: every kernel line the shapes grid is recorded for (the files named by a version)
 VERSIONS = sorted(f.stem for f in DATA.glob("*.jsonl")
-                  if not f.stem.startswith(("host-", "zap-", "truncate-", "random-", "kernel-picks-")))
+                  if not f.stem.startswith(("host-", "zap-", "truncate-", "random-", "kernel-picks-",
+                                       "dontneed-")))
 GRIDS = {"truncate": G.truncate_cases, "zap-sparse": G.zap_sparse_cases}
 
 

@@ -26,12 +26,12 @@ FIELDS = {
     "dst_mode": ("hole", "reserved", "written", "anon-shmem"), "reps": None,
     "new_size": None, "flags": ("fixed", "dontunmap", "shrink", "maymove", "dontunmap-any"),
     "split_at": None,
-    "sync": ("no", "msync"), "truncate": None,
+    "sync": ("no", "msync"), "truncate": None, "dontneed_off": None, "dontneed_len": None,
 }
 DEFAULTS = {"layout": "window", "backing": "anon", "thp": "off", "threads": 1,
             "populate": "full", "guard_src": "no", "guard_dst": "no", "dst_mode": "hole",
             "reps": 1, "new_size": 0, "flags": "fixed", "split_at": 0, "sync": "no",
-            "truncate": -1}
+            "truncate": -1, "dontneed_off": 0, "dontneed_len": 0}
 #: the backings with a file descriptor the probe can ``ftruncate`` (``truncate``)
 FILE_BACKINGS = ("memfd", "tmpfs", "ext4")
 #: the backings whose files live in ``/dev/shm`` and ``/var/tmp``: host only (an initramfs
@@ -87,6 +87,8 @@ def case_id(case: dict) -> str:
         parts.append(c["sync"])
     if c["truncate"] >= 0:
         parts.append(f"trunc-{size_label(c['truncate'])}")
+    if c["dontneed_len"]:
+        parts.append(f"dontneed-{size_label(c['dontneed_off'])}+{size_label(c['dontneed_len'])}")
     return "/".join(parts)
 
 
@@ -137,6 +139,14 @@ def normalise(case: dict) -> dict:
     if t >= 0 and c["backing"] not in FILE_BACKINGS:
         raise PerfsimError(f"case {c.get('id', '?')}: field 'truncate' needs a backing with a "
                            f"file ({', '.join(FILE_BACKINGS)}), not {c['backing']!r}")
+    off, length = c["dontneed_off"], c["dontneed_len"]
+    for key in ("dontneed_off", "dontneed_len"):
+        if not isinstance(c[key], int) or isinstance(c[key], bool) or c[key] < 0 or c[key] % 4096:
+            raise PerfsimError(f"case {c.get('id', '?')}: field {key!r} must be a multiple of "
+                               "4096 (0: none)")
+    if off + length > c["size"]:
+        raise PerfsimError(f"case {c.get('id', '?')}: 'dontneed_off' + 'dontneed_len' must not "
+                           "pass 'size' (the madvise is of the source)")
     c.setdefault("id", case_id(c))
     if any(ch.isspace() for ch in c["id"]):
         raise PerfsimError(f"case id {c['id']!r}: no spaces allowed")
@@ -394,9 +404,44 @@ def kernel_picks_cases(backings: tuple[str, ...] = ("anon",)) -> list[dict]:
     return cases
 
 
+def dontneed_cases() -> list[dict]:
+    """What ``madvise(MADV_DONTNEED)`` leaves for a later mremap (docs/kernel-rules.md R27):
+    8 MiB written, part of it zapped with MADV_DONTNEED between recording the layout and
+    the call (``dontneed_off``/``dontneed_len``), then moved or shrunk. Where the kernel
+    has ``CONFIG_PT_RECLAIM`` (x86-64 from 6.14) the PTE tables of the whole 2 MiB runs the
+    madvise covered are freed and the move skips their slots (no PMD move, no flush), a
+    shrink over them frees nothing and flushes nothing; without it the emptied tables stay
+    and are moved (and flushed) or freed. Runs that cover tables only partly, a THP zapped
+    whole, a shared memfd, moves PTE by PTE and two threads besides; each shape also
+    without the madvise (the control)."""
+    M2, M8 = 2 * MiB, 8 * MiB
+    cases = []
+    for b in ("anon", "memfd"):
+        k = {"backing": b}
+        cases += [
+            shape_case("pmd_aligned", M8, **k),
+            shape_case("pmd_aligned", M8, dontneed_off=M2, dontneed_len=2 * M2, **k),
+            shape_case("pmd_aligned", M8, dontneed_off=MiB, dontneed_len=M2, **k),
+            shape_case("pmd_aligned", M8, dontneed_off=0, dontneed_len=M8, **k),
+            shape_case("pmd_aligned", M8, dontneed_off=M2, dontneed_len=3 * M2, new_size=M2,
+                       flags="shrink", **k),
+            shape_case("pmd_aligned", M8, new_size=M2, flags="shrink", **k),
+            shape_case("unaligned", M8, dontneed_off=M2 - 4 * KiB, dontneed_len=2 * M2, **k),
+            shape_case("realignable", M8, dontneed_off=M2 - 4 * KiB, dontneed_len=M2, **k),
+        ]
+    cases += [
+        shape_case("pmd_aligned", M8, dontneed_off=M2, dontneed_len=2 * M2, thp="on"),
+        shape_case("pmd_aligned", M8, dontneed_off=MiB, dontneed_len=M2, thp="on"),
+        shape_case("pmd_aligned", M8, dontneed_off=M2, dontneed_len=2 * M2, threads=2),
+        shape_case("pmd_aligned", M8, dontneed_off=M2, dontneed_len=2 * M2, flags="dontunmap"),
+    ]
+    return cases
+
+
 GRIDS = {"shapes": shapes_grid, "shapes-small": lambda: shapes_grid(big=False),
          "ordinary": ordinary_grid, "zap": zap_cases, "zap-shared": zap_shared_cases,
-         "truncate": truncate_cases, "zap-sparse": zap_sparse_cases, "files": files_cases,
+         "truncate": truncate_cases, "dontneed": dontneed_cases,
+         "zap-sparse": zap_sparse_cases, "files": files_cases,
          "truncate-files": lambda: truncate_cases(("tmpfs", "ext4")),
          "kernel-picks": kernel_picks_cases,
          "kernel-picks-shmem": lambda: kernel_picks_cases(("memfd", "shmem")),

@@ -18,7 +18,9 @@ is compared with the one the kernel returned. A case
 with ``truncate`` (the probe called ``ftruncate`` on the source's file after recording the
 layout and before the call) gets the recorded state truncated as
 :func:`perfsim.planner.truncate.truncate_pagecache` says (docs/kernel-rules.md R25): the call
-is planned on what the truncation left.
+is planned on what the truncation left. A case with ``dontneed_len`` (the probe called
+``madvise(MADV_DONTNEED)`` on part of the source at the same point) gets that part zapped as
+:func:`perfsim.planner.madvise.madvise_dontneed` says (R27).
 
 The trace splits the call into ``dst_unmap``, ``move`` and ``src_unmap`` (see
 :mod:`perfsim.host.trace`); they are the planner's UNMAP_DST, MOVE and UNMAP_SRC phases.
@@ -32,6 +34,7 @@ from perfsim.mm.pagetable import PMD_LEAF, PMD_TABLE, PUD_TABLE, PageTables
 from perfsim.mm.space import AddressSpace
 from perfsim.mm.vma import Vma
 from perfsim.planner import MoveRequest, plan_mremap
+from perfsim.planner.madvise import madvise_dontneed
 from perfsim.planner.truncate import truncate_pagecache
 from perfsim.planner.unmap import need_resched_break_flushes, vma_zap_forces_flush
 from perfsim.planner.unmapped_area import x86_mmap_base
@@ -182,6 +185,10 @@ def space_for_record(rec: dict, target: Target) -> tuple[AddressSpace, MoveReque
     if truncate >= 0:  # ftruncate(source's fd, truncate) between the record and the call
         src = next(v for v in space.vmas if v.start == int(rec["src"]))
         space = truncate_pagecache(target, space, src.file_id, truncate)
+    dontneed = int(rec.get("dontneed_len", 0))
+    if dontneed:  # madvise(src + off, len, MADV_DONTNEED) between the record and the call
+        space = madvise_dontneed(target, space, int(rec["src"]) + int(rec["dontneed_off"]),
+                                 dontneed).space
     size = int(rec["size"])
     new_size = int(rec.get("new_size") or size)
     if rec.get("flags") == "shrink":  # mremap(src, size, new_size, 0): the tail, in place

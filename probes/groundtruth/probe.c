@@ -13,7 +13,7 @@
  *   guard_dst=no|touched|untouched dst_mode=hole|reserved|written|anon-shmem reps=N
  *   new_size=BYTES (default size) flags=fixed|dontunmap|shrink|maymove|dontunmap-any
  *   split_at=OFFSET (0: none)
- *   sync=no|msync truncate=BYTES (-1: none)
+ *   sync=no|msync truncate=BYTES (-1: none) dontneed_off=BYTES dontneed_len=BYTES (0: none)
  * ``dst_mode=written``: the destination is a mapping of the source's backing (its own
  * shmem object or memfd), every page written, so MREMAP_FIXED first unmaps dirty pages;
  * ``anon-shmem``: the same with its lower half private anon and its upper half shmem.
@@ -33,7 +33,9 @@
  * ``truncate=BYTES`` (memfd, tmpfs and ext4) calls ftruncate(fd, BYTES) on the source's file
  * after the layout is recorded and before the traced call, so the call finds what the
  * truncation left (the pages past the new end unmapped, their page tables kept); the
- * truncation itself is not traced.
+ * truncation itself is not traced. ``dontneed_len`` likewise calls madvise(src +
+ * dontneed_off, dontneed_len, MADV_DONTNEED) after the layout is recorded: the call finds
+ * the pages zapped, and the PTE tables the kernel freed (CONFIG_PT_RECLAIM) or kept.
  * "window": source at base+src_off and destination at base+span+1G+dst_off in a private
  * 1 GiB-aligned window (span = whole GiBs covering size+8M), everything else in the window
  * unmapped, as perfsim.host.layout builds its shapes. "ordinary": each buffer comes from
@@ -179,6 +181,7 @@ struct spec {
 	char flags[16];
 	char sync[8];
 	long truncate;
+	unsigned long dontneed_off, dontneed_len;
 };
 
 static void spec_defaults(struct spec *s)
@@ -241,6 +244,8 @@ static int parse_spec(char *line, struct spec *s)
 		else if (!strcmp(k, "flags")) copy_tok(s->flags, sizeof s->flags, v, k);
 		else if (!strcmp(k, "sync")) copy_tok(s->sync, sizeof s->sync, v, k);
 		else if (!strcmp(k, "truncate")) s->truncate = strtol(v, NULL, 0);
+		else if (!strcmp(k, "dontneed_off")) s->dontneed_off = strtoul(v, NULL, 0);
+		else if (!strcmp(k, "dontneed_len")) s->dontneed_len = strtoul(v, NULL, 0);
 		else {
 			errno = EINVAL;
 			die("unknown key %s", k);
@@ -257,12 +262,15 @@ static int parse_spec(char *line, struct spec *s)
 		    (!strcmp(s->flags, "maymove") && s->new_size <= s->size) ||
 		    (!strcmp(s->flags, "dontunmap-any") && s->new_size != s->size) ||
 		    (strcmp(s->sync, "no") && strcmp(s->sync, "msync")) || s->truncate < -1 ||
-		    (s->truncate >= 0 && (!strcmp(s->backing, "anon") || !strcmp(s->backing, "shmem"))))) {
+		    (s->truncate >= 0 && (!strcmp(s->backing, "anon") || !strcmp(s->backing, "shmem"))) ||
+		    s->dontneed_off % PAGE || s->dontneed_len % PAGE ||
+		    s->dontneed_off + s->dontneed_len > s->size)) {
 		errno = EINVAL;
 		die("bad case %s: needs id, page-multiple size/new_size/split_at < size, threads 1 or 2, "
 		    "flags fixed, dontunmap, shrink (new_size < size), maymove (new_size > size) or "
 		    "dontunmap-any (new_size = size), sync no or msync, truncate -1 "
-		    "or a size (memfd, tmpfs or ext4 only)", s->id);
+		    "or a size (memfd, tmpfs or ext4 only), page-multiple dontneed_off/len "
+		    "inside size", s->id);
 	}
 	return any;
 }
@@ -824,10 +832,16 @@ static void run_case(const struct spec *s, int rep, pid_t tid)
 	       rep, s->layout, s->size, s->src_off, s->dst_off, s->backing, s->thp, s->threads,
 	       s->populate, s->guard_src, s->guard_dst, s->dst_mode, l.src, l.dst, l.guard_src,
 	       l.guard_dst, (int)tid, s->new_size, s->split_at, s->flags, s->sync, s->truncate);
+	if (s->dontneed_len)
+		printf("\"dontneed_off\":%lu,\"dontneed_len\":%lu,", s->dontneed_off,
+		       s->dontneed_len);
 	emit_vmas(&l);
 	fflush(stdout);
 	if (s->truncate >= 0 && ftruncate(l.fd, (off_t)s->truncate))
 		die("ftruncate(source, %ld)", s->truncate);
+	if (s->dontneed_len &&
+	    madvise((void *)(l.src + s->dontneed_off), s->dontneed_len, MADV_DONTNEED))
+		die("madvise(source + %lu, %lu, MADV_DONTNEED)", s->dontneed_off, s->dontneed_len);
 
 	if (s->threads == 2)
 		wait_spinner_running();
