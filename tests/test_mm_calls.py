@@ -218,6 +218,7 @@ def test_trace_csv_reads_mprotect_madvise_and_touch_rows():
 
 @pytest.mark.parametrize("row, message", [
     ("0,mprotect,0x7f0000000000,4096,,,,0,,,\n", "an mprotect row needs 'prot'"),
+    ("0,mprotect,0x7f0000000000,4096,,,,0,,,PROT_BANANA\n", "column 'prot': 'PROT_BANANA'"),
     ("0,madvise,0x7f0000000000,4096,,MADV_BANANA,,0,,,\n", "is not a madvise advice"),
     ("0,madvise,0x7f0000000000,4096,,77,,0,,,\n", "is not a madvise advice"),
     ("0,madvise,0x7f0000000001,4096,,MADV_DONTNEED,,0,,,\n", "page-aligned 'addr'"),
@@ -237,6 +238,7 @@ def test_strace_converter_keeps_mprotect_and_madvise_and_counts_unmodelled_advic
         "7 10:00:00.000310 madvise(0x7ffff6e00000, 4194304, 0xe /* MADV_HUGEPAGE */) = 0 <0.000010>",
         "7 10:00:00.000320 mprotect(0x7ffff0000000, 4096, PROT_NONE) = -1 ENOMEM (Cannot allocate memory) <0.000010>",  # noqa: E501
         "7 10:00:00.000330 mprotect(0x7ffff6e00001, 4096, PROT_READ) = -1 EINVAL (Invalid argument) <0.000010>",  # noqa: E501
+        "7 10:00:00.000340 madvise(0x7ffff6e00000, 4096, 0x99) = 0 <0.000010>",
     ])
     out = io.StringIO()
     st = convert_strace(log, out, "t.strace")
@@ -244,7 +246,8 @@ def test_strace_converter_keeps_mprotect_and_madvise_and_counts_unmodelled_advic
     assert [(r["op"], r["prot"] or r["flags"]) for r in rows[1:]] == [
         ("mprotect", "PROT_READ|PROT_WRITE"), ("madvise", "MADV_DONTNEED"),
         ("madvise", "MADV_HUGEPAGE"), ("mprotect", "PROT_NONE")]
-    assert st.failed == 2 and st.not_replayed == {"MADV_HUGEPAGE": 1}
+    assert st.failed == 2
+    assert st.not_replayed == {"MADV_HUGEPAGE": 1, "0x99 (unknown advice)": 1}
     assert len(strace_rows(log)) == 5
 
 

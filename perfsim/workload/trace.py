@@ -96,6 +96,10 @@ MADV_NUMBERS = {
 prints the number)."""
 PROT_LETTERS = {"PROT_READ": "r", "PROT_WRITE": "w", "PROT_EXEC": "x"}
 """An mmap row's ``prot`` names and the letters of :attr:`perfsim.mm.vma.Vma.prot`."""
+PROT_NAMES = ("PROT_NONE", "PROT_READ", "PROT_WRITE", "PROT_EXEC", "PROT_SEM",
+              "PROT_GROWSDOWN", "PROT_GROWSUP", "PROT_BTI", "PROT_MTE")
+"""The ``PROT_*`` names a ``prot`` column takes (the uapi headers'; only read, write and
+exec change what the replay models)."""
 
 
 def _int(text: str, what: str, origin: str, line: int) -> int | None:
@@ -176,9 +180,10 @@ def parse_prot(text: str, origin: str = "", line: int = 0) -> str:
     else:
         names = [part.strip() for part in t.split("|")]
         for part in names:
-            if not part.startswith("PROT_"):
+            if part not in PROT_NAMES:
                 raise PerfsimError(f"{origin}:{line}: column 'prot': {part!r}; allowed: "
-                                   "PROT_* names joined by |, e.g. PROT_READ|PROT_WRITE")
+                                   f"{', '.join(PROT_NAMES)} joined by |, e.g. "
+                                   "PROT_READ|PROT_WRITE")
     got = {PROT_LETTERS.get(n, "") for n in names}
     return "".join(c for c in "rwx" if c in got)
 
@@ -368,8 +373,9 @@ class StraceStats:
     untied: int = 0
     """Of ``skipped``: ``ftruncate`` calls without a path (a log recorded without ``-y``)."""
     not_replayed: dict = field(default_factory=dict)
-    """Advice of the ``madvise`` rows the replay does not model, and how many of each
-    (written to the CSV all the same)."""
+    """Advice of the ``madvise`` calls the replay does not model, and how many of each
+    (written to the CSV all the same, but for advice this converter does not know, which
+    is left out)."""
 
 
 def strace_rows(text: str, origin: str = "<strace>", stats: StraceStats | None = None) -> list[dict]:
@@ -512,10 +518,15 @@ def strace_rows(text: str, origin: str = "<strace>", stats: StraceStats | None =
                 if name == "mprotect":
                     row["prot"] = "|".join(_prot_names(a[2])) or "PROT_NONE"
                 else:
-                    advice = parse_advice(a[2], origin, n)
-                    row["flags"] = advice
+                    try:
+                        advice = parse_advice(a[2], origin, n)
+                    except PerfsimError:  # advice newer than this table: not written
+                        advice = f"{_uncommented(a[2])} (unknown advice)"
                     if advice not in REPLAYED_ADVICE:
                         stats.not_replayed[advice] = stats.not_replayed.get(advice, 0) + 1
+                    if advice not in MADV_NUMBERS:
+                        continue
+                    row["flags"] = advice
                 rows.append(row)
                 stats.failed += failed
             else:
