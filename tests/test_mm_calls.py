@@ -257,7 +257,7 @@ def test_replay_populates_no_prot_none_mapping_and_what_mprotect_opens():
     entries = [Entry("mmap", BASE, 8 * PMD, prot="", populate=1.0),
                Entry("mprotect", BASE + PMD, 2 * PMD, prot="rw", populate=1.0),
                Entry("madvise", BASE + PMD, PMD, advice="MADV_DONTNEED"),
-               Entry("madvise", BASE, PMD, advice="MADV_HUGEPAGE"),
+               Entry("madvise", BASE, PMD, advice="MADV_MERGEABLE"),
                Entry("touch", BASE + PMD, 4 * KiB),
                Entry("mremap", BASE, 8 * PMD, new_addr=BASE + 64 * PMD, fixed=True)]
     sp_planner = StatefulPlanner(sp, entries, t, seed=1)
@@ -267,8 +267,59 @@ def test_replay_populates_no_prot_none_mapping_and_what_mprotect_opens():
     assert _present(before, BASE + PMD, BASE + 2 * PMD) == 1  # freed, then one page written
     assert _present(before, BASE + 2 * PMD, BASE + 3 * PMD) == 512
     assert [v.prot for v in before.vmas] == ["", "rw", ""]
-    assert sp_planner.not_replayed == {"madvise MADV_HUGEPAGE": 1}
+    assert sp_planner.not_replayed == {"madvise MADV_MERGEABLE": 1}
     assert plan.errno is None
+
+
+# --------------------------------------------------------------------------- huge-page advice
+def _thp_slots(space, lo, hi):
+    from perfsim.mm.pagetable import PMD_LEAF
+
+    pmd = space.pt.window(lo, hi).pmd
+    return [s - (lo >> 21) for s in range(lo >> 21, hi >> 21) if pmd.get(s, (None,))[0] == PMD_LEAF]
+
+
+def test_hugepage_advice_splits_and_merges_like_mprotect():
+    from perfsim.planner.madvise import madvise_hugepage
+
+    t = resolve_target("6.18", "x86_64")
+    sp = _space(t)
+    got = madvise_hugepage(sp, BASE + PMD, 2 * PMD, "MADV_HUGEPAGE")
+    assert [(v.start - BASE, v.end - BASE, v.thp) for v in got.vmas] == [
+        (0, PMD, False), (PMD, 3 * PMD, True), (3 * PMD, 16 * PMD, False)]
+    back = madvise_hugepage(got, BASE, 16 * PMD, "MADV_NOHUGEPAGE")
+    assert [(v.start, v.end, v.thp) for v in back.vmas] == [(BASE, BASE + 16 * PMD, False)]
+    assert madvise_hugepage(sp, BASE, PMD, "MADV_NOHUGEPAGE") is sp  # no change: no split
+    with pytest.raises(ValueError):
+        madvise_hugepage(sp, BASE + 1, PMD, "MADV_HUGEPAGE")
+
+
+def test_memory_written_after_hugepage_advice_is_thp_where_the_vma_covers_whole_pmds():
+    """glibc's malloc with glibc.malloc.hugetlb=1: mmap, madvise(MADV_HUGEPAGE), write; then
+    mremap to grow, madvise the grown block, write the added part. The pages are faulted
+    after the advice: THPs in the PMD ranges the VMA covers whole, base pages at its ends."""
+    t = resolve_target("6.18", "x86_64")
+    sp = AddressSpace((), PageTables.empty(t.arch))
+    start, size = BASE + 4 * KiB, 3 * PMD  # not PMD aligned: two whole PMDs inside
+    entries = [Entry("mmap", start, size, populate=1.0),
+               Entry("madvise", start, size, advice="MADV_HUGEPAGE"),
+               Entry("mremap", start, size, new_len=5 * PMD, maymove=True),
+               Entry("madvise", start, 5 * PMD, advice="MADV_HUGEPAGE"),
+               Entry("mremap", start, 5 * PMD, new_addr=BASE + 64 * PMD + 4 * KiB, fixed=True)]
+    planner = StatefulPlanner(sp, entries, t, seed=1, populate_growth=True)
+    grow, move = list(planner)
+    assert grow.errno is None and move.errno is None
+    before_grow = planner.before  # (of the second call: the grown block written)
+    # PMD 3 already had a PTE table (the block's last page, faulted before the growth), so
+    # the growth's faults there map base pages; PMD 4 is whole in the added part: a THP
+    assert _thp_slots(before_grow, BASE, BASE + 8 * PMD) == [1, 2, 4]
+    assert _present(before_grow, start, BASE + PMD) == 511  # the head: base pages
+    assert move.move.thp_moves == 3  # mutually aligned: the huge PMDs move whole
+    # without the advice the same calls find base pages only
+    plain = StatefulPlanner(sp, [e for e in entries if e.op != "madvise"], t, seed=1,
+                            populate_growth=True)
+    list(plain)
+    assert _thp_slots(plain.before, BASE, BASE + 8 * PMD) == []
 
 
 # --------------------------------------------------------------------------- a real program
@@ -363,3 +414,25 @@ def test_python_threads_with_glibc_arenas_replay_with_their_mprotect_and_madvise
     assert bad[0]["planned"]["whole"]["flush_calls"] > bad[0]["kernel"]["whole"]["flush_calls"]
     assert all(r["agree"] for r in compare_program(rows, entries, records, t, 2, ipis=False,
                                                    written=bytearray_written))
+
+
+def test_glibc_malloc_with_huge_pages_advised_replays_its_thp_splits():
+    """``GLIBC_TUNABLES=glibc.malloc.hugetlb=1 realloc_growth 1`` (recorded 14:37 UTC):
+    glibc advises MADV_HUGEPAGE on every block it maps and grows, so the block is THP-backed
+    where it covers whole PMDs, and each move to where the kernel put it (not mutually PMD
+    aligned) splits those THPs. Read, the advice gives 7 of 7 calls (2 and 7 splits
+    planned); ignored, the replay moves base pages and two calls miss."""
+    log = (DATA / "c_realloc_thp.strace").read_text()
+    assert log.count("MADV_HUGEPAGE") == 9
+    records = [json.loads(x) for x in
+               (DATA / "c_realloc_thp.kernel.jsonl").read_text().splitlines() if x.strip()]
+    t = resolve_target("6.18", "x86_64")
+    rows, entries = replay_inputs(log, "c_realloc_thp", 1.0)
+    got = compare_program(rows, entries, records, t, 1, ipis=False)
+    assert len(got) == 7 and all(r["agree"] for r in got)
+    from perfsim.host.program import replay_plans
+
+    assert [p.move.thp_splits for p in replay_plans(entries, t, 1)] == [0, 0, 0, 0, 2, 0, 7]
+    plain = [e for e in entries if e.op != "madvise"]
+    assert sum(not r["agree"] for r in compare_program(rows, plain, records, t, 1,
+                                                       ipis=False)) == 2

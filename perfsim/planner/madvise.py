@@ -21,10 +21,21 @@ tables, with one exception (R27, :attr:`perfsim.profiles.KernelProfile.pt_reclai
 
 ``MADV_DONTNEED_LOCKED`` is the same zap on ``VM_LOCKED`` VMAs. ``MADV_FREE`` changes no
 entry at once (the pages stay mapped until reclaim takes them), so it leaves the tables
-as they are. Other advice does not change what a move finds (``MADV_HUGEPAGE`` /
-``NOHUGEPAGE`` change VMA flags, which the replay does not model; see docs/real-
-programs.md). A hugetlb VMA is zapped by its own path (``__unmap_hugepage_range``) and
+as they are. A hugetlb VMA is zapped by its own path (``__unmap_hugepage_range``) and
 only for whole huge pages: :func:`madvise_dontneed` leaves such a VMA as it is and says so.
+
+``MADV_HUGEPAGE`` / ``MADV_NOHUGEPAGE`` change no entry either: they set ``VM_HUGEPAGE``
+(clearing ``VM_NOHUGEPAGE``) or the reverse on each VMA of the range
+(``madvise_vma_behavior`` → ``hugepage_madvise``, then ``madvise_update_vma`` →
+``vma_modify_flags``: split at the range's ends, merged with a neighbour it now continues;
+:func:`perfsim.planner.mprotect.vma_modify_flags`), which decides what later faults map:
+with ``VM_HUGEPAGE`` an anonymous fault in a PMD range the VMA covers whole maps a THP
+(``do_huge_pmd_anonymous_page``), so memory written after the advice is PMD-mapped and a
+later move takes it as a huge PMD or splits it. That is what glibc's ``malloc`` does with
+``glibc.malloc.hugetlb=1``: every block it maps (and every ``mremap`` it grows one with) is
+advised MADV_HUGEPAGE. :attr:`perfsim.mm.vma.Vma.thp` is ``VM_HUGEPAGE``;
+``VM_NOHUGEPAGE`` is not told apart from neither flag (two VMAs that differ only there
+merge here, not in the kernel), and khugepaged's later collapses are not modelled.
 
 Only the state matters: the flushes of the madvise belong to that call, not to any
 mremap, and are not planned.
@@ -37,12 +48,15 @@ from dataclasses import dataclass
 from perfsim.mm.pagetable import PMD_TABLE
 from perfsim.mm.space import AddressSpace
 from perfsim.planner.gather import MmuGather
+from perfsim.planner.mprotect import vma_modify_flags
 from perfsim.planner.unmap import large_folio_spans, not_anon_spans, zap_range
 from perfsim.profiles import Target
 
-#: The advice names :func:`madvise` applies (the zap), and those it knows change nothing
-#: a move reads. Any other advice is not replayed.
+#: The advice names that zap (:func:`madvise_dontneed`), those that set the VMAs' huge-page
+#: flags (:func:`madvise_hugepage`), and those known to change nothing a move reads. Any
+#: other advice is not replayed.
 ZAPPING_ADVICE = ("MADV_DONTNEED", "MADV_DONTNEED_LOCKED")
+HUGEPAGE_ADVICE = ("MADV_HUGEPAGE", "MADV_NOHUGEPAGE")
 NEUTRAL_ADVICE = ("MADV_FREE", "MADV_NORMAL", "MADV_RANDOM", "MADV_SEQUENTIAL",
                   "MADV_WILLNEED", "MADV_COLD", "MADV_PAGEOUT")
 """Advice that leaves the entries and the VMAs as a move sees them (``MADV_COLD`` and
@@ -97,3 +111,23 @@ def madvise_dontneed(target: Target, space: AddressSpace, start: int,
         pt = pt.replace_window(win)
     new = space if pt is space.pt else space.with_pt(pt)
     return MadviseResult(new, freed, skipped)
+
+
+def madvise_hugepage(space: AddressSpace, start: int, length: int, advice: str) -> AddressSpace:
+    """``madvise(start, length, MADV_HUGEPAGE or MADV_NOHUGEPAGE)``: the VMAs of the range
+    with ``thp`` set or cleared (module docstring); the parts no VMA maps are skipped (the
+    kernel's ENOMEM, after changing the rest). ``start`` is page aligned (the kernel's
+    EINVAL otherwise: ValueError)."""
+    if advice not in HUGEPAGE_ADVICE:
+        raise ValueError(f"madvise_hugepage: {advice!r} is not one of {HUGEPAGE_ADVICE}")
+    ps = space.arch.page_size
+    if start % ps:
+        raise ValueError(f"madvise: start {start:#x} is not page aligned")
+    end = start + -(-length // ps) * ps
+    on = advice == "MADV_HUGEPAGE"
+    for v in space.intersecting(start, end):
+        if v.thp != on and not v.is_hugetlb:
+            space = vma_modify_flags(space, v, max(start, v.start), min(end, v.end),
+                                     lambda piece: piece.replaced(thp=on))
+    return space
+

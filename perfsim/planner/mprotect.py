@@ -1,4 +1,5 @@
-"""What ``mprotect()`` does to the VMAs a later mremap sees.
+"""What ``mprotect()`` does to the VMAs a later mremap sees (and the flag change
+``madvise`` makes the same way: :func:`vma_modify_flags`).
 
 ``mprotect(start, len, prot)`` (``do_mprotect_pkey``, mm/mprotect.c) changes the flags of
 every VMA of ``[start, start + len)``, one after the other (``for_each_vma_range``):
@@ -59,9 +60,17 @@ def mprotect_fixup(space: AddressSpace, vma: Vma, start: int, end: int,
     """``mprotect_fixup`` of ``[start, end)`` inside ``vma`` (module docstring)."""
     if vma.prot == prot:
         return space
+    return vma_modify_flags(space, vma, start, end, lambda v: _with_prot(v, prot))
+
+
+def vma_modify_flags(space: AddressSpace, vma: Vma, start: int, end: int,
+                     change) -> AddressSpace:
+    """``vma_modify_flags``: ``[start, end)`` of ``vma`` given the flags ``change(vma)``
+    returns (a :class:`Vma` of the same range), split off from the rest of ``vma`` and
+    merged with a neighbour it now continues (module docstring). The callers decide first
+    that the flags change at all (``mprotect_fixup``, ``madvise_update_vma``)."""
     ps = space.arch.page_shift
-    changed = _with_prot(vma.with_range(start, end, vma.pgoff + ((start - vma.start) >> ps)),
-                         prot)
+    changed = change(vma.with_range(start, end, vma.pgoff + ((start - vma.start) >> ps)))
     pieces: list[Vma] = []
     removed = [vma]
     if start > vma.start:

@@ -407,7 +407,14 @@ class StatefulPlanner:
     when it is mapped. A recorded program grows a mapping to write it (glibc ``realloc``,
     a growing bytearray or string), so by its next mremap the kernel finds the added part
     written; without this every call after an in-place growth would move page tables
-    that are empty in the replay but full in the kernel (docs/real-programs.md)."""
+    that are empty in the replay but full in the kernel (docs/real-programs.md).
+
+    The pages a program writes "by its next call" (a mapping it maps, the part a growth
+    adds, what an ``mprotect`` opens, a ``touch``) are faulted in when the next entry comes
+    that is not a huge-page advice: so a block glibc advises MADV_HUGEPAGE right after
+    mapping or growing it is written after the advice, and its anonymous pages in PMD
+    ranges the VMA covers whole are THPs (:func:`_fault_in`), as the kernel's faults make
+    them."""
 
     def __init__(self, space: AddressSpace, entries: list[Entry], target: Target, seed: int,
                  repeat: int = 1, *, populate_growth: bool = False):
@@ -419,10 +426,18 @@ class StatefulPlanner:
         #: entries the replay does not model, by what they are (``madvise MADV_HUGEPAGE``,
         #: ``madvise on hugetlb``): counted, the space left as it was
         self.not_replayed: dict[str, int] = {}
+        #: writes not faulted in yet: ``(lo, hi, fraction, seed)``
+        self._pending: list[tuple[int, int, float, int]] = []
 
     def __iter__(self) -> Iterator[MovePlan]:
         from perfsim.planner import steps as S
-        from perfsim.planner.madvise import NEUTRAL_ADVICE, ZAPPING_ADVICE, madvise_dontneed
+        from perfsim.planner.madvise import (
+            HUGEPAGE_ADVICE,
+            NEUTRAL_ADVICE,
+            ZAPPING_ADVICE,
+            madvise_dontneed,
+            madvise_hugepage,
+        )
         from perfsim.planner.syscall import do_munmap
         from perfsim.planner.truncate import truncate_pagecache
 
@@ -430,6 +445,11 @@ class StatefulPlanner:
         n_map = n_grow = 0
         for _ in range(self.repeat):
             for e in self.entries:
+                if e.op == "madvise" and e.advice in HUGEPAGE_ADVICE:
+                    # (before the writes the program makes after it: those stay pending)
+                    self.space = madvise_hugepage(self.space, e.old_addr, e.old_len, e.advice)
+                    continue
+                self._fault_pending()
                 if e.op == "mmap":
                     length = -(-e.old_len // a.page_size) * a.page_size
                     if self.space.intersecting(e.old_addr, e.old_addr + length):
@@ -447,14 +467,14 @@ class StatefulPlanner:
                             file_id=None if anon else (e.file or ident),
                             anon_id=ident if anon or cow else None,
                             prot=e.prot, shared=e.shared, name=ident)
-                    pt = self.space.pt
-                    if e.populate > 0 and e.prot:  # (nothing can fault in a PROT_NONE one)
-                        pt = pt.populate(v.start, v.end, fraction=e.populate,
-                                         seed=self.seed + n_map)
                     try:
-                        self.space = AddressSpace(self.space.vmas + (v,), pt, cpus=self.space.cpus)
+                        self.space = AddressSpace(self.space.vmas + (v,), self.space.pt,
+                                                  cpus=self.space.cpus)
                     except ValueError:
                         self.skipped += 1
+                        continue
+                    if e.populate > 0 and e.prot:  # (nothing can fault in a PROT_NONE one)
+                        self._pending.append((v.start, v.end, e.populate, self.seed + n_map))
                     continue
                 if e.op == "munmap":
                     length = -(-e.old_len // a.page_size) * a.page_size
@@ -466,11 +486,13 @@ class StatefulPlanner:
                     continue
                 if e.op == "mprotect":
                     n_grow += 1
-                    self.space = _mprotect_entry(self.space, e, self.seed + (1 << 20) + n_grow)
+                    self.space, opened = _mprotect_entry(self.space, e)
+                    self._pending += [(lo, hi, e.populate, self.seed + (1 << 20) + n_grow)
+                                      for lo, hi in opened if e.populate]
                     continue
                 if e.op == "touch":
                     n_grow += 1
-                    self.space = _touch_entry(self.space, e, self.seed + (1 << 20) + n_grow)
+                    self._pending += _touched(self.space, e, self.seed + (1 << 20) + n_grow)
                     continue
                 if e.op == "madvise":
                     if e.advice in ZAPPING_ADVICE:
@@ -481,6 +503,8 @@ class StatefulPlanner:
                     elif e.advice not in NEUTRAL_ADVICE:
                         self._not_replayed(f"madvise {e.advice}")
                     continue
+                if e.op != "mremap":
+                    raise ValueError(f"StatefulPlanner: unknown entry op {e.op!r}")
                 req = MoveRequest(e.old_addr, e.old_len, new_len=e.new_len, new_addr=e.new_addr,
                                   fixed=e.fixed, maymove=e.maymove, dontunmap=e.dontunmap,
                                   for_stack=e.for_stack)
@@ -491,59 +515,85 @@ class StatefulPlanner:
                     if self.populate_growth and e.new_len is not None \
                             and e.new_len > e.old_len and e.populate > 0:
                         n_grow += 1
-                        self.space = _populate_added(self.space, plan.result_addr, e,
-                                                     self.seed + (1 << 20) + n_grow, a)
+                        self._pending += _added(plan.result_addr, e,
+                                                self.seed + (1 << 20) + n_grow, a)
                 yield plan
+        self._fault_pending()
+
+    def _fault_pending(self) -> None:
+        """Fault in the writes made since the last entry (:func:`_fault_in`), in order."""
+        for lo, hi, fraction, seed in self._pending:
+            self.space = _fault_in(self.space, lo, hi, fraction, seed)
+        self._pending.clear()
 
 
     def _not_replayed(self, what: str) -> None:
         self.not_replayed[what] = self.not_replayed.get(what, 0) + 1
 
 
-def _mprotect_entry(space: AddressSpace, e: Entry, seed: int) -> AddressSpace:
+def _fault_in(space: AddressSpace, lo: int, hi: int, fraction: float,
+              seed: int) -> AddressSpace:
+    """``space`` with the ``fraction`` of the pages of ``[lo, hi)`` the program wrote
+    faulted in, VMA by VMA (a part no VMA maps, or a ``PROT_NONE`` one, is left alone):
+    where an anonymous VMA has ``VM_HUGEPAGE`` (``Vma.thp``), each PMD range it covers whole
+    that has no entry yet is one THP (``do_huge_pmd_anonymous_page``), the rest base pages.
+    A range inside one VMA is one :meth:`~perfsim.mm.pagetable.PageTables.populate` call
+    with ``seed`` (the same pages a replay drew before huge-page advice was read)."""
+    pt = space.pt
+    for v in space.intersecting(lo, hi):
+        if not v.prot:
+            continue
+        a, b = max(lo, v.start), min(hi, v.end)
+        thp = v.thp and v.backing == "anon" and _no_entry_in_whole_pmds(pt, a, b)
+        pt = pt.populate(a, b, fraction=fraction, seed=seed, thp=thp)
+    return space if pt is space.pt else space.with_pt(pt)
+
+
+def _no_entry_in_whole_pmds(pt, lo: int, hi: int) -> bool:
+    """No PMD range that ``[lo, hi)`` covers whole has an entry yet (a fault there finds
+    ``pmd_none`` and may map a THP; one with a PTE table maps a base page)."""
+    ms = pt.arch.pmd_shift
+    first, last = -(-lo >> ms), hi >> ms  # the whole PMD slots: [first, last)
+    if first >= last:
+        return True
+    pmd = pt.window(first << ms, last << ms).pmd
+    return not any(s in pmd for s in range(first, last))
+
+
+def _mprotect_entry(space: AddressSpace, e: Entry) -> tuple[AddressSpace, list]:
     """``space`` after the mprotect entry ``e`` (:func:`perfsim.planner.mprotect.
-    do_mprotect`), with the parts it opened from ``PROT_NONE`` faulted in with the entry's
-    ``populate`` fraction (a program opens reserved memory to use it)."""
+    do_mprotect`), and the parts it opened from ``PROT_NONE`` (a program opens reserved
+    memory to use it: they are written with the entry's ``populate``)."""
     from perfsim.planner.mprotect import do_mprotect
 
     end = e.old_addr + e.old_len
     opened = [(max(v.start, e.old_addr), min(v.end, end))
               for v in space.intersecting(e.old_addr, end) if not v.prot] if e.prot else []
     space = do_mprotect(space, e.old_addr, e.old_len, e.prot).space
-    pt = space.pt
-    if e.populate:
-        for lo, hi in opened:
-            v = space.find_vma(lo)
-            if v is not None and v.prot:  # (not past a hole the call stopped at: ENOMEM)
-                pt = pt.populate(lo, min(hi, v.end), fraction=e.populate, seed=seed)
-    return space if pt is space.pt else space.with_pt(pt)
+    # (not past a hole the call stopped at, ENOMEM: those VMAs are still PROT_NONE)
+    return space, [(lo, hi) for lo, hi in opened
+                   if (v := space.find_vma(lo)) is not None and v.prot]
 
 
-def _touch_entry(space: AddressSpace, e: Entry, seed: int) -> AddressSpace:
-    """``space`` after the program wrote ``[old_addr, old_addr + old_len)`` (a trace's
-    ``touch`` row: the ``populate`` fraction of the pages of the VMAs there faulted in;
-    default all). A part no VMA maps, or one without write permission, is left alone: a
-    store there would have killed the program."""
+def _touched(space: AddressSpace, e: Entry, seed: int) -> list:
+    """The writes of a trace's ``touch`` row: ``[old_addr, old_addr + old_len)``, the
+    ``populate`` fraction of its pages (default all), in the VMAs with write permission
+    (a store elsewhere would have killed the program)."""
     end = e.old_addr + -(-e.old_len // space.arch.page_size) * space.arch.page_size
     fraction = 1.0 if e.populate is None else e.populate
-    pt = space.pt
-    if fraction > 0:
-        for v in space.intersecting(e.old_addr, end):
-            if "w" in v.prot:
-                pt = pt.populate(max(v.start, e.old_addr), min(v.end, end), fraction=fraction,
-                                 seed=seed)
-    return space if pt is space.pt else space.with_pt(pt)
+    if fraction <= 0:
+        return []
+    return [(max(v.start, e.old_addr), min(v.end, end), fraction, seed)
+            for v in space.intersecting(e.old_addr, end) if "w" in v.prot]
 
 
-def _populate_added(space: AddressSpace, addr: int, e: Entry, seed: int, arch) -> AddressSpace:
-    """``space`` with the part a growing mremap added (``[addr + old_len, addr + new_len)``,
-    page-rounded) faulted in with the entry's ``populate`` fraction."""
+def _added(addr: int, e: Entry, seed: int, arch) -> list:
+    """The write of the part a growing mremap added (``[addr + old_len, addr + new_len)``,
+    page-rounded) with the entry's ``populate`` fraction."""
     ps = arch.page_size
     lo = addr + -(-e.old_len // ps) * ps
     hi = addr + -(-e.new_len // ps) * ps
-    if hi <= lo:
-        return space
-    return replace(space, pt=space.pt.populate(lo, hi, fraction=e.populate, seed=seed))
+    return [(lo, hi, e.populate, seed)] if hi > lo else []
 
 
 def call_entries(s: CallStream, p: Process) -> list[Entry]:

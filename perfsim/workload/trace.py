@@ -38,9 +38,12 @@ written with the row's ``populate`` (a program opens reserved memory to use it, 
 grows a mapping to fill it). A ``madvise`` row names its advice in ``flags`` (an
 ``MADV_*`` name or its number): ``MADV_DONTNEED`` and ``MADV_DONTNEED_LOCKED`` zap the
 range, page tables kept except the PTE tables ``CONFIG_PT_RECLAIM`` frees
-(:mod:`perfsim.planner.madvise`, R27); advice that changes nothing a move reads
-(``MADV_FREE``, ``MADV_WILLNEED``, ...) is replayed as nothing, and any other advice
-(``MADV_HUGEPAGE``, ``MADV_REMOVE``, ...) is not replayed and counted
+(:mod:`perfsim.planner.madvise`, R27); ``MADV_HUGEPAGE`` and ``MADV_NOHUGEPAGE`` set or
+clear the VMAs' ``VM_HUGEPAGE`` (split and merged as mprotect's), so anonymous memory
+written after the advice is THP-backed where the VMA covers whole PMDs; advice that
+changes nothing a move reads (``MADV_FREE``, ``MADV_WILLNEED``, ...) is replayed as
+nothing, and any other advice (``MADV_REMOVE``, ``MADV_MERGEABLE``, ...) is not replayed
+and counted
 (:attr:`perfsim.workload.generate.StatefulPlanner.not_replayed`). A ``touch`` row is not
 a system call and no log has one: it says the program wrote ``[addr, addr + old_len)``
 (the fraction ``populate`` of its pages; empty: the stream's) by then, where that is known (a
