@@ -35,6 +35,7 @@ from perfsim.host.program import (  # noqa: E402
     exec_layout,
     latency_ratios,
     placement_rows,
+    recorded_thp_enabled,
     replay_inputs,
 )
 
@@ -75,6 +76,9 @@ def main(argv=None) -> int:
                     "R26; tests/data/realprog/exec-maps.txt)")
     ap.add_argument("--stack-rlimit", type=int, default=8 << 20, metavar="BYTES",
                     help="the program's stack rlimit, for mmap_base (default 8 MiB)")
+    ap.add_argument("--thp-enabled", choices=("always", "madvise", "never"), default=None,
+                    help="/sys/kernel/mm/transparent_hugepage/enabled where the program ran "
+                         "(default: what the records say, else madvise)")
     ap.add_argument("-v", "--verbose", action="store_true", help="one line per call")
     args = ap.parse_args(argv)
     try:
@@ -88,8 +92,9 @@ def main(argv=None) -> int:
             records = [json.loads(line) for line in f if line.strip()]
         rows_in, entries = replay_inputs(text, args.log, args.populate, csv_text=csv_text)
         target = resolve_target(args.kernel)
+        thp = args.thp_enabled or recorded_thp_enabled(records)
         rows = compare_program(rows_in, entries, records, target,
-                               args.threads, ipis=args.ipis, cost=args.cost)
+                               args.threads, ipis=args.ipis, cost=args.cost, thp_enabled=thp)
         placed = None
         if args.exec_maps:
             from perfsim.planner.unmapped_area import x86_mmap_base
@@ -100,7 +105,8 @@ def main(argv=None) -> int:
                 raise PerfsimError(f"{args.exec_maps}: no [vdso]/[vvar] line: not a maps file "
                                    "of a dynamically linked program")
             placed = placement_rows(rows_in, entries, target, args.threads, exec_vmas,
-                                    x86_mmap_base(target.arch.user_va_top, args.stack_rlimit))
+                                    x86_mmap_base(target.arch.user_va_top, args.stack_rlimit),
+                                    thp_enabled=thp)
     except (OSError, ValueError, PerfsimError) as e:
         print(f"compare_program_flushes: {e}", file=sys.stderr)
         return 2

@@ -38,7 +38,12 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
 from perfsim.host.load import load_verdict, sample_load  # noqa: E402
-from perfsim.host.program import call_key, exec_maps_text, trace_program  # noqa: E402
+from perfsim.host.program import (  # noqa: E402
+    call_key,
+    exec_maps_text,
+    thp_enabled_of,
+    trace_program,
+)
 from perfsim.host.trace import TracingBusy, TracingUnavailable, tracing_status  # noqa: E402
 
 KEEP = ("seq", "tid", "args", "ret", "kernel_us", "phases_known", "foreign_events")
@@ -124,6 +129,11 @@ def main(argv=None) -> int:
         **{k: (c.get("summary") or {}).get(k, 0)
            for k in ("flush_calls", "full_flushes", "ipi_rounds")}})
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:  # what the program's anonymous faults mapped THPs for (the replay needs it)
+        with open("/sys/kernel/mm/transparent_hugepage/enabled", encoding="ascii") as f:
+            thp = thp_enabled_of(f.read())
+    except OSError:
+        thp = None
     out = os.path.join(args.out, f"{args.name}.kernel.jsonl")
     tmp = out + ".tmp"
     seen: dict[tuple, int] = {}
@@ -144,7 +154,8 @@ def main(argv=None) -> int:
                                ("kernel_us", "flush_calls", "full_flushes", "ipi_rounds")}
             got = times.get(k, [])
             rec["kernel_us_untraced"] = got[n] if n < len(got) else []
-            rec.update(program=args.name, kernel=os.uname().release, recorded=when)
+            rec.update(program=args.name, kernel=os.uname().release, recorded=when,
+                       thp_enabled=thp)
             if load_before is not None:
                 rec["load_timed_runs"] = {"before": load_before.as_dict(),
                                           "after": load_after.as_dict()}

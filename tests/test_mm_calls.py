@@ -287,9 +287,13 @@ def test_hugepage_advice_splits_and_merges_like_mprotect():
     got = madvise_hugepage(sp, BASE + PMD, 2 * PMD, "MADV_HUGEPAGE")
     assert [(v.start - BASE, v.end - BASE, v.thp) for v in got.vmas] == [
         (0, PMD, False), (PMD, 3 * PMD, True), (3 * PMD, 16 * PMD, False)]
+    # MADV_NOHUGEPAGE sets VM_NOHUGEPAGE, a flag of its own: over all of it, one VMA again
     back = madvise_hugepage(got, BASE, 16 * PMD, "MADV_NOHUGEPAGE")
-    assert [(v.start, v.end, v.thp) for v in back.vmas] == [(BASE, BASE + 16 * PMD, False)]
-    assert madvise_hugepage(sp, BASE, PMD, "MADV_NOHUGEPAGE") is sp  # no change: no split
+    assert [(v.start, v.end, v.thp, v.nohugepage) for v in back.vmas] == [
+        (BASE, BASE + 16 * PMD, False, True)]
+    assert madvise_hugepage(got, BASE + PMD, PMD, "MADV_HUGEPAGE") is got  # no change
+    part = madvise_hugepage(sp, BASE, PMD, "MADV_NOHUGEPAGE")  # neither flag -> NOHUGEPAGE
+    assert [v.nohugepage for v in part.vmas] == [True, False]
     with pytest.raises(ValueError):
         madvise_hugepage(sp, BASE + 1, PMD, "MADV_HUGEPAGE")
 
@@ -320,6 +324,28 @@ def test_memory_written_after_hugepage_advice_is_thp_where_the_vma_covers_whole_
                             populate_growth=True)
     list(plain)
     assert _thp_slots(plain.before, BASE, BASE + 8 * PMD) == []
+
+
+@pytest.mark.parametrize("enabled, advice, thp", [
+    ("madvise", None, False), ("madvise", "MADV_HUGEPAGE", True),
+    ("always", None, True), ("always", "MADV_NOHUGEPAGE", False),
+    ("never", "MADV_HUGEPAGE", False),
+])
+def test_which_faults_map_thps_follows_the_systems_thp_setting(enabled, advice, thp):
+    from perfsim.planner.madvise import thp_vma_allowable
+
+    t = resolve_target("6.18", "x86_64")
+    entries = [Entry("mmap", BASE, 4 * PMD, populate=1.0)]
+    if advice:
+        entries.append(Entry("madvise", BASE, 4 * PMD, advice=advice))
+    entries.append(Entry("mremap", BASE, 4 * PMD, new_addr=BASE + 64 * PMD, fixed=True))
+    planner = StatefulPlanner(AddressSpace((), PageTables.empty(t.arch)), entries, t, seed=1,
+                              thp_enabled=enabled)
+    (plan,) = list(planner)
+    assert (plan.move.thp_moves == 4) == thp and (plan.move.pmd_moves == 4) == (not thp)
+    assert thp_vma_allowable(planner.before.vmas[0], enabled) == thp
+    with pytest.raises(ValueError, match="allowed: always, madvise, never"):
+        thp_vma_allowable(planner.before.vmas[0], "sometimes")
 
 
 # --------------------------------------------------------------------------- a real program
@@ -436,3 +462,87 @@ def test_glibc_malloc_with_huge_pages_advised_replays_its_thp_splits():
     plain = [e for e in entries if e.op != "madvise"]
     assert sum(not r["agree"] for r in compare_program(rows, plain, records, t, 1,
                                                        ipis=False)) == 2
+
+
+# --------------------------------------------------------------------------- THP "always"
+ALWAYS = Path(__file__).parent / "data" / "realprog" / "thp_always"
+
+
+@pytest.mark.parametrize("name, agree, as_madvise", [
+    ("c_realloc_always", 13, 11), ("perl_string_always", 15, 14),
+    ("py_bytearray_always", 16, 16),
+])
+def test_programs_recorded_with_thp_always_replay_with_that_setting(name, agree, as_madvise):
+    """realloc_growth 1, perl and python3 recorded with transparent_hugepage/enabled set to
+    ``always`` (14:44 UTC; the records say so): every anonymous fault in a PMD range a VMA
+    covers whole maps a THP, advised or not. Replayed with the recorded setting the calls
+    agree as the ``madvise`` recordings do (python3's three misses are its bytearray tail,
+    below); replayed as if ``madvise``, fewer."""
+    log = (ALWAYS / f"{name}.strace").read_text()
+    records = [json.loads(x) for x in (ALWAYS / f"{name}.kernel.jsonl").read_text().splitlines()
+               if x.strip()]
+    assert {r["thp_enabled"] for r in records} == {"always"}
+    rows, entries = replay_inputs(log, name, 1.0)
+    t = resolve_target("6.18", "x86_64")
+    got = compare_program(rows, entries, records, t, 1, ipis=False)
+    assert sum(r["agree"] for r in got) == agree
+    mad = compare_program(rows, entries, records, t, 1, ipis=False, thp_enabled="madvise")
+    assert sum(r["agree"] for r in mad) == as_madvise
+
+
+def test_python_bytearray_with_thp_always_agrees_with_its_written_prefix_explicit():
+    """A THP is faulted in whole by a write anywhere in its PMD range: with the bytearray's
+    written prefix explicit, every call of the ``always`` recording agrees."""
+    from helpers import bytearray_written
+
+    name = "py_bytearray_always"
+    log = (ALWAYS / f"{name}.strace").read_text()
+    records = [json.loads(x) for x in (ALWAYS / f"{name}.kernel.jsonl").read_text().splitlines()
+               if x.strip()]
+    rows, entries = replay_inputs(log, name, 1.0)
+    got = compare_program(rows, entries, records, resolve_target("6.18", "x86_64"), 1,
+                          ipis=False, written=bytearray_written)
+    assert len(got) == 19 and all(r["agree"] for r in got)
+
+
+def test_recorded_thp_setting_is_read_from_the_records():
+    from perfsim.host.program import recorded_thp_enabled, thp_enabled_of
+
+    assert thp_enabled_of("always [madvise] never\n") == "madvise"
+    assert thp_enabled_of("garbage") is None
+    assert recorded_thp_enabled([{"thp_enabled": "always"}, {"thp_enabled": "always"}]) == \
+        "always"
+    assert recorded_thp_enabled([{}]) == "madvise"  # records made before the field
+    with pytest.raises(PerfsimError, match="different transparent_hugepage settings"):
+        recorded_thp_enabled([{"thp_enabled": "always"}, {"thp_enabled": "never"}])
+
+
+def test_a_trace_stream_takes_the_recorded_thp_setting(tmp_path):
+    from perfsim.workload import parse_workload, run_workload
+
+    (tmp_path / "t.csv").write_text(_HEADER + (
+        "0,mmap,0x7f0000000000,8388608,,,,0x7f0000000000,anon,,\n"
+        "1,mremap,0x7f0000000000,8388608,8388608,MREMAP_MAYMOVE|MREMAP_FIXED,"
+        "0x7f4000000000,0x7f4000000000,,,\n"))
+    moves = {}
+    for mode in ("madvise", "always"):
+        (tmp_path / "w.toml").write_text(f"""
+name = "t"
+cpus = 2
+[[processes]]
+name = "app"
+threads = 1
+[[streams]]
+name = "r"
+kind = "trace"
+process = "app"
+path = "{tmp_path / 't.csv'}"
+thp_enabled = "{mode}"
+""")
+        _, m, _ = run_workload(parse_workload((tmp_path / "w.toml").read_text()))
+        moves[mode] = (m["thp_moves"], m["pmd_moves"])
+    assert moves == {"madvise": (0, 4), "always": (4, 0)}
+    (tmp_path / "w.toml").write_text((tmp_path / "w.toml").read_text().replace(
+        'thp_enabled = "always"', 'thp_enabled = "sometimes"'))
+    with pytest.raises(PerfsimError, match="thp_enabled"):
+        parse_workload((tmp_path / "w.toml").read_text())

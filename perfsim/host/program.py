@@ -31,6 +31,7 @@ import statistics
 import time
 from dataclasses import dataclass, replace
 
+from perfsim.errors import PerfsimError
 from perfsim.host.syscalls import SYS_mremap, libc
 from perfsim.host.trace import (
     EVENT_MARKER,
@@ -304,7 +305,8 @@ def kernel_counts(rec: dict) -> dict:
     return out
 
 
-def replay_plans(entries, target, threads: int, *, written=None) -> list:
+def replay_plans(entries, target, threads: int, *, written=None,
+                 thp_enabled: str = "madvise") -> list:
     """The plans a trace replay makes for ``entries`` (``perfsim.workload`` entries, their
     ``populate`` already set): a fresh mm whose ``threads`` threads are on as many CPUs,
     the recorded calls planned in order with the growth of each mremap faulted in
@@ -312,13 +314,15 @@ def replay_plans(entries, target, threads: int, *, written=None) -> list:
 
     ``written(entry, plan) -> bytes`` makes the population explicit instead: after each
     successful mremap, the first ``bytes`` of the mapping where it ended up are what the
-    program has written by the mapping's next call (the rest stays as the call left it)."""
+    program has written by the mapping's next call (the rest stays as the call left it).
+    ``thp_enabled``: the recorded system's ``transparent_hugepage/enabled``."""
     from perfsim.mm.pagetable import PageTables
     from perfsim.mm.space import AddressSpace
-    from perfsim.workload.generate import StatefulPlanner
+    from perfsim.workload.generate import StatefulPlanner, fault_in
 
     space = AddressSpace((), PageTables.empty(target.arch), cpus=threads)
-    sp = StatefulPlanner(space, list(entries), target, seed=0, populate_growth=written is None)
+    sp = StatefulPlanner(space, list(entries), target, seed=0, populate_growth=written is None,
+                         thp_enabled=thp_enabled)
     mremaps = iter([e for e in sp.entries if e.op == "mremap"])
     out = []
     ps = target.arch.page_size
@@ -330,8 +334,8 @@ def replay_plans(entries, target, threads: int, *, written=None) -> list:
         lo = plan.result_addr
         hi = plan.result_addr + min(-(-int(written(e, plan)) // ps) * ps,
                                     -(-(e.new_len or e.old_len) // ps) * ps)
-        if hi > lo:
-            sp.space = replace(sp.space, pt=sp.space.pt.populate(lo, hi))
+        if hi > lo:  # (all of it, THPs where the system's setting gives them)
+            sp.space = fault_in(sp.space, lo, hi, 1.0, 0, thp_enabled)
     return out
 
 
@@ -377,7 +381,7 @@ def exec_maps_text() -> str:
 
 
 def placement_rows(log_rows: list[dict], entries, target, threads: int, exec_vmas: tuple,
-                   mmap_base: int) -> list[dict]:
+                   mmap_base: int, thp_enabled: str = "madvise") -> list[dict]:
     """Each logged mremap the kernel moved to an address it chose (no MREMAP_FIXED in the
     log, a result that is not the old address), planned again without the address on the
     replay's space just before it plus ``exec_vmas`` (:func:`exec_layout`), with
@@ -391,7 +395,8 @@ def placement_rows(log_rows: list[dict], entries, target, threads: int, exec_vma
     from perfsim.workload.trace import MREMAP_FLAGS, kernel_placed, parse_flags
 
     space = AddressSpace((), PageTables.empty(target.arch), cpus=threads)
-    sp = StatefulPlanner(space, list(entries), target, seed=0, populate_growth=True)
+    sp = StatefulPlanner(space, list(entries), target, seed=0, populate_growth=True,
+                         thp_enabled=thp_enabled)
     mremaps = [r for r in log_rows if r["op"] == "mremap"]
     out = []
     for row, _plan in zip(mremaps, sp, strict=True):
@@ -435,9 +440,30 @@ def replay_inputs(text: str, origin: str, populate: float = 1.0, *,
     return rows, entries
 
 
+def thp_enabled_of(text: str) -> str | None:
+    """The selected word of ``/sys/kernel/mm/transparent_hugepage/enabled`` (``always
+    [madvise] never`` → ``madvise``), or None when the text has none."""
+    for word in text.split():
+        if word.startswith("[") and word.endswith("]"):
+            return word[1:-1]
+    return None
+
+
+def recorded_thp_enabled(records: list[dict]) -> str:
+    """The ``transparent_hugepage/enabled`` the records were made under (their
+    ``thp_enabled``, written by scripts/record_program.py since 2026-12-03; ``madvise``,
+    this machine's setting, for records made before)."""
+    modes = {r.get("thp_enabled") or "madvise" for r in records}
+    if len(modes) > 1:
+        raise PerfsimError(f"records made under different transparent_hugepage settings: "
+                           f"{', '.join(sorted(modes))}")
+    return modes.pop() if modes else "madvise"
+
+
 def compare_program(log_rows: list[dict], entries, records: list[dict], target,
                     threads: int, *, ipis: bool = True, cost: str | None = None,
-                    written=None, plans: list | None = None) -> list[dict]:
+                    written=None, plans: list | None = None,
+                    thp_enabled: str | None = None) -> list[dict]:
     """One row per logged mremap: the replay's counts, the kernel's (the traced call with the
     same arguments and result, taken in order), and whether they agree on flush calls and
     full flushes (and IPI rounds when ``ipis``) for the whole call and for every phase the
@@ -445,9 +471,12 @@ def compare_program(log_rows: list[dict], entries, records: list[dict], target,
     replay entries made of them (:func:`replay_inputs`); ``written`` as in
     :func:`replay_plans`; ``cost``: a cost profile whose prediction for each call is added
     (``predicted_ns``); ``plans``: those :func:`replay_plans` made of ``entries`` already
-    (with the same ``threads`` and ``written``), not made again."""
+    (with the same ``threads`` and ``written``), not made again; ``thp_enabled``: the
+    recorded system's THP setting (None: :func:`recorded_thp_enabled` of ``records``)."""
     from perfsim.host.model import COUNTERS
 
+    if thp_enabled is None:
+        thp_enabled = recorded_thp_enabled(records)
     pool: dict[tuple, list[dict]] = {}
     for r in records:
         if not r.get("available", True):
@@ -455,7 +484,7 @@ def compare_program(log_rows: list[dict], entries, records: list[dict], target,
         a = [int(x, 16) for x in r["args"]]
         pool.setdefault(call_key(a[0], a[1], a[2], r["ret"]), []).append(r)
     if plans is None:
-        plans = replay_plans(entries, target, threads, written=written)
+        plans = replay_plans(entries, target, threads, written=written, thp_enabled=thp_enabled)
     if cost is not None:
         from perfsim.cost.model import predict
         from perfsim.cost.profile import load_cost_profile

@@ -37,7 +37,10 @@ class Vma:
     superblock allows huge pages (the internal mount of memfds and MAP_SHARED|MAP_ANONYMOUS
     follows ``/sys/kernel/mm/transparent_hugepage/shmem_enabled``; a tmpfs mount its
     ``huge=`` option), so ``shmem_get_unmapped_area`` aligns a range the kernel places for
-    it (docs/kernel-rules.md R26); False, the default, is ``never``.
+    it (docs/kernel-rules.md R26); False, the default, is ``never``. ``nohugepage``: the VMA
+    was advised MADV_NOHUGEPAGE (``VM_NOHUGEPAGE``: no THP on fault even where
+    ``transparent_hugepage/enabled`` is ``always``); ``thp`` is ``VM_HUGEPAGE``, and the two
+    are never both set.
     """
 
     start: int
@@ -59,6 +62,7 @@ class Vma:
     written_back: bool = False
     dirty: bool = False
     shmem_huge: bool = False
+    nohugepage: bool = False
 
     def __init__(self, start: int, end: int, backing: Backing = "anon", thp: bool = False,
                  uffd_wp: bool = False, anon_vma: bool = True, pgoff: int = 0,
@@ -66,7 +70,7 @@ class Vma:
                  hugepage_size: int = 0, folio_size: int = 0, stack: bool = False,
                  name: str = "", uffd_mode: str = "", shared: bool = True,
                  written_back: bool = False, dirty: bool = False,
-                 shmem_huge: bool = False) -> None:
+                 shmem_huge: bool = False, nohugepage: bool = False) -> None:
         # The dataclass's own __init__ (same parameters and defaults, held to the fields by
         # tests/test_t13_mm_space.py), writing every field into the instance __dict__ at
         # once rather than through the frozen class's generic object.__setattr__ per field.
@@ -76,7 +80,8 @@ class Vma:
                              anon_vma=anon_vma, pgoff=pgoff, file_id=file_id, anon_id=anon_id,
                              prot=prot, hugepage_size=hugepage_size, folio_size=folio_size,
                              stack=stack, name=name, uffd_mode=uffd_mode, shared=shared,
-                             written_back=written_back, dirty=dirty, shmem_huge=shmem_huge)
+                             written_back=written_back, dirty=dirty, shmem_huge=shmem_huge,
+                             nohugepage=nohugepage)
 
     @property
     def length(self) -> int:

@@ -33,9 +33,10 @@ with ``VM_HUGEPAGE`` an anonymous fault in a PMD range the VMA covers whole maps
 (``do_huge_pmd_anonymous_page``), so memory written after the advice is PMD-mapped and a
 later move takes it as a huge PMD or splits it. That is what glibc's ``malloc`` does with
 ``glibc.malloc.hugetlb=1``: every block it maps (and every ``mremap`` it grows one with) is
-advised MADV_HUGEPAGE. :attr:`perfsim.mm.vma.Vma.thp` is ``VM_HUGEPAGE``;
-``VM_NOHUGEPAGE`` is not told apart from neither flag (two VMAs that differ only there
-merge here, not in the kernel), and khugepaged's later collapses are not modelled.
+advised MADV_HUGEPAGE. :attr:`perfsim.mm.vma.Vma.thp` is ``VM_HUGEPAGE``,
+:attr:`~perfsim.mm.vma.Vma.nohugepage` ``VM_NOHUGEPAGE``. Whether a fault maps a THP also
+depends on the system's ``/sys/kernel/mm/transparent_hugepage/enabled``
+(:func:`thp_vma_allowable`). khugepaged's later collapses are not modelled.
 
 Only the state matters: the flushes of the madvise belong to that call, not to any
 mremap, and are not planned.
@@ -126,8 +127,27 @@ def madvise_hugepage(space: AddressSpace, start: int, length: int, advice: str) 
     end = start + -(-length // ps) * ps
     on = advice == "MADV_HUGEPAGE"
     for v in space.intersecting(start, end):
-        if v.thp != on and not v.is_hugetlb:
+        if (v.thp, v.nohugepage) != (on, not on) and not v.is_hugetlb:
             space = vma_modify_flags(space, v, max(start, v.start), min(end, v.end),
-                                     lambda piece: piece.replaced(thp=on))
+                                     lambda piece: piece.replaced(thp=on, nohugepage=not on))
     return space
+
+
+#: ``/sys/kernel/mm/transparent_hugepage/enabled``
+THP_ENABLED = ("always", "madvise", "never")
+
+
+def thp_vma_allowable(vma, enabled: str) -> bool:
+    """May an anonymous fault in ``vma`` map a PMD-size THP (``thp_vma_allowable_order``
+    for the PMD order, ``__thp_vma_allowable_orders``)? Not for a VMA advised
+    MADV_NOHUGEPAGE; with ``enabled`` ``always`` for any other private anonymous VMA, with
+    ``madvise`` only for one advised MADV_HUGEPAGE, with ``never`` for none. (The PMD range
+    must also lie inside the VMA and have no entry yet: the caller's test.) Anonymous
+    memory only: shmem follows ``shmem_enabled``, files their filesystem."""
+    if enabled not in THP_ENABLED:
+        raise ValueError(f"transparent_hugepage/enabled {enabled!r}; allowed: "
+                         f"{', '.join(THP_ENABLED)}")
+    if vma.backing != "anon" or vma.nohugepage or enabled == "never":
+        return False
+    return enabled == "always" or vma.thp
 

@@ -61,8 +61,8 @@ def _check(refusal: C.Refusal | None) -> None:
 
 # ------------------------------------------------------------------------ VMA operations
 
-_MERGE_KEYS = attrgetter("backing", "file_id", "prot", "thp", "uffd_wp", "uffd_mode", "stack",
-                         "hugepage_size", "shared")
+_MERGE_KEYS = attrgetter("backing", "file_id", "prot", "thp", "nohugepage", "uffd_wp",
+                         "uffd_mode", "stack", "hugepage_size", "shared")
 
 
 def is_mergeable_vma(a: Vma, b: Vma) -> bool:

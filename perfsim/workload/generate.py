@@ -413,12 +413,16 @@ class StatefulPlanner:
     adds, what an ``mprotect`` opens, a ``touch``) are faulted in when the next entry comes
     that is not a huge-page advice: so a block glibc advises MADV_HUGEPAGE right after
     mapping or growing it is written after the advice, and its anonymous pages in PMD
-    ranges the VMA covers whole are THPs (:func:`_fault_in`), as the kernel's faults make
+    ranges the VMA covers whole are THPs (:func:`fault_in`), as the kernel's faults make
     them."""
 
     def __init__(self, space: AddressSpace, entries: list[Entry], target: Target, seed: int,
-                 repeat: int = 1, *, populate_growth: bool = False):
+                 repeat: int = 1, *, populate_growth: bool = False,
+                 thp_enabled: str = "madvise"):
         self.space, self.entries, self.target = space, entries, target
+        #: the recorded system's ``transparent_hugepage/enabled`` (what the program's
+        #: anonymous faults map: :func:`perfsim.planner.madvise.thp_vma_allowable`)
+        self.thp_enabled = thp_enabled
         self.seed, self.repeat = seed, repeat
         self.populate_growth = populate_growth
         self.skipped = 0
@@ -521,9 +525,9 @@ class StatefulPlanner:
         self._fault_pending()
 
     def _fault_pending(self) -> None:
-        """Fault in the writes made since the last entry (:func:`_fault_in`), in order."""
+        """Fault in the writes made since the last entry (:func:`fault_in`), in order."""
         for lo, hi, fraction, seed in self._pending:
-            self.space = _fault_in(self.space, lo, hi, fraction, seed)
+            self.space = fault_in(self.space, lo, hi, fraction, seed, self.thp_enabled)
         self._pending.clear()
 
 
@@ -531,33 +535,48 @@ class StatefulPlanner:
         self.not_replayed[what] = self.not_replayed.get(what, 0) + 1
 
 
-def _fault_in(space: AddressSpace, lo: int, hi: int, fraction: float,
-              seed: int) -> AddressSpace:
+def fault_in(space: AddressSpace, lo: int, hi: int, fraction: float, seed: int,
+             thp_enabled: str = "madvise") -> AddressSpace:
     """``space`` with the ``fraction`` of the pages of ``[lo, hi)`` the program wrote
-    faulted in, VMA by VMA (a part no VMA maps, or a ``PROT_NONE`` one, is left alone):
-    where an anonymous VMA has ``VM_HUGEPAGE`` (``Vma.thp``), each PMD range it covers whole
-    that has no entry yet is one THP (``do_huge_pmd_anonymous_page``), the rest base pages.
-    A range inside one VMA is one :meth:`~perfsim.mm.pagetable.PageTables.populate` call
-    with ``seed`` (the same pages a replay drew before huge-page advice was read)."""
+    faulted in, VMA by VMA (a part no VMA maps, or a ``PROT_NONE`` one, is left alone).
+    Where the VMA may have THPs (:func:`perfsim.planner.madvise.thp_vma_allowable` with the
+    system's ``thp_enabled``), a write into a PMD range that lies inside the VMA and has no
+    entry yet maps the whole range as one THP (``do_huge_pmd_anonymous_page``, the VMA
+    bounds of ``thp_vma_suitable_order``), however little of it was written; the rest are
+    base pages. Without THPs a range inside one VMA is one
+    :meth:`~perfsim.mm.pagetable.PageTables.populate` call with ``seed`` (the same pages a
+    replay drew before huge-page advice was read)."""
+    from perfsim.planner.madvise import thp_vma_allowable
+
     pt = space.pt
     for v in space.intersecting(lo, hi):
         if not v.prot:
             continue
         a, b = max(lo, v.start), min(hi, v.end)
-        thp = v.thp and v.backing == "anon" and _no_entry_in_whole_pmds(pt, a, b)
-        pt = pt.populate(a, b, fraction=fraction, seed=seed, thp=thp)
+        if not thp_vma_allowable(v, thp_enabled):
+            pt = pt.populate(a, b, fraction=fraction, seed=seed)
+            continue
+        for r_lo, r_hi, huge in _thp_runs(pt, v, a, b):
+            pt = pt.populate(r_lo, r_hi, fraction=fraction, seed=seed, thp=huge)
     return space if pt is space.pt else space.with_pt(pt)
 
 
-def _no_entry_in_whole_pmds(pt, lo: int, hi: int) -> bool:
-    """No PMD range that ``[lo, hi)`` covers whole has an entry yet (a fault there finds
-    ``pmd_none`` and may map a THP; one with a PTE table maps a base page)."""
+def _thp_runs(pt, v: Vma, a: int, b: int) -> list[tuple[int, int, bool]]:
+    """``[a, b)`` (inside ``v``) as runs of whole PMD ranges a fault maps as THPs (inside
+    the VMA, no entry yet: ``True``) and the parts around them, base pages (``False``)."""
     ms = pt.arch.pmd_shift
-    first, last = -(-lo >> ms), hi >> ms  # the whole PMD slots: [first, last)
-    if first >= last:
-        return True
-    pmd = pt.window(first << ms, last << ms).pmd
-    return not any(s in pmd for s in range(first, last))
+    size = 1 << ms
+    pmd = pt.window(a, b).pmd
+    runs: list[list] = []
+    for slot in range(a >> ms, ((b - 1) >> ms) + 1):
+        base = slot << ms
+        huge = v.start <= base and base + size <= v.end and slot not in pmd
+        s_lo, s_hi = (base, base + size) if huge else (max(a, base), min(b, base + size))
+        if runs and runs[-1][2] == huge and runs[-1][1] == s_lo:
+            runs[-1][1] = s_hi
+        else:
+            runs.append([s_lo, s_hi, huge])
+    return [tuple(r) for r in runs]
 
 
 def _mprotect_entry(space: AddressSpace, e: Entry) -> tuple[AddressSpace, list]:
@@ -711,7 +730,8 @@ def compile_workload(w: Workload, target: Target, profile: CostProfile,
             plans = iter(StatefulPlanner(spaces[p.name] or initial_space(p, target, ncpus),
                                          entries, target, seed=i,
                                          repeat=getattr(s, "repeat", 1),
-                                         populate_growth=isinstance(s, TraceStream)))
+                                         populate_growth=isinstance(s, TraceStream),
+                                         thp_enabled=getattr(s, "thp_enabled", "madvise")))
             n_moves = sum(e.op == "mremap" for e in entries) * getattr(s, "repeat", 1)
             count = min(s.count, n_moves) if s.count else n_moves
             if s.count:

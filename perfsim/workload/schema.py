@@ -242,6 +242,10 @@ class TraceStream(_StreamBase):
     """Fraction of each mapping faulted in before it is moved (traces do not record it)."""
     timing: Literal["recorded", "arrival"] = "recorded"
     """``recorded``: keep the trace's timestamps; ``arrival``: use the arrival process."""
+    thp_enabled: Literal["always", "madvise", "never"] = "madvise"
+    """``/sys/kernel/mm/transparent_hugepage/enabled`` where the trace was recorded: which
+    anonymous memory the program's faults map with THPs (``madvise``: only what it advised
+    MADV_HUGEPAGE; ``always``: everything not advised MADV_NOHUGEPAGE)."""
 
 
 def _default_kind(v: Any) -> Any:
