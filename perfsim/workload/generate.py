@@ -530,7 +530,6 @@ class StatefulPlanner:
             self.space = fault_in(self.space, lo, hi, fraction, seed, self.thp_enabled)
         self._pending.clear()
 
-
     def _not_replayed(self, what: str) -> None:
         self.not_replayed[what] = self.not_replayed.get(what, 0) + 1
 
