@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 from perfsim.mm.space import AddressSpace
 from perfsim.mm.vma import Vma
-from perfsim.planner.syscall import _merged, _pgoff_follows, is_mergeable_vma
+from perfsim.planner.syscall import _merged, can_vma_merge
 
 
 @dataclass(frozen=True)
@@ -71,29 +71,23 @@ def vma_modify_flags(space: AddressSpace, vma: Vma, start: int, end: int,
     that the flags change at all (``mprotect_fixup``, ``madvise_update_vma``)."""
     ps = space.arch.page_shift
     changed = change(vma.with_range(start, end, vma.pgoff + ((start - vma.start) >> ps)))
-    pieces: list[Vma] = []
     removed = [vma]
+    below = above = ()
+    # (a part of ``vma`` left below or above the change is split off; else the changed
+    # part may merge with the VMA that touches it there)
+    prev, nxt = space.touching(start, end)
     if start > vma.start:
-        pieces.append(vma.with_range(vma.start, start))
-    else:
-        prev = space.prev_vma(start)
-        if prev is not None and prev.end == start and is_mergeable_vma(prev, changed) and \
-                _pgoff_follows(prev, changed, ps):
-            changed = _merged(prev, changed)
-            removed.append(prev)
+        below = (vma.with_range(vma.start, start),)
+    elif prev is not None and can_vma_merge(prev, changed, ps):
+        changed = _merged(prev, changed)
+        removed.append(prev)
     if end < vma.end:
-        upper = vma.with_range(end, vma.end, vma.pgoff + ((end - vma.start) >> ps))
-        pieces.append(changed)
-        pieces.append(upper)
-    else:
-        nxt = space.next_vma(end)
-        if nxt is not None and nxt.start == end and is_mergeable_vma(changed, nxt) and \
-                _pgoff_follows(changed, nxt, ps):
-            changed = _merged(changed, nxt)
-            removed.append(nxt)
-        pieces.append(changed)
+        above = (vma.with_range(end, vma.end, vma.pgoff + ((end - vma.start) >> ps)),)
+    elif nxt is not None and can_vma_merge(changed, nxt, ps):
+        changed = _merged(changed, nxt)
+        removed.append(nxt)
     kept = [v for v in space.vmas if not any(v is r for r in removed)]
-    return space.with_vmas(kept + pieces)
+    return space.with_vmas([*kept, *below, changed, *above])
 
 
 def do_mprotect(space: AddressSpace, start: int, length: int, prot: str) -> MprotectResult:

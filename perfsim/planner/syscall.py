@@ -80,6 +80,13 @@ def _pgoff_follows(a: Vma, b: Vma, page_shift: int) -> bool:
     return a.pgoff + (a.length >> page_shift) == b.pgoff
 
 
+def can_vma_merge(a: Vma, b: Vma, page_shift: int) -> bool:
+    """May ``a`` and the VMA ``b`` that starts where it ends be one (``can_vma_merge_after``
+    of ``a`` / ``can_vma_merge_before`` of ``b``): mergeable, ``b`` continuing ``a``'s
+    offsets."""
+    return is_mergeable_vma(a, b) and _pgoff_follows(a, b, page_shift)
+
+
 def _merged(a: Vma, b: Vma) -> Vma:
     """``a`` and ``b`` (adjacent, ``a`` first) as one VMA. Its pages count as written back
     only if both VMAs' were (writeback is per page, not a VMA flag: the merge does not
@@ -102,10 +109,10 @@ def copy_vma(space: AddressSpace, vma: Vma, new_addr: int, new_len: int, pgoff: 
         return new, [], False  # no neighbour touches it (the tests below need one that does)
     ps = space.arch.page_shift
     merged, absorbed = new, []
-    if prev is not None and is_mergeable_vma(prev, new) and _pgoff_follows(prev, new, ps):
+    if prev is not None and can_vma_merge(prev, new, ps):
         merged = _merged(prev, merged).replaced(pgoff=prev.pgoff)
         absorbed.append(prev)
-    if nxt is not None and is_mergeable_vma(nxt, new) and _pgoff_follows(new, nxt, ps):
+    if nxt is not None and can_vma_merge(new, nxt, ps):
         merged = _merged(merged, nxt)
         absorbed.append(nxt)
     if not absorbed:
@@ -121,8 +128,7 @@ def vma_merge_extend(space: AddressSpace, vma: Vma, delta: int) -> AddressSpace:
     grown = vma.replaced(end=vma.end + delta)
     nxt = space.next_vma(grown.end)
     replaced = [vma]
-    if nxt is not None and nxt.start == grown.end and is_mergeable_vma(grown, nxt) and \
-            _pgoff_follows(grown, nxt, ps):
+    if nxt is not None and nxt.start == grown.end and can_vma_merge(grown, nxt, ps):
         replaced.append(nxt)
         grown = _merged(grown, nxt)
     return space.with_vma_added(grown, without=replaced)
