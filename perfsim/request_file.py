@@ -176,6 +176,11 @@ class PlanRequest(_Strict):
                                       "...] with the [[vma]] keys; repeat for each; given, "
                                       "they are the whole address space",
                                       "START:SIZE[:K=V,...]", group="space")
+    dontneed: list[str] | None = _opt(None, "before the call, madvise(START, SIZE, "
+                                      "MADV_DONTNEED): the pages zapped, page tables kept but "
+                                      "those of whole PMDs where the kernel frees them "
+                                      "(CONFIG_PT_RECLAIM, R27); repeat for each range",
+                                      "START:SIZE", group="space")
     arch: str = _opt("x86_64", "architecture name or TOML path", "NAME", group="target")
     kernel: str = _opt("6.18", "kernel profile name or TOML path", "NAME", group="target")
     platform: Literal["bare-metal", "kvm-guest"] | None = _opt(
@@ -232,6 +237,7 @@ _ALLOWED_HINTS = {
     "old_addr": 'an address such as "0x7f0000201000" or "A+2M+4K"',
     "new_addr": 'an address such as "0x7f4000601000" or "B+6M+4K"',
     "mmap_base": 'an address such as "0x7ffff7fff000"',
+    "dontneed": 'a list of "START:SIZE" ranges such as ["A+2M:4M"]',
     "start": 'an address such as "0x7f0000201000" or "A+2M+4K"',
     "uffd": '"missing" or "wp"',
     "touched": "true or false",

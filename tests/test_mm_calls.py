@@ -546,3 +546,48 @@ thp_enabled = "{mode}"
         'thp_enabled = "always"', 'thp_enabled = "sometimes"'))
     with pytest.raises(PerfsimError, match="thp_enabled"):
         parse_workload((tmp_path / "w.toml").read_text())
+
+
+# --------------------------------------------------------------------------- perfsim plan
+def _plan_cli(*args):
+    return subprocess.run([sys.executable, "-m", "perfsim", "plan", *args], capture_output=True,
+                          text=True, cwd=ROOT)
+
+
+def test_plan_dontneed_option_hands_memory_back_before_the_call():
+    """E9 (docs/kernel-rules.md): 8 MiB at A, its middle two PMDs handed back, moved to B:
+    the emptied tables move on 6.12 and are gone on 6.18."""
+    got = {}
+    for k in ("6.12", "6.18"):
+        p = _plan_cli("--kernel", k, "--old-addr", "A", "--old-len", "8M", "--new-addr", "B",
+                      "--dontneed", "A+2M:4M", "--json")
+        assert p.returncode == 0, p.stderr
+        d = json.loads(p.stdout)
+        got[k] = (d["move"]["pmd_moves"], d["syscall"]["tlb_flushes"])
+    assert got == {"6.12": (4, 5), "6.18": (2, 3)}
+    p = _plan_cli("--old-addr", "A", "--old-len", "8M", "--new-addr", "B",
+                  "--dontneed", "A+2M:4M", "--dontneed", "A+7M:4K")
+    assert "MADV_DONTNEED A+2M:4M first, MADV_DONTNEED A+7M:4K first" in p.stdout
+
+
+@pytest.mark.parametrize("value, message", [
+    ("A+2M", "is not START:SIZE"), ("A+1:4K", "must be page aligned"),
+    ("A:0", "at least a page"), ("banana:4M", "--dontneed start: cannot parse"),
+    ("A:lots", "--dontneed size: cannot parse"),
+])
+def test_plan_dontneed_bad_values_are_one_line(value, message):
+    p = _plan_cli("--old-addr", "A", "--old-len", "8M", "--new-addr", "B", "--dontneed", value)
+    assert p.returncode == 2 and message in p.stderr
+    assert p.stderr.count("\n") == 1 and "Traceback" not in p.stderr
+
+
+def test_plan_request_file_takes_a_dontneed_list(tmp_path):
+    f = tmp_path / "r.toml"
+    f.write_text('[request]\nold_addr = "A"\nold_len = "8M"\nnew_addr = "B"\n'
+                 'dontneed = ["A:2M"]\nkernel = "6.18"\n')
+    p = _plan_cli("--file", str(f), "--json")
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["move"]["pmd_moves"] == 3
+    f.write_text('[request]\nold_addr = "A"\nold_len = "8M"\nnew_addr = "B"\ndontneed = "A:2M"\n')
+    p = _plan_cli("--file", str(f))
+    assert p.returncode == 2 and "key 'dontneed'" in p.stderr and "a list of" in p.stderr

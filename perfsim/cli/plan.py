@@ -132,14 +132,14 @@ def _add_option(group, name: str, field) -> None:
     flags = ["--" + name.replace("_", "-")] + [f"--{k}" for k, v in FORMER_KEYS.items()
                                                 if v == name]  # --src, --len, --dst
     default = field.default
-    shown = "" if default is None or isinstance(default, bool) or name == "vma" \
+    shown = "" if default is None or isinstance(default, bool) or name in ("vma", "dontneed") \
         else f" ({default})"
     kw: dict[str, Any] = {"dest": name, "default": None, "help": f"{field.description}{shown}"}
     if extra.get("metavar"):
         kw["metavar"] = extra["metavar"]
     if default is True or default is False and name != "thp":
         kw["action"] = argparse.BooleanOptionalAction
-    elif name == "vma":
+    elif name in ("vma", "dontneed"):
         kw["action"] = "append"
     elif name == "thp":
         kw["choices"] = ("on", "off")

@@ -116,8 +116,10 @@ def _call_text(req: MoveRequest) -> str:
 
 def _space_text(res: Resolved) -> str:
     s = res.settings
+    handed_back = [f"MADV_DONTNEED {r} first" for r in s.get("dontneed") or ()]
     if s.get("vma"):
-        return f"{len(s['vma'])} VMAs as given ([[vma]]), {s['cpus']} CPU(s)"
+        return ", ".join([f"{len(s['vma'])} VMAs as given ([[vma]]), {s['cpus']} CPU(s)",
+                          *handed_back])
     space = [s["backing"], f"THP {'on' if s['thp'] else 'off'}", f"populate {s['populate']}"]
     if s["folio_size"]:
         space.append(f"folios {s['folio_size']}")
@@ -126,7 +128,7 @@ def _space_text(res: Resolved) -> str:
     space.append(f"{s['cpus']} CPU{'s' if s['cpus'] != 1 else ''}")
     if res.request.fail_alloc_at:
         space.append(f"allocation {res.request.fail_alloc_at} fails")
-    return ", ".join(space)
+    return ", ".join(space + handed_back)
 
 
 def _result_text(plan: MovePlan) -> str:

@@ -286,6 +286,8 @@ def resolve(v: dict, origin: dict[str, str], lab: Label) -> Resolved:
         space = implicit_space(v, target, old_addr, old_len, new_addr, lab, cpus)
     if v.get("mmap_base") is not None:
         space = _with_mmap_base(space, v["mmap_base"], bases, lab)
+    for text in v.get("dontneed") or ():
+        space = _dontneed(target, space, text, bases, lab)
     request = MoveRequest(old_addr=old_addr, old_len=old_len, new_len=new_len, new_addr=new_addr,
                           maymove=bool(v["maymove"]),
                           fixed=bool(v["fixed"]) and not v["for_stack"],
@@ -306,6 +308,27 @@ def _with_mmap_base(space: AddressSpace, given, bases: dict[str, int], lab: Labe
         raise PerfsimError(f"{lab('mmap_base')}: must be a page-aligned address in (0, "
                            f"{arch.user_va_top:#x}] ({arch.name}), got {base:#x}")
     return replace(space, mmap_base_addr=base)
+
+
+def _dontneed(target: Target, space: AddressSpace, text: str, bases: dict[str, int],
+              lab: Label) -> AddressSpace:
+    """The space after ``madvise(START, SIZE, MADV_DONTNEED)`` of a ``START:SIZE`` range
+    (:func:`perfsim.planner.madvise.madvise_dontneed`): a page-aligned start, a size of at
+    least a page, inside user space."""
+    from perfsim.planner.madvise import madvise_dontneed
+
+    arch = target.arch
+    start_text, sep, size_text = str(text).rpartition(":")
+    if not sep or not start_text or not size_text:
+        raise PerfsimError(f"{lab('dontneed')}: {text!r} is not START:SIZE, e.g. A+2M:4M")
+    start = parse_address(start_text, bases=bases, what=f"{lab('dontneed')} start")
+    size = parse_size(size_text, what=f"{lab('dontneed')} size")
+    if start % arch.page_size or size <= 0:
+        raise PerfsimError(f"{lab('dontneed')}: {text!r}: the start must be page aligned and "
+                           f"the size at least a page ({arch.page_size} bytes)")
+    _check_range(lab("dontneed"), start, _align(size, arch.page_size), lab("dontneed"),
+                 arch.user_va_top, arch.name)
+    return madvise_dontneed(target, space, start, size).space
 
 
 def labeller(origin: dict[str, str]) -> Label:
