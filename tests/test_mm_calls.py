@@ -235,7 +235,8 @@ def test_strace_converter_keeps_mprotect_and_madvise_and_counts_unmodelled_advic
         "7 10:00:00.000100 mmap(NULL, 16777216, PROT_NONE, MAP_PRIVATE|MAP_ANONYMOUS|MAP_NORESERVE, -1, 0) = 0x7ffff6e00000 <0.000010>",  # noqa: E501
         "7 10:00:00.000200 mprotect(0x7ffff6e00000, 8388608, PROT_READ|PROT_WRITE) = 0 <0.000010>",
         "7 10:00:00.000300 madvise(0x7ffff6e00000, 4194304, MADV_DONTNEED) = 0 <0.000010>",
-        "7 10:00:00.000310 madvise(0x7ffff6e00000, 4194304, 0xe /* MADV_HUGEPAGE */) = 0 <0.000010>",
+        "7 10:00:00.000310 madvise(0x7ffff6e00000, 4194304, 0xc /* MADV_MERGEABLE */) = 0 <0.000010>",
+        "7 10:00:00.000315 madvise(0x7ffff6e00000, 4194304, 0xe /* MADV_HUGEPAGE */) = 0 <0.000010>",
         "7 10:00:00.000320 mprotect(0x7ffff0000000, 4096, PROT_NONE) = -1 ENOMEM (Cannot allocate memory) <0.000010>",  # noqa: E501
         "7 10:00:00.000330 mprotect(0x7ffff6e00001, 4096, PROT_READ) = -1 EINVAL (Invalid argument) <0.000010>",  # noqa: E501
         "7 10:00:00.000340 madvise(0x7ffff6e00000, 4096, 0x99) = 0 <0.000010>",
@@ -245,10 +246,11 @@ def test_strace_converter_keeps_mprotect_and_madvise_and_counts_unmodelled_advic
     rows = list(csv.DictReader(io.StringIO(out.getvalue())))
     assert [(r["op"], r["prot"] or r["flags"]) for r in rows[1:]] == [
         ("mprotect", "PROT_READ|PROT_WRITE"), ("madvise", "MADV_DONTNEED"),
-        ("madvise", "MADV_HUGEPAGE"), ("mprotect", "PROT_NONE")]
+        ("madvise", "MADV_MERGEABLE"), ("madvise", "MADV_HUGEPAGE"), ("mprotect", "PROT_NONE")]
     assert st.failed == 2
-    assert st.not_replayed == {"MADV_HUGEPAGE": 1, "0x99 (unknown advice)": 1}
-    assert len(strace_rows(log)) == 5
+    # huge-page advice is replayed (madvise_hugepage); MADV_MERGEABLE and the unknown are not
+    assert st.not_replayed == {"MADV_MERGEABLE": 1, "0x99 (unknown advice)": 1}
+    assert len(strace_rows(log)) == 6
 
 
 def test_replay_populates_no_prot_none_mapping_and_what_mprotect_opens():
@@ -408,14 +410,16 @@ def test_arena_program_without_its_mprotect_and_madvise_rows_agrees_nowhere():
 
 def test_convert_strace_command_says_which_advice_it_does_not_replay(tmp_path):
     log = tmp_path / "a.strace"
-    log.write_text("7 10:00:00.000100 madvise(0x7ffff6e00000, 4194304, MADV_HUGEPAGE) = 0\n"
+    log.write_text("7 10:00:00.000100 madvise(0x7ffff6e00000, 4194304, MADV_MERGEABLE) = 0\n"
+                   "7 10:00:00.000150 madvise(0x7ffff6e00000, 4194304, MADV_HUGEPAGE) = 0\n"
                    "7 10:00:00.000200 mmap(NULL, 4096, PROT_READ, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0)"
                    " = 0x7ffff7000000\n")
     p = subprocess.run([sys.executable, "-m", "perfsim", "workload", "convert-strace", str(log),
                         "-o", str(tmp_path / "a.csv")], capture_output=True, text=True,
                        cwd=ROOT)
     assert p.returncode == 0, p.stderr
-    assert "not replayed" in p.stderr and "MADV_HUGEPAGE x1" in p.stderr
+    assert "not replayed" in p.stderr and "MADV_MERGEABLE x1" in p.stderr
+    assert "MADV_HUGEPAGE" not in p.stderr
     assert ",madvise," in (tmp_path / "a.csv").read_text()
 
 

@@ -62,6 +62,8 @@ NEUTRAL_ADVICE = ("MADV_FREE", "MADV_NORMAL", "MADV_RANDOM", "MADV_SEQUENTIAL",
                   "MADV_WILLNEED", "MADV_COLD", "MADV_PAGEOUT")
 """Advice that leaves the entries and the VMAs as a move sees them (``MADV_COLD`` and
 ``MADV_PAGEOUT`` only age or reclaim pages later; ``MADV_FREE`` frees them lazily)."""
+REPLAYED_ADVICE = ZAPPING_ADVICE + HUGEPAGE_ADVICE + NEUTRAL_ADVICE
+"""Every advice a trace replay models (the rest it counts and leaves alone)."""
 
 
 @dataclass(frozen=True)

@@ -427,8 +427,8 @@ class StatefulPlanner:
         self.populate_growth = populate_growth
         self.skipped = 0
         self.before: AddressSpace | None = None  #: the space the last mremap was planned on
-        #: entries the replay does not model, by what they are (``madvise MADV_HUGEPAGE``,
-        #: ``madvise on hugetlb``): counted, the space left as it was
+        #: entries the replay does not model, by what they are (``madvise MADV_MERGEABLE``,
+        #: ``madvise MADV_DONTNEED of hugetlb``): counted, the space left as it was
         self.not_replayed: dict[str, int] = {}
         #: writes not faulted in yet: ``(lo, hi, fraction, seed)``
         self._pending: list[tuple[int, int, float, int]] = []

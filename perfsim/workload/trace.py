@@ -76,10 +76,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from perfsim.errors import PerfsimError, read_text
-from perfsim.planner.madvise import NEUTRAL_ADVICE, ZAPPING_ADVICE
+from perfsim.planner.madvise import REPLAYED_ADVICE
 from perfsim.workload.generate import Entry
-
-REPLAYED_ADVICE = ZAPPING_ADVICE + NEUTRAL_ADVICE
 
 CSV_COLUMNS = ("time_ns", "op", "addr", "old_len", "new_len", "flags", "new_addr", "result",
                "backing", "populate", "prot", "file", "offset")
