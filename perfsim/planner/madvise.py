@@ -48,6 +48,7 @@ from dataclasses import dataclass
 
 from perfsim.mm.pagetable import PMD_TABLE
 from perfsim.mm.space import AddressSpace
+from perfsim.planner.checks import page_align
 from perfsim.planner.gather import MmuGather
 from perfsim.planner.mprotect import vma_modify_flags
 from perfsim.planner.unmap import large_folio_spans, not_anon_spans, zap_range
@@ -92,8 +93,8 @@ def madvise_dontneed(target: Target, space: AddressSpace, start: int,
     """``madvise(start, length, MADV_DONTNEED)``: the space after it (module docstring).
     ``length`` is rounded up to a page, as the kernel does; the parts of the range no VMA
     maps are skipped (the kernel returns ENOMEM for them, after zapping the rest)."""
-    ps, ms = target.arch.page_size, target.arch.pmd_shift
-    end = start + -(-length // ps) * ps
+    ms = target.arch.pmd_shift
+    end = start + page_align(length, target.arch.page_size)
     pt = space.pt
     freed = skipped = 0
     for v in space.intersecting(start, end):
@@ -126,7 +127,7 @@ def madvise_hugepage(space: AddressSpace, start: int, length: int, advice: str) 
     ps = space.arch.page_size
     if start % ps:
         raise ValueError(f"madvise: start {start:#x} is not page aligned")
-    end = start + -(-length // ps) * ps
+    end = start + page_align(length, ps)
     on = advice == "MADV_HUGEPAGE"
     for v in space.intersecting(start, end):
         if (v.thp, v.nohugepage) != (on, not on) and not v.is_hugetlb:

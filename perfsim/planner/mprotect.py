@@ -38,6 +38,7 @@ from dataclasses import dataclass
 
 from perfsim.mm.space import AddressSpace
 from perfsim.mm.vma import Vma
+from perfsim.planner.checks import page_align
 from perfsim.planner.syscall import _merged, can_vma_merge
 
 
@@ -51,8 +52,7 @@ class MprotectResult:
 
 def _with_prot(v: Vma, prot: str) -> Vma:
     """``v`` with ``prot`` (``vm_flags_reset``): write taken away keeps its pages dirty."""
-    dirty = v.dirty or ("w" in v.prot and "w" not in prot)
-    return v.replaced(prot=prot, dirty=dirty and "w" not in prot)
+    return v.replaced(prot=prot, dirty="w" not in prot and (v.dirty or "w" in v.prot))
 
 
 def mprotect_fixup(space: AddressSpace, vma: Vma, start: int, end: int,
@@ -97,7 +97,7 @@ def do_mprotect(space: AddressSpace, start: int, length: int, prot: str) -> Mpro
     ps = space.arch.page_size
     if start % ps:
         raise ValueError(f"mprotect: start {start:#x} is not page aligned")
-    end = start + -(-length // ps) * ps
+    end = start + page_align(length, ps)
     if end <= start:
         return MprotectResult(space, None)
     at = start

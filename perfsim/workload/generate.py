@@ -38,6 +38,7 @@ from perfsim.mm.pagetable import PageTables
 from perfsim.mm.space import AddressSpace
 from perfsim.mm.vma import Vma
 from perfsim.planner import MovePlan, MoveRequest, plan_mremap
+from perfsim.planner.checks import page_align
 from perfsim.planner.reference import geometry_of
 from perfsim.profiles import Target
 from perfsim.workload.schema import (
@@ -597,7 +598,7 @@ def _touched(space: AddressSpace, e: Entry, seed: int) -> list:
     """The writes of a trace's ``touch`` row: ``[old_addr, old_addr + old_len)``, the
     ``populate`` fraction of its pages (default all), in the VMAs with write permission
     (a store elsewhere would have killed the program)."""
-    end = e.old_addr + -(-e.old_len // space.arch.page_size) * space.arch.page_size
+    end = e.old_addr + page_align(e.old_len, space.arch.page_size)
     fraction = 1.0 if e.populate is None else e.populate
     if fraction <= 0:
         return []
@@ -608,9 +609,8 @@ def _touched(space: AddressSpace, e: Entry, seed: int) -> list:
 def _added(addr: int, e: Entry, seed: int, arch) -> list:
     """The write of the part a growing mremap added (``[addr + old_len, addr + new_len)``,
     page-rounded) with the entry's ``populate`` fraction."""
-    ps = arch.page_size
-    lo = addr + -(-e.old_len // ps) * ps
-    hi = addr + -(-e.new_len // ps) * ps
+    lo = addr + page_align(e.old_len, arch.page_size)
+    hi = addr + page_align(e.new_len, arch.page_size)
     return [(lo, hi, e.populate, seed)] if hi > lo else []
 
 

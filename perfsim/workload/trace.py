@@ -95,6 +95,7 @@ MADV_NUMBERS = {
 }
 """The ``madvise`` advice values of the uapi header, by name (a log written with ``-X raw``
 prints the number)."""
+_MADV_NAMES = {v: k for k, v in MADV_NUMBERS.items()}
 PROT_LETTERS = {"PROT_READ": "r", "PROT_WRITE": "w", "PROT_EXEC": "x"}
 """An mmap row's ``prot`` names and the letters of :attr:`perfsim.mm.vma.Vma.prot`."""
 PROT_NAMES = ("PROT_NONE", "PROT_READ", "PROT_WRITE", "PROT_EXEC", "PROT_SEM",
@@ -195,10 +196,8 @@ def parse_advice(text: str, origin: str = "", line: int = 0) -> str:
     t = _uncommented(text or "")
     if t in MADV_NUMBERS:
         return t
-    if _is_int(t):
-        by_value = {v: k for k, v in MADV_NUMBERS.items()}
-        if int(t, 0) in by_value:
-            return by_value[int(t, 0)]
+    if _is_int(t) and int(t, 0) in _MADV_NAMES:
+        return _MADV_NAMES[int(t, 0)]
     raise PerfsimError(f"{origin}:{line}: column 'flags': {text!r} is not a madvise advice; "
                        "allowed on a madvise row: an MADV_* name (e.g. MADV_DONTNEED) or "
                        "its number")
