@@ -159,7 +159,7 @@ class KernelProfile(_Frozen):
     removal, one ``__tlb_remove_folio_pages`` gather entry of two slots): 6.9+ ("mm/memory:
     optimize unmap/zap with PTE-mapped THP"). False before: one PTE per step (6.1, 6.6,
     6.7). R24a."""
-    anon_thp_align: Literal["none", "any_length", "pmd_multiple"] = "pmd_multiple"
+    anon_thp_align: Literal["none", "any_length", "pmd_span", "pmd_multiple"] = "pmd_multiple"
     """Where ``get_unmapped_area`` puts a private anonymous range the kernel chooses the
     address of (an mremap growth that cannot stay in place, DONTUNMAP without an address;
     :mod:`perfsim.planner.unmapped_area`):
@@ -174,10 +174,18 @@ class KernelProfile(_Frozen):
       preference", January 2024, then zeroed ``pgoff`` for anonymous memory: if a 6.7.y
       stable release took it, its ranges start on a PMD boundary instead); not read in a
       6.7 source;
+    * ``pmd_span``: every such range goes through ``thp_get_unmapped_area`` with ``pgoff``
+      taken as 0, so one of at least a PMD, whatever its length, starts on a PMD boundary
+      (the hint kept where the padded range is free there): 6.8 to 6.10, and 6.11 before
+      6.11.7 ("mm: thp_get_unmapped_area must honour topdown preference" zeroed ``pgoff``
+      for anonymous memory in 6.8; the 6.10/6.11 form, ``thp_get_unmapped_area_vmflags``
+      under ``IS_ENABLED(CONFIG_TRANSPARENT_HUGEPAGE)`` alone, is what the 6.12-rc patch
+      below edits; docs/kernels.md);
     * ``pmd_multiple``: only a length that is a whole number of PMDs, without a hint, with
       ``pgoff`` taken as 0, so the range starts on a PMD boundary (6.12.117 and 7.3.4's
       ``__get_unmapped_area``: "mm, mmap: limit THP alignment of anonymous mappings to
-      PMD-aligned sizes" and the no-hint condition of late 2024)."""
+      PMD-aligned sizes", d4148aeab412, 6.12-rc, pushed to linux-6.11.y on 2024-11-06,
+      and the no-hint condition of late 2024)."""
     thp_honours_topdown: bool = True
     """``__thp_get_unmapped_area`` on a top-down mm takes a padded start that is already
     congruent one PMD higher, so the padding lies below the range ("mm:
@@ -384,11 +392,41 @@ def load_arch(name_or_path: str) -> ArchProfile:
     return _load("arch", name_or_path, ArchProfile, arch_names(), "arch")
 
 
+#: a kernel release as ``uname -r`` prints it: ``6.18.44``, ``6.12.117+deb13-amd64``,
+#: ``6.8.0-45-generic``, ``7.0-rc3``
+_RELEASE = re.compile(r"(\d+)\.(\d+)(?:\.\d+)?(?:[-+~_].*)?")
+
+
+def kernel_series(name) -> str | None:
+    """``"MAJOR.MINOR"`` of a kernel release name (``"6.8.0-45-generic"`` -> ``"6.8"``),
+    or None when ``name`` is not shaped like one (a path, a typo)."""
+    if not isinstance(name, str):
+        return None
+    m = _RELEASE.fullmatch(name)
+    return f"{int(m[1])}.{int(m[2])}" if m else None
+
+
+def profile_name(name) -> str:
+    """The built-in kernel profile ``name`` stands for: ``name`` itself where a profile has
+    that name; a release of a series with a profile (what ``uname -r`` prints on the
+    machine measured: ``6.18.44``, ``6.12.117+deb13-amd64``) that series' profile, which
+    is the series as of the newest stable release read (docs/kernels.md: where a stable
+    release changed a decision, the profile's comment says from which); else ``name``
+    unchanged (a path, or a version without a profile, which :func:`load_kernel` refuses)."""
+    names = builtin_names("kernels")
+    if name in names:
+        return name
+    series = kernel_series(name)
+    return series if series in names else name
+
+
 def load_kernel(name_or_path: str) -> KernelProfile:
-    """Load a kernel profile by built-in name (``6.6``, ``6.18``, ...) or TOML path. An
-    unknown version between two profiles says which two (docs/kernels.md says what
-    changed between them)."""
+    """Load a kernel profile by built-in name (``6.6``, ``6.18``, ...), by a release of
+    a series that has one (``6.18.44``: :func:`profile_name`) or by TOML path. An unknown
+    version between two profiles says which two (docs/kernels.md says what changed between
+    them)."""
     names = kernel_names()
+    name_or_path = profile_name(name_or_path)
     try:
         return _load("kernels", name_or_path, KernelProfile, names, "kernel profile")
     except PerfsimError as exc:
@@ -409,11 +447,13 @@ def between_profiles(name, names: list[str] | None = None) -> str | None:
 
 
 def _bracket(name, names: list[str]) -> tuple[str, str] | None:
-    """The profiles just below and just above the version ``name`` (``MAJOR.MINOR``), or
-    None when it is not such a version or not between two of ``names`` (in version order)."""
-    if not isinstance(name, str) or re.fullmatch(r"\d+\.\d+", name) is None:
+    """The profiles just below and just above the version ``name`` (``MAJOR.MINOR``, or a
+    release of that series: :func:`kernel_series`), or None when it is not such a version
+    or not between two of ``names`` (in version order)."""
+    series = kernel_series(name)
+    if series is None:
         return None
-    v = _version_key(name)
+    v = _version_key(series)
     below = [n for n in names if _version_key(n) < v]
     above = [n for n in names if _version_key(n) > v]
     return (below[-1], above[0]) if below and above else None

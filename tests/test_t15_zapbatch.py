@@ -21,6 +21,7 @@ from perfsim.planner import steps as S
 from perfsim.planner.gather import MmuGather, pages_until_forced_flush
 from perfsim.planner.options import PlanOptions
 from perfsim.planner.unmap import folio_pte_runs, gather_zapped_ptes, zap_batches_large_folio
+from perfsim.profiles import kernel_names
 
 ROOT = Path(__file__).parent.parent
 SURVEY = ROOT / "tests" / "data" / "zap" / "thp_zap_survey.json"
@@ -35,7 +36,7 @@ def zap_columns(plan):
 
 
 # ---------------------------------------------------------------------------- the profile key
-@pytest.mark.parametrize("kernel", BATCHING + PER_PTE)
+@pytest.mark.parametrize("kernel", kernel_names())
 def test_zap_pte_batching_is_declared_true_from_6_9_and_false_before(kernel):
     t = resolve_target(kernel)
     assert t.kernel.zap_pte_batching is (tuple(t.kernel.version) >= (6, 9))

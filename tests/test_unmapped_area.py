@@ -30,7 +30,7 @@ DATA = Path(__file__).parent / "data" / "groundtruth"
 K, M = 1 << 10, 1 << 20
 PMD = 2 * M
 VERSIONS = ("6.1", "6.12", "6.16", "6.17", "6.18", "6.19", "7.3")
-T = {v: resolve_target(v, "x86_64") for v in ("6.1", "6.7", "6.18")}
+T = {v: resolve_target(v, "x86_64") for v in ("6.1", "6.7", "6.8", "6.11", "6.18")}
 BASE = 0x7F00_0000_0000  # mmap_base of the spaces below (PMD-aligned)
 
 
@@ -119,6 +119,26 @@ def test_a_realloc_growth_is_realigned_on_6_7_and_copied_pte_by_pte_on_6_18():
     assert p18.move.ptes_moved == 1024
 
 
+def test_6_8_to_6_10_put_an_anonymous_growth_of_any_length_on_a_pmd_boundary():
+    """The same source grown to 5 MiB (not whole PMDs): 6.7 places it congruent with the
+    source (pgoff), 6.8 on a PMD boundary (pgoff 0, any length of a PMD or more), 6.11 (as
+    of 6.11.7) and 6.18 where the plain search says, here 1 MiB and a page off a boundary; a
+    growth to less than a PMD goes through the plain search on every line."""
+    src = BASE - 64 * M + 4 * K
+    sp = space(Vma(src, src + 1 * M, pgoff=src >> 12), Vma(src + 1 * M, src + 1 * M + 4 * K))
+    sp = AddressSpace(sp.vmas, sp.pt.populate(src, src + 1 * M), mmap_base_addr=BASE - 4 * K)
+    req = MoveRequest(src, 1 * M, 5 * M, fixed=False)
+    got = {v: plan_mremap(sp, req, T[v]).result_addr for v in ("6.7", "6.8", "6.11", "6.18")}
+    assert got["6.7"] % PMD == src % PMD
+    assert got["6.8"] % PMD == 0
+    assert got["6.11"] == got["6.18"] == BASE - 4 * K - 5 * M
+    assert got["6.18"] % PMD == M - 4 * K  # not on a boundary, nor congruent with the source
+    small = MoveRequest(src, 1 * M, 1 * M + 8 * K, fixed=False)
+    assert len({plan_mremap(sp, small, T[v]).result_addr for v in ("6.8", "6.18")}) == 1
+    assert U.handler(T["6.8"], sp, sp.vmas[0], 5 * M, None) == "anon_zero"
+    assert "6.8-6.10" in U.placement(T["6.8"], sp, sp.vmas[0], 5 * M, None)
+
+
 def test_the_mmap_base_of_a_process_without_randomisation():
     top = (1 << 47) - 4096
     assert x86_mmap_base(top, 8 << 20) == 0x7FFFF7FFF000  # where ld.so ends under setarch -R
@@ -127,11 +147,11 @@ def test_the_mmap_base_of_a_process_without_randomisation():
 
 
 def test_the_profiles_say_which_alignment_each_kernel_line_has():
-    assert {v: load_kernel(v).anon_thp_align for v in ("6.1", "6.6", "6.7", "6.12", "7.3")} == {
-        "6.1": "none", "6.6": "none", "6.7": "any_length", "6.12": "pmd_multiple",
-        "7.3": "pmd_multiple"}
-    assert [load_kernel(v).thp_honours_topdown for v in ("6.1", "6.6", "6.7", "6.12", "7.3")] \
-        == [False, False, False, True, True]
+    lines = ("6.1", "6.6", "6.7", "6.8", "6.9", "6.10", "6.11", "6.12", "6.13", "7.3")
+    assert [load_kernel(v).anon_thp_align for v in lines] == [
+        "none", "none", "any_length", "pmd_span", "pmd_span", "pmd_span", "pmd_multiple",
+        "pmd_multiple", "pmd_multiple", "pmd_multiple"]
+    assert [load_kernel(v).thp_honours_topdown for v in lines] == [False] * 3 + [True] * 7
 
 
 def test_bad_kernel_picks_cases_are_one_line():
@@ -302,7 +322,7 @@ ARCHES = ("x86_64", "arm64-4k", "arm64-16k", "riscv-sv48")
 
 
 @settings(max_examples=300, deadline=None)
-@given(arch=st.sampled_from(ARCHES), kernel=st.sampled_from(("6.1", "6.7", "6.18")),
+@given(arch=st.sampled_from(ARCHES), kernel=st.sampled_from(("6.1", "6.7", "6.8", "6.18")),
        backing=st.sampled_from(("anon", "file", "shmem")), huge=st.booleans(),
        holes=st.lists(st.tuples(st.integers(1, 4096), st.integers(1, 4096)), max_size=6),
        pages=st.integers(1, 40000), whole_pmds=st.sampled_from([0] * 8 + list(range(1, 9))),
@@ -337,9 +357,9 @@ def test_a_placed_range_is_free_below_mmap_base_and_aligned_as_its_path_says(
     pmd = a.pmd_size
     how = U.handler(t, sp, vma, length, None)
     padded_fits = U.unmapped_area_topdown(sp, length + pmd) is not None
-    off = {"anon_pmd": 0}.get(how, pgoff * a.page_size)
+    off = {"anon_pmd": 0, "anon_zero": 0}.get(how, pgoff * a.page_size)
     whole_chunk = off + length - (-(-off // pmd) * pmd) >= pmd
-    if how in ("file", "anon_pgoff", "anon_pmd") and padded_fits and whole_chunk:
+    if how in ("file", "anon_pgoff", "anon_pmd", "anon_zero") and padded_fits and whole_chunk:
         assert (got - off) % pmd == 0, (how, hex(got), hex(off))
 
 

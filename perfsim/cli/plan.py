@@ -110,6 +110,7 @@ examples:
 
 archs: {", ".join(arch_names())}
 kernels: {", ".join(kernel_names())}
+  (or a release as uname -r prints it, e.g. 6.8.0-45-generic: its line's profile)
 """
 
 _GROUPS = {"request": "the request", "space": "the address space", "target": "the target"}

@@ -99,11 +99,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _with_kernels(study, text: str):
     """The study comparing the kernel profiles ``OLD,NEW`` (each must be known)."""
-    from perfsim.profiles import kernel_names
+    from perfsim.profiles import kernel_names, profile_name
     from perfsim.report.study import Study
     from perfsim.schema import load_model
 
-    kernels = [k.strip() for k in text.split(",")]
+    kernels = [profile_name(k.strip()) for k in text.split(",")]
     unknown = [k for k in kernels if k not in kernel_names()]
     if unknown:
         raise PerfsimError(f"--kernels: unknown kernel profile {unknown[0]!r}; known: "

@@ -13,14 +13,14 @@ from pathlib import Path
 from perfsim.errors import PerfsimError
 from perfsim.groundtruth.model import Unrepresentable, compare
 from perfsim.groundtruth.records import read_jsonl
-from perfsim.profiles import Target, between_profiles, kernel_names, resolve_target
+from perfsim.profiles import Target, between_profiles, kernel_names, profile_name, resolve_target
 
 
 def target_for(rec: dict, profile: str | None = None) -> Target:
     """The profile ``profile`` (default: the record's kernel version) on x86-64, with the
     record's platform."""
     name = profile or rec["kernel_version"]
-    if profile is None and name not in kernel_names():
+    if profile is None and profile_name(name) not in kernel_names():
         hint = between_profiles(name)
         raise PerfsimError(f"record {rec['id']!r}: no kernel profile {name!r}; known: "
                            f"{', '.join(kernel_names())}" + (f"; {hint}" if hint else "")

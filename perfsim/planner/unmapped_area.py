@@ -17,9 +17,11 @@ dispatches on the mapping (read in Debian's 6.1.176, 6.12.117 and 7.3.4):
   allows huge pages (``Vma.shmem_huge``);
 * a private anonymous mapping (``Kernel.anon_thp_align``): before 6.7 the plain search;
   6.7's "mm: align larger anonymous mappings on THP boundaries" sends every one through
-  :func:`thp_get_unmapped_area` with the ``pgoff`` mremap passed (``"any_length"``); by
-  6.12 only a length that is a whole number of PMDs, without a hint, with ``pgoff`` taken
-  as 0, so the range starts on a PMD boundary (``"pmd_multiple"``).
+  :func:`thp_get_unmapped_area` with the ``pgoff`` mremap passed (``"any_length"``); 6.8
+  to 6.10 every one with ``pgoff`` taken as 0, so a range of a PMD or more, whatever its
+  length, starts on a PMD boundary (``"pmd_span"``); by 6.12 (and 6.11.7) only a length
+  that is a whole number of PMDs, without a hint, with ``pgoff`` taken as 0, so the range
+  starts on a PMD boundary (``"pmd_multiple"``).
 
 The plain search is :func:`mm_get_unmapped_area`: the hint when it is free, else the highest
 gap below ``mmap_base`` that fits (``arch_get_unmapped_area_topdown``,
@@ -156,13 +158,16 @@ def handler(target: Target, space: AddressSpace, vma: Vma, length: int, hint: in
             ) -> str:
     """Which of ``__get_unmapped_area``'s paths places a range of ``vma``: ``"file"``
     (``thp_get_unmapped_area`` by file offset), ``"shmem"``, ``"hugetlb"``, ``"anon_pgoff"``
-    (6.7: ``thp_get_unmapped_area`` with the VMA's own ``pgoff``), ``"anon_pmd"`` (6.12+:
-    whole PMDs, no hint, a PMD boundary) or ``"plain"``."""
+    (6.7: ``thp_get_unmapped_area`` with the VMA's own ``pgoff``), ``"anon_zero"`` (6.8 to
+    6.10: ``thp_get_unmapped_area`` with ``pgoff`` 0, any length, the hint passed on),
+    ``"anon_pmd"`` (6.12+: whole PMDs, no hint, a PMD boundary) or ``"plain"``."""
     if vma.backing in ("file", "shmem", "hugetlb"):
         return vma.backing
     mode = target.kernel.anon_thp_align
     if mode == "any_length":
         return "anon_pgoff"
+    if mode == "pmd_span":
+        return "anon_zero"
     if mode == "pmd_multiple" and not hint and length % space.arch.pmd_size == 0:
         return "anon_pmd"
     return "plain"
@@ -177,6 +182,8 @@ _SAYS = {
     "hugetlb": "hugetlb_get_unmapped_area: aligned to the huge page",
     "anon_pgoff": "thp_get_unmapped_area with the VMA's pgoff (6.7): congruent with where the "
                   "range was, where it spans a whole PMD",
+    "anon_zero": "thp_get_unmapped_area with pgoff 0 (6.8-6.10): an anonymous range of a PMD or "
+                 "more starts on a PMD boundary, whatever its length",
     "anon_pmd": "thp_get_unmapped_area: an anonymous range of whole PMDs starts on a PMD "
                 "boundary (6.12+)",
     "plain": "mm_get_unmapped_area: the hint where it is free, else the highest free gap "
@@ -201,6 +208,8 @@ def get_unmapped_area(target: Target, space: AddressSpace, vma: Vma, length: int
         return thp_get_unmapped_area(space, length, hint, off, target)
     if how == "anon_pmd":
         return thp_get_unmapped_area(space, length, None, 0, target)
+    if how == "anon_zero":
+        return thp_get_unmapped_area(space, length, hint, 0, target)
     if how == "shmem":
         return shmem_get_unmapped_area(space, length, hint, off, vma.shmem_huge)
     if how == "hugetlb":
