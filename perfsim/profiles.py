@@ -257,7 +257,8 @@ class KernelProfile(_Frozen):
       ``MADV_DONTNEED`` lowers ``VmPTE`` by 4 kB);
     * ``rcu_table_free``: on every architecture with ``MMU_GATHER_RCU_TABLE_FREE`` (x86-64,
       arm64, RISC-V SMP: 7.3.4's ``mm/Kconfig``, where ``PT_RECLAIM`` depends on it and on
-      no ``HAVE_ARCH_TLB_REMOVE_TABLE``)."""
+      no ``HAVE_ARCH_TLB_REMOVE_TABLE``; "mm: make PT_RECLAIM depends on
+      MMU_GATHER_RCU_TABLE_FREE", queued for 7.0)."""
 
     @property
     def tables_freed_through_batch(self) -> bool:
