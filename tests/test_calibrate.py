@@ -121,7 +121,7 @@ def test_fit_on_recorded_data_gives_intervals_and_plausible_costs(recorded):
     fit = fit_table(table, planned, samples, prior, n_boot=40, seed=1)
     v = fit.values
     assert set(v) == set(PARAM_NAMES)
-    assert 5_000 < v["syscall_ns"] < 30_000      # a small mremap is ~12 µs here
+    assert 2_000 < v["syscall_ns"] < 30_000      # a small mremap is ~12 µs here, its unmap apart
     assert 3 < v["pte_present_ns"] < 40          # A1: ~12 ns per PTE
     assert 500 < v["ipi_round_trip_ns"] < 10_000  # 2-thread calls: µs per IPI on this VM
     assert v["pud_move_ns"] == v["pmd_move_ns"] and fit.status["pud_move_ns"] == "tied"

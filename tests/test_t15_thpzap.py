@@ -240,8 +240,8 @@ def test_the_engine_prices_a_thp_shrink_as_the_closed_form_does():
     t = resolve_target("6.18", "x86_64")
     p = thp_shrink(64 * M, 32 * M)
     text = (ROOT / "perfsim" / "data" / "cost" / "kvm-epyc.toml").read_text()
-    jit = parse_cost_profile(text.replace("[params.zap_huge_pmd_ns]\nns = 6502\n",
-                                          "[params.zap_huge_pmd_ns]\nns = 6502\ndist = "
+    jit = parse_cost_profile(text.replace("[params.zap_huge_pmd_ns]\nns = 6641\n",
+                                          "[params.zap_huge_pmd_ns]\nns = 6641\ndist = "
                                           "\"lognormal\"\nsigma = 0.2\n"), "jittered")
     for prof in (load_cost_profile("kvm-epyc"), jit):
         spec = SimSpec(cpus=2, target=t, profile=prof, mms=(MmSpec("app", (0,)),),

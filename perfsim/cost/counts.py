@@ -75,7 +75,9 @@ def row_counts(row, run_start, ipis, ops, folio_terms=(False, 0, 0)) -> tuple:
     """The counts of :data:`ROW_PARAMS` for rows whose :data:`ROW_COLUMNS` are ``row`` (a
     sequence of arrays, or of one row's ints: the same rules either way).
 
-    ``run_start``: the row's phase differs from the previous row's (True on the first row);
+    ``run_start``: the row's phase differs from the previous row's (True on the first row;
+    part of the rows' memo keys; no rule reads it since ``unmap_ns`` is charged on the
+    ``do_vmi_munmap`` row itself);
     ``ipis``: CPUs its flush interrupts (:func:`ipi_targets_of`); ``ops``: :data:`ARRAY_OPS`
     or :data:`SCALAR_OPS`; ``folio_terms``: :func:`folio_terms`. A parameter a row does not
     pay may come back as ``0`` or ``False`` (broadcast by the callers)."""
@@ -111,7 +113,7 @@ def row_counts(row, run_start, ipis, ops, folio_terms=(False, 0, 0)) -> tuple:
         freed,                                                         # table_free_ns
         notifier,                                                      # notifier_pair_ns
         kind == S.K_SYSCALL,                                           # syscall_ns
-        (phase == S.UNMAP_DST) & run_start,                            # unmap_ns: per run
+        kind == S.K_MUNMAP,                                            # unmap_ns
         (kind == S.K_ZAP) * batches,                                   # zap_pte_ns (R24a)
         (kind == S.K_ZAP) * slots,                                     # zap_huge_pmd_ns (R24)
         ((phase == S.MOVE) | (phase == S.REVERT)) & (kind != S.K_NOTIFIER),  # extent_ns

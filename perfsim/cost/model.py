@@ -12,8 +12,9 @@ Which parameter a row pays (docs/kernel-rules.md):
 parameter                  charged
 =========================  ===============================================================
 syscall_ns                 once per ``syscall`` row (whole-call fixed work, R22)
-unmap_ns                   once per run of ``unmap_dst`` rows (``do_munmap`` of a mapped
-                           destination, R22.3)
+unmap_ns                   once per ``do_vmi_munmap`` row (the VMA work of unmapping a range
+                           that holds a mapping: a move's source, a mapped destination, a
+                           shrink's tail; R22.3)
 zap_pte_ns                 per batch of a ``zap`` row (``batches``: one per PTE, or per run
                            of a large folio's PTEs from 6.9, R24a)
 zap_huge_pmd_ns            per huge PMD a ``zap`` row zapped whole (``slots``, R24)

@@ -38,10 +38,10 @@ from perfsim.schema import DurationNs, StrictModel, load_model
 #: Every cost parameter, with the one-line meaning shown in docs and errors.
 PARAM_DOCS: dict[str, str] = {
     # fixed work around move_page_tables
-    "syscall_ns": "do_mremap fixed work: entry/exit, checks, mmap_lock, vma_lookup, copy_vma, "
-                  "unmap_source_vma's VMA work (once per call)",
-    "unmap_ns": "do_munmap fixed work for a mapped MREMAP_FIXED destination or a shrink tail "
-                "(once per UNMAP_DST phase)",
+    "syscall_ns": "do_mremap fixed work: entry/exit, checks, mmap_lock, vma_lookup, copy_vma "
+                  "(once per call; an unmap it makes is unmap_ns)",
+    "unmap_ns": "do_vmi_munmap's VMA work for a range that holds a mapping: a move's source, "
+                "a mapped MREMAP_FIXED destination, a shrink's tail (once per do_vmi_munmap row)",
     "zap_pte_ns": "zap one present PTE (unmap_vmas)",
     "extent_ns": "one move_page_tables loop step: cond_resched, get_extent, table walk "
                  "(every MOVE/REVERT extent, skips included)",

@@ -50,7 +50,7 @@ PHASE_NAMES = ("syscall", "unmap_dst", "move", "revert", "unmap_src")
 # Kinds
 (K_SYSCALL, K_NOTIFIER, K_SKIP_PUD, K_SKIP_PMD, K_PUD_MOVE, K_HUGE_PUD_MOVE, K_PMD_MOVE,
  K_PMD_MOVE_FAILED, K_PUD_MOVE_FAILED, K_THP_MOVE, K_THP_SPLIT, K_PTE_MOVE, K_ALLOC_FAIL,
- K_HUGETLB_MOVE, K_ZAP, K_FREE_TABLES) = range(16)
+ K_HUGETLB_MOVE, K_ZAP, K_FREE_TABLES, K_MUNMAP) = range(17)
 
 KIND_NAMES = (
     "syscall",          # do_mremap fixed work
@@ -69,6 +69,7 @@ KIND_NAMES = (
     "move_hugetlb_page_tables",
     "zap",              # unmap_vmas over a range (present PTEs and whole huge PMDs cleared)
     "free_pgtables",    # page-table pages freed + tlb_finish_mmu flush
+    "do_vmi_munmap",    # the VMA work of unmapping a mapped range (slots: the VMAs it hits)
 )
 
 INT_COLUMNS = (

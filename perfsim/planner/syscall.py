@@ -175,6 +175,10 @@ def _do_munmap(target: Target, space: AddressSpace, tables: CallTables, start: i
     first, last = hit[0], hit[-1]
     floor = start if first.start < start else (vmas[i - 1].end if i else 0)
     ceiling = end if last.end > end else (vmas[j].start if j < len(vmas) else 0)
+    # do_vmi_munmap's VMA work (split, detach, the maple tree store): one row, whatever
+    # the range held in page tables (unmap_ns; a DONTUNMAP move and an in-place growth have
+    # none, docs/calibration.md "The source's unmap")
+    log.add(phase, S.K_MUNMAP, start, 0, length, slots=j - i)
     forcing, not_anon = zap_spans(hit, start, end)
     region = UnmapRegion(start, end, floor, ceiling,
                          (min(start, first.start), max(end, last.end)), forcing, not_anon,

@@ -28,7 +28,8 @@ KIND_FUNCS = dict(enumerate(S.KIND_NAMES))
 KIND_FUNCS.update({S.K_SYSCALL: "mremap fixed work (checks, vma_lookup, copy_vma)",
                    S.K_NOTIFIER: "mmu_notifier_invalidate_range_start/end",
                    S.K_SKIP_PUD: "skip (PUD none)", S.K_SKIP_PMD: "skip (PMD none)",
-                   S.K_ZAP: "unmap_vmas (zap)", S.K_FREE_TABLES: "free_pgtables"})
+                   S.K_ZAP: "unmap_vmas (zap)", S.K_FREE_TABLES: "free_pgtables",
+                   S.K_MUNMAP: "do_vmi_munmap"})
 MAX_EVENTS = 500_000
 
 
