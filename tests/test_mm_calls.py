@@ -189,14 +189,57 @@ def test_mprotect_stops_at_a_hole_with_enomem_and_refuses_nothing_mapped():
 def test_mprotect_merges_with_a_neighbour_only_when_it_continues_it():
     t = resolve_target("6.18", "x86_64")
     pg = BASE >> 12
-    a = Vma(BASE, BASE + PMD, name="a", pgoff=pg, anon_id="a", prot="r")
+    # (a and c were written and made read-only before: VM_ACCOUNT kept, as b's will be)
+    a = Vma(BASE, BASE + PMD, name="a", pgoff=pg, anon_id="a", prot="r", account=True)
     b = Vma(BASE + PMD, BASE + 2 * PMD, name="b", pgoff=pg + 512, anon_id="a")
     c = Vma(BASE + 2 * PMD, BASE + 3 * PMD, name="c", pgoff=pg + 99_999, anon_id="a",
-            prot="r")
+            prot="r", account=True)
     sp = AddressSpace((a, b, c), PageTables.empty(t.arch))
     got = do_mprotect(sp, BASE + PMD, PMD, "r")  # b joins a; c's pgoff does not follow
     assert [(v.start, v.end) for v in got.space.vmas] == [(BASE, BASE + 2 * PMD),
                                                           (BASE + 2 * PMD, BASE + 3 * PMD)]
+
+
+def _layout(*vmas):
+    return AddressSpace(vmas, PageTables.empty(resolve_target("6.18").arch))
+
+
+def test_vm_account_and_vm_noreserve_keep_neighbours_apart_as_the_kernel_does():
+    """The live check of planner/mprotect.py's docstring (this machine, 6.18, 2026-12-03):
+    an anonymous MAP_NORESERVE mapping beside an ordinary one stays apart; an unfaulted
+    read-write mapping made read-only beside a read-only one merges (6.7+: its VM_ACCOUNT
+    dropped), a written one does not (VM_ACCOUNT kept), nor does an unfaulted one on 6.6;
+    a PROT_NONE reservation opened read-write beside a read-write mapping merges (it gains
+    VM_ACCOUNT)."""
+    pg = BASE >> 12
+    rw = Vma(BASE, BASE + PMD, pgoff=pg, anon_vma=False)
+    nores = Vma(BASE + PMD, BASE + 2 * PMD, pgoff=pg + 512, anon_vma=False, noreserve=True)
+    assert rw.account and not nores.account
+    # both read-only, then made writable together: the ordinary one is charged, the
+    # MAP_NORESERVE one is not, and VM_NORESERVE differs anyway
+    both_ro = _layout(rw.replaced(prot="r", account=False), nores.replaced(prot="r"))
+    assert len(do_mprotect(both_ro, BASE, 2 * PMD, "rw").space.vmas) == 2
+    plain = _layout(rw.replaced(prot="r", account=False),
+                    nores.replaced(prot="r", noreserve=False))
+    assert len(do_mprotect(plain, BASE, 2 * PMD, "rw").space.vmas) == 1
+    ro = Vma(BASE + PMD, BASE + 2 * PMD, pgoff=pg + 512, anon_vma=False, prot="r")
+    assert not ro.account
+    unfaulted = do_mprotect(_layout(rw, ro), BASE, PMD, "r").space
+    assert len(unfaulted.vmas) == 1
+    assert len(do_mprotect(_layout(rw, ro), BASE, PMD, "r", (6, 6)).space.vmas) == 2
+    written = rw.replaced(anon_vma=True, anon_id="w")
+    assert len(do_mprotect(_layout(written, ro), BASE, PMD, "r").space.vmas) == 2
+    none = Vma(BASE + PMD, BASE + 2 * PMD, pgoff=pg + 512, anon_vma=False, prot="")
+    opened = do_mprotect(_layout(rw, none), BASE + PMD, PMD, "rw").space
+    assert len(opened.vmas) == 1 and opened.vmas[0].account
+
+
+def test_a_trace_row_says_map_noreserve_by_name_or_by_bit():
+    from perfsim.workload.trace import map_noreserve
+
+    assert map_noreserve("MAP_PRIVATE|MAP_ANONYMOUS|MAP_NORESERVE")
+    assert map_noreserve("0x4022") and not map_noreserve("0x22")
+    assert not map_noreserve("MAP_PRIVATE|MAP_ANONYMOUS") and not map_noreserve("")
 
 
 # --------------------------------------------------------------------------- trace rows

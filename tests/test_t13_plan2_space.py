@@ -108,7 +108,8 @@ def test_vma_with_range_is_the_replaced_vma():
                       stack=rng.random() < .5, name=rng.choice(["", "x"]),
                       uffd_mode=rng.choice(["", "wp"]), shared=rng.random() < .5,
                       written_back=rng.random() < .5, dirty=rng.random() < .5,
-                      shmem_huge=rng.random() < .5, nohugepage=rng.random() < .5)
+                      shmem_huge=rng.random() < .5, nohugepage=rng.random() < .5,
+                      noreserve=rng.random() < .5, account=rng.choice([None, True, False]))
         # every field is varied (a new Vma field fails here until with_range keeps it)
         assert {f.name for f in dataclasses.fields(Vma)} == {"start", "end", *fields}
         v = Vma(PAGE, PAGE * rng.randrange(2, 99), **fields)

@@ -40,7 +40,11 @@ class Vma:
     it (docs/kernel-rules.md R26); False, the default, is ``never``. ``nohugepage``: the VMA
     was advised MADV_NOHUGEPAGE (``VM_NOHUGEPAGE``: no THP on fault even where
     ``transparent_hugepage/enabled`` is ``always``); ``thp`` is ``VM_HUGEPAGE``, and the two
-    are never both set.
+    are never both set. ``noreserve``: ``VM_NORESERVE`` (mmap's ``MAP_NORESERVE``, honoured
+    under the default overcommit policy). ``account``: ``VM_ACCOUNT``, the mapping's commit
+    is charged; None (the default) takes what ``mmap`` sets (``accountable_mapping``: a
+    private writable mapping without ``noreserve``, not hugetlb), and ``mprotect`` changes
+    it (:mod:`perfsim.planner.mprotect`). Both are flags the merge test compares.
     """
 
     start: int
@@ -63,6 +67,8 @@ class Vma:
     dirty: bool = False
     shmem_huge: bool = False
     nohugepage: bool = False
+    noreserve: bool = False
+    account: bool | None = None
 
     def __init__(self, start: int, end: int, backing: Backing = "anon", thp: bool = False,
                  uffd_wp: bool = False, anon_vma: bool = True, pgoff: int = 0,
@@ -70,7 +76,8 @@ class Vma:
                  hugepage_size: int = 0, folio_size: int = 0, stack: bool = False,
                  name: str = "", uffd_mode: str = "", shared: bool = True,
                  written_back: bool = False, dirty: bool = False,
-                 shmem_huge: bool = False, nohugepage: bool = False) -> None:
+                 shmem_huge: bool = False, nohugepage: bool = False, noreserve: bool = False,
+                 account: bool | None = None) -> None:
         # The dataclass's own __init__ (same parameters and defaults, held to the fields by
         # tests/test_t13_mm_space.py), writing every field into the instance __dict__ at
         # once rather than through the frozen class's generic object.__setattr__ per field.
@@ -81,7 +88,9 @@ class Vma:
                              prot=prot, hugepage_size=hugepage_size, folio_size=folio_size,
                              stack=stack, name=name, uffd_mode=uffd_mode, shared=shared,
                              written_back=written_back, dirty=dirty, shmem_huge=shmem_huge,
-                             nohugepage=nohugepage)
+                             nohugepage=nohugepage, noreserve=noreserve,
+                             account=accountable(backing, prot, shared, noreserve)
+                             if account is None else account)
 
     @property
     def length(self) -> int:
@@ -138,6 +147,14 @@ class Vma:
         for k, x in changes.items():
             values[_AT[k]] = x
         return Vma(*values)
+
+
+def accountable(backing: str, prot: str, shared: bool, noreserve: bool) -> bool:
+    """``accountable_mapping`` (mm/vma.c): does ``mmap`` give the mapping ``VM_ACCOUNT``?
+    Writable, private (an anonymous VMA always is; MAP_SHARED anonymous memory is shmem),
+    without ``VM_NORESERVE``, and not hugetlb (it has its own reservations)."""
+    private = backing == "anon" or (backing in ("file", "shmem") and not shared)
+    return "w" in prot and private and not noreserve
 
 
 _new_vma = object.__new__

@@ -26,10 +26,20 @@ the present PTEs' permission bits (their flushes belong to the mprotect, not pla
 here). A VMA that loses its write permission keeps its pages' dirty bits
 (``change_pte_range`` write-protects, it does not clean): :attr:`perfsim.mm.vma.Vma.dirty`.
 
-Not modelled: ``VM_ACCOUNT`` (a private writable mapping is charged; making a
-``PROT_NONE`` or read-only private mapping writable sets it, taking write away keeps it,
-so two pieces with the same protection but a different history do not merge in the
-kernel and do here), ``PROT_GROWSDOWN``/``PROT_GROWSUP``, and pkeys.
+``VM_ACCOUNT`` (:attr:`perfsim.mm.vma.Vma.account`) follows ``mprotect_fixup``: making
+writable a mapping that has none of ``VM_ACCOUNT``, ``VM_WRITE``, ``VM_SHARED``,
+``VM_NORESERVE`` or hugetlb charges it and sets the flag (a ``PROT_NONE`` reservation opened
+for use); taking write away keeps it, except, from 6.7 ("mm/mprotect: allow unfaulted VMAs
+to be unaccounted on mprotect()", in the 6.7 merge window), on an anonymous VMA that was
+never faulted (no ``anon_vma``). So two pieces with the same protection but a different
+history (a read-only mapping beside a written one made read-only) stay two VMAs, as in the
+kernel; ``VM_NORESERVE`` (``MAP_NORESERVE``) never changes. A live check on this
+project's 6.18 machine (2026-12-03, /proc/self/maps): an anonymous ``MAP_NORESERVE``
+mapping beside an ordinary one stays apart; an unfaulted one made read-only beside a
+read-only mapping merges; a ``PROT_NONE`` reservation opened read-write beside a
+read-write mapping merges.
+
+Not modelled: ``PROT_GROWSDOWN``/``PROT_GROWSUP``, and pkeys.
 """
 
 from __future__ import annotations
@@ -50,17 +60,37 @@ class MprotectResult:
     the first hole changed), else None."""
 
 
-def _with_prot(v: Vma, prot: str) -> Vma:
-    """``v`` with ``prot`` (``vm_flags_reset``): write taken away keeps its pages dirty."""
-    return v.replaced(prot=prot, dirty="w" not in prot and (v.dirty or "w" in v.prot))
+def accounted_after(v: Vma, prot: str, unaccount_unfaulted: bool) -> bool:
+    """``VM_ACCOUNT`` after ``mprotect_fixup`` gives ``v`` the protection ``prot`` (module
+    docstring): set when write is given to a VMA that is not accounted, writable, shared
+    (VM_SHARED: a shared file or shmem mapping), ``VM_NORESERVE`` or hugetlb; cleared when
+    write is not given, on a never-faulted anonymous VMA, where ``unaccount_unfaulted``
+    (6.7+); else kept."""
+    if "w" in prot:
+        shared = v.backing in ("file", "shmem") and v.shared
+        if not (v.account or "w" in v.prot or shared or v.noreserve or v.is_hugetlb):
+            return True
+        return v.account
+    if v.account and unaccount_unfaulted and v.backing == "anon" and not v.anon_vma:
+        return False
+    return v.account
 
 
-def mprotect_fixup(space: AddressSpace, vma: Vma, start: int, end: int,
-                   prot: str) -> AddressSpace:
-    """``mprotect_fixup`` of ``[start, end)`` inside ``vma`` (module docstring)."""
+def _with_prot(v: Vma, prot: str, unaccount_unfaulted: bool) -> Vma:
+    """``v`` with ``prot`` (``vm_flags_reset``): write taken away keeps its pages dirty;
+    ``VM_ACCOUNT`` as :func:`accounted_after` says."""
+    return v.replaced(prot=prot, dirty="w" not in prot and (v.dirty or "w" in v.prot),
+                      account=accounted_after(v, prot, unaccount_unfaulted))
+
+
+def mprotect_fixup(space: AddressSpace, vma: Vma, start: int, end: int, prot: str,
+                   unaccount_unfaulted: bool = True) -> AddressSpace:
+    """``mprotect_fixup`` of ``[start, end)`` inside ``vma`` (module docstring).
+    ``unaccount_unfaulted``: the kernel is 6.7 or later (:func:`accounted_after`)."""
     if vma.prot == prot:
         return space
-    return vma_modify_flags(space, vma, start, end, lambda v: _with_prot(v, prot))
+    return vma_modify_flags(space, vma, start, end,
+                            lambda v: _with_prot(v, prot, unaccount_unfaulted))
 
 
 def vma_modify_flags(space: AddressSpace, vma: Vma, start: int, end: int,
@@ -90,10 +120,13 @@ def vma_modify_flags(space: AddressSpace, vma: Vma, start: int, end: int,
     return space.with_vmas([*kept, *below, changed, *above])
 
 
-def do_mprotect(space: AddressSpace, start: int, length: int, prot: str) -> MprotectResult:
+def do_mprotect(space: AddressSpace, start: int, length: int, prot: str,
+                kernel_version: tuple[int, int] = (6, 18)) -> MprotectResult:
     """``do_mprotect_pkey(start, length, prot)`` on the VMAs of ``space``: the space after
-    it (module docstring). ``start`` must be page aligned (ValueError otherwise: the
-    kernel's EINVAL, which a recorded call that succeeded cannot have)."""
+    it (module docstring), as the kernel ``kernel_version`` does it (``VM_ACCOUNT`` of a
+    never-faulted VMA made read-only: kept before 6.7). ``start`` must be page aligned
+    (ValueError otherwise: the kernel's EINVAL, which a recorded call that succeeded
+    cannot have)."""
     ps = space.arch.page_size
     if start % ps:
         raise ValueError(f"mprotect: start {start:#x} is not page aligned")
@@ -106,6 +139,7 @@ def do_mprotect(space: AddressSpace, start: int, length: int, prot: str) -> Mpro
         if vma is None or vma.start > at:
             return MprotectResult(space, "ENOMEM")
         upto = min(vma.end, end)
-        space = mprotect_fixup(space, vma, at, upto, prot)
+        space = mprotect_fixup(space, vma, at, upto, prot,
+                               unaccount_unfaulted=tuple(kernel_version) >= (6, 7))
         at = upto
     return MprotectResult(space, None)

@@ -62,13 +62,15 @@ def _check(refusal: C.Refusal | None) -> None:
 # ------------------------------------------------------------------------ VMA operations
 
 _MERGE_KEYS = attrgetter("backing", "file_id", "prot", "thp", "nohugepage", "uffd_wp",
-                         "uffd_mode", "stack", "hugepage_size", "shared")
+                         "uffd_mode", "stack", "hugepage_size", "shared", "noreserve",
+                         "account")
 
 
 def is_mergeable_vma(a: Vma, b: Vma) -> bool:
     """Could two adjacent VMAs be one? ``is_mergeable_vma`` (same flags, file, uffd
     context) and ``is_mergeable_anon_vma`` (no two different ``anon_vma``s). The caller
-    checks adjacency and ``vm_pgoff`` continuity. ``shared`` is VM_SHARED, one of the flags.
+    checks adjacency and ``vm_pgoff`` continuity. ``shared`` is VM_SHARED, ``noreserve``
+    VM_NORESERVE and ``account`` VM_ACCOUNT, three of the flags.
     Versions: 6.6–6.18."""
     if _MERGE_KEYS(a) != _MERGE_KEYS(b):  # any of the flags, the file, the uffd context
         return False

@@ -397,6 +397,8 @@ class Entry:
     """mmap of a file: the mapping's offset in it, bytes (its VMA's ``pgoff``)."""
     advice: str = ""
     """madvise: the advice, an ``MADV_*`` name."""
+    noreserve: bool = False
+    """mmap: ``MAP_NORESERVE`` (:attr:`perfsim.mm.vma.Vma.noreserve`)."""
 
 
 class StatefulPlanner:
@@ -471,7 +473,8 @@ class StatefulPlanner:
                             else e.offset // a.page_size,
                             file_id=None if anon else (e.file or ident),
                             anon_id=ident if anon or cow else None,
-                            prot=e.prot, shared=e.shared, name=ident)
+                            prot=e.prot, shared=e.shared, name=ident,
+                            noreserve=e.noreserve)
                     try:
                         self.space = AddressSpace(self.space.vmas + (v,), self.space.pt,
                                                   cpus=self.space.cpus)
@@ -491,7 +494,8 @@ class StatefulPlanner:
                     continue
                 if e.op == "mprotect":
                     n_grow += 1
-                    self.space, opened = _mprotect_entry(self.space, e)
+                    self.space, opened = _mprotect_entry(self.space, e,
+                                                         tuple(self.target.kernel.version))
                     self._pending += [(lo, hi, e.populate, self.seed + (1 << 20) + n_grow)
                                       for lo, hi in opened if e.populate]
                     continue
@@ -579,7 +583,8 @@ def _thp_runs(pt, v: Vma, a: int, b: int) -> list[tuple[int, int, bool]]:
     return [tuple(r) for r in runs]
 
 
-def _mprotect_entry(space: AddressSpace, e: Entry) -> tuple[AddressSpace, list]:
+def _mprotect_entry(space: AddressSpace, e: Entry, kernel_version: tuple[int, int]
+                    ) -> tuple[AddressSpace, list]:
     """``space`` after the mprotect entry ``e`` (:func:`perfsim.planner.mprotect.
     do_mprotect`), and the parts it opened from ``PROT_NONE`` (a program opens reserved
     memory to use it: they are written with the entry's ``populate``)."""
@@ -588,7 +593,7 @@ def _mprotect_entry(space: AddressSpace, e: Entry) -> tuple[AddressSpace, list]:
     end = e.old_addr + e.old_len
     opened = [(max(v.start, e.old_addr), min(v.end, end))
               for v in space.intersecting(e.old_addr, end) if not v.prot] if e.prot else []
-    space = do_mprotect(space, e.old_addr, e.old_len, e.prot).space
+    space = do_mprotect(space, e.old_addr, e.old_len, e.prot, kernel_version).space
     # (not past a hole the call stopped at, ENOMEM: those VMAs are still PROT_NONE)
     return space, [(lo, hi) for lo, hi in opened
                    if (v := space.find_vma(lo)) is not None and v.prot]

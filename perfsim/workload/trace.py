@@ -167,6 +167,17 @@ def parse_map_flags(text: str, origin: str = "", line: int = 0) -> bool:
     return shared
 
 
+def map_noreserve(text: str) -> bool:
+    """Does an mmap row's ``flags`` (as :func:`parse_map_flags` reads them) hold
+    ``MAP_NORESERVE``? The kernel honours it (``VM_NORESERVE``) under the default
+    overcommit policy; perfsim takes that policy (``vm.overcommit_memory`` 0 or 1)."""
+    names = []
+    for part in (text or "").split("|"):
+        part = part.strip()
+        names += _map_names(part) if part[:1].isdigit() and _is_int(part) else [part]
+    return "MAP_NORESERVE" in names
+
+
 def parse_prot(text: str, origin: str = "", line: int = 0) -> str:
     """An mmap row's ``prot`` (``PROT_*`` names joined by ``|``, or a number) as the letters
     of :attr:`perfsim.mm.vma.Vma.prot`: ``PROT_READ|PROT_WRITE`` is ``"rw"``,
@@ -251,9 +262,10 @@ def parse_trace_csv(text: str, origin: str = "<trace>") -> list[Entry]:
                 prot=parse_prot(r.get("prot", ""), origin, n) if op == "mprotect" else "rw",
                 advice=parse_advice(r.get("flags", ""), origin, n) if op == "madvise" else ""))
             continue
-        shared, prot, offset = True, "rw", 0
+        shared, prot, offset, noreserve = True, "rw", 0, False
         if op == "mmap":
             shared = parse_map_flags(r.get("flags", ""), origin, n)
+            noreserve = map_noreserve(r.get("flags", ""))
             prot = parse_prot(r.get("prot", ""), origin, n)
             offset = _int(r.get("offset"), "offset", origin, n) or 0
             if offset < 0:
@@ -282,7 +294,7 @@ def parse_trace_csv(text: str, origin: str = "<trace>") -> list[Entry]:
             new_addr=new_addr,
             fixed=bool(flags & 2), maymove=bool(flags & 1), dontunmap=bool(flags & 4),
             backing=backing, at_ns=_int(r.get("time_ns"), "time_ns", origin, n),
-            populate=pop, shared=shared, prot=prot,
+            populate=pop, shared=shared, prot=prot, noreserve=noreserve,
             file=file if op == "mmap" and backing != "anon" else None, offset=offset))
     return out
 
@@ -550,7 +562,7 @@ def strace_rows(text: str, origin: str = "<strace>", stats: StraceStats | None =
 _COMMENT = re.compile(r"/\*.*?\*/")
 _MAP_RAW = {"MAP_SHARED_VALIDATE": 0x03, "MAP_SHARED": 0x01, "MAP_PRIVATE": 0x02,
             "MAP_FIXED": 0x10, "MAP_ANONYMOUS": 0x20, "MAP_HUGETLB": 0x40000,
-            "MAP_FIXED_NOREPLACE": 0x100000}
+            "MAP_FIXED_NOREPLACE": 0x100000, "MAP_NORESERVE": 0x4000}
 """The mmap flag bits a row's replay reads, for a log strace wrote with ``-X raw``."""
 
 
