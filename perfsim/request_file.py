@@ -116,6 +116,12 @@ class VmaTable(_Strict):
     shmem_huge: bool = _opt(False, "true: a shmem VMA on a superblock that allows huge pages "
                                    "(shmem_enabled or tmpfs huge= not never): a range the "
                                    "kernel places for it is PMD-aligned in the file")
+    noreserve: bool = _opt(False, "true: mapped MAP_NORESERVE (VM_NORESERVE: never merges "
+                                  "with a mapping without it)")
+    account: bool | None = _opt(None, "VM_ACCOUNT (default: what mmap gives, true for a "
+                                      "private writable mapping without noreserve); false: "
+                                      "a mapping opened writable only by mprotect after "
+                                      "MAP_NORESERVE, or made read-only before it was faulted")
 
     _sizes = field_validator("start", "size", "folio_size", "hugepage_size",
                              mode="before")(_no_bool_or_float_size)

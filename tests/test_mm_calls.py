@@ -638,3 +638,21 @@ def test_plan_request_file_takes_a_dontneed_list(tmp_path):
     f.write_text('[request]\nold_addr = "A"\nold_len = "8M"\nnew_addr = "B"\ndontneed = "A:2M"\n')
     p = _plan_cli("--file", str(f))
     assert p.returncode == 2 and "key 'dontneed'" in p.stderr and "a list of" in p.stderr
+
+
+@pytest.mark.parametrize("noreserve, after", [("false", 1), ("true", 2)])
+def test_plan_vma_noreserve_keeps_the_moved_range_from_merging(capsys, noreserve, after):
+    """``--vma ...:noreserve=true``: a destination neighbour mapped MAP_NORESERVE does not
+    take the moved range in (copy_vma's merge compares VM_NORESERVE), an ordinary one
+    whose offsets it continues does."""
+    from perfsim.cli.main import main
+
+    pg = (0x7F0000000000 >> 12) - 1024
+    assert main(["plan", "--vma", "A:4M:file=x", "--vma",
+                 f"B-4M:4M:file=x,touched=false,pgoff={pg},noreserve={noreserve}",
+                 "--old-addr", "A", "--old-len", "4M", "--new-addr", "B", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["vmas_after"]) == after
+    assert main(["plan", "--vma", "A:4M:account=maybe", "--old-addr", "A", "--old-len", "4M",
+                 "--new-addr", "B"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "key 'account'" in err[0]

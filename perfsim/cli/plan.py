@@ -76,7 +76,9 @@ addresses and sizes:
   file/shmem), written_back=true (a shared file's pages written back since: clean PTEs),
   dirty=true (a VMA without write permission written before mprotect: dirty PTEs),
   shmem_huge=true (shmem on a superblock allowing huge pages: a range the kernel places
-  is aligned), hugepage_size=SIZE.
+  is aligned), hugepage_size=SIZE, noreserve=true (MAP_NORESERVE), account=true|false
+  (VM_ACCOUNT; default: what mmap gives): the two flags the merge test compares besides
+  these.
   e.g. --vma A:64M:populate=every:512 --vma A-4K:4K:prot=r,touched=false
 
 populate:

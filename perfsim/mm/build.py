@@ -196,7 +196,9 @@ class VmaSpec:
     a shared file's written pages were written back since (clean PTEs; see
     :class:`~perfsim.mm.vma.Vma`); ``dirty`` that a VMA without write permission was
     written before ``mprotect`` took it away (dirty PTEs); ``shmem_huge`` that a shmem VMA's
-    superblock allows huge pages (its kernel-placed ranges are aligned)."""
+    superblock allows huge pages (its kernel-placed ranges are aligned); ``noreserve``
+    that it was mapped ``MAP_NORESERVE`` and ``account`` its ``VM_ACCOUNT`` (None: what
+    mmap gives it), flags the merge test compares."""
 
     start: int
     length: int
@@ -215,6 +217,8 @@ class VmaSpec:
     written_back: bool = False
     dirty: bool = False
     shmem_huge: bool = False
+    noreserve: bool = False
+    account: bool | None = None
 
 
 def vma_of(spec: VmaSpec, index: int, arch) -> Vma:
@@ -228,7 +232,8 @@ def vma_of(spec: VmaSpec, index: int, arch) -> Vma:
                pgoff=pgoff, file_id=None if anon else family, anon_id=family if anon else None,
                prot=spec.prot, hugepage_size=spec.hugepage_size, folio_size=spec.folio_size,
                name=spec.name, shared=spec.shared, written_back=spec.written_back,
-               dirty=spec.dirty, shmem_huge=spec.shmem_huge)
+               dirty=spec.dirty, shmem_huge=spec.shmem_huge, noreserve=spec.noreserve,
+               account=spec.account)
 
 
 def populate_vma(pt: PageTables, vma: Vma, pop: Population) -> PageTables:

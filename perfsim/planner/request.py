@@ -149,7 +149,8 @@ def vma_specs(tables: list[dict], target: Target, bases: dict[str, int], seed: i
             pgoff=t.get("pgoff"), file=t.get("file"), uffd=t.get("uffd"),
             touched=t.get("touched", True), shared=_shared(t, lab),
             written_back=_written_back(t, lab), dirty=bool(t.get("dirty", False)),
-            shmem_huge=_shmem_huge(t, lab),
+            shmem_huge=_shmem_huge(t, lab), noreserve=bool(t.get("noreserve", False)),
+            account=t.get("account"),
             hugepage_size=_hugepage_size(t.get("hugepage_size"), f"{lab} hugepage_size", arch),
             name=f"vma{i}"))
     return out
