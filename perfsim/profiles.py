@@ -123,6 +123,17 @@ class ArchProfile(_Frozen):
         return self.levels < 5
 
 
+class StableChange(_Frozen):
+    """A decision a stable release of the line changed: releases before ``since`` (the
+    line's ``MAJOR.MINOR.PATCH``) had ``before`` for ``field``; the profile's own value is
+    the line's from ``since`` on."""
+
+    since: tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)],
+                 Annotated[int, Field(ge=1)]]
+    field: str
+    before: bool | str
+
+
 class KernelProfile(_Frozen):
     """What one kernel version decides in ``mremap()`` (docs/kernel-rules.md, Versions)."""
 
@@ -259,6 +270,36 @@ class KernelProfile(_Frozen):
       arm64, RISC-V SMP: 7.3.4's ``mm/Kconfig``, where ``PT_RECLAIM`` depends on it and on
       no ``HAVE_ARCH_TLB_REMOVE_TABLE``; "mm: make PT_RECLAIM depends on
       MMU_GATHER_RCU_TABLE_FREE", queued for 7.0)."""
+
+    stable_changes: tuple[StableChange, ...] = ()
+    """What the line's stable releases changed (the profile is the line as of its newest
+    release read or dated): :meth:`at_release` gives an earlier release's decisions."""
+
+    @model_validator(mode="after")
+    def _check_stable_changes(self) -> KernelProfile:
+        for c in self.stable_changes:
+            if tuple(c.since[:2]) != tuple(self.version):
+                raise ValueError(f"stable_changes: since {'.'.join(map(str, c.since))} is not "
+                                 f"a release of {self.version[0]}.{self.version[1]}")
+            if c.field in ("name", "description", "version", "stable_changes") or \
+                    c.field not in type(self).model_fields:
+                raise ValueError(f"stable_changes: {c.field!r} is not a decision field of "
+                                 "a kernel profile")
+        return self
+
+    def at_release(self, patch: int) -> KernelProfile:
+        """The decisions of the line's release ``MAJOR.MINOR.patch``: each stable change
+        made after it undone. The profile itself where none was; else a copy named after
+        the release."""
+        undone = {c.field: c.before for c in sorted(self.stable_changes,
+                                                     key=lambda c: c.since, reverse=True)
+                  if c.since[2] > patch}
+        if not undone:
+            return self
+        doc = self.model_dump()
+        doc.update(undone, name=f"{self.version[0]}.{self.version[1]}.{patch}",
+                   stable_changes=[])
+        return type(self)(**doc)
 
     @property
     def tables_freed_through_batch(self) -> bool:
@@ -398,6 +439,17 @@ def load_arch(name_or_path: str) -> ArchProfile:
 _RELEASE = re.compile(r"(\d+)\.(\d+)(?:\.\d+)?(?:[-+~_].*)?")
 
 
+def release_patch(name) -> int | None:
+    """The patch level of a kernel release name where it says one: ``6.12.5`` -> 5,
+    ``6.13.7-200.fc41.x86_64`` -> 7, ``6.11.0`` -> 0; None for a line alone (``6.12``) and
+    for a distribution's ``X.Y.0-N`` (Ubuntu's numbering: its ``.0`` is not the stable
+    release its kernel carries)."""
+    m = isinstance(name, str) and re.fullmatch(r"\d+\.\d+\.(\d+)(.*)", name)
+    if not m or (m[1] == "0" and m[2][:1] == "-" and m[2][1:2].isdigit()):
+        return None
+    return int(m[1])
+
+
 def kernel_series(name) -> str | None:
     """``"MAJOR.MINOR"`` of a kernel release name (``"6.8.0-45-generic"`` -> ``"6.8"``),
     or None when ``name`` is not shaped like one (a path, a typo)."""
@@ -427,9 +479,12 @@ def load_kernel(name_or_path: str) -> KernelProfile:
     version between two profiles says which two (docs/kernels.md says what changed between
     them)."""
     names = kernel_names()
+    release = name_or_path
     name_or_path = profile_name(name_or_path)
     try:
-        return _load("kernels", name_or_path, KernelProfile, names, "kernel profile")
+        profile = _load("kernels", name_or_path, KernelProfile, names, "kernel profile")
+        patch = release_patch(release) if name_or_path != release else None
+        return profile if patch is None else profile.at_release(patch)
     except PerfsimError as exc:
         hint = between_profiles(name_or_path, names)
         if hint is None:

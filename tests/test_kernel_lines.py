@@ -41,7 +41,8 @@ def test_every_line_from_6_7_to_6_19_has_a_profile():
 
 
 @pytest.mark.parametrize("field", [f for f in KernelProfile.model_fields
-                                   if f not in ("name", "description", "version")])
+                                   if f not in ("name", "description", "version",
+                                                "stable_changes")])
 def test_no_field_goes_back_to_a_value_it_left(field):
     """Read in version order, each decision changes at most once per value: a profile
     whose field went back (6.13 reclaiming tables, 6.14 not) would be a typo."""
@@ -144,3 +145,48 @@ def test_report_kernels_take_release_names():
     assert study.kernels == ["6.12", "6.18"]
     with pytest.raises(PerfsimError, match="--kernels: unknown kernel profile '6.99.1'"):
         _with_kernels(default_study(), "6.12,6.99.1")
+
+
+# ------------------------------------------------------------------ stable releases
+@pytest.mark.parametrize("release, gate, align", [
+    ("6.12.5", "none", "pmd_multiple"), ("6.12.10", "none", "pmd_multiple"),
+    ("6.12.11", "move_page_tables", "pmd_multiple"),
+    ("6.12.117+deb13-amd64", "move_page_tables", "pmd_multiple"),
+    ("6.11.6", "none", "pmd_span"), ("6.11.7", "none", "pmd_multiple"),
+    ("6.11.0", "none", "pmd_span"),
+    ("6.11.0-19-generic", "none", "pmd_multiple")])  # Ubuntu's .0-N: the line as profiled
+def test_a_stable_release_has_the_decisions_of_its_release(release, gate, align):
+    k = load_kernel(release)
+    assert (k.uffd_wp_table_move_gate, k.anon_thp_align) == (gate, align)
+
+
+def test_an_early_6_12_release_moves_a_uffd_wp_vma_by_whole_tables():
+    early, late = _move("6.12.5", 2 * M, uffd_wp=True), _move("6.12.11", 2 * M, uffd_wp=True)
+    assert (early.move.pmd_moves, early.move.ptes_moved) == (1, 0)
+    assert (late.move.pmd_moves, late.move.ptes_moved) == (0, 512)
+    assert load_kernel("6.12.5").name == "6.12.5" and load_kernel("6.12.11").name == "6.12"
+
+
+def test_release_patch_levels():
+    from perfsim.profiles import release_patch
+
+    assert [release_patch(n) for n in ("6.12.5", "6.13.7-200.fc41.x86_64", "6.11.0",
+                                       "6.12", "6.8.0-45-generic", "6.19-rc3", "x")] == \
+        [5, 7, 0, None, None, None, None]
+
+
+@pytest.mark.parametrize("entry, message", [
+    ('since = [6, 11, 7]\nfield = "anon_thp_align"\nbefore = "pmd_span"',
+     "since 6.11.7 is not a release of 6.12"),
+    ('since = [6, 12, 3]\nfield = "colour"\nbefore = "red"', "'colour' is not a decision"),
+    ('since = [6, 12, 3]\nfield = "name"\nbefore = "x"', "'name' is not a decision"),
+])
+def test_a_bad_stable_change_is_one_line(tmp_path, entry, message):
+    from importlib import resources
+
+    text = (resources.files("perfsim") / "data" / "kernels" / "6.12.toml").read_text()
+    path = tmp_path / "k.toml"
+    path.write_text(text + "\n[[stable_changes]]\n" + entry + "\n")
+    with pytest.raises(PerfsimError, match=message) as exc:
+        load_kernel(str(path))
+    assert "\n" not in str(exc.value)
