@@ -143,6 +143,7 @@ def test_report_kernels_take_release_names():
 
     study = _with_kernels(default_study(), "6.12.117+deb13-amd64,6.18.44")
     assert study.kernels == ["6.12", "6.18"]
+    assert _with_kernels(default_study(), "6.12.5,6.18").kernels == ["6.12.5", "6.18"]
     with pytest.raises(PerfsimError, match="--kernels: unknown kernel profile '6.99.1'"):
         _with_kernels(default_study(), "6.12,6.99.1")
 

@@ -99,15 +99,18 @@ def run(args: argparse.Namespace) -> int:
 
 def _with_kernels(study, text: str):
     """The study comparing the kernel profiles ``OLD,NEW`` (each must be known)."""
-    from perfsim.profiles import kernel_names, profile_name
+    from perfsim.profiles import kernel_names, load_kernel
     from perfsim.report.study import Study
     from perfsim.schema import load_model
 
-    kernels = [profile_name(k.strip()) for k in text.split(",")]
-    unknown = [k for k in kernels if k not in kernel_names()]
-    if unknown:
-        raise PerfsimError(f"--kernels: unknown kernel profile {unknown[0]!r}; known: "
-                           f"{', '.join(kernel_names())}")
+    kernels = []
+    for k in (k.strip() for k in text.split(",")):
+        try:  # a line (6.12), or a release of one (6.12.5: that release's decisions)
+            kernels.append(load_kernel(k).name)
+        except PerfsimError:
+            raise PerfsimError(f"--kernels: unknown kernel profile {k!r}; known: "
+                               f"{', '.join(kernel_names())} (or a release of one, "
+                               "e.g. 6.12.5)") from None
     doc = study.model_dump()
     doc["kernels"] = kernels
     doc["description"] = (f"{study.description} Kernels compared: {kernels[0]} (baseline) vs "
