@@ -131,6 +131,8 @@ def test_fit_on_recorded_data_gives_intervals_and_plausible_costs(recorded):
             assert lo <= hi and fit.sd[p] >= 0
     # zap_pte_ns is free since the zap group (t14 zap9); this recording has no shrink
     assert fit.status["zap_pte_ns"] == "prior (no data)"
+    # unmap_ns is free since the dontunmap group; without a DONTUNMAP move in the data it is
+    # the intercept again (every call unmaps once): not separable, the prior's
     assert fit.status["unmap_ns"] == "prior"
     assert fit.sigma.get("syscall_ns", 0) > 0
 
@@ -291,3 +293,58 @@ def test_hugetlb_reservation_is_restored():
             pytest.skip(f"hugetlb pages not reservable: {h.reason}")
         assert int(open(NR_HUGEPAGES).read()) == int(old) + 2
     assert open(NR_HUGEPAGES).read() == old
+
+
+def test_the_dontunmap_group_is_opt_in_and_plans_no_unmap():
+    """``perfsim calibrate --dontunmap``: MREMAP_FIXED|MREMAP_DONTUNMAP moves, which unmap
+    nothing (no do_vmi_munmap row, so no unmap_ns), where the same move without the flag
+    unmaps its source once."""
+    from perfsim.calibrate.model import plan_config
+    from perfsim.planner import steps as S
+
+    assert not any(c.op == "dontunmap" for c in design())
+    group = [c for c in design(dontunmap=True) if c.group == "dontunmap"]
+    assert group and {c.op for c in group} == {"dontunmap"}
+    assert {c.backing for c in group} == {"anon", "memfd"}
+    kept = plan_config(group[0])
+    moved = plan_config(Config(group[0].align, group[0].size, backing=group[0].backing))
+    assert int((kept.steps.kind == S.K_MUNMAP).sum()) == 0
+    assert int((moved.steps.kind == S.K_MUNMAP).sum()) == 1
+    with pytest.raises(ValueError, match="DONTUNMAP refuses hugetlb"):
+        Config("pmd_aligned", 4 * MiB, backing="hugetlb", op="dontunmap")
+
+
+def test_unmap_ns_is_fitted_only_where_a_call_unmaps_nothing():
+    """Synthetic latencies from known costs (unmap_ns 1300 ns apart from syscall_ns 900
+    ns) over the design with the dontunmap group: the fit finds both; over the design
+    without it every call unmaps once, and unmap_ns stays at the prior (not separable)."""
+    from perfsim.calibrate.model import default_addresses, design_matrix, plan_all
+
+    prior = load_cost_profile("x86_64-generic")
+    for with_group in (True, False):
+        cfgs = [c for c in design(dontunmap=with_group) if c.size <= 16 * MiB
+                and c.threads == 1 and not c.thp and c.backing != "hugetlb"]
+        planned = plan_all([(c, *default_addresses(c)) for c in cfgs], prior)
+        ids = list(planned)
+        x = design_matrix(planned, ids)
+        true = {"syscall_ns": 900, "unmap_ns": 1300, "pte_present_ns": 8,
+                "move_ptes_call_ns": 600, "pmd_move_ns": 120, "zap_pte_ns": 80}
+        # every other parameter free in the fit at 0, the rest at the prior's value
+        cost = [true.get(p, 0 if p in FREE else prior.value(p)) for p in PARAM_NAMES]
+        y = x[:, :len(PARAM_NAMES)] @ np.array(cost, float)
+        samples = {i: [float(v)] * 3 for i, v in zip(ids, y, strict=True)}
+        fit = fit_table_from(x, ids, samples, prior)
+        if with_group:
+            assert fit.status["unmap_ns"] == "fitted"
+            assert fit.values["unmap_ns"] == pytest.approx(1300, rel=0.15)
+            assert fit.values["syscall_ns"] == pytest.approx(900, rel=0.25)
+        else:
+            assert fit.status["unmap_ns"] == "prior"
+            assert fit.values["unmap_ns"] == prior.value("unmap_ns")
+
+
+def fit_table_from(x, ids, samples, prior):
+    from perfsim.calibrate.fit import fit_profile
+
+    return fit_profile(ids, x, {i: np.asarray(v) for i, v in samples.items()}, prior,
+                       n_boot=0, staged=False)

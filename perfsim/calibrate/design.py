@@ -32,8 +32,10 @@ BACKINGS: tuple[str, ...] = ("anon", "memfd", "hugetlb")
 #: a hole; ``shrink`` = ``mremap(src, size, size / 2, 0)``: nothing moves, the tail half is
 #: unmapped, i.e. its present PTEs are zapped (``unmap_page_range`` / ``zap_pte_range``), its
 #: pages released and its page tables freed (``free_pgtables``) -- the one call of the design
-#: that pays ``zap_pte_ns``.
-OPS: tuple[str, ...] = ("move", "shrink")
+#: that pays ``zap_pte_ns``; ``dontunmap`` = the move with ``MREMAP_DONTUNMAP``: the source
+#: VMA is kept, so nothing is unmapped (``dontunmap_complete``), the one call of the design
+#: that pays no ``unmap_ns``.
+OPS: tuple[str, ...] = ("move", "shrink", "dontunmap")
 #: ``sparse`` = one present page in every SPARSE_EVERY (one 4 KiB page per 64 KiB).
 SPARSE_EVERY = 16
 HUGETLB_PAGE = 2 * MiB
@@ -84,6 +86,8 @@ class Config:
             raise ValueError(f"op must be one of {OPS}, got {self.op!r}")
         if self.op == "shrink" and (self.size % (8 * KiB) or self.backing == "hugetlb"):
             raise ValueError("a shrink halves the size: a multiple of 8 KiB, not hugetlb")
+        if self.op == "dontunmap" and self.backing == "hugetlb":
+            raise ValueError("MREMAP_DONTUNMAP refuses hugetlb (VM_DONTEXPAND): not hugetlb")
         if self.threads not in (1, 2):
             raise ValueError("threads must be 1 or 2")
         if self.size <= 0 or self.size % (4 * KiB):
@@ -130,6 +134,11 @@ QUICK_ZAP_SIZES = (256 * KiB, 4 * MiB, 64 * MiB)
 #: alignment classes of the ``zap`` group: the tail starts on a PMD boundary (whole PTE tables
 #: freed) or 4 KiB past one (a partial first table)
 ZAP_CLASSES = ("pmd_aligned", "unaligned")
+#: the ``dontunmap`` group: MREMAP_FIXED|MREMAP_DONTUNMAP moves of written anonymous memory
+#: and of a written shared memfd, :data:`ZAP_CLASSES` at these sizes (the small ones carry
+#: the fixed cost the group is for)
+DONTUNMAP_SIZES = (4 * KiB, 64 * KiB, 256 * KiB, 1 * MiB, 4 * MiB, 16 * MiB)
+QUICK_DONTUNMAP_SIZES = (64 * KiB, 1 * MiB, 16 * MiB)
 #: groups measured and reported but not fitted (:func:`fitted_group`)
 REPORT_ONLY_GROUPS: tuple[str, ...] = ("zap_shared",)
 
@@ -145,7 +154,7 @@ def fitted_group(group: str) -> bool:
 def design(quick: bool = False, *, sizes: tuple[int, ...] | None = None,
            max_size: int | None = None, thp_available: bool = True,
            hugetlb: bool = True, threads: tuple[int, ...] = (1, 2),
-           zap: bool = True) -> list[Config]:
+           zap: bool = True, dontunmap: bool = False) -> list[Config]:
     """The configurations to measure.
 
     * ``core``: the five classes × every size × ``threads``, anonymous, fully populated,
@@ -159,7 +168,11 @@ def design(quick: bool = False, *, sizes: tuple[int, ...] | None = None,
     * ``zap`` (``zap``): shrinks to half (:data:`OPS`) of written anonymous memory, THP off,
       :data:`ZAP_CLASSES` × :data:`ZAP_SIZES` (quick: :data:`QUICK_ZAP_SIZES`): the calls
       that separate ``zap_pte_ns``; ``zap_shared``: the same shrinks of a written shared
-      memfd, pmd_aligned only, measured but not fitted (:func:`fitted_group`).
+      memfd, pmd_aligned only, measured but not fitted (:func:`fitted_group`);
+    * ``dontunmap`` (``dontunmap``): the moves of :data:`ZAP_CLASSES` ×
+      :data:`DONTUNMAP_SIZES` (quick: :data:`QUICK_DONTUNMAP_SIZES`) with
+      ``MREMAP_DONTUNMAP``, anonymous and a shared memfd: the calls that unmap nothing,
+      which separate ``unmap_ns`` from ``syscall_ns``.
 
     The extra groups run with 1 thread (their effect is local; IPIs are the core's job).
     """
@@ -190,6 +203,12 @@ def design(quick: bool = False, *, sizes: tuple[int, ...] | None = None,
                 out.append(Config(a, size, 1, group="zap", op="shrink"))
             out.append(Config("pmd_aligned", size, 1, backing="memfd", group="zap_shared",
                               op="shrink"))
+    if dontunmap:
+        for size in (QUICK_DONTUNMAP_SIZES if quick else DONTUNMAP_SIZES):
+            for a in ZAP_CLASSES:
+                for backing in ("anon", "memfd"):
+                    out.append(Config(a, size, 1, backing=backing, group="dontunmap",
+                                      op="dontunmap"))
     if max_size is not None:
         out = [c for c in out if c.size <= max_size]
     seen: set[str] = set()

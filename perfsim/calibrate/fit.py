@@ -61,10 +61,11 @@ FREE: tuple[str, ...] = (
     "ipi_wakeup_ns",      # 2 threads: once per call that IPIs (idle vCPU wake-up)
     "tlb_first_flush_ns", # once per call that flushes: separates "moved anything" from none
     "zap_pte_ns",         # shrinks of written memory (the zap group): per present PTE zapped
+    "unmap_ns",           # DONTUNMAP moves (the dontunmap group) unmap nothing; the rest once
 )
-# ``unmap_ns`` stays at the prior: every zapping shrink pays it once, beside syscall_ns, the
-# first flush and the cold-cache term, and freed it fits at 0 with a [0, 0] bootstrap
-# interval (docs/calibration.md, "Zapping written memory"): not identified.
+# ``unmap_ns`` (one per do_vmi_munmap row: a move's source, a shrink's tail) is identified
+# only by calls that unmap nothing, the dontunmap group's; data without that group leaves it
+# at the prior (:func:`fit_table` frees only parameters some configuration varies).
 # ``zap_huge_pmd_ns`` stays at the prior too: no configuration of the design zaps a THP
 # whole (its shrinks are THP off), so no column varies with it; the shipped value is
 # zap_survey's (docs/calibration.md, "Zapping written memory", PMD-mapped THP).
@@ -276,6 +277,11 @@ def fit_profile(ids: list[str], x: np.ndarray, samples: dict[str, np.ndarray],
                or any(TIES.get(t, ("",))[0] == p and x[:, COLUMNS.index(t)].any()
                       for t in TIES)]
     absent = [p for p in FREE if p not in present]  # the cold term is never "absent"
+    if "unmap_ns" in present and np.array_equal(x[:, COLUMNS.index("unmap_ns")],
+                                                x[:, COLUMNS.index("syscall_ns")]):
+        # every configuration unmaps exactly once (no DONTUNMAP move in the data): unmap_ns
+        # is the intercept again, not separable from syscall_ns; it stays at the prior
+        present.remove("unmap_ns")
     a, free = _columns(x, present)
     base = _fixed_part(x, present, prior)
     small = _small_mask(ids, meta or {})

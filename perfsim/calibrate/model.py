@@ -71,7 +71,7 @@ def space_for(cfg: Config, target: Target, src: int, dst: int):
     if cfg.op == "shrink":  # mremap(src, size, size / 2, 0): the tail half is unmapped
         return space, MoveRequest(src, cfg.size, new_len=cfg.size // 2, maymove=False,
                                   fixed=False)
-    return space, MoveRequest(src, cfg.size, new_addr=dst)
+    return space, MoveRequest(src, cfg.size, new_addr=dst, dontunmap=cfg.op == "dontunmap")
 
 
 @lru_cache(maxsize=4096)

@@ -197,6 +197,7 @@ def calibrate(out: str | Path, *, quick: bool = False, from_data: str | Path | N
               kernel: str = "6.18", arch: str = "x86_64", n_boot: int | None = None,
               seed: int = 0, progress: bool = True, trace_mode: str = "auto",
               configs: list[Config] | None = None, max_size: int | None = None,
+              dontunmap: bool = False,
               name: str | None = None, command: str = "perfsim calibrate",
               log=None, conditions: tuple[str, ...] = CONDITIONS,
               fit_condition: str | None = None, busy_ok: bool = False,
@@ -239,7 +240,8 @@ def calibrate(out: str | Path, *, quick: bool = False, from_data: str | Path | N
         settings.conditions = tuple(conditions)
         if ordinary_timer is not None:
             settings.ordinary_timer = ordinary_timer
-        cfgs = configs or design(quick, max_size=max_size, thp_available=thp_available())
+        cfgs = configs or design(quick, max_size=max_size, thp_available=thp_available(),
+                                 dontunmap=dontunmap)
         trace_plan(trace_mode)  # tracing someone else uses: refused before anything else
         sample = load_sample if load_sample is not None else sample_load()
         verdict, why = load_verdict(sample)

@@ -51,6 +51,10 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="PROFILE.toml", help="profile to write (required unless "
                    "--dry-run)")
     p.add_argument("--quick", action="store_true", help="small design, few repetitions (~85 s per condition)")
+    p.add_argument("--dontunmap", action="store_true",
+                   help="also time MREMAP_FIXED|MREMAP_DONTUNMAP moves (the dontunmap group), "
+                        "which unmap nothing, so that unmap_ns is fitted apart from syscall_ns "
+                        "(an experiment: docs/calibration.md, 'The source's unmap')")
     p.add_argument("--from-data", metavar="DATA.jsonl", help="refit an earlier measurement "
                    "instead of measuring")
     p.add_argument("--dry-run", action="store_true", help="print the design and exit")
@@ -104,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
         raise PerfsimError(f"--max-size: {e}") from None
     check_numbers(args, max_size)
     if args.dry_run:
-        cfgs = design(args.quick, max_size=max_size, thp_available=thp_available())
+        cfgs = design(args.quick, max_size=max_size, thp_available=thp_available(),
+                      dontunmap=args.dontunmap)
         if not cfgs:
             raise PerfsimError(f"--max-size {args.max_size}: leaves no configuration of the "
                                "design (the smallest is " + fmt_size(min(
@@ -122,7 +127,8 @@ def run(args: argparse.Namespace) -> int:
         raise PerfsimError("--no-trace and --require-trace contradict each other")
     check_outputs(args.out, force=args.force, from_data=args.from_data)
     if max_size is not None and not args.from_data and not design(
-            args.quick, max_size=max_size, thp_available=thp_available()):
+            args.quick, max_size=max_size, thp_available=thp_available(),
+            dontunmap=args.dontunmap):
         raise PerfsimError(f"--max-size {args.max_size}: leaves no configuration of the design")
     settings = None
     if args.reps is not None or args.traced_reps is not None:
@@ -145,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
                         prior=args.prior, kernel=args.kernel, n_boot=args.bootstrap,
                         seed=args.seed, progress=not args.no_progress, trace_mode=mode,
                         max_size=max_size, name=args.name, command=cmd,
+                        dontunmap=args.dontunmap,
                         conditions=CONDITIONS if args.condition == "both"
                         else (args.condition,),
                         fit_condition=args.fit_condition, busy_ok=args.busy_ok,

@@ -24,8 +24,10 @@
  *      spinning in user space) has advanced since the last call;
  *   5. read the disturbance counters, CLOCK_MONOTONIC, mremap(MAYMOVE|FIXED), CLOCK_MONOTONIC,
  *      the counters again (shrink: mremap(src, SIZE, SIZE / 2, 0) instead: nothing moves,
- *      the tail half is unmapped, its present PTEs zapped; "dst" is then the source);
- *   6. unmap the destination or the shrunk source (and the guard page; close the memfd).
+ *      the tail half is unmapped, its present PTEs zapped; "dst" is then the source;
+ *      dontunmap: mremap(MAYMOVE|FIXED|DONTUNMAP): the same move, the source VMA kept);
+ *   6. unmap the destination or the shrunk source (and a DONTUNMAP move's kept source, the
+ *      guard page; close the memfd).
  *
  * Layout offsets from the 1 GiB aligned region starts (perfsim.host.layout.SHAPE_OFFSETS):
  *   pud_aligned 0 / 0, pmd_aligned 2M / 6M, realignable and blocked 2M+4K / 6M+4K,
@@ -37,7 +39,7 @@
  * really running the mm), both at the nice they inherited.
  *
  * Usage:
- *   timer move|shrink CLASS SIZE_BYTES REPS POPULATE BACKING THP THREADS [MAIN_CPU SPIN_CPU]
+ *   timer move|shrink|dontunmap CLASS SIZE_BYTES REPS POPULATE BACKING THP THREADS [MAIN_CPU SPIN_CPU]
  *       POPULATE full|sparse|none, BACKING anon|memfd|hugetlb, THP thp|nothp, THREADS 1|2
  *   timer entry REPS
  *       mremap(old_address = 1) -> EINVAL before mmap_lock: the cost of entering the call
@@ -89,6 +91,9 @@
 #define MFD_CLOEXEC 1U
 #endif
 
+#ifndef MREMAP_DONTUNMAP
+#define MREMAP_DONTUNMAP 4
+#endif
 #define KIB (1UL << 10)
 #define MIB (1UL << 20)
 #define GIB (1UL << 30)
@@ -299,7 +304,8 @@ int main(int argc, char **argv)
 {
 	unsigned long soff, doff, size, span, total;
 	const char *cls, *pop, *backing;
-	int thp, threads, shrink, main_cpu = 0, main_fd, spin_fd = -1, last_cpu = -1, nseen = 0;
+	int thp, threads, shrink, dontunmap, main_cpu = 0, main_fd, spin_fd = -1, last_cpu = -1;
+	int nseen = 0;
 	unsigned char seen[1024] = { 0 };
 	unsigned long since = 0, evict_bytes = 0;
 	char *evict = NULL;
@@ -315,13 +321,15 @@ int main(int argc, char **argv)
 		}
 		return entry(reps);
 	}
-	if ((argc != 9 && argc != 11) || (strcmp(argv[1], "move") && strcmp(argv[1], "shrink"))) {
-		fprintf(stderr, "usage: timer move|shrink CLASS SIZE_BYTES REPS full|sparse|none "
+	if ((argc != 9 && argc != 11) || (strcmp(argv[1], "move") && strcmp(argv[1], "shrink") &&
+					  strcmp(argv[1], "dontunmap"))) {
+		fprintf(stderr, "usage: timer move|shrink|dontunmap CLASS SIZE_BYTES REPS full|sparse|none "
 				"anon|memfd|hugetlb thp|nothp 1|2 [MAIN_CPU SPIN_CPU]\n"
 				"       timer entry REPS\n");
 		return 1;
 	}
 	shrink = !strcmp(argv[1], "shrink");
+	dontunmap = !strcmp(argv[1], "dontunmap");
 	cls = argv[2];
 	size = strtoul(argv[3], NULL, 0);
 	reps = strtol(argv[4], NULL, 0);
@@ -338,7 +346,8 @@ int main(int argc, char **argv)
 	    (strcmp(backing, "anon") && strcmp(backing, "memfd") && strcmp(backing, "hugetlb")) ||
 	    (!thp && strcmp(argv[7], "nothp")) || (threads != 1 && threads != 2) ||
 	    (!strcmp(backing, "hugetlb") && (size % (2 * MIB) || soff % (2 * MIB))) ||
-	    (shrink && (size % (2 * page) || !strcmp(backing, "hugetlb")))) {
+	    (shrink && (size % (2 * page) || !strcmp(backing, "hugetlb"))) ||
+	    (dontunmap && !strcmp(backing, "hugetlb"))) {
 		fprintf(stderr, "timer: bad arguments\n");
 		return 1;
 	}
@@ -442,7 +451,8 @@ int main(int argc, char **argv)
 		if (shrink)
 			r = mremap(s, size, size / 2, 0);
 		else
-			r = mremap(s, size, size, MREMAP_MAYMOVE | MREMAP_FIXED, (void *)dst);
+			r = mremap(s, size, size, MREMAP_MAYMOVE | MREMAP_FIXED |
+				   (dontunmap ? MREMAP_DONTUNMAP : 0), (void *)dst);
 		t1 = now_ns();
 		if (shrink)
 			dst = src;
@@ -476,6 +486,8 @@ int main(int argc, char **argv)
 		last_cpu = cpu1;
 		if (munmap(r, shrink ? size / 2 : size))
 			die(shrink ? "unmap the shrunk source" : "unmap destination");
+		if (dontunmap && munmap(s, size))
+			die("unmap the kept source");
 		if (!strcmp(cls, "blocked") && munmap((void *)(src - page), page))
 			die("unmap guard page");
 		if (fd >= 0)
