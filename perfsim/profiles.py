@@ -436,7 +436,7 @@ def load_arch(name_or_path: str) -> ArchProfile:
 
 #: a kernel release as ``uname -r`` prints it: ``6.18.44``, ``6.12.117+deb13-amd64``,
 #: ``6.8.0-45-generic``, ``7.0-rc3``
-_RELEASE = re.compile(r"(\d+)\.(\d+)(?:\.\d+)?(?:[-+~_].*)?")
+_RELEASE = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?([-+~_].*)?")
 
 
 def release_patch(name) -> int | None:
@@ -444,10 +444,11 @@ def release_patch(name) -> int | None:
     ``6.13.7-200.fc41.x86_64`` -> 7, ``6.11.0`` -> 0; None for a line alone (``6.12``) and
     for a distribution's ``X.Y.0-N`` (Ubuntu's numbering: its ``.0`` is not the stable
     release its kernel carries)."""
-    m = isinstance(name, str) and re.fullmatch(r"\d+\.\d+\.(\d+)(.*)", name)
-    if not m or (m[1] == "0" and m[2][:1] == "-" and m[2][1:2].isdigit()):
+    m = isinstance(name, str) and _RELEASE.fullmatch(name)
+    if not m or m[3] is None or (m[3] == "0" and (m[4] or "")[:1] == "-"
+                                 and m[4][1:2].isdigit()):
         return None
-    return int(m[1])
+    return int(m[3])
 
 
 def kernel_series(name) -> str | None:

@@ -81,6 +81,7 @@ def build(cfg: Config, *, ordinary: bool = False) -> Layout:
     else:
         lay = build_layout(cfg.align, cfg.size, backing=cfg.backing, thp=cfg.thp,
                            populate=False)
+    lay.keep_source = cfg.op == "dontunmap"  # its move keeps the source VMA (MREMAP_DONTUNMAP)
     try:
         t0 = sc.monotonic_ns()
         if cfg.populate == "full":

@@ -278,43 +278,13 @@ class ShrinkCall:
         return r
 
 
-class DontunmapCall:
-    """The timed call of a ``dontunmap`` configuration on a built layout: the layout's move
-    with ``MREMAP_DONTUNMAP`` (``mremap(src, size, size, MAYMOVE|FIXED|DONTUNMAP, dst)``:
-    the source VMA is kept, empty). :meth:`cleanup` unmaps the kept source besides what the
-    layout's own ``cleanup`` unmaps (the destination)."""
-
-    def __init__(self, lay) -> None:
-        self.lay = lay
-
-    def do_move(self) -> int:
-        lay = self.lay
-        r = sc.mremap_raw(lay.src, lay.size, lay.size, lay.mremap_flags() | sc.MREMAP_DONTUNMAP,
-                          lay.dst)
-        if r != lay.dst:
-            import ctypes
-            import errno
-            err = ctypes.get_errno()
-            raise OSError(err, f"mremap DONTUNMAP of {lay.shape} failed: "
-                          f"{errno.errorcode.get(err, err)}")
-        lay.moved = True
-        return r
-
-    def cleanup(self) -> None:
-        if self.lay.moved:
-            with contextlib.suppress(OSError):
-                sc.munmap(self.lay.src, self.lay.size)
-
-
 def _one_call(cfg: Config, session: TlbTraceSession | None, spinner: Spinner | None,
               tid: int, condition: str = "isolated") -> tuple[dict[str, Any], TraceResult]:
     lay = build(cfg, ordinary=condition == "ordinary")
-    call = {"shrink": ShrinkCall, "dontunmap": DontunmapCall}.get(cfg.op, lambda x: x)(lay)
+    call = ShrinkCall(lay) if cfg.op == "shrink" else lay  # (dontunmap: lay.keep_source)
     try:
         res, main_d, spin_d = timed_move(call, session, spinner, tid, untraced="latency pass")
     finally:
-        if isinstance(call, DontunmapCall):
-            call.cleanup()
         lay.cleanup()
     rec = {"src": lay.src, "dst": lay.src if cfg.op == "shrink" else lay.dst,
            "thp_kb": lay.thp_kb,

@@ -111,13 +111,16 @@ class Layout:
     guard: tuple[int, int] | None = None  #: (addr, len) of the blocking VMA, if any
     fd: int = -1
     moved: bool = False
+    keep_source: bool = False  #: move with MREMAP_DONTUNMAP: the source VMA stays, empty
     _mapped: list[tuple[int, int]] = field(default_factory=list)
 
     def mremap_flags(self) -> int:
-        return sc.MREMAP_MAYMOVE | sc.MREMAP_FIXED
+        return sc.MREMAP_MAYMOVE | sc.MREMAP_FIXED | (sc.MREMAP_DONTUNMAP if self.keep_source
+                                                      else 0)
 
     def do_move(self) -> int:
-        """The call to time: mremap(src, size, size, MAYMOVE|FIXED, dst).  Raises on error."""
+        """The call to time: mremap(src, size, size, MAYMOVE|FIXED, dst), with DONTUNMAP
+        where ``keep_source``.  Raises on error."""
         r = sc.mremap_raw(self.src, self.size, self.size, self.mremap_flags(), self.dst)
         if r != self.dst:
             import ctypes
@@ -131,6 +134,8 @@ class Layout:
         """Unmap exactly what this layout mapped (never the whole window: its holes may have
         been reused by the process in the meantime)."""
         cur = [(self.dst if self.moved else self.src, self.size)]
+        if self.moved and self.keep_source:
+            cur.append((self.src, self.size))
         if self.dst_mode == "reserved" and not self.moved:
             cur.append((self.dst, self.size))
         if self.guard:

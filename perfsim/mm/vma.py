@@ -149,12 +149,18 @@ class Vma:
         return Vma(*values)
 
 
+def vm_shared(backing: str, shared: bool) -> bool:
+    """``VM_SHARED``: a MAP_SHARED ``file`` or ``shmem`` mapping (an anonymous VMA is
+    private: MAP_SHARED anonymous memory is shmem; hugetlb is not told apart here)."""
+    return backing in ("file", "shmem") and shared
+
+
 def accountable(backing: str, prot: str, shared: bool, noreserve: bool) -> bool:
     """``accountable_mapping`` (mm/vma.c): does ``mmap`` give the mapping ``VM_ACCOUNT``?
-    Writable, private (an anonymous VMA always is; MAP_SHARED anonymous memory is shmem),
-    without ``VM_NORESERVE``, and not hugetlb (it has its own reservations)."""
-    private = backing == "anon" or (backing in ("file", "shmem") and not shared)
-    return "w" in prot and private and not noreserve
+    Writable, without ``VM_SHARED`` or ``VM_NORESERVE``, and not hugetlb (it has its own
+    reservations)."""
+    return ("w" in prot and backing != "hugetlb" and not vm_shared(backing, shared)
+            and not noreserve)
 
 
 _new_vma = object.__new__

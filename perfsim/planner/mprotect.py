@@ -47,7 +47,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from perfsim.mm.space import AddressSpace
-from perfsim.mm.vma import Vma
+from perfsim.mm.vma import Vma, vm_shared
 from perfsim.planner.checks import page_align
 from perfsim.planner.syscall import _merged, can_vma_merge
 
@@ -67,8 +67,8 @@ def accounted_after(v: Vma, prot: str, unaccount_unfaulted: bool) -> bool:
     write is not given, on a never-faulted anonymous VMA, where ``unaccount_unfaulted``
     (6.7+); else kept."""
     if "w" in prot:
-        shared = v.backing in ("file", "shmem") and v.shared
-        if not (v.account or "w" in v.prot or shared or v.noreserve or v.is_hugetlb):
+        if not (v.account or "w" in v.prot or vm_shared(v.backing, v.shared) or v.noreserve
+                or v.is_hugetlb):
             return True
         return v.account
     if v.account and unaccount_unfaulted and v.backing == "anon" and not v.anon_vma:

@@ -48,7 +48,7 @@ from perfsim.mm.pagetable import (
     _words_to_int,
     range_mask,
 )
-from perfsim.mm.vma import Vma
+from perfsim.mm.vma import Vma, vm_shared
 from perfsim.planner import steps as S
 from perfsim.planner.frozen import direct_init
 from perfsim.planner.gather import (
@@ -114,7 +114,7 @@ def zap_forces_flush(backing: str, shared: bool, dirty: bool) -> bool:
     >>> zap_forces_flush("file", False, True), zap_forces_flush("file", True, False)
     (False, False)
     """
-    return backing in ("shmem", "file") and shared and dirty
+    return vm_shared(backing, shared) and dirty
 
 
 def need_resched_break_flushes(forces: bool) -> int:
