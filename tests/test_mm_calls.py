@@ -656,3 +656,49 @@ def test_plan_vma_noreserve_keeps_the_moved_range_from_merging(capsys, noreserve
                  "--new-addr", "B"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "key 'account'" in err[0]
+
+
+def _vma_flags_layouts(version: tuple[int, int]) -> dict[str, int]:
+    """scripts/vma_flags_merge.c's four cases planned: the VMAs over each pair after its
+    mprotect (do_mprotect)."""
+    pg, P4 = BASE >> 12, 4 * 4096
+
+    def two(a, b):
+        return AddressSpace((a, b), PageTables.empty(resolve_target("6.18").arch))
+
+    def vma(i, **kw):
+        return Vma(BASE + i * P4, BASE + (i + 1) * P4, pgoff=pg + 4 * i, **kw)
+
+    runs = {
+        "noreserve": (two(vma(0, prot="r", anon_vma=False),
+                          vma(1, prot="r", anon_vma=False, noreserve=True)), 0, 2 * P4, "rw"),
+        "unfaulted": (two(vma(0, anon_vma=False), vma(1, prot="r", anon_vma=False)),
+                      0, P4, "r"),
+        "faulted": (two(vma(0, anon_id="f"), vma(1, prot="r", anon_vma=False)), 0, P4, "r"),
+        "opened": (two(vma(0, anon_vma=False), vma(1, prot="", anon_vma=False)), P4, P4, "rw"),
+    }
+    return {name: len(do_mprotect(sp, BASE + at, n, prot, version).space.vmas)
+            for name, (sp, at, n, prot) in runs.items()}
+
+
+def test_the_vma_flag_cases_as_planned_on_6_6_and_6_18():
+    assert _vma_flags_layouts((6, 18)) == {"noreserve": 2, "unfaulted": 1, "faulted": 2,
+                                           "opened": 1}
+    assert _vma_flags_layouts((6, 6))["unfaulted"] == 2  # VM_ACCOUNT kept before 6.7
+
+
+def test_this_kernel_merges_as_the_vma_flags_say(tmp_path):
+    """scripts/vma_flags_merge.c on the running kernel (no root needed): the VMAs it counts
+    after each mprotect are the ones do_mprotect plans for the same layouts."""
+    import os
+    import shutil
+
+    if not shutil.which("gcc") or os.sysconf("SC_PAGE_SIZE") != 4096:
+        pytest.skip("needs gcc and 4 KiB pages to build and run scripts/vma_flags_merge.c")
+    exe = tmp_path / "vfm"
+    src = Path(__file__).parent.parent / "scripts" / "vma_flags_merge.c"
+    subprocess.run(["gcc", "-O2", "-o", str(exe), str(src)], check=True)
+    out = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout
+    got = {k: int(v) for k, v in (line.split() for line in out.splitlines())}
+    major, minor = (int(x) for x in os.uname().release.split(".")[:2])
+    assert got == _vma_flags_layouts((major, minor))

@@ -33,11 +33,12 @@ for use); taking write away keeps it, except, from 6.7 ("mm/mprotect: allow unfa
 to be unaccounted on mprotect()", in the 6.7 merge window), on an anonymous VMA that was
 never faulted (no ``anon_vma``). So two pieces with the same protection but a different
 history (a read-only mapping beside a written one made read-only) stay two VMAs, as in the
-kernel; ``VM_NORESERVE`` (``MAP_NORESERVE``) never changes. A live check on this
-project's 6.18 machine (2026-12-03, /proc/self/maps): an anonymous ``MAP_NORESERVE``
-mapping beside an ordinary one stays apart; an unfaulted one made read-only beside a
-read-only mapping merges; a ``PROT_NONE`` reservation opened read-write beside a
-read-write mapping merges.
+kernel; ``VM_NORESERVE`` (``MAP_NORESERVE``) never changes. Held against the running
+kernel by ``scripts/vma_flags_merge.c`` (``tests/test_mm_calls.py``; on this project's 6.18
+machine, 2026-12-03): a ``MAP_NORESERVE`` mapping made writable beside an ordinary one stays
+apart; an unfaulted read-write mapping made read-only beside a read-only one merges, a
+written one does not; a ``PROT_NONE`` reservation opened read-write beside a read-write
+mapping merges.
 
 Not modelled: ``PROT_GROWSDOWN``/``PROT_GROWSUP``, and pkeys.
 """
