@@ -122,6 +122,36 @@ def copy_vma(space: AddressSpace, vma: Vma, new_addr: int, new_len: int, pgoff: 
     return merged, absorbed, merged.pgoff <= vma.pgoff
 
 
+def mmap_region(space: AddressSpace, new: Vma) -> AddressSpace:
+    """``__mmap_region``'s merge (``vma_merge_new_range``, from 6.12; ``mmap_region``'s
+    "expand an old mapping" before): ``space`` with the fresh mapping ``new`` (over a range
+    nothing maps; no ``anon_vma`` yet: a mapping gets one at its first fault) added, as
+    part of the VMA before it where it continues that one (``can_vma_merge_after``: the
+    same flags and file, ``vm_pgoff`` following on), of the VMA after it likewise
+    (``can_vma_merge_before``), or both, which needs the two neighbours' ``anon_vma``s to
+    be compatible with each other (``can_vma_merge_right``), else it joins the one before
+    only. The merged VMA keeps the neighbours' ``anon_vma``, so the program's faults in the
+    new part use it. A hugetlb mapping never merges (its ``VM_DONTEXPAND`` is one of the
+    special flags). Not modelled: a neighbour whose ``vm_ops`` has a ``close`` (a device
+    mapping), which is never removed by a merge. Versions: 6.6–6.18."""
+    new = new.replaced(anon_vma=False)
+    prev, nxt = (None, None) if new.is_hugetlb else space.touching(new.start, new.end)
+    ps = space.arch.page_shift
+    left = prev is not None and can_vma_merge(prev, new, ps)
+    right = nxt is not None and can_vma_merge(new, nxt, ps) and not (
+        left and prev.anon_vma and nxt.anon_vma and prev.anon_id != nxt.anon_id)
+    if not (left or right):
+        return space.with_vma_added(new)
+    if left:
+        merged = _merged(prev, new)
+        if right:
+            merged = _merged(merged, nxt)
+    else:  # (the VMA after it grows down over it: its fields, the new range's offset)
+        merged = nxt.replaced(start=new.start, pgoff=new.pgoff, written_back=False)
+    return space.with_vma_added(merged, without=[v for v, m in ((prev, left), (nxt, right))
+                                                 if m])
+
+
 def vma_merge_extend(space: AddressSpace, vma: Vma, delta: int) -> AddressSpace:
     """``vma_merge_extend``: grow ``vma`` by ``delta`` in place, merging it with the next
     VMA when the two now touch and are compatible (the selftest's "expand merge").

@@ -445,7 +445,7 @@ class StatefulPlanner:
             madvise_dontneed,
             madvise_hugepage,
         )
-        from perfsim.planner.syscall import do_munmap
+        from perfsim.planner.syscall import do_munmap, mmap_region
         from perfsim.planner.truncate import truncate_pagecache
 
         a = self.target.arch
@@ -468,7 +468,7 @@ class StatefulPlanner:
                     # a written page of a MAP_PRIVATE file mapping is an anonymous copy
                     cow = not anon and not e.shared and "w" in e.prot
                     v = Vma(e.old_addr, e.old_addr + length, backing=e.backing,
-                            anon_vma=(anon or cow) and e.populate > 0,
+                            anon_vma=False,
                             pgoff=(e.old_addr // a.page_size) if anon
                             else e.offset // a.page_size,
                             file_id=None if anon else (e.file or ident),
@@ -476,11 +476,15 @@ class StatefulPlanner:
                             prot=e.prot, shared=e.shared, name=ident,
                             noreserve=e.noreserve)
                     try:
-                        self.space = AddressSpace(self.space.vmas + (v,), self.space.pt,
-                                                  cpus=self.space.cpus)
+                        # (merged into a neighbour it continues, as the kernel's mmap does)
+                        self.space = mmap_region(self.space, v)
                     except ValueError:
                         self.skipped += 1
                         continue
+                    if (anon or cow) and e.populate > 0:
+                        # (the program's first write gives the VMA an anon_vma, unless a
+                        # neighbour it merged into has one)
+                        self.space = _with_anon_vma(self.space, v.start)
                     if e.populate > 0 and e.prot:  # (nothing can fault in a PROT_NONE one)
                         self._pending.append((v.start, v.end, e.populate, self.seed + n_map))
                     continue
@@ -537,6 +541,16 @@ class StatefulPlanner:
 
     def _not_replayed(self, what: str) -> None:
         self.not_replayed[what] = self.not_replayed.get(what, 0) + 1
+
+
+def _with_anon_vma(space: AddressSpace, addr: int) -> AddressSpace:
+    """``space`` with the VMA at ``addr`` given an ``anon_vma`` where it has none (the
+    first anonymous fault's ``__anon_vma_prepare``; its own, not a neighbour's:
+    ``find_mergeable_anon_vma`` is not modelled)."""
+    v = space.find_vma(addr)
+    if v.anon_vma:
+        return space
+    return space.with_vma_added(v.replaced(anon_vma=True), without=[v])
 
 
 def fault_in(space: AddressSpace, lo: int, hi: int, fraction: float, seed: int,
