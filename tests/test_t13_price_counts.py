@@ -107,17 +107,15 @@ def test_row_counts_on_python_ints_equal_row_counts_on_arrays(seed):
         n = len(steps)
         cols = steps.cols
         ipis = rng.integers(0, 9, n).astype(I64)
-        run_start = np.ones(n, bool)
-        run_start[1:] = cols["phase"][1:] != cols["phase"][:-1]
         for folio in FOLIOS:
             terms = folio_terms(folio)
             block = [cols["kind"], cols["phase"],
                      *np.array([cols[c] for c in ROW_COLUMNS[2:]], I64)]
-            arrays = row_counts(block, run_start, ipis, ARRAY_OPS, terms)
+            arrays = row_counts(block, ipis, ARRAY_OPS, terms)
             assert len(arrays) == len(ROW_PARAMS)
             for i in range(n):
                 row = [int(cols[c][i]) for c in ROW_COLUMNS]
-                ints = row_counts(row, bool(run_start[i]), int(ipis[i]), SCALAR_OPS, terms)
+                ints = row_counts(row, int(ipis[i]), SCALAR_OPS, terms)
                 for p, a, v in zip(ROW_PARAMS, arrays, ints, strict=True):
                     want = int(a[i]) if isinstance(a, np.ndarray) else int(a)
                     assert type(v) in (int, bool) and int(v) == want, (p, i, row)

@@ -1,8 +1,8 @@
 """Eighth pass, engine side: a periodic plan's rows looked up in the row memo in one pass
-(``model._periodic_totals``: every row's run start from its phase and the one before it),
+(``model._periodic_totals``: every row's memo entry under its columns and the mm's CPUs),
 and a record table copied from its prototype in one dict display (``records.Table.like``).
-Held to the definitions they replace: the totals-free pricing of the same pieces (its own
-per-piece run starts, ``model._priced_alone``), the materialised plan's column pricing, and a
+Held to the definitions they replace: the totals-free pricing of the same pieces
+(``model._priced_alone``), the materialised plan's column pricing, and a
 table made by the constructor."""
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from perfsim.planner import steps as S
 
 def _few_phase_plan(rng: np.random.Generator) -> S.Steps:
     """Dense parts and periodic blocks whose phases are drawn from two values only, so a
-    part's first row has the phase of the row before it about half the time (a block
-    after a dense part or block of its own phase starts no run; one of the other phase
-    does), and dense parts change phase inside them too."""
+    part's first row has the phase of the row before it about half the time, and dense
+    parts change phase inside them too (a row's price must not depend on the row before
+    it: the first-row charges are the only charges that look back)."""
     parts = []
     for _ in range(int(rng.integers(1, 5))):
         if rng.random() < 0.6:
@@ -50,9 +50,9 @@ def _few_phase_plan(rng: np.random.Generator) -> S.Steps:
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_a_periodic_rows_run_start_is_a_phase_change_from_the_row_before_it(seed):
+def test_the_periodic_totals_pass_prices_as_the_totals_free_pass_and_the_columns(seed):
     """Per-row costs, counts, sums and first-row charges of the totals pass equal the
-    totals-free pass's (which computes each piece's run starts on its own) and the
+    totals-free pass's and the
     materialised plan's column pricing, through a fresh memo and a shared warm one."""
     rng = np.random.default_rng(1300 + seed)
     prof = _distinct_profile()

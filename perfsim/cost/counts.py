@@ -71,13 +71,12 @@ def folio_terms(folio) -> tuple[bool, int, int]:
     return bool(folio.lookup), block if folio.unfold else 0, block if folio.refold else 0
 
 
-def row_counts(row, run_start, ipis, ops, folio_terms=(False, 0, 0)) -> tuple:
+def row_counts(row, ipis, ops, folio_terms=(False, 0, 0)) -> tuple:
     """The counts of :data:`ROW_PARAMS` for rows whose :data:`ROW_COLUMNS` are ``row`` (a
-    sequence of arrays, or of one row's ints: the same rules either way).
+    sequence of arrays, or of one row's ints: the same rules either way): a function of the
+    row alone (a charge that depends on the rows before it is a
+    :data:`FIRST_ROW_RULES` one).
 
-    ``run_start``: the row's phase differs from the previous row's (True on the first row;
-    part of the rows' memo keys; no rule reads it since ``unmap_ns`` is charged on the
-    ``do_vmi_munmap`` row itself);
     ``ipis``: CPUs its flush interrupts (:func:`ipi_targets_of`); ``ops``: :data:`ARRAY_OPS`
     or :data:`SCALAR_OPS`; ``folio_terms``: :func:`folio_terms`. A parameter a row does not
     pay may come back as ``0`` or ``False`` (broadcast by the callers)."""

@@ -57,7 +57,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import accumulate, compress, count, islice, repeat
-from operator import gt, itemgetter, mul, ne, sub
+from operator import gt, itemgetter, mul, sub
 
 import numpy as np
 
@@ -199,10 +199,7 @@ def _count_matrix(steps: S.Steps, ipis: np.ndarray, folio: FolioBatching | None
         return out
     phase = cols["phase"]
     c = np.array([cols[name] for name in _COUNT_COLUMNS], _I64)
-    run_start = np.ones(n, bool)
-    run_start[1:] = phase[1:] != phase[:-1]
-    counts = row_counts((cols["kind"], phase, *c), run_start, ipis, ARRAY_OPS,
-                        folio_terms(folio))
+    counts = row_counts((cols["kind"], phase, *c), ipis, ARRAY_OPS, folio_terms(folio))
     for r, v in zip(_ROW_OF, counts, strict=True):
         if isinstance(v, np.ndarray):
             out[r] = v
@@ -465,7 +462,7 @@ def scalar_row_costs(lists: list[list[int]], profile: CostProfile, cpus: int | N
     same integers as the vectorised path.
 
     ``memo``: a dict kept by the caller for one profile and one ``folio`` (one per
-    :class:`~perfsim.engine.pricing.TemplateCache`), mapping a row's columns, run start and
+    :class:`~perfsim.engine.pricing.TemplateCache`), mapping a row's columns and
     IPI targets to its priced counts (:func:`_price_row`, a pure function of them): most
     rows repeat across the calls of a run (the syscall row, notifier pairs, table frees,
     whole-table extents)."""
@@ -473,10 +470,8 @@ def scalar_row_costs(lists: list[list[int]], profile: CostProfile, cpus: int | N
         raise ValueError("cpus must be >= 1")
     ipis = list(map(ipi_targets_of, lists[-1], lists[5], repeat(cpus),
                     repeat(profile.ipi_shootdown)))
-    phase = lists[1]
-    starts = [True, *map(ne, phase[1:], phase)]  # the row's phase differs from the last's
     med = profile.medians_ns
-    rows, totals, stolen, sums = _price_dense(lists, starts, ipis, profile, folio, memo)
+    rows, totals, stolen, sums = _price_dense(lists, ipis, profile, folio, memo)
     firsts = []
     for at, wpos, cat in _FIRST_ROW_TERMS:
         first = _first_paying(rows, at)
@@ -487,15 +482,15 @@ def scalar_row_costs(lists: list[list[int]], profile: CostProfile, cpus: int | N
     return RowCosts.of_lists(totals, ipis, stolen, rows, firsts, med, sums)
 
 
-def _price_dense(lists: list[list[int]], starts: list, ipis: list, profile: CostProfile,
+def _price_dense(lists: list[list[int]], ipis: list, profile: CostProfile,
                  folio: FolioBatching | None, memo: dict | None) -> tuple:
     """``(counts, totals, stolen, category sums)`` of rows given as :func:`column_lists`
-    with their run starts and IPI targets, at the profile's medians, without the first-row
+    with their IPI targets, at the profile's medians, without the first-row
     charges: per row its :func:`~perfsim.cost.counts.row_counts` and their product with the
     medians; per category the column sums of its parameters times theirs (or, through
     ``memo``, the sum of each row's kept per-category costs: the same integers). With a
     ``memo`` the weights and folio terms are read only when a row is not in it."""
-    keys = zip(zip(*lists[:-1]), starts, ipis)
+    keys = zip(zip(*lists[:-1]), ipis)
     medians = profile.medians_ns
     if memo is not None:
         keys = list(keys)
@@ -511,7 +506,7 @@ def _price_dense(lists: list[list[int]], starts: list, ipis: list, profile: Cost
         rows, totals, cats, stolen = map(list, islice(zip(*priced), 4))
         return rows, totals, stolen, list(map(sum, zip(*cats)))
     weights, terms = _ROW_WEIGHTS(medians), folio_terms(folio)
-    rows = [row_counts(r, run_start, ip, SCALAR_OPS, terms) for r, run_start, ip in keys]
+    rows = [row_counts(r, ip, SCALAR_OPS, terms) for r, ip in keys]
     totals = [sum(map(mul, c, weights)) for c in rows]
     # each parameter's column sum times its median; ROW_PARAMS is grouped by category
     cum = list(accumulate(map(mul, map(sum, zip(*rows)), weights), initial=0))
@@ -538,20 +533,17 @@ class PeriodicPiece:
     whose :data:`LIST_COLUMNS` values are ``rows`` (tuples, :func:`row_sequences`; the same
     as columns: :attr:`lists`), repeated ``reps`` times from row ``offset`` of the plan
     (consecutive dense parts: their rows once, ``block`` False). A block's ``patched``:
-    ``{row in the block: its LIST_COLUMNS values}`` of the rows priced on their own: its
-    overridden rows, and its first row when the block starts a phase run (``starts_run``:
-    the piece's first row has another phase than the row before it). ``parts``: the dense
+    ``{row in the block: its LIST_COLUMNS values}`` of its overridden rows, priced on their
+    own. ``parts``: the dense
     tables, or the one :class:`~perfsim.planner.steps.PeriodicBlock`. Made once per plan,
     never changed after."""
 
-    __slots__ = ("parts", "offset", "k", "reps", "rows", "patched", "starts_run", "block",
-                 "_lists")
+    __slots__ = ("parts", "offset", "k", "reps", "rows", "patched", "block", "_lists")
 
     def __init__(self, parts: tuple, offset: int, k: int, reps: int, rows: list,
-                 patched: dict, starts_run: bool, block: bool) -> None:
+                 patched: dict, block: bool) -> None:
         self.parts, self.offset, self.k, self.reps = parts, offset, k, reps
-        self.rows, self.patched = rows, patched
-        self.starts_run, self.block = starts_run, block
+        self.rows, self.patched, self.block = rows, patched, block
         self._lists = None
 
     @property
@@ -573,7 +565,6 @@ def periodic_layout(plan_or_steps) -> list[PeriodicPiece] | None:
     if not any(map(isinstance, parts, repeat(block_type))):
         return None
     pieces = []
-    prev_phase = None
     offset = 0
     dense = None  # the piece of the dense parts since the last block
     for p in parts:
@@ -592,12 +583,6 @@ def periodic_layout(plan_or_steps) -> list[PeriodicPiece] | None:
                     continue
                 for q, v in zip(_ints(pos), _ints(val), strict=True):
                     changes.setdefault(q, {})[ci] = v
-            # A block has one phase: its row 0 follows the previous copy's last row, of the
-            # same phase, so only the first copy's row 0 may start a run.
-            phase = rows[0][_L_PHASE]
-            starts_run = phase != prev_phase
-            if starts_run:
-                changes.setdefault(0, {})
             if len(changes) > SCALAR_ROWS:
                 return None
             patched = {}
@@ -606,9 +591,7 @@ def periodic_layout(plan_or_steps) -> list[PeriodicPiece] | None:
                 for ci, v in ch.items():
                     row[ci] = v
                 patched[q] = tuple(row)
-            pieces.append(PeriodicPiece((p,), offset, k, p.reps, rows, patched, starts_run,
-                                        True))
-            prev_phase = phase
+            pieces.append(PeriodicPiece((p,), offset, k, p.reps, rows, patched, True))
             n = k * p.reps
         else:
             n = len(p)
@@ -627,10 +610,8 @@ def periodic_layout(plan_or_steps) -> list[PeriodicPiece] | None:
                 dense.rows += rows  # (a list this function made)
                 dense.k += n
             else:
-                dense = PeriodicPiece((p,), offset, n, 1, rows, {},
-                                      rows[0][_L_PHASE] != prev_phase, False)
+                dense = PeriodicPiece((p,), offset, n, 1, rows, {}, False)
                 pieces.append(dense)
-            prev_phase = rows[-1][_L_PHASE]
         offset += n
     return pieces
 
@@ -717,7 +698,7 @@ def _row_lanes(memo: dict, key: tuple, entry: tuple) -> tuple:
     flushes (else 0). Made once per row: kept in ``memo``."""
     if len(entry) > 4:
         return entry
-    r, _run_start, ipis = key
+    r, ipis = key
     c, _total, cats, _stolen = entry
     flushes = r[_R_FLUSHES] != 0
     lanes = (*cats, *map(int, c), int(flushes), ipis, int(r[_R_RMAP] > 0))
@@ -725,34 +706,34 @@ def _row_lanes(memo: dict, key: tuple, entry: tuple) -> tuple:
     return got
 
 
-def _periodic_entry(memo: dict, row: tuple, start: bool, cpus: int | None, shootdown: bool,
+def _periodic_entry(memo: dict, row: tuple, cpus: int | None, shootdown: bool,
                     medians: tuple, folio: FolioBatching | None) -> tuple:
     """The memo entry of a periodic plan's row (its :data:`LIST_COLUMNS` values ``row``,
-    whether it starts a phase run, the mm's CPUs): :func:`_row_lanes` of the row priced
-    under its key (``(ROW_COLUMNS values, run start, IPI targets)``, :func:`_price_row`),
-    then its IPI targets (:func:`~perfsim.cost.counts.ipi_targets_of`), kept in ``memo``
-    under that key and under ``(row, start, cpus)`` too: the same row of a later plan is
+    the mm's CPUs): :func:`_row_lanes` of the row priced under its key (``(ROW_COLUMNS
+    values, IPI targets)``, :func:`_price_row`), then its IPI targets
+    (:func:`~perfsim.cost.counts.ipi_targets_of`), kept in ``memo`` under that key and
+    under ``(row, cpus)`` too: the same row of a later plan is
     then found without computing its IPI targets or its key first (``memo`` is kept for one
     profile, whose ``ipi_shootdown`` it is priced with; a key of the other form has a row of
     :data:`ROW_COLUMNS` alone as its first item, never equal to a :data:`LIST_COLUMNS`
     row)."""
     ipis = ipi_targets_of(row[_L_IPIS], row[_L_FLUSHES], cpus, shootdown)
-    key = (_ROW_KEY(row), start, ipis)
+    key = (_ROW_KEY(row), ipis)
     entry = memo.get(key)
     if entry is None:
         entry = _price_row(memo, key, _ROW_WEIGHTS(medians), medians, folio_terms(folio))
-    got = memo[(row, start, cpus)] = (*_row_lanes(memo, key, entry), ipis)
+    got = memo[(row, cpus)] = (*_row_lanes(memo, key, entry), ipis)
     return got
 
 
-def _priced_alone(memo: dict, rows, starts, cpus: int | None, shootdown: bool,
+def _priced_alone(memo: dict, rows, cpus: int | None, shootdown: bool,
                   medians: tuple, folio: FolioBatching | None) -> list:
     """The memo entries of a periodic plan's ``rows`` without their lanes (what
     :func:`_periodic_totals` looks up with them): each row's memo entry under its key
     (:func:`_price_row`: its first four values, what the per-category sums and the lay-out
     read), and their IPI targets."""
     ipis = [ipi_targets_of(r[_L_IPIS], r[_L_FLUSHES], cpus, shootdown) for r in rows]
-    keys = list(zip(map(_ROW_KEY, rows), starts, ipis))
+    keys = list(zip(map(_ROW_KEY, rows), ipis))
     got = list(map(memo.get, keys))
     if None in got:
         weights, terms = _ROW_WEIGHTS(medians), folio_terms(folio)
@@ -763,7 +744,6 @@ def _priced_alone(memo: dict, rows, starts, cpus: int | None, shootdown: bool,
 
 _LANES, _PACKED, _FLUSH_IPIS = itemgetter(4), itemgetter(5), itemgetter(6)
 _CATS, _IPIS_E = itemgetter(2), itemgetter(7)
-_PHASE_OF = itemgetter(_L_PHASE)
 _RMAP_LANE = itemgetter(N_LANES - 1)
 
 
@@ -797,17 +777,9 @@ def periodic_prices(pieces: list[PeriodicPiece], profile: CostProfile, cpus: int
     times, entries = [], []  # per priced row: the rows it prices, its memo entry
     for pc in pieces:
         # Each row priced by _price_row under the key _price_dense gives it (its
-        # ROW_COLUMNS, run start, IPI targets). A block's rows as they repeat: its row 0
-        # follows the previous copy's last row, of the same phase (a block has one
-        # phase), so it starts no run (the first copy's is patched).
+        # ROW_COLUMNS, IPI targets).
         rows, k, reps = pc.rows, pc.k, int(pc.reps)
-        first = pc.starts_run and not pc.block
-        if k == 1:
-            starts = (first,)
-        else:
-            phase = [r[_L_PHASE] for r in rows]
-            starts = [first, *map(ne, phase[1:], phase)]
-        steady, ipis = price(memo, rows, starts, cpus, shootdown, medians, folio)
+        steady, ipis = price(memo, rows, cpus, shootdown, medians, folio)
         rows_t, tot_t, _cats, st_t = islice(zip(*steady), 4)
         entries += steady
         # its patched rows priced on their own, in place of the template rows they hide
@@ -816,8 +788,7 @@ def periodic_prices(pieces: list[PeriodicPiece], profile: CostProfile, cpus: int
             hidden = [0] * k
             extra = []
             for q, row in pc.patched.items():
-                (e,), (ip,) = price(memo, (row,), (pc.starts_run and q == 0,), cpus,
-                                    shootdown, medians, folio)
+                (e,), (ip,) = price(memo, (row,), cpus, shootdown, medians, folio)
                 patched[q] = (e[1], ip, e[3])
                 patched_counts[q] = e[0]
                 hidden[q % k] += 1
@@ -834,30 +805,21 @@ def periodic_prices(pieces: list[PeriodicPiece], profile: CostProfile, cpus: int
     return costs, counts, sums, _firsts(pieces, counts, sums, medians, None, None), None
 
 
-#: A phase no row has: the phase "before" a piece whose first row starts a run.
-_NO_PHASE = object()
-
-
 def _periodic_totals(pieces: list[PeriodicPiece], cpus: int | None,
                      folio: FolioBatching | None, medians: tuple, memo: dict,
                      shootdown: bool) -> tuple:
     """:func:`periodic_prices` with its totals (``totals=True``): every piece's rows' memo
-    entries looked up at once under ``(row, run start, cpus)`` (a row starts a run where
-    its phase differs from the row's before it: a block's row 0 follows the previous
-    copy's last row, of the same phase, so it starts none; the first copy's is patched),
-    priced by :func:`_periodic_entry` when missing, then the plan's sums in one
-    :func:`~perfsim.cost.lanes.weighted_sum`. Mostly builtins over the rows: code run once
-    per plan runs before the interpreter specialises it."""
-    rows, starts = [], []
+    entries looked up at once under ``(row, cpus)``, priced by :func:`_periodic_entry`
+    when missing, then the plan's sums in one :func:`~perfsim.cost.lanes.weighted_sum`.
+    Mostly builtins over the rows: code run once per plan runs before the interpreter
+    specialises it."""
+    rows = []
     for pc in pieces:
-        phases = list(map(_PHASE_OF, pc.rows))
-        starts += map(ne, phases, [_NO_PHASE if pc.starts_run and not pc.block else phases[0],
-                                   *phases])
         rows += pc.rows
-    entries = list(map(memo.get, zip(rows, starts, repeat(cpus))))
+    entries = list(map(memo.get, zip(rows, repeat(cpus))))
     if None in entries:
-        entries = [e or _periodic_entry(memo, row, start, cpus, shootdown, medians, folio)
-                   for e, row, start in zip(entries, rows, starts, strict=True)]
+        entries = [e or _periodic_entry(memo, row, cpus, shootdown, medians, folio)
+                   for e, row in zip(entries, rows, strict=True)]
     costs, counts, times, extra = [], [], [], []  # times: the rows each entry prices
     at = 0
     for pc in pieces:
@@ -870,10 +832,9 @@ def _periodic_totals(pieces: list[PeriodicPiece], cpus: int | None,
         if pc.patched:
             hidden = [0] * k
             for q, row in pc.patched.items():
-                start = pc.starts_run and q == 0
-                e = memo.get((row, start, cpus))
+                e = memo.get((row, cpus))
                 if e is None:
-                    e = _periodic_entry(memo, row, start, cpus, shootdown, medians, folio)
+                    e = _periodic_entry(memo, row, cpus, shootdown, medians, folio)
                 patched[q] = (e[1], e[7], e[3])
                 patched_counts[q] = e[0]
                 hidden[q % k] += 1
@@ -1005,11 +966,11 @@ def _first_in_block(k: int, reps: int, trig: list, patched: dict) -> int | None:
 
 def _price_row(memo: dict, key: tuple, weights: tuple, medians: tuple, terms: tuple) -> tuple:
     """``(counts, total_ns, per-category ns, stolen_ns)`` of one row, kept in ``memo`` under
-    ``key`` = (its :data:`~perfsim.cost.counts.ROW_COLUMNS` values, run start, IPI targets):
+    ``key`` = (its :data:`~perfsim.cost.counts.ROW_COLUMNS` values, IPI targets):
     what :func:`scalar_row_costs` computes for it without a memo (the first-row charges,
     which depend on the rows before it, are added by the caller)."""
-    r, run_start, ipis = key
-    c = row_counts(r, run_start, ipis, SCALAR_OPS, terms)
+    r, ipis = key
+    c = row_counts(r, ipis, SCALAR_OPS, terms)
     cats = [0] * len(CATEGORIES)
     for i in compress(_ROW_POSITIONS, c):  # a row pays a few parameters: the others add 0
         cats[_ROW_CATEGORY[i]] += c[i] * weights[i]

@@ -614,7 +614,7 @@ PROFILE_MEMOS = 8
 def profile_row_memo(digest: str, folio) -> dict:
     """The process's row memo for the cost profile of content digest ``digest`` and the
     folio mechanisms ``folio`` (:func:`~perfsim.cost.model.scalar_row_costs`'s ``memo``):
-    a row's price is a pure function of its columns, run start and IPI targets under one
+    a row's price is a pure function of its columns and IPI targets under one
     profile and folio (the memo's key and value), i.e. a per-profile table of constants,
     so runs share it whatever else they are given; the rows the next run prices are still
     looked up and assembled into its template (no run's template or result is kept)."""

@@ -41,7 +41,7 @@ class TemplateStore:
         self.entries: OrderedDict = OrderedDict()
         #: Priced rows of the runs sharing this store, one memo per (cost profile digest,
         #: folio mechanisms): ``TemplateCache.row_memo`` (a row's price is a pure function
-        #: of its columns, run start and IPI targets under one profile and folio).
+        #: of its columns and IPI targets under one profile and folio).
         self.row_memos: dict = {}
 
     def get(self, key):
