@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from perfsim.mm import AddressSpace, PageTables, Vma
-from perfsim.planner.syscall import mmap_region
+from perfsim.planner.syscall import anon_vma_prepare, mmap_region
 from perfsim.profiles import resolve_target
 from perfsim.workload.generate import Entry, StatefulPlanner
 
@@ -104,6 +104,48 @@ def test_a_replayed_program_moves_two_mmaps_that_merged_as_one():
     assert plan.move.ptes_moved == 8 and plan.move.move_ptes_calls == 1  # (one VMA, one walk)
 
 
+def _ids(space):
+    return [(v.start, v.anon_vma, v.anon_id) for v in space.vmas]
+
+
+def test_a_first_write_shares_the_next_neighbours_anon_vma_before_the_previous_ones():
+    """find_mergeable_anon_vma asks the VMA after first, then the one before; prot alone
+    may differ (anon_vma_compatible)."""
+    sp = _space(_anon(0, anon_vma=True, anon_id="a"), _anon(4, prot="rwx"),
+                _anon(8, anon_vma=True, anon_id="b"))
+    out = anon_vma_prepare(sp, sp.vmas[1])
+    assert _ids(out)[1] == (BASE + 4 * P, True, "b")
+    sp = _space(_anon(0, anon_vma=True, anon_id="a"), _anon(4, prot="rwx"))
+    assert _ids(anon_vma_prepare(sp, sp.vmas[1]))[1] == (BASE + 4 * P, True, "a")
+
+
+@pytest.mark.parametrize("why, vma", [
+    ("other flags", _anon(4, noreserve=True)),
+    ("offsets that do not follow", _anon(4).replaced(pgoff=0)),
+    ("a gap between them", _anon(5)),
+])
+def test_a_first_write_gets_its_own_anon_vma_next_to_one_it_may_not_share(why, vma):
+    sp = _space(_anon(0, anon_vma=True, anon_id="a"), vma)
+    (_, has, anon_id) = _ids(anon_vma_prepare(sp, sp.vmas[1]))[1]
+    assert has and anon_id != "a", why
+
+
+def test_a_neighbour_without_an_anon_vma_lends_none_and_one_already_given_stays():
+    sp = _space(_anon(0), _anon(4, prot="rwx"))
+    (_, has, anon_id) = _ids(anon_vma_prepare(sp, sp.vmas[1]))[1]
+    assert has and anon_id not in (None, "", sp.vmas[0].anon_id)
+    sp = _space(_anon(0, anon_vma=True, anon_id="a"), _anon(4, anon_vma=True, anon_id="c"))
+    assert anon_vma_prepare(sp, sp.vmas[1]) is sp
+
+
+def test_a_fragment_written_apart_from_its_written_sibling_gets_an_anon_vma_of_its_own():
+    """Two pieces of one mapping (named alike) with a hole between them: the second one
+    written does not take the first's anon_vma by its name."""
+    sp = _space(_anon(0, anon_vma=True, anon_id="m"), _anon(8, anon_id="m"))
+    (_, has, anon_id) = _ids(anon_vma_prepare(sp, sp.vmas[1]))[1]
+    assert has and anon_id != "m"
+
+
 # ------------------------------------------------------- scripts/mmap_merge.c, replayed
 SLOT = 16 * P
 
@@ -122,25 +164,41 @@ def _c_cases():
     def shm(at):
         return Entry("mmap", at, 4 * P, backing="shmem", shared=True, populate=0.0)
 
+    def prot(at, n, to="rw"):
+        return Entry("mprotect", at, n * P, prot=to)
+
+    # {case: (its entries at slot start s, the pages it counts from s)}
     layouts = {
-        "left": lambda s: [anon(s), anon(s + 4 * P)],
-        "right": lambda s: [anon(s + 4 * P), anon(s)],
-        "both": lambda s: [anon(s), anon(s + 8 * P), anon(s + 4 * P)],
-        "both_faulted": lambda s: [anon(s, populate=1.0), anon(s + 8 * P, populate=1.0),
-                                   anon(s + 4 * P)],
-        "left_faulted": lambda s: [anon(s, populate=1.0), anon(s + 8 * P), anon(s + 4 * P)],
-        "prot": lambda s: [anon(s), anon(s + 4 * P, prot="r")],
-        "noreserve": lambda s: [anon(s), anon(s + 4 * P, noreserve=True)],
-        "shared_anon": lambda s: [shm(s), shm(s + 4 * P)],
-        "file_next": lambda s: [file(s, 0), file(s + 4 * P, 4 * P)],
-        "file_same": lambda s: [file(s, 0), file(s + 4 * P, 0)],
-        "file_shared": lambda s: [file(s, 0, True, "rw"), file(s + 4 * P, 4 * P, True, "rw")],
+        "left": lambda s: ([anon(s), anon(s + 4 * P)], 8),
+        "right": lambda s: ([anon(s + 4 * P), anon(s)], 8),
+        "both": lambda s: ([anon(s), anon(s + 8 * P), anon(s + 4 * P)], 12),
+        "both_faulted": lambda s: ([anon(s, populate=1.0), anon(s + 8 * P, populate=1.0),
+                                    anon(s + 4 * P)], 12),
+        "left_faulted": lambda s: ([anon(s, populate=1.0), anon(s + 8 * P),
+                                    anon(s + 4 * P)], 12),
+        "prot": lambda s: ([anon(s), anon(s + 4 * P, prot="r")], 8),
+        "noreserve": lambda s: ([anon(s), anon(s + 4 * P, noreserve=True)], 8),
+        "shared_anon": lambda s: ([shm(s), shm(s + 4 * P)], 8),
+        "file_next": lambda s: ([file(s, 0), file(s + 4 * P, 4 * P)], 8),
+        "file_same": lambda s: ([file(s, 0), file(s + 4 * P, 0)], 8),
+        "file_shared": lambda s: ([file(s, 0, True, "rw"),
+                                   file(s + 4 * P, 4 * P, True, "rw")], 8),
+        # (find_mergeable_anon_vma at the first write, seen through an mprotect that
+        # makes the prots equal: it merges the two only where they share an anon_vma)
+        "exec_prev": lambda s: ([anon(s, populate=1.0), anon(s + 4 * P, "rwx", 1.0),
+                                 prot(s + 4 * P, 4)], 8),
+        "exec_next": lambda s: ([anon(s + 4 * P, populate=1.0), anon(s, "rwx", 1.0),
+                                 prot(s, 4)], 8),
+        "exec_apart": lambda s: ([anon(s, populate=1.0), anon(s + 8 * P, "rwx", 1.0),
+                                  anon(s + 4 * P, "rwx"), prot(s + 4 * P, 8)], 12),
+        "exec_between": lambda s: ([anon(s, populate=1.0), anon(s + 8 * P, populate=1.0),
+                                    anon(s + 4 * P, "rwx", 1.0), prot(s + 4 * P, 4)], 8),
     }
     out = {}
     for i, (name, make) in enumerate(layouts.items()):
         s = BASE + i * SLOT + 2 * P
-        es = make(s)
-        out[name] = (es, s, s + (12 if len(es) == 3 else 8) * P)
+        es, pages = make(s)
+        out[name] = (es, s, s + pages * P)
     return out
 
 
@@ -162,7 +220,9 @@ def test_the_c_cases_as_replayed():
     same: test_this_kernel_merges_new_mappings_as_replayed runs it)."""
     assert _replayed() == {"left": 1, "right": 1, "both": 1, "both_faulted": 2,
                            "left_faulted": 1, "prot": 2, "noreserve": 2, "shared_anon": 2,
-                           "file_next": 1, "file_same": 2, "file_shared": 1}
+                           "file_next": 1, "file_same": 2, "file_shared": 1,
+                           "exec_prev": 1, "exec_next": 1, "exec_apart": 2,
+                           "exec_between": 2}
 
 
 def test_this_kernel_merges_new_mappings_as_replayed(tmp_path):

@@ -77,6 +77,37 @@ def is_mergeable_vma(a: Vma, b: Vma) -> bool:
     return not (a.anon_vma and b.anon_vma and a.anon_id != b.anon_id)
 
 
+_ANON_VMA_KEYS = attrgetter("backing", "file_id", "thp", "nohugepage", "uffd_wp", "uffd_mode",
+                            "stack", "hugepage_size", "shared", "noreserve", "account")
+
+
+def anon_vma_prepare(space: AddressSpace, vma: Vma) -> AddressSpace:
+    """``space`` with ``vma`` given an ``anon_vma`` at its first anonymous fault (a write
+    to private memory: ``__anon_vma_prepare``), unchanged when it has one. It takes a
+    neighbour's where ``find_mergeable_anon_vma`` finds one it may share, the VMA after it
+    asked first, then the one before: a neighbour with an ``anon_vma`` that touches it,
+    maps the same file, has the same flags but for the access ones (``PROT_*``: prot
+    alone may differ, ``anon_vma_compatible``) and whose ``vm_pgoff`` it continues (or
+    that continues its); ``reusable_anon_vma`` also asks that the neighbour's anon_vma be
+    its own, not inherited through a fork, which perfsim's single process always has. Else
+    a new one of its own. Sharing it is what lets two such VMAs merge later (an
+    ``mprotect`` that makes their prot equal). Versions: 6.1–7.3."""
+    if vma.anon_vma:
+        return space
+    ps = space.arch.page_shift
+    prev, nxt = space.touching(vma.start, vma.end)
+    for a, b, near in ((vma, nxt, nxt), (prev, vma, prev)):
+        if near is not None and near.anon_vma and _ANON_VMA_KEYS(a) == _ANON_VMA_KEYS(b) \
+                and _pgoff_follows(a, b, ps):
+            anon_id = near.anon_id
+            break
+    else:  # (a new anon_vma: its own name unless another VMA's anon_vma has it)
+        anon_id = vma.anon_id or vma.name or f"anon@{vma.start:#x}"
+        if any(v.anon_vma and v.anon_id == anon_id for v in space.vmas):
+            anon_id = f"{anon_id}@{vma.start:#x}"
+    return space.with_vma_added(vma.replaced(anon_vma=True, anon_id=anon_id), without=[vma])
+
+
 def _pgoff_follows(a: Vma, b: Vma, page_shift: int) -> bool:
     """``b`` continues ``a``'s file (or anon) offsets."""
     return a.pgoff + (a.length >> page_shift) == b.pgoff

@@ -481,10 +481,6 @@ class StatefulPlanner:
                     except ValueError:
                         self.skipped += 1
                         continue
-                    if (anon or cow) and e.populate > 0:
-                        # (the program's first write gives the VMA an anon_vma, unless a
-                        # neighbour it merged into has one)
-                        self.space = _with_anon_vma(self.space, v.start)
                     if e.populate > 0 and e.prot:  # (nothing can fault in a PROT_NONE one)
                         self._pending.append((v.start, v.end, e.populate, self.seed + n_map))
                     continue
@@ -543,16 +539,6 @@ class StatefulPlanner:
         self.not_replayed[what] = self.not_replayed.get(what, 0) + 1
 
 
-def _with_anon_vma(space: AddressSpace, addr: int) -> AddressSpace:
-    """``space`` with the VMA at ``addr`` given an ``anon_vma`` where it has none (the
-    first anonymous fault's ``__anon_vma_prepare``; its own, not a neighbour's:
-    ``find_mergeable_anon_vma`` is not modelled)."""
-    v = space.find_vma(addr)
-    if v.anon_vma:
-        return space
-    return space.with_vma_added(v.replaced(anon_vma=True), without=[v])
-
-
 def fault_in(space: AddressSpace, lo: int, hi: int, fraction: float, seed: int,
              thp_enabled: str = "madvise") -> AddressSpace:
     """``space`` with the ``fraction`` of the pages of ``[lo, hi)`` the program wrote
@@ -563,20 +549,35 @@ def fault_in(space: AddressSpace, lo: int, hi: int, fraction: float, seed: int,
     bounds of ``thp_vma_suitable_order``), however little of it was written; the rest are
     base pages. Without THPs a range inside one VMA is one
     :meth:`~perfsim.mm.pagetable.PageTables.populate` call with ``seed`` (the same pages a
-    replay drew before huge-page advice was read)."""
+    replay drew before huge-page advice was read).
+
+    A written VMA of private memory (anonymous, or a MAP_PRIVATE mapping of a file, shmem
+    or hugetlb it may write: its written pages are anonymous copies) without an ``anon_vma`` gets one, a
+    neighbour's where the kernel would share it
+    (:func:`perfsim.planner.syscall.anon_vma_prepare`), in address order; ``fraction``
+    above 0 counts as written, however few pages that draws."""
     from perfsim.planner.madvise import thp_vma_allowable
+    from perfsim.planner.syscall import anon_vma_prepare
 
     pt = space.pt
+    first_writes = []
     for v in space.intersecting(lo, hi):
         if not v.prot:
             continue
+        if fraction > 0 and not v.anon_vma and "w" in v.prot and (
+                v.backing == "anon" or not v.shared):
+            first_writes.append(v.start)
         a, b = max(lo, v.start), min(hi, v.end)
         if not thp_vma_allowable(v, thp_enabled):
             pt = pt.populate(a, b, fraction=fraction, seed=seed)
             continue
         for r_lo, r_hi, huge in _thp_runs(pt, v, a, b):
             pt = pt.populate(r_lo, r_hi, fraction=fraction, seed=seed, thp=huge)
-    return space if pt is space.pt else space.with_pt(pt)
+    if pt is not space.pt:
+        space = space.with_pt(pt)
+    for at in first_writes:
+        space = anon_vma_prepare(space, space.find_vma(at))
+    return space
 
 
 def _thp_runs(pt, v: Vma, a: int, b: int) -> list[tuple[int, int, bool]]:
