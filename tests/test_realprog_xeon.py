@@ -181,3 +181,22 @@ def test_sqlite_mmap_agrees_once_only_the_head_of_its_file_is_mapped():
     for nbytes in (8 << 10, 64 << 10, 1 << 20):
         _agrees_in_every_run(_sqlite_head(nbytes), ipis=False)
     assert sum(not r["agree"] for r in _sqlite_head(4 << 20)) == 4
+
+
+def test_tcl_append_a_program_no_session_had_run_agrees_and_is_priced_near_the_kernel():
+    """tclsh growing a string to 48 MiB (README.md there, recorded 2026-12-04 on
+    6.18.44-fc-v1252): its four kernel-placed growth moves agree on flush calls and full
+    flushes under strace and in all seven runs without it; IPI rounds in 27 of 28, the
+    first run's first call having made 2 (the program had just run on the other CPU, so
+    that CPU was in its mm's cpumask: a one-thread replay's single CPU cannot have it).
+    kvm-xeon prices the calls at 0.39-0.75 of the kernel's median time, median 0.65 (the
+    interpreters' pattern, docs/real-programs.md "Latency")."""
+    recs = _records("tcl_append")
+    assert len(recs) == 4 and {r["kernel"] for r in recs} == {"6.18.44-fc-v1252"}
+    assert all(len(r["kernel_us_untraced"]) == 7 for r in recs)
+    rows = _compare("tcl_append", cost="kvm-xeon")
+    _agrees_in_every_run(rows, ipis=False)
+    ipis = [(r["planned"]["whole"]["ipi_rounds"], r["untraced"]["ipi_rounds"]) for r in rows]
+    assert sum(n != p for p, u in ipis for n in u) == 1
+    ratios = [r["predicted_ns"] / k for r in rows if (k := untraced_kernel_ns(r)) is not None]
+    assert len(ratios) == 4 and 0.5 <= statistics.median(ratios) <= 2.0, ratios
