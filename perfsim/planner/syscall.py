@@ -61,9 +61,12 @@ def _check(refusal: C.Refusal | None) -> None:
 
 # ------------------------------------------------------------------------ VMA operations
 
-_MERGE_KEYS = attrgetter("backing", "file_id", "prot", "thp", "nohugepage", "uffd_wp",
-                         "uffd_mode", "stack", "hugepage_size", "shared", "noreserve",
-                         "account")
+# What two VMAs must share to be one, but for the access flags (``PROT_*``): the file and
+# the other flags. ``anon_vma_compatible`` asks this much; a merge also asks the same prot.
+_FLAGS_BUT_PROT = ("backing", "file_id", "thp", "nohugepage", "uffd_wp", "uffd_mode",
+                   "stack", "hugepage_size", "shared", "noreserve", "account")
+_MERGE_KEYS = attrgetter("prot", *_FLAGS_BUT_PROT)
+_ANON_VMA_KEYS = attrgetter(*_FLAGS_BUT_PROT)
 
 
 def is_mergeable_vma(a: Vma, b: Vma) -> bool:
@@ -75,10 +78,6 @@ def is_mergeable_vma(a: Vma, b: Vma) -> bool:
     if _MERGE_KEYS(a) != _MERGE_KEYS(b):  # any of the flags, the file, the uffd context
         return False
     return not (a.anon_vma and b.anon_vma and a.anon_id != b.anon_id)
-
-
-_ANON_VMA_KEYS = attrgetter("backing", "file_id", "thp", "nohugepage", "uffd_wp", "uffd_mode",
-                            "stack", "hugepage_size", "shared", "noreserve", "account")
 
 
 def anon_vma_prepare(space: AddressSpace, vma: Vma) -> AddressSpace:
