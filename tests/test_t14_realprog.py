@@ -128,6 +128,9 @@ def test_brk_is_replayed_as_the_heap_mapping():
     assert [(r["op"], r["addr"], r["old_len"]) for r in st_rows] == [
         ("mmap", "0x555555559000", 0x21000), ("mmap", "0x55555557a000", 0x86000),
         ("munmap", "0x555555590000", 0x70000)]
+    # the heap is private anonymous read-write memory (do_brk_flags), not shared memory
+    heap = [e for e in parse_trace_csv(_converted(log)) if e.op == "mmap"]
+    assert [(e.backing, e.shared, e.prot) for e in heap] == [("anon", False, "rw")] * 2
 
 
 def test_concurrent_calls_are_replayed_in_the_order_their_results_require():

@@ -55,11 +55,12 @@ handed-back block used again); the replay faults those pages in.
 :func:`convert_strace` writes the CSV above;
 ``perfsim workload convert-strace`` is its command line. Failed mmaps and calls without a
 result are dropped and counted. ``brk`` calls become mmap/munmap rows of the heap's
-growth and shrinkage. With ``-y`` an mmap of a file names it by its path (``/dev/shm``
-and memfd files are ``shmem``; ``/dev/zero`` is ``shmem`` shared, ``anon`` private), and
-each ``ftruncate`` becomes a ``truncate`` row of that path (whichever descriptor it used:
-a dup of the mapped one is the same file); without ``-y`` the ``ftruncate`` calls cannot
-be tied to a mapping and are dropped (counted as skipped). Each successful ``mprotect``
+growth and shrinkage (private anonymous, read-write). With ``-y`` an mmap of a file
+names it by its path (``/dev/shm`` and memfd files are ``shmem``; ``/dev/zero`` is
+``shmem`` shared, ``anon`` private), and each ``ftruncate`` becomes a ``truncate`` row
+of that path (whichever descriptor it used: a dup of the mapped one is the same file);
+without ``-y`` the ``ftruncate`` calls cannot be tied to a mapping and are dropped
+(counted as skipped). Each successful ``mprotect``
 and ``madvise`` becomes a row (one that failed with ENOMEM too: the kernel changed the
 VMAs before the hole it found). Rows are in start order,
 except where two threads' overlapping calls
@@ -468,9 +469,12 @@ def strace_rows(text: str, origin: str = "<strace>", stats: StraceStats | None =
                         f"is {hex(brk_end)}: the log is of more than one address space (a "
                         "fork or an exec); record one process, or split the log by process")
                 if brk_end is not None and new > brk_end:
+                    # (the heap is private anonymous read-write memory: do_brk_flags
+                    # maps it VM_DATA_DEFAULT_FLAGS, never VM_SHARED)
                     rows.append({"time_ns": rel, "op": "mmap", "addr": hex(brk_end),
                                  "old_len": new - brk_end, "result": hex(brk_end),
-                                 "backing": "anon", **who})
+                                 "backing": "anon", "flags": "MAP_PRIVATE|MAP_ANONYMOUS",
+                                 "prot": "PROT_READ|PROT_WRITE", **who})
                 elif brk_end is not None and new < brk_end:
                     rows.append({"time_ns": rel, "op": "munmap", "addr": hex(new),
                                  "old_len": brk_end - new, "result": "0", **who})
