@@ -132,7 +132,8 @@ def main(argv=None) -> int:
     if n:
         print(f"runs without strace: {f_ok}/{n} call-runs agree on flush calls and full "
               f"flushes, {i_ok}/{n} on IPI rounds")
-    for key, what in (("predicted_ns", "warm"), ("predicted_cold_ns", "cold: the growth written")):
+    for key, what in (("predicted_ns", "warm"),
+                      ("predicted_cold_ns", "cold: the growth and new memory written")):
         ratios = latency_ratios(rows, key, args.statistic)
         if not ratios:
             continue

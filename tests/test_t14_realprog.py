@@ -11,6 +11,7 @@ tracefs or strace.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -131,6 +132,35 @@ def test_brk_is_replayed_as_the_heap_mapping():
     # the heap is private anonymous read-write memory (do_brk_flags), not shared memory
     heap = [e for e in parse_trace_csv(_converted(log)) if e.op == "mmap"]
     assert [(e.backing, e.shared, e.prot) for e in heap] == [("anon", False, "rw")] * 2
+
+
+def test_the_new_memory_before_each_mremap_is_the_private_writable_anonymous_kind():
+    """fresh_memory_bytes: what the log shows the program mapped since its previous mremap
+    and wrote (at the replay's populate): its heap's brk growth and private read-write
+    anonymous mmaps; not shared memory, a file, a read-only mapping, nor memory mapped
+    before the previous call."""
+    from perfsim.host.program import fresh_memory_bytes
+
+    log = ("7 brk(NULL) = 0x555555559000\n"
+           "7 brk(0x55555557a000) = 0x55555557a000\n"  # 132 KiB of heap
+           "7 mmap(NULL, 1048576, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0)"
+           " = 0x7ffff7000000\n"
+           "7 mremap(0x7ffff7000000, 1048576, 2097152, MREMAP_MAYMOVE) = 0x7ffff6000000\n"
+           "7 mmap(NULL, 65536, PROT_READ|PROT_WRITE, MAP_SHARED|MAP_ANONYMOUS, -1, 0)"
+           " = 0x7ffff5000000\n"
+           "7 mmap(NULL, 65536, PROT_READ, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0) = 0x7ffff4000000\n"
+           "7 mmap(NULL, 65536, PROT_READ|PROT_WRITE, MAP_PRIVATE, 3</tmp/f>, 0)"
+           " = 0x7ffff3000000\n"
+           "7 mremap(0x7ffff6000000, 2097152, 4194304, MREMAP_MAYMOVE) = 0x7ffff2000000\n"
+           "7 brk(0x55555559b000) = 0x55555559b000\n"
+           "7 mremap(0x7ffff2000000, 4194304, 8388608, MREMAP_MAYMOVE) = 0x7ffff1000000\n")
+    _, entries = replay_inputs(log, "t.log", 1.0)
+    assert fresh_memory_bytes(entries) == [0x21000 + (1 << 20), 0, 0x21000]
+    # (an anonymous mmap row of a CSV without its flags replays as shared memory)
+    shared = [dataclasses.replace(e, shared=True) if e.op == "mmap" else e for e in entries]
+    assert fresh_memory_bytes(shared) == [0, 0, 0]
+    _, half = replay_inputs(log, "t.log", 0.5)
+    assert fresh_memory_bytes(half) == [(0x21000 + (1 << 20)) // 2, 0, 0x21000 // 2]
 
 
 def test_concurrent_calls_are_replayed_in_the_order_their_results_require():
