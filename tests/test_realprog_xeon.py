@@ -263,3 +263,73 @@ def test_rust_vec_moves_up_to_128_mib_as_the_kernel_does_and_is_priced_near_it()
     ratios = [r["predicted_ns"] / k for r in rows if (k := untraced_kernel_ns(r)) is not None]
     assert len(ratios) == 10 and 0.7 <= statistics.median(ratios) <= 1.4, ratios
     assert all(0.5 <= x <= 2.0 for x in ratios), ratios
+
+
+def _placed(name: str) -> list[dict]:
+    """Each kernel-placed call of ``name`` against where get_unmapped_area puts it (the
+    recording's exec map, the default 8 MiB stack limit)."""
+    from perfsim.host.program import exec_layout, placement_rows
+    from perfsim.planner.unmapped_area import x86_mmap_base
+
+    rows_in, entries = replay_inputs((DATA / f"{name}.strace").read_text(), name)
+    exec_vmas = exec_layout((DATA / f"{name}.exec-maps").read_text(), TARGET.arch)
+    return placement_rows(rows_in, entries, TARGET, 1, exec_vmas,
+                          x86_mmap_base(TARGET.arch.user_va_top, 8 << 20))
+
+
+def test_perl_hash_two_blocks_that_grow_by_turns_agree_and_land_where_the_kernel_put_them():
+    """perl filling a hash of 2,000,000 keys (README.md there, recorded 2026-12-04): two
+    glibc blocks grow by turns, sixteen calls from 132 KiB to 32 MiB, five of them in place
+    (into the hole the other block's move left) and eleven kernel-placed moves. Every call
+    agrees on flush calls, full flushes and IPI rounds in all seven runs without strace,
+    and every move lands where get_unmapped_area puts it."""
+    recs = _records("perl_hash")
+    assert len(recs) == 16 and {r["kernel"] for r in recs} == {"6.18.44-fc-v1252"}
+    rows = _compare("perl_hash", cost="kvm-xeon")
+    _agrees_in_every_run(rows, ipis=True)
+    assert sum(r["result"] == r["addr"] for r in rows) == 5
+    placed = _placed("perl_hash")
+    assert len(placed) == 11 and all(r["agree"] for r in placed)
+
+
+def _np_resize(cpus: int) -> list[dict]:
+    """np_resize replayed with its population said: ``np.zeros`` takes the array from
+    ``calloc``, which leaves a fresh mapping unwritten but its first page (the chunk
+    header), and ``a[:] = 1`` writes the whole array after each resize."""
+    def entries(es):
+        out = []
+        for e in es:
+            if e.op == "mmap" and e.old_len == 528384:  # (the array's first block)
+                out += [replace(e, populate=0.0),
+                        replace(e, op="touch", old_len=4096, populate=1.0)]
+            else:
+                out.append(e)
+        return out
+    return _compare("np_resize", cost="kvm-xeon", cpus=cpus, entries=entries,
+                    written=lambda e, plan: e.new_len)
+
+
+def test_np_resize_agrees_once_calloc_is_said_and_its_ipis_follow_the_blas_thread():
+    """numpy resizing an array ten times (README.md there, recorded 2026-12-04): glibc
+    moves the block each time, 129 to 65,537 pages. As replayed (every mapping written) the
+    first move plans a full flush where the kernel made one ranged flush of the 2 pages
+    before a destination PMD boundary: the array came from calloc and was not written.
+    Said so, all ten agree under strace and in the seven runs without it. numpy's
+    OpenBLAS starts a worker thread that spins on the other CPU for a while: in the runs
+    without strace every flush of the first six calls was an IPI round, as the replay with
+    two threads on two CPUs plans, and the last two calls made none, as with one; priced
+    with two CPUs, the first six come to 0.4-0.95 of the kernel's median time."""
+    recs = _records("np_resize")
+    assert len(recs) == 10 and {r["kernel"] for r in recs} == {"6.18.44-fc-v1252"}
+    as_replayed = _compare("np_resize")
+    assert [r["agree"] for r in as_replayed] == [False] + [True] * 9
+    one, two = _np_resize(1), _np_resize(2)
+    _agrees_in_every_run(one, ipis=False)
+    _agrees_in_every_run(two, ipis=False)
+    for r in two[:6]:
+        assert set(r["untraced"]["ipi_rounds"]) == {r["planned"]["whole"]["ipi_rounds"]}
+    for r in one[-2:]:
+        assert set(r["untraced"]["ipi_rounds"]) == {r["planned"]["whole"]["ipi_rounds"]} == {0}
+    ratios = [r["predicted_ns"] / untraced_kernel_ns(r) for r in two[:6]]
+    assert all(0.4 <= x <= 1.0 for x in ratios), ratios
+    assert all(p["agree"] for p in _placed("np_resize"))
