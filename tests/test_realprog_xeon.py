@@ -333,3 +333,65 @@ def test_np_resize_agrees_once_calloc_is_said_and_its_ipis_follow_the_blas_threa
     ratios = [r["predicted_ns"] / untraced_kernel_ns(r) for r in two[:6]]
     assert all(0.4 <= x <= 1.0 for x in ratios), ratios
     assert all(p["agree"] for p in _placed("np_resize"))
+
+
+def _trace_workload(name: str, tmp_path, cost_profile: str):
+    """A one-thread ``kind = "trace"`` workload of ``name``'s log on one CPU, priced with
+    ``cost_profile`` (the log converted as ``perfsim workload convert-strace`` does)."""
+    import io
+
+    from perfsim.workload import parse_workload
+    from perfsim.workload.trace import convert_strace
+
+    out = io.StringIO()
+    convert_strace((DATA / f"{name}.strace").read_text(), out, name)
+    (tmp_path / "t.csv").write_text(out.getvalue())
+    return parse_workload(f"""
+name = "{name}"
+cpus = 1
+kernel = "6.18"
+cost_profile = "{cost_profile}"
+[[processes]]
+name = "app"
+threads = 1
+[[streams]]
+name = "recorded"
+kind = "trace"
+process = "app"
+path = "{tmp_path / 't.csv'}"
+""")
+
+
+def test_the_engine_charges_a_traced_call_the_cold_cache_the_comparison_does(tmp_path):
+    """The simulator's replay of a trace stream charges each call the profile's
+    [cold_cache] for what the log shows the program wrote just before it
+    (perfsim.workload.written, the comparison's own figure): against the same profile
+    without that table, on the same seed, each of mawk's simulated calls takes exactly its
+    charge longer, all of it in cost_fixed_ns, and nothing else changes."""
+    import tomllib
+
+    from perfsim.cost.profile import load_cost_profile
+    from perfsim.workload import run_workload
+
+    rows = _compare("mawk_array", cost="kvm-xeon")
+    charge = [load_cost_profile("kvm-xeon").cold_cache_ns(r["written_before_bytes"])
+              for r in rows]
+    assert min(charge) > 0
+    src = Path(__file__).parent.parent / "perfsim" / "data" / "cost" / "kvm-xeon.toml"
+    text = src.read_text()
+    assert "cold_cache" in tomllib.loads(text)
+    head, _, tail = text.partition("[cold_cache]")
+    rest = tail.split("\n[", 1)
+    warm_toml = tmp_path / "kvm-xeon-warm.toml"
+    warm_toml.write_text(head + ("[" + rest[1] if len(rest) > 1 else ""))
+    assert "cold_cache" not in tomllib.loads(warm_toml.read_text())
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    cold, _, _ = run_workload(_trace_workload("mawk_array", tmp_path / "a", "kvm-xeon"))
+    warm, _, _ = run_workload(_trace_workload("mawk_array", tmp_path / "b", str(warm_toml)))
+    c, w = cold.calls, warm.calls
+    assert list(c["latency_ns"] - w["latency_ns"]) == charge
+    assert list(c["cost_fixed_ns"] - w["cost_fixed_ns"]) == charge
+    same = [k for k in c.columns if k not in ("latency_ns", "end_ns", "start_ns",
+                                              "cost_fixed_ns")]
+    assert c[same].equals(w[same])

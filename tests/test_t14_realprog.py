@@ -13,10 +13,12 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import itertools
 import json
 import os
 import shutil
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -135,11 +137,15 @@ def test_brk_is_replayed_as_the_heap_mapping():
 
 
 def test_the_new_memory_before_each_mremap_is_the_private_writable_anonymous_kind():
-    """fresh_memory_bytes: what the log shows the program mapped since its previous mremap
-    and wrote (at the replay's populate): its heap's brk growth and private read-write
-    anonymous mmaps; not shared memory, a file, a read-only mapping, nor memory mapped
-    before the previous call."""
-    from perfsim.host.program import fresh_memory_bytes
+    """perfsim.workload.written: what the log shows the program mapped since its previous
+    mremap and wrote (at the replay's populate): its heap's brk growth and private
+    read-write anonymous mmaps; not shared memory, a file, a read-only mapping, nor memory
+    mapped before the previous call; and the part the block's previous growth added."""
+    from perfsim.workload.written import written_before_calls
+
+    def fresh_memory_bytes(entries):  # (every call failed: no growth carried over)
+        failed = types.SimpleNamespace(errno="ENOMEM", result_addr=None)
+        return written_before_calls(entries, itertools.repeat(failed))
 
     log = ("7 brk(NULL) = 0x555555559000\n"
            "7 brk(0x55555557a000) = 0x55555557a000\n"  # 132 KiB of heap

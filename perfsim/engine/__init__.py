@@ -8,9 +8,9 @@ from perfsim.engine.coalesce import segments
 from perfsim.engine.locks import RwSem, SpinLock
 from perfsim.engine.scenario import Scenario, build_spec, load_scenario, parse_duration
 from perfsim.engine.simulate import SimResult, run, simulate
-from perfsim.engine.spec import CallerSpec, MmSpec, SimSpec, UserSpec, WalkerSpec
+from perfsim.engine.spec import CallerSpec, ColdCall, MmSpec, SimSpec, UserSpec, WalkerSpec
 
 __all__ = [
-    "CallerSpec", "MmSpec", "RwSem", "Scenario", "SimResult", "SimSpec", "SpinLock", "UserSpec",
-    "WalkerSpec", "build_spec", "load_scenario", "parse_duration", "run", "segments", "simulate",
+    "CallerSpec", "ColdCall", "MmSpec", "RwSem", "Scenario", "SimResult", "SimSpec", "SpinLock",
+    "UserSpec", "WalkerSpec", "build_spec", "load_scenario", "parse_duration", "run", "segments", "simulate",
 ]

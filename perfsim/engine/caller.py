@@ -33,7 +33,7 @@ import numpy as np
 from perfsim.cost.batching import folio_batching_of_plan
 from perfsim.engine.machine import Machine
 from perfsim.engine.records import CallHead, FlushRecord, HoldRecord
-from perfsim.engine.spec import CallerSpec
+from perfsim.engine.spec import CallerSpec, ColdCall
 from perfsim.planner import steps as S
 
 _second = itemgetter(1)
@@ -128,8 +128,17 @@ def caller(m: Machine, spec: CallerSpec, rng, started: bool = False):
             yield lock.wait_write(spec.name)
             t = env.now
         t_start = t
+        cold = 0
+        if type(item) is ColdCall:
+            item, cold = item
         steps, errno, folio = _resolve(item, mm, m.target, m.plans)
         tp = templates.get(steps, ncpus, rng, ptl_hot_of, folio)
+        if cold:  # (the caches refilled: once, before the call's first row)
+            t += cold
+            if t >= peek():
+                yield env.timeout(t - env.now)
+            else:
+                m.folded_events += 1
         rmap_wait = ptl_wait = 0
         # A walker that takes this mm's page-table spinlocks is the only other taker (the
         # mm's other callers wait for mmap_lock): without one, a row's PTLs are always
@@ -194,7 +203,8 @@ def caller(m: Machine, spec: CallerSpec, rng, started: bool = False):
         calls_add((*CallHead(caller=spec.name, mm=spec.mm, cpu=cpu, call=k, errno=errno or "",
                              start_ns=t_req, end_ns=t_end, latency_ns=t_end - t_req,
                              mmap_lock_wait_ns=t_start - t_req, rmap_wait_ns=rmap_wait,
-                             ptl_wait_ns=ptl_wait), *tp.stats))
+                             ptl_wait_ns=ptl_wait),
+                   *(tp.stats if not cold else (*tp.stats[:-1], tp.stats[-1] + cold))))
         if len(m.runs) > m.settle_runs:
             m.settle_users(t)  # no credit can be queued before t by anyone else either
         if m.progress is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import MISSING, dataclass, field, fields
+from typing import NamedTuple
 
 from perfsim.cost.profile import CostProfile
 from perfsim.profiles import Target
@@ -60,6 +61,18 @@ def fast_init(cls):
     return cls
 
 
+class ColdCall(NamedTuple):
+    """A plan-stream item: a call made with the kernel's working set out of the CPU caches
+    (its caller wrote memory just before it). ``item`` is the call (``MovePlan``, ``Steps``
+    or ``MoveRequest``); ``cold_ns`` what the cost profile's ``[cold_cache]`` charges it
+    (:meth:`perfsim.cost.profile.CostProfile.cold_cache_ns`), once, at the call's start,
+    under ``mmap_lock``, as category ``fixed``. Not a kernel rule: a property of the
+    machine's caches (docs/engine.md)."""
+
+    item: object
+    cold_ns: int
+
+
 @fast_init
 @dataclass(frozen=True)
 class MmSpec:
@@ -78,8 +91,9 @@ class CallerSpec:
 
     ``plans`` items are ``MovePlan``, ``Steps`` or ``MoveRequest`` (planned against the mm's
     current address space when the call holds ``mmap_lock``, the way the kernel decides under
-    the lock). A generator is consumed lazily (``repeat`` must then be 1). ``interval_ns`` is
-    the think time between calls, ``start_ns`` the first call's time.
+    the lock), or a :class:`ColdCall` of one. A generator is consumed lazily (``repeat``
+    must then be 1). ``interval_ns`` is the think time between calls, ``start_ns`` the
+    first call's time.
     """
 
     name: str

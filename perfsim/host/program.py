@@ -339,24 +339,6 @@ def replay_plans(entries, target, threads: int, *, written=None,
     return out
 
 
-def fresh_memory_bytes(entries) -> list[int]:
-    """For each mremap of ``entries`` in order, the private anonymous read-write memory the
-    log shows the program mapped since its previous mremap (``mmap`` rows, the heap's
-    ``brk`` growth among them), each at its replay ``populate``: bytes the program wrote
-    (and the kernel zeroed at each first fault) just before the call, which is what
-    evicts the kernel's working set from the caches (the profile's ``[cold_cache]``,
-    :class:`perfsim.cost.profile.ColdCache`). What it wrote into memory it already had is
-    not in a log, so this is a lower bound."""
-    out, since = [], 0.0
-    for e in entries:
-        if e.op == "mremap":
-            out.append(int(since))
-            since = 0.0
-        elif e.op == "mmap" and e.backing == "anon" and not e.shared and "w" in e.prot:
-            since += e.old_len * e.populate
-    return out
-
-
 def exec_layout(maps_text: str, arch) -> tuple:
     """What exec left at the top of a process's mmap area, which an strace log does not
     show: from the ``/proc/PID/maps`` text of a dynamically linked program run without
@@ -492,6 +474,7 @@ def compare_program(log_rows: list[dict], entries, records: list[dict], target,
     (with the same ``threads`` and ``written``), not made again; ``thp_enabled``: the
     recorded system's THP setting (None: :func:`recorded_thp_enabled` of ``records``)."""
     from perfsim.host.model import COUNTERS
+    from perfsim.workload.written import written_before_calls
 
     if thp_enabled is None:
         thp_enabled = recorded_thp_enabled(records)
@@ -511,9 +494,8 @@ def compare_program(log_rows: list[dict], entries, records: list[dict], target,
     mremaps = [r for r in log_rows if r["op"] == "mremap"]
     keys = COUNTERS if ipis else COUNTERS[:2]
     out = []
-    grown: dict[tuple[int, int], int] = {}  # (addr, len) a growth left -> bytes it added
-    fresh = fresh_memory_bytes(entries)
-    for row, plan, new_memory in zip(mremaps, plans, fresh, strict=True):
+    written = written_before_calls(entries, plans)
+    for row, plan, wb in zip(mremaps, plans, written, strict=True):
         key = call_key(int(row["addr"], 16), row["old_len"], row["new_len"], row["result"])
         got = pool.get(key) or []
         rec = got.pop(0) if got else None
@@ -524,16 +506,11 @@ def compare_program(log_rows: list[dict], entries, records: list[dict], target,
                 "planned": pred, "kernel": None, "agree": None, "phases_compared": False}
         if cost is not None and plan.errno is None:
             item["predicted_ns"] = predict(plan, profile, cpus=threads).predicted_ns
-            # what the program wrote just before the call, as far as the log tells: the
-            # part the block's previous growth added (written since, as the replay
-            # assumes) and the new memory it mapped since its previous call
-            wb = grown.get((int(row["addr"], 16), int(row["old_len"])), 0) + new_memory
+            # what the program wrote just before the call, as far as the log tells
+            # (perfsim.workload.written: the block's previous growth, new memory since)
             item["written_before_bytes"] = wb
             item["predicted_cold_ns"] = predict(plan, profile, cpus=threads,
                                                 written_before_bytes=wb).predicted_ns
-            if plan.result_addr is not None and int(row["new_len"]) > int(row["old_len"]):
-                grown[(plan.result_addr, int(row["new_len"]))] = \
-                    int(row["new_len"]) - int(row["old_len"])
         if rec is not None:
             k = kernel_counts(rec)
             phases = [p for p in k if p != "whole"]

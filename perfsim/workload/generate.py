@@ -32,7 +32,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from perfsim.cost.profile import CostProfile
-from perfsim.engine.spec import CallerSpec, MmSpec, SimSpec, UserSpec, WalkerSpec
+from perfsim.engine.spec import CallerSpec, ColdCall, MmSpec, SimSpec, UserSpec, WalkerSpec
 from perfsim.errors import PerfsimError
 from perfsim.mm.pagetable import PageTables
 from perfsim.mm.space import AddressSpace
@@ -51,6 +51,7 @@ from perfsim.workload.schema import (
     TraceStream,
     Workload,
 )
+from perfsim.workload.written import WrittenBefore
 
 SRC_BASE = 0x7F0000000000
 """Synthetic sources are laid out from here (512 GiB aligned)."""
@@ -435,6 +436,9 @@ class StatefulPlanner:
         self.not_replayed: dict[str, int] = {}
         #: writes not faulted in yet: ``(lo, hi, fraction, seed)``
         self._pending: list[tuple[int, int, float, int]] = []
+        #: what the program wrote just before the mremap last handed out, as far as the
+        #: entries tell (:class:`perfsim.workload.written.WrittenBefore`)
+        self.written_before = 0
 
     def __iter__(self) -> Iterator[MovePlan]:
         from perfsim.planner import steps as S
@@ -450,8 +454,11 @@ class StatefulPlanner:
 
         a = self.target.arch
         n_map = n_grow = 0
+        written = WrittenBefore()
         for _ in range(self.repeat):
             for e in self.entries:
+                if e.op != "mremap":
+                    written.see(e)
                 if e.op == "madvise" and e.advice in HUGEPAGE_ADVICE:
                     # (before the writes the program makes after it: those stay pending)
                     self.space = madvise_hugepage(self.space, e.old_addr, e.old_len, e.advice)
@@ -526,6 +533,7 @@ class StatefulPlanner:
                         n_grow += 1
                         self._pending += _added(plan.result_addr, e,
                                                 self.seed + (1 << 20) + n_grow, a)
+                self.written_before = written.call(e, plan)
                 yield plan
         self._fault_pending()
 
@@ -537,6 +545,16 @@ class StatefulPlanner:
 
     def _not_replayed(self, what: str) -> None:
         self.not_replayed[what] = self.not_replayed.get(what, 0) + 1
+
+
+def _cold_calls(plans: Iterator[MovePlan], planner: StatefulPlanner,
+                profile: CostProfile) -> Iterator:
+    """A trace stream's plans, each a :class:`~perfsim.engine.spec.ColdCall` where the
+    profile's ``[cold_cache]`` charges it for what the program wrote just before it
+    (``planner.written_before``, read as each plan comes: the planner has just made it)."""
+    for plan in plans:
+        ns = profile.cold_cache_ns(planner.written_before)
+        yield ColdCall(plan, ns) if ns else plan
 
 
 def fault_in(space: AddressSpace, lo: int, hi: int, fraction: float, seed: int,
@@ -746,11 +764,12 @@ def compile_workload(w: Workload, target: Target, profile: CostProfile,
             times = None
         else:
             entries = call_entries(s, p) if isinstance(s, CallStream) else trace_entries(s)
-            plans = iter(StatefulPlanner(spaces[p.name] or initial_space(p, target, ncpus),
-                                         entries, target, seed=i,
-                                         repeat=getattr(s, "repeat", 1),
-                                         populate_growth=isinstance(s, TraceStream),
-                                         thp_enabled=getattr(s, "thp_enabled", "madvise")))
+            planner = StatefulPlanner(spaces[p.name] or initial_space(p, target, ncpus),
+                                      entries, target, seed=i,
+                                      repeat=getattr(s, "repeat", 1),
+                                      populate_growth=isinstance(s, TraceStream),
+                                      thp_enabled=getattr(s, "thp_enabled", "madvise"))
+            plans = iter(planner)
             n_moves = sum(e.op == "mremap" for e in entries) * getattr(s, "repeat", 1)
             count = min(s.count, n_moves) if s.count else n_moves
             if s.count:
@@ -763,6 +782,8 @@ def compile_workload(w: Workload, target: Target, profile: CostProfile,
                     times = [s.start_ns + t - t0 for t in ts][:count]
         if wrap_plans is not None:
             plans = wrap_plans(plans)
+        if isinstance(s, TraceStream) and profile.cold_cache is not None:
+            plans = _cold_calls(plans, planner, profile)
         arr = s.arrival
         name = s.name
         if times is None and isinstance(arr, (Poisson, Periodic)):
