@@ -335,31 +335,16 @@ def test_np_resize_agrees_once_calloc_is_said_and_its_ipis_follow_the_blas_threa
     assert all(p["agree"] for p in _placed("np_resize"))
 
 
-def _trace_workload(name: str, tmp_path, cost_profile: str):
-    """A one-thread ``kind = "trace"`` workload of ``name``'s log on one CPU, priced with
-    ``cost_profile`` (the log converted as ``perfsim workload convert-strace`` does)."""
-    import io
-
+def _trace_workload(name: str, cost_profile: str):
+    """A one-thread trace workload of ``name``'s log read as it is (``format = "strace"``)
+    on one CPU, priced with ``cost_profile``."""
     from perfsim.workload import parse_workload
-    from perfsim.workload.trace import convert_strace
 
-    out = io.StringIO()
-    convert_strace((DATA / f"{name}.strace").read_text(), out, name)
-    (tmp_path / "t.csv").write_text(out.getvalue())
-    return parse_workload(f"""
-name = "{name}"
-cpus = 1
-kernel = "6.18"
-cost_profile = "{cost_profile}"
-[[processes]]
-name = "app"
-threads = 1
-[[streams]]
-name = "recorded"
-kind = "trace"
-process = "app"
-path = "{tmp_path / 't.csv'}"
-""")
+    return parse_workload(
+        f'name = "{name}"\ncpus = 1\nkernel = "6.18"\ncost_profile = "{cost_profile}"\n'
+        '[[processes]]\nname = "app"\nthreads = 1\n'
+        f'[[streams]]\nname = "recorded"\nkind = "trace"\nformat = "strace"\n'
+        f'process = "app"\npath = "{DATA / (name + ".strace")}"\n')
 
 
 def test_the_engine_charges_a_traced_call_the_cold_cache_the_comparison_does(tmp_path):
@@ -385,10 +370,8 @@ def test_the_engine_charges_a_traced_call_the_cold_cache_the_comparison_does(tmp
     warm_toml = tmp_path / "kvm-xeon-warm.toml"
     warm_toml.write_text(head + ("[" + rest[1] if len(rest) > 1 else ""))
     assert "cold_cache" not in tomllib.loads(warm_toml.read_text())
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    cold, _, _ = run_workload(_trace_workload("mawk_array", tmp_path / "a", "kvm-xeon"))
-    warm, _, _ = run_workload(_trace_workload("mawk_array", tmp_path / "b", str(warm_toml)))
+    cold, _, _ = run_workload(_trace_workload("mawk_array", "kvm-xeon"))
+    warm, _, _ = run_workload(_trace_workload("mawk_array", str(warm_toml)))
     c, w = cold.calls, warm.calls
     assert list(c["latency_ns"] - w["latency_ns"]) == charge
     assert list(c["cost_fixed_ns"] - w["cost_fixed_ns"]) == charge
