@@ -202,23 +202,29 @@ def test_tcl_append_a_program_no_session_had_run_agrees_and_is_priced_near_the_k
     assert len(ratios) == 4 and 0.5 <= statistics.median(ratios) <= 2.0, ratios
 
 
+def _placed(name: str) -> list[dict]:
+    """Each kernel-placed call of ``name`` against where get_unmapped_area puts it (the
+    recording's exec map, the default 8 MiB stack limit)."""
+    from perfsim.host.program import exec_layout, placement_rows
+    from perfsim.planner.unmapped_area import x86_mmap_base
+
+    rows_in, entries = replay_inputs((DATA / f"{name}.strace").read_text(), name)
+    exec_vmas = exec_layout((DATA / f"{name}.exec-maps").read_text(), TARGET.arch)
+    return placement_rows(rows_in, entries, TARGET, 1, exec_vmas,
+                          x86_mmap_base(TARGET.arch.user_va_top, 8 << 20))
+
+
 def test_mawk_array_a_program_no_session_had_run_agrees_and_lands_where_the_kernel_put_it():
     """mawk reading 2,000,000 lines into an array (README.md there, recorded 2026-12-04 on
     6.18.44-fc-v1252): its hash table grows by glibc realloc, five kernel-placed moves of
     132 KiB to 2 MiB, between which the program's heap grows by brk 7-61 MiB. Every call
     agrees on flush calls, full flushes and IPI rounds in all seven runs without strace,
     and each destination is where get_unmapped_area puts it (its exec map)."""
-    from perfsim.host.program import exec_layout, placement_rows
-    from perfsim.planner.unmapped_area import x86_mmap_base
-
     recs = _records("mawk_array")
     assert len(recs) == 5 and {r["kernel"] for r in recs} == {"6.18.44-fc-v1252"}
     assert all(len(r["kernel_us_untraced"]) == 7 for r in recs)
     _agrees_in_every_run(_compare("mawk_array"), ipis=True)
-    rows_in, entries = replay_inputs((DATA / "mawk_array.strace").read_text(), "mawk_array")
-    exec_vmas = exec_layout((DATA / "mawk_array.exec-maps").read_text(), TARGET.arch)
-    placed = placement_rows(rows_in, entries, TARGET, 1, exec_vmas,
-                            x86_mmap_base(TARGET.arch.user_va_top, 8 << 20))
+    placed = _placed("mawk_array")
     assert len(placed) == 5 and all(r["agree"] for r in placed), placed
 
 
@@ -247,34 +253,16 @@ def test_rust_vec_moves_up_to_128_mib_as_the_kernel_does_and_is_priced_near_it()
     without it, each destination is where get_unmapped_area puts it, and kvm-xeon prices
     the ten calls of 10 us or more at 0.80-1.14 of the kernel's median time (median 0.99;
     the 128 MiB move 348 us against 336)."""
-    from perfsim.host.program import exec_layout, placement_rows
-    from perfsim.planner.unmapped_area import x86_mmap_base
-
     recs = _records("rust_vec")
     assert len(recs) == 16 and {r["kernel"] for r in recs} == {"6.18.44-fc-v1252"}
     rows = _compare("rust_vec", cost="kvm-xeon")
     _agrees_in_every_run(rows, ipis=True)
     assert max(r["planned"]["whole"]["flush_calls"] for r in rows) == 130
-    rows_in, entries = replay_inputs((DATA / "rust_vec.strace").read_text(), "rust_vec")
-    exec_vmas = exec_layout((DATA / "rust_vec.exec-maps").read_text(), TARGET.arch)
-    placed = placement_rows(rows_in, entries, TARGET, 1, exec_vmas,
-                            x86_mmap_base(TARGET.arch.user_va_top, 8 << 20))
+    placed = _placed("rust_vec")
     assert len(placed) == 16 and all(r["agree"] for r in placed)
     ratios = [r["predicted_ns"] / k for r in rows if (k := untraced_kernel_ns(r)) is not None]
     assert len(ratios) == 10 and 0.7 <= statistics.median(ratios) <= 1.4, ratios
     assert all(0.5 <= x <= 2.0 for x in ratios), ratios
-
-
-def _placed(name: str) -> list[dict]:
-    """Each kernel-placed call of ``name`` against where get_unmapped_area puts it (the
-    recording's exec map, the default 8 MiB stack limit)."""
-    from perfsim.host.program import exec_layout, placement_rows
-    from perfsim.planner.unmapped_area import x86_mmap_base
-
-    rows_in, entries = replay_inputs((DATA / f"{name}.strace").read_text(), name)
-    exec_vmas = exec_layout((DATA / f"{name}.exec-maps").read_text(), TARGET.arch)
-    return placement_rows(rows_in, entries, TARGET, 1, exec_vmas,
-                          x86_mmap_base(TARGET.arch.user_va_top, 8 << 20))
 
 
 def test_perl_hash_two_blocks_that_grow_by_turns_agree_and_land_where_the_kernel_put_them():

@@ -32,11 +32,17 @@ import numpy as np
 
 from perfsim.cost.batching import folio_batching_of_plan
 from perfsim.engine.machine import Machine
-from perfsim.engine.records import CallHead, FlushRecord, HoldRecord
+from perfsim.engine.records import CALL_STAT_COLUMNS, CallHead, FlushRecord, HoldRecord
 from perfsim.engine.spec import CallerSpec, ColdCall
 from perfsim.planner import steps as S
 
 _second = itemgetter(1)
+_FIXED = CALL_STAT_COLUMNS.index("cost_fixed_ns")  # (where a call's fixed cost is in its stats)
+
+
+def _with_fixed(stats: tuple, ns: int) -> tuple:
+    """A call record's stats columns with ``ns`` more of fixed cost (a :class:`ColdCall`)."""
+    return (*stats[:_FIXED], stats[_FIXED] + ns, *stats[_FIXED + 1:])
 
 
 def _no_fold() -> int:  # Environment.peek when nothing may fold: always "now"
@@ -204,7 +210,7 @@ def caller(m: Machine, spec: CallerSpec, rng, started: bool = False):
                              start_ns=t_req, end_ns=t_end, latency_ns=t_end - t_req,
                              mmap_lock_wait_ns=t_start - t_req, rmap_wait_ns=rmap_wait,
                              ptl_wait_ns=ptl_wait),
-                   *(tp.stats if not cold else (*tp.stats[:-1], tp.stats[-1] + cold))))
+                   *(tp.stats if not cold else _with_fixed(tp.stats, cold))))
         if len(m.runs) > m.settle_runs:
             m.settle_users(t)  # no credit can be queued before t by anyone else either
         if m.progress is not None:
